@@ -1,0 +1,1 @@
+"""Talking to target devices: local, SSH, simulated NPUs."""

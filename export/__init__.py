@@ -1,0 +1,1 @@
+"""ONNX and TFLite export of extracted subnets."""

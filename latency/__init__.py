@@ -1,0 +1,1 @@
+"""Latency lookup tables and predictors (built on devices/ measurements)."""

@@ -1,0 +1,79 @@
+"""Supernet checkpoints: written atomically, loaded without unpickling arbitrary objects."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from once_for_all.data import DataSpec
+from once_for_all.elastic_supernet import OFAMobileNetV3
+from once_for_all.search_space import SearchSpace
+
+CHECKPOINT_FORMAT = "edgenas.supernet/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, corrupt or made for something else."""
+
+
+def atomic_torch_save(obj: object, path: Path) -> None:
+    """Write to a temporary file beside ``path`` and rename, so a kill never leaves half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    atomic_torch_save({"format": CHECKPOINT_FORMAT, **payload}, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
+    p = Path(path)
+    if not p.is_file():
+        raise CheckpointError(
+            f"checkpoint {p} not found: train one with 'edgenas train RECIPE' or check the path"
+        )
+    try:
+        payload = torch.load(p, map_location="cpu", weights_only=True)
+    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(
+            f"checkpoint {p} is corrupt or not an edgenas checkpoint ({reason[:120]}): retrain or restore it"
+        ) from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
+        raise CheckpointError(
+            f"{p} is not an edgenas supernet checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})"
+        )
+    return payload
+
+
+def load_supernet(path: str | Path) -> tuple[OFAMobileNetV3, DataSpec, dict[str, Any]]:
+    """The trained supernet, the data spec it was trained on, and the checkpoint's metadata."""
+    payload = load_checkpoint(path)
+    try:
+        space = SearchSpace.from_dict(payload["space"])
+        spec = DataSpec.from_dict(payload["data_spec"])
+        model = OFAMobileNetV3(space)
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(
+            f"checkpoint {path} does not hold a valid supernet ({str(exc).splitlines()[0][:160]})"
+        ) from None
+    model.eval()
+    return model, spec, payload

@@ -1,0 +1,20 @@
+"""Data for edgenas: Fashion-MNIST, MNIST or the user's images, split and batched in memory."""
+
+from __future__ import annotations
+
+from once_for_all.data.batches import BatchLoader, normalize, resize_batch
+from once_for_all.data.errors import DataError
+from once_for_all.data.load import load_data
+from once_for_all.data.spec import DATASPEC_FORMAT, DataBundle, DataSpec, ImageSplit
+
+__all__ = [
+    "DATASPEC_FORMAT",
+    "BatchLoader",
+    "DataBundle",
+    "DataError",
+    "DataSpec",
+    "ImageSplit",
+    "load_data",
+    "normalize",
+    "resize_batch",
+]

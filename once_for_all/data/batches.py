@@ -1,0 +1,144 @@
+"""Turning stored uint8 images into normalised float batches: in memory, seeded, no workers."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from once_for_all.data.errors import DataError
+from once_for_all.data.spec import DataSpec, ImageSplit
+
+_CROP_PADDING = 2
+
+
+def normalize(images_uint8: torch.Tensor, spec: DataSpec) -> torch.Tensor:
+    """float32 `(x / 255 - mean) / std`, per channel, for uint8 images [N, C, H, W]."""
+    if images_uint8.dtype != torch.uint8 or images_uint8.dim() != 4:
+        raise DataError(
+            f"normalize: got {images_uint8.dtype} {list(images_uint8.shape)}, "
+            "expected uint8 [N, C, H, W]"
+        )
+    if images_uint8.shape[1] != spec.channels:
+        raise DataError(
+            f"normalize: images have {images_uint8.shape[1]} channel(s), "
+            f"data '{spec.name}' has {spec.channels}"
+        )
+    mean = torch.tensor(spec.mean, dtype=torch.float32).view(1, -1, 1, 1)
+    std = torch.tensor(spec.std, dtype=torch.float32).view(1, -1, 1, 1)
+    return (images_uint8.to(torch.float32) / 255.0 - mean) / std
+
+
+def resize_batch(x: torch.Tensor, resolution: int) -> torch.Tensor:
+    """Bilinear resize of float [N, C, H, W] to `resolution` square (align_corners=False).
+
+    Antialiased only when downsampling; returns `x` itself when it already has that size.
+    """
+    if not x.is_floating_point() or x.dim() != 4:
+        raise DataError(f"resize_batch: got {x.dtype} {list(x.shape)}, expected float [N, C, H, W]")
+    if resolution < 1:
+        raise DataError(f"resize_batch: resolution={resolution} must be >= 1")
+    height, width = x.shape[-2:]
+    if height == resolution and width == resolution:
+        return x
+    downsampling = resolution < height or resolution < width
+    return F.interpolate(
+        x,
+        size=(resolution, resolution),
+        mode="bilinear",
+        align_corners=False,
+        antialias=downsampling,
+    )
+
+
+def resize_images(images: torch.Tensor, resolution: int) -> torch.Tensor:
+    """`resize_batch` for stored uint8 images, rounded back to uint8."""
+    if tuple(images.shape[-2:]) == (resolution, resolution):
+        return images
+    resized = resize_batch(images.to(torch.float32), resolution)
+    return resized.round_().clamp_(0, 255).to(torch.uint8)
+
+
+def epoch_generator(seed: int, epoch: int) -> torch.Generator:
+    """A generator for one (seed, epoch), independent of global RNG state, so a resumed run
+    replays the same batches."""
+    if seed < 0 or epoch < 0:
+        raise DataError(f"seed={seed} and epoch={epoch} must both be >= 0")
+    state = np.random.SeedSequence([seed, epoch]).generate_state(1, dtype=np.uint64)[0]
+    # torch takes seeds below 2**63 here; drop the top bit
+    return torch.Generator().manual_seed(int(state) >> 1)
+
+
+def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Per image: a random crop of the image zero-padded by 2 pixels, then a random horizontal
+    flip; one vectorised gather over the whole batch."""
+    n, channels, height, width = images.shape
+    pad = _CROP_PADDING
+    padded = F.pad(images, (pad, pad, pad, pad)).reshape(n, channels, -1)
+    dy = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    dx = torch.randint(0, 2 * pad + 1, (n,), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    rows = dy[:, None] + torch.arange(height)  # [N, H]
+    cols = dx[:, None] + torch.arange(width)  # [N, W]
+    # a flipped crop reads its columns right to left
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    flat = rows[:, :, None] * (width + 2 * pad) + cols[:, None, :]  # [N, H, W] into padded
+    index = flat.reshape(n, 1, -1).expand(n, channels, height * width)
+    return padded.gather(2, index).reshape(n, channels, height, width)
+
+
+class BatchLoader:
+    """Batches of (normalised float32 images [B, C, H, W] at native size, int64 labels).
+
+    The order and the augmentation of an epoch depend only on (`seed`, epoch). `limit` keeps
+    the first `limit` images of the split. `augment` adds a random 2-pixel-padded crop and a
+    random horizontal flip (meant for natural images and clothing, not digits).
+    """
+
+    def __init__(
+        self,
+        split: ImageSplit,
+        spec: DataSpec,
+        *,
+        batch_size: int,
+        shuffle: bool,
+        augment: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        limit: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise DataError(f"batch_size={batch_size} must be >= 1")
+        if limit is not None and limit < 1:
+            raise DataError(f"limit={limit} must be >= 1 (or None for the whole split)")
+        if seed < 0:
+            raise DataError(f"seed={seed} must be >= 0")
+        self.split = split if limit is None else split.select(torch.arange(min(limit, len(split))))
+        self.spec = spec
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = augment
+        self.seed = seed
+        self.drop_last = drop_last
+
+    def __len__(self) -> int:
+        n = len(self.split)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def epoch(self, epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches of epoch `epoch`, deterministic for a given (seed, epoch)."""
+        generator = epoch_generator(self.seed, epoch)
+        n = len(self.split)
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        for b in range(len(self)):
+            index = order[b * self.batch_size : (b + 1) * self.batch_size]
+            images = self.split.images[index]
+            if self.augment:
+                images = random_crop_flip(images, generator)
+            yield normalize(images, self.spec), self.split.labels[index]
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return self.epoch(0)

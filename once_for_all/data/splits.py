@@ -1,0 +1,73 @@
+"""Holding out test and validation images, and the per-channel statistics of a split."""
+
+from __future__ import annotations
+
+import torch
+
+from once_for_all.data.errors import DataError
+from once_for_all.data.spec import ImageSplit
+
+TEST_FRACTION = 1 / 6
+# The test hold-out of a source without a test set is fixed, whatever the run's seed, so that
+# every run on the same data reports on the same images
+_TEST_HOLDOUT_SEED = 0
+
+
+def hold_out_test(split: ImageSplit, *, name: str) -> tuple[ImageSplit, ImageSplit]:
+    """Split into (train, test), 1/6 of each class to test, chosen by a fixed seed."""
+    generator = torch.Generator().manual_seed(_TEST_HOLDOUT_SEED)
+    test_parts: list[torch.Tensor] = []
+    for label in torch.unique(split.labels).tolist():
+        members = torch.nonzero(split.labels == label).flatten()
+        count = round(len(members) * TEST_FRACTION)
+        test_parts.append(members[torch.randperm(len(members), generator=generator)[:count]])
+    test_index = torch.cat(test_parts).sort().values
+    if len(test_index) == 0:
+        raise DataError(
+            f"data '{name}': {len(split)} images are too few to hold out a test set (1/6 of each "
+            "class): add images or provide a separate test set (train/ and test/ folders, or "
+            "x_test/y_test in the .npz)"
+        )
+    is_test = torch.zeros(len(split), dtype=torch.bool)
+    is_test[test_index] = True
+    return split.select(torch.nonzero(~is_test).flatten()), split.select(test_index)
+
+
+def hold_out_validation(
+    split: ImageSplit, *, val_size: int, seed: int, train_limit: int | None, name: str
+) -> tuple[ImageSplit, ImageSplit]:
+    """Split into (train, val): `val_size` images chosen by a permutation seeded with `seed`;
+    `train_limit` then keeps the first N remaining images of that permutation. Both keep the
+    source's order."""
+    if val_size < 0:
+        raise DataError(f"val_size={val_size} must be >= 0")
+    if val_size >= len(split):
+        raise DataError(
+            f"data '{name}': val_size={val_size} leaves no training images out of "
+            f"{len(split)}: pass a smaller val_size"
+        )
+    if train_limit is not None and train_limit < 1:
+        raise DataError(f"train_limit={train_limit} must be >= 1 (or None for all)")
+    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    val_index = order[:val_size]
+    train_index = order[val_size:] if train_limit is None else order[val_size:][:train_limit]
+    return split.select(train_index.sort().values), split.select(val_index.sort().values)
+
+
+def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and (population) std of uint8 images [N, C, H, W], in [0, 1] units."""
+    if len(images) == 0:
+        raise DataError("cannot compute mean/std of an empty training split")
+    values = torch.arange(256, dtype=torch.float64) / 255.0
+    means: list[float] = []
+    stds: list[float] = []
+    for c in range(images.shape[1]):
+        # a 256-bin histogram gives exact float64 moments without a float copy of the images
+        counts = torch.bincount(images[:, c].reshape(-1), minlength=256).to(torch.float64)
+        total = counts.sum()
+        mean = float((counts * values).sum() / total)
+        var = float((counts * (values - mean) ** 2).sum() / total)
+        means.append(mean)
+        # a constant channel would otherwise divide by zero in normalize
+        stds.append(max(var**0.5, 1.0 / 255.0))
+    return tuple(means), tuple(stds)

@@ -1,0 +1,243 @@
+"""A user's own images: an ImageFolder-style directory or a .npz file."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from once_for_all.data.batches import resize_images
+from once_for_all.data.errors import DataError
+from once_for_all.data.spec import ImageSplit, RawDataset
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+_GRAY_MODES = ("1", "L", "LA")
+_FOLDER_LAYOUT = "expected root/<class>/*.png or root/train/<class>/... + root/test/<class>/..."
+_NPZ_LAYOUT = "[N, H, W], [N, H, W, C] or [N, C, H, W] with C = 1 or 3"
+
+
+def load_image_folder(root: Path, *, image_size: int | None) -> RawDataset:
+    """Images in class folders (sorted by name), optionally split into train/ and test/.
+
+    One channel if every image is grayscale, else RGB. Every image is resized (bilinear) to
+    `image_size`, by default the size of the first image, which must then be square.
+    """
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder")
+    train_dir, test_dir = root / "train", root / "test"
+    split_layout = train_dir.is_dir() and test_dir.is_dir()
+    class_names = _class_folders(train_dir if split_layout else root)
+    train_files = _image_files(train_dir if split_layout else root, class_names, class_names)
+    test_files: list[tuple[Path, int]] = []
+    if split_layout:
+        test_classes = _class_folders(test_dir, minimum=1)
+        unknown = sorted(set(test_classes) - set(class_names))
+        if unknown:
+            raise DataError(
+                f"{test_dir}: class folder(s) {unknown} have no counterpart in {train_dir}: "
+                "use the same class folder names in both"
+            )
+        test_files = _image_files(test_dir, test_classes, class_names)
+
+    headers = [_header(path) for path, _ in train_files + test_files]
+    channels = 1 if all(mode in _GRAY_MODES for mode, _ in headers) else 3
+    if image_size is None:
+        width, height = headers[0][1]
+        if width != height:
+            raise DataError(
+                f"{train_files[0][0]} is {width}x{height}, not square: pass image_size to "
+                "choose the size every image is resized to"
+            )
+        image_size = width
+
+    def split(files: list[tuple[Path, int]]) -> ImageSplit:
+        pixels = np.stack([_read_image(path, channels, image_size) for path, _ in files])
+        labels = torch.tensor([label for _, label in files], dtype=torch.int64)
+        return ImageSplit(torch.from_numpy(pixels), labels)
+
+    test = split(test_files) if split_layout else None
+    return RawDataset(root.resolve().name, tuple(class_names), split(train_files), test)
+
+
+def _class_folders(folder: Path, *, minimum: int = 2) -> list[str]:
+    names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if len(names) < minimum:
+        found = "no class folders" if not names else f"only class folder {names}"
+        raise DataError(f"{folder}: {found}, need at least {minimum}; {_FOLDER_LAYOUT}")
+    return names
+
+
+def _image_files(
+    folder: Path, classes: list[str], class_names: list[str]
+) -> list[tuple[Path, int]]:
+    files: list[tuple[Path, int]] = []
+    for name in classes:
+        found = sorted(
+            p
+            for p in (folder / name).iterdir()
+            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+        )
+        if not found:
+            raise DataError(
+                f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)}): "
+                "add images or remove the folder"
+            )
+        label = class_names.index(name)
+        files.extend((path, label) for path in found)
+    return files
+
+
+def _header(path: Path) -> tuple[str, tuple[int, int]]:
+    try:
+        with Image.open(path) as image:
+            return image.mode, image.size
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"cannot read image {path} ({exc}): fix or remove it") from None
+
+
+def _read_image(path: Path, channels: int, size: int) -> npt.NDArray[np.uint8]:
+    try:
+        with Image.open(path) as image:
+            converted = image.convert("L" if channels == 1 else "RGB")
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"cannot read image {path} ({exc}): fix or remove it") from None
+    if converted.size != (size, size):
+        converted = converted.resize((size, size), Image.Resampling.BILINEAR)
+    pixels = np.asarray(converted, dtype=np.uint8)
+    return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
+
+
+def load_npz(path: Path, *, image_size: int | None) -> RawDataset:
+    """Images `x` and labels `y`, optionally `x_test`/`y_test` and `class_names`, from a .npz.
+
+    `x` is uint8, or float in [0, 1] (integers within 0..255 are accepted too).
+    """
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: give the path of a .npz file with x and y")
+    try:
+        archive = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+        raise DataError(f"{path} is not a readable .npz file ({exc})") from None
+    with archive:
+        keys = set(archive.files)
+        for key in ("x", "y"):
+            if key not in keys:
+                raise DataError(
+                    f"{path}: key '{key}' is missing; expected x as {_NPZ_LAYOUT} and y as [N]"
+                )
+        if ("x_test" in keys) != ("y_test" in keys):
+            raise DataError(f"{path}: x_test and y_test must be given together (or neither)")
+        x = _npz_images(_npz_array(archive, "x", path), "x", path)
+        y = _npz_labels(_npz_array(archive, "y", path), "y", len(x), path)
+        x_test = y_test = None
+        if "x_test" in keys:
+            x_test = _npz_images(_npz_array(archive, "x_test", path), "x_test", path)
+            y_test = _npz_labels(_npz_array(archive, "y_test", path), "y_test", len(x_test), path)
+            if x_test.shape[1:] != x.shape[1:]:
+                raise DataError(
+                    f"{path}: x_test images are {list(x_test.shape[1:])} (C, H, W), "
+                    f"x images are {list(x.shape[1:])}: store both at the same size and channels"
+                )
+        names = _npz_class_names(archive, path) if "class_names" in keys else None
+
+    max_label = max(int(y.max()), -1 if y_test is None else int(y_test.max()))
+    num_classes = len(names) if names is not None else max_label + 1
+    if max_label >= num_classes:
+        raise DataError(
+            f"{path}: label {max_label} but only {num_classes} class_names: give one name per class"
+        )
+    if num_classes < 2:
+        raise DataError(f"{path}: labels name only {num_classes} class, need at least 2")
+    height, width = x.shape[2:]
+    if image_size is None:
+        if height != width:
+            raise DataError(
+                f"{path}: images are {height}x{width}, not square: pass image_size to choose "
+                "the size they are resized to"
+            )
+        image_size = height
+
+    def split(images: npt.NDArray[np.uint8], labels: npt.NDArray[np.int64]) -> ImageSplit:
+        resized = resize_images(torch.from_numpy(images), image_size)
+        return ImageSplit(resized, torch.from_numpy(labels))
+
+    class_names = names if names is not None else tuple(str(i) for i in range(num_classes))
+    test = None if x_test is None or y_test is None else split(x_test, y_test)
+    return RawDataset(path.stem, class_names, split(x, y), test)
+
+
+def _npz_array(archive: Any, key: str, path: Path) -> npt.NDArray[Any]:
+    try:
+        return np.asarray(archive[key])
+    except ValueError as exc:  # object arrays need pickle, which is never enabled here
+        raise DataError(
+            f"{path}: key '{key}' cannot be read without pickle ({exc}): save it as a plain "
+            "numeric or string array"
+        ) from None
+
+
+def _npz_images(x: npt.NDArray[Any], key: str, path: Path) -> npt.NDArray[np.uint8]:
+    shape = list(x.shape)
+    if x.ndim == 3:
+        x = x[:, None]
+    elif x.ndim == 4:
+        x = _channels_first(x, key, path)
+    else:
+        raise DataError(f"{path}: '{key}' has shape {shape}; expected {_NPZ_LAYOUT}")
+    if len(x) == 0 or x.shape[2] == 0 or x.shape[3] == 0:
+        raise DataError(f"{path}: '{key}' has shape {shape}; it holds no images")
+    if x.dtype == np.uint8:
+        return np.ascontiguousarray(x)
+    if np.issubdtype(x.dtype, np.integer):
+        if x.min() < 0 or x.max() > 255:
+            raise DataError(f"{path}: '{key}' has integer values outside 0..255: store uint8")
+        return np.ascontiguousarray(x, dtype=np.uint8)
+    if np.issubdtype(x.dtype, np.floating):
+        if not np.isfinite(x).all() or x.min() < 0 or x.max() > 1:
+            raise DataError(
+                f"{path}: '{key}' is float with values outside [0, 1]: scale it to [0, 1] "
+                "or store uint8"
+            )
+        scaled = np.rint(x.astype(np.float32) * np.float32(255.0))
+        return np.ascontiguousarray(scaled, dtype=np.uint8)
+    raise DataError(f"{path}: '{key}' has dtype {x.dtype}; store uint8, or float in [0, 1]")
+
+
+def _channels_first(x: npt.NDArray[Any], key: str, path: Path) -> npt.NDArray[Any]:
+    first_ok, last_ok = x.shape[1] in (1, 3), x.shape[3] in (1, 3)
+    if first_ok and last_ok:
+        # tiny images are ambiguous; a square image decides, channels-first (torch's) otherwise
+        last_ok = x.shape[1] == x.shape[2] and x.shape[2] != x.shape[3]
+        first_ok = not last_ok
+    if first_ok:
+        return x
+    if last_ok:
+        return x.transpose(0, 3, 1, 2)
+    raise DataError(f"{path}: '{key}' has shape {list(x.shape)}; expected {_NPZ_LAYOUT}")
+
+
+def _npz_labels(y: npt.NDArray[Any], key: str, n: int, path: Path) -> npt.NDArray[np.int64]:
+    if y.shape != (n,):
+        raise DataError(
+            f"{path}: '{key}' has shape {list(y.shape)}; expected [{n}], one label per image"
+        )
+    if not np.issubdtype(y.dtype, np.integer):
+        raise DataError(f"{path}: '{key}' has dtype {y.dtype}; store integer class indices")
+    if y.min() < 0:
+        raise DataError(f"{path}: '{key}' holds negative labels; use class indices 0..K-1")
+    return y.astype(np.int64)
+
+
+def _npz_class_names(archive: Any, path: Path) -> tuple[str, ...]:
+    names = _npz_array(archive, "class_names", path)
+    if names.ndim != 1 or names.dtype.kind not in "US":
+        raise DataError(
+            f"{path}: 'class_names' has shape {list(names.shape)} and dtype {names.dtype}; "
+            "expected a 1-D string array"
+        )
+    return tuple(n.decode() if isinstance(n, bytes) else str(n) for n in names.tolist())

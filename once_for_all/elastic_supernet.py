@@ -1,0 +1,285 @@
+"""OFAMobileNetV3: the elastic supernet (kernel size, expand ratio, depth, resolution)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from once_for_all.elastic_ops import (
+    ElasticBatchNorm2d,
+    ElasticDepthwiseConv,
+    ElasticPointwiseConv,
+    ElasticSqueezeExcite,
+)
+from once_for_all.layers import ConvBNAct, activation
+from once_for_all.search_space import Activation, SearchSpace, make_divisible
+from once_for_all.static_net import NETWORK_FORMAT, MBConvBlock, MobileNetV3, build_from_config
+from once_for_all.subnet import Subnet
+
+
+class ElasticMBConv(nn.Module):
+    """An MBConv block whose kernel size and expand ratio are chosen per forward pass."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        *,
+        kernel_sizes: tuple[int, ...],
+        expand_ratios: tuple[int, ...],
+        stride: int,
+        act: Activation,
+        se: bool,
+    ) -> None:
+        super().__init__()
+        self.in_channels, self.out_channels = in_channels, out_channels
+        self.stride, self.act_name, self.use_se = stride, act, se
+        self.expand_ratios = expand_ratios
+        max_mid = self.mid_channels(expand_ratios[-1])
+        self.expand_conv = ElasticPointwiseConv(in_channels, max_mid)
+        self.expand_bn = ElasticBatchNorm2d(max_mid)
+        self.depthwise = ElasticDepthwiseConv(max_mid, kernel_sizes, stride)
+        self.depthwise_bn = ElasticBatchNorm2d(max_mid)
+        self.se = ElasticSqueezeExcite(max_mid) if se else None
+        self.project_conv = ElasticPointwiseConv(max_mid, out_channels)
+        self.project_bn = nn.BatchNorm2d(out_channels)
+        self.act = activation(act)
+        self.residual = stride == 1 and in_channels == out_channels
+        self.active_kernel = kernel_sizes[-1]
+        self.active_expand = expand_ratios[-1]
+
+    def mid_channels(self, expand_ratio: int) -> int:
+        return make_divisible(round(self.in_channels * expand_ratio), 8)
+
+    def forward(self, x: Tensor) -> Tensor:
+        mid = self.mid_channels(self.active_expand)
+        y = self.act(self.expand_bn(self.expand_conv(x, mid)))
+        y = self.act(self.depthwise_bn(self.depthwise(y, self.active_kernel)))
+        if self.se is not None:
+            y = self.se(y)
+        y = self.project_bn(self.project_conv(y, self.out_channels))
+        return x + y if self.residual else y
+
+    # ---- extraction
+
+    def static_config(self, kernel_size: int, expand_ratio: int) -> dict[str, Any]:
+        mid = self.mid_channels(expand_ratio)
+        return {
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "mid_channels": mid,
+            "expand": True,
+            "kernel_size": kernel_size,
+            "stride": self.stride,
+            "act": self.act_name,
+            "se_channels": self.se.mid_channels(mid) if self.se is not None else 0,
+            "residual": self.residual,
+        }
+
+    @torch.no_grad()
+    def static_state(self, kernel_size: int, expand_ratio: int) -> dict[str, Tensor]:
+        """Weights of the active block under the static ``MBConvBlock`` parameter names."""
+        mid = self.mid_channels(expand_ratio)
+        cin = self.in_channels
+        state: dict[str, Tensor] = {"expand.conv.weight": self.expand_conv.weight[:mid, :cin]}
+        state.update(_bn_state("expand.bn", self.expand_bn, mid))
+        state["depthwise.conv.weight"] = self.depthwise.active_weight(mid, kernel_size)
+        state.update(_bn_state("depthwise.bn", self.depthwise_bn, mid))
+        if self.se is not None:
+            se_mid = self.se.mid_channels(mid)
+            assert self.se.reduce.bias is not None and self.se.expand.bias is not None
+            state["se.reduce.weight"] = self.se.reduce.weight[:se_mid, :mid]
+            state["se.reduce.bias"] = self.se.reduce.bias[:se_mid]
+            state["se.expand.weight"] = self.se.expand.weight[:mid, :se_mid]
+            state["se.expand.bias"] = self.se.expand.bias[:mid]
+        state["project.conv.weight"] = self.project_conv.weight[:, :mid]
+        state.update(_bn_state("project.bn", self.project_bn, self.out_channels))
+        return {k: v.detach().clone() for k, v in state.items()}
+
+    # ---- elastic width
+
+    @torch.no_grad()
+    def sort_channels(self) -> None:
+        """Reorder expanded channels by importance (L1 norm of their projection weights) so
+        that every smaller expand ratio keeps the most important ones. Leaves the function
+        computed by the full block unchanged."""
+        importance = self.project_conv.weight.abs().sum(dim=(0, 2, 3))
+        order = torch.argsort(importance, descending=True)
+        self.project_conv.weight.copy_(self.project_conv.weight[:, order])
+        if self.se is not None:
+            se = self.se
+            assert se.expand.bias is not None and se.reduce.bias is not None
+            se.expand.weight.copy_(se.expand.weight[order])
+            se.expand.bias.copy_(se.expand.bias[order])
+            se.reduce.weight.copy_(se.reduce.weight[:, order])
+            # The SE bottleneck is elastic too: sort its channels by their expand weights.
+            se_order = torch.argsort(se.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True)
+            se.expand.weight.copy_(se.expand.weight[:, se_order])
+            se.reduce.weight.copy_(se.reduce.weight[se_order])
+            se.reduce.bias.copy_(se.reduce.bias[se_order])
+        self.depthwise.weight.copy_(self.depthwise.weight[order])
+        _permute_bn(self.depthwise_bn, order)
+        self.expand_conv.weight.copy_(self.expand_conv.weight[order])
+        _permute_bn(self.expand_bn, order)
+
+
+def _bn_state(prefix: str, bn: nn.BatchNorm2d, channels: int) -> dict[str, Tensor]:
+    assert bn.running_mean is not None and bn.running_var is not None
+    assert bn.num_batches_tracked is not None
+    return {
+        f"{prefix}.weight": bn.weight[:channels],
+        f"{prefix}.bias": bn.bias[:channels],
+        f"{prefix}.running_mean": bn.running_mean[:channels],
+        f"{prefix}.running_var": bn.running_var[:channels],
+        f"{prefix}.num_batches_tracked": bn.num_batches_tracked,
+    }
+
+
+def _permute_bn(bn: nn.BatchNorm2d, order: Tensor) -> None:
+    assert bn.running_mean is not None and bn.running_var is not None
+    for t in (bn.weight, bn.bias, bn.running_mean, bn.running_var):
+        t.copy_(t[order])
+
+
+class OFAMobileNetV3(nn.Module):
+    """The supernet of a ``SearchSpace``. ``set_active`` picks a subnet; ``extract`` returns it
+    as a standalone ``MobileNetV3`` whose eval outputs equal this network's active path."""
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__()
+        self.space = space
+        w = space.width
+        self.stem = ConvBNAct(
+            space.in_channels, w(space.stem_width), 3, stride=space.stem_stride, act=space.stem_act
+        )
+        first = w(space.first_block_width)
+        self.first_block = MBConvBlock(
+            {
+                "in_channels": w(space.stem_width),
+                "out_channels": first,
+                "mid_channels": w(space.stem_width),
+                "expand": False,
+                "kernel_size": 3,
+                "stride": space.first_block_stride,
+                "act": space.first_block_act,
+                "se_channels": 0,
+                "residual": space.first_block_stride == 1 and w(space.stem_width) == first,
+            }
+        )
+        blocks: list[ElasticMBConv] = []
+        cin = first
+        for stage, width in zip(space.stages, space.stage_widths, strict=True):
+            for i in range(space.max_depth):
+                blocks.append(
+                    ElasticMBConv(
+                        cin,
+                        width,
+                        kernel_sizes=space.kernel_sizes,
+                        expand_ratios=space.expand_ratios,
+                        stride=stage.stride if i == 0 else 1,
+                        act=stage.act,
+                        se=stage.se,
+                    )
+                )
+                cin = width
+        self.blocks = nn.ModuleList(blocks)
+        self.final_expand = ConvBNAct(cin, w(space.final_expand_width), 1, act="hswish")
+        self.feature_mix = ConvBNAct(
+            w(space.final_expand_width), space.feature_mix_width, 1, act="hswish", bn=False
+        )
+        self.dropout = nn.Dropout(space.dropout)
+        self.classifier = nn.Linear(space.feature_mix_width, space.num_classes)
+        self._depths = [space.max_depth] * len(space.stages)
+        self.active: Subnet = space.max_subnet()
+        self.set_active(self.active)
+
+    # ---- choosing the active subnet
+
+    def set_active(self, subnet: Subnet) -> None:
+        self.space.validate(subnet)
+        for module, ks, e in zip(self.blocks, subnet.ks, subnet.e, strict=True):
+            block = cast(ElasticMBConv, module)
+            block.active_kernel = ks
+            block.active_expand = e
+        self._depths = list(subnet.d)
+        self.active = subnet
+
+    def sample_active(self, rng: random.Random | int, **choices: Any) -> Subnet:
+        """Activate a random subnet (``choices`` restrict ks/e/d/r as in ``SearchSpace.sample``)."""
+        subnet = self.space.sample(rng, **choices)
+        self.set_active(subnet)
+        return subnet
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.first_block(self.stem(x))
+        depth = self.space.max_depth
+        for stage, d in enumerate(self._depths):
+            for block in self.blocks[stage * depth : stage * depth + d]:
+                x = block(x)
+        x = self.final_expand(x)
+        x = x.mean((2, 3), keepdim=True)
+        x = self.feature_mix(x)
+        x = torch.flatten(x, 1)
+        return cast(Tensor, self.classifier(self.dropout(x)))
+
+    # ---- elastic width
+
+    def sort_channels(self) -> None:
+        """Sort every block's expanded channels by importance (before the elastic-expand phase)."""
+        for block in self.blocks:
+            cast(ElasticMBConv, block).sort_channels()
+
+    # ---- extraction
+
+    def subnet_config(self, subnet: Subnet) -> dict[str, Any]:
+        """The static network config of ``subnet`` (see ``static_net.build_from_config``)."""
+        self.space.validate(subnet)
+        space = self.space
+        blocks = [self.first_block.cfg]
+        for b in space.active_blocks(subnet):
+            block = cast(ElasticMBConv, self.blocks[b])
+            blocks.append(block.static_config(subnet.ks[b], subnet.e[b]))
+        return {
+            "format": NETWORK_FORMAT,
+            "space": space.id,
+            "subnet": subnet.to_dict(),
+            "input": {"channels": space.in_channels, "resolution": subnet.r},
+            "stem": {
+                "in_channels": space.in_channels,
+                "out_channels": space.width(space.stem_width),
+                "stride": space.stem_stride,
+                "act": space.stem_act,
+            },
+            "blocks": blocks,
+            "head": {
+                "in_channels": space.stage_widths[-1],
+                "final_expand": space.width(space.final_expand_width),
+                "feature_mix": space.feature_mix_width,
+                "num_classes": space.num_classes,
+                "dropout": space.dropout,
+            },
+        }
+
+    @torch.no_grad()
+    def extract(self, subnet: Subnet | None = None) -> MobileNetV3:
+        """A standalone static network holding copies of ``subnet``'s weights (default: the active one)."""
+        subnet = subnet or self.active
+        config = self.subnet_config(subnet)
+        state: dict[str, Tensor] = {}
+        for name, tensor in self.stem.state_dict().items():
+            state[f"stem.{name}"] = tensor.clone()
+        for name, tensor in self.first_block.state_dict().items():
+            state[f"blocks.0.{name}"] = tensor.clone()
+        for i, b in enumerate(self.space.active_blocks(subnet), start=1):
+            block = cast(ElasticMBConv, self.blocks[b])
+            for name, tensor in block.static_state(subnet.ks[b], subnet.e[b]).items():
+                state[f"blocks.{i}.{name}"] = tensor
+        for prefix in ("final_expand", "feature_mix", "classifier"):
+            for name, tensor in getattr(self, prefix).state_dict().items():
+                state[f"{prefix}.{name}"] = tensor.clone()
+        model = build_from_config(config, state)
+        model.train(self.training)
+        return model

@@ -1,0 +1,366 @@
+"""Progressive shrinking (OFA): train the full network, then let kernel size, depth and
+expand ratio shrink phase by phase, distilling from the full network throughout.
+
+Randomness is derived from (seed, phase, epoch) at the start of every epoch, so a run
+resumed from an epoch checkpoint continues bit for bit like one never interrupted.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from once_for_all.checkpoint import load_checkpoint, save_checkpoint
+from once_for_all.data import BatchLoader, DataBundle, resize_batch
+from once_for_all.elastic_supernet import OFAMobileNetV3
+from once_for_all.evaluation import evaluate_subnet
+from once_for_all.search_space import SearchSpace
+from once_for_all.static_net import MobileNetV3, build_from_config
+from once_for_all.subnet import Subnet
+
+
+@dataclass(frozen=True)
+class PhaseConfig:
+    """One phase: which choices are elastic, and how it is optimised.
+
+    ``ks``/``e``/``d`` are the choices sampled in this phase; ``None`` means the largest only
+    (``ks``, ``e``, ``d``) — resolution is always elastic, as in OFA.
+    """
+
+    name: str
+    epochs: int
+    lr: float
+    warmup_epochs: float = 0.0
+    ks: tuple[int, ...] | None = None
+    e: tuple[int, ...] | None = None
+    d: tuple[int, ...] | None = None
+    subnets_per_step: int = 1
+    kd_ratio: float = 1.0
+    sort_channels: bool = False
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    phases: tuple[PhaseConfig, ...]
+    batch_size: int = 64
+    momentum: float = 0.9
+    weight_decay: float = 3e-5
+    label_smoothing: float = 0.1
+    seed: int = 0
+    augment: bool = True
+    eval_images: int = 2000  # validation images for the per-epoch max/min accuracy
+    bn_images: int = 1000
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def ofa_phases(
+    *, space: SearchSpace, epochs: tuple[int, int, int, int, int, int], lr: float
+) -> tuple[PhaseConfig, ...]:
+    """OFA's schedule: full network → elastic kernel → elastic depth (two steps) → elastic
+    expand (two steps). ``lr`` is the teacher's; later phases use OFA's smaller ratios."""
+    k, e, d = space.kernel_sizes, space.expand_ratios, space.depths
+    return (
+        PhaseConfig("full", epochs[0], lr, warmup_epochs=min(1.0, epochs[0] / 4), kd_ratio=0.0),
+        PhaseConfig("kernel", epochs[1], lr * 0.3, ks=k),
+        PhaseConfig("depth-1", epochs[2], lr * 0.1, ks=k, d=d[-2:], subnets_per_step=2),
+        PhaseConfig("depth-2", epochs[3], lr * 0.1, ks=k, d=d, subnets_per_step=2),
+        PhaseConfig(
+            "expand-1",
+            epochs[4],
+            lr * 0.1,
+            ks=k,
+            d=d,
+            e=e[-2:],
+            subnets_per_step=2,
+            sort_channels=True,
+        ),
+        PhaseConfig(
+            "expand-2", epochs[5], lr * 0.1, ks=k, d=d, e=e, subnets_per_step=2, sort_channels=True
+        ),
+    )
+
+
+@dataclass
+class EpochRecord:
+    phase: str
+    epoch: int
+    lr: float
+    train_loss: float
+    train_acc: float
+    val_acc_max: float
+    val_acc_min: float
+    seconds: float
+
+
+@dataclass
+class TrainState:
+    phase_index: int = 0
+    epoch: int = 0  # epochs completed in the current phase
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+StepCallback = Callable[[PhaseConfig, int, int, int, dict[str, float]], None]
+EpochCallback = Callable[[EpochRecord], None]
+
+
+def cosine_lr(base: float, step: int, total: int, warmup: int) -> float:
+    """Linear warmup, then cosine decay to zero over the phase."""
+    if step < warmup:
+        return base * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base * (1 + math.cos(math.pi * progress))
+
+
+def soft_cross_entropy(logits: Tensor, soft_targets: Tensor) -> Tensor:
+    return -(soft_targets * F.log_softmax(logits, dim=1)).sum(1).mean()
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.optim.SGD:
+    """SGD with Nesterov momentum; no weight decay on BN, biases and kernel transforms
+    (decay would pull the identity-initialised transforms towards zero)."""
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    for name, p in model.named_parameters():
+        (no_decay if p.ndim <= 1 or "transform_" in name else decay).append(p)
+    return torch.optim.SGD(
+        [
+            {"params": decay, "weight_decay": config.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ],
+        lr=lr,
+        momentum=config.momentum,
+        nesterov=True,
+    )
+
+
+ModuleT = TypeVar("ModuleT", bound=nn.Module)
+
+
+def _channels_last(module: ModuleT) -> ModuleT:
+    return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
+
+
+def _epoch_seed(seed: int, phase: int, epoch: int) -> int:
+    return (seed * 1_000_003 + phase * 10_007 + epoch) % (2**31)
+
+
+class ProgressiveShrinkingTrainer:
+    """Trains an ``OFAMobileNetV3`` with progressive shrinking, one checkpoint per epoch."""
+
+    def __init__(
+        self,
+        supernet: OFAMobileNetV3,
+        data: DataBundle,
+        config: TrainConfig,
+        *,
+        checkpoint: Path,
+        metadata: dict[str, Any] | None = None,
+    ) -> None:
+        # channels-last is ~3x faster for depthwise convs on CPU (measured: 76 vs 220 ms/step).
+        self.supernet = _channels_last(supernet)
+        self.space = supernet.space
+        self.data = data
+        self.config = config
+        self.checkpoint = checkpoint
+        self.metadata = metadata or {}
+        self.state = TrainState()
+        self.teacher: MobileNetV3 | None = None
+        self.optimizer: torch.optim.SGD | None = None
+        self.loader = BatchLoader(
+            data.train,
+            data.spec,
+            batch_size=config.batch_size,
+            shuffle=True,
+            augment=config.augment,
+            seed=config.seed,
+            drop_last=True,
+        )
+
+    # ---- checkpointing
+
+    def _payload(self) -> dict[str, Any]:
+        teacher = None
+        if self.teacher is not None:
+            teacher = {"config": self.teacher.config, "state": self.teacher.state_dict()}
+        return {
+            "space": self.space.to_dict(),
+            "data_spec": self.data.spec.to_dict(),
+            "model": self.supernet.state_dict(),
+            "teacher": teacher,
+            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "phase_index": self.state.phase_index,
+            "epoch": self.state.epoch,
+            "history": self.state.history,
+            "train_config": self.config.to_dict(),
+            "rng": {"torch": torch.get_rng_state()},
+            "complete": self.state.phase_index >= len(self.config.phases),
+            **self.metadata,
+        }
+
+    def resume(self) -> bool:
+        """Continue from ``self.checkpoint`` if it exists; returns whether it did."""
+        if not self.checkpoint.exists():
+            return False
+        payload = load_checkpoint(self.checkpoint)
+        if payload["space"].get("id") != self.space.id:
+            raise ValueError(
+                f"checkpoint {self.checkpoint} is for space {payload['space'].get('id')}, not {self.space.id}: "
+                "use another output folder or remove it"
+            )
+        if payload["train_config"] != self.config.to_dict():
+            raise ValueError(
+                f"checkpoint {self.checkpoint} was made with a different training schedule: "
+                "resume with the same recipe, or train into another output folder"
+            )
+        self.supernet.load_state_dict(payload["model"])
+        if payload["teacher"] is not None:
+            teacher = build_from_config(payload["teacher"]["config"], payload["teacher"]["state"])
+            self.teacher = _channels_last(teacher).eval()
+        self.state = TrainState(payload["phase_index"], payload["epoch"], list(payload["history"]))
+        if self.state.phase_index < len(self.config.phases):
+            self.optimizer = make_optimizer(
+                self.supernet, self.config, self.config.phases[self.state.phase_index].lr
+            )
+            if payload["optimizer"] is not None and self.state.epoch > 0:
+                self.optimizer.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["rng"]["torch"])
+        return True
+
+    # ---- training
+
+    def train(
+        self,
+        *,
+        on_step: StepCallback | None = None,
+        on_epoch: EpochCallback | None = None,
+        stop_after_epochs: int | None = None,
+    ) -> TrainState:
+        """Run (or continue) the schedule. ``stop_after_epochs`` ends early after that many epochs
+        in this call (used to test resumption)."""
+        done_now = 0
+        phases = self.config.phases
+        while self.state.phase_index < len(phases):
+            index = self.state.phase_index
+            phase = phases[index]
+            if self.state.epoch == 0:
+                self._start_phase(index, phase)
+            while self.state.epoch < phase.epochs:
+                if stop_after_epochs is not None and done_now >= stop_after_epochs:
+                    return self.state
+                record = self._train_epoch(index, phase, on_step)
+                self.state.history.append(asdict(record))
+                self.state.epoch += 1
+                if self.state.epoch == phase.epochs:
+                    self.state.phase_index += 1
+                    self.state.epoch = 0
+                    self.optimizer = None
+                save_checkpoint(self.checkpoint, self._payload())
+                done_now += 1
+                if on_epoch is not None:
+                    on_epoch(record)
+                if self.state.phase_index != index:
+                    break
+        return self.state
+
+    def _start_phase(self, index: int, phase: PhaseConfig) -> None:
+        if phase.kd_ratio > 0 and self.teacher is None:
+            # The teacher is the full network as it stands when distillation starts.
+            self.teacher = _channels_last(self.supernet.extract(self.space.max_subnet())).eval()
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        if phase.sort_channels:
+            self.supernet.sort_channels()
+        self.optimizer = make_optimizer(self.supernet, self.config, phase.lr)
+
+    def _sample(self, phase: PhaseConfig, rng: random.Random) -> Subnet:
+        sp = self.space
+        return sp.sample(
+            rng,
+            ks=phase.ks or sp.kernel_sizes[-1:],
+            e=phase.e or sp.expand_ratios[-1:],
+            d=phase.d or sp.depths[-1:],
+        )
+
+    def _train_epoch(
+        self, index: int, phase: PhaseConfig, on_step: StepCallback | None
+    ) -> EpochRecord:
+        assert self.optimizer is not None
+        seed = _epoch_seed(self.config.seed, index, self.state.epoch)
+        torch.manual_seed(seed)
+        rng = random.Random(seed)
+        steps = len(self.loader)
+        total = steps * phase.epochs
+        warmup = int(phase.warmup_epochs * steps)
+        model = self.supernet.train()
+        loss_sum = correct = seen = 0.0
+        lr = phase.lr
+        started = time.perf_counter()
+        loader_epoch = index * 10_000 + self.state.epoch
+        for step, (x, y) in enumerate(self.loader.epoch(loader_epoch)):
+            lr = cosine_lr(phase.lr, self.state.epoch * steps + step, total, warmup)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            for _ in range(phase.subnets_per_step):
+                subnet = self._sample(phase, rng)
+                model.set_active(subnet)
+                xr = resize_batch(x, subnet.r).contiguous(memory_format=torch.channels_last)
+                logits = model(xr)
+                loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+                if self.teacher is not None and phase.kd_ratio > 0:
+                    with torch.no_grad():
+                        soft = F.softmax(self.teacher(xr), dim=1)
+                    loss = loss + phase.kd_ratio * soft_cross_entropy(logits, soft)
+                loss.backward()
+                loss_sum += float(loss.detach()) * len(y)
+                correct += float((logits.argmax(1) == y).sum())
+                seen += len(y)
+            self.optimizer.step()
+            if on_step is not None:
+                on_step(
+                    phase,
+                    self.state.epoch,
+                    step + 1,
+                    steps,
+                    {"loss": loss_sum / seen, "acc": correct / seen},
+                )
+        val_max, val_min = self._validate()
+        return EpochRecord(
+            phase=phase.name,
+            epoch=self.state.epoch + 1,
+            lr=lr,
+            train_loss=loss_sum / max(seen, 1),
+            train_acc=correct / max(seen, 1),
+            val_acc_max=val_max,
+            val_acc_min=val_min,
+            seconds=time.perf_counter() - started,
+        )
+
+    def _validate(self) -> tuple[float, float]:
+        """Validation accuracy of the largest and smallest subnets, after BN recalibration,
+        on a fixed slice of the validation split (the supernet itself is not modified)."""
+        sp = self.space
+        accs = []
+        for subnet in (sp.max_subnet(), sp.min_subnet()):
+            accs.append(
+                evaluate_subnet(
+                    self.supernet,
+                    subnet,
+                    self.data,
+                    bn_images=self.config.bn_images,
+                    limit=self.config.eval_images,
+                )
+            )
+        self.supernet.set_active(sp.max_subnet())
+        return accs[0], accs[1]

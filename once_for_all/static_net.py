@@ -1,0 +1,100 @@
+"""The static MobileNetV3 that a subnet extracts to: plain torch layers, no elastic code.
+
+A network is fully described by its ``config`` (JSON-safe), and ``build_from_config`` rebuilds
+it; weights travel separately as a state dict. This is what gets exported to ONNX/TFLite.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, cast
+
+import torch
+from torch import Tensor, nn
+
+from once_for_all.layers import ConvBNAct, SqueezeExcite
+
+NETWORK_FORMAT = "edgenas.mobilenetv3/1"
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual: 1×1 expand → k×k depthwise → (SE) → 1×1 project, residual when shapes match."""
+
+    def __init__(self, cfg: Mapping[str, Any]) -> None:
+        super().__init__()
+        self.cfg = dict(cfg)
+        cin, cout, mid = cfg["in_channels"], cfg["out_channels"], cfg["mid_channels"]
+        self.expand = ConvBNAct(cin, mid, 1, act=cfg["act"]) if cfg["expand"] else None
+        self.depthwise = ConvBNAct(
+            mid, mid, cfg["kernel_size"], stride=cfg["stride"], groups=mid, act=cfg["act"]
+        )
+        self.se = SqueezeExcite(mid, cfg["se_channels"]) if cfg["se_channels"] else None
+        self.project = ConvBNAct(mid, cout, 1, act=None)
+        self.residual = bool(cfg["residual"])
+
+    def forward(self, x: Tensor) -> Tensor:
+        y = self.expand(x) if self.expand is not None else x
+        y = self.depthwise(y)
+        if self.se is not None:
+            y = self.se(y)
+        y = self.project(y)
+        return x + y if self.residual else y
+
+
+class MobileNetV3(nn.Module):
+    """A concrete MobileNetV3 built from a config (see ``OFAMobileNetV3.extract``)."""
+
+    def __init__(self, config: Mapping[str, Any]) -> None:
+        super().__init__()
+        if config.get("format") != NETWORK_FORMAT:
+            raise ValueError(
+                f"not a network config: format {config.get('format')!r}, expected {NETWORK_FORMAT!r}"
+            )
+        self._config = dict(config)
+        stem = config["stem"]
+        self.stem = ConvBNAct(
+            stem["in_channels"], stem["out_channels"], 3, stride=stem["stride"], act=stem["act"]
+        )
+        self.blocks = nn.Sequential(*(MBConvBlock(b) for b in config["blocks"]))
+        head = config["head"]
+        self.final_expand = ConvBNAct(head["in_channels"], head["final_expand"], 1, act="hswish")
+        self.feature_mix = ConvBNAct(
+            head["final_expand"], head["feature_mix"], 1, act="hswish", bn=False
+        )
+        self.dropout = nn.Dropout(head["dropout"])
+        self.classifier = nn.Linear(head["feature_mix"], head["num_classes"])
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return dict(self._config)
+
+    @property
+    def resolution(self) -> int:
+        return int(self._config["input"]["resolution"])
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """NCHW shape of one input image."""
+        inp = self._config["input"]
+        return (1, int(inp["channels"]), int(inp["resolution"]), int(inp["resolution"]))
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.blocks(self.stem(x))
+        x = self.final_expand(x)
+        x = x.mean((2, 3), keepdim=True)
+        x = self.feature_mix(x)
+        x = torch.flatten(x, 1)
+        return cast(Tensor, self.classifier(self.dropout(x)))
+
+
+def build_from_config(
+    config: Mapping[str, Any], state_dict: Mapping[str, Tensor] | None = None
+) -> MobileNetV3:
+    """Rebuild a static network; with ``state_dict`` the weights are assigned without a copy
+    and without the (slow) random initialisation."""
+    if state_dict is None:
+        return MobileNetV3(config)
+    with torch.device("meta"):
+        model = MobileNetV3(config)
+    model.load_state_dict(dict(state_dict), assign=True)
+    return model
