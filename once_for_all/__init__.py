@@ -22,6 +22,7 @@ from once_for_all.search_space import (
     register_space,
 )
 from once_for_all.static_net import MobileNetV3, build_from_config
+from once_for_all.static_training import train_static
 from once_for_all.subnet import Subnet, SubnetError
 
 __all__ = [
@@ -46,4 +47,5 @@ __all__ = [
     "ofa_phases",
     "recalibrate_bn",
     "register_space",
+    "train_static",
 ]

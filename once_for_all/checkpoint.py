@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import os
-import pickle
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +48,11 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         )
     try:
         payload = torch.load(p, map_location="cpu", weights_only=True)
-    except (RuntimeError, pickle.UnpicklingError, zipfile.BadZipFile, EOFError, ValueError) as exc:
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}") from None
+    except Exception as exc:
+        # Bytes that are not a checkpoint can fail anywhere in torch's readers and unpicklers
+        # (RuntimeError, UnpicklingError, EOFError, but also IndexError, KeyError, AssertionError...).
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
             f"checkpoint {p} is corrupt or not an edgenas checkpoint ({reason[:120]}): retrain or restore it"
@@ -71,7 +73,7 @@ def load_supernet(path: str | Path) -> tuple[OFAMobileNetV3, DataSpec, dict[str,
         spec = DataSpec.from_dict(payload["data_spec"])
         model = OFAMobileNetV3(space)
         model.load_state_dict(payload["model"])
-    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+    except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             f"checkpoint {path} does not hold a valid supernet ({str(exc).splitlines()[0][:160]})"
         ) from None

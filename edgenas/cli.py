@@ -1,0 +1,110 @@
+"""The `edgenas` command line."""
+
+from __future__ import annotations
+
+import json
+import random
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from edgenas.recipe import RecipeError, load_recipe
+from once_for_all import (
+    CheckpointError,
+    SearchSpace,
+    Subnet,
+    SubnetError,
+    evaluate_subnet,
+    load_supernet,
+)
+from once_for_all.data import DataError, load_data
+
+app = typer.Typer(
+    name="edgenas",
+    help="Hardware-aware neural architecture search for edge devices (Once-for-All).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+
+# Errors that are the user's to fix: one line, exit code 2, never a traceback.
+USER_ERRORS = (RecipeError, DataError, SubnetError, CheckpointError)
+
+
+class Split(str, Enum):
+    val = "val"
+    test = "test"
+
+
+def fail(message: str) -> typer.Exit:
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def train(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML, e.g. recipes/tiny-fmnist.yaml")],
+    out: Annotated[
+        Path | None, typer.Option(help="run folder (default: runs/<recipe name>)")
+    ] = None,
+    resume: Annotated[bool, typer.Option(help="continue from the run folder's checkpoint")] = False,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+) -> None:
+    """Train a supernet with progressive shrinking, one checkpoint per epoch."""
+    from edgenas.training import train as run_training
+
+    try:
+        r = load_recipe(recipe)
+        final = run_training(
+            r, out or Path("runs") / r.name, resume=resume, console=console, quiet=quiet
+        )
+    except USER_ERRORS as exc:
+        raise fail(str(exc)) from None
+    console.print(f"supernet written to {final}")
+
+
+@app.command("eval")
+def eval_command(
+    checkpoint: Annotated[Path, typer.Argument(help="supernet checkpoint (supernet.pt)")],
+    subnet: Annotated[str, typer.Option(help="max, min, random, or a subnet JSON file")] = "max",
+    split: Annotated[
+        Split, typer.Option(help="val during search; test for final reporting")
+    ] = Split.val,
+    seed: Annotated[int, typer.Option(help="seed for --subnet random")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
+) -> None:
+    """Accuracy of a subnet with inherited weights, after BN recalibration."""
+    try:
+        supernet, _, payload = load_supernet(checkpoint)
+        space = supernet.space
+        chosen = _choose_subnet(subnet, space, seed=seed)
+        if "data" not in payload:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} does not record its data settings: retrain it with 'edgenas train'"
+            )
+        data = load_data(**payload["data"])
+        acc = evaluate_subnet(supernet, chosen, data, split=split.value)
+    except USER_ERRORS as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split.value}))
+    else:
+        console.print(f"{chosen.key}: {split.value} accuracy {acc:.4f}")
+
+
+def _choose_subnet(choice: str, space: SearchSpace, *, seed: int) -> Subnet:
+    if choice == "max":
+        return space.max_subnet()
+    if choice == "min":
+        return space.min_subnet()
+    if choice == "random":
+        return space.sample(random.Random(seed))
+    return space.validate(Subnet.load(choice))
+
+
+def main() -> None:
+    app()

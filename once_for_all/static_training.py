@@ -1,0 +1,151 @@
+"""Training a static (extracted) network: the from-scratch baseline, and fine-tuning a subnet
+before export. The same optimiser, schedule and loss as progressive shrinking, one phase long."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from once_for_all.data import BatchLoader, DataBundle, resize_batch
+from once_for_all.progressive_shrinking import (
+    PhaseConfig,
+    TrainConfig,
+    channels_last,
+    cosine_lr,
+    epoch_seed,
+    make_optimizer,
+    soft_cross_entropy,
+)
+from once_for_all.static_net import MobileNetV3
+
+# (epoch, train loss, train accuracy), called after each epoch
+StaticEpochCallback = Callable[[int, float, float], None]
+
+
+def train_static(
+    model: MobileNetV3,
+    data: DataBundle,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int = 64,
+    warmup_epochs: float = 0.0,
+    momentum: float = 0.9,
+    weight_decay: float = 3e-5,
+    label_smoothing: float = 0.1,
+    augment: bool = True,
+    seed: int = 0,
+    teacher: nn.Module | None = None,
+    kd_ratio: float = 1.0,
+    on_epoch: StaticEpochCallback | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` in place on ``data.train`` at ``model.resolution`` and return one record
+    per epoch (``epoch``, ``lr``, ``train_loss``, ``train_acc``, ``seconds``).
+
+    SGD with Nesterov momentum, linear warmup then cosine decay to zero, label smoothing; with
+    a ``teacher``, ``kd_ratio`` × the soft cross-entropy to its outputs (on the same resized
+    batch) is added. The batches, augmentation and dropout depend only on ``seed`` and the
+    starting weights, so a run is repeatable. For a from-scratch baseline, seed torch and build
+    the network with ``build_from_config(config)`` before calling this.
+
+    ``model`` (and ``teacher``) are converted to channels-last in place, which is about 3x
+    faster on CPU and computes the same function; ``model`` is left in eval mode.
+    """
+    _check_args(model, data, epochs=epochs, lr=lr, batch_size=batch_size, kd_ratio=kd_ratio)
+    # A one-phase schedule: the optimiser settings travel the way the supernet trainer's do.
+    config = TrainConfig(
+        phases=(PhaseConfig("static", epochs, lr, warmup_epochs=warmup_epochs, kd_ratio=kd_ratio),),
+        batch_size=batch_size,
+        momentum=momentum,
+        weight_decay=weight_decay,
+        label_smoothing=label_smoothing,
+        seed=seed,
+        augment=augment,
+    )
+    loader = BatchLoader(
+        data.train,
+        data.spec,
+        batch_size=batch_size,
+        shuffle=True,
+        augment=augment,
+        seed=seed,
+        drop_last=True,
+    )
+    model = channels_last(model)
+    # a teacher with kd_ratio 0 would cost a forward pass per step for nothing
+    teacher = channels_last(teacher).eval() if teacher is not None and kd_ratio > 0 else None
+    optimizer = make_optimizer(model, config, lr)
+    steps = len(loader)
+    total = steps * epochs
+    warmup = int(warmup_epochs * steps)
+    resolution = model.resolution
+    history: list[dict[str, float]] = []
+    for epoch in range(epochs):
+        torch.manual_seed(epoch_seed(seed, 0, epoch))
+        model.train()
+        loss_sum = correct = seen = 0.0
+        current_lr = lr
+        started = time.perf_counter()
+        for step, (x, y) in enumerate(loader.epoch(epoch)):
+            current_lr = cosine_lr(lr, epoch * steps + step, total, warmup)
+            for group in optimizer.param_groups:
+                group["lr"] = current_lr
+            optimizer.zero_grad(set_to_none=True)
+            xr = resize_batch(x, resolution).contiguous(memory_format=torch.channels_last)
+            logits = model(xr)
+            loss = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = F.softmax(teacher(xr), dim=1)
+                loss = loss + kd_ratio * soft_cross_entropy(logits, soft)
+            loss.backward()
+            optimizer.step()
+            loss_sum += float(loss.detach()) * len(y)
+            correct += float((logits.argmax(1) == y).sum())
+            seen += len(y)
+        record = {
+            "epoch": float(epoch + 1),
+            "lr": current_lr,
+            "train_loss": loss_sum / seen,
+            "train_acc": correct / seen,
+            "seconds": time.perf_counter() - started,
+        }
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(epoch + 1, record["train_loss"], record["train_acc"])
+    model.eval()
+    return history
+
+
+def _check_args(
+    model: MobileNetV3,
+    data: DataBundle,
+    *,
+    epochs: int,
+    lr: float,
+    batch_size: int,
+    kd_ratio: float,
+) -> None:
+    if epochs < 1:
+        raise ValueError(f"epochs={epochs} must be >= 1")
+    if lr <= 0:
+        raise ValueError(f"lr={lr} must be > 0")
+    if kd_ratio < 0:
+        raise ValueError(f"kd_ratio={kd_ratio} must be >= 0")
+    if not 1 <= batch_size <= len(data.train):
+        raise ValueError(
+            f"batch_size={batch_size} must be between 1 and the {len(data.train)} training images "
+            "(the last partial batch is dropped)"
+        )
+    channels = model.input_shape[1]
+    classes = int(model.config["head"]["num_classes"])
+    if channels != data.spec.channels or classes != data.spec.num_classes:
+        raise ValueError(
+            f"network takes {channels} channel(s) and predicts {classes} classes, but data "
+            f"'{data.spec.name}' has {data.spec.channels} channel(s) and {data.spec.num_classes} "
+            "classes: extract the network from a supernet trained on this data"
+        )

@@ -1,0 +1,124 @@
+"""The `edgenas` command as a user runs it: real processes, real data, a real kill."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from once_for_all import get_space, load_checkpoint
+
+EDGENAS = [sys.executable, "-m", "edgenas"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        [*EDGENAS, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"edgenas {args} failed ({proc.returncode}):\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import yaml
+
+    from tests.edgenas.conftest import MICRO_RECIPE
+
+    folder = tmp_path_factory.mktemp("cli")
+    recipe = folder / "micro.yaml"
+    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
+    run("train", recipe, "--out", folder / "run", "--quiet")
+    return folder
+
+
+def test_train_writes_supernet_and_eval_reports_json(trained: Path) -> None:
+    supernet = trained / "run" / "supernet.pt"
+    assert supernet.is_file()
+    assert not list((trained / "run").glob(".*tmp"))
+    proc = run("eval", supernet, "--subnet", "min", "--json")
+    result = json.loads(proc.stdout)
+    assert set(result) == {"subnet", "accuracy", "split"}
+    assert result["split"] == "val" and 0.0 <= result["accuracy"] <= 1.0
+    assert result["subnet"] == get_space("mbv3-tiny").min_subnet().to_dict()
+    proc = run("eval", supernet, "--subnet", "random", "--seed", "3", "--split", "test", "--json")
+    assert json.loads(proc.stdout)["split"] == "test"
+
+
+def test_killed_training_resumes_to_the_same_weights(trained: Path) -> None:
+    out = trained / "killed"
+    recipe = trained / "micro.yaml"
+    proc = subprocess.Popen([*EDGENAS, "train", str(recipe), "--out", str(out), "--quiet"], env=ENV)
+    checkpoint = out / "checkpoint.pt"
+    deadline = time.monotonic() + 300
+    while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert checkpoint.exists()
+    epochs_before = len(load_checkpoint(checkpoint)["history"])
+    refused = run("train", recipe, "--out", out, check=False)
+    assert refused.returncode == 2 and "pass --resume" in refused.stderr
+    run("train", recipe, "--out", out, "--resume", "--quiet")
+    resumed = load_checkpoint(out / "supernet.pt")
+    reference = load_checkpoint(trained / "run" / "supernet.pt")
+    assert epochs_before < len(resumed["history"]) == len(reference["history"])
+    for name, tensor in reference["model"].items():
+        assert torch.equal(resumed["model"][name], tensor), name
+
+
+def _assert_one_line_error(proc: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert proc.returncode == 2
+    assert "Traceback" not in proc.stderr
+    text = " ".join(proc.stderr.split())
+    for needle in needles:
+        assert needle in text, proc.stderr
+
+
+def test_eval_errors_are_one_line(tmp_path: Path, trained: Path) -> None:
+    _assert_one_line_error(
+        run("eval", tmp_path / "none.pt", check=False), "not found", "edgenas train"
+    )
+    corrupt = tmp_path / "corrupt.pt"
+    corrupt.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
+    _assert_one_line_error(run("eval", corrupt, check=False), "corrupt")
+    other = get_space("mbv3-imagenet").max_subnet()
+    subnet_file = tmp_path / "subnet.json"
+    subnet_file.write_text(other.to_json())
+    proc = run("eval", trained / "run" / "supernet.pt", "--subnet", subnet_file, check=False)
+    _assert_one_line_error(proc, "subnet is for space", "mbv3-imagenet")
+    bad = get_space("mbv3-tiny").max_subnet().to_dict()
+    bad["ks"][7] = 4  # type: ignore[index]
+    subnet_file.write_text(json.dumps(bad))
+    proc = run("eval", trained / "run" / "supernet.pt", "--subnet", subnet_file, check=False)
+    _assert_one_line_error(proc, "ks[7]=4: allowed 3, 5, 7")
+
+
+def test_train_rejects_bad_recipe(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ntrain: {epochs: [1, 1, 1, 1, 1, 1], lr: 0.1, speed: 3}\n")
+    proc = run("train", recipe, "--out", tmp_path / "out", check=False)
+    _assert_one_line_error(proc, "train.speed", "Extra inputs are not permitted")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_data_message(tmp_path: Path) -> None:
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("name: x\ntrain: {epochs: [1, 1, 1, 1, 1, 1], lr: 0.1}\n")
+    env = {**ENV, "EDGENAS_FASHION_MNIST_DIR": str(tmp_path / "missing")}
+    proc = subprocess.run(
+        [*EDGENAS, "train", str(recipe), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    _assert_one_line_error(proc, "apt-get install dataset-fashion-mnist")

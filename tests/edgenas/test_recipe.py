@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from edgenas.recipe import RecipeError, load_recipe
+from tests.edgenas.conftest import MICRO_RECIPE
+
+RECIPES = sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_bundled_recipes_load(path: Path) -> None:
+    recipe = load_recipe(path)
+    config = recipe.train_config()
+    assert config.phases[0].kd_ratio == 0
+    assert all(p.epochs >= 1 for p in config.phases)
+    assert recipe.search_space().name == recipe.space
+
+
+def test_default_schedule_is_ofa(tmp_path: Path) -> None:
+    recipe = load_recipe(Path(__file__).resolve().parents[2] / "recipes" / "fmnist.yaml")
+    names = [p.name for p in recipe.train_config().phases]
+    assert names == ["full", "kernel", "depth-1", "depth-2", "expand-1", "expand-2"]
+
+
+def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda r: r["train"].__setitem__("batchsize", 3),
+            r"train\.batchsize: Extra inputs are not permitted",
+        ),
+        (
+            lambda r: r["train"]["phases"][2].__setitem__("epochs", "two"),
+            r"train\.phases\.2\.epochs: .*integer",
+        ),
+        (
+            lambda r: r["data"].__setitem__("val_size", -1),
+            r"data\.val_size: .*greater than or equal to 0",
+        ),
+        (lambda r: r.__setitem__("colour", "red"), r"colour: Extra inputs"),
+        (lambda r: r["train"]["phases"][1].__setitem__("ks", [3, 4]), r"ks: \[4\] not in space"),
+        (
+            lambda r: r["train"]["phases"][0].__setitem__("kd_ratio", 1.0),
+            r"first phase trains the teacher",
+        ),
+        (lambda r: r.__setitem__("space", "resnet"), r"unknown search space 'resnet'"),
+        (lambda r: r["train"].pop("phases"), r"give either 'phases' or both 'epochs'"),
+    ],
+)
+def test_bad_recipes_name_the_key(tmp_path: Path, mutate: Any, message: str) -> None:
+    data = copy.deepcopy(MICRO_RECIPE)
+    mutate(data)
+    with pytest.raises(RecipeError, match=message):
+        load_recipe(_write(tmp_path, data))
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="cannot read recipe"):
+        load_recipe(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(RecipeError, match="not valid YAML"):
+        load_recipe(bad)
+    bad.write_text("- a list")
+    with pytest.raises(RecipeError, match="must be a mapping"):
+        load_recipe(bad)

@@ -1,0 +1,263 @@
+"""Supernet checkpoints: atomic writes, refusal of missing, corrupt, foreign and malicious
+files, and a load_supernet round trip."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import random
+import re
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+import torch
+
+from once_for_all import (
+    CheckpointError,
+    OFAMobileNetV3,
+    get_space,
+    load_checkpoint,
+    load_supernet,
+)
+from once_for_all.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
+from once_for_all.data import DataBundle, DataSpec
+
+if TYPE_CHECKING:
+    from conftest import SpaceCase
+
+# What an unpickled malicious object did; it must stay empty when loading is refused.
+EXECUTED: list[str] = []
+
+
+def _record(message: str) -> str:
+    EXECUTED.append(message)
+    return message
+
+
+class Malicious:
+    """Unpickling this calls ``_record``: stands in for ``os.system`` and friends."""
+
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        return (_record, ("code ran while loading a checkpoint",))
+
+
+def payload(net: OFAMobileNetV3, spec: DataSpec) -> dict[str, Any]:
+    """The keys ``ProgressiveShrinkingTrainer._payload`` writes that loading needs."""
+    return {"space": net.space.to_dict(), "data_spec": spec.to_dict(), "model": net.state_dict()}
+
+
+def rgb_spec(case: SpaceCase) -> DataSpec:
+    n = case.space.num_classes
+    return DataSpec(
+        name="synthetic-rgb",
+        channels=3,
+        image_size=case.resolution,
+        num_classes=n,
+        class_names=tuple(f"class-{i}" for i in range(n)),
+        mean=(0.485, 0.456, 0.406),
+        std=(0.229, 0.224, 0.225),
+    )
+
+
+@pytest.fixture
+def small_payload() -> dict[str, Any]:
+    return {"epoch": 3, "weights": torch.arange(6.0).reshape(2, 3), "history": [{"loss": 1.5}]}
+
+
+def files_in(folder: Path) -> list[str]:
+    return sorted(os.listdir(folder))
+
+
+# ---- saving
+
+
+def test_save_and_load(tmp_path: Path, small_payload: dict[str, Any]) -> None:
+    path = tmp_path / "runs" / "demo" / "supernet.pt"  # parents are created
+    save_checkpoint(path, small_payload)
+    assert files_in(path.parent) == ["supernet.pt"]  # no temporary file left
+    loaded = load_checkpoint(path)
+    assert loaded["format"] == CHECKPOINT_FORMAT == "edgenas.supernet/1"
+    assert loaded["epoch"] == 3 and loaded["history"] == [{"loss": 1.5}]
+    assert torch.equal(loaded["weights"], small_payload["weights"])
+    assert load_checkpoint(str(path))["epoch"] == 3
+
+
+def test_save_replaces_the_previous_file(tmp_path: Path, small_payload: dict[str, Any]) -> None:
+    path = tmp_path / "supernet.pt"
+    save_checkpoint(path, small_payload)
+    save_checkpoint(path, small_payload | {"epoch": 4})
+    assert load_checkpoint(path)["epoch"] == 4
+    assert files_in(tmp_path) == ["supernet.pt"]
+
+
+def test_failed_save_keeps_the_previous_file(tmp_path: Path, small_payload: dict[str, Any]) -> None:
+    path = tmp_path / "supernet.pt"
+    save_checkpoint(path, small_payload)
+    before = path.read_bytes()
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        save_checkpoint(path, small_payload | {"epoch": 4, "callback": lambda: None})
+    assert path.read_bytes() == before
+    assert load_checkpoint(path)["epoch"] == 3
+    assert files_in(tmp_path) == ["supernet.pt"]
+
+
+def test_failed_first_save_leaves_nothing(tmp_path: Path) -> None:
+    path = tmp_path / "supernet.pt"
+    with pytest.raises((pickle.PicklingError, AttributeError, TypeError)):
+        save_checkpoint(path, {"callback": lambda: None})
+    assert files_in(tmp_path) == []
+
+
+# ---- refusing bad files
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "supernet.pt"
+    with pytest.raises(
+        CheckpointError,
+        match=f"^checkpoint {re.escape(str(path))} not found: train one with 'edgenas train RECIPE'",
+    ):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError, match="edgenas train"):
+        load_supernet(path)
+
+
+def _truncated(path: Path, good: bytes) -> None:
+    path.write_bytes(good[: len(good) // 2])
+
+
+def _empty(path: Path, good: bytes) -> None:
+    path.write_bytes(b"")
+
+
+def _plain_pickle(path: Path, good: bytes) -> None:
+    path.write_bytes(pickle.dumps({"format": CHECKPOINT_FORMAT}, protocol=4))
+
+
+def _text(path: Path, good: bytes) -> None:
+    path.write_text("format: edgenas.supernet/1\n")
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+@pytest.mark.parametrize(
+    "corrupt",
+    [_truncated, _empty, _plain_pickle, _text],
+    ids=["truncated", "empty", "plain-pickle", "text"],
+)
+def test_corrupt_file(tmp_path: Path, small_payload: dict[str, Any], corrupt: Any) -> None:
+    path = tmp_path / "supernet.pt"
+    save_checkpoint(path, small_payload)
+    corrupt(path, path.read_bytes())
+    with pytest.raises(
+        CheckpointError,
+        match=f"^checkpoint {re.escape(str(path))} is corrupt or not an edgenas checkpoint \\(.*\\): retrain or restore it$",
+    ):
+        load_checkpoint(path)
+
+
+# Random bytes reach torch's legacy (non-zip) unpickler, which fails in many ways (bad
+# opcodes, IndexError, KeyError, UnicodeDecodeError...): every one must become a CheckpointError.
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_random_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "supernet.pt"
+    rng = random.Random(0)
+    for size in (1, 2, 16, 64, 256) * 40:
+        path.write_bytes(rng.randbytes(size))
+        with pytest.raises(CheckpointError, match="is corrupt or not an edgenas checkpoint"):
+            load_checkpoint(path)
+
+
+def test_other_format(tmp_path: Path) -> None:
+    path = tmp_path / "other.pt"
+    torch.save({"format": "edgenas.predictor/1", "model": {}}, path)
+    message = f"{path} is not an edgenas supernet checkpoint (format 'edgenas.predictor/1', expected 'edgenas.supernet/1')"
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
+        load_checkpoint(path)
+    torch.save({"model": {}}, path)
+    with pytest.raises(CheckpointError, match=r"\(format None, expected 'edgenas.supernet/1'\)"):
+        load_checkpoint(path)
+    torch.save(torch.zeros(3), path)
+    with pytest.raises(
+        CheckpointError, match=r"\(format 'Tensor', expected 'edgenas.supernet/1'\)"
+    ):
+        load_checkpoint(path)
+
+
+def test_malicious_pickle_is_refused_and_never_runs(tmp_path: Path) -> None:
+    path = tmp_path / "supernet.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": {}, "evil": Malicious()}, path)
+    EXECUTED.clear()
+    with pytest.raises(CheckpointError, match="is corrupt or not an edgenas checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(CheckpointError):
+        load_supernet(path)
+    assert EXECUTED == []
+    # the file really is dangerous: an unrestricted load runs its code
+    torch.load(path, weights_only=False)
+    assert EXECUTED == ["code ran while loading a checkpoint"]
+    EXECUTED.clear()
+
+
+# ---- load_supernet
+
+
+def spec_for(case: SpaceCase, fmnist_small: DataBundle) -> DataSpec:
+    return fmnist_small.spec if case.space.in_channels == 1 else rgb_spec(case)
+
+
+def test_load_supernet_round_trip(
+    case: SpaceCase, supernet: OFAMobileNetV3, fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    spec = spec_for(case, fmnist_small)
+    path = tmp_path / "supernet.pt"
+    save_checkpoint(path, payload(supernet, spec) | {"epoch": 2})
+
+    loaded, loaded_spec, meta = load_supernet(path)
+    assert isinstance(loaded, OFAMobileNetV3)
+    assert not loaded.training
+    assert loaded.space == case.space and loaded.space.id == case.space.id
+    assert loaded_spec == spec
+    assert meta["format"] == CHECKPOINT_FORMAT and meta["epoch"] == 2
+    original = supernet.state_dict()
+    assert all(torch.equal(v, original[k]) for k, v in loaded.state_dict().items())
+
+    x = case.inputs(4)
+    for subnet in (
+        case.space.max_subnet(r=case.resolution),
+        case.space.sample(5, r=[case.resolution]),
+    ):
+        supernet.set_active(subnet)
+        loaded.set_active(subnet)
+        with torch.no_grad():
+            assert torch.equal(loaded(x), supernet(x))
+
+
+def test_load_supernet_refuses_an_invalid_payload(
+    case: SpaceCase, supernet: OFAMobileNetV3, fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    spec = spec_for(case, fmnist_small)
+    good = payload(supernet, spec)
+    other_space = "mbv3-tiny" if case.space.name == "mbv3-imagenet" else "mbv3-imagenet"
+    tampered_space = good["space"] | {"num_classes": 7}
+    bad_payloads = {
+        "no-space": {k: v for k, v in good.items() if k != "space"},
+        "no-data-spec": {k: v for k, v in good.items() if k != "data_spec"},
+        "no-model": {k: v for k, v in good.items() if k != "model"},
+        "tampered-space": good | {"space": tampered_space},
+        "space-not-a-dict": good | {"space": case.space.id},
+        "data-spec-not-a-dict": good | {"data_spec": ["fashion-mnist"]},
+        "model-not-a-dict": good | {"model": [1, 2]},
+        "bad-data-spec": good | {"data_spec": spec.to_dict() | {"channels": 2}},
+        "weights-of-another-space": good | {"space": get_space(other_space).to_dict()},
+        "missing-weight": good
+        | {"model": {k: v for i, (k, v) in enumerate(good["model"].items()) if i}},
+    }
+    for name, bad in bad_payloads.items():
+        path = tmp_path / f"{name}.pt"
+        save_checkpoint(path, bad)
+        with pytest.raises(
+            CheckpointError,
+            match=f"^checkpoint {re.escape(str(path))} does not hold a valid supernet \\(",
+        ):
+            load_supernet(path)

@@ -1,0 +1,132 @@
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from once_for_all import (
+    CheckpointError,
+    OFAMobileNetV3,
+    PhaseConfig,
+    ProgressiveShrinkingTrainer,
+    TrainConfig,
+    get_space,
+    load_checkpoint,
+)
+from once_for_all.data import DataBundle
+from once_for_all.progressive_shrinking import cosine_lr, make_optimizer
+
+SPACE = get_space("mbv3-tiny")
+K, E, D = SPACE.kernel_sizes, SPACE.expand_ratios, SPACE.depths
+
+CONFIG = TrainConfig(
+    phases=(
+        PhaseConfig("full", 1, 0.05, warmup_epochs=0.5, kd_ratio=0.0),
+        PhaseConfig("kernel", 1, 0.02, ks=K),
+        PhaseConfig("depth", 1, 0.01, ks=K, d=D, subnets_per_step=2),
+        PhaseConfig("expand", 2, 0.01, ks=K, d=D, e=E, subnets_per_step=2, sort_channels=True),
+    ),
+    batch_size=64,
+    eval_images=100,
+    bn_images=64,
+)
+
+
+def _trainer(
+    data: DataBundle, checkpoint: Path, config: TrainConfig = CONFIG
+) -> ProgressiveShrinkingTrainer:
+    torch.manual_seed(0)
+    return ProgressiveShrinkingTrainer(OFAMobileNetV3(SPACE), data, config, checkpoint=checkpoint)
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(
+    fmnist_small: DataBundle, tmp_path_factory: pytest.TempPathFactory
+) -> ProgressiveShrinkingTrainer:
+    trainer = _trainer(fmnist_small, tmp_path_factory.mktemp("full") / "ckpt.pt")
+    trainer.train()
+    return trainer
+
+
+def test_schedule_runs_every_phase_and_records_history(
+    uninterrupted: ProgressiveShrinkingTrainer,
+) -> None:
+    history = uninterrupted.state.history
+    assert [h["phase"] for h in history] == ["full", "kernel", "depth", "expand", "expand"]
+    assert all(0.0 <= h["val_acc_max"] <= 1.0 and math.isfinite(h["train_loss"]) for h in history)
+    payload = load_checkpoint(uninterrupted.checkpoint)
+    assert payload["complete"] is True
+    assert payload["teacher"] is not None  # distillation phases had a teacher
+    assert len(payload["history"]) == 5
+
+
+def test_killed_and_resumed_run_equals_uninterrupted(
+    fmnist_small: DataBundle, tmp_path: Path, uninterrupted: ProgressiveShrinkingTrainer
+) -> None:
+    checkpoint = tmp_path / "ckpt.pt"
+    # Stop after each of the first epochs (mid-phase and at phase boundaries) with fresh objects,
+    # as a killed process would restart.
+    first = _trainer(fmnist_small, checkpoint)
+    first.train(stop_after_epochs=2)
+    assert load_checkpoint(checkpoint)["phase_index"] == 2
+    for _ in range(2):
+        again = _trainer(fmnist_small, checkpoint)
+        assert again.resume()
+        again.train(stop_after_epochs=1)
+    last = _trainer(fmnist_small, checkpoint)
+    assert last.resume()
+    last.train()
+    expected = uninterrupted.supernet.state_dict()
+    for name, tensor in last.supernet.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    assert last.state.history[-1]["val_acc_max"] == uninterrupted.state.history[-1]["val_acc_max"]
+
+
+def test_resume_refuses_another_schedule(
+    fmnist_small: DataBundle, uninterrupted: ProgressiveShrinkingTrainer
+) -> None:
+    other = TrainConfig(phases=CONFIG.phases[:1], batch_size=64, eval_images=100, bn_images=64)
+    trainer = _trainer(fmnist_small, uninterrupted.checkpoint, other)
+    with pytest.raises(CheckpointError, match="different training schedule"):
+        trainer.resume()
+
+
+def test_channel_sorting_happens_at_expand_phase_start(
+    fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    config = TrainConfig(
+        phases=(
+            PhaseConfig("full", 1, 0.05, kd_ratio=0.0),
+            PhaseConfig("expand", 1, 0.01, e=E, sort_channels=True),
+        ),
+        batch_size=64,
+        eval_images=50,
+        bn_images=64,
+    )
+    trainer = _trainer(fmnist_small, tmp_path / "c.pt", config)
+    trainer.train(stop_after_epochs=1)
+    block = trainer.supernet.blocks[0]
+    trainer._start_phase(1, config.phases[1])
+    importance = block.project_conv.weight.abs().sum(dim=(0, 2, 3))
+    assert torch.all(importance[:-1] >= importance[1:])
+
+
+def test_cosine_lr_warmup_and_decay() -> None:
+    assert cosine_lr(1.0, 0, 100, 10) == pytest.approx(0.1)
+    assert cosine_lr(1.0, 9, 100, 10) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 10, 100, 10) == pytest.approx(1.0)
+    assert cosine_lr(1.0, 55, 100, 10) == pytest.approx(0.5)
+    assert cosine_lr(1.0, 100, 100, 10) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_no_weight_decay_on_bn_bias_and_transforms() -> None:
+    net = OFAMobileNetV3(SPACE)
+    opt = make_optimizer(net, CONFIG, 0.1)
+    decay, no_decay = opt.param_groups
+    names = {id(p): n for n, p in net.named_parameters()}
+    assert all(p.ndim > 1 and "transform_" not in names[id(p)] for p in decay["params"])
+    assert any("transform_" in names[id(p)] for p in no_decay["params"])
+    assert any(names[id(p)].endswith("bn.weight") for p in no_decay["params"])
+    assert opt.defaults["nesterov"] is True and no_decay["weight_decay"] == 0.0
