@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
             f"checkpoint {p} not found: train one with 'edgenas train RECIPE' or check the path"
         )
     try:
-        payload = torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():
+            # torch warns about legacy pickle files before failing; our error says it better.
+            warnings.simplefilter("ignore")
+            payload = torch.load(p, map_location="cpu", weights_only=True)
     except OSError as exc:
         raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}") from None
     except Exception as exc:
