@@ -1,0 +1,79 @@
+"""The one interface every target implements, and the registry of device kinds."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from devices.measurement import Fingerprint, Measurement
+
+Runtime = Literal["onnxruntime", "tflite"]
+
+
+class DeviceError(RuntimeError):
+    """A target that cannot be used as asked; the message names the device and the fix."""
+
+
+class Device(ABC):
+    """A target that runs model files and reports their latency.
+
+    ``measure`` takes many models in one call (many small models per round trip is what makes
+    table building fast) and returns one ``Measurement`` per model, in the same order.
+    """
+
+    name: str
+
+    @abstractmethod
+    def fingerprint(self) -> Fingerprint: ...
+
+    @abstractmethod
+    def measure(
+        self,
+        models: Sequence[Path],
+        *,
+        runtime: Runtime | None = None,
+        threads: int | None = None,
+        warmup: int | None = None,
+        runs: int | None = None,
+        profile_ops: bool = False,
+    ) -> list[Measurement]:
+        """``None`` arguments take the device profile's values."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections; devices are also context managers."""
+
+    def __enter__(self) -> Device:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+DeviceFactory = Callable[[str, dict[str, Any]], Device]
+_KINDS: dict[str, DeviceFactory] = {}
+
+
+def register_device_kind(kind: str) -> Callable[[DeviceFactory], DeviceFactory]:
+    """Register a factory ``(name, profile_dict) -> Device`` for profile ``kind``."""
+
+    def deco(factory: DeviceFactory) -> DeviceFactory:
+        _KINDS[kind] = factory
+        return factory
+
+    return deco
+
+
+def device_kinds() -> list[str]:
+    return sorted(_KINDS)
+
+
+def create_device(kind: str, name: str, profile: dict[str, Any]) -> Device:
+    try:
+        factory = _KINDS[kind]
+    except KeyError:
+        raise DeviceError(
+            f"device {name!r}: unknown kind {kind!r}; known kinds: {', '.join(device_kinds())}"
+        ) from None
+    return factory(name, profile)

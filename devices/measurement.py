@@ -1,0 +1,104 @@
+"""What a device reports: timing statistics per model, and who measured them."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+MEASUREMENT_FORMAT = "edgenas.measurement/1"
+
+
+@dataclass(frozen=True)
+class Fingerprint:
+    """Identifies the thing that produced a measurement; lookup tables are refused on another."""
+
+    host: str
+    cpu_model: str
+    cores: int
+    governor: str  # "performance", "ondemand", ... or "unknown"; "n/a" for simulators
+    runtime: str  # "onnxruntime", "tflite", "npu-sim", "vela"
+    runtime_version: str
+    threads: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Fingerprint:
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+
+    def same_target(self, other: Fingerprint) -> bool:
+        """Same machine and runtime setup (the version may differ only if the caller allows)."""
+        return (self.host, self.cpu_model, self.cores, self.runtime, self.threads) == (
+            other.host,
+            other.cpu_model,
+            other.cores,
+            other.runtime,
+            other.threads,
+        )
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """Latency of one model in milliseconds over ``n`` timed runs (after warmup).
+
+    ``flagged`` marks a measurement whose spread stayed above the threshold after a repeat;
+    simulators report ``n=1`` and zero spread.
+    """
+
+    model: str
+    median_ms: float
+    mean_ms: float
+    std_ms: float
+    p10_ms: float
+    p90_ms: float
+    min_ms: float
+    n: int
+    flagged: bool = False
+    peak_memory_bytes: int | None = None
+    per_op_ms: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # simulator figures: cycles, utilisation...
+
+    @property
+    def spread(self) -> float:
+        """Robust relative spread: (p90 - p10) / median."""
+        return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"format": MEASUREMENT_FORMAT, **asdict(self)}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
+        if data.get("format", MEASUREMENT_FORMAT) != MEASUREMENT_FORMAT:
+            raise ValueError(
+                f"not a measurement: format {data.get('format')!r}, expected {MEASUREMENT_FORMAT!r}"
+            )
+        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+
+    @classmethod
+    def from_times(cls, model: str, times_ms: Sequence[float], **kwargs: Any) -> Measurement:
+        """Statistics of raw per-run times."""
+        if not times_ms:
+            raise ValueError(f"no timed runs for {model}")
+        ordered = sorted(times_ms)
+        return cls(
+            model=model,
+            median_ms=statistics.median(ordered),
+            mean_ms=statistics.fmean(ordered),
+            std_ms=statistics.pstdev(ordered),
+            p10_ms=_quantile(ordered, 0.10),
+            p90_ms=_quantile(ordered, 0.90),
+            min_ms=ordered[0],
+            n=len(ordered),
+            **kwargs,
+        )
+
+
+def _quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of sorted values (numpy's default method)."""
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
