@@ -1,1 +1,34 @@
-"""Talking to target devices: local, SSH, simulated NPUs."""
+"""Talking to target devices: local, SSH, simulated NPUs.
+
+Importing the package registers the device kinds implemented so far.
+"""
+
+from devices.base import (
+    Device,
+    DeviceError,
+    Runtime,
+    create_device,
+    device_kinds,
+    register_device_kind,
+)
+from devices.local import LocalDevice
+from devices.measurement import Fingerprint, Measurement
+from devices.profiles import DeviceProfile, list_profiles, load_profile, open_device
+from devices.runner_protocol import RunSettings
+
+__all__ = [
+    "Device",
+    "DeviceError",
+    "DeviceProfile",
+    "Fingerprint",
+    "LocalDevice",
+    "Measurement",
+    "RunSettings",
+    "Runtime",
+    "create_device",
+    "device_kinds",
+    "list_profiles",
+    "load_profile",
+    "open_device",
+    "register_device_kind",
+]

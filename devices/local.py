@@ -1,0 +1,127 @@
+"""The ``local`` device: the on-device runner in a subprocess on this host."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from devices.base import Device, DeviceError, Runtime, register_device_kind
+from devices.measurement import Fingerprint, Measurement
+from devices.profiles import LocalSection, validate_profile
+from devices.runner_protocol import (
+    RUNNER_PATH,
+    RunSettings,
+    build_job,
+    parse_fingerprint,
+    parse_results,
+    runner_failure,
+)
+
+log = logging.getLogger(__name__)
+
+
+class LocalDevice(Device):
+    """Runs ``runner.py`` with a Python on this host (``sys.executable`` unless given).
+
+    The runner is copied into a fresh temporary folder and run from there, as on a remote
+    target, so that it sees nothing of edgenas. ``timeout_s`` bounds one ``measure`` call.
+    """
+
+    def __init__(
+        self,
+        name: str = "local",
+        *,
+        python: str | os.PathLike[str] | None = None,
+        settings: RunSettings | None = None,
+        timeout_s: float | None = None,
+    ) -> None:
+        self.name = name
+        self.python = str(python) if python is not None else sys.executable
+        self.settings = settings or RunSettings()
+        self.timeout_s = timeout_s
+        self._fingerprint: Fingerprint | None = None
+
+    def fingerprint(self) -> Fingerprint:
+        """This host's fingerprint for the device's runtime and threads (asked once, cached)."""
+        if self._fingerprint is None:
+            self._fingerprint = parse_fingerprint(
+                self.name, self._run(build_job([], self.settings))
+            )
+        return self._fingerprint
+
+    def measure(
+        self,
+        models: Sequence[Path],
+        *,
+        runtime: Runtime | None = None,
+        threads: int | None = None,
+        warmup: int | None = None,
+        runs: int | None = None,
+        profile_ops: bool = False,
+    ) -> list[Measurement]:
+        if not models:
+            return []
+        settings = self.settings.override(
+            runtime=runtime, threads=threads, warmup=warmup, runs=runs
+        )
+        # The runner's working folder is a temp folder, so relative paths are made absolute.
+        job = build_job([os.path.abspath(p) for p in models], settings, profile_ops=profile_ops)
+        results = parse_results(self.name, self._run(job), [str(p) for p in models])
+        if settings == self.settings:
+            self._fingerprint = results.fingerprint
+        for warning in results.warnings:
+            log.warning("device %r: %s", self.name, warning)
+        return results.measurements
+
+    def _run(self, job: dict[str, Any]) -> str:
+        """One round trip: the job in, the runner's JSON results out."""
+        with tempfile.TemporaryDirectory(prefix="edgenas-local-") as tmp:
+            folder = Path(tmp)
+            runner = folder / "runner.py"
+            shutil.copyfile(RUNNER_PATH, runner)
+            job_path, out_path = folder / "job.json", folder / "results.json"
+            job_path.write_text(json.dumps(job))
+            command = [self.python, str(runner), "--job", str(job_path), "--out", str(out_path)]
+            try:
+                proc = subprocess.run(
+                    command,
+                    cwd=folder,
+                    stdin=subprocess.DEVNULL,
+                    capture_output=True,
+                    text=True,
+                    timeout=self.timeout_s,
+                    check=False,
+                )
+            except subprocess.TimeoutExpired:
+                raise DeviceError(
+                    f"device {self.name!r}: the runner did not finish within {self.timeout_s} s; "
+                    "measure fewer models per call or raise the timeout"
+                ) from None
+            except OSError as exc:
+                raise DeviceError(
+                    f"device {self.name!r}: cannot start Python {self.python!r}: {exc.strerror}; "
+                    "set local.python in the device profile to a Python interpreter"
+                ) from None
+            output = out_path.read_text() if out_path.exists() else ""
+            if proc.returncode != 0:
+                raise runner_failure(
+                    self.name, returncode=proc.returncode, output=output, stderr=proc.stderr
+                )
+            return output
+
+
+@register_device_kind("local")
+def _local_from_profile(name: str, profile: dict[str, Any]) -> LocalDevice:
+    checked = validate_profile({**profile, "name": name, "kind": "local"}, where=repr(name))
+    local = checked.local or LocalSection()
+    return LocalDevice(
+        name, python=local.python, settings=checked.run_settings(), timeout_s=local.timeout_s
+    )

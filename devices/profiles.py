@@ -1,0 +1,158 @@
+"""Device profiles: YAML files that say what a target is and how to measure on it.
+
+Bundled profiles live in ``devices/profiles/<name>.yaml``; a user's profile is any YAML path.
+Every key is checked at load time: an unknown key or a wrong type fails with the key's path.
+Secrets never live in a profile: SSH keys and agents are found the way OpenSSH finds them.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from devices.base import Device, DeviceError, Runtime, create_device
+from devices.runner_protocol import RunSettings
+
+DeviceKind = Literal["local", "ssh", "npu-sim", "vela"]
+_DEFAULTS = RunSettings()
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
+
+
+class LocalSection(_Strict):
+    """kind ``local``: which Python runs the runner (this one unless given)."""
+
+    python: str | None = None
+    timeout_s: float | None = Field(None, gt=0)
+
+
+class SshSection(_Strict):
+    """kind ``ssh``: ``host`` is an alias from ~/.ssh/config or a host name; ``user``,
+    ``port`` and ``key_file`` override the config. No password field: keys and agents are
+    found as OpenSSH finds them."""
+
+    host: str = Field(min_length=1)
+    user: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    key_file: str | None = None
+    python: str = "python3"
+    connect_timeout: float = Field(10.0, gt=0)
+    command_timeout: float = Field(600.0, gt=0)
+
+
+class VelaSection(_Strict):
+    """kind ``vela``: the options of Arm's Vela compiler for Ethos-U."""
+
+    accelerator_config: str = Field(pattern=r"^ethos-u(55|65|85)-\d+$")
+    system_config: str = Field(min_length=1)
+    memory_mode: str = Field(min_length=1)
+
+
+_SECTIONS: dict[str, DeviceKind] = {
+    "local": "local",
+    "ssh": "ssh",
+    "npu": "npu-sim",
+    "vela": "vela",
+}
+
+
+class DeviceProfile(_Strict):
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    kind: DeviceKind
+    description: str = ""
+    runtime: Runtime = _DEFAULTS.runtime
+    threads: int = Field(_DEFAULTS.threads, ge=1)
+    cores: list[int] | None = Field(None, min_length=1)
+    warmup: int = Field(_DEFAULTS.warmup, ge=0)
+    runs: int = Field(_DEFAULTS.runs, ge=1)
+    spread_threshold: float = Field(_DEFAULTS.spread_threshold, ge=0)
+    local: LocalSection | None = None
+    ssh: SshSection | None = None
+    # The simulator's own keys (array size, dataflow, SRAM, bandwidth, clock): its factory
+    # checks them.
+    npu: dict[str, Any] | None = None
+    vela: VelaSection | None = None
+
+    @model_validator(mode="after")
+    def _sections_match_kind(self) -> DeviceProfile:
+        for section, kind in _SECTIONS.items():
+            if getattr(self, section) is not None and kind != self.kind:
+                raise ValueError(f"section '{section}' is for kind '{kind}', not '{self.kind}'")
+        required = {"ssh": "ssh", "npu-sim": "npu", "vela": "vela"}.get(self.kind)
+        if required and getattr(self, required) is None:
+            raise ValueError(f"kind '{self.kind}' needs a '{required}' section")
+        if self.cores is not None and any(c < 0 for c in self.cores):
+            raise ValueError("cores: core numbers are >= 0")
+        return self
+
+    def run_settings(self) -> RunSettings:
+        return RunSettings(
+            runtime=self.runtime,
+            threads=self.threads,
+            warmup=self.warmup,
+            runs=self.runs,
+            spread_threshold=self.spread_threshold,
+            cores=tuple(self.cores) if self.cores is not None else None,
+        )
+
+
+def list_profiles() -> list[str]:
+    """Names of the bundled profiles."""
+    folder = resources.files("devices") / "profiles"
+    return sorted(p.name[: -len(".yaml")] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_profile(name_or_path: str | Path) -> DeviceProfile:
+    """A bundled profile by name (``raspberry-pi-4``) or a profile file by path."""
+    text, where = _read(name_or_path)
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise DeviceError(
+            f"device profile {where} is not valid YAML: {str(exc).splitlines()[0]}"
+        ) from None
+    if not isinstance(raw, dict):
+        raise DeviceError(f"device profile {where} must be a mapping (name, kind, ...)")
+    return validate_profile(raw, where=where)
+
+
+def validate_profile(raw: dict[str, Any], *, where: str = "(given)") -> DeviceProfile:
+    try:
+        return DeviceProfile.model_validate(raw)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
+        raise DeviceError(f"device profile {where}: {key}: {err['msg']}{more}") from None
+
+
+def open_device(name_or_path: str | Path) -> Device:
+    """The device a profile describes, built by the factory registered for its kind."""
+    profile = load_profile(name_or_path)
+    return create_device(profile.kind, profile.name, profile.model_dump())
+
+
+def _read(name_or_path: str | Path) -> tuple[str, str]:
+    text_name = str(name_or_path)
+    looks_like_path = (
+        isinstance(name_or_path, Path) or "/" in text_name or text_name.endswith((".yaml", ".yml"))
+    )
+    if looks_like_path:
+        path = Path(name_or_path)
+        try:
+            return path.read_text(), str(path)
+        except OSError as exc:
+            raise DeviceError(f"cannot read device profile {path}: {exc.strerror}") from None
+    bundled = resources.files("devices") / "profiles" / f"{text_name}.yaml"
+    if not bundled.is_file():
+        raise DeviceError(
+            f"unknown device profile {text_name!r}; bundled profiles: "
+            f"{', '.join(list_profiles())}; or give the path of a YAML file"
+        )
+    return bundled.read_text(), f"{text_name!r}"

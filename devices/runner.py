@@ -1,0 +1,814 @@
+#!/usr/bin/env python3
+"""edgenas on-device runner: time model files with onnxruntime or LiteRT and write JSON.
+
+This one file is copied to target devices as is. It needs the Python standard library
+(Python 3.8 or newer), numpy (1.x or 2.x) and one inference runtime, and imports nothing
+of edgenas.
+
+    python runner.py --job job.json --out results.json
+    python runner.py < job.json > results.json
+
+Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite", "threads": 1,
+"warmup": 10, "runs": 50, "rounds": null, "profile_ops": false, "spread_threshold": 0.1,
+"cores": null | [2, 3], "seed": 0, "models": ["a.onnx", ...]}. A job without models
+reports only the fingerprint and warnings.
+
+Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings": [...],
+"order": [[model indices in the order measured, one list per round], ...],
+"models": [one entry per job model, in job order: raw "times_ms" and their statistics]}.
+On failure: {"format": ..., "error": {"kind": ..., "message": ...}} and exit status
+2 (bad job or model), 3 (numpy or the runtime missing on this device) or 1 (a bug).
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import importlib
+import json
+import os
+import platform
+import random
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import traceback
+from typing import TYPE_CHECKING, Any, NoReturn
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
+
+
+JOB_FORMAT = "edgenas.runner-job/1"
+RESULTS_FORMAT = "edgenas.runner-results/1"
+RUNTIMES = ("onnxruntime", "tflite")
+# Tried in this order for runtime "tflite": LiteRT, the old standalone wheel, full TensorFlow.
+TFLITE_MODULES = (
+    ("ai_edge_litert.interpreter", "ai-edge-litert"),
+    ("tflite_runtime.interpreter", "tflite-runtime"),
+    ("tensorflow.lite", "tensorflow"),
+)
+# Profiled runs per model when profile_ops is set: enough for stable per-op means, while
+# profiling overhead stays out of the timed runs (they use a separate session).
+PROFILE_RUNS_MAX = 20
+DEFAULT_ROUNDS_MAX = 5
+
+
+class RunnerError(Exception):
+    """A failure reported as a JSON error object; ``status`` is the exit status."""
+
+    def __init__(self, kind: str, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _interpreter() -> str:
+    return f"{sys.executable or 'python'} (Python {platform.python_version()})"
+
+
+class Job:
+    """A checked job; every field has been validated so that later code can trust it."""
+
+    def __init__(self, data: Any) -> None:
+        if not isinstance(data, dict):
+            raise RunnerError("bad-job", "the job must be a JSON object")
+        fmt = data.get("format", JOB_FORMAT)
+        if fmt != JOB_FORMAT:
+            raise RunnerError(
+                "bad-job",
+                f"job format {fmt!r} is not {JOB_FORMAT!r}: run the runner.py of the same edgenas version",
+            )
+        known = {
+            "format",
+            "runtime",
+            "threads",
+            "warmup",
+            "runs",
+            "rounds",
+            "profile_ops",
+            "spread_threshold",
+            "cores",
+            "seed",
+            "models",
+        }
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise RunnerError("bad-job", f"unknown job keys: {', '.join(unknown)}")
+        self.runtime = data.get("runtime", "onnxruntime")
+        if self.runtime not in RUNTIMES:
+            raise RunnerError(
+                "bad-job",
+                f"runtime {self.runtime!r}: expected one of {', '.join(RUNTIMES)}",
+            )
+        self.threads = _int_field(data, "threads", 1, minimum=1)
+        self.warmup = _int_field(data, "warmup", 10, minimum=0)
+        self.runs = _int_field(data, "runs", 50, minimum=1)
+        rounds = data.get("rounds")
+        self.rounds = (
+            min(self.runs, DEFAULT_ROUNDS_MAX)
+            if rounds is None
+            else _int_field(data, "rounds", 1, minimum=1)
+        )
+        if self.rounds > self.runs:
+            raise RunnerError("bad-job", f"rounds={self.rounds} exceeds runs={self.runs}")
+        self.seed = _int_field(data, "seed", 0, minimum=0)
+        self.profile_ops = data.get("profile_ops", False)
+        if not isinstance(self.profile_ops, bool):
+            raise RunnerError("bad-job", "profile_ops must be true or false")
+        threshold = data.get("spread_threshold", 0.1)
+        if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or threshold < 0:
+            raise RunnerError("bad-job", "spread_threshold must be a number >= 0")
+        self.spread_threshold = float(threshold)
+        cores = data.get("cores")
+        if cores is not None and (
+            not isinstance(cores, list)
+            or not cores
+            or not all(isinstance(c, int) and not isinstance(c, bool) and c >= 0 for c in cores)
+        ):
+            raise RunnerError("bad-job", "cores must be null or a non-empty list of core numbers")
+        self.cores: list[int] | None = cores
+        models = data.get("models", [])
+        if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
+            raise RunnerError("bad-job", "models must be a list of file paths")
+        self.models: list[str] = models
+
+
+def _int_field(data: dict[str, Any], key: str, default: int, *, minimum: int) -> int:
+    value = data.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise RunnerError("bad-job", f"{key} must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+def import_numpy() -> Any:
+    try:
+        import numpy
+    except Exception as exc:  # a broken install raises more than ImportError
+        raise RunnerError(
+            "environment",
+            f"numpy is not installed for {_interpreter()}: pip install numpy ({_first_line(exc)})",
+            status=3,
+        ) from None
+    return numpy
+
+
+def module_version(dist: str, module: Any) -> str:
+    try:
+        from importlib.metadata import version
+
+        return version(dist)
+    except Exception:
+        return str(getattr(module, "__version__", "unknown"))
+
+
+class LoadedModel:
+    """A model ready to run with fixed random inputs.
+
+    ``run`` performs one inference; ``profile(warmup, runs)``, where the runtime supports
+    it, returns per-op mean times and the profiled run time.
+    """
+
+    def __init__(
+        self,
+        run: Callable[[], object],
+        profile: Callable[[int, int], dict[str, Any]] | None = None,
+    ) -> None:
+        self.run = run
+        self.profile = profile
+
+
+class Backend:
+    """One inference runtime: its name, version, and how to load a model for timing."""
+
+    name = ""
+    package = ""
+    version = ""
+
+    def load(self, path: str) -> LoadedModel:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release temporary files."""
+
+
+def random_input(np_: Any, rng: Any, shape: Sequence[Any], dtype_name: str, what: str) -> Any:
+    """Random data for one input; dynamic dimensions become 1."""
+    dims = [_dim(d) for d in shape]
+    try:
+        dtype = np_.dtype(dtype_name)
+    except TypeError:
+        raise RunnerError("model", f"{what}: unsupported input type {dtype_name}") from None
+    if dtype.kind == "f":
+        return rng.standard_normal(dims).astype(dtype)
+    if dtype.kind == "b":
+        return rng.integers(0, 2, size=dims).astype(dtype)
+    if dtype.kind in "iu":
+        info = np_.iinfo(dtype)
+        if dtype.itemsize == 1:  # quantized tensors: the full range
+            return rng.integers(int(info.min), int(info.max), size=dims, endpoint=True, dtype=dtype)
+        # Wider integers are usually indices or shapes: small values stay valid.
+        return rng.integers(0, 2, size=dims, dtype=dtype)
+    raise RunnerError("model", f"{what}: unsupported input type {dtype_name}")
+
+
+def _dim(d: Any) -> int:
+    """A static dimension as an int (numpy ints included); symbolic or unknown ones are 1."""
+    if d is None or isinstance(d, str):
+        return 1
+    try:
+        value = int(d)
+    except (TypeError, ValueError):
+        return 1
+    return value if value > 0 else 1
+
+
+_ORT_TYPES = {
+    "tensor(float)": "float32",
+    "tensor(float16)": "float16",
+    "tensor(double)": "float64",
+    "tensor(int8)": "int8",
+    "tensor(uint8)": "uint8",
+    "tensor(int16)": "int16",
+    "tensor(uint16)": "uint16",
+    "tensor(int32)": "int32",
+    "tensor(uint32)": "uint32",
+    "tensor(int64)": "int64",
+    "tensor(uint64)": "uint64",
+    "tensor(bool)": "bool",
+}
+
+
+class OnnxRuntimeBackend(Backend):
+    name = "onnxruntime"
+    package = "onnxruntime"
+
+    def __init__(self, np_: Any, threads: int, seed: int) -> None:
+        try:
+            onnxruntime = importlib.import_module("onnxruntime")
+        except Exception as exc:  # a broken install raises more than ImportError
+            raise RunnerError(
+                "environment",
+                f"onnxruntime is not installed for {_interpreter()}: pip install onnxruntime ({_first_line(exc)})",
+                status=3,
+            ) from None
+        self.ort = onnxruntime
+        self.np = np_
+        self.threads = threads
+        self.rng = np_.random.default_rng(seed)
+        self.version = module_version("onnxruntime", onnxruntime)
+        self.tmpdir: str | None = None  # for profiling traces
+
+    def close(self) -> None:
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+
+    def _session(self, path: str, *, profile: bool) -> Any:
+        ort = self.ort
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.log_severity_level = 3
+        if profile:
+            if self.tmpdir is None:
+                self.tmpdir = tempfile.mkdtemp(prefix="edgenas-ort-")
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(self.tmpdir, "profile")
+        try:
+            return ort.InferenceSession(
+                path, sess_options=options, providers=["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise RunnerError(
+                "model",
+                f"cannot load model {path!r} with onnxruntime {self.version}: {_first_line(exc)}",
+            ) from None
+
+    def load(self, path: str) -> LoadedModel:
+        _check_readable(path)
+        session = self._session(path, profile=False)
+        feeds = {}
+        for inp in session.get_inputs():
+            dtype = _ORT_TYPES.get(inp.type, inp.type)
+            what = f"model {path!r} input {inp.name!r}"
+            feeds[inp.name] = random_input(self.np, self.rng, inp.shape, dtype, what)
+
+        def run() -> object:
+            return session.run(None, feeds)
+
+        def profile(warmup: int, runs: int) -> dict[str, Any]:
+            return self.profile(path, feeds, warmup, runs)
+
+        try:
+            run()
+        except Exception as exc:
+            raise RunnerError(
+                "model", f"model {path!r} failed to run: {_first_line(exc)}"
+            ) from None
+        return LoadedModel(run, profile)
+
+    def profile(self, path: str, feeds: dict[str, Any], warmup: int, runs: int) -> dict[str, Any]:
+        session = self._session(path, profile=True)
+        for _ in range(warmup + runs):
+            session.run(None, feeds)
+        trace_path = session.end_profiling()
+        try:
+            with open(trace_path) as f:
+                events = json.load(f)
+        finally:
+            os.remove(trace_path)
+        return summarize_ort_profile(events, skip_runs=warmup)
+
+
+def summarize_ort_profile(events: list[dict[str, Any]], skip_runs: int) -> dict[str, Any]:
+    """Mean time per node (ms) over the profiled runs after ``skip_runs`` warmup runs.
+
+    Nodes are those of the graph onnxruntime executes, after its optimizations: fused or
+    re-laid-out nodes are named after their outputs (``/conv/Conv_output_0_nchwc``).
+
+    Means, not medians, so that the per-op times add up to at most ``run_ms`` (kernels of a
+    run lie inside that run's ``model_run`` span and do not overlap in sequential execution).
+    """
+    runs = sorted(
+        (e["ts"], e["ts"] + e["dur"])
+        for e in events
+        if e.get("cat") == "Session" and e.get("name") == "model_run"
+    )[skip_runs:]
+    totals: dict[str, float] = {}
+    peak = 0
+    for e in events:
+        if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
+            continue
+        ts = e["ts"]
+        if not any(start <= ts <= end for start, end in runs):
+            continue
+        args = e.get("args", {})
+        node = e["name"][: -len("_kernel_time")] or str(args.get("op_name", "?"))
+        totals[node] = totals.get(node, 0.0) + e["dur"] / 1000.0
+        in_use = str(args.get("mem_in_use_peak", ""))
+        if in_use.isdigit():
+            peak = max(peak, int(in_use))
+    n = max(len(runs), 1)
+    return {
+        "per_op_ms": {node: total / n for node, total in totals.items()},
+        "runs": len(runs),
+        "run_ms": sum(end - start for start, end in runs) / 1000.0 / n,
+        "peak_in_use_bytes": peak or None,
+    }
+
+
+class TfliteBackend(Backend):
+    name = "tflite"
+
+    def __init__(self, np_: Any, threads: int, seed: int) -> None:
+        failures = []
+        interpreter_cls = None
+        for module_name, package in TFLITE_MODULES:
+            try:
+                module = importlib.import_module(module_name)
+                interpreter_cls = module.Interpreter
+            except Exception as exc:  # a broken install raises more than ImportError
+                failures.append(f"{module_name.split('.')[0]}: {_first_line(exc)}")
+                continue
+            self.package = package
+            self.version = f"{package} {module_version(package, module)}"
+            break
+        if interpreter_cls is None:
+            hint = ""
+            if int(np_.__version__.split(".")[0]) >= 2:
+                hint = "; tflite-runtime needs numpy<2"
+            raise RunnerError(
+                "environment",
+                "no TFLite interpreter for {}: pip install ai-edge-litert (or tflite-runtime "
+                "with numpy<2 where LiteRT has no wheel, or tensorflow){} [{}]".format(
+                    _interpreter(), hint, "; ".join(failures)
+                ),
+                status=3,
+            )
+        self.interpreter_cls = interpreter_cls
+        self.np = np_
+        self.threads = threads
+        self.rng = np_.random.default_rng(seed)
+
+    def load(self, path: str) -> LoadedModel:
+        _check_readable(path)
+        try:
+            interp = self.interpreter_cls(model_path=path, num_threads=self.threads)
+            for d in interp.get_input_details():
+                signature = list(d.get("shape_signature", d["shape"]))
+                if any(int(s) < 0 for s in signature):
+                    interp.resize_tensor_input(d["index"], [max(int(s), 1) for s in signature])
+            interp.allocate_tensors()
+        except Exception as exc:
+            raise RunnerError(
+                "model",
+                f"cannot load model {path!r} with {self.version}: {_first_line(exc)}",
+            ) from None
+        run = interp.invoke
+        try:
+            for d in interp.get_input_details():
+                what = f"model {path!r} input {d['name']!r}"
+                dtype = self.np.dtype(d["dtype"]).name
+                interp.set_tensor(
+                    d["index"], random_input(self.np, self.rng, list(d["shape"]), dtype, what)
+                )
+            run()
+        except RunnerError:
+            raise
+        except Exception as exc:
+            raise RunnerError(
+                "model", f"model {path!r} failed to run: {_first_line(exc)}"
+            ) from None
+        return LoadedModel(run)
+
+
+def _check_readable(path: str) -> None:
+    if not os.path.isfile(path):
+        raise RunnerError("model", f"model file not found: {path!r}")
+    if not os.access(path, os.R_OK):
+        raise RunnerError("model", f"model file is not readable: {path!r}")
+
+
+def make_backend(runtime: str, np_: Any, threads: int, seed: int) -> Backend:
+    if runtime == "onnxruntime":
+        return OnnxRuntimeBackend(np_, threads, seed)
+    return TfliteBackend(np_, threads, seed)
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as f:
+            return f.read()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _read_int(path: str) -> int | None:
+    text = _read(path)
+    try:
+        return int(text.strip()) if text is not None else None
+    except ValueError:
+        return None
+
+
+def cpu_model(root: str = "/") -> str:
+    """The CPU or board name: x86 "model name", ARM "Model"/"Hardware", the device tree."""
+    fields: dict[str, str] = {}
+    for line in (_read(os.path.join(root, "proc/cpuinfo")) or "").splitlines():
+        key, sep, value = line.partition(":")
+        if sep and value.strip():
+            fields.setdefault(key.strip(), value.strip())
+    for key in ("model name", "Model", "Hardware"):
+        if key in fields:
+            return fields[key]
+    tree = _read(os.path.join(root, "sys/firmware/devicetree/base/model"))
+    if tree and tree.strip("\x00\n "):
+        return tree.strip("\x00\n ")
+    return platform.processor() or platform.machine() or "unknown"
+
+
+def governors(cores: Sequence[int], root: str = "/") -> dict[int, str]:
+    out = {}
+    for core in cores:
+        path = os.path.join(root, f"sys/devices/system/cpu/cpu{core}/cpufreq/scaling_governor")
+        value = _read(path)
+        if value is not None and value.strip():
+            out[core] = value.strip()
+    return out
+
+
+def throttle_count(root: str = "/") -> int | None:
+    """Thermal throttle events so far (x86 exposes them per core), or None where absent."""
+    paths = glob.glob(
+        os.path.join(root, "sys/devices/system/cpu/cpu*/thermal_throttle/*_throttle_count")
+    )
+    counts = [c for c in (_read_int(p) for p in paths) if c is not None]
+    return sum(counts) if counts else None
+
+
+def thermal_warnings(root: str = "/") -> list[str]:
+    """Zones at or above their lowest passive (or hot) trip point: the kernel throttles there."""
+    out = []
+    for zone in sorted(glob.glob(os.path.join(root, "sys/class/thermal/thermal_zone*"))):
+        temp = _read_int(os.path.join(zone, "temp"))
+        if temp is None:
+            continue
+        trips = []
+        for type_path in glob.glob(os.path.join(zone, "trip_point_*_type")):
+            if (_read(type_path) or "").strip() in ("passive", "hot"):
+                trip = _read_int(type_path[: -len("_type")] + "_temp")
+                if trip is not None and trip > 0:
+                    trips.append(trip)
+        if trips and temp >= min(trips):
+            kind = (_read(os.path.join(zone, "type")) or "").strip() or "?"
+            out.append(
+                f"{os.path.basename(zone)} ({kind}) is at {temp / 1000:.1f} C, at or above its "
+                f"trip point {min(trips) / 1000:.1f} C: the CPU is probably being throttled"
+            )
+    return out
+
+
+def usable_cores() -> list[int]:
+    if hasattr(os, "sched_getaffinity"):
+        return sorted(os.sched_getaffinity(0))
+    return list(range(os.cpu_count() or 1))
+
+
+def pin(cores: list[int]) -> None:
+    if not hasattr(os, "sched_setaffinity"):
+        raise RunnerError(
+            "bad-job", f"cannot pin to cores {cores}: this OS has no sched_setaffinity"
+        )
+    try:
+        os.sched_setaffinity(0, cores)
+    except (OSError, ValueError) as exc:
+        raise RunnerError(
+            "bad-job",
+            f"cannot pin to cores {cores}: {_first_line(exc)} (this device has {os.cpu_count()} cores)",
+        ) from None
+
+
+def fingerprint(
+    job: Job, backend: Backend, np_: Any, root: str = "/"
+) -> tuple[dict[str, Any], list[str]]:
+    """Facts identifying this device and setup, and warnings about measurement conditions."""
+    warnings = []
+    cores = usable_cores()
+    govs = governors(cores, root)
+    values = sorted(set(govs.values()))
+    governor = "/".join(values) if values else "unknown"
+    slow = sorted(g for g in values if g != "performance")
+    if slow:
+        warnings.append(
+            "CPU governor is {!r}, not 'performance': timings vary with frequency scaling "
+            "(as root: cpupower frequency-set -g performance)".format("/".join(slow))
+        )
+    if job.threads > len(cores):
+        warnings.append(
+            f"threads={job.threads} but only {len(cores)} cores are available to the "
+            "runner: threads will compete"
+        )
+    facts = {
+        "host": socket.gethostname(),
+        "cpu_model": cpu_model(root),
+        "cores": os.cpu_count() or len(cores),
+        "governor": governor,
+        "runtime": backend.name,
+        "runtime_version": backend.version,
+        "threads": job.threads,
+        "runtime_package": backend.package,
+        "python": platform.python_version(),
+        "numpy": np_.__version__,
+        "machine": platform.machine(),
+        "system": platform.system(),
+        "usable_cores": cores,
+        "pinned": job.cores is not None,
+    }
+    return facts, warnings
+
+
+def peak_rss_bytes() -> int | None:
+    """This process's peak resident set size so far, or None where ``resource`` is missing."""
+    try:
+        import resource
+    except ImportError:
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return int(peak) if sys.platform == "darwin" else int(peak) * 1024  # Linux: KiB
+
+
+def quantile(ordered: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of sorted values (numpy's default method)."""
+    pos = (len(ordered) - 1) * q
+    lo = int(pos)
+    hi = min(lo + 1, len(ordered) - 1)
+    return ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+
+
+def stats(times_ms: Sequence[float]) -> dict[str, Any]:
+    """The statistics of edgenas's Measurement, computed the same way."""
+    ordered = sorted(times_ms)
+    return {
+        "median_ms": statistics.median(ordered),
+        "mean_ms": statistics.fmean(ordered),
+        "std_ms": statistics.pstdev(ordered),
+        "p10_ms": quantile(ordered, 0.10),
+        "p90_ms": quantile(ordered, 0.90),
+        "min_ms": ordered[0],
+        "n": len(ordered),
+    }
+
+
+def iqr_ratio(times_ms: Sequence[float]) -> float:
+    """Relative spread (IQR / median)."""
+    ordered = sorted(times_ms)
+    median = statistics.median(ordered)
+    if median <= 0:
+        return 0.0
+    return (quantile(ordered, 0.75) - quantile(ordered, 0.25)) / median
+
+
+def chunk_sizes(runs: int, rounds: int) -> list[int]:
+    base, extra = divmod(runs, rounds)
+    return [base + 1 if r < extra else base for r in range(rounds)]
+
+
+def measure_interleaved(
+    models: Sequence[LoadedModel],
+    indices: Sequence[int],
+    runs: int,
+    rounds: int,
+    rng: random.Random,
+) -> tuple[dict[int, list[float]], list[list[int]]]:
+    """Timed runs in rounds; each round visits the models in a fresh random order.
+
+    Interleaving spreads slow drift (heat, background load) over all models instead of
+    biasing whichever model ran last. Each visit starts with one untimed run, so that the
+    first timed run does not pay for the previous model having evicted the caches.
+    """
+    times: dict[int, list[float]] = {i: [] for i in indices}
+    order = []
+    clock = time.perf_counter_ns
+    for size in chunk_sizes(runs, rounds):
+        visit = list(indices)
+        rng.shuffle(visit)
+        order.append(visit)
+        for i in visit:
+            run = models[i].run
+            run()
+            for _ in range(size):
+                start = clock()
+                run()
+                times[i].append((clock() - start) / 1e6)
+    return times, order
+
+
+def run_job(job: Job, root: str = "/") -> dict[str, Any]:
+    np_ = import_numpy()
+    if job.cores is not None:
+        pin(job.cores)  # before the runtime starts its threads, which inherit the affinity
+    backend = make_backend(job.runtime, np_, job.threads, job.seed)
+    try:
+        facts, warnings = fingerprint(job, backend, np_, root)
+        result: dict[str, Any] = {
+            "format": RESULTS_FORMAT,
+            "fingerprint": facts,
+            "warnings": warnings,
+            "order": [],
+            "models": [],
+        }
+        if job.models:
+            result.update(_measure(job, backend, warnings, root))
+        return result
+    finally:
+        backend.close()
+
+
+def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict[str, Any]:
+    throttled_before = throttle_count(root)
+    loaded = []
+    peaks: list[int | None] = []
+    for path in job.models:
+        before = peak_rss_bytes()
+        model = backend.load(path)  # loads and runs once
+        for _ in range(job.warmup):
+            model.run()
+        after = peak_rss_bytes()
+        loaded.append(model)
+        peaks.append(max(after - before, 0) if before is not None and after is not None else None)
+    rng = random.Random(job.seed)
+    indices = list(range(len(job.models)))
+    times, order = measure_interleaved(loaded, indices, job.runs, job.rounds, rng)
+    ratios = {i: iqr_ratio(times[i]) for i in indices}
+    noisy = [i for i in indices if ratios[i] > job.spread_threshold]
+    if noisy:
+        again, again_order = measure_interleaved(loaded, noisy, job.runs, job.rounds, rng)
+        times.update(again)
+        order.extend(again_order)
+        ratios.update({i: iqr_ratio(again[i]) for i in noisy})
+    profiles: dict[int, dict[str, Any] | None] = {}
+    if job.profile_ops:
+        for i in indices:
+            profiler = loaded[i].profile
+            if profiler is not None:
+                profiles[i] = profiler(max(job.warmup, 1), min(job.runs, PROFILE_RUNS_MAX))
+        if backend.name == "tflite":
+            warnings.append(
+                "per-op times are not available for tflite in this runner; use TFLite's "
+                "benchmark_model --enable_op_profiling=true"
+            )
+    throttled_after = throttle_count(root)
+    if (
+        throttled_before is not None
+        and throttled_after is not None
+        and throttled_after > throttled_before
+    ):
+        warnings.append(
+            f"the CPU was thermally throttled {throttled_after - throttled_before} times "
+            "during the measurement"
+        )
+    warnings.extend(thermal_warnings(root))
+    entries = []
+    for i in indices:
+        entry: dict[str, Any] = {"index": i, "path": job.models[i], "times_ms": times[i]}
+        entry.update(stats(times[i]))
+        profile = profiles.get(i)
+        entry.update(
+            {
+                "iqr_ratio": ratios[i],
+                "remeasured": i in noisy,
+                "flagged": ratios[i] > job.spread_threshold,
+                # Growth of the runner's peak RSS (ru_maxrss) while loading and warming up
+                # this model: a lower bound, 0 when it fit in memory already used; the
+                # first model also carries the runtime's own start-up.
+                "peak_memory_bytes": peaks[i],
+                "per_op_ms": profile["per_op_ms"] if profile else None,
+                "profile": (
+                    {k: v for k, v in profile.items() if k != "per_op_ms"} if profile else None
+                ),
+            }
+        )
+        entries.append(entry)
+    return {"models": entries, "order": order}
+
+
+def error_payload(kind: str, message: str, detail: str | None = None) -> dict[str, Any]:
+    error = {"kind": kind, "message": message}
+    if detail:
+        error["traceback"] = detail
+    return {"format": RESULTS_FORMAT, "error": error}
+
+
+def read_job(source: str) -> Job:
+    try:
+        if source == "-":
+            text = sys.stdin.read()
+        else:
+            with open(source) as f:
+                text = f.read()
+    except OSError as exc:
+        raise RunnerError("bad-job", f"cannot read job {source!r}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise RunnerError("bad-job", f"job is not valid JSON: {_first_line(exc)}") from None
+    return Job(data)
+
+
+def write_output(dest: str, payload: dict[str, Any]) -> None:
+    text = json.dumps(payload, indent=1, sort_keys=True)
+    if dest == "-":
+        sys.stdout.write(text + "\n")
+        sys.stdout.flush()
+        return
+    # A temporary name then a rename: a reader never sees half a file.
+    tmp = f"{dest}.tmp-{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, dest)
+
+
+class _ArgumentParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # a JSON error, not argparse's usage text
+        raise RunnerError("bad-job", f"bad arguments: {message}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _ArgumentParser(description="Time model files and write JSON results.")
+    parser.add_argument("--job", default="-", help="job JSON file, or - for stdin (default)")
+    parser.add_argument("--out", default="-", help="results JSON file, or - for stdout (default)")
+    out = "-"
+    status = 0
+    try:
+        args = parser.parse_args(argv)
+        out = args.out
+        payload = run_job(read_job(args.job))
+    except RunnerError as exc:
+        payload, status = error_payload(exc.kind, exc.message), exc.status
+    except KeyboardInterrupt:
+        payload, status = error_payload("interrupted", "interrupted"), 130
+    except Exception as exc:
+        message = f"runner bug: {type(exc).__name__}: {_first_line(exc)}"
+        payload, status = error_payload("internal", message, traceback.format_exc()), 1
+    try:
+        write_output(out, payload)
+    except OSError as exc:
+        sys.stderr.write(f"runner: cannot write {out!r}: {exc.strerror}\n")
+        return 2
+    if status:
+        sys.stderr.write(f"runner: {payload['error']['message']}\n")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

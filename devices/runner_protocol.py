@@ -1,0 +1,178 @@
+"""The host's side of the on-device runner: build its job, read its results, explain its errors.
+
+Every backend that runs ``runner.py`` (local subprocess, SSH) goes through these functions, so
+that a job means the same thing and results are read the same way on every target.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from devices.base import DeviceError, Runtime
+from devices.measurement import Fingerprint, Measurement
+
+JOB_FORMAT = "edgenas.runner-job/1"
+RESULTS_FORMAT = "edgenas.runner-results/1"
+RUNNER_PATH = Path(__file__).with_name("runner.py")
+"""The runner file to copy to a target and run there with the target's Python."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """How a target measures: the profile's values, or a call's overrides of them."""
+
+    runtime: Runtime = "onnxruntime"
+    threads: int = 1
+    warmup: int = 10
+    runs: int = 50
+    spread_threshold: float = 0.1
+    cores: tuple[int, ...] | None = None
+    seed: int = 0  # of the interleaving order and the random inputs
+
+    def override(
+        self,
+        *,
+        runtime: Runtime | None = None,
+        threads: int | None = None,
+        warmup: int | None = None,
+        runs: int | None = None,
+    ) -> RunSettings:
+        """These settings with a ``measure`` call's arguments; ``None`` keeps a value."""
+        return RunSettings(
+            runtime=runtime if runtime is not None else self.runtime,
+            threads=threads if threads is not None else self.threads,
+            warmup=warmup if warmup is not None else self.warmup,
+            runs=runs if runs is not None else self.runs,
+            spread_threshold=self.spread_threshold,
+            cores=self.cores,
+            seed=self.seed,
+        )
+
+
+@dataclass(frozen=True)
+class RunnerResults:
+    """What one runner call returned; ``order`` lists the model indices of each round."""
+
+    fingerprint: Fingerprint
+    warnings: tuple[str, ...]
+    measurements: list[Measurement]
+    order: list[list[int]]
+
+
+def build_job(
+    model_paths: Sequence[str], settings: RunSettings, *, profile_ops: bool = False
+) -> dict[str, Any]:
+    """The job for ``runner.py``; ``model_paths`` are as the target sees them.
+
+    No models means a fingerprint-only job.
+    """
+    return {
+        "format": JOB_FORMAT,
+        "runtime": settings.runtime,
+        "threads": settings.threads,
+        "warmup": settings.warmup,
+        "runs": settings.runs,
+        "profile_ops": profile_ops,
+        "spread_threshold": settings.spread_threshold,
+        "cores": list(settings.cores) if settings.cores is not None else None,
+        "seed": settings.seed,
+        "models": [str(p) for p in model_paths],
+    }
+
+
+def parse_results(
+    device: str, payload: str | Mapping[str, Any], labels: Sequence[str]
+) -> RunnerResults:
+    """Measurements in job order, each named by ``labels`` (the caller's names for the models).
+
+    Raises ``DeviceError`` for an error payload or results that do not match the job.
+    """
+    data = _decode(device, payload)
+    if "error" in data:
+        raise DeviceError(f"device {device!r}: {_error_message(data)}")
+    try:
+        fingerprint = Fingerprint.from_dict(data["fingerprint"])
+        warnings = tuple(str(w) for w in data.get("warnings", []))
+        entries = data["models"]
+        if len(entries) != len(labels) or [e["index"] for e in entries] != list(range(len(labels))):
+            raise DeviceError(
+                f"device {device!r}: the runner returned {len(entries)} results for "
+                f"{len(labels)} models; is runner.py from another edgenas version?"
+            )
+        measurements = [
+            _measurement(label, entry, warnings)
+            for label, entry in zip(labels, entries, strict=True)
+        ]
+        order = [[int(i) for i in visit] for visit in data.get("order", [])]
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DeviceError(
+            f"device {device!r}: runner results are malformed ({type(exc).__name__}: {exc}); "
+            "is runner.py from another edgenas version?"
+        ) from None
+    return RunnerResults(fingerprint, warnings, measurements, order)
+
+
+def parse_fingerprint(device: str, payload: str | Mapping[str, Any]) -> Fingerprint:
+    return parse_results(device, payload, []).fingerprint
+
+
+def runner_failure(device: str, *, returncode: int, output: str, stderr: str) -> DeviceError:
+    """The error for a runner that exited with ``returncode``: its own JSON message if it
+    wrote one to ``output``, else the last line of its stderr."""
+    try:
+        data = json.loads(output)
+    except ValueError:
+        data = None
+    if isinstance(data, dict) and isinstance(data.get("error"), dict):
+        return DeviceError(f"device {device!r}: {_error_message(data)}")
+    lines = [line for line in stderr.strip().splitlines() if line.strip()]
+    last = lines[-1].strip() if lines else "no output"
+    return DeviceError(f"device {device!r}: the runner failed (exit status {returncode}): {last}")
+
+
+def _decode(device: str, payload: str | Mapping[str, Any]) -> Mapping[str, Any]:
+    if isinstance(payload, str):
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            raise DeviceError(
+                f"device {device!r}: the runner's output is not JSON: {payload[:200]!r}"
+            ) from None
+    else:
+        data = payload
+    if not isinstance(data, Mapping) or data.get("format") != RESULTS_FORMAT:
+        fmt = data.get("format") if isinstance(data, Mapping) else type(data).__name__
+        raise DeviceError(
+            f"device {device!r}: runner results have format {fmt!r}, expected {RESULTS_FORMAT!r}"
+        )
+    return data
+
+
+def _error_message(data: Mapping[str, Any]) -> str:
+    error = data["error"]
+    return str(error.get("message") or error.get("kind") or "the runner failed")
+
+
+def _measurement(label: str, entry: Mapping[str, Any], warnings: tuple[str, ...]) -> Measurement:
+    extra: dict[str, Any] = {
+        "iqr_ratio": float(entry["iqr_ratio"]),
+        "remeasured": bool(entry["remeasured"]),
+    }
+    if entry.get("profile"):
+        extra["profile"] = dict(entry["profile"])
+    if warnings:
+        extra["warnings"] = list(warnings)
+    per_op = entry.get("per_op_ms")
+    peak = entry.get("peak_memory_bytes")
+    return Measurement.from_times(
+        label,
+        [float(t) for t in entry["times_ms"]],
+        flagged=bool(entry["flagged"]),
+        peak_memory_bytes=int(peak) if peak is not None else None,
+        per_op_ms={str(k): float(v) for k, v in per_op.items()} if per_op is not None else None,
+        extra=extra,
+    )

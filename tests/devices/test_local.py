@@ -1,0 +1,188 @@
+"""LocalDevice: the runner in a subprocess, measuring real ONNX models with onnxruntime."""
+
+from __future__ import annotations
+
+import os
+import socket
+import sys
+from collections.abc import Callable, Sequence
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from devices import DeviceError, LocalDevice, Measurement, RunSettings, create_device
+from tests.devices.conftest import Models
+
+QUICK = RunSettings(warmup=1, runs=6)
+
+
+def _ordered(m: Measurement) -> bool:
+    return 0 < m.min_ms <= m.p10_ms <= m.median_ms <= m.p90_ms and m.min_ms <= m.mean_ms
+
+
+def test_one_measurement_per_model_in_input_order(models: Models) -> None:
+    device = LocalDevice(settings=QUICK)
+    paths = [models.fc, models.conv, models.dw]
+    results = device.measure(paths)
+    assert [m.model for m in results] == [str(p) for p in paths]
+    for m in results:
+        assert m.n == 6
+        assert _ordered(m), m
+        assert m.std_ms >= 0
+        assert m.per_op_ms is None  # not asked for
+        assert m.peak_memory_bytes is not None and m.peak_memory_bytes >= 0
+        assert m.extra["remeasured"] in (True, False)
+        assert m.extra["iqr_ratio"] >= 0
+    assert device.measure([]) == []
+
+
+def test_call_arguments_override_the_settings(models: Models) -> None:
+    (m,) = LocalDevice(settings=QUICK).measure([models.fc], runs=3, warmup=0)
+    assert m.n == 3
+
+
+def test_per_op_times_belong_to_their_model(models: Models) -> None:
+    """Each model's per-op times name its own nodes, whatever order the runner used."""
+    paths = [models.dw, models.fc, models.conv]
+    results = LocalDevice(settings=QUICK).measure(paths, profile_ops=True)
+    for tag, m in zip(["dw", "fc", "conv"], results, strict=True):
+        assert m.per_op_ms, m
+        assert any(tag in node for node in m.per_op_ms), (tag, m.per_op_ms)
+        others = {"dw", "fc", "conv"} - {tag}
+        assert not any(o in node for o in others for node in m.per_op_ms), (tag, m.per_op_ms)
+        assert all(t > 0 for t in m.per_op_ms.values())
+        # Kernels run inside the profiled runs, so their times add up to at most a run.
+        profile = m.extra["profile"]
+        assert profile["runs"] == 6
+        assert 0 < sum(m.per_op_ms.values()) <= profile["run_ms"]
+
+
+def test_spread_above_the_threshold_is_remeasured_then_flagged(models: Models) -> None:
+    strict = LocalDevice(settings=RunSettings(warmup=1, runs=5, spread_threshold=0.0))
+    (m,) = strict.measure([models.fc])
+    assert m.extra["remeasured"] and m.flagged
+    assert m.n == 5  # the repeat replaces the first times
+    lenient = LocalDevice(settings=RunSettings(warmup=1, runs=5, spread_threshold=1e9))
+    (m,) = lenient.measure([models.fc])
+    assert not m.extra["remeasured"] and not m.flagged
+
+
+def test_uint8_input_with_dynamic_batch(models: Models) -> None:
+    (m,) = LocalDevice(settings=QUICK).measure([models.uint8_dynamic])
+    assert m.n == 6 and _ordered(m)
+
+
+def test_relative_paths_keep_their_label(models: Models, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(models.fc.parent)
+    (m,) = LocalDevice(settings=QUICK).measure([Path(models.fc.name)])
+    assert m.model == models.fc.name
+
+
+def test_fingerprint_is_this_host_and_cached() -> None:
+    device = LocalDevice(settings=RunSettings(threads=1))
+    fp = device.fingerprint()
+    assert fp.host == socket.gethostname()
+    assert fp.cores == os.cpu_count()
+    assert fp.runtime == "onnxruntime"
+    assert fp.runtime_version == version("onnxruntime")
+    assert fp.threads == 1
+    assert fp.cpu_model and fp.governor
+    assert device.fingerprint() is fp
+
+
+def test_bad_settings_come_back_from_the_runner(models: Models) -> None:
+    with pytest.raises(DeviceError, match=r"device 'local': runs must be an integer >= 1, got 0"):
+        LocalDevice(settings=QUICK).measure([models.fc], runs=0)
+
+
+def test_corrupt_model(tmp_path: Path) -> None:
+    bad = tmp_path / "broken 'model'.onnx"
+    bad.write_bytes(b"\x08\x07 this is not a protobuf \xff\xfe")
+    with pytest.raises(DeviceError) as info:
+        LocalDevice("bench", settings=QUICK).measure([bad])
+    message = str(info.value)
+    assert message.startswith("device 'bench': cannot load model ")
+    assert "broken 'model'.onnx" in message and "onnxruntime" in message
+    assert "\n" not in message
+
+
+def test_missing_model_file(tmp_path: Path) -> None:
+    with pytest.raises(DeviceError, match=r"model file not found: .*nowhere\.onnx"):
+        LocalDevice(settings=QUICK).measure([tmp_path / "nowhere.onnx"])
+
+
+def test_missing_tflite_runtime_says_what_to_install(
+    models: Models, python_without: Callable[[Sequence[str]], Path]
+) -> None:
+    python = python_without(["ai_edge_litert", "tflite_runtime", "tensorflow"])
+    device = LocalDevice(python=python, settings=RunSettings(runtime="tflite", warmup=1, runs=2))
+    with pytest.raises(DeviceError, match=r"no TFLite interpreter .*pip install ai-edge-litert"):
+        device.measure([models.fc])
+    with pytest.raises(DeviceError, match=r"pip install ai-edge-litert"):
+        device.fingerprint()
+
+
+def test_missing_onnxruntime_says_what_to_install(
+    models: Models, python_without: Callable[[Sequence[str]], Path]
+) -> None:
+    device = LocalDevice(python=python_without(["onnxruntime"]), settings=QUICK)
+    with pytest.raises(
+        DeviceError, match=r"onnxruntime is not installed .*pip install onnxruntime"
+    ):
+        device.measure([models.fc])
+
+
+def test_missing_numpy_says_what_to_install(
+    models: Models, python_without: Callable[[Sequence[str]], Path]
+) -> None:
+    device = LocalDevice(python=python_without(["numpy"]), settings=QUICK)
+    with pytest.raises(DeviceError, match=r"numpy is not installed .*pip install numpy"):
+        device.measure([models.fc])
+
+
+def test_python_that_does_not_exist(models: Models, tmp_path: Path) -> None:
+    device = LocalDevice("dev", python=tmp_path / "no-python", settings=QUICK)
+    with pytest.raises(DeviceError, match=r"device 'dev': cannot start Python .*local\.python"):
+        device.measure([models.fc])
+
+
+def test_timeout(models: Models) -> None:
+    device = LocalDevice(settings=QUICK, timeout_s=0.001)
+    with pytest.raises(DeviceError, match=r"did not finish within 0\.001 s"):
+        device.measure([models.fc])
+
+
+def test_registered_as_kind_local(tmp_path: Path) -> None:
+    device = create_device(
+        "local",
+        "mine",
+        {
+            "threads": 2,
+            "runs": 7,
+            "cores": [0],
+            "spread_threshold": 0.2,
+            "local": {"python": sys.executable, "timeout_s": 30},
+        },
+    )
+    assert isinstance(device, LocalDevice)
+    assert device.name == "mine" and device.python == sys.executable and device.timeout_s == 30
+    assert device.settings == RunSettings(threads=2, runs=7, cores=(0,), spread_threshold=0.2)
+    with pytest.raises(DeviceError, match=r"device profile 'mine': threads: "):
+        create_device("local", "mine", {"threads": 0})
+
+
+def test_tflite_models_with_litert(tmp_path: Path) -> None:
+    pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is not installed")
+    from tests.devices.tflite_models import fully_connected, int8_add
+
+    paths = [fully_connected(tmp_path / "fc 'q'.tflite"), int8_add(tmp_path / "add int8.tflite")]
+    device = LocalDevice(settings=RunSettings(runtime="tflite", warmup=1, runs=4))
+    results = device.measure(paths, profile_ops=True)
+    assert [m.model for m in results] == [str(p) for p in paths]
+    for m in results:
+        assert m.n == 4 and _ordered(m)
+        assert m.per_op_ms is None
+        assert any("per-op times are not available for tflite" in w for w in m.extra["warnings"])
+    fp = device.fingerprint()
+    assert fp.runtime == "tflite" and fp.runtime_version.startswith("ai-edge-litert ")
