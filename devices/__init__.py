@@ -13,6 +13,7 @@ from devices.base import (
 )
 from devices.local import LocalDevice
 from devices.measurement import Fingerprint, Measurement
+from devices.npu_sim import NpuSimDevice
 from devices.profiles import DeviceProfile, list_profiles, load_profile, open_device
 from devices.runner_protocol import RunSettings
 
@@ -23,6 +24,7 @@ __all__ = [
     "Fingerprint",
     "LocalDevice",
     "Measurement",
+    "NpuSimDevice",
     "RunSettings",
     "Runtime",
     "create_device",

@@ -1,4 +1,5 @@
-"""The `edgenas` command line."""
+"""The `edgenas` command line. Heavy imports (torch) happen inside the commands that need
+them, so that quick commands start quickly."""
 
 from __future__ import annotations
 
@@ -6,21 +7,16 @@ import json
 import random
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
-from rich.console import Console
 
-from edgenas.recipe import RecipeError, load_recipe
-from once_for_all import (
-    CheckpointError,
-    SearchSpace,
-    Subnet,
-    SubnetError,
-    evaluate_subnet,
-    load_supernet,
-)
-from once_for_all.data import DataError, load_data
+from edgenas.console import err_console as console
+from edgenas.console import fail
+from edgenas.npu_cli import npu_app
+
+if TYPE_CHECKING:
+    from once_for_all import SearchSpace, Subnet
 
 app = typer.Typer(
     name="edgenas",
@@ -29,20 +25,21 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console(stderr=True)
+app.add_typer(npu_app, name="npu")
 
-# Errors that are the user's to fix: one line, exit code 2, never a traceback.
-USER_ERRORS = (RecipeError, DataError, SubnetError, CheckpointError)
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """Errors that are the user's to fix: one line, exit code 2, never a traceback."""
+    from edgenas.recipe import RecipeError
+    from once_for_all import CheckpointError, SubnetError
+    from once_for_all.data import DataError
+
+    return (RecipeError, DataError, SubnetError, CheckpointError)
 
 
 class Split(str, Enum):
     val = "val"
     test = "test"
-
-
-def fail(message: str) -> typer.Exit:
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    return typer.Exit(code=2)
 
 
 @app.command()
@@ -55,6 +52,7 @@ def train(
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
 ) -> None:
     """Train a supernet with progressive shrinking, one checkpoint per epoch."""
+    from edgenas.recipe import load_recipe
     from edgenas.training import train as run_training
 
     try:
@@ -62,7 +60,7 @@ def train(
         final = run_training(
             r, out or Path("runs") / r.name, resume=resume, console=console, quiet=quiet
         )
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         raise fail(str(exc)) from None
     console.print(f"supernet written to {final}")
 
@@ -78,6 +76,9 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
 ) -> None:
     """Accuracy of a subnet with inherited weights, after BN recalibration."""
+    from once_for_all import CheckpointError, evaluate_subnet, load_supernet
+    from once_for_all.data import load_data
+
     try:
         supernet, _, payload = load_supernet(checkpoint)
         space = supernet.space
@@ -88,7 +89,7 @@ def eval_command(
             )
         data = load_data(**payload["data"])
         acc = evaluate_subnet(supernet, chosen, data, split=split.value)
-    except USER_ERRORS as exc:
+    except user_errors() as exc:
         raise fail(str(exc)) from None
     if as_json:
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split.value}))
@@ -97,6 +98,8 @@ def eval_command(
 
 
 def _choose_subnet(choice: str, space: SearchSpace, *, seed: int) -> Subnet:
+    from once_for_all import Subnet
+
     if choice == "max":
         return space.max_subnet()
     if choice == "min":

@@ -1,0 +1,212 @@
+"""Cross-check the NPU cycle model against SCALE-Sim v3 and regenerate the test data.
+
+    python benchmarks/scalesim_crosscheck.py --scalesim-python /tmp/scalesim-venv/bin/python
+
+SCALE-Sim (``scalesim`` on PyPI) needs numpy < 2.4, so it lives in its own environment:
+
+    python3 -m venv /tmp/scalesim-venv
+    /tmp/scalesim-venv/bin/pip install scalesim==3.0.0 "numpy<2.4"
+
+This script never imports scalesim: it writes the configs (one per array size and dataflow) and
+one topology with this project's writers, runs SCALE-Sim on them in that environment, and
+saves what SCALE-Sim reports per layer to ``tests/devices/data/scalesim_cases.json`` beside
+the ``.cfg``/``.csv`` files, which ``tests/devices/test_npu_sim.py`` checks against. The
+compared quantity is SCALE-Sim's compute report column "Total Cycles" with
+``InterfaceBandwidth: CALC``, where it reports no stalls: its compute cycles. A depthwise
+(``DP``) row is simulated by SCALE-Sim channel by channel; its cycles are the channels' sum.
+
+Prints one JSON object on stdout (the agreement summary); progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+# Run as a script, this file's folder leads sys.path, and benchmarks/devices.py would shadow
+# the devices package.
+_here = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+
+from devices.npu_sim import (  # noqa: E402
+    DATAFLOWS,
+    Layer,
+    NpuConfig,
+    read_topology_csv,
+    simulate,
+    write_topology_csv,
+)
+
+DATA = Path(__file__).resolve().parents[1] / "tests" / "devices" / "data"
+FORMAT = "edgenas.scalesim-cases/1"
+
+ARRAYS = [(8, 8), (16, 16), (32, 32), (16, 8)]  # rows x cols; 16x8 catches a row/col swap
+# Small enough that SCALE-Sim's request-by-request memory model runs in seconds.
+LAYERS = [
+    Layer("conv3x3_s1", 12, 12, 3, 3, 8, 16),
+    Layer("conv3x3_s2", 12, 12, 3, 3, 8, 24, 2, 2),  # even ifmap: SCALE-Sim rounds the ofmap up
+    Layer("conv3x3_wide", 16, 16, 3, 3, 16, 40),
+    Layer("conv5x5_rect", 9, 11, 5, 5, 3, 10),
+    Layer("pw1x1", 8, 8, 1, 1, 32, 48),
+    Layer("pw1x1_s2", 8, 8, 1, 1, 16, 8, 2, 2),
+    Layer("dw3x3_s1_DP", 10, 10, 3, 3, 6, 1, depthwise=True),
+    Layer("dw3x3_s2_DP", 11, 11, 3, 3, 4, 1, 2, 2, depthwise=True),
+    Layer("dw5x5_DP", 9, 9, 5, 5, 3, 1, depthwise=True),
+    Layer("fc", 1, 1, 1, 1, 64, 10),
+]
+
+# Runs inside the scalesim environment: argv = cfg, topology, layout, work folder.
+RUNNER = r"""
+import contextlib, importlib.metadata, io, json, sys
+import numpy
+from scalesim.scale_sim import scalesim
+cfg, topo, layout, work = sys.argv[1:5]
+with contextlib.redirect_stdout(io.StringIO()):
+    sim = scalesim(save_disk_space=True, verbose=False, config=cfg, topology=topo, layout=layout)
+    sim.run_scale(top_path=work)
+rows = []
+for i, layer in enumerate(sim.runner.single_layer_sim_object_list):
+    _, total, stall, util, mapping, _ = layer.get_compute_report_items()
+    cs = layer.compute_system
+    rows.append({
+        "name": sim.topo.get_layer_name(i),
+        "total_cycles": int(total),
+        "stall_cycles": int(stall),
+        "overall_util_pct": float(util),
+        "mapping_efficiency_pct": float(mapping),
+        "ifmap_sram_reads": int(cs.get_ifmap_requests()),
+        "filter_sram_reads": int(cs.get_filter_requests()),
+        "ofmap_sram_writes": int(cs.get_ofmap_requests()),
+    })
+json.dump({"scalesim": importlib.metadata.version("scalesim"),
+           "numpy": numpy.__version__, "layers": rows}, sys.stdout)
+"""
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument(
+        "--scalesim-python", required=True, type=Path, help="python of the scalesim venv"
+    )
+    parser.add_argument("--out", type=Path, default=DATA, help="test data folder")
+    args = parser.parse_args()
+    if not args.scalesim_python.is_file():
+        sys.exit(
+            f"error: {args.scalesim_python} does not exist; make the environment with: python3 -m "
+            "venv /tmp/scalesim-venv && /tmp/scalesim-venv/bin/pip install scalesim==3.0.0 "
+            "'numpy<2.4'"
+        )
+
+    folder = args.out / "scalesim"
+    folder.mkdir(parents=True, exist_ok=True)
+    topology = folder / "topology.csv"
+    write_topology_csv(LAYERS, topology)
+    layers = read_topology_csv(topology)  # what the tests will read
+    cases: list[dict[str, Any]] = []
+    versions: dict[str, str] = {}
+    agree = 0
+    started = time.perf_counter()
+    for rows, cols in ARRAYS:
+        for dataflow in DATAFLOWS:
+            config = NpuConfig(rows=rows, cols=cols, dataflow=dataflow, dram_bandwidth=None)
+            cfg = folder / f"npu_{rows}x{cols}_{dataflow}.cfg"
+            config.to_scalesim_cfg(cfg, run_name=cfg.stem)
+            print(f"scalesim {cfg.name} ...", file=sys.stderr, flush=True)
+            report = _run_scalesim(args.scalesim_python, cfg, topology, layers)
+            versions = {"scalesim": report["scalesim"], "numpy": report["numpy"]}
+            ours = simulate(layers, config).layers
+            for layer, mine in zip(layers, ours, strict=True):
+                case = _case(layer, report["layers"], cfg.relative_to(args.out), config)
+                agree += case["compute_cycles"] == mine.compute_cycles
+                cases.append(case)
+    data = {
+        "format": FORMAT,
+        "readme": (
+            f"generated with scalesim {versions['scalesim']} by benchmarks/scalesim_crosscheck.py "
+            f"(numpy {versions['numpy']}): SCALE-Sim's compute cycles ('Total Cycles' "
+            "with InterfaceBandwidth CALC, no stalls) per layer of scalesim/topology.csv on "
+            "each scalesim/*.cfg; a DP (depthwise) row is the sum of SCALE-Sim's per-channel "
+            "layers. Regenerate with: python benchmarks/scalesim_crosscheck.py "
+            "--scalesim-python /tmp/scalesim-venv/bin/python"
+        ),
+        "scalesim_version": versions["scalesim"],
+        "topology": str(topology.relative_to(args.out)),
+        "cases": cases,
+    }
+    target = args.out / "scalesim_cases.json"
+    # One case per line: small diffs when regenerated.
+    body = json.dumps({**data, "cases": []}, indent=1)[: -len("[]\n}")]
+    lines = ",\n  ".join(json.dumps(c) for c in cases)
+    target.write_text(f"{body}[\n  {lines}\n ]\n}}\n")
+    summary = {
+        "scalesim_version": versions["scalesim"],
+        "cases": len(cases),
+        "compute_cycles_equal": agree,
+        "seconds": round(time.perf_counter() - started, 1),
+        "written": str(target),
+    }
+    print(json.dumps(summary))
+
+
+def _run_scalesim(python: Path, cfg: Path, topology: Path, layers: list[Layer]) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as work:
+        # SCALE-Sim insists on a layout file; with custom layouts off its values are unused.
+        layout = Path(work) / "layout.csv"
+        layout.write_text(
+            "Layer name,"
+            + ",".join(f"c{i}" for i in range(20))
+            + ",\n"
+            + "".join(f"{x.name}," + "1," * 20 + "\n" for x in layers)
+        )
+        proc = subprocess.run(
+            [str(python), "-c", RUNNER, str(cfg), str(topology), str(layout), work],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        sys.exit(f"scalesim failed on {cfg.name}:\n{proc.stderr[-3000:]}")
+    return dict(json.loads(proc.stdout))
+
+
+def _case(
+    layer: Layer, reported: list[dict[str, Any]], cfg: Path, config: NpuConfig
+) -> dict[str, Any]:
+    # SCALE-Sim names a DP row's channels "<name>Channel_<i>".
+    mine = [
+        r
+        for r in reported
+        if r["name"] == layer.name
+        or (layer.depthwise and r["name"].startswith(f"{layer.name}Channel_"))
+    ]
+    expected = layer.channels if layer.depthwise else 1
+    if len(mine) != expected:
+        sys.exit(f"{cfg}: {layer.name}: scalesim reported {len(mine)} layers, expected {expected}")
+    if any(r["stall_cycles"] for r in mine):
+        sys.exit(f"{cfg}: {layer.name}: scalesim reports stalls in CALC mode")
+    return {
+        "config": str(cfg),
+        "rows": config.rows,
+        "cols": config.cols,
+        "dataflow": config.dataflow,
+        "layer": layer.name,
+        "depthwise": layer.depthwise,
+        "scalesim_layers": len(mine),
+        "compute_cycles": sum(r["total_cycles"] for r in mine),
+        "per_layer_compute_cycles": sorted({r["total_cycles"] for r in mine}),
+        "overall_util_pct": mine[0]["overall_util_pct"],
+        "mapping_efficiency_pct": mine[0]["mapping_efficiency_pct"],
+        "ifmap_sram_reads": sum(r["ifmap_sram_reads"] for r in mine),
+        "filter_sram_reads": sum(r["filter_sram_reads"] for r in mine),
+        "ofmap_sram_writes": sum(r["ofmap_sram_writes"] for r in mine),
+    }
+
+
+if __name__ == "__main__":
+    main()
