@@ -50,6 +50,9 @@ def train(
     ] = None,
     resume: Annotated[bool, typer.Option(help="continue from the run folder's checkpoint")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch threads (default: the recipe's)")
+    ] = None,
 ) -> None:
     """Train a supernet with progressive shrinking, one checkpoint per epoch."""
     from edgenas.recipe import load_recipe
@@ -58,7 +61,12 @@ def train(
     try:
         r = load_recipe(recipe)
         final = run_training(
-            r, out or Path("runs") / r.name, resume=resume, console=console, quiet=quiet
+            r,
+            out or Path("runs") / r.name,
+            resume=resume,
+            console=console,
+            quiet=quiet,
+            threads=threads,
         )
     except user_errors() as exc:
         raise fail(str(exc)) from None

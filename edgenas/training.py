@@ -26,6 +26,7 @@ def train(
     console: Console,
     quiet: bool = False,
     stop_after_epochs: int | None = None,
+    threads: int | None = None,
 ) -> Path:
     """Train (or resume) and return the path of the final ``supernet.pt``."""
     checkpoint = out / CHECKPOINT_NAME
@@ -33,7 +34,9 @@ def train(
         raise CheckpointError(
             f"{out} already holds a training checkpoint: pass --resume to continue it, or choose another --out"
         )
-    torch.set_num_threads(recipe.train.threads)
+    # Threads change speed and at most the last bits of float sums, not the schedule, so a
+    # resumed run may use another count (bit-identical resumption needs the same one).
+    torch.set_num_threads(threads or recipe.train.threads)
     data = load_data(**recipe.data.load_kwargs())
     space = recipe.search_space()
     config = recipe.train_config()
