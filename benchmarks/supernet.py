@@ -39,14 +39,14 @@ from once_for_all import (
     SubnetError,
     TrainConfig,
     accuracy,
-    build_from_config,
     evaluate_subnet,
     get_space,
     load_supernet,
+    recalibrate_bn,
     train_static,
 )
 from once_for_all.data import DataBundle, DataError, load_data
-from once_for_all.evaluation import BN_IMAGES
+from once_for_all.evaluation import BN_IMAGES, bn_batches
 from once_for_all.progressive_shrinking import channels_last, make_optimizer
 
 # Targets from the issue; OFA's reference implementation measured on this machine for scale.
@@ -90,14 +90,39 @@ def _quantile(ordered: Sequence[float], q: float) -> float:
 
 
 def environment(threads: int) -> dict[str, Any]:
+    cores = os.cpu_count() or 1
+    others = other_runnable()
+    # more runnable threads than cores makes OpenMP threads wait on each other: timings can
+    # grow several-fold and say nothing about the code
+    busy = others is not None and others + threads > cores
+    if busy:
+        log(
+            f"warning: {others:.1f} other runnable thread(s) on {cores} cores besides this "
+            f"benchmark's {threads}: timings will be inflated"
+        )
     return {
         "host": platform.node(),
-        "cpu_count": os.cpu_count(),
+        "cpu_count": cores,
         "python": platform.python_version(),
         "torch": torch.__version__,
         "threads": threads,
         "load_avg_1_5_15": [round(v, 2) for v in os.getloadavg()],
+        "other_runnable_threads": others,
+        "machine_busy": busy,
     }
+
+
+def other_runnable(samples: int = 10, interval_s: float = 0.1) -> float | None:
+    """Mean number of runnable threads other than this one (Linux's /proc/loadavg), or None."""
+    counts: list[int] = []
+    for _ in range(samples):
+        try:
+            running = Path("/proc/loadavg").read_text().split()[3].split("/")[0]
+        except (OSError, IndexError):
+            return None
+        counts.append(int(running) - 1)
+        time.sleep(interval_s)
+    return round(statistics.fmean(counts), 2)
 
 
 # ---- overhead
@@ -261,6 +286,7 @@ def run_overhead(args: argparse.Namespace) -> dict[str, Any]:
     extraction = measure_extraction(samples=args.extract_samples, warmup=3, seed=args.seed)
     tiny = measure_tiny_step(warmup=args.warmup, repeats=args.repeats, seed=args.seed)
     env["load_avg_1_5_15_after"] = [round(v, 2) for v in os.getloadavg()]
+    env["other_runnable_threads_after"] = other_runnable()
     return {
         "benchmark": "supernet",
         "part": "overhead",
@@ -360,12 +386,22 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     log(f"accuracy: loading data {kwargs} (from the {kwargs_from})")
     data = load_matching_data(kwargs, payload["data_spec"])
     rows: list[dict[str, Any]] = []
-    for name, subnet in benchmark_subnets(supernet):
+    chosen = benchmark_subnets(supernet)
+    if args.subnets:
+        wanted = set(args.subnets.split(","))
+        unknown = wanted - {name for name, _ in chosen}
+        if unknown:
+            raise BenchmarkError(
+                f"unknown --subnets {sorted(unknown)}: use max, min, random-seed1, random-seed2"
+            )
+        chosen = [(name, subnet) for name, subnet in chosen if name in wanted]
+    for name, subnet in chosen:
         log(f"{name}: inherited weights, BN recalibrated on training images")
         inherited = evaluate_subnet(supernet, subnet, data, split="test")
         log(f"{name}: training from scratch for {epochs} epoch(s) at {subnet.r} px")
+        # initialised as the supernet was before its training (the same seed and schemes)
         torch.manual_seed(schedule.seed)
-        model = build_from_config(supernet.subnet_config(subnet))
+        model = OFAMobileNetV3(supernet.space).extract(subnet)
         t0 = time.perf_counter()
         train_static(
             model,
@@ -384,6 +420,9 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
             ),
         )
         train_seconds = time.perf_counter() - t0
+        scratch_running = accuracy(model, data.test, data, resolution=subnet.r)
+        # the inherited weights are judged after BN recalibration: judge these the same way
+        recalibrate_bn(model, bn_batches(data, subnet.r))
         scratch = accuracy(model, data.test, data, resolution=subnet.r)
         diff_pp = (inherited - scratch) * 100.0
         log(f"{name}: inherited {inherited:.4f}, scratch {scratch:.4f} ({diff_pp:+.2f} pp)")
@@ -393,12 +432,14 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
                 "subnet": subnet.to_dict(),
                 "inherited_test_acc": round(inherited, 5),
                 "scratch_test_acc": round(scratch, 5),
+                "scratch_test_acc_running_bn": round(scratch_running, 5),
                 "difference_pp": round(diff_pp, 3),
                 "met": diff_pp >= -ACCURACY_TARGET_PP,
                 "scratch_train_seconds": round(train_seconds, 1),
             }
         )
     env["load_avg_1_5_15_after"] = [round(v, 2) for v in os.getloadavg()]
+    env["other_runnable_threads_after"] = other_runnable()
     return {
         "benchmark": "supernet",
         "part": "accuracy",
@@ -409,6 +450,8 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
         "data_from": kwargs_from,
         "test_images": len(data.test),
         "bn_recalibration_images": min(BN_IMAGES, len(data.train)),
+        "bn_recalibration": "both inherited and scratch weights, on the same training images "
+        "(scratch_test_acc_running_bn: scratch with the running statistics of its training)",
         "scratch": {
             "epochs": epochs,
             "schedule_epochs": schedule.epochs,
@@ -419,6 +462,7 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
             "augment": schedule.augment,
             "seed": schedule.seed,
             "distillation": False,
+            "init": "extracted from a freshly initialised supernet (seeded as the training was)",
         },
         "subnets": rows,
         "difference_pp": "inherited minus scratch test accuracy, percentage points",
@@ -447,6 +491,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--extract-samples", type=int, default=20, help="random subnets to extract")
     g = p.add_argument_group("accuracy")
     g.add_argument("--checkpoint", type=Path, help="supernet.pt of a finished training")
+    g.add_argument(
+        "--subnets",
+        help="comma-separated subset of max,min,random-seed1,random-seed2 (to split the work "
+        "over processes; default all)",
+    )
     g.add_argument(
         "--scratch-epochs",
         type=int,

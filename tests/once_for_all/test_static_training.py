@@ -8,14 +8,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-# Submodule imports: under pytest's default import mode this folder (tests/once_for_all, no
-# __init__.py) shadows the package name, and only `once_for_all.<module>` imports resolve.
+from once_for_all import (
+    MobileNetV3,
+    OFAMobileNetV3,
+    accuracy,
+    build_from_config,
+    get_space,
+    train_static,
+)
 from once_for_all.data import BatchLoader, DataBundle, load_data, resize_batch
-from once_for_all.elastic_supernet import OFAMobileNetV3
-from once_for_all.evaluation import accuracy
-from once_for_all.search_space import get_space
-from once_for_all.static_net import MobileNetV3, build_from_config
-from once_for_all.static_training import train_static
 
 
 @pytest.fixture(scope="module")
