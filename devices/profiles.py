@@ -34,24 +34,40 @@ class LocalSection(_Strict):
 
 class SshSection(_Strict):
     """kind ``ssh``: ``host`` is an alias from ~/.ssh/config or a host name; ``user``,
-    ``port`` and ``key_file`` override the config. No password field: keys and agents are
-    found as OpenSSH finds them."""
+    ``port``, ``key_file`` and ``known_hosts`` override the config. No password field: keys
+    and agents are found as OpenSSH finds them.
+
+    ``known_hosts`` replaces ~/.ssh/known_hosts (the system file is read as well) and is
+    where ``edgenas devices trust`` writes. ``command_timeout`` bounds one runner call, which
+    measures at most ``batch_size`` models; a dropped connection is re-opened up to
+    ``max_reconnects`` times per batch. ``remote_tmpdir`` is the folder on the device in which
+    a fresh temporary folder is made (default: the device's $TMPDIR, else /tmp)."""
 
     host: str = Field(min_length=1)
     user: str | None = None
     port: int | None = Field(None, ge=1, le=65535)
     key_file: str | None = None
+    known_hosts: str | None = None
+    allow_agent: bool = True
+    look_for_keys: bool = True
     python: str = "python3"
     connect_timeout: float = Field(10.0, gt=0)
     command_timeout: float = Field(600.0, gt=0)
+    keepalive_s: float = Field(15.0, gt=0)
+    batch_size: int = Field(32, ge=1)
+    max_reconnects: int = Field(3, ge=0)
+    remote_tmpdir: str | None = None
 
 
 class VelaSection(_Strict):
-    """kind ``vela``: the options of Arm's Vela compiler for Ethos-U."""
+    """kind ``vela``: the options of Arm's Vela compiler for Ethos-U. ``config`` is a Vela
+    ``.ini`` file that defines the system config and memory mode (Vela's own ``Arm/vela.ini``
+    unless given)."""
 
     accelerator_config: str = Field(pattern=r"^ethos-u(55|65|85)-\d+$")
     system_config: str = Field(min_length=1)
     memory_mode: str = Field(min_length=1)
+    config: str | None = Field(None, min_length=1)
 
 
 _SECTIONS: dict[str, DeviceKind] = {

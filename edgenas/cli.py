@@ -13,6 +13,7 @@ import typer
 
 from edgenas.console import err_console as console
 from edgenas.console import fail
+from edgenas.devices_cli import devices_app
 from edgenas.npu_cli import npu_app
 
 if TYPE_CHECKING:
@@ -26,6 +27,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(npu_app, name="npu")
+app.add_typer(devices_app, name="devices")
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,7 +19,10 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
+from benchmarks._sshd import Sshd, sshd_missing, start_sshd
 from devices.runner_protocol import RUNNER_PATH
+
+REPO = Path(__file__).resolve().parents[2]
 
 # Names with spaces and quotes: paths must survive every hop as data, never as shell text.
 MODEL_FILES = {
@@ -167,3 +170,26 @@ def run_runner(
         check=False,
     )
     return RunnerRun(proc.returncode, json.loads(proc.stdout), proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A real OpenSSH server on 127.0.0.1 with a throwaway host key and user key."""
+    reason = sshd_missing()
+    if reason:
+        pytest.skip(f"no OpenSSH server for the ssh device tests: {reason}")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def device_python() -> Path:
+    """The "device" Python of the SSH tests: tflite-runtime 2.14, numpy<2 and onnxruntime in
+    their own virtual environment, as on a board (``EDGENAS_DEVICE_PYTHON`` overrides)."""
+    python = Path(os.environ.get("EDGENAS_DEVICE_PYTHON", REPO / ".venv-device" / "bin" / "python"))
+    if not python.exists():
+        pytest.skip(f"no device Python at {python}: run 'make setup' to create .venv-device")
+    return python

@@ -1,0 +1,656 @@
+"""SshDevice and `edgenas devices` against a real OpenSSH server on 127.0.0.1.
+
+The server (tests/devices/conftest.py, benchmarks/_sshd.py) has a throwaway host key and user
+key; the device's Python is a separate virtual environment with tflite-runtime 2.14,
+numpy < 2 and onnxruntime, as on a board. Nothing here reads or writes the real ~/.ssh: HOME
+points at a temporary folder and every profile names its key and known_hosts files.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from benchmarks._sshd import Sshd, free_port, generate_key
+from devices import (
+    DeviceError,
+    HostKey,
+    LocalDevice,
+    Measurement,
+    RunSettings,
+    SshDevice,
+    open_device,
+)
+from tests.devices.conftest import REPO, Models
+
+QUICK = RunSettings(warmup=1, runs=6)
+# Quotes, spaces and a command substitution: if any of it reached a shell unquoted, the
+# folder would not be found (or would be another one).
+REMOTE_PARENT = "remote 'tmp' \"dir\" $(echo injected)"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+
+
+@pytest.fixture
+def remote_parent(tmp_path: Path) -> Path:
+    folder = tmp_path / REMOTE_PARENT
+    folder.mkdir()
+    return folder
+
+
+def _script(path: Path, body: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture
+def python(device_python: Path, tmp_path: Path) -> Path:
+    """The device Python, reached through a path with spaces and quotes."""
+    return _script(
+        tmp_path / "device \"py\" 'bin'" / "python",
+        f'exec {shlex.quote(str(device_python))} "$@"',
+    )
+
+
+def _device(
+    sshd: Sshd,
+    remote_parent: Path,
+    python: Path | str,
+    *,
+    name: str = "board",
+    settings: RunSettings = QUICK,
+    **ssh: Any,
+) -> SshDevice:
+    section = sshd.ssh_section(remote_tmpdir=str(remote_parent), **ssh)
+    return SshDevice(name, python=str(python), settings=settings, **section)
+
+
+def _agree(a: Measurement, b: Measurement) -> bool:
+    """Sub-millisecond models on a busy 2-core machine: within 3x or 1 ms is "agree"."""
+    low, high = sorted((a.median_ms, b.median_ms))
+    return high - low <= 1.0 or high <= 3 * low
+
+
+def _check_agreement(remote: Sequence[Measurement], local: Sequence[Measurement]) -> None:
+    assert [m.model for m in remote] == [m.model for m in local]
+    for r, loc in zip(remote, local, strict=True):
+        assert r.n == loc.n and 0 < r.min_ms <= r.median_ms <= r.p90_ms
+        assert _agree(r, loc), (r.model, r.median_ms, loc.median_ms)
+
+
+def test_onnxruntime_results_agree_with_local(
+    sshd: Sshd, remote_parent: Path, python: Path, device_python: Path, models: Models
+) -> None:
+    settings = RunSettings(warmup=3, runs=30)
+    paths = [models.fc, models.conv, models.dw]  # names with spaces and quotes
+    with _device(sshd, remote_parent, python, settings=settings) as device:
+        remote = device.measure(paths)
+        fingerprint = device.fingerprint()
+    local = LocalDevice(python=device_python, settings=settings).measure(paths)
+    assert [m.model for m in remote] == [str(p) for p in paths]
+    _check_agreement(remote, local)
+    assert fingerprint.host == socket.gethostname() and fingerprint.cores == os.cpu_count()
+    assert fingerprint.runtime == "onnxruntime" and fingerprint.threads == 1
+
+
+def test_tflite_runtime_results_agree_with_local(
+    sshd: Sshd, remote_parent: Path, python: Path, device_python: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    from tests.devices.tflite_models import fully_connected, int8_add
+
+    paths = [fully_connected(tmp_path / "fc 'q'.tflite"), int8_add(tmp_path / "add int8.tflite")]
+    settings = RunSettings(runtime="tflite", warmup=3, runs=30)
+    with _device(sshd, remote_parent, python, settings=settings) as device:
+        remote = device.measure(paths)
+        fingerprint = device.fingerprint()
+    local = LocalDevice(python=device_python, settings=settings).measure(paths)
+    _check_agreement(remote, local)
+    assert fingerprint.runtime == "tflite"
+    assert fingerprint.runtime_version.startswith("tflite-runtime 2.14"), fingerprint
+
+
+def test_one_connection_for_the_session_and_a_cached_fingerprint(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models
+) -> None:
+    logins_before = sshd.log.read_text().count("Accepted publickey")
+    with _device(sshd, remote_parent, python) as device:
+        fingerprint = device.fingerprint()
+        folder = device.remote_folder
+        device.measure([models.fc])
+        device.measure([models.conv, models.fc], runs=3)  # other settings: no fingerprint update
+        assert device.fingerprint() == fingerprint
+        assert device.fingerprint() is device.fingerprint()
+        assert device.remote_folder == folder
+        assert device.runner_calls == 3 and device.reconnects == 0
+    assert sshd.log.read_text().count("Accepted publickey") == logins_before + 1
+
+
+def test_remote_folder_removed_after_close_and_after_an_error(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    device = _device(sshd, remote_parent, python)
+    device.measure([models.fc, models.conv])
+    folder = device.remote_folder
+    assert folder is not None and Path(folder).parent == remote_parent
+    uploaded = sorted(p.name for p in (Path(folder) / "models").iterdir())
+    assert uploaded == ["0-linear.onnx", "1-conv model.onnx"]
+    assert (Path(folder) / "runner.py").is_file()
+    device.close()
+    assert not Path(folder).exists() and list(remote_parent.iterdir()) == []
+    device.close()  # twice is fine
+
+    broken = tmp_path / "broken 'model'.onnx"
+    broken.write_bytes(b"not a protobuf")
+    with pytest.raises(DeviceError, match=r"^device 'board': cannot load model .*broken 'model'"):
+        device.measure([models.fc, broken])
+    assert device.remote_folder is None and list(remote_parent.iterdir()) == []
+    # ... and the device still works afterwards, on a new connection.
+    (m,) = device.measure([models.fc])
+    assert m.n == QUICK.runs
+    device.close()
+    assert list(remote_parent.iterdir()) == []
+
+
+def test_file_names_with_spaces_and_quotes(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    odd = tmp_path / 'it\'s a "model" $(echo x) ; `echo y`.onnx'
+    odd.write_bytes(models.fc.read_bytes())
+    same_name = tmp_path / "other" / models.fc.name  # same base name, another file
+    same_name.parent.mkdir()
+    same_name.write_bytes(models.conv.read_bytes())
+    with _device(sshd, remote_parent, python) as device:
+        results = device.measure([odd, models.dw, same_name, models.fc])
+        folder = device.remote_folder
+        assert folder is not None
+        uploaded = sorted(p.name for p in (Path(folder) / "models").iterdir())
+    assert [m.model for m in results] == [str(odd), str(models.dw), str(same_name), str(models.fc)]
+    assert all(m.n == QUICK.runs for m in results)
+    assert uploaded == sorted(
+        ["0-" + odd.name, "1-" + models.dw.name, "2-linear.onnx", "3-linear.onnx"]
+    )
+    assert list(remote_parent.iterdir()) == []
+
+
+def test_host_alias_and_options_from_ssh_config(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    """Only the alias in the profile: host, port, user, key and known_hosts from the config."""
+    ssh_dir = Path(os.environ["HOME"]) / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "config").write_text(
+        "Host testboard\n"
+        f"    HostName {sshd.host}\n"
+        f"    Port {sshd.port}\n"
+        f"    User {sshd.user}\n"
+        f'    IdentityFile "{sshd.user_key}"\n'
+        f'    UserKnownHostsFile "{sshd.known_hosts}"\n'
+        "Host jumpy\n"
+        "    ProxyJump bastion\n"
+    )
+    device = SshDevice(
+        "aliased",
+        host="testboard",
+        python=str(python),
+        allow_agent=False,
+        look_for_keys=False,
+        remote_tmpdir=str(remote_parent),
+        settings=QUICK,
+    )
+    target = device.target
+    assert (target.hostname, target.port, target.user) == (sshd.host, sshd.port, sshd.user)
+    assert target.key_files == (sshd.user_key,) and target.trust_file == sshd.known_hosts
+    with device:
+        (m,) = device.measure([models.fc])
+    assert m.n == QUICK.runs
+    with pytest.raises(DeviceError, match=r"ProxyJump .* is not supported .*ProxyCommand ssh -W"):
+        SshDevice("jump", host="jumpy")
+
+
+def test_default_key_and_known_hosts_in_home(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models
+) -> None:
+    """As OpenSSH: ~/.ssh/id_ed25519 and ~/.ssh/known_hosts when nothing else is said."""
+    ssh_dir = Path(os.environ["HOME"]) / ".ssh"
+    ssh_dir.mkdir(mode=0o700)
+    (ssh_dir / "id_ed25519").write_bytes(sshd.user_key.read_bytes())
+    (ssh_dir / "id_ed25519").chmod(0o600)
+    sshd.write_known_hosts(ssh_dir / "known_hosts")
+    device = SshDevice(
+        "defaults",
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        python=str(python),
+        allow_agent=False,
+        remote_tmpdir=str(remote_parent),
+        settings=QUICK,
+    )
+    with device:
+        (m,) = device.measure([models.fc])
+    assert m.n == QUICK.runs
+    refusing = SshDevice(
+        "no-keys",
+        host=sshd.host,
+        port=sshd.port,
+        user=sshd.user,
+        allow_agent=False,
+        look_for_keys=False,
+    )
+    with pytest.raises(DeviceError, match=r"no key was accepted \(tried no keys at all\)"):
+        refusing.fingerprint()
+
+
+@pytest.fixture
+def ssh_agent(sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A real ssh-agent holding the server's user key; SSH_AUTH_SOCK points at it."""
+    sock = tmp_path / "agent.sock"
+    agent = subprocess.Popen(["ssh-agent", "-D", "-a", str(sock)], stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        env = {**os.environ, "SSH_AUTH_SOCK": str(sock)}
+        subprocess.run(
+            ["ssh-add", "-q", str(sshd.user_key)], env=env, check=True, capture_output=True
+        )
+        monkeypatch.setenv("SSH_AUTH_SOCK", str(sock))
+        yield sock
+    finally:
+        agent.terminate()
+        agent.wait()
+
+
+def test_key_from_the_agent(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, ssh_agent: Path
+) -> None:
+    device = _device(sshd, remote_parent, python, key_file=None, allow_agent=True)
+    assert device.target.key_files == ()
+    with device:
+        (m,) = device.measure([models.fc])
+    assert m.n == QUICK.runs
+
+
+def test_unknown_host_key_is_refused(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    message = (
+        f"device 'board': host key for 127.0.0.1:{sshd.port} is not in known_hosts; "
+        "run 'edgenas devices trust board' after checking it"
+    )
+    device = _device(sshd, remote_parent, python, known_hosts=str(empty))
+    with pytest.raises(DeviceError, match=f"^{re.escape(message)}$"):
+        device.measure([models.fc])
+    missing = tmp_path / "no such known_hosts"
+    device = _device(sshd, remote_parent, python, known_hosts=str(missing))
+    with pytest.raises(DeviceError, match=re.escape(message)):
+        device.fingerprint()
+    assert empty.read_text() == "" and not missing.exists()
+
+
+def test_changed_host_key_is_refused(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    impostor = generate_key(tmp_path / "other_host_key")
+    known_hosts = sshd.write_known_hosts(tmp_path / "known_hosts", impostor)
+    old = HostKey(*impostor.split())
+    new = HostKey(*sshd.host_key.split())
+    device = _device(sshd, remote_parent, python, known_hosts=str(known_hosts))
+    with pytest.raises(DeviceError) as info:
+        device.measure([models.fc])
+    message = str(info.value)
+    assert message.startswith(
+        f"device 'board': the host key of 127.0.0.1:{sshd.port} has CHANGED: "
+        f"known_hosts has {old.describe()}, the server offers {new.describe()}"
+    )
+    assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in message and "\n" not in message
+
+
+def test_fingerprints_match_ssh_keygen(sshd: Sshd, remote_parent: Path, python: Path) -> None:
+    device = _device(sshd, remote_parent, python)
+    offered = device.server_host_key()
+    assert offered == HostKey(*sshd.host_key.split())
+    listed = subprocess.run(
+        ["ssh-keygen", "-lf", "-"], input=sshd.host_key, capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert offered.fingerprint == listed[1]
+    assert device.known_host_keys() == [offered]
+
+
+def test_wrong_user_key_is_refused(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    stranger = tmp_path / "stranger_key"
+    generate_key(stranger)
+    device = _device(sshd, remote_parent, python, key_file=str(stranger))
+    with pytest.raises(DeviceError) as info:
+        device.measure([models.fc])
+    message = str(info.value)
+    assert message.startswith(
+        f"device 'board': cannot log in to 127.0.0.1:{sshd.port} as '{sshd.user}': "
+        f"no key was accepted (tried {stranger})"
+    )
+    assert f"~{sshd.user}/.ssh/authorized_keys" in message and "ssh-add" in message
+
+
+def test_missing_key_file_is_named(sshd: Sshd, remote_parent: Path, python: Path) -> None:
+    with pytest.raises(DeviceError, match=r"ssh\.key_file '/nowhere/key' does not exist"):
+        _device(sshd, remote_parent, python, key_file="/nowhere/key")
+
+
+def test_unreachable_host(sshd: Sshd, remote_parent: Path, python: Path, models: Models) -> None:
+    port = free_port()  # nothing listens there
+    device = _device(sshd, remote_parent, python, port=port, connect_timeout=3.0)
+    with pytest.raises(
+        DeviceError,
+        match=rf"^device 'board': cannot reach 127\.0\.0\.1:{port} \(Connection refused\); "
+        "check the address, the port",
+    ):
+        device.measure([models.fc])
+    assert device.reconnects == 0
+
+
+def _processes(argv: list[bytes]) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                cmdline = Path(f"/proc/{entry}/cmdline").read_bytes().split(b"\0")[:-1]
+            except OSError:
+                continue
+            if cmdline == argv:
+                found.append(int(entry))
+    return found
+
+
+def test_command_timeout_stops_the_remote_command(
+    sshd: Sshd, remote_parent: Path, models: Models, tmp_path: Path
+) -> None:
+    """A device "Python" that hangs: the call fails after command_timeout and the hanging
+    process is stopped on the device."""
+    token = str(900 + os.getpid() % 99)
+    hang = _script(tmp_path / "hanging python", f"exec sleep {token}")
+    device = _device(sshd, remote_parent, hang, command_timeout=1.0)
+    with pytest.raises(
+        DeviceError,
+        match=r"^device 'board': the runner did not finish within 1 s \(ssh\.command_timeout\)",
+    ):
+        device.measure([models.fc])
+    deadline = time.monotonic() + 10
+    while _processes([b"sleep", token.encode()]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert _processes([b"sleep", token.encode()]) == []
+    assert list(remote_parent.iterdir()) == []
+
+
+def _runner_pids(parent: Path) -> set[int]:
+    """Runner processes working in a folder under ``parent``."""
+    found = set()
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            cmdline = Path(f"/proc/{entry}/cmdline").read_bytes()
+            cwd = os.readlink(f"/proc/{entry}/cwd")
+        except OSError:
+            continue
+        if b"runner.py" in cmdline and cwd.startswith(str(parent) + "/"):
+            found.add(int(entry))
+    return found
+
+
+@pytest.fixture
+def cut_during_second_runner(sshd: Sshd, remote_parent: Path) -> Iterator[list[int]]:
+    """Kills the sshd processes serving the connection as soon as a second runner starts;
+    the list gets how many processes were killed."""
+    killed: list[int] = []
+    stop = threading.Event()
+
+    def watch() -> None:
+        seen: set[int] = set()
+        deadline = time.monotonic() + 120
+        while not stop.is_set() and time.monotonic() < deadline:
+            seen |= _runner_pids(remote_parent)
+            if len(seen) >= 2:
+                killed.append(sshd.kill_sessions())
+                return
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    yield killed
+    stop.set()
+    watcher.join()
+
+
+def test_reconnects_after_a_cut_and_keeps_finished_batches(
+    sshd: Sshd,
+    remote_parent: Path,
+    python: Path,
+    models: Models,
+    cut_during_second_runner: list[int],
+) -> None:
+    paths = [models.conv, models.dw, models.fc, models.fc, models.conv, models.dw]
+    device = _device(sshd, remote_parent, python, batch_size=2)
+    with device:
+        results = device.measure(paths)
+    assert cut_during_second_runner and cut_during_second_runner[0] >= 1
+    assert [m.model for m in results] == [str(p) for p in paths]
+    assert all(m.n == QUICK.runs for m in results)
+    assert device.reconnects == 1
+    # Batch 1 was not measured again: 3 batches + the one the cut interrupted.
+    assert device.runner_calls == 4
+    assert list(remote_parent.iterdir()) == []  # the dropped session's folder too
+
+
+@pytest.mark.parametrize("pause_s", [0.0, 1.0], ids=["noticed-during-call", "noticed-before"])
+def test_reconnects_when_the_connection_dropped_between_calls(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, pause_s: float
+) -> None:
+    with _device(sshd, remote_parent, python) as device:
+        device.measure([models.fc])
+        first = device.remote_folder
+        assert sshd.kill_sessions() >= 1
+        time.sleep(pause_s)  # paramiko's transport thread sees the cut within ~0.1 s
+        (m,) = device.measure([models.conv])
+        assert m.n == QUICK.runs and device.reconnects == 1
+        assert device.remote_folder != first and first is not None
+        assert not Path(first).exists()  # removed on reconnect
+    assert list(remote_parent.iterdir()) == []
+
+
+def test_gives_up_after_max_reconnects(
+    sshd: Sshd,
+    remote_parent: Path,
+    python: Path,
+    models: Models,
+    cut_during_second_runner: list[int],
+) -> None:
+    device = _device(sshd, remote_parent, python, batch_size=2, max_reconnects=0)
+    with pytest.raises(
+        DeviceError,
+        match=rf"^device 'board': lost the connection to 127\.0\.0\.1:{sshd.port} while "
+        r"measuring batch 2 of 2 \(2 of 4 models measured\), and 0 reconnects did not help",
+    ):
+        device.measure([models.conv, models.dw, models.fc, models.conv])
+
+
+def _python_without(device_python: Path, folder: Path, blocked: Sequence[str]) -> Path:
+    stubs = folder / "blocked"
+    for name in blocked:
+        (stubs / name).mkdir(parents=True)
+        (stubs / name / "__init__.py").write_text(
+            f'raise ImportError("No module named {name!r} (blocked for this test)")\n'
+        )
+    return _script(
+        folder / "python-without",
+        f'PYTHONPATH={shlex.quote(str(stubs))} exec {shlex.quote(str(device_python))} "$@"',
+    )
+
+
+@pytest.mark.parametrize(
+    ("runtime", "blocked", "message"),
+    [
+        ("onnxruntime", ["onnxruntime"], r"onnxruntime is not installed .*pip install onnxruntime"),
+        ("onnxruntime", ["numpy"], r"numpy is not installed .*pip install numpy"),
+        (
+            "tflite",
+            ["ai_edge_litert", "tflite_runtime", "tensorflow"],
+            r"no TFLite interpreter .*pip install ai-edge-litert",
+        ),
+    ],
+)
+def test_device_python_without_a_package_says_what_to_install(
+    sshd: Sshd,
+    remote_parent: Path,
+    device_python: Path,
+    models: Models,
+    tmp_path: Path,
+    runtime: str,
+    blocked: list[str],
+    message: str,
+) -> None:
+    lacking = _python_without(device_python, tmp_path, blocked)
+    settings = RunSettings(runtime="tflite" if runtime == "tflite" else "onnxruntime")
+    device = _device(sshd, remote_parent, lacking, settings=settings)
+    with pytest.raises(DeviceError, match=rf"^device 'board': {message}"):
+        device.fingerprint()
+    assert list(remote_parent.iterdir()) == []
+
+
+def test_device_python_that_does_not_exist(sshd: Sshd, remote_parent: Path, models: Models) -> None:
+    device = _device(sshd, remote_parent, "/no such/python3")
+    with pytest.raises(
+        DeviceError,
+        match=rf"^device 'board': cannot start Python '/no such/python3' on 127\.0\.0\.1:"
+        rf"{sshd.port} \(.*\); set ssh\.python",
+    ):
+        device.measure([models.fc])
+
+
+def test_profile_of_kind_ssh(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    path = sshd.write_profile(
+        tmp_path / "board.yaml",
+        "yaml-board",
+        python=python,
+        ssh={"remote_tmpdir": str(remote_parent), "batch_size": 2, "command_timeout": 120},
+        runs=4,
+        warmup=1,
+    )
+    with open_device(path) as device:
+        assert isinstance(device, SshDevice)
+        assert device.batch_size == 2 and device.command_timeout == 120
+        assert (device.target.hostname, device.target.port) == ("127.0.0.1", sshd.port)
+        (m,) = device.measure([models.conv])
+    assert m.n == 4 and list(remote_parent.iterdir()) == []
+
+
+def _edgenas(*args: str, home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"}
+    env["HOME"] = str(home)
+    return subprocess.run(
+        [sys.executable, "-m", "edgenas", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_cli_trust_then_check(
+    sshd: Sshd, remote_parent: Path, python: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "cli home"
+    home.mkdir()
+    profile = sshd.write_profile(
+        tmp_path / "testboard.yaml",
+        "testboard",
+        python=python,
+        ssh={"known_hosts": None, "remote_tmpdir": str(remote_parent)},
+        runtime="tflite",  # the built-in sanity model is then a .tflite for tflite-runtime
+        warmup=1,
+        runs=5,
+    )
+    known_hosts = home / ".ssh" / "known_hosts"
+
+    refused = _edgenas("devices", "check", str(profile), home=home)
+    assert refused.returncode == 2, refused.stderr
+    assert "host key for 127.0.0.1:" in refused.stderr
+    assert "run 'edgenas devices trust testboard'" in refused.stderr
+    assert "Traceback" not in refused.stderr
+
+    declined = _edgenas("devices", "trust", str(profile), home=home, stdin="n\n")
+    assert declined.returncode == 1 and not known_hosts.exists()
+    key = HostKey(*sshd.host_key.split())
+    assert key.fingerprint in declined.stdout
+
+    trusted = _edgenas("devices", "trust", str(profile), "--yes", home=home)
+    assert trusted.returncode == 0, trusted.stderr
+    assert key.fingerprint in trusted.stdout and str(known_hosts) in trusted.stdout
+    assert (known_hosts.parent.stat().st_mode & 0o777) == 0o700
+    assert known_hosts.read_text() == f"[127.0.0.1]:{sshd.port} {sshd.host_key}\n"
+    again = _edgenas("devices", "trust", str(profile), "--yes", home=home)
+    assert again.returncode == 0 and "already trusted" in again.stdout
+
+    checked = _edgenas("devices", "check", str(profile), "--json", home=home)
+    assert checked.returncode == 0, checked.stderr
+    result = json.loads(checked.stdout)
+    assert result["device"] == "testboard" and result["kind"] == "ssh"
+    assert result["fingerprint"]["runtime_version"].startswith("tflite-runtime 2.14")
+    assert result["sanity"]["model"] == "sanity.tflite" and result["sanity"]["n"] == 5
+    assert result["sanity"]["median_ms"] > 0
+    assert list(remote_parent.iterdir()) == []
+
+
+def test_cli_list_json(tmp_path: Path) -> None:
+    listed = _edgenas("devices", "list", "--json", home=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    rows = {row["name"]: row for row in json.loads(listed.stdout)}
+    assert rows["raspberry-pi-4"]["kind"] == "ssh" and rows["local-cpu"]["kind"] == "local"
+    assert all(row["description"] for row in rows.values())
+
+
+def test_cli_trust_refuses_to_replace_a_changed_key(
+    sshd: Sshd, python: Path, tmp_path: Path
+) -> None:
+    home = tmp_path / "cli home"
+    (home / ".ssh").mkdir(parents=True)
+    impostor = generate_key(tmp_path / "other_host_key")
+    known_hosts = sshd.write_known_hosts(home / ".ssh" / "known_hosts", impostor)
+    before = known_hosts.read_text()
+    profile = sshd.write_profile(
+        tmp_path / "board.yaml", "board", python=python, ssh={"known_hosts": None}
+    )
+    refused = _edgenas("devices", "trust", str(profile), "--yes", home=home)
+    assert refused.returncode == 2
+    assert "known_hosts already holds another key for 127.0.0.1:" in refused.stderr
+    assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in refused.stderr
+    assert known_hosts.read_text() == before
