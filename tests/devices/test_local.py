@@ -174,9 +174,12 @@ def test_registered_as_kind_local(tmp_path: Path) -> None:
 
 def test_tflite_models_with_litert(tmp_path: Path) -> None:
     pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is not installed")
-    from tests.devices.tflite_models import fully_connected, int8_add
+    from edgenas.sanity_models import tflite_fully_connected, tflite_int8_add
 
-    paths = [fully_connected(tmp_path / "fc 'q'.tflite"), int8_add(tmp_path / "add int8.tflite")]
+    paths = [
+        tflite_fully_connected(tmp_path / "fc 'q'.tflite", dynamic_batch=True),
+        tflite_int8_add(tmp_path / "add int8.tflite"),
+    ]
     device = LocalDevice(settings=RunSettings(runtime="tflite", warmup=1, runs=4))
     results = device.measure(paths, profile_ops=True)
     assert [m.model for m in results] == [str(p) for p in paths]

@@ -117,9 +117,12 @@ def test_tflite_runtime_results_agree_with_local(
     sshd: Sshd, remote_parent: Path, python: Path, device_python: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
-    from tests.devices.tflite_models import fully_connected, int8_add
+    from edgenas.sanity_models import tflite_fully_connected, tflite_int8_add
 
-    paths = [fully_connected(tmp_path / "fc 'q'.tflite"), int8_add(tmp_path / "add int8.tflite")]
+    paths = [
+        tflite_fully_connected(tmp_path / "fc 'q'.tflite", dynamic_batch=True),
+        tflite_int8_add(tmp_path / "add int8.tflite"),
+    ]
     settings = RunSettings(runtime="tflite", warmup=3, runs=30)
     with _device(sshd, remote_parent, python, settings=settings) as device:
         remote = device.measure(paths)

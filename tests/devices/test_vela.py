@@ -13,7 +13,8 @@ pytest.importorskip("ethosu.vela", reason="ethos-u-vela is not installed")
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
 
 from devices import DeviceError, Measurement, VelaDevice, open_device
-from tests.devices.tflite_models import fully_connected, int8_cnn
+from edgenas.sanity_models import tflite_fully_connected
+from tests.devices.tflite_models import int8_cnn
 
 HIGH_END = {"system_config": "Ethos_U55_High_End_Embedded", "memory_mode": "Shared_Sram"}
 # int8_cnn: conv 16x16 px x 16 ch x 3x3x3, depthwise 8x8 px x 16 ch x 3x3, fc 1024 -> 10
@@ -63,7 +64,7 @@ def vela_models(tmp_path_factory: pytest.TempPathFactory) -> VelaModels:
     return VelaModels(
         cnn=int8_cnn(folder / "int8 'cnn'.tflite"),
         cnn_cpu=int8_cnn(folder / "int8_cnn_cpu.tflite", cpu_op=True),
-        float_fc=fully_connected(folder / "float_fc.tflite"),
+        float_fc=tflite_fully_connected(folder / "float_fc.tflite", dynamic_batch=True),
     )
 
 
