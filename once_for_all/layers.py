@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from once_for_all.search_space import Activation
@@ -30,6 +31,7 @@ class ConvBNAct(nn.Module):
         groups: int = 1,
         act: Activation | None = None,
         bn: bool = True,
+        device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
         self.conv = nn.Conv2d(
@@ -40,8 +42,9 @@ class ConvBNAct(nn.Module):
             kernel_size // 2,
             groups=groups,
             bias=not bn,
+            device=device,
         )
-        self.bn = nn.BatchNorm2d(out_channels) if bn else nn.Identity()
+        self.bn = nn.BatchNorm2d(out_channels, device=device) if bn else nn.Identity()
         self.act = activation(act)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -51,10 +54,12 @@ class ConvBNAct(nn.Module):
 class SqueezeExcite(nn.Module):
     """MobileNetV3 squeeze-excite: pool → 1×1 reduce → ReLU → 1×1 expand → hard-sigmoid → scale."""
 
-    def __init__(self, channels: int, mid_channels: int) -> None:
+    def __init__(
+        self, channels: int, mid_channels: int, *, device: torch.device | str | None = None
+    ) -> None:
         super().__init__()
-        self.reduce = nn.Conv2d(channels, mid_channels, 1, bias=True)
-        self.expand = nn.Conv2d(mid_channels, channels, 1, bias=True)
+        self.reduce = nn.Conv2d(channels, mid_channels, 1, bias=True, device=device)
+        self.expand = nn.Conv2d(mid_channels, channels, 1, bias=True, device=device)
         self.relu = nn.ReLU(inplace=True)
         self.gate = nn.Hardsigmoid(inplace=True)
 

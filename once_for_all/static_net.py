@@ -15,21 +15,24 @@ from torch import Tensor, nn
 from once_for_all.layers import ConvBNAct, SqueezeExcite
 
 NETWORK_FORMAT = "edgenas.mobilenetv3/1"
+Device = torch.device | str | None
 
 
 class MBConvBlock(nn.Module):
     """Inverted residual: 1×1 expand → k×k depthwise → (SE) → 1×1 project, residual when shapes match."""
 
-    def __init__(self, cfg: Mapping[str, Any]) -> None:
+    def __init__(self, cfg: Mapping[str, Any], *, device: Device = None) -> None:
         super().__init__()
         self.cfg = dict(cfg)
         cin, cout, mid = cfg["in_channels"], cfg["out_channels"], cfg["mid_channels"]
-        self.expand = ConvBNAct(cin, mid, 1, act=cfg["act"]) if cfg["expand"] else None
+        act = cfg["act"]
+        self.expand = ConvBNAct(cin, mid, 1, act=act, device=device) if cfg["expand"] else None
         self.depthwise = ConvBNAct(
-            mid, mid, cfg["kernel_size"], stride=cfg["stride"], groups=mid, act=cfg["act"]
+            mid, mid, cfg["kernel_size"], stride=cfg["stride"], groups=mid, act=act, device=device
         )
-        self.se = SqueezeExcite(mid, cfg["se_channels"]) if cfg["se_channels"] else None
-        self.project = ConvBNAct(mid, cout, 1, act=None)
+        se = cfg["se_channels"]
+        self.se = SqueezeExcite(mid, se, device=device) if se else None
+        self.project = ConvBNAct(mid, cout, 1, act=None, device=device)
         self.residual = bool(cfg["residual"])
 
     def forward(self, x: Tensor) -> Tensor:
@@ -44,7 +47,7 @@ class MBConvBlock(nn.Module):
 class MobileNetV3(nn.Module):
     """A concrete MobileNetV3 built from a config (see ``OFAMobileNetV3.extract``)."""
 
-    def __init__(self, config: Mapping[str, Any]) -> None:
+    def __init__(self, config: Mapping[str, Any], *, device: Device = None) -> None:
         super().__init__()
         if config.get("format") != NETWORK_FORMAT:
             raise ValueError(
@@ -53,16 +56,23 @@ class MobileNetV3(nn.Module):
         self._config = dict(config)
         stem = config["stem"]
         self.stem = ConvBNAct(
-            stem["in_channels"], stem["out_channels"], 3, stride=stem["stride"], act=stem["act"]
+            stem["in_channels"],
+            stem["out_channels"],
+            3,
+            stride=stem["stride"],
+            act=stem["act"],
+            device=device,
         )
-        self.blocks = nn.Sequential(*(MBConvBlock(b) for b in config["blocks"]))
+        self.blocks = nn.Sequential(*(MBConvBlock(b, device=device) for b in config["blocks"]))
         head = config["head"]
-        self.final_expand = ConvBNAct(head["in_channels"], head["final_expand"], 1, act="hswish")
+        self.final_expand = ConvBNAct(
+            head["in_channels"], head["final_expand"], 1, act="hswish", device=device
+        )
         self.feature_mix = ConvBNAct(
-            head["final_expand"], head["feature_mix"], 1, act="hswish", bn=False
+            head["final_expand"], head["feature_mix"], 1, act="hswish", bn=False, device=device
         )
         self.dropout = nn.Dropout(head["dropout"])
-        self.classifier = nn.Linear(head["feature_mix"], head["num_classes"])
+        self.classifier = nn.Linear(head["feature_mix"], head["num_classes"], device=device)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -94,7 +104,8 @@ def build_from_config(
     and without the (slow) random initialisation."""
     if state_dict is None:
         return MobileNetV3(config)
-    with torch.device("meta"):
-        model = MobileNetV3(config)
+    # Built on the meta device (passed explicitly: a device context costs a dispatch per
+    # tensor op), then the given tensors are assigned.
+    model = MobileNetV3(config, device="meta")
     model.load_state_dict(dict(state_dict), assign=True)
     return model
