@@ -44,6 +44,7 @@ class PhaseSection(_Strict):
     subnets_per_step: int = Field(1, ge=1)
     kd_ratio: float = Field(1.0, ge=0)
     sort_channels: bool = False
+    sandwich: bool = False
 
 
 class TrainSection(_Strict):
@@ -127,6 +128,7 @@ def _phase(space: SearchSpace, p: PhaseSection) -> PhaseConfig:
         subnets_per_step=p.subnets_per_step,
         kd_ratio=p.kd_ratio,
         sort_channels=p.sort_channels,
+        sandwich=p.sandwich,
     )
 
 

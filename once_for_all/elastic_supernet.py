@@ -15,8 +15,9 @@ from once_for_all.elastic_ops import (
     ElasticSqueezeExcite,
 )
 from once_for_all.layers import ConvBNAct, activation
-from once_for_all.search_space import Activation, SearchSpace, make_divisible
-from once_for_all.static_net import NETWORK_FORMAT, MBConvBlock, MobileNetV3, build_from_config
+from once_for_all.network_config import first_block_config, mid_channels, network_config
+from once_for_all.search_space import Activation, SearchSpace
+from once_for_all.static_net import MBConvBlock, MobileNetV3, build_from_config
 from once_for_all.subnet import Subnet
 
 
@@ -52,7 +53,7 @@ class ElasticMBConv(nn.Module):
         self.active_expand = expand_ratios[-1]
 
     def mid_channels(self, expand_ratio: int) -> int:
-        return make_divisible(round(self.in_channels * expand_ratio), 8)
+        return mid_channels(self.in_channels, expand_ratio)
 
     def forward(self, x: Tensor) -> Tensor:
         mid = self.mid_channels(self.active_expand)
@@ -64,20 +65,6 @@ class ElasticMBConv(nn.Module):
         return x + y if self.residual else y
 
     # ---- extraction
-
-    def static_config(self, kernel_size: int, expand_ratio: int) -> dict[str, Any]:
-        mid = self.mid_channels(expand_ratio)
-        return {
-            "in_channels": self.in_channels,
-            "out_channels": self.out_channels,
-            "mid_channels": mid,
-            "expand": True,
-            "kernel_size": kernel_size,
-            "stride": self.stride,
-            "act": self.act_name,
-            "se_channels": self.se.mid_channels(mid) if self.se is not None else 0,
-            "residual": self.residual,
-        }
 
     @torch.no_grad()
     def static_state(self, kernel_size: int, expand_ratio: int) -> dict[str, Tensor]:
@@ -156,19 +143,7 @@ class OFAMobileNetV3(nn.Module):
             space.in_channels, w(space.stem_width), 3, stride=space.stem_stride, act=space.stem_act
         )
         first = w(space.first_block_width)
-        self.first_block = MBConvBlock(
-            {
-                "in_channels": w(space.stem_width),
-                "out_channels": first,
-                "mid_channels": w(space.stem_width),
-                "expand": False,
-                "kernel_size": 3,
-                "stride": space.first_block_stride,
-                "act": space.first_block_act,
-                "se_channels": 0,
-                "residual": space.first_block_stride == 1 and w(space.stem_width) == first,
-            }
-        )
+        self.first_block = MBConvBlock(first_block_config(space))
         blocks: list[ElasticMBConv] = []
         cin = first
         for stage, width in zip(space.stages, space.stage_widths, strict=True):
@@ -236,32 +211,7 @@ class OFAMobileNetV3(nn.Module):
 
     def subnet_config(self, subnet: Subnet) -> dict[str, Any]:
         """The static network config of ``subnet`` (see ``static_net.build_from_config``)."""
-        self.space.validate(subnet)
-        space = self.space
-        blocks = [self.first_block.cfg]
-        for b in space.active_blocks(subnet):
-            block = cast(ElasticMBConv, self.blocks[b])
-            blocks.append(block.static_config(subnet.ks[b], subnet.e[b]))
-        return {
-            "format": NETWORK_FORMAT,
-            "space": space.id,
-            "subnet": subnet.to_dict(),
-            "input": {"channels": space.in_channels, "resolution": subnet.r},
-            "stem": {
-                "in_channels": space.in_channels,
-                "out_channels": space.width(space.stem_width),
-                "stride": space.stem_stride,
-                "act": space.stem_act,
-            },
-            "blocks": blocks,
-            "head": {
-                "in_channels": space.stage_widths[-1],
-                "final_expand": space.width(space.final_expand_width),
-                "feature_mix": space.feature_mix_width,
-                "num_classes": space.num_classes,
-                "dropout": space.dropout,
-            },
-        }
+        return network_config(self.space, subnet)
 
     @torch.no_grad()
     def extract(self, subnet: Subnet | None = None) -> MobileNetV3:

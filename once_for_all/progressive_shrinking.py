@@ -46,6 +46,9 @@ class PhaseConfig:
     subnets_per_step: int = 1
     kd_ratio: float = 1.0
     sort_channels: bool = False
+    # BigNAS's sandwich rule: the first subnet of every step is the phase's smallest, so the
+    # small end of the space is trained every step instead of by chance.
+    sandwich: bool = False
 
 
 @dataclass(frozen=True)
@@ -286,14 +289,14 @@ class ProgressiveShrinkingTrainer:
             self.supernet.sort_channels()
         self.optimizer = make_optimizer(self.supernet, self.config, phase.lr)
 
-    def _sample(self, phase: PhaseConfig, rng: random.Random) -> Subnet:
+    def _sample(self, phase: PhaseConfig, rng: random.Random, *, smallest: bool = False) -> Subnet:
         sp = self.space
-        return sp.sample(
-            rng,
-            ks=phase.ks or sp.kernel_sizes[-1:],
-            e=phase.e or sp.expand_ratios[-1:],
-            d=phase.d or sp.depths[-1:],
-        )
+        ks = phase.ks or sp.kernel_sizes[-1:]
+        e = phase.e or sp.expand_ratios[-1:]
+        d = phase.d or sp.depths[-1:]
+        if smallest:
+            return sp.sample(rng, ks=(min(ks),), e=(min(e),), d=(min(d),), r=(min(sp.resolutions),))
+        return sp.sample(rng, ks=ks, e=e, d=d)
 
     def _train_epoch(
         self, index: int, phase: PhaseConfig, on_step: StepCallback | None
@@ -315,8 +318,8 @@ class ProgressiveShrinkingTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
-            for _ in range(phase.subnets_per_step):
-                subnet = self._sample(phase, rng)
+            for i in range(phase.subnets_per_step):
+                subnet = self._sample(phase, rng, smallest=phase.sandwich and i == 0)
                 model.set_active(subnet)
                 xr = resize_batch(x, subnet.r).contiguous(memory_format=torch.channels_last)
                 logits = model(xr)

@@ -130,3 +130,32 @@ def test_no_weight_decay_on_bn_bias_and_transforms() -> None:
     assert any("transform_" in names[id(p)] for p in no_decay["params"])
     assert any(names[id(p)].endswith("bn.weight") for p in no_decay["params"])
     assert opt.defaults["nesterov"] is True and no_decay["weight_decay"] == 0.0
+
+
+def test_sandwich_rule_trains_the_smallest_subnet_every_step(
+    fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig(
+        phases=(
+            PhaseConfig("expand", 1, 0.01, ks=K, d=D, e=E, subnets_per_step=2, sandwich=True),
+        ),
+        batch_size=256,
+        eval_images=64,
+        bn_images=64,
+    )
+    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    seen: list[object] = []
+    original = OFAMobileNetV3.set_active
+
+    def spy(self: OFAMobileNetV3, subnet: object) -> None:
+        seen.append(subnet)
+        original(self, subnet)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(OFAMobileNetV3, "set_active", spy)
+    steps: list[int] = []
+    trainer.train(on_step=lambda phase, epoch, step, total, metrics: steps.append(step))
+    smallest = SPACE.min_subnet(r=SPACE.resolutions[0])
+    # Each step: the smallest subnet, then a random one (validation calls come after).
+    trained = seen[: 2 * len(steps)]
+    assert trained[0::2] == [smallest] * len(steps)
+    assert any(s != smallest for s in trained[1::2])

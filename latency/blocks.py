@@ -1,0 +1,211 @@
+"""The distinct building blocks of a search space, each with a readable key.
+
+A subnet is a chain of blocks (stem, the active MBConv blocks, head); its latency in a
+lookup table is the sum of its blocks' entries. A block's key says what it computes and on
+what shape, e.g. ``mbconv-in:8x8x16-out:8x8x16-k5-e4-s1-se1-hs0-skip1``, so the same key
+means the same computation whichever subnet or position it comes from.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from once_for_all.network_config import first_block_config, network_config, slot_config
+from once_for_all.search_space import SearchSpace
+from once_for_all.subnet import Subnet
+
+BlockKind = Literal["stem", "mbconv", "head"]
+
+
+@dataclass(frozen=True, eq=False)
+class BlockSpec:
+    """One block: what it is (``config``, in static_net's terms) and the input it gets.
+
+    ``stem`` covers the stem convolution and the fixed first block; ``head`` covers the final
+    expansion, pooling, the feature-mix layer and the classifier.
+    """
+
+    kind: BlockKind
+    key: str
+    input_shape: tuple[int, int, int]  # C, H, W
+    output_shape: tuple[int, ...]  # C, H, W (C for the head's logits)
+    config: Mapping[str, Any]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, BlockSpec) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "key": self.key,
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape),
+            "config": dict(self.config),
+        }
+
+
+def _out(size: int, stride: int) -> int:
+    return (size - 1) // stride + 1
+
+
+def _shape(c: int, h: int) -> str:
+    return f"{h}x{h}x{c}"
+
+
+def stem_block(space: SearchSpace, resolution: int) -> BlockSpec:
+    stem = {
+        "in_channels": space.in_channels,
+        "out_channels": space.width(space.stem_width),
+        "stride": space.stem_stride,
+        "act": space.stem_act,
+    }
+    first = first_block_config(space)
+    size = _out(_out(resolution, space.stem_stride), first["stride"])
+    cin, cout = space.in_channels, first["out_channels"]
+    key = (
+        f"stem-in:{_shape(cin, resolution)}-out:{_shape(cout, size)}"
+        f"-c{stem['out_channels']}-s{space.stem_stride}{first['stride']}"
+        f"-hs{int(stem['act'] == 'hswish')}{int(first['act'] == 'hswish')}"
+    )
+    return BlockSpec(
+        "stem",
+        key,
+        (cin, resolution, resolution),
+        (cout, size, size),
+        {"stem": stem, "first_block": first},
+    )
+
+
+def mbconv_block(cfg: Mapping[str, Any], size: int) -> BlockSpec:
+    """The block of static config ``cfg`` on a ``size`` x ``size`` input."""
+    cin, cout, stride = cfg["in_channels"], cfg["out_channels"], cfg["stride"]
+    out = _out(size, stride)
+    e = cfg["mid_channels"] / cin
+    e_text = f"{e:g}" if e != int(e) else str(int(e))
+    key = (
+        f"mbconv-in:{_shape(cin, size)}-out:{_shape(cout, out)}-k{cfg['kernel_size']}"
+        f"-e{e_text}-s{stride}-se{int(cfg['se_channels'] > 0)}"
+        f"-hs{int(cfg['act'] == 'hswish')}-skip{int(cfg['residual'])}"
+    )
+    return BlockSpec("mbconv", key, (cin, size, size), (cout, out, out), dict(cfg))
+
+
+def head_block(space: SearchSpace, resolution: int) -> BlockSpec:
+    size = space.feature_size(resolution)
+    head = {
+        "in_channels": space.stage_widths[-1],
+        "final_expand": space.width(space.final_expand_width),
+        "feature_mix": space.feature_mix_width,
+        "num_classes": space.num_classes,
+        "dropout": space.dropout,
+    }
+    key = (
+        f"head-in:{_shape(head['in_channels'], size)}-out:{head['num_classes']}"
+        f"-c{head['final_expand']}x{head['feature_mix']}"
+    )
+    return BlockSpec("head", key, (head["in_channels"], size, size), (head["num_classes"],), head)
+
+
+def slot_input_size(space: SearchSpace, slot: int, resolution: int) -> int:
+    """Spatial size of the input of elastic block slot ``slot``."""
+    size = _out(_out(resolution, space.stem_stride), space.first_block_stride)
+    stage_index, i = divmod(slot, space.max_depth)
+    for stage in space.stages[: stage_index + (1 if i > 0 else 0)]:
+        size = _out(size, stage.stride)
+    return size
+
+
+def subnet_blocks(space: SearchSpace, subnet: Subnet) -> list[BlockSpec]:
+    """The blocks ``subnet`` runs, in order."""
+    config = network_config(space, subnet)
+    r = subnet.r
+    blocks = [stem_block(space, r)]
+    size = slot_input_size(space, 0, r)
+    for cfg in config["blocks"][1:]:
+        blocks.append(mbconv_block(cfg, size))
+        size = _out(size, cfg["stride"])
+    blocks.append(head_block(space, r))
+    return blocks
+
+
+def _slot_blocks(space: SearchSpace, slot: int, r: int) -> Iterator[tuple[int, int, BlockSpec]]:
+    size = slot_input_size(space, slot, r)
+    for k in space.kernel_sizes:
+        for e in space.expand_ratios:
+            yield k, e, mbconv_block(slot_config(space, slot, k, e), size)
+
+
+def enumerate_blocks(space: SearchSpace) -> list[BlockSpec]:
+    """Every distinct block any subnet of ``space`` can run, each once, in a stable order."""
+    seen: dict[str, BlockSpec] = {}
+    for r in space.resolutions:
+        specs = [stem_block(space, r)]
+        for slot in range(space.num_blocks):
+            specs += [spec for _, _, spec in _slot_blocks(space, slot, r)]
+        specs.append(head_block(space, r))
+        for spec in specs:
+            seen.setdefault(spec.key, spec)
+    return list(seen.values())
+
+
+class BlockIndex:
+    """Vectorised map from subnets to the table rows of their blocks.
+
+    ``rows(subnets)`` gives, per subnet, the index (into ``keys``) of its stem, of each slot's
+    block (-1 for slots beyond the stage's depth) and of its head: what lets a predictor sum
+    10,000 subnets' table entries in milliseconds.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        self.space = space
+        self.keys: list[str] = [spec.key for spec in enumerate_blocks(space)]
+        position = {key: i for i, key in enumerate(self.keys)}
+        nr, nb = len(space.resolutions), space.num_blocks
+        nk, ne = len(space.kernel_sizes), len(space.expand_ratios)
+        self._slot = np.empty((nr, nb, nk, ne), dtype=np.int64)
+        self._stem = np.empty(nr, dtype=np.int64)
+        self._head = np.empty(nr, dtype=np.int64)
+        self._k = {k: i for i, k in enumerate(space.kernel_sizes)}
+        self._e = {e: i for i, e in enumerate(space.expand_ratios)}
+        self._r = {r: i for i, r in enumerate(space.resolutions)}
+        for ri, r in enumerate(space.resolutions):
+            self._stem[ri] = position[stem_block(space, r).key]
+            self._head[ri] = position[head_block(space, r).key]
+            for slot in range(nb):
+                for k, e, spec in _slot_blocks(space, slot, r):
+                    self._slot[ri, slot, self._k[k], self._e[e]] = position[spec.key]
+
+    def rows(self, subnets: Sequence[Subnet]) -> np.ndarray:
+        """int64 array ``[n, num_blocks + 2]``: stem, slots (-1 if inactive), head."""
+        sp = self.space
+        n, nb, depth = len(subnets), sp.num_blocks, sp.max_depth
+        for s in subnets:
+            if s.space != sp.id:
+                raise ValueError(
+                    f"subnet is for space {s.space}, not {sp.id}; use a table or predictor "
+                    f"built for {s.space}"
+                )
+        k_map, e_map, r_map = self._k, self._e, self._r
+        try:
+            ki = np.array([[k_map[k] for k in s.ks] for s in subnets], dtype=np.int64)
+            ei = np.array([[e_map[e] for e in s.e] for s in subnets], dtype=np.int64)
+            ri = np.array([r_map[s.r] for s in subnets], dtype=np.int64)
+        except KeyError as exc:
+            raise ValueError(
+                f"subnet has choice {exc.args[0]} that space {sp.id} does not allow; "
+                "check it with SearchSpace.validate"
+            ) from None
+        d = np.array([s.d for s in subnets], dtype=np.int64).reshape(n, len(sp.stages))
+        active = np.arange(depth)[None, None, :] < d[:, :, None]  # [n, stages, depth]
+        slots = self._slot[
+            ri[:, None], np.arange(nb)[None, :], ki.reshape(n, nb), ei.reshape(n, nb)
+        ]
+        slots = np.where(active.reshape(n, nb), slots, -1)
+        return np.concatenate([self._stem[ri][:, None], slots, self._head[ri][:, None]], axis=1)
