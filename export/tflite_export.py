@@ -1,0 +1,83 @@
+"""PyTorch → fp32 TFLite with litert-torch, NHWC at the model's edges by default."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from export._model_mode import eval_mode
+from export._shapes import check_input_shape
+from export.atomic import write_bytes_atomic
+from export.errors import ExportError, first_line
+
+
+def export_tflite(
+    model: nn.Module,
+    path: Path,
+    *,
+    input_shape: tuple[int, ...],
+    nhwc: bool = True,
+) -> Path:
+    """Convert ``model`` (in eval mode; its own mode is left as it was) to an fp32 .tflite.
+
+    ``input_shape`` is given in torch's NCHW order. With ``nhwc`` (the default) the .tflite
+    takes its input channels-last, e.g. (1, 28, 28, 1) for (1, 1, 28, 28), as TFLite users
+    feed it, and outputs of rank >= 3 come out channels-last too; 2-D outputs such as logits
+    are unchanged. The batch size is fixed. Returns ``path``.
+    """
+    shape = check_input_shape(input_shape)
+    path = Path(path)
+    if nhwc and len(shape) < 3:
+        raise ExportError(
+            f"nhwc=True needs an (N, C, ...) input_shape of rank >= 3, got {shape}: pass nhwc=False"
+        )
+    import litert_torch  # type: ignore[import-untyped]  # seconds to import; only needed here
+
+    sample = torch.randn(shape)
+    try:
+        with eval_mode(model), _quiet_litert():
+            module: nn.Module = model
+            if nhwc:
+                with torch.no_grad():
+                    out = model(sample)
+                outputs = out if isinstance(out, (tuple, list)) else (out,)
+                spatial = [
+                    i for i, o in enumerate(outputs) if isinstance(o, torch.Tensor) and o.ndim >= 3
+                ]
+                module = litert_torch.to_channel_last_io(model, args=[0], outputs=spatial).eval()
+                sample = sample.permute(0, *range(2, len(shape)), 1).contiguous()
+            edge: Any = litert_torch.convert(module, (sample,))
+            content: bytes = edge.model_content()
+    except Exception as exc:
+        raise ExportError(
+            f"TFLite conversion for {path} failed ({first_line(exc)}): check input_shape={shape}, "
+            "or replace the ops litert-torch cannot lower"
+        ) from exc
+    write_bytes_atomic(path, content)
+    return path
+
+
+@contextmanager
+def _quiet_litert() -> Iterator[None]:
+    """Turn off litert-torch's per-stage progress lines and torch.export's FutureWarnings for
+    the conversion only; the C++ logging it prints at import cannot be silenced cheaply."""
+    key = "LITERT_TORCH_SHOW_PROGRESS"  # read on every progress call, see litert_torch._config
+    before = os.environ.get(key)
+    os.environ[key] = "n"
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=FutureWarning)
+            warnings.filterwarnings("ignore", category=DeprecationWarning)
+            yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
