@@ -4,20 +4,18 @@ them, so that quick commands start quickly."""
 from __future__ import annotations
 
 import json
-import random
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from edgenas.console import err_console as console
 from edgenas.console import fail
 from edgenas.devices_cli import devices_app
+from edgenas.latency_cli import latency_app, profile_command
 from edgenas.npu_cli import npu_app
-
-if TYPE_CHECKING:
-    from once_for_all import SearchSpace, Subnet
+from edgenas.subnet_choice import choose_subnet
 
 app = typer.Typer(
     name="edgenas",
@@ -28,6 +26,8 @@ app = typer.Typer(
 )
 app.add_typer(npu_app, name="npu")
 app.add_typer(devices_app, name="devices")
+app.add_typer(latency_app, name="latency")
+app.command("profile")(profile_command)
 
 
 def user_errors() -> tuple[type[Exception], ...]:
@@ -92,7 +92,7 @@ def eval_command(
     try:
         supernet, _, payload = load_supernet(checkpoint)
         space = supernet.space
-        chosen = _choose_subnet(subnet, space, seed=seed)
+        chosen = choose_subnet(subnet, space, seed=seed)
         if "data" not in payload:
             raise CheckpointError(
                 f"checkpoint {checkpoint} does not record its data settings: retrain it with 'edgenas train'"
@@ -105,18 +105,6 @@ def eval_command(
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split.value}))
     else:
         console.print(f"{chosen.key}: {split.value} accuracy {acc:.4f}")
-
-
-def _choose_subnet(choice: str, space: SearchSpace, *, seed: int) -> Subnet:
-    from once_for_all import Subnet
-
-    if choice == "max":
-        return space.max_subnet()
-    if choice == "min":
-        return space.min_subnet()
-    if choice == "random":
-        return space.sample(random.Random(seed))
-    return space.validate(Subnet.load(choice))
 
 
 def main() -> None:

@@ -99,18 +99,16 @@ def mbconv_block(cfg: Mapping[str, Any], size: int) -> BlockSpec:
 
 def head_block(space: SearchSpace, resolution: int) -> BlockSpec:
     size = space.feature_size(resolution)
-    head = {
-        "in_channels": space.stage_widths[-1],
+    cin, classes = space.stage_widths[-1], space.num_classes
+    head: dict[str, Any] = {
+        "in_channels": cin,
         "final_expand": space.width(space.final_expand_width),
         "feature_mix": space.feature_mix_width,
         "num_classes": space.num_classes,
         "dropout": space.dropout,
     }
-    key = (
-        f"head-in:{_shape(head['in_channels'], size)}-out:{head['num_classes']}"
-        f"-c{head['final_expand']}x{head['feature_mix']}"
-    )
-    return BlockSpec("head", key, (head["in_channels"], size, size), (head["num_classes"],), head)
+    key = f"head-in:{_shape(cin, size)}-out:{classes}-c{head['final_expand']}x{head['feature_mix']}"
+    return BlockSpec("head", key, (cin, size, size), (classes,), head)
 
 
 def slot_input_size(space: SearchSpace, slot: int, resolution: int) -> int:
@@ -142,10 +140,28 @@ def _slot_blocks(space: SearchSpace, slot: int, r: int) -> Iterator[tuple[int, i
             yield k, e, mbconv_block(slot_config(space, slot, k, e), size)
 
 
-def enumerate_blocks(space: SearchSpace) -> list[BlockSpec]:
-    """Every distinct block any subnet of ``space`` can run, each once, in a stable order."""
+def profiled_resolutions(
+    space: SearchSpace, resolutions: Sequence[int] | None = None
+) -> tuple[int, ...]:
+    """``resolutions`` checked against the space (all of the space's when ``None``)."""
+    if resolutions is None:
+        return space.resolutions
+    bad = [r for r in resolutions if r not in space.resolutions]
+    if bad or not resolutions:
+        raise ValueError(
+            f"resolution {bad[0] if bad else '(none)'} is not in space {space.id} "
+            f"(allowed {', '.join(map(str, space.resolutions))})"
+        )
+    return tuple(sorted(set(resolutions)))
+
+
+def enumerate_blocks(
+    space: SearchSpace, *, resolutions: Sequence[int] | None = None
+) -> list[BlockSpec]:
+    """Every distinct block any subnet of ``space`` (at ``resolutions``, default all) can
+    run, each once, in a stable order."""
     seen: dict[str, BlockSpec] = {}
-    for r in space.resolutions:
+    for r in profiled_resolutions(space, resolutions):
         specs = [stem_block(space, r)]
         for slot in range(space.num_blocks):
             specs += [spec for _, _, spec in _slot_blocks(space, slot, r)]
@@ -163,19 +179,22 @@ class BlockIndex:
     10,000 subnets' table entries in milliseconds.
     """
 
-    def __init__(self, space: SearchSpace) -> None:
+    def __init__(self, space: SearchSpace, *, resolutions: Sequence[int] | None = None) -> None:
         self.space = space
-        self.keys: list[str] = [spec.key for spec in enumerate_blocks(space)]
+        self.resolutions = profiled_resolutions(space, resolutions)
+        self.keys: list[str] = [
+            spec.key for spec in enumerate_blocks(space, resolutions=self.resolutions)
+        ]
         position = {key: i for i, key in enumerate(self.keys)}
-        nr, nb = len(space.resolutions), space.num_blocks
+        nr, nb = len(self.resolutions), space.num_blocks
         nk, ne = len(space.kernel_sizes), len(space.expand_ratios)
         self._slot = np.empty((nr, nb, nk, ne), dtype=np.int64)
         self._stem = np.empty(nr, dtype=np.int64)
         self._head = np.empty(nr, dtype=np.int64)
         self._k = {k: i for i, k in enumerate(space.kernel_sizes)}
         self._e = {e: i for i, e in enumerate(space.expand_ratios)}
-        self._r = {r: i for i, r in enumerate(space.resolutions)}
-        for ri, r in enumerate(space.resolutions):
+        self._r = {r: i for i, r in enumerate(self.resolutions)}
+        for ri, r in enumerate(self.resolutions):
             self._stem[ri] = position[stem_block(space, r).key]
             self._head[ri] = position[head_block(space, r).key]
             for slot in range(nb):
@@ -193,6 +212,13 @@ class BlockIndex:
                     f"built for {s.space}"
                 )
         k_map, e_map, r_map = self._k, self._e, self._r
+        unprofiled = [s.r for s in subnets if s.r not in r_map]
+        if unprofiled:
+            raise ValueError(
+                f"resolution {unprofiled[0]} was not profiled (profiled: "
+                f"{', '.join(map(str, self.resolutions))}); profile it with --resolution "
+                f"{unprofiled[0]} or choose a profiled resolution"
+            )
         try:
             ki = np.array([[k_map[k] for k in s.ks] for s in subnets], dtype=np.int64)
             ei = np.array([[e_map[e] for e in s.e] for s in subnets], dtype=np.int64)
@@ -203,6 +229,11 @@ class BlockIndex:
                 "check it with SearchSpace.validate"
             ) from None
         d = np.array([s.d for s in subnets], dtype=np.int64).reshape(n, len(sp.stages))
+        if n and not np.isin(d, sp.depths).all():
+            raise ValueError(
+                f"subnet has a depth that space {sp.id} does not allow (allowed "
+                f"{', '.join(map(str, sp.depths))}); check it with SearchSpace.validate"
+            )
         active = np.arange(depth)[None, None, :] < d[:, :, None]  # [n, stages, depth]
         slots = self._slot[
             ri[:, None], np.arange(nb)[None, :], ki.reshape(n, nb), ei.reshape(n, nb)

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from devices.npu_sim.atomic_write import write_text_atomic
+from devices.atomic_write import write_text_atomic
 from devices.npu_sim.errors import NpuSimError
 
 Dataflow = Literal["os", "ws", "is"]

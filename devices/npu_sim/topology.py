@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devices.npu_sim.atomic_write import write_text_atomic
+from devices.atomic_write import write_text_atomic
 from devices.npu_sim.errors import NpuSimError
 
 if TYPE_CHECKING:

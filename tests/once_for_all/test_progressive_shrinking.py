@@ -136,9 +136,7 @@ def test_sandwich_rule_trains_the_smallest_subnet_every_step(
     fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = TrainConfig(
-        phases=(
-            PhaseConfig("expand", 1, 0.01, ks=K, d=D, e=E, subnets_per_step=2, sandwich=True),
-        ),
+        phases=(PhaseConfig("expand", 1, 0.01, ks=K, d=D, e=E, subnets_per_step=2, sandwich=True),),
         batch_size=256,
         eval_images=64,
         bn_images=64,

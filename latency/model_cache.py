@@ -1,0 +1,203 @@
+"""A content-addressed cache of exported block and subnet models.
+
+Every block is exported once per (format, precision) and serves every device: the file name
+is a hash of what the model computes and how it was converted. TFLite conversion takes
+about 2 s per block with litert-torch, so it runs in parallel worker processes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from latency.block_models import block_input_shape, block_module
+from latency.blocks import BlockSpec
+from latency.table import ModelFormat, Precision
+
+# Bump when block models or their conversion change: old cache entries are then not reused.
+CACHE_VERSION = "1"
+CALIBRATION_SAMPLES = 8
+
+ProgressFn = Callable[[int, int], None]  # (done, total)
+
+
+class ExportFailed(RuntimeError):
+    """A model that could not be converted; the message names it."""
+
+
+def default_cache_dir() -> Path:
+    """``$EDGENAS_CACHE``, else ``$XDG_CACHE_HOME/edgenas``, else ``~/.cache/edgenas``."""
+    if env := os.environ.get("EDGENAS_CACHE"):
+        return Path(env)
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "edgenas"
+
+
+def _suffix(model_format: ModelFormat) -> str:
+    return ".onnx" if model_format == "onnx" else ".tflite"
+
+
+def model_digest(description: Mapping[str, Any], model_format: str, precision: str) -> str:
+    content = {
+        "model": description,
+        "format": model_format,
+        "precision": precision,
+        "cache": CACHE_VERSION,
+        "torch": torch.__version__,
+    }
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class ModelCache:
+    """Exported models under ``root/<format>-<precision>/<hash>.<ext>``."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        self.root = Path(root) if root is not None else default_cache_dir()
+
+    def block_path(self, spec: BlockSpec, model_format: ModelFormat, precision: Precision) -> Path:
+        digest = model_digest(spec.to_dict(), model_format, precision)
+        return self.root / f"{model_format}-{precision}" / f"block-{digest}{_suffix(model_format)}"
+
+    def network_path(
+        self, config: Mapping[str, Any], model_format: ModelFormat, precision: Precision
+    ) -> Path:
+        digest = model_digest(dict(config), model_format, precision)
+        return self.root / f"{model_format}-{precision}" / f"net-{digest}{_suffix(model_format)}"
+
+    def blocks(
+        self,
+        specs: Sequence[BlockSpec],
+        model_format: ModelFormat,
+        precision: Precision,
+        *,
+        workers: int = 2,
+        progress: ProgressFn | None = None,
+    ) -> dict[str, Path]:
+        """Block key → model file, exporting what the cache lacks (each block once)."""
+        jobs = [(spec.to_dict(), self.block_path(spec, model_format, precision)) for spec in specs]
+        paths = self._run(jobs, _export_block, model_format, precision, workers, progress)
+        return {spec.key: path for spec, path in zip(specs, paths, strict=True)}
+
+    def networks(
+        self,
+        configs: Sequence[Mapping[str, Any]],
+        model_format: ModelFormat,
+        precision: Precision,
+        *,
+        workers: int = 2,
+        progress: ProgressFn | None = None,
+    ) -> list[Path]:
+        """Whole static networks (random weights) for end-to-end measurements."""
+        jobs = [(dict(c), self.network_path(c, model_format, precision)) for c in configs]
+        return self._run(jobs, _export_network, model_format, precision, workers, progress)
+
+    def _run(
+        self,
+        jobs: Sequence[tuple[dict[str, Any], Path]],
+        export_fn: Callable[[dict[str, Any], Path, str, str], None],
+        model_format: ModelFormat,
+        precision: Precision,
+        workers: int,
+        progress: ProgressFn | None,
+    ) -> list[Path]:
+        todo = [(desc, path) for desc, path in jobs if not path.exists()]
+        total, done = len(todo), 0
+        if progress is not None:
+            progress(0, total)
+        if not todo:
+            return [path for _, path in jobs]
+        todo[0][1].parent.mkdir(parents=True, exist_ok=True)
+        # A worker costs a few seconds to start (importing torch, and litert-torch for
+        # TFLite); that pays off from a handful of models on.
+        if workers <= 1 or total < (2 if model_format == "tflite" else 8):
+            for desc, path in todo:
+                export_fn(desc, path, model_format, precision)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        else:
+            with ProcessPoolExecutor(
+                max_workers=min(workers, total),
+                mp_context=get_context("spawn"),
+                initializer=_quiet_worker,
+            ) as pool:
+                futures = [
+                    pool.submit(export_fn, desc, path, model_format, precision)
+                    for desc, path in todo
+                ]
+                for future in as_completed(futures):
+                    future.result()
+                    done += 1
+                    if progress is not None:
+                        progress(done, total)
+        return [path for _, path in jobs]
+
+
+def _quiet_worker() -> None:
+    torch.set_num_threads(1)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # The converters print C++ logs and progress bars of their own; failures still reach the
+    # parent as exceptions, so a worker's stdout/stderr would only garble its progress bars.
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, 1)
+    os.dup2(devnull, 2)
+
+
+def _export_block(desc: dict[str, Any], path: Path, model_format: str, precision: str) -> None:
+    spec = BlockSpec(
+        kind=desc["kind"],
+        key=desc["key"],
+        input_shape=tuple(desc["input_shape"]),
+        output_shape=tuple(desc["output_shape"]),
+        config=desc["config"],
+    )
+    _export(block_module(spec), block_input_shape(spec), path, model_format, precision)
+
+
+def _export_network(desc: dict[str, Any], path: Path, model_format: str, precision: str) -> None:
+    from once_for_all.static_net import build_from_config
+
+    torch.manual_seed(0)
+    model = build_from_config(desc).eval()
+    _export(model, model.input_shape, path, model_format, precision)
+
+
+def _export(
+    model: nn.Module, shape: tuple[int, ...], path: Path, model_format: str, precision: str
+) -> None:
+    from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
+
+    # Latency does not depend on the values, only on the ops: random calibration data will do.
+    rng = np.random.default_rng(0)
+    calibration = rng.standard_normal((CALIBRATION_SAMPLES, *shape[1:]), dtype=np.float32)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.fp32{path.suffix}")
+    try:
+        if model_format == "onnx":
+            if precision == "fp32":
+                export_onnx(model, path, input_shape=shape)
+            else:
+                export_onnx(model, tmp, input_shape=shape)
+                quantize_onnx_int8(tmp, path, calibration=calibration)
+        else:
+            if precision == "fp32":
+                export_tflite(model, path, input_shape=shape)
+            else:
+                export_tflite(model, tmp, input_shape=shape)
+                nhwc = np.moveaxis(calibration, 1, -1) if len(shape) == 4 else calibration
+                quantize_tflite_int8(tmp, path, calibration=nhwc)
+    except Exception as exc:
+        raise ExportFailed(
+            f"cannot export {path.name} as {model_format} {precision}: {exc}"
+        ) from exc
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -1,0 +1,301 @@
+"""Latency predictors: ``lut-sum`` (the sum of a subnet's table entries) and ``calibrated``
+(lut-sum corrected by a model fitted on subnets measured end to end).
+
+A block measured alone pays the runtime's per-call overhead and misses the fusion and cache
+effects of running inside a network, so the plain sum is biased (nn-Meter's lesson). A small
+linear model over the per-kind sums and the block count, fitted on ~40 measured subnets
+with relative-error weights and chosen by cross-validation, removes most of that bias.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from devices.atomic_write import write_text_atomic
+from latency.blocks import BlockIndex
+from latency.metrics import validation_figures
+from latency.table import LatencyTable, TableError, TableHeader, read_json
+from once_for_all.search_space import SearchSpace
+from once_for_all.subnet import Subnet
+
+PREDICTOR_FORMAT = "edgenas.predictor/1"
+
+
+class LatencyPredictor(Protocol):
+    """Latency in milliseconds of any subnet of ``space`` on the device of ``header``."""
+
+    kind: str
+    space: SearchSpace
+    header: TableHeader
+
+    def predict(self, subnet: Subnet) -> float: ...
+
+    def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray: ...
+
+    def save(self, path: Path) -> None: ...
+
+
+@lru_cache(maxsize=8)
+def _index(space: SearchSpace, resolutions: tuple[int, ...]) -> BlockIndex:
+    return BlockIndex(space, resolutions=resolutions)
+
+
+class LutSumPredictor:
+    """The sum of the table entries of a subnet's blocks."""
+
+    kind = "lut-sum"
+
+    def __init__(
+        self, space: SearchSpace, header: TableHeader, block_ms: Mapping[str, float]
+    ) -> None:
+        header.check(what="latency table", space_id=space.id)
+        self.space, self.header = space, header
+        self.index = _index(space, header.resolutions)
+        missing = [k for k in self.index.keys if k not in block_ms]
+        if missing:
+            raise TableError(
+                f"the table for {header.device} lacks {len(missing)} of {len(self.index.keys)} "
+                f"blocks (e.g. {missing[0]}); run edgenas profile again to finish it"
+            )
+        self.block_ms = {k: float(block_ms[k]) for k in self.index.keys}
+        # Slot index -1 (a skipped block) reads the trailing zero.
+        self._values = np.array([*self.block_ms.values(), 0.0], dtype=np.float64)
+        kinds = [k.split("-", 1)[0] for k in self.index.keys]
+        self._is_mbconv = np.array([*(kind == "mbconv" for kind in kinds), False])
+
+    @classmethod
+    def from_table(cls, space: SearchSpace, table: LatencyTable) -> LutSumPredictor:
+        return cls(space, table.header, {k: m.median_ms for k, m in table.entries.items()})
+
+    def predict(self, subnet: Subnet) -> float:
+        return float(self.predict_many([subnet])[0])
+
+    def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray:
+        return self._values[self.index.rows(subnets)].sum(axis=1)
+
+    def features(self, subnets: Sequence[Subnet]) -> dict[str, np.ndarray]:
+        """Per-subnet sums the calibration models use: stem, each stage, head, counts."""
+        rows = self.index.rows(subnets)
+        ms = self._values[rows]
+        depth = self.space.max_depth
+        slots = ms[:, 1:-1]
+        out = {
+            "lut_sum": ms.sum(axis=1),
+            "stem": ms[:, 0],
+            "head": ms[:, -1],
+            "mbconv": slots.sum(axis=1),
+            "blocks": (rows[:, 1:-1] >= 0).sum(axis=1).astype(np.float64),
+        }
+        for s in range(len(self.space.stages)):
+            out[f"stage{s}"] = slots[:, s * depth : (s + 1) * depth].sum(axis=1)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": PREDICTOR_FORMAT,
+            "kind": self.kind,
+            "header": self.header.to_dict(),
+            "space": self.space.to_dict(),
+            "block_ms": self.block_ms,
+        }
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+@dataclass(frozen=True)
+class LinearModel:
+    """``latency = features · coef + intercept`` over named features of ``LutSumPredictor``."""
+
+    name: str
+    features: tuple[str, ...]
+    coef: tuple[float, ...]
+    intercept: float
+
+    def apply(self, feats: Mapping[str, np.ndarray]) -> np.ndarray:
+        x = np.stack([feats[f] for f in self.features], axis=1)
+        return x @ np.asarray(self.coef) + self.intercept
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "features": list(self.features),
+            "coef": list(self.coef),
+            "intercept": self.intercept,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> LinearModel:
+        return cls(
+            str(data["name"]),
+            tuple(data["features"]),
+            tuple(float(c) for c in data["coef"]),
+            float(data["intercept"]),
+        )
+
+
+def candidate_models(space: SearchSpace) -> dict[str, tuple[tuple[str, ...], bool]]:
+    """Name → (features, with intercept): from one scale factor to one weight per stage."""
+    stages = tuple(f"stage{s}" for s in range(len(space.stages)))
+    return {
+        "scale": (("lut_sum",), False),
+        "affine": (("lut_sum",), True),
+        "affine+blocks": (("lut_sum", "blocks"), True),
+        "per-kind": (("stem", "mbconv", "head", "blocks"), True),
+        "per-stage": (("stem", *stages, "head", "blocks"), True),
+    }
+
+
+def fit_linear(
+    name: str,
+    feats: Mapping[str, np.ndarray],
+    measured: np.ndarray,
+    features: tuple[str, ...],
+    *,
+    intercept: bool,
+    ridge: float = 1e-6,
+) -> LinearModel:
+    """Least squares on relative errors (each row weighted by 1/measured), lightly ridged."""
+    x = np.stack([feats[f] for f in features], axis=1)
+    if intercept:
+        x = np.concatenate([x, np.ones((len(x), 1))], axis=1)
+    w = 1.0 / measured
+    xw, yw = x * w[:, None], measured * w
+    scale = np.maximum(np.abs(xw).max(axis=0), 1e-12)  # ridge on a comparable scale per column
+    xs = xw / scale
+    beta = np.linalg.solve(xs.T @ xs + ridge * np.eye(xs.shape[1]), xs.T @ yw) / scale
+    coef = tuple(float(b) for b in beta[: len(features)])
+    return LinearModel(name, features, coef, float(beta[-1]) if intercept else 0.0)
+
+
+class CalibratedPredictor:
+    """lut-sum corrected by a linear model fitted on end-to-end measurements."""
+
+    kind = "calibrated"
+
+    def __init__(
+        self,
+        base: LutSumPredictor,
+        model: LinearModel,
+        *,
+        validation: Mapping[str, Any],
+        calibration: Mapping[str, Any],
+    ) -> None:
+        self.base, self.model = base, model
+        self.space, self.header = base.space, base.header
+        self.validation = dict(validation)
+        self.calibration = dict(calibration)
+
+    def predict(self, subnet: Subnet) -> float:
+        return float(self.predict_many([subnet])[0])
+
+    def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray:
+        return self.model.apply(self.base.features(subnets))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.base.to_dict(),
+            "kind": self.kind,
+            "model": self.model.to_dict(),
+            "validation": self.validation,
+            "calibration": self.calibration,
+        }
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+
+def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
+    order = np.random.default_rng(seed).permutation(n)
+    return [order[i::k] for i in range(k)]
+
+
+def calibrate(
+    base: LutSumPredictor,
+    subnets: Sequence[Subnet],
+    measured_ms: Sequence[float],
+    *,
+    folds: int = 5,
+    seed: int = 0,
+) -> CalibratedPredictor:
+    """Fit every candidate model, keep the one with the lowest cross-validated RMSPE, refit it
+    on all subnets. The validation figures are the cross-validated ones (held-out folds)."""
+    measured = np.asarray(measured_ms, dtype=np.float64)
+    if len(subnets) != len(measured) or len(measured) < 2 * folds:
+        raise ValueError(
+            f"calibration needs at least {2 * folds} measured subnets (got {len(measured)}); "
+            "measure more (--calibrate N)"
+        )
+    feats = base.features(subnets)
+    splits = _folds(len(measured), folds, seed)
+    scores: dict[str, dict[str, float]] = {}
+    for name, (features, intercept) in candidate_models(base.space).items():
+        if len(features) + intercept > len(measured) - len(splits[0]):
+            continue
+        predicted = np.empty_like(measured)
+        for test in splits:
+            train = np.setdiff1d(np.arange(len(measured)), test)
+            model = fit_linear(
+                name,
+                {f: v[train] for f, v in feats.items()},
+                measured[train],
+                features,
+                intercept=intercept,
+            )
+            predicted[test] = model.apply({f: v[test] for f, v in feats.items()})
+        scores[name] = validation_figures(predicted, measured)
+    best = min(scores, key=lambda n: (scores[n]["rmspe"], len(candidate_models(base.space)[n][0])))
+    features, intercept = candidate_models(base.space)[best]
+    model = fit_linear(best, feats, measured, features, intercept=intercept)
+    return CalibratedPredictor(
+        base,
+        model,
+        validation={
+            "method": f"{folds}-fold cross-validation on the calibration subnets",
+            "chosen": best,
+            "calibrated": scores[best],
+            "lut_sum": validation_figures(feats["lut_sum"], measured),
+            "candidates": scores,
+        },
+        calibration={
+            "subnets": [s.to_dict() for s in subnets],
+            "measured_ms": [float(m) for m in measured],
+        },
+    )
+
+
+def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
+    """A predictor file written by ``save`` (lut-sum or calibrated)."""
+    data = read_json(path, what="latency predictor")
+    if data.get("format") != PREDICTOR_FORMAT:
+        raise TableError(
+            f"{path} is not a latency predictor (format {data.get('format')!r}); give the "
+            "predictor.json that edgenas profile wrote"
+        )
+    try:
+        space = SearchSpace.from_dict(data["space"])
+        header = TableHeader.from_dict(data["header"])
+        base = LutSumPredictor(space, header, data["block_ms"])
+        if data["kind"] == "lut-sum":
+            return base
+        if data["kind"] == "calibrated":
+            return CalibratedPredictor(
+                base,
+                LinearModel.from_dict(data["model"]),
+                validation=data.get("validation", {}),
+                calibration=data.get("calibration", {}),
+            )
+    except TableError:
+        raise
+    except (KeyError, TypeError, ValueError) as exc:
+        raise TableError(f"latency predictor {path} is damaged ({exc}); profile again") from None
+    raise TableError(f"{path}: unknown predictor kind {data['kind']!r} (lut-sum or calibrated)")

@@ -1,0 +1,155 @@
+"""Filling a latency table: enumerate blocks, export them (cached), measure in batches.
+
+The table is saved after every batch and a rerun measures only what is missing, so a killed
+run resumes where it stopped. Simulated devices (npu-sim, vela) fill it the same way: their
+``measure`` simulates instead of timing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from devices.base import Device
+from devices.measurement import Fingerprint
+from latency.blocks import enumerate_blocks, profiled_resolutions
+from latency.model_cache import ModelCache
+from latency.table import LatencyTable, ModelFormat, Precision, TableError, TableHeader
+from once_for_all.search_space import SearchSpace
+
+# (stage, done, total): stage is "export" or "measure".
+ProgressFn = Callable[[str, int, int], None]
+
+# Which model files each runtime measures; simulators have one each.
+RUNTIME_FORMATS: dict[str, tuple[ModelFormat, ...]] = {
+    "onnxruntime": ("onnx",),
+    "tflite": ("tflite",),
+    "npu-sim": ("onnx",),
+    "vela": ("tflite",),
+}
+RUNTIME_PRECISIONS: dict[str, tuple[Precision, ...]] = {
+    "onnxruntime": ("fp32", "int8"),
+    "tflite": ("fp32", "int8"),
+    "npu-sim": ("fp32",),  # the simulator takes the word size from its profile
+    "vela": ("int8",),
+}
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    model_format: ModelFormat
+    precision: Precision
+
+
+def settings_for(
+    fingerprint: Fingerprint,
+    device: str,
+    *,
+    model_format: ModelFormat | None = None,
+    precision: Precision | None = None,
+) -> ProfileSettings:
+    """The model format and precision a device measures (its defaults when not given)."""
+    runtime = fingerprint.runtime
+    formats = RUNTIME_FORMATS.get(runtime, ("onnx", "tflite"))
+    precisions = RUNTIME_PRECISIONS.get(runtime, ("fp32", "int8"))
+    if model_format is not None and model_format not in formats:
+        raise TableError(
+            f"device {device!r} runs {runtime}, which measures {'/'.join(formats)} models, "
+            f"not {model_format}; use --format {formats[0]}"
+        )
+    if precision is not None and precision not in precisions:
+        raise TableError(
+            f"device {device!r} ({runtime}) measures {'/'.join(precisions)} models, not "
+            f"{precision}; use --precision {precisions[0]}"
+        )
+    return ProfileSettings(model_format or formats[0], precision or precisions[0])
+
+
+def open_table(
+    path: Path,
+    *,
+    space: SearchSpace,
+    device: str,
+    fingerprint: Fingerprint,
+    settings: ProfileSettings,
+    resolutions: tuple[int, ...],
+) -> LatencyTable:
+    """The table at ``path`` to continue, or a new empty one; refuses one for another setup."""
+    if not path.exists():
+        header = TableHeader(
+            space_id=space.id,
+            device=device,
+            fingerprint=fingerprint,
+            model_format=settings.model_format,
+            precision=settings.precision,
+            resolutions=resolutions,
+        )
+        return LatencyTable(header)
+    table = LatencyTable.load(path)
+    table.header.check(
+        what=f"existing table {path}",
+        space_id=space.id,
+        fingerprint=fingerprint,
+        model_format=settings.model_format,
+        precision=settings.precision,
+        resolutions=resolutions,
+    )
+    if table.header.fingerprint.runtime_version != fingerprint.runtime_version:
+        raise TableError(
+            f"existing table {path} was measured with {fingerprint.runtime} "
+            f"{table.header.fingerprint.runtime_version}, the device now has "
+            f"{fingerprint.runtime_version}; delete it or write to another folder"
+        )
+    return table
+
+
+def profile_blocks(
+    device: Device,
+    space: SearchSpace,
+    table_path: Path,
+    *,
+    cache: ModelCache,
+    model_format: ModelFormat | None = None,
+    precision: Precision | None = None,
+    resolutions: Sequence[int] | None = None,
+    batch_size: int = 16,
+    workers: int = 2,
+    progress: ProgressFn | None = None,
+) -> LatencyTable:
+    """Measure every distinct block of ``space`` (at ``resolutions``, default all) on
+    ``device`` into the table at ``table_path``."""
+    chosen = profiled_resolutions(space, resolutions)
+    fingerprint = device.fingerprint()
+    settings = settings_for(
+        fingerprint, device.name, model_format=model_format, precision=precision
+    )
+    table = open_table(
+        table_path,
+        space=space,
+        device=device.name,
+        fingerprint=fingerprint,
+        settings=settings,
+        resolutions=chosen,
+    )
+    todo = [spec for spec in enumerate_blocks(space, resolutions=chosen) if spec.key not in table]
+    files = cache.blocks(
+        todo,
+        settings.model_format,
+        settings.precision,
+        workers=workers,
+        progress=(lambda d, t: progress("export", d, t)) if progress else None,
+    )
+    if progress:
+        progress("measure", 0, len(todo))
+    for start in range(0, len(todo), batch_size):
+        batch = todo[start : start + batch_size]
+        results = device.measure([files[spec.key] for spec in batch])
+        for spec, result in zip(batch, results, strict=True):
+            table.add(spec.key, result)
+        table.save(table_path)
+        if progress:
+            progress("measure", start + len(batch), len(todo))
+    if not table_path.exists():
+        table.save(table_path)  # nothing was left to measure, but the file should exist
+    return table

@@ -1,0 +1,198 @@
+"""The latency lookup table (``lut.json``): one measurement per distinct block of a space.
+
+The header says what was measured where (space id, device fingerprint, runtime, precision,
+model format); a table is refused for another space or device. Tables are written
+atomically after every batch, so a killed profiling run loses at most one batch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from devices.atomic_write import write_text_atomic
+from devices.measurement import Fingerprint, Measurement
+
+TABLE_FORMAT = "edgenas.lut/1"
+
+ModelFormat = Literal["onnx", "tflite"]
+Precision = Literal["fp32", "int8"]
+
+
+class TableError(ValueError):
+    """A table that cannot be used as asked; the message names the file and the fix."""
+
+
+@dataclass(frozen=True)
+class TableHeader:
+    """What a table (or a predictor built from one) is valid for."""
+
+    space_id: str
+    device: str
+    fingerprint: Fingerprint
+    model_format: ModelFormat
+    precision: Precision
+    resolutions: tuple[int, ...]  # input resolutions profiled (a table may cover a subset)
+    created: str = field(
+        default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
+    )
+
+    @property
+    def runtime(self) -> str:
+        return self.fingerprint.runtime
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["fingerprint"] = self.fingerprint.to_dict()
+        out["resolutions"] = list(self.resolutions)
+        out["runtime"] = self.runtime
+        return out
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> TableHeader:
+        return cls(
+            space_id=str(data["space_id"]),
+            device=str(data["device"]),
+            fingerprint=Fingerprint.from_dict(data["fingerprint"]),
+            model_format=data["model_format"],
+            precision=data["precision"],
+            resolutions=tuple(int(r) for r in data["resolutions"]),
+            created=str(data["created"]),
+        )
+
+    def check(
+        self,
+        *,
+        what: str,
+        space_id: str | None = None,
+        fingerprint: Fingerprint | None = None,
+        model_format: str | None = None,
+        precision: str | None = None,
+        resolutions: tuple[int, ...] | None = None,
+    ) -> None:
+        """Raise ``TableError`` if this header is for another space, device or setup."""
+        if space_id is not None and space_id != self.space_id:
+            raise TableError(
+                f"{what} is for search space {self.space_id}, not {space_id}; profile the "
+                f"device for this space (edgenas profile DEVICE --space ...)"
+            )
+        if fingerprint is not None and not self.fingerprint.same_target(fingerprint):
+            raise TableError(
+                f"{what} was measured on {_describe(self.fingerprint)}, not on "
+                f"{_describe(fingerprint)}; profile this device instead of reusing it"
+            )
+        if model_format is not None and model_format != self.model_format:
+            raise TableError(
+                f"{what} holds {self.model_format} measurements, not {model_format}; "
+                f"use --format {self.model_format} or another output folder"
+            )
+        if precision is not None and precision != self.precision:
+            raise TableError(
+                f"{what} holds {self.precision} measurements, not {precision}; "
+                f"use --precision {self.precision} or another output folder"
+            )
+        if resolutions is not None and resolutions != self.resolutions:
+            raise TableError(
+                f"{what} covers resolutions {_ints(self.resolutions)}, not {_ints(resolutions)}; "
+                "use the same --resolution options or another output folder"
+            )
+
+
+def _ints(values: tuple[int, ...]) -> str:
+    return ", ".join(map(str, values))
+
+
+def _describe(fp: Fingerprint) -> str:
+    return f"{fp.host} ({fp.cpu_model}, {fp.runtime}, {fp.threads} thread(s))"
+
+
+class LatencyTable:
+    """Block key → measurement, under one header."""
+
+    def __init__(
+        self, header: TableHeader, entries: Mapping[str, Measurement] | None = None
+    ) -> None:
+        self.header = header
+        self.entries: dict[str, Measurement] = dict(entries or {})
+
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.entries
+
+    def ms(self, key: str) -> float:
+        """Median latency of block ``key`` in milliseconds."""
+        try:
+            return self.entries[key].median_ms
+        except KeyError:
+            raise TableError(
+                f"block {key} is not in the table for {self.header.device}; the table is "
+                "incomplete: run edgenas profile again to finish it"
+            ) from None
+
+    def values(self, keys: Iterable[str]) -> np.ndarray:
+        return np.array([self.ms(k) for k in keys], dtype=np.float64)
+
+    def missing(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if k not in self.entries]
+
+    def add(self, key: str, measurement: Measurement) -> None:
+        self.entries[key] = measurement
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": TABLE_FORMAT,
+            "header": self.header.to_dict(),
+            "entries": {k: _entry(m) for k, m in sorted(self.entries.items())},
+        }
+
+    def save(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: Path) -> LatencyTable:
+        data = read_json(path, what="latency table")
+        if data.get("format") != TABLE_FORMAT:
+            raise TableError(
+                f"{path} is not a latency table (format {data.get('format')!r}, expected "
+                f"{TABLE_FORMAT!r}); give the lut.json that edgenas profile wrote"
+            )
+        try:
+            header = TableHeader.from_dict(data["header"])
+            entries = {k: Measurement.from_dict(v) for k, v in data["entries"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise TableError(f"latency table {path} is damaged ({exc}); profile again") from None
+        return cls(header, entries)
+
+
+def _entry(m: Measurement) -> dict[str, Any]:
+    # Per-layer simulator details would make tables huge; the summary figures stay.
+    out = m.to_dict()
+    out.pop("format", None)
+    out["extra"] = {k: v for k, v in m.extra.items() if k != "layers"}
+    return out
+
+
+def read_json(path: Path, *, what: str) -> dict[str, Any]:
+    """A JSON object from ``path``, or a ``TableError`` that says what is wrong with it."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError:
+        raise TableError(f"{what} {path} does not exist") from None
+    except OSError as exc:
+        raise TableError(f"cannot read {what} {path}: {exc.strerror}") from None
+    except json.JSONDecodeError as exc:
+        raise TableError(
+            f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})"
+        ) from None
+    if not isinstance(data, dict):
+        raise TableError(f"{what} {path} is not a JSON object")
+    return data

@@ -1,0 +1,83 @@
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+import torch
+
+from latency.block_models import block_input_shape, block_module
+from latency.blocks import BlockIndex, enumerate_blocks, subnet_blocks
+from once_for_all import get_space, list_spaces
+from once_for_all.network_config import network_config
+from once_for_all.static_net import build_from_config
+
+KEY = re.compile(
+    r"^(stem-in:\d+x\d+x\d+-out:\d+x\d+x\d+-c\d+-s\d+-hs\d+"
+    r"|mbconv-in:\d+x\d+x\d+-out:\d+x\d+x\d+-k\d-e[\d.]+-s\d-se[01]-hs[01]-skip[01]"
+    r"|head-in:\d+x\d+x\d+-out:\d+-c\d+x\d+)$"
+)
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_every_block_of_200_random_subnets_is_enumerated(name: str) -> None:
+    space = get_space(name)
+    specs = enumerate_blocks(space)
+    keys = [s.key for s in specs]
+    assert len(keys) == len(set(keys))
+    assert all(KEY.match(k) for k in keys), [k for k in keys if not KEY.match(k)][:3]
+    known = set(keys)
+    rng = random.Random(0)
+    subnets = [space.max_subnet(), space.min_subnet()] + [space.sample(rng) for _ in range(200)]
+    used: set[str] = set()
+    for subnet in subnets:
+        blocks = subnet_blocks(space, subnet)
+        assert len(blocks) == 2 + sum(subnet.d)
+        used.update(b.key for b in blocks)
+    assert used <= known
+    # Nothing enumerated that no subnet can use: every mbconv key has a slot and resolution.
+    assert {k.split("-", 1)[0] for k in known} == {"stem", "mbconv", "head"}
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_block_index_rows_match_subnet_blocks(name: str) -> None:
+    space = get_space(name)
+    index = BlockIndex(space)
+    rng = random.Random(1)
+    subnets = [space.sample(rng) for _ in range(100)]
+    rows = index.rows(subnets)
+    assert rows.shape == (100, space.num_blocks + 2)
+    for subnet, row in zip(subnets, rows, strict=True):
+        assert [index.keys[i] for i in row if i >= 0] == [
+            b.key for b in subnet_blocks(space, subnet)
+        ]
+
+
+def test_block_index_refuses_a_subnet_of_another_space() -> None:
+    tiny, big = get_space("mbv3-tiny"), get_space("mbv3-imagenet")
+    with pytest.raises(ValueError, match="not mbv3-tiny"):
+        BlockIndex(tiny).rows([big.max_subnet()])
+
+
+def test_chained_block_modules_compute_the_shapes_of_the_network() -> None:
+    space = get_space("mbv3-tiny")
+    for subnet in (space.max_subnet(), space.min_subnet(), space.sample(random.Random(3))):
+        specs = subnet_blocks(space, subnet)
+        x = torch.randn(block_input_shape(specs[0]))
+        for spec in specs:
+            assert tuple(x.shape[1:]) == spec.input_shape
+            with torch.no_grad():
+                x = block_module(spec)(x)
+            assert tuple(x.shape[1:]) == spec.output_shape
+        net = build_from_config(network_config(space, subnet)).eval()
+        with torch.no_grad():
+            assert net(torch.randn(1, 1, subnet.r, subnet.r)).shape == x.shape
+
+
+def test_block_modules_run_the_same_layers_as_the_network() -> None:
+    space = get_space("mbv3-tiny")
+    subnet = space.sample(random.Random(5))
+    net = build_from_config(network_config(space, subnet))
+    blocks = [block_module(s) for s in subnet_blocks(space, subnet)]
+    shapes = sorted(tuple(p.shape) for p in net.parameters())
+    assert shapes == sorted(tuple(p.shape) for b in blocks for p in b.parameters())

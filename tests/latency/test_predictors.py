@@ -1,0 +1,183 @@
+"""Tables and predictors on synthetic block latencies (the device tests measure real ones)."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices.measurement import Fingerprint, Measurement
+from latency.blocks import enumerate_blocks, subnet_blocks
+from latency.predictors import (
+    CalibratedPredictor,
+    LutSumPredictor,
+    calibrate,
+    load_predictor,
+)
+from latency.table import LatencyTable, TableError, TableHeader
+from once_for_all import get_space
+
+FP = Fingerprint(
+    host="board",
+    cpu_model="Cortex-A72",
+    cores=4,
+    governor="performance",
+    runtime="onnxruntime",
+    runtime_version="1.32.0",
+    threads=1,
+)
+
+
+def _table(space_name: str = "mbv3-tiny", *, seed: int = 0) -> LatencyTable:
+    space = get_space(space_name)
+    rng = np.random.default_rng(seed)
+    header = TableHeader(space.id, "board", FP, "onnx", "fp32", space.resolutions)
+    table = LatencyTable(header)
+    for spec in enumerate_blocks(space):
+        ms = float(rng.uniform(0.05, 0.5))
+        table.add(spec.key, Measurement.from_times(spec.key, [ms, ms * 1.01, ms * 0.99]))
+    return table
+
+
+def test_lut_sum_is_the_sum_of_the_blocks_entries() -> None:
+    space = get_space("mbv3-tiny")
+    table = _table()
+    predictor = LutSumPredictor.from_table(space, table)
+    rng = random.Random(0)
+    subnets = [space.sample(rng) for _ in range(50)] + [space.max_subnet(), space.min_subnet()]
+    by_hand = [sum(table.ms(b.key) for b in subnet_blocks(space, s)) for s in subnets]
+    assert predictor.predict_many(subnets) == pytest.approx(by_hand, rel=1e-12)
+    assert predictor.predict(subnets[0]) == pytest.approx(by_hand[0], rel=1e-12)
+    assert predictor.predict(space.max_subnet()) > predictor.predict(space.min_subnet())
+
+
+def test_table_round_trip_and_incomplete_table(tmp_path: Path) -> None:
+    space = get_space("mbv3-tiny")
+    table = _table()
+    path = tmp_path / "lut.json"
+    table.save(path)
+    loaded = LatencyTable.load(path)
+    assert loaded.header == table.header
+    assert {k: m.median_ms for k, m in loaded.entries.items()} == {
+        k: m.median_ms for k, m in table.entries.items()
+    }
+    del loaded.entries[next(iter(loaded.entries))]
+    with pytest.raises(TableError, match=r"lacks 1 of .* run edgenas profile again"):
+        LutSumPredictor.from_table(space, loaded)
+
+
+def test_a_table_for_another_space_or_device_is_refused() -> None:
+    header = _table().header
+    header.check(what="t", space_id=header.space_id, fingerprint=FP)
+    other_space = get_space("mbv3-imagenet").id
+    with pytest.raises(
+        TableError, match=f"is for search space {header.space_id}, not {other_space}"
+    ):
+        header.check(what="t", space_id=other_space)
+    with pytest.raises(TableError, match=r"measured on board .* not on laptop"):
+        header.check(what="t", fingerprint=replace(FP, host="laptop"))
+    with pytest.raises(TableError, match="holds fp32 measurements, not int8"):
+        header.check(what="t", precision="int8")
+    with pytest.raises(TableError, match="is for search space"):
+        LutSumPredictor(get_space("mbv3-imagenet"), header, {})
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format": "something/1"}', "is not a latency table"),
+        ('{"format": "edgenas.lut/1", "header": {}}', "is damaged"),
+    ],
+)
+def test_damaged_table_files_give_one_clear_error(
+    tmp_path: Path, content: str, message: str
+) -> None:
+    path = tmp_path / "lut.json"
+    path.write_text(content)
+    with pytest.raises(TableError, match=message):
+        LatencyTable.load(path)
+
+
+def _end_to_end(predictor: LutSumPredictor, subnets: list, seed: int) -> np.ndarray:
+    """A device where each block measured alone paid a 0.03 ms call overhead and the
+    network runs 10% faster than the sum of its parts, with 2% noise."""
+    f = predictor.features(subnets)
+    n_calls = f["blocks"] + 2
+    rng = np.random.default_rng(seed)
+    return (0.9 * (f["lut_sum"] - 0.03 * n_calls) + 0.05) * rng.normal(1, 0.02, len(subnets))
+
+
+def test_calibration_beats_lut_sum_on_held_out_subnets_and_round_trips(tmp_path: Path) -> None:
+    from latency.metrics import validation_figures
+
+    space = get_space("mbv3-tiny")
+    base = LutSumPredictor.from_table(space, _table())
+    rng = random.Random(0)
+    train = [space.sample(rng) for _ in range(40)]
+    test = [space.sample(rng) for _ in range(100)]
+    predictor = calibrate(base, train, list(_end_to_end(base, train, 0)))
+    measured = _end_to_end(base, test, 1)
+    calibrated = validation_figures(predictor.predict_many(test), measured)
+    plain = validation_figures(base.predict_many(test), measured)
+    assert calibrated["rmspe"] < plain["rmspe"] / 3
+    assert calibrated["within_10pct"] >= 0.95
+    assert predictor.validation["calibrated"]["rmspe"] < predictor.validation["lut_sum"]["rmspe"]
+    assert predictor.validation["chosen"] in predictor.validation["candidates"]
+
+    path = tmp_path / "predictor.json"
+    predictor.save(path)
+    loaded = load_predictor(path)
+    assert isinstance(loaded, CalibratedPredictor)
+    assert loaded.predict_many(test) == pytest.approx(predictor.predict_many(test), rel=1e-12)
+    assert loaded.header == base.header
+    assert json.loads(path.read_text())["kind"] == "calibrated"
+
+
+def test_calibration_needs_enough_subnets() -> None:
+    space = get_space("mbv3-tiny")
+    base = LutSumPredictor.from_table(space, _table())
+    subnets = [space.sample(random.Random(i)) for i in range(5)]
+    with pytest.raises(ValueError, match="at least 10 measured subnets"):
+        calibrate(base, subnets, [1.0] * 5)
+
+
+def test_predict_many_is_vectorised_and_matches_predict() -> None:
+    space = get_space("mbv3-imagenet")
+    base = LutSumPredictor.from_table(space, _table("mbv3-imagenet"))
+    rng = random.Random(2)
+    subnets = [space.sample(rng) for _ in range(10_000)]
+    many = base.predict_many(subnets)
+    assert many.shape == (10_000,)
+    assert [base.predict(s) for s in subnets[:20]] == pytest.approx(list(many[:20]), rel=1e-12)
+
+
+def test_lut_sum_predictor_file_round_trip(tmp_path: Path) -> None:
+    space = get_space("mbv3-tiny")
+    base = LutSumPredictor.from_table(space, _table())
+    base.save(tmp_path / "p.json")
+    loaded = load_predictor(tmp_path / "p.json")
+    assert isinstance(loaded, LutSumPredictor)
+    s = space.sample(random.Random(0))
+    assert loaded.predict(s) == pytest.approx(base.predict(s))
+    (tmp_path / "bad.json").write_text('{"format": "edgenas.predictor/1", "kind": "lut-sum"}')
+    with pytest.raises(TableError, match="is damaged"):
+        load_predictor(tmp_path / "bad.json")
+
+
+def test_a_table_of_one_resolution_predicts_that_resolution_only() -> None:
+    space = get_space("mbv3-imagenet")
+    rng = np.random.default_rng(0)
+    header = TableHeader(space.id, "board", FP, "onnx", "fp32", (224,))
+    table = LatencyTable(header)
+    for spec in enumerate_blocks(space, resolutions=(224,)):
+        table.add(spec.key, Measurement.from_times(spec.key, [float(rng.uniform(0.1, 1))]))
+    assert len(table) < len(enumerate_blocks(space)) / 10
+    predictor = LutSumPredictor.from_table(space, table)
+    assert predictor.predict(space.max_subnet(r=224)) > predictor.predict(space.min_subnet(r=224))
+    with pytest.raises(ValueError, match=r"resolution 160 was not profiled .* --resolution 160"):
+        predictor.predict(space.max_subnet(r=160))

@@ -1,0 +1,284 @@
+"""`edgenas profile` and `edgenas latency ...` as a user runs them, on real devices: this
+host's CPU through onnxruntime, and the simulated NPU."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from latency.blocks import enumerate_blocks
+from latency.metrics import validation_figures
+from latency.predictors import CalibratedPredictor, LutSumPredictor, load_predictor
+from latency.table import LatencyTable
+from once_for_all import get_space
+
+TINY = get_space("mbv3-tiny")
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+LOCAL_PROFILE = """\
+name: {name}
+kind: local
+runtime: onnxruntime
+threads: {threads}
+warmup: 3
+runs: 15
+"""
+
+
+def edgenas(*args: str | Path, cache: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgenas", *map(str, args), "--cache", str(cache)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("model-cache")
+
+
+@pytest.fixture(scope="module")
+def cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("profiles") / "cpu.yaml"
+    path.write_text(LOCAL_PROFILE.format(name="test-cpu", threads=1))
+    return path
+
+
+@pytest.fixture(scope="module")
+def profiled(tmp_path_factory: pytest.TempPathFactory, cpu: Path, cache: Path) -> Path:
+    out = tmp_path_factory.mktemp("profile")
+    proc = edgenas(
+        "profile",
+        cpu,
+        "--space",
+        "mbv3-tiny",
+        "--out",
+        out,
+        "--calibrate",
+        "24",
+        "--json",
+        cache=cache,
+    )
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    assert summary["blocks"] == len(enumerate_blocks(TINY))
+    assert summary["kind"] == "calibrated"
+    return out
+
+
+def test_profile_measures_every_block_and_fits_a_calibrated_predictor(profiled: Path) -> None:
+    table = LatencyTable.load(profiled / "lut.json")
+    assert set(table.entries) == {s.key for s in enumerate_blocks(TINY)}
+    assert table.header.space_id == TINY.id
+    assert table.header.model_format == "onnx" and table.header.runtime == "onnxruntime"
+    assert all(m.median_ms > 0 and m.n == 15 for m in table.entries.values())
+    predictor = load_predictor(profiled / "predictor.json")
+    assert isinstance(predictor, CalibratedPredictor)
+    assert len(predictor.calibration["subnets"]) == 24
+
+
+def test_a_rerun_measures_nothing_again(profiled: Path, cpu: Path, cache: Path) -> None:
+    before = {name: (profiled / name).read_bytes() for name in ("lut.json", "calibration.json")}
+    proc = edgenas(
+        "profile",
+        cpu,
+        "--space",
+        "mbv3-tiny",
+        "--out",
+        profiled,
+        "--calibrate",
+        "24",
+        "--quiet",
+        cache=cache,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert before == {name: (profiled / name).read_bytes() for name in before}
+
+
+def test_calibrated_beats_lut_sum_on_held_out_subnets(
+    profiled: Path, cpu: Path, cache: Path
+) -> None:
+    proc = edgenas(
+        "latency",
+        "validate",
+        cpu,
+        "--predictor",
+        profiled / "predictor.json",
+        "--n",
+        "30",
+        "--json",
+        "--quiet",
+        cache=cache,
+    )
+    assert proc.returncode == 0, proc.stderr
+    figures = json.loads(proc.stdout)
+    assert set(figures) == {
+        "n",
+        "rmse_ms",
+        "rmspe",
+        "within_5pct",
+        "within_10pct",
+        "spearman",
+        "kendall",
+    }
+    assert figures["n"] == 30
+    assert (profiled / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # The held-out subnets are not calibration subnets; compare both predictors on them.
+    stored = json.loads((profiled / "validation.json").read_text())["subnets"]
+    calibration = json.loads((profiled / "calibration.json").read_text())["subnets"]
+    assert not {json.dumps(s["subnet"]) for s in stored} & {
+        json.dumps(s["subnet"]) for s in calibration
+    }
+    subnets = [TINY.subnet_from_dict(s["subnet"]) for s in stored]
+    measured = np.array([s["measurement"]["median_ms"] for s in stored])
+    calibrated = load_predictor(profiled / "predictor.json")
+    plain = LutSumPredictor.from_table(TINY, LatencyTable.load(profiled / "lut.json"))
+    cal = validation_figures(calibrated.predict_many(subnets), measured)
+    lut = validation_figures(plain.predict_many(subnets), measured)
+    assert cal["rmspe"] < lut["rmspe"]
+    assert cal["rmspe"] == pytest.approx(figures["rmspe"])
+
+
+def test_predict_prints_the_latency_of_a_subnet(profiled: Path, cache: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgenas",
+            "latency",
+            "predict",
+            "--predictor",
+            str(profiled / "predictor.json"),
+            "--subnet",
+            "max",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    expected = load_predictor(profiled / "predictor.json").predict(TINY.max_subnet())
+    assert out["latency_ms"] == pytest.approx(expected)
+
+
+def test_a_table_for_another_device_is_refused(profiled: Path, tmp_path: Path, cache: Path) -> None:
+    other = tmp_path / "cpu2.yaml"
+    other.write_text(LOCAL_PROFILE.format(name="test-cpu", threads=2))
+    proc = edgenas(
+        "profile", other, "--space", "mbv3-tiny", "--out", profiled, "--calibrate", "0", cache=cache
+    )
+    assert proc.returncode == 2
+    assert "error:" in proc.stderr and "1 thread(s)), not on" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = edgenas(
+        "latency",
+        "validate",
+        other,
+        "--predictor",
+        profiled / "predictor.json",
+        "--n",
+        "4",
+        cache=cache,
+    )
+    assert proc.returncode == 2 and "measured on" in proc.stderr
+
+
+def test_a_killed_profiling_run_resumes(tmp_path: Path, cpu: Path, cache: Path) -> None:
+    out = tmp_path / "killed"
+    args = [
+        sys.executable,
+        "-m",
+        "edgenas",
+        "profile",
+        str(cpu),
+        "--space",
+        "mbv3-tiny",
+        "--out",
+        str(out),
+        "--calibrate",
+        "0",
+        "--batch-size",
+        "4",
+        "--quiet",
+        "--cache",
+        str(cache),
+    ]
+    proc = subprocess.Popen(args, env=ENV)
+    lut = out / "lut.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if lut.exists() and len(json.loads(lut.read_text())["entries"]) >= 8:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    first = LatencyTable.load(lut)
+    total = len(enumerate_blocks(TINY))
+    assert 8 <= len(first) < total, "the run finished before it could be killed"
+    assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary file left"
+    done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    final = LatencyTable.load(lut)
+    assert len(final) == total
+    for key, m in first.entries.items():
+        assert final.entries[key] == m  # measured once, kept
+
+
+def test_the_simulated_npu_fills_the_table(tmp_path: Path, cache: Path) -> None:
+    proc = edgenas(
+        "profile",
+        "npu-32x32-ws",
+        "--space",
+        "mbv3-tiny",
+        "--out",
+        tmp_path,
+        "--calibrate",
+        "12",
+        "--json",
+        cache=cache,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = LatencyTable.load(tmp_path / "lut.json")
+    assert len(table) == len(enumerate_blocks(TINY))
+    assert table.header.runtime == "npu-sim"
+    assert all(m.n == 1 and m.extra["total_cycles"] > 0 for m in table.entries.values())
+    # A simulator adds no per-call overhead: the calibrated model stays close to the sum.
+    predictor = load_predictor(tmp_path / "predictor.json")
+    assert isinstance(predictor, CalibratedPredictor)
+    assert predictor.validation["calibrated"]["within_10pct"] >= 0.9
+
+
+def test_profile_errors_are_one_line(tmp_path: Path, cache: Path, cpu: Path) -> None:
+    proc = edgenas(
+        "profile", "no-such-board", "--space", "mbv3-tiny", "--out", tmp_path, cache=cache
+    )
+    assert proc.returncode == 2 and "unknown device profile 'no-such-board'" in proc.stderr
+    proc = edgenas(
+        "profile",
+        "npu-32x32-ws",
+        "--space",
+        "mbv3-tiny",
+        "--out",
+        tmp_path,
+        "--format",
+        "tflite",
+        cache=cache,
+    )
+    assert proc.returncode == 2 and "use --format onnx" in proc.stderr
+    assert not list(tmp_path.iterdir())
+    proc = edgenas("latency", "validate", cpu, "--predictor", tmp_path / "none.json", cache=cache)
+    assert proc.returncode == 2 and "does not exist" in proc.stderr

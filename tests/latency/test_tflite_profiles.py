@@ -1,0 +1,89 @@
+"""TFLite block tables: LiteRT on this host (fp32) and Arm Ethos-U through Vela (int8).
+
+A micro space (a few blocks) keeps the conversions, about 2 s each, affordable.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from devices import open_device
+from devices.base import create_device
+from devices.profiles import validate_profile
+from latency.blocks import enumerate_blocks
+from latency.model_cache import ModelCache
+from latency.profiler import profile_blocks
+from latency.table import LatencyTable, TableError
+from once_for_all import SearchSpace, StageSpec
+
+MICRO = SearchSpace(
+    name="micro-test",
+    in_channels=1,
+    num_classes=10,
+    stem_width=8,
+    stem_stride=1,
+    stem_act="hswish",
+    first_block_width=8,
+    first_block_act="relu",
+    first_block_stride=2,
+    stages=(StageSpec(8, 2, "relu", False), StageSpec(16, 2, "hswish", True)),
+    final_expand_width=32,
+    feature_mix_width=64,
+    kernel_sizes=(3, 5),
+    expand_ratios=(3,),
+    depths=(1, 2),
+    resolutions=(16,),
+)
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory: pytest.TempPathFactory) -> ModelCache:
+    return ModelCache(tmp_path_factory.mktemp("cache"))
+
+
+def test_litert_fp32_table(tmp_path: Path, cache: ModelCache) -> None:
+    from ai_edge_litert.interpreter import Interpreter
+
+    profile = validate_profile(
+        {"name": "host-litert", "kind": "local", "runtime": "tflite", "warmup": 2, "runs": 5}
+    )
+    device = create_device(profile.kind, profile.name, profile.model_dump())
+    table = profile_blocks(device, MICRO, tmp_path / "lut.json", cache=cache, workers=2)
+    specs = enumerate_blocks(MICRO)
+    assert set(table.entries) == {s.key for s in specs}
+    assert table.header.model_format == "tflite" and table.header.precision == "fp32"
+    # Each block file takes NHWC input of the block's shape.
+    files = cache.blocks(specs, "tflite", "fp32")
+    for spec in specs:
+        interpreter = Interpreter(model_path=str(files[spec.key]))
+        c, h, w = spec.input_shape
+        assert list(interpreter.get_input_details()[0]["shape"]) == [1, h, w, c]
+
+
+def test_exported_blocks_are_reused(cache: ModelCache) -> None:
+    specs = enumerate_blocks(MICRO)
+    calls: list[tuple[int, int]] = []
+    cache.blocks(specs, "tflite", "fp32", progress=lambda done, total: calls.append((done, total)))
+    assert calls == [(0, 0)]  # nothing left to convert
+
+
+def test_vela_table_is_filled_by_the_compiler(tmp_path: Path, cache: ModelCache) -> None:
+    with open_device("ethos-u55-128") as device:
+        table = profile_blocks(device, MICRO, tmp_path / "lut.json", cache=cache, workers=2)
+        assert table.header.runtime == "vela"
+        assert (table.header.model_format, table.header.precision) == ("tflite", "int8")
+        assert len(table) == len(enumerate_blocks(MICRO))
+        assert all(m.n == 1 and m.median_ms > 0 for m in table.entries.values())
+        with pytest.raises(TableError, match="measures int8 models, not fp32"):
+            profile_blocks(device, MICRO, tmp_path / "x.json", cache=cache, precision="fp32")
+    # Bigger blocks cost the NPU more.
+    ms = {k: m.median_ms for k, m in table.entries.items()}
+    k3 = [v for k, v in ms.items() if "-k3-" in k and "in:8x8x8" in k]
+    k5 = [v for k, v in ms.items() if "-k5-" in k and "in:8x8x8" in k]
+    assert np.mean(k5) >= np.mean(k3)
+    assert LatencyTable.load(tmp_path / "lut.json").header.fingerprint.runtime == "vela"
