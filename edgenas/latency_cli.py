@@ -110,7 +110,9 @@ def profile_command(
         list[int] | None,
         typer.Option(help="profile only this input resolution (repeatable; default: all)"),
     ] = None,
-    batch_size: Annotated[int, typer.Option(min=1, help="models per device call")] = 16,
+    batch_size: Annotated[
+        int, typer.Option(min=1, help="models per device call (one call measures them interleaved)")
+    ] = 32,
     cache: CacheOption = None,
     workers: WorkersOption = 2,
     quiet: QuietOption = False,
@@ -173,7 +175,7 @@ def profile_command(
                         subnets,
                         cache=models,
                         settings=settings,
-                        batch_size=max(1, batch_size // 2),
+                        batch_size=batch_size,
                         workers=workers,
                         progress=progress,
                     )

@@ -103,7 +103,7 @@ class MeasuredSubnets:
         *,
         cache: ModelCache,
         settings: ProfileSettings,
-        batch_size: int = 8,
+        batch_size: int = 32,
         workers: int = 2,
         progress: ProgressFn | None = None,
     ) -> list[float]:

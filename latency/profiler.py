@@ -113,7 +113,7 @@ def profile_blocks(
     model_format: ModelFormat | None = None,
     precision: Precision | None = None,
     resolutions: Sequence[int] | None = None,
-    batch_size: int = 16,
+    batch_size: int = 32,
     workers: int = 2,
     progress: ProgressFn | None = None,
 ) -> LatencyTable:

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from benchmarks._sshd import Sshd
 from latency.blocks import enumerate_blocks
 from latency.metrics import validation_figures
 from latency.predictors import CalibratedPredictor, LutSumPredictor, load_predictor
@@ -282,3 +283,37 @@ def test_profile_errors_are_one_line(tmp_path: Path, cache: Path, cpu: Path) -> 
     assert not list(tmp_path.iterdir())
     proc = edgenas("latency", "validate", cpu, "--predictor", tmp_path / "none.json", cache=cache)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+
+
+def test_profile_over_ssh(sshd: Sshd, device_python: Path, tmp_path: Path, cache: Path) -> None:
+    """The board path: blocks copied to a real sshd and timed by the board's own Python."""
+    remote = tmp_path / "board tmp"
+    remote.mkdir()
+    profile = sshd.write_profile(
+        tmp_path / "board.yaml",
+        "test-board",
+        python=device_python,
+        ssh={"remote_tmpdir": str(remote)},
+        runs=10,
+        warmup=2,
+    )
+    out = tmp_path / "board"
+    proc = edgenas(
+        "profile",
+        profile,
+        "--space",
+        "mbv3-tiny",
+        "--out",
+        out,
+        "--calibrate",
+        "12",
+        "--json",
+        cache=cache,
+    )
+    assert proc.returncode == 0, proc.stderr
+    table = LatencyTable.load(out / "lut.json")
+    assert len(table) == len(enumerate_blocks(TINY))
+    assert table.header.device == "test-board"
+    assert all(m.n == 10 for m in table.entries.values())
+    assert list(remote.iterdir()) == []  # the device's temporary folders are cleaned up
+    assert isinstance(load_predictor(out / "predictor.json"), CalibratedPredictor)
