@@ -1,0 +1,289 @@
+"""Evaluated subnets for fitting an accuracy predictor: sampled, evaluated with inherited
+weights, and cached per subnet in a JSON file so that an interrupted run resumes.
+
+Cache file (``"format": "edgenas.accuracy-cache/1"``)::
+
+    {"format": "edgenas.accuracy-cache/1",
+     "header": {"space": "<space id>", "supernet": "<weights fingerprint>",
+                "split": "val", "bn_images": 2000, "limit": null},
+     "entries": {"<subnet JSON>": 0.8125, ...}}
+
+An accuracy is only valid for the supernet weights and the evaluation settings that produced
+it, so the header pins both and a cache made with others is refused.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import random
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from once_for_all.data import DataBundle
+from once_for_all.elastic_supernet import OFAMobileNetV3
+from once_for_all.evaluation import BN_IMAGES, evaluate_subnet
+from once_for_all.search_space import SearchSpace
+from once_for_all.subnet import Subnet, SubnetError
+
+CACHE_FORMAT = "edgenas.accuracy-cache/1"
+SPLITS = ("val", "test")
+
+ProgressCallback = Callable[[int, int], None]
+"""Called as ``progress(done, total)`` after each subnet (cached ones count as done at once)."""
+
+
+class AccuracyCacheError(ValueError):
+    """An accuracy cache that is corrupt or was made for another supernet or other settings."""
+
+
+def supernet_fingerprint(supernet: OFAMobileNetV3) -> str:
+    """First 16 hex digits of a SHA-256 over the supernet's state (names, dtypes, shapes,
+    values). Equal weights give equal fingerprints whichever file they were loaded from, and
+    a retrained or fine-tuned supernet gets a new one. About 30 ms for ``mbv3-imagenet``."""
+    digest = hashlib.sha256()
+    for name, tensor in supernet.state_dict().items():
+        t = tensor.detach().cpu().contiguous()
+        digest.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        digest.update(t.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CacheHeader:
+    """What an accuracy depends on besides the subnet: the space, the supernet's weights and
+    the evaluation settings (``evaluate_subnet``'s ``split``, ``bn_images`` and ``limit``)."""
+
+    space: str
+    supernet: str
+    split: str = "val"
+    bn_images: int = BN_IMAGES
+    limit: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: object) -> CacheHeader:
+        if not isinstance(data, dict):
+            raise TypeError("header must be an object")
+        return cls(**data)
+
+    def mismatch(self, other: CacheHeader) -> str | None:
+        """A description of the first field that differs from ``other``, or None."""
+        for name, mine in self.to_dict().items():
+            theirs = getattr(other, name)
+            if mine != theirs:
+                return f"{name} {mine!r}, not {theirs!r}"
+        return None
+
+
+class AccuracyCache:
+    """Subnet → accuracy, persisted as JSON at ``path`` and written atomically.
+
+    Use ``AccuracyCache.open``. ``put`` saves every ``save_every`` new entries; call ``save``
+    at the end (``evaluate_many`` does both). Entries are keyed by the subnet's JSON, so two
+    subnets that differ only in unused block entries are cached separately.
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        header: CacheHeader,
+        entries: dict[str, float] | None = None,
+        *,
+        save_every: int = 8,
+    ) -> None:
+        if save_every < 1:
+            raise ValueError(f"save_every={save_every} must be >= 1")
+        self.path = path
+        self.header = header
+        self.save_every = save_every
+        self._entries: dict[str, float] = dict(entries or {})
+        self._unsaved = 0
+
+    @classmethod
+    def open(
+        cls,
+        path: str | Path,
+        supernet: OFAMobileNetV3,
+        *,
+        split: str = "val",
+        bn_images: int = BN_IMAGES,
+        limit: int | None = None,
+        save_every: int = 8,
+    ) -> AccuracyCache:
+        """The cache at ``path`` for ``supernet`` evaluated with these settings: its entries if
+        the file exists (refused with ``AccuracyCacheError`` if it was made for another space,
+        other weights or other settings), else an empty cache that ``save`` will create."""
+        if split not in SPLITS:
+            raise ValueError(f"split={split!r}: allowed {', '.join(SPLITS)}")
+        if bn_images < 1 or (limit is not None and limit < 1):
+            raise ValueError(
+                f"bn_images={bn_images} and limit={limit} must be >= 1 (limit may be None)"
+            )
+        header = CacheHeader(
+            space=supernet.space.id,
+            supernet=supernet_fingerprint(supernet),
+            split=split,
+            bn_images=bn_images,
+            limit=limit,
+        )
+        p = Path(path)
+        if not p.exists():
+            return cls(p, header, save_every=save_every)
+        found, entries = _read_cache(p)
+        differs = found.mismatch(header)
+        if differs is not None:
+            raise AccuracyCacheError(
+                f"accuracy cache {p} was made with {differs}: delete it or choose another cache path"
+            )
+        return cls(p, header, entries, save_every=save_every)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, subnet: Subnet) -> bool:
+        return subnet.to_json() in self._entries
+
+    def get(self, subnet: Subnet) -> float | None:
+        """The cached accuracy of ``subnet``, or None."""
+        return self._entries.get(subnet.to_json())
+
+    def put(self, subnet: Subnet, accuracy: float) -> None:
+        """Record an accuracy; saves the file once ``save_every`` entries are unsaved."""
+        if subnet.space != self.header.space:
+            raise SubnetError(
+                f"subnet is for space {subnet.space!r}, but this cache is for {self.header.space!r}"
+            )
+        if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
+            raise ValueError(f"accuracy {accuracy!r} must be a fraction in [0, 1]")
+        self._entries[subnet.to_json()] = float(accuracy)
+        self._unsaved += 1
+        if self._unsaved >= self.save_every:
+            self.save()
+
+    def items(self) -> list[tuple[Subnet, float]]:
+        """Every cached (subnet, accuracy), in insertion order."""
+        return [(Subnet.from_json(k), v) for k, v in self._entries.items()]
+
+    def save(self) -> None:
+        """Write the whole cache atomically (a kill leaves the previous file intact)."""
+        doc = {"format": CACHE_FORMAT, "header": self.header.to_dict(), "entries": self._entries}
+        _write_json_atomic(self.path, doc)
+        self._unsaved = 0
+
+
+def evaluate_many(
+    supernet: OFAMobileNetV3,
+    subnets: Sequence[Subnet],
+    data: DataBundle,
+    *,
+    cache: AccuracyCache,
+    progress: ProgressCallback | None = None,
+) -> list[float]:
+    """Accuracy of each subnet (in order) with inherited weights, via ``evaluate_subnet`` with
+    the cache's settings (split, BN images, image limit). Subnets already in ``cache`` are not
+    evaluated again; new results are saved every ``cache.save_every`` subnets and when the
+    call ends, also on an error or Ctrl-C, so a killed run loses at most a few evaluations.
+    Raises ``AccuracyCacheError`` if ``supernet`` is not the one the cache was opened for."""
+    space = supernet.space
+    if cache.header.space != space.id or cache.header.supernet != supernet_fingerprint(supernet):
+        raise AccuracyCacheError(
+            f"accuracy cache {cache.path} was opened for another supernet: open it with the one you evaluate"
+        )
+    for subnet in subnets:
+        space.validate(subnet)
+    settings = cache.header
+    results: list[float] = []
+    try:
+        for done, subnet in enumerate(subnets, start=1):
+            acc = cache.get(subnet)
+            if acc is None:
+                acc = evaluate_subnet(
+                    supernet,
+                    subnet,
+                    data,
+                    split=settings.split,
+                    bn_images=settings.bn_images,
+                    limit=settings.limit,
+                )
+                cache.put(subnet, acc)
+            results.append(acc)
+            if progress is not None:
+                progress(done, len(subnets))
+    finally:
+        cache.save()
+    return results
+
+
+def sample_dataset(space: SearchSpace, n: int, *, seed: int) -> list[Subnet]:
+    """The max and min subnets followed by ``n`` random ones (``n + 2`` in all), every one a
+    distinct network: subnets that differ only in unused block entries count as the same,
+    since they encode (and evaluate) identically. The same ``seed`` gives the same list."""
+    if n < 0:
+        raise ValueError(f"n={n} must be >= 0")
+    rng = random.Random(seed)
+    subnets = [space.max_subnet(), space.min_subnet()]
+    seen = {space.encode(s).tobytes() for s in subnets}
+    # Bounded so that a request larger than a (tiny) space fails instead of looping forever.
+    for _ in range(100 * n + 1000):
+        if len(subnets) == n + 2:
+            return subnets
+        subnet = space.sample(rng)
+        key = space.encode(subnet).tobytes()
+        if key not in seen:
+            seen.add(key)
+            subnets.append(subnet)
+    if len(subnets) == n + 2:
+        return subnets
+    raise ValueError(
+        f"found only {len(subnets) - 2} distinct random subnets of space {space.id} (asked for {n}); ask for fewer"
+    )
+
+
+def _read_cache(path: Path) -> tuple[CacheHeader, dict[str, float]]:
+    try:
+        doc = json.loads(path.read_text())
+    except OSError as exc:
+        raise AccuracyCacheError(
+            f"cannot read accuracy cache {path}: {exc.strerror or exc}"
+        ) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise AccuracyCacheError(
+            f"accuracy cache {path} is not valid JSON ({exc}): delete it to start over"
+        ) from None
+    if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT:
+        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+        raise AccuracyCacheError(
+            f"{path} is not an accuracy cache (format {found!r}, expected {CACHE_FORMAT!r}): choose another cache path"
+        )
+    try:
+        header = CacheHeader.from_dict(doc["header"])
+        entries = {str(k): float(v) for k, v in doc["entries"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise AccuracyCacheError(
+            f"accuracy cache {path} is damaged ({exc}): delete it to start over"
+        ) from None
+    return header, entries
+
+
+def _write_json_atomic(path: Path, doc: object) -> None:
+    # A temporary file in the same folder, then a rename: readers never see half a file.
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(doc, f, indent=1)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

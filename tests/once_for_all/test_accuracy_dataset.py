@@ -1,0 +1,210 @@
+"""Accuracy cache and evaluation of many subnets: round trip, resume, refusal of foreign caches."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import once_for_all.accuracy_dataset as accuracy_dataset
+from once_for_all import OFAMobileNetV3, Subnet, SubnetError, get_space
+from once_for_all.accuracy_dataset import (
+    CACHE_FORMAT,
+    AccuracyCache,
+    AccuracyCacheError,
+    CacheHeader,
+    evaluate_many,
+    sample_dataset,
+    supernet_fingerprint,
+)
+from once_for_all.data import DataBundle
+
+SPACE = get_space("mbv3-tiny")
+# Few BN and validation images keep each real evaluation around 0.1 s on one core.
+BN_IMAGES, LIMIT = 32, 64
+
+
+def open_cache(
+    path: Path, supernet: OFAMobileNetV3, *, save_every: int = 8, split: str = "val"
+) -> AccuracyCache:
+    return AccuracyCache.open(
+        path, supernet, split=split, bn_images=BN_IMAGES, limit=LIMIT, save_every=save_every
+    )
+
+
+@pytest.fixture(scope="module")
+def supernet() -> OFAMobileNetV3:
+    torch.manual_seed(0)
+    return OFAMobileNetV3(SPACE).eval()
+
+
+@pytest.fixture
+def counted(monkeypatch: pytest.MonkeyPatch) -> list[Subnet]:
+    """Subnets passed to the real ``evaluate_subnet``, in call order."""
+    calls: list[Subnet] = []
+    real = accuracy_dataset.evaluate_subnet
+
+    def spy(supernet: OFAMobileNetV3, subnet: Subnet, data: DataBundle, **kw: object) -> float:
+        calls.append(subnet)
+        return real(supernet, subnet, data, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(accuracy_dataset, "evaluate_subnet", spy)
+    return calls
+
+
+def test_cache_round_trip(tmp_path: Path, supernet: OFAMobileNetV3) -> None:
+    path = tmp_path / "acc.json"
+    cache = open_cache(path, supernet)
+    subnets = sample_dataset(SPACE, 3, seed=0)
+    for i, subnet in enumerate(subnets):
+        cache.put(subnet, i / 10)
+    cache.save()
+    assert not list(tmp_path.glob(".*tmp"))
+    doc = json.loads(path.read_text())
+    assert doc["format"] == CACHE_FORMAT
+    assert doc["header"] == {
+        "space": SPACE.id,
+        "supernet": supernet_fingerprint(supernet),
+        "split": "val",
+        "bn_images": BN_IMAGES,
+        "limit": LIMIT,
+    }
+    assert doc["entries"][subnets[1].to_json()] == 0.1
+
+    reopened = open_cache(path, supernet)
+    assert len(reopened) == len(subnets)
+    assert [reopened.get(s) for s in subnets] == [i / 10 for i in range(len(subnets))]
+    assert reopened.items() == [(s, i / 10) for i, s in enumerate(subnets)]
+    assert reopened.get(SPACE.sample(99)) is None
+
+
+def test_put_saves_every_few_entries(tmp_path: Path, supernet: OFAMobileNetV3) -> None:
+    path = tmp_path / "acc.json"
+    cache = open_cache(path, supernet, save_every=2)
+    subnets = sample_dataset(SPACE, 1, seed=0)
+    cache.put(subnets[0], 0.5)
+    assert not path.exists()
+    cache.put(subnets[1], 0.6)
+    assert len(json.loads(path.read_text())["entries"]) == 2
+    with pytest.raises(ValueError, match=r"\[0, 1\]"):
+        cache.put(subnets[2], 1.5)
+
+
+def test_evaluate_many_resumes_without_reevaluating(
+    tmp_path: Path, supernet: OFAMobileNetV3, fmnist_small: DataBundle, counted: list[Subnet]
+) -> None:
+    path = tmp_path / "acc.json"
+    subnets = sample_dataset(SPACE, 4, seed=1)
+
+    on_disk: list[int] = []
+
+    def interrupt_after_four(done: int, total: int) -> None:
+        # What a SIGKILL would leave: the file as written so far, before any final save.
+        on_disk.append(len(json.loads(path.read_text())["entries"]) if path.exists() else 0)
+        if done == 4:
+            raise KeyboardInterrupt
+
+    cache = open_cache(path, supernet, save_every=2)
+    with pytest.raises(KeyboardInterrupt):
+        evaluate_many(supernet, subnets, fmnist_small, cache=cache, progress=interrupt_after_four)
+    assert on_disk == [0, 2, 2, 4]
+    assert counted == subnets[:4]
+
+    progress: list[tuple[int, int]] = []
+    resumed = open_cache(path, supernet, save_every=2)
+    assert len(resumed) == 4
+    accs = evaluate_many(
+        supernet,
+        subnets,
+        fmnist_small,
+        cache=resumed,
+        progress=lambda done, total: progress.append((done, total)),
+    )
+    assert counted == subnets  # the first four came from the cache
+    assert progress == [(i, 6) for i in range(1, 7)]
+    assert len(open_cache(path, supernet)) == 6
+
+    # A cached accuracy is the one a fresh evaluation gives.
+    fresh = open_cache(tmp_path / "fresh.json", supernet)
+    assert evaluate_many(supernet, subnets[:2], fmnist_small, cache=fresh) == accs[:2]
+    assert all(0.0 <= a <= 1.0 for a in accs)
+
+
+def test_cache_for_other_settings_or_supernet_is_refused(
+    tmp_path: Path, supernet: OFAMobileNetV3
+) -> None:
+    path = tmp_path / "acc.json"
+    open_cache(path, supernet).save()
+    with pytest.raises(AccuracyCacheError, match="bn_images 32, not 64") as info:
+        AccuracyCache.open(path, supernet, bn_images=64, limit=64)
+    assert "delete it or choose another cache path" in str(info.value)
+    assert "\n" not in str(info.value)
+    with pytest.raises(AccuracyCacheError, match="split 'val', not 'test'"):
+        open_cache(path, supernet, split="test")
+
+    other = OFAMobileNetV3(SPACE)
+    other.load_state_dict(supernet.state_dict())
+    with torch.no_grad():
+        other.classifier.weight.add_(1e-3)
+    with pytest.raises(AccuracyCacheError, match="supernet"):
+        open_cache(path, other)
+
+    foreign = tmp_path / "foreign.json"
+    AccuracyCache(foreign, CacheHeader(space="mbv3-imagenet-0123456789", supernet="x")).save()
+    with pytest.raises(AccuracyCacheError, match="space 'mbv3-imagenet-0123456789'"):
+        AccuracyCache.open(foreign, supernet)
+
+
+def test_evaluate_many_refuses_a_cache_of_another_supernet(
+    tmp_path: Path, supernet: OFAMobileNetV3, fmnist_small: DataBundle
+) -> None:
+    cache = open_cache(tmp_path / "acc.json", supernet)
+    other = OFAMobileNetV3(SPACE)
+    with pytest.raises(AccuracyCacheError, match="another supernet"):
+        evaluate_many(other, [SPACE.min_subnet()], fmnist_small, cache=cache)
+    alien = Subnet(space="elsewhere", ks=(3,), e=(3,), d=(2,), r=28)
+    with pytest.raises(SubnetError, match="elsewhere"):
+        evaluate_many(supernet, [alien], fmnist_small, cache=cache)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("{not json", "not valid JSON"),
+        ('{"format": "edgenas.lut/1"}', "not an accuracy cache"),
+        ('{"format": "edgenas.accuracy-cache/1", "header": {"space": 1}}', "damaged"),
+    ],
+)
+def test_corrupt_or_foreign_cache_is_refused(
+    tmp_path: Path, supernet: OFAMobileNetV3, text: str, needle: str
+) -> None:
+    path = tmp_path / "acc.json"
+    path.write_text(text)
+    with pytest.raises(AccuracyCacheError, match=needle) as info:
+        AccuracyCache.open(path, supernet)
+    assert "\n" not in str(info.value)
+
+
+def test_sample_dataset_gives_extremes_and_distinct_networks() -> None:
+    subnets = sample_dataset(SPACE, 50, seed=3)
+    assert len(subnets) == 52
+    assert subnets[:2] == [SPACE.max_subnet(), SPACE.min_subnet()]
+    encodings = {SPACE.encode(s).tobytes() for s in subnets}
+    assert len(encodings) == 52
+    for s in subnets:
+        SPACE.validate(s)
+    assert sample_dataset(SPACE, 50, seed=3) == subnets
+    assert sample_dataset(SPACE, 50, seed=4) != subnets
+
+
+def test_sample_dataset_fails_rather_than_looping_when_the_space_is_too_small() -> None:
+    # Only 2 resolutions x 1 depth x 1 kernel x 1 expand ratio: 2 distinct networks.
+    from dataclasses import replace
+
+    small = replace(SPACE, name="two", kernel_sizes=(3,), expand_ratios=(3,), depths=(2,))
+    small = replace(small, resolutions=(28, 32))
+    assert len(sample_dataset(small, 0, seed=0)) == 2
+    with pytest.raises(ValueError, match="ask for fewer"):
+        sample_dataset(small, 1, seed=0)
