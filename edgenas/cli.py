@@ -15,6 +15,7 @@ from edgenas.console import fail
 from edgenas.devices_cli import devices_app
 from edgenas.latency_cli import latency_app, profile_command
 from edgenas.npu_cli import npu_app
+from edgenas.search_cli import search_command
 from edgenas.subnet_choice import choose_subnet
 
 app = typer.Typer(
@@ -28,6 +29,7 @@ app.add_typer(npu_app, name="npu")
 app.add_typer(devices_app, name="devices")
 app.add_typer(latency_app, name="latency")
 app.command("profile")(profile_command)
+app.command("search")(search_command)
 
 
 def user_errors() -> tuple[type[Exception], ...]:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -48,3 +51,29 @@ def micro_recipe(tmp_path: Path) -> Path:
     path = tmp_path / "micro.yaml"
     path.write_text(yaml.safe_dump(MICRO_RECIPE, sort_keys=False))
     return path
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder whose run/supernet.pt was trained with the micro recipe by `edgenas train`."""
+    folder = tmp_path_factory.mktemp("cli")
+    recipe = folder / "micro.yaml"
+    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgenas",
+            "train",
+            str(recipe),
+            "--out",
+            str(folder / "run"),
+            "--quiet",
+        ],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return folder

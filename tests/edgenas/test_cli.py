@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 import torch
 
 from once_for_all import get_space, load_checkpoint
@@ -26,19 +25,6 @@ def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[st
     if check and proc.returncode != 0:
         raise AssertionError(f"edgenas {args} failed ({proc.returncode}):\n{proc.stderr}")
     return proc
-
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import yaml
-
-    from tests.edgenas.conftest import MICRO_RECIPE
-
-    folder = tmp_path_factory.mktemp("cli")
-    recipe = folder / "micro.yaml"
-    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
-    run("train", recipe, "--out", folder / "run", "--quiet")
-    return folder
 
 
 def test_train_writes_supernet_and_eval_reports_json(trained: Path) -> None:

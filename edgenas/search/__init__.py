@@ -1,0 +1,1 @@
+"""Multi-objective search for Pareto-optimal subnets with Optuna (edgenas search)."""

@@ -1,0 +1,217 @@
+"""After the search: the Pareto front, re-evaluated directly, the best subnet per budget,
+``pareto.json`` and the Pareto plot.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from devices.atomic_write import write_text_atomic
+from edgenas.search.problem import SearchProblem
+from edgenas.search.space_params import subnet_from_params
+from latency.proxies import costs_many
+from once_for_all.subnet import Subnet
+
+PARETO_FORMAT = "edgenas.pareto/1"
+MeasureAccuracy = Callable[[Sequence[Subnet]], list[float]]
+
+
+class InfeasibleBudget(ValueError):
+    """No subnet meets a budget; the message gives the lowest latency achievable."""
+
+
+@dataclass(frozen=True)
+class FrontMember:
+    subnet: Subnet
+    trial: int
+    accuracy_predicted: float
+    accuracy_measured: float | None
+    latency_ms: dict[str, float]
+    costs: dict[str, int]
+
+    @property
+    def accuracy(self) -> float:
+        """The measured accuracy where known: the predictor only screens."""
+        return (
+            self.accuracy_measured
+            if self.accuracy_measured is not None
+            else self.accuracy_predicted
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "subnet": self.subnet.to_dict(),
+            "trial": self.trial,
+            "accuracy": {"predicted": self.accuracy_predicted, "measured": self.accuracy_measured},
+            "latency_ms": {
+                name: {"predicted": ms, "measured": None} for name, ms in self.latency_ms.items()
+            },
+            **self.costs,
+        }
+
+
+def pareto_front(
+    problem: SearchProblem, study: optuna.Study, *, measure: MeasureAccuracy | None = None
+) -> list[FrontMember]:
+    """Feasible non-dominated trials, by latency on the first device; with ``measure`` each
+    member's accuracy is evaluated directly (with inherited weights)."""
+    trials = study.best_trials  # Optuna keeps only feasible trials here when constraints exist
+    trials = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+    subnets = [subnet_from_params(problem.space, t.params) for t in trials]
+    # Several trials can be the same network; keep each network once.
+    unique: dict[str, int] = {}
+    for i, s in enumerate(subnets):
+        unique.setdefault(s.to_json(), i)
+    keep = sorted(
+        unique.values(), key=lambda i: trials[i].values[1] if len(trials[i].values) > 1 else 0
+    )
+    trials, subnets = [trials[i] for i in keep], [subnets[i] for i in keep]
+    measured = measure(subnets) if (measure and subnets) else [None] * len(subnets)
+    costs = costs_many(problem.space, subnets) if subnets else {}
+    names = [d.name for d in problem.devices]
+    return [
+        FrontMember(
+            subnet=s,
+            trial=t.number,
+            accuracy_predicted=float(t.values[0]),
+            accuracy_measured=None if m is None else float(m),
+            latency_ms={n: float(t.values[1 + j]) for j, n in enumerate(names)},
+            costs={k: int(v[i]) for k, v in costs.items()},
+        )
+        for i, (t, s, m) in enumerate(zip(trials, subnets, measured, strict=True))
+    ]
+
+
+def choose(problem: SearchProblem, front: Sequence[FrontMember]) -> list[dict[str, Any]]:
+    """The most accurate front member under each device's budget (all budgets hold jointly)."""
+    chosen = []
+    for device in problem.devices:
+        if device.budget_ms is None:
+            continue
+        fitting = [m for m in front if m.latency_ms[device.name] <= device.budget_ms]
+        if not fitting:
+            _, fastest = problem.fastest(device)
+            raise InfeasibleBudget(
+                f"no subnet meets the {device.budget_ms:g} ms budget on {device.name}: the "
+                f"lowest latency achievable there is about {fastest:.4g} ms; raise --budget-ms"
+            )
+        best = max(fitting, key=lambda m: m.accuracy)
+        chosen.append(
+            {"device": device.name, "budget_ms": device.budget_ms, "index": front.index(best)}
+        )
+    return chosen
+
+
+def check_budgets(problem: SearchProblem) -> None:
+    """Fail before searching when a budget is below what any subnet can reach."""
+    for device in problem.devices:
+        if device.budget_ms is None:
+            continue
+        _, fastest = problem.fastest(device)
+        if fastest > device.budget_ms:
+            raise InfeasibleBudget(
+                f"no subnet meets the {device.budget_ms:g} ms budget on {device.name}: the "
+                f"lowest latency achievable there is about {fastest:.4g} ms; raise --budget-ms"
+            )
+
+
+def pareto_document(
+    problem: SearchProblem,
+    study: optuna.Study,
+    front: Sequence[FrontMember],
+    chosen: Sequence[dict[str, Any]],
+    *,
+    accuracy_source: str,
+) -> dict[str, Any]:
+    return {
+        "format": PARETO_FORMAT,
+        "space": problem.space.id,
+        "study": study.study_name,
+        "trials": len(study.get_trials(deepcopy=False)),
+        "objectives": problem.objective_names,
+        "devices": [
+            {
+                "name": d.name,
+                "budget_ms": d.budget_ms,
+                "predictor": d.predictor.kind,
+                "fingerprint": d.predictor.header.fingerprint.to_dict(),
+            }
+            for d in problem.devices
+        ],
+        "accuracy": accuracy_source,
+        "front": [m.to_dict() for m in front],
+        "chosen": list(chosen),
+    }
+
+
+def write_pareto(path: Path, document: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
+
+
+def pareto_plot(
+    problem: SearchProblem, study: optuna.Study, front: Sequence[FrontMember], path: Path
+) -> Path:
+    """Accuracy against latency, one panel per device: every trial, the front, budget lines."""
+    trials = [t for t in study.get_trials(deepcopy=False) if t.values is not None]
+    n = max(1, len(problem.devices))
+    fig = Figure(figsize=(5.2 * n, 4.2), dpi=110, layout="constrained")
+    FigureCanvasAgg(fig)
+    for j, device in enumerate(problem.devices):
+        ax = fig.add_subplot(1, n, j + 1)
+        ax.scatter(
+            [t.values[1 + j] for t in trials],
+            [t.values[0] for t in trials],
+            s=5,
+            c="#c8c8c8",
+            label=f"trials ({len(trials)})",
+        )
+        xs = [m.latency_ms[device.name] for m in front]
+        ax.plot(
+            xs,
+            [m.accuracy_predicted for m in front],
+            "o-",
+            ms=4,
+            c="#1f77b4",
+            label="front (predicted)",
+        )
+        measured = [(m.latency_ms[device.name], m.accuracy_measured) for m in front]
+        known = [(x, y) for x, y in measured if y is not None]
+        if known:
+            ax.scatter(
+                [x for x, _ in known],
+                [y for _, y in known],
+                marker="x",
+                c="#d62728",
+                label="front (measured)",
+                zorder=3,
+            )
+        if device.budget_ms is not None:
+            ax.axvline(
+                device.budget_ms, c="#2ca02c", ls="--", label=f"budget {device.budget_ms:g} ms"
+            )
+        ax.set_title(device.name)
+        ax.set_xlabel("latency (ms)")
+        ax.set_ylabel("accuracy")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, format="png")
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path

@@ -1,0 +1,121 @@
+"""What a search optimises: accuracy up, latency on each device down, under budgets."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from latency.predictors import LatencyPredictor
+from latency.proxies import costs_many
+from latency.table import TableError
+from once_for_all.search_space import SearchSpace
+from once_for_all.subnet import Subnet
+
+AccuracyFn = Callable[[Sequence[Subnet]], np.ndarray]
+ExtraObjective = Literal["params", "macs", "peak_activation_bytes"]
+Direction = Literal["minimize", "maximize"]
+
+
+@dataclass(frozen=True)
+class DeviceTarget:
+    """A device's latency predictor and, optionally, its hard latency budget."""
+
+    name: str
+    predictor: LatencyPredictor
+    budget_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class Evaluation:
+    accuracy: float
+    latency_ms: dict[str, float]
+    costs: dict[str, float]
+    violations: dict[str, float]  # device -> latency - budget (> 0: over budget)
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.violations.values())
+
+
+@dataclass(frozen=True)
+class SearchProblem:
+    space: SearchSpace
+    accuracy: AccuracyFn
+    devices: tuple[DeviceTarget, ...]
+    extra: tuple[ExtraObjective, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        for device in self.devices:
+            if device.predictor.space.id != self.space.id:
+                raise TableError(
+                    f"the latency predictor of {device.name} is for space "
+                    f"{device.predictor.space.id}, not {self.space.id}; profile the device "
+                    "for this supernet's space"
+                )
+
+    @property
+    def resolutions(self) -> tuple[int, ...]:
+        """Resolutions every device's predictor covers (a table may profile a subset)."""
+        allowed = set(self.space.resolutions)
+        for d in self.devices:
+            allowed &= set(d.predictor.header.resolutions)
+        if not allowed:
+            raise ValueError(
+                "the devices' latency tables share no input resolution; profile them with a "
+                "common --resolution"
+            )
+        return tuple(sorted(allowed))
+
+    @property
+    def objective_names(self) -> list[str]:
+        return ["accuracy", *(f"latency_ms:{d.name}" for d in self.devices), *self.extra]
+
+    @property
+    def directions(self) -> list[Direction]:
+        down: list[Direction] = ["minimize"] * (len(self.devices) + len(self.extra))
+        return ["maximize", *down]
+
+    def evaluate_many(self, subnets: Sequence[Subnet]) -> list[Evaluation]:
+        acc = self.accuracy(subnets)
+        lat = {d.name: d.predictor.predict_many(subnets) for d in self.devices}
+        costs = costs_many(self.space, subnets) if self.extra else {}
+        out = []
+        for i in range(len(subnets)):
+            latency = {name: float(v[i]) for name, v in lat.items()}
+            out.append(
+                Evaluation(
+                    accuracy=float(acc[i]),
+                    latency_ms=latency,
+                    costs={k: float(costs[k][i]) for k in self.extra},
+                    violations={
+                        d.name: latency[d.name] - d.budget_ms
+                        for d in self.devices
+                        if d.budget_ms is not None
+                    },
+                )
+            )
+        return out
+
+    def values(self, ev: Evaluation) -> list[float]:
+        return [ev.accuracy, *(ev.latency_ms[d.name] for d in self.devices)] + [
+            ev.costs[k] for k in self.extra
+        ]
+
+    def fastest(
+        self, device: DeviceTarget, *, samples: int = 20_000, seed: int = 0
+    ) -> tuple[Subnet, float]:
+        """The lowest latency on ``device`` among the smallest subnet at every resolution and
+        many random subnets: what the message for an unreachable budget quotes."""
+        import random
+
+        rng = random.Random(seed)
+        space = self.space
+        rs = self.resolutions
+        candidates = [space.min_subnet(r=r) for r in rs]
+        candidates += [space.sample(rng, r=rs) for _ in range(samples)]
+        lat = device.predictor.predict_many(candidates)
+        best = int(np.argmin(lat))
+        return candidates[best], float(lat[best])

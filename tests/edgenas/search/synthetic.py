@@ -1,0 +1,86 @@
+"""A search problem with a synthetic accuracy and a lut-sum predictor over a synthetic table:
+real Optuna studies and storages without a trained supernet or a device. Run as a script it
+is one search worker (used by the kill/resume and shared-storage tests)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from devices.measurement import Fingerprint, Measurement
+from edgenas.search.problem import DeviceTarget, SearchProblem
+from edgenas.search.study_runner import SearchRun
+from latency.blocks import enumerate_blocks
+from latency.predictors import LutSumPredictor
+from latency.table import LatencyTable, TableHeader
+from once_for_all import Subnet, get_space
+
+SPACE = get_space("mbv3-tiny")
+FP = Fingerprint("board", "Cortex-A72", 4, "performance", "onnxruntime", "1.32.0", 1)
+
+
+def predictor(name: str = "board", *, seed: int = 0, scale: float = 1.0) -> LutSumPredictor:
+    rng = np.random.default_rng(seed)
+    table = LatencyTable(TableHeader(SPACE.id, name, FP, "onnx", "fp32", SPACE.resolutions))
+    for spec in enumerate_blocks(SPACE):
+        c, h, w = spec.input_shape
+        ms = scale * (0.01 + 1e-6 * c * h * w * float(rng.uniform(0.5, 1.5)))
+        if spec.kind == "mbconv":
+            ms *= 1 + spec.config["mid_channels"] / spec.config["in_channels"] / 3
+        table.add(spec.key, Measurement.from_times(spec.key, [ms]))
+    return LutSumPredictor.from_table(SPACE, table)
+
+
+def accuracy(subnets: list[Subnet]) -> np.ndarray:
+    """Bigger subnets are more accurate, with diminishing returns."""
+    x = SPACE.encode_many(subnets)
+    size = np.array([sum(s.d) + 0.1 * sum(s.e) + 0.05 * sum(s.ks) + 0.1 * s.r for s in subnets])
+    return 0.7 + 0.25 * (1 - np.exp(-size / 15)) + 0.001 * x[:, :5].sum(1)
+
+
+def problem(budget_ms: float | None = None, *, devices: int = 1) -> SearchProblem:
+    targets = tuple(
+        DeviceTarget(f"board{i}", predictor(f"board{i}", seed=i, scale=1 + i), budget_ms)
+        for i in range(devices)
+    )
+    return SearchProblem(SPACE, accuracy, targets)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--storage", required=True)
+    parser.add_argument("--trials", type=int, required=True)
+    parser.add_argument("--sync-every", type=int, default=20)
+    parser.add_argument("--budget-ms", type=float)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--sleep", type=float, default=0.0, help="seconds per batch (to be killable)"
+    )
+    args = parser.parse_args()
+    prob = problem(args.budget_ms)
+    if args.sleep:
+        import time
+
+        inner = prob.accuracy
+
+        def slow(subnets: list[Subnet]) -> np.ndarray:
+            time.sleep(args.sleep)
+            return inner(subnets)
+
+        prob = SearchProblem(prob.space, slow, prob.devices)
+    run = SearchRun(
+        prob,
+        storage=args.storage,
+        study_name="s",
+        seed=args.seed,
+        sync_every=args.sync_every,
+        batch=5,
+    )
+    run.run(args.trials)
+    print(Path(args.storage).name, len(run.completed()))
+
+
+if __name__ == "__main__":
+    main()

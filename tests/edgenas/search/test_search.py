@@ -1,0 +1,172 @@
+"""The search on real Optuna studies and storages (journal file, SQLite), with a synthetic
+accuracy and latency so that thousands of trials take seconds."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from edgenas.search.pareto import InfeasibleBudget, check_budgets, choose, pareto_front
+from edgenas.search.space_params import subnet_from_params, subnet_params
+from edgenas.search.study_runner import SAMPLERS, SearchRun, StudyError, open_storage
+from tests.edgenas.search.synthetic import SPACE, problem
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+WORKER = [sys.executable, "-m", "tests.edgenas.search.synthetic"]
+REPO = Path(__file__).parents[3]
+
+
+def _completed(storage: str) -> list[optuna.trial.FrozenTrial]:
+    study = optuna.load_study(study_name="s", storage=open_storage(storage))
+    return study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+
+
+def test_params_round_trip() -> None:
+    for subnet in (SPACE.max_subnet(), SPACE.min_subnet(), SPACE.sample(3)):
+        assert subnet_from_params(SPACE, subnet_params(subnet)) == subnet
+
+
+@pytest.mark.parametrize("sampler", SAMPLERS)
+def test_every_chosen_subnet_meets_its_budget_and_the_front_is_non_dominated(
+    sampler: str, tmp_path: Path
+) -> None:
+    prob = problem(budget_ms=None)
+    lat = prob.devices[0].predictor
+    budget = float((lat.predict(SPACE.max_subnet()) + lat.predict(SPACE.min_subnet(r=28))) / 2)
+    prob = problem(budget_ms=budget)
+    run = SearchRun(prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s", sampler=sampler)
+    assert run.run(300) >= 300
+    front = pareto_front(prob, run.persistent)
+    assert front
+    for m in front:
+        assert m.latency_ms["board0"] <= budget
+        assert lat.predict(m.subnet) == pytest.approx(m.latency_ms["board0"])
+    for a in front:
+        for b in front:
+            dominates = (
+                a.accuracy >= b.accuracy
+                and a.latency_ms["board0"] <= b.latency_ms["board0"]
+                and (a.accuracy > b.accuracy or a.latency_ms["board0"] < b.latency_ms["board0"])
+            )
+            assert not dominates, (a, b)
+    (pick,) = choose(prob, front)
+    best = front[pick["index"]]
+    assert best.accuracy == max(m.accuracy for m in front)
+    # Trials the sampler proposed over budget are kept in the study but marked infeasible.
+    infeasible = [t for t in run.completed() if any(v > 0 for v in t.constraints.values())]
+    assert all(t.values[1] > budget for t in infeasible)
+
+
+def test_an_unreachable_budget_names_the_lowest_latency(tmp_path: Path) -> None:
+    prob = problem(budget_ms=1e-6)
+    with pytest.raises(
+        InfeasibleBudget, match=r"lowest latency achievable there is about [\d.]+ ms"
+    ):
+        check_budgets(prob)
+
+
+def test_known_subnets_are_tried_first(tmp_path: Path) -> None:
+    prob = problem()
+    run = SearchRun(prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s")
+    run.enqueue([SPACE.max_subnet(), SPACE.min_subnet()])
+    run.run(30)
+    first = sorted(run.completed(), key=lambda t: t.number)[:2]
+    assert [subnet_from_params(SPACE, t.params) for t in first] == [
+        SPACE.max_subnet(),
+        SPACE.min_subnet(),
+    ]
+
+
+def test_a_study_for_other_objectives_is_refused(tmp_path: Path) -> None:
+    storage = f"journal:{tmp_path / 's.log'}"
+    SearchRun(problem(), storage=storage, study_name="s").run(10)
+    with pytest.raises(StudyError, match="was created for"):
+        SearchRun(problem(devices=2), storage=storage, study_name="s")
+
+
+def test_resume_after_kill_continues_the_same_study(tmp_path: Path) -> None:
+    storage = f"journal:{tmp_path / 'study.log'}"
+    args = [
+        *WORKER,
+        "--storage",
+        storage,
+        "--trials",
+        "400",
+        "--sync-every",
+        "10",
+        "--sleep",
+        "0.05",
+    ]
+    proc = subprocess.Popen(args, env=ENV, cwd=REPO)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        time.sleep(0.5)
+        if (tmp_path / "study.log").exists() and len(_completed(storage)) >= 40:
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.user_attrs["uid"]: t.params for t in _completed(storage)}
+    assert 40 <= len(before) < 400
+    done = subprocess.run(args[:-2], env=ENV, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    after = _completed(storage)
+    assert len(after) == 400
+    assert all(
+        before[uid] == p
+        for uid, p in ((t.user_attrs["uid"], t.params) for t in after)
+        if uid in before
+    )
+    assert set(before) <= {t.user_attrs["uid"] for t in after}
+
+
+@pytest.mark.parametrize("kind", ["journal", "sqlite"])
+def test_two_workers_share_one_study(kind: str, tmp_path: Path) -> None:
+    storage = (
+        f"journal:{tmp_path / 'study.log'}"
+        if kind == "journal"
+        else f"sqlite:///{tmp_path / 'study.db'}"
+    )
+    n, sync = 200 if kind == "journal" else 60, 10
+    optuna.create_study(
+        study_name="s", storage=open_storage(storage), directions=problem().directions
+    )  # created once, as a coordinator would; both workers then load it
+    workers = [
+        subprocess.Popen(
+            [
+                *WORKER,
+                "--storage",
+                storage,
+                "--trials",
+                str(n),
+                "--sync-every",
+                str(sync),
+                "--seed",
+                str(i),
+            ],
+            env=ENV,
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(2)
+    ]
+    for w in workers:
+        _, err = w.communicate(timeout=600)
+        assert w.returncode == 0, err
+    trials = _completed(storage)
+    uids = [t.user_attrs["uid"] for t in trials]
+    assert len(uids) == len(set(uids)), "a trial was stored twice"
+    assert n <= len(trials) <= n + 2 * sync
+    assert len({u.split(":")[0] for u in uids}) == 2, "both workers contributed"
+    study = optuna.load_study(study_name="s", storage=open_storage(storage))
+    assert not [t for t in study.get_trials() if t.state != optuna.trial.TrialState.COMPLETE]
+    assert json.loads(json.dumps(study.user_attrs))["edgenas"]["space"] == SPACE.id

@@ -1,0 +1,132 @@
+"""`edgenas search` as a user runs it, on a supernet trained by `edgenas train` (micro
+recipe, real Fashion-MNIST) and latency predictor files."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.edgenas.search.synthetic import predictor
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
+
+
+def search(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgenas", "search", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def predictors(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("predictors")
+    a, b = folder / "board0" / "predictor.json", folder / "board1.json"
+    predictor("board0", seed=0).save(a)
+    predictor("board1", seed=1, scale=3.0).save(b)
+    return a.parent, b
+
+
+def test_joint_search_for_two_devices_writes_front_choices_and_plot(
+    trained: Path, predictors: tuple[Path, Path], tmp_path: Path
+) -> None:
+    board0, board1 = predictors
+    supernet = trained / "run" / "supernet.pt"
+    common = [
+        "--supernet",
+        supernet,
+        "--device",
+        board0,
+        "--budget-ms",
+        "0.9",
+        "--device",
+        board1,
+        "--budget-ms",
+        "2.5",
+        "--out",
+        tmp_path,
+        "--accuracy-samples",
+        "12",
+        "--eval-images",
+        "100",
+    ]
+    proc = search(*common, "--trials", "150", "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc == json.loads((tmp_path / "pareto.json").read_text())
+    assert doc["trials"] >= 150 and doc["front"]
+    assert [c["device"] for c in doc["chosen"]] == ["board0", "board1"]
+    for member in doc["front"]:
+        assert member["latency_ms"]["board0"]["predicted"] <= 0.9
+        assert member["latency_ms"]["board1"]["predicted"] <= 2.5
+        assert 0 <= member["accuracy"]["measured"] <= 1  # re-evaluated with inherited weights
+        assert member["macs"] > 0 and member["params"] > 0
+    assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "accuracy_predictor.pt").exists()
+    # Asking for more trials continues the stored study (and reuses the evaluations).
+    proc = search(*common, "--trials", "250", "--json", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["trials"] >= 250
+
+
+def test_search_errors_are_one_line(
+    trained: Path, predictors: tuple[Path, Path], tmp_path: Path
+) -> None:
+    board0, _ = predictors
+    supernet = trained / "run" / "supernet.pt"
+    proc = search(
+        "--supernet",
+        supernet,
+        "--device",
+        board0,
+        "--budget-ms",
+        "1e-5",
+        "--out",
+        tmp_path,
+        "--accuracy-samples",
+        "10",
+        "--eval-images",
+        "50",
+        "--quiet",
+    )
+    assert proc.returncode == 2
+    assert "lowest latency achievable there is about" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    proc = search("--supernet", supernet, "--device", "no-such-board", "--out", tmp_path)
+    assert proc.returncode == 2 and "edgenas profile no-such-board" in proc.stderr
+    proc = search(
+        "--supernet",
+        supernet,
+        "--device",
+        board0,
+        "--budget-ms",
+        "1",
+        "--budget-ms",
+        "2",
+        "--out",
+        tmp_path,
+    )
+    assert proc.returncode == 2 and "one budget per device" in proc.stderr
+    big = tmp_path / "imagenet.json"
+    from latency.blocks import enumerate_blocks
+    from latency.predictors import LutSumPredictor
+    from latency.table import TableHeader
+    from once_for_all import get_space
+    from tests.edgenas.search.synthetic import FP
+
+    space = get_space("mbv3-imagenet")
+    LutSumPredictor(
+        space,
+        TableHeader(space.id, "big", FP, "onnx", "fp32", space.resolutions),
+        {s.key: 1.0 for s in enumerate_blocks(space)},
+    ).save(big)
+    proc = search("--supernet", supernet, "--device", big, "--out", tmp_path)
+    assert proc.returncode == 2 and "profile the device for this supernet's space" in proc.stderr
