@@ -113,6 +113,9 @@ def search_command(
     eval_images: Annotated[
         int | None, typer.Option(min=1, help="validation images per evaluation (default: all)")
     ] = None,
+    reevaluate: Annotated[
+        int, typer.Option(min=1, help="front members re-evaluated with inherited weights")
+    ] = 20,
     enqueue: Annotated[
         list[Path] | None, typer.Option(help="subnet JSON files to try first (repeatable)")
     ] = None,
@@ -196,7 +199,7 @@ def search_command(
         run.enqueue([space.validate(Subnet.load(p)) for p in enqueue or []])
         with _progress("search trials", quiet=quiet) as progress:
             run.run(trials, progress=lambda d, t: progress("optimise", d, t))
-        front = pareto_front(problem, run.persistent, measure=evaluate)
+        front = pareto_front(problem, run.persistent, measure=evaluate, reevaluate=reevaluate)
         chosen = choose(problem, front)
         document = pareto_document(
             problem,

@@ -61,10 +61,16 @@ class FrontMember:
 
 
 def pareto_front(
-    problem: SearchProblem, study: optuna.Study, *, measure: MeasureAccuracy | None = None
+    problem: SearchProblem,
+    study: optuna.Study,
+    *,
+    measure: MeasureAccuracy | None = None,
+    reevaluate: int = 20,
 ) -> list[FrontMember]:
-    """Feasible non-dominated trials, by latency on the first device; with ``measure`` each
-    member's accuracy is evaluated directly (with inherited weights)."""
+    """Feasible non-dominated trials, by latency on the first device. With ``measure``,
+    ``reevaluate`` members are evaluated directly (with inherited weights): half of them the
+    most accurate by prediction (where the choice under a budget falls), half spread along
+    the front (for the plot); a front can hold hundreds of members."""
     trials = study.best_trials  # Optuna keeps only feasible trials here when constraints exist
     trials = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
     subnets = [subnet_from_params(problem.space, t.params) for t in trials]
@@ -76,7 +82,11 @@ def pareto_front(
         unique.values(), key=lambda i: trials[i].values[1] if len(trials[i].values) > 1 else 0
     )
     trials, subnets = [trials[i] for i in keep], [subnets[i] for i in keep]
-    measured = measure(subnets) if (measure and subnets) else [None] * len(subnets)
+    measured: list[float | None] = [None] * len(subnets)
+    if measure and subnets:
+        picked = _to_reevaluate([t.values[0] for t in trials], reevaluate)
+        for i, acc in zip(picked, measure([subnets[i] for i in picked]), strict=True):
+            measured[i] = acc
     costs = costs_many(problem.space, subnets) if subnets else {}
     names = [d.name for d in problem.devices]
     return [
@@ -92,6 +102,15 @@ def pareto_front(
     ]
 
 
+def _to_reevaluate(predicted: Sequence[float], k: int) -> list[int]:
+    n = len(predicted)
+    if k >= n:
+        return list(range(n))
+    top = sorted(range(n), key=lambda i: predicted[i], reverse=True)[: (k + 1) // 2]
+    spread = [round(j * (n - 1) / max(1, k // 2 - 1)) for j in range(k // 2)]
+    return sorted(set(top) | set(spread))
+
+
 def choose(problem: SearchProblem, front: Sequence[FrontMember]) -> list[dict[str, Any]]:
     """The most accurate front member under each device's budget (all budgets hold jointly)."""
     chosen = []
@@ -105,7 +124,9 @@ def choose(problem: SearchProblem, front: Sequence[FrontMember]) -> list[dict[st
                 f"no subnet meets the {device.budget_ms:g} ms budget on {device.name}: the "
                 f"lowest latency achievable there is about {fastest:.4g} ms; raise --budget-ms"
             )
-        best = max(fitting, key=lambda m: m.accuracy)
+        # The predictor only screens: measured members decide where there are any.
+        known = [m for m in fitting if m.accuracy_measured is not None]
+        best = max(known or fitting, key=lambda m: m.accuracy)
         chosen.append(
             {"device": device.name, "budget_ms": device.budget_ms, "index": front.index(best)}
         )
