@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -13,18 +11,9 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
 from rich.table import Table
 
-from edgenas.console import err_console, fail
+from edgenas.console import err_console, fail, stage_progress
 
 if TYPE_CHECKING:
     from latency.predictors import CalibratedPredictor, LutSumPredictor
@@ -63,34 +52,6 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from once_for_all import SubnetError
 
     return (DeviceError, TableError, SubnetError, ExportFailed, ValueError)
-
-
-ProgressFn = Callable[[str, int, int], None]
-
-
-@contextmanager
-def _progress(label: str, *, quiet: bool) -> Iterator[ProgressFn]:
-    """A progress callback ``(stage, done, total)`` drawing one bar per stage, with ETA."""
-    with Progress(
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("eta"),
-        TimeRemainingColumn(),
-        console=err_console,
-        disable=quiet,
-    ) as progress:
-        tasks: dict[str, TaskID] = {}
-
-        def update(stage: str, done: int, total: int) -> None:
-            if stage not in tasks:
-                if total == 0:
-                    return
-                tasks[stage] = progress.add_task(f"{label}: {stage}", total=total)
-            progress.update(tasks[stage], completed=done, total=total)
-
-        yield update
 
 
 def profile_command(
@@ -147,7 +108,7 @@ def profile_command(
                     f"{escape(sp.id)}: {n_blocks} distinct blocks to profile on "
                     f"{escape(dev.name)} ({fp.runtime}, {settings.model_format} {settings.precision})"
                 )
-            with _progress("blocks", quiet=quiet) as progress:
+            with stage_progress("blocks", quiet=quiet) as progress:
                 table = profile_blocks(
                     dev,
                     sp,
@@ -168,7 +129,7 @@ def profile_command(
                     sp, calibrate, seed=0, resolutions=resolutions, extremes=True
                 )
                 store = MeasuredSubnets(out / "calibration.json", table.header)
-                with _progress("calibration subnets", quiet=quiet) as progress:
+                with stage_progress("calibration subnets", quiet=quiet) as progress:
                     measured = store.measure(
                         dev,
                         sp,
@@ -302,7 +263,7 @@ def validate_command(
             p.header.check(what=f"predictor {predictor}", fingerprint=dev.fingerprint())
             settings = ProfileSettings(p.header.model_format, p.header.precision)
             store = MeasuredSubnets(predictor.parent / "validation.json", p.header)
-            with _progress("validation subnets", quiet=quiet) as progress:
+            with stage_progress("validation subnets", quiet=quiet) as progress:
                 measured = store.measure(
                     dev,
                     p.space,

@@ -14,8 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.console import err_console, fail
-from edgenas.latency_cli import _progress
+from edgenas.console import err_console, fail, stage_progress
 
 if TYPE_CHECKING:
     import numpy as np
@@ -197,7 +196,7 @@ def search_command(
             batch=1 if direct else 25,
         )
         run.enqueue([space.validate(Subnet.load(p)) for p in enqueue or []])
-        with _progress("search trials", quiet=quiet) as progress:
+        with stage_progress("search trials", quiet=quiet) as progress:
             run.run(trials, progress=lambda d, t: progress("optimise", d, t))
         front = pareto_front(problem, run.persistent, measure=evaluate, reevaluate=reevaluate)
         chosen = choose(problem, front)
@@ -233,7 +232,7 @@ def _evaluator(
     from once_for_all.accuracy_dataset import evaluate_many
 
     def evaluate(subnets: Sequence[Subnet]) -> list[float]:
-        with _progress("accuracy (inherited weights)", quiet=quiet) as progress:
+        with stage_progress("accuracy (inherited weights)", quiet=quiet) as progress:
             return evaluate_many(
                 net, subnets, data, cache=cache, progress=lambda d, t: progress("evaluate", d, t)
             )
