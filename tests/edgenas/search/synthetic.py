@@ -5,6 +5,7 @@ is one search worker (used by the kill/resume and shared-storage tests)."""
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import numpy as np
@@ -55,14 +56,13 @@ def main() -> None:
     parser.add_argument("--sync-every", type=int, default=20)
     parser.add_argument("--budget-ms", type=float)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--peers", type=int, default=1, help="wait until this many workers started")
     parser.add_argument(
         "--sleep", type=float, default=0.0, help="seconds per batch (to be killable)"
     )
     args = parser.parse_args()
     prob = problem(args.budget_ms)
     if args.sleep:
-        import time
-
         inner = prob.accuracy
 
         def slow(subnets: list[Subnet]) -> np.ndarray:
@@ -78,6 +78,13 @@ def main() -> None:
         sync_every=args.sync_every,
         batch=5,
     )
+    # A start barrier: a worker that imports faster must not finish the study alone.
+    run.persistent.set_user_attr(f"ready:{run.worker}", True)
+    deadline = time.monotonic() + 120
+    while sum(k.startswith("ready:") for k in run.persistent.user_attrs) < args.peers:
+        if time.monotonic() > deadline:
+            raise SystemExit("the other workers did not start")
+        time.sleep(0.05)
     run.run(args.trials)
     print(Path(args.storage).name, len(run.completed()))
 
