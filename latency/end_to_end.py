@@ -16,7 +16,7 @@ from devices.atomic_write import write_text_atomic
 from devices.base import Device
 from devices.measurement import Measurement
 from latency.model_cache import ModelCache
-from latency.profiler import ProfileSettings, ProgressFn
+from latency.profiler import ProfileSettings, ProgressFn, measure_in_batches
 from latency.table import TableError, TableHeader, read_json
 from once_for_all.network_config import network_config
 from once_for_all.search_space import SearchSpace
@@ -117,17 +117,13 @@ class MeasuredSubnets:
             workers=workers,
             progress=(lambda d, t: progress("export", d, t)) if progress else None,
         )
-        if progress:
-            progress("measure", 0, len(todo))
-        for start in range(0, len(todo), batch_size):
-            batch = todo[start : start + batch_size]
-            for subnet, result in zip(
-                batch, device.measure(files[start : start + batch_size]), strict=True
-            ):
+
+        def store(start: int, results: list[Measurement]) -> None:
+            for subnet, result in zip(todo[start : start + len(results)], results, strict=True):
                 self.results[self._key(subnet)] = result
             self.save()
-            if progress:
-                progress("measure", start + len(batch), len(todo))
+
+        measure_in_batches(device, files, batch_size=batch_size, on_batch=store, progress=progress)
         if not self.path.exists():
             self.save()
         return [self.results[self._key(s)].median_ms for s in subnets]

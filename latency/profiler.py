@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from devices.base import Device
-from devices.measurement import Fingerprint
+from devices.measurement import Fingerprint, Measurement
 from latency.blocks import enumerate_blocks, profiled_resolutions
 from latency.model_cache import ModelCache
 from latency.table import LatencyTable, ModelFormat, Precision, TableError, TableHeader
@@ -140,16 +140,39 @@ def profile_blocks(
         workers=workers,
         progress=(lambda d, t: progress("export", d, t)) if progress else None,
     )
-    if progress:
-        progress("measure", 0, len(todo))
-    for start in range(0, len(todo), batch_size):
-        batch = todo[start : start + batch_size]
-        results = device.measure([files[spec.key] for spec in batch])
-        for spec, result in zip(batch, results, strict=True):
+
+    def store(start: int, results: list[Measurement]) -> None:
+        for spec, result in zip(todo[start : start + len(results)], results, strict=True):
             table.add(spec.key, result)
         table.save(table_path)
-        if progress:
-            progress("measure", start + len(batch), len(todo))
+
+    measure_in_batches(
+        device,
+        [files[spec.key] for spec in todo],
+        batch_size=batch_size,
+        on_batch=store,
+        progress=progress,
+    )
     if not table_path.exists():
         table.save(table_path)  # nothing was left to measure, but the file should exist
     return table
+
+
+def measure_in_batches(
+    device: Device,
+    files: Sequence[Path],
+    *,
+    batch_size: int,
+    on_batch: Callable[[int, list[Measurement]], None],
+    progress: ProgressFn | None = None,
+) -> None:
+    """Measure ``files`` ``batch_size`` per device call (the runner interleaves a call's
+    models, so they are compared under the same conditions); ``on_batch(start, results)``
+    stores each batch before the next starts, which is what makes a killed run resumable."""
+    if progress:
+        progress("measure", 0, len(files))
+    for start in range(0, len(files), batch_size):
+        results = device.measure(list(files[start : start + batch_size]))
+        on_batch(start, results)
+        if progress:
+            progress("measure", start + len(results), len(files))
