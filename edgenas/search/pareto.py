@@ -17,7 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from devices.atomic_write import write_text_atomic
-from edgenas.search.problem import SearchProblem
+from edgenas.search.problem import DeviceTarget, SearchProblem
 from edgenas.search.space_params import subnet_from_params
 from latency.proxies import costs_many
 from once_for_all.subnet import Subnet
@@ -119,11 +119,7 @@ def choose(problem: SearchProblem, front: Sequence[FrontMember]) -> list[dict[st
             continue
         fitting = [m for m in front if m.latency_ms[device.name] <= device.budget_ms]
         if not fitting:
-            _, fastest = problem.fastest(device)
-            raise InfeasibleBudget(
-                f"no subnet meets the {device.budget_ms:g} ms budget on {device.name}: the "
-                f"lowest latency achievable there is about {fastest:.4g} ms; raise --budget-ms"
-            )
+            raise _infeasible(problem, device)
         # The predictor only screens: measured members decide where there are any.
         known = [m for m in fitting if m.accuracy_measured is not None]
         best = max(known or fitting, key=lambda m: m.accuracy)
@@ -138,12 +134,16 @@ def check_budgets(problem: SearchProblem) -> None:
     for device in problem.devices:
         if device.budget_ms is None:
             continue
-        _, fastest = problem.fastest(device)
-        if fastest > device.budget_ms:
-            raise InfeasibleBudget(
-                f"no subnet meets the {device.budget_ms:g} ms budget on {device.name}: the "
-                f"lowest latency achievable there is about {fastest:.4g} ms; raise --budget-ms"
-            )
+        if problem.fastest(device)[1] > device.budget_ms:
+            raise _infeasible(problem, device)
+
+
+def _infeasible(problem: SearchProblem, device: DeviceTarget) -> InfeasibleBudget:
+    _, fastest = problem.fastest(device)
+    return InfeasibleBudget(
+        f"no subnet meets the {device.budget_ms:g} ms budget on {device.name}: the "
+        f"lowest latency achievable there is about {fastest:.4g} ms; raise --budget-ms"
+    )
 
 
 def pareto_document(

@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import optuna
 from optuna.distributions import CategoricalDistribution
 
 from once_for_all.search_space import SearchSpace
@@ -34,16 +33,6 @@ def distributions(
         out[f"d{s}"] = CategoricalDistribution(list(space.depths))
     out["r"] = CategoricalDistribution(list(resolutions or space.resolutions))
     return out
-
-
-def suggest_subnet(
-    trial: optuna.Trial, space: SearchSpace, *, resolutions: tuple[int, ...] | None = None
-) -> Subnet:
-    params = {
-        name: trial.suggest_categorical(name, d.choices)
-        for name, d in distributions(space, resolutions=resolutions).items()
-    }
-    return subnet_from_params(space, params)
 
 
 def subnet_from_params(space: SearchSpace, params: Mapping[str, Any]) -> Subnet:

@@ -14,7 +14,6 @@ import json
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -188,15 +187,3 @@ def _record(trial: optuna.Trial, subnet: Subnet, ev: Evaluation, worker: str) ->
 def _uid(trial: FrozenTrial) -> str:
     uid = trial.user_attrs.get("uid")
     return str(uid) if uid is not None else f"external:{trial.number}"
-
-
-def trial_subnet(problem: SearchProblem, trial: FrozenTrial) -> Subnet:
-    return subnet_from_params(problem.space, trial.params)
-
-
-def study_summary(study: optuna.Study) -> dict[str, Any]:
-    trials = study.get_trials(deepcopy=False)
-    states: dict[str, int] = {}
-    for t in trials:
-        states[t.state.name] = states.get(t.state.name, 0) + 1
-    return {"study": study.study_name, "trials": len(trials), "states": states}
