@@ -150,6 +150,8 @@ def test_two_workers_share_one_study(kind: str, tmp_path: Path) -> None:
                 str(sync),
                 "--seed",
                 str(i),
+                "--peers",
+                "2",
             ],
             env=ENV,
             cwd=REPO,
