@@ -13,6 +13,7 @@ import typer
 from edgenas.console import err_console as console
 from edgenas.console import fail
 from edgenas.devices_cli import devices_app
+from edgenas.export_cli import export_command
 from edgenas.latency_cli import latency_app, profile_command
 from edgenas.npu_cli import npu_app
 from edgenas.search_cli import search_command
@@ -30,6 +31,7 @@ app.add_typer(devices_app, name="devices")
 app.add_typer(latency_app, name="latency")
 app.command("profile")(profile_command)
 app.command("search")(search_command)
+app.command("export")(export_command)
 
 
 def user_errors() -> tuple[type[Exception], ...]:

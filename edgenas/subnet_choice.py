@@ -1,16 +1,20 @@
-"""Reading a subnet from the command line: ``max``, ``min``, ``random`` or a JSON file."""
+"""Reading a subnet from the command line: ``max``, ``min``, ``random``, a subnet JSON file,
+or a member of a search's front: ``pareto.json#K`` (front index K) or ``pareto.json`` (the
+subnet chosen under the budget, when the search chose one)."""
 
 from __future__ import annotations
 
+import json
 import random
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from once_for_all import SearchSpace, Subnet
 
 
 def choose_subnet(choice: str, space: SearchSpace, *, seed: int = 0) -> Subnet:
-    from once_for_all import Subnet
+    from once_for_all import Subnet, SubnetError
 
     if choice == "max":
         return space.max_subnet()
@@ -18,4 +22,45 @@ def choose_subnet(choice: str, space: SearchSpace, *, seed: int = 0) -> Subnet:
         return space.min_subnet()
     if choice == "random":
         return space.sample(random.Random(seed))
-    return space.validate(Subnet.load(choice))
+    path, _, member = choice.partition("#")
+    document = _read_json(Path(path))
+    if isinstance(document, dict) and str(document.get("format", "")).startswith("edgenas.pareto/"):
+        return space.validate(Subnet.from_dict(_front_member(document, path, member)))
+    if member:
+        raise SubnetError(f"{path} is not a pareto.json: '#{member}' picks a front member of one")
+    return space.validate(Subnet.from_dict(document))
+
+
+def _read_json(path: Path) -> Any:
+    from once_for_all import SubnetError
+
+    try:
+        return json.loads(path.read_text())
+    except OSError as exc:
+        raise SubnetError(
+            f"cannot read subnet file {path}: {exc.strerror}; give max, min, random, a subnet "
+            "JSON file or pareto.json#K"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise SubnetError(f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None
+
+
+def _front_member(document: dict[str, Any], path: str, member: str) -> Any:
+    from once_for_all import SubnetError
+
+    front, chosen = document.get("front") or [], document.get("chosen") or []
+    if not member:
+        if len(chosen) != 1:
+            picks = ", ".join(
+                f"#{c['index']} ({c['device']} <= {c['budget_ms']:g} ms)" for c in chosen
+            )
+            raise SubnetError(
+                f"{path} holds {len(chosen)} chosen subnets{': ' + picks if picks else ''}; "
+                f"pick one with {path}#K (K from 0 to {len(front) - 1})"
+            )
+        member = str(chosen[0]["index"])
+    if not member.isdigit() or int(member) >= len(front):
+        raise SubnetError(
+            f"{path}#{member}: the front has {len(front)} members, use #0 to #{len(front) - 1}"
+        )
+    return front[int(member)]["subnet"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import tempfile
-import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
@@ -13,6 +12,7 @@ from typing import Any, TypedDict
 import numpy as np
 import onnx
 
+from export._quiet import quiet_converters
 from export.atomic import atomic_path, write_bytes_atomic
 from export.errors import ExportError, first_line
 
@@ -126,9 +126,9 @@ def quantize_tflite_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Pa
     key = next(iter(signatures))
     input_name = signatures[key]["inputs"][0]
     try:
-        with warnings.catch_warnings():
-            # The calibrator keeps every intermediate tensor on purpose; LiteRT warns about that.
-            warnings.filterwarnings("ignore", message=".*experimental_preserve_all_tensors")
+        # The calibrator keeps every intermediate tensor on purpose (LiteRT warns about that)
+        # and shows a progress bar of its own.
+        with quiet_converters():
             quant_recipe = recipe.static_wi8_ai8()
             manager = recipe_manager.RecipeManager()
             manager.load_quantization_recipe(quant_recipe)
@@ -258,8 +258,9 @@ def _interpreter_from_bytes(content: bytes, path: Path) -> Any:
     from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-untyped]
 
     try:
-        interpreter = Interpreter(model_content=content)
-        interpreter.allocate_tensors()
+        with quiet_converters():  # LiteRT announces its XNNPACK delegate on stderr
+            interpreter = Interpreter(model_content=content)
+            interpreter.allocate_tensors()
     except Exception as exc:
         raise ExportError(
             f"{path} is not a loadable TFLite model ({first_line(exc)}): re-export it"

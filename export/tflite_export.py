@@ -2,10 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +9,7 @@ import torch
 from torch import nn
 
 from export._model_mode import eval_mode
+from export._quiet import quiet_converters
 from export._shapes import check_input_shape
 from export.atomic import write_bytes_atomic
 from export.errors import ExportError, first_line
@@ -38,11 +35,11 @@ def export_tflite(
         raise ExportError(
             f"nhwc=True needs an (N, C, ...) input_shape of rank >= 3, got {shape}: pass nhwc=False"
         )
-    import litert_torch  # type: ignore[import-untyped]  # seconds to import; only needed here
-
     sample = torch.randn(shape)
     try:
-        with eval_mode(model), _quiet_litert():
+        with eval_mode(model), quiet_converters():
+            import litert_torch  # type: ignore[import-untyped]  # seconds to import; only here
+
             module: nn.Module = model
             if nhwc:
                 with torch.no_grad():
@@ -62,22 +59,3 @@ def export_tflite(
         ) from exc
     write_bytes_atomic(path, content)
     return path
-
-
-@contextmanager
-def _quiet_litert() -> Iterator[None]:
-    """Turn off litert-torch's per-stage progress lines and torch.export's FutureWarnings for
-    the conversion only; the C++ logging it prints at import cannot be silenced cheaply."""
-    key = "LITERT_TORCH_SHOW_PROGRESS"  # read on every progress call, see litert_torch._config
-    before = os.environ.get(key)
-    os.environ[key] = "n"
-    try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", category=FutureWarning)
-            warnings.filterwarnings("ignore", category=DeprecationWarning)
-            yield
-    finally:
-        if before is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = before

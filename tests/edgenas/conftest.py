@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.devices.conftest import device_python, sshd
+
+__all__ = ["device_python", "sshd"]
+
 MICRO_RECIPE = {
     "name": "micro",
     "space": "mbv3-tiny",

@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from export import ExportError, export_onnx, quantize_onnx_int8, read_onnx_metadata
+from export.verify import correlation, relative_error, run_onnx
 from tests.export.conftest import TinyModel
-from tests.export.runtimes import correlation, relative_error, run_onnx
 
 METADATA = {"edgenas.subnet": '{"ks": [3], "e": [3], "d": [2], "r": 28}', "edgenas.format": "x/1"}
 

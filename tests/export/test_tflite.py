@@ -12,8 +12,8 @@ import torch
 from torch import nn
 
 from export import ExportError, export_tflite, quantize_tflite_int8, tflite_io_quantization
+from export.verify import correlation, relative_error, run_tflite, tflite_interpreter
 from tests.export.conftest import TinyModel
-from tests.export.runtimes import correlation, relative_error, run_tflite, tflite_interpreter
 
 pytestmark = pytest.mark.slow
 

@@ -1,0 +1,157 @@
+"""`edgenas export`: deployable ONNX and TFLite files of a subnet, fp32 and int8, checked
+against PyTorch, measured on the target, described by a model card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edgenas.console import err_console, fail
+
+INT8_AGREEMENT_TARGET = 0.98
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from devices import DeviceError
+    from export.errors import ExportError
+    from latency.table import TableError
+    from once_for_all import CheckpointError, SubnetError
+    from once_for_all.data import DataError
+
+    return (ExportError, CheckpointError, SubnetError, DataError, DeviceError, TableError)
+
+
+def export_command(
+    supernet: Annotated[Path, typer.Option(help="supernet.pt from edgenas train")],
+    subnet: Annotated[
+        str,
+        typer.Option(
+            help="max, min, random, a subnet JSON file, pareto.json#K (front member K) or "
+            "pareto.json (its chosen subnet)"
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="folder for the model files and card.md/card.json")],
+    model_format: Annotated[
+        str, typer.Option("--format", help="comma-separated: onnx, tflite")
+    ] = "onnx,tflite",
+    int8: Annotated[
+        bool, typer.Option("--int8", help="also write int8 files (static, calibrated)")
+    ] = False,
+    device: Annotated[
+        list[str] | None,
+        typer.Option(help="device profile to measure the files on (repeatable)"),
+    ] = None,
+    profiles: Annotated[
+        Path, typer.Option(help="where the devices' latency predictors are looked up")
+    ] = Path("runs/profiles"),
+    finetune_epochs: Annotated[
+        int, typer.Option(min=0, help="fine-tune the subnet (distilling the largest) first")
+    ] = 0,
+    finetune_lr: Annotated[float, typer.Option(min=0.0, help="fine-tuning learning rate")] = 0.01,
+    calibration_images: Annotated[
+        int, typer.Option(min=1, help="training images that calibrate int8 ranges")
+    ] = 256,
+    test_images: Annotated[
+        int | None, typer.Option(min=1, help="test images for int8 checks (default: all)")
+    ] = None,
+    opset: Annotated[int, typer.Option(min=7, help="ONNX opset")] = 17,
+    dynamic_batch: Annotated[bool, typer.Option(help="ONNX with a symbolic batch size")] = False,
+    tolerance: Annotated[
+        float, typer.Option(min=0.0, help="fp32 parity: max |runtime - PyTorch| allowed")
+    ] = 1e-4,
+    verify: Annotated[
+        bool, typer.Option(help="check every file in its runtime (--no-verify to skip)")
+    ] = True,
+    threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print card.json to stdout")] = False,
+) -> None:
+    """Export a subnet as ONNX and/or TFLite (fp32, and int8 with --int8), verify each file
+    against PyTorch on real images, measure it on each --device, and write a model card."""
+    from edgenas.export_job import ExportJob, FinetuneSettings, run_export
+    from export.subnet_export import FORMATS, ExportOptions
+
+    formats = tuple(f.strip() for f in model_format.split(",") if f.strip())
+    bad = [f for f in formats if f not in FORMATS]
+    if bad or not formats:
+        raise fail(f"--format {model_format!r}: give onnx, tflite or onnx,tflite")
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    job = ExportJob(
+        supernet=supernet,
+        subnet=subnet,
+        out=out,
+        options=ExportOptions(
+            formats=formats,  # type: ignore[arg-type]  # checked against FORMATS above
+            int8=int8,
+            calibration_images=calibration_images,
+            test_images=test_images,
+            tolerance=tolerance,
+            opset=opset,
+            dynamic_batch=dynamic_batch,
+            verify=verify,
+        ),
+        devices=tuple(device or ()),
+        profiles=profiles,
+        finetune=FinetuneSettings(epochs=finetune_epochs, lr=finetune_lr),
+    )
+
+    def say(message: str) -> None:
+        if not quiet:
+            err_console.print(f"[dim]export:[/dim] {escape(message)}", soft_wrap=True)
+
+    try:
+        card = run_export(job, say=say)
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(card))
+    elif not quiet:
+        print_card(card, out)
+
+
+def print_card(card: dict[str, Any], out: Path) -> None:
+    acc = card["accuracy"]
+    table = Table(
+        title=f"{card['name']}: {card['macs'] / 1e6:.2f}M MACs, {card['params'] / 1e3:.0f}k params",
+        title_justify="left",
+    )
+    devices = list(card["latency"])
+    for col in ("file", "size", "check", f"{acc['split']} accuracy"):
+        table.add_column(col)
+    for device in devices:
+        table.add_column(f"{device} ms\npredicted / measured")
+    for f in card["files"]:
+        checks = f["checks"]
+        if "top1_agreement" in checks:
+            check = f"agreement {100 * checks['top1_agreement']:.2f}%"
+            if checks["top1_agreement"] < INT8_AGREEMENT_TARGET:
+                check = f"[yellow]{check} (< {100 * INT8_AGREEMENT_TARGET:g}%)[/yellow]"
+            accuracy = f"{checks['accuracy']:.4f}"
+        elif "max_abs_diff" in checks:
+            check, accuracy = f"max diff {checks['max_abs_diff']:.1e}", _fmt(acc["fp32"])
+        else:
+            check, accuracy = "not verified", "-"
+        latency = []
+        for device in devices:
+            value = card["latency"][device]["files"].get(f["name"])
+            latency.append(
+                f"{_fmt(value['predicted'])} / {_fmt(value['measured']['median_ms'])}"
+                if value
+                else ""
+            )
+        table.add_row(escape(f["name"]), f"{f['bytes'] / 1024:.0f} KiB", check, accuracy, *latency)
+    Console(stderr=True).print(table)
+    err_console.print(f"files and card.md in {escape(str(out))}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

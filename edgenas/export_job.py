@@ -1,0 +1,324 @@
+"""`edgenas export` as a function: from a supernet checkpoint and a chosen subnet to checked
+model files, measured on the target devices, with a model card.
+
+All files appear in the output folder together at the end (they are written into a hidden
+staging folder inside it first), so a failure or a kill never leaves a mix of old and new
+files. Fine-tuning, the only long step, is saved (``finetuned.pt``) and reused by a rerun
+with the same inputs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgenas.subnet_choice import choose_subnet
+from export.errors import ExportError
+from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
+
+if TYPE_CHECKING:
+    from latency.predictors import CalibratedPredictor, LutSumPredictor
+    from once_for_all import OFAMobileNetV3, SearchSpace, Subnet
+    from once_for_all.data import DataBundle
+    from once_for_all.static_net import MobileNetV3
+
+FINETUNED_FORMAT = "edgenas.finetuned/1"
+Say = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class FinetuneSettings:
+    epochs: int = 0
+    lr: float = 0.01
+    kd_ratio: float = 1.0  # distillation from the supernet's largest subnet
+    batch_size: int = 64
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class ExportJob:
+    supernet: Path
+    subnet: str  # max, min, random, a subnet JSON file, pareto.json[#K]
+    out: Path
+    options: ExportOptions = field(default_factory=ExportOptions)
+    devices: tuple[str, ...] = ()  # device profiles to measure the files on
+    profiles: Path = Path("runs/profiles")  # where their latency predictors are looked up
+    finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+
+
+def run_export(job: ExportJob, *, say: Say = lambda message: None) -> dict[str, Any]:
+    """Do the job and return the model card (also written as card.json and card.md)."""
+    from export.card import write_card
+    from export.subnet_export import export_subnet
+    from latency.proxies import costs_many
+    from once_for_all import CheckpointError, load_supernet
+    from once_for_all.data import load_data
+
+    created = not job.out.exists()
+    staging = _staging_folder(job.out)
+    published = False
+    try:
+        supernet, _, payload = load_supernet(job.supernet)
+        space = supernet.space
+        subnet = choose_subnet(job.subnet, space)
+        if "data" not in payload:
+            raise CheckpointError(
+                f"checkpoint {job.supernet} does not record its data settings: retrain it with "
+                "'edgenas train'"
+            )
+        names = [_profile_name(device) for device in job.devices]
+        predictors = {name: _predictor(name, space, subnet, job.profiles) for name in names}
+        predicted = {
+            name: p.predict(subnet) if p is not None else None for name, p in predictors.items()
+        }
+        data = load_data(**payload["data"])
+        say(f"subnet {subnet.key} of {space.id}")
+        model = _subnet_model(supernet, subnet, data, job, say)
+        result = export_subnet(
+            model,
+            data,
+            staging,
+            options=job.options,
+            metadata=_metadata(space, subnet, data, predicted),
+            log=say,
+        )
+        latency = _measure(job.devices, staging, result.files, subnet, predictors, say)
+        costs = {k: int(v[0]) for k, v in costs_many(space, [subnet]).items()}
+        card = _card(job, subnet, data, result, latency, costs)
+        write_card(staging, card)
+        _publish(staging, job.out)
+        published = True
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+        if created and not published and not any(job.out.iterdir()):
+            job.out.rmdir()  # a failed first export leaves nothing behind (but a fine-tuning)
+    return card
+
+
+def _staging_folder(out: Path) -> Path:
+    """A fresh hidden folder inside ``out`` (created if needed); leftovers of killed runs go."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for old in out.glob(".partial-*"):
+            shutil.rmtree(old, ignore_errors=True)
+        return Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
+    except OSError as exc:
+        raise ExportError(
+            f"cannot write to output folder {out} ({exc.strerror or exc}): choose an --out you "
+            "can write to"
+        ) from None
+
+
+def _publish(staging: Path, out: Path) -> None:
+    """Move the new files into ``out`` and remove model files of an earlier export that this
+    one did not produce (the card must describe every model file in the folder)."""
+    new = {p.name for p in staging.iterdir()}
+    for name in set(FILE_NAMES.values()) - new:
+        (out / name).unlink(missing_ok=True)
+    for name in sorted(new):
+        os.replace(staging / name, out / name)
+
+
+def _subnet_model(
+    supernet: OFAMobileNetV3, subnet: Subnet, data: DataBundle, job: ExportJob, say: Say
+) -> MobileNetV3:
+    """The extracted subnet with recalibrated BN, fine-tuned when asked (reusing a saved
+    fine-tuning of the same subnet, supernet and settings)."""
+    import torch
+
+    from once_for_all import recalibrate_bn, train_static
+    from once_for_all.accuracy_dataset import supernet_fingerprint
+    from once_for_all.checkpoint import atomic_torch_save
+    from once_for_all.evaluation import bn_batches
+
+    model = supernet.extract(subnet)
+    settings = job.finetune
+    if settings.epochs == 0:
+        recalibrate_bn(model, bn_batches(data, subnet.r))
+        return model.eval()
+    key = {
+        "subnet": subnet.to_dict(),
+        "supernet": supernet_fingerprint(supernet),
+        "settings": settings.__dict__,
+    }
+    saved = job.out / "finetuned.pt"
+    if saved.is_file():
+        try:
+            payload = torch.load(saved, map_location="cpu", weights_only=True)
+        except Exception:
+            payload = None  # a damaged file is only a lost cache: fine-tune again
+        if isinstance(payload, dict) and payload.get("key") == json.dumps(key, sort_keys=True):
+            say(f"reusing the fine-tuned weights in {saved}")
+            model.load_state_dict(payload["model"])
+            return model.eval()
+    teacher = supernet.extract(supernet.space.max_subnet(r=subnet.r))
+    recalibrate_bn(teacher, bn_batches(data, subnet.r))
+    recalibrate_bn(model, bn_batches(data, subnet.r))
+    say(f"fine-tuning {settings.epochs} epoch(s) with distillation from the largest subnet")
+    train_static(
+        model,
+        data,
+        epochs=settings.epochs,
+        lr=settings.lr,
+        batch_size=settings.batch_size,
+        seed=settings.seed,
+        teacher=teacher,
+        kd_ratio=settings.kd_ratio,
+        on_epoch=lambda epoch, loss, acc: say(
+            f"fine-tune epoch {epoch}/{settings.epochs}: loss {loss:.4f}, train accuracy {acc:.4f}"
+        ),
+    )
+    atomic_torch_save(
+        {
+            "format": FINETUNED_FORMAT,
+            "key": json.dumps(key, sort_keys=True),
+            "model": model.state_dict(),
+        },
+        saved,
+    )
+    return model.eval()
+
+
+def _profile_name(device: str) -> str:
+    """The name a device profile (bundled name or YAML path) gives its device."""
+    from devices.profiles import load_profile
+
+    return load_profile(device).name
+
+
+def _predictor(
+    device: str, space: SearchSpace, subnet: Subnet, profiles: Path
+) -> LutSumPredictor | CalibratedPredictor | None:
+    """The latency predictor profiled for the device named ``device`` under ``profiles``, if
+    there is one that covers the subnet's resolution; one for another space is an error."""
+    from latency.predictors import load_predictor
+    from latency.table import TableError
+
+    path = profiles / device / "predictor.json"
+    if not path.is_file():
+        return None
+    predictor = load_predictor(path)
+    if predictor.header.space_id != space.id:
+        raise TableError(
+            f"{path} was profiled for space {predictor.header.space_id}, the subnet is from "
+            f"{space.id}: run 'edgenas profile {device} --space ... --out {path.parent}' again"
+        )
+    return predictor if subnet.r in predictor.header.resolutions else None
+
+
+def _metadata(
+    space: SearchSpace, subnet: Subnet, data: DataBundle, predicted: dict[str, float | None]
+) -> dict[str, str]:
+    """What a deployed ONNX file should carry about itself (read with read_onnx_metadata)."""
+    r = subnet.r
+    return {
+        "edgenas.space": space.id,
+        "edgenas.subnet": subnet.to_json(),
+        "edgenas.input": json.dumps(
+            {
+                "layout": "NCHW",
+                "shape": [1, data.spec.channels, r, r],
+                "dtype": "float32",
+                "resize": "bilinear",
+            }
+        ),
+        "edgenas.normalization": json.dumps(
+            {"formula": "(pixel / 255 - mean) / std", "mean": data.spec.mean, "std": data.spec.std}
+        ),
+        "edgenas.data": json.dumps(data.spec.to_dict()),
+        "edgenas.predicted_latency_ms": json.dumps(predicted),
+    }
+
+
+def _measure(
+    devices: Sequence[str],
+    folder: Path,
+    files: Sequence[ExportedFile],
+    subnet: Subnet,
+    predictors: dict[str, LutSumPredictor | CalibratedPredictor | None],
+    say: Say,
+) -> dict[str, Any]:
+    """Each device measures the exported files its runtime runs, in one interleaved call."""
+    from devices import open_device
+    from latency.profiler import RUNTIME_FORMATS, RUNTIME_PRECISIONS
+
+    latency: dict[str, Any] = {}
+    for name in devices:
+        with open_device(name) as device:
+            fp = device.fingerprint()
+            formats = RUNTIME_FORMATS.get(fp.runtime, ("onnx", "tflite"))
+            precisions = RUNTIME_PRECISIONS.get(fp.runtime, ("fp32", "int8"))
+            runnable = [f for f in files if f.format in formats and f.precision in precisions]
+            if not runnable:
+                raise ExportError(
+                    f"device {device.name!r} runs {fp.runtime}, which takes "
+                    f"{'/'.join(precisions)} {'/'.join(formats)} files; export those "
+                    "(--format, --int8) or leave this --device out"
+                )
+            say(f"measuring {len(runnable)} file(s) on {device.name}")
+            measured = device.measure([folder / f.name for f in runnable])
+            predictor = predictors.get(device.name)
+            entry: dict[str, Any] = {"fingerprint": fp.to_dict(), "files": {}}
+            for f, m in zip(runnable, measured, strict=True):
+                same_kind = predictor is not None and (
+                    predictor.header.model_format,
+                    predictor.header.precision,
+                ) == (f.format, f.precision)
+                entry["files"][f.name] = {
+                    "predicted": predictor.predict(subnet) if same_kind and predictor else None,
+                    "measured": _summary(m.to_dict()),
+                }
+            latency[device.name] = entry
+    return latency
+
+
+def _summary(measurement: dict[str, Any]) -> dict[str, Any]:
+    """The figures of a measurement a card needs (not the simulators' per-layer detail)."""
+    keep = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "min_ms", "n", "flagged")
+    return {k: measurement[k] for k in keep if k in measurement}
+
+
+def _card(
+    job: ExportJob,
+    subnet: Subnet,
+    data: DataBundle,
+    result: ExportResult,
+    latency: dict[str, Any],
+    costs: dict[str, int],
+) -> dict[str, Any]:
+    int8 = {
+        f.name: {
+            "accuracy": f.checks["accuracy"],
+            "drop": (result.accuracy_fp32 or 0.0) - f.checks["accuracy"],
+            "top1_agreement": f.checks["top1_agreement"],
+        }
+        for f in result.files
+        if f.precision == "int8" and "accuracy" in f.checks
+    }
+    return {
+        "name": f"{subnet.key}",
+        "edgenas_version": version("edgenas"),
+        "supernet": {"path": str(job.supernet)},
+        "subnet": subnet.to_dict(),
+        "finetune": job.finetune.__dict__ if job.finetune.epochs else None,
+        "data": data.spec.to_dict(),
+        "macs": costs["macs"],
+        "params": costs["params"],
+        "peak_activation_bytes": costs["peak_activation_bytes"],
+        "accuracy": {
+            "split": "test",
+            "images": result.test_images,
+            "fp32": result.accuracy_fp32,
+            "int8": int8,
+        },
+        "files": [f.to_dict() for f in result.files],
+        "inputs": result.inputs,
+        "latency": latency,
+    }

@@ -1,0 +1,127 @@
+"""The model card written beside exported files: ``card.json`` for tools, ``card.md`` for
+people. Both say the same: what the subnet is, how accurate each file is, how fast it is
+predicted and measured to be on each device, how big it is and how to feed it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from export.atomic import write_bytes_atomic
+
+CARD_FORMAT = "edgenas.card/1"
+
+
+def write_card(folder: Path, card: Mapping[str, Any]) -> None:
+    """Write ``card.json`` and ``card.md`` into ``folder`` (each atomically)."""
+    body = {"format": CARD_FORMAT, **card}
+    write_bytes_atomic(folder / "card.json", (json.dumps(body, indent=1) + "\n").encode())
+    write_bytes_atomic(folder / "card.md", card_markdown(body).encode())
+
+
+def card_markdown(card: Mapping[str, Any]) -> str:
+    subnet = card["subnet"]
+    lines = [
+        f"# Model card: {card['name']}",
+        "",
+        f"A subnet of the Once-for-All supernet `{card['supernet']['path']}` "
+        f"(space `{subnet['space']}`), exported by edgenas {card.get('edgenas_version', '')}.",
+        "",
+        "## Subnet",
+        "",
+        f"- resolution {subnet['r']} px, depth per stage {subnet['d']}",
+        f"- kernel sizes {subnet['ks']}",
+        f"- expand ratios {subnet['e']}",
+        f"- {card['macs'] / 1e6:.2f} M MACs, {card['params'] / 1e3:.1f} k parameters, "
+        f"peak activation memory {card['peak_activation_bytes'] / 1024:.1f} KiB (fp32)",
+    ]
+    finetune = card.get("finetune")
+    lines.append(
+        f"- fine-tuned {finetune['epochs']} epoch(s) with distillation from the largest subnet"
+        if finetune
+        else "- weights inherited from the supernet (BN statistics recalibrated)"
+    )
+    lines += [
+        "",
+        "## Files",
+        "",
+        "| file | precision | size | export s | check |",
+        "|---|---|---|---|---|",
+    ]
+    for f in card["files"]:
+        lines.append(
+            f"| `{f['name']}` | {f['precision']} | {f['bytes'] / 1024:.1f} KiB | "
+            f"{f['export_seconds']:.1f} | {_check(f['checks'])} |"
+        )
+    acc = card["accuracy"]
+    lines += ["", f"## Accuracy ({acc['split']} split, {acc['images']} images)", ""]
+    if acc["images"]:
+        lines.append(f"- PyTorch fp32: {_pct(acc['fp32'])}")
+        for name, value in acc.get("int8", {}).items():
+            lines.append(
+                f"- `{name}`: {_pct(value['accuracy'])} (drop {100 * value['drop']:+.2f} pp, "
+                f"top-1 agreement with fp32 {_pct(value['top1_agreement'])})"
+            )
+    else:
+        lines.append("- not verified (--no-verify)")
+    lines += ["", "## Latency (ms)", ""]
+    if card["latency"]:
+        lines += [
+            "| device | file | predicted | measured median | p10-p90 |",
+            "|---|---|---|---|---|",
+        ]
+        for device, entry in card["latency"].items():
+            for name, value in entry["files"].items():
+                m = value.get("measured")
+                spread = f"{m['p10_ms']:.4g}-{m['p90_ms']:.4g}" if m else "-"
+                lines.append(
+                    f"| {device} | `{name}` | {_ms(value.get('predicted'))} | "
+                    f"{_ms(m['median_ms'] if m else None)} | {spread} |"
+                )
+    else:
+        lines.append("- no device measured (pass --device NAME)")
+    data = card["data"]
+    lines += [
+        "",
+        "## Input",
+        "",
+        f"Images of `{data['name']}`: {data['channels']} channel(s), resized (bilinear) to "
+        f"{subnet['r']}x{subnet['r']}, then `x = (pixel / 255 - mean) / std` per channel with "
+        f"mean {data['mean']} and std {data['std']}. Output: {data['num_classes']} logits "
+        f"({', '.join(data['class_names'][:10])}{', ...' if data['num_classes'] > 10 else ''}).",
+        "",
+    ]
+    for name, spec in card["inputs"].items():
+        text = f"- `{name}`: `{spec['name']}` {spec['dtype']} {spec['layout']} {spec['shape']}"
+        q = spec.get("quantization")
+        if q:
+            o = spec["output_quantization"]
+            text += (
+                f"; quantize the normalised image as `q = round(x / {q['scale']:.6g})"
+                f"{_plus(q['zero_point'])}` (clipped to -128..127); logits are "
+                f"`(q{_plus(-o['zero_point'])}) * {o['scale']:.6g}`"
+            )
+        lines.append(text)
+    return "\n".join(lines) + "\n"
+
+
+def _check(checks: Mapping[str, float]) -> str:
+    if "top1_agreement" in checks:
+        return f"top-1 agreement {_pct(checks['top1_agreement'])}"
+    if "max_abs_diff" in checks:
+        return f"max abs diff {checks['max_abs_diff']:.2g} vs PyTorch"
+    return "-"
+
+
+def _plus(value: int) -> str:
+    return f" + {value}" if value > 0 else f" - {-value}" if value < 0 else ""
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4g}"

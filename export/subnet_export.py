@@ -1,0 +1,245 @@
+"""Exporting one extracted subnet in every requested format and precision, each file checked
+in its own runtime on real images: fp32 parity with PyTorch, int8 top-1 agreement with fp32
+and accuracy on the test split."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from export.errors import ExportError
+from export.onnx_export import export_onnx
+from export.quantize import quantize_onnx_int8, quantize_tflite_int8, tflite_io_quantization
+from export.tflite_export import export_tflite
+from export.verify import agreement, max_abs_diff, run_onnx, run_tflite, top1
+from once_for_all.data import DataBundle, ImageSplit
+from once_for_all.data.batches import normalize, resize_batch
+from once_for_all.static_net import MobileNetV3
+
+FileFormat = Literal["onnx", "tflite"]
+FORMATS: tuple[FileFormat, ...] = ("onnx", "tflite")
+FILE_NAMES: dict[tuple[str, str], str] = {
+    ("onnx", "fp32"): "model.onnx",
+    ("onnx", "int8"): "model_int8.onnx",
+    ("tflite", "fp32"): "model.tflite",
+    ("tflite", "int8"): "model_int8.tflite",
+}
+CALIBRATION_SEED = 4321  # which training images calibrate int8; fixed so exports repeat
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    formats: tuple[FileFormat, ...] = FORMATS
+    int8: bool = False
+    calibration_images: int = 256  # training images for int8 ranges
+    parity_images: int = 32  # validation images for fp32 parity
+    test_images: int | None = None  # test images for int8 agreement and accuracy (None: all)
+    tolerance: float = 1e-4  # fp32 parity: max |runtime - torch| over all logits
+    opset: int = 17
+    dynamic_batch: bool = False
+    verify: bool = True
+
+
+@dataclass
+class ExportedFile:
+    name: str
+    format: FileFormat
+    precision: Literal["fp32", "int8"]
+    bytes: int
+    sha256: str
+    seconds: float  # conversion (and quantization) time
+    checks: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "format": self.format,
+            "precision": self.precision,
+            "bytes": self.bytes,
+            "sha256": self.sha256,
+            "export_seconds": round(self.seconds, 3),
+            "checks": self.checks,
+        }
+
+
+@dataclass
+class ExportResult:
+    files: list[ExportedFile]
+    accuracy_fp32: float | None  # PyTorch, on the test split
+    test_images: int
+    inputs: dict[str, Any]  # per file: how to feed it
+
+    def file(self, name: str) -> ExportedFile | None:
+        return next((f for f in self.files if f.name == name), None)
+
+
+def model_images(split: ImageSplit, data: DataBundle, resolution: int, n: int | None) -> np.ndarray:
+    """The first ``n`` images of ``split`` as the model takes them: float32 NCHW, normalised
+    with the data's mean and std and resized to ``resolution``."""
+    chosen = split.images if n is None else split.images[:n]
+    out = [
+        resize_batch(normalize(chosen[i : i + 500], data.spec), resolution)
+        for i in range(0, len(chosen), 500)
+    ]
+    return torch.cat(out).numpy() if out else np.zeros((0,), np.float32)
+
+
+def calibration_images(data: DataBundle, resolution: int, n: int) -> np.ndarray:
+    """``n`` training images picked at random with a fixed seed (a class-balanced mix)."""
+    if n < 1:
+        raise ExportError(f"calibration_images={n}: int8 calibration needs at least 1 image")
+    g = torch.Generator().manual_seed(CALIBRATION_SEED)
+    picked = torch.randperm(len(data.train), generator=g)[: min(n, len(data.train))]
+    return model_images(data.train.select(picked), data, resolution, None)
+
+
+def export_subnet(
+    model: MobileNetV3,
+    data: DataBundle,
+    folder: Path,
+    *,
+    options: ExportOptions,
+    metadata: Mapping[str, str] | None = None,
+    log: Any = None,
+) -> ExportResult:
+    """Write ``model`` (eval mode, BN statistics final) into ``folder`` as the requested
+    formats, fp32 and with ``options.int8`` also int8, and check every file.
+
+    fp32 files must reproduce PyTorch within ``options.tolerance`` on real validation images
+    (an ExportError otherwise: the file would compute something else). int8 files report
+    their top-1 agreement with PyTorch fp32 and their accuracy on the test split.
+    ``log(message)`` is told what is being done.
+    """
+    say = log or (lambda message: None)
+    bad = [f for f in options.formats if f not in FORMATS]
+    if bad or not options.formats:
+        raise ExportError(f"format {bad[0] if bad else '(none)'!r}: choose from onnx, tflite")
+    model.eval()
+    r = int(model.resolution)
+    shape = (1, data.spec.channels, r, r)
+    parity_x = model_images(data.val, data, r, options.parity_images)
+    test_x = model_images(data.test, data, r, options.test_images) if options.verify else None
+    test_y = (
+        data.test.labels[: len(test_x)].numpy() if test_x is not None else np.zeros(0, np.int64)
+    )
+    with torch.no_grad():
+        parity_ref = model(torch.from_numpy(parity_x)).numpy()
+        test_ref = _logits(model, test_x) if test_x is not None else None
+    calib = calibration_images(data, r, options.calibration_images) if options.int8 else None
+    accuracy_fp32 = top1(test_ref, test_y) if test_ref is not None else None
+    metadata = {
+        **(metadata or {}),
+        "edgenas.accuracy": json.dumps(
+            {"split": "test", "images": len(test_y), "fp32": accuracy_fp32}
+        ),
+    }
+    files: list[ExportedFile] = []
+    inputs: dict[str, Any] = {}
+    for fmt in options.formats:
+        say(f"{fmt} fp32")
+        path = folder / FILE_NAMES[(fmt, "fp32")]
+        started = time.perf_counter()
+        if fmt == "onnx":
+            export_onnx(
+                model,
+                path,
+                input_shape=shape,
+                opset=options.opset,
+                dynamic_batch=options.dynamic_batch,
+                metadata=metadata,
+            )
+        else:
+            export_tflite(model, path, input_shape=shape)
+        fp32 = _described(path, fmt, "fp32", time.perf_counter() - started)
+        inputs[path.name] = _input_spec(path, fmt, shape, options.dynamic_batch)
+        if options.verify:
+            diff = max_abs_diff(_run(fmt, path, parity_x), parity_ref)
+            fp32.checks = {"parity_images": float(len(parity_x)), "max_abs_diff": diff}
+            if diff > options.tolerance:
+                raise ExportError(
+                    f"{path.name} differs from PyTorch by up to {diff:.3g} on {len(parity_x)} "
+                    f"images (tolerance {options.tolerance:g}): the conversion is wrong for this "
+                    "subnet; report it, or pass --tolerance to accept it"
+                )
+        files.append(fp32)
+        if calib is None:
+            continue
+        say(f"{fmt} int8 (calibrating on {len(calib)} training images)")
+        q_path = folder / FILE_NAMES[(fmt, "int8")]
+        started = time.perf_counter()
+        if fmt == "onnx":
+            quantize_onnx_int8(path, q_path, calibration=calib)
+        else:
+            quantize_tflite_int8(path, q_path, calibration=calib.transpose(0, 2, 3, 1))
+        q = _described(q_path, fmt, "int8", time.perf_counter() - started)
+        inputs[q_path.name] = _input_spec(q_path, fmt, shape, options.dynamic_batch)
+        if test_x is not None and test_ref is not None:
+            say(f"{fmt} int8: checking on {len(test_x)} test images")
+            logits = _run(fmt, q_path, test_x)
+            q.checks = {
+                "test_images": float(len(test_x)),
+                "top1_agreement": agreement(logits, test_ref),
+                "accuracy": top1(logits, test_y),
+                "max_abs_diff": max_abs_diff(logits, test_ref),
+            }
+        files.append(q)
+    return ExportResult(
+        files=files,
+        accuracy_fp32=accuracy_fp32,
+        test_images=0 if test_x is None else len(test_x),
+        inputs=inputs,
+    )
+
+
+def _logits(model: MobileNetV3, x: np.ndarray) -> np.ndarray:
+    chunks = [model(torch.from_numpy(x[i : i + 500])).numpy() for i in range(0, len(x), 500)]
+    return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
+
+
+def _run(fmt: FileFormat, path: Path, x: np.ndarray) -> np.ndarray:
+    return run_onnx(path, x) if fmt == "onnx" else run_tflite(path, x)
+
+
+def _described(
+    path: Path, fmt: FileFormat, precision: Literal["fp32", "int8"], seconds: float
+) -> ExportedFile:
+    content = path.read_bytes()
+    return ExportedFile(
+        name=path.name,
+        format=fmt,
+        precision=precision,
+        bytes=len(content),
+        sha256=hashlib.sha256(content).hexdigest(),
+        seconds=seconds,
+    )
+
+
+def _input_spec(
+    path: Path, fmt: FileFormat, nchw: tuple[int, ...], dynamic: bool
+) -> dict[str, Any]:
+    """How a user feeds this file: shape and layout, dtype, and for int8 inputs the
+    quantization that maps the normalised float image to int8."""
+    if fmt == "onnx":
+        shape: list[int | str] = ["batch" if dynamic else nchw[0], *nchw[1:]]
+        return {"name": "input", "layout": "NCHW", "shape": shape, "dtype": "float32"}
+    io = tflite_io_quantization(path)
+    first = io["inputs"][0]
+    spec: dict[str, Any] = {
+        "name": first["name"],
+        "layout": "NHWC",
+        "shape": first["shape"],
+        "dtype": first["dtype"],
+    }
+    if first["scale"] is not None:
+        spec["quantization"] = {"scale": first["scale"], "zero_point": first["zero_point"]}
+        out = io["outputs"][0]
+        spec["output_quantization"] = {"scale": out["scale"], "zero_point": out["zero_point"]}
+    return spec

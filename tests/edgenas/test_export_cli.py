@@ -1,0 +1,320 @@
+"""`edgenas export` end to end: a supernet trained by `edgenas train`, real runtimes, a real
+local device, a real sshd with tflite-runtime 2.14 as the board."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from benchmarks._sshd import Sshd
+from edgenas.subnet_choice import choose_subnet
+from export import read_onnx_metadata
+from export.subnet_export import model_images
+from export.verify import agreement, correlation, run_onnx, run_tflite, top1
+from once_for_all import Subnet, SubnetError, get_space
+from once_for_all.data import load_data
+from tests.edgenas.search.synthetic import predictor
+
+REPO = Path(__file__).resolve().parents[2]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+TINY = get_space("mbv3-tiny")
+CPU_PROFILE = "name: test-cpu\nkind: local\nruntime: onnxruntime\nthreads: 1\nwarmup: 2\nruns: 7\n"
+
+
+def edgenas(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgenas", "export", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A local onnxruntime device and, under profiles/, a latency predictor for it."""
+    folder = tmp_path_factory.mktemp("device")
+    (folder / "cpu.yaml").write_text(CPU_PROFILE)
+    predictor("test-cpu").save(folder / "profiles" / "test-cpu" / "predictor.json")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def exported(trained: Path, cpu: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("export") / "subnet"
+    proc = edgenas(
+        "--supernet",
+        trained / "run" / "supernet.pt",
+        "--subnet",
+        "max",
+        "--int8",
+        "--device",
+        cpu / "cpu.yaml",
+        "--profiles",
+        cpu / "profiles",
+        "--calibration-images",
+        "64",
+        "--test-images",
+        "400",
+        "--out",
+        out,
+        "--json",
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout) == {
+        k: v for k, v in json.loads((out / "card.json").read_text()).items() if k != "format"
+    }
+    return out
+
+
+def _card(folder: Path) -> dict[str, Any]:
+    card: dict[str, Any] = json.loads((folder / "card.json").read_text())
+    return card
+
+
+def test_export_writes_every_file_and_a_card(exported: Path) -> None:
+    names = {"model.onnx", "model_int8.onnx", "model.tflite", "model_int8.tflite"}
+    assert {p.name for p in exported.iterdir()} == names | {"card.json", "card.md"}
+    card = _card(exported)
+    assert card["format"] == "edgenas.card/1"
+    assert Subnet.from_dict(card["subnet"]) == TINY.max_subnet()
+    files = {f["name"]: f for f in card["files"]}
+    assert set(files) == names
+    for name, f in files.items():
+        assert f["bytes"] == (exported / name).stat().st_size
+        if f["precision"] == "fp32":
+            assert f["checks"]["max_abs_diff"] <= 1e-4
+        else:
+            assert 0 <= f["checks"]["top1_agreement"] <= 1
+    assert card["accuracy"]["images"] == 400
+    assert set(card["accuracy"]["int8"]) == {"model_int8.onnx", "model_int8.tflite"}
+    markdown = (exported / "card.md").read_text()
+    for section in ("## Subnet", "## Files", "## Accuracy", "## Latency", "## Input"):
+        assert section in markdown
+
+
+def test_card_accuracies_are_what_the_files_do(exported: Path, trained: Path) -> None:
+    card = _card(exported)
+    data = load_data(**{"source": "fashion-mnist", "val_size": 200, "train_limit": 256, "seed": 0})
+    x = model_images(data.test, data, card["subnet"]["r"], 400)
+    y = data.test.labels[:400].numpy()
+    fp32 = run_onnx(exported / "model.onnx", x)
+    assert top1(fp32, y) == pytest.approx(card["accuracy"]["fp32"])
+    for name, run in (("model_int8.onnx", run_onnx), ("model_int8.tflite", run_tflite)):
+        logits = run(exported / name, x)
+        reported = card["accuracy"]["int8"][name]
+        assert top1(logits, y) == pytest.approx(reported["accuracy"])
+        assert agreement(logits, fp32) == pytest.approx(reported["top1_agreement"], abs=0.003)
+
+
+def test_onnx_metadata_describes_the_model(exported: Path) -> None:
+    card = _card(exported)
+    metadata = read_onnx_metadata(exported / "model.onnx")
+    assert json.loads(metadata["edgenas.subnet"]) == card["subnet"]
+    assert metadata["edgenas.space"] == TINY.id
+    assert json.loads(metadata["edgenas.normalization"])["mean"] == card["data"]["mean"]
+    assert json.loads(metadata["edgenas.input"])["shape"] == [1, 1, 32, 32]
+    assert json.loads(metadata["edgenas.accuracy"])["fp32"] == pytest.approx(
+        card["accuracy"]["fp32"]
+    )
+    predicted = json.loads(metadata["edgenas.predicted_latency_ms"])
+    assert predicted == {
+        "test-cpu": pytest.approx(predictor("test-cpu").predict(TINY.max_subnet()))
+    }
+
+
+def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
+    exported: Path,
+) -> None:
+    latency = _card(exported)["latency"]["test-cpu"]
+    assert set(latency["files"]) == {"model.onnx", "model_int8.onnx"}  # what onnxruntime runs
+    onnx_fp32 = latency["files"]["model.onnx"]
+    assert onnx_fp32["measured"]["n"] == 7 and onnx_fp32["measured"]["median_ms"] > 0
+    expected = predictor("test-cpu").predict(TINY.max_subnet())
+    assert onnx_fp32["predicted"] == pytest.approx(expected)
+    # the predictor was profiled with fp32 ONNX: it says nothing about the int8 file
+    assert latency["files"]["model_int8.onnx"]["predicted"] is None
+
+
+def test_int8_tflite_runs_on_the_board_in_tflite_runtime(
+    trained: Path, sshd: Sshd, device_python: Path, tmp_path: Path
+) -> None:
+    remote = tmp_path / "board tmp"
+    remote.mkdir()
+    board = sshd.write_profile(
+        tmp_path / "board.yaml",
+        "test-board",
+        python=device_python,
+        ssh={"remote_tmpdir": str(remote)},
+        runtime="tflite",
+        runs=5,
+        warmup=1,
+    )
+    out = tmp_path / "out"
+    proc = edgenas(
+        "--supernet",
+        trained / "run" / "supernet.pt",
+        "--subnet",
+        "min",
+        "--format",
+        "tflite",
+        "--int8",
+        "--device",
+        board,
+        "--test-images",
+        "100",
+        "--calibration-images",
+        "32",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    measured = _card(out)["latency"]["test-board"]["files"]
+    assert set(measured) == {"model.tflite", "model_int8.tflite"}
+    assert all(m["measured"]["n"] == 5 for m in measured.values())
+    # The board's own interpreter computes what LiteRT computes on the host.
+    data = load_data(**{"source": "fashion-mnist", "val_size": 200, "train_limit": 256, "seed": 0})
+    x = model_images(data.test, data, TINY.min_subnet().r, 50)
+    np.save(tmp_path / "x.npy", x.transpose(0, 2, 3, 1))
+    script = (
+        "import sys, numpy as np\n"
+        "from tflite_runtime.interpreter import Interpreter\n"
+        "it = Interpreter(model_path=sys.argv[1]); it.allocate_tensors()\n"
+        "(i,), (o,) = it.get_input_details(), it.get_output_details()\n"
+        "s, z = i['quantization']; os_, oz = o['quantization']; ys = []\n"
+        "for x in np.load(sys.argv[2]):\n"
+        "    q = np.clip(np.round(x[None] / s) + z, -128, 127).astype(np.int8)\n"
+        "    it.set_tensor(i['index'], q); it.invoke()\n"
+        "    ys.append((it.get_tensor(o['index']).astype(np.float32) - oz) * os_)\n"
+        "np.save(sys.argv[3], np.concatenate(ys))\n"
+    )
+    board_run = subprocess.run(
+        [
+            str(device_python),
+            "-c",
+            script,
+            str(out / "model_int8.tflite"),
+            str(tmp_path / "x.npy"),
+            str(tmp_path / "y.npy"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert board_run.returncode == 0, board_run.stderr
+    on_board = np.load(tmp_path / "y.npy")
+    on_host = run_tflite(out / "model_int8.tflite", x)
+    # Not bit-exact: tflite-runtime 2.14's int8 kernels round differently from LiteRT's (a
+    # few output steps); a wrong layout or quantization of the input would decorrelate them.
+    steps = np.abs(on_board - on_host) / _output_scale(out)
+    assert steps.mean() <= 5 and correlation(on_board, on_host) >= 0.98
+
+
+def _output_scale(folder: Path) -> float:
+    scale: float = _card(folder)["inputs"]["model_int8.tflite"]["output_quantization"]["scale"]
+    return scale
+
+
+def test_fine_tuning_is_saved_and_reused(trained: Path, tmp_path: Path) -> None:
+    args = (
+        "--supernet",
+        trained / "run" / "supernet.pt",
+        "--subnet",
+        "min",
+        "--format",
+        "onnx",
+        "--finetune-epochs",
+        "1",
+        "--test-images",
+        "100",
+        "--out",
+        tmp_path,
+    )
+    first = edgenas(*args)
+    assert first.returncode == 0, first.stderr
+    assert "fine-tune epoch 1/1" in first.stderr
+    card = _card(tmp_path)
+    assert card["finetune"]["epochs"] == 1 and (tmp_path / "finetuned.pt").is_file()
+    second = edgenas(*args)
+    assert second.returncode == 0, second.stderr
+    assert "reusing the fine-tuned weights" in second.stderr
+    assert _card(tmp_path)["files"][0]["sha256"] == card["files"][0]["sha256"]
+
+
+def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
+    front = [TINY.min_subnet(), TINY.max_subnet()]
+    doc = {
+        "format": "edgenas.pareto/1",
+        "front": [{"subnet": s.to_dict()} for s in front],
+        "chosen": [{"device": "pi", "budget_ms": 3.0, "index": 1}],
+    }
+    path = tmp_path / "pareto.json"
+    path.write_text(json.dumps(doc))
+    assert choose_subnet(f"{path}#0", TINY) == front[0]
+    assert choose_subnet(str(path), TINY) == front[1]  # the chosen one
+    with pytest.raises(SubnetError, match=r"the front has 2 members, use #0 to #1"):
+        choose_subnet(f"{path}#2", TINY)
+    doc["chosen"] = doc["chosen"] * 2
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SubnetError, match=r"holds 2 chosen subnets: #1 \(pi <= 3 ms\)"):
+        choose_subnet(str(path), TINY)
+
+
+def _fails(proc: subprocess.CompletedProcess[str], message: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0], proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path) -> None:
+    supernet = trained / "run" / "supernet.pt"
+    out = tmp_path / "out"
+    _fails(
+        edgenas("--supernet", tmp_path / "nope.pt", "--subnet", "max", "--out", out),
+        "checkpoint",
+    )
+    assert not out.exists()
+    foreign = tmp_path / "imagenet.json"
+    foreign.write_text(get_space("mbv3-imagenet").max_subnet().to_json())
+    _fails(
+        edgenas("--supernet", supernet, "--subnet", foreign, "--out", out),
+        "subnet is for space",
+    )
+    assert not out.exists()
+    blocker = tmp_path / "a file"
+    blocker.write_text("")
+    _fails(
+        edgenas("--supernet", supernet, "--subnet", "max", "--out", blocker / "out"),
+        "cannot write to output folder",
+    )
+
+
+def test_a_failed_export_keeps_the_previous_one(exported: Path, trained: Path) -> None:
+    before = {p.name: p.read_bytes() for p in exported.iterdir()}
+    proc = edgenas(
+        "--supernet",
+        trained / "run" / "supernet.pt",
+        "--subnet",
+        "min",
+        "--format",
+        "onnx",
+        "--tolerance",
+        "0",
+        "--test-images",
+        "50",
+        "--out",
+        exported,
+    )
+    _fails(proc, "differs from PyTorch")
+    assert {p.name: p.read_bytes() for p in exported.iterdir()} == before

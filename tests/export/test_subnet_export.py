@@ -1,0 +1,124 @@
+"""export_subnet: every format and precision of a random subnet of each built-in space,
+checked in its own runtime on real Fashion-MNIST images."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from export import ExportError, read_onnx_metadata
+from export.subnet_export import ExportOptions, export_subnet, model_images
+from export.verify import agreement, run_onnx, run_tflite, top1
+from once_for_all import build_from_config, get_space, recalibrate_bn
+from once_for_all.data import DataBundle, DataSpec, ImageSplit
+from once_for_all.evaluation import bn_batches
+from once_for_all.network_config import network_config
+
+
+def _subnet_model(space_name: str, data: DataBundle, seed: int, r: int | None = None):  # type: ignore[no-untyped-def]
+    space = get_space(space_name)
+    subnet = space.sample(random.Random(seed), r=(r,) if r else space.resolutions)
+    torch.manual_seed(seed)
+    model = build_from_config(network_config(space, subnet))
+    recalibrate_bn(model, bn_batches(data, subnet.r, images=256))
+    return model.eval()
+
+
+def _rgb(data: DataBundle) -> DataBundle:
+    """The same real images as 3-channel data, for the 3-channel mbv3-imagenet space."""
+    spec = data.spec
+
+    def split(s: ImageSplit, n: int) -> ImageSplit:
+        return ImageSplit(s.images[:n].repeat(1, 3, 1, 1), s.labels[:n])
+
+    rgb = DataSpec(
+        name=f"{spec.name}-rgb",
+        channels=3,
+        image_size=spec.image_size,
+        num_classes=spec.num_classes,
+        class_names=spec.class_names,
+        mean=spec.mean * 3,
+        std=spec.std * 3,
+    )
+    return DataBundle(rgb, split(data.train, 512), split(data.val, 64), split(data.test, 64))
+
+
+def test_tiny_subnet_in_every_format_and_precision(
+    fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    model = _subnet_model("mbv3-tiny", fmnist_small, seed=3)
+    result = export_subnet(
+        model,
+        fmnist_small,
+        tmp_path,
+        options=ExportOptions(int8=True, test_images=300, calibration_images=64),
+        metadata={"edgenas.subnet": "s"},
+    )
+    names = [f.name for f in result.files]
+    assert names == ["model.onnx", "model_int8.onnx", "model.tflite", "model_int8.tflite"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names)
+    x = model_images(fmnist_small.test, fmnist_small, model.resolution, 300)
+    y = fmnist_small.test.labels[:300].numpy()
+    with torch.no_grad():
+        reference = model(torch.from_numpy(x)).numpy()
+    for f in result.files:
+        assert f.bytes == (tmp_path / f.name).stat().st_size and len(f.sha256) == 64
+        outputs = (run_onnx if f.format == "onnx" else run_tflite)(tmp_path / f.name, x)
+        if f.precision == "fp32":
+            assert f.checks["max_abs_diff"] <= 1e-4
+            assert np.abs(outputs - reference).max() <= 1e-4
+        else:  # the reported figures are what the file really does
+            assert f.checks["top1_agreement"] == pytest.approx(agreement(outputs, reference))
+            assert f.checks["accuracy"] == pytest.approx(top1(outputs, y))
+    assert result.accuracy_fp32 == pytest.approx(top1(reference, y))
+    metadata = read_onnx_metadata(tmp_path / "model_int8.onnx")
+    assert metadata["edgenas.subnet"] == "s"
+    assert json.loads(metadata["edgenas.accuracy"])["fp32"] == pytest.approx(result.accuracy_fp32)
+    q = result.inputs["model_int8.tflite"]
+    assert q["dtype"] == "int8" and q["layout"] == "NHWC" and q["quantization"]["scale"] > 0
+    assert result.inputs["model.onnx"]["shape"] == [1, 1, model.resolution, model.resolution]
+
+
+def test_imagenet_subnet_matches_torch_in_both_formats(
+    fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    data = _rgb(fmnist_small)
+    model = _subnet_model("mbv3-imagenet", data, seed=1, r=128)
+    result = export_subnet(
+        model, data, tmp_path, options=ExportOptions(test_images=16, parity_images=8)
+    )
+    assert [f.name for f in result.files] == ["model.onnx", "model.tflite"]
+    assert all(f.checks["max_abs_diff"] <= 1e-4 for f in result.files)
+    assert result.inputs["model.tflite"]["shape"] == [1, 128, 128, 3]
+
+
+def test_a_file_that_differs_from_torch_is_refused(
+    fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    model = _subnet_model("mbv3-tiny", fmnist_small, seed=0)
+    with pytest.raises(
+        ExportError, match=r"model.onnx differs from PyTorch by up to .* \(tolerance 0\)"
+    ):
+        export_subnet(
+            model,
+            fmnist_small,
+            tmp_path,
+            options=ExportOptions(formats=("onnx",), tolerance=0.0, test_images=10),
+        )
+
+
+def test_an_unknown_format_is_refused(fmnist_small: DataBundle, tmp_path: Path) -> None:
+    model = _subnet_model("mbv3-tiny", fmnist_small, seed=0)
+    with pytest.raises(ExportError, match="format 'coreml'"):
+        export_subnet(
+            model,
+            fmnist_small,
+            tmp_path,
+            options=ExportOptions(formats=("coreml",)),  # type: ignore[arg-type]
+        )
+    assert list(tmp_path.iterdir()) == []
