@@ -53,7 +53,15 @@ def export_command(
     finetune_epochs: Annotated[
         int, typer.Option(min=0, help="fine-tune the subnet (distilling the largest) first")
     ] = 0,
-    finetune_lr: Annotated[float, typer.Option(min=0.0, help="fine-tuning learning rate")] = 0.01,
+    finetune_lr: Annotated[float, typer.Option(min=0.0, help="fine-tuning learning rate")] = 0.005,
+    qat_epochs: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="with --int8: quantization-aware fine-tuning epochs (int8-simulated "
+            "activations, distilling the float subnet) for better int8 accuracy",
+        ),
+    ] = 0,
     calibration_images: Annotated[
         int, typer.Option(min=1, help="training images that calibrate int8 ranges")
     ] = 256,
@@ -101,7 +109,9 @@ def export_command(
         ),
         devices=tuple(device or ()),
         profiles=profiles,
-        finetune=FinetuneSettings(epochs=finetune_epochs, lr=finetune_lr),
+        finetune=FinetuneSettings(
+            epochs=finetune_epochs, lr=finetune_lr, qat_epochs=qat_epochs if int8 else 0
+        ),
     )
 
     def say(message: str) -> None:

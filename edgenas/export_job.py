@@ -9,6 +9,7 @@ with the same inputs.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -30,6 +31,9 @@ if TYPE_CHECKING:
     from once_for_all.static_net import MobileNetV3
 
 FINETUNED_FORMAT = "edgenas.finetuned/1"
+# Quantization-aware fine-tuning weighs matching the float subnet (the quantization error)
+# above the labels, which the float subnet has already learnt.
+QAT_KD_RATIO = 4.0
 Say = Callable[[str], None]
 
 
@@ -40,6 +44,7 @@ class FinetuneSettings:
     kd_ratio: float = 1.0  # distillation from the supernet's largest subnet
     batch_size: int = 64
     seed: int = 0
+    qat_epochs: int = 0  # then int8-simulated activations, distilling the float subnet
 
 
 @dataclass(frozen=True)
@@ -133,20 +138,23 @@ def _subnet_model(
     fine-tuning of the same subnet, supernet and settings)."""
     import torch
 
+    from export.subnet_export import calibration_images
     from once_for_all import recalibrate_bn, train_static
     from once_for_all.accuracy_dataset import supernet_fingerprint
     from once_for_all.checkpoint import atomic_torch_save
     from once_for_all.evaluation import bn_batches
+    from once_for_all.quant_aware import int8_activations
 
     model = supernet.extract(subnet)
     settings = job.finetune
-    if settings.epochs == 0:
-        recalibrate_bn(model, bn_batches(data, subnet.r))
+    recalibrate_bn(model, bn_batches(data, subnet.r))
+    if settings.epochs == 0 and settings.qat_epochs == 0:
         return model.eval()
     key = {
         "subnet": subnet.to_dict(),
         "supernet": supernet_fingerprint(supernet),
         "settings": settings.__dict__,
+        "calibration_images": job.options.calibration_images,
     }
     saved = job.out / "finetuned.pt"
     if saved.is_file():
@@ -158,23 +166,36 @@ def _subnet_model(
             say(f"reusing the fine-tuned weights in {saved}")
             model.load_state_dict(payload["model"])
             return model.eval()
-    teacher = supernet.extract(supernet.space.max_subnet(r=subnet.r))
-    recalibrate_bn(teacher, bn_batches(data, subnet.r))
-    recalibrate_bn(model, bn_batches(data, subnet.r))
-    say(f"fine-tuning {settings.epochs} epoch(s) with distillation from the largest subnet")
-    train_static(
-        model,
-        data,
-        epochs=settings.epochs,
-        lr=settings.lr,
-        batch_size=settings.batch_size,
-        seed=settings.seed,
-        teacher=teacher,
-        kd_ratio=settings.kd_ratio,
-        on_epoch=lambda epoch, loss, acc: say(
-            f"fine-tune epoch {epoch}/{settings.epochs}: loss {loss:.4f}, train accuracy {acc:.4f}"
-        ),
-    )
+
+    def train(epochs: int, teacher: torch.nn.Module, what: str, kd_ratio: float) -> None:
+        train_static(
+            model,
+            data,
+            epochs=epochs,
+            lr=settings.lr,
+            batch_size=settings.batch_size,
+            seed=settings.seed,
+            teacher=teacher,
+            kd_ratio=kd_ratio,
+            on_epoch=lambda epoch, loss, acc: say(
+                f"{what} epoch {epoch}/{epochs}: loss {loss:.4f}, train accuracy {acc:.4f}"
+            ),
+        )
+
+    if settings.epochs:
+        say(f"fine-tuning {settings.epochs} epoch(s), distilling the largest subnet")
+        largest = supernet.extract(supernet.space.max_subnet(r=subnet.r))
+        recalibrate_bn(largest, bn_batches(data, subnet.r))
+        train(settings.epochs, largest, "fine-tune", settings.kd_ratio)
+    if settings.qat_epochs:
+        # The float subnet teaches its int8-simulated self: the loss is the quantization error.
+        say(f"quantization-aware fine-tuning {settings.qat_epochs} epoch(s)")
+        float_self = copy.deepcopy(model).eval()
+        calibration = torch.from_numpy(
+            calibration_images(data, subnet.r, job.options.calibration_images)
+        )
+        with int8_activations(model, calibration):
+            train(settings.qat_epochs, float_self, "quantization-aware", QAT_KD_RATIO)
     atomic_torch_save(
         {
             "format": FINETUNED_FORMAT,
@@ -307,7 +328,9 @@ def _card(
         "edgenas_version": version("edgenas"),
         "supernet": {"path": str(job.supernet)},
         "subnet": subnet.to_dict(),
-        "finetune": job.finetune.__dict__ if job.finetune.epochs else None,
+        "finetune": job.finetune.__dict__
+        if job.finetune.epochs or job.finetune.qat_epochs
+        else None,
         "data": data.spec.to_dict(),
         "macs": costs["macs"],
         "params": costs["params"],

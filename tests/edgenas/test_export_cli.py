@@ -235,6 +235,11 @@ def test_fine_tuning_is_saved_and_reused(trained: Path, tmp_path: Path) -> None:
         "onnx",
         "--finetune-epochs",
         "1",
+        "--int8",
+        "--qat-epochs",
+        "1",
+        "--calibration-images",
+        "32",
         "--test-images",
         "100",
         "--out",
@@ -243,8 +248,10 @@ def test_fine_tuning_is_saved_and_reused(trained: Path, tmp_path: Path) -> None:
     first = edgenas(*args)
     assert first.returncode == 0, first.stderr
     assert "fine-tune epoch 1/1" in first.stderr
+    assert "quantization-aware epoch 1/1" in first.stderr
     card = _card(tmp_path)
-    assert card["finetune"]["epochs"] == 1 and (tmp_path / "finetuned.pt").is_file()
+    assert card["finetune"]["epochs"] == 1 and card["finetune"]["qat_epochs"] == 1
+    assert (tmp_path / "finetuned.pt").is_file()
     second = edgenas(*args)
     assert second.returncode == 0, second.stderr
     assert "reusing the fine-tuned weights" in second.stderr
