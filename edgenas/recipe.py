@@ -1,4 +1,5 @@
-"""Recipes: YAML files that say what to train (and, later, profile, search and export).
+"""Recipes: YAML files that say what to train, which devices to profile, how to search and
+what to export; `edgenas run RECIPE` does the stages it lists.
 
 Every key is checked at load time: an unknown key or a wrong type fails with the key's path.
 """
@@ -6,7 +7,7 @@ Every key is checked at load time: an unknown key or a wrong type fails with the
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -75,11 +76,83 @@ class TrainSection(_Strict):
         return self
 
 
+MIN_CALIBRATION = 10  # latency.predictors.calibrate refuses fewer
+StageName = Literal["train", "profile", "search", "export"]
+STAGES: tuple[StageName, ...] = ("train", "profile", "search", "export")
+
+
+class DeviceSection(_Strict):
+    """A target: a bundled device profile or a profile YAML, and its latency budget."""
+
+    name: str
+    budget_ms: float | None = Field(None, gt=0)
+    format: Literal["onnx", "tflite"] | None = None  # what the device measures (its default)
+    precision: Literal["fp32", "int8"] | None = None
+    calibrate: int = Field(40, ge=0)  # subnets measured end to end for the calibrated predictor
+    resolution: list[int] | None = None  # profile only these input resolutions
+
+    @model_validator(mode="after")
+    def _enough_to_calibrate(self) -> DeviceSection:
+        if 0 < self.calibrate < MIN_CALIBRATION:
+            raise ValueError(
+                f"calibrate: {self.calibrate} subnets cannot fit a calibrated predictor; give "
+                f"0 (lut-sum only) or at least {MIN_CALIBRATION}"
+            )
+        return self
+
+
+class SearchSection(_Strict):
+    trials: int = Field(2000, ge=1)
+    sampler: Literal["nsga2", "tpe", "random", "evolution"] = "nsga2"
+    accuracy: Literal["predictor", "direct"] = "predictor"
+    accuracy_samples: int = Field(100, ge=10)
+    eval_images: int | None = Field(None, ge=1)
+    reevaluate: int = Field(20, ge=1)
+    seed: int = Field(0, ge=0)
+
+
+class ExportSection(_Strict):
+    formats: list[Literal["onnx", "tflite"]] = Field(["onnx", "tflite"], min_length=1)
+    int8: bool = True
+    qat_epochs: int = Field(0, ge=0)
+    finetune_epochs: int = Field(0, ge=0)
+    calibration_images: int = Field(256, ge=1)
+    test_images: int | None = Field(None, ge=1)
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
     space: str = "mbv3-tiny"
     data: DataSection = DataSection()
     train: TrainSection
+    # Default: every stage when devices are given, else training only.
+    stages: list[StageName] | None = Field(None, min_length=1)
+    devices: list[DeviceSection] = []
+    search: SearchSection = SearchSection()
+    export: ExportSection = ExportSection()
+
+    @property
+    def planned_stages(self) -> list[StageName]:
+        if self.stages is not None:
+            return [s for s in STAGES if s in self.stages]
+        return list(STAGES) if self.devices else ["train"]
+
+    @model_validator(mode="after")
+    def _stages_have_what_they_need(self) -> Recipe:
+        needs_devices = [s for s in self.planned_stages if s in ("profile", "search")]
+        if needs_devices and not self.devices:
+            raise ValueError(f"stage {needs_devices[0]} needs at least one entry under 'devices'")
+        if "export" in self.planned_stages and not any(d.budget_ms for d in self.devices):
+            raise ValueError(
+                "stage export ships the subnet chosen under a budget: give a device a budget_ms"
+            )
+        budgets = {d.budget_ms is None for d in self.devices}
+        if len(budgets) > 1:
+            raise ValueError("devices: give every device a budget_ms, or none (a joint search)")
+        names = [d.name for d in self.devices]
+        if len(set(names)) != len(names):
+            raise ValueError("devices: each device once (one budget per device)")
+        return self
 
     def search_space(self) -> SearchSpace:
         try:

@@ -1,0 +1,396 @@
+"""`edgenas run RECIPE`: train → profile → search → export into one run folder.
+
+``run.json`` records the recipe, the package versions, and each stage's inputs and outputs
+with their SHA-256. A stage whose recorded inputs are the current ones and whose outputs are
+still there, unchanged, is skipped; a stage whose inputs changed starts afresh; a stage that
+was killed resumes (training from its checkpoint, profiling from its table, the search from
+its study). Stages run the same code as the single commands (`edgenas train`, `profile`,
+`search`, `export`).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import platform
+import shutil
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from devices.atomic_write import write_text_atomic
+from edgenas.recipe import Recipe, RecipeError, StageName, load_recipe
+
+RUN_FORMAT = "edgenas.run/1"
+PACKAGES = (
+    "edgenas",
+    "torch",
+    "numpy",
+    "onnx",
+    "onnxruntime",
+    "litert-torch",
+    "ai-edge-litert",
+    "ai-edge-quantizer",
+    "optuna",
+    "ethos-u-vela",
+)
+Log = Callable[[str], None]
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def package_versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            found[name] = version(name)
+        except PackageNotFoundError:
+            found[name] = None
+    return found
+
+
+class RunFolder:
+    """A run folder and its ``run.json``: which stage ran on which inputs, made what."""
+
+    def __init__(self, root: Path, recipe: Recipe, recipe_path: Path) -> None:
+        self.root = root
+        self.path = root / "run.json"
+        self.stages: dict[str, dict[str, Any]] = {}
+        if self.path.exists():
+            try:
+                data = json.loads(self.path.read_text())
+                if data.get("format") != RUN_FORMAT:
+                    raise ValueError(f"format {data.get('format')!r}")
+                self.stages = dict(data["stages"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise RecipeError(
+                    f"{self.path} is not an edgenas run record ({exc}): move it away or choose "
+                    "another --out"
+                ) from None
+        self.header = {
+            "format": RUN_FORMAT,
+            "recipe_path": str(recipe_path),
+            "recipe": recipe.model_dump(mode="json"),
+            "versions": package_versions(),
+        }
+
+    def up_to_date(self, key: str, inputs: dict[str, Any]) -> bool:
+        record = self.stages.get(key)
+        if not record or record.get("inputs") != inputs:
+            return False
+        return all(
+            (self.root / name).is_file() and sha256(self.root / name) == digest
+            for name, digest in record.get("outputs", {}).items()
+        )
+
+    def stale(self, key: str, inputs: dict[str, Any]) -> bool:
+        """The stage ran before on other inputs: its partial outputs must not be resumed."""
+        record = self.stages.get(key)
+        return record is not None and record.get("inputs") != inputs
+
+    def record(
+        self, key: str, inputs: dict[str, Any], outputs: Sequence[Path], seconds: float
+    ) -> None:
+        self.stages[key] = {
+            "inputs": inputs,
+            "outputs": {str(p.relative_to(self.root)): sha256(p) for p in outputs},
+            "seconds": round(seconds, 1),
+            "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        }
+        self.save()
+
+    def output_hash(self, key: str, name: str) -> str | None:
+        digest: str | None = self.stages.get(key, {}).get("outputs", {}).get(name)
+        return digest
+
+    def save(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+        body = {**self.header, "stages": self.stages}
+        write_text_atomic(self.path, json.dumps(body, indent=1) + "\n")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    out: Path | None = None  # default runs/<recipe name>
+    force: tuple[StageName, ...] = ()
+    quiet: bool = False
+    threads: int | None = None
+
+
+def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> dict[str, Any]:
+    """Do the recipe's stages and return the summary (also the end of ``run.log``)."""
+    recipe = load_recipe(recipe_path)
+    root = options.out or Path("runs") / recipe.name
+    run = RunFolder(root, recipe, recipe_path)
+    root.mkdir(parents=True, exist_ok=True)
+    log_file = root / "run.log"
+
+    def log(message: str) -> None:
+        stamp = dt.datetime.now().isoformat(timespec="seconds")
+        with log_file.open("a") as f:
+            f.write(f"{stamp} {message}\n")
+        if not options.quiet:
+            console.print(f"[bold cyan]run:[/bold cyan] {message}", highlight=False, soft_wrap=True)
+
+    stages = recipe.planned_stages
+    log(f"recipe {recipe_path} → {root}: stages {', '.join(stages)}")
+    run.save()
+    if "train" in stages:
+        _train(recipe, run, options, console, log)
+    supernet = root / "supernet.pt"
+    if not supernet.is_file():
+        raise RecipeError(
+            f"{supernet} does not exist: add 'train' to the recipe's stages (or run "
+            f"'edgenas train {recipe_path} --out {root}')"
+        )
+    if "profile" in stages:
+        for device in recipe.devices:
+            _profile(recipe, device.name, run, options, log)
+    if "search" in stages:
+        _search(recipe, run, options, log)
+    exported: list[dict[str, Any]] = []
+    if "export" in stages:
+        exported = _export(recipe, run, options, log)
+    summary = _summary(recipe, run, exported)
+    write_text_atomic(root / "summary.json", json.dumps(summary, indent=1) + "\n")
+    log(f"done: {len(exported)} subnet(s) exported; summary in {root / 'summary.json'}")
+    return summary
+
+
+def _forced(options: RunOptions, stage: StageName) -> bool:
+    return stage in options.force
+
+
+def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
+    from edgenas.training import CHECKPOINT_NAME, SUPERNET_NAME, train
+
+    inputs = {"recipe": recipe.model_dump(mode="json", include={"name", "space", "data", "train"})}
+    supernet = run.root / SUPERNET_NAME
+    if not _forced(options, "train") and run.up_to_date("train", inputs):
+        log("train: up to date, skipped")
+        return
+    if _forced(options, "train") or run.stale("train", inputs):
+        for name in (CHECKPOINT_NAME, SUPERNET_NAME):
+            (run.root / name).unlink(missing_ok=True)
+    log("train: progressive shrinking (resumes from checkpoint.pt after a kill)")
+    started = time.perf_counter()
+    train(
+        recipe, run.root, resume=True, console=console, quiet=options.quiet, threads=options.threads
+    )
+    run.record("train", inputs, [supernet], time.perf_counter() - started)
+
+
+def _device_name(device: str) -> str:
+    from devices.profiles import load_profile
+
+    return load_profile(device).name
+
+
+def _profile(recipe: Recipe, device: str, run: RunFolder, options: RunOptions, log: Log) -> None:
+    from devices.profiles import load_profile
+    from edgenas.latency_cli import Format, PrecisionChoice, profile_command
+
+    section = next(d for d in recipe.devices if d.name == device)
+    name = _device_name(device)
+    folder = run.root / "devices" / name
+    key = f"profile:{name}"
+    inputs = {
+        "space": recipe.search_space().id,
+        "device": section.model_dump(mode="json", exclude={"budget_ms"}),
+        "profile": load_profile(device).model_dump(mode="json"),
+    }
+    if not _forced(options, "profile") and run.up_to_date(key, inputs):
+        log(f"profile {name}: up to date, skipped")
+        return
+    if _forced(options, "profile") or run.stale(key, inputs):
+        shutil.rmtree(folder, ignore_errors=True)
+    log(f"profile {name}: lookup table and calibrated predictor → {folder}")
+    started = time.perf_counter()
+    profile_command(
+        device=device,
+        space=recipe.space,
+        out=folder,
+        model_format=Format(section.format) if section.format else None,
+        precision=PrecisionChoice(section.precision) if section.precision else None,
+        calibrate=section.calibrate,
+        resolution=section.resolution,
+        quiet=options.quiet,
+        as_json=False,
+        cache=None,
+        workers=2,
+        batch_size=32,
+    )
+    outputs = [folder / "lut.json", folder / "predictor.json"]
+    run.record(key, inputs, outputs, time.perf_counter() - started)
+
+
+def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
+    from edgenas.search_cli import AccuracySource, Sampler, search_command
+
+    names = [_device_name(d.name) for d in recipe.devices]
+    folder = run.root / "search"
+    inputs = {
+        "supernet": run.output_hash("train", "supernet.pt") or sha256(run.root / "supernet.pt"),
+        "predictors": {
+            n: _hash_or_none(run.root / "devices" / n / "predictor.json") for n in names
+        },
+        "budgets_ms": [d.budget_ms for d in recipe.devices],
+        "search": recipe.search.model_dump(mode="json"),
+    }
+    if not _forced(options, "search") and run.up_to_date("search", inputs):
+        log("search: up to date, skipped")
+        return
+    if _forced(options, "search") or run.stale("search", inputs):
+        shutil.rmtree(folder, ignore_errors=True)
+    s = recipe.search
+    budgets = [d.budget_ms for d in recipe.devices if d.budget_ms is not None]
+    log(f"search: {s.trials} trials, {s.sampler} → {folder}")
+    started = time.perf_counter()
+    search_command(
+        supernet=run.root / "supernet.pt",
+        device=[str(run.root / "devices" / n) for n in names],
+        budget_ms=budgets or None,
+        out=folder,
+        trials=s.trials,
+        sampler=Sampler(s.sampler),
+        storage=None,
+        study_name="edgenas",
+        accuracy=AccuracySource(s.accuracy),
+        accuracy_samples=s.accuracy_samples,
+        eval_images=s.eval_images,
+        reevaluate=s.reevaluate,
+        enqueue=None,
+        objective=None,
+        profiles=run.root / "devices",
+        seed=s.seed,
+        quiet=options.quiet,
+        as_json=False,
+    )
+    outputs = [folder / "pareto.json", folder / "pareto.png"]
+    run.record("search", inputs, outputs, time.perf_counter() - started)
+
+
+def _hash_or_none(path: Path) -> str | None:
+    return sha256(path) if path.is_file() else None
+
+
+def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> list[dict[str, Any]]:
+    from edgenas.export_job import ExportJob, FinetuneSettings, run_export
+    from export.subnet_export import ExportOptions
+    from once_for_all import Subnet
+
+    pareto_path = run.root / "search" / "pareto.json"
+    if not pareto_path.is_file():
+        raise RecipeError(f"{pareto_path} does not exist: add 'search' to the recipe's stages")
+    pareto = json.loads(pareto_path.read_text())
+    e = recipe.export
+    devices = [d.name for d in recipe.devices]
+    names = [_device_name(d) for d in devices]
+    exported: dict[str, dict[str, Any]] = {}
+    for choice in pareto["chosen"]:
+        member = pareto["front"][choice["index"]]
+        subnet = Subnet.from_dict(member["subnet"])
+        entry = exported.setdefault(
+            subnet.key, {"subnet": subnet.key, "index": choice["index"], "chosen_for": []}
+        )
+        entry["chosen_for"].append(choice)
+    for old in [k for k in run.stages if k.startswith("export:")]:
+        if old.split(":", 1)[1] not in exported:  # the search now chooses other subnets
+            shutil.rmtree(run.root / "export" / old.split(":", 1)[1], ignore_errors=True)
+            del run.stages[old]
+    for key, entry in exported.items():
+        folder = run.root / "export" / key
+        stage_key = f"export:{key}"
+        inputs = {
+            "supernet": run.output_hash("train", "supernet.pt") or sha256(run.root / "supernet.pt"),
+            "subnet": pareto["front"][entry["index"]]["subnet"],
+            "export": e.model_dump(mode="json"),
+            "devices": devices,
+            "predictors": {
+                n: _hash_or_none(run.root / "devices" / n / "predictor.json") for n in names
+            },
+        }
+        entry["folder"] = folder
+        if not _forced(options, "export") and run.up_to_date(stage_key, inputs):
+            log(f"export {key}: up to date, skipped")
+            continue
+        if _forced(options, "export") or run.stale(stage_key, inputs):
+            shutil.rmtree(folder, ignore_errors=True)
+        log(f"export {key} → {folder}")
+        started = time.perf_counter()
+        run_export(
+            ExportJob(
+                supernet=run.root / "supernet.pt",
+                subnet=f"{pareto_path}#{entry['index']}",
+                out=folder,
+                options=ExportOptions(
+                    formats=tuple(e.formats),
+                    int8=e.int8,
+                    calibration_images=e.calibration_images,
+                    test_images=e.test_images,
+                ),
+                devices=tuple(devices),
+                profiles=run.root / "devices",
+                finetune=FinetuneSettings(
+                    epochs=e.finetune_epochs, qat_epochs=e.qat_epochs if e.int8 else 0
+                ),
+            ),
+            say=lambda message: None if options.quiet else log(f"  export: {message}"),
+        )
+        outputs = sorted(p for p in folder.iterdir() if p.is_file())
+        run.record(stage_key, inputs, outputs, time.perf_counter() - started)
+    return list(exported.values())
+
+
+def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> dict[str, Any]:
+    """One row per device budget: the chosen subnet, its accuracy and latency, its files."""
+    rows = []
+    for entry in exported:
+        card = json.loads((entry["folder"] / "card.json").read_text())
+        files = {f["name"]: f for f in card["files"]}
+        for choice in entry["chosen_for"]:
+            device = choice["device"]
+            measured = card["latency"].get(device, {}).get("files", {})
+            # The file the device's predictor describes, else the first it ran.
+            shown = next(
+                (n for n, v in measured.items() if v["predicted"] is not None),
+                next(iter(measured), None),
+            )
+            rows.append(
+                {
+                    "device": device,
+                    "budget_ms": choice["budget_ms"],
+                    "subnet": entry["subnet"],
+                    "accuracy_fp32": card["accuracy"]["fp32"],
+                    "accuracy_int8": {
+                        n: v["accuracy"] for n, v in card["accuracy"]["int8"].items()
+                    },
+                    "file": shown,
+                    "latency_predicted_ms": measured[shown]["predicted"] if shown else None,
+                    "latency_measured_ms": measured[shown]["measured"]["median_ms"]
+                    if shown
+                    else None,
+                    "bytes": files[shown]["bytes"] if shown else None,
+                    "folder": str(entry["folder"]),
+                    "files": sorted(files),
+                }
+            )
+    return {
+        "format": "edgenas.run-summary/1",
+        "run": str(run.root),
+        "recipe": recipe.name,
+        "stages": {k: v.get("seconds") for k, v in run.stages.items()},
+        "chosen": rows,
+    }

@@ -1,0 +1,100 @@
+"""`edgenas run RECIPE`: the whole job (train, profile, search, export) in one command."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edgenas.console import err_console, fail
+
+
+class Stage(str, Enum):
+    train = "train"
+    profile = "profile"
+    search = "search"
+    export = "export"
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    from devices import DeviceError
+    from edgenas.recipe import RecipeError
+    from export.errors import ExportError
+    from latency.table import TableError
+    from once_for_all import CheckpointError, SubnetError
+    from once_for_all.data import DataError
+
+    return (
+        RecipeError,
+        DataError,
+        CheckpointError,
+        SubnetError,
+        DeviceError,
+        TableError,
+        ExportError,
+    )
+
+
+def run_command(
+    recipe: Annotated[Path, typer.Argument(help="recipe YAML, e.g. recipes/quickstart.yaml")],
+    out: Annotated[
+        Path | None, typer.Option(help="run folder (default: runs/<recipe name>)")
+    ] = None,
+    force: Annotated[
+        list[Stage] | None, typer.Option(help="redo this stage even if up to date (repeatable)")
+    ] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, help="torch threads (default: the recipe's)")
+    ] = None,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Train, profile, search and export as the recipe says, into one run folder. Stages
+    whose inputs and outputs are unchanged are skipped, so a killed run resumes."""
+    from edgenas.pipeline import RunOptions, run_recipe
+
+    options = RunOptions(
+        out=out, force=tuple(s.value for s in force or ()), quiet=quiet, threads=threads
+    )
+    try:
+        summary = run_recipe(recipe, options, err_console)
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    if as_json:
+        typer.echo(json.dumps(summary))
+    elif not quiet:
+        print_summary(summary)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary['recipe']}: chosen subnets", title_justify="left")
+    for col in ("device", "budget ms", "acc fp32 / int8", "ms pred / meas", "size", "export"):
+        table.add_column(col)
+    folders: list[str] = []
+    for row in summary["chosen"]:
+        if row["folder"] not in folders:
+            folders.append(row["folder"])
+        int8 = "/".join(f"{v:.3f}" for v in row["accuracy_int8"].values())
+        fp32 = row["accuracy_fp32"]
+        table.add_row(
+            escape(row["device"]),
+            f"{row['budget_ms']:g}",
+            f"{'-' if fp32 is None else f'{fp32:.3f}'} / {int8 or '-'}",
+            f"{_ms(row['latency_predicted_ms'])} / {_ms(row['latency_measured_ms'])}",
+            f"{row['bytes'] / 1024:.0f} KiB" if row["bytes"] else "-",
+            f"#{folders.index(row['folder']) + 1} {escape(row['file'] or '')}",
+        )
+    Console(stderr=True).print(table)
+    for i, folder in enumerate(folders, start=1):
+        err_console.print(f"#{i}: {escape(folder)}", highlight=False, soft_wrap=True)
+    err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3g}"
