@@ -176,7 +176,8 @@ def _forced(options: RunOptions, stage: StageName) -> bool:
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
     from edgenas.training import CHECKPOINT_NAME, SUPERNET_NAME, train
 
-    inputs = {"recipe": recipe.model_dump(mode="json", include={"name", "space", "data", "train"})}
+    # Not the name: a recipe copied under another name reuses the same supernet.
+    inputs = {"recipe": recipe.model_dump(mode="json", include={"space", "data", "train"})}
     supernet = run.root / SUPERNET_NAME
     if not _forced(options, "train") and run.up_to_date("train", inputs):
         log("train: up to date, skipped")

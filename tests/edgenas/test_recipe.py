@@ -57,6 +57,27 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
         ),
         (lambda r: r.__setitem__("space", "resnet"), r"unknown search space 'resnet'"),
         (lambda r: r["train"].pop("phases"), r"give either 'phases' or both 'epochs'"),
+        (lambda r: r.__setitem__("stages", ["train", "deploy"]), r"stages\.1: Input should be"),
+        (
+            lambda r: r.update(stages=["train", "search"]),
+            r"stage search needs at least one entry under 'devices'",
+        ),
+        (
+            lambda r: r.update(devices=[{"name": "a", "budget_ms": 1}, {"name": "b"}]),
+            r"give every device a budget_ms, or none",
+        ),
+        (
+            lambda r: r.update(devices=[{"name": "a", "budget_ms": 0}]),
+            r"devices\.0\.budget_ms: .*greater than 0",
+        ),
+        (
+            lambda r: r.update(devices=[{"name": "a", "budget_ms": 1}], search={"sampler": "cma"}),
+            r"search\.sampler: Input should be 'nsga2', 'tpe', 'random' or 'evolution'",
+        ),
+        (
+            lambda r: r.update(devices=[{"name": "a", "budget_ms": 1}], export={"formats": ["pb"]}),
+            r"export\.formats\.0: Input should be 'onnx' or 'tflite'",
+        ),
     ],
 )
 def test_bad_recipes_name_the_key(tmp_path: Path, mutate: Any, message: str) -> None:
