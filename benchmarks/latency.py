@@ -11,6 +11,11 @@ cache, and the validation figures of lut-sum and calibrated on held-out subnets 
 end to end. Targets for the calibrated predictor: within ±10% >= 95% and Spearman >= 0.95;
 the whole mbv3-tiny profile in <= 10 minutes.
 
+Every device call also measures the table's reference model and the figures use latencies
+normalised to its baseline (``latency.reference``). ``raw`` gives, from the same
+measurements, what the predictors score without that normalisation, and ``reference`` how
+much the machine's speed drifted (the scales applied: min, median, max per stage).
+
 Prints one JSON object on stdout; progress goes to stderr.
 """
 
@@ -33,6 +38,7 @@ sys.path.insert(0, str(_here.parent))  # for benchmarks._sshd
 
 from benchmarks._sshd import sshd_missing, start_sshd  # noqa: E402
 from devices import Device, create_device, open_device  # noqa: E402
+from devices.measurement import Measurement  # noqa: E402
 from devices.profiles import validate_profile  # noqa: E402
 from latency import (  # noqa: E402
     LutSumPredictor,
@@ -45,7 +51,10 @@ from latency import (  # noqa: E402
     settings_for,
     validation_figures,
 )
+from latency.reference import reference_scale  # noqa: E402
+from latency.table import LatencyTable  # noqa: E402
 from once_for_all import get_space  # noqa: E402
+from once_for_all.subnet import Subnet  # noqa: E402
 
 TARGET_WITHIN_10PCT = 0.95
 TARGET_SPEARMAN = 0.95
@@ -98,18 +107,22 @@ def bench_case(device: Device, space_name: str, folder: Path, calibrate_n: int) 
     base = LutSumPredictor.from_table(space, table)
     settings = settings_for(device.fingerprint(), device.name)
     train = random_subnets(space, calibrate_n, seed=0, resolutions=resolutions, extremes=True)
-    measured_train = MeasuredSubnets(out / "calibration.json", table.header).measure(
-        device, space, train, cache=cache, settings=settings
-    )
+    train_store = MeasuredSubnets(out / "calibration.json", table.header)
+    measured_train = train_store.measure(device, space, train, cache=cache, settings=settings)
     predictor = calibrate(base, train, measured_train)
     total_s = time.perf_counter() - started
     log(f"  {device.name} {space_name}: table {table_s:.0f} s, with calibration {total_s:.0f} s")
     held_out = random_subnets(space, n_val, seed=1, resolutions=resolutions, exclude=train)
-    measured = MeasuredSubnets(out / "validation.json", table.header).measure(
-        device, space, held_out, cache=cache, settings=settings
-    )
+    val_store = MeasuredSubnets(out / "validation.json", table.header)
+    measured = val_store.measure(device, space, held_out, cache=cache, settings=settings)
     lut = validation_figures(base.predict_many(held_out), measured)
     cal = validation_figures(predictor.predict_many(held_out), measured)
+    # The same measurements without the reference normalisation.
+    raw_base = LutSumPredictor(
+        space, table.header, {k: m.median_ms for k, m in table.entries.items()}
+    )
+    raw_cal = calibrate(raw_base, train, _raw(train_store, train))
+    raw_val = _raw(val_store, held_out)
     return {
         "blocks": len(enumerate_blocks(space, resolutions=resolutions)),
         "resolutions": list(resolutions or space.resolutions),
@@ -119,6 +132,11 @@ def bench_case(device: Device, space_name: str, folder: Path, calibrate_n: int) 
         "calibration_model": predictor.model.name,
         "lut_sum": lut,
         "calibrated": cal,
+        "raw": {
+            "lut_sum": validation_figures(raw_base.predict_many(held_out), raw_val),
+            "calibrated": validation_figures(raw_cal.predict_many(held_out), raw_val),
+        },
+        "reference": _drift(table, train_store, train, val_store, held_out),
         "targets_met": {
             "within_10pct": cal["within_10pct"] >= TARGET_WITHIN_10PCT,
             "spearman": cal["spearman"] >= TARGET_SPEARMAN,
@@ -131,11 +149,51 @@ def bench_case(device: Device, space_name: str, folder: Path, calibrate_n: int) 
     }
 
 
+def _raw(store: MeasuredSubnets, subnets: list[Subnet]) -> list[float]:
+    return [m.median_ms for m in (store.get(s) for s in subnets) if m is not None]
+
+
+def _drift(
+    table: LatencyTable,
+    train_store: MeasuredSubnets,
+    train: list[Subnet],
+    val_store: MeasuredSubnets,
+    held_out: list[Subnet],
+) -> dict[str, Any] | None:
+    """The reference baseline and the scales applied (min, median, max) per stage."""
+    ref = table.header.reference
+    if ref is None:
+        return None
+
+    def spread(measurements: list[Any]) -> list[float]:
+        scales = sorted(reference_scale(m) for m in measurements if m is not None)
+        return [round(scales[0], 4), round(scales[len(scales) // 2], 4), round(scales[-1], 4)]
+
+    every = [*table.entries.values(), *(train_store.get(s) for s in train)]
+    every += [val_store.get(s) for s in held_out]
+    retried = sum(1 for m in every if m is not None and _attempts(m) > 1)
+    return {
+        "retried_entries": retried,
+        "subnet": dict(ref.subnet),
+        "baseline_ms": ref.baseline_ms,
+        "scale_table": spread(list(table.entries.values())),
+        "scale_calibration": spread([train_store.get(s) for s in train]),
+        "scale_validation": spread([val_store.get(s) for s in held_out]),
+    }
+
+
+def _attempts(m: Measurement) -> int:
+    return int(m.extra.get("reference", {}).get("attempts", 1))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", choices=("local", "ssh"), action="append")
     parser.add_argument("--space", choices=tuple(CASES), action="append")
     parser.add_argument("--calibrate", type=int, default=40)
+    parser.add_argument(
+        "--keep", type=Path, help="an empty folder to keep tables and measurements in"
+    )
     args = parser.parse_args()
     devices = args.device or ["local", "ssh"]
     spaces = args.space or list(CASES)
@@ -148,13 +206,19 @@ def main() -> None:
             "tiny_profile_s": TARGET_TINY_PROFILE_S,
         },
     }
-    with tempfile.TemporaryDirectory(prefix="edgenas-bench-latency-") as tmp:
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        parser.error(f"--keep {args.keep}: the folder is not empty; give an empty or new one")
+    with (
+        contextlib.nullcontext(str(args.keep))
+        if args.keep is not None
+        else tempfile.TemporaryDirectory(prefix="edgenas-bench-latency-")
+    ) as tmp:
         for kind in devices:
             if kind == "ssh" and (reason := sshd_missing()):
                 result[kind] = {"skipped": reason}
                 continue
             folder = Path(tmp) / kind
-            folder.mkdir()
+            folder.mkdir(parents=True)
             with open_target(kind, folder) as device:
                 fp = device.fingerprint()
                 entry: dict[str, Any] = {"fingerprint": fp.to_dict()}

@@ -41,6 +41,12 @@ class Device(ABC):
     ) -> list[Measurement]:
         """``None`` arguments take the device profile's values."""
 
+    @property
+    def models_per_call(self) -> int | None:
+        """The most models one runner call measures together (interleaved); ``None``: all
+        models of a ``measure`` call. Callers that compare models keep them in one call."""
+        return None
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; devices are also context managers."""
 

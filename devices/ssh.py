@@ -140,6 +140,10 @@ class SshDevice(Device):
         return self
 
     @property
+    def models_per_call(self) -> int:
+        return self.batch_size
+
+    @property
     def remote_folder(self) -> str | None:
         """The session's temporary folder on the device; None while not connected."""
         return self._session.folder if self._session is not None else None

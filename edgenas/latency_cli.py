@@ -16,7 +16,9 @@ from rich.table import Table
 from edgenas.console import err_console, fail, stage_progress
 
 if TYPE_CHECKING:
+    from devices.measurement import Measurement
     from latency.predictors import CalibratedPredictor, LutSumPredictor
+    from latency.table import TableHeader
 
 latency_app = typer.Typer(
     help="Latency predictors: predict a subnet's latency, validate a predictor on its device.",
@@ -152,6 +154,7 @@ def profile_command(
         "predictor": str(out / "predictor.json"),
         "kind": predictor.kind,
         "validation": getattr(predictor, "validation", {}),
+        "reference": table.header.reference.to_dict() if table.header.reference else None,
     }
     if as_json:
         typer.echo(json.dumps(summary))
@@ -183,6 +186,37 @@ def _print_figures(title: str, rows: dict[str, dict[str, float]]) -> None:
             f"{f['kendall']:.3f}",
         )
     Console(stderr=True).print(table)
+
+
+def _normalisation(
+    header: TableHeader, measurements: list[Measurement | None]
+) -> dict[str, float] | None:
+    """How the validation measurements were normalised (``None``: raw timings)."""
+    from latency.reference import reference_scale
+
+    ref = header.reference
+    if ref is None or ref.baseline_ms is None:
+        return None
+    scales = sorted(reference_scale(m) for m in measurements if m is not None)
+    return {
+        "baseline_ms": ref.baseline_ms,
+        "scale_min": scales[0],
+        "scale_median": scales[len(scales) // 2],
+        "scale_max": scales[-1],
+    }
+
+
+def _describe_normalisation(reference: dict[str, float] | None) -> str:
+    if reference is None:
+        return (
+            "measured latencies are compared as measured: the predictor has no reference "
+            "model (a simulated device, or a table made before reference models)"
+        )
+    return (
+        "measured latencies are normalised to the table's reference model (baseline "
+        f"{reference['baseline_ms']:.4f} ms): raw × {reference['scale_min']:.3f}–"
+        f"{reference['scale_max']:.3f} (median {reference['scale_median']:.3f})"
+    )
 
 
 def _load(path: Path) -> LutSumPredictor | CalibratedPredictor:
@@ -273,6 +307,7 @@ def validate_command(
                     workers=workers,
                     progress=progress,
                 )
+            reference = _normalisation(store.header, [store.get(s) for s in subnets])
         predicted = p.predict_many(subnets)
         figures = validation_figures(predicted, measured)
         png = plot or predictor.parent / "validation.png"
@@ -287,8 +322,9 @@ def validate_command(
         raise fail(str(exc)) from None
     if as_json:
         keys = ("n", "rmse_ms", "rmspe", "within_5pct", "within_10pct", "spearman", "kendall")
-        typer.echo(json.dumps({k: figures[k] for k in keys}))
+        typer.echo(json.dumps({**{k: figures[k] for k in keys}, "reference": reference}))
         return
+    err_console.print(_describe_normalisation(reference))
     rows = {p.kind: figures}
     if p.kind == "calibrated":
         rows = {"lut-sum": validation_figures(p.base.predict_many(subnets), measured), **rows}  # type: ignore[union-attr]

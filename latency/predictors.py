@@ -72,7 +72,7 @@ class LutSumPredictor:
 
     @classmethod
     def from_table(cls, space: SearchSpace, table: LatencyTable) -> LutSumPredictor:
-        return cls(space, table.header, {k: m.median_ms for k, m in table.entries.items()})
+        return cls(space, table.header, {k: table.ms(k) for k in table.entries})
 
     def predict(self, subnet: Subnet) -> float:
         return float(self.predict_many([subnet])[0])

@@ -1,25 +1,41 @@
 """Filling a latency table: enumerate blocks, export them (cached), measure in batches.
 
 The table is saved after every batch and a rerun measures only what is missing, so a killed
-run resumes where it stopped. Simulated devices (npu-sim, vela) fill it the same way: their
-``measure`` simulates instead of timing.
+run resumes where it stopped. Every call to a timed device also measures the table's
+reference model, and entries are normalised to its baseline (``latency.reference``).
+Simulated devices (npu-sim, vela) fill it the same way: their ``measure`` simulates instead
+of timing, and they need no reference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from devices.base import Device
 from devices.measurement import Fingerprint, Measurement
 from latency.blocks import enumerate_blocks, profiled_resolutions
 from latency.model_cache import ModelCache
+from latency.reference import (
+    AGREEMENT,
+    COPIES,
+    RETRIES,
+    Reference,
+    combine_copies,
+    copies_spread,
+    needs_reference,
+    normalise,
+    reference_subnet,
+)
 from latency.table import LatencyTable, ModelFormat, Precision, TableError, TableHeader
+from once_for_all.network_config import network_config
 from once_for_all.search_space import SearchSpace
 
 # (stage, done, total): stage is "export" or "measure".
 ProgressFn = Callable[[str, int, int], None]
+# (start, results, the reference's measurement in that call or None)
+BatchFn = Callable[[int, list[Measurement], Measurement | None], None]
 
 # Which model files each runtime measures; simulators have one each.
 RUNTIME_FORMATS: dict[str, tuple[ModelFormat, ...]] = {
@@ -77,6 +93,11 @@ def open_table(
 ) -> LatencyTable:
     """The table at ``path`` to continue, or a new empty one; refuses one for another setup."""
     if not path.exists():
+        reference = (
+            Reference(reference_subnet(space, resolutions).to_dict())
+            if needs_reference(fingerprint)
+            else None
+        )
         header = TableHeader(
             space_id=space.id,
             device=device,
@@ -84,6 +105,7 @@ def open_table(
             model_format=settings.model_format,
             precision=settings.precision,
             resolutions=resolutions,
+            reference=reference,
         )
         return LatencyTable(header)
     table = LatencyTable.load(path)
@@ -141,7 +163,8 @@ def profile_blocks(
         progress=(lambda d, t: progress("export", d, t)) if progress else None,
     )
 
-    def store(start: int, results: list[Measurement]) -> None:
+    def store(start: int, results: list[Measurement], ref: Measurement | None) -> None:
+        table.header, results = apply_reference(table.header, results, ref)
         for spec, result in zip(todo[start : start + len(results)], results, strict=True):
             table.add(spec.key, result)
         table.save(table_path)
@@ -152,10 +175,35 @@ def profile_blocks(
         batch_size=batch_size,
         on_batch=store,
         progress=progress,
+        reference=reference_file(cache, space, table.header) if todo else None,
     )
     if not table_path.exists():
         table.save(table_path)  # nothing was left to measure, but the file should exist
     return table
+
+
+def reference_file(cache: ModelCache, space: SearchSpace, header: TableHeader) -> Path | None:
+    """The exported reference model of ``header`` (``None`` where it has none)."""
+    if header.reference is None:
+        return None
+    subnet = space.subnet_from_dict(header.reference.subnet)
+    config = network_config(space, subnet)
+    return cache.networks([config], header.model_format, header.precision, workers=1)[0]
+
+
+def apply_reference(
+    header: TableHeader, results: list[Measurement], reference: Measurement | None
+) -> tuple[TableHeader, list[Measurement]]:
+    """``results`` normalised to the header's reference baseline, and the header (with the
+    baseline set from ``reference`` if this is the first call that measured it)."""
+    if reference is None or header.reference is None:
+        return header, results
+    ref = header.reference
+    if ref.baseline_ms is None:
+        ref = ref.with_baseline(reference)
+        header = replace(header, reference=ref)
+    baseline = ref.baseline_ms if ref.baseline_ms is not None else reference.median_ms
+    return header, [normalise(m, reference, baseline) for m in results]
 
 
 def measure_in_batches(
@@ -163,16 +211,42 @@ def measure_in_batches(
     files: Sequence[Path],
     *,
     batch_size: int,
-    on_batch: Callable[[int, list[Measurement]], None],
+    on_batch: BatchFn,
     progress: ProgressFn | None = None,
+    reference: Path | None = None,
+    retries: int = RETRIES,
 ) -> None:
-    """Measure ``files`` ``batch_size`` per device call (the runner interleaves a call's
-    models, so they are compared under the same conditions); ``on_batch(start, results)``
-    stores each batch before the next starts, which is what makes a killed run resumable."""
+    """Measure ``files`` at most ``batch_size`` per device call (the runner interleaves a
+    call's models, so they are compared under the same conditions); ``on_batch(start,
+    results, ref)`` stores each batch before the next starts, which is what makes a killed
+    run resumable. With ``reference``, its copies join every call and ``ref`` is their
+    measurement in that call (else ``None``); a call whose copies disagree is measured
+    again, at most ``retries`` times, keeping the attempt where they agreed best."""
+    per_call = min(batch_size, device.models_per_call or batch_size)
+    chunk = max(per_call - COPIES, 1) if reference is not None else per_call
     if progress:
         progress("measure", 0, len(files))
-    for start in range(0, len(files), batch_size):
-        results = device.measure(list(files[start : start + batch_size]))
-        on_batch(start, results)
+    for start in range(0, len(files), chunk):
+        models = list(files[start : start + chunk])
+        if reference is None:
+            results, ref = device.measure(models), None
+        else:
+            results, ref = _measure_with_reference(device, models, reference, retries)
+        on_batch(start, results, ref)
         if progress:
             progress("measure", start + len(results), len(files))
+
+
+def _measure_with_reference(
+    device: Device, models: list[Path], reference: Path, retries: int
+) -> tuple[list[Measurement], Measurement]:
+    n = len(models)
+    call = [*models, *[reference] * COPIES]
+    results = device.measure(call)
+    best = (copies_spread(results[n:]), results)
+    attempts = 1
+    while best[0] > AGREEMENT and attempts <= retries:
+        attempts += 1
+        results = device.measure(call)
+        best = min(best, (copies_spread(results[n:]), results), key=lambda b: b[0])
+    return best[1][:n], combine_copies(best[1][n:], attempts=attempts)

@@ -1,8 +1,10 @@
 """The latency lookup table (``lut.json``): one measurement per distinct block of a space.
 
 The header says what was measured where (space id, device fingerprint, runtime, precision,
-model format); a table is refused for another space or device. Tables are written
-atomically after every batch, so a killed profiling run loses at most one batch.
+model format) and, for timed devices, which reference model normalises the entries and its
+baseline latency (see ``latency.reference``); a table is refused for another space or device.
+Tables are written atomically after every batch, so a killed profiling run loses at most one
+batch.
 """
 
 from __future__ import annotations
@@ -18,8 +20,11 @@ import numpy as np
 
 from devices.atomic_write import write_text_atomic
 from devices.measurement import Fingerprint, Measurement
+from latency.reference import Reference, normalised_ms
 
-TABLE_FORMAT = "edgenas.lut/1"
+# /2 added the reference model (header) and its per-entry scale; /1 tables hold raw entries.
+TABLE_FORMAT = "edgenas.lut/2"
+READABLE_TABLE_FORMATS = ("edgenas.lut/1", TABLE_FORMAT)
 
 ModelFormat = Literal["onnx", "tflite"]
 Precision = Literal["fp32", "int8"]
@@ -42,6 +47,7 @@ class TableHeader:
     created: str = field(
         default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     )
+    reference: Reference | None = None  # None: raw timings (simulators, /1 tables)
 
     @property
     def runtime(self) -> str:
@@ -52,6 +58,7 @@ class TableHeader:
         out["fingerprint"] = self.fingerprint.to_dict()
         out["resolutions"] = list(self.resolutions)
         out["runtime"] = self.runtime
+        out["reference"] = self.reference.to_dict() if self.reference is not None else None
         return out
 
     @classmethod
@@ -64,6 +71,7 @@ class TableHeader:
             precision=data["precision"],
             resolutions=tuple(int(r) for r in data["resolutions"]),
             created=str(data["created"]),
+            reference=Reference.from_dict(ref) if (ref := data.get("reference")) else None,
         )
 
     def check(
@@ -128,9 +136,9 @@ class LatencyTable:
         return key in self.entries
 
     def ms(self, key: str) -> float:
-        """Median latency of block ``key`` in milliseconds."""
+        """Median latency of block ``key`` in milliseconds, normalised to the reference."""
         try:
-            return self.entries[key].median_ms
+            return normalised_ms(self.entries[key])
         except KeyError:
             raise TableError(
                 f"block {key} is not in the table for {self.header.device}; the table is "
@@ -160,7 +168,7 @@ class LatencyTable:
     @classmethod
     def load(cls, path: Path) -> LatencyTable:
         data = read_json(path, what="latency table")
-        if data.get("format") != TABLE_FORMAT:
+        if data.get("format") not in READABLE_TABLE_FORMATS:
             raise TableError(
                 f"{path} is not a latency table (format {data.get('format')!r}, expected "
                 f"{TABLE_FORMAT!r}); give the lut.json that edgenas profile wrote"

@@ -15,9 +15,11 @@ import numpy as np
 import pytest
 
 from benchmarks._sshd import Sshd
+from devices.measurement import Measurement
 from latency.blocks import enumerate_blocks
 from latency.metrics import validation_figures
 from latency.predictors import CalibratedPredictor, LutSumPredictor, load_predictor
+from latency.reference import normalised_ms
 from latency.table import LatencyTable
 from once_for_all import get_space
 
@@ -132,8 +134,13 @@ def test_calibrated_beats_lut_sum_on_held_out_subnets(
         "within_10pct",
         "spearman",
         "kendall",
+        "reference",
     }
     assert figures["n"] == 30
+    # Validation compares with measurements normalised to the table's reference baseline.
+    baseline = LatencyTable.load(profiled / "lut.json").header.reference.baseline_ms  # type: ignore[union-attr]
+    assert figures["reference"]["baseline_ms"] == baseline
+    assert figures["reference"]["scale_min"] <= figures["reference"]["scale_max"]
     assert (profiled / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The held-out subnets are not calibration subnets; compare both predictors on them.
     stored = json.loads((profiled / "validation.json").read_text())["subnets"]
@@ -142,7 +149,7 @@ def test_calibrated_beats_lut_sum_on_held_out_subnets(
         json.dumps(s["subnet"]) for s in calibration
     }
     subnets = [TINY.subnet_from_dict(s["subnet"]) for s in stored]
-    measured = np.array([s["measurement"]["median_ms"] for s in stored])
+    measured = np.array([normalised_ms(Measurement.from_dict(s["measurement"])) for s in stored])
     calibrated = load_predictor(profiled / "predictor.json")
     plain = LutSumPredictor.from_table(TINY, LatencyTable.load(profiled / "lut.json"))
     cal = validation_figures(calibrated.predict_many(subnets), measured)
@@ -235,6 +242,8 @@ def test_a_killed_profiling_run_resumes(tmp_path: Path, cpu: Path, cache: Path) 
     assert done.returncode == 0, done.stderr
     final = LatencyTable.load(lut)
     assert len(final) == total
+    assert first.header.reference is not None and first.header.reference.baseline_ms
+    assert final.header.reference == first.header.reference  # the baseline survives resume
     for key, m in first.entries.items():
         assert final.entries[key] == m  # measured once, kept
 
@@ -256,6 +265,8 @@ def test_the_simulated_npu_fills_the_table(tmp_path: Path, cache: Path) -> None:
     table = LatencyTable.load(tmp_path / "lut.json")
     assert len(table) == len(enumerate_blocks(TINY))
     assert table.header.runtime == "npu-sim"
+    assert table.header.reference is None  # deterministic: nothing to normalise
+    assert not any("reference" in m.extra for m in table.entries.values())
     assert all(m.n == 1 and m.extra["total_cycles"] > 0 for m in table.entries.values())
     # A simulator adds no per-call overhead: the calibrated model stays close to the sum.
     predictor = load_predictor(tmp_path / "predictor.json")
