@@ -153,8 +153,10 @@ def print_card(card: dict[str, Any], out: Path) -> None:
         latency = []
         for device in devices:
             value = card["latency"][device]["files"].get(f["name"])
+            at_baseline = value.get("measured_at_baseline_ms") if value else None
             latency.append(
                 f"{_fmt(value['predicted'])} / {_fmt(value['measured']['median_ms'])}"
+                + (f" ({_fmt(at_baseline)} at baseline)" if at_baseline is not None else "")
                 if value
                 else ""
             )

@@ -25,7 +25,10 @@ from export.errors import ExportError
 from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
 
 if TYPE_CHECKING:
+    from devices.base import Device
+    from devices.measurement import Measurement
     from latency.predictors import CalibratedPredictor, LutSumPredictor
+    from latency.table import TableHeader
     from once_for_all import OFAMobileNetV3, SearchSpace, Subnet
     from once_for_all.data import DataBundle
     from once_for_all.static_net import MobileNetV3
@@ -266,9 +269,14 @@ def _measure(
     predictors: dict[str, LutSumPredictor | CalibratedPredictor | None],
     say: Say,
 ) -> dict[str, Any]:
-    """Each device measures the exported files its runtime runs, in one interleaved call."""
+    """Each device measures the exported files its runtime runs, in one interleaved call.
+    Where the device's predictor has a reference model, it joins the call, and the measured
+    latency is also given at the predictor's baseline conditions: the figure to compare with
+    the prediction on a machine whose speed drifts."""
     from devices import open_device
-    from latency.profiler import RUNTIME_FORMATS, RUNTIME_PRECISIONS
+    from latency.model_cache import ModelCache
+    from latency.profiler import RUNTIME_FORMATS, RUNTIME_PRECISIONS, reference_file
+    from latency.reference import normalised_ms, reference_scale
 
     latency: dict[str, Any] = {}
     for name in devices:
@@ -284,20 +292,49 @@ def _measure(
                     "(--format, --int8) or leave this --device out"
                 )
             say(f"measuring {len(runnable)} file(s) on {device.name}")
-            measured = device.measure([folder / f.name for f in runnable])
             predictor = predictors.get(device.name)
+            header = predictor.header if predictor is not None else None
+            reference = (
+                reference_file(ModelCache(), predictor.space, header)
+                if predictor is not None and header is not None and header.reference
+                else None
+            )
+            measured = _measure_files(
+                device, [folder / f.name for f in runnable], header, reference
+            )
             entry: dict[str, Any] = {"fingerprint": fp.to_dict(), "files": {}}
             for f, m in zip(runnable, measured, strict=True):
-                same_kind = predictor is not None and (
-                    predictor.header.model_format,
-                    predictor.header.precision,
-                ) == (f.format, f.precision)
+                same_kind = header is not None and (header.model_format, header.precision) == (
+                    f.format,
+                    f.precision,
+                )
                 entry["files"][f.name] = {
                     "predicted": predictor.predict(subnet) if same_kind and predictor else None,
                     "measured": _summary(m.to_dict()),
+                    "measured_at_baseline_ms": normalised_ms(m) if reference else None,
+                    "reference_scale": reference_scale(m) if reference else None,
                 }
             latency[device.name] = entry
     return latency
+
+
+def _measure_files(
+    device: Device, paths: list[Path], header: TableHeader | None, reference: Path | None
+) -> list[Measurement]:
+    """``paths`` measured in one call, with ``reference`` (if any) among them and the results
+    normalised to ``header``'s baseline."""
+    from latency.profiler import apply_reference, measure_in_batches
+    from latency.reference import COPIES
+
+    measured: list[Measurement] = []
+
+    def store(_start: int, results: list[Measurement], ref: Measurement | None) -> None:
+        measured.extend(apply_reference(header, results, ref)[1] if header else results)
+
+    measure_in_batches(
+        device, paths, batch_size=len(paths) + COPIES, on_batch=store, reference=reference
+    )
+    return measured
 
 
 def _summary(measurement: dict[str, Any]) -> dict[str, Any]:

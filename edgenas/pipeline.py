@@ -383,6 +383,11 @@ def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> 
                     "latency_measured_ms": measured[shown]["measured"]["median_ms"]
                     if shown
                     else None,
+                    "latency_measured_at_baseline_ms": measured[shown].get(
+                        "measured_at_baseline_ms"
+                    )
+                    if shown
+                    else None,
                     "bytes": files[shown]["bytes"] if shown else None,
                     "folder": str(entry["folder"]),
                     "files": sorted(files),

@@ -69,8 +69,8 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", "## Latency (ms)", ""]
     if card["latency"]:
         lines += [
-            "| device | file | predicted | measured median | p10-p90 |",
-            "|---|---|---|---|---|",
+            "| device | file | predicted | measured median | p10-p90 | at predictor's baseline |",
+            "|---|---|---|---|---|---|",
         ]
         for device, entry in card["latency"].items():
             for name, value in entry["files"].items():
@@ -78,8 +78,14 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                 spread = f"{m['p10_ms']:.4g}-{m['p90_ms']:.4g}" if m else "-"
                 lines.append(
                     f"| {device} | `{name}` | {_ms(value.get('predicted'))} | "
-                    f"{_ms(m['median_ms'] if m else None)} | {spread} |"
+                    f"{_ms(m['median_ms'] if m else None)} | {spread} | "
+                    f"{_ms(value.get('measured_at_baseline_ms'))} |"
                 )
+        lines += [
+            "",
+            "Timed devices drift; the last column scales the measurement by the reference model "
+            "measured in the same call, to the conditions the predictor was profiled under.",
+        ]
     else:
         lines.append("- no device measured (pass --device NAME)")
     data = card["data"]

@@ -97,6 +97,9 @@ def test_a_run_does_every_stage_and_records_it(
     assert set(rows) == {"test-cpu", "npu-32x32-ws"}
     assert rows["test-cpu"]["latency_measured_ms"] > 0 and rows["test-cpu"]["file"] == "model.onnx"
     assert rows["test-cpu"]["latency_predicted_ms"] is not None
+    # measured with the profile's reference model in the same call, scaled to its baseline
+    assert rows["test-cpu"]["latency_measured_at_baseline_ms"] > 0
+    assert rows["npu-32x32-ws"]["latency_measured_at_baseline_ms"] is None  # a simulator
     assert rows["npu-32x32-ws"]["latency_predicted_ms"] == pytest.approx(
         rows["npu-32x32-ws"]["latency_measured_ms"], rel=0.05
     )  # a deterministic simulator: its predictor is (nearly) exact
