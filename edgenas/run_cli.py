@@ -74,7 +74,14 @@ def run_command(
 
 def print_summary(summary: dict[str, Any]) -> None:
     table = Table(title=f"{summary['recipe']}: chosen subnets", title_justify="left")
-    for col in ("device", "budget ms", "acc fp32 / int8", "ms pred / meas", "size", "export"):
+    for col in (
+        "device",
+        "budget ms",
+        "acc fp32 / int8",
+        "ms pred / meas (at baseline)",
+        "size",
+        "export",
+    ):
         table.add_column(col)
     folders: list[str] = []
     for row in summary["chosen"]:
@@ -86,7 +93,8 @@ def print_summary(summary: dict[str, Any]) -> None:
             escape(row["device"]),
             f"{row['budget_ms']:g}",
             f"{'-' if fp32 is None else f'{fp32:.3f}'} / {int8 or '-'}",
-            f"{_ms(row['latency_predicted_ms'])} / {_ms(row['latency_measured_ms'])}",
+            f"{_ms(row['latency_predicted_ms'])} / {_ms(row['latency_measured_ms'])}"
+            + (f" ({_ms(base)})" if (base := row.get("latency_measured_at_baseline_ms")) else ""),
             f"{row['bytes'] / 1024:.0f} KiB" if row["bytes"] else "-",
             f"#{folders.index(row['folder']) + 1} {escape(row['file'] or '')}",
         )
