@@ -30,9 +30,7 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
 sys.path.insert(0, str(_here.parent))
 
 from edgenas.export_job import ExportJob, FinetuneSettings, run_export  # noqa: E402
-from export.subnet_export import ExportOptions  # noqa: E402
-
-TARGET_AGREEMENT = 0.98
+from export.subnet_export import INT8_AGREEMENT_TARGET, ExportOptions  # noqa: E402
 
 
 def log(message: str) -> None:
@@ -83,7 +81,7 @@ def bench_subnet(args: argparse.Namespace, subnet: str, out: Path) -> dict[str, 
         "accuracy_fp32": card["accuracy"]["fp32"],
         "int8": int8,
         "int8_agreement_target_met": all(
-            v["top1_agreement"] >= TARGET_AGREEMENT for v in int8.values()
+            v["top1_agreement"] >= INT8_AGREEMENT_TARGET for v in int8.values()
         ),
         "files": files,
         "latency": latency,
@@ -122,7 +120,7 @@ def main() -> None:
                 "devices": args.device,
                 "calibration_images": args.calibration_images,
                 "qat_epochs": args.qat_epochs,
-                "target_int8_agreement": TARGET_AGREEMENT,
+                "target_int8_agreement": INT8_AGREEMENT_TARGET,
                 "subnets": results,
             },
             indent=1,

@@ -14,8 +14,6 @@ from rich.table import Table
 
 from edgenas.console import err_console, fail
 
-INT8_AGREEMENT_TARGET = 0.98
-
 
 def _user_errors() -> tuple[type[Exception], ...]:
     from devices import DeviceError
@@ -129,6 +127,8 @@ def export_command(
 
 
 def print_card(card: dict[str, Any], out: Path) -> None:
+    from export.subnet_export import INT8_AGREEMENT_TARGET
+
     acc = card["accuracy"]
     table = Table(
         title=f"{card['name']}: {card['macs'] / 1e6:.2f}M MACs, {card['params'] / 1e3:.0f}k params",

@@ -33,6 +33,7 @@ FILE_NAMES: dict[tuple[str, str], str] = {
     ("tflite", "int8"): "model_int8.tflite",
 }
 CALIBRATION_SEED = 4321  # which training images calibrate int8; fixed so exports repeat
+INT8_AGREEMENT_TARGET = 0.98  # top-1 agreement of an int8 file with fp32 worth shipping
 
 
 @dataclass(frozen=True)
@@ -76,9 +77,6 @@ class ExportResult:
     accuracy_fp32: float | None  # PyTorch, on the test split
     test_images: int
     inputs: dict[str, Any]  # per file: how to feed it
-
-    def file(self, name: str) -> ExportedFile | None:
-        return next((f for f in self.files if f.name == name), None)
 
 
 def model_images(split: ImageSplit, data: DataBundle, resolution: int, n: int | None) -> np.ndarray:
