@@ -51,7 +51,7 @@ def export_command(
     finetune_epochs: Annotated[
         int, typer.Option(min=0, help="fine-tune the subnet (distilling the largest) first")
     ] = 0,
-    finetune_lr: Annotated[float, typer.Option(min=0.0, help="fine-tuning learning rate")] = 0.005,
+    finetune_lr: Annotated[float, typer.Option(min=0.0, help="fine-tuning learning rate")] = 0.01,
     qat_epochs: Annotated[
         int,
         typer.Option(
