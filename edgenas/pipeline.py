@@ -169,8 +169,29 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> dict
     return summary
 
 
-def _forced(options: RunOptions, stage: StageName) -> bool:
-    return stage in options.force
+def _needs_run(
+    run: RunFolder,
+    key: str,
+    inputs: dict[str, Any],
+    *,
+    stage: StageName,
+    options: RunOptions,
+    outputs: Sequence[Path],
+    log: Log,
+) -> bool:
+    """Whether stage ``key`` must run. A stage that is forced, or ran before on other inputs,
+    loses its ``outputs`` first: resuming them would mix two runs."""
+    forced = stage in options.force
+    if not forced and run.up_to_date(key, inputs):
+        log(f"{key.replace(':', ' ')}: up to date, skipped")
+        return False
+    if forced or run.stale(key, inputs):
+        for path in outputs:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+    return True
 
 
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
@@ -179,12 +200,11 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
     # Not the name: a recipe copied under another name reuses the same supernet.
     inputs = {"recipe": recipe.model_dump(mode="json", include={"space", "data", "train"})}
     supernet = run.root / SUPERNET_NAME
-    if not _forced(options, "train") and run.up_to_date("train", inputs):
-        log("train: up to date, skipped")
+    checkpoints = [run.root / CHECKPOINT_NAME, supernet]
+    if not _needs_run(
+        run, "train", inputs, stage="train", options=options, outputs=checkpoints, log=log
+    ):
         return
-    if _forced(options, "train") or run.stale("train", inputs):
-        for name in (CHECKPOINT_NAME, SUPERNET_NAME):
-            (run.root / name).unlink(missing_ok=True)
     log("train: progressive shrinking (resumes from checkpoint.pt after a kill)")
     started = time.perf_counter()
     train(
@@ -212,11 +232,10 @@ def _profile(recipe: Recipe, device: str, run: RunFolder, options: RunOptions, l
         "device": section.model_dump(mode="json", exclude={"budget_ms"}),
         "profile": load_profile(device).model_dump(mode="json"),
     }
-    if not _forced(options, "profile") and run.up_to_date(key, inputs):
-        log(f"profile {name}: up to date, skipped")
+    if not _needs_run(
+        run, key, inputs, stage="profile", options=options, outputs=[folder], log=log
+    ):
         return
-    if _forced(options, "profile") or run.stale(key, inputs):
-        shutil.rmtree(folder, ignore_errors=True)
     log(f"profile {name}: lookup table and calibrated predictor → {folder}")
     started = time.perf_counter()
     profile_command(
@@ -250,11 +269,10 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
         "budgets_ms": [d.budget_ms for d in recipe.devices],
         "search": recipe.search.model_dump(mode="json"),
     }
-    if not _forced(options, "search") and run.up_to_date("search", inputs):
-        log("search: up to date, skipped")
+    if not _needs_run(
+        run, "search", inputs, stage="search", options=options, outputs=[folder], log=log
+    ):
         return
-    if _forced(options, "search") or run.stale("search", inputs):
-        shutil.rmtree(folder, ignore_errors=True)
     s = recipe.search
     budgets = [d.budget_ms for d in recipe.devices if d.budget_ms is not None]
     log(f"search: {s.trials} trials, {s.sampler} → {folder}")
@@ -324,11 +342,10 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
             },
         }
         entry["folder"] = folder
-        if not _forced(options, "export") and run.up_to_date(stage_key, inputs):
-            log(f"export {key}: up to date, skipped")
+        if not _needs_run(
+            run, stage_key, inputs, stage="export", options=options, outputs=[folder], log=log
+        ):
             continue
-        if _forced(options, "export") or run.stale(stage_key, inputs):
-            shutil.rmtree(folder, ignore_errors=True)
         log(f"export {key} → {folder}")
         started = time.perf_counter()
         run_export(
