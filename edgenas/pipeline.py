@@ -262,10 +262,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     names = [_device_name(d.name) for d in recipe.devices]
     folder = run.root / "search"
     inputs = {
-        "supernet": run.output_hash("train", "supernet.pt") or sha256(run.root / "supernet.pt"),
-        "predictors": {
-            n: _hash_or_none(run.root / "devices" / n / "predictor.json") for n in names
-        },
+        **_upstream(run, names),
         "budgets_ms": [d.budget_ms for d in recipe.devices],
         "search": recipe.search.model_dump(mode="json"),
     }
@@ -301,8 +298,14 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     run.record("search", inputs, outputs, time.perf_counter() - started)
 
 
-def _hash_or_none(path: Path) -> str | None:
-    return sha256(path) if path.is_file() else None
+def _upstream(run: RunFolder, devices: Sequence[str]) -> dict[str, Any]:
+    """What search and export depend on from earlier stages: the supernet and each device's
+    predictor, by content."""
+    predictors = {n: run.root / "devices" / n / "predictor.json" for n in devices}
+    return {
+        "supernet": run.output_hash("train", "supernet.pt") or sha256(run.root / "supernet.pt"),
+        "predictors": {n: sha256(p) if p.is_file() else None for n, p in predictors.items()},
+    }
 
 
 def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> list[dict[str, Any]]:
@@ -333,13 +336,10 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
         folder = run.root / "export" / key
         stage_key = f"export:{key}"
         inputs = {
-            "supernet": run.output_hash("train", "supernet.pt") or sha256(run.root / "supernet.pt"),
+            **_upstream(run, names),
             "subnet": pareto["front"][entry["index"]]["subnet"],
             "export": e.model_dump(mode="json"),
             "devices": devices,
-            "predictors": {
-                n: _hash_or_none(run.root / "devices" / n / "predictor.json") for n in names
-            },
         }
         entry["folder"] = folder
         if not _needs_run(

@@ -20,6 +20,7 @@ from export.subnet_export import model_images
 from export.verify import agreement, correlation, run_onnx, run_tflite, top1
 from once_for_all import Subnet, SubnetError, get_space
 from once_for_all.data import load_data
+from tests.edgenas.conftest import MICRO_RECIPE
 from tests.edgenas.search.synthetic import predictor
 
 REPO = Path(__file__).resolve().parents[2]
@@ -104,7 +105,7 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
 
 def test_card_accuracies_are_what_the_files_do(exported: Path, trained: Path) -> None:
     card = _card(exported)
-    data = load_data(**{"source": "fashion-mnist", "val_size": 200, "train_limit": 256, "seed": 0})
+    data = load_data(**MICRO_RECIPE["data"])  # what the supernet was trained on
     x = model_images(data.test, data, card["subnet"]["r"], 400)
     y = data.test.labels[:400].numpy()
     fp32 = run_onnx(exported / "model.onnx", x)
@@ -183,7 +184,7 @@ def test_int8_tflite_runs_on_the_board_in_tflite_runtime(
     assert set(measured) == {"model.tflite", "model_int8.tflite"}
     assert all(m["measured"]["n"] == 5 for m in measured.values())
     # The board's own interpreter computes what LiteRT computes on the host.
-    data = load_data(**{"source": "fashion-mnist", "val_size": 200, "train_limit": 256, "seed": 0})
+    data = load_data(**MICRO_RECIPE["data"])  # what the supernet was trained on
     x = model_images(data.test, data, TINY.min_subnet().r, 50)
     np.save(tmp_path / "x.npy", x.transpose(0, 2, 3, 1))
     script = (
