@@ -16,6 +16,7 @@ from edgenas.devices_cli import devices_app
 from edgenas.export_cli import export_command
 from edgenas.latency_cli import latency_app, profile_command
 from edgenas.npu_cli import npu_app
+from edgenas.report_cli import report_command
 from edgenas.run_cli import run_command
 from edgenas.search_cli import search_command
 from edgenas.subnet_choice import choose_subnet
@@ -34,6 +35,7 @@ app.command("profile")(profile_command)
 app.command("search")(search_command)
 app.command("export")(export_command)
 app.command("run")(run_command)
+app.command("report")(report_command)
 
 
 def user_errors() -> tuple[type[Exception], ...]:

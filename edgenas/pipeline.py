@@ -26,6 +26,7 @@ from rich.console import Console
 
 from devices.atomic_write import write_text_atomic
 from edgenas.recipe import Recipe, RecipeError, StageName, load_recipe
+from edgenas.report import REPORT_NAME, build_report
 
 RUN_FORMAT = "edgenas.run/1"
 PACKAGES = (
@@ -164,8 +165,13 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> dict
     if "export" in stages:
         exported = _export(recipe, run, options, log)
     summary = _summary(recipe, run, exported)
+    summary["report"] = str(root / REPORT_NAME)
     write_text_atomic(root / "summary.json", json.dumps(summary, indent=1) + "\n")
-    log(f"done: {len(exported)} subnet(s) exported; summary in {root / 'summary.json'}")
+    build_report(root)  # reads summary.json
+    log(
+        f"done: {len(exported)} subnet(s) exported; summary in {root / 'summary.json'}, "
+        f"report in {summary['report']}"
+    )
     return summary
 
 

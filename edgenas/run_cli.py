@@ -25,6 +25,7 @@ class Stage(str, Enum):
 def _user_errors() -> tuple[type[Exception], ...]:
     from devices import DeviceError
     from edgenas.recipe import RecipeError
+    from edgenas.report import ReportError
     from export.errors import ExportError
     from latency.table import TableError
     from once_for_all import CheckpointError, SubnetError
@@ -38,6 +39,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         DeviceError,
         TableError,
         ExportError,
+        ReportError,
     )
 
 
@@ -102,6 +104,8 @@ def print_summary(summary: dict[str, Any]) -> None:
     for i, folder in enumerate(folders, start=1):
         err_console.print(f"#{i}: {escape(folder)}", highlight=False, soft_wrap=True)
     err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
+    if summary.get("report"):
+        err_console.print(f"report: {escape(summary['report'])}", highlight=False)
 
 
 def _ms(value: float | None) -> str:

@@ -37,12 +37,17 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         f"- {card['macs'] / 1e6:.2f} M MACs, {card['params'] / 1e3:.1f} k parameters, "
         f"peak activation memory {card['peak_activation_bytes'] / 1024:.1f} KiB (fp32)",
     ]
-    finetune = card.get("finetune")
+    finetune = card.get("finetune") or {}
     lines.append(
         f"- fine-tuned {finetune['epochs']} epoch(s) with distillation from the largest subnet"
-        if finetune
+        if finetune.get("epochs")
         else "- weights inherited from the supernet (BN statistics recalibrated)"
     )
+    if finetune.get("qat_epochs"):
+        lines.append(
+            f"- then {finetune['qat_epochs']} epoch(s) of int8-aware fine-tuning (simulated int8 "
+            "activations) for the int8 files' sake"
+        )
     lines += [
         "",
         "## Files",

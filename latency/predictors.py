@@ -238,6 +238,7 @@ def calibrate(
     feats = base.features(subnets)
     splits = _folds(len(measured), folds, seed)
     scores: dict[str, dict[str, float]] = {}
+    held_out: dict[str, np.ndarray] = {}
     for name, (features, intercept) in candidate_models(base.space).items():
         if len(features) + intercept > len(measured) - len(splits[0]):
             continue
@@ -253,6 +254,7 @@ def calibrate(
             )
             predicted[test] = model.apply({f: v[test] for f, v in feats.items()})
         scores[name] = validation_figures(predicted, measured)
+        held_out[name] = predicted
     best = min(scores, key=lambda n: (scores[n]["rmspe"], len(candidate_models(base.space)[n][0])))
     features, intercept = candidate_models(base.space)[best]
     model = fit_linear(best, feats, measured, features, intercept=intercept)
@@ -269,6 +271,9 @@ def calibrate(
         calibration={
             "subnets": [s.to_dict() for s in subnets],
             "measured_ms": [float(m) for m in measured],
+            # Each subnet's prediction by the chosen model fitted without its fold: what the
+            # validation figures summarise, kept for predicted-vs-measured plots.
+            "held_out_ms": [float(p) for p in held_out[best]],
         },
     )
 

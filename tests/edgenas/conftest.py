@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -81,3 +84,58 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     assert proc.returncode == 0, proc.stderr
     return folder
+
+
+REPO = Path(__file__).resolve().parents[2]
+CPU_PROFILE = "name: test-cpu\nkind: local\nruntime: onnxruntime\nthreads: 1\nwarmup: 2\nruns: 5\n"
+Run = tuple[Path, Path, Path, dict[str, Any]]  # recipe, run folder, block cache, summary
+
+
+def run_recipe(folder: Path, **changes: Any) -> Path:
+    """The micro recipe with a local onnxruntime device and the simulated NPU, every stage."""
+    (folder / "cpu.yaml").write_text(CPU_PROFILE)
+    recipe: dict[str, Any] = copy.deepcopy(MICRO_RECIPE)
+    stages: dict[str, Any] = {
+        "name": "micro-run",
+        "devices": [
+            {"name": str(folder / "cpu.yaml"), "budget_ms": 50.0, "calibrate": 10},
+            {"name": "npu-32x32-ws", "budget_ms": 50.0, "calibrate": 10},
+        ],
+        "search": {"trials": 60, "accuracy_samples": 12, "eval_images": 100, "reevaluate": 4},
+        "export": {
+            "formats": ["onnx"],
+            "int8": True,
+            "calibration_images": 32,
+            "test_images": 200,
+        },
+    }
+    recipe.update(stages)
+    recipe.update(changes)
+    path = folder / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def edgenas_run(
+    recipe: Path, out: Path, *args: str, cache: Path
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgenas", "run", str(recipe), "--out", str(out), *args],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "EDGENAS_CACHE": str(cache)},
+        cwd=REPO,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="session")
+def micro_run(tmp_path_factory: pytest.TempPathFactory) -> Run:
+    """One `edgenas run` of the micro recipe, shared by the run and report tests."""
+    folder = tmp_path_factory.mktemp("run")
+    cache = tmp_path_factory.mktemp("cache")
+    recipe = run_recipe(folder)
+    out = folder / "run"
+    proc = edgenas_run(recipe, out, "--json", cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    return recipe, out, cache, json.loads(proc.stdout)

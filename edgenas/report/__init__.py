@@ -1,0 +1,25 @@
+"""The run report: one self-contained HTML page (``report.html``) of a run folder."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgenas.report.collect import ReportError
+
+REPORT_NAME = "report.html"
+
+
+def build_report(run_dir: Path, out: Path | None = None) -> Path:
+    """Write the report of ``run_dir`` (default ``run_dir/report.html``) and return its path."""
+    from devices.atomic_write import write_text_atomic
+    from edgenas.report.collect import collect
+    from edgenas.report.page import render
+
+    path = out or run_dir / REPORT_NAME
+    page = render(collect(run_dir))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, page)
+    return path
+
+
+__all__ = ["REPORT_NAME", "ReportError", "build_report"]

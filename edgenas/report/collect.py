@@ -1,0 +1,143 @@
+"""Reading a run folder into the plain data the report draws.
+
+Every part is optional except ``run.json``: a run that only trained gets a report with its
+training curves, and the sections of the stages it did not run say so.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ReportError(ValueError):
+    """A run folder the report cannot read; the message names the file and the fix."""
+
+
+@dataclass
+class DeviceData:
+    name: str
+    predictor: dict[str, Any]  # predictor.json as written by edgenas profile
+    path: Path
+
+
+@dataclass
+class Trials:
+    """Every completed trial of the search study: objective names and one value row each."""
+
+    objectives: list[str]
+    values: list[list[float]]
+
+
+@dataclass
+class RunData:
+    root: Path
+    run: dict[str, Any]
+    summary: dict[str, Any] | None = None
+    history: list[dict[str, Any]] = field(default_factory=list)
+    pareto: dict[str, Any] | None = None
+    trials: Trials | None = None
+    devices: list[DeviceData] = field(default_factory=list)
+    cards: list[dict[str, Any]] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return str(self.run.get("recipe", {}).get("name") or self.root.name)
+
+
+def _json(path: Path, what: str) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ReportError(
+            f"cannot read the {what} {path} ({exc}); rerun the stage that writes it "
+            "(edgenas run RECIPE --force STAGE)"
+        ) from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path} is not a {what}; rerun the stage that writes it")
+    return data
+
+
+def _history(root: Path) -> list[dict[str, Any]]:
+    """The per-epoch records saved in the training checkpoint (loaded weights-only)."""
+    from once_for_all import CheckpointError
+    from once_for_all.checkpoint import load_checkpoint
+
+    for name in ("supernet.pt", "checkpoint.pt"):
+        path = root / name
+        if path.is_file():
+            try:
+                return list(load_checkpoint(path).get("history") or [])
+            except CheckpointError as exc:
+                raise ReportError(str(exc)) from None
+    return []
+
+
+def _trials(root: Path, pareto: dict[str, Any]) -> Trials | None:
+    """The study's completed trials, from the storage the run's search stage wrote."""
+    import optuna
+
+    from edgenas.search.study_runner import open_storage
+
+    search = root / "search"
+    url = next(
+        (
+            u
+            for name, u in (
+                ("study.log", f"journal:{search / 'study.log'}"),
+                ("study.db", f"sqlite:///{search / 'study.db'}"),
+            )
+            if (search / name).is_file()
+        ),
+        None,
+    )
+    if url is None:
+        return None
+    optuna.logging.set_verbosity(logging.WARNING)
+    try:
+        study = optuna.load_study(
+            study_name=pareto.get("study", "edgenas"), storage=open_storage(url)
+        )
+    except (KeyError, ValueError) as exc:
+        raise ReportError(f"cannot read the search study in {search} ({exc})") from None
+    complete = optuna.trial.TrialState.COMPLETE
+    values = [list(t.values) for t in study.get_trials(deepcopy=False, states=(complete,))]
+    return Trials(list(pareto.get("objectives", [])), values)
+
+
+def collect(root: Path) -> RunData:
+    """Everything the report shows from the run folder ``root``."""
+    if not (root / "run.json").is_file():
+        raise ReportError(
+            f"{root} is not a run folder (no run.json): give the folder that edgenas run wrote"
+        )
+    data = RunData(root=root, run=_json(root / "run.json", "run record"))
+    if (root / "summary.json").is_file():
+        data.summary = _json(root / "summary.json", "run summary")
+    data.history = _history(root)
+    if (root / "search" / "pareto.json").is_file():
+        data.pareto = _json(root / "search" / "pareto.json", "Pareto front")
+        data.trials = _trials(root, data.pareto)
+    # Devices in the order the run profiled them, then any other profiled folder.
+    profiled = [k.split(":", 1)[1] for k in data.run.get("stages", {}) if k.startswith("profile:")]
+    folders = sorted(p.parent.name for p in (root / "devices").glob("*/predictor.json"))
+    for name in [
+        *(n for n in profiled if n in folders),
+        *(n for n in folders if n not in profiled),
+    ]:
+        path = root / "devices" / name / "predictor.json"
+        data.devices.append(DeviceData(name, _json(path, "latency predictor"), path))
+    chosen = {row["folder"] for row in (data.summary or {}).get("chosen", [])}
+    for folder in sorted((root / "export").glob("*/card.json")):
+        # Only the exports of the current choice: the pipeline removes the others, but a
+        # folder a user copied in stays out of the report.
+        if (
+            not chosen
+            or str(folder.parent) in chosen
+            or folder.parent.name in {Path(c).name for c in chosen}
+        ):
+            data.cards.append(_json(folder, "model card"))
+    return data

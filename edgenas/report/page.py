@@ -1,0 +1,288 @@
+"""The report as one self-contained HTML page: inline CSS and inline SVG, no scripts, no
+network. Each part of the run has its own ``<section id=...>``; a stage the run did not do
+gets a line saying how to add it."""
+
+from __future__ import annotations
+
+import datetime as dt
+import html
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any
+
+from edgenas.report import figures
+from edgenas.report.collect import RunData
+from edgenas.report.markdown import inline, to_html
+from export.card import card_markdown
+
+SECTIONS = {
+    "summary": "Chosen subnets",
+    "training": "Training",
+    "pareto": "Pareto fronts",
+    "latency-predictors": "Latency predictors",
+    "block-latency": "Block latency per device",
+    "models": "Model cards",
+}
+
+CSS = """
+body { font: 14px/1.45 system-ui, sans-serif; margin: 0 auto; max-width: 1180px; padding: 0 24px 48px; color: #222; }
+h1 { margin-top: 28px; } h2 { border-bottom: 1px solid #ddd; padding-bottom: 4px; margin-top: 36px; }
+nav a { margin-right: 14px; } .meta { color: #666; }
+table { border-collapse: collapse; margin: 10px 0; font-size: 13px; }
+th, td { border: 1px solid #ddd; padding: 3px 8px; text-align: left; vertical-align: top; }
+th { background: #f4f4f4; } td.num { text-align: right; font-variant-numeric: tabular-nums; }
+code { background: #f4f4f4; padding: 0 3px; border-radius: 3px; font-size: 12px; }
+svg { max-width: 100%; height: auto; } .figure { margin: 12px 0; }
+.grid { display: flex; flex-wrap: wrap; gap: 16px; align-items: flex-start; } .grid > div { flex: 0 1 auto; }
+.missing { color: #8a6d3b; background: #fcf8e3; padding: 6px 10px; border-radius: 4px; }
+details.card { border: 1px solid #ddd; border-radius: 6px; padding: 4px 14px; margin: 12px 0; }
+details.card summary { cursor: pointer; font-weight: 600; padding: 6px 0; }
+"""
+
+
+def _num(value: Any, fmt: str = ".4g") -> str:
+    return "-" if value is None else format(value, fmt)
+
+
+def _pct(value: Any) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _table(
+    header: Sequence[str], rows: Iterable[Sequence[str]], numeric: frozenset[int] = frozenset()
+) -> str:
+    """A table of already-escaped cells; ``numeric`` columns align right."""
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f"<td class='num'>{c}</td>" if j in numeric else f"<td>{c}</td>"
+            for j, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _missing(text: str) -> str:
+    return f"<p class='missing'>{inline(text)}</p>"
+
+
+def _figure(svg: str, caption: str = "") -> str:
+    cap = f"<p class='meta'>{inline(caption)}</p>" if caption else ""
+    return f"<div class='figure'>{svg}{cap}</div>"
+
+
+def _summary(data: RunData) -> str:
+    rows = (data.summary or {}).get("chosen", [])
+    if not rows:
+        return _missing(
+            "No subnet exported yet: the recipe needs devices with a budget and the stages "
+            "`search` and `export`."
+        )
+    return _table(
+        [
+            "device",
+            "budget ms",
+            "subnet",
+            "acc fp32",
+            "acc int8",
+            "file",
+            "predicted ms",
+            "measured ms",
+            "size KiB",
+        ],
+        (
+            [
+                html.escape(r["device"]),
+                _num(r["budget_ms"], "g"),
+                f"<code>{html.escape(r['subnet'])}</code>",
+                _pct(r["accuracy_fp32"]),
+                "<br>".join(f"{html.escape(n)}: {_pct(a)}" for n, a in r["accuracy_int8"].items()),
+                f"<code>{html.escape(str(r['file']))}</code>",
+                _num(r["latency_predicted_ms"]),
+                _num(r["latency_measured_ms"]),
+                _num(r["bytes"] / 1024 if r["bytes"] else None, ".1f"),
+            ]
+            for r in rows
+        ),
+        numeric=frozenset({1, 3, 6, 7, 8}),
+    )
+
+
+def _training(data: RunData) -> str:
+    if not data.history:
+        return _missing("No training history: this run has no supernet.pt or checkpoint.pt yet.")
+    phases: dict[str, list[Mapping[str, Any]]] = {}
+    for r in data.history:
+        phases.setdefault(str(r["phase"]), []).append(r)
+    table = _table(
+        ["phase", "epochs", "val acc largest", "val acc smallest", "train loss", "minutes"],
+        (
+            [
+                html.escape(name),
+                str(len(rs)),
+                _pct(rs[-1]["val_acc_max"]),
+                _pct(rs[-1]["val_acc_min"]),
+                _num(rs[-1]["train_loss"], ".3f"),
+                _num(sum(float(r["seconds"]) for r in rs) / 60, ".1f"),
+            ]
+            for name, rs in phases.items()
+        ),
+        numeric=frozenset({1, 2, 3, 4, 5}),
+    )
+    svg = figures.to_svg(figures.training_curves(data.history), "training")
+    return (
+        _figure(
+            svg,
+            "Progressive shrinking: each phase opens more of the space (kernel, depth, expand).",
+        )
+        + table
+    )
+
+
+def _pareto(data: RunData) -> str:
+    if data.pareto is None:
+        return _missing("No search in this run: add `search` to the recipe's stages.")
+    p = data.pareto
+    svg = figures.to_svg(figures.pareto_fronts(p, data.trials), "pareto")
+    caption = (
+        f"{p.get('trials', '?')} trials, {len(p['front'])} subnets on the front; accuracy: "
+        f"{p.get('accuracy', 'predicted')}. Dashed line: the device's latency budget; star: the "
+        "subnet chosen for it."
+    )
+    return _figure(svg, caption)
+
+
+_FIGURES = ("n", "rmse_ms", "rmspe", "within_5pct", "within_10pct", "spearman", "kendall")
+
+
+def _predictors(data: RunData) -> str:
+    if not data.devices:
+        return _missing(
+            "No device profiled: add devices to the recipe and `profile` to its stages."
+        )
+    parts = []
+    for device in data.devices:
+        pred = device.predictor
+        validation = pred.get("validation") or {}
+        fp = pred["header"]["fingerprint"]
+        header = pred["header"]
+        meta = (
+            f"<p class='meta'>{html.escape(pred['kind'])} predictor"
+            f"{' (' + html.escape(validation['chosen']) + ')' if validation.get('chosen') else ''}; "
+            f"{html.escape(fp['runtime'])} {html.escape(str(fp['runtime_version']))}, "
+            f"{html.escape(header['model_format'])} {html.escape(header['precision'])}, "
+            f"{html.escape(str(fp['cpu_model']))} on {html.escape(str(fp['host']))}, "
+            f"{len(pred['block_ms'])} blocks. {inline(validation.get('method', ''))}</p>"
+        )
+        rows = [
+            [html.escape(label), *(_fmt_figure(k, validation[key].get(k)) for k in _FIGURES)]
+            for label, key in (("calibrated", "calibrated"), ("lut-sum", "lut_sum"))
+            if key in validation
+        ]
+        table = (
+            _table(["predictor", *_FIGURES], rows, numeric=frozenset(range(1, 8))) if rows else ""
+        )
+        fig = figures.predictor_scatter(device)
+        scatter = (
+            figures.to_svg(fig, f"scatter-{device.name}")
+            if fig is not None
+            else _missing("No end-to-end measurements (calibrate: 0): nothing to validate against.")
+        )
+        parts.append(
+            f"<h3>{html.escape(device.name)}</h3>{meta}<div class='grid'><div>{scatter}</div>"
+            f"<div>{table}</div></div>"
+        )
+    return "".join(parts)
+
+
+def _fmt_figure(key: str, value: Any) -> str:
+    if value is None:
+        return "-"
+    if key == "n":
+        return str(int(value))
+    if key in ("rmspe", "within_5pct", "within_10pct"):
+        return _pct(value)
+    return _num(value, ".4g" if key == "rmse_ms" else ".3f")
+
+
+def _blocks(data: RunData) -> str:
+    if not data.devices:
+        return _missing("No device profiled: no lookup tables to show.")
+    parts = []
+    shares = figures.latency_shares(data.devices)
+    if shares is not None:
+        parts.append(
+            _figure(
+                figures.to_svg(shares, "shares"),
+                "Where each device spends the largest subnet's time, from its lookup table.",
+            )
+        )
+    maps = [
+        f"<div>{figures.to_svg(figures.block_heatmap(d), f'heatmap-{d.name}')}</div>"
+        for d in data.devices
+    ]
+    parts.append(f"<div class='grid'>{''.join(maps)}</div>")
+    return "".join(parts)
+
+
+def _models(data: RunData) -> str:
+    if not data.cards:
+        return _missing("No exported models: add `export` to the recipe's stages.")
+    return "".join(
+        f"<details class='card' open><summary>{html.escape(card['name'])}</summary>"
+        f"{to_html(card_markdown(card), heading_offset=2)}</details>"
+        for card in data.cards
+    )
+
+
+def _stages(data: RunData) -> str:
+    stages = data.run.get("stages", {})
+    if not stages:
+        return ""
+    return _table(
+        ["stage", "seconds", "finished"],
+        (
+            [
+                html.escape(k),
+                _num(v.get("seconds"), ".1f"),
+                html.escape(str(v.get("finished", "-"))),
+            ]
+            for k, v in stages.items()
+        ),
+        numeric=frozenset({1}),
+    )
+
+
+BUILDERS: dict[str, Callable[[RunData], str]] = {
+    "summary": _summary,
+    "training": _training,
+    "pareto": _pareto,
+    "latency-predictors": _predictors,
+    "block-latency": _blocks,
+    "models": _models,
+}
+
+
+def render(data: RunData) -> str:
+    """The whole page."""
+    versions = data.run.get("versions", {})
+    created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    title = f"edgenas run {data.name}"
+    nav = "".join(f"<a href='#{k}'>{html.escape(v)}</a>" for k, v in SECTIONS.items())
+    body = "".join(
+        f"<section id='{k}'><h2>{html.escape(SECTIONS[k])}</h2>{build(data)}</section>"
+        for k, build in BUILDERS.items()
+    )
+    recipe = html.escape(str(data.run.get("recipe_path", "")))
+    space = html.escape(str(data.run.get("recipe", {}).get("space", "")))
+    version = html.escape(str(versions.get("edgenas", "")))
+    return (
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
+        f"<h1>{html.escape(title)}</h1>"
+        f"<p class='meta'>recipe <code>{recipe}</code>, space <code>{space}</code>, "
+        f"edgenas {version}; report written {created}.</p>"
+        f"<nav>{nav}</nav>{_stages(data)}{body}</body></html>\n"
+    )

@@ -1,0 +1,190 @@
+"""The run report (``report.html``, ``edgenas report``): what it shows for a real micro run,
+checked in a real headless Chromium, and what it says about a run that is not finished."""
+
+from __future__ import annotations
+
+import html.parser
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from edgenas.report.markdown import to_html
+from tests.edgenas.conftest import REPO, Run
+
+SECTIONS = ("summary", "training", "pareto", "latency-predictors", "block-latency", "models")
+FIGURES = {"training": 1, "pareto": 1, "latency-predictors": 2, "block-latency": 3}
+
+
+def chromium() -> str:
+    path = shutil.which("chromium") or shutil.which("chromium-browser")
+    assert path, "headless Chromium is missing: apt-get install chromium (make setup does)"
+    return path
+
+
+def headless(page: Path, tmp: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            chromium(),
+            "--headless",
+            "--no-sandbox",  # we are root in CI
+            "--disable-gpu",
+            "--hide-scrollbars",
+            f"--user-data-dir={tmp / 'chromium-profile'}",
+            *args,
+            page.resolve().as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+class Outline(html.parser.HTMLParser):
+    """Sections, their headings and figures, and every external reference of a page."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.section: str | None = None
+        self.headings: dict[str, str] = {}
+        self.svgs: dict[str, int] = {}
+        self.missing: dict[str, str] = {}
+        self.external: list[str] = []
+        self.tags: set[str] = set()
+        self._in: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        a = dict(attrs)
+        self.tags.add(tag)
+        if tag == "section":
+            self.section = a.get("id")
+        if self.section and tag == "svg":
+            self.svgs[self.section] = self.svgs.get(self.section, 0) + 1
+        if self.section and tag == "h2":
+            self._in = "h2"
+        if self.section and tag == "p" and "missing" in (a.get("class") or ""):
+            self._in = "missing"
+        for key in ("src", "href"):
+            value = a.get(key) or ""
+            if value and not value.startswith(("#", "data:")):
+                self.external.append(value)
+
+    def handle_data(self, data: str) -> None:
+        if self._in and self.section:
+            target = self.headings if self._in == "h2" else self.missing
+            target[self.section] = target.get(self.section, "") + data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("h2", "p"):
+            self._in = None
+
+
+def outline(text: str) -> Outline:
+    parser = Outline()
+    parser.feed(text)
+    return parser
+
+
+def test_the_run_report_renders_in_headless_chromium(micro_run: Run, tmp_path: Path) -> None:
+    _, out, _, _ = micro_run
+    # The run's latest summary: test_run's reruns may have changed the choice since.
+    summary = json.loads((out / "summary.json").read_text())
+    report = out / "report.html"
+    assert summary["report"] == str(report)
+    text = report.read_text()
+    page = outline(text)
+    assert not page.external, f"the report needs the network or other files: {page.external}"
+    assert not {"script", "img", "link", "iframe"} & page.tags
+    assert list(page.headings) == list(SECTIONS) and not page.missing
+    for section, n in FIGURES.items():
+        assert page.svgs.get(section, 0) >= n, section
+
+    # What Chromium renders: the DOM it built from the file, and a screenshot of it.
+    dom = headless(report, tmp_path, "--dump-dom")
+    assert dom.returncode == 0, dom.stderr
+    rendered = outline(dom.stdout)
+    assert rendered.headings == page.headings and rendered.svgs == page.svgs
+    shot = tmp_path / "report.png"
+    proc = headless(report, tmp_path, f"--screenshot={shot}", "--window-size=1200,5000")
+    assert proc.returncode == 0 and shot.is_file(), proc.stderr
+    pixels = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert pixels.shape == (5000, 1200)
+    # Ink in every band of the page: the figures and tables drew, not a blank or error page.
+    bands = np.array_split(pixels, 10)
+    assert all((band < 200).mean() > 0.005 for band in bands[:8])
+
+    # The content: every device, every training phase, the chosen subnet's card.
+    for device in ("test-cpu", "npu-32x32-ws"):
+        assert text.count(device) >= 3, device
+    for phase in ("full", "kernel", "depth", "expand"):
+        assert f">{phase}<" in text
+    subnet = summary["chosen"][0]["subnet"]
+    card = json.loads((out / "export" / subnet / "card.json").read_text())
+    assert f"Model card: {subnet}" in text
+    assert f"{100 * card['accuracy']['fp32']:.2f}%" in text
+
+
+def test_edgenas_report_writes_where_asked_and_refuses_what_is_not_a_run(
+    micro_run: Run, tmp_path: Path
+) -> None:
+    _, out, _, _ = micro_run
+    target = tmp_path / "elsewhere" / "r.html"
+
+    def report(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "edgenas", "report", *args],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=300,
+        )
+
+    proc = report(str(out), "--out", str(target))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == str(target)
+    assert list(outline(target.read_text()).headings) == list(SECTIONS)
+
+    proc = report(str(tmp_path))
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path} is not a run folder (no run.json): give the folder that edgenas run wrote"
+    ]
+    broken = tmp_path / "broken"
+    shutil.copytree(out, broken, ignore=shutil.ignore_patterns("*.pt", "*.onnx", "report.html"))
+    (broken / "search" / "pareto.json").write_text('{"front": [')
+    proc = report(str(broken))
+    assert proc.returncode == 2 and "pareto.json" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert not (broken / "report.html").exists()
+
+
+def test_an_unfinished_run_says_which_stages_are_missing(tmp_path: Path) -> None:
+    from edgenas.report import build_report
+
+    (tmp_path / "run.json").write_text(
+        json.dumps({"format": "edgenas.run/1", "recipe": {"name": "half", "space": "mbv3-tiny"}})
+    )
+    page = outline(build_report(tmp_path).read_text())
+    assert list(page.headings) == list(SECTIONS)
+    assert set(page.missing) == set(SECTIONS)
+    assert "add `search`" not in page.missing["pareto"]  # code spans became <code>
+    assert "search" in page.missing["pareto"] and not page.svgs
+
+
+def test_card_markdown_becomes_escaped_html() -> None:
+    text = to_html(
+        "# Card <x>\n\nSome `a<b>` text\non two lines.\n\n- one\n- `two`\n\n"
+        "| a | b |\n|---|---|\n| 1 | `<2>` |\n",
+        heading_offset=1,
+    )
+    assert text.splitlines() == [
+        "<h2>Card &lt;x&gt;</h2>",
+        "<p>Some <code>a&lt;b&gt;</code> text on two lines.</p>",
+        "<ul><li>one</li><li><code>two</code></li></ul>",
+        "<table><thead><tr><th>a</th><th>b</th></tr></thead>"
+        "<tbody><tr><td>1</td><td><code>&lt;2&gt;</code></td></tr></tbody></table>",
+    ]
