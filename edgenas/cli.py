@@ -43,8 +43,9 @@ def user_errors() -> tuple[type[Exception], ...]:
     from edgenas.recipe import RecipeError
     from once_for_all import CheckpointError, SubnetError
     from once_for_all.data import DataError
+    from once_for_all.distributed import DistributedError
 
-    return (RecipeError, DataError, SubnetError, CheckpointError)
+    return (RecipeError, DataError, SubnetError, CheckpointError, DistributedError)
 
 
 class Split(str, Enum):
@@ -67,6 +68,7 @@ def train(
     """Train a supernet with progressive shrinking, one checkpoint per epoch."""
     from edgenas.recipe import load_recipe
     from edgenas.training import train as run_training
+    from once_for_all.distributed import launched_rank
 
     try:
         r = load_recipe(recipe)
@@ -80,7 +82,8 @@ def train(
         )
     except user_errors() as exc:
         raise fail(str(exc)) from None
-    console.print(f"supernet written to {final}")
+    if launched_rank() == 0:
+        console.print(f"supernet written to {final}")
 
 
 @app.command("eval")

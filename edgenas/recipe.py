@@ -51,7 +51,14 @@ class PhaseSection(_Strict):
 class TrainSection(_Strict):
     seed: int = Field(0, ge=0)
     threads: int = Field(2, ge=1)
+    # The global batch, split across torchrun's processes; per process with lr_scaling linear.
     batch_size: int = Field(64, ge=1)
+    # none: the same run on any number of processes; linear: batch_size per process and every
+    # lr times the number of processes (the linear scaling rule).
+    lr_scaling: Literal["none", "linear"] = "none"
+    # BN statistics of the global batch (the same run on any number of processes); false: of
+    # each process's shard, as plain DDP (faster where collectives are slow).
+    sync_bn: bool = True
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(3e-5, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)
@@ -172,6 +179,8 @@ class Recipe(_Strict):
         return TrainConfig(
             phases=phases,
             batch_size=t.batch_size,
+            lr_scaling=t.lr_scaling,
+            sync_bn=t.sync_bn,
             momentum=t.momentum,
             weight_decay=t.weight_decay,
             label_smoothing=t.label_smoothing,

@@ -1,4 +1,10 @@
-"""`edgenas train`: a recipe's progressive-shrinking schedule into a run folder."""
+"""`edgenas train`: a recipe's progressive-shrinking schedule into a run folder.
+
+Run it under ``torchrun --nproc_per_node N -m edgenas train ...`` to train with N processes
+(on one machine or, with ``--nnodes``, several): the recipe's batch size is then the global
+batch, split across them (unless ``train.lr_scaling: linear``), and only rank 0 writes the run
+folder and the console output.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edgenas.recipe import Recipe
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
 from once_for_all.data import load_data
+from once_for_all.distributed import World, barrier, broadcast_object, process_group
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -28,15 +35,41 @@ def train(
     stop_after_epochs: int | None = None,
     threads: int | None = None,
 ) -> Path:
-    """Train (or resume) and return the path of the final ``supernet.pt``."""
+    """Train (or resume) and return the path of the final ``supernet.pt``. Under torchrun,
+    every process calls this; rank 0 writes, the others return once it has written."""
+    with process_group() as world:
+        return _train(
+            recipe,
+            out,
+            world,
+            resume=resume,
+            console=console,
+            quiet=quiet or not world.is_main,
+            stop_after_epochs=stop_after_epochs,
+            threads=threads,
+        )
+
+
+def _train(
+    recipe: Recipe,
+    out: Path,
+    world: World,
+    *,
+    resume: bool,
+    console: Console,
+    quiet: bool,
+    stop_after_epochs: int | None,
+    threads: int | None,
+) -> Path:
     checkpoint = out / CHECKPOINT_NAME
-    if checkpoint.exists() and not resume:
+    if broadcast_object(checkpoint.exists(), world) and not resume:
         raise CheckpointError(
             f"{out} already holds a training checkpoint: pass --resume to continue it, or choose another --out"
         )
     # Threads change speed and at most the last bits of float sums, not the schedule, so a
-    # resumed run may use another count (bit-identical resumption needs the same one).
-    torch.set_num_threads(threads or recipe.train.threads)
+    # resumed run may use another count (bit-identical resumption needs the same one). The
+    # count is the machine's: torchrun's processes on one machine share it.
+    torch.set_num_threads(max(1, (threads or recipe.train.threads) // world.local_size))
     data = load_data(**recipe.data.load_kwargs())
     space = recipe.search_space()
     config = recipe.train_config()
@@ -47,14 +80,16 @@ def train(
         config,
         checkpoint=checkpoint,
         metadata={"recipe": recipe.model_dump(mode="json"), "data": recipe.data.load_kwargs()},
+        world=world,
     )
-    if resume and trainer.resume():
+    if resume and trainer.resume() and world.is_main:
         st = trainer.state
         console.print(f"resuming {checkpoint}: {len(st.history)} epoch(s) done", style="dim")
     if not quiet:
         console.print(
             f"training {space.id} on {data.spec.name}: {len(data.train)} train / {len(data.val)} val images, "
             f"{len(config.phases)} phases, {sum(p.epochs for p in config.phases)} epochs"
+            + (f", {world.size} processes" if world.size > 1 else "")
         )
     with Progress(
         TextColumn("{task.description}"),
@@ -91,8 +126,9 @@ def train(
             stop_after_epochs=stop_after_epochs,
         )
     final = out / SUPERNET_NAME
-    if state.phase_index >= len(config.phases):
+    if state.phase_index >= len(config.phases) and world.is_main:
         tmp = final.with_name(f".{final.name}.tmp")
         shutil.copyfile(checkpoint, tmp)
         tmp.replace(final)
+    barrier(world)
     return final

@@ -1,0 +1,240 @@
+"""Training throughput of 1 vs N processes under torchrun (gloo on CPU).
+
+    python benchmarks/scale_training.py                    # 1 and 2 processes (about a minute)
+    python benchmarks/scale_training.py --processes 1 2 4 --steps 20
+
+Each run starts ``torchrun --standalone --nproc_per_node N`` on this file's worker, which
+trains the tiny space's elastic-expand phase (two subnets per step, knowledge distillation:
+the bulk of progressive shrinking) on Fashion-MNIST with the same global batch, and times the
+steps after a warm-up. The machine's cores are split among the processes (``threads`` in
+total). Two processes also run with ``sync_bn: false`` (each normalises its own shard, as
+plain DDP) to show what global-batch batch norm costs in collectives.
+
+Prints one JSON object on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# Run as a script, this file's folder leads sys.path, and benchmarks/devices.py would shadow
+# the devices package.
+_here = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
+REPO = _here.parent
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+def training_throughput(
+    processes: int,
+    *,
+    steps: int = 12,
+    warmup: int = 2,
+    batch_size: int = 64,
+    threads: int | None = None,
+    sync_bn: bool = True,
+    timeout_s: float = 900.0,
+) -> dict[str, Any]:
+    """Images per second of ``processes`` training processes on one machine (global batch
+    ``batch_size``, ``threads`` torch threads in all, default one per core), timed over
+    ``steps`` steps after ``warmup``. Raises ``RuntimeError`` if torchrun fails."""
+    total_threads = threads or os.cpu_count() or 1
+    per_process = max(1, total_threads // processes)
+    with tempfile.TemporaryDirectory(prefix="edgenas-scale-") as tmp:
+        result_path = Path(tmp) / "result.json"
+        command = [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            str(processes),
+            "-m",
+            "benchmarks.scale_training",
+            "--worker",
+            "--steps",
+            str(steps),
+            "--warmup",
+            str(warmup),
+            "--batch-size",
+            str(batch_size),
+            "--threads",
+            str(per_process),
+            "--out",
+            tmp,
+            *([] if sync_bn else ["--local-bn"]),
+        ]
+        started = time.perf_counter()
+        proc = subprocess.run(
+            command,
+            cwd=REPO,
+            env={**os.environ, "OMP_NUM_THREADS": str(per_process)},
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+        )
+        wall = time.perf_counter() - started
+        if proc.returncode != 0 or not result_path.exists():
+            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            raise RuntimeError(f"torchrun with {processes} process(es) failed:\n{tail}")
+        result: dict[str, Any] = json.loads(result_path.read_text())
+    result.update(
+        {
+            "processes": processes,
+            "threads_per_process": per_process,
+            "sync_bn": sync_bn,
+            "wall_s_with_startup": round(wall, 1),
+        }
+    )
+    return result
+
+
+def _worker(args: argparse.Namespace) -> None:
+    """One torchrun process: train the timed steps, rank 0 writes the figures."""
+    import torch
+
+    from once_for_all import (
+        OFAMobileNetV3,
+        PhaseConfig,
+        ProgressiveShrinkingTrainer,
+        TrainConfig,
+        get_space,
+    )
+    from once_for_all.data import load_data
+    from once_for_all.distributed import process_group
+
+    torch.set_num_threads(args.threads)
+    space = get_space("mbv3-tiny")
+    steps = args.warmup + args.steps
+    data = load_data("fashion-mnist", val_size=200, train_limit=args.batch_size * steps, seed=0)
+    phase = PhaseConfig(
+        "expand",
+        1,
+        0.01,
+        ks=space.kernel_sizes,
+        d=space.depths,
+        e=space.expand_ratios,
+        subnets_per_step=2,
+        kd_ratio=1.0,
+    )
+    config = TrainConfig(
+        (phase,), batch_size=args.batch_size, eval_images=50, bn_images=32, sync_bn=args.sync_bn
+    )
+    stamps: list[float] = []
+    with process_group() as world:
+        torch.manual_seed(0)
+        trainer = ProgressiveShrinkingTrainer(
+            OFAMobileNetV3(space), data, config, checkpoint=Path(args.out) / "checkpoint.pt"
+        )
+        trainer.train(on_step=lambda *_: stamps.append(time.perf_counter()))
+        if not world.is_main:
+            return
+    # stamps[i] is the end of step i; the timed steps are those after the warm-up.
+    timed = stamps[args.warmup - 1 :]
+    step_ms = [1000 * (b - a) for a, b in itertools.pairwise(timed)]
+    seconds = timed[-1] - timed[0]
+    images = args.batch_size * (len(timed) - 1)
+    result = {
+        "global_batch": args.batch_size,
+        "steps_timed": len(timed) - 1,
+        "images_per_s": round(images / seconds, 1),
+        "step_ms_median": round(statistics.median(step_ms), 1),
+        "phase": "expand, 2 subnets per step, distillation (mbv3-tiny, 28-32 px)",
+    }
+    (Path(args.out) / "result.json").write_text(json.dumps(result))
+
+
+def environment() -> dict[str, Any]:
+    import torch
+
+    return {
+        "host": platform.node(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "load_avg_1_5_15": [round(v, 2) for v in os.getloadavg()],
+    }
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--steps", type=int, default=12, help="timed steps per run")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1)")
+    parser.add_argument("--batch-size", type=int, default=64, help="the global batch")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads in all")
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help=argparse.SUPPRESS)
+    parser.add_argument("--local-bn", dest="sync_bn", action="store_false", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if min(args.steps, args.warmup, *args.processes) < 1:
+        parser.error("--steps, --warmup and --processes must be at least 1")
+    return args
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.worker:
+        args.threads = args.threads or 1
+        _worker(args)
+        return 0
+    runs: list[dict[str, Any]] = []
+    plan = [(n, True) for n in args.processes]
+    if 2 in args.processes:
+        plan.append((2, False))
+    for processes, sync_bn in plan:
+        log(f"{processes} process(es), sync_bn={sync_bn} ...")
+        try:
+            runs.append(
+                training_throughput(
+                    processes,
+                    steps=args.steps,
+                    warmup=args.warmup,
+                    batch_size=args.batch_size,
+                    threads=args.threads,
+                    sync_bn=sync_bn,
+                )
+            )
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        log(f"  {runs[-1]['images_per_s']} images/s")
+    single = next((r for r in runs if r["processes"] == 1), None)
+    speedup = {
+        f"{r['processes']}{'' if r['sync_bn'] else '_local_bn'}": round(
+            r["images_per_s"] / single["images_per_s"], 2
+        )
+        for r in runs
+        if single is not None and r is not single
+    }
+    print(
+        json.dumps(
+            {
+                "benchmark": "scale_training",
+                "environment": environment(),
+                "runs": runs,
+                "speedup_vs_1_process": speedup,
+            },
+            indent=2,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
