@@ -8,6 +8,7 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from functools import cached_property
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -299,12 +300,23 @@ def list_spaces() -> list[str]:
 
 
 def get_space(name: str) -> SearchSpace:
-    try:
+    """A built-in space by name, or a space file (``space.json``, as ``to_dict`` writes it:
+    a run folder holds one for spaces a recipe adapted to its data)."""
+    if name in _BUILTIN:
         return _BUILTIN[name]()
-    except KeyError:
-        raise ValueError(
-            f"unknown search space {name!r}: built-in spaces are {', '.join(list_spaces())}"
-        ) from None
+    if name.endswith(".json"):
+        path = Path(name)
+        try:
+            data = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"cannot read search space file {path}: {exc}") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path} is not a search space file")
+        return SearchSpace.from_dict(data)
+    raise ValueError(
+        f"unknown search space {name!r}: built-in spaces are {', '.join(list_spaces())}, "
+        "or give a space file (space.json)"
+    )
 
 
 @register_space("mbv3-imagenet")

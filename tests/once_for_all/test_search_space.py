@@ -7,6 +7,7 @@ import dataclasses
 import json
 import random
 import re
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -475,3 +476,16 @@ def test_encode_many_equals_stacked_encode(space: SearchSpace) -> None:
     assert space.encode_many([]).shape == (0, space.encoding_size)
     # different subnets get different codes
     assert len({row.tobytes() for row in many}) == 7
+
+
+def test_a_space_file_stands_for_its_space(tmp_path: Path) -> None:
+    adapted = dataclasses.replace(get_space("mbv3-tiny"), in_channels=3, num_classes=5)
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps(adapted.to_dict()))
+    assert get_space(str(path)) == adapted and get_space(str(path)).id == adapted.id
+    assert adapted.id != get_space("mbv3-tiny").id
+    path.write_text("{")
+    with pytest.raises(ValueError, match=r"^cannot read search space file .*space\.json"):
+        get_space(str(path))
+    with pytest.raises(ValueError, match=r"or give a space file \(space\.json\)$"):
+        get_space("mbv3-huge")
