@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -11,20 +13,25 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgenas.console import err_console, fail, stage_progress
 
 if TYPE_CHECKING:
     from devices.measurement import Measurement
+    from latency.fleet import DeviceResult, FleetJob, FleetProgressFn, ProfileOptions
+    from latency.model_cache import ModelCache
     from latency.predictors import CalibratedPredictor, LutSumPredictor
     from latency.table import TableHeader
+    from once_for_all.search_space import SearchSpace
 
 latency_app = typer.Typer(
     help="Latency predictors: predict a subnet's latency, validate a predictor on its device.",
     no_args_is_help=True,
 )
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
+DEFAULT_PROFILES = Path("runs/profiles")  # where search and export look device names up
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON to stdout")]
 QuietOption = Annotated[bool, typer.Option(help="no progress output")]
@@ -57,9 +64,24 @@ def _user_errors() -> tuple[type[Exception], ...]:
 
 
 def profile_command(
-    device: Annotated[str, typer.Argument(help="a bundled device profile or a profile YAML")],
+    device: Annotated[
+        list[str],
+        typer.Argument(
+            help="bundled device profiles or profile YAMLs; several are profiled at once"
+        ),
+    ],
     space: Annotated[str, typer.Option(help="search space, e.g. mbv3-tiny")],
-    out: Annotated[Path, typer.Option(help="folder for lut.json and predictor.json")],
+    out: Annotated[
+        Path | None,
+        typer.Option(help="one device's folder for lut.json and predictor.json"),
+    ] = None,
+    profiles: Annotated[
+        Path | None,
+        typer.Option(
+            help="a folder per device: PROFILES/<device name>/ (default without --out: "
+            "runs/profiles, where search and export look devices up)"
+        ),
+    ] = None,
     model_format: Annotated[
         Format | None, typer.Option("--format", help="model files to measure (device default)")
     ] = None,
@@ -82,70 +104,70 @@ def profile_command(
     as_json: JsonOption = False,
 ) -> None:
     """Measure every distinct block of a space on a device (lut.json), then fit a calibrated
-    predictor on subnets measured end to end (predictor.json). Rerun to resume."""
+    predictor on subnets measured end to end (predictor.json). Rerun to resume.
+
+    With --profiles, every device given is profiled at once, one worker each, into
+    PROFILES/<device name>/; a device that fails is reported at the end (exit code 1) and the
+    others finish."""
+    from latency.fleet import ProfileOptions
+
+    if out is not None and profiles is not None:
+        raise fail("give --out (one device's folder) or --profiles (a folder per device), not both")
+    if out is not None and len(device) > 1:
+        raise fail(
+            f"--out is one device's folder, and {len(device)} devices were given; use "
+            "--profiles DIR instead (each device writes DIR/<device name>/)"
+        )
+    options = ProfileOptions(
+        model_format=model_format.value if model_format else None,
+        precision=precision.value if precision else None,
+        calibrate=calibrate,
+        resolutions=tuple(resolution) if resolution else None,
+        batch_size=batch_size,
+        workers=workers,
+    )
+    if out is not None:
+        _profile_one(device[0], space, out, options, cache=cache, quiet=quiet, as_json=as_json)
+    else:
+        _profile_fleet(
+            device,
+            space,
+            profiles or DEFAULT_PROFILES,
+            options,
+            cache=cache,
+            quiet=quiet,
+            as_json=as_json,
+        )
+
+
+def _profile_one(
+    device: str,
+    space: str,
+    out: Path,
+    options: ProfileOptions,
+    *,
+    cache: Path | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
     from devices import open_device
-    from latency.blocks import enumerate_blocks, profiled_resolutions
-    from latency.end_to_end import MeasuredSubnets, random_subnets
+    from latency.fleet import profile_device
     from latency.model_cache import ModelCache
-    from latency.predictors import LutSumPredictor
-    from latency.predictors import calibrate as fit_calibration
-    from latency.profiler import profile_blocks, settings_for
     from once_for_all import get_space
+
+    def say(message: str) -> None:
+        if not quiet:
+            err_console.print(escape(message))
 
     try:
         sp = get_space(space)
-        resolutions = profiled_resolutions(sp, resolution or None)
-        n_blocks = len(enumerate_blocks(sp, resolutions=resolutions))
-        models = ModelCache(cache)
-        with open_device(device) as dev:
-            fp = dev.fingerprint()
-            settings = settings_for(
-                fp,
-                dev.name,
-                model_format=model_format.value if model_format else None,
-                precision=precision.value if precision else None,
+        with open_device(device) as dev, stage_progress(dev.name, quiet=quiet) as progress:
+            profiled = profile_device(
+                dev, sp, out, options, cache=ModelCache(cache), progress=progress, say=say
             )
-            if not quiet:
-                err_console.print(
-                    f"{escape(sp.id)}: {n_blocks} distinct blocks to profile on "
-                    f"{escape(dev.name)} ({fp.runtime}, {settings.model_format} {settings.precision})"
-                )
-            with stage_progress("blocks", quiet=quiet) as progress:
-                table = profile_blocks(
-                    dev,
-                    sp,
-                    out / "lut.json",
-                    cache=models,
-                    model_format=settings.model_format,
-                    precision=settings.precision,
-                    resolutions=resolutions,
-                    batch_size=batch_size,
-                    workers=workers,
-                    progress=progress,
-                )
-            base = LutSumPredictor.from_table(sp, table)
-            base.save(out / "lut-sum.json")
-            predictor: LutSumPredictor | CalibratedPredictor = base
-            if calibrate:
-                subnets = random_subnets(
-                    sp, calibrate, seed=0, resolutions=resolutions, extremes=True
-                )
-                store = MeasuredSubnets(out / "calibration.json", table.header)
-                with stage_progress("calibration subnets", quiet=quiet) as progress:
-                    measured = store.measure(
-                        dev,
-                        sp,
-                        subnets,
-                        cache=models,
-                        settings=settings,
-                        batch_size=batch_size,
-                        workers=workers,
-                        progress=progress,
-                    )
-                predictor = fit_calibration(base, subnets, measured)
-            predictor.save(out / "predictor.json")
     except _user_errors() as exc:
         raise fail(str(exc)) from None
+    table, predictor = profiled.table, profiled.predictor
     summary = {
         "space": sp.id,
         "device": table.header.device,
@@ -168,6 +190,150 @@ def profile_command(
             {"lut-sum": v["lut_sum"], "calibrated": v["calibrated"]},
         )
     err_console.print(f"predictor ({predictor.kind}): {escape(str(out / 'predictor.json'))}")
+
+
+def _profile_fleet(
+    devices: list[str],
+    space: str,
+    profiles: Path,
+    options: ProfileOptions,
+    *,
+    cache: Path | None,
+    quiet: bool,
+    as_json: bool,
+) -> None:
+    from devices import load_profile
+    from latency.blocks import profiled_resolutions
+    from latency.fleet import HOST_KINDS, FleetJob, check_fleet
+    from latency.model_cache import ModelCache
+    from once_for_all import get_space
+
+    try:
+        sp = get_space(space)
+        jobs = [FleetJob(d, profiles / load_profile(d).name, options) for d in devices]
+        kinds = {p.name: p.kind for p in check_fleet(jobs)}
+        profiled_resolutions(sp, options.resolutions)  # the same for every device: check once
+    except _user_errors() as exc:
+        raise fail(str(exc)) from None
+    if not quiet:
+        err_console.print(
+            f"{escape(sp.id)}: profiling {len(jobs)} device(s) at once into "
+            f"{escape(str(profiles))}/<device>/",
+            highlight=False,
+        )
+        local = [n for n, k in kinds.items() if k == "local"]
+        if local and len(kinds) > 1:
+            host = [n for n, k in kinds.items() if k in HOST_KINDS]
+            turns = ", one device at a time" if len(host) > 1 else ""
+            err_console.print(
+                f"[dim]{escape(', '.join(host))}: measured on this host's CPU once every "
+                f"device's models are exported{turns}, so that local timings are not taken "
+                "beside other work; remote devices measure in parallel[/dim]",
+                highlight=False,
+            )
+    results, interrupted = run_fleet(jobs, sp, cache=ModelCache(cache), quiet=quiet)
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        typer.echo(
+            json.dumps(
+                {
+                    "space": sp.id,
+                    "profiles": str(profiles),
+                    "devices": [r.to_dict() for r in results],
+                    "failed": len(failed),
+                }
+            )
+        )
+    elif not quiet:
+        _print_fleet(results)
+    for r in failed if quiet or as_json else ():
+        error = r.error or ""
+        named = error if f"'{r.name}'" in error else f"device {r.name!r}: {error}"
+        err_console.print(f"[bold red]error:[/] {escape(named)}", highlight=False, soft_wrap=True)
+    if interrupted:
+        err_console.print("interrupted: what was measured is saved; run the same command again")
+        raise typer.Exit(code=130)
+    if failed:
+        if not quiet and not as_json:
+            err_console.print(
+                f"{len(failed)} of {len(results)} device(s) failed; the others are complete. "
+                "Fix the cause and run the same command again: finished work is skipped.",
+                highlight=False,
+            )
+        raise typer.Exit(code=1)
+
+
+def run_fleet(
+    jobs: Sequence[FleetJob], space: SearchSpace, *, cache: ModelCache, quiet: bool
+) -> tuple[list[DeviceResult], bool]:
+    """Profile the jobs' devices at once with one progress bar each; returns their results
+    and whether Ctrl-C stopped them (the workers end after their batch in flight)."""
+    import threading
+
+    from devices import load_profile
+    from latency.fleet import profile_fleet
+
+    stop = threading.Event()
+    with _fleet_progress([load_profile(job.device).name for job in jobs], quiet=quiet) as (
+        progress,
+        finished,
+    ):
+        results = profile_fleet(
+            jobs, space, cache=cache, progress=progress, on_done=finished, stop=stop
+        )
+    return results, stop.is_set()
+
+
+@contextmanager
+def _fleet_progress(
+    names: list[str], *, quiet: bool
+) -> Iterator[tuple[FleetProgressFn, Callable[[DeviceResult], None]]]:
+    """One bar per device: its stage and how far it is; ``finished`` marks the outcome."""
+    with Progress(
+        TextColumn("{task.fields[device]}"),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+    ) as progress:
+        tasks = {n: progress.add_task("queued", total=None, device=escape(n)) for n in names}
+
+        def update(name: str, stage: str, done: int, total: int) -> None:
+            progress.update(tasks[name], description=stage, completed=done, total=total or None)
+
+        def finished(result: DeviceResult) -> None:
+            task = tasks[result.name]
+            if result.ok:
+                progress.update(task, description="[green]done", completed=1, total=1)
+            else:
+                progress.update(task, description="[red]failed", total=1)
+            progress.stop_task(task)
+
+        yield update, finished
+
+
+def _print_fleet(results: list[DeviceResult]) -> None:
+    table = Table(title="profiles", title_justify="left")
+    for col in ("device", "status", "blocks", "predictor", "folder"):
+        table.add_column(col, justify="right" if col == "blocks" else "left")
+    for r in results:
+        status = "[green]ok[/]" if r.ok else f"[red]failed:[/] {escape(r.error or '')}"
+        predictor = r.kind or "-"
+        figures = r.validation.get("calibrated") if r.kind == "calibrated" else None
+        if figures:
+            predictor += (
+                f" (cv: ±10% {100 * figures['within_10pct']:.0f}%, ρ {figures['spearman']:.3f})"
+            )
+        table.add_row(
+            escape(r.name),
+            status,
+            f"{r.blocks}/{r.total_blocks}",
+            predictor,
+            escape(str(r.out)),
+        )
+    Console(stderr=True).print(table)
 
 
 def _print_figures(title: str, rows: dict[str, dict[str, float]]) -> None:

@@ -157,8 +157,7 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> dict
             f"'edgenas train {recipe_path} --out {root}')"
         )
     if "profile" in stages:
-        for device in recipe.devices:
-            _profile(recipe, device.name, run, options, log)
+        _profile(recipe, run, options, log)
     if "search" in stages:
         _search(recipe, run, options, log)
     exported: list[dict[str, Any]] = []
@@ -225,41 +224,54 @@ def _device_name(device: str) -> str:
     return load_profile(device).name
 
 
-def _profile(recipe: Recipe, device: str, run: RunFolder, options: RunOptions, log: Log) -> None:
+def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
+    """Profile every device that is not up to date at once (as `edgenas profile --profiles`
+    does); each finished device is recorded even when another fails."""
     from devices.profiles import load_profile
-    from edgenas.latency_cli import Format, PrecisionChoice, profile_command
+    from edgenas.latency_cli import run_fleet
+    from latency.fleet import FleetJob, ProfileOptions
+    from latency.model_cache import ModelCache
 
-    section = next(d for d in recipe.devices if d.name == device)
-    name = _device_name(device)
-    folder = run.root / "devices" / name
-    key = f"profile:{name}"
-    inputs = {
-        "space": recipe.search_space().id,
-        "device": section.model_dump(mode="json", exclude={"budget_ms"}),
-        "profile": load_profile(device).model_dump(mode="json"),
-    }
-    if not _needs_run(
-        run, key, inputs, stage="profile", options=options, outputs=[folder], log=log
-    ):
+    todo: list[tuple[str, dict[str, Any], FleetJob]] = []
+    for section in recipe.devices:
+        name = _device_name(section.name)
+        folder = run.root / "devices" / name
+        key = f"profile:{name}"
+        inputs = {
+            "space": recipe.search_space().id,
+            "device": section.model_dump(mode="json", exclude={"budget_ms"}),
+            "profile": load_profile(section.name).model_dump(mode="json"),
+        }
+        if not _needs_run(
+            run, key, inputs, stage="profile", options=options, outputs=[folder], log=log
+        ):
+            continue
+        log(f"profile {name}: lookup table and calibrated predictor → {folder}")
+        settings = ProfileOptions(
+            model_format=section.format,
+            precision=section.precision,
+            calibrate=section.calibrate,
+            resolutions=tuple(section.resolution) if section.resolution else None,
+        )
+        todo.append((key, inputs, FleetJob(section.name, folder, settings)))
+    if not todo:
         return
-    log(f"profile {name}: lookup table and calibrated predictor → {folder}")
-    started = time.perf_counter()
-    profile_command(
-        device=device,
-        space=recipe.space,
-        out=folder,
-        model_format=Format(section.format) if section.format else None,
-        precision=PrecisionChoice(section.precision) if section.precision else None,
-        calibrate=section.calibrate,
-        resolution=section.resolution,
-        quiet=options.quiet,
-        as_json=False,
-        cache=None,
-        workers=2,
-        batch_size=32,
+    results, interrupted = run_fleet(
+        [job for _, _, job in todo], recipe.search_space(), cache=ModelCache(), quiet=options.quiet
     )
-    outputs = [folder / "lut.json", folder / "predictor.json"]
-    run.record(key, inputs, outputs, time.perf_counter() - started)
+    if interrupted:
+        raise KeyboardInterrupt
+    for (key, inputs, job), result in zip(todo, results, strict=True):
+        if result.ok:
+            log(f"profile {result.name}: {result.blocks} blocks, {result.kind} predictor")
+            outputs = [job.out / "lut.json", job.out / "predictor.json"]
+            run.record(key, inputs, outputs, result.seconds)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise RecipeError(
+            "; ".join(f"profile {r.name} failed: {r.error}" for r in failed)
+            + " (the other devices are profiled; fix it and run again to go on)"
+        )
 
 
 def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:

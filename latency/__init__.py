@@ -2,7 +2,8 @@
 
 ``enumerate_blocks`` lists a space's distinct blocks, ``profile_blocks`` measures them on a
 device into a ``LatencyTable`` (lut.json), ``LutSumPredictor`` sums a subnet's entries and
-``calibrate`` corrects that sum with subnets measured end to end. ``costs_many`` gives the
+``calibrate`` corrects that sum with subnets measured end to end; ``profile_device`` does all
+of it for one device and ``profile_fleet`` for several at once. ``costs_many`` gives the
 analytic proxies (MACs, parameters, peak activation memory).
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 from latency.blocks import BlockIndex, BlockSpec, enumerate_blocks, subnet_blocks
 from latency.end_to_end import MeasuredSubnets, random_subnets
+from latency.fleet import DeviceResult, FleetJob, ProfileOptions, profile_device, profile_fleet
 from latency.metrics import validation_figures
 from latency.model_cache import ModelCache
 from latency.plots import scatter_plot
@@ -28,11 +30,14 @@ __all__ = [
     "BlockIndex",
     "BlockSpec",
     "CalibratedPredictor",
+    "DeviceResult",
+    "FleetJob",
     "LatencyPredictor",
     "LatencyTable",
     "LutSumPredictor",
     "MeasuredSubnets",
     "ModelCache",
+    "ProfileOptions",
     "ProfileSettings",
     "TableError",
     "TableHeader",
@@ -42,6 +47,8 @@ __all__ = [
     "enumerate_blocks",
     "load_predictor",
     "profile_blocks",
+    "profile_device",
+    "profile_fleet",
     "random_subnets",
     "scatter_plot",
     "settings_for",
