@@ -6,13 +6,23 @@ Every key is checked at load time: an unknown key or a wrong type fails with the
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
+from once_for_all.data import DataSpec
 
 
 class RecipeError(ValueError):
@@ -127,9 +137,21 @@ class ExportSection(_Strict):
     test_images: int | None = Field(None, ge=1)
 
 
+class SpaceSection(_Strict):
+    """A built-in space adapted to the data: its input channels and number of classes."""
+
+    name: str
+    in_channels: int | None = Field(None, ge=1)
+    num_classes: int | None = Field(None, ge=2)
+
+
 class Recipe(_Strict):
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-    space: str = "mbv3-tiny"
+    # A built-in space's name, or {name, in_channels, num_classes} to fit another dataset.
+    space: Annotated[
+        Annotated[str, Tag("name")] | Annotated[SpaceSection, Tag("adapted")],
+        Discriminator(lambda v: "name" if isinstance(v, str) else "adapted"),
+    ] = "mbv3-tiny"
     data: DataSection = DataSection()
     train: TrainSection
     # Default: every stage when devices are given, else training only.
@@ -162,10 +184,31 @@ class Recipe(_Strict):
         return self
 
     def search_space(self) -> SearchSpace:
+        section = (
+            self.space if isinstance(self.space, SpaceSection) else SpaceSection(name=self.space)
+        )
         try:
-            return get_space(self.space)
+            space = get_space(section.name)
         except ValueError as exc:
             raise RecipeError(f"recipe {self.name!r}: space: {exc}") from None
+        # The same values leave the space (and its id) unchanged.
+        return dataclasses.replace(
+            space,
+            in_channels=section.in_channels or space.in_channels,
+            num_classes=section.num_classes or space.num_classes,
+        )
+
+    def check_data(self, spec: DataSpec) -> None:
+        """Fail before training when the data does not fit the space's input or classifier."""
+        space = self.search_space()
+        if (spec.channels, spec.num_classes) != (space.in_channels, space.num_classes):
+            name = space.name
+            raise RecipeError(
+                f"recipe {self.name!r}: data {spec.name!r} has {spec.channels} channel(s) and "
+                f"{spec.num_classes} classes, space {name} takes {space.in_channels} and "
+                f"{space.num_classes}: set space: {{name: {name}, in_channels: {spec.channels}, "
+                f"num_classes: {spec.num_classes}}}"
+            )
 
     def train_config(self) -> TrainConfig:
         space = self.search_space()

@@ -8,6 +8,7 @@ folder and the console output.
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from devices.atomic_write import write_text_atomic
 from edgenas.recipe import Recipe
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
 from once_for_all.data import load_data
@@ -23,6 +25,7 @@ from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
 SUPERNET_NAME = "supernet.pt"
+SPACE_NAME = "space.json"
 
 
 def train(
@@ -71,7 +74,12 @@ def _train(
     # count is the machine's: torchrun's processes on one machine share it.
     torch.set_num_threads(max(1, (threads or recipe.train.threads) // world.local_size))
     data = load_data(**recipe.data.load_kwargs())
+    recipe.check_data(data.spec)
     space = recipe.search_space()
+    if world.is_main:
+        # The space as a file: what `edgenas profile --space` takes for a space adapted to data.
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / SPACE_NAME, json.dumps(space.to_dict(), indent=1) + "\n")
     config = recipe.train_config()
     torch.manual_seed(config.seed)  # initial weights
     trainer = ProgressiveShrinkingTrainer(

@@ -276,7 +276,10 @@ def render(data: RunData) -> str:
         for k, build in BUILDERS.items()
     )
     recipe = html.escape(str(data.run.get("recipe_path", "")))
-    space = html.escape(str(data.run.get("recipe", {}).get("space", "")))
+    space_field = data.run.get("recipe", {}).get("space", "")
+    if isinstance(space_field, dict):  # a built-in space adapted to the data
+        space_field = " ".join(f"{k}={v}" for k, v in space_field.items() if v is not None)
+    space = html.escape(str(space_field))
     version = html.escape(str(versions.get("edgenas", "")))
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -9,10 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
+import yaml
 
 from once_for_all import get_space, load_checkpoint
+from tests.edgenas.conftest import MICRO_RECIPE
 
 EDGENAS = [sys.executable, "-m", "edgenas"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
@@ -108,3 +113,35 @@ def test_missing_data_message(tmp_path: Path) -> None:
         env=env,
     )
     _assert_one_line_error(proc, "apt-get install dataset-fashion-mnist")
+
+
+def test_own_data_trains_once_the_space_fits_it(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 5, 120)
+    # Five classes of RGB images whose mean colour says the class: learnable, and not 1x10.
+    images = rng.integers(0, 60, (120, 32, 32, 3)) + (labels * 40)[:, None, None, None]
+    np.savez(tmp_path / "mine.npz", x=images.astype(np.uint8), y=labels)
+    recipe: dict[str, Any] = {
+        **copy.deepcopy(MICRO_RECIPE),
+        "name": "mine",
+        "data": {"source": str(tmp_path / "mine.npz"), "val_size": 40, "seed": 0},
+    }
+    recipe["train"]["phases"] = recipe["train"]["phases"][:2]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    proc = run("train", path, "--out", tmp_path / "wrong", check=False)
+    _assert_one_line_error(
+        proc,
+        "has 3 channel(s) and 5 classes, space mbv3-tiny takes 1 and 10: set space: "
+        "{name: mbv3-tiny, in_channels: 3, num_classes: 5}",
+    )
+    assert not (tmp_path / "wrong" / "checkpoint.pt").exists()
+
+    recipe["space"] = {"name": "mbv3-tiny", "in_channels": 3, "num_classes": 5}
+    path.write_text(yaml.safe_dump(recipe))
+    run("train", path, "--out", tmp_path / "run")
+    space = load_checkpoint(tmp_path / "run" / "supernet.pt")["space"]
+    assert (space["in_channels"], space["num_classes"]) == (3, 5)
+    assert get_space(str(tmp_path / "run" / "space.json")).id == space["id"]
+    result = json.loads(run("eval", tmp_path / "run" / "supernet.pt", "--json").stdout)
+    assert result["subnet"]["space"] == space["id"] != get_space("mbv3-tiny").id

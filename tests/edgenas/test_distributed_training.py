@@ -138,7 +138,7 @@ def test_two_processes_train_what_one_does(recipe: Path, one_process: Path, tmp_
     proc = torchrun(2, recipe, "--out", out, quiet=False)
     assert_same_training(out / "supernet.pt", one_process)
     # Rank 0 alone writes the run folder and the console output.
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "supernet.pt"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "space.json", "supernet.pt"]
     assert proc.stderr.count("supernet written to") == 1
     assert proc.stderr.count("full epoch 1:") == 1
     assert "2 processes" in proc.stderr

@@ -97,3 +97,16 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("- a list")
     with pytest.raises(RecipeError, match="must be a mapping"):
         load_recipe(bad)
+
+
+def test_a_space_section_adapts_a_builtin_space_to_the_data(tmp_path: Path) -> None:
+    recipe = copy.deepcopy(MICRO_RECIPE)
+    recipe["space"] = {"name": "mbv3-tiny", "in_channels": 1, "num_classes": 10}
+    same = load_recipe(_write(tmp_path, recipe)).search_space()
+    assert same.id == load_recipe(_write(tmp_path, MICRO_RECIPE)).search_space().id
+    recipe["space"] = {"name": "mbv3-imagenet", "num_classes": 100}
+    adapted = load_recipe(_write(tmp_path, recipe)).search_space()
+    assert (adapted.name, adapted.in_channels, adapted.num_classes) == ("mbv3-imagenet", 3, 100)
+    recipe["space"] = {"name": "mbv3-tiny", "classes": 5}
+    with pytest.raises(RecipeError, match=r"space\.adapted\.classes: Extra inputs"):
+        load_recipe(_write(tmp_path, recipe))
