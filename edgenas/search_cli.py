@@ -99,7 +99,9 @@ def search_command(
     storage: Annotated[
         str | None,
         typer.Option(
-            help="Optuna storage: journal:PATH (default OUT/study.log), sqlite:///x.db, postgresql://..."
+            help="Optuna storage: journal:PATH (default OUT/study.log), sqlite:///x.db, "
+            "postgresql://user@host/db; workers given the same storage and --study-name share "
+            "one study"
         ),
     ] = None,
     study_name: Annotated[str, typer.Option(help="study name inside the storage")] = "edgenas",
@@ -124,7 +126,10 @@ def search_command(
     profiles: Annotated[Path, typer.Option(help="where device names are looked up")] = Path(
         "runs/profiles"
     ),
-    seed: Annotated[int, typer.Option(help="sampler seed")] = 0,
+    seed: Annotated[
+        int,
+        typer.Option(help="sampler seed (workers of one study that share it reseed apart)"),
+    ] = 0,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print pareto.json to stdout")] = False,
 ) -> None:
@@ -142,7 +147,7 @@ def search_command(
         write_pareto,
     )
     from edgenas.search.problem import DeviceTarget, SearchProblem
-    from edgenas.search.study_runner import SearchRun
+    from edgenas.search.study_runner import SearchRun, open_storage
     from latency.predictors import load_predictor
     from once_for_all import CheckpointError, Subnet, load_supernet
     from once_for_all.accuracy_dataset import AccuracyCache
@@ -176,8 +181,10 @@ def search_command(
         # before any accuracy evaluation.
         problem = SearchProblem(space, _unset_accuracy, tuple(targets), extra)  # type: ignore[arg-type]
         check_budgets(problem)
-        data = load_data(**payload["data"])
         out.mkdir(parents=True, exist_ok=True)
+        # An unreachable or wrong storage fails here too, before any accuracy evaluation.
+        store = open_storage(storage or f"journal:{out / 'study.log'}")
+        data = load_data(**payload["data"])
         cache = AccuracyCache.open(out / "accuracy_cache.json", net, limit=eval_images)
         evaluate = _evaluator(net, data, cache, quiet=quiet)
         if accuracy is AccuracySource.predictor:
@@ -188,7 +195,7 @@ def search_command(
         direct = accuracy is AccuracySource.direct
         run = SearchRun(
             problem,
-            storage=storage or f"journal:{out / 'study.log'}",
+            storage=store,
             study_name=study_name,
             sampler=sampler.value,
             seed=seed,

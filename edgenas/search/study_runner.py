@@ -4,13 +4,24 @@ Samplers run on an in-memory copy of the study; finished trials are written to t
 (SQLite by default, a journal file, or any RDB URL) every ``sync_every`` trials, and the
 trials other workers wrote are read back at the same moments. A SQLite write per suggested
 parameter costs tens of milliseconds, which would make the storage, not the search, the
-bottleneck; written in batches, 2,000 trials take seconds. A killed worker loses at most
-its unsynced trials and never leaves a RUNNING trial behind; a rerun continues the study.
+bottleneck; written in batches, 2,000 trials take seconds.
+
+Several workers, on one machine or many, share a study through a journal file on a shared
+filesystem or an RDB server such as PostgreSQL. Each trial reaches the storage already
+COMPLETE, in one journal record or one transaction, so a killed worker never leaves a
+RUNNING trial behind (Optuna's heartbeat and ``fail_stale_trials`` have nothing to reap):
+it loses only its unsynced trials, the others go on, and a rerun continues the study.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
+import os
+import random
+import socket
+import time
 import uuid
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,7 +29,7 @@ from pathlib import Path
 import optuna
 from optuna.distributions import BaseDistribution
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.search.evolution import EvolutionSampler
@@ -40,16 +51,91 @@ def open_storage(url: str) -> BaseStorage:
     if url.startswith("journal:") or url.endswith((".log", ".jsonl")):
         path = url.removeprefix("journal:")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return JournalStorage(JournalFileBackend(path))
+        return JournalStorage(JournalFileBackend(path, lock_obj=_RepairingLock(path)))
     if "://" not in url:
         raise StudyError(
             f"storage {url!r} is not a URL: use sqlite:///study.db, journal:study.log or an "
             "RDB URL such as postgresql://user@host/db"
         )
+    return _open_rdb(url)
+
+
+_RDB_ATTEMPTS = 5
+
+
+def _open_rdb(url: str) -> RDBStorage:
+    import sqlalchemy
+
+    shown, engine_kwargs = url, {}
     try:
-        return RDBStorage(url, heartbeat_interval=None)
-    except Exception as exc:  # SQLAlchemy and drivers raise many types; report one line
-        raise StudyError(f"cannot open storage {url}: {str(exc).splitlines()[0]}") from None
+        parsed = sqlalchemy.engine.make_url(url)
+        shown = parsed.render_as_string(hide_password=True)
+        if parsed.get_backend_name() == "postgresql" and "connect_timeout" not in parsed.query:
+            # An unreachable server fails in seconds, not after the OS's TCP timeout.
+            engine_kwargs = {"connect_args": {"connect_timeout": 10}, "pool_pre_ping": True}
+    except sqlalchemy.exc.ArgumentError:
+        pass  # RDBStorage reports the malformed URL below
+    for attempt in range(1, _RDB_ATTEMPTS + 1):
+        try:
+            return RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=None)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError) as exc:
+            # Workers that open a fresh database at once race to create Optuna's tables
+            # (PostgreSQL: duplicate key in pg_type); the loser finds them on a retry.
+            if attempt == _RDB_ATTEMPTS:
+                raise StudyError(f"cannot open storage {shown}: {_first_line(exc)}") from None
+            time.sleep(random.uniform(0.1, 0.5))
+        except Exception as exc:  # SQLAlchemy and drivers raise many types; report one line
+            raise StudyError(f"cannot open storage {shown}: {_first_line(exc)}") from None
+    raise AssertionError("unreachable")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
+class _RepairingLock(JournalFileSymlinkLock):
+    """Optuna's journal lock that, once held, drops a torn last record: a writer killed in
+    the middle of an append leaves a line without its newline, and the next record written
+    after it would make every later read of the journal fail. The torn record is a trial
+    its dead worker never finished storing; readers already skip it."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(path)
+        self._journal = Path(path)
+
+    def acquire(self) -> bool:
+        acquired = super().acquire()
+        try:
+            _drop_torn_tail(self._journal)
+        except BaseException:
+            self.release()  # Optuna releases only after a successful acquire
+            raise
+        return acquired
+
+
+def _drop_torn_tail(path: Path) -> None:
+    with path.open("r+b") as f:
+        end = f.seek(0, os.SEEK_END)
+        if end == 0:
+            return
+        f.seek(end - 1)
+        if f.read(1) == b"\n":
+            return
+        keep, block = end, 1 << 16
+        while keep > 0:
+            start = max(0, keep - block)
+            f.seek(start)
+            newline = f.read(keep - start).rfind(b"\n")
+            if newline >= 0:
+                keep = start + newline + 1
+                break
+            keep = start
+        f.truncate(keep)
+        f.flush()
+        os.fsync(f.fileno())
+    logging.getLogger(__name__).warning(
+        "%s: dropped %d bytes of a record torn by a killed writer", path, end - keep
+    )
 
 
 def make_sampler(
@@ -67,7 +153,14 @@ def make_sampler(
 
 
 class SearchRun:
-    """One worker of a (possibly shared) study."""
+    """One worker of a (possibly shared) study.
+
+    Each worker registers itself in the study (user attribute ``worker:<id>``: its seed,
+    host and process). Workers started with the same ``seed`` would propose the same
+    subnets; when a worker finds an earlier-sorting registration with its seed, it reseeds
+    its sampler from the seed and its id, so a single worker stays reproducible and
+    several workers never search in lockstep, whatever seeds they were given.
+    """
 
     def __init__(
         self,
@@ -85,6 +178,7 @@ class SearchRun:
         self.storage = open_storage(storage) if isinstance(storage, str) else storage
         self.sync_every, self.batch = max(1, sync_every), max(1, batch)
         self.worker = worker or uuid.uuid4().hex[:8]
+        self.sampler_name, self.seed = sampler, seed
         self.persistent = optuna.create_study(
             storage=self.storage,
             study_name=study_name,
@@ -92,6 +186,11 @@ class SearchRun:
             load_if_exists=True,
         )
         self._check_study(study_name)
+        self.persistent.set_user_attr(
+            f"worker:{self.worker}",
+            {"seed": seed, "host": socket.gethostname(), "pid": os.getpid()},
+        )
+        self._seed_checked = seed is None
         self.memory = optuna.create_study(
             directions=problem.directions, sampler=make_sampler(sampler, seed=seed)
         )
@@ -118,6 +217,11 @@ class SearchRun:
                 "--study-name or output folder"
             )
 
+    @property
+    def stored(self) -> int:
+        """Trials this worker has written to the storage."""
+        return len(self._pushed)
+
     def completed(self) -> list[FrozenTrial]:
         return self.persistent.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
 
@@ -127,7 +231,23 @@ class SearchRun:
         for t in new:
             self._known.add(_uid(t))
         self.memory.add_trials(new)
+        self._avoid_lockstep()
         return len(new)
+
+    def _avoid_lockstep(self) -> None:
+        if self._seed_checked:
+            return
+        me = f"worker:{self.worker}"
+        same_seed = sorted(
+            k
+            for k, v in self.persistent.user_attrs.items()
+            if k.startswith("worker:") and isinstance(v, dict) and v.get("seed") == self.seed
+        )
+        if same_seed and same_seed[0] != me:
+            digest = hashlib.sha256(f"{self.seed}:{self.worker}".encode()).digest()
+            seed = int.from_bytes(digest[:4], "little")
+            self.memory.sampler = make_sampler(self.sampler_name, seed=seed)
+            self._seed_checked = True
 
     def push(self) -> None:
         mine = [

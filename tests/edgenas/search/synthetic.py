@@ -5,7 +5,9 @@ is one search worker (used by the kill/resume and shared-storage tests)."""
 from __future__ import annotations
 
 import argparse
+import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +51,7 @@ def problem(budget_ms: float | None = None, *, devices: int = 1) -> SearchProble
     return SearchProblem(SPACE, accuracy, targets)
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--storage", required=True)
     parser.add_argument("--trials", type=int, required=True)
@@ -60,13 +62,23 @@ def main() -> None:
     parser.add_argument(
         "--sleep", type=float, default=0.0, help="seconds per batch (to be killable)"
     )
-    args = parser.parse_args()
+    parser.add_argument(
+        "--mark", type=Path, help="exists while a batch is evaluated, once trials were stored"
+    )
+    parser.add_argument("--worker", help="this worker's id in the study (default: random)")
+    parser.add_argument("--report", type=Path, help="also write the final report here")
+    args = parser.parse_args(argv)
     prob = problem(args.budget_ms)
     if args.sleep:
         inner = prob.accuracy
 
         def slow(subnets: list[Subnet]) -> np.ndarray:
+            mark = args.mark if args.mark and run.stored else None
+            if mark:
+                mark.touch()
             time.sleep(args.sleep)
+            if mark:
+                mark.unlink()
             return inner(subnets)
 
         prob = SearchProblem(prob.space, slow, prob.devices)
@@ -77,6 +89,7 @@ def main() -> None:
         seed=args.seed,
         sync_every=args.sync_every,
         batch=5,
+        worker=args.worker,
     )
     # A start barrier: a worker that imports faster must not finish the study alone.
     run.persistent.set_user_attr(f"ready:{run.worker}", True)
@@ -86,7 +99,10 @@ def main() -> None:
             raise SystemExit("the other workers did not start")
         time.sleep(0.05)
     run.run(args.trials)
-    print(Path(args.storage).name, len(run.completed()))
+    report = json.dumps({"worker": run.worker, "stored": run.stored})
+    if args.report:
+        args.report.write_text(report)
+    print(report)
 
 
 if __name__ == "__main__":

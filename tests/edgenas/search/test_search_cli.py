@@ -136,3 +136,74 @@ def test_search_errors_are_one_line(
     ).save(big)
     proc = search("--supernet", supernet, "--device", big, "--out", tmp_path)
     assert proc.returncode == 2 and "profile the device for this supernet's space" in proc.stderr
+
+
+def test_two_search_workers_share_a_postgresql_study(
+    trained: Path, predictors: tuple[Path, Path], postgres_url: str, tmp_path: Path
+) -> None:
+    """`edgenas search --storage postgresql://...` as two machines would run it, one after the
+    other here: the second joins the first's study and its front covers both workers."""
+    board0, _ = predictors
+    common: list[str | Path] = [
+        "--supernet",
+        trained / "run" / "supernet.pt",
+        "--device",
+        board0,
+        "--budget-ms",
+        "0.9",
+        "--storage",
+        postgres_url,
+        "--accuracy-samples",
+        "10",
+        "--eval-images",
+        "50",
+        "--reevaluate",
+        "2",
+        "--json",
+        "--quiet",
+    ]
+    first = search(*common, "--trials", "30", "--out", tmp_path / "a")
+    assert first.returncode == 0, first.stderr
+    assert json.loads(first.stdout)["trials"] >= 30
+    second = search(*common, "--trials", "45", "--seed", "1", "--out", tmp_path / "b")
+    assert second.returncode == 0, second.stderr
+    doc = json.loads(second.stdout)
+    assert doc == json.loads((tmp_path / "b" / "pareto.json").read_text())
+
+    import optuna
+
+    from edgenas.search.study_runner import open_storage
+
+    study = optuna.load_study(study_name="edgenas", storage=open_storage(postgres_url))
+    trials = study.get_trials()
+    assert doc["trials"] == len(trials) >= 45
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+    uids = [t.user_attrs["uid"] for t in trials]
+    assert len(set(uids)) == len(uids)
+    assert len({u.split(":")[0] for u in uids}) == 2
+    assert {m["trial"] for m in doc["front"]} <= {t.number for t in study.best_trials}
+    assert not (tmp_path / "a" / "study.log").exists()
+
+
+def test_an_unreachable_postgresql_is_one_line(
+    trained: Path, predictors: tuple[Path, Path], tmp_path: Path
+) -> None:
+    from benchmarks._sshd import free_port
+
+    url = f"postgresql://edgenas:secret@127.0.0.1:{free_port()}/nowhere"
+    proc = search(
+        "--supernet",
+        trained / "run" / "supernet.pt",
+        "--device",
+        predictors[0],
+        "--storage",
+        url,
+        "--out",
+        tmp_path,
+        "--quiet",
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith("error: cannot open storage postgresql://edgenas:***@127.0.0.1:")
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "secret" not in proc.stderr and "Traceback" not in proc.stderr
+    assert not (tmp_path / "accuracy_cache.json").exists()  # failed before any evaluation
