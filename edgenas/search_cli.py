@@ -216,7 +216,7 @@ def search_command(
             f"({cache.header.split} split)",
         )
         write_pareto(out / "pareto.json", document)
-        pareto_plot(problem, run.persistent, front, out / "pareto.png")
+        pareto_plot(document, run.persistent, out / "pareto.png")
     except _user_errors() as exc:
         raise fail(str(exc)) from None
     if as_json:

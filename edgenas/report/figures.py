@@ -17,13 +17,12 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from edgenas.report.collect import DeviceData, Trials
+from edgenas.report.collect import DeviceData
+from edgenas.search.pareto import BUDGET, FRONT, TRIALS
 from latency.blocks import mbconv_block, slot_input_size, subnet_blocks
 from latency.plots import BAND
 from once_for_all.network_config import slot_config
 from once_for_all.search_space import SearchSpace
-
-FRONT, MEASURED, TRIALS, BUDGET, CHOSEN = "#1f77b4", "#d62728", "#c8c8c8", "#2ca02c", "#ff7f0e"
 
 
 def to_svg(fig: Figure, salt: str) -> str:
@@ -80,71 +79,6 @@ def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
             fontsize=7,
             rotation=30,
         )
-    return fig
-
-
-def _objective(trials: Trials | None, name: str) -> int | None:
-    if trials is None or name not in trials.objectives:
-        return None
-    return trials.objectives.index(name)
-
-
-def pareto_fronts(pareto: Mapping[str, Any], trials: Trials | None) -> Figure:
-    """Accuracy against latency, one panel per device: every trial of the study, the front
-    (predicted accuracy, and measured with inherited weights), the budget, the choice."""
-    devices = list(pareto["devices"])
-    fig = _figure(max(5.0, 4.6 * len(devices)), 3.8)
-    axes = fig.subplots(1, max(1, len(devices)), squeeze=False)[0]
-    front = pareto["front"]
-    chosen = {c["device"]: c["index"] for c in pareto.get("chosen", [])}
-    acc_i = _objective(trials, "accuracy")
-    for ax, device in zip(axes, devices, strict=False):
-        name = device["name"]
-        lat_i = _objective(trials, f"latency_ms:{name}")
-        if trials is not None and acc_i is not None and lat_i is not None:
-            ax.scatter(
-                [v[lat_i] for v in trials.values],
-                [v[acc_i] for v in trials.values],
-                s=4,
-                c=TRIALS,
-                label=f"trials ({len(trials.values)})",
-            )
-        order = sorted(front, key=lambda m: m["latency_ms"][name]["predicted"])
-        xs = [m["latency_ms"][name]["predicted"] for m in order]
-        # Points, not a line: with several objectives the front seen on one device's axis
-        # is not a monotone curve.
-        ax.scatter(
-            xs,
-            [m["accuracy"]["predicted"] for m in order],
-            s=10,
-            c=FRONT,
-            label="front (predicted accuracy)",
-        )
-        known = [(x, m["accuracy"]["measured"]) for x, m in zip(xs, order, strict=True)]
-        known = [(x, y) for x, y in known if y is not None]
-        if known:
-            ax.scatter(*zip(*known, strict=True), marker="x", c=MEASURED, s=16, zorder=3)
-            ax.collections[-1].set_label("front (measured, inherited weights)")
-        if device.get("budget_ms") is not None:
-            ax.axvline(
-                device["budget_ms"], c=BUDGET, ls="--", label=f"budget {device['budget_ms']:g} ms"
-            )
-        if name in chosen:
-            m = front[chosen[name]]
-            y = m["accuracy"]["measured"] or m["accuracy"]["predicted"]
-            ax.scatter(
-                [m["latency_ms"][name]["predicted"]],
-                [y],
-                marker="*",
-                s=160,
-                c=CHOSEN,
-                edgecolors="black",
-                zorder=4,
-                label="chosen",
-            )
-        ax.set(title=name, xlabel="predicted latency (ms)", ylabel="accuracy (val)")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, loc="lower right")
     return fig
 
 

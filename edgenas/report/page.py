@@ -12,6 +12,7 @@ from typing import Any
 from edgenas.report import figures
 from edgenas.report.collect import RunData
 from edgenas.report.markdown import inline, to_html
+from edgenas.search.pareto import pareto_figure
 from export.card import card_markdown
 
 SECTIONS = {
@@ -145,7 +146,8 @@ def _pareto(data: RunData) -> str:
     if data.pareto is None:
         return _missing("No search in this run: add `search` to the recipe's stages.")
     p = data.pareto
-    svg = figures.to_svg(figures.pareto_fronts(p, data.trials), "pareto")
+    trials = data.trials.values if data.trials else None
+    svg = figures.to_svg(pareto_figure(p, trials), "pareto")
     caption = (
         f"{p.get('trials', '?')} trials, {len(p['front'])} subnets on the front; accuracy: "
         f"{p.get('accuracy', 'predicted')}. Dashed line: the device's latency budget; star: the "

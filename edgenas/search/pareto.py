@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -180,52 +180,82 @@ def write_pareto(path: Path, document: dict[str, Any]) -> None:
     write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
 
 
-def pareto_plot(
-    problem: SearchProblem, study: optuna.Study, front: Sequence[FrontMember], path: Path
-) -> Path:
-    """Accuracy against latency, one panel per device: every trial, the front, budget lines."""
-    trials = [t for t in study.get_trials(deepcopy=False) if t.values is not None]
-    n = max(1, len(problem.devices))
-    fig = Figure(figsize=(5.2 * n, 4.2), dpi=110, layout="constrained")
+TRIALS, FRONT, MEASURED, BUDGET, CHOSEN = "#c8c8c8", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"
+
+
+def pareto_figure(
+    document: Mapping[str, Any], trial_values: Sequence[Sequence[float]] | None = None
+) -> Figure:
+    """Accuracy against latency, one panel per device of a ``pareto.json`` document: every
+    trial (``trial_values``, rows in the document's objective order), the front (predicted
+    accuracy, and measured with inherited weights), the budget and the chosen subnet."""
+    devices = list(document["devices"])
+    fig = Figure(figsize=(max(5.0, 4.6 * len(devices)), 3.8), dpi=110, layout="constrained")
     FigureCanvasAgg(fig)
-    for j, device in enumerate(problem.devices):
-        ax = fig.add_subplot(1, n, j + 1)
+    axes = fig.subplots(1, max(1, len(devices)), squeeze=False)[0]
+    objectives = list(document["objectives"])
+    front = document["front"]
+    chosen = {c["device"]: c["index"] for c in document.get("chosen", [])}
+    for ax, device in zip(axes, devices, strict=False):
+        name = device["name"]
+        if trial_values:
+            acc_i, lat_i = objectives.index("accuracy"), objectives.index(f"latency_ms:{name}")
+            ax.scatter(
+                [v[lat_i] for v in trial_values],
+                [v[acc_i] for v in trial_values],
+                s=4,
+                c=TRIALS,
+                label=f"trials ({len(trial_values)})",
+            )
+        xs = [m["latency_ms"][name]["predicted"] for m in front]
+        # Points, not a line: with several objectives the front seen on one device's axis
+        # is not a monotone curve.
         ax.scatter(
-            [t.values[1 + j] for t in trials],
-            [t.values[0] for t in trials],
-            s=5,
-            c="#c8c8c8",
-            label=f"trials ({len(trials)})",
-        )
-        xs = [m.latency_ms[device.name] for m in front]
-        ax.plot(
             xs,
-            [m.accuracy_predicted for m in front],
-            "o-",
-            ms=4,
-            c="#1f77b4",
-            label="front (predicted)",
+            [m["accuracy"]["predicted"] for m in front],
+            s=10,
+            c=FRONT,
+            label="front (predicted accuracy)",
         )
-        measured = [(m.latency_ms[device.name], m.accuracy_measured) for m in front]
-        known = [(x, y) for x, y in measured if y is not None]
+        known = [(x, m["accuracy"]["measured"]) for x, m in zip(xs, front, strict=True)]
+        known = [(x, y) for x, y in known if y is not None]
         if known:
             ax.scatter(
                 [x for x, _ in known],
                 [y for _, y in known],
                 marker="x",
-                c="#d62728",
-                label="front (measured)",
+                c=MEASURED,
+                s=16,
                 zorder=3,
+                label="front (measured, inherited weights)",
             )
-        if device.budget_ms is not None:
+        if device.get("budget_ms") is not None:
             ax.axvline(
-                device.budget_ms, c="#2ca02c", ls="--", label=f"budget {device.budget_ms:g} ms"
+                device["budget_ms"], c=BUDGET, ls="--", label=f"budget {device['budget_ms']:g} ms"
             )
-        ax.set_title(device.name)
-        ax.set_xlabel("latency (ms)")
-        ax.set_ylabel("accuracy")
+        if name in chosen:
+            m = front[chosen[name]]
+            ax.scatter(
+                [m["latency_ms"][name]["predicted"]],
+                [m["accuracy"]["measured"] or m["accuracy"]["predicted"]],
+                marker="*",
+                s=160,
+                c=CHOSEN,
+                edgecolors="black",
+                zorder=4,
+                label="chosen",
+            )
+        ax.set(title=name, xlabel="predicted latency (ms)", ylabel="accuracy (val)")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
+    return fig
+
+
+def pareto_plot(document: Mapping[str, Any], study: optuna.Study, path: Path) -> Path:
+    """``pareto_figure`` of the document with every completed trial of ``study``, as PNG."""
+    complete = (optuna.trial.TrialState.COMPLETE,)
+    values = [list(t.values) for t in study.get_trials(deepcopy=False, states=complete)]
+    fig = pareto_figure(document, values)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)
