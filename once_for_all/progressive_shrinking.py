@@ -86,10 +86,11 @@ class TrainConfig:
     # "linear": batch_size is per process and every learning rate is multiplied by the number
     # of processes (Goyal et al.'s linear scaling rule, as OFA's Horovod training does).
     lr_scaling: Literal["none", "linear"] = "none"
-    # Batch norm over the global batch (its statistics all-reduced, two small collectives per
-    # BN layer and step); off, each process normalises its own shard, as plain DDP does: faster
-    # where collectives are slow, but the result then depends on the number of processes.
-    sync_bn: bool = True
+    # Off: each process normalises its own shard, as plain DDP and OFA do. On: batch norm over
+    # the global batch (its statistics all-reduced, two small collectives per BN layer and
+    # step), so that the result does not depend on the number of processes; slower where
+    # collectives are slow (gloo on CPUs: see benchmarks/scale.py).
+    sync_bn: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -285,7 +286,7 @@ class ProgressiveShrinkingTrainer:
         if payload is None:
             return False
         # Checkpoints from before these options existed were made without them.
-        saved_config = {"lr_scaling": "none", "sync_bn": True, **payload["train_config"]}
+        saved_config = {"lr_scaling": "none", "sync_bn": False, **payload["train_config"]}
         if payload["space"].get("id") != self.space.id:
             raise CheckpointError(
                 f"checkpoint {self.checkpoint} is for space {payload['space'].get('id')}, not {self.space.id}: "

@@ -37,6 +37,7 @@ RECIPE: dict[str, Any] = {
         "seed": 0,
         "threads": 1,
         "batch_size": 64,
+        "sync_bn": True,  # the statistics of the global batch, as one process sees them
         "eval_images": 50,
         "bn_images": 32,
         "phases": [

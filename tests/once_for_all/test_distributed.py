@@ -55,7 +55,10 @@ def test_trainer_of_one_rank_shards_the_global_batch(
     fmnist_small: DataBundle, tmp_path: Path
 ) -> None:
     config = TrainConfig(
-        (PhaseConfig("full", 1, 0.1, kd_ratio=0.0),), batch_size=32, lr_scaling="linear"
+        (PhaseConfig("full", 1, 0.1, kd_ratio=0.0),),
+        batch_size=32,
+        lr_scaling="linear",
+        sync_bn=True,
     )
     trainer = ProgressiveShrinkingTrainer(
         OFAMobileNetV3(SPACE), fmnist_small, config, checkpoint=tmp_path / "c.pt", world=World(1, 2)
