@@ -16,6 +16,16 @@ normalised to its baseline (``latency.reference``). ``raw`` gives, from the same
 measurements, what the predictors score without that normalisation, and ``reference`` how
 much the machine's speed drifted (the scales applied: min, median, max per stage).
 
+Each calibration and validation subnet is measured in ``--passes`` device calls (default:
+the device's, 3 here) and its latency is the median of the passes (``latency.end_to_end``).
+``single_pass`` gives, from the same measurements, what the predictors score when fitted
+on and compared with the first pass alone, as one pass per subnet used to be.
+``repeatability`` compares the validation subnets' passes with each other (every pair,
+averaged): how well one pass of the measurement predicts another. A predictor compared
+with noisy measurements cannot score much above it, so a miss there is the measurement's,
+not the predictor's (a median of several passes is less noisy than one pass, so the
+calibrated figures may exceed it). With one pass, a second is measured for it afterwards.
+
 Prints one JSON object on stdout; progress goes to stderr.
 """
 
@@ -51,7 +61,7 @@ from latency import (  # noqa: E402
     settings_for,
     validation_figures,
 )
-from latency.reference import reference_scale  # noqa: E402
+from latency.reference import normalised_ms, reference_scale  # noqa: E402
 from latency.table import LatencyTable  # noqa: E402
 from once_for_all import get_space  # noqa: E402
 from once_for_all.subnet import Subnet  # noqa: E402
@@ -96,7 +106,9 @@ def open_target(kind: str, folder: Path) -> Iterator[Device]:
         server.stop()
 
 
-def bench_case(device: Device, space_name: str, folder: Path, calibrate_n: int) -> dict[str, Any]:
+def bench_case(
+    device: Device, space_name: str, folder: Path, calibrate_n: int, passes: int | None
+) -> dict[str, Any]:
     space = get_space(space_name)
     resolutions, n_val = CASES[space_name]
     cache = ModelCache(folder / "cache")  # empty: the time includes every export
@@ -108,15 +120,23 @@ def bench_case(device: Device, space_name: str, folder: Path, calibrate_n: int) 
     settings = settings_for(device.fingerprint(), device.name)
     train = random_subnets(space, calibrate_n, seed=0, resolutions=resolutions, extremes=True)
     train_store = MeasuredSubnets(out / "calibration.json", table.header)
-    measured_train = train_store.measure(device, space, train, cache=cache, settings=settings)
+    measured_train = train_store.measure(
+        device, space, train, cache=cache, settings=settings, passes=passes
+    )
     predictor = calibrate(base, train, measured_train)
     total_s = time.perf_counter() - started
     log(f"  {device.name} {space_name}: table {table_s:.0f} s, with calibration {total_s:.0f} s")
     held_out = random_subnets(space, n_val, seed=1, resolutions=resolutions, exclude=train)
     val_store = MeasuredSubnets(out / "validation.json", table.header)
-    measured = val_store.measure(device, space, held_out, cache=cache, settings=settings)
+    measured = val_store.measure(
+        device, space, held_out, cache=cache, settings=settings, passes=passes
+    )
     lut = validation_figures(base.predict_many(held_out), measured)
     cal = validation_figures(predictor.predict_many(held_out), measured)
+    used = len(val_store.passes(held_out[0]))
+    single = _first_pass(base, train_store, train, val_store, held_out) if used > 1 else None
+    if used < 2:  # a second pass, for repeatability only (the figures above are done)
+        val_store.measure(device, space, held_out, cache=cache, settings=settings, passes=2)
     # The same measurements without the reference normalisation.
     raw_base = LutSumPredictor(
         space, table.header, {k: m.median_ms for k, m in table.entries.items()}
@@ -130,8 +150,11 @@ def bench_case(device: Device, space_name: str, folder: Path, calibrate_n: int) 
         "table_s": round(table_s, 1),
         "calibration_subnets": calibrate_n,
         "calibration_model": predictor.model.name,
+        "passes": used,
         "lut_sum": lut,
         "calibrated": cal,
+        "repeatability": _repeatability(val_store, held_out),
+        "single_pass": single,
         "raw": {
             "lut_sum": validation_figures(raw_base.predict_many(held_out), raw_val),
             "calibrated": validation_figures(raw_cal.predict_many(held_out), raw_val),
@@ -146,6 +169,37 @@ def bench_case(device: Device, space_name: str, folder: Path, calibrate_n: int) 
                 else {}
             ),
         },
+    }
+
+
+def _first_pass(
+    base: LutSumPredictor,
+    train_store: MeasuredSubnets,
+    train: list[Subnet],
+    val_store: MeasuredSubnets,
+    held_out: list[Subnet],
+) -> dict[str, Any]:
+    """The predictors fitted on and compared with the first pass of each subnet alone."""
+    cal = calibrate(base, train, [normalised_ms(train_store.passes(s)[0]) for s in train])
+    measured = [normalised_ms(val_store.passes(s)[0]) for s in held_out]
+    return {
+        "lut_sum": validation_figures(base.predict_many(held_out), measured),
+        "calibrated": validation_figures(cal.predict_many(held_out), measured),
+    }
+
+
+def _repeatability(store: MeasuredSubnets, subnets: list[Subnet]) -> dict[str, Any]:
+    """One pass against another (normalised latencies), averaged over every pair of passes."""
+    passes = [[normalised_ms(m) for m in store.passes(s)] for s in subnets]
+    n = min(len(p) for p in passes)
+    pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    figures = [validation_figures([p[i] for p in passes], [p[j] for p in passes]) for i, j in pairs]
+    keys = ("rmspe", "within_5pct", "within_10pct", "spearman", "kendall")
+    return {
+        "pairs": len(pairs),
+        **{k: round(sum(f[k] for f in figures) / len(figures), 4) for k in keys},
+        "spearman_min": round(min(f["spearman"] for f in figures), 4),
+        "within_10pct_min": round(min(f["within_10pct"] for f in figures), 4),
     }
 
 
@@ -192,6 +246,11 @@ def main() -> None:
     parser.add_argument("--space", choices=tuple(CASES), action="append")
     parser.add_argument("--calibrate", type=int, default=40)
     parser.add_argument(
+        "--passes",
+        type=int,
+        help="device calls measuring each end-to-end subnet (default: the device's, 3)",
+    )
+    parser.add_argument(
         "--keep", type=Path, help="an empty folder to keep tables and measurements in"
     )
     args = parser.parse_args()
@@ -224,7 +283,9 @@ def main() -> None:
                 entry: dict[str, Any] = {"fingerprint": fp.to_dict()}
                 for space_name in spaces:
                     log(f"{kind}: profiling {space_name} ...")
-                    entry[space_name] = bench_case(device, space_name, folder, args.calibrate)
+                    entry[space_name] = bench_case(
+                        device, space_name, folder, args.calibrate, args.passes
+                    )
                 result[kind] = entry
     print(json.dumps(result, indent=1))
 

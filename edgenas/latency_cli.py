@@ -42,6 +42,14 @@ CacheOption = Annotated[
 WorkersOption = Annotated[
     int, typer.Option(min=1, help="parallel processes converting models (TFLite)")
 ]
+PassesOption = Annotated[
+    int | None,
+    typer.Option(
+        min=1,
+        help="device calls measuring each end-to-end subnet, in a shuffled order each; its "
+        "latency is their median (default: 3 on timed devices, 1 on simulators)",
+    ),
+]
 
 
 class Format(str, Enum):
@@ -91,6 +99,7 @@ def profile_command(
     calibrate: Annotated[
         int, typer.Option(min=0, help="subnets measured end to end to calibrate (0: lut-sum only)")
     ] = 40,
+    passes: PassesOption = None,
     resolution: Annotated[
         list[int] | None,
         typer.Option(help="profile only this input resolution (repeatable; default: all)"),
@@ -122,6 +131,7 @@ def profile_command(
         model_format=model_format.value if model_format else None,
         precision=precision.value if precision else None,
         calibrate=calibrate,
+        passes=passes,
         resolutions=tuple(resolution) if resolution else None,
         batch_size=batch_size,
         workers=workers,
@@ -430,6 +440,7 @@ def validate_command(
         int, typer.Option("--n", min=2, help="random subnets to measure end to end")
     ] = 100,
     seed: Annotated[int, typer.Option(help="seed of the validation subnets")] = 1,
+    passes: PassesOption = None,
     plot: Annotated[
         Path | None, typer.Option(help="scatter plot PNG (default: validation.png beside it)")
     ] = None,
@@ -470,6 +481,7 @@ def validate_command(
                     subnets,
                     cache=ModelCache(cache),
                     settings=settings,
+                    passes=passes,
                     workers=workers,
                     progress=progress,
                 )

@@ -4,6 +4,13 @@ Calibration fits on them and validation compares predictions with them. Each bat
 saved atomically, so a killed run measures only what is missing when rerun. Like table
 entries, they are normalised to the table's reference model (``latency.reference``): the
 header carries its baseline, so subnets measured later compare with the same machine speed.
+
+A timed device is noisy even at one speed: a tiny subnet runs in about 0.1 ms, and a few
+percent of noise reorders neighbours. Each subnet is therefore measured in ``passes``
+separate device calls (``default_passes``: 3 on timed devices, 1 on the deterministic
+simulators), each pass in its own seeded shuffled order so that a subnet's place in a call
+biases no pass the same way; its latency is the median of the passes' normalised latencies.
+Every pass's measurement is kept in the file, and a killed run keeps the passes it finished.
 """
 
 from __future__ import annotations
@@ -17,24 +24,48 @@ from typing import Any
 
 from devices.atomic_write import write_text_atomic
 from devices.base import Device
-from devices.measurement import Measurement
+from devices.measurement import Fingerprint, Measurement
 from latency.model_cache import ModelCache
 from latency.profiler import (
+    BatchFn,
     ProfileSettings,
     ProgressFn,
     apply_reference,
     measure_in_batches,
     reference_file,
 )
-from latency.reference import Reference, normalised_ms
+from latency.reference import Reference, needs_reference, normalised_ms
 from latency.table import TableError, TableHeader, read_json
 from once_for_all.network_config import network_config
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
 
-# /2 added the reference model (header) and its per-subnet scale; /1 files hold raw timings.
-MEASURED_FORMAT = "edgenas.measured-subnets/2"
-READABLE_MEASURED_FORMATS = ("edgenas.measured-subnets/1", MEASURED_FORMAT)
+# /3 keeps every pass of a subnet; /2 added the reference model (header) and its per-subnet
+# scale; /1 files hold raw timings. /1 and /2 files load as one pass per subnet.
+MEASURED_FORMAT = "edgenas.measured-subnets/3"
+READABLE_MEASURED_FORMATS = (
+    "edgenas.measured-subnets/1",
+    "edgenas.measured-subnets/2",
+    MEASURED_FORMAT,
+)
+PASSES = 3  # passes per subnet on a timed device
+
+
+def default_passes(fingerprint: Fingerprint) -> int:
+    """Passes per subnet: ``PASSES`` on a timed device, 1 on a simulator (deterministic)."""
+    return PASSES if needs_reference(fingerprint) else 1
+
+
+def combine_passes(passes: Sequence[Measurement]) -> Measurement:
+    """One subnet's latency from its passes: the pass with the median normalised latency
+    (the lower middle one for an even number), with every pass's normalised latency in
+    ``extra["passes_ms"]`` when there are several."""
+    if not passes:
+        raise ValueError("no passes to combine")
+    if len(passes) == 1:
+        return passes[0]
+    middle = sorted(passes, key=normalised_ms)[(len(passes) - 1) // 2]
+    return replace(middle, extra={**middle.extra, "passes_ms": [normalised_ms(m) for m in passes]})
 
 
 def random_subnets(
@@ -67,14 +98,14 @@ def random_subnets(
 
 
 class MeasuredSubnets:
-    """Subnet → end-to-end measurement on one device, saved at ``path``.
+    """Subnet → end-to-end measurements (one per pass) on one device, saved at ``path``.
 
     ``header`` is the table's (or predictor's): its reference baseline is the one the
     measurements are normalised to."""
 
     def __init__(self, path: Path, header: TableHeader) -> None:
         self.path, self.header = path, header
-        self.results: dict[str, Measurement] = {}
+        self.results: dict[str, list[Measurement]] = {}
         if path.exists():
             data = read_json(path, what="measured subnets file")
             if data.get("format") not in READABLE_MEASURED_FORMATS:
@@ -92,21 +123,53 @@ class MeasuredSubnets:
             )
             self.header = _same_reference(path, old, header)
             for item in data["subnets"]:
-                self.results[json.dumps(item["subnet"], sort_keys=True)] = Measurement.from_dict(
-                    item["measurement"]
-                )
+                passes = item.get("passes") or [item["measurement"]]
+                self.results[json.dumps(item["subnet"], sort_keys=True)] = [
+                    Measurement.from_dict(m) for m in passes
+                ]
 
     @staticmethod
     def _key(subnet: Subnet) -> str:
         return json.dumps(subnet.to_dict(), sort_keys=True)
 
     def get(self, subnet: Subnet) -> Measurement | None:
-        """The raw measurement (with its reference scale in ``extra``), if measured."""
-        return self.results.get(self._key(subnet))
+        """The subnet's measurement (``combine_passes`` of its passes; raw figures, with the
+        reference scale in ``extra``), if measured."""
+        passes = self.results.get(self._key(subnet))
+        return combine_passes(passes) if passes else None
+
+    def passes(self, subnet: Subnet) -> list[Measurement]:
+        """Every pass's raw measurement of ``subnet``, in the order they were measured."""
+        return list(self.results.get(self._key(subnet), []))
+
+    def missing(self, subnets: Sequence[Subnet], passes: int | None = None) -> list[Subnet]:
+        """The distinct ``subnets`` measured in fewer than ``passes`` passes (default:
+        ``default_passes`` of the header's device)."""
+        wanted = self._wanted(passes)
+        seen: set[str] = set()
+        out = []
+        for subnet in subnets:
+            key = self._key(subnet)
+            if key not in seen and len(self.results.get(key, [])) < wanted:
+                seen.add(key)
+                out.append(subnet)
+        return out
+
+    def _wanted(self, passes: int | None) -> int:
+        if passes is None:
+            return default_passes(self.header.fingerprint)
+        if passes < 1:
+            raise ValueError(f"passes={passes}: measure each subnet in at least 1 pass")
+        return passes
 
     def save(self) -> None:
         items: list[dict[str, Any]] = [
-            {"subnet": json.loads(k), "measurement": m.to_dict()} for k, m in self.results.items()
+            {
+                "subnet": json.loads(k),
+                "measurement": combine_passes(ms).to_dict(),
+                "passes": [m.to_dict() for m in ms],
+            }
+            for k, ms in self.results.items()
         ]
         body = {"format": MEASURED_FORMAT, "header": self.header.to_dict(), "subnets": items}
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -120,39 +183,72 @@ class MeasuredSubnets:
         *,
         cache: ModelCache,
         settings: ProfileSettings,
+        passes: int | None = None,
         batch_size: int = 32,
         workers: int = 2,
         progress: ProgressFn | None = None,
     ) -> list[float]:
-        """Median latency (ms, normalised to the reference) of each subnet, measuring only
-        those not in the file yet."""
-        todo = [s for s in subnets if self.get(s) is None]
+        """Latency (ms, normalised to the reference; the median of ``passes`` passes, default
+        ``default_passes``) of each subnet, measuring only the passes not in the file yet (a
+        subnet with more passes there keeps them all). Pass ``p`` measures, in device calls
+        of its own and in an order shuffled with seed ``p``, every subnet that has fewer
+        than ``p + 1`` passes."""
+        wanted = self._wanted(passes)
+        todo = self.missing(subnets, wanted)
         configs = [network_config(space, s) for s in todo]
-        files = cache.networks(
-            configs,
-            settings.model_format,
-            settings.precision,
-            workers=workers,
-            progress=(lambda d, t: progress("export", d, t)) if progress else None,
+        files = dict(
+            zip(
+                map(self._key, todo),
+                cache.networks(
+                    configs,
+                    settings.model_format,
+                    settings.precision,
+                    workers=workers,
+                    progress=(lambda d, t: progress("export", d, t)) if progress else None,
+                ),
+                strict=True,
+            )
         )
+        reference = reference_file(cache, space, self.header) if todo else None
+        rounds = [self._round(todo, p) for p in range(wanted)]
+        total, done = sum(len(r) for r in rounds), 0
+        for round_ in rounds:
+            measure_in_batches(
+                device,
+                [files[self._key(s)] for s in round_],
+                batch_size=batch_size,
+                on_batch=self._storer(round_),
+                progress=_offset(progress, done, total),
+                reference=reference,
+            )
+            done += len(round_)
+        if not self.path.exists():
+            self.save()
+        return [normalised_ms(combine_passes(self.results[self._key(s)])) for s in subnets]
+
+    def _storer(self, round_: list[Subnet]) -> BatchFn:
+        """Adds a batch of pass results for ``round_``'s subnets and saves the file."""
 
         def store(start: int, results: list[Measurement], ref: Measurement | None) -> None:
             self.header, results = apply_reference(self.header, results, ref)
-            for subnet, result in zip(todo[start : start + len(results)], results, strict=True):
-                self.results[self._key(subnet)] = result
+            for subnet, result in zip(round_[start : start + len(results)], results, strict=True):
+                self.results.setdefault(self._key(subnet), []).append(result)
             self.save()
 
-        measure_in_batches(
-            device,
-            files,
-            batch_size=batch_size,
-            on_batch=store,
-            progress=progress,
-            reference=reference_file(cache, space, self.header) if todo else None,
-        )
-        if not self.path.exists():
-            self.save()
-        return [normalised_ms(self.results[self._key(s)]) for s in subnets]
+        return store
+
+    def _round(self, todo: Sequence[Subnet], index: int) -> list[Subnet]:
+        """Pass ``index``: the subnets of ``todo`` with at most ``index`` passes, shuffled."""
+        chosen = [s for s in todo if len(self.results.get(self._key(s), [])) <= index]
+        random.Random(index).shuffle(chosen)
+        return chosen
+
+
+def _offset(progress: ProgressFn | None, done: int, total: int) -> ProgressFn | None:
+    """``progress`` of one pass's measuring, counted within all passes' ``total``."""
+    if progress is None:
+        return None
+    return lambda stage, d, t: progress(stage, done + d, total)
 
 
 def _same_reference(path: Path, stored: TableHeader, wanted: TableHeader) -> TableHeader:

@@ -62,6 +62,7 @@ class ProfileOptions:
     model_format: ModelFormat | None = None
     precision: Precision | None = None
     calibrate: int = 40  # subnets measured end to end (0: lut-sum only)
+    passes: int | None = None  # passes per calibration subnet; None: the device's default
     resolutions: tuple[int, ...] | None = None  # None: all of the space's
     batch_size: int = 32
     workers: int = 2  # processes exporting models
@@ -189,7 +190,7 @@ def profile_device(
             progress=_step(stage("blocks"), "export"),
         )
         done = MeasuredSubnets(calibration, table.header) if subnets else None
-        pending = [s for s in subnets if done is not None and done.get(s) is None]
+        pending = done.missing(subnets, options.passes) if done is not None else []
         cache.networks(
             [network_config(space, s) for s in pending],
             settings.model_format,
@@ -225,6 +226,7 @@ def profile_device(
                 subnets,
                 cache=cache,
                 settings=settings,
+                passes=options.passes,
                 batch_size=options.batch_size,
                 workers=options.workers,
                 progress=measuring_stage("calibration subnets"),

@@ -70,6 +70,8 @@ def profiled(tmp_path_factory: pytest.TempPathFactory, cpu: Path, cache: Path) -
         out,
         "--calibrate",
         "24",
+        "--passes",
+        "2",
         "--json",
         cache=cache,
     )
@@ -89,6 +91,8 @@ def test_profile_measures_every_block_and_fits_a_calibrated_predictor(profiled: 
     predictor = load_predictor(profiled / "predictor.json")
     assert isinstance(predictor, CalibratedPredictor)
     assert len(predictor.calibration["subnets"]) == 24
+    stored = json.loads((profiled / "calibration.json").read_text())["subnets"]
+    assert [len(s["passes"]) for s in stored] == [2] * 24  # --passes 2
 
 
 def test_a_rerun_measures_nothing_again(profiled: Path, cpu: Path, cache: Path) -> None:
@@ -102,6 +106,8 @@ def test_a_rerun_measures_nothing_again(profiled: Path, cpu: Path, cache: Path) 
         profiled,
         "--calibrate",
         "24",
+        "--passes",
+        "2",
         "--quiet",
         cache=cache,
     )
@@ -144,6 +150,7 @@ def test_calibrated_beats_lut_sum_on_held_out_subnets(
     assert (profiled / "validation.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     # The held-out subnets are not calibration subnets; compare both predictors on them.
     stored = json.loads((profiled / "validation.json").read_text())["subnets"]
+    assert {len(s["passes"]) for s in stored} == {3}  # a timed device's default
     calibration = json.loads((profiled / "calibration.json").read_text())["subnets"]
     assert not {json.dumps(s["subnet"]) for s in stored} & {
         json.dumps(s["subnet"]) for s in calibration
@@ -272,6 +279,8 @@ def test_the_simulated_npu_fills_the_table(tmp_path: Path, cache: Path) -> None:
     predictor = load_predictor(tmp_path / "predictor.json")
     assert isinstance(predictor, CalibratedPredictor)
     assert predictor.validation["calibrated"]["within_10pct"] >= 0.9
+    stored = json.loads((tmp_path / "calibration.json").read_text())["subnets"]
+    assert {len(s["passes"]) for s in stored} == {1}  # deterministic: one pass is enough
 
 
 def test_profile_errors_are_one_line(tmp_path: Path, cache: Path, cpu: Path) -> None:
