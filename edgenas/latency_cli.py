@@ -78,7 +78,9 @@ def profile_command(
             help="bundled device profiles or profile YAMLs; several are profiled at once"
         ),
     ],
-    space: Annotated[str, typer.Option(help="search space, e.g. mbv3-tiny")],
+    space: Annotated[
+        str, typer.Option(help="search space: a built-in name (mbv3-tiny) or a space.json")
+    ],
     out: Annotated[
         Path | None,
         typer.Option(help="one device's folder for lut.json and predictor.json"),

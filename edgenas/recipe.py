@@ -68,7 +68,8 @@ class TrainSection(_Strict):
     lr_scaling: Literal["none", "linear"] = "none"
     # false: BN statistics of each process's shard, as plain DDP and OFA; true: of the global
     # batch, so that N processes train what one does, at two collectives per BN layer per
-    # step (measured here with gloo: 0.42x one process's speed, against 1.77x without).
+    # step (measured with gloo on 2 cores: 2 processes at 0.24x one 2-thread process's speed,
+    # against 0.97-1.26x without).
     sync_bn: bool = False
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(3e-5, ge=0)
