@@ -25,21 +25,14 @@ class DeviceData:
 
 
 @dataclass
-class Trials:
-    """Every completed trial of the search study: objective names and one value row each."""
-
-    objectives: list[str]
-    values: list[list[float]]
-
-
-@dataclass
 class RunData:
     root: Path
     run: dict[str, Any]
     summary: dict[str, Any] | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     pareto: dict[str, Any] | None = None
-    trials: Trials | None = None
+    # Objective values of every completed trial, in pareto.json's objective order.
+    trial_values: list[list[float]] | None = None
     devices: list[DeviceData] = field(default_factory=list)
     cards: list[dict[str, Any]] = field(default_factory=list)
 
@@ -76,7 +69,7 @@ def _history(root: Path) -> list[dict[str, Any]]:
     return []
 
 
-def _trials(root: Path, pareto: dict[str, Any]) -> Trials | None:
+def _trial_values(root: Path, pareto: dict[str, Any]) -> list[list[float]] | None:
     """The study's completed trials, from the storage the run's search stage wrote."""
     import optuna
 
@@ -104,8 +97,7 @@ def _trials(root: Path, pareto: dict[str, Any]) -> Trials | None:
     except (KeyError, ValueError) as exc:
         raise ReportError(f"cannot read the search study in {search} ({exc})") from None
     complete = optuna.trial.TrialState.COMPLETE
-    values = [list(t.values) for t in study.get_trials(deepcopy=False, states=(complete,))]
-    return Trials(list(pareto.get("objectives", [])), values)
+    return [list(t.values) for t in study.get_trials(deepcopy=False, states=(complete,))]
 
 
 def collect(root: Path) -> RunData:
@@ -120,7 +112,7 @@ def collect(root: Path) -> RunData:
     data.history = _history(root)
     if (root / "search" / "pareto.json").is_file():
         data.pareto = _json(root / "search" / "pareto.json", "Pareto front")
-        data.trials = _trials(root, data.pareto)
+        data.trial_values = _trial_values(root, data.pareto)
     # Devices in the order the run profiled them, then any other profiled folder.
     profiled = [k.split(":", 1)[1] for k in data.run.get("stages", {}) if k.startswith("profile:")]
     folders = sorted(p.parent.name for p in (root / "devices").glob("*/predictor.json"))
@@ -130,14 +122,10 @@ def collect(root: Path) -> RunData:
     ]:
         path = root / "devices" / name / "predictor.json"
         data.devices.append(DeviceData(name, _json(path, "latency predictor"), path))
-    chosen = {row["folder"] for row in (data.summary or {}).get("chosen", [])}
-    for folder in sorted((root / "export").glob("*/card.json")):
-        # Only the exports of the current choice: the pipeline removes the others, but a
-        # folder a user copied in stays out of the report.
-        if (
-            not chosen
-            or str(folder.parent) in chosen
-            or folder.parent.name in {Path(c).name for c in chosen}
-        ):
-            data.cards.append(_json(folder, "model card"))
+    # Only the exports of the current choice (the pipeline removes the others; a folder a
+    # user copied in stays out), or every export of a run without a summary yet.
+    chosen = {Path(row["folder"]).name for row in (data.summary or {}).get("chosen", [])}
+    for card in sorted((root / "export").glob("*/card.json")):
+        if not chosen or card.parent.name in chosen:
+            data.cards.append(_json(card, "model card"))
     return data

@@ -85,16 +85,17 @@ def training_curves(history: Sequence[Mapping[str, Any]]) -> Figure:
 def predictor_scatter(device: DeviceData) -> Figure | None:
     """Predicted against measured latency of the calibration subnets: the calibrated
     predictor's held-out (cross-validated) prediction, and the raw lut-sum."""
-    from latency.predictors import load_predictor
+    from latency.predictors import CalibratedPredictor, load_predictor
 
-    calibration = device.predictor.get("calibration") or {}
+    predictor = load_predictor(device.path)
+    if not isinstance(predictor, CalibratedPredictor):
+        return None  # lut-sum only (calibrate: 0): no end-to-end measurements
+    calibration = predictor.calibration
     if not calibration.get("measured_ms"):
         return None
-    predictor = load_predictor(device.path)
-    space = predictor.space
-    subnets = [space.subnet_from_dict(s) for s in calibration["subnets"]]
+    subnets = [predictor.space.subnet_from_dict(s) for s in calibration["subnets"]]
     measured = np.asarray(calibration["measured_ms"], dtype=float)
-    lut_sum = predictor.base.predict_many(subnets) if hasattr(predictor, "base") else None
+    lut_sum = predictor.base.predict_many(subnets)
     held_out = calibration.get("held_out_ms")
     # Files written before held-out predictions were kept show the refitted model (in-sample).
     calibrated, label = (
@@ -104,7 +105,7 @@ def predictor_scatter(device: DeviceData) -> Figure | None:
     )
     fig = _figure(4.4, 4.0)
     ax = fig.subplots()
-    points = [measured, calibrated, *([lut_sum] if lut_sum is not None else [])]
+    points = [measured, calibrated, lut_sum]
     lo = float(min(p.min() for p in points))
     hi = float(max(p.max() for p in points))
     pad = 0.05 * (hi - lo) or 0.05 * hi
@@ -113,10 +114,7 @@ def predictor_scatter(device: DeviceData) -> Figure | None:
         line, line * (1 - BAND), line * (1 + BAND), color=BUDGET, alpha=0.15, label="±10%"
     )
     ax.plot(line, line, c=BUDGET, lw=1)
-    if lut_sum is not None:
-        ax.scatter(
-            measured, lut_sum, s=12, marker="^", c=TRIALS, edgecolors="grey", label="lut-sum"
-        )
+    ax.scatter(measured, lut_sum, s=12, marker="^", c=TRIALS, edgecolors="grey", label="lut-sum")
     ax.scatter(measured, calibrated, s=14, c=FRONT, label=label)
     ax.set(
         xlim=tuple(line),

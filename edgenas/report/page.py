@@ -146,8 +146,7 @@ def _pareto(data: RunData) -> str:
     if data.pareto is None:
         return _missing("No search in this run: add `search` to the recipe's stages.")
     p = data.pareto
-    trials = data.trials.values if data.trials else None
-    svg = figures.to_svg(pareto_figure(p, trials), "pareto")
+    svg = figures.to_svg(pareto_figure(p, data.trial_values), "pareto")
     caption = (
         f"{p.get('trials', '?')} trials, {len(p['front'])} subnets on the front; accuracy: "
         f"{p.get('accuracy', 'predicted')}. Dashed line: the device's latency budget; star: the "
