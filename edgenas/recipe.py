@@ -55,7 +55,10 @@ class PhaseSection(_Strict):
     subnets_per_step: int = Field(1, ge=1)
     kd_ratio: float = Field(1.0, ge=0)
     sort_channels: bool = False
+    # largest + smallest + (subnets_per_step - 2) random subnets every step (BigNAS)
     sandwich: bool = False
+    # soft targets from the frozen full network (OFA) or the step's largest subnet (BigNAS)
+    distill: Literal["teacher", "inplace"] = "teacher"
 
 
 class TrainSection(_Strict):
@@ -244,6 +247,16 @@ def _phase(space: SearchSpace, p: PhaseSection) -> PhaseConfig:
             raise RecipeError(
                 f"train.phases[{p.name}].{key}: {bad} not in space {space.name} (allowed {list(allowed[key])})"
             )
+    if p.sandwich and p.subnets_per_step < 2:
+        raise RecipeError(
+            f"train.phases[{p.name}].subnets_per_step: {p.subnets_per_step} is too few for sandwich "
+            "(the largest and the smallest subnet train every step): give 2 or more"
+        )
+    if p.distill == "inplace" and not p.sandwich:
+        raise RecipeError(
+            f"train.phases[{p.name}].distill: inplace takes its targets from the step's largest "
+            "subnet: set sandwich: true in that phase"
+        )
     return PhaseConfig(
         name=p.name,
         epochs=p.epochs,
@@ -256,6 +269,7 @@ def _phase(space: SearchSpace, p: PhaseSection) -> PhaseConfig:
         kd_ratio=p.kd_ratio,
         sort_channels=p.sort_channels,
         sandwich=p.sandwich,
+        distill=p.distill,
     )
 
 

@@ -65,9 +65,26 @@ class PhaseConfig:
     subnets_per_step: int = 1
     kd_ratio: float = 1.0
     sort_channels: bool = False
-    # BigNAS's sandwich rule: the first subnet of every step is the phase's smallest, so the
-    # small end of the space is trained every step instead of by chance.
+    # BigNAS's sandwich rule: every step trains the phase's largest and smallest subnets and
+    # subnets_per_step - 2 random ones, so both ends of the space train every step instead of
+    # by chance (the largest would otherwise drift while the small ones pull on shared weights).
     sandwich: bool = False
+    # Where the soft targets come from: "teacher", the full network frozen when distillation
+    # starts (OFA); "inplace", the largest subnet of the same step, trained on the labels
+    # alone, so the targets keep improving with it (BigNAS; needs sandwich).
+    distill: Literal["teacher", "inplace"] = "teacher"
+
+    def __post_init__(self) -> None:
+        if self.sandwich and self.subnets_per_step < 2:
+            raise ValueError(
+                f"phase {self.name}: sandwich trains the largest and the smallest subnet every "
+                f"step, so subnets_per_step must be at least 2 (is {self.subnets_per_step})"
+            )
+        if self.distill == "inplace" and not self.sandwich:
+            raise ValueError(
+                f"phase {self.name}: distill inplace takes its targets from the step's largest "
+                "subnet, which only the sandwich rule trains every step: set sandwich: true"
+            )
 
 
 @dataclass(frozen=True)
@@ -287,6 +304,7 @@ class ProgressiveShrinkingTrainer:
             return False
         # Checkpoints from before these options existed were made without them.
         saved_config = {"lr_scaling": "none", "sync_bn": False, **payload["train_config"]}
+        saved_config["phases"] = tuple({"distill": "teacher", **p} for p in saved_config["phases"])
         if payload["space"].get("id") != self.space.id:
             raise CheckpointError(
                 f"checkpoint {self.checkpoint} is for space {payload['space'].get('id')}, not {self.space.id}: "
@@ -354,7 +372,7 @@ class ProgressiveShrinkingTrainer:
         return self.state
 
     def _start_phase(self, index: int, phase: PhaseConfig) -> None:
-        if phase.kd_ratio > 0 and self.teacher is None:
+        if phase.kd_ratio > 0 and phase.distill == "teacher" and self.teacher is None:
             # The teacher is the full network as it stands when distillation starts.
             self.teacher = channels_last(self.supernet.extract(self.space.max_subnet())).eval()
             for p in self.teacher.parameters():
@@ -363,14 +381,20 @@ class ProgressiveShrinkingTrainer:
             self.supernet.sort_channels()
         self.optimizer = make_optimizer(self.supernet, self.config, phase.lr * self.lr_factor)
 
-    def _sample(self, phase: PhaseConfig, rng: random.Random, *, smallest: bool = False) -> Subnet:
+    def _step_subnets(self, phase: PhaseConfig, rng: random.Random) -> list[Subnet]:
+        """The subnets one step trains, in order (with the sandwich rule the largest first)."""
         sp = self.space
         ks = phase.ks or sp.kernel_sizes[-1:]
         e = phase.e or sp.expand_ratios[-1:]
         d = phase.d or sp.depths[-1:]
-        if smallest:
-            return sp.sample(rng, ks=(min(ks),), e=(min(e),), d=(min(d),), r=(min(sp.resolutions),))
-        return sp.sample(rng, ks=ks, e=e, d=d)
+        randoms = phase.subnets_per_step - 2 if phase.sandwich else phase.subnets_per_step
+        sampled = [sp.sample(rng, ks=ks, e=e, d=d) for _ in range(randoms)]
+        if not phase.sandwich:
+            return sampled
+        r = sp.resolutions
+        largest = sp.sample(rng, ks=(max(ks),), e=(max(e),), d=(max(d),), r=(max(r),))
+        smallest = sp.sample(rng, ks=(min(ks),), e=(min(e),), d=(min(d),), r=(min(r),))
+        return [largest, smallest, *sampled]
 
     def _train_epoch(
         self, index: int, phase: PhaseConfig, on_step: StepCallback | None
@@ -398,13 +422,19 @@ class ProgressiveShrinkingTrainer:
             for group in self.optimizer.param_groups:
                 group["lr"] = lr
             self.optimizer.zero_grad(set_to_none=True)
-            for i in range(phase.subnets_per_step):
-                subnet = self._sample(phase, rng, smallest=phase.sandwich and i == 0)
+            inplace_targets: Tensor | None = None
+            for i, subnet in enumerate(self._step_subnets(phase, rng)):
                 model.set_active(subnet)
                 xr = resize_batch(x, subnet.r).contiguous(memory_format=torch.channels_last)
                 logits = model(xr)
                 loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
-                if self.teacher is not None and phase.kd_ratio > 0:
+                if phase.kd_ratio > 0 and phase.distill == "inplace":
+                    if i == 0:  # the largest: labels only; its outputs teach the rest
+                        inplace_targets = F.softmax(logits.detach(), dim=1)
+                    else:
+                        assert inplace_targets is not None
+                        loss = loss + phase.kd_ratio * soft_cross_entropy(logits, inplace_targets)
+                elif self.teacher is not None and phase.kd_ratio > 0:
                     with torch.no_grad():
                         soft = F.softmax(self.teacher(xr), dim=1)
                     loss = loss + phase.kd_ratio * soft_cross_entropy(logits, soft)

@@ -55,6 +55,18 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
             lambda r: r["train"]["phases"][0].__setitem__("kd_ratio", 1.0),
             r"first phase trains the teacher",
         ),
+        (
+            lambda r: r["train"]["phases"][1].update(sandwich=True, subnets_per_step=1),
+            r"subnets_per_step: 1 is too few for sandwich",
+        ),
+        (
+            lambda r: r["train"]["phases"][1].update(distill="inplace"),
+            r"distill: inplace .* set sandwich: true",
+        ),
+        (
+            lambda r: r["train"]["phases"][1].update(distill="self"),
+            r"distill: Input should be 'teacher' or 'inplace'",
+        ),
         (lambda r: r.__setitem__("space", "resnet"), r"unknown search space 'resnet'"),
         (lambda r: r["train"].pop("phases"), r"give either 'phases' or both 'epochs'"),
         (lambda r: r.__setitem__("stages", ["train", "deploy"]), r"stages\.1: Input should be"),

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -11,10 +12,13 @@ from once_for_all import (
     OFAMobileNetV3,
     PhaseConfig,
     ProgressiveShrinkingTrainer,
+    Subnet,
     TrainConfig,
     get_space,
     load_checkpoint,
+    progressive_shrinking,
 )
+from once_for_all.checkpoint import save_checkpoint
 from once_for_all.data import DataBundle
 from once_for_all.progressive_shrinking import cosine_lr, make_optimizer
 
@@ -132,28 +136,108 @@ def test_no_weight_decay_on_bn_bias_and_transforms() -> None:
     assert opt.defaults["nesterov"] is True and no_decay["weight_decay"] == 0.0
 
 
-def test_sandwich_rule_trains_the_smallest_subnet_every_step(
+def _spy_active(monkeypatch: pytest.MonkeyPatch) -> list[Subnet]:
+    """Every subnet the supernet is set to, in order."""
+    seen: list[Subnet] = []
+    original = OFAMobileNetV3.set_active
+
+    def spy(self: OFAMobileNetV3, subnet: Subnet) -> None:
+        seen.append(subnet)
+        original(self, subnet)
+
+    monkeypatch.setattr(OFAMobileNetV3, "set_active", spy)
+    return seen
+
+
+def test_sandwich_rule_trains_largest_smallest_and_random_every_step(
     fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = TrainConfig(
-        phases=(PhaseConfig("expand", 1, 0.01, ks=K, d=D, e=E, subnets_per_step=2, sandwich=True),),
+        phases=(PhaseConfig("expand", 1, 0.01, ks=K, d=D, e=E, subnets_per_step=3, sandwich=True),),
         batch_size=256,
         eval_images=64,
         bn_images=64,
     )
     trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
-    seen: list[object] = []
-    original = OFAMobileNetV3.set_active
-
-    def spy(self: OFAMobileNetV3, subnet: object) -> None:
-        seen.append(subnet)
-        original(self, subnet)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(OFAMobileNetV3, "set_active", spy)
+    seen = _spy_active(monkeypatch)
     steps: list[int] = []
     trainer.train(on_step=lambda phase, epoch, step, total, metrics: steps.append(step))
+    largest = SPACE.max_subnet(r=SPACE.resolutions[-1])
     smallest = SPACE.min_subnet(r=SPACE.resolutions[0])
-    # Each step: the smallest subnet, then a random one (validation calls come after).
-    trained = seen[: 2 * len(steps)]
-    assert trained[0::2] == [smallest] * len(steps)
-    assert any(s != smallest for s in trained[1::2])
+    # Each step: the largest, the smallest, then a random one (validation calls come after).
+    trained = seen[: 3 * len(steps)]
+    assert trained[0::3] == [largest] * len(steps)
+    assert trained[1::3] == [smallest] * len(steps)
+    assert all(s not in (largest, smallest) for s in trained[2::3])
+    assert trainer.teacher is not None  # OFA's frozen full network teaches by default
+
+
+def test_inplace_distillation_teaches_with_the_steps_largest_subnet(
+    fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = TrainConfig(
+        phases=(
+            PhaseConfig(
+                "depth", 1, 0.01, ks=K, d=D, subnets_per_step=3, sandwich=True, distill="inplace"
+            ),
+        ),
+        batch_size=512,
+        eval_images=64,
+        bn_images=64,
+    )
+    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    seen = _spy_active(monkeypatch)
+    outputs: list[tuple[Subnet, torch.Tensor]] = []
+    targets: list[torch.Tensor] = []
+    forward = OFAMobileNetV3.forward
+    soft_ce = progressive_shrinking.soft_cross_entropy
+
+    def record_forward(self: OFAMobileNetV3, x: torch.Tensor) -> torch.Tensor:
+        out = forward(self, x)
+        if self.training:
+            outputs.append((seen[-1], out.detach().clone()))
+        return out
+
+    def record_targets(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        targets.append(soft.clone())
+        return soft_ce(logits, soft)
+
+    monkeypatch.setattr(OFAMobileNetV3, "forward", record_forward)
+    monkeypatch.setattr(progressive_shrinking, "soft_cross_entropy", record_targets)
+    trainer.train()
+    assert trainer.teacher is None  # no frozen copy: the step's largest subnet teaches
+    largest = SPACE.max_subnet(r=SPACE.resolutions[-1])
+    steps = len(outputs) // 3
+    assert steps >= 2 and len(outputs) == 3 * steps
+    assert len(targets) == 2 * steps  # the two smaller subnets of each step, not the largest
+    for step in range(steps):
+        subnet, logits = outputs[3 * step]
+        assert subnet == largest
+        expected = torch.softmax(logits, dim=1)
+        for target in targets[2 * step : 2 * step + 2]:
+            torch.testing.assert_close(target, expected)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"sandwich": True, "subnets_per_step": 1}, "subnets_per_step must be at least 2"),
+        ({"distill": "inplace", "subnets_per_step": 2}, "set sandwich: true"),
+    ],
+)
+def test_sandwich_and_inplace_settings_are_checked(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        PhaseConfig("depth", 1, 0.01, ks=K, d=D, **kwargs)
+
+
+def test_checkpoints_from_before_distill_existed_resume(
+    fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    config = TrainConfig(phases=CONFIG.phases[:2], batch_size=512, eval_images=64, bn_images=64)
+    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    trainer.train()
+    payload = load_checkpoint(trainer.checkpoint)
+    for phase in payload["train_config"]["phases"]:
+        del phase["distill"]
+    save_checkpoint(trainer.checkpoint, {k: v for k, v in payload.items() if k != "format"})
+    assert _trainer(fmnist_small, trainer.checkpoint, config).resume()
