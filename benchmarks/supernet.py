@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import fcntl
 import json
 import os
 import platform
@@ -24,7 +25,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from torch import Tensor, nn
 from once_for_all import (
     CheckpointError,
     OFAMobileNetV3,
+    SearchSpace,
     Subnet,
     SubnetError,
     TrainConfig,
@@ -371,6 +373,99 @@ def benchmark_subnets(supernet: OFAMobileNetV3) -> list[tuple[str, Subnet]]:
     ]
 
 
+def scratch_key(
+    space_id: str, subnet: Subnet, schedule: Schedule, epochs: int, data_spec: dict[str, Any]
+) -> str:
+    """Everything a from-scratch result depends on: the architecture, the schedule and the data."""
+    return json.dumps(
+        {
+            "space": space_id,
+            "subnet": subnet.to_dict(),
+            "schedule": asdict(schedule),
+            "epochs": epochs,
+            "data": data_spec,
+        },
+        sort_keys=True,
+    )
+
+
+class ScratchCache:
+    """Scratch baselines by key, kept in a JSON file between runs (they do not depend on the
+    supernet, so a new recipe is compared without retraining them); no file, no cache."""
+
+    def __init__(self, path: Path | None) -> None:
+        self.path = path
+        self.loaded = self._read()
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        if self.path is None or not self.path.exists():
+            return {}
+        try:
+            entries = json.loads(self.path.read_text())["entries"]
+            return {e["key"]: e["result"] for e in entries}
+        except (ValueError, KeyError, TypeError) as exc:
+            raise BenchmarkError(
+                f"--scratch-cache {self.path} is not a scratch cache ({exc}): delete it or pass "
+                "another path"
+            ) from exc
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.loaded.get(key)
+
+    def put(self, key: str, result: dict[str, Any]) -> None:
+        if self.path is None:
+            return
+        # Processes splitting --subnets share one file: merge under a lock, replace atomically.
+        with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            entries = {**self._read(), key: result}
+            text = json.dumps({"entries": [{"key": k, "result": r} for k, r in entries.items()]})
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            tmp.write_text(text)
+            tmp.replace(self.path)
+
+
+def train_scratch(
+    name: str,
+    space: SearchSpace,
+    subnet: Subnet,
+    data: DataBundle,
+    schedule: Schedule,
+    epochs: int,
+) -> dict[str, Any]:
+    """The architecture trained alone for ``epochs`` with the teacher phase's settings."""
+    log(f"{name}: training from scratch for {epochs} epoch(s) at {subnet.r} px")
+    # initialised as the supernet was before its training (the same seed and schemes)
+    torch.manual_seed(schedule.seed)
+    model = OFAMobileNetV3(space).extract(subnet)
+    t0 = time.perf_counter()
+    train_static(
+        model,
+        data,
+        epochs=epochs,
+        lr=schedule.lr,
+        batch_size=schedule.batch_size,
+        warmup_epochs=min(schedule.warmup_epochs, epochs / 4),
+        momentum=schedule.momentum,
+        weight_decay=schedule.weight_decay,
+        label_smoothing=schedule.label_smoothing,
+        augment=schedule.augment,
+        seed=schedule.seed,
+        on_epoch=lambda e, loss, acc: log(
+            f"  epoch {e}/{epochs}: loss {loss:.3f}, train acc {acc:.3f}"
+        ),
+    )
+    train_seconds = time.perf_counter() - t0
+    running = accuracy(model, data.test, data, resolution=subnet.r)
+    # the inherited weights are judged after BN recalibration: judge these the same way
+    recalibrate_bn(model, bn_batches(data, subnet.r))
+    return {
+        "scratch_test_acc": round(accuracy(model, data.test, data, resolution=subnet.r), 5),
+        "scratch_test_acc_running_bn": round(running, 5),
+        "scratch_train_seconds": round(train_seconds, 1),
+    }
+
+
 def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     env = environment(args.threads)
     started = time.perf_counter()
@@ -395,35 +490,20 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
                 f"unknown --subnets {sorted(unknown)}: use max, min, random-seed1, random-seed2"
             )
         chosen = [(name, subnet) for name, subnet in chosen if name in wanted]
+    cache = ScratchCache(args.scratch_cache)
     for name, subnet in chosen:
         log(f"{name}: inherited weights, BN recalibrated on training images")
         inherited = evaluate_subnet(supernet, subnet, data, split="test")
-        log(f"{name}: training from scratch for {epochs} epoch(s) at {subnet.r} px")
-        # initialised as the supernet was before its training (the same seed and schemes)
-        torch.manual_seed(schedule.seed)
-        model = OFAMobileNetV3(supernet.space).extract(subnet)
-        t0 = time.perf_counter()
-        train_static(
-            model,
-            data,
-            epochs=epochs,
-            lr=schedule.lr,
-            batch_size=schedule.batch_size,
-            warmup_epochs=min(schedule.warmup_epochs, epochs / 4),
-            momentum=schedule.momentum,
-            weight_decay=schedule.weight_decay,
-            label_smoothing=schedule.label_smoothing,
-            augment=schedule.augment,
-            seed=schedule.seed,
-            on_epoch=lambda e, loss, acc: log(
-                f"  epoch {e}/{epochs}: loss {loss:.3f}, train acc {acc:.3f}"
-            ),
-        )
-        train_seconds = time.perf_counter() - t0
-        scratch_running = accuracy(model, data.test, data, resolution=subnet.r)
-        # the inherited weights are judged after BN recalibration: judge these the same way
-        recalibrate_bn(model, bn_batches(data, subnet.r))
-        scratch = accuracy(model, data.test, data, resolution=subnet.r)
+        key = scratch_key(supernet.space.id, subnet, schedule, epochs, payload["data_spec"])
+        baseline = cache.get(key)
+        if baseline is None:
+            baseline = train_scratch(name, supernet.space, subnet, data, schedule, epochs)
+            cache.put(key, baseline)
+        else:
+            log(
+                f"{name}: scratch baseline from {args.scratch_cache} (same architecture and schedule)"
+            )
+        scratch = baseline["scratch_test_acc"]
         diff_pp = (inherited - scratch) * 100.0
         log(f"{name}: inherited {inherited:.4f}, scratch {scratch:.4f} ({diff_pp:+.2f} pp)")
         rows.append(
@@ -431,11 +511,10 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
                 "name": name,
                 "subnet": subnet.to_dict(),
                 "inherited_test_acc": round(inherited, 5),
-                "scratch_test_acc": round(scratch, 5),
-                "scratch_test_acc_running_bn": round(scratch_running, 5),
+                **baseline,
                 "difference_pp": round(diff_pp, 3),
                 "met": diff_pp >= -ACCURACY_TARGET_PP,
-                "scratch_train_seconds": round(train_seconds, 1),
+                "scratch_cached": key in cache.loaded,
             }
         )
     env["load_avg_1_5_15_after"] = [round(v, 2) for v in os.getloadavg()]
@@ -500,6 +579,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--scratch-epochs",
         type=int,
         help="train the scratch baselines this many epochs instead of the whole schedule's",
+    )
+    g.add_argument(
+        "--scratch-cache",
+        type=Path,
+        help="JSON file of scratch baselines: reused where the architecture, schedule and data "
+        "match, new ones added (default: train every baseline)",
     )
     g.add_argument("--data-source", default="fashion-mnist", help="if the checkpoint has no 'data'")
     g.add_argument("--val-size", type=int, default=5000, help="if the checkpoint has no 'data'")
