@@ -48,6 +48,12 @@ def user_errors() -> tuple[type[Exception], ...]:
     return (RecipeError, DataError, SubnetError, CheckpointError, DistributedError)
 
 
+class TrainDevice(str, Enum):
+    auto = "auto"
+    cpu = "cpu"
+    cuda = "cuda"
+
+
 class Split(str, Enum):
     val = "val"
     test = "test"
@@ -64,6 +70,10 @@ def train(
     threads: Annotated[
         int | None, typer.Option(min=1, help="torch threads (default: the recipe's)")
     ] = None,
+    device: Annotated[
+        TrainDevice | None,
+        typer.Option(help="auto (a GPU if torch sees one), cpu or cuda (default: the recipe's)"),
+    ] = None,
 ) -> None:
     """Train a supernet with progressive shrinking, one checkpoint per epoch."""
     from edgenas.recipe import load_recipe
@@ -79,6 +89,7 @@ def train(
             console=console,
             quiet=quiet,
             threads=threads,
+            device=device.value if device is not None else None,
         )
     except user_errors() as exc:
         raise fail(str(exc)) from None

@@ -202,8 +202,15 @@ def _needs_run(
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
     from edgenas.training import CHECKPOINT_NAME, SUPERNET_NAME, train
 
-    # Not the name: a recipe copied under another name reuses the same supernet.
-    inputs = {"recipe": recipe.model_dump(mode="json", include={"space", "data", "train"})}
+    # Not the name: a recipe copied under another name reuses the same supernet; nor where
+    # and on how many threads it trains, which change the speed, not the supernet.
+    inputs = {
+        "recipe": recipe.model_dump(
+            mode="json",
+            include={"space", "data", "train"},
+            exclude={"train": {"threads", "device"}},
+        )
+    }
     supernet = run.root / SUPERNET_NAME
     checkpoints = [run.root / CHECKPOINT_NAME, supernet]
     if not _needs_run(

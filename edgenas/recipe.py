@@ -74,6 +74,9 @@ class TrainSection(_Strict):
     # step (measured with gloo on 2 cores: 2 processes at 0.24x one 2-thread process's speed,
     # against 0.97-1.26x without).
     sync_bn: bool = False
+    # auto: this process's GPU where torch sees one (torchrun: one process per GPU, NCCL),
+    # else the CPU; cpu or cuda to insist. Not part of the schedule: a run may resume elsewhere.
+    device: Literal["auto", "cpu", "cuda"] = "auto"
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(3e-5, ge=0)
     label_smoothing: float = Field(0.1, ge=0, lt=1)

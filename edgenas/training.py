@@ -20,7 +20,14 @@ from devices.atomic_write import write_text_atomic
 from edgenas.recipe import Recipe
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
 from once_for_all.data import load_data
-from once_for_all.distributed import World, barrier, broadcast_object, process_group
+from once_for_all.distributed import (
+    TrainingDevice,
+    World,
+    barrier,
+    broadcast_object,
+    process_group,
+    training_device,
+)
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -37,10 +44,16 @@ def train(
     quiet: bool = False,
     stop_after_epochs: int | None = None,
     threads: int | None = None,
+    device: TrainingDevice | None = None,
 ) -> Path:
     """Train (or resume) and return the path of the final ``supernet.pt``. Under torchrun,
-    every process calls this; rank 0 writes, the others return once it has written."""
-    with process_group() as world:
+    every process calls this; rank 0 writes, the others return once it has written.
+    ``device`` (default the recipe's ``train.device``) picks the CPU or this process's GPU;
+    GPUs talk over NCCL, CPUs over gloo."""
+    compute = training_device(device or recipe.train.device)
+    if compute.type == "cuda":
+        torch.cuda.set_device(compute)  # NCCL's collectives use the current device
+    with process_group(device=compute) as world:
         return _train(
             recipe,
             out,
@@ -50,6 +63,7 @@ def train(
             quiet=quiet or not world.is_main,
             stop_after_epochs=stop_after_epochs,
             threads=threads,
+            device=compute,
         )
 
 
@@ -63,6 +77,7 @@ def _train(
     quiet: bool,
     stop_after_epochs: int | None,
     threads: int | None,
+    device: torch.device,
 ) -> Path:
     checkpoint = out / CHECKPOINT_NAME
     if broadcast_object(checkpoint.exists(), world) and not resume:
@@ -89,6 +104,7 @@ def _train(
         checkpoint=checkpoint,
         metadata={"recipe": recipe.model_dump(mode="json"), "data": recipe.data.load_kwargs()},
         world=world,
+        device=device,
     )
     if resume and trainer.resume() and world.is_main:
         st = trainer.state
@@ -98,6 +114,7 @@ def _train(
             f"training {space.id} on {data.spec.name}: {len(data.train)} train / {len(data.val)} val images, "
             f"{len(config.phases)} phases, {sum(p.epochs for p in config.phases)} epochs"
             + (f", {world.size} processes" if world.size > 1 else "")
+            + (f", on {device.type}" if device.type != "cpu" else "")
         )
     with Progress(
         TextColumn("{task.description}"),

@@ -12,7 +12,7 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 import torch
 import torch.distributed as dist
@@ -56,6 +56,38 @@ def current_world() -> World:
 def launched_rank(env: Mapping[str, str] = os.environ) -> int:
     """The rank torchrun gave this process (0 outside torchrun), usable without a process group."""
     return int(env.get("RANK", "0") or 0)
+
+
+TrainingDevice = Literal["auto", "cpu", "cuda"]
+
+
+def training_device(
+    requested: TrainingDevice,
+    env: Mapping[str, str] = os.environ,
+    *,
+    cuda_devices: int | None = None,
+) -> torch.device:
+    """The device this process trains on: ``cpu``; ``cuda``, the GPU of this process's
+    ``LOCAL_RANK`` (torchrun starts one process per GPU); ``auto``, a GPU where this torch
+    sees one, else the CPU. ``cuda_devices`` overrides the count torch reports (tests)."""
+    if requested == "cpu":
+        return torch.device("cpu")
+    count = torch.cuda.device_count() if cuda_devices is None else cuda_devices
+    if count == 0:
+        if requested == "auto":
+            return torch.device("cpu")
+        build = f"CUDA {torch.version.cuda}" if torch.version.cuda else "a CPU-only build"
+        raise DistributedError(
+            f"training on cuda, but torch {torch.__version__} ({build}) sees no GPU: install a "
+            "CUDA build of torch on a machine with an NVIDIA GPU, or train with --device cpu"
+        )
+    local_rank = int(env.get("LOCAL_RANK", "0") or 0)
+    if local_rank >= count:
+        raise DistributedError(
+            f"process with LOCAL_RANK {local_rank} but only {count} GPU(s) on this machine: start "
+            f"torchrun with --nproc_per_node {count} (one process per GPU)"
+        )
+    return torch.device("cuda", local_rank)
 
 
 def backend_for(device: torch.device) -> str:
@@ -172,6 +204,10 @@ def all_reduce_sums(values: Sequence[float], world: World) -> list[float]:
     """Sums of per-rank numbers (in float64), e.g. loss and accuracy counts of an epoch."""
     if world.size == 1:
         return list(values)
-    t: Tensor = torch.tensor(list(values), dtype=torch.float64)
+    # NCCL reduces only tensors on this process's GPU, gloo host tensors.
+    device = (
+        torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else None
+    )
+    t: Tensor = torch.tensor(list(values), dtype=torch.float64, device=device)
     dist.all_reduce(t)
     return [float(v) for v in t.tolist()]

@@ -17,6 +17,11 @@ BN_IMAGES = 2000
 BN_SEED = 1234
 
 
+def device_of(model: nn.Module) -> torch.device:
+    """Where the model's weights live (inputs are moved there)."""
+    return next(model.parameters()).device
+
+
 @torch.no_grad()
 def accuracy(
     model: nn.Module,
@@ -29,11 +34,12 @@ def accuracy(
 ) -> float:
     """Top-1 accuracy of ``model`` (eval mode) on ``split`` resized to ``resolution``."""
     model.eval()
+    device = device_of(model)
     loader = BatchLoader(split, data.spec, batch_size=batch_size, shuffle=False, limit=limit)
     correct = total = 0
     for x, y in loader.epoch(0):
-        pred = model(resize_batch(x, resolution)).argmax(1)
-        correct += int((pred == y).sum())
+        pred = model(resize_batch(x.to(device), resolution)).argmax(1)
+        correct += int((pred.cpu() == y).sum())
         total += len(y)
     return correct / max(total, 1)
 
@@ -61,5 +67,6 @@ def evaluate_subnet(
     """Accuracy of ``subnet`` with weights inherited from ``supernet`` after BN recalibration.
     ``split`` is ``val`` during search and ``test`` only for final reporting."""
     model = supernet.extract(subnet)
-    recalibrate_bn(model, bn_batches(data, subnet.r, images=bn_images))
+    device = device_of(model)
+    recalibrate_bn(model, (x.to(device) for x in bn_batches(data, subnet.r, images=bn_images)))
     return accuracy(model, getattr(data, split), data, resolution=subnet.r, limit=limit)

@@ -226,9 +226,13 @@ class ProgressiveShrinkingTrainer:
         checkpoint: Path,
         metadata: dict[str, Any] | None = None,
         world: World | None = None,
+        device: torch.device | None = None,
     ) -> None:
-        """``world`` defaults to the process group this process belongs to (or none)."""
+        """``world`` defaults to the process group this process belongs to (or none);
+        ``device`` (default the CPU) holds the weights and the batches (the data stays on the
+        host and is copied per batch)."""
         self.world = world or current_world()
+        self.device = device or torch.device("cpu")
         global_batch, self.lr_factor = scaled_for(config, self.world)
         if global_batch < self.world.size:
             raise DistributedError(
@@ -243,7 +247,7 @@ class ProgressiveShrinkingTrainer:
                 supernet, rows=self.rows, total=global_batch, sync_bn=config.sync_bn
             )
         # channels-last is ~3x faster for depthwise convs on CPU (measured: 76 vs 220 ms/step).
-        self.supernet = channels_last(supernet)
+        self.supernet = channels_last(supernet.to(self.device))
         self.space = supernet.space
         self.data = data
         self.config = config
@@ -318,7 +322,7 @@ class ProgressiveShrinkingTrainer:
         self.supernet.load_state_dict(payload["model"])
         if payload["teacher"] is not None:
             teacher = build_from_config(payload["teacher"]["config"], payload["teacher"]["state"])
-            self.teacher = channels_last(teacher).eval()
+            self.teacher = channels_last(teacher.to(self.device)).eval()
         self.state = TrainState(payload["phase_index"], payload["epoch"], list(payload["history"]))
         if self.state.phase_index < len(self.config.phases):
             self.optimizer = make_optimizer(
@@ -418,6 +422,7 @@ class ProgressiveShrinkingTrainer:
         for step, (x, y) in enumerate(self.loader.epoch(loader_epoch)):
             if distributed:
                 x, y = x[self.rows], y[self.rows]
+            x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             lr = cosine_lr(base_lr, self.state.epoch * steps + step, total, warmup)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pytest
 import torch
 import yaml
 
@@ -99,6 +100,16 @@ def test_train_rejects_bad_recipe(tmp_path: Path) -> None:
     recipe.write_text("name: x\ntrain: {epochs: [1, 1, 1, 1, 1, 1], lr: 0.1, speed: 3}\n")
     proc = run("train", recipe, "--out", tmp_path / "out", check=False)
     _assert_one_line_error(proc, "train.speed", "Extra inputs are not permitted")
+    assert not (tmp_path / "out").exists()
+
+
+def test_training_on_a_gpu_this_torch_cannot_see_is_refused(tmp_path: Path) -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU: the refusal is for machines without one")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
+    proc = run("train", recipe, "--out", tmp_path / "out", "--device", "cuda", check=False)
+    _assert_one_line_error(proc, "sees no GPU", "--device cpu")
     assert not (tmp_path / "out").exists()
 
 

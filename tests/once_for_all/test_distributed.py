@@ -18,7 +18,14 @@ from once_for_all import (
     get_space,
 )
 from once_for_all.data import DataBundle
-from once_for_all.distributed import DistributedError, World, process_group
+from once_for_all.distributed import (
+    DistributedError,
+    TrainingDevice,
+    World,
+    backend_for,
+    process_group,
+    training_device,
+)
 from once_for_all.global_batch_layers import GlobalBatchDropout, GlobalBatchNorm2d
 from once_for_all.progressive_shrinking import scaled_for
 
@@ -107,3 +114,35 @@ def test_unusable_torchrun_environment_is_a_clear_error(env: dict[str, str], mes
 def test_without_torchrun_there_is_one_process() -> None:
     with process_group(env={}) as world:
         assert world == World() and world.is_main
+
+
+@pytest.mark.parametrize(
+    ("requested", "env", "gpus", "expected"),
+    [
+        ("cpu", {}, 2, "cpu"),
+        ("auto", {}, 0, "cpu"),
+        ("auto", {}, 1, "cuda:0"),
+        ("cuda", {"LOCAL_RANK": "1"}, 2, "cuda:1"),  # torchrun's second process on a machine
+    ],
+)
+def test_each_process_trains_on_its_local_gpu_or_the_cpu(
+    requested: TrainingDevice, env: dict[str, str], gpus: int, expected: str
+) -> None:
+    assert training_device(requested, env, cuda_devices=gpus) == torch.device(expected)
+
+
+@pytest.mark.parametrize(
+    ("env", "gpus", "message"),
+    [
+        ({}, 0, "sees no GPU: install a CUDA build of torch .* or train with --device cpu"),
+        ({"LOCAL_RANK": "2"}, 2, "LOCAL_RANK 2 but only 2 GPU.*--nproc_per_node 2"),
+    ],
+)
+def test_an_unusable_gpu_is_a_clear_error(env: dict[str, str], gpus: int, message: str) -> None:
+    with pytest.raises(DistributedError, match=message):
+        training_device("cuda", env, cuda_devices=gpus)
+
+
+def test_gpus_use_nccl_and_cpus_gloo() -> None:
+    assert backend_for(torch.device("cuda", 0)) == "nccl"
+    assert backend_for(torch.device("cpu")) == "gloo"
