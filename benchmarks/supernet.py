@@ -1,7 +1,8 @@
 """Supernet benchmark: what elasticity costs, and what inherited weights are worth.
 
     python benchmarks/supernet.py                     # --part overhead (a few minutes)
-    python benchmarks/supernet.py --part accuracy --checkpoint runs/fmnist/supernet.pt
+    python benchmarks/supernet.py --part accuracy --checkpoint runs/fmnist/supernet.pt \
+        --scratch-cache runs/bench/scratch.json   # baselines kept for the next recipe
 
 ``overhead``: a training step of the supernet with its largest subnet active against the same
 network extracted as a static one (mbv3-imagenet, 128 px, batch 16), the time of
