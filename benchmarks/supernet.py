@@ -34,7 +34,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from devices.runner import cpu_model
 from once_for_all import (
     CheckpointError,
     OFAMobileNetV3,
@@ -106,7 +105,6 @@ def environment(threads: int) -> dict[str, Any]:
         )
     return {
         "host": platform.node(),
-        "cpu": cpu_model(),
         # the kernels torch picks (AVX2, AVX512...) change the last bits of every float sum:
         # a training run repeats exactly only on hosts that agree here and on the thread count
         "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
@@ -470,9 +468,8 @@ def train_scratch(
         "scratch_test_acc_running_bn": round(running, 5),
         "scratch_train_seconds": round(train_seconds, 1),
         # where it was trained: the same code, seed and threads gave the smallest subnet
-        # .9087 on one host and .9117 on another, so a cached baseline carries its host
+        # .9087 on one host and .9117 on another, so a cached baseline carries its kernels
         "scratch_trained_on": {
-            "cpu": cpu_model(),
             "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "threads": torch.get_num_threads(),
             "torch": torch.__version__,

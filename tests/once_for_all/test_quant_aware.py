@@ -61,8 +61,9 @@ def test_simulation_matches_onnxruntime_int8_and_goes_away(
     quantize_onnx_int8(tmp_path / "m.onnx", tmp_path / "q.onnx", calibration=calibration)
     deployed = run_onnx(tmp_path / "q.onnx", x)
     # Rounding differs in detail (the deployed weights are int8 too), but the simulation makes
-    # errors of the deployed model's size, and leans the same way.
+    # errors of the deployed model's size, and leans the same way: its errors correlate with the
+    # deployed model's (0.37 measured; errors shuffled across outputs give about 0).
     simulated_error = np.abs(simulated - float_logits).mean()
     deployed_error = np.abs(deployed - float_logits).mean()
     assert 0.5 < simulated_error / deployed_error < 2.0
-    assert correlation(simulated, deployed) > correlation(float_logits, deployed)
+    assert correlation(simulated - float_logits, deployed - float_logits) > 0.2
