@@ -47,6 +47,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SMALL_COMMAND_TIMEOUT_S = 30.0  # mktemp, rm, kill: these answer at once on a live device
 _POLL_S = 0.5  # how often a long runner call checks the connection and the deadline
+_NOTICE_DROP_S = 2.0  # how long a channel error waits for the transport to notice a drop
 
 
 class _ConnectionLost(Exception):
@@ -469,7 +470,7 @@ class SshDevice(Device):
         try:
             yield
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            if not transport.is_active():
+            if _connection_gone(transport, exc):
                 raise _ConnectionLost(f"the connection dropped while {what}") from exc
             if isinstance(exc, OSError) and exc.strerror:
                 reason = exc.strerror
@@ -520,3 +521,19 @@ def _ssh_from_profile(name: str, profile: dict[str, Any]) -> SshDevice:
         remote_tmpdir=ssh.remote_tmpdir,
         settings=checked.run_settings(),
     )
+
+
+def _connection_gone(transport: paramiko.Transport, exc: BaseException) -> bool:
+    """Whether ``exc`` came from the connection going away. When the device goes, an SFTP or
+    exec channel can see EOF before the transport's reader thread notices the closed socket
+    (seen under load), so an error that is not a file error on the device waits a moment for it."""
+    if not transport.is_active():
+        return True
+    if isinstance(exc, OSError) and exc.errno is not None:
+        return False  # e.g. no such file or permission denied on the device: the link is fine
+    deadline = time.monotonic() + _NOTICE_DROP_S
+    while time.monotonic() < deadline:
+        time.sleep(0.05)
+        if not transport.is_active():
+            return True
+    return False

@@ -8,6 +8,7 @@ points at a temporary folder and every profile names its key and known_hosts fil
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -33,6 +34,7 @@ from devices import (
     SshDevice,
     open_device,
 )
+from devices.ssh import _connection_gone
 from tests.devices.conftest import REPO, Models
 
 QUICK = RunSettings(warmup=1, runs=6)
@@ -657,3 +659,21 @@ def test_cli_trust_refuses_to_replace_a_changed_key(
     assert "known_hosts already holds another key for 127.0.0.1:" in refused.stderr
     assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in refused.stderr
     assert known_hosts.read_text() == before
+
+
+def test_an_eof_counts_as_a_drop_once_the_transport_notices(
+    sshd: Sshd, remote_parent: Path, python: Path
+) -> None:
+    """A channel can see EOF before paramiko's reader thread marks the transport inactive:
+    the error is classed as a lost connection (so reconnects apply) once it does."""
+    with _device(sshd, remote_parent, python) as device:
+        device.fingerprint()  # connects
+        assert device._session is not None
+        transport = device._session.transport
+        # a file error on a live link is the device's answer, at once
+        assert not _connection_gone(transport, FileNotFoundError(errno.ENOENT, "no such file"))
+        # an EOF while the link stays up is not a drop (after the grace period)
+        assert not _connection_gone(transport, EOFError())
+        # the link goes away a moment after the EOF: a drop
+        threading.Timer(0.2, transport.close).start()
+        assert _connection_gone(transport, EOFError())
