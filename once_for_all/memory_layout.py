@@ -7,7 +7,7 @@ layer has 8 or 24 channels (10.6 vs 1.8 ms forward and backward for a 128×8×32
 32 and 48 channels are as fast as NCHW), and in the tiny space the stem and the fixed first
 block are 8 channels wide at the full input resolution. Those two layers therefore stay NCHW
 and the activations change layout once, after the first block: an expand-2 step of
-recipes/fmnist.yaml went from 357 to 311 ms.
+recipes/fmnist.yaml (4 subnets, batch 128, 2 threads, an AVX-512 Xeon) went from 382 to 344 ms.
 """
 
 from __future__ import annotations
