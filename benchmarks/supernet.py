@@ -204,12 +204,12 @@ def measure_overhead(
     for layout in ("channels_last", "contiguous"):
         # fresh copies: the steps update weights, and each layout starts from the same ones
         sup, sta = copy.deepcopy(supernet), copy.deepcopy(static)
-        xl = x  # each network brings its input to its own layout
+        # each network brings its input to its own layout
         if layout == "channels_last":
             sup, sta = to_training_layout(sup), to_training_layout(sta)
         log(f"overhead: {layout}, {warmup} warm-up + {repeats} interleaved steps each")
         result[layout] = compare_steps(
-            train_step(sup, xl, y), train_step(sta, xl, y), warmup=warmup, repeats=repeats
+            train_step(sup, x, y), train_step(sta, x, y), warmup=warmup, repeats=repeats
         )
         log(
             f"  supernet {result[layout]['supernet_ms']['median']:.0f} ms, "
