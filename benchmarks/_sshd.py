@@ -131,13 +131,14 @@ class Sshd:
         return len(pids)
 
     def stop(self) -> None:
+        """Take the server down as a board that powers off: sessions cut, nobody listening.
+        The listener is frozen first: a client that reconnects the moment its session drops
+        would otherwise be served by a listener that has not exited yet, and that new session
+        would outlive it."""
+        self.process.send_signal(signal.SIGSTOP)  # send_signal is a no-op once it has exited
         self.kill_sessions()
-        self.process.terminate()
-        try:
-            self.process.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        self.process.kill()  # connections waiting to be accepted are reset
+        self.process.wait()
 
 
 def start_sshd(folder: Path, *, timeout_s: float = 15.0) -> Sshd:
