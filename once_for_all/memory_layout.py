@@ -4,10 +4,11 @@ Channels-last is about 3x faster than NCHW for the depthwise convolutions (76 vs
 step, measured on the tiny space), so the network trains channels-last, except for a narrow
 head. PyTorch's channels-last batch norm on the CPU is several times slower than NCHW for a
 layer of 8 channels (10.6 vs 1.8 ms forward and backward for a 128×8×32×32 batch; 16, 32 and
-48 channels cost about what NCHW does, 24 twice as much per element), and in the tiny space the stem and the fixed first
-block are 8 channels wide at the full input resolution. Those two layers therefore stay NCHW
-and the activations change layout once, after the first block: an expand-2 step of
-recipes/fmnist.yaml (4 subnets, batch 128, 2 threads, an AVX-512 Xeon) went from 382 to 344 ms.
+48 channels cost about what NCHW does, 24 twice as much per element), and in the tiny space
+the stem and the fixed first block are 8 channels wide at the full input resolution. Those
+two layers therefore stay NCHW and the activations change layout once, after the first block:
+an expand-2 step of recipes/fmnist.yaml (4 subnets, batch 128, 2 threads, an AVX-512 Xeon)
+went from 382 to 344 ms.
 """
 
 from __future__ import annotations
