@@ -59,6 +59,10 @@ class PhaseSection(_Strict):
     sandwich: bool = False
     # soft targets from the frozen full network (OFA) or the step's largest subnet (BigNAS)
     distill: Literal["teacher", "inplace"] = "teacher"
+    # false: the distilled subnets learn from the soft targets alone (BigNAS), not also the labels
+    label_loss: bool = True
+    # false: the sandwich trains the largest and subnets_per_step - 1 random subnets a step
+    smallest: bool = True
 
 
 class TrainSection(_Strict):
@@ -273,6 +277,8 @@ def _phase(space: SearchSpace, p: PhaseSection) -> PhaseConfig:
         sort_channels=p.sort_channels,
         sandwich=p.sandwich,
         distill=p.distill,
+        label_loss=p.label_loss,
+        smallest=p.smallest,
     )
 
 

@@ -74,6 +74,12 @@ class PhaseConfig:
     # starts (OFA); "inplace", the largest subnet of the same step, trained on the labels
     # alone, so the targets keep improving with it (BigNAS; needs sandwich).
     distill: Literal["teacher", "inplace"] = "teacher"
+    # Whether the distilled subnets also fit the labels (OFA: cross-entropy + kd_ratio × the
+    # soft loss) or learn from the soft targets alone (BigNAS's in-place distillation).
+    label_loss: bool = True
+    # With the sandwich rule, whether the smallest subnet is one of every step's subnets; off,
+    # the largest and subnets_per_step - 1 random ones train.
+    smallest: bool = True
 
     def __post_init__(self) -> None:
         if self.sandwich and self.subnets_per_step < 2:
@@ -299,7 +305,10 @@ class ProgressiveShrinkingTrainer:
             return False
         # Checkpoints from before these options existed were made without them.
         saved_config = {"lr_scaling": "none", "sync_bn": False, **payload["train_config"]}
-        saved_config["phases"] = tuple({"distill": "teacher", **p} for p in saved_config["phases"])
+        saved_config["phases"] = tuple(
+            {"distill": "teacher", "label_loss": True, "smallest": True, **p}
+            for p in saved_config["phases"]
+        )
         if payload["space"].get("id") != self.space.id:
             raise CheckpointError(
                 f"checkpoint {self.checkpoint} is for space {payload['space'].get('id')}, not {self.space.id}: "
@@ -382,12 +391,14 @@ class ProgressiveShrinkingTrainer:
         ks = phase.ks or sp.kernel_sizes[-1:]
         e = phase.e or sp.expand_ratios[-1:]
         d = phase.d or sp.depths[-1:]
-        randoms = phase.subnets_per_step - 2 if phase.sandwich else phase.subnets_per_step
-        sampled = [sp.sample(rng, ks=ks, e=e, d=d) for _ in range(randoms)]
+        ends = (1 + phase.smallest) if phase.sandwich else 0
+        sampled = [sp.sample(rng, ks=ks, e=e, d=d) for _ in range(phase.subnets_per_step - ends)]
         if not phase.sandwich:
             return sampled
         r = sp.resolutions
         largest = sp.sample(rng, ks=(max(ks),), e=(max(e),), d=(max(d),), r=(max(r),))
+        if not phase.smallest:
+            return [largest, *sampled]
         smallest = sp.sample(rng, ks=(min(ks),), e=(min(e),), d=(min(d),), r=(min(r),))
         return [largest, smallest, *sampled]
 
@@ -423,16 +434,21 @@ class ProgressiveShrinkingTrainer:
                 model.set_active(subnet)
                 xr = resize_batch(x, subnet.r)
                 logits = model(xr)
-                loss = F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+                soft: Tensor | None = None
                 if phase.kd_ratio > 0 and phase.distill == "inplace":
                     if i == 0:  # the largest: labels only; its outputs teach the rest
                         inplace_targets = F.softmax(logits.detach(), dim=1)
                     else:
-                        assert inplace_targets is not None
-                        loss = loss + phase.kd_ratio * soft_cross_entropy(logits, inplace_targets)
+                        soft = inplace_targets
                 elif self.teacher is not None and phase.kd_ratio > 0:
                     with torch.no_grad():
                         soft = F.softmax(self.teacher(xr), dim=1)
+                loss = (
+                    F.cross_entropy(logits, y, label_smoothing=self.config.label_smoothing)
+                    if soft is None or phase.label_loss
+                    else logits.new_zeros(())
+                )
+                if soft is not None:
                     loss = loss + phase.kd_ratio * soft_cross_entropy(logits, soft)
                 # The share makes the summed gradients those of the global batch's mean loss.
                 (loss * self.share if distributed else loss).backward()

@@ -28,6 +28,22 @@ def test_default_schedule_is_ofa(tmp_path: Path) -> None:
     assert names == ["full", "kernel", "depth-1", "depth-2", "expand-1", "expand-2"]
 
 
+def test_phase_options_reach_the_training_schedule(tmp_path: Path) -> None:
+    data: dict[str, Any] = copy.deepcopy(MICRO_RECIPE)
+    data["train"]["phases"][1].update(
+        subnets_per_step=3, sandwich=True, distill="inplace", label_loss=False, smallest=False
+    )
+    phase = load_recipe(_write(tmp_path, data)).train_config().phases[1]
+    assert (phase.sandwich, phase.distill, phase.label_loss, phase.smallest) == (
+        True,
+        "inplace",
+        False,
+        False,
+    )
+    default = load_recipe(_write(tmp_path, MICRO_RECIPE)).train_config().phases[1]
+    assert (default.label_loss, default.smallest) == (True, True)
+
+
 def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -66,6 +82,10 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
         (
             lambda r: r["train"]["phases"][1].update(distill="self"),
             r"distill: Input should be 'teacher' or 'inplace'",
+        ),
+        (
+            lambda r: r["train"]["phases"][1].__setitem__("label_loss", "sometimes"),
+            r"train\.phases\.1\.label_loss: Input should be a valid boolean",
         ),
         (lambda r: r.__setitem__("space", "resnet"), r"unknown search space 'resnet'"),
         (lambda r: r["train"].pop("phases"), r"give either 'phases' or both 'epochs'"),

@@ -172,6 +172,26 @@ def test_sandwich_rule_trains_largest_smallest_and_random_every_step(
     assert trainer.teacher is not None  # OFA's frozen full network teaches by default
 
 
+def test_sandwich_without_the_smallest_trains_the_largest_and_random_subnets(
+    fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    phase = PhaseConfig(
+        "expand", 1, 0.01, ks=K, d=D, e=E, subnets_per_step=3, sandwich=True, smallest=False
+    )
+    config = TrainConfig(phases=(phase,), batch_size=256, eval_images=64, bn_images=64)
+    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    seen = _spy_active(monkeypatch)
+    steps: list[int] = []
+    trainer.train(on_step=lambda phase, epoch, step, total, metrics: steps.append(step))
+    largest = SPACE.max_subnet(r=SPACE.resolutions[-1])
+    smallest = SPACE.min_subnet(r=SPACE.resolutions[0])
+    trained = seen[: 3 * len(steps)]
+    assert trained[0::3] == [largest] * len(steps)
+    randoms = trained[1::3] + trained[2::3]
+    assert all(s not in (largest, smallest) for s in randoms)
+    assert len(set(randoms)) == len(randoms)  # sampled afresh, not one subnet twice
+
+
 def test_inplace_distillation_teaches_with_the_steps_largest_subnet(
     fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -218,6 +238,39 @@ def test_inplace_distillation_teaches_with_the_steps_largest_subnet(
             torch.testing.assert_close(target, expected)
 
 
+@pytest.mark.parametrize("label_loss", [True, False])
+def test_label_loss_decides_whether_distilled_subnets_also_fit_the_labels(
+    fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, label_loss: bool
+) -> None:
+    phase = PhaseConfig(
+        "depth", 1, 0.01, ks=K, d=D, subnets_per_step=3, sandwich=True, distill="inplace",
+        label_loss=label_loss,
+    )  # fmt: skip
+    config = TrainConfig(phases=(phase,), batch_size=512, eval_images=64, bn_images=64)
+    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    calls = {"labels": 0, "soft": 0}
+    cross_entropy = torch.nn.functional.cross_entropy
+    soft_ce = progressive_shrinking.soft_cross_entropy
+
+    def count_labels(*args: Any, **kwargs: Any) -> torch.Tensor:
+        calls["labels"] += 1
+        return cross_entropy(*args, **kwargs)
+
+    def count_soft(logits: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+        calls["soft"] += 1
+        return soft_ce(logits, soft)
+
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", count_labels)
+    monkeypatch.setattr(progressive_shrinking, "soft_cross_entropy", count_soft)
+    steps: list[int] = []
+    trainer.train(on_step=lambda phase, epoch, step, total, metrics: steps.append(step))
+    # Each step: the largest fits the labels; the two others the largest's outputs, and the
+    # labels too only with label_loss.
+    assert calls["soft"] == 2 * len(steps) > 0
+    assert calls["labels"] == (3 if label_loss else 1) * len(steps)
+    assert math.isfinite(trainer.state.history[-1]["train_loss"])
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -230,7 +283,7 @@ def test_sandwich_and_inplace_settings_are_checked(kwargs: dict[str, Any], messa
         PhaseConfig("depth", 1, 0.01, ks=K, d=D, **kwargs)
 
 
-def test_checkpoints_from_before_distill_existed_resume(
+def test_checkpoints_from_before_the_distill_options_existed_resume(
     fmnist_small: DataBundle, tmp_path: Path
 ) -> None:
     config = TrainConfig(phases=CONFIG.phases[:2], batch_size=512, eval_images=64, bn_images=64)
@@ -238,6 +291,7 @@ def test_checkpoints_from_before_distill_existed_resume(
     trainer.train()
     payload = load_checkpoint(trainer.checkpoint)
     for phase in payload["train_config"]["phases"]:
-        del phase["distill"]
+        for option in ("distill", "label_loss", "smallest"):
+            del phase[option]
     save_checkpoint(trainer.checkpoint, {k: v for k, v in payload.items() if k != "format"})
     assert _trainer(fmnist_small, trainer.checkpoint, config).resume()
