@@ -63,6 +63,8 @@ class PhaseSection(_Strict):
     label_loss: bool = True
     # false: the sandwich trains the largest and subnets_per_step - 1 random subnets a step
     smallest: bool = True
+    # above 0: train with an exponential moving average of the weights and end the phase on it
+    ema_decay: float = Field(0.0, ge=0, lt=1)
 
 
 class TrainSection(_Strict):
@@ -279,6 +281,7 @@ def _phase(space: SearchSpace, p: PhaseSection) -> PhaseConfig:
         distill=p.distill,
         label_loss=p.label_loss,
         smallest=p.smallest,
+        ema_decay=p.ema_decay,
     )
 
 

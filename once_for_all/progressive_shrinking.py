@@ -18,6 +18,7 @@ import math
 import random
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -46,6 +47,7 @@ from once_for_all.memory_layout import to_training_layout
 from once_for_all.search_space import SearchSpace
 from once_for_all.static_net import MobileNetV3, build_from_config
 from once_for_all.subnet import Subnet
+from once_for_all.weight_average import WeightAverage, WeightAverageError
 
 
 @dataclass(frozen=True)
@@ -80,8 +82,16 @@ class PhaseConfig:
     # With the sandwich rule, whether the smallest subnet is one of every step's subnets; off,
     # the largest and subnets_per_step - 1 random ones train.
     smallest: bool = True
+    # Above 0: the phase keeps an exponential moving average of the weights with this decay
+    # (BigNAS: 0.9998 over its long runs), validates it, and ends with the supernet holding it.
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(
+                f"phase {self.name}: ema_decay must be in [0, 1) (0 turns the weight average "
+                f"off), not {self.ema_decay}"
+            )
         if self.sandwich and self.subnets_per_step < 2:
             raise ValueError(
                 f"phase {self.name}: sandwich trains the largest and the smallest subnet every "
@@ -253,6 +263,8 @@ class ProgressiveShrinkingTrainer:
         self.state = TrainState()
         self.teacher: MobileNetV3 | None = None
         self.optimizer: torch.optim.SGD | None = None
+        # The current phase's weight average, when it keeps one (PhaseConfig.ema_decay).
+        self.average: WeightAverage | None = None
         self.loader = BatchLoader(
             data.train,
             data.spec,
@@ -275,6 +287,7 @@ class ProgressiveShrinkingTrainer:
             "model": self.supernet.state_dict(),
             "teacher": teacher,
             "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
+            "weight_average": self.average.state_dict() if self.average is not None else None,
             "phase_index": self.state.phase_index,
             "epoch": self.state.epoch,
             "history": self.state.history,
@@ -306,7 +319,7 @@ class ProgressiveShrinkingTrainer:
         # Checkpoints from before these options existed were made without them.
         saved_config = {"lr_scaling": "none", "sync_bn": False, **payload["train_config"]}
         saved_config["phases"] = tuple(
-            {"distill": "teacher", "label_loss": True, "smallest": True, **p}
+            {"distill": "teacher", "label_loss": True, "smallest": True, "ema_decay": 0.0, **p}
             for p in saved_config["phases"]
         )
         if payload["space"].get("id") != self.space.id:
@@ -325,13 +338,19 @@ class ProgressiveShrinkingTrainer:
             self.teacher = to_training_layout(teacher.to(self.device)).eval()
         self.state = TrainState(payload["phase_index"], payload["epoch"], list(payload["history"]))
         if self.state.phase_index < len(self.config.phases):
-            self.optimizer = make_optimizer(
-                self.supernet,
-                self.config,
-                self.config.phases[self.state.phase_index].lr * self.lr_factor,
-            )
+            phase = self.config.phases[self.state.phase_index]
+            self.optimizer = make_optimizer(self.supernet, self.config, phase.lr * self.lr_factor)
             if payload["optimizer"] is not None and self.state.epoch > 0:
                 self.optimizer.load_state_dict(payload["optimizer"])
+            if phase.ema_decay > 0 and self.state.epoch > 0:
+                self.average = WeightAverage(self.supernet, phase.ema_decay)
+                try:
+                    self.average.load_state_dict(payload["weight_average"])
+                except (WeightAverageError, KeyError, TypeError) as exc:
+                    raise CheckpointError(
+                        f"checkpoint {self.checkpoint} lacks the weight average of phase "
+                        f"{phase.name} or holds a broken one ({exc}): retrain, or restore it"
+                    ) from None
         torch.set_rng_state(payload["rng"]["torch"])
         return True
 
@@ -361,6 +380,9 @@ class ProgressiveShrinkingTrainer:
                 self.state.history.append(asdict(record))
                 self.state.epoch += 1
                 if self.state.epoch == phase.epochs:
+                    if self.average is not None:
+                        self.average.copy_to_model()
+                        self.average = None
                     self.state.phase_index += 1
                     self.state.epoch = 0
                     self.optimizer = None
@@ -384,6 +406,8 @@ class ProgressiveShrinkingTrainer:
         if phase.sort_channels:
             self.supernet.sort_channels()
         self.optimizer = make_optimizer(self.supernet, self.config, phase.lr * self.lr_factor)
+        # Started after the channel sort, so that the average and the weights agree on the order.
+        self.average = WeightAverage(self.supernet, phase.ema_decay) if phase.ema_decay else None
 
     def _step_subnets(self, phase: PhaseConfig, rng: random.Random) -> list[Subnet]:
         """The subnets one step trains, in order (with the sandwich rule the largest first)."""
@@ -457,6 +481,8 @@ class ProgressiveShrinkingTrainer:
                 seen += len(y)
             all_reduce_gradients(params, self.world)
             self.optimizer.step()
+            if self.average is not None:
+                self.average.update()
             if on_step is not None:
                 on_step(
                     phase,
@@ -486,18 +512,20 @@ class ProgressiveShrinkingTrainer:
 
     def _validate(self) -> tuple[float, float]:
         """Validation accuracy of the largest and smallest subnets, after BN recalibration,
-        on a fixed slice of the validation split (the supernet itself is not modified)."""
+        on a fixed slice of the validation split (the supernet itself is not modified); of the
+        weight average where the phase keeps one, as that is what the phase ends with."""
         sp = self.space
         accs = []
-        for subnet in (sp.max_subnet(), sp.min_subnet()):
-            accs.append(
-                evaluate_subnet(
-                    self.supernet,
-                    subnet,
-                    self.data,
-                    bn_images=self.config.bn_images,
-                    limit=self.config.eval_images,
+        with self.average.applied() if self.average is not None else nullcontext():
+            for subnet in (sp.max_subnet(), sp.min_subnet()):
+                accs.append(
+                    evaluate_subnet(
+                        self.supernet,
+                        subnet,
+                        self.data,
+                        bn_images=self.config.bn_images,
+                        limit=self.config.eval_images,
+                    )
                 )
-            )
         self.supernet.set_active(sp.max_subnet())
         return accs[0], accs[1]

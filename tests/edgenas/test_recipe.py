@@ -31,17 +31,23 @@ def test_default_schedule_is_ofa(tmp_path: Path) -> None:
 def test_phase_options_reach_the_training_schedule(tmp_path: Path) -> None:
     data: dict[str, Any] = copy.deepcopy(MICRO_RECIPE)
     data["train"]["phases"][1].update(
-        subnets_per_step=3, sandwich=True, distill="inplace", label_loss=False, smallest=False
+        subnets_per_step=3,
+        sandwich=True,
+        distill="inplace",
+        label_loss=False,
+        smallest=False,
+        ema_decay=0.999,
     )
     phase = load_recipe(_write(tmp_path, data)).train_config().phases[1]
-    assert (phase.sandwich, phase.distill, phase.label_loss, phase.smallest) == (
+    assert (phase.sandwich, phase.distill, phase.label_loss, phase.smallest, phase.ema_decay) == (
         True,
         "inplace",
         False,
         False,
+        0.999,
     )
     default = load_recipe(_write(tmp_path, MICRO_RECIPE)).train_config().phases[1]
-    assert (default.label_loss, default.smallest) == (True, True)
+    assert (default.label_loss, default.smallest, default.ema_decay) == (True, True, 0.0)
 
 
 def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
@@ -86,6 +92,10 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
         (
             lambda r: r["train"]["phases"][1].__setitem__("label_loss", "sometimes"),
             r"train\.phases\.1\.label_loss: Input should be a valid boolean",
+        ),
+        (
+            lambda r: r["train"]["phases"][1].__setitem__("ema_decay", 1.0),
+            r"train\.phases\.1\.ema_decay: Input should be less than 1",
         ),
         (lambda r: r.__setitem__("space", "resnet"), r"unknown search space 'resnet'"),
         (lambda r: r["train"].pop("phases"), r"give either 'phases' or both 'epochs'"),

@@ -276,6 +276,7 @@ def test_label_loss_decides_whether_distilled_subnets_also_fit_the_labels(
     [
         ({"sandwich": True, "subnets_per_step": 1}, "subnets_per_step must be at least 2"),
         ({"distill": "inplace", "subnets_per_step": 2}, "set sandwich: true"),
+        ({"ema_decay": 1.0}, r"ema_decay must be in \[0, 1\)"),
     ],
 )
 def test_sandwich_and_inplace_settings_are_checked(kwargs: dict[str, Any], message: str) -> None:
@@ -291,7 +292,89 @@ def test_checkpoints_from_before_the_distill_options_existed_resume(
     trainer.train()
     payload = load_checkpoint(trainer.checkpoint)
     for phase in payload["train_config"]["phases"]:
-        for option in ("distill", "label_loss", "smallest"):
+        for option in ("distill", "label_loss", "smallest", "ema_decay"):
             del phase[option]
     save_checkpoint(trainer.checkpoint, {k: v for k, v in payload.items() if k != "format"})
     assert _trainer(fmnist_small, trainer.checkpoint, config).resume()
+
+
+EMA_CONFIG = TrainConfig(
+    phases=(
+        PhaseConfig("full", 1, 0.05, kd_ratio=0.0),
+        PhaseConfig(
+            "expand", 2, 0.05, ks=K, d=D, e=E, subnets_per_step=2, sandwich=True, ema_decay=0.9
+        ),
+    ),
+    batch_size=512,
+    eval_images=64,
+    bn_images=64,
+)
+
+
+def test_a_phase_with_ema_decay_ends_on_the_average_of_its_weights(
+    fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", EMA_CONFIG)
+    average: dict[str, torch.Tensor] = {}
+    raw: dict[str, torch.Tensor] = {}
+    updates = 0
+
+    def follow(phase: PhaseConfig, epoch: int, step: int, steps: int, _: Any) -> None:
+        # An independent average of the weights after every step of the expand phase.
+        nonlocal updates
+        if phase.name != "expand":
+            return
+        d = min(0.9, (1 + updates) / (10 + updates))
+        for name, p in trainer.supernet.named_parameters():
+            average[name] = d * average[name] + (1 - d) * p.detach()
+            raw[name] = p.detach().clone()
+        updates += 1
+
+    def phase_start(record: Any) -> None:
+        if record.phase == "full":
+            average.update({n: p.detach().clone() for n, p in trainer.supernet.named_parameters()})
+
+    trainer.train(on_step=follow, on_epoch=phase_start)
+    assert updates == 2 * len(trainer.loader)
+    assert trainer.average is None
+    params = dict(trainer.supernet.named_parameters())
+    for name, expected in average.items():
+        torch.testing.assert_close(params[name].detach(), expected, rtol=1e-5, atol=1e-6)
+    assert any(not torch.equal(params[n].detach(), raw[n]) for n in raw)
+    payload = load_checkpoint(trainer.checkpoint)
+    assert payload["weight_average"] is None
+    assert torch.equal(payload["model"]["classifier.weight"], params["classifier.weight"])
+
+
+def test_killed_in_an_averaging_phase_and_resumed_equals_uninterrupted(
+    fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    whole = _trainer(fmnist_small, tmp_path / "whole.pt", EMA_CONFIG)
+    whole.train()
+    checkpoint = tmp_path / "ckpt.pt"
+    _trainer(fmnist_small, checkpoint, EMA_CONFIG).train(stop_after_epochs=2)
+    saved = load_checkpoint(checkpoint)["weight_average"]
+    assert saved is not None and saved["updates"] == len(whole.loader)
+    resumed = _trainer(fmnist_small, checkpoint, EMA_CONFIG)
+    assert resumed.resume()
+    resumed.train()
+    expected = whole.supernet.state_dict()
+    for name, tensor in resumed.supernet.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
+    pairs = zip(whole.state.history, resumed.state.history, strict=True)
+    assert all({**h, "seconds": 0} == {**r, "seconds": 0} for h, r in pairs)
+
+
+def test_a_checkpoint_with_a_broken_weight_average_is_refused(
+    fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    checkpoint = tmp_path / "ckpt.pt"
+    _trainer(fmnist_small, checkpoint, EMA_CONFIG).train(stop_after_epochs=2)
+    payload = load_checkpoint(checkpoint)
+    average = payload["weight_average"]
+    average["average"].popitem()
+    for broken in (average, None):
+        payload["weight_average"] = broken
+        save_checkpoint(checkpoint, {k: v for k, v in payload.items() if k != "format"})
+        with pytest.raises(CheckpointError, match=r"weight average of phase expand.*retrain"):
+            _trainer(fmnist_small, checkpoint, EMA_CONFIG).resume()
