@@ -19,11 +19,13 @@ class WeightAverageError(ValueError):
 
 
 class WeightAverage:
-    """``average = d * average + (1 - d) * weights`` after every optimiser step.
+    """``average = decay * average + (1 - decay) * weights`` after every optimiser step, from
+    the weights it starts with (BigNAS, timm's ModelEmaV2).
 
-    ``d`` ramps up as ``min(decay, (1 + n) / (10 + n))`` over the first updates (TensorFlow's
-    ``ExponentialMovingAverage`` with ``num_updates``), so the weights the average starts from
-    are forgotten at the pace of the early updates instead of weighing ``decay ** steps``.
+    The decay is used as given from the first update. TensorFlow's ramp,
+    ``min(decay, (1 + n) / (10 + n))``, would reach it only after ``9 / (1 - decay)`` updates,
+    later than the end of a short phase: 0.999 and 0.9998 gave the same weights over the
+    5,577 steps of recipes/fmnist.yaml's last phase. The start weights keep ``decay ** n``.
     """
 
     def __init__(self, model: nn.Module, decay: float) -> None:
@@ -34,15 +36,13 @@ class WeightAverage:
         self._params = dict(model.named_parameters())
         self.average = {name: p.detach().clone() for name, p in self._params.items()}
 
-    def current_decay(self) -> float:
-        return min(self.decay, (1 + self.updates) / (10 + self.updates))
-
     @torch.no_grad()
     def update(self) -> None:
         names = list(self._params)
-        weight = 1.0 - self.current_decay()
         torch._foreach_lerp_(
-            [self.average[n] for n in names], [self._params[n].detach() for n in names], weight
+            [self.average[n] for n in names],
+            [self._params[n].detach() for n in names],
+            1.0 - self.decay,
         )
         self.updates += 1
 
