@@ -8,11 +8,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 from devices.measurement import Fingerprint, Measurement
+from once_for_all.errors import EdgenasError
 
 Runtime = Literal["onnxruntime", "tflite"]
 
 
-class DeviceError(RuntimeError):
+class DeviceError(EdgenasError, RuntimeError):
     """A target that cannot be used as asked; the message names the device and the fix."""
 
 

@@ -23,9 +23,10 @@ from pydantic import (
 
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
+from once_for_all.errors import EdgenasError
 
 
-class RecipeError(ValueError):
+class RecipeError(EdgenasError, ValueError):
     """A recipe that cannot be used; the message names the file and the key."""
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from latency.block_models import block_input_shape, block_module
 from latency.blocks import BlockSpec
 from latency.table import ModelFormat, Precision
+from once_for_all.errors import EdgenasError
 
 # Bump when block models or their conversion change: old cache entries are then not reused.
 CACHE_VERSION = "1"
@@ -31,7 +32,7 @@ CALIBRATION_SAMPLES = 8
 ProgressFn = Callable[[int, int], None]  # (done, total)
 
 
-class ExportFailed(RuntimeError):
+class ExportFailed(EdgenasError, RuntimeError):
     """A model that could not be converted; the message names it."""
 
 

@@ -21,6 +21,7 @@ import numpy as np
 from devices.atomic_write import write_text_atomic
 from devices.measurement import Fingerprint, Measurement
 from latency.reference import Reference, normalised_ms
+from once_for_all.errors import EdgenasError
 
 # /2 added the reference model (header) and its per-entry scale; /1 tables hold raw entries.
 TABLE_FORMAT = "edgenas.lut/2"
@@ -30,7 +31,7 @@ ModelFormat = Literal["onnx", "tflite"]
 Precision = Literal["fp32", "int8"]
 
 
-class TableError(ValueError):
+class TableError(EdgenasError, ValueError):
     """A table that cannot be used as asked; the message names the file and the fix."""
 
 

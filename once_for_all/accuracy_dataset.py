@@ -27,6 +27,7 @@ from typing import Any
 
 from once_for_all.data import DataBundle
 from once_for_all.elastic_supernet import OFAMobileNetV3
+from once_for_all.errors import EdgenasError
 from once_for_all.evaluation import BN_IMAGES, evaluate_subnet
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet, SubnetError
@@ -38,7 +39,7 @@ ProgressCallback = Callable[[int, int], None]
 """Called as ``progress(done, total)`` after each subnet (cached ones count as done at once)."""
 
 
-class AccuracyCacheError(ValueError):
+class AccuracyCacheError(EdgenasError, ValueError):
     """An accuracy cache that is corrupt or was made for another supernet or other settings."""
 
 

@@ -27,6 +27,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from once_for_all.checkpoint import atomic_torch_save
+from once_for_all.errors import EdgenasError
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet, SubnetError
 
@@ -34,7 +35,7 @@ PREDICTOR_FORMAT = "edgenas.accuracy-predictor/1"
 DEFAULT_HIDDEN = (128, 128, 128)
 
 
-class AccuracyPredictorError(ValueError):
+class AccuracyPredictorError(EdgenasError, ValueError):
     """An accuracy predictor file that is missing, corrupt or not an accuracy predictor."""
 
 

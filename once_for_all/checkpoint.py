@@ -12,12 +12,13 @@ import torch
 
 from once_for_all.data import DataSpec
 from once_for_all.elastic_supernet import OFAMobileNetV3
+from once_for_all.errors import EdgenasError
 from once_for_all.search_space import SearchSpace
 
 CHECKPOINT_FORMAT = "edgenas.supernet/1"
 
 
-class CheckpointError(ValueError):
+class CheckpointError(EdgenasError, ValueError):
     """A checkpoint that is missing, corrupt or made for something else."""
 
 

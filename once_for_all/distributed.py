@@ -18,10 +18,12 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from once_for_all.errors import EdgenasError
+
 T = TypeVar("T")
 
 
-class DistributedError(ValueError):
+class DistributedError(EdgenasError, ValueError):
     """A torchrun environment that cannot be used; the message says what to set."""
 
 

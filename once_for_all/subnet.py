@@ -7,10 +7,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from once_for_all.errors import EdgenasError
+
 SUBNET_KEYS = ("space", "ks", "e", "d", "r")
 
 
-class SubnetError(ValueError):
+class SubnetError(EdgenasError, ValueError):
     """A subnet that does not fit its search space; the message names the entry and the fix."""
 
 

@@ -13,8 +13,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from once_for_all.errors import EdgenasError
 
-class WeightAverageError(ValueError):
+
+class WeightAverageError(EdgenasError, ValueError):
     """An average saved for other weights than the model's."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from once_for_all.errors import EdgenasError
 
-class NpuSimError(ValueError):
+
+class NpuSimError(EdgenasError, ValueError):
     """Input the NPU model cannot use; the message names the file or layer, the value, the fix."""

@@ -12,8 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from once_for_all.errors import EdgenasError
 
-class ReportError(ValueError):
+
+class ReportError(EdgenasError, ValueError):
     """A run folder the report cannot read; the message names the file and the fix."""
 
 

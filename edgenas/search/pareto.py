@@ -20,13 +20,14 @@ from devices.atomic_write import write_text_atomic
 from edgenas.search.problem import DeviceTarget, SearchProblem
 from edgenas.search.space_params import subnet_from_params
 from latency.proxies import costs_many
+from once_for_all.errors import EdgenasError
 from once_for_all.subnet import Subnet
 
 PARETO_FORMAT = "edgenas.pareto/1"
 MeasureAccuracy = Callable[[Sequence[Subnet]], list[float]]
 
 
-class InfeasibleBudget(ValueError):
+class InfeasibleBudget(EdgenasError, ValueError):
     """No subnet meets a budget; the message gives the lowest latency achievable."""
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from once_for_all.errors import EdgenasError
 
-class DataError(ValueError):
+
+class DataError(EdgenasError, ValueError):
     """Missing, corrupt or malformed data; the message names the problem and the fix in one line."""

@@ -1,0 +1,21 @@
+"""The project's one base for errors a user can fix, and the one-line text of any exception.
+
+Every layer subclasses ``EdgenasError`` (``SubnetError``, ``DeviceError``, ``TableError``,
+``ExportError``, ``RecipeError``...). The CLI catches ``EdgenasError`` once, at its entry:
+it prints the message as one line and exits with code 2. Any other exception is a bug and
+keeps its traceback.
+"""
+
+from __future__ import annotations
+
+
+class EdgenasError(Exception):
+    """A problem the user can fix. The message is one line that names the thing, the value
+    and what to do."""
+
+
+def one_line(exc: BaseException, *, limit: int = 200) -> str:
+    """The first line of an exception's message (its type's name when it has none), cut to
+    ``limit`` characters: short enough to quote inside another error's message."""
+    text = str(exc).strip()
+    return (text.splitlines()[0] if text else type(exc).__name__)[:limit]

@@ -1,0 +1,122 @@
+"""Files the project writes and reads: atomic writes and format-checked JSON documents.
+
+Every file is written to a temporary name in its own folder, flushed to disk and renamed over
+the target, so a reader (or a run killed half-way) never sees half a file. The parent folder is
+created. A folder that cannot be written raises ``WriteError`` with one line that names the
+path and the reason. (``devices/runner.py`` keeps its own copy: it runs standalone on boards.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from once_for_all.errors import EdgenasError, one_line
+
+
+class WriteError(EdgenasError):
+    """An output that cannot be written where the user asked."""
+
+
+class DocumentError(EdgenasError):
+    """A file that is not the versioned JSON document it should be."""
+
+
+@contextmanager
+def atomic_path(path: Path, *, mode: int | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; if the block succeeds, the file is flushed to
+    disk and renamed over ``path``; if it raises, the file is deleted. The temporary name
+    keeps the suffix (some writers look at it). ``mode`` defaults to an ordinary file's
+    permissions (0666 less the umask)."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp_name = tempfile.mkstemp(
+            prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
+        )
+    except OSError as exc:
+        raise _write_error(path, exc) from None
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        # mkstemp makes the file private (0600); an output file is an ordinary file.
+        tmp.chmod(_default_mode() if mode is None else mode)
+        yield tmp
+        _fsync(tmp)
+        os.replace(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise _write_error(path, exc) from None
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
+    """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
+    with atomic_path(path, mode=mode) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text(path: Path, text: str, *, mode: int | None = None) -> None:
+    """Write ``text`` (UTF-8) to ``path`` atomically (see ``atomic_path``)."""
+    write_bytes(path, text.encode("utf-8"), mode=mode)
+
+
+def write_json(path: Path, doc: object, *, indent: int | None = 1) -> None:
+    """Write ``doc`` as JSON to ``path`` atomically. NaN and infinity are refused: they are
+    not JSON, and no reader of ours would accept them."""
+    try:
+        text = json.dumps(doc, indent=indent, allow_nan=False)
+    except ValueError as exc:
+        raise ValueError(f"{path}: {exc}") from None  # a bug: a NaN reached a document
+    write_text(path, text + "\n")
+
+
+def read_json(
+    path: Path,
+    *,
+    formats: str | tuple[str, ...],
+    what: str,
+    fix: str,
+    error: type[EdgenasError] = DocumentError,
+) -> dict[str, Any]:
+    """The JSON object in ``path``, whose ``"format"`` must be one of ``formats``. Anything
+    else (missing, unreadable, not UTF-8, not JSON, another format) raises ``error`` with one
+    line: ``{path} is not {what} (...): {fix}``."""
+    path = Path(path)
+    accepted = (formats,) if isinstance(formats, str) else formats
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise error(f"{path} does not exist: {fix}") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
+        raise error(f"{path} is not {what} ({reason}): {fix}") from None
+    found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
+    if found not in accepted:
+        expected = " or ".join(repr(f) for f in accepted)
+        raise error(f"{path} is not {what} (format {found!r}, expected {expected}): {fix}")
+    return doc
+
+
+def _write_error(path: Path, exc: OSError) -> WriteError:
+    blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
+    reason = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
+    return WriteError(f"cannot write {path}: {reason}; choose a folder you can write to")
+
+
+def _default_mode() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+def _fsync(path: Path) -> None:
+    with path.open("rb+") as f:
+        os.fsync(f.fileno())
