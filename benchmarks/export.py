@@ -29,7 +29,7 @@ _here = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
 sys.path.insert(0, str(_here.parent))
 
-from edgenas.export_job import ExportJob, FinetuneSettings, run_export  # noqa: E402
+from edgenas.stages.export import ExportJob, FinetuneSettings, run_export  # noqa: E402
 from export.subnet_export import INT8_AGREEMENT_TARGET, ExportOptions  # noqa: E402
 
 

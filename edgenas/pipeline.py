@@ -16,7 +16,9 @@ import json
 import platform
 import shutil
 import time
-from collections.abc import Callable, Sequence
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -27,6 +29,7 @@ from rich.console import Console
 from devices.atomic_write import write_text_atomic
 from edgenas.recipe import Recipe, RecipeError, StageName, load_recipe
 from edgenas.report import REPORT_NAME, build_report
+from once_for_all.errors import EdgenasError, one_line
 
 RUN_FORMAT = "edgenas.run/1"
 PACKAGES = (
@@ -148,30 +151,55 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> dict
     stages = recipe.planned_stages
     log(f"recipe {recipe_path} → {root}: stages {', '.join(stages)}")
     run.save()
-    if "train" in stages:
-        _train(recipe, run, options, console, log)
-    supernet = root / "supernet.pt"
-    if not supernet.is_file():
-        raise RecipeError(
-            f"{supernet} does not exist: add 'train' to the recipe's stages (or run "
-            f"'edgenas train {recipe_path} --out {root}')"
-        )
+    with _logged("train", log):
+        if "train" in stages:
+            _train(recipe, run, options, console, log)
+        supernet = root / "supernet.pt"
+        if not supernet.is_file():
+            raise RecipeError(
+                f"{supernet} does not exist: add 'train' to the recipe's stages (or run "
+                f"'edgenas train {recipe_path} --out {root}')"
+            )
     if "profile" in stages:
-        _profile(recipe, run, options, log)
+        with _logged("profile", log):
+            _profile(recipe, run, options, log)
     if "search" in stages:
-        _search(recipe, run, options, log)
+        with _logged("search", log):
+            _search(recipe, run, options, log)
     exported: list[dict[str, Any]] = []
     if "export" in stages:
-        exported = _export(recipe, run, options, log)
-    summary = _summary(recipe, run, exported)
-    summary["report"] = str(root / REPORT_NAME)
-    write_text_atomic(root / "summary.json", json.dumps(summary, indent=1) + "\n")
-    build_report(root)  # reads summary.json
+        with _logged("export", log):
+            exported = _export(recipe, run, options, log)
+    with _logged("report", log):
+        summary = _summary(recipe, run, exported)
+        summary["report"] = str(root / REPORT_NAME)
+        write_text_atomic(root / "summary.json", json.dumps(summary, indent=1) + "\n")
+        build_report(root)  # reads summary.json
     log(
         f"done: {len(exported)} subnet(s) exported; summary in {root / 'summary.json'}, "
         f"report in {summary['report']}"
     )
     return summary
+
+
+@contextmanager
+def _logged(stage: str, log: Log) -> Iterator[None]:
+    """Write a stage's failure to ``run.log`` before it propagates: the user's error as its
+    one line, a bug with its traceback (the terminal shows it too)."""
+    try:
+        yield
+    except EdgenasError as exc:
+        log(f"{stage} failed: {exc}")
+        raise
+    except KeyboardInterrupt:
+        log(f"{stage} interrupted: run the same command again to resume")
+        raise
+    except Exception as exc:
+        log(
+            f"{stage} failed with an unexpected error ({type(exc).__name__}: {one_line(exc)}):\n"
+            + "".join(traceback.format_exception(exc)).rstrip()
+        )
+        raise
 
 
 def _needs_run(
@@ -200,7 +228,7 @@ def _needs_run(
 
 
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
-    from edgenas.training import CHECKPOINT_NAME, SUPERNET_NAME, train
+    from edgenas.stages.train import CHECKPOINT_NAME, SUPERNET_NAME, train
 
     # Not the name: a recipe copied under another name reuses the same supernet; nor where
     # and on how many threads it trains, which change the speed, not the supernet.
@@ -235,7 +263,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
     """Profile every device that is not up to date at once (as `edgenas profile --profiles`
     does); each finished device is recorded even when another fails."""
     from devices.profiles import load_profile
-    from edgenas.latency_cli import run_fleet
+    from edgenas.cli.profile import run_fleet
     from latency.fleet import FleetJob, ProfileOptions
     from latency.model_cache import ModelCache
 
@@ -282,7 +310,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
 
 
 def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
-    from edgenas.search_cli import AccuracySource, Sampler, search_command
+    from edgenas.stages.search import SearchOptions, search
 
     names = [_device_name(d.name) for d in recipe.devices]
     folder = run.root / "search"
@@ -299,25 +327,23 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     budgets = [d.budget_ms for d in recipe.devices if d.budget_ms is not None]
     log(f"search: {s.trials} trials, {s.sampler} → {folder}")
     started = time.perf_counter()
-    search_command(
-        supernet=run.root / "supernet.pt",
-        device=[str(run.root / "devices" / n) for n in names],
-        budget_ms=budgets or None,
-        out=folder,
-        trials=s.trials,
-        sampler=Sampler(s.sampler),
-        storage=None,
-        study_name="edgenas",
-        accuracy=AccuracySource(s.accuracy),
-        accuracy_samples=s.accuracy_samples,
-        eval_images=s.eval_images,
-        reevaluate=s.reevaluate,
-        enqueue=None,
-        objective=None,
-        profiles=run.root / "devices",
-        seed=s.seed,
+    search(
+        SearchOptions(
+            supernet=run.root / "supernet.pt",
+            devices=tuple(str(run.root / "devices" / n) for n in names),
+            out=folder,
+            budgets_ms=tuple(budgets),
+            trials=s.trials,
+            sampler=s.sampler,
+            accuracy=s.accuracy,
+            accuracy_samples=s.accuracy_samples,
+            eval_images=s.eval_images,
+            reevaluate=s.reevaluate,
+            profiles=run.root / "devices",
+            seed=s.seed,
+        ),
         quiet=options.quiet,
-        as_json=False,
+        say=log,
     )
     outputs = [folder / "pareto.json", folder / "pareto.png"]
     run.record("search", inputs, outputs, time.perf_counter() - started)
@@ -334,7 +360,7 @@ def _upstream(run: RunFolder, devices: Sequence[str]) -> dict[str, Any]:
 
 
 def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> list[dict[str, Any]]:
-    from edgenas.export_job import ExportJob, FinetuneSettings, run_export
+    from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
     from export.subnet_export import ExportOptions
     from once_for_all import Subnet
 

@@ -23,7 +23,7 @@ import yaml
 from rich.console import Console
 
 from edgenas.recipe import load_recipe
-from edgenas.training import train
+from edgenas.stages.train import train
 from once_for_all import OFAMobileNetV3, get_space, load_checkpoint
 
 # Two phases, two steps each: the teacher phase, then elastic kernel and depth with knowledge

@@ -16,7 +16,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from edgenas.console import err_console, fail, stage_progress
+from edgenas.cli.user_errors import fail
+from edgenas.console import err_console, stage_progress
 
 if TYPE_CHECKING:
     from devices.measurement import Measurement
@@ -60,15 +61,6 @@ class Format(str, Enum):
 class PrecisionChoice(str, Enum):
     fp32 = "fp32"
     int8 = "int8"
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from devices import DeviceError
-    from latency.model_cache import ExportFailed
-    from latency.table import TableError
-    from once_for_all import SubnetError
-
-    return (DeviceError, TableError, SubnetError, ExportFailed, ValueError)
 
 
 def profile_command(
@@ -171,14 +163,11 @@ def _profile_one(
         if not quiet:
             err_console.print(escape(message))
 
-    try:
-        sp = get_space(space)
-        with open_device(device) as dev, stage_progress(dev.name, quiet=quiet) as progress:
-            profiled = profile_device(
-                dev, sp, out, options, cache=ModelCache(cache), progress=progress, say=say
-            )
-    except _user_errors() as exc:
-        raise fail(str(exc)) from None
+    sp = get_space(space)
+    with open_device(device) as dev, stage_progress(dev.name, quiet=quiet) as progress:
+        profiled = profile_device(
+            dev, sp, out, options, cache=ModelCache(cache), progress=progress, say=say
+        )
     table, predictor = profiled.table, profiled.predictor
     summary = {
         "space": sp.id,
@@ -220,13 +209,10 @@ def _profile_fleet(
     from latency.model_cache import ModelCache
     from once_for_all import get_space
 
-    try:
-        sp = get_space(space)
-        jobs = [FleetJob(d, profiles / load_profile(d).name, options) for d in devices]
-        kinds = {p.name: p.kind for p in check_fleet(jobs)}
-        profiled_resolutions(sp, options.resolutions)  # the same for every device: check once
-    except _user_errors() as exc:
-        raise fail(str(exc)) from None
+    sp = get_space(space)
+    jobs = [FleetJob(d, profiles / load_profile(d).name, options) for d in devices]
+    kinds = {p.name: p.kind for p in check_fleet(jobs)}
+    profiled_resolutions(sp, options.resolutions)  # the same for every device: check once
     if not quiet:
         err_console.print(
             f"{escape(sp.id)}: profiling {len(jobs)} device(s) at once into "
@@ -413,12 +399,9 @@ def predict_command(
     """Predicted latency of one subnet on the predictor's device."""
     from edgenas.subnet_choice import choose_subnet
 
-    try:
-        p = _load(predictor)
-        chosen = choose_subnet(subnet, p.space, seed=seed)
-        ms = p.predict(chosen)
-    except _user_errors() as exc:
-        raise fail(str(exc)) from None
+    p = _load(predictor)
+    chosen = choose_subnet(subnet, p.space, seed=seed)
+    ms = p.predict(chosen)
     if as_json:
         typer.echo(
             json.dumps(
@@ -460,46 +443,43 @@ def validate_command(
     from latency.plots import scatter_plot
     from latency.profiler import ProfileSettings
 
-    try:
-        p = _load(predictor)
-        calibration = [
-            p.space.subnet_from_dict(s) for s in getattr(p, "calibration", {}).get("subnets", [])
-        ]
-        subnets = random_subnets(
-            p.space,
-            n,
-            seed=seed + 1_000_003,
-            resolutions=p.header.resolutions,
-            exclude=calibration,
-        )
-        with open_device(device) as dev:
-            p.header.check(what=f"predictor {predictor}", fingerprint=dev.fingerprint())
-            settings = ProfileSettings(p.header.model_format, p.header.precision)
-            store = MeasuredSubnets(predictor.parent / "validation.json", p.header)
-            with stage_progress("validation subnets", quiet=quiet) as progress:
-                measured = store.measure(
-                    dev,
-                    p.space,
-                    subnets,
-                    cache=ModelCache(cache),
-                    settings=settings,
-                    passes=passes,
-                    workers=workers,
-                    progress=progress,
-                )
-            reference = _normalisation(store.header, [store.get(s) for s in subnets])
-        predicted = p.predict_many(subnets)
-        figures = validation_figures(predicted, measured)
-        png = plot or predictor.parent / "validation.png"
-        scatter_plot(
-            predicted,
-            measured,
-            png,
-            title=f"{p.kind} on {p.header.device} ({p.space.id}, n={n})",
-            figures=figures,
-        )
-    except _user_errors() as exc:
-        raise fail(str(exc)) from None
+    p = _load(predictor)
+    calibration = [
+        p.space.subnet_from_dict(s) for s in getattr(p, "calibration", {}).get("subnets", [])
+    ]
+    subnets = random_subnets(
+        p.space,
+        n,
+        seed=seed + 1_000_003,
+        resolutions=p.header.resolutions,
+        exclude=calibration,
+    )
+    with open_device(device) as dev:
+        p.header.check(what=f"predictor {predictor}", fingerprint=dev.fingerprint())
+        settings = ProfileSettings(p.header.model_format, p.header.precision)
+        store = MeasuredSubnets(predictor.parent / "validation.json", p.header)
+        with stage_progress("validation subnets", quiet=quiet) as progress:
+            measured = store.measure(
+                dev,
+                p.space,
+                subnets,
+                cache=ModelCache(cache),
+                settings=settings,
+                passes=passes,
+                workers=workers,
+                progress=progress,
+            )
+        reference = _normalisation(store.header, [store.get(s) for s in subnets])
+    predicted = p.predict_many(subnets)
+    figures = validation_figures(predicted, measured)
+    png = plot or predictor.parent / "validation.png"
+    scatter_plot(
+        predicted,
+        measured,
+        png,
+        title=f"{p.kind} on {p.header.device} ({p.space.id}, n={n})",
+        figures=figures,
+    )
     if as_json:
         keys = ("n", "rmse_ms", "rmspe", "within_5pct", "within_10pct", "spearman", "kendall")
         typer.echo(json.dumps({**{k: figures[k] for k in keys}, "reference": reference}))

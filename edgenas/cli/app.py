@@ -1,5 +1,5 @@
-"""The `edgenas` command line. Heavy imports (torch) happen inside the commands that need
-them, so that quick commands start quickly."""
+"""The `edgenas` application: its command groups, and `train` and `eval`. Heavy imports
+(torch) happen inside the commands that need them, so that quick commands start quickly."""
 
 from __future__ import annotations
 
@@ -10,15 +10,15 @@ from typing import Annotated
 
 import typer
 
+from edgenas.cli.devices import devices_app
+from edgenas.cli.export import export_command
+from edgenas.cli.npu import npu_app
+from edgenas.cli.profile import latency_app, profile_command
+from edgenas.cli.report import report_command
+from edgenas.cli.run import run_command
+from edgenas.cli.search import search_command
+from edgenas.cli.user_errors import UserErrorsGroup
 from edgenas.console import err_console as console
-from edgenas.console import fail
-from edgenas.devices_cli import devices_app
-from edgenas.export_cli import export_command
-from edgenas.latency_cli import latency_app, profile_command
-from edgenas.npu_cli import npu_app
-from edgenas.report_cli import report_command
-from edgenas.run_cli import run_command
-from edgenas.search_cli import search_command
 from edgenas.subnet_choice import choose_subnet
 
 app = typer.Typer(
@@ -27,6 +27,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    cls=UserErrorsGroup,
 )
 app.add_typer(npu_app, name="npu")
 app.add_typer(devices_app, name="devices")
@@ -36,16 +37,6 @@ app.command("search")(search_command)
 app.command("export")(export_command)
 app.command("run")(run_command)
 app.command("report")(report_command)
-
-
-def user_errors() -> tuple[type[Exception], ...]:
-    """Errors that are the user's to fix: one line, exit code 2, never a traceback."""
-    from edgenas.recipe import RecipeError
-    from once_for_all import CheckpointError, SubnetError
-    from once_for_all.data import DataError
-    from once_for_all.distributed import DistributedError
-
-    return (RecipeError, DataError, SubnetError, CheckpointError, DistributedError)
 
 
 class TrainDevice(str, Enum):
@@ -77,22 +68,19 @@ def train(
 ) -> None:
     """Train a supernet with progressive shrinking, one checkpoint per epoch."""
     from edgenas.recipe import load_recipe
-    from edgenas.training import train as run_training
+    from edgenas.stages.train import train as run_training
     from once_for_all.distributed import launched_rank
 
-    try:
-        r = load_recipe(recipe)
-        final = run_training(
-            r,
-            out or Path("runs") / r.name,
-            resume=resume,
-            console=console,
-            quiet=quiet,
-            threads=threads,
-            device=device.value if device is not None else None,
-        )
-    except user_errors() as exc:
-        raise fail(str(exc)) from None
+    r = load_recipe(recipe)
+    final = run_training(
+        r,
+        out or Path("runs") / r.name,
+        resume=resume,
+        console=console,
+        quiet=quiet,
+        threads=threads,
+        device=device.value if device is not None else None,
+    )
     if launched_rank() == 0:
         console.print(f"supernet written to {final}")
 
@@ -111,18 +99,15 @@ def eval_command(
     from once_for_all import CheckpointError, evaluate_subnet, load_supernet
     from once_for_all.data import load_data
 
-    try:
-        supernet, _, payload = load_supernet(checkpoint)
-        space = supernet.space
-        chosen = choose_subnet(subnet, space, seed=seed)
-        if "data" not in payload:
-            raise CheckpointError(
-                f"checkpoint {checkpoint} does not record its data settings: retrain it with 'edgenas train'"
-            )
-        data = load_data(**payload["data"])
-        acc = evaluate_subnet(supernet, chosen, data, split=split.value)
-    except user_errors() as exc:
-        raise fail(str(exc)) from None
+    supernet, _, payload = load_supernet(checkpoint)
+    space = supernet.space
+    chosen = choose_subnet(subnet, space, seed=seed)
+    if "data" not in payload:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} does not record its data settings: retrain it with 'edgenas train'"
+        )
+    data = load_data(**payload["data"])
+    acc = evaluate_subnet(supernet, chosen, data, split=split.value)
     if as_json:
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split.value}))
     else:

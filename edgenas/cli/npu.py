@@ -18,7 +18,6 @@ from devices.npu_sim import (
     read_topology_csv,
     simulate,
 )
-from edgenas.console import fail
 
 npu_app = typer.Typer(
     help="Simulated systolic-array NPU (SCALE-Sim v3 configs and topologies).",
@@ -34,19 +33,16 @@ def simulate_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
 ) -> None:
     """Per-layer and total cycles of a topology or an ONNX model on an NPU config."""
-    try:
-        npu = NpuConfig.from_scalesim_cfg(config)
-        if topology is not None and onnx is None:
-            layers = read_topology_csv(topology)
-        elif onnx is not None and topology is None:
-            layers = layers_from_onnx(onnx)
-            if not layers:
-                raise NpuSimError(f"{onnx}: no Conv, Gemm or MatMul layers to run on the array")
-        else:
-            raise NpuSimError("give exactly one of --topology and --onnx")
-        result = simulate(layers, npu)
-    except NpuSimError as exc:
-        raise fail(str(exc)) from None
+    npu = NpuConfig.from_scalesim_cfg(config)
+    if topology is not None and onnx is None:
+        layers = read_topology_csv(topology)
+    elif onnx is not None and topology is None:
+        layers = layers_from_onnx(onnx)
+        if not layers:
+            raise NpuSimError(f"{onnx}: no Conv, Gemm or MatMul layers to run on the array")
+    else:
+        raise NpuSimError("give exactly one of --topology and --onnx")
+    result = simulate(layers, npu)
     if as_json:
         typer.echo(json.dumps(result.to_dict()))
     else:

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.console import err_console, fail
+from edgenas.console import err_console
 
 
 class Stage(str, Enum):
@@ -20,27 +20,6 @@ class Stage(str, Enum):
     profile = "profile"
     search = "search"
     export = "export"
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from devices import DeviceError
-    from edgenas.recipe import RecipeError
-    from edgenas.report import ReportError
-    from export.errors import ExportError
-    from latency.table import TableError
-    from once_for_all import CheckpointError, SubnetError
-    from once_for_all.data import DataError
-
-    return (
-        RecipeError,
-        DataError,
-        CheckpointError,
-        SubnetError,
-        DeviceError,
-        TableError,
-        ExportError,
-        ReportError,
-    )
 
 
 def run_command(
@@ -64,10 +43,7 @@ def run_command(
     options = RunOptions(
         out=out, force=tuple(s.value for s in force or ()), quiet=quiet, threads=threads
     )
-    try:
-        summary = run_recipe(recipe, options, err_console)
-    except _user_errors() as exc:
-        raise fail(str(exc)) from None
+    summary = run_recipe(recipe, options, err_console)
     if as_json:
         typer.echo(json.dumps(summary))
     elif not quiet:

@@ -15,7 +15,8 @@ from rich.table import Table
 
 from devices import DeviceError, HostKey, SshDevice, list_profiles, load_profile, open_device
 from devices.known_hosts import known_hosts_name
-from edgenas.console import err_console, fail
+from edgenas.cli.user_errors import fail
+from edgenas.console import err_console
 
 devices_app = typer.Typer(
     help="Target devices: bundled profiles, connection checks, SSH host keys.",
@@ -33,10 +34,7 @@ JsonOption = Annotated[bool, typer.Option("--json", help="print JSON to stdout")
 @devices_app.command("list")
 def list_command(as_json: JsonOption = False) -> None:
     """The bundled device profiles: name, kind and description."""
-    try:
-        profiles = [load_profile(name) for name in list_profiles()]
-    except DeviceError as exc:
-        raise fail(str(exc)) from None
+    profiles = [load_profile(name) for name in list_profiles()]
     rows = [
         {"name": p.name, "kind": p.kind, "runtime": p.runtime, "description": p.description}
         for p in profiles
@@ -57,14 +55,11 @@ def check_command(profile: ProfileArg, as_json: JsonOption = False) -> None:
     """Connect, print the device's fingerprint and a sanity measurement of a tiny model."""
     from edgenas.sanity_models import sanity_model
 
-    try:
-        checked = load_profile(profile)
-        with open_device(profile) as device, tempfile.TemporaryDirectory() as tmp:
-            model = sanity_model(Path(tmp), kind=checked.kind, runtime=checked.runtime)
-            fingerprint = device.fingerprint()
-            (measurement,) = device.measure([model])
-    except DeviceError as exc:
-        raise fail(str(exc)) from None
+    checked = load_profile(profile)
+    with open_device(profile) as device, tempfile.TemporaryDirectory() as tmp:
+        model = sanity_model(Path(tmp), kind=checked.kind, runtime=checked.runtime)
+        fingerprint = device.fingerprint()
+        (measurement,) = device.measure([model])
     if as_json:
         result = {
             "device": checked.name,
@@ -101,20 +96,17 @@ def trust_command(
     Compare the fingerprint with the one the device itself shows
     (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub) before you accept it.
     """
-    try:
-        checked = load_profile(profile)
-        if checked.kind != "ssh":
-            raise DeviceError(
-                f"device {checked.name!r} is of kind {checked.kind!r}; only ssh devices have "
-                "host keys to trust"
-            )
-        device = open_device(profile)
-        assert isinstance(device, SshDevice)  # kind ssh
-        target = device.target
-        key = device.server_host_key()
-        known = device.known_host_keys()
-    except DeviceError as exc:
-        raise fail(str(exc)) from None
+    checked = load_profile(profile)
+    if checked.kind != "ssh":
+        raise DeviceError(
+            f"device {checked.name!r} is of kind {checked.kind!r}; only ssh devices have "
+            "host keys to trust"
+        )
+    device = open_device(profile)
+    assert isinstance(device, SshDevice)  # kind ssh
+    target = device.target
+    key = device.server_host_key()
+    known = device.known_host_keys()
     if key in known:
         typer.echo(f"{target.host_label} is already trusted ({key.describe()})")
         return

@@ -12,17 +12,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.console import err_console, fail
-
-
-def _user_errors() -> tuple[type[Exception], ...]:
-    from devices import DeviceError
-    from export.errors import ExportError
-    from latency.table import TableError
-    from once_for_all import CheckpointError, SubnetError
-    from once_for_all.data import DataError
-
-    return (ExportError, CheckpointError, SubnetError, DataError, DeviceError, TableError)
+from edgenas.cli.user_errors import fail
+from edgenas.console import err_console
 
 
 def export_command(
@@ -80,7 +71,7 @@ def export_command(
 ) -> None:
     """Export a subnet as ONNX and/or TFLite (fp32, and int8 with --int8), verify each file
     against PyTorch on real images, measure it on each --device, and write a model card."""
-    from edgenas.export_job import ExportJob, FinetuneSettings, run_export
+    from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
     from export.subnet_export import FORMATS, ExportOptions
 
     formats = tuple(f.strip() for f in model_format.split(",") if f.strip())
@@ -116,10 +107,7 @@ def export_command(
         if not quiet:
             err_console.print(f"[dim]export:[/dim] {escape(message)}", soft_wrap=True)
 
-    try:
-        card = run_export(job, say=say)
-    except _user_errors() as exc:
-        raise fail(str(exc)) from None
+    card = run_export(job, say=say)
     if as_json:
         typer.echo(json.dumps(card))
     elif not quiet:

@@ -1,0 +1,156 @@
+"""`edgenas search`: Pareto-optimal subnets for one or more devices under latency budgets."""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from edgenas.console import err_console
+
+
+class Sampler(str, Enum):
+    nsga2 = "nsga2"
+    tpe = "tpe"
+    random = "random"
+    evolution = "evolution"
+
+
+class AccuracySource(str, Enum):
+    predictor = "predictor"
+    direct = "direct"
+
+
+def search_command(
+    supernet: Annotated[Path, typer.Option(help="supernet.pt from edgenas train")],
+    device: Annotated[
+        list[str],
+        typer.Option(
+            help="device name (profiled under --profiles), a predictor.json or its folder; repeatable"
+        ),
+    ],
+    budget_ms: Annotated[
+        list[float] | None,
+        typer.Option(help="latency budget per --device, in the same order (hard constraint)"),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="folder for pareto.json, pareto.png, the study")] = Path(
+        "runs/search"
+    ),
+    trials: Annotated[
+        int, typer.Option(min=1, help="completed trials the study should hold")
+    ] = 2000,
+    sampler: Annotated[
+        Sampler, typer.Option(help="Optuna sampler, or OFA's evolution")
+    ] = Sampler.nsga2,
+    storage: Annotated[
+        str | None,
+        typer.Option(
+            help="Optuna storage: journal:PATH (default OUT/study.log), sqlite:///x.db, "
+            "postgresql://user@host/db; workers given the same storage and --study-name share "
+            "one study"
+        ),
+    ] = None,
+    study_name: Annotated[str, typer.Option(help="study name inside the storage")] = "edgenas",
+    accuracy: Annotated[
+        AccuracySource, typer.Option(help="screen with an MLP predictor, or evaluate every trial")
+    ] = AccuracySource.predictor,
+    accuracy_samples: Annotated[
+        int, typer.Option(min=10, help="subnets evaluated to fit the accuracy predictor")
+    ] = 100,
+    eval_images: Annotated[
+        int | None, typer.Option(min=1, help="validation images per evaluation (default: all)")
+    ] = None,
+    reevaluate: Annotated[
+        int, typer.Option(min=1, help="front members re-evaluated with inherited weights")
+    ] = 20,
+    enqueue: Annotated[
+        list[Path] | None, typer.Option(help="subnet JSON files to try first (repeatable)")
+    ] = None,
+    objective: Annotated[
+        list[str] | None, typer.Option(help="also minimise params, macs or peak_activation_bytes")
+    ] = None,
+    profiles: Annotated[Path, typer.Option(help="where device names are looked up")] = Path(
+        "runs/profiles"
+    ),
+    seed: Annotated[
+        int,
+        typer.Option(help="sampler seed (workers of one study that share it reseed apart)"),
+    ] = 0,
+    quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="print pareto.json to stdout")] = False,
+) -> None:
+    """Find the accuracy-latency Pareto front with Optuna and pick the best subnet under each
+    budget. Several devices give a joint front (one subnet family for all targets); the
+    study is stored and a rerun (or another worker on the same storage) continues it."""
+    from edgenas.stages.search import SearchOptions, search
+
+    result = search(
+        SearchOptions(
+            supernet=supernet,
+            devices=tuple(device),
+            out=out,
+            budgets_ms=tuple(budget_ms or ()),
+            trials=trials,
+            sampler=sampler.value,
+            storage=storage,
+            study_name=study_name,
+            accuracy=accuracy.value,
+            accuracy_samples=accuracy_samples,
+            eval_images=eval_images,
+            reevaluate=reevaluate,
+            enqueue=tuple(enqueue or ()),
+            objectives=tuple(objective or ()),
+            profiles=profiles,
+            seed=seed,
+        ),
+        quiet=quiet,
+        say=lambda message: err_console.print(message, highlight=False),
+    )
+    if as_json:
+        typer.echo(json.dumps(result.document))
+        return
+    _print_choice(result.document, out)
+
+
+def _print_choice(document: dict[str, Any], out: Path) -> None:
+    front = document["front"]
+    table = Table(
+        title=f"chosen subnets ({len(front)} on the front, {document['trials']} trials)",
+        title_justify="left",
+    )
+    for col in (
+        "device",
+        "budget ms",
+        "accuracy",
+        "latency ms (predicted)",
+        "MACs",
+        "params",
+        "subnet",
+    ):
+        table.add_column(col)
+    for c in document["chosen"]:
+        m = front[c["index"]]
+        acc = (
+            m["accuracy"]["measured"]
+            if m["accuracy"]["measured"] is not None
+            else m["accuracy"]["predicted"]
+        )
+        table.add_row(
+            escape(c["device"]),
+            f"{c['budget_ms']:g}",
+            f"{acc:.4f}",
+            ", ".join(f"{k} {v['predicted']:.3f}" for k, v in m["latency_ms"].items()),
+            f"{m['macs'] / 1e6:.2f}M",
+            f"{m['params'] / 1e3:.0f}k",
+            f"d={m['subnet']['d']} r={m['subnet']['r']}",
+        )
+    Console(stderr=True).print(table)
+    err_console.print(
+        f"front and choices: {escape(str(out / 'pareto.json'))}, plot: {escape(str(out / 'pareto.png'))}"
+    )

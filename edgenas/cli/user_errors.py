@@ -1,0 +1,35 @@
+"""How the command line reports a user's error: one line on stderr and exit code 2.
+
+The root command group catches ``EdgenasError`` once, around every command, so no command
+keeps its own list of errors. Any other exception is a bug and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import typer
+from rich.markup import escape
+from typer.core import TyperGroup
+
+from edgenas.console import err_console
+from once_for_all.errors import EdgenasError
+
+USER_ERROR_EXIT = 2
+
+
+def fail(message: str) -> typer.Exit:
+    """Print a one-line error (markup-safe: ``[section]`` stays visible) and return the exit
+    to raise."""
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    return typer.Exit(code=USER_ERROR_EXIT)
+
+
+class UserErrorsGroup(TyperGroup):
+    """The root group: an ``EdgenasError`` raised by any command becomes one line, exit 2."""
+
+    def invoke(self, ctx: Any) -> Any:  # Any: typer's own vendored click.Context
+        try:
+            return super().invoke(ctx)
+        except EdgenasError as exc:
+            raise fail(str(exc)) from None
