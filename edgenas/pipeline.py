@@ -360,6 +360,7 @@ def _upstream(run: RunFolder, devices: Sequence[str]) -> dict[str, Any]:
 
 
 def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> list[dict[str, Any]]:
+    from edgenas.search.pareto import read_pareto
     from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
     from export.subnet_export import ExportOptions
     from once_for_all import Subnet
@@ -367,7 +368,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
     pareto_path = run.root / "search" / "pareto.json"
     if not pareto_path.is_file():
         raise RecipeError(f"{pareto_path} does not exist: add 'search' to the recipe's stages")
-    pareto = json.loads(pareto_path.read_text())
+    pareto = read_pareto(pareto_path)
     e = recipe.export
     devices = [d.name for d in recipe.devices]
     names = [_device_name(d) for d in devices]

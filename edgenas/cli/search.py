@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,9 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgenas.console import err_console
+
+if TYPE_CHECKING:
+    from edgenas.search.pareto import ParetoDocument
 
 
 class Sampler(str, Enum):
@@ -118,7 +121,7 @@ def search_command(
     _print_choice(result.document, out)
 
 
-def _print_choice(document: dict[str, Any], out: Path) -> None:
+def _print_choice(document: ParetoDocument, out: Path) -> None:
     front = document["front"]
     table = Table(
         title=f"chosen subnets ({len(front)} on the front, {document['trials']} trials)",

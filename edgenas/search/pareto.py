@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import optuna
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -19,11 +19,50 @@ from matplotlib.figure import Figure
 from devices.atomic_write import write_text_atomic
 from edgenas.search.problem import DeviceTarget, SearchProblem
 from edgenas.search.space_params import subnet_from_params
+from edgenas.search.study_runner import StudyError
 from latency.proxies import costs_many
 from once_for_all.errors import EdgenasError
+from once_for_all.files import read_json
 from once_for_all.subnet import Subnet
 
 PARETO_FORMAT = "edgenas.pareto/1"
+
+
+class Choice(TypedDict):
+    """The front member chosen under one device's budget."""
+
+    device: str
+    budget_ms: float
+    index: int  # into the front
+
+
+class ParetoDocument(TypedDict):
+    """``pareto.json``: the study's front, and the member chosen under each budget. Front
+    members are ``FrontMember.to_dict()``; devices name their predictor and fingerprint."""
+
+    format: str
+    space: str
+    study: str
+    trials: int
+    objectives: list[str]
+    devices: list[dict[str, Any]]
+    accuracy: str  # where the accuracies come from
+    front: list[dict[str, Any]]
+    chosen: list[Choice]
+
+
+def read_pareto(path: Path) -> ParetoDocument:
+    """The search's ``pareto.json`` (any other file is refused with one line)."""
+    doc = read_json(
+        path,
+        formats=PARETO_FORMAT,
+        what="a search's pareto.json",
+        fix="run 'edgenas search' (or the recipe's search stage) to write it",
+        error=StudyError,
+    )
+    return cast(ParetoDocument, doc)
+
+
 MeasureAccuracy = Callable[[Sequence[Subnet]], list[float]]
 
 
@@ -112,9 +151,9 @@ def _to_reevaluate(predicted: Sequence[float], k: int) -> list[int]:
     return sorted(set(top) | set(spread))
 
 
-def choose(problem: SearchProblem, front: Sequence[FrontMember]) -> list[dict[str, Any]]:
+def choose(problem: SearchProblem, front: Sequence[FrontMember]) -> list[Choice]:
     """The most accurate front member under each device's budget (all budgets hold jointly)."""
-    chosen = []
+    chosen: list[Choice] = []
     for device in problem.devices:
         if device.budget_ms is None:
             continue
@@ -125,7 +164,7 @@ def choose(problem: SearchProblem, front: Sequence[FrontMember]) -> list[dict[st
         known = [m for m in fitting if m.accuracy_measured is not None]
         best = max(known or fitting, key=lambda m: m.accuracy)
         chosen.append(
-            {"device": device.name, "budget_ms": device.budget_ms, "index": front.index(best)}
+            Choice(device=device.name, budget_ms=device.budget_ms, index=front.index(best))
         )
     return chosen
 
@@ -151,10 +190,10 @@ def pareto_document(
     problem: SearchProblem,
     study: optuna.Study,
     front: Sequence[FrontMember],
-    chosen: Sequence[dict[str, Any]],
+    chosen: Sequence[Choice],
     *,
     accuracy_source: str,
-) -> dict[str, Any]:
+) -> ParetoDocument:
     return {
         "format": PARETO_FORMAT,
         "space": problem.space.id,
@@ -176,7 +215,7 @@ def pareto_document(
     }
 
 
-def write_pareto(path: Path, document: dict[str, Any]) -> None:
+def write_pareto(path: Path, document: ParetoDocument) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
 

@@ -11,9 +11,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, cast, get_args
+from typing import TYPE_CHECKING, Literal, cast, get_args
 
 from edgenas.console import stage_progress
+from edgenas.search.pareto import ParetoDocument
 from edgenas.search.problem import ExtraObjective
 from edgenas.search.study_runner import StudyError
 from latency.table import TableError
@@ -55,7 +56,7 @@ class SearchOptions:
 
 @dataclass(frozen=True)
 class SearchResult:
-    document: dict[str, Any]  # what pareto.json holds
+    document: ParetoDocument  # what pareto.json holds
     pareto: Path
     plot: Path
 

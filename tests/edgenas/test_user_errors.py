@@ -1,0 +1,181 @@
+"""A user's mistake gives the same one line and exit code 2 through its command and through
+`edgenas run`, which also writes it to run.log; a bug keeps its traceback."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import yaml
+from typer.testing import CliRunner
+
+from edgenas.cli import app
+from tests.edgenas.conftest import MICRO_RECIPE, REPO
+
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
+NOT_A_CHECKPOINT = b"these bytes are not a checkpoint\n"
+
+
+def edgenas(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edgenas", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        cwd=cwd,
+        timeout=600,
+    )
+
+
+def error_line(proc: subprocess.CompletedProcess[str]) -> str:
+    """The one line a user error prints; anything else on stderr fails the test."""
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error: ")]
+    assert len(errors) == 1, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return errors[0]
+
+
+def run_folder(tmp_path: Path, stages: list[str], **changes: Any) -> tuple[Path, Path]:
+    """A recipe doing only ``stages``, and its run folder holding a corrupt supernet.pt."""
+    recipe: dict[str, Any] = copy.deepcopy(MICRO_RECIPE)
+    recipe.update(
+        {
+            "name": "errors",
+            "stages": stages,
+            "devices": [{"name": "npu-32x32-ws", "budget_ms": 1.0, "calibrate": 0}],
+            "search": {"trials": 10, "accuracy_samples": 10},
+            "export": {"formats": ["onnx"]},
+        }
+    )
+    for key, value in changes.items():
+        recipe[key] = {**recipe[key], **value} if isinstance(value, dict) else value
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "supernet.pt").write_bytes(NOT_A_CHECKPOINT)
+    return path, out
+
+
+def through_run(recipe: Path, out: Path, stage: str) -> str:
+    line = error_line(edgenas("run", recipe, "--out", out, "--quiet"))
+    log = (out / "run.log").read_text()
+    assert f"{stage} failed: {line.removeprefix('error: ')}" in log
+    return line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without a GPU")
+def test_train_on_a_missing_gpu(tmp_path: Path) -> None:
+    recipe, out = run_folder(tmp_path, ["train"], train={"device": "cuda"})
+    (out / "supernet.pt").unlink()
+    command = error_line(edgenas("train", recipe, "--out", tmp_path / "train"))
+    assert "cuda" in command
+    assert through_run(recipe, out, "train") == command
+
+
+def test_profile_of_an_unknown_device(tmp_path: Path) -> None:
+    recipe, out = run_folder(tmp_path, ["profile"], devices=[{"name": "no-such-board"}])
+    command = error_line(
+        edgenas("profile", "no-such-board", "--space", "mbv3-tiny", "--out", tmp_path / "p")
+    )
+    assert "no-such-board" in command
+    assert through_run(recipe, out, "profile") == command
+
+
+def test_search_on_a_corrupt_supernet(tmp_path: Path) -> None:
+    recipe, out = run_folder(tmp_path, ["search"])
+    command = error_line(
+        edgenas(
+            "search",
+            "--supernet",
+            out / "supernet.pt",
+            "--device",
+            "npu-32x32-ws",
+            "--out",
+            out / "search",
+            "--quiet",
+        )
+    )
+    assert "corrupt" in command and str(out / "supernet.pt") in command
+    assert through_run(recipe, out, "search") == command
+
+
+def test_export_of_a_corrupt_supernet(tmp_path: Path) -> None:
+    recipe, out = run_folder(tmp_path, ["export"])
+    subnet = {"space": "x", "ks": [3], "e": [3], "d": [2], "r": 28}
+    pareto = {
+        "format": "edgenas.pareto/1",
+        "front": [{"subnet": subnet}],
+        "chosen": [{"index": 0, "device": "npu", "budget_ms": 1.0}],
+    }
+    (out / "search").mkdir()
+    (out / "search" / "pareto.json").write_text(json.dumps(pareto))
+    command = error_line(
+        edgenas(
+            "export",
+            "--supernet",
+            out / "supernet.pt",
+            "--subnet",
+            f"{out / 'search' / 'pareto.json'}#0",
+            "--out",
+            out / "export" / "x",
+            "--quiet",
+        )
+    )
+    assert "corrupt" in command
+    assert through_run(recipe, out, "export") == command
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["eval", "{bad}"],
+        ["report", "{missing}"],
+        ["latency", "predict", "--predictor", "{bad}", "--subnet", "max"],
+        ["npu", "simulate", "--config", "{bad}", "--onnx", "{bad}"],
+        ["devices", "check", "no-such-board"],
+    ],
+    ids=lambda args: " ".join(args[:2]),
+)
+def test_other_commands_give_one_line(tmp_path: Path, args: list[str]) -> None:
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(NOT_A_CHECKPOINT)
+    given = [a.format(bad=bad, missing=tmp_path / "missing") for a in args]
+    assert error_line(edgenas(*given)).startswith("error: ")
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    # A ValueError is not a user error, even where one used to be caught as such.
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("a bug, not the user's mistake")
+
+    monkeypatch.setattr("latency.predictors.load_predictor", broken)
+    result = CliRunner().invoke(
+        app, ["latency", "predict", "--predictor", str(tmp_path / "p.json"), "--subnet", "max"]
+    )
+    assert isinstance(result.exception, ValueError)
+    assert result.exit_code == 1
+
+
+def test_a_bug_in_a_run_stage_is_logged_with_its_traceback(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    def broken(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr("edgenas.stages.search.search", broken)
+    recipe, out = run_folder(tmp_path, ["search"])
+    result = CliRunner().invoke(app, ["run", str(recipe), "--out", str(out), "--quiet"])
+    assert isinstance(result.exception, RuntimeError)
+    log = (out / "run.log").read_text()
+    assert "search failed with an unexpected error (RuntimeError: boom)" in log
+    assert "Traceback (most recent call last)" in log
