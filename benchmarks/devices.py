@@ -7,7 +7,7 @@
 (a 3x3 convolution of about 1 ms), with the local device and over SSH (target <= 3%).
 ``ssh-overhead``: wall time of one measure call of a batch of new model files over SSH minus
 the same call on the local device, per model (target <= 20 ms), on a warm connection and on
-a fresh one. Both SSH parts start a throwaway sshd on 127.0.0.1 (benchmarks/_sshd.py) and use
+a fresh one. Both SSH parts start a throwaway sshd on 127.0.0.1 (tests/support/sshd.py) and use
 the "device" Python (.venv-device, or $EDGENAS_DEVICE_PYTHON) on both sides, so that only the
 transport differs.
 
@@ -41,12 +41,12 @@ import numpy as np
 # package.
 _here = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-sys.path.insert(0, str(_here.parent))  # for benchmarks._sshd
+sys.path.insert(0, str(_here.parent))  # for tests.support.sshd
 
-from benchmarks._sshd import Sshd, sshd_missing, start_sshd  # noqa: E402
 from devices import LocalDevice, Measurement, RunSettings, SshDevice  # noqa: E402
 from devices.npu_sim import DATAFLOWS, Layer, NpuConfig, layers_from_onnx, simulate  # noqa: E402
 from devices.ssh_connection import connect  # noqa: E402
+from tests.support.sshd import Sshd, sshd_missing, start_sshd  # noqa: E402
 
 NPU_LAYERS_PER_S_TARGET = 10_000
 REPEATABILITY_TARGET = 0.03

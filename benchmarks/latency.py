@@ -44,9 +44,8 @@ from typing import Any
 
 _here = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-sys.path.insert(0, str(_here.parent))  # for benchmarks._sshd
+sys.path.insert(0, str(_here.parent))  # for tests.support.sshd
 
-from benchmarks._sshd import sshd_missing, start_sshd  # noqa: E402
 from devices import Device, create_device, open_device  # noqa: E402
 from devices.measurement import Measurement  # noqa: E402
 from devices.profiles import validate_profile  # noqa: E402
@@ -65,6 +64,7 @@ from latency.reference import normalised_ms, reference_scale  # noqa: E402
 from latency.table import LatencyTable  # noqa: E402
 from once_for_all import get_space  # noqa: E402
 from once_for_all.subnet import Subnet  # noqa: E402
+from tests.support.sshd import sshd_missing, start_sshd  # noqa: E402
 
 TARGET_WITHIN_10PCT = 0.95
 TARGET_SPEARMAN = 0.95

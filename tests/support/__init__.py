@@ -1,0 +1,1 @@
+"""Code the tests share that is not a fixture: servers they start, models they build."""
