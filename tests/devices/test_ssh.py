@@ -119,7 +119,7 @@ def test_tflite_runtime_results_agree_with_local(
     sshd: Sshd, remote_parent: Path, python: Path, device_python: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
-    from edgenas.sanity_models import tflite_fully_connected, tflite_int8_add
+    from devices.sanity_models import tflite_fully_connected, tflite_int8_add
 
     paths = [
         tflite_fully_connected(tmp_path / "fc 'q'.tflite", dynamic_batch=True),
