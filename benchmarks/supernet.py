@@ -1,7 +1,7 @@
 """Supernet benchmark: what elasticity costs, and what inherited weights are worth.
 
-    python benchmarks/supernet.py                     # --part overhead (a few minutes)
-    python benchmarks/supernet.py --part accuracy --checkpoint runs/fmnist/supernet.pt \
+    python -m benchmarks.supernet                     # --part overhead (a few minutes)
+    python -m benchmarks.supernet --part accuracy --checkpoint runs/fmnist/supernet.pt \
         --scratch-cache runs/bench/scratch.json   # baselines kept for the next recipe
 
 ``overhead``: a training step of the supernet with its largest subnet active against the same
@@ -566,6 +566,7 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
+        prog="python -m benchmarks.supernet",
         description=__doc__.splitlines()[0] if __doc__ else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
