@@ -1,1 +1,2 @@
-"""Code the tests share that is not a fixture: servers they start, models they build."""
+"""Code the tests (and the benchmarks that need it) share that is neither a test nor a
+fixture: the throwaway OpenSSH server (sshd.py)."""
