@@ -34,6 +34,7 @@ $(STAMP): requirements.txt requirements-device.txt pyproject.toml Makefile
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports  # the import layers: the contracts in pyproject.toml
 
 typecheck: setup
 	$(VENV)/bin/mypy
@@ -49,4 +50,4 @@ demo: setup
 	$(VENV)/bin/edgenas run recipes/quickstart.yaml
 
 clean:
-	rm -rf $(VENV) $(DEVICE_VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(DEVICE_VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

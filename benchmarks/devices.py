@@ -1,13 +1,13 @@
 """Device benchmarks: how fast and how repeatable the targets measure.
 
-    python benchmarks/devices.py                  # every part
-    python benchmarks/devices.py --part npu-sim
+    python -m benchmarks.devices                  # every part
+    python -m benchmarks.devices --part npu-sim
 
 ``repeatability``: relative std of the median over 5 repeated measurements of the same model
 (a 3x3 convolution of about 1 ms), with the local device and over SSH (target <= 3%).
 ``ssh-overhead``: wall time of one measure call of a batch of new model files over SSH minus
 the same call on the local device, per model (target <= 20 ms), on a warm connection and on
-a fresh one. Both SSH parts start a throwaway sshd on 127.0.0.1 (benchmarks/_sshd.py) and use
+a fresh one. Both SSH parts start a throwaway sshd on 127.0.0.1 (tests/support/sshd.py) and use
 the "device" Python (.venv-device, or $EDGENAS_DEVICE_PYTHON) on both sides, so that only the
 transport differs.
 
@@ -37,17 +37,12 @@ from typing import Any
 
 import numpy as np
 
-# Run as a script, this file's folder leads sys.path, and this file would shadow the devices
-# package.
-_here = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-sys.path.insert(0, str(_here.parent))  # for benchmarks._sshd
+from devices import LocalDevice, Measurement, RunSettings, SshDevice
+from devices.npu_sim import DATAFLOWS, Layer, NpuConfig, layers_from_onnx, simulate
+from devices.ssh_connection import connect
+from tests.support.sshd import Sshd, sshd_missing, start_sshd
 
-from benchmarks._sshd import Sshd, sshd_missing, start_sshd  # noqa: E402
-from devices import LocalDevice, Measurement, RunSettings, SshDevice  # noqa: E402
-from devices.npu_sim import DATAFLOWS, Layer, NpuConfig, layers_from_onnx, simulate  # noqa: E402
-from devices.ssh_connection import connect  # noqa: E402
-
+REPO = Path(__file__).resolve().parents[1]
 NPU_LAYERS_PER_S_TARGET = 10_000
 REPEATABILITY_TARGET = 0.03
 SSH_OVERHEAD_MS_TARGET = 20.0
@@ -154,7 +149,7 @@ def conv_onnx(path: Path, *, channels: int = 32, size: int = 28, seed: int = 0) 
 
 def device_python() -> str:
     """The "device" Python the tests use, else this one."""
-    default = _here.parent / ".venv-device" / "bin" / "python"
+    default = REPO / ".venv-device" / "bin" / "python"
     chosen = os.environ.get("EDGENAS_DEVICE_PYTHON") or (
         str(default) if default.exists() else sys.executable
     )
@@ -308,7 +303,9 @@ PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.devices", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
     parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per figure")
     parser.add_argument(

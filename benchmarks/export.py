@@ -1,8 +1,8 @@
 """Export benchmark: how long each format and precision takes, how faithful the files are,
 and how their latency on this machine compares with the prediction.
 
-    python benchmarks/export.py                                    # runs/fmnist, max and min
-    python benchmarks/export.py --supernet runs/fmnist/supernet.pt --subnet runs/search/pareto.json
+    python -m benchmarks.export                                    # runs/fmnist, max and min
+    python -m benchmarks.export --supernet runs/fmnist/supernet.pt --subnet runs/search/pareto.json
 
 For each subnet: ONNX and TFLite, fp32 and int8 (calibrated on 256 training images), each
 checked in its runtime: fp32 max |difference| to PyTorch on 32 validation images, int8 top-1
@@ -25,12 +25,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-_here = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-sys.path.insert(0, str(_here.parent))
-
-from edgenas.stages.export import ExportJob, FinetuneSettings, run_export  # noqa: E402
-from export.subnet_export import INT8_AGREEMENT_TARGET, ExportOptions  # noqa: E402
+from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
+from export.subnet_export import INT8_AGREEMENT_TARGET, ExportOptions
 
 
 def log(message: str) -> None:
@@ -89,7 +85,9 @@ def bench_subnet(args: argparse.Namespace, subnet: str, out: Path) -> dict[str, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.export", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--supernet", type=Path, default=Path("runs/fmnist/supernet.pt"))
     parser.add_argument(
         "--subnet", action="append", help="as for edgenas export (default: max and min)"

@@ -1,7 +1,7 @@
 """Latency predictor benchmark: how long profiling takes and how good the predictors are.
 
-    python benchmarks/latency.py                          # both devices, both spaces
-    python benchmarks/latency.py --device local --space mbv3-tiny
+    python -m benchmarks.latency                          # both devices, both spaces
+    python -m benchmarks.latency --device local --space mbv3-tiny
 
 For each device (this host's CPU, and the same CPU over SSH through a throwaway sshd on
 127.0.0.1 with the "device" Python) with onnxruntime fp32, and each space (mbv3-tiny at every
@@ -42,15 +42,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-_here = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-sys.path.insert(0, str(_here.parent))  # for benchmarks._sshd
-
-from benchmarks._sshd import sshd_missing, start_sshd  # noqa: E402
-from devices import Device, create_device, open_device  # noqa: E402
-from devices.measurement import Measurement  # noqa: E402
-from devices.profiles import validate_profile  # noqa: E402
-from latency import (  # noqa: E402
+from devices import Device, create_device, open_device
+from devices.measurement import Measurement
+from devices.profiles import validate_profile
+from latency import (
     LutSumPredictor,
     MeasuredSubnets,
     ModelCache,
@@ -61,11 +56,13 @@ from latency import (  # noqa: E402
     settings_for,
     validation_figures,
 )
-from latency.reference import normalised_ms, reference_scale  # noqa: E402
-from latency.table import LatencyTable  # noqa: E402
-from once_for_all import get_space  # noqa: E402
-from once_for_all.subnet import Subnet  # noqa: E402
+from latency.reference import normalised_ms, reference_scale
+from latency.table import LatencyTable
+from once_for_all import get_space
+from once_for_all.subnet import Subnet
+from tests.support.sshd import sshd_missing, start_sshd
 
+REPO = Path(__file__).resolve().parents[1]
 TARGET_WITHIN_10PCT = 0.95
 TARGET_SPEARMAN = 0.95
 TARGET_TINY_PROFILE_S = 600.0
@@ -78,7 +75,7 @@ def log(message: str) -> None:
 
 
 def device_python() -> str:
-    default = _here.parent / ".venv-device" / "bin" / "python"
+    default = REPO / ".venv-device" / "bin" / "python"
     return str(default) if default.exists() else sys.executable
 
 
@@ -241,7 +238,9 @@ def _attempts(m: Measurement) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("--device", choices=("local", "ssh"), action="append")
     parser.add_argument("--space", choices=tuple(CASES), action="append")
     parser.add_argument("--calibrate", type=int, default=40)

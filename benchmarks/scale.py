@@ -1,9 +1,9 @@
 """Scale-out benchmark: images/s of 1 vs 2 training processes (torchrun, gloo) and trials/s
 of 1 vs 2 search workers sharing one study (journal file, PostgreSQL).
 
-    python benchmarks/scale.py                                   # both parts (a few minutes)
-    python benchmarks/scale.py --part training
-    python benchmarks/scale.py --part search --storage journal \\
+    python -m benchmarks.scale                                   # both parts (a few minutes)
+    python -m benchmarks.scale --part training
+    python -m benchmarks.scale --part search --storage journal \\
         --accuracy-predictor runs/search/accuracy_predictor.pt \\
         --latency-predictor runs/profiles/local-cpu/predictor.json
 
@@ -22,19 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder leads sys.path and benchmarks/devices.py would shadow
-# the devices package; the repository root goes there instead.
-_here = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-sys.path.insert(0, str(_here.parent))
-
-from benchmarks.scale_search import (  # noqa: E402
+from benchmarks.scale_search import (
     ACCURACY_PREDICTOR,
     LATENCY_PREDICTOR,
     STORAGE_KINDS,
     search_throughput,
 )
-from benchmarks.scale_training import training_throughput  # noqa: E402
+from benchmarks.scale_training import training_throughput
 
 
 def log(message: str) -> None:
@@ -76,7 +70,9 @@ def search_part(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--part", choices=("training", "search", "all"), default="all")
     p.add_argument("--steps", type=int, default=12, help="timed training steps per run")
     p.add_argument("--storage", default=",".join(STORAGE_KINDS), help="journal,postgresql")

@@ -1,6 +1,6 @@
 """Search scale-out benchmark: trials/s of 1 vs 2 search workers sharing one study.
 
-    python benchmarks/scale_search.py --accuracy-predictor runs/search/accuracy_predictor.pt \\
+    python -m benchmarks.scale_search --accuracy-predictor runs/search/accuracy_predictor.pt \\
         --latency-predictor runs/profiles/local-cpu/predictor.json [--storage journal,postgresql]
 
 Each worker is its own process (a fresh interpreter, as on another machine) running the
@@ -34,19 +34,13 @@ from pathlib import Path
 from queue import Queue
 from typing import Any
 
-# Run as a script, this file's folder leads sys.path, and benchmarks/latency.py would shadow
-# the latency package.
-_here = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-sys.path.insert(0, str(_here.parent))
+import numpy as np
+import optuna
 
-import numpy as np  # noqa: E402
-import optuna  # noqa: E402
-
-from edgenas.search.problem import DeviceTarget, SearchProblem  # noqa: E402
-from edgenas.search.study_runner import SearchRun, open_storage  # noqa: E402
-from latency.predictors import load_predictor  # noqa: E402
-from once_for_all.accuracy_predictor import load_accuracy_predictor  # noqa: E402
+from edgenas.search.problem import DeviceTarget, SearchProblem
+from edgenas.search.study_runner import SearchRun, open_storage
+from latency.predictors import load_predictor
+from once_for_all.accuracy_predictor import load_accuracy_predictor
 
 STORAGE_KINDS = ("journal", "postgresql")
 # Optuna's RDB storage writes a trial in tens of queries: PostgreSQL gets fewer trials.
@@ -160,7 +154,9 @@ def search_throughput(
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale_search", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--accuracy-predictor", type=Path, default=ACCURACY_PREDICTOR)
     p.add_argument("--latency-predictor", type=Path, default=LATENCY_PREDICTOR)
     p.add_argument("--storage", default=",".join(STORAGE_KINDS), help="journal,postgresql")

@@ -1,7 +1,7 @@
 """Training throughput of 1 vs N processes under torchrun (gloo on CPU).
 
-    python benchmarks/scale_training.py                    # 1 and 2 processes (about a minute)
-    python benchmarks/scale_training.py --processes 1 2 4 --steps 20
+    python -m benchmarks.scale_training                    # 1 and 2 processes (about a minute)
+    python -m benchmarks.scale_training --processes 1 2 4 --steps 20
 
 Each run starts ``torchrun --standalone --nproc_per_node N`` on this file's worker, which
 trains the tiny space's elastic-expand phase (two subnets per step, knowledge distillation:
@@ -29,11 +29,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder leads sys.path, and benchmarks/devices.py would shadow
-# the devices package.
-_here = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-REPO = _here.parent
+# torchrun starts the workers as the module benchmarks.scale_training from here.
+REPO = Path(__file__).resolve().parents[1]
 
 
 def log(message: str) -> None:
@@ -172,7 +169,9 @@ def environment() -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scale_training", description=__doc__.splitlines()[0]
+    )
     parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--steps", type=int, default=12, help="timed steps per run")
     parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1)")

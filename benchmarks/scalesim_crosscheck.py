@@ -1,6 +1,6 @@
 """Cross-check the NPU cycle model against SCALE-Sim v3 and regenerate the test data.
 
-    python benchmarks/scalesim_crosscheck.py --scalesim-python /tmp/scalesim-venv/bin/python
+    python -m benchmarks.scalesim_crosscheck --scalesim-python /tmp/scalesim-venv/bin/python
 
 SCALE-Sim (``scalesim`` on PyPI) needs numpy < 2.4, so it lives in its own environment:
 
@@ -29,12 +29,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-# Run as a script, this file's folder leads sys.path, and benchmarks/devices.py would shadow
-# the devices package.
-_here = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-
-from devices.npu_sim import (  # noqa: E402
+from devices.npu_sim import (
     DATAFLOWS,
     Layer,
     NpuConfig,
@@ -90,7 +85,9 @@ json.dump({"scalesim": importlib.metadata.version("scalesim"),
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.scalesim_crosscheck", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument(
         "--scalesim-python", required=True, type=Path, help="python of the scalesim venv"
     )
@@ -132,7 +129,7 @@ def main() -> None:
             f"(numpy {versions['numpy']}): SCALE-Sim's compute cycles ('Total Cycles' "
             "with InterfaceBandwidth CALC, no stalls) per layer of scalesim/topology.csv on "
             "each scalesim/*.cfg; a DP (depthwise) row is the sum of SCALE-Sim's per-channel "
-            "layers. Regenerate with: python benchmarks/scalesim_crosscheck.py "
+            "layers. Regenerate with: python -m benchmarks.scalesim_crosscheck "
             "--scalesim-python /tmp/scalesim-venv/bin/python"
         ),
         "scalesim_version": versions["scalesim"],

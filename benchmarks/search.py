@@ -1,6 +1,6 @@
 """Search benchmark: hypervolume reached and wall time per sampler, same predictors.
 
-    python benchmarks/search.py --accuracy-predictor runs/search/accuracy_predictor.pt \\
+    python -m benchmarks.search --accuracy-predictor runs/search/accuracy_predictor.pt \\
         --latency-predictor runs/profiles/local-cpu/predictor.json
 
 For each sampler (NSGA-II, TPE, random, OFA's evolution) the same number of evaluations
@@ -31,16 +31,10 @@ from typing import Any
 import numpy as np
 import optuna
 
-# Run as a script, this file's folder leads sys.path, and benchmarks/latency.py would shadow
-# the latency package.
-_here = Path(__file__).resolve().parent
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
-sys.path.insert(0, str(_here.parent))
-
-from edgenas.search.problem import DeviceTarget, SearchProblem  # noqa: E402
-from edgenas.search.study_runner import SAMPLERS, SearchRun  # noqa: E402
-from latency.predictors import load_predictor  # noqa: E402
-from once_for_all.accuracy_predictor import load_accuracy_predictor  # noqa: E402
+from edgenas.search.problem import DeviceTarget, SearchProblem
+from edgenas.search.study_runner import SAMPLERS, SearchRun
+from latency.predictors import load_predictor
+from once_for_all.accuracy_predictor import load_accuracy_predictor
 
 TARGET_SECONDS = 15.0
 
@@ -63,7 +57,9 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.search", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--accuracy-predictor", type=Path, required=True)
     p.add_argument("--latency-predictor", type=Path, required=True)
     p.add_argument("--trials", type=int, default=2000)

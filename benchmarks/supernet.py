@@ -1,7 +1,7 @@
 """Supernet benchmark: what elasticity costs, and what inherited weights are worth.
 
-    python benchmarks/supernet.py                     # --part overhead (a few minutes)
-    python benchmarks/supernet.py --part accuracy --checkpoint runs/fmnist/supernet.pt \
+    python -m benchmarks.supernet                     # --part overhead (a few minutes)
+    python -m benchmarks.supernet --part accuracy --checkpoint runs/fmnist/supernet.pt \
         --scratch-cache runs/bench/scratch.json   # baselines kept for the next recipe
 
 ``overhead``: a training step of the supernet with its largest subnet active against the same
@@ -50,6 +50,7 @@ from once_for_all import (
 )
 from once_for_all.data import DataBundle, DataError, load_data
 from once_for_all.evaluation import BN_IMAGES, bn_batches
+from once_for_all.files import write_text
 from once_for_all.memory_layout import to_training_layout
 from once_for_all.progressive_shrinking import make_optimizer
 
@@ -418,14 +419,12 @@ class ScratchCache:
     def put(self, key: str, result: dict[str, Any]) -> None:
         if self.path is None:
             return
-        # Processes splitting --subnets share one file: merge under a lock, replace atomically.
+        # Processes splitting --subnets share one file: merge under a lock, write atomically.
         with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = {**self._read(), key: result}
             text = json.dumps({"entries": [{"key": k, "result": r} for k, r in entries.items()]})
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            tmp.write_text(text)
-            tmp.replace(self.path)
+            write_text(self.path, text)
 
 
 def train_scratch(
@@ -566,6 +565,7 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
+        prog="python -m benchmarks.supernet",
         description=__doc__.splitlines()[0] if __doc__ else None,
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -44,13 +44,24 @@ def _edgenas_args(words: list[str]) -> list[str] | None:
 
 
 EDGENAS = [args for w in readme_commands() if (args := _edgenas_args(w)) is not None]
-BENCHMARKS = [w for w in readme_commands() if any(x.startswith("benchmarks/") for x in w)]
+
+
+def _benchmark_module(words: list[str]) -> str | None:
+    """The benchmark a line runs (``python -m benchmarks.NAME``), or None."""
+    for i, word in enumerate(words[:-1]):
+        if word == "-m" and words[i + 1].startswith("benchmarks."):
+            return words[i + 1]
+    return None
+
+
+BENCHMARKS = [w for w in readme_commands() if _benchmark_module(w) is not None]
 
 
 def test_the_readme_shows_the_main_commands() -> None:
     subcommands = {args[0] for args in EDGENAS}
     assert {"run", "report", "train", "profile", "search", "export"} <= subcommands
     assert ["make", "demo"] in readme_commands() and ["make", "test"] in readme_commands()
+    assert BENCHMARKS, "no `python -m benchmarks.NAME` line in the README"
 
 
 @pytest.mark.parametrize("args", EDGENAS, ids=[" ".join(a)[:60] for a in EDGENAS])
@@ -67,9 +78,14 @@ def test_each_edgenas_command_parses(args: list[str]) -> None:
 
 @pytest.mark.parametrize("words", BENCHMARKS, ids=[" ".join(w)[:60] for w in BENCHMARKS])
 def test_each_benchmark_command_uses_options_the_script_has(words: list[str]) -> None:
-    script = next(w for w in words if w.startswith("benchmarks/"))
+    script = _benchmark_module(words)
+    assert script is not None
     proc = subprocess.run(
-        [sys.executable, script, "--help"], capture_output=True, text=True, cwd=REPO, timeout=120
+        [sys.executable, "-m", script, "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
     )
     assert proc.returncode == 0, proc.stderr
     for option in (w.split("=")[0] for w in words if w.startswith("--")):

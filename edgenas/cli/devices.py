@@ -53,7 +53,7 @@ def list_command(as_json: JsonOption = False) -> None:
 @devices_app.command("check")
 def check_command(profile: ProfileArg, as_json: JsonOption = False) -> None:
     """Connect, print the device's fingerprint and a sanity measurement of a tiny model."""
-    from edgenas.sanity_models import sanity_model
+    from devices.sanity_models import sanity_model
 
     checked = load_profile(profile)
     with open_device(profile) as device, tempfile.TemporaryDirectory() as tmp:

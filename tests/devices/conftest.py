@@ -19,8 +19,8 @@ import pytest
 import torch
 from onnx import TensorProto, helper
 
-from benchmarks._sshd import Sshd, sshd_missing, start_sshd
 from devices.runner_protocol import RUNNER_PATH
+from tests.support.sshd import Sshd, sshd_missing, start_sshd
 
 REPO = Path(__file__).resolve().parents[2]
 

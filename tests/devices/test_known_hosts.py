@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks._sshd import generate_key
 from devices.known_hosts import HostKey, add_known_host, known_hosts_name, lookup_host_keys
+from tests.support.sshd import generate_key
 
 
 @pytest.fixture

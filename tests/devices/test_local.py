@@ -174,7 +174,7 @@ def test_registered_as_kind_local(tmp_path: Path) -> None:
 
 def test_tflite_models_with_litert(tmp_path: Path) -> None:
     pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is not installed")
-    from edgenas.sanity_models import tflite_fully_connected, tflite_int8_add
+    from devices.sanity_models import tflite_fully_connected, tflite_int8_add
 
     paths = [
         tflite_fully_connected(tmp_path / "fc 'q'.tflite", dynamic_batch=True),

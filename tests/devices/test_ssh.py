@@ -1,6 +1,6 @@
 """SshDevice and `edgenas devices` against a real OpenSSH server on 127.0.0.1.
 
-The server (tests/devices/conftest.py, benchmarks/_sshd.py) has a throwaway host key and user
+The server (tests/devices/conftest.py, tests/support/sshd.py) has a throwaway host key and user
 key; the device's Python is a separate virtual environment with tflite-runtime 2.14,
 numpy < 2 and onnxruntime, as on a board. Nothing here reads or writes the real ~/.ssh: HOME
 points at a temporary folder and every profile names its key and known_hosts files.
@@ -24,7 +24,6 @@ from typing import Any
 
 import pytest
 
-from benchmarks._sshd import Sshd, free_port, generate_key
 from devices import (
     DeviceError,
     HostKey,
@@ -36,6 +35,7 @@ from devices import (
 )
 from devices.ssh import _connection_gone
 from tests.devices.conftest import REPO, Models
+from tests.support.sshd import Sshd, free_port, generate_key
 
 QUICK = RunSettings(warmup=1, runs=6)
 # Quotes, spaces and a command substitution: if any of it reached a shell unquoted, the
@@ -119,7 +119,7 @@ def test_tflite_runtime_results_agree_with_local(
     sshd: Sshd, remote_parent: Path, python: Path, device_python: Path, tmp_path: Path
 ) -> None:
     pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
-    from edgenas.sanity_models import tflite_fully_connected, tflite_int8_add
+    from devices.sanity_models import tflite_fully_connected, tflite_int8_add
 
     paths = [
         tflite_fully_connected(tmp_path / "fc 'q'.tflite", dynamic_batch=True),

@@ -13,7 +13,7 @@ pytest.importorskip("ethosu.vela", reason="ethos-u-vela is not installed")
 pytest.importorskip("ai_edge_litert", reason="ai-edge-litert is not installed")
 
 from devices import DeviceError, Measurement, VelaDevice, open_device
-from edgenas.sanity_models import tflite_fully_connected
+from devices.sanity_models import tflite_fully_connected
 from tests.devices.tflite_models import int8_cnn
 
 HIGH_END = {"system_config": "Ethos_U55_High_End_Embedded", "memory_mode": "Shared_Sram"}

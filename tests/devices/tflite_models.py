@@ -1,6 +1,6 @@
 """A small int8 CNN for the Vela tests, written with ``devices.tflite_writer``.
 
-The float fully connected and int8 ADD models are ``edgenas.sanity_models``'
+The float fully connected and int8 ADD models are ``devices.sanity_models``'
 ``tflite_fully_connected`` and ``tflite_int8_add``. Needs ``ai_edge_litert`` and
 ``flatbuffers``; tests that use it skip where LiteRT is not installed.
 """

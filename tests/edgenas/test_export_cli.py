@@ -13,7 +13,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from benchmarks._sshd import Sshd
 from edgenas.subnet_choice import choose_subnet
 from export import read_onnx_metadata
 from export.subnet_export import model_images
@@ -22,6 +21,7 @@ from once_for_all import Subnet, SubnetError, get_space
 from once_for_all.data import load_data
 from tests.edgenas.conftest import MICRO_RECIPE
 from tests.edgenas.search.synthetic import predictor
+from tests.support.sshd import Sshd
 
 REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

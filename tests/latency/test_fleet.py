@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from benchmarks._sshd import Sshd, free_port, generate_key, sshd_missing, start_sshd
 from edgenas.cli import app
 from latency.blocks import enumerate_blocks
 from latency.fleet import FleetJob, ProfileOptions, profile_fleet
@@ -21,6 +20,7 @@ from latency.model_cache import ModelCache
 from latency.predictors import LutSumPredictor, load_predictor
 from latency.table import LatencyTable
 from once_for_all import get_space
+from tests.support.sshd import Sshd, free_port, generate_key, sshd_missing, start_sshd
 
 TINY = get_space("mbv3-tiny")
 R = 28  # one resolution keeps the tables small: 74 blocks

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from benchmarks._sshd import Sshd
 from devices.measurement import Measurement
 from latency.blocks import enumerate_blocks
 from latency.metrics import validation_figures
@@ -22,6 +21,7 @@ from latency.predictors import CalibratedPredictor, LutSumPredictor, load_predic
 from latency.reference import normalised_ms
 from latency.table import LatencyTable
 from once_for_all import get_space
+from tests.support.sshd import Sshd
 
 TINY = get_space("mbv3-tiny")
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}

@@ -18,7 +18,6 @@ from typing import Any
 
 import pytest
 
-from benchmarks._sshd import Sshd
 from devices import open_device
 from devices.local import LocalDevice
 from devices.measurement import Fingerprint, Measurement
@@ -45,6 +44,7 @@ from latency.reference import (
 from latency.table import LatencyTable, TableError, TableHeader
 from once_for_all import get_space
 from once_for_all.network_config import network_config
+from tests.support.sshd import Sshd
 
 TINY = get_space("mbv3-tiny")
 IMAGENET = get_space("mbv3-imagenet")

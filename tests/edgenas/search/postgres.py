@@ -24,7 +24,7 @@ from pathlib import Path
 
 import psycopg
 
-from benchmarks._sshd import free_port
+from tests.support.sshd import free_port
 
 PG_ROOT = Path("/usr/lib/postgresql")
 SUPERUSER = "edgenas"

@@ -188,7 +188,7 @@ def test_two_search_workers_share_a_postgresql_study(
 def test_an_unreachable_postgresql_is_one_line(
     trained: Path, predictors: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    from benchmarks._sshd import free_port
+    from tests.support.sshd import free_port
 
     url = f"postgresql://edgenas:secret@127.0.0.1:{free_port()}/nowhere"
     proc = search(
