@@ -1,7 +1,8 @@
 """Standalone torch modules for single blocks: what gets exported and timed per table entry.
 
-They are built from the same layers as the static network, so a block measured alone runs
-the same operators as inside a subnet. Weights are random (seeded): latency does not depend
+They are built from the same layers as the static network (the head block is its head
+class itself, ``MobileNetV3Head``), so a block measured alone runs the same operators as
+inside a subnet. Weights are random (seeded): latency does not depend
 on their values.
 """
 
@@ -11,6 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from latency.blocks import BlockSpec
+from once_for_all.head import MobileNetV3Head
 from once_for_all.layers import ConvBNAct
 from once_for_all.static_net import MBConvBlock
 
@@ -30,24 +32,6 @@ class StemBlock(nn.Module):
         return self.first_block(self.stem(x))
 
 
-class HeadBlock(nn.Module):
-    """Final expansion, global pooling, feature mix and classifier (as in ``MobileNetV3``)."""
-
-    def __init__(self, spec: BlockSpec) -> None:
-        super().__init__()
-        head = spec.config
-        self.final_expand = ConvBNAct(head["in_channels"], head["final_expand"], 1, act="hswish")
-        self.feature_mix = ConvBNAct(
-            head["final_expand"], head["feature_mix"], 1, act="hswish", bn=False
-        )
-        self.classifier = nn.Linear(head["feature_mix"], head["num_classes"])
-
-    def forward(self, x: Tensor) -> Tensor:
-        x = self.final_expand(x).mean((2, 3), keepdim=True)
-        x = torch.flatten(self.feature_mix(x), 1)
-        return self.classifier(x)
-
-
 def block_module(spec: BlockSpec, *, seed: int = 0) -> nn.Module:
     """An eval-mode module computing ``spec`` with seeded random weights."""
     torch.manual_seed(seed)
@@ -55,7 +39,7 @@ def block_module(spec: BlockSpec, *, seed: int = 0) -> nn.Module:
     if spec.kind == "stem":
         module = StemBlock(spec)
     elif spec.kind == "head":
-        module = HeadBlock(spec)
+        module = MobileNetV3Head(spec.config)
     else:
         module = MBConvBlock(spec.config)
     return module.eval()

@@ -14,7 +14,12 @@ from typing import Any, Literal
 
 import numpy as np
 
-from once_for_all.network_config import first_block_config, network_config, slot_config
+from once_for_all.network_config import (
+    first_block_config,
+    head_config,
+    network_config,
+    slot_config,
+)
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
 
@@ -99,14 +104,8 @@ def mbconv_block(cfg: Mapping[str, Any], size: int) -> BlockSpec:
 
 def head_block(space: SearchSpace, resolution: int) -> BlockSpec:
     size = space.feature_size(resolution)
-    cin, classes = space.stage_widths[-1], space.num_classes
-    head: dict[str, Any] = {
-        "in_channels": cin,
-        "final_expand": space.width(space.final_expand_width),
-        "feature_mix": space.feature_mix_width,
-        "num_classes": space.num_classes,
-        "dropout": space.dropout,
-    }
+    head = head_config(space)
+    cin, classes = head["in_channels"], head["num_classes"]
     key = f"head-in:{_shape(cin, size)}-out:{classes}-c{head['final_expand']}x{head['feature_mix']}"
     return BlockSpec("head", key, (cin, size, size), (classes,), head)
 

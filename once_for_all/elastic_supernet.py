@@ -14,8 +14,14 @@ from once_for_all.elastic_ops import (
     ElasticPointwiseConv,
     ElasticSqueezeExcite,
 )
+from once_for_all.head import MobileNetV3Head
 from once_for_all.layers import ConvBNAct, activation
-from once_for_all.network_config import first_block_config, mid_channels, network_config
+from once_for_all.network_config import (
+    first_block_config,
+    head_config,
+    mid_channels,
+    network_config,
+)
 from once_for_all.search_space import Activation, SearchSpace
 from once_for_all.static_net import MBConvBlock, MobileNetV3, build_from_config
 from once_for_all.subnet import Subnet
@@ -131,7 +137,7 @@ def _permute_bn(bn: nn.BatchNorm2d, order: Tensor) -> None:
         t.copy_(t[order])
 
 
-class OFAMobileNetV3(nn.Module):
+class OFAMobileNetV3(MobileNetV3Head):
     """The supernet of a ``SearchSpace``. ``set_active`` picks a subnet; ``extract`` returns it
     as a standalone ``MobileNetV3`` whose eval outputs equal this network's active path."""
 
@@ -161,12 +167,7 @@ class OFAMobileNetV3(nn.Module):
                 )
                 cin = width
         self.blocks = nn.ModuleList(blocks)
-        self.final_expand = ConvBNAct(cin, w(space.final_expand_width), 1, act="hswish")
-        self.feature_mix = ConvBNAct(
-            w(space.final_expand_width), space.feature_mix_width, 1, act="hswish", bn=False
-        )
-        self.dropout = nn.Dropout(space.dropout)
-        self.classifier = nn.Linear(space.feature_mix_width, space.num_classes)
+        self.build_head(head_config(space))
         self._depths = [space.max_depth] * len(space.stages)
         self.active: Subnet = space.max_subnet()
         self.set_active(self.active)
@@ -194,11 +195,7 @@ class OFAMobileNetV3(nn.Module):
         for stage, d in enumerate(self._depths):
             for block in self.blocks[stage * depth : stage * depth + d]:
                 x = block(x)
-        x = self.final_expand(x)
-        x = x.mean((2, 3), keepdim=True)
-        x = self.feature_mix(x)
-        x = torch.flatten(x, 1)
-        return cast(Tensor, self.classifier(self.dropout(x)))
+        return self.forward_head(x)
 
     # ---- elastic width
 
@@ -227,9 +224,7 @@ class OFAMobileNetV3(nn.Module):
             block = cast(ElasticMBConv, self.blocks[b])
             for name, tensor in block.static_state(subnet.ks[b], subnet.e[b]).items():
                 state[f"blocks.{i}.{name}"] = tensor
-        for prefix in ("final_expand", "feature_mix", "classifier"):
-            for name, tensor in getattr(self, prefix).state_dict().items():
-                state[f"{prefix}.{name}"] = tensor.clone()
+        state.update(self.head_state())
         model = build_from_config(config, state)
         model.train(self.training)
         return model

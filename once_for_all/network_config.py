@@ -67,6 +67,17 @@ def slot_config(
     }
 
 
+def head_config(space: SearchSpace) -> dict[str, Any]:
+    """The head (``head.MobileNetV3Head``): the same for every subnet of ``space``."""
+    return {
+        "in_channels": space.stage_widths[-1],
+        "final_expand": space.width(space.final_expand_width),
+        "feature_mix": space.feature_mix_width,
+        "num_classes": space.num_classes,
+        "dropout": space.dropout,
+    }
+
+
 def network_config(space: SearchSpace, subnet: Subnet) -> dict[str, Any]:
     """The config ``static_net.build_from_config`` builds ``subnet`` from."""
     space.validate(subnet)
@@ -86,11 +97,5 @@ def network_config(space: SearchSpace, subnet: Subnet) -> dict[str, Any]:
             "act": space.stem_act,
         },
         "blocks": blocks,
-        "head": {
-            "in_channels": space.stage_widths[-1],
-            "final_expand": space.width(space.final_expand_width),
-            "feature_mix": space.feature_mix_width,
-            "num_classes": space.num_classes,
-            "dropout": space.dropout,
-        },
+        "head": head_config(space),
     }

@@ -7,11 +7,12 @@ it; weights travel separately as a state dict. This is what gets exported to ONN
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from once_for_all.head import MobileNetV3Head
 from once_for_all.layers import ConvBNAct, SqueezeExcite
 
 NETWORK_FORMAT = "edgenas.mobilenetv3/1"
@@ -44,7 +45,7 @@ class MBConvBlock(nn.Module):
         return x + y if self.residual else y
 
 
-class MobileNetV3(nn.Module):
+class MobileNetV3(MobileNetV3Head):
     """A concrete MobileNetV3 built from a config (see ``OFAMobileNetV3.extract``)."""
 
     def __init__(self, config: Mapping[str, Any], *, device: Device = None) -> None:
@@ -64,15 +65,7 @@ class MobileNetV3(nn.Module):
             device=device,
         )
         self.blocks = nn.Sequential(*(MBConvBlock(b, device=device) for b in config["blocks"]))
-        head = config["head"]
-        self.final_expand = ConvBNAct(
-            head["in_channels"], head["final_expand"], 1, act="hswish", device=device
-        )
-        self.feature_mix = ConvBNAct(
-            head["final_expand"], head["feature_mix"], 1, act="hswish", bn=False, device=device
-        )
-        self.dropout = nn.Dropout(head["dropout"])
-        self.classifier = nn.Linear(head["feature_mix"], head["num_classes"], device=device)
+        self.build_head(config["head"], device=device)
 
     @property
     def config(self) -> dict[str, Any]:
@@ -89,12 +82,7 @@ class MobileNetV3(nn.Module):
         return (1, int(inp["channels"]), int(inp["resolution"]), int(inp["resolution"]))
 
     def forward(self, x: Tensor) -> Tensor:
-        x = self.blocks(self.stem(x))
-        x = self.final_expand(x)
-        x = x.mean((2, 3), keepdim=True)
-        x = self.feature_mix(x)
-        x = torch.flatten(x, 1)
-        return cast(Tensor, self.classifier(self.dropout(x)))
+        return self.forward_head(self.blocks(self.stem(x)))
 
 
 def build_from_config(

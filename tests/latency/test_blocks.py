@@ -5,10 +5,12 @@ import re
 
 import pytest
 import torch
+from torch import nn
 
 from latency.block_models import block_input_shape, block_module
-from latency.blocks import BlockIndex, enumerate_blocks, subnet_blocks
-from once_for_all import get_space, list_spaces
+from latency.blocks import BlockIndex, enumerate_blocks, head_block, subnet_blocks
+from once_for_all import OFAMobileNetV3, get_space, list_spaces
+from once_for_all.head import MobileNetV3Head
 from once_for_all.network_config import network_config
 from once_for_all.static_net import build_from_config
 
@@ -81,3 +83,50 @@ def test_block_modules_run_the_same_layers_as_the_network() -> None:
     blocks = [block_module(s) for s in subnet_blocks(space, subnet)]
     shapes = sorted(tuple(p.shape) for p in net.parameters())
     assert shapes == sorted(tuple(p.shape) for b in blocks for p in b.parameters())
+
+
+# Saved checkpoints and the import of OFA weights find the head's weights by these names.
+HEAD_STATE_KEYS = [
+    "final_expand.conv.weight",
+    "final_expand.bn.weight",
+    "final_expand.bn.bias",
+    "final_expand.bn.running_mean",
+    "final_expand.bn.running_var",
+    "final_expand.bn.num_batches_tracked",
+    "feature_mix.conv.weight",
+    "feature_mix.conv.bias",
+    "classifier.weight",
+    "classifier.bias",
+]
+
+
+def _head_layers(model: nn.Module) -> list[tuple[str, str]]:
+    body = {"stem", "first_block", "blocks"}
+    return [(n, repr(m)) for n, m in model.named_modules() if n and n.split(".")[0] not in body]
+
+
+@pytest.mark.parametrize("name", list_spaces())
+def test_the_head_block_is_the_head_of_the_network_and_of_the_supernet(name: str) -> None:
+    # The table must time the head that gets deployed, and that the supernet trains.
+    space = get_space(name)
+    subnet = space.min_subnet()
+    supernet = OFAMobileNetV3(space).eval()
+    supernet.set_active(subnet)
+    net = supernet.extract(subnet).eval()
+    spec = head_block(space, subnet.r)
+    head = block_module(spec)
+    assert all(isinstance(m, MobileNetV3Head) for m in (head, net, supernet))
+    assert _head_layers(head) == _head_layers(net) == _head_layers(supernet)
+    for model in (head, net, supernet):
+        keys = list(model.state_dict())
+        assert keys[len(keys) - len(HEAD_STATE_KEYS) :] == HEAD_STATE_KEYS
+
+    head.load_state_dict(net.head_state())
+    features: list[torch.Tensor] = []
+    net.blocks.register_forward_hook(lambda m, i, o: features.append(o))
+    x = torch.randn(2, space.in_channels, subnet.r, subnet.r)
+    with torch.no_grad():
+        logits = net(x)
+        assert tuple(features[0].shape[1:]) == spec.input_shape
+        torch.testing.assert_close(head(features[0]), logits, rtol=0, atol=0)
+        torch.testing.assert_close(supernet(x), logits)
