@@ -16,6 +16,7 @@ from rich.table import Table
 from devices import DeviceError, HostKey, SshDevice, list_profiles, load_profile, open_device
 from devices.known_hosts import known_hosts_name
 from edgenas.console import err_console, fail
+from once_for_all.files import WriteError
 
 devices_app = typer.Typer(
     help="Target devices: bundled profiles, connection checks, SSH host keys.",
@@ -145,6 +146,8 @@ def trust_command(
         written = device.trust(key)
     except OSError as exc:
         raise fail(f"cannot write {target.trust_file}: {exc.strerror or exc}") from None
+    except WriteError as exc:
+        raise fail(str(exc)) from None
     typer.echo(f"added {key.key_type} key for {target.host_label} to {written}")
 
 

@@ -24,9 +24,9 @@ from typing import Any
 
 from rich.console import Console
 
-from devices.atomic_write import write_text_atomic
 from edgenas.recipe import Recipe, RecipeError, StageName, load_recipe
 from edgenas.report import REPORT_NAME, build_report
+from once_for_all.files import write_text
 
 RUN_FORMAT = "edgenas.run/1"
 PACKAGES = (
@@ -119,7 +119,7 @@ class RunFolder:
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         body = {**self.header, "stages": self.stages}
-        write_text_atomic(self.path, json.dumps(body, indent=1) + "\n")
+        write_text(self.path, json.dumps(body, indent=1) + "\n")
 
 
 @dataclass(frozen=True)
@@ -165,7 +165,7 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> dict
         exported = _export(recipe, run, options, log)
     summary = _summary(recipe, run, exported)
     summary["report"] = str(root / REPORT_NAME)
-    write_text_atomic(root / "summary.json", json.dumps(summary, indent=1) + "\n")
+    write_text(root / "summary.json", json.dumps(summary, indent=1) + "\n")
     build_report(root)  # reads summary.json
     log(
         f"done: {len(exported)} subnet(s) exported; summary in {root / 'summary.json'}, "

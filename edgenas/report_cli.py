@@ -21,10 +21,11 @@ def report_command(
     the model cards. `edgenas run` writes it at the end of every run."""
     from edgenas.report import ReportError, build_report
     from latency.table import TableError
+    from once_for_all.files import WriteError
 
     try:
         path = build_report(run_dir, out)
-    except (ReportError, TableError) as exc:
+    except (ReportError, TableError, WriteError) as exc:
         raise fail(str(exc)) from None
     except OSError as exc:
         raise fail(f"cannot write the report: {exc}") from None

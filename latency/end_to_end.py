@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from devices.atomic_write import write_text_atomic
 from devices.base import Device
 from devices.measurement import Fingerprint, Measurement
 from latency.model_cache import ModelCache
@@ -36,6 +35,7 @@ from latency.profiler import (
 )
 from latency.reference import Reference, needs_reference, normalised_ms
 from latency.table import TableError, TableHeader, read_json
+from once_for_all.files import write_text
 from once_for_all.network_config import network_config
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
@@ -172,8 +172,7 @@ class MeasuredSubnets:
             for k, ms in self.results.items()
         ]
         body = {"format": MEASURED_FORMAT, "header": self.header.to_dict(), "subnets": items}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.path, json.dumps(body, indent=1) + "\n")
+        write_text(self.path, json.dumps(body, indent=1) + "\n")
 
     def measure(
         self,

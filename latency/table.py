@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from devices.atomic_write import write_text_atomic
 from devices.measurement import Fingerprint, Measurement
 from latency.reference import Reference, normalised_ms
 from once_for_all.errors import EdgenasError
+from once_for_all.files import write_text
 
 # /2 added the reference model (header) and its per-entry scale; /1 tables hold raw entries.
 TABLE_FORMAT = "edgenas.lut/2"
@@ -163,8 +163,7 @@ class LatencyTable:
         }
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> LatencyTable:
