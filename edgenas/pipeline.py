@@ -26,7 +26,7 @@ from rich.console import Console
 
 from edgenas.recipe import Recipe, RecipeError, StageName, load_recipe
 from edgenas.report import REPORT_NAME, build_report
-from once_for_all.files import write_text
+from once_for_all.files import read_json, write_text
 
 RUN_FORMAT = "edgenas.run/1"
 PACKAGES = (
@@ -70,15 +70,19 @@ class RunFolder:
         self.path = root / "run.json"
         self.stages: dict[str, dict[str, Any]] = {}
         if self.path.exists():
+            fix = "move it away or choose another --out"
+            data = read_json(
+                self.path,
+                formats=RUN_FORMAT,
+                what="an edgenas run record",
+                fix=fix,
+                error=RecipeError,
+            )
             try:
-                data = json.loads(self.path.read_text())
-                if data.get("format") != RUN_FORMAT:
-                    raise ValueError(f"format {data.get('format')!r}")
                 self.stages = dict(data["stages"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise RecipeError(
-                    f"{self.path} is not an edgenas run record ({exc}): move it away or choose "
-                    "another --out"
+                    f"{self.path} is not an edgenas run record ({exc}): {fix}"
                 ) from None
         self.header = {
             "format": RUN_FORMAT,

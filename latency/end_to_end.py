@@ -34,8 +34,8 @@ from latency.profiler import (
     reference_file,
 )
 from latency.reference import Reference, needs_reference, normalised_ms
-from latency.table import TableError, TableHeader, read_json
-from once_for_all.files import write_text
+from latency.table import TableError, TableHeader
+from once_for_all.files import read_json, write_text
 from once_for_all.network_config import network_config
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
@@ -107,11 +107,13 @@ class MeasuredSubnets:
         self.path, self.header = path, header
         self.results: dict[str, list[Measurement]] = {}
         if path.exists():
-            data = read_json(path, what="measured subnets file")
-            if data.get("format") not in READABLE_MEASURED_FORMATS:
-                raise TableError(
-                    f"{path} is not a measured subnets file; delete it or use another folder"
-                )
+            data = read_json(
+                path,
+                formats=READABLE_MEASURED_FORMATS,
+                what="a measured subnets file",
+                fix="delete it or use another folder",
+                error=TableError,
+            )
             old = TableHeader.from_dict(data["header"])
             old.check(
                 what=f"existing file {path}",

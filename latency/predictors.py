@@ -20,8 +20,8 @@ import numpy as np
 
 from latency.blocks import BlockIndex
 from latency.metrics import validation_figures
-from latency.table import LatencyTable, TableError, TableHeader, read_json
-from once_for_all.files import write_text
+from latency.table import LatencyTable, TableError, TableHeader
+from once_for_all.files import read_json, write_text
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
 
@@ -278,12 +278,13 @@ def calibrate(
 
 def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
     """A predictor file written by ``save`` (lut-sum or calibrated)."""
-    data = read_json(path, what="latency predictor")
-    if data.get("format") != PREDICTOR_FORMAT:
-        raise TableError(
-            f"{path} is not a latency predictor (format {data.get('format')!r}); give the "
-            "predictor.json that edgenas profile wrote"
-        )
+    data = read_json(
+        path,
+        formats=PREDICTOR_FORMAT,
+        what="a latency predictor",
+        fix="give the predictor.json that edgenas profile wrote",
+        error=TableError,
+    )
     try:
         space = SearchSpace.from_dict(data["space"])
         header = TableHeader.from_dict(data["header"])

@@ -21,7 +21,7 @@ import numpy as np
 from devices.measurement import Fingerprint, Measurement
 from latency.reference import Reference, normalised_ms
 from once_for_all.errors import EdgenasError
-from once_for_all.files import write_text
+from once_for_all.files import read_json, write_text
 
 # /2 added the reference model (header) and its per-entry scale; /1 tables hold raw entries.
 TABLE_FORMAT = "edgenas.lut/2"
@@ -167,12 +167,13 @@ class LatencyTable:
 
     @classmethod
     def load(cls, path: Path) -> LatencyTable:
-        data = read_json(path, what="latency table")
-        if data.get("format") not in READABLE_TABLE_FORMATS:
-            raise TableError(
-                f"{path} is not a latency table (format {data.get('format')!r}, expected "
-                f"{TABLE_FORMAT!r}); give the lut.json that edgenas profile wrote"
-            )
+        data = read_json(
+            path,
+            formats=READABLE_TABLE_FORMATS,
+            what="a latency table",
+            fix="give the lut.json that edgenas profile wrote",
+            error=TableError,
+        )
         try:
             header = TableHeader.from_dict(data["header"])
             entries = {k: Measurement.from_dict(v) for k, v in data["entries"].items()}
@@ -187,20 +188,3 @@ def _entry(m: Measurement) -> dict[str, Any]:
     out.pop("format", None)
     out["extra"] = {k: v for k, v in m.extra.items() if k != "layers"}
     return out
-
-
-def read_json(path: Path, *, what: str) -> dict[str, Any]:
-    """A JSON object from ``path``, or a ``TableError`` that says what is wrong with it."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise TableError(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise TableError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise TableError(
-            f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})"
-        ) from None
-    if not isinstance(data, dict):
-        raise TableError(f"{what} {path} is not a JSON object")
-    return data

@@ -99,14 +99,21 @@ def read_json(
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{path} does not exist: {fix}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
-        raise error(f"{path} is not {what} ({reason}): {fix}") from None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
+        raise error(f"{path} is not {what} ({_read_reason(exc)}): {fix}") from None
     found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
     if found not in accepted:
         expected = " or ".join(repr(f) for f in accepted)
         raise error(f"{path} is not {what} (format {found!r}, expected {expected}): {fix}")
     return doc
+
+
+def _read_reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {one_line(exc)}"
+    return one_line(exc)
 
 
 def _create_temp(path: Path) -> Path:

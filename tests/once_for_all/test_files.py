@@ -161,7 +161,7 @@ def test_read_json_of_invalid_json(tmp_path: Path) -> None:
     path = tmp_path / "lut.json"
     path.write_text('{"format": "edgenas.lut/2",')
     with pytest.raises(
-        DocumentError, match=r"lut\.json is not a latency table \(Expecting"
+        DocumentError, match=r"lut\.json is not a latency table \(not valid JSON: Expecting"
     ) as info:
         read_json(path, **READ, fix=FIX)
     assert str(info.value).endswith(f": {FIX}") and "\n" not in str(info.value)
