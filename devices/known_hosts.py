@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import paramiko
+
+from once_for_all.files import write_bytes
 
 SSH_PORT = 22
 
@@ -86,7 +86,7 @@ def add_known_host(path: Path, host: str, port: int, key: HostKey) -> None:
     """Append ``key`` for ``host``/``port`` to the known_hosts file ``path``, atomically.
 
     The folder is created with mode 0700 if missing (as ~/.ssh is); the file keeps its mode,
-    0600 when new.
+    0600 when new. A file that cannot be written raises ``WriteError``.
     """
     folder = path.parent
     if not folder.exists():
@@ -99,14 +99,4 @@ def add_known_host(path: Path, host: str, port: int, key: HostKey) -> None:
     if old and not old.endswith(b"\n"):
         old += b"\n"
     line = f"{known_hosts_name(host, port)} {key.key_type} {key.base64}\n".encode("ascii")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(old + line)
-            out.flush()
-            os.fsync(out.fileno())
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_bytes(path, old + line, mode=mode)

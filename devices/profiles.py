@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from devices.base import Device, DeviceError, Runtime, create_device
 from devices.runner_protocol import RunSettings
+from once_for_all.errors import one_line
 
 DeviceKind = Literal["local", "ssh", "npu-sim", "vela"]
 _DEFAULTS = RunSettings()
@@ -130,9 +131,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DeviceError(
-            f"device profile {where} is not valid YAML: {str(exc).splitlines()[0]}"
-        ) from None
+        raise DeviceError(f"device profile {where} is not valid YAML: {one_line(exc)}") from None
     if not isinstance(raw, dict):
         raise DeviceError(f"device profile {where} must be a mapping (name, kind, ...)")
     return validate_profile(raw, where=where)

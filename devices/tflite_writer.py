@@ -17,6 +17,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from once_for_all.files import write_bytes
+
 
 @functools.cache
 def schema() -> ModuleType:
@@ -136,5 +138,5 @@ def write_graph(
     model.subgraphs = [graph]
     builder = flatbuffers.Builder(1024)
     builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    path.write_bytes(bytes(builder.Output()))
+    write_bytes(path, bytes(builder.Output()))
     return path

@@ -29,6 +29,7 @@ from typing import Any
 from devices.base import Device, DeviceError, Runtime, register_device_kind
 from devices.measurement import Fingerprint, Measurement
 from devices.profiles import validate_profile
+from once_for_all.errors import one_line
 
 log = logging.getLogger(__name__)
 
@@ -377,8 +378,9 @@ def _check_sections(
     try:
         parser.read_string(text, source=str(config_file))
     except configparser.Error as exc:
-        first = str(exc).splitlines()[0]
-        raise DeviceError(f"device {device!r}: Vela config {config_file}: {first}") from None
+        raise DeviceError(
+            f"device {device!r}: Vela config {config_file}: {one_line(exc)}"
+        ) from None
     for option, prefix, value in (
         ("system_config", "System_Config.", system_config),
         ("memory_mode", "Memory_Mode.", memory_mode),

@@ -26,10 +26,10 @@ from typing import Any
 
 from rich.console import Console
 
-from devices.atomic_write import write_text_atomic
 from edgenas.recipe import Recipe, RecipeError, StageName, load_recipe
 from edgenas.report import REPORT_NAME, build_report
 from once_for_all.errors import EdgenasError, one_line
+from once_for_all.files import read_json, write_text
 
 RUN_FORMAT = "edgenas.run/1"
 PACKAGES = (
@@ -73,15 +73,19 @@ class RunFolder:
         self.path = root / "run.json"
         self.stages: dict[str, dict[str, Any]] = {}
         if self.path.exists():
+            fix = "move it away or choose another --out"
+            data = read_json(
+                self.path,
+                formats=RUN_FORMAT,
+                what="an edgenas run record",
+                fix=fix,
+                error=RecipeError,
+            )
             try:
-                data = json.loads(self.path.read_text())
-                if data.get("format") != RUN_FORMAT:
-                    raise ValueError(f"format {data.get('format')!r}")
                 self.stages = dict(data["stages"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise RecipeError(
-                    f"{self.path} is not an edgenas run record ({exc}): move it away or choose "
-                    "another --out"
+                    f"{self.path} is not an edgenas run record ({exc}): {fix}"
                 ) from None
         self.header = {
             "format": RUN_FORMAT,
@@ -122,7 +126,7 @@ class RunFolder:
     def save(self) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         body = {**self.header, "stages": self.stages}
-        write_text_atomic(self.path, json.dumps(body, indent=1) + "\n")
+        write_text(self.path, json.dumps(body, indent=1) + "\n")
 
 
 @dataclass(frozen=True)
@@ -173,7 +177,7 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> dict
     with _logged("report", log):
         summary = _summary(recipe, run, exported)
         summary["report"] = str(root / REPORT_NAME)
-        write_text_atomic(root / "summary.json", json.dumps(summary, indent=1) + "\n")
+        write_text(root / "summary.json", json.dumps(summary, indent=1) + "\n")
         build_report(root)  # reads summary.json
     log(
         f"done: {len(exported)} subnet(s) exported; summary in {root / 'summary.json'}, "

@@ -23,7 +23,7 @@ from pydantic import (
 
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
-from once_for_all.errors import EdgenasError
+from once_for_all.errors import EdgenasError, one_line
 
 
 class RecipeError(EdgenasError, ValueError):
@@ -293,7 +293,7 @@ def load_recipe(path: str | Path) -> Recipe:
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {p}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {p} is not valid YAML: {str(exc).splitlines()[0]}") from None
+        raise RecipeError(f"recipe {p} is not valid YAML: {one_line(exc)}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {p} must be a mapping of sections (name, space, data, train)")
     try:

@@ -9,7 +9,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from export.atomic import write_bytes_atomic
+from export.errors import ExportError
+from once_for_all.files import write_text
 
 CARD_FORMAT = "edgenas.card/1"
 
@@ -17,8 +18,8 @@ CARD_FORMAT = "edgenas.card/1"
 def write_card(folder: Path, card: Mapping[str, Any]) -> None:
     """Write ``card.json`` and ``card.md`` into ``folder`` (each atomically)."""
     body = {"format": CARD_FORMAT, **card}
-    write_bytes_atomic(folder / "card.json", (json.dumps(body, indent=1) + "\n").encode())
-    write_bytes_atomic(folder / "card.md", card_markdown(body).encode())
+    write_text(folder / "card.json", json.dumps(body, indent=1) + "\n", error=ExportError)
+    write_text(folder / "card.md", card_markdown(body), error=ExportError)
 
 
 def card_markdown(card: Mapping[str, Any]) -> str:

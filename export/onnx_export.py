@@ -12,8 +12,9 @@ from torch import nn
 
 from export._model_mode import eval_mode
 from export._shapes import check_input_shape
-from export.atomic import atomic_path
-from export.errors import ExportError, first_line
+from export.errors import ExportError
+from once_for_all.errors import one_line
+from once_for_all.files import atomic_path
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
@@ -40,7 +41,7 @@ def export_onnx(
     path = Path(path)
     dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
     sample = torch.randn(shape)
-    with atomic_path(path) as tmp:
+    with atomic_path(path, error=ExportError) as tmp:
         try:
             with eval_mode(model), warnings.catch_warnings(), torch.no_grad():
                 # dynamo=False is a choice (the TorchScript exporter is fast and needs no
@@ -65,7 +66,7 @@ def export_onnx(
             onnx.save(proto, str(tmp))
         except Exception as exc:
             raise ExportError(
-                f"ONNX export to {path} failed ({first_line(exc)}): check input_shape={shape} "
+                f"ONNX export to {path} failed ({one_line(exc)}): check input_shape={shape} "
                 f"and opset={opset}, or simplify the model's unsupported ops"
             ) from exc
     return path
@@ -82,7 +83,7 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
         ) from None
     except Exception as exc:
         raise ExportError(
-            f"{path} is not a readable ONNX model ({first_line(exc)}): re-export it"
+            f"{path} is not a readable ONNX model ({one_line(exc)}): re-export it"
         ) from exc
     return {p.key: p.value for p in proto.metadata_props}
 

@@ -13,8 +13,9 @@ import numpy as np
 import onnx
 
 from export._quiet import quiet_converters
-from export.atomic import atomic_path, write_bytes_atomic
-from export.errors import ExportError, first_line
+from export.errors import ExportError
+from once_for_all.errors import one_line
+from once_for_all.files import atomic_path, write_bytes
 
 
 class TensorQuantization(TypedDict):
@@ -56,7 +57,10 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
     input_name, input_shape = _onnx_input(proto, src)
     samples = _check_calibration(calibration, input_shape, what=f"ONNX model {src}")
     metadata = {p.key: p.value for p in proto.metadata_props}
-    with tempfile.TemporaryDirectory(prefix="edgenas-quant-") as work, atomic_path(dst) as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="edgenas-quant-") as work,
+        atomic_path(dst, error=ExportError) as tmp,
+    ):
         prepared = Path(work) / "prepared.onnx"
         try:
             # Shape inference and graph fusions first, as onnxruntime recommends: quantization
@@ -81,7 +85,7 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
             onnx.save(quantized, str(tmp))
         except Exception as exc:
             raise ExportError(
-                f"int8 quantization of {src} failed ({first_line(exc)}): re-export the fp32 model "
+                f"int8 quantization of {src} failed ({one_line(exc)}): re-export the fp32 model "
                 "and check the calibration data"
             ) from exc
     return dst
@@ -146,7 +150,7 @@ def quantize_tflite_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Pa
             content = bytes(result.quantized_model)
     except Exception as exc:
         raise ExportError(
-            f"int8 quantization of {src} failed ({first_line(exc)}): re-export the fp32 model "
+            f"int8 quantization of {src} failed ({one_line(exc)}): re-export the fp32 model "
             "and check the calibration data"
         ) from exc
     io = _io_quantization(_interpreter_from_bytes(content, dst))
@@ -156,7 +160,7 @@ def quantize_tflite_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Pa
             f"ai-edge-quantizer left {', '.join(not_int8)} of {src} in float: an int8-only NPU "
             "cannot run it; check the model for ops the quantizer does not support"
         )
-    write_bytes_atomic(dst, content)
+    write_bytes(dst, content, error=ExportError)
     return dst
 
 
@@ -231,7 +235,7 @@ def _load_onnx(path: Path) -> onnx.ModelProto:
         return onnx.load(str(path))
     except Exception as exc:
         raise ExportError(
-            f"{path} is not a readable ONNX model ({first_line(exc)}): re-export it"
+            f"{path} is not a readable ONNX model ({one_line(exc)}): re-export it"
         ) from exc
 
 
@@ -263,7 +267,7 @@ def _interpreter_from_bytes(content: bytes, path: Path) -> Any:
             interpreter.allocate_tensors()
     except Exception as exc:
         raise ExportError(
-            f"{path} is not a loadable TFLite model ({first_line(exc)}): re-export it"
+            f"{path} is not a loadable TFLite model ({one_line(exc)}): re-export it"
         ) from exc
     return interpreter
 

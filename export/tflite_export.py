@@ -11,8 +11,9 @@ from torch import nn
 from export._model_mode import eval_mode
 from export._quiet import quiet_converters
 from export._shapes import check_input_shape
-from export.atomic import write_bytes_atomic
-from export.errors import ExportError, first_line
+from export.errors import ExportError
+from once_for_all.errors import one_line
+from once_for_all.files import write_bytes
 
 
 def export_tflite(
@@ -54,8 +55,8 @@ def export_tflite(
             content: bytes = edge.model_content()
     except Exception as exc:
         raise ExportError(
-            f"TFLite conversion for {path} failed ({first_line(exc)}): check input_shape={shape}, "
+            f"TFLite conversion for {path} failed ({one_line(exc)}): check input_shape={shape}, "
             "or replace the ops litert-torch cannot lower"
         ) from exc
-    write_bytes_atomic(path, content)
+    write_bytes(path, content, error=ExportError)
     return path

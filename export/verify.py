@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from export._quiet import quiet_converters
-from export.errors import ExportError, first_line
+from export.errors import ExportError
+from once_for_all.errors import one_line
 
 
 def run_onnx(path: Path, inputs: np.ndarray, *, batch: int = 1) -> np.ndarray:
@@ -26,7 +27,7 @@ def run_onnx(path: Path, inputs: np.ndarray, *, batch: int = 1) -> np.ndarray:
         session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise ExportError(
-            f"onnxruntime cannot load {path} ({first_line(exc)}): re-export it"
+            f"onnxruntime cannot load {path} ({one_line(exc)}): re-export it"
         ) from exc
     name = session.get_inputs()[0].name
     x = np.ascontiguousarray(inputs, dtype=np.float32)
@@ -44,7 +45,7 @@ def tflite_interpreter(path: Path) -> Any:
             interpreter.allocate_tensors()
     except Exception as exc:
         raise ExportError(
-            f"the LiteRT interpreter cannot load {path} ({first_line(exc)}): re-export it"
+            f"the LiteRT interpreter cannot load {path} ({one_line(exc)}): re-export it"
         ) from exc
     return interpreter
 

@@ -22,7 +22,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from devices.atomic_write import write_text_atomic
 from devices.base import Device
 from devices.measurement import Fingerprint, Measurement
 from latency.model_cache import ModelCache
@@ -35,7 +34,8 @@ from latency.profiler import (
     reference_file,
 )
 from latency.reference import Reference, needs_reference, normalised_ms
-from latency.table import TableError, TableHeader, read_json
+from latency.table import TableError, TableHeader
+from once_for_all.files import read_json, write_text
 from once_for_all.network_config import network_config
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
@@ -107,11 +107,13 @@ class MeasuredSubnets:
         self.path, self.header = path, header
         self.results: dict[str, list[Measurement]] = {}
         if path.exists():
-            data = read_json(path, what="measured subnets file")
-            if data.get("format") not in READABLE_MEASURED_FORMATS:
-                raise TableError(
-                    f"{path} is not a measured subnets file; delete it or use another folder"
-                )
+            data = read_json(
+                path,
+                formats=READABLE_MEASURED_FORMATS,
+                what="a measured subnets file",
+                fix="delete it or use another folder",
+                error=TableError,
+            )
             old = TableHeader.from_dict(data["header"])
             old.check(
                 what=f"existing file {path}",
@@ -172,8 +174,7 @@ class MeasuredSubnets:
             for k, ms in self.results.items()
         ]
         body = {"format": MEASURED_FORMAT, "header": self.header.to_dict(), "subnets": items}
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(self.path, json.dumps(body, indent=1) + "\n")
+        write_text(self.path, json.dumps(body, indent=1) + "\n")
 
     def measure(
         self,

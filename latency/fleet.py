@@ -42,6 +42,7 @@ from latency.predictors import calibrate as fit_calibration
 from latency.profiler import ProgressFn, open_table, profile_blocks, reference_file, settings_for
 from latency.table import LatencyTable, ModelFormat, Precision, TableError
 from once_for_all import SubnetError
+from once_for_all.errors import one_line
 from once_for_all.network_config import network_config
 from once_for_all.search_space import SearchSpace
 
@@ -351,7 +352,7 @@ def profile_fleet(
                 job.device,
                 profile.name,
                 job.out,
-                error=_INTERRUPTED if stop.is_set() else one_line(exc),
+                error=_INTERRUPTED if stop.is_set() else _error_text(exc),
                 blocks=_saved_blocks(job.out / LUT_NAME),
                 total_blocks=_total_blocks(space, job.options),
                 seconds=time.perf_counter() - started,
@@ -402,12 +403,13 @@ def _check(stop: threading.Event) -> None:
         raise Cancelled(_INTERRUPTED)
 
 
-def one_line(exc: BaseException) -> str:
-    """An error as one line: our errors' own message, others with their type."""
+def _error_text(exc: BaseException) -> str:
+    """A device's failure as one line: our errors' own message (whole: it says what to do),
+    others with their type."""
     known = (DeviceError, TableError, SubnetError, ExportFailed, ValueError, Cancelled)
-    text = str(exc).strip() if isinstance(exc, known) else f"{type(exc).__name__}: {exc}"
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return lines[0] if lines else type(exc).__name__
+    if isinstance(exc, known):
+        return one_line(exc, limit=1000)
+    return f"{type(exc).__name__}: {one_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
 def _total_blocks(space: SearchSpace, options: ProfileOptions) -> int:

@@ -18,10 +18,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from devices.atomic_write import write_text_atomic
 from latency.blocks import BlockIndex
 from latency.metrics import validation_figures
-from latency.table import LatencyTable, TableError, TableHeader, read_json
+from latency.table import LatencyTable, TableError, TableHeader
+from once_for_all.files import read_json, write_text
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
 
@@ -107,8 +107,7 @@ class LutSumPredictor:
         }
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
 
 @dataclass(frozen=True)
@@ -210,8 +209,7 @@ class CalibratedPredictor:
         }
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
 
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -280,12 +278,13 @@ def calibrate(
 
 def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
     """A predictor file written by ``save`` (lut-sum or calibrated)."""
-    data = read_json(path, what="latency predictor")
-    if data.get("format") != PREDICTOR_FORMAT:
-        raise TableError(
-            f"{path} is not a latency predictor (format {data.get('format')!r}); give the "
-            "predictor.json that edgenas profile wrote"
-        )
+    data = read_json(
+        path,
+        formats=PREDICTOR_FORMAT,
+        what="a latency predictor",
+        fix="give the predictor.json that edgenas profile wrote",
+        error=TableError,
+    )
     try:
         space = SearchSpace.from_dict(data["space"])
         header = TableHeader.from_dict(data["header"])

@@ -18,10 +18,10 @@ from typing import Any, Literal
 
 import numpy as np
 
-from devices.atomic_write import write_text_atomic
 from devices.measurement import Fingerprint, Measurement
 from latency.reference import Reference, normalised_ms
 from once_for_all.errors import EdgenasError
+from once_for_all.files import read_json, write_text
 
 # /2 added the reference model (header) and its per-entry scale; /1 tables hold raw entries.
 TABLE_FORMAT = "edgenas.lut/2"
@@ -163,17 +163,17 @@ class LatencyTable:
         }
 
     def save(self, path: Path) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: Path) -> LatencyTable:
-        data = read_json(path, what="latency table")
-        if data.get("format") not in READABLE_TABLE_FORMATS:
-            raise TableError(
-                f"{path} is not a latency table (format {data.get('format')!r}, expected "
-                f"{TABLE_FORMAT!r}); give the lut.json that edgenas profile wrote"
-            )
+        data = read_json(
+            path,
+            formats=READABLE_TABLE_FORMATS,
+            what="a latency table",
+            fix="give the lut.json that edgenas profile wrote",
+            error=TableError,
+        )
         try:
             header = TableHeader.from_dict(data["header"])
             entries = {k: Measurement.from_dict(v) for k, v in data["entries"].items()}
@@ -188,20 +188,3 @@ def _entry(m: Measurement) -> dict[str, Any]:
     out.pop("format", None)
     out["extra"] = {k: v for k, v in m.extra.items() if k != "layers"}
     return out
-
-
-def read_json(path: Path, *, what: str) -> dict[str, Any]:
-    """A JSON object from ``path``, or a ``TableError`` that says what is wrong with it."""
-    try:
-        data = json.loads(Path(path).read_text())
-    except FileNotFoundError:
-        raise TableError(f"{what} {path} does not exist") from None
-    except OSError as exc:
-        raise TableError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except json.JSONDecodeError as exc:
-        raise TableError(
-            f"{what} {path} is not valid JSON ({exc.msg} at line {exc.lineno})"
-        ) from None
-    if not isinstance(data, dict):
-        raise TableError(f"{what} {path} is not a JSON object")
-    return data

@@ -17,9 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import random
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -29,6 +27,7 @@ from once_for_all.data import DataBundle
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError
 from once_for_all.evaluation import BN_IMAGES, evaluate_subnet
+from once_for_all.files import write_json
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet, SubnetError
 
@@ -176,7 +175,7 @@ class AccuracyCache:
     def save(self) -> None:
         """Write the whole cache atomically (a kill leaves the previous file intact)."""
         doc = {"format": CACHE_FORMAT, "header": self.header.to_dict(), "entries": self._entries}
-        _write_json_atomic(self.path, doc)
+        write_json(self.path, doc)
         self._unsaved = 0
 
 
@@ -272,19 +271,3 @@ def _read_cache(path: Path) -> tuple[CacheHeader, dict[str, float]]:
             f"accuracy cache {path} is damaged ({exc}): delete it to start over"
         ) from None
     return header, entries
-
-
-def _write_json_atomic(path: Path, doc: object) -> None:
-    # A temporary file in the same folder, then a rename: readers never see half a file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(doc, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

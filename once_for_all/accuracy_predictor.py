@@ -26,8 +26,8 @@ import torch
 from scipy import stats
 from torch import Tensor, nn
 
-from once_for_all.checkpoint import atomic_torch_save
-from once_for_all.errors import EdgenasError
+from once_for_all.errors import EdgenasError, one_line
+from once_for_all.files import atomic_path
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet, SubnetError
 
@@ -122,7 +122,8 @@ class AccuracyPredictor:
 
     def save(self, path: str | Path) -> None:
         """Write the predictor atomically (temporary file, then rename)."""
-        atomic_torch_save(self.to_payload(), Path(path))
+        with atomic_path(Path(path)) as tmp:
+            torch.save(self.to_payload(), tmp)
 
 
 def load_accuracy_predictor(path: str | Path) -> AccuracyPredictor:
@@ -144,9 +145,9 @@ def load_accuracy_predictor(path: str | Path) -> AccuracyPredictor:
         ) from None
     except Exception as exc:
         # Foreign bytes fail anywhere in torch's readers and unpicklers, with many exception types.
-        reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise AccuracyPredictorError(
-            f"accuracy predictor {p} is corrupt or not a torch file ({reason}): fit it again"
+            f"accuracy predictor {p} is corrupt or not a torch file ({one_line(exc, limit=120)}): "
+            "fit it again"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != PREDICTOR_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -168,9 +169,8 @@ def load_accuracy_predictor(path: str | Path) -> AccuracyPredictor:
             settings=dict(payload["settings"]),
         )
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
-        reason = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else type(exc).__name__
         raise AccuracyPredictorError(
-            f"accuracy predictor {p} is damaged ({reason}): fit it again"
+            f"accuracy predictor {p} is damaged ({one_line(exc, limit=160)}): fit it again"
         ) from None
 
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Any
@@ -12,7 +10,8 @@ import torch
 
 from once_for_all.data import DataSpec
 from once_for_all.elastic_supernet import OFAMobileNetV3
-from once_for_all.errors import EdgenasError
+from once_for_all.errors import EdgenasError, one_line
+from once_for_all.files import atomic_path
 from once_for_all.search_space import SearchSpace
 
 CHECKPOINT_FORMAT = "edgenas.supernet/1"
@@ -22,23 +21,10 @@ class CheckpointError(EdgenasError, ValueError):
     """A checkpoint that is missing, corrupt or made for something else."""
 
 
-def atomic_torch_save(obj: object, path: Path) -> None:
-    """Write to a temporary file beside ``path`` and rename, so a kill never leaves half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    atomic_torch_save({"format": CHECKPOINT_FORMAT, **payload}, path)
+    """Write ``payload`` as a checkpoint, atomically (a kill never leaves half a file)."""
+    with atomic_path(path) as tmp:
+        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
@@ -58,9 +44,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     except Exception as exc:
         # Bytes that are not a checkpoint can fail anywhere in torch's readers and unpicklers
         # (RuntimeError, UnpicklingError, EOFError, but also IndexError, KeyError, AssertionError...).
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(
-            f"checkpoint {p} is corrupt or not an edgenas checkpoint ({reason[:120]}): retrain or restore it"
+            f"checkpoint {p} is corrupt or not an edgenas checkpoint ({one_line(exc, limit=120)}): retrain or restore it"
         ) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
@@ -80,7 +65,7 @@ def load_supernet(path: str | Path) -> tuple[OFAMobileNetV3, DataSpec, dict[str,
         model.load_state_dict(payload["model"])
     except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
-            f"checkpoint {path} does not hold a valid supernet ({str(exc).splitlines()[0][:160]})"
+            f"checkpoint {path} does not hold a valid supernet ({one_line(exc, limit=160)})"
         ) from None
     model.eval()
     return model, spec, payload

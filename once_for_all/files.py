@@ -8,9 +8,10 @@ path and the reason. (``devices/runner.py`` keeps its own copy: it runs standalo
 
 from __future__ import annotations
 
+import errno
 import json
 import os
-import tempfile
+import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -28,44 +29,47 @@ class DocumentError(EdgenasError):
 
 
 @contextmanager
-def atomic_path(path: Path, *, mode: int | None = None) -> Iterator[Path]:
+def atomic_path(
+    path: Path, *, mode: int | None = None, error: type[EdgenasError] = WriteError
+) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; if the block succeeds, the file is flushed to
     disk and renamed over ``path``; if it raises, the file is deleted. The temporary name
     keeps the suffix (some writers look at it). ``mode`` defaults to an ordinary file's
-    permissions (0666 less the umask)."""
+    permissions (0666 less the umask). An ``OSError`` (also one raised by the block) becomes
+    ``error`` (a layer may ask for its own class) with one line naming ``path``."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(
-            prefix=f".{path.name}.", suffix=f".tmp{path.suffix}", dir=path.parent
-        )
+        tmp = _create_temp(path)
     except OSError as exc:
-        raise _write_error(path, exc) from None
-    os.close(fd)
-    tmp = Path(tmp_name)
+        raise _write_error(path, exc, error) from None
     try:
-        # mkstemp makes the file private (0600); an output file is an ordinary file.
-        tmp.chmod(_default_mode() if mode is None else mode)
+        if mode is not None:
+            tmp.chmod(mode)
         yield tmp
         _fsync(tmp)
         os.replace(tmp, path)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
-        raise _write_error(path, exc) from None
+        raise _write_error(path, exc, error) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
 
 
-def write_bytes(path: Path, data: bytes, *, mode: int | None = None) -> None:
+def write_bytes(
+    path: Path, data: bytes, *, mode: int | None = None, error: type[EdgenasError] = WriteError
+) -> None:
     """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
-    with atomic_path(path, mode=mode) as tmp:
+    with atomic_path(path, mode=mode, error=error) as tmp:
         tmp.write_bytes(data)
 
 
-def write_text(path: Path, text: str, *, mode: int | None = None) -> None:
+def write_text(
+    path: Path, text: str, *, mode: int | None = None, error: type[EdgenasError] = WriteError
+) -> None:
     """Write ``text`` (UTF-8) to ``path`` atomically (see ``atomic_path``)."""
-    write_bytes(path, text.encode("utf-8"), mode=mode)
+    write_bytes(path, text.encode("utf-8"), mode=mode, error=error)
 
 
 def write_json(path: Path, doc: object, *, indent: int | None = 1) -> None:
@@ -95,9 +99,8 @@ def read_json(
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise error(f"{path} does not exist: {fix}") from None
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else one_line(exc)
-        raise error(f"{path} is not {what} ({reason}): {fix}") from None
+    except (OSError, ValueError) as exc:  # ValueError: not UTF-8 or not JSON
+        raise error(f"{path} is not {what} ({_read_reason(exc)}): {fix}") from None
     found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
     if found not in accepted:
         expected = " or ".join(repr(f) for f in accepted)
@@ -105,16 +108,32 @@ def read_json(
     return doc
 
 
-def _write_error(path: Path, exc: OSError) -> WriteError:
+def _read_reason(exc: Exception) -> str:
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {one_line(exc)}"
+    return one_line(exc)
+
+
+def _create_temp(path: Path) -> Path:
+    # Not mkstemp: it makes the file 0600, and reading the umask to undo that (os.umask
+    # sets it to read it) races with threads that create files meanwhile. O_EXCL with a
+    # random name is mkstemp's own method; mode 0666 lets the kernel apply the umask.
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+        try:
+            os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+        except FileExistsError:
+            continue
+        return tmp
+    raise FileExistsError(errno.EEXIST, "no free temporary name", str(path))
+
+
+def _write_error(path: Path, exc: OSError, error: type[EdgenasError]) -> EdgenasError:
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     reason = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
-    return WriteError(f"cannot write {path}: {reason}; choose a folder you can write to")
-
-
-def _default_mode() -> int:
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+    return error(f"cannot write {path}: {reason}; choose a folder you can write to")
 
 
 def _fsync(path: Path) -> None:

@@ -17,8 +17,9 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from devices.atomic_write import write_text_atomic
 from devices.npu_sim.errors import NpuSimError
+from once_for_all.errors import one_line
+from once_for_all.files import write_text
 
 Dataflow = Literal["os", "ws", "is"]
 DATAFLOWS: tuple[Dataflow, ...] = ("os", "ws", "is")
@@ -124,7 +125,7 @@ class NpuConfig:
 
     def to_scalesim_cfg(self, path: str | os.PathLike[str], *, run_name: str = "edgenas") -> None:
         """Write a ``.cfg`` that SCALE-Sim v3 runs as is (written to a temporary name, renamed)."""
-        write_text_atomic(Path(path), format_scalesim_cfg(self, run_name=run_name))
+        write_text(Path(path), format_scalesim_cfg(self, run_name=run_name))
 
 
 def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuConfig:
@@ -134,8 +135,14 @@ def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuCon
         parser.read_string(text, source=source)
     except configparser.MissingSectionHeaderError:
         raise NpuSimError(f"{source}: not a SCALE-Sim config: no [section] headers") from None
+    except configparser.ParsingError as exc:
+        # Its message lists the bad lines below a headline that names only the source.
+        lineno, line = exc.errors[0]
+        raise NpuSimError(
+            f"{source}: not a SCALE-Sim config: line {lineno} is not 'key = value': {line}"
+        ) from None
     except configparser.Error as exc:
-        raise NpuSimError(f"{source}: not a SCALE-Sim config: {_one_line(exc)}") from None
+        raise NpuSimError(f"{source}: not a SCALE-Sim config: {one_line(exc)}") from None
 
     def get(section: str, key: str, default: str | None = None) -> str:
         if parser.has_option(section, key):
@@ -272,7 +279,3 @@ def _check_positive(key: str, value: object) -> None:
         or value <= 0
     ):
         raise NpuSimError(f"npu config: {key}={value!r}: expected a positive number")
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())

@@ -15,8 +15,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from devices.atomic_write import write_text_atomic
 from devices.npu_sim.errors import NpuSimError
+from once_for_all.errors import one_line
+from once_for_all.files import write_text
 
 if TYPE_CHECKING:
     import onnx
@@ -188,7 +189,7 @@ def read_topology_csv(path: str | os.PathLike[str]) -> list[Layer]:
 
 
 def write_topology_csv(layers: Iterable[Layer], path: str | os.PathLike[str]) -> None:
-    write_text_atomic(Path(path), format_topology_csv(layers))
+    write_text(Path(path), format_topology_csv(layers))
 
 
 # Operators that run on the array, by (domain, type): where the data and weight inputs sit,
@@ -221,11 +222,11 @@ def layers_from_onnx(model: str | os.PathLike[str] | onnx.ModelProto) -> list[La
         try:
             model = onnx.load(os.fspath(model))
         except Exception as exc:  # onnx raises DecodeError, OSError, ...
-            raise NpuSimError(f"{source}: cannot be read: {_one_line(exc)}") from None
+            raise NpuSimError(f"{source}: cannot be read: {one_line(exc, limit=300)}") from None
     try:
         inferred = onnx.shape_inference.infer_shapes(model)
     except Exception as exc:  # InferenceError and friends
-        raise NpuSimError(f"{source}: shape inference failed: {_one_line(exc)}") from None
+        raise NpuSimError(f"{source}: shape inference failed: {one_line(exc, limit=300)}") from None
     graph = inferred.graph
     shapes: dict[str, list[int | None]] = {}
     for info in [*graph.input, *graph.value_info, *graph.output]:
@@ -390,7 +391,3 @@ def _known(where: str, **dims: int | None) -> dict[str, int]:
                 "static shapes"
             )
     return {key: int(value or 0) for key, value in dims.items()}
-
-
-def _one_line(exc: Exception) -> str:
-    return " ".join(str(exc).split())[:300]

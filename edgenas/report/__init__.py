@@ -11,14 +11,13 @@ REPORT_NAME = "report.html"
 
 def build_report(run_dir: Path, out: Path | None = None) -> Path:
     """Write the report of ``run_dir`` (default ``run_dir/report.html``) and return its path."""
-    from devices.atomic_write import write_text_atomic
     from edgenas.report.collect import collect
     from edgenas.report.page import render
+    from once_for_all.files import write_text
 
     path = out or run_dir / REPORT_NAME
     page = render(collect(run_dir))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, page)
+    write_text(path, page)
     return path
 
 

@@ -4,9 +4,6 @@
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,13 +13,12 @@ import optuna
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from devices.atomic_write import write_text_atomic
 from edgenas.search.problem import DeviceTarget, SearchProblem
 from edgenas.search.space_params import subnet_from_params
 from edgenas.search.study_runner import StudyError
 from latency.proxies import costs_many
 from once_for_all.errors import EdgenasError
-from once_for_all.files import read_json
+from once_for_all.files import atomic_path, read_json, write_json
 from once_for_all.subnet import Subnet
 
 PARETO_FORMAT = "edgenas.pareto/1"
@@ -216,8 +212,7 @@ def pareto_document(
 
 
 def write_pareto(path: Path, document: ParetoDocument) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(path, json.dumps(document, indent=1, allow_nan=False) + "\n")
+    write_json(path, document)
 
 
 TRIALS, FRONT, MEASURED, BUDGET, CHOSEN = "#c8c8c8", "#1f77b4", "#d62728", "#2ca02c", "#ff7f0e"
@@ -296,13 +291,6 @@ def pareto_plot(document: Mapping[str, Any], study: optuna.Study, path: Path) ->
     complete = (optuna.trial.TrialState.COMPLETE,)
     values = [list(t.values) for t in study.get_trials(deepcopy=False, states=complete)]
     fig = pareto_figure(document, values)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
     return path

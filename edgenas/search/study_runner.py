@@ -36,7 +36,7 @@ from optuna.trial import FrozenTrial, TrialState
 from edgenas.search.evolution import EvolutionSampler
 from edgenas.search.problem import Evaluation, SearchProblem
 from edgenas.search.space_params import distributions, subnet_from_params, subnet_params
-from once_for_all.errors import EdgenasError
+from once_for_all.errors import EdgenasError, one_line
 from once_for_all.subnet import Subnet
 
 SAMPLERS = ("nsga2", "tpe", "random", "evolution")
@@ -84,15 +84,11 @@ def _open_rdb(url: str) -> RDBStorage:
             # Workers that open a fresh database at once race to create Optuna's tables
             # (PostgreSQL: duplicate key in pg_type); the loser finds them on a retry.
             if attempt == _RDB_ATTEMPTS:
-                raise StudyError(f"cannot open storage {shown}: {_first_line(exc)}") from None
+                raise StudyError(f"cannot open storage {shown}: {one_line(exc)}") from None
             time.sleep(random.uniform(0.1, 0.5))
         except Exception as exc:  # SQLAlchemy and drivers raise many types; report one line
-            raise StudyError(f"cannot open storage {shown}: {_first_line(exc)}") from None
+            raise StudyError(f"cannot open storage {shown}: {one_line(exc)}") from None
     raise AssertionError("unreachable")
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
 
 
 class _RepairingLock(JournalFileSymlinkLock):

@@ -144,8 +144,8 @@ def _subnet_model(
     from export.subnet_export import calibration_images
     from once_for_all import recalibrate_bn, train_static
     from once_for_all.accuracy_dataset import supernet_fingerprint
-    from once_for_all.checkpoint import atomic_torch_save
     from once_for_all.evaluation import bn_batches
+    from once_for_all.files import atomic_path
     from once_for_all.quant_aware import int8_activations
 
     model = supernet.extract(subnet)
@@ -199,14 +199,15 @@ def _subnet_model(
         )
         with int8_activations(model, calibration):
             train(settings.qat_epochs, float_self, "quantization-aware", QAT_KD_RATIO)
-    atomic_torch_save(
-        {
-            "format": FINETUNED_FORMAT,
-            "key": json.dumps(key, sort_keys=True),
-            "model": model.state_dict(),
-        },
-        saved,
-    )
+    with atomic_path(saved) as tmp:
+        torch.save(
+            {
+                "format": FINETUNED_FORMAT,
+                "key": json.dumps(key, sort_keys=True),
+                "model": model.state_dict(),
+            },
+            tmp,
+        )
     return model.eval()
 
 

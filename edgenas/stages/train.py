@@ -8,7 +8,6 @@ folder and the console output.
 
 from __future__ import annotations
 
-import json
 import shutil
 from pathlib import Path
 
@@ -16,7 +15,6 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from devices.atomic_write import write_text_atomic
 from edgenas.recipe import Recipe
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
 from once_for_all.data import load_data
@@ -28,6 +26,7 @@ from once_for_all.distributed import (
     process_group,
     training_device,
 )
+from once_for_all.files import atomic_path, write_json
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 
 CHECKPOINT_NAME = "checkpoint.pt"
@@ -94,7 +93,7 @@ def _train(
     if world.is_main:
         # The space as a file: what `edgenas profile --space` takes for a space adapted to data.
         out.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out / SPACE_NAME, json.dumps(space.to_dict(), indent=1) + "\n")
+        write_json(out / SPACE_NAME, space.to_dict())
     config = recipe.train_config()
     torch.manual_seed(config.seed)  # initial weights
     trainer = ProgressiveShrinkingTrainer(
@@ -152,8 +151,7 @@ def _train(
         )
     final = out / SUPERNET_NAME
     if state.phase_index >= len(config.phases) and world.is_main:
-        tmp = final.with_name(f".{final.name}.tmp")
-        shutil.copyfile(checkpoint, tmp)
-        tmp.replace(final)
+        with atomic_path(final) as tmp:
+            shutil.copyfile(checkpoint, tmp)
     barrier(world)
     return final
