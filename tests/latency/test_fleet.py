@@ -21,6 +21,7 @@ from latency.model_cache import ModelCache
 from latency.predictors import LutSumPredictor, load_predictor
 from latency.table import LatencyTable
 from once_for_all import get_space
+from once_for_all.progress import Progress
 
 TINY = get_space("mbv3-tiny")
 R = 28  # one resolution keeps the tables small: 74 blocks
@@ -172,13 +173,17 @@ def test_host_devices_take_turns_after_every_export(tmp_path: Path, cache: Path)
     )
     options = ProfileOptions(calibrate=0, resolutions=(R,))
     events: list[tuple[str, str, int, int]] = []
+
+    def progress(name: str) -> Progress:
+        return lambda stage, done, total: events.append((name, stage, done, total))
+
     jobs = [FleetJob(str(d), tmp_path / "out" / d.stem, options) for d in (cpu, off)]
     jobs.insert(1, FleetJob("npu-32x32-ws", tmp_path / "out" / "npu", options))
     results = profile_fleet(
         jobs,
         TINY,
         cache=ModelCache(cache),
-        progress=lambda *event: events.append(event),
+        progress=progress,
     )
     assert [r.ok for r in results] == [True, True, False]
     assert "cannot reach" in (results[2].error or "")
