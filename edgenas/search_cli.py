@@ -204,7 +204,7 @@ def search_command(
         )
         run.enqueue([space.validate(Subnet.load(p)) for p in enqueue or []])
         with stage_progress("search trials", quiet=quiet) as progress:
-            run.run(trials, progress=lambda d, t: progress("optimise", d, t))
+            run.run(trials, progress=progress)
         front = pareto_front(problem, run.persistent, measure=evaluate, reevaluate=reevaluate)
         chosen = choose(problem, front)
         document = pareto_document(
@@ -240,9 +240,7 @@ def _evaluator(
 
     def evaluate(subnets: Sequence[Subnet]) -> list[float]:
         with stage_progress("accuracy (inherited weights)", quiet=quiet) as progress:
-            return evaluate_many(
-                net, subnets, data, cache=cache, progress=lambda d, t: progress("evaluate", d, t)
-            )
+            return evaluate_many(net, subnets, data, cache=cache, progress=progress)
 
     return evaluate
 
