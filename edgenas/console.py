@@ -2,30 +2,29 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
-    Progress,
     TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.progress import Progress as RichProgress
+
+from once_for_all.progress import Progress
 
 err_console = Console(stderr=True)
 
 
-ProgressFn = Callable[[str, int, int], None]
-
-
 @contextmanager
-def stage_progress(label: str, *, quiet: bool) -> Iterator[ProgressFn]:
-    """A progress callback ``(stage, done, total)`` drawing one bar per stage, with ETA."""
-    with Progress(
+def stage_progress(label: str, *, quiet: bool) -> Iterator[Progress]:
+    """A progress callback drawing one bar per stage, with ETA."""
+    with RichProgress(
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),

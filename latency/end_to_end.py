@@ -28,7 +28,6 @@ from latency.model_cache import ModelCache
 from latency.profiler import (
     BatchFn,
     ProfileSettings,
-    ProgressFn,
     apply_reference,
     measure_in_batches,
     reference_file,
@@ -37,6 +36,7 @@ from latency.reference import Reference, needs_reference, normalised_ms
 from latency.table import TableError, TableHeader
 from once_for_all.files import read_json, write_text
 from once_for_all.network_config import network_config
+from once_for_all.progress import Progress
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
 
@@ -187,7 +187,7 @@ class MeasuredSubnets:
         passes: int | None = None,
         batch_size: int = 32,
         workers: int = 2,
-        progress: ProgressFn | None = None,
+        progress: Progress | None = None,
     ) -> list[float]:
         """Latency (ms, normalised to the reference; the median of ``passes`` passes, default
         ``default_passes``) of each subnet, measuring only the passes not in the file yet (a
@@ -205,7 +205,7 @@ class MeasuredSubnets:
                     settings.model_format,
                     settings.precision,
                     workers=workers,
-                    progress=(lambda d, t: progress("export", d, t)) if progress else None,
+                    progress=progress,
                 ),
                 strict=True,
             )
@@ -245,7 +245,7 @@ class MeasuredSubnets:
         return chosen
 
 
-def _offset(progress: ProgressFn | None, done: int, total: int) -> ProgressFn | None:
+def _offset(progress: Progress | None, done: int, total: int) -> Progress | None:
     """``progress`` of one pass's measuring, counted within all passes' ``total``."""
     if progress is None:
         return None

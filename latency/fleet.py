@@ -5,12 +5,12 @@ measures (blocks, the reference model, calibration subnets), measure the blocks 
 ``lut.json``, fit ``predictor.json`` on calibration subnets measured end to end. Every step
 saves as it goes, so a rerun skips what is done.
 
-``profile_fleet`` runs it for several devices at once, one worker thread per device; the
-work is waiting on SSH and on subprocesses, and threads share one ``ModelCache``. A device
-that fails, or goes away mid-run, ends with its error in its ``DeviceResult``; the others go
-on, and what the failed one measured stays saved for a rerun.
-
-Two rules keep the devices from getting in each other's way:
+``profile_fleet`` runs it for several devices at once on a thread pool, one worker per
+device; the work is waiting on SSH and on subprocesses, and threads share one
+``ModelCache``. A device that fails, or goes away mid-run, ends with its error in its
+``DeviceResult``; the others go on, and what the failed one measured stays saved for a rerun.
+A fleet runs each device's two steps (export its models, then measure them) in turns that
+keep the devices from getting in each other's way:
 
 - Model export takes one lock: the first worker that needs a block exports it, the next
   finds it in the cache (exports are CPU-heavy and the cache is shared, so never twice).
@@ -27,33 +27,40 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import AbstractContextManager
+from concurrent.futures import ThreadPoolExecutor, wait
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from devices.base import Device, DeviceError
 from devices.profiles import DeviceProfile, load_profile, open_device
-from latency.blocks import enumerate_blocks, profiled_resolutions
+from latency.blocks import BlockSpec, enumerate_blocks, profiled_resolutions
 from latency.end_to_end import MeasuredSubnets, random_subnets
 from latency.model_cache import ExportFailed, ModelCache
 from latency.predictors import CalibratedPredictor, LutSumPredictor
 from latency.predictors import calibrate as fit_calibration
-from latency.profiler import ProgressFn, open_table, profile_blocks, reference_file, settings_for
+from latency.profiler import (
+    ProfileSettings,
+    open_table,
+    profile_blocks,
+    reference_file,
+    settings_for,
+)
 from latency.table import LatencyTable, ModelFormat, Precision, TableError
 from once_for_all import SubnetError
 from once_for_all.errors import one_line
 from once_for_all.network_config import network_config
+from once_for_all.progress import Progress
 from once_for_all.search_space import SearchSpace
+from once_for_all.subnet import Subnet
 
 # Kinds whose measurements use this host's CPU (see the module docstring).
 HOST_KINDS = frozenset({"local", "npu-sim", "vela"})
 _INTERRUPTED = "interrupted; run the same command again to resume"
+_POLL_S = 0.2  # how often a waiting worker looks whether it should stop
 LUT_NAME = "lut.json"
 PREDICTOR_NAME = "predictor.json"
-
-# (device name, stage, done, total); stage is e.g. "export blocks", "measure blocks".
-FleetProgressFn = Callable[[str, str, int, int], None]
 
 
 @dataclass(frozen=True)
@@ -131,24 +138,54 @@ def profile_device(
     options: ProfileOptions,
     *,
     cache: ModelCache,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     say: Callable[[str], None] | None = None,
-    export_lock: AbstractContextManager[Any] | None = None,
-    exported: Callable[[], None] | None = None,
-    measuring: Callable[[], AbstractContextManager[Any]] | None = None,
 ) -> Profiled:
     """Profile ``device`` into ``out/lut.json`` and ``out/predictor.json`` (resuming what
-    is there). ``export_lock`` is held while exporting models, ``exported()`` is called after,
-    and measuring happens inside ``measuring()``: a fleet coordinates its workers with them."""
+    is there): export every model it measures, then measure them. Progress stages are
+    ``"export blocks"``, ``"measure blocks"`` and the same for ``"calibration subnets"``."""
+    plan = _plan(device, space, out, options, say=say)
+    _export(plan, cache, progress)
+    return _measure(plan, cache, progress)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What profiling one device takes, worked out from its fingerprint: ``profile_device``
+    carries it out in two steps, ``_export`` then ``_measure``, and a fleet runs each step
+    in its turn."""
+
+    device: Device
+    space: SearchSpace
+    out: Path
+    options: ProfileOptions
+    settings: ProfileSettings
+    resolutions: tuple[int, ...]
+    specs: list[BlockSpec]
+    table: LatencyTable  # as found in ``out``: what is measured already
+    subnets: list[Subnet]  # to measure end to end for calibration
+
+    @property
+    def calibration(self) -> Path:
+        return self.out / "calibration.json"
+
+
+def _plan(
+    device: Device,
+    space: SearchSpace,
+    out: Path,
+    options: ProfileOptions,
+    *,
+    say: Callable[[str], None] | None = None,
+) -> _Plan:
     fp = device.fingerprint()
     settings = settings_for(
         fp, device.name, model_format=options.model_format, precision=options.precision
     )
     resolutions = profiled_resolutions(space, options.resolutions)
     specs = enumerate_blocks(space, resolutions=resolutions)
-    table_path = out / LUT_NAME
     table = open_table(
-        table_path,
+        out / LUT_NAME,
         space=space,
         device=device.name,
         fingerprint=fp,
@@ -165,82 +202,84 @@ def profile_device(
         if options.calibrate
         else []
     )
-    calibration = out / "calibration.json"
+    return _Plan(device, space, out, options, settings, resolutions, specs, table, subnets)
 
-    def stage(what: str) -> ProgressFn | None:
-        if progress is None:
-            return None
-        return lambda step, done, total: progress(f"{step} {what}", done, total)
 
-    def measuring_stage(what: str) -> ProgressFn | None:
-        # Its models are exported by now: the measuring steps' own export check says nothing.
-        report = stage(what)
-        if report is None:
-            return None
-        return lambda step, done, total: None if step == "export" else report(step, done, total)
+def _export(plan: _Plan, cache: ModelCache, progress: Progress | None) -> None:
+    """Export every model ``plan`` measures that the cache lacks: blocks not in the table,
+    calibration subnets not measured yet, and the reference model."""
+    settings, table = plan.settings, plan.table
+    todo = [spec for spec in plan.specs if spec.key not in table]
+    cache.blocks(
+        todo,
+        settings.model_format,
+        settings.precision,
+        workers=plan.options.workers,
+        progress=_stage(progress, "blocks"),
+    )
+    done = MeasuredSubnets(plan.calibration, table.header) if plan.subnets else None
+    pending = done.missing(plan.subnets, plan.options.passes) if done is not None else []
+    cache.networks(
+        [network_config(plan.space, s) for s in pending],
+        settings.model_format,
+        settings.precision,
+        workers=plan.options.workers,
+        progress=_stage(progress, "calibration subnets"),
+    )
+    if todo or pending:
+        reference_file(cache, plan.space, table.header)
 
-    # Everything is exported before anything is measured (see the module docstring); the
-    # measuring steps below then find their models in the cache.
-    with export_lock or contextlib.nullcontext():
-        todo = [spec for spec in specs if spec.key not in table]
-        cache.blocks(
-            todo,
-            settings.model_format,
-            settings.precision,
-            workers=options.workers,
-            progress=_step(stage("blocks"), "export"),
-        )
-        done = MeasuredSubnets(calibration, table.header) if subnets else None
-        pending = done.missing(subnets, options.passes) if done is not None else []
-        cache.networks(
-            [network_config(space, s) for s in pending],
-            settings.model_format,
-            settings.precision,
-            workers=options.workers,
-            progress=_step(stage("calibration subnets"), "export"),
-        )
-        if todo or pending:
-            reference_file(cache, space, table.header)
-    if exported is not None:
-        exported()
-    with measuring() if measuring is not None else contextlib.nullcontext():
-        table = profile_blocks(
-            device,
-            space,
-            table_path,
+
+def _measure(plan: _Plan, cache: ModelCache, progress: Progress | None) -> Profiled:
+    """Measure ``plan``'s blocks and calibration subnets (their models are exported by now)
+    and fit the predictor."""
+    options, settings = plan.options, plan.settings
+    table = profile_blocks(
+        plan.device,
+        plan.space,
+        plan.out / LUT_NAME,
+        cache=cache,
+        model_format=settings.model_format,
+        precision=settings.precision,
+        resolutions=plan.resolutions,
+        batch_size=options.batch_size,
+        workers=options.workers,
+        progress=_measuring_stage(progress, "blocks"),
+    )
+    base = LutSumPredictor.from_table(plan.space, table)
+    base.save(plan.out / "lut-sum.json")
+    predictor: LutSumPredictor | CalibratedPredictor = base
+    if plan.subnets:
+        store = MeasuredSubnets(plan.calibration, table.header)
+        measured = store.measure(
+            plan.device,
+            plan.space,
+            plan.subnets,
             cache=cache,
-            model_format=settings.model_format,
-            precision=settings.precision,
-            resolutions=resolutions,
+            settings=settings,
+            passes=options.passes,
             batch_size=options.batch_size,
             workers=options.workers,
-            progress=measuring_stage("blocks"),
+            progress=_measuring_stage(progress, "calibration subnets"),
         )
-        base = LutSumPredictor.from_table(space, table)
-        base.save(out / "lut-sum.json")
-        predictor: LutSumPredictor | CalibratedPredictor = base
-        if subnets:
-            store = MeasuredSubnets(calibration, table.header)
-            measured = store.measure(
-                device,
-                space,
-                subnets,
-                cache=cache,
-                settings=settings,
-                passes=options.passes,
-                batch_size=options.batch_size,
-                workers=options.workers,
-                progress=measuring_stage("calibration subnets"),
-            )
-            predictor = fit_calibration(base, subnets, measured)
-    predictor.save(out / PREDICTOR_NAME)
+        predictor = fit_calibration(base, plan.subnets, measured)
+    predictor.save(plan.out / PREDICTOR_NAME)
     return Profiled(table, predictor)
 
 
-def _step(progress: ProgressFn | None, step: str) -> Callable[[int, int], None] | None:
+def _stage(progress: Progress | None, what: str) -> Progress | None:
+    """``progress`` with ``what`` after each stage's name: "export" → "export blocks"."""
     if progress is None:
         return None
-    return lambda done, total: progress(step, done, total)
+    return lambda step, done, total: progress(f"{step} {what}", done, total)
+
+
+def _measuring_stage(progress: Progress | None, what: str) -> Progress | None:
+    # Its models are exported by now: the measuring steps' own export check says nothing.
+    report = _stage(progress, what)
+    if report is None:
+        return None
+    return lambda step, done, total: None if step == "export" else report(step, done, total)
 
 
 def check_fleet(jobs: Sequence[FleetJob]) -> list[DeviceProfile]:
@@ -264,143 +303,149 @@ def profile_fleet(
     space: SearchSpace,
     *,
     cache: ModelCache,
-    progress: FleetProgressFn | None = None,
+    progress: Callable[[str], Progress] | None = None,
     on_done: Callable[[DeviceResult], None] | None = None,
     stop: threading.Event | None = None,
 ) -> list[DeviceResult]:
-    """Profile every job's device at once (one thread each; see the module docstring) and
-    return their results in the jobs' order. A device's failure is its result's ``error``;
-    only a profile that cannot be loaded, or two devices sharing a folder, raise (before
-    anything starts). Setting ``stop`` ends every worker after its batch in flight."""
+    """Profile every job's device at once (one worker thread each; see the module docstring)
+    and return their results in the jobs' order. ``progress(name)`` gives the progress
+    callback of the device with that profile name; ``on_done`` is called, from the device's
+    worker, as each device ends. A device's failure is its result's ``error``; only a
+    profile that cannot be loaded, or two devices sharing a folder, raise (before anything
+    starts). Ctrl-C, or setting ``stop``, ends every worker after its batch in flight (its
+    result's error then says to rerun); the function still returns every result."""
     profiles = check_fleet(jobs)
     stop = stop or threading.Event()
-    export_lock = threading.Lock()
-    host_lock = threading.Lock()
-    all_exported = threading.Event()
-    remaining = [len(jobs)]
-    count_lock = threading.Lock()
-    results: list[DeviceResult | None] = [None] * len(jobs)
+    turns = _Turns(len(jobs), stop)
 
-    def arrive() -> None:
-        with count_lock:
-            remaining[0] -= 1
-            if remaining[0] == 0:
-                all_exported.set()
+    def work(index: int, job: FleetJob, profile: DeviceProfile) -> DeviceResult:
+        report = progress(profile.name) if progress is not None else _silent
+        result = _profile_job(index, job, profile, space, cache=cache, turns=turns, report=report)
+        if on_done is not None:
+            on_done(result)
+        return result
 
-    @contextlib.contextmanager
-    def host_turn(name: str) -> Iterator[None]:
-        report(name, "waiting for the other devices' exports", 0, 0)
-        while not all_exported.wait(0.2):
-            _check(stop)
-        report(name, "waiting for this host's CPU", 0, 0)
-        while not host_lock.acquire(timeout=0.2):
-            _check(stop)
+    with ThreadPoolExecutor(max_workers=max(len(jobs), 1), thread_name_prefix="profile") as pool:
+        futures = [
+            pool.submit(work, i, job, p)
+            for i, (job, p) in enumerate(zip(jobs, profiles, strict=True))
+        ]
+        try:
+            wait(futures)
+        except KeyboardInterrupt:
+            # The workers see ``stop`` at their next progress report or turn, after the
+            # batch in flight: the tables are saved per batch, so a rerun resumes there.
+            stop.set()
+            wait(futures)
+    return [future.result() for future in futures]
+
+
+def _profile_job(
+    index: int,
+    job: FleetJob,
+    profile: DeviceProfile,
+    space: SearchSpace,
+    *,
+    cache: ModelCache,
+    turns: _Turns,
+    report: Progress,
+) -> DeviceResult:
+    """One fleet worker: profile ``job``'s device in the fleet's turns; every failure,
+    Ctrl-C included, ends up as the result's ``error``."""
+    started = time.perf_counter()
+
+    def checked(stage: str, done: int, total: int) -> None:
+        turns.check()  # between two batches: where a worker stops on Ctrl-C
+        report(stage, done, total)
+
+    try:
+        report("connecting", 0, 0)
+        with open_device(job.device) as device:
+            plan = _plan(device, space, job.out, job.options)
+            with turns.exporting():
+                _export(plan, cache, checked)
+            turns.exported(index)
+            host = profile.kind in HOST_KINDS
+            with turns.measuring(report) if host else contextlib.nullcontext():
+                profiled = _measure(plan, cache, checked)
+    except Exception as exc:  # a worker reports every failure as its device's result
+        return DeviceResult(
+            job.device,
+            profile.name,
+            job.out,
+            error=_INTERRUPTED if turns.stop.is_set() else _error_text(exc),
+            blocks=_saved_blocks(job.out / LUT_NAME),
+            total_blocks=_total_blocks(space, job.options),
+            seconds=time.perf_counter() - started,
+        )
+    finally:
+        turns.exported(index)  # a device that failed exports nothing more either
+    predictor, table = profiled.predictor, profiled.table
+    return DeviceResult(
+        job.device,
+        profile.name,
+        job.out,
+        blocks=len(table),
+        total_blocks=_total_blocks(space, job.options),
+        kind=predictor.kind,
+        validation=dict(getattr(predictor, "validation", {})),
+        reference=table.header.reference.to_dict() if table.header.reference else None,
+        seconds=time.perf_counter() - started,
+    )
+
+
+class _Turns:
+    """The fleet's two rules (see the module docstring) as turns its workers take. Every
+    wait ends in ``Cancelled`` once ``stop`` is set."""
+
+    def __init__(self, devices: int, stop: threading.Event) -> None:
+        self.stop = stop
+        self._export = threading.Lock()
+        self._host = threading.Lock()
+        self._exporting = set(range(devices))  # the devices that may still export
+        self._exported = threading.Condition()
+
+    def check(self) -> None:
+        if self.stop.is_set():
+            raise Cancelled(_INTERRUPTED)
+
+    def exporting(self) -> AbstractContextManager[None]:
+        """One device exports at a time: the first that needs a model exports it and the
+        next finds it in the shared cache, so no export runs twice or beside another."""
+        return self._hold(self._export)
+
+    def exported(self, device: int) -> None:
+        """Device number ``device`` exports nothing more (it is done, or failed)."""
+        with self._exported:
+            self._exporting.discard(device)
+            self._exported.notify_all()
+
+    @contextmanager
+    def measuring(self, report: Progress) -> Iterator[None]:
+        """A host device's turn to measure: once no device is left to export, one host
+        device at a time, so that a timing here runs beside no export, simulation or other
+        timing on this host's CPU."""
+        report("waiting for the other devices' exports", 0, 0)
+        with self._exported:
+            while not self._exported.wait_for(lambda: not self._exporting, timeout=_POLL_S):
+                self.check()
+        report("waiting for this host's CPU", 0, 0)
+        with self._hold(self._host):
+            yield
+
+    @contextmanager
+    def _hold(self, lock: threading.Lock) -> Iterator[None]:
+        # Waits in short steps: ``stop`` is an Event that no lock wait can also wait on.
+        while not lock.acquire(timeout=_POLL_S):
+            self.check()
         try:
             yield
         finally:
-            host_lock.release()
-
-    def report(name: str, stage: str, done: int, total: int) -> None:
-        if progress is not None:
-            progress(name, stage, done, total)
-
-    def work(index: int, job: FleetJob, profile: DeviceProfile) -> None:
-        started = time.perf_counter()
-        arrived = False
-
-        def exported() -> None:
-            nonlocal arrived
-            arrived = True
-            arrive()
-
-        def on_progress(stage: str, done: int, total: int) -> None:
-            _check(stop)
-            report(profile.name, stage, done, total)
-
-        result: DeviceResult
-        try:
-            report(profile.name, "connecting", 0, 0)
-            with open_device(job.device) as device:
-                profiled = profile_device(
-                    device,
-                    space,
-                    job.out,
-                    job.options,
-                    cache=cache,
-                    progress=on_progress,
-                    export_lock=_Interruptible(export_lock, stop),
-                    exported=exported,
-                    measuring=(lambda: host_turn(profile.name))
-                    if profile.kind in HOST_KINDS
-                    else None,
-                )
-            predictor = profiled.predictor
-            table = profiled.table
-            result = DeviceResult(
-                job.device,
-                profile.name,
-                job.out,
-                blocks=len(table),
-                total_blocks=_total_blocks(space, job.options),
-                kind=predictor.kind,
-                validation=dict(getattr(predictor, "validation", {})),
-                reference=table.header.reference.to_dict() if table.header.reference else None,
-                seconds=time.perf_counter() - started,
-            )
-        except Exception as exc:  # a worker reports every failure as its device's result
-            result = DeviceResult(
-                job.device,
-                profile.name,
-                job.out,
-                error=_INTERRUPTED if stop.is_set() else _error_text(exc),
-                blocks=_saved_blocks(job.out / LUT_NAME),
-                total_blocks=_total_blocks(space, job.options),
-                seconds=time.perf_counter() - started,
-            )
-        finally:
-            if not arrived:
-                arrive()
-        results[index] = result
-        if on_done is not None:
-            on_done(result)
-
-    threads = [
-        # Daemon threads: a second Ctrl-C ends the process without waiting for a batch in
-        # flight; the tables are written atomically, so nothing is left half-written.
-        threading.Thread(target=work, args=(i, job, p), name=f"profile-{p.name}", daemon=True)
-        for i, (job, p) in enumerate(zip(jobs, profiles, strict=True))
-    ]
-    for thread in threads:
-        thread.start()
-    try:
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
-    except KeyboardInterrupt:
-        stop.set()
-        for thread in threads:
-            while thread.is_alive():
-                thread.join(0.2)
-    return [r for r in results if r is not None]
+            lock.release()
 
 
-class _Interruptible:
-    """A lock whose waiting ends with ``Cancelled`` once ``stop`` is set."""
-
-    def __init__(self, lock: threading.Lock, stop: threading.Event) -> None:
-        self.lock, self.stop = lock, stop
-
-    def __enter__(self) -> None:
-        while not self.lock.acquire(timeout=0.2):
-            _check(self.stop)
-
-    def __exit__(self, *exc: object) -> None:
-        self.lock.release()
-
-
-def _check(stop: threading.Event) -> None:
-    if stop.is_set():
-        raise Cancelled(_INTERRUPTED)
+def _silent(stage: str, done: int, total: int, /) -> None:
+    return None
 
 
 def _error_text(exc: BaseException) -> str:

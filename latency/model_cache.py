@@ -24,12 +24,11 @@ from latency.block_models import block_input_shape, block_module
 from latency.blocks import BlockSpec
 from latency.table import ModelFormat, Precision
 from once_for_all.errors import EdgenasError
+from once_for_all.progress import Progress
 
 # Bump when block models or their conversion change: old cache entries are then not reused.
 CACHE_VERSION = "1"
 CALIBRATION_SAMPLES = 8
-
-ProgressFn = Callable[[int, int], None]  # (done, total)
 
 
 class ExportFailed(EdgenasError, RuntimeError):
@@ -82,9 +81,10 @@ class ModelCache:
         precision: Precision,
         *,
         workers: int = 2,
-        progress: ProgressFn | None = None,
+        progress: Progress | None = None,
     ) -> dict[str, Path]:
-        """Block key → model file, exporting what the cache lacks (each block once)."""
+        """Block key → model file, exporting what the cache lacks (each block once); progress
+        is reported as stage ``"export"``."""
         jobs = [(spec.to_dict(), self.block_path(spec, model_format, precision)) for spec in specs]
         paths = self._run(jobs, _export_block, model_format, precision, workers, progress)
         return {spec.key: path for spec, path in zip(specs, paths, strict=True)}
@@ -96,7 +96,7 @@ class ModelCache:
         precision: Precision,
         *,
         workers: int = 2,
-        progress: ProgressFn | None = None,
+        progress: Progress | None = None,
     ) -> list[Path]:
         """Whole static networks (random weights) for end-to-end measurements."""
         jobs = [(dict(c), self.network_path(c, model_format, precision)) for c in configs]
@@ -109,12 +109,12 @@ class ModelCache:
         model_format: ModelFormat,
         precision: Precision,
         workers: int,
-        progress: ProgressFn | None,
+        progress: Progress | None,
     ) -> list[Path]:
         todo = [(desc, path) for desc, path in jobs if not path.exists()]
         total, done = len(todo), 0
         if progress is not None:
-            progress(0, total)
+            progress("export", 0, total)
         if not todo:
             return [path for _, path in jobs]
         todo[0][1].parent.mkdir(parents=True, exist_ok=True)
@@ -125,7 +125,7 @@ class ModelCache:
                 export_fn(desc, path, model_format, precision)
                 done += 1
                 if progress is not None:
-                    progress(done, total)
+                    progress("export", done, total)
         else:
             with ProcessPoolExecutor(
                 max_workers=min(workers, total),
@@ -140,7 +140,7 @@ class ModelCache:
                     future.result()
                     done += 1
                     if progress is not None:
-                        progress(done, total)
+                        progress("export", done, total)
         return [path for _, path in jobs]
 
 

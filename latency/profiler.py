@@ -30,10 +30,9 @@ from latency.reference import (
 )
 from latency.table import LatencyTable, ModelFormat, Precision, TableError, TableHeader
 from once_for_all.network_config import network_config
+from once_for_all.progress import Progress
 from once_for_all.search_space import SearchSpace
 
-# (stage, done, total): stage is "export" or "measure".
-ProgressFn = Callable[[str, int, int], None]
 # (start, results, the reference's measurement in that call or None)
 BatchFn = Callable[[int, list[Measurement], Measurement | None], None]
 
@@ -137,10 +136,11 @@ def profile_blocks(
     resolutions: Sequence[int] | None = None,
     batch_size: int = 32,
     workers: int = 2,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
 ) -> LatencyTable:
     """Measure every distinct block of ``space`` (at ``resolutions``, default all) on
-    ``device`` into the table at ``table_path``."""
+    ``device`` into the table at ``table_path``; progress stages are ``"export"`` and
+    ``"measure"``."""
     chosen = profiled_resolutions(space, resolutions)
     fingerprint = device.fingerprint()
     settings = settings_for(
@@ -160,7 +160,7 @@ def profile_blocks(
         settings.model_format,
         settings.precision,
         workers=workers,
-        progress=(lambda d, t: progress("export", d, t)) if progress else None,
+        progress=progress,
     )
 
     def store(start: int, results: list[Measurement], ref: Measurement | None) -> None:
@@ -212,7 +212,7 @@ def measure_in_batches(
     *,
     batch_size: int,
     on_batch: BatchFn,
-    progress: ProgressFn | None = None,
+    progress: Progress | None = None,
     reference: Path | None = None,
     retries: int = RETRIES,
 ) -> None:

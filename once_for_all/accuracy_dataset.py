@@ -18,7 +18,7 @@ import hashlib
 import json
 import math
 import random
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -28,14 +28,12 @@ from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError
 from once_for_all.evaluation import BN_IMAGES, evaluate_subnet
 from once_for_all.files import write_json
+from once_for_all.progress import Progress
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet, SubnetError
 
 CACHE_FORMAT = "edgenas.accuracy-cache/1"
 SPLITS = ("val", "test")
-
-ProgressCallback = Callable[[int, int], None]
-"""Called as ``progress(done, total)`` after each subnet (cached ones count as done at once)."""
 
 
 class AccuracyCacheError(EdgenasError, ValueError):
@@ -185,12 +183,13 @@ def evaluate_many(
     data: DataBundle,
     *,
     cache: AccuracyCache,
-    progress: ProgressCallback | None = None,
+    progress: Progress | None = None,
 ) -> list[float]:
     """Accuracy of each subnet (in order) with inherited weights, via ``evaluate_subnet`` with
     the cache's settings (split, BN images, image limit). Subnets already in ``cache`` are not
     evaluated again; new results are saved every ``cache.save_every`` subnets and when the
     call ends, also on an error or Ctrl-C, so a killed run loses at most a few evaluations.
+    Progress (stage ``"evaluate"``) is reported after each subnet, cached ones included.
     Raises ``AccuracyCacheError`` if ``supernet`` is not the one the cache was opened for."""
     space = supernet.space
     if cache.header.space != space.id or cache.header.supernet != supernet_fingerprint(supernet):
@@ -216,7 +215,7 @@ def evaluate_many(
                 cache.put(subnet, acc)
             results.append(acc)
             if progress is not None:
-                progress(done, len(subnets))
+                progress("evaluate", done, len(subnets))
     finally:
         cache.save()
     return results

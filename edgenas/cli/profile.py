@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from edgenas.cli.user_errors import fail
@@ -21,10 +22,11 @@ from edgenas.console import err_console, stage_progress
 
 if TYPE_CHECKING:
     from devices.measurement import Measurement
-    from latency.fleet import DeviceResult, FleetJob, FleetProgressFn, ProfileOptions
+    from latency.fleet import DeviceResult, FleetJob, ProfileOptions
     from latency.model_cache import ModelCache
     from latency.predictors import CalibratedPredictor, LutSumPredictor
     from latency.table import TableHeader
+    from once_for_all.progress import Progress
     from once_for_all.search_space import SearchSpace
 
 latency_app = typer.Typer(
@@ -285,9 +287,10 @@ def run_fleet(
 @contextmanager
 def _fleet_progress(
     names: list[str], *, quiet: bool
-) -> Iterator[tuple[FleetProgressFn, Callable[[DeviceResult], None]]]:
-    """One bar per device: its stage and how far it is; ``finished`` marks the outcome."""
-    with Progress(
+) -> Iterator[tuple[Callable[[str], Progress], Callable[[DeviceResult], None]]]:
+    """One bar per device: ``bar(name)`` is the progress of the device ``name`` (its stage
+    and how far it is); ``finished`` marks the outcome."""
+    with RichProgress(
         TextColumn("{task.fields[device]}"),
         TextColumn("{task.description}"),
         BarColumn(),
@@ -298,8 +301,13 @@ def _fleet_progress(
     ) as progress:
         tasks = {n: progress.add_task("queued", total=None, device=escape(n)) for n in names}
 
-        def update(name: str, stage: str, done: int, total: int) -> None:
-            progress.update(tasks[name], description=stage, completed=done, total=total or None)
+        def bar(name: str) -> Progress:
+            task = tasks[name]
+
+            def update(stage: str, done: int, total: int) -> None:
+                progress.update(task, description=stage, completed=done, total=total or None)
+
+            return update
 
         def finished(result: DeviceResult) -> None:
             task = tasks[result.name]
@@ -309,7 +317,7 @@ def _fleet_progress(
                 progress.update(task, description="[red]failed", total=1)
             progress.stop_task(task)
 
-        yield update, finished
+        yield bar, finished
 
 
 def _print_fleet(results: list[DeviceResult]) -> None:

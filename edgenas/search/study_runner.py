@@ -24,7 +24,7 @@ import random
 import socket
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import optuna
@@ -37,10 +37,10 @@ from edgenas.search.evolution import EvolutionSampler
 from edgenas.search.problem import Evaluation, SearchProblem
 from edgenas.search.space_params import distributions, subnet_from_params, subnet_params
 from once_for_all.errors import EdgenasError, one_line
+from once_for_all.progress import Progress
 from once_for_all.subnet import Subnet
 
 SAMPLERS = ("nsga2", "tpe", "random", "evolution")
-ProgressFn = Callable[[int, int], None]  # (completed trials, target)
 
 
 class StudyError(EdgenasError, ValueError):
@@ -265,14 +265,15 @@ class SearchRun:
             self.problem.space.validate(subnet)
             self.memory.enqueue_trial(subnet_params(subnet))
 
-    def run(self, n_trials: int, *, progress: ProgressFn | None = None) -> int:
+    def run(self, n_trials: int, *, progress: Progress | None = None) -> int:
         """Work until the study holds ``n_trials`` completed trials (from all workers; the
-        count is checked at every sync, so several workers may overshoot by a batch)."""
+        count is checked at every sync, so several workers may overshoot by a batch).
+        Progress is the completed trials of ``n_trials``, as stage ``"optimise"``."""
         while True:
             self.pull()
             done = len(self.completed())
             if progress:
-                progress(done, n_trials)
+                progress("optimise", done, n_trials)
             if done >= n_trials:
                 return done
             todo = min(self.sync_every, n_trials - done)

@@ -133,7 +133,7 @@ def search(
     )
     run.enqueue([space.validate(Subnet.load(p)) for p in o.enqueue])
     with stage_progress("search trials", quiet=quiet) as progress:
-        run.run(o.trials, progress=lambda d, t: progress("optimise", d, t))
+        run.run(o.trials, progress=progress)
     front = pareto_front(problem, run.persistent, measure=evaluate, reevaluate=o.reevaluate)
     chosen = choose(problem, front)
     document = pareto_document(
@@ -181,9 +181,7 @@ def _evaluator(
 
     def evaluate(subnets: Sequence[Subnet]) -> list[float]:
         with stage_progress("accuracy (inherited weights)", quiet=quiet) as progress:
-            return evaluate_many(
-                net, subnets, data, cache=cache, progress=lambda d, t: progress("evaluate", d, t)
-            )
+            return evaluate_many(net, subnets, data, cache=cache, progress=progress)
 
     return evaluate
 

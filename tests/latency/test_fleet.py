@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from latency.model_cache import ModelCache
 from latency.predictors import LutSumPredictor, load_predictor
 from latency.table import LatencyTable
 from once_for_all import get_space
+from once_for_all.progress import Progress
 from tests.support.sshd import Sshd, free_port, generate_key, sshd_missing, start_sshd
 
 TINY = get_space("mbv3-tiny")
@@ -172,13 +174,17 @@ def test_host_devices_take_turns_after_every_export(tmp_path: Path, cache: Path)
     )
     options = ProfileOptions(calibrate=0, resolutions=(R,))
     events: list[tuple[str, str, int, int]] = []
+
+    def progress(name: str) -> Progress:
+        return lambda stage, done, total: events.append((name, stage, done, total))
+
     jobs = [FleetJob(str(d), tmp_path / "out" / d.stem, options) for d in (cpu, off)]
     jobs.insert(1, FleetJob("npu-32x32-ws", tmp_path / "out" / "npu", options))
     results = profile_fleet(
         jobs,
         TINY,
         cache=ModelCache(cache),
-        progress=lambda *event: events.append(event),
+        progress=progress,
     )
     assert [r.ok for r in results] == [True, True, False]
     assert "cannot reach" in (results[2].error or "")
@@ -189,6 +195,19 @@ def test_host_devices_take_turns_after_every_export(tmp_path: Path, cache: Path)
     first = order[0]
     assert order == [first] * order.count(first) + [n for n in order if n != first]
     assert {"fleet-cpu", "npu-32x32-ws"} == set(order)
+
+
+def test_a_stopped_fleet_ends_every_device_as_interrupted(tmp_path: Path, cache: Path) -> None:
+    """What Ctrl-C does: workers stop at their next progress report, and say to rerun."""
+    stop = threading.Event()
+    stop.set()
+    options = ProfileOptions(calibrate=0, resolutions=(R,))
+    jobs = [FleetJob(name, tmp_path / name, options) for name in ("npu-32x32-ws", "local-cpu")]
+    results = profile_fleet(jobs, TINY, cache=ModelCache(cache), stop=stop)
+    assert [r.name for r in results] == ["npu-32x32-ws", "local-cpu"]
+    for result in results:
+        assert result.error == "interrupted; run the same command again to resume"
+        assert not (result.out / "predictor.json").exists()
 
 
 def test_fleet_usage_errors_are_one_line_and_write_nothing(tmp_path: Path, cache: Path) -> None:

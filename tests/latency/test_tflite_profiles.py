@@ -68,7 +68,9 @@ def test_litert_fp32_table(tmp_path: Path, cache: ModelCache) -> None:
 def test_exported_blocks_are_reused(cache: ModelCache) -> None:
     specs = enumerate_blocks(MICRO)
     calls: list[tuple[int, int]] = []
-    cache.blocks(specs, "tflite", "fp32", progress=lambda done, total: calls.append((done, total)))
+    cache.blocks(
+        specs, "tflite", "fp32", progress=lambda _, done, total: calls.append((done, total))
+    )
     assert calls == [(0, 0)]  # nothing left to convert
 
 

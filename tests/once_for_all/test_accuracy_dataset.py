@@ -100,7 +100,7 @@ def test_evaluate_many_resumes_without_reevaluating(
 
     on_disk: list[int] = []
 
-    def interrupt_after_four(done: int, total: int) -> None:
+    def interrupt_after_four(stage: str, done: int, total: int) -> None:
         # What a SIGKILL would leave: the file as written so far, before any final save.
         on_disk.append(len(json.loads(path.read_text())["entries"]) if path.exists() else 0)
         if done == 4:
@@ -120,7 +120,7 @@ def test_evaluate_many_resumes_without_reevaluating(
         subnets,
         fmnist_small,
         cache=resumed,
-        progress=lambda done, total: progress.append((done, total)),
+        progress=lambda _, done, total: progress.append((done, total)),
     )
     assert counted == subnets  # the first four came from the cache
     assert progress == [(i, 6) for i in range(1, 7)]
