@@ -38,7 +38,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _here]
 sys.path.insert(0, str(_here.parent))
 
 from edgenas.search.problem import DeviceTarget, SearchProblem  # noqa: E402
-from edgenas.search.study_runner import SAMPLERS, SearchRun  # noqa: E402
+from edgenas.search.sampler_names import SAMPLERS  # noqa: E402
+from edgenas.search.study_runner import SearchRun  # noqa: E402
 from latency.predictors import load_predictor  # noqa: E402
 from once_for_all.accuracy_predictor import load_accuracy_predictor  # noqa: E402
 

@@ -282,7 +282,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
 
 
 def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
-    from edgenas.search_cli import AccuracySource, Sampler, search_command
+    from edgenas.search_cli import AccuracySource, search_command
 
     names = [_device_name(d.name) for d in recipe.devices]
     folder = run.root / "search"
@@ -305,7 +305,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
         budget_ms=budgets or None,
         out=folder,
         trials=s.trials,
-        sampler=Sampler(s.sampler),
+        sampler=s.sampler,
         storage=None,
         study_name="edgenas",
         accuracy=AccuracySource(s.accuracy),

@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from edgenas.search.sampler_names import SamplerName
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.errors import EdgenasError
@@ -113,7 +114,7 @@ class DeviceSection(_Strict):
 
 class SearchSection(_Strict):
     trials: int = Field(2000, ge=1)
-    sampler: Literal["nsga2", "tpe", "random", "evolution"] = "nsga2"
+    sampler: SamplerName = "nsga2"
     accuracy: Literal["predictor", "direct"] = "predictor"
     accuracy_samples: int = Field(100, ge=10)
     eval_images: int | None = Field(None, ge=1)

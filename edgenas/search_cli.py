@@ -15,6 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgenas.console import err_console, fail, stage_progress
+from edgenas.search.sampler_names import SamplerName
 
 if TYPE_CHECKING:
     import numpy as np
@@ -22,13 +23,6 @@ if TYPE_CHECKING:
     from once_for_all import OFAMobileNetV3, SearchSpace, Subnet
     from once_for_all.accuracy_dataset import AccuracyCache
     from once_for_all.data import DataBundle
-
-
-class Sampler(str, Enum):
-    nsga2 = "nsga2"
-    tpe = "tpe"
-    random = "random"
-    evolution = "evolution"
 
 
 class AccuracySource(str, Enum):
@@ -94,8 +88,8 @@ def search_command(
         int, typer.Option(min=1, help="completed trials the study should hold")
     ] = 2000,
     sampler: Annotated[
-        Sampler, typer.Option(help="Optuna sampler, or OFA's evolution")
-    ] = Sampler.nsga2,
+        SamplerName, typer.Option(help="Optuna sampler, or OFA's evolution")
+    ] = "nsga2",
     storage: Annotated[
         str | None,
         typer.Option(
@@ -197,7 +191,7 @@ def search_command(
             problem,
             storage=store,
             study_name=study_name,
-            sampler=sampler.value,
+            sampler=sampler,
             seed=seed,
             sync_every=1 if direct else 100,
             batch=1 if direct else 25,

@@ -35,11 +35,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.search.evolution import EvolutionSampler
 from edgenas.search.problem import Evaluation, SearchProblem
+from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import distributions, subnet_from_params, subnet_params
 from once_for_all.errors import EdgenasError
 from once_for_all.subnet import Subnet
 
-SAMPLERS = ("nsga2", "tpe", "random", "evolution")
 ProgressFn = Callable[[int, int], None]  # (completed trials, target)
 
 
