@@ -22,6 +22,7 @@ from pydantic import (
 )
 
 from edgenas.search.sampler_names import SamplerName
+from export.formats import MODEL_FORMATS, ModelFormat, Precision
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.errors import EdgenasError
@@ -97,8 +98,8 @@ class DeviceSection(_Strict):
 
     name: str
     budget_ms: float | None = Field(None, gt=0)
-    format: Literal["onnx", "tflite"] | None = None  # what the device measures (its default)
-    precision: Literal["fp32", "int8"] | None = None
+    format: ModelFormat | None = None  # what the device measures (its default)
+    precision: Precision | None = None
     calibrate: int = Field(40, ge=0)  # subnets measured end to end for the calibrated predictor
     resolution: list[int] | None = None  # profile only these input resolutions
 
@@ -123,7 +124,7 @@ class SearchSection(_Strict):
 
 
 class ExportSection(_Strict):
-    formats: list[Literal["onnx", "tflite"]] = Field(["onnx", "tflite"], min_length=1)
+    formats: list[ModelFormat] = Field(list(MODEL_FORMATS), min_length=1)
     int8: bool = True
     qat_epochs: int = Field(0, ge=0)
     finetune_epochs: int = Field(0, ge=0)

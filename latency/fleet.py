@@ -34,13 +34,14 @@ from typing import Any
 
 from devices.base import Device, DeviceError
 from devices.profiles import DeviceProfile, load_profile, open_device
+from export.formats import ModelFormat, Precision
 from latency.blocks import enumerate_blocks, profiled_resolutions
 from latency.end_to_end import MeasuredSubnets, random_subnets
 from latency.model_cache import ExportFailed, ModelCache
 from latency.predictors import CalibratedPredictor, LutSumPredictor
 from latency.predictors import calibrate as fit_calibration
 from latency.profiler import ProgressFn, open_table, profile_blocks, reference_file, settings_for
-from latency.table import LatencyTable, ModelFormat, Precision, TableError
+from latency.table import LatencyTable, TableError
 from once_for_all import SubnetError
 from once_for_all.network_config import network_config
 from once_for_all.search_space import SearchSpace
