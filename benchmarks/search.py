@@ -32,7 +32,8 @@ import numpy as np
 import optuna
 
 from edgenas.search.problem import DeviceTarget, SearchProblem
-from edgenas.search.study_runner import SAMPLERS, SearchRun
+from edgenas.search.sampler_names import SAMPLERS
+from edgenas.search.study_runner import SearchRun
 from latency.predictors import load_predictor
 from once_for_all.accuracy_predictor import load_accuracy_predictor
 

@@ -21,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 
+from edgenas.search.sampler_names import SamplerName
+from export.formats import MODEL_FORMATS, ModelFormat, Precision
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.errors import EdgenasError, one_line
@@ -43,29 +45,6 @@ class DataSection(_Strict):
 
     def load_kwargs(self) -> dict[str, Any]:
         return self.model_dump()
-
-
-class PhaseSection(_Strict):
-    name: str
-    epochs: int = Field(ge=1)
-    lr: float = Field(gt=0)
-    warmup_epochs: float = Field(0.0, ge=0)
-    ks: list[int] | None = None
-    e: list[int] | None = None
-    d: list[int] | None = None
-    subnets_per_step: int = Field(1, ge=1)
-    kd_ratio: float = Field(1.0, ge=0)
-    sort_channels: bool = False
-    # largest + smallest + (subnets_per_step - 2) random subnets every step (BigNAS)
-    sandwich: bool = False
-    # soft targets from the frozen full network (OFA) or the step's largest subnet (BigNAS)
-    distill: Literal["teacher", "inplace"] = "teacher"
-    # false: the distilled subnets learn from the soft targets alone (BigNAS), not also the labels
-    label_loss: bool = True
-    # false: the sandwich trains the largest and subnets_per_step - 1 random subnets a step
-    smallest: bool = True
-    # above 0: train with an exponential moving average of the weights and end the phase on it
-    ema_decay: float = Field(0.0, ge=0, lt=1)
 
 
 class TrainSection(_Strict):
@@ -91,7 +70,8 @@ class TrainSection(_Strict):
     eval_images: int = Field(2000, ge=1)
     bn_images: int = Field(1000, ge=1)
     # Either explicit phases, or OFA's default schedule from six epoch counts and a base lr.
-    phases: list[PhaseSection] | None = None
+    # Each phase is a once_for_all PhaseConfig: its fields are the keys, its bounds and checks apply.
+    phases: list[PhaseConfig] | None = None
     epochs: list[int] | None = Field(None, min_length=6, max_length=6)
     lr: float | None = Field(None, gt=0)
 
@@ -118,8 +98,8 @@ class DeviceSection(_Strict):
 
     name: str
     budget_ms: float | None = Field(None, gt=0)
-    format: Literal["onnx", "tflite"] | None = None  # what the device measures (its default)
-    precision: Literal["fp32", "int8"] | None = None
+    format: ModelFormat | None = None  # what the device measures (its default)
+    precision: Precision | None = None
     calibrate: int = Field(40, ge=0)  # subnets measured end to end for the calibrated predictor
     resolution: list[int] | None = None  # profile only these input resolutions
 
@@ -135,7 +115,7 @@ class DeviceSection(_Strict):
 
 class SearchSection(_Strict):
     trials: int = Field(2000, ge=1)
-    sampler: Literal["nsga2", "tpe", "random", "evolution"] = "nsga2"
+    sampler: SamplerName = "nsga2"
     accuracy: Literal["predictor", "direct"] = "predictor"
     accuracy_samples: int = Field(100, ge=10)
     eval_images: int | None = Field(None, ge=1)
@@ -144,7 +124,7 @@ class SearchSection(_Strict):
 
 
 class ExportSection(_Strict):
-    formats: list[Literal["onnx", "tflite"]] = Field(["onnx", "tflite"], min_length=1)
+    formats: list[ModelFormat] = Field(list(MODEL_FORMATS), min_length=1)
     int8: bool = True
     qat_epochs: int = Field(0, ge=0)
     finetune_epochs: int = Field(0, ge=0)
@@ -233,7 +213,7 @@ class Recipe(_Strict):
             e = t.epochs
             phases = ofa_phases(space=space, epochs=(e[0], e[1], e[2], e[3], e[4], e[5]), lr=t.lr)
         else:
-            phases = tuple(_phase(space, p) for p in t.phases)
+            phases = tuple(_within_space(space, p) for p in t.phases)
         return TrainConfig(
             phases=phases,
             batch_size=t.batch_size,
@@ -249,41 +229,26 @@ class Recipe(_Strict):
         )
 
 
-def _phase(space: SearchSpace, p: PhaseSection) -> PhaseConfig:
+def _within_space(space: SearchSpace, phase: PhaseConfig) -> PhaseConfig:
+    """``phase`` with its choices checked against ``space``; an empty list reads as none given."""
     allowed = {"ks": space.kernel_sizes, "e": space.expand_ratios, "d": space.depths}
-    for key, values in (("ks", p.ks), ("e", p.e), ("d", p.d)):
+    choices = {"ks": phase.ks, "e": phase.e, "d": phase.d}
+    for key, values in choices.items():
         bad = [v for v in values or [] if v not in allowed[key]]
         if bad:
             raise RecipeError(
-                f"train.phases[{p.name}].{key}: {bad} not in space {space.name} (allowed {list(allowed[key])})"
+                f"train.phases[{phase.name}].{key}: {bad} not in space {space.name} (allowed {list(allowed[key])})"
             )
-    if p.sandwich and p.subnets_per_step < 2:
-        raise RecipeError(
-            f"train.phases[{p.name}].subnets_per_step: {p.subnets_per_step} is too few for sandwich "
-            "(the largest and the smallest subnet train every step): give 2 or more"
-        )
-    if p.distill == "inplace" and not p.sandwich:
-        raise RecipeError(
-            f"train.phases[{p.name}].distill: inplace takes its targets from the step's largest "
-            "subnet: set sandwich: true in that phase"
-        )
-    return PhaseConfig(
-        name=p.name,
-        epochs=p.epochs,
-        lr=p.lr,
-        warmup_epochs=p.warmup_epochs,
-        ks=tuple(p.ks) if p.ks else None,
-        e=tuple(p.e) if p.e else None,
-        d=tuple(p.d) if p.d else None,
-        subnets_per_step=p.subnets_per_step,
-        kd_ratio=p.kd_ratio,
-        sort_channels=p.sort_channels,
-        sandwich=p.sandwich,
-        distill=p.distill,
-        label_loss=p.label_loss,
-        smallest=p.smallest,
-        ema_decay=p.ema_decay,
-    )
+    return dataclasses.replace(phase, ks=phase.ks or None, e=phase.e or None, d=phase.d or None)
+
+
+# A phase is a dataclass, whose errors pydantic words as for a function's arguments; and YAML
+# has lists where the dataclass has tuples.
+_AS_FOR_MODELS = {
+    "unexpected_keyword_argument": "Extra inputs are not permitted",
+    "missing_argument": "Field required",
+    "tuple_type": "Input should be a valid list",
+}
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -302,6 +267,7 @@ def load_recipe(path: str | Path) -> Recipe:
         err = exc.errors()[0]
         where = ".".join(str(part) for part in err["loc"]) or "(top level)"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise RecipeError(f"recipe {p}: {where}: {err['msg']}{more}") from None
+        msg = _AS_FOR_MODELS.get(err["type"], err["msg"])
+        raise RecipeError(f"recipe {p}: {where}: {msg}{more}") from None
     recipe.train_config()  # checks phase choices against the space now, not mid-run
     return recipe

@@ -2,22 +2,39 @@
 
 Every function writes its file atomically and raises ExportError with a one-line reason.
 litert-torch and ai-edge-quantizer are imported only when a TFLite function runs: they take
-seconds to import.
+seconds to import. ``export.formats`` (the model formats and precisions) imports nothing, and
+the CLI reads it at startup: so that importing it does not load torch, the names below are
+imported on first use.
 """
 
 from __future__ import annotations
 
-from export.errors import ExportError
-from export.onnx_export import export_onnx, read_onnx_metadata
-from export.quantize import (
-    IOQuantization,
-    TensorQuantization,
-    quantize_onnx_int8,
-    quantize_tflite_int8,
-    tflite_io_quantization,
-)
-from export.tflite_export import export_tflite
+import importlib
+from typing import TYPE_CHECKING, Any
 
+if TYPE_CHECKING:
+    from export.errors import ExportError
+    from export.onnx_export import export_onnx, read_onnx_metadata
+    from export.quantize import (
+        IOQuantization,
+        TensorQuantization,
+        quantize_onnx_int8,
+        quantize_tflite_int8,
+        tflite_io_quantization,
+    )
+    from export.tflite_export import export_tflite
+
+_WHERE = {
+    "ExportError": "errors",
+    "IOQuantization": "quantize",
+    "TensorQuantization": "quantize",
+    "export_onnx": "onnx_export",
+    "export_tflite": "tflite_export",
+    "quantize_onnx_int8": "quantize",
+    "quantize_tflite_int8": "quantize",
+    "read_onnx_metadata": "onnx_export",
+    "tflite_io_quantization": "quantize",
+}
 __all__ = [
     "ExportError",
     "IOQuantization",
@@ -29,3 +46,16 @@ __all__ = [
     "read_onnx_metadata",
     "tflite_io_quantization",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"export.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_WHERE])

@@ -10,12 +10,13 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 import torch
 
 from export.errors import ExportError
+from export.formats import MODEL_FORMATS, ModelFormat, Precision
 from export.onnx_export import export_onnx
 from export.quantize import quantize_onnx_int8, quantize_tflite_int8, tflite_io_quantization
 from export.tflite_export import export_tflite
@@ -24,8 +25,6 @@ from once_for_all.data import DataBundle, ImageSplit
 from once_for_all.data.batches import normalize, resize_batch
 from once_for_all.static_net import MobileNetV3
 
-FileFormat = Literal["onnx", "tflite"]
-FORMATS: tuple[FileFormat, ...] = ("onnx", "tflite")
 FILE_NAMES: dict[tuple[str, str], str] = {
     ("onnx", "fp32"): "model.onnx",
     ("onnx", "int8"): "model_int8.onnx",
@@ -38,7 +37,7 @@ INT8_AGREEMENT_TARGET = 0.98  # top-1 agreement of an int8 file with fp32 worth 
 
 @dataclass(frozen=True)
 class ExportOptions:
-    formats: tuple[FileFormat, ...] = FORMATS
+    formats: tuple[ModelFormat, ...] = MODEL_FORMATS
     int8: bool = False
     calibration_images: int = 256  # training images for int8 ranges
     parity_images: int = 32  # validation images for fp32 parity
@@ -52,8 +51,8 @@ class ExportOptions:
 @dataclass
 class ExportedFile:
     name: str
-    format: FileFormat
-    precision: Literal["fp32", "int8"]
+    format: ModelFormat
+    precision: Precision
     bytes: int
     sha256: str
     seconds: float  # conversion (and quantization) time
@@ -117,9 +116,11 @@ def export_subnet(
     ``log(message)`` is told what is being done.
     """
     say = log or (lambda message: None)
-    bad = [f for f in options.formats if f not in FORMATS]
+    bad = [f for f in options.formats if f not in MODEL_FORMATS]
     if bad or not options.formats:
-        raise ExportError(f"format {bad[0] if bad else '(none)'!r}: choose from onnx, tflite")
+        raise ExportError(
+            f"format {bad[0] if bad else '(none)'!r}: choose from {', '.join(MODEL_FORMATS)}"
+        )
     model.eval()
     r = int(model.resolution)
     shape = (1, data.spec.channels, r, r)
@@ -202,13 +203,11 @@ def _logits(model: MobileNetV3, x: np.ndarray) -> np.ndarray:
     return np.concatenate(chunks) if chunks else np.zeros((0, 0), np.float32)
 
 
-def _run(fmt: FileFormat, path: Path, x: np.ndarray) -> np.ndarray:
+def _run(fmt: ModelFormat, path: Path, x: np.ndarray) -> np.ndarray:
     return run_onnx(path, x) if fmt == "onnx" else run_tflite(path, x)
 
 
-def _described(
-    path: Path, fmt: FileFormat, precision: Literal["fp32", "int8"], seconds: float
-) -> ExportedFile:
+def _described(path: Path, fmt: ModelFormat, precision: Precision, seconds: float) -> ExportedFile:
     content = path.read_bytes()
     return ExportedFile(
         name=path.name,
@@ -221,7 +220,7 @@ def _described(
 
 
 def _input_spec(
-    path: Path, fmt: FileFormat, nchw: tuple[int, ...], dynamic: bool
+    path: Path, fmt: ModelFormat, nchw: tuple[int, ...], dynamic: bool
 ) -> dict[str, Any]:
     """How a user feeds this file: shape and layout, dtype, and for int8 inputs the
     quantization that maps the normalised float image to int8."""

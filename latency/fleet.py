@@ -35,6 +35,7 @@ from typing import Any
 
 from devices.base import Device, DeviceError
 from devices.profiles import DeviceProfile, load_profile, open_device
+from export.formats import ModelFormat, Precision
 from latency.blocks import BlockSpec, enumerate_blocks, profiled_resolutions
 from latency.end_to_end import MeasuredSubnets, random_subnets
 from latency.model_cache import ExportFailed, ModelCache
@@ -47,7 +48,7 @@ from latency.profiler import (
     reference_file,
     settings_for,
 )
-from latency.table import LatencyTable, ModelFormat, Precision, TableError
+from latency.table import LatencyTable, TableError
 from once_for_all import SubnetError
 from once_for_all.errors import one_line
 from once_for_all.network_config import network_config

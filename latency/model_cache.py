@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
+from export.formats import ModelFormat, Precision
 from latency.block_models import block_input_shape, block_module
 from latency.blocks import BlockSpec
-from latency.table import ModelFormat, Precision
 from once_for_all.errors import EdgenasError
 from once_for_all.progress import Progress
 

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from devices.base import Device
 from devices.measurement import Fingerprint, Measurement
+from export.formats import MODEL_FORMATS, PRECISIONS, ModelFormat, Precision
 from latency.blocks import enumerate_blocks, profiled_resolutions
 from latency.model_cache import ModelCache
 from latency.reference import (
@@ -28,7 +29,7 @@ from latency.reference import (
     normalise,
     reference_subnet,
 )
-from latency.table import LatencyTable, ModelFormat, Precision, TableError, TableHeader
+from latency.table import LatencyTable, TableError, TableHeader
 from once_for_all.network_config import network_config
 from once_for_all.progress import Progress
 from once_for_all.search_space import SearchSpace
@@ -66,8 +67,8 @@ def settings_for(
 ) -> ProfileSettings:
     """The model format and precision a device measures (its defaults when not given)."""
     runtime = fingerprint.runtime
-    formats = RUNTIME_FORMATS.get(runtime, ("onnx", "tflite"))
-    precisions = RUNTIME_PRECISIONS.get(runtime, ("fp32", "int8"))
+    formats = RUNTIME_FORMATS.get(runtime, MODEL_FORMATS)
+    precisions = RUNTIME_PRECISIONS.get(runtime, PRECISIONS)
     if model_format is not None and model_format not in formats:
         raise TableError(
             f"device {device!r} runs {runtime}, which measures {'/'.join(formats)} models, "

@@ -14,11 +14,12 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import numpy as np
 
 from devices.measurement import Fingerprint, Measurement
+from export.formats import ModelFormat, Precision
 from latency.reference import Reference, normalised_ms
 from once_for_all.errors import EdgenasError
 from once_for_all.files import read_json, write_text
@@ -26,9 +27,6 @@ from once_for_all.files import read_json, write_text
 # /2 added the reference model (header) and its per-entry scale; /1 tables hold raw entries.
 TABLE_FORMAT = "edgenas.lut/2"
 READABLE_TABLE_FORMATS = ("edgenas.lut/1", TABLE_FORMAT)
-
-ModelFormat = Literal["onnx", "tflite"]
-Precision = Literal["fp32", "int8"]
 
 
 class TableError(EdgenasError, ValueError):

@@ -21,10 +21,11 @@ from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
+from annotated_types import Ge, Gt, Interval
 from torch import Tensor, nn
 
 from once_for_all.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -56,17 +57,22 @@ class PhaseConfig:
 
     ``ks``/``e``/``d`` are the choices sampled in this phase; ``None`` means the largest only
     (``ks``, ``e``, ``d``) — resolution is always elastic, as in OFA.
+
+    This is also the schema of a recipe's ``train.phases`` entries (``edgenas.recipe``
+    validates them against these fields, their bounds and ``__post_init__``): a field added
+    here is a recipe key.
     """
 
     name: str
-    epochs: int
-    lr: float
-    warmup_epochs: float = 0.0
+    # The bounds (annotated_types) are checked where pydantic builds a phase from a recipe.
+    epochs: Annotated[int, Ge(1)]
+    lr: Annotated[float, Gt(0)]
+    warmup_epochs: Annotated[float, Ge(0)] = 0.0
     ks: tuple[int, ...] | None = None
     e: tuple[int, ...] | None = None
     d: tuple[int, ...] | None = None
-    subnets_per_step: int = 1
-    kd_ratio: float = 1.0
+    subnets_per_step: Annotated[int, Ge(1)] = 1
+    kd_ratio: Annotated[float, Ge(0)] = 1.0
     sort_channels: bool = False
     # BigNAS's sandwich rule: every step trains the phase's largest and smallest subnets and
     # subnets_per_step - 2 random ones, so both ends of the space train every step instead of
@@ -84,7 +90,7 @@ class PhaseConfig:
     smallest: bool = True
     # Above 0: the phase keeps an exponential moving average of the weights with this decay
     # (BigNAS: 0.9998 over its long runs), validates it, and ends with the supernet holding it.
-    ema_decay: float = 0.0
+    ema_decay: Annotated[float, Interval(ge=0, lt=1)] = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.ema_decay < 1.0:
@@ -94,12 +100,13 @@ class PhaseConfig:
             )
         if self.sandwich and self.subnets_per_step < 2:
             raise ValueError(
-                f"phase {self.name}: sandwich trains the largest and the smallest subnet every "
-                f"step, so subnets_per_step must be at least 2 (is {self.subnets_per_step})"
+                f"phase {self.name}: subnets_per_step: {self.subnets_per_step} is too few for "
+                "sandwich (the largest and the smallest subnet train every step): "
+                "subnets_per_step must be at least 2"
             )
         if self.distill == "inplace" and not self.sandwich:
             raise ValueError(
-                f"phase {self.name}: distill inplace takes its targets from the step's largest "
+                f"phase {self.name}: distill: inplace takes its targets from the step's largest "
                 "subnet, which only the sandwich rule trains every step: set sandwich: true"
             )
 

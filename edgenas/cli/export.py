@@ -14,6 +14,7 @@ from rich.table import Table
 
 from edgenas.cli.user_errors import fail
 from edgenas.console import err_console
+from export.formats import MODEL_FORMATS
 
 
 def export_command(
@@ -27,8 +28,8 @@ def export_command(
     ],
     out: Annotated[Path, typer.Option(help="folder for the model files and card.md/card.json")],
     model_format: Annotated[
-        str, typer.Option("--format", help="comma-separated: onnx, tflite")
-    ] = "onnx,tflite",
+        str, typer.Option("--format", help=f"comma-separated: {', '.join(MODEL_FORMATS)}")
+    ] = ",".join(MODEL_FORMATS),
     int8: Annotated[
         bool, typer.Option("--int8", help="also write int8 files (static, calibrated)")
     ] = False,
@@ -72,12 +73,14 @@ def export_command(
     """Export a subnet as ONNX and/or TFLite (fp32, and int8 with --int8), verify each file
     against PyTorch on real images, measure it on each --device, and write a model card."""
     from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
-    from export.subnet_export import FORMATS, ExportOptions
+    from export.subnet_export import ExportOptions
 
     formats = tuple(f.strip() for f in model_format.split(",") if f.strip())
-    bad = [f for f in formats if f not in FORMATS]
+    bad = [f for f in formats if f not in MODEL_FORMATS]
     if bad or not formats:
-        raise fail(f"--format {model_format!r}: give onnx, tflite or onnx,tflite")
+        raise fail(
+            f"--format {model_format!r}: give {', '.join(MODEL_FORMATS)} or {','.join(MODEL_FORMATS)}"
+        )
     if threads:
         import torch
 
@@ -87,7 +90,7 @@ def export_command(
         subnet=subnet,
         out=out,
         options=ExportOptions(
-            formats=formats,  # type: ignore[arg-type]  # checked against FORMATS above
+            formats=formats,  # type: ignore[arg-type]  # checked against MODEL_FORMATS above
             int8=int8,
             calibration_images=calibration_images,
             test_images=test_images,

@@ -6,7 +6,6 @@ import json
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -19,6 +18,7 @@ from rich.table import Table
 
 from edgenas.cli.user_errors import fail
 from edgenas.console import err_console, stage_progress
+from export.formats import ModelFormat, Precision
 
 if TYPE_CHECKING:
     from devices.measurement import Measurement
@@ -55,16 +55,6 @@ PassesOption = Annotated[
 ]
 
 
-class Format(str, Enum):
-    onnx = "onnx"
-    tflite = "tflite"
-
-
-class PrecisionChoice(str, Enum):
-    fp32 = "fp32"
-    int8 = "int8"
-
-
 def profile_command(
     device: Annotated[
         list[str],
@@ -87,10 +77,10 @@ def profile_command(
         ),
     ] = None,
     model_format: Annotated[
-        Format | None, typer.Option("--format", help="model files to measure (device default)")
+        ModelFormat | None, typer.Option("--format", help="model files to measure (device default)")
     ] = None,
     precision: Annotated[
-        PrecisionChoice | None, typer.Option(help="fp32 or int8 (device default)")
+        Precision | None, typer.Option(help="fp32 or int8 (device default)")
     ] = None,
     calibrate: Annotated[
         int, typer.Option(min=0, help="subnets measured end to end to calibrate (0: lut-sum only)")
@@ -124,8 +114,8 @@ def profile_command(
             "--profiles DIR instead (each device writes DIR/<device name>/)"
         )
     options = ProfileOptions(
-        model_format=model_format.value if model_format else None,
-        precision=precision.value if precision else None,
+        model_format=model_format,
+        precision=precision,
         calibrate=calibrate,
         passes=passes,
         resolutions=tuple(resolution) if resolution else None,

@@ -13,16 +13,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgenas.console import err_console
+from edgenas.search.sampler_names import SamplerName
 
 if TYPE_CHECKING:
     from edgenas.search.pareto import ParetoDocument
-
-
-class Sampler(str, Enum):
-    nsga2 = "nsga2"
-    tpe = "tpe"
-    random = "random"
-    evolution = "evolution"
 
 
 class AccuracySource(str, Enum):
@@ -49,8 +43,8 @@ def search_command(
         int, typer.Option(min=1, help="completed trials the study should hold")
     ] = 2000,
     sampler: Annotated[
-        Sampler, typer.Option(help="Optuna sampler, or OFA's evolution")
-    ] = Sampler.nsga2,
+        SamplerName, typer.Option(help="Optuna sampler, or OFA's evolution")
+    ] = "nsga2",
     storage: Annotated[
         str | None,
         typer.Option(
@@ -100,7 +94,7 @@ def search_command(
             out=out,
             budgets_ms=tuple(budget_ms or ()),
             trials=trials,
-            sampler=sampler.value,
+            sampler=sampler,
             storage=storage,
             study_name=study_name,
             accuracy=accuracy.value,

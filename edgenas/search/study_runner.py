@@ -35,12 +35,11 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.search.evolution import EvolutionSampler
 from edgenas.search.problem import Evaluation, SearchProblem
+from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import distributions, subnet_from_params, subnet_params
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.progress import Progress
 from once_for_all.subnet import Subnet
-
-SAMPLERS = ("nsga2", "tpe", "random", "evolution")
 
 
 class StudyError(EdgenasError, ValueError):

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgenas.subnet_choice import choose_subnet
 from export.errors import ExportError
+from export.formats import MODEL_FORMATS, PRECISIONS
 from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
 
 if TYPE_CHECKING:
@@ -283,8 +284,8 @@ def _measure(
     for name in devices:
         with open_device(name) as device:
             fp = device.fingerprint()
-            formats = RUNTIME_FORMATS.get(fp.runtime, ("onnx", "tflite"))
-            precisions = RUNTIME_PRECISIONS.get(fp.runtime, ("fp32", "int8"))
+            formats = RUNTIME_FORMATS.get(fp.runtime, MODEL_FORMATS)
+            precisions = RUNTIME_PRECISIONS.get(fp.runtime, PRECISIONS)
             runnable = [f for f in files if f.format in formats and f.precision in precisions]
             if not runnable:
                 raise ExportError(

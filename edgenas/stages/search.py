@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Literal, cast, get_args
 from edgenas.console import stage_progress
 from edgenas.search.pareto import ParetoDocument
 from edgenas.search.problem import ExtraObjective
+from edgenas.search.sampler_names import SamplerName
 from edgenas.search.study_runner import StudyError
 from latency.table import TableError
 
@@ -41,7 +42,7 @@ class SearchOptions:
     out: Path
     budgets_ms: tuple[float, ...] = ()
     trials: int = 2000
-    sampler: str = "nsga2"
+    sampler: SamplerName = "nsga2"
     storage: str | None = None  # default: journal:OUT/study.log
     study_name: str = "edgenas"
     accuracy: AccuracySource = "predictor"

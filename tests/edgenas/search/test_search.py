@@ -15,8 +15,9 @@ import optuna
 import pytest
 
 from edgenas.search.pareto import InfeasibleBudget, check_budgets, choose, pareto_front
+from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import subnet_from_params, subnet_params
-from edgenas.search.study_runner import SAMPLERS, SearchRun, StudyError, open_storage
+from edgenas.search.study_runner import SearchRun, StudyError, open_storage
 from tests.edgenas.search.synthetic import SPACE, problem
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -1,0 +1,11 @@
+"""The model file formats and precisions edgenas exports, measures and ships: one vocabulary
+for the exporter, the latency tables, the recipes and the CLI. Imports nothing."""
+
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+ModelFormat = Literal["onnx", "tflite"]
+Precision = Literal["fp32", "int8"]
+MODEL_FORMATS: tuple[ModelFormat, ...] = get_args(ModelFormat)
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
