@@ -267,7 +267,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
     """Profile every device that is not up to date at once (as `edgenas profile --profiles`
     does); each finished device is recorded even when another fails."""
     from devices.profiles import load_profile
-    from edgenas.cli.profile import run_fleet
+    from edgenas.stages.profile import profile_many
     from latency.fleet import FleetJob, ProfileOptions
     from latency.model_cache import ModelCache
 
@@ -295,9 +295,10 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
         todo.append((key, inputs, FleetJob(section.name, folder, settings)))
     if not todo:
         return
-    results, interrupted = run_fleet(
+    outcome = profile_many(
         [job for _, _, job in todo], recipe.search_space(), cache=ModelCache(), quiet=options.quiet
     )
+    results, interrupted = outcome.results, outcome.interrupted
     if interrupted:
         raise KeyboardInterrupt
     for (key, inputs, job), result in zip(todo, results, strict=True):

@@ -4,16 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
-from rich.progress import Progress as RichProgress
 from rich.table import Table
 
 from edgenas.cli.user_errors import fail
@@ -22,12 +18,9 @@ from export.formats import ModelFormat, Precision
 
 if TYPE_CHECKING:
     from devices.measurement import Measurement
-    from latency.fleet import DeviceResult, FleetJob, ProfileOptions
-    from latency.model_cache import ModelCache
+    from latency.fleet import DeviceResult, ProfileOptions
     from latency.predictors import CalibratedPredictor, LutSumPredictor
     from latency.table import TableHeader
-    from once_for_all.progress import Progress
-    from once_for_all.search_space import SearchSpace
 
 latency_app = typer.Typer(
     help="Latency predictors: predict a subnet's latency, validate a predictor on its device.",
@@ -146,8 +139,7 @@ def _profile_one(
     quiet: bool,
     as_json: bool,
 ) -> None:
-    from devices import open_device
-    from latency.fleet import profile_device
+    from edgenas.stages.profile import profile
     from latency.model_cache import ModelCache
     from once_for_all import get_space
 
@@ -156,10 +148,7 @@ def _profile_one(
             err_console.print(escape(message))
 
     sp = get_space(space)
-    with open_device(device) as dev, stage_progress(dev.name, quiet=quiet) as progress:
-        profiled = profile_device(
-            dev, sp, out, options, cache=ModelCache(cache), progress=progress, say=say
-        )
+    profiled = profile(device, sp, out, options, cache=ModelCache(cache), quiet=quiet, say=say)
     table, predictor = profiled.table, profiled.predictor
     summary = {
         "space": sp.id,
@@ -196,6 +185,7 @@ def _profile_fleet(
     as_json: bool,
 ) -> None:
     from devices import load_profile
+    from edgenas.stages.profile import profile_many
     from latency.blocks import profiled_resolutions
     from latency.fleet import HOST_KINDS, FleetJob, check_fleet
     from latency.model_cache import ModelCache
@@ -221,7 +211,8 @@ def _profile_fleet(
                 "beside other work; remote devices measure in parallel[/dim]",
                 highlight=False,
             )
-    results, interrupted = run_fleet(jobs, sp, cache=ModelCache(cache), quiet=quiet)
+    outcome = profile_many(jobs, sp, cache=ModelCache(cache), quiet=quiet)
+    results, interrupted = outcome.results, outcome.interrupted
     failed = [r for r in results if not r.ok]
     if as_json:
         typer.echo(
@@ -251,63 +242,6 @@ def _profile_fleet(
                 highlight=False,
             )
         raise typer.Exit(code=1)
-
-
-def run_fleet(
-    jobs: Sequence[FleetJob], space: SearchSpace, *, cache: ModelCache, quiet: bool
-) -> tuple[list[DeviceResult], bool]:
-    """Profile the jobs' devices at once with one progress bar each; returns their results
-    and whether Ctrl-C stopped them (the workers end after their batch in flight)."""
-    import threading
-
-    from devices import load_profile
-    from latency.fleet import profile_fleet
-
-    stop = threading.Event()
-    with _fleet_progress([load_profile(job.device).name for job in jobs], quiet=quiet) as (
-        progress,
-        finished,
-    ):
-        results = profile_fleet(
-            jobs, space, cache=cache, progress=progress, on_done=finished, stop=stop
-        )
-    return results, stop.is_set()
-
-
-@contextmanager
-def _fleet_progress(
-    names: list[str], *, quiet: bool
-) -> Iterator[tuple[Callable[[str], Progress], Callable[[DeviceResult], None]]]:
-    """One bar per device: ``bar(name)`` is the progress of the device ``name`` (its stage
-    and how far it is); ``finished`` marks the outcome."""
-    with RichProgress(
-        TextColumn("{task.fields[device]}"),
-        TextColumn("{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=err_console,
-        disable=quiet,
-    ) as progress:
-        tasks = {n: progress.add_task("queued", total=None, device=escape(n)) for n in names}
-
-        def bar(name: str) -> Progress:
-            task = tasks[name]
-
-            def update(stage: str, done: int, total: int) -> None:
-                progress.update(task, description=stage, completed=done, total=total or None)
-
-            return update
-
-        def finished(result: DeviceResult) -> None:
-            task = tasks[result.name]
-            if result.ok:
-                progress.update(task, description="[green]done", completed=1, total=1)
-            else:
-                progress.update(task, description="[red]failed", total=1)
-            progress.stop_task(task)
-
-        yield bar, finished
 
 
 def _print_fleet(results: list[DeviceResult]) -> None:

@@ -1,0 +1,102 @@
+"""The profile stage: a latency lookup table (``lut.json``) and a calibrated predictor
+(``predictor.json``) for one device, or for several devices at once. Rerunning resumes."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+from rich.progress import Progress as RichProgress
+
+from edgenas.console import err_console, stage_progress
+
+if TYPE_CHECKING:
+    from latency.fleet import DeviceResult, FleetJob, Profiled, ProfileOptions
+    from latency.model_cache import ModelCache
+    from once_for_all.progress import Progress
+    from once_for_all.search_space import SearchSpace
+
+Say = Callable[[str], None]
+
+
+def profile(
+    device: str,
+    space: SearchSpace,
+    out: Path,
+    options: ProfileOptions,
+    *,
+    cache: ModelCache,
+    quiet: bool = False,
+    say: Say = lambda message: None,
+) -> Profiled:
+    """Profile one device (a bundled profile's name or a profile YAML) into ``out``."""
+    from devices import open_device
+    from latency.fleet import profile_device
+
+    with open_device(device) as dev, stage_progress(dev.name, quiet=quiet) as progress:
+        return profile_device(dev, space, out, options, cache=cache, progress=progress, say=say)
+
+
+@dataclass(frozen=True)
+class FleetOutcome:
+    results: list[DeviceResult]  # one per job, in order; failed devices say why
+    interrupted: bool  # Ctrl-C stopped the fleet (what was measured is saved)
+
+
+def profile_many(
+    jobs: Sequence[FleetJob], space: SearchSpace, *, cache: ModelCache, quiet: bool = False
+) -> FleetOutcome:
+    """Profile the jobs' devices at once, one progress bar each. A device that fails does
+    not stop the others; Ctrl-C ends the workers after their batch in flight."""
+    from devices import load_profile
+    from latency.fleet import profile_fleet
+
+    stop = threading.Event()
+    names = [load_profile(job.device).name for job in jobs]
+    with _fleet_progress(names, quiet=quiet) as (progress, finished):
+        results = profile_fleet(
+            jobs, space, cache=cache, progress=progress, on_done=finished, stop=stop
+        )
+    return FleetOutcome(results, stop.is_set())
+
+
+@contextmanager
+def _fleet_progress(
+    names: list[str], *, quiet: bool
+) -> Iterator[tuple[Callable[[str], Progress], Callable[[DeviceResult], None]]]:
+    """One bar per device: ``bar(name)`` is the progress of the device ``name`` (its stage
+    and how far it is); ``finished`` marks the outcome."""
+    with RichProgress(
+        TextColumn("{task.fields[device]}"),
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err_console,
+        disable=quiet,
+    ) as progress:
+        tasks = {n: progress.add_task("queued", total=None, device=escape(n)) for n in names}
+
+        def bar(name: str) -> Progress:
+            task = tasks[name]
+
+            def update(stage: str, done: int, total: int) -> None:
+                progress.update(task, description=stage, completed=done, total=total or None)
+
+            return update
+
+        def finished(result: DeviceResult) -> None:
+            task = tasks[result.name]
+            if result.ok:
+                progress.update(task, description="[green]done", completed=1, total=1)
+            else:
+                progress.update(task, description="[red]failed", total=1)
+            progress.stop_task(task)
+
+        yield bar, finished
