@@ -62,8 +62,10 @@ def test_simulation_matches_onnxruntime_int8_and_goes_away(
     deployed = run_onnx(tmp_path / "q.onnx", x)
     # Rounding differs in detail (the deployed weights are int8 too), but the simulation makes
     # errors of the deployed model's size, and leans the same way: its errors correlate with the
-    # deployed model's (0.37 measured; errors shuffled across outputs give about 0).
+    # deployed model's. Measured: 0.37 with 8-bit weights (a VNNI Xeon), 0.10 with the 7-bit
+    # weights export now writes (an AVX2 EPYC: weight rounding, which the simulation leaves
+    # out, weighs more); errors shuffled across the 3,000 outputs give about 0 (sd 0.02).
     simulated_error = np.abs(simulated - float_logits).mean()
     deployed_error = np.abs(deployed - float_logits).mean()
     assert 0.5 < simulated_error / deployed_error < 2.0
-    assert correlation(simulated - float_logits, deployed - float_logits) > 0.2
+    assert correlation(simulated - float_logits, deployed - float_logits) > 0.05
