@@ -9,8 +9,9 @@ below are imported on first use.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from once_for_all.lazy_names import lazy_names
 
 if TYPE_CHECKING:
     from once_for_all.bn_recalibration import recalibrate_bn
@@ -88,14 +89,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _WHERE.get(name)
-    if module is None:
-        raise AttributeError(f"module 'once_for_all' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"once_for_all.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_WHERE])
+__getattr__, __dir__ = lazy_names(__name__, _WHERE, globals())
