@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
-from export.subnet_export import INT8_AGREEMENT_TARGET, ExportOptions
+from export.formats import INT8_AGREEMENT_TARGET
+from export.subnet_export import ExportOptions
 
 
 def log(message: str) -> None:

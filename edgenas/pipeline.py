@@ -28,6 +28,7 @@ from rich.console import Console
 
 from edgenas.recipe import Recipe, RecipeError, StageName, load_recipe
 from edgenas.report import REPORT_NAME, build_report
+from export.card import execution_text, read_card
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.files import read_json, write_text
 
@@ -415,6 +416,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
                     int8=e.int8,
                     calibration_images=e.calibration_images,
                     test_images=e.test_images,
+                    min_int8_agreement=e.min_int8_agreement,
                 ),
                 devices=tuple(devices),
                 profiles=run.root / "devices",
@@ -433,16 +435,14 @@ def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> 
     """One row per device budget: the chosen subnet, its accuracy and latency, its files."""
     rows = []
     for entry in exported:
-        card = json.loads((entry["folder"] / "card.json").read_text())
+        card = read_card(entry["folder"] / "card.json")
         files = {f["name"]: f for f in card["files"]}
+        int8 = card["accuracy"]["int8"]
         for choice in entry["chosen_for"]:
             device = choice["device"]
             measured = card["latency"].get(device, {}).get("files", {})
-            # The file the device's predictor describes, else the first it ran.
-            shown = next(
-                (n for n, v in measured.items() if v["predicted"] is not None),
-                next(iter(measured), None),
-            )
+            # The fastest file whose accuracy is acceptable (the card's recommendation).
+            shown = card["latency"].get(device, {}).get("recommended")
             rows.append(
                 {
                     "device": device,
@@ -465,6 +465,20 @@ def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> 
                     "bytes": files[shown]["bytes"] if shown else None,
                     "folder": str(entry["folder"]),
                     "files": sorted(files),
+                    "measured_files": {
+                        name: {
+                            "latency_ms": value["measured"]["median_ms"],
+                            "speedup_vs_fp32": value.get("speedup_vs_fp32"),
+                            "runs_as": execution_text(files[name].get("execution") or {}),
+                            "accuracy": int8[name]["accuracy"]
+                            if name in int8
+                            else card["accuracy"]["fp32"],
+                            "top1_agreement": int8[name]["top1_agreement"]
+                            if name in int8
+                            else None,
+                        }
+                        for name, value in measured.items()
+                    },
                 }
             )
     return {

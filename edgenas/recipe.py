@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from edgenas.search.sampler_names import SamplerName
-from export.formats import MODEL_FORMATS, ModelFormat, Precision
+from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ModelFormat, Precision
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.errors import EdgenasError, one_line
@@ -130,6 +130,8 @@ class ExportSection(_Strict):
     finetune_epochs: int = Field(0, ge=0)
     calibration_images: int = Field(256, ge=1)
     test_images: int | None = Field(None, ge=1)
+    # An int8 file is recommended over fp32 (when faster) from this top-1 agreement on.
+    min_int8_agreement: float = Field(INT8_AGREEMENT_TARGET, ge=0, le=1)
 
 
 class SpaceSection(_Strict):

@@ -10,9 +10,10 @@ from pathlib import Path
 from typing import Any
 
 from export.errors import ExportError
-from once_for_all.files import write_text
+from once_for_all.files import read_json, write_text
 
-CARD_FORMAT = "edgenas.card/1"
+# 2: files say how their runtime runs them; devices give speed-ups and a recommended file.
+CARD_FORMAT = "edgenas.card/2"
 
 
 def write_card(folder: Path, card: Mapping[str, Any]) -> None:
@@ -20,6 +21,34 @@ def write_card(folder: Path, card: Mapping[str, Any]) -> None:
     body = {"format": CARD_FORMAT, **card}
     write_text(folder / "card.json", json.dumps(body, indent=1) + "\n", error=ExportError)
     write_text(folder / "card.md", card_markdown(body), error=ExportError)
+
+
+def read_card(path: Path) -> dict[str, Any]:
+    """An export's ``card.json`` (a card of an older format is refused with one line)."""
+    return read_json(
+        path,
+        formats=CARD_FORMAT,
+        what="a model card",
+        fix=f"export again with 'edgenas export ... --out {path.parent}'",
+        error=ExportError,
+    )
+
+
+def execution_text(execution: Mapping[str, Any]) -> str:
+    """How the runtime runs a file, in a few words (``ExportedFile.execution``)."""
+    if "partitions" in execution:
+        parts = execution["partitions"]
+        text = f"{parts} {execution['delegate']} partition{'s' if parts != 1 else ''}"
+        left = execution.get("not_delegated") or {}
+        if left:
+            text += "; not delegated: " + ", ".join(f"{op} x{n}" for op, n in left.items())
+        return text
+    if "float_nodes" in execution:
+        floats = execution["float_nodes"]
+        if not floats:
+            return "quantized kernels only"
+        return "in float: " + ", ".join(f"{op} x{n}" for op, n in floats.items())
+    return "-"
 
 
 def card_markdown(card: Mapping[str, Any]) -> str:
@@ -53,13 +82,14 @@ def card_markdown(card: Mapping[str, Any]) -> str:
         "",
         "## Files",
         "",
-        "| file | precision | size | export s | check |",
-        "|---|---|---|---|---|",
+        "| file | precision | size | export s | check | runs as |",
+        "|---|---|---|---|---|---|",
     ]
     for f in card["files"]:
         lines.append(
             f"| `{f['name']}` | {f['precision']} | {f['bytes'] / 1024:.1f} KiB | "
-            f"{f['export_seconds']:.1f} | {_check(f['checks'])} |"
+            f"{f['export_seconds']:.1f} | {_check(f['checks'])} | "
+            f"{execution_text(f.get('execution') or {})} |"
         )
     acc = card["accuracy"]
     lines += ["", f"## Accuracy ({acc['split']} split, {acc['images']} images)", ""]
@@ -75,19 +105,28 @@ def card_markdown(card: Mapping[str, Any]) -> str:
     lines += ["", "## Latency (ms)", ""]
     if card["latency"]:
         lines += [
-            "| device | file | predicted | measured median | p10-p90 | at predictor's baseline |",
-            "|---|---|---|---|---|---|",
+            "| device | file | predicted | measured median | p10-p90 | vs fp32 | "
+            "at predictor's baseline |",
+            "|---|---|---|---|---|---|---|",
         ]
         for device, entry in card["latency"].items():
             for name, value in entry["files"].items():
                 m = value.get("measured")
                 spread = f"{m['p10_ms']:.4g}-{m['p90_ms']:.4g}" if m else "-"
+                speedup = value.get("speedup_vs_fp32")
+                chosen = " (recommended)" if name == entry.get("recommended") else ""
                 lines.append(
-                    f"| {device} | `{name}` | {_ms(value.get('predicted'))} | "
+                    f"| {device} | `{name}`{chosen} | {_ms(value.get('predicted'))} | "
                     f"{_ms(m['median_ms'] if m else None)} | {spread} | "
+                    f"{'-' if speedup is None else f'{speedup:.2f}x'} | "
                     f"{_ms(value.get('measured_at_baseline_ms'))} |"
                 )
+        rule = card.get("recommendation") or {}
         lines += [
+            "",
+            "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "
+            "faster). Recommended: the fastest file that is fp32, or int8 with a top-1 "
+            f"agreement with fp32 of at least {_pct(rule.get('min_int8_agreement'))}.",
             "",
             "Timed devices drift; the last column scales the measurement by the reference model "
             "measured in the same call, to the conditions the predictor was profiled under.",

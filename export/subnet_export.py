@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -16,9 +17,10 @@ import numpy as np
 import torch
 
 from export.errors import ExportError
-from export.formats import MODEL_FORMATS, ModelFormat, Precision
+from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ModelFormat, Precision
 from export.onnx_export import export_onnx
 from export.quantize import quantize_onnx_int8, quantize_tflite_int8, tflite_io_quantization
+from export.runtime_graph import onnx_float_nodes, tflite_delegation
 from export.tflite_export import export_tflite
 from export.verify import agreement, max_abs_diff, run_onnx, run_tflite, top1
 from once_for_all.data import DataBundle, ImageSplit
@@ -32,7 +34,6 @@ FILE_NAMES: dict[tuple[str, str], str] = {
     ("tflite", "int8"): "model_int8.tflite",
 }
 CALIBRATION_SEED = 4321  # which training images calibrate int8; fixed so exports repeat
-INT8_AGREEMENT_TARGET = 0.98  # top-1 agreement of an int8 file with fp32 worth shipping
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,9 @@ class ExportOptions:
     parity_images: int = 32  # validation images for fp32 parity
     test_images: int | None = None  # test images for int8 agreement and accuracy (None: all)
     tolerance: float = 1e-4  # fp32 parity: max |runtime - torch| over all logits
+    # An int8 file is worth shipping (and may be recommended over fp32) at this top-1
+    # agreement with fp32 or above.
+    min_int8_agreement: float = INT8_AGREEMENT_TARGET
     opset: int = 17
     dynamic_batch: bool = False
     verify: bool = True
@@ -57,6 +61,9 @@ class ExportedFile:
     sha256: str
     seconds: float  # conversion (and quantization) time
     checks: dict[str, float] = field(default_factory=dict)
+    # How the runtime runs it (export.runtime_graph): XNNPACK partitions and ops left to
+    # LiteRT for TFLite, ops still computed in float for int8 ONNX.
+    execution: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -67,6 +74,7 @@ class ExportedFile:
             "sha256": self.sha256,
             "export_seconds": round(self.seconds, 3),
             "checks": self.checks,
+            "execution": self.execution,
         }
 
 
@@ -158,6 +166,7 @@ def export_subnet(
         else:
             export_tflite(model, path, input_shape=shape)
         fp32 = _described(path, fmt, "fp32", time.perf_counter() - started)
+        fp32.execution = _execution(path, fmt, "fp32")
         inputs[path.name] = _input_spec(path, fmt, shape, options.dynamic_batch)
         if options.verify:
             diff = max_abs_diff(_run(fmt, path, parity_x), parity_ref)
@@ -177,8 +186,14 @@ def export_subnet(
         if fmt == "onnx":
             quantize_onnx_int8(path, q_path, calibration=calib)
         else:
-            quantize_tflite_int8(path, q_path, calibration=calib.transpose(0, 2, 3, 1))
+            with tempfile.TemporaryDirectory(prefix="edgenas-int8-") as work:
+                # The float model in the form whose int8 version XNNPACK runs in one piece.
+                quantizable = export_tflite(
+                    model, Path(work) / "quantizable.tflite", input_shape=shape, for_int8=True
+                )
+                quantize_tflite_int8(quantizable, q_path, calibration=calib.transpose(0, 2, 3, 1))
         q = _described(q_path, fmt, "int8", time.perf_counter() - started)
+        q.execution = _execution(q_path, fmt, "int8")
         inputs[q_path.name] = _input_spec(q_path, fmt, shape, options.dynamic_batch)
         if test_x is not None and test_ref is not None:
             say(f"{fmt} int8: checking on {len(test_x)} test images")
@@ -205,6 +220,14 @@ def _logits(model: MobileNetV3, x: np.ndarray) -> np.ndarray:
 
 def _run(fmt: ModelFormat, path: Path, x: np.ndarray) -> np.ndarray:
     return run_onnx(path, x) if fmt == "onnx" else run_tflite(path, x)
+
+
+def _execution(path: Path, fmt: ModelFormat, precision: Precision) -> dict[str, Any]:
+    if fmt == "tflite":
+        return dict(tflite_delegation(path))
+    if precision == "int8":
+        return {"runtime": "onnxruntime", "float_nodes": onnx_float_nodes(path)}
+    return {}
 
 
 def _described(path: Path, fmt: ModelFormat, precision: Precision, seconds: float) -> ExportedFile:

@@ -27,7 +27,7 @@ from once_for_all.errors import EdgenasError
 from once_for_all.progress import Progress
 
 # Bump when block models or their conversion change: old cache entries are then not reused.
-CACHE_VERSION = "1"
+CACHE_VERSION = "2"  # 2: TFLite in XNNPACK form, int8 ONNX with uint8 activations
 CALIBRATION_SAMPLES = 8
 
 
@@ -193,7 +193,7 @@ def _export(
             if precision == "fp32":
                 export_tflite(model, path, input_shape=shape)
             else:
-                export_tflite(model, tmp, input_shape=shape)
+                export_tflite(model, tmp, input_shape=shape, for_int8=True)
                 nhwc = np.moveaxis(calibration, 1, -1) if len(shape) == 4 else calibration
                 quantize_tflite_int8(tmp, path, calibration=nhwc)
     except Exception as exc:

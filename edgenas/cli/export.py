@@ -14,7 +14,7 @@ from rich.table import Table
 
 from edgenas.cli.user_errors import fail
 from edgenas.console import err_console
-from export.formats import MODEL_FORMATS
+from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS
 
 
 def export_command(
@@ -58,6 +58,14 @@ def export_command(
     test_images: Annotated[
         int | None, typer.Option(min=1, help="test images for int8 checks (default: all)")
     ] = None,
+    min_int8_agreement: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="top-1 agreement with fp32 from which a faster int8 file is recommended",
+        ),
+    ] = INT8_AGREEMENT_TARGET,
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset")] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="ONNX with a symbolic batch size")] = False,
     tolerance: Annotated[
@@ -95,6 +103,7 @@ def export_command(
             calibration_images=calibration_images,
             test_images=test_images,
             tolerance=tolerance,
+            min_int8_agreement=min_int8_agreement,
             opset=opset,
             dynamic_batch=dynamic_batch,
             verify=verify,
@@ -118,24 +127,25 @@ def export_command(
 
 
 def print_card(card: dict[str, Any], out: Path) -> None:
-    from export.subnet_export import INT8_AGREEMENT_TARGET
+    from export.card import execution_text
 
     acc = card["accuracy"]
+    target = card["recommendation"]["min_int8_agreement"]
     table = Table(
         title=f"{card['name']}: {card['macs'] / 1e6:.2f}M MACs, {card['params'] / 1e3:.0f}k params",
         title_justify="left",
     )
     devices = list(card["latency"])
-    for col in ("file", "size", "check", f"{acc['split']} accuracy"):
+    for col in ("file", "size", "check", f"{acc['split']} accuracy", "runs as"):
         table.add_column(col)
     for device in devices:
-        table.add_column(f"{device} ms\npredicted / measured")
+        table.add_column(f"{device} ms\npredicted / measured (vs fp32)")
     for f in card["files"]:
         checks = f["checks"]
         if "top1_agreement" in checks:
             check = f"agreement {100 * checks['top1_agreement']:.2f}%"
-            if checks["top1_agreement"] < INT8_AGREEMENT_TARGET:
-                check = f"[yellow]{check} (< {100 * INT8_AGREEMENT_TARGET:g}%)[/yellow]"
+            if checks["top1_agreement"] < target:
+                check = f"[yellow]{check} (< {100 * target:g}%)[/yellow]"
             accuracy = f"{checks['accuracy']:.4f}"
         elif "max_abs_diff" in checks:
             check, accuracy = f"max diff {checks['max_abs_diff']:.1e}", _fmt(acc["fp32"])
@@ -143,16 +153,35 @@ def print_card(card: dict[str, Any], out: Path) -> None:
             check, accuracy = "not verified", "-"
         latency = []
         for device in devices:
-            value = card["latency"][device]["files"].get(f["name"])
-            at_baseline = value.get("measured_at_baseline_ms") if value else None
-            latency.append(
-                f"{_fmt(value['predicted'])} / {_fmt(value['measured']['median_ms'])}"
-                + (f" ({_fmt(at_baseline)} at baseline)" if at_baseline is not None else "")
-                if value
-                else ""
-            )
-        table.add_row(escape(f["name"]), f"{f['bytes'] / 1024:.0f} KiB", check, accuracy, *latency)
+            entry = card["latency"][device]
+            value = entry["files"].get(f["name"])
+            if not value:
+                latency.append("")
+                continue
+            at_baseline = value.get("measured_at_baseline_ms")
+            speedup = value.get("speedup_vs_fp32")
+            text = f"{_fmt(value['predicted'])} / {_fmt(value['measured']['median_ms'])}"
+            if f["precision"] != "fp32" and speedup is not None:
+                text += f" ({speedup:.2f}x)"
+            if at_baseline is not None:
+                text += f" ({_fmt(at_baseline)} at baseline)"
+            if f["name"] == entry.get("recommended"):
+                text = f"[bold]{text} *[/bold]"
+            latency.append(text)
+        table.add_row(
+            escape(f["name"]),
+            f"{f['bytes'] / 1024:.0f} KiB",
+            check,
+            accuracy,
+            escape(execution_text(f.get("execution") or {})),
+            *latency,
+        )
     Console(stderr=True).print(table)
+    if devices:
+        err_console.print(
+            "* recommended: the fastest file that is fp32 or int8 with top-1 agreement "
+            f">= {100 * target:g}%"
+        )
     err_console.print(f"files and card.md in {escape(str(out))}")
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from export.card import read_card
 from once_for_all.errors import EdgenasError
 
 
@@ -129,5 +130,5 @@ def collect(root: Path) -> RunData:
     chosen = {Path(row["folder"]).name for row in (data.summary or {}).get("chosen", [])}
     for card in sorted((root / "export").glob("*/card.json")):
         if not chosen or card.parent.name in chosen:
-            data.cards.append(_json(card, "model card"))
+            data.cards.append(read_card(card))
     return data

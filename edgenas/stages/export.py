@@ -99,6 +99,7 @@ def run_export(job: ExportJob, *, say: Say = lambda message: None) -> dict[str, 
             log=say,
         )
         latency = _measure(job.devices, staging, result.files, subnet, predictors, say)
+        _compare(latency, result, job.options.min_int8_agreement)
         costs = {k: int(v[0]) for k, v in costs_many(space, [subnet]).items()}
         card = _card(job, subnet, data, result, latency, costs)
         write_card(staging, card)
@@ -320,6 +321,29 @@ def _measure(
     return latency
 
 
+def _compare(latency: dict[str, Any], result: ExportResult, min_agreement: float) -> None:
+    """Per device: each file's speed-up against the fp32 file of its format, and the
+    recommended file: the fastest whose accuracy is acceptable (fp32, or int8 with a top-1
+    agreement of at least ``min_agreement``)."""
+    described = {f.name: f for f in result.files}
+    for entry in latency.values():
+        files = entry["files"]
+        median = {name: value["measured"]["median_ms"] for name, value in files.items()}
+        for name, value in files.items():
+            f = described[name]
+            fp32 = FILE_NAMES[(f.format, "fp32")]
+            value["speedup_vs_fp32"] = (
+                median[fp32] / median[name] if fp32 in median and median[name] > 0 else None
+            )
+        acceptable = [
+            name
+            for name in files
+            if described[name].precision == "fp32"
+            or described[name].checks.get("top1_agreement", -1.0) >= min_agreement
+        ]
+        entry["recommended"] = min(acceptable, key=lambda name: median[name], default=None)
+
+
 def _measure_files(
     device: Device, paths: list[Path], header: TableHeader | None, reference: Path | None
 ) -> list[Measurement]:
@@ -383,4 +407,9 @@ def _card(
         "files": [f.to_dict() for f in result.files],
         "inputs": result.inputs,
         "latency": latency,
+        "recommendation": {
+            "rule": "per device, the fastest file that is fp32 or int8 with enough top-1 "
+            "agreement with fp32",
+            "min_int8_agreement": job.options.min_int8_agreement,
+        },
     }

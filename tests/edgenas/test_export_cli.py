@@ -86,7 +86,7 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
     names = {"model.onnx", "model_int8.onnx", "model.tflite", "model_int8.tflite"}
     assert {p.name for p in exported.iterdir()} == names | {"card.json", "card.md"}
     card = _card(exported)
-    assert card["format"] == "edgenas.card/1"
+    assert card["format"] == "edgenas.card/2"
     assert Subnet.from_dict(card["subnet"]) == TINY.max_subnet()
     files = {f["name"]: f for f in card["files"]}
     assert set(files) == names
@@ -96,6 +96,11 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
             assert f["checks"]["max_abs_diff"] <= 1e-4
         else:
             assert 0 <= f["checks"]["top1_agreement"] <= 1
+        # How the runtime runs each file: all of it delegated, no float island.
+        if f["format"] == "tflite":
+            assert f["execution"] == {"delegate": "XNNPACK", "partitions": 1, "not_delegated": {}}
+        elif f["precision"] == "int8":
+            assert f["execution"] == {"runtime": "onnxruntime", "float_nodes": {}}
     assert card["accuracy"]["images"] == 400
     assert set(card["accuracy"]["int8"]) == {"model_int8.onnx", "model_int8.tflite"}
     markdown = (exported / "card.md").read_text()
@@ -144,6 +149,22 @@ def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
     assert onnx_fp32["predicted"] == pytest.approx(expected)
     # the predictor was profiled with fp32 ONNX: it says nothing about the int8 file
     assert latency["files"]["model_int8.onnx"]["predicted"] is None
+
+
+def test_the_fastest_file_accurate_enough_is_recommended(exported: Path) -> None:
+    card = _card(exported)
+    latency = card["latency"]["test-cpu"]["files"]
+    median = {name: value["measured"]["median_ms"] for name, value in latency.items()}
+    assert latency["model.onnx"]["speedup_vs_fp32"] == pytest.approx(1.0)
+    assert latency["model_int8.onnx"]["speedup_vs_fp32"] == pytest.approx(
+        median["model.onnx"] / median["model_int8.onnx"]
+    )
+    agreement = card["accuracy"]["int8"]["model_int8.onnx"]["top1_agreement"]
+    target = card["recommendation"]["min_int8_agreement"]
+    assert target == 0.98
+    acceptable = ["model.onnx"] + (["model_int8.onnx"] if agreement >= target else [])
+    assert card["latency"]["test-cpu"]["recommended"] == min(acceptable, key=median.__getitem__)
+    assert "(recommended)" in (exported / "card.md").read_text()
 
 
 def test_int8_tflite_runs_on_the_board_in_tflite_runtime(

@@ -38,8 +38,15 @@ def test_a_run_does_every_stage_and_records_it(
     }
     rows = {row["device"]: row for row in summary["chosen"]}
     assert set(rows) == {"test-cpu", "npu-32x32-ws"}
-    assert rows["test-cpu"]["latency_measured_ms"] > 0 and rows["test-cpu"]["file"] == "model.onnx"
-    assert rows["test-cpu"]["latency_predicted_ms"] is not None
+    cpu = rows["test-cpu"]
+    # The row names the card's recommendation: the fastest file accurate enough.
+    card = json.loads((folder / "card.json").read_text())
+    assert cpu["file"] == card["latency"]["test-cpu"]["recommended"]
+    assert set(cpu["measured_files"]) == {"model.onnx", "model_int8.onnx"}
+    assert cpu["latency_measured_ms"] == cpu["measured_files"][cpu["file"]]["latency_ms"] > 0
+    assert cpu["measured_files"]["model_int8.onnx"]["runs_as"] == "quantized kernels only"
+    # the predictor describes fp32 ONNX files only
+    assert (cpu["latency_predicted_ms"] is not None) == (cpu["file"] == "model.onnx")
     # measured with the profile's reference model in the same call, scaled to its baseline
     assert rows["test-cpu"]["latency_measured_at_baseline_ms"] > 0
     assert rows["npu-32x32-ws"]["latency_measured_at_baseline_ms"] is None  # a simulator

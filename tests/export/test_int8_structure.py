@@ -1,0 +1,171 @@
+"""How the runtimes run the exported files, checked on the files themselves (no timing): the
+TFLite files in one XNNPACK partition with no depthwise kernel over 25 taps, the int8 ONNX
+file on onnxruntime's quantized kernels only, and the inspectors that say so catching the
+forms that break both."""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from torch import nn
+
+from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
+from export.onnx_int8_form import int8_form
+from export.runtime_graph import onnx_float_nodes, tflite_delegation
+from export.verify import correlation, relative_error, run_tflite, tflite_interpreter
+from export.xnnpack_form import MAX_TAPS, SplitHardswish, xnnpack_form
+from once_for_all import build_from_config, get_space, recalibrate_bn
+from once_for_all.data import DataBundle
+from once_for_all.data.batches import normalize, resize_batch
+from once_for_all.layers import ConvBNAct
+from once_for_all.network_config import network_config
+from once_for_all.subnet import Subnet
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def wide(fmnist_small: DataBundle) -> tuple[nn.Module, np.ndarray, np.ndarray]:
+    """An mbv3-tiny subnet with every kernel 7×7 (down to 2×2 maps) and hard-swish stages,
+    BN statistics from real images; with calibration and held-out images (NCHW)."""
+    space = get_space("mbv3-tiny")
+    n = len(space.max_subnet().ks)
+    subnet = Subnet(space.id, ks=(7,) * n, e=(3,) * n, d=(2,) * len(space.stages), r=28)
+    torch.manual_seed(0)
+    model = build_from_config(network_config(space, subnet))
+
+    def images(split: torch.Tensor) -> torch.Tensor:
+        return resize_batch(normalize(split, fmnist_small.spec), subnet.r)
+
+    recalibrate_bn(model, images(fmnist_small.train.images[:512]).split(64))
+    calibration = images(fmnist_small.train.images[512:576]).numpy()
+    held_out = images(fmnist_small.val.images[:64]).numpy()
+    return model.eval(), calibration, held_out
+
+
+@pytest.fixture(scope="module")
+def files(
+    wide: tuple[nn.Module, np.ndarray, np.ndarray], tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, Path]:
+    model, calibration, _ = wide
+    folder = tmp_path_factory.mktemp("structure")
+    shape = (1, 1, 28, 28)
+    nhwc = calibration.transpose(0, 2, 3, 1)
+    out = {
+        "tflite": export_tflite(model, folder / "model.tflite", input_shape=shape),
+        "onnx": export_onnx(model, folder / "model.onnx", input_shape=shape),
+    }
+    quantizable = export_tflite(model, folder / "q.tflite", input_shape=shape, for_int8=True)
+    out["tflite_int8"] = quantize_tflite_int8(
+        quantizable, folder / "model_int8.tflite", calibration=nhwc
+    )
+    # What export did before: the fp32 file quantized as it is, hard-swish and all.
+    out["tflite_int8_hardswish"] = quantize_tflite_int8(
+        out["tflite"], folder / "hardswish_int8.tflite", calibration=nhwc
+    )
+    out["onnx_int8"] = quantize_onnx_int8(
+        out["onnx"], folder / "model_int8.onnx", calibration=calibration
+    )
+    return out
+
+
+def test_tflite_files_run_in_one_xnnpack_partition(files: dict[str, Path]) -> None:
+    for name in ("tflite", "tflite_int8"):
+        assert tflite_delegation(files[name]) == {
+            "delegate": "XNNPACK",
+            "partitions": 1,
+            "not_delegated": {},
+        }, name
+
+
+def test_int8_hard_swish_is_caught_outside_the_delegate(files: dict[str, Path]) -> None:
+    # XNNPACK runs HARD_SWISH in float only: each int8 one ends a partition.
+    delegation = tflite_delegation(files["tflite_int8_hardswish"])
+    assert delegation["partitions"] > 1
+    assert set(delegation["not_delegated"]) == {"HARD_SWISH int8"}
+    ops = Counter(
+        op["op_name"] for op in tflite_interpreter(files["tflite_int8"])._get_ops_details()
+    )
+    assert "HARD_SWISH" not in ops
+
+
+def test_no_depthwise_kernel_has_more_taps_than_xnnpack_takes_in_one_pass(
+    files: dict[str, Path],
+) -> None:
+    for name in ("tflite", "tflite_int8"):
+        interpreter = tflite_interpreter(files[name])
+        tensors = {t["index"]: t for t in interpreter.get_tensor_details()}
+        kernels = [
+            tuple(tensors[int(op["inputs"][1])]["shape"][1:3])
+            for op in interpreter._get_ops_details()
+            if op["op_name"] == "DEPTHWISE_CONV_2D"
+        ]
+        assert kernels and all(h * w <= MAX_TAPS for h, w in kernels), (name, kernels)
+        assert (3, 7) in kernels  # the 7×7 kernels were banded, not dropped
+
+
+def test_banded_files_compute_what_pytorch_does(
+    wide: tuple[nn.Module, np.ndarray, np.ndarray], files: dict[str, Path]
+) -> None:
+    model, _, held_out = wide
+    with torch.no_grad():
+        expected = model(torch.from_numpy(held_out)).numpy()
+    assert np.abs(run_tflite(files["tflite"], held_out) - expected).max() <= 1e-4
+    # The int8 bands are as faithful as the unbanded int8 file that export wrote before.
+    banded = run_tflite(files["tflite_int8"], held_out)
+    unbanded = run_tflite(files["tflite_int8_hardswish"], held_out)
+    assert relative_error(banded, expected) < 0.05
+    assert correlation(banded, expected) > 0.9
+    assert relative_error(banded, expected) < 1.5 * relative_error(unbanded, expected)
+
+
+def test_int8_onnx_runs_on_quantized_kernels_only(files: dict[str, Path]) -> None:
+    assert onnx_float_nodes(files["onnx_int8"]) == {}
+    ops = Counter(n.op_type for n in onnx.load(str(files["onnx_int8"])).graph.node)
+    assert ops["GlobalAveragePool"] > 0 and ops["HardSigmoid"] == ops["ReduceMean"] == 0
+
+
+def test_float_islands_are_reported(files: dict[str, Path]) -> None:
+    # The fp32 graph has no quantized kernel at all: every compute op is a float one.
+    floats = onnx_float_nodes(files["onnx"])
+    assert floats["Conv"] > 10 and floats["ReduceMean"] > 0
+
+
+def test_int8_form_is_exact(files: dict[str, Path], tmp_path: Path) -> None:
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    prepared = tmp_path / "prepared.onnx"
+    quant_pre_process(str(files["onnx"]), str(prepared))
+    rewritten = tmp_path / "rewritten.onnx"
+    onnx.save(int8_form(onnx.load(str(prepared))), str(rewritten))
+    onnx.checker.check_model(str(rewritten))
+    x = np.random.default_rng(0).standard_normal((1, 1, 28, 28), dtype=np.float32) * 3
+    before, after = (
+        ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+        for p in (prepared, rewritten)
+    )
+    assert np.abs(before - after).max() <= 1e-5
+
+
+@pytest.mark.parametrize(
+    ("size", "stride", "kernel"), list(itertools.product([1, 2, 3, 5, 8, 14], [1, 2], [7, 9]))
+)
+def test_banded_depthwise_is_the_same_convolution(size: int, stride: int, kernel: int) -> None:
+    torch.manual_seed(size)
+    layer = ConvBNAct(6, 6, kernel, stride=stride, groups=6, act="hswish").eval()
+    layer.bn.running_mean.uniform_(-1, 1)
+    layer.bn.running_var.uniform_(0.5, 2)
+    x = torch.randn(2, 6, size, size)
+    for int8 in (False, True):
+        form = xnnpack_form(layer, int8=int8)
+        assert isinstance(form.act, SplitHardswish if int8 else nn.Hardswish)
+        with torch.no_grad():
+            assert torch.allclose(form(x), layer(x), atol=1e-5)
+    assert isinstance(layer.act, nn.Hardswish)  # the original is left alone
