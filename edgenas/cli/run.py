@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgenas.console import err_console
+from edgenas.run_record import RunSummary
 
 
 class Stage(str, Enum):
@@ -50,7 +51,7 @@ def run_command(
         print_summary(summary)
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: RunSummary) -> None:
     table = Table(title=f"{summary['recipe']}: chosen subnets", title_justify="left")
     for col in (
         "device",

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgenas.run_record import RunDocument, RunSummary, read_run, read_summary
 from once_for_all.errors import EdgenasError
 
 
@@ -29,8 +30,8 @@ class DeviceData:
 @dataclass
 class RunData:
     root: Path
-    run: dict[str, Any]
-    summary: dict[str, Any] | None = None
+    run: RunDocument
+    summary: RunSummary | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
     pareto: dict[str, Any] | None = None
     # Objective values of every completed trial, in pareto.json's objective order.
@@ -43,14 +44,14 @@ class RunData:
         return str(self.run.get("recipe", {}).get("name") or self.root.name)
 
 
+RERUN = "rerun the stage that writes it (edgenas run RECIPE --force STAGE)"
+
+
 def _json(path: Path, what: str) -> dict[str, Any]:
     try:
         data = json.loads(path.read_text())
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(
-            f"cannot read the {what} {path} ({exc}); rerun the stage that writes it "
-            "(edgenas run RECIPE --force STAGE)"
-        ) from None
+        raise ReportError(f"cannot read the {what} {path} ({exc}); {RERUN}") from None
     if not isinstance(data, dict):
         raise ReportError(f"{path} is not a {what}; rerun the stage that writes it")
     return data
@@ -108,9 +109,9 @@ def collect(root: Path) -> RunData:
         raise ReportError(
             f"{root} is not a run folder (no run.json): give the folder that edgenas run wrote"
         )
-    data = RunData(root=root, run=_json(root / "run.json", "run record"))
+    data = RunData(root=root, run=read_run(root / "run.json", fix=RERUN, error=ReportError))
     if (root / "summary.json").is_file():
-        data.summary = _json(root / "summary.json", "run summary")
+        data.summary = read_summary(root / "summary.json", fix=RERUN, error=ReportError)
     data.history = _history(root)
     if (root / "search" / "pareto.json").is_file():
         data.pareto = _json(root / "search" / "pareto.json", "Pareto front")
@@ -126,7 +127,8 @@ def collect(root: Path) -> RunData:
         data.devices.append(DeviceData(name, _json(path, "latency predictor"), path))
     # Only the exports of the current choice (the pipeline removes the others; a folder a
     # user copied in stays out), or every export of a run without a summary yet.
-    chosen = {Path(row["folder"]).name for row in (data.summary or {}).get("chosen", [])}
+    rows = data.summary.get("chosen", []) if data.summary else []
+    chosen = {Path(row["folder"]).name for row in rows}
     for card in sorted((root / "export").glob("*/card.json")):
         if not chosen or card.parent.name in chosen:
             data.cards.append(_json(card, "model card"))
