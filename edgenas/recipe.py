@@ -21,6 +21,7 @@ from pydantic import (
     model_validator,
 )
 
+from edgenas.search.accuracy_sources import AccuracySource
 from edgenas.search.sampler_names import SamplerName
 from export.formats import MODEL_FORMATS, ModelFormat, Precision
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
@@ -116,7 +117,7 @@ class DeviceSection(_Strict):
 class SearchSection(_Strict):
     trials: int = Field(2000, ge=1)
     sampler: SamplerName = "nsga2"
-    accuracy: Literal["predictor", "direct"] = "predictor"
+    accuracy: AccuracySource = "predictor"
     accuracy_samples: int = Field(100, ge=10)
     eval_images: int | None = Field(None, ge=1)
     reevaluate: int = Field(20, ge=1)
