@@ -26,7 +26,7 @@ from typing import Any
 
 from rich.console import Console
 
-from edgenas.recipe import Recipe, RecipeError, StageName, load_recipe
+from edgenas.recipe import Recipe, RecipeError, load_recipe
 from edgenas.report import REPORT_NAME, build_report
 from edgenas.run_record import (
     RUN_FORMAT,
@@ -39,6 +39,7 @@ from edgenas.run_record import (
     write_run,
     write_summary,
 )
+from edgenas.stages import StageName
 from once_for_all.errors import EdgenasError, one_line
 
 PACKAGES = (

@@ -23,6 +23,7 @@ from pydantic import (
 
 from edgenas.search.accuracy_sources import AccuracySource
 from edgenas.search.sampler_names import SamplerName
+from edgenas.stages import STAGES, StageName
 from export.formats import MODEL_FORMATS, ModelFormat, Precision
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
@@ -90,8 +91,6 @@ class TrainSection(_Strict):
 
 
 MIN_CALIBRATION = 10  # latency.predictors.calibrate refuses fewer
-StageName = Literal["train", "profile", "search", "export"]
-STAGES: tuple[StageName, ...] = ("train", "profile", "search", "export")
 
 
 class DeviceSection(_Strict):

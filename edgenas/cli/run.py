@@ -14,13 +14,11 @@ from rich.table import Table
 
 from edgenas.console import err_console
 from edgenas.run_record import RunSummary
+from edgenas.stages import STAGES
 
-
-class Stage(str, Enum):
-    train = "train"
-    profile = "profile"
-    search = "search"
-    export = "export"
+# Typer takes a Literal as an option's type, but not inside list[...]: --force gets an Enum
+# made from the stage names (mypy cannot see its members, hence the ignore).
+Stage = Enum("Stage", {s: s for s in STAGES}, type=str)  # type: ignore[misc]
 
 
 def run_command(
