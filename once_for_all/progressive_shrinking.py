@@ -113,15 +113,16 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """How a supernet trains: its phases and the settings they share.
+
+    Its fields besides ``phases`` are also keys of a recipe's ``train`` section
+    (``edgenas.recipe`` builds that section from them, with their defaults and bounds, in this
+    order): a field added here is a recipe key."""
+
     phases: tuple[PhaseConfig, ...]
-    batch_size: int = 64
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
-    label_smoothing: float = 0.1
-    seed: int = 0
-    augment: bool = True
-    eval_images: int = 2000  # validation images for the per-epoch max/min accuracy
-    bn_images: int = 1000
+    # The bounds (annotated_types) are checked where pydantic builds the recipe's section.
+    seed: Annotated[int, Ge(0)] = 0
+    batch_size: Annotated[int, Ge(1)] = 64
     # "none": batch_size is the global batch, split across the training processes, and the
     # learning rates are as given, so any number of processes trains the same supernet.
     # "linear": batch_size is per process and every learning rate is multiplied by the number
@@ -130,8 +131,16 @@ class TrainConfig:
     # Off: each process normalises its own shard, as plain DDP and OFA do. On: batch norm over
     # the global batch (its statistics all-reduced, two small collectives per BN layer and
     # step), so that the result does not depend on the number of processes; slower where
-    # collectives are slow (gloo on CPUs: see benchmarks/scale.py).
+    # collectives are slow (gloo on CPUs: see benchmarks/scale.py; on 2 cores, 2 processes
+    # trained at 0.24x one 2-thread process's speed, against 0.97-1.26x without).
     sync_bn: bool = False
+    momentum: Annotated[float, Interval(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Ge(0)] = 3e-5
+    label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.1
+    augment: bool = True
+    # Validation images for the per-epoch max/min accuracy.
+    eval_images: Annotated[int, Ge(1)] = 2000
+    bn_images: Annotated[int, Ge(1)] = 1000
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
