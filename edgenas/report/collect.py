@@ -10,10 +10,13 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgenas.run_record import RunDocument, RunSummary, read_run, read_summary
 from once_for_all.errors import EdgenasError
+
+if TYPE_CHECKING:
+    from latency.predictors import PredictorDocument
 
 
 class ReportError(EdgenasError, ValueError):
@@ -23,7 +26,7 @@ class ReportError(EdgenasError, ValueError):
 @dataclass
 class DeviceData:
     name: str
-    predictor: dict[str, Any]  # predictor.json as written by edgenas profile
+    predictor: PredictorDocument  # as written by edgenas profile
     path: Path
 
 
@@ -105,6 +108,8 @@ def _trial_values(root: Path, pareto: dict[str, Any]) -> list[list[float]] | Non
 
 def collect(root: Path) -> RunData:
     """Everything the report shows from the run folder ``root``."""
+    from latency.predictors import read_predictor
+
     if not (root / "run.json").is_file():
         raise ReportError(
             f"{root} is not a run folder (no run.json): give the folder that edgenas run wrote"
@@ -124,7 +129,7 @@ def collect(root: Path) -> RunData:
         *(n for n in folders if n not in profiled),
     ]:
         path = root / "devices" / name / "predictor.json"
-        data.devices.append(DeviceData(name, _json(path, "latency predictor"), path))
+        data.devices.append(DeviceData(name, read_predictor(path), path))
     # Only the exports of the current choice (the pipeline removes the others; a folder a
     # user copied in stays out), or every export of a run without a summary yet.
     rows = data.summary.get("chosen", []) if data.summary else []
