@@ -28,7 +28,14 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt, Interval
 from torch import Tensor, nn
 
-from once_for_all.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from once_for_all.checkpoint import (
+    CheckpointBody,
+    CheckpointDocument,
+    CheckpointError,
+    CheckpointMetadata,
+    load_checkpoint,
+    save_checkpoint,
+)
 from once_for_all.data import BatchLoader, DataBundle, resize_batch
 from once_for_all.distributed import (
     DistributedError,
@@ -248,7 +255,7 @@ class ProgressiveShrinkingTrainer:
         config: TrainConfig,
         *,
         checkpoint: Path,
-        metadata: dict[str, Any] | None = None,
+        metadata: CheckpointMetadata | None = None,
         world: World | None = None,
         device: torch.device | None = None,
     ) -> None:
@@ -275,7 +282,7 @@ class ProgressiveShrinkingTrainer:
         self.data = data
         self.config = config
         self.checkpoint = checkpoint
-        self.metadata = metadata or {}
+        self.metadata: CheckpointMetadata = metadata or {}
         self.state = TrainState()
         self.teacher: MobileNetV3 | None = None
         self.optimizer: torch.optim.SGD | None = None
@@ -293,30 +300,31 @@ class ProgressiveShrinkingTrainer:
 
     # ---- checkpointing
 
-    def _payload(self) -> dict[str, Any]:
+    def _payload(self) -> CheckpointBody:
         teacher = None
         if self.teacher is not None:
             teacher = {"config": self.teacher.config, "state": self.teacher.state_dict()}
-        return {
-            "space": self.space.to_dict(),
-            "data_spec": self.data.spec.to_dict(),
-            "model": self.supernet.state_dict(),
-            "teacher": teacher,
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-            "weight_average": self.average.state_dict() if self.average is not None else None,
-            "phase_index": self.state.phase_index,
-            "epoch": self.state.epoch,
-            "history": self.state.history,
-            "train_config": self.config.to_dict(),
-            "rng": {"torch": torch.get_rng_state()},
-            "complete": self.state.phase_index >= len(self.config.phases),
-            **self.metadata,
-        }
+        body = CheckpointBody(
+            space=self.space.to_dict(),
+            data_spec=self.data.spec.to_dict(),
+            model=self.supernet.state_dict(),
+            teacher=teacher,
+            optimizer=self.optimizer.state_dict() if self.optimizer is not None else None,
+            weight_average=self.average.state_dict() if self.average is not None else None,
+            phase_index=self.state.phase_index,
+            epoch=self.state.epoch,
+            history=self.state.history,
+            train_config=self.config.to_dict(),
+            rng={"torch": torch.get_rng_state()},
+            complete=self.state.phase_index >= len(self.config.phases),
+        )
+        body.update(self.metadata)
+        return body
 
-    def _read_checkpoint(self) -> dict[str, Any] | None:
+    def _read_checkpoint(self) -> CheckpointDocument | None:
         """The checkpoint as rank 0 reads it (``None`` if there is none), on every rank: the
         output folder need not be shared between machines, and every rank fails alike."""
-        found: dict[str, Any] | CheckpointError | None = None
+        found: CheckpointDocument | CheckpointError | None = None
         if self.world.is_main and self.checkpoint.exists():
             try:
                 found = load_checkpoint(self.checkpoint)
@@ -361,7 +369,8 @@ class ProgressiveShrinkingTrainer:
             if phase.ema_decay > 0 and self.state.epoch > 0:
                 self.average = WeightAverage(self.supernet, phase.ema_decay)
                 try:
-                    self.average.load_state_dict(payload["weight_average"])
+                    # Missing (a checkpoint from before averaging) or None: as broken as empty.
+                    self.average.load_state_dict(payload.get("weight_average") or {})
                 except (WeightAverageError, KeyError, TypeError) as exc:
                     raise CheckpointError(
                         f"checkpoint {self.checkpoint} lacks the weight average of phase "
