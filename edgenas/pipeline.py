@@ -240,7 +240,7 @@ def _needs_run(
 
 
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
-    from edgenas.stages.train import CHECKPOINT_NAME, SUPERNET_NAME, train
+    from edgenas.stages.train import CHECKPOINT_NAME, SUPERNET_NAME, TrainOptions, train
 
     # Not the name: a recipe copied under another name reuses the same supernet; nor where
     # and on how many threads it trains, which change the speed, not the supernet.
@@ -260,7 +260,10 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
     log("train: progressive shrinking (resumes from checkpoint.pt after a kill)")
     started = time.perf_counter()
     train(
-        recipe, run.root, resume=True, console=console, quiet=options.quiet, threads=options.threads
+        recipe,
+        TrainOptions(out=run.root, resume=True, threads=options.threads),
+        console=console,
+        quiet=options.quiet,
     )
     run.record("train", inputs, [supernet], time.perf_counter() - started)
 

@@ -68,19 +68,18 @@ def train(
 ) -> None:
     """Train a supernet with progressive shrinking, one checkpoint per epoch."""
     from edgenas.recipe import load_recipe
+    from edgenas.stages.train import TrainOptions
     from edgenas.stages.train import train as run_training
     from once_for_all.distributed import launched_rank
 
     r = load_recipe(recipe)
-    final = run_training(
-        r,
-        out or Path("runs") / r.name,
+    options = TrainOptions(
+        out=out or Path("runs") / r.name,
         resume=resume,
-        console=console,
-        quiet=quiet,
         threads=threads,
         device=device.value if device is not None else None,
     )
+    final = run_training(r, options, console=console, quiet=quiet)
     if launched_rank() == 0:
         console.print(f"supernet written to {final}")
 
