@@ -16,6 +16,7 @@ from edgenas.run_record import RunDocument, RunSummary, read_run, read_summary
 from once_for_all.errors import EdgenasError
 
 if TYPE_CHECKING:
+    from edgenas.search.pareto import ParetoDocument
     from latency.predictors import PredictorDocument
 
 
@@ -36,7 +37,7 @@ class RunData:
     run: RunDocument
     summary: RunSummary | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-    pareto: dict[str, Any] | None = None
+    pareto: ParetoDocument | None = None
     # Objective values of every completed trial, in pareto.json's objective order.
     trial_values: list[list[float]] | None = None
     devices: list[DeviceData] = field(default_factory=list)
@@ -75,7 +76,7 @@ def _history(root: Path) -> list[dict[str, Any]]:
     return []
 
 
-def _trial_values(root: Path, pareto: dict[str, Any]) -> list[list[float]] | None:
+def _trial_values(root: Path, pareto: ParetoDocument) -> list[list[float]] | None:
     """The study's completed trials, from the storage the run's search stage wrote."""
     import optuna
 
@@ -108,6 +109,7 @@ def _trial_values(root: Path, pareto: dict[str, Any]) -> list[list[float]] | Non
 
 def collect(root: Path) -> RunData:
     """Everything the report shows from the run folder ``root``."""
+    from edgenas.search.pareto import read_pareto
     from latency.predictors import read_predictor
 
     if not (root / "run.json").is_file():
@@ -119,7 +121,7 @@ def collect(root: Path) -> RunData:
         data.summary = read_summary(root / "summary.json", fix=RERUN, error=ReportError)
     data.history = _history(root)
     if (root / "search" / "pareto.json").is_file():
-        data.pareto = _json(root / "search" / "pareto.json", "Pareto front")
+        data.pareto = read_pareto(root / "search" / "pareto.json")
         data.trial_values = _trial_values(root, data.pareto)
     # Devices in the order the run profiled them, then any other profiled folder.
     profiled = [k.split(":", 1)[1] for k in data.run.get("stages", {}) if k.startswith("profile:")]
