@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import yaml
 from pydantic import (
@@ -29,6 +29,7 @@ from export.formats import MODEL_FORMATS, ModelFormat, Precision
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.errors import EdgenasError, one_line
+from once_for_all.training_devices import TrainingDevice
 
 
 class RecipeError(EdgenasError, ValueError):
@@ -71,7 +72,7 @@ class TrainSection(_TrainSettings):
     threads: int = Field(2, ge=1)
     # auto: this process's GPU where torch sees one (torchrun: one process per GPU, NCCL),
     # else the CPU; cpu or cuda to insist. Not part of the schedule: a run may resume elsewhere.
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: TrainingDevice = "auto"
     # Either explicit phases, or OFA's default schedule from six epoch counts and a base lr.
     # Each phase is a once_for_all PhaseConfig: its fields are the keys, its bounds and checks apply.
     phases: list[PhaseConfig] | None = None

@@ -20,7 +20,6 @@ from edgenas.recipe import Recipe
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
 from once_for_all.data import load_data
 from once_for_all.distributed import (
-    TrainingDevice,
     World,
     barrier,
     broadcast_object,
@@ -29,6 +28,7 @@ from once_for_all.distributed import (
 )
 from once_for_all.files import atomic_path, write_json
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
+from once_for_all.training_devices import TrainingDevice
 
 CHECKPOINT_NAME = "checkpoint.pt"
 SUPERNET_NAME = "supernet.pt"
