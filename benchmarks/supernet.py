@@ -48,6 +48,7 @@ from once_for_all import (
     recalibrate_bn,
     train_static,
 )
+from once_for_all.checkpoint import CheckpointDocument
 from once_for_all.data import DataBundle, DataError, load_data
 from once_for_all.evaluation import BN_IMAGES, bn_batches
 from once_for_all.files import write_text
@@ -341,7 +342,9 @@ def schedule_from(train_config: dict[str, Any]) -> Schedule:
     )
 
 
-def data_kwargs(payload: dict[str, Any], args: argparse.Namespace) -> tuple[dict[str, Any], str]:
+def data_kwargs(
+    payload: CheckpointDocument, args: argparse.Namespace
+) -> tuple[dict[str, Any], str]:
     """``load_data`` arguments: the checkpoint's own (written by ``edgenas train``), else the flags."""
     stored = payload.get("data")
     if isinstance(stored, dict) and "source" in stored:

@@ -18,6 +18,7 @@ from devices.measurement import Fingerprint, Measurement
 from devices.profiles import LocalSection, validate_profile
 from devices.runner_protocol import (
     RUNNER_PATH,
+    RunnerJob,
     RunSettings,
     build_job,
     parse_fingerprint,
@@ -81,7 +82,7 @@ class LocalDevice(Device):
             log.warning("device %r: %s", self.name, warning)
         return results.measurements
 
-    def _run(self, job: dict[str, Any]) -> str:
+    def _run(self, job: RunnerJob) -> str:
         """One round trip: the job in, the runner's JSON results out."""
         with tempfile.TemporaryDirectory(prefix="edgenas-local-") as tmp:
             folder = Path(tmp)

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict
 
 from devices.base import DeviceError, Runtime
 from devices.measurement import Fingerprint, Measurement
@@ -19,6 +19,21 @@ JOB_FORMAT = "edgenas.runner-job/1"
 RESULTS_FORMAT = "edgenas.runner-results/1"
 RUNNER_PATH = Path(__file__).with_name("runner.py")
 """The runner file to copy to a target and run there with the target's Python."""
+
+
+class RunnerJob(TypedDict):
+    """What ``runner.py`` is asked to do (it reads this JSON on its stdin or from a file)."""
+
+    format: str
+    runtime: Runtime
+    threads: int
+    warmup: int
+    runs: int
+    profile_ops: bool
+    spread_threshold: float
+    cores: list[int] | None
+    seed: int
+    models: list[str]  # model paths as the target sees them; none: a fingerprint only
 
 
 @dataclass(frozen=True)
@@ -65,23 +80,23 @@ class RunnerResults:
 
 def build_job(
     model_paths: Sequence[str], settings: RunSettings, *, profile_ops: bool = False
-) -> dict[str, Any]:
+) -> RunnerJob:
     """The job for ``runner.py``; ``model_paths`` are as the target sees them.
 
     No models means a fingerprint-only job.
     """
-    return {
-        "format": JOB_FORMAT,
-        "runtime": settings.runtime,
-        "threads": settings.threads,
-        "warmup": settings.warmup,
-        "runs": settings.runs,
-        "profile_ops": profile_ops,
-        "spread_threshold": settings.spread_threshold,
-        "cores": list(settings.cores) if settings.cores is not None else None,
-        "seed": settings.seed,
-        "models": [str(p) for p in model_paths],
-    }
+    return RunnerJob(
+        format=JOB_FORMAT,
+        runtime=settings.runtime,
+        threads=settings.threads,
+        warmup=settings.warmup,
+        runs=settings.runs,
+        profile_ops=profile_ops,
+        spread_threshold=settings.spread_threshold,
+        cores=list(settings.cores) if settings.cores is not None else None,
+        seed=settings.seed,
+        models=[str(p) for p in model_paths],
+    )
 
 
 def parse_results(

@@ -28,6 +28,7 @@ from devices.measurement import Fingerprint, Measurement
 from devices.profiles import SshSection, validate_profile
 from devices.runner_protocol import (
     RUNNER_PATH,
+    RunnerJob,
     RunSettings,
     build_job,
     parse_fingerprint,
@@ -368,7 +369,7 @@ class SshDevice(Device):
             session.uploaded[key] = remote
         return remote
 
-    def _run_runner(self, session: _Session, job: dict[str, Any]) -> str:
+    def _run_runner(self, session: _Session, job: RunnerJob) -> str:
         """One runner call: the job on stdin, the results read back from a file."""
         self.runner_calls += 1
         out_name = f"results-{self.runner_calls}.json"

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import platform
 import shutil
 import time
@@ -26,13 +25,24 @@ from typing import Any
 
 from rich.console import Console
 
-from edgenas.recipe import Recipe, RecipeError, StageName, load_recipe
+from edgenas.recipe import Recipe, RecipeError, load_recipe
 from edgenas.report import REPORT_NAME, build_report
+from edgenas.run_record import (
+    RUN_FORMAT,
+    SUMMARY_FORMAT,
+    MeasuredFile,
+    RunDocument,
+    RunSummary,
+    StageRecord,
+    SummaryRow,
+    read_run,
+    write_run,
+    write_summary,
+)
+from edgenas.stages import StageName
 from export.card import execution_text, read_card
 from once_for_all.errors import EdgenasError, one_line
-from once_for_all.files import read_json, write_text
 
-RUN_FORMAT = "edgenas.run/1"
 PACKAGES = (
     "edgenas",
     "torch",
@@ -72,28 +82,19 @@ class RunFolder:
     def __init__(self, root: Path, recipe: Recipe, recipe_path: Path) -> None:
         self.root = root
         self.path = root / "run.json"
-        self.stages: dict[str, dict[str, Any]] = {}
+        self.stages: dict[str, StageRecord] = {}
         if self.path.exists():
             fix = "move it away or choose another --out"
-            data = read_json(
-                self.path,
-                formats=RUN_FORMAT,
-                what="an edgenas run record",
-                fix=fix,
-                error=RecipeError,
-            )
+            data = read_run(self.path, fix=fix, error=RecipeError)
             try:
                 self.stages = dict(data["stages"])
             except (ValueError, KeyError, TypeError) as exc:
                 raise RecipeError(
                     f"{self.path} is not an edgenas run record ({exc}): {fix}"
                 ) from None
-        self.header = {
-            "format": RUN_FORMAT,
-            "recipe_path": str(recipe_path),
-            "recipe": recipe.model_dump(mode="json"),
-            "versions": package_versions(),
-        }
+        self.recipe_path = str(recipe_path)
+        self.recipe = recipe.model_dump(mode="json")
+        self.versions = package_versions()
 
     def up_to_date(self, key: str, inputs: dict[str, Any]) -> bool:
         record = self.stages.get(key)
@@ -121,13 +122,20 @@ class RunFolder:
         self.save()
 
     def output_hash(self, key: str, name: str) -> str | None:
-        digest: str | None = self.stages.get(key, {}).get("outputs", {}).get(name)
-        return digest
+        record = self.stages.get(key)
+        return record["outputs"].get(name) if record else None
 
     def save(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        body = {**self.header, "stages": self.stages}
-        write_text(self.path, json.dumps(body, indent=1) + "\n")
+        write_run(
+            self.path,
+            RunDocument(
+                format=RUN_FORMAT,
+                recipe_path=self.recipe_path,
+                recipe=self.recipe,
+                versions=self.versions,
+                stages=self.stages,
+            ),
+        )
 
 
 @dataclass(frozen=True)
@@ -138,7 +146,7 @@ class RunOptions:
     threads: int | None = None
 
 
-def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> dict[str, Any]:
+def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> RunSummary:
     """Do the recipe's stages and return the summary (also the end of ``run.log``)."""
     recipe = load_recipe(recipe_path)
     root = options.out or Path("runs") / recipe.name
@@ -178,7 +186,7 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> dict
     with _logged("report", log):
         summary = _summary(recipe, run, exported)
         summary["report"] = str(root / REPORT_NAME)
-        write_text(root / "summary.json", json.dumps(summary, indent=1) + "\n")
+        write_summary(root / "summary.json", summary)
         build_report(root)  # reads summary.json
     log(
         f"done: {len(exported)} subnet(s) exported; summary in {root / 'summary.json'}, "
@@ -233,7 +241,7 @@ def _needs_run(
 
 
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
-    from edgenas.stages.train import CHECKPOINT_NAME, SUPERNET_NAME, train
+    from edgenas.stages.train import CHECKPOINT_NAME, SUPERNET_NAME, TrainOptions, train
 
     # Not the name: a recipe copied under another name reuses the same supernet; nor where
     # and on how many threads it trains, which change the speed, not the supernet.
@@ -253,7 +261,10 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
     log("train: progressive shrinking (resumes from checkpoint.pt after a kill)")
     started = time.perf_counter()
     train(
-        recipe, run.root, resume=True, console=console, quiet=options.quiet, threads=options.threads
+        recipe,
+        TrainOptions(out=run.root, resume=True, threads=options.threads),
+        console=console,
+        quiet=options.quiet,
     )
     run.record("train", inputs, [supernet], time.perf_counter() - started)
 
@@ -431,9 +442,9 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
     return list(exported.values())
 
 
-def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> dict[str, Any]:
+def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> RunSummary:
     """One row per device budget: the chosen subnet, its accuracy and latency, its files."""
-    rows = []
+    rows: list[SummaryRow] = []
     for entry in exported:
         card = read_card(entry["folder"] / "card.json")
         files = {f["name"]: f for f in card["files"]}
@@ -444,47 +455,39 @@ def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> 
             # The fastest file whose accuracy is acceptable (the card's recommendation).
             shown = card["latency"].get(device, {}).get("recommended")
             rows.append(
-                {
-                    "device": device,
-                    "budget_ms": choice["budget_ms"],
-                    "subnet": entry["subnet"],
-                    "accuracy_fp32": card["accuracy"]["fp32"],
-                    "accuracy_int8": {
-                        n: v["accuracy"] for n, v in card["accuracy"]["int8"].items()
-                    },
-                    "file": shown,
-                    "latency_predicted_ms": measured[shown]["predicted"] if shown else None,
-                    "latency_measured_ms": measured[shown]["measured"]["median_ms"]
+                SummaryRow(
+                    device=device,
+                    budget_ms=choice["budget_ms"],
+                    subnet=entry["subnet"],
+                    accuracy_fp32=card["accuracy"]["fp32"],
+                    accuracy_int8={n: v["accuracy"] for n, v in card["accuracy"]["int8"].items()},
+                    file=shown,
+                    latency_predicted_ms=measured[shown]["predicted"] if shown else None,
+                    latency_measured_ms=measured[shown]["measured"]["median_ms"] if shown else None,
+                    latency_measured_at_baseline_ms=measured[shown].get("measured_at_baseline_ms")
                     if shown
                     else None,
-                    "latency_measured_at_baseline_ms": measured[shown].get(
-                        "measured_at_baseline_ms"
-                    )
-                    if shown
-                    else None,
-                    "bytes": files[shown]["bytes"] if shown else None,
-                    "folder": str(entry["folder"]),
-                    "files": sorted(files),
-                    "measured_files": {
-                        name: {
-                            "latency_ms": value["measured"]["median_ms"],
-                            "speedup_vs_fp32": value.get("speedup_vs_fp32"),
-                            "runs_as": execution_text(files[name].get("execution") or {}),
-                            "accuracy": int8[name]["accuracy"]
+                    bytes=files[shown]["bytes"] if shown else None,
+                    folder=str(entry["folder"]),
+                    files=sorted(files),
+                    measured_files={
+                        name: MeasuredFile(
+                            latency_ms=value["measured"]["median_ms"],
+                            speedup_vs_fp32=value.get("speedup_vs_fp32"),
+                            runs_as=execution_text(files[name].get("execution") or {}),
+                            accuracy=int8[name]["accuracy"]
                             if name in int8
                             else card["accuracy"]["fp32"],
-                            "top1_agreement": int8[name]["top1_agreement"]
-                            if name in int8
-                            else None,
-                        }
+                            top1_agreement=int8[name]["top1_agreement"] if name in int8 else None,
+                        )
                         for name, value in measured.items()
                     },
-                }
+                )
             )
-    return {
-        "format": "edgenas.run-summary/1",
-        "run": str(run.root),
-        "recipe": recipe.name,
-        "stages": {k: v.get("seconds") for k, v in run.stages.items()},
-        "chosen": rows,
-    }
+    return RunSummary(
+        format=SUMMARY_FORMAT,
+        run=str(run.root),
+        recipe=recipe.name,
+        stages={k: v.get("seconds") for k, v in run.stages.items()},
+        chosen=rows,
+    )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
 import yaml
 from pydantic import (
@@ -18,14 +18,18 @@ from pydantic import (
     Field,
     Tag,
     ValidationError,
+    create_model,
     model_validator,
 )
 
+from edgenas.search.accuracy_sources import AccuracySource
 from edgenas.search.sampler_names import SamplerName
+from edgenas.stages import STAGES, StageName
 from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ModelFormat, Precision
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.errors import EdgenasError, one_line
+from once_for_all.training_devices import TrainingDevice
 
 
 class RecipeError(EdgenasError, ValueError):
@@ -47,28 +51,28 @@ class DataSection(_Strict):
         return self.model_dump()
 
 
-class TrainSection(_Strict):
-    seed: int = Field(0, ge=0)
+# TrainConfig's settings (every field but the phases, with its default and bounds) are keys
+# of the recipe's train section, declared there only.
+_SETTINGS = [f for f in dataclasses.fields(TrainConfig) if f.name != "phases"]
+if TYPE_CHECKING:
+    _TrainSettings = _Strict  # mypy cannot follow create_model; train_config reads them by name
+else:
+    _hints = get_type_hints(TrainConfig, include_extras=True)
+    _TrainSettings = create_model(
+        "_TrainSettings",
+        __base__=_Strict,
+        **{f.name: (_hints[f.name], f.default) for f in _SETTINGS},
+    )
+
+
+class TrainSection(_TrainSettings):
+    """A recipe's ``train`` section: ``TrainConfig``'s settings, the phases (or OFA's schedule),
+    and where and on how many threads to train."""
+
     threads: int = Field(2, ge=1)
-    # The global batch, split across torchrun's processes; per process with lr_scaling linear.
-    batch_size: int = Field(64, ge=1)
-    # none: the same run on any number of processes; linear: batch_size per process and every
-    # lr times the number of processes (the linear scaling rule).
-    lr_scaling: Literal["none", "linear"] = "none"
-    # false: BN statistics of each process's shard, as plain DDP and OFA; true: of the global
-    # batch, so that N processes train what one does, at two collectives per BN layer per
-    # step (measured with gloo on 2 cores: 2 processes at 0.24x one 2-thread process's speed,
-    # against 0.97-1.26x without).
-    sync_bn: bool = False
     # auto: this process's GPU where torch sees one (torchrun: one process per GPU, NCCL),
     # else the CPU; cpu or cuda to insist. Not part of the schedule: a run may resume elsewhere.
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    momentum: float = Field(0.9, ge=0, lt=1)
-    weight_decay: float = Field(3e-5, ge=0)
-    label_smoothing: float = Field(0.1, ge=0, lt=1)
-    augment: bool = True
-    eval_images: int = Field(2000, ge=1)
-    bn_images: int = Field(1000, ge=1)
+    device: TrainingDevice = "auto"
     # Either explicit phases, or OFA's default schedule from six epoch counts and a base lr.
     # Each phase is a once_for_all PhaseConfig: its fields are the keys, its bounds and checks apply.
     phases: list[PhaseConfig] | None = None
@@ -89,8 +93,6 @@ class TrainSection(_Strict):
 
 
 MIN_CALIBRATION = 10  # latency.predictors.calibrate refuses fewer
-StageName = Literal["train", "profile", "search", "export"]
-STAGES: tuple[StageName, ...] = ("train", "profile", "search", "export")
 
 
 class DeviceSection(_Strict):
@@ -116,7 +118,7 @@ class DeviceSection(_Strict):
 class SearchSection(_Strict):
     trials: int = Field(2000, ge=1)
     sampler: SamplerName = "nsga2"
-    accuracy: Literal["predictor", "direct"] = "predictor"
+    accuracy: AccuracySource = "predictor"
     accuracy_samples: int = Field(100, ge=10)
     eval_images: int | None = Field(None, ge=1)
     reevaluate: int = Field(20, ge=1)
@@ -216,19 +218,7 @@ class Recipe(_Strict):
             phases = ofa_phases(space=space, epochs=(e[0], e[1], e[2], e[3], e[4], e[5]), lr=t.lr)
         else:
             phases = tuple(_within_space(space, p) for p in t.phases)
-        return TrainConfig(
-            phases=phases,
-            batch_size=t.batch_size,
-            lr_scaling=t.lr_scaling,
-            sync_bn=t.sync_bn,
-            momentum=t.momentum,
-            weight_decay=t.weight_decay,
-            label_smoothing=t.label_smoothing,
-            seed=t.seed,
-            augment=t.augment,
-            eval_images=t.eval_images,
-            bn_images=t.bn_images,
-        )
+        return TrainConfig(phases=phases, **{f.name: getattr(t, f.name) for f in _SETTINGS})
 
 
 def _within_space(space: SearchSpace, phase: PhaseConfig) -> PhaseConfig:

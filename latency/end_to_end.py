@@ -20,7 +20,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from devices.base import Device
 from devices.measurement import Fingerprint, Measurement
@@ -48,6 +48,39 @@ READABLE_MEASURED_FORMATS = (
     "edgenas.measured-subnets/2",
     MEASURED_FORMAT,
 )
+
+
+class MeasuredSubnet(TypedDict):
+    subnet: dict[str, Any]  # Subnet.to_dict()
+    measurement: dict[str, Any]  # Measurement.to_dict() of combine_passes(passes)
+    passes: NotRequired[list[dict[str, Any]]]  # every pass, in order (not in /1 and /2)
+
+
+class MeasuredDocument(TypedDict):
+    """A measured subnets file: one device's end-to-end measurements."""
+
+    format: str
+    header: dict[str, Any]  # TableHeader.to_dict(): the table's, with its reference
+    subnets: list[MeasuredSubnet]
+
+
+def read_measured(path: Path) -> MeasuredDocument:
+    """A measured subnets file of any readable format (others raise ``TableError``)."""
+    doc = read_json(
+        path,
+        formats=READABLE_MEASURED_FORMATS,
+        what="a measured subnets file",
+        fix="delete it or use another folder",
+        error=TableError,
+    )
+    return cast(MeasuredDocument, doc)
+
+
+def write_measured(path: Path, doc: MeasuredDocument) -> None:
+    # Not write_json, which refuses NaN: this file has always kept what a device reported.
+    write_text(path, json.dumps(doc, indent=1) + "\n")
+
+
 PASSES = 3  # passes per subnet on a timed device
 
 
@@ -107,13 +140,7 @@ class MeasuredSubnets:
         self.path, self.header = path, header
         self.results: dict[str, list[Measurement]] = {}
         if path.exists():
-            data = read_json(
-                path,
-                formats=READABLE_MEASURED_FORMATS,
-                what="a measured subnets file",
-                fix="delete it or use another folder",
-                error=TableError,
-            )
+            data = read_measured(path)
             old = TableHeader.from_dict(data["header"])
             old.check(
                 what=f"existing file {path}",
@@ -165,16 +192,18 @@ class MeasuredSubnets:
         return passes
 
     def save(self) -> None:
-        items: list[dict[str, Any]] = [
-            {
-                "subnet": json.loads(k),
-                "measurement": combine_passes(ms).to_dict(),
-                "passes": [m.to_dict() for m in ms],
-            }
+        items = [
+            MeasuredSubnet(
+                subnet=json.loads(k),
+                measurement=combine_passes(ms).to_dict(),
+                passes=[m.to_dict() for m in ms],
+            )
             for k, ms in self.results.items()
         ]
-        body = {"format": MEASURED_FORMAT, "header": self.header.to_dict(), "subnets": items}
-        write_text(self.path, json.dumps(body, indent=1) + "\n")
+        write_measured(
+            self.path,
+            MeasuredDocument(format=MEASURED_FORMAT, header=self.header.to_dict(), subnets=items),
+        )
 
     def measure(
         self,

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, NotRequired, Protocol, TypedDict, cast
 
 import numpy as np
 
@@ -26,6 +26,38 @@ from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
 
 PREDICTOR_FORMAT = "edgenas.predictor/1"
+
+
+class PredictorDocument(TypedDict):
+    """``predictor.json``: a latency predictor. A calibrated one adds its fitted model, its
+    validation figures and the subnets it was calibrated on."""
+
+    format: str
+    kind: str  # lut-sum or calibrated
+    header: dict[str, Any]  # TableHeader.to_dict()
+    space: dict[str, Any]  # SearchSpace.to_dict()
+    block_ms: dict[str, float]  # the table's block keys -> ms
+    model: NotRequired[dict[str, Any]]  # LinearModel.to_dict()
+    validation: NotRequired[dict[str, Any]]
+    calibration: NotRequired[dict[str, Any]]  # subnets, measured_ms, held_out_ms
+
+
+def read_predictor(path: Path) -> PredictorDocument:
+    """A predictor file as written (refused with one ``TableError`` line if it is not one);
+    ``load_predictor`` builds the predictor from it."""
+    doc = read_json(
+        path,
+        formats=PREDICTOR_FORMAT,
+        what="a latency predictor",
+        fix="give the predictor.json that edgenas profile wrote",
+        error=TableError,
+    )
+    return cast(PredictorDocument, doc)
+
+
+def write_predictor(path: Path, doc: PredictorDocument) -> None:
+    # Not write_json, which refuses NaN: validation figures may hold one.
+    write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 class LatencyPredictor(Protocol):
@@ -97,17 +129,17 @@ class LutSumPredictor:
             out[f"stage{s}"] = slots[:, s * depth : (s + 1) * depth].sum(axis=1)
         return out
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": PREDICTOR_FORMAT,
-            "kind": self.kind,
-            "header": self.header.to_dict(),
-            "space": self.space.to_dict(),
-            "block_ms": self.block_ms,
-        }
+    def to_dict(self) -> PredictorDocument:
+        return PredictorDocument(
+            format=PREDICTOR_FORMAT,
+            kind=self.kind,
+            header=self.header.to_dict(),
+            space=self.space.to_dict(),
+            block_ms=self.block_ms,
+        )
 
     def save(self, path: Path) -> None:
-        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_predictor(path, self.to_dict())
 
 
 @dataclass(frozen=True)
@@ -199,17 +231,16 @@ class CalibratedPredictor:
     def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray:
         return self.model.apply(self.base.features(subnets))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            **self.base.to_dict(),
-            "kind": self.kind,
-            "model": self.model.to_dict(),
-            "validation": self.validation,
-            "calibration": self.calibration,
-        }
+    def to_dict(self) -> PredictorDocument:
+        doc = self.base.to_dict()
+        doc["kind"] = self.kind
+        doc["model"] = self.model.to_dict()
+        doc["validation"] = self.validation
+        doc["calibration"] = self.calibration
+        return doc
 
     def save(self, path: Path) -> None:
-        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_predictor(path, self.to_dict())
 
 
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
@@ -278,13 +309,7 @@ def calibrate(
 
 def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
     """A predictor file written by ``save`` (lut-sum or calibrated)."""
-    data = read_json(
-        path,
-        formats=PREDICTOR_FORMAT,
-        what="a latency predictor",
-        fix="give the predictor.json that edgenas profile wrote",
-        error=TableError,
-    )
+    data = read_predictor(path)
     try:
         space = SearchSpace.from_dict(data["space"])
         header = TableHeader.from_dict(data["header"])

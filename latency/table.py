@@ -14,7 +14,7 @@ import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 
@@ -31,6 +31,31 @@ READABLE_TABLE_FORMATS = ("edgenas.lut/1", TABLE_FORMAT)
 
 class TableError(EdgenasError, ValueError):
     """A table that cannot be used as asked; the message names the file and the fix."""
+
+
+class TableDocument(TypedDict):
+    """``lut.json``: one measurement per block, under one header."""
+
+    format: str
+    header: dict[str, Any]  # TableHeader.to_dict()
+    entries: dict[str, dict[str, Any]]  # block key -> Measurement.to_dict() less its format
+
+
+def read_table(path: Path) -> TableDocument:
+    """A latency table of any readable format (anything else raises one ``TableError`` line)."""
+    doc = read_json(
+        path,
+        formats=READABLE_TABLE_FORMATS,
+        what="a latency table",
+        fix="give the lut.json that edgenas profile wrote",
+        error=TableError,
+    )
+    return cast(TableDocument, doc)
+
+
+def write_table(path: Path, doc: TableDocument) -> None:
+    # Not write_json, which refuses NaN: this file has always kept what a device reported.
+    write_text(path, json.dumps(doc, indent=1) + "\n")
 
 
 @dataclass(frozen=True)
@@ -153,25 +178,19 @@ class LatencyTable:
     def add(self, key: str, measurement: Measurement) -> None:
         self.entries[key] = measurement
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": TABLE_FORMAT,
-            "header": self.header.to_dict(),
-            "entries": {k: _entry(m) for k, m in sorted(self.entries.items())},
-        }
+    def to_dict(self) -> TableDocument:
+        return TableDocument(
+            format=TABLE_FORMAT,
+            header=self.header.to_dict(),
+            entries={k: _entry(m) for k, m in sorted(self.entries.items())},
+        )
 
     def save(self, path: Path) -> None:
-        write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
+        write_table(path, self.to_dict())
 
     @classmethod
     def load(cls, path: Path) -> LatencyTable:
-        data = read_json(
-            path,
-            formats=READABLE_TABLE_FORMATS,
-            what="a latency table",
-            fix="give the lut.json that edgenas profile wrote",
-            error=TableError,
-        )
+        data = read_table(path)
         try:
             header = TableHeader.from_dict(data["header"])
             entries = {k: Measurement.from_dict(v) for k, v in data["entries"].items()}

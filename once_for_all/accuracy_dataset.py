@@ -15,19 +15,18 @@ it, so the header pins both and a cache made with others is refused.
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 from once_for_all.data import DataBundle
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError
 from once_for_all.evaluation import BN_IMAGES, evaluate_subnet
-from once_for_all.files import write_json
+from once_for_all.files import read_json, write_json
 from once_for_all.progress import Progress
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet, SubnetError
@@ -38,6 +37,31 @@ SPLITS = ("val", "test")
 
 class AccuracyCacheError(EdgenasError, ValueError):
     """An accuracy cache that is corrupt or was made for another supernet or other settings."""
+
+
+class CacheDocument(TypedDict):
+    """An accuracy cache file (see the module's docstring)."""
+
+    format: str
+    header: dict[str, Any]  # CacheHeader.to_dict()
+    entries: dict[str, float]  # subnet JSON -> accuracy
+
+
+def read_accuracy_cache(path: Path) -> CacheDocument:
+    """The accuracy cache at ``path``; a file that is not one raises ``AccuracyCacheError``
+    with one line. Its header and entries are not checked here (``AccuracyCache.open`` does)."""
+    doc = read_json(
+        path,
+        formats=CACHE_FORMAT,
+        what="an accuracy cache",
+        fix="delete it to start over, or choose another cache path",
+        error=AccuracyCacheError,
+    )
+    return cast(CacheDocument, doc)
+
+
+def write_accuracy_cache(path: Path, doc: CacheDocument) -> None:
+    write_json(path, doc)
 
 
 def supernet_fingerprint(supernet: OFAMobileNetV3) -> str:
@@ -172,8 +196,10 @@ class AccuracyCache:
 
     def save(self) -> None:
         """Write the whole cache atomically (a kill leaves the previous file intact)."""
-        doc = {"format": CACHE_FORMAT, "header": self.header.to_dict(), "entries": self._entries}
-        write_json(self.path, doc)
+        write_accuracy_cache(
+            self.path,
+            CacheDocument(format=CACHE_FORMAT, header=self.header.to_dict(), entries=self._entries),
+        )
         self._unsaved = 0
 
 
@@ -247,21 +273,7 @@ def sample_dataset(space: SearchSpace, n: int, *, seed: int) -> list[Subnet]:
 
 
 def _read_cache(path: Path) -> tuple[CacheHeader, dict[str, float]]:
-    try:
-        doc = json.loads(path.read_text())
-    except OSError as exc:
-        raise AccuracyCacheError(
-            f"cannot read accuracy cache {path}: {exc.strerror or exc}"
-        ) from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise AccuracyCacheError(
-            f"accuracy cache {path} is not valid JSON ({exc}): delete it to start over"
-        ) from None
-    if not isinstance(doc, dict) or doc.get("format") != CACHE_FORMAT:
-        found = doc.get("format") if isinstance(doc, dict) else type(doc).__name__
-        raise AccuracyCacheError(
-            f"{path} is not an accuracy cache (format {found!r}, expected {CACHE_FORMAT!r}): choose another cache path"
-        )
+    doc = read_accuracy_cache(path)
     try:
         header = CacheHeader.from_dict(doc["header"])
         entries = {str(k): float(v) for k, v in doc["entries"].items()}

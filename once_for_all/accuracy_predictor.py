@@ -19,7 +19,7 @@ import math
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypedDict, cast
 
 import numpy as np
 import torch
@@ -32,6 +32,21 @@ from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet, SubnetError
 
 PREDICTOR_FORMAT = "edgenas.accuracy-predictor/1"
+
+
+class AccuracyPredictorDocument(TypedDict):
+    """An accuracy predictor file (a torch file of tensors and plain data only)."""
+
+    format: str
+    space: dict[str, object]  # SearchSpace.to_dict()
+    hidden: list[int]  # the MLP's hidden widths
+    base: float  # predictions are base + scale * the MLP's output
+    scale: float
+    state: dict[str, Tensor]  # the MLP's state_dict
+    validation: dict[str, Any]
+    settings: dict[str, Any]
+
+
 DEFAULT_HIDDEN = (128, 128, 128)
 
 
@@ -107,27 +122,31 @@ class AccuracyPredictor:
             y = self._model(torch.from_numpy(x))
         return y.double().numpy() * self.scale + self.base
 
-    def to_payload(self) -> dict[str, Any]:
+    def to_payload(self) -> AccuracyPredictorDocument:
         """The file's contents: tensors and plain data only."""
-        return {
-            "format": PREDICTOR_FORMAT,
-            "space": self.space.to_dict(),
-            "hidden": list(self.hidden),
-            "base": self.base,
-            "scale": self.scale,
-            "state": {k: v.detach().clone() for k, v in self._model.state_dict().items()},
-            "validation": self.validation,
-            "settings": self.settings,
-        }
+        return AccuracyPredictorDocument(
+            format=PREDICTOR_FORMAT,
+            space=self.space.to_dict(),
+            hidden=list(self.hidden),
+            base=self.base,
+            scale=self.scale,
+            state={k: v.detach().clone() for k, v in self._model.state_dict().items()},
+            validation=self.validation,
+            settings=self.settings,
+        )
 
     def save(self, path: str | Path) -> None:
         """Write the predictor atomically (temporary file, then rename)."""
-        with atomic_path(Path(path)) as tmp:
-            torch.save(self.to_payload(), tmp)
+        write_accuracy_predictor(Path(path), self.to_payload())
 
 
-def load_accuracy_predictor(path: str | Path) -> AccuracyPredictor:
-    """A predictor written by ``AccuracyPredictor.save``; anything else raises
+def write_accuracy_predictor(path: Path, doc: AccuracyPredictorDocument) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(doc, tmp)
+
+
+def read_accuracy_predictor(path: str | Path) -> AccuracyPredictorDocument:
+    """The predictor file at ``path``, format-checked; anything else raises
     ``AccuracyPredictorError`` with a one-line message. Never unpickles arbitrary objects."""
     p = Path(path)
     if not p.is_file():
@@ -154,6 +173,14 @@ def load_accuracy_predictor(path: str | Path) -> AccuracyPredictor:
         raise AccuracyPredictorError(
             f"{p} is not an accuracy predictor (format {found!r}, expected {PREDICTOR_FORMAT!r})"
         )
+    return cast(AccuracyPredictorDocument, payload)
+
+
+def load_accuracy_predictor(path: str | Path) -> AccuracyPredictor:
+    """A predictor written by ``AccuracyPredictor.save``; anything else raises
+    ``AccuracyPredictorError`` with a one-line message (see ``read_accuracy_predictor``)."""
+    p = Path(path)
+    payload = read_accuracy_predictor(p)
     try:
         space = SearchSpace.from_dict(payload["space"])
         hidden = tuple(int(h) for h in payload["hidden"])

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 import torch
+from torch import Tensor
 
 from once_for_all.data import DataSpec
 from once_for_all.elastic_supernet import OFAMobileNetV3
@@ -21,13 +22,45 @@ class CheckpointError(EdgenasError, ValueError):
     """A checkpoint that is missing, corrupt or made for something else."""
 
 
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write ``payload`` as a checkpoint, atomically (a kill never leaves half a file)."""
+class CheckpointMetadata(TypedDict, total=False):
+    """What the caller of the trainer records beside the training state (``edgenas train``)."""
+
+    recipe: dict[str, Any]  # the recipe, as loaded
+    data: dict[str, Any]  # load_data's keyword arguments: how to load the same data again
+
+
+class CheckpointBody(CheckpointMetadata):
+    """A progressive-shrinking run's state (``ProgressiveShrinkingTrainer``): tensors and plain
+    containers only, so it loads with ``weights_only=True``."""
+
+    space: dict[str, object]  # SearchSpace.to_dict()
+    data_spec: dict[str, object]  # DataSpec.to_dict()
+    model: dict[str, Tensor]  # the supernet's state_dict
+    teacher: dict[str, Any] | None  # {"config", "state"} of the distillation teacher
+    optimizer: dict[str, Any] | None
+    weight_average: NotRequired[dict[str, Any] | None]  # not in checkpoints before EMA
+    phase_index: int
+    epoch: int  # epochs done in that phase
+    history: list[dict[str, Any]]  # one record per epoch
+    train_config: dict[str, Any]  # TrainConfig.to_dict()
+    rng: dict[str, Tensor]
+    complete: bool  # every phase done
+
+
+class CheckpointDocument(CheckpointBody):
+    """A supernet checkpoint file: its format tag, then the body."""
+
+    format: str
+
+
+def save_checkpoint(path: Path, body: CheckpointBody) -> None:
+    """Write ``body`` (tagged with the format) as a checkpoint, atomically (a kill never leaves
+    half a file)."""
     with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **payload}, tmp)
+        torch.save({"format": CHECKPOINT_FORMAT, **body}, tmp)
 
 
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
+def load_checkpoint(path: str | Path) -> CheckpointDocument:
     """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
     p = Path(path)
     if not p.is_file():
@@ -52,10 +85,10 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(
             f"{p} is not an edgenas supernet checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})"
         )
-    return payload
+    return cast(CheckpointDocument, payload)
 
 
-def load_supernet(path: str | Path) -> tuple[OFAMobileNetV3, DataSpec, dict[str, Any]]:
+def load_supernet(path: str | Path) -> tuple[OFAMobileNetV3, DataSpec, CheckpointDocument]:
     """The trained supernet, the data spec it was trained on, and the checkpoint's metadata."""
     payload = load_checkpoint(path)
     try:

@@ -12,13 +12,14 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from once_for_all.errors import EdgenasError
+from once_for_all.training_devices import TrainingDevice
 
 T = TypeVar("T")
 
@@ -58,9 +59,6 @@ def current_world() -> World:
 def launched_rank(env: Mapping[str, str] = os.environ) -> int:
     """The rank torchrun gave this process (0 outside torchrun), usable without a process group."""
     return int(env.get("RANK", "0") or 0)
-
-
-TrainingDevice = Literal["auto", "cpu", "cuda"]
 
 
 def training_device(

@@ -28,7 +28,14 @@ import torch.nn.functional as F
 from annotated_types import Ge, Gt, Interval
 from torch import Tensor, nn
 
-from once_for_all.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from once_for_all.checkpoint import (
+    CheckpointBody,
+    CheckpointDocument,
+    CheckpointError,
+    CheckpointMetadata,
+    load_checkpoint,
+    save_checkpoint,
+)
 from once_for_all.data import BatchLoader, DataBundle, resize_batch
 from once_for_all.distributed import (
     DistributedError,
@@ -113,15 +120,16 @@ class PhaseConfig:
 
 @dataclass(frozen=True)
 class TrainConfig:
+    """How a supernet trains: its phases and the settings they share.
+
+    Its fields besides ``phases`` are also keys of a recipe's ``train`` section
+    (``edgenas.recipe`` builds that section from them, with their defaults and bounds, in this
+    order): a field added here is a recipe key."""
+
     phases: tuple[PhaseConfig, ...]
-    batch_size: int = 64
-    momentum: float = 0.9
-    weight_decay: float = 3e-5
-    label_smoothing: float = 0.1
-    seed: int = 0
-    augment: bool = True
-    eval_images: int = 2000  # validation images for the per-epoch max/min accuracy
-    bn_images: int = 1000
+    # The bounds (annotated_types) are checked where pydantic builds the recipe's section.
+    seed: Annotated[int, Ge(0)] = 0
+    batch_size: Annotated[int, Ge(1)] = 64
     # "none": batch_size is the global batch, split across the training processes, and the
     # learning rates are as given, so any number of processes trains the same supernet.
     # "linear": batch_size is per process and every learning rate is multiplied by the number
@@ -130,8 +138,16 @@ class TrainConfig:
     # Off: each process normalises its own shard, as plain DDP and OFA do. On: batch norm over
     # the global batch (its statistics all-reduced, two small collectives per BN layer and
     # step), so that the result does not depend on the number of processes; slower where
-    # collectives are slow (gloo on CPUs: see benchmarks/scale.py).
+    # collectives are slow (gloo on CPUs: see benchmarks/scale.py; on 2 cores, 2 processes
+    # trained at 0.24x one 2-thread process's speed, against 0.97-1.26x without).
     sync_bn: bool = False
+    momentum: Annotated[float, Interval(ge=0, lt=1)] = 0.9
+    weight_decay: Annotated[float, Ge(0)] = 3e-5
+    label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.1
+    augment: bool = True
+    # Validation images for the per-epoch max/min accuracy.
+    eval_images: Annotated[int, Ge(1)] = 2000
+    bn_images: Annotated[int, Ge(1)] = 1000
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -239,7 +255,7 @@ class ProgressiveShrinkingTrainer:
         config: TrainConfig,
         *,
         checkpoint: Path,
-        metadata: dict[str, Any] | None = None,
+        metadata: CheckpointMetadata | None = None,
         world: World | None = None,
         device: torch.device | None = None,
     ) -> None:
@@ -266,7 +282,7 @@ class ProgressiveShrinkingTrainer:
         self.data = data
         self.config = config
         self.checkpoint = checkpoint
-        self.metadata = metadata or {}
+        self.metadata: CheckpointMetadata = metadata or {}
         self.state = TrainState()
         self.teacher: MobileNetV3 | None = None
         self.optimizer: torch.optim.SGD | None = None
@@ -284,30 +300,31 @@ class ProgressiveShrinkingTrainer:
 
     # ---- checkpointing
 
-    def _payload(self) -> dict[str, Any]:
+    def _payload(self) -> CheckpointBody:
         teacher = None
         if self.teacher is not None:
             teacher = {"config": self.teacher.config, "state": self.teacher.state_dict()}
-        return {
-            "space": self.space.to_dict(),
-            "data_spec": self.data.spec.to_dict(),
-            "model": self.supernet.state_dict(),
-            "teacher": teacher,
-            "optimizer": self.optimizer.state_dict() if self.optimizer is not None else None,
-            "weight_average": self.average.state_dict() if self.average is not None else None,
-            "phase_index": self.state.phase_index,
-            "epoch": self.state.epoch,
-            "history": self.state.history,
-            "train_config": self.config.to_dict(),
-            "rng": {"torch": torch.get_rng_state()},
-            "complete": self.state.phase_index >= len(self.config.phases),
-            **self.metadata,
-        }
+        body = CheckpointBody(
+            space=self.space.to_dict(),
+            data_spec=self.data.spec.to_dict(),
+            model=self.supernet.state_dict(),
+            teacher=teacher,
+            optimizer=self.optimizer.state_dict() if self.optimizer is not None else None,
+            weight_average=self.average.state_dict() if self.average is not None else None,
+            phase_index=self.state.phase_index,
+            epoch=self.state.epoch,
+            history=self.state.history,
+            train_config=self.config.to_dict(),
+            rng={"torch": torch.get_rng_state()},
+            complete=self.state.phase_index >= len(self.config.phases),
+        )
+        body.update(self.metadata)
+        return body
 
-    def _read_checkpoint(self) -> dict[str, Any] | None:
+    def _read_checkpoint(self) -> CheckpointDocument | None:
         """The checkpoint as rank 0 reads it (``None`` if there is none), on every rank: the
         output folder need not be shared between machines, and every rank fails alike."""
-        found: dict[str, Any] | CheckpointError | None = None
+        found: CheckpointDocument | CheckpointError | None = None
         if self.world.is_main and self.checkpoint.exists():
             try:
                 found = load_checkpoint(self.checkpoint)
@@ -352,7 +369,8 @@ class ProgressiveShrinkingTrainer:
             if phase.ema_decay > 0 and self.state.epoch > 0:
                 self.average = WeightAverage(self.supernet, phase.ema_decay)
                 try:
-                    self.average.load_state_dict(payload["weight_average"])
+                    # Missing (a checkpoint from before averaging) or None: as broken as empty.
+                    self.average.load_state_dict(payload.get("weight_average") or {})
                 except (WeightAverageError, KeyError, TypeError) as exc:
                     raise CheckpointError(
                         f"checkpoint {self.checkpoint} lacks the weight average of phase "

@@ -20,6 +20,7 @@ from edgenas.cli.search import search_command
 from edgenas.cli.user_errors import UserErrorsGroup
 from edgenas.console import err_console as console
 from edgenas.subnet_choice import choose_subnet
+from once_for_all.training_devices import TrainingDevice
 
 app = typer.Typer(
     name="edgenas",
@@ -39,12 +40,6 @@ app.command("run")(run_command)
 app.command("report")(report_command)
 
 
-class TrainDevice(str, Enum):
-    auto = "auto"
-    cpu = "cpu"
-    cuda = "cuda"
-
-
 class Split(str, Enum):
     val = "val"
     test = "test"
@@ -62,25 +57,24 @@ def train(
         int | None, typer.Option(min=1, help="torch threads (default: the recipe's)")
     ] = None,
     device: Annotated[
-        TrainDevice | None,
+        TrainingDevice | None,
         typer.Option(help="auto (a GPU if torch sees one), cpu or cuda (default: the recipe's)"),
     ] = None,
 ) -> None:
     """Train a supernet with progressive shrinking, one checkpoint per epoch."""
     from edgenas.recipe import load_recipe
+    from edgenas.stages.train import TrainOptions
     from edgenas.stages.train import train as run_training
     from once_for_all.distributed import launched_rank
 
     r = load_recipe(recipe)
-    final = run_training(
-        r,
-        out or Path("runs") / r.name,
+    options = TrainOptions(
+        out=out or Path("runs") / r.name,
         resume=resume,
-        console=console,
-        quiet=quiet,
         threads=threads,
-        device=device.value if device is not None else None,
+        device=device,
     )
+    final = run_training(r, options, console=console, quiet=quiet)
     if launched_rank() == 0:
         console.print(f"supernet written to {final}")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -13,13 +13,12 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgenas.console import err_console
+from edgenas.run_record import RunSummary
+from edgenas.stages import STAGES
 
-
-class Stage(str, Enum):
-    train = "train"
-    profile = "profile"
-    search = "search"
-    export = "export"
+# Typer takes a Literal as an option's type, but not inside list[...]: --force gets an Enum
+# made from the stage names (mypy cannot see its members, hence the ignore).
+Stage = Enum("Stage", {s: s for s in STAGES}, type=str)  # type: ignore[misc]
 
 
 def run_command(
@@ -50,7 +49,7 @@ def run_command(
         print_summary(summary)
 
 
-def print_summary(summary: dict[str, Any]) -> None:
+def print_summary(summary: RunSummary) -> None:
     table = Table(title=f"{summary['recipe']}: chosen subnets", title_justify="left")
     for col in (
         "device",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -13,15 +12,11 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgenas.console import err_console
+from edgenas.search.accuracy_sources import AccuracySource
 from edgenas.search.sampler_names import SamplerName
 
 if TYPE_CHECKING:
     from edgenas.search.pareto import ParetoDocument
-
-
-class AccuracySource(str, Enum):
-    predictor = "predictor"
-    direct = "direct"
 
 
 def search_command(
@@ -56,7 +51,7 @@ def search_command(
     study_name: Annotated[str, typer.Option(help="study name inside the storage")] = "edgenas",
     accuracy: Annotated[
         AccuracySource, typer.Option(help="screen with an MLP predictor, or evaluate every trial")
-    ] = AccuracySource.predictor,
+    ] = "predictor",
     accuracy_samples: Annotated[
         int, typer.Option(min=10, help="subnets evaluated to fit the accuracy predictor")
     ] = 100,
@@ -97,7 +92,7 @@ def search_command(
             sampler=sampler,
             storage=storage,
             study_name=study_name,
-            accuracy=accuracy.value,
+            accuracy=accuracy,
             accuracy_samples=accuracy_samples,
             eval_images=eval_images,
             reevaluate=reevaluate,

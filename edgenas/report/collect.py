@@ -6,14 +6,18 @@ training curves, and the sections of the stages it did not run say so.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from edgenas.run_record import RunDocument, RunSummary, read_run, read_summary
 from export.card import read_card
 from once_for_all.errors import EdgenasError
+
+if TYPE_CHECKING:
+    from edgenas.search.pareto import ParetoDocument
+    from latency.predictors import PredictorDocument
 
 
 class ReportError(EdgenasError, ValueError):
@@ -23,17 +27,17 @@ class ReportError(EdgenasError, ValueError):
 @dataclass
 class DeviceData:
     name: str
-    predictor: dict[str, Any]  # predictor.json as written by edgenas profile
+    predictor: PredictorDocument  # as written by edgenas profile
     path: Path
 
 
 @dataclass
 class RunData:
     root: Path
-    run: dict[str, Any]
-    summary: dict[str, Any] | None = None
+    run: RunDocument
+    summary: RunSummary | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
-    pareto: dict[str, Any] | None = None
+    pareto: ParetoDocument | None = None
     # Objective values of every completed trial, in pareto.json's objective order.
     trial_values: list[list[float]] | None = None
     devices: list[DeviceData] = field(default_factory=list)
@@ -44,17 +48,7 @@ class RunData:
         return str(self.run.get("recipe", {}).get("name") or self.root.name)
 
 
-def _json(path: Path, what: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ReportError(
-            f"cannot read the {what} {path} ({exc}); rerun the stage that writes it "
-            "(edgenas run RECIPE --force STAGE)"
-        ) from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path} is not a {what}; rerun the stage that writes it")
-    return data
+RERUN = "rerun the stage that writes it (edgenas run RECIPE --force STAGE)"
 
 
 def _history(root: Path) -> list[dict[str, Any]]:
@@ -72,7 +66,7 @@ def _history(root: Path) -> list[dict[str, Any]]:
     return []
 
 
-def _trial_values(root: Path, pareto: dict[str, Any]) -> list[list[float]] | None:
+def _trial_values(root: Path, pareto: ParetoDocument) -> list[list[float]] | None:
     """The study's completed trials, from the storage the run's search stage wrote."""
     import optuna
 
@@ -105,16 +99,19 @@ def _trial_values(root: Path, pareto: dict[str, Any]) -> list[list[float]] | Non
 
 def collect(root: Path) -> RunData:
     """Everything the report shows from the run folder ``root``."""
+    from edgenas.search.pareto import read_pareto
+    from latency.predictors import read_predictor
+
     if not (root / "run.json").is_file():
         raise ReportError(
             f"{root} is not a run folder (no run.json): give the folder that edgenas run wrote"
         )
-    data = RunData(root=root, run=_json(root / "run.json", "run record"))
+    data = RunData(root=root, run=read_run(root / "run.json", fix=RERUN, error=ReportError))
     if (root / "summary.json").is_file():
-        data.summary = _json(root / "summary.json", "run summary")
+        data.summary = read_summary(root / "summary.json", fix=RERUN, error=ReportError)
     data.history = _history(root)
     if (root / "search" / "pareto.json").is_file():
-        data.pareto = _json(root / "search" / "pareto.json", "Pareto front")
+        data.pareto = read_pareto(root / "search" / "pareto.json")
         data.trial_values = _trial_values(root, data.pareto)
     # Devices in the order the run profiled them, then any other profiled folder.
     profiled = [k.split(":", 1)[1] for k in data.run.get("stages", {}) if k.startswith("profile:")]
@@ -124,10 +121,11 @@ def collect(root: Path) -> RunData:
         *(n for n in folders if n not in profiled),
     ]:
         path = root / "devices" / name / "predictor.json"
-        data.devices.append(DeviceData(name, _json(path, "latency predictor"), path))
+        data.devices.append(DeviceData(name, read_predictor(path), path))
     # Only the exports of the current choice (the pipeline removes the others; a folder a
     # user copied in stays out), or every export of a run without a summary yet.
-    chosen = {Path(row["folder"]).name for row in (data.summary or {}).get("chosen", [])}
+    rows = data.summary.get("chosen", []) if data.summary else []
+    chosen = {Path(row["folder"]).name for row in rows}
     for card in sorted((root / "export").glob("*/card.json")):
         if not chosen or card.parent.name in chosen:
             data.cards.append(read_card(card))

@@ -75,7 +75,7 @@ def _figure(svg: str, caption: str = "") -> str:
 
 
 def _summary(data: RunData) -> str:
-    rows = (data.summary or {}).get("chosen", [])
+    rows = data.summary.get("chosen", []) if data.summary else []
     if not rows:
         return _missing(
             "No subnet exported yet: the recipe needs devices with a budget and the stages "

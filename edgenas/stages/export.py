@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from edgenas.subnet_choice import choose_subnet
 from export.errors import ExportError
@@ -26,6 +26,8 @@ from export.formats import MODEL_FORMATS, PRECISIONS
 from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
 
 if TYPE_CHECKING:
+    import torch
+
     from devices.base import Device
     from devices.measurement import Measurement
     from latency.predictors import CalibratedPredictor, LutSumPredictor
@@ -35,6 +37,39 @@ if TYPE_CHECKING:
     from once_for_all.static_net import MobileNetV3
 
 FINETUNED_FORMAT = "edgenas.finetuned/1"
+
+
+class FinetunedDocument(TypedDict):
+    """``finetuned.pt``: a fine-tuned subnet's weights and the inputs they were tuned from."""
+
+    format: str
+    key: str  # the inputs as sorted JSON: the weights are reused only for the same ones
+    model: dict[str, torch.Tensor]
+
+
+def read_finetuned(path: Path) -> FinetunedDocument | None:
+    """The saved fine-tuned weights, or None for a missing, damaged or foreign file: it is
+    only a cache, so the subnet is fine-tuned again."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None
+    if not isinstance(payload, dict) or payload.get("format") != FINETUNED_FORMAT:
+        return None
+    return cast(FinetunedDocument, payload)
+
+
+def write_finetuned(path: Path, doc: FinetunedDocument) -> None:
+    import torch
+
+    from once_for_all.files import atomic_path
+
+    with atomic_path(path) as tmp:
+        torch.save(doc, tmp)
+
+
 # Quantization-aware fine-tuning weighs matching the float subnet (the quantization error)
 # above the labels, which the float subnet has already learnt.
 QAT_KD_RATIO = 4.0
@@ -147,7 +182,6 @@ def _subnet_model(
     from once_for_all import recalibrate_bn, train_static
     from once_for_all.accuracy_dataset import supernet_fingerprint
     from once_for_all.evaluation import bn_batches
-    from once_for_all.files import atomic_path
     from once_for_all.quant_aware import int8_activations
 
     model = supernet.extract(subnet)
@@ -162,15 +196,11 @@ def _subnet_model(
         "calibration_images": job.options.calibration_images,
     }
     saved = job.out / "finetuned.pt"
-    if saved.is_file():
-        try:
-            payload = torch.load(saved, map_location="cpu", weights_only=True)
-        except Exception:
-            payload = None  # a damaged file is only a lost cache: fine-tune again
-        if isinstance(payload, dict) and payload.get("key") == json.dumps(key, sort_keys=True):
-            say(f"reusing the fine-tuned weights in {saved}")
-            model.load_state_dict(payload["model"])
-            return model.eval()
+    cached = read_finetuned(saved) if saved.is_file() else None
+    if cached is not None and cached["key"] == json.dumps(key, sort_keys=True):
+        say(f"reusing the fine-tuned weights in {saved}")
+        model.load_state_dict(cached["model"])
+        return model.eval()
 
     def train(epochs: int, teacher: torch.nn.Module, what: str, kd_ratio: float) -> None:
         train_static(
@@ -201,15 +231,14 @@ def _subnet_model(
         )
         with int8_activations(model, calibration):
             train(settings.qat_epochs, float_self, "quantization-aware", QAT_KD_RATIO)
-    with atomic_path(saved) as tmp:
-        torch.save(
-            {
-                "format": FINETUNED_FORMAT,
-                "key": json.dumps(key, sort_keys=True),
-                "model": model.state_dict(),
-            },
-            tmp,
-        )
+    write_finetuned(
+        saved,
+        FinetunedDocument(
+            format=FINETUNED_FORMAT,
+            key=json.dumps(key, sort_keys=True),
+            model=model.state_dict(),
+        ),
+    )
     return model.eval()
 
 

@@ -11,9 +11,10 @@ import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal, cast, get_args
+from typing import TYPE_CHECKING, cast, get_args
 
 from edgenas.console import stage_progress
+from edgenas.search.accuracy_sources import AccuracySource
 from edgenas.search.pareto import ParetoDocument
 from edgenas.search.problem import ExtraObjective
 from edgenas.search.sampler_names import SamplerName
@@ -27,7 +28,6 @@ if TYPE_CHECKING:
     from once_for_all.accuracy_dataset import AccuracyCache
     from once_for_all.data import DataBundle
 
-AccuracySource = Literal["predictor", "direct"]
 EXTRA_OBJECTIVES: tuple[str, ...] = get_args(ExtraObjective)
 Say = Callable[[str], None]
 

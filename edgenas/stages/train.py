@@ -9,6 +9,7 @@ folder and the console output.
 from __future__ import annotations
 
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -19,7 +20,6 @@ from edgenas.recipe import Recipe
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
 from once_for_all.data import load_data
 from once_for_all.distributed import (
-    TrainingDevice,
     World,
     barrier,
     broadcast_object,
@@ -28,65 +28,62 @@ from once_for_all.distributed import (
 )
 from once_for_all.files import atomic_path, write_json
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
+from once_for_all.training_devices import TrainingDevice
 
 CHECKPOINT_NAME = "checkpoint.pt"
 SUPERNET_NAME = "supernet.pt"
 SPACE_NAME = "space.json"
 
 
-def train(
-    recipe: Recipe,
-    out: Path,
-    *,
-    resume: bool,
-    console: Console,
-    quiet: bool = False,
-    stop_after_epochs: int | None = None,
-    threads: int | None = None,
-    device: TrainingDevice | None = None,
-) -> Path:
+@dataclass(frozen=True)
+class TrainOptions:
+    """Where and how ``train`` runs a recipe's schedule (the schedule is the recipe's)."""
+
+    out: Path  # the run folder
+    resume: bool = False  # continue from out's checkpoint (else one there is an error)
+    threads: int | None = None  # default: the recipe's train.threads
+    # The CPU or this process's GPU (default: the recipe's train.device); GPUs talk over NCCL,
+    # CPUs over gloo.
+    device: TrainingDevice | None = None
+    stop_after_epochs: int | None = None  # stop early, as a kill would (tests, benchmarks)
+
+
+def train(recipe: Recipe, options: TrainOptions, *, console: Console, quiet: bool = False) -> Path:
     """Train (or resume) and return the path of the final ``supernet.pt``. Under torchrun,
-    every process calls this; rank 0 writes, the others return once it has written.
-    ``device`` (default the recipe's ``train.device``) picks the CPU or this process's GPU;
-    GPUs talk over NCCL, CPUs over gloo."""
-    compute = training_device(device or recipe.train.device)
+    every process calls this; rank 0 writes, the others return once it has written."""
+    compute = training_device(options.device or recipe.train.device)
     if compute.type == "cuda":
         torch.cuda.set_device(compute)  # NCCL's collectives use the current device
     with process_group(device=compute) as world:
         return _train(
             recipe,
-            out,
+            options,
             world,
-            resume=resume,
             console=console,
             quiet=quiet or not world.is_main,
-            stop_after_epochs=stop_after_epochs,
-            threads=threads,
             device=compute,
         )
 
 
 def _train(
     recipe: Recipe,
-    out: Path,
+    options: TrainOptions,
     world: World,
     *,
-    resume: bool,
     console: Console,
     quiet: bool,
-    stop_after_epochs: int | None,
-    threads: int | None,
     device: torch.device,
 ) -> Path:
+    out = options.out
     checkpoint = out / CHECKPOINT_NAME
-    if broadcast_object(checkpoint.exists(), world) and not resume:
+    if broadcast_object(checkpoint.exists(), world) and not options.resume:
         raise CheckpointError(
             f"{out} already holds a training checkpoint: pass --resume to continue it, or choose another --out"
         )
     # Threads change speed and at most the last bits of float sums, not the schedule, so a
     # resumed run may use another count (bit-identical resumption needs the same one). The
     # count is the machine's: torchrun's processes on one machine share it.
-    torch.set_num_threads(max(1, (threads or recipe.train.threads) // world.local_size))
+    torch.set_num_threads(max(1, (options.threads or recipe.train.threads) // world.local_size))
     data = load_data(**recipe.data.load_kwargs())
     recipe.check_data(data.spec)
     space = recipe.search_space()
@@ -105,7 +102,7 @@ def _train(
         world=world,
         device=device,
     )
-    if resume and trainer.resume() and world.is_main:
+    if options.resume and trainer.resume() and world.is_main:
         st = trainer.state
         console.print(f"resuming {checkpoint}: {len(st.history)} epoch(s) done", style="dim")
     if not quiet:
@@ -147,7 +144,7 @@ def _train(
         state = trainer.train(
             on_step=on_step,
             on_epoch=None if quiet else on_epoch,
-            stop_after_epochs=stop_after_epochs,
+            stop_after_epochs=options.stop_after_epochs,
         )
     final = out / SUPERNET_NAME
     if state.phase_index >= len(config.phases) and world.is_main:

@@ -23,7 +23,7 @@ import yaml
 from rich.console import Console
 
 from edgenas.recipe import load_recipe
-from edgenas.stages.train import train
+from edgenas.stages.train import TrainOptions, train
 from once_for_all import OFAMobileNetV3, get_space, load_checkpoint
 
 # Two phases, two steps each: the teacher phase, then elastic kernel and depth with knowledge
@@ -131,7 +131,7 @@ def recipe(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def one_process(recipe: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: the recipe trained by one process (in this one)."""
     out = tmp_path_factory.mktemp("one") / "run"
-    return train(load_recipe(recipe), out, resume=False, console=Console(quiet=True), quiet=True)
+    return train(load_recipe(recipe), TrainOptions(out), console=Console(quiet=True), quiet=True)
 
 
 def test_two_processes_train_what_one_does(recipe: Path, one_process: Path, tmp_path: Path) -> None:
@@ -151,7 +151,7 @@ def test_resume_on_another_number_of_processes(
     out = tmp_path / "run"
     r = load_recipe(recipe)
     console = Console(quiet=True)
-    train(r, out, resume=False, console=console, quiet=True, stop_after_epochs=1)
+    train(r, TrainOptions(out, stop_after_epochs=1), console=console, quiet=True)
     assert load_checkpoint(out / "checkpoint.pt")["phase_index"] == 1
     torchrun(2, recipe, "--out", out, "--resume")
     assert_same_training(out / "supernet.pt", one_process)

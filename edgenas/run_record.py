@@ -1,0 +1,95 @@
+"""A run folder's two records: ``run.json`` (what each stage ran on and made) and
+``summary.json`` (the chosen subnets, one row per device budget).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, NotRequired, TypedDict, cast
+
+from once_for_all.errors import EdgenasError
+from once_for_all.files import read_json, write_json
+
+RUN_FORMAT = "edgenas.run/1"
+SUMMARY_FORMAT = "edgenas.run-summary/1"
+
+
+class StageRecord(TypedDict):
+    """One finished stage (``train``, ``profile:<device>``, ``search``, ``export:<subnet>``)."""
+
+    inputs: dict[str, Any]
+    outputs: dict[str, str]  # file (relative to the run folder) -> SHA-256
+    seconds: float
+    finished: str  # ISO 8601, UTC
+
+
+class RunDocument(TypedDict):
+    """``run.json``: the recipe, the package versions, and each finished stage."""
+
+    format: str
+    recipe_path: str
+    recipe: dict[str, Any]  # the recipe as loaded, in JSON form
+    versions: dict[str, str | None]  # None: not installed
+    stages: dict[str, StageRecord]
+
+
+def read_run(path: Path, *, fix: str, error: type[EdgenasError]) -> RunDocument:
+    """A run folder's ``run.json`` (any other file raises ``error`` with one line ending in
+    ``fix``). Only the format is checked: a run killed before its first stage has none."""
+    doc = read_json(path, formats=RUN_FORMAT, what="an edgenas run record", fix=fix, error=error)
+    return cast(RunDocument, doc)
+
+
+def write_run(path: Path, doc: RunDocument) -> None:
+    write_json(path, doc)
+
+
+class MeasuredFile(TypedDict):
+    """One model file as measured on a row's device, from the export's card."""
+
+    latency_ms: float  # median
+    speedup_vs_fp32: float | None  # the same format's fp32 latency over this file's
+    runs_as: str  # XNNPACK partitions / float islands (export.card.execution_text)
+    accuracy: float | None  # on the test split
+    top1_agreement: float | None  # with fp32, for int8 files
+
+
+class SummaryRow(TypedDict):
+    """The subnet chosen under one device's budget, from its export's card."""
+
+    device: str
+    budget_ms: float
+    subnet: str  # the subnet's key, also its export folder's name
+    accuracy_fp32: float | None
+    accuracy_int8: dict[str, float]  # by model file
+    file: str | None  # the recommended file: the fastest accurate enough (the card says)
+    latency_predicted_ms: float | None
+    latency_measured_ms: float | None
+    latency_measured_at_baseline_ms: float | None
+    bytes: int | None
+    folder: str
+    files: list[str]
+    measured_files: dict[str, MeasuredFile]
+
+
+class RunSummary(TypedDict):
+    """``summary.json``: what ``edgenas run`` made (also what it prints)."""
+
+    format: str
+    run: str  # the run folder
+    recipe: str  # the recipe's name
+    stages: dict[str, float | None]  # seconds per finished stage
+    chosen: list[SummaryRow]
+    report: NotRequired[str]  # report.html
+
+
+def read_summary(path: Path, *, fix: str, error: type[EdgenasError]) -> RunSummary:
+    """A run folder's ``summary.json`` (any other file raises ``error`` with one line)."""
+    doc = read_json(
+        path, formats=SUMMARY_FORMAT, what="an edgenas run summary", fix=fix, error=error
+    )
+    return cast(RunSummary, doc)
+
+
+def write_summary(path: Path, doc: RunSummary) -> None:
+    write_json(path, doc)
