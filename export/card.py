@@ -39,6 +39,8 @@ def execution_text(execution: Mapping[str, Any]) -> str:
     if "partitions" in execution:
         parts = execution["partitions"]
         text = f"{parts} {execution['delegate']} partition{'s' if parts != 1 else ''}"
+        if execution.get("graph_form") == "plain":
+            text = f"plain graph for NPU compilers; on the CPU {text}"
         left = execution.get("not_delegated") or {}
         if left:
             text += "; not delegated: " + ", ".join(f"{op} x{n}" for op, n in left.items())

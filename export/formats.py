@@ -10,6 +10,19 @@ Precision = Literal["fp32", "int8"]
 MODEL_FORMATS: tuple[ModelFormat, ...] = get_args(ModelFormat)
 PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
+# How a TFLite file is laid out for the runtime that runs it (export.xnnpack_form): "xnnpack"
+# for LiteRT's CPU delegate; "plain" (as converted) for NPU compilers such as Vela, which run
+# hard-swish and 7x7 depthwise convs natively and are slowed down by XNNPACK's rewrites
+# (measured with Vela on ethos-u55-128: 1.9x the cycles on an mbv3-tiny subnet of 7x7 kernels).
+GraphForm = Literal["xnnpack", "plain"]
+NPU_COMPILERS = frozenset({"vela"})  # runtimes (and device kinds) that take the plain form
+
+
+def graph_form(runtime: str) -> GraphForm:
+    """The TFLite graph form for a runtime (a device fingerprint's runtime or profile kind)."""
+    return "plain" if runtime in NPU_COMPILERS else "xnnpack"
+
+
 # The top-1 agreement with fp32 from which an int8 file is worth shipping: the target
 # benchmarks/export.py checks, and the default for recommending int8 over fp32.
 INT8_AGREEMENT_TARGET = 0.98

@@ -17,7 +17,13 @@ import numpy as np
 import torch
 
 from export.errors import ExportError
-from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ModelFormat, Precision
+from export.formats import (
+    INT8_AGREEMENT_TARGET,
+    MODEL_FORMATS,
+    GraphForm,
+    ModelFormat,
+    Precision,
+)
 from export.onnx_export import export_onnx
 from export.quantize import quantize_onnx_int8, quantize_tflite_int8, tflite_io_quantization
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
@@ -47,6 +53,9 @@ class ExportOptions:
     # An int8 file is worth shipping (and may be recommended over fp32) at this top-1
     # agreement with fp32 or above.
     min_int8_agreement: float = INT8_AGREEMENT_TARGET
+    # TFLite layout: "xnnpack" for CPUs (LiteRT's default delegate), "plain" for NPU compilers
+    # such as Vela (export.formats.graph_form).
+    graph_form: GraphForm = "xnnpack"
     opset: int = 17
     dynamic_batch: bool = False
     verify: bool = True
@@ -164,9 +173,9 @@ def export_subnet(
                 metadata=metadata,
             )
         else:
-            export_tflite(model, path, input_shape=shape)
+            export_tflite(model, path, input_shape=shape, form=options.graph_form)
         fp32 = _described(path, fmt, "fp32", time.perf_counter() - started)
-        fp32.execution = _execution(path, fmt, "fp32")
+        fp32.execution = _execution(path, fmt, "fp32", options.graph_form)
         inputs[path.name] = _input_spec(path, fmt, shape, options.dynamic_batch)
         if options.verify:
             diff = max_abs_diff(_run(fmt, path, parity_x), parity_ref)
@@ -189,11 +198,15 @@ def export_subnet(
             with tempfile.TemporaryDirectory(prefix="edgenas-int8-") as work:
                 # The float model in the form whose int8 version XNNPACK runs in one piece.
                 quantizable = export_tflite(
-                    model, Path(work) / "quantizable.tflite", input_shape=shape, for_int8=True
+                    model,
+                    Path(work) / "quantizable.tflite",
+                    input_shape=shape,
+                    for_int8=True,
+                    form=options.graph_form,
                 )
                 quantize_tflite_int8(quantizable, q_path, calibration=calib.transpose(0, 2, 3, 1))
         q = _described(q_path, fmt, "int8", time.perf_counter() - started)
-        q.execution = _execution(q_path, fmt, "int8")
+        q.execution = _execution(q_path, fmt, "int8", options.graph_form)
         inputs[q_path.name] = _input_spec(q_path, fmt, shape, options.dynamic_batch)
         if test_x is not None and test_ref is not None:
             say(f"{fmt} int8: checking on {len(test_x)} test images")
@@ -222,9 +235,11 @@ def _run(fmt: ModelFormat, path: Path, x: np.ndarray) -> np.ndarray:
     return run_onnx(path, x) if fmt == "onnx" else run_tflite(path, x)
 
 
-def _execution(path: Path, fmt: ModelFormat, precision: Precision) -> dict[str, Any]:
+def _execution(
+    path: Path, fmt: ModelFormat, precision: Precision, form: GraphForm
+) -> dict[str, Any]:
     if fmt == "tflite":
-        return dict(tflite_delegation(path))
+        return {"graph_form": form, **tflite_delegation(path)}
     if precision == "int8":
         return {"runtime": "onnxruntime", "float_nodes": onnx_float_nodes(path)}
     return {}

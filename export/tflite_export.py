@@ -12,6 +12,7 @@ from export._model_mode import eval_mode
 from export._quiet import quiet_converters
 from export._shapes import check_input_shape
 from export.errors import ExportError
+from export.formats import GraphForm
 from export.xnnpack_form import xnnpack_form
 from once_for_all.errors import one_line
 from once_for_all.files import write_bytes
@@ -24,12 +25,15 @@ def export_tflite(
     input_shape: tuple[int, ...],
     nhwc: bool = True,
     for_int8: bool = False,
+    form: GraphForm = "xnnpack",
 ) -> Path:
     """Convert ``model`` (in eval mode; its own mode is left as it was) to an fp32 .tflite.
 
-    The model is converted in the form XNNPACK runs fast (``export.xnnpack_form``: wide
-    depthwise convs as row bands); ``for_int8`` also writes hard-swish in the form whose int8
-    version XNNPACK delegates: pass it for a file that ``quantize_tflite_int8`` will quantize.
+    With ``form="xnnpack"`` (the default) the model is converted in the form LiteRT's CPU
+    delegate runs fast (``export.xnnpack_form``: wide depthwise convs as row bands), and
+    ``for_int8`` also writes hard-swish in the form whose int8 version XNNPACK delegates: pass
+    it for a file that ``quantize_tflite_int8`` will quantize. ``form="plain"`` converts the
+    model as it is, for NPU compilers (``export.formats.graph_form``).
 
     ``input_shape`` is given in torch's NCHW order. With ``nhwc`` (the default) the .tflite
     takes its input channels-last, e.g. (1, 28, 28, 1) for (1, 1, 28, 28), as TFLite users
@@ -47,7 +51,7 @@ def export_tflite(
         with eval_mode(model), quiet_converters():
             import litert_torch  # type: ignore[import-untyped]  # seconds to import; only here
 
-            module: nn.Module = xnnpack_form(model, int8=for_int8)
+            module: nn.Module = xnnpack_form(model, int8=for_int8) if form == "xnnpack" else model
             if nhwc:
                 with torch.no_grad():
                     out = module(sample)

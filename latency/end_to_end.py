@@ -233,6 +233,7 @@ class MeasuredSubnets:
                     configs,
                     settings.model_format,
                     settings.precision,
+                    graph_form=settings.graph_form,
                     workers=workers,
                     progress=progress,
                 ),

@@ -215,6 +215,7 @@ def _export(plan: _Plan, cache: ModelCache, progress: Progress | None) -> None:
         todo,
         settings.model_format,
         settings.precision,
+        graph_form=settings.graph_form,
         workers=plan.options.workers,
         progress=_stage(progress, "blocks"),
     )
@@ -224,6 +225,7 @@ def _export(plan: _Plan, cache: ModelCache, progress: Progress | None) -> None:
         [network_config(plan.space, s) for s in pending],
         settings.model_format,
         settings.precision,
+        graph_form=settings.graph_form,
         workers=plan.options.workers,
         progress=_stage(progress, "calibration subnets"),
     )

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.formats import ModelFormat, Precision
+from export.formats import GraphForm, ModelFormat, Precision
 from latency.block_models import block_input_shape, block_module
 from latency.blocks import BlockSpec
 from once_for_all.errors import EdgenasError
@@ -29,6 +29,7 @@ from once_for_all.progress import Progress
 # Bump when block models or their conversion change: old cache entries are then not reused.
 CACHE_VERSION = "2"  # 2: TFLite in XNNPACK form, int8 ONNX with uint8 activations
 CALIBRATION_SAMPLES = 8
+Conversion = tuple[ModelFormat, Precision, GraphForm]  # how a model is written
 
 
 class ExportFailed(EdgenasError, RuntimeError):
@@ -47,11 +48,15 @@ def _suffix(model_format: ModelFormat) -> str:
     return ".onnx" if model_format == "onnx" else ".tflite"
 
 
-def model_digest(description: Mapping[str, Any], model_format: str, precision: str) -> str:
+def model_digest(
+    description: Mapping[str, Any], model_format: str, precision: str, form: GraphForm = "xnnpack"
+) -> str:
     content = {
         "model": description,
         "format": model_format,
         "precision": precision,
+        # ONNX files have one form; a TFLite file's depends on the runtime (graph_form).
+        "form": form if model_format == "tflite" else None,
         "cache": CACHE_VERSION,
         "torch": torch.__version__,
     }
@@ -59,19 +64,30 @@ def model_digest(description: Mapping[str, Any], model_format: str, precision: s
 
 
 class ModelCache:
-    """Exported models under ``root/<format>-<precision>/<hash>.<ext>``."""
+    """Exported models under ``root/<format>-<precision>/<hash>.<ext>``; a TFLite model in
+    each ``graph_form`` its runtimes take (``export.formats.graph_form``)."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
 
-    def block_path(self, spec: BlockSpec, model_format: ModelFormat, precision: Precision) -> Path:
-        digest = model_digest(spec.to_dict(), model_format, precision)
+    def block_path(
+        self,
+        spec: BlockSpec,
+        model_format: ModelFormat,
+        precision: Precision,
+        graph_form: GraphForm = "xnnpack",
+    ) -> Path:
+        digest = model_digest(spec.to_dict(), model_format, precision, graph_form)
         return self.root / f"{model_format}-{precision}" / f"block-{digest}{_suffix(model_format)}"
 
     def network_path(
-        self, config: Mapping[str, Any], model_format: ModelFormat, precision: Precision
+        self,
+        config: Mapping[str, Any],
+        model_format: ModelFormat,
+        precision: Precision,
+        graph_form: GraphForm = "xnnpack",
     ) -> Path:
-        digest = model_digest(dict(config), model_format, precision)
+        digest = model_digest(dict(config), model_format, precision, graph_form)
         return self.root / f"{model_format}-{precision}" / f"net-{digest}{_suffix(model_format)}"
 
     def blocks(
@@ -80,13 +96,19 @@ class ModelCache:
         model_format: ModelFormat,
         precision: Precision,
         *,
+        graph_form: GraphForm = "xnnpack",
         workers: int = 2,
         progress: Progress | None = None,
     ) -> dict[str, Path]:
         """Block key → model file, exporting what the cache lacks (each block once); progress
         is reported as stage ``"export"``."""
-        jobs = [(spec.to_dict(), self.block_path(spec, model_format, precision)) for spec in specs]
-        paths = self._run(jobs, _export_block, model_format, precision, workers, progress)
+        jobs = [
+            (spec.to_dict(), self.block_path(spec, model_format, precision, graph_form))
+            for spec in specs
+        ]
+        paths = self._run(
+            jobs, _export_block, (model_format, precision, graph_form), workers, progress
+        )
         return {spec.key: path for spec, path in zip(specs, paths, strict=True)}
 
     def networks(
@@ -95,19 +117,23 @@ class ModelCache:
         model_format: ModelFormat,
         precision: Precision,
         *,
+        graph_form: GraphForm = "xnnpack",
         workers: int = 2,
         progress: Progress | None = None,
     ) -> list[Path]:
         """Whole static networks (random weights) for end-to-end measurements."""
-        jobs = [(dict(c), self.network_path(c, model_format, precision)) for c in configs]
-        return self._run(jobs, _export_network, model_format, precision, workers, progress)
+        jobs = [
+            (dict(c), self.network_path(c, model_format, precision, graph_form)) for c in configs
+        ]
+        return self._run(
+            jobs, _export_network, (model_format, precision, graph_form), workers, progress
+        )
 
     def _run(
         self,
         jobs: Sequence[tuple[dict[str, Any], Path]],
-        export_fn: Callable[[dict[str, Any], Path, str, str], None],
-        model_format: ModelFormat,
-        precision: Precision,
+        export_fn: Callable[[dict[str, Any], Path, Conversion], None],
+        conversion: Conversion,
         workers: int,
         progress: Progress | None,
     ) -> list[Path]:
@@ -120,9 +146,9 @@ class ModelCache:
         todo[0][1].parent.mkdir(parents=True, exist_ok=True)
         # A worker costs a few seconds to start (importing torch, and litert-torch for
         # TFLite); that pays off from a handful of models on.
-        if workers <= 1 or total < (2 if model_format == "tflite" else 8):
+        if workers <= 1 or total < (2 if conversion[0] == "tflite" else 8):
             for desc, path in todo:
-                export_fn(desc, path, model_format, precision)
+                export_fn(desc, path, conversion)
                 done += 1
                 if progress is not None:
                     progress("export", done, total)
@@ -132,10 +158,7 @@ class ModelCache:
                 mp_context=get_context("spawn"),
                 initializer=_quiet_worker,
             ) as pool:
-                futures = [
-                    pool.submit(export_fn, desc, path, model_format, precision)
-                    for desc, path in todo
-                ]
+                futures = [pool.submit(export_fn, desc, path, conversion) for desc, path in todo]
                 for future in as_completed(futures):
                     future.result()
                     done += 1
@@ -154,7 +177,7 @@ def _quiet_worker() -> None:
     os.dup2(devnull, 2)
 
 
-def _export_block(desc: dict[str, Any], path: Path, model_format: str, precision: str) -> None:
+def _export_block(desc: dict[str, Any], path: Path, conversion: Conversion) -> None:
     spec = BlockSpec(
         kind=desc["kind"],
         key=desc["key"],
@@ -162,25 +185,24 @@ def _export_block(desc: dict[str, Any], path: Path, model_format: str, precision
         output_shape=tuple(desc["output_shape"]),
         config=desc["config"],
     )
-    _export(block_module(spec), block_input_shape(spec), path, model_format, precision)
+    _export(block_module(spec), block_input_shape(spec), path, conversion)
 
 
-def _export_network(desc: dict[str, Any], path: Path, model_format: str, precision: str) -> None:
+def _export_network(desc: dict[str, Any], path: Path, conversion: Conversion) -> None:
     from once_for_all.static_net import build_from_config
 
     torch.manual_seed(0)
     model = build_from_config(desc).eval()
-    _export(model, model.input_shape, path, model_format, precision)
+    _export(model, model.input_shape, path, conversion)
 
 
-def _export(
-    model: nn.Module, shape: tuple[int, ...], path: Path, model_format: str, precision: str
-) -> None:
+def _export(model: nn.Module, shape: tuple[int, ...], path: Path, conversion: Conversion) -> None:
     from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
 
     # Latency does not depend on the values, only on the ops: random calibration data will do.
     rng = np.random.default_rng(0)
     calibration = rng.standard_normal((CALIBRATION_SAMPLES, *shape[1:]), dtype=np.float32)
+    model_format, precision, form = conversion
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.fp32{path.suffix}")
     try:
         if model_format == "onnx":
@@ -191,9 +213,9 @@ def _export(
                 quantize_onnx_int8(tmp, path, calibration=calibration)
         else:
             if precision == "fp32":
-                export_tflite(model, path, input_shape=shape)
+                export_tflite(model, path, input_shape=shape, form=form)
             else:
-                export_tflite(model, tmp, input_shape=shape, for_int8=True)
+                export_tflite(model, tmp, input_shape=shape, for_int8=True, form=form)
                 nhwc = np.moveaxis(calibration, 1, -1) if len(shape) == 4 else calibration
                 quantize_tflite_int8(tmp, path, calibration=nhwc)
     except Exception as exc:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from devices.base import Device
 from devices.measurement import Fingerprint, Measurement
-from export.formats import MODEL_FORMATS, PRECISIONS, ModelFormat, Precision
+from export.formats import MODEL_FORMATS, PRECISIONS, GraphForm, ModelFormat, Precision, graph_form
 from latency.blocks import enumerate_blocks, profiled_resolutions
 from latency.model_cache import ModelCache
 from latency.reference import (
@@ -56,6 +56,7 @@ RUNTIME_PRECISIONS: dict[str, tuple[Precision, ...]] = {
 class ProfileSettings:
     model_format: ModelFormat
     precision: Precision
+    graph_form: GraphForm = "xnnpack"  # how TFLite blocks are laid out for the runtime
 
 
 def settings_for(
@@ -79,7 +80,9 @@ def settings_for(
             f"device {device!r} ({runtime}) measures {'/'.join(precisions)} models, not "
             f"{precision}; use --precision {precisions[0]}"
         )
-    return ProfileSettings(model_format or formats[0], precision or precisions[0])
+    return ProfileSettings(
+        model_format or formats[0], precision or precisions[0], graph_form(runtime)
+    )
 
 
 def open_table(
@@ -160,6 +163,7 @@ def profile_blocks(
         todo,
         settings.model_format,
         settings.precision,
+        graph_form=settings.graph_form,
         workers=workers,
         progress=progress,
     )
@@ -189,7 +193,13 @@ def reference_file(cache: ModelCache, space: SearchSpace, header: TableHeader) -
         return None
     subnet = space.subnet_from_dict(header.reference.subnet)
     config = network_config(space, subnet)
-    return cache.networks([config], header.model_format, header.precision, workers=1)[0]
+    return cache.networks(
+        [config],
+        header.model_format,
+        header.precision,
+        graph_form=graph_form(header.runtime),
+        workers=1,
+    )[0]
 
 
 def apply_reference(

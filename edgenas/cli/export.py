@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from rich.console import Console
@@ -66,6 +66,13 @@ def export_command(
             help="top-1 agreement with fp32 from which a faster int8 file is recommended",
         ),
     ] = INT8_AGREEMENT_TARGET,
+    tflite_form: Annotated[
+        Literal["auto", "xnnpack", "plain"],
+        typer.Option(
+            help="TFLite graph form: xnnpack (CPUs: LiteRT's default delegate), plain (NPU "
+            "compilers such as Vela), auto (plain when every --device is an NPU compiler)"
+        ),
+    ] = "auto",
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset")] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="ONNX with a symbolic batch size")] = False,
     tolerance: Annotated[
@@ -110,6 +117,7 @@ def export_command(
         ),
         devices=tuple(device or ()),
         profiles=profiles,
+        tflite_form=tflite_form,
         finetune=FinetuneSettings(
             epochs=finetune_epochs, lr=finetune_lr, qat_epochs=qat_epochs if int8 else 0
         ),

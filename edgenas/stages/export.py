@@ -15,14 +15,14 @@ import os
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from edgenas.subnet_choice import choose_subnet
 from export.errors import ExportError
-from export.formats import MODEL_FORMATS, PRECISIONS
+from export.formats import MODEL_FORMATS, PRECISIONS, GraphForm, graph_form
 from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
 
 if TYPE_CHECKING:
@@ -95,6 +95,9 @@ class ExportJob:
     devices: tuple[str, ...] = ()  # device profiles to measure the files on
     profiles: Path = Path("runs/profiles")  # where their latency predictors are looked up
     finetune: FinetuneSettings = field(default_factory=FinetuneSettings)
+    # The TFLite graph form; "auto": plain when every device is an NPU compiler (Vela),
+    # else XNNPACK's (export.formats.graph_form).
+    tflite_form: GraphForm | Literal["auto"] = "auto"
 
 
 def run_export(job: ExportJob, *, say: Say = lambda message: None) -> dict[str, Any]:
@@ -125,11 +128,14 @@ def run_export(job: ExportJob, *, say: Say = lambda message: None) -> dict[str, 
         data = load_data(**payload["data"])
         say(f"subnet {subnet.key} of {space.id}")
         model = _subnet_model(supernet, subnet, data, job, say)
+        form = resolve_tflite_form(job)
+        if form != job.options.graph_form and "tflite" in job.options.formats:
+            say(f"TFLite files in the {form} graph form (for {', '.join(job.devices)})")
         result = export_subnet(
             model,
             data,
             staging,
-            options=job.options,
+            options=replace(job.options, graph_form=form),
             metadata=_metadata(space, subnet, data, predicted),
             log=say,
         )
@@ -240,6 +246,16 @@ def _subnet_model(
         ),
     )
     return model.eval()
+
+
+def resolve_tflite_form(job: ExportJob) -> GraphForm:
+    """The job's TFLite graph form, worked out from its devices' kinds when "auto"."""
+    from devices.profiles import load_profile
+
+    if job.tflite_form != "auto":
+        return job.tflite_form
+    forms = {graph_form(load_profile(device).kind) for device in job.devices}
+    return "plain" if forms == {"plain"} else "xnnpack"
 
 
 def _profile_name(device: str) -> str:

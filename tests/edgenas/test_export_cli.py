@@ -98,7 +98,12 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
             assert 0 <= f["checks"]["top1_agreement"] <= 1
         # How the runtime runs each file: all of it delegated, no float island.
         if f["format"] == "tflite":
-            assert f["execution"] == {"delegate": "XNNPACK", "partitions": 1, "not_delegated": {}}
+            assert f["execution"] == {
+                "graph_form": "xnnpack",
+                "delegate": "XNNPACK",
+                "partitions": 1,
+                "not_delegated": {},
+            }
         elif f["precision"] == "int8":
             assert f["execution"] == {"runtime": "onnxruntime", "float_nodes": {}}
     assert card["accuracy"]["images"] == 400
@@ -149,6 +154,19 @@ def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
     assert onnx_fp32["predicted"] == pytest.approx(expected)
     # the predictor was profiled with fp32 ONNX: it says nothing about the int8 file
     assert latency["files"]["model_int8.onnx"]["predicted"] is None
+
+
+def test_tflite_form_follows_the_devices(tmp_path: Path) -> None:
+    from edgenas.stages.export import ExportJob, resolve_tflite_form
+
+    def form(*devices: str, **kwargs: Any) -> str:
+        job = ExportJob(supernet=tmp_path, subnet="max", out=tmp_path, devices=devices, **kwargs)
+        return resolve_tflite_form(job)
+
+    assert form() == form("local-cpu") == form("raspberry-pi-4") == "xnnpack"
+    assert form("ethos-u55-128") == "plain"  # Vela runs hard-swish and 7x7 kernels natively
+    assert form("ethos-u55-128", "raspberry-pi-4") == "xnnpack"  # the CPUs' file serves both
+    assert form("ethos-u55-128", tflite_form="xnnpack") == "xnnpack"
 
 
 def test_the_fastest_file_accurate_enough_is_recommended(exported: Path) -> None:

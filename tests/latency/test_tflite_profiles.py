@@ -89,3 +89,23 @@ def test_vela_table_is_filled_by_the_compiler(tmp_path: Path, cache: ModelCache)
     k5 = [v for k, v in ms.items() if "-k5-" in k and "in:8x8x8" in k]
     assert np.mean(k5) >= np.mean(k3)
     assert LatencyTable.load(tmp_path / "lut.json").header.fingerprint.runtime == "vela"
+    # Vela's blocks are the plain graph (its NPU runs HARD_SWISH), not XNNPACK's form.
+    calls: list[tuple[int, int]] = []
+    specs = enumerate_blocks(MICRO)
+    files = cache.blocks(
+        specs,
+        "tflite",
+        "int8",
+        graph_form="plain",
+        progress=lambda _, done, total: calls.append((done, total)),
+    )
+    assert calls == [(0, 0)]  # these are the files the table was measured on
+    hswish = [s for s in specs if s.kind == "head"]  # the head is hard-swish throughout
+    assert hswish and all("HARD_SWISH" in _ops(files[s.key]) for s in hswish)
+    assert files[hswish[0].key] != cache.block_path(hswish[0], "tflite", "int8", "xnnpack")
+
+
+def _ops(path: Path) -> set[str]:
+    from export.verify import tflite_interpreter
+
+    return {op["op_name"] for op in tflite_interpreter(path)._get_ops_details()}
