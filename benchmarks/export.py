@@ -1,8 +1,13 @@
 """Export benchmark: how long each format and precision takes, how faithful the files are,
-and how their latency on this machine compares with the prediction.
+and how their latency on this machine compares with the prediction; with --speed, how fast
+each format's int8 file runs against its fp32 original (issue 20's table).
 
     python -m benchmarks.export                                    # runs/fmnist, max and min
     python -m benchmarks.export --supernet runs/fmnist/supernet.pt --subnet runs/search/pareto.json
+    python -m benchmarks.export --speed                            # the speed table, ~15 min
+    python -m benchmarks.export --speed --resolutions 160 --rounds 2 --subnets min   # quick
+
+Accuracy (the default mode):
 
 For each subnet: ONNX and TFLite, fp32 and int8 (calibrated on 256 training images), each
 checked in its runtime: fp32 max |difference| to PyTorch on 32 validation images, int8 top-1
@@ -11,6 +16,21 @@ agreement with fp32 and accuracy drop on the whole test split (target agreement 
 The files are then measured on --device (default local-cpu: onnxruntime, fp32 and int8 ONNX)
 and compared with the device's latency predictor under --profiles, when there is one.
 
+Speed (--speed): no trained supernet, because latency depends on the ops, not the values.
+Subnets: the demo's (--demo-subnet, an mbv3-tiny subnet: max, min, a subnet JSON or
+pareto.json#K; default max) and, at each of --resolutions (default 160 and 224), the
+mbv3-imagenet min, max and three random subnets (seeds 0-2, the same three architectures at
+every resolution). Each is built with seeded random weights and BN statistics from a few
+random batches, then written as ONNX fp32, ONNX int8, TFLite fp32 and TFLite int8 (both int8
+files calibrated on a few random samples). The four files are timed side by side in this
+process with one thread (onnxruntime, and LiteRT with its default XNNPACK delegate) by the
+device runner's interleaved rounds: every round runs each file RUNS_PER_ROUND times, in a
+fresh random order, so drift of a shared machine spreads over all four. Each row reports the
+medians with p10/p90, int8/fp32 per format, the TFLite files' XNNPACK partitions, the int8
+ONNX nodes that onnxruntime runs in float, and issue 20's targets: at 160-224 px TFLite int8
+<= 0.7x and ONNX int8 <= 0.8x fp32, the demo's int8 no slower than fp32, and TFLite int8 in
+one partition. The table goes to stderr as Markdown too.
+
 Prints one JSON object on stdout; progress goes to stderr.
 """
 
@@ -18,16 +38,35 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
+import random
 import sys
 import tempfile
 import time
+from importlib.metadata import version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
 from export.formats import INT8_AGREEMENT_TARGET
 from export.subnet_export import ExportOptions
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from once_for_all import MobileNetV3, SearchSpace, Subnet
+
+FILES = ("onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8")
+RUNS_PER_ROUND = 5
+WARMUP_RUNS = 5
+BN_BATCHES, BN_BATCH_SIZE = 4, 16
+CALIBRATION_SAMPLES = 8
+RANDOM_SEEDS = (0, 1, 2)
+# Issue 20's targets: int8 / fp32 latency at 160-224 px; the demo's int8 no slower than fp32.
+TARGET_RESOLUTIONS = range(160, 225)
+TARGET_RATIO = {"tflite": 0.7, "onnx": 0.8}
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def log(message: str) -> None:
@@ -85,6 +124,234 @@ def bench_subnet(args: argparse.Namespace, subnet: str, out: Path) -> dict[str, 
     }
 
 
+def speed_subnets(
+    demo: str, resolutions: list[int], which: list[str]
+) -> list[tuple[str, SearchSpace, Subnet]]:
+    """(label, space, subnet) for each row of the speed table, in table order."""
+    from edgenas.subnet_choice import choose_subnet
+    from once_for_all import get_space
+
+    rows = []
+    if "demo" in which:
+        tiny = get_space("mbv3-tiny")
+        rows.append((f"demo ({demo})", tiny, choose_subnet(demo, tiny)))
+    imagenet = get_space("mbv3-imagenet")
+    for r in resolutions:
+        if "min" in which:
+            rows.append(("min", imagenet, imagenet.min_subnet(r=r)))
+        if "max" in which:
+            rows.append(("max", imagenet, imagenet.max_subnet(r=r)))
+        if "random" in which:
+            rows += [
+                (f"random{s}", imagenet, imagenet.sample(random.Random(s), r=(r,)))
+                for s in RANDOM_SEEDS
+            ]
+    return rows
+
+
+def random_model(space: SearchSpace, subnet: Subnet, *, seed: int = 0) -> MobileNetV3:
+    """``subnet`` with seeded random weights and BN statistics from random batches: without
+    them the activations grow block by block and the int8 ranges would be meaningless."""
+    import torch
+
+    from once_for_all import build_from_config, recalibrate_bn
+    from once_for_all.network_config import network_config
+
+    torch.manual_seed(seed)
+    model = build_from_config(network_config(space, subnet))
+    shape = (BN_BATCH_SIZE, *model.input_shape[1:])
+    recalibrate_bn(model, (torch.randn(shape) for _ in range(BN_BATCHES)))
+    return model
+
+
+def write_files(model: MobileNetV3, work: Path, calibration: np.ndarray) -> dict[str, Path]:
+    """The four files of issue 20's table, written as ``edgenas export`` writes them."""
+    import numpy as np
+
+    from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
+
+    shape = model.input_shape
+    paths = {name: work / f"{name}.{name.split('_')[0]}" for name in FILES}
+    export_onnx(model, paths["onnx_fp32"], input_shape=shape)
+    quantize_onnx_int8(paths["onnx_fp32"], paths["onnx_int8"], calibration=calibration)
+    export_tflite(model, paths["tflite_fp32"], input_shape=shape)
+    # The int8 TFLite starts from the float model in the form its int8 version runs in.
+    to_quantize = work / "tflite_for_int8.tflite"
+    export_tflite(model, to_quantize, input_shape=shape, for_int8=True)
+    nhwc = np.ascontiguousarray(np.moveaxis(calibration, 1, -1))
+    quantize_tflite_int8(to_quantize, paths["tflite_int8"], calibration=nhwc)
+    return paths
+
+
+def measure_side_by_side(paths: dict[str, Path], *, rounds: int) -> dict[str, dict[str, Any]]:
+    """Median, p10 and p90 (ms) of each file, one thread, timed by the device runner's
+    interleaved rounds in this process (random inputs; the int8 TFLite takes int8)."""
+    import numpy as np
+
+    from devices import runner
+
+    # Seeded inputs and visiting order: reruns measure the same thing.
+    backends = {
+        "onnx": runner.OnnxRuntimeBackend(np, threads=1, seed=0),
+        "tflite": runner.TfliteBackend(np, threads=1, seed=0),
+    }
+    names = list(paths)
+    try:
+        models = [backends[name.split("_")[0]].load(str(paths[name])) for name in names]
+        for model in models:
+            for _ in range(WARMUP_RUNS):
+                model.run()
+        times, _ = runner.measure_interleaved(
+            models, range(len(models)), RUNS_PER_ROUND * rounds, rounds, random.Random(0)
+        )
+    finally:
+        for backend in backends.values():
+            backend.close()
+    out = {}
+    for i, name in enumerate(names):
+        st = runner.stats(times[i])
+        out[name] = {k: st[k] for k in ("median_ms", "p10_ms", "p90_ms", "n")}
+    return out
+
+
+def speed_row(
+    label: str, space: SearchSpace, subnet: Subnet, work: Path, *, rounds: int
+) -> dict[str, Any]:
+    import numpy as np
+
+    from export.runtime_graph import onnx_float_nodes, tflite_delegation
+    from latency.proxies import subnet_costs
+
+    model = random_model(space, subnet)
+    rng = np.random.default_rng(0)
+    calibration = rng.standard_normal(
+        (CALIBRATION_SAMPLES, *model.input_shape[1:]), dtype=np.float32
+    )
+    started = time.perf_counter()
+    paths = write_files(model, work, calibration)
+    export_s = time.perf_counter() - started
+    latency = measure_side_by_side(paths, rounds=rounds)
+    for name, path in paths.items():
+        latency[name]["kib"] = round(path.stat().st_size / 1024, 1)
+    ratio = {
+        fmt: latency[f"{fmt}_int8"]["median_ms"] / latency[f"{fmt}_fp32"]["median_ms"]
+        for fmt in ("onnx", "tflite")
+    }
+    structure: dict[str, Any] = {
+        "tflite_fp32": tflite_delegation(paths["tflite_fp32"]),
+        "tflite_int8": tflite_delegation(paths["tflite_int8"]),
+        "onnx_int8_float_nodes": onnx_float_nodes(paths["onnx_int8"]),
+    }
+    return {
+        "label": label,
+        "space": space.name,
+        "r": subnet.r,
+        "subnet": subnet.to_dict(),
+        "macs": subnet_costs(space, subnet).macs,
+        "export_s": round(export_s, 1),
+        "latency": latency,
+        "int8_over_fp32": ratio,
+        "structure": structure,
+        "targets": targets(space.name, subnet.r, ratio, structure["tflite_int8"]["partitions"]),
+    }
+
+
+def targets(space: str, r: int, ratio: dict[str, float], partitions: int) -> dict[str, bool]:
+    """Issue 20's targets that apply to this row."""
+    met = {"tflite_int8_one_partition": partitions == 1}
+    if space == "mbv3-tiny":
+        met |= {f"{fmt}_int8_no_slower": ratio[fmt] <= 1.0 for fmt in ratio}
+    elif r in TARGET_RESOLUTIONS:
+        met |= {
+            f"{fmt}_int8_le_{TARGET_RATIO[fmt]}x": ratio[fmt] <= TARGET_RATIO[fmt] for fmt in ratio
+        }
+    return met
+
+
+def machine() -> dict[str, Any]:
+    from devices.runner import cpu_model
+
+    try:
+        flags = next(
+            set(line.split(":", 1)[1].split())
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith(("flags", "Features"))
+        )
+    except (OSError, StopIteration):
+        flags = set()
+    return {
+        "processor": platform.processor() or platform.machine(),
+        "cpu_model": cpu_model(),
+        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
+        # Shared machines: a load near the core count widens the p10-p90 spread.
+        "cores": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "versions": {
+            p: version(p)
+            for p in ("onnxruntime", "ai-edge-litert", "torch", "litert-torch", "ai-edge-quantizer")
+        },
+    }
+
+
+def speed_table(rows: list[dict[str, Any]]) -> str:
+    """The rows as Markdown: median [p10-p90] per file, int8/fp32, partitions, float nodes."""
+
+    def ms(entry: dict[str, Any]) -> str:
+        return f"{entry['median_ms']:.3g} [{entry['p10_ms']:.3g}-{entry['p90_ms']:.3g}]"
+
+    lines = [
+        "| model | MMACs | ONNX fp32 ms | ONNX int8 ms | TFLite fp32 ms | TFLite int8 ms "
+        "| ONNX int8/fp32 | TFLite int8/fp32 | TFLite partitions fp32/int8 | ONNX int8 float nodes "
+        "| targets met |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        lat, ratio, st = row["latency"], row["int8_over_fp32"], row["structure"]
+        floats = ", ".join(f"{k} {v}" for k, v in st["onnx_int8_float_nodes"].items()) or "none"
+        missed = [k for k, ok in row["targets"].items() if not ok]
+        lines.append(
+            f"| {row['label']} {row['space']} r{row['r']} | {row['macs'] / 1e6:.1f} | "
+            + " | ".join(ms(lat[name]) for name in FILES)
+            + f" | {ratio['onnx']:.2f}x | {ratio['tflite']:.2f}x"
+            + f" | {st['tflite_fp32']['partitions']}/{st['tflite_int8']['partitions']}"
+            + f" | {floats} | {'yes' if not missed else 'no: ' + ', '.join(missed)} |"
+        )
+    return "\n".join(lines)
+
+
+def speed_main(args: argparse.Namespace) -> None:
+    rows = []
+    subnets = speed_subnets(args.demo_subnet, args.resolutions, args.subnets)
+    with tempfile.TemporaryDirectory(prefix="edgenas-bench-speed-") as work:
+        for i, (label, space, subnet) in enumerate(subnets):
+            log(f"[{i + 1}/{len(subnets)}] {label} {space.name} {subnet.key}")
+            folder = Path(work) / str(i)
+            folder.mkdir()
+            row = speed_row(label, space, subnet, folder, rounds=args.rounds)
+            log(
+                "  ms: " + ", ".join(f"{k} {v['median_ms']:.3f}" for k, v in row["latency"].items())
+            )
+            rows.append(row)
+    log(speed_table(rows))
+    print(
+        json.dumps(
+            {
+                "benchmark": "export-speed",
+                "machine": machine(),
+                "threads": 1,
+                "rounds": args.rounds,
+                "runs_per_file": args.rounds * RUNS_PER_ROUND,
+                "weights": "random (torch seed 0), BN statistics from "
+                f"{BN_BATCHES}x{BN_BATCH_SIZE} random images",
+                "calibration_samples": CALIBRATION_SAMPLES,
+                "targets_met": all(all(r["targets"].values()) for r in rows),
+                "subnets": rows,
+            },
+            indent=1,
+        )
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.export", description=__doc__.splitlines()[0]
@@ -100,11 +367,45 @@ def main() -> None:
         "--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning before export"
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    speed = parser.add_argument_group("speed table (--speed)")
+    speed.add_argument(
+        "--speed", action="store_true", help="the int8 vs fp32 speed table, random weights"
+    )
+    speed.add_argument(
+        "--demo-subnet",
+        default="max",
+        help="the demo's mbv3-tiny subnet: max, min, a subnet JSON or pareto.json#K",
+    )
+    speed.add_argument(
+        "--resolutions", type=int, nargs="+", default=[160, 224], help="mbv3-imagenet px"
+    )
+    speed.add_argument(
+        "--subnets",
+        nargs="+",
+        choices=["demo", "min", "max", "random"],
+        default=["demo", "min", "max", "random"],
+        help="which rows (default all)",
+    )
+    speed.add_argument(
+        "--rounds",
+        type=int,
+        default=10,
+        help=f"interleaved rounds; each runs every file {RUNS_PER_ROUND} times (default 10)",
+    )
     args = parser.parse_args()
-    args.device = args.device or ["local-cpu"]
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more (10 makes 50 runs per file)")
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.speed:
+        speed_main(args)
+    else:
+        accuracy_main(args)
+
+
+def accuracy_main(args: argparse.Namespace) -> None:
+    args.device = args.device or ["local-cpu"]
     results = []
     with tempfile.TemporaryDirectory(prefix="edgenas-bench-export-") as work:
         for i, subnet in enumerate(args.subnet or ["max", "min"]):
