@@ -168,12 +168,20 @@ def quantize_tflite_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Pa
             f"int8 quantization of {src} failed ({one_line(exc)}): re-export the fp32 model "
             "and check the calibration data"
         ) from exc
-    io = _io_quantization(_interpreter_from_bytes(content, dst))
+    quantized = _interpreter_from_bytes(content, dst)
+    io = _io_quantization(quantized)
     not_int8 = [t["name"] for t in io["inputs"] + io["outputs"] if t["dtype"] != "int8"]
     if not_int8:
         raise ExportError(
             f"ai-edge-quantizer left {', '.join(not_int8)} of {src} in float: an int8-only NPU "
             "cannot run it; check the model for ops the quantizer does not support"
+        )
+    float_ops = sorted(_float_ops(quantized))
+    if float_ops:
+        raise ExportError(
+            f"ai-edge-quantizer has no int8 kernel for {', '.join(float_ops)} in {src} and left "
+            "it in float: a full-integer model cannot hold it; replace the op in the model, or "
+            "export fp32 only"
         )
     write_bytes(dst, content, error=ExportError)
     return dst
@@ -285,6 +293,16 @@ def _interpreter_from_bytes(content: bytes, path: Path) -> Any:
             f"{path} is not a loadable TFLite model ({one_line(exc)}): re-export it"
         ) from exc
     return interpreter
+
+
+def _float_ops(interpreter: Any) -> set[str]:
+    """The ops that compute in float (DEQUANTIZE/QUANTIZE around them aside)."""
+    return {
+        op["op_name"]
+        for op in interpreter._get_ops_details()
+        if op["op_name"] not in ("DEQUANTIZE", "QUANTIZE", "DELEGATE")
+        and any(np.dtype(t) == np.float32 for t in op["operand_types"])
+    }
 
 
 def _io_quantization(interpreter: Any) -> IOQuantization:

@@ -16,7 +16,13 @@ import pytest
 import torch
 from torch import nn
 
-from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
+from export import (
+    ExportError,
+    export_onnx,
+    export_tflite,
+    quantize_onnx_int8,
+    quantize_tflite_int8,
+)
 from export.onnx_int8_form import int8_form
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
 from export.verify import correlation, relative_error, run_tflite, tflite_interpreter
@@ -169,3 +175,23 @@ def test_banded_depthwise_is_the_same_convolution(size: int, stride: int, kernel
         with torch.no_grad():
             assert torch.allclose(form(x), layer(x), atol=1e-5)
     assert isinstance(layer.act, nn.Hardswish)  # the original is left alone
+
+
+class CumSum(nn.Module):
+    """An op neither quantizer has an int8 kernel for."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cumsum(x, dim=1)
+
+
+def test_an_op_without_int8_kernel_is_named(tmp_path: Path) -> None:
+    calibration = np.random.default_rng(0).standard_normal((4, 4, 8, 8), dtype=np.float32)
+    fp32 = export_tflite(CumSum(), tmp_path / "cumsum.tflite", input_shape=(1, 4, 8, 8), nhwc=False)
+    # TFLite int8 is full integer (for int8-only NPUs): a float op in it is refused, whole.
+    with pytest.raises(ExportError, match=r"no int8 kernel for CUMSUM in .*export fp32 only"):
+        quantize_tflite_int8(fp32, tmp_path / "cumsum_int8.tflite", calibration=calibration)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cumsum.tflite"]
+    # ONNX int8 may keep a float island; the card names it.
+    onnx_fp32 = export_onnx(CumSum(), tmp_path / "cumsum.onnx", input_shape=(1, 4, 8, 8))
+    q = quantize_onnx_int8(onnx_fp32, tmp_path / "cumsum_int8.onnx", calibration=calibration)
+    assert onnx_float_nodes(q) == {"CumSum": 1}
