@@ -116,7 +116,16 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                 m = value.get("measured")
                 spread = f"{m['p10_ms']:.4g}-{m['p90_ms']:.4g}" if m else "-"
                 speedup = value.get("speedup_vs_fp32")
-                chosen = " (recommended)" if name == entry.get("recommended") else ""
+                chosen = ""
+                if name == entry.get("recommended"):
+                    chosen = (
+                        " (recommended)"
+                        if entry.get("recommended_meets_accuracy", True)
+                        else " (recommended, below the agreement target)"
+                    )
+                fallback = (m or {}).get("cpu_fallback_ops")
+                if fallback:
+                    chosen += " (on the CPU: " + ", ".join(op["op"] for op in fallback) + ")"
                 lines.append(
                     f"| {device} | `{name}`{chosen} | {_ms(value.get('predicted'))} | "
                     f"{_ms(m['median_ms'] if m else None)} | {spread} | "

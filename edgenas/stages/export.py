@@ -369,7 +369,7 @@ def _measure(
 def _compare(latency: dict[str, Any], result: ExportResult, min_agreement: float) -> None:
     """Per device: each file's speed-up against the fp32 file of its format, and the
     recommended file: the fastest whose accuracy is acceptable (fp32, or int8 with a top-1
-    agreement of at least ``min_agreement``)."""
+    agreement of at least ``min_agreement``), else the fastest it runs (flagged)."""
     described = {f.name: f for f in result.files}
     for entry in latency.values():
         files = entry["files"]
@@ -386,7 +386,9 @@ def _compare(latency: dict[str, Any], result: ExportResult, min_agreement: float
             if described[name].precision == "fp32"
             or described[name].checks.get("top1_agreement", -1.0) >= min_agreement
         ]
-        entry["recommended"] = min(acceptable, key=lambda name: median[name], default=None)
+        # A device that runs only int8 files (an NPU) still gets the best it can run, flagged.
+        entry["recommended"] = min(acceptable or files, key=lambda name: median[name], default=None)
+        entry["recommended_meets_accuracy"] = bool(acceptable)
 
 
 def _measure_files(
@@ -411,7 +413,12 @@ def _measure_files(
 def _summary(measurement: dict[str, Any]) -> dict[str, Any]:
     """The figures of a measurement a card needs (not the simulators' per-layer detail)."""
     keep = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "min_ms", "n", "flagged")
-    return {k: measurement[k] for k in keep if k in measurement}
+    summary = {k: measurement[k] for k in keep if k in measurement}
+    # An NPU compiler's operators left on the CPU (Vela), each with its reason.
+    fallback = (measurement.get("extra") or {}).get("cpu_fallback_ops")
+    if fallback is not None:
+        summary["cpu_fallback_ops"] = fallback
+    return summary
 
 
 def _card(

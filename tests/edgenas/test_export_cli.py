@@ -156,6 +156,40 @@ def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
     assert latency["files"]["model_int8.onnx"]["predicted"] is None
 
 
+def test_an_npu_gets_the_plain_graph_and_its_cpu_fallbacks_in_the_card(
+    trained: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "npu"
+    proc = edgenas(
+        "--supernet",
+        trained / "run" / "supernet.pt",
+        "--subnet",
+        "min",
+        "--format",
+        "tflite",
+        "--int8",
+        "--device",
+        "ethos-u55-128",
+        "--test-images",
+        "100",
+        "--calibration-images",
+        "32",
+        "--out",
+        out,
+        "--quiet",
+    )
+    assert proc.returncode == 0, proc.stderr
+    card = _card(out)
+    assert {f["execution"]["graph_form"] for f in card["files"]} == {"plain"}
+    npu = card["latency"]["ethos-u55-128"]
+    assert set(npu["files"]) == {"model_int8.tflite"}  # Vela compiles int8 only
+    assert npu["files"]["model_int8.tflite"]["measured"]["cpu_fallback_ops"] == []
+    # The only file it runs, flagged when its agreement is under the target.
+    assert npu["recommended"] == "model_int8.tflite"
+    agreement = card["accuracy"]["int8"]["model_int8.tflite"]["top1_agreement"]
+    assert npu["recommended_meets_accuracy"] == (agreement >= 0.98)
+
+
 def test_tflite_form_follows_the_devices(tmp_path: Path) -> None:
     from edgenas.stages.export import ExportJob, resolve_tflite_form
 
@@ -182,6 +216,7 @@ def test_the_fastest_file_accurate_enough_is_recommended(exported: Path) -> None
     assert target == 0.98
     acceptable = ["model.onnx"] + (["model_int8.onnx"] if agreement >= target else [])
     assert card["latency"]["test-cpu"]["recommended"] == min(acceptable, key=median.__getitem__)
+    assert card["latency"]["test-cpu"]["recommended_meets_accuracy"] is True
     assert "(recommended)" in (exported / "card.md").read_text()
 
 
