@@ -29,10 +29,11 @@ from once_for_all.evaluation import BN_IMAGES, evaluate_subnet
 from once_for_all.files import read_json, write_json
 from once_for_all.progress import Progress
 from once_for_all.search_space import SearchSpace
+from once_for_all.splits import EVAL_SPLITS
 from once_for_all.subnet import Subnet, SubnetError
 
 CACHE_FORMAT = "edgenas.accuracy-cache/1"
-SPLITS = ("val", "test")
+SPLITS = EVAL_SPLITS
 
 
 class AccuracyCacheError(EdgenasError, ValueError):

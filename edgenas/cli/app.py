@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +19,7 @@ from edgenas.cli.search import search_command
 from edgenas.cli.user_errors import UserErrorsGroup
 from edgenas.console import err_console as console
 from edgenas.subnet_choice import choose_subnet
+from once_for_all.splits import EvalSplit
 from once_for_all.training_devices import TrainingDevice
 
 app = typer.Typer(
@@ -38,11 +38,6 @@ app.command("search")(search_command)
 app.command("export")(export_command)
 app.command("run")(run_command)
 app.command("report")(report_command)
-
-
-class Split(str, Enum):
-    val = "val"
-    test = "test"
 
 
 @app.command()
@@ -84,8 +79,8 @@ def eval_command(
     checkpoint: Annotated[Path, typer.Argument(help="supernet checkpoint (supernet.pt)")],
     subnet: Annotated[str, typer.Option(help="max, min, random, or a subnet JSON file")] = "max",
     split: Annotated[
-        Split, typer.Option(help="val during search; test for final reporting")
-    ] = Split.val,
+        EvalSplit, typer.Option(help="val during search; test for final reporting")
+    ] = "val",
     seed: Annotated[int, typer.Option(help="seed for --subnet random")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
 ) -> None:
@@ -101,11 +96,11 @@ def eval_command(
             f"checkpoint {checkpoint} does not record its data settings: retrain it with 'edgenas train'"
         )
     data = load_data(**payload["data"])
-    acc = evaluate_subnet(supernet, chosen, data, split=split.value)
+    acc = evaluate_subnet(supernet, chosen, data, split=split)
     if as_json:
-        typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split.value}))
+        typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split}))
     else:
-        console.print(f"{chosen.key}: {split.value} accuracy {acc:.4f}")
+        console.print(f"{chosen.key}: {split} accuracy {acc:.4f}")
 
 
 def main() -> None:
