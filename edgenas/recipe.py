@@ -37,7 +37,8 @@ class RecipeError(EdgenasError, ValueError):
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Numbers must be finite: `lr: .inf` trained a NaN supernet and wrote it (issue 24).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class DataSection(_Strict):

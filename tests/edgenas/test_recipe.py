@@ -129,6 +129,23 @@ def test_bad_recipes_name_the_key(tmp_path: Path, mutate: Any, message: str) -> 
         load_recipe(_write(tmp_path, data))
 
 
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+@pytest.mark.parametrize(
+    ("section", "set_value"),
+    [
+        ("train.phases.0.lr", lambda r, v: r["train"]["phases"][0].__setitem__("lr", v)),
+        ("devices.0.budget_ms", lambda r, v: r.update(devices=[{"name": "a", "budget_ms": v}])),
+        ("data.val_size", lambda r, v: r["data"].__setitem__("val_size", v)),
+    ],
+)
+def test_numbers_must_be_finite(tmp_path: Path, section: str, set_value: Any, value: float) -> None:
+    # `lr: .inf` used to train a NaN supernet and write it (issue 24).
+    data = copy.deepcopy(MICRO_RECIPE)
+    set_value(data, value)
+    with pytest.raises(RecipeError, match=rf"{section}: Input should be a finite number"):
+        load_recipe(_write(tmp_path, data))
+
+
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="cannot read recipe"):
         load_recipe(tmp_path / "nope.yaml")
