@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import fail
+from edgenas.cli.user_errors import fail, finite
 from edgenas.console import err_console
 from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS
 
@@ -43,7 +43,9 @@ def export_command(
     finetune_epochs: Annotated[
         int, typer.Option(min=0, help="fine-tune the subnet (distilling the largest) first")
     ] = 0,
-    finetune_lr: Annotated[float, typer.Option(min=0.0, help="fine-tuning learning rate")] = 0.01,
+    finetune_lr: Annotated[
+        float, typer.Option(min=0.0, help="fine-tuning learning rate", callback=finite)
+    ] = 0.01,
     qat_epochs: Annotated[
         int,
         typer.Option(
@@ -76,7 +78,8 @@ def export_command(
     opset: Annotated[int, typer.Option(min=7, help="ONNX opset")] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="ONNX with a symbolic batch size")] = False,
     tolerance: Annotated[
-        float, typer.Option(min=0.0, help="fp32 parity: max |runtime - PyTorch| allowed")
+        float,
+        typer.Option(min=0.0, help="fp32 parity: max |runtime - PyTorch| allowed", callback=finite),
     ] = 1e-4,
     verify: Annotated[
         bool, typer.Option(help="check every file in its runtime (--no-verify to skip)")

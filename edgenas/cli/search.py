@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgenas.cli.user_errors import finite
 from edgenas.console import err_console
 from edgenas.search.accuracy_sources import AccuracySource
 from edgenas.search.sampler_names import SamplerName
@@ -29,7 +30,10 @@ def search_command(
     ],
     budget_ms: Annotated[
         list[float] | None,
-        typer.Option(help="latency budget per --device, in the same order (hard constraint)"),
+        typer.Option(
+            help="latency budget per --device, in the same order (hard constraint)",
+            callback=finite,
+        ),
     ] = None,
     out: Annotated[Path, typer.Option(help="folder for pareto.json, pareto.png, the study")] = Path(
         "runs/search"

@@ -6,7 +6,8 @@ keeps its own list of errors. Any other exception is a bug and keeps its traceba
 
 from __future__ import annotations
 
-from typing import Any
+import math
+from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
@@ -23,6 +24,19 @@ def fail(message: str) -> typer.Exit:
     to raise."""
     err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(code=USER_ERROR_EXIT)
+
+
+Number = TypeVar("Number", float, list[float], None)
+
+
+def finite(value: Number) -> Number:
+    """Option callback: refuse NaN and infinities (``1e400`` parses as inf), which would run
+    a whole search or fine-tuning and then crash or write NaN."""
+    values: list[float] = value if isinstance(value, list) else [] if value is None else [value]
+    bad = [v for v in values if not math.isfinite(v)]
+    if bad:
+        raise typer.BadParameter(f"{bad[0]} is not a finite number")
+    return value
 
 
 class UserErrorsGroup(TyperGroup):

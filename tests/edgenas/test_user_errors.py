@@ -179,3 +179,28 @@ def test_a_bug_in_a_run_stage_is_logged_with_its_traceback(
     log = (out / "run.log").read_text()
     assert "search failed with an unexpected error (RuntimeError: boom)" in log
     assert "Traceback (most recent call last)" in log
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["search", "--device", "d", "--budget-ms", "{}"],
+        ["export", "--supernet", "s.pt", "--subnet", "max", "--out", "o", "--finetune-lr", "{}"],
+        ["export", "--supernet", "s.pt", "--subnet", "max", "--out", "o", "--tolerance", "{}"],
+    ],
+    ids=["search --budget-ms", "export --finetune-lr", "export --tolerance"],
+)
+def test_numbers_must_be_finite(args: list[str], value: str, tmp_path: Path) -> None:
+    # NaN or inf ran a whole search and crashed at its end, or exported a NaN model (issue 24);
+    # they are refused before any work, like other bad option values.
+    result = CliRunner().invoke(app, [a.format(value) for a in args], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    shown = "inf" if value == "1e400" else value
+    # A bound (min=0) may refuse it first: either way, named and before any work.
+    assert f"Invalid value for '{args[-2]}'" in result.output
+    assert (
+        f"{shown} is not a finite number" in result.output
+        or "greater than or equal to 0" in result.output
+    )
+    assert not (tmp_path / "o").exists()
