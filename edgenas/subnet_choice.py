@@ -25,6 +25,13 @@ def choose_subnet(choice: str, space: SearchSpace, *, seed: int = 0) -> Subnet:
     path, _, member = choice.partition("#")
     document = _read_json(Path(path))
     if isinstance(document, dict) and str(document.get("format", "")).startswith("edgenas.pareto/"):
+        from edgenas.search.pareto import PARETO_FORMAT
+
+        if document["format"] != PARETO_FORMAT:
+            raise SubnetError(
+                f"{path} is a pareto.json of format {document['format']}; this edgenas reads "
+                f"{PARETO_FORMAT}: rerun the search with this version"
+            )
         return space.validate(Subnet.from_dict(_front_member(document, path, member)))
     if member:
         raise SubnetError(f"{path} is not a pareto.json: '#{member}' picks a front member of one")
@@ -40,6 +47,10 @@ def _read_json(path: Path) -> Any:
         raise SubnetError(
             f"cannot read subnet file {path}: {exc.strerror}; give max, min, random, a subnet "
             "JSON file or pareto.json#K"
+        ) from None
+    except UnicodeDecodeError:
+        raise SubnetError(
+            f"{path} is not a text file (not UTF-8): give a subnet JSON file or pareto.json#K"
         ) from None
     except json.JSONDecodeError as exc:
         raise SubnetError(f"{path} is not JSON ({exc.msg}, line {exc.lineno})") from None

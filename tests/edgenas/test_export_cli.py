@@ -350,6 +350,18 @@ def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(SubnetError, match=r"holds 2 chosen subnets: #1 \(pi <= 3 ms\)"):
         choose_subnet(str(path), TINY)
+    # A front from another version of edgenas is refused, not read as if it were this one's.
+    doc["format"] = "edgenas.pareto/7"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SubnetError, match=r"of format edgenas.pareto/7; this edgenas reads"):
+        choose_subnet(f"{path}#0", TINY)
+
+
+def test_a_binary_subnet_file_is_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "subnet.json"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(SubnetError, match=r"subnet.json is not a text file \(not UTF-8\)"):
+        choose_subnet(str(path), TINY)
 
 
 def _fails(proc: subprocess.CompletedProcess[str], message: str) -> None:
