@@ -250,8 +250,15 @@ def load_recipe(path: str | Path) -> Recipe:
         raw = yaml.safe_load(p.read_text())
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {p}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise RecipeError(
+            f"recipe {p} is not a text file (not UTF-8): give a recipe YAML"
+        ) from None
     except yaml.YAMLError as exc:
-        raise RecipeError(f"recipe {p} is not valid YAML: {one_line(exc)}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(exc, "problem", None) or one_line(exc)
+        raise RecipeError(f"recipe {p} is not valid YAML{where}: {problem}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {p} must be a mapping of sections (name, space, data, train)")
     try:

@@ -150,8 +150,11 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="cannot read recipe"):
         load_recipe(tmp_path / "nope.yaml")
     bad = tmp_path / "bad.yaml"
-    bad.write_text("name: [unclosed")
-    with pytest.raises(RecipeError, match="not valid YAML"):
+    bad.write_text("name: x\ntrain:\n  phases: [a, b\n  seed: 0\n")
+    with pytest.raises(RecipeError, match=r"not valid YAML at line 4, column 7: expected ','"):
+        load_recipe(bad)
+    bad.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(RecipeError, match=r"is not a text file \(not UTF-8\)"):
         load_recipe(bad)
     bad.write_text("- a list")
     with pytest.raises(RecipeError, match="must be a mapping"):
