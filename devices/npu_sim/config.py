@@ -121,6 +121,10 @@ class NpuConfig:
             text = path.read_text()
         except OSError as exc:
             raise NpuSimError(f"SCALE-Sim config {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise NpuSimError(
+                f"SCALE-Sim config {path} is not a text file (not UTF-8): give a .cfg"
+            ) from None
         return parse_scalesim_cfg(text, source=str(path))
 
     def to_scalesim_cfg(self, path: str | os.PathLike[str], *, run_name: str = "edgenas") -> None:

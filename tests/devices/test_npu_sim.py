@@ -271,6 +271,15 @@ def test_cfg_round_trip(config: NpuConfig, tmp_path: Path) -> None:
     assert not list(tmp_path.glob(".*tmp"))
 
 
+def test_binary_cfg_and_topology_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "binary"
+    path.write_bytes(b"\xff\xfe\x00 not text")
+    with pytest.raises(NpuSimError, match=r"config .*binary is not a text file \(not UTF-8\)"):
+        NpuConfig.from_scalesim_cfg(path)
+    with pytest.raises(NpuSimError, match=r"topology .*binary: .*can't decode"):
+        read_topology_csv(path)
+
+
 def test_cfg_bandwidth_is_words_per_cycle_for_scalesim(tmp_path: Path) -> None:
     path = tmp_path / "npu.cfg"
     NpuConfig(dram_bandwidth=16, word_bytes=2).to_scalesim_cfg(path)
