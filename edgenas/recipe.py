@@ -76,7 +76,7 @@ class TrainSection(_TrainSettings):
     device: TrainingDevice = "auto"
     # Either explicit phases, or OFA's default schedule from six epoch counts and a base lr.
     # Each phase is a once_for_all PhaseConfig: its fields are the keys, its bounds and checks apply.
-    phases: list[PhaseConfig] | None = None
+    phases: list[PhaseConfig] | None = Field(None, min_length=1)
     epochs: list[int] | None = Field(None, min_length=6, max_length=6)
     lr: float | None = Field(None, gt=0)
 

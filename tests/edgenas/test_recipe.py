@@ -64,6 +64,10 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
             r"train\.batchsize: Extra inputs are not permitted",
         ),
         (
+            lambda r: r["train"].__setitem__("phases", []),
+            r"train\.phases: List should have at least 1 item",
+        ),
+        (
             lambda r: r["train"]["phases"][2].__setitem__("epochs", "two"),
             r"train\.phases\.2\.epochs: .*integer",
         ),
