@@ -451,9 +451,10 @@ def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> 
         int8 = card["accuracy"]["int8"]
         for choice in entry["chosen_for"]:
             device = choice["device"]
-            measured = card["latency"].get(device, {}).get("files", {})
+            on_device = card["latency"].get(device)
+            measured = on_device["files"] if on_device else {}
             # The fastest file whose accuracy is acceptable (the card's recommendation).
-            shown = card["latency"].get(device, {}).get("recommended")
+            shown = on_device.get("recommended") if on_device else None
             rows.append(
                 SummaryRow(
                     device=device,

@@ -7,31 +7,106 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict, cast
 
 from export.errors import ExportError
+from export.formats import ModelFormat, Precision
 from once_for_all.files import read_json, write_text
 
 # 2: files say how their runtime runs them; devices give speed-ups and a recommended file.
 CARD_FORMAT = "edgenas.card/2"
 
 
-def write_card(folder: Path, card: Mapping[str, Any]) -> None:
+class CardFile(TypedDict):
+    """One exported model file (``ExportedFile.to_dict``)."""
+
+    name: str
+    format: ModelFormat
+    precision: Precision
+    bytes: int
+    sha256: str
+    export_seconds: float
+    checks: dict[str, float]  # fp32: parity with PyTorch; int8: agreement and accuracy
+    execution: dict[str, Any]  # export.runtime_graph: partitions, float nodes, graph form
+
+
+class Int8Accuracy(TypedDict):
+    accuracy: float
+    drop: float  # from the PyTorch fp32 accuracy
+    top1_agreement: float  # with PyTorch fp32
+
+
+class CardAccuracy(TypedDict):
+    split: str
+    images: int
+    fp32: float | None  # PyTorch; None when not verified
+    int8: dict[str, Int8Accuracy]  # by file name
+
+
+class FileLatency(TypedDict):
+    """One file measured on one device."""
+
+    predicted: float | None  # by the device's predictor, for the file kind it was built on
+    measured: dict[str, Any]  # median_ms, p10_ms, p90_ms, n, ... (and Vela's cpu_fallback_ops)
+    measured_at_baseline_ms: float | None
+    reference_scale: float | None
+    speedup_vs_fp32: NotRequired[float | None]  # the same format's fp32 median over this one's
+
+
+class DeviceLatency(TypedDict):
+    fingerprint: dict[str, Any]
+    files: dict[str, FileLatency]
+    recommended: NotRequired[str | None]  # the fastest file accurate enough
+    recommended_meets_accuracy: NotRequired[bool]  # False: none is; the fastest it runs
+
+
+class Recommendation(TypedDict):
+    rule: str
+    min_int8_agreement: float
+
+
+class CardBody(TypedDict):
+    """What an export says about its files (``run_export`` returns it)."""
+
+    name: str
+    edgenas_version: str
+    supernet: dict[str, str]
+    subnet: dict[str, Any]  # Subnet.to_dict
+    finetune: dict[str, Any] | None
+    data: dict[str, Any]  # DataSpec.to_dict
+    macs: int
+    params: int
+    peak_activation_bytes: int
+    accuracy: CardAccuracy
+    files: list[CardFile]
+    inputs: dict[str, dict[str, Any]]  # by file name: how to feed it
+    latency: dict[str, DeviceLatency]  # by device name
+    recommendation: Recommendation
+
+
+class CardDocument(CardBody):
+    """``card.json``: the body with its format tag."""
+
+    format: str
+
+
+def write_card(folder: Path, card: CardBody) -> None:
     """Write ``card.json`` and ``card.md`` into ``folder`` (each atomically)."""
-    body = {"format": CARD_FORMAT, **card}
+    body = CardDocument(format=CARD_FORMAT, **card)
     write_text(folder / "card.json", json.dumps(body, indent=1) + "\n", error=ExportError)
     write_text(folder / "card.md", card_markdown(body), error=ExportError)
 
 
-def read_card(path: Path) -> dict[str, Any]:
+def read_card(path: Path) -> CardDocument:
     """An export's ``card.json`` (a card of an older format is refused with one line)."""
-    return read_json(
+    doc = read_json(
         path,
         formats=CARD_FORMAT,
         what="a model card",
         fix=f"export again with 'edgenas export ... --out {path.parent}'",
         error=ExportError,
     )
+    return cast(CardDocument, doc)
 
 
 def execution_text(execution: Mapping[str, Any]) -> str:
@@ -53,7 +128,7 @@ def execution_text(execution: Mapping[str, Any]) -> str:
     return "-"
 
 
-def card_markdown(card: Mapping[str, Any]) -> str:
+def card_markdown(card: CardDocument) -> str:
     subnet = card["subnet"]
     lines = [
         f"# Model card: {card['name']}",
@@ -112,10 +187,10 @@ def card_markdown(card: Mapping[str, Any]) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for device, entry in card["latency"].items():
-            for name, value in entry["files"].items():
-                m = value.get("measured")
+            for name, timing in entry["files"].items():
+                m = timing["measured"]
                 spread = f"{m['p10_ms']:.4g}-{m['p90_ms']:.4g}" if m else "-"
-                speedup = value.get("speedup_vs_fp32")
+                speedup = timing.get("speedup_vs_fp32")
                 chosen = ""
                 if name == entry.get("recommended"):
                     chosen = (
@@ -127,17 +202,17 @@ def card_markdown(card: Mapping[str, Any]) -> str:
                 if fallback:
                     chosen += " (on the CPU: " + ", ".join(op["op"] for op in fallback) + ")"
                 lines.append(
-                    f"| {device} | `{name}`{chosen} | {_ms(value.get('predicted'))} | "
+                    f"| {device} | `{name}`{chosen} | {_ms(timing['predicted'])} | "
                     f"{_ms(m['median_ms'] if m else None)} | {spread} | "
                     f"{'-' if speedup is None else f'{speedup:.2f}x'} | "
-                    f"{_ms(value.get('measured_at_baseline_ms'))} |"
+                    f"{_ms(timing['measured_at_baseline_ms'])} |"
                 )
-        rule = card.get("recommendation") or {}
+        rule = card["recommendation"]
         lines += [
             "",
             "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "
             "faster). Recommended: the fastest file that is fp32, or int8 with a top-1 "
-            f"agreement with fp32 of at least {_pct(rule.get('min_int8_agreement'))}.",
+            f"agreement with fp32 of at least {_pct(rule['min_int8_agreement'])}.",
             "",
             "Timed devices drift; the last column scales the measurement by the reference model "
             "measured in the same call, to the conditions the predictor was profiled under.",

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from export.card import CardFile
 from export.errors import ExportError
 from export.formats import (
     INT8_AGREEMENT_TARGET,
@@ -74,17 +75,17 @@ class ExportedFile:
     # LiteRT for TFLite, ops still computed in float for int8 ONNX.
     execution: dict[str, Any] = field(default_factory=dict)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "format": self.format,
-            "precision": self.precision,
-            "bytes": self.bytes,
-            "sha256": self.sha256,
-            "export_seconds": round(self.seconds, 3),
-            "checks": self.checks,
-            "execution": self.execution,
-        }
+    def to_dict(self) -> CardFile:
+        return CardFile(
+            name=self.name,
+            format=self.format,
+            precision=self.precision,
+            bytes=self.bytes,
+            sha256=self.sha256,
+            export_seconds=round(self.seconds, 3),
+            checks=self.checks,
+            execution=self.execution,
+        )
 
 
 @dataclass
@@ -92,7 +93,7 @@ class ExportResult:
     files: list[ExportedFile]
     accuracy_fp32: float | None  # PyTorch, on the test split
     test_images: int
-    inputs: dict[str, Any]  # per file: how to feed it
+    inputs: dict[str, dict[str, Any]]  # per file: how to feed it
 
 
 def model_images(split: ImageSplit, data: DataBundle, resolution: int, n: int | None) -> np.ndarray:
@@ -158,7 +159,7 @@ def export_subnet(
         ),
     }
     files: list[ExportedFile] = []
-    inputs: dict[str, Any] = {}
+    inputs: dict[str, dict[str, Any]] = {}
     for fmt in options.formats:
         say(f"{fmt} fp32")
         path = folder / FILE_NAMES[(fmt, "fp32")]

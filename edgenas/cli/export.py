@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 import typer
 from rich.console import Console
@@ -15,6 +15,9 @@ from rich.table import Table
 from edgenas.cli.user_errors import fail, finite
 from edgenas.console import err_console
 from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS
+
+if TYPE_CHECKING:
+    from export.card import CardBody
 
 
 def export_command(
@@ -137,7 +140,7 @@ def export_command(
         print_card(card, out)
 
 
-def print_card(card: dict[str, Any], out: Path) -> None:
+def print_card(card: CardBody, out: Path) -> None:
     from export.card import execution_text
 
     acc = card["accuracy"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgenas.run_record import RunDocument, RunSummary, read_run, read_summary
-from export.card import read_card
+from export.card import CardDocument, read_card
 from once_for_all.errors import EdgenasError
 
 if TYPE_CHECKING:
@@ -41,7 +41,7 @@ class RunData:
     # Objective values of every completed trial, in pareto.json's objective order.
     trial_values: list[list[float]] | None = None
     devices: list[DeviceData] = field(default_factory=list)
-    cards: list[dict[str, Any]] = field(default_factory=list)
+    cards: list[CardDocument] = field(default_factory=list)
 
     @property
     def name(self) -> str:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 
 from edgenas.subnet_choice import choose_subnet
+from export.card import CardBody, DeviceLatency, FileLatency, Int8Accuracy
 from export.errors import ExportError
 from export.formats import MODEL_FORMATS, PRECISIONS, GraphForm, graph_form
 from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
@@ -100,7 +101,7 @@ class ExportJob:
     tflite_form: GraphForm | Literal["auto"] = "auto"
 
 
-def run_export(job: ExportJob, *, say: Say = lambda message: None) -> dict[str, Any]:
+def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
     """Do the job and return the model card (also written as card.json and card.md)."""
     from export.card import write_card
     from export.subnet_export import export_subnet
@@ -316,7 +317,7 @@ def _measure(
     subnet: Subnet,
     predictors: dict[str, LutSumPredictor | CalibratedPredictor | None],
     say: Say,
-) -> dict[str, Any]:
+) -> dict[str, DeviceLatency]:
     """Each device measures the exported files its runtime runs, in one interleaved call.
     Where the device's predictor has a reference model, it joins the call, and the measured
     latency is also given at the predictor's baseline conditions: the figure to compare with
@@ -326,7 +327,7 @@ def _measure(
     from latency.profiler import RUNTIME_FORMATS, RUNTIME_PRECISIONS, reference_file
     from latency.reference import normalised_ms, reference_scale
 
-    latency: dict[str, Any] = {}
+    latency: dict[str, DeviceLatency] = {}
     for name in devices:
         with open_device(name) as device:
             fp = device.fingerprint()
@@ -350,23 +351,23 @@ def _measure(
             measured = _measure_files(
                 device, [folder / f.name for f in runnable], header, reference
             )
-            entry: dict[str, Any] = {"fingerprint": fp.to_dict(), "files": {}}
+            entry = DeviceLatency(fingerprint=fp.to_dict(), files={})
             for f, m in zip(runnable, measured, strict=True):
                 same_kind = header is not None and (header.model_format, header.precision) == (
                     f.format,
                     f.precision,
                 )
-                entry["files"][f.name] = {
-                    "predicted": predictor.predict(subnet) if same_kind and predictor else None,
-                    "measured": _summary(m.to_dict()),
-                    "measured_at_baseline_ms": normalised_ms(m) if reference else None,
-                    "reference_scale": reference_scale(m) if reference else None,
-                }
+                entry["files"][f.name] = FileLatency(
+                    predicted=predictor.predict(subnet) if same_kind and predictor else None,
+                    measured=_summary(m.to_dict()),
+                    measured_at_baseline_ms=normalised_ms(m) if reference else None,
+                    reference_scale=reference_scale(m) if reference else None,
+                )
             latency[device.name] = entry
     return latency
 
 
-def _compare(latency: dict[str, Any], result: ExportResult, min_agreement: float) -> None:
+def _compare(latency: dict[str, DeviceLatency], result: ExportResult, min_agreement: float) -> None:
     """Per device: each file's speed-up against the fp32 file of its format, and the
     recommended file: the fastest whose accuracy is acceptable (fp32, or int8 with a top-1
     agreement of at least ``min_agreement``), else the fastest it runs (flagged)."""
@@ -426,15 +427,15 @@ def _card(
     subnet: Subnet,
     data: DataBundle,
     result: ExportResult,
-    latency: dict[str, Any],
+    latency: dict[str, DeviceLatency],
     costs: dict[str, int],
-) -> dict[str, Any]:
+) -> CardBody:
     int8 = {
-        f.name: {
-            "accuracy": f.checks["accuracy"],
-            "drop": (result.accuracy_fp32 or 0.0) - f.checks["accuracy"],
-            "top1_agreement": f.checks["top1_agreement"],
-        }
+        f.name: Int8Accuracy(
+            accuracy=f.checks["accuracy"],
+            drop=(result.accuracy_fp32 or 0.0) - f.checks["accuracy"],
+            top1_agreement=f.checks["top1_agreement"],
+        )
         for f in result.files
         if f.precision == "int8" and "accuracy" in f.checks
     }
