@@ -12,8 +12,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any, TypedDict
 
-from export._quiet import quiet_converters
 from export.errors import ExportError
+from export.verify import tflite_interpreter
 from once_for_all.errors import one_line
 
 # Ops that compute nothing in float, or only move data: not counted as float islands.
@@ -34,16 +34,7 @@ class TfliteDelegation(TypedDict):
 def tflite_delegation(path: Path) -> TfliteDelegation:
     """How many XNNPACK partitions the .tflite at ``path`` falls into, and which ops XNNPACK
     leaves to LiteRT's own kernels (e.g. ``"HARD_SWISH int8"``)."""
-    from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-untyped]
-
-    try:
-        with quiet_converters():  # LiteRT announces its XNNPACK delegate on stderr
-            interpreter = Interpreter(model_path=str(path), num_threads=1)
-            interpreter.allocate_tensors()
-    except Exception as exc:
-        raise ExportError(
-            f"{path} is not a loadable TFLite model ({one_line(exc)}): re-export it"
-        ) from exc
+    interpreter = tflite_interpreter(path)
     ops: list[dict[str, Any]] = interpreter._get_ops_details()
     delegates = [op for op in ops if op["op_name"] == "DELEGATE"]
     producer = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
