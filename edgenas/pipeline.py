@@ -42,6 +42,7 @@ from edgenas.run_record import (
 from edgenas.stages import StageName
 from export.card import execution_text, read_card
 from once_for_all.errors import EdgenasError, one_line
+from once_for_all.files import output_folder
 
 PACKAGES = (
     "edgenas",
@@ -151,7 +152,7 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> RunS
     recipe = load_recipe(recipe_path)
     root = options.out or Path("runs") / recipe.name
     run = RunFolder(root, recipe, recipe_path)
-    root.mkdir(parents=True, exist_ok=True)
+    output_folder(root)  # before any stage works
     log_file = root / "run.log"
 
     def log(message: str) -> None:

@@ -57,6 +57,23 @@ def atomic_path(
         raise
 
 
+def output_folder(path: Path, *, error: type[EdgenasError] = WriteError) -> Path:
+    """Create the output folder ``path`` (and its parents) and check that files can be
+    written in it, so that a bad ``--out`` fails before any work with one line naming the
+    problem (a file in the way, a read-only folder). Returns ``path``."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        os.unlink(_create_temp(path / ".write-check"))
+    except OSError as exc:
+        blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        reason = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
+        raise error(
+            f"cannot use {path} as the output folder: {reason}; choose a folder you can write to"
+        ) from None
+    return path
+
+
 def write_bytes(
     path: Path, data: bytes, *, mode: int | None = None, error: type[EdgenasError] = WriteError
 ) -> None:

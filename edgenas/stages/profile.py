@@ -38,7 +38,9 @@ def profile(
     """Profile one device (a bundled profile's name or a profile YAML) into ``out``."""
     from devices import open_device
     from latency.fleet import profile_device
+    from once_for_all.files import output_folder
 
+    output_folder(out)  # before connecting to the device
     with open_device(device) as dev, stage_progress(dev.name, quiet=quiet) as progress:
         return profile_device(dev, space, out, options, cache=cache, progress=progress, say=say)
 
@@ -56,7 +58,10 @@ def profile_many(
     not stop the others; Ctrl-C ends the workers after their batch in flight."""
     from devices import load_profile
     from latency.fleet import profile_fleet
+    from once_for_all.files import output_folder
 
+    for job in jobs:
+        output_folder(job.out)  # every folder, before any device works
     stop = threading.Event()
     names = [load_profile(job.device).name for job in jobs]
     with _fleet_progress(names, quiet=quiet) as (progress, finished):

@@ -84,6 +84,7 @@ def search(
     from once_for_all import CheckpointError, Subnet, load_supernet
     from once_for_all.accuracy_dataset import AccuracyCache
     from once_for_all.data import load_data
+    from once_for_all.files import output_folder
 
     o = options
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -111,7 +112,7 @@ def search(
     extra = cast(tuple[ExtraObjective, ...], o.objectives)  # checked above
     problem = SearchProblem(space, _unset_accuracy, tuple(targets), extra)
     check_budgets(problem)
-    o.out.mkdir(parents=True, exist_ok=True)
+    output_folder(o.out)
     # An unreachable or wrong storage fails here too, before any accuracy evaluation.
     store = open_storage(o.storage or f"journal:{o.out / 'study.log'}")
     data = load_data(**payload["data"])

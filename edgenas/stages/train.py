@@ -26,7 +26,7 @@ from once_for_all.distributed import (
     process_group,
     training_device,
 )
-from once_for_all.files import atomic_path, write_json
+from once_for_all.files import atomic_path, output_folder, write_json
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 from once_for_all.training_devices import TrainingDevice
 
@@ -75,6 +75,8 @@ def _train(
     device: torch.device,
 ) -> Path:
     out = options.out
+    if world.is_main:
+        output_folder(out)  # before loading data or training
     checkpoint = out / CHECKPOINT_NAME
     if broadcast_object(checkpoint.exists(), world) and not options.resume:
         raise CheckpointError(

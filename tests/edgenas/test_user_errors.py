@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 
 from edgenas.cli import app
 from tests.edgenas.conftest import MICRO_RECIPE, REPO
+from tests.edgenas.search.synthetic import predictor
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
 NOT_A_CHECKPOINT = b"these bytes are not a checkpoint\n"
@@ -204,3 +205,38 @@ def test_numbers_must_be_finite(args: list[str], value: str, tmp_path: Path) -> 
         or "greater than or equal to 0" in result.output
     )
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("where", ["is a file", "under a file"])
+@pytest.mark.parametrize("command", ["train", "profile", "search", "run"])
+def test_an_output_folder_that_cannot_be_one_is_refused_first(
+    command: str, where: str, trained: Path, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("a file where the output folder should be")
+    out = blocker if where == "is a file" else blocker / "out"
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
+    predictor("test-cpu").save(tmp_path / "p" / "predictor.json")
+    args: dict[str, list[str | Path]] = {
+        "train": ["train", recipe],
+        "profile": ["profile", "local-cpu", "--space", "mbv3-tiny"],
+        "search": [
+            "search",
+            "--supernet",
+            trained / "run" / "supernet.pt",
+            "--device",
+            tmp_path / "p" / "predictor.json",
+            "--budget-ms",
+            "100",
+            "--trials",
+            "5",
+        ],
+        "run": ["run", recipe],
+    }
+    line = error_line(edgenas(*args[command], "--out", out))
+    assert line == (
+        f"error: cannot use {out} as the output folder: {blocker} is a file, not a folder; "
+        "choose a folder you can write to"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "p", "r.yaml"]
