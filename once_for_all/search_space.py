@@ -65,6 +65,8 @@ class SearchSpace:
     resolutions: tuple[int, ...]
     width_mult: float = 1.0
     dropout: float = 0.1
+    # OFA's feature-mix 1x1 conv has no bias; edgenas's own spaces were made with one.
+    feature_mix_bias: bool = True
 
     def __post_init__(self) -> None:
         for name in ("kernel_sizes", "expand_ratios", "depths", "resolutions"):
@@ -83,7 +85,12 @@ class SearchSpace:
         return f"{self.name}-{digest[:10]}"
 
     def _content(self) -> dict[str, object]:
-        return asdict(self)
+        content = asdict(self)
+        # Fields added after the first spaces are left out at their defaults, so the ids of
+        # existing spaces (recorded in subnets, tables and checkpoints) do not change.
+        if self.feature_mix_bias:
+            del content["feature_mix_bias"]
+        return content
 
     def to_dict(self) -> dict[str, object]:
         return {"format": SPACE_FORMAT, "id": self.id, **self._content()}
@@ -347,6 +354,32 @@ def _mbv3_imagenet() -> SearchSpace:
         resolutions=tuple(range(128, 225, 4)),
         dropout=0.1,
     )
+
+
+def _ofa_mbv3(width_mult: float) -> SearchSpace:
+    # OFA's published ImageNet supernets (ofa_mbv3_d234_e346_k357_w1.0 and _w1.2), exactly:
+    # the same widths (width_mult scales every stage; feature mix is 1280 x width_mult, rounded
+    # as OFA does), no feature-mix bias, and the resolutions OFA trained them at (128-224 px).
+    base = _mbv3_imagenet()
+    return SearchSpace(
+        **{
+            **{f: getattr(base, f) for f in base.__dataclass_fields__},
+            "name": f"ofa-mbv3-w{width_mult}",
+            "width_mult": width_mult,
+            "feature_mix_width": make_divisible(1280 * width_mult, 8),
+            "feature_mix_bias": False,
+        }
+    )
+
+
+@register_space("ofa-mbv3-w1.0")
+def _ofa_mbv3_w10() -> SearchSpace:
+    return _ofa_mbv3(1.0)
+
+
+@register_space("ofa-mbv3-w1.2")
+def _ofa_mbv3_w12() -> SearchSpace:
+    return _ofa_mbv3(1.2)
 
 
 @register_space("mbv3-tiny")

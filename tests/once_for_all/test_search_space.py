@@ -23,10 +23,15 @@ from once_for_all import (
     make_divisible,
 )
 
-SPACE_NAMES = ("mbv3-imagenet", "mbv3-tiny")
+SPACE_NAMES = ("mbv3-imagenet", "mbv3-tiny", "ofa-mbv3-w1.0", "ofa-mbv3-w1.2")
 # Pinned: the id names the space in every checkpoint, latency table and subnet file, so a
 # change of the hashing or of a built-in space must be deliberate (and old files are refused).
-PINNED_IDS = {"mbv3-tiny": "mbv3-tiny-92d569b25a", "mbv3-imagenet": "mbv3-imagenet-ddeb01fa7d"}
+PINNED_IDS = {
+    "mbv3-tiny": "mbv3-tiny-92d569b25a",
+    "mbv3-imagenet": "mbv3-imagenet-ddeb01fa7d",
+    "ofa-mbv3-w1.0": "ofa-mbv3-w1.0-f016b228e1",
+    "ofa-mbv3-w1.2": "ofa-mbv3-w1.2-49e8c6e459",
+}
 
 
 @pytest.fixture(params=SPACE_NAMES)
@@ -94,6 +99,7 @@ def changed_values(space: SearchSpace) -> dict[str, Any]:
         "resolutions": space.resolutions[:-1],
         "width_mult": 1.25,
         "dropout": 0.2,
+        "feature_mix_bias": not space.feature_mix_bias,
     } | {
         # every field of a stage counts too
         f"stages.{f}": (dataclasses.replace(first, **{f: v}), *space.stages[1:])
