@@ -43,7 +43,7 @@ class _Strict(BaseModel):
 
 class DataSection(_Strict):
     source: str = "fashion-mnist"
-    val_size: int = Field(5000, ge=0)
+    val_size: int = Field(5000, ge=1)  # training and search measure accuracy on them
     train_limit: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=8)
     seed: int = Field(0, ge=0)

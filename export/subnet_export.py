@@ -150,6 +150,11 @@ def export_subnet(
     with torch.no_grad():
         parity_ref = model(torch.from_numpy(parity_x)).numpy()
         test_ref = _logits(model, test_x) if test_x is not None else None
+    if not np.isfinite(parity_ref).all():
+        raise ExportError(
+            "the subnet's PyTorch outputs are not finite numbers (NaN or infinity): its weights "
+            "are broken; retrain the supernet, or fine-tune again with a lower learning rate"
+        )
     calib = calibration_images(data, r, options.calibration_images) if options.int8 else None
     accuracy_fp32 = top1(test_ref, test_y) if test_ref is not None else None
     metadata = {
@@ -181,7 +186,7 @@ def export_subnet(
         if options.verify:
             diff = max_abs_diff(_run(fmt, path, parity_x), parity_ref)
             fp32.checks = {"parity_images": float(len(parity_x)), "max_abs_diff": diff}
-            if diff > options.tolerance:
+            if not diff <= options.tolerance:  # NaN fails too
                 raise ExportError(
                     f"{path.name} differs from PyTorch by up to {diff:.3g} on {len(parity_x)} "
                     f"images (tolerance {options.tolerance:g}): the conversion is wrong for this "

@@ -36,7 +36,7 @@ from once_for_all.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from once_for_all.data import BatchLoader, DataBundle, resize_batch
+from once_for_all.data import BatchLoader, DataBundle, DataError, resize_batch
 from once_for_all.distributed import (
     DistributedError,
     World,
@@ -48,6 +48,7 @@ from once_for_all.distributed import (
     broadcast_object,
     current_world,
 )
+from once_for_all.divergence import require_finite_loss
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.evaluation import evaluate_subnet
 from once_for_all.global_batch_layers import use_global_batch_layers
@@ -262,6 +263,12 @@ class ProgressiveShrinkingTrainer:
         """``world`` defaults to the process group this process belongs to (or none);
         ``device`` (default the CPU) holds the weights and the batches (the data stays on the
         host and is copied per batch)."""
+        if len(data.val) == 0:
+            raise DataError(
+                f"data '{data.spec.name}' has no validation images (val_size 0), and training "
+                "validates the largest and smallest subnets every epoch on them: hold some out "
+                "(data.val_size, e.g. 5000)"
+            )
         self.world = world or current_world()
         self.device = device or torch.device("cpu")
         global_batch, self.lr_factor = scaled_for(config, self.world)
@@ -501,7 +508,10 @@ class ProgressiveShrinkingTrainer:
                     loss = loss + phase.kd_ratio * soft_cross_entropy(logits, soft)
                 # The share makes the summed gradients those of the global batch's mean loss.
                 (loss * self.share if distributed else loss).backward()
-                loss_sum += float(loss.detach()) * len(y)
+                value = float(loss.detach())
+                if not distributed:  # with several processes, all stop together (below)
+                    self._require_finite(phase, value, f", step {step + 1}")
+                loss_sum += value * len(y)
                 correct += float((logits.argmax(1) == y).sum())
                 seen += len(y)
             all_reduce_gradients(params, self.world)
@@ -517,6 +527,8 @@ class ProgressiveShrinkingTrainer:
                     {"loss": loss_sum / seen, "acc": correct / seen},
                 )
         loss_sum, correct, seen = all_reduce_sums([loss_sum, correct, seen], self.world)
+        # The same sum on every rank, so every process raises here, before the checkpoint.
+        self._require_finite(phase, loss_sum, "")
         if not self.config.sync_bn:
             # The checkpoint and the next phase's teacher need one set of BN statistics.
             average_buffers(self.supernet, self.world)
@@ -533,6 +545,16 @@ class ProgressiveShrinkingTrainer:
             val_acc_max=val_max,
             val_acc_min=val_min,
             seconds=time.perf_counter() - started,
+        )
+
+    def _require_finite(self, phase: PhaseConfig, loss: float, step: str) -> None:
+        require_finite_loss(
+            loss,
+            where=f"phase {phase.name}, epoch {self.state.epoch + 1}{step}",
+            fix=(
+                f"lower the phase's lr ({phase.lr:g}) in the recipe and train again; the "
+                "checkpoint of the last finished epoch is kept"
+            ),
         )
 
     def _validate(self) -> tuple[float, float]:

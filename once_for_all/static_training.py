@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from once_for_all.data import BatchLoader, DataBundle, resize_batch
+from once_for_all.divergence import require_finite_loss
 from once_for_all.memory_layout import to_training_layout
 from once_for_all.progressive_shrinking import (
     PhaseConfig,
@@ -103,9 +104,14 @@ def train_static(
                 with torch.no_grad():
                     soft = F.softmax(teacher(xr), dim=1)
                 loss = loss + kd_ratio * soft_cross_entropy(logits, soft)
+            value = require_finite_loss(
+                float(loss.detach()),
+                where=f"epoch {epoch + 1}, step {step + 1} of training the subnet",
+                fix=f"lower the learning rate ({lr:g}, --finetune-lr or export.finetune_lr)",
+            )
             loss.backward()
             optimizer.step()
-            loss_sum += float(loss.detach()) * len(y)
+            loss_sum += value * len(y)
             correct += float((logits.argmax(1) == y).sum())
             seen += len(y)
         record = {

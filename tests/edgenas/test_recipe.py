@@ -72,8 +72,9 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
             r"train\.phases\.2\.epochs: .*integer",
         ),
         (
-            lambda r: r["data"].__setitem__("val_size", -1),
-            r"data\.val_size: .*greater than or equal to 0",
+            # val_size 0 used to train and report a validation accuracy of 0.000 (issue 24)
+            lambda r: r["data"].__setitem__("val_size", 0),
+            r"data\.val_size: .*greater than or equal to 1",
         ),
         (lambda r: r.__setitem__("colour", "red"), r"colour: Extra inputs"),
         (lambda r: r["train"]["phases"][1].__setitem__("ks", [3, 4]), r"ks: \[4\] not in space"),
