@@ -225,20 +225,57 @@ def _needs_run(
     options: RunOptions,
     outputs: Sequence[Path],
     log: Log,
+    resumable: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
 ) -> bool:
     """Whether stage ``key`` must run. A stage that is forced, or ran before on other inputs,
-    loses its ``outputs`` first: resuming them would mix two runs."""
+    loses its ``outputs`` first: resuming them would mix two runs; the log says what is
+    discarded and why. ``resumable(old, new)`` may say that the outputs of the old inputs
+    can be continued (a longer search of the same study)."""
     forced = stage in options.force
     if not forced and run.up_to_date(key, inputs):
         log(f"{key.replace(':', ' ')}: up to date, skipped")
         return False
+    old = run.stages.get(key, {}).get("inputs")
+    if not forced and old is not None and resumable is not None and resumable(old, inputs):
+        log(
+            f"{key.replace(':', ' ')}: continuing from the last run ({_changes(old, inputs)} changed)"
+        )
+        return True
     if forced or run.stale(key, inputs):
+        existing = [p for p in outputs if p.exists()]
+        if existing:
+            why = "forced" if forced else f"{_changes(old or {}, inputs)} changed"
+            shown = ", ".join(str(p.relative_to(run.root)) for p in existing)
+            log(f"{key.replace(':', ' ')}: {why}; discarding {shown} and starting again")
         for path in outputs:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
     return True
+
+
+def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
+    """The settings that differ between two stage inputs, as dotted names (two levels deep)."""
+    names: list[str] = []
+    for name in sorted(set(old) | set(new)):
+        a, b = old.get(name), new.get(name)
+        if a == b:
+            continue
+        if isinstance(a, dict) and isinstance(b, dict) and not prefix:
+            names.append(_changes(a, b, f"{name}."))
+        else:
+            names.append(f"{prefix}{name}")
+    return ", ".join(names)
+
+
+def _only_trials_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A search whose only change is its number of trials continues its study."""
+
+    def without_trials(inputs: dict[str, Any]) -> dict[str, Any]:
+        return {**inputs, "search": {**inputs.get("search", {}), "trials": None}}
+
+    return without_trials(old) == without_trials(new)
 
 
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
@@ -338,7 +375,14 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
         "search": recipe.search.model_dump(mode="json"),
     }
     if not _needs_run(
-        run, "search", inputs, stage="search", options=options, outputs=[folder], log=log
+        run,
+        "search",
+        inputs,
+        stage="search",
+        options=options,
+        outputs=[folder],
+        log=log,
+        resumable=_only_trials_changed,
     ):
         return
     s = recipe.search

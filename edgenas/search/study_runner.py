@@ -52,6 +52,7 @@ def open_storage(url: str) -> BaseStorage:
     if url.startswith("journal:") or url.endswith((".log", ".jsonl")):
         path = url.removeprefix("journal:")
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        _check_journal(Path(path))
         return JournalStorage(JournalFileBackend(path, lock_obj=_RepairingLock(path)))
     if "://" not in url:
         raise StudyError(
@@ -88,6 +89,30 @@ def _open_rdb(url: str) -> RDBStorage:
         except Exception as exc:  # SQLAlchemy and drivers raise many types; report one line
             raise StudyError(f"cannot open storage {shown}: {one_line(exc)}") from None
     raise AssertionError("unreachable")
+
+
+def _check_journal(path: Path) -> None:
+    """Refuse a journal with a line that is not a record (edited or damaged by hand): Optuna
+    would fail on it later with a bare JSONDecodeError. A last line without its newline is
+    skipped: a writer may be appending it (a torn one is repaired under the lock)."""
+    try:
+        with path.open("rb") as f:
+            for number, line in enumerate(f, start=1):
+                if not line.endswith(b"\n"):
+                    break
+                try:
+                    record = json.loads(line)
+                except ValueError:
+                    record = None
+                if not isinstance(record, dict) or "op_code" not in record:
+                    raise StudyError(
+                        f"{path} line {number} is not an Optuna journal record (the file was "
+                        "edited or damaged): restore it, or delete it to start the search again"
+                    )
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise StudyError(f"cannot read {path}: {exc.strerror or exc}") from None
 
 
 class _RepairingLock(JournalFileSymlinkLock):

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from edgenas.pipeline import sha256
+from edgenas.pipeline import RunFolder, RunOptions, _needs_run, _only_trials_changed, sha256
+from edgenas.recipe import load_recipe
 from tests.edgenas.conftest import Run, edgenas_run, run_recipe
 
 
@@ -72,12 +73,16 @@ def test_a_changed_section_redoes_its_stage_only(
 ) -> None:
     recipe, out, cache, _ = micro_run
     before = _stages(out)
+    study_before = (out / "search" / "study.log").read_bytes()
     changed = run_recipe(
         recipe.parent,
         search={"trials": 80, "accuracy_samples": 12, "eval_images": 100, "reevaluate": 4},
     )
     proc = edgenas_run(changed, out, "--force", "export", cache=cache)
     assert proc.returncode == 0, proc.stderr
+    # Only the length changed: the study continues; its first 60 trials were discarded before.
+    assert "search: continuing from the last run (search.trials changed)" in proc.stderr
+    assert (out / "search" / "study.log").read_bytes().startswith(study_before)
     after = _stages(out)
     for key in ("train", "profile:test-cpu", "profile:npu-32x32-ws"):
         assert after[key] == before[key], key
@@ -88,6 +93,37 @@ def test_a_changed_section_redoes_its_stage_only(
     assert all(
         f"export {k.split(':', 1)[1]} →" in proc.stderr for k in after if k.startswith("export:")
     )
+
+
+def test_a_stage_whose_inputs_changed_says_what_it_discards(tmp_path: Path) -> None:
+    recipe_path = run_recipe(tmp_path)
+    run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
+    (run.root / "search").mkdir(parents=True)
+    (run.root / "search" / "study.log").write_text("{}\n")
+    old = {"supernet": "a", "search": {"trials": 60, "seed": 0}}
+    run.stages["search"] = {"inputs": old, "outputs": {}}
+    logged: list[str] = []
+
+    def needs(inputs: dict[str, Any]) -> bool:
+        return _needs_run(
+            run,
+            "search",
+            inputs,
+            stage="search",
+            options=RunOptions(),
+            outputs=[run.root / "search"],
+            log=logged.append,
+            resumable=_only_trials_changed,
+        )
+
+    assert needs({"supernet": "a", "search": {"trials": 90, "seed": 0}})
+    assert logged.pop() == "search: continuing from the last run (search.trials changed)"
+    assert (run.root / "search").exists()
+    assert needs({"supernet": "b", "search": {"trials": 90, "seed": 1}})
+    assert logged.pop() == (
+        "search: search.seed, search.trials, supernet changed; discarding search and starting again"
+    )
+    assert not (run.root / "search").exists()
 
 
 def test_recipe_mistakes_fail_at_load_with_the_key(tmp_path: Path) -> None:

@@ -22,7 +22,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.search.pareto import pareto_front
 from edgenas.search.space_params import subnet_from_params
-from edgenas.search.study_runner import SearchRun, open_storage
+from edgenas.search.study_runner import SearchRun, StudyError, open_storage
 from tests.edgenas.search import synthetic
 from tests.edgenas.search.synthetic import SPACE, problem
 
@@ -132,6 +132,19 @@ def test_workers_share_one_study_and_survive_one_killed_mid_trial(
     assert len(after) >= n + 20
     assert {t.user_attrs["uid"] for t in trials} <= {t.user_attrs["uid"] for t in after}
     assert_no_trial_lost_or_doubled(after, [*reports, killed, rerun])
+
+
+@pytest.mark.parametrize("garbage", [b"garbage line\n", b"[1, 2]\n", b"\xff\xfe\n"])
+def test_a_journal_with_a_line_that_is_not_a_record_is_refused(
+    tmp_path: Path, garbage: bytes
+) -> None:
+    # It was a JSONDecodeError traceback from `edgenas search` (issue 24).
+    path = tmp_path / "study.log"
+    SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10).run(5)
+    first, rest = path.read_bytes().split(b"\n", 1)
+    path.write_bytes(first + b"\n" + garbage + rest)
+    with pytest.raises(StudyError, match=rf"^{path} line 2 is not an Optuna journal record"):
+        open_storage(f"journal:{path}")
 
 
 def test_a_record_torn_by_a_killed_writer_is_dropped(tmp_path: Path) -> None:
