@@ -43,6 +43,7 @@ from edgenas.stages import StageName
 from export.card import execution_text, read_card
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.files import output_folder
+from once_for_all.folder_lock import folder_lock
 
 PACKAGES = (
     "edgenas",
@@ -153,6 +154,14 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> RunS
     root = options.out or Path("runs") / recipe.name
     run = RunFolder(root, recipe, recipe_path)
     output_folder(root)  # before any stage works
+    with folder_lock(root):
+        return _run_stages(recipe, recipe_path, run, options, console)
+
+
+def _run_stages(
+    recipe: Recipe, recipe_path: Path, run: RunFolder, options: RunOptions, console: Console
+) -> RunSummary:
+    root = run.root
     log_file = root / "run.log"
 
     def log(message: str) -> None:
@@ -235,7 +244,8 @@ def _needs_run(
     if not forced and run.up_to_date(key, inputs):
         log(f"{key.replace(':', ' ')}: up to date, skipped")
         return False
-    old = run.stages.get(key, {}).get("inputs")
+    record = run.stages.get(key)
+    old = record.get("inputs") if record else None
     if not forced and old is not None and resumable is not None and resumable(old, inputs):
         log(
             f"{key.replace(':', ' ')}: continuing from the last run ({_changes(old, inputs)} changed)"

@@ -102,14 +102,24 @@ class ExportJob:
 
 
 def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
-    """Do the job and return the model card (also written as card.json and card.md)."""
+    """Do the job and return the model card (also written as card.json and card.md). The
+    output folder is locked meanwhile: another export there would remove this one's staging
+    folder as a leftover."""
+    from once_for_all.folder_lock import folder_lock
+
+    created = not job.out.exists()
+    _make_folder(job.out)
+    with folder_lock(job.out):
+        return _export(job, created, say)
+
+
+def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
     from export.card import write_card
     from export.subnet_export import export_subnet
     from latency.proxies import costs_many
     from once_for_all import CheckpointError, load_supernet
     from once_for_all.data import load_data
 
-    created = not job.out.exists()
     staging = _staging_folder(job.out)
     published = False
     try:
@@ -156,16 +166,27 @@ def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
 
 def _staging_folder(out: Path) -> Path:
     """A fresh hidden folder inside ``out`` (created if needed); leftovers of killed runs go."""
+    _make_folder(out)
     try:
-        out.mkdir(parents=True, exist_ok=True)
         for old in out.glob(".partial-*"):
             shutil.rmtree(old, ignore_errors=True)
         return Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
     except OSError as exc:
-        raise ExportError(
-            f"cannot write to output folder {out} ({exc.strerror or exc}): choose an --out you "
-            "can write to"
-        ) from None
+        raise _unwritable(out, exc) from None
+
+
+def _make_folder(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _unwritable(out, exc) from None
+
+
+def _unwritable(out: Path, exc: OSError) -> ExportError:
+    return ExportError(
+        f"cannot write to output folder {out} ({exc.strerror or exc}): choose an --out you "
+        "can write to"
+    )
 
 
 def _publish(staging: Path, out: Path) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -39,9 +39,14 @@ def profile(
     from devices import open_device
     from latency.fleet import profile_device
     from once_for_all.files import output_folder
+    from once_for_all.folder_lock import folder_lock
 
     output_folder(out)  # before connecting to the device
-    with open_device(device) as dev, stage_progress(dev.name, quiet=quiet) as progress:
+    with (
+        folder_lock(out),
+        open_device(device) as dev,
+        stage_progress(dev.name, quiet=quiet) as progress,
+    ):
         return profile_device(dev, space, out, options, cache=cache, progress=progress, say=say)
 
 
@@ -56,12 +61,22 @@ def profile_many(
 ) -> FleetOutcome:
     """Profile the jobs' devices at once, one progress bar each. A device that fails does
     not stop the others; Ctrl-C ends the workers after their batch in flight."""
+    from once_for_all.files import output_folder
+    from once_for_all.folder_lock import folder_lock
+
+    with ExitStack() as held:
+        for job in jobs:
+            output_folder(job.out)  # every folder, before any device works
+            held.enter_context(folder_lock(job.out))
+        return _profile_fleet(jobs, space, cache=cache, quiet=quiet)
+
+
+def _profile_fleet(
+    jobs: Sequence[FleetJob], space: SearchSpace, *, cache: ModelCache, quiet: bool
+) -> FleetOutcome:
     from devices import load_profile
     from latency.fleet import profile_fleet
-    from once_for_all.files import output_folder
 
-    for job in jobs:
-        output_folder(job.out)  # every folder, before any device works
     stop = threading.Event()
     names = [load_profile(job.device).name for job in jobs]
     with _fleet_progress(names, quiet=quiet) as (progress, finished):

@@ -9,6 +9,7 @@ folder and the console output.
 from __future__ import annotations
 
 import shutil
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +28,7 @@ from once_for_all.distributed import (
     training_device,
 )
 from once_for_all.files import atomic_path, output_folder, write_json
+from once_for_all.folder_lock import FolderBusyError, folder_lock
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 from once_for_all.training_devices import TrainingDevice
 
@@ -54,7 +56,17 @@ def train(recipe: Recipe, options: TrainOptions, *, console: Console, quiet: boo
     compute = training_device(options.device or recipe.train.device)
     if compute.type == "cuda":
         torch.cuda.set_device(compute)  # NCCL's collectives use the current device
-    with process_group(device=compute) as world:
+    with process_group(device=compute) as world, ExitStack() as held:
+        busy = None
+        if world.is_main:
+            output_folder(options.out)  # before loading data or training
+            try:
+                held.enter_context(folder_lock(options.out))
+            except FolderBusyError as exc:
+                busy = str(exc)
+        busy = broadcast_object(busy, world)  # every process stops, not only the first
+        if busy:
+            raise FolderBusyError(busy)
         return _train(
             recipe,
             options,
@@ -75,8 +87,6 @@ def _train(
     device: torch.device,
 ) -> Path:
     out = options.out
-    if world.is_main:
-        output_folder(out)  # before loading data or training
     checkpoint = out / CHECKPOINT_NAME
     if broadcast_object(checkpoint.exists(), world) and not options.resume:
         raise CheckpointError(

@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from edgenas.cli import app
 from tests.edgenas.conftest import MICRO_RECIPE, REPO
 from tests.edgenas.search.synthetic import predictor
+from tests.support.folder_holder import hold_folder
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
 NOT_A_CHECKPOINT = b"these bytes are not a checkpoint\n"
@@ -207,6 +208,33 @@ def test_numbers_must_be_finite(args: list[str], value: str, tmp_path: Path) -> 
     assert not (tmp_path / "o").exists()
 
 
+def command_args(command: str, trained: Path, tmp_path: Path) -> list[str | Path]:
+    """Valid arguments for ``command``, but ``--out``, with its inputs written to ``tmp_path``
+    (a recipe r.yaml and a predictor in p/)."""
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
+    predictor("test-cpu").save(tmp_path / "p" / "predictor.json")
+    supernet = trained / "run" / "supernet.pt"
+    args: dict[str, list[str | Path]] = {
+        "train": ["train", recipe],
+        "profile": ["profile", "local-cpu", "--space", "mbv3-tiny"],
+        "search": [
+            "search",
+            "--supernet",
+            supernet,
+            "--device",
+            tmp_path / "p" / "predictor.json",
+            "--budget-ms",
+            "100",
+            "--trials",
+            "5",
+        ],
+        "export": ["export", "--supernet", supernet, "--subnet", "max", "--format", "onnx"],
+        "run": ["run", recipe],
+    }
+    return args[command]
+
+
 @pytest.mark.parametrize("where", ["is a file", "under a file"])
 @pytest.mark.parametrize("command", ["train", "profile", "search", "run"])
 def test_an_output_folder_that_cannot_be_one_is_refused_first(
@@ -215,28 +243,31 @@ def test_an_output_folder_that_cannot_be_one_is_refused_first(
     blocker = tmp_path / "a-file"
     blocker.write_text("a file where the output folder should be")
     out = blocker if where == "is a file" else blocker / "out"
-    recipe = tmp_path / "r.yaml"
-    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
-    predictor("test-cpu").save(tmp_path / "p" / "predictor.json")
-    args: dict[str, list[str | Path]] = {
-        "train": ["train", recipe],
-        "profile": ["profile", "local-cpu", "--space", "mbv3-tiny"],
-        "search": [
-            "search",
-            "--supernet",
-            trained / "run" / "supernet.pt",
-            "--device",
-            tmp_path / "p" / "predictor.json",
-            "--budget-ms",
-            "100",
-            "--trials",
-            "5",
-        ],
-        "run": ["run", recipe],
-    }
-    line = error_line(edgenas(*args[command], "--out", out))
+    line = error_line(edgenas(*command_args(command, trained, tmp_path), "--out", out))
     assert line == (
         f"error: cannot use {out} as the output folder: {blocker} is a file, not a folder; "
         "choose a folder you can write to"
     )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "p", "r.yaml"]
+
+
+@pytest.mark.parametrize("command", ["train", "profile", "export", "run"])
+def test_an_output_folder_another_command_writes_to_is_refused(
+    command: str, trained: Path, tmp_path: Path
+) -> None:
+    # Two trainings started 0.3 s apart on one folder both printed "supernet written"; the
+    # folder held the second one only (issue 24).
+    out = tmp_path / "busy"
+    out.mkdir()
+    (out / "keep.txt").write_text("the other command's work")
+    holder = hold_folder(out)
+    try:
+        line = error_line(edgenas(*command_args(command, trained, tmp_path), "--out", out))
+    finally:
+        holder.kill()
+        holder.wait()
+    assert line == (
+        f"error: {out} is in use: another edgenas command is writing to it; wait for it to "
+        "finish, or choose another --out"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
