@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import random
+from collections.abc import Iterable
+from itertools import pairwise
 from typing import Any, cast
 
 import torch
@@ -95,12 +97,19 @@ class ElasticMBConv(nn.Module):
     # ---- elastic width
 
     @torch.no_grad()
-    def sort_channels(self) -> None:
+    def sort_channels(self, *, keep: Iterable[int] = ()) -> None:
         """Reorder expanded channels by importance (L1 norm of their projection weights) so
         that every smaller expand ratio keeps the most important ones. Leaves the function
-        computed by the full block unchanged."""
+        computed by the full block unchanged.
+
+        ``keep``: expand ratios whose channels must stay in front (OFA's
+        ``re_organize_middle_weights(expand_ratio_stage)``): the channels of the smallest kept
+        ratio come first, sorted among themselves, then those the next kept ratio adds, and so
+        on; the rest follow, sorted among themselves. Ratios already trained as subnets keep
+        their channel sets that way. The squeeze-excite bottleneck is fully re-sorted, as OFA
+        does."""
         importance = self.project_conv.weight.abs().sum(dim=(0, 2, 3))
-        order = torch.argsort(importance, descending=True)
+        order = _grouped_order(importance, [self.mid_channels(e) for e in keep])
         self.project_conv.weight.copy_(self.project_conv.weight[:, order])
         if self.se is not None:
             se = self.se
@@ -109,7 +118,8 @@ class ElasticMBConv(nn.Module):
             se.expand.bias.copy_(se.expand.bias[order])
             se.reduce.weight.copy_(se.reduce.weight[:, order])
             # The SE bottleneck is elastic too: sort its channels by their expand weights.
-            se_order = torch.argsort(se.expand.weight.abs().sum(dim=(0, 2, 3)), descending=True)
+            se_importance = se.expand.weight.abs().sum(dim=(0, 2, 3))
+            se_order = torch.argsort(se_importance, descending=True, stable=True)
             se.expand.weight.copy_(se.expand.weight[:, se_order])
             se.reduce.weight.copy_(se.reduce.weight[se_order])
             se.reduce.bias.copy_(se.reduce.bias[se_order])
@@ -117,6 +127,25 @@ class ElasticMBConv(nn.Module):
         _permute_bn(self.depthwise_bn, order)
         self.expand_conv.weight.copy_(self.expand_conv.weight[order])
         _permute_bn(self.expand_bn, order)
+
+
+def _grouped_order(importance: Tensor, widths: Iterable[int]) -> Tensor:
+    """Channel indices by descending importance within each group that the prefix ``widths``
+    cut: [0, w1), [w1, w2), ..., [wn, all).
+
+    OFA forms the same groups by subtracting multiples of 1e5 from the later groups'
+    importance. In float32 that rounds their importance to steps of 1/64 or coarser, and close
+    channels tie there; this sort orders them by their exact importance instead. In OFA's
+    schedule no subnet's channels depend on the order inside a later group (each stage adds a
+    smaller ratio, inside the first group), and in float64 the two orders are equal."""
+    n = len(importance)
+    cuts = sorted({0, n, *(w for w in widths if 0 < w < n)})
+    return torch.cat(
+        [
+            start + torch.argsort(importance[start:end], descending=True, stable=True)
+            for start, end in pairwise(cuts)
+        ]
+    )
 
 
 def _bn_state(prefix: str, bn: nn.BatchNorm2d, channels: int) -> dict[str, Tensor]:
@@ -199,10 +228,13 @@ class OFAMobileNetV3(MobileNetV3Head):
 
     # ---- elastic width
 
-    def sort_channels(self) -> None:
-        """Sort every block's expanded channels by importance (before the elastic-expand phase)."""
+    def sort_channels(self, *, keep: Iterable[int] = ()) -> None:
+        """Sort every block's expanded channels by importance (before an elastic-expand phase),
+        keeping the channels of the expand ratios ``keep`` in front (see
+        ``ElasticMBConv.sort_channels``)."""
+        ratios = tuple(keep)
         for block in self.blocks:
-            cast(ElasticMBConv, block).sort_channels()
+            cast(ElasticMBConv, block).sort_channels(keep=ratios)
 
     # ---- extraction
 

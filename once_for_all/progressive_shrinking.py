@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -81,6 +81,8 @@ class PhaseConfig:
     d: tuple[int, ...] | None = None
     subnets_per_step: Annotated[int, Ge(1)] = 1
     kd_ratio: Annotated[float, Ge(0)] = 1.0
+    # At the phase's start, sort the expanded channels by importance, keeping those of every
+    # expand ratio an earlier phase trained in front (OFA's re_organize_middle_weights).
     sort_channels: bool = False
     # BigNAS's sandwich rule: every step trains the phase's largest and smallest subnets and
     # subnets_per_step - 2 random ones, so both ends of the space train every step instead of
@@ -179,6 +181,14 @@ def ofa_phases(
             "expand-2", epochs[5], lr * 0.1, ks=k, d=d, e=e, subnets_per_step=2, sort_channels=True
         ),
     )
+
+
+def trained_expand_ratios(phases: Sequence[PhaseConfig]) -> tuple[int, ...]:
+    """The expand ratios that ``phases`` trained subnets at (their ``e`` choices; a phase
+    without ``e`` trains the largest, the whole width), ascending: a later channel sort keeps
+    their channels in front. After OFA's expand-1 (e 4, 6) that is OFA's
+    ``expand_ratio_stage=1``; before it, nothing (stage 0)."""
+    return tuple(sorted({e for phase in phases for e in phase.e or ()}))
 
 
 @dataclass
@@ -436,7 +446,7 @@ class ProgressiveShrinkingTrainer:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
         if phase.sort_channels:
-            self.supernet.sort_channels()
+            self.supernet.sort_channels(keep=trained_expand_ratios(self.config.phases[:index]))
         self.optimizer = make_optimizer(self.supernet, self.config, phase.lr * self.lr_factor)
         # Started after the channel sort, so that the average and the weights agree on the order.
         self.average = WeightAverage(self.supernet, phase.ema_decay) if phase.ema_decay else None

@@ -20,7 +20,7 @@ from once_for_all import (
 )
 from once_for_all.checkpoint import save_checkpoint
 from once_for_all.data import DataBundle
-from once_for_all.progressive_shrinking import cosine_lr, make_optimizer
+from once_for_all.progressive_shrinking import cosine_lr, make_optimizer, trained_expand_ratios
 
 SPACE = get_space("mbv3-tiny")
 K, E, D = SPACE.kernel_sizes, SPACE.expand_ratios, SPACE.depths
@@ -115,6 +115,41 @@ def test_channel_sorting_happens_at_expand_phase_start(
     trainer._start_phase(1, config.phases[1])
     importance = block.project_conv.weight.abs().sum(dim=(0, 2, 3))
     assert torch.all(importance[:-1] >= importance[1:])
+
+
+def test_second_expand_sort_keeps_the_first_expand_phases_channels(
+    fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    phases = (
+        PhaseConfig("full", 1, 0.05, kd_ratio=0.0),
+        PhaseConfig("expand-1", 1, 0.01, e=(4, 6), sort_channels=True),
+        PhaseConfig("expand-2", 1, 0.01, e=E, sort_channels=True),
+    )
+    config = TrainConfig(phases=phases, batch_size=64, eval_images=50, bn_images=64)
+    trainer = _trainer(fmnist_small, tmp_path / "c.pt", config)
+    block = trainer.supernet.blocks[0]
+    w4 = block.mid_channels(4)
+    # the channels' expand weights identify them (rows of random floats are distinct)
+    rows = block.expand_conv.weight.detach().clone()
+    trainer._start_phase(2, phases[2])
+    after = block.expand_conv.weight.detach()
+    assert sorted(map(tuple, after[:w4].tolist())) == sorted(map(tuple, rows[:w4].tolist()))
+    importance = block.project_conv.weight.abs().sum(dim=(0, 2, 3))
+    assert torch.all(importance[: w4 - 1] >= importance[1:w4])
+    assert torch.all(importance[w4:-1] >= importance[w4 + 1 :])
+
+
+def test_a_sort_keeps_every_expand_ratio_trained_before() -> None:
+    phases = (
+        PhaseConfig("full", 1, 0.05),
+        PhaseConfig("largest", 1, 0.05, e=(6,)),
+        PhaseConfig("ends", 1, 0.01, e=(3, 6)),
+        PhaseConfig("all", 1, 0.01, e=(3, 4, 6), sort_channels=True),
+    )
+    assert trained_expand_ratios(phases[:1]) == ()
+    assert trained_expand_ratios(phases[:2]) == (6,)
+    assert trained_expand_ratios(phases[:3]) == (3, 6)
+    assert trained_expand_ratios(phases) == (3, 4, 6)
 
 
 def test_cosine_lr_warmup_and_decay() -> None:

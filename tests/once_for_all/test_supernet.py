@@ -334,7 +334,14 @@ def importance(block: ElasticMBConv) -> Tensor:
     return block.project_conv.weight.abs().sum(dim=(0, 2, 3))
 
 
-def test_sort_channels_keeps_the_full_network(case: SpaceCase, supernet: OFAMobileNetV3) -> None:
+# The sorts of the two expand phases: expand-1 keeps nothing, expand-2 the e=4 channels.
+KEEPS = [(), (4, 6)]
+
+
+@pytest.mark.parametrize("keep", KEEPS)
+def test_sort_channels_keeps_the_full_network(
+    case: SpaceCase, supernet: OFAMobileNetV3, keep: tuple[int, ...]
+) -> None:
     # float64, so that the changed summation order of permuted channels stays far below 1e-5
     supernet.double()
     space = case.space
@@ -348,7 +355,7 @@ def test_sort_channels_keeps_the_full_network(case: SpaceCase, supernet: OFAMobi
     supernet.set_active(small)
     small_before = run(supernet, x)
 
-    supernet.sort_channels()
+    supernet.sort_channels(keep=keep)
 
     supernet.set_active(full)
     assert max_diff(run(supernet, x), full_before) <= PARITY_ATOL
@@ -373,3 +380,48 @@ def test_sort_channels_orders_by_importance(case: SpaceCase, supernet: OFAMobile
     state = {k: v.clone() for k, v in supernet.state_dict().items()}
     supernet.sort_channels()
     assert all(torch.equal(state[k], v) for k, v in supernet.state_dict().items())
+
+
+def columns(weight: Tensor) -> Tensor:
+    """A projection weight's input columns in a canonical order (by their first entries,
+    distinct in random weights): equal for the same set of channels in any order."""
+    w = weight.detach()[:, :, 0, 0]
+    return w[:, w[0].argsort()]
+
+
+def test_sort_keeping_e4_keeps_its_channel_set(case: SpaceCase, supernet: OFAMobileNetV3) -> None:
+    """expand-2's sort (OFA's stage 1): the e=4 channels stay in front, sorted among
+    themselves, and the rest follow, sorted among themselves."""
+    blocks = [b for b in supernet.blocks if isinstance(b, ElasticMBConv)]
+    before = [b.project_conv.weight.detach().clone() for b in blocks]
+    supernet.sort_channels(keep=(4, 6))
+    crossed = False
+    for block, weight in zip(blocks, before, strict=True):
+        w4 = block.mid_channels(4)
+        after = block.project_conv.weight
+        assert torch.equal(columns(after[:, :w4]), columns(weight[:, :w4]))
+        assert torch.equal(columns(after[:, w4:]), columns(weight[:, w4:]))
+        imp = importance(block)
+        assert bool((imp[: w4 - 1] >= imp[1:w4]).all())
+        assert bool((imp[w4:-1] >= imp[w4 + 1 :]).all())
+        # a whole sort would have put other channels in front
+        whole = weight.abs().sum(dim=(0, 2, 3)).argsort(descending=True)
+        crossed |= not torch.equal(columns(weight[:, whole[:w4]]), columns(weight[:, :w4]))
+    assert crossed
+
+
+def test_sort_keeping_e4_keeps_the_e4_block_without_se() -> None:
+    """Without squeeze-excite (whose bottleneck is re-sorted, as OFA does) an e=4 block
+    computes the same function after expand-2's sort; after a whole sort it does not."""
+    torch.manual_seed(0)
+    block = ElasticMBConv(
+        8, 16, kernel_sizes=(3, 5, 7), expand_ratios=(3, 4, 6), stride=1, act="relu", se=False
+    ).double()
+    block.eval()
+    block.active_expand = 4
+    x = torch.randn(2, 8, 6, 6, dtype=torch.float64)
+    expected = run(block, x)
+    block.sort_channels(keep=(4, 6))
+    assert max_diff(run(block, x), expected) <= 1e-12
+    block.sort_channels()
+    assert max_diff(run(block, x), expected) > 1e-3
