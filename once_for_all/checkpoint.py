@@ -9,7 +9,7 @@ from typing import Any, NotRequired, TypedDict, cast
 import torch
 from torch import Tensor
 
-from once_for_all.data import DataSpec
+from once_for_all.data import DataBundle, DataSpec, load_data
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.files import atomic_path
@@ -86,6 +86,36 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
             f"{p} is not an edgenas supernet checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})"
         )
     return cast(CheckpointDocument, payload)
+
+
+def load_training_data(path: str | Path, payload: CheckpointDocument) -> DataBundle:
+    """The data the checkpoint at ``path`` was trained on, loaded again from its recorded
+    settings, and checked against its recorded data spec: data replaced since (grayscale for
+    RGB, other classes, another size) would give wrong accuracies or fail deep in a conv."""
+    if "data" not in payload:
+        raise CheckpointError(
+            f"checkpoint {path} does not record its data settings: retrain it with 'edgenas train'"
+        )
+    data = load_data(**payload["data"])
+    trained = DataSpec.from_dict(payload["data_spec"])
+    now = data.spec
+    for what, then, found in (
+        ("channels", trained.channels, now.channels),
+        ("image size", trained.image_size, now.image_size),
+        ("classes", list(trained.class_names), list(now.class_names)),
+    ):
+        if then != found:
+            raise CheckpointError(
+                f"the data at {payload['data'].get('source')} no longer matches what {path} was "
+                f"trained on ({what}: {_short(found)} now, {_short(then)} then): restore that "
+                "data, or train a supernet on the new data"
+            )
+    return data
+
+
+def _short(value: object) -> str:
+    text = str(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def load_supernet(path: str | Path) -> tuple[OFAMobileNetV3, DataSpec, CheckpointDocument]:

@@ -117,8 +117,8 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
     from export.card import write_card
     from export.subnet_export import export_subnet
     from latency.proxies import costs_many
-    from once_for_all import CheckpointError, load_supernet
-    from once_for_all.data import load_data
+    from once_for_all import load_supernet
+    from once_for_all.checkpoint import load_training_data
 
     staging = _staging_folder(job.out)
     published = False
@@ -126,17 +126,12 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
         supernet, _, payload = load_supernet(job.supernet)
         space = supernet.space
         subnet = choose_subnet(job.subnet, space)
-        if "data" not in payload:
-            raise CheckpointError(
-                f"checkpoint {job.supernet} does not record its data settings: retrain it with "
-                "'edgenas train'"
-            )
+        data = load_training_data(job.supernet, payload)
         names = [_profile_name(device) for device in job.devices]
         predictors = {name: _predictor(name, space, subnet, job.profiles) for name in names}
         predicted = {
             name: p.predict(subnet) if p is not None else None for name, p in predictors.items()
         }
-        data = load_data(**payload["data"])
         say(f"subnet {subnet.key} of {space.id}")
         model = _subnet_model(supernet, subnet, data, job, say)
         form = resolve_tflite_form(job)

@@ -9,14 +9,16 @@ import os
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from typer.testing import CliRunner
 
 from edgenas.cli import app
+from once_for_all.checkpoint import CheckpointBody, load_checkpoint, save_checkpoint
 from tests.edgenas.conftest import MICRO_RECIPE, REPO
 from tests.edgenas.search.synthetic import predictor
 from tests.support.folder_holder import hold_folder
@@ -271,3 +273,33 @@ def test_an_output_folder_another_command_writes_to_is_refused(
         "finish, or choose another --out"
     )
     assert sorted(p.name for p in out.iterdir()) == ["keep.txt"]
+
+
+@pytest.mark.parametrize("change", ["rgb for grayscale", "other classes"])
+@pytest.mark.parametrize("command", ["eval", "search", "export"])
+def test_data_replaced_since_training_is_refused(
+    command: str, change: str, trained: Path, tmp_path: Path
+) -> None:
+    # Grayscale replaced by RGB failed deep in conv2d; other classes printed an accuracy
+    # (issue 24). The checkpoint is the trained one, its data file replaced by real other data.
+    rng = np.random.default_rng(0)
+    channels, classes = (3, 10) if change == "rgb for grayscale" else (1, 4)
+    images = rng.integers(0, 256, (200, 28, 28, channels) if channels == 3 else (200, 28, 28))
+    labels = np.arange(200) % classes
+    data = tmp_path / "data.npz"
+    np.savez(data, x=images.astype(np.uint8), y=labels)
+    payload = load_checkpoint(trained / "run" / "supernet.pt")
+    payload["data"] = {**payload["data"], "source": str(data), "val_size": 20}
+    supernet = tmp_path / "supernet.pt"
+    save_checkpoint(supernet, cast(CheckpointBody, payload))
+    search = command_args("search", trained, tmp_path)  # its supernet replaced below
+    args: dict[str, list[str | Path]] = {
+        "eval": ["eval", supernet, "--subnet", "max"],
+        "search": [*search[:2], supernet, *search[3:], "--out", tmp_path / "o"],
+        "export": ["export", "--supernet", supernet, "--subnet", "max", "--out", tmp_path / "o"],
+    }
+    what = "channels: 3 now, 1 then" if channels == 3 else "classes: ['0', '1', '2', '3'] now"
+    line = error_line(edgenas(*args[command]))
+    assert line.startswith(f"error: the data at {data} no longer matches what {supernet} was")
+    assert what in line and line.endswith("restore that data, or train a supernet on the new data")
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
