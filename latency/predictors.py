@@ -10,6 +10,7 @@ with relative-error weights and chosen by cross-validation, removes most of that
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -97,6 +98,13 @@ class LutSumPredictor:
                 f"blocks (e.g. {missing[0]}); run edgenas profile again to finish it"
             )
         self.block_ms = {k: float(block_ms[k]) for k in self.index.keys}
+        bad = next((k for k, ms in self.block_ms.items() if not 0.0 <= ms < math.inf), None)
+        if bad is not None:
+            # A negative time let search pick a subnet at -23 ms; NaN made --json invalid.
+            raise TableError(
+                f"the table for {header.device} gives block {bad} {self.block_ms[bad]} ms, not a "
+                "time (a finite number >= 0): the file was edited or damaged; profile again"
+            )
         # Slot index -1 (a skipped block) reads the trailing zero.
         self._values = np.array([*self.block_ms.values(), 0.0], dtype=np.float64)
         kinds = [k.split("-", 1)[0] for k in self.index.keys]

@@ -169,6 +169,25 @@ def test_lut_sum_predictor_file_round_trip(tmp_path: Path) -> None:
         load_predictor(tmp_path / "bad.json")
 
 
+@pytest.mark.parametrize("value", [-22.99, float("nan"), float("inf")])
+def test_a_predictor_file_with_a_block_time_that_is_not_a_time_is_refused(
+    tmp_path: Path, value: float
+) -> None:
+    # Negative times let search pick a subnet at -22.99 ms; NaN made --json invalid (issue 24).
+    space = get_space("mbv3-tiny")
+    LutSumPredictor.from_table(space, _table()).save(tmp_path / "p.json")
+    doc = json.loads((tmp_path / "p.json").read_text())
+    key = next(iter(doc["block_ms"]))
+    doc["block_ms"][key] = value
+    (tmp_path / "p.json").write_text(
+        json.dumps(doc)
+    )  # Python's json writes NaN, as an editor might
+    with pytest.raises(
+        TableError, match=rf"gives block {key} {value} ms, not a time .* profile again$"
+    ):
+        load_predictor(tmp_path / "p.json")
+
+
 def test_a_table_of_one_resolution_predicts_that_resolution_only() -> None:
     space = get_space("mbv3-imagenet")
     rng = np.random.default_rng(0)
