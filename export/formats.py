@@ -23,6 +23,12 @@ def graph_form(runtime: str) -> GraphForm:
     return "plain" if runtime in NPU_COMPILERS else "xnnpack"
 
 
+# The ONNX opsets torch.onnx's TorchScript exporter writes (its ONNX_MIN_OPSET and
+# ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; a test keeps them in step), and the first opset with
+# per-channel QuantizeLinear/DequantizeLinear, which int8 files need.
+ONNX_OPSETS = (7, 20)
+INT8_MIN_OPSET = 13
+
 # The top-1 agreement with fp32 from which an int8 file is worth shipping: the target
 # benchmarks/export.py checks, and the default for recommending int8 over fp32.
 INT8_AGREEMENT_TARGET = 0.98

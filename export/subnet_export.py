@@ -20,7 +20,9 @@ from export.card import CardFile
 from export.errors import ExportError
 from export.formats import (
     INT8_AGREEMENT_TARGET,
+    INT8_MIN_OPSET,
     MODEL_FORMATS,
+    ONNX_OPSETS,
     GraphForm,
     ModelFormat,
     Precision,
@@ -116,6 +118,22 @@ def calibration_images(data: DataBundle, resolution: int, n: int) -> np.ndarray:
     return model_images(data.train.select(picked), data, resolution, None)
 
 
+def _check_opset(options: ExportOptions) -> None:
+    """An opset the exporter cannot write failed after minutes with a 321-line graph dump."""
+    if "onnx" not in options.formats:
+        return
+    low, high = ONNX_OPSETS
+    if not low <= options.opset <= high:
+        raise ExportError(
+            f"--opset {options.opset}: torch's ONNX exporter writes opsets {low} to {high}"
+        )
+    if options.int8 and options.opset < INT8_MIN_OPSET:
+        raise ExportError(
+            f"--opset {options.opset}: int8 ONNX files need opset {INT8_MIN_OPSET} or later "
+            "(per-channel QuantizeLinear); raise it, or leave out --int8"
+        )
+
+
 def export_subnet(
     model: MobileNetV3,
     data: DataBundle,
@@ -134,6 +152,7 @@ def export_subnet(
     ``log(message)`` is told what is being done.
     """
     say = log or (lambda message: None)
+    _check_opset(options)
     bad = [f for f in options.formats if f not in MODEL_FORMATS]
     if bad or not options.formats:
         raise ExportError(

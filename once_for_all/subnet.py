@@ -89,12 +89,18 @@ class Subnet:
 
     @classmethod
     def load(cls, path: str | Path) -> Subnet:
+        """The subnet in a JSON file; every error names the file."""
         p = Path(path)
         try:
-            text = p.read_text()
+            text = p.read_text(encoding="utf-8")
         except OSError as exc:
             raise SubnetError(f"cannot read subnet file {p}: {exc.strerror}") from None
-        return cls.from_json(text)
+        except UnicodeDecodeError:
+            raise SubnetError(f"subnet file {p} is not a text file (not UTF-8)") from None
+        try:
+            return cls.from_json(text)
+        except SubnetError as exc:
+            raise SubnetError(f"subnet file {p}: {exc}") from None
 
 
 def _is_int(value: object) -> bool:

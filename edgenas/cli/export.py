@@ -14,7 +14,7 @@ from rich.table import Table
 
 from edgenas.cli.user_errors import fail, finite
 from edgenas.console import err_console
-from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS
+from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ONNX_OPSETS
 
 if TYPE_CHECKING:
     from export.card import CardBody
@@ -78,7 +78,9 @@ def export_command(
             "compilers such as Vela), auto (plain when every --device is an NPU compiler)"
         ),
     ] = "auto",
-    opset: Annotated[int, typer.Option(min=7, help="ONNX opset")] = 17,
+    opset: Annotated[
+        int, typer.Option(min=ONNX_OPSETS[0], max=ONNX_OPSETS[1], help="ONNX opset")
+    ] = 17,
     dynamic_batch: Annotated[bool, typer.Option(help="ONNX with a symbolic batch size")] = False,
     tolerance: Annotated[
         float,

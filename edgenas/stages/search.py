@@ -81,7 +81,7 @@ def search(
     from edgenas.search.problem import DeviceTarget, SearchProblem
     from edgenas.search.study_runner import SearchRun, open_storage
     from latency.predictors import load_predictor
-    from once_for_all import Subnet, load_supernet
+    from once_for_all import load_supernet
     from once_for_all.accuracy_dataset import AccuracyCache
     from once_for_all.checkpoint import load_training_data
     from once_for_all.files import output_folder
@@ -98,6 +98,7 @@ def search(
         raise StudyError(f"--objective {bad[0]!r}: use params, macs or peak_activation_bytes")
     net, _, payload = load_supernet(o.supernet)
     space = net.space
+    enqueued = [_enqueued(p, space) for p in o.enqueue]
     data = load_training_data(o.supernet, payload)  # data replaced since training fails here
     targets = []
     for i, name in enumerate(o.devices):
@@ -129,7 +130,7 @@ def search(
         sync_every=1 if direct else 100,
         batch=1 if direct else 25,
     )
-    run.enqueue([space.validate(Subnet.load(p)) for p in o.enqueue])
+    run.enqueue(enqueued)
     with stage_progress("search trials", quiet=quiet) as progress:
         run.run(o.trials, progress=progress)
     front = pareto_front(problem, run.persistent, measure=evaluate, reevaluate=o.reevaluate)
@@ -208,3 +209,14 @@ def _direct(evaluate: Evaluate) -> Callable[[Sequence[Subnet]], np.ndarray]:
     import numpy as np
 
     return lambda subnets: np.asarray(evaluate(subnets), dtype=np.float64)
+
+
+def _enqueued(path: Path, space: SearchSpace) -> Subnet:
+    """A subnet file given to --enqueue, checked against the space; errors name the file."""
+    from once_for_all import Subnet, SubnetError
+
+    subnet = Subnet.load(path)
+    try:
+        return space.validate(subnet)
+    except SubnetError as exc:
+        raise SubnetError(f"subnet file {path}: {exc}") from None

@@ -18,6 +18,7 @@ import yaml
 from typer.testing import CliRunner
 
 from edgenas.cli import app
+from once_for_all import get_space
 from once_for_all.checkpoint import CheckpointBody, load_checkpoint, save_checkpoint
 from tests.edgenas.conftest import MICRO_RECIPE, REPO
 from tests.edgenas.search.synthetic import predictor
@@ -303,3 +304,14 @@ def test_data_replaced_since_training_is_refused(
     assert line.startswith(f"error: the data at {data} no longer matches what {supernet} was")
     assert what in line and line.endswith("restore that data, or train a supernet on the new data")
     assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+@pytest.mark.parametrize("content", ["not json", "another space"])
+def test_a_bad_enqueued_subnet_names_its_file(content: str, trained: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.json"
+    other = get_space("mbv3-imagenet").max_subnet()
+    bad.write_text("{not json" if content == "not json" else other.to_json())
+    args = command_args("search", trained, tmp_path)
+    line = error_line(edgenas(*args, "--enqueue", bad, "--out", tmp_path / "o"))
+    assert line.startswith(f"error: subnet file {bad}: ")
+    assert not (tmp_path / "o").exists()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 import torch
 
 from export import ExportError, read_onnx_metadata
+from export.formats import ONNX_OPSETS
 from export.subnet_export import ExportOptions, export_subnet, model_images
 from export.verify import agreement, run_onnx, run_tflite, top1
 from once_for_all import build_from_config, get_space, recalibrate_bn
@@ -122,3 +124,31 @@ def test_an_unknown_format_is_refused(fmnist_small: DataBundle, tmp_path: Path) 
             options=ExportOptions(formats=("coreml",)),  # type: ignore[arg-type]
         )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("opset", "int8", "message"),
+    [
+        (999, False, "--opset 999: torch's ONNX exporter writes opsets 7 to 20"),
+        (6, False, "--opset 6: torch's ONNX exporter writes opsets 7 to 20"),
+        (11, True, "--opset 11: int8 ONNX files need opset 13 or later"),
+    ],
+)
+def test_an_opset_the_exporter_cannot_write_is_refused_first(
+    fmnist_small: DataBundle, tmp_path: Path, opset: int, int8: bool, message: str
+) -> None:
+    # --opset 999 failed after the work with a 321-line graph dump (issue 24).
+    model = _subnet_model("mbv3-tiny", fmnist_small, seed=0)
+    options = ExportOptions(formats=("onnx",), opset=opset, int8=int8)
+    with pytest.raises(ExportError, match=f"^{re.escape(message)}"):
+        export_subnet(model, fmnist_small, tmp_path, options=options)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_opset_range_is_torchs() -> None:
+    from torch.onnx import _constants
+
+    assert ONNX_OPSETS == (
+        _constants.ONNX_MIN_OPSET,
+        _constants.ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET,
+    )

@@ -71,7 +71,12 @@ def test_load_refuses_missing_file(tmp_path: Path) -> None:
 def test_load_refuses_invalid_json_file(tmp_path: Path) -> None:
     path = tmp_path / "subnet.json"
     path.write_text('{"space": "mbv3-tiny", "ks": [3,')
-    with pytest.raises(SubnetError, match=r"^subnet is not valid JSON: "):
+    with pytest.raises(SubnetError, match=rf"^subnet file {path}: subnet is not valid JSON: "):
+        Subnet.load(path)  # it named no file (issue 24: --enqueue bad.json)
+    path.write_bytes(b"\xff\xfe binary")
+    with pytest.raises(
+        SubnetError, match=exact(f"subnet file {path} is not a text file (not UTF-8)")
+    ):
         Subnet.load(path)
 
 
