@@ -23,10 +23,12 @@ class CheckpointError(EdgenasError, ValueError):
 
 
 class CheckpointMetadata(TypedDict, total=False):
-    """What the caller of the trainer records beside the training state (``edgenas train``)."""
+    """What the caller of the trainer records beside the training state (``edgenas train``),
+    or the import records instead of it (``edgenas import``)."""
 
     recipe: dict[str, Any]  # the recipe, as loaded
     data: dict[str, Any]  # load_data's keyword arguments: how to load the same data again
+    imported: dict[str, Any]  # imported weights (ofa_import): their source, file and sha256
 
 
 class CheckpointBody(CheckpointMetadata):
