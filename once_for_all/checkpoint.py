@@ -90,6 +90,23 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
     return cast(CheckpointDocument, payload)
 
 
+def data_settings(payload: CheckpointDocument, path: str | Path) -> dict[str, Any]:
+    """The data settings (``load_data``'s keyword arguments) a checkpoint records: what the
+    commands that evaluate or calibrate its subnets load."""
+    if "data" in payload:
+        return payload["data"]
+    imported = payload.get("imported")
+    if imported is not None:
+        raise CheckpointError(
+            f"checkpoint {path} holds {imported.get('ofa_net_id', 'a supernet')} "
+            f"{imported.get('source', 'imported')}, which records no data to evaluate or "
+            "calibrate its subnets on: this command needs a supernet trained with 'edgenas train'"
+        )
+    raise CheckpointError(
+        f"checkpoint {path} does not record its data settings: retrain it with 'edgenas train'"
+    )
+
+
 def load_supernet(path: str | Path) -> tuple[OFAMobileNetV3, DataSpec, CheckpointDocument]:
     """The trained supernet, the data spec it was trained on, and the checkpoint's metadata."""
     payload = load_checkpoint(path)

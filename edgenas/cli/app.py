@@ -87,17 +87,14 @@ def eval_command(
     as_json: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
 ) -> None:
     """Accuracy of a subnet with inherited weights, after BN recalibration."""
-    from once_for_all import CheckpointError, evaluate_subnet, load_supernet
+    from once_for_all import evaluate_subnet, load_supernet
+    from once_for_all.checkpoint import data_settings
     from once_for_all.data import load_data
 
     supernet, _, payload = load_supernet(checkpoint)
     space = supernet.space
     chosen = choose_subnet(subnet, space, seed=seed)
-    if "data" not in payload:
-        raise CheckpointError(
-            f"checkpoint {checkpoint} does not record its data settings: retrain it with 'edgenas train'"
-        )
-    data = load_data(**payload["data"])
+    data = load_data(**data_settings(payload, checkpoint))
     acc = evaluate_subnet(supernet, chosen, data, split=split)
     if as_json:
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split}))

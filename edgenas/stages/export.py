@@ -106,7 +106,8 @@ def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
     from export.card import write_card
     from export.subnet_export import export_subnet
     from latency.proxies import costs_many
-    from once_for_all import CheckpointError, load_supernet
+    from once_for_all import load_supernet
+    from once_for_all.checkpoint import data_settings
     from once_for_all.data import load_data
 
     created = not job.out.exists()
@@ -116,17 +117,13 @@ def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
         supernet, _, payload = load_supernet(job.supernet)
         space = supernet.space
         subnet = choose_subnet(job.subnet, space)
-        if "data" not in payload:
-            raise CheckpointError(
-                f"checkpoint {job.supernet} does not record its data settings: retrain it with "
-                "'edgenas train'"
-            )
+        settings = data_settings(payload, job.supernet)
         names = [_profile_name(device) for device in job.devices]
         predictors = {name: _predictor(name, space, subnet, job.profiles) for name in names}
         predicted = {
             name: p.predict(subnet) if p is not None else None for name, p in predictors.items()
         }
-        data = load_data(**payload["data"])
+        data = load_data(**settings)
         say(f"subnet {subnet.key} of {space.id}")
         model = _subnet_model(supernet, subnet, data, job, say)
         form = resolve_tflite_form(job)

@@ -81,8 +81,9 @@ def search(
     from edgenas.search.problem import DeviceTarget, SearchProblem
     from edgenas.search.study_runner import SearchRun, open_storage
     from latency.predictors import load_predictor
-    from once_for_all import CheckpointError, Subnet, load_supernet
+    from once_for_all import Subnet, load_supernet
     from once_for_all.accuracy_dataset import AccuracyCache
+    from once_for_all.checkpoint import data_settings
     from once_for_all.data import load_data
     from once_for_all.files import output_folder
 
@@ -98,10 +99,7 @@ def search(
         raise StudyError(f"--objective {bad[0]!r}: use params, macs or peak_activation_bytes")
     net, _, payload = load_supernet(o.supernet)
     space = net.space
-    if "data" not in payload:
-        raise CheckpointError(
-            f"checkpoint {o.supernet} does not record its data settings; retrain it with edgenas train"
-        )
+    settings = data_settings(payload, o.supernet)
     targets = []
     for i, name in enumerate(o.devices):
         predictor = load_predictor(resolve_predictor(name, o.profiles))
@@ -115,7 +113,7 @@ def search(
     output_folder(o.out)
     # An unreachable or wrong storage fails here too, before any accuracy evaluation.
     store = open_storage(o.storage or f"journal:{o.out / 'study.log'}")
-    data = load_data(**payload["data"])
+    data = load_data(**settings)
     cache = AccuracyCache.open(o.out / "accuracy_cache.json", net, limit=o.eval_images)
     evaluate = _evaluator(net, data, cache, quiet=quiet)
     if o.accuracy == "predictor":

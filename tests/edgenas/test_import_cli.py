@@ -13,6 +13,7 @@ import torch
 from typer.testing import CliRunner
 
 from edgenas.cli import app
+from edgenas.stages.ofa_import import import_ofa_supernet
 from once_for_all import get_space, load_supernet
 from tests.edgenas.test_user_errors import edgenas, error_line
 from tests.support.ofa_reference import import_ofa
@@ -181,3 +182,28 @@ def test_an_existing_supernet_is_not_overwritten(
     assert f"{out / 'supernet.pt'} exists" in line
     assert (out / "supernet.pt").read_bytes() == b"mine"
     assert not (out / "space.json").exists()
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "{ckpt}"],
+        ["search", "--supernet", "{ckpt}", "--device", "npu-32x32-ws", "--out", "{out}"],
+        ["export", "--supernet", "{ckpt}", "--subnet", "min", "--out", "{out}"],
+    ],
+    ids=lambda c: c[0],
+)
+def test_commands_that_need_data_say_an_imported_supernet_has_none(
+    ofa_files: dict[str, Path], tmp_path: Path, command: list[str]
+) -> None:
+    import_ofa_supernet(ofa_files["1.0"], tmp_path / "run")
+    ckpt, out = tmp_path / "run" / "supernet.pt", tmp_path / "out"
+    result = CliRunner().invoke(
+        app, [a.format(ckpt=ckpt, out=out) for a in command], env={"COLUMNS": "300"}
+    )
+    assert result.exit_code == 2, result.output
+    assert result.stderr.strip() == (
+        f"error: checkpoint {ckpt} holds ofa_mbv3_d234_e346_k357_w1.0 imported from OFA, which "
+        "records no data to evaluate or calibrate its subnets on: this command needs a supernet "
+        "trained with 'edgenas train'"
+    )
