@@ -15,7 +15,7 @@ import io
 import pickle
 import re
 import warnings
-from collections.abc import Mapping
+from collections.abc import Container, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -109,8 +109,32 @@ _HEAD = {
     "feature_mix": "feature_mix_layer",
     "classifier": "classifier.linear",
 }
-# OFA's first releases called each block's layer mobile_inverted_conv, later ones conv.
-_OLD_SPELLING = re.compile(r"^blocks\.(\d+)\.mobile_inverted_conv\.")
+# The renamings OFA's own OFAMobileNetV3.load_state_dict applies to older files, tried in
+# this order (the first that matches applies): its first releases called each block's layer
+# mobile_inverted_conv (now conv), and nested the dynamic layers' conv, bn and linear
+# differently.
+_OLD_BLOCK = (".mobile_inverted_conv.", ".conv.")
+_OLD_NESTING = (
+    (".bn.bn.", ".bn."),
+    (".conv.conv.weight", ".conv.weight"),
+    (".linear.linear.", ".linear."),
+    (".linear.", ".linear.linear."),
+    ("bn.", "bn.bn."),
+    ("conv.weight", "conv.conv.weight"),
+)
+
+
+def current_name(key: str, known: Container[str]) -> str | None:
+    """The name OFA's current code gives the file's tensor ``key`` (one of ``known``), as
+    OFA's loader renames it, or None if it names none."""
+    key = key.replace(*_OLD_BLOCK)
+    if key in known:
+        return key
+    for old, new in _OLD_NESTING:
+        if old in key:
+            key = key.replace(old, new)
+            return key if key in known else None
+    return None
 
 
 def _is_parameter(key: str) -> bool:
@@ -149,8 +173,7 @@ def read_ofa_state(path: Path) -> tuple[dict[str, Tensor], str]:
             f"{path} holds no state dict (a {type(payload).__name__}"
             f"{' with keys ' + found if found else ''}): {_FIX}"
         )
-    state = {_OLD_SPELLING.sub(r"blocks.\1.conv.", k): v for k, v in payload.items()}
-    return state, hashlib.sha256(raw).hexdigest()
+    return dict(payload), hashlib.sha256(raw).hexdigest()
 
 
 def _unreadable(path: Path, exc: Exception) -> OfaImportError:
@@ -205,33 +228,41 @@ def import_ofa_state(
     model = OFAMobileNetV3(space)
     target = model.state_dict()
     names = {ofa_name(ours): ours for ours in target}
-    unknown = [k for k in state if k not in names]
+    in_file: dict[str, str] = {}  # OFA's current name -> the file's
+    unknown = []
+    for key in state:
+        current = current_name(key, names)
+        if current is None or current in in_file:
+            unknown.append(key)
+        else:
+            in_file[current] = key
     if unknown:
         raise OfaImportError(
             f"{path}: unknown key {unknown[0]!r} ({len(unknown)} in all) for OFA's w{found} "
             f"MobileNetV3 supernet: {_FIX}"
         )
     # Checkpoints of older torch versions have no BN batch counters; nothing reads them.
-    missing = [k for k in names if k not in state and not k.endswith("num_batches_tracked")]
+    missing = [k for k in names if k not in in_file and not k.endswith("num_batches_tracked")]
     if missing:
         raise OfaImportError(
             f"{path}: key {missing[0]!r} is missing ({len(missing)} in all) for OFA's w{found} "
             f"MobileNetV3 supernet: the file is incomplete; download it again"
         )
     mapped: dict[str, Tensor] = {}
-    for theirs, ours in names.items():
+    for current, ours in names.items():
         expected = target[ours]
-        tensor = state.get(theirs, torch.zeros_like(expected))
+        key = in_file.get(current, current)  # errors name the file's own key
+        tensor = state[key] if current in in_file else torch.zeros_like(expected)
         if tensor.shape != expected.shape:
             raise OfaImportError(
-                f"{path}: {theirs} has shape {list(tensor.shape)}, OFA's w{found} MobileNetV3 "
+                f"{path}: {key} has shape {list(tensor.shape)}, OFA's w{found} MobileNetV3 "
                 f"supernet has {list(expected.shape)}: {_FIX}"
             )
         if expected.is_floating_point() and not (
             tensor.is_floating_point() and bool(torch.isfinite(tensor).all())
         ):
             raise OfaImportError(
-                f"{path}: {theirs} is not finite floating-point data ({tensor.dtype}): "
+                f"{path}: {key} is not finite floating-point data ({tensor.dtype}): "
                 "the file is damaged; download it again"
             )
         mapped[ours] = tensor

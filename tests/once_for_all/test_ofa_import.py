@@ -111,16 +111,31 @@ def test_the_checkpoint_records_its_source_and_imagenet(case: Case, tmp_path: Pa
     assert spec.mean == (0.485, 0.456, 0.406) and spec.std == (0.229, 0.224, 0.225)
 
 
-def test_a_bare_state_dict_and_the_old_spelling_import_alike(case: Case, tmp_path: Path) -> None:
-    # OFA's first releases named each block's layer mobile_inverted_conv, and some files are
-    # the bare state dict rather than {"state_dict": ...}.
-    old = {
-        k.replace(".conv.", ".mobile_inverted_conv.", 1) if k.startswith("blocks.") else k: v
-        for k, v in case.reference.state_dict().items()
-    }
+OLD_NESTING = ((".bn.bn.", ".bn."), (".conv.conv.weight", ".conv.weight"))
+
+
+def test_a_bare_state_dict_and_older_spellings_import_alike(case: Case, tmp_path: Path) -> None:
+    # OFA's first releases named each block's layer mobile_inverted_conv and nested the
+    # dynamic layers' conv and bn once (OFA's own loader renames both); some files are the
+    # bare state dict rather than {"state_dict": ...}.
+    def old_name(key: str) -> str:
+        if not key.startswith("blocks."):
+            return key
+        key = key.replace(".conv.", ".mobile_inverted_conv.", 1)
+        for new, old in OLD_NESTING:
+            key = key.replace(new, old)
+        return key
+
+    old = {old_name(k): v for k, v in case.reference.state_dict().items()}
     assert sum(".mobile_inverted_conv." in k for k in old) > 400
+    assert sum(".bn.bn." in k for k in old) == 0
     torch.save(old, tmp_path / "old.pth")
     imported = import_ofa_file(tmp_path / "old.pth")
     assert imported.state.keys() == case.imported.state.keys()
     for key, tensor in imported.state.items():
         assert torch.equal(tensor, case.imported.state[key]), key
+    # OFA's own loader takes the same file.
+    reference = reference_supernet(case.width)
+    reference.load_state_dict(old)
+    for key, tensor in reference.state_dict().items():
+        assert torch.equal(tensor, case.reference.state_dict()[key]), key
