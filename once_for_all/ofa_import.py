@@ -36,8 +36,9 @@ OFA_NETS = {
 }
 SOURCE = "imported from OFA"
 
-# OFA trained on ImageNet at 224 px with torchvision's normalisation; labels are the indices of
-# the sorted synset folders (ImageFolder's order), which is what the class names say.
+# OFA trained on ImageNet at 224 px with torchvision's normalisation. Its labels are the
+# indices of the sorted synset folders (ImageFolder's order); the class names are those
+# indices, as edgenas has no list of synsets.
 IMAGENET_SPEC = DataSpec(
     name="imagenet",
     channels=3,
@@ -280,7 +281,7 @@ def import_ofa_file(path: Path, *, width: str | None = None) -> ImportedSupernet
 def checkpoint_body(imported: ImportedSupernet) -> CheckpointBody:
     """An edgenas supernet checkpoint of ``imported``: complete, without training state, and
     recording its source (``imported``)."""
-    body = CheckpointBody(
+    return CheckpointBody(
         space=imported.space.to_dict(),
         data_spec=IMAGENET_SPEC.to_dict(),
         model=imported.state,
@@ -295,7 +296,6 @@ def checkpoint_body(imported: ImportedSupernet) -> CheckpointBody:
         complete=True,
         imported=imported_record(imported),
     )
-    return body
 
 
 def imported_record(imported: ImportedSupernet) -> dict[str, Any]:
