@@ -34,6 +34,7 @@ from typing import Any
 import numpy as np
 
 from latency.blocks import BlockIndex, BlockSpec, enumerate_blocks, subnet_blocks
+from once_for_all.head import feature_mix_bias
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
 
@@ -135,7 +136,8 @@ def _head_cost(spec: BlockSpec) -> _Cost:
     fe, fm, classes = cfg["final_expand"], cfg["feature_mix"], cfg["num_classes"]
     area = size * size
     macs = fe * area * cin + fm * fe + classes * fm
-    params = (cin * fe + 2 * fe) + (fe * fm + fm) + (fm * classes + classes)
+    mix_bias = fm if feature_mix_bias(cfg) else 0
+    params = (cin * fe + 2 * fe) + (fe * fm + mix_bias) + (fm * classes + classes)
     # final expand, pool, feature mix, classifier
     live = [cin * area + fe * area, fe * area + fe, fe + fm, fm + classes]
     return _Cost(macs, params, max(live))

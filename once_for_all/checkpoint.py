@@ -23,10 +23,12 @@ class CheckpointError(EdgenasError, ValueError):
 
 
 class CheckpointMetadata(TypedDict, total=False):
-    """What the caller of the trainer records beside the training state (``edgenas train``)."""
+    """What the caller of the trainer records beside the training state (``edgenas train``),
+    or the import records instead of it (``edgenas import``)."""
 
     recipe: dict[str, Any]  # the recipe, as loaded
     data: dict[str, Any]  # load_data's keyword arguments: how to load the same data again
+    imported: dict[str, Any]  # imported weights (ofa_import): their source, file and sha256
 
 
 class CheckpointBody(CheckpointMetadata):
@@ -88,15 +90,29 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
     return cast(CheckpointDocument, payload)
 
 
+def data_settings(payload: CheckpointDocument, path: str | Path) -> dict[str, Any]:
+    """The data settings (``load_data``'s keyword arguments) a checkpoint records: what the
+    commands that evaluate or calibrate its subnets load."""
+    if "data" in payload:
+        return payload["data"]
+    imported = payload.get("imported")
+    if imported is not None:
+        raise CheckpointError(
+            f"checkpoint {path} holds {imported.get('ofa_net_id', 'a supernet')} "
+            f"{imported.get('source', 'imported')}, which records no data to evaluate or "
+            "calibrate its subnets on: this command needs a supernet trained with 'edgenas train'"
+        )
+    raise CheckpointError(
+        f"checkpoint {path} does not record its data settings: retrain it with 'edgenas train'"
+    )
+
+
 def load_training_data(path: str | Path, payload: CheckpointDocument) -> DataBundle:
     """The data the checkpoint at ``path`` was trained on, loaded again from its recorded
     settings, and checked against its recorded data spec: data replaced since (grayscale for
     RGB, other classes, another size) would give wrong accuracies or fail deep in a conv."""
-    if "data" not in payload:
-        raise CheckpointError(
-            f"checkpoint {path} does not record its data settings: retrain it with 'edgenas train'"
-        )
-    data = load_data(**payload["data"])
+    settings = data_settings(payload, path)
+    data = load_data(**settings)
     trained = DataSpec.from_dict(payload["data_spec"])
     now = data.spec
     for what, then, found in (
@@ -106,7 +122,7 @@ def load_training_data(path: str | Path, payload: CheckpointDocument) -> DataBun
     ):
         if then != found:
             raise CheckpointError(
-                f"the data at {payload['data'].get('source')} no longer matches what {path} was "
+                f"the data at {settings.get('source')} no longer matches what {path} was "
                 f"trained on ({what}: {_short(found)} now, {_short(then)} then): restore that "
                 "data, or train a supernet on the new data"
             )

@@ -20,6 +20,12 @@ from once_for_all.layers import ConvBNAct
 HEAD_LAYERS = ("final_expand", "feature_mix", "dropout", "classifier")
 
 
+def feature_mix_bias(config: Mapping[str, Any]) -> bool:
+    """Whether the head of ``config`` (a network config's ``head`` section) has a feature-mix
+    bias: configs hold the key only when it has none (OFA's spaces)."""
+    return bool(config.get("feature_mix_bias", True))
+
+
 class MobileNetV3Head(nn.Module):
     """The head alone when built with a ``config``: logits ``[N, classes]`` from ``[N, C, H, W]``.
 
@@ -53,7 +59,13 @@ class MobileNetV3Head(nn.Module):
             config["in_channels"], config["final_expand"], 1, act="hswish", device=device
         )
         self.feature_mix = ConvBNAct(
-            config["final_expand"], config["feature_mix"], 1, act="hswish", bn=False, device=device
+            config["final_expand"],
+            config["feature_mix"],
+            1,
+            act="hswish",
+            bn=False,
+            bias=feature_mix_bias(config),
+            device=device,
         )
         self.dropout = nn.Dropout(config["dropout"])
         self.classifier = nn.Linear(config["feature_mix"], config["num_classes"], device=device)

@@ -19,7 +19,8 @@ def activation(name: Activation | None) -> nn.Module:
 
 
 class ConvBNAct(nn.Module):
-    """conv → batch norm → activation; ``groups=channels`` makes it depthwise."""
+    """conv → batch norm → activation; ``groups=channels`` makes it depthwise. The conv has a
+    bias exactly when there is no batch norm, unless ``bias`` says otherwise."""
 
     def __init__(
         self,
@@ -31,6 +32,7 @@ class ConvBNAct(nn.Module):
         groups: int = 1,
         act: Activation | None = None,
         bn: bool = True,
+        bias: bool | None = None,
         device: torch.device | str | None = None,
     ) -> None:
         super().__init__()
@@ -41,7 +43,7 @@ class ConvBNAct(nn.Module):
             stride,
             kernel_size // 2,
             groups=groups,
-            bias=not bn,
+            bias=not bn if bias is None else bias,
             device=device,
         )
         self.bn = nn.BatchNorm2d(out_channels, device=device) if bn else nn.Identity()

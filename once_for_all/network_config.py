@@ -68,14 +68,20 @@ def slot_config(
 
 
 def head_config(space: SearchSpace) -> dict[str, Any]:
-    """The head (``head.MobileNetV3Head``): the same for every subnet of ``space``."""
-    return {
+    """The head (``head.MobileNetV3Head``): the same for every subnet of ``space``.
+
+    ``feature_mix_bias`` is present only when false (OFA's spaces): configs written before the
+    field existed, and their digests, stay as they were; readers default it to true."""
+    config: dict[str, Any] = {
         "in_channels": space.stage_widths[-1],
         "final_expand": space.width(space.final_expand_width),
         "feature_mix": space.feature_mix_width,
         "num_classes": space.num_classes,
         "dropout": space.dropout,
     }
+    if not space.feature_mix_bias:
+        config["feature_mix_bias"] = False
+    return config
 
 
 def network_config(space: SearchSpace, subnet: Subnet) -> dict[str, Any]:

@@ -12,6 +12,7 @@ import typer
 from edgenas.cli.devices import devices_app
 from edgenas.cli.export import export_command
 from edgenas.cli.npu import npu_app
+from edgenas.cli.ofa_import import import_app
 from edgenas.cli.profile import latency_app, profile_command
 from edgenas.cli.report import report_command
 from edgenas.cli.run import run_command
@@ -33,6 +34,7 @@ app = typer.Typer(
 app.add_typer(npu_app, name="npu")
 app.add_typer(devices_app, name="devices")
 app.add_typer(latency_app, name="latency")
+app.add_typer(import_app, name="import")
 app.command("profile")(profile_command)
 app.command("search")(search_command)
 app.command("export")(export_command)

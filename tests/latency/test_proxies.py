@@ -19,7 +19,8 @@ from once_for_all import MobileNetV3, SearchSpace, Subnet, build_from_config, ge
 from once_for_all.network_config import network_config
 
 # Space -> resolutions its subnets are sampled at: imagenet's smallest keeps the forward cheap.
-RESOLUTIONS = {"mbv3-tiny": None, "mbv3-imagenet": [128]}
+# ofa-mbv3-w1.2: a space without the feature-mix bias, at another width.
+RESOLUTIONS = {"mbv3-tiny": None, "mbv3-imagenet": [128], "ofa-mbv3-w1.2": [128]}
 SEEDS = range(20)
 
 # Operators that write a new activation tensor, and those that run fused into the producer

@@ -76,7 +76,9 @@ def expected_param_count(space: SearchSpace, subnet: Subnet) -> int:
             cin = width
     fe, fm = w(space.final_expand_width), space.feature_mix_width
     n += cin * fe + 2 * fe
-    n += fe * fm + fm  # feature mix: no BN, so a bias
+    n += fe * fm + (
+        fm if space.feature_mix_bias else 0
+    )  # feature mix: no BN, a bias but in OFA's spaces
     return n + fm * space.num_classes + space.num_classes
 
 
