@@ -48,6 +48,10 @@ class Device(ABC):
         models of a ``measure`` call. Callers that compare models keep them in one call."""
         return None
 
+    def named_on_the_command_line(self, profile: str) -> None:  # noqa: B027 - optional hook
+        """How commands name this device's profile (a bundled name or a YAML path), for the
+        commands that messages suggest; ``open_device`` says it."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release connections; devices are also context managers."""
 

@@ -150,7 +150,9 @@ def validate_profile(raw: dict[str, Any], *, where: str = "(given)") -> DevicePr
 def open_device(name_or_path: str | Path) -> Device:
     """The device a profile describes, built by the factory registered for its kind."""
     profile = load_profile(name_or_path)
-    return create_device(profile.kind, profile.name, profile.model_dump())
+    device = create_device(profile.kind, profile.name, profile.model_dump())
+    device.named_on_the_command_line(str(name_or_path))
+    return device
 
 
 def _read(name_or_path: str | Path) -> tuple[str, str]:

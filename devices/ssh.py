@@ -16,7 +16,7 @@ import shlex
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -210,6 +210,9 @@ class SshDevice(Device):
         for warning in warnings:
             log.warning("device %r: %s", self.name, warning)
         return measured
+
+    def named_on_the_command_line(self, profile: str) -> None:
+        self.target = replace(self.target, profile=profile)
 
     def close(self) -> None:
         """Remove the remote folders and close the connection (safe to call twice)."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import getpass
 import os
+import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +49,13 @@ class SshTarget:
     global_known_hosts: tuple[Path, ...]
     proxy_command: str | None
     connect_timeout: float
+    # How commands name the device's profile: its bundled name, or the YAML file's path
+    # (a profile given by path cannot be found by its name).
+    profile: str = ""
+
+    @property
+    def trust_command(self) -> str:
+        return f"edgenas devices trust {shlex.quote(self.profile or self.device)}"
 
     @property
     def address(self) -> str:
@@ -221,7 +229,7 @@ def fetch_host_key(target: SshTarget) -> HostKey:
 def unknown_host_message(target: SshTarget) -> str:
     return (
         f"device {target.device!r}: host key for {target.host_label} is not in known_hosts; "
-        f"run 'edgenas devices trust {target.device}' after checking it"
+        f"run '{target.trust_command}' after checking it"
     )
 
 
@@ -244,7 +252,7 @@ def _connect_error(
             f"{prefix} the host key of {target.host_label} has CHANGED: known_hosts has {known}, "
             f"the server offers {offered}; this may be an attack, or the device was reinstalled. "
             f"If you know why, remove the old key (ssh-keygen -R '{name}' -f {target.trust_file}) "
-            f"and run 'edgenas devices trust {target.device}'"
+            f"and run '{target.trust_command}'"
         )
     if isinstance(exc, paramiko.PasswordRequiredException):
         return DeviceError(

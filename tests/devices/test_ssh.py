@@ -609,7 +609,9 @@ def test_cli_trust_then_check(
     refused = _edgenas("devices", "check", str(profile), home=home)
     assert refused.returncode == 2, refused.stderr
     assert "host key for 127.0.0.1:" in refused.stderr
-    assert "run 'edgenas devices trust testboard'" in refused.stderr
+    # The profile was given as a path: the suggested command names that path, not the
+    # profile's name, which is no bundled profile (issue 24).
+    assert f"run 'edgenas devices trust {profile}' after checking it" in refused.stderr
     assert "Traceback" not in refused.stderr
 
     declined = _edgenas("devices", "trust", str(profile), home=home, stdin="n\n")
