@@ -184,11 +184,17 @@ def connect(target: SshTarget, *, keepalive_s: float = 15.0) -> paramiko.SSHClie
         )
     except Exception as exc:
         transport = client.get_transport()
+        # Logging in means the key exchange is done: a server that stalls before (no banner,
+        # no key exchange, as a board that powers off does) must not read as a refused key.
         logging_in = (
-            transport is not None and transport.is_active() and not transport.is_authenticated()
+            transport is not None
+            and transport.is_active()
+            and _key_exchanged(transport)
+            and not transport.is_authenticated()
         )
+        banner_seen = bool(transport is not None and transport.remote_version)
         client.close()
-        error = _connect_error(target, exc, logging_in=logging_in)
+        error = _connect_error(target, exc, logging_in=logging_in, banner_seen=banner_seen)
         if error is None:
             raise
         raise error from None
@@ -238,7 +244,7 @@ def _proxy(target: SshTarget) -> paramiko.ProxyCommand | None:
 
 
 def _connect_error(
-    target: SshTarget, exc: BaseException, *, logging_in: bool
+    target: SshTarget, exc: BaseException, *, logging_in: bool, banner_seen: bool = True
 ) -> DeviceError | None:
     """The one-line error for a failed connection; None for what is not a connection error."""
     prefix = f"device {target.device!r}:"
@@ -282,13 +288,30 @@ def _connect_error(
             "that the device is on and its SSH server running, and the network"
         )
     if isinstance(exc, paramiko.SSHException):
-        if "banner" in str(exc).lower():
+        if "banner" in str(exc).lower() or not banner_seen:
             return UnreachableError(
                 f"{prefix} no SSH server answered at {target.address} within "
-                f"{target.connect_timeout:g} s ({exc}); check the port and that sshd runs"
+                f"{target.connect_timeout:g} s (no SSH banner); check the port, that sshd runs "
+                "and that the device is not hanging"
+            )
+        if not logging_in:
+            # Connected, but the server never finished the handshake (paramiko then says
+            # "No existing session"): it hangs, or is overloaded; a reconnect may succeed.
+            return UnreachableError(
+                f"{prefix} the SSH server at {target.address} did not complete the handshake "
+                f"within {target.connect_timeout:g} s; check that the device is not hanging or "
+                "overloaded, or raise ssh.connect_timeout in the profile"
             )
         return DeviceError(f"{prefix} SSH connection to {target.address} failed: {exc}")
     return None
+
+
+def _key_exchanged(transport: paramiko.Transport) -> bool:
+    try:
+        transport.get_remote_server_key()
+    except paramiko.SSHException:
+        return False
+    return True
 
 
 def _tried(target: SshTarget) -> str:

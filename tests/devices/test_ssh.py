@@ -8,6 +8,7 @@ points at a temporary folder and every profile names its key and known_hosts fil
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import os
@@ -34,6 +35,7 @@ from devices import (
     open_device,
 )
 from devices.ssh import _connection_gone
+from devices.ssh_connection import UnreachableError
 from tests.devices.conftest import REPO, Models
 from tests.support.sshd import Sshd, free_port, generate_key
 
@@ -485,6 +487,63 @@ def test_reconnects_when_the_connection_dropped_between_calls(
         assert device.remote_folder != first and first is not None
         assert not Path(first).exists()  # removed on reconnect
     assert list(remote_parent.iterdir()) == []
+
+
+@contextlib.contextmanager
+def _stalled_server(banner: bool) -> Iterator[int]:
+    """A real TCP server that accepts and then says nothing (or only its banner), as an SSH
+    server on a board that is powering off or hangs does. Yields its port."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    held: list[socket.socket] = []
+
+    def serve() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            if banner:
+                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
+            held.append(conn)
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield listener.getsockname()[1]
+    finally:
+        listener.close()
+        for conn in held:
+            conn.close()
+
+
+@pytest.mark.parametrize("banner", [False, True], ids=["no-banner", "silent-after-banner"])
+def test_a_stalled_server_is_unreachable_not_a_refused_key(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path, banner: bool
+) -> None:
+    # It said "no key was accepted", though the key was fine, and did not reconnect (issue 24).
+    with _stalled_server(banner) as port:
+        device = _device(sshd, remote_parent, python, port=port, connect_timeout=1.0)
+        message = (
+            rf"device 'board': the SSH server at 127.0.0.1:{port} did not complete the "
+            "handshake within 1 s; check that the device is not hanging or overloaded, or "
+            "raise ssh.connect_timeout in the profile"
+            if banner
+            else rf"device 'board': no SSH server answered at 127.0.0.1:{port} within 1 s (no "
+            "SSH banner); check the port, that sshd runs and that the device is not hanging"
+        )
+        with pytest.raises(UnreachableError, match=f"^{re.escape(message)}$"):
+            device.measure([models.fc])
+        home = tmp_path / "cli home"
+        home.mkdir()
+        profile = sshd.write_profile(
+            tmp_path / "stalled.yaml",
+            "stalled",
+            python=python,
+            ssh={"port": port, "connect_timeout": 1.0, "remote_tmpdir": str(remote_parent)},
+        )
+        proc = _edgenas("devices", "check", str(profile), home=home)
+    assert proc.returncode == 2, proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert lines == [f"error: {message}".replace("'board'", "'stalled'")]
 
 
 def test_gives_up_after_max_reconnects(
