@@ -12,7 +12,7 @@ from torch import nn
 
 from export._model_mode import eval_mode
 from export._shapes import check_input_shape
-from export.errors import ExportError
+from export.errors import ExportError, conversion_error
 from once_for_all.errors import one_line
 from once_for_all.files import atomic_path
 
@@ -65,9 +65,11 @@ def export_onnx(
             onnx.checker.check_model(proto)
             onnx.save(proto, str(tmp))
         except Exception as exc:
-            raise ExportError(
+            raise conversion_error(
+                path,
+                exc,
                 f"ONNX export to {path} failed ({one_line(exc)}): check input_shape={shape} "
-                f"and opset={opset}, or simplify the model's unsupported ops"
+                f"and opset={opset}, or simplify the model's unsupported ops",
             ) from exc
     return path
 

@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 
 from export._quiet import quiet_converters
-from export.errors import ExportError
+from export.errors import ExportError, conversion_error
 from once_for_all.errors import one_line
 from once_for_all.files import atomic_path, write_bytes
 
@@ -99,9 +99,11 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
             onnx.checker.check_model(quantized)
             onnx.save(quantized, str(tmp))
         except Exception as exc:
-            raise ExportError(
+            raise conversion_error(
+                dst,
+                exc,
                 f"int8 quantization of {src} failed ({one_line(exc)}): re-export the fp32 model "
-                "and check the calibration data"
+                "and check the calibration data",
             ) from exc
     return dst
 
@@ -164,9 +166,11 @@ def quantize_tflite_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Pa
             result = q.quantize(calib.get_model_qsvs(), enable_progress_report=False)
             content = bytes(result.quantized_model)
     except Exception as exc:
-        raise ExportError(
+        raise conversion_error(
+            dst,
+            exc,
             f"int8 quantization of {src} failed ({one_line(exc)}): re-export the fp32 model "
-            "and check the calibration data"
+            "and check the calibration data",
         ) from exc
     quantized = _interpreter_from_bytes(content, dst)
     io = _io_quantization(quantized)

@@ -11,7 +11,7 @@ from torch import nn
 from export._model_mode import eval_mode
 from export._quiet import quiet_converters
 from export._shapes import check_input_shape
-from export.errors import ExportError
+from export.errors import ExportError, conversion_error
 from export.formats import GraphForm
 from export.xnnpack_form import xnnpack_form
 from once_for_all.errors import one_line
@@ -64,9 +64,11 @@ def export_tflite(
             edge: Any = litert_torch.convert(module, (sample,))
             content: bytes = edge.model_content()
     except Exception as exc:
-        raise ExportError(
+        raise conversion_error(
+            path,
+            exc,
             f"TFLite conversion for {path} failed ({one_line(exc)}): check input_shape={shape}, "
-            "or replace the ops litert-torch cannot lower"
+            "or replace the ops litert-torch cannot lower",
         ) from exc
     write_bytes(path, content, error=ExportError)
     return path

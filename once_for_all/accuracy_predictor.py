@@ -27,7 +27,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from once_for_all.errors import EdgenasError, one_line
-from once_for_all.files import atomic_path
+from once_for_all.files import write_torch
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet, SubnetError
 
@@ -141,8 +141,7 @@ class AccuracyPredictor:
 
 
 def write_accuracy_predictor(path: Path, doc: AccuracyPredictorDocument) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(doc, tmp)
+    write_torch(path, doc)
 
 
 def read_accuracy_predictor(path: str | Path) -> AccuracyPredictorDocument:

@@ -12,7 +12,7 @@ from torch import Tensor
 from once_for_all.data import DataBundle, DataSpec, load_data
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
-from once_for_all.files import atomic_path
+from once_for_all.files import write_torch
 from once_for_all.search_space import SearchSpace
 
 CHECKPOINT_FORMAT = "edgenas.supernet/1"
@@ -58,8 +58,7 @@ class CheckpointDocument(CheckpointBody):
 def save_checkpoint(path: Path, body: CheckpointBody) -> None:
     """Write ``body`` (tagged with the format) as a checkpoint, atomically (a kill never leaves
     half a file)."""
-    with atomic_path(path) as tmp:
-        torch.save({"format": CHECKPOINT_FORMAT, **body}, tmp)
+    write_torch(path, {"format": CHECKPOINT_FORMAT, **body})
 
 
 def load_checkpoint(path: str | Path) -> CheckpointDocument:

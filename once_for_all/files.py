@@ -75,11 +75,28 @@ def output_folder(path: Path, *, error: type[EdgenasError] = WriteError) -> Path
 
 
 def write_bytes(
-    path: Path, data: bytes, *, mode: int | None = None, error: type[EdgenasError] = WriteError
+    path: Path,
+    data: bytes | memoryview,
+    *,
+    mode: int | None = None,
+    error: type[EdgenasError] = WriteError,
 ) -> None:
     """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
     with atomic_path(path, mode=mode, error=error) as tmp:
         tmp.write_bytes(data)
+
+
+def write_torch(path: Path, obj: object, *, error: type[EdgenasError] = WriteError) -> None:
+    """``torch.save`` ``obj`` to ``path`` atomically. Serialised in memory first: torch's
+    writer reports a full disk as a RuntimeError ("unexpected pos"), a plain write as the
+    OSError that becomes ``error``'s one line."""
+    import io
+
+    import torch
+
+    buffer = io.BytesIO()
+    torch.save(obj, buffer)
+    write_bytes(path, buffer.getbuffer(), error=error)
 
 
 def write_text(
@@ -150,7 +167,12 @@ def _create_temp(path: Path) -> Path:
 def _write_error(path: Path, exc: OSError, error: type[EdgenasError]) -> EdgenasError:
     blocker = next((p for p in path.parents if p.exists() and not p.is_dir()), None)
     reason = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
-    return error(f"cannot write {path}: {reason}; choose a folder you can write to")
+    fix = (
+        "free some space or choose another folder"
+        if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+        else "choose a folder you can write to"
+    )
+    return error(f"cannot write {path}: {reason}; {fix}")
 
 
 def _fsync(path: Path) -> None:

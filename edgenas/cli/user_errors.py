@@ -6,6 +6,7 @@ keeps its own list of errors. Any other exception is a bug and keeps its traceba
 
 from __future__ import annotations
 
+import errno
 import math
 from typing import Any, TypeVar
 
@@ -40,10 +41,23 @@ def finite(value: Number) -> Number:
 
 
 class UserErrorsGroup(TyperGroup):
-    """The root group: an ``EdgenasError`` raised by any command becomes one line, exit 2."""
+    """The root group: an ``EdgenasError`` raised by any command becomes one line, exit 2;
+    so does a disk that is full or read-only wherever a write was not already wrapped (an
+    Optuna journal append, a plot): that is the machine's state, not a bug to trace."""
 
     def invoke(self, ctx: Any) -> Any:  # Any: typer's own vendored click.Context
         try:
             return super().invoke(ctx)
         except EdgenasError as exc:
             raise fail(str(exc)) from None
+        except OSError as exc:
+            if exc.errno not in _STORAGE_ERRNOS:
+                raise
+            where = f" ({exc.filename})" if exc.filename else ""
+            raise fail(
+                f"cannot write{where}: {exc.strerror}; free some space or choose another --out"
+            ) from None
+
+
+# A full disk or quota, a read-only file system.
+_STORAGE_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS})

@@ -63,12 +63,9 @@ def read_finetuned(path: Path) -> FinetunedDocument | None:
 
 
 def write_finetuned(path: Path, doc: FinetunedDocument) -> None:
-    import torch
+    from once_for_all.files import write_torch
 
-    from once_for_all.files import atomic_path
-
-    with atomic_path(path) as tmp:
-        torch.save(doc, tmp)
+    write_torch(path, doc)
 
 
 # Quantization-aware fine-tuning weighs matching the float subnet (the quantization error)
