@@ -25,7 +25,7 @@ from typing import Any
 
 from rich.console import Console
 
-from edgenas.recipe import Recipe, RecipeError, load_recipe
+from edgenas.recipe import DeviceSection, Recipe, RecipeError, load_recipe
 from edgenas.report import REPORT_NAME, build_report
 from edgenas.run_record import (
     RUN_FORMAT,
@@ -174,6 +174,8 @@ def _run_stages(
     stages = recipe.planned_stages
     log(f"recipe {recipe_path} → {root}: stages {', '.join(stages)}")
     run.save()
+    with _logged("profile", log):
+        _check_devices(recipe, run, options, log)
     with _logged("train", log):
         if "train" in stages:
             _train(recipe, run, options, console, log)
@@ -323,10 +325,37 @@ def _device_name(device: str) -> str:
     return load_profile(device).name
 
 
+def _profile_inputs(recipe: Recipe, section: DeviceSection) -> dict[str, Any]:
+    from devices.profiles import load_profile
+
+    return {
+        "space": recipe.search_space().id,
+        "device": section.model_dump(mode="json", exclude={"budget_ms"}),
+        "profile": load_profile(section.name).model_dump(mode="json"),
+    }
+
+
+def _check_devices(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
+    """Unknown profiles, and SSH boards that the profile stage will need but cannot reach,
+    fail before training (they were found after it, minutes or hours later)."""
+    from devices import open_device
+
+    stages = recipe.planned_stages
+    for section in recipe.devices:
+        inputs = _profile_inputs(recipe, section)  # an unknown or invalid profile fails here
+        needed = "profile" in stages and (
+            "profile" in options.force
+            or not run.up_to_date(f"profile:{_device_name(section.name)}", inputs)
+        )
+        if needed and "train" in stages and inputs["profile"]["kind"] == "ssh":
+            log(f"checking that {section.name} can be reached before training")
+            with open_device(section.name) as device:
+                device.fingerprint()  # connects, logs in and runs the runner once
+
+
 def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
     """Profile every device that is not up to date at once (as `edgenas profile --profiles`
     does); each finished device is recorded even when another fails."""
-    from devices.profiles import load_profile
     from edgenas.stages.profile import profile_many
     from latency.fleet import FleetJob, ProfileOptions
     from latency.model_cache import ModelCache
@@ -336,11 +365,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
         name = _device_name(section.name)
         folder = run.root / "devices" / name
         key = f"profile:{name}"
-        inputs = {
-            "space": recipe.search_space().id,
-            "device": section.model_dump(mode="json", exclude={"budget_ms"}),
-            "profile": load_profile(section.name).model_dump(mode="json"),
-        }
+        inputs = _profile_inputs(recipe, section)
         if not _needs_run(
             run, key, inputs, stage="profile", options=options, outputs=[folder], log=log
         ):

@@ -24,6 +24,7 @@ from tests.edgenas.conftest import MICRO_RECIPE, REPO
 from tests.edgenas.search.synthetic import predictor
 from tests.support.folder_holder import hold_folder
 from tests.support.full_disk import small_filesystem
+from tests.support.sshd import free_port
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "300"}
 NOT_A_CHECKPOINT = b"these bytes are not a checkpoint\n"
@@ -335,3 +336,24 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(
         assert "No space left on device" in line and "free some space" in line
         left = [p.name for p in (disk / "out").rglob("*")] if (disk / "out").exists() else []
     assert not [name for name in left if ".tmp" in name or name.startswith(".partial-")]
+
+
+def test_run_finds_an_unreachable_board_before_training(tmp_path: Path) -> None:
+    # It was reported after training finished (issue 24).
+    board = tmp_path / "board.yaml"
+    board.write_text(
+        yaml.safe_dump(
+            {
+                "name": "far-board",
+                "kind": "ssh",
+                "ssh": {"host": "127.0.0.1", "port": free_port(), "connect_timeout": 2},
+            }
+        )
+    )
+    recipe, out = run_folder(
+        tmp_path, ["train", "profile"], devices=[{"name": str(board), "calibrate": 0}]
+    )
+    (out / "supernet.pt").unlink()
+    line = through_run(recipe, out, "profile")
+    assert line.startswith("error: device 'far-board': cannot reach 127.0.0.1:")
+    assert not (out / "checkpoint.pt").exists() and not (out / "supernet.pt").exists()
