@@ -14,6 +14,7 @@ from rich.table import Table
 
 from edgenas.cli.user_errors import fail
 from edgenas.console import err_console, stage_progress
+from edgenas.recipe import MIN_CALIBRATION
 from export.formats import ModelFormat, Precision
 
 if TYPE_CHECKING:
@@ -28,6 +29,18 @@ latency_app = typer.Typer(
 )
 logging.getLogger("paramiko").addHandler(logging.NullHandler())
 DEFAULT_PROFILES = Path("runs/profiles")  # where search and export look device names up
+
+
+def _calibration_count(value: int) -> int:
+    """Option callback: a count that cannot fit a calibrated predictor fails first (it failed
+    after the whole table was measured)."""
+    if 0 < value < MIN_CALIBRATION:
+        raise typer.BadParameter(
+            f"{value} subnets cannot fit a calibrated predictor; give 0 (lut-sum only) or at "
+            f"least {MIN_CALIBRATION}"
+        )
+    return value
+
 
 JsonOption = Annotated[bool, typer.Option("--json", help="print JSON to stdout")]
 QuietOption = Annotated[bool, typer.Option(help="no progress output")]
@@ -76,7 +89,12 @@ def profile_command(
         Precision | None, typer.Option(help="fp32 or int8 (device default)")
     ] = None,
     calibrate: Annotated[
-        int, typer.Option(min=0, help="subnets measured end to end to calibrate (0: lut-sum only)")
+        int,
+        typer.Option(
+            min=0,
+            help="subnets measured end to end to calibrate (0: lut-sum only)",
+            callback=_calibration_count,
+        ),
     ] = 40,
     passes: PassesOption = None,
     resolution: Annotated[

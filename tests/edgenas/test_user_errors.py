@@ -357,3 +357,15 @@ def test_run_finds_an_unreachable_board_before_training(tmp_path: Path) -> None:
     line = through_run(recipe, out, "profile")
     assert line.startswith("error: device 'far-board': cannot reach 127.0.0.1:")
     assert not (out / "checkpoint.pt").exists() and not (out / "supernet.pt").exists()
+
+
+def test_profile_with_too_few_calibration_subnets_fails_first(tmp_path: Path) -> None:
+    # --calibrate 5 failed after the whole table was measured (issue 24).
+    proc = edgenas(
+        "profile", "local-cpu", "--space", "mbv3-tiny", "--calibrate", "5", "--out", tmp_path / "p"
+    )
+    assert proc.returncode == 2
+    assert "5 subnets cannot fit a calibrated predictor; give 0 (lut-sum only) or at least 10" in (
+        " ".join(proc.stderr.split())
+    )
+    assert not (tmp_path / "p").exists()
