@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -23,7 +25,12 @@ err_console = Console(stderr=True)
 
 @contextmanager
 def stage_progress(label: str, *, quiet: bool) -> Iterator[Progress]:
-    """A progress callback drawing one bar per stage, with ETA."""
+    """A progress callback drawing one bar per stage, with ETA; when stderr is not a terminal
+    (a log file, CI, nohup), plain lines instead, or long work would print nothing for
+    minutes (a bar is only drawn on a terminal)."""
+    if not quiet and not err_console.is_terminal:
+        yield LineProgress(label)
+        return
     with RichProgress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -44,3 +51,34 @@ def stage_progress(label: str, *, quiet: bool) -> Iterator[Progress]:
             progress.update(tasks[stage], completed=done, total=total)
 
         yield update
+
+
+class LineProgress:
+    """Progress as plain lines on stderr: a stage's start, every tenth of it (at most one line
+    per ``every_s`` seconds) and its end, with the time taken so far."""
+
+    def __init__(self, label: str, *, every_s: float = 10.0) -> None:
+        self.label, self.every_s = label, every_s
+        self._started: dict[str, float] = {}
+        self._shown: dict[str, tuple[int, float]] = {}  # stage -> (tenths shown, when)
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if total <= 0:
+            return
+        now = time.monotonic()
+        started = self._started.setdefault(stage, now)
+        tenths = done * 10 // total
+        shown, when = self._shown.get(stage, (-1, -math.inf))
+        finished = done >= total
+        if tenths <= shown and not (finished and shown < 10):
+            return
+        if not finished and shown >= 0 and now - when < self.every_s:
+            return
+        self._shown[stage] = (10 if finished else tenths, now)
+        elapsed = int(now - started)
+        err_console.print(
+            f"{self.label}: {stage} {done}/{total} ({done * 100 // total}%), "
+            f"{elapsed // 60}:{elapsed % 60:02d} elapsed",
+            highlight=False,
+            soft_wrap=True,
+        )

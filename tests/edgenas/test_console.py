@@ -1,0 +1,31 @@
+"""Progress when stderr is not a terminal: plain lines, so long work in a log file or CI is
+not silent for minutes (a cold accuracy evaluation printed nothing for 300 s)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from edgenas import console
+from edgenas.console import LineProgress, stage_progress
+
+
+def test_without_a_terminal_progress_is_plain_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(console, "err_console", Console(file=out, width=200))
+    clock = iter(float(t) for t in range(0, 10_000, 3))  # 3 s per report
+    monkeypatch.setattr(console.time, "monotonic", lambda: next(clock))
+    with stage_progress("accuracy", quiet=False) as progress:
+        assert isinstance(progress, LineProgress)
+        for done in range(101):
+            progress("evaluate", done, 100)
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "accuracy: evaluate 0/100 (0%), 0:00 elapsed"
+    assert lines[-1] == "accuracy: evaluate 100/100 (100%), 5:00 elapsed"
+    # every tenth, but no more than one line per 10 s: 3 s per unit never holds one back
+    assert len(lines) == 11
+    with stage_progress("accuracy", quiet=True) as progress:
+        progress("evaluate", 1, 2)
+    assert len(out.getvalue().splitlines()) == 11  # quiet prints nothing
