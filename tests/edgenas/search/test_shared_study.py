@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import socket
+import subprocess
+import sys
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -22,7 +26,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.search.pareto import pareto_front
 from edgenas.search.space_params import subnet_from_params
-from edgenas.search.study_runner import SearchRun, StudyError, open_storage
+from edgenas.search.study_runner import SearchRun, StudyError, _RepairingLock, open_storage
 from tests.edgenas.search import synthetic
 from tests.edgenas.search.synthetic import SPACE, problem
 
@@ -145,6 +149,28 @@ def test_a_journal_with_a_line_that_is_not_a_record_is_refused(
     path.write_bytes(first + b"\n" + garbage + rest)
     with pytest.raises(StudyError, match=rf"^{path} line 2 is not an Optuna journal record"):
         open_storage(f"journal:{path}")
+
+
+def test_a_lock_left_by_a_killed_process_is_removed_at_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A kill -9 left study.log.lock behind: the next worker waited Optuna's 30 s grace
+    # period with lock warnings (issue 24).
+    path = tmp_path / "study.log"
+    SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10).run(5)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that no process has now
+    lock = Path(f"{path}.lock")
+    lock.symlink_to(f"{path}@{socket.gethostname()}:{dead.pid}")
+    with caplog.at_level("WARNING"):
+        run = SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10)
+        assert run.run(10) >= 10
+    assert f"removed the lock of a killed process (pid {dead.pid})" in caplog.text
+    assert "taking longer" not in caplog.text and not lock.exists()
+    # A live owner's lock (this process's) is left alone.
+    lock.symlink_to(f"{path}@{socket.gethostname()}:{os.getpid()}")
+    _RepairingLock(str(path))._remove_if_owner_died()
+    assert lock.is_symlink()
 
 
 def test_a_record_torn_by_a_killed_writer_is_dropped(tmp_path: Path) -> None:
