@@ -392,8 +392,13 @@ def validate_command(
     from latency.model_cache import ModelCache
     from latency.plots import scatter_plot
     from latency.profiler import ProfileSettings
+    from once_for_all.files import output_folder
 
     p = _load(predictor)
+    png = plot or predictor.parent / "validation.png"
+    if png.is_dir():
+        raise fail(f"--plot {png} is a folder: give the PNG file's path")
+    output_folder(png.parent)  # before measuring, not after
     calibration = [
         p.space.subnet_from_dict(s) for s in getattr(p, "calibration", {}).get("subnets", [])
     ]
@@ -422,7 +427,6 @@ def validate_command(
         reference = _normalisation(store.header, [store.get(s) for s in subnets])
     predicted = p.predict_many(subnets)
     figures = validation_figures(predicted, measured)
-    png = plot or predictor.parent / "validation.png"
     scatter_plot(
         predicted,
         measured,

@@ -369,3 +369,31 @@ def test_profile_with_too_few_calibration_subnets_fails_first(tmp_path: Path) ->
         " ".join(proc.stderr.split())
     )
     assert not (tmp_path / "p").exists()
+
+
+@pytest.mark.parametrize("where", ["under a file", "a folder"])
+def test_latency_validate_checks_its_plot_path_first(tmp_path: Path, where: str) -> None:
+    # A plot path under a file was a traceback after all the measuring (issue 24).
+    predictor("test-cpu").save(tmp_path / "p" / "predictor.json")
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    plot = blocker / "v.png" if where == "under a file" else tmp_path
+    line = error_line(
+        edgenas(
+            "latency",
+            "validate",
+            "local-cpu",
+            "--predictor",
+            tmp_path / "p" / "predictor.json",
+            "--plot",
+            plot,
+        )
+    )
+    expected = (
+        f"error: cannot use {blocker} as the output folder: {blocker} is a file, not a folder; "
+        "choose a folder you can write to"
+        if where == "under a file"
+        else f"error: --plot {tmp_path} is a folder: give the PNG file's path"
+    )
+    assert line == expected
+    assert not (tmp_path / "p" / "validation.json").exists()  # nothing measured
