@@ -304,6 +304,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             precision=section.precision,
             calibrate=section.calibrate,
             resolutions=tuple(section.resolution) if section.resolution else None,
+            tables=Path(section.tables) if section.tables else None,
         )
         todo.append((key, inputs, FleetJob(section.name, folder, settings)))
     if not todo:
