@@ -333,16 +333,22 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
 
     names = [_device_name(d.name) for d in recipe.devices]
     folder = run.root / "search"
+    s = recipe.search
+    ofa_predictor = Path(s.ofa_predictor) if s.ofa_predictor else None
     inputs = {
         **_upstream(run, names),
         "budgets_ms": [d.budget_ms for d in recipe.devices],
-        "search": recipe.search.model_dump(mode="json"),
+        "search": s.model_dump(mode="json"),
+        **(
+            {"ofa_predictor": sha256(ofa_predictor)}
+            if ofa_predictor and ofa_predictor.is_file()
+            else {}
+        ),
     }
     if not _needs_run(
         run, "search", inputs, stage="search", options=options, outputs=[folder], log=log
     ):
         return
-    s = recipe.search
     budgets = [d.budget_ms for d in recipe.devices if d.budget_ms is not None]
     log(f"search: {s.trials} trials, {s.sampler} → {folder}")
     started = time.perf_counter()
@@ -360,6 +366,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
             reevaluate=s.reevaluate,
             profiles=run.root / "devices",
             seed=s.seed,
+            ofa_predictor=ofa_predictor,
         ),
         quiet=options.quiet,
         say=log,

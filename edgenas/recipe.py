@@ -123,10 +123,22 @@ class SearchSection(_Strict):
     trials: int = Field(2000, ge=1)
     sampler: SamplerName = "nsga2"
     accuracy: AccuracySource = "predictor"
+    # OFA's acc_predictor.pth, for accuracy ofa-predictor (OFA's tutorial downloads it from
+    # https://raw.githubusercontent.com/han-cai/files/master/ofa/acc_predictor.pth).
+    ofa_predictor: str | None = Field(None, min_length=1)
     accuracy_samples: int = Field(100, ge=10)
     eval_images: int | None = Field(None, ge=1)
     reevaluate: int = Field(20, ge=1)
     seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ofa_predictor_given(self) -> SearchSection:
+        if (self.accuracy == "ofa-predictor") != (self.ofa_predictor is not None):
+            raise ValueError(
+                "accuracy: ofa-predictor and ofa_predictor: PATH (OFA's acc_predictor.pth) "
+                "go together"
+            )
+        return self
 
 
 class ExportSection(_Strict):
