@@ -170,3 +170,31 @@ def test_the_published_device_runs_nothing() -> None:
 
     with pytest.raises(DeviceError, match="runs no models"):
         open_device("samsung-note10")
+
+
+def test_a_fleet_imports_the_published_device_beside_measured_ones(
+    note10: Path, tmp_path: Path
+) -> None:
+    from latency.fleet import FleetJob, ProfileOptions, profile_fleet
+    from latency.model_cache import ModelCache
+
+    job = FleetJob("samsung-note10", tmp_path / "n10", ProfileOptions(tables=note10))
+    (result,) = profile_fleet([job], get_space(SPACE), cache=ModelCache(tmp_path / "cache"))
+    assert result.ok, result.error
+    assert result.kind == "lut-sum" and result.blocks == result.total_blocks > 0
+    assert (tmp_path / "n10" / "predictor.json").is_file()
+    # Without --tables the device fails with its one line; the fleet reports it.
+    (result,) = profile_fleet(
+        [FleetJob("samsung-note10", tmp_path / "n10b")],
+        get_space(SPACE),
+        cache=ModelCache(tmp_path / "cache"),
+    )
+    assert not result.ok and result.error is not None and "--tables DIR" in result.error
+
+
+def test_tables_for_measured_devices_only_is_refused(note10: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["profile", "local-cpu", "--space", SPACE, "--tables", str(note10), "--out", str(tmp_path)],
+    )
+    assert result.exit_code != 0 and "--tables is the folder of a published device" in result.output
