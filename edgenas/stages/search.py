@@ -114,6 +114,11 @@ def search(
             )
         ofa = load_ofa_accuracy_predictor(o.ofa_predictor, space)
     else:
+        if o.ofa_predictor is not None or o.space is not None:
+            raise StudyError(
+                f"--{'ofa-predictor' if o.ofa_predictor is not None else 'space'} is for "
+                f"--accuracy ofa-predictor; --accuracy {o.accuracy} searches the --supernet's space"
+            )
         if o.supernet is None:
             raise StudyError(
                 f"--accuracy {o.accuracy} evaluates subnets of a trained supernet: give "

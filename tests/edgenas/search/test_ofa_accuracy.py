@@ -207,3 +207,5 @@ def test_search_with_ofa_predictor_on_samsung_note10(pth: Path, tmp_path: Path) 
     assert "Traceback" not in proc.stderr
     proc = search("--accuracy", "ofa-predictor", "--ofa-predictor", pth, "--device", device)
     assert proc.returncode != 0 and "give --space" in proc.stderr
+    proc = search("--ofa-predictor", pth, "--space", SPACE, "--device", device)
+    assert proc.returncode != 0 and "--ofa-predictor is for --accuracy ofa-predictor" in proc.stderr
