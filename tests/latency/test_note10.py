@@ -198,3 +198,12 @@ def test_tables_for_measured_devices_only_is_refused(note10: Path, tmp_path: Pat
         ["profile", "local-cpu", "--space", SPACE, "--tables", str(note10), "--out", str(tmp_path)],
     )
     assert result.exit_code != 0 and "--tables is the folder of a published device" in result.output
+
+
+def test_export_measures_nothing_on_the_published_device(tmp_path: Path) -> None:
+    from edgenas.stages.export import _measure
+
+    said: list[str] = []
+    space = get_space(SPACE)
+    assert _measure(["samsung-note10"], tmp_path, [], space.max_subnet(), {}, said.append) == {}
+    assert said == ["not measured on samsung-note10: it is published tables, not a device"]
