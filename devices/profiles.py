@@ -18,7 +18,7 @@ from devices.base import Device, DeviceError, Runtime, create_device
 from devices.runner_protocol import RunSettings
 from once_for_all.errors import one_line
 
-DeviceKind = Literal["local", "ssh", "npu-sim", "vela"]
+DeviceKind = Literal["local", "ssh", "npu-sim", "vela", "published"]
 _DEFAULTS = RunSettings()
 
 
@@ -71,11 +71,26 @@ class VelaSection(_Strict):
     config: str | None = Field(None, min_length=1)
 
 
+class PublishedSection(_Strict):
+    """kind ``published``: latency tables someone else measured and published, which edgenas
+    imports instead of measuring (``edgenas profile DEVICE --tables DIR``). ``format`` says
+    how the tables are written (``ofa``: OFA's LatencyEstimator YAML, one file per input
+    resolution, named by ``files`` with ``{r}`` for the resolution); ``url`` is where they
+    were published, and goes into the table's fingerprint with the files' sha256."""
+
+    format: Literal["ofa"]
+    url: str = Field(min_length=1)
+    files: str = Field(pattern=r"\{r\}")
+    resolutions: list[int] = Field(min_length=1)
+    measured_on: str = Field(min_length=1)  # the device the publisher measured
+
+
 _SECTIONS: dict[str, DeviceKind] = {
     "local": "local",
     "ssh": "ssh",
     "npu": "npu-sim",
     "vela": "vela",
+    "published": "published",
 }
 
 
@@ -95,13 +110,16 @@ class DeviceProfile(_Strict):
     # checks them.
     npu: dict[str, Any] | None = None
     vela: VelaSection | None = None
+    published: PublishedSection | None = None
 
     @model_validator(mode="after")
     def _sections_match_kind(self) -> DeviceProfile:
         for section, kind in _SECTIONS.items():
             if getattr(self, section) is not None and kind != self.kind:
                 raise ValueError(f"section '{section}' is for kind '{kind}', not '{self.kind}'")
-        required = {"ssh": "ssh", "npu-sim": "npu", "vela": "vela"}.get(self.kind)
+        required = {"ssh": "ssh", "npu-sim": "npu", "vela": "vela", "published": "published"}.get(
+            self.kind
+        )
         if required and getattr(self, required) is None:
             raise ValueError(f"kind '{self.kind}' needs a '{required}' section")
         if self.cores is not None and any(c < 0 for c in self.cores):
@@ -150,6 +168,13 @@ def validate_profile(raw: dict[str, Any], *, where: str = "(given)") -> DevicePr
 def open_device(name_or_path: str | Path) -> Device:
     """The device a profile describes, built by the factory registered for its kind."""
     profile = load_profile(name_or_path)
+    if profile.kind == "published":
+        # Nothing to connect to: the tables are the device.
+        raise DeviceError(
+            f"device {profile.name!r} is published latency tables ({profile.description}): it "
+            "runs no models; import its tables with 'edgenas profile "
+            f"{profile.name} --space SPACE --tables DIR' and use it in search and reports"
+        )
     device = create_device(profile.kind, profile.name, profile.model_dump())
     device.named_on_the_command_line(str(name_or_path))
     return device

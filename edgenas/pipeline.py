@@ -376,6 +376,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             precision=section.precision,
             calibrate=section.calibrate,
             resolutions=tuple(section.resolution) if section.resolution else None,
+            tables=Path(section.tables) if section.tables else None,
         )
         todo.append((key, inputs, FleetJob(section.name, folder, settings)))
     if not todo:
@@ -404,10 +405,17 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
 
     names = [_device_name(d.name) for d in recipe.devices]
     folder = run.root / "search"
+    s = recipe.search
+    ofa_predictor = Path(s.ofa_predictor) if s.ofa_predictor else None
     inputs = {
         **_upstream(run, names),
         "budgets_ms": [d.budget_ms for d in recipe.devices],
-        "search": recipe.search.model_dump(mode="json"),
+        "search": s.model_dump(mode="json"),
+        **(
+            {"ofa_predictor": sha256(ofa_predictor)}
+            if ofa_predictor and ofa_predictor.is_file()
+            else {}
+        ),
     }
     if not _needs_run(
         run,
@@ -420,7 +428,6 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
         resumable=_only_trials_changed,
     ):
         return
-    s = recipe.search
     budgets = [d.budget_ms for d in recipe.devices if d.budget_ms is not None]
     log(f"search: {s.trials} trials, {s.sampler} → {folder}")
     started = time.perf_counter()
@@ -438,6 +445,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
             reevaluate=s.reevaluate,
             profiles=run.root / "devices",
             seed=s.seed,
+            ofa_predictor=ofa_predictor,
         ),
         quiet=options.quiet,
         say=log,

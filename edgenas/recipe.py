@@ -105,6 +105,9 @@ class DeviceSection(_Strict):
     precision: Precision | None = None
     calibrate: int = Field(40, ge=0)  # subnets measured end to end for the calibrated predictor
     resolution: list[int] | None = None  # profile only these input resolutions
+    # A published device's tables (samsung-note10: the folder of OFA's Note10 YAML files),
+    # imported instead of measured; relative paths are from where edgenas runs.
+    tables: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _enough_to_calibrate(self) -> DeviceSection:
@@ -120,10 +123,22 @@ class SearchSection(_Strict):
     trials: int = Field(2000, ge=1)
     sampler: SamplerName = "nsga2"
     accuracy: AccuracySource = "predictor"
+    # OFA's acc_predictor.pth, for accuracy ofa-predictor (OFA's tutorial downloads it from
+    # https://raw.githubusercontent.com/han-cai/files/master/ofa/acc_predictor.pth).
+    ofa_predictor: str | None = Field(None, min_length=1)
     accuracy_samples: int = Field(100, ge=10)
     eval_images: int | None = Field(None, ge=1)
     reevaluate: int = Field(20, ge=1)
     seed: int = Field(0, ge=0)
+
+    @model_validator(mode="after")
+    def _ofa_predictor_given(self) -> SearchSection:
+        if (self.accuracy == "ofa-predictor") != (self.ofa_predictor is not None):
+            raise ValueError(
+                "accuracy: ofa-predictor and ofa_predictor: PATH (OFA's acc_predictor.pth) "
+                "go together"
+            )
+        return self
 
 
 class ExportSection(_Strict):

@@ -200,6 +200,11 @@ class BlockIndex:
                 for k, e, spec in _slot_blocks(space, slot, r):
                     self._slot[ri, slot, self._k[k], self._e[e]] = position[spec.key]
 
+    def resolution_rows(self, subnets: Sequence[Subnet]) -> np.ndarray:
+        """int64 array ``[n]``: each subnet's position in ``resolutions`` (call after
+        ``rows``, which checks them)."""
+        return np.array([self._r[s.r] for s in subnets], dtype=np.int64)
+
     def rows(self, subnets: Sequence[Subnet]) -> np.ndarray:
         """int64 array ``[n, num_blocks + 2]``: stem, slots (-1 if inactive), head."""
         sp = self.space

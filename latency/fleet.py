@@ -48,6 +48,7 @@ from latency.profiler import (
     reference_file,
     settings_for,
 )
+from latency.published import import_published
 from latency.table import LatencyTable, TableError
 from once_for_all import SubnetError
 from once_for_all.errors import one_line
@@ -75,6 +76,7 @@ class ProfileOptions:
     resolutions: tuple[int, ...] | None = None  # None: all of the space's
     batch_size: int = 32
     workers: int = 2  # processes exporting models
+    tables: Path | None = None  # the folder of a published device's tables (kind published)
 
 
 @dataclass(frozen=True)
@@ -148,6 +150,18 @@ def profile_device(
     plan = _plan(device, space, out, options, say=say)
     _export(plan, cache, progress)
     return _measure(plan, cache, progress)
+
+
+def profile_published(
+    profile: DeviceProfile, space: SearchSpace, out: Path, options: ProfileOptions
+) -> Profiled:
+    """A ``published`` device's "profile": its tables (``options.tables``) imported into
+    ``out/lut.json`` and a lut-sum ``out/predictor.json``; nothing is measured, so there is
+    nothing to calibrate."""
+    imported = import_published(
+        profile, space, options.tables, out, resolutions=options.resolutions
+    )
+    return Profiled(imported.table, imported.predictor)
 
 
 @dataclass(frozen=True)
@@ -362,15 +376,20 @@ def _profile_job(
         report(stage, done, total)
 
     try:
-        report("connecting", 0, 0)
-        with open_device(job.device) as device:
-            plan = _plan(device, space, job.out, job.options)
-            with turns.exporting():
-                _export(plan, cache, checked)
-            turns.exported(index)
-            host = profile.kind in HOST_KINDS
-            with turns.measuring(report) if host else contextlib.nullcontext():
-                profiled = _measure(plan, cache, checked)
+        if profile.kind == "published":
+            turns.exported(index)  # nothing to export or measure
+            report("importing tables", 0, 0)
+            profiled = profile_published(profile, space, job.out, job.options)
+        else:
+            report("connecting", 0, 0)
+            with open_device(job.device) as device:
+                plan = _plan(device, space, job.out, job.options)
+                with turns.exporting():
+                    _export(plan, cache, checked)
+                turns.exported(index)
+                host = profile.kind in HOST_KINDS
+                with turns.measuring(report) if host else contextlib.nullcontext():
+                    profiled = _measure(plan, cache, checked)
     except Exception as exc:  # a worker reports every failure as its device's result
         return DeviceResult(
             job.device,
@@ -384,12 +403,13 @@ def _profile_job(
     finally:
         turns.exported(index)  # a device that failed exports nothing more either
     predictor, table = profiled.predictor, profiled.table
+    published = profile.kind == "published"  # its tables cover their own resolutions
     return DeviceResult(
         job.device,
         profile.name,
         job.out,
         blocks=len(table),
-        total_blocks=_total_blocks(space, job.options),
+        total_blocks=len(table) if published else _total_blocks(space, job.options),
         kind=predictor.kind,
         validation=dict(getattr(predictor, "validation", {})),
         reference=table.header.reference.to_dict() if table.header.reference else None,

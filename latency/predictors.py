@@ -38,6 +38,9 @@ class PredictorDocument(TypedDict):
     header: dict[str, Any]  # TableHeader.to_dict()
     space: dict[str, Any]  # SearchSpace.to_dict()
     block_ms: dict[str, float]  # the table's block keys -> ms
+    # resolution -> block key -> ms, where a table holds another figure for a block at that
+    # input resolution (published tables measured each resolution on its own)
+    resolution_ms: NotRequired[dict[str, dict[str, float]]]
     model: NotRequired[dict[str, Any]]  # LinearModel.to_dict()
     validation: NotRequired[dict[str, Any]]
     calibration: NotRequired[dict[str, Any]]  # subnets, measured_ms, held_out_ms
@@ -81,12 +84,19 @@ def _index(space: SearchSpace, resolutions: tuple[int, ...]) -> BlockIndex:
 
 
 class LutSumPredictor:
-    """The sum of the table entries of a subnet's blocks."""
+    """The sum of the table entries of a subnet's blocks. ``resolution_ms`` gives, per input
+    resolution, the blocks whose figure differs there from ``block_ms`` (tables measured per
+    resolution, as OFA's published ones: the same 6x6 head at 176 and 192 px has two)."""
 
     kind = "lut-sum"
 
     def __init__(
-        self, space: SearchSpace, header: TableHeader, block_ms: Mapping[str, float]
+        self,
+        space: SearchSpace,
+        header: TableHeader,
+        block_ms: Mapping[str, float],
+        *,
+        resolution_ms: Mapping[int, Mapping[str, float]] | None = None,
     ) -> None:
         header.check(what="latency table", space_id=space.id)
         self.space, self.header = space, header
@@ -105,25 +115,51 @@ class LutSumPredictor:
                 f"the table for {header.device} gives block {bad} {self.block_ms[bad]} ms, not a "
                 "time (a finite number >= 0): the file was edited or damaged; profile again"
             )
-        # Slot index -1 (a skipped block) reads the trailing zero.
-        self._values = np.array([*self.block_ms.values(), 0.0], dtype=np.float64)
+        position = {k: i for i, k in enumerate(self.index.keys)}
+        self.resolution_ms: dict[int, dict[str, float]] = {}
+        # One row of values per resolution; slot index -1 (a skipped block) reads the
+        # trailing zero.
+        base = np.array([*self.block_ms.values(), 0.0], dtype=np.float64)
+        self._values = np.tile(base, (len(self.index.resolutions), 1))
+        for r, figures in (resolution_ms or {}).items():
+            unknown = [k for k in figures if k not in position]
+            if r not in self.index.resolutions or unknown:
+                what = f"block {unknown[0]}" if unknown else f"resolution {r}"
+                raise TableError(
+                    f"the table for {header.device} gives a figure for {what}, which its "
+                    "space and resolutions do not have; profile again"
+                )
+            self.resolution_ms[int(r)] = {k: float(v) for k, v in figures.items()}
+            row = self.index.resolutions.index(r)
+            for k, v in figures.items():
+                self._values[row, position[k]] = float(v)
         kinds = [k.split("-", 1)[0] for k in self.index.keys]
         self._is_mbconv = np.array([*(kind == "mbconv" for kind in kinds), False])
 
     @classmethod
     def from_table(cls, space: SearchSpace, table: LatencyTable) -> LutSumPredictor:
-        return cls(space, table.header, {k: table.ms(k) for k in table.entries})
+        return cls(
+            space,
+            table.header,
+            {k: table.ms(k) for k in table.entries},
+            resolution_ms=table.resolution_ms(),
+        )
 
     def predict(self, subnet: Subnet) -> float:
         return float(self.predict_many([subnet])[0])
 
     def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray:
-        return self._values[self.index.rows(subnets)].sum(axis=1)
+        return self._block_values(subnets)[0].sum(axis=1)
+
+    def _block_values(self, subnets: Sequence[Subnet]) -> tuple[np.ndarray, np.ndarray]:
+        """Each subnet's block figures ``[n, blocks + 2]`` (zero where skipped) and rows."""
+        rows = self.index.rows(subnets)
+        at = self.index.resolution_rows(subnets)
+        return self._values[at[:, None], rows], rows
 
     def features(self, subnets: Sequence[Subnet]) -> dict[str, np.ndarray]:
         """Per-subnet sums the calibration models use: stem, each stage, head, counts."""
-        rows = self.index.rows(subnets)
-        ms = self._values[rows]
+        ms, rows = self._block_values(subnets)
         depth = self.space.max_depth
         slots = ms[:, 1:-1]
         out = {
@@ -138,13 +174,16 @@ class LutSumPredictor:
         return out
 
     def to_dict(self) -> PredictorDocument:
-        return PredictorDocument(
+        doc = PredictorDocument(
             format=PREDICTOR_FORMAT,
             kind=self.kind,
             header=self.header.to_dict(),
             space=self.space.to_dict(),
             block_ms=self.block_ms,
         )
+        if self.resolution_ms:
+            doc["resolution_ms"] = {str(r): dict(v) for r, v in self.resolution_ms.items()}
+        return doc
 
     def save(self, path: Path) -> None:
         write_predictor(path, self.to_dict())
@@ -321,7 +360,12 @@ def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
     try:
         space = SearchSpace.from_dict(data["space"])
         header = TableHeader.from_dict(data["header"])
-        base = LutSumPredictor(space, header, data["block_ms"])
+        base = LutSumPredictor(
+            space,
+            header,
+            data["block_ms"],
+            resolution_ms={int(r): v for r, v in data.get("resolution_ms", {}).items()},
+        )
         if data["kind"] == "lut-sum":
             return base
         if data["kind"] == "calibrated":

@@ -20,7 +20,7 @@ import numpy as np
 
 from devices.measurement import Fingerprint, Measurement
 from export.formats import ModelFormat, Precision
-from latency.reference import Reference, normalised_ms
+from latency.reference import Reference, normalised_ms, reference_scale
 from once_for_all.errors import EdgenasError
 from once_for_all.files import read_json, write_text
 
@@ -168,6 +168,16 @@ class LatencyTable:
                 f"block {key} is not in the table for {self.header.device}; the table is "
                 "incomplete: run edgenas profile again to finish it"
             ) from None
+
+    def resolution_ms(self) -> dict[int, dict[str, float]]:
+        """Per input resolution, the blocks measured there with another figure than
+        ``ms(key)`` (an entry's ``extra["ms_by_resolution"]``: published tables measure each
+        resolution on its own, so one block shape can have a figure per resolution)."""
+        out: dict[int, dict[str, float]] = {}
+        for key, m in self.entries.items():
+            for r, ms in (m.extra.get("ms_by_resolution") or {}).items():
+                out.setdefault(int(r), {})[key] = float(ms) * reference_scale(m)
+        return out
 
     def values(self, keys: Iterable[str]) -> np.ndarray:
         return np.array([self.ms(k) for k in keys], dtype=np.float64)

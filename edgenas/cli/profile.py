@@ -104,6 +104,13 @@ def profile_command(
     batch_size: Annotated[
         int, typer.Option(min=1, help="models per device call (one call measures them interleaved)")
     ] = 32,
+    tables: Annotated[
+        Path | None,
+        typer.Option(
+            help="for a published device (samsung-note10): the folder holding its tables, "
+            "imported instead of measured"
+        ),
+    ] = None,
     cache: CacheOption = None,
     workers: WorkersOption = 2,
     quiet: QuietOption = False,
@@ -114,7 +121,9 @@ def profile_command(
 
     With --profiles, every device given is profiled at once, one worker each, into
     PROFILES/<device name>/; a device that fails is reported at the end (exit code 1) and the
-    others finish."""
+    others finish. A published device (samsung-note10: OFA's Note10 tables) is imported
+    from --tables instead: the same two files, a lut-sum predictor."""
+    from devices import load_profile
     from latency.fleet import ProfileOptions
 
     if out is not None and profiles is not None:
@@ -124,7 +133,13 @@ def profile_command(
             f"--out is one device's folder, and {len(device)} devices were given; use "
             "--profiles DIR instead (each device writes DIR/<device name>/)"
         )
+    if tables is not None and all(load_profile(d).kind != "published" for d in device):
+        raise fail(
+            "--tables is the folder of a published device's tables (e.g. samsung-note10); "
+            "the devices given are measured"
+        )
     options = ProfileOptions(
+        tables=tables,
         model_format=model_format,
         precision=precision,
         calibrate=calibrate,

@@ -13,7 +13,7 @@ from rich.table import Table
 
 from edgenas.cli.user_errors import finite
 from edgenas.console import err_console
-from edgenas.search.accuracy_sources import AccuracySource
+from edgenas.search.accuracy_sources import AccuracySource, accuracy_label
 from edgenas.search.sampler_names import SamplerName
 
 if TYPE_CHECKING:
@@ -21,13 +21,16 @@ if TYPE_CHECKING:
 
 
 def search_command(
-    supernet: Annotated[Path, typer.Option(help="supernet.pt from edgenas train")],
     device: Annotated[
         list[str],
         typer.Option(
             help="device name (profiled under --profiles), a predictor.json or its folder; repeatable"
         ),
     ],
+    supernet: Annotated[
+        Path | None,
+        typer.Option(help="supernet.pt from edgenas train (optional with ofa-predictor)"),
+    ] = None,
     budget_ms: Annotated[
         list[float] | None,
         typer.Option(
@@ -54,8 +57,25 @@ def search_command(
     ] = None,
     study_name: Annotated[str, typer.Option(help="study name inside the storage")] = "edgenas",
     accuracy: Annotated[
-        AccuracySource, typer.Option(help="screen with an MLP predictor, or evaluate every trial")
+        AccuracySource,
+        typer.Option(
+            help="screen with an MLP predictor, evaluate every trial, or score with OFA's "
+            "published ImageNet predictor (--ofa-predictor)"
+        ),
     ] = "predictor",
+    ofa_predictor: Annotated[
+        Path | None,
+        typer.Option(
+            help="OFA's acc_predictor.pth for --accuracy ofa-predictor (OFA's tutorial "
+            "downloads it from raw.githubusercontent.com/han-cai/files/master/ofa/)"
+        ),
+    ] = None,
+    space: Annotated[
+        str | None,
+        typer.Option(
+            help="with --accuracy ofa-predictor and no --supernet: the space (ofa-mbv3-w1.2)"
+        ),
+    ] = None,
     accuracy_samples: Annotated[
         int, typer.Option(min=10, help="subnets evaluated to fit the accuracy predictor")
     ] = 100,
@@ -104,6 +124,8 @@ def search_command(
             objectives=tuple(objective or ()),
             profiles=profiles,
             seed=seed,
+            space=space,
+            ofa_predictor=ofa_predictor,
         ),
         quiet=quiet,
         say=lambda message: err_console.print(message, highlight=False),
@@ -123,7 +145,7 @@ def _print_choice(document: ParetoDocument, out: Path) -> None:
     for col in (
         "device",
         "budget ms",
-        "accuracy",
+        accuracy_label(document.get("accuracy")),
         "latency ms (predicted)",
         "MACs",
         "params",

@@ -132,7 +132,9 @@ def predictor_scatter(device: DeviceData) -> Figure | None:
 def _space_and_blocks(device: DeviceData) -> tuple[SearchSpace, Mapping[str, float], int]:
     space = SearchSpace.from_dict(device.predictor["space"])
     resolution = max(device.predictor["header"]["resolutions"])
-    return space, device.predictor["block_ms"], resolution
+    # A table measured per resolution may hold other figures for some blocks at this one.
+    at_r = device.predictor.get("resolution_ms", {}).get(str(resolution), {})
+    return space, {**device.predictor["block_ms"], **at_r}, resolution
 
 
 def _annotate(ax: Axes, values: np.ndarray, fmt: str) -> None:

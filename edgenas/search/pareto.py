@@ -13,6 +13,7 @@ import optuna
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from edgenas.search.accuracy_sources import accuracy_label
 from edgenas.search.problem import DeviceTarget, SearchProblem
 from edgenas.search.space_params import subnet_from_params
 from edgenas.search.study_runner import StudyError
@@ -280,7 +281,11 @@ def pareto_figure(
                 zorder=4,
                 label="chosen",
             )
-        ax.set(title=name, xlabel="predicted latency (ms)", ylabel="accuracy (val)")
+        ax.set(
+            title=name,
+            xlabel="predicted latency (ms)",
+            ylabel=accuracy_label(document.get("accuracy")),
+        )
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     return fig

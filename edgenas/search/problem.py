@@ -46,6 +46,10 @@ class SearchProblem:
     accuracy: AccuracyFn
     devices: tuple[DeviceTarget, ...]
     extra: tuple[ExtraObjective, ...] = field(default=())
+    # The resolutions the accuracy source can score (None: all of the space's); OFA's
+    # published predictor encodes 112-224 px in steps of 16 only.
+    accuracy_resolutions: tuple[int, ...] | None = None
+    accuracy_name: str = "the accuracy source"
 
     def __post_init__(self) -> None:
         for device in self.devices:
@@ -58,15 +62,25 @@ class SearchProblem:
 
     @property
     def resolutions(self) -> tuple[int, ...]:
-        """Resolutions every device's predictor covers (a table may profile a subset)."""
+        """Resolutions every device's predictor covers (a table may profile a subset) and
+        the accuracy source can score."""
         allowed = set(self.space.resolutions)
         for d in self.devices:
             allowed &= set(d.predictor.header.resolutions)
         if not allowed:
-            raise ValueError(
+            raise TableError(
                 "the devices' latency tables share no input resolution; profile them with a "
                 "common --resolution"
             )
+        if self.accuracy_resolutions is not None:
+            tables = allowed
+            allowed &= set(self.accuracy_resolutions)
+            if not allowed:
+                raise TableError(
+                    f"{self.accuracy_name} scores {_ints(self.accuracy_resolutions)} px only, "
+                    f"and the devices' tables cover {_ints(sorted(tables))}: profile them "
+                    "with --resolution set to one of the former"
+                )
         return tuple(sorted(allowed))
 
     @property
@@ -119,3 +133,7 @@ class SearchProblem:
         lat = device.predictor.predict_many(candidates)
         best = int(np.argmin(lat))
         return candidates[best], float(lat[best])
+
+
+def _ints(values: Sequence[int]) -> str:
+    return ", ".join(map(str, values))

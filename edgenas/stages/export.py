@@ -335,13 +335,17 @@ def _measure(
     Where the device's predictor has a reference model, it joins the call, and the measured
     latency is also given at the predictor's baseline conditions: the figure to compare with
     the prediction on a machine whose speed drifts."""
-    from devices import open_device
+    from devices import load_profile, open_device
     from latency.model_cache import ModelCache
     from latency.profiler import RUNTIME_FORMATS, RUNTIME_PRECISIONS, reference_file
     from latency.reference import normalised_ms, reference_scale
 
     latency: dict[str, DeviceLatency] = {}
     for name in devices:
+        if load_profile(name).kind == "published":
+            # Published tables (samsung-note10): no device to run the files on.
+            say(f"not measured on {_profile_name(name)}: it is published tables, not a device")
+            continue
         with open_device(name) as device:
             fp = device.fingerprint()
             formats = RUNTIME_FORMATS.get(fp.runtime, MODEL_FORMATS)

@@ -1,5 +1,7 @@
 """The profile stage: a latency lookup table (``lut.json``) and a calibrated predictor
-(``predictor.json``) for one device, or for several devices at once. Rerunning resumes."""
+(``predictor.json``) for one device, or for several devices at once. Rerunning resumes.
+A ``published`` device (tables someone else measured, e.g. OFA's Samsung Note10) is not
+measured: its tables are imported into the same two files."""
 
 from __future__ import annotations
 
@@ -36,12 +38,17 @@ def profile(
     say: Say = lambda message: None,
 ) -> Profiled:
     """Profile one device (a bundled profile's name or a profile YAML) into ``out``."""
-    from devices import open_device
-    from latency.fleet import profile_device
+    from devices import load_profile, open_device
+    from latency.fleet import profile_device, profile_published
     from once_for_all.files import output_folder
     from once_for_all.folder_lock import folder_lock
 
     output_folder(out)  # before connecting to the device
+    target = load_profile(device)
+    if target.kind == "published":
+        say(f"{target.name}: importing its published tables (nothing is measured)")
+        with folder_lock(out):
+            return profile_published(target, space, out, options)
     with (
         folder_lock(out),
         open_device(device) as dev,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, cast, get_args
 
 from edgenas.console import stage_progress
-from edgenas.search.accuracy_sources import AccuracySource
+from edgenas.search.accuracy_sources import OFA_FIGURE, AccuracySource
 from edgenas.search.pareto import ParetoDocument
-from edgenas.search.problem import ExtraObjective
+from edgenas.search.problem import AccuracyFn, ExtraObjective
 from edgenas.search.sampler_names import SamplerName
 from edgenas.search.study_runner import StudyError
 from latency.table import TableError
@@ -35,9 +35,12 @@ Say = Callable[[str], None]
 @dataclass(frozen=True)
 class SearchOptions:
     """What ``search`` does. ``devices`` are predictor.json files, folders holding one, or
-    device names under ``profiles``; ``budgets_ms`` gives one budget per device, or none."""
+    device names under ``profiles``; ``budgets_ms`` gives one budget per device, or none.
+    ``accuracy="ofa-predictor"`` scores with OFA's published predictor (``ofa_predictor``,
+    OFA's acc_predictor.pth) and needs no trained supernet: the space comes from ``space``
+    (a space name or space.json) or from the ``supernet`` checkpoint."""
 
-    supernet: Path
+    supernet: Path | None
     devices: tuple[str, ...]
     out: Path
     budgets_ms: tuple[float, ...] = ()
@@ -53,6 +56,8 @@ class SearchOptions:
     objectives: tuple[str, ...] = ()  # also minimise params, macs or peak_activation_bytes
     profiles: Path = Path("runs/profiles")
     seed: int = 0
+    space: str | None = None  # with accuracy ofa-predictor, instead of a supernet
+    ofa_predictor: Path | None = None  # OFA's acc_predictor.pth, for accuracy ofa-predictor
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ def search(
     from once_for_all.accuracy_dataset import AccuracyCache
     from once_for_all.checkpoint import load_training_data
     from once_for_all.files import output_folder
+    from once_for_all.ofa_accuracy_predictor import load_ofa_accuracy_predictor
 
     o = options
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -96,10 +102,32 @@ def search(
     bad = [name for name in o.objectives if name not in EXTRA_OBJECTIVES]
     if bad:
         raise StudyError(f"--objective {bad[0]!r}: use params, macs or peak_activation_bytes")
-    net, _, payload = load_supernet(o.supernet)
-    space = net.space
+    ofa = None
+    if o.accuracy == "ofa-predictor":
+        # OFA's published predictor scores subnet choices: no supernet weights are needed.
+        space = _space(o)
+        if o.ofa_predictor is None:
+            raise StudyError(
+                "--accuracy ofa-predictor needs --ofa-predictor PATH, OFA's acc_predictor.pth "
+                "(OFA's tutorial downloads it from https://raw.githubusercontent.com/han-cai/"
+                "files/master/ofa/acc_predictor.pth)"
+            )
+        ofa = load_ofa_accuracy_predictor(o.ofa_predictor, space)
+    else:
+        if o.ofa_predictor is not None or o.space is not None:
+            raise StudyError(
+                f"--{'ofa-predictor' if o.ofa_predictor is not None else 'space'} is for "
+                f"--accuracy ofa-predictor; --accuracy {o.accuracy} searches the --supernet's space"
+            )
+        if o.supernet is None:
+            raise StudyError(
+                f"--accuracy {o.accuracy} evaluates subnets of a trained supernet: give "
+                "--supernet (or use --accuracy ofa-predictor with --space)"
+            )
+        net, _, payload = load_supernet(o.supernet)
+        space = net.space
+        data = load_training_data(o.supernet, payload)  # data replaced since training fails here
     enqueued = [_enqueued(p, space) for p in o.enqueue]
-    data = load_training_data(o.supernet, payload)  # data replaced since training fails here
     targets = []
     for i, name in enumerate(o.devices):
         predictor = load_predictor(resolve_predictor(name, o.profiles))
@@ -108,17 +136,34 @@ def search(
     # Latency side first: a wrong predictor or an unreachable budget fails in seconds,
     # before any accuracy evaluation.
     extra = cast(tuple[ExtraObjective, ...], o.objectives)  # checked above
-    problem = SearchProblem(space, _unset_accuracy, tuple(targets), extra)
+    problem = SearchProblem(
+        space,
+        _unset_accuracy,
+        tuple(targets),
+        extra,
+        accuracy_resolutions=ofa.resolutions if ofa is not None else None,
+        accuracy_name="OFA's accuracy predictor",
+    )
+    _ = problem.resolutions  # resolutions that no device or accuracy source share fail first
     check_budgets(problem)
     output_folder(o.out)
     # An unreachable or wrong storage fails here too, before any accuracy evaluation.
     store = open_storage(o.storage or f"journal:{o.out / 'study.log'}")
-    cache = AccuracyCache.open(o.out / "accuracy_cache.json", net, limit=o.eval_images)
-    evaluate = _evaluator(net, data, cache, quiet=quiet)
-    if o.accuracy == "predictor":
-        accuracy = _accuracy_predictor(space, evaluate, o.accuracy_samples, o.out, say)
+    evaluate: Evaluate | None = None
+    accuracy: AccuracyFn
+    if ofa is not None:
+        accuracy = ofa.predict_many
+        described = f"{OFA_FIGURE} ({ofa.description}); predicted, not measured"
     else:
-        accuracy = _direct(evaluate)
+        cache = AccuracyCache.open(o.out / "accuracy_cache.json", net, limit=o.eval_images)
+        evaluate = _evaluator(net, data, cache, quiet=quiet)
+        if o.accuracy == "predictor":
+            accuracy = _accuracy_predictor(space, evaluate, o.accuracy_samples, o.out, say)
+        else:
+            accuracy = _direct(evaluate)
+        described = (
+            f"{o.accuracy}; front re-evaluated with inherited weights ({cache.header.split} split)"
+        )
     problem = dataclasses.replace(problem, accuracy=accuracy)
     direct = o.accuracy == "direct"
     run = SearchRun(
@@ -140,13 +185,40 @@ def search(
         run.persistent,
         front,
         chosen,
-        accuracy_source=f"{o.accuracy}; front re-evaluated with inherited weights "
-        f"({cache.header.split} split)",
+        accuracy_source=described,
     )
     pareto = o.out / "pareto.json"
     write_pareto(pareto, document)
     plot = pareto_plot(document, run.persistent, o.out / "pareto.png")
     return SearchResult(document, pareto, plot)
+
+
+def _space(o: SearchOptions) -> SearchSpace:
+    """The space to search with a predictor that needs no supernet: ``--space``, or the one
+    the ``--supernet`` checkpoint records (both: they must agree)."""
+    from once_for_all import SearchSpace, get_space
+    from once_for_all.checkpoint import load_checkpoint
+
+    named = None
+    if o.space is not None:
+        try:
+            named = get_space(o.space)
+        except ValueError as exc:
+            raise StudyError(f"--space: {exc}") from None
+    if o.supernet is None:
+        if named is None:
+            raise StudyError(
+                "--accuracy ofa-predictor needs the space to search: give --space "
+                "(e.g. ofa-mbv3-w1.2) or --supernet"
+            )
+        return named
+    stored = SearchSpace.from_dict(load_checkpoint(o.supernet)["space"])
+    if named is not None and named.id != stored.id:
+        raise StudyError(
+            f"--space {o.space} is {named.id}, the supernet {o.supernet} is {stored.id}: "
+            "give one of them"
+        )
+    return stored
 
 
 def resolve_predictor(device: str, profiles: Path) -> Path:

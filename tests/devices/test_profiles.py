@@ -37,7 +37,13 @@ def test_bundled_profile_loads(name: str) -> None:
     profile = load_profile(name)
     assert profile.name == name
     assert profile.description
-    section = {"local": "local", "ssh": "ssh", "npu-sim": "npu", "vela": "vela"}[profile.kind]
+    section = {
+        "local": "local",
+        "ssh": "ssh",
+        "npu-sim": "npu",
+        "vela": "vela",
+        "published": "published",
+    }[profile.kind]
     if profile.kind != "local":
         assert getattr(profile, section) is not None
 
@@ -77,7 +83,10 @@ SSH = {"name": "board", "kind": "ssh", "ssh": {"host": "board", "python": "pytho
         ({"threads": 0}, r"threads: Input should be greater than or equal to 1"),
         ({"cores": "0-3"}, r"cores: Input should be a valid list"),
         ({"ssh": {"host": "b", "port": 70000}}, r"ssh\.port: Input should be less than"),
-        ({"kind": "usb"}, r"kind: Input should be 'local', 'ssh', 'npu-sim' or 'vela'"),
+        (
+            {"kind": "usb"},
+            r"kind: Input should be 'local', 'ssh', 'npu-sim', 'vela' or 'published'",
+        ),
         ({"runtime": "tvm"}, r"runtime: Input should be 'onnxruntime' or 'tflite'"),
         ({"colour": "red"}, r"colour: Extra inputs are not permitted"),
         ({"ssh": None}, r"kind 'ssh' needs a 'ssh' section"),

@@ -125,6 +125,14 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
             lambda r: r.update(devices=[{"name": "a", "budget_ms": 1}], export={"formats": ["pb"]}),
             r"export\.formats\.0: Input should be 'onnx' or 'tflite'",
         ),
+        (
+            lambda r: r.update(search={"accuracy": "ofa-predictor"}),
+            r"search: .*accuracy: ofa-predictor and ofa_predictor: PATH .* go together",
+        ),
+        (
+            lambda r: r.update(search={"ofa_predictor": "acc_predictor.pth"}),
+            r"search: .*go together",
+        ),
     ],
 )
 def test_bad_recipes_name_the_key(tmp_path: Path, mutate: Any, message: str) -> None:
@@ -177,3 +185,14 @@ def test_a_space_section_adapts_a_builtin_space_to_the_data(tmp_path: Path) -> N
     recipe["space"] = {"name": "mbv3-tiny", "classes": 5}
     with pytest.raises(RecipeError, match=r"space\.adapted\.classes: Extra inputs"):
         load_recipe(_write(tmp_path, recipe))
+
+
+def test_ofa_predictor_and_published_tables_are_recipe_keys(tmp_path: Path) -> None:
+    data = copy.deepcopy(MICRO_RECIPE)
+    data.update(
+        devices=[{"name": "samsung-note10", "tables": "ofa/note10", "budget_ms": 25}],
+        search={"accuracy": "ofa-predictor", "ofa_predictor": "ofa/acc_predictor.pth"},
+    )
+    recipe = load_recipe(_write(tmp_path, data))
+    assert recipe.devices[0].tables == "ofa/note10"
+    assert recipe.search.ofa_predictor == "ofa/acc_predictor.pth"

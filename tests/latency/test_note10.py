@@ -1,0 +1,209 @@
+"""OFA's Samsung Note10 tables as the device samsung-note10: parity with OFA's own
+``LatencyTable.predict_efficiency``, the CLI import, and one-line errors for bad tables."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from devices.profiles import load_profile
+from edgenas.cli.app import app
+from latency.predictors import load_predictor
+from latency.published import import_published
+from latency.table import LatencyTable, TableError
+from once_for_all import get_space
+from once_for_all.subnet import Subnet
+from tests.support.ofa_files import ofa_files
+from tests.support.ofa_reference import import_ofa
+
+SPACE = "ofa-mbv3-w1.2"
+RESOLUTIONS = (160, 176, 192, 208, 224)
+
+
+@pytest.fixture(scope="module")
+def note10() -> Path:
+    return ofa_files() / "note10"
+
+
+def ofa_latency_table(folder: Path) -> Any:
+    """OFA's LatencyTable over the local files. Its LatencyEstimator downloads, then calls
+    yaml.load without a Loader (an error in PyYAML 6): built without __init__ here."""
+    ofa = import_ofa()
+    from ofa.tutorial.latency_table import LatencyEstimator, LatencyTable
+
+    assert ofa is not None
+    table = LatencyTable.__new__(LatencyTable)
+    table.latency_tables = {}
+    for r in RESOLUTIONS:
+        estimator = LatencyEstimator.__new__(LatencyEstimator)
+        estimator.lut = yaml.safe_load((folder / f"{r}_lookup_table.yaml").read_text())
+        table.latency_tables[r] = estimator
+    return table
+
+
+def ofa_samples(n: int, seed: int) -> list[dict[str, Any]]:
+    """Subnets as OFA's evolution samples them (its ArchManager, on its own seeded RNG)."""
+    from ofa.tutorial.evolution_finder import ArchManager
+
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        manager = ArchManager()
+        return [manager.random_sample() for _ in range(n)]
+    finally:
+        random.setstate(state)
+
+
+def as_subnet(sample: dict[str, Any], space_id: str) -> Subnet:
+    return Subnet(
+        space=space_id,
+        ks=tuple(sample["ks"]),
+        e=tuple(sample["e"]),
+        d=tuple(sample["d"]),
+        r=sample["r"][0],
+    )
+
+
+def test_note10_predictions_equal_ofa_latency_table(note10: Path, tmp_path: Path) -> None:
+    space = get_space(SPACE)
+    imported = import_published(load_profile("samsung-note10"), space, note10, tmp_path)
+    reference = ofa_latency_table(note10)
+    import_ofa()
+    samples = ofa_samples(200, seed=0)
+    theirs = np.array([reference.predict_efficiency(s) for s in samples])
+    subnets = [space.validate(as_subnet(s, space.id)) for s in samples]
+    ours = imported.predictor.predict_many(subnets)
+    assert np.max(np.abs(ours - theirs) / theirs) <= 1e-6
+    # The files on disk say the same, and the predictor is read back equal.
+    again = load_predictor(tmp_path / "predictor.json")
+    np.testing.assert_array_equal(again.predict_many(subnets), ours)
+    table = LatencyTable.load(tmp_path / "lut.json")
+    assert table.header.resolutions == RESOLUTIONS
+    assert table.header.fingerprint.runtime == "published"
+    assert "raw.githubusercontent.com/han-cai/files/master/ofa/note10" in (
+        table.header.fingerprint.cpu_model
+    )
+    assert table.header.fingerprint.runtime_version.startswith("sha256:")
+
+
+def test_cli_profile_imports_the_tables_and_search_offers_only_their_resolutions(
+    note10: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "samsung-note10"
+    args = ["profile", "samsung-note10", "--space", SPACE, "--out", str(out)]
+    result = CliRunner().invoke(app, [*args, "--tables", str(note10), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["kind"] == "lut-sum" and summary["device"] == "samsung-note10"
+    predictor = load_predictor(out / "predictor.json")
+    assert predictor.header.resolutions == RESOLUTIONS
+    space = get_space(SPACE)
+    ms = predictor.predict(space.max_subnet(r=224))
+    assert 15 < ms < 200  # OFA's Note10 budgets run 15-60 ms
+    # Without the folder: one line saying what to give.
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code != 0
+    assert "--tables DIR" in result.output and "Traceback" not in result.output
+
+
+def bad_folder(note10: Path, tmp_path: Path) -> Path:
+    folder = tmp_path / "tables"
+    shutil.copytree(note10, folder)
+    return folder
+
+
+def test_a_missing_layer_is_one_line_naming_key_and_file(note10: Path, tmp_path: Path) -> None:
+    folder = bad_folder(note10, tmp_path)
+    path = folder / "192_lookup_table.yaml"
+    doc = yaml.safe_load(path.read_text())
+    key = next(k for k in doc if k.startswith("Conv_1-"))
+    del doc[key]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(TableError) as err:
+        import_published(load_profile("samsung-note10"), get_space(SPACE), folder, tmp_path / "o")
+    message = str(err.value)
+    assert "\n" not in message and key in message and str(path) in message
+    assert not (tmp_path / "o" / "lut.json").exists()
+
+
+def test_an_entry_without_a_mean_is_one_line(note10: Path, tmp_path: Path) -> None:
+    folder = bad_folder(note10, tmp_path)
+    path = folder / "160_lookup_table.yaml"
+    doc = yaml.safe_load(path.read_text())
+    key = next(k for k in doc if k.startswith("Conv-"))
+    del doc[key]["mean"]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(TableError, match="has no 'mean'") as err:
+        import_published(load_profile("samsung-note10"), get_space(SPACE), folder, tmp_path / "o")
+    assert key in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_missing_file_and_a_foreign_file_are_one_line(note10: Path, tmp_path: Path) -> None:
+    folder = bad_folder(note10, tmp_path)
+    (folder / "176_lookup_table.yaml").unlink()
+    profile, space = load_profile("samsung-note10"), get_space(SPACE)
+    with pytest.raises(TableError, match=r"no 176_lookup_table\.yaml in .*download it from https"):
+        import_published(profile, space, folder, tmp_path / "o")
+    (folder / "176_lookup_table.yaml").write_text("- just\n- a list\n")
+    with pytest.raises(TableError, match="is not an OFA latency table"):
+        import_published(profile, space, folder, tmp_path / "o")
+
+
+def test_another_space_lacks_layers_and_says_which(note10: Path, tmp_path: Path) -> None:
+    # The w1.0 space's channel widths are not in the Note10 tables (they are w1.2's).
+    with pytest.raises(TableError, match=r"has no entry Conv-input:\d+x\d+x3-output:\S+x16"):
+        import_published(
+            load_profile("samsung-note10"), get_space("ofa-mbv3-w1.0"), note10, tmp_path
+        )
+
+
+def test_the_published_device_runs_nothing() -> None:
+    from devices import DeviceError, open_device
+
+    with pytest.raises(DeviceError, match="runs no models"):
+        open_device("samsung-note10")
+
+
+def test_a_fleet_imports_the_published_device_beside_measured_ones(
+    note10: Path, tmp_path: Path
+) -> None:
+    from latency.fleet import FleetJob, ProfileOptions, profile_fleet
+    from latency.model_cache import ModelCache
+
+    job = FleetJob("samsung-note10", tmp_path / "n10", ProfileOptions(tables=note10))
+    (result,) = profile_fleet([job], get_space(SPACE), cache=ModelCache(tmp_path / "cache"))
+    assert result.ok, result.error
+    assert result.kind == "lut-sum" and result.blocks == result.total_blocks > 0
+    assert (tmp_path / "n10" / "predictor.json").is_file()
+    # Without --tables the device fails with its one line; the fleet reports it.
+    (result,) = profile_fleet(
+        [FleetJob("samsung-note10", tmp_path / "n10b")],
+        get_space(SPACE),
+        cache=ModelCache(tmp_path / "cache"),
+    )
+    assert not result.ok and result.error is not None and "--tables DIR" in result.error
+
+
+def test_tables_for_measured_devices_only_is_refused(note10: Path, tmp_path: Path) -> None:
+    result = CliRunner().invoke(
+        app,
+        ["profile", "local-cpu", "--space", SPACE, "--tables", str(note10), "--out", str(tmp_path)],
+    )
+    assert result.exit_code != 0 and "--tables is the folder of a published device" in result.output
+
+
+def test_export_measures_nothing_on_the_published_device(tmp_path: Path) -> None:
+    from edgenas.stages.export import _measure
+
+    said: list[str] = []
+    space = get_space(SPACE)
+    assert _measure(["samsung-note10"], tmp_path, [], space.max_subnet(), {}, said.append) == {}
+    assert said == ["not measured on samsung-note10: it is published tables, not a device"]
