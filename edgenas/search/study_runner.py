@@ -26,6 +26,7 @@ import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -113,6 +114,37 @@ def _check_journal(path: Path) -> None:
         return
     except OSError as exc:
         raise StudyError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+
+def study_identity(problem: SearchProblem) -> dict[str, Any]:
+    """What a study's trials mean: the space, the objectives and the budgets (a study can
+    only be continued by a search of the same)."""
+    return {
+        "space": problem.space.id,
+        "objectives": problem.objective_names,
+        "budgets": {d.name: d.budget_ms for d in problem.devices if d.budget_ms is not None},
+    }
+
+
+def check_study(storage: BaseStorage, name: str, problem: SearchProblem) -> None:
+    """Refuse a stored study made for another search, before any work (``SearchRun`` checks
+    the same, but only once the accuracy source is ready, minutes later)."""
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return  # a new study
+    stored = storage.get_study_user_attrs(study_id).get("edgenas")
+    if stored is not None:
+        _compare_identity(name, stored, problem)
+
+
+def _compare_identity(name: str, stored: object, problem: SearchProblem) -> None:
+    identity = study_identity(problem)
+    if stored != json.loads(json.dumps(identity)):
+        raise StudyError(
+            f"study {name!r} was created for {stored}, not {identity}; use another "
+            "--study-name or output folder"
+        )
 
 
 class _RepairingLock(JournalFileSymlinkLock):
@@ -256,21 +288,11 @@ class SearchRun:
         self._pushed: set[str] = set()
 
     def _check_study(self, name: str) -> None:
-        identity = {
-            "space": self.problem.space.id,
-            "objectives": self.problem.objective_names,
-            "budgets": {
-                d.name: d.budget_ms for d in self.problem.devices if d.budget_ms is not None
-            },
-        }
         stored = self.persistent.user_attrs.get("edgenas")
         if stored is None:
-            self.persistent.set_user_attr("edgenas", identity)
-        elif stored != json.loads(json.dumps(identity)):
-            raise StudyError(
-                f"study {name!r} was created for {stored}, not {identity}; use another "
-                "--study-name or output folder"
-            )
+            self.persistent.set_user_attr("edgenas", study_identity(self.problem))
+        else:
+            _compare_identity(name, stored, self.problem)
 
     @property
     def stored(self) -> int:

@@ -72,7 +72,23 @@ def search(
 ) -> SearchResult:
     """Run (or continue) the study and write ``pareto.json`` and ``pareto.png`` into
     ``options.out``. Wrong predictors, budgets no subnet can meet and unreachable storages
-    fail first, before any accuracy evaluation."""
+    fail first, before any accuracy evaluation. ``options.out`` is locked meanwhile (workers
+    sharing a study each have their own)."""
+    from once_for_all.files import output_folder
+    from once_for_all.folder_lock import folder_lock
+
+    created = not options.out.exists()
+    output_folder(options.out)
+    try:
+        with folder_lock(options.out):
+            return _search(options, quiet=quiet, say=say)
+    except BaseException:
+        if created and not any(options.out.iterdir()):
+            options.out.rmdir()  # a search refused before any work leaves no folder
+        raise
+
+
+def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     import optuna
 
     from edgenas.search.pareto import (
@@ -84,7 +100,7 @@ def search(
         write_pareto,
     )
     from edgenas.search.problem import DeviceTarget, SearchProblem
-    from edgenas.search.study_runner import SearchRun, open_storage
+    from edgenas.search.study_runner import SearchRun, check_study, open_storage
     from latency.predictors import load_predictor
     from once_for_all import load_supernet
     from once_for_all.accuracy_dataset import AccuracyCache
@@ -149,6 +165,7 @@ def search(
     output_folder(o.out)
     # An unreachable or wrong storage fails here too, before any accuracy evaluation.
     store = open_storage(o.storage or f"journal:{o.out / 'study.log'}")
+    check_study(store, o.study_name, problem)  # a study made for another search fails first
     evaluate: Evaluate | None = None
     accuracy: AccuracyFn
     if ofa is not None:

@@ -260,7 +260,7 @@ def test_an_output_folder_that_cannot_be_one_is_refused_first(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a-file", "p", "r.yaml"]
 
 
-@pytest.mark.parametrize("command", ["train", "profile", "export", "run"])
+@pytest.mark.parametrize("command", ["train", "profile", "search", "export", "run"])
 def test_an_output_folder_another_command_writes_to_is_refused(
     command: str, trained: Path, tmp_path: Path
 ) -> None:
@@ -397,3 +397,18 @@ def test_latency_validate_checks_its_plot_path_first(tmp_path: Path, where: str)
     )
     assert line == expected
     assert not (tmp_path / "p" / "validation.json").exists()  # nothing measured
+
+
+def test_a_study_made_for_another_search_is_refused_before_any_work(
+    trained: Path, tmp_path: Path
+) -> None:
+    # It was found after the accuracy predictor's subnets were evaluated (issue 24).
+    args = command_args("search", trained, tmp_path)
+    first = edgenas(*args, "--out", tmp_path / "s")
+    assert first.returncode == 0, first.stderr
+    budget = args.index("--budget-ms") + 1
+    again = edgenas(*args[:budget], "50", *args[budget + 1 :], "--out", tmp_path / "s")
+    line = error_line(again)
+    assert "accuracy (inherited weights)" not in again.stderr  # no subnet was evaluated
+    assert line.startswith("error: study 'edgenas' was created for {'space'")
+    assert "50.0" in line and "use another --study-name or output folder" in line

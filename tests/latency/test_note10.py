@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 import json
-import random
 import shutil
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pytest
@@ -20,9 +18,8 @@ from latency.predictors import load_predictor
 from latency.published import import_published
 from latency.table import LatencyTable, TableError
 from once_for_all import get_space
-from once_for_all.subnet import Subnet
 from tests.support.ofa_files import ofa_files
-from tests.support.ofa_reference import import_ofa
+from tests.support.ofa_reference import as_subnet, import_ofa, ofa_latency_table, ofa_samples
 
 SPACE = "ofa-mbv3-w1.2"
 RESOLUTIONS = (160, 176, 192, 208, 224)
@@ -31,45 +28,6 @@ RESOLUTIONS = (160, 176, 192, 208, 224)
 @pytest.fixture(scope="module")
 def note10() -> Path:
     return ofa_files() / "note10"
-
-
-def ofa_latency_table(folder: Path) -> Any:
-    """OFA's LatencyTable over the local files. Its LatencyEstimator downloads, then calls
-    yaml.load without a Loader (an error in PyYAML 6): built without __init__ here."""
-    ofa = import_ofa()
-    from ofa.tutorial.latency_table import LatencyEstimator, LatencyTable
-
-    assert ofa is not None
-    table = LatencyTable.__new__(LatencyTable)
-    table.latency_tables = {}
-    for r in RESOLUTIONS:
-        estimator = LatencyEstimator.__new__(LatencyEstimator)
-        estimator.lut = yaml.safe_load((folder / f"{r}_lookup_table.yaml").read_text())
-        table.latency_tables[r] = estimator
-    return table
-
-
-def ofa_samples(n: int, seed: int) -> list[dict[str, Any]]:
-    """Subnets as OFA's evolution samples them (its ArchManager, on its own seeded RNG)."""
-    from ofa.tutorial.evolution_finder import ArchManager
-
-    state = random.getstate()
-    random.seed(seed)
-    try:
-        manager = ArchManager()
-        return [manager.random_sample() for _ in range(n)]
-    finally:
-        random.setstate(state)
-
-
-def as_subnet(sample: dict[str, Any], space_id: str) -> Subnet:
-    return Subnet(
-        space=space_id,
-        ks=tuple(sample["ks"]),
-        e=tuple(sample["e"]),
-        d=tuple(sample["d"]),
-        r=sample["r"][0],
-    )
 
 
 def test_note10_predictions_equal_ofa_latency_table(note10: Path, tmp_path: Path) -> None:

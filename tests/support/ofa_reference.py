@@ -10,9 +10,15 @@ anything does use them, so a test can never pass on a stub.
 
 from __future__ import annotations
 
+import random
 import sys
 import types
+from pathlib import Path
 from typing import Any
+
+import yaml
+
+from once_for_all.subnet import Subnet
 
 OFA_VERSION = "0.1.0.post202307202001"
 
@@ -73,3 +79,45 @@ def import_ofa() -> types.ModuleType:
     import ofa.tutorial
 
     return ofa
+
+
+# The resolutions of OFA's published Note10 tables (and of its evolution's ArchManager).
+NOTE10_RESOLUTIONS = (160, 176, 192, 208, 224)
+
+
+def ofa_latency_table(folder: Path) -> Any:
+    """OFA's LatencyTable over the local files. Its LatencyEstimator downloads, then calls
+    yaml.load without a Loader (an error in PyYAML 6): built without __init__ here."""
+    import_ofa()
+    from ofa.tutorial.latency_table import LatencyEstimator, LatencyTable
+
+    table = LatencyTable.__new__(LatencyTable)
+    table.latency_tables = {}
+    for r in NOTE10_RESOLUTIONS:
+        estimator = LatencyEstimator.__new__(LatencyEstimator)
+        estimator.lut = yaml.safe_load((folder / f"{r}_lookup_table.yaml").read_text())
+        table.latency_tables[r] = estimator
+    return table
+
+
+def ofa_samples(n: int, seed: int) -> list[dict[str, Any]]:
+    """Subnets as OFA's evolution samples them (its ArchManager, on its own seeded RNG)."""
+    from ofa.tutorial.evolution_finder import ArchManager
+
+    state = random.getstate()
+    random.seed(seed)
+    try:
+        manager = ArchManager()
+        return [manager.random_sample() for _ in range(n)]
+    finally:
+        random.setstate(state)
+
+
+def as_subnet(sample: dict[str, Any], space_id: str) -> Subnet:
+    return Subnet(
+        space=space_id,
+        ks=tuple(sample["ks"]),
+        e=tuple(sample["e"]),
+        d=tuple(sample["d"]),
+        r=sample["r"][0],
+    )

@@ -23,9 +23,8 @@ from latency.table import TableError, TableHeader
 from once_for_all import get_space
 from once_for_all.accuracy_predictor import AccuracyPredictorError
 from once_for_all.ofa_accuracy_predictor import OFA_RESOLUTIONS, load_ofa_accuracy_predictor
-from tests.latency.test_note10 import as_subnet, ofa_samples
 from tests.support.ofa_files import ofa_files
-from tests.support.ofa_reference import import_ofa
+from tests.support.ofa_reference import as_subnet, import_ofa, ofa_samples
 
 SPACE = "ofa-mbv3-w1.2"
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
