@@ -13,6 +13,7 @@ import numpy as np
 import onnx
 
 from export._quiet import quiet_converters
+from export.deferred_interrupt import interrupt_after_step
 from export.errors import ExportError, conversion_error
 from once_for_all.errors import one_line
 from once_for_all.files import atomic_path, write_bytes
@@ -149,7 +150,7 @@ def quantize_tflite_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Pa
     try:
         # The calibrator keeps every intermediate tensor on purpose (LiteRT warns about that)
         # and shows a progress bar of its own.
-        with quiet_converters():
+        with interrupt_after_step(), quiet_converters():
             quant_recipe = recipe.static_wi8_ai8()
             manager = recipe_manager.RecipeManager()
             manager.load_quantization_recipe(quant_recipe)

@@ -11,6 +11,7 @@ from torch import nn
 from export._model_mode import eval_mode
 from export._quiet import quiet_converters
 from export._shapes import check_input_shape
+from export.deferred_interrupt import interrupt_after_step
 from export.errors import ExportError, conversion_error
 from export.formats import GraphForm
 from export.xnnpack_form import xnnpack_form
@@ -48,7 +49,7 @@ def export_tflite(
         )
     sample = torch.randn(shape)
     try:
-        with eval_mode(model), quiet_converters():
+        with eval_mode(model), interrupt_after_step(), quiet_converters():
             import litert_torch  # type: ignore[import-untyped]  # seconds to import; only here
 
             module: nn.Module = xnnpack_form(model, int8=for_int8) if form == "xnnpack" else model
