@@ -53,6 +53,7 @@ class SearchOptions:
     objectives: tuple[str, ...] = ()  # also minimise params, macs or peak_activation_bytes
     profiles: Path = Path("runs/profiles")
     seed: int = 0
+    data: Path | None = None  # ImageNet-layout folder for a supernet that records no data
 
 
 @dataclass(frozen=True)
@@ -83,7 +84,7 @@ def search(
     from latency.predictors import load_predictor
     from once_for_all import load_supernet
     from once_for_all.accuracy_dataset import AccuracyCache
-    from once_for_all.checkpoint import load_training_data
+    from once_for_all.checkpoint import FolderReads, load_training_data
     from once_for_all.files import output_folder
 
     o = options
@@ -99,7 +100,10 @@ def search(
     net, _, payload = load_supernet(o.supernet)
     space = net.space
     enqueued = [_enqueued(p, space) for p in o.enqueue]
-    data = load_training_data(o.supernet, payload)  # data replaced since training fails here
+    # data replaced since training fails here; an imported supernet's --data reads only the
+    # validation images evaluated (held out of train/) and BN's
+    reads = FolderReads(val=o.eval_images or FolderReads.val, test=0)
+    data = load_training_data(o.supernet, payload, folder=o.data, reads=reads)
     targets = []
     for i, name in enumerate(o.devices):
         predictor = load_predictor(resolve_predictor(name, o.profiles))
