@@ -179,7 +179,7 @@ def load_training_data(
         classes = image_folder_classes(Path(settings["source"]))
         if len(classes) != trained.num_classes:
             raise CheckpointError(
-                f"--data {settings['source']} has {len(classes)} class folders, {path} "
+                f"data folder {settings['source']} has {len(classes)} class folders, {path} "
                 f"classifies {trained.num_classes} ({trained.name}): give the folder holding "
                 f"all {trained.num_classes} class folders (train/<wnid>/, val/<wnid>/)"
             )

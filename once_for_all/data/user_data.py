@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -149,11 +150,15 @@ def _image_files(
     files: list[tuple[Path, int]] = []
     labels = {name: i for i, name in enumerate(class_names)}
     for name in classes:
-        found = sorted(
-            p
-            for p in (folder / name).iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        # scandir's entries know their type without a stat per file (1.28 M in ImageNet's train/)
+        with os.scandir(folder / name) as entries:
+            found = sorted(
+                Path(e.path)
+                for e in entries
+                if e.is_file()
+                and not e.name.startswith(".")
+                and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+            )
         if not found:
             raise DataError(
                 f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)}): "

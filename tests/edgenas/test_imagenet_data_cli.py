@@ -3,16 +3,19 @@ ImageNet-layout folder of real JPEG files (1000 synset folders, one tiny image e
 
 from __future__ import annotations
 
+import copy
 import json
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from edgenas.cli import app
 from edgenas.stages.ofa_import import import_ofa_supernet
 from once_for_all.ofa_import import IMAGENET_SPEC
+from tests.edgenas.conftest import MICRO_RECIPE
 from tests.support.imagenet_folder import wnid, write_imagenet_folder
 from tests.support.ofa_supernets import save_reference
 
@@ -76,7 +79,7 @@ def test_a_folder_without_1000_classes_is_refused(
     code, _, err = _invoke("eval", ckpt, "--data", folder)
     assert code == 2
     assert err.strip() == (
-        f"error: --data {folder} has 999 class folders, {ckpt} classifies 1000 (imagenet): give "
+        f"error: data folder {folder} has 999 class folders, {ckpt} classifies 1000 (imagenet): give "
         "the folder holding all 1000 class folders (train/<wnid>/, val/<wnid>/)"
     )
 
@@ -97,3 +100,30 @@ def test_data_for_a_checkpoint_that_records_its_data_is_refused(
         "its subnets are evaluated on: leave out --data (in a recipe, give that data.source)"
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_a_recipe_without_train_reads_its_data_source_for_an_imported_supernet(
+    imported: tuple[Path, Path], tmp_path: Path
+) -> None:
+    ckpt, _ = imported
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "supernet.pt").symlink_to(ckpt)  # as 'edgenas import ofa-supernet ... --out' puts it
+    folder = write_imagenet_folder(tmp_path / "inet", classes=999, size=(8, 8))
+    recipe = copy.deepcopy(MICRO_RECIPE)
+    recipe.update(
+        {
+            "name": "imported",
+            "stages": ["search"],
+            "data": {"source": str(folder)},
+            "devices": [{"name": "npu-32x32-ws", "budget_ms": 1.0, "calibrate": 0}],
+        }
+    )
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    code, _, err = _invoke("run", path, "--out", out, "--quiet")
+    assert code == 2
+    # the search read data.source as the imported supernet's folder (and refused 999 classes)
+    assert (
+        f"data folder {folder} has 999 class folders, {out / 'supernet.pt'} classifies 1000" in err
+    )
