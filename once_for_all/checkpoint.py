@@ -98,7 +98,8 @@ class FolderReads:
     checkpoint that records no data (an imported supernet): ``val`` and ``bn`` from train/
     (held out for search and ``eval --split val``; BN recalibration and int8 calibration),
     ``test`` from val/ (``eval --split test``, export's checks). Each image costs
-    3 x 224 x 224 bytes (147 KiB): the defaults hold 9,000 images, about 1.3 GB."""
+    3 x 224 x 224 bytes (147 KiB): a command sets to 0 what it does not use (``eval --split
+    test`` holds 2,000 + 5,000 images, about 1 GB)."""
 
     bn: int = BN_IMAGES
     val: int = 2000
