@@ -183,7 +183,8 @@ def _run_stages(
         if not supernet.is_file():
             raise RecipeError(
                 f"{supernet} does not exist: add 'train' to the recipe's stages (or run "
-                f"'edgenas train {recipe_path} --out {root}')"
+                f"'edgenas train {recipe_path} --out {root}', or import OFA's with "
+                f"'edgenas import ofa-supernet FILE --out {root}')"
             )
     if "profile" in stages:
         with _logged("profile", log):
@@ -408,7 +409,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     s = recipe.search
     ofa_predictor = Path(s.ofa_predictor) if s.ofa_predictor else None
     inputs = {
-        **_upstream(run, names),
+        **_upstream(run, recipe, names),
         "budgets_ms": [d.budget_ms for d in recipe.devices],
         "search": s.model_dump(mode="json"),
         **(
@@ -446,6 +447,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
             profiles=run.root / "devices",
             seed=s.seed,
             ofa_predictor=ofa_predictor,
+            data=_supernet_data(recipe),
         ),
         quiet=options.quiet,
         say=log,
@@ -454,14 +456,23 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     run.record("search", inputs, outputs, time.perf_counter() - started)
 
 
-def _upstream(run: RunFolder, devices: Sequence[str]) -> dict[str, Any]:
+def _upstream(run: RunFolder, recipe: Recipe, devices: Sequence[str]) -> dict[str, Any]:
     """What search and export depend on from earlier stages: the supernet and each device's
-    predictor, by content."""
+    predictor, by content (and the data folder of a supernet not trained here)."""
     predictors = {n: run.root / "devices" / n / "predictor.json" for n in devices}
-    return {
+    inputs = {
         "supernet": run.output_hash("train", "supernet.pt") or sha256(run.root / "supernet.pt"),
         "predictors": {n: sha256(p) if p.is_file() else None for n, p in predictors.items()},
     }
+    data = _supernet_data(recipe)
+    return inputs if data is None else {**inputs, "data": str(data)}
+
+
+def _supernet_data(recipe: Recipe) -> Path | None:
+    """The recipe's data source for a supernet.pt this run does not train (one placed by
+    'edgenas import ofa-supernet ... --out RUNDIR'): a checkpoint that records no data (an
+    imported one) is evaluated and calibrated on it; a trained one must record this source."""
+    return None if "train" in recipe.planned_stages else Path(recipe.data.source)
 
 
 def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> list[dict[str, Any]]:
@@ -493,7 +504,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
         folder = run.root / "export" / key
         stage_key = f"export:{key}"
         inputs = {
-            **_upstream(run, names),
+            **_upstream(run, recipe, names),
             "subnet": pareto["front"][entry["index"]]["subnet"],
             "export": e.model_dump(mode="json"),
             "devices": devices,
@@ -519,6 +530,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
                 ),
                 devices=tuple(devices),
                 profiles=run.root / "devices",
+                data=_supernet_data(recipe),
                 finetune=FinetuneSettings(
                     epochs=e.finetune_epochs, qat_epochs=e.qat_epochs if e.int8 else 0
                 ),

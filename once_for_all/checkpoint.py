@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
 import torch
 from torch import Tensor
 
-from once_for_all.data import DataBundle, DataSpec, load_data
+from once_for_all.data import DataBundle, DataSpec, image_folder_classes, load_data
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
+from once_for_all.evaluation import BN_IMAGES
 from once_for_all.files import write_torch
 from once_for_all.search_space import SearchSpace
 
@@ -89,35 +91,108 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
     return cast(CheckpointDocument, payload)
 
 
-def data_settings(payload: CheckpointDocument, path: str | Path) -> dict[str, Any]:
-    """The data settings (``load_data``'s keyword arguments) a checkpoint records: what the
-    commands that evaluate or calibrate its subnets load."""
+@dataclass(frozen=True)
+class FolderReads:
+    """How many images a command decodes from the ImageNet-layout folder given for a
+    checkpoint that records no data (an imported supernet): ``val`` and ``bn`` from train/
+    (held out for search and ``eval --split val``; BN recalibration and int8 calibration),
+    ``test`` from val/ (``eval --split test``, export's checks). Each image costs
+    3 x 224 x 224 bytes (147 KiB): a command sets to 0 what it does not use (``eval --split
+    test`` holds 2,000 + 5,000 images, about 1 GB)."""
+
+    bn: int = BN_IMAGES
+    val: int = 2000
+    test: int = 5000
+
+
+def data_settings(
+    payload: CheckpointDocument,
+    path: str | Path,
+    *,
+    folder: str | Path | None = None,
+    reads: FolderReads = FolderReads(),
+) -> dict[str, Any]:
+    """The data settings (``load_data``'s keyword arguments) the commands that evaluate or
+    calibrate the checkpoint's subnets load: those it records, or, for one that records none
+    (an imported supernet), ``folder`` read with the recorded spec's size, OFA's eval
+    transform (a centre crop) and the spec's fixed normalisation, at most ``reads`` images.
+    ``folder`` for a checkpoint that records its data must be that data."""
     if "data" in payload:
-        return payload["data"]
+        settings = payload["data"]
+        if folder is not None and not _same_source(str(folder), str(settings.get("source"))):
+            raise CheckpointError(
+                f"data {folder}: checkpoint {path} was trained on {settings.get('source')}, the "
+                "only data its subnets are evaluated on: leave out --data (in a recipe, give "
+                "that data.source)"
+            )
+        return settings
     imported = payload.get("imported")
-    if imported is not None:
+    if imported is None:
+        raise CheckpointError(
+            f"checkpoint {path} does not record its data settings: retrain it with 'edgenas train'"
+        )
+    if folder is None:
         raise CheckpointError(
             f"checkpoint {path} holds {imported.get('ofa_net_id', 'a supernet')} "
             f"{imported.get('source', 'imported')}, which records no data to evaluate or "
-            "calibrate its subnets on: this command needs a supernet trained with 'edgenas train'"
+            "calibrate its subnets on: give --data FOLDER, an ImageNet-layout folder "
+            "(FOLDER/train/<wnid>/*.JPEG, FOLDER/val/<wnid>/*.JPEG)"
         )
-    raise CheckpointError(
-        f"checkpoint {path} does not record its data settings: retrain it with 'edgenas train'"
-    )
+    spec = DataSpec.from_dict(payload["data_spec"])
+    return {
+        "source": str(folder),
+        "image_size": spec.image_size,
+        "resize": "center-crop",
+        "mean": list(spec.mean),
+        "std": list(spec.std),
+        "val_size": reads.val,
+        "train_read_limit": reads.val + reads.bn,
+        "test_read_limit": reads.test,
+        "seed": 0,
+    }
 
 
-def load_training_data(path: str | Path, payload: CheckpointDocument) -> DataBundle:
+def _same_source(given: str, recorded: str) -> bool:
+    if given == recorded:
+        return True
+    a, b = Path(given).expanduser(), Path(recorded).expanduser()
+    return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def load_training_data(
+    path: str | Path,
+    payload: CheckpointDocument,
+    *,
+    folder: str | Path | None = None,
+    reads: FolderReads = FolderReads(),
+) -> DataBundle:
     """The data the checkpoint at ``path`` was trained on, loaded again from its recorded
     settings, and checked against its recorded data spec: data replaced since (grayscale for
-    RGB, other classes, another size) would give wrong accuracies or fail deep in a conv."""
-    settings = data_settings(payload, path)
-    data = load_data(**settings)
+    RGB, other classes, another size) would give wrong accuracies or fail deep in a conv.
+    For an imported supernet, ``folder`` (see ``data_settings``) must hold as many class
+    folders as the spec has classes; the bundle's class names are the folder's."""
+    settings = data_settings(payload, path, folder=folder, reads=reads)
     trained = DataSpec.from_dict(payload["data_spec"])
+    imported = "data" not in payload
+    if imported:
+        # checked before any image is decoded; OFA's labels index the sorted synset folders
+        classes = image_folder_classes(Path(settings["source"]))
+        if len(classes) != trained.num_classes:
+            raise CheckpointError(
+                f"data folder {settings['source']} has {len(classes)} class folders, {path} "
+                f"classifies {trained.num_classes} ({trained.name}): give the folder holding "
+                f"all {trained.num_classes} class folders (train/<wnid>/, val/<wnid>/)"
+            )
+    data = load_data(**settings)
     now = data.spec
     for what, then, found in (
         ("channels", trained.channels, now.channels),
         ("image size", trained.image_size, now.image_size),
-        ("classes", list(trained.class_names), list(now.class_names)),
+        (
+            "classes",
+            trained.num_classes if imported else list(trained.class_names),
+            now.num_classes if imported else list(now.class_names),
+        ),
     ):
         if then != found:
             raise CheckpointError(

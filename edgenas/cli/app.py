@@ -84,17 +84,34 @@ def eval_command(
         EvalSplit, typer.Option(help="val during search; test for final reporting")
     ] = "val",
     seed: Annotated[int, typer.Option(help="seed for --subnet random")] = 0,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="ImageNet-layout folder (train/<wnid>/, val/<wnid>/) for a supernet that records "
+            "no data (imported)"
+        ),
+    ] = None,
+    images: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="images of the split evaluated (default: all; from --data: 2000 val, 5000 test)",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
 ) -> None:
     """Accuracy of a subnet with inherited weights, after BN recalibration."""
     from once_for_all import evaluate_subnet, load_supernet
-    from once_for_all.checkpoint import load_training_data
+    from once_for_all.checkpoint import FolderReads, load_training_data
 
     supernet, _, payload = load_supernet(checkpoint)
     space = supernet.space
     chosen = choose_subnet(subnet, space, seed=seed)
-    data = load_training_data(checkpoint, payload)
-    acc = evaluate_subnet(supernet, chosen, data, split=split)
+    # only the split evaluated is read from --data (and train/'s BN images)
+    wanted = images or (FolderReads.val if split == "val" else FolderReads.test)
+    reads = FolderReads(val=wanted if split == "val" else 0, test=wanted if split == "test" else 0)
+    bundle = load_training_data(checkpoint, payload, folder=data, reads=reads)
+    acc = evaluate_subnet(supernet, chosen, bundle, split=split, limit=images)
     if as_json:
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split}))
     else:

@@ -89,6 +89,14 @@ def export_command(
     verify: Annotated[
         bool, typer.Option(help="check every file in its runtime (--no-verify to skip)")
     ] = True,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="ImageNet-layout folder (train/<wnid>/, val/<wnid>/) for a supernet that records "
+            "no data (imported): BN recalibration and int8 calibration from train/, checks on "
+            "val/ (--test-images, default 5000)"
+        ),
+    ] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print card.json to stdout")] = False,
@@ -126,6 +134,7 @@ def export_command(
         devices=tuple(device or ()),
         profiles=profiles,
         tflite_form=tflite_form,
+        data=data,
         finetune=FinetuneSettings(
             epochs=finetune_epochs, lr=finetune_lr, qat_epochs=qat_epochs if int8 else 0
         ),

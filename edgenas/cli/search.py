@@ -98,6 +98,13 @@ def search_command(
         int,
         typer.Option(help="sampler seed (workers of one study that share it reseed apart)"),
     ] = 0,
+    data: Annotated[
+        Path | None,
+        typer.Option(
+            help="ImageNet-layout folder (train/<wnid>/, val/<wnid>/) for a supernet that records "
+            "no data (imported); --eval-images of train/ are held out (default 2000)"
+        ),
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print pareto.json to stdout")] = False,
 ) -> None:
@@ -126,6 +133,7 @@ def search_command(
             seed=seed,
             space=space,
             ofa_predictor=ofa_predictor,
+            data=data,
         ),
         quiet=quiet,
         say=lambda message: err_console.print(message, highlight=False),

@@ -96,6 +96,7 @@ class ExportJob:
     # The TFLite graph form; "auto": plain when every device is an NPU compiler (Vela),
     # else XNNPACK's (export.formats.graph_form).
     tflite_form: GraphForm | Literal["auto"] = "auto"
+    data: Path | None = None  # ImageNet-layout folder for a supernet that records no data
 
 
 def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
@@ -115,7 +116,8 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
     from export.subnet_export import export_subnet
     from latency.proxies import costs_many
     from once_for_all import load_supernet
-    from once_for_all.checkpoint import load_training_data
+    from once_for_all.checkpoint import FolderReads, load_training_data
+    from once_for_all.evaluation import BN_IMAGES
 
     staging = _staging_folder(job.out)
     published = False
@@ -123,7 +125,13 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
         supernet, _, payload = load_supernet(job.supernet)
         space = supernet.space
         subnet = choose_subnet(job.subnet, space)
-        data = load_training_data(job.supernet, payload)
+        o = job.options
+        reads = FolderReads(  # what an imported supernet's --data must provide, no more
+            bn=max(BN_IMAGES, o.calibration_images),
+            val=o.parity_images,
+            test=o.test_images or FolderReads.test,
+        )
+        data = load_training_data(job.supernet, payload, folder=job.data, reads=reads)
         names = [_profile_name(device) for device in job.devices]
         predictors = {name: _predictor(name, space, subnet, job.profiles) for name in names}
         predicted = {

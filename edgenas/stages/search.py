@@ -58,6 +58,7 @@ class SearchOptions:
     seed: int = 0
     space: str | None = None  # with accuracy ofa-predictor, instead of a supernet
     ofa_predictor: Path | None = None  # OFA's acc_predictor.pth, for accuracy ofa-predictor
+    data: Path | None = None  # ImageNet-layout folder for a supernet that records no data
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     from latency.predictors import load_predictor
     from once_for_all import load_supernet
     from once_for_all.accuracy_dataset import AccuracyCache
-    from once_for_all.checkpoint import load_training_data
+    from once_for_all.checkpoint import FolderReads, load_training_data
     from once_for_all.files import output_folder
     from once_for_all.ofa_accuracy_predictor import load_ofa_accuracy_predictor
 
@@ -142,7 +143,10 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
             )
         net, _, payload = load_supernet(o.supernet)
         space = net.space
-        data = load_training_data(o.supernet, payload)  # data replaced since training fails here
+        # Data replaced since training fails here; an imported supernet's --data reads only
+        # the validation images evaluated (held out of train/) and BN's.
+        reads = FolderReads(val=o.eval_images or FolderReads.val, test=0)
+        data = load_training_data(o.supernet, payload, folder=o.data, reads=reads)
     enqueued = [_enqueued(p, space) for p in o.enqueue]
     targets = []
     for i, name in enumerate(o.devices):

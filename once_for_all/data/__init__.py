@@ -6,6 +6,7 @@ from once_for_all.data.batches import BatchLoader, normalize, resize_batch
 from once_for_all.data.errors import DataError
 from once_for_all.data.load import load_data
 from once_for_all.data.spec import DATASPEC_FORMAT, DataBundle, DataSpec, ImageSplit
+from once_for_all.data.user_data import image_folder_classes
 
 __all__ = [
     "DATASPEC_FORMAT",
@@ -14,6 +15,7 @@ __all__ = [
     "DataError",
     "DataSpec",
     "ImageSplit",
+    "image_folder_classes",
     "load_data",
     "normalize",
     "resize_batch",

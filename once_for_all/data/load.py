@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 from once_for_all.data.batches import resize_images
@@ -10,6 +11,7 @@ from once_for_all.data.idx_files import load_fashion_mnist
 from once_for_all.data.mnist_pickle import load_mnist
 from once_for_all.data.spec import DataBundle, DataSpec, ImageSplit, RawDataset
 from once_for_all.data.splits import channel_stats, hold_out_test, hold_out_validation
+from once_for_all.data.transforms import Resize
 from once_for_all.data.user_data import load_image_folder, load_npz
 
 BUILTIN_SOURCES = ("fashion-mnist", "mnist")
@@ -22,6 +24,11 @@ def load_data(
     seed: int = 0,
     train_limit: int | None = None,
     image_size: int | None = None,
+    resize: Resize = "squash",
+    mean: Sequence[float] | None = None,
+    std: Sequence[float] | None = None,
+    train_read_limit: int | None = None,
+    test_read_limit: int | None = None,
 ) -> DataBundle:
     """Load a data set into memory as uint8 splits.
 
@@ -33,11 +40,38 @@ def load_data(
     `train_limit` keeps the first N remaining ones of that permutation. A source without a
     test set has 1/6 of each class held out as test, the same images whatever `seed`.
     `image_size` resizes every image (bilinear) to that square size; mean/std are computed on
-    the resulting training split.
+    the resulting training split unless given (a pretrained network's, e.g. OFA's ImageNet
+    normalisation; the number of values then sets the channels of a folder's images).
+
+    Folder sources only: `resize` is "squash" or "center-crop" (OFA's eval transform, see
+    once_for_all.data.transforms); at most `train_read_limit` training images (before `val_size`
+    are held out of them) and `test_read_limit` test images are decoded, spread over the classes
+    (once_for_all.data.user_data.load_image_folder), which bounds the memory: channels x
+    image_size**2 bytes per image, 147 KiB at 3 x 224 x 224.
     """
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size={image_size} must be >= 1 (or None for the native size)")
-    raw = _read_source(source, image_size)
+    if (mean is None) != (std is None):
+        raise DataError("give mean and std together (or neither, to compute them)")
+    for name, limit in (
+        ("train_read_limit", train_read_limit),
+        ("test_read_limit", test_read_limit),
+    ):
+        if limit is not None and limit < 0:
+            raise DataError(f"{name}={limit} must be >= 0 (or None to read every image)")
+    path = Path(source).expanduser()
+    if source not in BUILTIN_SOURCES and path.suffix.lower() != ".npz" and path.is_dir():
+        raw = load_image_folder(
+            path,
+            image_size=image_size,
+            resize=resize,
+            channels=None if mean is None else len(mean),
+            train_read_limit=train_read_limit,
+            test_read_limit=test_read_limit,
+            seed=seed,
+        )
+    else:
+        raw = _read_source(source, image_size)
     if image_size is not None:
         # user data is already resized while read; this covers the built-in 28 px sets
         raw = RawDataset(
@@ -52,15 +86,16 @@ def load_data(
     train, val = hold_out_validation(
         train, val_size=val_size, seed=seed, train_limit=train_limit, name=raw.name
     )
-    mean, std = channel_stats(train.images)
+    if mean is None or std is None:
+        mean, std = channel_stats(train.images)
     spec = DataSpec(
         name=raw.name,
         channels=train.images.shape[1],
         image_size=train.images.shape[2],
         num_classes=len(raw.class_names),
         class_names=raw.class_names,
-        mean=mean,
-        std=std,
+        mean=tuple(mean),
+        std=tuple(std),
     )
     return DataBundle(spec=spec, train=train, val=val, test=test)
 
@@ -73,8 +108,6 @@ def _read_source(source: str, image_size: int | None) -> RawDataset:
     path = Path(source).expanduser()
     if path.suffix.lower() == ".npz":
         return load_npz(path, image_size=image_size)
-    if path.is_dir():
-        return load_image_folder(path, image_size=image_size)
     raise DataError(
         f"unknown data source {source!r}: use {' or '.join(map(repr, BUILTIN_SOURCES))}, a folder "
         "of class folders, or a .npz file"

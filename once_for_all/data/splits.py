@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+import numpy as np
 import torch
 
 from once_for_all.data.errors import DataError
@@ -10,12 +13,12 @@ from once_for_all.data.spec import ImageSplit
 TEST_FRACTION = 1 / 6
 # The test hold-out of a source without a test set is fixed, whatever the run's seed, so that
 # every run on the same data reports on the same images
-_TEST_HOLDOUT_SEED = 0
+TEST_HOLDOUT_SEED = 0
 
 
 def hold_out_test(split: ImageSplit, *, name: str) -> tuple[ImageSplit, ImageSplit]:
     """Split into (train, test), 1/6 of each class to test, chosen by a fixed seed."""
-    generator = torch.Generator().manual_seed(_TEST_HOLDOUT_SEED)
+    generator = torch.Generator().manual_seed(TEST_HOLDOUT_SEED)
     test_parts: list[torch.Tensor] = []
     for label in torch.unique(split.labels).tolist():
         members = torch.nonzero(split.labels == label).flatten()
@@ -71,3 +74,28 @@ def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float,
         # a constant channel would otherwise divide by zero in normalize
         stds.append(max(var**0.5, 1.0 / 255.0))
     return tuple(means), tuple(stds)
+
+
+def spread_sample(labels: Sequence[int], n: int, *, seed: int) -> list[int]:
+    """Indices of ``n`` items (all when ``n`` >= len) spread over the classes: each class's
+    items in a seeded random order, taken one per class in turn (classes in a seeded order),
+    so every class gets ``n // classes`` or one more while it has items. Sorted; the same for
+    the same (labels, n, seed)."""
+    if n < 0:
+        raise DataError(f"image limit {n} must be >= 0")
+    if n >= len(labels):
+        return list(range(len(labels)))
+    rng = np.random.default_rng(seed)
+    array = np.asarray(labels, dtype=np.int64)
+    classes = np.unique(array)
+    class_rank = np.empty(int(classes.max()) + 1, dtype=np.int64)
+    class_rank[classes] = rng.permutation(len(classes))
+    # each item's rank within its class, in a random order
+    order = rng.permutation(len(array))
+    shuffled = array[order]
+    by_class = np.argsort(shuffled, kind="stable")
+    starts = np.searchsorted(shuffled[by_class], shuffled[by_class], side="left")
+    rank = np.empty(len(array), dtype=np.int64)
+    rank[order[by_class]] = np.arange(len(array)) - starts
+    picked = np.lexsort((class_rank[array], rank))[:n]
+    return sorted(int(i) for i in picked)

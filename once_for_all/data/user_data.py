@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,54 +15,125 @@ from PIL import Image, UnidentifiedImageError
 from once_for_all.data.batches import resize_images
 from once_for_all.data.errors import DataError
 from once_for_all.data.spec import ImageSplit, RawDataset
+from once_for_all.data.splits import TEST_HOLDOUT_SEED, spread_sample
+from once_for_all.data.transforms import Resize, resize_image
+from once_for_all.errors import one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# The held-out split's folder: edgenas's name, then ImageNet's.
+HELD_OUT_NAMES = ("test", "val")
 _GRAY_MODES = ("1", "L", "LA")
-_FOLDER_LAYOUT = "expected root/<class>/*.png or root/train/<class>/... + root/test/<class>/..."
+_FOLDER_LAYOUT = (
+    "expected root/<class>/*.png or root/train/<class>/... + root/test/<class>/... "
+    "(or root/val/<class>/..., ImageNet's layout)"
+)
 _NPZ_LAYOUT = "[N, H, W], [N, H, W, C] or [N, C, H, W] with C = 1 or 3"
 
 
-def load_image_folder(root: Path, *, image_size: int | None) -> RawDataset:
-    """Images in class folders (sorted by name), optionally split into train/ and test/.
+def load_image_folder(
+    root: Path,
+    *,
+    image_size: int | None,
+    resize: Resize = "squash",
+    channels: int | None = None,
+    train_read_limit: int | None = None,
+    test_read_limit: int | None = None,
+    seed: int = 0,
+) -> RawDataset:
+    """Images in class folders, optionally split into train/ and test/ (or val/, ImageNet's
+    layout). Labels index the sorted class folder names (torchvision ImageFolder's order,
+    which numbers ImageNet's synsets as OFA's labels do).
 
-    One channel if every image is grayscale, else RGB. Every image is resized (bilinear) to
-    `image_size`, by default the size of the first image, which must then be square.
+    ``channels`` 1 or 3 converts every image (CMYK, grey, RGBA... to RGB); by default one
+    channel if every image read is grayscale, else RGB. Every image becomes ``image_size``
+    square by ``resize`` (once_for_all.data.transforms); ``image_size`` defaults to the size
+    of the first image, which must then be square.
+
+    Only ``train_read_limit`` training and ``test_read_limit`` test images are decoded (all
+    when None), spread over the classes by a draw seeded with ``seed`` (train) or a fixed
+    seed (test); each costs channels x image_size**2 bytes (147 KiB for 3 x 224 x 224). An
+    unreadable image is refused, naming the file.
     """
     if not root.is_dir():
         raise DataError(f"image folder {root} does not exist or is not a folder")
-    train_dir, test_dir = root / "train", root / "test"
-    split_layout = train_dir.is_dir() and test_dir.is_dir()
-    class_names = _class_folders(train_dir if split_layout else root)
+    train_dir = root / "train"
+    test_dir = _held_out_folder(root) if train_dir.is_dir() else None
+    split_layout = test_dir is not None
+    class_names = image_folder_classes(root)
     train_files = _image_files(train_dir if split_layout else root, class_names, class_names)
     test_files: list[tuple[Path, int]] = []
-    if split_layout:
+    if test_dir is not None:
         test_classes = _class_folders(test_dir, minimum=1)
         unknown = sorted(set(test_classes) - set(class_names))
         if unknown:
             raise DataError(
-                f"{test_dir}: class folder(s) {unknown} have no counterpart in {train_dir}: "
+                f"{test_dir}: class folder(s) {_few(unknown)} have no counterpart in {train_dir}: "
                 "use the same class folder names in both"
             )
         test_files = _image_files(test_dir, test_classes, class_names)
+    train_files = _limited(train_files, train_read_limit, seed)
+    test_files = _limited(test_files, test_read_limit, TEST_HOLDOUT_SEED)
+    files = train_files + test_files
+    if not files:
+        raise DataError(f"image folder {root}: the read limits leave no image to read")
 
-    headers = [_header(path) for path, _ in train_files + test_files]
-    channels = 1 if all(mode in _GRAY_MODES for mode, _ in headers) else 3
+    if channels is None:
+        modes = [_header(path)[0] for path, _ in files]
+        channels = 1 if all(mode in _GRAY_MODES for mode in modes) else 3
     if image_size is None:
-        width, height = headers[0][1]
+        width, height = _header(files[0][0])[1]
         if width != height:
             raise DataError(
-                f"{train_files[0][0]} is {width}x{height}, not square: pass image_size to "
+                f"{files[0][0]} is {width}x{height}, not square: pass image_size to "
                 "choose the size every image is resized to"
             )
         image_size = width
+    size = image_size
 
     def split(files: list[tuple[Path, int]]) -> ImageSplit:
-        pixels = np.stack([_read_image(path, channels, image_size) for path, _ in files])
+        # filled in place: the decoded split is the only copy held
+        pixels = np.empty((len(files), channels, size, size), dtype=np.uint8)
+        for i, (path, _) in enumerate(files):
+            pixels[i] = _read_image(path, channels, size, resize)
         labels = torch.tensor([label for _, label in files], dtype=torch.int64)
         return ImageSplit(torch.from_numpy(pixels), labels)
 
     test = split(test_files) if split_layout else None
     return RawDataset(root.resolve().name, tuple(class_names), split(train_files), test)
+
+
+def image_folder_classes(root: Path) -> list[str]:
+    """The class names of an image folder (its train/ folder's, in the split layout), sorted:
+    label i is the i-th name."""
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder")
+    train_dir = root / "train"
+    split_layout = train_dir.is_dir() and _held_out_folder(root) is not None
+    return _class_folders(train_dir if split_layout else root)
+
+
+def _held_out_folder(root: Path) -> Path | None:
+    """test/ or val/; where both exist, the one holding class folders (ImageNet's test/
+    holds unlabelled images)."""
+    found = [root / name for name in HELD_OUT_NAMES if (root / name).is_dir()]
+    if len(found) == 2:
+        labelled = [d for d in found if any(p.is_dir() for p in d.iterdir())]
+        if len(labelled) == 2:
+            raise DataError(
+                f"{root} has both test/ and val/ class folders: keep one as the held-out split"
+            )
+        found = labelled or found[:1]
+    return found[0] if found else None
+
+
+def _limited(files: list[tuple[Path, int]], limit: int | None, seed: int) -> list[tuple[Path, int]]:
+    if limit is None:
+        return files
+    return [files[i] for i in spread_sample([label for _, label in files], limit, seed=seed)]
+
+
+def _few(names: list[str]) -> str:
+    return str(names) if len(names) <= 5 else f"{names[:5]} and {len(names) - 5} more"
 
 
 def _class_folders(folder: Path, *, minimum: int = 2) -> list[str]:
@@ -76,19 +148,23 @@ def _image_files(
     folder: Path, classes: list[str], class_names: list[str]
 ) -> list[tuple[Path, int]]:
     files: list[tuple[Path, int]] = []
+    labels = {name: i for i, name in enumerate(class_names)}
     for name in classes:
-        found = sorted(
-            p
-            for p in (folder / name).iterdir()
-            if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
-        )
+        # scandir's entries know their type without a stat per file (1.28 M in ImageNet's train/)
+        with os.scandir(folder / name) as entries:
+            found = sorted(
+                Path(e.path)
+                for e in entries
+                if e.is_file()
+                and not e.name.startswith(".")
+                and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
+            )
         if not found:
             raise DataError(
                 f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)}): "
                 "add images or remove the folder"
             )
-        label = class_names.index(name)
-        files.extend((path, label) for path in found)
+        files.extend((path, labels[name]) for path in found)
     return files
 
 
@@ -100,15 +176,16 @@ def _header(path: Path) -> tuple[str, tuple[int, int]]:
         raise DataError(f"cannot read image {path} ({exc}): fix or remove it") from None
 
 
-def _read_image(path: Path, channels: int, size: int) -> npt.NDArray[np.uint8]:
+def _read_image(path: Path, channels: int, size: int, resize: Resize) -> npt.NDArray[np.uint8]:
     try:
         with Image.open(path) as image:
+            # convert decodes the whole file: a truncated JPEG fails here, not later
             converted = image.convert("L" if channels == 1 else "RGB")
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read image {path} ({exc}): fix or remove it") from None
-    if converted.size != (size, size):
-        converted = converted.resize((size, size), Image.Resampling.BILINEAR)
-    pixels = np.asarray(converted, dtype=np.uint8)
+    except (OSError, UnidentifiedImageError, ValueError) as exc:
+        raise DataError(
+            f"cannot read image {path} ({one_line(exc, limit=80)}): fix or remove it"
+        ) from None
+    pixels = np.asarray(resize_image(converted, size, resize), dtype=np.uint8)
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 

@@ -204,6 +204,6 @@ def test_commands_that_need_data_say_an_imported_supernet_has_none(
     assert result.exit_code == 2, result.output
     assert result.stderr.strip() == (
         f"error: checkpoint {ckpt} holds ofa_mbv3_d234_e346_k357_w1.0 imported from OFA, which "
-        "records no data to evaluate or calibrate its subnets on: this command needs a supernet "
-        "trained with 'edgenas train'"
+        "records no data to evaluate or calibrate its subnets on: give --data FOLDER, an "
+        "ImageNet-layout folder (FOLDER/train/<wnid>/*.JPEG, FOLDER/val/<wnid>/*.JPEG)"
     )
