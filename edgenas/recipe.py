@@ -168,7 +168,9 @@ class Recipe(_Strict):
         Discriminator(lambda v: "name" if isinstance(v, str) else "adapted"),
     ] = "mbv3-tiny"
     data: DataSection = DataSection()
-    train: TrainSection
+    # Needed by the train stage only: a run folder whose supernet.pt was imported
+    # (edgenas import ofa-supernet) has none.
+    train: TrainSection | None = None
     # Default: every stage when devices are given, else training only.
     stages: list[StageName] | None = Field(None, min_length=1)
     devices: list[DeviceSection] = []
@@ -183,6 +185,11 @@ class Recipe(_Strict):
 
     @model_validator(mode="after")
     def _stages_have_what_they_need(self) -> Recipe:
+        if "train" in self.planned_stages and self.train is None:
+            raise ValueError(
+                "stage train needs a 'train' section; for a supernet you imported (edgenas "
+                "import ofa-supernet), leave train out of 'stages'"
+            )
         needs_devices = [s for s in self.planned_stages if s in ("profile", "search")]
         if needs_devices and not self.devices:
             raise ValueError(f"stage {needs_devices[0]} needs at least one entry under 'devices'")
@@ -228,6 +235,8 @@ class Recipe(_Strict):
     def train_config(self) -> TrainConfig:
         space = self.search_space()
         t = self.train
+        if t is None:
+            raise RecipeError(f"recipe {self.name!r} has no train section")
         if t.phases is None:
             assert t.epochs is not None and t.lr is not None
             e = t.epochs
@@ -284,5 +293,6 @@ def load_recipe(path: str | Path) -> Recipe:
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         msg = _AS_FOR_MODELS.get(err["type"], err["msg"])
         raise RecipeError(f"recipe {p}: {where}: {msg}{more}") from None
-    recipe.train_config()  # checks phase choices against the space now, not mid-run
+    if recipe.train is not None:
+        recipe.train_config()  # checks phase choices against the space now, not mid-run
     return recipe

@@ -17,7 +17,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from edgenas.recipe import Recipe
+from edgenas.recipe import Recipe, RecipeError
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
 from once_for_all.data import load_data
 from once_for_all.distributed import (
@@ -53,6 +53,10 @@ class TrainOptions:
 def train(recipe: Recipe, options: TrainOptions, *, console: Console, quiet: bool = False) -> Path:
     """Train (or resume) and return the path of the final ``supernet.pt``. Under torchrun,
     every process calls this; rank 0 writes, the others return once it has written."""
+    if recipe.train is None:
+        raise RecipeError(
+            f"recipe {recipe.name!r} has no train section: add one to train a supernet"
+        )
     compute = training_device(options.device or recipe.train.device)
     if compute.type == "cuda":
         torch.cuda.set_device(compute)  # NCCL's collectives use the current device
@@ -95,6 +99,7 @@ def _train(
     # Threads change speed and at most the last bits of float sums, not the schedule, so a
     # resumed run may use another count (bit-identical resumption needs the same one). The
     # count is the machine's: torchrun's processes on one machine share it.
+    assert recipe.train is not None  # checked by train()
     torch.set_num_threads(max(1, (options.threads or recipe.train.threads) // world.local_size))
     data = load_data(**recipe.data.load_kwargs())
     recipe.check_data(data.spec)

@@ -16,10 +16,27 @@ RECIPES = sorted(Path(__file__).resolve().parents[2].joinpath("recipes").glob("*
 @pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
 def test_bundled_recipes_load(path: Path) -> None:
     recipe = load_recipe(path)
+    assert recipe.search_space().name == recipe.space
+    if "train" not in recipe.planned_stages:  # ofa-imagenet: an imported supernet
+        assert recipe.train is None
+        return
     config = recipe.train_config()
     assert config.phases[0].kd_ratio == 0
     assert all(p.epochs >= 1 for p in config.phases)
-    assert recipe.search_space().name == recipe.space
+
+
+def test_a_train_section_is_needed_by_the_train_stage_only(tmp_path: Path) -> None:
+    data: dict[str, Any] = copy.deepcopy(MICRO_RECIPE)
+    del data["train"]
+    data["devices"] = [{"name": "local-cpu", "budget_ms": 1.0}]
+    data["stages"] = ["profile", "search", "export"]
+    path = tmp_path / "r.yaml"
+    path.write_text(yaml.safe_dump(data))
+    assert load_recipe(path).train is None
+    data["stages"] = ["train", "profile"]
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(RecipeError, match="stage train needs a 'train' section; for a supernet"):
+        load_recipe(path)
 
 
 def test_default_schedule_is_ofa(tmp_path: Path) -> None:
