@@ -1,0 +1,112 @@
+"""Training throughput when the cores are shared: quiet against one competing process.
+
+    python -m benchmarks.contention [--steps 40] [--threads 2]
+
+Each case runs supernet training steps (mbv3-tiny, batch 64, the largest subnet, random
+images) in fresh processes, so that OpenMP's settings take effect before torch loads:
+alone ("quiet"), and side by side with a second identical process ("shared"), each with the
+OpenMP wait policy as torch ships it and with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at
+once instead of spinning when they wait, which a busy neighbour's cores pay for). Prints
+per case the median ms per step of each process, and the shared throughput as a fraction of
+the quiet one. Target (issue 24): >= 40% of the quiet figure with one competing 2-thread
+process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+WORKER = """
+import json, sys, time
+import torch
+import torch.nn.functional as F
+from once_for_all import OFAMobileNetV3, get_space
+torch.manual_seed(0)
+steps, threads = int(sys.argv[1]), int(sys.argv[2])
+torch.set_num_threads(threads)
+space = get_space("mbv3-tiny")
+net = OFAMobileNetV3(space).train()
+opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+x, y = torch.randn(64, 1, 32, 32), torch.randint(0, 10, (64,))
+times = []
+for step in range(steps + 5):
+    started = time.perf_counter()
+    opt.zero_grad()
+    F.cross_entropy(net(x), y).backward()
+    opt.step()
+    if step >= 5:  # warm-up steps are not counted
+        times.append((time.perf_counter() - started) * 1000)
+times.sort()
+print(json.dumps({"median_ms": times[len(times) // 2]}))
+"""
+
+
+def _start(steps: int, threads: int, passive: bool) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": os.getcwd()}
+    env.pop("OMP_WAIT_POLICY", None)
+    if passive:
+        env["OMP_WAIT_POLICY"] = "PASSIVE"
+    return subprocess.Popen(
+        [sys.executable, "-c", WORKER, str(steps), str(threads)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+def _run(processes: int, steps: int, threads: int, passive: bool) -> list[float]:
+    running = [_start(steps, threads, passive) for _ in range(processes)]
+    out = []
+    for proc in running:
+        stdout, _ = proc.communicate()
+        if proc.returncode != 0:
+            raise SystemExit(f"a worker failed (exit {proc.returncode})")
+        out.append(json.loads(stdout)["median_ms"])
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        prog="python -m benchmarks.contention", description=__doc__.split("\n\n")[0]
+    )
+    p.add_argument("--steps", type=int, default=40)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=2)
+    args = p.parse_args()
+    cases: dict[str, Any] = {}
+    for passive in (False, True):
+        policy = "PASSIVE" if passive else "default"
+        quiet = [_run(1, args.steps, args.threads, passive)[0] for _ in range(args.repeats)]
+        shared = [_run(2, args.steps, args.threads, passive) for _ in range(args.repeats)]
+        quiet_ms = statistics.median(quiet)
+        shared_ms = statistics.median(ms for pair in shared for ms in pair)
+        cases[policy] = {
+            "quiet_ms_per_step": [round(v, 1) for v in quiet],
+            "shared_ms_per_step": [[round(v, 1) for v in pair] for pair in shared],
+            "shared_throughput_vs_quiet": round(quiet_ms / shared_ms, 3),
+        }
+        print(f"{policy}: quiet {quiet}, shared {shared}", file=sys.stderr)
+    print(
+        json.dumps(
+            {
+                "benchmark": "contention",
+                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+                "workload": f"mbv3-tiny largest subnet, batch 64, {args.threads} threads",
+                "steps": args.steps,
+                "cases": cases,
+                "target": "shared throughput >= 0.40 of quiet",
+            },
+            indent=1,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
