@@ -45,7 +45,11 @@ class Measurement:
     """Latency of one model in milliseconds over ``n`` timed runs (after warmup).
 
     ``flagged`` marks a measurement whose spread stayed above the threshold after a repeat;
-    simulators report ``n=1`` and zero spread.
+    simulators report ``n=1`` and zero spread. ``placement`` (the on-device runner's) says
+    where the runtime ran the model's nodes: for onnxruntime ``{"providers": [requested],
+    "nodes": {provider: count}, "fallback": {op type: count}}``, for TFLite ``{"delegate":
+    "xnnpack", "delegated_nodes": n, "cpu_nodes": m, "partitions": k, "fallback": {op: count}}``;
+    ``fallback`` counts the nodes not run by the requested provider or delegate.
     """
 
     model: str
@@ -59,6 +63,7 @@ class Measurement:
     flagged: bool = False
     peak_memory_bytes: int | None = None
     per_op_ms: dict[str, float] | None = None
+    placement: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # simulator figures: cycles, utilisation...
 
     @property
