@@ -101,6 +101,28 @@ class Measurement:
         )
 
 
+def placement_summary(placement: Mapping[str, Any]) -> str:
+    """One line for a Measurement's ``placement``: "xnnpack 2 ops in 2 partitions, builtin
+    kernels 1 (fell back: ZEROS_LIKE 1)" or "CUDAExecutionProvider 118, CPUExecutionProvider 4
+    nodes (fell back: Shape 4)"."""
+    fallback = placement.get("fallback") or {}
+    fell = (
+        " (fell back: {})".format(", ".join(f"{op} {n}" for op, n in sorted(fallback.items())))
+        if fallback
+        else ""
+    )
+    if "delegate" in placement:
+        if placement["delegate"] == "none":
+            return f"no delegate: builtin kernels {placement['cpu_nodes']} ops"
+        return (
+            f"{placement['delegate']} {placement['delegated_nodes']} ops in "
+            f"{placement['partitions']} partitions, builtin kernels {placement['cpu_nodes']}{fell}"
+        )
+    nodes = placement.get("nodes") or {}
+    counts = ", ".join(f"{provider} {n}" for provider, n in nodes.items())
+    return f"{counts} nodes{fell}" if counts else "no nodes"
+
+
 def _quantile(ordered: Sequence[float], q: float) -> float:
     """Linear-interpolated quantile of sorted values (numpy's default method)."""
     pos = (len(ordered) - 1) * q

@@ -6,15 +6,19 @@ providers this onnxruntime build lacks (CUDA) and missing delegate libraries giv
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
 import onnxruntime as ort  # type: ignore[import-untyped]
 import pytest
+from typer.testing import CliRunner
 
 from devices import DeviceError, LocalDevice, Measurement, RunSettings, create_device
+from devices.measurement import placement_summary
 from devices.profiles import validate_profile
 from devices.runner_protocol import build_job, parse_results
+from edgenas.cli import app
 from tests.devices.conftest import Models
 
 QUICK = RunSettings(warmup=1, runs=4)
@@ -203,3 +207,46 @@ def test_placement_round_trips_and_old_measurements_still_read(models: Models) -
     }
     (parsed,) = parse_results("old", payload, ["m"]).measurements
     assert parsed.placement is None
+
+
+def test_placement_summaries() -> None:
+    split = {
+        "delegate": "xnnpack",
+        "delegated_nodes": 2,
+        "cpu_nodes": 1,
+        "partitions": 2,
+        "fallback": {"ZEROS_LIKE": 1},
+    }
+    assert placement_summary(split) == (
+        "xnnpack 2 ops in 2 partitions, builtin kernels 1 (fell back: ZEROS_LIKE 1)"
+    )
+    off = {**split, "delegate": "none", "delegated_nodes": 0, "cpu_nodes": 3, "fallback": {}}
+    assert placement_summary(off) == "no delegate: builtin kernels 3 ops"
+    gpu = {
+        "providers": ["CUDAExecutionProvider"],
+        "nodes": {"CUDAExecutionProvider": 118, "CPUExecutionProvider": 4},
+        "fallback": {"Shape": 4},
+    }
+    assert placement_summary(gpu) == (
+        "CUDAExecutionProvider 118, CPUExecutionProvider 4 nodes (fell back: Shape 4)"
+    )
+
+
+def test_devices_check_shows_the_placement(tmp_path: Path) -> None:
+    profile = tmp_path / "cpu.yaml"
+    profile.write_text(
+        "name: cpu\nkind: local\nproviders: [cpu]\nwarmup: 1\nruns: 3\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(app, ["devices", "check", str(profile)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    as_json = CliRunner().invoke(app, ["devices", "check", str(profile), "--json"])
+    placement = json.loads(as_json.stdout)["sanity"]["placement"]
+    # Conv and Relu, after onnxruntime's fusions and layout changes for this CPU.
+    (count,) = placement["nodes"].values()
+    assert placement == {
+        "providers": ["CPUExecutionProvider"],
+        "nodes": {"CPUExecutionProvider": count},
+        "fallback": {},
+    }
+    row = next(line for line in result.stdout.splitlines() if "placement" in line)
+    assert f"CPUExecutionProvider {count} nodes" in row

@@ -732,6 +732,7 @@ def test_cli_trust_then_check(
     assert result["fingerprint"]["runtime_version"].startswith("tflite-runtime 2.14")
     assert result["sanity"]["model"] == "sanity.tflite" and result["sanity"]["n"] == 5
     assert result["sanity"]["median_ms"] > 0
+    assert result["sanity"]["placement"]["delegate"] == "xnnpack"  # tflite-runtime's default
     assert list(remote_parent.iterdir()) == []
 
 
