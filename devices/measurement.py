@@ -21,22 +21,38 @@ class Fingerprint:
     runtime: str  # "onnxruntime", "tflite", "npu-sim", "vela"
     runtime_version: str
     threads: int
+    # The delegate (tflite) or execution providers (onnxruntime) the runner was asked for
+    # when they are not the runtime's default ("none", "CUDAExecutionProvider,..."); "" for
+    # the default, and then left out of the dict, so that older files read and compare alike.
+    accelerator: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.accelerator:
+            del out["accelerator"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fingerprint:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k != "accelerator"}
+        return cls(**values, accelerator=str(data.get("accelerator") or ""))
 
     def same_target(self, other: Fingerprint) -> bool:
         """Same machine and runtime setup (the version may differ only if the caller allows)."""
-        return (self.host, self.cpu_model, self.cores, self.runtime, self.threads) == (
+        return (
+            self.host,
+            self.cpu_model,
+            self.cores,
+            self.runtime,
+            self.threads,
+            self.accelerator,
+        ) == (
             other.host,
             other.cpu_model,
             other.cores,
             other.runtime,
             other.threads,
+            other.accelerator,
         )
 
 

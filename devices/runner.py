@@ -807,8 +807,19 @@ def fingerprint(
         "system": platform.system(),
         "usable_cores": cores,
         "pinned": job.cores is not None,
+        "accelerator": accelerator(job),
     }
     return facts, warnings
+
+
+def accelerator(job: Job) -> str:
+    """What the job runs on besides the runtime's default (XNNPACK, the CPU provider): the
+    delegate or the providers joined by commas; "" for the default."""
+    if job.runtime == "tflite":
+        return job.delegate if job.delegate not in (None, "xnnpack") else ""
+    if job.providers is None or job.providers == ["CPUExecutionProvider"]:
+        return ""
+    return ",".join(job.providers)
 
 
 def peak_rss_bytes() -> int | None:

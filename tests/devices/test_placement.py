@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from devices import DeviceError, LocalDevice, Measurement, RunSettings, create_device
-from devices.measurement import placement_summary
+from devices.measurement import Fingerprint, placement_summary
 from devices.profiles import validate_profile
 from devices.runner_protocol import build_job, parse_results
 from edgenas.cli import app
@@ -250,3 +250,19 @@ def test_devices_check_shows_the_placement(tmp_path: Path) -> None:
     }
     row = next(line for line in result.stdout.splitlines() if "placement" in line)
     assert f"CPUExecutionProvider {count} nodes" in row
+
+
+def test_fingerprint_names_a_non_default_accelerator() -> None:
+    """Tables measured with XNNPACK off are not reused with it on; defaults stay as before."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is not installed")
+    default = LocalDevice(settings=RunSettings(runtime="tflite")).fingerprint()
+    off = _local(runtime="tflite", delegate="none").fingerprint()
+    xnnpack = _local(runtime="tflite", delegate="xnnpack").fingerprint()
+    assert (default.accelerator, xnnpack.accelerator, off.accelerator) == ("", "", "none")
+    assert "accelerator" not in default.to_dict()
+    assert off.to_dict()["accelerator"] == "none"
+    assert Fingerprint.from_dict(off.to_dict()) == off
+    assert Fingerprint.from_dict(default.to_dict()) == default
+    assert default.same_target(xnnpack) and not default.same_target(off)
+    cpu = _local(providers=["cpu"]).fingerprint()
+    assert cpu.accelerator == "" and cpu.same_target(LocalDevice().fingerprint())
