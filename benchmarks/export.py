@@ -192,8 +192,8 @@ def measure_side_by_side(paths: dict[str, Path], *, rounds: int) -> dict[str, di
 
     # Seeded inputs and visiting order: reruns measure the same thing.
     backends = {
-        "onnx": runner.OnnxRuntimeBackend(np, threads=1, seed=0),
-        "tflite": runner.TfliteBackend(np, threads=1, seed=0),
+        "onnx": runner.OnnxRuntimeBackend(np, runner.Job({"runtime": "onnxruntime"})),
+        "tflite": runner.TfliteBackend(np, runner.Job({"runtime": "tflite"})),
     }
     names = list(paths)
     try:

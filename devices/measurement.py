@@ -21,22 +21,38 @@ class Fingerprint:
     runtime: str  # "onnxruntime", "tflite", "npu-sim", "vela"
     runtime_version: str
     threads: int
+    # The delegate (tflite) or execution providers (onnxruntime) the runner was asked for
+    # when they are not the runtime's default ("none", "CUDAExecutionProvider,..."); "" for
+    # the default, and then left out of the dict, so that older files read and compare alike.
+    accelerator: str = ""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if not self.accelerator:
+            del out["accelerator"]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fingerprint:
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__})
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k != "accelerator"}
+        return cls(**values, accelerator=str(data.get("accelerator") or ""))
 
     def same_target(self, other: Fingerprint) -> bool:
         """Same machine and runtime setup (the version may differ only if the caller allows)."""
-        return (self.host, self.cpu_model, self.cores, self.runtime, self.threads) == (
+        return (
+            self.host,
+            self.cpu_model,
+            self.cores,
+            self.runtime,
+            self.threads,
+            self.accelerator,
+        ) == (
             other.host,
             other.cpu_model,
             other.cores,
             other.runtime,
             other.threads,
+            other.accelerator,
         )
 
 
@@ -45,7 +61,11 @@ class Measurement:
     """Latency of one model in milliseconds over ``n`` timed runs (after warmup).
 
     ``flagged`` marks a measurement whose spread stayed above the threshold after a repeat;
-    simulators report ``n=1`` and zero spread.
+    simulators report ``n=1`` and zero spread. ``placement`` (the on-device runner's) says
+    where the runtime ran the model's nodes: for onnxruntime ``{"providers": [requested],
+    "nodes": {provider: count}, "fallback": {op type: count}}``, for TFLite ``{"delegate":
+    "xnnpack", "delegated_nodes": n, "cpu_nodes": m, "partitions": k, "fallback": {op: count}}``;
+    ``fallback`` counts the nodes not run by the requested provider or delegate.
     """
 
     model: str
@@ -59,6 +79,7 @@ class Measurement:
     flagged: bool = False
     peak_memory_bytes: int | None = None
     per_op_ms: dict[str, float] | None = None
+    placement: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # simulator figures: cycles, utilisation...
 
     @property
@@ -94,6 +115,28 @@ class Measurement:
             n=len(ordered),
             **kwargs,
         )
+
+
+def placement_summary(placement: Mapping[str, Any]) -> str:
+    """One line for a Measurement's ``placement``: "xnnpack 2 ops in 2 partitions, builtin
+    kernels 1 (fell back: ZEROS_LIKE 1)" or "CUDAExecutionProvider 118, CPUExecutionProvider 4
+    nodes (fell back: Shape 4)"."""
+    fallback = placement.get("fallback") or {}
+    fell = (
+        " (fell back: {})".format(", ".join(f"{op} {n}" for op, n in sorted(fallback.items())))
+        if fallback
+        else ""
+    )
+    if "delegate" in placement:
+        if placement["delegate"] == "none":
+            return f"no delegate: builtin kernels {placement['cpu_nodes']} ops"
+        return (
+            f"{placement['delegate']} {placement['delegated_nodes']} ops in "
+            f"{placement['partitions']} partitions, builtin kernels {placement['cpu_nodes']}{fell}"
+        )
+    nodes = placement.get("nodes") or {}
+    counts = ", ".join(f"{provider} {n}" for provider, n in nodes.items())
+    return f"{counts} nodes{fell}" if counts else "no nodes"
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:

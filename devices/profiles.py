@@ -20,6 +20,36 @@ from once_for_all.errors import one_line
 
 DeviceKind = Literal["local", "ssh", "npu-sim", "vela", "published"]
 _DEFAULTS = RunSettings()
+# Kinds that measure with the Python on-device runner (runner.py).
+_RUNNER_KINDS = ("local", "ssh")
+OptionValue = str | int | float | bool
+# Short names for onnxruntime's execution providers; any "...ExecutionProvider" is taken too.
+PROVIDER_ALIASES = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "qnn": "QNNExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "nnapi": "NnapiExecutionProvider",
+    "xnnpack": "XnnpackExecutionProvider",
+    "acl": "ACLExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+    "dml": "DmlExecutionProvider",
+}
+DELEGATE_PATTERN = r"^(xnnpack|none|gpu|nnapi|external:.+)$"
+
+
+def provider_name(name: str) -> str:
+    """onnxruntime's name for an execution provider given by alias or full name."""
+    if name.endswith("ExecutionProvider"):
+        return name
+    if name.lower() in PROVIDER_ALIASES:
+        return PROVIDER_ALIASES[name.lower()]
+    raise ValueError(
+        f"unknown execution provider {name!r}: give onnxruntime's name "
+        f"(...ExecutionProvider) or one of {', '.join(PROVIDER_ALIASES)}"
+    )
 
 
 class _Strict(BaseModel):
@@ -104,6 +134,15 @@ class DeviceProfile(_Strict):
     warmup: int = Field(_DEFAULTS.warmup, ge=0)
     runs: int = Field(_DEFAULTS.runs, ge=1)
     spread_threshold: float = Field(_DEFAULTS.spread_threshold, ge=0)
+    # runtime tflite: xnnpack (LiteRT's default), none (TFLite's builtin kernels only),
+    # external:PATH (a delegate library on the device, with delegate_options); gpu and nnapi
+    # are benchmark_model's (adb devices).
+    delegate: str | None = Field(None, pattern=DELEGATE_PATTERN)
+    delegate_options: dict[str, OptionValue] | None = None
+    # runtime onnxruntime: execution providers in priority order, by name or alias, and
+    # their options by the same names.
+    providers: list[str] | None = Field(None, min_length=1)
+    provider_options: dict[str, dict[str, OptionValue]] | None = None
     local: LocalSection | None = None
     ssh: SshSection | None = None
     # The simulator's own keys (array size, dataflow, SRAM, bandwidth, clock): its factory
@@ -124,7 +163,28 @@ class DeviceProfile(_Strict):
             raise ValueError(f"kind '{self.kind}' needs a '{required}' section")
         if self.cores is not None and any(c < 0 for c in self.cores):
             raise ValueError("cores: core numbers are >= 0")
+        self._check_placement()
         return self
+
+    def _check_placement(self) -> None:
+        placed = self.delegate is not None or self.providers is not None
+        if placed and self.kind not in _RUNNER_KINDS:
+            raise ValueError(f"delegate and providers are not for kind '{self.kind}'")
+        if self.delegate is not None and self.runtime != "tflite":
+            raise ValueError("delegate is for runtime tflite; onnxruntime takes providers")
+        if self.delegate in ("gpu", "nnapi"):
+            raise ValueError(
+                f"delegate {self.delegate} needs an adb device (benchmark_model); kind "
+                f"'{self.kind}' runs the Python runner: xnnpack, none or external:PATH"
+            )
+        if self.delegate_options and not (self.delegate or "").startswith("external:"):
+            raise ValueError("delegate_options are for delegate external:PATH")
+        if self.providers is not None and self.runtime != "onnxruntime":
+            raise ValueError("providers are for runtime onnxruntime; tflite takes a delegate")
+        names = [provider_name(p) for p in self.providers or []]
+        for given in self.provider_options or {}:
+            if provider_name(given) not in names:
+                raise ValueError(f"provider_options: {given} is not in providers")
 
     def run_settings(self) -> RunSettings:
         return RunSettings(
@@ -134,7 +194,26 @@ class DeviceProfile(_Strict):
             runs=self.runs,
             spread_threshold=self.spread_threshold,
             cores=tuple(self.cores) if self.cores is not None else None,
+            delegate=self.delegate,
+            delegate_options=_options(self.delegate_options),
+            providers=(
+                tuple(provider_name(p) for p in self.providers)
+                if self.providers is not None
+                else None
+            ),
+            provider_options=tuple(
+                (provider_name(name), _options(options))
+                for name, options in (self.provider_options or {}).items()
+            ),
         )
+
+
+def _options(options: dict[str, OptionValue] | None) -> tuple[tuple[str, str], ...]:
+    """Options as text, which is how delegates and providers read them."""
+    return tuple(
+        (key, ("true" if value else "false") if isinstance(value, bool) else str(value))
+        for key, value in (options or {}).items()
+    )
 
 
 def list_profiles() -> list[str]:

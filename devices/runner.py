@@ -10,14 +10,20 @@ of edgenas.
 
 Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite", "threads": 1,
 "warmup": 10, "runs": 50, "rounds": null, "profile_ops": false, "spread_threshold": 0.1,
-"cores": null | [2, 3], "seed": 0, "models": ["a.onnx", ...]}. A job without models
-reports only the fingerprint and warnings.
+"cores": null | [2, 3], "seed": 0, "models": ["a.onnx", ...], "delegate": null | "xnnpack" |
+"none" | "external:/path/lib.so", "delegate_options": {"key": "value"}, "providers": null |
+["CUDAExecutionProvider", ...], "provider_options": {"CUDAExecutionProvider": {"key": "value"}}}.
+``delegate`` is for tflite (null: the runtime's default, XNNPACK), ``providers`` for
+onnxruntime (null: CPUExecutionProvider). A job without models reports only the
+fingerprint and warnings.
 
 Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings": [...],
 "order": [[model indices in the order measured, one list per round], ...],
-"models": [one entry per job model, in job order: raw "times_ms" and their statistics]}.
+"models": [one entry per job model, in job order: raw "times_ms" and their statistics, and
+"placement": which delegate or provider ran how many nodes]}.
 On failure: {"format": ..., "error": {"kind": ..., "message": ...}} and exit status
-2 (bad job or model), 3 (numpy or the runtime missing on this device) or 1 (a bug).
+2 (bad job or model), 3 (numpy, the runtime, or the requested execution provider or delegate
+missing on this device) or 1 (a bug).
 """
 
 from __future__ import annotations
@@ -55,6 +61,9 @@ TFLITE_MODULES = (
 # profiling overhead stays out of the timed runs (they use a separate session).
 PROFILE_RUNS_MAX = 20
 DEFAULT_ROUNDS_MAX = 5
+DELEGATES = ("xnnpack", "none", "external:PATH")
+# Delegates of TFLite's benchmark_model on phones, which this runner cannot load by name.
+BENCHMARK_MODEL_DELEGATES = ("gpu", "nnapi")
 
 
 class RunnerError(Exception):
@@ -100,6 +109,10 @@ class Job:
             "cores",
             "seed",
             "models",
+            "delegate",
+            "delegate_options",
+            "providers",
+            "provider_options",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -141,6 +154,72 @@ class Job:
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise RunnerError("bad-job", "models must be a list of file paths")
         self.models: list[str] = models
+        self.delegate = _delegate_field(data, self.runtime)
+        self.delegate_options = _options_field(data.get("delegate_options"), "delegate_options")
+        if self.delegate_options and not (self.delegate or "").startswith("external:"):
+            raise RunnerError("bad-job", "delegate_options are for delegate external:PATH only")
+        providers = data.get("providers")
+        if providers is not None:
+            if self.runtime != "onnxruntime":
+                raise RunnerError("bad-job", "providers are for runtime onnxruntime")
+            if (
+                not isinstance(providers, list)
+                or not providers
+                or not all(isinstance(p, str) and p for p in providers)
+            ):
+                raise RunnerError("bad-job", "providers must be a non-empty list of names")
+        self.providers: list[str] | None = providers
+        raw = data.get("provider_options") or {}
+        if not isinstance(raw, dict):
+            raise RunnerError("bad-job", "provider_options must be an object")
+        self.provider_options = {
+            str(name): _options_field(opts, f"provider_options.{name}")
+            for name, opts in raw.items()
+        }
+        stray = sorted(set(self.provider_options) - set(self.providers or []))
+        if stray:
+            raise RunnerError(
+                "bad-job", f"provider_options for providers not requested: {', '.join(stray)}"
+            )
+
+
+def _delegate_field(data: dict[str, Any], runtime: str) -> str | None:
+    delegate = data.get("delegate")
+    if delegate is None:
+        return None
+    if runtime != "tflite":
+        raise RunnerError("bad-job", "delegate is for runtime tflite")
+    if delegate in BENCHMARK_MODEL_DELEGATES:
+        raise RunnerError(
+            "bad-job",
+            f"delegate {delegate!r} needs an adb device (benchmark_model); this runner "
+            "takes xnnpack, none or external:PATH",
+        )
+    if not isinstance(delegate, str) or not (
+        delegate in ("xnnpack", "none")
+        or (delegate.startswith("external:") and len(delegate) > len("external:"))
+    ):
+        raise RunnerError(
+            "bad-job", f"delegate {delegate!r}: expected one of {', '.join(DELEGATES)}"
+        )
+    return delegate
+
+
+def _options_field(value: Any, what: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(
+        isinstance(v, (str, int, float, bool)) for v in value.values()
+    ):
+        raise RunnerError("bad-job", f"{what} must map names to strings or numbers")
+    return {str(k): _option_text(v) for k, v in value.items()}
+
+
+def _option_text(value: Any) -> str:
+    """Options reach native code as text; booleans as the lowercase words it parses."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def _int_field(data: dict[str, Any], key: str, default: int, *, minimum: int) -> int:
@@ -175,16 +254,21 @@ class LoadedModel:
     """A model ready to run with fixed random inputs.
 
     ``run`` performs one inference; ``profile(warmup, runs)``, where the runtime supports
-    it, returns per-op mean times and the profiled run time.
+    it, returns per-op mean times and the profiled run time. ``placement`` says which
+    delegate or execution provider ran how many nodes; ``warnings`` are about this model.
     """
 
     def __init__(
         self,
         run: Callable[[], object],
         profile: Callable[[int, int], dict[str, Any]] | None = None,
+        placement: dict[str, Any] | None = None,
+        warnings: Sequence[str] = (),
     ) -> None:
         self.run = run
         self.profile = profile
+        self.placement = placement
+        self.warnings = list(warnings)
 
 
 class Backend:
@@ -252,7 +336,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     package = "onnxruntime"
 
-    def __init__(self, np_: Any, threads: int, seed: int) -> None:
+    def __init__(self, np_: Any, job: Job) -> None:
         try:
             onnxruntime = importlib.import_module("onnxruntime")
         except Exception as exc:  # a broken install raises more than ImportError
@@ -263,16 +347,31 @@ class OnnxRuntimeBackend(Backend):
             ) from None
         self.ort = onnxruntime
         self.np = np_
-        self.threads = threads
-        self.rng = np_.random.default_rng(seed)
+        self.threads = job.threads
+        self.rng = np_.random.default_rng(job.seed)
         self.version = module_version("onnxruntime", onnxruntime)
         self.tmpdir: str | None = None  # for profiling traces
+        self.providers = job.providers or ["CPUExecutionProvider"]
+        available = list(onnxruntime.get_available_providers())
+        missing = [p for p in self.providers if p not in available]
+        if missing:
+            raise RunnerError(
+                "environment",
+                f"onnxruntime {self.version} on this device has no {', '.join(missing)}; "
+                f"available: {', '.join(available)}",
+                status=3,
+            )
+        self.provider_list = [
+            (p, job.provider_options[p]) if p in job.provider_options else p for p in self.providers
+        ]
 
     def close(self) -> None:
         if self.tmpdir is not None:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     def _session(self, path: str, *, profile: bool) -> Any:
+        """A session on the requested providers; with ``profile``, its trace goes to a
+        temporary folder (``end_profiling`` ends it)."""
         ort = self.ort
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
@@ -285,18 +384,28 @@ class OnnxRuntimeBackend(Backend):
             options.enable_profiling = True
             options.profile_file_prefix = os.path.join(self.tmpdir, "profile")
         try:
-            return ort.InferenceSession(
-                path, sess_options=options, providers=["CPUExecutionProvider"]
-            )
+            session = ort.InferenceSession(path, sess_options=options, providers=self.provider_list)
         except Exception as exc:
             raise RunnerError(
                 "model",
                 f"cannot load model {path!r} with onnxruntime {self.version}: {_first_line(exc)}",
             ) from None
+        # onnxruntime drops a provider that fails to initialise and carries on without it.
+        dropped = [p for p in self.providers if p not in session.get_providers()]
+        if dropped:
+            raise RunnerError(
+                "model",
+                f"onnxruntime {self.version} could not start {', '.join(dropped)} for model "
+                f"{path!r} (the session has {', '.join(session.get_providers())}); "
+                f"available: {', '.join(ort.get_available_providers())}",
+            )
+        return session
 
     def load(self, path: str) -> LoadedModel:
         _check_readable(path)
-        session = self._session(path, profile=False)
+        # The first run is profiled, to learn which provider runs each node; profiling
+        # ends before the timed runs.
+        session = self._session(path, profile=True)
         feeds = {}
         for inp in session.get_inputs():
             dtype = _ORT_TYPES.get(inp.type, inp.type)
@@ -315,19 +424,50 @@ class OnnxRuntimeBackend(Backend):
             raise RunnerError(
                 "model", f"model {path!r} failed to run: {_first_line(exc)}"
             ) from None
-        return LoadedModel(run, profile)
+        placement = ort_placement(self._trace(session), self.providers)
+        warnings = []
+        first = self.providers[0]
+        if not placement["nodes"].get(first):
+            warnings.append(f"model {path!r}: {first} ran none of its nodes")
+        return LoadedModel(run, profile, placement, warnings)
+
+    def _trace(self, session: Any) -> list[dict[str, Any]]:
+        """The events of a profiling session so far; profiling stops."""
+        trace_path = session.end_profiling()
+        try:
+            with open(trace_path) as f:
+                return json.load(f)
+        finally:
+            os.remove(trace_path)
 
     def profile(self, path: str, feeds: dict[str, Any], warmup: int, runs: int) -> dict[str, Any]:
         session = self._session(path, profile=True)
         for _ in range(warmup + runs):
             session.run(None, feeds)
-        trace_path = session.end_profiling()
-        try:
-            with open(trace_path) as f:
-                events = json.load(f)
-        finally:
-            os.remove(trace_path)
-        return summarize_ort_profile(events, skip_runs=warmup)
+        return summarize_ort_profile(self._trace(session), skip_runs=warmup)
+
+
+def ort_placement(events: list[dict[str, Any]], providers: Sequence[str]) -> dict[str, Any]:
+    """Nodes per execution provider in a profiling trace (``args.provider`` of its kernel
+    events), and the op types of the nodes that fell back from the first requested provider.
+
+    Nodes are those onnxruntime executes after its graph optimizations: fused nodes count
+    once, and a provider that compiles subgraphs (TensorRT) shows one node per subgraph.
+    """
+    where: dict[str, tuple[str, str]] = {}
+    for e in events:
+        name = str(e.get("name", ""))
+        if e.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        args = e.get("args", {})
+        where[name] = (str(args.get("provider", "?")), str(args.get("op_name", "?")))
+    nodes: dict[str, int] = {}
+    fallback: dict[str, int] = {}
+    for provider, op in where.values():
+        nodes[provider] = nodes.get(provider, 0) + 1
+        if provider != providers[0]:
+            fallback[op] = fallback.get(op, 0) + 1
+    return {"providers": list(providers), "nodes": nodes, "fallback": fallback}
 
 
 def summarize_ort_profile(events: list[dict[str, Any]], skip_runs: int) -> dict[str, Any]:
@@ -370,7 +510,7 @@ def summarize_ort_profile(events: list[dict[str, Any]], skip_runs: int) -> dict[
 class TfliteBackend(Backend):
     name = "tflite"
 
-    def __init__(self, np_: Any, threads: int, seed: int) -> None:
+    def __init__(self, np_: Any, job: Job) -> None:
         failures = []
         interpreter_cls = None
         for module_name, package in TFLITE_MODULES:
@@ -396,14 +536,54 @@ class TfliteBackend(Backend):
                 status=3,
             )
         self.interpreter_cls = interpreter_cls
+        self.module = module
         self.np = np_
-        self.threads = threads
-        self.rng = np_.random.default_rng(seed)
+        self.threads = job.threads
+        self.rng = np_.random.default_rng(job.seed)
+        self.delegate = job.delegate or "xnnpack"
+        self.delegate_options = job.delegate_options
+        self.library: str | None = None
+        if self.delegate.startswith("external:"):
+            self.library = self.delegate[len("external:") :]
+            if not os.path.isfile(self.library):
+                raise RunnerError(
+                    "environment", f"delegate library not found: {self.library!r}", status=3
+                )
+
+    def _interpreter_options(self) -> dict[str, Any]:
+        """XNNPACK is LiteRT's default delegate: ``none`` and an external delegate turn it off
+        (then the delegate's node count is exact and the rest runs on the builtin kernels)."""
+        if self.delegate == "xnnpack":
+            return {}
+        resolver = _lite_attr(self.module, "OpResolverType")
+        if resolver is None:
+            raise RunnerError(
+                "environment",
+                f"{self.version} cannot turn XNNPACK off (no OpResolverType): use delegate "
+                "xnnpack, or a newer ai-edge-litert or tflite-runtime",
+            )
+        options: dict[str, Any] = {
+            "experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+        }
+        if self.library is not None:
+            load_delegate = _lite_attr(self.module, "load_delegate")
+            try:
+                options["experimental_delegates"] = [
+                    load_delegate(self.library, self.delegate_options)
+                ]
+            except Exception as exc:
+                raise RunnerError(
+                    "environment",
+                    f"cannot load delegate {self.library!r}: {_first_line(exc)}",
+                    status=3,
+                ) from None
+        return options
 
     def load(self, path: str) -> LoadedModel:
         _check_readable(path)
+        options = self._interpreter_options()
         try:
-            interp = self.interpreter_cls(model_path=path, num_threads=self.threads)
+            interp = self.interpreter_cls(model_path=path, num_threads=self.threads, **options)
             for d in interp.get_input_details():
                 signature = list(d.get("shape_signature", d["shape"]))
                 if any(int(s) < 0 for s in signature):
@@ -429,7 +609,61 @@ class TfliteBackend(Backend):
             raise RunnerError(
                 "model", f"model {path!r} failed to run: {_first_line(exc)}"
             ) from None
-        return LoadedModel(run)
+        placement = tflite_placement(interp, self.delegate)
+        warnings = []
+        if placement is None:
+            warnings.append(f"{self.version} does not list its ops: no placement for {path!r}")
+        elif self.delegate != "none" and not placement["delegated_nodes"]:
+            warnings.append(
+                f"model {path!r}: delegate {self.delegate} took none of its "
+                f"{placement['cpu_nodes']} ops; they ran on TFLite's builtin kernels"
+            )
+        return LoadedModel(run, placement=placement, warnings=warnings)
+
+
+def _lite_attr(module: Any, name: str) -> Any:
+    """``name`` of a TFLite interpreter module (full TensorFlow keeps it in ``experimental``)."""
+    found = getattr(module, name, None)
+    return (
+        found if found is not None else getattr(getattr(module, "experimental", None), name, None)
+    )
+
+
+def tflite_placement(interp: Any, delegate: str) -> dict[str, Any] | None:
+    """How many of the model's ops a delegate took, and which ops TFLite ran itself.
+
+    After delegation the interpreter lists the model's ops and one ``DELEGATE`` op per
+    partition; walking the executed graph back from the outputs reaches the partitions and
+    the ops left to TFLite's builtin kernels, never the ops a partition replaced. None where
+    the interpreter cannot list its ops.
+    """
+    try:
+        ops = interp._get_ops_details()
+    except Exception:
+        return None
+    partitions = [op for op in ops if op["op_name"] == "DELEGATE"]
+    producer = {int(t): op for op in ops if op["op_name"] != "DELEGATE" for t in op["outputs"]}
+    producer.update({int(t): op for op in partitions for t in op["outputs"]})
+    seen: set[int] = set()
+    fallback: dict[str, int] = {}
+    pending = [int(d["index"]) for d in interp.get_output_details()]
+    while pending:
+        op = producer.get(pending.pop())
+        if op is None or op["index"] in seen:
+            continue
+        seen.add(op["index"])
+        if op["op_name"] != "DELEGATE":
+            fallback[op["op_name"]] = fallback.get(op["op_name"], 0) + 1
+        pending.extend(int(t) for t in op["inputs"] if int(t) >= 0)
+    cpu = sum(fallback.values())
+    total = len(ops) - len(partitions)
+    return {
+        "delegate": delegate,
+        "delegated_nodes": total - cpu if partitions else 0,
+        "cpu_nodes": cpu if partitions else total,
+        "partitions": len(partitions),
+        "fallback": fallback if delegate != "none" else {},
+    }
 
 
 def _check_readable(path: str) -> None:
@@ -439,10 +673,10 @@ def _check_readable(path: str) -> None:
         raise RunnerError("model", f"model file is not readable: {path!r}")
 
 
-def make_backend(runtime: str, np_: Any, threads: int, seed: int) -> Backend:
-    if runtime == "onnxruntime":
-        return OnnxRuntimeBackend(np_, threads, seed)
-    return TfliteBackend(np_, threads, seed)
+def make_backend(job: Job, np_: Any) -> Backend:
+    if job.runtime == "onnxruntime":
+        return OnnxRuntimeBackend(np_, job)
+    return TfliteBackend(np_, job)
 
 
 def _read(path: str) -> str | None:
@@ -573,8 +807,19 @@ def fingerprint(
         "system": platform.system(),
         "usable_cores": cores,
         "pinned": job.cores is not None,
+        "accelerator": accelerator(job),
     }
     return facts, warnings
+
+
+def accelerator(job: Job) -> str:
+    """What the job runs on besides the runtime's default (XNNPACK, the CPU provider): the
+    delegate or the providers joined by commas; "" for the default."""
+    if job.runtime == "tflite":
+        return job.delegate if job.delegate not in (None, "xnnpack") else ""
+    if job.providers is None or job.providers == ["CPUExecutionProvider"]:
+        return ""
+    return ",".join(job.providers)
 
 
 def peak_rss_bytes() -> int | None:
@@ -657,7 +902,7 @@ def run_job(job: Job, root: str = "/") -> dict[str, Any]:
     np_ = import_numpy()
     if job.cores is not None:
         pin(job.cores)  # before the runtime starts its threads, which inherit the affinity
-    backend = make_backend(job.runtime, np_, job.threads, job.seed)
+    backend = make_backend(job, np_)
     try:
         facts, warnings = fingerprint(job, backend, np_, root)
         result: dict[str, Any] = {
@@ -685,6 +930,7 @@ def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict
             model.run()
         after = peak_rss_bytes()
         loaded.append(model)
+        warnings.extend(model.warnings)
         peaks.append(max(after - before, 0) if before is not None and after is not None else None)
     rng = random.Random(job.seed)
     indices = list(range(len(job.models)))
@@ -733,6 +979,7 @@ def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict
                 # first model also carries the runtime's own start-up.
                 "peak_memory_bytes": peaks[i],
                 "per_op_ms": profile["per_op_ms"] if profile else None,
+                "placement": loaded[i].placement,
                 "profile": (
                     {k: v for k, v in profile.items() if k != "per_op_ms"} if profile else None
                 ),

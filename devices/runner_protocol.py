@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, TypedDict
+from typing import Any, NotRequired, TypedDict
 
 from devices.base import DeviceError, Runtime
 from devices.measurement import Fingerprint, Measurement
@@ -34,6 +34,16 @@ class RunnerJob(TypedDict):
     cores: list[int] | None
     seed: int
     models: list[str]  # model paths as the target sees them; none: a fingerprint only
+    # tflite: "xnnpack" | "none" | "external:PATH" (+ its options); absent: XNNPACK.
+    delegate: NotRequired[str]
+    delegate_options: NotRequired[dict[str, str]]
+    # onnxruntime: execution provider names in priority order; absent: CPUExecutionProvider.
+    providers: NotRequired[list[str]]
+    provider_options: NotRequired[dict[str, dict[str, str]]]
+
+
+Options = tuple[tuple[str, str], ...]
+"""Options of a delegate or provider as (key, value text) pairs: hashable in settings."""
 
 
 @dataclass(frozen=True)
@@ -47,6 +57,11 @@ class RunSettings:
     spread_threshold: float = 0.1
     cores: tuple[int, ...] | None = None
     seed: int = 0  # of the interleaving order and the random inputs
+    # Where the runtime runs the model; each applies to its runtime only (see RunnerJob).
+    delegate: str | None = None
+    delegate_options: Options = ()
+    providers: tuple[str, ...] | None = None
+    provider_options: tuple[tuple[str, Options], ...] = ()
 
     def override(
         self,
@@ -57,14 +72,12 @@ class RunSettings:
         runs: int | None = None,
     ) -> RunSettings:
         """These settings with a ``measure`` call's arguments; ``None`` keeps a value."""
-        return RunSettings(
+        return replace(
+            self,
             runtime=runtime if runtime is not None else self.runtime,
             threads=threads if threads is not None else self.threads,
             warmup=warmup if warmup is not None else self.warmup,
             runs=runs if runs is not None else self.runs,
-            spread_threshold=self.spread_threshold,
-            cores=self.cores,
-            seed=self.seed,
         )
 
 
@@ -83,9 +96,10 @@ def build_job(
 ) -> RunnerJob:
     """The job for ``runner.py``; ``model_paths`` are as the target sees them.
 
-    No models means a fingerprint-only job.
+    No models means a fingerprint-only job. Only the delegate (tflite) or the providers
+    (onnxruntime) of the job's runtime go into it.
     """
-    return RunnerJob(
+    job = RunnerJob(
         format=JOB_FORMAT,
         runtime=settings.runtime,
         threads=settings.threads,
@@ -97,6 +111,17 @@ def build_job(
         seed=settings.seed,
         models=[str(p) for p in model_paths],
     )
+    if settings.runtime == "tflite" and settings.delegate is not None:
+        job["delegate"] = settings.delegate
+        if settings.delegate_options:
+            job["delegate_options"] = dict(settings.delegate_options)
+    if settings.runtime == "onnxruntime" and settings.providers is not None:
+        job["providers"] = list(settings.providers)
+        if settings.provider_options:
+            job["provider_options"] = {
+                name: dict(options) for name, options in settings.provider_options
+            }
+    return job
 
 
 def parse_results(
@@ -183,11 +208,13 @@ def _measurement(label: str, entry: Mapping[str, Any], warnings: tuple[str, ...]
         extra["warnings"] = list(warnings)
     per_op = entry.get("per_op_ms")
     peak = entry.get("peak_memory_bytes")
+    placement = entry.get("placement")
     return Measurement.from_times(
         label,
         [float(t) for t in entry["times_ms"]],
         flagged=bool(entry["flagged"]),
         peak_memory_bytes=int(peak) if peak is not None else None,
         per_op_ms={str(k): float(v) for k, v in per_op.items()} if per_op is not None else None,
+        placement=dict(placement) if placement is not None else None,
         extra=extra,
     )

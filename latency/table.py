@@ -141,7 +141,8 @@ def _ints(values: tuple[int, ...]) -> str:
 
 
 def _describe(fp: Fingerprint) -> str:
-    return f"{fp.host} ({fp.cpu_model}, {fp.runtime}, {fp.threads} thread(s))"
+    on = f" on {fp.accelerator}" if fp.accelerator else ""
+    return f"{fp.host} ({fp.cpu_model}, {fp.runtime}{on}, {fp.threads} thread(s))"
 
 
 class LatencyTable:

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from devices import DeviceError, HostKey, SshDevice, list_profiles, load_profile, open_device
 from devices.known_hosts import known_hosts_name
+from devices.measurement import placement_summary
 from edgenas.cli.user_errors import fail
 from edgenas.console import err_console
 
@@ -83,6 +84,8 @@ def check_command(profile: ProfileArg, as_json: JsonOption = False) -> None:
         f"p90 {measurement.p90_ms:.4f}, n {measurement.n}"
         + (" (flagged: noisy)" if measurement.flagged else ""),
     )
+    if measurement.placement is not None:
+        table.add_row("placement", escape(placement_summary(measurement.placement)))
     Console().print(table)
 
 

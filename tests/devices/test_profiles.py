@@ -25,6 +25,7 @@ BUNDLED = {
     "android-termux",
     "npu-32x32-ws",
     "ethos-u55-128",
+    "jetson-orin-nano-gpu",
 }
 
 
@@ -52,6 +53,9 @@ def test_bundled_profile_contents() -> None:
     pi = load_profile("raspberry-pi-4")
     assert pi.kind == "ssh" and pi.runtime == "tflite" and pi.ssh and pi.ssh.host == "pi4"
     assert load_profile("jetson-orin-nano").runtime == "onnxruntime"
+    assert load_profile("local-cpu").run_settings().providers is None  # the CPU
+    gpu = load_profile("jetson-orin-nano-gpu").run_settings()
+    assert gpu.providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
     assert load_profile("android-termux").runtime == "tflite"
     npu = load_profile("npu-32x32-ws").npu
     assert npu is not None

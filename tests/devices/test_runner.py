@@ -163,6 +163,23 @@ def test_pinning_to_a_core(tmp_path: Path, models: Models) -> None:
         ('{"runtime": "tvm"}', "runtime 'tvm': expected one of onnxruntime, tflite"),
         ('{"colour": 1}', "unknown job keys: colour"),
         ('{"cores": []}', "cores must be null or a non-empty list"),
+        (
+            '{"runtime": "tflite", "delegate": "gpu"}',
+            "delegate 'gpu' needs an adb device (benchmark_model); this runner takes xnnpack, "
+            "none or external:PATH",
+        ),
+        ('{"runtime": "tflite", "delegate": "hexagon"}', "delegate 'hexagon': expected one of"),
+        ('{"delegate": "xnnpack"}', "delegate is for runtime tflite"),
+        ('{"runtime": "tflite", "providers": ["CPUExecutionProvider"]}', "providers are for"),
+        ('{"providers": []}', "providers must be a non-empty list of names"),
+        (
+            '{"providers": ["CPUExecutionProvider"], "provider_options": {"X": {}}}',
+            "provider_options for providers not requested: X",
+        ),
+        (
+            '{"runtime": "tflite", "delegate": "none", "delegate_options": {"a": "1"}}',
+            "delegate_options are for delegate external:PATH only",
+        ),
     ],
 )
 def test_bad_jobs_are_json_errors(tmp_path: Path, job: str, message: str) -> None:

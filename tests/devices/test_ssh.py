@@ -137,6 +137,45 @@ def test_tflite_runtime_results_agree_with_local(
     assert fingerprint.runtime_version.startswith("tflite-runtime 2.14"), fingerprint
 
 
+def test_remote_runner_honours_delegates_and_providers(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    """The device's tflite-runtime 2.14: XNNPACK on and off; onnxruntime without CUDA."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    from tests.devices.tflite_models import float_split
+
+    split = float_split(tmp_path / "split 'q'.tflite")
+    placements = {}
+    for delegate in ("xnnpack", "none"):
+        settings = RunSettings(runtime="tflite", warmup=1, runs=3, delegate=delegate)
+        with _device(sshd, remote_parent, python, settings=settings) as device:
+            (m,) = device.measure([split])
+        placements[delegate] = m.placement
+    assert placements["xnnpack"] == {
+        "delegate": "xnnpack",
+        "delegated_nodes": 2,
+        "cpu_nodes": 1,
+        "partitions": 2,
+        "fallback": {"ZEROS_LIKE": 1},
+    }
+    assert placements["none"] == {
+        "delegate": "none",
+        "delegated_nodes": 0,
+        "cpu_nodes": 3,
+        "partitions": 0,
+        "fallback": {},
+    }
+    settings = RunSettings(warmup=1, runs=3, providers=("CUDAExecutionProvider",))
+    with (
+        _device(sshd, remote_parent, python, settings=settings) as device,
+        pytest.raises(DeviceError) as info,
+    ):
+        device.measure([models.conv])
+    message = str(info.value)
+    assert "has no CUDAExecutionProvider; available: " in message
+    assert "CPUExecutionProvider" in message and "\n" not in message
+
+
 def test_one_connection_for_the_session_and_a_cached_fingerprint(
     sshd: Sshd, remote_parent: Path, python: Path, models: Models
 ) -> None:
@@ -693,6 +732,7 @@ def test_cli_trust_then_check(
     assert result["fingerprint"]["runtime_version"].startswith("tflite-runtime 2.14")
     assert result["sanity"]["model"] == "sanity.tflite" and result["sanity"]["n"] == 5
     assert result["sanity"]["median_ms"] > 0
+    assert result["sanity"]["placement"]["delegate"] == "xnnpack"  # tflite-runtime's default
     assert list(remote_parent.iterdir()) == []
 
 

@@ -112,3 +112,42 @@ def int8_cnn(path: Path, *, cpu_op: bool = False) -> Path:
         )
     )
     return write_graph(path, ops, tensors, buffers, [0], [9])
+
+
+def float_split(path: Path) -> Path:
+    """float32 [1, 8] -> FULLY_CONNECTED -> h; ZEROS_LIKE(h) -> z; ADD(h, z) -> [1, 4].
+
+    XNNPACK takes the FULLY_CONNECTED and the ADD, not the ZEROS_LIKE: two partitions, with
+    one op left to TFLite's builtin kernels between them.
+    """
+    s = schema()
+    f32 = s.TensorType.FLOAT32
+    weights = np.random.default_rng(0).standard_normal((4, 8)).astype(np.float32)
+    tensors = [
+        tensor("x", [1, 8], 1, f32),
+        tensor("w", [4, 8], 2, f32),
+        tensor("b", [4], 3, f32),
+        tensor("h", [1, 4], 4, f32),
+        tensor("z", [1, 4], 5, f32),
+        tensor("y", [1, 4], 6, f32),
+    ]
+    buffers = [buffer(), buffer(), buffer(weights), buffer(np.zeros(4, np.float32))]
+    buffers += [buffer(), buffer(), buffer()]
+    ops = [
+        Operator(
+            s.BuiltinOperator.FULLY_CONNECTED,
+            s.BuiltinOptions.FullyConnectedOptions,
+            s.FullyConnectedOptionsT(),
+            [0, 1, 2],
+            [3],
+        ),
+        Operator(
+            s.BuiltinOperator.ZEROS_LIKE,
+            s.BuiltinOptions.ZerosLikeOptions,
+            s.ZerosLikeOptionsT(),
+            [3],
+            [4],
+        ),
+        Operator(s.BuiltinOperator.ADD, s.BuiltinOptions.AddOptions, s.AddOptionsT(), [3, 4], [5]),
+    ]
+    return write_graph(path, ops, tensors, buffers, [0], [5])

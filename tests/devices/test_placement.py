@@ -1,0 +1,268 @@
+"""Delegates and execution providers: what a profile asks for is what the runtime runs on.
+
+Real onnxruntime and LiteRT on this CPU: the CPU provider and XNNPACK are exercised for real;
+providers this onnxruntime build lacks (CUDA) and missing delegate libraries give one line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import onnxruntime as ort  # type: ignore[import-untyped]
+import pytest
+from typer.testing import CliRunner
+
+from devices import DeviceError, LocalDevice, Measurement, RunSettings, create_device
+from devices.measurement import Fingerprint, placement_summary
+from devices.profiles import validate_profile
+from devices.runner_protocol import build_job, parse_results
+from edgenas.cli import app
+from tests.devices.conftest import Models
+
+QUICK = RunSettings(warmup=1, runs=4)
+
+
+def _local(**keys: Any) -> LocalDevice:
+    """A local device from a profile with these keys (the profile path, not RunSettings)."""
+    profile = {"name": "here", "kind": "local", "warmup": 1, "runs": 4, **keys}
+    device = create_device("local", "here", validate_profile(profile).model_dump())
+    assert isinstance(device, LocalDevice)
+    return device
+
+
+def test_cpu_provider_records_its_nodes(models: Models) -> None:
+    device = _local(providers=["cpu"])
+    assert device.settings.providers == ("CPUExecutionProvider",)
+    for m in device.measure([models.conv, models.fc]):
+        assert m.placement is not None
+        assert m.placement["providers"] == ["CPUExecutionProvider"]
+        assert set(m.placement["nodes"]) == {"CPUExecutionProvider"}
+        assert m.placement["nodes"]["CPUExecutionProvider"] >= 1
+        assert m.placement["fallback"] == {}
+
+
+def test_default_onnxruntime_placement_is_the_cpu(models: Models) -> None:
+    (m,) = LocalDevice(settings=QUICK).measure([models.dw])
+    assert m.placement and m.placement["providers"] == ["CPUExecutionProvider"]
+
+
+def test_provider_missing_here_names_the_available_ones(models: Models) -> None:
+    assert "CUDAExecutionProvider" not in ort.get_available_providers()
+    device = _local(providers=["cuda", "cpu"])
+    with pytest.raises(DeviceError) as info:
+        device.measure([models.conv])
+    message = str(info.value)
+    assert "\n" not in message
+    assert "has no CUDAExecutionProvider; available: " in message
+    for name in ort.get_available_providers():
+        assert name in message
+
+
+@pytest.fixture
+def tflite_models(tmp_path: Path) -> list[Path]:
+    pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is not installed")
+    from devices.sanity_models import tflite_fully_connected
+    from tests.devices.tflite_models import float_split
+
+    return [
+        tflite_fully_connected(tmp_path / "fc.tflite"),
+        float_split(tmp_path / "split.tflite"),
+    ]
+
+
+def test_xnnpack_delegates_nodes_and_none_delegates_none(tflite_models: list[Path]) -> None:
+    fc_x, split_x = _local(runtime="tflite", delegate="xnnpack").measure(tflite_models)
+    fc_n, split_n = _local(runtime="tflite", delegate="none").measure(tflite_models)
+    default = LocalDevice(settings=RunSettings(runtime="tflite", warmup=1, runs=2))
+    fc_d, split_d = default.measure(tflite_models)
+    assert fc_x.placement == {
+        "delegate": "xnnpack",
+        "delegated_nodes": 1,
+        "cpu_nodes": 0,
+        "partitions": 1,
+        "fallback": {},
+    }
+    # XNNPACK has no ZEROS_LIKE: it runs on the builtin kernels between two partitions.
+    assert split_x.placement == {
+        "delegate": "xnnpack",
+        "delegated_nodes": 2,
+        "cpu_nodes": 1,
+        "partitions": 2,
+        "fallback": {"ZEROS_LIKE": 1},
+    }
+    for m, ops in ((fc_n, 1), (split_n, 3)):
+        assert m.placement == {
+            "delegate": "none",
+            "delegated_nodes": 0,
+            "cpu_nodes": ops,
+            "partitions": 0,
+            "fallback": {},
+        }
+    # No delegate in the profile: LiteRT's default, XNNPACK.
+    assert (fc_d.placement, split_d.placement) == (fc_x.placement, split_x.placement)
+
+
+def test_external_delegate_that_is_missing_or_not_a_library(
+    tmp_path: Path, tflite_models: list[Path]
+) -> None:
+    missing = tmp_path / "libnowhere_delegate.so"
+    device = _local(runtime="tflite", delegate=f"external:{missing}")
+    with pytest.raises(DeviceError) as info:
+        device.measure(tflite_models[:1])
+    assert str(info.value) == f"device 'here': delegate library not found: {str(missing)!r}"
+    junk = tmp_path / "libjunk_delegate.so"
+    junk.write_bytes(b"not an ELF file")
+    device = _local(
+        runtime="tflite",
+        delegate=f"external:{junk}",
+        delegate_options={"backends": "GpuAcc", "fast": True},
+    )
+    assert device.settings.delegate_options == (("backends", "GpuAcc"), ("fast", "true"))
+    with pytest.raises(DeviceError, match=r"cannot load delegate .*libjunk_delegate\.so") as bad:
+        device.measure(tflite_models[:1])
+    assert "\n" not in str(bad.value)
+
+
+@pytest.mark.parametrize(
+    ("keys", "message"),
+    [
+        (
+            {"runtime": "tflite", "delegate": "gpu"},
+            r"delegate gpu needs an adb device \(benchmark_model\); kind 'local' runs the "
+            r"Python runner: xnnpack, none or external:PATH",
+        ),
+        ({"runtime": "tflite", "delegate": "nnapi"}, r"delegate nnapi needs an adb device"),
+        ({"runtime": "tflite", "delegate": "opencl"}, r"delegate: String should match pattern"),
+        ({"runtime": "tflite", "delegate": "external:"}, r"delegate: String should match"),
+        ({"delegate": "xnnpack"}, r"delegate is for runtime tflite; onnxruntime takes providers"),
+        (
+            {"runtime": "tflite", "delegate": "none", "delegate_options": {"a": 1}},
+            r"delegate_options are for delegate external:PATH",
+        ),
+        ({"runtime": "tflite", "providers": ["cpu"]}, r"providers are for runtime onnxruntime"),
+        ({"providers": []}, r"providers: List should have at least 1 item"),
+        ({"providers": ["gpu"]}, r"unknown execution provider 'gpu': give onnxruntime's name"),
+        (
+            {"providers": ["cuda"], "provider_options": {"tensorrt": {"trt_fp16_enable": True}}},
+            r"provider_options: tensorrt is not in providers",
+        ),
+        ({"providers": ["cpu"], "provider_options": {"cpu": [1]}}, r"provider_options\.cpu"),
+    ],
+)
+def test_bad_placement_keys_in_profiles(keys: dict[str, Any], message: str) -> None:
+    with pytest.raises(DeviceError, match=message) as info:
+        validate_profile({"name": "here", "kind": "local", **keys})
+    assert "\n" not in str(info.value)
+
+
+def test_placement_keys_are_refused_for_simulators() -> None:
+    with pytest.raises(DeviceError, match=r"delegate and providers are not for kind 'npu-sim'"):
+        validate_profile({"name": "n", "kind": "npu-sim", "npu": {}, "providers": ["cpu"]})
+
+
+def test_provider_options_reach_the_job_by_full_name() -> None:
+    profile = validate_profile(
+        {
+            "name": "orin",
+            "kind": "local",
+            "providers": ["tensorrt", "CUDAExecutionProvider"],
+            "provider_options": {"tensorrt": {"trt_fp16_enable": True, "device_id": 0}},
+        }
+    )
+    job = build_job(["m.onnx"], profile.run_settings())
+    assert job["providers"] == ["TensorrtExecutionProvider", "CUDAExecutionProvider"]
+    assert job["provider_options"] == {
+        "TensorrtExecutionProvider": {"trt_fp16_enable": "true", "device_id": "0"}
+    }
+    assert "delegate" not in job
+    # A call that switches the runtime sends only what that runtime takes.
+    tflite = build_job(["m.tflite"], profile.run_settings().override(runtime="tflite"))
+    assert "providers" not in tflite and "delegate" not in tflite
+
+
+def test_placement_round_trips_and_old_measurements_still_read(models: Models) -> None:
+    (m,) = LocalDevice(settings=QUICK).measure([models.fc])
+    again = Measurement.from_dict(m.to_dict())
+    assert again == m and again.placement == m.placement
+    old = m.to_dict()
+    del old["placement"]
+    assert Measurement.from_dict(old).placement is None
+    # Results of a runner without placement still parse.
+    payload = {
+        "format": "edgenas.runner-results/1",
+        "fingerprint": {**LocalDevice(settings=QUICK).fingerprint().to_dict()},
+        "warnings": [],
+        "order": [[0]],
+        "models": [
+            {
+                "index": 0,
+                "times_ms": [1.0, 2.0],
+                "iqr_ratio": 0.0,
+                "remeasured": False,
+                "flagged": False,
+            }
+        ],
+    }
+    (parsed,) = parse_results("old", payload, ["m"]).measurements
+    assert parsed.placement is None
+
+
+def test_placement_summaries() -> None:
+    split = {
+        "delegate": "xnnpack",
+        "delegated_nodes": 2,
+        "cpu_nodes": 1,
+        "partitions": 2,
+        "fallback": {"ZEROS_LIKE": 1},
+    }
+    assert placement_summary(split) == (
+        "xnnpack 2 ops in 2 partitions, builtin kernels 1 (fell back: ZEROS_LIKE 1)"
+    )
+    off = {**split, "delegate": "none", "delegated_nodes": 0, "cpu_nodes": 3, "fallback": {}}
+    assert placement_summary(off) == "no delegate: builtin kernels 3 ops"
+    gpu = {
+        "providers": ["CUDAExecutionProvider"],
+        "nodes": {"CUDAExecutionProvider": 118, "CPUExecutionProvider": 4},
+        "fallback": {"Shape": 4},
+    }
+    assert placement_summary(gpu) == (
+        "CUDAExecutionProvider 118, CPUExecutionProvider 4 nodes (fell back: Shape 4)"
+    )
+
+
+def test_devices_check_shows_the_placement(tmp_path: Path) -> None:
+    profile = tmp_path / "cpu.yaml"
+    profile.write_text(
+        "name: cpu\nkind: local\nproviders: [cpu]\nwarmup: 1\nruns: 3\n", encoding="utf-8"
+    )
+    result = CliRunner().invoke(app, ["devices", "check", str(profile)], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    as_json = CliRunner().invoke(app, ["devices", "check", str(profile), "--json"])
+    placement = json.loads(as_json.stdout)["sanity"]["placement"]
+    # Conv and Relu, after onnxruntime's fusions and layout changes for this CPU.
+    (count,) = placement["nodes"].values()
+    assert placement == {
+        "providers": ["CPUExecutionProvider"],
+        "nodes": {"CPUExecutionProvider": count},
+        "fallback": {},
+    }
+    row = next(line for line in result.stdout.splitlines() if "placement" in line)
+    assert f"CPUExecutionProvider {count} nodes" in row
+
+
+def test_fingerprint_names_a_non_default_accelerator() -> None:
+    """Tables measured with XNNPACK off are not reused with it on; defaults stay as before."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="ai-edge-litert is not installed")
+    default = LocalDevice(settings=RunSettings(runtime="tflite")).fingerprint()
+    off = _local(runtime="tflite", delegate="none").fingerprint()
+    xnnpack = _local(runtime="tflite", delegate="xnnpack").fingerprint()
+    assert (default.accelerator, xnnpack.accelerator, off.accelerator) == ("", "", "none")
+    assert "accelerator" not in default.to_dict()
+    assert off.to_dict()["accelerator"] == "none"
+    assert Fingerprint.from_dict(off.to_dict()) == off
+    assert Fingerprint.from_dict(default.to_dict()) == default
+    assert default.same_target(xnnpack) and not default.same_target(off)
+    cpu = _local(providers=["cpu"]).fingerprint()
+    assert cpu.accelerator == "" and cpu.same_target(LocalDevice().fingerprint())
