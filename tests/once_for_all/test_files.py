@@ -75,7 +75,7 @@ def test_exception_in_the_block_keeps_the_old_file_and_removes_the_temp(tmp_path
 def test_oserror_in_the_block_is_a_write_error_and_keeps_the_old_file(tmp_path: Path) -> None:
     path = tmp_path / "lut.json"
     path.write_text("{}")
-    message = r"cannot write .*lut\.json: disk full; choose"
+    message = r"cannot write .*lut\.json: disk full; free some space or choose another folder"
     with pytest.raises(WriteError, match=message), atomic_path(path):
         raise OSError(28, "disk full")
     assert path.read_text() == "{}"
