@@ -429,7 +429,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
         resumable=_only_trials_changed,
     ):
         return
-    budgets = [d.budget_ms for d in recipe.devices if d.budget_ms is not None]
+    budgets = [b for b in (d.budgets() for d in recipe.devices) if b is not None]
     log(f"search: {s.trials} trials, {s.sampler} → {folder}")
     started = time.perf_counter()
     search(

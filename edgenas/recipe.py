@@ -7,6 +7,7 @@ Every key is checked at load time: an unknown key or a wrong type fails with the
 from __future__ import annotations
 
 import dataclasses
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
 
@@ -19,6 +20,7 @@ from pydantic import (
     Tag,
     ValidationError,
     create_model,
+    field_validator,
     model_validator,
 )
 
@@ -100,7 +102,9 @@ class DeviceSection(_Strict):
     """A target: a bundled device profile or a profile YAML, and its latency budget."""
 
     name: str
-    budget_ms: float | None = Field(None, gt=0)
+    # One budget, or several for one device (OFA's tutorial: [15, 18, 23, 32] on the Note10):
+    # the search is constrained by the largest and a subnet is chosen under each.
+    budget_ms: float | list[float] | None = None
     format: ModelFormat | None = None  # what the device measures (its default)
     precision: Precision | None = None
     calibrate: int = Field(40, ge=0)  # subnets measured end to end for the calibrated predictor
@@ -108,6 +112,28 @@ class DeviceSection(_Strict):
     # A published device's tables (samsung-note10: the folder of OFA's Note10 YAML files),
     # imported instead of measured; relative paths are from where edgenas runs.
     tables: str | None = Field(None, min_length=1)
+
+    @field_validator("budget_ms", mode="before")
+    @classmethod
+    def _positive_budgets(cls, value: Any) -> Any:
+        # Checked before the float-or-list union, whose own errors would name both branches.
+        if value is None:
+            return value
+        values = value if isinstance(value, list) else [value]
+        if not values:
+            raise ValueError("give at least one budget in ms, or leave budget_ms out")
+        for v in values:
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+                raise ValueError(f"{v!r} is not a finite number of ms")
+            if v <= 0:
+                raise ValueError(f"{v} is not a positive budget in ms")
+        if len(set(values)) != len(values):
+            raise ValueError("each budget once")
+        return value
+
+    def budgets(self) -> float | tuple[float, ...] | None:
+        """The budget as the search stage takes it."""
+        return tuple(self.budget_ms) if isinstance(self.budget_ms, list) else self.budget_ms
 
     @model_validator(mode="after")
     def _enough_to_calibrate(self) -> DeviceSection:
@@ -202,7 +228,7 @@ class Recipe(_Strict):
             raise ValueError("devices: give every device a budget_ms, or none (a joint search)")
         names = [d.name for d in self.devices]
         if len(set(names)) != len(names):
-            raise ValueError("devices: each device once (one budget per device)")
+            raise ValueError("devices: each device once (several budgets: budget_ms: [15, 18, 23])")
         return self
 
     def search_space(self) -> SearchSpace:

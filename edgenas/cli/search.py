@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, cast
 
 import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import finite
+from edgenas.cli.user_errors import budget_lists
 from edgenas.console import err_console
 from edgenas.search.accuracy_sources import AccuracySource, accuracy_label
 from edgenas.search.sampler_names import SamplerName
@@ -32,10 +32,11 @@ def search_command(
         typer.Option(help="supernet.pt from edgenas train (optional with ofa-predictor)"),
     ] = None,
     budget_ms: Annotated[
-        list[float] | None,
+        list[str] | None,
         typer.Option(
-            help="latency budget per --device, in the same order (hard constraint)",
-            callback=finite,
+            help="latency budget per --device, in the same order (hard constraint); several "
+            "for one device as 15,18,23 (a subnet is chosen under each)",
+            callback=budget_lists,
         ),
     ] = None,
     out: Annotated[Path, typer.Option(help="folder for pareto.json, pareto.png, the study")] = Path(
@@ -118,7 +119,8 @@ def search_command(
             supernet=supernet,
             devices=tuple(device),
             out=out,
-            budgets_ms=tuple(budget_ms or ()),
+            # budget_lists parsed the strings into budgets
+            budgets_ms=tuple(cast("list[float | tuple[float, ...]]", budget_ms or [])),
             trials=trials,
             sampler=sampler,
             storage=storage,

@@ -40,6 +40,28 @@ def finite(value: Number) -> Number:
     return value
 
 
+def budget_lists(values: list[str] | None) -> list[float | tuple[float, ...]] | None:
+    """Option callback for ``--budget-ms``: one budget per device, or several for one device
+    as ``15,18,23`` (finite and positive, in ms)."""
+    if values is None:
+        return None
+    out: list[float | tuple[float, ...]] = []
+    for text in values:
+        try:
+            levels = tuple(float(part) for part in text.split(","))
+        except ValueError:
+            raise typer.BadParameter(
+                f"{text!r} is not a budget in ms: give a number, or several as 15,18,23"
+            ) from None
+        for v in levels:
+            if not math.isfinite(v):
+                raise typer.BadParameter(f"{v} is not a finite number")
+            if v <= 0:
+                raise typer.BadParameter(f"{v} is not a positive budget in ms")
+        out.append(levels[0] if len(levels) == 1 else levels)
+    return out
+
+
 class UserErrorsGroup(TyperGroup):
     """The root group: an ``EdgenasError`` raised by any command becomes one line, exit 2;
     so does a disk that is full or read-only wherever a write was not already wrapped (an

@@ -149,36 +149,35 @@ def _to_reevaluate(predicted: Sequence[float], k: int) -> list[int]:
 
 
 def choose(problem: SearchProblem, front: Sequence[FrontMember]) -> list[Choice]:
-    """The most accurate front member under each device's budget (all budgets hold jointly)."""
+    """The most accurate front member under each budget of each device (every device's
+    largest budget holds for all members: the search constrained by it)."""
     chosen: list[Choice] = []
     for device in problem.devices:
-        if device.budget_ms is None:
-            continue
-        fitting = [m for m in front if m.latency_ms[device.name] <= device.budget_ms]
-        if not fitting:
-            raise _infeasible(problem, device)
-        # The predictor only screens: measured members decide where there are any.
-        known = [m for m in fitting if m.accuracy_measured is not None]
-        best = max(known or fitting, key=lambda m: m.accuracy)
-        chosen.append(
-            Choice(device=device.name, budget_ms=device.budget_ms, index=front.index(best))
-        )
+        for budget in device.budgets_ms:
+            fitting = [m for m in front if m.latency_ms[device.name] <= budget]
+            if not fitting:
+                raise _infeasible(problem, device, budget)
+            # The predictor only screens: measured members decide where there are any.
+            known = [m for m in fitting if m.accuracy_measured is not None]
+            best = max(known or fitting, key=lambda m: m.accuracy)
+            chosen.append(Choice(device=device.name, budget_ms=budget, index=front.index(best)))
     return chosen
 
 
 def check_budgets(problem: SearchProblem) -> None:
     """Fail before searching when a budget is below what any subnet can reach."""
     for device in problem.devices:
-        if device.budget_ms is None:
+        if not device.budgets_ms:
             continue
-        if problem.fastest(device)[1] > device.budget_ms:
-            raise _infeasible(problem, device)
+        lowest = device.budgets_ms[0]
+        if problem.fastest(device)[1] > lowest:
+            raise _infeasible(problem, device, lowest)
 
 
-def _infeasible(problem: SearchProblem, device: DeviceTarget) -> InfeasibleBudget:
+def _infeasible(problem: SearchProblem, device: DeviceTarget, budget: float) -> InfeasibleBudget:
     _, fastest = problem.fastest(device)
     return InfeasibleBudget(
-        f"no subnet meets the {device.budget_ms:g} ms budget on {device.name}: the "
+        f"no subnet meets the {budget:g} ms budget on {device.name}: the "
         f"lowest latency achievable there is about {fastest:.4g} ms; raise --budget-ms"
     )
 
@@ -201,6 +200,7 @@ def pareto_document(
             {
                 "name": d.name,
                 "budget_ms": d.budget_ms,
+                **({"budgets_ms": list(d.budgets_ms)} if d.tighter_budgets_ms else {}),
                 "predictor": d.predictor.kind,
                 "fingerprint": d.predictor.header.fingerprint.to_dict(),
             }
@@ -231,7 +231,9 @@ def pareto_figure(
     axes = fig.subplots(1, max(1, len(devices)), squeeze=False)[0]
     objectives = list(document["objectives"])
     front = document["front"]
-    chosen = {c["device"]: c["index"] for c in document.get("chosen", [])}
+    chosen: dict[str, list[int]] = {}
+    for c in document.get("chosen", []):
+        chosen.setdefault(c["device"], []).append(c["index"])
     for ax, device in zip(axes, devices, strict=False):
         name = device["name"]
         if trial_values:
@@ -265,15 +267,24 @@ def pareto_figure(
                 zorder=3,
                 label="front (measured, inherited weights)",
             )
-        if device.get("budget_ms") is not None:
+        budgets = device.get("budgets_ms") or (
+            [device["budget_ms"]] if device.get("budget_ms") is not None else []
+        )
+        for k, budget in enumerate(budgets):
             ax.axvline(
-                device["budget_ms"], c=BUDGET, ls="--", label=f"budget {device['budget_ms']:g} ms"
+                budget,
+                c=BUDGET,
+                ls="--",
+                label=f"budget{'s' if len(budgets) > 1 else ''} "
+                f"{', '.join(f'{b:g}' for b in budgets)} ms"
+                if k == 0
+                else None,
             )
         if name in chosen:
-            m = front[chosen[name]]
+            members = [front[i] for i in chosen[name]]
             ax.scatter(
-                [m["latency_ms"][name]["predicted"]],
-                [m["accuracy"]["measured"] or m["accuracy"]["predicted"]],
+                [m["latency_ms"][name]["predicted"] for m in members],
+                [m["accuracy"]["measured"] or m["accuracy"]["predicted"] for m in members],
                 marker="*",
                 s=160,
                 c=CHOSEN,

@@ -21,11 +21,29 @@ Direction = Literal["minimize", "maximize"]
 
 @dataclass(frozen=True)
 class DeviceTarget:
-    """A device's latency predictor and, optionally, its hard latency budget."""
+    """A device's latency predictor and, optionally, its hard latency budget.
+
+    ``tighter_budgets_ms`` are further budgets below ``budget_ms`` (OFA's tutorial asks for
+    15, 18, 23 and 32 ms on one phone): the search constrains trials by ``budget_ms`` alone,
+    and a subnet is chosen off the front for each budget."""
 
     name: str
     predictor: LatencyPredictor
     budget_ms: float | None = None
+    tighter_budgets_ms: tuple[float, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.tighter_budgets_ms and (
+            self.budget_ms is None or max(self.tighter_budgets_ms) >= self.budget_ms
+        ):
+            raise ValueError("tighter_budgets_ms must lie below budget_ms")
+
+    @property
+    def budgets_ms(self) -> tuple[float, ...]:
+        """Every budget of the device, ascending (empty without one)."""
+        if self.budget_ms is None:
+            return ()
+        return (*sorted(self.tighter_budgets_ms), self.budget_ms)
 
 
 @dataclass(frozen=True)

@@ -35,7 +35,9 @@ Say = Callable[[str], None]
 @dataclass(frozen=True)
 class SearchOptions:
     """What ``search`` does. ``devices`` are predictor.json files, folders holding one, or
-    device names under ``profiles``; ``budgets_ms`` gives one budget per device, or none.
+    device names under ``profiles``; ``budgets_ms`` gives one budget per device, or none; a
+    device's entry may be several budgets (a subnet is chosen under each, the search is
+    constrained by the largest).
     ``accuracy="ofa-predictor"`` scores with OFA's published predictor (``ofa_predictor``,
     OFA's acc_predictor.pth) and needs no trained supernet: the space comes from ``space``
     (a space name or space.json) or from the ``supernet`` checkpoint."""
@@ -43,7 +45,7 @@ class SearchOptions:
     supernet: Path | None
     devices: tuple[str, ...]
     out: Path
-    budgets_ms: tuple[float, ...] = ()
+    budgets_ms: tuple[float | tuple[float, ...], ...] = ()
     trials: int = 2000
     sampler: SamplerName = "nsga2"
     storage: str | None = None  # default: journal:OUT/study.log
@@ -151,8 +153,15 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     targets = []
     for i, name in enumerate(o.devices):
         predictor = load_predictor(resolve_predictor(name, o.profiles))
-        budget = o.budgets_ms[i] if o.budgets_ms else None
-        targets.append(DeviceTarget(predictor.header.device, predictor, budget))
+        budgets = _levels(o.budgets_ms[i]) if o.budgets_ms else ()
+        targets.append(
+            DeviceTarget(
+                predictor.header.device,
+                predictor,
+                budgets[-1] if budgets else None,
+                budgets[:-1],
+            )
+        )
     # Latency side first: a wrong predictor or an unreachable budget fails in seconds,
     # before any accuracy evaluation.
     extra = cast(tuple[ExtraObjective, ...], o.objectives)  # checked above
@@ -313,3 +322,11 @@ def _enqueued(path: Path, space: SearchSpace) -> Subnet:
         return space.validate(subnet)
     except SubnetError as exc:
         raise SubnetError(f"subnet file {path}: {exc}") from None
+
+
+def _levels(budget: float | tuple[float, ...]) -> tuple[float, ...]:
+    """A device's budgets, ascending and distinct."""
+    levels = tuple(sorted(set(budget if isinstance(budget, tuple) else (budget,))))
+    if not levels:
+        raise StudyError("a device's budget list is empty: give at least one budget in ms")
+    return levels

@@ -9,12 +9,20 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 
-from edgenas.search.pareto import InfeasibleBudget, check_budgets, choose, pareto_front
+from edgenas.search.pareto import (
+    InfeasibleBudget,
+    check_budgets,
+    choose,
+    pareto_document,
+    pareto_front,
+)
+from edgenas.search.problem import SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import subnet_from_params, subnet_params
 from edgenas.search.study_runner import SearchRun, StudyError, open_storage
@@ -64,6 +72,37 @@ def test_every_chosen_subnet_meets_its_budget_and_the_front_is_non_dominated(
     # Trials the sampler proposed over budget are kept in the study but marked infeasible.
     infeasible = [t for t in run.completed() if any(v > 0 for v in t.constraints.values())]
     assert all(t.values[1] > budget for t in infeasible)
+
+
+def test_several_budgets_on_one_device_choose_one_subnet_under_each(tmp_path: Path) -> None:
+    lat = problem().devices[0].predictor
+    low, high = float(lat.predict(SPACE.min_subnet(r=28))), float(lat.predict(SPACE.max_subnet()))
+    budgets = [low + f * (high - low) for f in (0.2, 0.5, 0.8)]
+    prob = problem(budget_ms=budgets[-1])
+    prob = SearchProblem(
+        prob.space,
+        prob.accuracy,
+        (replace(prob.devices[0], tighter_budgets_ms=(budgets[1], budgets[0])),),
+    )
+    assert prob.devices[0].budgets_ms == tuple(budgets)
+    run = SearchRun(prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s")
+    run.run(300)
+    front = pareto_front(prob, run.persistent)
+    chosen = choose(prob, front)
+    assert [c["budget_ms"] for c in chosen] == budgets
+    for c in chosen:
+        fitting = [m for m in front if m.latency_ms["board0"] <= c["budget_ms"]]
+        assert front[c["index"]] in fitting
+        assert front[c["index"]].accuracy == max(m.accuracy for m in fitting)
+    accuracies = [front[c["index"]].accuracy for c in chosen]
+    assert accuracies == sorted(accuracies) and accuracies[0] < accuracies[-1]
+    document = pareto_document(prob, run.persistent, front, chosen, accuracy_source="x")
+    assert document["devices"][0]["budgets_ms"] == budgets
+    assert document["devices"][0]["budget_ms"] == budgets[-1]  # what the trials were held to
+    # The tightest budget is checked before any trial: 1e-6 ms cannot be met.
+    unreachable = replace(prob.devices[0], tighter_budgets_ms=(1e-6,))
+    with pytest.raises(InfeasibleBudget, match=r"no subnet meets the 1e-06 ms budget"):
+        check_budgets(replace(prob, devices=(unreachable,)))
 
 
 def test_an_unreachable_budget_names_the_lowest_latency(tmp_path: Path) -> None:

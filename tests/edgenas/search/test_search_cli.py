@@ -46,7 +46,7 @@ def test_joint_search_for_two_devices_writes_front_choices_and_plot(
         "--device",
         board0,
         "--budget-ms",
-        "0.9",
+        "0.9,0.7",  # two budgets for one device: a subnet chosen under each
         "--device",
         board1,
         "--budget-ms",
@@ -63,7 +63,14 @@ def test_joint_search_for_two_devices_writes_front_choices_and_plot(
     doc = json.loads(proc.stdout)
     assert doc == json.loads((tmp_path / "pareto.json").read_text())
     assert doc["trials"] >= 150 and doc["front"]
-    assert [c["device"] for c in doc["chosen"]] == ["board0", "board1"]
+    assert [(c["device"], c["budget_ms"]) for c in doc["chosen"]] == [
+        ("board0", 0.7),
+        ("board0", 0.9),
+        ("board1", 2.5),
+    ]
+    for choice in doc["chosen"]:
+        chosen = doc["front"][choice["index"]]
+        assert chosen["latency_ms"][choice["device"]]["predicted"] <= choice["budget_ms"]
     for member in doc["front"]:
         assert member["latency_ms"]["board0"]["predicted"] <= 0.9
         assert member["latency_ms"]["board1"]["predicted"] <= 2.5
