@@ -17,6 +17,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
 from devices import AdbDevice, DeviceError, Measurement, RunSettings, open_device
 from devices.adb import to_measurement
@@ -28,6 +29,7 @@ from devices.benchmark_model import (
     failure_reason,
     parse_output,
 )
+from edgenas.cli import app
 from tests.support.sshd import free_port
 
 DATA = Path(__file__).parent / "data"
@@ -243,6 +245,7 @@ def fake_binary(tmp_path: Path) -> Path:
         f"echo -- >> {shlex.quote(str(log))}\n"
         'case "$1" in --graph=*/models/*-reject.tflite)\n'
         f"  cat {shlex.quote(str(BENCH / 'xnnpack_delegate_failed.txt'))}; exit 1;;\n"
+        "  --graph=*/models/*-slow.tflite) sleep 2;;\n"
         "esac\n"
         f"cat {shlex.quote(str(BENCH / 'tc2_xnnpack_op_profiling.txt'))}\n"
     )
@@ -276,6 +279,18 @@ def test_no_phone_with_the_real_adb(adb_port: int, fake_binary: Path, tmp_path: 
     result = client.shell("true", timeout=30)
     assert result.returncode != 0 and result.device_gone
     assert result.last_error == "error: device 'R58M' not found"
+
+
+def test_devices_check_without_a_phone(adb_port: int, fake_binary: Path, tmp_path: Path) -> None:
+    profile = tmp_path / "phone.yaml"
+    profile.write_text(
+        "name: phone\nkind: adb\nruntime: tflite\n"
+        f"adb: {{benchmark_model: {fake_binary}, server_port: {adb_port}}}\n"
+    )
+    result = CliRunner().invoke(app, ["devices", "check", str(profile)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "device 'phone': no Android device attached" in lines[0]
 
 
 def test_benchmark_model_missing_or_not_executable(tmp_path: Path) -> None:
@@ -376,6 +391,18 @@ def test_a_model_the_delegate_rejects(phone: Path, fake_binary: Path, tmp_path: 
         "device 'phone': benchmark_model could not apply the XNNPACK delegate (Failed to apply "
         "XNNPACK delegate.) for reject.tflite; the delegate rejects this model: measure it "
         "with another delegate (delegate: none in the profile)"
+    )
+    assert list((phone / "tmp").iterdir()) == []
+
+
+def test_a_batch_past_the_timeout(phone: Path, fake_binary: Path, tmp_path: Path) -> None:
+    device = _device(phone, fake_binary, delegate="xnnpack")
+    device.command_timeout = 0.5
+    with pytest.raises(DeviceError) as info:
+        device.measure([_model(tmp_path, "slow.tflite")])
+    assert str(info.value) == (
+        "device 'phone': benchmark_model did not finish within 0.5 s (adb.command_timeout); "
+        "measure fewer models per batch (adb.batch_size) or raise the timeout"
     )
     assert list((phone / "tmp").iterdir()) == []
 
