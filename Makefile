@@ -3,9 +3,10 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.setup-stamp
 # Debian packages the project needs: the Fashion-MNIST IDX files, the OpenSSH server the SSH
-# device tests run against on 127.0.0.1, the headless Chromium the report is checked in, and
-# the PostgreSQL server that shared-search tests start as a throwaway cluster.
-APT_PACKAGES := dataset-fashion-mnist openssh-server chromium postgresql
+# device tests run against on 127.0.0.1, the headless Chromium the report is checked in, the
+# PostgreSQL server that shared-search tests start as a throwaway cluster, and the adb client
+# that adb (Android phone) devices run (its tests start a private adb server, no phone).
+APT_PACKAGES := dataset-fashion-mnist openssh-server chromium postgresql adb
 # The "device" Python: what a board runs (tflite-runtime 2.14 needs numpy<2, so it cannot share
 # .venv with litert). Tests use it as the python of the SSH test device.
 DEVICE_VENV ?= .venv-device

@@ -1,8 +1,10 @@
-"""Talking to target devices: local, SSH, simulated NPUs, Arm Ethos-U via Vela.
+"""Talking to target devices: local, SSH, Android phones over adb, simulated NPUs, Arm
+Ethos-U via Vela.
 
 Importing the package registers the device kinds implemented so far.
 """
 
+from devices.adb import AdbDevice
 from devices.base import (
     Device,
     DeviceError,
@@ -21,6 +23,7 @@ from devices.ssh import SshDevice
 from devices.vela import VelaDevice
 
 __all__ = [
+    "AdbDevice",
     "Device",
     "DeviceError",
     "DeviceProfile",

@@ -66,6 +66,10 @@ class Measurement:
     "nodes": {provider: count}, "fallback": {op type: count}}``, for TFLite ``{"delegate":
     "xnnpack", "delegated_nodes": n, "cpu_nodes": m, "partitions": k, "fallback": {op: count}}``;
     ``fallback`` counts the nodes not run by the requested provider or delegate.
+
+    ``init_ms`` (loading the model and applying delegates) and ``first_inference_ms`` are
+    known where the runtime reports them (benchmark_model); ``None`` otherwise, and then left
+    out of the dict so that older files read and compare alike.
     """
 
     model: str
@@ -81,6 +85,8 @@ class Measurement:
     per_op_ms: dict[str, float] | None = None
     placement: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # simulator figures: cycles, utilisation...
+    init_ms: float | None = None
+    first_inference_ms: float | None = None
 
     @property
     def spread(self) -> float:
@@ -88,7 +94,11 @@ class Measurement:
         return (self.p90_ms - self.p10_ms) / self.median_ms if self.median_ms > 0 else 0.0
 
     def to_dict(self) -> dict[str, Any]:
-        return {"format": MEASUREMENT_FORMAT, **asdict(self)}
+        out = {"format": MEASUREMENT_FORMAT, **asdict(self)}
+        for key in _OPTIONAL:
+            if out[key] is None:
+                del out[key]
+        return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Measurement:
@@ -115,6 +125,9 @@ class Measurement:
             n=len(ordered),
             **kwargs,
         )
+
+
+_OPTIONAL = ("init_ms", "first_inference_ms")  # left out of dicts when unknown
 
 
 def placement_summary(placement: Mapping[str, Any]) -> str:

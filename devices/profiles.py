@@ -18,10 +18,12 @@ from devices.base import Device, DeviceError, Runtime, create_device
 from devices.runner_protocol import RunSettings
 from once_for_all.errors import one_line
 
-DeviceKind = Literal["local", "ssh", "npu-sim", "vela", "published"]
+DeviceKind = Literal["local", "ssh", "adb", "npu-sim", "vela", "published"]
 _DEFAULTS = RunSettings()
 # Kinds that measure with the Python on-device runner (runner.py).
 _RUNNER_KINDS = ("local", "ssh")
+# Kinds whose runtime takes a delegate: the runner's, and benchmark_model's (adb).
+_DELEGATE_KINDS = (*_RUNNER_KINDS, "adb")
 OptionValue = str | int | float | bool
 # Short names for onnxruntime's execution providers; any "...ExecutionProvider" is taken too.
 PROVIDER_ALIASES = {
@@ -90,6 +92,29 @@ class SshSection(_Strict):
     remote_tmpdir: str | None = None
 
 
+class AdbSection(_Strict):
+    """kind ``adb``: an Android phone reached with the ``adb`` command, measured by TFLite's
+    ``benchmark_model``. ``benchmark_model`` is the path of the binary on this computer (an
+    Android build for the phone's ABI; see the README for where to get it); it is pushed with
+    the models into a fresh folder under ``remote_tmpdir`` and removed afterwards.
+
+    ``serial`` picks the phone (``adb devices -l``; needed when several are attached).
+    ``adb`` is the adb command and ``server_port`` its server's port (adb's ``-P``; default
+    5037). ``command_timeout`` bounds one batch of ``batch_size`` models; after a dropped
+    connection the device waits up to ``connect_timeout`` for the phone, at most
+    ``max_reconnects`` times per batch."""
+
+    benchmark_model: str = Field(min_length=1)
+    serial: str | None = Field(None, min_length=1)
+    adb: str = Field("adb", min_length=1)
+    server_port: int | None = Field(None, ge=1, le=65535)
+    remote_tmpdir: str = Field("/data/local/tmp", pattern=r"^/")
+    connect_timeout: float = Field(30.0, gt=0)
+    command_timeout: float = Field(600.0, gt=0)
+    batch_size: int = Field(16, ge=1)
+    max_reconnects: int = Field(3, ge=0)
+
+
 class VelaSection(_Strict):
     """kind ``vela``: the options of Arm's Vela compiler for Ethos-U. ``config`` is a Vela
     ``.ini`` file that defines the system config and memory mode (Vela's own ``Arm/vela.ini``
@@ -118,6 +143,7 @@ class PublishedSection(_Strict):
 _SECTIONS: dict[str, DeviceKind] = {
     "local": "local",
     "ssh": "ssh",
+    "adb": "adb",
     "npu": "npu-sim",
     "vela": "vela",
     "published": "published",
@@ -136,7 +162,7 @@ class DeviceProfile(_Strict):
     spread_threshold: float = Field(_DEFAULTS.spread_threshold, ge=0)
     # runtime tflite: xnnpack (LiteRT's default), none (TFLite's builtin kernels only),
     # external:PATH (a delegate library on the device, with delegate_options); gpu and nnapi
-    # are benchmark_model's (adb devices).
+    # are benchmark_model's (kind adb, which also takes xnnpack, none and external:PATH).
     delegate: str | None = Field(None, pattern=DELEGATE_PATTERN)
     delegate_options: dict[str, OptionValue] | None = None
     # runtime onnxruntime: execution providers in priority order, by name or alias, and
@@ -145,6 +171,7 @@ class DeviceProfile(_Strict):
     provider_options: dict[str, dict[str, OptionValue]] | None = None
     local: LocalSection | None = None
     ssh: SshSection | None = None
+    adb: AdbSection | None = None
     # The simulator's own keys (array size, dataflow, SRAM, bandwidth, clock): its factory
     # checks them.
     npu: dict[str, Any] | None = None
@@ -156,9 +183,13 @@ class DeviceProfile(_Strict):
         for section, kind in _SECTIONS.items():
             if getattr(self, section) is not None and kind != self.kind:
                 raise ValueError(f"section '{section}' is for kind '{kind}', not '{self.kind}'")
-        required = {"ssh": "ssh", "npu-sim": "npu", "vela": "vela", "published": "published"}.get(
-            self.kind
-        )
+        required = {
+            "ssh": "ssh",
+            "adb": "adb",
+            "npu-sim": "npu",
+            "vela": "vela",
+            "published": "published",
+        }.get(self.kind)
         if required and getattr(self, required) is None:
             raise ValueError(f"kind '{self.kind}' needs a '{required}' section")
         if self.cores is not None and any(c < 0 for c in self.cores):
@@ -168,11 +199,13 @@ class DeviceProfile(_Strict):
 
     def _check_placement(self) -> None:
         placed = self.delegate is not None or self.providers is not None
-        if placed and self.kind not in _RUNNER_KINDS:
+        if placed and self.kind not in _DELEGATE_KINDS:
             raise ValueError(f"delegate and providers are not for kind '{self.kind}'")
+        if self.kind == "adb" and (self.runtime != "tflite" or self.providers is not None):
+            raise ValueError("kind 'adb' runs benchmark_model: runtime tflite, with a delegate")
         if self.delegate is not None and self.runtime != "tflite":
             raise ValueError("delegate is for runtime tflite; onnxruntime takes providers")
-        if self.delegate in ("gpu", "nnapi"):
+        if self.delegate in ("gpu", "nnapi") and self.kind != "adb":
             raise ValueError(
                 f"delegate {self.delegate} needs an adb device (benchmark_model); kind "
                 f"'{self.kind}' runs the Python runner: xnnpack, none or external:PATH"

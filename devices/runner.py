@@ -64,6 +64,9 @@ DEFAULT_ROUNDS_MAX = 5
 DELEGATES = ("xnnpack", "none", "external:PATH")
 # Delegates of TFLite's benchmark_model on phones, which this runner cannot load by name.
 BENCHMARK_MODEL_DELEGATES = ("gpu", "nnapi")
+# Termux's pip cannot install the manylinux wheels of ai-edge-litert, tflite-runtime or
+# onnxruntime; Termux's own packages work (tflite-runtime 2.20 there takes numpy 2).
+TERMUX_INSTALL = "pkg install python python-tflite-runtime python-onnxruntime openssh"
 
 
 class RunnerError(Exception):
@@ -79,6 +82,18 @@ class RunnerError(Exception):
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _in_termux() -> bool:
+    return "com.termux" in sys.prefix
+
+
+def _install(pip_packages: str) -> str:
+    """How to install a missing package here: Termux's own packages in Termux (its pip cannot
+    install the wheels), pip elsewhere."""
+    if _in_termux():
+        return f"in Termux: {TERMUX_INSTALL}"
+    return f"pip install {pip_packages} (in Termux on Android: {TERMUX_INSTALL})"
 
 
 def _interpreter() -> str:
@@ -235,7 +250,8 @@ def import_numpy() -> Any:
     except Exception as exc:  # a broken install raises more than ImportError
         raise RunnerError(
             "environment",
-            f"numpy is not installed for {_interpreter()}: pip install numpy ({_first_line(exc)})",
+            f"numpy is not installed for {_interpreter()}: {_install('numpy')} "
+            f"({_first_line(exc)})",
             status=3,
         ) from None
     return numpy
@@ -342,7 +358,8 @@ class OnnxRuntimeBackend(Backend):
         except Exception as exc:  # a broken install raises more than ImportError
             raise RunnerError(
                 "environment",
-                f"onnxruntime is not installed for {_interpreter()}: pip install onnxruntime ({_first_line(exc)})",
+                f"onnxruntime is not installed for {_interpreter()}: "
+                f"{_install('onnxruntime')} ({_first_line(exc)})",
                 status=3,
             ) from None
         self.ort = onnxruntime
@@ -525,13 +542,16 @@ class TfliteBackend(Backend):
             break
         if interpreter_cls is None:
             hint = ""
-            if int(np_.__version__.split(".")[0]) >= 2:
-                hint = "; tflite-runtime needs numpy<2"
+            if int(np_.__version__.split(".")[0]) >= 2 and not _in_termux():
+                hint = "; PyPI's tflite-runtime (2.14) needs numpy<2"
+            install = _install(
+                "ai-edge-litert (or tflite-runtime with numpy<2 where LiteRT has no wheel, "
+                "or tensorflow)"
+            )
             raise RunnerError(
                 "environment",
-                "no TFLite interpreter for {}: pip install ai-edge-litert (or tflite-runtime "
-                "with numpy<2 where LiteRT has no wheel, or tensorflow){} [{}]".format(
-                    _interpreter(), hint, "; ".join(failures)
+                "no TFLite interpreter for {}: {}{} [{}]".format(
+                    _interpreter(), install, hint, "; ".join(failures)
                 ),
                 status=3,
             )

@@ -26,6 +26,8 @@ BUNDLED = {
     "npu-32x32-ws",
     "ethos-u55-128",
     "jetson-orin-nano-gpu",
+    "android-adb",
+    "android-adb-gpu",
 }
 
 
@@ -41,6 +43,7 @@ def test_bundled_profile_loads(name: str) -> None:
     section = {
         "local": "local",
         "ssh": "ssh",
+        "adb": "adb",
         "npu-sim": "npu",
         "vela": "vela",
         "published": "published",
@@ -57,6 +60,10 @@ def test_bundled_profile_contents() -> None:
     gpu = load_profile("jetson-orin-nano-gpu").run_settings()
     assert gpu.providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
     assert load_profile("android-termux").runtime == "tflite"
+    phone = load_profile("android-adb")
+    assert phone.kind == "adb" and phone.adb is not None
+    assert (phone.delegate, phone.threads, phone.cores) == ("xnnpack", 4, [4, 5, 6, 7])
+    assert load_profile("android-adb-gpu").delegate == "gpu"
     npu = load_profile("npu-32x32-ws").npu
     assert npu is not None
     assert (npu["rows"], npu["cols"], npu["dataflow"], npu["clock_mhz"]) == (32, 32, "ws", 500)
@@ -89,13 +96,23 @@ SSH = {"name": "board", "kind": "ssh", "ssh": {"host": "board", "python": "pytho
         ({"ssh": {"host": "b", "port": 70000}}, r"ssh\.port: Input should be less than"),
         (
             {"kind": "usb"},
-            r"kind: Input should be 'local', 'ssh', 'npu-sim', 'vela' or 'published'",
+            r"kind: Input should be 'local', 'ssh', 'adb', 'npu-sim', 'vela' or 'published'",
         ),
         ({"runtime": "tvm"}, r"runtime: Input should be 'onnxruntime' or 'tflite'"),
         ({"colour": "red"}, r"colour: Extra inputs are not permitted"),
         ({"ssh": None}, r"kind 'ssh' needs a 'ssh' section"),
         ({"npu": {"rows": 8}}, r"section 'npu' is for kind 'npu-sim', not 'ssh'"),
         ({"name": "a b"}, r"name: String should match pattern"),
+        ({"adb": {"benchmark_model": "b"}}, r"section 'adb' is for kind 'adb', not 'ssh'"),
+        ({"kind": "adb", "ssh": None}, r"kind 'adb' needs a 'adb' section"),
+        (
+            {"kind": "adb", "ssh": None, "adb": {"benchmark_model": "b"}},
+            r"kind 'adb' runs benchmark_model: runtime tflite, with a delegate",
+        ),
+        (
+            {"kind": "adb", "ssh": None, "runtime": "tflite", "adb": {"serial": "x"}},
+            r"adb\.benchmark_model: Field required",
+        ),
     ],
 )
 def test_bad_profiles_name_the_key(tmp_path: Path, change: dict[str, Any], message: str) -> None:

@@ -356,3 +356,13 @@ def test_stats_match_measurement_from_times() -> None:
     got = runner.stats(times)
     for key, value in got.items():
         assert value == pytest.approx(getattr(expected, key), rel=1e-12), key
+
+
+def test_install_hints_name_termux_packages(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Termux's pip cannot install the runtimes' wheels: the hints name its own packages."""
+    packages = "pkg install python python-tflite-runtime python-onnxruntime openssh"
+    assert runner._install("onnxruntime") == (
+        f"pip install onnxruntime (in Termux on Android: {packages})"
+    )
+    monkeypatch.setattr(runner.sys, "prefix", "/data/data/com.termux/files/usr")
+    assert runner._install("onnxruntime") == f"in Termux: {packages}"

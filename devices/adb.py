@@ -1,0 +1,555 @@
+"""The ``adb`` device: an Android phone over adb, measured by TFLite's ``benchmark_model``.
+
+Each ``measure`` call picks the phone (the profile's serial, else the one attached), makes a
+fresh folder ``<remote_tmpdir>/edgenas-<random>``, pushes the user's ``benchmark_model`` and
+the models there, runs the models in batches (one ``adb shell`` per batch, one
+``benchmark_model`` process per model) and removes the folder in a ``finally``. A phone that
+drops off (unplugged, USB reset) is waited for and the batch in flight measured again.
+Every argument of a remote command is quoted: ``adb shell`` hands one string to ``sh``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import secrets
+import shlex
+import statistics
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from devices.adb_client import AdbClient, AdbResult, AdbTimeout, choose_serial
+from devices.base import Device, DeviceError, Runtime, register_device_kind
+from devices.benchmark_model import (
+    BenchmarkOutput,
+    command_line,
+    failure_reason,
+    log_lines,
+    parse_output,
+)
+from devices.measurement import Fingerprint, Measurement
+from devices.profiles import AdbSection, validate_profile
+from devices.runner_protocol import RunSettings
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+_SMALL_COMMAND_TIMEOUT_S = 30.0  # devices, mkdir, chmod, rm, getprop: at once on a live phone
+_MARK = "@@edgenas-model "
+_EXIT = "@@edgenas-exit "
+# p10 and p90 of a normal distribution, in standard deviations from the mean.
+_Z90 = statistics.NormalDist().inv_cdf(0.9)
+
+
+class _PhoneGone(Exception):
+    """adb lost the phone in the middle of something; the caller may wait and go on."""
+
+
+@dataclass
+class _Session:
+    """The phone's folder for one ``measure`` call, and the files already pushed there."""
+
+    folder: str
+    binary: str
+    pushed: dict[tuple[str, int, int], str] = field(default_factory=dict)
+
+
+class AdbDevice(Device):
+    """Measures TFLite models on an Android phone with ``benchmark_model`` over adb.
+
+    ``settings`` are the profile's (threads, cores as a taskset mask, warmup, runs, delegate).
+    benchmark_model reports a run's count, avg, std, min and max but no per-run times: a
+    measurement's median is its avg (unless the build prints a median), and p10/p90 are
+    avg -/+ 1.28 std clipped to [min, max]; ``extra["statistics"]`` says so.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        benchmark_model: str | os.PathLike[str],
+        serial: str | None = None,
+        adb: str = "adb",
+        server_port: int | None = None,
+        remote_tmpdir: str = "/data/local/tmp",
+        connect_timeout: float = 30.0,
+        command_timeout: float = 600.0,
+        batch_size: int = 16,
+        max_reconnects: int = 3,
+        settings: RunSettings | None = None,
+    ) -> None:
+        if batch_size < 1 or max_reconnects < 0:
+            raise ValueError("batch_size must be >= 1 and max_reconnects >= 0")
+        self.name = name
+        self.binary = Path(benchmark_model).expanduser()
+        self.serial = serial
+        self.client = AdbClient(name, adb=adb, server_port=server_port)
+        self.remote_tmpdir = remote_tmpdir.rstrip("/") or "/"
+        self.connect_timeout = connect_timeout
+        self.command_timeout = command_timeout
+        self.batch_size = batch_size
+        self.max_reconnects = max_reconnects
+        self.settings = settings or RunSettings(runtime="tflite")
+        self.reconnects = 0
+        self._session: _Session | None = None
+        self._stale: list[str] = []  # folders of sessions the phone dropped; removed later
+        self._fingerprint: Fingerprint | None = None
+
+    @property
+    def models_per_call(self) -> int:
+        return self.batch_size
+
+    def fingerprint(self) -> Fingerprint:
+        """The phone's fingerprint (model, SoC, cores, governor) for the profile's settings."""
+        if self._fingerprint is None:
+            self._check_binary()
+            self._select_phone()
+            self._fingerprint = self._read_fingerprint(self.settings)
+        return self._fingerprint
+
+    def measure(
+        self,
+        models: Sequence[Path],
+        *,
+        runtime: Runtime | None = None,
+        threads: int | None = None,
+        warmup: int | None = None,
+        runs: int | None = None,
+        profile_ops: bool = False,
+    ) -> list[Measurement]:
+        if not models:
+            return []
+        if runtime not in (None, "tflite"):
+            raise DeviceError(
+                f"device {self.name!r}: benchmark_model runs TFLite models only, not {runtime}"
+            )
+        settings = self.settings.override(threads=threads, warmup=warmup, runs=runs)
+        paths = [Path(p) for p in models]
+        for path in paths:
+            if not path.is_file():
+                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
+        self._check_binary()
+        measured: list[Measurement] = []
+        starts = range(0, len(paths), self.batch_size)
+        try:
+            self._select_phone()
+            for number, start in enumerate(starts, 1):
+                batch = paths[start : start + self.batch_size]
+
+                def run_batch(batch: list[Path] = batch) -> list[tuple[int, str]]:
+                    return self._run_batch(batch, settings, profile_ops)
+
+                outputs = self._with_reconnect(
+                    f"while measuring batch {number} of {len(starts)} "
+                    f"({len(measured)} of {len(paths)} models measured)",
+                    run_batch,
+                )
+                for path, (status, text) in zip(batch, outputs, strict=True):
+                    measured.append(self._measurement(path, status, text, settings, profile_ops))
+            if self._fingerprint is None and settings == self.settings:
+                self._fingerprint = self._read_fingerprint(settings)
+        finally:
+            self._clean_up()
+        return measured
+
+    def close(self) -> None:
+        """Remove what is left on the phone (``measure`` already does; safe to call twice)."""
+        self._clean_up()
+
+    def _check_binary(self) -> None:
+        """benchmark_model exists here and is executable, before anything is pushed."""
+        fix = (
+            "download LiteRT's Android benchmark_model (see the README) or build it, and set "
+            "adb.benchmark_model in the device profile to its path"
+        )
+        if not self.binary.is_file():
+            raise DeviceError(
+                f"device {self.name!r}: benchmark_model not found at {self.binary}; {fix}"
+            )
+        if not os.access(self.binary, os.X_OK):
+            raise DeviceError(
+                f"device {self.name!r}: benchmark_model at {self.binary} is not executable; "
+                f"chmod +x {shlex.quote(str(self.binary))}"
+            )
+
+    def _select_phone(self) -> None:
+        entries = self._adb(lambda: self.client.devices(timeout=_SMALL_COMMAND_TIMEOUT_S))
+        self.client.serial = choose_serial(self.name, entries, self.serial)
+
+    def _with_reconnect(self, what: str, step: Callable[[], T]) -> T:
+        """``step()``, run again after the phone comes back when adb loses it."""
+        drops = 0
+        while True:
+            try:
+                return step()
+            except _PhoneGone as exc:
+                drops += 1
+                if self._session is not None:
+                    self._stale.append(self._session.folder)
+                    self._session = None
+                if drops > self.max_reconnects:
+                    raise DeviceError(
+                        f"device {self.name!r}: lost phone {self.client.serial} {what}, and "
+                        f"{self.max_reconnects} reconnects did not help ({exc}); check the cable "
+                        "and the phone, or raise adb.max_reconnects"
+                    ) from None
+                log.warning(
+                    "device %r: lost phone %s %s (%s); waiting for it (%d of %d)",
+                    self.name,
+                    self.client.serial,
+                    what,
+                    exc,
+                    drops,
+                    self.max_reconnects,
+                )
+                self._wait_for_phone()
+                self.reconnects += 1
+
+    def _wait_for_phone(self) -> None:
+        serial = self.client.serial or ""
+        try:
+            if ":" in serial:  # a network phone: adb does not reconnect it by itself
+                self.client.run(["connect", serial], timeout=self.connect_timeout)
+            self.client.run(["wait-for-device"], timeout=self.connect_timeout)
+        except AdbTimeout:
+            raise DeviceError(
+                f"device {self.name!r}: phone {serial} did not come back within "
+                f"{self.connect_timeout:g} s (adb.connect_timeout); check the cable and that "
+                "USB debugging is still on"
+            ) from None
+
+    def _open(self) -> _Session:
+        """The call's folder on the phone with benchmark_model in it, made when needed."""
+        if self._session is not None:
+            return self._session
+        folder = f"{self.remote_tmpdir}/edgenas-{secrets.token_hex(6)}"
+        self._shell_ok(f"mkdir -p -- {shlex.quote(folder)}/models", "making a folder")
+        self._session = _Session(folder, f"{folder}/benchmark_model")
+        self._push(self.binary, self._session.binary)
+        self._shell_ok(f"chmod 755 -- {shlex.quote(self._session.binary)}", "chmod")
+        return self._session
+
+    def _run_batch(
+        self, batch: Sequence[Path], settings: RunSettings, profile_ops: bool
+    ) -> list[tuple[int, str]]:
+        """(exit status, output) of benchmark_model for each model, from one adb shell."""
+        session = self._open()
+        remote = [self._push_model(session, path) for path in batch]
+        parts = []
+        for index, model in enumerate(remote):
+            run = command_line(
+                session.binary,
+                model,
+                threads=settings.threads,
+                warmup=settings.warmup,
+                runs=settings.runs,
+                delegate=settings.delegate,
+                delegate_options=settings.delegate_options,
+                profile_ops=profile_ops,
+                cores=settings.cores,
+            )
+            parts.append(f"echo '{_MARK}{index}'; {run} 2>&1; echo \"{_EXIT}$?\"")
+        try:
+            result = self.client.shell("; ".join(parts), timeout=self.command_timeout)
+        except AdbTimeout:
+            self._kill(session)
+            raise DeviceError(
+                f"device {self.name!r}: benchmark_model did not finish within "
+                f"{self.command_timeout:g} s (adb.command_timeout); measure fewer models per "
+                "batch (adb.batch_size) or raise the timeout"
+            ) from None
+        if result.device_gone:
+            raise _PhoneGone(result.last_error)
+        outputs = _split_batch(result.stdout, len(remote))
+        if outputs is None:
+            if result.returncode != 0:
+                raise _PhoneGone(f"adb shell ended early: {result.last_error}")
+            raise DeviceError(
+                f"device {self.name!r}: the phone's shell returned no results for the batch "
+                f"({result.last_error})"
+            )
+        return outputs
+
+    def _measurement(
+        self, path: Path, status: int, text: str, settings: RunSettings, profile_ops: bool
+    ) -> Measurement:
+        output = parse_output(text)
+        if status != 0 or output.runs is None:
+            raise self._model_failure(path, status, text, output, settings)
+        return to_measurement(
+            str(path),
+            output,
+            spread_threshold=settings.spread_threshold,
+            delegate=settings.delegate,
+            profile_ops=profile_ops,
+        )
+
+    def _model_failure(
+        self, path: Path, status: int, text: str, output: BenchmarkOutput, settings: RunSettings
+    ) -> DeviceError:
+        reason = failure_reason(output)
+        if reason is not None and "could not apply" in reason:
+            other = "delegate: none" if settings.delegate == "xnnpack" else "delegate: xnnpack"
+            return DeviceError(
+                f"device {self.name!r}: {reason} for {path.name}; the delegate rejects this "
+                f"model: measure it with another delegate ({other} in the profile)"
+            )
+        if status in (126, 127):
+            return DeviceError(
+                f"device {self.name!r}: benchmark_model cannot run on phone "
+                f"{self.client.serial} ({_last(text) or f'exit status {status}'}); it must be "
+                "an Android build for the phone's ABI (e.g. android_aarch64_benchmark_model)"
+            )
+        return DeviceError(
+            f"device {self.name!r}: benchmark_model failed on {path.name} (exit status "
+            f"{status}): {reason or _last(text) or 'no output'}"
+        )
+
+    def _read_fingerprint(self, settings: RunSettings) -> Fingerprint:
+        core = settings.cores[0] if settings.cores else 0
+        props = (
+            "ro.product.manufacturer",
+            "ro.product.model",
+            "ro.soc.model",
+            "ro.board.platform",
+        )
+        script = "; ".join(
+            [
+                *(f'echo "$(getprop {p})"' for p in props),
+                'echo "$(cat /sys/devices/system/cpu/possible 2>/dev/null)"',
+                f'echo "$(cat /sys/devices/system/cpu/cpu{core}/cpufreq/scaling_governor '
+                '2>/dev/null)"',
+            ]
+        )
+        result = self._adb(lambda: self.client.shell(script, timeout=_SMALL_COMMAND_TIMEOUT_S))
+        if result.returncode != 0:
+            raise DeviceError(
+                f"device {self.name!r}: reading the phone's properties failed: {result.last_error}"
+            )
+        lines = [line.strip() for line in result.stdout.replace("\r", "").splitlines()]
+        maker, model, soc, board, possible, governor = (lines + [""] * 6)[:6]
+        digest = hashlib.sha256(self.binary.read_bytes()).hexdigest()[:12]
+        delegate = settings.delegate
+        return Fingerprint(
+            host=f"{maker} {model} {self.client.serial}".strip(),
+            cpu_model=soc or board or "unknown",
+            cores=_count_cpus(possible),
+            governor=governor or "unknown",
+            runtime="tflite",
+            runtime_version=f"benchmark_model sha256:{digest}",
+            threads=settings.threads,
+            accelerator=delegate if delegate not in (None, "xnnpack") else "",
+        )
+
+    def _push_model(self, session: _Session, path: Path) -> str:
+        stat = path.stat()
+        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        remote = session.pushed.get(key)
+        if remote is None:
+            # A counter keeps two local files of the same name apart.
+            remote = f"{session.folder}/models/{len(session.pushed)}-{path.name}"
+            self._push(path, remote)
+            session.pushed[key] = remote
+        return remote
+
+    def _push(self, local: Path, remote: str) -> None:
+        result = self._adb(
+            lambda: self.client.push(str(local), remote, timeout=self.command_timeout)
+        )
+        if result.device_gone:
+            raise _PhoneGone(result.last_error)
+        if result.returncode != 0:
+            raise DeviceError(
+                f"device {self.name!r}: pushing {local} to the phone failed: {result.last_error}"
+            )
+
+    def _shell_ok(self, script: str, what: str) -> AdbResult:
+        result = self._adb(lambda: self.client.shell(script, timeout=_SMALL_COMMAND_TIMEOUT_S))
+        if result.device_gone:
+            raise _PhoneGone(result.last_error)
+        if result.returncode != 0:
+            raise DeviceError(
+                f"device {self.name!r}: {what} on the phone failed: {result.last_error}; set "
+                "adb.remote_tmpdir to a folder the shell user can write (/data/local/tmp)"
+            )
+        return result
+
+    def _adb(self, call: Callable[[], T]) -> T:
+        try:
+            return call()
+        except AdbTimeout as exc:
+            raise DeviceError(
+                f"device {self.name!r}: {exc}; check the phone and the adb server ('adb devices')"
+            ) from None
+
+    def _kill(self, session: _Session) -> None:
+        """Stop benchmark_model after a timeout (best effort: toybox has pkill)."""
+        try:
+            self.client.shell(
+                f"pkill -f {shlex.quote(session.binary)}", timeout=_SMALL_COMMAND_TIMEOUT_S
+            )
+        except (AdbTimeout, DeviceError) as exc:
+            log.warning("device %r: could not stop benchmark_model: %s", self.name, exc)
+
+    def _clean_up(self) -> None:
+        """Remove this device's folders on the phone; only ever ones it made."""
+        folders = [*self._stale, *([self._session.folder] if self._session else [])]
+        self._session, self._stale = None, []
+        prefix = f"{self.remote_tmpdir}/edgenas-"
+        targets = [f for f in folders if f.startswith(prefix) and "/" not in f[len(prefix) :]]
+        if not targets or self.client.serial is None:
+            return
+        command = "rm -rf -- " + " ".join(shlex.quote(f) for f in targets)
+        try:
+            result = self.client.shell(command, timeout=_SMALL_COMMAND_TIMEOUT_S)
+            if result.returncode != 0:
+                log.warning(
+                    "device %r: could not remove %s on the phone: %s",
+                    self.name,
+                    ", ".join(targets),
+                    result.last_error,
+                )
+        except (AdbTimeout, DeviceError) as exc:
+            log.warning("device %r: could not remove %s: %s", self.name, ", ".join(targets), exc)
+
+
+def to_measurement(
+    model: str,
+    output: BenchmarkOutput,
+    *,
+    spread_threshold: float,
+    delegate: str | None = None,
+    profile_ops: bool = False,
+) -> Measurement:
+    """A Measurement from one benchmark_model run's output (its timed runs must be there)."""
+    if output.runs is None:
+        raise ValueError(f"benchmark_model printed no timed runs for {model}")
+    us = output.runs.values
+    n = output.runs.count
+    mean, std = us["avg"] / 1e3, us.get("std", 0.0) / 1e3
+    low, high = us.get("min", us["avg"]) / 1e3, us.get("max", us["avg"]) / 1e3
+    printed_median = "median" in us
+    median = us["median"] / 1e3 if printed_median else mean
+    p10, p90 = max(low, mean - _Z90 * std), min(high, mean + _Z90 * std)
+    extra: dict[str, Any] = {
+        "statistics": (
+            "benchmark_model's count/avg/std/min/max; "
+            + ("its median; " if printed_median else "median = avg; ")
+            + "p10/p90 = avg -/+ 1.28 std within [min, max]"
+        ),
+        "runtime": "benchmark_model",
+    }
+    if output.warmup_avg_us is not None:
+        extra["warmup_avg_ms"] = output.warmup_avg_us / 1e3
+    if output.memory_overall_mb is not None:
+        extra["memory_footprint_mb"] = {
+            "init": output.memory_init_mb,
+            "overall": output.memory_overall_mb,
+        }
+    per_op: dict[str, float] | None = None
+    if profile_ops and output.ops:
+        per_op = {}
+        types: dict[str, str] = {}
+        for op in output.ops:
+            per_op[op.name] = per_op.get(op.name, 0.0) + op.ms
+            types[op.name] = op.node_type
+        extra["profile"] = {"op_types": types, "run_ms": mean}
+    spread = (p90 - p10) / median if median > 0 else 0.0
+    return Measurement(
+        model=model,
+        median_ms=median,
+        mean_ms=mean,
+        std_ms=std,
+        p10_ms=p10,
+        p90_ms=p90,
+        min_ms=low,
+        n=n,
+        flagged=spread > spread_threshold,
+        peak_memory_bytes=(
+            round(output.memory_overall_mb * 2**20)
+            if output.memory_overall_mb is not None
+            else None
+        ),
+        per_op_ms=per_op,
+        placement=_placement(output, delegate),
+        extra=extra,
+        init_ms=output.init_us / 1e3 if output.init_us is not None else None,
+        first_inference_ms=(
+            output.first_inference_us / 1e3 if output.first_inference_us is not None else None
+        ),
+    )
+
+
+def _placement(output: BenchmarkOutput, delegate: str | None) -> dict[str, Any] | None:
+    """Where the nodes ran, when the output says (the delegate's "Replacing N out of M
+    node(s)" line); builtin operators in the op profile are the fallback."""
+    if not output.replaced:
+        return None
+    delegated = sum(r[0] for r in output.replaced)
+    total = max(r[1] for r in output.replaced)
+    fallback: dict[str, int] = {}
+    for op in output.ops:
+        if not op.name.startswith("Delegate/") and "Delegate" not in op.node_type:
+            fallback[op.node_type] = fallback.get(op.node_type, 0) + 1
+    return {
+        "delegate": delegate or "xnnpack",
+        "delegated_nodes": delegated,
+        "cpu_nodes": total - delegated,
+        "partitions": sum(r[3] for r in output.replaced),
+        "fallback": fallback,
+    }
+
+
+def _split_batch(stdout: str, count: int) -> list[tuple[int, str]] | None:
+    """Each model's (exit status, output) from a batch's stdout; ``None`` when the output
+    stops before every model's exit status (the shell was cut off)."""
+    results: list[tuple[int, str]] = []
+    current: list[str] | None = None
+    for line in stdout.replace("\r\n", "\n").split("\n"):
+        if line.startswith(_MARK):
+            current = []
+        elif line.startswith(_EXIT) and current is not None:
+            status = line[len(_EXIT) :].strip()
+            results.append((int(status) if status.isdigit() else -1, "\n".join(current)))
+            current = None
+        elif current is not None:
+            current.append(line)
+    return results if len(results) == count else None
+
+
+def _count_cpus(possible: str) -> int:
+    """CPUs in a kernel list such as ``0-7`` or ``0-3,6``; 0 when unknown."""
+    total = 0
+    for part in possible.split(","):
+        lo, _, hi = part.strip().partition("-")
+        if lo.isdigit():
+            total += int(hi) - int(lo) + 1 if hi.isdigit() else 1
+    return total
+
+
+def _last(text: str) -> str:
+    lines = [line.strip() for line in log_lines(text) if line.strip()]
+    return lines[-1] if lines else ""
+
+
+@register_device_kind("adb")
+def _adb_from_profile(name: str, profile: dict[str, Any]) -> AdbDevice:
+    checked = validate_profile({**profile, "name": name, "kind": "adb"}, where=repr(name))
+    adb: AdbSection | None = checked.adb
+    assert adb is not None  # the profile validator requires the section for kind adb
+    return AdbDevice(
+        name,
+        benchmark_model=adb.benchmark_model,
+        serial=adb.serial,
+        adb=adb.adb,
+        server_port=adb.server_port,
+        remote_tmpdir=adb.remote_tmpdir,
+        connect_timeout=adb.connect_timeout,
+        command_timeout=adb.command_timeout,
+        batch_size=adb.batch_size,
+        max_reconnects=adb.max_reconnects,
+        settings=checked.run_settings(),
+    )

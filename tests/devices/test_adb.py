@@ -1,0 +1,420 @@
+"""adb devices with benchmark_model: the output parser on the real tool's published output,
+the error paths with Debian's real adb client (a private adb server, no phone), and the
+plumbing (push, quoting, batches, reconnect, clean-up) with a stand-in phone.
+
+No phone can be attached here. The stand-in ``adb`` below runs the phone's shell commands
+with this machine's ``sh``, and the stand-in ``benchmark_model`` prints recorded output of
+the real tool: they replace only what cannot exist here (the phone and its binary).
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from devices import AdbDevice, DeviceError, Measurement, RunSettings, open_device
+from devices.adb import to_measurement
+from devices.adb_client import AdbClient, AdbResult, choose_serial, parse_devices
+from devices.benchmark_model import (
+    command_line,
+    cpu_mask,
+    delegate_flags,
+    failure_reason,
+    parse_output,
+)
+from edgenas.cli import app
+from tests.support.sshd import free_port
+
+DATA = Path(__file__).parent / "data"
+BENCH = DATA / "benchmark_model"
+ADB_OUT = DATA / "adb"
+
+
+def _read(path: Path) -> str:
+    return path.read_text()
+
+
+# --- benchmark_model's output -------------------------------------------------------------
+
+
+def test_parses_an_unprefixed_build_with_op_profiling() -> None:
+    out = parse_output(_read(BENCH / "rv64_mobilenet_v1_op_profiling.txt"))
+    assert out.warmup is not None and out.warmup.count == 1
+    assert out.runs is not None and out.runs.count == 50
+    assert out.runs.values["min"] == 2727568 and out.runs.values["avg"] == 2.95034e06
+    assert (out.init_us, out.first_inference_us) == (17187, 3512391)
+    assert (out.warmup_avg_us, out.inference_avg_us) == (3.51239e06, 2.95034e06)
+    assert (out.memory_init_mb, out.memory_overall_mb) == (4.21094, 46.0859)
+    # The regular runs' table only: not the initialization's AllocateTensors row.
+    assert len(out.ops) == 31
+    first = out.ops[0]
+    assert (first.node_type, first.name, first.avg_ms, first.times_called) == (
+        "CONV_2D",
+        "[MobilenetV1/MobilenetV1/Conv2d_0/Relu6]:0",
+        60.957,
+        1,
+    )
+    assert {op.node_type for op in out.ops} == {
+        "CONV_2D",
+        "DEPTHWISE_CONV_2D",
+        "AVERAGE_POOL_2D",
+        "SQUEEZE",
+        "SOFTMAX",
+    }
+    # The per-op times add up to the inference time.
+    assert sum(op.ms for op in out.ops) == pytest.approx(2950.34, rel=0.01)
+    assert out.errors == [] and failure_reason(out) is None
+
+
+def test_parses_a_prefixed_build_with_xnnpack_operators() -> None:
+    out = parse_output(_read(BENCH / "tc2_xnnpack_op_profiling.txt"))
+    assert out.runs is not None and (out.runs.count, out.runs.values["std"]) == (67, 256)
+    assert (out.init_us, out.first_inference_us, out.inference_avg_us) == (16772, 8781, 7454.97)
+    assert out.memory_overall_mb == 10.8789
+    assert len(out.ops) == 115
+    assert out.ops[0].node_type == "Convolution (NHWC, QU8) IGEMM"
+    assert out.ops[0].name == "Delegate/Convolution (NHWC, QU8) IGEMM:0"
+    assert all(op.node_type != "ModifyGraphWithDelegate" for op in out.ops)
+    assert sum(op.ms for op in out.ops) == pytest.approx(7.455, rel=0.02)
+
+
+def test_parses_an_older_summary_and_table() -> None:
+    out = parse_output(_read(BENCH / "litert_readme_op_profiling.txt"))
+    assert (out.warmup_avg_us, out.init_us, out.inference_avg_us) == (83235, 38467, 79760.9)
+    assert out.runs is None  # this excerpt has only the profile's own timings line
+    assert len(out.ops) == 31 and out.ops[-1].node_type == "SOFTMAX"
+    assert out.ops[0].times_called == 0 and out.ops[0].ms == out.ops[0].avg_ms == 4.269
+
+
+def test_names_the_delegate_that_failed() -> None:
+    out = parse_output(_read(BENCH / "xnnpack_delegate_failed.txt"))
+    assert out.runs is None
+    assert failure_reason(out) == (
+        "benchmark_model could not apply the XNNPACK delegate (Failed to apply XNNPACK delegate.)"
+    )
+
+
+def test_measurement_from_the_output() -> None:
+    out = parse_output(_read(BENCH / "rv64_mobilenet_v1_op_profiling.txt"))
+    m = to_measurement("m.tflite", out, spread_threshold=0.1, profile_ops=True)
+    assert (m.n, m.mean_ms, m.min_ms, m.std_ms) == (50, 2950.34, 2727.568, 109.798)
+    assert m.median_ms == m.mean_ms  # this build prints no median
+    assert m.min_ms <= m.p10_ms < m.median_ms < m.p90_ms <= 3189.954
+    assert (m.init_ms, m.first_inference_ms) == (17.187, 3512.391)
+    assert m.per_op_ms is not None and len(m.per_op_ms) == 31
+    assert m.extra["profile"]["op_types"]["[MobilenetV1/Predictions/Reshape_1]:30"] == "SOFTMAX"
+    assert m.peak_memory_bytes == round(46.0859 * 2**20)
+    assert Measurement.from_dict(m.to_dict()) == m
+    # Without profile_ops there are no per-op times; without init figures the keys are absent.
+    assert to_measurement("m", out, spread_threshold=0.1).per_op_ms is None
+    plain = Measurement.from_times("x", [1.0, 2.0]).to_dict()
+    assert "init_ms" not in plain and "first_inference_ms" not in plain
+
+
+def test_command_line_quotes_every_argument() -> None:
+    line = command_line(
+        "/data/local/tmp/edgenas-1/benchmark_model",
+        "/data/local/tmp/edgenas-1/models/0-my 'model'; rm -rf x.tflite",
+        threads=4,
+        warmup=2,
+        runs=5,
+        delegate="gpu",
+        profile_ops=True,
+        cores=[4, 5, 6, 7],
+    )
+    assert shlex.split(line) == [
+        "taskset",
+        "f0",
+        "/data/local/tmp/edgenas-1/benchmark_model",
+        "--graph=/data/local/tmp/edgenas-1/models/0-my 'model'; rm -rf x.tflite",
+        "--num_threads=4",
+        "--warmup_runs=2",
+        "--warmup_min_secs=0",
+        "--num_runs=5",
+        "--min_secs=0",
+        "--use_gpu=true",
+        "--enable_op_profiling=true",
+    ]
+    assert cpu_mask([0]) == "1" and cpu_mask([4, 5, 6, 7]) == "f0" and cpu_mask([8]) == "100"
+    assert delegate_flags(None) == []
+    assert delegate_flags("none") == ["--use_xnnpack=false"]
+    assert delegate_flags("nnapi") == ["--use_nnapi=true"]
+    assert delegate_flags("external:/d/libqnn.so", [("backend_type", "htp"), ("x", "1")]) == [
+        "--external_delegate_path=/d/libqnn.so",
+        "--external_delegate_options=backend_type:htp;x:1",
+    ]
+
+
+# --- adb devices -l and the choice of phone ------------------------------------------------
+
+
+def test_parses_adb_devices_output() -> None:
+    entries = parse_devices(_read(ADB_OUT / "devices_l_device_unauthorized.txt"))
+    assert [(e.serial, e.state) for e in entries] == [
+        ("192.168.34.13:5555", "device"),
+        ("192.168.34.12:5555", "unauthorized"),
+    ]
+    assert entries[0].fields["model"] == "SM_T865"
+    assert choose_serial("phone", entries, None) == "192.168.34.13:5555"
+    (usb,) = parse_devices(_read(ADB_OUT / "devices_l_usb.txt"))
+    assert (usb.serial, usb.state, usb.fields["usb"], usb.label) == (
+        "UYT5T18414003349",
+        "device",
+        "1114112X",
+        "UYT5T18414003349 (ALP_AL00)",
+    )
+    (offline,) = parse_devices(_read(ADB_OUT / "devices_offline.txt"))
+    assert (offline.serial, offline.state) == ("emulator-5554", "offline")
+
+
+@pytest.mark.parametrize(
+    ("fixture", "serial", "message"),
+    [
+        (
+            "devices_two.txt",
+            None,
+            r"2 phones are attached \(127\.0\.0\.1:6555, 127\.0\.0\.1:6562\); set adb\.serial",
+        ),
+        (
+            "devices_l_device_unauthorized.txt",
+            "192.168.34.12:5555",
+            r"has not authorized this computer .*accept the 'Allow USB debugging\?' prompt",
+        ),
+        ("devices_offline.txt", None, r"phone emulator-5554 is offline; replug it"),
+        (
+            "devices_offline.txt",
+            "R58M",
+            r"phone 'R58M' is not attached \(adb devices lists: emulator-5554 \(offline\)\)",
+        ),
+    ],
+)
+def test_choosing_a_phone_fails_in_one_line(fixture: str, serial: str | None, message: str) -> None:
+    entries = parse_devices(_read(ADB_OUT / fixture))
+    with pytest.raises(DeviceError, match=message) as info:
+        choose_serial("phone", entries, serial)
+    assert str(info.value).startswith("device 'phone': ") and "\n" not in str(info.value)
+
+
+def test_unauthorized_phone_alone() -> None:
+    entries = parse_devices(_read(ADB_OUT / "devices_l_device_unauthorized.txt"))[1:]
+    with pytest.raises(DeviceError, match="has not authorized this computer"):
+        choose_serial("phone", entries, None)
+    # What adb prints when a command reaches an unauthorized phone.
+    refused = AdbResult(1, "", _read(ADB_OUT / "unauthorized_error.txt"))
+    assert refused.unauthorized and not refused.device_gone
+    assert refused.last_error == "adb: error: failed to get feature set: device unauthorized."
+
+
+# --- Debian's adb with a private server and no phone ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def adb_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A private adb server on a free port, its keys in a temporary HOME; killed after."""
+    adb = shutil.which("adb")
+    if adb is None:
+        pytest.skip("no adb client: apt-get install adb (make setup does)")
+    home = tmp_path_factory.mktemp("adb-home")
+    port = free_port()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("HOME", str(home))
+        mp.delenv("ANDROID_SERIAL", raising=False)
+        subprocess.run([adb, "-P", str(port), "start-server"], check=True, capture_output=True)
+        try:
+            yield port
+        finally:
+            subprocess.run([adb, "-P", str(port), "kill-server"], check=False, capture_output=True)
+
+
+@pytest.fixture
+def fake_binary(tmp_path: Path) -> Path:
+    """A stand-in for benchmark_model (none can run here): prints the real tool's recorded
+    output, or its recorded failure for a model named reject*, and logs its arguments."""
+    script = tmp_path / "benchmark_model"
+    log = tmp_path / "args.log"
+    script.write_text(
+        "#!/bin/sh\n"
+        f'for a in "$@"; do printf "%s\\n" "$a" >> {shlex.quote(str(log))}; done\n'
+        f"echo -- >> {shlex.quote(str(log))}\n"
+        'case "$1" in --graph=*/models/*-reject.tflite)\n'
+        f"  cat {shlex.quote(str(BENCH / 'xnnpack_delegate_failed.txt'))}; exit 1;;\n"
+        "  --graph=*/models/*-slow.tflite) sleep 2;;\n"
+        "esac\n"
+        f"cat {shlex.quote(str(BENCH / 'tc2_xnnpack_op_profiling.txt'))}\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def _model(folder: Path, name: str) -> Path:
+    path = folder / name
+    path.write_bytes(b"TFL3 stand-in model")
+    return path
+
+
+def test_no_phone_with_the_real_adb(adb_port: int, fake_binary: Path, tmp_path: Path) -> None:
+    device = AdbDevice(
+        "phone", benchmark_model=fake_binary, server_port=adb_port, settings=RunSettings("tflite")
+    )
+    with pytest.raises(DeviceError) as info:
+        device.measure([_model(tmp_path, "m.tflite")])
+    assert str(info.value).startswith(
+        "device 'phone': no Android device attached (adb devices lists none); connect the phone"
+    )
+    # A serial that is not attached; and what the real adb says for it counts as a lost phone.
+    device = AdbDevice("phone", benchmark_model=fake_binary, server_port=adb_port, serial="R58M")
+    with pytest.raises(
+        DeviceError, match=r"phone 'R58M' is not attached \(adb devices lists: none\)"
+    ):
+        device.fingerprint()
+    client = AdbClient("phone", server_port=adb_port)
+    client.serial = "R58M"
+    result = client.shell("true", timeout=30)
+    assert result.returncode != 0 and result.device_gone
+    assert result.last_error == "error: device 'R58M' not found"
+
+
+def test_devices_check_without_a_phone(adb_port: int, fake_binary: Path, tmp_path: Path) -> None:
+    profile = tmp_path / "phone.yaml"
+    profile.write_text(
+        "name: phone\nkind: adb\nruntime: tflite\n"
+        f"adb: {{benchmark_model: {fake_binary}, server_port: {adb_port}}}\n"
+    )
+    result = CliRunner().invoke(app, ["devices", "check", str(profile)])
+    assert result.exit_code == 2, result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and "device 'phone': no Android device attached" in lines[0]
+
+
+def test_benchmark_model_missing_or_not_executable(tmp_path: Path) -> None:
+    model = _model(tmp_path, "m.tflite")
+    missing = AdbDevice("phone", benchmark_model=tmp_path / "nope", adb="/nonexistent/adb")
+    with pytest.raises(DeviceError, match=r"benchmark_model not found at .*nope; download"):
+        missing.measure([model])
+    plain = tmp_path / "benchmark_model"
+    plain.write_bytes(b"\x7fELF")
+    plain.chmod(0o644)
+    device = AdbDevice("phone", benchmark_model=plain, adb="/nonexistent/adb")
+    with pytest.raises(DeviceError, match=r"is not executable; chmod \+x .*benchmark_model$"):
+        device.measure([model])
+
+
+# --- the plumbing, with a stand-in phone ---------------------------------------------------
+
+
+@pytest.fixture
+def phone(tmp_path: Path) -> Path:
+    """A stand-in adb (no phone can be attached here) with one phone whose shell is this
+    machine's sh; ``drop`` in its folder makes the next batch fail as a phone that went
+    offline does."""
+    folder = tmp_path / "phone"
+    (folder / "tmp").mkdir(parents=True)
+    adb = folder / "adb"
+    state = shlex.quote(str(folder))
+    adb.write_text(
+        "#!/bin/bash\n"
+        'while [ "$1" = -P ] || [ "$1" = -s ]; do shift 2; done\n'
+        'cmd="$1"; shift\n'
+        'case "$cmd" in\n'
+        "  devices) printf 'List of devices attached\\nFAKE0001               device usb:1-1 "
+        "product:fake model:Stand_in device:fake transport_id:1\\n\\n';;\n"
+        '  push) cp -- "$1" "$2" && echo "$1: 1 file pushed.";;\n'
+        "  wait-for-device) :;;\n"
+        '  shell) case "$1" in *@@edgenas-model*)\n'
+        f"      if [ -e {state}/drop ]; then rm {state}/drop; "
+        'echo "error: device offline" >&2; exit 1; fi;;\n'
+        "    esac\n"
+        '    exec sh -c "$1";;\n'
+        '  *) echo "stand-in adb: $cmd is not supported" >&2; exit 1;;\n'
+        "esac\n"
+    )
+    adb.chmod(0o755)
+    return folder
+
+
+def _device(
+    phone: Path, binary: Path, *, delegate: str, cores: tuple[int, ...] | None = None
+) -> AdbDevice:
+    settings = RunSettings("tflite", threads=2, warmup=3, runs=7, cores=cores, delegate=delegate)
+    return AdbDevice(
+        "phone",
+        benchmark_model=binary,
+        adb=str(phone / "adb"),
+        remote_tmpdir=str(phone / "tmp"),
+        batch_size=2,
+        settings=settings,
+    )
+
+
+def test_measures_in_batches_and_cleans_up(phone: Path, fake_binary: Path, tmp_path: Path) -> None:
+    odd = _model(tmp_path, "my 'odd' model.tflite")
+    models = [odd, _model(tmp_path, "b.tflite"), _model(tmp_path, "c.tflite")]
+    device = _device(phone, fake_binary, cores=(0,), delegate="xnnpack")
+    (phone / "drop").touch()  # the first batch loses the phone: it is measured again
+    measured = device.measure(models, profile_ops=True)
+    assert [m.model for m in measured] == [str(p) for p in models]
+    m = measured[0]
+    assert (m.n, m.mean_ms, m.init_ms, m.first_inference_ms) == (67, 7.45497, 16.772, 8.781)
+    assert m.per_op_ms is not None and len(m.per_op_ms) > 50
+    assert device.reconnects == 1
+    assert list((phone / "tmp").iterdir()) == []  # every folder removed, the dropped one too
+    runs = (tmp_path / "args.log").read_text().split("--\n")[:-1]
+    assert len(runs) == 3
+    args = runs[0].splitlines()
+    assert args[0].endswith("/models/0-my 'odd' model.tflite") and "/edgenas-" in args[0]
+    assert args[1:] == [
+        "--num_threads=2",
+        "--warmup_runs=3",
+        "--warmup_min_secs=0",
+        "--num_runs=7",
+        "--min_secs=0",
+        "--use_xnnpack=true",
+        "--enable_op_profiling=true",
+    ]
+    fp = device.fingerprint()
+    assert fp.runtime == "tflite" and fp.host.endswith("FAKE0001") and fp.cores >= 1
+    assert fp.runtime_version.startswith("benchmark_model sha256:") and fp.accelerator == ""
+
+
+def test_a_model_the_delegate_rejects(phone: Path, fake_binary: Path, tmp_path: Path) -> None:
+    device = _device(phone, fake_binary, delegate="xnnpack")
+    with pytest.raises(DeviceError) as info:
+        device.measure([_model(tmp_path, "ok.tflite"), _model(tmp_path, "reject.tflite")])
+    assert str(info.value) == (
+        "device 'phone': benchmark_model could not apply the XNNPACK delegate (Failed to apply "
+        "XNNPACK delegate.) for reject.tflite; the delegate rejects this model: measure it "
+        "with another delegate (delegate: none in the profile)"
+    )
+    assert list((phone / "tmp").iterdir()) == []
+
+
+def test_a_batch_past_the_timeout(phone: Path, fake_binary: Path, tmp_path: Path) -> None:
+    device = _device(phone, fake_binary, delegate="xnnpack")
+    device.command_timeout = 0.5
+    with pytest.raises(DeviceError) as info:
+        device.measure([_model(tmp_path, "slow.tflite")])
+    assert str(info.value) == (
+        "device 'phone': benchmark_model did not finish within 0.5 s (adb.command_timeout); "
+        "measure fewer models per batch (adb.batch_size) or raise the timeout"
+    )
+    assert list((phone / "tmp").iterdir()) == []
+
+
+def test_open_an_adb_profile(tmp_path: Path, fake_binary: Path) -> None:
+    path = tmp_path / "phone.yaml"
+    path.write_text(
+        "name: my-phone\nkind: adb\nruntime: tflite\ndelegate: gpu\ncores: [4, 5]\n"
+        f"adb: {{benchmark_model: {fake_binary}, serial: R58M, server_port: 5038}}\n"
+    )
+    device = open_device(path)
+    assert isinstance(device, AdbDevice)
+    assert device.serial == "R58M" and device.client.base() == ["adb", "-P", "5038"]
+    assert device.settings.delegate == "gpu" and device.settings.cores == (4, 5)
+    assert os.fspath(device.binary) == str(fake_binary)
