@@ -48,6 +48,7 @@ from once_for_all.data.batches import epoch_generator, normalize
 from once_for_all.data.errors import DataError
 from once_for_all.data.spec import DataSpec
 from once_for_all.data.splits import (
+    TEST_HOLDOUT_SEED,
     channel_stats,
     held_out_test_indices,
     spread_sample,
@@ -156,9 +157,12 @@ def stream_image_folder(
     val_size: int = 5000,
     seed: int = 0,
     train_limit: int | None = None,
+    test_limit: int | None = None,
     workers: int | None = None,
 ) -> StreamBundle:
     """The folder at ``root`` listed for streaming; ``load_data``'s hold-outs and arguments.
+    ``test_limit`` keeps that many test images spread over the classes (the ones
+    ``load_data``'s ``test_read_limit`` reads), for an evaluation of the first N.
 
     ``channels`` defaults to 1 when the headers of a spread sample of ``CHANNEL_PROBES``
     training images are all grey, else 3. ``mean``/``std`` (a pretrained network's, e.g. OFA's
@@ -181,6 +185,8 @@ def stream_image_folder(
         len(train), val_size=val_size, seed=seed, train_limit=train_limit, name=name
     )
     train, val = train.select(kept.numpy()), train.select(held.numpy())
+    if test_limit is not None:
+        test = test.select(spread_sample(test.labels.tolist(), test_limit, seed=TEST_HOLDOUT_SEED))
     probes = spread_sample(train.labels.tolist(), CHANNEL_PROBES, seed=seed)
     if channels is None:
         channels = 1 if all(_mode(train.path(i)) in GRAY_MODES for i in probes) else 3

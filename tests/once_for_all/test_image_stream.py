@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from once_for_all import OFAMobileNetV3, evaluate_subnet, get_space
 from once_for_all.data import DataError, normalize
 from once_for_all.data.image_stream import (
     StepBatches,
@@ -21,6 +22,7 @@ from once_for_all.data.image_stream import (
     stream_image_folder,
 )
 from once_for_all.data.transforms import center_crop
+from once_for_all.evaluation import bn_batches
 from once_for_all.ofa_import import IMAGENET_SPEC
 from tests.support.imagenet_folder import wnid, write_imagenet_folder
 
@@ -179,3 +181,22 @@ def test_bad_layouts_are_refused_in_one_line(tmp_path: Path, breakage: str, mess
     with pytest.raises(DataError, match=message) as info:
         stream_image_folder(root, image_size=32, val_size=0, **OFA_NORM)
     assert "\n" not in str(info.value)
+
+
+def test_subnets_evaluate_on_a_streamed_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        (tmp_path / f"c{c}").mkdir()
+        for k in range(4):
+            pixels = rng.integers(0, 256, (36, 44), dtype=np.uint8)
+            Image.fromarray(pixels).save(tmp_path / f"c{c}" / f"{k}.jpg")
+    bundle = stream_image_folder(tmp_path, image_size=32, val_size=6, workers=0)
+    space = get_space("mbv3-tiny")
+    torch.manual_seed(0)
+    supernet = OFAMobileNetV3(space).eval()
+    subnet = space.sample(1, r=[30])
+    batches = list(bn_batches(bundle, 30, images=20, batch_size=8))
+    assert [tuple(x.shape) for x in batches] == [(8, 1, 30, 30), (8, 1, 30, 30), (4, 1, 30, 30)]
+    acc = evaluate_subnet(supernet, subnet, bundle, bn_images=20, limit=5)
+    assert 0.0 <= acc <= 1.0 and acc * 5 == round(acc * 5)
+    assert evaluate_subnet(supernet, subnet, bundle, bn_images=20, limit=5) == acc
