@@ -55,6 +55,7 @@ def accuracy(
             shuffle=False,
             limit=limit,
             resolutions=(resolution,),
+            workers=data.workers if isinstance(data, StreamBundle) else None,
         )
     else:
         loader = BatchLoader(split, data.spec, batch_size=batch_size, shuffle=False, limit=limit)
@@ -87,6 +88,7 @@ def bn_batches(
             augment=True,
             resolutions=(resolution,),
             seed=BN_SEED,
+            workers=data.workers,
         )
         yield from (x for x, _ in streamed.epoch(0))
         return

@@ -139,12 +139,14 @@ class StreamSplit:
 
 @dataclass(frozen=True)
 class StreamBundle:
-    """``DataBundle``'s streamed counterpart: the same spec and split roles."""
+    """``DataBundle``'s streamed counterpart: the same spec and split roles, and the worker
+    processes that the loaders built from it (training, evaluation, BN) decode with."""
 
     spec: DataSpec
     train: StreamSplit
     val: StreamSplit
     test: StreamSplit
+    workers: int
 
 
 def stream_image_folder(
@@ -167,12 +169,16 @@ def stream_image_folder(
     ``channels`` defaults to 1 when the headers of a spread sample of ``CHANNEL_PROBES``
     training images are all grey, else 3. ``mean``/``std`` (a pretrained network's, e.g. OFA's
     ImageNet normalisation) default to the statistics of ``STATS_IMAGES`` training images
-    centre-cropped to ``image_size``, decoded with ``workers`` processes.
+    centre-cropped to ``image_size``. ``workers`` decode processes (default: the core count)
+    serve every loader built from the bundle.
     """
     if image_size < 1:
         raise DataError(f"image_size={image_size} must be >= 1")
     if (mean is None) != (std is None):
         raise DataError("give mean and std together (or neither, to compute them)")
+    if workers is not None and workers < 0:
+        raise DataError(f"workers={workers} must be >= 0 (0 decodes in this process)")
+    workers = default_workers() if workers is None else workers
     listing = list_image_folder(root)
     name = root.resolve().name
     everything = StreamSplit.of(root, listing.train)
@@ -202,7 +208,7 @@ def stream_image_folder(
         mean=tuple(mean),
         std=tuple(std),
     )
-    return StreamBundle(spec, train, val, test)
+    return StreamBundle(spec, train, val, test, workers)
 
 
 def _mode(path: Path) -> str:
@@ -214,13 +220,13 @@ def _mode(path: Path) -> str:
 
 
 def _stats(
-    sample: StreamSplit, channels: int, size: int, workers: int | None
+    sample: StreamSplit, channels: int, size: int, workers: int
 ) -> tuple[tuple[float, ...], tuple[float, ...]]:
     decoder = _Decoder(sample, channels, augment=False)
     loader = DataLoader(
         decoder,
         batch_sampler=StepBatches(len(sample), batch_size=100, resolutions=(size,)),
-        num_workers=default_workers() if workers is None else workers,
+        num_workers=workers,
         collate_fn=_collate,
     )
     images = [batch for batch, _, _ in loader if len(batch)]

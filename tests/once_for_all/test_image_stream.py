@@ -12,10 +12,18 @@ import pytest
 import torch
 from PIL import Image
 
-from once_for_all import OFAMobileNetV3, evaluate_subnet, get_space
+from once_for_all import (
+    OFAMobileNetV3,
+    PhaseConfig,
+    ProgressiveShrinkingTrainer,
+    TrainConfig,
+    evaluate_subnet,
+    get_space,
+)
 from once_for_all.data import DataError, normalize
 from once_for_all.data.image_stream import (
     StepBatches,
+    StreamBundle,
     StreamLoader,
     StreamSplit,
     decode,
@@ -183,20 +191,57 @@ def test_bad_layouts_are_refused_in_one_line(tmp_path: Path, breakage: str, mess
     assert "\n" not in str(info.value)
 
 
-def test_subnets_evaluate_on_a_streamed_folder(tmp_path: Path) -> None:
+@pytest.fixture(scope="module")
+def grey_bundle(tmp_path_factory: pytest.TempPathFactory) -> StreamBundle:
+    """Ten classes of grey 44x36 JPEGs, streamed at mbv3-tiny's 32 px."""
+    root = tmp_path_factory.mktemp("grey")
     rng = np.random.default_rng(0)
     for c in range(10):
-        (tmp_path / f"c{c}").mkdir()
-        for k in range(4):
+        (root / f"c{c}").mkdir()
+        for k in range(6):
             pixels = rng.integers(0, 256, (36, 44), dtype=np.uint8)
-            Image.fromarray(pixels).save(tmp_path / f"c{c}" / f"{k}.jpg")
-    bundle = stream_image_folder(tmp_path, image_size=32, val_size=6, workers=0)
+            Image.fromarray(pixels).save(root / f"c{c}" / f"{k}.jpg")
+    return stream_image_folder(root, image_size=32, val_size=6, workers=0)
+
+
+def test_subnets_evaluate_on_a_streamed_folder(grey_bundle: StreamBundle) -> None:
     space = get_space("mbv3-tiny")
     torch.manual_seed(0)
     supernet = OFAMobileNetV3(space).eval()
     subnet = space.sample(1, r=[30])
-    batches = list(bn_batches(bundle, 30, images=20, batch_size=8))
+    batches = list(bn_batches(grey_bundle, 30, images=20, batch_size=8))
     assert [tuple(x.shape) for x in batches] == [(8, 1, 30, 30), (8, 1, 30, 30), (4, 1, 30, 30)]
-    acc = evaluate_subnet(supernet, subnet, bundle, bn_images=20, limit=5)
+    acc = evaluate_subnet(supernet, subnet, grey_bundle, bn_images=20, limit=5)
     assert 0.0 <= acc <= 1.0 and acc * 5 == round(acc * 5)
-    assert evaluate_subnet(supernet, subnet, bundle, bn_images=20, limit=5) == acc
+    assert evaluate_subnet(supernet, subnet, grey_bundle, bn_images=20, limit=5) == acc
+
+
+def test_progressive_shrinking_trains_and_resumes_on_a_streamed_folder(
+    grey_bundle: StreamBundle, tmp_path: Path
+) -> None:
+    space = get_space("mbv3-tiny")
+    config = TrainConfig(
+        phases=(
+            PhaseConfig("full", 1, 0.05, kd_ratio=0.0),
+            PhaseConfig("kernel", 1, 0.02, ks=space.kernel_sizes),
+        ),
+        batch_size=16,
+        eval_images=6,
+        bn_images=16,
+    )
+
+    def trainer(checkpoint: Path) -> ProgressiveShrinkingTrainer:
+        torch.manual_seed(0)
+        net = OFAMobileNetV3(space)
+        return ProgressiveShrinkingTrainer(net, grey_bundle, config, checkpoint=checkpoint)
+
+    whole = trainer(tmp_path / "whole.pt")
+    whole.train()
+    assert len(whole.state.history) == 2
+    trainer(tmp_path / "parts.pt").train(stop_after_epochs=1)
+    resumed = trainer(tmp_path / "parts.pt")
+    assert resumed.resume()
+    resumed.train()
+    expected = whole.supernet.state_dict()
+    for name, tensor in resumed.supernet.state_dict().items():
+        assert torch.equal(tensor, expected[name]), name
