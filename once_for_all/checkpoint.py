@@ -221,12 +221,14 @@ def stream_folder_data(
     *,
     folder: str | Path | None,
     reads: FolderReads = FolderReads(),
+    workers: int | None = None,
 ) -> StreamBundle:
     """``load_training_data``'s folder for an imported supernet, listed for streaming instead of
     decoded into memory: ``reads.val`` images held out of train/ (seed 0) as the val split,
     ``reads.test`` images of val/ spread over the classes (``load_data``'s choice) as the test
     split (all of val/ when 0), every other train/ image for BN recalibration; the recorded
-    spec's size, channels and normalisation. The same refusals as ``load_training_data``."""
+    spec's size, channels and normalisation; ``workers`` decode processes (default: the core
+    count). The same refusals as ``load_training_data``."""
     if "data" in payload:
         raise CheckpointError(
             f"checkpoint {path} records the data it was trained on: load it with "
@@ -245,6 +247,7 @@ def stream_folder_data(
         val_size=reads.val,
         seed=0,
         test_limit=reads.test or None,
+        workers=workers,
     )
 
 

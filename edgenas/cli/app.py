@@ -98,6 +98,13 @@ def eval_command(
             help="images of the split evaluated (default: all; from --data: 2000 val, 5000 test)",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="processes decoding --data's images (default: the core count; 0: this one)",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
 ) -> None:
     """Accuracy of a subnet with inherited weights, after BN recalibration."""
@@ -115,7 +122,7 @@ def eval_command(
     if "data" in payload:
         bundle = load_training_data(checkpoint, payload, folder=data, reads=reads)
     else:  # an imported supernet's ImageNet-layout folder: streamed, decoded as evaluated
-        bundle = stream_folder_data(checkpoint, payload, folder=data, reads=reads)
+        bundle = stream_folder_data(checkpoint, payload, folder=data, reads=reads, workers=workers)
     acc = evaluate_subnet(supernet, chosen, bundle, split=split, limit=images)
     if as_json:
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split}))
