@@ -20,7 +20,7 @@ from once_for_all import (
     evaluate_subnet,
     get_space,
 )
-from once_for_all.data import DataError, normalize
+from once_for_all.data import DataError, load_data, normalize
 from once_for_all.data.image_stream import (
     StepBatches,
     StreamBundle,
@@ -55,6 +55,20 @@ def test_listing_holds_out_val_and_keeps_the_val_folder_as_test(folder: Path) ->
     assert not train & val and all("/train/" in p for p in train | val)
     for i in range(len(bundle.test)):
         assert bundle.test.path(i).parent.name == wnid(int(bundle.test.labels[i]))
+
+
+def test_the_splits_are_the_in_memory_paths_images(folder: Path) -> None:
+    bundle = stream_image_folder(folder, image_size=64, val_size=4, seed=3, **OFA_NORM)
+    memory = load_data(
+        str(folder), val_size=4, seed=3, image_size=64, resize="center-crop", **OFA_NORM
+    )
+    assert memory.spec == bundle.spec
+    for name in ("train", "val", "test"):
+        streamed, held = getattr(bundle, name), getattr(memory, name)
+        loader = StreamLoader(streamed, bundle.spec, batch_size=64, shuffle=False, workers=0)
+        ((x, y),) = list(loader.epoch(0))
+        # 120x90 to 64 px: no draft scaling applies, so the decoded pixels are the same
+        assert torch.equal(y, held.labels) and torch.equal(x, normalize(held.images, memory.spec))
 
 
 def test_computed_statistics_and_grey_folders_get_one_channel(tmp_path: Path) -> None:
