@@ -6,8 +6,8 @@ decoded at 224 px), read from disk batch by batch.
 folder lacks) into a ``StreamBundle``: the ``DataSpec`` and train/val/test ``StreamSplit``s,
 which hold file names and labels, no pixels, held out as ``load_data`` holds them out.
 ``StreamLoader`` yields what ``BatchLoader`` yields, normalised float32 batches and int64
-labels, so training and evaluation code takes either; it decodes in DataLoader worker
-processes and ships uint8 pixels to the main process, which normalises them.
+labels, so training and evaluation code takes either; it decodes and normalises (the same
+``normalize``) in DataLoader worker processes.
 
 Transforms are OFA's: training images get a random-resized crop to the resolution of the
 step, a horizontal flip and colour jitter (once_for_all.data.transforms); evaluation images
@@ -37,6 +37,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal, get_args
 
 import numpy as np
 import numpy.typing as npt
@@ -67,6 +68,9 @@ from once_for_all.errors import one_line
 
 log = logging.getLogger(__name__)
 
+# A folder whose images would take more than this decoded streams when the choice is "auto":
+# the issue's peak-memory target for training on 2 cores.
+STREAM_ABOVE_BYTES = 2 * 2**30
 # Images whose headers decide the channels, and images decoded for mean/std, when not given
 CHANNEL_PROBES = 256
 STATS_IMAGES = 1000
@@ -80,11 +84,41 @@ _BAD_IMAGE = (
 
 # (index into the split, resolution, augmentation seed): one image of a batch
 Item = tuple[int, int, int]
+# How a data source is held: "auto" chooses by size (``streams``)
+Holding = Literal["auto", "memory", "stream"]
+HOLDINGS: tuple[Holding, ...] = get_args(Holding)
 
 
 def default_workers() -> int:
     """The cores this process may run on: DataLoader worker processes by default."""
     return len(os.sched_getaffinity(0))
+
+
+def streams(source: str, *, image_size: int | None, holding: Holding = "auto") -> bool:
+    """Whether ``source`` (as ``load_data`` takes it) streams: "stream" insists (only an image
+    folder can), "memory" refuses, "auto" streams a folder whose images would take more than
+    ``STREAM_ABOVE_BYTES`` decoded as 3 x image_size**2 bytes each (files listed, none read)."""
+    if holding not in HOLDINGS:
+        raise DataError(f"holding {holding!r}: use {', '.join(HOLDINGS)}")
+    folder = Path(source).expanduser()
+    is_folder = source not in ("fashion-mnist", "mnist") and folder.is_dir()
+    if holding == "memory" or (holding == "auto" and not is_folder):
+        return False
+    if not is_folder:
+        raise DataError(
+            f"data {source!r} cannot stream: only a folder of class folders streams; hold it "
+            "in memory (stream: memory, or auto)"
+        )
+    if image_size is None:
+        raise DataError(
+            f"data {source!r}: give image_size, the size streamed images are cropped to "
+            "(e.g. 224), or hold the folder in memory (stream: memory)"
+        )
+    if holding == "stream":
+        return True
+    listing = list_image_folder(folder)
+    count = len(listing.train) + len(listing.test or [])
+    return count * 3 * image_size**2 > STREAM_ABOVE_BYTES
 
 
 class PathTable:
@@ -227,7 +261,7 @@ def _stats(
         decoder,
         batch_sampler=StepBatches(len(sample), batch_size=100, resolutions=(size,)),
         num_workers=workers,
-        collate_fn=_collate,
+        collate_fn=_Collate(None),  # uint8, for the histogram
     )
     images = [batch for batch, _, _ in loader if len(batch)]
     if not images:
@@ -330,17 +364,24 @@ def decode(
     return pixels[None] if channels == 1 else pixels.transpose(2, 0, 1)
 
 
-def _collate(
-    items: list[tuple[npt.NDArray[np.uint8] | None, int, int, str]],
-) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
-    good = [(pixels, label) for pixels, label, _, _ in items if pixels is not None]
-    bad = [(index, reason) for pixels, _, index, reason in items if pixels is None]
-    if good:
+class _Collate:
+    """A batch's (normalised float32 images, labels, unreadable (index, reason) pairs): run in
+    the worker, where normalising costs as much as decoding (about 1 ms per 224 px image
+    here) and runs beside the training step instead of before it."""
+
+    def __init__(self, spec: DataSpec | None) -> None:
+        self.spec = spec
+
+    def __call__(
+        self, items: list[tuple[npt.NDArray[np.uint8] | None, int, int, str]]
+    ) -> tuple[torch.Tensor, torch.Tensor, list[tuple[int, str]]]:
+        good = [(pixels, label) for pixels, label, _, _ in items if pixels is not None]
+        bad = [(index, reason) for pixels, _, index, reason in items if pixels is None]
+        labels = torch.tensor([label for _, label in good], dtype=torch.int64)
+        if not good:
+            return torch.empty(0), labels, bad
         images = torch.from_numpy(np.stack([pixels for pixels, _ in good]))
-    else:
-        images = torch.empty(0, dtype=torch.uint8)
-    labels = torch.tensor([label for _, label in good], dtype=torch.int64)
-    return images, labels, bad
+        return (images if self.spec is None else normalize(images, self.spec)), labels, bad
 
 
 class StreamLoader:
@@ -414,7 +455,7 @@ class StreamLoader:
             self._decoder,
             batch_sampler=self.sampler(epoch, start=start),
             num_workers=self.workers,
-            collate_fn=_collate,
+            collate_fn=_Collate(self.spec),
         )
         yielded = unreadable = 0
         for images, labels, bad in loader:
@@ -426,7 +467,7 @@ class StreamLoader:
                     log.warning("skipped unreadable image %s (%s)", path, reason)
             if len(labels):
                 yielded += len(labels)
-                yield normalize(images, self.spec), labels
+                yield images, labels
         if yielded == 0 and unreadable:
             raise DataError(
                 f"none of the images of this epoch could be read (first: {self.skipped[0]}): "
