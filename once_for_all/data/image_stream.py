@@ -47,6 +47,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from once_for_all.data.batches import epoch_generator, normalize
 from once_for_all.data.errors import DataError
+from once_for_all.data.load import BUILTIN_SOURCES
 from once_for_all.data.spec import DataSpec
 from once_for_all.data.splits import (
     TEST_HOLDOUT_SEED,
@@ -96,12 +97,14 @@ def default_workers() -> int:
 
 def streams(source: str, *, image_size: int | None, holding: Holding = "auto") -> bool:
     """Whether ``source`` (as ``load_data`` takes it) streams: "stream" insists (only an image
-    folder can), "memory" refuses, "auto" streams a folder whose images would take more than
-    ``STREAM_ABOVE_BYTES`` decoded as 3 x image_size**2 bytes each (files listed, none read)."""
+    folder can, at a given ``image_size``), "memory" refuses, "auto" streams a folder whose
+    images would take more than ``STREAM_ABOVE_BYTES`` decoded as 3 x image_size**2 bytes each
+    (files listed, none decoded; without ``image_size``, the first image's size, and a folder
+    that would stream is refused until ``image_size`` is given)."""
     if holding not in HOLDINGS:
         raise DataError(f"holding {holding!r}: use {', '.join(HOLDINGS)}")
     folder = Path(source).expanduser()
-    is_folder = source not in ("fashion-mnist", "mnist") and folder.is_dir()
+    is_folder = source not in BUILTIN_SOURCES and folder.is_dir()
     if holding == "memory" or (holding == "auto" and not is_folder):
         return False
     if not is_folder:
@@ -109,7 +112,7 @@ def streams(source: str, *, image_size: int | None, holding: Holding = "auto") -
             f"data {source!r} cannot stream: only a folder of class folders streams; hold it "
             "in memory (stream: memory, or auto)"
         )
-    if image_size is None:
+    if holding == "stream" and image_size is None:
         raise DataError(
             f"data {source!r}: give image_size, the size streamed images are cropped to "
             "(e.g. 224), or hold the folder in memory (stream: memory)"
@@ -117,8 +120,27 @@ def streams(source: str, *, image_size: int | None, holding: Holding = "auto") -
     if holding == "stream":
         return True
     listing = list_image_folder(folder)
-    count = len(listing.train) + len(listing.test or [])
-    return count * 3 * image_size**2 > STREAM_ABOVE_BYTES
+    files = listing.train + (listing.test or [])
+    size = image_size or max(_header_size(files[0][0]))
+    decoded = len(files) * 3 * size**2
+    if decoded <= STREAM_ABOVE_BYTES:
+        return False
+    if image_size is None:
+        raise DataError(
+            f"data {source!r}: {len(files)} images would take {decoded / 2**30:.1f} GiB "
+            "decoded, so they stream: give image_size, the size they are cropped to (e.g. 224)"
+        )
+    return True
+
+
+def _header_size(path: Path) -> tuple[int, int]:
+    try:
+        with Image.open(path) as image:
+            return image.size
+    except _BAD_IMAGE as exc:
+        raise DataError(
+            f"cannot read image {path} ({one_line(exc, limit=80)}): fix or remove it"
+        ) from None
 
 
 class PathTable:

@@ -38,6 +38,7 @@ def test_auto_streams_a_folder_by_its_decoded_size(
     folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     assert not streams(str(folder), image_size=32)  # 80 x 3 KiB
+    assert not streams(str(folder), image_size=None)
     assert streams(str(folder), image_size=32, holding="stream")
     assert not streams(str(folder), image_size=32, holding="memory")
     monkeypatch.setattr(image_stream, "STREAM_ABOVE_BYTES", 80 * 3 * 32 * 32 - 1)
@@ -47,6 +48,10 @@ def test_auto_streams_a_folder_by_its_decoded_size(
         streams("fashion-mnist", image_size=32, holding="stream")
     with pytest.raises(DataError, match="give image_size"):
         streams(str(folder), image_size=None, holding="stream")
+    # without image_size, auto sizes the folder by its first image (44x36: 44 px)
+    monkeypatch.setattr(image_stream, "STREAM_ABOVE_BYTES", 80 * 3 * 44 * 44 - 1)
+    with pytest.raises(DataError, match=r"80 images would take .* GiB decoded.*give image_size"):
+        streams(str(folder), image_size=None)
 
 
 def _recipe(tmp_path: Path, data: dict[str, object]) -> Path:
