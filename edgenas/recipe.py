@@ -30,6 +30,7 @@ from edgenas.stages import STAGES, StageName
 from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ModelFormat, Precision
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
+from once_for_all.data.image_stream import Holding
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.training_devices import TrainingDevice
 
@@ -49,9 +50,13 @@ class DataSection(_Strict):
     train_limit: int | None = Field(None, ge=1)
     image_size: int | None = Field(None, ge=8)
     seed: int = Field(0, ge=0)
+    # Training reads a folder from disk batch by batch ("stream") or decodes it into memory;
+    # "auto" streams one that would take more than 2 GiB decoded (image_stream.streams).
+    stream: Holding = "auto"
 
     def load_kwargs(self) -> dict[str, Any]:
-        return self.model_dump()
+        """``load_data``'s keyword arguments."""
+        return self.model_dump(exclude={"stream"})
 
 
 # TrainConfig's settings (every field but the phases, with its default and bounds) are keys

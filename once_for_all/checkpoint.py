@@ -10,7 +10,14 @@ from typing import Any, NotRequired, TypedDict, cast
 import torch
 from torch import Tensor
 
-from once_for_all.data import DataBundle, DataSpec, image_folder_classes, load_data
+from once_for_all.data import (
+    DataBundle,
+    DataSpec,
+    StreamBundle,
+    image_folder_classes,
+    load_data,
+    stream_image_folder,
+)
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.evaluation import BN_IMAGES
@@ -175,14 +182,8 @@ def load_training_data(
     trained = DataSpec.from_dict(payload["data_spec"])
     imported = "data" not in payload
     if imported:
-        # checked before any image is decoded; OFA's labels index the sorted synset folders
-        classes = image_folder_classes(Path(settings["source"]))
-        if len(classes) != trained.num_classes:
-            raise CheckpointError(
-                f"data folder {settings['source']} has {len(classes)} class folders, {path} "
-                f"classifies {trained.num_classes} ({trained.name}): give the folder holding "
-                f"all {trained.num_classes} class folders (train/<wnid>/, val/<wnid>/)"
-            )
+        # checked before any image is decoded
+        _check_folder_classes(Path(settings["source"]), trained, path)
     data = load_data(**settings)
     now = data.spec
     for what, then, found in (
@@ -201,6 +202,53 @@ def load_training_data(
                 "data, or train a supernet on the new data"
             )
     return data
+
+
+def _check_folder_classes(folder: Path, trained: DataSpec, path: str | Path) -> None:
+    # OFA's labels index the sorted synset folders
+    classes = image_folder_classes(folder)
+    if len(classes) != trained.num_classes:
+        raise CheckpointError(
+            f"data folder {folder} has {len(classes)} class folders, {path} "
+            f"classifies {trained.num_classes} ({trained.name}): give the folder holding "
+            f"all {trained.num_classes} class folders (train/<wnid>/, val/<wnid>/)"
+        )
+
+
+def stream_folder_data(
+    path: str | Path,
+    payload: CheckpointDocument,
+    *,
+    folder: str | Path | None,
+    reads: FolderReads = FolderReads(),
+    workers: int | None = None,
+) -> StreamBundle:
+    """``load_training_data``'s folder for an imported supernet, listed for streaming instead of
+    decoded into memory: ``reads.val`` images held out of train/ (seed 0) as the val split,
+    ``reads.test`` images of val/ spread over the classes (``load_data``'s choice) as the test
+    split (all of val/ when 0), every other train/ image for BN recalibration; the recorded
+    spec's size, channels and normalisation; ``workers`` decode processes (default: the core
+    count). The same refusals as ``load_training_data``."""
+    if "data" in payload:
+        raise CheckpointError(
+            f"checkpoint {path} records the data it was trained on: load it with "
+            "load_training_data (only an imported supernet's folder is streamed)"
+        )
+    settings = data_settings(payload, path, folder=folder, reads=reads)
+    trained = DataSpec.from_dict(payload["data_spec"])
+    source = Path(settings["source"])
+    _check_folder_classes(source, trained, path)
+    return stream_image_folder(
+        source,
+        image_size=trained.image_size,
+        channels=trained.channels,
+        mean=trained.mean,
+        std=trained.std,
+        val_size=reads.val,
+        seed=0,
+        test_limit=reads.test or None,
+        workers=workers,
+    )
 
 
 def _short(value: object) -> str:

@@ -1,4 +1,5 @@
-"""Subnet accuracy with inherited weights: extract, recalibrate BN, evaluate."""
+"""Subnet accuracy with inherited weights: extract, recalibrate BN, evaluate; on data held in
+memory (``DataBundle``) or streamed from an image folder (``StreamBundle``)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,15 @@ import torch
 from torch import nn
 
 from once_for_all.bn_recalibration import recalibrate_bn
-from once_for_all.data import BatchLoader, DataBundle, ImageSplit, resize_batch
+from once_for_all.data import (
+    BatchLoader,
+    DataBundle,
+    ImageSplit,
+    StreamBundle,
+    StreamLoader,
+    StreamSplit,
+    resize_batch,
+)
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.subnet import Subnet
 
@@ -25,17 +34,31 @@ def device_of(model: nn.Module) -> torch.device:
 @torch.no_grad()
 def accuracy(
     model: nn.Module,
-    split: ImageSplit,
-    data: DataBundle,
+    split: ImageSplit | StreamSplit,
+    data: DataBundle | StreamBundle,
     *,
     resolution: int,
     batch_size: int = 500,
     limit: int | None = None,
 ) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on ``split`` resized to ``resolution``."""
+    """Top-1 accuracy of ``model`` (eval mode) on the first ``limit`` images of ``split`` at
+    ``resolution``: stored images resized, streamed ones decoded by OFA's eval transform at
+    that resolution (resize to r / 0.875, centre crop r)."""
     model.eval()
     device = device_of(model)
-    loader = BatchLoader(split, data.spec, batch_size=batch_size, shuffle=False, limit=limit)
+    loader: BatchLoader | StreamLoader
+    if isinstance(split, StreamSplit):
+        loader = StreamLoader(
+            split,
+            data.spec,
+            batch_size=batch_size,
+            shuffle=False,
+            limit=limit,
+            resolutions=(resolution,),
+            workers=data.workers if isinstance(data, StreamBundle) else None,
+        )
+    else:
+        loader = BatchLoader(split, data.spec, batch_size=batch_size, shuffle=False, limit=limit)
     correct = total = 0
     for x, y in loader.epoch(0):
         pred = model(resize_batch(x.to(device), resolution)).argmax(1)
@@ -45,9 +68,30 @@ def accuracy(
 
 
 def bn_batches(
-    data: DataBundle, resolution: int, *, images: int = BN_IMAGES, batch_size: int = 200
+    data: DataBundle | StreamBundle,
+    resolution: int,
+    *,
+    images: int = BN_IMAGES,
+    batch_size: int = 200,
 ) -> Iterator[torch.Tensor]:
-    """A fixed random slice of the training split at ``resolution`` for BN recalibration."""
+    """A fixed random slice of the training split at ``resolution`` for BN recalibration;
+    streamed images get OFA's train transforms at that resolution (its
+    ``set_running_statistics`` reads them through the training loader), seeded."""
+    if isinstance(data, StreamBundle):
+        # the slice is drawn first: the loader's limit keeps the first images it is given
+        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(BN_SEED))
+        streamed = StreamLoader(
+            data.train.select(order[:images].numpy()),
+            data.spec,
+            batch_size=batch_size,
+            shuffle=False,
+            augment=True,
+            resolutions=(resolution,),
+            seed=BN_SEED,
+            workers=data.workers,
+        )
+        yield from (x for x, _ in streamed.epoch(0))
+        return
     loader = BatchLoader(
         data.train, data.spec, batch_size=batch_size, shuffle=True, seed=BN_SEED, limit=images
     )
@@ -58,7 +102,7 @@ def bn_batches(
 def evaluate_subnet(
     supernet: OFAMobileNetV3,
     subnet: Subnet,
-    data: DataBundle,
+    data: DataBundle | StreamBundle,
     *,
     split: str = "val",
     bn_images: int = BN_IMAGES,

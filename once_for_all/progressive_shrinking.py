@@ -36,7 +36,14 @@ from once_for_all.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
-from once_for_all.data import BatchLoader, DataBundle, DataError, resize_batch
+from once_for_all.data import (
+    BatchLoader,
+    DataBundle,
+    DataError,
+    StreamBundle,
+    StreamLoader,
+    resize_batch,
+)
 from once_for_all.distributed import (
     DistributedError,
     World,
@@ -262,7 +269,7 @@ class ProgressiveShrinkingTrainer:
     def __init__(
         self,
         supernet: OFAMobileNetV3,
-        data: DataBundle,
+        data: DataBundle | StreamBundle,
         config: TrainConfig,
         *,
         checkpoint: Path,
@@ -272,7 +279,10 @@ class ProgressiveShrinkingTrainer:
     ) -> None:
         """``world`` defaults to the process group this process belongs to (or none);
         ``device`` (default the CPU) holds the weights and the batches (the data stays on the
-        host and is copied per batch)."""
+        host and is copied per batch). Streamed ``data`` (an image folder too big for memory)
+        is decoded at the space's largest resolution with OFA's train transforms
+        (random-resized crop, flip, colour jitter) where ``config.augment``, and resized per
+        subnet like data held in memory."""
         if len(data.val) == 0:
             raise DataError(
                 f"data '{data.spec.name}' has no validation images (val_size 0), and training "
@@ -305,15 +315,29 @@ class ProgressiveShrinkingTrainer:
         self.optimizer: torch.optim.SGD | None = None
         # The current phase's weight average, when it keeps one (PhaseConfig.ema_decay).
         self.average: WeightAverage | None = None
-        self.loader = BatchLoader(
-            data.train,
-            data.spec,
-            batch_size=global_batch,
-            shuffle=True,
-            augment=config.augment,
-            seed=config.seed,
-            drop_last=True,
-        )
+        self.loader: BatchLoader | StreamLoader
+        if isinstance(data, StreamBundle):
+            self.loader = StreamLoader(
+                data.train,
+                data.spec,
+                batch_size=global_batch,
+                shuffle=True,
+                augment=config.augment,
+                resolutions=(max(self.space.resolutions),),
+                seed=config.seed,
+                drop_last=True,
+                workers=data.workers,
+            )
+        else:
+            self.loader = BatchLoader(
+                data.train,
+                data.spec,
+                batch_size=global_batch,
+                shuffle=True,
+                augment=config.augment,
+                seed=config.seed,
+                drop_last=True,
+            )
 
     # ---- checkpointing
 

@@ -98,11 +98,19 @@ def eval_command(
             help="images of the split evaluated (default: all; from --data: 2000 val, 5000 test)",
         ),
     ] = None,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            min=0,
+            help="processes decoding --data's images (default: the core count; 0: this one)",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
 ) -> None:
     """Accuracy of a subnet with inherited weights, after BN recalibration."""
     from once_for_all import evaluate_subnet, load_supernet
-    from once_for_all.checkpoint import FolderReads, load_training_data
+    from once_for_all.checkpoint import FolderReads, load_training_data, stream_folder_data
+    from once_for_all.data import DataBundle, StreamBundle
 
     supernet, _, payload = load_supernet(checkpoint)
     space = supernet.space
@@ -110,7 +118,11 @@ def eval_command(
     # only the split evaluated is read from --data (and train/'s BN images)
     wanted = images or (FolderReads.val if split == "val" else FolderReads.test)
     reads = FolderReads(val=wanted if split == "val" else 0, test=wanted if split == "test" else 0)
-    bundle = load_training_data(checkpoint, payload, folder=data, reads=reads)
+    bundle: DataBundle | StreamBundle
+    if "data" in payload:
+        bundle = load_training_data(checkpoint, payload, folder=data, reads=reads)
+    else:  # an imported supernet's ImageNet-layout folder: streamed, decoded as evaluated
+        bundle = stream_folder_data(checkpoint, payload, folder=data, reads=reads, workers=workers)
     acc = evaluate_subnet(supernet, chosen, bundle, split=split, limit=images)
     if as_json:
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split}))

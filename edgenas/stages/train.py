@@ -19,7 +19,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgenas.recipe import Recipe, RecipeError
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
-from once_for_all.data import load_data
+from once_for_all.data import DataBundle, StreamBundle, load_data, stream_image_folder
+from once_for_all.data.image_stream import streams
 from once_for_all.distributed import (
     World,
     barrier,
@@ -101,7 +102,24 @@ def _train(
     # count is the machine's: torchrun's processes on one machine share it.
     assert recipe.train is not None  # checked by train()
     torch.set_num_threads(max(1, (options.threads or recipe.train.threads) // world.local_size))
-    data = load_data(**recipe.data.load_kwargs())
+    settings = recipe.data.load_kwargs()
+    data: DataBundle | StreamBundle
+    if streams(recipe.data.source, image_size=settings["image_size"], holding=recipe.data.stream):
+        data = stream_image_folder(
+            Path(recipe.data.source).expanduser(),
+            image_size=settings["image_size"],
+            val_size=settings["val_size"],
+            seed=settings["seed"],
+            train_limit=settings["train_limit"],
+        )
+        # what the commands after training load: the same crop and normalisation
+        settings |= {
+            "resize": "center-crop",
+            "mean": list(data.spec.mean),
+            "std": list(data.spec.std),
+        }
+    else:
+        data = load_data(**settings)
     recipe.check_data(data.spec)
     space = recipe.search_space()
     if world.is_main:
@@ -115,7 +133,7 @@ def _train(
         data,
         config,
         checkpoint=checkpoint,
-        metadata={"recipe": recipe.model_dump(mode="json"), "data": recipe.data.load_kwargs()},
+        metadata={"recipe": recipe.model_dump(mode="json"), "data": settings},
         world=world,
         device=device,
     )

@@ -18,22 +18,28 @@ TEST_HOLDOUT_SEED = 0
 
 def hold_out_test(split: ImageSplit, *, name: str) -> tuple[ImageSplit, ImageSplit]:
     """Split into (train, test), 1/6 of each class to test, chosen by a fixed seed."""
+    train_index, test_index = held_out_test_indices(split.labels, name=name)
+    return split.select(train_index), split.select(test_index)
+
+
+def held_out_test_indices(labels: torch.Tensor, *, name: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """``hold_out_test``'s (train, test) indices for int64 ``labels``, each sorted."""
     generator = torch.Generator().manual_seed(TEST_HOLDOUT_SEED)
     test_parts: list[torch.Tensor] = []
-    for label in torch.unique(split.labels).tolist():
-        members = torch.nonzero(split.labels == label).flatten()
+    for label in torch.unique(labels).tolist():
+        members = torch.nonzero(labels == label).flatten()
         count = round(len(members) * TEST_FRACTION)
         test_parts.append(members[torch.randperm(len(members), generator=generator)[:count]])
     test_index = torch.cat(test_parts).sort().values
     if len(test_index) == 0:
         raise DataError(
-            f"data '{name}': {len(split)} images are too few to hold out a test set (1/6 of each "
+            f"data '{name}': {len(labels)} images are too few to hold out a test set (1/6 of each "
             "class): add images or provide a separate test set (train/ and test/ folders, or "
             "x_test/y_test in the .npz)"
         )
-    is_test = torch.zeros(len(split), dtype=torch.bool)
+    is_test = torch.zeros(len(labels), dtype=torch.bool)
     is_test[test_index] = True
-    return split.select(torch.nonzero(~is_test).flatten()), split.select(test_index)
+    return torch.nonzero(~is_test).flatten(), test_index
 
 
 def hold_out_validation(
@@ -42,19 +48,29 @@ def hold_out_validation(
     """Split into (train, val): `val_size` images chosen by a permutation seeded with `seed`;
     `train_limit` then keeps the first N remaining images of that permutation. Both keep the
     source's order."""
+    train_index, val_index = validation_indices(
+        len(split), val_size=val_size, seed=seed, train_limit=train_limit, name=name
+    )
+    return split.select(train_index), split.select(val_index)
+
+
+def validation_indices(
+    n: int, *, val_size: int, seed: int, train_limit: int | None, name: str
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``hold_out_validation``'s (train, val) indices into ``n`` images, each sorted."""
     if val_size < 0:
         raise DataError(f"val_size={val_size} must be >= 0")
-    if val_size >= len(split):
+    if val_size >= n:
         raise DataError(
             f"data '{name}': val_size={val_size} leaves no training images out of "
-            f"{len(split)}: pass a smaller val_size"
+            f"{n}: pass a smaller val_size"
         )
     if train_limit is not None and train_limit < 1:
         raise DataError(f"train_limit={train_limit} must be >= 1 (or None for all)")
-    order = torch.randperm(len(split), generator=torch.Generator().manual_seed(seed))
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     val_index = order[:val_size]
     train_index = order[val_size:] if train_limit is None else order[val_size:][:train_limit]
-    return split.select(train_index.sort().values), split.select(val_index.sort().values)
+    return train_index.sort().values, val_index.sort().values
 
 
 def channel_stats(images: torch.Tensor) -> tuple[tuple[float, ...], tuple[float, ...]]:

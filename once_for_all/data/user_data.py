@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +17,12 @@ from once_for_all.data.batches import resize_images
 from once_for_all.data.errors import DataError
 from once_for_all.data.spec import ImageSplit, RawDataset
 from once_for_all.data.splits import TEST_HOLDOUT_SEED, spread_sample
-from once_for_all.data.transforms import Resize, resize_image
+from once_for_all.data.transforms import GRAY_MODES, Resize, resize_image, to_channels
 from once_for_all.errors import one_line
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 # The held-out split's folder: edgenas's name, then ImageNet's.
 HELD_OUT_NAMES = ("test", "val")
-_GRAY_MODES = ("1", "L", "LA")
 _FOLDER_LAYOUT = (
     "expected root/<class>/*.png or root/train/<class>/... + root/test/<class>/... "
     "(or root/val/<class>/..., ImageNet's layout)"
@@ -54,23 +54,9 @@ def load_image_folder(
     seed (test); each costs channels x image_size**2 bytes (147 KiB for 3 x 224 x 224). An
     unreadable image is refused, naming the file.
     """
-    if not root.is_dir():
-        raise DataError(f"image folder {root} does not exist or is not a folder")
-    train_dir = root / "train"
-    test_dir = _held_out_folder(root) if train_dir.is_dir() else None
-    split_layout = test_dir is not None
-    class_names = image_folder_classes(root)
-    train_files = _image_files(train_dir if split_layout else root, class_names, class_names)
-    test_files: list[tuple[Path, int]] = []
-    if test_dir is not None:
-        test_classes = _class_folders(test_dir, minimum=1)
-        unknown = sorted(set(test_classes) - set(class_names))
-        if unknown:
-            raise DataError(
-                f"{test_dir}: class folder(s) {_few(unknown)} have no counterpart in {train_dir}: "
-                "use the same class folder names in both"
-            )
-        test_files = _image_files(test_dir, test_classes, class_names)
+    listing = list_image_folder(root)
+    class_names, split_layout = list(listing.class_names), listing.test is not None
+    train_files, test_files = listing.train, listing.test or []
     train_files = _limited(train_files, train_read_limit, seed)
     test_files = _limited(test_files, test_read_limit, TEST_HOLDOUT_SEED)
     files = train_files + test_files
@@ -79,7 +65,7 @@ def load_image_folder(
 
     if channels is None:
         modes = [_header(path)[0] for path, _ in files]
-        channels = 1 if all(mode in _GRAY_MODES for mode in modes) else 3
+        channels = 1 if all(mode in GRAY_MODES for mode in modes) else 3
     if image_size is None:
         width, height = _header(files[0][0])[1]
         if width != height:
@@ -100,6 +86,43 @@ def load_image_folder(
 
     test = split(test_files) if split_layout else None
     return RawDataset(root.resolve().name, tuple(class_names), split(train_files), test)
+
+
+@dataclass(frozen=True)
+class FolderListing:
+    """The image files of an image folder and their labels, found without decoding any:
+    ``test`` is the test/ (or val/) folder's, None in the one-folder layout."""
+
+    class_names: tuple[str, ...]
+    train: list[tuple[Path, int]]
+    test: list[tuple[Path, int]] | None
+
+
+def list_image_folder(root: Path) -> FolderListing:
+    """The files of an image folder (see ``load_image_folder`` for the layouts), sorted by
+    class then name; labels index the sorted class names. Refuses, in one line, a missing
+    folder, fewer than 2 class folders, a class folder without images and held-out class
+    folders that the training folder lacks."""
+    if not root.is_dir():
+        raise DataError(f"image folder {root} does not exist or is not a folder")
+    train_dir = root / "train"
+    test_dir = _held_out_folder(root) if train_dir.is_dir() else None
+    class_names = image_folder_classes(root)
+    train_files = _image_files(
+        train_dir if test_dir is not None else root, class_names, class_names
+    )
+    if test_dir is None:
+        return FolderListing(tuple(class_names), train_files, None)
+    test_classes = _class_folders(test_dir, minimum=1)
+    unknown = sorted(set(test_classes) - set(class_names))
+    if unknown:
+        raise DataError(
+            f"{test_dir}: class folder(s) {_few(unknown)} have no counterpart in {train_dir}: "
+            "use the same class folder names in both"
+        )
+    return FolderListing(
+        tuple(class_names), train_files, _image_files(test_dir, test_classes, class_names)
+    )
 
 
 def image_folder_classes(root: Path) -> list[str]:
@@ -179,8 +202,9 @@ def _header(path: Path) -> tuple[str, tuple[int, int]]:
 def _read_image(path: Path, channels: int, size: int, resize: Resize) -> npt.NDArray[np.uint8]:
     try:
         with Image.open(path) as image:
-            # convert decodes the whole file: a truncated JPEG fails here, not later
-            converted = image.convert("L" if channels == 1 else "RGB")
+            # load decodes the whole file: a truncated JPEG fails here, not later
+            image.load()
+            converted = to_channels(image, channels)
     except (OSError, UnidentifiedImageError, ValueError) as exc:
         raise DataError(
             f"cannot read image {path} ({one_line(exc, limit=80)}): fix or remove it"

@@ -37,8 +37,9 @@ def _invoke(*args: str | Path) -> tuple[int, str, str]:
 def test_eval_reads_the_folder(imported: tuple[Path, Path]) -> None:
     ckpt, folder = imported
     code, out, err = _invoke(
-        "eval", ckpt, "--subnet", "min", "--data", folder, "--images", "4", "--json"
-    )
+        "eval", ckpt, "--subnet", "min", "--data", folder, "--images", "4", "--workers", "1",
+        "--json",
+    )  # fmt: skip
     assert code == 0, err
     doc = json.loads(out)
     assert doc["split"] == "val" and doc["subnet"]["r"] == 128

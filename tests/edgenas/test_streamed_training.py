@@ -1,0 +1,86 @@
+"""A recipe's data section chooses between a folder held in memory and one streamed from
+disk; `edgenas train` on a streamed folder records what the later commands load."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+from rich.console import Console
+
+from edgenas.recipe import RecipeError, load_recipe
+from edgenas.stages.train import TrainOptions, train
+from once_for_all import load_checkpoint
+from once_for_all.checkpoint import load_training_data
+from once_for_all.data import DataError, image_stream
+from once_for_all.data.image_stream import streams
+from tests.edgenas.conftest import MICRO_RECIPE
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Ten classes of grey 44x36 JPEGs, mbv3-tiny's input."""
+    root = tmp_path_factory.mktemp("grey") / "grey"
+    rng = np.random.default_rng(0)
+    for c in range(10):
+        (root / f"c{c}").mkdir(parents=True)
+        for k in range(8):
+            pixels = rng.integers(0, 256, (36, 44), dtype=np.uint8)
+            Image.fromarray(pixels).save(root / f"c{c}" / f"{k}.jpg")
+    return root
+
+
+def test_auto_streams_a_folder_by_its_decoded_size(
+    folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    assert not streams(str(folder), image_size=32)  # 80 x 3 KiB
+    assert not streams(str(folder), image_size=None)
+    assert streams(str(folder), image_size=32, holding="stream")
+    assert not streams(str(folder), image_size=32, holding="memory")
+    monkeypatch.setattr(image_stream, "STREAM_ABOVE_BYTES", 80 * 3 * 32 * 32 - 1)
+    assert streams(str(folder), image_size=32)
+    assert not streams("fashion-mnist", image_size=32)
+    with pytest.raises(DataError, match="only a folder of class folders streams"):
+        streams("fashion-mnist", image_size=32, holding="stream")
+    with pytest.raises(DataError, match="give image_size"):
+        streams(str(folder), image_size=None, holding="stream")
+    # without image_size, auto sizes the folder by its first image (44x36: 44 px)
+    monkeypatch.setattr(image_stream, "STREAM_ABOVE_BYTES", 80 * 3 * 44 * 44 - 1)
+    with pytest.raises(DataError, match=r"80 images would take .* GiB decoded.*give image_size"):
+        streams(str(folder), image_size=None)
+
+
+def _recipe(tmp_path: Path, data: dict[str, object]) -> Path:
+    recipe = copy.deepcopy(MICRO_RECIPE)
+    recipe["space"] = {"name": "mbv3-tiny", "in_channels": 1, "num_classes": 10}
+    recipe["data"] = data
+    recipe["train"]["phases"] = recipe["train"]["phases"][:1]  # type: ignore[index]
+    recipe["train"]["batch_size"] = 16  # type: ignore[index]
+    path = tmp_path / "recipe.yaml"
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    return path
+
+
+def test_a_streamed_training_records_the_crop_and_normalisation(
+    folder: Path, tmp_path: Path
+) -> None:
+    data = {"source": str(folder), "val_size": 8, "image_size": 32, "stream": "stream"}
+    recipe = load_recipe(_recipe(tmp_path, data))
+    final = train(recipe, TrainOptions(out=tmp_path / "run"), console=Console(), quiet=True)
+    payload = load_checkpoint(final)
+    settings = payload["data"]
+    assert "stream" not in settings and settings["resize"] == "center-crop"
+    assert len(settings["mean"]) == 1
+    # the commands after training load the same images, crop and normalisation into memory
+    bundle = load_training_data(final, payload)
+    assert bundle.spec.to_dict() == payload["data_spec"]
+    assert (len(bundle.train), len(bundle.val)) == (62, 8)
+
+
+def test_a_bad_stream_choice_is_refused(folder: Path, tmp_path: Path) -> None:
+    with pytest.raises(RecipeError, match="stream"):
+        load_recipe(_recipe(tmp_path, {"source": str(folder), "stream": "disk"}))
