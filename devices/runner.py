@@ -2,20 +2,22 @@
 """edgenas on-device runner: time model files with onnxruntime or LiteRT and write JSON.
 
 This one file is copied to target devices as is. It needs the Python standard library
-(Python 3.8 or newer), numpy (1.x or 2.x) and one inference runtime, and imports nothing
-of edgenas.
+(Python 3.8 or newer), numpy (1.x or 2.x) and one inference runtime (or NVIDIA's trtexec),
+and imports nothing of edgenas.
 
     python runner.py --job job.json --out results.json
     python runner.py < job.json > results.json
 
-Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite", "threads": 1,
-"warmup": 10, "runs": 50, "rounds": null, "profile_ops": false, "spread_threshold": 0.1,
+Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite" | "tensorrt",
+"threads": 1, "warmup": 10, "runs": 50, "rounds": null, "profile_ops": false, "spread_threshold": 0.1,
 "cores": null | [2, 3], "seed": 0, "models": ["a.onnx", ...], "delegate": null | "xnnpack" |
 "none" | "external:/path/lib.so", "delegate_options": {"key": "value"}, "providers": null |
 ["CUDAExecutionProvider", ...], "provider_options": {"CUDAExecutionProvider": {"key": "value"}}}.
 ``delegate`` is for tflite (null: the runtime's default, XNNPACK), ``providers`` for
-onnxruntime (null: CPUExecutionProvider). A job without models reports only the
-fingerprint and warnings.
+onnxruntime (null: CPUExecutionProvider). Runtime "tensorrt" runs NVIDIA's trtexec once per
+model ("trtexec": {"path": ..., "precision": "fp32" | "fp16" | "int8", "warmup_ms": 500}) and
+returns its raw log and exported times ("models": [{"trtexec": {...}}]) for the host to read;
+it needs no numpy. A job without models reports only the fingerprint and warnings.
 
 Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings": [...],
 "order": [[model indices in the order measured, one list per round], ...],
@@ -35,9 +37,11 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +54,11 @@ if TYPE_CHECKING:
 
 JOB_FORMAT = "edgenas.runner-job/1"
 RESULTS_FORMAT = "edgenas.runner-results/1"
-RUNTIMES = ("onnxruntime", "tflite")
+RUNTIMES = ("onnxruntime", "tflite", "tensorrt")
+# runtime "tensorrt" runs NVIDIA's trtexec per model; JetPack installs it here, off PATH.
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+TRTEXEC_PRECISIONS = ("fp32", "fp16", "int8")
+TRTEXEC_LOG_MAX = 256 * 1024  # the log's tail that goes back to the host
 # Tried in this order for runtime "tflite": LiteRT, the old standalone wheel, full TensorFlow.
 TFLITE_MODULES = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -128,6 +136,7 @@ class Job:
             "delegate_options",
             "providers",
             "provider_options",
+            "trtexec",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -196,6 +205,29 @@ class Job:
             raise RunnerError(
                 "bad-job", f"provider_options for providers not requested: {', '.join(stray)}"
             )
+        self.trtexec = _trtexec_field(data, self.runtime)
+
+
+def _trtexec_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
+    """runtime tensorrt: {"path": trtexec, "precision": fp32|fp16|int8, "warmup_ms": N}."""
+    value = data.get("trtexec")
+    if runtime != "tensorrt":
+        if value is not None:
+            raise RunnerError("bad-job", "trtexec is for runtime tensorrt")
+        return {}
+    value = value or {}
+    if not isinstance(value, dict) or sorted(set(value) - {"path", "precision", "warmup_ms"}):
+        raise RunnerError("bad-job", "trtexec must be an object with path, precision, warmup_ms")
+    path = value.get("path", JETPACK_TRTEXEC)
+    precision = value.get("precision", "fp16")
+    if not isinstance(path, str) or not path:
+        raise RunnerError("bad-job", "trtexec.path must be a non-empty string")
+    if precision not in TRTEXEC_PRECISIONS:
+        raise RunnerError(
+            "bad-job", f"trtexec.precision {precision!r}: expected one of fp32, fp16, int8"
+        )
+    warmup_ms = _int_field(value, "warmup_ms", 500, minimum=0)
+    return {"path": path, "precision": precision, "warmup_ms": warmup_ms}
 
 
 def _delegate_field(data: dict[str, Any], runtime: str) -> str | None:
@@ -793,7 +825,7 @@ def pin(cores: list[int]) -> None:
 
 
 def fingerprint(
-    job: Job, backend: Backend, np_: Any, root: str = "/"
+    job: Job, backend: Backend, np_: Any | None, root: str = "/"
 ) -> tuple[dict[str, Any], list[str]]:
     """Facts identifying this device and setup, and warnings about measurement conditions."""
     warnings = []
@@ -822,7 +854,7 @@ def fingerprint(
         "threads": job.threads,
         "runtime_package": backend.package,
         "python": platform.python_version(),
-        "numpy": np_.__version__,
+        "numpy": np_.__version__ if np_ is not None else "",
         "machine": platform.machine(),
         "system": platform.system(),
         "usable_cores": cores,
@@ -837,6 +869,8 @@ def accelerator(job: Job) -> str:
     delegate or the providers joined by commas; "" for the default."""
     if job.runtime == "tflite":
         return job.delegate if job.delegate not in (None, "xnnpack") else ""
+    if job.runtime == "tensorrt":
+        return f"gpu {job.trtexec['precision']}"
     if job.providers is None or job.providers == ["CPUExecutionProvider"]:
         return ""
     return ",".join(job.providers)
@@ -918,10 +952,129 @@ def measure_interleaved(
     return times, order
 
 
+class TrtexecBackend(Backend):
+    """runtime tensorrt: NVIDIA's trtexec, one process per model. It builds an engine from
+    the ONNX file and times it on the GPU; its log and exported JSON files go back to the
+    host as they are (the host reads them), so this runner needs neither numpy nor TensorRT's
+    Python bindings."""
+
+    name = "tensorrt"
+    package = "trtexec"
+
+    def __init__(self, job: Job) -> None:
+        self.settings = job.trtexec
+        path = self.settings["path"]
+        found = path if os.sep in path else shutil.which(path)
+        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            raise RunnerError(
+                "runtime",
+                f"trtexec not found at {path!r} on this device: on a Jetson it comes with "
+                f"JetPack (sudo apt install libnvinfer-bin; {JETPACK_TRTEXEC}); set "
+                "tensorrt.trtexec in the device profile to its path",
+                status=3,
+            )
+        self.path = found
+        self.version = self._version()
+
+    def _version(self) -> str:
+        """TensorRT's version from the first line trtexec prints ("[TensorRT v100300]")."""
+        try:
+            out = subprocess.run(
+                [self.path, "--help"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=60,
+                check=False,
+            ).stdout.decode(errors="replace")
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RunnerError(
+                "runtime", f"cannot run trtexec {self.path!r}: {_first_line(exc)}", status=3
+            ) from None
+        match = re.search(r"\[TensorRT v(\d+)\]", out)
+        return f"v{match[1]}" if match else "unknown"
+
+    def measure(
+        self, index: int, path: str, folder: str, profile_ops: bool, runs: int
+    ) -> dict[str, Any]:
+        """One trtexec run: its exit status, the log's tail and the exported files' text."""
+        _check_readable(path)
+        times = os.path.join(folder, f"{index}-times.json")
+        layers = os.path.join(folder, f"{index}-profile.json")
+        args = trtexec_args(
+            self.path,
+            path,
+            self.settings,
+            runs=runs,
+            times=times,
+            layers=layers if profile_ops else None,
+        )
+        proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
+        log = proc.stdout.decode(errors="replace")
+        return {
+            "status": proc.returncode,
+            "log": log[-TRTEXEC_LOG_MAX:],
+            "times": _read(times),
+            "profile": _read(layers) if profile_ops else None,
+        }
+
+
+def trtexec_args(
+    trtexec: str,
+    model: str,
+    settings: dict[str, Any],
+    *,
+    runs: int,
+    times: str,
+    layers: str | None = None,
+) -> list[str]:
+    """trtexec's arguments for one model. --warmUp is in ms (trtexec counts no warmup runs);
+    --duration=0 makes --iterations the exact number of timed queries; --separateProfileRun
+    keeps the layer profiler (``layers``) out of the timed runs. Without a calibration cache
+    --int8 calibrates on random data: right for latency, meaningless for accuracy."""
+    args = [trtexec, f"--onnx={model}"]
+    if settings["precision"] != "fp32":
+        args.append("--" + settings["precision"])
+    args += [
+        f"--warmUp={settings['warmup_ms']}",
+        f"--iterations={runs}",
+        "--duration=0",
+        "--avgRuns=1",
+        f"--exportTimes={times}",
+    ]
+    if layers is not None:
+        args += ["--separateProfileRun", "--dumpProfile", f"--exportProfile={layers}"]
+    return args
+
+
+def _run_trtexec_job(job: Job, root: str) -> dict[str, Any]:
+    backend = TrtexecBackend(job)
+    facts, warnings = fingerprint(job, backend, None, root)
+    entries = []
+    if job.models:
+        folder = tempfile.mkdtemp(prefix="edgenas-trtexec-")
+        try:
+            for index, path in enumerate(job.models):
+                run = backend.measure(index, path, folder, job.profile_ops, job.runs)
+                run["spread_threshold"] = job.spread_threshold
+                entries.append({"index": index, "path": path, "trtexec": run})
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        warnings.extend(thermal_warnings(root))
+    return {
+        "format": RESULTS_FORMAT,
+        "fingerprint": facts,
+        "warnings": warnings,
+        "order": [list(range(len(job.models)))] if job.models else [],
+        "models": entries,
+    }
+
+
 def run_job(job: Job, root: str = "/") -> dict[str, Any]:
-    np_ = import_numpy()
     if job.cores is not None:
         pin(job.cores)  # before the runtime starts its threads, which inherit the affinity
+    if job.runtime == "tensorrt":
+        return _run_trtexec_job(job, root)
+    np_ = import_numpy()
     backend = make_backend(job, np_)
     try:
         facts, warnings = fingerprint(job, backend, np_, root)
