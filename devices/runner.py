@@ -21,8 +21,9 @@ it needs no numpy. A job without models reports only the fingerprint and warning
 
 Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings": [...],
 "order": [[model indices in the order measured, one list per round], ...],
-"models": [one entry per job model, in job order: raw "times_ms" and their statistics, and
-"placement": which delegate or provider ran how many nodes]}.
+"models": [one entry per job model, in job order: raw "times_ms" and their statistics,
+"placement": which delegate or provider ran how many nodes, "init_ms" (session or
+interpreter creation) and "first_inference_ms"]}.
 On failure: {"format": ..., "error": {"kind": ..., "message": ...}} and exit status
 2 (bad job or model), 3 (numpy, the runtime, or the requested execution provider or delegate
 missing on this device) or 1 (a bug).
@@ -304,6 +305,8 @@ class LoadedModel:
     ``run`` performs one inference; ``profile(warmup, runs)``, where the runtime supports
     it, returns per-op mean times and the profiled run time. ``placement`` says which
     delegate or execution provider ran how many nodes; ``warnings`` are about this model.
+    ``init_ms`` is the session's or interpreter's creation (loading, delegates, allocation),
+    ``first_inference_ms`` the first run after it (one-off costs: kernel selection, caches).
     """
 
     def __init__(
@@ -312,11 +315,19 @@ class LoadedModel:
         profile: Callable[[int, int], dict[str, Any]] | None = None,
         placement: dict[str, Any] | None = None,
         warnings: Sequence[str] = (),
+        init_ms: float | None = None,
+        first_inference_ms: float | None = None,
     ) -> None:
         self.run = run
         self.profile = profile
         self.placement = placement
         self.warnings = list(warnings)
+        self.init_ms = init_ms
+        self.first_inference_ms = first_inference_ms
+
+
+def _elapsed_ms(start_ns: int) -> float:
+    return (time.perf_counter_ns() - start_ns) / 1e6
 
 
 class Backend:
@@ -454,7 +465,9 @@ class OnnxRuntimeBackend(Backend):
         _check_readable(path)
         # The first run is profiled, to learn which provider runs each node; profiling
         # ends before the timed runs.
+        start = time.perf_counter_ns()
         session = self._session(path, profile=True)
+        init_ms = _elapsed_ms(start)
         feeds = {}
         for inp in session.get_inputs():
             dtype = _ORT_TYPES.get(inp.type, inp.type)
@@ -468,7 +481,9 @@ class OnnxRuntimeBackend(Backend):
             return self.profile(path, feeds, warmup, runs)
 
         try:
+            start = time.perf_counter_ns()
             run()
+            first_ms = _elapsed_ms(start)
         except Exception as exc:
             raise RunnerError(
                 "model", f"model {path!r} failed to run: {_first_line(exc)}"
@@ -478,7 +493,7 @@ class OnnxRuntimeBackend(Backend):
         first = self.providers[0]
         if not placement["nodes"].get(first):
             warnings.append(f"model {path!r}: {first} ran none of its nodes")
-        return LoadedModel(run, profile, placement, warnings)
+        return LoadedModel(run, profile, placement, warnings, init_ms, first_ms)
 
     def _trace(self, session: Any) -> list[dict[str, Any]]:
         """The events of a profiling session so far; profiling stops."""
@@ -634,6 +649,7 @@ class TfliteBackend(Backend):
     def load(self, path: str) -> LoadedModel:
         _check_readable(path)
         options = self._interpreter_options()
+        start = time.perf_counter_ns()
         try:
             interp = self.interpreter_cls(model_path=path, num_threads=self.threads, **options)
             for d in interp.get_input_details():
@@ -641,6 +657,7 @@ class TfliteBackend(Backend):
                 if any(int(s) < 0 for s in signature):
                     interp.resize_tensor_input(d["index"], [max(int(s), 1) for s in signature])
             interp.allocate_tensors()
+            init_ms = _elapsed_ms(start)
         except Exception as exc:
             raise RunnerError(
                 "model",
@@ -654,7 +671,9 @@ class TfliteBackend(Backend):
                 interp.set_tensor(
                     d["index"], random_input(self.np, self.rng, list(d["shape"]), dtype, what)
                 )
+            start = time.perf_counter_ns()
             run()
+            first_ms = _elapsed_ms(start)
         except RunnerError:
             raise
         except Exception as exc:
@@ -670,7 +689,13 @@ class TfliteBackend(Backend):
                 f"model {path!r}: delegate {self.delegate} took none of its "
                 f"{placement['cpu_nodes']} ops; they ran on TFLite's builtin kernels"
             )
-        return LoadedModel(run, placement=placement, warnings=warnings)
+        return LoadedModel(
+            run,
+            placement=placement,
+            warnings=warnings,
+            init_ms=init_ms,
+            first_inference_ms=first_ms,
+        )
 
 
 def _lite_attr(module: Any, name: str) -> Any:
@@ -1153,6 +1178,8 @@ def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict
                 "peak_memory_bytes": peaks[i],
                 "per_op_ms": profile["per_op_ms"] if profile else None,
                 "placement": loaded[i].placement,
+                "init_ms": loaded[i].init_ms,
+                "first_inference_ms": loaded[i].first_inference_ms,
                 "profile": (
                     {k: v for k, v in profile.items() if k != "per_op_ms"} if profile else None
                 ),

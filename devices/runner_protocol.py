@@ -224,6 +224,7 @@ def _measurement(label: str, entry: Mapping[str, Any], warnings: tuple[str, ...]
     per_op = entry.get("per_op_ms")
     peak = entry.get("peak_memory_bytes")
     placement = entry.get("placement")
+    init, first = entry.get("init_ms"), entry.get("first_inference_ms")
     return Measurement.from_times(
         label,
         [float(t) for t in entry["times_ms"]],
@@ -232,6 +233,8 @@ def _measurement(label: str, entry: Mapping[str, Any], warnings: tuple[str, ...]
         per_op_ms={str(k): float(v) for k, v in per_op.items()} if per_op is not None else None,
         placement=dict(placement) if placement is not None else None,
         extra=extra,
+        init_ms=float(init) if init is not None else None,
+        first_inference_ms=float(first) if first is not None else None,
     )
 
 
