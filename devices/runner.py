@@ -40,6 +40,7 @@ import platform
 import random
 import re
 import shutil
+import signal
 import socket
 import statistics
 import subprocess
@@ -1033,8 +1034,16 @@ class TrtexecBackend(Backend):
             times=times,
             layers=layers if profile_ops else None,
         )
-        proc = subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, check=False)
-        log = proc.stdout.decode(errors="replace")
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            out, _ = proc.communicate()
+        finally:
+            # A runner stopped mid-build (the host's command timeout sends SIGTERM) must not
+            # leave trtexec holding the GPU.
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log = out.decode(errors="replace")
         return {
             "status": proc.returncode,
             "log": log[-TRTEXEC_LOG_MAX:],
@@ -1071,7 +1080,13 @@ def trtexec_args(
     return args
 
 
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
 def _run_trtexec_job(job: Job, root: str) -> dict[str, Any]:
+    # SIGTERM as an exception, so that the trtexec in flight is stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupted)
     backend = TrtexecBackend(job)
     facts, warnings = fingerprint(job, backend, None, root)
     entries = []

@@ -7,8 +7,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
 import statistics
+import subprocess
 import sys
+import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +22,7 @@ from devices import DeviceError
 from devices.local import LocalDevice
 from devices.profiles import load_profile, validate_profile
 from devices.runner import trtexec_args
-from devices.runner_protocol import RunSettings, build_job
+from devices.runner_protocol import RUNNER_PATH, RunSettings, build_job
 from devices.ssh import SshDevice
 from devices.trtexec import (
     failure_reason,
@@ -236,6 +240,40 @@ def test_runner_reports_a_rejected_model_raw_and_the_host_explains_it(tmp_path: 
     assert "Failed to parse onnx file" in entry["log"]
     with pytest.raises(DeviceError, match=r"TensorRT rejects .*m\.onnx: ModelImporter"):
         LocalDevice("gpu", settings=_settings(trtexec)).measure([model])
+
+
+def test_a_stopped_runner_stops_its_trtexec(tmp_path: Path) -> None:
+    """The host's command timeout sends the runner SIGTERM: the engine build goes too."""
+    trtexec = tmp_path / "trtexec"
+    pid_file = tmp_path / "trtexec.pid"
+    trtexec.write_text(
+        f"#!{sys.executable}\nimport os, sys, time\n"
+        "if '--help' in sys.argv: sys.exit(0)\n"
+        f"open({str(pid_file)!r}, 'w').write(str(os.getpid()))\ntime.sleep(60)\n"
+    )
+    trtexec.chmod(0o755)
+    model = tmp_path / "m.onnx"
+    model.write_bytes(b"onnx")
+    shutil.copyfile(RUNNER_PATH, tmp_path / "runner.py")
+    job = json.dumps(build_job([str(model)], _settings(trtexec)))
+    runner = subprocess.Popen(
+        [sys.executable, str(tmp_path / "runner.py"), "--job", "-", "--out", "out.json"],
+        stdin=subprocess.PIPE,
+        cwd=tmp_path,
+    )
+    assert runner.stdin is not None
+    runner.stdin.write(job.encode())
+    runner.stdin.close()
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline and runner.poll() is None
+        time.sleep(0.05)
+    child = int(pid_file.read_text())
+    runner.send_signal(signal.SIGTERM)
+    assert runner.wait(timeout=30) == 130
+    assert json.loads((tmp_path / "out.json").read_text())["error"]["kind"] == "interrupted"
+    with pytest.raises(ProcessLookupError):
+        os.kill(child, 0)
 
 
 def test_ssh_device_runs_trtexec_on_the_board(sshd: Sshd, tmp_path: Path) -> None:
