@@ -28,7 +28,6 @@ from devices.base import DeviceError
 from devices.measurement import Measurement
 
 Precision = Literal["fp32", "fp16", "int8"]
-PRECISIONS: tuple[Precision, ...] = ("fp32", "fp16", "int8")
 # JetPack installs trtexec here (package libnvinfer-bin), not on PATH.
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 
