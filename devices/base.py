@@ -10,7 +10,7 @@ from typing import Any, Literal
 from devices.measurement import Fingerprint, Measurement
 from once_for_all.errors import EdgenasError
 
-Runtime = Literal["onnxruntime", "tflite"]
+Runtime = Literal["onnxruntime", "tflite", "tensorrt"]
 
 
 class DeviceError(EdgenasError, RuntimeError):

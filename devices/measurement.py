@@ -67,9 +67,11 @@ class Measurement:
     "xnnpack", "delegated_nodes": n, "cpu_nodes": m, "partitions": k, "fallback": {op: count}}``;
     ``fallback`` counts the nodes not run by the requested provider or delegate.
 
-    ``init_ms`` (loading the model and applying delegates) and ``first_inference_ms`` are
-    known where the runtime reports them (benchmark_model); ``None`` otherwise, and then left
-    out of the dict so that older files read and compare alike.
+    ``init_ms`` (loading the model and applying delegates: benchmark_model's Init, the
+    runner's session or interpreter creation, trtexec's engine build) and
+    ``first_inference_ms`` (the first run after it; onnxruntime's is profiled, to learn the
+    placement) are known where the target reports them; ``None`` otherwise, and then left out
+    of the dict so that older files read and compare alike.
     """
 
     model: str

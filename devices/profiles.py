@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from devices.base import Device, DeviceError, Runtime, create_device
 from devices.runner_protocol import RunSettings
+from devices.trtexec import JETPACK_TRTEXEC, Precision
 from once_for_all.errors import one_line
 
 DeviceKind = Literal["local", "ssh", "adb", "npu-sim", "vela", "published"]
@@ -115,6 +116,18 @@ class AdbSection(_Strict):
     max_reconnects: int = Field(3, ge=0)
 
 
+class TensorrtSection(_Strict):
+    """runtime ``tensorrt``: NVIDIA's ``trtexec`` on the target builds an engine from each
+    ONNX model and times it. ``trtexec`` is its path there (JetPack: package libnvinfer-bin,
+    /usr/src/tensorrt/bin/trtexec, not on PATH); ``precision`` the engine's (``int8``
+    calibrates on random data: right for latency only); ``warmup_ms`` trtexec's warmup,
+    in milliseconds (it counts no warmup runs; the profile's ``warmup`` does not apply)."""
+
+    trtexec: str = Field(JETPACK_TRTEXEC, min_length=1)
+    precision: Precision = "fp16"
+    warmup_ms: int = Field(500, ge=0)
+
+
 class VelaSection(_Strict):
     """kind ``vela``: the options of Arm's Vela compiler for Ethos-U. ``config`` is a Vela
     ``.ini`` file that defines the system config and memory mode (Vela's own ``Arm/vela.ini``
@@ -172,6 +185,7 @@ class DeviceProfile(_Strict):
     local: LocalSection | None = None
     ssh: SshSection | None = None
     adb: AdbSection | None = None
+    tensorrt: TensorrtSection | None = None
     # The simulator's own keys (array size, dataflow, SRAM, bandwidth, clock): its factory
     # checks them.
     npu: dict[str, Any] | None = None
@@ -195,7 +209,17 @@ class DeviceProfile(_Strict):
         if self.cores is not None and any(c < 0 for c in self.cores):
             raise ValueError("cores: core numbers are >= 0")
         self._check_placement()
+        self._check_tensorrt()
         return self
+
+    def _check_tensorrt(self) -> None:
+        if self.runtime == "tensorrt" and self.kind not in _RUNNER_KINDS:
+            raise ValueError(
+                f"runtime tensorrt runs trtexec through the on-device runner: kind ssh or "
+                f"local, not '{self.kind}'"
+            )
+        if self.tensorrt is not None and self.runtime != "tensorrt":
+            raise ValueError("section 'tensorrt' is for runtime tensorrt")
 
     def _check_placement(self) -> None:
         placed = self.delegate is not None or self.providers is not None
@@ -220,7 +244,11 @@ class DeviceProfile(_Strict):
                 raise ValueError(f"provider_options: {given} is not in providers")
 
     def run_settings(self) -> RunSettings:
+        trt = self.tensorrt or TensorrtSection()
         return RunSettings(
+            trtexec=trt.trtexec,
+            precision=trt.precision,
+            warmup_ms=trt.warmup_ms,
             runtime=self.runtime,
             threads=self.threads,
             warmup=self.warmup,

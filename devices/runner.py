@@ -2,25 +2,28 @@
 """edgenas on-device runner: time model files with onnxruntime or LiteRT and write JSON.
 
 This one file is copied to target devices as is. It needs the Python standard library
-(Python 3.8 or newer), numpy (1.x or 2.x) and one inference runtime, and imports nothing
-of edgenas.
+(Python 3.8 or newer), numpy (1.x or 2.x) and one inference runtime (or NVIDIA's trtexec),
+and imports nothing of edgenas.
 
     python runner.py --job job.json --out results.json
     python runner.py < job.json > results.json
 
-Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite", "threads": 1,
-"warmup": 10, "runs": 50, "rounds": null, "profile_ops": false, "spread_threshold": 0.1,
+Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite" | "tensorrt",
+"threads": 1, "warmup": 10, "runs": 50, "rounds": null, "profile_ops": false, "spread_threshold": 0.1,
 "cores": null | [2, 3], "seed": 0, "models": ["a.onnx", ...], "delegate": null | "xnnpack" |
 "none" | "external:/path/lib.so", "delegate_options": {"key": "value"}, "providers": null |
 ["CUDAExecutionProvider", ...], "provider_options": {"CUDAExecutionProvider": {"key": "value"}}}.
 ``delegate`` is for tflite (null: the runtime's default, XNNPACK), ``providers`` for
-onnxruntime (null: CPUExecutionProvider). A job without models reports only the
-fingerprint and warnings.
+onnxruntime (null: CPUExecutionProvider). Runtime "tensorrt" runs NVIDIA's trtexec once per
+model ("trtexec": {"path": ..., "precision": "fp32" | "fp16" | "int8", "warmup_ms": 500}) and
+returns its raw log and exported times ("models": [{"trtexec": {...}}]) for the host to read;
+it needs no numpy. A job without models reports only the fingerprint and warnings.
 
 Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings": [...],
 "order": [[model indices in the order measured, one list per round], ...],
-"models": [one entry per job model, in job order: raw "times_ms" and their statistics, and
-"placement": which delegate or provider ran how many nodes]}.
+"models": [one entry per job model, in job order: raw "times_ms" and their statistics,
+"placement": which delegate or provider ran how many nodes, "init_ms" (session or
+interpreter creation) and "first_inference_ms"]}.
 On failure: {"format": ..., "error": {"kind": ..., "message": ...}} and exit status
 2 (bad job or model), 3 (numpy, the runtime, or the requested execution provider or delegate
 missing on this device) or 1 (a bug).
@@ -35,9 +38,12 @@ import json
 import os
 import platform
 import random
+import re
 import shutil
+import signal
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -50,7 +56,11 @@ if TYPE_CHECKING:
 
 JOB_FORMAT = "edgenas.runner-job/1"
 RESULTS_FORMAT = "edgenas.runner-results/1"
-RUNTIMES = ("onnxruntime", "tflite")
+RUNTIMES = ("onnxruntime", "tflite", "tensorrt")
+# runtime "tensorrt" runs NVIDIA's trtexec per model; JetPack installs it here, off PATH.
+JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
+TRTEXEC_PRECISIONS = ("fp32", "fp16", "int8")
+TRTEXEC_LOG_MAX = 256 * 1024  # the log's tail that goes back to the host
 # Tried in this order for runtime "tflite": LiteRT, the old standalone wheel, full TensorFlow.
 TFLITE_MODULES = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -128,6 +138,7 @@ class Job:
             "delegate_options",
             "providers",
             "provider_options",
+            "trtexec",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -196,6 +207,29 @@ class Job:
             raise RunnerError(
                 "bad-job", f"provider_options for providers not requested: {', '.join(stray)}"
             )
+        self.trtexec = _trtexec_field(data, self.runtime)
+
+
+def _trtexec_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
+    """runtime tensorrt: {"path": trtexec, "precision": fp32|fp16|int8, "warmup_ms": N}."""
+    value = data.get("trtexec")
+    if runtime != "tensorrt":
+        if value is not None:
+            raise RunnerError("bad-job", "trtexec is for runtime tensorrt")
+        return {}
+    value = value or {}
+    if not isinstance(value, dict) or sorted(set(value) - {"path", "precision", "warmup_ms"}):
+        raise RunnerError("bad-job", "trtexec must be an object with path, precision, warmup_ms")
+    path = value.get("path", JETPACK_TRTEXEC)
+    precision = value.get("precision", "fp16")
+    if not isinstance(path, str) or not path:
+        raise RunnerError("bad-job", "trtexec.path must be a non-empty string")
+    if precision not in TRTEXEC_PRECISIONS:
+        raise RunnerError(
+            "bad-job", f"trtexec.precision {precision!r}: expected one of fp32, fp16, int8"
+        )
+    warmup_ms = _int_field(value, "warmup_ms", 500, minimum=0)
+    return {"path": path, "precision": precision, "warmup_ms": warmup_ms}
 
 
 def _delegate_field(data: dict[str, Any], runtime: str) -> str | None:
@@ -272,6 +306,8 @@ class LoadedModel:
     ``run`` performs one inference; ``profile(warmup, runs)``, where the runtime supports
     it, returns per-op mean times and the profiled run time. ``placement`` says which
     delegate or execution provider ran how many nodes; ``warnings`` are about this model.
+    ``init_ms`` is the session's or interpreter's creation (loading, delegates, allocation),
+    ``first_inference_ms`` the first run after it (one-off costs: kernel selection, caches).
     """
 
     def __init__(
@@ -280,11 +316,19 @@ class LoadedModel:
         profile: Callable[[int, int], dict[str, Any]] | None = None,
         placement: dict[str, Any] | None = None,
         warnings: Sequence[str] = (),
+        init_ms: float | None = None,
+        first_inference_ms: float | None = None,
     ) -> None:
         self.run = run
         self.profile = profile
         self.placement = placement
         self.warnings = list(warnings)
+        self.init_ms = init_ms
+        self.first_inference_ms = first_inference_ms
+
+
+def _elapsed_ms(start_ns: int) -> float:
+    return (time.perf_counter_ns() - start_ns) / 1e6
 
 
 class Backend:
@@ -422,7 +466,9 @@ class OnnxRuntimeBackend(Backend):
         _check_readable(path)
         # The first run is profiled, to learn which provider runs each node; profiling
         # ends before the timed runs.
+        start = time.perf_counter_ns()
         session = self._session(path, profile=True)
+        init_ms = _elapsed_ms(start)
         feeds = {}
         for inp in session.get_inputs():
             dtype = _ORT_TYPES.get(inp.type, inp.type)
@@ -436,7 +482,9 @@ class OnnxRuntimeBackend(Backend):
             return self.profile(path, feeds, warmup, runs)
 
         try:
+            start = time.perf_counter_ns()
             run()
+            first_ms = _elapsed_ms(start)
         except Exception as exc:
             raise RunnerError(
                 "model", f"model {path!r} failed to run: {_first_line(exc)}"
@@ -446,7 +494,7 @@ class OnnxRuntimeBackend(Backend):
         first = self.providers[0]
         if not placement["nodes"].get(first):
             warnings.append(f"model {path!r}: {first} ran none of its nodes")
-        return LoadedModel(run, profile, placement, warnings)
+        return LoadedModel(run, profile, placement, warnings, init_ms, first_ms)
 
     def _trace(self, session: Any) -> list[dict[str, Any]]:
         """The events of a profiling session so far; profiling stops."""
@@ -602,6 +650,7 @@ class TfliteBackend(Backend):
     def load(self, path: str) -> LoadedModel:
         _check_readable(path)
         options = self._interpreter_options()
+        start = time.perf_counter_ns()
         try:
             interp = self.interpreter_cls(model_path=path, num_threads=self.threads, **options)
             for d in interp.get_input_details():
@@ -609,6 +658,7 @@ class TfliteBackend(Backend):
                 if any(int(s) < 0 for s in signature):
                     interp.resize_tensor_input(d["index"], [max(int(s), 1) for s in signature])
             interp.allocate_tensors()
+            init_ms = _elapsed_ms(start)
         except Exception as exc:
             raise RunnerError(
                 "model",
@@ -622,7 +672,9 @@ class TfliteBackend(Backend):
                 interp.set_tensor(
                     d["index"], random_input(self.np, self.rng, list(d["shape"]), dtype, what)
                 )
+            start = time.perf_counter_ns()
             run()
+            first_ms = _elapsed_ms(start)
         except RunnerError:
             raise
         except Exception as exc:
@@ -638,7 +690,13 @@ class TfliteBackend(Backend):
                 f"model {path!r}: delegate {self.delegate} took none of its "
                 f"{placement['cpu_nodes']} ops; they ran on TFLite's builtin kernels"
             )
-        return LoadedModel(run, placement=placement, warnings=warnings)
+        return LoadedModel(
+            run,
+            placement=placement,
+            warnings=warnings,
+            init_ms=init_ms,
+            first_inference_ms=first_ms,
+        )
 
 
 def _lite_attr(module: Any, name: str) -> Any:
@@ -793,7 +851,7 @@ def pin(cores: list[int]) -> None:
 
 
 def fingerprint(
-    job: Job, backend: Backend, np_: Any, root: str = "/"
+    job: Job, backend: Backend, np_: Any | None, root: str = "/"
 ) -> tuple[dict[str, Any], list[str]]:
     """Facts identifying this device and setup, and warnings about measurement conditions."""
     warnings = []
@@ -822,7 +880,7 @@ def fingerprint(
         "threads": job.threads,
         "runtime_package": backend.package,
         "python": platform.python_version(),
-        "numpy": np_.__version__,
+        "numpy": np_.__version__ if np_ is not None else "",
         "machine": platform.machine(),
         "system": platform.system(),
         "usable_cores": cores,
@@ -837,6 +895,8 @@ def accelerator(job: Job) -> str:
     delegate or the providers joined by commas; "" for the default."""
     if job.runtime == "tflite":
         return job.delegate if job.delegate not in (None, "xnnpack") else ""
+    if job.runtime == "tensorrt":
+        return f"gpu {job.trtexec['precision']}"
     if job.providers is None or job.providers == ["CPUExecutionProvider"]:
         return ""
     return ",".join(job.providers)
@@ -918,10 +978,143 @@ def measure_interleaved(
     return times, order
 
 
+class TrtexecBackend(Backend):
+    """runtime tensorrt: NVIDIA's trtexec, one process per model. It builds an engine from
+    the ONNX file and times it on the GPU; its log and exported JSON files go back to the
+    host as they are (the host reads them), so this runner needs neither numpy nor TensorRT's
+    Python bindings."""
+
+    name = "tensorrt"
+    package = "trtexec"
+
+    def __init__(self, job: Job) -> None:
+        self.settings = job.trtexec
+        path = self.settings["path"]
+        found = path if os.sep in path else shutil.which(path)
+        if not found or not os.path.isfile(found) or not os.access(found, os.X_OK):
+            raise RunnerError(
+                "runtime",
+                f"trtexec not found at {path!r} on this device: on a Jetson it comes with "
+                f"JetPack (sudo apt install libnvinfer-bin; {JETPACK_TRTEXEC}); set "
+                "tensorrt.trtexec in the device profile to its path",
+                status=3,
+            )
+        self.path = found
+        self.version = self._version()
+
+    def _version(self) -> str:
+        """TensorRT's version from the first line trtexec prints ("[TensorRT v100300]")."""
+        try:
+            out = subprocess.run(
+                [self.path, "--help"],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                timeout=60,
+                check=False,
+            ).stdout.decode(errors="replace")
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise RunnerError(
+                "runtime", f"cannot run trtexec {self.path!r}: {_first_line(exc)}", status=3
+            ) from None
+        match = re.search(r"\[TensorRT v(\d+)\]", out)
+        return f"v{match[1]}" if match else "unknown"
+
+    def measure(
+        self, index: int, path: str, folder: str, profile_ops: bool, runs: int
+    ) -> dict[str, Any]:
+        """One trtexec run: its exit status, the log's tail and the exported files' text."""
+        _check_readable(path)
+        times = os.path.join(folder, f"{index}-times.json")
+        layers = os.path.join(folder, f"{index}-profile.json")
+        args = trtexec_args(
+            self.path,
+            path,
+            self.settings,
+            runs=runs,
+            times=times,
+            layers=layers if profile_ops else None,
+        )
+        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        try:
+            out, _ = proc.communicate()
+        finally:
+            # A runner stopped mid-build (the host's command timeout sends SIGTERM) must not
+            # leave trtexec holding the GPU.
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+        log = out.decode(errors="replace")
+        return {
+            "status": proc.returncode,
+            "log": log[-TRTEXEC_LOG_MAX:],
+            "times": _read(times),
+            "profile": _read(layers) if profile_ops else None,
+        }
+
+
+def trtexec_args(
+    trtexec: str,
+    model: str,
+    settings: dict[str, Any],
+    *,
+    runs: int,
+    times: str,
+    layers: str | None = None,
+) -> list[str]:
+    """trtexec's arguments for one model. --warmUp is in ms (trtexec counts no warmup runs);
+    --duration=0 makes --iterations the exact number of timed queries; --separateProfileRun
+    keeps the layer profiler (``layers``) out of the timed runs. Without a calibration cache
+    --int8 calibrates on random data: right for latency, meaningless for accuracy."""
+    args = [trtexec, f"--onnx={model}"]
+    if settings["precision"] != "fp32":
+        args.append("--" + settings["precision"])
+    args += [
+        f"--warmUp={settings['warmup_ms']}",
+        f"--iterations={runs}",
+        "--duration=0",
+        "--avgRuns=1",
+        f"--exportTimes={times}",
+    ]
+    if layers is not None:
+        args += ["--separateProfileRun", "--dumpProfile", f"--exportProfile={layers}"]
+    return args
+
+
+def _interrupted(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+def _run_trtexec_job(job: Job, root: str) -> dict[str, Any]:
+    # SIGTERM as an exception, so that the trtexec in flight is stopped on the way out.
+    signal.signal(signal.SIGTERM, _interrupted)
+    backend = TrtexecBackend(job)
+    facts, warnings = fingerprint(job, backend, None, root)
+    entries = []
+    if job.models:
+        folder = tempfile.mkdtemp(prefix="edgenas-trtexec-")
+        try:
+            for index, path in enumerate(job.models):
+                run = backend.measure(index, path, folder, job.profile_ops, job.runs)
+                run["spread_threshold"] = job.spread_threshold
+                entries.append({"index": index, "path": path, "trtexec": run})
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        warnings.extend(thermal_warnings(root))
+    return {
+        "format": RESULTS_FORMAT,
+        "fingerprint": facts,
+        "warnings": warnings,
+        "order": [list(range(len(job.models)))] if job.models else [],
+        "models": entries,
+    }
+
+
 def run_job(job: Job, root: str = "/") -> dict[str, Any]:
-    np_ = import_numpy()
     if job.cores is not None:
         pin(job.cores)  # before the runtime starts its threads, which inherit the affinity
+    if job.runtime == "tensorrt":
+        return _run_trtexec_job(job, root)
+    np_ = import_numpy()
     backend = make_backend(job, np_)
     try:
         facts, warnings = fingerprint(job, backend, np_, root)
@@ -1000,6 +1193,8 @@ def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict
                 "peak_memory_bytes": peaks[i],
                 "per_op_ms": profile["per_op_ms"] if profile else None,
                 "placement": loaded[i].placement,
+                "init_ms": loaded[i].init_ms,
+                "first_inference_ms": loaded[i].first_inference_ms,
                 "profile": (
                     {k: v for k, v in profile.items() if k != "per_op_ms"} if profile else None
                 ),

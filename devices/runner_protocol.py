@@ -14,6 +14,7 @@ from typing import Any, NotRequired, TypedDict
 
 from devices.base import DeviceError, Runtime
 from devices.measurement import Fingerprint, Measurement
+from devices.trtexec import JETPACK_TRTEXEC, Precision, to_measurement
 
 JOB_FORMAT = "edgenas.runner-job/1"
 RESULTS_FORMAT = "edgenas.runner-results/1"
@@ -40,6 +41,8 @@ class RunnerJob(TypedDict):
     # onnxruntime: execution provider names in priority order; absent: CPUExecutionProvider.
     providers: NotRequired[list[str]]
     provider_options: NotRequired[dict[str, dict[str, str]]]
+    # tensorrt: {"path": trtexec on the target, "precision": ..., "warmup_ms": ...}.
+    trtexec: NotRequired[dict[str, Any]]
 
 
 Options = tuple[tuple[str, str], ...]
@@ -62,6 +65,10 @@ class RunSettings:
     delegate_options: Options = ()
     providers: tuple[str, ...] | None = None
     provider_options: tuple[tuple[str, Options], ...] = ()
+    # runtime tensorrt: trtexec on the target, the engine's precision, warmup in ms.
+    trtexec: str = JETPACK_TRTEXEC
+    precision: Precision = "fp16"
+    warmup_ms: int = 500
 
     def override(
         self,
@@ -121,6 +128,12 @@ def build_job(
             job["provider_options"] = {
                 name: dict(options) for name, options in settings.provider_options
             }
+    if settings.runtime == "tensorrt":
+        job["trtexec"] = {
+            "path": settings.trtexec,
+            "precision": settings.precision,
+            "warmup_ms": settings.warmup_ms,
+        }
     return job
 
 
@@ -144,7 +157,9 @@ def parse_results(
                 f"{len(labels)} models; is runner.py from another edgenas version?"
             )
         measurements = [
-            _measurement(label, entry, warnings)
+            trtexec_measurement(device, label, entry["trtexec"], fingerprint, warnings)
+            if "trtexec" in entry
+            else _measurement(label, entry, warnings)
             for label, entry in zip(labels, entries, strict=True)
         ]
         order = [[int(i) for i in visit] for visit in data.get("order", [])]
@@ -209,6 +224,7 @@ def _measurement(label: str, entry: Mapping[str, Any], warnings: tuple[str, ...]
     per_op = entry.get("per_op_ms")
     peak = entry.get("peak_memory_bytes")
     placement = entry.get("placement")
+    init, first = entry.get("init_ms"), entry.get("first_inference_ms")
     return Measurement.from_times(
         label,
         [float(t) for t in entry["times_ms"]],
@@ -217,4 +233,28 @@ def _measurement(label: str, entry: Mapping[str, Any], warnings: tuple[str, ...]
         per_op_ms={str(k): float(v) for k, v in per_op.items()} if per_op is not None else None,
         placement=dict(placement) if placement is not None else None,
         extra=extra,
+        init_ms=float(init) if init is not None else None,
+        first_inference_ms=float(first) if first is not None else None,
+    )
+
+
+def trtexec_measurement(
+    device: str,
+    label: str,
+    run: Mapping[str, Any],
+    fingerprint: Fingerprint,
+    warnings: tuple[str, ...],
+) -> Measurement:
+    """The Measurement of one trtexec run the runner returned, or the DeviceError that says
+    why trtexec failed on the model."""
+    return to_measurement(
+        device,
+        label,
+        status=int(run["status"]),
+        log=str(run.get("log") or ""),
+        times=run.get("times"),
+        profile=run.get("profile"),
+        precision=fingerprint.accelerator.removeprefix("gpu ") or "fp32",
+        spread_threshold=float(run.get("spread_threshold", 0.1)),
+        warnings=warnings,
     )

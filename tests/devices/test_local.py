@@ -21,6 +21,13 @@ def _ordered(m: Measurement) -> bool:
     return 0 < m.min_ms <= m.p10_ms <= m.median_ms <= m.p90_ms and m.min_ms <= m.mean_ms
 
 
+def _has_start_up_times(m: Measurement) -> None:
+    """The runner's session/interpreter creation and first run are recorded (not timed)."""
+    assert isinstance(m.init_ms, float) and m.init_ms >= 0
+    assert isinstance(m.first_inference_ms, float) and m.first_inference_ms >= 0
+    assert {"init_ms", "first_inference_ms"} <= set(m.to_dict())
+
+
 def test_one_measurement_per_model_in_input_order(models: Models) -> None:
     device = LocalDevice(settings=QUICK)
     paths = [models.fc, models.conv, models.dw]
@@ -34,6 +41,7 @@ def test_one_measurement_per_model_in_input_order(models: Models) -> None:
         assert m.peak_memory_bytes is not None and m.peak_memory_bytes >= 0
         assert m.extra["remeasured"] in (True, False)
         assert m.extra["iqr_ratio"] >= 0
+        _has_start_up_times(m)
     assert device.measure([]) == []
 
 
@@ -187,5 +195,6 @@ def test_tflite_models_with_litert(tmp_path: Path) -> None:
         assert m.n == 4 and _ordered(m)
         assert m.per_op_ms is None
         assert any("per-op times are not available for tflite" in w for w in m.extra["warnings"])
+        _has_start_up_times(m)
     fp = device.fingerprint()
     assert fp.runtime == "tflite" and fp.runtime_version.startswith("ai-edge-litert ")

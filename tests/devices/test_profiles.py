@@ -26,6 +26,7 @@ BUNDLED = {
     "npu-32x32-ws",
     "ethos-u55-128",
     "jetson-orin-nano-gpu",
+    "jetson-orin-nano-trt",
     "android-adb",
     "android-adb-gpu",
 }
@@ -98,7 +99,7 @@ SSH = {"name": "board", "kind": "ssh", "ssh": {"host": "board", "python": "pytho
             {"kind": "usb"},
             r"kind: Input should be 'local', 'ssh', 'adb', 'npu-sim', 'vela' or 'published'",
         ),
-        ({"runtime": "tvm"}, r"runtime: Input should be 'onnxruntime' or 'tflite'"),
+        ({"runtime": "tvm"}, r"runtime: Input should be 'onnxruntime', 'tflite' or 'tensorrt'"),
         ({"colour": "red"}, r"colour: Extra inputs are not permitted"),
         ({"ssh": None}, r"kind 'ssh' needs a 'ssh' section"),
         ({"npu": {"rows": 8}}, r"section 'npu' is for kind 'npu-sim', not 'ssh'"),

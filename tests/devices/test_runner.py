@@ -81,7 +81,9 @@ def test_runs_from_an_empty_folder_without_our_packages(tmp_path: Path, models: 
     env["PYTHONPATH"] = str(stubs)
     run = run_runner(_job([models.fc]), folder, env=env)
     assert run.returncode == 0, run.payload
-    assert run.payload["models"][0]["n"] == 4
+    entry = run.payload["models"][0]
+    assert entry["n"] == 4
+    assert entry["init_ms"] >= 0 and entry["first_inference_ms"] >= 0
     assert sorted(p.name for p in folder.iterdir()) == ["runner.py"]  # nothing left behind
 
 
