@@ -6,7 +6,6 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-# NSGA-II, TPE and random search from Optuna; OFA's evolutionary finder (edgenas.search.evolution)
-# and evolution at the budget's edge (edgenas.search.budget_evolution).
-SamplerName = Literal["nsga2", "tpe", "random", "evolution", "budget-evolution"]
+# NSGA-II, TPE and random search from Optuna; OFA's evolutionary finder (edgenas.search.evolution).
+SamplerName = Literal["nsga2", "tpe", "random", "evolution"]
 SAMPLERS: tuple[SamplerName, ...] = get_args(SamplerName)

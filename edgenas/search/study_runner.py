@@ -34,7 +34,6 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
-from edgenas.search.budget_evolution import BudgetEvolutionSampler
 from edgenas.search.evolution import EvolutionSampler
 from edgenas.search.problem import Evaluation, SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
@@ -227,7 +226,7 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 def make_sampler(
-    name: str, problem: SearchProblem, *, seed: int | None, population: int = 50
+    name: str, *, seed: int | None, population: int = 50
 ) -> optuna.samplers.BaseSampler:
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
@@ -237,8 +236,6 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "evolution":
         return EvolutionSampler(population=2 * population, seed=seed)
-    if name == "budget-evolution":
-        return BudgetEvolutionSampler(problem, population=population, seed=seed)
     raise StudyError(f"unknown sampler {name!r}: use {', '.join(SAMPLERS)}")
 
 
@@ -282,7 +279,7 @@ class SearchRun:
         )
         self._seed_checked = seed is None
         self.memory = optuna.create_study(
-            directions=problem.directions, sampler=make_sampler(sampler, problem, seed=seed)
+            directions=problem.directions, sampler=make_sampler(sampler, seed=seed)
         )
         self.distributions: dict[str, BaseDistribution] = dict(
             distributions(problem.space, resolutions=problem.resolutions)
@@ -326,7 +323,7 @@ class SearchRun:
         if same_seed and same_seed[0] != me:
             digest = hashlib.sha256(f"{self.seed}:{self.worker}".encode()).digest()
             seed = int.from_bytes(digest[:4], "little")
-            self.memory.sampler = make_sampler(self.sampler_name, self.problem, seed=seed)
+            self.memory.sampler = make_sampler(self.sampler_name, seed=seed)
             self._seed_checked = True
 
     def push(self) -> None:

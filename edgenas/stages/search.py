@@ -94,7 +94,6 @@ def search(
 def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     import optuna
 
-    from edgenas.search.budget_evolution import budget_levels
     from edgenas.search.pareto import (
         check_budgets,
         choose,
@@ -176,8 +175,6 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     )
     _ = problem.resolutions  # resolutions that no device or accuracy source share fail first
     check_budgets(problem)
-    if o.sampler == "budget-evolution":
-        budget_levels(problem)  # it needs budgets: say so before any work
     output_folder(o.out)
     # An unreachable or wrong storage fails here too, before any accuracy evaluation.
     store = open_storage(o.storage or f"journal:{o.out / 'study.log'}")

@@ -15,7 +15,6 @@ from pathlib import Path
 import optuna
 import pytest
 
-from edgenas.search.budget_evolution import BudgetEvolutionSampler
 from edgenas.search.pareto import (
     InfeasibleBudget,
     check_budgets,
@@ -27,7 +26,6 @@ from edgenas.search.problem import SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import subnet_from_params, subnet_params
 from edgenas.search.study_runner import SearchRun, StudyError, open_storage
-from once_for_all.errors import EdgenasError
 from tests.edgenas.search.synthetic import SPACE, problem
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -105,49 +103,6 @@ def test_several_budgets_on_one_device_choose_one_subnet_under_each(tmp_path: Pa
     unreachable = replace(prob.devices[0], tighter_budgets_ms=(1e-6,))
     with pytest.raises(InfeasibleBudget, match=r"no subnet meets the 1e-06 ms budget"):
         check_budgets(replace(prob, devices=(unreachable,)))
-
-
-def test_budget_evolution_evaluates_subnets_at_each_budgets_edge(tmp_path: Path) -> None:
-    lat = problem().devices[0].predictor
-    low, high = float(lat.predict(SPACE.min_subnet(r=28))), float(lat.predict(SPACE.max_subnet()))
-    tight, loose = low + 0.3 * (high - low), low + 0.7 * (high - low)
-    prob = problem(budget_ms=loose)
-    prob = replace(prob, devices=(replace(prob.devices[0], tighter_budgets_ms=(tight,)),))
-    run = SearchRun(
-        prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s", sampler="budget-evolution"
-    )
-    run.run(200)
-    trials = run.completed()
-    latencies = [t.values[1] for t in trials]
-    # Every child is pushed under a budget before its accuracy is evaluated, then grown
-    # while it fits: none is over the loose budget, and the tight one gets its share.
-    assert max(latencies) <= loose
-    assert sum(x <= tight for x in latencies) >= len(trials) // 3
-    sampler = run.memory.sampler
-    assert isinstance(sampler, BudgetEvolutionSampler)
-    for t in trials[:60:6]:
-        subnet = subnet_from_params(SPACE, t.params)
-        budget = tight if lat.predict(subnet) <= tight else loose
-        genes = sampler._genes(subnet)
-        grown = [
-            sampler._subnet([*genes[:i], g + 1, *genes[i + 1 :]])
-            for i, g in enumerate(genes)
-            if g + 1 < len(sampler._choices[i])
-        ]
-        # At the edge: one step up on any choice breaks the budget it was pushed to.
-        assert all(lat.predict(s) > budget for s in grown), t.number
-    chosen = choose(prob, pareto_front(prob, run.persistent))
-    assert [c["budget_ms"] for c in chosen] == [tight, loose]
-
-
-def test_budget_evolution_needs_a_budget(tmp_path: Path) -> None:
-    with pytest.raises(EdgenasError, match=r"budget-evolution searches under latency budgets"):
-        SearchRun(
-            problem(),
-            storage=f"journal:{tmp_path / 's.log'}",
-            study_name="s",
-            sampler="budget-evolution",
-        )
 
 
 def test_an_unreachable_budget_names_the_lowest_latency(tmp_path: Path) -> None:
