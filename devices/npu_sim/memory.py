@@ -283,7 +283,8 @@ class _ReadBuffer:
         set_of = np.arange(len(valid), dtype=np.int64) // self.per_set
         order = np.argsort(valid, kind="stable")
         by_address = valid[order]
-        starts = np.searchsorted(by_address, by_address, side="left")
+        first = np.flatnonzero(np.diff(by_address, prepend=-1))  # each address's first entry
+        starts = np.repeat(first, np.diff(first, append=len(by_address)))
         column = np.arange(len(valid)) - starts
         sets = np.full((int(valid.max()) + 1, int(column.max()) + 1), 2 * n, dtype=np.int64)
         sets[by_address, column] = set_of[order]
