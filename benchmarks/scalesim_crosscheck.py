@@ -10,10 +10,16 @@ SCALE-Sim (``scalesim`` on PyPI) needs numpy < 2.4, so it lives in its own envir
 This script never imports scalesim: it writes the configs (one per array size and dataflow) and
 one topology with this project's writers, runs SCALE-Sim on them in that environment, and
 saves what SCALE-Sim reports per layer to ``tests/devices/data/scalesim_cases.json`` beside
-the ``.cfg``/``.csv`` files, which ``tests/devices/test_npu_sim.py`` checks against. The
-compared quantity is SCALE-Sim's compute report column "Total Cycles" with
-``InterfaceBandwidth: CALC``, where it reports no stalls: its compute cycles. A depthwise
-(``DP``) row is simulated by SCALE-Sim channel by channel; its cycles are the channels' sum.
+the ``.cfg``/``.csv`` files, which ``tests/devices/test_npu_sim.py`` checks against:
+
+* ``cases``: SCALE-Sim's compute report column "Total Cycles" with ``InterfaceBandwidth:
+  CALC``, where it reports no stalls: its compute cycles.
+* ``stall_cases``: "Total Cycles" and "Stall Cycles" with ``InterfaceBandwidth: USER`` at a
+  few bandwidths (words per cycle) and SRAM sizes small enough for stalls, plus issue 23's
+  layer (a 3x3 conv, 16 -> 32 channels, 32x32 ofmap) on a 32x32 ws array at 10 words/cycle.
+
+A depthwise (``DP``) row is simulated by SCALE-Sim channel by channel; its cycles are the
+channels' sum.
 
 Prints one JSON object on stdout (the agreement summary); progress goes to stderr.
 """
@@ -39,7 +45,7 @@ from devices.npu_sim import (
 )
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "devices" / "data"
-FORMAT = "edgenas.scalesim-cases/1"
+FORMAT = "edgenas.scalesim-cases/2"  # /2 added stall_cases; cases are as in /1
 
 ARRAYS = [(8, 8), (16, 16), (32, 32), (16, 8)]  # rows x cols; 16x8 catches a row/col swap
 # Small enough that SCALE-Sim's request-by-request memory model runs in seconds.
@@ -55,6 +61,11 @@ LAYERS = [
     Layer("dw5x5_DP", 9, 9, 5, 5, 3, 1, depthwise=True),
     Layer("fc", 1, 1, 1, 1, 64, 10),
 ]
+
+# USER-mode memories: (name, SRAM kB each, read words/cycle, write words/cycle).
+MEMORIES = [("bw10_1kB", 1, 10, 10), ("bw50_2kB", 2, 50, 50), ("rd4_wr16_4kB", 4, 4, 16)]
+ISSUE_LAYER = Layer("issue23_conv3x3", 34, 34, 3, 3, 16, 32)
+ISSUE_CONFIG = NpuConfig(rows=32, cols=32, dataflow="ws", dram_bandwidth=10)
 
 # Runs inside the scalesim environment: argv = cfg, topology, layout, work folder.
 RUNNER = r"""
@@ -122,6 +133,53 @@ def main() -> None:
                 case = _case(layer, report["layers"], cfg.relative_to(args.out), config)
                 agree += case["compute_cycles"] == mine.compute_cycles
                 cases.append(case)
+    stall_cases: list[dict[str, Any]] = []
+    stall_agree = 0
+    runs: list[tuple[NpuConfig, str, Path, list[Layer]]] = []
+    for rows, cols in ARRAYS:
+        for dataflow in DATAFLOWS:
+            for name, kb, reads, writes in MEMORIES:
+                config = NpuConfig(
+                    rows=rows,
+                    cols=cols,
+                    dataflow=dataflow,
+                    ifmap_sram_kb=kb,
+                    filter_sram_kb=kb,
+                    ofmap_sram_kb=kb,
+                    dram_bandwidth=writes,
+                    read_bandwidth=None if reads == writes else reads,
+                )
+                runs.append((config, f"npu_{rows}x{cols}_{dataflow}_{name}", topology, layers))
+    issue_topology = folder / "issue23.csv"
+    write_topology_csv([ISSUE_LAYER], issue_topology)
+    runs.append((ISSUE_CONFIG, "npu_32x32_ws_issue23", issue_topology, [ISSUE_LAYER]))
+    for config, stem, topo, topo_layers in runs:
+        cfg = folder / f"{stem}.cfg"
+        config.to_scalesim_cfg(cfg, run_name=stem)
+        print(f"scalesim {cfg.name} ...", file=sys.stderr, flush=True)
+        report = _run_scalesim(args.scalesim_python, cfg, topo, topo_layers)
+        ours = simulate(topo_layers, config).layers
+        for layer, mine in zip(topo_layers, ours, strict=True):
+            rows_reported = _reported(layer, report["layers"], cfg.relative_to(args.out))
+            case = {
+                "config": str(cfg.relative_to(args.out)),
+                "topology": str(topo.relative_to(args.out)),
+                "rows": config.rows,
+                "cols": config.cols,
+                "dataflow": config.dataflow,
+                "layer": layer.name,
+                "read_words_per_cycle": (config.read_bandwidth or config.dram_bandwidth),
+                "write_words_per_cycle": config.dram_bandwidth,
+                "sram_kb": config.ifmap_sram_kb,
+                "scalesim_layers": len(rows_reported),
+                "total_cycles": sum(r["total_cycles"] for r in rows_reported),
+                "stall_cycles": sum(r["stall_cycles"] for r in rows_reported),
+            }
+            stall_agree += (mine.total_cycles, mine.stall_cycles) == (
+                case["total_cycles"],
+                case["stall_cycles"],
+            )
+            stall_cases.append(case)
     data = {
         "format": FORMAT,
         "readme": (
@@ -129,22 +187,31 @@ def main() -> None:
             f"(numpy {versions['numpy']}): SCALE-Sim's compute cycles ('Total Cycles' "
             "with InterfaceBandwidth CALC, no stalls) per layer of scalesim/topology.csv on "
             "each scalesim/*.cfg; a DP (depthwise) row is the sum of SCALE-Sim's per-channel "
-            "layers. Regenerate with: python -m benchmarks.scalesim_crosscheck "
-            "--scalesim-python /tmp/scalesim-venv/bin/python"
+            "layers. stall_cases: SCALE-Sim's 'Total Cycles' and 'Stall Cycles' with "
+            "InterfaceBandwidth USER (read words per cycle: [layout] Ifmap/FilterSRAMBankBandwidth; "
+            "write: Bandwidth) and small SRAMs, per layer of their topology. "
+            f"At generation the project's model matched {stall_agree} of {len(stall_cases)} "
+            "stall cases exactly (total and stall cycles). Regenerate with: python -m "
+            "benchmarks.scalesim_crosscheck --scalesim-python /tmp/scalesim-venv/bin/python"
         ),
         "scalesim_version": versions["scalesim"],
         "topology": str(topology.relative_to(args.out)),
         "cases": cases,
+        "stall_cases": stall_cases,
     }
     target = args.out / "scalesim_cases.json"
     # One case per line: small diffs when regenerated.
-    body = json.dumps({**data, "cases": []}, indent=1)[: -len("[]\n}")]
-    lines = ",\n  ".join(json.dumps(c) for c in cases)
-    target.write_text(f"{body}[\n  {lines}\n ]\n}}\n")
+    body = json.dumps({**data, "cases": [], "stall_cases": []}, indent=1)
+    for key in ("cases", "stall_cases"):
+        lines = ",\n  ".join(json.dumps(c) for c in data[key])
+        body = body.replace(f'"{key}": []', f'"{key}": [\n  {lines}\n ]')
+    target.write_text(body + "\n")
     summary = {
         "scalesim_version": versions["scalesim"],
         "cases": len(cases),
         "compute_cycles_equal": agree,
+        "stall_cases": len(stall_cases),
+        "stall_and_total_cycles_equal": stall_agree,
         "seconds": round(time.perf_counter() - started, 1),
         "written": str(target),
     }
@@ -172,10 +239,8 @@ def _run_scalesim(python: Path, cfg: Path, topology: Path, layers: list[Layer]) 
     return dict(json.loads(proc.stdout))
 
 
-def _case(
-    layer: Layer, reported: list[dict[str, Any]], cfg: Path, config: NpuConfig
-) -> dict[str, Any]:
-    # SCALE-Sim names a DP row's channels "<name>Channel_<i>".
+def _reported(layer: Layer, reported: list[dict[str, Any]], cfg: Path) -> list[dict[str, Any]]:
+    """SCALE-Sim's report rows for ``layer``: one, or a DP row's channels ("<name>Channel_<i>")."""
     mine = [
         r
         for r in reported
@@ -185,6 +250,13 @@ def _case(
     expected = layer.channels if layer.depthwise else 1
     if len(mine) != expected:
         sys.exit(f"{cfg}: {layer.name}: scalesim reported {len(mine)} layers, expected {expected}")
+    return mine
+
+
+def _case(
+    layer: Layer, reported: list[dict[str, Any]], cfg: Path, config: NpuConfig
+) -> dict[str, Any]:
+    mine = _reported(layer, reported, cfg)
     if any(r["stall_cycles"] for r in mine):
         sys.exit(f"{cfg}: {layer.name}: scalesim reports stalls in CALC mode")
     return {

@@ -36,7 +36,10 @@ class NpuConfig:
 
     ``rows`` x ``cols`` processing elements (SCALE-Sim's ArrayHeight x ArrayWidth); SRAM sizes
     in kB of 1024 bytes; ``dram_bandwidth`` in bytes per cycle, ``None`` for unlimited
-    (SCALE-Sim's ``InterfaceBandwidth: CALC``: no stalls); ``word_bytes`` per operand element.
+    (SCALE-Sim's ``InterfaceBandwidth: CALC``: no stalls); ``read_bandwidth`` the ifmap and
+    filter reads' share of it when it differs (SCALE-Sim's ``[layout]`` bank bandwidths, which
+    its USER mode uses for those reads; ``Bandwidth`` then serves the ofmap writes only);
+    ``word_bytes`` per operand element.
     With ``double_buffering`` each SRAM is split into a working and a prefetch half, so DRAM
     transfers overlap compute.
     """
@@ -48,6 +51,7 @@ class NpuConfig:
     filter_sram_kb: int = 64
     ofmap_sram_kb: int = 64
     dram_bandwidth: float | None = 10.0
+    read_bandwidth: float | None = None
     clock_mhz: float = 1000.0
     word_bytes: int = 1
     double_buffering: bool = True
@@ -74,6 +78,9 @@ class NpuConfig:
         if self.dram_bandwidth is not None:
             _check_positive("dram_bandwidth", self.dram_bandwidth)
             object.__setattr__(self, "dram_bandwidth", float(self.dram_bandwidth))
+        if self.read_bandwidth is not None:
+            _check_positive("read_bandwidth", self.read_bandwidth)
+            object.__setattr__(self, "read_bandwidth", float(self.read_bandwidth))
         if not isinstance(self.double_buffering, bool):
             raise NpuSimError(
                 f"npu config: double_buffering={self.double_buffering!r}: expected true or false"
@@ -103,11 +110,16 @@ class NpuConfig:
 
     def config_hash(self) -> str:
         """Stable short hash of every field: tables made for another array are refused by it."""
-        text = json.dumps(self.to_dict(), sort_keys=True)
+        fields = self.to_dict()
+        if fields["read_bandwidth"] is None:
+            del fields["read_bandwidth"]  # hashes from before the field existed stay valid
+        text = json.dumps(fields, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
         bw = "unlimited" if self.dram_bandwidth is None else f"{self.dram_bandwidth:g} B/cycle"
+        if self.dram_bandwidth is not None and self.read_bandwidth is not None:
+            bw = f"{self.read_bandwidth:g} B/cycle reads, {self.dram_bandwidth:g} writes"
         return (
             f"{self.rows}x{self.cols} {self.dataflow}, SRAM {self.ifmap_sram_kb}/"
             f"{self.filter_sram_kb}/{self.ofmap_sram_kb} kB, DRAM {bw}, {self.clock_mhz:g} MHz"
@@ -180,18 +192,31 @@ def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuCon
     word_bytes = integer("edgenas", "word_bytes", "1")
     mode = get("run_presets", "InterfaceBandwidth", "CALC").upper()
     dram_bandwidth: float | None
+    read_bandwidth: float | None = None
     if mode == "CALC":
         dram_bandwidth = None
     elif mode == "USER":
-        # SCALE-Sim's Bandwidth is in words per cycle, possibly one value per memory.
+        # Words per cycle. SCALE-Sim 3.0.0 writes the ofmap at Bandwidth's first value and
+        # reads the ifmap and filter at their [layout] bank bandwidths.
         raw = get(arch, "Bandwidth")
         try:
-            words = min(float(x) for x in raw.split(",") if x.strip())
+            words = float(raw.split(",")[0])
         except ValueError:
             raise NpuSimError(
                 f"{source}: [{arch}] Bandwidth = {raw!r}: expected words per cycle"
             ) from None
         dram_bandwidth = words * word_bytes
+        reads = {
+            number("layout", f"{memory}SRAMBankBandwidth", f"{words:g}")
+            for memory in ("Ifmap", "Filter")
+        }
+        if len(reads) > 1:
+            raise NpuSimError(
+                f"{source}: [layout] IfmapSRAMBankBandwidth and FilterSRAMBankBandwidth differ: "
+                "give both the same words per cycle"
+            )
+        if reads != {words}:
+            read_bandwidth = reads.pop() * word_bytes
     else:
         raise NpuSimError(
             f"{source}: [run_presets] InterfaceBandwidth = {mode!r}: allowed CALC, USER"
@@ -214,6 +239,7 @@ def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuCon
             filter_sram_kb=integer(arch, "FilterSramSzkB"),
             ofmap_sram_kb=integer(arch, "OfmapSramSzkB"),
             dram_bandwidth=dram_bandwidth,
+            read_bandwidth=read_bandwidth,
             clock_mhz=number("edgenas", "clock_mhz", "1000"),
             word_bytes=word_bytes,
             double_buffering=double_buffering == "true",
@@ -226,8 +252,11 @@ def format_scalesim_cfg(config: NpuConfig, *, run_name: str = "edgenas") -> str:
     """SCALE-Sim v3 config text for ``config``, with every section scalesim 3.0.0 reads."""
     if config.dram_bandwidth is None:
         mode, words = "CALC", 10.0  # SCALE-Sim ignores Bandwidth in CALC mode but reads it
+        reads, banks = 10.0, 10
     else:
         mode, words = "USER", config.dram_bandwidth / config.word_bytes
+        # USER mode reads the ifmap and filter at the bank bandwidth; one bank divides any.
+        reads, banks = (config.read_bandwidth or config.dram_bandwidth) / config.word_bytes, 1
     return f"""\
 [general]
 run_name = {run_name}
@@ -248,12 +277,12 @@ WriteRequestBuffer: 32
 
 [layout]
 IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 10
+IfmapSRAMBankBandwidth: {reads:g}
+IfmapSRAMBankNum: {banks}
 IfmapSRAMBankPort: 2
 FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 10
+FilterSRAMBankBandwidth: {reads:g}
+FilterSRAMBankNum: {banks}
 FilterSRAMBankPort: 2
 
 [sparsity]

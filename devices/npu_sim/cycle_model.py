@@ -13,16 +13,18 @@ Folds = ceil(S_r / rows) * ceil(S_c / cols), and SCALE-Sim counts ``folds * per_
 cycles (the index of the last ofmap write). A depthwise layer runs channel by channel: each
 channel is a one-channel convolution, as SCALE-Sim expands its ``DP`` rows.
 
-Memory is this model's own estimate (SCALE-Sim simulates its buffers request by request): an
-operand that fits in its SRAM (half of it with double buffering) comes from DRAM once,
-otherwise once per pass the dataflow makes over it; partial sums that do not fit spill to
-DRAM and are read back. With double buffering DRAM transfers overlap compute except for the
-first fold's operands; without it they do not overlap at all. Stall cycles are what the
-transfers take beyond the compute.
+Stalls (``dram_bandwidth`` set, double buffering on) are SCALE-Sim 3.0.0's with
+``InterfaceBandwidth: USER``, request for request (``devices/npu_sim/memory.py``), and so are
+the DRAM word counts then. With unlimited bandwidth (SCALE-Sim's CALC) there are no stalls and
+the DRAM figures are this model's estimate: an operand that fits in half its SRAM comes from
+DRAM once, otherwise once per pass the dataflow makes over it; partial sums that do not fit
+spill and are read back. Without double buffering (no SCALE-Sim counterpart) that estimate's
+transfers do not overlap compute at all: they are all stall cycles.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,7 +32,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from devices.npu_sim.config import NpuConfig
+from devices.npu_sim.config import Dataflow, NpuConfig
+from devices.npu_sim.memory import StallResult, simulate_memory
 from devices.npu_sim.topology import Layer
 
 IntArray = npt.NDArray[np.int64]
@@ -142,6 +145,8 @@ def simulate(layers: Sequence[Layer], config: NpuConfig) -> SimResult:
     out = _simulate_arrays(
         fields[:, 0], fields[:, 1], fields[:, 2], fields[:, 3], fields[:, 4], config
     )
+    if config.dram_bandwidth is not None and config.double_buffering:
+        _apply_memory_model(out, layers, config)
     columns = {key: value.tolist() for key, value in out.items()}
     names = [x.name for x in layers]
     depthwise = [x.depthwise for x in layers]
@@ -207,17 +212,10 @@ def _simulate_arrays(
     )
     dram_bytes_one = (ifmap_dram + filter_dram + ofmap_dram) * config.word_bytes
 
-    if config.dram_bandwidth is None:
-        stall_one = np.zeros_like(e)
+    if config.dram_bandwidth is None or config.double_buffering:
+        stall_one = np.zeros_like(e)  # double buffered: _apply_memory_model's
     else:
-        transfer = dram_bytes_one / config.dram_bandwidth
-        if config.double_buffering:
-            first_fold = (ifmap_dram + filter_dram) * config.word_bytes / folds
-            first_fold = first_fold / config.dram_bandwidth
-            stall = first_fold + np.maximum(0.0, transfer - first_fold - compute_one)
-        else:
-            stall = transfer
-        stall_one = np.floor(stall).astype(np.int64)
+        stall_one = np.floor(dram_bytes_one / config.dram_bandwidth).astype(np.int64)
 
     compute = compute_one * repeats
     stall_cycles = stall_one * repeats
@@ -246,3 +244,66 @@ def _simulate_arrays(
         "dram_bytes": dram_bytes_one * repeats,
         "latency_ms": total / (config.clock_mhz * 1e3),
     }
+
+
+def _apply_memory_model(
+    out: dict[str, npt.NDArray[Any]], layers: Sequence[Layer], config: NpuConfig
+) -> None:
+    """Replace the stall, total and DRAM figures by SCALE-Sim's memory simulation."""
+    assert config.dram_bandwidth is not None
+    words = 1024 // config.word_bytes
+    write_bw = config.dram_bandwidth / config.word_bytes
+    read_bw = (config.read_bandwidth or config.dram_bandwidth) / config.word_bytes
+    memory = (
+        config.rows,
+        config.cols,
+        config.dataflow,
+        (config.ifmap_sram_kb * words, config.filter_sram_kb * words, config.ofmap_sram_kb * words),
+        (read_bw, read_bw, write_bw),
+    )
+    per_layer = [
+        _layer_memory(
+            (x.ifmap_h, x.ifmap_w, x.filter_h, x.filter_w),
+            1 if x.depthwise else x.channels,  # a depthwise layer: per channel, as SCALE-Sim
+            x.num_filters,
+            (x.stride_h, x.stride_w, x.ofmap_h, x.ofmap_w),
+            memory,
+        )
+        for x in layers
+    ]
+    repeats = out["repeats"]
+    stall = np.array([r.stall_cycles for r in per_layer], dtype=np.int64) * repeats
+    total = np.array([r.total_cycles for r in per_layer], dtype=np.int64) * repeats
+    out["stall_cycles"] = stall
+    out["total_cycles"] = total
+    out["utilisation"] = out["macs"] / (np.maximum(total, 1) * config.pes)
+    out["latency_ms"] = total / (config.clock_mhz * 1e3)
+    for name in ("ifmap_dram_reads", "filter_dram_reads", "ofmap_dram_writes"):
+        out[name] = np.array([getattr(r, name) for r in per_layer], dtype=np.int64) * repeats
+    words_moved = out["ifmap_dram_reads"] + out["filter_dram_reads"] + out["ofmap_dram_writes"]
+    out["dram_bytes"] = words_moved * config.word_bytes
+
+
+# Subnets of one supernet share most layer shapes: a search simulates each shape once.
+@functools.lru_cache(maxsize=4096)
+def _layer_memory(
+    shape: tuple[int, int, int, int],
+    channels: int,
+    num_filters: int,
+    geometry: tuple[int, int, int, int],
+    memory: tuple[int, int, Dataflow, tuple[int, int, int], tuple[float, float, float]],
+) -> StallResult:
+    rows, cols, dataflow, sram_words, bandwidth = memory
+    return simulate_memory(
+        ifmap_hw=shape[:2],
+        filter_hw=shape[2:],
+        channels=channels,
+        num_filters=num_filters,
+        stride=geometry[:2],
+        ofmap_hw=geometry[2:],
+        rows=rows,
+        cols=cols,
+        dataflow=dataflow,
+        sram_words=sram_words,
+        bandwidth=bandwidth,
+    )

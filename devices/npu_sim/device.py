@@ -14,7 +14,7 @@ from devices.npu_sim.errors import NpuSimError
 from devices.npu_sim.topology import layers_from_onnx
 
 # Bump whenever the cycle model's figures change: tables from an older model are then refused.
-MODEL_VERSION = "1"
+MODEL_VERSION = "2"  # 2: stalls are SCALE-Sim 3.0.0's (USER bandwidth)
 
 
 class NpuSimDevice(Device):
@@ -26,7 +26,8 @@ class NpuSimDevice(Device):
         npu: {rows: 32, cols: 32, dataflow: ws, ifmap_sram_kb: 64, filter_sram_kb: 64,
               ofmap_sram_kb: 64, dram_bandwidth: 16, clock_mhz: 800, word_bytes: 1}
 
-    ``dram_bandwidth`` is in bytes per cycle (``null``: unlimited); see ``NpuConfig``.
+    ``dram_bandwidth`` is in bytes per cycle (``null``: unlimited); an optional
+    ``read_bandwidth`` sets the ifmap and filter reads apart from it; see ``NpuConfig``.
     """
 
     def __init__(self, name: str, config: NpuConfig) -> None:

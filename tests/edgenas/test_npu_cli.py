@@ -29,14 +29,19 @@ def npu(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_simulate_prints_per_layer_and_total_cycles() -> None:
-    proc = npu("--config", CFG, "--topology", TOPOLOGY)
+def test_simulate_prints_per_layer_and_total_cycles_with_stalls() -> None:
+    # Issue 23's layer: SCALE-Sim 3.0.0 reports 29,355 cycles, 23,766 of them stalls, with
+    # InterfaceBandwidth USER at 10 words per cycle (tests/devices/data/scalesim_cases.json).
+    cfg, topology = DATA / "npu_32x32_ws_issue23.cfg", DATA / "issue23.csv"
+    proc = npu("--config", cfg, "--topology", topology)
     assert proc.returncode == 0, proc.stderr
-    expected = simulate(read_topology_csv(TOPOLOGY), NpuConfig.from_scalesim_cfg(CFG))
+    expected = simulate(read_topology_csv(topology), NpuConfig.from_scalesim_cfg(cfg))
     for layer in expected.layers:
         assert layer.name in proc.stdout
-    assert "total" in proc.stdout
-    assert f"{expected.total_cycles:,}" in proc.stdout
+    assert "total" in proc.stdout and "stall" in proc.stdout
+    assert (expected.total_cycles, expected.stall_cycles) == (29355, 23766)
+    assert "29,355" in proc.stdout and "23,766" in proc.stdout
+    assert "10 B/cycle" in proc.stdout
 
 
 def test_simulate_json_on_an_onnx_model(tmp_path: Path) -> None:
