@@ -688,6 +688,17 @@ def _edgenas(*args: str, home: Path, stdin: str = "") -> subprocess.CompletedPro
     )
 
 
+def _edgenas_here(*args: str, home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    """The same command in this process (a process each costs seconds of imports)."""
+    from typer.testing import CliRunner
+
+    from edgenas.cli import app
+
+    env = {"HOME": str(home), "SSH_AUTH_SOCK": None, "COLUMNS": "200"}
+    result = CliRunner().invoke(app, list(args), input=stdin, env=env)
+    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+
+
 def test_cli_trust_then_check(
     sshd: Sshd, remote_parent: Path, python: Path, tmp_path: Path
 ) -> None:
@@ -712,20 +723,20 @@ def test_cli_trust_then_check(
     assert f"run 'edgenas devices trust {profile}' after checking it" in refused.stderr
     assert "Traceback" not in refused.stderr
 
-    declined = _edgenas("devices", "trust", str(profile), home=home, stdin="n\n")
+    declined = _edgenas_here("devices", "trust", str(profile), home=home, stdin="n\n")
     assert declined.returncode == 1 and not known_hosts.exists()
     key = HostKey(*sshd.host_key.split())
     assert key.fingerprint in declined.stdout
 
-    trusted = _edgenas("devices", "trust", str(profile), "--yes", home=home)
+    trusted = _edgenas_here("devices", "trust", str(profile), "--yes", home=home)
     assert trusted.returncode == 0, trusted.stderr
     assert key.fingerprint in trusted.stdout and str(known_hosts) in trusted.stdout
     assert (known_hosts.parent.stat().st_mode & 0o777) == 0o700
     assert known_hosts.read_text() == f"[127.0.0.1]:{sshd.port} {sshd.host_key}\n"
-    again = _edgenas("devices", "trust", str(profile), "--yes", home=home)
+    again = _edgenas_here("devices", "trust", str(profile), "--yes", home=home)
     assert again.returncode == 0 and "already trusted" in again.stdout
 
-    checked = _edgenas("devices", "check", str(profile), "--json", home=home)
+    checked = _edgenas_here("devices", "check", str(profile), "--json", home=home)
     assert checked.returncode == 0, checked.stderr
     result = json.loads(checked.stdout)
     assert result["device"] == "testboard" and result["kind"] == "ssh"
@@ -737,7 +748,7 @@ def test_cli_trust_then_check(
 
 
 def test_cli_list_json(tmp_path: Path) -> None:
-    listed = _edgenas("devices", "list", "--json", home=tmp_path)
+    listed = _edgenas_here("devices", "list", "--json", home=tmp_path)
     assert listed.returncode == 0, listed.stderr
     rows = {row["name"]: row for row in json.loads(listed.stdout)}
     assert rows["raspberry-pi-4"]["kind"] == "ssh" and rows["local-cpu"]["kind"] == "local"
@@ -755,7 +766,7 @@ def test_cli_trust_refuses_to_replace_a_changed_key(
     profile = sshd.write_profile(
         tmp_path / "board.yaml", "board", python=python, ssh={"known_hosts": None}
     )
-    refused = _edgenas("devices", "trust", str(profile), "--yes", home=home)
+    refused = _edgenas_here("devices", "trust", str(profile), "--yes", home=home)
     assert refused.returncode == 2
     assert "known_hosts already holds another key for 127.0.0.1:" in refused.stderr
     assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in refused.stderr

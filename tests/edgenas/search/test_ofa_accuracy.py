@@ -13,8 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from typer.testing import CliRunner, Result
 
 from devices.profiles import load_profile
+from edgenas.cli import app
 from edgenas.search.problem import DeviceTarget, SearchProblem
 from latency.blocks import enumerate_blocks
 from latency.predictors import LutSumPredictor
@@ -153,6 +155,10 @@ def test_the_search_offers_only_resolutions_the_predictor_encodes(pth: Path) -> 
     assert set(problem(space.resolutions).resolutions) == set(OFA_RESOLUTIONS) - {112}
 
 
+def search_here(*args: str | Path) -> Result:
+    return CliRunner().invoke(app, ["search", *map(str, args)], env={"COLUMNS": "200"})
+
+
 def search(*args: str | Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edgenas", "search", *map(str, args)],
@@ -200,11 +206,12 @@ def test_search_with_ofa_predictor_on_samsung_note10(pth: Path, tmp_path: Path) 
         "published by OFA at https://raw.githubusercontent.com/han-cai/files/master/ofa/note10/"
         in page
     )
-    # Without the predictor file, or without a space: one line each, before any work.
-    proc = search("--accuracy", "ofa-predictor", "--space", SPACE, "--device", device)
-    assert proc.returncode != 0 and "--ofa-predictor PATH" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    proc = search("--accuracy", "ofa-predictor", "--ofa-predictor", pth, "--device", device)
-    assert proc.returncode != 0 and "give --space" in proc.stderr
-    proc = search("--ofa-predictor", pth, "--space", SPACE, "--device", device)
-    assert proc.returncode != 0 and "--ofa-predictor is for --accuracy ofa-predictor" in proc.stderr
+    # Without the predictor file, or without a space: one line each, before any work
+    # (in-process: a process each costs seconds of imports).
+    here = search_here("--accuracy", "ofa-predictor", "--space", SPACE, "--device", device)
+    assert here.exit_code == 2 and "--ofa-predictor PATH" in here.output
+    assert "Traceback" not in here.output
+    here = search_here("--accuracy", "ofa-predictor", "--ofa-predictor", pth, "--device", device)
+    assert here.exit_code == 2 and "give --space" in here.output
+    here = search_here("--ofa-predictor", pth, "--space", SPACE, "--device", device)
+    assert here.exit_code == 2 and "--ofa-predictor is for --accuracy ofa-predictor" in here.output
