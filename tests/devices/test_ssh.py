@@ -37,6 +37,7 @@ from devices import (
 from devices.ssh import _connection_gone
 from devices.ssh_connection import UnreachableError
 from tests.devices.conftest import REPO, Models
+from tests.support.cli_here import edgenas_here
 from tests.support.sshd import Sshd, free_port, generate_key
 
 QUICK = RunSettings(warmup=1, runs=6)
@@ -689,14 +690,7 @@ def _edgenas(*args: str, home: Path, stdin: str = "") -> subprocess.CompletedPro
 
 
 def _edgenas_here(*args: str, home: Path, stdin: str = "") -> subprocess.CompletedProcess[str]:
-    """The same command in this process (a process each costs seconds of imports)."""
-    from typer.testing import CliRunner
-
-    from edgenas.cli import app
-
-    env = {"HOME": str(home), "SSH_AUTH_SOCK": None, "COLUMNS": "200"}
-    result = CliRunner().invoke(app, list(args), input=stdin, env=env)
-    return subprocess.CompletedProcess(list(args), result.exit_code, result.stdout, result.stderr)
+    return edgenas_here(*args, stdin=stdin, env={"HOME": str(home), "SSH_AUTH_SOCK": None})
 
 
 def test_cli_trust_then_check(

@@ -21,6 +21,7 @@ from once_for_all import Subnet, SubnetError, get_space
 from once_for_all.data import load_data
 from tests.edgenas.conftest import MICRO_RECIPE
 from tests.edgenas.search.synthetic import predictor
+from tests.support.cli_here import edgenas_here
 from tests.support.sshd import Sshd
 
 REPO = Path(__file__).resolve().parents[2]
@@ -374,22 +375,23 @@ def _fails(proc: subprocess.CompletedProcess[str], message: str) -> None:
 def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path) -> None:
     supernet = trained / "run" / "supernet.pt"
     out = tmp_path / "out"
+    # In-process: each is refused before any work (a process costs seconds of imports).
     _fails(
-        edgenas("--supernet", tmp_path / "nope.pt", "--subnet", "max", "--out", out),
+        edgenas_here("export", "--supernet", tmp_path / "nope.pt", "--subnet", "max", "--out", out),
         "checkpoint",
     )
     assert not out.exists()
     foreign = tmp_path / "imagenet.json"
     foreign.write_text(get_space("mbv3-imagenet").max_subnet().to_json())
     _fails(
-        edgenas("--supernet", supernet, "--subnet", foreign, "--out", out),
+        edgenas_here("export", "--supernet", supernet, "--subnet", foreign, "--out", out),
         "subnet is for space",
     )
     assert not out.exists()
     blocker = tmp_path / "a file"
     blocker.write_text("")
     _fails(
-        edgenas("--supernet", supernet, "--subnet", "max", "--out", blocker / "out"),
+        edgenas_here("export", "--supernet", supernet, "--subnet", "max", "--out", blocker / "out"),
         "cannot write to output folder",
     )
 

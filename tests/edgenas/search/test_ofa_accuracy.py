@@ -13,10 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from typer.testing import CliRunner, Result
 
 from devices.profiles import load_profile
-from edgenas.cli import app
 from edgenas.search.problem import DeviceTarget, SearchProblem
 from latency.blocks import enumerate_blocks
 from latency.predictors import LutSumPredictor
@@ -25,6 +23,7 @@ from latency.table import TableError, TableHeader
 from once_for_all import get_space
 from once_for_all.accuracy_predictor import AccuracyPredictorError
 from once_for_all.ofa_accuracy_predictor import OFA_RESOLUTIONS, load_ofa_accuracy_predictor
+from tests.support.cli_here import edgenas_here
 from tests.support.ofa_files import ofa_files
 from tests.support.ofa_reference import as_subnet, import_ofa, ofa_samples
 
@@ -155,8 +154,8 @@ def test_the_search_offers_only_resolutions_the_predictor_encodes(pth: Path) -> 
     assert set(problem(space.resolutions).resolutions) == set(OFA_RESOLUTIONS) - {112}
 
 
-def search_here(*args: str | Path) -> Result:
-    return CliRunner().invoke(app, ["search", *map(str, args)], env={"COLUMNS": "200"})
+def search_here(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return edgenas_here("search", *args)
 
 
 def search(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -209,9 +208,9 @@ def test_search_with_ofa_predictor_on_samsung_note10(pth: Path, tmp_path: Path) 
     # Without the predictor file, or without a space: one line each, before any work
     # (in-process: a process each costs seconds of imports).
     here = search_here("--accuracy", "ofa-predictor", "--space", SPACE, "--device", device)
-    assert here.exit_code == 2 and "--ofa-predictor PATH" in here.output
-    assert "Traceback" not in here.output
+    assert here.returncode == 2 and "--ofa-predictor PATH" in here.stderr
+    assert "Traceback" not in here.stderr
     here = search_here("--accuracy", "ofa-predictor", "--ofa-predictor", pth, "--device", device)
-    assert here.exit_code == 2 and "give --space" in here.output
+    assert here.returncode == 2 and "give --space" in here.stderr
     here = search_here("--ofa-predictor", pth, "--space", SPACE, "--device", device)
-    assert here.exit_code == 2 and "--ofa-predictor is for --accuracy ofa-predictor" in here.output
+    assert here.returncode == 2 and "--ofa-predictor is for --accuracy ofa-predictor" in here.stderr

@@ -10,10 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner, Result
 
-from edgenas.cli import app
 from tests.edgenas.search.synthetic import predictor
+from tests.support.cli_here import edgenas_here
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
@@ -28,9 +27,8 @@ def search(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-def search_here(*args: str | Path) -> Result:
-    """`edgenas search` in this process: for refusals that come before any work."""
-    return CliRunner().invoke(app, ["search", *map(str, args)], env={"COLUMNS": "200"})
+def search_here(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return edgenas_here("search", *args)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +120,7 @@ def test_search_errors_are_one_line(
     assert "Traceback" not in proc.stderr
     # Refusals before any work, in-process (a process each costs seconds of imports).
     proc = search_here("--supernet", supernet, "--device", "no-such-board", "--out", tmp_path)
-    assert proc.exit_code == 2 and "edgenas profile no-such-board" in proc.output
+    assert proc.returncode == 2 and "edgenas profile no-such-board" in proc.stderr
     proc = search_here(
         "--supernet",
         supernet,
@@ -135,7 +133,7 @@ def test_search_errors_are_one_line(
         "--out",
         tmp_path,
     )
-    assert proc.exit_code == 2 and "one budget per device" in proc.output
+    assert proc.returncode == 2 and "one budget per device" in proc.stderr
     big = tmp_path / "imagenet.json"
     from latency.blocks import enumerate_blocks
     from latency.predictors import LutSumPredictor
@@ -150,7 +148,7 @@ def test_search_errors_are_one_line(
         {s.key: 1.0 for s in enumerate_blocks(space)},
     ).save(big)
     proc = search_here("--supernet", supernet, "--device", big, "--out", tmp_path)
-    assert proc.exit_code == 2 and "profile the device for this supernet's space" in proc.output
+    assert proc.returncode == 2 and "profile the device for this supernet's space" in proc.stderr
 
 
 def test_search_keeps_its_study_in_postgresql(
