@@ -57,20 +57,16 @@ class InitialWeights:
         were trained on, so that the classifier starts afresh."""
         return data.class_names != self.spec.class_names
 
-    def check_fits(self, space: SearchSpace, data: DataSpec) -> None:
-        """Refuse a space (or data) the weights cannot start: the space must be the
-        checkpoint's but for its number of classes, and the data's channels its input."""
+    def check_space(self, space: SearchSpace) -> None:
+        """Refuse a space the weights cannot start: it must be the checkpoint's but for its
+        number of classes (input channels are named on their own)."""
         mine = self.space
-        for what, channels in (
-            ("the recipe's space", space.in_channels),
-            ("the data", data.channels),
-        ):
-            if channels != mine.in_channels:
-                raise CheckpointError(
-                    f"init_from {self.path} takes {mine.in_channels} input channel(s), {what} "
-                    f"{channels}: give {mine.in_channels}-channel data (space in_channels: "
-                    f"{mine.in_channels}), or train from scratch (leave init_from out)"
-                )
+        if space.in_channels != mine.in_channels:
+            raise CheckpointError(
+                f"init_from {self.path} takes {mine.in_channels} input channel(s), the recipe's "
+                f"space {space.in_channels}: give {mine.in_channels}-channel data (space "
+                f"in_channels: {mine.in_channels}), or train from scratch (leave init_from out)"
+            )
         same = dataclasses.replace(mine, num_classes=space.num_classes)
         if same.id != space.id:
             a, b = dataclasses.asdict(same), dataclasses.asdict(space)

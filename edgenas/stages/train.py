@@ -109,7 +109,9 @@ def _train(
     # Read on a resume too: its normalisation and trained expand ratios shape the run (the
     # weights then come from the run's own checkpoint).
     init = read_initial_weights(recipe.train.init_from) if recipe.train.init_from else None
+    space = recipe.search_space()
     if init is not None:
+        init.check_space(space)  # before any image is read
         # the normalisation the weights were trained with, which sets a folder's channels too
         settings |= {"mean": list(init.spec.mean), "std": list(init.spec.std)}
     data: DataBundle | StreamBundle
@@ -132,9 +134,6 @@ def _train(
         }
     else:
         data = load_data(**settings)
-    space = recipe.search_space()
-    if init is not None:
-        init.check_fits(space, data.spec)  # before check_data, whose fix would not fit it
     recipe.check_data(data.spec)
     if world.is_main:
         # The space as a file: what `edgenas profile --space` takes for a space adapted to data.
