@@ -30,6 +30,7 @@ from once_for_all import (
 )
 from once_for_all.checkpoint import CheckpointBody, save_checkpoint
 from once_for_all.data import DataSpec, load_data
+from once_for_all.ofa_import import IMAGENET_SPEC, ImportedSupernet, write_imported
 from once_for_all.search_space import SearchSpace
 from once_for_all.transfer import CLASSIFIER_KEYS, read_initial_weights
 from tests.support.imagenet_folder import write_imagenet_folder
@@ -299,3 +300,38 @@ def test_a_changed_start_reruns_the_train_stage(folder: Path, tmp_path: Path) ->
     console = Console(record=True, width=200)
     run_recipe(path, options, console)
     assert "init_from.sha256 changed; discarding" in (tmp_path / "run" / "run.log").read_text()
+
+
+def test_the_classifier_is_kept_for_the_same_classes_and_damage_names_the_key(
+    folder: Path, tmp_path: Path
+) -> None:
+    data = load_data(str(folder), val_size=6, image_size=32, **SOURCE_NORM)
+    path = tmp_path / "same.pt"
+    state = _write_source(path, _space(classes=3))
+    init = read_initial_weights(path)
+    init = dataclasses.replace(
+        init, spec=dataclasses.replace(init.spec, class_names=data.spec.class_names)
+    )
+    net = OFAMobileNetV3(_space(classes=3))
+    init.load_into(net, data.spec)
+    assert all(torch.equal(net.state_dict()[k], v) for k, v in state.items())
+    assert init.record(data.spec)["classifier"] == "kept"
+    stem = next(iter(state))
+    for damaged, message in (
+        ({k: v for k, v in state.items() if k != stem}, f"missing key '{stem}'"),
+        ({**state, "extra.weight": state[stem]}, "unknown key 'extra.weight'"),
+        ({**state, stem: state[stem][:1]}, f"{stem} has shape"),
+    ):
+        with pytest.raises(CheckpointError, match=message) as exc:
+            dataclasses.replace(init, state=damaged).load_into(net, data.spec)
+        _one_line(exc)
+
+
+def test_an_imported_supernet_was_trained_at_every_expand_ratio(tmp_path: Path) -> None:
+    space = _space(classes=1000)
+    imported = ImportedSupernet(space, OFAMobileNetV3(space).state_dict(), "ofa", "0" * 64, "1.0")
+    path = tmp_path / "imported.pt"
+    write_imported(imported, path)
+    init = read_initial_weights(path)
+    assert init.expand_ratios == (3, 4, 6)
+    assert init.spec == IMAGENET_SPEC  # whose normalisation a transfer takes
