@@ -135,14 +135,7 @@ def _train(
     else:
         data = load_data(**settings)
     recipe.check_data(data.spec)
-    if world.is_main:
-        # The space as a file: what `edgenas profile --space` takes for a space adapted to data.
-        out.mkdir(parents=True, exist_ok=True)
-        write_json(out / SPACE_NAME, space.to_dict())
     config = recipe.train_config()
-    torch.manual_seed(config.seed)  # initial weights (with init_from: the new classifier's)
-    supernet = OFAMobileNetV3(space)
-    metadata: CheckpointMetadata = {"recipe": recipe.model_dump(mode="json"), "data": settings}
     if init is not None:
         first = config.phases[0]
         if first.kd_ratio > 0 and first.distill == "teacher" and init.resets_classifier(data.spec):
@@ -151,6 +144,14 @@ def _train(
                 "network frozen at its start, whose classifier init_from starts afresh for "
                 "the data's classes: use distill: inplace (with sandwich: true) or kd_ratio 0"
             )
+    if world.is_main:
+        # The space as a file: what `edgenas profile --space` takes for a space adapted to data.
+        out.mkdir(parents=True, exist_ok=True)
+        write_json(out / SPACE_NAME, space.to_dict())
+    torch.manual_seed(config.seed)  # initial weights (with init_from: the new classifier's)
+    supernet = OFAMobileNetV3(space)
+    metadata: CheckpointMetadata = {"recipe": recipe.model_dump(mode="json"), "data": settings}
+    if init is not None:
         if not resuming:  # the run's own checkpoint, once there, holds the weights
             init.load_into(supernet, data.spec)
         metadata["init_from"] = init.record(data.spec)

@@ -257,6 +257,7 @@ def test_a_teacher_frozen_with_a_new_classifier_is_refused(
             quiet=True,
         )
     assert "use distill: inplace" in _one_line(exc)
+    assert not (tmp_path / "run" / "space.json").exists()  # refused before writing anything
 
 
 def test_bad_starts_are_refused_in_one_line(
@@ -279,7 +280,7 @@ def test_bad_starts_are_refused_in_one_line(
         with pytest.raises(CheckpointError, match=message) as exc:
             train(recipe, TrainOptions(out=out), console=Console(), quiet=True)
         _one_line(exc)
-        assert not (out / "checkpoint.pt").exists()
+        assert not (out / "checkpoint.pt").exists() and not (out / "space.json").exists()
 
 
 def test_a_changed_start_reruns_the_train_stage(folder: Path, tmp_path: Path) -> None:
