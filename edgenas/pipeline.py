@@ -303,6 +303,9 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
             exclude={"train": {"threads", "device"}},
         )
     }
+    init_from = recipe.train.init_from if recipe.train is not None else None
+    if init_from and Path(init_from).expanduser().is_file():
+        inputs["init_from"] = {"sha256": sha256(Path(init_from).expanduser())}  # its content
     supernet = run.root / SUPERNET_NAME
     checkpoints = [run.root / CHECKPOINT_NAME, supernet]
     if not _needs_run(

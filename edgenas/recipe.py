@@ -86,6 +86,10 @@ class TrainSection(_TrainSettings):
     phases: list[PhaseConfig] | None = Field(None, min_length=1)
     epochs: list[int] | None = Field(None, min_length=6, max_length=6)
     lr: float | None = Field(None, gt=0)
+    # A supernet.pt (edgenas train's, or edgenas import ofa-supernet's) to start from instead
+    # of random weights: its space but for the classes; the classifier starts afresh for other
+    # classes. Relative paths are from where edgenas runs.
+    init_from: str | None = Field(None, min_length=1)
 
     @model_validator(mode="after")
     def _schedule_given(self) -> TrainSection:
@@ -95,8 +99,12 @@ class TrainSection(_TrainSettings):
             )
         if self.phases is not None and (self.epochs is not None or self.lr is not None):
             raise ValueError("'phases' and 'epochs'/'lr' are alternatives: keep one")
-        if self.phases and self.phases[0].kd_ratio > 0:
-            raise ValueError("the first phase trains the teacher: set its kd_ratio to 0")
+        if self.phases and self.phases[0].kd_ratio > 0 and self.init_from is None:
+            # From init_from, the loaded largest subnet can teach from the start.
+            raise ValueError(
+                "the first phase trains the teacher: set its kd_ratio to 0 (or start from a "
+                "trained supernet: init_from)"
+            )
         return self
 
 

@@ -38,6 +38,8 @@ class CheckpointMetadata(TypedDict, total=False):
     recipe: dict[str, Any]  # the recipe, as loaded
     data: dict[str, Any]  # load_data's keyword arguments: how to load the same data again
     imported: dict[str, Any]  # imported weights (ofa_import): their source, file and sha256
+    # the supernet training started from (transfer.InitialWeights.record): path, sha256, ...
+    init_from: dict[str, Any]
 
 
 class CheckpointBody(CheckpointMetadata):

@@ -276,13 +276,18 @@ class ProgressiveShrinkingTrainer:
         metadata: CheckpointMetadata | None = None,
         world: World | None = None,
         device: torch.device | None = None,
+        pretrained_expand_ratios: Sequence[int] = (),
     ) -> None:
         """``world`` defaults to the process group this process belongs to (or none);
         ``device`` (default the CPU) holds the weights and the batches (the data stays on the
         host and is copied per batch). Streamed ``data`` (an image folder too big for memory)
         is decoded at the space's largest resolution with OFA's train transforms
         (random-resized crop, flip, colour jitter) where ``config.augment``, and resized per
-        subnet like data held in memory."""
+        subnet like data held in memory.
+
+        ``pretrained_expand_ratios``: the expand ratios ``supernet``'s weights were already
+        trained at before this schedule (a transfer's ``once_for_all.transfer``); a channel
+        sort keeps their channels in front, as it does for the ratios of earlier phases."""
         if len(data.val) == 0:
             raise DataError(
                 f"data '{data.spec.name}' has no validation images (val_size 0), and training "
@@ -309,6 +314,7 @@ class ProgressiveShrinkingTrainer:
         self.data = data
         self.config = config
         self.checkpoint = checkpoint
+        self.pretrained_expand_ratios = tuple(pretrained_expand_ratios)
         self.metadata: CheckpointMetadata = metadata or {}
         self.state = TrainState()
         self.teacher: MobileNetV3 | None = None
@@ -470,7 +476,9 @@ class ProgressiveShrinkingTrainer:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
         if phase.sort_channels:
-            self.supernet.sort_channels(keep=trained_expand_ratios(self.config.phases[:index]))
+            trained = trained_expand_ratios(self.config.phases[:index])
+            keep = sorted({*self.pretrained_expand_ratios, *trained})
+            self.supernet.sort_channels(keep=keep)
         self.optimizer = make_optimizer(self.supernet, self.config, phase.lr * self.lr_factor)
         # Started after the channel sort, so that the average and the weights agree on the order.
         self.average = WeightAverage(self.supernet, phase.ema_decay) if phase.ema_decay else None

@@ -19,6 +19,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgenas.recipe import Recipe, RecipeError
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
+from once_for_all.checkpoint import CheckpointMetadata
 from once_for_all.data import DataBundle, StreamBundle, load_data, stream_image_folder
 from once_for_all.data.image_stream import streams
 from once_for_all.distributed import (
@@ -32,6 +33,7 @@ from once_for_all.files import atomic_path, output_folder, write_json
 from once_for_all.folder_lock import FolderBusyError, folder_lock
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 from once_for_all.training_devices import TrainingDevice
+from once_for_all.transfer import read_initial_weights
 
 CHECKPOINT_NAME = "checkpoint.pt"
 SUPERNET_NAME = "supernet.pt"
@@ -93,7 +95,8 @@ def _train(
 ) -> Path:
     out = options.out
     checkpoint = out / CHECKPOINT_NAME
-    if broadcast_object(checkpoint.exists(), world) and not options.resume:
+    resuming = broadcast_object(checkpoint.exists(), world)
+    if resuming and not options.resume:
         raise CheckpointError(
             f"{out} already holds a training checkpoint: pass --resume to continue it, or choose another --out"
         )
@@ -103,11 +106,22 @@ def _train(
     assert recipe.train is not None  # checked by train()
     torch.set_num_threads(max(1, (options.threads or recipe.train.threads) // world.local_size))
     settings = recipe.data.load_kwargs()
+    # Read on a resume too: its normalisation and trained expand ratios shape the run (the
+    # weights then come from the run's own checkpoint).
+    init = read_initial_weights(recipe.train.init_from) if recipe.train.init_from else None
+    space = recipe.search_space()
+    if init is not None:
+        init.check_space(space)  # before any image is read
+        # the normalisation the weights were trained with, which sets a folder's channels too
+        settings |= {"mean": list(init.spec.mean), "std": list(init.spec.std)}
     data: DataBundle | StreamBundle
     if streams(recipe.data.source, image_size=settings["image_size"], holding=recipe.data.stream):
         data = stream_image_folder(
             Path(recipe.data.source).expanduser(),
             image_size=settings["image_size"],
+            channels=init.space.in_channels if init is not None else None,
+            mean=settings.get("mean"),
+            std=settings.get("std"),
             val_size=settings["val_size"],
             seed=settings["seed"],
             train_limit=settings["train_limit"],
@@ -121,21 +135,35 @@ def _train(
     else:
         data = load_data(**settings)
     recipe.check_data(data.spec)
-    space = recipe.search_space()
+    config = recipe.train_config()
+    if init is not None:
+        first = config.phases[0]
+        if first.kd_ratio > 0 and first.distill == "teacher" and init.resets_classifier(data.spec):
+            raise RecipeError(
+                f"recipe {recipe.name!r}: train.phases[{first.name}] distils from the full "
+                "network frozen at its start, whose classifier init_from starts afresh for "
+                "the data's classes: use distill: inplace (with sandwich: true) or kd_ratio 0"
+            )
     if world.is_main:
         # The space as a file: what `edgenas profile --space` takes for a space adapted to data.
         out.mkdir(parents=True, exist_ok=True)
         write_json(out / SPACE_NAME, space.to_dict())
-    config = recipe.train_config()
-    torch.manual_seed(config.seed)  # initial weights
+    torch.manual_seed(config.seed)  # initial weights (with init_from: the new classifier's)
+    supernet = OFAMobileNetV3(space)
+    metadata: CheckpointMetadata = {"recipe": recipe.model_dump(mode="json"), "data": settings}
+    if init is not None:
+        if not resuming:  # the run's own checkpoint, once there, holds the weights
+            init.load_into(supernet, data.spec)
+        metadata["init_from"] = init.record(data.spec)
     trainer = ProgressiveShrinkingTrainer(
-        OFAMobileNetV3(space),
+        supernet,
         data,
         config,
         checkpoint=checkpoint,
-        metadata={"recipe": recipe.model_dump(mode="json"), "data": settings},
+        metadata=metadata,
         world=world,
         device=device,
+        pretrained_expand_ratios=init.expand_ratios if init is not None else (),
     )
     if options.resume and trainer.resume() and world.is_main:
         st = trainer.state
