@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, cast
 
@@ -22,6 +22,7 @@ from once_for_all import get_space
 from once_for_all.checkpoint import CheckpointBody, load_checkpoint, save_checkpoint
 from tests.edgenas.conftest import MICRO_RECIPE, REPO
 from tests.edgenas.search.synthetic import predictor
+from tests.support.cli_here import edgenas_here
 from tests.support.folder_holder import hold_folder
 from tests.support.full_disk import small_filesystem
 from tests.support.sshd import free_port
@@ -31,14 +32,10 @@ NOT_A_CHECKPOINT = b"these bytes are not a checkpoint\n"
 
 
 def edgenas(*args: str | Path, cwd: Path = REPO) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgenas", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        cwd=cwd,
-        timeout=600,
-    )
+    """The command in this process: every case here is refused early, and a process each
+    would cost seconds of imports (test_cli.py and others run the real processes)."""
+    with contextlib.chdir(cwd):
+        return edgenas_here(*args, env={"COLUMNS": "300"})
 
 
 def error_line(proc: subprocess.CompletedProcess[str]) -> str:
