@@ -22,7 +22,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
+import numpy as np
+
 from once_for_all.data import DataBundle
+from once_for_all.data.image_stream import StreamBundle, StreamSplit
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError
 from once_for_all.evaluation import BN_IMAGES, evaluate_subnet
@@ -77,16 +80,40 @@ def supernet_fingerprint(supernet: OFAMobileNetV3) -> str:
     return digest.hexdigest()[:16]
 
 
+def data_fingerprint(data: DataBundle | StreamBundle, split: str) -> str:
+    """First 16 hex digits of a SHA-256 over what an evaluation reads: the ``split`` it
+    scores and the training split that BN recalibration draws from. Images held in memory
+    are hashed by content (pixels and labels: about 0.1 s for Fashion-MNIST); a streamed
+    folder by its listing (file names and labels), since reading every file of an ImageNet
+    folder would cost minutes."""
+    digest = hashlib.sha256()
+    for name in (split, "train"):
+        part = getattr(data, name)
+        digest.update(f"{name}|{len(part)}|".encode())
+        if isinstance(part, StreamSplit):
+            for i in range(len(part)):
+                digest.update(part.names[i].encode("utf-8", "surrogateescape") + b"\0")
+            digest.update(np.ascontiguousarray(part.labels).tobytes())
+        else:
+            digest.update(f"{tuple(part.images.shape)}|".encode())
+            digest.update(part.images.contiguous().numpy().tobytes())
+            digest.update(part.labels.contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
 @dataclass(frozen=True)
 class CacheHeader:
-    """What an accuracy depends on besides the subnet: the space, the supernet's weights and
-    the evaluation settings (``evaluate_subnet``'s ``split``, ``bn_images`` and ``limit``)."""
+    """What an accuracy depends on besides the subnet: the space, the supernet's weights, the
+    data (``data_fingerprint``) and the evaluation settings (``evaluate_subnet``'s ``split``,
+    ``bn_images`` and ``limit``). ``data`` is "" in caches written before it was recorded,
+    which therefore do not match."""
 
     space: str
     supernet: str
     split: str = "val"
     bn_images: int = BN_IMAGES
     limit: int | None = None
+    data: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -139,11 +166,13 @@ class AccuracyCache:
         split: str = "val",
         bn_images: int = BN_IMAGES,
         limit: int | None = None,
+        data: DataBundle | StreamBundle | None = None,
         save_every: int = 8,
     ) -> AccuracyCache:
-        """The cache at ``path`` for ``supernet`` evaluated with these settings: its entries if
-        the file exists (refused with ``AccuracyCacheError`` if it was made for another space,
-        other weights or other settings), else an empty cache that ``save`` will create."""
+        """The cache at ``path`` for ``supernet`` evaluated on ``data`` with these settings:
+        its entries if the file exists (refused with ``AccuracyCacheError`` if it was made for
+        another space, other weights, other data or other settings), else an empty cache that
+        ``save`` will create. Without ``data`` the data is not checked."""
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: allowed {', '.join(SPLITS)}")
         if bn_images < 1 or (limit is not None and limit < 1):
@@ -156,6 +185,7 @@ class AccuracyCache:
             split=split,
             bn_images=bn_images,
             limit=limit,
+            data=data_fingerprint(data, split) if data is not None else "",
         )
         p = Path(path)
         if not p.exists():

@@ -185,7 +185,9 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         accuracy = ofa.predict_many
         described = f"{OFA_FIGURE} ({ofa.description}); predicted, not measured"
     else:
-        cache = AccuracyCache.open(o.out / "accuracy_cache.json", net, limit=o.eval_images)
+        cache = AccuracyCache.open(
+            o.out / "accuracy_cache.json", net, limit=o.eval_images, data=data
+        )
         evaluate = _evaluator(net, data, cache, quiet=quiet)
         if o.accuracy == "predictor":
             accuracy = _accuracy_predictor(space, evaluate, o.accuracy_samples, o.out, say)

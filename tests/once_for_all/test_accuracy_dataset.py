@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -15,11 +16,15 @@ from once_for_all.accuracy_dataset import (
     AccuracyCache,
     AccuracyCacheError,
     CacheHeader,
+    data_fingerprint,
     evaluate_many,
     sample_dataset,
     supernet_fingerprint,
 )
 from once_for_all.data import DataBundle
+from once_for_all.data.image_stream import stream_image_folder
+from once_for_all.ofa_import import IMAGENET_SPEC
+from tests.support.imagenet_folder import wnid, write_imagenet_folder
 
 SPACE = get_space("mbv3-tiny")
 # Few BN and validation images keep each real evaluation around 0.1 s on one core.
@@ -70,6 +75,7 @@ def test_cache_round_trip(tmp_path: Path, supernet: OFAMobileNetV3) -> None:
         "split": "val",
         "bn_images": BN_IMAGES,
         "limit": LIMIT,
+        "data": "",  # opened without data: not checked
     }
     assert doc["entries"][subnets[1].to_json()] == 0.1
 
@@ -155,6 +161,40 @@ def test_cache_for_other_settings_or_supernet_is_refused(
     AccuracyCache(foreign, CacheHeader(space="mbv3-imagenet-0123456789", supernet="x")).save()
     with pytest.raises(AccuracyCacheError, match="space 'mbv3-imagenet-0123456789'"):
         AccuracyCache.open(foreign, supernet)
+
+
+def test_the_cache_is_keyed_by_the_data_it_was_evaluated_on(
+    tmp_path: Path, supernet: OFAMobileNetV3, fmnist_small: DataBundle
+) -> None:
+    path = tmp_path / "acc.json"
+    AccuracyCache.open(path, supernet, data=fmnist_small).save()
+    assert AccuracyCache.open(path, supernet, data=fmnist_small).header.data  # same data: kept
+    # One pixel of one validation image changed: the accuracies were of other data.
+    images = fmnist_small.val.images.clone()
+    images[0, 0, 0, 0] ^= 1
+    changed = dataclasses.replace(
+        fmnist_small, val=dataclasses.replace(fmnist_small.val, images=images)
+    )
+    with pytest.raises(AccuracyCacheError, match=r"made with data '[0-9a-f]{16}', not"):
+        AccuracyCache.open(path, supernet, data=changed)
+    # So is a training split (BN recalibration draws from it) with other labels.
+    labels = fmnist_small.train.labels.clone()
+    labels[0] = (labels[0] + 1) % 10
+    relabelled = dataclasses.replace(
+        fmnist_small, train=dataclasses.replace(fmnist_small.train, labels=labels)
+    )
+    assert data_fingerprint(relabelled, "val") != data_fingerprint(fmnist_small, "val")
+
+
+def test_a_streamed_folder_is_keyed_by_its_listing(tmp_path: Path) -> None:
+    folder = write_imagenet_folder(tmp_path / "inet", classes=2, per_class=6, size=(48, 40))
+    norm = {"mean": IMAGENET_SPEC.mean, "std": IMAGENET_SPEC.std}
+    before = data_fingerprint(stream_image_folder(folder, image_size=32, val_size=2, **norm), "val")
+    again = stream_image_folder(folder, image_size=32, val_size=2, **norm)
+    assert data_fingerprint(again, "val") == before
+    next(iter((folder / "train" / wnid(1)).iterdir())).unlink()  # one training image less
+    after = stream_image_folder(folder, image_size=32, val_size=2, **norm)
+    assert data_fingerprint(after, "val") != before
 
 
 def test_evaluate_many_refuses_a_cache_of_another_supernet(
