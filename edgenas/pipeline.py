@@ -16,7 +16,7 @@ import platform
 import shutil
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
@@ -545,6 +545,26 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
     return list(exported.values())
 
 
+def _measured_file(
+    value: Mapping[str, Any],
+    described: Mapping[str, Any],
+    int8: Mapping[str, Any] | None,
+    card: Mapping[str, Any],
+) -> MeasuredFile:
+    """One file of a card as measured on one device, for the run summary."""
+    out = MeasuredFile(
+        latency_ms=value["measured"]["median_ms"],
+        speedup_vs_fp32=value.get("speedup_vs_fp32"),
+        runs_as=execution_text(described.get("execution") or {}),
+        accuracy=int8["accuracy"] if int8 else card["accuracy"]["fp32"],
+        top1_agreement=int8["top1_agreement"] if int8 else None,
+    )
+    placement = value["measured"].get("placement_text")
+    if placement:
+        out["placement"] = placement
+    return out
+
+
 def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> RunSummary:
     """One row per device budget: the chosen subnet, its accuracy and latency, its files."""
     rows: list[SummaryRow] = []
@@ -575,15 +595,7 @@ def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> 
                     folder=str(entry["folder"]),
                     files=sorted(files),
                     measured_files={
-                        name: MeasuredFile(
-                            latency_ms=value["measured"]["median_ms"],
-                            speedup_vs_fp32=value.get("speedup_vs_fp32"),
-                            runs_as=execution_text(files[name].get("execution") or {}),
-                            accuracy=int8[name]["accuracy"]
-                            if name in int8
-                            else card["accuracy"]["fp32"],
-                            top1_agreement=int8[name]["top1_agreement"] if name in int8 else None,
-                        )
+                        name: _measured_file(value, files[name], int8.get(name), card)
                         for name, value in measured.items()
                     },
                 )

@@ -50,6 +50,7 @@ class MeasuredFile(TypedDict):
     latency_ms: float  # median
     speedup_vs_fp32: float | None  # the same format's fp32 latency over this file's
     runs_as: str  # XNNPACK partitions / float islands (export.card.execution_text)
+    placement: NotRequired[str]  # where the device ran it, as its runtime reported
     accuracy: float | None  # on the test split
     top1_agreement: float | None  # with fp32, for int8 files
 

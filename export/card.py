@@ -47,7 +47,9 @@ class FileLatency(TypedDict):
     """One file measured on one device."""
 
     predicted: float | None  # by the device's predictor, for the file kind it was built on
-    measured: dict[str, Any]  # median_ms, p10_ms, p90_ms, n, ... (and Vela's cpu_fallback_ops)
+    # median_ms, p10_ms, p90_ms, n, ...; Vela's cpu_fallback_ops; the device's placement
+    # (and placement_text), init_ms and first_inference_ms where its runtime reports them
+    measured: dict[str, Any]
     measured_at_baseline_ms: float | None
     reference_scale: float | None
     speedup_vs_fp32: NotRequired[float | None]  # the same format's fp32 median over this one's
@@ -126,6 +128,26 @@ def execution_text(execution: Mapping[str, Any]) -> str:
             return "quantized kernels only"
         return "in float: " + ", ".join(f"{op} x{n}" for op, n in floats.items())
     return "-"
+
+
+def _placement_lines(latency: Mapping[str, Any]) -> list[str]:
+    """Where each device ran each file, as its runtime reported (a device that reports
+    nothing, such as a simulator, is left out), with the one-off costs a user pays at start."""
+    lines = []
+    for device, entry in latency.items():
+        for name, timing in entry["files"].items():
+            m = timing["measured"] or {}
+            once = [
+                f"{label} {m[key]:.4g} ms"
+                for key, label in (("init_ms", "init"), ("first_inference_ms", "first inference"))
+                if m.get(key) is not None
+            ]
+            if m.get("placement_text") or once:
+                what = "; ".join(
+                    [*([m["placement_text"]] if m.get("placement_text") else []), *once]
+                )
+                lines.append(f"- {device}, `{name}`: {what}")
+    return ["", "Placement on the device:", "", *lines] if lines else []
 
 
 def card_markdown(card: CardDocument) -> str:
@@ -208,6 +230,7 @@ def card_markdown(card: CardDocument) -> str:
                     f"{_ms(timing['measured_at_baseline_ms'])} |"
                 )
         rule = card["recommendation"]
+        lines += _placement_lines(card["latency"])
         lines += [
             "",
             "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "

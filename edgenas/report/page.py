@@ -100,7 +100,7 @@ def _summary(data: RunData) -> str:
                 f"<code>{html.escape(r['subnet'])}</code>",
                 _pct(r["accuracy_fp32"]),
                 "<br>".join(f"{html.escape(n)}: {_pct(a)}" for n, a in r["accuracy_int8"].items()),
-                f"<code>{html.escape(str(r['file']))}</code>",
+                f"<code>{html.escape(str(r['file']))}</code>" + _placement(r),
                 _num(r["latency_predicted_ms"]),
                 _num(r["latency_measured_ms"]),
                 _num(r["bytes"] / 1024 if r["bytes"] else None, ".1f"),
@@ -109,6 +109,13 @@ def _summary(data: RunData) -> str:
         ),
         numeric=frozenset({1, 3, 6, 7, 8}),
     )
+
+
+def _placement(row: Mapping[str, Any]) -> str:
+    """Where the device ran the row's file (delegated ops, execution providers, fallbacks)."""
+    measured = (row.get("measured_files") or {}).get(row.get("file")) or {}
+    text = measured.get("placement")
+    return f"<br><small>{html.escape(text)}</small>" if text else ""
 
 
 def _training(data: RunData) -> str:

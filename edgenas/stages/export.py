@@ -438,8 +438,27 @@ def _measure_files(
 
 def _summary(measurement: dict[str, Any]) -> dict[str, Any]:
     """The figures of a measurement a card needs (not the simulators' per-layer detail)."""
-    keep = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "min_ms", "n", "flagged")
-    summary = {k: measurement[k] for k in keep if k in measurement}
+    from devices.measurement import placement_summary
+
+    keep = (
+        "median_ms",
+        "mean_ms",
+        "std_ms",
+        "p10_ms",
+        "p90_ms",
+        "min_ms",
+        "n",
+        "flagged",
+        "init_ms",
+        "first_inference_ms",
+    )
+    summary = {k: measurement[k] for k in keep if measurement.get(k) is not None}
+    # Where the device ran the file: nodes per execution provider, or delegated ops and
+    # partitions, and what fell back to the CPU (as `edgenas devices check` shows it).
+    placement = measurement.get("placement")
+    if placement:
+        summary["placement"] = placement
+        summary["placement_text"] = placement_summary(placement)
     # An NPU compiler's operators left on the CPU (Vela), each with its reason.
     fallback = (measurement.get("extra") or {}).get("cpu_fallback_ops")
     if fallback is not None:

@@ -112,6 +112,17 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
     markdown = (exported / "card.md").read_text()
     for section in ("## Subnet", "## Files", "## Accuracy", "## Latency", "## Input"):
         assert section in markdown
+    # Where the device ran each file (onnxruntime's profile names each node's provider),
+    # and what starting it cost, on the card and in its text.
+    for name, timing in card["latency"]["test-cpu"]["files"].items():
+        measured = timing["measured"]
+        if name.endswith(".onnx"):
+            nodes = measured["placement"]["nodes"]
+            assert set(nodes) == {"CPUExecutionProvider"} and nodes["CPUExecutionProvider"] > 0
+            assert measured["placement_text"].startswith("CPUExecutionProvider ")
+            assert f"- test-cpu, `{name}`: {measured['placement_text']}" in markdown
+        assert measured["init_ms"] > 0 and measured["first_inference_ms"] > 0
+    assert "Placement on the device:" in markdown
 
 
 def test_card_accuracies_are_what_the_files_do(exported: Path, trained: Path) -> None:

@@ -3,6 +3,7 @@ checked in a real headless Chromium, and what it says about a run that is not fi
 
 from __future__ import annotations
 
+import html
 import html.parser
 import json
 import shutil
@@ -125,6 +126,13 @@ def test_the_run_report_renders_in_headless_chromium(micro_run: Run, tmp_path: P
     subnet = summary["chosen"][0]["subnet"]
     card = json.loads((out / "export" / subnet / "card.json").read_text())
     assert f"Model card: {subnet}" in text
+    # The chosen file's placement on its device, as the device's runtime reported it.
+    placed = [
+        r["measured_files"][r["file"]]["placement"]
+        for r in summary["chosen"]
+        if "placement" in r["measured_files"].get(r["file"], {})
+    ]
+    assert placed and all(f"<small>{html.escape(p)}</small>" in text for p in placed)
     assert f"{100 * card['accuracy']['fp32']:.2f}%" in text
 
 
