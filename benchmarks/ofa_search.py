@@ -70,10 +70,15 @@ def default_ofa_files() -> Path:
 
 
 class _Counted:
-    """Counts the subnets an OFA predictor is asked about."""
+    """Counts the subnets a predictor is asked about: OFA's (predict_accuracy,
+    predict_efficiency) or edgenas's latency predictor (predict_many); anything else is the
+    wrapped predictor's."""
 
     def __init__(self, inner: Any) -> None:
         self.inner, self.accuracy_calls, self.latency_calls = inner, 0, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
 
     def predict_accuracy(self, population: list[dict[str, Any]]) -> Any:
         self.accuracy_calls += len(population)
@@ -83,18 +88,8 @@ class _Counted:
         self.latency_calls += 1
         return float(self.inner.predict_efficiency(spec))
 
-
-class _CountedLatency:
-    """An edgenas latency predictor that counts the subnets it is asked about."""
-
-    def __init__(self, inner: Any) -> None:
-        self.inner, self.calls = inner, 0
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
     def predict_many(self, subnets: Any) -> Any:
-        self.calls += len(subnets)
+        self.latency_calls += len(subnets)
         return self.inner.predict_many(subnets)
 
 
@@ -145,7 +140,7 @@ def run_edgenas(
     space = get_space(SPACE)
     import_published(load_profile("samsung-note10"), space, files / "note10", tmp / "note10")
     latency = load_predictor(tmp / "note10" / "predictor.json")
-    counted = _CountedLatency(latency)
+    counted = _Counted(latency)
     accuracy = load_ofa_accuracy_predictor(files / "acc_predictor.pth", space)
     problem = SearchProblem(
         space,
@@ -192,7 +187,7 @@ def run_edgenas(
         # Every trial is one accuracy evaluation; the latency predictor is counted as asked
         # (once per trial, plus the budget check before the search).
         "accuracy_evaluations": len(trials_done),
-        "latency_evaluations": counted.calls,
+        "latency_evaluations": counted.latency_calls,
         "seconds": round(seconds, 2),
         "budgets": per_budget,
         "rescore": (accuracy, latency),

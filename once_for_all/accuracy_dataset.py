@@ -91,8 +91,7 @@ def data_fingerprint(data: DataBundle | StreamBundle, split: str) -> str:
         part = getattr(data, name)
         digest.update(f"{name}|{len(part)}|".encode())
         if isinstance(part, StreamSplit):
-            for i in range(len(part)):
-                digest.update(part.names[i].encode("utf-8", "surrogateescape") + b"\0")
+            digest.update(bytes(part.names))
             digest.update(np.ascontiguousarray(part.labels).tobytes())
         else:
             digest.update(f"{tuple(part.images.shape)}|".encode())

@@ -163,6 +163,10 @@ class PathTable:
     def select(self, indices: Sequence[int] | npt.NDArray[np.int64]) -> PathTable:
         return PathTable([self[int(i)] for i in indices])
 
+    def __bytes__(self) -> bytes:
+        """Every name and where each ends: equal tables give equal bytes (for hashing)."""
+        return self._offsets.tobytes() + self._blob.tobytes()
+
 
 @dataclass(frozen=True)
 class StreamSplit:
