@@ -25,12 +25,13 @@ from devices.adb_client import AdbClient, AdbResult, AdbTimeout, choose_serial
 from devices.base import Device, DeviceError, Runtime, register_device_kind
 from devices.benchmark_model import (
     BenchmarkOutput,
+    OpTime,
     command_line,
     failure_reason,
     log_lines,
     parse_output,
 )
-from devices.measurement import Fingerprint, Measurement
+from devices.measurement import Fingerprint, Measurement, OperatorTime
 from devices.profiles import AdbSection, validate_profile
 from devices.runner_protocol import RunSettings
 
@@ -101,6 +102,10 @@ class AdbDevice(Device):
     @property
     def models_per_call(self) -> int:
         return self.batch_size
+
+    @property
+    def per_op_times(self) -> bool:
+        return True
 
     def fingerprint(self) -> Fingerprint:
         """The phone's fingerprint (model, SoC, cores, governor) for the profile's settings."""
@@ -449,14 +454,14 @@ def to_measurement(
             "init": output.memory_init_mb,
             "overall": output.memory_overall_mb,
         }
-    per_op: dict[str, float] | None = None
+    ops: tuple[OperatorTime, ...] | None = None
     if profile_ops and output.ops:
-        per_op = {}
-        types: dict[str, str] = {}
-        for op in output.ops:
-            per_op[op.name] = per_op.get(op.name, 0.0) + op.ms
-            types[op.name] = op.node_type
-        extra["profile"] = {"op_types": types, "run_ms": mean}
+        ran_on = delegate or "xnnpack"
+        ops = tuple(
+            OperatorTime(op.name, op.node_type, op.ms, ran_on if _delegated(op) else "cpu")
+            for op in output.ops
+        )
+        extra["profile"] = {"run_ms": mean}
     spread = (p90 - p10) / median if median > 0 else 0.0
     return Measurement(
         model=model,
@@ -473,7 +478,7 @@ def to_measurement(
             if output.memory_overall_mb is not None
             else None
         ),
-        per_op_ms=per_op,
+        ops=ops,
         placement=_placement(output, delegate),
         extra=extra,
         init_ms=output.init_us / 1e3 if output.init_us is not None else None,
@@ -492,7 +497,7 @@ def _placement(output: BenchmarkOutput, delegate: str | None) -> dict[str, Any] 
     total = max(r[1] for r in output.replaced)
     fallback: dict[str, int] = {}
     for op in output.ops:
-        if not op.name.startswith("Delegate/") and "Delegate" not in op.node_type:
+        if not _delegated(op):
             fallback[op.node_type] = fallback.get(op.node_type, 0) + 1
     return {
         "delegate": delegate or "xnnpack",
@@ -501,6 +506,12 @@ def _placement(output: BenchmarkOutput, delegate: str | None) -> dict[str, Any] 
         "partitions": sum(r[3] for r in output.replaced),
         "fallback": fallback,
     }
+
+
+def _delegated(op: OpTime) -> bool:
+    """Whether a delegate ran a row of the op profile: XNNPACK names its own operators
+    ``Delegate/...``, other delegates show one ``...Delegate...`` node per partition."""
+    return op.name.startswith("Delegate/") or "Delegate" in op.node_type
 
 
 def _split_batch(stdout: str, count: int) -> list[tuple[int, str]] | None:

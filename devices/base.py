@@ -13,6 +13,16 @@ from once_for_all.errors import EdgenasError
 Runtime = Literal["onnxruntime", "tflite", "tensorrt"]
 
 
+# Where per-op times come from, for messages: the targets whose ``per_op_times`` is true.
+PER_OP_TARGETS = (
+    "onnxruntime (its profiler, on local and ssh devices), TFLite's benchmark_model "
+    "(--enable_op_profiling, on adb devices), TensorRT's trtexec (--dumpProfile), and the "
+    "npu-sim and vela simulators"
+)
+# The on-device runner's runtimes that profile per op (LiteRT's Python interpreter cannot).
+RUNNER_PER_OP_RUNTIMES = frozenset({"onnxruntime", "tensorrt"})
+
+
 class DeviceError(EdgenasError, RuntimeError):
     """A target that cannot be used as asked; the message names the device and the fix."""
 
@@ -41,6 +51,12 @@ class Device(ABC):
         profile_ops: bool = False,
     ) -> list[Measurement]:
         """``None`` arguments take the device profile's values."""
+
+    @property
+    def per_op_times(self) -> bool:
+        """Whether ``measure(..., profile_ops=True)`` gives each model's ``ops`` (per-op
+        times); targets that cannot leave them ``None``. See ``PER_OP_TARGETS``."""
+        return False
 
     @property
     def models_per_call(self) -> int | None:

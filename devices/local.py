@@ -13,7 +13,13 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from devices.base import Device, DeviceError, Runtime, register_device_kind
+from devices.base import (
+    RUNNER_PER_OP_RUNTIMES,
+    Device,
+    DeviceError,
+    Runtime,
+    register_device_kind,
+)
 from devices.measurement import Fingerprint, Measurement
 from devices.profiles import LocalSection, validate_profile
 from devices.runner_protocol import (
@@ -49,6 +55,10 @@ class LocalDevice(Device):
         self.settings = settings or RunSettings()
         self.timeout_s = timeout_s
         self._fingerprint: Fingerprint | None = None
+
+    @property
+    def per_op_times(self) -> bool:
+        return self.settings.runtime in RUNNER_PER_OP_RUNTIMES
 
     def fingerprint(self) -> Fingerprint:
         """This host's fingerprint for the device's runtime and threads (asked once, cached)."""

@@ -57,6 +57,34 @@ class Fingerprint:
 
 
 @dataclass(frozen=True)
+class OperatorTime:
+    """One operator of a profiled run: ``ms`` per inference (mean over the profiled runs).
+
+    ``op_type`` is the runtime's name for it (onnxruntime's op type, TFLite's or XNNPACK's
+    node type); "" where the runtime names none (TensorRT's layers fuse several ONNX nodes:
+    their names say which). ``where`` is what ran it (an execution provider, a delegate,
+    "cpu" for TFLite's builtin kernels, "gpu", "npu"); "" where unknown.
+    """
+
+    name: str
+    op_type: str
+    ms: float
+    where: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> OperatorTime:
+        return cls(
+            name=str(data["name"]),
+            op_type=str(data.get("op_type") or ""),
+            ms=float(data["ms"]),
+            where=str(data.get("where") or ""),
+        )
+
+
+@dataclass(frozen=True)
 class Measurement:
     """Latency of one model in milliseconds over ``n`` timed runs (after warmup).
 
@@ -72,6 +100,11 @@ class Measurement:
     ``first_inference_ms`` (the first run after it; onnxruntime's is profiled, to learn the
     placement) are known where the target reports them; ``None`` otherwise, and then left out
     of the dict so that older files read and compare alike.
+
+    ``ops`` (asked for with ``profile_ops``) lists the operators in the order they ran, each
+    with its type, ms per inference and where it ran; ``None`` when not profiled (and then
+    left out of the dict). Files written before ``ops`` hold ``per_op_ms`` (name -> ms); they
+    read as ops of unknown type.
     """
 
     model: str
@@ -84,11 +117,21 @@ class Measurement:
     n: int
     flagged: bool = False
     peak_memory_bytes: int | None = None
-    per_op_ms: dict[str, float] | None = None
+    ops: tuple[OperatorTime, ...] | None = None
     placement: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # simulator figures: cycles, utilisation...
     init_ms: float | None = None
     first_inference_ms: float | None = None
+
+    @property
+    def per_op_ms(self) -> dict[str, float] | None:
+        """ms per inference by operator name (operators of one name added up)."""
+        if self.ops is None:
+            return None
+        out: dict[str, float] = {}
+        for op in self.ops:
+            out[op.name] = out.get(op.name, 0.0) + op.ms
+        return out
 
     @property
     def spread(self) -> float:
@@ -97,6 +140,7 @@ class Measurement:
 
     def to_dict(self) -> dict[str, Any]:
         out = {"format": MEASUREMENT_FORMAT, **asdict(self)}
+        out["ops"] = [op.to_dict() for op in self.ops] if self.ops is not None else None
         for key in _OPTIONAL:
             if out[key] is None:
                 del out[key]
@@ -108,7 +152,15 @@ class Measurement:
             raise ValueError(
                 f"not a measurement: format {data.get('format')!r}, expected {MEASUREMENT_FORMAT!r}"
             )
-        return cls(**{k: data[k] for k in cls.__dataclass_fields__ if k in data})
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "ops"}
+        ops = data.get("ops")
+        if ops is not None:
+            values["ops"] = tuple(OperatorTime.from_dict(op) for op in ops)
+        elif data.get("per_op_ms") is not None:  # written before ops had types
+            values["ops"] = tuple(
+                OperatorTime(str(name), "", float(ms)) for name, ms in data["per_op_ms"].items()
+            )
+        return cls(**values)
 
     @classmethod
     def from_times(cls, model: str, times_ms: Sequence[float], **kwargs: Any) -> Measurement:
@@ -129,7 +181,7 @@ class Measurement:
         )
 
 
-_OPTIONAL = ("init_ms", "first_inference_ms")  # left out of dicts when unknown
+_OPTIONAL = ("init_ms", "first_inference_ms", "ops")  # left out of dicts when unknown
 
 
 def placement_summary(placement: Mapping[str, Any]) -> str:

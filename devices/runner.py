@@ -23,7 +23,8 @@ Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings"
 "order": [[model indices in the order measured, one list per round], ...],
 "models": [one entry per job model, in job order: raw "times_ms" and their statistics,
 "placement": which delegate or provider ran how many nodes, "init_ms" (session or
-interpreter creation) and "first_inference_ms"]}.
+interpreter creation), "first_inference_ms", and with profile_ops (onnxruntime) "ops":
+[{"name", "op_type", "ms", "where"}, ...] in the order they ran]}.
 On failure: {"format": ..., "error": {"kind": ..., "message": ...}} and exit status
 2 (bad job or model), 3 (numpy, the runtime, or the requested execution provider or delegate
 missing on this device) or 1 (a bug).
@@ -536,7 +537,9 @@ def ort_placement(events: list[dict[str, Any]], providers: Sequence[str]) -> dic
 
 
 def summarize_ort_profile(events: list[dict[str, Any]], skip_runs: int) -> dict[str, Any]:
-    """Mean time per node (ms) over the profiled runs after ``skip_runs`` warmup runs.
+    """Mean time per node (ms) over the profiled runs after ``skip_runs`` warmup runs:
+    ``ops`` lists the nodes in the order they first ran, each as {"name", "op_type", "ms",
+    "where" (its execution provider)}.
 
     Nodes are those of the graph onnxruntime executes, after its optimizations: fused or
     re-laid-out nodes are named after their outputs (``/conv/Conv_output_0_nchwc``).
@@ -550,22 +553,28 @@ def summarize_ort_profile(events: list[dict[str, Any]], skip_runs: int) -> dict[
         if e.get("cat") == "Session" and e.get("name") == "model_run"
     )[skip_runs:]
     totals: dict[str, float] = {}
+    kinds: dict[str, tuple[str, str]] = {}  # node -> (op type, provider)
     peak = 0
-    for e in events:
+    for e in sorted(events, key=lambda e: e.get("ts", 0)):
         if e.get("cat") != "Node" or not str(e.get("name", "")).endswith("_kernel_time"):
             continue
         ts = e["ts"]
         if not any(start <= ts <= end for start, end in runs):
             continue
         args = e.get("args", {})
-        node = e["name"][: -len("_kernel_time")] or str(args.get("op_name", "?"))
+        op_type = str(args.get("op_name", "?"))
+        node = e["name"][: -len("_kernel_time")] or op_type
         totals[node] = totals.get(node, 0.0) + e["dur"] / 1000.0
+        kinds.setdefault(node, (op_type, str(args.get("provider", ""))))
         in_use = str(args.get("mem_in_use_peak", ""))
         if in_use.isdigit():
             peak = max(peak, int(in_use))
     n = max(len(runs), 1)
     return {
-        "per_op_ms": {node: total / n for node, total in totals.items()},
+        "ops": [
+            {"name": node, "op_type": kinds[node][0], "ms": total / n, "where": kinds[node][1]}
+            for node, total in totals.items()
+        ],
         "runs": len(runs),
         "run_ms": sum(end - start for start, end in runs) / 1000.0 / n,
         "peak_in_use_bytes": peak or None,
@@ -1191,13 +1200,11 @@ def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict
                 # this model: a lower bound, 0 when it fit in memory already used; the
                 # first model also carries the runtime's own start-up.
                 "peak_memory_bytes": peaks[i],
-                "per_op_ms": profile["per_op_ms"] if profile else None,
+                "ops": profile["ops"] if profile else None,
                 "placement": loaded[i].placement,
                 "init_ms": loaded[i].init_ms,
                 "first_inference_ms": loaded[i].first_inference_ms,
-                "profile": (
-                    {k: v for k, v in profile.items() if k != "per_op_ms"} if profile else None
-                ),
+                "profile": ({k: v for k, v in profile.items() if k != "ops"} if profile else None),
             }
         )
         entries.append(entry)

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from devices.base import DeviceError, Runtime
-from devices.measurement import Fingerprint, Measurement
+from devices.measurement import Fingerprint, Measurement, OperatorTime
 from devices.trtexec import JETPACK_TRTEXEC, Precision, to_measurement
 
 JOB_FORMAT = "edgenas.runner-job/1"
@@ -221,7 +221,7 @@ def _measurement(label: str, entry: Mapping[str, Any], warnings: tuple[str, ...]
         extra["profile"] = dict(entry["profile"])
     if warnings:
         extra["warnings"] = list(warnings)
-    per_op = entry.get("per_op_ms")
+    ops = entry.get("ops")
     peak = entry.get("peak_memory_bytes")
     placement = entry.get("placement")
     init, first = entry.get("init_ms"), entry.get("first_inference_ms")
@@ -230,7 +230,7 @@ def _measurement(label: str, entry: Mapping[str, Any], warnings: tuple[str, ...]
         [float(t) for t in entry["times_ms"]],
         flagged=bool(entry["flagged"]),
         peak_memory_bytes=int(peak) if peak is not None else None,
-        per_op_ms={str(k): float(v) for k, v in per_op.items()} if per_op is not None else None,
+        ops=tuple(OperatorTime.from_dict(op) for op in ops) if ops is not None else None,
         placement=dict(placement) if placement is not None else None,
         extra=extra,
         init_ms=float(init) if init is not None else None,

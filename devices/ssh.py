@@ -22,7 +22,13 @@ from typing import Any, TypeVar
 
 import paramiko
 
-from devices.base import Device, DeviceError, Runtime, register_device_kind
+from devices.base import (
+    RUNNER_PER_OP_RUNTIMES,
+    Device,
+    DeviceError,
+    Runtime,
+    register_device_kind,
+)
 from devices.known_hosts import HostKey, add_known_host
 from devices.measurement import Fingerprint, Measurement
 from devices.profiles import SshSection, validate_profile
@@ -149,6 +155,10 @@ class SshDevice(Device):
     def remote_folder(self) -> str | None:
         """The session's temporary folder on the device; None while not connected."""
         return self._session.folder if self._session is not None else None
+
+    @property
+    def per_op_times(self) -> bool:
+        return self.settings.runtime in RUNNER_PER_OP_RUNTIMES
 
     def fingerprint(self) -> Fingerprint:
         """The device's fingerprint for its runtime and threads (asked once, cached)."""

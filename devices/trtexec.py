@@ -25,7 +25,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Literal
 
 from devices.base import DeviceError
-from devices.measurement import Measurement
+from devices.measurement import Measurement, OperatorTime
 
 Precision = Literal["fp32", "fp16", "int8"]
 # JetPack installs trtexec here (package libnvinfer-bin), not on PATH.
@@ -153,12 +153,11 @@ def rejected_model(log: TrtexecLog) -> bool:
     )
 
 
-def per_layer_ms(layers: Sequence[LayerTime]) -> dict[str, float]:
-    """Mean ms per inference of each layer; layers of the same name are added up."""
-    out: dict[str, float] = {}
-    for layer in layers:
-        out[layer.name] = out.get(layer.name, 0.0) + layer.average_ms
-    return out
+def layer_ops(layers: Sequence[LayerTime]) -> tuple[OperatorTime, ...]:
+    """The profiled layers as operators, in execution order: mean ms per inference, run on
+    the GPU (no DLA is asked for). TensorRT names no op type: a layer fuses ONNX nodes
+    (``/conv/Conv + /act/HardSwish``), and its name says which."""
+    return tuple(OperatorTime(layer.name, "", layer.average_ms, "gpu") for layer in layers)
 
 
 def to_measurement(
@@ -207,7 +206,7 @@ def to_measurement(
     measured = Measurement.from_times(
         label,
         latencies,
-        per_op_ms=per_layer_ms(layers) if layers else None,
+        ops=layer_ops(layers) if layers else None,
         extra=extra,
         init_ms=parsed.build_s * 1e3 if parsed.build_s is not None else None,
     )

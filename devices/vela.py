@@ -27,7 +27,7 @@ from types import ModuleType
 from typing import Any
 
 from devices.base import Device, DeviceError, Runtime, register_device_kind
-from devices.measurement import Fingerprint, Measurement
+from devices.measurement import Fingerprint, Measurement, OperatorTime
 from devices.profiles import validate_profile
 from once_for_all.errors import one_line
 
@@ -119,6 +119,10 @@ class VelaDevice(Device):
         )
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
+    @property
+    def per_op_times(self) -> bool:
+        return True
+
     def fingerprint(self) -> Fingerprint:
         digest = self.config_hash()
         return Fingerprint(
@@ -171,7 +175,7 @@ class VelaDevice(Device):
         NPU; operators that fall back to the CPU are not in it. ``extra`` holds the cycles
         (total, NPU, per memory), memory traffic and use, MACs, the NPU operators and
         ``cpu_fallback_ops`` (each ``{"op", "name", "reason"}``), which are also logged as a
-        warning. With ``profile_ops`` ``per_op_ms`` has each NPU operator's estimate.
+        warning. With ``profile_ops`` ``ops`` has each NPU operator's estimate.
         """
         if runtime not in (None, "tflite"):
             raise DeviceError(
@@ -295,9 +299,14 @@ class VelaDevice(Device):
             for layer in npu_ops
         ]
         extra["cpu_fallback_ops"] = cpu_ops
-        per_op: dict[str, float] | None = None
-        if profile_ops:
-            per_op = {layer["name"]: layer["cycles"] / clock * 1e3 for layer in npu_ops}
+        ops = (
+            tuple(
+                OperatorTime(layer["name"], layer["op"], layer["cycles"] / clock * 1e3, "npu")
+                for layer in npu_ops
+            )
+            if profile_ops
+            else None
+        )
         ms = summary["inference_time"] * 1e3
         return Measurement(
             model=str(model),
@@ -311,7 +320,7 @@ class VelaDevice(Device):
             # The working memory Vela allocates (feature maps, staged weights); weights that
             # stay in flash are in extra.
             peak_memory_bytes=extra.get("sram_used_bytes", 0) + extra.get("dram_used_bytes", 0),
-            per_op_ms=per_op,
+            ops=ops,
             extra=extra,
         )
 

@@ -334,7 +334,10 @@ def _profile_inputs(recipe: Recipe, section: DeviceSection) -> dict[str, Any]:
 
     return {
         "space": recipe.search_space().id,
-        "device": section.model_dump(mode="json", exclude={"budget_ms"}),
+        # per_op only when set: runs recorded before it existed stay up to date.
+        "device": section.model_dump(
+            mode="json", exclude={"budget_ms"} | (set() if section.per_op else {"per_op"})
+        ),
         "profile": load_profile(section.name).model_dump(mode="json"),
     }
 
@@ -381,6 +384,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             calibrate=section.calibrate,
             resolutions=tuple(section.resolution) if section.resolution else None,
             tables=Path(section.tables) if section.tables else None,
+            per_op=section.per_op,
         )
         todo.append((key, inputs, FleetJob(section.name, folder, settings)))
     if not todo:

@@ -122,6 +122,7 @@ class DeviceSection(_Strict):
     precision: Precision | None = None
     calibrate: int = Field(40, ge=0)  # subnets measured end to end for the calibrated predictor
     resolution: list[int] | None = None  # profile only these input resolutions
+    per_op: bool = False  # also store each block's per-op times (edgenas profile --per-op)
     # A published device's tables (samsung-note10: the folder of OFA's Note10 YAML files),
     # imported instead of measured; relative paths are from where edgenas runs.
     tables: str | None = Field(None, min_length=1)

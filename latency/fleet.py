@@ -43,6 +43,8 @@ from latency.predictors import CalibratedPredictor, LutSumPredictor
 from latency.predictors import calibrate as fit_calibration
 from latency.profiler import (
     ProfileSettings,
+    blocks_to_measure,
+    check_per_op,
     open_table,
     profile_blocks,
     reference_file,
@@ -77,6 +79,7 @@ class ProfileOptions:
     batch_size: int = 32
     workers: int = 2  # processes exporting models
     tables: Path | None = None  # the folder of a published device's tables (kind published)
+    per_op: bool = False  # also store each block's per-op times in the table
 
 
 @dataclass(frozen=True)
@@ -158,6 +161,11 @@ def profile_published(
     """A ``published`` device's "profile": its tables (``options.tables``) imported into
     ``out/lut.json`` and a lut-sum ``out/predictor.json``; nothing is measured, so there is
     nothing to calibrate."""
+    if options.per_op:
+        raise TableError(
+            f"device {profile.name!r} is published tables, imported as they are: they hold no "
+            "per-op times; leave out --per-op (per_op in a recipe) for it"
+        )
     imported = import_published(
         profile, space, options.tables, out, resolutions=options.resolutions
     )
@@ -194,6 +202,8 @@ def _plan(
     say: Callable[[str], None] | None = None,
 ) -> _Plan:
     fp = device.fingerprint()
+    if options.per_op:
+        check_per_op(device, fp)  # before anything is exported for it
     settings = settings_for(
         fp, device.name, model_format=options.model_format, precision=options.precision
     )
@@ -224,7 +234,7 @@ def _export(plan: _Plan, cache: ModelCache, progress: Progress | None) -> None:
     """Export every model ``plan`` measures that the cache lacks: blocks not in the table,
     calibration subnets not measured yet, and the reference model."""
     settings, table = plan.settings, plan.table
-    todo = [spec for spec in plan.specs if spec.key not in table]
+    todo = blocks_to_measure(plan.specs, table, per_op=plan.options.per_op)
     cache.blocks(
         todo,
         settings.model_format,
@@ -261,6 +271,7 @@ def _measure(plan: _Plan, cache: ModelCache, progress: Progress | None) -> Profi
         resolutions=plan.resolutions,
         batch_size=options.batch_size,
         workers=options.workers,
+        per_op=options.per_op,
         progress=_measuring_stage(progress, "blocks"),
     )
     base = LutSumPredictor.from_table(plan.space, table)

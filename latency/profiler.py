@@ -13,10 +13,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from devices.base import Device
+from devices.base import PER_OP_TARGETS, Device, DeviceError
 from devices.measurement import Fingerprint, Measurement
 from export.formats import MODEL_FORMATS, PRECISIONS, GraphForm, ModelFormat, Precision, graph_form
-from latency.blocks import enumerate_blocks, profiled_resolutions
+from latency.blocks import BlockSpec, enumerate_blocks, profiled_resolutions
 from latency.model_cache import ModelCache
 from latency.reference import (
     AGREEMENT,
@@ -132,6 +132,34 @@ def open_table(
     return table
 
 
+def check_per_op(device: Device, fingerprint: Fingerprint) -> None:
+    """Raise a one-line ``DeviceError`` when ``device`` cannot time each op of a model."""
+    if device.per_op_times:
+        return
+    why = (
+        "the on-device runner times tflite models with LiteRT's Python interpreter, which has "
+        "no per-op profiler"
+        if fingerprint.runtime == "tflite"
+        else f"its {fingerprint.runtime} measurements have no per-op times"
+    )
+    raise DeviceError(
+        f"device {device.name!r} cannot give per-op times: {why}; they come from "
+        f"{PER_OP_TARGETS}. Leave out --per-op (per_op in a recipe), or measure with one of those"
+    )
+
+
+def blocks_to_measure(
+    specs: Sequence[BlockSpec], table: LatencyTable, *, per_op: bool = False
+) -> list[BlockSpec]:
+    """The blocks ``table`` lacks; with ``per_op`` also those measured without per-op times
+    (a table started without them gets them on a rerun with them)."""
+    return [
+        spec
+        for spec in specs
+        if spec.key not in table or (per_op and table.entries[spec.key].ops is None)
+    ]
+
+
 def profile_blocks(
     device: Device,
     space: SearchSpace,
@@ -143,13 +171,17 @@ def profile_blocks(
     resolutions: Sequence[int] | None = None,
     batch_size: int = 32,
     workers: int = 2,
+    per_op: bool = False,
     progress: Progress | None = None,
 ) -> LatencyTable:
     """Measure every distinct block of ``space`` (at ``resolutions``, default all) on
     ``device`` into the table at ``table_path``; progress stages are ``"export"`` and
-    ``"measure"``."""
+    ``"measure"``. With ``per_op`` each entry also gets its ``ops`` (per-op times; a
+    ``DeviceError`` where the device cannot give them)."""
     chosen = profiled_resolutions(space, resolutions)
     fingerprint = device.fingerprint()
+    if per_op:
+        check_per_op(device, fingerprint)
     settings = settings_for(
         fingerprint, device.name, model_format=model_format, precision=precision
     )
@@ -161,7 +193,7 @@ def profile_blocks(
         settings=settings,
         resolutions=chosen,
     )
-    todo = [spec for spec in enumerate_blocks(space, resolutions=chosen) if spec.key not in table]
+    todo = blocks_to_measure(enumerate_blocks(space, resolutions=chosen), table, per_op=per_op)
     files = cache.blocks(
         todo,
         settings.model_format,
@@ -174,6 +206,11 @@ def profile_blocks(
     def store(start: int, results: list[Measurement], ref: Measurement | None) -> None:
         table.header, results = apply_reference(table.header, results, ref)
         for spec, result in zip(todo[start : start + len(results)], results, strict=True):
+            if per_op and result.ops is None:
+                raise DeviceError(
+                    f"device {device.name!r} returned no per-op times for block {spec.key} "
+                    "although they were asked for; is its runtime's profiler output readable?"
+                )
             table.add(spec.key, result)
         table.save(table_path)
 
@@ -184,6 +221,7 @@ def profile_blocks(
         on_batch=store,
         progress=progress,
         reference=reference_file(cache, space, table.header) if todo else None,
+        profile_ops=per_op,
     )
     if not table_path.exists():
         table.save(table_path)  # nothing was left to measure, but the file should exist
@@ -229,13 +267,17 @@ def measure_in_batches(
     progress: Progress | None = None,
     reference: Path | None = None,
     retries: int = RETRIES,
+    profile_ops: bool = False,
 ) -> None:
     """Measure ``files`` at most ``batch_size`` per device call (the runner interleaves a
     call's models, so they are compared under the same conditions); ``on_batch(start,
     results, ref)`` stores each batch before the next starts, which is what makes a killed
     run resumable. With ``reference``, its copies join every call and ``ref`` is their
     measurement in that call (else ``None``); a call whose copies disagree is measured
-    again, at most ``retries`` times, keeping the attempt where they agreed best."""
+    again, at most ``retries`` times, keeping the attempt where they agreed best.
+    ``profile_ops`` asks the device for per-op times (the reference's copies too: on
+    benchmark_model profiling runs within the timed runs, and the reference should see the
+    same overhead as the blocks it normalises)."""
     per_call = min(batch_size, device.models_per_call or batch_size)
     chunk = max(per_call - COPIES, 1) if reference is not None else per_call
     if progress:
@@ -243,24 +285,24 @@ def measure_in_batches(
     for start in range(0, len(files), chunk):
         models = list(files[start : start + chunk])
         if reference is None:
-            results, ref = device.measure(models), None
+            results, ref = device.measure(models, profile_ops=profile_ops), None
         else:
-            results, ref = _measure_with_reference(device, models, reference, retries)
+            results, ref = _measure_with_reference(device, models, reference, retries, profile_ops)
         on_batch(start, results, ref)
         if progress:
             progress("measure", start + len(results), len(files))
 
 
 def _measure_with_reference(
-    device: Device, models: list[Path], reference: Path, retries: int
+    device: Device, models: list[Path], reference: Path, retries: int, profile_ops: bool
 ) -> tuple[list[Measurement], Measurement]:
     n = len(models)
     call = [*models, *[reference] * COPIES]
-    results = device.measure(call)
+    results = device.measure(call, profile_ops=profile_ops)
     best = (copies_spread(results[n:]), results)
     attempts = 1
     while best[0] > AGREEMENT and attempts <= retries:
         attempts += 1
-        results = device.measure(call)
+        results = device.measure(call, profile_ops=profile_ops)
         best = min(best, (copies_spread(results[n:]), results), key=lambda b: b[0])
     return best[1][:n], combine_copies(best[1][n:], attempts=attempts)

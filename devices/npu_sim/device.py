@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from devices.base import Device, DeviceError, Runtime, register_device_kind
-from devices.measurement import Fingerprint, Measurement
+from devices.measurement import Fingerprint, Measurement, OperatorTime
 from devices.npu_sim.config import NpuConfig
 from devices.npu_sim.cycle_model import SimResult, simulate
 from devices.npu_sim.errors import NpuSimError
@@ -48,6 +48,10 @@ class NpuSimDevice(Device):
         except NpuSimError as exc:
             raise DeviceError(str(exc)) from None
 
+    @property
+    def per_op_times(self) -> bool:
+        return True
+
     def fingerprint(self) -> Fingerprint:
         c = self.config
         digest = c.config_hash()
@@ -76,7 +80,7 @@ class NpuSimDevice(Device):
         """Simulate each ONNX model; threads, warmup and runs do not apply to a simulation.
 
         ``extra`` holds total, compute and stall cycles, utilisation, MACs, DRAM bytes and
-        the per-layer figures; with ``profile_ops`` ``per_op_ms`` has each layer's latency.
+        the per-layer figures; with ``profile_ops`` ``ops`` has each layer's latency.
         """
         if runtime not in (None, "onnxruntime"):
             raise DeviceError(
@@ -94,11 +98,19 @@ class NpuSimDevice(Device):
     def _measure_one(self, model: Path, *, profile_ops: bool) -> Measurement:
         result = self.simulate_model(model)
         ms = result.latency_ms
-        per_op: dict[str, float] | None = None
-        if profile_ops:
-            per_op = {}
-            for layer in result.layers:
-                per_op[layer.name] = per_op.get(layer.name, 0.0) + layer.latency_ms
+        ops = (
+            tuple(
+                OperatorTime(
+                    layer.name,
+                    "DepthwiseConv" if layer.depthwise else "Conv",
+                    layer.latency_ms,
+                    "npu",
+                )
+                for layer in result.layers
+            )
+            if profile_ops
+            else None
+        )
         return Measurement(
             model=str(model),
             median_ms=ms,
@@ -108,7 +120,7 @@ class NpuSimDevice(Device):
             p90_ms=ms,
             min_ms=ms,
             n=1,
-            per_op_ms=per_op,
+            ops=ops,
             extra={
                 "simulator": "npu-sim",
                 "total_cycles": result.total_cycles,

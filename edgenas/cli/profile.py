@@ -111,6 +111,14 @@ def profile_command(
             "imported instead of measured"
         ),
     ] = None,
+    per_op: Annotated[
+        bool,
+        typer.Option(
+            "--per-op",
+            help="also store each block's per-op times (op type, ms, where it ran) in lut.json: "
+            "onnxruntime, benchmark_model (adb), trtexec and the simulators give them",
+        ),
+    ] = False,
     cache: CacheOption = None,
     workers: WorkersOption = 2,
     quiet: QuietOption = False,
@@ -147,6 +155,7 @@ def profile_command(
         resolutions=tuple(resolution) if resolution else None,
         batch_size=batch_size,
         workers=workers,
+        per_op=per_op,
     )
     if out is not None:
         _profile_one(device[0], space, out, options, cache=cache, quiet=quiet, as_json=as_json)

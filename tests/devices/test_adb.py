@@ -109,7 +109,9 @@ def test_measurement_from_the_output() -> None:
     assert m.min_ms <= m.p10_ms < m.median_ms < m.p90_ms <= 3189.954
     assert (m.init_ms, m.first_inference_ms) == (17.187, 3512.391)
     assert m.per_op_ms is not None and len(m.per_op_ms) == 31
-    assert m.extra["profile"]["op_types"]["[MobilenetV1/Predictions/Reshape_1]:30"] == "SOFTMAX"
+    assert m.ops is not None
+    last = m.ops[-1]
+    assert (last.name, last.op_type) == ("[MobilenetV1/Predictions/Reshape_1]:30", "SOFTMAX")
     assert m.peak_memory_bytes == round(46.0859 * 2**20)
     assert Measurement.from_dict(m.to_dict()) == m
     # Without profile_ops there are no per-op times; without init figures the keys are absent.
@@ -381,6 +383,66 @@ def test_measures_in_batches_and_cleans_up(phone: Path, fake_binary: Path, tmp_p
     fp = device.fingerprint()
     assert fp.runtime == "tflite" and fp.host.endswith("FAKE0001") and fp.cores >= 1
     assert fp.runtime_version.startswith("benchmark_model sha256:") and fp.accelerator == ""
+
+
+def test_per_op_times_reach_the_lookup_table(
+    phone: Path, fake_binary: Path, tmp_path: Path
+) -> None:
+    """The profile stage's path for --per-op on an adb device: benchmark_model's op profile
+    (the recorded TC2 output) becomes each entry's ops, with type and placement, in lut.json."""
+    from latency.op_split import split_by_kind
+    from latency.profiler import apply_reference, check_per_op, measure_in_batches
+    from latency.reference import Reference
+    from latency.table import LatencyTable, TableHeader
+
+    device = _device(phone, fake_binary, delegate="xnnpack")
+    assert device.per_op_times
+    models = [_model(tmp_path, f"block{i}.tflite") for i in range(3)]
+    header = TableHeader(
+        space_id="s",
+        device="phone",
+        fingerprint=device.fingerprint(),
+        model_format="tflite",
+        precision="int8",
+        resolutions=(224,),
+        reference=Reference({"r": 224}),
+    )
+    check_per_op(device, header.fingerprint)  # an adb device can: no error
+    table = LatencyTable(header)
+
+    def store(start: int, results: list[Measurement], ref: Measurement | None) -> None:
+        table.header, results = apply_reference(table.header, results, ref)
+        for i, m in enumerate(results, start):
+            table.add(f"block{i}", m)
+        table.save(tmp_path / "lut.json")
+
+    reference = _model(tmp_path, "reference.tflite")
+    measure_in_batches(
+        device, models, batch_size=4, on_batch=store, reference=reference, profile_ops=True
+    )
+    assert "--enable_op_profiling=true" in (tmp_path / "args.log").read_text()
+    read = LatencyTable.load(tmp_path / "lut.json")
+    assert set(read.entries) == {"block0", "block1", "block2"}
+    ops = read.entries["block0"].ops
+    assert ops is not None and len(ops) == 115  # the run-order table's rows, in order
+    assert ops[0].to_dict() == {
+        "name": "Delegate/Convolution (NHWC, QU8) IGEMM:0",
+        "op_type": "Convolution (NHWC, QU8) IGEMM",
+        "ms": 0.278,
+        "where": "xnnpack",
+    }
+    builtin = {op.op_type for op in ops if op.where == "cpu"}
+    assert builtin == {"CONCATENATION", "TFLite_Detection_PostProcess"}
+    split = split_by_kind(ops)
+    assert list(split) == ["Conv", "depthwise", "other"]
+    # The tool's own summary by node type, within the rounding of its rows (3 decimals).
+    assert split["depthwise"] == pytest.approx(2.240, abs=33 * 0.0005)
+    assert split["Conv"] == pytest.approx(3.340 + 0.278, abs=55 * 0.0005)
+    # Without a delegate, TFLite's builtin kernels run every op (the rv64 recording).
+    out = parse_output(_read(BENCH / "rv64_mobilenet_v1_op_profiling.txt"))
+    plain = to_measurement("m", out, spread_threshold=0.1, profile_ops=True)
+    assert plain.ops is not None and {op.where for op in plain.ops} == {"cpu"}
+    assert {"Conv", "depthwise"} <= set(split_by_kind(plain.ops))
 
 
 def test_a_model_the_delegate_rejects(phone: Path, fake_binary: Path, tmp_path: Path) -> None:

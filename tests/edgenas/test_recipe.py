@@ -225,3 +225,19 @@ def test_ofa_predictor_and_published_tables_are_recipe_keys(tmp_path: Path) -> N
     # Several budgets on one device, as OFA's tutorial searches the Note10 (15-32 ms).
     assert recipe.devices[0].budgets() == (32.0, 15.0, 23.0)
     assert recipe.search.ofa_predictor == "ofa/acc_predictor.pth"
+
+
+def test_per_op_is_a_device_key_that_reruns_the_profile_stage_only_when_set(
+    tmp_path: Path,
+) -> None:
+    from edgenas.pipeline import _profile_inputs
+
+    data = copy.deepcopy(MICRO_RECIPE)
+    data["devices"] = [{"name": "local-cpu", "per_op": True}, {"name": "npu-32x32-ws"}]
+    data["stages"] = ["train", "profile"]
+    recipe = load_recipe(_write(tmp_path, data))
+    with_ops, without = recipe.devices
+    assert with_ops.per_op and not without.per_op
+    assert _profile_inputs(recipe, with_ops)["device"]["per_op"] is True
+    # Left out when not set, so runs recorded before the key existed stay up to date.
+    assert "per_op" not in _profile_inputs(recipe, without)["device"]

@@ -1,0 +1,112 @@
+"""Per-op times in lookup tables (``edgenas profile --per-op``): measured for real with
+onnxruntime's profiler on this host, on a micro space's blocks."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from devices.local import LocalDevice
+from devices.measurement import Measurement, OperatorTime
+from devices.runner_protocol import RunSettings
+from latency.blocks import enumerate_blocks
+from latency.model_cache import ModelCache
+from latency.op_split import op_kind, split_by_kind
+from latency.profiler import blocks_to_measure, profile_blocks
+from latency.table import LatencyTable
+from tests.latency.test_tflite_profiles import MICRO
+from tests.support.cli_here import edgenas_here
+
+QUICK = RunSettings(warmup=1, runs=5)
+
+
+@pytest.fixture(scope="module")
+def per_op_table(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("per-op")
+    cache = ModelCache(folder / "cache")
+    path = folder / "lut.json"
+    profile_blocks(LocalDevice(settings=QUICK), MICRO, path, cache=cache, per_op=True, workers=1)
+    return path
+
+
+def test_onnxruntime_per_op_times_are_stored_per_block(per_op_table: Path) -> None:
+    table = LatencyTable.load(per_op_table)  # as written, read back
+    assert set(table.entries) == {s.key for s in enumerate_blocks(MICRO)}
+    ratios = []
+    for key, m in table.entries.items():
+        assert m.ops, key
+        assert all(op.ms >= 0 and op.op_type and op.name for op in m.ops), key
+        assert {op.where for op in m.ops} == {"CPUExecutionProvider"}
+        total = sum(op.ms for op in m.ops)
+        # The kernels run inside the profiled runs: their times add up to at most a run.
+        assert 0 < total <= m.extra["profile"]["run_ms"] + 1e-9, key
+        ratios.append(total / m.median_ms)
+    # Profiled and timed runs are separate: op sums are on the order of the block's time.
+    assert 0.1 < sorted(ratios)[len(ratios) // 2] < 10
+    se = next(m for k, m in table.entries.items() if "-se1-" in k)
+    assert {"Conv", "depthwise", "SE"} <= set(split_by_kind(se.ops or ()))
+    plain = next(m for k, m in table.entries.items() if "-se0-" in k)
+    assert "SE" not in split_by_kind(plain.ops or ())
+
+
+def test_tables_with_and_without_per_op_times_read(per_op_table: Path, tmp_path: Path) -> None:
+    table = LatencyTable.load(per_op_table)
+    doc = json.loads(per_op_table.read_text())
+    assert doc["format"] == "edgenas.lut/2"  # readers of /2 read it: they skip "ops"
+    key, m = next(iter(table.entries.items()))
+    assert doc["entries"][key]["ops"][0] == m.ops[0].to_dict()  # type: ignore[index]
+    # Without per-op times the entries have no "ops", and read as before.
+    bare = LatencyTable(table.header, {k: replace(v, ops=None) for k, v in table.entries.items()})
+    bare.save(tmp_path / "bare.json")
+    assert "ops" not in json.loads((tmp_path / "bare.json").read_text())["entries"][key]
+    again = LatencyTable.load(tmp_path / "bare.json")
+    assert again.entries[key].ops is None and again.ms(key) == table.ms(key)
+    # Entries written before ops had types hold per_op_ms: they read as ops of no type.
+    old = {**m.to_dict(), "per_op_ms": {"/a/Conv": 0.5, "/b/Add": 0.25}}
+    del old["ops"]
+    assert Measurement.from_dict(old).ops == (
+        OperatorTime("/a/Conv", "", 0.5),
+        OperatorTime("/b/Add", "", 0.25),
+    )
+    # A rerun with --per-op measures the blocks that have none; without it, nothing.
+    specs = enumerate_blocks(MICRO)
+    assert blocks_to_measure(specs, bare, per_op=True) == specs
+    assert blocks_to_measure(specs, bare) == blocks_to_measure(specs, table, per_op=True) == []
+
+
+def test_op_kinds_across_runtimes() -> None:
+    def kind(name: str, op_type: str) -> str:
+        return op_kind(OperatorTime(name, op_type, 1.0))
+
+    assert kind("/depthwise/conv/Conv_output_0_nchwc", "Conv") == "depthwise"
+    assert kind("/expand/conv/Conv", "FusedConv") == "Conv"
+    assert kind("/expand/act/HardSwish", "HardSwish") == "HardSwish"
+    assert kind("/se/gate/HardSigmoid_output_0_nchwc", "Conv") == "SE"
+    assert kind("[x]:3", "DEPTHWISE_CONV_2D") == "depthwise"
+    assert kind("Delegate/Convolution (NHWC, F32) DWConv:1", "Convolution (NHWC, F32) DWConv") == (
+        "depthwise"
+    )
+    assert kind("Delegate/Convert (NC, F32, QD8):0", "Convert (NC, F32, QD8)") == "other"
+    assert kind("[y]:4", "HARD_SWISH") == "HardSwish"
+    # TensorRT's layers have names only.
+    assert kind("/depthwise/conv/Conv + /depthwise/act/HardSwish", "") == "depthwise"
+    assert kind("/se/reduce/Conv + /se/relu/Relu", "") == "SE"
+    assert kind("Reformatting CopyNode for Input Tensor 0 to /Add", "") == "other"
+
+
+def test_a_runtime_without_per_op_times_refuses_in_one_line(tmp_path: Path) -> None:
+    profile = tmp_path / "litert.yaml"
+    profile.write_text("name: host-litert\nkind: local\nruntime: tflite\n")
+    out = tmp_path / "out"
+    proc = edgenas_here("profile", profile, "--space", "mbv3-tiny", "--out", out, "--per-op")
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert "device 'host-litert' cannot give per-op times" in lines[0]
+    assert "LiteRT's Python interpreter" in lines[0]
+    for source in ("onnxruntime", "benchmark_model", "trtexec", "--per-op"):
+        assert source in lines[0], source
+    assert not (out / "lut.json").exists()
