@@ -18,6 +18,7 @@ from once_for_all.errors import EdgenasError
 if TYPE_CHECKING:
     from edgenas.search.pareto import ParetoDocument
     from latency.predictors import PredictorDocument
+    from latency.table import LatencyTable
 
 
 class ReportError(EdgenasError, ValueError):
@@ -29,6 +30,9 @@ class DeviceData:
     name: str
     predictor: PredictorDocument  # as written by edgenas profile
     path: Path
+    # lut.json beside the predictor, where its entries hold per-op times (edgenas profile
+    # --per-op); None otherwise: the block view then shows block latencies only.
+    per_op_table: LatencyTable | None = None
 
 
 @dataclass
@@ -97,6 +101,19 @@ def _trial_values(root: Path, pareto: ParetoDocument) -> list[list[float]] | Non
     return [list(t.values) for t in study.get_trials(deepcopy=False, states=(complete,))]
 
 
+def _per_op_table(path: Path) -> LatencyTable | None:
+    """The table at ``path`` if any of its entries has per-op times."""
+    from latency.table import LatencyTable, TableError
+
+    if not path.is_file():
+        return None
+    try:
+        table = LatencyTable.load(path)
+    except TableError as exc:
+        raise ReportError(str(exc)) from None
+    return table if any(m.ops for m in table.entries.values()) else None
+
+
 def collect(root: Path) -> RunData:
     """Everything the report shows from the run folder ``root``."""
     from edgenas.search.pareto import read_pareto
@@ -121,7 +138,9 @@ def collect(root: Path) -> RunData:
         *(n for n in folders if n not in profiled),
     ]:
         path = root / "devices" / name / "predictor.json"
-        data.devices.append(DeviceData(name, read_predictor(path), path))
+        data.devices.append(
+            DeviceData(name, read_predictor(path), path, _per_op_table(path.parent / "lut.json"))
+        )
     # Only the exports of the current choice (the pipeline removes the others; a folder a
     # user copied in stays out), or every export of a run without a summary yet.
     rows = data.summary.get("chosen", []) if data.summary else []

@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from edgenas.report.collect import DeviceData
 from edgenas.search.pareto import BUDGET, FRONT, TRIALS
-from latency.blocks import mbconv_block, slot_input_size, subnet_blocks
+from latency.blocks import BlockSpec, mbconv_block, slot_input_size, subnet_blocks
 from latency.plots import BAND
 from once_for_all.network_config import slot_config
 from once_for_all.search_space import SearchSpace
@@ -137,6 +137,17 @@ def _space_and_blocks(device: DeviceData) -> tuple[SearchSpace, Mapping[str, flo
     return space, {**device.predictor["block_ms"], **at_r}, resolution
 
 
+def largest_subnet_blocks(device: DeviceData) -> list[tuple[str, BlockSpec]]:
+    """The blocks of the space's largest subnet at the largest profiled resolution, each
+    with its short label (``stem``, ``b0``, ..., ``head``): the blocks the block view shows."""
+    space, _, r = _space_and_blocks(device)
+    blocks = subnet_blocks(space, space.max_subnet(r=r))
+    return [
+        ("stem" if b.kind == "stem" else "head" if b.kind == "head" else f"b{i}", b)
+        for i, b in enumerate(blocks)
+    ]
+
+
 def _annotate(ax: Axes, values: np.ndarray, fmt: str) -> None:
     finite = values[np.isfinite(values)]
     middle = float(finite.min() + finite.max()) / 2 if finite.size else 0.0
@@ -184,17 +195,14 @@ def latency_shares(devices: Sequence[DeviceData]) -> Figure | None:
     names: list[str] = []
     labels: list[str] = []
     for device in devices:
-        space, block_ms, r = _space_and_blocks(device)
-        blocks = subnet_blocks(space, space.max_subnet(r=r))
-        ms = np.array([block_ms.get(b.key, np.nan) for b in blocks], dtype=float)
+        _, block_ms, _ = _space_and_blocks(device)
+        labelled = largest_subnet_blocks(device)
+        ms = np.array([block_ms.get(b.key, np.nan) for _, b in labelled], dtype=float)
         if not np.isfinite(ms).all() or ms.sum() <= 0:
             continue
-        if labels and len(blocks) != len(labels):
+        if labels and len(labelled) != len(labels):
             continue  # another space: its blocks do not line up with the first device's
-        labels = [
-            "stem" if b.kind == "stem" else "head" if b.kind == "head" else f"b{i}"
-            for i, b in enumerate(blocks)
-        ]
+        labels = [label for label, _ in labelled]
         rows.append(list(100 * ms / ms.sum()))
         names.append(device.name)
     if not rows:

@@ -10,10 +10,12 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from edgenas.report import figures
-from edgenas.report.collect import RunData
+from edgenas.report.collect import DeviceData, RunData
 from edgenas.report.markdown import inline, to_html
 from edgenas.search.pareto import pareto_figure
 from export.card import card_markdown
+from latency.op_split import KINDS, split_by_kind
+from latency.reference import reference_scale
 
 SECTIONS = {
     "summary": "Chosen subnets",
@@ -232,7 +234,54 @@ def _blocks(data: RunData) -> str:
         for d in data.devices
     ]
     parts.append(f"<div class='grid'>{''.join(maps)}</div>")
+    parts.extend(_op_split(d) for d in data.devices if d.per_op_table is not None)
     return "".join(parts)
+
+
+def _op_split(device: DeviceData) -> str:
+    """Each block of the largest subnet with per-op times, its time split by kind of op."""
+    table = device.per_op_table
+    assert table is not None
+    splits: list[tuple[str, str, dict[str, float]]] = []
+    for label, block in figures.largest_subnet_blocks(device):
+        m = table.entries.get(block.key)
+        if m is not None and m.ops:
+            scale = reference_scale(m)  # op times normalised as the block's latency is
+            split = {kind: ms * scale for kind, ms in split_by_kind(m.ops).items()}
+            splits.append((label, block.key, split))
+    if not splits:
+        return ""
+    kinds = [kind for kind in KINDS if any(kind in split for _, _, split in splits)]
+    rows = [
+        [
+            html.escape(label),
+            f"<code>{html.escape(key)}</code>",
+            _num(table.ms(key)),
+            *(
+                f"{_num(split[kind])} ({100 * split[kind] / sum(split.values()):.0f}%)"
+                if kind in split and sum(split.values()) > 0
+                else "-"
+                for kind in kinds
+            ),
+        ]
+        for label, key, split in splits
+    ]
+    where = sorted({op.where for m in table.entries.values() for op in m.ops or () if op.where})
+    ran = f", run on {', '.join(where)}" if where else ""
+    caption = (
+        f"{device.name}: where each block's time goes, from its per-op times "
+        f"({table.header.runtime}{ran}): ms per kind of op, and its share of the block's op "
+        "time. An activation the runtime fuses into a convolution counts with it."
+    )
+    return (
+        f"<h3 id='op-split-{html.escape(device.name)}'>{html.escape(device.name)}: time per "
+        f"kind of op</h3><p class='meta'>{inline(caption)}</p>"
+        + _table(
+            ["block", "key", "block ms", *kinds],
+            rows,
+            numeric=frozenset(range(2, 3 + len(kinds))),
+        )
+    )
 
 
 def _models(data: RunData) -> str:

@@ -1,5 +1,5 @@
-"""Per-op times in lookup tables (``edgenas profile --per-op``): measured for real with
-onnxruntime's profiler on this host, on a micro space's blocks."""
+"""Per-op times in lookup tables (``edgenas profile --per-op``) and the report's per-op split:
+measured for real with onnxruntime's profiler on this host, on a micro space's blocks."""
 
 from __future__ import annotations
 
@@ -12,10 +12,13 @@ import pytest
 from devices.local import LocalDevice
 from devices.measurement import Measurement, OperatorTime
 from devices.runner_protocol import RunSettings
-from latency.blocks import enumerate_blocks
+from edgenas.report import build_report
+from latency.blocks import enumerate_blocks, subnet_blocks
 from latency.model_cache import ModelCache
 from latency.op_split import op_kind, split_by_kind
+from latency.predictors import LutSumPredictor
 from latency.profiler import blocks_to_measure, profile_blocks
+from latency.reference import reference_scale
 from latency.table import LatencyTable
 from tests.latency.test_tflite_profiles import MICRO
 from tests.support.cli_here import edgenas_here
@@ -110,3 +113,34 @@ def test_a_runtime_without_per_op_times_refuses_in_one_line(tmp_path: Path) -> N
     for source in ("onnxruntime", "benchmark_model", "trtexec", "--per-op"):
         assert source in lines[0], source
     assert not (out / "lut.json").exists()
+
+
+def _run_folder(root: Path, table: LatencyTable) -> Path:
+    folder = root / "devices" / "test-cpu"
+    folder.mkdir(parents=True)
+    table.save(folder / "lut.json")
+    LutSumPredictor.from_table(MICRO, table).save(folder / "predictor.json")
+    (root / "run.json").write_text(
+        json.dumps({"format": "edgenas.run/1", "recipe": {"name": "r", "space": "micro"}})
+    )
+    return build_report(root)
+
+
+def test_the_block_view_splits_each_block_by_kind_of_op(per_op_table: Path, tmp_path: Path) -> None:
+    table = LatencyTable.load(per_op_table)
+    text = _run_folder(tmp_path / "with", table).read_text()
+    assert "test-cpu: time per kind of op" in text
+    largest = subnet_blocks(MICRO, MICRO.max_subnet(r=16))  # the blocks the view shows
+    block = next(b.key for b in largest if "-se1-" in b.key)
+    row = text[text.index(f"<code>{block}</code>", text.index("time per kind of op")) :]
+    row = row[: row.index("</tr>")]
+    m = table.entries[block]
+    split = split_by_kind(m.ops or ())
+    scale = reference_scale(m)  # op times normalised as the block's latency is
+    for kind, ms in split.items():
+        assert f"{ms * scale:.4g} ({100 * ms / sum(split.values()):.0f}%)" in row, kind
+    assert "CPUExecutionProvider" in text
+    # Without per-op times the block view is as before: no split.
+    bare = LatencyTable(table.header, {k: replace(v, ops=None) for k, v in table.entries.items()})
+    plain = _run_folder(tmp_path / "without", bare).read_text()
+    assert "time per kind of op" not in plain and "block-latency" in plain
