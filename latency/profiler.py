@@ -136,15 +136,18 @@ def check_per_op(device: Device, fingerprint: Fingerprint) -> None:
     """Raise a one-line ``DeviceError`` when ``device`` cannot time each op of a model."""
     if device.per_op_times:
         return
-    why = (
-        "the on-device runner times tflite models with LiteRT's Python interpreter, which has "
-        "no per-op profiler"
-        if fingerprint.runtime == "tflite"
-        else f"its {fingerprint.runtime} measurements have no per-op times"
-    )
+    if fingerprint.runtime == "tflite":
+        why = (
+            "the on-device runner times tflite models with LiteRT's Python interpreter, which "
+            "has no per-op profiler"
+        )
+        fix = "measure a phone with kind adb (benchmark_model), or leave out --per-op"
+    else:
+        why = f"its {fingerprint.runtime} measurements have no per-op times"
+        fix = "leave out --per-op"
     raise DeviceError(
         f"device {device.name!r} cannot give per-op times: {why}; they come from "
-        f"{PER_OP_TARGETS}. Leave out --per-op (per_op in a recipe), or measure with one of those"
+        f"{PER_OP_TARGETS}: {fix} (per_op in a recipe)"
     )
 
 

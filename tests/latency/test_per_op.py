@@ -11,15 +11,18 @@ import pytest
 
 from devices.local import LocalDevice
 from devices.measurement import Measurement, OperatorTime
+from devices.profiles import load_profile
 from devices.runner_protocol import RunSettings
 from edgenas.report import build_report
 from latency.blocks import enumerate_blocks, subnet_blocks
+from latency.fleet import ProfileOptions, profile_published
 from latency.model_cache import ModelCache
 from latency.op_split import op_kind, split_by_kind
 from latency.predictors import LutSumPredictor
 from latency.profiler import blocks_to_measure, profile_blocks
 from latency.reference import reference_scale
-from latency.table import LatencyTable
+from latency.table import LatencyTable, TableError
+from once_for_all import get_space
 from tests.latency.test_tflite_profiles import MICRO
 from tests.support.cli_here import edgenas_here
 
@@ -113,6 +116,16 @@ def test_a_runtime_without_per_op_times_refuses_in_one_line(tmp_path: Path) -> N
     for source in ("onnxruntime", "benchmark_model", "trtexec", "--per-op"):
         assert source in lines[0], source
     assert not (out / "lut.json").exists()
+
+
+def test_published_tables_have_no_per_op_times(tmp_path: Path) -> None:
+    with pytest.raises(TableError, match="hold no per-op times; leave out --per-op"):
+        profile_published(
+            load_profile("samsung-note10"),
+            get_space("mbv3-imagenet"),
+            tmp_path,
+            ProfileOptions(per_op=True),
+        )
 
 
 def _run_folder(root: Path, table: LatencyTable) -> Path:
