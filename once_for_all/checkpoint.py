@@ -18,6 +18,7 @@ from once_for_all.data import (
     load_data,
     stream_image_folder,
 )
+from once_for_all.data.image_stream import hold_in_memory
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.evaluation import BN_IMAGES
@@ -37,6 +38,9 @@ class CheckpointMetadata(TypedDict, total=False):
 
     recipe: dict[str, Any]  # the recipe, as loaded
     data: dict[str, Any]  # load_data's keyword arguments: how to load the same data again
+    # training streamed data's folder (image_stream): the commands after it stream it too, or
+    # decode only the images they read, never the whole folder
+    streamed: bool
     imported: dict[str, Any]  # imported weights (ofa_import): their source, file and sha256
     # the supernet training started from (transfer.InitialWeights.record): path, sha256, ...
     init_from: dict[str, Any]
@@ -179,7 +183,13 @@ def load_training_data(
     settings, and checked against its recorded data spec: data replaced since (grayscale for
     RGB, other classes, another size) would give wrong accuracies or fail deep in a conv.
     For an imported supernet, ``folder`` (see ``data_settings``) must hold as many class
-    folders as the spec has classes; the bundle's class names are the folder's."""
+    folders as the spec has classes; the bundle's class names are the folder's. A folder that
+    training streamed is not decoded whole: ``reads`` images of training's own splits are
+    (``hold_in_memory``)."""
+    if payload.get("streamed"):
+        data_settings(payload, path, folder=folder, reads=reads)  # --data must be that folder
+        bundle = _stream_recorded(path, payload, test_limit=reads.test or None, workers=None)
+        return hold_in_memory(bundle, train=reads.bn, val=reads.val, test=reads.test)
     settings = data_settings(payload, path, folder=folder, reads=reads)
     trained = DataSpec.from_dict(payload["data_spec"])
     imported = "data" not in payload
@@ -187,7 +197,20 @@ def load_training_data(
         # checked before any image is decoded
         _check_folder_classes(Path(settings["source"]), trained, path)
     data = load_data(**settings)
-    now = data.spec
+    _check_spec(data.spec, trained, settings, path, imported=imported)
+    return data
+
+
+def _check_spec(
+    now: DataSpec,
+    trained: DataSpec,
+    settings: dict[str, Any],
+    path: str | Path,
+    *,
+    imported: bool = False,
+) -> None:
+    """Refuse data that no longer matches the checkpoint's data spec (an imported
+    supernet's folder only needs as many classes)."""
     for what, then, found in (
         ("channels", trained.channels, now.channels),
         ("image size", trained.image_size, now.image_size),
@@ -203,7 +226,49 @@ def load_training_data(
                 f"trained on ({what}: {_short(found)} now, {_short(then)} then): restore that "
                 "data, or train a supernet on the new data"
             )
-    return data
+
+
+def open_training_data(
+    path: str | Path,
+    payload: CheckpointDocument,
+    *,
+    folder: str | Path | None = None,
+    reads: FolderReads = FolderReads(),
+    workers: int | None = None,
+) -> DataBundle | StreamBundle:
+    """The data the checkpoint's subnets are evaluated on, as an evaluation reads it: a folder
+    that training streamed (or an imported supernet's ``folder``) streamed, with training's
+    own validation hold-out, so the val split is images training never saw; anything else
+    loaded into memory (``load_training_data``). ``reads.test`` bounds a streamed test split
+    (0: all of it); ``workers`` decode processes (default: the core count)."""
+    if "data" not in payload:
+        return stream_folder_data(path, payload, folder=folder, reads=reads, workers=workers)
+    if not payload.get("streamed"):
+        return load_training_data(path, payload, folder=folder, reads=reads)
+    data_settings(payload, path, folder=folder, reads=reads)  # --data must be that folder
+    return _stream_recorded(path, payload, test_limit=reads.test or None, workers=workers)
+
+
+def _stream_recorded(
+    path: str | Path, payload: CheckpointDocument, *, test_limit: int | None, workers: int | None
+) -> StreamBundle:
+    """The folder training streamed, listed with training's own splits (the same val
+    hold-out) and normalisation, checked against the checkpoint's data spec."""
+    settings = payload["data"]
+    bundle = stream_image_folder(
+        Path(settings["source"]).expanduser(),
+        image_size=settings["image_size"],
+        channels=len(settings["mean"]),
+        mean=settings["mean"],
+        std=settings["std"],
+        val_size=settings["val_size"],
+        seed=settings["seed"],
+        train_limit=settings.get("train_limit"),
+        test_limit=test_limit,
+        workers=workers,
+    )
+    _check_spec(bundle.spec, DataSpec.from_dict(payload["data_spec"]), settings, path)
+    return bundle
 
 
 def _check_folder_classes(folder: Path, trained: DataSpec, path: str | Path) -> None:

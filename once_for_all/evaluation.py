@@ -19,6 +19,7 @@ from once_for_all.data import (
     resize_batch,
 )
 from once_for_all.elastic_supernet import OFAMobileNetV3
+from once_for_all.progress import Progress
 from once_for_all.subnet import Subnet
 
 # OFA recalibrates BN on 2,000 training images; a fixed seed makes accuracies repeatable.
@@ -40,10 +41,12 @@ def accuracy(
     resolution: int,
     batch_size: int = 500,
     limit: int | None = None,
+    progress: Progress | None = None,
 ) -> float:
     """Top-1 accuracy of ``model`` (eval mode) on the first ``limit`` images of ``split`` at
     ``resolution``: stored images resized, streamed ones decoded by OFA's eval transform at
-    that resolution (resize to r / 0.875, centre crop r)."""
+    that resolution (resize to r / 0.875, centre crop r). ``progress`` hears stage
+    ``"evaluate"`` in images after each batch."""
     model.eval()
     device = device_of(model)
     loader: BatchLoader | StreamLoader
@@ -60,10 +63,15 @@ def accuracy(
     else:
         loader = BatchLoader(split, data.spec, batch_size=batch_size, shuffle=False, limit=limit)
     correct = total = 0
+    # a streamed batch is short by the unreadable images it skipped: count images offered
+    images, offered = len(loader.split), 0
     for x, y in loader.epoch(0):
         pred = model(resize_batch(x.to(device), resolution)).argmax(1)
         correct += int((pred.cpu() == y).sum())
         total += len(y)
+        if progress is not None:
+            offered = min(offered + batch_size, images)
+            progress("evaluate", offered, images)
     return correct / max(total, 1)
 
 
@@ -107,10 +115,14 @@ def evaluate_subnet(
     split: str = "val",
     bn_images: int = BN_IMAGES,
     limit: int | None = None,
+    progress: Progress | None = None,
 ) -> float:
     """Accuracy of ``subnet`` with weights inherited from ``supernet`` after BN recalibration.
-    ``split`` is ``val`` during search and ``test`` only for final reporting."""
+    ``split`` is ``val`` during search and ``test`` only for final reporting; ``progress``
+    as ``accuracy``'s."""
     model = supernet.extract(subnet)
     device = device_of(model)
     recalibrate_bn(model, (x.to(device) for x in bn_batches(data, subnet.r, images=bn_images)))
-    return accuracy(model, getattr(data, split), data, resolution=subnet.r, limit=limit)
+    return accuracy(
+        model, getattr(data, split), data, resolution=subnet.r, limit=limit, progress=progress
+    )

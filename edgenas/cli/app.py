@@ -19,6 +19,7 @@ from edgenas.cli.run import run_command
 from edgenas.cli.search import search_command
 from edgenas.cli.user_errors import UserErrorsGroup
 from edgenas.console import err_console as console
+from edgenas.console import stage_progress
 from edgenas.subnet_choice import choose_subnet
 from once_for_all.splits import EvalSplit
 from once_for_all.training_devices import TrainingDevice
@@ -102,15 +103,14 @@ def eval_command(
         int | None,
         typer.Option(
             min=0,
-            help="processes decoding --data's images (default: the core count; 0: this one)",
+            help="processes decoding a streamed folder's images (default: the core count; 0: this one)",
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="print JSON to stdout")] = False,
 ) -> None:
     """Accuracy of a subnet with inherited weights, after BN recalibration."""
     from once_for_all import evaluate_subnet, load_supernet
-    from once_for_all.checkpoint import FolderReads, load_training_data, stream_folder_data
-    from once_for_all.data import DataBundle, StreamBundle
+    from once_for_all.checkpoint import FolderReads, open_training_data
 
     supernet, _, payload = load_supernet(checkpoint)
     space = supernet.space
@@ -118,12 +118,12 @@ def eval_command(
     # only the split evaluated is read from --data (and train/'s BN images)
     wanted = images or (FolderReads.val if split == "val" else FolderReads.test)
     reads = FolderReads(val=wanted if split == "val" else 0, test=wanted if split == "test" else 0)
-    bundle: DataBundle | StreamBundle
-    if "data" in payload:
-        bundle = load_training_data(checkpoint, payload, folder=data, reads=reads)
-    else:  # an imported supernet's ImageNet-layout folder: streamed, decoded as evaluated
-        bundle = stream_folder_data(checkpoint, payload, folder=data, reads=reads, workers=workers)
-    acc = evaluate_subnet(supernet, chosen, bundle, split=split, limit=images)
+    # a folder (streamed in training, or an imported supernet's) streams, decoded as evaluated
+    bundle = open_training_data(checkpoint, payload, folder=data, reads=reads, workers=workers)
+    with stage_progress("eval", quiet=False) as progress:
+        acc = evaluate_subnet(
+            supernet, chosen, bundle, split=split, limit=images, progress=progress
+        )
     if as_json:
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split}))
     else:

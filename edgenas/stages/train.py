@@ -151,6 +151,8 @@ def _train(
     torch.manual_seed(config.seed)  # initial weights (with init_from: the new classifier's)
     supernet = OFAMobileNetV3(space)
     metadata: CheckpointMetadata = {"recipe": recipe.model_dump(mode="json"), "data": settings}
+    if isinstance(data, StreamBundle):
+        metadata["streamed"] = True
     if init is not None:
         if not resuming:  # the run's own checkpoint, once there, holds the weights
             init.load_into(supernet, data.spec)

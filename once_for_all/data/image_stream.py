@@ -48,7 +48,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from once_for_all.data.batches import epoch_generator, normalize
 from once_for_all.data.errors import DataError
 from once_for_all.data.load import BUILTIN_SOURCES
-from once_for_all.data.spec import DataSpec
+from once_for_all.data.spec import DataBundle, DataSpec, ImageSplit
 from once_for_all.data.splits import (
     TEST_HOLDOUT_SEED,
     channel_stats,
@@ -419,7 +419,8 @@ class StreamLoader:
     ``resolutions`` (default: the spec's image size); without it, OFA's eval transform at
     ``resolutions[0]``. Order and augmentation depend only on (``seed``, epoch). ``limit``
     keeps the first ``limit`` images of the split. A batch is short by the unreadable images
-    in it (see the module docstring); ``skipped`` lists their paths.
+    in it (see the module docstring); ``skipped`` lists their paths. ``normalise=False``
+    yields the uint8 pixels instead.
     """
 
     def __init__(
@@ -435,6 +436,7 @@ class StreamLoader:
         drop_last: bool = False,
         limit: int | None = None,
         workers: int | None = None,
+        normalise: bool = True,
     ) -> None:
         if limit is not None and limit < 1:
             raise DataError(f"limit={limit} must be >= 1 (or None for the whole split)")
@@ -453,6 +455,7 @@ class StreamLoader:
         self.seed = seed
         self.drop_last = drop_last
         self.workers = default_workers() if workers is None else workers
+        self.normalise = normalise
         self.skipped: list[Path] = []
         self._decoder = _Decoder(self.split, spec.channels, augment=augment)
         self.sampler(0)  # refuses a bad batch size or resolution now, not at the first epoch
@@ -481,7 +484,7 @@ class StreamLoader:
             self._decoder,
             batch_sampler=self.sampler(epoch, start=start),
             num_workers=self.workers,
-            collate_fn=_Collate(self.spec),
+            collate_fn=_Collate(self.spec if self.normalise else None),
         )
         yielded = unreadable = 0
         for images, labels, bad in loader:
@@ -502,3 +505,38 @@ class StreamLoader:
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         return self.epoch(0)
+
+
+def hold_in_memory(bundle: StreamBundle, *, train: int, val: int, test: int) -> DataBundle:
+    """At most ``train``, ``val`` and ``test`` images of the bundle's splits, decoded once by
+    the eval transform at the spec's size into a ``DataBundle``: for work that reads the same
+    images many times (a search recalibrates BN and evaluates per subnet; export calibrates
+    and checks), which would otherwise decode them each time. ``val`` and ``test`` keep the
+    first images of their splits (those an evaluation with a limit reads), ``train`` a spread
+    over the classes; unreadable files are skipped, as when streaming."""
+    picked = spread_sample(bundle.train.labels.tolist(), train, seed=0)
+    return DataBundle(
+        bundle.spec,
+        _held(bundle.train.select(picked), bundle),
+        _held(bundle.val.select(np.arange(min(val, len(bundle.val)))), bundle),
+        _held(bundle.test.select(np.arange(min(test, len(bundle.test)))), bundle),
+    )
+
+
+def _held(split: StreamSplit, bundle: StreamBundle) -> ImageSplit:
+    size, channels = bundle.spec.image_size, bundle.spec.channels
+    if len(split) == 0:
+        return ImageSplit(
+            torch.empty((0, channels, size, size), dtype=torch.uint8),
+            torch.empty(0, dtype=torch.int64),
+        )
+    loader = StreamLoader(
+        split,
+        bundle.spec,
+        batch_size=200,
+        shuffle=False,
+        workers=bundle.workers,
+        normalise=False,
+    )
+    batches = list(loader.epoch(0))
+    return ImageSplit(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))

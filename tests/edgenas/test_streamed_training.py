@@ -4,21 +4,24 @@ disk; `edgenas train` on a streamed folder records what the later commands load.
 from __future__ import annotations
 
 import copy
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from PIL import Image
 from rich.console import Console
 
 from edgenas.recipe import RecipeError, load_recipe
 from edgenas.stages.train import TrainOptions, train
-from once_for_all import load_checkpoint
-from once_for_all.checkpoint import load_training_data
-from once_for_all.data import DataError, image_stream
+from once_for_all import evaluate_subnet, load_checkpoint, load_supernet
+from once_for_all.checkpoint import FolderReads, load_training_data, open_training_data
+from once_for_all.data import DataError, StreamBundle, StreamLoader, image_stream, normalize
 from once_for_all.data.image_stream import streams
 from tests.edgenas.conftest import MICRO_RECIPE
+from tests.support.cli_here import edgenas_here
 
 
 @pytest.fixture(scope="module")
@@ -65,20 +68,54 @@ def _recipe(tmp_path: Path, data: dict[str, object]) -> Path:
     return path
 
 
-def test_a_streamed_training_records_the_crop_and_normalisation(
-    folder: Path, tmp_path: Path
-) -> None:
+@pytest.fixture(scope="module")
+def streamed_run(folder: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A supernet trained on ``folder`` streamed: its final checkpoint."""
+    tmp_path = tmp_path_factory.mktemp("streamed")
     data = {"source": str(folder), "val_size": 8, "image_size": 32, "stream": "stream"}
     recipe = load_recipe(_recipe(tmp_path, data))
-    final = train(recipe, TrainOptions(out=tmp_path / "run"), console=Console(), quiet=True)
-    payload = load_checkpoint(final)
+    return train(recipe, TrainOptions(out=tmp_path / "run"), console=Console(), quiet=True)
+
+
+def test_a_streamed_training_records_the_crop_and_normalisation(streamed_run: Path) -> None:
+    payload = load_checkpoint(streamed_run)
     settings = payload["data"]
+    assert payload.get("streamed") is True
     assert "stream" not in settings and settings["resize"] == "center-crop"
     assert len(settings["mean"]) == 1
-    # the commands after training load the same images, crop and normalisation into memory
-    bundle = load_training_data(final, payload)
+    # the commands after training load the same images, crop and normalisation
+    bundle = load_training_data(streamed_run, payload)
     assert bundle.spec.to_dict() == payload["data_spec"]
     assert (len(bundle.train), len(bundle.val)) == (62, 8)
+
+
+def test_later_commands_read_only_what_they_use_of_trainings_own_splits(
+    streamed_run: Path,
+) -> None:
+    payload = load_checkpoint(streamed_run)
+    streamed = open_training_data(streamed_run, payload, workers=0)
+    assert isinstance(streamed, StreamBundle)
+    assert (len(streamed.train), len(streamed.val)) == (62, 8)
+    # search and export hold a bounded part in memory: val is training's own hold-out
+    held = load_training_data(streamed_run, payload, reads=FolderReads(bn=10, val=4, test=3))
+    assert (len(held.train), len(held.val), len(held.test)) == (10, 4, 3)
+    assert held.val.labels.tolist() == streamed.val.labels[:4].tolist()
+    assert set(held.train.labels.tolist()) == set(range(10))  # spread over the classes
+    # the held pixels are the streamed eval transform's, before normalisation
+    loader = StreamLoader(streamed.val, streamed.spec, batch_size=4, shuffle=False, workers=0)
+    first, _ = next(iter(loader))
+    assert torch.allclose(normalize(held.val.images, held.spec), first)
+
+
+def test_eval_of_a_streamed_supernet_streams_with_progress(streamed_run: Path) -> None:
+    result = edgenas_here("eval", streamed_run, "--subnet", "max", "--json", "--workers", "0")
+    assert result.returncode == 0, result.stderr
+    assert "eval: evaluate 8/8 (100%)" in result.stderr
+    payload = load_checkpoint(streamed_run)
+    supernet, _, _ = load_supernet(streamed_run)
+    bundle = open_training_data(streamed_run, payload, workers=0)
+    expected = evaluate_subnet(supernet, supernet.space.max_subnet(), bundle)
+    assert json.loads(result.stdout)["accuracy"] == expected
 
 
 def test_a_bad_stream_choice_is_refused(folder: Path, tmp_path: Path) -> None:
