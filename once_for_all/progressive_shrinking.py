@@ -333,6 +333,7 @@ class ProgressiveShrinkingTrainer:
                 seed=config.seed,
                 drop_last=True,
                 workers=data.workers,
+                rows=self.rows if self.world.size > 1 else None,  # each process decodes its own
             )
         else:
             self.loader = BatchLoader(
@@ -520,8 +521,8 @@ class ProgressiveShrinkingTrainer:
         started = time.perf_counter()
         loader_epoch = index * 10_000 + self.state.epoch
         for step, (x, y) in enumerate(self.loader.epoch(loader_epoch)):
-            if distributed:
-                x, y = x[self.rows], y[self.rows]
+            if distributed and isinstance(self.loader, BatchLoader):
+                x, y = x[self.rows], y[self.rows]  # a streamed loader yields only these rows
             x, y = x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
             lr = cosine_lr(base_lr, self.state.epoch * steps + step, total, warmup)
             for group in self.optimizer.param_groups:

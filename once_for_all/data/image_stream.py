@@ -299,7 +299,8 @@ class StepBatches(Sampler[list[Item]]):
     """The batches of one epoch over ``n`` images: each a list of (index, resolution, seed),
     one resolution per batch drawn uniformly from ``resolutions`` (OFA's elastic resolution).
     Order, resolutions and seeds depend only on (``seed``, ``epoch``); ``start`` skips the
-    first batches (a resumed epoch) without drawing anything differently."""
+    first batches (a resumed epoch) without drawing anything differently. ``rows`` keeps
+    those rows of every batch (a training process's shard of the global batch)."""
 
     def __init__(
         self,
@@ -312,6 +313,7 @@ class StepBatches(Sampler[list[Item]]):
         seed: int = 0,
         epoch: int = 0,
         start: int = 0,
+        rows: slice | None = None,
     ) -> None:
         if batch_size < 1:
             raise DataError(f"batch_size={batch_size} must be >= 1")
@@ -322,6 +324,7 @@ class StepBatches(Sampler[list[Item]]):
         if not 0 <= start <= self.count:
             raise DataError(f"start={start}: the epoch has batches 0..{self.count - 1}")
         self.start = start
+        self.rows = rows or slice(None)
         generator = epoch_generator(seed, epoch)
         self.order = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
         choice = torch.randint(len(resolutions), (self.count,), generator=generator)
@@ -333,7 +336,8 @@ class StepBatches(Sampler[list[Item]]):
 
     def __iter__(self) -> Iterator[list[Item]]:
         for b in range(self.start, self.count):
-            index = self.order[b * self.batch_size : (b + 1) * self.batch_size].tolist()
+            batch = self.order[b * self.batch_size : (b + 1) * self.batch_size]
+            index = batch[self.rows].tolist()
             r = self.resolutions[b]
             yield [(i, r, int(self.seeds[i])) for i in index]
 
@@ -420,7 +424,8 @@ class StreamLoader:
     ``resolutions[0]``. Order and augmentation depend only on (``seed``, epoch). ``limit``
     keeps the first ``limit`` images of the split. A batch is short by the unreadable images
     in it (see the module docstring); ``skipped`` lists their paths. ``normalise=False``
-    yields the uint8 pixels instead.
+    yields the uint8 pixels instead. ``rows`` decodes only those rows of every batch: each
+    training process decodes its own shard of the global batch, not all of it.
     """
 
     def __init__(
@@ -437,6 +442,7 @@ class StreamLoader:
         limit: int | None = None,
         workers: int | None = None,
         normalise: bool = True,
+        rows: slice | None = None,
     ) -> None:
         if limit is not None and limit < 1:
             raise DataError(f"limit={limit} must be >= 1 (or None for the whole split)")
@@ -456,6 +462,7 @@ class StreamLoader:
         self.drop_last = drop_last
         self.workers = default_workers() if workers is None else workers
         self.normalise = normalise
+        self.rows = rows
         self.skipped: list[Path] = []
         self._decoder = _Decoder(self.split, spec.channels, augment=augment)
         self.sampler(0)  # refuses a bad batch size or resolution now, not at the first epoch
@@ -471,6 +478,7 @@ class StreamLoader:
             seed=self.seed,
             epoch=epoch,
             start=start,
+            rows=self.rows,
         )
 
     def __len__(self) -> int:

@@ -17,7 +17,7 @@ from once_for_all import (
     TrainConfig,
     get_space,
 )
-from once_for_all.data import DataBundle
+from once_for_all.data import DataBundle, StreamLoader, stream_image_folder
 from once_for_all.distributed import (
     DistributedError,
     TrainingDevice,
@@ -28,6 +28,7 @@ from once_for_all.distributed import (
 )
 from once_for_all.global_batch_layers import GlobalBatchDropout, GlobalBatchNorm2d
 from once_for_all.progressive_shrinking import scaled_for
+from tests.support.imagenet_folder import write_imagenet_folder
 
 SPACE = get_space("mbv3-tiny")
 
@@ -76,6 +77,17 @@ def test_trainer_of_one_rank_shards_the_global_batch(
     assert bns and all(isinstance(m, GlobalBatchNorm2d) for m in bns)
     # Same state dict as a supernet built for one process: checkpoints do not depend on it.
     assert trainer.supernet.state_dict().keys() == OFAMobileNetV3(SPACE).state_dict().keys()
+
+
+def test_a_streamed_ranks_loader_decodes_only_its_rows(tmp_path: Path) -> None:
+    root = write_imagenet_folder(tmp_path / "inet", classes=2, per_class=6, size=(40, 30))
+    bundle = stream_image_folder(root, image_size=32, val_size=2, channels=1, workers=0)
+    config = TrainConfig((PhaseConfig("full", 1, 0.1, kd_ratio=0.0),), batch_size=4)
+    trainer = ProgressiveShrinkingTrainer(
+        OFAMobileNetV3(SPACE), bundle, config, checkpoint=tmp_path / "c.pt", world=World(1, 2)
+    )
+    assert isinstance(trainer.loader, StreamLoader) and trainer.loader.rows == slice(2, 4)
+    assert [len(batch) for batch in trainer.loader.sampler(0)] == [2, 2]
 
 
 def test_batch_smaller_than_the_processes_is_refused(

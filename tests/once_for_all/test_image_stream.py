@@ -129,6 +129,10 @@ def test_each_batch_comes_at_one_drawn_resolution_whatever_the_workers(folder: P
         assert torch.equal(xa, xb) and torch.equal(ya, yb)
     other = list(serial.epoch(2))
     assert [y.tolist() for _, y in other] != [y.tolist() for _, y in first]
+    # a training process's shard decodes its rows of each global batch, augmented alike
+    shard = StreamLoader(bundle.train, bundle.spec, **args, seed=5, workers=0, rows=slice(1, 3))
+    for (xa, ya), (xb, yb) in zip(first, shard.epoch(1), strict=True):
+        assert torch.equal(xa[1:3], xb) and torch.equal(ya[1:3], yb)
 
 
 def test_augmentation_varies_the_same_image() -> None:
