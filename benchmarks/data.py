@@ -19,7 +19,7 @@ Parts, in this order:
 - ``loader``: images/s of ``StreamLoader`` (train transforms) with 1 and 2 worker processes
   at 128 and 224 px, against ``BatchLoader`` over the same count of images held in memory
   (its own augmentation, a 2-pixel crop and flip, then resized as training resizes).
-- ``epoch``: progressive shrinking's training epoch (mbv3-imagenet, 100 classes, 64 px,
+- ``epoch``: progressive shrinking's training epoch (mbv3-imagenet at 64 px, 100 classes,
   batch 64, one phase with every choice elastic) on a folder of ``--epoch-images`` of the
   same JPEGs, streamed (2 workers) and held in memory, alternated ``--epoch-repeats`` times
   in one process; the seconds each epoch took (its validation included) and the ratio of
@@ -221,7 +221,10 @@ def part_epoch(root: Path, repeats: int) -> dict[str, Any]:
     from once_for_all.data import DataBundle, StreamBundle, load_data
 
     size, mean, std = 64, IMAGENET_SPEC.mean, IMAGENET_SPEC.std
-    space = dataclasses.replace(get_space("mbv3-imagenet"), num_classes=CLASSES)
+    # every step at 64 px: the space's own resolutions (128-224) would decode at 224 px
+    space = dataclasses.replace(
+        get_space("mbv3-imagenet"), num_classes=CLASSES, resolutions=(size,)
+    )
     config = TrainConfig(
         phases=(
             PhaseConfig(
