@@ -23,7 +23,8 @@ Parts, in this order:
   batch 64, one phase with every choice elastic) on a folder of ``--epoch-images`` of the
   same JPEGs, streamed (2 workers) and held in memory, alternated ``--epoch-repeats`` times
   in one process; the seconds each epoch took (its validation included) and the ratio of
-  the medians.
+  the medians. Run it as ``edgenas train`` runs, with ``OMP_WAIT_POLICY=PASSIVE`` (the
+  figures record the policy).
 
 The load average is recorded beside the figures: the cores may be shared.
 
@@ -263,6 +264,8 @@ def part_epoch(root: Path, repeats: int) -> dict[str, Any]:
         "images": len(data["memory"].train),
         "image_size": size,
         "threads": torch.get_num_threads(),
+        # edgenas sets PASSIVE before torch loads; give it here as the command line does
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (spinning)"),
         "seconds": seconds,
         "stream_over_memory": round(medians["stream"] / medians["memory"], 3),
         "target_ratio": 1.3,
