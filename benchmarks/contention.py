@@ -48,7 +48,8 @@ print(json.dumps({"median_ms": times[len(times) // 2]}))
 """
 
 
-def _start(steps: int, threads: int, passive: bool) -> subprocess.Popen[str]:
+def start_training(steps: int, threads: int, passive: bool) -> subprocess.Popen[str]:
+    """A process running ``steps`` training steps with ``threads`` threads (stdout: its JSON)."""
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     env.pop("OMP_WAIT_POLICY", None)
     if passive:
@@ -62,7 +63,7 @@ def _start(steps: int, threads: int, passive: bool) -> subprocess.Popen[str]:
 
 
 def _run(processes: int, steps: int, threads: int, passive: bool) -> list[float]:
-    running = [_start(steps, threads, passive) for _ in range(processes)]
+    running = [start_training(steps, threads, passive) for _ in range(processes)]
     out = []
     for proc in running:
         stdout, _ = proc.communicate()
