@@ -1,20 +1,25 @@
-"""Fixtures for the export tests: the smallest mbv3-tiny subnet with BN statistics estimated
-on real Fashion-MNIST images (random-init BN leaves activations near zero, which would make
-the int8 checks meaningless), and real images to calibrate and compare on."""
+"""Fixtures for the export tests: mbv3-tiny subnets with BN statistics estimated on real
+Fashion-MNIST images (random-init BN leaves activations near zero, which would make the int8
+checks meaningless), real images to calibrate and compare on, and one ``export_subnet`` of
+the widest-kernel subnet in every format and precision, shared by the modules that check
+those files (each TFLite conversion takes seconds)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from once_for_all import build_from_config, get_space, recalibrate_bn
+from export.subnet_export import ExportOptions, ExportResult, export_subnet
+from once_for_all import SearchSpace, build_from_config, get_space, recalibrate_bn
 from once_for_all.data import DataBundle
 from once_for_all.data.batches import normalize, resize_batch
 from once_for_all.network_config import network_config
+from once_for_all.subnet import Subnet
 
 
 @dataclass(frozen=True)
@@ -33,8 +38,52 @@ class TinyModel:
 
 @pytest.fixture(scope="session")
 def tiny(fmnist_small: DataBundle) -> TinyModel:
+    """The smallest subnet (every kernel 3×3)."""
     space = get_space("mbv3-tiny")
-    subnet = space.min_subnet()
+    return _tiny_model(fmnist_small, space, space.min_subnet(), held_out=32)
+
+
+@pytest.fixture(scope="session")
+def wide(fmnist_small: DataBundle) -> TinyModel:
+    """An mbv3-tiny subnet with every kernel 7×7 (down to 2×2 maps) and hard-swish stages:
+    the form XNNPACK needs wide depthwise kernels banded for."""
+    space = get_space("mbv3-tiny")
+    n = len(space.max_subnet().ks)
+    subnet = Subnet(space.id, ks=(7,) * n, e=(3,) * n, d=(2,) * len(space.stages), r=28)
+    return _tiny_model(fmnist_small, space, subnet, held_out=64)
+
+
+@dataclass(frozen=True)
+class Exported:
+    """``export_subnet``'s files of the ``wide`` subnet (all formats, fp32 and int8 calibrated
+    on ``calibration_images`` training images, checked on ``test_images`` test images) in
+    ``folder``, which holds nothing else."""
+
+    folder: Path
+    result: ExportResult
+    calibration_images: int
+    test_images: int
+
+
+@pytest.fixture(scope="session")
+def wide_export(
+    wide: TinyModel, fmnist_small: DataBundle, tmp_path_factory: pytest.TempPathFactory
+) -> Exported:
+    folder = tmp_path_factory.mktemp("wide-export")
+    calibration, test = 64, 300
+    result = export_subnet(
+        wide.model,
+        fmnist_small,
+        folder,
+        options=ExportOptions(int8=True, test_images=test, calibration_images=calibration),
+        metadata={"edgenas.subnet": "s"},
+    )
+    return Exported(folder, result, calibration, test)
+
+
+def _tiny_model(
+    fmnist_small: DataBundle, space: SearchSpace, subnet: Subnet, *, held_out: int
+) -> TinyModel:
     torch.manual_seed(0)
     model = build_from_config(network_config(space, subnet))
 
@@ -46,5 +95,5 @@ def tiny(fmnist_small: DataBundle) -> TinyModel:
         model=model.eval(),
         input_shape=(1, fmnist_small.spec.channels, subnet.r, subnet.r),
         calibration=images(fmnist_small.train.images[512:576]).numpy(),
-        inputs=images(fmnist_small.val.images[:32]).numpy(),
+        inputs=images(fmnist_small.val.images[:held_out]).numpy(),
     )

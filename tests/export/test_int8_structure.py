@@ -25,59 +25,41 @@ from export import (
 )
 from export.onnx_int8_form import int8_form
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
+from export.subnet_export import calibration_images
 from export.verify import correlation, relative_error, run_tflite, tflite_interpreter
 from export.xnnpack_form import MAX_TAPS, SplitHardswish, xnnpack_form
-from once_for_all import build_from_config, get_space, recalibrate_bn
 from once_for_all.data import DataBundle
-from once_for_all.data.batches import normalize, resize_batch
 from once_for_all.layers import ConvBNAct
-from once_for_all.network_config import network_config
-from once_for_all.subnet import Subnet
+from tests.export.conftest import Exported, TinyModel
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def wide(fmnist_small: DataBundle) -> tuple[nn.Module, np.ndarray, np.ndarray]:
-    """An mbv3-tiny subnet with every kernel 7×7 (down to 2×2 maps) and hard-swish stages,
-    BN statistics from real images; with calibration and held-out images (NCHW)."""
-    space = get_space("mbv3-tiny")
-    n = len(space.max_subnet().ks)
-    subnet = Subnet(space.id, ks=(7,) * n, e=(3,) * n, d=(2,) * len(space.stages), r=28)
-    torch.manual_seed(0)
-    model = build_from_config(network_config(space, subnet))
-
-    def images(split: torch.Tensor) -> torch.Tensor:
-        return resize_batch(normalize(split, fmnist_small.spec), subnet.r)
-
-    recalibrate_bn(model, images(fmnist_small.train.images[:512]).split(64))
-    calibration = images(fmnist_small.train.images[512:576]).numpy()
-    held_out = images(fmnist_small.val.images[:64]).numpy()
-    return model.eval(), calibration, held_out
-
-
-@pytest.fixture(scope="module")
 def files(
-    wide: tuple[nn.Module, np.ndarray, np.ndarray], tmp_path_factory: pytest.TempPathFactory
+    wide: TinyModel,
+    wide_export: Exported,
+    fmnist_small: DataBundle,
+    tmp_path_factory: pytest.TempPathFactory,
 ) -> dict[str, Path]:
-    model, calibration, _ = wide
-    folder = tmp_path_factory.mktemp("structure")
-    shape = (1, 1, 28, 28)
-    nhwc = calibration.transpose(0, 2, 3, 1)
+    """export_subnet's files of the 7×7-kernel ``wide`` subnet (shared with
+    test_subnet_export), and its fp32 TFLite file quantized as it is, as export did before."""
+    exported = wide_export.folder
     out = {
-        "tflite": export_tflite(model, folder / "model.tflite", input_shape=shape),
-        "onnx": export_onnx(model, folder / "model.onnx", input_shape=shape),
+        "tflite": exported / "model.tflite",
+        "onnx": exported / "model.onnx",
+        "tflite_int8": exported / "model_int8.tflite",
+        "onnx_int8": exported / "model_int8.onnx",
     }
-    quantizable = export_tflite(model, folder / "q.tflite", input_shape=shape, for_int8=True)
-    out["tflite_int8"] = quantize_tflite_int8(
-        quantizable, folder / "model_int8.tflite", calibration=nhwc
+    # What export did before: the fp32 file quantized as it is, hard-swish and all, on the
+    # images export calibrated its int8 files on.
+    calibration = calibration_images(
+        fmnist_small, wide.input_shape[-1], wide_export.calibration_images
     )
-    # What export did before: the fp32 file quantized as it is, hard-swish and all.
     out["tflite_int8_hardswish"] = quantize_tflite_int8(
-        out["tflite"], folder / "hardswish_int8.tflite", calibration=nhwc
-    )
-    out["onnx_int8"] = quantize_onnx_int8(
-        out["onnx"], folder / "model_int8.onnx", calibration=calibration
+        out["tflite"],
+        tmp_path_factory.mktemp("structure") / "hardswish_int8.tflite",
+        calibration=calibration.transpose(0, 2, 3, 1),
     )
     return out
 
@@ -117,12 +99,9 @@ def test_no_depthwise_kernel_has_more_taps_than_xnnpack_takes_in_one_pass(
         assert (3, 7) in kernels  # the 7×7 kernels were banded, not dropped
 
 
-def test_banded_files_compute_what_pytorch_does(
-    wide: tuple[nn.Module, np.ndarray, np.ndarray], files: dict[str, Path]
-) -> None:
-    model, _, held_out = wide
-    with torch.no_grad():
-        expected = model(torch.from_numpy(held_out)).numpy()
+def test_banded_files_compute_what_pytorch_does(wide: TinyModel, files: dict[str, Path]) -> None:
+    held_out = wide.inputs
+    expected = wide.reference(held_out)
     assert np.abs(run_tflite(files["tflite"], held_out) - expected).max() <= 1e-4
     # The int8 bands are as faithful as the unbanded int8 file that export wrote before.
     banded = run_tflite(files["tflite_int8"], held_out)

@@ -1,5 +1,6 @@
 """TFLite export and full-integer quantization, checked in the real LiteRT interpreter
-against PyTorch. Each conversion takes seconds, so the module converts once and shares."""
+against PyTorch. Each conversion takes seconds, so the module checks the files of the export
+that tests/export/conftest.py shares."""
 
 from __future__ import annotations
 
@@ -13,31 +14,30 @@ from torch import nn
 
 from export import ExportError, export_tflite, quantize_tflite_int8, tflite_io_quantization
 from export.verify import correlation, relative_error, run_tflite, tflite_interpreter
-from tests.export.conftest import TinyModel
+from tests.export.conftest import Exported, TinyModel
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
-def tflite_files(tiny: TinyModel, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    folder = tmp_path_factory.mktemp("tflite")
-    fp32 = export_tflite(tiny.model, folder / "model.tflite", input_shape=tiny.input_shape)
-    int8 = quantize_tflite_int8(
-        fp32, folder / "model_int8.tflite", calibration=tiny.calibration.transpose(0, 2, 3, 1)
-    )
-    return {"fp32": fp32, "int8": int8}
+def tflite_files(wide_export: Exported) -> dict[str, Path]:
+    """The TFLite files export_subnet wrote for the ``wide`` subnet (shared, not written to)."""
+    return {
+        "fp32": wide_export.folder / "model.tflite",
+        "int8": wide_export.folder / "model_int8.tflite",
+    }
 
 
-def test_fp32_takes_nhwc_and_matches_torch(tiny: TinyModel, tflite_files: dict[str, Path]) -> None:
+def test_fp32_takes_nhwc_and_matches_torch(wide: TinyModel, tflite_files: dict[str, Path]) -> None:
     io = tflite_io_quantization(tflite_files["fp32"])
-    n, c, h, w = tiny.input_shape
+    n, c, h, w = wide.input_shape
     assert [t["shape"] for t in io["inputs"]] == [[n, h, w, c]]
     assert [(t["dtype"], t["scale"]) for t in io["inputs"] + io["outputs"]] == [
         ("float32", None)
     ] * 2
     noise = np.random.default_rng(0).standard_normal((4, c, h, w), dtype=np.float32)
-    for x in (tiny.inputs, noise):
-        assert np.abs(run_tflite(tflite_files["fp32"], x) - tiny.reference(x)).max() <= 1e-4
+    for x in (wide.inputs, noise):
+        assert np.abs(run_tflite(tflite_files["fp32"], x) - wide.reference(x)).max() <= 1e-4
 
 
 def test_int8_is_integer_only_with_int8_io(tflite_files: dict[str, Path]) -> None:
@@ -55,31 +55,31 @@ def test_int8_is_integer_only_with_int8_io(tflite_files: dict[str, Path]) -> Non
         assert tensor["zero_point"] is not None and -128 <= tensor["zero_point"] <= 127
 
 
-def test_int8_is_close_to_fp32(tiny: TinyModel, tflite_files: dict[str, Path]) -> None:
-    expected = tiny.reference(tiny.inputs)
-    actual = run_tflite(tflite_files["int8"], tiny.inputs)
+def test_int8_is_close_to_fp32(wide: TinyModel, tflite_files: dict[str, Path]) -> None:
+    expected = wide.reference(wide.inputs)
+    actual = run_tflite(tflite_files["int8"], wide.inputs)
     assert relative_error(actual, expected) < 0.05
     assert correlation(actual, expected) > 0.9
 
 
 def test_nchw_calibration_for_an_nhwc_model_says_how_to_fix_it(
-    tiny: TinyModel, tflite_files: dict[str, Path], tmp_path: Path
+    wide: TinyModel, tflite_files: dict[str, Path], tmp_path: Path
 ) -> None:
     with pytest.raises(ExportError, match=r"NHWC: transpose with x\.transpose\(0, 2, 3, 1\)"):
         quantize_tflite_int8(
-            tflite_files["fp32"], tmp_path / "q.tflite", calibration=tiny.calibration
+            tflite_files["fp32"], tmp_path / "q.tflite", calibration=wide.calibration
         )
     assert list(tmp_path.iterdir()) == []
 
 
 def test_quantizing_an_int8_model_again_is_refused(
-    tiny: TinyModel, tflite_files: dict[str, Path], tmp_path: Path
+    wide: TinyModel, tflite_files: dict[str, Path], tmp_path: Path
 ) -> None:
     with pytest.raises(ExportError, match="not float32: quantize the fp32 model"):
         quantize_tflite_int8(
             tflite_files["int8"],
             tmp_path / "q.tflite",
-            calibration=tiny.calibration.transpose(0, 2, 3, 1),
+            calibration=wide.calibration.transpose(0, 2, 3, 1),
         )
 
 
@@ -98,7 +98,7 @@ def test_failed_conversion_keeps_the_old_file_and_leaves_no_temp(tmp_path: Path)
 
 
 def test_unwritable_folder_is_an_export_error(
-    tiny: TinyModel, tflite_files: dict[str, Path], tmp_path: Path
+    wide: TinyModel, tflite_files: dict[str, Path], tmp_path: Path
 ) -> None:
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("a file where the output folder should be")
@@ -108,6 +108,6 @@ def test_unwritable_folder_is_an_export_error(
         quantize_tflite_int8(
             tflite_files["fp32"],
             blocker / "q.tflite",
-            calibration=tiny.calibration.transpose(0, 2, 3, 1),
+            calibration=wide.calibration.transpose(0, 2, 3, 1),
         )
     assert sorted(p.name for p in tmp_path.iterdir()) == ["not-a-folder"]
