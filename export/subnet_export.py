@@ -219,6 +219,10 @@ def export_subnet(
         started = time.perf_counter()
         if fmt == "onnx":
             quantize_onnx_int8(path, q_path, calibration=calib)
+        elif options.graph_form == "plain":
+            # The plain form converts the model as it is for int8 too: the fp32 file is the
+            # quantizable one (a second conversion would take seconds to write the same).
+            quantize_tflite_int8(path, q_path, calibration=calib.transpose(0, 2, 3, 1))
         else:
             with tempfile.TemporaryDirectory(prefix="edgenas-int8-") as work:
                 # The float model in the form whose int8 version XNNPACK runs in one piece.
