@@ -51,16 +51,39 @@ def cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(trained: Path, cpu: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def board(sshd: Sshd, device_python: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The profile of a board over SSH that runs TFLite files in tflite-runtime 2.14."""
+    folder = tmp_path_factory.mktemp("board")
+    remote = folder / "board tmp"
+    remote.mkdir()
+    return sshd.write_profile(
+        folder / "board.yaml",
+        "test-board",
+        python=device_python,
+        ssh={"remote_tmpdir": str(remote)},
+        runtime="tflite",
+        runs=5,
+        warmup=1,
+    )
+
+
+@pytest.fixture(scope="module")
+def exported(
+    trained: Path, cpu: Path, board: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    """One export of every file, measured on the local CPU and on the board (TFLite conversions
+    take seconds each: the module's checks share it). A real process, as a user runs it."""
     out = tmp_path_factory.mktemp("export") / "subnet"
     proc = edgenas(
         "--supernet",
         trained / "run" / "supernet.pt",
         "--subnet",
-        "max",
+        "min",  # the smallest: 8 blocks to convert, not 16
         "--int8",
         "--device",
         cpu / "cpu.yaml",
+        "--device",
+        board,
         "--profiles",
         cpu / "profiles",
         "--calibration-images",
@@ -88,7 +111,7 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
     assert {p.name for p in exported.iterdir()} == names | {"card.json", "card.md"}
     card = _card(exported)
     assert card["format"] == "edgenas.card/2"
-    assert Subnet.from_dict(card["subnet"]) == TINY.max_subnet()
+    assert Subnet.from_dict(card["subnet"]) == TINY.min_subnet()
     files = {f["name"]: f for f in card["files"]}
     assert set(files) == names
     for name, f in files.items():
@@ -145,13 +168,14 @@ def test_onnx_metadata_describes_the_model(exported: Path) -> None:
     assert json.loads(metadata["edgenas.subnet"]) == card["subnet"]
     assert metadata["edgenas.space"] == TINY.id
     assert json.loads(metadata["edgenas.normalization"])["mean"] == card["data"]["mean"]
-    assert json.loads(metadata["edgenas.input"])["shape"] == [1, 1, 32, 32]
+    assert json.loads(metadata["edgenas.input"])["shape"] == [1, 1, 28, 28]
     assert json.loads(metadata["edgenas.accuracy"])["fp32"] == pytest.approx(
         card["accuracy"]["fp32"]
     )
     predicted = json.loads(metadata["edgenas.predicted_latency_ms"])
     assert predicted == {
-        "test-cpu": pytest.approx(predictor("test-cpu").predict(TINY.max_subnet()))
+        "test-cpu": pytest.approx(predictor("test-cpu").predict(TINY.min_subnet())),
+        "test-board": None,  # no predictor profiled for it
     }
 
 
@@ -162,7 +186,7 @@ def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
     assert set(latency["files"]) == {"model.onnx", "model_int8.onnx"}  # what onnxruntime runs
     onnx_fp32 = latency["files"]["model.onnx"]
     assert onnx_fp32["measured"]["n"] == 7 and onnx_fp32["measured"]["median_ms"] > 0
-    expected = predictor("test-cpu").predict(TINY.max_subnet())
+    expected = predictor("test-cpu").predict(TINY.min_subnet())
     assert onnx_fp32["predicted"] == pytest.approx(expected)
     # the predictor was profiled with fp32 ONNX: it says nothing about the int8 file
     assert latency["files"]["model_int8.onnx"]["predicted"] is None
@@ -172,7 +196,8 @@ def test_an_npu_gets_the_plain_graph_and_its_cpu_fallbacks_in_the_card(
     trained: Path, tmp_path: Path
 ) -> None:
     out = tmp_path / "npu"
-    proc = edgenas(
+    proc = edgenas_here(
+        "export",
         "--supernet",
         trained / "run" / "supernet.pt",
         "--subnet",
@@ -233,45 +258,14 @@ def test_the_fastest_file_accurate_enough_is_recommended(exported: Path) -> None
 
 
 def test_int8_tflite_runs_on_the_board_in_tflite_runtime(
-    trained: Path, sshd: Sshd, device_python: Path, tmp_path: Path
+    exported: Path, device_python: Path, tmp_path: Path
 ) -> None:
-    remote = tmp_path / "board tmp"
-    remote.mkdir()
-    board = sshd.write_profile(
-        tmp_path / "board.yaml",
-        "test-board",
-        python=device_python,
-        ssh={"remote_tmpdir": str(remote)},
-        runtime="tflite",
-        runs=5,
-        warmup=1,
-    )
-    out = tmp_path / "out"
-    proc = edgenas(
-        "--supernet",
-        trained / "run" / "supernet.pt",
-        "--subnet",
-        "min",
-        "--format",
-        "tflite",
-        "--int8",
-        "--device",
-        board,
-        "--test-images",
-        "100",
-        "--calibration-images",
-        "32",
-        "--out",
-        out,
-        "--quiet",
-    )
-    assert proc.returncode == 0, proc.stderr
-    measured = _card(out)["latency"]["test-board"]["files"]
+    measured = _card(exported)["latency"]["test-board"]["files"]
     assert set(measured) == {"model.tflite", "model_int8.tflite"}
     assert all(m["measured"]["n"] == 5 for m in measured.values())
     # The board's own interpreter computes what LiteRT computes on the host.
     data = load_data(**MICRO_RECIPE["data"])  # what the supernet was trained on
-    x = model_images(data.test, data, TINY.min_subnet().r, 50)
+    x = model_images(data.test, data, _card(exported)["subnet"]["r"], 50)
     np.save(tmp_path / "x.npy", x.transpose(0, 2, 3, 1))
     script = (
         "import sys, numpy as np\n"
@@ -290,7 +284,7 @@ def test_int8_tflite_runs_on_the_board_in_tflite_runtime(
             str(device_python),
             "-c",
             script,
-            str(out / "model_int8.tflite"),
+            str(exported / "model_int8.tflite"),
             str(tmp_path / "x.npy"),
             str(tmp_path / "y.npy"),
         ],
@@ -300,10 +294,10 @@ def test_int8_tflite_runs_on_the_board_in_tflite_runtime(
     )
     assert board_run.returncode == 0, board_run.stderr
     on_board = np.load(tmp_path / "y.npy")
-    on_host = run_tflite(out / "model_int8.tflite", x)
+    on_host = run_tflite(exported / "model_int8.tflite", x)
     # Not bit-exact: tflite-runtime 2.14's int8 kernels round differently from LiteRT's (a
     # few output steps); a wrong layout or quantization of the input would decorrelate them.
-    steps = np.abs(on_board - on_host) / _output_scale(out)
+    steps = np.abs(on_board - on_host) / _output_scale(exported)
     assert steps.mean() <= 5 and correlation(on_board, on_host) >= 0.98
 
 
@@ -314,6 +308,7 @@ def _output_scale(folder: Path) -> float:
 
 def test_fine_tuning_is_saved_and_reused(trained: Path, tmp_path: Path) -> None:
     args = (
+        "export",
         "--supernet",
         trained / "run" / "supernet.pt",
         "--subnet",
@@ -332,14 +327,14 @@ def test_fine_tuning_is_saved_and_reused(trained: Path, tmp_path: Path) -> None:
         "--out",
         tmp_path,
     )
-    first = edgenas(*args)
+    first = edgenas_here(*args)
     assert first.returncode == 0, first.stderr
     assert "fine-tune epoch 1/1" in first.stderr
     assert "quantization-aware epoch 1/1" in first.stderr
     card = _card(tmp_path)
     assert card["finetune"]["epochs"] == 1 and card["finetune"]["qat_epochs"] == 1
     assert (tmp_path / "finetuned.pt").is_file()
-    second = edgenas(*args)
+    second = edgenas_here(*args)
     assert second.returncode == 0, second.stderr
     assert "reusing the fine-tuned weights" in second.stderr
     assert _card(tmp_path)["files"][0]["sha256"] == card["files"][0]["sha256"]
@@ -409,7 +404,8 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
 
 def test_a_failed_export_keeps_the_previous_one(exported: Path, trained: Path) -> None:
     before = {p.name: p.read_bytes() for p in exported.iterdir()}
-    proc = edgenas(
+    proc = edgenas_here(
+        "export",
         "--supernet",
         trained / "run" / "supernet.pt",
         "--subnet",
