@@ -8,14 +8,14 @@ import html.parser
 import json
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from edgenas.report.markdown import to_html
-from tests.edgenas.conftest import REPO, Run
+from tests.edgenas.conftest import Run
+from tests.support.cli_here import edgenas_here
 
 SECTIONS = ("summary", "training", "pareto", "latency-predictors", "block-latency", "models")
 FIGURES = {"training": 1, "pareto": 1, "latency-predictors": 2, "block-latency": 3}
@@ -143,13 +143,7 @@ def test_edgenas_report_writes_where_asked_and_refuses_what_is_not_a_run(
     target = tmp_path / "elsewhere" / "r.html"
 
     def report(*args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [sys.executable, "-m", "edgenas", "report", *args],
-            capture_output=True,
-            text=True,
-            cwd=REPO,
-            timeout=300,
-        )
+        return edgenas_here("report", *args)  # in-process: a process costs seconds of imports
 
     proc = report(str(out), "--out", str(target))
     assert proc.returncode == 0, proc.stderr
