@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from devices.base import Device, DeviceError, Runtime, create_device
 from devices.runner_protocol import RunSettings
 from devices.trtexec import JETPACK_TRTEXEC, Precision
-from once_for_all.errors import one_line
+from once_for_all.errors import yaml_problem
 
 DeviceKind = Literal["local", "ssh", "adb", "npu-sim", "vela", "published"]
 _DEFAULTS = RunSettings()
@@ -289,7 +289,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     try:
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise DeviceError(f"device profile {where} is not valid YAML: {one_line(exc)}") from None
+        raise DeviceError(f"device profile {where} is not valid YAML{yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise DeviceError(f"device profile {where} must be a mapping (name, kind, ...)")
     return validate_profile(raw, where=where)
@@ -331,6 +331,10 @@ def _read(name_or_path: str | Path) -> tuple[str, str]:
             return path.read_text(), str(path)
         except OSError as exc:
             raise DeviceError(f"cannot read device profile {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise DeviceError(
+                f"device profile {path} is not a text file (not UTF-8): give a profile YAML"
+            ) from None
     bundled = resources.files("devices") / "profiles" / f"{text_name}.yaml"
     if not bundled.is_file():
         raise DeviceError(

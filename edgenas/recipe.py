@@ -31,7 +31,7 @@ from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ModelFormat, Pr
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.data.image_stream import Holding
-from once_for_all.errors import EdgenasError, one_line
+from once_for_all.errors import EdgenasError, yaml_problem
 from once_for_all.training_devices import TrainingDevice
 
 
@@ -319,10 +319,7 @@ def load_recipe(path: str | Path) -> Recipe:
             f"recipe {p} is not a text file (not UTF-8): give a recipe YAML"
         ) from None
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or one_line(exc)
-        raise RecipeError(f"recipe {p} is not valid YAML{where}: {problem}") from None
+        raise RecipeError(f"recipe {p} is not valid YAML{yaml_problem(exc)}") from None
     if not isinstance(raw, dict):
         raise RecipeError(f"recipe {p} must be a mapping of sections (name, space, data, train)")
     try:

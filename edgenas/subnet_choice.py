@@ -32,10 +32,13 @@ def choose_subnet(choice: str, space: SearchSpace, *, seed: int = 0) -> Subnet:
                 f"{path} is a pareto.json of format {document['format']}; this edgenas reads "
                 f"{PARETO_FORMAT}: rerun the search with this version"
             )
-        return space.validate(Subnet.from_dict(_front_member(document, path, member)))
-    if member:
+        document = _front_member(document, path, member)
+    elif member:
         raise SubnetError(f"{path} is not a pareto.json: '#{member}' picks a front member of one")
-    return space.validate(Subnet.from_dict(document))
+    try:
+        return space.validate(Subnet.from_dict(document))
+    except SubnetError as exc:  # say which file: a command may read several
+        raise SubnetError(f"subnet file {choice}: {exc}") from None
 
 
 def _read_json(path: Path) -> Any:

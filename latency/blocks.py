@@ -20,7 +20,7 @@ from once_for_all.network_config import (
     network_config,
     slot_config,
 )
-from once_for_all.search_space import SearchSpace
+from once_for_all.search_space import SearchSpace, SpaceError
 from once_for_all.subnet import Subnet
 
 BlockKind = Literal["stem", "mbconv", "head"]
@@ -142,14 +142,15 @@ def _slot_blocks(space: SearchSpace, slot: int, r: int) -> Iterator[tuple[int, i
 def profiled_resolutions(
     space: SearchSpace, resolutions: Sequence[int] | None = None
 ) -> tuple[int, ...]:
-    """``resolutions`` checked against the space (all of the space's when ``None``)."""
+    """``resolutions`` checked against the space (all of the space's when ``None``);
+    ``SpaceError`` (a ``ValueError``) names the first that is not."""
     if resolutions is None:
         return space.resolutions
     bad = [r for r in resolutions if r not in space.resolutions]
     if bad or not resolutions:
-        raise ValueError(
-            f"resolution {bad[0] if bad else '(none)'} is not in space {space.id} "
-            f"(allowed {', '.join(map(str, space.resolutions))})"
+        raise SpaceError(
+            f"resolution {bad[0] if bad else '(none)'} is not in space {space.id}: "
+            f"give --resolution among {', '.join(map(str, space.resolutions))}"
         )
     return tuple(sorted(set(resolutions)))
 

@@ -212,12 +212,17 @@ class LinearModel:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> LinearModel:
-        return cls(
+        """``ValueError`` for a coefficient that is not finite (an edited file): every
+        prediction would be inf or NaN."""
+        model = cls(
             str(data["name"]),
             tuple(data["features"]),
             tuple(float(c) for c in data["coef"]),
             float(data["intercept"]),
         )
+        if not all(math.isfinite(v) for v in (*model.coef, model.intercept)):
+            raise ValueError(f"calibration model {model.name}: a coefficient is not finite")
+        return model
 
 
 def candidate_models(space: SearchSpace) -> dict[str, tuple[tuple[str, ...], bool]]:

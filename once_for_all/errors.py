@@ -19,3 +19,12 @@ def one_line(exc: BaseException, *, limit: int = 200) -> str:
     ``limit`` characters: short enough to quote inside another error's message."""
     text = str(exc).strip()
     return (text.splitlines()[0] if text else type(exc).__name__)[:limit]
+
+
+def yaml_problem(exc: BaseException) -> str:
+    """A YAML parse error as ``" at line L, column C: problem"`` (or ``": problem"`` without a
+    position), to follow "is not valid YAML": PyYAML's own message spans several lines, and
+    its marks count from 0."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    return f"{where}: {getattr(exc, 'problem', None) or one_line(exc)}"

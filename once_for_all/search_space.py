@@ -13,7 +13,13 @@ from typing import Any, Literal
 
 import numpy as np
 
+from once_for_all.errors import EdgenasError, one_line
 from once_for_all.subnet import Subnet, SubnetError
+
+
+class SpaceError(EdgenasError, ValueError):
+    """An unknown space name, or a space file that cannot be read or does not describe one."""
+
 
 Activation = Literal["relu", "hswish"]
 SPACE_FORMAT = "edgenas.space/1"
@@ -316,11 +322,18 @@ def get_space(name: str) -> SearchSpace:
         try:
             data = json.loads(path.read_text())
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise ValueError(f"cannot read search space file {path}: {exc}") from None
+            # binary or non-UTF-8 bytes too: the user's file, not a bug
+            raise SpaceError(
+                f"cannot read search space file {path}: {one_line(exc)}; give a built-in "
+                "space name or the space.json of a run folder"
+            ) from None
         if not isinstance(data, dict):
-            raise ValueError(f"{path} is not a search space file")
-        return SearchSpace.from_dict(data)
-    raise ValueError(
+            raise SpaceError(f"{path} is not a search space file")
+        try:
+            return SearchSpace.from_dict(data)
+        except ValueError as exc:
+            raise SpaceError(f"search space file {path}: {one_line(exc)}") from None
+    raise SpaceError(
         f"unknown search space {name!r}: built-in spaces are {', '.join(list_spaces())}, "
         "or give a space file (space.json)"
     )

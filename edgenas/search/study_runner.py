@@ -52,7 +52,13 @@ def open_storage(url: str) -> BaseStorage:
     a path ending in ``.log`` for Optuna's journal file storage."""
     if url.startswith("journal:") or url.endswith((".log", ".jsonl")):
         path = url.removeprefix("journal:")
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # a file where its folder should be, a read-only place
+            raise StudyError(
+                f"cannot create the folder of journal {path}: {exc.strerror or exc}; give "
+                "--storage journal:PATH (or --out) in a folder you can write"
+            ) from None
         _check_journal(Path(path))
         return JournalStorage(JournalFileBackend(path, lock_obj=_RepairingLock(path)))
     if "://" not in url:

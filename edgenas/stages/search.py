@@ -255,17 +255,17 @@ def _space(o: SearchOptions) -> SearchSpace:
 
 def resolve_predictor(device: str, profiles: Path) -> Path:
     """``device`` is a predictor.json, a folder holding one, or a name under ``profiles``."""
-    for candidate in (
-        Path(device),
-        Path(device) / "predictor.json",
-        profiles / device / "predictor.json",
-    ):
+    # dict: a path given as a folder is not looked up twice (nor named twice below)
+    candidates = dict.fromkeys(
+        (Path(device), Path(device) / "predictor.json", profiles / device / "predictor.json")
+    )
+    for candidate in candidates:
         if candidate.is_file():
             return candidate
+    *others, last = map(str, candidates)
     raise TableError(
-        f"no latency predictor for device {device!r} (looked for {device}, "
-        f"{Path(device) / 'predictor.json'} and {profiles / device / 'predictor.json'}); "
-        f"run 'edgenas profile {device} --space SPACE --out {profiles / device}' first"
+        f"no latency predictor for device {device!r} (looked for {', '.join(others)} and "
+        f"{last}); run 'edgenas profile {device} --space SPACE --out {profiles / device}' first"
     )
 
 

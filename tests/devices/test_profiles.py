@@ -136,11 +136,23 @@ def test_vela_accelerator_is_checked(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("kind: [unclosed", "is not valid YAML"), ("- a\n- b\n", "must be a mapping")],
+    [
+        # the line and column, as a recipe's error gives them (issue 24: none were given)
+        ("name: b\nkind: [unclosed\n", "is not valid YAML at line 3, column 1: expected ','"),
+        ("- a\n- b\n", "must be a mapping"),
+    ],
 )
 def test_unreadable_profiles(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(DeviceError, match=message):
         load_profile(_profile(tmp_path, text))
+
+
+def test_a_binary_profile_is_refused(tmp_path: Path) -> None:
+    # UnicodeDecodeError, a traceback (issue 24's adversarial round)
+    path = tmp_path / "board.yaml"
+    path.write_bytes(bytes(range(256)))
+    with pytest.raises(DeviceError, match=r"board.yaml is not a text file \(not UTF-8\)"):
+        load_profile(path)
 
 
 def test_unknown_names_and_paths(tmp_path: Path) -> None:

@@ -371,6 +371,15 @@ def test_a_binary_subnet_file_is_one_line(tmp_path: Path) -> None:
         choose_subnet(str(path), TINY)
 
 
+@pytest.mark.parametrize("content", ["[1, 2]", '{"space": "x", "ks": [3]}'], ids=["list", "short"])
+def test_a_malformed_subnet_file_names_the_file(content: str, tmp_path: Path) -> None:
+    # The message named no file, where a command reads several (issue 24).
+    path = tmp_path / "subnet.json"
+    path.write_text(content)
+    with pytest.raises(SubnetError, match=rf"^subnet file {path}: "):
+        choose_subnet(str(path), TINY)
+
+
 def _fails(proc: subprocess.CompletedProcess[str], message: str) -> None:
     assert proc.returncode == 2, proc.stderr
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]

@@ -95,6 +95,24 @@ def test_profile_of_an_unknown_device(tmp_path: Path) -> None:
     assert through_run(recipe, out, "profile") == command
 
 
+@pytest.mark.parametrize(
+    "bad", ["no-such-space", "binary space.json", "resolution 999"], ids=lambda b: b.split()[0]
+)
+def test_profile_of_an_unreadable_space(bad: str, tmp_path: Path) -> None:
+    # All three ended in tracebacks (issue 24's adversarial round).
+    args, named = ["--space", bad], bad
+    if bad == "binary space.json":
+        named = str(tmp_path / "space.json")
+        Path(named).write_bytes(bytes(range(256)))
+        args = ["--space", named]
+    elif bad == "resolution 999":
+        args = ["--space", "mbv3-tiny", "--resolution", "999"]
+    out = tmp_path / "p"
+    line = error_line(edgenas("profile", "npu-32x32-ws", *args, "--out", out))
+    assert named in line
+    assert not out.exists()
+
+
 def test_search_on_a_corrupt_supernet(tmp_path: Path) -> None:
     recipe, out = run_folder(tmp_path, ["search"])
     command = error_line(

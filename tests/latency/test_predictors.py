@@ -14,6 +14,7 @@ from devices.measurement import Fingerprint, Measurement
 from latency.blocks import enumerate_blocks, subnet_blocks
 from latency.predictors import (
     CalibratedPredictor,
+    LinearModel,
     LutSumPredictor,
     calibrate,
     load_predictor,
@@ -185,6 +186,19 @@ def test_a_predictor_file_with_a_block_time_that_is_not_a_time_is_refused(
     with pytest.raises(
         TableError, match=rf"gives block {key} {value} ms, not a time .* profile again$"
     ):
+        load_predictor(tmp_path / "p.json")
+
+
+@pytest.mark.parametrize("field", ["coef", "intercept"])
+def test_a_calibration_model_that_is_not_finite_is_refused(tmp_path: Path, field: str) -> None:
+    # Infinity coefficients predicted inf ms, exit 0 (issue 24's adversarial round).
+    base = LutSumPredictor.from_table(get_space("mbv3-tiny"), _table())
+    model = LinearModel("scale", ("lut_sum",), (1.0,), 0.0)
+    CalibratedPredictor(base, model, validation={}, calibration={}).save(tmp_path / "p.json")
+    doc = json.loads((tmp_path / "p.json").read_text())
+    doc["model"][field] = [float("inf")] if field == "coef" else float("nan")
+    (tmp_path / "p.json").write_text(json.dumps(doc))
+    with pytest.raises(TableError, match=r"is damaged \(calibration model scale: .* not finite"):
         load_predictor(tmp_path / "p.json")
 
 

@@ -212,3 +212,10 @@ def test_two_workers_share_one_study(kind: str, tmp_path: Path) -> None:
     study = optuna.load_study(study_name="s", storage=open_storage(storage))
     assert not [t for t in study.get_trials() if t.state != optuna.trial.TrialState.COMPLETE]
     assert json.loads(json.dumps(study.user_attrs))["edgenas"]["space"] == SPACE.id
+
+
+def test_a_journal_under_a_file_is_one_line(tmp_path: Path) -> None:
+    # FileExistsError from mkdir, a traceback (issue 24's adversarial round)
+    (tmp_path / "afile").write_text("x")
+    with pytest.raises(StudyError, match=r"journal .*afile/s.log: File exists; give --storage"):
+        open_storage(f"journal:{tmp_path / 'afile' / 's.log'}")
