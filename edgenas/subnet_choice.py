@@ -32,6 +32,11 @@ def choose_subnet(choice: str, space: SearchSpace, *, seed: int = 0) -> Subnet:
                 f"{path} is a pareto.json of format {document['format']}; this edgenas reads "
                 f"{PARETO_FORMAT}: rerun the search with this version"
             )
+        if document.get("space") not in (None, space.id):
+            raise SubnetError(
+                f"{path} is a front of space {document['space']}, the supernet's space is "
+                f"{space.id}: give the pareto.json of a search on this supernet"
+            )
         document = _front_member(document, path, member)
     elif member:
         raise SubnetError(f"{path} is not a pareto.json: '#{member}' picks a front member of one")

@@ -362,6 +362,11 @@ def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(SubnetError, match=r"of format edgenas.pareto/7; this edgenas reads"):
         choose_subnet(f"{path}#0", TINY)
+    # A front of another space was exported from this supernet (issue 24's adversarial round).
+    doc["format"], doc["space"] = "edgenas.pareto/1", "mbv3-imagenet-0000000000"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(SubnetError, match=r"is a front of space mbv3-imagenet-0000000000, the"):
+        choose_subnet(f"{path}#0", TINY)
 
 
 def test_a_binary_subnet_file_is_one_line(tmp_path: Path) -> None:
