@@ -40,9 +40,11 @@ def profile(
     """Profile one device (a bundled profile's name or a profile YAML) into ``out``."""
     from devices import load_profile, open_device
     from latency.fleet import profile_device, profile_published
+    from latency.blocks import profiled_resolutions
     from once_for_all.files import output_folder
     from once_for_all.folder_lock import folder_lock
 
+    profiled_resolutions(space, options.resolutions)  # a bad --resolution leaves no folder
     output_folder(out)  # before connecting to the device
     target = load_profile(device)
     if target.kind == "published":
