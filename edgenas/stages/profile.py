@@ -39,8 +39,8 @@ def profile(
 ) -> Profiled:
     """Profile one device (a bundled profile's name or a profile YAML) into ``out``."""
     from devices import load_profile, open_device
-    from latency.fleet import profile_device, profile_published
     from latency.blocks import profiled_resolutions
+    from latency.fleet import profile_device, profile_published
     from once_for_all.files import output_folder
     from once_for_all.folder_lock import folder_lock
 
