@@ -52,8 +52,8 @@ class CountingDevice(LocalDevice):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> ModelCache:
-    return ModelCache(tmp_path_factory.mktemp("model-cache"))
+def cache(model_cache_dir: Path) -> ModelCache:
+    return ModelCache(model_cache_dir)
 
 
 @pytest.fixture(scope="module")

@@ -57,8 +57,8 @@ def _profile_args(*devices: str | Path, profiles: Path) -> list[str | Path]:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
+def cache(model_cache_dir: Path) -> Path:
+    return model_cache_dir
 
 
 def _board(sshd: Sshd, folder: Path, name: str, python: Path, **ssh: object) -> Path:

@@ -47,8 +47,8 @@ def edgenas(*args: str | Path, cache: Path) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tmp_path_factory.mktemp("model-cache")
+def cache(model_cache_dir: Path) -> Path:
+    return model_cache_dir
 
 
 @pytest.fixture(scope="module")

@@ -80,8 +80,8 @@ class DriftingDevice(LocalDevice):
 
 
 @pytest.fixture(scope="module")
-def cache(tmp_path_factory: pytest.TempPathFactory) -> ModelCache:
-    return ModelCache(tmp_path_factory.mktemp("model-cache"))
+def cache(model_cache_dir: Path) -> ModelCache:
+    return ModelCache(model_cache_dir)
 
 
 def test_normalised_latencies_agree_across_calls_at_different_machine_speeds(
