@@ -22,6 +22,7 @@ from latency.predictors import LutSumPredictor, load_predictor
 from latency.table import LatencyTable
 from once_for_all import get_space
 from once_for_all.progress import Progress
+from tests.support.cli_here import edgenas_here
 from tests.support.sshd import Sshd, free_port, generate_key, sshd_missing, start_sshd
 
 TINY = get_space("mbv3-tiny")
@@ -29,12 +30,6 @@ R = 28  # one resolution keeps the tables small: 74 blocks
 BLOCKS = len(enumerate_blocks(TINY, resolutions=(R,)))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 QUICK = {"runs": 3, "warmup": 1}
-
-
-def edgenas(*args: str | Path, cache: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        _command(*args, cache=cache), capture_output=True, text=True, env=ENV, timeout=600
-    )
 
 
 def _command(*args: str | Path, cache: Path) -> list[str]:
@@ -92,7 +87,7 @@ def test_good_devices_finish_and_bad_ones_are_reported(
     profiles = tmp_path / "profiles"
     args = _profile_args("npu-32x32-ws", good, unreachable, impostor, profiles=profiles)
 
-    proc = edgenas(*args, "--json", cache=cache)
+    proc = edgenas_here(*args, "--json", "--cache", cache)
 
     assert proc.returncode == 1, proc.stderr
     results = {d["name"]: d for d in json.loads(proc.stdout)["devices"]}
@@ -113,7 +108,7 @@ def test_good_devices_finish_and_bad_ones_are_reported(
 
     # A rerun skips the finished devices' work and shows the summary table.
     before = {n: (profiles / n / "lut.json").read_bytes() for n in ("npu-32x32-ws", "good-board")}
-    again = edgenas(*args, cache=cache)
+    again = edgenas_here(*args, "--cache", cache)
     assert again.returncode == 1 and again.stdout == ""
     assert before == {n: (profiles / n / "lut.json").read_bytes() for n in before}
     summary = " ".join(again.stderr.split())

@@ -21,6 +21,7 @@ from latency.predictors import CalibratedPredictor, LutSumPredictor, load_predic
 from latency.reference import normalised_ms
 from latency.table import LatencyTable
 from once_for_all import get_space
+from tests.support.cli_here import edgenas_here
 from tests.support.sshd import Sshd
 
 TINY = get_space("mbv3-tiny")
@@ -32,18 +33,13 @@ kind: local
 runtime: onnxruntime
 threads: {threads}
 warmup: 3
-runs: 15
+runs: {runs}
 """
 
 
 def edgenas(*args: str | Path, cache: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "edgenas", *map(str, args), "--cache", str(cache)],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=900,
-    )
+    """The command in this process: only the killed run needs a process of its own."""
+    return edgenas_here(*args, "--cache", cache)
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +50,7 @@ def cache(model_cache_dir: Path) -> Path:
 @pytest.fixture(scope="module")
 def cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("profiles") / "cpu.yaml"
-    path.write_text(LOCAL_PROFILE.format(name="test-cpu", threads=1))
+    path.write_text(LOCAL_PROFILE.format(name="test-cpu", threads=1, runs=15))
     return path
 
 
@@ -166,23 +162,14 @@ def test_calibrated_beats_lut_sum_on_held_out_subnets(
 
 
 def test_predict_prints_the_latency_of_a_subnet(profiled: Path, cache: Path) -> None:
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edgenas",
-            "latency",
-            "predict",
-            "--predictor",
-            str(profiled / "predictor.json"),
-            "--subnet",
-            "max",
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=ENV,
-        timeout=120,
+    proc = edgenas_here(
+        "latency",
+        "predict",
+        "--predictor",
+        profiled / "predictor.json",
+        "--subnet",
+        "max",
+        "--json",
     )
     assert proc.returncode == 0, proc.stderr
     out = json.loads(proc.stdout)
@@ -192,7 +179,7 @@ def test_predict_prints_the_latency_of_a_subnet(profiled: Path, cache: Path) -> 
 
 def test_a_table_for_another_device_is_refused(profiled: Path, tmp_path: Path, cache: Path) -> None:
     other = tmp_path / "cpu2.yaml"
-    other.write_text(LOCAL_PROFILE.format(name="test-cpu", threads=2))
+    other.write_text(LOCAL_PROFILE.format(name="test-cpu", threads=2, runs=15))
     proc = edgenas(
         "profile", other, "--space", "mbv3-tiny", "--out", profiled, "--calibrate", "0", cache=cache
     )
@@ -212,16 +199,21 @@ def test_a_table_for_another_device_is_refused(profiled: Path, tmp_path: Path, c
     assert proc.returncode == 2 and "measured on" in proc.stderr
 
 
-def test_a_killed_profiling_run_resumes(tmp_path: Path, cpu: Path, cache: Path) -> None:
+def test_a_killed_profiling_run_resumes(tmp_path: Path, cache: Path) -> None:
+    # One resolution and few runs a block: what is checked is what a kill leaves, not timings.
+    quick = tmp_path / "quick-cpu.yaml"
+    quick.write_text(LOCAL_PROFILE.format(name="test-cpu", threads=1, runs=3))
     out = tmp_path / "killed"
     args = [
         sys.executable,
         "-m",
         "edgenas",
         "profile",
-        str(cpu),
+        str(quick),
         "--space",
         "mbv3-tiny",
+        "--resolution",
+        "28",
         "--out",
         str(out),
         "--calibrate",
@@ -242,7 +234,7 @@ def test_a_killed_profiling_run_resumes(tmp_path: Path, cpu: Path, cache: Path) 
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     first = LatencyTable.load(lut)
-    total = len(enumerate_blocks(TINY))
+    total = len(enumerate_blocks(TINY, resolutions=(28,)))
     assert 8 <= len(first) < total, "the run finished before it could be killed"
     assert not [p for p in out.iterdir() if p.name.startswith(".")], "temporary file left"
     done = subprocess.run(args, env=ENV, capture_output=True, text=True, timeout=600)
@@ -323,6 +315,8 @@ def test_profile_over_ssh(sshd: Sshd, device_python: Path, tmp_path: Path, cache
         profile,
         "--space",
         "mbv3-tiny",
+        "--resolution",
+        "28",
         "--out",
         out,
         "--calibrate",
@@ -332,7 +326,7 @@ def test_profile_over_ssh(sshd: Sshd, device_python: Path, tmp_path: Path, cache
     )
     assert proc.returncode == 0, proc.stderr
     table = LatencyTable.load(out / "lut.json")
-    assert len(table) == len(enumerate_blocks(TINY))
+    assert len(table) == len(enumerate_blocks(TINY, resolutions=(28,)))
     assert table.header.device == "test-board"
     assert all(m.n == 10 for m in table.entries.values())
     assert list(remote.iterdir()) == []  # the device's temporary folders are cleaned up
