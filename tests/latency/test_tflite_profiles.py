@@ -34,7 +34,7 @@ MICRO = SearchSpace(
     feature_mix_width=64,
     kernel_sizes=(3, 5),
     expand_ratios=(3,),
-    depths=(1, 2),
+    depths=(1,),
     resolutions=(16,),
 )
 
