@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import math
+import shutil
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,13 @@ CONFIG = TrainConfig(
 )
 
 
+@pytest.fixture(scope="module")
+def few_images(fmnist_small: DataBundle) -> DataBundle:
+    """Fashion-MNIST with 512 training images: 8 steps an epoch at CONFIG's batch size. No
+    assertion here depends on how many steps an epoch has, only on there being some."""
+    return replace(fmnist_small, train=fmnist_small.train.select(torch.arange(512)))
+
+
 def _trainer(
     data: DataBundle, checkpoint: Path, config: TrainConfig = CONFIG
 ) -> ProgressiveShrinkingTrainer:
@@ -47,9 +56,9 @@ def _trainer(
 
 @pytest.fixture(scope="module")
 def uninterrupted(
-    fmnist_small: DataBundle, tmp_path_factory: pytest.TempPathFactory
+    few_images: DataBundle, tmp_path_factory: pytest.TempPathFactory
 ) -> ProgressiveShrinkingTrainer:
-    trainer = _trainer(fmnist_small, tmp_path_factory.mktemp("full") / "ckpt.pt")
+    trainer = _trainer(few_images, tmp_path_factory.mktemp("full") / "ckpt.pt")
     trainer.train()
     return trainer
 
@@ -67,19 +76,19 @@ def test_schedule_runs_every_phase_and_records_history(
 
 
 def test_killed_and_resumed_run_equals_uninterrupted(
-    fmnist_small: DataBundle, tmp_path: Path, uninterrupted: ProgressiveShrinkingTrainer
+    few_images: DataBundle, tmp_path: Path, uninterrupted: ProgressiveShrinkingTrainer
 ) -> None:
     checkpoint = tmp_path / "ckpt.pt"
     # Stop after each of the first epochs (mid-phase and at phase boundaries) with fresh objects,
     # as a killed process would restart.
-    first = _trainer(fmnist_small, checkpoint)
+    first = _trainer(few_images, checkpoint)
     first.train(stop_after_epochs=2)
     assert load_checkpoint(checkpoint)["phase_index"] == 2
     for _ in range(2):
-        again = _trainer(fmnist_small, checkpoint)
+        again = _trainer(few_images, checkpoint)
         assert again.resume()
         again.train(stop_after_epochs=1)
-    last = _trainer(fmnist_small, checkpoint)
+    last = _trainer(few_images, checkpoint)
     assert last.resume()
     last.train()
     expected = uninterrupted.supernet.state_dict()
@@ -89,16 +98,16 @@ def test_killed_and_resumed_run_equals_uninterrupted(
 
 
 def test_resume_refuses_another_schedule(
-    fmnist_small: DataBundle, uninterrupted: ProgressiveShrinkingTrainer
+    few_images: DataBundle, uninterrupted: ProgressiveShrinkingTrainer
 ) -> None:
     other = TrainConfig(phases=CONFIG.phases[:1], batch_size=64, eval_images=100, bn_images=64)
-    trainer = _trainer(fmnist_small, uninterrupted.checkpoint, other)
+    trainer = _trainer(few_images, uninterrupted.checkpoint, other)
     with pytest.raises(CheckpointError, match="different training schedule"):
         trainer.resume()
 
 
 def test_channel_sorting_happens_at_expand_phase_start(
-    fmnist_small: DataBundle, tmp_path: Path
+    few_images: DataBundle, tmp_path: Path
 ) -> None:
     config = TrainConfig(
         phases=(
@@ -109,7 +118,7 @@ def test_channel_sorting_happens_at_expand_phase_start(
         eval_images=50,
         bn_images=64,
     )
-    trainer = _trainer(fmnist_small, tmp_path / "c.pt", config)
+    trainer = _trainer(few_images, tmp_path / "c.pt", config)
     trainer.train(stop_after_epochs=1)
     block = trainer.supernet.blocks[0]
     trainer._start_phase(1, config.phases[1])
@@ -118,7 +127,7 @@ def test_channel_sorting_happens_at_expand_phase_start(
 
 
 def test_second_expand_sort_keeps_the_first_expand_phases_channels(
-    fmnist_small: DataBundle, tmp_path: Path
+    few_images: DataBundle, tmp_path: Path
 ) -> None:
     phases = (
         PhaseConfig("full", 1, 0.05, kd_ratio=0.0),
@@ -126,7 +135,7 @@ def test_second_expand_sort_keeps_the_first_expand_phases_channels(
         PhaseConfig("expand-2", 1, 0.01, e=E, sort_channels=True),
     )
     config = TrainConfig(phases=phases, batch_size=64, eval_images=50, bn_images=64)
-    trainer = _trainer(fmnist_small, tmp_path / "c.pt", config)
+    trainer = _trainer(few_images, tmp_path / "c.pt", config)
     block = trainer.supernet.blocks[0]
     w4 = block.mid_channels(4)
     # the channels' expand weights identify them (rows of random floats are distinct)
@@ -185,7 +194,7 @@ def _spy_active(monkeypatch: pytest.MonkeyPatch) -> list[Subnet]:
 
 
 def test_sandwich_rule_trains_largest_smallest_and_random_every_step(
-    fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    few_images: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = TrainConfig(
         phases=(PhaseConfig("expand", 1, 0.01, ks=K, d=D, e=E, subnets_per_step=3, sandwich=True),),
@@ -193,7 +202,7 @@ def test_sandwich_rule_trains_largest_smallest_and_random_every_step(
         eval_images=64,
         bn_images=64,
     )
-    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    trainer = _trainer(few_images, tmp_path / "ckpt.pt", config)
     seen = _spy_active(monkeypatch)
     steps: list[int] = []
     trainer.train(on_step=lambda phase, epoch, step, total, metrics: steps.append(step))
@@ -208,13 +217,13 @@ def test_sandwich_rule_trains_largest_smallest_and_random_every_step(
 
 
 def test_sandwich_without_the_smallest_trains_the_largest_and_random_subnets(
-    fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    few_images: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     phase = PhaseConfig(
         "expand", 1, 0.01, ks=K, d=D, e=E, subnets_per_step=3, sandwich=True, smallest=False
     )
     config = TrainConfig(phases=(phase,), batch_size=256, eval_images=64, bn_images=64)
-    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    trainer = _trainer(few_images, tmp_path / "ckpt.pt", config)
     seen = _spy_active(monkeypatch)
     steps: list[int] = []
     trainer.train(on_step=lambda phase, epoch, step, total, metrics: steps.append(step))
@@ -228,7 +237,7 @@ def test_sandwich_without_the_smallest_trains_the_largest_and_random_subnets(
 
 
 def test_inplace_distillation_teaches_with_the_steps_largest_subnet(
-    fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    few_images: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     config = TrainConfig(
         phases=(
@@ -236,11 +245,11 @@ def test_inplace_distillation_teaches_with_the_steps_largest_subnet(
                 "depth", 1, 0.01, ks=K, d=D, subnets_per_step=3, sandwich=True, distill="inplace"
             ),
         ),
-        batch_size=512,
+        batch_size=256,
         eval_images=64,
         bn_images=64,
     )
-    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    trainer = _trainer(few_images, tmp_path / "ckpt.pt", config)
     seen = _spy_active(monkeypatch)
     outputs: list[tuple[Subnet, torch.Tensor]] = []
     targets: list[torch.Tensor] = []
@@ -275,14 +284,14 @@ def test_inplace_distillation_teaches_with_the_steps_largest_subnet(
 
 @pytest.mark.parametrize("label_loss", [True, False])
 def test_label_loss_decides_whether_distilled_subnets_also_fit_the_labels(
-    fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, label_loss: bool
+    few_images: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, label_loss: bool
 ) -> None:
     phase = PhaseConfig(
         "depth", 1, 0.01, ks=K, d=D, subnets_per_step=3, sandwich=True, distill="inplace",
         label_loss=label_loss,
     )  # fmt: skip
     config = TrainConfig(phases=(phase,), batch_size=512, eval_images=64, bn_images=64)
-    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    trainer = _trainer(few_images, tmp_path / "ckpt.pt", config)
     calls = {"labels": 0, "soft": 0}
     cross_entropy = torch.nn.functional.cross_entropy
     soft_ce = progressive_shrinking.soft_cross_entropy
@@ -320,17 +329,17 @@ def test_sandwich_and_inplace_settings_are_checked(kwargs: dict[str, Any], messa
 
 
 def test_checkpoints_from_before_the_distill_options_existed_resume(
-    fmnist_small: DataBundle, tmp_path: Path
+    few_images: DataBundle, tmp_path: Path
 ) -> None:
     config = TrainConfig(phases=CONFIG.phases[:2], batch_size=512, eval_images=64, bn_images=64)
-    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", config)
+    trainer = _trainer(few_images, tmp_path / "ckpt.pt", config)
     trainer.train()
     payload = load_checkpoint(trainer.checkpoint)
     for phase in payload["train_config"]["phases"]:
         for option in ("distill", "label_loss", "smallest", "ema_decay"):
             del phase[option]
     save_checkpoint(trainer.checkpoint, {k: v for k, v in payload.items() if k != "format"})
-    assert _trainer(fmnist_small, trainer.checkpoint, config).resume()
+    assert _trainer(few_images, trainer.checkpoint, config).resume()
 
 
 EMA_CONFIG = TrainConfig(
@@ -340,16 +349,25 @@ EMA_CONFIG = TrainConfig(
             "expand", 2, 0.05, ks=K, d=D, e=E, subnets_per_step=2, sandwich=True, ema_decay=0.9
         ),
     ),
-    batch_size=512,
+    batch_size=256,
     eval_images=64,
     bn_images=64,
 )
 
 
+@pytest.fixture(scope="module")
+def ema_stopped(few_images: DataBundle, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A checkpoint of EMA_CONFIG stopped after two epochs, one into the averaging phase;
+    tests copy it."""
+    checkpoint = tmp_path_factory.mktemp("ema") / "ckpt.pt"
+    _trainer(few_images, checkpoint, EMA_CONFIG).train(stop_after_epochs=2)
+    return checkpoint
+
+
 def test_a_phase_with_ema_decay_ends_on_the_average_of_its_weights(
-    fmnist_small: DataBundle, tmp_path: Path
+    few_images: DataBundle, tmp_path: Path
 ) -> None:
-    trainer = _trainer(fmnist_small, tmp_path / "ckpt.pt", EMA_CONFIG)
+    trainer = _trainer(few_images, tmp_path / "ckpt.pt", EMA_CONFIG)
     average: dict[str, torch.Tensor] = {}
     raw: dict[str, torch.Tensor] = {}
     updates = 0
@@ -381,15 +399,15 @@ def test_a_phase_with_ema_decay_ends_on_the_average_of_its_weights(
 
 
 def test_killed_in_an_averaging_phase_and_resumed_equals_uninterrupted(
-    fmnist_small: DataBundle, tmp_path: Path
+    few_images: DataBundle, tmp_path: Path, ema_stopped: Path
 ) -> None:
-    whole = _trainer(fmnist_small, tmp_path / "whole.pt", EMA_CONFIG)
+    whole = _trainer(few_images, tmp_path / "whole.pt", EMA_CONFIG)
     whole.train()
     checkpoint = tmp_path / "ckpt.pt"
-    _trainer(fmnist_small, checkpoint, EMA_CONFIG).train(stop_after_epochs=2)
+    shutil.copyfile(ema_stopped, checkpoint)
     saved = load_checkpoint(checkpoint)["weight_average"]
     assert saved is not None and saved["updates"] == len(whole.loader)
-    resumed = _trainer(fmnist_small, checkpoint, EMA_CONFIG)
+    resumed = _trainer(few_images, checkpoint, EMA_CONFIG)
     assert resumed.resume()
     resumed.train()
     expected = whole.supernet.state_dict()
@@ -400,10 +418,10 @@ def test_killed_in_an_averaging_phase_and_resumed_equals_uninterrupted(
 
 
 def test_a_checkpoint_with_a_broken_weight_average_is_refused(
-    fmnist_small: DataBundle, tmp_path: Path
+    few_images: DataBundle, tmp_path: Path, ema_stopped: Path
 ) -> None:
     checkpoint = tmp_path / "ckpt.pt"
-    _trainer(fmnist_small, checkpoint, EMA_CONFIG).train(stop_after_epochs=2)
+    shutil.copyfile(ema_stopped, checkpoint)
     payload = load_checkpoint(checkpoint)
     average = payload["weight_average"]
     average["average"].popitem()
@@ -411,4 +429,4 @@ def test_a_checkpoint_with_a_broken_weight_average_is_refused(
         payload["weight_average"] = broken
         save_checkpoint(checkpoint, {k: v for k, v in payload.items() if k != "format"})
         with pytest.raises(CheckpointError, match=r"weight average of phase expand.*retrain"):
-            _trainer(fmnist_small, checkpoint, EMA_CONFIG).resume()
+            _trainer(few_images, checkpoint, EMA_CONFIG).resume()
