@@ -4,6 +4,7 @@ and the simulated NPU), then what a rerun, a changed recipe and --force redo."""
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -11,7 +12,16 @@ import pytest
 
 from edgenas.pipeline import RunFolder, RunOptions, _needs_run, _only_trials_changed, sha256
 from edgenas.recipe import load_recipe
-from tests.edgenas.conftest import Run, edgenas_run, run_recipe
+from tests.edgenas.conftest import Run, run_recipe
+from tests.support.cli_here import edgenas_here
+
+
+def edgenas_run(
+    recipe: Path, out: Path, *args: str, cache: Path
+) -> subprocess.CompletedProcess[str]:
+    """`edgenas run` in this process: the shared run (conftest's micro_run) is the one a user
+    starts as a process; what these tests redo and refuse needs none of its own."""
+    return edgenas_here("run", recipe, "--out", out, *args, env={"EDGENAS_CACHE": str(cache)})
 
 
 def _stages(out: Path) -> dict[str, Any]:

@@ -63,7 +63,7 @@ def test_joint_search_for_two_devices_writes_front_choices_and_plot(
         "--eval-images",
         "100",
     ]
-    proc = search(*common, "--trials", "150", "--json", "--quiet")
+    proc = search_here(*common, "--trials", "150", "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc == json.loads((tmp_path / "pareto.json").read_text())
@@ -90,7 +90,7 @@ def test_joint_search_for_two_devices_writes_front_choices_and_plot(
     assert (tmp_path / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "accuracy_predictor.pt").exists()
     # Asking for more trials continues the stored study (and reuses the evaluations).
-    proc = search(*common, "--trials", "250", "--json", "--quiet")
+    proc = search_here(*common, "--trials", "250", "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["trials"] >= 250
 
@@ -174,7 +174,7 @@ def test_search_keeps_its_study_in_postgresql(
         "--json",
         "--quiet",
     ]
-    proc = search(*common, "--trials", "30", "--out", tmp_path)
+    proc = search_here(*common, "--trials", "30", "--out", tmp_path)
     assert proc.returncode == 0, proc.stderr
     doc = json.loads(proc.stdout)
     assert doc == json.loads((tmp_path / "pareto.json").read_text())
