@@ -219,7 +219,7 @@ def test_a_killed_profiling_run_resumes(tmp_path: Path, cache: Path) -> None:
         "--calibrate",
         "0",
         "--batch-size",
-        "4",
+        "8",
         "--quiet",
         "--cache",
         str(cache),
@@ -315,8 +315,6 @@ def test_profile_over_ssh(sshd: Sshd, device_python: Path, tmp_path: Path, cache
         profile,
         "--space",
         "mbv3-tiny",
-        "--resolution",
-        "28",
         "--out",
         out,
         "--calibrate",
@@ -326,7 +324,7 @@ def test_profile_over_ssh(sshd: Sshd, device_python: Path, tmp_path: Path, cache
     )
     assert proc.returncode == 0, proc.stderr
     table = LatencyTable.load(out / "lut.json")
-    assert len(table) == len(enumerate_blocks(TINY, resolutions=(28,)))
+    assert len(table) == len(enumerate_blocks(TINY))
     assert table.header.device == "test-board"
     assert all(m.n == 10 for m in table.entries.values())
     assert list(remote.iterdir()) == []  # the device's temporary folders are cleaned up
