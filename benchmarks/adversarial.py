@@ -1354,6 +1354,21 @@ def devices_cases() -> list[Case]:
 
     ssh = "name: gone\nkind: ssh\nruntime: onnxruntime\nssh: {host: 127.0.0.1, port: 1, python: python3, connect_timeout: 3}\n"
     cases = file_cases("devices check", check, "board.yaml", "", every=True)
+    local = "name: b\nkind: local\nruntime: onnxruntime\n"
+    for what, names, text in (
+        ("unknown key", "colour", local + "colour: red\n"),
+        ("threads -1", "threads", local + "threads: -1\n"),
+        ("runs 0", "runs", local + "runs: 0\n"),
+        ("runtime bogus", "runtime", local.replace("onnxruntime", "bogus")),
+    ):
+        cases.append(
+            Case(
+                f"devices check: {what}",
+                check("{T}/b.yaml"),
+                names=names,
+                setup=write("b.yaml", text),
+            )
+        )
     cases += [
         Case("devices list: extra argument", ["devices", "list", "extra"], names="extra"),
         Case("devices list: --json (control)", ["devices", "list", "--json"], expect="ok"),
@@ -1363,30 +1378,6 @@ def devices_cases() -> list[Case]:
             check("{T}/b.yaml"),
             names="line",
             setup=write("b.yaml", "name: b\nkind: [ssh\n"),
-        ),
-        Case(
-            "devices check: unknown key",
-            check("{T}/b.yaml"),
-            names="colour",
-            setup=write("b.yaml", "name: b\nkind: local\nruntime: onnxruntime\ncolour: red\n"),
-        ),
-        Case(
-            "devices check: threads -1",
-            check("{T}/b.yaml"),
-            names="threads",
-            setup=write("b.yaml", "name: b\nkind: local\nruntime: onnxruntime\nthreads: -1\n"),
-        ),
-        Case(
-            "devices check: runs 0",
-            check("{T}/b.yaml"),
-            names="runs",
-            setup=write("b.yaml", "name: b\nkind: local\nruntime: onnxruntime\nruns: 0\n"),
-        ),
-        Case(
-            "devices check: runtime bogus",
-            check("{T}/b.yaml"),
-            names="runtime",
-            setup=write("b.yaml", "name: b\nkind: local\nruntime: bogus\n"),
         ),
         Case(
             "devices check: connect_timeout nan",

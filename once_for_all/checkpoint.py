@@ -187,8 +187,7 @@ def load_training_data(
     training streamed is not decoded whole: ``reads`` images of training's own splits are
     (``hold_in_memory``)."""
     if payload.get("streamed"):
-        data_settings(payload, path, folder=folder, reads=reads)  # --data must be that folder
-        bundle = _stream_recorded(path, payload, test_limit=reads.test or None, workers=None)
+        bundle = _stream_recorded(path, payload, folder=folder, reads=reads, workers=None)
         return hold_in_memory(bundle, train=reads.bn, val=reads.val, test=reads.test)
     settings = data_settings(payload, path, folder=folder, reads=reads)
     trained = DataSpec.from_dict(payload["data_spec"])
@@ -245,16 +244,21 @@ def open_training_data(
         return stream_folder_data(path, payload, folder=folder, reads=reads, workers=workers)
     if not payload.get("streamed"):
         return load_training_data(path, payload, folder=folder, reads=reads)
-    data_settings(payload, path, folder=folder, reads=reads)  # --data must be that folder
-    return _stream_recorded(path, payload, test_limit=reads.test or None, workers=workers)
+    return _stream_recorded(path, payload, folder=folder, reads=reads, workers=workers)
 
 
 def _stream_recorded(
-    path: str | Path, payload: CheckpointDocument, *, test_limit: int | None, workers: int | None
+    path: str | Path,
+    payload: CheckpointDocument,
+    *,
+    folder: str | Path | None,
+    reads: FolderReads,
+    workers: int | None,
 ) -> StreamBundle:
     """The folder training streamed, listed with training's own splits (the same val
-    hold-out) and normalisation, checked against the checkpoint's data spec."""
-    settings = payload["data"]
+    hold-out) and normalisation, its test split bounded by ``reads.test`` (0: all of it),
+    checked against the checkpoint's data spec; ``folder`` (--data), if given, must be it."""
+    settings = data_settings(payload, path, folder=folder, reads=reads)
     bundle = stream_image_folder(
         Path(settings["source"]).expanduser(),
         image_size=settings["image_size"],
@@ -264,7 +268,7 @@ def _stream_recorded(
         val_size=settings["val_size"],
         seed=settings["seed"],
         train_limit=settings.get("train_limit"),
-        test_limit=test_limit,
+        test_limit=reads.test or None,
         workers=workers,
     )
     _check_spec(bundle.spec, DataSpec.from_dict(payload["data_spec"]), settings, path)
