@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-# NSGA-II, TPE and random search from Optuna; OFA's evolutionary finder (edgenas.search.evolution).
-SamplerName = Literal["nsga2", "tpe", "random", "evolution"]
+# NSGA-II, TPE and random search from Optuna; OFA's evolutionary finder (edgenas.search.evolution);
+# surrogate-guided evolution under budgets (edgenas.search.guided).
+SamplerName = Literal["nsga2", "tpe", "random", "evolution", "guided"]
 SAMPLERS: tuple[SamplerName, ...] = get_args(SamplerName)

@@ -35,6 +35,7 @@ from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.search.evolution import EvolutionSampler
+from edgenas.search.guided import GuidedSampler
 from edgenas.search.problem import Evaluation, SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import distributions, subnet_from_params, subnet_params
@@ -232,8 +233,10 @@ def _drop_torn_tail(path: Path) -> None:
 
 
 def make_sampler(
-    name: str, *, seed: int | None, population: int = 50
+    name: str, problem: SearchProblem, *, seed: int | None, population: int = 50, batch: int = 25
 ) -> optuna.samplers.BaseSampler:
+    """``batch``: the trials evaluated together, which the guided sampler proposes from one
+    fit of its surrogate."""
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
     if name == "tpe":
@@ -242,6 +245,8 @@ def make_sampler(
         return optuna.samplers.RandomSampler(seed=seed)
     if name == "evolution":
         return EvolutionSampler(population=2 * population, seed=seed)
+    if name == "guided":
+        return GuidedSampler(problem, batch=batch, seed=seed)
     raise StudyError(f"unknown sampler {name!r}: use {', '.join(SAMPLERS)}")
 
 
@@ -285,7 +290,8 @@ class SearchRun:
         )
         self._seed_checked = seed is None
         self.memory = optuna.create_study(
-            directions=problem.directions, sampler=make_sampler(sampler, seed=seed)
+            directions=problem.directions,
+            sampler=make_sampler(sampler, problem, seed=seed, batch=self.batch),
         )
         self.distributions: dict[str, BaseDistribution] = dict(
             distributions(problem.space, resolutions=problem.resolutions)
@@ -329,7 +335,9 @@ class SearchRun:
         if same_seed and same_seed[0] != me:
             digest = hashlib.sha256(f"{self.seed}:{self.worker}".encode()).digest()
             seed = int.from_bytes(digest[:4], "little")
-            self.memory.sampler = make_sampler(self.sampler_name, seed=seed)
+            self.memory.sampler = make_sampler(
+                self.sampler_name, self.problem, seed=seed, batch=self.batch
+            )
             self._seed_checked = True
 
     def push(self) -> None:

@@ -94,6 +94,7 @@ def search(
 def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     import optuna
 
+    from edgenas.search.guided import budget_levels
     from edgenas.search.pareto import (
         check_budgets,
         choose,
@@ -175,6 +176,8 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     )
     _ = problem.resolutions  # resolutions that no device or accuracy source share fail first
     check_budgets(problem)
+    if o.sampler == "guided":
+        budget_levels(problem, sampler=o.sampler)  # it searches under budgets: say so first
     output_folder(o.out)
     # An unreachable or wrong storage fails here too, before any accuracy evaluation.
     store = open_storage(o.storage or f"journal:{o.out / 'study.log'}")

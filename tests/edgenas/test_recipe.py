@@ -146,7 +146,7 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
         ),
         (
             lambda r: r.update(devices=[{"name": "a", "budget_ms": 1}], search={"sampler": "cma"}),
-            r"search\.sampler: Input should be 'nsga2', 'tpe', 'random' or 'evolution'",
+            r"search\.sampler: Input should be 'nsga2', 'tpe', 'random', 'evolution' or 'guided'",
         ),
         (
             lambda r: r.update(devices=[{"name": "a", "budget_ms": 1}], export={"formats": ["pb"]}),

@@ -348,6 +348,17 @@ def test_a_bad_enqueued_subnet_names_its_file(content: str, trained: Path, tmp_p
     assert not (tmp_path / "o").exists()
 
 
+def test_the_guided_sampler_without_a_budget_is_refused_first(
+    trained: Path, tmp_path: Path
+) -> None:
+    args = command_args("search", trained, tmp_path)
+    budget = args.index("--budget-ms")
+    del args[budget : budget + 2]
+    proc = edgenas(*args, "--sampler", "guided", "--out", tmp_path / "o")
+    assert error_line(proc).startswith("error: sampler guided searches under latency budgets")
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.parametrize("command", ["train", "search"])  # export: test_conversion_error
 def test_a_full_disk_is_one_line_and_leaves_no_partial_file(
     command: str, trained: Path, tmp_path: Path

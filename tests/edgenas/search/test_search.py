@@ -15,6 +15,7 @@ from pathlib import Path
 import optuna
 import pytest
 
+from edgenas.search.guided import budget_levels
 from edgenas.search.pareto import (
     InfeasibleBudget,
     check_budgets,
@@ -26,6 +27,7 @@ from edgenas.search.problem import SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import subnet_from_params, subnet_params
 from edgenas.search.study_runner import SearchRun, StudyError, open_storage
+from once_for_all.errors import EdgenasError
 from tests.edgenas.search import synthetic
 from tests.edgenas.search.synthetic import SPACE, problem
 
@@ -104,6 +106,48 @@ def test_several_budgets_on_one_device_choose_one_subnet_under_each(tmp_path: Pa
     unreachable = replace(prob.devices[0], tighter_budgets_ms=(1e-6,))
     with pytest.raises(InfeasibleBudget, match=r"no subnet meets the 1e-06 ms budget"):
         check_budgets(replace(prob, devices=(unreachable,)))
+
+
+def _three_budgets() -> SearchProblem:
+    lat = problem().devices[0].predictor
+    low, high = float(lat.predict(SPACE.min_subnet(r=28))), float(lat.predict(SPACE.max_subnet()))
+    budgets = [low + f * (high - low) for f in (0.2, 0.5, 0.8)]
+    prob = problem(budget_ms=budgets[-1])
+    return replace(prob, devices=(replace(prob.devices[0], tighter_budgets_ms=tuple(budgets[:2])),))
+
+
+def test_the_guided_sampler_serves_each_budget_in_turn_and_never_repeats_a_network(
+    tmp_path: Path,
+) -> None:
+    prob = _three_budgets()
+    levels = budget_levels(prob, sampler="guided")
+    assert [lv[0] for lv in levels] == [prob.devices[0].budget_ms, *prob.devices[0].budgets_ms[:2]]
+    run = SearchRun(prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s", sampler="guided")
+    run.run(400)  # 200 warm-up trials, then 200 ranked by the surrogate
+    trials = sorted(run.completed(), key=lambda t: t.number)
+    assert len(trials) == 400
+    for t in trials:  # batch k (25 trials) serves level k mod 3, warm-up included
+        assert t.values[1] <= levels[(t.number // 25) % 3][0], t.number
+    networks = set()
+    for t in trials:
+        s = subnet_from_params(SPACE, t.params)
+        active = SPACE.active_blocks(s)
+        networks.add((s.r, s.d, tuple((s.ks[b], s.e[b]) for b in active)))
+    assert len(networks) == 400
+    # Ranked children beat the warm-up's random ones under every budget.
+    for i, level in enumerate(levels):
+        served = [t for t in trials if (t.number // 25) % 3 == i]
+        warm, ranked = served[: len(served) // 2], served[len(served) // 2 :]
+        assert max(t.values[0] for t in ranked) > max(t.values[0] for t in warm), level
+
+
+def test_the_guided_sampler_needs_a_budget(tmp_path: Path) -> None:
+    with pytest.raises(
+        EdgenasError, match=r"sampler guided searches under latency budgets: give --budget-ms"
+    ):
+        SearchRun(
+            problem(), storage=f"journal:{tmp_path / 's.log'}", study_name="s", sampler="guided"
+        )
 
 
 def test_an_unreachable_budget_names_the_lowest_latency(tmp_path: Path) -> None:
