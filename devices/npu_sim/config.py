@@ -167,21 +167,27 @@ def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuCon
             return default
         raise NpuSimError(f"{source}: missing [{section}] {key}; see SCALE-Sim's configs/scale.cfg")
 
+    # Every count and size here must be positive: checked here, so that the error names
+    # the cfg's key (ArrayHeight), not NpuConfig's field (rows).
     def integer(section: str, key: str, default: str | None = None) -> int:
         raw = get(section, key, default)
         try:
-            return int(raw)
+            value = int(raw)
         except ValueError:
-            raise NpuSimError(
-                f"{source}: [{section}] {key} = {raw!r}: expected an integer"
-            ) from None
+            value = 0
+        if value < 1:
+            raise NpuSimError(f"{source}: [{section}] {key} = {raw!r}: expected a positive integer")
+        return value
 
     def number(section: str, key: str, default: str) -> float:
         raw = get(section, key, default)
         try:
-            return float(raw)
+            value = float(raw)
         except ValueError:
-            raise NpuSimError(f"{source}: [{section}] {key} = {raw!r}: expected a number") from None
+            value = math.nan
+        if not math.isfinite(value) or value <= 0:
+            raise NpuSimError(f"{source}: [{section}] {key} = {raw!r}: expected a positive number")
+        return value
 
     arch = "architecture_presets"
     dataflow = get(arch, "Dataflow").lower()
@@ -202,9 +208,12 @@ def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuCon
         try:
             words = float(raw.split(",")[0])
         except ValueError:
+            words = math.nan
+        if not math.isfinite(words) or words <= 0:
             raise NpuSimError(
-                f"{source}: [{arch}] Bandwidth = {raw!r}: expected words per cycle"
-            ) from None
+                f"{source}: [{arch}] Bandwidth = {raw!r}: expected a positive number of words "
+                "per cycle"
+            )
         dram_bandwidth = words * word_bytes
         reads = {
             number("layout", f"{memory}SRAMBankBandwidth", f"{words:g}")

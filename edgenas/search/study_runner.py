@@ -146,12 +146,30 @@ def check_study(storage: BaseStorage, name: str, problem: SearchProblem) -> None
 
 
 def _compare_identity(name: str, stored: object, problem: SearchProblem) -> None:
-    identity = study_identity(problem)
-    if stored != json.loads(json.dumps(identity)):
-        raise StudyError(
-            f"study {name!r} was created for {stored}, not {identity}; use another "
-            "--study-name or output folder"
+    identity = json.loads(json.dumps(study_identity(problem)))
+    if stored == identity:
+        return
+    old = stored if isinstance(stored, dict) else {}
+    differ = [key for key in identity if old.get(key) != identity[key]] or list(identity)
+    key = differ[0]  # one line: the first of space, objectives, budgets that differs
+    raise StudyError(
+        f"study {name!r} was made for {key} {_shown(old.get(key))}, not {_shown(identity[key])}: "
+        "give another --study-name, or a new --out"
+    )
+
+
+def _shown(value: object, limit: int = 48) -> str:
+    """A study identity's part, short: ``a, b`` for a list, ``dev=1.5 ms`` for budgets."""
+    if isinstance(value, dict):
+        text = ", ".join(
+            f"{k}={v:g} ms" if isinstance(v, float) else f"{k}={v}" for k, v in value.items()
         )
+        text = text or "none"
+    elif isinstance(value, list):
+        text = ", ".join(str(v) for v in value)
+    else:
+        text = str(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 class _RepairingLock(JournalFileSymlinkLock):

@@ -370,8 +370,13 @@ def test_cfg_bandwidth_is_words_per_cycle_for_scalesim(tmp_path: Path) -> None:
     [
         (("Dataflow : os", "Dataflow : rs"), "Dataflow = 'rs': allowed os, ws, is"),
         (("ArrayHeight:    32\n", ""), "missing [architecture_presets] ArrayHeight"),
-        (("ArrayWidth:     32", "ArrayWidth: wide"), "ArrayWidth = 'wide': expected an integer"),
-        (("ArrayWidth:     32", "ArrayWidth: 0"), "cols=0: expected a positive integer"),
+        (
+            ("ArrayWidth:     32", "ArrayWidth: wide"),
+            "ArrayWidth = 'wide': expected a positive integer",
+        ),
+        # the cfg's key, not NpuConfig's field (cols)
+        (("ArrayWidth:     32", "ArrayWidth: 0"), "ArrayWidth = '0': expected a positive integer"),
+        (("ArrayHeight:    32", "ArrayHeight: -4"), "ArrayHeight = '-4': expected a positive"),
         (("InterfaceBandwidth: CALC", "InterfaceBandwidth: FAST"), "allowed CALC, USER"),
         (("[general]", "general"), "no [section] headers"),
     ],
@@ -388,6 +393,16 @@ def test_sparse_cfg_is_refused() -> None:
     text = SCALESIM_V3_EXAMPLE_CFG + "\n[sparsity]\nSparsitySupport: true\n"
     with pytest.raises(NpuSimError, match="sparse arrays are not modelled"):
         parse_scalesim_cfg(text)
+
+
+def test_a_zero_array_height_names_the_cfg_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "npu.cfg"
+    path.write_text(SCALESIM_V3_EXAMPLE_CFG.replace("ArrayHeight:    32", "ArrayHeight: 0"))
+    with pytest.raises(NpuSimError) as err:
+        NpuConfig.from_scalesim_cfg(path)
+    assert str(err.value) == (
+        f"{path}: [architecture_presets] ArrayHeight = '0': expected a positive integer"
+    )
 
 
 def test_missing_cfg_names_the_file(tmp_path: Path) -> None:

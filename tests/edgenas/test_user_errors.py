@@ -446,5 +446,8 @@ def test_a_study_made_for_another_search_is_refused_before_any_work(
     again = edgenas(*args[:budget], "50", *args[budget + 1 :], "--out", tmp_path / "s")
     line = error_line(again)
     assert "accuracy (inherited weights)" not in again.stderr  # no subnet was evaluated
-    assert line.startswith("error: study 'edgenas' was created for {'space'")
-    assert "50.0" in line and "use another --study-name or output folder" in line
+    # one short line naming what differs and the fix (it printed both identities whole)
+    assert line == (
+        "error: study 'edgenas' was made for budgets test-cpu=100 ms, not test-cpu=50 ms: "
+        "give another --study-name, or a new --out"
+    )

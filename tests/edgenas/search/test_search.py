@@ -173,7 +173,7 @@ def test_known_subnets_are_tried_first(tmp_path: Path) -> None:
 def test_a_study_for_other_objectives_is_refused(tmp_path: Path) -> None:
     storage = f"journal:{tmp_path / 's.log'}"
     SearchRun(problem(), storage=storage, study_name="s").run(10)
-    with pytest.raises(StudyError, match="was created for"):
+    with pytest.raises(StudyError, match="was made for objectives accuracy, latency_ms:"):
         SearchRun(problem(devices=2), storage=storage, study_name="s")
 
 
