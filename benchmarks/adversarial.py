@@ -2,6 +2,13 @@
 
     make demo   # once: writes runs/quickstart, the finished run folder the cases start from
     python -m benchmarks.adversarial --run runs/quickstart [--only SUBSTRING] [--jobs 2]
+    python -m benchmarks.adversarial --run runs/quickstart --part scenarios   # or --part all
+
+``--part cases`` (the default) runs the bad-input cases below; ``--part scenarios`` the
+interruption, concurrency, network and disk scenarios of benchmarks/adversarial_scenarios.py
+(kill -9 and Ctrl-C of train, search, profile and export, then a rerun or --resume; two
+commands on one --out; ``edgenas run`` after only search.trials changed; stalled, refused
+and untrusted SSH servers; a full and a read-only tmpfs), one at a time, about ten minutes.
 
 Each case is a real ``python -m edgenas ...`` process (its own timeout) on a copy of the run
 folder (copied to a temporary folder; the original is never written): bad numbers (nan, inf,
@@ -21,8 +28,8 @@ an --out that is a file or lies under one, unknown subnet keys, data replaced af
 - ``partial file left``: a failure that left a temporary or half-written file in its --out.
 
 Prints one JSON object on stdout (counts per class, the non-clean cases with their first
-stderr line), progress on stderr. Root ignores permission bits, so read-only folders are not
-among the cases; the tests cover them (tests/support/folder_holder.py).
+stderr line; the scenarios' under ``scenarios``), progress on stderr. Root ignores permission
+bits, so read-only folders are not among the cases; the scenarios mount a read-only tmpfs.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import os
 import platform
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -1645,6 +1653,69 @@ def run_case(case: Case, run: Path, work: Path, index: int) -> Outcome:
     return outcome("one-line error")
 
 
+def run_all_cases(cases: list[Case], run: Path, work: Path, jobs: int) -> list[Outcome]:
+    results: list[Outcome] = []
+    with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {pool.submit(run_case, c, run, work, i): c for i, c in enumerate(cases)}
+        for future in concurrent.futures.as_completed(futures):
+            case = futures[future]
+            try:
+                result = future.result()
+            except Exception as exc:  # a broken case setup, not a finding
+                result = Outcome(
+                    case.name, "harness error", None, 0.0, f"{type(exc).__name__}: {exc}"
+                )
+            results.append(result)
+            progress(result, len(results), len(cases))
+    return results
+
+
+def run_scenarios(wanted: list[str], run: Path, work: Path) -> list[Outcome]:
+    """One at a time: they time signals, and start their own processes in pairs."""
+    from benchmarks.adversarial_scenarios import run_scenario, scenarios
+
+    # A shell starts a background job with SIGINT ignored, and its children inherit that:
+    # Ctrl-C (SIGINT) would then not reach the commands under test at all.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+    chosen = scenarios(wanted)
+    results: list[Outcome] = []
+    for i, (name, scenario) in enumerate(chosen):
+        try:
+            result = run_scenario(name, scenario, run, work / f"scenario{i:02d}")
+        except Exception as exc:  # a broken scenario, not a finding
+            result = Outcome(name, "harness error", None, 0.0, f"{type(exc).__name__}: {exc}")
+        results.append(result)
+        progress(result, len(results), len(chosen))
+    return results
+
+
+def progress(result: Outcome, done: int, total: int) -> None:
+    print(
+        f"[{done}/{total}] {result.outcome:20} {result.seconds:6.1f}s  {result.name}",
+        file=sys.stderr,
+    )
+
+
+def summary(results: list[Outcome], clean: tuple[str, ...], seconds: float) -> dict[str, Any]:
+    results = sorted(results, key=lambda r: r.name)
+    return {
+        "seconds": round(seconds),
+        "counts": dict(Counter(r.outcome for r in results).most_common()),
+        "not_clean": [
+            {
+                "case": r.name,
+                "outcome": r.outcome,
+                "rc": r.rc,
+                "first_line": r.first_line,
+                **r.detail,
+            }
+            for r in results
+            if r.outcome not in clean
+        ],
+    }
+
+
 def main() -> None:
     p = argparse.ArgumentParser(
         prog="python -m benchmarks.adversarial", description=__doc__.split("\n\n")[0]
@@ -1656,70 +1727,56 @@ def main() -> None:
         help="a finished demo run folder (make demo)",
     )
     p.add_argument(
+        "--part",
+        choices=["cases", "scenarios", "all"],
+        default="cases",
+        help="the bad-input cases, the interruption/concurrency/network/disk scenarios, or both",
+    )
+    p.add_argument(
         "--only",
         action="append",
         default=[],
-        help="run only the cases whose name holds this text (repeatable: any of them)",
+        help="run only the cases (scenarios) whose name holds this text (repeatable: any of them)",
     )
-    p.add_argument("--jobs", type=int, default=2, help="cases run at once")
+    p.add_argument("--jobs", type=int, default=2, help="cases run at once (scenarios: one)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
     args = p.parse_args()
     wanted = [text.lower() for text in args.only] or [""]
+    parts = ["cases", "scenarios"] if args.part == "all" else [args.part]
     cases = [c for c in catalogue() if any(text in c.name.lower() for text in wanted)]
     if args.list:
-        for case in cases:
-            print(case.name)
+        from benchmarks.adversarial_scenarios import scenarios
+
+        names = [c.name for c in cases] if "cases" in parts else []
+        names += [n for n, _ in scenarios(wanted)] if "scenarios" in parts else []
+        print("\n".join(names))
         return
     if not (args.run / "run.json").is_file():
         raise SystemExit(f"{args.run} is not a finished run folder: run 'make demo' first")
-    started = time.monotonic()
+    report: dict[str, Any] = {
+        "benchmark": "adversarial",
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
+        "run": str(args.run),
+        "part": args.part,
+        "only": args.only,
+    }
     with tempfile.TemporaryDirectory(prefix="edgenas-adversarial-") as folder:
         work = Path(folder)
         run = prepare(args.run.resolve(), work)
-        results: list[Outcome] = []
-        with concurrent.futures.ThreadPoolExecutor(max_workers=args.jobs) as pool:
-            futures = {pool.submit(run_case, c, run, work, i): c for i, c in enumerate(cases)}
-            for future in concurrent.futures.as_completed(futures):
-                case = futures[future]
-                try:
-                    result = future.result()
-                except Exception as exc:  # a broken case setup, not a finding
-                    result = Outcome(
-                        case.name, "harness error", None, 0.0, f"{type(exc).__name__}: {exc}"
-                    )
-                results.append(result)
-                print(
-                    f"[{len(results)}/{len(cases)}] {result.outcome:20} {result.seconds:6.1f}s  {result.name}",
-                    file=sys.stderr,
-                )
-    results.sort(key=lambda r: r.name)
-    counts = Counter(r.outcome for r in results)
-    print(
-        json.dumps(
-            {
-                "benchmark": "adversarial",
-                "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
-                "run": str(args.run),
-                "only": args.only,
-                "cases": len(results),
-                "seconds": round(time.monotonic() - started),
-                "counts": dict(counts.most_common()),
-                "commands": dict(Counter(r.name.split(":")[0] for r in results)),
-                "not_clean": [
-                    {
-                        "case": r.name,
-                        "outcome": r.outcome,
-                        "rc": r.rc,
-                        "first_line": r.first_line,
-                        **r.detail,
-                    }
-                    for r in results
-                    if r.outcome not in CLEAN
-                ],
-            },
-            indent=1,
-        )
-    )
+        if "cases" in parts:
+            started = time.monotonic()
+            results = run_all_cases(cases, run, work, args.jobs)
+            report["cases"] = len(results)
+            report["commands"] = dict(Counter(r.name.split(":")[0] for r in results))
+            report.update(summary(results, CLEAN, time.monotonic() - started))
+        if "scenarios" in parts:
+            started = time.monotonic()
+            results = run_scenarios(wanted, run, work)
+            report["scenarios"] = {
+                "count": len(results),
+                **summary(results, ("as documented",), time.monotonic() - started),
+            }
+    print(json.dumps(report, indent=1))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,6 @@ points at a temporary folder and every profile names its key and known_hosts fil
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import os
@@ -39,6 +38,7 @@ from devices.ssh_connection import UnreachableError
 from tests.devices.conftest import REPO, Models
 from tests.support.cli_here import edgenas_here
 from tests.support.sshd import Sshd, free_port, generate_key
+from tests.support.stalled_server import stalled_server
 
 QUICK = RunSettings(warmup=1, runs=6)
 # Quotes, spaces and a command substitution: if any of it reached a shell unquoted, the
@@ -529,38 +529,12 @@ def test_reconnects_when_the_connection_dropped_between_calls(
     assert list(remote_parent.iterdir()) == []
 
 
-@contextlib.contextmanager
-def _stalled_server(banner: bool) -> Iterator[int]:
-    """A real TCP server that accepts and then says nothing (or only its banner), as an SSH
-    server on a board that is powering off or hangs does. Yields its port."""
-    listener = socket.create_server(("127.0.0.1", 0))
-    held: list[socket.socket] = []
-
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = listener.accept()
-            except OSError:
-                return
-            if banner:
-                conn.sendall(b"SSH-2.0-OpenSSH_9.6\r\n")
-            held.append(conn)
-
-    threading.Thread(target=serve, daemon=True).start()
-    try:
-        yield listener.getsockname()[1]
-    finally:
-        listener.close()
-        for conn in held:
-            conn.close()
-
-
 @pytest.mark.parametrize("banner", [False, True], ids=["no-banner", "silent-after-banner"])
 def test_a_stalled_server_is_unreachable_not_a_refused_key(
     sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path, banner: bool
 ) -> None:
     # It said "no key was accepted", though the key was fine, and did not reconnect (issue 24).
-    with _stalled_server(banner) as port:
+    with stalled_server(banner) as port:
         device = _device(sshd, remote_parent, python, port=port, connect_timeout=1.0)
         message = (
             rf"device 'board': the SSH server at 127.0.0.1:{port} did not complete the "
