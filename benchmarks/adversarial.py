@@ -8,7 +8,8 @@
 interruption, concurrency, network and disk scenarios of benchmarks/adversarial_scenarios.py
 (kill -9 and Ctrl-C of train, search, profile and export, then a rerun or --resume; two
 commands on one --out; ``edgenas run`` after only search.trials changed; stalled, refused
-and untrusted SSH servers; a full and a read-only tmpfs), one at a time, about ten minutes.
+and untrusted SSH servers; a full and a read-only tmpfs), one at a time: 15 minutes on 2
+shared cores.
 
 Each case is a real ``python -m edgenas ...`` process (its own timeout) on a copy of the run
 folder (copied to a temporary folder; the original is never written): bad numbers (nan, inf,

@@ -73,11 +73,10 @@ class Ctx:
     def path(self, *parts: str) -> Path:
         return self.folder.joinpath(*parts)
 
-    def nano(self, name: str = "nano.yaml", **train: Any) -> Path:
-        recipe = json.loads(json.dumps(NANO_RECIPE))
-        recipe["train"].update(train)
-        path = self.path(name)
-        path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    def nano(self) -> Path:
+        """The nano recipe, written to the scenario's folder."""
+        path = self.path("nano.yaml")
+        path.write_text(yaml.safe_dump(NANO_RECIPE, sort_keys=False))
         return path
 
     def argv(self, args: list[str | Path]) -> list[str]:
@@ -96,11 +95,11 @@ class Ctx:
 
     def start(self, *args: str | Path, tag: str) -> subprocess.Popen[str]:
         """A process whose stderr goes to ``tag.err`` in the scenario's folder."""
-        return subprocess.Popen(
-            self.argv(list(args)), stdout=subprocess.DEVNULL,
-            stderr=self.path(f"{tag}.err").open("w"), text=True, env=self.env,
-            cwd=self.folder, stdin=subprocess.DEVNULL,
-        )  # fmt: skip
+        with self.path(f"{tag}.err").open("w") as stderr:  # the child keeps its own copy
+            return subprocess.Popen(
+                self.argv(list(args)), stdout=subprocess.DEVNULL, stderr=stderr, text=True,
+                env=self.env, cwd=self.folder, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
 
     def finish(self, proc: subprocess.Popen[str], tag: str, timeout: float = 300) -> str:
         """Wait for ``proc``; returns its stderr."""
@@ -200,10 +199,6 @@ def wait_until(
         time.sleep(0.05)
 
 
-def interrupt(proc: subprocess.Popen[str], sig: signal.Signals) -> None:
-    proc.send_signal(sig)
-
-
 def journal_trials(path: Path) -> dict[int, dict[str, Any]]:
     """The finished trials of the study in ``path``: number -> params."""
     import optuna
@@ -292,7 +287,7 @@ def train_kill(c: Ctx, sig: signal.Signals) -> None:
     recipe, out = c.nano(), c.path("out")
     proc = c.start("train", recipe, "--out", out, "--quiet", tag="killed")
     wait_until((out / "checkpoint.pt").exists, proc, "train")
-    interrupt(proc, sig)
+    proc.send_signal(sig)
     err = c.finish(proc, "killed")
     if (out / "supernet.pt").exists():
         raise Skip("train finished before the signal (nothing to resume): the machine is slow")
@@ -323,7 +318,7 @@ def search_kill(c: Ctx, sig: signal.Signals) -> None:
     journal = out / "study.log"
     proc = c.start(*args, tag="killed")
     wait_until(lambda: journal.exists() and len(journal_trials(journal)) >= 10, proc, "search")
-    interrupt(proc, sig)
+    proc.send_signal(sig)
     err = c.finish(proc, "killed")
     before = journal_trials(journal)
     if len(before) >= 60:
@@ -357,7 +352,7 @@ def profile_kill(c: Ctx, sig: signal.Signals) -> None:
     lut = out / "lut.json"
     proc = c.start(*args, tag="killed")
     wait_until(lambda: len(lut_entries(lut)) >= 8, proc, "profile")
-    interrupt(proc, sig)
+    proc.send_signal(sig)
     err = c.finish(proc, "killed")
     if sig == signal.SIGINT:
         no_traceback(err, proc.returncode, "profile after Ctrl-C")
