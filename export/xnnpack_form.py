@@ -8,12 +8,20 @@ exact (the model computes the same function, up to float rounding):
   channels, 20×20, LiteRT 2.3), a 7×7 depthwise conv took 4.9 ms in fp32 and 22 ms in int8,
   against 0.68 ms in onnxruntime; as three bands (3×7, 3×7, 1×7, summed) it took 1.3 ms and
   0.83 ms. Batch norm is folded into the bands, so no float op is left between them.
-- **For int8, hard-swish is written as (x/6)·relu6(x+3).** XNNPACK runs HARD_SWISH only in
-  float, so an int8 HARD_SWISH ends the delegated partition: the largest mbv3-imagenet
-  subnet fell into 28 partitions, its int8 file ran 4× slower than fp32. ADD (with a fused
-  RELU6) and MUL stay int8 and delegated. The TFLite converter fuses x·relu6(x+3)/6 and
-  x·hardsigmoid(x) back into HARD_SWISH; (x/6)·relu6(x+3) it leaves alone. fp32 files keep
-  HARD_SWISH, which XNNPACK runs in float as one op.
+- **For int8, hard-swish is written in int8 ops that XNNPACK delegates, and its 1/6 goes
+  into the weights of the layers that read it.** XNNPACK runs HARD_SWISH only in float, so
+  an int8 HARD_SWISH ends the delegated partition: the largest mbv3-imagenet subnet fell
+  into 28 partitions, its int8 file ran 4× slower than fp32. ADD (with a fused RELU6) and
+  MUL stay int8 and delegated. In a MobileNetV3 block or head every reader of a hard-swish
+  is linear in it (the next conv, squeeze-excite's pooling and product, the classifier), so
+  hard-swish is written as 6·hswish(x) = x·relu6(x+3) and those readers' weights are scaled
+  by 1/6: two int8 element-wise ops per activation instead of three. Squeeze-excite's
+  hard-sigmoid, relu6(z+3)/6, becomes a RELU6 fused into its expand conv (bias + 3), its
+  1/6 going into the projection conv. The stem's hard-swish also feeds residual sums: each
+  residual block's output is scaled by 6 too (its projection's batch norm) until a block
+  that adds no input takes the 1/6. Any other hard-swish is written as (x/6)·relu6(x+3).
+  The TFLite converter fuses x·relu6(x+3)/6 and x·hardsigmoid(x) back into HARD_SWISH, not
+  these forms. fp32 files keep HARD_SWISH, which XNNPACK runs in float as one op.
 """
 
 from __future__ import annotations
@@ -24,15 +32,19 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from once_for_all.layers import ConvBNAct
+from once_for_all.head import MobileNetV3Head
+from once_for_all.layers import ConvBNAct, SqueezeExcite
+from once_for_all.static_net import MBConvBlock, MobileNetV3
 
 MAX_TAPS = 25  # XNNPACK's largest one-pass depthwise kernel (5×5)
 
 
 def xnnpack_form(model: nn.Module, *, int8: bool) -> nn.Module:
     """A copy of ``model`` (in eval mode) rewritten as the module docstring says; ``int8``
-    also splits hard-swish. ``model`` itself is left as it was."""
+    also rewrites hard-swish and hard-sigmoid. ``model`` itself is left as it was."""
     rewritten = copy.deepcopy(model).eval()
+    if int8:
+        _fold_sixths(rewritten)  # before banding, which folds the scaled weights
     _rewrite(rewritten, int8=int8)
     return rewritten
 
@@ -84,6 +96,94 @@ class SplitHardswish(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return (x * (1.0 / 6.0)) * F.relu6(x + 3.0)
+
+
+class ScaledHardswish(nn.Module):
+    """6·hard-swish(x) = x·relu6(x+3): hard-swish whose 1/6 its readers' weights hold."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x * F.relu6(x + 3.0)
+
+
+SIXTH = 1.0 / 6.0
+
+
+@torch.no_grad()
+def _fold_sixths(model: nn.Module) -> None:
+    """Write the hard-swishes and hard-sigmoids of ``model``'s MobileNetV3 blocks, head and
+    stem as ScaledHardswish and ReLU6, their 1/6 moved into the weights of the layers that
+    read them (see module doc). Exact classes only: a subclass may read them differently."""
+    for module in model.modules():
+        if type(module) is MBConvBlock:
+            _fold_block(module)
+        if type(module) in (MobileNetV3, MobileNetV3Head):
+            head: MobileNetV3Head = module  # type: ignore[assignment]
+            if _scale_act(head.final_expand):
+                _scale(head.feature_mix.conv, SIXTH)
+            if _scale_act(head.feature_mix):
+                _scale(head.classifier, SIXTH)
+        if type(module) is MobileNetV3 and _scale_act(module.stem):
+            _fold_stem_scale(module)
+
+
+def _fold_stem_scale(model: MobileNetV3) -> None:
+    """The stem's output is 6× what it was: the first block's first conv takes the 1/6; a
+    residual block adds its input to its output, so its projection's batch norm scales the
+    output by 6 too and the next block takes the 1/6 (the head, after the last block)."""
+    scale = 6.0
+    for block in model.blocks:
+        assert isinstance(block, MBConvBlock)
+        _scale((block.depthwise if block.expand is None else block.expand).conv, 1.0 / scale)
+        if not block.residual:
+            return
+        _scale_output(block.project, scale)
+    _scale(model.final_expand.conv, 1.0 / scale)
+
+
+def _fold_block(block: MBConvBlock) -> None:
+    if block.expand is not None and _scale_act(block.expand):
+        _scale(block.depthwise.conv, SIXTH)
+    project = 1.0
+    if _scale_act(block.depthwise):
+        project = SIXTH  # y·gate is linear in y
+        if block.se is not None:
+            _scale(block.se.reduce, SIXTH)  # through the mean
+    if block.se is not None and _fold_gate(block.se):
+        project *= SIXTH
+    _scale(block.project.conv, project)
+
+
+def _scale_act(layer: ConvBNAct) -> bool:
+    """Replace ``layer``'s hard-swish by ScaledHardswish; False if it has none."""
+    if type(layer.act) is not nn.Hardswish:
+        return False
+    layer.act = ScaledHardswish()
+    return True
+
+
+def _fold_gate(se: SqueezeExcite) -> bool:
+    """hard-sigmoid(z) = relu6(z+3)/6: the +3 into the expand conv's bias, the gate a ReLU6
+    (6× the hard-sigmoid); False if the gate is something else."""
+    if type(se.gate) is not nn.Hardsigmoid or se.expand.bias is None:
+        return False
+    se.expand.bias.add_(3.0)
+    se.gate = nn.ReLU6()  # type: ignore[assignment]
+    return True
+
+
+def _scale(layer: nn.Conv2d | nn.Linear, factor: float) -> None:
+    """Scale a linear layer's input weights: it reads an input ``1 / factor`` times as large."""
+    if factor != 1.0:
+        layer.weight.mul_(factor)
+
+
+def _scale_output(layer: ConvBNAct, factor: float) -> None:
+    """Make an activation-free ConvBNAct's output ``factor`` times as large."""
+    assert isinstance(layer.act, nn.Identity)
+    affine = layer.bn if isinstance(layer.bn, nn.BatchNorm2d) else layer.conv
+    affine.weight.mul_(factor)
+    if affine.bias is not None:
+        affine.bias.mul_(factor)
 
 
 def _rewrite(module: nn.Module, *, int8: bool) -> None:

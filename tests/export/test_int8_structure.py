@@ -27,9 +27,11 @@ from export.onnx_int8_form import int8_form
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
 from export.subnet_export import calibration_images
 from export.verify import correlation, relative_error, run_tflite, tflite_interpreter
-from export.xnnpack_form import MAX_TAPS, SplitHardswish, xnnpack_form
+from export.xnnpack_form import MAX_TAPS, ScaledHardswish, SplitHardswish, xnnpack_form
+from once_for_all import build_from_config, get_space, recalibrate_bn
 from once_for_all.data import DataBundle
-from once_for_all.layers import ConvBNAct
+from once_for_all.layers import ConvBNAct, SqueezeExcite
+from once_for_all.network_config import network_config
 from tests.export.conftest import Exported, TinyModel
 
 pytestmark = pytest.mark.slow
@@ -97,6 +99,47 @@ def test_no_depthwise_kernel_has_more_taps_than_xnnpack_takes_in_one_pass(
         ]
         assert kernels and all(h * w <= MAX_TAPS for h, w in kernels), (name, kernels)
         assert (3, 7) in kernels  # the 7×7 kernels were banded, not dropped
+
+
+def _count(model: nn.Module, kind: type[nn.Module]) -> int:
+    return sum(type(m) is kind for m in model.modules())
+
+
+def test_int8_tflite_has_one_element_wise_mul_per_activation(
+    wide: TinyModel, files: dict[str, Path]
+) -> None:
+    # hard-swish is x·relu6(x+3) with its 1/6 in the next weights, squeeze-excite's gate a
+    # RELU6 fused into its conv: one MUL per hard-swish and one per squeeze-excite product.
+    ops = Counter(
+        op["op_name"] for op in tflite_interpreter(files["tflite_int8"])._get_ops_details()
+    )
+    hardswish, se = _count(wide.model, nn.Hardswish), _count(wide.model, SqueezeExcite)
+    assert hardswish and se
+    assert ops["MUL"] == hardswish + se
+
+
+def _mbv3(space: str, resolution: int) -> nn.Module:
+    """A max mbv3 subnet with random weights and BN statistics (residual first block in
+    mbv3-imagenet, none in mbv3-tiny)."""
+    search_space = get_space(space)
+    torch.manual_seed(0)
+    model = build_from_config(network_config(search_space, search_space.max_subnet(r=resolution)))
+    shape = (8, *model.input_shape[1:])
+    recalibrate_bn(model, (torch.randn(shape) for _ in range(2)))
+    return model.eval()
+
+
+@pytest.mark.parametrize(("space", "resolution"), [("mbv3-tiny", 28), ("mbv3-imagenet", 128)])
+def test_sixths_fold_into_weights_exactly(space: str, resolution: int) -> None:
+    model = _mbv3(space, resolution)
+    form = xnnpack_form(model, int8=True)
+    # Every hard-swish and hard-sigmoid is folded, the stem's too (through residual blocks).
+    assert _count(form, ScaledHardswish) == _count(model, nn.Hardswish)
+    assert _count(form, SplitHardswish) == _count(form, nn.Hardsigmoid) == 0
+    x = torch.randn(4, *model.input_shape[1:])
+    with torch.no_grad():
+        expected, got = model(x), form(x)
+    assert (got - expected).abs().max() <= 1e-5 * expected.abs().max()
 
 
 def test_banded_files_compute_what_pytorch_does(wide: TinyModel, files: dict[str, Path]) -> None:
