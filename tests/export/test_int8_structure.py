@@ -158,11 +158,6 @@ def test_int8_onnx_runs_on_quantized_kernels_only(files: dict[str, Path]) -> Non
     assert onnx_float_nodes(files["onnx_int8"]) == {}
     ops = Counter(n.op_type for n in onnx.load(str(files["onnx_int8"])).graph.node)
     assert ops["GlobalAveragePool"] > 0 and ops["HardSigmoid"] == ops["ReduceMean"] == 0
-    # No Mul by hard-sigmoid's 1/6 and no Add of its +3 on squeeze-excite's gate: one Mul per
-    # hard-swish or squeeze-excite product, one Add per hard-swish or residual sum.
-    fp32 = Counter(n.op_type for n in onnx.load(str(files["onnx"])).graph.node)
-    assert ops["Mul"] == fp32["HardSwish"] + fp32["Mul"]
-    assert ops["Add"] == fp32["HardSwish"] + fp32["Add"]
 
 
 def test_float_islands_are_reported(files: dict[str, Path]) -> None:
@@ -185,26 +180,6 @@ def test_int8_form_is_exact(files: dict[str, Path], tmp_path: Path) -> None:
         for p in (prepared, rewritten)
     )
     assert np.abs(before - after).max() <= 1e-5
-
-
-def test_int8_form_keeps_the_sixth_a_graph_output_needs(tmp_path: Path) -> None:
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    model = nn.Sequential(nn.Conv2d(2, 4, 1), nn.Hardswish()).eval()
-    prepared = tmp_path / "prepared.onnx"
-    quant_pre_process(
-        str(export_onnx(model, tmp_path / "m.onnx", input_shape=(1, 2, 4, 4))), str(prepared)
-    )
-    rewritten = int8_form(onnx.load(str(prepared)))
-    # Nothing linear reads the hard-swish: its Mul by 1/6 stays, next to x·hard-sigmoid(x).
-    assert Counter(n.op_type for n in rewritten.graph.node)["Mul"] == 2
-    x = np.random.default_rng(0).standard_normal((1, 2, 4, 4), dtype=np.float32) * 3
-    session = ort.InferenceSession(
-        rewritten.SerializeToString(), providers=["CPUExecutionProvider"]
-    )
-    with torch.no_grad():
-        expected = model(torch.from_numpy(x)).numpy()
-    assert np.abs(session.run(None, {"input": x})[0] - expected).max() <= 1e-5
 
 
 @pytest.mark.parametrize(
