@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import signal
+
 import pytest
 import torch
 
 # Tests run beside other work on 2 cores: one intra-op thread avoids OpenMP oversubscription,
 # which otherwise slows small ops by orders of magnitude.
 torch.set_num_threads(1)
+
+# A test run started as a background job (`make test &` in a script) inherits SIGINT ignored,
+# and so would every process it starts: the Ctrl-C tests would find nothing to interrupt.
+# Python's own handler is what a terminal gives; processes started from here get the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture(scope="session")
