@@ -153,7 +153,7 @@ class GuidedSampler(BaseSampler):
         return near[pick]
 
     def _parents(self, level: Level) -> np.ndarray:
-        values = np.array([v for v in self._values], dtype=float)
+        values = np.array(self._values, dtype=float)
         meets = np.all([values[:, 1 + i] <= b for i, b in level.items()], axis=0)
         order = np.argsort(-np.where(meets, values[:, 0], -np.inf), kind="stable")
         keep = [i for i in order[: self.n_parents] if meets[i]]
@@ -217,7 +217,7 @@ class _Genes:
         small or large by a size drawn per row, so tight budgets get candidates too."""
         lean = rng.random((count, 1))
         u = rng.random((count, len(self.sizes)))
-        # u ** (1/lean - 1 + ...) pushes draws down for small lean, up for large
+        # an exponent above 1 (lean < 0.5) pushes draws towards small choices, below 1 up
         exponent = np.exp(4.0 * (0.5 - lean))
         return np.minimum((u**exponent * self.sizes).astype(np.int64), self.sizes - 1)
 
