@@ -72,8 +72,20 @@ class CheckpointDocument(CheckpointBody):
 
 def save_checkpoint(path: Path, body: CheckpointBody) -> None:
     """Write ``body`` (tagged with the format) as a checkpoint, atomically (a kill never leaves
-    half a file)."""
-    write_torch(path, {"format": CHECKPOINT_FORMAT, **body})
+    half a file). Tensors are saved from host memory, so that a checkpoint trained on a GPU
+    loads with a plain ``torch.load`` on a machine without one, as OFA's published files do."""
+    write_torch(path, _on_host({"format": CHECKPOINT_FORMAT, **body}))
+
+
+def _on_host(obj: Any) -> Any:
+    """``obj`` with every tensor in its dicts, lists and tuples moved to the CPU."""
+    if isinstance(obj, Tensor):
+        return obj.cpu()  # the same tensor when it is there already
+    if isinstance(obj, dict):
+        return {key: _on_host(value) for key, value in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(_on_host(value) for value in obj)
+    return obj
 
 
 def load_checkpoint(path: str | Path) -> CheckpointDocument:

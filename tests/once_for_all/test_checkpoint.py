@@ -83,6 +83,26 @@ def test_save_and_load(tmp_path: Path, small_payload: dict[str, Any]) -> None:
     assert load_checkpoint(str(path))["epoch"] == 3
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU (torch sees none)")
+def test_a_checkpoint_made_on_a_gpu_holds_host_tensors(tmp_path: Path) -> None:
+    """Run on an H200 (see the README): a supernet trained there first saved its state_dict
+    and optimizer on cuda:0, which a plain torch.load on a machine without a GPU refuses."""
+    net = OFAMobileNetV3(get_space("mbv3-tiny")).cuda()
+    opt = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+    net(torch.randn(2, 1, 32, 32, device="cuda")).sum().backward()
+    opt.step()
+    path = tmp_path / "supernet.pt"
+    save_checkpoint(path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": {}})
+    locations: set[str] = set()
+
+    def record(storage: Any, location: str) -> Any:
+        locations.add(location)
+        return storage
+
+    torch.load(path, map_location=record, weights_only=True)
+    assert locations == {"cpu"}
+
+
 def test_save_replaces_the_previous_file(tmp_path: Path, small_payload: dict[str, Any]) -> None:
     path = tmp_path / "supernet.pt"
     save_checkpoint(path, small_payload)
