@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
+import functools
 import json
 import os
 import platform
@@ -843,9 +844,9 @@ def search_cases() -> list[Case]:
         "--accuracy-samples",
         "60",
         "--budget-ms",
-        "0.15",
+        "{B0}",
         "--budget-ms",
-        "0.2",
+        "{B1}",
     ]
 
     def whole(*args: str) -> list[str]:
@@ -1090,7 +1091,7 @@ def export_cases() -> list[Case]:
             setup=edited_json(PARETO, "pareto.json", lambda d: d.update(format="edgenas.pareto/7")),
             out="{T}/o",
         ),
-        Case("export: pareto.json#99", export("{R}/" + PARETO + "#99"), names="99"),
+        Case("export: pareto.json#9999", export("{R}/" + PARETO + "#9999"), names="9999"),
         Case("export: pareto.json#-1", export("{R}/" + PARETO + "#-1"), names="-1"),
         Case("export: pareto.json#abc", export("{R}/" + PARETO + "#abc"), names="abc"),
         Case(
@@ -1559,7 +1560,19 @@ def prepare(source: Path, into: Path) -> Path:
 
 
 def fill(text: str, run: Path, tmp: Path) -> str:
-    return text.replace("{R}", str(run)).replace("{T}", str(tmp))
+    """``text`` with the run folder, the case's folder and the study's budgets ({B0}, {B1}:
+    the run's recipe's, which a rerun of its study must repeat) filled in."""
+    text = text.replace("{R}", str(run)).replace("{T}", str(tmp))
+    for i, budget in enumerate(study_budgets(run)):
+        text = text.replace(f"{{B{i}}}", budget)
+    return text
+
+
+@functools.cache
+def study_budgets(run: Path) -> tuple[str, ...]:
+    """The devices' latency budgets in the run's recipe, in its order."""
+    devices = json.loads((run / "run.json").read_text())["recipe"]["devices"]
+    return tuple(str(d["budget_ms"]) for d in devices)
 
 
 BOX = re.compile(r"^[\s│╭╰─]*(?:Error)?[\s─╮╯]*$")
