@@ -6,6 +6,7 @@ each format's int8 file runs against its fp32 original (issue 20's table).
     python -m benchmarks.export --supernet runs/fmnist/supernet.pt --subnet runs/search/pareto.json
     python -m benchmarks.export --speed                            # the speed table, ~15 min
     python -m benchmarks.export --speed --resolutions 160 --rounds 2 --subnets min   # quick
+    python -m benchmarks.export --speed --keep speed-files   # and keep the files to time elsewhere
 
 Accuracy (the default mode):
 
@@ -29,7 +30,10 @@ fresh random order, so drift of a shared machine spreads over all four. Each row
 medians with p10/p90, int8/fp32 per format, the TFLite files' XNNPACK partitions, the int8
 ONNX nodes that onnxruntime runs in float, and issue 20's targets: at 160-224 px TFLite int8
 <= 0.7x and ONNX int8 <= 0.8x fp32, the demo's int8 no slower than fp32, and TFLite int8 in
-one partition. The table goes to stderr as Markdown too.
+one partition. The table goes to stderr as Markdown too. --keep DIR keeps every row's four
+files in DIR, named after the row (``min-224_onnx_int8.onnx``), with ``rows.json`` (label,
+space, r, subnet, MACs, files): ``python benchmarks/int8_timing.py DIR`` times them on a
+machine that has only numpy and onnxruntime (and LiteRT, if any).
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -41,6 +45,7 @@ import json
 import os
 import platform
 import random
+import shutil
 import sys
 import tempfile
 import time
@@ -48,6 +53,13 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.int8_timing import (
+    ROWS_FILE,
+    ROWS_FORMAT,
+    RUNS_PER_ROUND,
+    cpu_flags,
+    measure_side_by_side,
+)
 from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
 from export.formats import INT8_AGREEMENT_TARGET
 from export.subnet_export import ExportOptions
@@ -58,15 +70,12 @@ if TYPE_CHECKING:
     from once_for_all import MobileNetV3, SearchSpace, Subnet
 
 FILES = ("onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8")
-RUNS_PER_ROUND = 5
-WARMUP_RUNS = 5
 BN_BATCHES, BN_BATCH_SIZE = 4, 16
 CALIBRATION_SAMPLES = 8
 RANDOM_SEEDS = (0, 1, 2)
 # Issue 20's targets: int8 / fp32 latency at 160-224 px; the demo's int8 no slower than fp32.
 TARGET_RESOLUTIONS = range(160, 225)
 TARGET_RATIO = {"tflite": 0.7, "onnx": 0.8}
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 
 
 def log(message: str) -> None:
@@ -164,6 +173,11 @@ def random_model(space: SearchSpace, subnet: Subnet, *, seed: int = 0) -> Mobile
     return model
 
 
+def file_name(name: str) -> str:
+    """The file of one of FILES: ``onnx_int8`` -> ``onnx_int8.onnx``."""
+    return f"{name}.{name.split('_')[0]}"
+
+
 def write_files(model: MobileNetV3, work: Path, calibration: np.ndarray) -> dict[str, Path]:
     """The four files of issue 20's table, written as ``edgenas export`` writes them."""
     import numpy as np
@@ -171,7 +185,7 @@ def write_files(model: MobileNetV3, work: Path, calibration: np.ndarray) -> dict
     from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
 
     shape = model.input_shape
-    paths = {name: work / f"{name}.{name.split('_')[0]}" for name in FILES}
+    paths = {name: work / file_name(name) for name in FILES}
     export_onnx(model, paths["onnx_fp32"], input_shape=shape)
     quantize_onnx_int8(paths["onnx_fp32"], paths["onnx_int8"], calibration=calibration)
     export_tflite(model, paths["tflite_fp32"], input_shape=shape)
@@ -183,40 +197,29 @@ def write_files(model: MobileNetV3, work: Path, calibration: np.ndarray) -> dict
     return paths
 
 
-def measure_side_by_side(paths: dict[str, Path], *, rounds: int) -> dict[str, dict[str, Any]]:
+def measure_files(paths: dict[str, Path], *, rounds: int) -> dict[str, dict[str, Any]]:
     """Median, p10 and p90 (ms) of each file, one thread, timed by the device runner's
-    interleaved rounds in this process (random inputs; the int8 TFLite takes int8)."""
+    interleaved rounds in this process (seeded random inputs; the int8 TFLite takes int8),
+    as benchmarks/int8_timing.py times them elsewhere."""
     import numpy as np
 
     from devices import runner
 
-    # Seeded inputs and visiting order: reruns measure the same thing.
     backends = {
         "onnx": runner.OnnxRuntimeBackend(np, runner.Job({"runtime": "onnxruntime"})),
         "tflite": runner.TfliteBackend(np, runner.Job({"runtime": "tflite"})),
     }
-    names = list(paths)
     try:
-        models = [backends[name.split("_")[0]].load(str(paths[name])) for name in names]
-        for model in models:
-            for _ in range(WARMUP_RUNS):
-                model.run()
-        times, _ = runner.measure_interleaved(
-            models, range(len(models)), RUNS_PER_ROUND * rounds, rounds, random.Random(0)
-        )
+        return measure_side_by_side(runner, backends, paths, rounds=rounds)
     finally:
         for backend in backends.values():
             backend.close()
-    out = {}
-    for i, name in enumerate(names):
-        st = runner.stats(times[i])
-        out[name] = {k: st[k] for k in ("median_ms", "p10_ms", "p90_ms", "n")}
-    return out
 
 
 def speed_row(
     label: str, space: SearchSpace, subnet: Subnet, work: Path, *, rounds: int
 ) -> dict[str, Any]:
+    """One row of the table; its four files stay in ``work`` (see ``file_name``)."""
     import numpy as np
 
     from export.runtime_graph import onnx_float_nodes, tflite_delegation
@@ -230,7 +233,7 @@ def speed_row(
     started = time.perf_counter()
     paths = write_files(model, work, calibration)
     export_s = time.perf_counter() - started
-    latency = measure_side_by_side(paths, rounds=rounds)
+    latency = measure_files(paths, rounds=rounds)
     for name, path in paths.items():
         latency[name]["kib"] = round(path.stat().st_size / 1024, 1)
     ratio = {
@@ -268,21 +271,33 @@ def targets(space: str, r: int, ratio: dict[str, float], partitions: int) -> dic
     return met
 
 
+def keep_row(
+    row: dict[str, Any], paths: dict[str, Path], keep: Path, rows: list[dict[str, Any]]
+) -> None:
+    """Copy a row's files (``paths``: ``onnx_int8`` -> its file, ...) into ``keep`` under the
+    row's label (``min-224_onnx_int8.onnx``, from the table's "min" at 224 px) and rewrite
+    ``keep/rows.json`` with ``rows`` and this row, so that an interrupted run keeps what it
+    finished. benchmarks/int8_timing.py reads the folder."""
+    label = f"{row['label'].split()[0]}-{row['r']}"
+    files = {}
+    for name, path in paths.items():
+        files[name] = f"{label}_{file_name(name)}"
+        shutil.copyfile(path, keep / files[name])
+    rows.append(
+        {"label": label, **{k: row[k] for k in ("space", "r", "subnet", "macs")}, "files": files}
+    )
+    partial = keep / f".{ROWS_FILE}.partial"
+    partial.write_text(json.dumps({"format": ROWS_FORMAT, "rows": rows}, indent=1) + "\n")
+    partial.replace(keep / ROWS_FILE)
+
+
 def machine() -> dict[str, Any]:
     from devices.runner import cpu_model
 
-    try:
-        flags = next(
-            set(line.split(":", 1)[1].split())
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith(("flags", "Features"))
-        )
-    except (OSError, StopIteration):
-        flags = set()
     return {
         "processor": platform.processor() or platform.machine(),
         "cpu_model": cpu_model(),
-        "cpu_flags": {flag: flag in flags for flag in CPU_FLAGS},
+        "cpu_flags": cpu_flags(),
         # Shared machines: a load near the core count widens the p10-p90 spread.
         "cores": os.cpu_count(),
         "load_average": [round(x, 2) for x in os.getloadavg()],
@@ -320,7 +335,10 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
 
 
 def speed_main(args: argparse.Namespace) -> None:
-    rows = []
+    rows: list[dict[str, Any]] = []
+    kept: list[dict[str, Any]] = []
+    if args.keep is not None:
+        args.keep.mkdir(parents=True, exist_ok=True)
     subnets = speed_subnets(args.demo_subnet, args.resolutions, args.subnets)
     with tempfile.TemporaryDirectory(prefix="edgenas-bench-speed-") as work:
         for i, (label, space, subnet) in enumerate(subnets):
@@ -332,6 +350,9 @@ def speed_main(args: argparse.Namespace) -> None:
                 "  ms: " + ", ".join(f"{k} {v['median_ms']:.3f}" for k, v in row["latency"].items())
             )
             rows.append(row)
+            if args.keep is not None:
+                paths = {name: folder / file_name(name) for name in FILES}
+                keep_row(row, paths, args.keep, kept)
     log(speed_table(rows))
     print(
         json.dumps(
@@ -392,7 +413,17 @@ def main() -> None:
         default=10,
         help=f"interleaved rounds; each runs every file {RUNS_PER_ROUND} times (default 10)",
     )
+    speed.add_argument(
+        "--keep",
+        type=Path,
+        help="an empty folder to keep every row's files in, with rows.json, for "
+        "benchmarks/int8_timing.py to time on another machine",
+    )
     args = parser.parse_args()
+    if args.keep is not None and not args.speed:
+        parser.error("--keep keeps the files of the --speed table: give --speed too")
+    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
+        parser.error(f"--keep {args.keep}: the folder is not empty; give an empty or new one")
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: give 1 or more (10 makes 50 runs per file)")
     import torch

@@ -1,0 +1,142 @@
+"""benchmarks/int8_timing.py on real files, as on a machine without edgenas's dependencies:
+the mbv3-tiny min subnet's ONNX fp32 and int8, kept by benchmarks.export's ``keep_row``, timed
+by the script run as a file in an isolated Python (``-I``) that refuses nothing but reports
+every edgenas dependency it imported. Structure only: the figures are the benchmark's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from benchmarks.export import CALIBRATION_SAMPLES, keep_row, random_model
+from export import export_onnx, quantize_onnx_int8
+from latency.proxies import subnet_costs
+from once_for_all import get_space
+
+REPO = Path(__file__).resolve().parents[2]
+SCRIPT = REPO / "benchmarks" / "int8_timing.py"
+# What the lent machine lacks: edgenas's own packages and their dependencies.
+NOT_THERE = {"benchmarks", "devices", "edgenas", "export", "latency", "once_for_all"} | {
+    "pydantic",
+    "torch",
+    "typer",
+    "yaml",
+}
+# Runs the script as `python benchmarks/int8_timing.py` would, then fails if it imported any
+# of NOT_THERE.
+GUARD = """
+import runpy, sys
+sys.argv = sys.argv[1:]
+try:
+    runpy.run_path(sys.argv[0], run_name="__main__")
+finally:
+    loaded = sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv_not_there))
+    if loaded:
+        sys.exit("int8_timing.py imported " + ", ".join(loaded))
+""".replace("sys.argv_not_there", repr(sorted(NOT_THERE)))
+
+
+@pytest.fixture(scope="module")
+def kept(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A --keep folder with one row: ONNX fp32 and int8 of the mbv3-tiny min subnet."""
+    space = get_space("mbv3-tiny")
+    subnet = space.min_subnet()
+    model = random_model(space, subnet)
+    work, keep = tmp_path_factory.mktemp("work"), tmp_path_factory.mktemp("keep")
+    calibration = np.random.default_rng(0).standard_normal(
+        (CALIBRATION_SAMPLES, *model.input_shape[1:]), dtype=np.float32
+    )
+    paths = {"onnx_fp32": work / "fp32.onnx", "onnx_int8": work / "int8.onnx"}
+    export_onnx(model, paths["onnx_fp32"], input_shape=model.input_shape)
+    quantize_onnx_int8(paths["onnx_fp32"], paths["onnx_int8"], calibration=calibration)
+    row = {
+        "label": "demo (min)",
+        "space": space.name,
+        "r": subnet.r,
+        "subnet": subnet.to_dict(),
+        "macs": subnet_costs(space, subnet).macs,
+    }
+    keep_row(row, paths, keep, [])
+    return keep
+
+
+def pythons() -> list[object]:
+    """This environment (it has every edgenas dependency, so the guard means something) and
+    the "device" one (numpy<2, onnxruntime, tflite-runtime, nothing of edgenas's)."""
+    device = Path(os.environ.get("EDGENAS_DEVICE_PYTHON", REPO / ".venv-device" / "bin" / "python"))
+    return [
+        pytest.param(Path(sys.executable), id="dev-env"),
+        pytest.param(
+            device,
+            id="device-env",
+            marks=pytest.mark.skipif(not device.exists(), reason=f"no device Python at {device}"),
+        ),
+    ]
+
+
+def run_script(python: Path, *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(python), "-I", "-c", GUARD, str(SCRIPT), *args],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        timeout=120,
+    )
+
+
+def test_keep_names_the_files_after_the_row(kept: Path) -> None:
+    assert sorted(p.name for p in kept.iterdir()) == [
+        "demo-28_onnx_fp32.onnx",
+        "demo-28_onnx_int8.onnx",
+        "rows.json",
+    ]
+    rows = json.loads((kept / "rows.json").read_text())
+    assert rows["format"] == "edgenas.speed-files/1"
+    (row,) = rows["rows"]
+    assert row["label"] == "demo-28" and row["space"] == "mbv3-tiny" and row["macs"] > 0
+    assert row["files"] == {
+        "onnx_fp32": "demo-28_onnx_fp32.onnx",
+        "onnx_int8": "demo-28_onnx_int8.onnx",
+    }
+
+
+@pytest.mark.parametrize("python", pythons())
+def test_times_the_kept_files_with_numpy_and_onnxruntime_only(
+    python: Path, kept: Path, tmp_path: Path
+) -> None:
+    proc = run_script(python, str(kept), "--rounds", "1", "--op-profile", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["benchmark"] == "int8-timing" and result["runs_per_file"] == 5
+    assert result["machine"]["cpu_model"]
+    assert {"avx512_vnni", "avx_vnni", "amx_int8", "avx2", "asimddp", "i8mm"} <= set(
+        result["machine"]["cpu_flags"]
+    )
+    assert result["runtimes"]["onnx"][0].isdigit()
+    (row,) = result["rows"]
+    assert row["label"] == "demo-28" and row["skipped"] == {}
+    assert set(row["latency"]) == {"onnx_fp32", "onnx_int8"}
+    for entry in row["latency"].values():
+        assert entry["n"] == 5 and entry["p10_ms"] <= entry["median_ms"] <= entry["p90_ms"]
+        assert entry["placement"]["nodes"]["CPUExecutionProvider"] > 0
+    assert set(row["int8_over_fp32"]) == {"onnx"} and row["int8_over_fp32"]["onnx"] > 0
+    profile = row["op_profile"]
+    assert "Conv" in "".join(profile["onnx_fp32"]["ms_per_op_type"])
+    assert "QLinearConv" in profile["onnx_int8"]["ms_per_op_type"]
+    assert profile["onnx_int8"]["nodes"] > 0
+    assert "[1/1] demo-28" in proc.stderr
+
+
+def test_a_folder_without_rows_json_gets_one_line(tmp_path: Path) -> None:
+    proc = run_script(Path(sys.executable), str(tmp_path), cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"error: {tmp_path}: no rows.json; write the folder with "
+        f"'python -m benchmarks.export --speed --keep {tmp_path}'"
+    ]
