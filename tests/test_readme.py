@@ -54,7 +54,16 @@ def _benchmark_module(words: list[str]) -> str | None:
     return None
 
 
+def _benchmark_file(words: list[str]) -> str | None:
+    """The stand-alone benchmark a line runs as a file (``python benchmarks/NAME.py``)."""
+    for i, word in enumerate(words[:-1]):
+        if word.endswith("python") and re.fullmatch(r"benchmarks/\w+\.py", words[i + 1]):
+            return words[i + 1]
+    return None
+
+
 BENCHMARKS = [w for w in readme_commands() if _benchmark_module(w) is not None]
+BENCHMARK_FILES = [w for w in readme_commands() if _benchmark_file(w) is not None]
 
 
 def test_the_readme_shows_the_main_commands() -> None:
@@ -62,6 +71,7 @@ def test_the_readme_shows_the_main_commands() -> None:
     assert {"run", "report", "train", "profile", "search", "export"} <= subcommands
     assert ["make", "demo"] in readme_commands() and ["make", "test"] in readme_commands()
     assert BENCHMARKS, "no `python -m benchmarks.NAME` line in the README"
+    assert BENCHMARK_FILES, "no `python benchmarks/NAME.py` line in the README"
 
 
 @pytest.mark.parametrize("args", EDGENAS, ids=[" ".join(a)[:60] for a in EDGENAS])
@@ -76,12 +86,17 @@ def test_each_edgenas_command_parses(args: list[str]) -> None:
         ctx = command.make_context(name, rest, parent=ctx)
 
 
-@pytest.mark.parametrize("words", BENCHMARKS, ids=[" ".join(w)[:60] for w in BENCHMARKS])
+@pytest.mark.parametrize(
+    "words",
+    BENCHMARKS + BENCHMARK_FILES,
+    ids=[" ".join(w)[:60] for w in BENCHMARKS + BENCHMARK_FILES],
+)
 def test_each_benchmark_command_uses_options_the_script_has(words: list[str]) -> None:
-    script = _benchmark_module(words)
+    module = _benchmark_module(words)
+    script = module or _benchmark_file(words)
     assert script is not None
     proc = subprocess.run(
-        [sys.executable, "-m", script, "--help"],
+        [sys.executable, *(["-m", script] if module else [script]), "--help"],
         capture_output=True,
         text=True,
         cwd=REPO,
