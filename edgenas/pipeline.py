@@ -21,7 +21,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from rich.console import Console
 
@@ -41,7 +41,7 @@ from edgenas.run_record import (
 )
 from edgenas.stages import StageName
 from export.card import execution_text, read_card
-from once_for_all.errors import EdgenasError, one_line
+from once_for_all.errors import EdgenasError, Interrupted, one_line
 from once_for_all.files import output_folder
 from once_for_all.folder_lock import folder_lock
 
@@ -57,7 +57,12 @@ PACKAGES = (
     "optuna",
     "ethos-u-vela",
 )
-Log = Callable[[str], None]
+
+
+class Log(Protocol):
+    """A line for ``run.log``, also printed unless --quiet (or ``echo`` is false)."""
+
+    def __call__(self, message: str, /, *, echo: bool = True) -> None: ...
 
 
 def sha256(path: Path) -> str:
@@ -164,11 +169,11 @@ def _run_stages(
     root = run.root
     log_file = root / "run.log"
 
-    def log(message: str) -> None:
+    def log(message: str, /, *, echo: bool = True) -> None:
         stamp = dt.datetime.now().isoformat(timespec="seconds")
         with log_file.open("a") as f:
             f.write(f"{stamp} {message}\n")
-        if not options.quiet:
+        if echo and not options.quiet:
             console.print(f"[bold cyan]run:[/bold cyan] {message}", highlight=False, soft_wrap=True)
 
     stages = recipe.planned_stages
@@ -211,15 +216,19 @@ def _run_stages(
 @contextmanager
 def _logged(stage: str, log: Log) -> Iterator[None]:
     """Write a stage's failure to ``run.log`` before it propagates: the user's error as its
-    one line, a bug with its traceback (the terminal shows it too)."""
+    one line, a bug with its traceback (the terminal shows it too). Ctrl-C becomes the one
+    line naming the stage, which the command line prints even with --quiet."""
     try:
         yield
     except EdgenasError as exc:
         log(f"{stage} failed: {exc}")
         raise
     except KeyboardInterrupt:
-        log(f"{stage} interrupted: run the same command again to resume")
-        raise
+        log(f"{stage} interrupted: run the same command again to resume", echo=False)
+        raise Interrupted(
+            f"interrupted in the {stage} stage: finished work is saved; run the same command "
+            "again to resume"
+        ) from None
     except Exception as exc:
         log(
             f"{stage} failed with an unexpected error ({type(exc).__name__}: {one_line(exc)}):\n"

@@ -14,6 +14,11 @@ class EdgenasError(Exception):
     and what to do."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C, carrying the one line the command line prints for it: what was saved and how
+    to continue (``edgenas run`` names the stage it stopped)."""
+
+
 def one_line(exc: BaseException, *, limit: int = 200) -> str:
     """The first line of an exception's message (its type's name when it has none), cut to
     ``limit`` characters: short enough to quote inside another error's message."""

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import fail
+from edgenas.cli.user_errors import INTERRUPTED, fail, interrupted
 from edgenas.console import err_console, stage_progress
 from edgenas.recipe import MIN_CALIBRATION
 from export.formats import ModelFormat, Precision
@@ -254,7 +254,7 @@ def _profile_fleet(
                 highlight=False,
             )
     outcome = profile_many(jobs, sp, cache=ModelCache(cache), quiet=quiet)
-    results, interrupted = outcome.results, outcome.interrupted
+    results = outcome.results
     failed = [r for r in results if not r.ok]
     if as_json:
         typer.echo(
@@ -273,9 +273,8 @@ def _profile_fleet(
         error = r.error or ""
         named = error if f"'{r.name}'" in error else f"device {r.name!r}: {error}"
         err_console.print(f"[bold red]error:[/] {escape(named)}", highlight=False, soft_wrap=True)
-    if interrupted:
-        err_console.print("interrupted: what was measured is saved; run the same command again")
-        raise typer.Exit(code=130)
+    if outcome.interrupted:
+        raise interrupted(INTERRUPTED["profile"])
     if failed:
         if not quiet and not as_json:
             err_console.print(

@@ -1,5 +1,6 @@
 """A user's mistake gives the same one line and exit code 2 through its command and through
-`edgenas run`, which also writes it to run.log; a bug keeps its traceback."""
+`edgenas run`, which also writes it to run.log; a bug keeps its traceback; Ctrl-C gives one
+line of what was saved, exit code 130, --quiet or not."""
 
 from __future__ import annotations
 
@@ -7,7 +8,10 @@ import contextlib
 import copy
 import json
 import os
+import signal
 import subprocess
+import sys
+import time
 from pathlib import Path
 from typing import Any, cast
 
@@ -18,6 +22,7 @@ import yaml
 from typer.testing import CliRunner
 
 from edgenas.cli import app
+from edgenas.cli.user_errors import INTERRUPTED
 from once_for_all import get_space
 from once_for_all.checkpoint import CheckpointBody, load_checkpoint, save_checkpoint
 from tests.edgenas.conftest import MICRO_RECIPE, REPO
@@ -451,3 +456,57 @@ def test_a_study_made_for_another_search_is_refused_before_any_work(
         "error: study 'edgenas' was made for budgets test-cpu=100 ms, not test-cpu=50 ms: "
         "give another --study-name, or a new --out"
     )
+
+
+def _holds_lock(pid: int, folder: Path) -> bool:
+    """Whether process ``pid`` holds ``folder``'s lock (/proc/locks): the command is past
+    its imports and checks, at work."""
+    try:
+        inode = folder.stat().st_ino
+    except FileNotFoundError:
+        return False
+    held = [line.split() for line in Path("/proc/locks").read_text().splitlines()]
+    # 1: FLOCK  ADVISORY  WRITE 4242 08:01:1234 0 EOF  (pid, then device:inode)
+    return any(
+        f[1:2] == ["FLOCK"] and f[4] == str(pid) and f[5].rsplit(":", 1)[-1] == str(inode)
+        for f in held
+    )
+
+
+@pytest.mark.parametrize("command", ["train", "profile", "search", "export", "run"])
+def test_ctrl_c_prints_one_line_even_when_quiet(
+    command: str, trained: Path, tmp_path: Path
+) -> None:
+    # `profile --out D --quiet` exited 130 and printed nothing; so did train, search, export
+    # and run (issue 24). --quiet silences progress, not this line.
+    out = tmp_path / "out"
+    args = [*command_args(command, trained, tmp_path), "--out", out, "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgenas", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**ENV, "EDGENAS_CACHE": str(tmp_path / "cache")},
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 300
+    while not _holds_lock(proc.pid, out) and proc.poll() is None:
+        assert time.monotonic() < deadline, f"edgenas {command} never locked {out}"
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 130, stderr
+    assert stdout == ""
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, stderr
+    if command == "run":  # it names the stage it stopped, when it was in one
+        assert lines[0] in (
+            INTERRUPTED["run"],
+            *(
+                f"interrupted in the {stage} stage: finished work is saved; run the same command "
+                "again to resume"
+                for stage in ("profile", "train")
+            ),
+        ), stderr
+    else:
+        assert lines[0] == INTERRUPTED[command]
