@@ -90,11 +90,13 @@ class RunFolder:
         self.root = root
         self.path = root / "run.json"
         self.stages: dict[str, StageRecord] = {}
+        self.started: dict[str, dict[str, Any]] = {}  # unfinished stages' inputs
         if self.path.exists():
             fix = "move it away or choose another --out"
             data = read_run(self.path, fix=fix, error=RecipeError)
             try:
                 self.stages = dict(data["stages"])
+                self.started = dict(data.get("started", {}))
             except (ValueError, KeyError, TypeError) as exc:
                 raise RecipeError(
                     f"{self.path} is not an edgenas run record ({exc}): {fix}"
@@ -105,17 +107,25 @@ class RunFolder:
 
     def up_to_date(self, key: str, inputs: dict[str, Any]) -> bool:
         record = self.stages.get(key)
-        if not record or record.get("inputs") != inputs:
+        if not record or record.get("inputs") != inputs or key in self.started:
             return False
         return all(
             (self.root / name).is_file() and sha256(self.root / name) == digest
             for name, digest in record.get("outputs", {}).items()
         )
 
-    def stale(self, key: str, inputs: dict[str, Any]) -> bool:
-        """The stage ran before on other inputs: its partial outputs must not be resumed."""
+    def last_inputs(self, key: str) -> dict[str, Any] | None:
+        """The inputs stage ``key``'s outputs were last made from: those of its run that
+        started and did not finish, else those of its finished run (None: it never ran)."""
+        if key in self.started:
+            return self.started[key]
         record = self.stages.get(key)
-        return record is not None and record.get("inputs") != inputs
+        return record.get("inputs") if record else None
+
+    def start(self, key: str, inputs: dict[str, Any]) -> None:
+        """Stage ``key`` starts on ``inputs``: what it leaves if stopped is theirs."""
+        self.started[key] = inputs
+        self.save()
 
     def record(
         self, key: str, inputs: dict[str, Any], outputs: Sequence[Path], seconds: float
@@ -126,6 +136,7 @@ class RunFolder:
             "seconds": round(seconds, 1),
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
+        self.started.pop(key, None)
         self.save()
 
     def output_hash(self, key: str, name: str) -> str | None:
@@ -133,16 +144,16 @@ class RunFolder:
         return record["outputs"].get(name) if record else None
 
     def save(self) -> None:
-        write_run(
-            self.path,
-            RunDocument(
-                format=RUN_FORMAT,
-                recipe_path=self.recipe_path,
-                recipe=self.recipe,
-                versions=self.versions,
-                stages=self.stages,
-            ),
+        doc = RunDocument(
+            format=RUN_FORMAT,
+            recipe_path=self.recipe_path,
+            recipe=self.recipe,
+            versions=self.versions,
+            stages=self.stages,
         )
+        if self.started:
+            doc["started"] = self.started
+        write_run(self.path, doc)
 
 
 @dataclass(frozen=True)
@@ -248,32 +259,34 @@ def _needs_run(
     log: Log,
     resumable: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
 ) -> bool:
-    """Whether stage ``key`` must run. A stage that is forced, or ran before on other inputs,
-    loses its ``outputs`` first: resuming them would mix two runs; the log says what is
-    discarded and why. ``resumable(old, new)`` may say that the outputs of the old inputs
-    can be continued (a longer search of the same study)."""
+    """Whether stage ``key`` must run. A stage that is forced, or whose outputs were last
+    made from other inputs, loses its ``outputs`` first: resuming them would mix two runs;
+    the log says what is discarded and why. ``resumable(old, new)`` may say that the outputs
+    of the old inputs can be continued (a longer search of the same study). A stage that
+    runs is marked started on its inputs in run.json, so that a rerun after Ctrl-C or a kill
+    continues its work (it was discarded as made from the inputs of the run before)."""
     forced = stage in options.force
+    name = key.replace(":", " ")
     if not forced and run.up_to_date(key, inputs):
-        log(f"{key.replace(':', ' ')}: up to date, skipped")
+        log(f"{name}: up to date, skipped")
         return False
-    record = run.stages.get(key)
-    old = record.get("inputs") if record else None
-    if not forced and old is not None and resumable is not None and resumable(old, inputs):
-        log(
-            f"{key.replace(':', ' ')}: continuing from the last run ({_changes(old, inputs)} changed)"
-        )
-        return True
-    if forced or run.stale(key, inputs):
+    old = run.last_inputs(key)
+    if not forced and key in run.started and old == inputs:
+        log(f"{name}: continuing where the last run stopped")
+    elif not forced and old is not None and resumable is not None and resumable(old, inputs):
+        log(f"{name}: continuing from the last run ({_changes(old, inputs)} changed)")
+    elif forced or (old is not None and old != inputs):
         existing = [p for p in outputs if p.exists()]
         if existing:
             why = "forced" if forced else f"{_changes(old or {}, inputs)} changed"
             shown = ", ".join(str(p.relative_to(run.root)) for p in existing)
-            log(f"{key.replace(':', ' ')}: {why}; discarding {shown} and starting again")
+            log(f"{name}: {why}; discarding {shown} and starting again")
         for path in outputs:
             if path.is_dir():
                 shutil.rmtree(path, ignore_errors=True)
             else:
                 path.unlink(missing_ok=True)
+    run.start(key, inputs)
     return True
 
 

@@ -24,13 +24,16 @@ class StageRecord(TypedDict):
 
 
 class RunDocument(TypedDict):
-    """``run.json``: the recipe, the package versions, and each finished stage."""
+    """``run.json``: the recipe, the package versions, each finished stage, and the inputs
+    of each stage that started and has not finished (stopped by Ctrl-C, a kill, an error):
+    a rerun on the same inputs continues its work rather than discarding it."""
 
     format: str
     recipe_path: str
     recipe: dict[str, Any]  # the recipe as loaded, in JSON form
     versions: dict[str, str | None]  # None: not installed
     stages: dict[str, StageRecord]
+    started: NotRequired[dict[str, dict[str, Any]]]  # stage key -> its inputs
 
 
 def read_run(path: Path, *, fix: str, error: type[EdgenasError]) -> RunDocument:

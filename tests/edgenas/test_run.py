@@ -130,10 +130,57 @@ def test_a_stage_whose_inputs_changed_says_what_it_discards(tmp_path: Path) -> N
     assert logged.pop() == "search: continuing from the last run (search.trials changed)"
     assert (run.root / "search").exists()
     assert needs({"supernet": "b", "search": {"trials": 90, "seed": 1}})
+    # compared with the inputs the study was last continued on (90 trials)
     assert logged.pop() == (
-        "search: search.seed, search.trials, supernet changed; discarding search and starting again"
+        "search: search.seed, supernet changed; discarding search and starting again"
     )
     assert not (run.root / "search").exists()
+
+
+def test_a_stage_stopped_after_its_inputs_changed_continues_on_the_rerun(
+    tmp_path: Path,
+) -> None:
+    # A search whose settings changed discarded the old study and started again; Ctrl-C, and
+    # the rerun discarded the new study's trials too: run.json still held the old inputs
+    # (issue 24's adversarial round, "run: Ctrl-C during search, rerun").
+    recipe_path = run_recipe(tmp_path)
+    recipe = load_recipe(recipe_path)
+    root = tmp_path / "run"
+    run = RunFolder(root, recipe, recipe_path)
+    old = {"supernet": "a", "search": {"trials": 60, "seed": 0}}
+    new = {"supernet": "a", "search": {"trials": 60, "seed": 1}}
+    run.stages["search"] = {"inputs": old, "outputs": {}, "seconds": 1.0, "finished": "x"}
+    (root / "search").mkdir(parents=True)
+    (root / "search" / "study.log").write_text("the old study\n")
+    run.save()
+    logged: list[str] = []
+
+    def needs(run: RunFolder, inputs: dict[str, Any]) -> bool:
+        return _needs_run(
+            run,
+            "search",
+            inputs,
+            stage="search",
+            options=RunOptions(),
+            outputs=[root / "search"],
+            log=logged.append,
+            resumable=_only_trials_changed,
+        )
+
+    assert needs(run, new)
+    assert logged.pop() == "search: search.seed changed; discarding search and starting again"
+    (root / "search").mkdir()
+    (root / "search" / "study.log").write_text("the new study's first trials\n")
+    # stopped here (Ctrl-C, kill -9): nothing recorded its end; the rerun reads run.json
+    rerun = RunFolder(root, recipe, recipe_path)
+    assert needs(rerun, new)
+    assert logged.pop() == "search: continuing where the last run stopped"
+    assert (root / "search" / "study.log").read_text() == "the new study's first trials\n"
+    assert not rerun.up_to_date("search", new)  # it has not finished
+    # changed again before it finished: the stopped run's work is discarded
+    assert needs(RunFolder(root, recipe, recipe_path), old)
+    assert logged.pop() == "search: search.seed changed; discarding search and starting again"
+    assert not (root / "search").exists()
 
 
 def test_recipe_mistakes_fail_at_load_with_the_key(tmp_path: Path) -> None:
