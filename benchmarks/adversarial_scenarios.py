@@ -134,8 +134,8 @@ class Ctx:
 
     def command(self, name: str) -> list[str | Path]:
         """A quick valid ``edgenas NAME`` command, but its --out."""
-        if name == "train":
-            return ["train", self.nano(), "--quiet"]
+        if name in ("train", "run"):  # run: the nano recipe's only stage is train
+            return [name, self.nano(), "--quiet"]
         return {"search": lambda: self.search(20), "profile": self.profile, "export": self.export}[
             name
         ]()
@@ -170,6 +170,19 @@ def one_line_error(stderr: str, rc: int | None, what: str, *needles: str) -> str
     missing = [n for n in needles if n.lower() not in lines[0].lower()]
     if missing:
         raise Finding("unclear message", f"{what}: {lines[0]}", should_name=missing)
+    return lines[0]
+
+
+def ctrl_c_line(stderr: str, rc: int | None, what: str) -> str:
+    """Ctrl-C's one line (what was saved, how to continue) with exit code 130, --quiet or
+    not; a Finding otherwise (profile --quiet printed nothing at all)."""
+    no_traceback(stderr, rc, what)
+    if rc == 0:
+        raise Finding("silent wrong result", f"{what} exited 0")
+    lines = error_lines(stderr)
+    if rc != 130 or len(lines) != 1 or not lines[0].startswith("interrupted"):
+        shown = lines[0] if lines else "nothing on stderr"
+        raise Finding("unclear message", f"{what}: exit {rc}, {shown}", lines=len(lines))
     return lines[0]
 
 
@@ -292,9 +305,7 @@ def train_kill(c: Ctx, sig: signal.Signals) -> None:
     if (out / "supernet.pt").exists():
         raise Skip("train finished before the signal (nothing to resume): the machine is slow")
     if sig == signal.SIGINT:
-        no_traceback(err, proc.returncode, "train after Ctrl-C")
-        if proc.returncode == 0:
-            raise Finding("silent wrong result", "train exited 0 after Ctrl-C", stderr=err[-300:])
+        ctrl_c_line(err, proc.returncode, "train after Ctrl-C")
     nothing_partial(out, "the interrupted train")
     again = c.edgenas("train", recipe, "--out", out, "--quiet")
     one_line_error(again.stderr, again.returncode, "train again, no --resume", "--resume")
@@ -324,9 +335,7 @@ def search_kill(c: Ctx, sig: signal.Signals) -> None:
     if len(before) >= 60:
         raise Skip("search finished before the signal (nothing to resume): the machine is slow")
     if sig == signal.SIGINT:
-        no_traceback(err, proc.returncode, "search after Ctrl-C")
-        if proc.returncode == 0:
-            raise Finding("silent wrong result", f"search exited 0 after Ctrl-C, {len(before)}/60")
+        ctrl_c_line(err, proc.returncode, f"search after Ctrl-C ({len(before)}/60 trials)")
     nothing_partial(out, "the interrupted search")
     lock = Path(f"{journal}.lock")
     if sig == signal.SIGKILL and not lock.is_symlink():
@@ -363,12 +372,9 @@ def profile_kill(c: Ctx, sig: signal.Signals) -> None:
     final = lut_entries(lut)
     if len(final) <= len(first):
         raise Skip("profile finished before the signal (nothing to resume): the machine is slow")
-    if sig == signal.SIGINT and proc.returncode != 130:
-        raise Finding(
-            "silent wrong result",
-            f"profile exited {proc.returncode} after Ctrl-C with {len(first)} of "
-            f"{len(final)} blocks measured",
-        )
+    if sig == signal.SIGINT:
+        what = f"profile after Ctrl-C ({len(first)} of {len(final)} blocks measured)"
+        ctrl_c_line(err, proc.returncode, what)
     changed = [k for k, m in first.items() if final.get(k) != m]
     if changed:
         raise Finding("lost work", f"{len(changed)} of {len(first)} measured blocks measured again")
@@ -445,6 +451,107 @@ def run_more_trials(c: Ctx) -> None:
         raise Finding("lost work", f"{len(lost)} of {len(before)} trials discarded or changed")
     if len(after) != trials + 10:
         raise Finding("silent wrong result", f"{len(after)} trials, not {trials + 10}")
+
+
+def _history(checkpoint: Path) -> list[dict[str, Any]]:
+    """A training checkpoint's epoch records (each with the seconds it took)."""
+    from once_for_all import load_checkpoint
+
+    return list(load_checkpoint(checkpoint)["history"])
+
+
+def run_kill_in_training(c: Ctx) -> None:
+    """`edgenas run` on the finished run folder after its recipe's training changed (to the
+    nano recipe's; the train stage only), killed with kill -9 once the new training saved an
+    epoch, then run again: the training continues (the saved epochs are not trained again:
+    their records, seconds included, are kept as they were) and the run completes."""
+    recipe = json.loads((c.run / "run.json").read_text())["recipe"]
+    recipe.update(stages=["train"], data=NANO_RECIPE["data"], train=NANO_RECIPE["train"])
+    path = c.path("changed.yaml")
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = c.path("run")
+    shutil.copytree(c.run, out, ignore=shutil.ignore_patterns("export"))
+    (out / "checkpoint.pt").unlink(missing_ok=True)  # the demo's, which this one replaces
+    args: list[str | Path] = ["run", path, "--out", out, "--quiet"]
+    checkpoint = out / "checkpoint.pt"
+    proc = c.start(*args, tag="killed")
+    wait_until(checkpoint.exists, proc, "run")
+    proc.send_signal(signal.SIGKILL)
+    c.finish(proc, "killed")
+    if (out / "supernet.pt").exists():
+        raise Skip("training finished before the kill (nothing to resume): the machine is slow")
+    nothing_partial(out, "the killed run")
+    saved = _history(checkpoint)
+    succeeded(c.edgenas(*args, timeout=600), "run again")
+    final = _history(out / "supernet.pt")
+    epochs = sum(phase["epochs"] for phase in NANO_RECIPE["train"]["phases"])
+    if final[: len(saved)] != saved:
+        raise Finding(
+            "lost work",
+            f"the rerun trained again the {len(saved)} epoch(s) saved before the kill",
+        )
+    if len(final) != epochs:
+        raise Finding("silent wrong result", f"{len(final)} epochs trained, not {epochs}")
+    if not (out / "summary.json").is_file():
+        raise Finding("lost work", "the rerun exited 0 but wrote no summary.json")
+    reference = c.run.parent / "reference" / "supernet.pt"  # 'train: two on one --out'
+    differ = same_weights(reference, out / "supernet.pt") if reference.is_file() else []
+    if differ:
+        raise Finding(
+            "silent wrong result",
+            f"the resumed supernet differs from an uninterrupted training in {differ[0]}",
+            tensors=len(differ),
+        )
+
+
+RUN_TRIALS = 300
+
+
+def run_ctrl_c_in_search(c: Ctx) -> None:
+    """`edgenas run` on the finished run folder after its search settings changed (a new
+    seed, a shorter search), Ctrl-C once the new study has 10 trials: one line, exit 130, no
+    traceback; the rerun keeps the finished trials, duplicates none, and completes (the
+    export stage is left out to keep this short)."""
+    recipe = json.loads((c.run / "run.json").read_text())["recipe"]
+    recipe["stages"] = [s for s in recipe["stages"] if s != "export"]
+    search = recipe["search"]
+    search.update(
+        trials=RUN_TRIALS,
+        seed=int(search.get("seed") or 0) + 1,
+        accuracy_samples=10,
+        eval_images=100,
+        reevaluate=2,
+    )
+    path = c.path("changed.yaml")
+    path.write_text(yaml.safe_dump(recipe, sort_keys=False))
+    out = c.path("run")
+    shutil.copytree(c.run, out, ignore=shutil.ignore_patterns("export"))
+    args: list[str | Path] = ["run", path, "--out", out, "--quiet"]
+    journal = out / "search" / "study.log"
+    proc = c.start(*args, tag="stopped")
+
+    def searching() -> bool:  # the old study discarded, the new one 10 trials long
+        log = out / "run.log"  # the copy's, then this run's lines after it
+        started = f"search: {RUN_TRIALS} trials" in log.read_text()
+        return started and journal.exists() and len(journal_trials(journal)) >= 10
+
+    wait_until(searching, proc, "run")
+    proc.send_signal(signal.SIGINT)
+    err = c.finish(proc, "stopped")
+    before = journal_trials(journal)
+    if len(before) >= RUN_TRIALS:
+        raise Skip("search finished before Ctrl-C (nothing to resume): the machine is slow")
+    ctrl_c_line(err, proc.returncode, f"run after Ctrl-C ({len(before)}/{RUN_TRIALS} trials)")
+    nothing_partial(out, "the interrupted run")
+    succeeded(c.edgenas(*args, timeout=600), "run again")
+    after = journal_trials(journal)
+    lost = [n for n, p in before.items() if after.get(n) != p]
+    if lost:
+        raise Finding("lost work", f"{len(lost)} of {len(before)} finished trials lost or changed")
+    if len(after) != RUN_TRIALS:
+        raise Finding("silent wrong result", f"{len(after)} trials, not {RUN_TRIALS}")
+    if not (out / "search" / "pareto.json").is_file():
+        raise Finding("lost work", "the rerun exited 0 but wrote no search/pareto.json")
 
 
 # SSH: a profile given as a YAML path, for a server on 127.0.0.1
@@ -574,6 +681,9 @@ SCENARIOS: list[tuple[str, Callable[[Ctx], None]]] = [
     ("export: two on one --out", two_on_one_out("export")),
     ("export: Ctrl-C in the TFLite conversion, rerun", export_ctrl_c),
     ("run: only search.trials changed", run_more_trials),
+    ("run: kill -9 during training, rerun", run_kill_in_training),
+    ("run: Ctrl-C during search, rerun", run_ctrl_c_in_search),
+    ("run: two on one --out", two_on_one_out("run")),
     ("ssh: server silent, no banner", ssh_stalled(banner=False)),
     ("ssh: server silent after its banner", ssh_stalled(banner=True)),
     ("ssh: connection refused", ssh_refused),
