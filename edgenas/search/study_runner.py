@@ -21,11 +21,14 @@ import json
 import logging
 import os
 import random
+import signal
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import optuna
@@ -185,18 +188,57 @@ class _RepairingLock(JournalFileSymlinkLock):
     def __init__(self, path: str) -> None:
         super().__init__(path)
         self._journal = Path(path)
+        self._sigint: Any = None  # SIGINT's own handler while the lock holds Ctrl-C back
+        self._interrupted = False
 
     def acquire(self) -> bool:
         # The pid of the process taking the lock now (a forked worker is not its parent).
         self._lock_target_file = f"{self._journal}@{socket.gethostname()}:{os.getpid()}"
-        self._remove_if_owner_died()
-        acquired = super().acquire()
+        self._hold_ctrl_c()
+        held = False
         try:
+            self._remove_if_owner_died()
+            held = super().acquire()
             _drop_torn_tail(self._journal)
         except BaseException:
-            self.release()  # Optuna releases only after a successful acquire
+            if held:
+                self.release()  # Optuna releases only after a successful acquire
+            else:
+                self._deliver_ctrl_c()  # (Optuna's acquire released it if it raised)
             raise
-        return acquired
+        return held
+
+    def release(self) -> None:
+        try:
+            super().release()
+        finally:
+            self._deliver_ctrl_c()
+
+    # Ctrl-C is held back from the lock's acquire to the end of its release, and raised then.
+    # Interrupted inside them, Optuna's release unlinked a renamed file that did not exist
+    # (a FileNotFoundError in place of Ctrl-C, the lock left behind), its acquire released
+    # a lock it might not hold (another writer's), and between the two the lock leaked. The
+    # block is a journal read or append: Ctrl-C waits milliseconds.
+
+    # Each step below is ordered so that Ctrl-C arriving between any two of them is either
+    # held (flagged) or raised while no lock is held.
+
+    def _hold_ctrl_c(self) -> None:
+        if threading.current_thread() is threading.main_thread() and self._sigint is None:
+            self._interrupted = False
+            self._sigint = signal.signal(signal.SIGINT, self._held)
+
+    def _held(self, signum: int, frame: FrameType | None) -> None:
+        self._interrupted = True
+
+    def _deliver_ctrl_c(self) -> None:
+        sigint, self._sigint = self._sigint, None
+        if sigint is None:
+            return
+        signal.signal(signal.SIGINT, sigint)
+        if self._interrupted:
+            self._interrupted = False
+            raise KeyboardInterrupt
 
     def _remove_if_owner_died(self) -> None:
         try:
@@ -207,7 +249,7 @@ class _RepairingLock(JournalFileSymlinkLock):
         if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
             return
         try:
-            self.release()  # renames the link away first: one remover wins
+            super().release()  # renames the link away first: one remover wins
         except RuntimeError:
             return  # another process removed it
         logging.getLogger(__name__).warning(

@@ -11,9 +11,11 @@ from __future__ import annotations
 import json
 import multiprocessing
 import os
+import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from multiprocessing.process import BaseProcess
 from pathlib import Path
@@ -189,3 +191,30 @@ def test_a_record_torn_by_a_killed_writer_is_dropped(tmp_path: Path) -> None:
     # Optuna's own reader (optuna-dashboard, a plain load_study) reads the repaired file.
     plain = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(path)))
     assert len(optuna.load_study(study_name="s", storage=plain).trials) == len(run.completed())
+
+
+def test_ctrl_c_while_the_journal_lock_is_taken_or_released_leaves_no_lock(
+    tmp_path: Path,
+) -> None:
+    # Ctrl-C in `edgenas search` ended in a FileNotFoundError traceback once in three tries
+    # (issue 24's round): Optuna's release, interrupted before its rename, unlinks the renamed
+    # file that does not exist; interrupted elsewhere, the lock was left behind. Real SIGINTs,
+    # sent at scattered moments while this process takes and releases the lock in a loop,
+    # land inside both (Optuna's own lock failed within 15 tries).
+    path = tmp_path / "study.log"
+    path.touch()
+    lock = _RepairingLock(str(path))
+    for i in range(300):
+        ctrl_c = threading.Timer(1e-4 * (i % 23), os.kill, (os.getpid(), signal.SIGINT))
+        with pytest.raises(KeyboardInterrupt):
+            ctrl_c.start()  # (it may come before start returns)
+            while True:  # as Optuna's journal takes it for each read and append
+                lock.acquire()
+                try:
+                    pass
+                finally:
+                    lock.release()
+        ctrl_c.join()
+        assert not Path(f"{path}.lock").is_symlink(), f"try {i}"
+        assert not list(tmp_path.glob("*.rename")), f"try {i}"
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler, f"try {i}"
