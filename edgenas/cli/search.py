@@ -138,7 +138,7 @@ def search_command(
             data=data,
         ),
         quiet=quiet,
-        say=lambda message: err_console.print(message, highlight=False),
+        say=lambda message: None if quiet else err_console.print(message, highlight=False),
     )
     if as_json:
         typer.echo(json.dumps(result.document))

@@ -65,6 +65,7 @@ def test_joint_search_for_two_devices_writes_front_choices_and_plot(
     ]
     proc = search_here(*common, "--trials", "150", "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""  # --quiet: the accuracy predictor's fit was reported all the same
     doc = json.loads(proc.stdout)
     assert doc == json.loads((tmp_path / "pareto.json").read_text())
     assert doc["trials"] >= 150 and doc["front"]
