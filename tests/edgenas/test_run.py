@@ -105,6 +105,20 @@ def test_a_changed_section_redoes_its_stage_only(
     )
 
 
+def _needs_search(run: RunFolder, inputs: dict[str, Any], logged: list[str]) -> bool:
+    """Whether a run's search stage must run on ``inputs`` (a longer study continues)."""
+    return _needs_run(
+        run,
+        "search",
+        inputs,
+        stage="search",
+        options=RunOptions(),
+        outputs=[run.root / "search"],
+        log=logged.append,
+        resumable=_only_trials_changed,
+    )
+
+
 def test_a_stage_whose_inputs_changed_says_what_it_discards(tmp_path: Path) -> None:
     recipe_path = run_recipe(tmp_path)
     run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
@@ -115,16 +129,7 @@ def test_a_stage_whose_inputs_changed_says_what_it_discards(tmp_path: Path) -> N
     logged: list[str] = []
 
     def needs(inputs: dict[str, Any]) -> bool:
-        return _needs_run(
-            run,
-            "search",
-            inputs,
-            stage="search",
-            options=RunOptions(),
-            outputs=[run.root / "search"],
-            log=logged.append,
-            resumable=_only_trials_changed,
-        )
+        return _needs_search(run, inputs, logged)
 
     assert needs({"supernet": "a", "search": {"trials": 90, "seed": 0}})
     assert logged.pop() == "search: continuing from the last run (search.trials changed)"
@@ -156,16 +161,7 @@ def test_a_stage_stopped_after_its_inputs_changed_continues_on_the_rerun(
     logged: list[str] = []
 
     def needs(run: RunFolder, inputs: dict[str, Any]) -> bool:
-        return _needs_run(
-            run,
-            "search",
-            inputs,
-            stage="search",
-            options=RunOptions(),
-            outputs=[root / "search"],
-            log=logged.append,
-            resumable=_only_trials_changed,
-        )
+        return _needs_search(run, inputs, logged)
 
     assert needs(run, new)
     assert logged.pop() == "search: search.seed changed; discarding search and starting again"
