@@ -59,7 +59,7 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
         quant_pre_process,
     )
 
-    from export.onnx_int8_form import int8_form
+    from export.onnx_int8_form import fold_rescales, int8_form
 
     proto = _load_onnx(src)
     input_name, input_shape = _onnx_input(proto, src)
@@ -92,7 +92,7 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
                 reduce_range=True,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-            quantized = onnx.load(str(tmp))
+            quantized = fold_rescales(onnx.load(str(tmp)))
             del quantized.metadata_props[:]
             for key, value in metadata.items():
                 entry = quantized.metadata_props.add()

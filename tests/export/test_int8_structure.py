@@ -20,10 +20,11 @@ from export import (
     ExportError,
     export_onnx,
     export_tflite,
+    onnx_int8_form,
     quantize_onnx_int8,
     quantize_tflite_int8,
 )
-from export.onnx_int8_form import int8_form
+from export.onnx_int8_form import fold_rescales, int8_form
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
 from export.subnet_export import calibration_images
 from export.verify import correlation, relative_error, run_tflite, tflite_interpreter
@@ -180,6 +181,91 @@ def test_int8_form_is_exact(files: dict[str, Path], tmp_path: Path) -> None:
         for p in (prepared, rewritten)
     )
     assert np.abs(before - after).max() <= 1e-5
+
+
+def test_rescales_fold_away_without_changing_an_integer(
+    wide: TinyModel, files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The same quantization without the fold, on the same calibration images.
+    calibration = wide.calibration
+    folded = quantize_onnx_int8(files["onnx"], tmp_path / "folded.onnx", calibration=calibration)
+    monkeypatch.setattr(onnx_int8_form, "fold_rescales", lambda model: model)
+    plain = quantize_onnx_int8(files["onnx"], tmp_path / "plain.onnx", calibration=calibration)
+    muls = [
+        Counter(n.op_type for n in onnx.load(str(p)).graph.node)["Mul"] for p in (plain, folded)
+    ]
+    hardswish, se = _count(wide.model, nn.Hardswish), _count(wide.model, SqueezeExcite)
+    # One Mul by 1/6 per hard-sigmoid (in every hard-swish and squeeze-excite) is gone; the
+    # products stay.
+    assert muls == [2 * (hardswish + se), hardswish + se]
+    assert onnx_float_nodes(folded) == {}
+    x = wide.inputs
+    before, after = (
+        np.concatenate(
+            [
+                ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
+                    None, {"input": x[i : i + 1]}
+                )[0]
+                for i in range(len(x))
+            ]
+        )
+        for p in (plain, folded)
+    )
+    assert np.array_equal(before, after)
+
+
+def _rescale(s_in: float, k: float, s_out: float, z_out: int) -> onnx.ModelProto:
+    """uint8 q → DequantizeLinear(s_in, 3) → Mul(k, an int8 constant) → QuantizeLinear(s_out,
+    z_out) → DequantizeLinear: a float output."""
+    h, a = onnx.helper, np.array
+    inits = [
+        onnx.numpy_helper.from_array(value, name)
+        for name, value in [
+            ("s_in", a(s_in, np.float32)),
+            ("z_in", a(3, np.uint8)),
+            ("k_q", a(127, np.int8)),
+            ("k_s", a(k / 127, np.float32)),
+            ("k_z", a(0, np.int8)),
+            ("s_out", a(s_out, np.float32)),
+            ("z_out", a(z_out, np.uint8)),
+        ]
+    ]
+    nodes = [
+        h.make_node("DequantizeLinear", ["q", "s_in", "z_in"], ["x"]),
+        h.make_node("DequantizeLinear", ["k_q", "k_s", "k_z"], ["k"]),
+        h.make_node("Mul", ["x", "k"], ["y"]),
+        h.make_node("QuantizeLinear", ["y", "s_out", "z_out"], ["y_q"]),
+        h.make_node("DequantizeLinear", ["y_q", "s_out", "z_out"], ["out"]),
+    ]
+    graph = h.make_graph(
+        nodes,
+        "rescale",
+        [h.make_tensor_value_info("q", onnx.TensorProto.UINT8, [1, 256])],
+        [h.make_tensor_value_info("out", onnx.TensorProto.FLOAT, [1, 256])],
+        inits,
+    )
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+
+
+@pytest.mark.parametrize(
+    ("s_out", "z_out", "folds"),
+    [
+        (0.6 / 6, 3, True),  # exactly the input's scale times k
+        (0.6 / 6 * (1 + 1e-3), 3, True),  # 255 steps off by 0.26 of a step at most
+        (0.6 / 6 * (1 + 3e-3), 3, False),  # the top integers would move
+        (0.6 / 6, 4, False),  # another zero point
+    ],
+)
+def test_only_rescales_that_keep_every_integer_fold(s_out: float, z_out: int, folds: bool) -> None:
+    model = _rescale(0.6, 1 / 6, s_out, z_out)
+    q = np.arange(256, dtype=np.uint8).reshape(1, 256)
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"q": q})[0]
+    folded = fold_rescales(model)
+    onnx.checker.check_model(folded)
+    ops = [n.op_type for n in folded.graph.node]
+    assert ("Mul" not in ops) == folds
+    got = ort.InferenceSession(folded.SerializeToString()).run(None, {"q": q})[0]
+    assert np.array_equal(got, expected)
 
 
 @pytest.mark.parametrize(
