@@ -2,14 +2,21 @@
 
     python -m benchmarks.latency                          # both devices, both spaces
     python -m benchmarks.latency --device local --space mbv3-tiny
+    python -m benchmarks.latency --device local --space mbv3-tiny --runtime tflite --precision int8
 
 For each device (this host's CPU, and the same CPU over SSH through a throwaway sshd on
-127.0.0.1 with the "device" Python) with onnxruntime fp32, and each space (mbv3-tiny at every
+127.0.0.1 with the "device" Python) with ``--runtime`` (onnxruntime, the default, or tflite)
+and ``--precision`` (fp32, the default, or int8), and each space (mbv3-tiny at every
 resolution with 100 validation subnets; mbv3-imagenet at 224 px with 50): the wall time to
 build the table and the calibrated predictor (40 calibration subnets) from an empty model
 cache, and the validation figures of lut-sum and calibrated on held-out subnets measured
 end to end. Targets for the calibrated predictor: within ±10% >= 95% and Spearman >= 0.95;
 the whole mbv3-tiny profile in <= 10 minutes.
+
+The blocks of the table and the calibration and validation subnets are all models of that
+runtime's format at that precision, made as ``edgenas profile --precision`` makes them
+(``latency.settings_for``): int8 ones quantized as export quantizes them. The JSON's
+``settings`` says which, and each case's ``model`` the files measured.
 
 Every device call also measures the table's reference model and the figures use latencies
 normalised to its baseline (``latency.reference``). ``raw`` gives, from the same
@@ -51,6 +58,7 @@ from benchmarks.contention import start_training
 from devices import Device, create_device, open_device
 from devices.measurement import Measurement
 from devices.profiles import validate_profile
+from export.formats import PRECISIONS, Precision
 from latency import (
     LutSumPredictor,
     MeasuredSubnets,
@@ -74,6 +82,7 @@ TARGET_SPEARMAN = 0.95
 TARGET_TINY_PROFILE_S = 600.0
 CASES = {"mbv3-tiny": (None, 100), "mbv3-imagenet": ((224,), 50)}
 MEASURE: dict[str, Any] = {"threads": 1, "warmup": 10, "runs": 50}
+RUNTIMES = ("onnxruntime", "tflite")  # the runtimes both devices run here
 
 
 def log(message: str) -> None:
@@ -86,10 +95,11 @@ def device_python() -> str:
 
 
 @contextlib.contextmanager
-def open_target(kind: str, folder: Path) -> Iterator[Device]:
+def open_target(kind: str, folder: Path, runtime: str) -> Iterator[Device]:
+    """The local device or the throwaway-sshd one, running ``runtime``."""
     if kind == "local":
         profile = validate_profile(
-            {"name": "bench-local", "kind": "local", "runtime": "onnxruntime", **MEASURE}
+            {"name": "bench-local", "kind": "local", "runtime": runtime, **MEASURE}
         )
         with create_device(profile.kind, profile.name, profile.model_dump()) as device:
             yield device
@@ -100,7 +110,7 @@ def open_target(kind: str, folder: Path) -> Iterator[Device]:
             folder / "ssh.yaml",
             "bench-ssh",
             python=device_python(),
-            runtime="onnxruntime",
+            runtime=runtime,
             **MEASURE,
         )
         with open_device(path) as device:
@@ -110,17 +120,32 @@ def open_target(kind: str, folder: Path) -> Iterator[Device]:
 
 
 def bench_case(
-    device: Device, space_name: str, folder: Path, calibrate_n: int, passes: int | None
+    device: Device,
+    space_name: str,
+    folder: Path,
+    calibrate_n: int,
+    passes: int | None,
+    *,
+    precision: Precision = "fp32",
 ) -> dict[str, Any]:
     space = get_space(space_name)
     resolutions, n_val = CASES[space_name]
     cache = ModelCache(folder / "cache")  # empty: the time includes every export
     out = folder / f"{device.name}-{space_name}"
+    # The table's blocks and the measured subnets share one format, precision and graph form.
+    settings = settings_for(device.fingerprint(), device.name, precision=precision)
     started = time.perf_counter()
-    table = profile_blocks(device, space, out / "lut.json", cache=cache, resolutions=resolutions)
+    table = profile_blocks(
+        device,
+        space,
+        out / "lut.json",
+        cache=cache,
+        model_format=settings.model_format,
+        precision=settings.precision,
+        resolutions=resolutions,
+    )
     table_s = time.perf_counter() - started
     base = LutSumPredictor.from_table(space, table)
-    settings = settings_for(device.fingerprint(), device.name)
     train = random_subnets(space, calibrate_n, seed=0, resolutions=resolutions, extremes=True)
     train_store = MeasuredSubnets(out / "calibration.json", table.header)
     measured_train = train_store.measure(
@@ -147,6 +172,11 @@ def bench_case(
     raw_cal = calibrate(raw_base, train, _raw(train_store, train))
     raw_val = _raw(val_store, held_out)
     return {
+        "model": {
+            "format": table.header.model_format,
+            "precision": table.header.precision,
+            "graph_form": settings.graph_form,
+        },
         "blocks": len(enumerate_blocks(space, resolutions=resolutions)),
         "resolutions": list(resolutions or space.resolutions),
         "profile_s": round(total_s, 1),
@@ -261,6 +291,15 @@ def main() -> None:
     )
     parser.add_argument("--device", choices=("local", "ssh"), action="append")
     parser.add_argument("--space", choices=tuple(CASES), action="append")
+    parser.add_argument(
+        "--runtime", choices=RUNTIMES, default="onnxruntime", help="what both devices run"
+    )
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="fp32",
+        help="of every model measured (int8: quantized as export quantizes)",
+    )
     parser.add_argument("--calibrate", type=int, default=40)
     parser.add_argument(
         "--passes",
@@ -278,7 +317,7 @@ def main() -> None:
     spaces = args.space or list(CASES)
     result: dict[str, Any] = {
         "machine": {"platform": platform.platform(), "processor": platform.processor()},
-        "settings": {"runtime": "onnxruntime", "precision": "fp32", **MEASURE},
+        "settings": {"runtime": args.runtime, "precision": args.precision, **MEASURE},
         "competing_processes": args.load,
         "targets": {
             "within_10pct": TARGET_WITHIN_10PCT,
@@ -302,13 +341,18 @@ def main() -> None:
                 continue
             folder = Path(tmp) / kind
             folder.mkdir(parents=True)
-            with open_target(kind, folder) as device:
+            with open_target(kind, folder, args.runtime) as device:
                 fp = device.fingerprint()
                 entry: dict[str, Any] = {"fingerprint": fp.to_dict()}
                 for space_name in spaces:
                     log(f"{kind}: profiling {space_name} ...")
                     entry[space_name] = bench_case(
-                        device, space_name, folder, args.calibrate, args.passes
+                        device,
+                        space_name,
+                        folder,
+                        args.calibrate,
+                        args.passes,
+                        precision=args.precision,
                     )
                 result[kind] = entry
     print(json.dumps(result, indent=1))
