@@ -27,7 +27,13 @@ from export import (
 from export.onnx_int8_form import fold_rescales, int8_form
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
 from export.subnet_export import calibration_images
-from export.verify import correlation, relative_error, run_tflite, tflite_interpreter
+from export.verify import (
+    correlation,
+    relative_error,
+    run_onnx,
+    run_tflite,
+    tflite_interpreter,
+)
 from export.xnnpack_form import MAX_TAPS, ScaledHardswish, SplitHardswish, xnnpack_form
 from once_for_all import build_from_config, get_space, recalibrate_bn
 from once_for_all.data import DataBundle
@@ -199,18 +205,7 @@ def test_rescales_fold_away_without_changing_an_integer(
     # products stay.
     assert muls == [2 * (hardswish + se), hardswish + se]
     assert onnx_float_nodes(folded) == {}
-    x = wide.inputs
-    before, after = (
-        np.concatenate(
-            [
-                ort.InferenceSession(str(p), providers=["CPUExecutionProvider"]).run(
-                    None, {"input": x[i : i + 1]}
-                )[0]
-                for i in range(len(x))
-            ]
-        )
-        for p in (plain, folded)
-    )
+    before, after = (run_onnx(p, wide.inputs) for p in (plain, folded))
     assert np.array_equal(before, after)
 
 
