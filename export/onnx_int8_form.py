@@ -9,6 +9,13 @@ exactly before quantization:
 - ReduceMean over the spatial axes of a 4-D tensor, keeping them → GlobalAveragePool;
 - HardSigmoid(x) = clip(αx + β, 0, 1) → Mul(Clip(Add(x, β/α), 0, 1/α), α) for α > 0.
   The Clip then disappears into the preceding QuantizeLinear's range.
+- The input of a hard-swish x·HardSigmoid(x) is clipped from below at −β/α (−3), where the
+  function is 0 and stays 0 for every smaller x; the input of a lone hard-sigmoid (squeeze-
+  excite's gate) at −β/α and (1 − β)/α, where it saturates. The functions are unchanged, and
+  onnxruntime's quantizer merges the Clip into the conv before it, whose int8 output then
+  spends no steps on values that all give the same result. In a MobileNetV3 stem the batch
+  norm's output spans −90…55 and only −3…55 matters: min/max calibration of the unclipped
+  tensor gave it a 2.5× coarser step, the largest loss of agreement with fp32 of any tensor.
 
 Measured on the largest mbv3-imagenet subnet at 160 px (AVX2 x86, 1 thread): 53 float
 islands → none, int8 latency 0.87× → 0.79× of fp32. Dropping hard-sigmoid's Mul by 1/6 into
@@ -39,6 +46,8 @@ def int8_form(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = model.graph
     ranks = _ranks(model)
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    readers = _readers(graph)
+    outputs = {out.name for out in graph.output}
     nodes: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
         if node.op_type == "ReduceMean" and _spatial_mean(node, ranks, constants):
@@ -48,7 +57,9 @@ def int8_form(model: onnx.ModelProto) -> onnx.ModelProto:
                 )
             )
         elif node.op_type == "HardSigmoid" and _attr(node, "alpha", 0.2) > 0:
-            nodes.extend(_hard_sigmoid(graph, node, f"int8_form_{index}"))
+            prefix = f"int8_form_{index}"
+            nodes.extend(_clip_dead_range(graph, node, readers, outputs, prefix))
+            nodes.extend(_hard_sigmoid(graph, node, prefix))
         else:
             nodes.append(node)
     del graph.node[:]
@@ -65,10 +76,7 @@ def fold_rescales(model: onnx.ModelProto) -> onnx.ModelProto:
     graph = model.graph
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
+    readers = _readers(graph)
     outputs = {out.name for out in graph.output}
     dropped: set[int] = set()
     for mul in graph.node:
@@ -111,6 +119,44 @@ def fold_rescales(model: onnx.ModelProto) -> onnx.ModelProto:
         del graph.initializer[:]
         graph.initializer.extend(initializers)
     return model
+
+
+def _readers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """The nodes that read each tensor."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
+def _clip_dead_range(
+    graph: onnx.GraphProto,
+    hard_sigmoid: onnx.NodeProto,
+    readers: dict[str, list[onnx.NodeProto]],
+    outputs: set[str],
+    prefix: str,
+) -> list[onnx.NodeProto]:
+    """A Clip of ``hard_sigmoid``'s input x to the range where x changes the result, with x's
+    readers rewired to it, when every reader is the hard-sigmoid or a Mul(x, hard-sigmoid(x))
+    (a hard-swish); none otherwise. Hard-swish is 0 for all x below −β/α and grows without
+    bound above; a lone hard-sigmoid is flat beyond (1 − β)/α too."""
+    x = hard_sigmoid.input[0]
+    gate = hard_sigmoid.output[0]
+    users = readers.get(x, [])
+    products = [n for n in users if n is not hard_sigmoid]
+    if x in outputs or any(
+        n.op_type != "Mul" or sorted(n.input) != sorted([x, gate]) for n in products
+    ):
+        return []
+    alpha, beta = _attr(hard_sigmoid, "alpha", 0.2), _attr(hard_sigmoid, "beta", 0.5)
+    bounds = [_constant(graph, f"{prefix}_floor", -beta / alpha)]
+    if not products:
+        bounds.append(_constant(graph, f"{prefix}_ceiling", (1 - beta) / alpha))
+    clipped = f"{prefix}_live"
+    for node in users:
+        node.input[list(node.input).index(x)] = clipped
+    return [helper.make_node("Clip", [x, *bounds], [clipped], name=f"{prefix}_live_range")]
 
 
 def _dequantized_constant(

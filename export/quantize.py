@@ -114,7 +114,8 @@ def quantize_tflite_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Pa
 
     ai-edge-quantizer's ``static_wi8_ai8`` recipe: int8 weights (per channel), int8
     activations whose ranges come from ``calibration`` (float32 samples in the model's own
-    input layout, NHWC for an NHWC model, stacked on axis 0, fed one at a time).
+    input layout, NHWC for an NHWC model, stacked on axis 0, fed one at a time), narrowed to
+    where they matter by ``export.tflite_int8_ranges.clip_dead_ranges``.
     The model's input and output tensors are int8 too (no float QUANTIZE/DEQUANTIZE at the
     edges), as Ethos-U/Vela and int8-only NPUs need: callers quantize inputs and dequantize
     outputs with the scales and zero points from ``tflite_io_quantization``. Returns ``dst``.
@@ -128,6 +129,8 @@ def quantize_tflite_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Pa
         recipe_manager,
     )
     from ai_edge_quantizer.utils import qsv_utils  # type: ignore[import-untyped]
+
+    from export.tflite_int8_ranges import clip_dead_ranges
 
     interpreter = _interpreter(src)
     signatures = interpreter.get_signature_list()
@@ -163,8 +166,10 @@ def quantize_tflite_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Pa
                 qsv_update_func=qsv_utils.min_max_update,
             )
             calib.calibrate({key: [{input_name: s} for s in samples]}, manager)
+            qsvs = calib.get_model_qsvs()
+            clip_dead_ranges(src.read_bytes(), qsvs)
             q = quantizer.Quantizer(str(src), quant_recipe)
-            result = q.quantize(calib.get_model_qsvs(), enable_progress_report=False)
+            result = q.quantize(qsvs, enable_progress_report=False)
             content = bytes(result.quantized_model)
     except Exception as exc:
         raise conversion_error(

@@ -7,6 +7,11 @@ ranges then loses most levels in its small channels, and top-1 agreement with fp
 images, straight-through gradients) teaches the weights to live with it; the usual
 post-training quantization of the fine-tuned model then keeps its accuracy. Weights are left
 in float: per-channel int8 weights cost little.
+
+The input of each hard-swish is clipped at −3 and that of each hard-sigmoid at −3 and 3
+before it is quantized, as export quantizes them (``export.onnx_int8_form``,
+``export.tflite_int8_ranges``): the functions are flat there, so the clip changes nothing
+in float and leaves the quantization steps to the range that matters.
 """
 
 from __future__ import annotations
@@ -52,10 +57,26 @@ def quantized_modules(model: nn.Module) -> dict[str, nn.Module]:
     }
 
 
+def live_ranges(model: nn.Module) -> dict[str, tuple[float, float]]:
+    """The quantized outputs that only a hard-swish or a hard-sigmoid reads, with the range
+    beyond which that function is flat: (−3, inf) for hard-swish, (−3, 3) for hard-sigmoid."""
+    live: dict[str, tuple[float, float]] = {}
+    for name, m in model.named_modules():
+        prefix = f"{name}." if name else ""
+        if isinstance(m, SqueezeExcite) and type(m.gate) is nn.Hardsigmoid:
+            live[f"{prefix}expand"] = (-3.0, 3.0)
+        elif type(getattr(m, "act", None)) is nn.Hardswish and isinstance(
+            getattr(m, "conv", None), nn.Conv2d
+        ):
+            before = "bn" if isinstance(getattr(m, "bn", None), nn.BatchNorm2d) else "conv"
+            live[f"{prefix}{before}"] = (-3.0, float("inf"))
+    return live
+
+
 @torch.no_grad()
 def activation_ranges(model: nn.Module, images: Tensor) -> dict[str, tuple[float, float]]:
     """Min and max of each quantized output over ``images`` (eval mode), as min/max
-    calibration computes them; the range always includes 0."""
+    calibration computes them, within ``live_ranges``; the range always includes 0."""
     ranges: dict[str, tuple[float, float]] = {}
     handles = []
     for name, module in quantized_modules(model).items():
@@ -74,6 +95,10 @@ def activation_ranges(model: nn.Module, images: Tensor) -> dict[str, tuple[float
         for h in handles:
             h.remove()
         model.train(was_training)
+    for name, (floor, ceiling) in live_ranges(model).items():
+        if name in ranges:
+            lo, hi = ranges[name]
+            ranges[name] = (max(lo, floor), min(hi, ceiling))
     return ranges
 
 
