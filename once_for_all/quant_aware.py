@@ -8,6 +8,11 @@ images, straight-through gradients) teaches the weights to live with it; the usu
 post-training quantization of the fine-tuned model then keeps its accuracy. Weights are left
 in float: per-channel int8 weights cost little.
 
+The stem's output channels may be quantized in groups of similar range, each with a scale of
+its own (``stem_groups``), as export writes the stem (``export.stem_split``):
+one scale for all of them left the small channels of the fmnist supernet's stem (0.2 to 55
+after hard-swish) a few steps each.
+
 The input of each hard-swish is clipped at −3 and that of each hard-sigmoid at −3 and 3
 before it is quantized, as export quantizes them (``export.onnx_int8_form``,
 ``export.tflite_int8_ranges``): the functions are flat there, so the clip changes nothing
@@ -16,12 +21,15 @@ in float and leaves the quantization steps to the range that matters.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import itertools
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
+from once_for_all.errors import EdgenasError
 from once_for_all.layers import SqueezeExcite
 from once_for_all.static_net import MBConvBlock
 
@@ -36,6 +44,10 @@ _QUANTIZED_OUTPUTS = (
     SqueezeExcite,
     MBConvBlock,
 )
+
+
+class StemGroupsError(EdgenasError, ValueError):
+    """More stem groups than the stem has channels, or fewer than one."""
 
 
 def quantized_modules(model: nn.Module) -> dict[str, nn.Module]:
@@ -74,18 +86,25 @@ def live_ranges(model: nn.Module) -> dict[str, tuple[float, float]]:
 
 
 @torch.no_grad()
-def activation_ranges(model: nn.Module, images: Tensor) -> dict[str, tuple[float, float]]:
-    """Min and max of each quantized output over ``images`` (eval mode), as min/max
-    calibration computes them, within ``live_ranges``; the range always includes 0."""
-    ranges: dict[str, tuple[float, float]] = {}
+def channel_ranges(
+    model: nn.Module, images: Tensor, names: Sequence[str] | None = None
+) -> dict[str, Tensor]:
+    """Per-channel min and max, as a (channels, 2) tensor, of each quantized output (or of
+    ``names`` among them) over ``images`` (eval mode), within ``live_ranges``; the range always
+    includes 0."""
+    modules = quantized_modules(model)
+    seen: dict[str, Tensor] = {}
     handles = []
-    for name, module in quantized_modules(model).items():
+    for name in modules if names is None else names:
 
         def record(_m: nn.Module, _i: object, out: Tensor, name: str = name) -> None:
-            lo, hi = ranges.get(name, (0.0, 0.0))
-            ranges[name] = (min(lo, float(out.min())), max(hi, float(out.max())))
+            dims = [d for d in range(out.dim()) if d != 1]  # all but the channels
+            lo, hi = out.amin(dims).clamp(max=0.0), out.amax(dims).clamp(min=0.0)
+            if name in seen:
+                lo, hi = torch.minimum(seen[name][:, 0], lo), torch.maximum(seen[name][:, 1], hi)
+            seen[name] = torch.stack([lo, hi], 1)
 
-        handles.append(module.register_forward_hook(record))
+        handles.append(modules[name].register_forward_hook(record))
     was_training = model.training
     model.eval()
     try:
@@ -96,10 +115,49 @@ def activation_ranges(model: nn.Module, images: Tensor) -> dict[str, tuple[float
             h.remove()
         model.train(was_training)
     for name, (floor, ceiling) in live_ranges(model).items():
-        if name in ranges:
-            lo, hi = ranges[name]
-            ranges[name] = (max(lo, floor), min(hi, ceiling))
-    return ranges
+        if name in seen:
+            seen[name] = torch.stack(
+                [seen[name][:, 0].clamp(min=floor), seen[name][:, 1].clamp(max=ceiling)], 1
+            )
+    return seen
+
+
+def activation_ranges(model: nn.Module, images: Tensor) -> dict[str, tuple[float, float]]:
+    """Min and max of each quantized output over ``images`` (eval mode), as min/max
+    calibration computes them, within ``live_ranges``; the range always includes 0."""
+    return {
+        name: (float(r[:, 0].min()), float(r[:, 1].max()))
+        for name, r in channel_ranges(model, images).items()
+    }
+
+
+def stem_outputs(model: nn.Module) -> list[str]:
+    """The quantized outputs of ``model``'s stem (its conv or batch norm, its activation):
+    the tensors whose channels ``stem_groups`` groups. Empty for a model without a stem."""
+    return [name for name in quantized_modules(model) if name.startswith("stem.")]
+
+
+def stem_groups(model: nn.Module, images: Tensor, groups: int) -> list[list[int]]:
+    """The stem's output channels in ``groups`` groups of (nearly) equal size, by the range of
+    the stem's output over ``images``, smallest first: each group's int8 tensors get a scale
+    of their own. One group (all channels, in order) when ``groups`` is 1 or there is no stem."""
+    names = stem_outputs(model)
+    if groups < 1:
+        raise StemGroupsError(f"stem groups {groups}: give 1 or more (1 keeps the stem whole)")
+    if not names:
+        return []
+    ranges = channel_ranges(model, images, names[-1:])[names[-1]]
+    channels = len(ranges)
+    if groups == 1:
+        return [list(range(channels))]
+    if groups > channels:
+        raise StemGroupsError(
+            f"stem groups {groups}: the stem has {channels} channels; give 1 to {channels}"
+        )
+    # Ties (equal ranges) keep channel order, so the grouping repeats on equal data.
+    order = sorted(range(channels), key=lambda c: (float(ranges[c, 1] - ranges[c, 0]), c))
+    bounds = [round(i * channels / groups) for i in range(groups + 1)]
+    return [sorted(order[a:b]) for a, b in itertools.pairwise(bounds)]
 
 
 def fake_quantize(x: Tensor, lo: float, hi: float) -> Tensor:
@@ -111,18 +169,45 @@ def fake_quantize(x: Tensor, lo: float, hi: float) -> Tensor:
     return x + (q - x).detach()
 
 
+def fake_quantize_groups(
+    x: Tensor, groups: Sequence[Sequence[int]], ranges: Sequence[tuple[float, float]]
+) -> Tensor:
+    """``fake_quantize`` of each group of ``x``'s channels (dim 1) over its own range."""
+    with torch.no_grad():
+        q = x.clone()
+        for channels, (lo, hi) in zip(groups, ranges, strict=True):
+            q[:, list(channels)] = fake_quantize(x[:, list(channels)], lo, hi)
+    return x + (q - x).detach()
+
+
+def group_ranges(per_channel: Tensor, groups: Sequence[Sequence[int]]) -> list[tuple[float, float]]:
+    """The (min, max) of each group of channels from ``channel_ranges``' (channels, 2)."""
+    return [
+        (float(per_channel[list(g), 0].min()), float(per_channel[list(g), 1].max())) for g in groups
+    ]
+
+
 @contextmanager
 def int8_activations(
-    model: nn.Module, calibration: Tensor
+    model: nn.Module, calibration: Tensor, *, groups: int = 1
 ) -> Iterator[dict[str, tuple[float, float]]]:
     """Within the block, ``model``'s activations are int8-simulated with ranges measured on
-    ``calibration`` (float NCHW images as the model takes them); yields the ranges."""
-    ranges = activation_ranges(model, calibration)
-    handles = [
-        module.register_forward_hook(lambda _m, _i, out, r=ranges[name]: fake_quantize(out, *r))
-        for name, module in quantized_modules(model).items()
-        if name in ranges
-    ]
+    ``calibration`` (float NCHW images as the model takes them), the stem's in ``groups``
+    groups of channels (``stem_groups``); yields the per-tensor ranges."""
+    per_channel = channel_ranges(model, calibration)
+    ranges = {name: (float(r[:, 0].min()), float(r[:, 1].max())) for name, r in per_channel.items()}
+    stem = stem_groups(model, calibration, groups)
+    handles = []
+    for name, module in quantized_modules(model).items():
+        if name not in ranges:
+            continue
+        quantize: Callable[[Tensor], Tensor]
+        if len(stem) > 1 and name in stem_outputs(model):
+            by_group = group_ranges(per_channel[name], stem)
+            quantize = partial(fake_quantize_groups, groups=stem, ranges=by_group)
+        else:
+            quantize = partial(fake_quantize, lo=ranges[name][0], hi=ranges[name][1])
+        handles.append(module.register_forward_hook(lambda _m, _i, out, q=quantize: q(out)))
     try:
         yield ranges
     finally:
