@@ -61,7 +61,7 @@ from benchmarks.int8_timing import (
     measure_side_by_side,
 )
 from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
-from export.formats import INT8_AGREEMENT_TARGET
+from export.formats import INT8_AGREEMENT_TARGET, STEM_GROUPS
 from export.subnet_export import ExportOptions
 
 if TYPE_CHECKING:
@@ -87,7 +87,9 @@ def bench_subnet(args: argparse.Namespace, subnet: str, out: Path) -> dict[str, 
         supernet=args.supernet,
         subnet=subnet,
         out=out,
-        options=ExportOptions(int8=True, calibration_images=args.calibration_images),
+        options=ExportOptions(
+            int8=True, calibration_images=args.calibration_images, stem_groups=args.stem_groups
+        ),
         devices=tuple(args.device),
         profiles=args.profiles,
         finetune=FinetuneSettings(qat_epochs=args.qat_epochs),
@@ -178,20 +180,29 @@ def file_name(name: str) -> str:
     return f"{name}.{name.split('_')[0]}"
 
 
-def write_files(model: MobileNetV3, work: Path, calibration: np.ndarray) -> dict[str, Path]:
-    """The four files of issue 20's table, written as ``edgenas export`` writes them."""
+def write_files(
+    model: MobileNetV3, work: Path, calibration: np.ndarray, *, stem_groups: int
+) -> dict[str, Path]:
+    """The four files of issue 20's table, written as ``edgenas export`` writes them: the
+    int8 ones with the stem in ``stem_groups`` groups of channels."""
     import numpy as np
+    import torch
 
     from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
+    from export.stem_split import split_stem
+    from once_for_all.quant_aware import stem_groups as groups_by_range
 
     shape = model.input_shape
     paths = {name: work / file_name(name) for name in FILES}
+    groups = groups_by_range(model, torch.from_numpy(calibration), stem_groups)
     export_onnx(model, paths["onnx_fp32"], input_shape=shape)
-    quantize_onnx_int8(paths["onnx_fp32"], paths["onnx_int8"], calibration=calibration)
+    onnx_to_quantize = work / "onnx_for_int8.onnx"
+    export_onnx(split_stem(model, groups), onnx_to_quantize, input_shape=shape)
+    quantize_onnx_int8(onnx_to_quantize, paths["onnx_int8"], calibration=calibration)
     export_tflite(model, paths["tflite_fp32"], input_shape=shape)
     # The int8 TFLite starts from the float model in the form its int8 version runs in.
     to_quantize = work / "tflite_for_int8.tflite"
-    export_tflite(model, to_quantize, input_shape=shape, for_int8=True)
+    export_tflite(model, to_quantize, input_shape=shape, for_int8=True, stem_groups=groups)
     nhwc = np.ascontiguousarray(np.moveaxis(calibration, 1, -1))
     quantize_tflite_int8(to_quantize, paths["tflite_int8"], calibration=nhwc)
     return paths
@@ -217,7 +228,7 @@ def measure_files(paths: dict[str, Path], *, rounds: int) -> dict[str, dict[str,
 
 
 def speed_row(
-    label: str, space: SearchSpace, subnet: Subnet, work: Path, *, rounds: int
+    label: str, space: SearchSpace, subnet: Subnet, work: Path, *, rounds: int, stem_groups: int
 ) -> dict[str, Any]:
     """One row of the table; its four files stay in ``work`` (see ``file_name``)."""
     import numpy as np
@@ -231,7 +242,7 @@ def speed_row(
         (CALIBRATION_SAMPLES, *model.input_shape[1:]), dtype=np.float32
     )
     started = time.perf_counter()
-    paths = write_files(model, work, calibration)
+    paths = write_files(model, work, calibration, stem_groups=stem_groups)
     export_s = time.perf_counter() - started
     latency = measure_files(paths, rounds=rounds)
     for name, path in paths.items():
@@ -345,7 +356,9 @@ def speed_main(args: argparse.Namespace) -> None:
             log(f"[{i + 1}/{len(subnets)}] {label} {space.name} {subnet.key}")
             folder = Path(work) / str(i)
             folder.mkdir()
-            row = speed_row(label, space, subnet, folder, rounds=args.rounds)
+            row = speed_row(
+                label, space, subnet, folder, rounds=args.rounds, stem_groups=args.stem_groups
+            )
             log(
                 "  ms: " + ", ".join(f"{k} {v['median_ms']:.3f}" for k, v in row["latency"].items())
             )
@@ -360,6 +373,7 @@ def speed_main(args: argparse.Namespace) -> None:
                 "benchmark": "export-speed",
                 "machine": machine(),
                 "threads": 1,
+                "stem_groups": args.stem_groups,
                 "rounds": args.rounds,
                 "runs_per_file": args.rounds * RUNS_PER_ROUND,
                 "weights": "random (torch seed 0), BN statistics from "
@@ -386,6 +400,12 @@ def main() -> None:
     parser.add_argument("--calibration-images", type=int, default=256)
     parser.add_argument(
         "--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning before export"
+    )
+    parser.add_argument(
+        "--stem-groups",
+        type=int,
+        default=STEM_GROUPS,
+        help=f"int8 files: the stem in this many groups of channels (default {STEM_GROUPS})",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     speed = parser.add_argument_group("speed table (--speed)")
@@ -451,6 +471,7 @@ def accuracy_main(args: argparse.Namespace) -> None:
                 "devices": args.device,
                 "calibration_images": args.calibration_images,
                 "qat_epochs": args.qat_epochs,
+                "stem_groups": args.stem_groups,
                 "target_int8_agreement": INT8_AGREEMENT_TARGET,
                 "subnets": results,
             },

@@ -554,6 +554,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
                     formats=tuple(e.formats),
                     int8=e.int8,
                     calibration_images=e.calibration_images,
+                    stem_groups=e.stem_groups,
                     test_images=e.test_images,
                     min_int8_agreement=e.min_int8_agreement,
                 ),

@@ -27,7 +27,13 @@ from pydantic import (
 from edgenas.search.accuracy_sources import AccuracySource
 from edgenas.search.sampler_names import SamplerName
 from edgenas.stages import STAGES, StageName
-from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ModelFormat, Precision
+from export.formats import (
+    INT8_AGREEMENT_TARGET,
+    MODEL_FORMATS,
+    STEM_GROUPS,
+    ModelFormat,
+    Precision,
+)
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.data.image_stream import Holding
@@ -187,6 +193,8 @@ class ExportSection(_Strict):
     qat_epochs: int = Field(0, ge=0)
     finetune_epochs: int = Field(0, ge=0)
     calibration_images: int = Field(256, ge=1)
+    # The stem's int8 tensors in this many groups of channels by range, each with its scale.
+    stem_groups: int = Field(STEM_GROUPS, ge=1)
     test_images: int | None = Field(None, ge=1)
     # An int8 file is recommended over fp32 (when faster) from this top-1 agreement on.
     min_int8_agreement: float = Field(INT8_AGREEMENT_TARGET, ge=0, le=1)

@@ -113,6 +113,14 @@ def read_card(path: Path) -> CardDocument:
 
 def execution_text(execution: Mapping[str, Any]) -> str:
     """How the runtime runs a file, in a few words (``ExportedFile.execution``)."""
+    text = _runtime_text(execution)
+    groups = execution.get("stem_groups")
+    if groups:
+        text += f"; stem in {len(groups)} int8 groups of channels"
+    return text
+
+
+def _runtime_text(execution: Mapping[str, Any]) -> str:
     if "partitions" in execution:
         parts = execution["partitions"]
         text = f"{parts} {execution['delegate']} partition{'s' if parts != 1 else ''}"

@@ -23,6 +23,7 @@ from export.formats import (
     INT8_MIN_OPSET,
     MODEL_FORMATS,
     ONNX_OPSETS,
+    STEM_GROUPS,
     GraphForm,
     ModelFormat,
     Precision,
@@ -30,10 +31,12 @@ from export.formats import (
 from export.onnx_export import export_onnx
 from export.quantize import quantize_onnx_int8, quantize_tflite_int8, tflite_io_quantization
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
+from export.stem_split import split_stem
 from export.tflite_export import export_tflite
 from export.verify import agreement, max_abs_diff, run_onnx, run_tflite, top1
 from once_for_all.data import DataBundle, ImageSplit
 from once_for_all.data.batches import normalize, resize_batch
+from once_for_all.quant_aware import stem_groups
 from once_for_all.static_net import MobileNetV3
 
 FILE_NAMES: dict[tuple[str, str], str] = {
@@ -62,6 +65,9 @@ class ExportOptions:
     opset: int = 17
     dynamic_batch: bool = False
     verify: bool = True
+    # int8 files write the stem as this many groups of channels by range, each with its own
+    # scale (export.stem_split); 1 keeps it whole.
+    stem_groups: int = STEM_GROUPS
 
 
 @dataclass
@@ -175,6 +181,11 @@ def export_subnet(
             "are broken; retrain the supernet, or fine-tune again with a lower learning rate"
         )
     calib = calibration_images(data, r, options.calibration_images) if options.int8 else None
+    groups = (
+        stem_groups(model, torch.from_numpy(calib), options.stem_groups)
+        if calib is not None
+        else []
+    )
     accuracy_fp32 = top1(test_ref, test_y) if test_ref is not None else None
     metadata = {
         **(metadata or {}),
@@ -217,25 +228,44 @@ def export_subnet(
         say(f"{fmt} int8 (calibrating on {len(calib)} training images)")
         q_path = folder / FILE_NAMES[(fmt, "int8")]
         started = time.perf_counter()
-        if fmt == "onnx":
+        split = len(groups) > 1
+        if fmt == "onnx" and not split:
             quantize_onnx_int8(path, q_path, calibration=calib)
-        elif options.graph_form == "plain":
+        elif fmt == "tflite" and options.graph_form == "plain" and not split:
             # The plain form converts the model as it is for int8 too: the fp32 file is the
             # quantizable one (a second conversion would take seconds to write the same).
             quantize_tflite_int8(path, q_path, calibration=calib.transpose(0, 2, 3, 1))
         else:
             with tempfile.TemporaryDirectory(prefix="edgenas-int8-") as work:
-                # The float model in the form whose int8 version XNNPACK runs in one piece.
-                quantizable = export_tflite(
-                    model,
-                    Path(work) / "quantizable.tflite",
-                    input_shape=shape,
-                    for_int8=True,
-                    form=options.graph_form,
-                )
-                quantize_tflite_int8(quantizable, q_path, calibration=calib.transpose(0, 2, 3, 1))
+                # The float model as its int8 version is written: the stem in groups, and
+                # for TFLite in the form whose int8 version XNNPACK runs in one piece.
+                quantizable = Path(work) / f"quantizable.{fmt}"
+                if fmt == "onnx":
+                    export_onnx(
+                        split_stem(model, groups),
+                        quantizable,
+                        input_shape=shape,
+                        opset=options.opset,
+                        dynamic_batch=options.dynamic_batch,
+                        metadata=metadata,
+                    )
+                    quantize_onnx_int8(quantizable, q_path, calibration=calib)
+                else:
+                    export_tflite(
+                        model,
+                        quantizable,
+                        input_shape=shape,
+                        for_int8=True,
+                        form=options.graph_form,
+                        stem_groups=groups,
+                    )
+                    quantize_tflite_int8(
+                        quantizable, q_path, calibration=calib.transpose(0, 2, 3, 1)
+                    )
         q = _described(q_path, fmt, "int8", time.perf_counter() - started)
         q.execution = _execution(q_path, fmt, "int8", options.graph_form)
+        if split:
+            q.execution["stem_groups"] = groups  # channels with an int8 scale of their own
         inputs[q_path.name] = _input_spec(q_path, fmt, shape, options.dynamic_batch)
         if test_x is not None and test_ref is not None:
             say(f"{fmt} int8: checking on {len(test_x)} test images")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,7 @@ from export._shapes import check_input_shape
 from export.deferred_interrupt import interrupt_after_step
 from export.errors import ExportError, conversion_error
 from export.formats import GraphForm
+from export.stem_split import split_stem
 from export.xnnpack_form import xnnpack_form
 from once_for_all.errors import one_line
 from once_for_all.files import write_bytes
@@ -27,13 +29,16 @@ def export_tflite(
     nhwc: bool = True,
     for_int8: bool = False,
     form: GraphForm = "xnnpack",
+    stem_groups: Sequence[Sequence[int]] = (),
 ) -> Path:
     """Convert ``model`` (in eval mode; its own mode is left as it was) to an fp32 .tflite.
 
     With ``form="xnnpack"`` (the default) the model is converted in the form LiteRT's CPU
     delegate runs fast (``export.xnnpack_form``: wide depthwise convs as row bands), and
     ``for_int8`` also writes hard-swish in the form whose int8 version XNNPACK delegates: pass
-    it for a file that ``quantize_tflite_int8`` will quantize. ``form="plain"`` converts the
+    it for a file that ``quantize_tflite_int8`` will quantize. ``stem_groups`` (from
+    ``once_for_all.quant_aware.stem_groups``) writes the stem as those groups of channels
+    (``export.stem_split``), so that int8 quantization gives each its own scale. ``form="plain"`` converts the
     model as it is, for NPU compilers (``export.formats.graph_form``).
 
     ``input_shape`` is given in torch's NCHW order. With ``nhwc`` (the default) the .tflite
@@ -53,6 +58,7 @@ def export_tflite(
             import litert_torch  # type: ignore[import-untyped]  # seconds to import; only here
 
             module: nn.Module = xnnpack_form(model, int8=for_int8) if form == "xnnpack" else model
+            module = split_stem(module, stem_groups)
             if nhwc:
                 with torch.no_grad():
                     out = module(sample)
@@ -64,6 +70,8 @@ def export_tflite(
                 sample = sample.permute(0, *range(2, len(shape)), 1).contiguous()
             edge: Any = litert_torch.convert(module, (sample,))
             content: bytes = edge.model_content()
+    except ExportError:
+        raise
     except Exception as exc:
         raise conversion_error(
             path,

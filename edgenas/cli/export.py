@@ -14,7 +14,7 @@ from rich.table import Table
 
 from edgenas.cli.user_errors import fail, finite
 from edgenas.console import err_console
-from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ONNX_OPSETS
+from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ONNX_OPSETS, STEM_GROUPS
 
 if TYPE_CHECKING:
     from export.card import CardBody
@@ -60,6 +60,14 @@ def export_command(
     calibration_images: Annotated[
         int, typer.Option(min=1, help="training images that calibrate int8 ranges")
     ] = 256,
+    stem_groups: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="with --int8: write the stem as this many groups of channels by range, each "
+            "with its own int8 scale (1: one scale for the stem's output)",
+        ),
+    ] = STEM_GROUPS,
     test_images: Annotated[
         int | None, typer.Option(min=1, help="test images for int8 checks (default: all)")
     ] = None,
@@ -124,6 +132,7 @@ def export_command(
             formats=formats,  # type: ignore[arg-type]  # checked against MODEL_FORMATS above
             int8=int8,
             calibration_images=calibration_images,
+            stem_groups=stem_groups,
             test_images=test_images,
             tolerance=tolerance,
             min_int8_agreement=min_int8_agreement,

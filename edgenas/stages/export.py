@@ -223,6 +223,8 @@ def _subnet_model(
         "settings": settings.__dict__,
         "calibration_images": job.options.calibration_images,
     }
+    if settings.qat_epochs:
+        key["stem_groups"] = job.options.stem_groups  # what the int8 simulation quantizes
     saved = job.out / "finetuned.pt"
     cached = read_finetuned(saved) if saved.is_file() else None
     if cached is not None and cached["key"] == json.dumps(key, sort_keys=True):
@@ -257,7 +259,7 @@ def _subnet_model(
         calibration = torch.from_numpy(
             calibration_images(data, subnet.r, job.options.calibration_images)
         )
-        with int8_activations(model, calibration):
+        with int8_activations(model, calibration, groups=job.options.stem_groups):
             train(settings.qat_epochs, float_self, "quantization-aware", QAT_KD_RATIO)
     write_finetuned(
         saved,

@@ -120,7 +120,10 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
             assert f["checks"]["max_abs_diff"] <= 1e-4
         else:
             assert 0 <= f["checks"]["top1_agreement"] <= 1
-        # How the runtime runs each file: all of it delegated, no float island.
+        # How the runtime runs each file: all of it delegated, no float island; the int8
+        # files' stems in groups of channels, each with its own scale.
+        groups = f["execution"].pop("stem_groups", None)
+        assert (groups is None) == (f["precision"] == "fp32")
         if f["format"] == "tflite":
             assert f["execution"] == {
                 "graph_form": "xnnpack",
@@ -414,6 +417,29 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         edgenas_here("export", "--supernet", supernet, "--subnet", "max", "--out", blocker / "out"),
         "cannot write to output folder",
     )
+    # Found once the subnet is built (the stem's width), still before any file is written.
+    _fails(
+        edgenas_here(
+            "export",
+            "--supernet",
+            supernet,
+            "--subnet",
+            "min",
+            "--format",
+            "onnx",
+            "--int8",
+            "--stem-groups",
+            "20",
+            "--calibration-images",
+            "32",
+            "--test-images",
+            "50",
+            "--out",
+            out,
+        ),
+        "stem groups 20: the stem has 8 channels; give 1 to 8",
+    )
+    assert not out.exists()
 
 
 def test_a_failed_export_keeps_the_previous_one(exported: Path, trained: Path) -> None:
