@@ -61,7 +61,7 @@ from benchmarks.int8_timing import (
     measure_side_by_side,
 )
 from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
-from export.formats import INT8_AGREEMENT_TARGET, STEM_GROUPS
+from export.formats import INT8_AGREEMENT_TARGET, STEM_GROUPS, StemGroups
 from export.subnet_export import ExportOptions
 
 if TYPE_CHECKING:
@@ -181,7 +181,7 @@ def file_name(name: str) -> str:
 
 
 def write_files(
-    model: MobileNetV3, work: Path, calibration: np.ndarray, *, stem_groups: int
+    model: MobileNetV3, work: Path, calibration: np.ndarray, *, stem_groups: StemGroups
 ) -> dict[str, Path]:
     """The four files of issue 20's table, written as ``edgenas export`` writes them: the
     int8 ones with the stem in ``stem_groups`` groups of channels."""
@@ -190,11 +190,13 @@ def write_files(
 
     from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
     from export.stem_split import split_stem
+    from export.subnet_export import choose_stem_groups
     from once_for_all.quant_aware import stem_groups as groups_by_range
 
     shape = model.input_shape
     paths = {name: work / file_name(name) for name in FILES}
-    groups = groups_by_range(model, torch.from_numpy(calibration), stem_groups)
+    images = torch.from_numpy(calibration)
+    groups = groups_by_range(model, images, choose_stem_groups(model, images, stem_groups))
     export_onnx(model, paths["onnx_fp32"], input_shape=shape)
     onnx_to_quantize = work / "onnx_for_int8.onnx"
     export_onnx(split_stem(model, groups), onnx_to_quantize, input_shape=shape)
@@ -228,7 +230,13 @@ def measure_files(paths: dict[str, Path], *, rounds: int) -> dict[str, dict[str,
 
 
 def speed_row(
-    label: str, space: SearchSpace, subnet: Subnet, work: Path, *, rounds: int, stem_groups: int
+    label: str,
+    space: SearchSpace,
+    subnet: Subnet,
+    work: Path,
+    *,
+    rounds: int,
+    stem_groups: StemGroups,
 ) -> dict[str, Any]:
     """One row of the table; its four files stay in ``work`` (see ``file_name``)."""
     import numpy as np
@@ -403,9 +411,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--stem-groups",
-        type=int,
+        type=lambda v: v if v == "auto" else int(v),
         default=STEM_GROUPS,
-        help=f"int8 files: the stem in this many groups of channels (default {STEM_GROUPS})",
+        help=f"int8 files: the stem in this many groups of channels, or auto (default "
+        f"{STEM_GROUPS})",
     )
     parser.add_argument("--threads", type=int, default=1, help="torch threads")
     speed = parser.add_argument_group("speed table (--speed)")

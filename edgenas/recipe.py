@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import yaml
 from pydantic import (
@@ -193,8 +193,9 @@ class ExportSection(_Strict):
     qat_epochs: int = Field(0, ge=0)
     finetune_epochs: int = Field(0, ge=0)
     calibration_images: int = Field(256, ge=1)
-    # The stem's int8 tensors in this many groups of channels by range, each with its scale.
-    stem_groups: int = Field(STEM_GROUPS, ge=1)
+    # The stem's int8 tensors in this many groups of channels by range, each with its scale;
+    # "auto": 2 where that clearly cuts the simulated int8 error (export.formats.STEM_GROUPS).
+    stem_groups: Annotated[int, Field(ge=1)] | Literal["auto"] = STEM_GROUPS
     test_images: int | None = Field(None, ge=1)
     # An int8 file is recommended over fp32 (when faster) from this top-1 agreement on.
     min_int8_agreement: float = Field(INT8_AGREEMENT_TARGET, ge=0, le=1)

@@ -14,7 +14,13 @@ from rich.table import Table
 
 from edgenas.cli.user_errors import fail, finite
 from edgenas.console import err_console
-from export.formats import INT8_AGREEMENT_TARGET, MODEL_FORMATS, ONNX_OPSETS, STEM_GROUPS
+from export.formats import (
+    INT8_AGREEMENT_TARGET,
+    MODEL_FORMATS,
+    ONNX_OPSETS,
+    STEM_GROUPS,
+    StemGroups,
+)
 
 if TYPE_CHECKING:
     from export.card import CardBody
@@ -61,13 +67,13 @@ def export_command(
         int, typer.Option(min=1, help="training images that calibrate int8 ranges")
     ] = 256,
     stem_groups: Annotated[
-        int,
+        str,
         typer.Option(
-            min=1,
             help="with --int8: write the stem as this many groups of channels by range, each "
-            "with its own int8 scale (1: one scale for the stem's output)",
+            "with its own int8 scale (1: one scale for the stem's output; auto: 2 where that "
+            "clearly cuts the simulated int8 error, else 1)",
         ),
-    ] = STEM_GROUPS,
+    ] = str(STEM_GROUPS),
     test_images: Annotated[
         int | None, typer.Option(min=1, help="test images for int8 checks (default: all)")
     ] = None,
@@ -132,7 +138,7 @@ def export_command(
             formats=formats,  # type: ignore[arg-type]  # checked against MODEL_FORMATS above
             int8=int8,
             calibration_images=calibration_images,
-            stem_groups=stem_groups,
+            stem_groups=_stem_groups(stem_groups),
             test_images=test_images,
             tolerance=tolerance,
             min_int8_agreement=min_int8_agreement,
@@ -221,3 +227,11 @@ def print_card(card: CardBody, out: Path) -> None:
 
 def _fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:.4g}"
+
+
+def _stem_groups(value: str) -> StemGroups:
+    if value == "auto":
+        return "auto"
+    if not value.isdigit() or int(value) < 1:
+        raise fail(f"--stem-groups {value!r}: give auto or a number of groups, 1 or more")
+    return int(value)

@@ -120,10 +120,8 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
             assert f["checks"]["max_abs_diff"] <= 1e-4
         else:
             assert 0 <= f["checks"]["top1_agreement"] <= 1
-        # How the runtime runs each file: all of it delegated, no float island; the int8
-        # files' stems in groups of channels, each with its own scale.
-        groups = f["execution"].pop("stem_groups", None)
-        assert (groups is None) == (f["precision"] == "fp32")
+        # How the runtime runs each file: all of it delegated, no float island. ("auto" keeps
+        # this subnet's stem whole: its channels' ranges are even.)
         if f["format"] == "tflite":
             assert f["execution"] == {
                 "graph_form": "xnnpack",
@@ -438,6 +436,22 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
             out,
         ),
         "stem groups 20: the stem has 8 channels; give 1 to 8",
+    )
+    assert not out.exists()
+    _fails(
+        edgenas_here(
+            "export",
+            "--supernet",
+            supernet,
+            "--subnet",
+            "min",
+            "--int8",
+            "--stem-groups",
+            "two",
+            "--out",
+            out,
+        ),
+        "--stem-groups 'two': give auto or a number of groups, 1 or more",
     )
     assert not out.exists()
 

@@ -24,7 +24,6 @@ from export import (
     quantize_onnx_int8,
     quantize_tflite_int8,
 )
-from export.formats import STEM_GROUPS
 from export.onnx_int8_form import fold_rescales, int8_form
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
 from export.subnet_export import calibration_images
@@ -117,14 +116,14 @@ def test_int8_tflite_has_one_element_wise_mul_per_activation(
     wide: TinyModel, files: dict[str, Path]
 ) -> None:
     # hard-swish is x·relu6(x+3) with its 1/6 in the next weights, squeeze-excite's gate a
-    # RELU6 fused into its conv: one MUL per hard-swish and one per squeeze-excite product;
-    # the stem's hard-swish runs once per group of channels (export.stem_split).
+    # RELU6 fused into its conv: one MUL per hard-swish and one per squeeze-excite product.
+    # (The stem is whole: "auto" does not split this model's, test_stem_split.)
     ops = Counter(
         op["op_name"] for op in tflite_interpreter(files["tflite_int8"])._get_ops_details()
     )
     hardswish, se = _count(wide.model, nn.Hardswish), _count(wide.model, SqueezeExcite)
     assert hardswish and se
-    assert ops["MUL"] == hardswish + (STEM_GROUPS - 1) + se
+    assert ops["MUL"] == hardswish + se
 
 
 def _mbv3(space: str, resolution: int) -> nn.Module:
