@@ -190,13 +190,13 @@ def write_files(
 
     from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
     from export.stem_split import split_stem
-    from export.subnet_export import choose_stem_groups
     from once_for_all.quant_aware import stem_groups as groups_by_range
 
     shape = model.input_shape
     paths = {name: work / file_name(name) for name in FILES}
-    images = torch.from_numpy(calibration)
-    groups = groups_by_range(model, images, choose_stem_groups(model, images, stem_groups))
+    # "auto" chooses by the files' accuracy, which random weights do not have: whole.
+    count = 1 if stem_groups == "auto" else stem_groups
+    groups = groups_by_range(model, torch.from_numpy(calibration), count)
     export_onnx(model, paths["onnx_fp32"], input_shape=shape)
     onnx_to_quantize = work / "onnx_for_int8.onnx"
     export_onnx(split_stem(model, groups), onnx_to_quantize, input_shape=shape)

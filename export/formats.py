@@ -34,10 +34,10 @@ INT8_MIN_OPSET = 13
 INT8_AGREEMENT_TARGET = 0.98
 
 # How many groups of channels by range the stem's int8 tensors are split into, each with a
-# scale of its own (export.stem_split), or "auto": 2 where that makes the simulated int8 error
-# clearly smaller, else 1 (export.subnet_export.choose_stem_groups). Measured on the fmnist
-# supernet (int8 simulated in PyTorch, post-training, 10,000 test images): top-1 agreement
-# with fp32 96.3% -> 98.1% (max subnet) and 96.4% -> 97.9% (min) with 2 groups. The split
-# costs speed: mbv3-imagenet min at 160 px ran 1.4x (ONNX) and 1.5x (TFLite) slower in int8.
+# scale of its own (export.stem_split), or "auto": whole, and 2 groups only for a file whose
+# agreement with fp32 then misses the target and the split's is higher (export_subnet). The
+# split costs speed (mbv3-imagenet min at 160 px: int8 1.4x slower in ONNX, 1.5x in TFLite),
+# and wins agreement where the stem's channels span very different ranges (fmnist min
+# subnet, post-training: 97.9% -> 98.6% ONNX).
 StemGroups = int | Literal["auto"]
 STEM_GROUPS: StemGroups = "auto"

@@ -169,21 +169,6 @@ def fake_quantize(x: Tensor, lo: float, hi: float) -> Tensor:
     return x + (q - x).detach()
 
 
-@torch.no_grad()
-def simulated_error(model: nn.Module, images: Tensor, *, groups: int) -> float:
-    """The mean absolute difference between ``model``'s logits on ``images`` in float and
-    with int8-simulated activations (ranges from the same images; the stem in ``groups``)."""
-    was_training = model.training
-    model.eval()
-    try:
-        reference = torch.cat([model(batch) for batch in images.split(256)])
-        with int8_activations(model, images, groups=groups):
-            simulated = torch.cat([model(batch) for batch in images.split(256)])
-    finally:
-        model.train(was_training)
-    return float((simulated - reference).abs().mean())
-
-
 def fake_quantize_groups(
     x: Tensor, groups: Sequence[Sequence[int]], ranges: Sequence[tuple[float, float]]
 ) -> Tensor:

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 from edgenas.subnet_choice import choose_subnet
 from export.card import CardBody, DeviceLatency, FileLatency, Int8Accuracy
 from export.errors import ExportError
-from export.formats import MODEL_FORMATS, PRECISIONS, GraphForm, StemGroups, graph_form
+from export.formats import MODEL_FORMATS, PRECISIONS, GraphForm, graph_form
 from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
 
 if TYPE_CHECKING:
@@ -138,7 +138,7 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             name: p.predict(subnet) if p is not None else None for name, p in predictors.items()
         }
         say(f"subnet {subnet.key} of {space.id}")
-        model, stem_groups = _subnet_model(supernet, subnet, data, job, say)
+        model = _subnet_model(supernet, subnet, data, job, say)
         form = resolve_tflite_form(job)
         if form != job.options.graph_form and "tflite" in job.options.formats:
             say(f"TFLite files in the {form} graph form (for {', '.join(job.devices)})")
@@ -146,7 +146,7 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             model,
             data,
             staging,
-            options=replace(job.options, graph_form=form, stem_groups=stem_groups),
+            options=replace(job.options, graph_form=form),
             metadata=_metadata(space, subnet, data, predicted),
             log=say,
         )
@@ -201,13 +201,12 @@ def _publish(staging: Path, out: Path) -> None:
 
 def _subnet_model(
     supernet: OFAMobileNetV3, subnet: Subnet, data: DataBundle, job: ExportJob, say: Say
-) -> tuple[MobileNetV3, StemGroups]:
+) -> MobileNetV3:
     """The extracted subnet with recalibrated BN, fine-tuned when asked (reusing a saved
-    fine-tuning of the same subnet, supernet and settings), and the stem groups its int8
-    files take: settled here when quantization-aware fine-tuning simulated them."""
+    fine-tuning of the same subnet, supernet and settings)."""
     import torch
 
-    from export.subnet_export import calibration_images, choose_stem_groups
+    from export.subnet_export import calibration_images
     from once_for_all import recalibrate_bn, train_static
     from once_for_all.accuracy_dataset import supernet_fingerprint
     from once_for_all.evaluation import bn_batches
@@ -217,28 +216,24 @@ def _subnet_model(
     settings = job.finetune
     recalibrate_bn(model, bn_batches(data, subnet.r))
     if settings.epochs == 0 and settings.qat_epochs == 0:
-        return model.eval(), job.options.stem_groups
-    calibration = torch.from_numpy(
-        calibration_images(data, subnet.r, job.options.calibration_images)
-    )
+        return model.eval()
     key = {
         "subnet": subnet.to_dict(),
         "supernet": supernet_fingerprint(supernet),
         "settings": settings.__dict__,
         "calibration_images": job.options.calibration_images,
     }
-    # The int8 simulation quantizes the stem as export will: "auto" is settled here, on the
-    # weights before fine-tuning (a rerun that reuses the fine-tuning settles it the same way).
-    groups: StemGroups = job.options.stem_groups
+    # The int8 simulation quantizes the stem as export first writes it: whole for "auto".
+    requested = job.options.stem_groups
+    groups = 1 if requested == "auto" else requested
     if settings.qat_epochs:
-        groups = choose_stem_groups(model, calibration, groups)
-        key["stem_groups"] = groups
+        key["stem_groups"] = requested
     saved = job.out / "finetuned.pt"
     cached = read_finetuned(saved) if saved.is_file() else None
     if cached is not None and cached["key"] == json.dumps(key, sort_keys=True):
         say(f"reusing the fine-tuned weights in {saved}")
         model.load_state_dict(cached["model"])
-        return model.eval(), groups
+        return model.eval()
 
     def train(epochs: int, teacher: torch.nn.Module, what: str, kd_ratio: float) -> None:
         train_static(
@@ -264,8 +259,10 @@ def _subnet_model(
         # The float subnet teaches its int8-simulated self: the loss is the quantization error.
         say(f"quantization-aware fine-tuning {settings.qat_epochs} epoch(s)")
         float_self = copy.deepcopy(model).eval()
-        say(f"int8 stem simulated in {groups} group(s) of channels")
-        with int8_activations(model, calibration, groups=int(groups)):
+        calibration = torch.from_numpy(
+            calibration_images(data, subnet.r, job.options.calibration_images)
+        )
+        with int8_activations(model, calibration, groups=groups):
             train(settings.qat_epochs, float_self, "quantization-aware", QAT_KD_RATIO)
     write_finetuned(
         saved,
@@ -275,7 +272,7 @@ def _subnet_model(
             model=model.state_dict(),
         ),
     )
-    return model.eval(), groups
+    return model.eval()
 
 
 def resolve_tflite_form(job: ExportJob) -> GraphForm:

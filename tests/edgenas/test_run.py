@@ -55,7 +55,7 @@ def test_a_run_does_every_stage_and_records_it(
     assert cpu["file"] == card["latency"]["test-cpu"]["recommended"]
     assert set(cpu["measured_files"]) == {"model.onnx", "model_int8.onnx"}
     assert cpu["latency_measured_ms"] == cpu["measured_files"][cpu["file"]]["latency_ms"] > 0
-    assert cpu["measured_files"]["model_int8.onnx"]["runs_as"] == "quantized kernels only"
+    assert cpu["measured_files"]["model_int8.onnx"]["runs_as"].startswith("quantized kernels only")
     # the predictor describes fp32 ONNX files only
     assert (cpu["latency_predicted_ms"] is not None) == (cpu["file"] == "model.onnx")
     # measured with the profile's reference model in the same call, scaled to its baseline

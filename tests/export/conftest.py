@@ -75,7 +75,11 @@ def wide_export(
         wide.model,
         fmnist_small,
         folder,
-        options=ExportOptions(int8=True, test_images=test, calibration_images=calibration),
+        # The stem whole, whatever the untrained subnet's agreement ("auto" could split it;
+        # test_stem_split checks that).
+        options=ExportOptions(
+            int8=True, test_images=test, calibration_images=calibration, stem_groups=1
+        ),
         metadata={"edgenas.subnet": "s"},
     )
     return Exported(folder, result, calibration, test)

@@ -117,7 +117,7 @@ def test_int8_tflite_has_one_element_wise_mul_per_activation(
 ) -> None:
     # hard-swish is x·relu6(x+3) with its 1/6 in the next weights, squeeze-excite's gate a
     # RELU6 fused into its conv: one MUL per hard-swish and one per squeeze-excite product.
-    # (The stem is whole: "auto" does not split this model's, test_stem_split.)
+    # (The stem is whole: the export keeps it so, see conftest.)
     ops = Counter(
         op["op_name"] for op in tflite_interpreter(files["tflite_int8"])._get_ops_details()
     )
