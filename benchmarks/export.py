@@ -61,7 +61,7 @@ from benchmarks.int8_timing import (
     measure_side_by_side,
 )
 from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
-from export.formats import INT8_AGREEMENT_TARGET, STEM_GROUPS, StemGroups
+from export.formats import INT8_AGREEMENT_TARGET, STEM_GROUPS, StemGroups, parse_stem_groups
 from export.subnet_export import ExportOptions
 
 if TYPE_CHECKING:
@@ -411,7 +411,7 @@ def main() -> None:
     )
     parser.add_argument(
         "--stem-groups",
-        type=lambda v: v if v == "auto" else int(v),
+        type=parse_stem_groups,
         default=STEM_GROUPS,
         help=f"int8 files: the stem in this many groups of channels, or auto (default "
         f"{STEM_GROUPS})",

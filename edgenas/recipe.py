@@ -194,7 +194,7 @@ class ExportSection(_Strict):
     finetune_epochs: int = Field(0, ge=0)
     calibration_images: int = Field(256, ge=1)
     # The stem's int8 tensors in this many groups of channels by range, each with its scale;
-    # "auto": 2 where that clearly cuts the simulated int8 error (export.formats.STEM_GROUPS).
+    # "auto": whole, and 2 for a file that then misses min_int8_agreement, if that agrees better.
     stem_groups: Annotated[int, Field(ge=1)] | Literal["auto"] = STEM_GROUPS
     test_images: int | None = Field(None, ge=1)
     # An int8 file is recommended over fp32 (when faster) from this top-1 agreement on.

@@ -41,3 +41,12 @@ INT8_AGREEMENT_TARGET = 0.98
 # subnet, post-training: 97.9% -> 98.6% ONNX).
 StemGroups = int | Literal["auto"]
 STEM_GROUPS: StemGroups = "auto"
+
+
+def parse_stem_groups(value: str) -> StemGroups:
+    """``--stem-groups`` from its text: "auto" or a whole number, 1 or more (ValueError)."""
+    if value == "auto":
+        return "auto"
+    if not value.isdigit() or int(value) < 1:
+        raise ValueError(f"--stem-groups {value!r}: give auto or a number of groups, 1 or more")
+    return int(value)

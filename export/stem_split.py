@@ -62,24 +62,10 @@ def split_stem(model: nn.Module, groups: Sequence[Sequence[int]]) -> nn.Module:
     module doc says; ``model`` itself when there is one group."""
     if len(groups) <= 1:
         return model
-    if not isinstance(model, MobileNetV3) or not isinstance(model.stem.conv, nn.Conv2d):
-        raise ExportError(
-            f"cannot split the stem of a {type(model).__name__}: only a MobileNetV3 with a "
-            "plain stem convolution has one; export it with --stem-groups 1"
-        )
-    first = _first_block(model)
-    depthwise = first.depthwise.conv
-    if (
-        first.expand is not None
-        or first.se is not None
-        or not isinstance(depthwise, nn.Conv2d)
-        or depthwise.groups != depthwise.in_channels
-    ):
-        raise ExportError(
-            "cannot split the stem: the first block does not read it with a plain depthwise "
-            "convolution (it expands, has squeeze-excite or a banded kernel); export it with "
-            "--stem-groups 1"
-        )
+    problem = split_problem(model)
+    if problem is not None:
+        raise ExportError(f"cannot split the stem{problem}; export it with --stem-groups 1")
+    assert isinstance(model, MobileNetV3)
     channels = model.stem.conv.out_channels
     order = [c for g in groups for c in g]
     if sorted(order) != list(range(channels)) or not all(groups):
@@ -97,6 +83,38 @@ def split_stem(model: nn.Module, groups: Sequence[Sequence[int]]) -> nn.Module:
     return SplitStem(network, groups).eval()
 
 
+def splittable(model: nn.Module) -> bool:
+    """Whether ``split_stem`` can write ``model``'s stem in groups."""
+    return split_problem(model) is None
+
+
+def split_problem(model: nn.Module) -> str | None:
+    """Why ``model``'s stem cannot be split (a phrase to follow "cannot split the stem"), or
+    None when it can."""
+    if not isinstance(model, MobileNetV3) or not isinstance(model.stem.conv, nn.Conv2d):
+        return (
+            f" of a {type(model).__name__}: only a MobileNetV3 with a plain stem convolution "
+            "has one"
+        )
+    first = _first_block(model)
+    depthwise = first.depthwise.conv
+    if (
+        first.expand is not None
+        or first.se is not None
+        or not isinstance(depthwise, nn.Conv2d)
+        or depthwise.groups != depthwise.in_channels
+    ):
+        return (
+            ": the first block does not read it with a plain depthwise convolution (it "
+            "expands, has squeeze-excite or a banded kernel)"
+        )
+    if first.residual and any(
+        isinstance(b, MBConvBlock) and b.expand is None for b in list(model.blocks)[1:]
+    ):
+        return ": a later block reads it channel by channel"
+    return None
+
+
 def _first_block(network: MobileNetV3) -> MBConvBlock:
     block = network.blocks[0]
     assert isinstance(block, MBConvBlock)
@@ -109,12 +127,7 @@ def _reorder_readers(network: MobileNetV3, index: Tensor) -> None:
     a layer reads the sum into channels of its own."""
     _output_channels(_first_block(network).project, index)
     for block in list(network.blocks)[1:]:
-        assert isinstance(block, MBConvBlock)
-        if block.expand is None:
-            raise ExportError(
-                "cannot split the stem: a later block reads it channel by channel; "
-                "export it with --stem-groups 1"
-            )
+        assert isinstance(block, MBConvBlock) and block.expand is not None  # split_problem
         _input_channels(block.expand.conv, index)
         if not block.residual:
             return

@@ -33,7 +33,7 @@ from export.formats import (
 from export.onnx_export import export_onnx
 from export.quantize import quantize_onnx_int8, quantize_tflite_int8, tflite_io_quantization
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
-from export.stem_split import split_stem
+from export.stem_split import split_stem, splittable
 from export.tflite_export import export_tflite
 from export.verify import agreement, max_abs_diff, run_onnx, run_tflite, top1
 from once_for_all.data import DataBundle, ImageSplit
@@ -263,18 +263,6 @@ def export_subnet(
         test_images=0 if test_x is None else len(test_x),
         inputs=inputs,
     )
-
-
-def splittable(model: torch.nn.Module) -> bool:
-    """Whether ``split_stem`` can write ``model``'s stem in groups."""
-    if not isinstance(model, MobileNetV3) or not isinstance(model.stem.conv, torch.nn.Conv2d):
-        return False
-    channels = model.stem.conv.out_channels
-    try:
-        split_stem(model, [[0], list(range(1, channels))])
-    except ExportError:
-        return False
-    return True
 
 
 @dataclass

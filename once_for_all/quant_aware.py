@@ -125,10 +125,12 @@ def channel_ranges(
 def activation_ranges(model: nn.Module, images: Tensor) -> dict[str, tuple[float, float]]:
     """Min and max of each quantized output over ``images`` (eval mode), as min/max
     calibration computes them, within ``live_ranges``; the range always includes 0."""
-    return {
-        name: (float(r[:, 0].min()), float(r[:, 1].max()))
-        for name, r in channel_ranges(model, images).items()
-    }
+    return _tensor_ranges(channel_ranges(model, images))
+
+
+def _tensor_ranges(per_channel: dict[str, Tensor]) -> dict[str, tuple[float, float]]:
+    """One (min, max) per tensor from ``channel_ranges``."""
+    return {name: group_ranges(r, [range(len(r))])[0] for name, r in per_channel.items()}
 
 
 def stem_outputs(model: nn.Module) -> list[str]:
@@ -195,14 +197,15 @@ def int8_activations(
     ``calibration`` (float NCHW images as the model takes them), the stem's in ``groups``
     groups of channels (``stem_groups``); yields the per-tensor ranges."""
     per_channel = channel_ranges(model, calibration)
-    ranges = {name: (float(r[:, 0].min()), float(r[:, 1].max())) for name, r in per_channel.items()}
+    ranges = _tensor_ranges(per_channel)
     stem = stem_groups(model, calibration, groups)
+    grouped = set(stem_outputs(model)) if len(stem) > 1 else set()
     handles = []
     for name, module in quantized_modules(model).items():
         if name not in ranges:
             continue
         quantize: Callable[[Tensor], Tensor]
-        if len(stem) > 1 and name in stem_outputs(model):
+        if name in grouped:
             by_group = group_ranges(per_channel[name], stem)
             quantize = partial(fake_quantize_groups, groups=stem, ranges=by_group)
         else:

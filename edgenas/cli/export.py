@@ -20,6 +20,7 @@ from export.formats import (
     ONNX_OPSETS,
     STEM_GROUPS,
     StemGroups,
+    parse_stem_groups,
 )
 
 if TYPE_CHECKING:
@@ -70,8 +71,8 @@ def export_command(
         str,
         typer.Option(
             help="with --int8: write the stem as this many groups of channels by range, each "
-            "with its own int8 scale (1: one scale for the stem's output; auto: 2 where that "
-            "clearly cuts the simulated int8 error, else 1)",
+            "with its own int8 scale (1: one scale for the stem's output; auto: whole, and 2 "
+            "for a file whose agreement then misses --min-int8-agreement, if that agrees better)",
         ),
     ] = str(STEM_GROUPS),
     test_images: Annotated[
@@ -230,8 +231,7 @@ def _fmt(value: float | None) -> str:
 
 
 def _stem_groups(value: str) -> StemGroups:
-    if value == "auto":
-        return "auto"
-    if not value.isdigit() or int(value) < 1:
-        raise fail(f"--stem-groups {value!r}: give auto or a number of groups, 1 or more")
-    return int(value)
+    try:
+        return parse_stem_groups(value)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc

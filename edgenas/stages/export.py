@@ -206,7 +206,8 @@ def _subnet_model(
     fine-tuning of the same subnet, supernet and settings)."""
     import torch
 
-    from export.subnet_export import calibration_images, splittable
+    from export.stem_split import splittable
+    from export.subnet_export import calibration_images
     from once_for_all import recalibrate_bn, train_static
     from once_for_all.accuracy_dataset import supernet_fingerprint
     from once_for_all.evaluation import bn_batches
