@@ -45,7 +45,9 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
     QDQ is the form deployment runtimes take (onnxruntime, TensorRT, QNN, OpenVINO), and the
     graph is prepared so that onnxruntime's CPU provider fuses all of it into quantized
     kernels (QLinearConv, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QGemm): see
-    ``export.onnx_int8_form``; ``onnx_float_nodes`` lists whatever still runs in float.
+    ``export.onnx_int8_form``; ``onnx_float_nodes`` lists whatever still runs in float. The
+    quantized graph's channel counts are then padded to what onnxruntime's symmetric int8
+    conv kernels take, with no integer changed (``export.onnx_channel_alignment``).
     """
     src, dst = Path(src), Path(dst)
     # Lazy like the TFLite tools: onnxruntime.quantization adds ~0.4 s to `import export`.
@@ -59,6 +61,7 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
         quant_pre_process,
     )
 
+    from export.onnx_channel_alignment import align_channels
     from export.onnx_int8_form import fold_rescales, int8_form
 
     proto = _load_onnx(src)
@@ -92,7 +95,7 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
                 reduce_range=True,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-            quantized = fold_rescales(onnx.load(str(tmp)))
+            quantized = align_channels(fold_rescales(onnx.load(str(tmp))))
             del quantized.metadata_props[:]
             for key, value in metadata.items():
                 entry = quantized.metadata_props.add()

@@ -27,7 +27,9 @@ from once_for_all.errors import EdgenasError
 from once_for_all.progress import Progress
 
 # Bump when block models or their conversion change: old cache entries are then not reused.
-CACHE_VERSION = "4"  # 2: TFLite in XNNPACK form, int8 ONNX with uint8 activations; 3: fold_rescales; 4: int8 ranges clipped where hard-swish is flat
+# 2: TFLite in XNNPACK form, int8 ONNX with uint8 activations; 3: fold_rescales; 4: int8
+# ranges clipped where hard-swish is flat; 5: int8 ONNX channels aligned to onnxruntime's kernels.
+CACHE_VERSION = "5"
 CALIBRATION_SAMPLES = 8
 Conversion = tuple[ModelFormat, Precision, GraphForm]  # how a model is written
 

@@ -168,6 +168,25 @@ def test_int8_onnx_runs_on_quantized_kernels_only(files: dict[str, Path]) -> Non
     assert ops["GlobalAveragePool"] > 0 and ops["HardSigmoid"] == ops["ReduceMean"] == 0
 
 
+def test_int8_onnx_channels_line_up_with_the_symmetric_kernels(files: dict[str, Path]) -> None:
+    # onnxruntime's fused int8 conv kernels on x86 (export.onnx_channel_alignment): depthwise
+    # channels in sixteens, other convs' inputs in fours and outputs in eights, 16 or more.
+    graph = onnx.load(str(files["onnx_int8"])).graph
+    constants = {init.name: init for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    for conv in convs:
+        out, per_group, *_ = constants[producer[conv.input[1]].input[0]].dims
+        group = next((a.i for a in conv.attribute if a.name == "group"), 1)
+        if group > 1:
+            assert per_group == 1 and out == group and out % 16 == 0, conv.name
+        else:
+            assert per_group % 4 == 0 and out % 8 == 0 and out >= 16, conv.name
+    # The 1-channel input's integers are padded to 4 for the stem.
+    (pad,) = [n for n in graph.node if n.op_type == "Pad"]
+    assert producer[pad.input[0]].input[0] == graph.input[0].name
+
+
 def test_float_islands_are_reported(files: dict[str, Path]) -> None:
     # The fp32 graph has no quantized kernel at all: every compute op is a float one.
     floats = onnx_float_nodes(files["onnx"])

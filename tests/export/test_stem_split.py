@@ -189,7 +189,10 @@ def _stem_output_scales(path: Path) -> list[float]:
         for name in node.input:
             readers.setdefault(name, []).append(node)
     quantized_input = readers["input"][0].output[0]  # input -> QuantizeLinear
-    dequantized = readers[quantized_input][0].output[0]  # -> DequantizeLinear
+    after = readers[quantized_input][0]
+    if after.op_type == "Pad":  # the input's channels aligned (export.onnx_channel_alignment)
+        after = readers[after.output[0]][0]
+    dequantized = after.output[0]  # -> DequantizeLinear
     convs = [n for n in readers[dequantized] if n.op_type == "Conv"]
     assert convs and all(producers[n.input[0]].op_type == "DequantizeLinear" for n in convs)
     scales = []

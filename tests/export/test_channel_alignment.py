@@ -1,0 +1,98 @@
+"""Int8 ONNX channel counts padded to what onnxruntime's symmetric conv kernels take: every
+integer the same, padded where the padding stays apart from the real channels, left alone
+where a tensor meets an op that mixes or reshapes channels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from export import export_onnx, onnx_channel_alignment, quantize_onnx_int8
+from export.runtime_graph import onnx_float_nodes
+from export.verify import run_onnx
+
+
+class Block(nn.Module):
+    """A stem on 3 channels, a 12-channel depthwise conv with squeeze-excite, and a project
+    conv whose 8 channels meet a Concat."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 12, 3, padding=1)
+        self.depthwise = nn.Conv2d(12, 12, 3, padding=1, groups=12)
+        self.reduce = nn.Conv2d(12, 8, 1)
+        self.expand = nn.Conv2d(8, 12, 1)
+        self.project = nn.Conv2d(12, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.hardswish(self.stem(x))
+        y = F.relu(self.depthwise(x))
+        pooled = y.mean((2, 3), keepdim=True)
+        y = y * F.hardsigmoid(self.expand(F.relu(self.reduce(pooled))))
+        z = self.project(y)
+        return torch.cat([z, z + 1], dim=1)
+
+
+SHAPE = (1, 3, 12, 12)
+
+
+@pytest.fixture(scope="module")
+def quantized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The block's int8 file with its channels aligned, and without."""
+    torch.manual_seed(0)
+    work = tmp_path_factory.mktemp("alignment")
+    fp32 = export_onnx(Block().eval(), work / "block.onnx", input_shape=SHAPE)
+    calibration = np.random.default_rng(0).standard_normal((8, *SHAPE[1:]), dtype=np.float32)
+    aligned = quantize_onnx_int8(fp32, work / "aligned.onnx", calibration=calibration)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(onnx_channel_alignment, "align_channels", lambda model: model)
+        plain = quantize_onnx_int8(fp32, work / "plain.onnx", calibration=calibration)
+    return {"aligned": aligned, "plain": plain}
+
+
+def conv_weights(path: Path) -> dict[str, tuple[list[int], int]]:
+    """Each Conv's name → (its int8 weight's shape, its group count)."""
+    graph = onnx.load(str(path)).graph
+    constants = {init.name: init for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    weights = {}
+    for node in graph.node:
+        if node.op_type == "Conv":
+            group = next((a.i for a in node.attribute if a.name == "group"), 1)
+            weight = constants[producer[node.input[1]].input[0]]
+            weights[node.name.split("/")[-2]] = (list(weight.dims), group)
+    return weights
+
+
+def test_aligned_channels_change_no_integer(quantized: dict[str, Path]) -> None:
+    x = np.random.default_rng(1).standard_normal((16, *SHAPE[1:]), dtype=np.float32) * 2
+    assert np.array_equal(run_onnx(quantized["aligned"], x), run_onnx(quantized["plain"], x))
+    assert onnx_float_nodes(quantized["aligned"]) == {}
+
+
+def test_channels_pad_where_the_padding_stays_apart(quantized: dict[str, Path]) -> None:
+    assert conv_weights(quantized["plain"]) == {
+        "stem": ([12, 3, 3, 3], 1),
+        "depthwise": ([12, 1, 3, 3], 12),
+        "reduce": ([8, 12, 1, 1], 1),
+        "expand": ([12, 8, 1, 1], 1),
+        "project": ([8, 12, 1, 1], 1),
+    }
+    assert conv_weights(quantized["aligned"]) == {
+        # The input's integers padded to 4 channels; the depthwise channels (which the stem
+        # writes and squeeze-excite multiplies) to 16; squeeze-excite's 8 to 16.
+        "stem": ([16, 4, 3, 3], 1),
+        "depthwise": ([16, 1, 3, 3], 16),
+        "reduce": ([16, 16, 1, 1], 1),
+        "expand": ([16, 16, 1, 1], 1),
+        # Its 8 output channels meet the Concat: left as they are.
+        "project": ([8, 16, 1, 1], 1),
+    }
+    pads = [n for n in onnx.load(str(quantized["aligned"])).graph.node if n.op_type == "Pad"]
+    assert [n.input[0] for n in pads] == ["input_QuantizeLinear_Output"]
