@@ -31,6 +31,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from export.onnx_int8_form import _attr, _readers
+
 # Depthwise channels, input channels and output channels that onnxruntime's symmetric int8
 # conv kernels take on x86 (AVX2 asks for output channels in eights, AVX512 in fours).
 DEPTHWISE_MULTIPLE = 16
@@ -54,6 +56,39 @@ _CHANNELWISE = frozenset(
         "DequantizeLinear",
     }
 )
+
+
+@dataclass(frozen=True)
+class _Graph:
+    """A QDQ graph's lookups: axis 1 of each 4-D tensor whose shape inference knows it, the
+    constants by name, and each tensor's producer and readers."""
+
+    graph: onnx.GraphProto
+    channels: dict[str, int]
+    constants: dict[str, onnx.TensorProto]
+    producer: dict[str, onnx.NodeProto]
+    readers: dict[str, list[onnx.NodeProto]]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> _Graph:
+        graph = model.graph
+        inferred = onnx.shape_inference.infer_shapes(model).graph
+        channels = {}
+        for info in (*inferred.value_info, *inferred.input, *inferred.output):
+            dims = info.type.tensor_type.shape.dim
+            if len(dims) == 4 and dims[1].HasField("dim_value"):
+                channels[info.name] = dims[1].dim_value
+        return cls(
+            graph,
+            channels,
+            {init.name: init for init in graph.initializer},
+            {out: node for node in graph.node for out in node.output},
+            _readers(graph),
+        )
+
+    def size(self, name: str) -> int:
+        """How many values the constant ``name`` holds; -1 if it is not a constant."""
+        return int(np.prod(self.constants[name].dims)) if name in self.constants else -1
 
 
 @dataclass
@@ -84,27 +119,20 @@ def align_channels(model: onnx.ModelProto) -> onnx.ModelProto:
     """``model`` (QDQ, from ``quantize_static``) with its channel counts padded as the module
     doc says; tensors it cannot prove safe to pad are left as they are. Modifies and
     returns ``model``."""
-    graph = model.graph
-    channels = _channel_counts(model)
-    constants = {init.name: init for init in graph.initializer}
-    producer = {out: node for node in graph.node for out in node.output}
-    readers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            readers.setdefault(name, []).append(node)
-    classes = _classes(graph, channels, constants, producer, readers)
-    _pad_input(graph, channels, constants, producer, readers)
+    g = _Graph.of(model)
+    classes = _classes(g)
+    _pad_input(g)
     for group in {id(c): c for c in classes.values()}.values():
-        count = channels[next(iter(group.tensors))]
+        count = g.channels[next(iter(group.tensors))]
         target = _aligned(count, depthwise=group.depthwise)
         if group.fixed or target == count:
             continue
         for conv in group.writers:
-            _pad_outputs(conv, target - count, constants)
+            _pad_outputs(conv, target - count, g)
         for conv in group.readers:
             if not conv.depthwise:
-                _pad_weight(conv.weight, constants, axis=1, to=target)
-    del graph.value_info[:]
+                _pad_weight(conv.weight, g, axis=1, to=target)
+    del model.graph.value_info[:]
     return model
 
 
@@ -118,28 +146,11 @@ def _round_up(count: int, multiple: int) -> int:
     return -(-count // multiple) * multiple
 
 
-def _channel_counts(model: onnx.ModelProto) -> dict[str, int]:
-    """Axis 1 of every 4-D tensor whose shape inference knows it."""
-    inferred = onnx.shape_inference.infer_shapes(model).graph
-    counts = {}
-    for info in (*inferred.value_info, *inferred.input, *inferred.output):
-        dims = info.type.tensor_type.shape.dim
-        if len(dims) == 4 and dims[1].HasField("dim_value"):
-            counts[info.name] = dims[1].dim_value
-    return counts
-
-
-def _classes(
-    graph: onnx.GraphProto,
-    channels: dict[str, int],
-    constants: dict[str, onnx.TensorProto],
-    producer: dict[str, onnx.NodeProto],
-    readers: dict[str, list[onnx.NodeProto]],
-) -> dict[str, _Channels]:
+def _classes(g: _Graph) -> dict[str, _Channels]:
     """Each 4-D tensor's channel class: tensors joined by channel-wise ops and depthwise
     convs, with the convs that write and read them; a class that meets anything else is
     fixed."""
-    classes = {name: _Channels(tensors={name}) for name in channels}
+    classes = {name: _Channels(tensors={name}) for name in g.channels}
 
     def join(a: str, b: str) -> None:
         first, second = classes[a], classes[b]
@@ -152,13 +163,13 @@ def _classes(
         for name in second.tensors:
             classes[name] = first
 
-    for name in (*(i.name for i in graph.input), *(o.name for o in graph.output)):
+    for name in (*(i.name for i in g.graph.input), *(o.name for o in g.graph.output)):
         if name in classes:
             classes[name].fixed = True
-    for node in graph.node:
+    for node in g.graph.node:
         mapped = [name for name in (*node.input, *node.output) if name in classes]
-        conv = _conv(node, channels, constants, producer, readers)
-        if node.op_type in _CHANNELWISE and _scalar_extras(node, classes, constants, producer):
+        conv = _conv(node, g)
+        if node.op_type in _CHANNELWISE and _scalar_extras(node, g):
             for name in mapped[1:]:
                 join(mapped[0], name)
         elif conv is not None and conv.depthwise:
@@ -173,48 +184,34 @@ def _classes(
     return classes
 
 
-def _scalar_extras(
-    node: onnx.NodeProto,
-    classes: dict[str, _Channels],
-    constants: dict[str, onnx.TensorProto],
-    producer: dict[str, onnx.NodeProto],
-) -> bool:
+def _scalar_extras(node: onnx.NodeProto, g: _Graph) -> bool:
     """Whether every input of ``node`` that is not a 4-D tensor is a one-value constant (or
     a DequantizeLinear of one), so the op treats all channels alike."""
     for name in node.input:
-        if not name or name in classes:
+        if not name or name in g.channels:
             continue
-        source = producer.get(name)
+        source = g.producer.get(name)
         if source is not None and source.op_type == "DequantizeLinear":
-            if not all(_size(n, constants) == 1 for n in source.input if n):
+            if not all(g.size(n) == 1 for n in source.input if n):
                 return False
-        elif _size(name, constants) != 1:
+        elif g.size(name) != 1:
             return False
     return True
 
 
-def _conv(
-    node: onnx.NodeProto,
-    channels: dict[str, int],
-    constants: dict[str, onnx.TensorProto],
-    producer: dict[str, onnx.NodeProto],
-    readers: dict[str, list[onnx.NodeProto]],
-) -> _Conv | None:
+def _conv(node: onnx.NodeProto, g: _Graph) -> _Conv | None:
     """``node`` as a paddable conv: 2-D, 4-D input and output of known channels, weight and
     bias dequantized from constants that nothing else reads; None otherwise."""
-    if node.op_type != "Conv" or node.input[0] not in channels or node.output[0] not in channels:
+    if node.op_type != "Conv" or not {node.input[0], node.output[0]} <= g.channels.keys():
         return None
-    weight = _dequantized_constant(node.input[1], constants, producer, readers)
-    bias = (
-        _dequantized_constant(node.input[2], constants, producer, readers)
-        if (len(node.input) > 2 and node.input[2])
-        else None
-    )
-    if weight is None or (len(node.input) > 2 and node.input[2] and bias is None):
+    has_bias = len(node.input) > 2 and bool(node.input[2])
+    weight = _dequantized_constant(node.input[1], g)
+    bias = _dequantized_constant(node.input[2], g) if has_bias else None
+    if weight is None or (has_bias and bias is None):
         return None
-    shape = list(constants[weight.input[0]].dims)
-    group = int(_attribute(node, "group", 1))
-    count_in, count_out = channels[node.input[0]], channels[node.output[0]]
+    shape = list(g.constants[weight.input[0]].dims)
+    group = int(_attr(node, "group", 1))
+    count_in, count_out = g.channels[node.input[0]], g.channels[node.output[0]]
     if len(shape) != 4 or shape[0] != count_out:
         return None
     if group == 1 and shape[1] == count_in:
@@ -224,48 +221,41 @@ def _conv(
     return None
 
 
-def _dequantized_constant(
-    name: str,
-    constants: dict[str, onnx.TensorProto],
-    producer: dict[str, onnx.NodeProto],
-    readers: dict[str, list[onnx.NodeProto]],
-) -> onnx.NodeProto | None:
+def _dequantized_constant(name: str, g: _Graph) -> onnx.NodeProto | None:
     """The DequantizeLinear that writes ``name`` from constants read by it alone, on axis 0."""
-    node = producer.get(name)
-    if node is None or node.op_type != "DequantizeLinear" or len(readers.get(name, [])) != 1:
+    node = g.producer.get(name)
+    if node is None or node.op_type != "DequantizeLinear" or len(g.readers.get(name, [])) != 1:
         return None
-    if int(_attribute(node, "axis", 1)) != 0 and _size(node.input[1], constants) != 1:
+    if int(_attr(node, "axis", 1)) != 0 and g.size(node.input[1]) != 1:
         return None
-    if not all(n in constants and len(readers[n]) == 1 for n in node.input if n):
+    if not all(n in g.constants and len(g.readers[n]) == 1 for n in node.input if n):
         return None
     return node
 
 
-def _pad_outputs(conv: _Conv, extra: int, constants: dict[str, onnx.TensorProto]) -> None:
+def _pad_outputs(conv: _Conv, extra: int, g: _Graph) -> None:
     """``extra`` more output channels, all zero: zero weights, zero bias."""
-    target = constants[conv.weight.input[0]].dims[0] + extra
-    _pad_weight(conv.weight, constants, axis=0, to=target)
+    target = g.constants[conv.weight.input[0]].dims[0] + extra
+    _pad_weight(conv.weight, g, axis=0, to=target)
     if conv.bias is not None:
-        _pad_weight(conv.bias, constants, axis=0, to=target)
+        _pad_weight(conv.bias, g, axis=0, to=target)
     if conv.depthwise:
         for attribute in conv.node.attribute:
             if attribute.name == "group":
                 attribute.i = target
 
 
-def _pad_weight(
-    dequant: onnx.NodeProto, constants: dict[str, onnx.TensorProto], *, axis: int, to: int
-) -> None:
+def _pad_weight(dequant: onnx.NodeProto, g: _Graph, *, axis: int, to: int) -> None:
     """The integers ``dequant`` reads padded with zeros along ``axis`` to ``to``; along axis
     0 its per-channel scales and zero points too. A padded channel repeats the last scale:
     onnxruntime fuses a conv only where each bias scale is the input scale times the weight
     scale, and repeating both keeps that true."""
     values, *params = dequant.input
-    _pad_constant(constants[values], axis=axis, to=to, edge=False)
+    _pad_constant(g.constants[values], axis=axis, to=to, edge=False)
     if axis == 0:
         for name, edge in zip(params, (True, False), strict=False):
-            if name and _size(name, constants) > 1:
-                _pad_constant(constants[name], axis=0, to=to, edge=edge)
+            if name and g.size(name) > 1:
+                _pad_constant(g.constants[name], axis=0, to=to, edge=edge)
 
 
 def _pad_constant(tensor: onnx.TensorProto, *, axis: int, to: int, edge: bool) -> None:
@@ -277,59 +267,35 @@ def _pad_constant(tensor: onnx.TensorProto, *, axis: int, to: int, edge: bool) -
     tensor.CopyFrom(numpy_helper.from_array(padded, tensor.name))
 
 
-def _pad_input(
-    graph: onnx.GraphProto,
-    channels: dict[str, int],
-    constants: dict[str, onnx.TensorProto],
-    producer: dict[str, onnx.NodeProto],
-    readers: dict[str, list[onnx.NodeProto]],
-) -> None:
+def _pad_input(g: _Graph) -> None:
     """The graph input's integers padded with its zero point to a multiple of INPUT_MULTIPLE
     channels, when its QuantizeLinear feeds DequantizeLinears that only plain convs read."""
-    for graph_input in graph.input:
-        count = channels.get(graph_input.name)
-        quantizers = readers.get(graph_input.name, [])
+    for graph_input in g.graph.input:
+        count = g.channels.get(graph_input.name)
+        quantizers = g.readers.get(graph_input.name, [])
         if count is None or count % INPUT_MULTIPLE == 0 or len(quantizers) != 1:
             continue
         quantize = quantizers[0]
         if quantize.op_type != "QuantizeLinear" or len(quantize.input) < 3:
             continue
-        dequants = readers.get(quantize.output[0], [])
-        convs = [
-            _conv(node, channels, constants, producer, readers)
-            for d in dequants
-            for node in readers.get(d.output[0], [])
-        ]
-        if (
-            not dequants
-            or any(d.op_type != "DequantizeLinear" for d in dequants)
-            or not convs
-            or any(c is None or c.depthwise for c in convs)
-        ):
+        dequants = g.readers.get(quantize.output[0], [])
+        if not dequants or any(d.op_type != "DequantizeLinear" for d in dequants):
+            continue
+        found = [_conv(node, g) for d in dequants for node in g.readers.get(d.output[0], [])]
+        convs = [c for c in found if c is not None and not c.depthwise]
+        if not convs or len(convs) != len(found):
             continue
         target = _round_up(count, INPUT_MULTIPLE)
         padded = f"{quantize.output[0]}_aligned"
         pads = f"{padded}_pads"
-        graph.initializer.append(
+        g.graph.initializer.append(
             numpy_helper.from_array(np.array([0, 0, 0, 0, 0, target - count, 0, 0]), pads)
         )
         pad = helper.make_node(
             "Pad", [quantize.output[0], pads, quantize.input[2]], [padded], name=f"{padded}_pad"
         )
-        graph.node.insert(list(graph.node).index(quantize) + 1, pad)
+        g.graph.node.insert(list(g.graph.node).index(quantize) + 1, pad)
         for dequant in dequants:
             dequant.input[0] = padded
         for conv in convs:
-            assert conv is not None
-            _pad_weight(conv.weight, constants, axis=1, to=target)
-
-
-def _size(name: str, constants: dict[str, onnx.TensorProto]) -> int:
-    return int(np.prod(constants[name].dims)) if name in constants else -1
-
-
-def _attribute(node: onnx.NodeProto, name: str, default: float) -> float:
-    for attribute in node.attribute:
-        if attribute.name == name:
-            return float(helper.get_attribute_value(attribute))
-    return default
+            _pad_weight(conv.weight, g, axis=1, to=target)
