@@ -20,7 +20,9 @@ Measured side by side on an AVX512-VNNI EPYC (1 thread, the same files, outputs 
 the same): mbv3-imagenet min at 160 px (stem 3 → 4, depthwise 72 → 80 and 120 → 128) int8
 from 0.71× to 0.61× of fp32, max from 0.74× to 0.72×; the demo's mbv3-tiny (stem 1 → 4,
 8-channel tensors → 16) from 1.40× to 1.33×. Depthwise channels in 32s or 64s, or input
-channels in 8s or 16s, were slower.
+channels in 8s or 16s, were slower. On Arm64 onnxruntime's rules differ (depthwise channels in
+eights; other convs only from 64 input channels): there the padding adds a little work and
+enables nothing (not measured).
 """
 
 from __future__ import annotations
