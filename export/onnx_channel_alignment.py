@@ -123,6 +123,7 @@ def align_channels(model: onnx.ModelProto) -> onnx.ModelProto:
     returns ``model``."""
     g = _Graph.of(model)
     classes = _classes(g)
+    # The input first: it finds the stem's convs by their weights' unpadded shapes.
     _pad_input(g)
     for group in {id(c): c for c in classes.values()}.values():
         count = g.channels[next(iter(group.tensors))]
@@ -134,7 +135,7 @@ def align_channels(model: onnx.ModelProto) -> onnx.ModelProto:
         for conv in group.readers:
             if not conv.depthwise:
                 _pad_weight(conv.weight, g, axis=1, to=target)
-    del model.graph.value_info[:]
+    del model.graph.value_info[:]  # the shapes inferred before padding
     return model
 
 
@@ -207,8 +208,8 @@ def _conv(node: onnx.NodeProto, g: _Graph) -> _Conv | None:
     if node.op_type != "Conv" or not {node.input[0], node.output[0]} <= g.channels.keys():
         return None
     has_bias = len(node.input) > 2 and bool(node.input[2])
-    weight = _dequantized_constant(node.input[1], g)
-    bias = _dequantized_constant(node.input[2], g) if has_bias else None
+    weight = _constant_dequantizer(node.input[1], g)
+    bias = _constant_dequantizer(node.input[2], g) if has_bias else None
     if weight is None or (has_bias and bias is None):
         return None
     shape = list(g.constants[weight.input[0]].dims)
@@ -223,7 +224,7 @@ def _conv(node: onnx.NodeProto, g: _Graph) -> _Conv | None:
     return None
 
 
-def _dequantized_constant(name: str, g: _Graph) -> onnx.NodeProto | None:
+def _constant_dequantizer(name: str, g: _Graph) -> onnx.NodeProto | None:
     """The DequantizeLinear that writes ``name`` from constants read by it alone, on axis 0."""
     node = g.producer.get(name)
     if node is None or node.op_type != "DequantizeLinear" or len(g.readers.get(name, [])) != 1:
