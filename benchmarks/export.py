@@ -30,8 +30,11 @@ fresh random order, so drift of a shared machine spreads over all four. Each row
 medians with p10/p90, int8/fp32 per format, the TFLite files' XNNPACK partitions, the int8
 ONNX nodes that onnxruntime runs in float, and issue 20's targets: at 160-224 px TFLite int8
 <= 0.7x and ONNX int8 <= 0.8x fp32, the demo's int8 no slower than fp32, and TFLite int8 in
-one partition. The table goes to stderr as Markdown too. --keep DIR keeps every row's four
-files in DIR, named after the row (``min-224_onnx_int8.onnx``), with ``rows.json`` (label,
+one partition. --unaligned adds a fifth file per row, the int8 ONNX without channel
+alignment (export.onnx_channel_alignment), timed in the same rounds: ``int8_over_fp32`` then
+has ``onnx_unaligned`` beside ``onnx``, and ``alignment_speedup`` is unaligned / aligned.
+The table goes to stderr as Markdown too. --keep DIR keeps every row's four
+(or five) files in DIR, named after the row (``min-224_onnx_int8.onnx``), with ``rows.json`` (label,
 space, r, subnet, MACs, files): ``python benchmarks/int8_timing.py DIR`` times them on a
 machine that has only numpy and onnxruntime (and LiteRT, if any).
 
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
     from once_for_all import MobileNetV3, SearchSpace, Subnet
 
 FILES = ("onnx_fp32", "onnx_int8", "tflite_fp32", "tflite_int8")
+UNALIGNED = "onnx_int8_unaligned"  # --unaligned: the int8 ONNX without channel alignment
 BN_BATCHES, BN_BATCH_SIZE = 4, 16
 CALIBRATION_SAMPLES = 8
 RANDOM_SEEDS = (0, 1, 2)
@@ -176,15 +180,21 @@ def random_model(space: SearchSpace, subnet: Subnet, *, seed: int = 0) -> Mobile
 
 
 def file_name(name: str) -> str:
-    """The file of one of FILES: ``onnx_int8`` -> ``onnx_int8.onnx``."""
+    """The file of one of FILES or UNALIGNED: ``onnx_int8`` -> ``onnx_int8.onnx``."""
     return f"{name}.{name.split('_')[0]}"
 
 
 def write_files(
-    model: MobileNetV3, work: Path, calibration: np.ndarray, *, stem_groups: StemGroups
+    model: MobileNetV3,
+    work: Path,
+    calibration: np.ndarray,
+    *,
+    stem_groups: StemGroups,
+    unaligned: bool = False,
 ) -> dict[str, Path]:
     """The four files of issue 20's table, written as ``edgenas export`` writes them: the
-    int8 ones with the stem in ``stem_groups`` groups of channels."""
+    int8 ones with the stem in ``stem_groups`` groups of channels; with ``unaligned``, also
+    UNALIGNED, quantized from the same graph and calibration."""
     import numpy as np
     import torch
 
@@ -193,7 +203,7 @@ def write_files(
     from once_for_all.quant_aware import stem_groups as groups_by_range
 
     shape = model.input_shape
-    paths = {name: work / file_name(name) for name in FILES}
+    paths = {name: work / file_name(name) for name in FILES + ((UNALIGNED,) if unaligned else ())}
     # "auto" chooses by the files' accuracy, which random weights do not have: whole.
     count = 1 if stem_groups == "auto" else stem_groups
     groups = groups_by_range(model, torch.from_numpy(calibration), count)
@@ -201,6 +211,10 @@ def write_files(
     onnx_to_quantize = work / "onnx_for_int8.onnx"
     export_onnx(split_stem(model, groups), onnx_to_quantize, input_shape=shape)
     quantize_onnx_int8(onnx_to_quantize, paths["onnx_int8"], calibration=calibration)
+    if unaligned:
+        quantize_onnx_int8(
+            onnx_to_quantize, paths[UNALIGNED], calibration=calibration, align_channels=False
+        )
     export_tflite(model, paths["tflite_fp32"], input_shape=shape)
     # The int8 TFLite starts from the float model in the form its int8 version runs in.
     to_quantize = work / "tflite_for_int8.tflite"
@@ -237,8 +251,9 @@ def speed_row(
     *,
     rounds: int,
     stem_groups: StemGroups,
+    unaligned: bool = False,
 ) -> dict[str, Any]:
-    """One row of the table; its four files stay in ``work`` (see ``file_name``)."""
+    """One row of the table; its files stay in ``work`` (see ``file_name``)."""
     import numpy as np
 
     from export.runtime_graph import onnx_float_nodes, tflite_delegation
@@ -250,7 +265,7 @@ def speed_row(
         (CALIBRATION_SAMPLES, *model.input_shape[1:]), dtype=np.float32
     )
     started = time.perf_counter()
-    paths = write_files(model, work, calibration, stem_groups=stem_groups)
+    paths = write_files(model, work, calibration, stem_groups=stem_groups, unaligned=unaligned)
     export_s = time.perf_counter() - started
     latency = measure_files(paths, rounds=rounds)
     for name, path in paths.items():
@@ -264,6 +279,12 @@ def speed_row(
         "tflite_int8": tflite_delegation(paths["tflite_int8"]),
         "onnx_int8_float_nodes": onnx_float_nodes(paths["onnx_int8"]),
     }
+    extra: dict[str, Any] = {}
+    if unaligned:
+        onnx_fp32, onnx_int8 = latency["onnx_fp32"]["median_ms"], latency["onnx_int8"]["median_ms"]
+        ratio["onnx_unaligned"] = latency[UNALIGNED]["median_ms"] / onnx_fp32
+        extra["alignment_speedup"] = latency[UNALIGNED]["median_ms"] / onnx_int8
+        structure["onnx_int8_unaligned_float_nodes"] = onnx_float_nodes(paths[UNALIGNED])
     return {
         "label": label,
         "space": space.name,
@@ -274,18 +295,20 @@ def speed_row(
         "latency": latency,
         "int8_over_fp32": ratio,
         "structure": structure,
+        **extra,
         "targets": targets(space.name, subnet.r, ratio, structure["tflite_int8"]["partitions"]),
     }
 
 
 def targets(space: str, r: int, ratio: dict[str, float], partitions: int) -> dict[str, bool]:
-    """Issue 20's targets that apply to this row."""
+    """Issue 20's targets that apply to this row: on the files export ships (``ratio``'s
+    "onnx" and "tflite"; an --unaligned file is there to compare with)."""
     met = {"tflite_int8_one_partition": partitions == 1}
     if space == "mbv3-tiny":
-        met |= {f"{fmt}_int8_no_slower": ratio[fmt] <= 1.0 for fmt in ratio}
+        met |= {f"{fmt}_int8_no_slower": ratio[fmt] <= 1.0 for fmt in TARGET_RATIO}
     elif r in TARGET_RESOLUTIONS:
         met |= {
-            f"{fmt}_int8_le_{TARGET_RATIO[fmt]}x": ratio[fmt] <= TARGET_RATIO[fmt] for fmt in ratio
+            f"{fmt}_int8_le_{limit}x": ratio[fmt] <= limit for fmt, limit in TARGET_RATIO.items()
         }
     return met
 
@@ -328,7 +351,8 @@ def machine() -> dict[str, Any]:
 
 
 def speed_table(rows: list[dict[str, Any]]) -> str:
-    """The rows as Markdown: median [p10-p90] per file, int8/fp32, partitions, float nodes."""
+    """The rows as Markdown: median [p10-p90] per file, int8/fp32 (with --unaligned, the
+    unaligned file's too), partitions, float nodes."""
 
     def ms(entry: dict[str, Any]) -> str:
         return f"{entry['median_ms']:.3g} [{entry['p10_ms']:.3g}-{entry['p90_ms']:.3g}]"
@@ -343,10 +367,13 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
         lat, ratio, st = row["latency"], row["int8_over_fp32"], row["structure"]
         floats = ", ".join(f"{k} {v}" for k, v in st["onnx_int8_float_nodes"].items()) or "none"
         missed = [k for k, ok in row["targets"].items() if not ok]
+        unaligned = (
+            f" (unaligned {ratio['onnx_unaligned']:.2f}x)" if "onnx_unaligned" in ratio else ""
+        )
         lines.append(
             f"| {row['label']} {row['space']} r{row['r']} | {row['macs'] / 1e6:.1f} | "
             + " | ".join(ms(lat[name]) for name in FILES)
-            + f" | {ratio['onnx']:.2f}x | {ratio['tflite']:.2f}x"
+            + f" | {ratio['onnx']:.2f}x{unaligned} | {ratio['tflite']:.2f}x"
             + f" | {st['tflite_fp32']['partitions']}/{st['tflite_int8']['partitions']}"
             + f" | {floats} | {'yes' if not missed else 'no: ' + ', '.join(missed)} |"
         )
@@ -365,14 +392,20 @@ def speed_main(args: argparse.Namespace) -> None:
             folder = Path(work) / str(i)
             folder.mkdir()
             row = speed_row(
-                label, space, subnet, folder, rounds=args.rounds, stem_groups=args.stem_groups
+                label,
+                space,
+                subnet,
+                folder,
+                rounds=args.rounds,
+                stem_groups=args.stem_groups,
+                unaligned=args.unaligned,
             )
             log(
                 "  ms: " + ", ".join(f"{k} {v['median_ms']:.3f}" for k, v in row["latency"].items())
             )
             rows.append(row)
             if args.keep is not None:
-                paths = {name: folder / file_name(name) for name in FILES}
+                paths = {name: folder / file_name(name) for name in row["latency"]}
                 keep_row(row, paths, args.keep, kept)
     log(speed_table(rows))
     print(
@@ -382,6 +415,7 @@ def speed_main(args: argparse.Namespace) -> None:
                 "machine": machine(),
                 "threads": 1,
                 "stem_groups": args.stem_groups,
+                "unaligned": args.unaligned,
                 "rounds": args.rounds,
                 "runs_per_file": args.rounds * RUNS_PER_ROUND,
                 "weights": "random (torch seed 0), BN statistics from "
@@ -443,6 +477,11 @@ def main() -> None:
         help=f"interleaved rounds; each runs every file {RUNS_PER_ROUND} times (default 10)",
     )
     speed.add_argument(
+        "--unaligned",
+        action="store_true",
+        help="also time each row's int8 ONNX without channel alignment, side by side",
+    )
+    speed.add_argument(
         "--keep",
         type=Path,
         help="an empty folder to keep every row's files in, with rows.json, for "
@@ -451,6 +490,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.keep is not None and not args.speed:
         parser.error("--keep keeps the files of the --speed table: give --speed too")
+    if args.unaligned and not args.speed:
+        parser.error("--unaligned adds a file to the --speed table: give --speed too")
     if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
         parser.error(f"--keep {args.keep}: the folder is not empty; give an empty or new one")
     if args.rounds < 1:

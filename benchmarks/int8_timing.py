@@ -163,10 +163,16 @@ def time_row(
     files = {name: folder / file for name, file in row["files"].items()}
     timed = {name: path for name, path in files.items() if name.split("_")[0] in backends}
     latency = measure_side_by_side(runner, backends, timed, rounds=rounds)
+    # Per int8 file over its format's fp32: "onnx" for onnx_int8, and for a variant such as
+    # onnx_int8_unaligned (benchmarks.export --unaligned) "onnx_unaligned".
     ratio = {
-        fmt: round(latency[f"{fmt}_int8"]["median_ms"] / latency[f"{fmt}_fp32"]["median_ms"], 3)
-        for fmt in FORMATS
-        if f"{fmt}_int8" in latency and f"{fmt}_fp32" in latency
+        name.replace("_int8", ""): round(
+            entry["median_ms"] / latency[f"{fmt}_fp32"]["median_ms"], 3
+        )
+        for name, entry in latency.items()
+        if (fmt := name.split("_")[0]) in FORMATS
+        and name.startswith(f"{fmt}_int8")
+        and f"{fmt}_fp32" in latency
     }
     out: dict[str, Any] = {
         **{k: row[k] for k in ("label", "space", "r", "macs", "subnet")},

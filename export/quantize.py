@@ -34,7 +34,9 @@ class IOQuantization(TypedDict):
     outputs: list[TensorQuantization]
 
 
-def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path:
+def quantize_onnx_int8(
+    src: Path, dst: Path, *, calibration: np.ndarray, align_channels: bool = True
+) -> Path:
     """Write a QDQ int8 copy of the fp32 ONNX model ``src`` to ``dst``.
 
     Weights are int8 per output channel, activations uint8 per tensor (asymmetric), ranges by
@@ -48,6 +50,9 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
     ``export.onnx_int8_form``; ``onnx_float_nodes`` lists whatever still runs in float. The
     quantized graph's channel counts are then padded to what onnxruntime's symmetric int8
     conv kernels take, with no integer changed (``export.onnx_channel_alignment``).
+    ``align_channels=False`` leaves the model's channel counts: for a runtime whose kernels
+    want other multiples (onnxruntime on Arm64), and to measure what the padding buys
+    (``python -m benchmarks.export --speed --unaligned``).
     """
     src, dst = Path(src), Path(dst)
     # Lazy like the TFLite tools: onnxruntime.quantization adds ~0.4 s to `import export`.
@@ -61,7 +66,7 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
         quant_pre_process,
     )
 
-    from export.onnx_channel_alignment import align_channels
+    from export.onnx_channel_alignment import align_channels as aligned
     from export.onnx_int8_form import fold_rescales, int8_form
 
     proto = _load_onnx(src)
@@ -95,7 +100,9 @@ def quantize_onnx_int8(src: Path, dst: Path, *, calibration: np.ndarray) -> Path
                 reduce_range=True,
                 calibrate_method=CalibrationMethod.MinMax,
             )
-            quantized = align_channels(fold_rescales(onnx.load(str(tmp))))
+            quantized = fold_rescales(onnx.load(str(tmp)))
+            if align_channels:
+                quantized = aligned(quantized)
             del quantized.metadata_props[:]
             for key, value in metadata.items():
                 entry = quantized.metadata_props.add()

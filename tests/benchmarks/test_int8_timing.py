@@ -44,7 +44,8 @@ finally:
 
 @pytest.fixture(scope="module")
 def kept(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A --keep folder with one row: ONNX fp32 and int8 of the mbv3-tiny min subnet."""
+    """A --keep folder with one row: ONNX fp32 and int8 of the mbv3-tiny min subnet, and the
+    int8 without channel alignment (as ``--unaligned`` keeps it)."""
     space = get_space("mbv3-tiny")
     subnet = space.min_subnet()
     model = random_model(space, subnet)
@@ -52,9 +53,19 @@ def kept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     calibration = np.random.default_rng(0).standard_normal(
         (CALIBRATION_SAMPLES, *model.input_shape[1:]), dtype=np.float32
     )
-    paths = {"onnx_fp32": work / "fp32.onnx", "onnx_int8": work / "int8.onnx"}
+    paths = {
+        "onnx_fp32": work / "fp32.onnx",
+        "onnx_int8": work / "int8.onnx",
+        "onnx_int8_unaligned": work / "unaligned.onnx",
+    }
     export_onnx(model, paths["onnx_fp32"], input_shape=model.input_shape)
     quantize_onnx_int8(paths["onnx_fp32"], paths["onnx_int8"], calibration=calibration)
+    quantize_onnx_int8(
+        paths["onnx_fp32"],
+        paths["onnx_int8_unaligned"],
+        calibration=calibration,
+        align_channels=False,
+    )
     row = {
         "label": "demo (min)",
         "space": space.name,
@@ -94,6 +105,7 @@ def test_keep_names_the_files_after_the_row(kept: Path) -> None:
     assert sorted(p.name for p in kept.iterdir()) == [
         "demo-28_onnx_fp32.onnx",
         "demo-28_onnx_int8.onnx",
+        "demo-28_onnx_int8_unaligned.onnx",
         "rows.json",
     ]
     rows = json.loads((kept / "rows.json").read_text())
@@ -103,6 +115,7 @@ def test_keep_names_the_files_after_the_row(kept: Path) -> None:
     assert row["files"] == {
         "onnx_fp32": "demo-28_onnx_fp32.onnx",
         "onnx_int8": "demo-28_onnx_int8.onnx",
+        "onnx_int8_unaligned": "demo-28_onnx_int8_unaligned.onnx",
     }
 
 
@@ -121,11 +134,17 @@ def test_times_the_kept_files_with_numpy_and_onnxruntime_only(
     assert result["runtimes"]["onnx"][0].isdigit()
     (row,) = result["rows"]
     assert row["label"] == "demo-28" and row["skipped"] == {}
-    assert set(row["latency"]) == {"onnx_fp32", "onnx_int8"}
+    assert set(row["latency"]) == {"onnx_fp32", "onnx_int8", "onnx_int8_unaligned"}
     for entry in row["latency"].values():
         assert entry["n"] == 5 and entry["p10_ms"] <= entry["median_ms"] <= entry["p90_ms"]
         assert entry["placement"]["nodes"]["CPUExecutionProvider"] > 0
-    assert set(row["int8_over_fp32"]) == {"onnx"} and row["int8_over_fp32"]["onnx"] > 0
+    # Each int8 file over the fp32 one, the unaligned variant beside the file export ships.
+    assert set(row["int8_over_fp32"]) == {"onnx", "onnx_unaligned"}
+    fp32 = row["latency"]["onnx_fp32"]["median_ms"]
+    for ratio, name in (("onnx", "onnx_int8"), ("onnx_unaligned", "onnx_int8_unaligned")):
+        expected = row["latency"][name]["median_ms"] / fp32
+        # (medians are printed to 0.1 us, ratios to 3 decimals)
+        assert row["int8_over_fp32"][ratio] == pytest.approx(expected, rel=0.01)
     profile = row["op_profile"]
     assert "Conv" in "".join(profile["onnx_fp32"]["ms_per_op_type"])
     assert "QLinearConv" in profile["onnx_int8"]["ms_per_op_type"]
