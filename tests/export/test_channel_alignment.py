@@ -96,3 +96,83 @@ def test_channels_pad_where_the_padding_stays_apart(quantized: dict[str, Path]) 
     }
     pads = [n for n in onnx.load(str(quantized["aligned"])).graph.node if n.op_type == "Pad"]
     assert [n.input[0] for n in pads] == ["input_QuantizeLinear_Output"]
+
+
+class SplitStem(nn.Module):
+    """A stem split in two groups of channels (10 and 6), each with its own depthwise conv,
+    concatenated for a projection, as export.stem_split writes it; ``residual``: the first
+    block adds the concatenated stem to its projection, as in OFA's spaces."""
+
+    def __init__(self, *, residual: bool = False) -> None:
+        super().__init__()
+        self.residual = residual
+        self.stems = nn.ModuleList(nn.Conv2d(3, n, 3, stride=2, padding=1) for n in (10, 6))
+        self.depthwise = nn.ModuleList(nn.Conv2d(n, n, 3, padding=1, groups=n) for n in (10, 6))
+        self.project = nn.Conv2d(16, 16 if residual else 8, 1)
+        self.head = nn.Conv2d(16, 8, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        stems = [F.hardswish(stem(x)) for stem in self.stems]
+        parts = [F.relu(dw(s)) for dw, s in zip(self.depthwise, stems, strict=True)]
+        y = self.project(torch.cat(parts, 1))
+        return self.head(y + torch.cat(stems, 1)) if self.residual else y
+
+
+def quantized_pair(model: nn.Module, work: Path) -> tuple[Path, Path]:
+    """``model``'s int8 file with its channels aligned, and without; both compute the same."""
+    torch.manual_seed(0)
+    fp32 = export_onnx(model.eval(), work / "fp32.onnx", input_shape=SHAPE)
+    calibration = np.random.default_rng(0).standard_normal((8, *SHAPE[1:]), dtype=np.float32)
+    aligned = quantize_onnx_int8(fp32, work / "aligned.onnx", calibration=calibration)
+    plain = quantize_onnx_int8(
+        fp32, work / "plain.onnx", calibration=calibration, align_channels=False
+    )
+    x = np.random.default_rng(1).standard_normal((16, *SHAPE[1:]), dtype=np.float32) * 2
+    assert np.array_equal(run_onnx(aligned, x), run_onnx(plain, x))
+    assert onnx_float_nodes(aligned) == {}
+    return aligned, plain
+
+
+def test_a_split_stem_pads_each_group_and_the_projection_skips_the_padding(
+    tmp_path: Path,
+) -> None:
+    torch.manual_seed(0)
+    aligned, plain = quantized_pair(SplitStem(), tmp_path)
+    weights = conv_weights(aligned)
+    # Each group's 10 or 6 channels padded to 16 (depthwise), the concatenation then 32.
+    assert {name: weights[name] for name in ("stems.0", "stems.1")} == {
+        "stems.0": ([16, 4, 3, 3], 1),
+        "stems.1": ([16, 4, 3, 3], 1),
+    }
+    assert weights["depthwise.0"] == weights["depthwise.1"] == ([16, 1, 3, 3], 16)
+    assert weights["project"] == ([8, 32, 1, 1], 1)
+    # The projection's real input weights stay in place, with zeros where padding comes.
+    real = [*range(10), *range(16, 22)]
+    padded, unpadded = (project_weight(path) for path in (aligned, plain))
+    assert np.array_equal(padded[:, real], unpadded)
+    assert not padded[:, [c for c in range(32) if c not in real]].any()
+
+
+def project_weight(path: Path) -> np.ndarray:
+    """The int8 weight of the Conv named project."""
+    graph = onnx.load(str(path)).graph
+    constants = {init.name: init for init in graph.initializer}
+    producer = {out: node for node in graph.node for out in node.output}
+    (conv,) = [n for n in graph.node if n.op_type == "Conv" and "project" in n.name]
+    return onnx.numpy_helper.to_array(constants[producer[conv.input[1]].input[0]])
+
+
+def test_a_split_stem_that_a_residual_sum_reads_whole_keeps_its_groups(tmp_path: Path) -> None:
+    # The stem's groups are concatenated twice, and the second concatenation is added to the
+    # projection's output: zeros between its parts would misalign the sum, so the groups keep
+    # their counts (the input is still padded for the stems).
+    torch.manual_seed(0)
+    aligned, plain = quantized_pair(SplitStem(residual=True), tmp_path)
+    weights = conv_weights(aligned)
+    assert weights["stems.0"] == ([10, 4, 3, 3], 1) and weights["stems.1"] == ([6, 4, 3, 3], 1)
+    assert weights["depthwise.0"] == ([10, 1, 3, 3], 10)
+    assert weights["project"] == ([16, 16, 1, 1], 1) and weights["head"] == ([8, 16, 1, 1], 1)
+    assert weights == conv_weights(plain) | {
+        "stems.0": ([10, 4, 3, 3], 1),
+        "stems.1": ([6, 4, 3, 3], 1),
+    }
