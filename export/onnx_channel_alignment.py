@@ -19,10 +19,12 @@ its parts pad too: each part's padding sits right after its channels in the conc
 where the readers get zero weights. Tensors that meet any other op (any other Concat, the
 classifier's Flatten, the graph's input and output) keep their channel count.
 
-Measured side by side on an AVX512-VNNI EPYC (1 thread, the same files, outputs bit for bit
-the same): mbv3-imagenet min at 160 px (stem 3 → 4, depthwise 72 → 80 and 120 → 128) int8
-from 0.71× to 0.61× of fp32, max from 0.74× to 0.72×; the demo's mbv3-tiny (stem 1 → 4,
-8-channel tensors → 16) from 1.40× to 1.33×. Depthwise channels in 32s or 64s, or input
+Measured by ``python -m benchmarks.export --speed --unaligned`` on an AVX512-VNNI EPYC (1
+thread, two runs, outputs bit for bit the same), the padded file against the unpadded one:
+mbv3-imagenet min (stem 3 → 4, depthwise 72 → 80 and 120 → 128) 1.12-1.18× faster at
+160 px and 1.06-1.15× at 224 px, max (only the stem's input padded) 0.95-1.01×, within the
+noise; the demo's mbv3-tiny (stem 1 → 4, 8-channel tensors → 16) 1.03-1.04×, and mbv3-tiny
+min with its stem in two groups 1.14-1.17×. Depthwise channels in 32s or 64s, or input
 channels in 8s or 16s, were slower. On Arm64 onnxruntime's rules differ (depthwise channels in
 eights; other convs only from 64 input channels): there the padding adds a little work and
 enables nothing (not measured).
