@@ -36,9 +36,9 @@ INT8_AGREEMENT_TARGET = 0.98
 # How many groups of channels by range the stem's int8 tensors are split into, each with a
 # scale of its own (export.stem_split), or "auto": whole, and 2 groups only for a file whose
 # agreement with fp32 then misses the target and the split's is higher (export_subnet). The
-# split costs speed (mbv3-imagenet min at 160 px: int8 1.4x slower in ONNX, 1.5x in TFLite),
-# and wins agreement where the stem's channels span very different ranges (fmnist min
-# subnet, post-training: 97.9% -> 98.6% ONNX).
+# split costs speed (mbv3-imagenet min at 160 px: int8 1.2-1.4x slower in ONNX, its groups'
+# channels aligned, and 1.5x in TFLite), and wins agreement where the stem's channels span
+# very different ranges (fmnist min subnet, post-training: 97.9% -> 98.6% ONNX).
 StemGroups = int | Literal["auto"]
 STEM_GROUPS: StemGroups = "auto"
 

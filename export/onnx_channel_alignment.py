@@ -13,18 +13,20 @@ moves: the padded channels of a tensor are computed by convolutions with zero we
 zero bias, read by convolutions with zero weights, and otherwise only meet channel-wise ops
 (activations, adds, products, average pools), so no real channel ever sees them and every
 output stays the same integer. The input gets its extra channels from a Pad of its integers
-with their zero point (0.0) before the stem. A channel Concat whose output only plain convs
-read (a split stem's groups, ``export.stem_split``, before the first block's projection) lets
-its parts pad too: each part's padding sits right after its channels in the concatenation,
-where the readers get zero weights. Tensors that meet any other op (any other Concat, the
-classifier's Flatten, the graph's input and output) keep their channel count.
+with their zero point (0.0) before the stem. A channel Concat's parts pad too (a split
+stem's groups, ``export.stem_split``): each part's padding sits right after its channels in
+the concatenation, and the tensors joined to its output carry zero channels at those
+places, written by zero weights and read by zero weights (OFA's residual first block adds
+the concatenated stem to its projection, whose output channels then interleave alike).
+Tensors that meet any other op (a Concat of Concats, two Concats joined, the classifier's
+Flatten, the graph's input and output) keep their channel count.
 
 Measured by ``python -m benchmarks.export --speed --unaligned`` on an AVX512-VNNI EPYC (1
 thread, two runs, outputs bit for bit the same), the padded file against the unpadded one:
 mbv3-imagenet min (stem 3 → 4, depthwise 72 → 80 and 120 → 128) 1.12-1.18× faster at
 160 px and 1.06-1.15× at 224 px, max (only the stem's input padded) 0.95-1.01×, within the
 noise; the demo's mbv3-tiny (stem 1 → 4, 8-channel tensors → 16) 1.03-1.04×, and mbv3-tiny
-min with its stem in two groups 1.14-1.17×. Depthwise channels in 32s or 64s, or input
+min with its stem in two groups 1.14-1.17×, mbv3-imagenet min 1.06-1.21×. Depthwise channels in 32s or 64s, or input
 channels in 8s or 16s, were slower. On Arm64 onnxruntime's rules differ (depthwise channels in
 eights; other convs only from 64 input channels): there the padding adds a little work and
 enables nothing (not measured).
@@ -125,9 +127,9 @@ class _Channels:
 
     @property
     def spliced(self) -> bool:
-        """Written by one channel Concat and read only by plain convs: zero channels can go
-        between the Concat's parts, with zero weights in the readers at those places."""
-        return not self.fixed and not self.writers and len(self.concats) == 1 and not self.depthwise
+        """Written by one channel Concat (and maybe convs): zero channels can go between the
+        Concat's parts, where the class's writers write zeros and its readers weigh zero."""
+        return not self.fixed and len(self.concats) == 1
 
 
 def align_channels(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -139,23 +141,29 @@ def align_channels(model: onnx.ModelProto) -> onnx.ModelProto:
     groups = list({id(c): c for c in classes.values()}.values())
     # The input first: it finds the stem's convs by their weights' unpadded shapes.
     _pad_input(g)
-    targets = {}
+    # Where each class gets its zero channels (np.insert's places in its own channels): at
+    # the end, up to the kernels' multiple; a spliced Concat's output after each part's own.
+    places: dict[int, list[int]] = {}
     for group in groups:
-        count = g.channels[next(iter(group.tensors))]
-        aligned = _aligned(count, depthwise=group.depthwise)
-        targets[id(group)] = count if group.fixed or group.concats else aligned
+        if not group.fixed and not group.concats:
+            count = g.channels[next(iter(group.tensors))]
+            places[id(group)] = [count] * (_aligned(count, depthwise=group.depthwise) - count)
     for group in groups:
-        count, target = g.channels[next(iter(group.tensors))], targets[id(group)]
-        if group.concats:
-            _splice(group, g, {name: targets[id(classes[name])] for name in classes})
-            continue
-        if target == count:
+        if group.spliced:
+            (concat,) = group.concats
+            places[id(group)], start = [], 0
+            for name in concat.input:
+                places[id(group)] += [start + p for p in places.get(id(classes[name]), [])]
+                start += g.channels[name]
+    for group in groups:
+        where = places.get(id(group))
+        if not where:
             continue
         for conv in group.writers:
-            _pad_outputs(conv, target - count, g)
+            _widen_outputs(conv, where, g)
         for conv in group.readers:
             if not conv.depthwise:
-                _pad_weight(conv.weight, g, axis=1, to=target)
+                _insert_channels(conv.weight, g, axis=1, places=where)
     del model.graph.value_info[:]  # the shapes inferred before padding
     return model
 
@@ -231,27 +239,6 @@ def _channel_concat(node: onnx.NodeProto, g: _Graph) -> bool:
     )
 
 
-def _splice(group: _Channels, g: _Graph, targets: dict[str, int]) -> None:
-    """The readers of a spliced Concat's output (``group``) given zero input weights where its
-    parts were padded: each part's extra channels follow its own (``targets``: each tensor's
-    padded count)."""
-    if not group.spliced:
-        return
-    (concat,) = group.concats
-    places: list[int] = []
-    start = 0
-    for name in concat.input:
-        count = g.channels[name]
-        places += [start + count] * (targets[name] - count)
-        start += count
-    if not places:
-        return
-    for conv in group.readers:
-        values = g.constants[conv.weight.input[0]]
-        array = numpy_helper.to_array(values)
-        values.CopyFrom(numpy_helper.from_array(np.insert(array, places, 0, axis=1), values.name))
-
-
 def _scalar_extras(node: onnx.NodeProto, g: _Graph) -> bool:
     """Whether every input of ``node`` that is not a 4-D tensor is a one-value constant (or
     a DequantizeLinear of one), so the op treats all channels alike."""
@@ -301,38 +288,40 @@ def _constant_dequantizer(name: str, g: _Graph) -> onnx.NodeProto | None:
     return node
 
 
-def _pad_outputs(conv: _Conv, extra: int, g: _Graph) -> None:
-    """``extra`` more output channels, all zero: zero weights, zero bias."""
-    target = g.constants[conv.weight.input[0]].dims[0] + extra
-    _pad_weight(conv.weight, g, axis=0, to=target)
+def _widen_outputs(conv: _Conv, places: list[int], g: _Graph) -> None:
+    """Zero output channels inserted at ``places``: zero weights, zero bias."""
+    _insert_channels(conv.weight, g, axis=0, places=places)
     if conv.bias is not None:
-        _pad_weight(conv.bias, g, axis=0, to=target)
+        _insert_channels(conv.bias, g, axis=0, places=places)
     if conv.depthwise:
         for attribute in conv.node.attribute:
             if attribute.name == "group":
-                attribute.i = target
+                attribute.i = g.constants[conv.weight.input[0]].dims[0]
 
 
-def _pad_weight(dequant: onnx.NodeProto, g: _Graph, *, axis: int, to: int) -> None:
-    """The integers ``dequant`` reads padded with zeros along ``axis`` to ``to``; along axis
-    0 its per-channel scales and zero points too. A padded channel repeats the last scale:
-    onnxruntime fuses a conv only where each bias scale is the input scale times the weight
-    scale, and repeating both keeps that true."""
+def _insert_channels(dequant: onnx.NodeProto, g: _Graph, *, axis: int, places: list[int]) -> None:
+    """Zeros inserted along ``axis`` of the integers ``dequant`` reads, at ``places``
+    (np.insert's); along axis 0 into its per-channel scales and zero points too. An inserted
+    channel repeats the scale of the channel before it: onnxruntime fuses a conv only where
+    each bias scale is the input scale times the weight scale, and repeating both keeps
+    that true."""
     values, *params = dequant.input
-    _pad_constant(g.constants[values], axis=axis, to=to, edge=False)
+    _insert_constant(g.constants[values], axis=axis, places=places, repeat=False)
     if axis == 0:
-        for name, edge in zip(params, (True, False), strict=False):
+        for name, repeat in zip(params, (True, False), strict=False):
             if name and g.size(name) > 1:
-                _pad_constant(g.constants[name], axis=0, to=to, edge=edge)
+                _insert_constant(g.constants[name], axis=0, places=places, repeat=repeat)
 
 
-def _pad_constant(tensor: onnx.TensorProto, *, axis: int, to: int, edge: bool) -> None:
-    """``tensor`` padded along ``axis`` to ``to`` with zeros, or with its last value."""
+def _insert_constant(
+    tensor: onnx.TensorProto, *, axis: int, places: list[int], repeat: bool
+) -> None:
+    """``tensor`` with zeros, or (1-D, ``repeat``) copies of the value before each place,
+    inserted along ``axis`` at ``places``."""
     array = numpy_helper.to_array(tensor)
-    widths = [(0, 0)] * array.ndim
-    widths[axis] = (0, to - array.shape[axis])
-    padded = np.pad(array, widths, mode="edge") if edge else np.pad(array, widths)
-    tensor.CopyFrom(numpy_helper.from_array(padded, tensor.name))
+    fill = array[np.maximum(np.array(places) - 1, 0)] if repeat else 0
+    inserted = np.insert(array, places, fill, axis=axis)
+    tensor.CopyFrom(numpy_helper.from_array(inserted, tensor.name))
 
 
 def _pad_input(g: _Graph) -> None:
@@ -366,4 +355,4 @@ def _pad_input(g: _Graph) -> None:
         for dequant in dequants:
             dequant.input[0] = padded
         for conv in convs:
-            _pad_weight(conv.weight, g, axis=1, to=target)
+            _insert_channels(conv.weight, g, axis=1, places=[count] * (target - count))

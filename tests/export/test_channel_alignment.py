@@ -148,31 +148,33 @@ def test_a_split_stem_pads_each_group_and_the_projection_skips_the_padding(
     assert weights["project"] == ([8, 32, 1, 1], 1)
     # The projection's real input weights stay in place, with zeros where padding comes.
     real = [*range(10), *range(16, 22)]
-    padded, unpadded = (project_weight(path) for path in (aligned, plain))
+    padded, unpadded = (conv_weight(path, "project") for path in (aligned, plain))
     assert np.array_equal(padded[:, real], unpadded)
     assert not padded[:, [c for c in range(32) if c not in real]].any()
 
 
-def project_weight(path: Path) -> np.ndarray:
-    """The int8 weight of the Conv named project."""
+def conv_weight(path: Path, name: str) -> np.ndarray:
+    """The int8 weight of the Conv of module ``name``."""
     graph = onnx.load(str(path)).graph
     constants = {init.name: init for init in graph.initializer}
     producer = {out: node for node in graph.node for out in node.output}
-    (conv,) = [n for n in graph.node if n.op_type == "Conv" and "project" in n.name]
+    (conv,) = [n for n in graph.node if n.op_type == "Conv" and n.name.split("/")[-2] == name]
     return onnx.numpy_helper.to_array(constants[producer[conv.input[1]].input[0]])
 
 
-def test_a_split_stem_that_a_residual_sum_reads_whole_keeps_its_groups(tmp_path: Path) -> None:
-    # The stem's groups are concatenated twice, and the second concatenation is added to the
-    # projection's output: zeros between its parts would misalign the sum, so the groups keep
-    # their counts (the input is still padded for the stems).
-    torch.manual_seed(0)
+def test_a_split_stem_added_to_its_projection_pads_the_sum_alike(tmp_path: Path) -> None:
+    # OFA's residual first block: the groups are concatenated twice, for the projection and
+    # for the sum with its output. Both concatenations get the padding after each group, so
+    # the projection writes zero channels at those places and the head reads zeros there.
     aligned, plain = quantized_pair(SplitStem(residual=True), tmp_path)
     weights = conv_weights(aligned)
-    assert weights["stems.0"] == ([10, 4, 3, 3], 1) and weights["stems.1"] == ([6, 4, 3, 3], 1)
-    assert weights["depthwise.0"] == ([10, 1, 3, 3], 10)
-    assert weights["project"] == ([16, 16, 1, 1], 1) and weights["head"] == ([8, 16, 1, 1], 1)
-    assert weights == conv_weights(plain) | {
-        "stems.0": ([10, 4, 3, 3], 1),
-        "stems.1": ([6, 4, 3, 3], 1),
-    }
+    assert weights["stems.0"] == weights["stems.1"] == ([16, 4, 3, 3], 1)
+    assert weights["depthwise.0"] == weights["depthwise.1"] == ([16, 1, 3, 3], 16)
+    assert weights["project"] == ([32, 32, 1, 1], 1) and weights["head"] == ([8, 32, 1, 1], 1)
+    real = [*range(10), *range(16, 22)]
+    others = [c for c in range(32) if c not in real]
+    project, head = (conv_weight(aligned, name) for name in ("project", "head"))
+    assert np.array_equal(project[np.ix_(real, real)], conv_weight(plain, "project"))
+    assert not project[others].any() and not project[:, others].any()
+    assert np.array_equal(head[:, real], conv_weight(plain, "head"))
+    assert not head[:, others].any()
