@@ -13,8 +13,9 @@ tflite-runtime imports, and reported as skipped otherwise.
 
 Prints one JSON object: the CPU model and its int8 instruction flags (/proc/cpuinfo), runtime
 versions, and per row the fp32 and int8 medians with p10/p90, where each file ran (the
-runner's placement: nodes per execution provider, XNNPACK partitions) and int8/fp32 per
-format; with
+runner's placement: nodes per execution provider, XNNPACK partitions) and each int8 file
+over its format's fp32 (``onnx``, ``tflite``, and ``onnx_unaligned`` for the file that
+``--speed --unaligned`` keeps: channel alignment measured where the files run); with
 --op-profile, onnxruntime's profiler's ms per run per op type of each ONNX file. Progress goes
 to stderr.
 """

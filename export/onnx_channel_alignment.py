@@ -216,9 +216,10 @@ def _classes(g: _Graph) -> dict[str, _Channels]:
         else:
             for name in mapped:
                 classes[name].fixed = True
-    # A Concat's parts may grow only where its output can take zeros between them; where it
-    # cannot, they keep their counts, and so does its output. A Concat's output that is a part
-    # of another Concat keeps its count too (one level of splicing).
+    # A Concat's parts may grow only where its output's class can take zeros between them
+    # (spliced: nothing fixes it and no other Concat writes it); where it cannot, they keep
+    # their counts, and so does the output. A Concat's output that is a part of another
+    # Concat keeps its count too (one level of splicing).
     concats = [node for node in g.graph.node if _channel_concat(node, g)]
     nested = {id(classes[name]) for node in concats for name in node.input}
     for group in {id(c): c for c in classes.values()}.values():

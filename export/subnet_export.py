@@ -71,6 +71,9 @@ class ExportOptions:
     # scale (export.stem_split); 1 keeps it whole; "auto" splits it in 2 when the whole
     # stem's file agrees with fp32 less than min_int8_agreement and the split's agrees more.
     stem_groups: StemGroups = STEM_GROUPS
+    # int8 ONNX channel counts padded to onnxruntime's x86 int8 conv kernels, every output the
+    # same (export.onnx_channel_alignment); on Arm64 the padding adds a little work instead.
+    align_channels: bool = True
 
 
 @dataclass
@@ -287,7 +290,9 @@ class Int8Writer:
         started = time.perf_counter()
         split = len(groups) > 1
         if fmt == "onnx" and not split:
-            quantize_onnx_int8(self.fp32, path, calibration=calib)
+            quantize_onnx_int8(
+                self.fp32, path, calibration=calib, align_channels=options.align_channels
+            )
         elif fmt == "tflite" and options.graph_form == "plain" and not split:
             # The plain form converts the model as it is for int8 too: the fp32 file is the
             # quantizable one (a second conversion would take seconds to write the same).
@@ -307,7 +312,12 @@ class Int8Writer:
                         dynamic_batch=options.dynamic_batch,
                         metadata=self.metadata,
                     )
-                    quantize_onnx_int8(quantizable, path, calibration=calib)
+                    quantize_onnx_int8(
+                        quantizable,
+                        path,
+                        calibration=calib,
+                        align_channels=options.align_channels,
+                    )
                 else:
                     export_tflite(
                         self.model,
@@ -320,6 +330,8 @@ class Int8Writer:
                     quantize_tflite_int8(quantizable, path, calibration=calib.transpose(0, 2, 3, 1))
         q = _described(path, fmt, "int8", time.perf_counter() - started)
         q.execution = _execution(path, fmt, "int8", options.graph_form)
+        if fmt == "onnx" and options.align_channels:
+            q.execution["channels_aligned"] = "x86"  # for onnxruntime's x86 int8 kernels
         if split:
             q.execution["stem_groups"] = groups  # channels with an int8 scale of their own
         if self.test_x is not None and self.test_ref is not None:

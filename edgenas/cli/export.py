@@ -75,6 +75,14 @@ def export_command(
             "for a file whose agreement then misses --min-int8-agreement, if that agrees better)",
         ),
     ] = str(STEM_GROUPS),
+    align_channels: Annotated[
+        bool,
+        typer.Option(
+            help="with --int8: pad the int8 ONNX file's channel counts to what onnxruntime's x86 "
+            "int8 convs take (same outputs; --no-align-channels for Arm64, where the padding "
+            "only adds work)",
+        ),
+    ] = True,
     test_images: Annotated[
         int | None, typer.Option(min=1, help="test images for int8 checks (default: all)")
     ] = None,
@@ -140,6 +148,7 @@ def export_command(
             int8=int8,
             calibration_images=calibration_images,
             stem_groups=_stem_groups(stem_groups),
+            align_channels=align_channels,
             test_images=test_images,
             tolerance=tolerance,
             min_int8_agreement=min_int8_agreement,

@@ -131,7 +131,11 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
                 "not_delegated": {},
             }
         elif f["precision"] == "int8":
-            assert f["execution"] == {"runtime": "onnxruntime", "float_nodes": {}}
+            assert f["execution"] == {
+                "runtime": "onnxruntime",
+                "float_nodes": {},
+                "channels_aligned": "x86",
+            }
     assert card["accuracy"]["images"] == 400
     assert set(card["accuracy"]["int8"]) == {"model_int8.onnx", "model_int8.tflite"}
     markdown = (exported / "card.md").read_text()

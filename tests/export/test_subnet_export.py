@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -89,6 +90,27 @@ def test_tiny_subnet_in_every_format_and_precision(
     q = result.inputs["model_int8.tflite"]
     assert q["dtype"] == "int8" and q["layout"] == "NHWC" and q["quantization"]["scale"] > 0
     assert result.inputs["model.onnx"]["shape"] == [1, 1, model.resolution, model.resolution]
+
+
+def test_channel_alignment_is_on_the_card_and_can_be_turned_off(
+    tiny: TinyModel, wide_export: Exported, fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    # Padded for onnxruntime's x86 int8 convs by default; as the model is, for Arm64 boards,
+    # with --no-align-channels: the grey input read by the stem directly, no Pad.
+    (aligned,) = [f for f in wide_export.result.files if f.name == "model_int8.onnx"]
+    assert aligned.execution["channels_aligned"] == "x86"
+    options = ExportOptions(
+        formats=("onnx",), int8=True, test_images=16, stem_groups=1, align_channels=False
+    )
+    result = export_subnet(tiny.model, fmnist_small, tmp_path, options=options)
+    (plain,) = [f for f in result.files if f.name == "model_int8.onnx"]
+    assert "channels_aligned" not in plain.execution and plain.execution["float_nodes"] == {}
+    graph = onnx.load(str(tmp_path / "model_int8.onnx")).graph
+    assert not [n for n in graph.node if n.op_type == "Pad"]
+    inputs = {init.name: list(init.dims) for init in graph.initializer}
+    stem = next(n for n in graph.node if n.op_type == "Conv")
+    weight = next(n for n in graph.node if n.output[0] == stem.input[1]).input[0]
+    assert inputs[weight][1] == 1  # the stem reads the one grey channel
 
 
 def test_imagenet_subnet_matches_torch_in_both_formats(
