@@ -33,10 +33,10 @@ ONNX nodes that onnxruntime runs in float, and issue 20's targets: at 160-224 px
 one partition. --unaligned adds a fifth file per row, the int8 ONNX without channel
 alignment (export.onnx_channel_alignment), timed in the same rounds: ``int8_over_fp32`` then
 has ``onnx_unaligned`` beside ``onnx``, and ``alignment_speedup`` is unaligned / aligned.
-The table goes to stderr as Markdown too. --keep DIR keeps every row's four
-(or five) files in DIR, named after the row (``min-224_onnx_int8.onnx``), with ``rows.json`` (label,
-space, r, subnet, MACs, files): ``python benchmarks/int8_timing.py DIR`` times them on a
-machine that has only numpy and onnxruntime (and LiteRT, if any).
+The table goes to stderr as Markdown too. --keep DIR keeps every row's files in DIR, named
+after the row (``min-224_onnx_int8.onnx``), with ``rows.json`` (label, space, r, subnet,
+MACs, files): ``python benchmarks/int8_timing.py DIR`` times them on a machine that has only
+numpy and onnxruntime (and LiteRT, if any).
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
