@@ -115,7 +115,7 @@ def execution_text(execution: Mapping[str, Any]) -> str:
     """How the runtime runs a file, in a few words (``ExportedFile.execution``)."""
     text = _runtime_text(execution)
     if execution.get("channels_aligned"):
-        text += f"; channels padded for onnxruntime's {execution['channels_aligned']} int8 convs"
+        text += f"; channels aligned to onnxruntime's {execution['channels_aligned']} int8 convs"
     groups = execution.get("stem_groups")
     if groups:
         text += f"; stem in {len(groups)} int8 groups of channels"

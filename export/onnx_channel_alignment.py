@@ -25,11 +25,11 @@ Measured by ``python -m benchmarks.export --speed --unaligned`` on an AVX512-VNN
 thread, two runs, outputs bit for bit the same), the padded file against the unpadded one:
 mbv3-imagenet min (stem 3 → 4, depthwise 72 → 80 and 120 → 128) 1.12-1.18× faster at
 160 px and 1.06-1.15× at 224 px, max (only the stem's input padded) 0.95-1.01×, within the
-noise; the demo's mbv3-tiny (stem 1 → 4, 8-channel tensors → 16) 1.03-1.04×, and mbv3-tiny
-min with its stem in two groups 1.14-1.17×, mbv3-imagenet min 1.06-1.21×. Depthwise channels in 32s or 64s, or input
-channels in 8s or 16s, were slower. On Arm64 onnxruntime's rules differ (depthwise channels in
-eights; other convs only from 64 input channels): there the padding adds a little work and
-enables nothing (not measured).
+noise; the demo's mbv3-tiny (stem 1 → 4, 8-channel tensors → 16) 1.03-1.04×; with the stem
+in two groups, mbv3-tiny min 1.14-1.17× and mbv3-imagenet min 1.06-1.21×. Depthwise channels
+in 32s or 64s, or input channels in 8s or 16s, were slower. On Arm64 onnxruntime's rules
+differ (depthwise channels in eights; other convs only from 64 input channels): there the
+padding adds a little work and enables nothing (not measured).
 """
 
 from __future__ import annotations
@@ -199,6 +199,7 @@ def _classes(g: _Graph) -> dict[str, _Channels]:
     for name in (*(i.name for i in g.graph.input), *(o.name for o in g.graph.output)):
         if name in classes:
             classes[name].fixed = True
+    concats: list[onnx.NodeProto] = []
     for node in g.graph.node:
         mapped = [name for name in (*node.input, *node.output) if name in classes]
         conv = _conv(node, g)
@@ -213,6 +214,7 @@ def _classes(g: _Graph) -> dict[str, _Channels]:
             classes[node.output[0]].writers.append(conv)
         elif _channel_concat(node, g):
             classes[node.output[0]].concats.append(node)
+            concats.append(node)
         else:
             for name in mapped:
                 classes[name].fixed = True
@@ -220,7 +222,6 @@ def _classes(g: _Graph) -> dict[str, _Channels]:
     # (spliced: nothing fixes it and no other Concat writes it); where it cannot, they keep
     # their counts, and so does the output. A Concat's output that is a part of another
     # Concat keeps its count too (one level of splicing).
-    concats = [node for node in g.graph.node if _channel_concat(node, g)]
     nested = {id(classes[name]) for node in concats for name in node.input}
     for group in {id(c): c for c in classes.values()}.values():
         if group.concats and (not group.spliced or id(group) in nested):

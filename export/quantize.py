@@ -66,7 +66,7 @@ def quantize_onnx_int8(
         quant_pre_process,
     )
 
-    from export.onnx_channel_alignment import align_channels as aligned
+    from export import onnx_channel_alignment
     from export.onnx_int8_form import fold_rescales, int8_form
 
     proto = _load_onnx(src)
@@ -102,7 +102,7 @@ def quantize_onnx_int8(
             )
             quantized = fold_rescales(onnx.load(str(tmp)))
             if align_channels:
-                quantized = aligned(quantized)
+                quantized = onnx_channel_alignment.align_channels(quantized)
             del quantized.metadata_props[:]
             for key, value in metadata.items():
                 entry = quantized.metadata_props.add()
