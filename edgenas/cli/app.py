@@ -17,7 +17,7 @@ from edgenas.cli.profile import latency_app, profile_command
 from edgenas.cli.report import report_command
 from edgenas.cli.run import run_command
 from edgenas.cli.search import search_command
-from edgenas.cli.user_errors import UserErrorsGroup
+from edgenas.cli.user_errors import UserErrorsGroup, exit_130_on_ctrl_c
 from edgenas.console import err_console as console
 from edgenas.console import stage_progress
 from edgenas.subnet_choice import choose_subnet
@@ -131,4 +131,5 @@ def eval_command(
 
 
 def main() -> None:
+    exit_130_on_ctrl_c()
     app()

@@ -3,13 +3,21 @@ Ctrl-C: one line saying what was saved and how to continue, exit code 130.
 
 The root command group catches ``EdgenasError`` and ``KeyboardInterrupt`` once, around every
 command, so no command keeps its own list of errors. Any other exception is a bug and keeps
-its traceback.
+its traceback. ``main()`` installs the SIGINT handler that keeps a Ctrl-C from being lost on
+its way there (``exit_130_on_ctrl_c``).
 """
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import errno
 import math
+import signal
+import sys
+import threading
+from collections.abc import Callable
+from types import FrameType
 from typing import Any, TypeVar
 
 import typer
@@ -93,16 +101,13 @@ class UserErrorsGroup(TyperGroup):
 
     def invoke(self, ctx: Any) -> Any:  # Any: typer's own vendored click.Context
         try:
-            return super().invoke(ctx)
+            result = super().invoke(ctx)
         except EdgenasError as exc:
             raise fail(str(exc)) from None
         except KeyboardInterrupt as exc:
             if isinstance(exc, Interrupted):
                 raise interrupted(str(exc)) from None
-            command = ctx.invoked_subcommand or ""
-            raise interrupted(
-                INTERRUPTED.get(command, "interrupted; run the same command again")
-            ) from None
+            raise interrupted(_interrupted_line(ctx)) from None
         except OSError as exc:
             if exc.errno not in _STORAGE_ERRNOS:
                 raise
@@ -110,6 +115,84 @@ class UserErrorsGroup(TyperGroup):
             raise fail(
                 f"cannot write{where}: {exc.strerror}; free some space or choose another --out"
             ) from None
+        except Exception as exc:
+            if not _caused_by_ctrl_c(exc):
+                raise
+            raise interrupted(_interrupted_line(ctx)) from None
+        if _ctrl_c.pressed:  # a library swallowed it; the user still asked to stop
+            raise interrupted(_interrupted_line(ctx))
+        return result
+
+
+def _interrupted_line(ctx: Any) -> str:
+    """The interrupted command's line (known once the group has parsed its arguments)."""
+    return INTERRUPTED.get(ctx.invoked_subcommand or "", "interrupted; run the same command again")
+
+
+def _caused_by_ctrl_c(exc: BaseException) -> bool:
+    """Whether Ctrl-C is behind ``exc``: pybind11 turns one inside a module's initialisation
+    into ``ImportError: initialization failed``."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt):
+            return True
+        seen.add(id(cause))
+        cause = cause.__cause__ or cause.__context__
+    return False
+
+
+class CtrlC(KeyboardInterrupt):
+    """Ctrl-C as edgenas' own SIGINT handler raises it: a ``KeyboardInterrupt`` to every
+    ``except``, but not the exact type CPython watches for (see ``exit_130_on_ctrl_c``)."""
+
+
+class _CtrlCHandler:
+    """SIGINT's handler under ``main()``: raises ``CtrlC`` and remembers that it did."""
+
+    def __init__(self) -> None:
+        self.pressed = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.pressed = True
+        raise CtrlC
+
+    def unraisable(self, previous: Callable[[Any], object]) -> Callable[[Any], object]:
+        """An ``sys.unraisablehook`` that delivers a ``CtrlC`` raised where Python can only
+        print it ("Exception ignored in" a weak reference's callback) again, where the
+        command is at work; other exceptions go to ``previous``."""
+
+        def hook(unraisable: Any) -> None:  # Any: sys.UnraisableHookArgs
+            if not isinstance(unraisable.exc_value, CtrlC):
+                previous(unraisable)
+                return
+            # Delivered now, it would be raised inside this hook; a moment later the main
+            # thread is past the callback (if not, it comes back here and waits again).
+            again = threading.Timer(_REDELIVER_S, _thread.interrupt_main)
+            again.daemon = True
+            with contextlib.suppress(RuntimeError):  # no new threads at interpreter exit
+                again.start()
+
+        return hook
+
+
+_ctrl_c = _CtrlCHandler()
+_REDELIVER_S = 0.05
+
+
+def exit_130_on_ctrl_c() -> None:
+    """Make Ctrl-C raise ``CtrlC`` instead of ``KeyboardInterrupt`` itself, and let no
+    library lose it (main thread only).
+
+    CPython flags a plain ``KeyboardInterrupt`` that leaves code a library runs through
+    ``PyRun_String`` (an import done from a string), keeps the flag after the root group
+    handled the interrupt, and then ends a ``python -m edgenas`` process by SIGINT (-2)
+    instead of exit code 130: about one Ctrl-C in thirty early in ``export``. Its check is
+    on the exact type, so a subclass keeps the exit code. One in about sixty was lost
+    instead: raised inside a weak reference's callback (only printed), or cleared by a
+    library; the first is raised again, the second still ends the command with the line."""
+    signal.signal(signal.SIGINT, _ctrl_c)
+    sys.unraisablehook = _ctrl_c.unraisable(sys.unraisablehook)
 
 
 # A full disk or quota, a read-only file system.
