@@ -108,17 +108,15 @@ class UserErrorsGroup(TyperGroup):
             if isinstance(exc, Interrupted):
                 raise interrupted(str(exc)) from None
             raise interrupted(_interrupted_line(ctx)) from None
-        except OSError as exc:
-            if exc.errno not in _STORAGE_ERRNOS:
+        except Exception as exc:
+            if _caused_by_ctrl_c(exc):
+                raise interrupted(_interrupted_line(ctx)) from None
+            if not isinstance(exc, OSError) or exc.errno not in _STORAGE_ERRNOS:
                 raise
             where = f" ({exc.filename})" if exc.filename else ""
             raise fail(
                 f"cannot write{where}: {exc.strerror}; free some space or choose another --out"
             ) from None
-        except Exception as exc:
-            if not _caused_by_ctrl_c(exc):
-                raise
-            raise interrupted(_interrupted_line(ctx)) from None
         if _ctrl_c.pressed:  # a library swallowed it; the user still asked to stop
             raise interrupted(_interrupted_line(ctx))
         return result
@@ -145,6 +143,9 @@ def _caused_by_ctrl_c(exc: BaseException) -> bool:
 class CtrlC(KeyboardInterrupt):
     """Ctrl-C as edgenas' own SIGINT handler raises it: a ``KeyboardInterrupt`` to every
     ``except``, but not the exact type CPython watches for (see ``exit_130_on_ctrl_c``)."""
+
+
+_REDELIVER_S = 0.05  # how long a lost Ctrl-C waits to be delivered again
 
 
 class _CtrlCHandler:
@@ -177,7 +178,6 @@ class _CtrlCHandler:
 
 
 _ctrl_c = _CtrlCHandler()
-_REDELIVER_S = 0.05
 
 
 def exit_130_on_ctrl_c() -> None:

@@ -60,7 +60,7 @@ def probe(mode: str) -> None:
 
 
 @app.command()
-def other() -> None:  # a second command: the group then names them
+def other() -> None:  # with one command typer would run it without the group
     pass
 
 
