@@ -213,7 +213,7 @@ def write_files(
     quantize_onnx_int8(onnx_to_quantize, paths["onnx_int8"], calibration=calibration)
     if unaligned:
         quantize_onnx_int8(
-            onnx_to_quantize, paths[UNALIGNED], calibration=calibration, align_channels=False
+            onnx_to_quantize, paths[UNALIGNED], calibration=calibration, align_channels="none"
         )
     export_tflite(model, paths["tflite_fp32"], input_shape=shape)
     # The int8 TFLite starts from the float model in the form its int8 version runs in.

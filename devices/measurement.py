@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 MEASUREMENT_FORMAT = "edgenas.measurement/1"
+# Fingerprint fields that are left out of its dict when empty.
+_UNSET_LEFT_OUT = ("accelerator", "machine")
 
 
 @dataclass(frozen=True)
@@ -25,17 +27,23 @@ class Fingerprint:
     # when they are not the runtime's default ("none", "CUDAExecutionProvider,..."); "" for
     # the default, and then left out of the dict, so that older files read and compare alike.
     accelerator: str = ""
+    # The runner's platform.machine() ("x86_64", "aarch64", ...): which kernels the runtime's
+    # CPU code picks. "" where no runner reports it (simulators, benchmark_model, older
+    # files), and then left out of the dict like an empty accelerator.
+    machine: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
-        if not self.accelerator:
-            del out["accelerator"]
+        for key in _UNSET_LEFT_OUT:
+            if not out[key]:
+                del out[key]
         return out
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Fingerprint:
-        values = {k: data[k] for k in cls.__dataclass_fields__ if k != "accelerator"}
-        return cls(**values, accelerator=str(data.get("accelerator") or ""))
+        values = {k: data[k] for k in cls.__dataclass_fields__ if k not in _UNSET_LEFT_OUT}
+        values.update({k: str(data.get(k) or "") for k in _UNSET_LEFT_OUT})
+        return cls(**values)
 
     def same_target(self, other: Fingerprint) -> bool:
         """Same machine and runtime setup (the version may differ only if the caller allows)."""

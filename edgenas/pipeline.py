@@ -555,12 +555,12 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
                     int8=e.int8,
                     calibration_images=e.calibration_images,
                     stem_groups=e.stem_groups,
-                    align_channels=e.align_channels,
                     test_images=e.test_images,
                     min_int8_agreement=e.min_int8_agreement,
                 ),
                 devices=tuple(devices),
                 profiles=run.root / "devices",
+                align_channels=e.align_channels,
                 data=_supernet_data(recipe),
                 finetune=FinetuneSettings(
                     epochs=e.finetune_epochs, qat_epochs=e.qat_epochs if e.int8 else 0

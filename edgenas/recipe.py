@@ -196,8 +196,9 @@ class ExportSection(_Strict):
     # The stem's int8 tensors in this many groups of channels by range, each with its scale;
     # "auto": whole, and 2 for a file that then misses min_int8_agreement, if that agrees better.
     stem_groups: Annotated[int, Field(ge=1)] | Literal["auto"] = STEM_GROUPS
-    # int8 ONNX channels padded to onnxruntime's x86 int8 convs (false for Arm64 boards).
-    align_channels: bool = True
+    # int8 ONNX channels padded to onnxruntime's int8 convs on x86 or arm64, or none; auto:
+    # for the CPU of the devices that run the file on onnxruntime.
+    align_channels: Literal["auto", "x86", "arm64", "none"] = "auto"
     test_images: int | None = Field(None, ge=1)
     # An int8 file is recommended over fp32 (when faster) from this top-1 agreement on.
     min_int8_agreement: float = Field(INT8_AGREEMENT_TARGET, ge=0, le=1)

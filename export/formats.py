@@ -23,6 +23,25 @@ def graph_form(runtime: str) -> GraphForm:
     return "plain" if runtime in NPU_COMPILERS else "xnnpack"
 
 
+# Which CPU's int8 conv kernels an int8 ONNX file's channel counts are padded for
+# (export.onnx_channel_alignment): onnxruntime's x86 or Arm64 rules, or none (the channels as
+# the model has them). The padding changes no output, only which kernels run.
+KernelIsa = Literal["x86", "arm64"]
+ChannelAlignment = Literal["x86", "arm64", "none"]
+CHANNEL_ALIGNMENTS: tuple[ChannelAlignment, ...] = get_args(ChannelAlignment)
+
+
+def kernel_isa(machine: str) -> ChannelAlignment:
+    """The alignment for a CPU by its ``platform.machine()``: "none" where onnxruntime has no
+    symmetric int8 conv kernels (32-bit x86 and Arm, anything else)."""
+    name = machine.lower()
+    if name in ("x86_64", "amd64", "x64"):
+        return "x86"
+    if name in ("aarch64", "arm64"):
+        return "arm64"
+    return "none"
+
+
 # The ONNX opsets torch.onnx's TorchScript exporter writes (its ONNX_MIN_OPSET and
 # ONNX_TORCHSCRIPT_EXPORTER_MAX_OPSET; a test keeps them in step), and the first opset with
 # per-channel QuantizeLinear/DequantizeLinear, which int8 files need.

@@ -27,9 +27,14 @@ mbv3-imagenet min (stem 3 → 4, depthwise 72 → 80 and 120 → 128) 1.12-1.18�
 160 px and 1.06-1.15× at 224 px, max (only the stem's input padded) 0.95-1.01×, within the
 noise; the demo's mbv3-tiny (stem 1 → 4, 8-channel tensors → 16) 1.03-1.04×; with the stem
 in two groups, mbv3-tiny min 1.14-1.17× and mbv3-imagenet min 1.06-1.21×. Depthwise channels
-in 32s or 64s, or input channels in 8s or 16s, were slower. On Arm64 onnxruntime's rules
-differ (depthwise channels in eights; other convs only from 64 input channels): there the
-padding adds a little work and enables nothing (not measured).
+in 32s or 64s, or input channels in 8s or 16s, were slower.
+
+On Arm64 the rules differ (the same function, ``MLAS_TARGET_ARM64``): a depthwise conv needs
+a multiple of 8 channels, and other convs run on these kernels only with more than one tap
+and 64 or more input channels, which no padding of a MobileNetV3's pointwise convs or stem
+reaches. ``align_channels(model, "arm64")`` therefore pads depthwise channels to eights and
+nothing else; the x86 padding would only add work there (a stem 3 → 4 channels, depthwise
+72 → 80). Not measured on Arm.
 """
 
 from __future__ import annotations
@@ -40,14 +45,27 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from export.formats import KernelIsa
 from export.onnx_int8_form import _attr, _readers
 
-# Depthwise channels, input channels and output channels that onnxruntime's symmetric int8
-# conv kernels take on x86 (AVX2 asks for output channels in eights, AVX512 in fours).
-DEPTHWISE_MULTIPLE = 16
-INPUT_MULTIPLE = 4
-OUTPUT_MULTIPLE = 8
-MIN_OUTPUT_CHANNELS = 16
+
+@dataclass(frozen=True)
+class KernelRules:
+    """The channel counts onnxruntime's symmetric int8 conv kernels take on one kind of CPU."""
+
+    depthwise: int  # a depthwise conv's channels, in multiples of this
+    # Any other conv: input and output channels in multiples of these, at least min_output
+    # outputs; 0 where padding cannot bring those convs onto the kernels.
+    input: int
+    output: int
+    min_output: int
+
+
+KERNEL_RULES: dict[KernelIsa, KernelRules] = {
+    # AVX2 asks for output channels in eights, AVX512 in fours.
+    "x86": KernelRules(depthwise=16, input=4, output=8, min_output=16),
+    "arm64": KernelRules(depthwise=8, input=0, output=0, min_output=0),
+}
 
 # Ops that compute each channel from the same channel of their inputs (scalar constants
 # aside): a padded channel stays apart from the real ones through them.
@@ -132,22 +150,25 @@ class _Channels:
         return not self.fixed and len(self.concats) == 1
 
 
-def align_channels(model: onnx.ModelProto) -> onnx.ModelProto:
-    """``model`` (QDQ, from ``quantize_static``) with its channel counts padded as the module
-    doc says; tensors it cannot prove safe to pad are left as they are. Modifies and
-    returns ``model``."""
+def align_channels(model: onnx.ModelProto, isa: KernelIsa = "x86") -> onnx.ModelProto:
+    """``model`` (QDQ, from ``quantize_static``) with its channel counts padded to ``isa``'s
+    kernels as the module doc says; tensors it cannot prove safe to pad are left as they are.
+    Modifies and returns ``model``."""
+    rules = KERNEL_RULES[isa]
     g = _Graph.of(model)
     classes = _classes(g)
     groups = list({id(c): c for c in classes.values()}.values())
     # The input first: it finds the stem's convs by their weights' unpadded shapes.
-    _pad_input(g)
+    if rules.input:
+        _pad_input(g, rules.input)
     # Where each class gets its zero channels (np.insert's places in its own channels): at
     # the end, up to the kernels' multiple; a spliced Concat's output after each part's own.
     places: dict[int, list[int]] = {}
     for group in groups:
         if not group.fixed and not group.concats:
             count = g.channels[next(iter(group.tensors))]
-            places[id(group)] = [count] * (_aligned(count, depthwise=group.depthwise) - count)
+            aligned = _aligned(count, rules, depthwise=group.depthwise)
+            places[id(group)] = [count] * (aligned - count)
     for group in groups:
         if group.spliced:
             (concat,) = group.concats
@@ -168,10 +189,12 @@ def align_channels(model: onnx.ModelProto) -> onnx.ModelProto:
     return model
 
 
-def _aligned(count: int, *, depthwise: bool) -> int:
+def _aligned(count: int, rules: KernelRules, *, depthwise: bool) -> int:
     if depthwise:
-        return _round_up(count, DEPTHWISE_MULTIPLE)
-    return max(MIN_OUTPUT_CHANNELS, _round_up(count, OUTPUT_MULTIPLE))
+        return _round_up(count, rules.depthwise)
+    if not rules.output:
+        return count
+    return max(rules.min_output, _round_up(count, rules.output))
 
 
 def _round_up(count: int, multiple: int) -> int:
@@ -326,13 +349,13 @@ def _insert_constant(
     tensor.CopyFrom(numpy_helper.from_array(inserted, tensor.name))
 
 
-def _pad_input(g: _Graph) -> None:
-    """The graph input's integers padded with its zero point to a multiple of INPUT_MULTIPLE
+def _pad_input(g: _Graph, multiple: int) -> None:
+    """The graph input's integers padded with its zero point to a multiple of ``multiple``
     channels, when its QuantizeLinear feeds DequantizeLinears that only plain convs read."""
     for graph_input in g.graph.input:
         count = g.channels.get(graph_input.name)
         quantizers = g.readers.get(graph_input.name, [])
-        if count is None or count % INPUT_MULTIPLE == 0 or len(quantizers) != 1:
+        if count is None or count % multiple == 0 or len(quantizers) != 1:
             continue
         quantize = quantizers[0]
         if quantize.op_type != "QuantizeLinear" or len(quantize.input) < 3:
@@ -344,7 +367,7 @@ def _pad_input(g: _Graph) -> None:
         convs = [c for c in found if c is not None and not c.depthwise]
         if not convs or len(convs) != len(found):
             continue
-        target = _round_up(count, INPUT_MULTIPLE)
+        target = _round_up(count, multiple)
         padded = f"{quantize.output[0]}_aligned"
         pads = f"{padded}_pads"
         g.graph.initializer.append(

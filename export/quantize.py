@@ -15,6 +15,7 @@ import onnx
 from export._quiet import quiet_converters
 from export.deferred_interrupt import interrupt_after_step
 from export.errors import ExportError, conversion_error
+from export.formats import ChannelAlignment
 from once_for_all.errors import one_line
 from once_for_all.files import atomic_path, write_bytes
 
@@ -35,7 +36,7 @@ class IOQuantization(TypedDict):
 
 
 def quantize_onnx_int8(
-    src: Path, dst: Path, *, calibration: np.ndarray, align_channels: bool = True
+    src: Path, dst: Path, *, calibration: np.ndarray, align_channels: ChannelAlignment = "x86"
 ) -> Path:
     """Write a QDQ int8 copy of the fp32 ONNX model ``src`` to ``dst``.
 
@@ -49,9 +50,9 @@ def quantize_onnx_int8(
     kernels (QLinearConv, QLinearAdd, QLinearMul, QLinearGlobalAveragePool, QGemm): see
     ``export.onnx_int8_form``; ``onnx_float_nodes`` lists whatever still runs in float. The
     quantized graph's channel counts are then padded to what onnxruntime's symmetric int8
-    conv kernels take, with no integer changed (``export.onnx_channel_alignment``).
-    ``align_channels=False`` leaves the model's channel counts: for a runtime whose kernels
-    want other multiples (onnxruntime on Arm64), and to measure what the padding buys
+    conv kernels take on the CPU ``align_channels`` names ("x86", "arm64"), with no integer
+    changed (``export.onnx_channel_alignment``); "none" leaves the model's channel counts:
+    for runtimes with kernels of their own, and to measure what the padding buys
     (``python -m benchmarks.export --speed --unaligned``).
     """
     src, dst = Path(src), Path(dst)
@@ -101,8 +102,8 @@ def quantize_onnx_int8(
                 calibrate_method=CalibrationMethod.MinMax,
             )
             quantized = fold_rescales(onnx.load(str(tmp)))
-            if align_channels:
-                quantized = onnx_channel_alignment.align_channels(quantized)
+            if align_channels != "none":
+                quantized = onnx_channel_alignment.align_channels(quantized, align_channels)
             del quantized.metadata_props[:]
             for key, value in metadata.items():
                 entry = quantized.metadata_props.add()

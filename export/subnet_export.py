@@ -25,6 +25,7 @@ from export.formats import (
     MODEL_FORMATS,
     ONNX_OPSETS,
     STEM_GROUPS,
+    ChannelAlignment,
     GraphForm,
     ModelFormat,
     Precision,
@@ -71,9 +72,9 @@ class ExportOptions:
     # scale (export.stem_split); 1 keeps it whole; "auto" splits it in 2 when the whole
     # stem's file agrees with fp32 less than min_int8_agreement and the split's agrees more.
     stem_groups: StemGroups = STEM_GROUPS
-    # int8 ONNX channel counts padded to onnxruntime's x86 int8 conv kernels, every output the
-    # same (export.onnx_channel_alignment); on Arm64 the padding adds a little work instead.
-    align_channels: bool = True
+    # int8 ONNX channel counts padded to onnxruntime's int8 conv kernels on this kind of CPU,
+    # every output the same (export.onnx_channel_alignment), or "none".
+    align_channels: ChannelAlignment = "x86"
 
 
 @dataclass
@@ -330,8 +331,9 @@ class Int8Writer:
                     quantize_tflite_int8(quantizable, path, calibration=calib.transpose(0, 2, 3, 1))
         q = _described(path, fmt, "int8", time.perf_counter() - started)
         q.execution = _execution(path, fmt, "int8", options.graph_form)
-        if fmt == "onnx" and options.align_channels:
-            q.execution["channels_aligned"] = "x86"  # for onnxruntime's x86 int8 kernels
+        if fmt == "onnx" and options.align_channels != "none":
+            # for onnxruntime's int8 kernels on that kind of CPU
+            q.execution["channels_aligned"] = options.align_channels
         if split:
             q.execution["stem_groups"] = groups  # channels with an int8 scale of their own
         if self.test_x is not None and self.test_ref is not None:

@@ -76,13 +76,13 @@ def export_command(
         ),
     ] = str(STEM_GROUPS),
     align_channels: Annotated[
-        bool,
+        Literal["auto", "x86", "arm64", "none"],
         typer.Option(
-            help="with --int8: pad the int8 ONNX file's channel counts to what onnxruntime's x86 "
-            "int8 convs take (same outputs; --no-align-channels for Arm64, where the padding "
-            "only adds work)",
+            help="with --int8: pad the int8 ONNX file's channel counts to what onnxruntime's "
+            "int8 convs take on that CPU (same outputs); auto: the CPU of the --devices that "
+            "run it on onnxruntime, or of this host",
         ),
-    ] = True,
+    ] = "auto",
     test_images: Annotated[
         int | None, typer.Option(min=1, help="test images for int8 checks (default: all)")
     ] = None,
@@ -148,7 +148,6 @@ def export_command(
             int8=int8,
             calibration_images=calibration_images,
             stem_groups=_stem_groups(stem_groups),
-            align_channels=align_channels,
             test_images=test_images,
             tolerance=tolerance,
             min_int8_agreement=min_int8_agreement,
@@ -159,6 +158,7 @@ def export_command(
         devices=tuple(device or ()),
         profiles=profiles,
         tflite_form=tflite_form,
+        align_channels=align_channels,
         data=data,
         finetune=FinetuneSettings(
             epochs=finetune_epochs, lr=finetune_lr, qat_epochs=qat_epochs if int8 else 0

@@ -14,7 +14,7 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
 from edgenas.subnet_choice import choose_subnet
 from export.card import CardBody, DeviceLatency, FileLatency, Int8Accuracy
 from export.errors import ExportError
-from export.formats import MODEL_FORMATS, PRECISIONS, GraphForm, graph_form
+from export.formats import (
+    MODEL_FORMATS,
+    PRECISIONS,
+    ChannelAlignment,
+    GraphForm,
+    graph_form,
+    kernel_isa,
+)
 from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
 
 if TYPE_CHECKING:
@@ -96,6 +103,9 @@ class ExportJob:
     # The TFLite graph form; "auto": plain when every device is an NPU compiler (Vela),
     # else XNNPACK's (export.formats.graph_form).
     tflite_form: GraphForm | Literal["auto"] = "auto"
+    # The CPU kind whose onnxruntime int8 conv kernels the int8 ONNX file's channels are
+    # padded for; "auto": the devices' (resolve_channel_alignment).
+    align_channels: ChannelAlignment | Literal["auto"] = "auto"
     data: Path | None = None  # ImageNet-layout folder for a supernet that records no data
 
 
@@ -138,6 +148,8 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             name: p.predict(subnet) if p is not None else None for name, p in predictors.items()
         }
         say(f"subnet {subnet.key} of {space.id}")
+        # Before the subnet's fine-tuning: an SSH board is asked for its CPU here.
+        align_channels = resolve_channel_alignment(job, say)
         model = _subnet_model(supernet, subnet, data, job, say)
         form = resolve_tflite_form(job)
         if form != job.options.graph_form and "tflite" in job.options.formats:
@@ -146,7 +158,7 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             model,
             data,
             staging,
-            options=replace(job.options, graph_form=form),
+            options=replace(job.options, graph_form=form, align_channels=align_channels),
             metadata=_metadata(space, subnet, data, predicted),
             log=say,
         )
@@ -287,6 +299,64 @@ def resolve_tflite_form(job: ExportJob) -> GraphForm:
         return job.tflite_form
     forms = {graph_form(load_profile(device).kind) for device in job.devices}
     return "plain" if forms == {"plain"} else "xnnpack"
+
+
+def resolve_channel_alignment(job: ExportJob, say: Say) -> ChannelAlignment:
+    """The job's int8 ONNX channel alignment; "auto": the CPU kind (``platform.machine()``) of
+    the devices that run the file on onnxruntime's CPU provider, x86 where they differ (the
+    padding is worth more there than it costs elsewhere); "none" when the file's devices all
+    run it on kernels of their own (TensorRT, CUDA, simulators); this host's kind when no
+    device runs ONNX. SSH devices are asked: an unreachable one fails here, before the
+    export's work."""
+    import platform
+
+    from devices import load_profile, open_device
+    from devices.profiles import provider_name
+    from latency.profiler import RUNTIME_FORMATS
+
+    if job.align_channels != "auto":
+        return job.align_channels
+    if not (job.options.int8 and "onnx" in job.options.formats):
+        return "none"  # no int8 ONNX file
+    onnx_devices: list[str] = []
+    kinds: dict[str, ChannelAlignment] = {}
+    for device in job.devices:
+        profile = load_profile(device)
+        # Simulators and compilers are runtimes of their own kind; the runner's kinds and
+        # adb (benchmark_model, TFLite only) name theirs.
+        runtime = profile.runtime if profile.kind in ("local", "ssh", "adb") else profile.kind
+        if "onnx" not in RUNTIME_FORMATS.get(runtime, ()):
+            continue
+        onnx_devices.append(profile.name)
+        first = provider_name((profile.providers or ["cpu"])[0])
+        if runtime != "onnxruntime" or first != "CPUExecutionProvider":
+            continue
+        if profile.kind == "local":
+            machine = platform.machine()  # the local runner runs on this host
+        else:
+            with open_device(device) as opened:
+                machine = opened.fingerprint().machine
+        kinds[profile.name] = kernel_isa(machine)
+    if not onnx_devices:
+        return kernel_isa(platform.machine())
+    chosen = common_alignment(kinds.values())
+    if set(kinds.values()) != {"x86"}:
+        # Anything but today's x86 default gets a line: the reason for a different file.
+        by_device = ", ".join(f"{name}: {kind}" for name, kind in kinds.items()) or (
+            f"{', '.join(onnx_devices)}: kernels of their own"
+        )
+        say(f"int8 ONNX channels aligned for {chosen} ({by_device}); --align-channels to choose")
+    return chosen
+
+
+def common_alignment(kinds: Iterable[ChannelAlignment]) -> ChannelAlignment:
+    """One alignment for devices of these CPU kinds: x86 if any is (unaligned, an x86 file
+    ran up to 1.18x slower; the x86 padding adds a few channels' work elsewhere), else
+    theirs when they agree on one, else none."""
+    found = set(kinds)
+    if "x86" in found:
+        return "x86"
+    return found.pop() if len(found) == 1 else "none"
 
 
 def _profile_name(device: str) -> str:

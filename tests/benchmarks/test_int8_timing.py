@@ -64,7 +64,7 @@ def kept(tmp_path_factory: pytest.TempPathFactory) -> Path:
         paths["onnx_fp32"],
         paths["onnx_int8_unaligned"],
         calibration=calibration,
-        align_channels=False,
+        align_channels="none",
     )
     row = {
         "label": "demo (min)",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import platform
 import socket
 import sys
 from collections.abc import Callable, Sequence
@@ -96,6 +97,8 @@ def test_fingerprint_is_this_host_and_cached() -> None:
     assert fp.runtime_version == version("onnxruntime")
     assert fp.threads == 1
     assert fp.cpu_model and fp.governor
+    # The runner's CPU kind, which int8 ONNX exports pad their channels for.
+    assert fp.machine == platform.machine() and fp.to_dict()["machine"] == fp.machine
     assert device.fingerprint() is fp
 
 

@@ -260,6 +260,12 @@ def test_fingerprint_names_a_non_default_accelerator() -> None:
     xnnpack = _local(runtime="tflite", delegate="xnnpack").fingerprint()
     assert (default.accelerator, xnnpack.accelerator, off.accelerator) == ("", "", "none")
     assert "accelerator" not in default.to_dict()
+    # Files written before the runner's machine was kept read as they did.
+    old = {k: v for k, v in default.to_dict().items() if k != "machine"}
+    assert (
+        Fingerprint.from_dict(old).machine == ""
+        and "machine" not in Fingerprint.from_dict(old).to_dict()
+    )
     assert off.to_dict()["accelerator"] == "none"
     assert Fingerprint.from_dict(off.to_dict()) == off
     assert Fingerprint.from_dict(default.to_dict()) == default

@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import platform
 import re
 import shlex
 import socket
@@ -183,6 +184,7 @@ def test_one_connection_for_the_session_and_a_cached_fingerprint(
     logins_before = sshd.log.read_text().count("Accepted publickey")
     with _device(sshd, remote_parent, python) as device:
         fingerprint = device.fingerprint()
+        assert fingerprint.machine == platform.machine()  # the remote runner's, reported back
         folder = device.remote_folder
         device.measure([models.fc])
         device.measure([models.conv, models.fc], runs=3)  # other settings: no fingerprint update

@@ -246,6 +246,102 @@ def test_tflite_form_follows_the_devices(tmp_path: Path) -> None:
     assert form("ethos-u55-128", tflite_form="xnnpack") == "xnnpack"
 
 
+def test_kernel_isa_names_the_cpus_with_onnxruntime_int8_conv_kernels() -> None:
+    from export.formats import kernel_isa
+
+    assert [kernel_isa(m) for m in ("x86_64", "AMD64", "aarch64", "arm64")] == [
+        "x86",
+        "x86",
+        "arm64",
+        "arm64",
+    ]
+    # 32-bit x86 and Arm, RISC-V, a runner that did not say: onnxruntime's symmetric int8 conv
+    # kernels are not built there, so no padding.
+    assert {kernel_isa(m) for m in ("i686", "armv7l", "riscv64", "")} == {"none"}
+
+
+def test_one_alignment_for_devices_of_several_cpu_kinds() -> None:
+    from edgenas.stages.export import common_alignment
+
+    assert common_alignment(["arm64", "arm64"]) == "arm64"
+    assert common_alignment(["arm64", "x86"]) == common_alignment(["x86", "none"]) == "x86"
+    assert common_alignment(["arm64", "none"]) == common_alignment([]) == "none"
+
+
+def test_channel_alignment_follows_the_devices_that_run_onnx(
+    tmp_path: Path, sshd: Sshd, device_python: Path
+) -> None:
+    import platform
+
+    from edgenas.stages.export import ExportJob, resolve_channel_alignment
+    from export.formats import kernel_isa
+    from export.subnet_export import ExportOptions
+
+    said: list[str] = []
+
+    def alignment(*devices: str | Path, **kwargs: Any) -> str:
+        kwargs.setdefault("options", ExportOptions(int8=True))
+        job = ExportJob(
+            supernet=tmp_path,
+            subnet="max",
+            out=tmp_path,
+            devices=tuple(str(d) for d in devices),
+            **kwargs,
+        )
+        return resolve_channel_alignment(job, said.append)
+
+    host = kernel_isa(platform.machine())
+    # No device that runs ONNX (raspberry-pi-4 runs TFLite, and is not connected to): the
+    # file is for this host's kind of CPU, as is local-cpu's.
+    assert alignment() == alignment("raspberry-pi-4") == alignment("local-cpu") == host
+    assert said == []
+    # A board over SSH is asked for its CPU (here the sshd's host).
+    board = sshd.write_profile(
+        tmp_path / "board.yaml", "test-board", python=device_python, runtime="onnxruntime"
+    )
+    logins = sshd.log.read_text().count("Accepted publickey")
+    assert alignment(board) == host
+    assert sshd.log.read_text().count("Accepted publickey") == logins + 1
+    # Devices that run ONNX on kernels of their own (a simulated NPU; onnxruntime's CUDA
+    # provider) have none to pad for, and the export says why its file is unpadded.
+    cuda = tmp_path / "cuda.yaml"
+    cuda.write_text("name: test-cuda\nkind: local\nruntime: onnxruntime\nproviders: [cuda]\n")
+    assert alignment("npu-32x32-ws") == alignment(cuda) == "none"
+    assert said[-1] == (
+        "int8 ONNX channels aligned for none (test-cuda: kernels of their own); "
+        "--align-channels to choose"
+    )
+    # Asked for, or no int8 ONNX file to write: nothing is looked up.
+    assert alignment("jetson-orin-nano", align_channels="arm64") == "arm64"
+    assert alignment("jetson-orin-nano", options=ExportOptions(int8=False)) == "none"
+    tflite = ExportOptions(formats=("tflite",), int8=True)
+    assert alignment("jetson-orin-nano", options=tflite) == "none"
+
+
+def test_an_unreachable_onnx_board_fails_before_the_export(tmp_path: Path, sshd: Sshd) -> None:
+    from devices import DeviceError
+    from edgenas.stages.export import ExportJob, resolve_channel_alignment
+    from export.subnet_export import ExportOptions
+
+    board = sshd.write_profile(
+        tmp_path / "board.yaml",
+        "test-board",
+        python="/usr/bin/python3",
+        runtime="onnxruntime",
+        ssh={"port": 1},
+    )
+    job = ExportJob(
+        supernet=tmp_path,
+        subnet="max",
+        out=tmp_path,
+        devices=(str(board),),
+        options=ExportOptions(int8=True),
+    )
+    with pytest.raises(DeviceError, match="test-board") as info:
+        resolve_channel_alignment(job, lambda message: None)
+    assert "\n" not in str(info.value)
+
+
 def test_the_fastest_file_accurate_enough_is_recommended(exported: Path) -> None:
     card = _card(exported)
     latency = card["latency"]["test-cpu"]["files"]

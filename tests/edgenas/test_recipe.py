@@ -153,6 +153,11 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
             r"export\.formats\.0: Input should be 'onnx' or 'tflite'",
         ),
         (
+            # The switch of old (true/false) is now the CPU kind to pad for.
+            lambda r: r.update(export={"align_channels": False}),
+            r"export\.align_channels: Input should be 'auto', 'x86', 'arm64' or 'none'",
+        ),
+        (
             lambda r: r.update(search={"accuracy": "ofa-predictor"}),
             r"search: .*accuracy: ofa-predictor and ofa_predictor: PATH .* go together",
         ),

@@ -44,16 +44,20 @@ SHAPE = (1, 3, 12, 12)
 
 @pytest.fixture(scope="module")
 def quantized(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """The block's int8 file with its channels aligned, and without."""
+    """The block's int8 file with its channels aligned for x86 (the default) and for Arm64,
+    and without."""
     torch.manual_seed(0)
     work = tmp_path_factory.mktemp("alignment")
     fp32 = export_onnx(Block().eval(), work / "block.onnx", input_shape=SHAPE)
     calibration = np.random.default_rng(0).standard_normal((8, *SHAPE[1:]), dtype=np.float32)
     aligned = quantize_onnx_int8(fp32, work / "aligned.onnx", calibration=calibration)
-    plain = quantize_onnx_int8(
-        fp32, work / "plain.onnx", calibration=calibration, align_channels=False
+    arm64 = quantize_onnx_int8(
+        fp32, work / "arm64.onnx", calibration=calibration, align_channels="arm64"
     )
-    return {"aligned": aligned, "plain": plain}
+    plain = quantize_onnx_int8(
+        fp32, work / "plain.onnx", calibration=calibration, align_channels="none"
+    )
+    return {"aligned": aligned, "arm64": arm64, "plain": plain}
 
 
 def conv_weights(path: Path) -> dict[str, tuple[list[int], int]]:
@@ -72,8 +76,10 @@ def conv_weights(path: Path) -> dict[str, tuple[list[int], int]]:
 
 def test_aligned_channels_change_no_integer(quantized: dict[str, Path]) -> None:
     x = np.random.default_rng(1).standard_normal((16, *SHAPE[1:]), dtype=np.float32) * 2
-    assert np.array_equal(run_onnx(quantized["aligned"], x), run_onnx(quantized["plain"], x))
-    assert onnx_float_nodes(quantized["aligned"]) == {}
+    plain = run_onnx(quantized["plain"], x)
+    for name in ("aligned", "arm64"):
+        assert np.array_equal(run_onnx(quantized[name], x), plain), name
+        assert onnx_float_nodes(quantized[name]) == {}
 
 
 def test_channels_pad_where_the_padding_stays_apart(quantized: dict[str, Path]) -> None:
@@ -96,6 +102,22 @@ def test_channels_pad_where_the_padding_stays_apart(quantized: dict[str, Path]) 
     }
     pads = [n for n in onnx.load(str(quantized["aligned"])).graph.node if n.op_type == "Pad"]
     assert [n.input[0] for n in pads] == ["input_QuantizeLinear_Output"]
+
+
+def test_arm64_pads_only_depthwise_channels_to_eights(quantized: dict[str, Path]) -> None:
+    # onnxruntime on Arm64 takes depthwise convs in eights and runs no 1x1 conv, nor one on
+    # fewer than 64 input channels, on its symmetric kernels: the 12 depthwise channels
+    # (written by the stem and by squeeze-excite's expand) become 16; the input, the stem's
+    # 3 input channels and squeeze-excite's 8 stay as they are.
+    assert conv_weights(quantized["arm64"]) == {
+        "stem": ([16, 3, 3, 3], 1),
+        "depthwise": ([16, 1, 3, 3], 16),
+        "reduce": ([8, 16, 1, 1], 1),
+        "expand": ([16, 8, 1, 1], 1),
+        "project": ([8, 16, 1, 1], 1),
+    }
+    graph = onnx.load(str(quantized["arm64"])).graph
+    assert not [n for n in graph.node if n.op_type == "Pad"]
 
 
 class SplitStem(nn.Module):
@@ -125,7 +147,7 @@ def quantized_pair(model: nn.Module, work: Path) -> tuple[Path, Path]:
     calibration = np.random.default_rng(0).standard_normal((8, *SHAPE[1:]), dtype=np.float32)
     aligned = quantize_onnx_int8(fp32, work / "aligned.onnx", calibration=calibration)
     plain = quantize_onnx_int8(
-        fp32, work / "plain.onnx", calibration=calibration, align_channels=False
+        fp32, work / "plain.onnx", calibration=calibration, align_channels="none"
     )
     x = np.random.default_rng(1).standard_normal((16, *SHAPE[1:]), dtype=np.float32) * 2
     assert np.array_equal(run_onnx(aligned, x), run_onnx(plain, x))

@@ -95,12 +95,12 @@ def test_tiny_subnet_in_every_format_and_precision(
 def test_channel_alignment_is_on_the_card_and_can_be_turned_off(
     tiny: TinyModel, wide_export: Exported, fmnist_small: DataBundle, tmp_path: Path
 ) -> None:
-    # Padded for onnxruntime's x86 int8 convs by default; as the model is, for Arm64 boards,
-    # with --no-align-channels: the grey input read by the stem directly, no Pad.
+    # Padded for onnxruntime's x86 int8 convs by default; as the model is (for runtimes with kernels of their own)
+    # with --align-channels none: the grey input read by the stem directly, no Pad.
     (aligned,) = [f for f in wide_export.result.files if f.name == "model_int8.onnx"]
     assert aligned.execution["channels_aligned"] == "x86"
     options = ExportOptions(
-        formats=("onnx",), int8=True, test_images=16, stem_groups=1, align_channels=False
+        formats=("onnx",), int8=True, test_images=16, stem_groups=1, align_channels="none"
     )
     result = export_subnet(tiny.model, fmnist_small, tmp_path, options=options)
     (plain,) = [f for f in result.files if f.name == "model_int8.onnx"]
