@@ -1,0 +1,269 @@
+"""Where an int8 ONNX file gains or loses against fp32, node by node (issue 20): for each kind
+of conv in a subnet, what one more node of it costs in onnxruntime, fp32 and int8, as
+edgenas export writes them.
+
+    python -m benchmarks.int8_kernels                  # the demo's subnet: mbv3-tiny max, 32 px
+    python -m benchmarks.int8_kernels --space mbv3-imagenet --subnet min --resolution 160
+
+A kind is a conv with the activation after it (ReLU, hard-swish, squeeze-excite's
+hard-sigmoid, or none), its channels, kernel and input size. Each kind is written as two chains
+of that conv and activation, one node and --chain nodes long, exported and quantized as
+edgenas export does (int8 ONNX with its channels aligned for this CPU, export.formats'
+``kernel_isa``), and the four files are timed side by side, one thread, by the device runner's
+interleaved rounds (as benchmarks/export.py times its files). A node costs the difference of
+the chains over the difference of their lengths: the session's fixed work cancels. A 1x1 conv
+with more outputs than inputs chains with its mirror (cin -> cout -> cin ...), so its row is
+the mean of the two directions. Strided convs and the stem change the input size along a
+chain and are counted, not timed (``not_timed``).
+
+Each row has the subnet's count of that kind and count x (int8 - fp32); ``accounted_us`` sums
+them beside the whole subnet's measured int8 - fp32 (``model``). The rest is what no kind
+covers: residual adds (fused into fp32 NCHWc convs as a sum, a QLinearAdd in int8),
+squeeze-excite's pooling and product, the untimed kinds, the graph's edges.
+
+Prints one JSON object on stdout, a Markdown table and progress on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from importlib.metadata import version
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from benchmarks.int8_timing import cpu_flags, measure_side_by_side
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from once_for_all import MobileNetV3
+
+CHAIN = 17  # nodes in the long chain
+CALIBRATION_SAMPLES = 8
+ACTIVATIONS = {"ReLU": "relu", "Hardswish": "hswish", "Hardsigmoid": "hsigmoid"}
+
+
+def log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
+
+
+@dataclass(frozen=True, order=True)
+class Kind:
+    """A conv and the activation after it, at one input size; ``channels`` is (cin, cout)
+    for a 1x1 conv, sorted (a chain alternates them), and (c, c) for a depthwise one."""
+
+    depthwise: bool
+    channels: tuple[int, int]
+    kernel: int
+    size: int  # input height and width
+    act: str  # relu | hswish | hsigmoid | none
+
+    @property
+    def label(self) -> str:
+        a, b = self.channels
+        what = (
+            f"depthwise {self.kernel}x{self.kernel} {a}ch" if self.depthwise else f"1x1 {a}<->{b}"
+        )
+        return f"{what} at {self.size}x{self.size}, {self.act}"
+
+
+def conv_kinds(model: MobileNetV3) -> tuple[Counter[Kind], Counter[str]]:
+    """The model's convs by kind, and those a chain cannot repeat (strided, the stem's full
+    conv), by a short description."""
+    import torch
+
+    convs: dict[nn.Conv2d, str] = {}  # each conv → the activation after it
+    for module in model.modules():
+        conv, act = getattr(module, "conv", None), getattr(module, "act", None)
+        if isinstance(conv, torch.nn.Conv2d):
+            convs[conv] = ACTIVATIONS.get(type(act).__name__, "none")
+        reduce, expand = getattr(module, "reduce", None), getattr(module, "expand", None)
+        if isinstance(reduce, torch.nn.Conv2d) and isinstance(expand, torch.nn.Conv2d):
+            convs[reduce], convs[expand] = "relu", "hsigmoid"  # squeeze-excite
+    sizes: dict[nn.Conv2d, int] = {}
+    handles = [
+        conv.register_forward_hook(
+            lambda m, inputs, _out: sizes.__setitem__(m, int(inputs[0].shape[-1]))
+        )
+        for conv in convs
+    ]
+    with torch.no_grad():
+        model(torch.zeros(model.input_shape))
+    for handle in handles:
+        handle.remove()
+    kinds: Counter[Kind] = Counter()
+    untimed: Counter[str] = Counter()
+    for conv, act in convs.items():
+        cin, cout, k = conv.in_channels, conv.out_channels, conv.kernel_size[0]
+        depthwise = conv.groups == cin == cout > 1
+        if conv.stride != (1, 1) or (not depthwise and k != 1):
+            what = "depthwise" if depthwise else "conv"
+            untimed[f"{what} {k}x{k} {cin}->{cout} stride {conv.stride[0]}"] += 1
+            continue
+        channels = (cin, cout) if depthwise else (min(cin, cout), max(cin, cout))
+        kinds[Kind(depthwise, channels, k, sizes[conv], act)] += 1
+    return kinds, untimed
+
+
+def chain(kind: Kind, length: int) -> nn.Module:
+    """``length`` convs of ``kind``, each followed by its activation."""
+    from torch import nn
+
+    layers: list[nn.Module] = []
+    a, b = kind.channels
+    for i in range(length):
+        if kind.depthwise:
+            layers.append(nn.Conv2d(a, a, kind.kernel, padding=kind.kernel // 2, groups=a))
+        else:
+            cin, cout = (a, b) if i % 2 == 0 else (b, a)
+            layers.append(nn.Conv2d(cin, cout, 1))
+        act = {"relu": nn.ReLU(), "hswish": nn.Hardswish(), "hsigmoid": nn.Hardsigmoid()}
+        layers.append(act.get(kind.act, nn.Identity()))
+    return nn.Sequential(*layers).eval()
+
+
+def write_pair(model: nn.Module, shape: tuple[int, ...], work: Path, name: str) -> list[Path]:
+    """``model``'s ONNX fp32 file and its int8 file, written as edgenas export writes them."""
+    import numpy as np
+
+    from export import export_onnx, quantize_onnx_int8
+    from export.formats import kernel_isa
+
+    fp32 = export_onnx(model, work / f"{name}_fp32.onnx", input_shape=shape)
+    calibration = np.random.default_rng(0).standard_normal(
+        (CALIBRATION_SAMPLES, *shape[1:]), dtype=np.float32
+    )
+    int8 = quantize_onnx_int8(
+        fp32,
+        work / f"{name}_int8.onnx",
+        calibration=calibration,
+        align_channels=kernel_isa(platform.machine()),
+    )
+    return [fp32, int8]
+
+
+def time_files(paths: dict[str, Path], rounds: int) -> dict[str, float]:
+    """Median ms of each file, side by side (see benchmarks.int8_timing)."""
+    import numpy as np
+
+    from devices import runner
+
+    backend = runner.OnnxRuntimeBackend(np, runner.Job({"runtime": "onnxruntime"}))
+    try:
+        measured = measure_side_by_side(runner, {"onnx": backend}, paths, rounds=rounds)
+    finally:
+        backend.close()
+    return {name: m["median_ms"] for name, m in measured.items()}
+
+
+def kind_row(kind: Kind, count: int, work: Path, rounds: int) -> dict[str, Any]:
+    import torch
+
+    a = kind.channels[0]
+    shape = (1, a, kind.size, kind.size)
+    paths: dict[str, Path] = {}
+    for length in (1, CHAIN):
+        torch.manual_seed(0)
+        fp32, int8 = write_pair(chain(kind, length), shape, work, f"chain{length}")
+        paths[f"onnx_fp32_{length}"], paths[f"onnx_int8_{length}"] = fp32, int8
+    ms = time_files(paths, rounds)
+    per_node = {
+        p: 1000 * (ms[f"onnx_{p}_{CHAIN}"] - ms[f"onnx_{p}_1"]) / (CHAIN - 1)
+        for p in ("fp32", "int8")
+    }
+    return {
+        "kind": kind.label,
+        "count": count,
+        "fp32_us": round(per_node["fp32"], 3),
+        "int8_us": round(per_node["int8"], 3),
+        "int8_minus_fp32_us": round(count * (per_node["int8"] - per_node["fp32"]), 2),
+    }
+
+
+def table(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| kind | count | fp32 µs/node | int8 µs/node | count × (int8 − fp32) µs |",
+        "|---|---|---|---|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['kind']} | {r['count']} | {r['fp32_us']:.2f} | {r['int8_us']:.2f} | "
+            f"{r['int8_minus_fp32_us']:+.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.int8_kernels", description=__doc__.splitlines()[0]
+    )
+    parser.add_argument("--space", default="mbv3-tiny")
+    parser.add_argument("--subnet", default="max", help="max, min, a subnet JSON or pareto.json#K")
+    parser.add_argument("--resolution", type=int, help="px (default: the subnet's)")
+    parser.add_argument(
+        "--rounds", type=int, default=40, help="interleaved rounds of 5 runs per file (default 40)"
+    )
+    args = parser.parse_args()
+    if args.rounds < 1:
+        parser.error(f"--rounds {args.rounds}: give 1 or more")
+    import torch
+
+    from benchmarks.export import random_model
+    from edgenas.subnet_choice import choose_subnet
+    from once_for_all import get_space
+
+    torch.set_num_threads(1)
+    space = get_space(args.space)
+    subnet = choose_subnet(args.subnet, space)
+    if args.resolution is not None:
+        try:
+            subnet = space.validate(dataclasses.replace(subnet, r=args.resolution))
+        except ValueError as exc:
+            parser.error(f"--resolution {args.resolution}: {exc}")
+    model = random_model(space, subnet)
+    kinds, untimed = conv_kinds(model)
+    log(f"{space.id} {subnet.key}: {sum(kinds.values())} convs in {len(kinds)} kinds timed")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="edgenas-int8-kernels-") as tmp:
+        work = Path(tmp)
+        files = write_pair(model, model.input_shape, work, "model")
+        ms = time_files({"onnx_fp32": files[0], "onnx_int8": files[1]}, args.rounds)
+        for kind in sorted(kinds):
+            rows.append(kind_row(kind, kinds[kind], work, args.rounds))
+            log(
+                f"  {rows[-1]['kind']}: fp32 {rows[-1]['fp32_us']} µs, int8 {rows[-1]['int8_us']} µs"
+            )
+    result = {
+        "benchmark": "int8_kernels",
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "flags": cpu_flags(),
+            "onnxruntime": version("onnxruntime"),
+        },
+        "space": space.id,
+        "subnet": subnet.to_dict(),
+        "chain": CHAIN,
+        "rounds": args.rounds,
+        "model": {
+            "fp32_ms": round(ms["onnx_fp32"], 4),
+            "int8_ms": round(ms["onnx_int8"], 4),
+            "int8_over_fp32": round(ms["onnx_int8"] / ms["onnx_fp32"], 3),
+            "int8_minus_fp32_us": round(1000 * (ms["onnx_int8"] - ms["onnx_fp32"]), 1),
+        },
+        "rows": rows,
+        "accounted_us": round(sum(r["int8_minus_fp32_us"] for r in rows), 1),
+        "not_timed": dict(sorted(untimed.items())),
+    }
+    log(table(rows))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,65 @@
+"""benchmarks/int8_kernels.py: every conv of the subnet is either in a timed kind or counted as
+untimed, each kind's chains are the convs it names, and the JSON adds up. Structure only: the
+figures are the benchmark's."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import onnx
+import pytest
+from torch import nn
+
+from benchmarks.export import random_model
+from benchmarks.int8_kernels import CHAIN, Kind, chain, conv_kinds, main, write_pair
+from export.runtime_graph import onnx_float_nodes
+from once_for_all import get_space
+
+
+def test_every_conv_is_in_one_kind_or_counted_untimed() -> None:
+    space = get_space("mbv3-tiny")
+    model = random_model(space, space.max_subnet())
+    kinds, untimed = conv_kinds(model)
+    convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
+    assert sum(kinds.values()) + sum(untimed.values()) == len(convs)
+    # Strided depthwise convs and the stem change the input size along a chain.
+    assert untimed["conv 3x3 1->8 stride 1"] == 1
+    assert all("stride 2" in what or what.startswith("conv 3x3") for what in untimed)
+    # Squeeze-excite's convs run at 1x1 with their own activations.
+    se = {k.act for k in kinds if k.size == 1 and k.channels[1] != 256}
+    assert se == {"relu", "hsigmoid"}
+    assert all(k.kernel == 1 or k.depthwise for k in kinds)
+
+
+def test_a_chain_repeats_its_kind_and_quantizes_into_fused_int8_nodes(tmp_path: Path) -> None:
+    pointwise = Kind(False, (8, 48), 1, 4, "hswish")
+    fp32, int8 = write_pair(chain(pointwise, 3), (1, 8, 4, 4), tmp_path, "pw")
+    convs = [n for n in onnx.load(str(fp32)).graph.node if n.op_type == "Conv"]
+    assert len(convs) == 3
+    weights = [list(i.dims) for i in onnx.load(str(int8)).graph.initializer if len(i.dims) == 4]
+    # cin -> cout -> cin: the 1x1 conv and its mirror (8 channels may be padded for this
+    # CPU's kernels), all int8 kernels.
+    assert len(weights) == 3 and sum(w[0] == 48 for w in weights) == 2
+    assert onnx_float_nodes(int8) == {}
+    depthwise = chain(Kind(True, (16, 16), 7, 4, "relu"), CHAIN)
+    assert sum(isinstance(m, nn.Conv2d) and m.groups == 16 for m in depthwise.modules()) == CHAIN
+
+
+def test_the_json_adds_up(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(sys, "argv", ["int8_kernels", "--subnet", "min", "--rounds", "1"])
+    main()
+    result = json.loads(capsys.readouterr().out)
+    space = get_space("mbv3-tiny")
+    kinds, untimed = conv_kinds(random_model(space, space.min_subnet()))
+    assert [r["count"] for r in result["rows"]] == [kinds[k] for k in sorted(kinds)]
+    assert result["not_timed"] == dict(untimed)
+    assert result["accounted_us"] == pytest.approx(
+        sum(r["int8_minus_fp32_us"] for r in result["rows"]), abs=0.1
+    )
+    model = result["model"]
+    assert model["int8_over_fp32"] == pytest.approx(model["int8_ms"] / model["fp32_ms"], rel=1e-2)
+    assert set(result["machine"]) == {"cpu", "flags", "onnxruntime"}
