@@ -7,19 +7,20 @@ edgenas export writes them.
 
 A kind is a conv with the activation after it (ReLU, hard-swish, squeeze-excite's
 hard-sigmoid, or none), its channels, kernel and input size. Each kind is written as two chains
-of that conv and activation, one node and --chain nodes long, exported and quantized as
+of that conv and activation, one node and CHAIN (17) nodes long, exported and quantized as
 edgenas export does (int8 ONNX with its channels aligned for this CPU, export.formats'
 ``kernel_isa``), and the four files are timed side by side, one thread, by the device runner's
 interleaved rounds (as benchmarks/export.py times its files). A node costs the difference of
 the chains over the difference of their lengths: the session's fixed work cancels. A 1x1 conv
 with more outputs than inputs chains with its mirror (cin -> cout -> cin ...), so its row is
 the mean of the two directions. Strided convs and the stem change the input size along a
-chain and are counted, not timed (``not_timed``).
+chain and are counted, not timed (``not_timed``). A residual sum (an Add, which onnxruntime's
+fp32 NCHWc convs can take in; a QLinearAdd in int8) costs the difference of two chains of
+CHAIN linear 1x1 convs, with and without a sum after each, per node.
 
 Each row has the subnet's count of that kind and count x (int8 - fp32); ``accounted_us`` sums
-them beside the whole subnet's measured int8 - fp32 (``model``). The rest is what no kind
-covers: residual adds (fused into fp32 NCHWc convs as a sum, a QLinearAdd in int8),
-squeeze-excite's pooling and product, the untimed kinds, the graph's edges.
+them beside the whole subnet's measured int8 - fp32 (``model``). The rest is what no row
+covers: the untimed convs, squeeze-excite's pooling and product, the graph's edges.
 
 Prints one JSON object on stdout, a Markdown table and progress on stderr.
 """
@@ -112,6 +113,42 @@ def conv_kinds(model: MobileNetV3) -> tuple[Counter[Kind], Counter[str]]:
     return kinds, untimed
 
 
+def residual_sums(model: MobileNetV3) -> Counter[tuple[int, int]]:
+    """The model's residual sums by (channels, height and width)."""
+    import torch
+
+    sums: Counter[tuple[int, int]] = Counter()
+    handles = [
+        block.register_forward_hook(
+            lambda _m, _i, out: sums.update([(int(out.shape[1]), int(out.shape[-1]))])
+        )
+        for block in model.modules()
+        if getattr(block, "residual", False) is True
+    ]
+    with torch.no_grad():
+        model(torch.zeros(model.input_shape))
+    for handle in handles:
+        handle.remove()
+    return sums
+
+
+def summed_chain(channels: int, length: int, *, summed: bool) -> nn.Module:
+    """``length`` linear 1x1 convs of ``channels`` channels, each added to its input when
+    ``summed``: a residual block's sum after its projection."""
+    import torch
+    from torch import nn
+
+    class Node(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv = nn.Conv2d(channels, channels, 1)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + self.conv(x) if summed else self.conv(x)
+
+    return nn.Sequential(*(Node() for _ in range(length))).eval()
+
+
 def chain(kind: Kind, length: int) -> nn.Module:
     """``length`` convs of ``kind``, each followed by its activation."""
     from torch import nn
@@ -178,8 +215,31 @@ def kind_row(kind: Kind, count: int, work: Path, rounds: int) -> dict[str, Any]:
         p: 1000 * (ms[f"onnx_{p}_{CHAIN}"] - ms[f"onnx_{p}_1"]) / (CHAIN - 1)
         for p in ("fp32", "int8")
     }
+    return _row(kind.label, count, per_node)
+
+
+def sum_row(channels: int, size: int, count: int, work: Path, rounds: int) -> dict[str, Any]:
+    """What a residual sum costs: chains of --chain linear 1x1 convs with and without a sum
+    after each, the difference per node."""
+    import torch
+
+    paths: dict[str, Path] = {}
+    for summed in (False, True):
+        torch.manual_seed(0)
+        name = "summed" if summed else "plain"
+        model = summed_chain(channels, CHAIN, summed=summed)
+        fp32, int8 = write_pair(model, (1, channels, size, size), work, name)
+        paths[f"onnx_fp32_{name}"], paths[f"onnx_int8_{name}"] = fp32, int8
+    ms = time_files(paths, rounds)
+    per_node = {
+        p: 1000 * (ms[f"onnx_{p}_summed"] - ms[f"onnx_{p}_plain"]) / CHAIN for p in ("fp32", "int8")
+    }
+    return _row(f"residual sum {channels}ch at {size}x{size}", count, per_node)
+
+
+def _row(kind: str, count: int, per_node: dict[str, float]) -> dict[str, Any]:
     return {
-        "kind": kind.label,
+        "kind": kind,
         "count": count,
         "fp32_us": round(per_node["fp32"], 3),
         "int8_us": round(per_node["int8"], 3),
@@ -229,7 +289,11 @@ def main() -> None:
             parser.error(f"--resolution {args.resolution}: {exc}")
     model = random_model(space, subnet)
     kinds, untimed = conv_kinds(model)
-    log(f"{space.id} {subnet.key}: {sum(kinds.values())} convs in {len(kinds)} kinds timed")
+    sums = residual_sums(model)
+    log(
+        f"{space.id} {subnet.key}: {sum(kinds.values())} convs in {len(kinds)} kinds and "
+        f"{sum(sums.values())} residual sums timed"
+    )
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgenas-int8-kernels-") as tmp:
         work = Path(tmp)
@@ -237,9 +301,10 @@ def main() -> None:
         ms = time_files({"onnx_fp32": files[0], "onnx_int8": files[1]}, args.rounds)
         for kind in sorted(kinds):
             rows.append(kind_row(kind, kinds[kind], work, args.rounds))
-            log(
-                f"  {rows[-1]['kind']}: fp32 {rows[-1]['fp32_us']} µs, int8 {rows[-1]['int8_us']} µs"
-            )
+            log(f"  {rows[-1]}")
+        for (channels, size), count in sorted(sums.items()):
+            rows.append(sum_row(channels, size, count, work, args.rounds))
+            log(f"  {rows[-1]}")
     result = {
         "benchmark": "int8_kernels",
         "machine": {

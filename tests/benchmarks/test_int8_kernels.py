@@ -13,7 +13,15 @@ import pytest
 from torch import nn
 
 from benchmarks.export import random_model
-from benchmarks.int8_kernels import CHAIN, Kind, chain, conv_kinds, main, write_pair
+from benchmarks.int8_kernels import (
+    CHAIN,
+    Kind,
+    chain,
+    conv_kinds,
+    main,
+    residual_sums,
+    write_pair,
+)
 from export.runtime_graph import onnx_float_nodes
 from once_for_all import get_space
 
@@ -54,12 +62,22 @@ def test_the_json_adds_up(
     main()
     result = json.loads(capsys.readouterr().out)
     space = get_space("mbv3-tiny")
-    kinds, untimed = conv_kinds(random_model(space, space.min_subnet()))
-    assert [r["count"] for r in result["rows"]] == [kinds[k] for k in sorted(kinds)]
+    model = random_model(space, space.min_subnet())
+    kinds, untimed = conv_kinds(model)
+    sums = residual_sums(model)
+    assert sums and sum(sums.values()) == sum(
+        getattr(m, "residual", False) for m in model.modules()
+    )
+    assert [r["count"] for r in result["rows"]] == [kinds[k] for k in sorted(kinds)] + [
+        sums[s] for s in sorted(sums)
+    ]
+    assert [r["kind"] for r in result["rows"][len(kinds) :]] == [
+        f"residual sum {c}ch at {hw}x{hw}" for c, hw in sorted(sums)
+    ]
     assert result["not_timed"] == dict(untimed)
     assert result["accounted_us"] == pytest.approx(
         sum(r["int8_minus_fp32_us"] for r in result["rows"]), abs=0.1
     )
-    model = result["model"]
-    assert model["int8_over_fp32"] == pytest.approx(model["int8_ms"] / model["fp32_ms"], rel=1e-2)
+    whole = result["model"]
+    assert whole["int8_over_fp32"] == pytest.approx(whole["int8_ms"] / whole["fp32_ms"], rel=1e-2)
     assert set(result["machine"]) == {"cpu", "flags", "onnxruntime"}
