@@ -160,6 +160,30 @@ def _placement_lines(latency: Mapping[str, Any]) -> list[str]:
     return ["", "Placement on the device:", "", *lines] if lines else []
 
 
+def split_stem_note(card: CardBody) -> str | None:
+    """A note for int8 files whose stem is in groups (export.stem_split) and that have a
+    prediction: the lookup tables time the stem whole, so the prediction leaves the split out."""
+    groups = {
+        f["name"]: len(f["execution"]["stem_groups"])
+        for f in card["files"]
+        if f["execution"].get("stem_groups")
+    }
+    predicted = {
+        name
+        for entry in card["latency"].values()
+        for name, timing in entry["files"].items()
+        if timing["predicted"] is not None
+    }
+    names = sorted(set(groups) & predicted)
+    if not names:
+        return None
+    split = ", ".join(f"`{name}` has its stem in {groups[name]} groups" for name in names)
+    return (
+        f"{split}: the predictor's lookup table times the stem whole, so the prediction leaves "
+        "the split's cost out; the measured latency has it."
+    )
+
+
 def card_markdown(card: CardDocument) -> str:
     subnet = card["subnet"]
     lines = [
@@ -241,6 +265,8 @@ def card_markdown(card: CardDocument) -> str:
                 )
         rule = card["recommendation"]
         lines += _placement_lines(card["latency"])
+        note = split_stem_note(card)
+        lines += ["", note] if note else []
         lines += [
             "",
             "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "

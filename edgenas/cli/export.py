@@ -177,7 +177,7 @@ def export_command(
 
 
 def print_card(card: CardBody, out: Path) -> None:
-    from export.card import execution_text
+    from export.card import execution_text, split_stem_note
 
     acc = card["accuracy"]
     target = card["recommendation"]["min_int8_agreement"]
@@ -232,6 +232,9 @@ def print_card(card: CardBody, out: Path) -> None:
             "* recommended: the fastest file that is fp32 or int8 with top-1 agreement "
             f">= {100 * target:g}%"
         )
+    note = split_stem_note(card)
+    if note:
+        err_console.print(escape(note))
     err_console.print(f"files and card.md in {escape(str(out))}")
 
 

@@ -233,6 +233,26 @@ def test_an_npu_gets_the_plain_graph_and_its_cpu_fallbacks_in_the_card(
     assert npu["recommended_meets_accuracy"] == (agreement >= 0.98)
 
 
+def test_the_card_says_a_split_stems_prediction_leaves_the_split_out(exported: Path) -> None:
+    from export.card import card_markdown, read_card
+
+    card = read_card(exported / "card.json")
+    for f in card["files"]:
+        f["execution"].pop("stem_groups", None)
+    timing = card["latency"]["test-cpu"]["files"]["model_int8.onnx"]
+    timing["predicted"] = None
+    note = "lookup table times the stem whole"
+    assert note not in card_markdown(card)
+    (int8,) = [f for f in card["files"] if f["name"] == "model_int8.onnx"]
+    int8["execution"]["stem_groups"] = [[0, 2], [1, 3]]
+    assert note not in card_markdown(card)  # no prediction, nothing to qualify
+    timing["predicted"] = 0.05
+    assert (
+        "`model_int8.onnx` has its stem in 2 groups: the predictor's lookup table times the "
+        "stem whole, so the prediction leaves the split's cost out; the measured latency has it."
+    ) in card_markdown(card)
+
+
 def test_tflite_form_follows_the_devices(tmp_path: Path) -> None:
     from edgenas.stages.export import ExportJob, resolve_tflite_form
 
