@@ -201,6 +201,7 @@ def time_files(paths: dict[str, Path], rounds: int) -> dict[str, float]:
 
 
 def kind_row(kind: Kind, count: int, work: Path, rounds: int) -> dict[str, Any]:
+    """What one more node of ``kind`` costs, from its chains of 1 and CHAIN nodes."""
     import torch
 
     a = kind.channels[0]

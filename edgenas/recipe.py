@@ -31,6 +31,7 @@ from export.formats import (
     INT8_AGREEMENT_TARGET,
     MODEL_FORMATS,
     STEM_GROUPS,
+    ChannelAlignmentChoice,
     ModelFormat,
     Precision,
 )
@@ -198,7 +199,7 @@ class ExportSection(_Strict):
     stem_groups: Annotated[int, Field(ge=1)] | Literal["auto"] = STEM_GROUPS
     # int8 ONNX channels padded to onnxruntime's int8 convs on x86 or arm64, or none; auto:
     # for the CPU of the devices that run the file on onnxruntime.
-    align_channels: Literal["auto", "x86", "arm64", "none"] = "auto"
+    align_channels: ChannelAlignmentChoice = "auto"
     test_images: int | None = Field(None, ge=1)
     # An int8 file is recommended over fp32 (when faster) from this top-1 agreement on.
     min_int8_agreement: float = Field(INT8_AGREEMENT_TARGET, ge=0, le=1)

@@ -28,7 +28,9 @@ def graph_form(runtime: str) -> GraphForm:
 # the model has them). The padding changes no output, only which kernels run.
 KernelIsa = Literal["x86", "arm64"]
 ChannelAlignment = Literal["x86", "arm64", "none"]
-CHANNEL_ALIGNMENTS: tuple[ChannelAlignment, ...] = get_args(ChannelAlignment)
+# What a user asks for (--align-channels, recipe export.align_channels): "auto" takes the CPU
+# kind of the devices that run the file (edgenas.stages.export.resolve_channel_alignment).
+ChannelAlignmentChoice = Literal["auto", "x86", "arm64", "none"]
 
 
 def kernel_isa(machine: str) -> ChannelAlignment:

@@ -19,6 +19,7 @@ from export.formats import (
     MODEL_FORMATS,
     ONNX_OPSETS,
     STEM_GROUPS,
+    ChannelAlignmentChoice,
     StemGroups,
     parse_stem_groups,
 )
@@ -76,7 +77,7 @@ def export_command(
         ),
     ] = str(STEM_GROUPS),
     align_channels: Annotated[
-        Literal["auto", "x86", "arm64", "none"],
+        ChannelAlignmentChoice,
         typer.Option(
             help="with --int8: pad the int8 ONNX file's channel counts to what onnxruntime's "
             "int8 convs take on that CPU (same outputs); auto: the CPU of the --devices that "
