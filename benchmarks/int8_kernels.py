@@ -39,7 +39,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from benchmarks.int8_timing import cpu_flags, measure_side_by_side
+from benchmarks.int8_timing import cpu_flags
 
 if TYPE_CHECKING:
     from torch import nn
@@ -88,17 +88,7 @@ def conv_kinds(model: MobileNetV3) -> tuple[Counter[Kind], Counter[str]]:
         reduce, expand = getattr(module, "reduce", None), getattr(module, "expand", None)
         if isinstance(reduce, torch.nn.Conv2d) and isinstance(expand, torch.nn.Conv2d):
             convs[reduce], convs[expand] = "relu", "hsigmoid"  # squeeze-excite
-    sizes: dict[nn.Conv2d, int] = {}
-    handles = [
-        conv.register_forward_hook(
-            lambda m, inputs, _out: sizes.__setitem__(m, int(inputs[0].shape[-1]))
-        )
-        for conv in convs
-    ]
-    with torch.no_grad():
-        model(torch.zeros(model.input_shape))
-    for handle in handles:
-        handle.remove()
+    sizes = {conv: shapes[0][-1] for conv, shapes in _shapes(model, list(convs)).items()}
     kinds: Counter[Kind] = Counter()
     untimed: Counter[str] = Counter()
     for conv, act in convs.items():
@@ -115,21 +105,28 @@ def conv_kinds(model: MobileNetV3) -> tuple[Counter[Kind], Counter[str]]:
 
 def residual_sums(model: MobileNetV3) -> Counter[tuple[int, int]]:
     """The model's residual sums by (channels, height and width)."""
+    blocks = [m for m in model.modules() if getattr(m, "residual", False) is True]
+    return Counter((out[1], out[-1]) for _, out in _shapes(model, blocks).values())
+
+
+def _shapes(
+    model: MobileNetV3, modules: list[nn.Module]
+) -> dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]]:
+    """Each of ``modules``' input and output shapes in one forward pass of ``model``."""
     import torch
 
-    sums: Counter[tuple[int, int]] = Counter()
+    shapes: dict[nn.Module, tuple[tuple[int, ...], tuple[int, ...]]] = {}
     handles = [
-        block.register_forward_hook(
-            lambda _m, _i, out: sums.update([(int(out.shape[1]), int(out.shape[-1]))])
+        m.register_forward_hook(
+            lambda m, inputs, out: shapes.__setitem__(m, (tuple(inputs[0].shape), tuple(out.shape)))
         )
-        for block in model.modules()
-        if getattr(block, "residual", False) is True
+        for m in modules
     ]
     with torch.no_grad():
         model(torch.zeros(model.input_shape))
     for handle in handles:
         handle.remove()
-    return sums
+    return shapes
 
 
 def summed_chain(channels: int, length: int, *, summed: bool) -> nn.Module:
@@ -187,17 +184,10 @@ def write_pair(model: nn.Module, shape: tuple[int, ...], work: Path, name: str) 
 
 
 def time_files(paths: dict[str, Path], rounds: int) -> dict[str, float]:
-    """Median ms of each file, side by side (see benchmarks.int8_timing)."""
-    import numpy as np
+    """Median ms of each file, timed side by side as benchmarks/export.py times its files."""
+    from benchmarks.export import measure_files
 
-    from devices import runner
-
-    backend = runner.OnnxRuntimeBackend(np, runner.Job({"runtime": "onnxruntime"}))
-    try:
-        measured = measure_side_by_side(runner, {"onnx": backend}, paths, rounds=rounds)
-    finally:
-        backend.close()
-    return {name: m["median_ms"] for name, m in measured.items()}
+    return {name: m["median_ms"] for name, m in measure_files(paths, rounds=rounds).items()}
 
 
 def kind_row(kind: Kind, count: int, work: Path, rounds: int) -> dict[str, Any]:
