@@ -64,7 +64,6 @@ from latency import (
     MeasuredSubnets,
     ModelCache,
     calibrate,
-    enumerate_blocks,
     profile_blocks,
     random_subnets,
     settings_for,
@@ -176,8 +175,9 @@ def bench_case(
             "format": table.header.model_format,
             "precision": table.header.precision,
             "graph_form": settings.graph_form,
+            "channels_aligned": settings.align_channels,
         },
-        "blocks": len(enumerate_blocks(space, resolutions=resolutions)),
+        "blocks": len(table),  # an int8 table's split stems too
         "resolutions": list(resolutions or space.resolutions),
         "profile_s": round(total_s, 1),
         "table_s": round(table_s, 1),

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
 from export.errors import ExportError
-from export.formats import ModelFormat, Precision
+from export.formats import AUTO_SPLIT_GROUPS, ModelFormat, Precision
 from once_for_all.files import read_json, write_text
 
 # 2: files say how their runtime runs them; devices give speed-ups and a recommended file.
@@ -53,6 +53,9 @@ class FileLatency(TypedDict):
     measured_at_baseline_ms: float | None
     reference_scale: float | None
     speedup_vs_fp32: NotRequired[float | None]  # the same format's fp32 median over this one's
+    # A file with its stem split (export.stem_split): the prediction has the table's entry for
+    # the stem in this many groups. Absent: the prediction times the stem whole.
+    predicted_stem_groups: NotRequired[int]
 
 
 class DeviceLatency(TypedDict):
@@ -161,26 +164,28 @@ def _placement_lines(latency: Mapping[str, Any]) -> list[str]:
 
 
 def split_stem_note(card: CardBody) -> str | None:
-    """A note for int8 files whose stem is in groups (export.stem_split) and that have a
-    prediction: the lookup tables time the stem whole, so the prediction leaves the split out."""
+    """A note for int8 files whose stem is in groups (export.stem_split) and whose prediction
+    times the stem whole (a table without the split's entry: from before int8 tables had
+    it, or for another number of groups), so that it leaves the split out."""
     groups = {
         f["name"]: len(f["execution"]["stem_groups"])
         for f in card["files"]
         if f["execution"].get("stem_groups")
     }
-    predicted = {
+    whole = {
         name
         for entry in card["latency"].values()
         for name, timing in entry["files"].items()
-        if timing["predicted"] is not None
+        if timing["predicted"] is not None and "predicted_stem_groups" not in timing
     }
-    names = sorted(set(groups) & predicted)
+    names = sorted(set(groups) & whole)
     if not names:
         return None
     split = ", ".join(f"`{name}` has its stem in {groups[name]} groups" for name in names)
     return (
         f"{split}: the predictor's lookup table times the stem whole, so the prediction leaves "
-        "the split's cost out; the measured latency has it."
+        "the split's cost out (the measured latency has it); profile the device again for "
+        f"an int8 table that times the stem in {AUTO_SPLIT_GROUPS} groups."
     )
 
 

@@ -62,6 +62,7 @@ INT8_AGREEMENT_TARGET = 0.98
 # very different ranges (fmnist min subnet, post-training: 97.9% -> 98.6% ONNX).
 StemGroups = int | Literal["auto"]
 STEM_GROUPS: StemGroups = "auto"
+AUTO_SPLIT_GROUPS = 2  # the groups "auto" splits a stem into (int8 latency tables time it so)
 
 
 def parse_stem_groups(value: str) -> StemGroups:

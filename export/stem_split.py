@@ -30,29 +30,42 @@ from once_for_all.layers import ConvBNAct
 from once_for_all.static_net import MBConvBlock, MobileNetV3
 
 
+class SplitStemLayers(nn.Module):
+    """A stem and the first block that reads it (a plain depthwise convolution and its
+    projection, no expansion), per group of ``stem``'s output channels (see the module
+    doc). The output's channels are the first block's, or, where it adds the stem's output
+    (residual), in group order."""
+
+    def __init__(
+        self, stem: ConvBNAct, first: MBConvBlock, groups: Sequence[Sequence[int]]
+    ) -> None:
+        super().__init__()
+        self.stems = nn.ModuleList(_channels(stem, g, depthwise=False) for g in groups)
+        self.depthwise = nn.ModuleList(
+            _channels(first.depthwise, g, depthwise=True) for g in groups
+        )
+        self.project = first.project
+        self.residual = first.residual
+
+    def forward(self, x: Tensor) -> Tensor:
+        parts = [stem(x) for stem in self.stems]
+        y = self.project(torch.cat([dw(p) for dw, p in zip(self.depthwise, parts, strict=True)], 1))
+        return y + torch.cat(parts, 1) if self.residual else y
+
+
 class SplitStem(nn.Module):
-    """A MobileNetV3 whose stem and first depthwise convolution run per group of channels
-    (see the module doc). ``network`` is the model it came from, reordered; its own stem and
-    first depthwise convolution are no longer used."""
+    """A MobileNetV3 whose stem and first block run per group of channels
+    (``SplitStemLayers``). ``network`` is the model it came from, reordered; its own stem and
+    first block are no longer used (the first block's projection is shared)."""
 
     def __init__(self, network: MobileNetV3, groups: Sequence[Sequence[int]]) -> None:
         super().__init__()
         self.network = network
-        first = _first_block(network)
-        self.stems = nn.ModuleList(_channels(network.stem, g, depthwise=False) for g in groups)
-        self.depthwise = nn.ModuleList(
-            _channels(first.depthwise, g, depthwise=True) for g in groups
-        )
+        self.layers = SplitStemLayers(network.stem, _first_block(network), groups)
 
     def forward(self, x: Tensor) -> Tensor:
         network = self.network
-        first = _first_block(network)
-        parts = [stem(x) for stem in self.stems]
-        y = torch.cat([dw(p) for dw, p in zip(self.depthwise, parts, strict=True)], 1)
-        y = first.project(y)
-        if first.residual:
-            y = y + torch.cat(parts, 1)
-        return network.forward_head(network.blocks[1:](y))
+        return network.forward_head(network.blocks[1:](self.layers(x)))
 
 
 @torch.no_grad()
@@ -153,6 +166,7 @@ def _output_channels(layer: ConvBNAct, index: Tensor) -> None:
             tensor.copy_(tensor[index])
 
 
+@torch.no_grad()
 def _channels(layer: ConvBNAct, channels: Sequence[int], *, depthwise: bool) -> ConvBNAct:
     """A copy of ``layer`` computing only output ``channels`` (a depthwise layer also reads
     only those); its activation is kept (it works channel by channel)."""

@@ -20,6 +20,7 @@ import torch
 from export.card import CardFile
 from export.errors import ExportError
 from export.formats import (
+    AUTO_SPLIT_GROUPS,
     INT8_AGREEMENT_TARGET,
     INT8_MIN_OPSET,
     MODEL_FORMATS,
@@ -246,10 +247,15 @@ def export_subnet(
         ):
             # One scale for the stem missed the target: two groups cost speed, so they are
             # made only now, and kept only if they agree better (export.formats.STEM_GROUPS).
-            say(f"{fmt} int8 agrees {agreed:.2%} with fp32: trying the stem in 2 groups")
+            say(
+                f"{fmt} int8 agrees {agreed:.2%} with fp32: trying the stem in "
+                f"{AUTO_SPLIT_GROUPS} groups"
+            )
             candidate = folder / f"stem-groups-{q_path.name}"
             try:
-                split = int8.write(candidate, stem_groups(model, torch.from_numpy(calib), 2))
+                split = int8.write(
+                    candidate, stem_groups(model, torch.from_numpy(calib), AUTO_SPLIT_GROUPS)
+                )
                 if split.checks["top1_agreement"] > agreed:
                     os.replace(candidate, q_path)
                     q = replace(

@@ -8,12 +8,16 @@ on their values.
 
 from __future__ import annotations
 
+import itertools
+
 import torch
 from torch import Tensor, nn
 
+from export.stem_split import SplitStemLayers
 from latency.blocks import BlockSpec
 from once_for_all.head import MobileNetV3Head
 from once_for_all.layers import ConvBNAct
+from once_for_all.quant_aware import group_sizes
 from once_for_all.static_net import MBConvBlock
 
 
@@ -32,12 +36,24 @@ class StemBlock(nn.Module):
         return self.first_block(self.stem(x))
 
 
+def split_stem_block(block: StemBlock, groups: int) -> nn.Module:
+    """``block`` with its stem in ``groups`` groups of consecutive channels, as an int8 file
+    with its stem split runs it (``export.stem_split``): the same function, in the same
+    channel order."""
+    channels = block.stem.conv.out_channels
+    bounds = list(itertools.accumulate(group_sizes(channels, groups), initial=0))
+    parts = [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
+    return SplitStemLayers(block.stem, block.first_block, parts)
+
+
 def block_module(spec: BlockSpec, *, seed: int = 0) -> nn.Module:
     """An eval-mode module computing ``spec`` with seeded random weights."""
     torch.manual_seed(seed)
     module: nn.Module
     if spec.kind == "stem":
         module = StemBlock(spec)
+        if spec.config.get("groups", 1) > 1:
+            module = split_stem_block(module, spec.config["groups"])
     elif spec.kind == "head":
         module = MobileNetV3Head(spec.config)
     else:

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import numpy as np
 
+from export.formats import AUTO_SPLIT_GROUPS
 from once_for_all.network_config import (
     first_block_config,
     head_config,
@@ -64,7 +65,16 @@ def _shape(c: int, h: int) -> str:
     return f"{h}x{h}x{c}"
 
 
-def stem_block(space: SearchSpace, resolution: int) -> BlockSpec:
+# The groups of channels export's "auto" writes an int8 stem in when whole it misses the
+# agreement target (export.formats.STEM_GROUPS): int8 tables time the stem so too.
+SPLIT_STEM_GROUPS = AUTO_SPLIT_GROUPS
+
+
+def stem_block(space: SearchSpace, resolution: int, *, groups: int = 1) -> BlockSpec:
+    """The stem and the fixed first block; with ``groups`` > 1, written as an int8 file
+    writes them when their channels are split into that many groups, each with its own
+    scale (``export.stem_split``; the file's groups are by range, of the sizes
+    ``quant_aware.group_sizes`` gives, which is all latency depends on)."""
     stem = {
         "in_channels": space.in_channels,
         "out_channels": space.width(space.stem_width),
@@ -79,13 +89,11 @@ def stem_block(space: SearchSpace, resolution: int) -> BlockSpec:
         f"-c{stem['out_channels']}-s{space.stem_stride}{first['stride']}"
         f"-hs{int(stem['act'] == 'hswish')}{int(first['act'] == 'hswish')}"
     )
-    return BlockSpec(
-        "stem",
-        key,
-        (cin, resolution, resolution),
-        (cout, size, size),
-        {"stem": stem, "first_block": first},
-    )
+    config: dict[str, Any] = {"stem": stem, "first_block": first}
+    if groups > 1:
+        key += f"-g{groups}"
+        config["groups"] = groups
+    return BlockSpec("stem", key, (cin, resolution, resolution), (cout, size, size), config)
 
 
 def mbconv_block(cfg: Mapping[str, Any], size: int) -> BlockSpec:
@@ -156,13 +164,17 @@ def profiled_resolutions(
 
 
 def enumerate_blocks(
-    space: SearchSpace, *, resolutions: Sequence[int] | None = None
+    space: SearchSpace, *, resolutions: Sequence[int] | None = None, split_stem: bool = False
 ) -> list[BlockSpec]:
     """Every distinct block any subnet of ``space`` (at ``resolutions``, default all) can
-    run, each once, in a stable order."""
+    run, each once, in a stable order; with ``split_stem`` (int8 tables), also the stem in
+    ``SPLIT_STEM_GROUPS`` groups at each resolution, which no subnet needs but an int8 file
+    may run instead of the whole one (``BlockIndex`` leaves it out)."""
     seen: dict[str, BlockSpec] = {}
     for r in profiled_resolutions(space, resolutions):
         specs = [stem_block(space, r)]
+        if split_stem:
+            specs.append(stem_block(space, r, groups=SPLIT_STEM_GROUPS))
         for slot in range(space.num_blocks):
             specs += [spec for _, _, spec in _slot_blocks(space, slot, r)]
         specs.append(head_block(space, r))
@@ -200,6 +212,12 @@ class BlockIndex:
             for slot in range(nb):
                 for k, e, spec in _slot_blocks(space, slot, r):
                     self._slot[ri, slot, self._k[k], self._e[e]] = position[spec.key]
+
+    @property
+    def stem_columns(self) -> np.ndarray:
+        """int64 array ``[len(resolutions)]``: the position in ``keys`` of each resolution's
+        stem."""
+        return self._stem
 
     def resolution_rows(self, subnets: Sequence[Subnet]) -> np.ndarray:
         """int64 array ``[n]``: each subnet's position in ``resolutions`` (call after

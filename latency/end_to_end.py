@@ -234,6 +234,7 @@ class MeasuredSubnets:
                     settings.model_format,
                     settings.precision,
                     graph_form=settings.graph_form,
+                    align_channels=settings.align_channels,
                     workers=workers,
                     progress=progress,
                 ),

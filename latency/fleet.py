@@ -47,6 +47,7 @@ from latency.profiler import (
     check_per_op,
     open_table,
     profile_blocks,
+    profiled_blocks,
     reference_file,
     settings_for,
 )
@@ -208,7 +209,7 @@ def _plan(
         fp, device.name, model_format=options.model_format, precision=options.precision
     )
     resolutions = profiled_resolutions(space, options.resolutions)
-    specs = enumerate_blocks(space, resolutions=resolutions)
+    specs = profiled_blocks(space, resolutions, settings)
     table = open_table(
         out / LUT_NAME,
         space=space,
@@ -240,6 +241,7 @@ def _export(plan: _Plan, cache: ModelCache, progress: Progress | None) -> None:
         settings.model_format,
         settings.precision,
         graph_form=settings.graph_form,
+        align_channels=settings.align_channels,
         workers=plan.options.workers,
         progress=_stage(progress, "blocks"),
     )
@@ -250,6 +252,7 @@ def _export(plan: _Plan, cache: ModelCache, progress: Progress | None) -> None:
         settings.model_format,
         settings.precision,
         graph_form=settings.graph_form,
+        align_channels=settings.align_channels,
         workers=plan.options.workers,
         progress=_stage(progress, "calibration subnets"),
     )
@@ -402,13 +405,18 @@ def _profile_job(
                 with turns.measuring(report) if host else contextlib.nullcontext():
                     profiled = _measure(plan, cache, checked)
     except Exception as exc:  # a worker reports every failure as its device's result
+        saved = _saved_table(job.out / LUT_NAME)
         return DeviceResult(
             job.device,
             profile.name,
             job.out,
             error=_INTERRUPTED if turns.stop.is_set() else _error_text(exc),
-            blocks=_saved_blocks(job.out / LUT_NAME),
-            total_blocks=_total_blocks(space, job.options),
+            blocks=len(saved) if saved is not None else 0,
+            total_blocks=_total_blocks(
+                space,
+                job.options,
+                saved.header.precision if saved is not None else job.options.precision,
+            ),
             seconds=time.perf_counter() - started,
         )
     finally:
@@ -420,7 +428,9 @@ def _profile_job(
         profile.name,
         job.out,
         blocks=len(table),
-        total_blocks=len(table) if published else _total_blocks(space, job.options),
+        total_blocks=len(table)
+        if published
+        else _total_blocks(space, job.options, table.header.precision),
         kind=predictor.kind,
         validation=dict(getattr(predictor, "validation", {})),
         reference=table.header.reference.to_dict() if table.header.reference else None,
@@ -491,16 +501,17 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {one_line(exc)}" if str(exc).strip() else type(exc).__name__
 
 
-def _total_blocks(space: SearchSpace, options: ProfileOptions) -> int:
+def _total_blocks(space: SearchSpace, options: ProfileOptions, precision: Precision | None) -> int:
+    """The blocks a complete table holds (an int8 one also its split stems)."""
     try:
         resolutions = profiled_resolutions(space, options.resolutions)
     except ValueError:
         return 0
-    return len(enumerate_blocks(space, resolutions=resolutions))
+    return len(enumerate_blocks(space, resolutions=resolutions, split_stem=precision == "int8"))
 
 
-def _saved_blocks(path: Path) -> int:
+def _saved_table(path: Path) -> LatencyTable | None:
     try:
-        return len(LatencyTable.load(path))
+        return LatencyTable.load(path)
     except (OSError, TableError):
-        return 0
+        return None

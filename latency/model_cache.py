@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.formats import GraphForm, ModelFormat, Precision
+from export.formats import ChannelAlignment, GraphForm, ModelFormat, Precision
 from latency.block_models import block_input_shape, block_module
 from latency.blocks import BlockSpec
 from once_for_all.errors import EdgenasError
@@ -28,10 +28,11 @@ from once_for_all.progress import Progress
 
 # Bump when block models or their conversion change: old cache entries are then not reused.
 # 2: TFLite in XNNPACK form, int8 ONNX with uint8 activations; 3: fold_rescales; 4: int8
-# ranges clipped where hard-swish is flat; 5: int8 ONNX channels aligned to onnxruntime's kernels.
-CACHE_VERSION = "5"
+# ranges clipped where hard-swish is flat; 5: int8 ONNX channels aligned to onnxruntime's kernels;
+# 6: int8 ONNX channels aligned for the device's CPU kind (was x86 always).
+CACHE_VERSION = "6"
 CALIBRATION_SAMPLES = 8
-Conversion = tuple[ModelFormat, Precision, GraphForm]  # how a model is written
+Conversion = tuple[ModelFormat, Precision, GraphForm, ChannelAlignment]  # how a model is written
 
 
 class ExportFailed(EdgenasError, RuntimeError):
@@ -51,7 +52,11 @@ def _suffix(model_format: ModelFormat) -> str:
 
 
 def model_digest(
-    description: Mapping[str, Any], model_format: str, precision: str, form: GraphForm = "xnnpack"
+    description: Mapping[str, Any],
+    model_format: str,
+    precision: str,
+    form: GraphForm = "xnnpack",
+    align_channels: ChannelAlignment = "none",
 ) -> str:
     content = {
         "model": description,
@@ -59,6 +64,8 @@ def model_digest(
         "precision": precision,
         # ONNX files have one form; a TFLite file's depends on the runtime (graph_form).
         "form": form if model_format == "tflite" else None,
+        # int8 ONNX files pad their channels for a CPU kind's kernels; others have no padding.
+        "channels": align_channels if (model_format, precision) == ("onnx", "int8") else None,
         "cache": CACHE_VERSION,
         "torch": torch.__version__,
     }
@@ -67,7 +74,8 @@ def model_digest(
 
 class ModelCache:
     """Exported models under ``root/<format>-<precision>/<hash>.<ext>``; a TFLite model in
-    each ``graph_form`` its runtimes take (``export.formats.graph_form``)."""
+    each ``graph_form`` its runtimes take (``export.formats.graph_form``), an int8 ONNX one
+    with its channels aligned for each CPU kind (``export.onnx_channel_alignment``)."""
 
     def __init__(self, root: Path | None = None) -> None:
         self.root = Path(root) if root is not None else default_cache_dir()
@@ -78,8 +86,9 @@ class ModelCache:
         model_format: ModelFormat,
         precision: Precision,
         graph_form: GraphForm = "xnnpack",
+        align_channels: ChannelAlignment = "none",
     ) -> Path:
-        digest = model_digest(spec.to_dict(), model_format, precision, graph_form)
+        digest = model_digest(spec.to_dict(), model_format, precision, graph_form, align_channels)
         return self.root / f"{model_format}-{precision}" / f"block-{digest}{_suffix(model_format)}"
 
     def network_path(
@@ -88,8 +97,9 @@ class ModelCache:
         model_format: ModelFormat,
         precision: Precision,
         graph_form: GraphForm = "xnnpack",
+        align_channels: ChannelAlignment = "none",
     ) -> Path:
-        digest = model_digest(dict(config), model_format, precision, graph_form)
+        digest = model_digest(dict(config), model_format, precision, graph_form, align_channels)
         return self.root / f"{model_format}-{precision}" / f"net-{digest}{_suffix(model_format)}"
 
     def blocks(
@@ -99,18 +109,15 @@ class ModelCache:
         precision: Precision,
         *,
         graph_form: GraphForm = "xnnpack",
+        align_channels: ChannelAlignment = "none",
         workers: int = 2,
         progress: Progress | None = None,
     ) -> dict[str, Path]:
         """Block key → model file, exporting what the cache lacks (each block once); progress
         is reported as stage ``"export"``."""
-        jobs = [
-            (spec.to_dict(), self.block_path(spec, model_format, precision, graph_form))
-            for spec in specs
-        ]
-        paths = self._run(
-            jobs, _export_block, (model_format, precision, graph_form), workers, progress
-        )
+        conversion = (model_format, precision, graph_form, align_channels)
+        jobs = [(spec.to_dict(), self.block_path(spec, *conversion)) for spec in specs]
+        paths = self._run(jobs, _export_block, conversion, workers, progress)
         return {spec.key: path for spec, path in zip(specs, paths, strict=True)}
 
     def networks(
@@ -120,16 +127,14 @@ class ModelCache:
         precision: Precision,
         *,
         graph_form: GraphForm = "xnnpack",
+        align_channels: ChannelAlignment = "none",
         workers: int = 2,
         progress: Progress | None = None,
     ) -> list[Path]:
         """Whole static networks (random weights) for end-to-end measurements."""
-        jobs = [
-            (dict(c), self.network_path(c, model_format, precision, graph_form)) for c in configs
-        ]
-        return self._run(
-            jobs, _export_network, (model_format, precision, graph_form), workers, progress
-        )
+        conversion = (model_format, precision, graph_form, align_channels)
+        jobs = [(dict(c), self.network_path(c, *conversion)) for c in configs]
+        return self._run(jobs, _export_network, conversion, workers, progress)
 
     def _run(
         self,
@@ -204,7 +209,7 @@ def _export(model: nn.Module, shape: tuple[int, ...], path: Path, conversion: Co
     # Latency does not depend on the values, only on the ops: random calibration data will do.
     rng = np.random.default_rng(0)
     calibration = rng.standard_normal((CALIBRATION_SAMPLES, *shape[1:]), dtype=np.float32)
-    model_format, precision, form = conversion
+    model_format, precision, form, align_channels = conversion
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.fp32{path.suffix}")
     try:
         if model_format == "onnx":
@@ -212,7 +217,9 @@ def _export(model: nn.Module, shape: tuple[int, ...], path: Path, conversion: Co
                 export_onnx(model, path, input_shape=shape)
             else:
                 export_onnx(model, tmp, input_shape=shape)
-                quantize_onnx_int8(tmp, path, calibration=calibration)
+                quantize_onnx_int8(
+                    tmp, path, calibration=calibration, align_channels=align_channels
+                )
         else:
             if precision == "fp32":
                 export_tflite(model, path, input_shape=shape, form=form)

@@ -9,6 +9,7 @@ with relative-error weights and chosen by cross-validation, removes most of that
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -19,7 +20,7 @@ from typing import Any, NotRequired, Protocol, TypedDict, cast
 
 import numpy as np
 
-from latency.blocks import BlockIndex
+from latency.blocks import SPLIT_STEM_GROUPS, BlockIndex, stem_block
 from latency.metrics import validation_figures
 from latency.table import LatencyTable, TableError, TableHeader
 from once_for_all.files import read_json, write_text
@@ -108,11 +109,18 @@ class LutSumPredictor:
                 f"blocks (e.g. {missing[0]}); run edgenas profile again to finish it"
             )
         self.block_ms = {k: float(block_ms[k]) for k in self.index.keys}
-        bad = next((k for k, ms in self.block_ms.items() if not 0.0 <= ms < math.inf), None)
+        # An int8 table also times the stem as files that split it run it (enumerate_blocks).
+        self.split_stem_ms = {
+            k: float(block_ms[k])
+            for r in header.resolutions
+            if (k := stem_block(space, r, groups=SPLIT_STEM_GROUPS).key) in block_ms
+        }
+        every = {**self.block_ms, **self.split_stem_ms}
+        bad = next((k for k, ms in every.items() if not 0.0 <= ms < math.inf), None)
         if bad is not None:
             # A negative time let search pick a subnet at -23 ms; NaN made --json invalid.
             raise TableError(
-                f"the table for {header.device} gives block {bad} {self.block_ms[bad]} ms, not a "
+                f"the table for {header.device} gives block {bad} {every[bad]} ms, not a "
                 "time (a finite number >= 0): the file was edited or damaged; profile again"
             )
         position = {k: i for i, k in enumerate(self.index.keys)}
@@ -151,6 +159,20 @@ class LutSumPredictor:
     def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray:
         return self._block_values(subnets)[0].sum(axis=1)
 
+    def split_stem(self, groups: int) -> LutSumPredictor | None:
+        """This predictor for int8 files whose stem is in ``groups`` groups of channels
+        (``export.stem_split``): each resolution's stem entry is the table's split one. None
+        where the table has none (a table from before int8 tables timed it, an fp32 table, or
+        another number of groups than ``latency.blocks.SPLIT_STEM_GROUPS``)."""
+        keys = [stem_block(self.space, r, groups=groups).key for r in self.index.resolutions]
+        if groups <= 1 or not all(k in self.split_stem_ms for k in keys):
+            return None
+        split = copy.copy(self)
+        split._values = self._values.copy()
+        for row, key in enumerate(keys):
+            split._values[row, self.index.stem_columns[row]] = self.split_stem_ms[key]
+        return split
+
     def _block_values(self, subnets: Sequence[Subnet]) -> tuple[np.ndarray, np.ndarray]:
         """Each subnet's block figures ``[n, blocks + 2]`` (zero where skipped) and rows."""
         rows = self.index.rows(subnets)
@@ -179,7 +201,7 @@ class LutSumPredictor:
             kind=self.kind,
             header=self.header.to_dict(),
             space=self.space.to_dict(),
-            block_ms=self.block_ms,
+            block_ms={**self.block_ms, **self.split_stem_ms},
         )
         if self.resolution_ms:
             doc["resolution_ms"] = {str(r): dict(v) for r, v in self.resolution_ms.items()}
@@ -282,6 +304,16 @@ class CalibratedPredictor:
 
     def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray:
         return self.model.apply(self.base.features(subnets))
+
+    def split_stem(self, groups: int) -> CalibratedPredictor | None:
+        """As ``LutSumPredictor.split_stem``: the fitted model applied to the split stem's
+        table entry where it took the whole one's."""
+        base = self.base.split_stem(groups)
+        if base is None:
+            return None
+        return CalibratedPredictor(
+            base, self.model, validation=self.validation, calibration=self.calibration
+        )
 
     def to_dict(self) -> PredictorDocument:
         doc = self.base.to_dict()

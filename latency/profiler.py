@@ -15,7 +15,16 @@ from pathlib import Path
 
 from devices.base import PER_OP_TARGETS, Device, DeviceError
 from devices.measurement import Fingerprint, Measurement
-from export.formats import MODEL_FORMATS, PRECISIONS, GraphForm, ModelFormat, Precision, graph_form
+from export.formats import (
+    MODEL_FORMATS,
+    PRECISIONS,
+    ChannelAlignment,
+    GraphForm,
+    ModelFormat,
+    Precision,
+    graph_form,
+    kernel_isa,
+)
 from latency.blocks import BlockSpec, enumerate_blocks, profiled_resolutions
 from latency.model_cache import ModelCache
 from latency.reference import (
@@ -60,6 +69,34 @@ class ProfileSettings:
     model_format: ModelFormat
     precision: Precision
     graph_form: GraphForm = "xnnpack"  # how TFLite blocks are laid out for the runtime
+    # how int8 ONNX blocks pad their channels for the device's kernels (channel_alignment)
+    align_channels: ChannelAlignment = "none"
+
+    @classmethod
+    def of(cls, header: TableHeader) -> ProfileSettings:
+        """The settings ``header``'s table (or predictor) was measured with."""
+        fp = header.fingerprint
+        return cls(
+            header.model_format,
+            header.precision,
+            graph_form(fp.runtime),
+            channel_alignment(fp, header.model_format, header.precision),
+        )
+
+
+def channel_alignment(
+    fingerprint: Fingerprint, model_format: ModelFormat, precision: Precision
+) -> ChannelAlignment:
+    """The channel alignment of the int8 ONNX models measured on a device: onnxruntime's CPU
+    provider gets the rules of the runner's CPU kind (``export.onnx_channel_alignment``), as
+    ``edgenas export --align-channels auto`` writes the file it ships for that device; other
+    providers, runtimes and files none. A fingerprint without a CPU kind (a table from before
+    runners reported it) keeps the x86 rules those tables were measured with."""
+    if (model_format, precision) != ("onnx", "int8") or fingerprint.runtime != "onnxruntime":
+        return "none"
+    if fingerprint.accelerator.split(",")[0] not in ("", "CPUExecutionProvider"):
+        return "none"  # another provider's kernels run the file
+    return kernel_isa(fingerprint.machine) if fingerprint.machine else "x86"
 
 
 def settings_for(
@@ -83,9 +120,21 @@ def settings_for(
             f"device {device!r} ({runtime}) measures {'/'.join(precisions)} models, not "
             f"{precision}; use --precision {precisions[0]}"
         )
+    chosen_format, chosen_precision = model_format or formats[0], precision or precisions[0]
     return ProfileSettings(
-        model_format or formats[0], precision or precisions[0], graph_form(runtime)
+        chosen_format,
+        chosen_precision,
+        graph_form(runtime),
+        channel_alignment(fingerprint, chosen_format, chosen_precision),
     )
+
+
+def profiled_blocks(
+    space: SearchSpace, resolutions: tuple[int, ...], settings: ProfileSettings
+) -> list[BlockSpec]:
+    """The blocks a table of ``settings`` holds: every block of ``space`` at ``resolutions``,
+    and for int8 also the stem as int8 files split it (``latency.blocks.stem_block``)."""
+    return enumerate_blocks(space, resolutions=resolutions, split_stem=settings.precision == "int8")
 
 
 def open_table(
@@ -196,12 +245,13 @@ def profile_blocks(
         settings=settings,
         resolutions=chosen,
     )
-    todo = blocks_to_measure(enumerate_blocks(space, resolutions=chosen), table, per_op=per_op)
+    todo = blocks_to_measure(profiled_blocks(space, chosen, settings), table, per_op=per_op)
     files = cache.blocks(
         todo,
         settings.model_format,
         settings.precision,
         graph_form=settings.graph_form,
+        align_channels=settings.align_channels,
         workers=workers,
         progress=progress,
     )
@@ -237,11 +287,13 @@ def reference_file(cache: ModelCache, space: SearchSpace, header: TableHeader) -
         return None
     subnet = space.subnet_from_dict(header.reference.subnet)
     config = network_config(space, subnet)
+    settings = ProfileSettings.of(header)
     return cache.networks(
         [config],
-        header.model_format,
-        header.precision,
-        graph_form=graph_form(header.runtime),
+        settings.model_format,
+        settings.precision,
+        graph_form=settings.graph_form,
+        align_channels=settings.align_channels,
         workers=1,
     )[0]
 

@@ -158,8 +158,15 @@ def stem_groups(model: nn.Module, images: Tensor, groups: int) -> list[list[int]
         )
     # Ties (equal ranges) keep channel order, so the grouping repeats on equal data.
     order = sorted(range(channels), key=lambda c: (float(ranges[c, 1] - ranges[c, 0]), c))
-    bounds = [round(i * channels / groups) for i in range(groups + 1)]
+    bounds = list(itertools.accumulate(group_sizes(channels, groups), initial=0))
     return [sorted(order[a:b]) for a, b in itertools.pairwise(bounds)]
+
+
+def group_sizes(channels: int, groups: int) -> list[int]:
+    """How many of ``channels`` each of ``groups`` groups gets in ``stem_groups``: (nearly)
+    equal sizes, which is all a latency table's split stem needs to know of them."""
+    bounds = [round(i * channels / groups) for i in range(groups + 1)]
+    return [b - a for a, b in itertools.pairwise(bounds)]
 
 
 def fake_quantize(x: Tensor, lo: float, hi: float) -> Tensor:

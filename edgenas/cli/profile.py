@@ -434,7 +434,7 @@ def validate_command(
     )
     with open_device(device) as dev:
         p.header.check(what=f"predictor {predictor}", fingerprint=dev.fingerprint())
-        settings = ProfileSettings(p.header.model_format, p.header.precision)
+        settings = ProfileSettings.of(p.header)
         store = MeasuredSubnets(predictor.parent / "validation.json", p.header)
         with stage_progress("validation subnets", quiet=quiet) as progress:
             measured = store.measure(

@@ -24,6 +24,7 @@ from edgenas.subnet_choice import choose_subnet
 from export.card import CardBody, DeviceLatency, FileLatency, Int8Accuracy
 from export.errors import ExportError
 from export.formats import (
+    AUTO_SPLIT_GROUPS,
     MODEL_FORMATS,
     PRECISIONS,
     ChannelAlignment,
@@ -241,7 +242,7 @@ def _subnet_model(
     # on the fmnist min subnet (2 epochs): simulating the whole stem left the ONNX file at
     # 97.8% with the split not helping; simulating two groups gave 98.7% (split) and 99.0%.
     requested = job.options.stem_groups
-    groups = (2 if splittable(model) else 1) if requested == "auto" else requested
+    groups = (AUTO_SPLIT_GROUPS if splittable(model) else 1) if requested == "auto" else requested
     if settings.qat_epochs:
         key["stem_groups"] = requested
     saved = job.out / "finetuned.pt"
@@ -461,12 +462,19 @@ def _measure(
                     f.format,
                     f.precision,
                 )
-                entry["files"][f.name] = FileLatency(
-                    predicted=predictor.predict(subnet) if same_kind and predictor else None,
+                timing = FileLatency(
+                    predicted=None,
                     measured=_summary(m.to_dict()),
                     measured_at_baseline_ms=normalised_ms(m) if reference else None,
                     reference_scale=reference_scale(m) if reference else None,
                 )
+                if same_kind and predictor is not None:
+                    groups = len(f.execution.get("stem_groups") or ())
+                    split = predictor.split_stem(groups) if groups > 1 else None
+                    timing["predicted"] = (split or predictor).predict(subnet)
+                    if split is not None:
+                        timing["predicted_stem_groups"] = groups
+                entry["files"][f.name] = timing
             latency[device.name] = entry
     return latency
 

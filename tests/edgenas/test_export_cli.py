@@ -249,8 +249,53 @@ def test_the_card_says_a_split_stems_prediction_leaves_the_split_out(exported: P
     timing["predicted"] = 0.05
     assert (
         "`model_int8.onnx` has its stem in 2 groups: the predictor's lookup table times the "
-        "stem whole, so the prediction leaves the split's cost out; the measured latency has it."
+        "stem whole, so the prediction leaves the split's cost out (the measured latency has "
+        "it); profile the device again for an int8 table that times the stem in 2 groups."
     ) in card_markdown(card)
+    timing["predicted_stem_groups"] = 2  # the table timed the split: nothing to qualify
+    assert note not in card_markdown(card)
+
+
+def test_a_split_stems_prediction_comes_from_the_int8_tables_split_entry(
+    exported: Path, cpu: Path
+) -> None:
+    from edgenas.stages.export import _measure
+    from export.card import split_stem_note
+    from export.subnet_export import ExportedFile
+    from latency.predictors import LutSumPredictor
+
+    card = _card(exported)
+    (described,) = [f for f in card["files"] if f["name"] == "model_int8.onnx"]
+    int8 = ExportedFile(
+        "model_int8.onnx", "onnx", "int8", described["bytes"], described["sha256"], 1.0
+    )
+    subnet = Subnet.from_dict(card["subnet"])
+    whole = predictor("test-cpu", precision="int8")
+    split = whole.split_stem(2)
+    assert split is not None
+    for groups, table, expected in [
+        ([[0, 2, 4, 6], [1, 3, 5, 7]], whole, split.predict(subnet)),
+        ([], whole, whole.predict(subnet)),  # the file's stem is whole
+        ([[0, 2, 4, 6], [1, 3, 5, 7]], predictor("test-cpu"), None),  # an fp32 table
+    ]:
+        int8.execution = {"stem_groups": groups} if groups else {}
+        latency = _measure(
+            [str(cpu / "cpu.yaml")], exported, [int8], subnet, {"test-cpu": table}, print
+        )
+        timing = latency["test-cpu"]["files"]["model_int8.onnx"]
+        assert timing["predicted"] == (pytest.approx(expected) if expected else None)
+        assert ("predicted_stem_groups" in timing) == bool(groups and expected)
+    # The note is for a prediction that leaves the split out: a table without its entry.
+    int8.execution = {"stem_groups": [[0, 2, 4, 6], [1, 3, 5, 7]]}
+    # as a table profiled before int8 tables timed the split: the subnets' blocks only
+    old = LutSumPredictor(whole.space, whole.header, whole.block_ms)
+    latency = _measure([str(cpu / "cpu.yaml")], exported, [int8], subnet, {"test-cpu": old}, print)
+    assert latency["test-cpu"]["files"]["model_int8.onnx"]["predicted"] == pytest.approx(
+        whole.predict(subnet)
+    )
+    assert "times the stem whole" in (
+        split_stem_note({**card, "files": [int8.to_dict()], "latency": latency}) or ""
+    )
 
 
 def test_tflite_form_follows_the_devices(tmp_path: Path) -> None:

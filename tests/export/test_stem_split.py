@@ -76,7 +76,7 @@ def test_split_computes_what_the_model_does(space_name: str) -> None:
     with torch.no_grad():
         reference = model(images)
         split = split_stem(model, groups)
-        assert isinstance(split, SplitStem) and len(split.stems) == len(groups)
+        assert isinstance(split, SplitStem) and len(split.layers.stems) == len(groups)
         assert torch.allclose(split(images), reference, atol=1e-5, rtol=1e-4)
         # After the int8 rewrites of the xnnpack form (hard-swish's 1/6 moved into readers).
         banded = split_stem(xnnpack_form(model, int8=True), groups)

@@ -8,7 +8,7 @@ import torch
 from torch import nn
 
 from latency.block_models import block_input_shape, block_module
-from latency.blocks import BlockIndex, enumerate_blocks, head_block, subnet_blocks
+from latency.blocks import BlockIndex, enumerate_blocks, head_block, stem_block, subnet_blocks
 from once_for_all import OFAMobileNetV3, get_space, list_spaces
 from once_for_all.head import MobileNetV3Head
 from once_for_all.network_config import network_config
@@ -134,3 +134,27 @@ def test_the_head_block_is_the_head_of_the_network_and_of_the_supernet(name: str
         assert tuple(features[0].shape[1:]) == spec.input_shape
         torch.testing.assert_close(head(features[0]), logits, rtol=0, atol=0)
         torch.testing.assert_close(supernet(x), logits)
+
+
+@pytest.mark.parametrize("name", ["mbv3-tiny", "mbv3-imagenet"])
+def test_int8_tables_also_enumerate_the_stem_as_a_split_file_runs_it(name: str) -> None:
+    from export.stem_split import SplitStemLayers
+    from once_for_all.quant_aware import group_sizes
+
+    space = get_space(name)
+    whole = enumerate_blocks(space)
+    split = [s for s in enumerate_blocks(space, split_stem=True) if s not in whole]
+    assert [s.key for s in split] == [f"{stem_block(space, r).key}-g2" for r in space.resolutions]
+    # No subnet's row reads them: the table's predictor substitutes them (split_stem).
+    assert not {s.key for s in split} & set(BlockIndex(space).keys)
+    spec = split[0]
+    torch.manual_seed(0)
+    x = torch.randn(block_input_shape(spec))
+    module = block_module(spec)
+    assert isinstance(module, SplitStemLayers)
+    channels = spec.config["stem"]["out_channels"]
+    assert [s.conv.out_channels for s in module.stems] == group_sizes(channels, 2)
+    with torch.no_grad():
+        # The same function as the whole stem with the same seed, channels in the same order.
+        reference = block_module(stem_block(space, spec.input_shape[1]))(x)
+        assert torch.allclose(module(x), reference, atol=1e-5, rtol=1e-5)

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from devices.measurement import Fingerprint, Measurement
-from latency.blocks import enumerate_blocks, subnet_blocks
+from latency.blocks import enumerate_blocks, stem_block, subnet_blocks
 from latency.predictors import (
     CalibratedPredictor,
     LinearModel,
@@ -214,3 +214,64 @@ def test_a_table_of_one_resolution_predicts_that_resolution_only() -> None:
     assert predictor.predict(space.max_subnet(r=224)) > predictor.predict(space.min_subnet(r=224))
     with pytest.raises(ValueError, match=r"resolution 160 was not profiled .* --resolution 160"):
         predictor.predict(space.max_subnet(r=160))
+
+
+def _int8_table(space_name: str, *, split: bool) -> LatencyTable:
+    """A synthetic int8 table, with the split stem's entries (``split``) as profile writes
+    them for int8, or without them as tables from before it did."""
+    space = get_space(space_name)
+    rng = np.random.default_rng(3)
+    header = TableHeader(space.id, "board", FP, "onnx", "int8", space.resolutions)
+    table = LatencyTable(header)
+    for spec in enumerate_blocks(space, split_stem=split):
+        ms = float(rng.uniform(0.05, 0.5))
+        table.add(spec.key, Measurement.from_times(spec.key, [ms, ms * 1.01, ms * 0.99]))
+    return table
+
+
+@pytest.mark.parametrize("space_name", ["mbv3-tiny", "mbv3-imagenet"])
+def test_a_split_stems_prediction_takes_the_split_entry_for_the_whole_one(
+    space_name: str, tmp_path: Path
+) -> None:
+    space = get_space(space_name)
+    table = _int8_table(space_name, split=True)
+    whole = LutSumPredictor.from_table(space, table)
+    split = whole.split_stem(2)
+    assert split is not None and whole.split_stem(3) is None and whole.split_stem(1) is None
+    rng = random.Random(4)
+    subnets = [space.sample(rng) for _ in range(30)] + [space.min_subnet(), space.max_subnet()]
+    by_hand = [
+        whole.predict(s)
+        - table.ms(stem_block(space, s.r).key)
+        + table.ms(stem_block(space, s.r, groups=2).key)
+        for s in subnets
+    ]
+    assert split.predict_many(subnets) == pytest.approx(by_hand, rel=1e-12)
+    assert whole.predict_many(subnets) == pytest.approx(  # the predictor itself is unchanged
+        [sum(table.ms(b.key) for b in subnet_blocks(space, s)) for s in subnets], rel=1e-12
+    )
+    # A calibrated predictor applies its model to the split entry where it took the whole one.
+    train = [space.sample(rng) for _ in range(40)]
+    calibrated = calibrate(whole, train, list(_end_to_end(whole, train, 0)))
+    calibrated_split = calibrated.split_stem(2)
+    assert calibrated_split is not None
+    expected = calibrated.model.apply(split.features(subnets))
+    assert calibrated_split.predict_many(subnets) == pytest.approx(expected, rel=1e-12)
+    # The split entries survive the predictor file.
+    calibrated.save(tmp_path / "p.json")
+    loaded = load_predictor(tmp_path / "p.json").split_stem(2)
+    assert loaded is not None
+    assert loaded.predict_many(subnets) == pytest.approx(expected, rel=1e-12)
+
+
+def test_a_table_without_the_split_stem_gives_no_split_prediction(tmp_path: Path) -> None:
+    space = get_space("mbv3-tiny")
+    old = LutSumPredictor.from_table(space, _int8_table("mbv3-tiny", split=False))
+    assert old.split_stem(2) is None
+    assert LutSumPredictor.from_table(space, _table()).split_stem(2) is None  # fp32
+    # A damaged split entry is refused like any other block's.
+    table = _int8_table("mbv3-tiny", split=True)
+    key = stem_block(space, space.resolutions[0], groups=2).key
+    figures = {k: table.ms(k) for k in table.entries} | {key: -1.0}
+    with pytest.raises(TableError, match=f"gives block {key} -1.0 ms, not a time"):
+        LutSumPredictor(space, table.header, figures)

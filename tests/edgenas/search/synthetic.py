@@ -15,6 +15,7 @@ import numpy as np
 from devices.measurement import Fingerprint, Measurement
 from edgenas.search.problem import DeviceTarget, SearchProblem
 from edgenas.search.study_runner import SearchRun
+from export.formats import Precision
 from latency.blocks import enumerate_blocks
 from latency.predictors import LutSumPredictor
 from latency.table import LatencyTable, TableHeader
@@ -24,10 +25,14 @@ SPACE = get_space("mbv3-tiny")
 FP = Fingerprint("board", "Cortex-A72", 4, "performance", "onnxruntime", "1.32.0", 1)
 
 
-def predictor(name: str = "board", *, seed: int = 0, scale: float = 1.0) -> LutSumPredictor:
+def predictor(
+    name: str = "board", *, seed: int = 0, scale: float = 1.0, precision: Precision = "fp32"
+) -> LutSumPredictor:
+    """A lut-sum predictor over a synthetic ONNX table; int8 has the split stem's entries as
+    profile writes them."""
     rng = np.random.default_rng(seed)
-    table = LatencyTable(TableHeader(SPACE.id, name, FP, "onnx", "fp32", SPACE.resolutions))
-    for spec in enumerate_blocks(SPACE):
+    table = LatencyTable(TableHeader(SPACE.id, name, FP, "onnx", precision, SPACE.resolutions))
+    for spec in enumerate_blocks(SPACE, split_stem=precision == "int8"):
         c, h, w = spec.input_shape
         ms = scale * (0.01 + 1e-6 * c * h * w * float(rng.uniform(0.5, 1.5)))
         if spec.kind == "mbconv":

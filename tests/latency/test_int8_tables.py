@@ -1,0 +1,137 @@
+"""int8 ONNX tables measure what export ships for the device: blocks with their channels
+aligned for the runner's CPU kind, and the stem also as a file with its stem split runs it.
+
+The table is profiled with the real onnxruntime runner on this host, on a micro space."""
+
+from __future__ import annotations
+
+import platform
+from dataclasses import replace
+from pathlib import Path
+
+import onnx
+import pytest
+
+from devices.base import create_device
+from devices.measurement import Fingerprint
+from devices.profiles import validate_profile
+from export.formats import kernel_isa
+from latency.blocks import enumerate_blocks, stem_block
+from latency.model_cache import ModelCache
+from latency.predictors import LutSumPredictor
+from latency.profiler import ProfileSettings, channel_alignment, profile_blocks, reference_file
+from once_for_all import SearchSpace, StageSpec
+
+MICRO = SearchSpace(
+    name="micro-int8",
+    in_channels=1,
+    num_classes=10,
+    stem_width=8,
+    stem_stride=1,
+    stem_act="hswish",
+    first_block_width=8,
+    first_block_act="relu",
+    first_block_stride=2,
+    stages=(StageSpec(8, 2, "relu", False), StageSpec(16, 2, "hswish", True)),
+    final_expand_width=32,
+    feature_mix_width=64,
+    kernel_sizes=(3,),
+    expand_ratios=(3,),
+    depths=(1,),
+    resolutions=(16,),
+)
+
+FP = Fingerprint(
+    host="board",
+    cpu_model="Cortex-A76",
+    cores=4,
+    governor="performance",
+    runtime="onnxruntime",
+    runtime_version="1.32.0",
+    threads=1,
+    machine="aarch64",
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_the_alignment_is_the_one_export_writes_for_the_device() -> None:
+    assert channel_alignment(FP, "onnx", "int8") == "arm64"
+    assert channel_alignment(replace(FP, machine="x86_64"), "onnx", "int8") == "x86"
+    # A table from before runners said their CPU kind was measured with the x86 rules.
+    assert channel_alignment(replace(FP, machine=""), "onnx", "int8") == "x86"
+    assert channel_alignment(replace(FP, machine="riscv64"), "onnx", "int8") == "none"
+    cuda = replace(FP, accelerator="CUDAExecutionProvider,CPUExecutionProvider")
+    assert channel_alignment(cuda, "onnx", "int8") == "none"  # the GPU's kernels, not mlas
+    assert channel_alignment(FP, "onnx", "fp32") == "none"
+    assert channel_alignment(replace(FP, runtime="tflite"), "tflite", "int8") == "none"
+
+
+def test_an_int8_onnx_table_times_the_split_stem_on_files_aligned_for_the_host(
+    tmp_path: Path,
+) -> None:
+    cache = ModelCache(tmp_path / "cache")
+    profile = validate_profile(
+        {"name": "host-ort", "kind": "local", "runtime": "onnxruntime", "warmup": 2, "runs": 5}
+    )
+    device = create_device(profile.kind, profile.name, profile.model_dump())
+    table = profile_blocks(device, MICRO, tmp_path / "lut.json", cache=cache, precision="int8")
+    specs = enumerate_blocks(MICRO, split_stem=True)
+    assert set(table.entries) == {s.key for s in specs}
+    assert all(m.median_ms > 0 for m in table.entries.values())
+
+    host = kernel_isa(platform.machine())
+    settings = ProfileSettings.of(table.header)
+    assert settings.align_channels == host
+    calls: list[tuple[int, int]] = []
+    files = cache.blocks(
+        specs,
+        "onnx",
+        "int8",
+        align_channels=host,
+        progress=lambda _, done, total: calls.append((done, total)),
+    )
+    assert calls == [(0, 0)]  # these are the files the table was measured on
+    assert table.header.reference is not None
+    assert reference_file(cache, MICRO, table.header) in (cache.root / "onnx-int8").iterdir()
+
+    # The split stem's file: a stem conv per group, reading the quantized input, each with
+    # its own output scale (onnxruntime fuses the QDQ pairs into QLinearConv on loading).
+    split = stem_block(MICRO, 16, groups=2)
+    stems = _stem_convs(files[split.key])
+    assert len(stems) == 2 and len(set(stems.values())) == 1
+    unaligned = cache.blocks([split], "onnx", "int8", align_channels="none")[split.key]
+    assert unaligned != files[split.key]
+    assert sorted(_stem_convs(unaligned).values()) == [4, 4]
+    if host == "x86":  # each group's 4 channels padded to the x86 kernels' least, 16
+        assert sorted(stems.values()) == [16, 16]
+
+    predictor = LutSumPredictor.from_table(MICRO, table)
+    subnet = MICRO.min_subnet()
+    with_split = predictor.split_stem(2)
+    assert with_split is not None
+    assert with_split.predict(subnet) - predictor.predict(subnet) == pytest.approx(
+        table.ms(split.key) - table.ms(stem_block(MICRO, 16).key)
+    )
+
+
+def _stem_convs(path: Path) -> dict[str, int]:
+    """Output scale name -> output channels of each Conv that reads the (quantized) input."""
+    graph = onnx.load(path).graph
+    dims = {t.name: list(t.dims) for t in graph.initializer}
+    made = {o: n for n in graph.node for o in n.output}
+    readers = {i: n for n in graph.node for i in n.input}
+
+    def reads_the_input(name: str) -> bool:
+        while name in made and made[name].op_type in ("QuantizeLinear", "DequantizeLinear", "Pad"):
+            name = made[name].input[0]
+        return name == graph.input[0].name
+
+    convs: dict[str, int] = {}
+    for conv in graph.node:
+        if conv.op_type == "Conv" and reads_the_input(conv.input[0]):
+            weight = made[conv.input[1]].input[0]  # the weight's DequantizeLinear reads it
+            quantize = readers[conv.output[0]]
+            assert quantize.op_type == "QuantizeLinear"
+            convs[quantize.input[1]] = dims[weight][0]
+    return convs
