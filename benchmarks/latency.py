@@ -3,6 +3,7 @@
     python -m benchmarks.latency                          # both devices, both spaces
     python -m benchmarks.latency --device local --space mbv3-tiny
     python -m benchmarks.latency --device local --space mbv3-tiny --runtime tflite --precision int8
+    python -m benchmarks.latency --device local --space mbv3-tiny --precision int8 --split-stem
 
 For each device (this host's CPU, and the same CPU over SSH through a throwaway sshd on
 127.0.0.1 with the "device" Python) with ``--runtime`` (onnxruntime, the default, or tflite)
@@ -33,6 +34,13 @@ with noisy measurements cannot score much above it, so a miss there is the measu
 not the predictor's (a median of several passes is less noisy than one pass, so the
 calibrated figures may exceed it). With one pass, a second is measured for it afterwards.
 
+``--split-stem`` (int8 only) measures the validation subnets again with their stem in two
+groups of channels, as the int8 files whose stem export splits, and gives under
+``split_stem`` the calibrated predictor's figures against them with the table's split-stem
+entry (``predictor.split_stem(2)``, what the card predicts now) and with the whole stem's
+(what it predicted before int8 tables timed the split), and the split files' latency over
+the whole ones', measured and predicted (quartiles).
+
 ``--load N`` runs N competing training processes (2 threads each, OpenMP waiting passively
 as edgenas sets it: ``benchmarks.contention``'s workload) for the whole benchmark, so the
 table, the calibration and the validation are all measured on shared cores. Issue 24's
@@ -60,9 +68,11 @@ from devices.measurement import Measurement
 from devices.profiles import validate_profile
 from export.formats import PRECISIONS, Precision
 from latency import (
+    CalibratedPredictor,
     LutSumPredictor,
     MeasuredSubnets,
     ModelCache,
+    ProfileSettings,
     calibrate,
     profile_blocks,
     random_subnets,
@@ -126,6 +136,7 @@ def bench_case(
     passes: int | None,
     *,
     precision: Precision = "fp32",
+    split_stem: bool = False,
 ) -> dict[str, Any]:
     space = get_space(space_name)
     resolutions, n_val = CASES[space_name]
@@ -170,6 +181,11 @@ def bench_case(
     )
     raw_cal = calibrate(raw_base, train, _raw(train_store, train))
     raw_val = _raw(val_store, held_out)
+    split = (
+        _split_stem(table, predictor, val_store, held_out, device, cache, settings, passes, out)
+        if split_stem
+        else None
+    )
     return {
         "model": {
             "format": table.header.model_format,
@@ -193,6 +209,7 @@ def bench_case(
             "calibrated": validation_figures(raw_cal.predict_many(held_out), raw_val),
         },
         "reference": _drift(table, train_store, train, val_store, held_out),
+        **({"split_stem": split} if split is not None else {}),
         "targets_met": {
             "within_10pct": cal["within_10pct"] >= TARGET_WITHIN_10PCT,
             "spearman": cal["spearman"] >= TARGET_SPEARMAN,
@@ -203,6 +220,55 @@ def bench_case(
             ),
         },
     }
+
+
+def _split_stem(
+    table: LatencyTable,
+    predictor: CalibratedPredictor,
+    whole_store: MeasuredSubnets,
+    held_out: list[Subnet],
+    device: Device,
+    cache: ModelCache,
+    settings: ProfileSettings,
+    passes: int | None,
+    out: Path,
+) -> dict[str, Any]:
+    """The validation subnets measured again with their stem in two groups, as int8 files
+    whose stem export split, against the predictions with the table's split entry
+    (``split_stem``) and with the whole stem's (what the card predicted before int8 tables
+    timed the split)."""
+    space = predictor.space
+    store = MeasuredSubnets(out / "validation-split.json", table.header)
+    measured = store.measure(
+        device, space, held_out, cache=cache, settings=settings, passes=passes, stem_groups=2
+    )
+    whole = [normalised_ms(m) for m in (whole_store.get(s) for s in held_out) if m is not None]
+    with_split = predictor.split_stem(2)
+    assert with_split is not None  # an int8 table has the split entries
+    ratios = sorted(s / w for s, w in zip(measured, whole, strict=True))
+    predicted = sorted(
+        float(s / w)
+        for s, w in zip(
+            with_split.predict_many(held_out), predictor.predict_many(held_out), strict=True
+        )
+    )
+    return {
+        "groups": 2,
+        "measured_split_over_whole": _quartiles(ratios),
+        "predicted_split_over_whole": _quartiles(predicted),
+        "calibrated_with_split_entry": validation_figures(
+            with_split.predict_many(held_out), measured
+        ),
+        "calibrated_with_whole_stem": validation_figures(
+            predictor.predict_many(held_out), measured
+        ),
+    }
+
+
+def _quartiles(values: list[float]) -> list[float]:
+    """min, lower quartile, median, upper quartile, max of sorted ``values``."""
+    n = len(values) - 1
+    return [round(values[round(q * n)], 4) for q in (0, 0.25, 0.5, 0.75, 1)]
 
 
 def _first_pass(
@@ -312,7 +378,14 @@ def main() -> None:
     parser.add_argument(
         "--load", type=int, default=0, help="competing 2-thread training processes meanwhile"
     )
+    parser.add_argument(
+        "--split-stem",
+        action="store_true",
+        help="int8: also measure the validation subnets with their stem in two groups",
+    )
     args = parser.parse_args()
+    if args.split_stem and args.precision != "int8":
+        parser.error("--split-stem: only int8 files split their stem; add --precision int8")
     devices = args.device or ["local", "ssh"]
     spaces = args.space or list(CASES)
     result: dict[str, Any] = {
@@ -353,6 +426,7 @@ def main() -> None:
                         args.calibrate,
                         args.passes,
                         precision=args.precision,
+                        split_stem=args.split_stem,
                     )
                 result[kind] = entry
     print(json.dumps(result, indent=1))

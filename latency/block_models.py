@@ -8,8 +8,6 @@ on their values.
 
 from __future__ import annotations
 
-import itertools
-
 import torch
 from torch import Tensor, nn
 
@@ -17,7 +15,7 @@ from export.stem_split import SplitStemLayers
 from latency.blocks import BlockSpec
 from once_for_all.head import MobileNetV3Head
 from once_for_all.layers import ConvBNAct
-from once_for_all.quant_aware import group_sizes
+from once_for_all.quant_aware import consecutive_groups
 from once_for_all.static_net import MBConvBlock
 
 
@@ -40,9 +38,7 @@ def split_stem_block(block: StemBlock, groups: int) -> nn.Module:
     """``block`` with its stem in ``groups`` groups of consecutive channels, as an int8 file
     with its stem split runs it (``export.stem_split``): the same function, in the same
     channel order."""
-    channels = block.stem.conv.out_channels
-    bounds = list(itertools.accumulate(group_sizes(channels, groups), initial=0))
-    parts = [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
+    parts = consecutive_groups(block.stem.conv.out_channels, groups)
     return SplitStemLayers(block.stem, block.first_block, parts)
 
 

@@ -217,12 +217,15 @@ class MeasuredSubnets:
         batch_size: int = 32,
         workers: int = 2,
         progress: Progress | None = None,
+        stem_groups: int = 1,
     ) -> list[float]:
         """Latency (ms, normalised to the reference; the median of ``passes`` passes, default
         ``default_passes``) of each subnet, measuring only the passes not in the file yet (a
         subnet with more passes there keeps them all). Pass ``p`` measures, in device calls
         of its own and in an order shuffled with seed ``p``, every subnet that has fewer
-        than ``p + 1`` passes."""
+        than ``p + 1`` passes. ``stem_groups`` > 1 measures the subnets with their stem split
+        (``ModelCache.networks``): keep those in a file of their own, as the file does not
+        say which were."""
         wanted = self._wanted(passes)
         todo = self.missing(subnets, wanted)
         configs = [network_config(space, s) for s in todo]
@@ -235,6 +238,7 @@ class MeasuredSubnets:
                     settings.precision,
                     graph_form=settings.graph_form,
                     align_channels=settings.align_channels,
+                    stem_groups=stem_groups,
                     workers=workers,
                     progress=progress,
                 ),

@@ -25,6 +25,7 @@ from latency.block_models import block_input_shape, block_module
 from latency.blocks import BlockSpec
 from once_for_all.errors import EdgenasError
 from once_for_all.progress import Progress
+from once_for_all.quant_aware import consecutive_groups
 
 # Bump when block models or their conversion change: old cache entries are then not reused.
 # 2: TFLite in XNNPACK form, int8 ONNX with uint8 activations; 3: fold_rescales; 4: int8
@@ -128,12 +129,17 @@ class ModelCache:
         *,
         graph_form: GraphForm = "xnnpack",
         align_channels: ChannelAlignment = "none",
+        stem_groups: int = 1,
         workers: int = 2,
         progress: Progress | None = None,
     ) -> list[Path]:
-        """Whole static networks (random weights) for end-to-end measurements."""
+        """Whole static networks (random weights) for end-to-end measurements; with
+        ``stem_groups`` > 1, their stem written in that many groups of channels, as int8 files
+        whose stem export split (``export.stem_split``)."""
         conversion = (model_format, precision, graph_form, align_channels)
-        jobs = [(dict(c), self.network_path(c, *conversion)) for c in configs]
+        split = {"stem_groups": stem_groups} if stem_groups > 1 else {}
+        descriptions = [{**c, **split} for c in configs]
+        jobs = [(d, self.network_path(d, *conversion)) for d in descriptions]
         return self._run(jobs, _export_network, conversion, workers, progress)
 
     def _run(
@@ -198,13 +204,24 @@ def _export_block(desc: dict[str, Any], path: Path, conversion: Conversion) -> N
 def _export_network(desc: dict[str, Any], path: Path, conversion: Conversion) -> None:
     from once_for_all.static_net import build_from_config
 
+    config = dict(desc)
+    groups = config.pop("stem_groups", 1)
     torch.manual_seed(0)
-    model = build_from_config(desc).eval()
-    _export(model, model.input_shape, path, conversion)
+    model = build_from_config(config).eval()
+    stem = consecutive_groups(model.stem.conv.out_channels, groups) if groups > 1 else []
+    _export(model, model.input_shape, path, conversion, stem)
 
 
-def _export(model: nn.Module, shape: tuple[int, ...], path: Path, conversion: Conversion) -> None:
+def _export(
+    model: nn.Module,
+    shape: tuple[int, ...],
+    path: Path,
+    conversion: Conversion,
+    stem_groups: Sequence[Sequence[int]] = (),
+) -> None:
+    """``model`` written as ``conversion`` says, its stem in ``stem_groups`` when given."""
     from export import export_onnx, export_tflite, quantize_onnx_int8, quantize_tflite_int8
+    from export.stem_split import split_stem
 
     # Latency does not depend on the values, only on the ops: random calibration data will do.
     rng = np.random.default_rng(0)
@@ -213,6 +230,7 @@ def _export(model: nn.Module, shape: tuple[int, ...], path: Path, conversion: Co
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.fp32{path.suffix}")
     try:
         if model_format == "onnx":
+            model = split_stem(model, stem_groups)
             if precision == "fp32":
                 export_onnx(model, path, input_shape=shape)
             else:
@@ -221,10 +239,18 @@ def _export(model: nn.Module, shape: tuple[int, ...], path: Path, conversion: Co
                     tmp, path, calibration=calibration, align_channels=align_channels
                 )
         else:
+            # after the XNNPACK form's rewrites, which read the stem as the network has it
             if precision == "fp32":
-                export_tflite(model, path, input_shape=shape, form=form)
+                export_tflite(model, path, input_shape=shape, form=form, stem_groups=stem_groups)
             else:
-                export_tflite(model, tmp, input_shape=shape, for_int8=True, form=form)
+                export_tflite(
+                    model,
+                    tmp,
+                    input_shape=shape,
+                    for_int8=True,
+                    form=form,
+                    stem_groups=stem_groups,
+                )
                 nhwc = np.moveaxis(calibration, 1, -1) if len(shape) == 4 else calibration
                 quantize_tflite_int8(tmp, path, calibration=nhwc)
     except Exception as exc:

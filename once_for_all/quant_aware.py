@@ -164,9 +164,17 @@ def stem_groups(model: nn.Module, images: Tensor, groups: int) -> list[list[int]
 
 def group_sizes(channels: int, groups: int) -> list[int]:
     """How many of ``channels`` each of ``groups`` groups gets in ``stem_groups``: (nearly)
-    equal sizes, which is all a latency table's split stem needs to know of them."""
+    equal sizes."""
     bounds = [round(i * channels / groups) for i in range(groups + 1)]
     return [b - a for a, b in itertools.pairwise(bounds)]
+
+
+def consecutive_groups(channels: int, groups: int) -> list[list[int]]:
+    """``channels`` in ``groups`` groups of consecutive channels, of the sizes ``stem_groups``
+    gives: all that latency depends on, for models whose ranges do not matter (random
+    weights timed for a latency table)."""
+    bounds = list(itertools.accumulate(group_sizes(channels, groups), initial=0))
+    return [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
 
 
 def fake_quantize(x: Tensor, lo: float, hi: float) -> Tensor:

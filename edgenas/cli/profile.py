@@ -15,7 +15,7 @@ from rich.table import Table
 from edgenas.cli.user_errors import INTERRUPTED, fail, interrupted
 from edgenas.console import err_console, stage_progress
 from edgenas.recipe import MIN_CALIBRATION
-from export.formats import ModelFormat, Precision
+from export.formats import AUTO_SPLIT_GROUPS, ModelFormat, Precision
 
 if TYPE_CHECKING:
     from devices.measurement import Measurement
@@ -399,8 +399,18 @@ def validate_command(
     ] = 100,
     seed: Annotated[int, typer.Option(help="seed of the validation subnets")] = 1,
     passes: PassesOption = None,
+    stem_groups: Annotated[
+        int,
+        typer.Option(
+            "--stem-groups",
+            min=1,
+            help="int8: measure the subnets with their stem in this many groups of channels, "
+            "as export writes a split stem, against the table's split-stem prediction",
+        ),
+    ] = 1,
     plot: Annotated[
-        Path | None, typer.Option(help="scatter plot PNG (default: validation.png beside it)")
+        Path | None,
+        typer.Option(help="scatter plot PNG (default: validation.png beside it)"),
     ] = None,
     cache: CacheOption = None,
     workers: WorkersOption = 2,
@@ -408,7 +418,9 @@ def validate_command(
     as_json: JsonOption = False,
 ) -> None:
     """Measure N random subnets (never used for fitting) end to end and compare with the
-    predictor: RMSE, RMSPE, ±5%/±10% accuracy, Spearman ρ, Kendall τ, and a scatter plot."""
+    predictor: RMSE, RMSPE, ±5%/±10% accuracy, Spearman ρ, Kendall τ, and a scatter plot.
+    With --stem-groups 2 the subnets are int8 files with their stem split, kept apart in
+    validation-stem2.json."""
     from devices import open_device
     from latency.end_to_end import MeasuredSubnets, random_subnets
     from latency.metrics import validation_figures
@@ -417,8 +429,16 @@ def validate_command(
     from latency.profiler import ProfileSettings
     from once_for_all.files import output_folder
 
-    p = _load(predictor)
-    png = plot or predictor.parent / "validation.png"
+    loaded = _load(predictor)
+    split = f"-stem{stem_groups}" if stem_groups > 1 else ""
+    p = loaded.split_stem(stem_groups) if split else loaded
+    if p is None:
+        raise fail(
+            f"predictor {predictor} has no entry for the stem in {stem_groups} groups: int8 "
+            f"tables time it in {AUTO_SPLIT_GROUPS} (a table profiled before they did: profile "
+            "the device again)"
+        )
+    png = plot or predictor.parent / f"validation{split}.png"
     if png.is_dir():
         raise fail(f"--plot {png} is a folder: give the PNG file's path")
     output_folder(png.parent)  # before measuring, not after
@@ -435,7 +455,7 @@ def validate_command(
     with open_device(device) as dev:
         p.header.check(what=f"predictor {predictor}", fingerprint=dev.fingerprint())
         settings = ProfileSettings.of(p.header)
-        store = MeasuredSubnets(predictor.parent / "validation.json", p.header)
+        store = MeasuredSubnets(predictor.parent / f"validation{split}.json", p.header)
         with stage_progress("validation subnets", quiet=quiet) as progress:
             measured = store.measure(
                 dev,
@@ -446,6 +466,7 @@ def validate_command(
                 passes=passes,
                 workers=workers,
                 progress=progress,
+                stem_groups=stem_groups,
             )
         reference = _normalisation(store.header, [store.get(s) for s in subnets])
     predicted = p.predict_many(subnets)
@@ -454,7 +475,8 @@ def validate_command(
         predicted,
         measured,
         png,
-        title=f"{p.kind} on {p.header.device} ({p.space.id}, n={n})",
+        title=f"{p.kind} on {p.header.device} ({p.space.id}, n={n}"
+        + (f", stem in {stem_groups} groups)" if split else ")"),
         figures=figures,
     )
     if as_json:

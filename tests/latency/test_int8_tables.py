@@ -5,22 +5,27 @@ The table is profiled with the real onnxruntime runner on this host, on a micro 
 
 from __future__ import annotations
 
+import json
 import platform
 from dataclasses import replace
 from pathlib import Path
 
 import onnx
 import pytest
+import yaml
 
 from devices.base import create_device
 from devices.measurement import Fingerprint
 from devices.profiles import validate_profile
 from export.formats import kernel_isa
 from latency.blocks import enumerate_blocks, stem_block
+from latency.end_to_end import MeasuredSubnets
 from latency.model_cache import ModelCache
 from latency.predictors import LutSumPredictor
 from latency.profiler import ProfileSettings, channel_alignment, profile_blocks, reference_file
 from once_for_all import SearchSpace, StageSpec
+from once_for_all.network_config import network_config
+from tests.support.cli_here import edgenas_here
 
 MICRO = SearchSpace(
     name="micro-int8",
@@ -35,7 +40,7 @@ MICRO = SearchSpace(
     stages=(StageSpec(8, 2, "relu", False), StageSpec(16, 2, "hswish", True)),
     final_expand_width=32,
     feature_mix_width=64,
-    kernel_sizes=(3,),
+    kernel_sizes=(3, 5),
     expand_ratios=(3,),
     depths=(1,),
     resolutions=(16,),
@@ -51,6 +56,8 @@ FP = Fingerprint(
     threads=1,
     machine="aarch64",
 )
+
+PROFILE = "name: host-ort\nkind: local\nruntime: onnxruntime\nwarmup: 2\nruns: 5\n"
 
 pytestmark = pytest.mark.slow
 
@@ -71,9 +78,7 @@ def test_an_int8_onnx_table_times_the_split_stem_on_files_aligned_for_the_host(
     tmp_path: Path,
 ) -> None:
     cache = ModelCache(tmp_path / "cache")
-    profile = validate_profile(
-        {"name": "host-ort", "kind": "local", "runtime": "onnxruntime", "warmup": 2, "runs": 5}
-    )
+    profile = validate_profile(yaml.safe_load(PROFILE))
     device = create_device(profile.kind, profile.name, profile.model_dump())
     table = profile_blocks(device, MICRO, tmp_path / "lut.json", cache=cache, precision="int8")
     specs = enumerate_blocks(MICRO, split_stem=True)
@@ -113,6 +118,53 @@ def test_an_int8_onnx_table_times_the_split_stem_on_files_aligned_for_the_host(
     assert with_split.predict(subnet) - predictor.predict(subnet) == pytest.approx(
         table.ms(split.key) - table.ms(stem_block(MICRO, 16).key)
     )
+
+    # Whole networks with the stem split, measured end to end as the benchmark validates
+    # the split prediction (a store of their own: the file does not say which were split).
+    store = MeasuredSubnets(tmp_path / "split.json", table.header)
+    (ms,) = store.measure(
+        device, MICRO, [subnet], cache=cache, settings=settings, passes=1, stem_groups=2
+    )
+    assert ms > 0
+    config = network_config(MICRO, subnet)
+    (whole_file,) = cache.networks([config], "onnx", "int8", align_channels=host)
+    (split_file,) = cache.networks([config], "onnx", "int8", align_channels=host, stem_groups=2)
+    assert (len(_stem_convs(whole_file)), len(_stem_convs(split_file))) == (1, 2)
+
+    # `edgenas latency validate --stem-groups 2`: split files, kept apart from whole ones.
+    predictor.save(tmp_path / "predictor.json")
+    (tmp_path / "host.yaml").write_text(PROFILE)
+    proc = edgenas_here(
+        "latency",
+        "validate",
+        tmp_path / "host.yaml",
+        "--predictor",
+        tmp_path / "predictor.json",
+        "--n",
+        "3",
+        "--passes",
+        "1",
+        "--stem-groups",
+        "2",
+        "--json",
+        "--cache",
+        cache.root,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["n"] == 3
+    assert not (tmp_path / "validation.json").exists()
+    measured = json.loads((tmp_path / "validation-stem2.json").read_text())["subnets"]
+    assert len(measured) == 3
+    assert (tmp_path / "validation-stem2.png").stat().st_size > 0
+    split_files = cache.networks(
+        [network_config(MICRO, MICRO.subnet_from_dict(m["subnet"])) for m in measured],
+        "onnx",
+        "int8",
+        align_channels=host,
+        stem_groups=2,
+        progress=lambda _, done, total: calls.append((done, total)),
+    )
+    assert calls[-1] == (0, 0) and all(len(_stem_convs(f)) == 2 for f in split_files)
 
 
 def _stem_convs(path: Path) -> dict[str, int]:

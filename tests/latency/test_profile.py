@@ -297,6 +297,18 @@ def test_profile_errors_are_one_line(tmp_path: Path, cache: Path, cpu: Path) -> 
     assert proc.returncode == 2 and "does not exist" in proc.stderr
 
 
+def test_validating_split_stems_needs_an_int8_table_that_timed_them(
+    profiled: Path, cpu: Path, cache: Path
+) -> None:
+    predictor = profiled / "predictor.json"
+    proc = edgenas(
+        "latency", "validate", cpu, "--predictor", predictor, "--stem-groups", "2", cache=cache
+    )
+    assert proc.returncode == 2
+    assert f"predictor {predictor} has no entry for the stem in 2 groups" in proc.stderr
+    assert not (profiled / "validation-stem2.json").exists()
+
+
 def test_profile_over_ssh(sshd: Sshd, device_python: Path, tmp_path: Path, cache: Path) -> None:
     """The board path: blocks copied to a real sshd and timed by the board's own Python."""
     remote = tmp_path / "board tmp"
