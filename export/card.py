@@ -184,8 +184,8 @@ def split_stem_note(card: CardBody) -> str | None:
     split = ", ".join(f"`{name}` has its stem in {groups[name]} groups" for name in names)
     return (
         f"{split}: the predictor's lookup table times the stem whole, so the prediction leaves "
-        "the split's cost out (the measured latency has it); profile the device again for "
-        f"an int8 table that times the stem in {AUTO_SPLIT_GROUPS} groups."
+        "the split's cost out (the measured latency has it); int8 tables profiled now also "
+        f"time the stem in {AUTO_SPLIT_GROUPS} groups."
     )
 
 

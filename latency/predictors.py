@@ -9,7 +9,6 @@ with relative-error weights and chosen by cross-validation, removes most of that
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 from collections.abc import Mapping, Sequence
@@ -159,19 +158,24 @@ class LutSumPredictor:
     def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray:
         return self._block_values(subnets)[0].sum(axis=1)
 
-    def split_stem(self, groups: int) -> LutSumPredictor | None:
+    def split_stem(self, groups: int) -> SplitStemPredictor | None:
         """This predictor for int8 files whose stem is in ``groups`` groups of channels
-        (``export.stem_split``): each resolution's stem entry is the table's split one. None
-        where the table has none (a table from before int8 tables timed it, an fp32 table, or
-        another number of groups than ``latency.blocks.SPLIT_STEM_GROUPS``)."""
+        (``export.stem_split``): the sum with the table's split-stem entry in place of the
+        whole stem's. None where the table has none (a table from before int8 tables timed
+        it, an fp32 table, or another number of groups than ``SPLIT_STEM_GROUPS``)."""
+        extra = self.split_stem_extra_ms(groups)
+        return SplitStemPredictor(self, groups, extra) if extra is not None else None
+
+    def split_stem_extra_ms(self, groups: int) -> dict[int, float] | None:
+        """Per resolution, the split stem's table entry less the whole stem's (None as
+        ``split_stem``)."""
         keys = [stem_block(self.space, r, groups=groups).key for r in self.index.resolutions]
         if groups <= 1 or not all(k in self.split_stem_ms for k in keys):
             return None
-        split = copy.copy(self)
-        split._values = self._values.copy()
-        for row, key in enumerate(keys):
-            split._values[row, self.index.stem_columns[row]] = self.split_stem_ms[key]
-        return split
+        return {
+            r: self.split_stem_ms[key] - float(self._values[row, self.index.stem_columns[row]])
+            for row, (r, key) in enumerate(zip(self.index.resolutions, keys, strict=True))
+        }
 
     def _block_values(self, subnets: Sequence[Subnet]) -> tuple[np.ndarray, np.ndarray]:
         """Each subnet's block figures ``[n, blocks + 2]`` (zero where skipped) and rows."""
@@ -305,15 +309,11 @@ class CalibratedPredictor:
     def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray:
         return self.model.apply(self.base.features(subnets))
 
-    def split_stem(self, groups: int) -> CalibratedPredictor | None:
-        """As ``LutSumPredictor.split_stem``: the fitted model applied to the split stem's
-        table entry where it took the whole one's."""
-        base = self.base.split_stem(groups)
-        if base is None:
-            return None
-        return CalibratedPredictor(
-            base, self.model, validation=self.validation, calibration=self.calibration
-        )
+    def split_stem(self, groups: int) -> SplitStemPredictor | None:
+        """This predictor for int8 files whose stem is in ``groups`` groups of channels: its
+        figure plus the split's extra cost from the table (``SplitStemPredictor``)."""
+        extra = self.base.split_stem_extra_ms(groups)
+        return SplitStemPredictor(self, groups, extra) if extra is not None else None
 
     def to_dict(self) -> PredictorDocument:
         doc = self.base.to_dict()
@@ -325,6 +325,33 @@ class CalibratedPredictor:
 
     def save(self, path: Path) -> None:
         write_predictor(path, self.to_dict())
+
+
+class SplitStemPredictor:
+    """A predictor's latency for int8 files whose stem is split into ``groups`` groups of
+    channels (``export.stem_split``): its figure plus ``extra_ms`` at the subnet's resolution,
+    the table's split-stem entry less its whole-stem entry. For a lut-sum predictor that is
+    the sum with the one entry in place of the other. A calibrated predictor adds it after
+    its fitted model rather than feeding the split entry through it: a table of one
+    resolution gives every calibration subnet the same stem, so the model's stem coefficient
+    is arbitrary there (mbv3-imagenet at 224 px: the split's cost came out at a third of
+    what was measured)."""
+
+    def __init__(
+        self,
+        predictor: LutSumPredictor | CalibratedPredictor,
+        groups: int,
+        extra_ms: Mapping[int, float],
+    ) -> None:
+        self.predictor, self.groups, self.extra_ms = predictor, groups, dict(extra_ms)
+        self.kind, self.space, self.header = predictor.kind, predictor.space, predictor.header
+
+    def predict(self, subnet: Subnet) -> float:
+        return float(self.predict_many([subnet])[0])
+
+    def predict_many(self, subnets: Sequence[Subnet]) -> np.ndarray:
+        figures = self.predictor.predict_many(subnets)  # checks the subnets' resolutions
+        return figures + np.array([self.extra_ms[s.r] for s in subnets], dtype=np.float64)
 
 
 def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:

@@ -426,6 +426,7 @@ def validate_command(
     from latency.metrics import validation_figures
     from latency.model_cache import ModelCache
     from latency.plots import scatter_plot
+    from latency.predictors import CalibratedPredictor
     from latency.profiler import ProfileSettings
     from once_for_all.files import output_folder
 
@@ -485,7 +486,9 @@ def validate_command(
         return
     err_console.print(_describe_normalisation(reference))
     rows = {p.kind: figures}
-    if p.kind == "calibrated":
-        rows = {"lut-sum": validation_figures(p.base.predict_many(subnets), measured), **rows}  # type: ignore[union-attr]
+    if isinstance(loaded, CalibratedPredictor):
+        base = loaded.base.split_stem(stem_groups) if split else loaded.base
+        assert base is not None  # the calibrated one's split came from it
+        rows = {"lut-sum": validation_figures(base.predict_many(subnets), measured), **rows}
     _print_figures(f"validation on {p.header.device}: {n} held-out subnets", rows)
     err_console.print(f"scatter plot: {escape(str(png))}")

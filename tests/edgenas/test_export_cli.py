@@ -250,7 +250,7 @@ def test_the_card_says_a_split_stems_prediction_leaves_the_split_out(exported: P
     assert (
         "`model_int8.onnx` has its stem in 2 groups: the predictor's lookup table times the "
         "stem whole, so the prediction leaves the split's cost out (the measured latency has "
-        "it); profile the device again for an int8 table that times the stem in 2 groups."
+        "it); int8 tables profiled now also time the stem in 2 groups."
     ) in card_markdown(card)
     timing["predicted_stem_groups"] = 2  # the table timed the split: nothing to qualify
     assert note not in card_markdown(card)

@@ -250,13 +250,16 @@ def test_a_split_stems_prediction_takes_the_split_entry_for_the_whole_one(
     assert whole.predict_many(subnets) == pytest.approx(  # the predictor itself is unchanged
         [sum(table.ms(b.key) for b in subnet_blocks(space, s)) for s in subnets], rel=1e-12
     )
-    # A calibrated predictor applies its model to the split entry where it took the whole one.
+    # A calibrated predictor adds the split's cost (the two entries' difference) to its own
+    # figure: its model's stem coefficient is arbitrary where the stem never varied.
     train = [space.sample(rng) for _ in range(40)]
     calibrated = calibrate(whole, train, list(_end_to_end(whole, train, 0)))
     calibrated_split = calibrated.split_stem(2)
     assert calibrated_split is not None
-    expected = calibrated.model.apply(split.features(subnets))
+    extra = np.array(by_hand) - whole.predict_many(subnets)
+    expected = calibrated.predict_many(subnets) + extra
     assert calibrated_split.predict_many(subnets) == pytest.approx(expected, rel=1e-12)
+    assert (calibrated_split.kind, calibrated_split.header) == ("calibrated", whole.header)
     # The split entries survive the predictor file.
     calibrated.save(tmp_path / "p.json")
     loaded = load_predictor(tmp_path / "p.json").split_stem(2)
