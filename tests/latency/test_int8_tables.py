@@ -23,28 +23,9 @@ from latency.end_to_end import MeasuredSubnets
 from latency.model_cache import ModelCache
 from latency.predictors import LutSumPredictor
 from latency.profiler import ProfileSettings, channel_alignment, profile_blocks, reference_file
-from once_for_all import SearchSpace, StageSpec
 from once_for_all.network_config import network_config
+from tests.latency.test_tflite_profiles import MICRO  # a micro space: a few blocks
 from tests.support.cli_here import edgenas_here
-
-MICRO = SearchSpace(
-    name="micro-int8",
-    in_channels=1,
-    num_classes=10,
-    stem_width=8,
-    stem_stride=1,
-    stem_act="hswish",
-    first_block_width=8,
-    first_block_act="relu",
-    first_block_stride=2,
-    stages=(StageSpec(8, 2, "relu", False), StageSpec(16, 2, "hswish", True)),
-    final_expand_width=32,
-    feature_mix_width=64,
-    kernel_sizes=(3, 5),
-    expand_ratios=(3,),
-    depths=(1,),
-    resolutions=(16,),
-)
 
 FP = Fingerprint(
     host="board",
