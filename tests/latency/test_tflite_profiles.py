@@ -5,6 +5,7 @@ A micro space (a few blocks) keeps the conversions, about 2 s each, affordable.
 
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from devices import open_device
 from devices.base import create_device
 from devices.profiles import validate_profile
-from latency.blocks import enumerate_blocks
+from latency.blocks import enumerate_blocks, stem_block
 from latency.model_cache import ModelCache
 from latency.profiler import profile_blocks
 from latency.table import LatencyTable, TableError
@@ -85,6 +86,17 @@ def test_vela_table_is_filled_by_the_compiler(tmp_path: Path, cache: ModelCache)
             set(table.entries) == {s.key for s in specs} > {s.key for s in enumerate_blocks(MICRO)}
         )
         assert all(m.n == 1 and m.median_ms > 0 for m in table.entries.values())
+        # The NPU runs all of the split stem, a stem and its hard-swish per group (Vela writes
+        # the concatenation as the groups' places in the output, no op of its own).
+        split = table.entries[stem_block(MICRO, 16, groups=2).key].extra
+        whole = table.entries[stem_block(MICRO, 16).key].extra
+        assert split["cpu_fallback_ops"] == [] and split["cpu_op_count"] == 0
+        ops = {
+            name: Counter(op["op"] for op in entry["npu_ops"])
+            for name, entry in (("split", split), ("whole", whole))
+        }
+        assert (ops["split"]["HardSwish"], ops["whole"]["HardSwish"]) == (2, 1), ops
+        assert ops["split"].total() > ops["whole"].total()
         with pytest.raises(TableError, match="measures int8 models, not fp32"):
             profile_blocks(device, MICRO, tmp_path / "x.json", cache=cache, precision="fp32")
     # Bigger blocks cost the NPU more.
