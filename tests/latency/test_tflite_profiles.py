@@ -75,6 +75,18 @@ def test_exported_blocks_are_reused(cache: ModelCache) -> None:
     assert calls == [(0, 0)]  # nothing left to convert
 
 
+def test_int8_litert_tables_time_the_split_stem_in_one_xnnpack_partition(
+    cache: ModelCache,
+) -> None:
+    from export.runtime_graph import tflite_delegation
+
+    specs = [stem_block(MICRO, 16), stem_block(MICRO, 16, groups=2)]
+    files = cache.blocks(specs, "tflite", "int8", workers=1)
+    for spec in specs:  # as the int8 files LiteRT runs: hard-swish in XNNPACK's int8 form
+        delegation = tflite_delegation(files[spec.key])
+        assert (delegation["partitions"], delegation["not_delegated"]) == (1, {}), spec.key
+
+
 def test_vela_table_is_filled_by_the_compiler(tmp_path: Path, cache: ModelCache) -> None:
     with open_device("ethos-u55-128") as device:
         table = profile_blocks(device, MICRO, tmp_path / "lut.json", cache=cache, workers=2)
