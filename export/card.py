@@ -53,8 +53,8 @@ class FileLatency(TypedDict):
     measured_at_baseline_ms: float | None
     reference_scale: float | None
     speedup_vs_fp32: NotRequired[float | None]  # the same format's fp32 median over this one's
-    # A file with its stem split (export.stem_split): the prediction has the table's entry for
-    # the stem in this many groups. Absent: the prediction times the stem whole.
+    # A file with its stem split (export.stem_split): the prediction adds the split's cost in
+    # this many groups, from the table's entry for it. Absent: it times the stem whole.
     predicted_stem_groups: NotRequired[int]
 
 

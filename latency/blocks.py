@@ -74,7 +74,7 @@ def stem_block(space: SearchSpace, resolution: int, *, groups: int = 1) -> Block
     """The stem and the fixed first block; with ``groups`` > 1, written as an int8 file
     writes them when their channels are split into that many groups, each with its own
     scale (``export.stem_split``; the file's groups are by range, of the sizes
-    ``quant_aware.group_sizes`` gives, which is all latency depends on)."""
+    ``quant_aware.group_bounds`` cuts, which is all latency depends on)."""
     stem = {
         "in_channels": space.in_channels,
         "out_channels": space.width(space.stem_width),

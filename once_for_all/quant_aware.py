@@ -158,23 +158,20 @@ def stem_groups(model: nn.Module, images: Tensor, groups: int) -> list[list[int]
         )
     # Ties (equal ranges) keep channel order, so the grouping repeats on equal data.
     order = sorted(range(channels), key=lambda c: (float(ranges[c, 1] - ranges[c, 0]), c))
-    bounds = list(itertools.accumulate(group_sizes(channels, groups), initial=0))
-    return [sorted(order[a:b]) for a, b in itertools.pairwise(bounds)]
+    return [sorted(order[a:b]) for a, b in itertools.pairwise(group_bounds(channels, groups))]
 
 
-def group_sizes(channels: int, groups: int) -> list[int]:
-    """How many of ``channels`` each of ``groups`` groups gets in ``stem_groups``: (nearly)
-    equal sizes."""
-    bounds = [round(i * channels / groups) for i in range(groups + 1)]
-    return [b - a for a, b in itertools.pairwise(bounds)]
+def group_bounds(channels: int, groups: int) -> list[int]:
+    """Where ``stem_groups`` cuts ``channels`` into ``groups`` groups of (nearly) equal size:
+    each group's first position, then ``channels``."""
+    return [round(i * channels / groups) for i in range(groups + 1)]
 
 
 def consecutive_groups(channels: int, groups: int) -> list[list[int]]:
     """``channels`` in ``groups`` groups of consecutive channels, of the sizes ``stem_groups``
     gives: all that latency depends on, for models whose ranges do not matter (random
     weights timed for a latency table)."""
-    bounds = list(itertools.accumulate(group_sizes(channels, groups), initial=0))
-    return [list(range(a, b)) for a, b in itertools.pairwise(bounds)]
+    return [list(range(a, b)) for a, b in itertools.pairwise(group_bounds(channels, groups))]
 
 
 def fake_quantize(x: Tensor, lo: float, hi: float) -> Tensor:

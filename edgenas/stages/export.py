@@ -28,6 +28,7 @@ from export.formats import (
     MODEL_FORMATS,
     PRECISIONS,
     ChannelAlignment,
+    ChannelAlignmentChoice,
     GraphForm,
     graph_form,
     kernel_isa,
@@ -106,7 +107,7 @@ class ExportJob:
     tflite_form: GraphForm | Literal["auto"] = "auto"
     # The CPU kind whose onnxruntime int8 conv kernels the int8 ONNX file's channels are
     # padded for; "auto": the devices' (resolve_channel_alignment).
-    align_channels: ChannelAlignment | Literal["auto"] = "auto"
+    align_channels: ChannelAlignmentChoice = "auto"
     data: Path | None = None  # ImageNet-layout folder for a supernet that records no data
 
 

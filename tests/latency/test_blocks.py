@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import random
 import re
 
@@ -139,7 +140,7 @@ def test_the_head_block_is_the_head_of_the_network_and_of_the_supernet(name: str
 @pytest.mark.parametrize("name", ["mbv3-tiny", "mbv3-imagenet"])
 def test_int8_tables_also_enumerate_the_stem_as_a_split_file_runs_it(name: str) -> None:
     from export.stem_split import SplitStemLayers
-    from once_for_all.quant_aware import group_sizes
+    from once_for_all.quant_aware import group_bounds
 
     space = get_space(name)
     whole = enumerate_blocks(space)
@@ -153,7 +154,9 @@ def test_int8_tables_also_enumerate_the_stem_as_a_split_file_runs_it(name: str) 
     module = block_module(spec)
     assert isinstance(module, SplitStemLayers)
     channels = spec.config["stem"]["out_channels"]
-    assert [s.conv.out_channels for s in module.stems] == group_sizes(channels, 2)
+    assert [s.conv.out_channels for s in module.stems] == [
+        b - a for a, b in itertools.pairwise(group_bounds(channels, 2))
+    ]
     with torch.no_grad():
         # The same function as the whole stem with the same seed, channels in the same order.
         reference = block_module(stem_block(space, spec.input_shape[1]))(x)
