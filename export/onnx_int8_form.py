@@ -8,12 +8,19 @@ exactly before quantization:
 
 - ReduceMean over the spatial axes of a 4-D tensor, keeping them → GlobalAveragePool;
 - HardSigmoid(x) = clip(αx + β, 0, 1) → Mul(Clip(Add(x, β/α), 0, 1/α), α) for α > 0.
-  The Clip then disappears into the preceding QuantizeLinear's range.
+  The Clip then disappears into the preceding QuantizeLinear's range. Where a Conv alone
+  feeds the hard-sigmoid (squeeze-excite's gate), β/α goes into that Conv's bias instead of
+  an Add, as the TFLite form does (``export.xnnpack_form``): onnxruntime runs one
+  QLinearAdd fewer per squeeze-excite, and the gate's input is quantized once, on the grid
+  of 0…1/α, where it was quantized on −β/α…(1 − β)/α and then requantized on that same
+  grid shifted by β/α (mean output error on a test stem unchanged, within 0.1%). Measured
+  side by side on an AVX512-VNNI EPYC (1 thread, 2×40 interleaved rounds), the demo's
+  int8 subnet ran 2.6% faster (0.2237 → 0.2178 ms).
 - The input of a hard-swish x·HardSigmoid(x) is clipped from below at −β/α (−3), where the
-  function is 0 and stays 0 for every smaller x; the input of a lone hard-sigmoid (squeeze-
-  excite's gate) at −β/α and (1 − β)/α, where it saturates. The functions are unchanged, and
-  onnxruntime's quantizer merges the Clip into the conv before it, whose int8 output then
-  spends no steps on values that all give the same result. In a MobileNetV3 stem the batch
+  function is 0 and stays 0 for every smaller x; the input of a lone hard-sigmoid whose
+  shift did not go into a bias at −β/α and (1 − β)/α, where it saturates. The functions
+  are unchanged, and onnxruntime's quantizer merges the Clip into the conv before it, whose
+  int8 output then spends no steps on values that all give the same result. In a MobileNetV3 stem the batch
   norm's output spans −90…55 and only −3…55 matters: min/max calibration of the unclipped
   tensor gave it a 2.5× coarser step, the largest loss of agreement with fp32 of any tensor.
 
@@ -47,6 +54,7 @@ def int8_form(model: onnx.ModelProto) -> onnx.ModelProto:
     ranks = _ranks(model)
     constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
     readers = _readers(graph)
+    producer = {out: node for node in graph.node for out in node.output}
     outputs = {out.name for out in graph.output}
     nodes: list[onnx.NodeProto] = []
     for index, node in enumerate(graph.node):
@@ -58,6 +66,9 @@ def int8_form(model: onnx.ModelProto) -> onnx.ModelProto:
             )
         elif node.op_type == "HardSigmoid" and _attr(node, "alpha", 0.2) > 0:
             prefix = f"int8_form_{index}"
+            if _shift_into_bias(graph, node, producer, readers, constants, outputs, prefix):
+                nodes.extend(_hard_sigmoid(graph, node, prefix, shifted=True))
+                continue
             nodes.extend(_clip_dead_range(graph, node, readers, outputs, prefix))
             nodes.extend(_hard_sigmoid(graph, node, prefix))
         else:
@@ -202,22 +213,60 @@ def _live(nodes: list[onnx.NodeProto], outputs: set[str]) -> list[onnx.NodeProto
         nodes = live
 
 
+def _shift_into_bias(
+    graph: onnx.GraphProto,
+    hard_sigmoid: onnx.NodeProto,
+    producer: dict[str, onnx.NodeProto],
+    readers: dict[str, list[onnx.NodeProto]],
+    constants: dict[str, np.ndarray],
+    outputs: set[str],
+    prefix: str,
+) -> bool:
+    """Add the hard-sigmoid's shift β/α to the bias of the Conv that alone feeds it, when
+    nothing else reads that Conv's output (squeeze-excite's gate); False, and nothing
+    changed, otherwise. A bias that another node reads too is copied, not changed."""
+    x = hard_sigmoid.input[0]
+    conv = producer.get(x)
+    if (
+        conv is None
+        or conv.op_type != "Conv"
+        or len(conv.input) < 3
+        or conv.input[2] not in constants
+        or x in outputs
+        or readers.get(x) != [hard_sigmoid]
+    ):
+        return False
+    alpha, beta = _attr(hard_sigmoid, "alpha", 0.2), _attr(hard_sigmoid, "beta", 0.5)
+    name = conv.input[2]
+    bias = constants[name]
+    shifted = (bias.astype(np.float64) + beta / alpha).astype(bias.dtype)
+    if readers.get(name) == [conv]:
+        (initializer,) = [init for init in graph.initializer if init.name == name]
+        initializer.CopyFrom(numpy_helper.from_array(shifted, name))
+    else:
+        conv.input[2] = f"{prefix}_shifted_bias"
+        graph.initializer.append(numpy_helper.from_array(shifted, conv.input[2]))
+    constants[conv.input[2]] = shifted
+    return True
+
+
 def _hard_sigmoid(
-    graph: onnx.GraphProto, node: onnx.NodeProto, prefix: str
+    graph: onnx.GraphProto, node: onnx.NodeProto, prefix: str, *, shifted: bool = False
 ) -> list[onnx.NodeProto]:
+    """clip(αx + β, 0, 1) as Mul(Clip(Add(x, β/α), 0, 1/α), α); with ``shifted``, x already
+    holds x + β/α (``_shift_into_bias``) and the Add is left out."""
     alpha, beta = _attr(node, "alpha", 0.2), _attr(node, "beta", 0.5)
-    shift, top, low, scale = (
+    top, low, scale = (
         _constant(graph, f"{prefix}_{name}", value)
-        for name, value in (
-            ("shift", beta / alpha),
-            ("top", 1 / alpha),
-            ("low", 0.0),
-            ("scale", alpha),
-        )
+        for name, value in (("top", 1 / alpha), ("low", 0.0), ("scale", alpha))
     )
-    added, clipped = f"{prefix}_added", f"{prefix}_clipped"
+    add: list[onnx.NodeProto] = []
+    added, clipped = node.input[0], f"{prefix}_clipped"
+    if not shifted:
+        shift, added = _constant(graph, f"{prefix}_shift", beta / alpha), f"{prefix}_added"
+        add.append(helper.make_node("Add", [node.input[0], shift], [added], name=f"{prefix}_add"))
     return [
-        helper.make_node("Add", [node.input[0], shift], [added], name=f"{prefix}_add"),
+        *add,
         helper.make_node("Clip", [added, low, top], [clipped], name=f"{prefix}_clip"),
         helper.make_node("Mul", [clipped, scale], list(node.output), name=f"{prefix}_mul"),
     ]

@@ -224,9 +224,82 @@ def test_rescales_fold_away_without_changing_an_integer(
     # One Mul by 1/6 per hard-sigmoid (in every hard-swish and squeeze-excite) is gone; the
     # products stay.
     assert muls == [2 * (hardswish + se), hardswish + se]
+    # An Add per hard-swish (x + 3) and per residual sum: squeeze-excite's gate has its +3 in
+    # its conv's bias.
+    residuals = sum(getattr(m, "residual", False) is True for m in wide.model.modules())
+    assert Counter(n.op_type for n in onnx.load(str(folded)).graph.node)["Add"] == (
+        hardswish + residuals
+    )
     assert onnx_float_nodes(folded) == {}
     before, after = (run_onnx(p, wide.inputs) for p in (plain, folded))
     assert np.array_equal(before, after)
+
+
+def _gate(case: str) -> onnx.ModelProto:
+    """x → Conv(w, b) → z → HardSigmoid (α 1/6, β 1/2) → gate, and, by ``case``: "alone";
+    "read" (z is read again, by a Mul); "output" (z is a graph output too); "shared" (another
+    Conv reads b, writing a second output); "no bias"."""
+    h = onnx.helper
+    rng = np.random.default_rng(0)
+    inits = [
+        onnx.numpy_helper.from_array(rng.standard_normal((4, 4, 1, 1), dtype=np.float32), "w"),
+        onnx.numpy_helper.from_array(rng.standard_normal(4, dtype=np.float32), "b"),
+    ]
+    conv_inputs = ["x", "w"] if case == "no bias" else ["x", "w", "b"]
+    nodes = [
+        h.make_node("Conv", conv_inputs, ["z"]),
+        h.make_node("HardSigmoid", ["z"], ["gate"], alpha=1 / 6, beta=0.5),
+    ]
+    outputs = ["gate"]
+    if case == "read":
+        nodes.append(h.make_node("Mul", ["z", "gate"], ["swish"]))
+        outputs = ["swish"]
+    elif case == "output":
+        outputs.append("z")
+    elif case == "shared":
+        nodes.append(h.make_node("Conv", ["x", "w", "b"], ["other"]))
+        outputs.append("other")
+    shape = [1, 4, 3, 3]
+    graph = h.make_graph(
+        nodes,
+        "gate",
+        [h.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+        [h.make_tensor_value_info(name, onnx.TensorProto.FLOAT, shape) for name in outputs],
+        inits,
+    )
+    model = h.make_model(graph, opset_imports=[h.make_opsetid("", 13)])
+    return onnx.shape_inference.infer_shapes(model)
+
+
+@pytest.mark.parametrize(
+    ("case", "shifted"),
+    [("alone", True), ("shared", True), ("read", False), ("output", False), ("no bias", False)],
+)
+def test_gate_shift_goes_into_the_conv_bias_only_where_that_is_exact(
+    case: str, shifted: bool
+) -> None:
+    model = _gate(case)
+    x = np.random.default_rng(1).standard_normal((1, 4, 3, 3), dtype=np.float32) * 4
+    expected = ort.InferenceSession(model.SerializeToString()).run(None, {"x": x})
+    original = onnx.numpy_helper.to_array(model.graph.initializer[1])  # b
+    rewritten = int8_form(model)
+    onnx.checker.check_model(rewritten)
+    ops = [n.op_type for n in rewritten.graph.node]
+    assert ("Add" not in ops) == shifted
+    assert "HardSigmoid" not in ops
+    biases = {
+        i.name: onnx.numpy_helper.to_array(i)
+        for i in rewritten.graph.initializer
+        if i.name == "b" or i.name.endswith("_shifted_bias")
+    }
+    if case == "alone":  # β/α = 3, in place
+        assert list(biases) == ["b"] and np.allclose(biases["b"], original + 3)
+    elif case == "shared":  # the other Conv keeps its bias; the gate's reads a shifted copy
+        (copy,) = [name for name in biases if name != "b"]
+        assert np.array_equal(biases["b"], original) and np.allclose(biases[copy], original + 3)
+    got = ort.InferenceSession(rewritten.SerializeToString()).run(None, {"x": x})
+    for a, b in zip(got, expected, strict=True):
+        assert np.abs(a - b).max() <= 1e-5
 
 
 def _rescale(s_in: float, k: float, s_out: float, z_out: int) -> onnx.ModelProto:
