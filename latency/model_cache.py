@@ -30,8 +30,9 @@ from once_for_all.quant_aware import consecutive_groups
 # Bump when block models or their conversion change: old cache entries are then not reused.
 # 2: TFLite in XNNPACK form, int8 ONNX with uint8 activations; 3: fold_rescales; 4: int8
 # ranges clipped where hard-swish is flat; 5: int8 ONNX channels aligned to onnxruntime's kernels;
-# 6: int8 ONNX channels aligned for the device's CPU kind (was x86 always).
-CACHE_VERSION = "6"
+# 6: int8 ONNX channels aligned for the device's CPU kind (was x86 always); 7: int8 ONNX
+# squeeze-excite gates with their shift in the conv's bias.
+CACHE_VERSION = "7"
 CALIBRATION_SAMPLES = 8
 Conversion = tuple[ModelFormat, Precision, GraphForm, ChannelAlignment]  # how a model is written
 
