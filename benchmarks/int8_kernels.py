@@ -22,6 +22,12 @@ Each row has the subnet's count of that kind and count x (int8 - fp32); ``accoun
 them beside the whole subnet's measured int8 - fp32 (``model``). The rest is what no row
 covers: the untimed convs, squeeze-excite's pooling and product, the graph's edges.
 
+``--encodings`` asks whether another quantization than export's would run onnxruntime's
+depthwise convs faster: for each depthwise kind, chains of bare QLinearConv nodes (no
+activation, no export, written node by node) in each activation and weight encoding that
+onnxruntime's CPU provider has a kernel for (``ENCODINGS``) against the same chains of float
+Conv nodes, timed as above (``encodings`` in the JSON, µs per node).
+
 Prints one JSON object on stdout, a Markdown table and progress on stderr.
 """
 
@@ -42,6 +48,7 @@ from typing import TYPE_CHECKING, Any
 from benchmarks.int8_timing import cpu_flags
 
 if TYPE_CHECKING:
+    import onnx
     from torch import nn
 
     from once_for_all import MobileNetV3
@@ -238,6 +245,93 @@ def _row(kind: str, count: int, per_node: dict[str, float]) -> dict[str, Any]:
     }
 
 
+# Activation dtype, weight dtype and weight zero point of each QLinearConv encoding; which
+# depthwise kernel of onnxruntime's mlas runs it (onnxruntime 1.32, qlinearconv.cc).
+ENCODINGS: dict[str, tuple[str, str, int]] = {
+    # export's: symmetric int8 weights, MlasConvSymDepthwise with requantization fused in
+    "u8s8_symmetric": ("uint8", "int8", 0),
+    # asymmetric uint8 weights: MlasConvDepthwise, then a separate requantization pass
+    "u8u8": ("uint8", "uint8", 128),
+    # int8 activations and weights
+    "s8s8_symmetric": ("int8", "int8", 0),
+}
+
+
+def bare_depthwise_chain(kind: Kind, length: int, encoding: str | None) -> onnx.ModelProto:
+    """``length`` depthwise convs of ``kind`` (no activation) as bare ONNX nodes: float Conv
+    for ``encoding`` None, else QLinearConv in that ENCODINGS entry between one
+    QuantizeLinear and one DequantizeLinear (per-channel weight scales, int32 bias)."""
+    import numpy as np
+    import onnx
+    from onnx import helper, numpy_helper
+
+    c, k = kind.channels[0], kind.kernel
+    rng = np.random.default_rng(0)
+    inits: list[onnx.TensorProto] = []
+    nodes: list[onnx.NodeProto] = []
+    attrs: dict[str, Any] = {"group": c, "kernel_shape": [k, k], "pads": [k // 2] * 4}
+
+    def constant(name: str, value: Any) -> str:
+        inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    x = "x"
+    if encoding is not None:
+        act_type, weight_type, weight_zero = ENCODINGS[encoding]
+        act, weight = np.dtype(act_type), np.dtype(weight_type)
+        scale = constant("s", np.float32(0.05))
+        zero = constant("z", np.array(0 if act == np.int8 else 128, act))
+        w_scale = constant("ws", np.full(c, 0.01, np.float32))
+        w_zero = constant("wz", np.full(c, weight_zero, weight))
+        nodes.append(helper.make_node("QuantizeLinear", ["x", scale, zero], ["q"]))
+        x = "q"
+    for i in range(length):
+        w = rng.integers(-100, 100, (c, 1, k, k))
+        if encoding is None:
+            inputs = [x, constant(f"w{i}", (w / 100).astype(np.float32))]
+            inputs.append(constant(f"b{i}", np.zeros(c, np.float32)))
+            nodes.append(helper.make_node("Conv", inputs, [f"y{i}"], **attrs))
+        else:
+            q = constant(f"w{i}", (w + weight_zero).astype(weight))
+            b = constant(f"b{i}", np.zeros(c, np.int32))
+            inputs = [x, scale, zero, q, w_scale, w_zero, scale, zero, b]
+            nodes.append(helper.make_node("QLinearConv", inputs, [f"y{i}"], **attrs))
+        x = f"y{i}"
+    if encoding is None:
+        nodes.append(helper.make_node("Identity", [x], ["out"]))
+    else:
+        nodes.append(helper.make_node("DequantizeLinear", [x, "s", "z"], ["out"]))
+    shape = [1, c, kind.size, kind.size]
+    graph = helper.make_graph(
+        nodes,
+        "depthwise_chain",
+        [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("out", onnx.TensorProto.FLOAT, shape)],
+        inits,
+    )
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def encodings_row(kind: Kind, work: Path, rounds: int) -> dict[str, Any]:
+    """µs per bare depthwise node of ``kind`` in fp32 and in each of ENCODINGS."""
+    import onnx
+
+    paths: dict[str, Path] = {}
+    for encoding in ("fp32", *ENCODINGS):
+        for length in (1, CHAIN):
+            model = bare_depthwise_chain(kind, length, None if encoding == "fp32" else encoding)
+            paths[f"onnx_{encoding}_{length}"] = work / f"bare_{encoding}_{length}.onnx"
+            onnx.save(model, str(paths[f"onnx_{encoding}_{length}"]))
+    ms = time_files(paths, rounds)
+    per_node = {
+        encoding: round(
+            1000 * (ms[f"onnx_{encoding}_{CHAIN}"] - ms[f"onnx_{encoding}_1"]) / (CHAIN - 1), 3
+        )
+        for encoding in ("fp32", *ENCODINGS)
+    }
+    return {"kind": kind.label.removesuffix(", none"), "us": per_node}
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| kind | count | fp32 µs/node | int8 µs/node | count × (int8 − fp32) µs |",
@@ -260,6 +354,12 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, help="px (default: the subnet's)")
     parser.add_argument(
         "--rounds", type=int, default=40, help="interleaved rounds of 5 runs per file (default 40)"
+    )
+    parser.add_argument(
+        "--encodings",
+        action="store_true",
+        help="also time each depthwise kind as bare QLinearConv nodes in every encoding "
+        "onnxruntime has a kernel for",
     )
     args = parser.parse_args()
     if args.rounds < 1:
@@ -296,6 +396,11 @@ def main() -> None:
         for (channels, size), count in sorted(sums.items()):
             rows.append(sum_row(channels, size, count, work, args.rounds))
             log(f"  {rows[-1]}")
+        encodings = []
+        if args.encodings:
+            for kind in sorted({dataclasses.replace(k, act="none") for k in kinds if k.depthwise}):
+                encodings.append(encodings_row(kind, work, args.rounds))
+                log(f"  {encodings[-1]}")
     result = {
         "benchmark": "int8_kernels",
         "machine": {
@@ -317,7 +422,14 @@ def main() -> None:
         "accounted_us": round(sum(r["int8_minus_fp32_us"] for r in rows), 1),
         "not_timed": dict(sorted(untimed.items())),
     }
+    if args.encodings:
+        result["encodings"] = encodings
     log(table(rows))
+    if encodings:
+        log("\n| bare depthwise, µs/node | fp32 | " + " | ".join(ENCODINGS) + " |")
+        log("|---|---" + "|---" * len(ENCODINGS) + "|")
+        for r in encodings:
+            log(f"| {r['kind']} | " + " | ".join(f"{us:.2f}" for us in r["us"].values()) + " |")
     print(json.dumps(result, indent=1))
 
 

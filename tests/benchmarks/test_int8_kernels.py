@@ -8,14 +8,18 @@ import json
 import sys
 from pathlib import Path
 
+import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from torch import nn
 
 from benchmarks.export import random_model
 from benchmarks.int8_kernels import (
     CHAIN,
+    ENCODINGS,
     Kind,
+    bare_depthwise_chain,
     chain,
     conv_kinds,
     main,
@@ -55,10 +59,42 @@ def test_a_chain_repeats_its_kind_and_quantizes_into_fused_int8_nodes(tmp_path: 
     assert sum(isinstance(m, nn.Conv2d) and m.groups == 16 for m in depthwise.modules()) == CHAIN
 
 
+@pytest.mark.parametrize("encoding", [None, *ENCODINGS])
+def test_a_bare_depthwise_chain_is_that_encoding_end_to_end(
+    encoding: str | None, tmp_path: Path
+) -> None:
+    kind = Kind(True, (16, 16), 7, 4, "none")
+    path = tmp_path / "chain.onnx"
+    onnx.save(bare_depthwise_chain(kind, CHAIN, encoding), str(path))
+    onnx.checker.check_model(str(path))
+    graph = onnx.load(str(path)).graph
+    weights = {i.name: i for i in graph.initializer}
+    convs = [n for n in graph.node if n.op_type in ("Conv", "QLinearConv")]
+    assert len(convs) == CHAIN
+    assert all(next(a.i for a in n.attribute if a.name == "group") == 16 for n in convs)
+    if encoding is None:
+        assert {n.op_type for n in convs} == {"Conv"}
+    else:
+        act, weight, zero = ENCODINGS[encoding]
+        assert {n.op_type for n in convs} == {"QLinearConv"}
+        for node in convs:
+            w, w_zero = (onnx.numpy_helper.to_array(weights[node.input[i]]) for i in (3, 5))
+            assert w.dtype == np.dtype(weight) and set(w_zero.tolist()) == {zero}
+        x_zero = onnx.numpy_helper.to_array(weights[convs[0].input[2]])
+        assert x_zero.dtype == np.dtype(act)
+        # onnxruntime keeps every conv on its int8 kernel: nothing runs in float between.
+        assert onnx_float_nodes(path) == {}
+    x = np.random.default_rng(0).standard_normal((1, 16, 4, 4), dtype=np.float32)
+    (out,) = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"x": x})
+    assert out.shape == x.shape
+
+
 def test_the_json_adds_up(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    monkeypatch.setattr(sys, "argv", ["int8_kernels", "--subnet", "min", "--rounds", "1"])
+    monkeypatch.setattr(
+        sys, "argv", ["int8_kernels", "--subnet", "min", "--rounds", "1", "--encodings"]
+    )
     main()
     result = json.loads(capsys.readouterr().out)
     space = get_space("mbv3-tiny")
@@ -81,3 +117,9 @@ def test_the_json_adds_up(
     whole = result["model"]
     assert whole["int8_over_fp32"] == pytest.approx(whole["int8_ms"] / whole["fp32_ms"], rel=1e-2)
     assert set(result["machine"]) == {"cpu", "flags", "onnxruntime"}
+    # One bare row per depthwise kind, whatever its activation, each timed in every encoding.
+    bare = {(k.kernel, k.channels[0], k.size) for k in kinds if k.depthwise}
+    assert sorted(r["kind"] for r in result["encodings"]) == sorted(
+        f"depthwise {k}x{k} {c}ch at {hw}x{hw}" for k, c, hw in bare
+    )
+    assert all(set(r["us"]) == {"fp32", *ENCODINGS} for r in result["encodings"])
