@@ -354,7 +354,7 @@ def _device_name(device: str) -> str:
 def _profile_inputs(recipe: Recipe, section: DeviceSection) -> dict[str, Any]:
     from devices.profiles import load_profile
 
-    return {
+    inputs: dict[str, Any] = {
         "space": recipe.search_space().id,
         # per_op only when set: runs recorded before it existed stay up to date.
         "device": section.model_dump(
@@ -362,6 +362,19 @@ def _profile_inputs(recipe: Recipe, section: DeviceSection) -> dict[str, Any]:
         ),
         "profile": load_profile(section.name).model_dump(mode="json"),
     }
+    if groups := _stem_groups(recipe):  # likewise
+        inputs["stem_groups"] = list(groups)
+    return inputs
+
+
+def _stem_groups(recipe: Recipe) -> tuple[int, ...]:
+    """The stem groups export writes int8 files in, when fixed by the recipe and not the
+    split every int8 table times anyway (``latency.profiler.split_stems``): int8 tables time
+    the stem so too, and the card predicts those files with it."""
+    from latency.blocks import SPLIT_STEM_GROUPS
+
+    groups = recipe.export.stem_groups
+    return (groups,) if isinstance(groups, int) and groups not in (1, SPLIT_STEM_GROUPS) else ()
 
 
 def _check_devices(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
@@ -407,6 +420,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             resolutions=tuple(section.resolution) if section.resolution else None,
             tables=Path(section.tables) if section.tables else None,
             per_op=section.per_op,
+            stem_groups=_stem_groups(recipe),
         )
         todo.append((key, inputs, FleetJob(section.name, folder, settings)))
     if not todo:

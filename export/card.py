@@ -166,7 +166,7 @@ def _placement_lines(latency: Mapping[str, Any]) -> list[str]:
 def split_stem_note(card: CardBody) -> str | None:
     """A note for int8 files whose stem is in groups (export.stem_split) and whose prediction
     times the stem whole (a table without the split's entry: from before int8 tables had
-    it, or for another number of groups), so that it leaves the split out."""
+    it, or not profiled with that number of groups), so that it leaves the split out."""
     groups = {
         f["name"]: len(f["execution"]["stem_groups"])
         for f in card["files"]
@@ -182,10 +182,13 @@ def split_stem_note(card: CardBody) -> str | None:
     if not names:
         return None
     split = ", ".join(f"`{name}` has its stem in {groups[name]} groups" for name in names)
+    # int8 tables time the stem in AUTO_SPLIT_GROUPS groups unasked; others take the option.
+    other = sorted({groups[name] for name in names} - {AUTO_SPLIT_GROUPS})
+    command = " ".join(["edgenas profile", *(f"--stem-groups {g}" for g in other)])
     return (
         f"{split}: the predictor's lookup table times the stem whole, so the prediction leaves "
-        "the split's cost out (the measured latency has it); int8 tables profiled now also "
-        f"time the stem in {AUTO_SPLIT_GROUPS} groups."
+        f"the split's cost out (the measured latency has it); `{command}` on the device's int8 "
+        "table adds it (the table resumes)."
     )
 
 

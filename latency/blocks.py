@@ -66,8 +66,26 @@ def _shape(c: int, h: int) -> str:
 
 
 # The groups of channels export's "auto" writes an int8 stem in when whole it misses the
-# agreement target (export.formats.STEM_GROUPS): int8 tables time the stem so too.
+# agreement target (export.formats.STEM_GROUPS): int8 tables always time the stem so too.
 SPLIT_STEM_GROUPS = AUTO_SPLIT_GROUPS
+
+
+def stem_channels(space: SearchSpace) -> int:
+    """The stem's output channels: the most groups it can be split into."""
+    return space.width(space.stem_width)
+
+
+def check_split_stems(space: SearchSpace, groups: Sequence[int]) -> tuple[int, ...]:
+    """``groups`` (numbers of stem groups), sorted, once each, without 1 (the whole stem);
+    ``SpaceError`` (a ``ValueError``) names one the stem of ``space`` cannot be split into."""
+    channels = stem_channels(space)
+    for g in groups:
+        if not 1 <= g <= channels:
+            most = f"give {channels} or fewer" if g > channels else "give 1 or more"
+            raise SpaceError(
+                f"stem groups {g}: the stem of space {space.id} has {channels} channels; {most}"
+            )
+    return tuple(sorted({g for g in groups if g > 1}))
 
 
 def stem_block(space: SearchSpace, resolution: int, *, groups: int = 1) -> BlockSpec:
@@ -77,7 +95,7 @@ def stem_block(space: SearchSpace, resolution: int, *, groups: int = 1) -> Block
     ``quant_aware.group_bounds`` cuts, which is all latency depends on)."""
     stem = {
         "in_channels": space.in_channels,
-        "out_channels": space.width(space.stem_width),
+        "out_channels": stem_channels(space),
         "stride": space.stem_stride,
         "act": space.stem_act,
     }
@@ -164,17 +182,20 @@ def profiled_resolutions(
 
 
 def enumerate_blocks(
-    space: SearchSpace, *, resolutions: Sequence[int] | None = None, split_stem: bool = False
+    space: SearchSpace,
+    *,
+    resolutions: Sequence[int] | None = None,
+    split_stems: Sequence[int] = (),
 ) -> list[BlockSpec]:
     """Every distinct block any subnet of ``space`` (at ``resolutions``, default all) can
-    run, each once, in a stable order; with ``split_stem`` (int8 tables), also the stem in
-    ``SPLIT_STEM_GROUPS`` groups at each resolution, which no subnet needs but an int8 file
-    may run instead of the whole one (``BlockIndex`` leaves it out)."""
+    run, each once, in a stable order; with ``split_stems`` (int8 tables), also the stem in
+    each of those numbers of groups at each resolution, which no subnet needs but an int8
+    file may run instead of the whole one (``BlockIndex`` leaves them out)."""
     seen: dict[str, BlockSpec] = {}
+    split = check_split_stems(space, split_stems)
     for r in profiled_resolutions(space, resolutions):
         specs = [stem_block(space, r)]
-        if split_stem:
-            specs.append(stem_block(space, r, groups=SPLIT_STEM_GROUPS))
+        specs += [stem_block(space, r, groups=g) for g in split]
         for slot in range(space.num_blocks):
             specs += [spec for _, _, spec in _slot_blocks(space, slot, r)]
         specs.append(head_block(space, r))

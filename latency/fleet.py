@@ -50,6 +50,7 @@ from latency.profiler import (
     profiled_blocks,
     reference_file,
     settings_for,
+    split_stems,
 )
 from latency.published import import_published
 from latency.table import LatencyTable, TableError
@@ -81,6 +82,9 @@ class ProfileOptions:
     workers: int = 2  # processes exporting models
     tables: Path | None = None  # the folder of a published device's tables (kind published)
     per_op: bool = False  # also store each block's per-op times in the table
+    # an int8 table also times the stem in these numbers of groups, besides export's auto
+    # split (latency.profiler.settings_for); fp32 tables have no split stems
+    stem_groups: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -206,7 +210,11 @@ def _plan(
     if options.per_op:
         check_per_op(device, fp)  # before anything is exported for it
     settings = settings_for(
-        fp, device.name, model_format=options.model_format, precision=options.precision
+        fp,
+        device.name,
+        model_format=options.model_format,
+        precision=options.precision,
+        stem_groups=options.stem_groups,
     )
     resolutions = profiled_resolutions(space, options.resolutions)
     specs = profiled_blocks(space, resolutions, settings)
@@ -275,6 +283,7 @@ def _measure(plan: _Plan, cache: ModelCache, progress: Progress | None) -> Profi
         batch_size=options.batch_size,
         workers=options.workers,
         per_op=options.per_op,
+        stem_groups=options.stem_groups,
         progress=_measuring_stage(progress, "blocks"),
     )
     base = LutSumPredictor.from_table(plan.space, table)
@@ -503,11 +512,12 @@ def _error_text(exc: BaseException) -> str:
 
 def _total_blocks(space: SearchSpace, options: ProfileOptions, precision: Precision | None) -> int:
     """The blocks a complete table holds (an int8 one also its split stems)."""
+    split = split_stems(precision, options.stem_groups)
     try:
         resolutions = profiled_resolutions(space, options.resolutions)
+        return len(enumerate_blocks(space, resolutions=resolutions, split_stems=split))
     except ValueError:
         return 0
-    return len(enumerate_blocks(space, resolutions=resolutions, split_stem=precision == "int8"))
 
 
 def _saved_table(path: Path) -> LatencyTable | None:

@@ -19,7 +19,7 @@ from typing import Any, NotRequired, Protocol, TypedDict, cast
 
 import numpy as np
 
-from latency.blocks import SPLIT_STEM_GROUPS, BlockIndex, stem_block
+from latency.blocks import BlockIndex, stem_block, stem_channels
 from latency.metrics import validation_figures
 from latency.table import LatencyTable, TableError, TableHeader
 from once_for_all.files import read_json, write_text
@@ -112,7 +112,8 @@ class LutSumPredictor:
         self.split_stem_ms = {
             k: float(block_ms[k])
             for r in header.resolutions
-            if (k := stem_block(space, r, groups=SPLIT_STEM_GROUPS).key) in block_ms
+            for g in range(2, stem_channels(space) + 1)
+            if (k := stem_block(space, r, groups=g).key) in block_ms
         }
         every = {**self.block_ms, **self.split_stem_ms}
         bad = next((k for k, ms in every.items() if not 0.0 <= ms < math.inf), None)
@@ -161,8 +162,10 @@ class LutSumPredictor:
     def split_stem(self, groups: int) -> SplitStemPredictor | None:
         """This predictor for int8 files whose stem is in ``groups`` groups of channels
         (``export.stem_split``): the sum with the table's split-stem entry in place of the
-        whole stem's. None where the table has none (a table from before int8 tables timed
-        it, an fp32 table, or another number of groups than ``SPLIT_STEM_GROUPS``)."""
+        whole stem's. None where the table has none at some resolution (an fp32 table, a
+        table from before int8 tables timed the stem split, or a number of groups other than
+        ``SPLIT_STEM_GROUPS`` that it was not profiled with: ``edgenas profile
+        --stem-groups N``)."""
         extra = self.split_stem_extra_ms(groups)
         return SplitStemPredictor(self, groups, extra) if extra is not None else None
 

@@ -25,7 +25,7 @@ from export.formats import (
     graph_form,
     kernel_isa,
 )
-from latency.blocks import BlockSpec, enumerate_blocks, profiled_resolutions
+from latency.blocks import SPLIT_STEM_GROUPS, BlockSpec, enumerate_blocks, profiled_resolutions
 from latency.model_cache import ModelCache
 from latency.reference import (
     AGREEMENT,
@@ -71,6 +71,9 @@ class ProfileSettings:
     graph_form: GraphForm = "xnnpack"  # how TFLite blocks are laid out for the runtime
     # how int8 ONNX blocks pad their channels for the device's kernels (channel_alignment)
     align_channels: ChannelAlignment = "none"
+    # the numbers of groups an int8 table also times the stem in (export.stem_split); fp32
+    # tables none: export splits only int8 files' stems
+    split_stems: tuple[int, ...] = ()
 
     @classmethod
     def of(cls, header: TableHeader) -> ProfileSettings:
@@ -105,8 +108,11 @@ def settings_for(
     *,
     model_format: ModelFormat | None = None,
     precision: Precision | None = None,
+    stem_groups: Sequence[int] = (),
 ) -> ProfileSettings:
-    """The model format and precision a device measures (its defaults when not given)."""
+    """The model format and precision a device measures (its defaults when not given). An
+    int8 table times the stem split in ``SPLIT_STEM_GROUPS`` groups, as export's ``auto``
+    splits it, and in each of ``stem_groups`` (``edgenas export --stem-groups N``)."""
     runtime = fingerprint.runtime
     formats = RUNTIME_FORMATS.get(runtime, MODEL_FORMATS)
     precisions = RUNTIME_PRECISIONS.get(runtime, PRECISIONS)
@@ -126,7 +132,17 @@ def settings_for(
         chosen_precision,
         graph_form(runtime),
         channel_alignment(fingerprint, chosen_format, chosen_precision),
+        split_stems(chosen_precision, stem_groups),
     )
+
+
+def split_stems(precision: Precision | None, stem_groups: Sequence[int]) -> tuple[int, ...]:
+    """The numbers of groups a table of ``precision`` times the stem in: for int8,
+    ``SPLIT_STEM_GROUPS`` and each of ``stem_groups`` above 1; none for fp32 (or not yet
+    known), whose files keep the stem whole."""
+    if precision != "int8":
+        return ()
+    return tuple(sorted({SPLIT_STEM_GROUPS, *(g for g in stem_groups if g > 1)}))
 
 
 def profiled_blocks(
@@ -134,7 +150,7 @@ def profiled_blocks(
 ) -> list[BlockSpec]:
     """The blocks a table of ``settings`` holds: every block of ``space`` at ``resolutions``,
     and for int8 also the stem as int8 files split it (``latency.blocks.stem_block``)."""
-    return enumerate_blocks(space, resolutions=resolutions, split_stem=settings.precision == "int8")
+    return enumerate_blocks(space, resolutions=resolutions, split_stems=settings.split_stems)
 
 
 def open_table(
@@ -224,18 +240,24 @@ def profile_blocks(
     batch_size: int = 32,
     workers: int = 2,
     per_op: bool = False,
+    stem_groups: Sequence[int] = (),
     progress: Progress | None = None,
 ) -> LatencyTable:
     """Measure every distinct block of ``space`` (at ``resolutions``, default all) on
     ``device`` into the table at ``table_path``; progress stages are ``"export"`` and
     ``"measure"``. With ``per_op`` each entry also gets its ``ops`` (per-op times; a
-    ``DeviceError`` where the device cannot give them)."""
+    ``DeviceError`` where the device cannot give them); an int8 table also times the stem
+    split in ``stem_groups`` groups (``settings_for``)."""
     chosen = profiled_resolutions(space, resolutions)
     fingerprint = device.fingerprint()
     if per_op:
         check_per_op(device, fingerprint)
     settings = settings_for(
-        fingerprint, device.name, model_format=model_format, precision=precision
+        fingerprint,
+        device.name,
+        model_format=model_format,
+        precision=precision,
+        stem_groups=stem_groups,
     )
     table = open_table(
         table_path,

@@ -119,6 +119,16 @@ def profile_command(
             "onnxruntime, benchmark_model (adb), trtexec and the simulators give them",
         ),
     ] = False,
+    stem_groups: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--stem-groups",
+            min=2,
+            help=f"int8 tables: also time the stem split in this many groups (repeatable), for "
+            f"files exported with --stem-groups N; they always time it in {AUTO_SPLIT_GROUPS}, "
+            "as --stem-groups auto splits it",
+        ),
+    ] = None,
     cache: CacheOption = None,
     workers: WorkersOption = 2,
     quiet: QuietOption = False,
@@ -146,6 +156,11 @@ def profile_command(
             "--tables is the folder of a published device's tables (e.g. samsung-note10); "
             "the devices given are measured"
         )
+    if stem_groups and precision == "fp32":
+        raise fail(
+            "--stem-groups times split stems for int8 files; fp32 files keep the stem whole: "
+            "give --precision int8 or leave --stem-groups out"
+        )
     options = ProfileOptions(
         tables=tables,
         model_format=model_format,
@@ -156,6 +171,7 @@ def profile_command(
         batch_size=batch_size,
         workers=workers,
         per_op=per_op,
+        stem_groups=tuple(stem_groups or ()),
     )
     if out is not None:
         _profile_one(device[0], space, out, options, cache=cache, quiet=quiet, as_json=as_json)
@@ -433,11 +449,17 @@ def validate_command(
     loaded = _load(predictor)
     split = f"-stem{stem_groups}" if stem_groups > 1 else ""
     p = loaded.split_stem(stem_groups) if split else loaded
+    if p is None and loaded.header.precision != "int8":
+        raise fail(
+            f"predictor {predictor} has no entry for the stem in {stem_groups} groups: it is "
+            f"for {loaded.header.precision} files, whose stem is never split; validate the "
+            "predictor of an int8 table (edgenas profile --precision int8)"
+        )
     if p is None:
         raise fail(
-            f"predictor {predictor} has no entry for the stem in {stem_groups} groups: int8 "
-            f"tables time it in {AUTO_SPLIT_GROUPS} (a table profiled before they did: profile "
-            "the device again)"
+            f"predictor {predictor} has no entry for the stem in {stem_groups} groups: profile "
+            f"the device again with --stem-groups {stem_groups} (the table resumes: only the "
+            "split stems are measured)"
         )
     png = plot or predictor.parent / f"validation{split}.png"
     if png.is_dir():

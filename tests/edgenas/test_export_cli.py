@@ -250,9 +250,11 @@ def test_the_card_says_a_split_stems_prediction_leaves_the_split_out(exported: P
     assert (
         "`model_int8.onnx` has its stem in 2 groups: the predictor's lookup table times the "
         "stem whole, so the prediction leaves the split's cost out (the measured latency has "
-        "it); int8 tables profiled now also time the stem in 2 groups."
+        "it); `edgenas profile` on the device's int8 table adds it (the table resumes)."
     ) in card_markdown(card)
-    timing["predicted_stem_groups"] = 2  # the table timed the split: nothing to qualify
+    int8["execution"]["stem_groups"] = [[0], [2], [1, 3]]  # --stem-groups 3: the option
+    assert "`edgenas profile --stem-groups 3` on the device's int8 table" in card_markdown(card)
+    timing["predicted_stem_groups"] = 3  # the table timed the split: nothing to qualify
     assert note not in card_markdown(card)
 
 

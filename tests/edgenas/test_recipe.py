@@ -246,3 +246,22 @@ def test_per_op_is_a_device_key_that_reruns_the_profile_stage_only_when_set(
     assert _profile_inputs(recipe, with_ops)["device"]["per_op"] is True
     # Left out when not set, so runs recorded before the key existed stay up to date.
     assert "per_op" not in _profile_inputs(recipe, without)["device"]
+
+
+@pytest.mark.parametrize(
+    ("stem_groups", "timed"), [("auto", ()), (1, ()), (2, ()), (3, (3,)), (5, (5,))]
+)
+def test_a_recipe_exporting_its_stem_in_groups_profiles_int8_tables_with_them(
+    tmp_path: Path, stem_groups: int | str, timed: tuple[int, ...]
+) -> None:
+    from edgenas.pipeline import _profile_inputs, _stem_groups
+
+    data = copy.deepcopy(MICRO_RECIPE)
+    data["devices"] = [{"name": "local-cpu", "precision": "int8", "budget_ms": 1.0}]
+    data["export"] = {**data.get("export", {}), "stem_groups": stem_groups}
+    recipe = load_recipe(_write(tmp_path, data))
+    # The split every int8 table times (2, as auto splits) needs nothing more.
+    assert _stem_groups(recipe) == timed
+    inputs = _profile_inputs(recipe, recipe.devices[0])
+    # Left out when there is nothing more to time: recorded runs stay up to date.
+    assert inputs.get("stem_groups", []) == list(timed)

@@ -9,10 +9,20 @@ import torch
 from torch import nn
 
 from latency.block_models import block_input_shape, block_module
-from latency.blocks import BlockIndex, enumerate_blocks, head_block, stem_block, subnet_blocks
+from latency.blocks import (
+    SPLIT_STEM_GROUPS,
+    BlockIndex,
+    check_split_stems,
+    enumerate_blocks,
+    head_block,
+    stem_block,
+    stem_channels,
+    subnet_blocks,
+)
 from once_for_all import OFAMobileNetV3, get_space, list_spaces
 from once_for_all.head import MobileNetV3Head
 from once_for_all.network_config import network_config
+from once_for_all.search_space import SpaceError
 from once_for_all.static_net import build_from_config
 
 KEY = re.compile(
@@ -144,7 +154,7 @@ def test_int8_tables_also_enumerate_the_stem_as_a_split_file_runs_it(name: str) 
 
     space = get_space(name)
     whole = enumerate_blocks(space)
-    split = [s for s in enumerate_blocks(space, split_stem=True) if s not in whole]
+    split = [s for s in enumerate_blocks(space, split_stems=(SPLIT_STEM_GROUPS,)) if s not in whole]
     assert [s.key for s in split] == [f"{stem_block(space, r).key}-g2" for r in space.resolutions]
     # No subnet's row reads them: the table's predictor substitutes them (split_stem).
     assert not {s.key for s in split} & set(BlockIndex(space).keys)
@@ -161,3 +171,20 @@ def test_int8_tables_also_enumerate_the_stem_as_a_split_file_runs_it(name: str) 
         # The same function as the whole stem with the same seed, channels in the same order.
         reference = block_module(stem_block(space, spec.input_shape[1]))(x)
         assert torch.allclose(module(x), reference, atol=1e-5, rtol=1e-5)
+
+
+def test_split_stems_are_checked_against_the_stems_channels() -> None:
+    space = get_space("mbv3-tiny")
+    channels = stem_channels(space)
+    assert check_split_stems(space, [3, 2, 1, 3]) == (2, 3)  # 1 is the whole stem
+    keys = [
+        s.key
+        for s in enumerate_blocks(space, resolutions=[space.resolutions[0]], split_stems=[3, 2])
+    ]
+    assert [k.rsplit("-", 1)[1] for k in keys if k.startswith("stem") and "-g" in k] == ["g2", "g3"]
+    assert check_split_stems(space, [channels]) == (channels,)
+    for bad in (channels + 1, 0):
+        with pytest.raises(
+            SpaceError, match=f"stem groups {bad}: the stem of space .* has {channels} channels"
+        ):
+            enumerate_blocks(space, split_stems=[bad])

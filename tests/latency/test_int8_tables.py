@@ -18,11 +18,12 @@ from devices.base import create_device
 from devices.measurement import Fingerprint
 from devices.profiles import validate_profile
 from export.formats import kernel_isa
-from latency.blocks import enumerate_blocks, stem_block
+from latency.blocks import SPLIT_STEM_GROUPS, enumerate_blocks, stem_block
 from latency.end_to_end import MeasuredSubnets
 from latency.model_cache import ModelCache
-from latency.predictors import LutSumPredictor
+from latency.predictors import LutSumPredictor, load_predictor
 from latency.profiler import ProfileSettings, channel_alignment, profile_blocks, reference_file
+from latency.table import LatencyTable
 from once_for_all.network_config import network_config
 from tests.latency.test_tflite_profiles import MICRO  # a micro space: a few blocks
 from tests.support.cli_here import edgenas_here
@@ -62,7 +63,7 @@ def test_an_int8_onnx_table_times_the_split_stem_on_files_aligned_for_the_host(
     profile = validate_profile(yaml.safe_load(PROFILE))
     device = create_device(profile.kind, profile.name, profile.model_dump())
     table = profile_blocks(device, MICRO, tmp_path / "lut.json", cache=cache, precision="int8")
-    specs = enumerate_blocks(MICRO, split_stem=True)
+    specs = enumerate_blocks(MICRO, split_stems=(SPLIT_STEM_GROUPS,))
     assert set(table.entries) == {s.key for s in specs}
     assert all(m.median_ms > 0 for m in table.entries.values())
 
@@ -146,6 +147,44 @@ def test_an_int8_onnx_table_times_the_split_stem_on_files_aligned_for_the_host(
         progress=lambda _, done, total: calls.append((done, total)),
     )
     assert calls[-1] == (0, 0) and all(len(_stem_convs(f)) == 2 for f in split_files)
+
+    # Files exported with --stem-groups 3: the table has no entry for them until profiled so.
+    validate3 = ["latency", "validate", tmp_path / "host.yaml", "--predictor"]
+    validate3 += [tmp_path / "predictor.json", "--stem-groups", "3", "--cache", cache.root]
+    proc = edgenas_here(*validate3)
+    assert proc.returncode == 2
+    assert "profile the device again with --stem-groups 3" in proc.stderr
+    space_file = tmp_path / "space.json"
+    space_file.write_text(json.dumps(MICRO.to_dict()))
+    before = {k: m.median_ms for k, m in table.entries.items()}
+    proc = edgenas_here(
+        "profile",
+        tmp_path / "host.yaml",
+        "--space",
+        space_file,
+        "--out",
+        tmp_path,
+        "--precision",
+        "int8",
+        "--stem-groups",
+        "3",
+        "--calibrate",
+        "0",
+        "--cache",
+        cache.root,
+    )
+    assert proc.returncode == 0, proc.stderr
+    grown = LatencyTable.load(tmp_path / "lut.json")
+    added = {stem_block(MICRO, r, groups=3).key for r in MICRO.resolutions}
+    assert set(grown.entries) == set(before) | added
+    # The table resumed: only the new split stems were measured.
+    assert all(grown.entries[k].median_ms == ms for k, ms in before.items())
+    three = load_predictor(tmp_path / "predictor.json").split_stem(3)
+    assert three is not None and three.predict(subnet) > 0
+    split3 = stem_block(MICRO, 16, groups=3)
+    assert split3.key in added
+    file3 = cache.blocks([split3], "onnx", "int8", align_channels=host)[split3.key]
+    assert len(_stem_convs(file3)) == 3
 
 
 def _stem_convs(path: Path) -> dict[str, int]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -216,14 +217,14 @@ def test_a_table_of_one_resolution_predicts_that_resolution_only() -> None:
         predictor.predict(space.max_subnet(r=160))
 
 
-def _int8_table(space_name: str, *, split: bool) -> LatencyTable:
-    """A synthetic int8 table, with the split stem's entries (``split``) as profile writes
-    them for int8, or without them as tables from before it did."""
+def _int8_table(space_name: str, *, split: Sequence[int]) -> LatencyTable:
+    """A synthetic int8 table, with the stem split in each of ``split`` numbers of groups as
+    profile writes them for int8, or none as tables from before it did."""
     space = get_space(space_name)
     rng = np.random.default_rng(3)
     header = TableHeader(space.id, "board", FP, "onnx", "int8", space.resolutions)
     table = LatencyTable(header)
-    for spec in enumerate_blocks(space, split_stem=split):
+    for spec in enumerate_blocks(space, split_stems=split):
         ms = float(rng.uniform(0.05, 0.5))
         table.add(spec.key, Measurement.from_times(spec.key, [ms, ms * 1.01, ms * 0.99]))
     return table
@@ -234,7 +235,7 @@ def test_a_split_stems_prediction_takes_the_split_entry_for_the_whole_one(
     space_name: str, tmp_path: Path
 ) -> None:
     space = get_space(space_name)
-    table = _int8_table(space_name, split=True)
+    table = _int8_table(space_name, split=(2,))
     whole = LutSumPredictor.from_table(space, table)
     split = whole.split_stem(2)
     assert split is not None and whole.split_stem(3) is None and whole.split_stem(1) is None
@@ -267,13 +268,39 @@ def test_a_split_stems_prediction_takes_the_split_entry_for_the_whole_one(
     assert loaded.predict_many(subnets) == pytest.approx(expected, rel=1e-12)
 
 
+def test_a_table_profiled_with_more_stem_groups_predicts_each(tmp_path: Path) -> None:
+    # edgenas profile --stem-groups 3: the table times the stem in 2 and in 3 groups.
+    space = get_space("mbv3-tiny")
+    table = _int8_table("mbv3-tiny", split=(2, 3))
+    whole = LutSumPredictor.from_table(space, table)
+    subnets = [space.sample(random.Random(5)) for _ in range(10)]
+    for groups in (2, 3):
+        split = whole.split_stem(groups)
+        assert split is not None
+        by_hand = [
+            whole.predict(s)
+            - table.ms(stem_block(space, s.r).key)
+            + table.ms(stem_block(space, s.r, groups=groups).key)
+            for s in subnets
+        ]
+        assert split.predict_many(subnets) == pytest.approx(by_hand, rel=1e-12)
+    assert whole.split_stem(4) is None
+    whole.save(tmp_path / "p.json")
+    assert load_predictor(tmp_path / "p.json").split_stem(3) is not None
+    # The entry at one resolution missing: no prediction for that split, not a partial one.
+    key = stem_block(space, space.resolutions[-1], groups=3).key
+    partial = {k: table.ms(k) for k in table.entries if k != key}
+    predictor = LutSumPredictor(space, table.header, partial)
+    assert predictor.split_stem(3) is None and predictor.split_stem(2) is not None
+
+
 def test_a_table_without_the_split_stem_gives_no_split_prediction(tmp_path: Path) -> None:
     space = get_space("mbv3-tiny")
-    old = LutSumPredictor.from_table(space, _int8_table("mbv3-tiny", split=False))
+    old = LutSumPredictor.from_table(space, _int8_table("mbv3-tiny", split=()))
     assert old.split_stem(2) is None
     assert LutSumPredictor.from_table(space, _table()).split_stem(2) is None  # fp32
     # A damaged split entry is refused like any other block's.
-    table = _int8_table("mbv3-tiny", split=True)
+    table = _int8_table("mbv3-tiny", split=(2,))
     key = stem_block(space, space.resolutions[0], groups=2).key
     figures = {k: table.ms(k) for k in table.entries} | {key: -1.0}
     with pytest.raises(TableError, match=f"gives block {key} -1.0 ms, not a time"):

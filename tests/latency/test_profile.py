@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from devices.measurement import Measurement
-from latency.blocks import enumerate_blocks
+from latency.blocks import enumerate_blocks, stem_channels
 from latency.metrics import validation_figures
 from latency.predictors import CalibratedPredictor, LutSumPredictor, load_predictor
 from latency.reference import normalised_ms
@@ -292,6 +292,13 @@ def test_profile_errors_are_one_line(tmp_path: Path, cache: Path, cpu: Path) -> 
         cache=cache,
     )
     assert proc.returncode == 2 and "use --format onnx" in proc.stderr
+    profile = ["profile", cpu, "--space", "mbv3-tiny", "--out", tmp_path, "--stem-groups"]
+    proc = edgenas(*profile, "3", "--precision", "fp32", cache=cache)
+    assert proc.returncode == 2 and "fp32 files keep the stem whole" in proc.stderr
+    proc = edgenas(*profile, "99", "--precision", "int8", cache=cache)
+    channels = stem_channels(TINY)
+    assert proc.returncode != 0
+    assert f"stem groups 99: the stem of space {TINY.id} has {channels} channels" in proc.stderr
     assert not list(tmp_path.iterdir())
     proc = edgenas("latency", "validate", cpu, "--predictor", tmp_path / "none.json", cache=cache)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
@@ -305,7 +312,9 @@ def test_validating_split_stems_needs_an_int8_table_that_timed_them(
         "latency", "validate", cpu, "--predictor", predictor, "--stem-groups", "2", cache=cache
     )
     assert proc.returncode == 2
-    assert f"predictor {predictor} has no entry for the stem in 2 groups" in proc.stderr
+    assert f"predictor {predictor} has no entry for the stem in 2 groups: it is for fp32 files" in (
+        proc.stderr
+    )
     assert not (profiled / "validation-stem2.json").exists()
 
 

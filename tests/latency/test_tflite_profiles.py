@@ -14,7 +14,7 @@ import pytest
 from devices import open_device
 from devices.base import create_device
 from devices.profiles import validate_profile
-from latency.blocks import enumerate_blocks, stem_block
+from latency.blocks import SPLIT_STEM_GROUPS, enumerate_blocks, stem_block
 from latency.model_cache import ModelCache
 from latency.profiler import profile_blocks
 from latency.table import LatencyTable, TableError
@@ -93,7 +93,7 @@ def test_vela_table_is_filled_by_the_compiler(tmp_path: Path, cache: ModelCache)
         assert table.header.runtime == "vela"
         assert (table.header.model_format, table.header.precision) == ("tflite", "int8")
         # int8: the stem also as an int8 file with its stem split runs it, through Vela too
-        specs = enumerate_blocks(MICRO, split_stem=True)
+        specs = enumerate_blocks(MICRO, split_stems=(SPLIT_STEM_GROUPS,))
         assert (
             set(table.entries) == {s.key for s in specs} > {s.key for s in enumerate_blocks(MICRO)}
         )

@@ -18,6 +18,7 @@ from edgenas.search.study_runner import SearchRun
 from export.formats import Precision
 from latency.blocks import enumerate_blocks
 from latency.predictors import LutSumPredictor
+from latency.profiler import split_stems
 from latency.table import LatencyTable, TableHeader
 from once_for_all import Subnet, get_space
 
@@ -32,7 +33,7 @@ def predictor(
     profile writes them."""
     rng = np.random.default_rng(seed)
     table = LatencyTable(TableHeader(SPACE.id, name, FP, "onnx", precision, SPACE.resolutions))
-    for spec in enumerate_blocks(SPACE, split_stem=precision == "int8"):
+    for spec in enumerate_blocks(SPACE, split_stems=split_stems(precision, ())):
         c, h, w = spec.input_shape
         ms = scale * (0.01 + 1e-6 * c * h * w * float(rng.uniform(0.5, 1.5)))
         if spec.kind == "mbconv":
