@@ -26,7 +26,10 @@ covers: the untimed convs, squeeze-excite's pooling and product, the graph's edg
 depthwise convs faster: for each depthwise kind, chains of bare QLinearConv nodes (no
 activation, no export, written node by node) in each activation and weight encoding that
 onnxruntime's CPU provider has a kernel for (``ENCODINGS``) against the same chains of float
-Conv nodes, timed as above (``encodings`` in the JSON, µs per node).
+Conv nodes, timed as above (``encodings`` in the JSON, µs per node). The channels are padded
+as export pads an int8 file's for this CPU (``export.onnx_channel_alignment``: 72 → 80 on
+x86), since onnxruntime runs its symmetric depthwise kernel only on such counts, and the float
+chains have as many.
 
 Prints one JSON object on stdout, a Markdown table and progress on stderr.
 """
@@ -257,6 +260,18 @@ ENCODINGS: dict[str, tuple[str, str, int]] = {
 }
 
 
+def bare_kind(kind: Kind) -> Kind:
+    """``kind`` without its activation, its channels padded as export pads them for this CPU's
+    int8 kernels (``export.onnx_channel_alignment``)."""
+    from export.formats import kernel_isa
+    from export.onnx_channel_alignment import KERNEL_RULES
+
+    isa = kernel_isa(platform.machine())
+    multiple = KERNEL_RULES[isa].depthwise if isa != "none" else 1
+    channels = -(-kind.channels[0] // multiple) * multiple
+    return dataclasses.replace(kind, act="none", channels=(channels, channels))
+
+
 def bare_depthwise_chain(kind: Kind, length: int, encoding: str | None) -> onnx.ModelProto:
     """``length`` depthwise convs of ``kind`` (no activation) as bare ONNX nodes: float Conv
     for ``encoding`` None, else QLinearConv in that ENCODINGS entry between one
@@ -398,7 +413,7 @@ def main() -> None:
             log(f"  {rows[-1]}")
         encodings = []
         if args.encodings:
-            for kind in sorted({dataclasses.replace(k, act="none") for k in kinds if k.depthwise}):
+            for kind in sorted({bare_kind(k) for k in kinds if k.depthwise}):
                 encodings.append(encodings_row(kind, work, args.rounds))
                 log(f"  {encodings[-1]}")
     result = {

@@ -34,12 +34,13 @@ with noisy measurements cannot score much above it, so a miss there is the measu
 not the predictor's (a median of several passes is less noisy than one pass, so the
 calibrated figures may exceed it). With one pass, a second is measured for it afterwards.
 
-``--split-stem`` (int8 only) measures the validation subnets again with their stem in two
-groups of channels, as the int8 files whose stem export splits, and gives under
-``split_stem`` the calibrated predictor's figures against them with the table's split-stem
-entry (``predictor.split_stem(2)``, what the card predicts now) and with the whole stem's
-(what it predicted before int8 tables timed the split), and the split files' latency over
-the whole ones', measured and predicted (quartiles).
+``--split-stem [N]`` (int8 only) measures the validation subnets again with their stem in N
+groups of channels (default 2, as export's auto splits it; another N is profiled into the
+table as ``edgenas profile --stem-groups N`` does), as the int8 files whose stem export
+splits, and gives under ``split_stem`` the calibrated predictor's figures against them with
+the table's split-stem entry (``predictor.split_stem(N)``, what the card predicts now) and
+with the whole stem's (what it predicted before int8 tables timed the split), and the split
+files' latency over the whole ones', measured and predicted (quartiles).
 
 ``--load N`` runs N competing training processes (2 threads each, OpenMP waiting passively
 as edgenas sets it: ``benchmarks.contention``'s workload) for the whole benchmark, so the
@@ -136,7 +137,7 @@ def bench_case(
     passes: int | None,
     *,
     precision: Precision = "fp32",
-    split_stem: bool = False,
+    split_stem: int | None = None,
 ) -> dict[str, Any]:
     space = get_space(space_name)
     resolutions, n_val = CASES[space_name]
@@ -153,6 +154,7 @@ def bench_case(
         model_format=settings.model_format,
         precision=settings.precision,
         resolutions=resolutions,
+        stem_groups=(split_stem,) if split_stem else (),
     )
     table_s = time.perf_counter() - started
     base = LutSumPredictor.from_table(space, table)
@@ -182,7 +184,9 @@ def bench_case(
     raw_cal = calibrate(raw_base, train, _raw(train_store, train))
     raw_val = _raw(val_store, held_out)
     split = (
-        _split_stem(table, predictor, val_store, held_out, device, cache, settings, passes, out)
+        _split_stem(
+            table, predictor, val_store, held_out, device, cache, settings, passes, out, split_stem
+        )
         if split_stem
         else None
     )
@@ -232,18 +236,19 @@ def _split_stem(
     settings: ProfileSettings,
     passes: int | None,
     out: Path,
+    groups: int,
 ) -> dict[str, Any]:
-    """The validation subnets measured again with their stem in two groups, as int8 files
-    whose stem export split, against the predictions with the table's split entry
+    """The validation subnets measured again with their stem in ``groups`` groups, as int8
+    files whose stem export split, against the predictions with the table's split entry
     (``split_stem``) and with the whole stem's (what the card predicted before int8 tables
     timed the split)."""
     space = predictor.space
-    store = MeasuredSubnets(out / "validation-split.json", table.header)
+    store = MeasuredSubnets(out / f"validation-split{groups}.json", table.header)
     measured = store.measure(
-        device, space, held_out, cache=cache, settings=settings, passes=passes, stem_groups=2
+        device, space, held_out, cache=cache, settings=settings, passes=passes, stem_groups=groups
     )
     whole = [normalised_ms(m) for m in (whole_store.get(s) for s in held_out) if m is not None]
-    with_split = predictor.split_stem(2)
+    with_split = predictor.split_stem(groups)
     assert with_split is not None  # an int8 table has the split entries
     ratios = sorted(s / w for s, w in zip(measured, whole, strict=True))
     predicted = sorted(
@@ -253,7 +258,7 @@ def _split_stem(
         )
     )
     return {
-        "groups": 2,
+        "groups": groups,
         "measured_split_over_whole": _quartiles(ratios),
         "predicted_split_over_whole": _quartiles(predicted),
         "calibrated_with_split_entry": validation_figures(
@@ -380,12 +385,18 @@ def main() -> None:
     )
     parser.add_argument(
         "--split-stem",
-        action="store_true",
-        help="int8: also measure the validation subnets with their stem in two groups",
+        nargs="?",
+        type=int,
+        const=2,
+        metavar="GROUPS",
+        help="int8: also measure the validation subnets with their stem in GROUPS groups "
+        "(default 2)",
     )
     args = parser.parse_args()
-    if args.split_stem and args.precision != "int8":
+    if args.split_stem is not None and args.precision != "int8":
         parser.error("--split-stem: only int8 files split their stem; add --precision int8")
+    if args.split_stem is not None and args.split_stem < 2:
+        parser.error(f"--split-stem {args.split_stem}: give 2 or more groups (1 is the whole stem)")
     devices = args.device or ["local", "ssh"]
     spaces = args.space or list(CASES)
     result: dict[str, Any] = {

@@ -5,6 +5,7 @@ figures are the benchmark's."""
 from __future__ import annotations
 
 import json
+import platform
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from benchmarks.int8_kernels import (
     ENCODINGS,
     Kind,
     bare_depthwise_chain,
+    bare_kind,
     chain,
     conv_kinds,
     main,
@@ -89,6 +91,14 @@ def test_a_bare_depthwise_chain_is_that_encoding_end_to_end(
     assert out.shape == x.shape
 
 
+def test_bare_chains_have_the_channels_export_pads_to_on_this_cpu() -> None:
+    from export.formats import kernel_isa
+
+    kind = bare_kind(Kind(True, (72, 72), 3, 40, "relu"))
+    expected = {"x86": 80, "arm64": 72}.get(kernel_isa(platform.machine()), 72)
+    assert (kind.channels, kind.act) == ((expected, expected), "none")
+
+
 def test_the_json_adds_up(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -118,8 +128,8 @@ def test_the_json_adds_up(
     assert whole["int8_over_fp32"] == pytest.approx(whole["int8_ms"] / whole["fp32_ms"], rel=1e-2)
     assert set(result["machine"]) == {"cpu", "flags", "onnxruntime"}
     # One bare row per depthwise kind, whatever its activation, each timed in every encoding.
-    bare = {(k.kernel, k.channels[0], k.size) for k in kinds if k.depthwise}
+    bare = {bare_kind(k) for k in kinds if k.depthwise}
     assert sorted(r["kind"] for r in result["encodings"]) == sorted(
-        f"depthwise {k}x{k} {c}ch at {hw}x{hw}" for k, c, hw in bare
+        f"depthwise {k.kernel}x{k.kernel} {k.channels[0]}ch at {k.size}x{k.size}" for k in bare
     )
     assert all(set(r["us"]) == {"fp32", *ENCODINGS} for r in result["encodings"])
