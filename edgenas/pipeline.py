@@ -190,6 +190,9 @@ def _run_stages(
     stages = recipe.planned_stages
     log(f"recipe {recipe_path} → {root}: stages {', '.join(stages)}")
     run.save()
+    if "export" in stages:
+        with _logged("export", log):
+            recipe.check_export()
     with _logged("profile", log):
         _check_devices(recipe, run, options, log)
     with _logged("train", log):

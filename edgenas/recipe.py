@@ -273,6 +273,18 @@ class Recipe(_Strict):
             num_classes=section.num_classes or space.num_classes,
         )
 
+    def check_export(self) -> None:
+        """Fail before training when export could not write the stem in the groups asked for
+        (it used to fail after training and search)."""
+        from latency.blocks import check_split_stems
+
+        groups = self.export.stem_groups
+        if isinstance(groups, int):
+            try:
+                check_split_stems(self.search_space(), [groups])
+            except ValueError as exc:
+                raise RecipeError(f"recipe {self.name!r}: export.stem_groups: {exc}") from None
+
     def check_data(self, spec: DataSpec) -> None:
         """Fail before training when the data does not fit the space's input or classifier."""
         space = self.search_space()

@@ -400,6 +400,22 @@ def test_run_finds_an_unreachable_board_before_training(tmp_path: Path) -> None:
     assert not (out / "checkpoint.pt").exists() and not (out / "supernet.pt").exists()
 
 
+def test_a_stem_split_in_more_groups_than_channels_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    # Export refused it after training and search; profile, after training.
+    recipe, out = run_folder(tmp_path, ["train", "profile", "export"], export={"stem_groups": 99})
+    (out / "supernet.pt").unlink()
+    line = through_run(recipe, out, "export")
+    space = get_space("mbv3-tiny")
+    channels = space.width(space.stem_width)
+    assert line.startswith(
+        "error: recipe 'errors': export.stem_groups: stem groups 99: the stem of space "
+    )
+    assert line.endswith(f"has {channels} channels; give {channels} or fewer")
+    assert not (out / "checkpoint.pt").exists() and not (out / "supernet.pt").exists()
+
+
 def test_profile_with_too_few_calibration_subnets_fails_first(tmp_path: Path) -> None:
     # --calibrate 5 failed after the whole table was measured (issue 24).
     proc = edgenas(
