@@ -211,12 +211,17 @@ def kind_row(kind: Kind, count: int, work: Path, rounds: int) -> dict[str, Any]:
         torch.manual_seed(0)
         fp32, int8 = write_pair(chain(kind, length), shape, work, f"chain{length}")
         paths[f"onnx_fp32_{length}"], paths[f"onnx_int8_{length}"] = fp32, int8
-    ms = time_files(paths, rounds)
-    per_node = {
-        p: 1000 * (ms[f"onnx_{p}_{CHAIN}"] - ms[f"onnx_{p}_1"]) / (CHAIN - 1)
-        for p in ("fp32", "int8")
-    }
+    per_node = chain_cost(time_files(paths, rounds), ["fp32", "int8"])
     return _row(kind.label, count, per_node)
+
+
+def chain_cost(ms: dict[str, float], names: list[str]) -> dict[str, float]:
+    """µs per node of each of ``names``: its CHAIN-node file's ms less its 1-node one's
+    (files ``onnx_{name}_{length}``), over the nodes between."""
+    return {
+        name: 1000 * (ms[f"onnx_{name}_{CHAIN}"] - ms[f"onnx_{name}_1"]) / (CHAIN - 1)
+        for name in names
+    }
 
 
 def sum_row(channels: int, size: int, count: int, work: Path, rounds: int) -> dict[str, Any]:
@@ -264,11 +269,12 @@ def bare_kind(kind: Kind) -> Kind:
     """``kind`` without its activation, its channels padded as export pads them for this CPU's
     int8 kernels (``export.onnx_channel_alignment``)."""
     from export.formats import kernel_isa
-    from export.onnx_channel_alignment import KERNEL_RULES
+    from export.onnx_channel_alignment import KERNEL_RULES, aligned_channels
 
     isa = kernel_isa(platform.machine())
-    multiple = KERNEL_RULES[isa].depthwise if isa != "none" else 1
-    channels = -(-kind.channels[0] // multiple) * multiple
+    channels = kind.channels[0]
+    if isa != "none":
+        channels = aligned_channels(channels, KERNEL_RULES[isa], depthwise=True)
     return dataclasses.replace(kind, act="none", channels=(channels, channels))
 
 
@@ -315,7 +321,7 @@ def bare_depthwise_chain(kind: Kind, length: int, encoding: str | None) -> onnx.
     if encoding is None:
         nodes.append(helper.make_node("Identity", [x], ["out"]))
     else:
-        nodes.append(helper.make_node("DequantizeLinear", [x, "s", "z"], ["out"]))
+        nodes.append(helper.make_node("DequantizeLinear", [x, scale, zero], ["out"]))
     shape = [1, c, kind.size, kind.size]
     graph = helper.make_graph(
         nodes,
@@ -337,14 +343,11 @@ def encodings_row(kind: Kind, work: Path, rounds: int) -> dict[str, Any]:
             model = bare_depthwise_chain(kind, length, None if encoding == "fp32" else encoding)
             paths[f"onnx_{encoding}_{length}"] = work / f"bare_{encoding}_{length}.onnx"
             onnx.save(model, str(paths[f"onnx_{encoding}_{length}"]))
-    ms = time_files(paths, rounds)
-    per_node = {
-        encoding: round(
-            1000 * (ms[f"onnx_{encoding}_{CHAIN}"] - ms[f"onnx_{encoding}_1"]) / (CHAIN - 1), 3
-        )
-        for encoding in ("fp32", *ENCODINGS)
+    per_node = chain_cost(time_files(paths, rounds), ["fp32", *ENCODINGS])
+    return {
+        "kind": kind.label.removesuffix(", none"),
+        "us": {k: round(v, 3) for k, v in per_node.items()},
     }
-    return {"kind": kind.label.removesuffix(", none"), "us": per_node}
 
 
 def table(rows: list[dict[str, Any]]) -> str:

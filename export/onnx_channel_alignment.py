@@ -167,7 +167,7 @@ def align_channels(model: onnx.ModelProto, isa: KernelIsa = "x86") -> onnx.Model
     for group in groups:
         if not group.fixed and not group.concats:
             count = g.channels[next(iter(group.tensors))]
-            aligned = _aligned(count, rules, depthwise=group.depthwise)
+            aligned = aligned_channels(count, rules, depthwise=group.depthwise)
             places[id(group)] = [count] * (aligned - count)
     for group in groups:
         if group.spliced:
@@ -189,7 +189,8 @@ def align_channels(model: onnx.ModelProto, isa: KernelIsa = "x86") -> onnx.Model
     return model
 
 
-def _aligned(count: int, rules: KernelRules, *, depthwise: bool) -> int:
+def aligned_channels(count: int, rules: KernelRules, *, depthwise: bool) -> int:
+    """``count`` channels padded as ``rules`` ask of a depthwise conv, or of any other."""
     if depthwise:
         return _round_up(count, rules.depthwise)
     if not rules.output:
