@@ -284,6 +284,18 @@ class AdbDevice(Device):
         output = parse_output(text)
         if status != 0 or output.runs is None:
             raise self._model_failure(path, status, text, output, settings)
+        if _accelerator(settings.delegate) and not any(
+            "xnnpack" not in kernel.lower() for _, _, kernel, _ in output.replaced
+        ):
+            # benchmark_model warns and runs on the CPU (XNNPACK or builtin kernels) when it
+            # cannot create the delegate, or the delegate takes no node: not its timings.
+            said = "; ".join(output.warnings) or "no node was delegated"
+            raise DeviceError(
+                f"device {self.name!r}: benchmark_model ran {path.name} on the CPU, not on "
+                f"delegate {settings.delegate} ({said}); check that phone "
+                f"{self.client.serial} has that accelerator and its driver, or measure on the "
+                "CPU with delegate: xnnpack in the profile"
+            )
         return to_measurement(
             str(path),
             output,
@@ -486,6 +498,12 @@ def to_measurement(
             output.first_inference_us / 1e3 if output.first_inference_us is not None else None
         ),
     )
+
+
+def _accelerator(delegate: str | None) -> bool:
+    """Whether ``delegate`` runs on something other than the CPU (benchmark_model's GPU,
+    NNAPI and external delegates; XNNPACK and none are CPU paths)."""
+    return delegate in ("gpu", "nnapi") or (delegate or "").startswith("external:")
 
 
 def _placement(output: BenchmarkOutput, delegate: str | None) -> dict[str, Any] | None:

@@ -93,6 +93,9 @@ class BenchmarkOutput:
     # partitions": (delegated nodes, all nodes, kernel name, partitions), one per delegate.
     replaced: list[tuple[int, int, str, int]] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)  # ERROR lines, and lines that say failed
+    # WARNING lines, e.g. "GPU acceleration is unsupported on this platform." when the tool
+    # could not create the delegate asked for and ran on the CPU instead.
+    warnings: list[str] = field(default_factory=list)
 
 
 def log_lines(text: str) -> list[str]:
@@ -108,11 +111,11 @@ def parse_output(text: str) -> BenchmarkOutput:
     found: dict[str, float] = {}
     replaced: list[tuple[int, int, str, int]] = []
     errors: list[str] = []
+    warnings: list[str] = []
     for original, line in zip(raw, lines, strict=True):
         body = line.strip()
         if body.startswith("count="):
-            values = {k: float(v) for k, v in _STATS_FIELD.findall(body)}
-            stats.append(RunStats(int(values.pop("count")), values))
+            stats.append(_run_stats(body))
         elif match := _SUMMARY.match(body):
             for key, value in zip(
                 ("init", "first", "warmup", "inference"), match.groups(), strict=True
@@ -129,6 +132,8 @@ def parse_output(text: str) -> BenchmarkOutput:
             replaced.append((int(match[1]), int(match[2]), match[3], int(match[4])))
         if _is_error(original, body):
             errors.append(body)
+        elif _is_warning(original):
+            warnings.append(body)
     # The timed runs' line is the last before the summary; the one before it is the warmup's.
     runs = stats[-1] if stats else None
     warmup = stats[-2] if len(stats) >= 2 else None
@@ -147,7 +152,20 @@ def parse_output(text: str) -> BenchmarkOutput:
         ops=parse_op_profile(lines),
         replaced=replaced,
         errors=errors,
+        warnings=warnings,
     )
+
+
+def _run_stats(body: str) -> RunStats:
+    """One statistics line. When every run took the same time the tool prints only
+    ``count=N curr=T`` (``(all same)`` after it for N > 1: TensorFlow's
+    ``stats_calculator.h``, ``Stat::OutputToStream``), so T is then also min, max and avg."""
+    values = {k: float(v) for k, v in _STATS_FIELD.findall(body)}
+    count = int(values.pop("count"))
+    if "avg" not in values and "curr" in values:
+        curr = values["curr"]
+        values.update(first=values.get("first", curr), min=curr, max=curr, avg=curr, std=0.0)
+    return RunStats(count, values)
 
 
 def parse_op_profile(lines: Sequence[str]) -> list[OpTime]:
@@ -262,6 +280,13 @@ def command_line(
 def cpu_mask(cores: Sequence[int]) -> str:
     """taskset's hexadecimal mask: cores 4-7 -> ``f0``."""
     return format(sum(1 << c for c in set(cores)), "x")
+
+
+def _is_warning(original: str) -> bool:
+    stripped = original.lstrip()
+    return stripped.startswith(("WARNING: ", "WARN: ")) or bool(
+        re.match(r"^\d\d-\d\d .* W tflite\s*: ", stripped)
+    )
 
 
 def _is_error(original: str, body: str) -> bool:

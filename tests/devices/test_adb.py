@@ -457,6 +457,56 @@ def test_a_model_the_delegate_rejects(phone: Path, fake_binary: Path, tmp_path: 
     assert list((phone / "tmp").iterdir()) == []
 
 
+@pytest.mark.parametrize(
+    ("delegate", "recording"),
+    [
+        # XNNPACK took the graph (the TC2 recording): the GPU delegate took nothing.
+        ("gpu", "tc2_xnnpack_op_profiling.txt"),
+        # No delegate at all (the rv64 recording): TFLite's builtin kernels ran.
+        ("nnapi", "rv64_mobilenet_v1_op_profiling.txt"),
+    ],
+)
+def test_an_accelerator_that_ran_nothing(
+    phone: Path, tmp_path: Path, delegate: str, recording: str
+) -> None:
+    """benchmark_model warns and runs on the CPU when it cannot create the delegate asked
+    for: that is an error, not the accelerator's timings."""
+    binary = tmp_path / "benchmark_model"
+    binary.write_text(f"#!/bin/sh\ncat {shlex.quote(str(BENCH / recording))}\n")
+    binary.chmod(0o755)
+    device = _device(phone, binary, delegate=delegate)
+    with pytest.raises(DeviceError) as info:
+        device.measure([_model(tmp_path, "m.tflite")])
+    assert str(info.value) == (
+        f"device 'phone': benchmark_model ran m.tflite on the CPU, not on delegate {delegate} "
+        "(no node was delegated); check that phone FAKE0001 has that accelerator and its "
+        "driver, or measure on the CPU with delegate: xnnpack in the profile"
+    )
+    assert list((phone / "tmp").iterdir()) == []
+
+
+def test_the_delegate_warning_is_named() -> None:
+    # The warning as LiteRT's gpu_delegate_provider.cc logs it (TFLITE_LOG(WARN)) when it
+    # cannot create the GPU delegate; the run then goes on without it.
+    text = _read(BENCH / "rv64_mobilenet_v1_op_profiling.txt")
+    out = parse_output("WARNING: GPU acceleration is unsupported on this platform.\n" + text)
+    assert out.warnings == ["GPU acceleration is unsupported on this platform."]
+    assert out.runs is not None and out.replaced == [] and out.errors == []
+
+
+@pytest.mark.parametrize(
+    ("line", "count"),
+    # What TensorFlow's Stat::OutputToStream (stats_calculator.h) prints when every run took
+    # the same time: no first/min/max/avg/std, and "(all same)" after more than one run.
+    [("INFO: count=1 curr=7505", 1), ("INFO: count=5 curr=7505(all same)", 5)],
+)
+def test_runs_that_all_took_the_same_time(line: str, count: int) -> None:
+    out = parse_output(f"{line}\n")
+    m = to_measurement("m.tflite", out, spread_threshold=0.1)
+    assert (m.n, m.mean_ms, m.median_ms, m.min_ms, m.std_ms) == (count, 7.505, 7.505, 7.505, 0)
+    assert m.p10_ms == m.p90_ms == 7.505 and not m.flagged
+
+
 def test_a_batch_past_the_timeout(phone: Path, fake_binary: Path, tmp_path: Path) -> None:
     device = _device(phone, fake_binary, delegate="xnnpack")
     device.command_timeout = 0.5
