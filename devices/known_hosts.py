@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,15 +45,38 @@ def known_hosts_name(host: str, port: int) -> str:
     return host if port == SSH_PORT else f"[{host}]:{port}"
 
 
+_REVOKED = "@revoked"
+
+
 def load_host_keys(
     files: Sequence[Path], into: paramiko.HostKeys | None = None
 ) -> paramiko.HostKeys:
-    """The entries of the readable ``files`` (hashed ones too), added to ``into`` if given.
+    """The entries of the readable ``files`` (hashed ones too), added to ``into`` if given;
+    a key that a ``@revoked`` line names is left out even where another line trusts it.
 
     Lines that cannot be read (a key type paramiko does not know, a broken key, a marker
     such as ``@cert-authority``) are skipped, as OpenSSH skips them, instead of failing.
     """
     keys = into if into is not None else paramiko.HostKeys()
+    revoked = revoked_host_keys(files)
+    for marker, entry in _entries(files):
+        if marker is None and HostKey.from_pkey(entry.key) not in revoked:
+            for name in entry.hostnames:
+                keys.add(name, entry.key.get_name(), entry.key)
+    return keys
+
+
+def revoked_host_keys(files: Sequence[Path]) -> set[HostKey]:
+    """The keys that ``@revoked`` lines of ``files`` name. OpenSSH never accepts them
+    ("the key contained on the line is revoked and must not ever be accepted", sshd(8)); a
+    revoked key is refused for every host here, whatever the line's host patterns."""
+    return {HostKey.from_pkey(e.key) for marker, e in _entries(files) if marker == _REVOKED}
+
+
+def _entries(
+    files: Sequence[Path],
+) -> Iterator[tuple[str | None, paramiko.hostkeys.HostKeyEntry]]:
+    """(marker or None, entry) for each readable line of the readable ``files``."""
     for path in files:
         try:
             lines = path.read_text(errors="replace").splitlines()
@@ -61,17 +84,18 @@ def load_host_keys(
             continue  # a missing or unreadable file holds no keys, as for OpenSSH
         for number, line in enumerate(lines, 1):
             text = line.strip()
-            if not text or text.startswith(("#", "@")):
+            marker = None
+            if text.startswith("@"):
+                marker, _, text = text.partition(" ")
+                text = text.strip()
+            if not text or text.startswith("#") or marker not in (None, _REVOKED):
                 continue
             try:
                 entry = paramiko.hostkeys.HostKeyEntry.from_line(text, number)
             except Exception:  # paramiko raises several kinds for a bad line
                 continue
-            if entry is None or entry.key is None:
-                continue
-            for name in entry.hostnames:
-                keys.add(name, entry.key.get_name(), entry.key)
-    return keys
+            if entry is not None and entry.key is not None:
+                yield marker, entry
 
 
 def lookup_host_keys(files: Sequence[Path], host: str, port: int) -> list[HostKey]:

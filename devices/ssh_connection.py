@@ -27,6 +27,7 @@ from devices.known_hosts import (
     known_hosts_name,
     load_host_keys,
     lookup_host_keys,
+    revoked_host_keys,
 )
 
 _USER_KNOWN_HOSTS = ("~/.ssh/known_hosts", "~/.ssh/known_hosts2")
@@ -71,10 +72,14 @@ class SshTarget:
         return self.known_hosts[0]
 
     def known_keys(self) -> list[HostKey]:
-        """The keys known_hosts holds for this host and port."""
+        """The keys known_hosts trusts for this host and port."""
         return lookup_host_keys(
             [*self.known_hosts, *self.global_known_hosts], self.hostname, self.port
         )
+
+    def revoked_keys(self) -> set[HostKey]:
+        """The keys known_hosts marks ``@revoked``."""
+        return revoked_host_keys([*self.known_hosts, *self.global_known_hosts])
 
 
 def resolve_target(
@@ -126,11 +131,17 @@ def resolve_target(
         for p in str(options.get("globalknownhostsfile", " ".join(_GLOBAL_KNOWN_HOSTS))).split()
     ]
     proxy = options.get("proxycommand")
+    config_port = str(options.get("port", SSH_PORT))
+    if port is None and not (config_port.isdigit() and 0 < int(config_port) < 65536):
+        raise DeviceError(
+            f"device {device!r}: Port {config_port!r} for host {host!r} in {config_path} is "
+            "not a port number; correct it there, or give ssh.port in the device profile"
+        )
     return SshTarget(
         device=device,
         alias=host,
         hostname=str(options.get("hostname", host)),
-        port=port if port is not None else int(str(options.get("port", SSH_PORT))),
+        port=port if port is not None else int(config_port),
         user=user or str(options.get("user") or getpass.getuser()),
         key_files=tuple(dict.fromkeys(p for p in keys if p.is_file())),
         allow_agent=allow_agent,
@@ -154,18 +165,32 @@ class UnknownHostKeyError(paramiko.SSHException):
         self.key = key
 
 
+class RevokedHostKeyError(UnknownHostKeyError):
+    """The server offered a key that a ``@revoked`` line of known_hosts names."""
+
+
 class _RefuseUnknownHosts(paramiko.RejectPolicy):
+    """Refuses a key known_hosts does not trust; revoked keys never reach the trusted set
+    (``load_host_keys``), so they come here too."""
+
+    def __init__(self, revoked: set[HostKey]) -> None:
+        self.revoked = revoked
+
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> NoReturn:
-        raise UnknownHostKeyError(HostKey.from_pkey(key))
+        offered = HostKey.from_pkey(key)
+        if offered in self.revoked:
+            raise RevokedHostKeyError(offered)
+        raise UnknownHostKeyError(offered)
 
 
 def connect(target: SshTarget, *, keepalive_s: float = 15.0) -> paramiko.SSHClient:
     """A logged-in client with verified host key and keepalive, or a one-line DeviceError."""
     client = paramiko.SSHClient()
-    load_host_keys([*target.known_hosts, *target.global_known_hosts], into=client.get_host_keys())
-    client.set_missing_host_key_policy(_RefuseUnknownHosts())
+    files = [*target.known_hosts, *target.global_known_hosts]
+    load_host_keys(files, into=client.get_host_keys())
+    client.set_missing_host_key_policy(_RefuseUnknownHosts(revoked_host_keys(files)))
     timeout = target.connect_timeout
     try:
         client.connect(
@@ -239,6 +264,14 @@ def unknown_host_message(target: SshTarget) -> str:
     )
 
 
+def revoked_host_message(target: SshTarget, key: HostKey) -> str:
+    return (
+        f"device {target.device!r}: {target.host_label} offers host key {key.describe()}, "
+        "which known_hosts marks @revoked: it must never be trusted; get the device's current "
+        "key from its administrator (or reinstall its host keys) before connecting"
+    )
+
+
 def _proxy(target: SshTarget) -> paramiko.ProxyCommand | None:
     return paramiko.ProxyCommand(target.proxy_command) if target.proxy_command else None
 
@@ -248,6 +281,8 @@ def _connect_error(
 ) -> DeviceError | None:
     """The one-line error for a failed connection; None for what is not a connection error."""
     prefix = f"device {target.device!r}:"
+    if isinstance(exc, RevokedHostKeyError):
+        return DeviceError(revoked_host_message(target, exc.key))
     if isinstance(exc, UnknownHostKeyError):
         return DeviceError(unknown_host_message(target))
     if isinstance(exc, paramiko.BadHostKeyException):

@@ -16,6 +16,7 @@ from rich.table import Table
 from devices import DeviceError, HostKey, SshDevice, list_profiles, load_profile, open_device
 from devices.known_hosts import known_hosts_name
 from devices.measurement import placement_summary
+from devices.ssh_connection import revoked_host_message
 from edgenas.cli.user_errors import fail
 from edgenas.console import err_console
 
@@ -109,6 +110,8 @@ def trust_command(
     assert isinstance(device, SshDevice)  # kind ssh
     target = device.target
     key = device.server_host_key()
+    if key in target.revoked_keys():
+        raise fail(revoked_host_message(target, key))
     known = device.known_host_keys()
     if key in known:
         typer.echo(f"{target.host_label} is already trusted ({key.describe()})")

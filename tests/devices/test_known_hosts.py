@@ -7,7 +7,13 @@ from pathlib import Path
 
 import pytest
 
-from devices.known_hosts import HostKey, add_known_host, known_hosts_name, lookup_host_keys
+from devices.known_hosts import (
+    HostKey,
+    add_known_host,
+    known_hosts_name,
+    lookup_host_keys,
+    revoked_host_keys,
+)
 from tests.support.sshd import generate_key
 
 
@@ -62,3 +68,16 @@ def test_hashed_entries_are_found(key: HostKey, tmp_path: Path) -> None:
     subprocess.run(["ssh-keygen", "-q", "-H", "-f", str(path)], check=True, capture_output=True)
     assert path.read_text().startswith("|1|")
     assert lookup_host_keys([path], "10.0.0.2", 2222) == [key]
+
+
+def test_a_revoked_key_is_never_trusted(key: HostKey, tmp_path: Path) -> None:
+    """OpenSSH refuses a key that a @revoked line names even where another line trusts it
+    (sshd(8), SSH_KNOWN_HOSTS FILE FORMAT)."""
+    path = tmp_path / "known_hosts"
+    add_known_host(path, "10.0.0.2", 2222, key)
+    assert lookup_host_keys([path], "10.0.0.2", 2222) == [key]
+    revocations = tmp_path / "ssh_known_hosts"
+    revocations.write_text(f"@revoked * {key.key_type} {key.base64}\n")
+    assert lookup_host_keys([path, revocations], "10.0.0.2", 2222) == []
+    assert revoked_host_keys([path, revocations]) == {key}
+    assert revoked_host_keys([path]) == set()
