@@ -322,7 +322,7 @@ class SshDevice(Device):
                     self._remove_folders_with(transport, self._stale_folders)
                     self._stale_folders = []
                 folder = self._make_folder(transport)
-                sftp = client.open_sftp()
+                sftp = self._open_sftp(transport)
         except BaseException:
             client.close()
             raise
@@ -331,6 +331,15 @@ class SshDevice(Device):
         with self._guard(transport, "uploading runner.py"):
             sftp.put(str(RUNNER_PATH), f"{folder}/runner.py")
         return session
+
+    def _open_sftp(self, transport: paramiko.Transport) -> paramiko.SFTPClient:
+        """An SFTP client whose every read and write gives up after ``command_timeout`` s
+        without progress: a device that hangs with its TCP connection up would otherwise
+        block a transfer for ever (keepalives do not notice it)."""
+        channel = transport.open_session(timeout=self.target.connect_timeout)
+        channel.settimeout(self.command_timeout)
+        channel.invoke_subsystem("sftp")
+        return paramiko.SFTPClient(channel)
 
     def _make_folder(self, transport: paramiko.Transport) -> str:
         parent = (
@@ -361,7 +370,17 @@ class SshDevice(Device):
         targets = [f for f in folders if f.startswith("/") and "/edgenas." in f]
         if not targets:
             return
-        command = "rm -rf -- " + " ".join(shlex.quote(f) for f in targets)
+        quoted = " ".join(shlex.quote(f) for f in targets)
+        # A runner still working in one (a dropped connection or an interrupt leaves it
+        # running on the device) is stopped first, or it would compete with the next
+        # measurement for the CPU. Its pid counts only while its working folder is that
+        # folder, so a pid that was reused since is never signalled.
+        command = (
+            f"for d in {quoted}; do "
+            'p=$(cat "$d/runner.pid" 2>/dev/null) && '
+            '[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$d" ] && kill -TERM "$p"; '
+            f"done; rm -rf -- {quoted}"
+        )
         status, _, err = self._exec(transport, command, timeout=_SMALL_COMMAND_TIMEOUT_S)
         if status != 0:
             log.warning(
@@ -483,6 +502,12 @@ class SshDevice(Device):
         a one-line DeviceError."""
         try:
             yield
+        except TimeoutError as exc:  # an SFTP step that made no progress: the device hangs
+            transport.close()
+            raise _ConnectionLost(
+                f"the device stopped answering while {what} (nothing for "
+                f"{self.command_timeout:g} s, ssh.command_timeout)"
+            ) from exc
         except (paramiko.SSHException, EOFError, OSError) as exc:
             if _connection_gone(transport, exc):
                 raise _ConnectionLost(f"the connection dropped while {what}") from exc

@@ -8,18 +8,23 @@ points at a temporary folder and every profile names its key and known_hosts fil
 
 from __future__ import annotations
 
+import _thread
+import contextlib
 import errno
 import json
 import os
 import platform
 import re
 import shlex
+import shutil
+import signal
 import socket
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -257,6 +262,8 @@ def test_host_alias_and_options_from_ssh_config(
         f'    UserKnownHostsFile "{sshd.known_hosts}"\n'
         "Host jumpy\n"
         "    ProxyJump bastion\n"
+        "Host typo\n"
+        "    Port 22x\n"
     )
     device = SshDevice(
         "aliased",
@@ -275,6 +282,13 @@ def test_host_alias_and_options_from_ssh_config(
     assert m.n == QUICK.runs
     with pytest.raises(DeviceError, match=r"ProxyJump .* is not supported .*ProxyCommand ssh -W"):
         SshDevice("jump", host="jumpy")
+    with pytest.raises(DeviceError) as info:
+        SshDevice("typo", host="typo")
+    assert str(info.value) == (
+        f"device 'typo': Port '22x' for host 'typo' in {ssh_dir / 'config'} is not a port "
+        "number; correct it there, or give ssh.port in the device profile"
+    )
+    assert SshDevice("typo", host="typo", port=2222).target.port == 2222
 
 
 def test_default_key_and_known_hosts_in_home(
@@ -376,6 +390,36 @@ def test_changed_host_key_is_refused(
         f"known_hosts has {old.describe()}, the server offers {new.describe()}"
     )
     assert f"ssh-keygen -R '[127.0.0.1]:{sshd.port}'" in message and "\n" not in message
+
+
+def test_revoked_host_key_is_refused(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    """A key known_hosts trusts on one line and marks @revoked on another is refused, by a
+    connection and by devices trust (the real sshd's key, as OpenSSH refuses it)."""
+    known_hosts = sshd.write_known_hosts(tmp_path / "known_hosts")
+    with known_hosts.open("a") as f:
+        f.write(f"@revoked * {sshd.host_key}\n")
+    key = HostKey(*sshd.host_key.split())
+    message = (
+        f"device 'board': 127.0.0.1:{sshd.port} offers host key {key.describe()}, which "
+        "known_hosts marks @revoked: it must never be trusted; get the device's current key "
+        "from its administrator (or reinstall its host keys) before connecting"
+    )
+    device = _device(sshd, remote_parent, python, known_hosts=str(known_hosts))
+    with pytest.raises(DeviceError, match=f"^{re.escape(message)}$"):
+        device.measure([models.fc])
+    home = tmp_path / "cli home"
+    (home / ".ssh").mkdir(parents=True)
+    shutil.copy(known_hosts, home / ".ssh" / "known_hosts")
+    before = (home / ".ssh" / "known_hosts").read_text()
+    profile = sshd.write_profile(
+        tmp_path / "board.yaml", "board", python=python, ssh={"known_hosts": None}
+    )
+    refused = _edgenas_here("devices", "trust", str(profile), "--yes", home=home)
+    assert refused.returncode == 2 and "marks @revoked" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert (home / ".ssh" / "known_hosts").read_text() == before
 
 
 def test_fingerprints_match_ssh_keygen(sshd: Sshd, remote_parent: Path, python: Path) -> None:
@@ -576,6 +620,98 @@ def test_gives_up_after_max_reconnects(
         r"measuring batch 2 of 2 \(2 of 4 models measured\), and 0 reconnects did not help",
     ):
         device.measure([models.conv, models.dw, models.fc, models.conv])
+
+
+def _wait_for(find: Callable[[], list[int]], timeout_s: float = 30.0) -> list[int]:
+    deadline = time.monotonic() + timeout_s
+    while not (found := find()) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    return found
+
+
+def test_a_runner_left_by_a_dropped_connection_is_stopped(
+    sshd: Sshd, remote_parent: Path, tmp_path: Path, models: Models
+) -> None:
+    """The runner of a dropped connection keeps running on the device; the reconnect stops
+    it before the batch runs again, so the two never compete for the CPU."""
+    token = str(800 + os.getpid() % 99)
+    hang = _script(tmp_path / "hanging python", f"exec sleep {token}")
+    sleeping = partial(_processes, [b"sleep", token.encode()])
+    seen: dict[str, Any] = {}
+
+    def cut_then_end_the_second() -> None:
+        (first,) = _wait_for(sleeping)
+        sshd.kill_sessions()
+        second = _wait_for(lambda: [p for p in sleeping() if p != first])
+        seen["first alive then"] = first in sleeping()
+        for pid in second:  # ends the re-run batch: the call fails, which ends the test
+            os.kill(pid, signal.SIGKILL)
+
+    watcher = threading.Thread(target=cut_then_end_the_second, daemon=True)
+    watcher.start()
+    with pytest.raises(DeviceError, match="killed on the device without an exit status"):
+        _device(sshd, remote_parent, hang, command_timeout=60.0).measure([models.fc])
+    watcher.join(30)
+    assert seen == {"first alive then": False}
+    assert sleeping() == [] and list(remote_parent.iterdir()) == []
+
+
+def test_an_interrupt_stops_the_runner_on_the_device(
+    sshd: Sshd, remote_parent: Path, tmp_path: Path, models: Models
+) -> None:
+    token = str(700 + os.getpid() % 99)
+    hang = _script(tmp_path / "hanging python", f"exec sleep {token}")
+    sleeping = partial(_processes, [b"sleep", token.encode()])
+
+    def interrupt() -> None:
+        _wait_for(sleeping)
+        _thread.interrupt_main()  # Ctrl-C
+
+    threading.Thread(target=interrupt, daemon=True).start()
+    with pytest.raises(KeyboardInterrupt):
+        _device(sshd, remote_parent, hang, command_timeout=60.0).measure([models.fc])
+    assert _wait_for(lambda: [] if sleeping() else [1], timeout_s=10) == [1]
+    assert list(remote_parent.iterdir()) == []
+
+
+def test_a_device_that_hangs_mid_transfer_is_a_lost_connection(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models
+) -> None:
+    """A board that hangs keeps its TCP connection up and answers nothing: an upload gives
+    up after command_timeout without progress instead of blocking for ever."""
+    device = _device(
+        sshd, remote_parent, python, command_timeout=1.5, connect_timeout=1.0, max_reconnects=0
+    )
+    device.fingerprint()  # connected, runner uploaded
+    frozen = sshd.session_pids()
+    result: dict[str, BaseException] = {}
+
+    def measure() -> None:
+        try:
+            device.measure([models.conv])
+        except BaseException as exc:
+            result["error"] = exc
+
+    for pid in frozen:
+        os.kill(pid, signal.SIGSTOP)
+    try:
+        worker = threading.Thread(target=measure, daemon=True)
+        worker.start()
+        worker.join(60)
+        assert not worker.is_alive(), "the upload to a hung device never gave up"
+    finally:
+        for pid in frozen:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGCONT)
+        sshd.kill_sessions()
+    error = result["error"]
+    assert isinstance(error, DeviceError)
+    assert str(error).startswith(
+        f"device 'board': lost the connection to 127.0.0.1:{sshd.port} while measuring batch "
+        "1 of 1 (0 of 1 models measured), and 0 reconnects did not help (the device stopped "
+        "answering while uploading"
+    )
+    assert "(nothing for 1.5 s, ssh.command_timeout)" in str(error)
 
 
 def _python_without(device_python: Path, folder: Path, blocked: Sequence[str]) -> Path:
