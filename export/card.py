@@ -63,6 +63,10 @@ class DeviceLatency(TypedDict):
     files: dict[str, FileLatency]
     recommended: NotRequired[str | None]  # the fastest file accurate enough
     recommended_meets_accuracy: NotRequired[bool]  # False: none is; the fastest it runs
+    # A device nothing runs on (kind published: tables someone else measured) has no files:
+    # why, and its predictor's latency for the subnet (None without one that covers it).
+    not_measured: NotRequired[str]
+    predicted: NotRequired[float | None]
 
 
 class Recommendation(TypedDict):
@@ -97,9 +101,18 @@ class CardDocument(CardBody):
 
 def write_card(folder: Path, card: CardBody) -> None:
     """Write ``card.json`` and ``card.md`` into ``folder`` (each atomically)."""
-    body = CardDocument(format=CARD_FORMAT, **card)
-    write_text(folder / "card.json", json.dumps(body, indent=1) + "\n", error=ExportError)
-    write_text(folder / "card.md", card_markdown(body), error=ExportError)
+    write_text(folder / "card.json", card_json(card), error=ExportError)
+    write_text(folder / "card.md", card_markdown(card_document(card)), error=ExportError)
+
+
+def card_document(card: CardBody) -> CardDocument:
+    """The body with its format tag: what ``card.json`` holds."""
+    return CardDocument(format=CARD_FORMAT, **card)
+
+
+def card_json(card: CardBody) -> str:
+    """``card.json``'s text (``edgenas export --json`` prints the same)."""
+    return json.dumps(card_document(card), indent=1) + "\n"
 
 
 def read_card(path: Path) -> CardDocument:
@@ -244,6 +257,7 @@ def card_markdown(card: CardDocument) -> str:
     else:
         lines.append("- not verified (--no-verify)")
     lines += ["", "## Latency (ms)", ""]
+    measured_any = any(entry["files"] for entry in card["latency"].values())
     if card["latency"]:
         lines += [
             "| device | file | predicted | measured median | p10-p90 | vs fp32 | "
@@ -251,6 +265,11 @@ def card_markdown(card: CardDocument) -> str:
             "|---|---|---|---|---|---|---|",
         ]
         for device, entry in card["latency"].items():
+            if "not_measured" in entry:
+                lines.append(
+                    f"| {device} | {entry['not_measured']} | {_ms(entry.get('predicted'))} | "
+                    "- | - | - | - |"
+                )
             for name, timing in entry["files"].items():
                 m = timing["measured"]
                 spread = f"{m['p10_ms']:.4g}-{m['p90_ms']:.4g}" if m else "-"
@@ -271,20 +290,20 @@ def card_markdown(card: CardDocument) -> str:
                     f"{'-' if speedup is None else f'{speedup:.2f}x'} | "
                     f"{_ms(timing['measured_at_baseline_ms'])} |"
                 )
-        rule = card["recommendation"]
         lines += _placement_lines(card["latency"])
         note = split_stem_note(card)
         lines += ["", note] if note else []
+    if measured_any:
         lines += [
             "",
             "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "
             "faster). Recommended: the fastest file that is fp32, or int8 with a top-1 "
-            f"agreement with fp32 of at least {_pct(rule['min_int8_agreement'])}.",
+            f"agreement with fp32 of at least {_pct(card['recommendation']['min_int8_agreement'])}.",
             "",
             "Timed devices drift; the last column scales the measurement by the reference model "
             "measured in the same call, to the conditions the predictor was profiled under.",
         ]
-    else:
+    if not card["latency"]:
         lines.append("- no device measured (pass --device NAME)")
     data = card["data"]
     lines += [

@@ -256,7 +256,7 @@ def _check_calibration(
         i for i, d in enumerate(model_shape[1:], start=1) if d is not None and d != data.shape[i]
     ]
     if mismatched:
-        hint = ""
+        hint = "; preprocess the images to that shape (size and channels) as for inference"
         if data.ndim == 4 and data.shape[1:] == (model_shape[3], model_shape[1], model_shape[2]):
             hint = "; the model is NHWC: transpose with x.transpose(0, 2, 3, 1)"
         elif data.ndim == 4 and data.shape[1:] == (model_shape[2], model_shape[3], model_shape[1]):

@@ -3,7 +3,6 @@ against PyTorch, measured on the target, described by a model card."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Literal
 
@@ -128,6 +127,7 @@ def export_command(
     """Export a subnet as ONNX and/or TFLite (fp32, and int8 with --int8), verify each file
     against PyTorch on real images, measure it on each --device, and write a model card."""
     from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
+    from export.card import card_json
     from export.subnet_export import ExportOptions
 
     formats = tuple(f.strip() for f in model_format.split(",") if f.strip())
@@ -172,7 +172,7 @@ def export_command(
 
     card = run_export(job, say=say)
     if as_json:
-        typer.echo(json.dumps(card))
+        typer.echo(card_json(card), nl=False)
     elif not quiet:
         print_card(card, out)
 
@@ -186,7 +186,8 @@ def print_card(card: CardBody, out: Path) -> None:
         title=f"{card['name']}: {card['macs'] / 1e6:.2f}M MACs, {card['params'] / 1e3:.0f}k params",
         title_justify="left",
     )
-    devices = list(card["latency"])
+    # A published device (tables, no device) has no files: a line of its own below.
+    devices = [name for name, entry in card["latency"].items() if "not_measured" not in entry]
     for col in ("file", "size", "check", f"{acc['split']} accuracy", "runs as"):
         table.add_column(col)
     for device in devices:
@@ -233,6 +234,12 @@ def print_card(card: CardBody, out: Path) -> None:
             "* recommended: the fastest file that is fp32 or int8 with top-1 agreement "
             f">= {100 * target:g}%"
         )
+    for name, entry in card["latency"].items():
+        if "not_measured" in entry:
+            err_console.print(
+                f"{escape(name)}: predicted {_fmt(entry.get('predicted'))} ms; "
+                f"{escape(entry['not_measured'])}"
+            )
     note = split_stem_note(card)
     if note:
         err_console.print(escape(note))

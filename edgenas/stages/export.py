@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
     from devices.base import Device
     from devices.measurement import Measurement
+    from devices.profiles import DeviceProfile
     from latency.predictors import CalibratedPredictor, LutSumPredictor
     from latency.table import TableHeader
     from once_for_all import OFAMobileNetV3, SearchSpace, Subnet
@@ -117,6 +118,7 @@ def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
     folder as a leftover."""
     from once_for_all.folder_lock import folder_lock
 
+    _check_devices_run_files(job)
     created = not job.out.exists()
     _make_folder(job.out)
     with folder_lock(job.out):
@@ -128,13 +130,18 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
     from export.subnet_export import export_subnet
     from latency.proxies import costs_many
     from once_for_all import load_supernet
-    from once_for_all.checkpoint import FolderReads, load_training_data
+    from once_for_all.checkpoint import CheckpointError, FolderReads, load_training_data
     from once_for_all.evaluation import BN_IMAGES
 
     staging = _staging_folder(job.out)
     published = False
     try:
         supernet, _, payload = load_supernet(job.supernet)
+        if not payload.get("complete"):
+            raise CheckpointError(
+                f"{job.supernet} is an unfinished training checkpoint: finish it (edgenas train "
+                "--resume) and give its supernet.pt"
+            )
         space = supernet.space
         subnet = choose_subnet(job.subnet, space)
         o = job.options
@@ -223,7 +230,7 @@ def _subnet_model(
     from export.stem_split import splittable
     from export.subnet_export import calibration_images
     from once_for_all import recalibrate_bn, train_static
-    from once_for_all.accuracy_dataset import supernet_fingerprint
+    from once_for_all.accuracy_dataset import data_fingerprint, supernet_fingerprint
     from once_for_all.evaluation import bn_batches
     from once_for_all.quant_aware import int8_activations
 
@@ -237,6 +244,8 @@ def _subnet_model(
         "supernet": supernet_fingerprint(supernet),
         "settings": settings.__dict__,
         "calibration_images": job.options.calibration_images,
+        # What fine-tuning, BN recalibration and int8 calibration read: the training split.
+        "data": data_fingerprint(data, "train"),
     }
     # The int8 simulation quantizes the stem as export writes it; under "auto", in the two
     # groups export falls back to when the whole stem misses the agreement target. Measured
@@ -248,10 +257,13 @@ def _subnet_model(
         key["stem_groups"] = requested
     saved = job.out / "finetuned.pt"
     cached = read_finetuned(saved) if saved.is_file() else None
-    if cached is not None and cached["key"] == json.dumps(key, sort_keys=True):
-        say(f"reusing the fine-tuned weights in {saved}")
-        model.load_state_dict(cached["model"])
-        return model.eval()
+    if cached is not None:
+        changed = _changed_inputs(cached["key"], key)
+        if not changed:
+            say(f"reusing the fine-tuned weights in {saved}")
+            model.load_state_dict(cached["model"])
+            return model.eval()
+        say(f"{saved} is from other inputs ({', '.join(changed)} changed): fine-tuning again")
 
     def train(epochs: int, teacher: torch.nn.Module, what: str, kd_ratio: float) -> None:
         train_static(
@@ -293,6 +305,18 @@ def _subnet_model(
     return model.eval()
 
 
+def _changed_inputs(saved: str, key: dict[str, Any]) -> list[str]:
+    """The fields of ``key`` whose values differ from those of ``saved`` (a saved
+    fine-tuning's key; one that is not JSON differs in all)."""
+    try:
+        old = json.loads(saved)
+    except ValueError:
+        old = None
+    old = old if isinstance(old, dict) else {}
+    now = json.loads(json.dumps(key))  # tuples as lists, as they were saved
+    return [name for name in sorted(set(old) | set(now)) if old.get(name) != now.get(name)]
+
+
 def resolve_tflite_form(job: ExportJob) -> GraphForm:
     """The job's TFLite graph form, worked out from its devices' kinds when "auto"."""
     from devices.profiles import load_profile
@@ -324,9 +348,7 @@ def resolve_channel_alignment(job: ExportJob, say: Say) -> ChannelAlignment:
     kinds: dict[str, ChannelAlignment] = {}
     for device in job.devices:
         profile = load_profile(device)
-        # Simulators and compilers are runtimes of their own kind; the runner's kinds and
-        # adb (benchmark_model, TFLite only) name theirs.
-        runtime = profile.runtime if profile.kind in ("local", "ssh", "adb") else profile.kind
+        runtime = _profile_runtime(profile)
         if "onnx" not in RUNTIME_FORMATS.get(runtime, ()):
             continue
         onnx_devices.append(profile.name)
@@ -349,6 +371,45 @@ def resolve_channel_alignment(job: ExportJob, say: Say) -> ChannelAlignment:
         )
         say(f"int8 ONNX channels aligned for {chosen} ({by_device}); --align-channels to choose")
     return chosen
+
+
+def _profile_runtime(profile: DeviceProfile) -> str:
+    """The runtime a device profile's files run on, as its fingerprint names it."""
+    # Simulators and compilers are runtimes of their own kind; the runner's kinds and adb
+    # (benchmark_model, TFLite only) name theirs.
+    return profile.runtime if profile.kind in ("local", "ssh", "adb") else profile.kind
+
+
+def _check_devices_run_files(job: ExportJob) -> None:
+    """Refuse, before any work, a device that runs none of the files the job writes (a
+    published one runs nothing and is only predicted)."""
+    from devices.profiles import load_profile
+
+    precisions: tuple[str, ...] = ("fp32", "int8") if job.options.int8 else ("fp32",)
+    written = [(f, p) for f in job.options.formats for p in precisions]
+    for device in job.devices:
+        profile = load_profile(device)
+        if profile.kind == "published":
+            continue
+        runtime = _profile_runtime(profile)
+        formats, takes = _runtime_files(runtime)
+        if not any(f in formats and p in takes for f, p in written):
+            raise _runs_none(profile.name, runtime)
+
+
+def _runtime_files(runtime: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """The model formats and precisions ``runtime`` runs."""
+    from latency.profiler import RUNTIME_FORMATS, RUNTIME_PRECISIONS
+
+    return RUNTIME_FORMATS.get(runtime, MODEL_FORMATS), RUNTIME_PRECISIONS.get(runtime, PRECISIONS)
+
+
+def _runs_none(device: str, runtime: str) -> ExportError:
+    formats, precisions = _runtime_files(runtime)
+    return ExportError(
+        f"device {device!r} runs {runtime}, which takes {'/'.join(precisions)} "
+        f"{'/'.join(formats)} files; export those (--format, --int8) or leave this --device out"
+    )
 
 
 def common_alignment(kinds: Iterable[ChannelAlignment]) -> ChannelAlignment:
@@ -426,26 +487,24 @@ def _measure(
     the prediction on a machine whose speed drifts."""
     from devices import load_profile, open_device
     from latency.model_cache import ModelCache
-    from latency.profiler import RUNTIME_FORMATS, RUNTIME_PRECISIONS, reference_file
+    from latency.profiler import reference_file
     from latency.reference import normalised_ms, reference_scale
 
     latency: dict[str, DeviceLatency] = {}
     for name in devices:
-        if load_profile(name).kind == "published":
-            # Published tables (samsung-note10): no device to run the files on.
-            say(f"not measured on {_profile_name(name)}: it is published tables, not a device")
+        profile = load_profile(name)
+        if profile.kind == "published":
+            say(f"not measured on {profile.name}: it is published tables, not a device")
+            latency[profile.name] = _published_latency(
+                profile, predictors.get(profile.name), subnet
+            )
             continue
         with open_device(name) as device:
             fp = device.fingerprint()
-            formats = RUNTIME_FORMATS.get(fp.runtime, MODEL_FORMATS)
-            precisions = RUNTIME_PRECISIONS.get(fp.runtime, PRECISIONS)
+            formats, precisions = _runtime_files(fp.runtime)
             runnable = [f for f in files if f.format in formats and f.precision in precisions]
-            if not runnable:
-                raise ExportError(
-                    f"device {device.name!r} runs {fp.runtime}, which takes "
-                    f"{'/'.join(precisions)} {'/'.join(formats)} files; export those "
-                    "(--format, --int8) or leave this --device out"
-                )
+            if not runnable:  # checked before the export; a device may say otherwise
+                raise _runs_none(device.name, fp.runtime)
             say(f"measuring {len(runnable)} file(s) on {device.name}")
             predictor = predictors.get(device.name)
             header = predictor.header if predictor is not None else None
@@ -480,12 +539,33 @@ def _measure(
     return latency
 
 
+def _published_latency(
+    profile: DeviceProfile,
+    predictor: LutSumPredictor | CalibratedPredictor | None,
+    subnet: Subnet,
+) -> DeviceLatency:
+    """The card's entry for a device of kind published (samsung-note10): the latency its
+    tables predict for the subnet, and why no file was measured."""
+    measured_on = profile.published.measured_on if profile.published else profile.name
+    return DeviceLatency(
+        fingerprint=predictor.header.fingerprint.to_dict() if predictor is not None else {},
+        files={},
+        not_measured=(
+            f"not measurable: published tables (measured by their publisher on {measured_on}), "
+            "no device to run the files on"
+        ),
+        predicted=predictor.predict(subnet) if predictor is not None else None,
+    )
+
+
 def _compare(latency: dict[str, DeviceLatency], result: ExportResult, min_agreement: float) -> None:
     """Per device: each file's speed-up against the fp32 file of its format, and the
     recommended file: the fastest whose accuracy is acceptable (fp32, or int8 with a top-1
     agreement of at least ``min_agreement``), else the fastest it runs (flagged)."""
     described = {f.name: f for f in result.files}
     for entry in latency.values():
+        if "not_measured" in entry:
+            continue  # no files: nothing to recommend
         files = entry["files"]
         median = {name: value["measured"]["median_ms"] for name, value in files.items()}
         for name, value in files.items():

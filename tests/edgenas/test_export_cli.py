@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
 from edgenas.subnet_choice import choose_subnet
 from export import read_onnx_metadata
@@ -28,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 TINY = get_space("mbv3-tiny")
 CPU_PROFILE = "name: test-cpu\nkind: local\nruntime: onnxruntime\nthreads: 1\nwarmup: 2\nruns: 7\n"
+NOTE10 = "samsung-note10"
 
 
 def edgenas(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -47,6 +49,8 @@ def cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("device")
     (folder / "cpu.yaml").write_text(CPU_PROFILE)
     predictor("test-cpu").save(folder / "profiles" / "test-cpu" / "predictor.json")
+    # samsung-note10 is published tables: profiled (imported), never measured.
+    predictor(NOTE10, seed=1).save(folder / "profiles" / NOTE10 / "predictor.json")
     return folder
 
 
@@ -84,6 +88,8 @@ def exported(
         cpu / "cpu.yaml",
         "--device",
         board,
+        "--device",
+        NOTE10,
         "--profiles",
         cpu / "profiles",
         "--calibration-images",
@@ -95,9 +101,7 @@ def exported(
         "--json",
     )
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout) == {
-        k: v for k, v in json.loads((out / "card.json").read_text()).items() if k != "format"
-    }
+    assert proc.stdout == (out / "card.json").read_text()  # --json: the card, format tag and all
     return out
 
 
@@ -182,7 +186,30 @@ def test_onnx_metadata_describes_the_model(exported: Path) -> None:
     assert predicted == {
         "test-cpu": pytest.approx(predictor("test-cpu").predict(TINY.min_subnet())),
         "test-board": None,  # no predictor profiled for it
+        NOTE10: pytest.approx(predictor(NOTE10, seed=1).predict(TINY.min_subnet())),
     }
+
+
+def test_a_published_device_has_its_prediction_on_the_card_and_no_measurement(
+    exported: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from edgenas.cli.export import print_card
+    from export.card import read_card
+
+    card = read_card(exported / "card.json")
+    note10 = card["latency"][NOTE10]
+    assert note10["files"] == {} and "recommended" not in note10
+    assert note10["predicted"] == pytest.approx(
+        predictor(NOTE10, seed=1).predict(TINY.min_subnet())
+    )
+    assert note10["not_measured"].startswith("not measurable: published tables")
+    markdown = (exported / "card.md").read_text()
+    assert f"| {NOTE10} | {note10['not_measured']} | {note10['predicted']:.4g} |" in markdown
+    assert "pass --device" not in markdown
+    print_card(card, exported)
+    assert f"{NOTE10}: predicted {note10['predicted']:.4g} ms; not measurable" in (
+        capsys.readouterr().err.replace("\n", " ")
+    )
 
 
 def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
@@ -509,6 +536,29 @@ def test_fine_tuning_is_saved_and_reused(trained: Path, tmp_path: Path) -> None:
     assert _card(tmp_path)["files"][0]["sha256"] == card["files"][0]["sha256"]
 
 
+def test_fine_tuning_is_redone_for_other_data(trained: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from edgenas.stages.export import ExportJob, FinetuneSettings, _subnet_model
+    from once_for_all import load_supernet
+    from once_for_all.checkpoint import load_training_data
+
+    path = trained / "run" / "supernet.pt"
+    supernet, _, payload = load_supernet(path)
+    data = load_training_data(path, payload)
+    job = ExportJob(supernet=path, subnet="min", out=tmp_path, finetune=FinetuneSettings(epochs=1))
+    said: list[str] = []
+    for bundle in (data, data, replace(data, train=data.train.select(range(128)))):
+        _subnet_model(supernet, TINY.min_subnet(), bundle, job, said.append)
+    fine_tuned = [line for line in said if line.startswith("fine-tuning 1 epoch")]
+    assert len(fine_tuned) == 2  # the first time and for the other data, not in between
+    assert f"reusing the fine-tuned weights in {tmp_path / 'finetuned.pt'}" in said
+    assert (
+        f"{tmp_path / 'finetuned.pt'} is from other inputs (data changed): fine-tuning again"
+        in said
+    )
+
+
 def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
     front = [TINY.min_subnet(), TINY.max_subnet()]
     doc = {
@@ -522,9 +572,15 @@ def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
     assert choose_subnet(str(path), TINY) == front[1]  # the chosen one
     with pytest.raises(SubnetError, match=r"the front has 2 members, use #0 to #1"):
         choose_subnet(f"{path}#2", TINY)
-    doc["chosen"] = doc["chosen"] * 2
+    # The same subnet chosen for every budget is one choice (it was refused as two).
+    doc["chosen"] = [*doc["chosen"], {"device": "npu", "budget_ms": 5.0, "index": 1}]
     path.write_text(json.dumps(doc))
-    with pytest.raises(SubnetError, match=r"holds 2 chosen subnets: #1 \(pi <= 3 ms\)"):
+    assert choose_subnet(str(path), TINY) == front[1]
+    doc["chosen"] = [*doc["chosen"], {"device": "npu", "budget_ms": 2.0, "index": 0}]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(
+        SubnetError, match=r"holds 2 chosen subnets: #1 \(pi <= 3 ms, npu <= 5 ms\), #0 \(npu"
+    ):
         choose_subnet(str(path), TINY)
     # A front from another version of edgenas is refused, not read as if it were this one's.
     doc["format"] = "edgenas.pareto/7"
@@ -622,6 +678,39 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         "--stem-groups 'two': give auto or a number of groups, 1 or more",
     )
     assert not out.exists()
+    # A training checkpoint left by an interrupted `edgenas train`.
+    unfinished = tmp_path / "checkpoint.pt"
+    payload = torch.load(supernet, map_location="cpu", weights_only=True)
+    torch.save({**payload, "complete": False}, unfinished)
+    _fails(
+        edgenas_here("export", "--supernet", unfinished, "--subnet", "min", "--out", out),
+        f"{unfinished} is an unfinished training checkpoint: finish it (edgenas train --resume) "
+        "and give its supernet.pt",
+    )
+    assert not out.exists()
+    # A device that runs none of the files: refused before the data, the fine-tuning and the
+    # conversions (the output folder is not even made).
+    mismatch = edgenas_here(
+        "export",
+        "--supernet",
+        supernet,
+        "--subnet",
+        "min",
+        "--format",
+        "tflite",
+        "--device",
+        "npu-32x32-ws",
+        "--finetune-epochs",
+        "3",
+        "--out",
+        out,
+    )
+    _fails(
+        mismatch,
+        "device 'npu-32x32-ws' runs npu-sim, which takes fp32 onnx files; export those "
+        "(--format, --int8) or leave this --device out",
+    )
+    assert "fine-tun" not in mismatch.stderr and not out.exists()
 
 
 def test_a_failed_export_keeps_the_previous_one(exported: Path, trained: Path) -> None:

@@ -129,6 +129,14 @@ def test_calibration_of_the_wrong_shape_is_refused(
     nhwc = tiny.calibration.transpose(0, 2, 3, 1)
     with pytest.raises(ExportError, match=r"NCHW: transpose with x\.transpose\(0, 3, 1, 2\)"):
         quantize_onnx_int8(onnx_files["fp32"], tmp_path / "q.onnx", calibration=nhwc)
+    # Images of another size: what is wrong, and what to do.
+    larger = np.pad(tiny.calibration, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    with pytest.raises(ExportError) as info:
+        quantize_onnx_int8(onnx_files["fp32"], tmp_path / "q.onnx", calibration=larger)
+    assert str(info.value) == (
+        f"calibration samples have shape (1, 30, 30) but ONNX model {onnx_files['fp32']} takes "
+        "(1, 28, 28); preprocess the images to that shape (size and channels) as for inference"
+    )
     assert list(tmp_path.iterdir()) == []
 
 
