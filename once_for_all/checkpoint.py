@@ -111,7 +111,10 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
-            f"{p} is not an edgenas supernet checkpoint (format {found!r}, expected {CHECKPOINT_FORMAT!r})"
+            f"{p} is not an edgenas supernet checkpoint (format {found!r}, expected "
+            f"{CHECKPOINT_FORMAT!r}): train one with 'edgenas train RECIPE', or import OFA's "
+            "supernet file with 'edgenas import ofa-supernet FILE --out DIR' and give "
+            "DIR/supernet.pt"
         )
     return cast(CheckpointDocument, payload)
 

@@ -263,6 +263,29 @@ def epoch_seed(seed: int, phase: int, epoch: int) -> int:
     return (seed * 1_000_003 + phase * 10_007 + epoch) % (2**31)
 
 
+def changed_data(
+    payload: CheckpointDocument, spec: dict[str, object], settings: dict[str, Any] | None
+) -> str:
+    """How the data of a resumed run differs from its checkpoint's, in words (empty: it does
+    not): the data settings (``load_data``'s keyword arguments) that changed, where the caller
+    gives them and the checkpoint records them; else the fields of the data spec."""
+    saved = payload.get("data")
+    if settings is not None and saved is not None:
+        # The same data may sit in another folder on the machine a run resumes on; the spec
+        # (name, classes, training-split statistics) still tells other data apart.
+        keys = sorted((saved.keys() | settings.keys()) - {"source"})
+        moved = [
+            f"data.{k} {saved.get(k)!r}, now {settings.get(k)!r}"
+            for k in keys
+            if saved.get(k) != settings.get(k)
+        ]
+        if moved:
+            return "; ".join(moved)
+    saved_spec = payload["data_spec"]
+    fields = [k for k in saved_spec.keys() | spec.keys() if saved_spec.get(k) != spec.get(k)]
+    return f"its data spec's {', '.join(sorted(fields))} differ" if fields else ""
+
+
 class ProgressiveShrinkingTrainer:
     """Trains an ``OFAMobileNetV3`` with progressive shrinking, one checkpoint per epoch."""
 
@@ -301,6 +324,15 @@ class ProgressiveShrinkingTrainer:
             raise DistributedError(
                 f"batch_size={config.batch_size} cannot be split across {self.world.size} processes: "
                 "give a batch size of at least the number of processes"
+            )
+        if len(data.train) < global_batch:
+            # Every epoch drops its last incomplete batch: it would train no step at all.
+            per = f" x {self.world.size} processes" if global_batch != config.batch_size else ""
+            raise DataError(
+                f"data '{data.spec.name}' has {len(data.train)} training images, fewer than one "
+                f"global batch of {global_batch} (train.batch_size {config.batch_size}{per}), so "
+                "training would run no step: lower train.batch_size or give more training "
+                "images (data.train_limit, data.val_size or a bigger data set)"
             )
         # This rank's rows of every global batch; every rank builds the same global batches.
         self.rows = self.world.shard(global_batch)
@@ -402,6 +434,12 @@ class ProgressiveShrinkingTrainer:
         if saved_config != self.config.to_dict():
             raise CheckpointError(
                 f"checkpoint {self.checkpoint} was made with a different training schedule: "
+                "resume with the same recipe, or train into another output folder"
+            )
+        changed = changed_data(payload, self.data.spec.to_dict(), self.metadata.get("data"))
+        if changed:
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint} was made with different data ({changed}): "
                 "resume with the same recipe, or train into another output folder"
             )
         self.supernet.load_state_dict(payload["model"])

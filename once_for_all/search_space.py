@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -75,12 +76,33 @@ class SearchSpace:
     feature_mix_bias: bool = True
 
     def __post_init__(self) -> None:
-        for name in ("kernel_sizes", "expand_ratios", "depths", "resolutions"):
+        # A space file is the user's: a 0, a float or a string here failed deep in a build.
+        strides = {
+            "stem_stride": self.stem_stride,
+            "first_block_stride": self.first_block_stride,
+            **{f"stages[{i}].stride": stage.stride for i, stage in enumerate(self.stages)},
+        }
+        for name, stride in strides.items():
+            if not _positive_int(stride):
+                raise SpaceError(f"space {self.name!r}: {name}={stride!r}: allowed an integer >= 1")
+        for name in _CHOICE_LISTS:
             values = getattr(self, name)
+            bad = next((v for v in values if not _positive_int(v)), None)
+            if bad is not None:
+                raise SpaceError(
+                    f"space {self.name!r}: {name} holds {bad!r}: every choice must be an "
+                    "integer >= 1"
+                )
             if not values or list(values) != sorted(set(values)):
-                raise ValueError(f"space {self.name!r}: {name} must be non-empty, sorted, unique")
+                raise SpaceError(f"space {self.name!r}: {name} must be non-empty, sorted, unique")
         if any(k % 2 == 0 for k in self.kernel_sizes):
-            raise ValueError(f"space {self.name!r}: kernel sizes must be odd")
+            raise SpaceError(f"space {self.name!r}: kernel sizes must be odd")
+        if self.resolutions[0] < self.total_stride:
+            raise SpaceError(
+                f"space {self.name!r}: resolutions start at {self.resolutions[0]} px: each must "
+                f"be at least {self.total_stride}, the network's total stride (the product of "
+                "its stem, first block and stage strides)"
+            )
 
     # ---- identity and serialisation
 
@@ -104,21 +126,21 @@ class SearchSpace:
     @classmethod
     def from_dict(cls, data: Mapping[str, object]) -> SearchSpace:
         if data.get("format") != SPACE_FORMAT:
-            raise ValueError(
+            raise SpaceError(
                 f"not a search space file: format is {data.get('format')!r}, expected {SPACE_FORMAT!r}"
             )
         body: dict[str, Any] = {k: v for k, v in data.items() if k not in ("format", "id")}
         try:
             body["stages"] = tuple(StageSpec(**s) for s in body["stages"])
-            for k in ("kernel_sizes", "expand_ratios", "depths", "resolutions"):
+            for k in _CHOICE_LISTS:
                 body[k] = tuple(body[k])
             space = cls(**body)
         except (KeyError, TypeError) as exc:
-            raise ValueError(
+            raise SpaceError(
                 f"search space description is incomplete or malformed: {exc}"
             ) from None
         if "id" in data and data["id"] != space.id:
-            raise ValueError(
+            raise SpaceError(
                 f"search space {data['id']} does not match its content (id {space.id}); the file was edited"
             )
         return space
@@ -147,6 +169,13 @@ class SearchSpace:
     def active_blocks(self, subnet: Subnet) -> list[int]:
         """Indices of the block slots a subnet uses (the first ``d`` of each stage)."""
         return [s * self.max_depth + i for s, d in enumerate(subnet.d) for i in range(d)]
+
+    @property
+    def total_stride(self) -> int:
+        """How many input pixels one pixel of the final feature map spans per side."""
+        return math.prod(
+            (self.stem_stride, self.first_block_stride, *(s.stride for s in self.stages))
+        )
 
     def feature_size(self, resolution: int) -> int:
         """Spatial size of the final feature map for an input resolution."""
@@ -275,6 +304,14 @@ class SearchSpace:
                 out[row, off + nk + e_index[subnet.e[b]]] = 1.0
             out[row, base_r + r_index[subnet.r]] = 1.0
         return out
+
+
+_CHOICE_LISTS = ("kernel_sizes", "expand_ratios", "depths", "resolutions")
+
+
+def _positive_int(value: object) -> bool:
+    # bool is an int subclass; true where a count belongs is a mistake, not a 1
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 def _conv_out(size: int, stride: int) -> int:

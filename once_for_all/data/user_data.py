@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -223,7 +224,10 @@ def load_npz(path: Path, *, image_size: int | None) -> RawDataset:
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as exc:
-        raise DataError(f"{path} is not a readable .npz file ({exc})") from None
+        raise DataError(
+            f"{path} is not a readable .npz file ({one_line(exc, limit=80)}): give one written "
+            "by np.savez, or re-create it if it is damaged"
+        ) from None
     with archive:
         keys = set(archive.files)
         for key in ("x", "y"):
@@ -275,6 +279,12 @@ def load_npz(path: Path, *, image_size: int | None) -> RawDataset:
 def _npz_array(archive: Any, key: str, path: Path) -> npt.NDArray[Any]:
     try:
         return np.asarray(archive[key])
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError) as exc:
+        # np.load reads only the zip's index: a damaged member fails here, when read
+        raise DataError(
+            f"{path}: key '{key}' is corrupt ({one_line(exc, limit=80)}): the file is damaged "
+            "or truncated; re-create it (np.savez) or copy it again"
+        ) from None
     except ValueError as exc:  # object arrays need pickle, which is never enabled here
         raise DataError(
             f"{path}: key '{key}' cannot be read without pickle ({exc}): save it as a plain "

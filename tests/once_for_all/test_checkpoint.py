@@ -12,7 +12,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import torch
+from typer.testing import CliRunner
 
+from edgenas.cli.app import app
 from once_for_all import (
     CheckpointError,
     OFAMobileNetV3,
@@ -191,12 +193,19 @@ def test_random_bytes(tmp_path: Path) -> None:
 def test_other_format(tmp_path: Path) -> None:
     path = tmp_path / "other.pt"
     torch.save({"format": "edgenas.predictor/1", "model": {}}, path)
-    message = f"{path} is not an edgenas supernet checkpoint (format 'edgenas.predictor/1', expected 'edgenas.supernet/1')"
+    message = (
+        f"{path} is not an edgenas supernet checkpoint (format 'edgenas.predictor/1', expected "
+        "'edgenas.supernet/1'): train one with 'edgenas train RECIPE', or import OFA's supernet "
+        "file with 'edgenas import ofa-supernet FILE --out DIR' and give DIR/supernet.pt"
+    )
     with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
         load_checkpoint(path)
     torch.save({"model": {}}, path)
     with pytest.raises(CheckpointError, match=r"\(format None, expected 'edgenas.supernet/1'\)"):
         load_checkpoint(path)
+    # The command the message names exists, with the arguments it gives.
+    usage = CliRunner().invoke(app, ["import", "ofa-supernet", "--help"])
+    assert usage.exit_code == 0 and "--out" in usage.output
     torch.save(torch.zeros(3), path)
     with pytest.raises(
         CheckpointError, match=r"\(format 'Tensor', expected 'edgenas.supernet/1'\)"

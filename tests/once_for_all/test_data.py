@@ -6,6 +6,7 @@ import os
 import pickle
 import shutil
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -316,6 +317,24 @@ def test_npz_errors(tmp_path: Path) -> None:
         load_data(_npz(tmp_path / "e.npz", x=x, y=y, x_test=x))
     with pytest.raises(DataError, match="does not exist"):
         load_data(str(tmp_path / "missing.npz"))
+
+
+@pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
+def test_a_corrupt_npz_is_a_data_error_saying_to_recreate_it(
+    tmp_path: Path, save: Callable[..., None]
+) -> None:
+    path = tmp_path / "bad.npz"
+    save(path, x=np.arange(12 * 16, dtype=np.uint8).reshape(12, 4, 4), y=np.arange(12) % 2)
+    data = bytearray(path.read_bytes())
+    # Flip bytes inside the first member's data: the zip's index still reads, the member not.
+    start = data.index(b"x.npy") + 80
+    data[start : start + 16] = bytes(b ^ 0xFF for b in data[start : start + 16])
+    path.write_bytes(bytes(data))
+    with pytest.raises(DataError, match=r"bad\.npz: key 'x' is corrupt .*re-create it"):
+        load_data(str(path))
+    path.write_bytes(bytes(data[: len(data) // 2]))  # cut short: no index at all
+    with pytest.raises(DataError, match=r"is not a readable \.npz file .*re-create it"):
+        load_data(str(path))
 
 
 # --- the spec ------------------------------------------------------------------------------

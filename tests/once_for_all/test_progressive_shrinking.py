@@ -21,7 +21,7 @@ from once_for_all import (
     progressive_shrinking,
 )
 from once_for_all.checkpoint import save_checkpoint
-from once_for_all.data import DataBundle
+from once_for_all.data import DataBundle, DataError
 from once_for_all.progressive_shrinking import cosine_lr, make_optimizer, trained_expand_ratios
 
 SPACE = get_space("mbv3-tiny")
@@ -104,6 +104,52 @@ def test_resume_refuses_another_schedule(
     trainer = _trainer(few_images, uninterrupted.checkpoint, other)
     with pytest.raises(CheckpointError, match="different training schedule"):
         trainer.resume()
+
+
+SETTINGS = {"source": "fashion-mnist", "val_size": 1000, "train_limit": 512, "seed": 0}
+
+
+def test_resume_refuses_other_data(
+    few_images: DataBundle, tmp_path: Path, uninterrupted: ProgressiveShrinkingTrainer
+) -> None:
+    checkpoint = tmp_path / "ckpt.pt"
+    payload = load_checkpoint(uninterrupted.checkpoint)
+    payload["data"] = SETTINGS  # as edgenas train records them
+    save_checkpoint(checkpoint, {k: v for k, v in payload.items() if k != "format"})
+
+    def resume(data: DataBundle, settings: dict[str, Any]) -> bool:
+        torch.manual_seed(0)
+        trainer = ProgressiveShrinkingTrainer(
+            OFAMobileNetV3(SPACE), data, CONFIG, checkpoint=checkpoint, metadata={"data": settings}
+        )
+        return trainer.resume()
+
+    with pytest.raises(
+        CheckpointError,
+        match=r"was made with different data \(data\.train_limit 512, now 900\): resume with "
+        r"the same recipe, or train into another output folder$",
+    ):
+        resume(few_images, SETTINGS | {"train_limit": 900})
+    other_stats = replace(few_images, spec=replace(few_images.spec, mean=(0.5,)))
+    with pytest.raises(CheckpointError, match=r"different data \(its data spec's mean differ\)"):
+        resume(other_stats, SETTINGS)
+    # The same data in another folder (the machine a run resumes on) is the same data.
+    assert resume(few_images, SETTINGS | {"source": "/elsewhere/fashion-mnist"})
+
+
+def test_fewer_training_images_than_one_batch_are_refused(
+    few_images: DataBundle, tmp_path: Path
+) -> None:
+    tiny = replace(few_images, train=few_images.train.select(torch.arange(50)))
+    with pytest.raises(
+        DataError,
+        match=r"has 50 training images, fewer than one global batch of 64 \(train\.batch_size "
+        r"64\), so training would run no step: lower train\.batch_size or give more training",
+    ):
+        _trainer(tiny, tmp_path / "ckpt.pt")
+    assert not (tmp_path / "ckpt.pt").exists()
+    small_batch = replace(CONFIG, batch_size=50, phases=CONFIG.phases[:1])
+    assert len(_trainer(tiny, tmp_path / "ckpt.pt", small_batch).loader) == 1
 
 
 def test_channel_sorting_happens_at_expand_phase_start(

@@ -22,6 +22,7 @@ from once_for_all import (
     list_spaces,
     make_divisible,
 )
+from once_for_all.search_space import SpaceError
 
 SPACE_NAMES = ("mbv3-imagenet", "mbv3-tiny", "ofa-mbv3-w1.0", "ofa-mbv3-w1.2")
 # Pinned: the id names the space in every checkpoint, latency table and subnet file, so a
@@ -112,6 +113,12 @@ def test_space_id_changes_with_every_field(space: SearchSpace) -> None:
     fields = {f.name for f in dataclasses.fields(SearchSpace)}
     stage_fields = {f"stages.{f.name}" for f in dataclasses.fields(StageSpec)}
     assert set(changes) == fields | stage_fields  # a new field needs a case here
+    stem_total = changes["stem_stride"] * space.total_stride // space.stem_stride
+    if stem_total > space.resolutions[0]:
+        # mbv3-tiny's stem cannot stride 2: 28 px would be under the total stride (refused,
+        # test_space_checks_its_choices); the other spaces' stems cover the field.
+        with pytest.raises(SpaceError, match="total stride"):
+            dataclasses.replace(space, stem_stride=changes.pop("stem_stride"))
     ids = {space.id}
     for key, value in changes.items():
         other = dataclasses.replace(space, **{key.split(".")[0]: value})
@@ -218,13 +225,47 @@ def test_from_dict_refuses_malformed(space: SearchSpace, edit: Any) -> None:
         ("depths", (2, 2, 3), "depths must be non-empty, sorted, unique"),
         ("resolutions", (32, 28), "resolutions must be non-empty, sorted, unique"),
         ("kernel_sizes", (3, 4), "kernel sizes must be odd"),
+        ("expand_ratios", (0, 3), "expand_ratios holds 0: every choice must be an integer >= 1"),
+        ("depths", (0, 1), "depths holds 0: every choice must be an integer >= 1"),
+        ("kernel_sizes", (-3, 3), "kernel_sizes holds -3: every choice must be an integer >= 1"),
+        ("resolutions", (28.5,), "resolutions holds 28.5: every choice must be an integer >= 1"),
+        ("depths", (True, 2), "depths holds True: every choice must be an integer >= 1"),
+        (
+            "resolutions",
+            (2, 4),
+            "resolutions start at 2 px: each must be at least 16, the network's total stride "
+            "(the product of its stem, first block and stage strides)",
+        ),
+        ("stem_stride", 0, "stem_stride=0: allowed an integer >= 1"),
     ],
 )
-def test_space_checks_its_choices(field: str, value: tuple[int, ...], message: str) -> None:
+def test_space_checks_its_choices(field: str, value: object, message: str) -> None:
     space = get_space("mbv3-tiny")
     change: dict[str, Any] = {field: value}
-    with pytest.raises(ValueError, match=exact(f"space 'mbv3-tiny': {message}")):
+    with pytest.raises(SpaceError, match=exact(f"space 'mbv3-tiny': {message}")):
         dataclasses.replace(space, **change)
+
+
+def test_resolutions_may_start_at_the_total_stride() -> None:
+    space = get_space("mbv3-tiny")
+    assert space.total_stride == 16 and get_space("mbv3-imagenet").total_stride == 32
+    assert dataclasses.replace(space, resolutions=(16, 32)).feature_size(16) == 1
+
+
+def test_a_bad_space_file_is_one_space_error_naming_the_file_and_field(tmp_path: Path) -> None:
+    data = get_space("mbv3-tiny").to_dict()
+    path = tmp_path / "space.json"
+    path.write_text(json.dumps({**data, "expand_ratios": [0]}))
+    # SpaceError is an EdgenasError: the command line prints it as one line, exit 2.
+    with pytest.raises(
+        SpaceError,
+        match=r"^search space file .*space\.json: space 'mbv3-tiny': "
+        r"expand_ratios holds 0: every choice must be an integer >= 1$",
+    ):
+        get_space(str(path))
+    path.write_text(json.dumps({**data, "resolutions": [28.5]}))
+    with pytest.raises(SpaceError, match=r"resolutions holds 28\.5"):
+        get_space(str(path))
 
 
 # ---- derived shape
