@@ -182,6 +182,9 @@ class LutSumPredictor:
 
     def _block_values(self, subnets: Sequence[Subnet]) -> tuple[np.ndarray, np.ndarray]:
         """Each subnet's block figures ``[n, blocks + 2]`` (zero where skipped) and rows."""
+        for subnet in subnets:
+            if subnet.space == self.space.id:  # another space's subnet: rows says so
+                self.header.check_resolution(subnet.r)
         rows = self.index.rows(subnets)
         at = self.index.resolution_rows(subnets)
         return self._values[at[:, None], rows], rows

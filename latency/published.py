@@ -32,12 +32,11 @@ from latency.blocks import (
     stem_block,
 )
 from latency.predictors import LutSumPredictor
-from latency.table import LatencyTable, TableError, TableHeader
+from latency.table import PUBLISHED_RUNTIME, LatencyTable, TableError, TableHeader
 from once_for_all.errors import one_line
 from once_for_all.network_config import first_block_config, head_config, slot_config
 from once_for_all.search_space import SearchSpace
 
-PUBLISHED_RUNTIME = "published"  # a fingerprint's runtime: nothing was run by edgenas
 _FIELDS = ("count", "mean", "std")
 
 

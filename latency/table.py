@@ -27,6 +27,9 @@ from once_for_all.files import read_json, write_text
 # /2 added the reference model (header) and its per-entry scale; /1 tables hold raw entries.
 TABLE_FORMAT = "edgenas.lut/2"
 READABLE_TABLE_FORMATS = ("edgenas.lut/1", TABLE_FORMAT)
+# The runtime of a published table's fingerprint (latency.published): nothing was run by
+# edgenas, and nothing more can be measured.
+PUBLISHED_RUNTIME = "published"
 
 
 class TableError(EdgenasError, ValueError):
@@ -76,6 +79,22 @@ class TableHeader:
     @property
     def runtime(self) -> str:
         return self.fingerprint.runtime
+
+    def check_resolution(self, resolution: int) -> None:
+        """Refuse a resolution the table has no figures for, saying which it has and how to
+        get the others (a published table has no others: nothing more can be measured)."""
+        if resolution in self.resolutions:
+            return
+        profiled = ", ".join(map(str, self.resolutions))
+        if self.runtime == PUBLISHED_RUNTIME:
+            raise TableError(
+                f"{self.device}'s published tables cover resolutions {profiled}, not "
+                f"{resolution}: choose a subnet at one of those"
+            )
+        raise TableError(
+            f"resolution {resolution} was not profiled on {self.device} (profiled: {profiled}): "
+            f"profile it with --resolution {resolution}, or choose a profiled resolution"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

@@ -66,6 +66,24 @@ def test_cli_profile_imports_the_tables_and_search_offers_only_their_resolutions
     space = get_space(SPACE)
     ms = predictor.predict(space.max_subnet(r=224))
     assert 15 < ms < 200  # OFA's Note10 budgets run 15-60 ms
+    # The space starts at 128 px, the tables at 160: predict keeps to the tables' resolutions.
+    path = out / "predictor.json"
+    for choice, r in (("min", 160), ("max", 224), ("random", None)):
+        result = CliRunner().invoke(
+            app, ["latency", "predict", "--predictor", str(path), "--subnet", choice, "--json"]
+        )
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["subnet"]["r"] in ((r,) if r else RESOLUTIONS)
+    subnet = tmp_path / "subnet.json"
+    subnet.write_text(json.dumps(space.min_subnet(r=128).to_dict()))
+    result = CliRunner().invoke(
+        app, ["latency", "predict", "--predictor", str(path), "--subnet", str(subnet)]
+    )
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    assert "samsung-note10's published tables cover resolutions 160, 176, 192, 208, 224, " in (
+        result.output
+    )
+    assert "--resolution" not in result.output  # nothing more can be measured
     # Without the folder: one line saying what to give.
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
@@ -163,5 +181,17 @@ def test_export_measures_nothing_on_the_published_device(tmp_path: Path) -> None
 
     said: list[str] = []
     space = get_space(SPACE)
-    assert _measure(["samsung-note10"], tmp_path, [], space.max_subnet(), {}, said.append) == {}
+    latency = _measure(["samsung-note10"], tmp_path, [], space.max_subnet(), {}, said.append)
+    # No file runs there; without a predictor (profile --tables) there is no prediction either.
+    assert latency == {
+        "samsung-note10": {
+            "fingerprint": {},
+            "files": {},
+            "not_measured": latency["samsung-note10"]["not_measured"],
+            "predicted": None,
+        }
+    }
+    assert latency["samsung-note10"]["not_measured"].startswith(
+        "not measurable: published tables (measured by their publisher on "
+    )
     assert said == ["not measured on samsung-note10: it is published tables, not a device"]

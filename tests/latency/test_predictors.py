@@ -20,7 +20,7 @@ from latency.predictors import (
     calibrate,
     load_predictor,
 )
-from latency.table import LatencyTable, TableError, TableHeader
+from latency.table import PUBLISHED_RUNTIME, LatencyTable, TableError, TableHeader
 from once_for_all import get_space
 
 FP = Fingerprint(
@@ -213,8 +213,30 @@ def test_a_table_of_one_resolution_predicts_that_resolution_only() -> None:
     assert len(table) < len(enumerate_blocks(space)) / 10
     predictor = LutSumPredictor.from_table(space, table)
     assert predictor.predict(space.max_subnet(r=224)) > predictor.predict(space.min_subnet(r=224))
-    with pytest.raises(ValueError, match=r"resolution 160 was not profiled .* --resolution 160"):
+    with pytest.raises(
+        TableError,
+        match=r"^resolution 160 was not profiled on board \(profiled: 224\): profile it with "
+        r"--resolution 160, or choose a profiled resolution$",
+    ):
         predictor.predict(space.max_subnet(r=160))
+
+
+def test_a_published_table_names_its_resolutions_instead_of_profiling_more() -> None:
+    space = get_space("mbv3-tiny")
+    published = replace(FP, runtime=PUBLISHED_RUNTIME)
+    header = TableHeader(space.id, "phone", published, "tflite", "fp32", (30, 32))
+    table = LatencyTable(header)
+    for spec in enumerate_blocks(space, resolutions=(30, 32)):
+        table.add(spec.key, Measurement.from_times(spec.key, [0.1]))
+    predictor = LutSumPredictor.from_table(space, table)
+    assert predictor.predict(space.min_subnet(r=30)) > 0
+    for many in ([space.min_subnet(r=28)], [space.max_subnet(), space.min_subnet()]):
+        with pytest.raises(
+            TableError,
+            match=r"^phone's published tables cover resolutions 30, 32, not 28: choose a "
+            r"subnet at one of those$",
+        ):
+            predictor.predict_many(many)
 
 
 def _int8_table(space_name: str, *, split: Sequence[int]) -> LatencyTable:

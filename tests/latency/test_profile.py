@@ -14,17 +14,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from devices.measurement import Measurement
+from devices.measurement import Fingerprint, Measurement
 from latency.blocks import enumerate_blocks, stem_channels
 from latency.metrics import validation_figures
 from latency.predictors import CalibratedPredictor, LutSumPredictor, load_predictor
 from latency.reference import normalised_ms
-from latency.table import LatencyTable
+from latency.table import LatencyTable, TableHeader
 from once_for_all import get_space
 from tests.support.cli_here import edgenas_here
 from tests.support.sshd import Sshd
 
 TINY = get_space("mbv3-tiny")
+FINGERPRINT = Fingerprint(
+    host="board",
+    cpu_model="Cortex-A72",
+    cores=4,
+    governor="performance",
+    runtime="onnxruntime",
+    runtime_version="1.32.0",
+    threads=1,
+)
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
 LOCAL_PROFILE = """\
@@ -175,6 +184,31 @@ def test_predict_prints_the_latency_of_a_subnet(profiled: Path, cache: Path) -> 
     out = json.loads(proc.stdout)
     expected = load_predictor(profiled / "predictor.json").predict(TINY.max_subnet())
     assert out["latency_ms"] == pytest.approx(expected)
+
+
+def test_predict_keeps_max_min_random_to_the_tables_resolutions(tmp_path: Path) -> None:
+    # A table of 30 and 32 px of a space that starts at 28, as OFA's Note10 tables are of
+    # theirs: max, min and random are chosen among 30 and 32, never 28.
+    header = TableHeader(TINY.id, "board", FINGERPRINT, "onnx", "fp32", (30, 32))
+    table = LatencyTable(header)
+    for spec in enumerate_blocks(TINY, resolutions=(30, 32)):
+        table.add(spec.key, Measurement.from_times(spec.key, [0.1]))
+    path = tmp_path / "predictor.json"
+    LutSumPredictor.from_table(TINY, table).save(path)
+    chosen = {}
+    for choice in ("max", "min", "random"):
+        proc = edgenas_here("latency", "predict", "--predictor", path, "--subnet", choice, "--json")
+        assert proc.returncode == 0, proc.stderr
+        chosen[choice] = json.loads(proc.stdout)["subnet"]["r"]
+    assert chosen["max"] == 32 and chosen["min"] == 30 and chosen["random"] in (30, 32)
+    # A subnet file at 28 px: one line saying which resolutions there are and how to get 28.
+    subnet = tmp_path / "subnet.json"
+    subnet.write_text(json.dumps(TINY.min_subnet(r=28).to_dict()))
+    proc = edgenas_here("latency", "predict", "--predictor", path, "--subnet", subnet)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "resolution 28 was not profiled on board (profiled: 30, 32): profile it with " in (
+        proc.stderr
+    )
 
 
 def test_a_table_for_another_device_is_refused(profiled: Path, tmp_path: Path, cache: Path) -> None:
