@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import pickle
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -101,13 +103,21 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
             warnings.simplefilter("ignore")
             payload = torch.load(p, map_location="cpu", weights_only=True)
     except OSError as exc:
-        raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}") from None
+        if exc.errno in _IO_ERRNOS:
+            raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}") from None
+        # torch's zip reader reports some truncated files as EINVAL ("Invalid argument").
+        raise _corrupt(p, "truncated or damaged") from None
+    except pickle.UnpicklingError as exc:
+        if "Weights only load failed" not in str(exc):
+            raise _corrupt(p, one_line(exc, limit=120)) from None
+        # torch's own text advises weights_only=False, which edgenas never does.
+        raise _corrupt(
+            p, "it holds Python objects besides tensors and plain containers, never unpickled here"
+        ) from None
     except Exception as exc:
         # Bytes that are not a checkpoint can fail anywhere in torch's readers and unpicklers
-        # (RuntimeError, UnpicklingError, EOFError, but also IndexError, KeyError, AssertionError...).
-        raise CheckpointError(
-            f"checkpoint {p} is corrupt or not an edgenas checkpoint ({one_line(exc, limit=120)}): retrain or restore it"
-        ) from None
+        # (RuntimeError, EOFError, but also IndexError, KeyError, AssertionError...).
+        raise _corrupt(p, one_line(exc, limit=120)) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
@@ -117,6 +127,18 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
             "DIR/supernet.pt"
         )
     return cast(CheckpointDocument, payload)
+
+
+# Failures of the disk or of permissions, where the file itself may be fine.
+_IO_ERRNOS = frozenset(
+    {errno.EACCES, errno.EPERM, errno.EIO, errno.EISDIR, errno.EMFILE, errno.ENFILE, errno.ENOMEM}
+)
+
+
+def _corrupt(path: Path, why: str) -> CheckpointError:
+    return CheckpointError(
+        f"checkpoint {path} is corrupt or not an edgenas checkpoint ({why}): retrain or restore it"
+    )
 
 
 @dataclass(frozen=True)

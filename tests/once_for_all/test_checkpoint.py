@@ -181,6 +181,25 @@ def test_corrupt_file(tmp_path: Path, small_payload: dict[str, Any], corrupt: An
 # Random bytes reach torch's legacy (non-zip) unpickler, which fails in many ways (bad
 # opcodes, IndexError, KeyError, UnicodeDecodeError...): every one must become a CheckpointError.
 @pytest.mark.filterwarnings("ignore:Detected pickle protocol")
+def test_a_truncated_or_foreign_file_is_named_so(tmp_path: Path) -> None:
+    """torch's zip reader reports some truncated files as OSError EINVAL, and its
+    weights_only refusal advises weights_only=False: neither reaches the user as such."""
+    path = tmp_path / "supernet.pt"
+    torch.save({"format": CHECKPOINT_FORMAT, "model": {"w": torch.zeros(100_000)}}, path)
+    path.write_bytes(path.read_bytes()[:5000])
+    message = (
+        f"checkpoint {path} is corrupt or not an edgenas checkpoint (truncated or damaged): "
+        "retrain or restore it"
+    )
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
+        load_checkpoint(path)
+    path.write_text('{"format": "edgenas.space/1"}')  # a run folder's space.json, say
+    with pytest.raises(CheckpointError) as info:
+        load_checkpoint(path)
+    assert "besides tensors and plain containers" in str(info.value)
+    assert "weights_only" not in str(info.value)
+
+
 def test_random_bytes(tmp_path: Path) -> None:
     path = tmp_path / "supernet.pt"
     rng = random.Random(0)
