@@ -45,12 +45,19 @@ def profile(
     from once_for_all.folder_lock import folder_lock
 
     profiled_resolutions(space, options.resolutions)  # a bad --resolution leaves no folder
+    target = load_profile(device)  # an unknown device too
+    created = not out.exists()
     output_folder(out)  # before connecting to the device
-    target = load_profile(device)
     if target.kind == "published":
         say(f"{target.name}: importing its published tables (nothing is measured)")
-        with folder_lock(out):
-            return profile_published(target, space, out, options)
+        try:
+            with folder_lock(out):
+                return profile_published(target, space, out, options)
+        except BaseException:
+            # Tables missing or wrong: the folder this call made holds nothing.
+            if created and not any(out.iterdir()):
+                out.rmdir()
+            raise
     with (
         folder_lock(out),
         open_device(device) as dev,

@@ -96,8 +96,15 @@ def test_profile_of_an_unknown_device(tmp_path: Path) -> None:
     command = error_line(
         edgenas("profile", "no-such-board", "--space", "mbv3-tiny", "--out", tmp_path / "p")
     )
-    assert "no-such-board" in command
+    assert "no-such-board" in command and not (tmp_path / "p").exists()
     assert through_run(recipe, out, "profile") == command
+
+
+def test_profile_of_a_published_device_without_its_tables(tmp_path: Path) -> None:
+    line = error_line(
+        edgenas("profile", "samsung-note10", "--space", "ofa-mbv3-w1.2", "--out", tmp_path / "p")
+    )
+    assert "--tables DIR" in line and not (tmp_path / "p").exists()
 
 
 @pytest.mark.parametrize(
