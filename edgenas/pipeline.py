@@ -10,8 +10,10 @@ its study). Stages run the same code as the single commands (`edgenas train`, `p
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
+import os
 import platform
 import shutil
 import time
@@ -30,6 +32,7 @@ from edgenas.report import REPORT_NAME, build_report
 from edgenas.run_record import (
     RUN_FORMAT,
     SUMMARY_FORMAT,
+    SUMMARY_NAME,
     MeasuredFile,
     RunDocument,
     RunSummary,
@@ -123,9 +126,12 @@ class RunFolder:
         return record.get("inputs") if record else None
 
     def start(self, key: str, inputs: dict[str, Any]) -> None:
-        """Stage ``key`` starts on ``inputs``: what it leaves if stopped is theirs."""
+        """Stage ``key`` starts on ``inputs``: what it leaves if stopped is theirs. The
+        summary and report of the run before go: they would outlive a failure as current."""
         self.started[key] = inputs
         self.save()
+        for name in (SUMMARY_NAME, REPORT_NAME):
+            (self.root / name).unlink(missing_ok=True)
 
     def record(
         self, key: str, inputs: dict[str, Any], outputs: Sequence[Path], seconds: float
@@ -164,14 +170,42 @@ class RunOptions:
     threads: int | None = None
 
 
+# What each stage's outputs feed: --force redoes these too (profiling times the space's
+# blocks, not the trained supernet).
+DEPENDENTS: dict[StageName, tuple[StageName, ...]] = {
+    "train": ("search", "export"),
+    "profile": ("search", "export"),
+    "search": ("export",),
+    "export": (),
+}
+
+
+def with_dependents(force: Sequence[StageName]) -> tuple[StageName, ...]:
+    """The forced stages and the stages that depend on them, in the order a run does them."""
+    forced = set(force) | {d for stage in force for d in DEPENDENTS[stage]}
+    return tuple(s for s in DEPENDENTS if s in forced)
+
+
 def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> RunSummary:
     """Do the recipe's stages and return the summary (also the end of ``run.log``)."""
     recipe = load_recipe(recipe_path)
     root = options.out or Path("runs") / recipe.name
     run = RunFolder(root, recipe, recipe_path)
+    if not root.exists():  # an existing run's run.log records them (_run_stages checks again)
+        _check_recipe(recipe)
     output_folder(root)  # before any stage works
+    options = dataclasses.replace(options, force=with_dependents(options.force))
     with folder_lock(root):
         return _run_stages(recipe, recipe_path, run, options, console)
+
+
+def _check_recipe(recipe: Recipe) -> None:
+    """What the recipe asks that cannot be done, found without any work, so that a new run
+    refused for it leaves no folder (it was left with a run.json and run.log)."""
+    if "export" in recipe.planned_stages:
+        recipe.check_export()
+    for section in recipe.devices:
+        _device_name(section.name)  # an unknown or invalid profile fails here
 
 
 def _run_stages(
@@ -218,10 +252,10 @@ def _run_stages(
     with _logged("report", log):
         summary = _summary(recipe, run, exported)
         summary["report"] = str(root / REPORT_NAME)
-        write_summary(root / "summary.json", summary)
+        write_summary(root / SUMMARY_NAME, summary)
         build_report(root)  # reads summary.json
     log(
-        f"done: {len(exported)} subnet(s) exported; summary in {root / 'summary.json'}, "
+        f"done: {len(exported)} subnet(s) exported; summary in {root / SUMMARY_NAME}, "
         f"report in {summary['report']}"
     )
     return summary
@@ -316,21 +350,81 @@ def _only_trials_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return without_trials(old) == without_trials(new)
 
 
-def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
-    from edgenas.stages.train import CHECKPOINT_NAME, SUPERNET_NAME, TrainOptions, train
-
+def train_inputs(recipe: Recipe) -> dict[str, Any]:
+    """What the train stage's supernet is made from: the recipe's space, data and training
+    settings, and the content of the files they name (the data, ``init_from``)."""
     # Not the name: a recipe copied under another name reuses the same supernet; nor where
     # and on how many threads it trains, which change the speed, not the supernet.
-    inputs = {
+    inputs: dict[str, Any] = {
         "recipe": recipe.model_dump(
             mode="json",
             include={"space", "data", "train"},
             exclude={"train": {"threads", "device"}},
         )
     }
+    if (data := data_source_fingerprint(recipe.data.source)) is not None:
+        inputs["data"] = data
     init_from = recipe.train.init_from if recipe.train is not None else None
     if init_from and Path(init_from).expanduser().is_file():
         inputs["init_from"] = {"sha256": sha256(Path(init_from).expanduser())}  # its content
+    return inputs
+
+
+def data_source_fingerprint(source: str) -> dict[str, str] | None:
+    """What a data source holds, for the train stage's inputs: a data file's SHA-256, a
+    folder's listing (each file's path, size and modification time: hashing every image of
+    an ImageNet folder would take minutes). None for a built-in data set (its name stands
+    for it: run folders recorded without one stay up to date) or a source that does not
+    exist (loading it says so)."""
+    from once_for_all.data.load import BUILTIN_SOURCES
+
+    path = Path(source).expanduser()
+    if source in BUILTIN_SOURCES:
+        return None
+    if path.is_file():
+        return {"sha256": sha256(path)}
+    if path.is_dir():
+        return {"listing": _listing_sha256(path)}
+    return None
+
+
+def _listing_sha256(folder: Path) -> str:
+    digest = hashlib.sha256()
+    for top, dirs, files in os.walk(folder, followlinks=True):
+        dirs.sort()  # os.walk descends in this order
+        for name in sorted(files):
+            path = Path(top) / name
+            try:
+                stat = path.stat()
+                entry = f"{stat.st_size}|{stat.st_mtime_ns}"
+            except OSError:  # a broken link: listed by its name alone
+                entry = "-"
+            digest.update(f"{path.relative_to(folder)}|{entry}\n".encode())
+    return digest.hexdigest()
+
+
+def _adopt_data_fingerprint(run: RunFolder, inputs: dict[str, Any]) -> None:
+    """A train stage recorded before data fingerprints were is taken as made from today's
+    data, as it was then (else every such run would train again): when nothing else
+    changed, its record (finished or started) gains the fingerprint."""
+    if "data" not in inputs:
+        return
+    before = {k: v for k, v in inputs.items() if k != "data"}
+    record = run.stages.get("train")
+    adopted = False
+    if record is not None and record["inputs"] == before:
+        record["inputs"], adopted = inputs, True
+    if run.started.get("train") == before:
+        run.started["train"], adopted = inputs, True
+    if adopted:
+        run.save()
+
+
+def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
+    from edgenas.stages.train import CHECKPOINT_NAME, SUPERNET_NAME, TrainOptions, train
+
+    inputs = train_inputs(recipe)
+    _adopt_data_fingerprint(run, inputs)
     supernet = run.root / SUPERNET_NAME
     checkpoints = [run.root / CHECKPOINT_NAME, supernet]
     if not _needs_run(
@@ -448,6 +542,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
 
 
 def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
+    from edgenas.search.pareto import InfeasibleBudget
     from edgenas.stages.search import SearchOptions, search
 
     names = [_device_name(d.name) for d in recipe.devices]
@@ -478,26 +573,31 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     budgets = [b for b in (d.budgets() for d in recipe.devices) if b is not None]
     log(f"search: {s.trials} trials, {s.sampler} → {folder}")
     started = time.perf_counter()
-    search(
-        SearchOptions(
-            supernet=run.root / "supernet.pt",
-            devices=tuple(str(run.root / "devices" / n) for n in names),
-            out=folder,
-            budgets_ms=tuple(budgets),
-            trials=s.trials,
-            sampler=s.sampler,
-            accuracy=s.accuracy,
-            accuracy_samples=s.accuracy_samples,
-            eval_images=s.eval_images,
-            reevaluate=s.reevaluate,
-            profiles=run.root / "devices",
-            seed=s.seed,
-            ofa_predictor=ofa_predictor,
-            data=_supernet_data(recipe),
-        ),
-        quiet=options.quiet,
-        say=log,
-    )
+    try:
+        search(
+            SearchOptions(
+                supernet=run.root / "supernet.pt",
+                devices=tuple(str(run.root / "devices" / n) for n in names),
+                out=folder,
+                budgets_ms=tuple(budgets),
+                trials=s.trials,
+                sampler=s.sampler,
+                accuracy=s.accuracy,
+                accuracy_samples=s.accuracy_samples,
+                eval_images=s.eval_images,
+                reevaluate=s.reevaluate,
+                profiles=run.root / "devices",
+                seed=s.seed,
+                ofa_predictor=ofa_predictor,
+                data=_supernet_data(recipe),
+            ),
+            quiet=options.quiet,
+            say=log,
+        )
+    except InfeasibleBudget as exc:  # the budget is the recipe's here, not --budget-ms
+        at = [i for i, name in enumerate(names) if name == exc.device]
+        key = f"devices[{at[0]}].budget_ms" if at else "devices[].budget_ms"
+        raise exc.with_fix(f"raise {key} in the recipe") from None
     outputs = [folder / "pareto.json", folder / "pareto.png"]
     run.record("search", inputs, outputs, time.perf_counter() - started)
 

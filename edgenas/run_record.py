@@ -12,6 +12,7 @@ from once_for_all.files import read_json, write_json
 
 RUN_FORMAT = "edgenas.run/1"
 SUMMARY_FORMAT = "edgenas.run-summary/1"
+SUMMARY_NAME = "summary.json"  # in the run folder, beside run.json
 
 
 class StageRecord(TypedDict):

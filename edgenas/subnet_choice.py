@@ -69,15 +69,17 @@ def _front_member(document: dict[str, Any], path: str, member: str) -> Any:
 
     front, chosen = document.get("front") or [], document.get("chosen") or []
     if not member:
-        if len(chosen) != 1:
-            picks = ", ".join(
-                f"#{c['index']} ({c['device']} <= {c['budget_ms']:g} ms)" for c in chosen
-            )
+        # One subnet chosen for several budgets (or devices) is still one subnet.
+        budgets: dict[int, list[str]] = {}
+        for c in chosen:
+            budgets.setdefault(c["index"], []).append(f"{c['device']} <= {c['budget_ms']:g} ms")
+        if len(budgets) != 1:
+            picks = ", ".join(f"#{i} ({', '.join(b)})" for i, b in budgets.items())
             raise SubnetError(
-                f"{path} holds {len(chosen)} chosen subnets{': ' + picks if picks else ''}; "
+                f"{path} holds {len(budgets)} chosen subnets{': ' + picks if picks else ''}; "
                 f"pick one with {path}#K (K from 0 to {len(front) - 1})"
             )
-        member = str(chosen[0]["index"])
+        member = str(next(iter(budgets)))
     if not member.isdigit() or int(member) >= len(front):
         raise SubnetError(
             f"{path}#{member}: the front has {len(front)} members, use #0 to #{len(front) - 1}"

@@ -7,11 +7,12 @@ training curves, and the sections of the stages it did not run say so.
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgenas.run_record import RunDocument, RunSummary, read_run, read_summary
+from edgenas.run_record import SUMMARY_NAME, RunDocument, RunSummary, read_run, read_summary
 from export.card import CardDocument, read_card
 from once_for_all.errors import EdgenasError
 
@@ -50,6 +51,32 @@ class RunData:
     @property
     def name(self) -> str:
         return str(self.run.get("recipe", {}).get("name") or self.root.name)
+
+    @property
+    def planned_stages(self) -> list[str]:
+        """The stages the run's recipe names (none for a recipe this version cannot read)."""
+        from pydantic import ValidationError
+
+        from edgenas.recipe import Recipe
+
+        try:
+            return list(Recipe.model_validate(self.run.get("recipe", {})).planned_stages)
+        except ValidationError:
+            return []
+
+    def stage_state(self, stage: str) -> str:
+        """``unfinished`` (started, then failed or stopped), ``finished``, ``not run`` (named
+        by the recipe, not started yet) or ``not planned``; a stage per device or subnet
+        (``profile:pi4``) is unfinished if any of its parts is."""
+
+        def recorded(keys: Iterable[str]) -> bool:
+            return any(k == stage or k.startswith(f"{stage}:") for k in keys)
+
+        if recorded(self.run.get("started", {})):
+            return "unfinished"
+        if recorded(self.run.get("stages", {})):
+            return "finished"
+        return "not run" if stage in self.planned_stages else "not planned"
 
 
 RERUN = "rerun the stage that writes it (edgenas run RECIPE --force STAGE)"
@@ -124,8 +151,8 @@ def collect(root: Path) -> RunData:
             f"{root} is not a run folder (no run.json): give the folder that edgenas run wrote"
         )
     data = RunData(root=root, run=read_run(root / "run.json", fix=RERUN, error=ReportError))
-    if (root / "summary.json").is_file():
-        data.summary = read_summary(root / "summary.json", fix=RERUN, error=ReportError)
+    if (root / SUMMARY_NAME).is_file():
+        data.summary = read_summary(root / SUMMARY_NAME, fix=RERUN, error=ReportError)
     data.history = _history(root)
     if (root / "search" / "pareto.json").is_file():
         data.pareto = read_pareto(root / "search" / "pareto.json")

@@ -1,6 +1,7 @@
 """The report as one self-contained HTML page: inline CSS and inline SVG, no scripts, no
-network. Each part of the run has its own ``<section id=...>``; a stage the run did not do
-gets a line saying how to add it."""
+network. Each part of the run has its own ``<section id=...>``; a stage the run has not
+finished gets a line saying so (from run.json's records), one the recipe leaves out a line
+saying how to add it."""
 
 from __future__ import annotations
 
@@ -71,6 +72,24 @@ def _missing(text: str) -> str:
     return f"<p class='missing'>{inline(text)}</p>"
 
 
+def _not_done(data: RunData, stages: Sequence[str]) -> str | None:
+    """Why the first of ``stages`` that the run has not finished left nothing to show, as a
+    missing-part line; None when each finished or the recipe leaves it out."""
+    for stage in stages:
+        state = data.stage_state(stage)
+        if state == "unfinished":
+            return _missing(
+                f"The `{stage}` stage started and did not finish (it failed or was stopped: "
+                "run.log says which); run the same command again to go on."
+            )
+        if state == "not run":
+            return _missing(
+                f"The `{stage}` stage has not run yet: a stage before it did not finish "
+                "(run.log says why)."
+            )
+    return None
+
+
 def _figure(svg: str, caption: str = "") -> str:
     cap = f"<p class='meta'>{inline(caption)}</p>" if caption else ""
     return f"<div class='figure'>{svg}{cap}</div>"
@@ -79,7 +98,7 @@ def _figure(svg: str, caption: str = "") -> str:
 def _summary(data: RunData) -> str:
     rows = data.summary.get("chosen", []) if data.summary else []
     if not rows:
-        return _missing(
+        return _not_done(data, ("train", "profile", "search", "export")) or _missing(
             "No subnet exported yet: the recipe needs devices with a budget and the stages "
             "`search` and `export`."
         )
@@ -122,7 +141,9 @@ def _placement(row: Mapping[str, Any]) -> str:
 
 def _training(data: RunData) -> str:
     if not data.history:
-        return _missing("No training history: this run has no supernet.pt or checkpoint.pt yet.")
+        return _not_done(data, ("train",)) or _missing(
+            "No training history: this run has no supernet.pt or checkpoint.pt yet."
+        )
     phases: dict[str, list[Mapping[str, Any]]] = {}
     for r in data.history:
         phases.setdefault(str(r["phase"]), []).append(r)
@@ -153,7 +174,9 @@ def _training(data: RunData) -> str:
 
 def _pareto(data: RunData) -> str:
     if data.pareto is None:
-        return _missing("No search in this run: add `search` to the recipe's stages.")
+        return _not_done(data, ("search",)) or _missing(
+            "No search in this run: add `search` to the recipe's stages."
+        )
     p = data.pareto
     svg = figures.to_svg(pareto_figure(p, data.trial_values), "pareto")
     caption = (
@@ -169,7 +192,7 @@ _FIGURES = ("n", "rmse_ms", "rmspe", "within_5pct", "within_10pct", "spearman", 
 
 def _predictors(data: RunData) -> str:
     if not data.devices:
-        return _missing(
+        return _not_done(data, ("profile",)) or _missing(
             "No device profiled: add devices to the recipe and `profile` to its stages."
         )
     parts = []
@@ -219,7 +242,9 @@ def _fmt_figure(key: str, value: Any) -> str:
 
 def _blocks(data: RunData) -> str:
     if not data.devices:
-        return _missing("No device profiled: no lookup tables to show.")
+        return _not_done(data, ("profile",)) or _missing(
+            "No device profiled: no lookup tables to show."
+        )
     parts = []
     shares = figures.latency_shares(data.devices)
     if shares is not None:
@@ -286,7 +311,9 @@ def _op_split(device: DeviceData) -> str:
 
 def _models(data: RunData) -> str:
     if not data.cards:
-        return _missing("No exported models: add `export` to the recipe's stages.")
+        return _not_done(data, ("export",)) or _missing(
+            "No exported models: add `export` to the recipe's stages."
+        )
     return "".join(
         f"<details class='card' open><summary>{html.escape(card['name'])}</summary>"
         f"{to_html(card_markdown(card), heading_offset=2)}</details>"

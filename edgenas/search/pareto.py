@@ -64,7 +64,24 @@ MeasureAccuracy = Callable[[Sequence[Subnet]], list[float]]
 
 
 class InfeasibleBudget(EdgenasError, ValueError):
-    """No subnet meets a budget; the message gives the lowest latency achievable."""
+    """No subnet meets a budget; the message gives the lowest latency achievable and ends
+    with ``fix``: a caller that took the budget from elsewhere than --budget-ms (a recipe)
+    names its own key (``with_fix``)."""
+
+    def __init__(
+        self, device: str, budget_ms: float, fastest_ms: float, fix: str = "raise --budget-ms"
+    ) -> None:
+        self.device, self.budget_ms, self.fastest_ms, self.fix = device, budget_ms, fastest_ms, fix
+        super().__init__(
+            f"no subnet meets the {budget_ms:g} ms budget on {device}: the lowest latency "
+            f"achievable there is about {fastest_ms:.4g} ms; {fix}"
+        )
+
+    def __reduce__(self) -> tuple[type[InfeasibleBudget], tuple[str, float, float, str]]:
+        return InfeasibleBudget, (self.device, self.budget_ms, self.fastest_ms, self.fix)
+
+    def with_fix(self, fix: str) -> InfeasibleBudget:
+        return InfeasibleBudget(self.device, self.budget_ms, self.fastest_ms, fix)
 
 
 @dataclass(frozen=True)
@@ -176,10 +193,7 @@ def check_budgets(problem: SearchProblem) -> None:
 
 def _infeasible(problem: SearchProblem, device: DeviceTarget, budget: float) -> InfeasibleBudget:
     _, fastest = problem.fastest(device)
-    return InfeasibleBudget(
-        f"no subnet meets the {budget:g} ms budget on {device.name}: the "
-        f"lowest latency achievable there is about {fastest:.4g} ms; raise --budget-ms"
-    )
+    return InfeasibleBudget(device.name, budget, fastest)
 
 
 def pareto_document(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -68,6 +68,9 @@ class SearchProblem:
     # published predictor encodes 112-224 px in steps of 16 only.
     accuracy_resolutions: tuple[int, ...] | None = None
     accuracy_name: str = "the accuracy source"
+    # What the accuracy and the latencies come from, by content (``supernet``, ``predictors``,
+    # ``accuracy``): part of a stored study's identity, so that it is continued only on them.
+    sources: Mapping[str, object] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         for device in self.devices:

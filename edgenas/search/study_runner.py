@@ -53,8 +53,9 @@ class StudyError(EdgenasError, ValueError):
 
 def open_storage(url: str) -> BaseStorage:
     """``sqlite:///path``, ``postgresql://...`` (any SQLAlchemy URL), or ``journal:PATH`` /
-    a path ending in ``.log`` for Optuna's journal file storage."""
-    if url.startswith("journal:") or url.endswith((".log", ".jsonl")):
+    a path (no ``://``) ending in ``.log`` or ``.jsonl`` for Optuna's journal file storage."""
+    # A URL is never a journal, whatever its file's name (sqlite:///x.log is SQLite).
+    if url.startswith("journal:") or ("://" not in url and url.endswith((".log", ".jsonl"))):
         path = url.removeprefix("journal:")
         try:
             Path(path).parent.mkdir(parents=True, exist_ok=True)
@@ -127,38 +128,59 @@ def _check_journal(path: Path) -> None:
 
 
 def study_identity(problem: SearchProblem) -> dict[str, Any]:
-    """What a study's trials mean: the space, the objectives and the budgets (a study can
-    only be continued by a search of the same)."""
+    """What a study's trials mean: the space, the objectives, the budgets, and what the
+    accuracy and latencies come from (``problem.sources``: the supernet, the predictors, the
+    accuracy source). A study can only be continued by a search of the same."""
     return {
         "space": problem.space.id,
         "objectives": problem.objective_names,
         "budgets": {d.name: d.budget_ms for d in problem.devices if d.budget_ms is not None},
+        **problem.sources,
     }
 
 
-def check_study(storage: BaseStorage, name: str, problem: SearchProblem) -> None:
+# Every stored identity has these; ``sources`` came later and some callers give none.
+_ALWAYS = ("space", "objectives", "budgets")
+CLASH_FIX = "give another --study-name"
+
+
+def check_study(
+    storage: BaseStorage, name: str, problem: SearchProblem, *, fix: str = CLASH_FIX
+) -> None:
     """Refuse a stored study made for another search, before any work (``SearchRun`` checks
-    the same, but only once the accuracy source is ready, minutes later)."""
+    the same, but only once the accuracy source is ready, minutes later). ``fix`` ends the
+    message: how the caller's user picks another study."""
     try:
         study_id = storage.get_study_id_from_name(name)
     except KeyError:
         return  # a new study
     stored = storage.get_study_user_attrs(study_id).get("edgenas")
     if stored is not None:
-        _compare_identity(name, stored, problem)
+        _compare_identity(name, stored, problem, fix=fix)
 
 
-def _compare_identity(name: str, stored: object, problem: SearchProblem) -> None:
+def _compare_identity(name: str, stored: object, problem: SearchProblem, *, fix: str) -> None:
     identity = json.loads(json.dumps(study_identity(problem)))
-    if stored == identity:
-        return
     old = stored if isinstance(stored, dict) else {}
-    differ = [key for key in identity if old.get(key) != identity[key]] or list(identity)
-    key = differ[0]  # one line: the first of space, objectives, budgets that differs
-    raise StudyError(
-        f"study {name!r} was made for {key} {_shown(old.get(key))}, not {_shown(identity[key])}: "
-        "give another --study-name, or a new --out"
-    )
+    # A part only one side records (a study stored before sources were) is not compared.
+    differ = [
+        key for key in identity if (key in _ALWAYS or key in old) and old.get(key) != identity[key]
+    ]
+    if not differ:
+        return
+    key = differ[0]  # one line: the first part that differs
+    was, now = _differing(old.get(key), identity[key])
+    raise StudyError(f"study {name!r} was made for {key} {_shown(was)}, not {_shown(now)}: {fix}")
+
+
+def _differing(was: object, now: object) -> tuple[object, object]:
+    """Of two per-device parts (budgets, predictors), the entries that differ."""
+    if not (isinstance(was, dict) and isinstance(now, dict)):
+        return was, now
+    keys = [k for k in now if k in was and was[k] != now[k]]
+    if not keys:
+        return was, now
+    return {k: was[k] for k in keys}, {k: now[k] for k in keys}
 
 
 def _shown(value: object, limit: int = 48) -> str:
@@ -361,10 +383,13 @@ class SearchRun:
 
     def _check_study(self, name: str) -> None:
         stored = self.persistent.user_attrs.get("edgenas")
-        if stored is None:
-            self.persistent.set_user_attr("edgenas", study_identity(self.problem))
-        else:
-            _compare_identity(name, stored, self.problem)
+        identity = json.loads(json.dumps(study_identity(self.problem)))
+        if stored is not None:
+            _compare_identity(name, stored, self.problem, fix=CLASH_FIX)
+        # A study stored before its sources were recorded is bound to this search's from now.
+        merged = {**stored, **identity} if isinstance(stored, dict) else identity
+        if merged != stored:
+            self.persistent.set_user_attr("edgenas", merged)
 
     @property
     def stored(self) -> int:

@@ -8,6 +8,7 @@ Several devices give a joint front (one subnet family for all targets). The stud
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -104,10 +105,10 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         write_pareto,
     )
     from edgenas.search.problem import DeviceTarget, SearchProblem
-    from edgenas.search.study_runner import SearchRun, check_study, open_storage
+    from edgenas.search.study_runner import CLASH_FIX, SearchRun, check_study, open_storage
     from latency.predictors import load_predictor
     from once_for_all import load_supernet
-    from once_for_all.accuracy_dataset import AccuracyCache
+    from once_for_all.accuracy_dataset import AccuracyCache, supernet_fingerprint
     from once_for_all.checkpoint import FolderReads, load_training_data
     from once_for_all.files import output_folder
     from once_for_all.ofa_accuracy_predictor import load_ofa_accuracy_predictor
@@ -152,8 +153,11 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         data = load_training_data(o.supernet, payload, folder=o.data, reads=reads)
     enqueued = [_enqueued(p, space) for p in o.enqueue]
     targets = []
+    predictor_files: dict[str, str] = {}
     for i, name in enumerate(o.devices):
-        predictor = load_predictor(resolve_predictor(name, o.profiles))
+        path = resolve_predictor(name, o.profiles)
+        predictor = load_predictor(path)
+        predictor_files[predictor.header.device] = _content_id(path.read_bytes())
         budgets = _levels(o.budgets_ms[i]) if o.budgets_ms else ()
         targets.append(
             DeviceTarget(
@@ -173,6 +177,15 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         extra,
         accuracy_resolutions=ofa.resolutions if ofa is not None else None,
         accuracy_name="OFA's accuracy predictor",
+        sources=(
+            {"predictors": predictor_files, "accuracy": f"ofa-predictor {ofa.sha256[:16]}"}
+            if ofa is not None
+            else {
+                "supernet": supernet_fingerprint(net),
+                "predictors": predictor_files,
+                "accuracy": o.accuracy,
+            }
+        ),
     )
     _ = problem.resolutions  # resolutions that no device or accuracy source share fail first
     check_budgets(problem)
@@ -181,7 +194,9 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     output_folder(o.out)
     # An unreachable or wrong storage fails here too, before any accuracy evaluation.
     store = open_storage(o.storage or f"journal:{o.out / 'study.log'}")
-    check_study(store, o.study_name, problem)  # a study made for another search fails first
+    # A study made for another search fails first; a new --out only helps a study kept there.
+    elsewhere = "another --storage" if o.storage else "a new --out"
+    check_study(store, o.study_name, problem, fix=f"{CLASH_FIX}, or {elsewhere}")
     evaluate: Evaluate | None = None
     accuracy: AccuracyFn
     if ofa is not None:
@@ -273,6 +288,11 @@ def resolve_predictor(device: str, profiles: Path) -> Path:
 
 
 Evaluate = Callable[[Sequence["Subnet"]], list[float]]
+
+
+def _content_id(content: bytes) -> str:
+    """First 16 hex digits of a SHA-256, as ``supernet_fingerprint`` gives for weights."""
+    return hashlib.sha256(content).hexdigest()[:16]
 
 
 def _unset_accuracy(subnets: Sequence[Subnet]) -> np.ndarray:

@@ -142,6 +142,7 @@ def test_own_data_trains_once_the_space_fits_it(tmp_path: Path) -> None:
         "data": {"source": str(tmp_path / "mine.npz"), "val_size": 40, "seed": 0},
     }
     recipe["train"]["phases"] = recipe["train"]["phases"][:2]
+    recipe["train"]["batch_size"] = 16  # 59 training images: at least one batch per epoch
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
     proc = run("train", path, "--out", tmp_path / "wrong", check=False)

@@ -14,7 +14,7 @@ import numpy as np
 from PIL import Image
 
 from edgenas.report.markdown import to_html
-from tests.edgenas.conftest import Run
+from tests.edgenas.conftest import MICRO_RECIPE, Run
 from tests.support.cli_here import edgenas_here
 
 SECTIONS = ("summary", "training", "pareto", "latency-predictors", "block-latency", "models")
@@ -175,6 +175,27 @@ def test_an_unfinished_run_says_which_stages_are_missing(tmp_path: Path) -> None
     assert set(page.missing) == set(SECTIONS)
     assert "add `search`" not in page.missing["pareto"]  # code spans became <code>
     assert "search" in page.missing["pareto"] and not page.svgs
+
+
+def test_a_run_stopped_in_a_stage_says_it_did_not_finish(tmp_path: Path) -> None:
+    # It said "No search in this run: add search to the recipe's stages" for a recipe whose
+    # search had failed (audit, finding 3).
+    from edgenas.report import build_report
+
+    recipe = {**MICRO_RECIPE, "devices": [{"name": "npu-32x32-ws", "budget_ms": 5.0}]}
+    finished = {"inputs": {}, "outputs": {}, "seconds": 1.0, "finished": "x"}
+    run = {
+        "format": "edgenas.run/1",
+        "recipe": recipe,
+        "stages": {"train": finished, "profile:npu-32x32-ws": finished},
+        "started": {"search": {}},
+    }
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    page = outline(build_report(tmp_path).read_text())
+    for section in ("summary", "pareto"):
+        assert page.missing[section].startswith("The search stage started and did not finish")
+    assert page.missing["models"].startswith("The export stage has not run yet")
+    assert not any("recipe's stages" in page.missing[s] for s in ("summary", "pareto", "models"))
 
 
 def test_card_markdown_becomes_escaped_html() -> None:

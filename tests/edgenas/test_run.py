@@ -4,13 +4,26 @@ and the simulated NPU), then what a rerun, a changed recipe and --force redo."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import yaml
 
-from edgenas.pipeline import RunFolder, RunOptions, _needs_run, _only_trials_changed, sha256
+from edgenas.pipeline import (
+    RunFolder,
+    RunOptions,
+    _adopt_data_fingerprint,
+    _needs_run,
+    _only_trials_changed,
+    sha256,
+    train_inputs,
+    with_dependents,
+)
 from edgenas.recipe import load_recipe
 from tests.edgenas.conftest import Run, run_recipe
 from tests.support.cli_here import edgenas_here
@@ -191,3 +204,85 @@ def test_recipe_mistakes_fail_at_load_with_the_key(tmp_path: Path) -> None:
     proc = edgenas_run(no_budget, tmp_path / "out", cache=cache)
     assert proc.returncode == 2 and "give a device a budget_ms" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_a_failed_search_after_a_change_leaves_no_stale_summary_or_report(
+    micro_run: Run, tmp_path: Path
+) -> None:
+    # The old summary.json and report.html outlived the failure, and the report told the
+    # user to add search to the stages (audit, findings 3 and 7).
+    recipe, out, cache, _ = micro_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.lock"))
+    assert (copy / "summary.json").is_file() and (copy / "report.html").is_file()
+    changed = yaml.safe_load(recipe.read_text())
+    for device in changed["devices"]:
+        device["budget_ms"] = 1e-6
+    tight = tmp_path / "tight.yaml"
+    tight.write_text(yaml.safe_dump(changed, sort_keys=False))
+    proc = edgenas_run(tight, copy, cache=cache)
+    assert proc.returncode == 2
+    assert "no subnet meets the 1e-06 ms budget on test-cpu" in proc.stderr
+    assert proc.stderr.rstrip().endswith("raise devices[0].budget_ms in the recipe")
+    assert not (copy / "summary.json").exists() and not (copy / "report.html").exists()
+    proc = edgenas_here("report", copy)
+    assert proc.returncode == 0, proc.stderr
+    page = (copy / "report.html").read_text()
+    assert "The <code>search</code> stage started and did not finish" in page
+    assert "add <code>search</code>" not in page
+
+
+def test_an_unknown_device_leaves_no_run_folder(tmp_path: Path) -> None:
+    recipe = run_recipe(tmp_path, devices=[{"name": "nosuchdev", "budget_ms": 1.0}])
+    proc = edgenas_run(recipe, tmp_path / "out", cache=tmp_path / "cache")
+    assert proc.returncode == 2 and "unknown device profile 'nosuchdev'" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_force_redoes_the_stages_that_depend_on_the_forced_one() -> None:
+    # README: "--force search: redo a stage (and what depends on it)"; export was skipped
+    # when the forced search chose the same subnet (audit, finding 6).
+    assert with_dependents(("search",)) == ("search", "export")
+    assert with_dependents(("train",)) == ("train", "search", "export")  # not profile
+    assert with_dependents(("export", "profile")) == ("profile", "search", "export")
+    assert with_dependents(()) == ()
+
+
+def test_the_train_stage_records_what_its_data_holds(tmp_path: Path) -> None:
+    # Only the source's path was recorded: new data under the same name was not noticed
+    # (audit, finding 2).
+    def inputs(source: Path | str) -> dict[str, Any]:
+        return train_inputs(load_recipe(run_recipe(tmp_path, data={"source": str(source)})))
+
+    assert set(inputs("fashion-mnist")) == {"recipe"}  # as recorded before: still up to date
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=np.zeros(3))
+    first = inputs(npz)["data"]
+    np.savez(npz, x=np.ones(3))
+    assert inputs(npz)["data"] != first and set(first) == {"sha256"}
+    folder = tmp_path / "images" / "cat"
+    folder.mkdir(parents=True)
+    (folder / "1.png").write_bytes(b"one")
+    listed = inputs(folder.parent)["data"]
+    assert set(listed) == {"listing"} and inputs(folder.parent)["data"] == listed
+    (folder / "2.png").write_bytes(b"two")
+    assert inputs(folder.parent)["data"] != listed
+    os.utime(folder / "2.png", ns=(0, 0))
+    assert inputs(folder.parent)["data"] != listed
+
+
+def test_a_train_stage_recorded_without_a_data_fingerprint_is_not_redone(tmp_path: Path) -> None:
+    npz = tmp_path / "d.npz"
+    np.savez(npz, x=np.zeros(3))
+    recipe_path = run_recipe(tmp_path, data={"source": str(npz)})
+    inputs = train_inputs(load_recipe(recipe_path))
+    before = {k: v for k, v in inputs.items() if k != "data"}
+    run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
+    run.root.mkdir()
+    run.stages["train"] = {"inputs": before, "outputs": {}, "seconds": 1.0, "finished": "x"}
+    _adopt_data_fingerprint(run, inputs)
+    assert run.up_to_date("train", inputs)
+    assert _stages(run.root)["train"]["inputs"] == inputs  # saved: the data is bound from now
+    run.stages["train"]["inputs"] = {**before, "recipe": {"changed": True}}
+    _adopt_data_fingerprint(run, inputs)  # something else changed: not adopted
+    assert not run.up_to_date("train", inputs)

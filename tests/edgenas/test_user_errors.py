@@ -479,6 +479,14 @@ def test_a_study_made_for_another_search_is_refused_before_any_work(
         "error: study 'edgenas' was made for budgets test-cpu=100 ms, not test-cpu=50 ms: "
         "give another --study-name, or a new --out"
     )
+    # A study in a --storage of its own: a new --out would not help (audit, finding 7).
+    storage = f"journal:{tmp_path / 's' / 'study.log'}"
+    again = edgenas(
+        *args[:budget], "50", *args[budget + 1 :], "--storage", storage, "--out", tmp_path / "t"
+    )
+    assert error_line(again).endswith(
+        "not test-cpu=50 ms: give another --study-name, or another --storage"
+    )
 
 
 def _holds_lock(pid: int, folder: Path) -> bool:

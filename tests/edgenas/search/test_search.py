@@ -26,7 +26,7 @@ from edgenas.search.pareto import (
 from edgenas.search.problem import SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import subnet_from_params, subnet_params
-from edgenas.search.study_runner import SearchRun, StudyError, open_storage
+from edgenas.search.study_runner import SearchRun, StudyError, check_study, open_storage
 from once_for_all.errors import EdgenasError
 from tests.edgenas.search import synthetic
 from tests.edgenas.search.synthetic import SPACE, problem
@@ -177,6 +177,41 @@ def test_a_study_for_other_objectives_is_refused(tmp_path: Path) -> None:
         SearchRun(problem(devices=2), storage=storage, study_name="s")
 
 
+def test_a_study_for_another_supernet_or_predictor_is_refused(tmp_path: Path) -> None:
+    # Only space, objectives and budgets were compared: a study went on with the trials of
+    # a retrained supernet or a re-profiled device (audit, finding 1).
+    storage = open_storage(f"journal:{tmp_path / 's.log'}")
+    sources = {"supernet": "aaaa", "predictors": {"board0": "p1"}, "accuracy": "predictor"}
+    SearchRun(replace(problem(), sources=sources), storage=storage, study_name="s").run(10)
+    SearchRun(replace(problem(), sources=sources), storage=storage, study_name="s")  # the same
+    for changed, message in (
+        ({"supernet": "bbbb"}, "supernet aaaa, not bbbb"),
+        ({"predictors": {"board0": "p2"}}, "predictors board0=p1, not board0=p2"),
+        ({"accuracy": "direct"}, "accuracy predictor, not direct"),
+    ):
+        other = replace(problem(), sources={**sources, **changed})
+        with pytest.raises(StudyError) as refused:
+            check_study(storage, "s", other, fix="give another --study-name, or another --storage")
+        assert str(refused.value) == (
+            f"study 's' was made for {message}: give another --study-name, or another --storage"
+        )
+        with pytest.raises(StudyError, match=f"made for {message}: give another --study-name$"):
+            SearchRun(other, storage=storage, study_name="s")
+
+
+def test_a_study_stored_before_its_sources_were_recorded_continues_and_keeps_them(
+    tmp_path: Path,
+) -> None:
+    storage = open_storage(f"journal:{tmp_path / 's.log'}")
+    SearchRun(problem(), storage=storage, study_name="s").run(10)  # as this version stored it
+    sources = {"supernet": "aaaa", "predictors": {"board0": "p1"}, "accuracy": "predictor"}
+    check_study(storage, "s", replace(problem(), sources=sources))
+    run = SearchRun(replace(problem(), sources=sources), storage=storage, study_name="s")
+    assert run.persistent.user_attrs["edgenas"]["supernet"] == "aaaa"
+    with pytest.raises(StudyError, match="made for supernet aaaa, not bbbb"):
+        check_study(storage, "s", replace(problem(), sources={**sources, "supernet": "bbbb"}))
+
+
 def test_resume_after_kill_continues_the_same_study(tmp_path: Path) -> None:
     storage = f"journal:{tmp_path / 'study.log'}"
     args = [
@@ -263,3 +298,15 @@ def test_a_journal_under_a_file_is_one_line(tmp_path: Path) -> None:
     (tmp_path / "afile").write_text("x")
     with pytest.raises(StudyError, match=r"journal .*afile/s.log: File exists; give --storage"):
         open_storage(f"journal:{tmp_path / 'afile' / 's.log'}")
+
+
+def test_a_url_ending_in_log_is_not_a_journal_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # sqlite:///x.log became a journal in a folder named 'sqlite:' (audit, finding 5).
+    monkeypatch.chdir(tmp_path)
+    storage = open_storage("sqlite:///x.log")
+    assert isinstance(storage, optuna.storages.RDBStorage)
+    assert (tmp_path / "x.log").is_file() and not (tmp_path / "sqlite:").exists()
+    assert isinstance(open_storage("j.log"), optuna.storages.JournalStorage)
+    assert isinstance(open_storage("journal:y.jsonl"), optuna.storages.JournalStorage)

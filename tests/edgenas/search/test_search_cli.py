@@ -94,6 +94,14 @@ def test_joint_search_for_two_devices_writes_front_choices_and_plot(
     proc = search_here(*common, "--trials", "250", "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["trials"] >= 250
+    # A device profiled again has other latencies: its trials are not this study's.
+    reprofiled = tmp_path / "board1-again.json"
+    predictor("board1", seed=5, scale=3.0).save(reprofiled)
+    changed = [str(reprofiled) if a == board1 else a for a in common]
+    proc = search_here(*changed, "--trials", "250", "--quiet")
+    assert proc.returncode == 2
+    assert "study 'edgenas' was made for predictors board1=" in proc.stderr
+    assert "accuracy (inherited weights)" not in proc.stderr  # refused before any work
 
 
 def test_search_errors_are_one_line(
