@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import random
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,15 +14,25 @@ if TYPE_CHECKING:
     from once_for_all import SearchSpace, Subnet
 
 
-def choose_subnet(choice: str, space: SearchSpace, *, seed: int = 0) -> Subnet:
+def choose_subnet(
+    choice: str,
+    space: SearchSpace,
+    *,
+    seed: int = 0,
+    resolutions: Sequence[int] | None = None,
+) -> Subnet:
+    """The subnet ``choice`` names. ``resolutions`` (default: the space's) are where max,
+    min and random may be: a predictor's table may cover only some (OFA's Note10 tables:
+    160-224 px of a space that starts at 128)."""
     from once_for_all import Subnet, SubnetError
 
+    rs = tuple(resolutions) if resolutions else None
     if choice == "max":
-        return space.max_subnet()
+        return space.max_subnet(r=max(rs) if rs else None)
     if choice == "min":
-        return space.min_subnet()
+        return space.min_subnet(r=min(rs) if rs else None)
     if choice == "random":
-        return space.sample(random.Random(seed))
+        return space.sample(random.Random(seed), r=rs)
     path, _, member = choice.partition("#")
     document = _read_json(Path(path))
     if isinstance(document, dict) and str(document.get("format", "")).startswith("edgenas.pareto/"):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -23,7 +22,6 @@ if TYPE_CHECKING:
     from latency.fleet import DeviceResult, ProfileOptions
     from latency.predictors import CalibratedPredictor, LutSumPredictor
     from latency.table import TableHeader
-    from once_for_all import Subnet
 
 latency_app = typer.Typer(
     help="Latency predictors: predict a subnet's latency, validate a predictor on its device.",
@@ -389,8 +387,10 @@ def predict_command(
 ) -> None:
     """Predicted latency of one subnet on the predictor's device (max, min and random at
     the resolutions its table covers)."""
+    from edgenas.subnet_choice import choose_subnet
+
     p = _load(predictor)
-    chosen = _predictable_subnet(subnet, p, seed=seed)
+    chosen = choose_subnet(subnet, p.space, seed=seed, resolutions=p.header.resolutions)
     ms = p.predict(chosen)
     if as_json:
         typer.echo(
@@ -405,23 +405,6 @@ def predict_command(
         )
     else:
         typer.echo(f"{ms:.4f} ms on {p.header.device} ({p.kind})")
-
-
-def _predictable_subnet(
-    choice: str, p: LutSumPredictor | CalibratedPredictor, *, seed: int
-) -> Subnet:
-    """``choose_subnet``'s subnet, where max, min and random keep to the resolutions the
-    predictor's table covers (OFA's Note10 tables: 160-224 px of a space that starts at 128)."""
-    from edgenas.subnet_choice import choose_subnet
-
-    rs = p.header.resolutions
-    if choice == "max":
-        return p.space.max_subnet(r=max(rs))
-    if choice == "min":
-        return p.space.min_subnet(r=min(rs))
-    if choice == "random":
-        return p.space.sample(random.Random(seed), r=rs)
-    return choose_subnet(choice, p.space, seed=seed)
 
 
 @latency_app.command("validate")

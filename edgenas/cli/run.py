@@ -27,7 +27,11 @@ def run_command(
         Path | None, typer.Option(help="run folder (default: runs/<recipe name>)")
     ] = None,
     force: Annotated[
-        list[Stage] | None, typer.Option(help="redo this stage even if up to date (repeatable)")
+        list[Stage] | None,
+        typer.Option(
+            help="redo this stage, and the stages that depend on it, even if up to date "
+            "(repeatable)"
+        ),
     ] = None,
     threads: Annotated[
         int | None, typer.Option(min=1, help="torch threads (default: the recipe's)")
