@@ -284,15 +284,11 @@ class AdbDevice(Device):
         output = parse_output(text)
         if status != 0 or output.runs is None:
             raise self._model_failure(path, status, text, output, settings)
-        if _accelerator(settings.delegate) and not any(
-            "xnnpack" not in kernel.lower() for _, _, kernel, _ in output.replaced
-        ):
-            # benchmark_model warns and runs on the CPU (XNNPACK or builtin kernels) when it
-            # cannot create the delegate, or the delegate takes no node: not its timings.
-            said = "; ".join(output.warnings) or "no node was delegated"
+        fell_back = _cpu_fallback(output) if _accelerator(settings.delegate) else None
+        if fell_back is not None:
             raise DeviceError(
                 f"device {self.name!r}: benchmark_model ran {path.name} on the CPU, not on "
-                f"delegate {settings.delegate} ({said}); check that phone "
+                f"delegate {settings.delegate} ({fell_back}); check that phone "
                 f"{self.client.serial} has that accelerator and its driver, or measure on the "
                 "CPU with delegate: xnnpack in the profile"
             )
@@ -504,6 +500,25 @@ def _accelerator(delegate: str | None) -> bool:
     """Whether ``delegate`` runs on something other than the CPU (benchmark_model's GPU,
     NNAPI and external delegates; XNNPACK and none are CPU paths)."""
     return delegate in ("gpu", "nnapi") or (delegate or "").startswith("external:")
+
+
+def _cpu_fallback(output: BenchmarkOutput) -> str | None:
+    """Why a run with an accelerator's delegate ran on the CPU, in the tool's own words;
+    None where it does not say so. benchmark_model goes on without the delegate when it
+    cannot create it ("GPU acceleration is unsupported on this platform.") or the delegate
+    takes nothing ("Though NNAPI delegate is explicitly applied, the model graph will not be
+    executed by the delegate.", even after NNAPI's "Replacing 31 out of 31 node(s)"), and
+    a run whose only delegated nodes went to XNNPACK ran on the CPU. Older builds print
+    none of these lines: nothing says the accelerator was not used."""
+    said = [n for n in output.delegate_notes if n.startswith("Though ")]
+    said += [w for w in output.warnings if "unsupported on this platform" in w]
+    if said:
+        return "; ".join(said)
+    applied = any(n.startswith("Explicitly applied ") for n in output.delegate_notes)
+    cpu_only = all("xnnpack" in kernel.lower() for kernel in output.delegated_to)
+    if not applied and output.delegated_to and cpu_only:
+        return "only XNNPACK, on the CPU, took nodes"
+    return None
 
 
 def _placement(output: BenchmarkOutput, delegate: str | None) -> dict[str, Any] | None:

@@ -45,6 +45,13 @@ _REPLACING = re.compile(
     r"Replacing (\d+) out of (\d+) node\(s\) with delegate \(([^)]*)\) node, yielding (\d+) "
     r"partitions"
 )
+# Builds before the "N out of M" form said "Replacing 49 node(s) with delegate (...) node".
+_OLD_REPLACING = re.compile(r"Replacing (\d+) node\(s\) with delegate \(([^)]*)\) node")
+# What benchmark_tflite_model.cc says after applying a delegate the flags asked for.
+_DELEGATE_NOTE = re.compile(
+    r"^(?:Explicitly applied \S+ delegate|Though \S+ delegate is explicitly applied), the "
+    r"model graph will"
+)
 _FAILED_DELEGATE = re.compile(r"Failed to apply (?:the )?(\S+) delegate")
 _INIT_SECTION = "Profiling Info for Benchmark Initialization"
 _RUN_SECTION = "Operator-wise Profiling Info for Regular Benchmark Runs"
@@ -96,6 +103,12 @@ class BenchmarkOutput:
     # WARNING lines, e.g. "GPU acceleration is unsupported on this platform." when the tool
     # could not create the delegate asked for and ran on the CPU instead.
     warnings: list[str] = field(default_factory=list)
+    # The kernels that "Replacing ..." lines name, in either form (XNNPACK's included).
+    delegated_to: list[str] = field(default_factory=list)
+    # "Explicitly applied GPU delegate, and the model graph will be completely executed by
+    # the delegate." / "Though NNAPI delegate is explicitly applied, the model graph will not
+    # be executed by the delegate." (newer builds, after applying a delegate asked for)
+    delegate_notes: list[str] = field(default_factory=list)
 
 
 def log_lines(text: str) -> list[str]:
@@ -112,6 +125,8 @@ def parse_output(text: str) -> BenchmarkOutput:
     replaced: list[tuple[int, int, str, int]] = []
     errors: list[str] = []
     warnings: list[str] = []
+    delegated_to: list[str] = []
+    notes: list[str] = []
     for original, line in zip(raw, lines, strict=True):
         body = line.strip()
         if body.startswith("count="):
@@ -130,6 +145,11 @@ def parse_output(text: str) -> BenchmarkOutput:
             found["peak"] = float(match[1])
         elif match := _REPLACING.search(body):
             replaced.append((int(match[1]), int(match[2]), match[3], int(match[4])))
+            delegated_to.append(match[3])
+        elif match := _OLD_REPLACING.search(body):
+            delegated_to.append(match[2])
+        elif _DELEGATE_NOTE.match(body):
+            notes.append(body)
         if _is_error(original, body):
             errors.append(body)
         elif _is_warning(original):
@@ -153,6 +173,8 @@ def parse_output(text: str) -> BenchmarkOutput:
         replaced=replaced,
         errors=errors,
         warnings=warnings,
+        delegated_to=delegated_to,
+        delegate_notes=notes,
     )
 
 

@@ -374,11 +374,12 @@ class SshDevice(Device):
         # A runner still working in one (a dropped connection or an interrupt leaves it
         # running on the device) is stopped first, or it would compete with the next
         # measurement for the CPU. Its pid counts only while its working folder is that
-        # folder, so a pid that was reused since is never signalled.
+        # folder (compared as physical paths: /proc shows the cwd with links resolved), so
+        # a pid that was reused since is never signalled.
         command = (
             f"for d in {quoted}; do "
-            'p=$(cat "$d/runner.pid" 2>/dev/null) && '
-            '[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$d" ] && kill -TERM "$p"; '
+            'p=$(cat "$d/runner.pid" 2>/dev/null) && here=$(cd "$d" && pwd -P) && '
+            '[ "$(readlink "/proc/$p/cwd" 2>/dev/null)" = "$here" ] && kill -TERM "$p"; '
             f"done; rm -rf -- {quoted}"
         )
         status, _, err = self._exec(transport, command, timeout=_SMALL_COMMAND_TIMEOUT_S)

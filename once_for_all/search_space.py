@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
@@ -97,12 +96,6 @@ class SearchSpace:
                 raise SpaceError(f"space {self.name!r}: {name} must be non-empty, sorted, unique")
         if any(k % 2 == 0 for k in self.kernel_sizes):
             raise SpaceError(f"space {self.name!r}: kernel sizes must be odd")
-        if self.resolutions[0] < self.total_stride:
-            raise SpaceError(
-                f"space {self.name!r}: resolutions start at {self.resolutions[0]} px: each must "
-                f"be at least {self.total_stride}, the network's total stride (the product of "
-                "its stem, first block and stage strides)"
-            )
 
     # ---- identity and serialisation
 
@@ -169,13 +162,6 @@ class SearchSpace:
     def active_blocks(self, subnet: Subnet) -> list[int]:
         """Indices of the block slots a subnet uses (the first ``d`` of each stage)."""
         return [s * self.max_depth + i for s, d in enumerate(subnet.d) for i in range(d)]
-
-    @property
-    def total_stride(self) -> int:
-        """How many input pixels one pixel of the final feature map spans per side."""
-        return math.prod(
-            (self.stem_stride, self.first_block_stride, *(s.stride for s in self.stages))
-        )
 
     def feature_size(self, resolution: int) -> int:
         """Spatial size of the final feature map for an input resolution."""

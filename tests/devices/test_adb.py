@@ -457,32 +457,78 @@ def test_a_model_the_delegate_rejects(phone: Path, fake_binary: Path, tmp_path: 
     assert list((phone / "tmp").iterdir()) == []
 
 
+# Lines benchmark_model prints about the delegate asked for, from LiteRT's sources:
+# gpu_delegate_provider.cc (TFLITE_LOG(WARN), when it cannot create the delegate),
+# benchmark_tflite_model.cc (after applying it: "Explicitly applied ..." / "Though ..."), and
+# subgraph.cc ("Replacing N out of M node(s)"; older builds "Replacing N node(s)").
+UNSUPPORTED = "WARNING: GPU acceleration is unsupported on this platform."
+NOT_EXECUTED = (
+    "INFO: Though NNAPI delegate is explicitly applied, the model graph will not be executed "
+    "by the delegate."
+)
+XNNPACK_ONLY = (
+    "VERBOSE: Replacing 49 out of 49 node(s) with delegate (TfLiteXNNPackDelegate) node, "
+    "yielding 1 partitions for subgraph 0."
+)
+GPU_TOOK_ALL = (
+    "VERBOSE: Replacing 49 out of 49 node(s) with delegate (TfLiteGpuDelegateV2) node, "
+    "yielding 1 partitions for subgraph 0.\n"
+    "INFO: Explicitly applied GPU delegate, and the model graph will be completely executed "
+    "by the delegate."
+)
+OLD_GPU_LINE = (
+    "Replacing 49 node(s) with delegate (TfLiteGpuDelegateV2) node, yielding 1 partitions."
+)
+
+
+def _binary_printing(folder: Path, lines: str) -> Path:
+    """A stand-in benchmark_model: ``lines``, then the TC2 recording (a real run's figures)."""
+    binary = folder / "benchmark_model"
+    binary.write_text(
+        f"#!/bin/sh\nprintf '%s\\n' {shlex.quote(lines)}\n"
+        f"cat {shlex.quote(str(BENCH / 'tc2_xnnpack_op_profiling.txt'))}\n"
+    )
+    binary.chmod(0o755)
+    return binary
+
+
 @pytest.mark.parametrize(
-    ("delegate", "recording"),
+    ("delegate", "lines", "said"),
     [
-        # XNNPACK took the graph (the TC2 recording): the GPU delegate took nothing.
-        ("gpu", "tc2_xnnpack_op_profiling.txt"),
-        # No delegate at all (the rv64 recording): TFLite's builtin kernels ran.
-        ("nnapi", "rv64_mobilenet_v1_op_profiling.txt"),
+        ("gpu", UNSUPPORTED, "GPU acceleration is unsupported on this platform."),
+        ("nnapi", NOT_EXECUTED, NOT_EXECUTED.removeprefix("INFO: ")),
+        ("nnapi", XNNPACK_ONLY, "only XNNPACK, on the CPU, took nodes"),
     ],
+    ids=["not-created", "not-executed", "xnnpack-only"],
 )
 def test_an_accelerator_that_ran_nothing(
-    phone: Path, tmp_path: Path, delegate: str, recording: str
+    phone: Path, tmp_path: Path, delegate: str, lines: str, said: str
 ) -> None:
-    """benchmark_model warns and runs on the CPU when it cannot create the delegate asked
-    for: that is an error, not the accelerator's timings."""
-    binary = tmp_path / "benchmark_model"
-    binary.write_text(f"#!/bin/sh\ncat {shlex.quote(str(BENCH / recording))}\n")
-    binary.chmod(0o755)
-    device = _device(phone, binary, delegate=delegate)
+    """benchmark_model goes on without the delegate asked for and times the CPU: that is
+    an error, not the accelerator's timings."""
+    device = _device(phone, _binary_printing(tmp_path, lines), delegate=delegate)
     with pytest.raises(DeviceError) as info:
         device.measure([_model(tmp_path, "m.tflite")])
     assert str(info.value) == (
         f"device 'phone': benchmark_model ran m.tflite on the CPU, not on delegate {delegate} "
-        "(no node was delegated); check that phone FAKE0001 has that accelerator and its "
-        "driver, or measure on the CPU with delegate: xnnpack in the profile"
+        f"({said}); check that phone FAKE0001 has that accelerator and its driver, or "
+        "measure on the CPU with delegate: xnnpack in the profile"
     )
     assert list((phone / "tmp").iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "lines", [GPU_TOOK_ALL, OLD_GPU_LINE, ""], ids=["applied", "older-build", "silent-build"]
+)
+def test_an_accelerator_that_ran_is_measured(phone: Path, tmp_path: Path, lines: str) -> None:
+    """A run the tool says the delegate took, or one from a build that says nothing of it
+    (older builds log "Replacing ..." in debug builds only), is the delegate's."""
+    device = _device(phone, _binary_printing(tmp_path, lines), delegate="gpu")
+    (m,) = device.measure([_model(tmp_path, "m.tflite")])
+    assert m.n == 67 and m.mean_ms == pytest.approx(7.45497)
+    if lines == GPU_TOOK_ALL:
+        assert m.placement is not None and m.placement["delegated_nodes"] == 49
+        assert m.placement["cpu_nodes"] == 0 and m.placement["delegate"] == "gpu"
 
 
 def test_the_delegate_warning_is_named() -> None:

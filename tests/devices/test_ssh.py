@@ -656,10 +656,17 @@ def test_a_runner_left_by_a_dropped_connection_is_stopped(
     assert sleeping() == [] and list(remote_parent.iterdir()) == []
 
 
+@pytest.mark.parametrize("via_link", [False, True], ids=["folder", "through-a-symlink"])
 def test_an_interrupt_stops_the_runner_on_the_device(
-    sshd: Sshd, remote_parent: Path, tmp_path: Path, models: Models
+    sshd: Sshd, remote_parent: Path, tmp_path: Path, models: Models, via_link: bool
 ) -> None:
+    """Ctrl-C while the runner works: closing the device stops it, also where the remote
+    folder's path goes through a symlink (/proc shows the runner's cwd resolved)."""
     token = str(700 + os.getpid() % 99)
+    parent = remote_parent
+    if via_link:
+        parent = tmp_path / "tmp link"
+        parent.symlink_to(remote_parent)
     hang = _script(tmp_path / "hanging python", f"exec sleep {token}")
     sleeping = partial(_processes, [b"sleep", token.encode()])
 
@@ -669,7 +676,7 @@ def test_an_interrupt_stops_the_runner_on_the_device(
 
     threading.Thread(target=interrupt, daemon=True).start()
     with pytest.raises(KeyboardInterrupt):
-        _device(sshd, remote_parent, hang, command_timeout=60.0).measure([models.fc])
+        _device(sshd, parent, hang, command_timeout=60.0).measure([models.fc])
     assert _wait_for(lambda: [] if sleeping() else [1], timeout_s=10) == [1]
     assert list(remote_parent.iterdir()) == []
 

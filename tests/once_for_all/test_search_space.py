@@ -113,12 +113,6 @@ def test_space_id_changes_with_every_field(space: SearchSpace) -> None:
     fields = {f.name for f in dataclasses.fields(SearchSpace)}
     stage_fields = {f"stages.{f.name}" for f in dataclasses.fields(StageSpec)}
     assert set(changes) == fields | stage_fields  # a new field needs a case here
-    stem_total = changes["stem_stride"] * space.total_stride // space.stem_stride
-    if stem_total > space.resolutions[0]:
-        # mbv3-tiny's stem cannot stride 2: 28 px would be under the total stride (refused,
-        # test_space_checks_its_choices); the other spaces' stems cover the field.
-        with pytest.raises(SpaceError, match="total stride"):
-            dataclasses.replace(space, stem_stride=changes.pop("stem_stride"))
     ids = {space.id}
     for key, value in changes.items():
         other = dataclasses.replace(space, **{key.split(".")[0]: value})
@@ -230,12 +224,6 @@ def test_from_dict_refuses_malformed(space: SearchSpace, edit: Any) -> None:
         ("kernel_sizes", (-3, 3), "kernel_sizes holds -3: every choice must be an integer >= 1"),
         ("resolutions", (28.5,), "resolutions holds 28.5: every choice must be an integer >= 1"),
         ("depths", (True, 2), "depths holds True: every choice must be an integer >= 1"),
-        (
-            "resolutions",
-            (2, 4),
-            "resolutions start at 2 px: each must be at least 16, the network's total stride "
-            "(the product of its stem, first block and stage strides)",
-        ),
         ("stem_stride", 0, "stem_stride=0: allowed an integer >= 1"),
     ],
 )
@@ -246,10 +234,12 @@ def test_space_checks_its_choices(field: str, value: object, message: str) -> No
         dataclasses.replace(space, **change)
 
 
-def test_resolutions_may_start_at_the_total_stride() -> None:
-    space = get_space("mbv3-tiny")
-    assert space.total_stride == 16 and get_space("mbv3-imagenet").total_stride == 32
-    assert dataclasses.replace(space, resolutions=(16, 32)).feature_size(16) == 1
+def test_resolutions_below_the_total_stride_still_build() -> None:
+    """A resolution under the network's total stride gives a 1x1 feature map (convolutions
+    round up): a CIFAR-style 24-32 px space of mbv3-imagenet (stride 32) trains and runs, and
+    checkpoints of such spaces must stay readable."""
+    space = dataclasses.replace(get_space("mbv3-imagenet"), resolutions=(24, 28, 32))
+    assert space.feature_size(24) == 1
 
 
 def test_a_bad_space_file_is_one_space_error_naming_the_file_and_field(tmp_path: Path) -> None:
