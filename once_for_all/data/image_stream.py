@@ -42,7 +42,7 @@ from typing import Literal, get_args
 import numpy as np
 import numpy.typing as npt
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from once_for_all.data.batches import epoch_generator, normalize
@@ -64,7 +64,7 @@ from once_for_all.data.transforms import (
     to_channels,
     train_augment,
 )
-from once_for_all.data.user_data import list_image_folder
+from once_for_all.data.user_data import BAD_IMAGE, list_image_folder
 from once_for_all.errors import one_line
 
 log = logging.getLogger(__name__)
@@ -75,13 +75,6 @@ STREAM_ABOVE_BYTES = 2 * 2**30
 # Images whose headers decide the channels, and images decoded for mean/std, when not given
 CHANNEL_PROBES = 256
 STATS_IMAGES = 1000
-_BAD_IMAGE = (
-    OSError,
-    UnidentifiedImageError,
-    ValueError,
-    SyntaxError,
-    Image.DecompressionBombError,
-)
 
 # (index into the split, resolution, augmentation seed): one image of a batch
 Item = tuple[int, int, int]
@@ -137,7 +130,7 @@ def _header_size(path: Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             return image.size
-    except _BAD_IMAGE as exc:
+    except BAD_IMAGE as exc:
         raise DataError(
             f"cannot read image {path} ({one_line(exc, limit=80)}): fix or remove it"
         ) from None
@@ -275,7 +268,7 @@ def _mode(path: Path) -> str:
     try:
         with Image.open(path) as image:
             return image.mode
-    except _BAD_IMAGE:
+    except BAD_IMAGE:
         return "RGB"  # skipped when read; it must not decide the channels
 
 
@@ -360,7 +353,7 @@ class _Decoder(Dataset[tuple[npt.NDArray[np.uint8] | None, int, int, str]]):
         rng = np.random.default_rng(seed) if self.augment else None
         try:
             pixels = decode(self.split.path(index), self.channels, size, rng)
-        except _BAD_IMAGE as exc:
+        except BAD_IMAGE as exc:
             return None, label, index, one_line(exc, limit=80)
         return pixels, label, index, ""
 

@@ -63,7 +63,8 @@ def validation_indices(
     if val_size >= n:
         raise DataError(
             f"data '{name}': val_size={val_size} leaves no training images out of "
-            f"{n}: pass a smaller val_size"
+            f"{n}: hold out fewer (a recipe's data.val_size; --images of edgenas eval, "
+            "--eval-images of edgenas search)"
         )
     if train_limit is not None and train_limit < 1:
         raise DataError(f"train_limit={train_limit} must be >= 1 (or None for all)")

@@ -162,6 +162,12 @@ def _few(names: list[str]) -> str:
 
 def _class_folders(folder: Path, *, minimum: int = 2) -> list[str]:
     names = sorted(p.name for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if names == ["train"]:
+        # The split layout without its held-out half: not one class named "train".
+        raise DataError(
+            f"{folder}: train/ has no val/ or test/ beside it with the same class folders; "
+            f"add one, or put the class folders in {folder} itself; {_FOLDER_LAYOUT}"
+        )
     if len(names) < minimum:
         found = "no class folders" if not names else f"only class folder {names}"
         raise DataError(f"{folder}: {found}, need at least {minimum}; {_FOLDER_LAYOUT}")
@@ -192,12 +198,25 @@ def _image_files(
     return files
 
 
+# What Pillow raises for a file that is no readable image: broken bytes, a truncated file,
+# and a "decompression bomb" (over ~179 MP, e.g. a large scan), refused at Image.open.
+BAD_IMAGE = (
+    OSError,
+    UnidentifiedImageError,
+    ValueError,
+    SyntaxError,
+    Image.DecompressionBombError,
+)
+
+
 def _header(path: Path) -> tuple[str, tuple[int, int]]:
     try:
         with Image.open(path) as image:
             return image.mode, image.size
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DataError(f"cannot read image {path} ({exc}): fix or remove it") from None
+    except BAD_IMAGE as exc:
+        raise DataError(
+            f"cannot read image {path} ({one_line(exc, limit=80)}): fix or remove it"
+        ) from None
 
 
 def _read_image(path: Path, channels: int, size: int, resize: Resize) -> npt.NDArray[np.uint8]:
@@ -206,7 +225,7 @@ def _read_image(path: Path, channels: int, size: int, resize: Resize) -> npt.NDA
             # load decodes the whole file: a truncated JPEG fails here, not later
             image.load()
             converted = to_channels(image, channels)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
+    except BAD_IMAGE as exc:
         raise DataError(
             f"cannot read image {path} ({one_line(exc, limit=80)}): fix or remove it"
         ) from None

@@ -259,10 +259,34 @@ def test_image_folder_errors(tmp_path: Path) -> None:
     with pytest.raises(DataError, match="empty holds no images"):
         load_data(str(tmp_path))
     _write_images(tmp_path / "empty", 6, "L", (4, 4), 0)
-    with pytest.raises(DataError, match="val_size=5000 leaves no training images out of 10"):
+    with pytest.raises(
+        DataError,
+        match=r"val_size=5000 leaves no training images out of 10: hold out fewer \(a "
+        r"recipe's data.val_size; --images of edgenas eval, --eval-images of edgenas search\)$",
+    ):
         load_data(str(tmp_path))
     with pytest.raises(DataError, match="unknown data source"):
         load_data(str(tmp_path / "missing"))
+
+
+def test_a_folder_of_train_alone_names_the_missing_held_out_folder(tmp_path: Path) -> None:
+    _write_images(tmp_path / "train" / "a", 4, "L", (4, 4), 0)
+    _write_images(tmp_path / "train" / "b", 4, "L", (4, 4), 9)
+    with pytest.raises(DataError, match=r"train/ has no val/ or test/ beside it"):
+        load_data(str(tmp_path))
+
+
+def test_a_decompression_bomb_is_named_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pillow refuses to open images over ~179 MP (a large scan): the file is named."""
+    _write_images(tmp_path / "a", 4, "L", (16, 16), 0)
+    _write_images(tmp_path / "b", 4, "L", (16, 16), 9)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 100)  # 16x16 is over twice that: a "bomb"
+    with pytest.raises(
+        DataError, match=r"^cannot read image .*\.png \(.*exceeds limit.*\): fix or remove it$"
+    ):
+        load_data(str(tmp_path), val_size=2)
 
 
 def _npz(path: Path, **arrays: np.ndarray) -> str:
