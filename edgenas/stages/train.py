@@ -12,6 +12,7 @@ import shutil
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 from rich.console import Console
@@ -33,7 +34,7 @@ from once_for_all.files import atomic_path, output_folder, write_json
 from once_for_all.folder_lock import FolderBusyError, folder_lock
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 from once_for_all.training_devices import TrainingDevice
-from once_for_all.transfer import read_initial_weights
+from once_for_all.transfer import InitialWeights, read_initial_weights
 
 CHECKPOINT_NAME = "checkpoint.pt"
 SUPERNET_NAME = "supernet.pt"
@@ -105,15 +106,13 @@ def _train(
     # count is the machine's: torchrun's processes on one machine share it.
     assert recipe.train is not None  # checked by train()
     torch.set_num_threads(max(1, (options.threads or recipe.train.threads) // world.local_size))
-    settings = recipe.data.load_kwargs()
     # Read on a resume too: its normalisation and trained expand ratios shape the run (the
     # weights then come from the run's own checkpoint).
     init = read_initial_weights(recipe.train.init_from) if recipe.train.init_from else None
     space = recipe.search_space()
     if init is not None:
         init.check_space(space)  # before any image is read
-        # the normalisation the weights were trained with, which sets a folder's channels too
-        settings |= {"mean": list(init.spec.mean), "std": list(init.spec.std)}
+    settings = data_settings(recipe, init)
     data: DataBundle | StreamBundle
     if streams(recipe.data.source, image_size=settings["image_size"], holding=recipe.data.stream):
         data = stream_image_folder(
@@ -217,3 +216,18 @@ def _train(
             shutil.copyfile(checkpoint, tmp)
     barrier(world)
     return final
+
+
+def data_settings(recipe: Recipe, init: InitialWeights | None) -> dict[str, Any]:
+    """``load_data``'s arguments for the recipe's data. A start (``init_from``) brings the
+    normalisation its weights were trained with, which sets a folder's channels too, and
+    OFA's crop (shorter side resized, centre cropped) rather than squashing photos to a
+    square: a folder held in memory is then read as a streamed one is."""
+    settings = recipe.data.load_kwargs()
+    if init is not None:
+        settings |= {
+            "mean": list(init.spec.mean),
+            "std": list(init.spec.std),
+            "resize": "center-crop",
+        }
+    return settings

@@ -194,6 +194,24 @@ def test_training_starts_from_the_weights_with_a_new_classifier_and_resumes(
     assert done["init_from"] == record
 
 
+def test_a_start_reads_a_folder_with_its_crop_held_in_memory_or_streamed(
+    folder: Path, source: tuple[Path, dict[str, Tensor]], tmp_path: Path
+) -> None:
+    """A folder held in memory was squashed to a square while a streamed one (over 2 GiB
+    decoded) was center-cropped: the weights of a start expect the crop either way."""
+    path, _ = source
+    recipe = _recipe(tmp_path, folder, path)
+    settings = train_stage.data_settings(recipe, read_initial_weights(path))
+    assert settings["resize"] == "center-crop"
+    assert (settings["mean"], settings["std"]) == (
+        list(SOURCE_NORM["mean"]),
+        list(SOURCE_NORM["std"]),
+    )
+    assert "resize" not in train_stage.data_settings(recipe, None)  # no start: as before
+    data = load_data(**settings)
+    assert data.spec.image_size == 32 and data.spec.channels == 3
+
+
 def test_a_sort_keeps_the_channels_of_the_ratios_trained_before(
     folder: Path, source: tuple[Path, dict[str, Tensor]], tmp_path: Path
 ) -> None:
