@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from devices.base import DeviceError
 from devices.measurement import Measurement, OperatorTime
+from devices.runner import iqr_ratio
 
 Precision = Literal["fp32", "fp16", "int8"]
 # JetPack installs trtexec here (package libnvinfer-bin), not on PATH.
@@ -210,7 +211,8 @@ def to_measurement(
         extra=extra,
         init_ms=parsed.build_s * 1e3 if parsed.build_s is not None else None,
     )
-    return replace(measured, flagged=measured.spread > spread_threshold)
+    # spread_threshold is IQR over median, as the runner flags its measurements
+    return replace(measured, flagged=iqr_ratio(latencies) > spread_threshold)
 
 
 def _failure(label: str, status: int, log: TrtexecLog) -> str:

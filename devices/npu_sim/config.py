@@ -140,7 +140,8 @@ class NpuConfig:
         return parse_scalesim_cfg(text, source=str(path))
 
     def to_scalesim_cfg(self, path: str | os.PathLike[str], *, run_name: str = "edgenas") -> None:
-        """Write a ``.cfg`` that SCALE-Sim v3 runs as is (written to a temporary name, renamed)."""
+        """Write a ``.cfg`` that SCALE-Sim v3 runs as is (written to a temporary name, renamed).
+        SCALE-Sim simulates the same array only at ``word_bytes`` 1: it counts 1-byte words."""
         write_text(Path(path), format_scalesim_cfg(self, run_name=run_name))
 
 

@@ -206,6 +206,13 @@ _ARRAY_OPS: dict[tuple[str, str], tuple[int, int, str]] = {
 }
 
 
+# Matrix work the model does not map onto the array. Everything else outside _ARRAY_OPS
+# (activations, pooling, additions, reshapes) runs off the array and is left out.
+_UNMODELLED_ARRAY_OPS = frozenset(
+    {"ConvTranspose", "QLinearConvTranspose", "LSTM", "GRU", "RNN", "Einsum", "Attention"}
+)
+
+
 def layers_from_onnx(model: str | os.PathLike[str] | onnx.ModelProto) -> list[Layer]:
     """The array's layers of an ONNX model (a path or an ``onnx.ModelProto``), in graph order.
 
@@ -241,6 +248,14 @@ def layers_from_onnx(model: str | os.PathLike[str] | onnx.ModelProto) -> list[La
     layers: list[Layer] = []
     for index, node in enumerate(graph.node):
         op = ("" if node.domain == "ai.onnx" else node.domain, node.op_type)
+        if node.op_type in _UNMODELLED_ARRAY_OPS:
+            # Work that would run on the array: leaving it out would under-count silently.
+            name = node.name or f"{node.op_type}_{index}"
+            raise NpuSimError(
+                f"{source}: node {name!r} ({node.op_type}) would run on the array but is not "
+                "modelled (Conv, Gemm, MatMul and their quantized forms are): export the model "
+                "without it, or measure it on a device"
+            )
         if op not in _ARRAY_OPS:
             continue
         x_at, w_at, kind = _ARRAY_OPS[op]

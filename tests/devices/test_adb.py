@@ -114,6 +114,10 @@ def test_measurement_from_the_output() -> None:
     assert (last.name, last.op_type) == ("[MobilenetV1/Predictions/Reshape_1]:30", "SOFTMAX")
     assert m.peak_memory_bytes == round(46.0859 * 2**20)
     assert Measurement.from_dict(m.to_dict()) == m
+    # spread_threshold is IQR over median, as for the runner's runs: 1.349 std / median here
+    # (0.050), not the p10-p90 width (0.095)
+    assert not to_measurement("m", out, spread_threshold=0.07).flagged
+    assert to_measurement("m", out, spread_threshold=0.045).flagged
     # Without profile_ops there are no per-op times; without init figures the keys are absent.
     assert to_measurement("m", out, spread_threshold=0.1).per_op_ms is None
     plain = Measurement.from_times("x", [1.0, 2.0]).to_dict()

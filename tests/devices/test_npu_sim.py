@@ -605,6 +605,14 @@ def test_onnx_errors_name_the_model_and_node(tmp_path: Path) -> None:
     model = _graph_model([conv], [x], [_weights("w", 2, 3, 3, 3)])
     with pytest.raises(NpuSimError, match="height is not a fixed number"):
         layers_from_onnx(model)
+    # Array work the model does not map is refused, not left out of the latency.
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    up = helper.make_node("ConvTranspose", ["y", "wt"], ["z"], name="up", strides=[2, 2])
+    model = _graph_model([conv, up], [x], [_weights("w", 2, 3, 3, 3), _weights("wt", 2, 2, 2, 2)])
+    with pytest.raises(
+        NpuSimError, match=r"node 'up' \(ConvTranspose\) would run on the array but is not modelled"
+    ):
+        layers_from_onnx(model)
 
 
 # The device

@@ -21,7 +21,7 @@ import pytest
 from devices import DeviceError
 from devices.local import LocalDevice
 from devices.profiles import load_profile, validate_profile
-from devices.runner import trtexec_args
+from devices.runner import iqr_ratio, trtexec_args
 from devices.runner_protocol import RUNNER_PATH, RunSettings, build_job
 from devices.ssh import SshDevice
 from devices.trtexec import (
@@ -136,6 +136,18 @@ def test_measurement_has_edgenas_statistics_and_per_layer_times() -> None:
     assert m.extra["gpu"] == "NVIDIA H100 PCIe"
     # Two queries near 0.9 ms among ~0.445 ms ones keep p90 low: not flagged.
     assert not m.flagged
+    # spread_threshold is IQR over median, as for the runner's measurements: the 49 queries'
+    # IQR/median is under 0.02, so a threshold between that and (p90 - p10)/median passes.
+    assert iqr_ratio(latencies) < 0.02 < m.spread
+    strict = to_measurement(
+        "orin",
+        "block.onnx",
+        status=0,
+        log=BUILD_LOG.read_text(),
+        times=TIMES.read_text(),
+        spread_threshold=(iqr_ratio(latencies) + m.spread) / 2,
+    )
+    assert not strict.flagged
 
 
 def test_a_model_the_onnx_parser_rejects_is_one_line() -> None:
