@@ -43,7 +43,7 @@ from edgenas.run_record import (
     write_summary,
 )
 from edgenas.stages import StageName
-from export.card import execution_text, read_card
+from export.card import DeviceLatency, execution_text, read_card
 from once_for_all.errors import EdgenasError, Interrupted, one_line
 from once_for_all.files import output_folder
 from once_for_all.folder_lock import folder_lock
@@ -710,6 +710,16 @@ def _measured_file(
     return out
 
 
+def _predicted_ms(on_device: DeviceLatency | None, shown: str | None) -> float | None:
+    """The predicted latency of the file shown for a device; a device nothing runs on
+    (published tables, samsung-note10) has no file, only its tables' prediction."""
+    if on_device is None:
+        return None
+    if shown is not None:
+        return on_device["files"][shown]["predicted"]
+    return on_device.get("predicted")
+
+
 def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> RunSummary:
     """One row per device budget: the chosen subnet, its accuracy and latency, its files."""
     rows: list[SummaryRow] = []
@@ -731,7 +741,7 @@ def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> 
                     accuracy_fp32=card["accuracy"]["fp32"],
                     accuracy_int8={n: v["accuracy"] for n, v in card["accuracy"]["int8"].items()},
                     file=shown,
-                    latency_predicted_ms=measured[shown]["predicted"] if shown else None,
+                    latency_predicted_ms=_predicted_ms(on_device, shown),
                     latency_measured_ms=measured[shown]["measured"]["median_ms"] if shown else None,
                     latency_measured_at_baseline_ms=measured[shown].get("measured_at_baseline_ms")
                     if shown

@@ -195,3 +195,23 @@ def test_export_measures_nothing_on_the_published_device(tmp_path: Path) -> None
         "not measurable: published tables (measured by their publisher on "
     )
     assert said == ["not measured on samsung-note10: it is published tables, not a device"]
+
+
+def test_the_published_prediction_reaches_the_card_and_the_run_summary(
+    note10: Path, tmp_path: Path
+) -> None:
+    """With its tables imported, export's card entry for samsung-note10 holds their
+    prediction for the subnet, and the run summary's row shows it (it showed none)."""
+    from edgenas.pipeline import _predicted_ms
+    from edgenas.stages.export import _measure
+
+    space = get_space(SPACE)
+    imported = import_published(load_profile("samsung-note10"), space, note10, tmp_path / "p")
+    subnet = space.max_subnet(r=224)
+    predictors = {"samsung-note10": imported.predictor}
+    latency = _measure(["samsung-note10"], tmp_path, [], subnet, predictors, lambda _: None)
+    entry = latency["samsung-note10"]
+    assert entry["predicted"] == imported.predictor.predict(subnet) > 0
+    assert entry["fingerprint"]["runtime"] == "published"
+    assert _predicted_ms(entry, None) == entry["predicted"]
+    assert _predicted_ms(None, None) is None
