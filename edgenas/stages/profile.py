@@ -48,22 +48,24 @@ def profile(
     target = load_profile(device)  # an unknown device too
     created = not out.exists()
     output_folder(out)  # before connecting to the device
-    if target.kind == "published":
-        say(f"{target.name}: importing its published tables (nothing is measured)")
-        try:
-            with folder_lock(out):
+    try:
+        with folder_lock(out):
+            if target.kind == "published":
+                say(f"{target.name}: importing its published tables (nothing is measured)")
                 return profile_published(target, space, out, options)
-        except BaseException:
-            # Tables missing or wrong: the folder this call made holds nothing.
-            if created and not any(out.iterdir()):
-                out.rmdir()
-            raise
-    with (
-        folder_lock(out),
-        open_device(device) as dev,
-        stage_progress(dev.name, quiet=quiet) as progress,
-    ):
-        return profile_device(dev, space, out, options, cache=cache, progress=progress, say=say)
+            with (
+                open_device(device) as dev,
+                stage_progress(dev.name, quiet=quiet) as progress,
+            ):
+                return profile_device(
+                    dev, space, out, options, cache=cache, progress=progress, say=say
+                )
+    except BaseException:
+        # Failed before writing anything (tables missing, device unreachable): the folder
+        # this call made is not left behind empty. A table measured in part stays to resume.
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
 
 
 @dataclass(frozen=True)

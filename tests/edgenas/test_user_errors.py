@@ -107,6 +107,16 @@ def test_profile_of_a_published_device_without_its_tables(tmp_path: Path) -> Non
     assert "--tables DIR" in line and not (tmp_path / "p").exists()
 
 
+def test_profile_of_an_unreachable_device_leaves_no_folder(tmp_path: Path) -> None:
+    board = tmp_path / "off.yaml"
+    board.write_text(
+        f"name: off-board\nkind: ssh\nssh: {{host: 127.0.0.1, port: {free_port()}, "
+        "allow_agent: false, look_for_keys: false, connect_timeout: 2}\n"
+    )
+    line = error_line(edgenas("profile", board, "--space", "mbv3-tiny", "--out", tmp_path / "p"))
+    assert "off-board" in line and not (tmp_path / "p").exists()
+
+
 @pytest.mark.parametrize(
     "bad", ["no-such-space", "binary space.json", "resolution 999"], ids=lambda b: b.split()[0]
 )
