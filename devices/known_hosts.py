@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +58,9 @@ def load_host_keys(
     such as ``@cert-authority``) are skipped, as OpenSSH skips them, instead of failing.
     """
     keys = into if into is not None else paramiko.HostKeys()
-    revoked = revoked_host_keys(files)
-    for marker, entry in _entries(files):
+    entries = list(_entries(files))
+    revoked = _revoked(entries)
+    for marker, entry in entries:
         if marker is None and HostKey.from_pkey(entry.key) not in revoked:
             for name in entry.hostnames:
                 keys.add(name, entry.key.get_name(), entry.key)
@@ -70,7 +71,11 @@ def revoked_host_keys(files: Sequence[Path]) -> set[HostKey]:
     """The keys that ``@revoked`` lines of ``files`` name. OpenSSH never accepts them
     ("the key contained on the line is revoked and must not ever be accepted", sshd(8)); a
     revoked key is refused for every host here, whatever the line's host patterns."""
-    return {HostKey.from_pkey(e.key) for marker, e in _entries(files) if marker == _REVOKED}
+    return _revoked(_entries(files))
+
+
+def _revoked(entries: Iterable[tuple[str | None, paramiko.hostkeys.HostKeyEntry]]) -> set[HostKey]:
+    return {HostKey.from_pkey(e.key) for marker, e in entries if marker == _REVOKED}
 
 
 def _entries(
