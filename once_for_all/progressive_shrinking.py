@@ -306,7 +306,8 @@ class ProgressiveShrinkingTrainer:
         host and is copied per batch). Streamed ``data`` (an image folder too big for memory)
         is decoded at the space's largest resolution with OFA's train transforms
         (random-resized crop, flip, colour jitter) where ``config.augment``, and resized per
-        subnet like data held in memory.
+        subnet like data held in memory; data held in memory is augmented by its
+        ``train_transforms`` (OFA's too for photos read with OFA's centre crop).
 
         ``pretrained_expand_ratios``: the expand ratios ``supernet``'s weights were already
         trained at before this schedule (a transfer's ``once_for_all.transfer``); a channel
@@ -374,6 +375,7 @@ class ProgressiveShrinkingTrainer:
                 batch_size=global_batch,
                 shuffle=True,
                 augment=config.augment,
+                transforms=data.train_transforms,
                 seed=config.seed,
                 drop_last=True,
             )

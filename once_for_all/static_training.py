@@ -49,7 +49,8 @@ def train_static(
 
     SGD with Nesterov momentum, linear warmup then cosine decay to zero, label smoothing; with
     a ``teacher``, ``kd_ratio`` × the soft cross-entropy to its outputs (on the same resized
-    batch) is added. The batches, augmentation and dropout depend only on ``seed`` and the
+    batch) is added. ``augment`` augments by ``data.train_transforms``. The batches,
+    augmentation and dropout depend only on ``seed`` and the
     starting weights, so a run is repeatable. For a from-scratch baseline, seed torch and build
     the network with ``build_from_config(config)`` before calling this.
 
@@ -74,6 +75,7 @@ def train_static(
         batch_size=batch_size,
         shuffle=True,
         augment=augment,
+        transforms=data.train_transforms,
         seed=seed,
         drop_last=True,
     )

@@ -8,9 +8,11 @@ from collections.abc import Iterator
 import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 from once_for_all.data.errors import DataError
 from once_for_all.data.spec import DataSpec, ImageSplit
+from once_for_all.data.transforms import TrainTransforms, random_resized_crop_box, train_augment
 
 _CROP_PADDING = 2
 
@@ -90,12 +92,34 @@ def random_crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.
     return padded.gather(2, index).reshape(n, channels, height, width)
 
 
+def ofa_train_transforms(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """OFA's train transforms (``transforms.train_augment``: random-resized crop, flip, colour
+    jitter) on each stored uint8 image [N, C, S, S], back at S x S: what a streamed folder's
+    images get, drawn from the stored square instead of the file. The draws come from
+    ``generator``, so a batch is repeatable."""
+    n, channels, size, _ = images.shape
+    seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+    rng = np.random.default_rng(seed)
+    out = torch.empty_like(images)
+    for i in range(n):
+        pixels = images[i].numpy()
+        image = Image.fromarray(pixels[0] if channels == 1 else pixels.transpose(1, 2, 0))
+        box = random_resized_crop_box(size, size, rng)
+        augmented = np.array(train_augment(image, size, box, rng), dtype=np.uint8)
+        out[i] = torch.from_numpy(
+            augmented[None] if channels == 1 else augmented.transpose(2, 0, 1)
+        )
+    return out
+
+
 class BatchLoader:
     """Batches of (normalised float32 images [B, C, H, W] at native size, int64 labels).
 
     The order and the augmentation of an epoch depend only on (`seed`, epoch). `limit` keeps
-    the first `limit` images of the split. `augment` adds a random 2-pixel-padded crop and a
-    random horizontal flip (meant for natural images and clothing, not digits).
+    the first `limit` images of the split. `augment` adds, by `transforms`, a random
+    2-pixel-padded crop and a random horizontal flip ("crop-flip": small square images,
+    clothing; not meant for digits) or OFA's train transforms ("ofa": photos,
+    `ofa_train_transforms`).
     """
 
     def __init__(
@@ -106,6 +130,7 @@ class BatchLoader:
         batch_size: int,
         shuffle: bool,
         augment: bool = False,
+        transforms: TrainTransforms = "crop-flip",
         seed: int = 0,
         drop_last: bool = False,
         limit: int | None = None,
@@ -121,6 +146,7 @@ class BatchLoader:
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = augment
+        self.transforms = transforms
         self.seed = seed
         self.drop_last = drop_last
 
@@ -136,7 +162,9 @@ class BatchLoader:
         for b in range(len(self)):
             index = order[b * self.batch_size : (b + 1) * self.batch_size]
             images = self.split.images[index]
-            if self.augment:
+            if self.augment and self.transforms == "ofa":
+                images = ofa_train_transforms(images, generator)
+            elif self.augment:
                 images = random_crop_flip(images, generator)
             yield normalize(images, self.spec), self.split.labels[index]
 

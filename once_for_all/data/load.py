@@ -11,7 +11,7 @@ from once_for_all.data.idx_files import load_fashion_mnist
 from once_for_all.data.mnist_pickle import load_mnist
 from once_for_all.data.spec import DataBundle, DataSpec, ImageSplit, RawDataset
 from once_for_all.data.splits import channel_stats, hold_out_test, hold_out_validation
-from once_for_all.data.transforms import Resize
+from once_for_all.data.transforms import Resize, TrainTransforms
 from once_for_all.data.user_data import load_image_folder, load_npz
 
 BUILTIN_SOURCES = ("fashion-mnist", "mnist")
@@ -44,10 +44,11 @@ def load_data(
     normalisation; the number of values then sets the channels of a folder's images).
 
     Folder sources only: `resize` is "squash" or "center-crop" (OFA's eval transform, see
-    once_for_all.data.transforms); at most `train_read_limit` training images (before `val_size`
-    are held out of them) and `test_read_limit` test images are decoded, spread over the classes
-    (once_for_all.data.user_data.load_image_folder), which bounds the memory: channels x
-    image_size**2 bytes per image, 147 KiB at 3 x 224 x 224.
+    once_for_all.data.transforms; training then augments with OFA's train transforms, the
+    bundle's `train_transforms`); at most `train_read_limit` training images (before
+    `val_size` are held out of them) and `test_read_limit` test images are decoded, spread
+    over the classes (once_for_all.data.user_data.load_image_folder), which bounds the
+    memory: channels x image_size**2 bytes per image, 147 KiB at 3 x 224 x 224.
     """
     if image_size is not None and image_size < 1:
         raise DataError(f"image_size={image_size} must be >= 1 (or None for the native size)")
@@ -60,7 +61,8 @@ def load_data(
         if limit is not None and limit < 0:
             raise DataError(f"{name}={limit} must be >= 0 (or None to read every image)")
     path = Path(source).expanduser()
-    if source not in BUILTIN_SOURCES and path.suffix.lower() != ".npz" and path.is_dir():
+    is_folder = source not in BUILTIN_SOURCES and path.suffix.lower() != ".npz" and path.is_dir()
+    if is_folder:
         raw = load_image_folder(
             path,
             image_size=image_size,
@@ -97,7 +99,9 @@ def load_data(
         mean=tuple(mean),
         std=tuple(std),
     )
-    return DataBundle(spec=spec, train=train, val=val, test=test)
+    # Photos cropped as OFA evaluates them train as OFA trains them (as a streamed folder does).
+    transforms: TrainTransforms = "ofa" if is_folder and resize == "center-crop" else "crop-flip"
+    return DataBundle(spec=spec, train=train, val=val, test=test, train_transforms=transforms)
 
 
 def _read_source(source: str, image_size: int | None) -> RawDataset:

@@ -10,6 +10,7 @@ from typing import TypeVar
 import torch
 
 from once_for_all.data.errors import DataError
+from once_for_all.data.transforms import TrainTransforms
 
 DATASPEC_FORMAT = "edgenas.dataspec/1"
 
@@ -143,12 +144,15 @@ class DataBundle:
 
     `train` excludes the held-out `val` images; `val` (from the official training set) is for
     BN recalibration and subnet accuracy during search; `test` is for final reporting only.
+    `train_transforms` is how training augments `train` (where it augments): photos read with
+    OFA's centre crop take OFA's train transforms, as they would streamed.
     """
 
     spec: DataSpec
     train: ImageSplit
     val: ImageSplit
     test: ImageSplit
+    train_transforms: TrainTransforms = "crop-flip"
 
     def __post_init__(self) -> None:
         expected = (self.spec.channels, self.spec.image_size, self.spec.image_size)

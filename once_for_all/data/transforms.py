@@ -13,6 +13,10 @@ from PIL import Image, ImageEnhance
 
 Resize = Literal["squash", "center-crop"]
 RESIZES: tuple[Resize, ...] = get_args(Resize)
+# A training split's augmentation: a 2-pixel padded crop and a flip (small square images held
+# in memory), or OFA's train transforms (photos: a folder read with OFA's centre crop, or
+# streamed).
+TrainTransforms = Literal["crop-flip", "ofa"]
 
 # OFA (and torchvision's ImageNet recipes) resize to size / 0.875 before the centre crop:
 # 256 px for 224.

@@ -25,7 +25,7 @@ from once_for_all.data import (
     normalize,
     resize_batch,
 )
-from once_for_all.data.batches import random_crop_flip
+from once_for_all.data.batches import ofa_train_transforms, random_crop_flip
 from once_for_all.data.idx_files import (
     DEFAULT_FASHION_MNIST_DIR,
     FASHION_MNIST_ENV,
@@ -33,6 +33,7 @@ from once_for_all.data.idx_files import (
     parse_idx,
 )
 from once_for_all.data.mnist_pickle import load_mnist_pickle, restricted_loads
+from once_for_all.data.transforms import JITTER_BRIGHTNESS
 
 FMNIST_FILES = [
     "train-images-idx3-ubyte.gz",
@@ -454,6 +455,45 @@ def test_random_crop_flip_matches_a_per_image_reference() -> None:
         crop = padded[i, :, dy[i] : dy[i] + 7, dx[i] : dx[i] + 7]
         assert torch.equal(out[i], crop.flip(-1) if flip[i] else crop)
     assert bool(flip.any()) and not bool(flip.all())
+
+
+def test_photos_read_with_ofa_centre_crop_train_with_ofa_transforms(tmp_path: Path) -> None:
+    _write_images(tmp_path / "photos" / "a", 6, "RGB", (40, 30), 0)
+    _write_images(tmp_path / "photos" / "b", 6, "RGB", (40, 30), 5)
+    folder = str(tmp_path / "photos")
+    cropped = load_data(folder, val_size=2, image_size=16, resize="center-crop")
+    assert cropped.train_transforms == "ofa"
+    assert load_data(folder, val_size=2, image_size=16).train_transforms == "crop-flip"
+    # an .npz is squashed whatever resize says, so it keeps the small-image augmentation
+    np.savez(tmp_path / "d.npz", x=cropped.train.images.numpy(), y=cropped.train.labels.numpy())
+    npz = load_data(str(tmp_path / "d.npz"), val_size=2, resize="center-crop")
+    assert npz.train_transforms == "crop-flip"
+    loader = BatchLoader(
+        cropped.train, cropped.spec, batch_size=4, shuffle=True, augment=True, transforms="ofa"
+    )
+    x, _ = next(loader.epoch(3))
+    assert x.shape == (4, 3, 16, 16) and torch.equal(x, next(loader.epoch(3))[0])
+
+
+def test_ofa_train_transforms_zoom_flip_and_jitter_without_padding() -> None:
+    """OFA's random-resized crop magnifies (area 8-100 %), flips half the images, scales the
+    brightness by 1 +- 32/255, and never pads with black as the 2-pixel crop does."""
+    ramp = torch.arange(40, 40 + 4 * 32, 4, dtype=torch.uint8)  # 40..164 left to right
+    images = ramp.expand(64, 3, 32, 32).contiguous()  # grey: saturation leaves it alone
+    out = ofa_train_transforms(images, torch.Generator().manual_seed(5))
+    assert out.shape == images.shape and out.dtype == torch.uint8
+    assert torch.equal(out, ofa_train_transforms(images, torch.Generator().manual_seed(5)))
+    assert int(out.min()) >= int(40 * (1 - JITTER_BRIGHTNESS)) - 1  # no black border
+    middle = out[:, 0, 16, 8:24].to(torch.float32)
+    slope = (middle[:, -1] - middle[:, 0]) / 15  # 4 per pixel unscaled, less where magnified
+    assert bool((slope.abs() < 2).any()), "no crop magnified the image"
+    assert bool((slope.abs() <= 4 * (1 + JITTER_BRIGHTNESS) + 0.2).all())
+    assert bool((slope < 0).any()) and bool((slope > 0).any()), "flips are missing"
+    flat = torch.full((64, 3, 8, 8), 128, dtype=torch.uint8)
+    levels = ofa_train_transforms(flat, torch.Generator().manual_seed(1))[:, 0, 0, 0]
+    assert len(set(levels.tolist())) > 8  # brightness varies per image
+    assert int(levels.min()) >= 128 * (1 - JITTER_BRIGHTNESS) - 1
+    assert int(levels.max()) <= 128 * (1 + JITTER_BRIGHTNESS) + 1
 
 
 def test_normalize_and_resize_batch(fmnist: DataBundle) -> None:

@@ -27,6 +27,7 @@ from once_for_all.data.image_stream import (
     StreamLoader,
     StreamSplit,
     decode,
+    hold_in_memory,
     stream_image_folder,
 )
 from once_for_all.data.transforms import center_crop
@@ -69,6 +70,9 @@ def test_the_splits_are_the_in_memory_paths_images(folder: Path) -> None:
         ((x, y),) = list(loader.epoch(0))
         # 120x90 to 64 px: no draft scaling applies, so the decoded pixels are the same
         assert torch.equal(y, held.labels) and torch.equal(x, normalize(held.images, memory.spec))
+    # training augments both alike: OFA's train transforms, streamed or held
+    assert memory.train_transforms == "ofa"
+    assert hold_in_memory(bundle, train=4, val=2, test=2).train_transforms == "ofa"
 
 
 def test_computed_statistics_and_grey_folders_get_one_channel(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ from once_for_all import (
     progressive_shrinking,
 )
 from once_for_all.checkpoint import save_checkpoint
-from once_for_all.data import DataBundle, DataError
+from once_for_all.data import BatchLoader, DataBundle, DataError
 from once_for_all.progressive_shrinking import cosine_lr, make_optimizer, trained_expand_ratios
 
 SPACE = get_space("mbv3-tiny")
@@ -150,6 +150,15 @@ def test_fewer_training_images_than_one_batch_are_refused(
     assert not (tmp_path / "ckpt.pt").exists()
     small_batch = replace(CONFIG, batch_size=50, phases=CONFIG.phases[:1])
     assert len(_trainer(tiny, tmp_path / "ckpt.pt", small_batch).loader) == 1
+
+
+def test_data_held_in_memory_is_augmented_by_its_train_transforms(
+    few_images: DataBundle, tmp_path: Path
+) -> None:
+    assert _trainer(few_images, tmp_path / "a.pt").loader.transforms == "crop-flip"
+    photos = replace(few_images, train_transforms="ofa")
+    loader = _trainer(photos, tmp_path / "b.pt").loader
+    assert isinstance(loader, BatchLoader) and loader.transforms == "ofa"
 
 
 def test_channel_sorting_happens_at_expand_phase_start(
