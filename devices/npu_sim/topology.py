@@ -356,7 +356,8 @@ def _gemm_layer(
         raise NpuSimError(f"{where}: Gemm inputs of rank {len(a)} and {len(b)}, expected 2")
     rows, depth = (a[1], a[0]) if attrs.get("transA", 0) else (a[0], a[1])
     cols = b[0] if attrs.get("transB", 0) else b[1]
-    _check_batch(where, rows)
+    # Every row of A is one ofmap pixel of the GEMM, as MatMul's leading rows are: a classifier
+    # at batch 1 has one; a batched network was refused at its first convolution already.
     k = _known(where, inner=depth, outputs=cols)
     return Layer(name, rows or 1, 1, 1, 1, k["inner"], k["outputs"])
 

@@ -579,10 +579,18 @@ def test_grouped_conv_and_matmuls_from_onnx() -> None:
         helper.make_node("Relu", ["c"], ["r"]),
         helper.make_node("Transpose", ["h"], ["ht"], perm=[0, 1, 3, 2]),
         helper.make_node("MatMul", ["h", "ht"], ["hh"], name="heads"),
+        # Gemm's rows are a GEMM's rows as MatMul's are, whether or not A is transposed
+        helper.make_node("Reshape", ["s", "shape"], ["s2"]),
+        helper.make_node("Gemm", ["s2", "m"], ["g"], name="fc"),
+        helper.make_node("Transpose", ["s2"], ["s2t"], perm=[1, 0]),
+        helper.make_node("Gemm", ["s2t", "mt"], ["gt"], name="fct", transA=1, transB=1),
     ]
     inputs = [x, seq, heads]
-    model = _graph_model(nodes, inputs, [_weights("w", 6, 4, 3, 3), _weights("m", 32, 16)])
-    grouped0, grouped1, proj, attn, *per_head = layers_from_onnx(model)
+    shape = helper.make_tensor("shape", TensorProto.INT64, [2], [5, 32])
+    inits = [_weights("w", 6, 4, 3, 3), _weights("m", 32, 16), _weights("mt", 16, 32), shape]
+    model = _graph_model(nodes, inputs, inits)
+    grouped0, grouped1, proj, attn, *per_head, fc, fct = layers_from_onnx(model)
+    assert (fc, fct) == (replace(proj, name="fc"), replace(proj, name="fct"))
     assert grouped0 == Layer("grouped/group0", 12, 12, 3, 3, 4, 3)  # padded 10x10
     assert grouped1.name == "grouped/group1"
     assert proj == Layer("proj", 5, 1, 1, 1, 32, 16)  # 5 rows of 32 -> 16
