@@ -204,6 +204,8 @@ def _check_recipe(recipe: Recipe) -> None:
     refused for it leaves no folder (it was left with a run.json and run.log)."""
     if "export" in recipe.planned_stages:
         recipe.check_export()
+    if "search" in recipe.planned_stages:
+        recipe.check_search()
     for section in recipe.devices:
         _device_name(section.name)  # an unknown or invalid profile fails here
 
@@ -227,6 +229,9 @@ def _run_stages(
     if "export" in stages:
         with _logged("export", log):
             recipe.check_export()
+    if "search" in stages:
+        with _logged("search", log):
+            recipe.check_search()
     with _logged("profile", log):
         _check_devices(recipe, run, options, log)
     with _logged("train", log):

@@ -285,6 +285,19 @@ class Recipe(_Strict):
             except ValueError as exc:
                 raise RecipeError(f"recipe {self.name!r}: export.stem_groups: {exc}") from None
 
+    def check_search(self) -> None:
+        """Fail before training when OFA's accuracy predictor cannot score the space."""
+        from once_for_all.accuracy_predictor import AccuracyPredictorError
+        from once_for_all.ofa_accuracy_predictor import check_ofa_space
+
+        if self.search.accuracy == "ofa-predictor":
+            try:
+                check_ofa_space(self.search_space())
+            except AccuracyPredictorError as exc:
+                raise RecipeError(
+                    f"recipe {self.name!r}: search.accuracy: ofa-predictor: {exc}"
+                ) from None
+
     def check_data(self, spec: DataSpec) -> None:
         """Fail before training when the data does not fit the space's input or classifier."""
         space = self.search_space()

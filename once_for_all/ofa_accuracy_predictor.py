@@ -6,9 +6,10 @@ Linear(400, 400), ReLU, Linear(400, 1))``; OFA's tutorial downloads it from
 ``OFA_PREDICTOR_URL``. Its input is OFA's ``AccuracyPredictor.spec2feats`` encoding: 60
 kernel one-hots and 60 expand one-hots (3 per block, 20 blocks, zeros for blocks beyond a
 stage's depth), then 8 resolution one-hots at ``(r - 112) // 16``. Its output is a fraction
-(0.75 is 75% top-1), the scale of edgenas's own accuracies. It therefore fits spaces of 5
+(0.75 is 75% top-1), the scale of edgenas's own accuracies. Its encoding fits spaces of 5
 stages of up to 4 blocks with kernels 3/5/7 and expand ratios 3/4/6, at 112-224 px in steps
-of 16 (OFA's encoding would file 132 px under 128: such resolutions are refused instead).
+of 16 (OFA's encoding would file 132 px under 128: such resolutions are refused instead);
+its figures are the w1.2 supernet's, so other networks of that shape are refused too.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import warnings
 from collections.abc import Sequence
+from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
@@ -24,11 +26,12 @@ from torch import nn
 
 from once_for_all.accuracy_predictor import AccuracyPredictorError
 from once_for_all.errors import one_line
-from once_for_all.search_space import SearchSpace
+from once_for_all.search_space import SearchSpace, get_space
 from once_for_all.subnet import Subnet, SubnetError
 
 OFA_PREDICTOR_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/acc_predictor.pth"
 OFA_RESOLUTIONS: tuple[int, ...] = tuple(range(112, 225, 16))
+OFA_SPACE = "ofa-mbv3-w1.2"  # ofa_mbv3_d234_e346_k357_w1.2, the supernet it was trained for
 _KERNELS, _EXPANDS, _STAGES, _DEPTH = (3, 5, 7), (3, 4, 6), 5, 4
 _SHAPES = {
     "0.weight": (400, 128),
@@ -55,7 +58,10 @@ def _mlp() -> nn.Sequential:
 
 
 def check_ofa_space(space: SearchSpace) -> None:
-    """Raise ``AccuracyPredictorError`` (one line) unless OFA's encoding fits ``space``."""
+    """Raise ``AccuracyPredictorError`` (one line) unless ``space`` is the network whose
+    ImageNet accuracies the predictor learnt: OFA's w1.2 supernet (``OFA_SPACE``) at any of
+    its resolutions. Another network of the same shape (OFA's w1.0, edgenas's mbv3-imagenet, a
+    transfer to other classes) would be scored with w1.2's accuracies."""
     if (
         len(space.stages) != _STAGES
         or space.max_depth != _DEPTH
@@ -66,6 +72,21 @@ def check_ofa_space(space: SearchSpace) -> None:
             f"OFA's accuracy predictor encodes 5 stages x 4 blocks, kernels 3/5/7, expand "
             f"ratios 3/4/6; space {space.id} has {len(space.stages)} x {space.max_depth}, "
             f"kernels {_slash(space.kernel_sizes)}, expand ratios {_slash(space.expand_ratios)}"
+        )
+    ofa = get_space(OFA_SPACE)
+    # The name, the resolutions offered and the dropout leave the network's accuracy alone.
+    free = ("name", "resolutions", "dropout")
+    differ = [
+        f.name
+        for f in fields(SearchSpace)
+        if f.name not in free and getattr(space, f.name) != getattr(ofa, f.name)
+    ]
+    if differ:
+        raise AccuracyPredictorError(
+            f"OFA's accuracy predictor scores subnets of OFA's w1.2 ImageNet supernet "
+            f"({OFA_SPACE}); space {space.id} is another network (its {', '.join(differ)} "
+            f"differ), whose accuracy it does not know: search {OFA_SPACE}, or evaluate this "
+            "space's subnets on a supernet of it (--accuracy predictor or direct)"
         )
 
 

@@ -433,6 +433,26 @@ def test_a_stem_split_in_more_groups_than_channels_is_refused_before_training(
     assert not (out / "checkpoint.pt").exists() and not (out / "supernet.pt").exists()
 
 
+def test_ofa_accuracy_predictor_for_another_network_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    # The search refused mbv3-tiny after training; OFA's w1.0 it scored with w1.2's accuracies.
+    search = {"accuracy": "ofa-predictor", "ofa_predictor": str(tmp_path / "acc_predictor.pth")}
+    recipe, out = run_folder(tmp_path, ["train", "search"], search=search)
+    (out / "supernet.pt").unlink()
+    line = through_run(recipe, out, "search")
+    assert line.startswith(
+        "error: recipe 'errors': search.accuracy: ofa-predictor: OFA's accuracy predictor encodes "
+        "5 stages x 4 blocks"
+    )
+    assert not (out / "checkpoint.pt").exists() and not (out / "supernet.pt").exists()
+    recipe.write_text(recipe.read_text().replace("space: mbv3-tiny", "space: ofa-mbv3-w1.0"))
+    fresh = tmp_path / "fresh"
+    line = error_line(edgenas("run", recipe, "--out", fresh, "--quiet"))
+    assert "space ofa-mbv3-w1.0-" in line and "is another network" in line
+    assert not fresh.exists()
+
+
 def test_profile_with_too_few_calibration_subnets_fails_first(tmp_path: Path) -> None:
     # --calibrate 5 failed after the whole table was measured (issue 24).
     proc = edgenas(

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -108,7 +109,23 @@ def test_spaces_and_resolutions_it_cannot_encode_are_refused(pth: Path) -> None:
     with pytest.raises(AccuracyPredictorError, match="5 stages x 4 blocks") as err:
         load_ofa_accuracy_predictor(pth, get_space("mbv3-tiny"))
     _one_line(err)
+    # Networks of the encoding's shape whose accuracies are not w1.2's
+    for name, differ in (
+        ("ofa-mbv3-w1.0", "(its feature_mix_width, width_mult differ)"),
+        ("mbv3-imagenet", "(its feature_mix_width, width_mult, feature_mix_bias differ)"),
+    ):
+        with pytest.raises(
+            AccuracyPredictorError, match=f"space {name}-.* is another network"
+        ) as err:
+            load_ofa_accuracy_predictor(pth, get_space(name))
+        _one_line(err)
+        assert differ in str(err.value)
     space = get_space(SPACE)
+    transfer = replace(space, num_classes=5)
+    with pytest.raises(AccuracyPredictorError, match=r"\(its num_classes differ\)"):
+        load_ofa_accuracy_predictor(pth, transfer)
+    # its own network offering other resolutions (or renamed) is still w1.2
+    load_ofa_accuracy_predictor(pth, replace(space, name="mine", resolutions=(160, 224)))
     predictor = load_ofa_accuracy_predictor(pth, space)
     assert predictor.resolutions == (112, 128, 144, 160, 176, 192, 208, 224)
     with pytest.raises(AccuracyPredictorError, match=r"r=132: .* encodes only 112, 128") as err:
