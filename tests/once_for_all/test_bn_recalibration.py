@@ -1,8 +1,10 @@
-"""BN recalibration (exact statistics over the given batches, on static networks and on a
-supernet alike) and subnet evaluation with inherited weights, on real Fashion-MNIST."""
+"""BN recalibration (OFA's set_running_statistics: exact statistics over the given batches, on
+static networks and on a supernet alike) and subnet evaluation with inherited weights, on real
+Fashion-MNIST."""
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -80,15 +82,14 @@ def test_stem_bn_gets_exact_statistics_of_real_batches(
         features = [tiny_model.stem.conv(b) for b in batches]
     everything = per_channel(torch.cat(features))
     torch.testing.assert_close(bn.running_mean, everything.mean(1), rtol=1e-5, atol=1e-6)
-    # equal-size batches: the variance is the average of the batches' unbiased variances,
+    # equal-size batches: the variance is the average of the batches' biased variances (OFA's),
     # which is within a fraction of a percent of the variance of all images together
-    per_batch = torch.stack([per_channel(f).var(1) for f in features]).mean(0)
+    per_batch = torch.stack([per_channel(f).var(1, unbiased=False) for f in features]).mean(0)
     torch.testing.assert_close(bn.running_var, per_batch, rtol=1e-5, atol=1e-6)
     torch.testing.assert_close(bn.running_var, everything.var(1), rtol=1e-2, atol=1e-6)
-    assert batches_tracked(bn) == 4
 
 
-def test_single_batch_gives_exact_unbiased_variance(
+def test_single_batch_gives_exact_biased_variance(
     tiny_model: MobileNetV3, fmnist_small: DataBundle
 ) -> None:
     (batch,) = fmnist_batches(fmnist_small, n=1, size=100, resolution=RESOLUTION, seed=5)
@@ -98,17 +99,40 @@ def test_single_batch_gives_exact_unbiased_variance(
     with torch.no_grad():
         flat = per_channel(tiny_model.stem.conv(batch))
     torch.testing.assert_close(bn.running_mean, flat.mean(1), rtol=1e-5, atol=1e-6)
-    torch.testing.assert_close(bn.running_var, flat.var(1, unbiased=True), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(bn.running_var, flat.var(1, unbiased=False), rtol=1e-5, atol=1e-6)
 
 
-def test_every_bn_is_reset(tiny_model: MobileNetV3) -> None:
+def test_every_bn_is_reestimated(tiny_model: MobileNetV3) -> None:
     # Inputs all zero: every BN's input is constant per channel, so each running variance
     # is exactly 0 and no scrambled value can survive.
     recalibrate_bn(tiny_model, [torch.zeros(4, 1, RESOLUTION, RESOLUTION)])
     for bn in bns(tiny_model):
         assert bn.running_var is not None
         assert float(bn.running_var.abs().max()) < 1e-6
-        assert batches_tracked(bn) == 1
+
+
+def test_statistics_equal_ofas_set_running_statistics(
+    tiny_model: MobileNetV3, fmnist_small: DataBundle
+) -> None:
+    """Parity with OFA's own estimator, batches of unequal sizes included (a short last batch
+    weighs by its images; torch's cumulative average weighed every batch alike)."""
+    from tests.support.ofa_reference import import_ofa
+
+    set_running_statistics = import_ofa().imagenet_classification.elastic_nn.utils.__dict__[
+        "set_running_statistics"
+    ]
+    batches = [
+        *fmnist_batches(fmnist_small, n=2, size=16, resolution=RESOLUTION, seed=3),
+        *fmnist_batches(fmnist_small, n=1, size=3, resolution=RESOLUTION, seed=4),
+    ]
+    theirs = copy.deepcopy(tiny_model)
+    set_running_statistics(theirs, [(b, None) for b in batches])
+    recalibrate_bn(tiny_model, batches)
+    for mine, ofa in zip(bns(tiny_model), bns(theirs), strict=True):
+        assert mine.running_mean is not None and ofa.running_mean is not None
+        assert mine.running_var is not None and ofa.running_var is not None
+        torch.testing.assert_close(mine.running_mean, ofa.running_mean, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(mine.running_var, ofa.running_var, rtol=1e-5, atol=1e-6)
 
 
 def test_leaves_eval_mode_and_restores_momentum(tiny_model: MobileNetV3) -> None:
@@ -171,7 +195,18 @@ def test_supernet_recalibration_matches_extracted(
     recalibrate_bn(direct, batches)
 
     supernet.set_active(subnet)
+    scramble_running_stats(supernet)  # so that every channel re-estimated shows
+    stored = {k: v.clone() for k, v in supernet.state_dict().items() if "running_" in k}
     recalibrate_bn(supernet, batches)
+    # channels the subnet does not use keep the statistics other subnets share (OFA writes
+    # only the first ones too); so do the layers of blocks the subnet skips
+    now = supernet.state_dict()
+    changed = {k: stored[k] != now[k] for k in stored}
+    assert any(not c.any() for c in changed.values())  # skipped blocks' layers
+    # (changed, channels up to the last changed one) per re-estimated buffer
+    reached = [(c, int(c.nonzero().max()) + 1) for c in changed.values() if c.any()]
+    assert all(bool(c[:n].all()) for c, n in reached)  # a prefix, every channel of it
+    assert any(n < len(c) for c, n in reached)  # narrower than the layer
     via_supernet = supernet.extract(subnet)
     with torch.no_grad():
         expected = direct(x)
