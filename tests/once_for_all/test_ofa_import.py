@@ -13,7 +13,7 @@ import pytest
 import torch
 from torch import nn
 
-from once_for_all import OFAMobileNetV3, get_space, load_supernet
+from once_for_all import OFAMobileNetV3, Subnet, get_space, load_supernet
 from once_for_all.data import DataSpec
 from once_for_all.ofa_import import (
     IMAGENET_SPEC,
@@ -22,7 +22,7 @@ from once_for_all.ofa_import import (
     ofa_name,
     write_imported,
 )
-from tests.support.ofa_supernets import reference_supernet, save_reference
+from tests.support.ofa_supernets import condition, reference_supernet, save_reference
 
 WIDTHS = (1.0, 1.2)
 RESOLUTIONS = (128, 144, 176)
@@ -65,14 +65,26 @@ def test_the_space_is_detected_from_the_file(case: Case) -> None:
 
 def test_every_tensor_is_copied_as_it_is(case: Case) -> None:
     # No re-sorting, no transposition (OFA applies its kernel transforms as F.linear(flat,
-    # matrix), as edgenas does), nothing dropped.
-    theirs = case.reference.state_dict()
+    # matrix), as edgenas does), nothing dropped. (The file's: the reference's statistics
+    # change as other tests condition subnets.)
+    theirs = torch.load(case.path, weights_only=True)["state_dict"]
     state = case.imported.state
     assert {ofa_name(k) for k in state} == set(theirs)
     for key, tensor in state.items():
         assert torch.equal(tensor, theirs[ofa_name(key)]), key
     matrix = state["blocks.0.depthwise.transform_7to5"]
     assert not torch.equal(matrix, matrix.T)  # randomised: a transposed copy would show
+
+
+def _conditioned(case: Case, net: OFAMobileNetV3, subnet: Subnet) -> None:
+    """``subnet`` active in both supernets, the reference's BN statistics estimated for it by
+    OFA (the file's were estimated for the largest), and ``net`` given them as the import maps
+    each tensor (``test_every_tensor_is_copied_as_it_is``)."""
+    case.reference.set_active_subnet(ks=list(subnet.ks), e=list(subnet.e), d=list(subnet.d))
+    condition(case.reference, seed=len(subnet.key), resolution=subnet.r, images=4)
+    theirs = case.reference.state_dict()
+    net.load_state_dict({k: theirs[ofa_name(k)] for k in net.state_dict()})
+    net.set_active(subnet)
 
 
 def test_imported_supernet_computes_what_ofas_computes(case: Case, tmp_path: Path) -> None:
@@ -86,11 +98,32 @@ def test_imported_supernet_computes_what_ofas_computes(case: Case, tmp_path: Pat
         subnets = [space.max_subnet(r=r), space.min_subnet(r=r)]
         subnets += [space.sample(rng, r=[r]) for _ in range(SUBNETS - 2)]
         for subnet in subnets:
-            case.reference.set_active_subnet(ks=list(subnet.ks), e=list(subnet.e), d=list(subnet.d))
-            net.set_active(subnet)
+            _conditioned(case, net, subnet)
             x = torch.randn(2, 3, r, r)
             with torch.no_grad():
                 expected, actual = case.reference(x), net(x)
+            torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5, msg=subnet.key)
+            # the logits depend on the image, so a wrong early layer cannot hide
+            assert float((expected[0] - expected[1]).abs().max()) > 1e-2, subnet.key
+
+
+def test_extracted_subnets_compute_what_ofas_get_active_subnet_does(case: Case) -> None:
+    # The network export writes, against OFA's own extraction, at the resolutions of OFA's
+    # Note10 tables and accuracy predictor.
+    space = case.imported.space
+    net = OFAMobileNetV3(space)
+    net.load_state_dict(case.imported.state)
+    rng = random.Random(1)
+    torch.manual_seed(1)
+    for r in (160, 192, 224):
+        for subnet in [space.max_subnet(r=r), space.min_subnet(r=r), space.sample(rng, r=[r])]:
+            _conditioned(case, net, subnet)
+            theirs = case.reference.get_active_subnet(preserve_weight=True).eval()
+            ours = net.extract(subnet).eval()
+            assert _params(ours) == _params(theirs)
+            x = torch.randn(2, 3, r, r)
+            with torch.no_grad():
+                expected, actual = theirs(x), ours(x)
             torch.testing.assert_close(actual, expected, rtol=0, atol=1e-5, msg=subnet.key)
 
 
@@ -126,7 +159,9 @@ def test_a_bare_state_dict_and_older_spellings_import_alike(case: Case, tmp_path
             key = key.replace(new, old)
         return key
 
-    old = {old_name(k): v for k, v in case.reference.state_dict().items()}
+    # the file's tensors (the reference's own statistics change as tests condition subnets)
+    saved = torch.load(case.path, weights_only=True)["state_dict"]
+    old = {old_name(k): v for k, v in saved.items()}
     assert sum(".mobile_inverted_conv." in k for k in old) > 400
     assert sum(".bn.bn." in k for k in old) == 0
     torch.save(old, tmp_path / "old.pth")
@@ -138,4 +173,4 @@ def test_a_bare_state_dict_and_older_spellings_import_alike(case: Case, tmp_path
     reference = reference_supernet(case.width)
     reference.load_state_dict(old)
     for key, tensor in reference.state_dict().items():
-        assert torch.equal(tensor, case.reference.state_dict()[key]), key
+        assert torch.equal(tensor, saved[key]), key

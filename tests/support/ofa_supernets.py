@@ -3,7 +3,10 @@ files hold them: what the import is tested against (the real files are not on th
 
 At OFA's initialisation the kernel-transform matrices are the identity, BN statistics are
 0/1 and biases 0, so a transposed matrix or a misplaced statistic would change nothing:
-``randomise`` replaces every one of them."""
+``randomise`` replaces every one of them. Statistics unrelated to the activations would in
+turn shrink the input's share of the logits stage by stage (to 1e-8: a flipped kernel in the
+first stages went unseen), so ``condition`` then estimates them with OFA's own
+``set_running_statistics`` on random images."""
 
 from __future__ import annotations
 
@@ -53,10 +56,25 @@ def randomise(net: nn.Module, *, seed: int) -> nn.Module:
     return net.eval()
 
 
+@torch.no_grad()
+def condition(net: Any, *, seed: int, resolution: int = 160, images: int = 8) -> Any:
+    """The BN statistics of ``net``'s active subnet estimated by OFA's
+    ``set_running_statistics`` on ``images`` random images; returns ``net`` in eval mode.
+    Statistics estimated for one subnet are off for the others (other kernels and widths),
+    enough to lose the image again over the blocks: condition each subnet compared."""
+    utils = import_ofa().imagenet_classification.elastic_nn.utils
+    g = torch.Generator().manual_seed(seed)
+    batch = torch.randn(images, 3, resolution, resolution, generator=g)
+    utils.set_running_statistics(net, [(batch, None)])
+    return net.eval()
+
+
 def save_reference(width: float, path: Path, *, seed: int = 0, wrap: bool = True) -> nn.Module:
-    """A randomised reference supernet, saved to ``path`` as OFA's release files are
-    (``{"state_dict": ...}``, or the bare state dict when ``wrap`` is false)."""
+    """A randomised and conditioned reference supernet, saved to ``path`` as OFA's release
+    files are (``{"state_dict": ...}``, or the bare state dict when ``wrap`` is false)."""
     net = randomise(reference_supernet(width), seed=seed)
+    net.set_active_subnet(ks=7, e=6, d=4)
+    condition(net, seed=seed)
     state = net.state_dict()
     torch.save({"state_dict": state} if wrap else state, path)
     return net
