@@ -54,11 +54,14 @@ def stage_progress(label: str, *, quiet: bool) -> Iterator[Progress]:
 
 
 class LineProgress:
-    """Progress as plain lines on stderr: a stage's start, every tenth of it (at most one line
-    per ``every_s`` seconds) and its end, with the time taken so far."""
+    """Progress as plain lines on stderr (or ``console``): a stage's start, every tenth of it
+    (at most one line per ``every_s`` seconds) and its end, with the time taken so far."""
 
-    def __init__(self, label: str, *, every_s: float = 10.0) -> None:
+    def __init__(
+        self, label: str, *, every_s: float = 10.0, console: Console | None = None
+    ) -> None:
         self.label, self.every_s = label, every_s
+        self.console = console or err_console
         self._started: dict[str, float] = {}
         self._shown: dict[str, tuple[int, float]] = {}  # stage -> (tenths shown, when)
 
@@ -76,7 +79,7 @@ class LineProgress:
             return
         self._shown[stage] = (10 if finished else tenths, now)
         elapsed = int(now - started)
-        err_console.print(
+        self.console.print(
             f"{self.label}: {stage} {done}/{total} ({done * 100 // total}%), "
             f"{elapsed // 60}:{elapsed % 60:02d} elapsed",
             highlight=False,

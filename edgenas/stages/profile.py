@@ -16,7 +16,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 from rich.progress import Progress as RichProgress
 
-from edgenas.console import err_console, stage_progress
+from edgenas.console import LineProgress, err_console, stage_progress
 
 if TYPE_CHECKING:
     from latency.fleet import DeviceResult, FleetJob, Profiled, ProfileOptions
@@ -109,7 +109,18 @@ def _fleet_progress(
     names: list[str], *, quiet: bool
 ) -> Iterator[tuple[Callable[[str], Progress], Callable[[DeviceResult], None]]]:
     """One bar per device: ``bar(name)`` is the progress of the device ``name`` (its stage
-    and how far it is); ``finished`` marks the outcome."""
+    and how far it is); ``finished`` marks the outcome. Without a terminal (a log file, CI,
+    nohup) plain lines per device instead, as ``stage_progress`` prints them: a bar is only
+    drawn on a terminal, and a fleet's profiling can take an hour."""
+    if not quiet and not err_console.is_terminal:
+        lines = {n: LineProgress(f"profile {n}") for n in names}
+
+        def said(result: DeviceResult) -> None:
+            outcome = "done" if result.ok else "failed"
+            err_console.print(f"profile {result.name}: {outcome}", highlight=False, soft_wrap=True)
+
+        yield (lambda name: lines[name]), said
+        return
     with RichProgress(
         TextColumn("{task.fields[device]}"),
         TextColumn("{task.description}"),

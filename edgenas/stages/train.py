@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from edgenas.console import LineProgress
 from edgenas.recipe import Recipe, RecipeError
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
 from once_for_all.checkpoint import CheckpointMetadata
@@ -176,6 +177,10 @@ def _train(
             + (f", {world.size} processes" if world.size > 1 else "")
             + (f", on {device.type}" if device.type != "cpu" else "")
         )
+    # Without a terminal (a log file, CI, nohup) a bar is never drawn: plain lines instead, or
+    # an ImageNet epoch would print nothing for hours.
+    plain = not quiet and not console.is_terminal
+    lines = LineProgress("train", console=console) if plain else None
     with Progress(
         TextColumn("{task.description}"),
         BarColumn(),
@@ -183,7 +188,7 @@ def _train(
         TextColumn("{task.fields[metrics]}"),
         TimeRemainingColumn(),
         console=console,
-        disable=quiet,
+        disable=quiet or lines is not None,
         transient=False,
     ) as progress:
         task = progress.add_task("", total=None, metrics="")
@@ -191,6 +196,9 @@ def _train(
         def on_step(
             phase: PhaseConfig, epoch: int, step: int, steps: int, metrics: dict[str, float]
         ) -> None:
+            if lines is not None:
+                lines(f"{phase.name} epoch {epoch + 1}/{phase.epochs}", step, steps)
+                return
             progress.update(
                 task,
                 description=f"{phase.name} {epoch + 1}/{phase.epochs}",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -155,7 +156,9 @@ def test_own_data_trains_once_the_space_fits_it(tmp_path: Path) -> None:
 
     recipe["space"] = {"name": "mbv3-tiny", "in_channels": 3, "num_classes": 5}
     path.write_text(yaml.safe_dump(recipe))
-    run("train", path, "--out", tmp_path / "run")
+    proc = run("train", path, "--out", tmp_path / "run")
+    # output captured, not a terminal: each epoch's progress as plain lines
+    assert re.search(r"^train: full epoch 1/1 \d+/\d+ \(100%\), 0:\d\d elapsed$", proc.stderr, re.M)
     space = load_checkpoint(tmp_path / "run" / "supernet.pt")["space"]
     assert (space["in_channels"], space["num_classes"]) == (3, 5)
     assert get_space(str(tmp_path / "run" / "space.json")).id == space["id"]

@@ -4,6 +4,7 @@ not silent for minutes (a cold accuracy evaluation printed nothing for 300 s).""
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -29,3 +30,28 @@ def test_without_a_terminal_progress_is_plain_lines(monkeypatch: pytest.MonkeyPa
     with stage_progress("accuracy", quiet=True) as progress:
         progress("evaluate", 1, 2)
     assert len(out.getvalue().splitlines()) == 11  # quiet prints nothing
+
+
+def test_a_fleet_without_a_terminal_reports_each_device_in_lines(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Its bars were never drawn in a log: an hour of profiling printed one line at the end.
+    from edgenas.stages import profile
+    from latency.fleet import DeviceResult
+
+    out = io.StringIO()
+    plain = Console(file=out, width=200)
+    monkeypatch.setattr(console, "err_console", plain)
+    monkeypatch.setattr(profile, "err_console", plain)
+    with profile._fleet_progress(["board", "npu"], quiet=False) as (bar, finished):
+        bar("board")("measure", 0, 4)
+        bar("npu")("measure", 4, 4)
+        finished(DeviceResult("npu", "npu", Path("p")))
+        finished(DeviceResult("board", "board", Path("q"), error="unreachable"))
+    lines = [line.split(",")[0] for line in out.getvalue().splitlines()]
+    assert lines == [
+        "profile board: measure 0/4 (0%)",
+        "profile npu: measure 4/4 (100%)",
+        "profile npu: done",
+        "profile board: failed",
+    ]
