@@ -157,6 +157,8 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             name: p.predict(subnet) if p is not None else None for name, p in predictors.items()
         }
         say(f"subnet {subnet.key} of {space.id}")
+        for name in (n for n, p in predictors.items() if p is None):
+            say(_no_predictor(name, subnet, job.profiles))
         # Before the subnet's fine-tuning: an SSH board is asked for its CPU here.
         align_channels = resolve_channel_alignment(job, say)
         model = _subnet_model(supernet, subnet, data, job, say)
@@ -447,6 +449,17 @@ def _predictor(
             f"{space.id}: run 'edgenas profile {device} --space ... --out {path.parent}' again"
         )
     return predictor if subnet.r in predictor.header.resolutions else None
+
+
+def _no_predictor(device: str, subnet: Subnet, profiles: Path) -> str:
+    """Why the card will give ``device`` no predicted latency, and how to get one."""
+    path = profiles / device / "predictor.json"
+    why = f"no {path}" if not path.is_file() else f"{path} does not cover r{subnet.r}"
+    return (
+        f"{device}: no latency prediction ({why}): the card gives the measured latency only; "
+        f"profile it with 'edgenas profile {device} --out {path.parent}' (--profiles names "
+        "the folder of profiles)"
+    )
 
 
 def _metadata(

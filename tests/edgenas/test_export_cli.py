@@ -102,6 +102,13 @@ def exported(
     )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (out / "card.json").read_text()  # --json: the card, format tag and all
+    # the board was never profiled: said, not silently left without a prediction
+    said = " ".join(proc.stderr.split())
+    assert (
+        f"test-board: no latency prediction (no {cpu / 'profiles' / 'test-board'}/predictor.json): "
+        "the card gives the measured latency only; profile it with 'edgenas profile test-board "
+    ) in said
+    assert said.count("no latency prediction") == 1
     return out
 
 
