@@ -1,6 +1,7 @@
-"""Reading a subnet from the command line: ``max``, ``min``, ``random``, a subnet JSON file,
-or a member of a search's front: ``pareto.json#K`` (front index K) or ``pareto.json`` (the
-subnet chosen under the budget, when the search chose one)."""
+"""Reading a subnet from the command line: ``max``, ``min``, ``random``, a subnet JSON file
+(edgenas's, or OFA's arch dict ``{"ks", "e", "d", "r": [r], "wid": null}`` for the space at
+hand), or a member of a search's front: ``pareto.json#K`` (front index K) or ``pareto.json``
+(the subnet chosen under the budget, when the search chose one)."""
 
 from __future__ import annotations
 
@@ -25,6 +26,7 @@ def choose_subnet(
     min and random may be: a predictor's table may cover only some (OFA's Note10 tables:
     160-224 px of a space that starts at 128)."""
     from once_for_all import Subnet, SubnetError
+    from once_for_all.subnet import is_ofa_arch
 
     rs = tuple(resolutions) if resolutions else None
     if choice == "max":
@@ -52,6 +54,8 @@ def choose_subnet(
     elif member:
         raise SubnetError(f"{path} is not a pareto.json: '#{member}' picks a front member of one")
     try:
+        if is_ofa_arch(document):  # OFA's own output, e.g. its EvolutionFinder's best arch
+            return space.validate(Subnet.from_ofa(document, space.id))
         return space.validate(Subnet.from_dict(document))
     except SubnetError as exc:  # say which file: a command may read several
         raise SubnetError(f"subnet file {choice}: {exc}") from None

@@ -10,6 +10,10 @@ from pathlib import Path
 from once_for_all.errors import EdgenasError
 
 SUBNET_KEYS = ("space", "ks", "e", "d", "r")
+# OFA's own arch dict (its ArchManager, EvolutionFinder and tutorial): the resolution as a
+# one-element list, the width multiplier (None: the supernet's) and no space.
+OFA_ARCH_KEYS = ("ks", "e", "d", "r")
+OFA_OPTIONAL_KEYS = ("wid",)
 
 
 class SubnetError(EdgenasError, ValueError):
@@ -79,6 +83,42 @@ class Subnet:
             r=int(r),  # type: ignore[call-overload]
         )
 
+    def to_ofa(self) -> dict[str, object]:
+        """OFA's arch dict of this subnet, as its ``EvolutionFinder`` returns it and its
+        ``AccuracyPredictor`` and ``LatencyTable`` read it."""
+        return {
+            "wid": None,
+            "ks": list(self.ks),
+            "e": list(self.e),
+            "d": list(self.d),
+            "r": [self.r],
+        }
+
+    @classmethod
+    def from_ofa(cls, data: Mapping[str, object], space: str) -> Subnet:
+        """A subnet of ``space`` (its id) from OFA's arch dict (``is_ofa_arch``): ``r`` a
+        one-element list or a number, ``wid`` absent or None. Checks types only."""
+        allowed = ", ".join(OFA_ARCH_KEYS + OFA_OPTIONAL_KEYS)
+        missing = [k for k in OFA_ARCH_KEYS if k not in data]
+        if missing:
+            raise SubnetError(f"OFA arch dict has no {', '.join(missing)}: expected {allowed}")
+        unknown = sorted(set(data) - set(OFA_ARCH_KEYS) - set(OFA_OPTIONAL_KEYS))
+        if unknown:
+            raise SubnetError(
+                f"OFA arch dict has unknown key(s) {', '.join(unknown)}: allowed {allowed}"
+            )
+        if data.get("wid") is not None:
+            raise SubnetError(
+                f"OFA arch dict has wid={data['wid']!r}: edgenas spaces have one width (the "
+                "supernet's); give wid: null"
+            )
+        r = data["r"]
+        if isinstance(r, Sequence) and not isinstance(r, str) and len(r) == 1:
+            r = r[0]
+        return cls.from_dict(
+            {"space": space, "ks": data["ks"], "e": data["e"], "d": data["d"], "r": r}
+        )
+
     @classmethod
     def from_json(cls, text: str) -> Subnet:
         try:
@@ -101,6 +141,12 @@ class Subnet:
             return cls.from_json(text)
         except SubnetError as exc:
             raise SubnetError(f"subnet file {p}: {exc}") from None
+
+
+def is_ofa_arch(data: object) -> bool:
+    """Whether ``data`` looks like OFA's arch dict rather than edgenas's subnet JSON: the
+    choices without a space."""
+    return isinstance(data, Mapping) and "space" not in data and {"ks", "e", "d"} <= set(data)
 
 
 def _is_int(value: object) -> bool:

@@ -171,3 +171,38 @@ def test_values_are_checked_by_the_space_not_the_parser(space: SearchSpace) -> N
     subnet = Subnet.from_dict(data)  # types are fine
     with pytest.raises(SubnetError, match=r"^r=5: allowed "):
         space.validate(subnet)
+
+
+def test_ofas_arch_dicts_round_trip(tmp_path: Path) -> None:
+    """OFA's own arch dicts (its ArchManager's samples, the form its EvolutionFinder returns)
+    read as subnets of the space at hand, and back; a subnet file may hold one."""
+    from edgenas.subnet_choice import choose_subnet
+    from tests.support.ofa_reference import import_ofa, ofa_samples
+
+    import_ofa()
+    space = get_space("ofa-mbv3-w1.2")
+    for sample in ofa_samples(50, seed=4):
+        subnet = space.validate(Subnet.from_ofa(sample, space.id))
+        assert subnet.to_ofa() == sample
+        assert subnet.r == sample["r"][0] and list(subnet.ks) == sample["ks"]
+    path = tmp_path / "best_arch.json"
+    path.write_text(json.dumps(sample))
+    assert choose_subnet(str(path), space) == subnet
+    path.write_text(json.dumps({**sample, "r": 176}))  # a bare number reads as well
+    assert choose_subnet(str(path), space).r == 176
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"wid": 1.0}, r"wid=1\.0: edgenas spaces have one width .*give wid: null"),
+        ({"r": None}, r"subnet 'r' must be an integer resolution in pixels, got None"),
+        ({"depth": 3}, r"unknown key\(s\) depth: allowed ks, e, d, r, wid"),
+    ],
+)
+def test_bad_ofa_arch_dicts_are_one_line(change: dict[str, Any], message: str) -> None:
+    arch = {"wid": None, "ks": [3] * 20, "e": [3] * 20, "d": [2] * 5, "r": [160], **change}
+    with pytest.raises(SubnetError, match=message):
+        Subnet.from_ofa(arch, "ofa-mbv3-w1.2-49e8c6e459")
+    with pytest.raises(SubnetError, match=r"OFA arch dict has no r: expected ks, e, d, r, wid"):
+        Subnet.from_ofa({"ks": [3], "e": [3], "d": [2]}, "x")

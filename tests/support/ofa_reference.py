@@ -114,10 +114,4 @@ def ofa_samples(n: int, seed: int) -> list[dict[str, Any]]:
 
 
 def as_subnet(sample: dict[str, Any], space_id: str) -> Subnet:
-    return Subnet(
-        space=space_id,
-        ks=tuple(sample["ks"]),
-        e=tuple(sample["e"]),
-        d=tuple(sample["d"]),
-        r=sample["r"][0],
-    )
+    return Subnet.from_ofa(sample, space_id)
