@@ -6,7 +6,7 @@ import hashlib
 import json
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -162,6 +162,17 @@ class SearchSpace:
     def active_blocks(self, subnet: Subnet) -> list[int]:
         """Indices of the block slots a subnet uses (the first ``d`` of each stage)."""
         return [s * self.max_depth + i for s, d in enumerate(subnet.d) for i in range(d)]
+
+    def canonical(self, subnet: Subnet) -> Subnet:
+        """The same network with the entries of skipped blocks at the first choices: two
+        subnets that extract to the same network (and encode alike) have the same one."""
+        active = set(self.active_blocks(subnet))
+        k0, e0 = self.kernel_sizes[0], self.expand_ratios[0]
+        return replace(
+            subnet,
+            ks=tuple(k if b in active else k0 for b, k in enumerate(subnet.ks)),
+            e=tuple(e if b in active else e0 for b, e in enumerate(subnet.e)),
+        )
 
     def feature_size(self, resolution: int) -> int:
         """Spatial size of the final feature map for an input resolution."""

@@ -128,10 +128,11 @@ def pareto_front(
     trials = study.best_trials  # Optuna keeps only feasible trials here when constraints exist
     trials = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
     subnets = [subnet_from_params(problem.space, t.params) for t in trials]
-    # Several trials can be the same network; keep each network once.
+    # Several trials can be the same network (Optuna also samples the choices of skipped
+    # blocks); keep each network once.
     unique: dict[str, int] = {}
     for i, s in enumerate(subnets):
-        unique.setdefault(s.to_json(), i)
+        unique.setdefault(problem.space.canonical(s).to_json(), i)
     keep = sorted(
         unique.values(), key=lambda i: trials[i].values[1] if len(trials[i].values) > 1 else 0
     )

@@ -77,6 +77,27 @@ def test_every_chosen_subnet_meets_its_budget_and_the_front_is_non_dominated(
     assert all(t.values[1] > budget for t in infeasible)
 
 
+def test_a_network_is_one_front_member_whatever_its_skipped_blocks_say(tmp_path: Path) -> None:
+    # Optuna samples the choices of skipped blocks too: two trials can be one network.
+    best = SPACE.max_subnet()
+    shallow = replace(best, d=(SPACE.depths[0],) * len(best.d))
+    skipped = [b for b in range(SPACE.num_blocks) if b not in SPACE.active_blocks(shallow)]
+    other = replace(
+        shallow,
+        ks=tuple(SPACE.kernel_sizes[0] if b in skipped else k for b, k in enumerate(shallow.ks)),
+    )
+    assert other != shallow and SPACE.canonical(other) == SPACE.canonical(shallow)
+    assert (SPACE.encode(other) == SPACE.encode(shallow)).all()
+    # an accuracy of the network alone, as a supernet's is (the synthetic one reads every entry)
+    prob = replace(
+        problem(), accuracy=lambda subs: synthetic.accuracy(list(map(SPACE.canonical, subs)))
+    )
+    run = SearchRun(prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s")
+    run.enqueue([shallow, other])
+    run.run(2)
+    assert len(pareto_front(prob, run.persistent)) == 1
+
+
 def test_several_budgets_on_one_device_choose_one_subnet_under_each(tmp_path: Path) -> None:
     lat = problem().devices[0].predictor
     low, high = float(lat.predict(SPACE.min_subnet(r=28))), float(lat.predict(SPACE.max_subnet()))
