@@ -226,6 +226,14 @@ def _run_stages(
     stages = recipe.planned_stages
     log(f"recipe {recipe_path} → {root}: stages {', '.join(stages)}")
     run.save()
+    # Every stage computes on the same number of threads, whichever stages this process
+    # runs: float sums (export's fine-tuning) depend on it, and a resumed run that skips
+    # training must export what an uninterrupted one does (training set it for what followed).
+    threads = options.threads or (recipe.train.threads if recipe.train is not None else None)
+    if threads is not None:
+        import torch  # here: the command's other paths need no torch
+
+        torch.set_num_threads(threads)
     if "export" in stages:
         with _logged("export", log):
             recipe.check_export()

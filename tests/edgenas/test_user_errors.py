@@ -453,6 +453,30 @@ def test_ofa_accuracy_predictor_for_another_network_is_refused_before_training(
     assert not fresh.exists()
 
 
+def test_every_stage_computes_on_the_recipes_threads_whichever_stages_run(
+    tmp_path: Path,
+) -> None:
+    # Training set the count and the stages after it kept it, so a resumed run that skipped
+    # training fine-tuned (and exported) on torch's default count: other files than an
+    # uninterrupted run's.
+    from rich.console import Console
+
+    from edgenas.pipeline import RunOptions, run_recipe
+
+    recipe, out = run_folder(tmp_path, ["export"], train={"threads": 3})
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with pytest.raises(Exception, match="does not exist"):  # no search was run
+            run_recipe(recipe, RunOptions(out=out, quiet=True), Console(quiet=True))
+        assert torch.get_num_threads() == 3
+        with pytest.raises(Exception, match="does not exist"):
+            run_recipe(recipe, RunOptions(out=out, quiet=True, threads=2), Console(quiet=True))
+        assert torch.get_num_threads() == 2  # --threads wins
+    finally:
+        torch.set_num_threads(before)
+
+
 def test_profile_with_too_few_calibration_subnets_fails_first(tmp_path: Path) -> None:
     # --calibrate 5 failed after the whole table was measured (issue 24).
     proc = edgenas(
