@@ -339,7 +339,9 @@ class SearchRun:
     host and process). Workers started with the same ``seed`` would propose the same
     subnets; when a worker finds an earlier-sorting registration with its seed, it reseeds
     its sampler from the seed and its id, so a single worker stays reproducible and
-    several workers never search in lockstep, whatever seeds they were given.
+    several workers never search in lockstep, whatever seeds they were given. Registrations
+    of processes of this host that have ended (a killed run) do not count: rerunning a
+    killed search reproduces what it does.
     """
 
     def __init__(
@@ -415,7 +417,10 @@ class SearchRun:
         same_seed = sorted(
             k
             for k, v in self.persistent.user_attrs.items()
-            if k.startswith("worker:") and isinstance(v, dict) and v.get("seed") == self.seed
+            if k.startswith("worker:")
+            and isinstance(v, dict)
+            and v.get("seed") == self.seed
+            and _may_be_searching(v)
         )
         if same_seed and same_seed[0] != me:
             digest = hashlib.sha256(f"{self.seed}:{self.worker}".encode()).digest()
@@ -479,6 +484,24 @@ def _record(trial: optuna.Trial, subnet: Subnet, ev: Evaluation, worker: str) ->
     trial.set_user_attr("latency_ms", ev.latency_ms)
     if ev.costs:
         trial.set_user_attr("costs", ev.costs)
+
+
+def _may_be_searching(worker: dict[str, Any]) -> bool:
+    """Whether a registered worker may still be searching. One of this host whose process is
+    gone (a killed or finished run) is not: a rerun of a killed search then keeps its seed's
+    sampler instead of reseeding from a random worker id."""
+    pid = worker.get("pid")
+    if worker.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return True  # another machine's: it cannot be checked from here
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
 
 
 def _uid(trial: FrozenTrial) -> str:

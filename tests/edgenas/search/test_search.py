@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,6 +97,35 @@ def test_a_network_is_one_front_member_whatever_its_skipped_blocks_say(tmp_path:
     run.enqueue([shallow, other])
     run.run(2)
     assert len(pareto_front(prob, run.persistent)) == 1
+
+
+def test_a_killed_runs_registration_does_not_reseed_the_rerun(tmp_path: Path) -> None:
+    # It reseeded from the rerun's random worker id: two reruns of a killed search differed.
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
+    prob = problem()
+
+    def proposed(name: str, registered: dict[str, object] | None) -> list[dict[str, object]]:
+        storage = f"journal:{tmp_path / name}"
+        if registered is not None:  # an earlier run's, sorting before this one's
+            study = optuna.create_study(
+                storage=open_storage(storage), study_name="s", directions=prob.directions
+            )
+            study.set_user_attr("worker:0000", {"seed": 0, **registered})
+        run = SearchRun(prob, storage=storage, study_name="s", worker="ffff", sync_every=10)
+        run.run(30)
+        return [t.params for t in run.completed()]
+
+    alone = proposed("alone.log", None)
+    host = socket.gethostname()
+    assert proposed("killed.log", {"host": host, "pid": int(ended.stdout)}) == alone
+    # a worker still searching (here this test's parent process) is searched apart from
+    assert proposed("alive.log", {"host": host, "pid": os.getppid()}) != alone
+    assert proposed("elsewhere.log", {"host": f"not-{host}", "pid": int(ended.stdout)}) != alone
 
 
 def test_several_budgets_on_one_device_choose_one_subnet_under_each(tmp_path: Path) -> None:
