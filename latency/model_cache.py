@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
@@ -182,6 +184,7 @@ class ModelCache:
 
 
 def _quiet_worker() -> None:
+    _exit_with_parent()
     torch.set_num_threads(1)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # The converters print C++ logs and progress bars of their own; failures still reach the
@@ -189,6 +192,19 @@ def _quiet_worker() -> None:
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
+
+
+def _exit_with_parent(every_s: float = 1.0) -> None:
+    """End this worker once its parent is gone: a parent killed with SIGKILL cannot stop its
+    pool, whose workers would otherwise go on converting (and hold its output open)."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(every_s)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="exit-with-parent", daemon=True).start()
 
 
 def _export_block(desc: dict[str, Any], path: Path, conversion: Conversion) -> None:
