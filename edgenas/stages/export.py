@@ -212,13 +212,22 @@ def _unwritable(out: Path, exc: OSError) -> ExportError:
     )
 
 
+CARD_FILES = ("card.json", "card.md")
+
+
 def _publish(staging: Path, out: Path) -> None:
     """Move the new files into ``out`` and remove model files of an earlier export that this
-    one did not produce (the card must describe every model file in the folder)."""
+    one did not produce (the card must describe every model file in the folder). The old
+    card goes first and the new one comes last: a kill in between leaves model files of two
+    exports but no card claiming either (a rerun completes it), never a card describing
+    files that are not the ones beside it."""
     new = {p.name for p in staging.iterdir()}
+    for name in CARD_FILES:
+        (out / name).unlink(missing_ok=True)
     for name in set(FILE_NAMES.values()) - new:
         (out / name).unlink(missing_ok=True)
-    for name in sorted(new):
+    cards = [name for name in CARD_FILES if name in new]
+    for name in sorted(new - set(cards)) + cards:
         os.replace(staging / name, out / name)
 
 

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -739,3 +740,41 @@ def test_a_failed_export_keeps_the_previous_one(exported: Path, trained: Path) -
     )
     _fails(proc, "differs from PyTorch")
     assert {p.name: p.read_bytes() for p in exported.iterdir()} == before
+
+
+def test_a_kill_while_publishing_never_leaves_a_card_beside_other_files(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The files moved in name order, so card.json and card.md landed before the models: a kill
+    # there left the new card beside the old models.
+    from edgenas.stages import export as stage
+
+    real_replace = os.replace
+    names = ["card.json", "card.md", "model.onnx", "model_int8.onnx"]
+    for moved in range(len(names) + 1):
+        out, staging = tmp_path / f"out{moved}", tmp_path / f"out{moved}" / ".partial-x"
+        staging.mkdir(parents=True)
+        for name in names:
+            (out / name).write_text(f"old {name}")
+            (staging / name).write_text(f"new {name}")
+        calls = iter(range(len(names) + 1))
+
+        def killed_after(
+            src: Path, dst: Path, moved: int = moved, calls: Iterator[int] = calls
+        ) -> None:
+            if next(calls) == moved:
+                raise KeyboardInterrupt
+            real_replace(src, dst)
+
+        monkeypatch.setattr(stage.os, "replace", killed_after)
+        if moved < len(names):
+            with pytest.raises(KeyboardInterrupt):
+                stage._publish(staging, out)
+        else:
+            stage._publish(staging, out)
+        monkeypatch.setattr(stage.os, "replace", real_replace)
+        there = {p.name: p.read_text() for p in out.iterdir() if p.is_file()}
+        if "card.json" in there or "card.md" in there:  # every file beside a card is new
+            assert all(text == f"new {name}" for name, text in there.items()), moved
+            assert {"model.onnx", "model_int8.onnx"} <= set(there), moved
+    assert moved == len(names) and there == {name: f"new {name}" for name in names}
