@@ -18,6 +18,7 @@ from devices.base import Device, DeviceError, Runtime, create_device
 from devices.runner_protocol import RunSettings
 from devices.trtexec import JETPACK_TRTEXEC, Precision
 from once_for_all.errors import yaml_problem
+from once_for_all.yaml_text import load_yaml
 
 DeviceKind = Literal["local", "ssh", "adb", "npu-sim", "vela", "published"]
 _DEFAULTS = RunSettings()
@@ -287,7 +288,7 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     """A bundled profile by name (``raspberry-pi-4``) or a profile file by path."""
     text, where = _read(name_or_path)
     try:
-        raw = yaml.safe_load(text)
+        raw = load_yaml(text)
     except yaml.YAMLError as exc:
         raise DeviceError(f"device profile {where} is not valid YAML{yaml_problem(exc)}") from None
     if not isinstance(raw, dict):

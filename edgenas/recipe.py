@@ -40,6 +40,7 @@ from once_for_all.data import DataSpec
 from once_for_all.data.image_stream import Holding
 from once_for_all.errors import EdgenasError, yaml_problem
 from once_for_all.training_devices import TrainingDevice
+from once_for_all.yaml_text import load_yaml
 
 
 class RecipeError(EdgenasError, ValueError):
@@ -349,7 +350,7 @@ _AS_FOR_MODELS = {
 def load_recipe(path: str | Path) -> Recipe:
     p = Path(path)
     try:
-        raw = yaml.safe_load(p.read_text())
+        raw = load_yaml(p.read_text())
     except OSError as exc:
         raise RecipeError(f"cannot read recipe {p}: {exc.strerror}") from None
     except UnicodeDecodeError:

@@ -140,6 +140,11 @@ def test_vela_accelerator_is_checked(tmp_path: Path) -> None:
         # the line and column, as a recipe's error gives them (issue 24: none were given)
         ("name: b\nkind: [unclosed\n", "is not valid YAML at line 3, column 1: expected ','"),
         ("- a\n- b\n", "must be a mapping"),
+        # PyYAML keeps the last of two equal keys: a second threads: further down won silently
+        (
+            "name: b\nkind: local\nthreads: 1\nruns: 5\nthreads: 4\n",
+            r"is not valid YAML at line 5, column 1: found duplicate key 'threads': give each key once",
+        ),
     ],
 )
 def test_unreadable_profiles(tmp_path: Path, text: str, message: str) -> None:

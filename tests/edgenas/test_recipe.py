@@ -198,6 +198,16 @@ def test_missing_and_malformed_files(tmp_path: Path) -> None:
     bad.write_text("name: x\ntrain:\n  phases: [a, b\n  seed: 0\n")
     with pytest.raises(RecipeError, match=r"not valid YAML at line 4, column 7: expected ','"):
         load_recipe(bad)
+    bad.write_text("name: x\ntrain:\n  seed: 0\n  threads: 1\n  threads: 2\n")
+    with pytest.raises(
+        RecipeError, match=r"not valid YAML at line 5, column 3: found duplicate key 'threads'"
+    ):
+        load_recipe(bad)
+    # an anchor merged in may be overridden: that is YAML, not a repeated key
+    bad.write_text("base: &b {seed: 0, threads: 1}\nname: x\ntrain:\n  <<: *b\n  threads: 2\n")
+    with pytest.raises(RecipeError) as err:  # refused for what the recipe lacks, read whole
+        load_recipe(bad)
+    assert "duplicate" not in str(err.value) and "give either 'phases'" in str(err.value)
     bad.write_bytes(b"\xff\xfe\x00 not text")
     with pytest.raises(RecipeError, match=r"is not a text file \(not UTF-8\)"):
         load_recipe(bad)
