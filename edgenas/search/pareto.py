@@ -84,6 +84,18 @@ class InfeasibleBudget(EdgenasError, ValueError):
         return InfeasibleBudget(self.device, self.budget_ms, self.fastest_ms, fix)
 
 
+class TooFewTrials(EdgenasError, ValueError):
+    """A budget no trial met though subnets meet it: the search was too short to find one."""
+
+    def __init__(self, device: str, budget_ms: float, fastest_ms: float, trials: int) -> None:
+        super().__init__(
+            f"none of the {trials} trials meets the {budget_ms:g} ms budget on {device}, though "
+            f"subnets do (the fastest takes about {fastest_ms:.4g} ms): search longer (--trials, "
+            "a recipe's search.trials) or let the sampler aim at the budgets (--sampler guided, "
+            "search.sampler)"
+        )
+
+
 @dataclass(frozen=True)
 class FrontMember:
     subnet: Subnet
@@ -166,15 +178,22 @@ def _to_reevaluate(predicted: Sequence[float], k: int) -> list[int]:
     return sorted(set(top) | set(spread))
 
 
-def choose(problem: SearchProblem, front: Sequence[FrontMember]) -> list[Choice]:
+def choose(
+    problem: SearchProblem, front: Sequence[FrontMember], *, trials: int = 0
+) -> list[Choice]:
     """The most accurate front member under each budget of each device (every device's
-    largest budget holds for all members: the search constrained by it)."""
+    largest budget holds for all members: the search constrained by it). A budget no member
+    meets is ``InfeasibleBudget`` where no subnet meets it, else ``TooFewTrials`` (of
+    ``trials``, the study's)."""
     chosen: list[Choice] = []
     for device in problem.devices:
         for budget in device.budgets_ms:
             fitting = [m for m in front if m.latency_ms[device.name] <= budget]
             if not fitting:
-                raise _infeasible(problem, device, budget)
+                _, fastest = problem.fastest(device)
+                if fastest <= budget:
+                    raise TooFewTrials(device.name, budget, fastest, trials)
+                raise InfeasibleBudget(device.name, budget, fastest)
             # The predictor only screens: measured members decide where there are any.
             known = [m for m in fitting if m.accuracy_measured is not None]
             best = max(known or fitting, key=lambda m: m.accuracy)

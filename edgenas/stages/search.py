@@ -229,7 +229,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     with stage_progress("search trials", quiet=quiet) as progress:
         run.run(o.trials, progress=progress)
     front = pareto_front(problem, run.persistent, measure=evaluate, reevaluate=o.reevaluate)
-    chosen = choose(problem, front)
+    chosen = choose(problem, front, trials=len(run.completed()))
     document = pareto_document(
         problem,
         run.persistent,
