@@ -97,7 +97,11 @@ def search_command(
     ),
     seed: Annotated[
         int,
-        typer.Option(help="sampler seed (workers of one study that share it reseed apart)"),
+        typer.Option(
+            min=0,
+            max=2**32 - 1,  # the samplers' (numpy's) range
+            help="sampler seed (workers of one study that share it reseed apart)",
+        ),
     ] = 0,
     data: Annotated[
         Path | None,

@@ -159,6 +159,12 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         predictor = load_predictor(path)
         predictor_files[predictor.header.device] = _content_id(path.read_bytes())
         budgets = _levels(o.budgets_ms[i]) if o.budgets_ms else ()
+        device = predictor.header.device
+        if any(t.name == device for t in targets):
+            raise StudyError(
+                f"--device {name}: {device} is given twice; give each device once (several "
+                "budgets on one device: --budget-ms 1,2)"
+            )
         targets.append(
             DeviceTarget(
                 predictor.header.device,

@@ -143,6 +143,15 @@ def test_search_errors_are_one_line(
         tmp_path,
     )
     assert proc.returncode == 2 and "one budget per device" in proc.stderr
+    # the same device twice made a search with two objectives of one name
+    twice = ["--device", board0, "--budget-ms", "1", "--device", board0, "--budget-ms", "2"]
+    proc = search_here("--supernet", supernet, *twice, "--out", tmp_path / "twice")
+    assert proc.returncode == 2
+    assert "is given twice; give each device once (several budgets on one device" in proc.stderr
+    assert not (tmp_path / "twice").exists()
+    # a seed out of the samplers' range failed with a traceback after the accuracy samples
+    proc = search_here("--supernet", supernet, "--device", board0, "--seed", "-5")
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
     big = tmp_path / "imagenet.json"
     from latency.blocks import enumerate_blocks
     from latency.predictors import LutSumPredictor
