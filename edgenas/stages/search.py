@@ -152,7 +152,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         reads = FolderReads(val=o.eval_images or FolderReads.val, test=0)
         data = load_training_data(o.supernet, payload, folder=o.data, reads=reads)
     enqueued = [_enqueued(p, space) for p in o.enqueue]
-    targets = []
+    targets: list[DeviceTarget] = []
     predictor_files: dict[str, str] = {}
     for i, name in enumerate(o.devices):
         path = resolve_predictor(name, o.profiles)
