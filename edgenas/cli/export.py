@@ -136,6 +136,17 @@ def export_command(
         raise fail(
             f"--format {model_format!r}: give {', '.join(MODEL_FORMATS)} or {','.join(MODEL_FORMATS)}"
         )
+    if not int8:  # they shape int8 files only: given without --int8 they would do nothing
+        given = [
+            flag
+            for flag, value, default in (
+                ("--qat-epochs", qat_epochs, 0),
+                ("--stem-groups", stem_groups, str(STEM_GROUPS)),
+            )
+            if value != default
+        ]
+        if given:
+            raise fail(f"{given[0]} shapes the int8 files: add --int8, or leave {given[0]} out")
     if threads:
         import torch
 
@@ -161,9 +172,7 @@ def export_command(
         tflite_form=tflite_form,
         align_channels=align_channels,
         data=data,
-        finetune=FinetuneSettings(
-            epochs=finetune_epochs, lr=finetune_lr, qat_epochs=qat_epochs if int8 else 0
-        ),
+        finetune=FinetuneSettings(epochs=finetune_epochs, lr=finetune_lr, qat_epochs=qat_epochs),
     )
 
     def say(message: str) -> None:

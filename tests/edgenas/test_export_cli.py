@@ -686,6 +686,15 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         "--stem-groups 'two': give auto or a number of groups, 1 or more",
     )
     assert not out.exists()
+    # int8 settings without --int8 did nothing, silently
+    for flag, value in (("--stem-groups", "4"), ("--qat-epochs", "2")):
+        _fails(
+            edgenas_here(
+                "export", "--supernet", supernet, "--subnet", "min", flag, value, "--out", out
+            ),
+            f"{flag} shapes the int8 files: add --int8, or leave {flag} out",
+        )
+    assert not out.exists()
     # A training checkpoint left by an interrupted `edgenas train`.
     unfinished = tmp_path / "checkpoint.pt"
     payload = torch.load(supernet, map_location="cpu", weights_only=True)
