@@ -22,9 +22,30 @@ def report_command(
     the model cards. `edgenas run` writes it at the end of every run."""
     from edgenas.report import build_report
 
+    if out is not None and out.exists() and not _is_report(out):
+        raise fail(
+            f"--out {out} exists and is not an edgenas report: give a new file, or remove it "
+            "first (a report never overwrites other files)"
+        )
     try:
         path = build_report(run_dir, out)
     except OSError as exc:
         raise fail(f"cannot write the report: {exc}") from None
     typer.echo(str(path))
     err_console.print(f"report: {path}", highlight=False, style="dim")
+
+
+def _is_report(path: Path) -> bool:
+    """Whether ``path`` is a page ``edgenas report`` wrote (its generator tag, or the line
+    reports of earlier versions carry)."""
+    from edgenas.report.page import GENERATOR
+
+    if not path.is_file():
+        return False
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return False
+    return text.startswith("<!DOCTYPE html>") and (
+        f"content='{GENERATOR}'" in text or "; report written " in text
+    )

@@ -42,6 +42,9 @@ details.card { border: 1px solid #ddd; border-radius: 6px; padding: 4px 14px; ma
 details.card summary { cursor: pointer; font-weight: 600; padding: 6px 0; }
 """
 
+# Marks a page as edgenas's: `edgenas report --out` overwrites only such a file.
+GENERATOR = "edgenas report"
+
 
 def _num(value: Any, fmt: str = ".4g") -> str:
     return "-" if value is None else format(value, fmt)
@@ -367,6 +370,7 @@ def render(data: RunData) -> str:
     version = html.escape(str(versions.get("edgenas", "")))
     return (
         "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>"
+        f"<meta name='generator' content='{GENERATOR}'>"
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         f"<p class='meta'>recipe <code>{recipe}</code>, space <code>{space}</code>, "

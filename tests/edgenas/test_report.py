@@ -149,6 +149,14 @@ def test_edgenas_report_writes_where_asked_and_refuses_what_is_not_a_run(
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(target)
     assert list(outline(target.read_text()).headings) == list(SECTIONS)
+    assert report(str(out), "--out", str(target)).returncode == 0  # its own report: rewritten
+    # any other file was overwritten with HTML (a recipe, here)
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("name: mine\n")
+    proc = report(str(out), "--out", str(recipe))
+    assert proc.returncode == 2
+    assert f"--out {recipe} exists and is not an edgenas report" in " ".join(proc.stderr.split())
+    assert recipe.read_text() == "name: mine\n"
 
     proc = report(str(tmp_path))
     assert proc.returncode == 2
