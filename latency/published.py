@@ -137,7 +137,8 @@ def _resolutions(
     if not available:
         raise TableError(
             f"device {device!r} publishes tables for {_ints(published.resolutions)} px, none "
-            f"of which space {space.id} has ({_ints(space.resolutions)})"
+            f"of which space {space.id} has ({_ints(space.resolutions)}): profile it for the "
+            "space its tables were measured on (OFA's: --space ofa-mbv3-w1.2)"
         )
     return tuple(available)
 

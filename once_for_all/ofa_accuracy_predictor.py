@@ -71,7 +71,9 @@ def check_ofa_space(space: SearchSpace) -> None:
         raise AccuracyPredictorError(
             f"OFA's accuracy predictor encodes 5 stages x 4 blocks, kernels 3/5/7, expand "
             f"ratios 3/4/6; space {space.id} has {len(space.stages)} x {space.max_depth}, "
-            f"kernels {_slash(space.kernel_sizes)}, expand ratios {_slash(space.expand_ratios)}"
+            f"kernels {_slash(space.kernel_sizes)}, expand ratios {_slash(space.expand_ratios)}: "
+            f"search {OFA_SPACE} (the supernet whose accuracies it learnt), or evaluate this "
+            "space's subnets on a supernet of it (--accuracy predictor or direct)"
         )
     ofa = get_space(OFA_SPACE)
     # The name, the resolutions offered and the dropout leave the network's accuracy alone.

@@ -133,6 +133,16 @@ def test_a_missing_file_and_a_foreign_file_are_one_line(note10: Path, tmp_path: 
         import_published(profile, space, folder, tmp_path / "o")
 
 
+def test_a_space_without_the_tables_resolutions_names_the_one_they_fit(
+    note10: Path, tmp_path: Path
+) -> None:
+    with pytest.raises(
+        TableError,
+        match=r"none of which space mbv3-tiny-\S+ has \(28, 30, 32\): .*--space ofa-mbv3-w1\.2",
+    ):
+        import_published(load_profile("samsung-note10"), get_space("mbv3-tiny"), note10, tmp_path)
+
+
 def test_another_space_lacks_layers_and_says_which(note10: Path, tmp_path: Path) -> None:
     # The w1.0 space's channel widths are not in the Note10 tables (they are w1.2's).
     with pytest.raises(TableError, match=r"has no entry Conv-input:\d+x\d+x3-output:\S+x16"):

@@ -109,6 +109,10 @@ def test_spaces_and_resolutions_it_cannot_encode_are_refused(pth: Path) -> None:
     with pytest.raises(AccuracyPredictorError, match="5 stages x 4 blocks") as err:
         load_ofa_accuracy_predictor(pth, get_space("mbv3-tiny"))
     _one_line(err)
+    assert str(err.value).endswith(
+        ": search ofa-mbv3-w1.2 (the supernet whose accuracies it learnt), or evaluate this "
+        "space's subnets on a supernet of it (--accuracy predictor or direct)"
+    )
     # Networks of the encoding's shape whose accuracies are not w1.2's
     for name, differ in (
         ("ofa-mbv3-w1.0", "(its feature_mix_width, width_mult differ)"),
