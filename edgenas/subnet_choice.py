@@ -83,6 +83,11 @@ def _front_member(document: dict[str, Any], path: str, member: str) -> Any:
     from once_for_all import SubnetError
 
     front, chosen = document.get("front") or [], document.get("chosen") or []
+    if not front:
+        raise SubnetError(
+            f"{path} holds no front member: its search kept no subnet; search again (more "
+            "trials, or looser budgets)"
+        )
     if not member:
         # One subnet chosen for several budgets (or devices) is still one subnet.
         budgets: dict[int, list[str]] = {}

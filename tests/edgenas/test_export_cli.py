@@ -580,6 +580,11 @@ def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
     assert choose_subnet(str(path), TINY) == front[1]  # the chosen one
     with pytest.raises(SubnetError, match=r"the front has 2 members, use #0 to #1"):
         choose_subnet(f"{path}#2", TINY)
+    empty = tmp_path / "empty.json"
+    empty.write_text(json.dumps({**doc, "front": [], "chosen": []}))
+    for member in ("", "#0"):  # it said "K from 0 to -1"
+        with pytest.raises(SubnetError, match=r"holds no front member: its search kept no"):
+            choose_subnet(f"{empty}{member}", TINY)
     # The same subnet chosen for every budget is one choice (it was refused as two).
     doc["chosen"] = [*doc["chosen"], {"device": "npu", "budget_ms": 5.0, "index": 1}]
     path.write_text(json.dumps(doc))
