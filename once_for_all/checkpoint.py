@@ -93,6 +93,10 @@ def _on_host(obj: Any) -> Any:
 def load_checkpoint(path: str | Path) -> CheckpointDocument:
     """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
     p = Path(path)
+    if p.is_dir():
+        inside = p / "supernet.pt"
+        hint = f" ({inside})" if inside.is_file() else ""
+        raise CheckpointError(f"checkpoint {p} is a folder: give the checkpoint file in it{hint}")
     if not p.is_file():
         raise CheckpointError(
             f"checkpoint {p} not found: train one with 'edgenas train RECIPE' or check the path"

@@ -367,6 +367,11 @@ def get_space(name: str) -> SearchSpace:
             return SearchSpace.from_dict(data)
         except ValueError as exc:
             raise SpaceError(f"search space file {path}: {one_line(exc)}") from None
+    if Path(name).is_file():
+        raise SpaceError(
+            f"{name} is not a search space file (a space.json, as a run folder holds): give "
+            f"one, or a built-in space: {', '.join(list_spaces())}"
+        )
     raise SpaceError(
         f"unknown search space {name!r}: built-in spaces are {', '.join(list_spaces())}, "
         "or give a space file (space.json)"

@@ -143,6 +143,14 @@ def test_missing_file(tmp_path: Path) -> None:
         load_checkpoint(path)
     with pytest.raises(CheckpointError, match="edgenas train"):
         load_supernet(path)
+    # a run folder given for its checkpoint was "not found" though it exists
+    path.write_bytes(b"")
+    with pytest.raises(
+        CheckpointError,
+        match=f"^checkpoint {re.escape(str(tmp_path))} is a folder: give the checkpoint file "
+        f"in it \\({re.escape(str(path))}\\)$",
+    ):
+        load_checkpoint(tmp_path)
 
 
 def _truncated(path: Path, good: bytes) -> None:

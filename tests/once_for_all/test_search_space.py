@@ -58,6 +58,8 @@ def test_unknown_space_name() -> None:
         ValueError, match=r"^unknown search space 'mbv3-huge': built-in spaces are "
     ):
         get_space("mbv3-huge")
+    with pytest.raises(ValueError, match=r"is not a search space file \(a space\.json"):
+        get_space(__file__)  # a file, not a space: it said "unknown search space"
     with pytest.raises(ValueError) as info:
         get_space("")
     assert all(name in str(info.value) for name in SPACE_NAMES)
