@@ -329,6 +329,8 @@ def test_profile_errors_are_one_line(tmp_path: Path, cache: Path, cpu: Path) -> 
     profile = ["profile", cpu, "--space", "mbv3-tiny", "--out", tmp_path, "--stem-groups"]
     proc = edgenas(*profile, "3", "--precision", "fp32", cache=cache)
     assert proc.returncode == 2 and "fp32 files keep the stem whole" in proc.stderr
+    proc = edgenas(*profile, "3", cache=cache)  # the device's default, fp32: silently left out
+    assert proc.returncode == 2 and "give --precision int8" in proc.stderr
     proc = edgenas(*profile, "99", "--precision", "int8", cache=cache)
     channels = stem_channels(TINY)
     assert proc.returncode != 0
