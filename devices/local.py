@@ -27,6 +27,7 @@ from devices.runner_protocol import (
     RunnerJob,
     RunSettings,
     build_job,
+    no_results,
     parse_fingerprint,
     parse_results,
     runner_failure,
@@ -126,6 +127,8 @@ class LocalDevice(Device):
                 raise runner_failure(
                     self.name, returncode=proc.returncode, output=output, stderr=proc.stderr
                 )
+            if not output:
+                raise no_results(self.name, self.python, "local.python")
             return output
 
 

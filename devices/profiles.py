@@ -24,8 +24,6 @@ DeviceKind = Literal["local", "ssh", "adb", "npu-sim", "vela", "published"]
 _DEFAULTS = RunSettings()
 # Kinds that measure with the Python on-device runner (runner.py).
 _RUNNER_KINDS = ("local", "ssh")
-# Kinds whose runtime takes a delegate: the runner's, and benchmark_model's (adb).
-_DELEGATE_KINDS = (*_RUNNER_KINDS, "adb")
 OptionValue = str | int | float | bool
 # Short names for onnxruntime's execution providers; any "...ExecutionProvider" is taken too.
 PROVIDER_ALIASES = {
@@ -42,6 +40,15 @@ PROVIDER_ALIASES = {
     "dml": "DmlExecutionProvider",
 }
 DELEGATE_PATTERN = r"^(xnnpack|none|gpu|nnapi|external:.+)$"
+# Upper bounds, so that a typo fails here and not as an allocation failure or a hang on the
+# device: onnxruntime and LiteRT allocate per thread (10**9 threads: std::bad_alloc); the
+# runner keeps every timed run; Python's timeouts overflow from about 10**10 s.
+MAX_THREADS = 1024
+MAX_RUNS = 100_000  # runs, and warmup runs
+MAX_TIMEOUT_S = 7 * 24 * 3600.0  # one runner call or batch
+MAX_CONNECT_S = 3600.0  # connecting, and keepalives
+MAX_RECONNECTS = 100
+MAX_WARMUP_MS = 600_000  # trtexec's warmup
 
 
 def provider_name(name: str) -> str:
@@ -64,7 +71,7 @@ class LocalSection(_Strict):
     """kind ``local``: which Python runs the runner (this one unless given)."""
 
     python: str | None = None
-    timeout_s: float | None = Field(None, gt=0)
+    timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
 
 
 class SshSection(_Strict):
@@ -86,11 +93,11 @@ class SshSection(_Strict):
     allow_agent: bool = True
     look_for_keys: bool = True
     python: str = "python3"
-    connect_timeout: float = Field(10.0, gt=0)
-    command_timeout: float = Field(600.0, gt=0)
-    keepalive_s: float = Field(15.0, gt=0)
+    connect_timeout: float = Field(10.0, gt=0, le=MAX_CONNECT_S, allow_inf_nan=False)
+    command_timeout: float = Field(600.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
+    keepalive_s: float = Field(15.0, gt=0, le=MAX_CONNECT_S, allow_inf_nan=False)
     batch_size: int = Field(32, ge=1)
-    max_reconnects: int = Field(3, ge=0)
+    max_reconnects: int = Field(3, ge=0, le=MAX_RECONNECTS)
     remote_tmpdir: str | None = None
 
 
@@ -111,10 +118,10 @@ class AdbSection(_Strict):
     adb: str = Field("adb", min_length=1)
     server_port: int | None = Field(None, ge=1, le=65535)
     remote_tmpdir: str = Field("/data/local/tmp", pattern=r"^/")
-    connect_timeout: float = Field(30.0, gt=0)
-    command_timeout: float = Field(600.0, gt=0)
+    connect_timeout: float = Field(30.0, gt=0, le=MAX_CONNECT_S, allow_inf_nan=False)
+    command_timeout: float = Field(600.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     batch_size: int = Field(16, ge=1)
-    max_reconnects: int = Field(3, ge=0)
+    max_reconnects: int = Field(3, ge=0, le=MAX_RECONNECTS)
 
 
 class TensorrtSection(_Strict):
@@ -126,7 +133,7 @@ class TensorrtSection(_Strict):
 
     trtexec: str = Field(JETPACK_TRTEXEC, min_length=1)
     precision: Precision = "fp16"
-    warmup_ms: int = Field(500, ge=0)
+    warmup_ms: int = Field(500, ge=0, le=MAX_WARMUP_MS)
 
 
 class VelaSection(_Strict):
@@ -154,6 +161,33 @@ class PublishedSection(_Strict):
     measured_on: str = Field(min_length=1)  # the device the publisher measured
 
 
+# The keys of the on-device runner's kinds (local, ssh) that other kinds do not use, and why
+# not; a profile that gives one is refused, so that nothing in it is silently ignored.
+_MEASURE_KEYS = ("threads", "cores", "warmup", "runs", "spread_threshold")
+_RUNNER_KEYS = frozenset(
+    (*_MEASURE_KEYS, "delegate", "delegate_options", "providers", "provider_options", "tensorrt")
+)
+_UNUSED_KEYS: dict[DeviceKind, tuple[frozenset[str], str]] = {
+    "adb": (
+        frozenset({"providers", "provider_options", "tensorrt"}),
+        "benchmark_model runs TFLite models with a delegate",
+    ),
+    "npu-sim": (_RUNNER_KEYS, "it simulates each model once from the npu section"),
+    "vela": (_RUNNER_KEYS, "Vela estimates each model once from the vela section"),
+    # runtime stays: the one the publisher measured with.
+    "published": (_RUNNER_KEYS, "its latencies come from the published tables"),
+}
+# The model files a simulator reads, as the runtime a profile may name for it.
+_SIMULATOR_RUNTIMES: dict[DeviceKind, tuple[Runtime, str]] = {
+    "npu-sim": ("onnxruntime", "simulates ONNX models"),
+    "vela": ("tflite", "compiles int8 TFLite models"),
+}
+# Runner keys that trtexec does not use.
+_NOT_FOR_TENSORRT = {
+    "threads": "trtexec picks its own threads",
+    "warmup": "trtexec warms up for tensorrt.warmup_ms milliseconds instead",
+}
+
 _SECTIONS: dict[str, DeviceKind] = {
     "local": "local",
     "ssh": "ssh",
@@ -169,11 +203,11 @@ class DeviceProfile(_Strict):
     kind: DeviceKind
     description: str = ""
     runtime: Runtime = _DEFAULTS.runtime
-    threads: int = Field(_DEFAULTS.threads, ge=1)
+    threads: int = Field(_DEFAULTS.threads, ge=1, le=MAX_THREADS)
     cores: list[int] | None = Field(None, min_length=1)
-    warmup: int = Field(_DEFAULTS.warmup, ge=0)
-    runs: int = Field(_DEFAULTS.runs, ge=1)
-    spread_threshold: float = Field(_DEFAULTS.spread_threshold, ge=0)
+    warmup: int = Field(_DEFAULTS.warmup, ge=0, le=MAX_RUNS)
+    runs: int = Field(_DEFAULTS.runs, ge=1, le=MAX_RUNS)
+    spread_threshold: float = Field(_DEFAULTS.spread_threshold, ge=0, allow_inf_nan=False)
     # runtime tflite: xnnpack (LiteRT's default), none (TFLite's builtin kernels only),
     # external:PATH (a delegate library on the device, with delegate_options); gpu and nnapi
     # are benchmark_model's (kind adb, which also takes xnnpack, none and external:PATH).
@@ -209,9 +243,29 @@ class DeviceProfile(_Strict):
             raise ValueError(f"kind '{self.kind}' needs a '{required}' section")
         if self.cores is not None and any(c < 0 for c in self.cores):
             raise ValueError("cores: core numbers are >= 0")
+        self._check_kind_keys()
         self._check_placement()
         self._check_tensorrt()
+        self._check_simulator_runtime()
         return self
+
+    def _given(self) -> list[str]:
+        """The keys the profile gave a value (null counts as not given)."""
+        return [key for key in self.model_fields_set if getattr(self, key) is not None]
+
+    def _check_kind_keys(self) -> None:
+        unused, why = _UNUSED_KEYS.get(self.kind, (frozenset(), ""))
+        if refused := sorted(unused.intersection(self._given())):
+            raise ValueError(f"{refused[0]}: kind '{self.kind}' does not use it ({why}); remove it")
+
+    def _check_simulator_runtime(self) -> None:
+        if self.kind in _SIMULATOR_RUNTIMES and "runtime" in self._given():
+            runtime, reads = _SIMULATOR_RUNTIMES[self.kind]
+            if self.runtime != runtime:
+                raise ValueError(
+                    f"runtime: kind '{self.kind}' {reads}, so runtime {self.runtime} does not "
+                    f"apply; remove runtime (or give {runtime})"
+                )
 
     def _check_tensorrt(self) -> None:
         if self.runtime == "tensorrt" and self.kind not in _RUNNER_KINDS:
@@ -221,12 +275,16 @@ class DeviceProfile(_Strict):
             )
         if self.tensorrt is not None and self.runtime != "tensorrt":
             raise ValueError("section 'tensorrt' is for runtime tensorrt")
+        if self.runtime == "tensorrt" and (
+            refused := sorted(_NOT_FOR_TENSORRT.keys() & self._given())
+        ):
+            key = refused[0]
+            raise ValueError(
+                f"{key}: runtime tensorrt does not use it ({_NOT_FOR_TENSORRT[key]}); remove it"
+            )
 
     def _check_placement(self) -> None:
-        placed = self.delegate is not None or self.providers is not None
-        if placed and self.kind not in _DELEGATE_KINDS:
-            raise ValueError(f"delegate and providers are not for kind '{self.kind}'")
-        if self.kind == "adb" and (self.runtime != "tflite" or self.providers is not None):
+        if self.kind == "adb" and self.runtime != "tflite":
             raise ValueError("kind 'adb' runs benchmark_model: runtime tflite, with a delegate")
         if self.delegate is not None and self.runtime != "tflite":
             raise ValueError("delegate is for runtime tflite; onnxruntime takes providers")
@@ -235,7 +293,15 @@ class DeviceProfile(_Strict):
                 f"delegate {self.delegate} needs an adb device (benchmark_model); kind "
                 f"'{self.kind}' runs the Python runner: xnnpack, none or external:PATH"
             )
-        if self.delegate_options and not (self.delegate or "").startswith("external:"):
+        external = (self.delegate or "").startswith("external:")
+        if external and not (self.delegate or "").startswith("external:/"):
+            # The runner and benchmark_model run in a temporary folder on the device.
+            raise ValueError(
+                f"delegate {self.delegate}: give the library's absolute path on the device "
+                "(external:/path/to/libdelegate.so); a relative one would be looked for in "
+                "the measurement's temporary folder"
+            )
+        if self.delegate_options and not external:
             raise ValueError("delegate_options are for delegate external:PATH")
         if self.providers is not None and self.runtime != "onnxruntime":
             raise ValueError("providers are for runtime onnxruntime; tflite takes a delegate")
@@ -303,7 +369,10 @@ def validate_profile(raw: dict[str, Any], *, where: str = "(given)") -> DevicePr
         err = exc.errors()[0]
         key = ".".join(str(part) for part in err["loc"]) or "(top level)"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        raise DeviceError(f"device profile {where}: {key}: {err['msg']}{more}") from None
+        problem = f"{key}: {err['msg']}"
+        if not err["loc"] and err["type"] == "value_error":
+            problem = str(err["ctx"]["error"])  # the checks across keys name their keys
+        raise DeviceError(f"device profile {where}: {problem}{more}") from None
 
 
 def open_device(name_or_path: str | Path) -> Device:
@@ -316,7 +385,9 @@ def open_device(name_or_path: str | Path) -> Device:
             "runs no models; import its tables with 'edgenas profile "
             f"{profile.name} --space SPACE --tables DIR' and use it in search and reports"
         )
-    device = create_device(profile.kind, profile.name, profile.model_dump())
+    # Only the keys given: a factory validates them again, and refuses keys its kind does not
+    # use (the defaults of every key would look given).
+    device = create_device(profile.kind, profile.name, profile.model_dump(exclude_unset=True))
     device.named_on_the_command_line(str(name_or_path))
     return device
 

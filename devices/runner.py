@@ -628,7 +628,12 @@ class TfliteBackend(Backend):
             self.library = self.delegate[len("external:") :]
             if not os.path.isfile(self.library):
                 raise RunnerError(
-                    "environment", f"delegate library not found: {self.library!r}", status=3
+                    "environment",
+                    f"delegate library not found on the device: no file {self.library!r} "
+                    "there; delegate external:PATH takes the absolute path of a TFLite "
+                    "delegate library (.so) on the device: copy it there, fix the path, or "
+                    "use delegate xnnpack or none",
+                    status=3,
                 )
 
     def _interpreter_options(self) -> dict[str, Any]:

@@ -189,6 +189,17 @@ def runner_failure(device: str, *, returncode: int, output: str, stderr: str) ->
     return DeviceError(f"device {device!r}: the runner failed (exit status {returncode}): {last}")
 
 
+def no_results(device: str, python: str, key: str) -> DeviceError:
+    """The error for a runner call that exited 0 without writing results: ``python`` (the
+    profile's ``key``) did not run ``runner.py``, as ``/bin/true`` or a wrapper that drops
+    its arguments would not."""
+    return DeviceError(
+        f"device {device!r}: {python!r} exited without running the runner (exit status 0, "
+        f"no results), so it is not a Python interpreter; set {key} in the device profile "
+        "to one (python3, or a virtual environment's bin/python) that has the runtime"
+    )
+
+
 def _decode(device: str, payload: str | Mapping[str, Any]) -> Mapping[str, Any]:
     if isinstance(payload, str):
         try:

@@ -37,6 +37,7 @@ from devices.runner_protocol import (
     RunnerJob,
     RunSettings,
     build_job,
+    no_results,
     parse_fingerprint,
     parse_results,
     runner_failure,
@@ -425,6 +426,8 @@ class SshDevice(Device):
                 "batch (ssh.batch_size) or raise the timeout"
             ) from None
         output = self._read_results(session, out_name)
+        if status == 0 and not output:
+            raise no_results(self.name, self.python, "ssh.python")
         if status == 0:
             return output
         if status == 127 and not output:

@@ -84,7 +84,14 @@ class VelaDevice(Device):
             )
         self.accelerator_config = accelerator_config
         self.config_file = _resolve_config(name, config)
-        self._config_text = self.config_file.read_text()
+        try:
+            self._config_text = self.config_file.read_text()
+        except OSError as exc:
+            raise DeviceError(
+                f"device {name!r}: cannot read Vela config {self.config_file}: {exc.strerror}"
+            ) from None
+        except UnicodeDecodeError:
+            raise _not_a_vela_config(name, self.config_file, "not a text file") from None
         _check_sections(name, self.config_file, self._config_text, system_config, memory_mode)
         self.system_config = system_config
         self.memory_mode = memory_mode
@@ -387,19 +394,27 @@ def _check_sections(
     try:
         parser.read_string(text, source=str(config_file))
     except configparser.Error as exc:
-        raise DeviceError(
-            f"device {device!r}: Vela config {config_file}: {one_line(exc)}"
-        ) from None
+        raise _not_a_vela_config(device, config_file, one_line(exc)) from None
     for option, prefix, value in (
         ("system_config", "System_Config.", system_config),
         ("memory_mode", "Memory_Mode.", memory_mode),
     ):
         names = [s[len(prefix) :] for s in parser.sections() if s.startswith(prefix)]
+        if not names:
+            raise _not_a_vela_config(device, config_file, f"no [{prefix}NAME] section")
         if value not in names:
             raise DeviceError(
                 f"device {device!r}: {option} {value!r} is not defined in {config_file}; "
                 f"it defines: {', '.join(names) or '(none)'}"
             )
+
+
+def _not_a_vela_config(device: str, config_file: Path, why: str) -> DeviceError:
+    return DeviceError(
+        f"device {device!r}: Vela config {config_file} is not a Vela .ini file ({why}); "
+        "vela.config takes an ini with [System_Config.NAME] and [Memory_Mode.NAME] sections, "
+        f"like Vela's own {DEFAULT_CONFIG}, which is used when vela.config is left out"
+    )
 
 
 def _tflite_schema(device: str) -> dict[str, Any]:

@@ -29,6 +29,23 @@ DATAFLOW_NAMES: dict[Dataflow, str] = {
     "is": "input stationary",
 }
 
+# Largest values taken, and what they are in. The memory simulation's request matrices grow
+# with rows x cols (one ImageNet stem: 0.9 GB at 1024x1024, 4 GB at 4096x4096, 954 GiB asked
+# at 10**9 rows); word_bytes above 1024 leaves no word in a kB; the rest catch wrong units
+# (a clock in Hz, SRAM in bytes) and keep cycle counts within int64.
+LIMITS: dict[str, tuple[int, str]] = {
+    "rows": (1024, "processing elements; the simulator's memory grows with the array"),
+    "cols": (1024, "processing elements; the simulator's memory grows with the array"),
+    "ifmap_sram_kb": (1 << 20, "kB: 1 GiB"),
+    "filter_sram_kb": (1 << 20, "kB: 1 GiB"),
+    "ofmap_sram_kb": (1 << 20, "kB: 1 GiB"),
+    "word_bytes": (8, "bytes per operand: 1 for int8, 2 for fp16, 4 for fp32"),
+    "clock_mhz": (100_000, "MHz"),
+    "dram_bandwidth": (65_536, "bytes per cycle; null for unlimited"),
+    "read_bandwidth": (65_536, "bytes per cycle"),
+}
+MIN_BANDWIDTH = 0.001  # bytes per cycle; less overflows the stall counts
+
 
 @dataclass(frozen=True)
 class NpuConfig:
@@ -68,19 +85,21 @@ class NpuConfig:
             value = getattr(self, key)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise NpuSimError(f"npu config: {key}={value!r}: expected a positive integer")
+            _check_limit(key, value)
         if self.dataflow not in DATAFLOWS:
             raise NpuSimError(
                 f"npu config: dataflow={self.dataflow!r}: allowed {', '.join(DATAFLOWS)}"
             )
         _check_positive("clock_mhz", self.clock_mhz)
+        _check_limit("clock_mhz", self.clock_mhz)
         # Floats throughout, so that 1000 and 1000.0 give the same config hash.
         object.__setattr__(self, "clock_mhz", float(self.clock_mhz))
-        if self.dram_bandwidth is not None:
-            _check_positive("dram_bandwidth", self.dram_bandwidth)
-            object.__setattr__(self, "dram_bandwidth", float(self.dram_bandwidth))
-        if self.read_bandwidth is not None:
-            _check_positive("read_bandwidth", self.read_bandwidth)
-            object.__setattr__(self, "read_bandwidth", float(self.read_bandwidth))
+        for key in ("dram_bandwidth", "read_bandwidth"):
+            bandwidth = getattr(self, key)
+            if bandwidth is not None:
+                _check_positive(key, bandwidth)
+                _check_limit(key, bandwidth, minimum=MIN_BANDWIDTH)
+                object.__setattr__(self, key, float(bandwidth))
         if not isinstance(self.double_buffering, bool):
             raise NpuSimError(
                 f"npu config: double_buffering={self.double_buffering!r}: expected true or false"
@@ -170,7 +189,7 @@ def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuCon
 
     # Every count and size here must be positive: checked here, so that the error names
     # the cfg's key (ArrayHeight), not NpuConfig's field (rows).
-    def integer(section: str, key: str, default: str | None = None) -> int:
+    def integer(section: str, key: str, default: str | None = None, *, field: str) -> int:
         raw = get(section, key, default)
         try:
             value = int(raw)
@@ -178,6 +197,11 @@ def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuCon
             value = 0
         if value < 1:
             raise NpuSimError(f"{source}: [{section}] {key} = {raw!r}: expected a positive integer")
+        limit, unit = LIMITS[field]
+        if value > limit:
+            raise NpuSimError(
+                f"{source}: [{section}] {key} = {raw!r}: expected at most {limit} ({unit})"
+            )
         return value
 
     def number(section: str, key: str, default: str) -> float:
@@ -196,7 +220,7 @@ def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuCon
         raise NpuSimError(
             f"{source}: [{arch}] Dataflow = {dataflow!r}: allowed {', '.join(DATAFLOWS)}"
         )
-    word_bytes = integer("edgenas", "word_bytes", "1")
+    word_bytes = integer("edgenas", "word_bytes", "1", field="word_bytes")
     mode = get("run_presets", "InterfaceBandwidth", "CALC").upper()
     dram_bandwidth: float | None
     read_bandwidth: float | None = None
@@ -242,12 +266,12 @@ def parse_scalesim_cfg(text: str, *, source: str = "SCALE-Sim config") -> NpuCon
         )
     try:
         return NpuConfig(
-            rows=integer(arch, "ArrayHeight"),
-            cols=integer(arch, "ArrayWidth"),
+            rows=integer(arch, "ArrayHeight", field="rows"),
+            cols=integer(arch, "ArrayWidth", field="cols"),
             dataflow=dataflow,
-            ifmap_sram_kb=integer(arch, "IfmapSramSzkB"),
-            filter_sram_kb=integer(arch, "FilterSramSzkB"),
-            ofmap_sram_kb=integer(arch, "OfmapSramSzkB"),
+            ifmap_sram_kb=integer(arch, "IfmapSramSzkB", field="ifmap_sram_kb"),
+            filter_sram_kb=integer(arch, "FilterSramSzkB", field="filter_sram_kb"),
+            ofmap_sram_kb=integer(arch, "OfmapSramSzkB", field="ofmap_sram_kb"),
             dram_bandwidth=dram_bandwidth,
             read_bandwidth=read_bandwidth,
             clock_mhz=number("edgenas", "clock_mhz", "1000"),
@@ -322,3 +346,11 @@ def _check_positive(key: str, value: object) -> None:
         or value <= 0
     ):
         raise NpuSimError(f"npu config: {key}={value!r}: expected a positive number")
+
+
+def _check_limit(key: str, value: float, *, minimum: float | None = None) -> None:
+    """``value`` (already checked positive) within ``LIMITS[key]`` and above ``minimum``."""
+    limit, unit = LIMITS[key]
+    if value > limit or (minimum is not None and value < minimum):
+        low = f"{minimum:g} to " if minimum is not None else "at most "
+        raise NpuSimError(f"npu config: {key}={value!r}: expected {low}{limit} ({unit})")

@@ -158,6 +158,18 @@ def test_python_that_does_not_exist(models: Models, tmp_path: Path) -> None:
         device.measure([models.fc])
 
 
+def test_python_that_runs_nothing(models: Models) -> None:
+    # exit status 0 and no results: "the runner's output is not JSON: ''" (input audit)
+    device = LocalDevice("dev", python="/bin/true", settings=QUICK)
+    with pytest.raises(DeviceError) as info:
+        device.measure([models.fc])
+    assert str(info.value) == (
+        "device 'dev': '/bin/true' exited without running the runner (exit status 0, no "
+        "results), so it is not a Python interpreter; set local.python in the device profile "
+        "to one (python3, or a virtual environment's bin/python) that has the runtime"
+    )
+
+
 def test_timeout(models: Models) -> None:
     device = LocalDevice(settings=QUICK, timeout_s=0.001)
     with pytest.raises(DeviceError, match=r"did not finish within 0\.001 s"):

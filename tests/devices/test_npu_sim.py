@@ -58,6 +58,10 @@ def test_scalesim_cases_cover_what_was_asked() -> None:
     assert any(x.filter_h == 3 and not x.depthwise for x in layers)
     assert {x.stride_h for x in layers} == {1, 2}
     assert {x.stride_h for x in layers if x.depthwise} == {1, 2}
+    # MBConv-sized layers too, not only toy ones: a network's ifmap (28 px or more, padded)
+    # and channel count (240 or more, in or out).
+    assert any(min(x.ifmap_h, x.ifmap_w) >= 28 for x in layers)
+    assert any(max(x.channels, x.out_channels) >= 240 for x in layers)
 
 
 @pytest.mark.parametrize("case", CASES["cases"], ids=_case_id)
@@ -183,7 +187,7 @@ def test_stalls_appear_when_dram_is_slow_and_vanish_when_fast(dataflow: str) -> 
         ofmap_sram_kb=4,
     )
     slow = simulate([MID], replace(base, dram_bandwidth=0.05)).layers[0]
-    fast = simulate([MID], replace(base, dram_bandwidth=1e9)).layers[0]
+    fast = simulate([MID], replace(base, dram_bandwidth=65536)).layers[0]  # the most taken
     unlimited = simulate([MID], replace(base, dram_bandwidth=None)).layers[0]
     assert slow.compute_cycles == fast.compute_cycles == unlimited.compute_cycles
     assert slow.stall_cycles > 0
@@ -417,6 +421,63 @@ def test_config_dict_errors_name_the_key() -> None:
         NpuConfig.from_dict({"dram_bandwidth": -1})
     assert NpuConfig(clock_mhz=500).config_hash() == NpuConfig(clock_mhz=500.0).config_hash()
     assert NpuConfig(rows=16).config_hash() != NpuConfig().config_hash()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        # the memory simulation asked numpy for 954 GiB: a 79-line traceback (input audit)
+        ("rows", 10**9, "rows=1000000000: expected at most 1024 (processing elements;"),
+        ("cols", 4096, "cols=4096: expected at most 1024 (processing elements;"),
+        ("ifmap_sram_kb", 2**30, "ifmap_sram_kb=1073741824: expected at most 1048576 (kB"),
+        ("ofmap_sram_kb", 2**40, "ofmap_sram_kb=1099511627776: expected at most 1048576"),
+        # 1024 // word_bytes words per kB: ZeroDivisionError
+        ("word_bytes", 2048, "word_bytes=2048: expected at most 8 (bytes per operand"),
+        # a clock in Hz
+        ("clock_mhz", 5e8, "clock_mhz=500000000.0: expected at most 100000 (MHz)"),
+        # OverflowError (Python int too large to convert to C long)
+        ("dram_bandwidth", 1e300, "dram_bandwidth=1e+300: expected 0.001 to 65536 (bytes"),
+        ("dram_bandwidth", 1e-300, "dram_bandwidth=1e-300: expected 0.001 to 65536"),
+        ("read_bandwidth", 1e-9, "read_bandwidth=1e-09: expected 0.001 to 65536"),
+    ],
+)
+def test_config_values_beyond_what_the_simulator_takes_are_refused(
+    key: str, value: float, message: str
+) -> None:
+    with pytest.raises(NpuSimError) as err:
+        NpuConfig.from_dict({key: value}, source="device 'n': npu")
+    assert str(err.value).startswith(f"device 'n': npu: {message}")
+    assert "\n" not in str(err.value)
+
+
+def test_the_largest_array_taken_simulates() -> None:
+    layer = Layer("pw", 8, 8, 1, 1, 16, 16)
+    result = simulate([layer], NpuConfig(rows=1024, cols=1024, dram_bandwidth=10))
+    assert result.total_cycles > 0
+
+
+def test_a_cfg_array_beyond_the_limit_names_the_cfg_key() -> None:
+    text = SCALESIM_V3_EXAMPLE_CFG.replace("ArrayHeight:    32", "ArrayHeight: 100000")
+    with pytest.raises(NpuSimError) as err:
+        parse_scalesim_cfg(text, source="x.cfg")
+    assert str(err.value).startswith(
+        "x.cfg: [architecture_presets] ArrayHeight = '100000': expected at most 1024"
+    )
+
+
+def test_a_huge_array_in_a_profile_is_one_line_from_devices_check(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from edgenas.cli import app
+
+    profile = tmp_path / "npu.yaml"
+    profile.write_text("name: big\nkind: npu-sim\nnpu: {rows: 1000000000, cols: 32}\n")
+    result = CliRunner().invoke(app, ["devices", "check", str(profile)])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: device 'big': npu: rows=1000000000: expected at most 1024 (processing elements; "
+        "the simulator's memory grows with the array)"
+    ]
 
 
 def test_topology_csv_round_trip(tmp_path: Path) -> None:

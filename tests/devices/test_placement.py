@@ -111,7 +111,12 @@ def test_external_delegate_that_is_missing_or_not_a_library(
     device = _local(runtime="tflite", delegate=f"external:{missing}")
     with pytest.raises(DeviceError) as info:
         device.measure(tflite_models[:1])
-    assert str(info.value) == f"device 'here': delegate library not found: {str(missing)!r}"
+    # It said where it was not, but not where it was looked for nor what to give (input audit).
+    assert str(info.value) == (
+        f"device 'here': delegate library not found on the device: no file {str(missing)!r} "
+        "there; delegate external:PATH takes the absolute path of a TFLite delegate library "
+        "(.so) on the device: copy it there, fix the path, or use delegate xnnpack or none"
+    )
     junk = tmp_path / "libjunk_delegate.so"
     junk.write_bytes(b"not an ELF file")
     device = _local(
@@ -158,8 +163,21 @@ def test_bad_placement_keys_in_profiles(keys: dict[str, Any], message: str) -> N
 
 
 def test_placement_keys_are_refused_for_simulators() -> None:
-    with pytest.raises(DeviceError, match=r"delegate and providers are not for kind 'npu-sim'"):
+    with pytest.raises(DeviceError, match=r"providers: kind 'npu-sim' does not use it"):
         validate_profile({"name": "n", "kind": "npu-sim", "npu": {}, "providers": ["cpu"]})
+    with pytest.raises(DeviceError, match=r"delegate: kind 'vela' does not use it"):
+        validate_profile(
+            {
+                "name": "u",
+                "kind": "vela",
+                "vela": {
+                    "accelerator_config": "ethos-u55-64",
+                    "system_config": "S",
+                    "memory_mode": "M",
+                },
+                "delegate": "xnnpack",
+            }
+        )
 
 
 def test_provider_options_reach_the_job_by_full_name() -> None:

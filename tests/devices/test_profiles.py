@@ -16,6 +16,7 @@ from devices import (
     load_profile,
     open_device,
 )
+from devices.profiles import validate_profile
 from tests.devices.conftest import Models
 
 BUNDLED = {
@@ -192,3 +193,158 @@ def test_kind_without_a_backend_loads_but_does_not_open(monkeypatch: pytest.Monk
     assert load_profile("ethos-u55-128").kind == "vela"
     with pytest.raises(DeviceError, match=r"device 'ethos-u55-128': unknown kind 'vela'"):
         open_device("ethos-u55-128")
+
+
+LOCAL = {"name": "here", "kind": "local"}
+NPU = {"name": "npu", "kind": "npu-sim", "npu": {"rows": 8, "cols": 8}}
+VELA = {
+    "name": "u55",
+    "kind": "vela",
+    "vela": {
+        "accelerator_config": "ethos-u55-128",
+        "system_config": "Ethos_U55_High_End_Embedded",
+        "memory_mode": "Shared_Sram",
+    },
+}
+PUBLISHED = {
+    "name": "phone",
+    "kind": "published",
+    "published": {
+        "format": "ofa",
+        "url": "https://example.org/",
+        "files": "{r}.yaml",
+        "resolutions": [160],
+        "measured_on": "a phone",
+    },
+}
+ADB = {"name": "phone", "kind": "adb", "runtime": "tflite", "adb": {"benchmark_model": "b"}}
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        # onnxruntime: "cannot load model ...: std::bad_alloc" (input audit)
+        ({**LOCAL, "threads": 10**9}, r"threads: Input should be less than or equal to 1024$"),
+        ({**LOCAL, "runs": 10**9}, r"runs: Input should be less than or equal to 100000$"),
+        ({**LOCAL, "warmup": 10**9}, r"warmup: Input should be less than or equal to 100000$"),
+        ({**LOCAL, "spread_threshold": float("nan")}, r"spread_threshold: Input should be a fin"),
+        # Python's timeouts overflow (OverflowError: timestamp too large) from about 1e10 s
+        (
+            {**LOCAL, "local": {"timeout_s": 1e10}},
+            r"local\.timeout_s: Input should be less than or equal to 604800",
+        ),
+        (
+            {**SSH, "ssh": {"host": "b", "command_timeout": float("inf")}},
+            r"ssh\.command_timeout: Input should be a finite number",
+        ),
+        (
+            {**SSH, "ssh": {"host": "b", "connect_timeout": 1e12}},
+            r"ssh\.connect_timeout: Input should be less than or equal to 3600",
+        ),
+        # a dead board would be reconnected to for ever
+        (
+            {**SSH, "ssh": {"host": "b", "max_reconnects": 10**9}},
+            r"ssh\.max_reconnects: Input should be less than or equal to 100$",
+        ),
+        (
+            {**ADB, "adb": {"benchmark_model": "b", "command_timeout": 1e10}},
+            r"adb\.command_timeout: Input should be less than or equal to 604800",
+        ),
+        (
+            {**LOCAL, "runtime": "tensorrt", "tensorrt": {"warmup_ms": 10**9}},
+            r"tensorrt\.warmup_ms: Input should be less than or equal to 600000$",
+        ),
+    ],
+)
+def test_counts_and_times_beyond_what_a_device_takes_are_refused(
+    tmp_path: Path, profile: dict[str, Any], message: str
+) -> None:
+    path = _profile(tmp_path, profile)
+    with pytest.raises(DeviceError, match=message) as info:
+        load_profile(path)
+    assert str(info.value).startswith(f"device profile {path}: ")
+    assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        # passed, then failed on sanity.tflite: "Error parsing message" (input audit)
+        (
+            {**NPU, "runtime": "tflite"},
+            "runtime: kind 'npu-sim' simulates ONNX models, so runtime tflite does not apply; "
+            "remove runtime (or give onnxruntime)",
+        ),
+        # silently ignored (input audit)
+        (
+            {**NPU, "threads": 4},
+            "threads: kind 'npu-sim' does not use it (it simulates each model once from the npu "
+            "section); remove it",
+        ),
+        (
+            {**VELA, "runtime": "onnxruntime"},
+            "runtime: kind 'vela' compiles int8 TFLite models, so runtime onnxruntime does not "
+            "apply; remove runtime (or give tflite)",
+        ),
+        ({**NPU, "warmup": 0}, "warmup: kind 'npu-sim' does not use it"),
+        ({**NPU, "cores": [0]}, "cores: kind 'npu-sim' does not use it"),
+        ({**NPU, "providers": ["cpu"]}, "providers: kind 'npu-sim' does not use it"),
+        ({**NPU, "delegate_options": {}}, "delegate_options: kind 'npu-sim' does not use it"),
+        ({**VELA, "runs": 5}, "runs: kind 'vela' does not use it (Vela estimates each model"),
+        ({**VELA, "spread_threshold": 0.2}, "spread_threshold: kind 'vela' does not use it"),
+        ({**PUBLISHED, "threads": 4}, "threads: kind 'published' does not use it (its latencies"),
+        (
+            {**ADB, "provider_options": {"cpu": {"a": 1}}},
+            "provider_options: kind 'adb' does not use it (benchmark_model runs TFLite models "
+            "with a delegate); remove it",
+        ),
+        ({**ADB, "tensorrt": {"precision": "fp32"}}, "tensorrt: kind 'adb' does not use it"),
+        (
+            {**LOCAL, "runtime": "tensorrt", "warmup": 10},
+            "warmup: runtime tensorrt does not use it (trtexec warms up for tensorrt.warmup_ms "
+            "milliseconds instead); remove it",
+        ),
+        (
+            {**SSH, "runtime": "tensorrt", "threads": 4},
+            "threads: runtime tensorrt does not use it (trtexec picks its own threads); remove it",
+        ),
+    ],
+)
+def test_keys_a_kind_does_not_use_are_refused(
+    tmp_path: Path, profile: dict[str, Any], message: str
+) -> None:
+    path = _profile(tmp_path, profile)
+    with pytest.raises(DeviceError) as info:
+        load_profile(path)
+    assert str(info.value).startswith(f"device profile {path}: {message}")
+    assert "\n" not in str(info.value)
+
+
+def test_what_a_kind_uses_is_still_taken() -> None:
+    assert validate_profile({**NPU, "runtime": "onnxruntime", "delegate": None}).kind == "npu-sim"
+    assert validate_profile({**VELA, "runtime": "tflite"}).runtime == "tflite"
+    assert validate_profile({**PUBLISHED, "runtime": "tflite"}).runtime == "tflite"
+    adb = validate_profile({**ADB, "threads": 4, "cores": [4], "warmup": 5, "runs": 9})
+    assert (adb.threads, adb.cores, adb.warmup, adb.runs) == (4, [4], 5, 9)
+    trt = validate_profile({**LOCAL, "runtime": "tensorrt", "runs": 20, "cores": [1]})
+    assert trt.run_settings().runs == 20
+
+
+@pytest.mark.parametrize("name", ["npu-32x32-ws", "ethos-u55-128", "local-cpu"])
+def test_open_device_gives_the_factory_only_the_keys_given(name: str) -> None:
+    # Every key's default in the dict would look given to the factory's own validation.
+    if name == "ethos-u55-128":
+        pytest.importorskip("ethosu.vela")
+    with open_device(name) as device:
+        assert device.name == name
+
+
+def test_a_relative_delegate_library_is_refused(tmp_path: Path) -> None:
+    path = _profile(tmp_path, {**LOCAL, "runtime": "tflite", "delegate": "external:libd.so"})
+    with pytest.raises(DeviceError) as info:
+        load_profile(path)
+    assert str(info.value) == (
+        f"device profile {path}: delegate external:libd.so: give the library's absolute path "
+        "on the device (external:/path/to/libdelegate.so); a relative one would be looked for "
+        "in the measurement's temporary folder"
+    )

@@ -774,6 +774,17 @@ def test_device_python_that_does_not_exist(sshd: Sshd, remote_parent: Path, mode
         device.measure([models.fc])
 
 
+def test_device_python_that_runs_nothing(sshd: Sshd, remote_parent: Path) -> None:
+    device = _device(sshd, remote_parent, "/bin/true")
+    with pytest.raises(
+        DeviceError,
+        match=r"^device 'board': '/bin/true' exited without running the runner \(exit status 0, "
+        r"no results\), so it is not a Python interpreter; set ssh\.python in the device profile",
+    ):
+        device.fingerprint()
+    assert list(remote_parent.iterdir()) == []
+
+
 def test_profile_of_kind_ssh(
     sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
 ) -> None:

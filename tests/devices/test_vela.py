@@ -211,6 +211,30 @@ def test_unknown_system_config_memory_mode_and_file(option: str, message: str) -
         _device(**{option: "nope.ini" if option == "config" else "Nope"})
 
 
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        # "Vela config /etc/passwd: File contains no section headers." (input audit)
+        ("root:x:0:0:root:/root:/bin/bash\n", "File contains no section headers."),
+        ("[general]\nrun_name = scale\n", "no [System_Config.NAME] section"),
+        (b"\x7fELF\x02\x01\x01\x00\xff\xfe", "not a text file"),
+    ],
+)
+def test_a_config_that_is_not_a_vela_ini(tmp_path: Path, content: str | bytes, why: str) -> None:
+    config = tmp_path / "passwd"
+    if isinstance(content, bytes):
+        config.write_bytes(content)
+    else:
+        config.write_text(content)
+    with pytest.raises(DeviceError) as info:
+        _device(config=str(config))
+    assert str(info.value) == (
+        f"device 'ethos-u55-128': Vela config {config} is not a Vela .ini file ({why}); "
+        "vela.config takes an ini with [System_Config.NAME] and [Memory_Mode.NAME] sections, "
+        "like Vela's own Arm/vela.ini, which is used when vela.config is left out"
+    )
+
+
 def test_open_bundled_profile_end_to_end(vela_models: VelaModels) -> None:
     with open_device("ethos-u55-128") as device:
         assert isinstance(device, VelaDevice) and device.name == "ethos-u55-128"
