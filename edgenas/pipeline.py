@@ -187,16 +187,31 @@ def with_dependents(force: Sequence[StageName]) -> tuple[StageName, ...]:
 
 
 def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> RunSummary:
-    """Do the recipe's stages and return the summary (also the end of ``run.log``)."""
+    """Do the recipe's stages and return the summary (also the end of ``run.log``). A new run
+    that fails before any stage made something leaves no folder."""
     recipe = load_recipe(recipe_path)
     root = options.out or Path("runs") / recipe.name
     run = RunFolder(root, recipe, recipe_path)
-    if not root.exists():  # an existing run's run.log records them (_run_stages checks again)
+    created = not root.exists()
+    if created:  # an existing run's run.log records them (_run_stages checks again)
         _check_recipe(recipe)
     output_folder(root)  # before any stage works
     options = dataclasses.replace(options, force=with_dependents(options.force))
     with folder_lock(root):
-        return _run_stages(recipe, recipe_path, run, options, console)
+        try:
+            return _run_stages(recipe, recipe_path, run, options, console)
+        except BaseException:
+            # Refused by what only work finds (data that does not fit, a board that does not
+            # answer) or stopped before a first epoch: the record of nothing goes with it.
+            if created and all(p.name in _BOOKKEEPING for p in root.iterdir()):
+                shutil.rmtree(root, ignore_errors=True)
+            raise
+
+
+# What a run folder holds before any stage made something: its record, its log, and the space
+# file training writes before its first epoch. Anything else (a checkpoint, a partial table,
+# a study) is work a rerun resumes.
+_BOOKKEEPING = frozenset({"run.json", "run.log", "space.json"})
 
 
 def _check_recipe(recipe: Recipe) -> None:
@@ -206,8 +221,49 @@ def _check_recipe(recipe: Recipe) -> None:
         recipe.check_export()
     if "search" in recipe.planned_stages:
         recipe.check_search()
-    for section in recipe.devices:
+    for at, section in enumerate(recipe.devices):
         _device_name(section.name)  # an unknown or invalid profile fails here
+        if "profile" in recipe.planned_stages:
+            _check_device_entry(recipe, at, section)
+
+
+def _check_device_entry(recipe: Recipe, at: int, section: DeviceSection) -> None:
+    """What the profile stage would refuse in recipe device entry ``at`` (its resolutions,
+    its published tables), before training rather than after it, naming the recipe's key."""
+    from devices.profiles import load_profile
+
+    space = recipe.search_space()
+    key = f"recipe {recipe.name!r}: devices[{at}]"
+    bad = [r for r in section.resolution or [] if r not in space.resolutions]
+    if bad:
+        raise RecipeError(
+            f"{key}.resolution: {bad[0]} is not a resolution of space {space.name}: give "
+            f"resolutions among {', '.join(map(str, space.resolutions))}, or leave it out for all"
+        )
+    profile = load_profile(section.name)
+    published = profile.published
+    if profile.kind != "published" or published is None:
+        if section.tables is not None:
+            raise RecipeError(
+                f"{key}.tables: device {profile.name!r} is measured, not imported: tables is "
+                "for a published device's tables (e.g. samsung-note10); leave it out"
+            )
+        return
+    source = f"{published.files.format(r='R')} from {published.url}"
+    if section.tables is None:
+        raise RecipeError(
+            f"{key}.tables: device {profile.name!r} is published tables: give the folder "
+            f"holding them (download {source})"
+        )
+    if not Path(section.tables).is_dir():
+        raise RecipeError(
+            f"{key}.tables: {section.tables} is not a folder: give the folder holding {source}"
+        )
+    if section.per_op:
+        raise RecipeError(
+            f"{key}.per_op: device {profile.name!r} is published tables, imported as they are: "
+            "they hold no per-op times; leave per_op out"
+        )
 
 
 def _run_stages(
@@ -488,17 +544,20 @@ def _stem_groups(recipe: Recipe) -> tuple[int, ...]:
 
 
 def _check_devices(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
-    """Unknown profiles, and SSH boards that the profile stage will need but cannot reach,
-    fail before training (they were found after it, minutes or hours later)."""
+    """Unknown profiles, device entries the profile stage would refuse, and SSH boards that it
+    will need but cannot reach, fail before training (they were found after it, minutes or
+    hours later)."""
     from devices import open_device
 
     stages = recipe.planned_stages
-    for section in recipe.devices:
+    for at, section in enumerate(recipe.devices):
         inputs = _profile_inputs(recipe, section)  # an unknown or invalid profile fails here
         needed = "profile" in stages and (
             "profile" in options.force
             or not run.up_to_date(f"profile:{_device_name(section.name)}", inputs)
         )
+        if needed:
+            _check_device_entry(recipe, at, section)
         if needed and "train" in stages and inputs["profile"]["kind"] == "ssh":
             log(f"checking that {section.name} can be reached before training")
             with open_device(section.name) as device:

@@ -1,7 +1,8 @@
 """Recipes: YAML files that say what to train, which devices to profile, how to search and
 what to export; `edgenas run RECIPE` does the stages it lists.
 
-Every key is checked at load time: an unknown key or a wrong type fails with the key's path.
+Every key is checked at load time: an unknown key, a wrong type (strictly: ``true`` is not a
+number, ``'yes'`` not a boolean) or a number out of bounds fails with the key's path.
 """
 
 from __future__ import annotations
@@ -13,16 +14,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, get_type_hints
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    PlainSerializer,
     Tag,
     ValidationError,
     create_model,
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 
 from edgenas.search.accuracy_sources import AccuracySource
 from edgenas.search.sampler_names import SamplerName
@@ -35,7 +39,7 @@ from export.formats import (
     ModelFormat,
     Precision,
 )
-from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, ofa_phases
+from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, list_spaces, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.data.image_stream import Holding
 from once_for_all.errors import EdgenasError, yaml_problem
@@ -48,16 +52,29 @@ class RecipeError(EdgenasError, ValueError):
 
 
 class _Strict(BaseModel):
-    # Numbers must be finite: `lr: .inf` trained a NaN supernet and wrote it (issue 24).
-    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+    # Numbers must be finite: `lr: .inf` trained a NaN supernet and wrote it (issue 24). No
+    # coercion (as device profiles): `val_size: true` trained with 1, `int8: 'yes'` exported
+    # int8; an int is still a float (YAML writes `lr: 1` so).
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, strict=True)
+
+
+# numpy, torch and Optuna all take seeds in 0..2**32 - 1 (a bigger one crashed, the search's
+# after training).
+MAX_SEED = 2**32 - 1
+Seed = Annotated[int, Field(ge=0, le=MAX_SEED)]
+# A side of 4096 px is beyond any search space's resolution; 100000 crashed the allocator.
+MAX_IMAGE_SIZE = 4096
+# torch threads (a recipe's train.threads, --threads of edgenas run and train): 10**9 aborted
+# in OpenMP's allocator.
+MAX_THREADS = 1024
 
 
 class DataSection(_Strict):
     source: str = "fashion-mnist"
     val_size: int = Field(5000, ge=1)  # training and search measure accuracy on them
     train_limit: int | None = Field(None, ge=1)
-    image_size: int | None = Field(None, ge=8)
-    seed: int = Field(0, ge=0)
+    image_size: int | None = Field(None, ge=8, le=MAX_IMAGE_SIZE)
+    seed: Seed = 0
     # Training reads a folder from disk batch by batch ("stream") or decodes it into memory;
     # "auto" streams one that would take more than 2 GiB decoded (image_stream.streams).
     stream: Holding = "auto"
@@ -68,10 +85,29 @@ class DataSection(_Strict):
 
 
 # TrainConfig's settings (every field but the phases, with its default and bounds) are keys
-# of the recipe's train section, declared there only.
+# of the recipe's train section, declared there only; so are PhaseConfig's fields the keys of
+# a phase, in a model of their own so that they are as strict as the rest of the recipe (a
+# dataclass field of a strict model takes instances only).
 _SETTINGS = [f for f in dataclasses.fields(TrainConfig) if f.name != "phases"]
+_PHASE_FIELDS = dataclasses.fields(PhaseConfig)
+
+
+class _PhaseBase(_Strict):
+    @model_validator(mode="before")
+    @classmethod
+    def _lists_as_tuples(cls, value: Any) -> Any:
+        # YAML has lists where the dataclass has tuples; a PhaseConfig is taken as its fields.
+        if isinstance(value, PhaseConfig):
+            value = dataclasses.asdict(value)
+        if isinstance(value, dict):
+            return {k: tuple(v) if isinstance(v, list) else v for k, v in value.items()}
+        return value
+
+
 if TYPE_CHECKING:
-    _TrainSettings = _Strict  # mypy cannot follow create_model; train_config reads them by name
+    # mypy cannot follow create_model; train_config reads the settings by name
+    _TrainSettings = _Strict
+    _PhaseKeys = _PhaseBase
 else:
     _hints = get_type_hints(TrainConfig, include_extras=True)
     _TrainSettings = create_model(
@@ -79,19 +115,46 @@ else:
         __base__=_Strict,
         **{f.name: (_hints[f.name], f.default) for f in _SETTINGS},
     )
+    _phase_hints = get_type_hints(PhaseConfig, include_extras=True)
+    _PhaseKeys = create_model(
+        "_PhaseKeys",
+        __base__=_PhaseBase,
+        **{
+            f.name: (_phase_hints[f.name], ... if f.default is dataclasses.MISSING else f.default)
+            for f in _PHASE_FIELDS
+        },
+    )
+
+
+def _as_phase(keys: _PhaseKeys) -> PhaseConfig:
+    """The phase the checked keys describe (``PhaseConfig`` checks how they combine)."""
+    phase = PhaseConfig(**{f.name: getattr(keys, f.name) for f in _PHASE_FIELDS})
+    if phase.warmup_epochs > phase.epochs:
+        raise ValueError(
+            f"warmup_epochs: {phase.warmup_epochs:g} is more than the phase's {phase.epochs} "
+            f"epoch(s): warm up for at most {phase.epochs}"
+        )
+    return phase
+
+
+if TYPE_CHECKING:
+    _Phase = PhaseConfig
+else:
+    _Phase = Annotated[_PhaseKeys, AfterValidator(_as_phase), PlainSerializer(dataclasses.asdict)]
 
 
 class TrainSection(_TrainSettings):
     """A recipe's ``train`` section: ``TrainConfig``'s settings, the phases (or OFA's schedule),
     and where and on how many threads to train."""
 
-    threads: int = Field(2, ge=1)
+    seed: Seed = 0  # TrainConfig's, bounded as every seed
+    threads: int = Field(2, ge=1, le=MAX_THREADS)
     # auto: this process's GPU where torch sees one (torchrun: one process per GPU, NCCL),
     # else the CPU; cpu or cuda to insist. Not part of the schedule: a run may resume elsewhere.
     device: TrainingDevice = "auto"
     # Either explicit phases, or OFA's default schedule from six epoch counts and a base lr.
     # Each phase is a once_for_all PhaseConfig: its fields are the keys, its bounds and checks apply.
-    phases: list[PhaseConfig] | None = Field(None, min_length=1)
+    phases: list[_Phase] | None = Field(None, min_length=1)
     epochs: list[int] | None = Field(None, min_length=6, max_length=6)
     lr: float | None = Field(None, gt=0)
     # A supernet.pt (edgenas train's, or edgenas import ofa-supernet's) to start from instead
@@ -129,7 +192,7 @@ class DeviceSection(_Strict):
     format: ModelFormat | None = None  # what the device measures (its default)
     precision: Precision | None = None
     calibrate: int = Field(40, ge=0)  # subnets measured end to end for the calibrated predictor
-    resolution: list[int] | None = None  # profile only these input resolutions
+    resolution: list[int] | None = Field(None, min_length=1)  # profile only these resolutions
     per_op: bool = False  # also store each block's per-op times (edgenas profile --per-op)
     # A published device's tables (samsung-note10: the folder of OFA's Note10 YAML files),
     # imported instead of measured; relative paths are from where edgenas runs.
@@ -177,7 +240,7 @@ class SearchSection(_Strict):
     accuracy_samples: int = Field(100, ge=10)
     eval_images: int | None = Field(None, ge=1)
     reevaluate: int = Field(20, ge=1)
-    seed: int = Field(0, ge=0)
+    seed: Seed = 0
 
     @model_validator(mode="after")
     def _ofa_predictor_given(self) -> SearchSection:
@@ -204,6 +267,14 @@ class ExportSection(_Strict):
     test_images: int | None = Field(None, ge=1)
     # An int8 file is recommended over fp32 (when faster) from this top-1 agreement on.
     min_int8_agreement: float = Field(INT8_AGREEMENT_TARGET, ge=0, le=1)
+
+    @field_validator("stem_groups", mode="before")
+    @classmethod
+    def _groups_or_auto(cls, value: Any) -> Any:
+        # Checked before the int-or-auto union, whose own errors would name both branches.
+        if value == "auto" or (type(value) is int and value >= 1):
+            return value
+        raise ValueError(f"{_given(value)} is not a number of groups: give 1 or more, or auto")
 
 
 class SpaceSection(_Strict):
@@ -338,13 +409,63 @@ def _within_space(space: SearchSpace, phase: PhaseConfig) -> PhaseConfig:
     return dataclasses.replace(phase, ks=phase.ks or None, e=phase.e or None, d=phase.d or None)
 
 
-# A phase is a dataclass, whose errors pydantic words as for a function's arguments; and YAML
-# has lists where the dataclass has tuples.
-_AS_FOR_MODELS = {
-    "unexpected_keyword_argument": "Extra inputs are not permitted",
-    "missing_argument": "Field required",
-    "tuple_type": "Input should be a valid list",
+# YAML has lists where a phase has tuples.
+_AS_FOR_MODELS = {"tuple_type": "Input should be a valid list"}
+# The keys of each section, for a section given as something else than a mapping (pydantic
+# names the class: "a valid dictionary or instance of DataSection").
+_SECTION_KEYS = {
+    model.__name__: list(model.model_fields)
+    for model in (
+        DataSection,
+        TrainSection,
+        _PhaseKeys,
+        DeviceSection,
+        SearchSection,
+        ExportSection,
+        SpaceSection,
+    )
 }
+
+
+def _given(value: Any) -> str:
+    """A value as the recipe's YAML wrote it, for an error message."""
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, dict):
+        return "a mapping"
+    return repr(value) if isinstance(value, str | int | float) else type(value).__name__
+
+
+def _where(loc: tuple[int | str, ...]) -> str:
+    """A key's path as the recipe's YAML reads: ``devices[0].budget_ms``."""
+    # The branch of the space's union (a name, or a section adapting one) is not a key.
+    if loc[:2] in (("space", "name"), ("space", "adapted")):
+        loc = loc[:1] + loc[2:]
+    path = ""
+    for part in loc:
+        path += f"[{part}]" if isinstance(part, int) else f".{part}" if path else str(part)
+    return path
+
+
+def _problem(err: ErrorDetails) -> str:
+    """What is wrong at ``err``'s key, in the recipe's terms rather than pydantic's."""
+    kind, given, loc = err["type"], err.get("input"), err["loc"]
+    if kind == "value_error":  # the validators' own messages, without "Value error, "
+        return str(err.get("ctx", {}).get("error", err["msg"]))
+    if loc[:2] == ("space", "adapted") and len(loc) == 2:
+        return (
+            f"give a built-in space's name ({', '.join(list_spaces())}) or a space file, or "
+            f"{{name: SPACE, in_channels: N, num_classes: N}} to adapt one; not {_given(given)}"
+        )
+    keys = _SECTION_KEYS.get(str(err.get("ctx", {}).get("class_name")))
+    if kind in ("model_type", "model_attributes_type") and keys:
+        return f"give a mapping of its keys ({', '.join(keys)}); not {_given(given)}"
+    if isinstance(given, float) and not math.isfinite(given):
+        return "Input should be a finite number"  # strict ints say "a valid integer"
+    msg = _AS_FOR_MODELS.get(kind, err["msg"])
+    return f"{msg}, not {_given(given)}" if kind.endswith("_type") else msg
 
 
 def load_recipe(path: str | Path) -> Recipe:
@@ -365,10 +486,9 @@ def load_recipe(path: str | Path) -> Recipe:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         err = exc.errors()[0]
-        where = ".".join(str(part) for part in err["loc"]) or "(top level)"
+        where = f"{_where(err['loc'])}: " if err["loc"] else ""
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
-        msg = _AS_FOR_MODELS.get(err["type"], err["msg"])
-        raise RecipeError(f"recipe {p}: {where}: {msg}{more}") from None
+        raise RecipeError(f"recipe {p}: {where}{_problem(err)}{more}") from None
     if recipe.train is not None:
         recipe.train_config()  # checks phase choices against the space now, not mid-run
     return recipe

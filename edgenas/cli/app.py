@@ -20,6 +20,7 @@ from edgenas.cli.search import search_command
 from edgenas.cli.user_errors import UserErrorsGroup, exit_130_on_ctrl_c
 from edgenas.console import err_console as console
 from edgenas.console import stage_progress
+from edgenas.recipe import MAX_THREADS
 from edgenas.subnet_choice import choose_subnet
 from once_for_all.splits import EvalSplit
 from once_for_all.training_devices import TrainingDevice
@@ -52,7 +53,8 @@ def train(
     resume: Annotated[bool, typer.Option(help="continue from the run folder's checkpoint")] = False,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads (default: the recipe's)")
+        int | None,
+        typer.Option(min=1, max=MAX_THREADS, help="torch threads (default: the recipe's)"),
     ] = None,
     device: Annotated[
         TrainingDevice | None,

@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgenas.console import err_console
+from edgenas.recipe import MAX_THREADS
 from edgenas.run_record import RunSummary
 from edgenas.stages import STAGES
 
@@ -34,7 +35,8 @@ def run_command(
         ),
     ] = None,
     threads: Annotated[
-        int | None, typer.Option(min=1, help="torch threads (default: the recipe's)")
+        int | None,
+        typer.Option(min=1, max=MAX_THREADS, help="torch threads (default: the recipe's)"),
     ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,

@@ -9,7 +9,7 @@ folder and the console output.
 from __future__ import annotations
 
 import shutil
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -67,7 +67,9 @@ def train(recipe: Recipe, options: TrainOptions, *, console: Console, quiet: boo
         torch.cuda.set_device(compute)  # NCCL's collectives use the current device
     with process_group(device=compute) as world, ExitStack() as held:
         busy = None
+        created = False
         if world.is_main:
+            created = not options.out.exists()
             output_folder(options.out)  # before loading data or training
             try:
                 held.enter_context(folder_lock(options.out))
@@ -76,14 +78,23 @@ def train(recipe: Recipe, options: TrainOptions, *, console: Console, quiet: boo
         busy = broadcast_object(busy, world)  # every process stops, not only the first
         if busy:
             raise FolderBusyError(busy)
-        return _train(
-            recipe,
-            options,
-            world,
-            console=console,
-            quiet=quiet or not world.is_main,
-            device=compute,
-        )
+        try:
+            return _train(
+                recipe,
+                options,
+                world,
+                console=console,
+                quiet=quiet or not world.is_main,
+                device=compute,
+            )
+        except BaseException:
+            # Refused by the data (missing, too small, another space's) or stopped before a
+            # first epoch: the folder this call made is not left behind. A checkpoint stays.
+            if created and not (options.out / CHECKPOINT_NAME).exists():
+                (options.out / SPACE_NAME).unlink(missing_ok=True)
+                with suppress(OSError):  # not empty: something else is there
+                    options.out.rmdir()
+            raise
 
 
 def _train(

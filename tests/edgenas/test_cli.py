@@ -164,3 +164,43 @@ def test_own_data_trains_once_the_space_fits_it(tmp_path: Path) -> None:
     assert get_space(str(tmp_path / "run" / "space.json")).id == space["id"]
     result = json.loads(run("eval", tmp_path / "run" / "supernet.pt", "--json").stdout)
     assert result["subnet"]["space"] == space["id"] != get_space("mbv3-tiny").id
+
+
+def test_training_refused_by_its_data_leaves_no_folder(tmp_path: Path) -> None:
+    # The out folder was left behind, empty (input audit).
+    rng = np.random.default_rng(0)
+    np.savez(
+        tmp_path / "rgb.npz",
+        x=rng.integers(0, 255, (60, 28, 28, 3)).astype(np.uint8),
+        y=np.arange(60) % 10,
+    )
+    recipe: dict[str, Any] = copy.deepcopy(MICRO_RECIPE)
+    path = tmp_path / "r.yaml"
+    for data, says in [
+        ({"source": str(tmp_path / "none.npz")}, "does not exist"),
+        ({"source": str(tmp_path / "rgb.npz"), "val_size": 20}, "has 3 channel(s)"),
+        ({"source": str(tmp_path / "rgb.npz"), "val_size": 100}, "leaves no training images"),
+    ]:
+        path.write_text(yaml.safe_dump({**recipe, "data": data}))
+        proc = edgenas_here("train", path, "--out", tmp_path / "out")
+        _assert_one_line_error(proc, says)
+        assert not (tmp_path / "out").exists()
+    # A folder the user made stays, with what it held.
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("kept")
+    proc = edgenas_here("train", path, "--out", tmp_path / "mine")
+    assert proc.returncode == 2
+    assert [p.name for p in (tmp_path / "mine").iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize("command", ["train", "run"])
+def test_threads_beyond_what_can_run_are_refused(command: str, tmp_path: Path) -> None:
+    # 10**9 threads aborted in OpenMP's allocator (input audit).
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
+    proc = edgenas_here(command, recipe, "--out", tmp_path / "out", "--threads", "1000000000")
+    assert proc.returncode == 2
+    assert (
+        "Invalid value for '--threads': Input should be less than or equal to 1024" in proc.stderr
+    )
+    assert not (tmp_path / "out").exists()

@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 import yaml
 
 from edgenas.pipeline import (
@@ -25,7 +26,7 @@ from edgenas.pipeline import (
     with_dependents,
 )
 from edgenas.recipe import load_recipe
-from tests.edgenas.conftest import Run, run_recipe
+from tests.edgenas.conftest import MICRO_RECIPE, Run, run_recipe
 from tests.support.cli_here import edgenas_here
 
 
@@ -196,10 +197,10 @@ def test_recipe_mistakes_fail_at_load_with_the_key(tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     bad = run_recipe(tmp_path, devices=[{"name": "local-cpu", "budget": 3}])
     proc = edgenas_run(bad, tmp_path / "out", cache=cache)
-    assert proc.returncode == 2 and "devices.0.budget" in proc.stderr
+    assert proc.returncode == 2 and "devices[0].budget" in proc.stderr
     few = run_recipe(tmp_path, devices=[{"name": "local-cpu", "budget_ms": 1, "calibrate": 5}])
     proc = edgenas_run(few, tmp_path / "out", cache=cache)
-    assert proc.returncode == 2 and "devices.0: Value error, calibrate: 5 subnets" in proc.stderr
+    assert proc.returncode == 2 and "devices[0]: calibrate: 5 subnets" in proc.stderr
     no_budget = run_recipe(tmp_path, devices=[{"name": "local-cpu"}])
     proc = edgenas_run(no_budget, tmp_path / "out", cache=cache)
     assert proc.returncode == 2 and "give a device a budget_ms" in proc.stderr
@@ -287,3 +288,117 @@ def test_a_train_stage_recorded_without_a_data_fingerprint_is_not_redone(tmp_pat
     run.stages["train"]["inputs"] = {**before, "recipe": {"changed": True}}
     _adopt_data_fingerprint(run, inputs)  # something else changed: not adopted
     assert not run.up_to_date("train", inputs)
+
+
+def _images(path: Path, *, n: int = 60, channels: int = 1) -> Path:
+    """A .npz of ``n`` 28 px images in 10 classes (mbv3-tiny's input with one channel)."""
+    rng = np.random.default_rng(0)
+    np.savez(
+        path,
+        x=rng.integers(0, 255, (n, 28, 28, channels)).astype(np.uint8),
+        y=np.arange(n) % 10,
+    )
+    return path
+
+
+def _off_board(folder: Path) -> str:
+    """A profile of an SSH board on a closed port."""
+    from tests.support.sshd import free_port
+
+    board = folder / "off.yaml"
+    board.write_text(
+        f"name: off-board\nkind: ssh\nssh: {{host: 127.0.0.1, port: {free_port()}, "
+        "allow_agent: false, look_for_keys: false, connect_timeout: 2}\n"
+    )
+    return str(board)
+
+
+@pytest.mark.parametrize(
+    ("case", "changes", "says"),
+    [
+        ("no data", lambda t: {"data": {"source": str(t / "none.npz")}}, "does not exist"),
+        (
+            "val_size",
+            lambda t: {"data": {"source": str(_images(t / "d.npz")), "val_size": 1000}},
+            "val_size=1000 leaves no training images",
+        ),
+        (
+            "stream",
+            lambda t: {"data": {"source": "fashion-mnist", "stream": "stream"}},
+            "cannot stream",
+        ),
+        (
+            "classes",
+            lambda t: {
+                "data": {"source": str(_images(t / "d.npz", channels=3)), "val_size": 20},
+            },
+            "has 3 channel(s) and 10 classes, space mbv3-tiny takes 1 and 10",
+        ),
+        (
+            "init_from",
+            lambda t: {"train": {**MICRO_RECIPE["train"], "init_from": str(t / "none.pt")}},
+            "init_from: checkpoint",
+        ),
+        (
+            "batch_size",
+            lambda t: {
+                "data": {"source": str(_images(t / "d.npz")), "val_size": 20},
+                "train": {**MICRO_RECIPE["train"], "batch_size": 1000},
+            },
+            "fewer than one global batch",
+        ),
+        pytest.param(
+            "cuda",
+            lambda t: {"train": {**MICRO_RECIPE["train"], "device": "cuda"}},
+            "sees no GPU",
+            marks=pytest.mark.skipif(torch.cuda.is_available(), reason="a machine without GPU"),
+        ),
+        (
+            "closed port",
+            lambda t: {"devices": [{"name": _off_board(t), "budget_ms": 1.0, "calibrate": 0}]},
+            "device 'off-board': cannot reach 127.0.0.1",
+        ),
+    ],
+)
+def test_a_new_run_refused_once_started_leaves_no_folder(
+    tmp_path: Path, case: str, changes: Any, says: str
+) -> None:
+    # Each left runs/x with run.json and run.log (and space.json): a folder that looked like
+    # a run, and that a fixed recipe then ran into as an existing one (input audit).
+    recipe = run_recipe(tmp_path, **changes(tmp_path))
+    out = tmp_path / "runs" / "x"
+    proc = edgenas_run(recipe, out, "--quiet", cache=tmp_path / "cache")
+    assert proc.returncode == 2, proc.stderr
+    assert says in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+
+
+def test_an_existing_run_folder_is_never_removed(tmp_path: Path) -> None:
+    recipe = run_recipe(tmp_path, data={"source": str(tmp_path / "none.npz")})
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "notes.txt").write_text("the user's")
+    proc = edgenas_run(recipe, out, "--quiet", cache=tmp_path / "cache")
+    assert proc.returncode == 2
+    assert (out / "notes.txt").read_text() == "the user's"
+    assert "train failed: " in (out / "run.log").read_text()
+
+
+def test_a_new_run_keeps_the_work_it_did_before_failing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A first epoch's checkpoint is what a rerun resumes from: a failure after it keeps it.
+    from rich.console import Console
+
+    from edgenas.pipeline import run_recipe as run
+    from edgenas.recipe import RecipeError
+
+    def one_epoch_then_fail(recipe: Any, options: Any, **kwargs: Any) -> Path:
+        (options.out / "checkpoint.pt").write_bytes(b"an epoch")
+        raise RecipeError("training diverged")
+
+    monkeypatch.setattr("edgenas.stages.train.train", one_epoch_then_fail)
+    out = tmp_path / "out"
+    with pytest.raises(RecipeError, match="training diverged"):
+        run(run_recipe(tmp_path), RunOptions(out=out, quiet=True), Console(quiet=True))
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "run.json", "run.log"]

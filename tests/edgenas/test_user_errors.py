@@ -623,3 +623,54 @@ def test_ctrl_c_prints_one_line_even_when_quiet(
         ), stderr
     else:
         assert lines[0] == INTERRUPTED[command]
+
+
+NOTE10_FILES = (
+    "R_lookup_table.yaml from https://raw.githubusercontent.com/han-cai/files/master/ofa/note10/"
+)
+
+
+@pytest.mark.parametrize(
+    ("device", "problem"),
+    [
+        (
+            {"name": "npu-32x32-ws", "budget_ms": 0.2, "resolution": [9999]},
+            "devices[0].resolution: 9999 is not a resolution of space mbv3-tiny: give "
+            "resolutions among 28, 30, 32, or leave it out for all",
+        ),
+        (
+            {"name": "samsung-note10", "budget_ms": 15.0, "tables": "/nonexistent/note10"},
+            f"devices[0].tables: /nonexistent/note10 is not a folder: give the folder holding "
+            f"{NOTE10_FILES}",
+        ),
+        (
+            {"name": "samsung-note10", "budget_ms": 15.0},
+            "devices[0].tables: device 'samsung-note10' is published tables: give the folder "
+            f"holding them (download {NOTE10_FILES})",
+        ),
+        (
+            {"name": "npu-32x32-ws", "budget_ms": 0.2, "tables": "ofa/note10"},
+            "devices[0].tables: device 'npu-32x32-ws' is measured, not imported: tables is for "
+            "a published device's tables (e.g. samsung-note10); leave it out",
+        ),
+        (
+            {"name": "samsung-note10", "budget_ms": 15.0, "tables": ".", "per_op": True},
+            "devices[0].per_op: device 'samsung-note10' is published tables, imported as they "
+            "are: they hold no per-op times; leave per_op out",
+        ),
+    ],
+    ids=["resolution", "tables missing", "no tables", "tables of a measured device", "per_op"],
+)
+def test_a_device_entry_profiling_would_refuse_is_refused_before_training(
+    device: dict[str, Any], problem: str, tmp_path: Path
+) -> None:
+    # Training ran first, then the profile stage refused the entry, naming the command line's
+    # --resolution or --tables rather than the recipe's key (or ignored the tables; input audit).
+    recipe, out = run_folder(tmp_path, ["train", "profile"], devices=[device])
+    (out / "supernet.pt").unlink()
+    line = through_run(recipe, out, "profile")
+    assert line == f"error: recipe 'errors': {problem}"
+    assert not (out / "checkpoint.pt").exists() and not (out / "supernet.pt").exists()
+    fresh = tmp_path / "fresh"
+    assert error_line(edgenas("run", recipe, "--out", fresh, "--quiet")) == line
+    assert not fresh.exists()
