@@ -22,7 +22,9 @@ from typing import Any, TypeVar
 
 import typer
 from rich.markup import escape
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 from typer.core import TyperGroup
+from typer.exceptions import Abort
 
 from edgenas.console import err_console
 from once_for_all.errors import EdgenasError, Interrupted
@@ -98,6 +100,39 @@ class UserErrorsGroup(TyperGroup):
     so does a disk that is full or read-only wherever a write was not already wrapped (an
     Optuna journal append, a plot): that is the machine's state, not a bug to trace. Ctrl-C
     becomes the command's one line of what was saved, exit 130 (typer ended it silently)."""
+
+    def main(
+        self,
+        args: Any = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """Typer's main, but a wrong option or argument is one line too (typer drew a usage
+        line, a hint and a boxed error: five or six lines)."""
+        try:
+            result = super().main(
+                args, prog_name, complete_var, False, windows_expand_args, **extra
+            )
+        except NoArgsIsHelpError as exc:  # the help, asked for by nothing
+            exc.show()
+            result = exc.exit_code
+        except UsageError as exc:
+            where = exc.ctx.command_path if exc.ctx is not None else "edgenas"
+            message = exc.format_message().replace("Value error, ", "")  # pydantic's wording
+            fail(f"{message} (see '{where} --help')")
+            result = USER_ERROR_EXIT
+        except ClickException as exc:
+            exc.show()
+            result = exc.exit_code
+        except Abort:
+            err_console.print("aborted", highlight=False)
+            result = 1
+        if not standalone_mode:
+            return result
+        sys.exit(result if isinstance(result, int) else 0)
 
     def invoke(self, ctx: Any) -> Any:  # Any: typer's own vendored click.Context
         try:

@@ -225,6 +225,23 @@ def test_a_bug_in_a_run_stage_is_logged_with_its_traceback(
     assert "Traceback (most recent call last)" in log
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (["search", "--budget-ms", "fast"], "Invalid value for '--budget-ms': 'fast' is not a"),
+        (["serch"], "No such command 'serch'. Did you mean 'search'?"),
+        (["run", "r.yaml", "--force", "trian"], "Invalid value for '--force': 'trian' is not"),
+        (["export", "--trails", "3"], "No such option: --trails"),
+    ],
+)
+def test_a_wrong_option_or_command_is_one_line(args: list[str], line: str) -> None:
+    # typer drew a usage line, a hint and a boxed error: five or six lines
+    proc = edgenas_here(*args)
+    assert proc.returncode == 2
+    (shown,) = proc.stderr.strip().splitlines()
+    assert shown.startswith(f"error: {line}") and shown.endswith(" --help')"), shown
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
 @pytest.mark.parametrize(
     "args",
