@@ -1,9 +1,12 @@
 """YAML as the project reads its users' files (recipes, device profiles): PyYAML's safe
 loader, refusing a key given twice in one mapping, which PyYAML would silently resolve to the
-last value (a second ``threads:`` further down a profile won without a word)."""
+last value (a second ``threads:`` further down a profile won without a word), and reading
+``3e-5`` as the number YAML 1.2 says it is (PyYAML's YAML 1.1 wants a dot: ``3.0e-5``, else a
+string, which the strict recipe types refuse)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import yaml
@@ -29,6 +32,19 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+# PyYAML's float pattern with YAML 1.2's exponent without a dot (1e-3) as a second branch.
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def load_yaml(text: str) -> Any:

@@ -369,6 +369,15 @@ def test_ints_still_load_where_a_number_is_asked(tmp_path: Path) -> None:
     assert recipe.devices[0].budgets() == 15.0 and recipe.devices[1].budgets() == (1.0, 2.0)
 
 
+def test_exponents_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    # YAML 1.1 (PyYAML) reads 3e-5 as a string, which the strict types refused as not a number.
+    text = _write(tmp_path, copy.deepcopy(MICRO_RECIPE)).read_text()
+    path = tmp_path / "exp.yaml"
+    path.write_text(text.replace("train:\n", "train:\n  weight_decay: 3e-5\n  momentum: 9E-1\n", 1))
+    config = load_recipe(path).train_config()
+    assert (config.weight_decay, config.momentum) == (3e-5, 0.9)
+
+
 def test_a_warmup_longer_than_its_phase_is_refused(tmp_path: Path) -> None:
     data = copy.deepcopy(MICRO_RECIPE)
     data["train"]["phases"][0]["warmup_epochs"] = 5  # the phase has 1 epoch
