@@ -156,12 +156,13 @@ def profile_command(
             "--tables is the folder of a published device's tables (e.g. samsung-note10); "
             "the devices given are measured"
         )
-    if stem_groups and precision != "int8":
-        # Without --precision a device measures its default, fp32 for most: the groups asked
-        # would be left out silently.
+    # Without --precision a device measures its default (fp32 for most, int8 for Vela): the
+    # groups asked would be left out of an fp32 table silently.
+    fp32 = [d for d in device if stem_groups and (precision or _default_precision(d)) != "int8"]
+    if fp32:
         raise fail(
-            "--stem-groups times split stems for int8 files; fp32 files keep the stem whole: "
-            "give --precision int8 or leave --stem-groups out"
+            f"--stem-groups times split stems for int8 files; {fp32[0]} measures fp32 files "
+            "here, which keep the stem whole: give --precision int8 or leave --stem-groups out"
         )
     options = ProfileOptions(
         tables=tables,
@@ -517,3 +518,14 @@ def validate_command(
         rows = {"lut-sum": validation_figures(base.predict_many(subnets), measured), **rows}
     _print_figures(f"validation on {p.header.device}: {n} held-out subnets", rows)
     err_console.print(f"scatter plot: {escape(str(png))}")
+
+
+def _default_precision(device: str) -> Precision:
+    """The precision ``device`` measures without --precision (``profile_settings``'s)."""
+    from devices import load_profile
+    from latency.profiler import RUNTIME_PRECISIONS
+
+    profile = load_profile(device)
+    simulated = profile.kind in ("npu-sim", "vela")  # their fingerprints name the simulator
+    runtime = profile.kind if simulated else profile.runtime
+    return RUNTIME_PRECISIONS.get(runtime, ("fp32",))[0]
