@@ -116,8 +116,7 @@ class UserErrorsGroup(TyperGroup):
             result = super().main(
                 args, prog_name, complete_var, False, windows_expand_args, **extra
             )
-        except NoArgsIsHelpError as exc:  # the help, asked for by nothing
-            exc.show()
+        except NoArgsIsHelpError as exc:  # typer has printed the help already
             result = exc.exit_code
         except UsageError as exc:
             where = exc.ctx.command_path if exc.ctx is not None else "edgenas"

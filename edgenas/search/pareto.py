@@ -87,12 +87,17 @@ class InfeasibleBudget(EdgenasError, ValueError):
 class TooFewTrials(EdgenasError, ValueError):
     """A budget no trial met though subnets meet it: the search was too short to find one."""
 
-    def __init__(self, device: str, budget_ms: float, fastest_ms: float, trials: int) -> None:
+    def __init__(
+        self, device: str, budget_ms: float, fastest_ms: float, trials: int, *, others: bool
+    ) -> None:
+        # With other devices, their budgets may rule out the subnets fast enough on this one.
+        also = " and within the other devices' budgets" if others else ""
         super().__init__(
-            f"none of the {trials} trials meets the {budget_ms:g} ms budget on {device}, though "
-            f"subnets do (the fastest takes about {fastest_ms:.4g} ms): search longer (--trials, "
-            "a recipe's search.trials) or let the sampler aim at the budgets (--sampler guided, "
-            "search.sampler)"
+            f"none of the {trials} trials meets the {budget_ms:g} ms budget on {device}{also}, "
+            f"though subnets meet it there (the fastest takes about {fastest_ms:.4g} ms): search "
+            "longer (--trials, a recipe's search.trials) or let the sampler aim at the budgets "
+            "(--sampler guided, search.sampler)"
+            + (", or loosen the other devices' budgets" if others else "")
         )
 
 
@@ -192,7 +197,8 @@ def choose(
             if not fitting:
                 _, fastest = problem.fastest(device)
                 if fastest <= budget:
-                    raise TooFewTrials(device.name, budget, fastest, trials)
+                    others = len(problem.devices) > 1
+                    raise TooFewTrials(device.name, budget, fastest, trials, others=others)
                 raise InfeasibleBudget(device.name, budget, fastest)
             # The predictor only screens: measured members decide where there are any.
             known = [m for m in fitting if m.accuracy_measured is not None]

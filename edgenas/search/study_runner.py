@@ -493,15 +493,7 @@ def _may_be_searching(worker: dict[str, Any]) -> bool:
     pid = worker.get("pid")
     if worker.get("host") != socket.gethostname() or not isinstance(pid, int):
         return True  # another machine's: it cannot be checked from here
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
+    return pid == os.getpid() or _alive(pid)
 
 
 def _uid(trial: FrozenTrial) -> str:

@@ -2,8 +2,9 @@
 model files, measured on the target devices, with a model card.
 
 All files appear in the output folder together at the end (they are written into a hidden
-staging folder inside it first), so a failure or a kill never leaves a mix of old and new
-files. Fine-tuning, the only long step, is saved (``finetuned.pt``) and reused by a rerun
+staging folder inside it first), so a failure leaves the old files as they were; a kill while
+they move in leaves no card (the old one goes first, the new one last), never a card beside
+files it does not describe. Fine-tuning, the only long step, is saved (``finetuned.pt``) and reused by a rerun
 with the same inputs.
 """
 
