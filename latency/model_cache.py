@@ -173,6 +173,7 @@ class ModelCache:
                 max_workers=min(workers, total),
                 mp_context=get_context("spawn"),
                 initializer=_quiet_worker,
+                initargs=(os.getpid(),),
             ) as pool:
                 futures = [pool.submit(export_fn, desc, path, conversion) for desc, path in todo]
                 for future in as_completed(futures):
@@ -183,8 +184,8 @@ class ModelCache:
         return [path for _, path in jobs]
 
 
-def _quiet_worker() -> None:
-    _exit_with_parent()
+def _quiet_worker(parent: int) -> None:
+    _exit_with_parent(parent)
     torch.set_num_threads(1)
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     # The converters print C++ logs and progress bars of their own; failures still reach the
@@ -194,10 +195,11 @@ def _quiet_worker() -> None:
     os.dup2(devnull, 2)
 
 
-def _exit_with_parent(every_s: float = 1.0) -> None:
-    """End this worker once its parent is gone: a parent killed with SIGKILL cannot stop its
-    pool, whose workers would otherwise go on converting (and hold its output open)."""
-    parent = os.getppid()
+def _exit_with_parent(parent: int, every_s: float = 1.0) -> None:
+    """End this worker once its parent (the pid ``parent``, given by the parent itself: a
+    worker still importing torch when the parent was killed would read init's) is gone: a
+    parent killed with SIGKILL cannot stop its pool, whose workers would otherwise go on
+    converting (and hold its output open)."""
 
     def watch() -> None:
         while os.getppid() == parent:
