@@ -45,7 +45,7 @@ from edgenas.run_record import (
 from edgenas.stages import StageName
 from export.card import DeviceLatency, execution_text, read_card
 from once_for_all.errors import EdgenasError, Interrupted, one_line
-from once_for_all.files import output_folder
+from once_for_all.files import output_folder_for_work
 from once_for_all.folder_lock import folder_lock
 
 PACKAGES = (
@@ -192,20 +192,14 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> RunS
     recipe = load_recipe(recipe_path)
     root = options.out or Path("runs") / recipe.name
     run = RunFolder(root, recipe, recipe_path)
-    created = not root.exists()
-    if created:  # an existing run's run.log records them (_run_stages checks again)
+    if not root.exists():  # an existing run's run.log records them (_run_stages checks again)
         _check_recipe(recipe)
-    output_folder(root)  # before any stage works
     options = dataclasses.replace(options, force=with_dependents(options.force))
-    with folder_lock(root):
-        try:
-            return _run_stages(recipe, recipe_path, run, options, console)
-        except BaseException:
-            # Refused by what only work finds (data that does not fit, a board that does not
-            # answer) or stopped before a first epoch: the record of nothing goes with it.
-            if created and all(p.name in _BOOKKEEPING for p in root.iterdir()):
-                shutil.rmtree(root, ignore_errors=True)
-            raise
+    # Created before any stage works; refused by what only work finds (data that does not
+    # fit, a board that does not answer) or stopped before a first epoch, a new run's folder
+    # goes with the record of nothing.
+    with output_folder_for_work(root, records=_BOOKKEEPING), folder_lock(root):
+        return _run_stages(recipe, recipe_path, run, options, console)
 
 
 # What a run folder holds before any stage made something: its record, its log, and the space

@@ -12,6 +12,7 @@ import errno
 import json
 import os
 import secrets
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -72,6 +73,24 @@ def output_folder(path: Path, *, error: type[EdgenasError] = WriteError) -> Path
             f"cannot use {path} as the output folder: {reason}; choose a folder you can write to"
         ) from None
     return path
+
+
+@contextmanager
+def output_folder_for_work(
+    path: Path, *, records: frozenset[str] = frozenset(), error: type[EdgenasError] = WriteError
+) -> Iterator[Path]:
+    """``output_folder(path)`` around a block of work: when the block fails and this call
+    created the folder, and the folder then holds nothing but files named in ``records``
+    (what describes the work, not work a rerun resumes), the folder goes too, so that a
+    command refused once it started leaves nothing behind."""
+    created = not path.exists()
+    output_folder(path, error=error)
+    try:
+        yield path
+    except BaseException:
+        if created and path.is_dir() and all(p.name in records for p in path.iterdir()):
+            shutil.rmtree(path, ignore_errors=True)
+        raise
 
 
 def write_bytes(

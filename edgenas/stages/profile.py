@@ -41,31 +41,23 @@ def profile(
     from devices import load_profile, open_device
     from latency.blocks import profiled_resolutions
     from latency.fleet import profile_device, profile_published
-    from once_for_all.files import output_folder
+    from once_for_all.files import output_folder_for_work
     from once_for_all.folder_lock import folder_lock
 
     profiled_resolutions(space, options.resolutions)  # a bad --resolution leaves no folder
     target = load_profile(device)  # an unknown device too
-    created = not out.exists()
-    output_folder(out)  # before connecting to the device
-    try:
-        with folder_lock(out):
-            if target.kind == "published":
-                say(f"{target.name}: importing its published tables (nothing is measured)")
-                return profile_published(target, space, out, options)
-            with (
-                open_device(device) as dev,
-                stage_progress(dev.name, quiet=quiet) as progress,
-            ):
-                return profile_device(
-                    dev, space, out, options, cache=cache, progress=progress, say=say
-                )
-    except BaseException:
-        # Failed before writing anything (tables missing, device unreachable): the folder
-        # this call made is not left behind empty. A table measured in part stays to resume.
-        if created and out.is_dir() and not any(out.iterdir()):
-            out.rmdir()
-        raise
+    # The folder comes before connecting to the device; failed before writing anything
+    # (tables missing, device unreachable), a folder this call made is not left behind empty.
+    # A table measured in part stays to resume.
+    with output_folder_for_work(out), folder_lock(out):
+        if target.kind == "published":
+            say(f"{target.name}: importing its published tables (nothing is measured)")
+            return profile_published(target, space, out, options)
+        with (
+            open_device(device) as dev,
+            stage_progress(dev.name, quiet=quiet) as progress,
+        ):
+            return profile_device(dev, space, out, options, cache=cache, progress=progress, say=say)
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ folder and the console output.
 from __future__ import annotations
 
 import shutil
-from contextlib import ExitStack, suppress
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from once_for_all.distributed import (
     process_group,
     training_device,
 )
-from once_for_all.files import atomic_path, output_folder, write_json
+from once_for_all.files import atomic_path, output_folder_for_work, write_json
 from once_for_all.folder_lock import FolderBusyError, folder_lock
 from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 from once_for_all.training_devices import TrainingDevice
@@ -40,6 +40,8 @@ from once_for_all.transfer import InitialWeights, read_initial_weights
 CHECKPOINT_NAME = "checkpoint.pt"
 SUPERNET_NAME = "supernet.pt"
 SPACE_NAME = "space.json"
+# What training writes before its first epoch: a folder holding only it holds no work.
+_RECORDS = frozenset({SPACE_NAME})
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,11 @@ def train(recipe: Recipe, options: TrainOptions, *, console: Console, quiet: boo
         torch.cuda.set_device(compute)  # NCCL's collectives use the current device
     with process_group(device=compute) as world, ExitStack() as held:
         busy = None
-        created = False
         if world.is_main:
-            created = not options.out.exists()
-            output_folder(options.out)  # before loading data or training
+            # Before loading data or training; refused by the data (missing, too small,
+            # another space's) or stopped before a first epoch, a folder this call made is not
+            # left behind. A checkpoint stays.
+            held.enter_context(output_folder_for_work(options.out, records=_RECORDS))
             try:
                 held.enter_context(folder_lock(options.out))
             except FolderBusyError as exc:
@@ -78,23 +81,14 @@ def train(recipe: Recipe, options: TrainOptions, *, console: Console, quiet: boo
         busy = broadcast_object(busy, world)  # every process stops, not only the first
         if busy:
             raise FolderBusyError(busy)
-        try:
-            return _train(
-                recipe,
-                options,
-                world,
-                console=console,
-                quiet=quiet or not world.is_main,
-                device=compute,
-            )
-        except BaseException:
-            # Refused by the data (missing, too small, another space's) or stopped before a
-            # first epoch: the folder this call made is not left behind. A checkpoint stays.
-            if created and not (options.out / CHECKPOINT_NAME).exists():
-                (options.out / SPACE_NAME).unlink(missing_ok=True)
-                with suppress(OSError):  # not empty: something else is there
-                    options.out.rmdir()
-            raise
+        return _train(
+            recipe,
+            options,
+            world,
+            console=console,
+            quiet=quiet or not world.is_main,
+            device=compute,
+        )
 
 
 def _train(
