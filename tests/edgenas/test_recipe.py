@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,15 @@ def _write(tmp_path: Path, data: dict[str, Any]) -> Path:
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(data))
     return path
+
+
+def _refusal(tmp_path: Path, change: Callable[[dict[str, Any]], Any]) -> str:
+    """The one line that refuses the micro recipe once ``change`` edits it."""
+    data = copy.deepcopy(MICRO_RECIPE)
+    change(data)
+    with pytest.raises(RecipeError) as err:
+        load_recipe(_write(tmp_path, data))
+    return str(err.value)
 
 
 @pytest.mark.parametrize(
@@ -294,11 +304,8 @@ def test_a_recipe_exporting_its_stem_in_groups_profiles_int8_tables_with_them(
 def test_numbers_beyond_what_can_run_are_refused_at_load(
     tmp_path: Path, key: str, set_value: Any, bound: int
 ) -> None:
-    data = copy.deepcopy(MICRO_RECIPE)
-    set_value(data)
-    with pytest.raises(RecipeError) as err:
-        load_recipe(_write(tmp_path, data))
-    assert str(err.value).endswith(f"{key}: Input should be less than or equal to {bound}")
+    line = _refusal(tmp_path, set_value)
+    assert line.endswith(f"{key}: Input should be less than or equal to {bound}")
 
 
 def test_the_largest_seeds_load(tmp_path: Path) -> None:
@@ -346,11 +353,7 @@ def test_the_largest_seeds_load(tmp_path: Path) -> None:
 def test_values_of_another_type_are_not_coerced(
     tmp_path: Path, set_value: Any, message: str
 ) -> None:
-    data = copy.deepcopy(MICRO_RECIPE)
-    set_value(data)
-    with pytest.raises(RecipeError) as err:
-        load_recipe(_write(tmp_path, data))
-    assert str(err.value).endswith(message)
+    assert _refusal(tmp_path, set_value).endswith(message)
 
 
 def test_ints_still_load_where_a_number_is_asked(tmp_path: Path) -> None:
@@ -440,11 +443,7 @@ def test_errors_say_what_is_allowed_in_the_recipes_terms(
 ) -> None:
     # pydantic's words leaked: "space.adapted: Input should be a valid dictionary or instance
     # of SpaceSection", "export.stem_groups.constrained-int: ... (and 1 more)" (input audit).
-    data = copy.deepcopy(MICRO_RECIPE)
-    set_value(data)
-    with pytest.raises(RecipeError) as err:
-        load_recipe(_write(tmp_path, data))
-    line = str(err.value)
+    line = _refusal(tmp_path, set_value)
     assert line.startswith(f"recipe {tmp_path / 'r.yaml'}: ") and line.endswith(message)
     for internal in (
         "Section",
