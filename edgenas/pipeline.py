@@ -190,6 +190,13 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> RunS
     """Do the recipe's stages and return the summary (also the end of ``run.log``). A new run
     that fails before any stage made something leaves no folder."""
     recipe = load_recipe(recipe_path)
+    unplanned = [s for s in options.force if s not in recipe.planned_stages]
+    if unplanned:  # it did nothing, and the user would think it redid the stage
+        raise RecipeError(
+            f"--force {unplanned[0]}: recipe {recipe.name!r} has no {unplanned[0]} stage (its "
+            f"stages: {', '.join(recipe.planned_stages)}); force one of those, or add "
+            f"{unplanned[0]} to the recipe's 'stages'"
+        )
     root = options.out or Path("runs") / recipe.name
     run = RunFolder(root, recipe, recipe_path)
     if not root.exists():  # an existing run's run.log records them (_run_stages checks again)

@@ -240,6 +240,17 @@ def test_an_unknown_device_leaves_no_run_folder(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_forcing_a_stage_the_recipe_does_not_have_is_refused(tmp_path: Path) -> None:
+    # It was accepted and did nothing (input audit).
+    recipe = run_recipe(tmp_path, stages=["train"])
+    proc = edgenas_run(recipe, tmp_path / "out", "--force", "profile", cache=tmp_path / "cache")
+    assert proc.returncode == 2, proc.stderr
+    assert "--force profile: recipe 'micro-run' has no profile stage (its stages: train)" in (
+        proc.stderr
+    )
+    assert not (tmp_path / "out").exists()
+
+
 def test_force_redoes_the_stages_that_depend_on_the_forced_one() -> None:
     # README: "--force search: redo a stage (and what depends on it)"; export was skipped
     # when the forced search chose the same subnet (audit, finding 6).
