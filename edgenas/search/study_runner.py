@@ -203,8 +203,8 @@ class _RepairingLock(JournalFileSymlinkLock):
     after it would make every later read of the journal fail. The torn record is a trial
     its dead worker never finished storing; readers already skip it.
 
-    The lock's symlink points at ``JOURNAL@HOST:PID`` (Optuna only checks that the link
-    exists), so a lock left by a killed process on this host is removed at once instead of
+    The lock's symlink points at ``JOURNAL@HOST:PID``, HOST being ``pid_host()`` (Optuna only
+    checks that the link exists), so a lock left by a killed process on this host is removed at once instead of
     after Optuna's 30 s grace period of warnings; plain Optuna workers still interoperate."""
 
     def __init__(self, path: str) -> None:
@@ -215,7 +215,7 @@ class _RepairingLock(JournalFileSymlinkLock):
 
     def acquire(self) -> bool:
         # The pid of the process taking the lock now (a forked worker is not its parent).
-        self._lock_target_file = f"{self._journal}@{socket.gethostname()}:{os.getpid()}"
+        self._lock_target_file = f"{self._journal}@{pid_host()}:{os.getpid()}"
         self._hold_ctrl_c()
         held = False
         try:
@@ -268,7 +268,7 @@ class _RepairingLock(JournalFileSymlinkLock):
         except OSError:
             return  # no lock
         host, _, pid = target.rpartition("@")[2].rpartition(":")
-        if host != socket.gethostname() or not pid.isdigit() or _alive(int(pid)):
+        if host != pid_host() or not pid.isdigit() or _alive(int(pid)):
             return
         try:
             super().release()  # renames the link away first: one remover wins
@@ -277,6 +277,19 @@ class _RepairingLock(JournalFileSymlinkLock):
         logging.getLogger(__name__).warning(
             "%s: removed the lock of a killed process (pid %s)", self._lock_file, pid
         )
+
+
+def pid_host() -> str:
+    """Where this process's pid names it: the hostname, and on Linux the PID namespace.
+    Containers that share a hostname (``docker run --network host`` takes the host's) each
+    number their processes apart, so a pid read from another one's lock or registration says
+    nothing here; by the hostname alone, a live worker's journal lock was taken for a killed
+    one's and removed, and two writers could append at once."""
+    try:
+        namespace = os.stat("/proc/self/ns/pid").st_ino
+    except OSError:
+        return socket.gethostname()
+    return f"{socket.gethostname()}~pidns{namespace}"
 
 
 def _alive(pid: int) -> bool:
@@ -370,7 +383,7 @@ class SearchRun:
         self._check_study(study_name)
         self.persistent.set_user_attr(
             f"worker:{self.worker}",
-            {"seed": seed, "host": socket.gethostname(), "pid": os.getpid()},
+            {"seed": seed, "host": pid_host(), "pid": os.getpid()},
         )
         self._seed_checked = seed is None
         self.memory = optuna.create_study(
@@ -491,7 +504,7 @@ def _may_be_searching(worker: dict[str, Any]) -> bool:
     gone (a killed or finished run) is not: a rerun of a killed search then keeps its seed's
     sampler instead of reseeding from a random worker id."""
     pid = worker.get("pid")
-    if worker.get("host") != socket.gethostname() or not isinstance(pid, int):
+    if worker.get("host") != pid_host() or not isinstance(pid, int):
         return True  # another machine's: it cannot be checked from here
     return pid == os.getpid() or _alive(pid)
 

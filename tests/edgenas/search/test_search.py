@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,7 +27,13 @@ from edgenas.search.pareto import (
 from edgenas.search.problem import SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import subnet_from_params, subnet_params
-from edgenas.search.study_runner import SearchRun, StudyError, check_study, open_storage
+from edgenas.search.study_runner import (
+    SearchRun,
+    StudyError,
+    check_study,
+    open_storage,
+    pid_host,
+)
 from once_for_all.errors import EdgenasError
 from tests.edgenas.search import synthetic
 from tests.edgenas.search.synthetic import SPACE, problem
@@ -122,7 +127,7 @@ def test_a_killed_runs_registration_does_not_reseed_the_rerun(tmp_path: Path) ->
         return [t.params for t in run.completed()]
 
     alone = proposed("alone.log", None)
-    host = socket.gethostname()
+    host = pid_host()
     assert proposed("killed.log", {"host": host, "pid": int(ended.stdout)}) == alone
     # a worker still searching (here this test's parent process) is searched apart from
     assert proposed("alive.log", {"host": host, "pid": os.getppid()}) != alone
