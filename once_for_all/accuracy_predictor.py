@@ -27,7 +27,7 @@ from scipy import stats
 from torch import Tensor, nn
 
 from once_for_all.errors import EdgenasError, one_line
-from once_for_all.files import write_torch
+from once_for_all.files import not_a_torch_file, torch_file_head, torch_load_failure, write_torch
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet, SubnetError
 
@@ -152,21 +152,28 @@ def read_accuracy_predictor(path: str | Path) -> AccuracyPredictorDocument:
         raise AccuracyPredictorError(
             f"accuracy predictor {p} not found: fit one first or check the path"
         )
+
+    def unreadable(why: str) -> AccuracyPredictorError:
+        return AccuracyPredictorError(
+            f"accuracy predictor {p} is corrupt or not a torch file ({why}): fit it again"
+        )
+
     try:
+        head = torch_file_head(p)
+        if foreign := not_a_torch_file(head):
+            raise unreadable(foreign)
         with warnings.catch_warnings():
             # torch warns about legacy pickle files before failing; our error says it better.
             warnings.simplefilter("ignore")
             payload = torch.load(p, map_location="cpu", weights_only=True)
+    except AccuracyPredictorError:
+        raise
     except OSError as exc:
         raise AccuracyPredictorError(
             f"cannot read accuracy predictor {p}: {exc.strerror or exc}"
         ) from None
     except Exception as exc:
-        # Foreign bytes fail anywhere in torch's readers and unpicklers, with many exception types.
-        raise AccuracyPredictorError(
-            f"accuracy predictor {p} is corrupt or not a torch file ({one_line(exc, limit=120)}): "
-            "fit it again"
-        ) from None
+        raise unreadable(torch_load_failure(head, exc)) from None
     if not isinstance(payload, dict) or payload.get("format") != PREDICTOR_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise AccuracyPredictorError(

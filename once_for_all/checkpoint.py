@@ -24,7 +24,7 @@ from once_for_all.data.image_stream import hold_in_memory
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.evaluation import BN_IMAGES
-from once_for_all.files import write_torch
+from once_for_all.files import not_a_torch_file, torch_file_head, torch_load_failure, write_torch
 from once_for_all.search_space import SearchSpace
 
 CHECKPOINT_FORMAT = "edgenas.supernet/1"
@@ -102,6 +102,13 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
             f"checkpoint {p} not found: train one with 'edgenas train RECIPE' or check the path"
         )
     try:
+        head = torch_file_head(p)
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}") from None
+    foreign = not_a_torch_file(head)
+    if foreign:
+        raise _corrupt(p, foreign)
+    try:
         with warnings.catch_warnings():
             # torch warns about legacy pickle files before failing; our error says it better.
             warnings.simplefilter("ignore")
@@ -113,15 +120,13 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
         raise _corrupt(p, "truncated or damaged") from None
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
-            raise _corrupt(p, one_line(exc, limit=120)) from None
+            raise _corrupt(p, torch_load_failure(head, exc)) from None
         # torch's own text advises weights_only=False, which edgenas never does.
         raise _corrupt(
             p, "it holds Python objects besides tensors and plain containers, never unpickled here"
         ) from None
     except Exception as exc:
-        # Bytes that are not a checkpoint can fail anywhere in torch's readers and unpicklers
-        # (RuntimeError, EOFError, but also IndexError, KeyError, AssertionError...).
-        raise _corrupt(p, one_line(exc, limit=120)) from None
+        raise _corrupt(p, torch_load_failure(head, exc)) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(

@@ -1,4 +1,5 @@
-"""Files the project writes and reads: atomic writes and format-checked JSON documents.
+"""Files the project writes and reads: atomic writes, format-checked JSON documents, and why a
+file given as a torch file cannot be read as one.
 
 Every file is written to a temporary name in its own folder, flushed to disk and renamed over
 the target, so a reader (or a run killed half-way) never sees half a file. The parent folder is
@@ -103,6 +104,43 @@ def write_bytes(
     """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
     with atomic_path(path, mode=mode, error=error) as tmp:
         tmp.write_bytes(data)
+
+
+# The first bytes of what torch.save writes (a zip archive), and of its legacy format (a pickle).
+_ZIP_MAGIC, _PICKLE_MAGIC = b"PK\x03\x04", b"\x80"
+
+
+def torch_file_head(path: Path) -> bytes:
+    """The first bytes of ``path``, enough for ``not_a_torch_file`` (OSError as opening)."""
+    with Path(path).open("rb") as f:
+        return f.read(512)
+
+
+def not_a_torch_file(head: bytes) -> str | None:
+    """Why a file that starts with ``head`` cannot be a PyTorch file, or None where it may be
+    one: a zip archive or a pickle. torch's readers fail on anything else with words about
+    their internals (a miniz error, an opcode, '101'), or say it holds Python objects."""
+    if head.startswith((_ZIP_MAGIC, _PICKLE_MAGIC)):
+        return None
+    if not head:
+        return "the file is empty"
+    first_line = head.decode("utf-8", errors="replace").split("\n")[0].rstrip("\r")
+    if first_line and first_line.replace("\t", " ").isprintable() and "\ufffd" not in first_line:
+        return f"a text file starting {first_line[:40]!r}, not a PyTorch file"
+    return "not a PyTorch file: it is neither a zip archive nor a pickle"
+
+
+def torch_load_failure(head: bytes, exc: Exception) -> str:
+    """Why ``torch.load`` failed with ``exc`` on a file that starts with ``head``, in a
+    user's words: bytes that fail anywhere in torch's readers and unpicklers raise many
+    exception types, and a zip archive cut short raises miniz's "failed finding central
+    directory. This is an internal miniz error. If you ..."."""
+    problem = not_a_torch_file(head)
+    if problem is not None:
+        return problem
+    if head.startswith(_ZIP_MAGIC):
+        return "truncated or damaged"
+    return one_line(exc, limit=120)
 
 
 def write_torch(path: Path, obj: object, *, error: type[EdgenasError] = WriteError) -> None:

@@ -15,6 +15,7 @@ its figures are the w1.2 supernet's, so other networks of that shape are refused
 from __future__ import annotations
 
 import hashlib
+import io
 import warnings
 from collections.abc import Sequence
 from dataclasses import fields
@@ -25,7 +26,7 @@ import torch
 from torch import nn
 
 from once_for_all.accuracy_predictor import AccuracyPredictorError
-from once_for_all.errors import one_line
+from once_for_all.files import not_a_torch_file, torch_load_failure
 from once_for_all.search_space import SearchSpace, get_space
 from once_for_all.subnet import Subnet, SubnetError
 
@@ -149,17 +150,19 @@ def load_ofa_accuracy_predictor(path: str | Path, space: SearchSpace) -> OfaAccu
         raise AccuracyPredictorError(f"OFA accuracy predictor {p} not found: {fix}")
     try:
         data = p.read_bytes()
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # torch's own warnings say less than our line
-            state = torch.load(p, map_location="cpu", weights_only=True)
     except OSError as exc:
         raise AccuracyPredictorError(
             f"cannot read OFA accuracy predictor {p}: {exc.strerror or exc}"
         ) from None
+    if foreign := not_a_torch_file(data[:512]):
+        raise AccuracyPredictorError(f"{p} is corrupt or not a torch file ({foreign}): {fix}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch's own warnings say less than our line
+            state = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
     except Exception as exc:
-        # Foreign bytes fail anywhere in torch's readers and unpicklers, with many types.
         raise AccuracyPredictorError(
-            f"{p} is corrupt or not a torch file ({one_line(exc, limit=100)}): {fix}"
+            f"{p} is corrupt or not a torch file ({torch_load_failure(data[:512], exc)}): {fix}"
         ) from None
     if isinstance(state, dict) and "format" in state:
         raise AccuracyPredictorError(

@@ -27,6 +27,7 @@ from once_for_all.checkpoint import CheckpointBody, save_checkpoint
 from once_for_all.data import DataSpec
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError
+from once_for_all.files import not_a_torch_file, torch_load_failure
 from once_for_all.search_space import SearchSpace, get_space
 
 # OFA's net id (ofa.model_zoo.ofa_net) of each width, and edgenas's space for it.
@@ -149,13 +150,16 @@ def read_ofa_state(path: Path) -> tuple[dict[str, Tensor], str]:
         raw = path.read_bytes()
     except OSError as exc:
         raise OfaImportError(f"cannot read {path}: {exc.strerror or exc}") from None
+    foreign = not_a_torch_file(raw[:512])
+    if foreign:  # torch's unpickler said such bytes held objects to unpickle if trusted
+        raise OfaImportError(f"{path} cannot be OFA's supernet ({foreign}): {_FIX}")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # torch warns before failing on legacy files
             payload = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         if "weights only load failed" not in str(exc).lower():
-            raise _unreadable(path, exc) from None
+            raise _unreadable(path, raw, exc) from None
         raise OfaImportError(
             f"{path} holds objects other than tensors and plain containers, which edgenas does "
             "not unpickle: if you trust it, save its state dict alone (torch.save(torch.load(FILE, "
@@ -163,7 +167,7 @@ def read_ofa_state(path: Path) -> tuple[dict[str, Tensor], str]:
         ) from None
     except Exception as exc:
         # torch's readers fail on bad bytes with many exception types (see load_checkpoint).
-        raise _unreadable(path, exc) from None
+        raise _unreadable(path, raw, exc) from None
     if isinstance(payload, Mapping) and isinstance(payload.get("state_dict"), Mapping):
         payload = payload["state_dict"]
     if not isinstance(payload, Mapping) or not all(
@@ -177,9 +181,9 @@ def read_ofa_state(path: Path) -> tuple[dict[str, Tensor], str]:
     return dict(payload), hashlib.sha256(raw).hexdigest()
 
 
-def _unreadable(path: Path, exc: Exception) -> OfaImportError:
+def _unreadable(path: Path, raw: bytes, exc: Exception) -> OfaImportError:
     return OfaImportError(
-        f"{path} is truncated, corrupt or not a PyTorch file ({type(exc).__name__}): download "
+        f"{path} is not a readable PyTorch file ({torch_load_failure(raw[:512], exc)}): download "
         f"it again; {_FIX}"
     )
 

@@ -89,6 +89,14 @@ def _bad_files(files: dict[str, Path]) -> dict[str, tuple[Callable[[Path], Path]
         path.write_bytes(data[: len(data) // 2])
         return path
 
+    def html(path: Path) -> Path:  # what a download blocked by a login page leaves
+        path.write_text("<!DOCTYPE html>\n<html><body>Sign in</body></html>")
+        return path
+
+    def random_bytes(path: Path) -> Path:  # torch's unpickler said it held objects to trust
+        path.write_bytes(bytes(range(7, 107)))
+        return path
+
     def other(path: Path) -> Path:
         torch.save({"weight": torch.zeros(3), "bias": torch.zeros(3)}, path)
         return path
@@ -117,7 +125,9 @@ def _bad_files(files: dict[str, Path]) -> dict[str, tuple[Callable[[Path], Path]
         "other": (other, "is not an OFA MobileNetV3 supernet"),
         "no-state-dict": (no_state, "holds no state dict (a list)"),
         "pickled-object": (pickled_object, "holds objects other than tensors"),
-        "truncated": (truncated, "is truncated, corrupt or not a PyTorch file"),
+        "truncated": (truncated, "is not a readable PyTorch file (truncated or damaged)"),
+        "html": (html, "(a text file starting '<!DOCTYPE html>', not a PyTorch file)"),
+        "random-bytes": (random_bytes, "(not a PyTorch file: it is neither a zip archive nor"),
         "unknown-key": (
             _edit(w10, extra),
             "unknown key 'blocks.3.conv.depth_conv.conv.3to1_matrix'",
@@ -145,6 +155,8 @@ CASES = [
     "no-state-dict",
     "pickled-object",
     "truncated",
+    "html",
+    "random-bytes",
     "unknown-key",
     "missing-key",
     "shape",

@@ -142,9 +142,12 @@ def test_foreign_or_corrupt_files_are_refused(tmp_path: Path) -> None:
     torch.save({"format": "edgenas.supernet/1", "model": {}}, foreign)
     damaged = tmp_path / "damaged.pt"
     torch.save({"format": PREDICTOR_FORMAT, "space": SPACE.to_dict()}, damaged)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(foreign.read_bytes()[:200])
     cases = [
         (tmp_path / "missing.pt", "not found"),
-        (garbage, "corrupt"),
+        (garbage, r"corrupt or not a torch file \(not a PyTorch file: it is neither a zip"),
+        (truncated, r"corrupt or not a torch file \(truncated or damaged\): fit it again"),
         (foreign, "not an accuracy predictor"),
         (damaged, "damaged"),
     ]

@@ -201,11 +201,54 @@ def test_a_truncated_or_foreign_file_is_named_so(tmp_path: Path) -> None:
     )
     with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
         load_checkpoint(path)
-    path.write_text('{"format": "edgenas.space/1"}')  # a run folder's space.json, say
+    path.write_bytes(pickle.dumps(Path("x"), protocol=2))  # a pickle of a Python object
     with pytest.raises(CheckpointError) as info:
         load_checkpoint(path)
     assert "besides tensors and plain containers" in str(info.value)
     assert "weights_only" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("content", "why"),
+    [
+        # a run folder's space.json given as the checkpoint: torch's legacy unpickler said
+        # it held Python objects
+        (
+            b'{"format": "edgenas.space/1"}',
+            'a text file starting \'{"format": "edgenas.space/1"}\', not a PyTorch file',
+        ),
+        (b"x,y\n1,2\n", "a text file starting 'x,y', not a PyTorch file"),
+        (
+            b"\x00\xff\x10binary",
+            "not a PyTorch file: it is neither a zip archive nor a pickle",
+        ),  # '101' before
+        (b"", "the file is empty"),
+    ],
+)
+def test_a_file_that_is_no_pytorch_file_is_named_so(
+    tmp_path: Path, content: bytes, why: str
+) -> None:
+    path = tmp_path / "supernet.pt"
+    path.write_bytes(content)
+    message = (
+        f"checkpoint {path} is corrupt or not an edgenas checkpoint ({why}): retrain or restore it"
+    )
+    with pytest.raises(CheckpointError, match=f"^{re.escape(message)}$"):
+        load_checkpoint(path)
+
+
+def test_a_zip_archive_cut_short_is_named_so_at_any_length(
+    tmp_path: Path, small_payload: dict[str, Any]
+) -> None:
+    # Cut further in, miniz's "failed finding central directory. This is an internal miniz
+    # error. If yo" reached the user.
+    path = tmp_path / "supernet.pt"
+    save_checkpoint(path, small_payload)
+    good = path.read_bytes()
+    for length in (4, 100, len(good) // 3, len(good) // 2, len(good) - 10):
+        path.write_bytes(good[:length])
+        with pytest.raises(CheckpointError, match=r"\(truncated or damaged\): retrain"):
+            load_checkpoint(path)
 
 
 def test_random_bytes(tmp_path: Path) -> None:

@@ -98,9 +98,17 @@ def test_a_file_that_is_not_ofas_predictor_is_one_line(
 def test_a_corrupt_or_missing_file_is_one_line(pth: Path, tmp_path: Path) -> None:
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(pth.read_bytes()[:5000])
-    with pytest.raises(AccuracyPredictorError, match="corrupt or not a torch file") as err:
+    with pytest.raises(
+        AccuracyPredictorError, match=r"corrupt or not a torch file \(unexpected EOF, expected"
+    ) as err:
         load_ofa_accuracy_predictor(truncated, get_space(SPACE))
     _one_line(err)
+    html = tmp_path / "acc_predictor.pth"  # what a download blocked by a login page leaves
+    html.write_text("<!DOCTYPE html>\n<html>")
+    with pytest.raises(
+        AccuracyPredictorError, match=r"\(a text file starting '<!DOCTYPE html>', not a PyTorch"
+    ):
+        load_ofa_accuracy_predictor(html, get_space(SPACE))
     with pytest.raises(AccuracyPredictorError, match="not found"):
         load_ofa_accuracy_predictor(tmp_path / "absent.pth", get_space(SPACE))
 
