@@ -238,11 +238,20 @@ def load_npz(path: Path, *, image_size: int | None) -> RawDataset:
 
     `x` is uint8, or float in [0, 1] (integers within 0..255 are accepted too).
     """
+    if path.is_dir():
+        raise DataError(f"{path} is a folder: give the path of a .npz file with x and y")
     if not path.is_file():
         raise DataError(f"{path} does not exist: give the path of a .npz file with x and y")
+    with path.open("rb") as f:
+        zipped = f.read(4) == b"PK\x03\x04"
+    if not zipped:  # np.load would try a .npy, or a pickle and advise trusting it
+        raise DataError(
+            f"{path} is not a .npz file (an empty file, or not a zip archive as np.savez writes): "
+            "give one written by np.savez, or re-create it if it is damaged"
+        )
     try:
         archive = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise DataError(
             f"{path} is not a readable .npz file ({one_line(exc, limit=80)}): give one written "
             "by np.savez, or re-create it if it is damaged"
@@ -277,6 +286,20 @@ def load_npz(path: Path, *, image_size: int | None) -> RawDataset:
         )
     if num_classes < 2:
         raise DataError(f"{path}: labels name only {num_classes} class, need at least 2")
+    # Every class needs training images, as in a folder layout: a class without any cannot be
+    # learnt, and a stray huge label would make a classifier (and names) of that many classes.
+    trained = np.unique(y)
+    if len(trained) < num_classes:
+        gap = next((i for i, label in enumerate(trained.tolist()) if label != i), len(trained))
+        if names is not None:
+            raise DataError(
+                f"{path}: no image in 'y' has label {gap} (class_names[{gap}] = {names[gap]!r}): "
+                "give every named class training images, or drop its name"
+            )
+        raise DataError(
+            f"{path}: no image in 'y' has label {gap}, though the labels go up to {max_label}: "
+            "number the classes 0..K-1, each with training images"
+        )
     height, width = x.shape[2:]
     if image_size is None:
         if height != width:
@@ -360,6 +383,8 @@ def _npz_labels(y: npt.NDArray[Any], key: str, n: int, path: Path) -> npt.NDArra
         raise DataError(f"{path}: '{key}' has dtype {y.dtype}; store integer class indices")
     if y.min() < 0:
         raise DataError(f"{path}: '{key}' holds negative labels; use class indices 0..K-1")
+    if int(y.max()) > np.iinfo(np.int64).max:  # uint64: astype would wrap it negative
+        raise DataError(f"{path}: '{key}' holds label {int(y.max())}; use class indices 0..K-1")
     return y.astype(np.int64)
 
 

@@ -344,6 +344,60 @@ def test_npz_errors(tmp_path: Path) -> None:
         load_data(str(tmp_path / "missing.npz"))
 
 
+def test_npz_labels_must_number_classes_with_training_images(tmp_path: Path) -> None:
+    # A class gap trained a class nobody taught, a label of 10**12 a classifier (and a tuple
+    # of names) of that many classes: the process was killed (data audit).
+    x = np.zeros((12, 4, 4), dtype=np.uint8)
+    y = np.arange(12) % 3
+    with pytest.raises(
+        DataError,
+        match=r"no image in 'y' has label 1, though the labels go up to 2: number the classes",
+    ):
+        load_data(_npz(tmp_path / "gap.npz", x=x, y=np.where(y == 1, 2, y)))
+    with pytest.raises(
+        DataError, match=r"no image in 'y' has label 3, though the labels go up to 5"
+    ):
+        load_data(_npz(tmp_path / "test.npz", x=x, y=y, x_test=x[:2], y_test=np.array([3, 5])))
+    huge = y.astype(np.int64)
+    huge[0] = 10**12
+    with pytest.raises(
+        DataError, match=r"no image in 'y' has label 3, though the labels go up to 1000000000000"
+    ):
+        load_data(_npz(tmp_path / "huge.npz", x=x, y=huge))
+    with pytest.raises(
+        DataError, match=r"has label 2 \(class_names\[2\] = 'c'\): give every named"
+    ):
+        load_data(_npz(tmp_path / "named.npz", x=x, y=y % 2, class_names=np.array(["a", "b", "c"])))
+    wraps = y.astype(np.uint64)
+    wraps[0] = 2**63
+    with pytest.raises(DataError, match=r"'y' holds label 9223372036854775808; use class indices"):
+        load_data(_npz(tmp_path / "wraps.npz", x=x, y=wraps))
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda p: p.write_bytes(b""),  # np.load's EOFError came out as a bare "aborted"
+        lambda p: p.write_text("x,y\n1,2\n"),  # numpy advised trusting a pickle
+        lambda p: np.save(p, np.zeros(3)),  # a .npy under the wrong name
+    ],
+    ids=["empty", "text", "npy"],
+)
+def test_a_file_that_is_no_npz_is_named_so(tmp_path: Path, make: Callable[[Path], object]) -> None:
+    path = tmp_path / "data.npz"
+    make(path)
+    if not path.exists():  # np.save appends .npy
+        path.with_name("data.npz.npy").rename(path)
+    with pytest.raises(
+        DataError, match=r"data\.npz is not a \.npz file \(an empty file, or not a zip"
+    ):
+        load_data(str(path))
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(DataError, match=r"data\.npz is a folder: give the path of a \.npz file"):
+        load_data(str(path))
+
+
 @pytest.mark.parametrize("save", [np.savez, np.savez_compressed])
 def test_a_corrupt_npz_is_a_data_error_saying_to_recreate_it(
     tmp_path: Path, save: Callable[..., None]
