@@ -21,6 +21,7 @@ from once_for_all.data import (
     stream_image_folder,
 )
 from once_for_all.data.image_stream import hold_in_memory
+from once_for_all.data.source_digest import source_digest
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.evaluation import BN_IMAGES
@@ -46,6 +47,9 @@ class CheckpointMetadata(TypedDict, total=False):
     imported: dict[str, Any]  # imported weights (ofa_import): their source, file and sha256
     # the supernet training started from (transfer.InitialWeights.record): path, sha256, ...
     init_from: dict[str, Any]
+    # what data.source held when training started (data.source_digest): the commands after
+    # it refuse a source that changed since (not in checkpoints before it was recorded)
+    source_digest: str
 
 
 class CheckpointBody(CheckpointMetadata):
@@ -236,6 +240,7 @@ def load_training_data(
         bundle = _stream_recorded(path, payload, folder=folder, reads=reads, workers=None)
         return hold_in_memory(bundle, train=reads.bn, val=reads.val, test=reads.test)
     settings = data_settings(payload, path, folder=folder, reads=reads)
+    _check_source(payload, settings, path)
     trained = DataSpec.from_dict(payload["data_spec"])
     imported = "data" not in payload
     if imported:
@@ -273,6 +278,21 @@ def _check_spec(
             )
 
 
+def _check_source(payload: CheckpointDocument, settings: dict[str, Any], path: str | Path) -> None:
+    """Refuse a data source whose files changed since training (``source_digest``): its
+    validation split, drawn from the training images, would hold images training saw."""
+    recorded = payload.get("source_digest")
+    if recorded is None:
+        return
+    source = str(settings.get("source"))
+    if source_digest(source) != recorded:
+        raise CheckpointError(
+            f"the data at {source} changed since {path} was trained on it (files added, "
+            "removed or rewritten): its validation split would now hold other images, some "
+            "of them training images; restore that data, or train a supernet on the new data"
+        )
+
+
 def open_training_data(
     path: str | Path,
     payload: CheckpointDocument,
@@ -305,6 +325,7 @@ def _stream_recorded(
     hold-out) and normalisation, its test split bounded by ``reads.test`` (0: all of it),
     checked against the checkpoint's data spec; ``folder`` (--data), if given, must be it."""
     settings = data_settings(payload, path, folder=folder, reads=reads)
+    _check_source(payload, settings, path)
     bundle = stream_image_folder(
         Path(settings["source"]).expanduser(),
         image_size=settings["image_size"],

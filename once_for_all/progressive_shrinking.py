@@ -264,11 +264,15 @@ def epoch_seed(seed: int, phase: int, epoch: int) -> int:
 
 
 def changed_data(
-    payload: CheckpointDocument, spec: dict[str, object], settings: dict[str, Any] | None
+    payload: CheckpointDocument,
+    spec: dict[str, object],
+    settings: dict[str, Any] | None,
+    digest: str | None = None,
 ) -> str:
     """How the data of a resumed run differs from its checkpoint's, in words (empty: it does
     not): the data settings (``load_data``'s keyword arguments) that changed, where the caller
-    gives them and the checkpoint records them; else the fields of the data spec."""
+    gives them and the checkpoint records them; the files of the source, where both record
+    their ``source_digest``; else the fields of the data spec."""
     saved = payload.get("data")
     if settings is not None and saved is not None:
         # The same data may sit in another folder on the machine a run resumes on; the spec
@@ -281,6 +285,10 @@ def changed_data(
         ]
         if moved:
             return "; ".join(moved)
+    recorded = payload.get("source_digest")
+    if digest is not None and recorded is not None and digest != recorded:
+        # a streamed folder's spec is its fixed settings: only the listing tells
+        return "the files of its data.source were added, removed or rewritten"
     saved_spec = payload["data_spec"]
     fields = [k for k in saved_spec.keys() | spec.keys() if saved_spec.get(k) != spec.get(k)]
     return f"its data spec's {', '.join(sorted(fields))} differ" if fields else ""
@@ -438,7 +446,12 @@ class ProgressiveShrinkingTrainer:
                 f"checkpoint {self.checkpoint} was made with a different training schedule: "
                 "resume with the same recipe, or train into another output folder"
             )
-        changed = changed_data(payload, self.data.spec.to_dict(), self.metadata.get("data"))
+        changed = changed_data(
+            payload,
+            self.data.spec.to_dict(),
+            self.metadata.get("data"),
+            self.metadata.get("source_digest"),
+        )
         if changed:
             raise CheckpointError(
                 f"checkpoint {self.checkpoint} was made with different data ({changed}): "

@@ -24,6 +24,7 @@ from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTr
 from once_for_all.checkpoint import CheckpointMetadata
 from once_for_all.data import DataBundle, StreamBundle, load_data, stream_image_folder
 from once_for_all.data.image_stream import streams
+from once_for_all.data.source_digest import source_digest
 from once_for_all.distributed import (
     World,
     barrier,
@@ -156,6 +157,8 @@ def _train(
     torch.manual_seed(config.seed)  # initial weights (with init_from: the new classifier's)
     supernet = OFAMobileNetV3(space)
     metadata: CheckpointMetadata = {"recipe": recipe.model_dump(mode="json"), "data": settings}
+    if (digest := source_digest(str(settings["source"]))) is not None:
+        metadata["source_digest"] = digest
     if isinstance(data, StreamBundle):
         metadata["streamed"] = True
     if init is not None:

@@ -19,6 +19,7 @@ import torch
 import yaml
 
 from once_for_all import get_space, load_checkpoint
+from once_for_all.data.source_digest import source_digest
 from tests.edgenas.conftest import MICRO_RECIPE
 from tests.support.cli_here import edgenas_here
 
@@ -159,11 +160,17 @@ def test_own_data_trains_once_the_space_fits_it(tmp_path: Path) -> None:
     proc = run("train", path, "--out", tmp_path / "run")
     # output captured, not a terminal: each epoch's progress as plain lines
     assert re.search(r"^train: full epoch 1/1 \d+/\d+ \(100%\), 0:\d\d elapsed$", proc.stderr, re.M)
-    space = load_checkpoint(tmp_path / "run" / "supernet.pt")["space"]
+    payload = load_checkpoint(tmp_path / "run" / "supernet.pt")
+    space = payload["space"]
     assert (space["in_channels"], space["num_classes"]) == (3, 5)
     assert get_space(str(tmp_path / "run" / "space.json")).id == space["id"]
     result = json.loads(run("eval", tmp_path / "run" / "supernet.pt", "--json").stdout)
     assert result["subnet"]["space"] == space["id"] != get_space("mbv3-tiny").id
+    # the data file's content is recorded, and data rewritten since is refused (data audit)
+    assert payload.get("source_digest") == source_digest(str(tmp_path / "mine.npz"))
+    np.savez(tmp_path / "mine.npz", x=images[::-1].astype(np.uint8), y=labels[::-1])
+    proc = run("eval", tmp_path / "run" / "supernet.pt", check=False)
+    _assert_one_line_error(proc, f"the data at {tmp_path / 'mine.npz'} changed since")
 
 
 def test_training_refused_by_its_data_leaves_no_folder(tmp_path: Path) -> None:

@@ -7,8 +7,9 @@ import os
 import pickle
 import random
 import re
+import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import torch
@@ -22,8 +23,16 @@ from once_for_all import (
     load_checkpoint,
     load_supernet,
 )
-from once_for_all.checkpoint import CHECKPOINT_FORMAT, save_checkpoint
-from once_for_all.data import DataBundle, DataSpec
+from once_for_all.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointDocument,
+    load_training_data,
+    open_training_data,
+    save_checkpoint,
+)
+from once_for_all.data import DataBundle, DataSpec, load_data
+from once_for_all.data.source_digest import source_digest
+from tests.support.imagenet_folder import wnid, write_imagenet_folder
 
 if TYPE_CHECKING:
     from conftest import SpaceCase
@@ -360,3 +369,45 @@ def test_load_supernet_refuses_an_invalid_payload(
             match=f"^checkpoint {re.escape(str(path))} does not hold a valid supernet \\(",
         ):
             load_supernet(path)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, streamed: bool) -> None:
+    # One image added to the folder moved the validation split drawn from its training
+    # images: eval and search scored subnets on images training saw, without a word; resume
+    # refused it (data audit).
+    folder = write_imagenet_folder(tmp_path / "photos", classes=2, per_class=6, size=(20, 20))
+    settings: dict[str, Any] = {
+        "source": str(folder),
+        "image_size": 16,
+        "val_size": 4,
+        "seed": 0,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+    }
+    data = load_data(**settings)
+    payload = cast(
+        CheckpointDocument,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "data": settings,
+            "data_spec": data.spec.to_dict(),
+            "source_digest": source_digest(str(folder)),
+            **({"streamed": True} if streamed else {}),
+        },
+    )
+    path = tmp_path / "supernet.pt"
+    assert len(open_training_data(path, payload).val) == 4  # the same files: read as trained
+    extra = folder / "train" / wnid(0) / "extra.JPEG"
+    shutil.copy(next((folder / "train" / wnid(1)).iterdir()), extra)
+    message = (
+        f"the data at {folder} changed since {path} was trained on it (files added, removed or "
+        "rewritten): its validation split would now hold other images"
+    )
+    for read in (open_training_data, load_training_data):
+        with pytest.raises(CheckpointError, match=f"^{re.escape(message)}"):
+            read(path, payload)
+    extra.unlink()  # restored: read again
+    assert len(load_training_data(path, payload).val) == 4
+    os.utime(folder / "train" / wnid(1), ns=(0, 0))  # copied elsewhere: other times, same data
+    assert source_digest(str(folder)) == payload["source_digest"]
