@@ -5,12 +5,14 @@ predicted and measured to be on each device, how big it is and how to feed it.""
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
 from export.errors import ExportError
 from export.formats import AUTO_SPLIT_GROUPS, ModelFormat, Precision
+from once_for_all.data.transforms import CROP_FRACTION
 from once_for_all.files import read_json, write_text
 
 # 2: files say how their runtime runs them; devices give speed-ups and a recommended file.
@@ -306,12 +308,20 @@ def card_markdown(card: CardDocument) -> str:
     if not card["latency"]:
         lines.append("- no device measured (pass --device NAME)")
     data = card["data"]
+    r = subnet["r"]
+    if data.get("resize") == "center-crop":  # cards before it was recorded: bilinear
+        resized = (
+            f"resized (bilinear) so that the shorter side is {math.ceil(r / CROP_FRACTION)} px and "
+            f"centre-cropped to {r}x{r} (OFA's evaluation transform)"
+        )
+    else:
+        resized = f"resized (bilinear) to {r}x{r}"
     lines += [
         "",
         "## Input",
         "",
-        f"Images of `{data['name']}`: {data['channels']} channel(s), resized (bilinear) to "
-        f"{subnet['r']}x{subnet['r']}, then `x = (pixel / 255 - mean) / std` per channel with "
+        f"Images of `{data['name']}`: {data['channels']} channel(s), {resized}, "
+        f"then `x = (pixel / 255 - mean) / std` per channel with "
         f"mean {data['mean']} and std {data['std']}. Output: {data['num_classes']} logits "
         f"({', '.join(data['class_names'][:10])}{', ...' if data['num_classes'] > 10 else ''}).",
         "",

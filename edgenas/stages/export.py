@@ -35,6 +35,7 @@ from export.formats import (
     kernel_isa,
 )
 from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
+from once_for_all.data.transforms import CROP_FRACTION
 
 if TYPE_CHECKING:
     import torch
@@ -472,6 +473,14 @@ def _no_predictor(device: str, subnet: Subnet, profiles: Path) -> str:
     )
 
 
+def input_resize(data: DataBundle) -> str:
+    """How an image becomes the model's input, as the subnet was trained and evaluated:
+    photos read with OFA's transforms (a streamed folder, an imported supernet's, a folder
+    read with resize: center-crop) are resized so that their shorter side is r / 0.875 and
+    centre-cropped ("center-crop"); anything else is resized whole to r x r ("bilinear")."""
+    return "center-crop" if data.train_transforms == "ofa" else "bilinear"
+
+
 def _metadata(
     space: SearchSpace, subnet: Subnet, data: DataBundle, predicted: dict[str, float | None]
 ) -> dict[str, str]:
@@ -485,7 +494,8 @@ def _metadata(
                 "layout": "NCHW",
                 "shape": [1, data.spec.channels, r, r],
                 "dtype": "float32",
-                "resize": "bilinear",
+                "resize": input_resize(data),
+                **({"crop_fraction": CROP_FRACTION} if input_resize(data) == "center-crop" else {}),
             }
         ),
         "edgenas.normalization": json.dumps(
@@ -682,7 +692,7 @@ def _card(
         "finetune": job.finetune.__dict__
         if job.finetune.epochs or job.finetune.qat_epochs
         else None,
-        "data": data.spec.to_dict(),
+        "data": {**data.spec.to_dict(), "resize": input_resize(data)},
         "macs": costs["macs"],
         "params": costs["params"],
         "peak_activation_bytes": costs["peak_activation_bytes"],

@@ -186,7 +186,10 @@ def test_onnx_metadata_describes_the_model(exported: Path) -> None:
     assert json.loads(metadata["edgenas.subnet"]) == card["subnet"]
     assert metadata["edgenas.space"] == TINY.id
     assert json.loads(metadata["edgenas.normalization"])["mean"] == card["data"]["mean"]
-    assert json.loads(metadata["edgenas.input"])["shape"] == [1, 1, 28, 28]
+    described = json.loads(metadata["edgenas.input"])
+    assert described["shape"] == [1, 1, 28, 28] and described["resize"] == "bilinear"
+    assert card["data"]["resize"] == "bilinear"
+    assert "1 channel(s), resized (bilinear) to 28x28, then" in (exported / "card.md").read_text()
     assert json.loads(metadata["edgenas.accuracy"])["fp32"] == pytest.approx(
         card["accuracy"]["fp32"]
     )

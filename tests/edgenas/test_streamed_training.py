@@ -16,6 +16,7 @@ from rich.console import Console
 
 from edgenas.recipe import RecipeError, load_recipe
 from edgenas.stages.train import TrainOptions, train
+from export import read_onnx_metadata
 from once_for_all import evaluate_subnet, load_checkpoint, load_supernet
 from once_for_all.checkpoint import FolderReads, load_training_data, open_training_data
 from once_for_all.data import DataError, StreamBundle, StreamLoader, image_stream, normalize
@@ -121,3 +122,23 @@ def test_eval_of_a_streamed_supernet_streams_with_progress(streamed_run: Path) -
 def test_a_bad_stream_choice_is_refused(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="stream"):
         load_recipe(_recipe(tmp_path, {"source": str(folder), "stream": "disk"}))
+
+
+def test_export_of_a_streamed_supernet_describes_its_centre_crop(
+    streamed_run: Path, tmp_path: Path
+) -> None:
+    # The card and the ONNX metadata said "resized (bilinear) to 32x32": a deployment would
+    # feed whole photos squashed to the input, where the subnet was trained and scored on
+    # centre crops (data audit).
+    out = tmp_path / "export"
+    args = ["--subnet", "max", "--format", "onnx", "--no-verify", "--out", out]
+    result = edgenas_here("export", "--supernet", streamed_run, *args)
+    assert result.returncode == 0, result.stderr
+    card = json.loads((out / "card.json").read_text())
+    assert card["data"]["resize"] == "center-crop"
+    assert (
+        "resized (bilinear) so that the shorter side is 37 px and centre-cropped to 32x32 "
+        "(OFA's evaluation transform)"
+    ) in (out / "card.md").read_text()
+    described = json.loads(read_onnx_metadata(out / "model.onnx")["edgenas.input"])
+    assert (described["resize"], described["crop_fraction"]) == ("center-crop", 0.875)
