@@ -21,7 +21,9 @@ from once_for_all.data.splits import TEST_HOLDOUT_SEED, spread_sample
 from once_for_all.data.transforms import GRAY_MODES, Resize, resize_image, to_channels
 from once_for_all.errors import one_line
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+# What Pillow reads (its wheels carry WebP and TIFF); anything else in a class folder
+# (.DS_Store, README.txt, Thumbs.db) is not an image of the class.
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # The held-out split's folder: edgenas's name, then ImageNet's.
 HELD_OUT_NAMES = ("test", "val")
 _FOLDER_LAYOUT = (
@@ -185,7 +187,8 @@ def _image_files(
             found = sorted(
                 Path(e.path)
                 for e in entries
-                if e.is_file()
+                # a link whose target is gone is an image that cannot be read, not no image
+                if (e.is_file() or e.is_symlink())
                 and not e.name.startswith(".")
                 and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
             )

@@ -228,6 +228,21 @@ def test_image_folder_flat_grayscale(tmp_path: Path) -> None:
     assert torch.equal(again.test.images, bundle.test.images)
 
 
+def test_webp_and_tiff_images_count_and_a_broken_link_is_refused(tmp_path: Path) -> None:
+    # Both were left out without a word: a class lost its WebP and TIFF images, and a link
+    # whose target was gone was skipped where any other unreadable image is refused (data
+    # audit).
+    _write_images(tmp_path / "a", 4, "L", (8, 8), 0)
+    _write_images(tmp_path / "b", 4, "L", (8, 8), 100)
+    Image.new("L", (8, 8), 30).save(tmp_path / "a" / "photo.webp")
+    Image.new("L", (8, 8), 60).save(tmp_path / "b" / "scan.TIFF")
+    bundle = load_data(str(tmp_path), val_size=0)
+    assert len(bundle.train) + len(bundle.test) == 10
+    (tmp_path / "a" / "gone.png").symlink_to(tmp_path / "elsewhere.png")
+    with pytest.raises(DataError, match=r"gone\.png"):
+        load_data(str(tmp_path), val_size=0)
+
+
 def test_image_folder_train_test_layout_mixed_modes(tmp_path: Path) -> None:
     _write_images(tmp_path / "train" / "a", 4, "L", (10, 10), 0)
     _write_images(tmp_path / "train" / "b", 4, "RGB", (10, 10), 50)
