@@ -342,6 +342,12 @@ class Backend:
     name = ""
     package = ""
     version = ""
+    # The accelerator the device asked for (a delegate or an execution provider that is not
+    # the CPU's own), and how many of a loaded model's ops it took (its placement).
+    accelerator: str | None = None
+
+    def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
+        return None
 
     def load(self, path: str) -> LoadedModel:
         raise NotImplementedError
@@ -430,6 +436,13 @@ class OnnxRuntimeBackend(Backend):
         self.provider_list = [
             (p, job.provider_options[p]) if p in job.provider_options else p for p in self.providers
         ]
+        if self.providers[0] != "CPUExecutionProvider":
+            self.accelerator = self.providers[0]
+
+    def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
+        if placement is None or self.accelerator is None:
+            return None
+        return int(placement["nodes"].get(self.accelerator, 0))
 
     def close(self) -> None:
         if self.tmpdir is not None:
@@ -625,6 +638,7 @@ class TfliteBackend(Backend):
         self.delegate_options = job.delegate_options
         self.library: str | None = None
         if self.delegate.startswith("external:"):
+            self.accelerator = f"delegate {self.delegate}"
             self.library = self.delegate[len("external:") :]
             if not os.path.isfile(self.library):
                 raise RunnerError(
@@ -635,6 +649,11 @@ class TfliteBackend(Backend):
                     "use delegate xnnpack or none",
                     status=3,
                 )
+
+    def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
+        if placement is None or self.accelerator is None:
+            return None
+        return int(placement["delegated_nodes"])
 
     def _interpreter_options(self) -> dict[str, Any]:
         """XNNPACK is LiteRT's default delegate: ``none`` and an external delegate turn it off
@@ -1150,6 +1169,23 @@ def run_job(job: Job, root: str = "/") -> dict[str, Any]:
         backend.close()
 
 
+def _check_accelerated(backend: Backend, loaded: Sequence[LoadedModel]) -> None:
+    """Refuse a job whose requested accelerator took none of any model's ops: every time
+    would be the CPU's, under the accelerator's name. A model it takes none of among models
+    it takes is a warning (an op it lacks, e.g. in a small block)."""
+    counts = [backend.accelerated_ops(model.placement) for model in loaded]
+    if backend.accelerator is None or not counts or any(c is None or c > 0 for c in counts):
+        return
+    raise RunnerError(
+        "fallback",
+        f"{backend.accelerator} took none of the ops of the {len(loaded)} model(s): all of "
+        "them ran on the CPU, which is not what this device's profile asks to measure; check "
+        "that the accelerator is there and supports these ops, or measure on the CPU "
+        "(onnxruntime providers: [cpu]; TFLite delegate: xnnpack)",
+        status=3,
+    )
+
+
 def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict[str, Any]:
     throttled_before = throttle_count(root)
     loaded = []
@@ -1163,6 +1199,7 @@ def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict
         loaded.append(model)
         warnings.extend(model.warnings)
         peaks.append(max(after - before, 0) if before is not None and after is not None else None)
+    _check_accelerated(backend, loaded)
     rng = random.Random(job.seed)
     indices = list(range(len(job.models)))
     times, order = measure_interleaved(loaded, indices, job.runs, job.rounds, rng)

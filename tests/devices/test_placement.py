@@ -7,6 +7,7 @@ providers this onnxruntime build lacks (CUDA) and missing delegate libraries giv
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,57 @@ def test_fingerprint_names_a_non_default_accelerator() -> None:
     assert default.same_target(xnnpack) and not default.same_target(off)
     cpu = _local(providers=["cpu"]).fingerprint()
     assert cpu.accelerator == "" and cpu.same_target(LocalDevice().fingerprint())
+
+
+# A real TFLite external delegate (the plugin ABI LiteRT's load_delegate calls) whose Prepare
+# claims no node: as a delegate for an accelerator these ops are not for behaves.
+NO_NODE_DELEGATE = r"""
+#include <stdint.h>
+#include <stdlib.h>
+typedef struct TfLiteDelegate {
+  void* data_;
+  int (*Prepare)(void* context, struct TfLiteDelegate* delegate);
+  void* CopyFromBufferHandle;
+  void* CopyToBufferHandle;
+  void* FreeBufferHandle;
+  int64_t flags;
+  void* opaque_delegate_builder;
+} TfLiteDelegate;
+static int prepare(void* context, TfLiteDelegate* delegate) { return 0; }
+TfLiteDelegate* tflite_plugin_create_delegate(char** keys, char** values, size_t n,
+                                              void (*report_error)(const char*)) {
+  TfLiteDelegate* d = calloc(1, sizeof(TfLiteDelegate));
+  d->Prepare = prepare;
+  return d;
+}
+void tflite_plugin_destroy_delegate(TfLiteDelegate* d) { free(d); }
+"""
+
+
+def test_an_accelerator_that_takes_no_op_of_any_model_fails_the_call(
+    tmp_path: Path, models: Models, tflite_models: list[Path]
+) -> None:
+    # It was a warning per model: a whole table of CPU times was written under the
+    # accelerator's name, exit 0 (device audit).
+    source = tmp_path / "no_node_delegate.c"
+    source.write_text(NO_NODE_DELEGATE)
+    library = tmp_path / "libno_node_delegate.so"
+    compiled = subprocess.run(
+        ["cc", "-shared", "-fPIC", "-o", str(library), str(source)], capture_output=True
+    )
+    assert compiled.returncode == 0, compiled.stderr
+    device = _local(runtime="tflite", delegate=f"external:{library}")
+    with pytest.raises(DeviceError) as info:
+        device.measure(tflite_models)
+    assert str(info.value) == (
+        f"device 'here': delegate external:{library} took none of the ops of the "
+        f"{len(tflite_models)} model(s): all of them ran on the CPU, which is not what this "
+        "device's profile asks to measure; check that the accelerator is there and supports "
+        "these ops, or measure on the CPU (onnxruntime providers: [cpu]; TFLite delegate: "
+        "xnnpack)"
+    )
+    # onnxruntime's Azure provider (in every build) runs no conv
+    assert "AzureExecutionProvider" in ort.get_available_providers()
+    device = _local(providers=["AzureExecutionProvider", "cpu"])
+    with pytest.raises(DeviceError, match=r"^device 'here': AzureExecutionProvider took none"):
+        device.measure([models.conv, models.fc])
