@@ -1,6 +1,7 @@
-"""Ctrl-C held back while a converter's native code runs: interrupted inside, LiteRT's
-converter and quantizer crashed (a segmentation fault once in four tries), so the export's
-own clean-up (its staging folder) never ran. The interrupt is delivered when the step ends."""
+"""Ctrl-C (and SIGTERM, which edgenas's commands take as Ctrl-C) held back while a
+converter's native code runs: interrupted inside, LiteRT's converter and quantizer crashed (a
+segmentation fault once in four tries), so the export's own clean-up (its staging folder)
+never ran. The interrupt is delivered when the step ends."""
 
 from __future__ import annotations
 
@@ -10,11 +11,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
+from once_for_all.stop_signals import STOP_SIGNALS, deliver
+
 
 @contextmanager
 def interrupt_after_step() -> Iterator[None]:
-    """Hold SIGINT for the block, then raise ``KeyboardInterrupt`` if one came. Outside the
-    main thread (where Python delivers signals) it does nothing."""
+    """Hold SIGINT and SIGTERM for the block, then deliver the first that came as it would
+    have been delivered (its handler, or its default action). Outside the main thread (where
+    Python delivers signals) it does nothing."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -23,10 +27,11 @@ def interrupt_after_step() -> Iterator[None]:
     def hold(signum: int, frame: FrameType | None) -> None:
         pending.append(signum)
 
-    previous = signal.signal(signal.SIGINT, hold)
+    previous = {sig: signal.signal(sig, hold) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
     if pending:
-        raise KeyboardInterrupt
+        deliver(pending[0], previous[signal.Signals(pending[0])])

@@ -30,7 +30,7 @@ from edgenas.console import err_console
 from once_for_all.errors import EdgenasError, Interrupted
 
 USER_ERROR_EXIT = 2
-INTERRUPTED_EXIT = 130  # the shell's code for a process ended by SIGINT
+INTERRUPTED_EXIT = 130  # the shell's code for a process ended by SIGINT (143: SIGTERM)
 
 # What each command has saved when Ctrl-C stops it, and how to continue. Printed with or
 # without --quiet (which silences progress, not this); `edgenas run` names its stage instead.
@@ -90,9 +90,10 @@ def budget_lists(values: list[str] | None) -> list[float | tuple[float, ...]] | 
 
 
 def interrupted(message: str) -> typer.Exit:
-    """Print Ctrl-C's one line and return the exit to raise."""
+    """Print Ctrl-C's one line and return the exit to raise: 130, or 143 for a SIGTERM, the
+    codes a shell gives a process those signals end."""
     err_console.print(escape(message), highlight=False, soft_wrap=True)
-    return typer.Exit(code=INTERRUPTED_EXIT)
+    return typer.Exit(code=128 + _ctrl_c.signum)
 
 
 class UserErrorsGroup(TyperGroup):
@@ -183,13 +184,18 @@ _REDELIVER_S = 0.05  # how long a lost Ctrl-C waits to be delivered again
 
 
 class _CtrlCHandler:
-    """SIGINT's handler under ``main()``: raises ``CtrlC`` and remembers that it did."""
+    """SIGINT's and SIGTERM's handler under ``main()``: raises ``CtrlC`` and remembers that it
+    did, and which signal. SIGTERM (``kill``, ``timeout``, a CI job cancelled, systemd) stops
+    a command as Ctrl-C does: its one line, and its clean-up, such as a device's temporary
+    folder; Python's default ended the process at once and left them."""
 
     def __init__(self) -> None:
         self.pressed = False
+        self.signum = int(signal.SIGINT)
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.pressed = True
+        self.signum = signum
         raise CtrlC
 
     def unraisable(self, previous: Callable[[Any], object]) -> Callable[[Any], object]:
@@ -226,6 +232,7 @@ def exit_130_on_ctrl_c() -> None:
     instead: raised inside a weak reference's callback (only printed), or cleared by a
     library; the first is raised again, the second still ends the command with the line."""
     signal.signal(signal.SIGINT, _ctrl_c)
+    signal.signal(signal.SIGTERM, _ctrl_c)
     sys.unraisablehook = _ctrl_c.unraisable(sys.unraisablehook)
 
 

@@ -44,6 +44,7 @@ from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import distributions, subnet_from_params, subnet_params
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.progress import Progress
+from once_for_all.stop_signals import STOP_SIGNALS, deliver
 from once_for_all.subnet import Subnet
 
 
@@ -210,8 +211,9 @@ class _RepairingLock(JournalFileSymlinkLock):
     def __init__(self, path: str) -> None:
         super().__init__(path)
         self._journal = Path(path)
-        self._sigint: Any = None  # SIGINT's own handler while the lock holds Ctrl-C back
-        self._interrupted = False
+        # SIGINT's and SIGTERM's own handlers while the lock holds them back (STOP_SIGNALS)
+        self._handlers: dict[signal.Signals, Any] | None = None
+        self._interrupted: int | None = None  # the first held signal
 
     def acquire(self) -> bool:
         # The pid of the process taking the lock now (a forked worker is not its parent).
@@ -236,7 +238,8 @@ class _RepairingLock(JournalFileSymlinkLock):
         finally:
             self._deliver_ctrl_c()
 
-    # Ctrl-C is held back from the lock's acquire to the end of its release, and raised then.
+    # Ctrl-C (and SIGTERM: STOP_SIGNALS) is held back from the lock's acquire to the end of its
+    # release, and delivered then.
     # Interrupted inside them, Optuna's release unlinked a renamed file that did not exist
     # (a FileNotFoundError in place of Ctrl-C, the lock left behind), its acquire released
     # a lock it might not hold (another writer's), and between the two the lock leaked. The
@@ -246,21 +249,23 @@ class _RepairingLock(JournalFileSymlinkLock):
     # held (flagged) or raised while no lock is held.
 
     def _hold_ctrl_c(self) -> None:
-        if threading.current_thread() is threading.main_thread() and self._sigint is None:
-            self._interrupted = False
-            self._sigint = signal.signal(signal.SIGINT, self._held)
+        if threading.current_thread() is threading.main_thread() and self._handlers is None:
+            self._interrupted = None
+            self._handlers = {sig: signal.signal(sig, self._held) for sig in STOP_SIGNALS}
 
     def _held(self, signum: int, frame: FrameType | None) -> None:
-        self._interrupted = True
+        if self._interrupted is None:
+            self._interrupted = signum
 
     def _deliver_ctrl_c(self) -> None:
-        sigint, self._sigint = self._sigint, None
-        if sigint is None:
+        handlers, self._handlers = self._handlers, None
+        if handlers is None:
             return
-        signal.signal(signal.SIGINT, sigint)
-        if self._interrupted:
-            self._interrupted = False
-            raise KeyboardInterrupt
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+        held, self._interrupted = self._interrupted, None
+        if held is not None:
+            deliver(held, handlers[signal.Signals(held)])
 
     def _remove_if_owner_died(self) -> None:
         try:

@@ -642,6 +642,38 @@ def test_ctrl_c_prints_one_line_even_when_quiet(
         assert lines[0] == INTERRUPTED[command]
 
 
+@pytest.mark.parametrize("command", ["profile", "export"])
+def test_sigterm_stops_a_command_as_ctrl_c_does_and_cleans_up(
+    command: str, trained: Path, tmp_path: Path
+) -> None:
+    # SIGTERM (kill, timeout, a cancelled CI job) ended the process at once: no line, exit
+    # 143, and the device runner's temporary folder left behind (device audit).
+    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch.mkdir()
+    args = [*command_args(command, trained, tmp_path), "--out", out, "--quiet"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgenas", *map(str, args)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**ENV, "EDGENAS_CACHE": str(tmp_path / "cache"), "TMPDIR": str(scratch)},
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 300
+    while not _holds_lock(proc.pid, out) and proc.poll() is None:
+        assert time.monotonic() < deadline, f"edgenas {command} never locked {out}"
+        time.sleep(0.01)
+    if command == "profile":  # once the runner is at work in its temporary folder
+        while not any(scratch.glob("edgenas-local-*")) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the local runner never started"
+            time.sleep(0.01)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 143, stderr
+    assert [line for line in stderr.splitlines() if line.strip()] == [INTERRUPTED[command]]
+    assert not [p.name for p in scratch.iterdir() if p.name.startswith("edgenas")]
+
+
 NOTE10_FILES = (
     "R_lookup_table.yaml from https://raw.githubusercontent.com/han-cai/files/master/ofa/note10/"
 )
