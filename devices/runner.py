@@ -1304,6 +1304,22 @@ class _ArgumentParser(argparse.ArgumentParser):
         raise RunnerError("bad-job", f"bad arguments: {message}")
 
 
+MIN_PYTHON = (3, 8)
+PYTHON_KEYS = "the device profile's python (local.python, or ssh.python on a board)"
+
+
+def check_python() -> None:
+    """Refuse a Python older than the runner needs, naming it: 3.7 read the whole file and
+    then asked for numpy. (3.6 and older cannot read it: the host names that SyntaxError.)"""
+    if sys.version_info < MIN_PYTHON:
+        raise RunnerError(
+            "environment",
+            f"Python {platform.python_version()} ({sys.executable}) is older than the runner "
+            f"needs ({MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer): set {PYTHON_KEYS} to a newer one",
+            status=3,
+        )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _ArgumentParser(description="Time model files and write JSON results.")
     parser.add_argument("--job", default="-", help="job JSON file, or - for stdin (default)")
@@ -1313,6 +1329,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         out = args.out
+        check_python()
         payload = run_job(read_job(args.job))
     except RunnerError as exc:
         payload, status = error_payload(exc.kind, exc.message), exc.status

@@ -186,6 +186,12 @@ def runner_failure(device: str, *, returncode: int, output: str, stderr: str) ->
         return DeviceError(f"device {device!r}: {_error_message(data)}")
     lines = [line for line in stderr.strip().splitlines() if line.strip()]
     last = lines[-1].strip() if lines else "no output"
+    if last.startswith("SyntaxError"):  # Python 3.6 or 2 cannot even read runner.py
+        return DeviceError(
+            f"device {device!r}: its Python cannot read the runner ({last}): the runner needs "
+            "Python 3.8 or newer; set the device profile's python (local.python, or ssh.python "
+            "on a board) to one"
+        )
     return DeviceError(f"device {device!r}: the runner failed (exit status {returncode}): {last}")
 
 

@@ -170,6 +170,39 @@ def test_python_that_runs_nothing(models: Models) -> None:
     )
 
 
+OLD_PYTHONS = Path.home() / ".pyenv" / "versions"  # this machine's image has 2.7 to 3.13
+
+
+@pytest.mark.parametrize(
+    ("version", "message"),
+    [
+        # read the file, then asked for numpy
+        (
+            "3.7",
+            r"^device 'dev': Python 3\.7\.\d+ \(.*\) is older than the runner needs \(3\.8 or "
+            r"newer\): set the device profile's python \(local\.python, or ssh\.python on a "
+            r"board\) to a newer one$",
+        ),
+        # "the runner failed (exit status 1): SyntaxError: invalid syntax"
+        (
+            "2.7",
+            r"^device 'dev': its Python cannot read the runner \(SyntaxError: invalid syntax\): "
+            r"the runner needs Python 3\.8 or newer; set the device profile's python",
+        ),
+        ("3.6", r"cannot read the runner \(SyntaxError: future feature annotations"),
+    ],
+)
+def test_a_python_too_old_for_the_runner_is_named(
+    models: Models, version: str, message: str
+) -> None:
+    found = sorted(OLD_PYTHONS.glob(f"{version}.*/bin/python"))
+    if not found:
+        pytest.skip(f"no Python {version} under {OLD_PYTHONS}")
+    device = LocalDevice("dev", python=found[0], settings=QUICK)
+    with pytest.raises(DeviceError, match=message):
+        device.measure([models.fc])
+
+
 def test_timeout(models: Models) -> None:
     device = LocalDevice(settings=QUICK, timeout_s=0.001)
     with pytest.raises(DeviceError, match=r"did not finish within 0\.001 s"):
