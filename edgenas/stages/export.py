@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
@@ -159,8 +160,9 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             name: p.predict(subnet) if p is not None else None for name, p in predictors.items()
         }
         say(f"subnet {subnet.key} of {space.id}")
-        for name in (n for n, p in predictors.items() if p is None):
-            say(_no_predictor(name, subnet, job.profiles))
+        for device, name in zip(job.devices, names, strict=True):
+            if predictors[name] is None:
+                say(_no_predictor(device, name, space, subnet, job))
         # Before the subnet's fine-tuning: an SSH board is asked for its CPU here.
         align_channels = resolve_channel_alignment(job, say)
         model = _subnet_model(supernet, subnet, data, job, say)
@@ -462,14 +464,28 @@ def _predictor(
     return predictor if subnet.r in predictor.header.resolutions else None
 
 
-def _no_predictor(device: str, subnet: Subnet, profiles: Path) -> str:
-    """Why the card will give ``device`` no predicted latency, and how to get one."""
-    path = profiles / device / "predictor.json"
+def _no_predictor(
+    device: str, name: str, space: SearchSpace, subnet: Subnet, job: ExportJob
+) -> str:
+    """Why the card will give ``device`` (as given: a bundled name or a profile's path,
+    whose device is ``name``) no predicted latency, and the command that profiles it where
+    export looks."""
+    from once_for_all import get_space
+
+    path = job.profiles / name / "predictor.json"
     why = f"no {path}" if not path.is_file() else f"{path} does not cover r{subnet.r}"
+    try:
+        bundled = get_space(space.name).id == space.id
+    except ValueError:
+        bundled = False
+    # a space adapted to its data: the space.json training wrote beside the supernet
+    space_arg = space.name if bundled else str(job.supernet.parent / "space.json")
+    command = shlex.join(
+        ["edgenas", "profile", device, "--space", space_arg, "--out", str(path.parent)]
+    )
     return (
-        f"{device}: no latency prediction ({why}): the card gives the measured latency only; "
-        f"profile it with 'edgenas profile {device} --out {path.parent}' (--profiles names "
-        "the folder of profiles)"
+        f"{name}: no latency prediction ({why}): the card gives the measured latency only; "
+        f"profile it with '{command}'"
     )
 
 

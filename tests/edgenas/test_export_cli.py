@@ -105,9 +105,12 @@ def exported(
     assert proc.stdout == (out / "card.json").read_text()  # --json: the card, format tag and all
     # the board was never profiled: said, not silently left without a prediction
     said = " ".join(proc.stderr.split())
+    # the command works as given: the profile's path, the space (device audit)
+    profiled = cpu / "profiles" / "test-board"
     assert (
-        f"test-board: no latency prediction (no {cpu / 'profiles' / 'test-board'}/predictor.json): "
-        "the card gives the measured latency only; profile it with 'edgenas profile test-board "
+        f"test-board: no latency prediction (no {profiled}/predictor.json): the card gives the "
+        f"measured latency only; profile it with 'edgenas profile {board} --space mbv3-tiny "
+        f"--out {profiled}'"
     ) in said
     assert said.count("no latency prediction") == 1
     return out
