@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from devices.base import Device, DeviceError, Runtime, create_device
 from devices.runner_protocol import RunSettings
@@ -99,6 +106,14 @@ class SshSection(_Strict):
     batch_size: int = Field(32, ge=1)
     max_reconnects: int = Field(3, ge=0, le=MAX_RECONNECTS)
     remote_tmpdir: str | None = None
+
+    @field_validator("host")
+    @classmethod
+    def _host_alone(cls, host: str) -> str:
+        if "@" in host:  # it was looked up as a host name: "cannot resolve host name"
+            user, _, name = host.rpartition("@")
+            raise ValueError(f"{host!r}: give the host alone ({name!r}) and ssh.user: {user!r}")
+        return host
 
 
 class AdbSection(_Strict):
@@ -370,6 +385,8 @@ def validate_profile(raw: dict[str, Any], *, where: str = "(given)") -> DevicePr
         key = ".".join(str(part) for part in err["loc"]) or "(top level)"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         problem = f"{key}: {err['msg']}"
+        if err["type"] == "value_error":  # our own checks: their words, not pydantic's prefix
+            problem = f"{key}: {err['ctx']['error']}"
         if not err["loc"] and err["type"] == "value_error":
             problem = str(err["ctx"]["error"])  # the checks across keys name their keys
         raise DeviceError(f"device profile {where}: {problem}{more}") from None

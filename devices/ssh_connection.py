@@ -117,6 +117,12 @@ def resolve_target(
                 f"device {device!r}: ssh.key_file {str(key_file)!r} does not exist; "
                 "give the private key's path, or leave it out to use the agent and ~/.ssh"
             )
+        if (problem := _not_a_private_key(path)) is not None:
+            raise DeviceError(
+                f"device {device!r}: ssh.key_file {str(key_file)!r} {problem}; give the "
+                "private key's path (e.g. ~/.ssh/id_ed25519), or leave it out to use the agent "
+                "and ~/.ssh"
+            )
         keys.append(path)
     keys += [Path(str(p)).expanduser() for p in _as_list(options.get("identityfile"))]
     identities_only = str(options.get("identitiesonly", "no")).lower() == "yes"
@@ -183,6 +189,22 @@ class _RefuseUnknownHosts(paramiko.RejectPolicy):
         if offered in self.revoked:
             raise RevokedHostKeyError(offered)
         raise UnknownHostKeyError(offered)
+
+
+def _not_a_private_key(path: Path) -> str | None:
+    """Why the file at ``path`` cannot be an SSH private key, or None where it may be one
+    (OpenSSH's and PEM's formats, text that starts with ``-----BEGIN``): paramiko tried it
+    and said only that no key was accepted, as if the server had refused it."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    if head.startswith(b"-----BEGIN") or b"PuTTY-User-Key-File" in head:
+        return None
+    if head.startswith((b"ssh-", b"ecdsa-", b"sk-")):
+        return "is a public key (the .pub half), not the private key"
+    return "is not a private key (one starts with '-----BEGIN')"
 
 
 def connect(target: SshTarget, *, keepalive_s: float = 15.0) -> paramiko.SSHClient:

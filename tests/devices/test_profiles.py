@@ -96,6 +96,11 @@ SSH = {"name": "board", "kind": "ssh", "ssh": {"host": "board", "python": "pytho
         ({"threads": 0}, r"threads: Input should be greater than or equal to 1"),
         ({"cores": "0-3"}, r"cores: Input should be a valid list"),
         ({"ssh": {"host": "b", "port": 70000}}, r"ssh\.port: Input should be less than"),
+        # looked up as a host name: "cannot resolve host name 'pi@board'" (device audit)
+        (
+            {"ssh": {"host": "pi@board"}},
+            r"ssh\.host: 'pi@board': give the host alone \('board'\) and ssh\.user: 'pi'$",
+        ),
         (
             {"kind": "usb"},
             r"kind: Input should be 'local', 'ssh', 'adb', 'npu-sim', 'vela' or 'published'",

@@ -454,6 +454,26 @@ def test_missing_key_file_is_named(sshd: Sshd, remote_parent: Path, python: Path
         _device(sshd, remote_parent, python, key_file="/nowhere/key")
 
 
+def test_a_key_file_that_is_no_private_key_is_named(
+    sshd: Sshd, remote_parent: Path, python: Path, tmp_path: Path
+) -> None:
+    # Both were tried and the server blamed: "no key was accepted (tried ...); the public
+    # key must be in ~user/.ssh/authorized_keys" (device audit).
+    public = Path(f"{sshd.user_key}.pub")
+    assert public.read_text().startswith("ssh-")
+    with pytest.raises(DeviceError) as info:
+        _device(sshd, remote_parent, python, key_file=str(public))
+    assert str(info.value) == (
+        f"device 'board': ssh.key_file {str(public)!r} is a public key (the .pub half), not "
+        "the private key; give the private key's path (e.g. ~/.ssh/id_ed25519), or leave it "
+        "out to use the agent and ~/.ssh"
+    )
+    notes = tmp_path / "notes.txt"
+    notes.write_text("my server\n")
+    with pytest.raises(DeviceError, match=r"is not a private key \(one starts with '-----BEGIN'\)"):
+        _device(sshd, remote_parent, python, key_file=str(notes))
+
+
 def test_unreachable_host(sshd: Sshd, remote_parent: Path, python: Path, models: Models) -> None:
     port = free_port()  # nothing listens there
     device = _device(sshd, remote_parent, python, port=port, connect_timeout=3.0)
