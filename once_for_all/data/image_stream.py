@@ -457,6 +457,7 @@ class StreamLoader:
         self.normalise = normalise
         self.rows = rows
         self.skipped: list[Path] = []
+        self._classes_lost: set[int] = set()  # classes warned of: none of their images read
         self._decoder = _Decoder(self.split, spec.channels, augment=augment)
         self.sampler(0)  # refuses a bad batch size or resolution now, not at the first epoch
 
@@ -488,20 +489,35 @@ class StreamLoader:
             collate_fn=_Collate(self.spec if self.normalise else None),
         )
         yielded = unreadable = 0
+        read: set[int] = set()  # classes with an image read this epoch
+        lost: dict[int, int] = {}  # classes with images skipped: how many
         for images, labels, bad in loader:
             unreadable += len(bad)
             for index, reason in bad:
                 path = self.split.path(index)
+                label = int(self.split.labels[index])
+                lost[label] = lost.get(label, 0) + 1
                 if path not in self.skipped:
                     self.skipped.append(path)
                     log.warning("skipped unreadable image %s (%s)", path, reason)
             if len(labels):
                 yielded += len(labels)
+                read.update(labels.tolist())
                 yield images, labels
         if yielded == 0 and unreadable:
             raise DataError(
                 f"none of the images of this epoch could be read (first: {self.skipped[0]}): "
                 "check the folder's files"
+            )
+        for label in sorted(set(lost) - read - self._classes_lost):
+            # Per file, this was one warning among others; the accuracy then leaves a whole
+            # class out (data audit).
+            self._classes_lost.add(label)
+            log.warning(
+                "class %s: none of its %d image(s) here could be read; what is trained or "
+                "measured on this split leaves the class out",
+                self.spec.class_names[label],
+                lost[label],
             )
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

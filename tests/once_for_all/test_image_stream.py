@@ -190,6 +190,27 @@ def test_a_corrupt_jpeg_is_skipped_logged_and_counted(
         list(only_bad.epoch(0))
 
 
+def test_a_class_none_of_whose_images_could_be_read_is_named(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Every image of a class corrupt: eval exited 0 with an accuracy over the other classes,
+    # and only one warning per file said so (data audit).
+    root = write_imagenet_folder(tmp_path / "inet", classes=3, per_class=2, size=(48, 48))
+    for bad in (root / "val" / wnid(2)).iterdir():
+        bad.write_bytes(b"not a JPEG")
+    bundle = stream_image_folder(root, image_size=32, val_size=1, **OFA_NORM)
+    loader = StreamLoader(bundle.test, bundle.spec, batch_size=4, shuffle=False, workers=0)
+    with caplog.at_level(logging.WARNING):
+        labels = [int(y) for _, batch in loader.epoch(0) for y in batch]
+        list(loader.epoch(1))  # said once per loader
+    assert sorted(set(labels)) == [0, 1]
+    named = [r.getMessage() for r in caplog.records if "could be read" in r.getMessage()]
+    assert named == [
+        f"class {wnid(2)}: none of its 2 image(s) here could be read; what is trained or "
+        "measured on this split leaves the class out"
+    ]
+
+
 @pytest.mark.parametrize(
     ("breakage", "message"),
     [
