@@ -603,12 +603,11 @@ def test_with_pythons_own_handler_those_ctrl_cs_are_lost(mode: str, returncode: 
     assert lost_ctrl_c(mode, "--plain").returncode == returncode
 
 
-@pytest.mark.parametrize("command", ["train", "profile", "search", "export", "run"])
-def test_ctrl_c_prints_one_line_even_when_quiet(
-    command: str, trained: Path, tmp_path: Path
-) -> None:
-    # `profile --out D --quiet` exited 130 and printed nothing; so did train, search, export
-    # and run (issue 24). --quiet silences progress, not this line.
+def _started_at_work(
+    command: str, trained: Path, tmp_path: Path, **env: str
+) -> tuple[subprocess.Popen[str], float]:
+    """``edgenas COMMAND ... --out tmp_path/out --quiet`` started, once it holds its output
+    folder's lock (at work), and the deadline for what the test waits for next."""
     out = tmp_path / "out"
     args = [*command_args(command, trained, tmp_path), "--out", out, "--quiet"]
     proc = subprocess.Popen(
@@ -616,13 +615,23 @@ def test_ctrl_c_prints_one_line_even_when_quiet(
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env={**ENV, "EDGENAS_CACHE": str(tmp_path / "cache")},
+        env={**ENV, "EDGENAS_CACHE": str(tmp_path / "cache"), **env},
         cwd=REPO,
     )
     deadline = time.monotonic() + 300
     while not _holds_lock(proc.pid, out) and proc.poll() is None:
         assert time.monotonic() < deadline, f"edgenas {command} never locked {out}"
         time.sleep(0.01)
+    return proc, deadline
+
+
+@pytest.mark.parametrize("command", ["train", "profile", "search", "export", "run"])
+def test_ctrl_c_prints_one_line_even_when_quiet(
+    command: str, trained: Path, tmp_path: Path
+) -> None:
+    # `profile --out D --quiet` exited 130 and printed nothing; so did train, search, export
+    # and run (issue 24). --quiet silences progress, not this line.
+    proc, _ = _started_at_work(command, trained, tmp_path)
     proc.send_signal(signal.SIGINT)
     stdout, stderr = proc.communicate(timeout=300)
     assert proc.returncode == 130, stderr
@@ -648,21 +657,9 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_and_cleans_up(
 ) -> None:
     # SIGTERM (kill, timeout, a cancelled CI job) ended the process at once: no line, exit
     # 143, and the device runner's temporary folder left behind (device audit).
-    out, scratch = tmp_path / "out", tmp_path / "tmp"
+    scratch = tmp_path / "tmp"
     scratch.mkdir()
-    args = [*command_args(command, trained, tmp_path), "--out", out, "--quiet"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "edgenas", *map(str, args)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        env={**ENV, "EDGENAS_CACHE": str(tmp_path / "cache"), "TMPDIR": str(scratch)},
-        cwd=REPO,
-    )
-    deadline = time.monotonic() + 300
-    while not _holds_lock(proc.pid, out) and proc.poll() is None:
-        assert time.monotonic() < deadline, f"edgenas {command} never locked {out}"
-        time.sleep(0.01)
+    proc, deadline = _started_at_work(command, trained, tmp_path, TMPDIR=str(scratch))
     if command == "profile":  # once the runner is at work in its temporary folder
         while not any(scratch.glob("edgenas-local-*")) and proc.poll() is None:
             assert time.monotonic() < deadline, "the local runner never started"
