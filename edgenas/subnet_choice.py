@@ -100,7 +100,8 @@ def _front_member(document: dict[str, Any], path: str, member: str) -> Any:
                 f"pick one with {path}#K (K from 0 to {len(front) - 1})"
             )
         member = str(next(iter(budgets)))
-    if not member.isdigit() or int(member) >= len(front):
+    # isdigit() also takes "²", which int() refuses with a traceback
+    if not (member.isascii() and member.isdigit()) or int(member) >= len(front):
         raise SubnetError(
             f"{path}#{member}: the front has {len(front)} members, use #0 to #{len(front) - 1}"
         )

@@ -167,11 +167,13 @@ class AccuracyCache:
         limit: int | None = None,
         data: DataBundle | StreamBundle | None = None,
         save_every: int = 8,
+        fix: str = "delete it or choose another cache path",
     ) -> AccuracyCache:
         """The cache at ``path`` for ``supernet`` evaluated on ``data`` with these settings:
-        its entries if the file exists (refused with ``AccuracyCacheError`` if it was made for
-        another space, other weights, other data or other settings), else an empty cache that
-        ``save`` will create. Without ``data`` the data is not checked."""
+        its entries if the file exists (refused with ``AccuracyCacheError``, ending in
+        ``fix``, if it was made for another space, other weights, other data or other
+        settings), else an empty cache that ``save`` will create. Without ``data`` the data
+        is not checked."""
         if split not in SPLITS:
             raise ValueError(f"split={split!r}: allowed {', '.join(SPLITS)}")
         if bn_images < 1 or (limit is not None and limit < 1):
@@ -192,9 +194,7 @@ class AccuracyCache:
         found, entries = _read_cache(p)
         differs = found.mismatch(header)
         if differs is not None:
-            raise AccuracyCacheError(
-                f"accuracy cache {p} was made with {differs}: delete it or choose another cache path"
-            )
+            raise AccuracyCacheError(f"accuracy cache {p} was made with {differs}: {fix}")
         return cls(p, header, entries, save_every=save_every)
 
     def __len__(self) -> int:

@@ -190,6 +190,12 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
                 "supernet": supernet_fingerprint(net),
                 "predictors": predictor_files,
                 "accuracy": o.accuracy,
+                # what the accuracies are fitted or measured on: a rerun with other settings
+                # continued the study under another predictor, and its front mixed the two
+                "accuracy_settings": {
+                    "eval_images": o.eval_images,
+                    **({"samples": o.accuracy_samples} if o.accuracy == "predictor" else {}),
+                },
             }
         ),
     )
@@ -210,7 +216,13 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         described = f"{OFA_FIGURE} ({ofa.description}); predicted, not measured"
     else:
         cache = AccuracyCache.open(
-            o.out / "accuracy_cache.json", net, limit=o.eval_images, data=data
+            o.out / "accuracy_cache.json",
+            net,
+            limit=o.eval_images,
+            data=data,
+            # it was "choose another cache path", which search has no option for
+            fix="search with the settings it was made with (limit: --eval-images), or into "
+            "another --out",
         )
         evaluate = _evaluator(net, data, cache, quiet=quiet)
         if o.accuracy == "predictor":

@@ -586,6 +586,9 @@ def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
     assert choose_subnet(str(path), TINY) == front[1]  # the chosen one
     with pytest.raises(SubnetError, match=r"the front has 2 members, use #0 to #1"):
         choose_subnet(f"{path}#2", TINY)
+    for member in ("²", "١", "-1", "x"):  # "²" and Arabic-Indic digits: int() tracebacks
+        with pytest.raises(SubnetError, match=rf"#{member}: the front has 2 members, use #0"):
+            choose_subnet(f"{path}#{member}", TINY)
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({**doc, "front": [], "chosen": []}))
     for member in ("", "#0"):  # it said "K from 0 to -1"

@@ -102,6 +102,27 @@ def test_joint_search_for_two_devices_writes_front_choices_and_plot(
     assert proc.returncode == 2
     assert "study 'edgenas' was made for predictors board1=" in proc.stderr
     assert "accuracy (inherited weights)" not in proc.stderr  # refused before any work
+    # Other accuracy settings fit another predictor: the study went on under it, and its
+    # front mixed the two predictors' accuracies (search audit).
+    for option, was, now in (("--accuracy-samples", 12, 24), ("--eval-images", 100, 50)):
+        proc = search_here(*_with(common, option, now), "--trials", "260", "--quiet")
+        assert proc.returncode == 2, proc.stderr
+        said = " ".join(proc.stderr.split())
+        key = option.removeprefix("--").replace("-", "_").replace("accuracy_", "")
+        assert f"was made for accuracy_settings {key}={was}, not {key}={now}" in said
+    # The accuracy cache of another --eval-images, met by a study stored elsewhere, names
+    # the options to change (it said "choose another cache path", which search has no option for).
+    storage = f"journal:{tmp_path / 'elsewhere.log'}"
+    other = _with(common, "--eval-images", 50)
+    proc = search_here(*other, "--trials", "20", "--quiet", "--storage", storage)
+    assert proc.returncode == 2, proc.stderr
+    assert "(limit: --eval-images), or into another --out" in " ".join(proc.stderr.split())
+
+
+def _with(args: list[str | Path], option: str, value: object) -> list[str | Path]:
+    """``args`` with ``option``'s value replaced by ``value``."""
+    at = args.index(option) + 1
+    return [*args[:at], str(value), *args[at + 1 :]]
 
 
 def test_search_errors_are_one_line(
