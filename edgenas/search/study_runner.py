@@ -66,7 +66,14 @@ def open_storage(url: str) -> BaseStorage:
                 "--storage journal:PATH (or --out) in a folder you can write"
             ) from None
         _check_journal(Path(path))
-        return JournalStorage(JournalFileBackend(path, lock_obj=_RepairingLock(path)))
+        try:
+            backend = JournalFileBackend(path, lock_obj=_RepairingLock(path))
+        except OSError as exc:  # /proc, a read-only folder: it was a traceback
+            raise StudyError(
+                f"cannot create journal {path}: {exc.strerror or exc}; give --storage "
+                "journal:PATH (or --out) in a folder you can write"
+            ) from None
+        return JournalStorage(backend)
     if "://" not in url:
         raise StudyError(
             f"storage {url!r} is not a URL: use sqlite:///study.db, journal:study.log or an "
@@ -104,15 +111,25 @@ def _open_rdb(url: str) -> RDBStorage:
     raise AssertionError("unreachable")
 
 
+_RECORD_START = b'{"op_code"'  # how Optuna's journal writes every record
+
+
 def _check_journal(path: Path) -> None:
     """Refuse a journal with a line that is not a record (edited or damaged by hand): Optuna
     would fail on it later with a bare JSONDecodeError. A last line without its newline is
-    skipped: a writer may be appending it (a torn one is repaired under the lock)."""
+    skipped if it starts as a record does: a writer may be appending it (a torn one is
+    repaired under the lock). Any other is not a journal's, and the repair would cut it: a
+    one-line file given as the journal lost its text."""
     try:
         with path.open("rb") as f:
             for number, line in enumerate(f, start=1):
                 if not line.endswith(b"\n"):
-                    break
+                    if line.startswith(_RECORD_START) or _RECORD_START.startswith(line):
+                        break
+                    raise StudyError(
+                        f"{path} line {number} is not an Optuna journal record: give "
+                        "--storage a journal file of its own (a new path starts one)"
+                    )
                 try:
                     record = json.loads(line)
                 except ValueError:

@@ -159,6 +159,22 @@ def test_a_journal_with_a_line_that_is_not_a_record_is_refused(
         open_storage(f"journal:{path}")
 
 
+def test_a_file_of_one_line_that_is_no_journal_is_refused_not_cut(tmp_path: Path) -> None:
+    # Its line, without a newline, was taken for a record torn by a killed writer and cut:
+    # the user's text was gone (search audit). A record torn early stays repairable.
+    notes = tmp_path / "notes.log"
+    notes.write_bytes(b"important single line without newline")
+    with pytest.raises(StudyError, match=rf"^{notes} line 1 is not an Optuna journal record"):
+        open_storage(f"journal:{notes}")
+    assert notes.read_bytes() == b"important single line without newline"
+    torn = tmp_path / "torn.log"
+    torn.write_bytes(b'{"op_')
+    open_storage(f"journal:{torn}")
+    # a journal that cannot be created: a traceback (search audit)
+    with pytest.raises(StudyError, match=r"^cannot create journal /proc/edgenas\.log: "):
+        open_storage("journal:/proc/edgenas.log")
+
+
 def test_a_lock_left_by_a_killed_process_is_removed_at_once(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
