@@ -468,6 +468,11 @@ def validate_command(
     png = plot or predictor.parent / f"validation{split}.png"
     if png.is_dir():
         raise fail(f"--plot {png} is a folder: give the PNG file's path")
+    if png.is_file() and not _is_png(png):  # a mistyped path overwrote notes with the plot
+        raise fail(
+            f"--plot {png} exists and is not a PNG image: give a new path or a plot's (a plot "
+            "never overwrites other files)"
+        )
     output_folder(png.parent)  # before measuring, not after
     calibration = [
         p.space.subnet_from_dict(s) for s in getattr(p, "calibration", {}).get("subnets", [])
@@ -529,3 +534,11 @@ def _default_precision(device: str) -> Precision:
     simulated = profile.kind in ("npu-sim", "vela")  # their fingerprints name the simulator
     runtime = profile.kind if simulated else profile.runtime
     return RUNTIME_PRECISIONS.get(runtime, ("fp32",))[0]
+
+
+def _is_png(path: Path) -> bool:
+    try:
+        with path.open("rb") as f:
+            return f.read(8) == b"\x89PNG\r\n\x1a\n"
+    except OSError:
+        return False

@@ -506,13 +506,15 @@ def test_profile_with_too_few_calibration_subnets_fails_first(tmp_path: Path) ->
     assert not (tmp_path / "p").exists()
 
 
-@pytest.mark.parametrize("where", ["under a file", "a folder"])
+@pytest.mark.parametrize("where", ["under a file", "a folder", "not a PNG"])
 def test_latency_validate_checks_its_plot_path_first(tmp_path: Path, where: str) -> None:
     # A plot path under a file was a traceback after all the measuring (issue 24).
     predictor("test-cpu").save(tmp_path / "p" / "predictor.json")
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    plot = blocker / "v.png" if where == "under a file" else tmp_path
+    notes = tmp_path / "notes.txt"  # overwritten with the plot (search audit)
+    notes.write_text("precious notes")
+    plot = {"under a file": blocker / "v.png", "a folder": tmp_path, "not a PNG": notes}[where]
     line = error_line(
         edgenas(
             "latency",
@@ -524,13 +526,14 @@ def test_latency_validate_checks_its_plot_path_first(tmp_path: Path, where: str)
             plot,
         )
     )
-    expected = (
-        f"error: cannot use {blocker} as the output folder: {blocker} is a file, not a folder; "
-        "choose a folder you can write to"
-        if where == "under a file"
-        else f"error: --plot {tmp_path} is a folder: give the PNG file's path"
-    )
-    assert line == expected
+    expected = {
+        "under a file": f"error: cannot use {blocker} as the output folder: {blocker} is a "
+        "file, not a folder; choose a folder you can write to",
+        "a folder": f"error: --plot {tmp_path} is a folder: give the PNG file's path",
+        "not a PNG": f"error: --plot {notes} exists and is not a PNG image: give a new path "
+        "or a plot's (a plot never overwrites other files)",
+    }[where]
+    assert line == expected and notes.read_text() == "precious notes"
     assert not (tmp_path / "p" / "validation.json").exists()  # nothing measured
 
 
