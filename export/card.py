@@ -126,6 +126,15 @@ def read_card(path: Path) -> CardDocument:
         fix=f"export again with 'edgenas export ... --out {path.parent}'",
         error=ExportError,
     )
+    # The tag alone let a card without its parts through, to a KeyError in the report.
+    kinds = {"name": str, "subnet": dict, "data": dict, "accuracy": dict, "files": list}
+    kinds |= {"inputs": dict, "latency": dict, "recommendation": dict}
+    for key, kind in kinds.items():
+        if not isinstance(doc.get(key), kind):
+            raise ExportError(
+                f"{path} is a damaged model card ('{key}' is not a {kind.__name__}): export "
+                f"again with 'edgenas export ... --out {path.parent}'"
+            )
     return cast(CardDocument, doc)
 
 

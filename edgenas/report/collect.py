@@ -125,7 +125,12 @@ def _trial_values(root: Path, pareto: ParetoDocument) -> list[list[float]] | Non
     except (KeyError, ValueError) as exc:
         raise ReportError(f"cannot read the search study in {search} ({exc})") from None
     complete = optuna.trial.TrialState.COMPLETE
-    return [list(t.values) for t in study.get_trials(deepcopy=False, states=(complete,))]
+    values = [list(t.values) for t in study.get_trials(deepcopy=False, states=(complete,))]
+    if len(values) < pareto["trials"] or any(len(v) != len(pareto["objectives"]) for v in values):
+        # Another storage's study (--storage) wrote pareto.json: this one is not its trials
+        # (its objectives ended in an IndexError, its count in a plot of other trials).
+        return None
+    return values
 
 
 def _per_op_table(path: Path) -> LatencyTable | None:
@@ -156,6 +161,12 @@ def collect(root: Path) -> RunData:
     data.history = _history(root)
     if (root / "search" / "pareto.json").is_file():
         data.pareto = read_pareto(root / "search" / "pareto.json")
+        for key, kind in (("objectives", list), ("devices", list), ("trials", int)):
+            if not isinstance(data.pareto.get(key), kind):  # the report's parts of it
+                raise ReportError(
+                    f"{root / 'search' / 'pareto.json'} is a damaged pareto.json ('{key}' is "
+                    f"not a {kind.__name__}): run the search again to rewrite it"
+                )
         data.trial_values = _trial_values(root, data.pareto)
     # Devices in the order the run profiled them, then any other profiled folder.
     profiled = [k.split(":", 1)[1] for k in data.run.get("stages", {}) if k.startswith("profile:")]

@@ -57,7 +57,27 @@ def read_pareto(path: Path) -> ParetoDocument:
         fix="run 'edgenas search' (or the recipe's search stage) to write it",
         error=StudyError,
     )
+    if problem := _malformed(doc):  # the tag alone let KeyErrors and IndexErrors through
+        raise StudyError(
+            f"{path} is a damaged pareto.json ({problem}): run the search again to rewrite it"
+        )
     return cast(ParetoDocument, doc)
+
+
+def _malformed(doc: dict[str, Any]) -> str | None:
+    """What in a tagged pareto.json is not as the search writes it, or None."""
+    front, chosen = doc.get("front"), doc.get("chosen")
+    if not isinstance(front, list) or not all(
+        isinstance(m, dict) and isinstance(m.get("subnet"), dict) for m in front
+    ):
+        return "'front' is not a list of members with a subnet"
+    if not isinstance(chosen, list) or not all(isinstance(c, dict) for c in chosen):
+        return "'chosen' is not a list of choices"
+    for c in chosen:
+        index = c.get("index")
+        if not isinstance(index, int) or not 0 <= index < len(front):
+            return f"a choice's index {index!r} is not a member of the {len(front)} on the front"
+    return None
 
 
 MeasureAccuracy = Callable[[Sequence[Subnet]], list[float]]

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from edgenas.report.collect import _trial_values
 from edgenas.report.markdown import to_html
 from tests.edgenas.conftest import MICRO_RECIPE, Run
 from tests.support.cli_here import edgenas_here
@@ -165,11 +166,40 @@ def test_edgenas_report_writes_where_asked_and_refuses_what_is_not_a_run(
     ]
     broken = tmp_path / "broken"
     shutil.copytree(out, broken, ignore=shutil.ignore_patterns("*.pt", "*.onnx", "report.html"))
-    (broken / "search" / "pareto.json").write_text('{"front": [')
+    pareto = broken / "search" / "pareto.json"
+    good = json.loads(pareto.read_text())
+    pareto.write_text('{"front": [')
     proc = report(str(broken))
     assert proc.returncode == 2 and "pareto.json" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert not (broken / "report.html").exists()
+    # The right tag and damaged parts were tracebacks: KeyError, TypeError, IndexError, and
+    # a card's KeyError (search audit).
+    card = next(broken.glob("export/*/card.json"))
+    for damage, said in (
+        ({**good, "front": None}, "'front' is not a list of members with a subnet"),
+        (
+            {**good, "chosen": [{**good["chosen"][0], "index": 99}]},
+            f"a choice's index 99 is not a member of the {len(good['front'])} on the front",
+        ),
+    ):
+        pareto.write_text(json.dumps(damage))
+        proc = report(str(broken))
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stderr.strip().splitlines() == [
+            f"error: {pareto} is a damaged pareto.json ({said}): run the search again to rewrite it"
+        ]
+    # A pareto.json another storage's study wrote (--storage) is not drawn over the trials
+    # in search/ (other objectives ended in an IndexError, another count in a wrong plot).
+    values = _trial_values(broken, good)
+    assert values is not None and len(values) >= good["trials"]
+    assert _trial_values(broken, {**good, "trials": len(values) + 1}) is None
+    assert _trial_values(broken, {**good, "objectives": [*good["objectives"], "params"]}) is None
+    pareto.write_text(json.dumps(good))
+    card.write_text(json.dumps({"format": json.loads(card.read_text())["format"]}))
+    proc = report(str(broken))
+    assert proc.returncode == 2, proc.stderr
+    assert f"{card} is a damaged model card ('name' is not a str)" in " ".join(proc.stderr.split())
 
 
 def test_an_unfinished_run_says_which_stages_are_missing(tmp_path: Path) -> None:
