@@ -14,7 +14,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from edgenas.search.accuracy_sources import accuracy_label
-from edgenas.search.problem import DeviceTarget, SearchProblem
+from edgenas.search.problem import SearchProblem
 from edgenas.search.space_params import subnet_from_params
 from edgenas.search.study_runner import StudyError
 from latency.proxies import costs_many
@@ -227,19 +227,16 @@ def choose(
     return chosen
 
 
-def check_budgets(problem: SearchProblem) -> None:
-    """Fail before searching when a budget is below what any subnet can reach."""
+def check_budgets(problem: SearchProblem, known: Sequence[Subnet] = ()) -> None:
+    """Fail before searching when a budget is below what any subnet can reach (the fastest
+    subnet found, ``known`` ones among the candidates)."""
     for device in problem.devices:
         if not device.budgets_ms:
             continue
         lowest = device.budgets_ms[0]
-        if problem.fastest(device)[1] > lowest:
-            raise _infeasible(problem, device, lowest)
-
-
-def _infeasible(problem: SearchProblem, device: DeviceTarget, budget: float) -> InfeasibleBudget:
-    _, fastest = problem.fastest(device)
-    return InfeasibleBudget(device.name, budget, fastest)
+        _, fastest = problem.fastest(device, known=known)
+        if fastest > lowest:
+            raise InfeasibleBudget(device.name, lowest, fastest)
 
 
 def pareto_document(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -236,6 +237,24 @@ def test_an_unreachable_budget_names_the_lowest_latency(tmp_path: Path) -> None:
         InfeasibleBudget, match=r"lowest latency achievable there is about [\d.]+ ms"
     ):
         check_budgets(prob)
+
+
+def test_a_budget_a_subnet_reaches_is_not_refused_as_unreachable() -> None:
+    # The smallest subnet and 20,000 random ones put the lowest latency 3% above a subnet an
+    # earlier search had found, and a reachable budget was refused (search audit).
+    prob = problem()
+    device = prob.devices[0]
+    rng = random.Random(0)
+    sampled = [SPACE.min_subnet(r=r) for r in prob.resolutions]
+    sampled += [SPACE.sample(rng, r=prob.resolutions) for _ in range(20_000)]
+    by_sampling = float(device.predictor.predict_many(sampled).min())
+    subnet, fastest = prob.fastest(device)
+    assert fastest < by_sampling  # found by changing one choice at a time
+    assert float(device.predictor.predict(subnet)) == pytest.approx(fastest)
+    between = (fastest + by_sampling) / 2
+    check_budgets(replace(prob, devices=(replace(device, budget_ms=between),)))
+    with pytest.raises(InfeasibleBudget):
+        check_budgets(replace(prob, devices=(replace(device, budget_ms=fastest * 0.99),)))
 
 
 def test_known_subnets_are_tried_first(tmp_path: Path) -> None:
