@@ -4,20 +4,21 @@ refuse data that changed since it was trained on it."""
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from once_for_all.data.load import BUILTIN_SOURCES
+from once_for_all.data.user_data import list_image_folder
 
 
-def source_digest(source: str, *, times: bool = False) -> str | None:
-    """SHA-256 of a data file's bytes, or of a folder's listing: each file's path (relative to
-    the folder) and size, and with ``times`` its modification time. Without them the same data
-    copied to another machine keeps its digest; the images' bytes are not read, which for an
-    ImageNet folder would take minutes. None for a built-in data set (its name stands for it)
-    or a source that does not exist (loading it says so).
+def source_digest(source: str) -> str | None:
+    """SHA-256 of a data file's bytes, or of an image folder's listing as the loader lists
+    it: each image's path (relative to the folder) and label. Files the loader does not read
+    (.DS_Store, a README) do not count, nor do the images' bytes or times (the same data
+    copied to another machine keeps its digest; reading every image of an ImageNet folder
+    would take minutes). None for a built-in data set (its name stands for it) or a source
+    that does not exist (loading it says so).
 
-    A file added to, removed from or renamed in a folder moves the validation split drawn
+    An image added to, removed from or renamed in a folder moves the validation split drawn
     from its training images (by seed, over the listing), so that the images a supernet
     trained on could be scored as validation images."""
     if source in BUILTIN_SOURCES:
@@ -31,14 +32,8 @@ def source_digest(source: str, *, times: bool = False) -> str | None:
         return digest.hexdigest()
     if not path.is_dir():
         return None
-    for top, dirs, files in os.walk(path, followlinks=True):
-        dirs.sort()  # os.walk descends in this order
-        for name in sorted(files):
-            file = Path(top) / name
-            try:
-                stat = file.stat()
-                entry = f"{stat.st_size}|{stat.st_mtime_ns}" if times else str(stat.st_size)
-            except OSError:  # a broken link: listed by its name alone
-                entry = "-"
-            digest.update(f"{file.relative_to(path)}|{entry}\n".encode())
+    listing = list_image_folder(path)
+    for split, files in (("train", listing.train), ("test", listing.test or [])):
+        for file, label in files:
+            digest.update(f"{split}|{file.relative_to(path)}|{label}\n".encode())
     return digest.hexdigest()

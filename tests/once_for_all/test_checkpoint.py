@@ -30,7 +30,7 @@ from once_for_all.checkpoint import (
     open_training_data,
     save_checkpoint,
 )
-from once_for_all.data import DataBundle, DataSpec, load_data
+from once_for_all.data import DataBundle, DataError, DataSpec, load_data
 from once_for_all.data.source_digest import source_digest
 from tests.support.imagenet_folder import wnid, write_imagenet_folder
 
@@ -398,6 +398,12 @@ def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, stre
     )
     path = tmp_path / "supernet.pt"
     assert len(open_training_data(path, payload).val) == 4  # the same files: read as trained
+    # Files that are no images of a class (Finder's .DS_Store) are not the data, and a link
+    # loop is not walked: the digest listed every file, following links (review).
+    (folder / ".DS_Store").write_bytes(b"Bud1")
+    (folder / "train" / wnid(0) / "README.txt").write_text("photos from the lab")
+    (folder / "train" / wnid(0) / "loop").symlink_to("..")
+    assert len(load_training_data(path, payload).val) == 4
     extra = folder / "train" / wnid(0) / "extra.JPEG"
     shutil.copy(next((folder / "train" / wnid(1)).iterdir()), extra)
     message = (
@@ -411,3 +417,6 @@ def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, stre
     assert len(load_training_data(path, payload).val) == 4
     os.utime(folder / "train" / wnid(1), ns=(0, 0))  # copied elsewhere: other times, same data
     assert source_digest(str(folder)) == payload["source_digest"]
+    shutil.move(folder, tmp_path / "moved")  # a missing source: the loader says so
+    with pytest.raises(DataError, match=r"unknown data source|does not exist"):
+        load_training_data(path, payload)
