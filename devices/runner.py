@@ -345,6 +345,7 @@ class Backend:
     # The accelerator the device asked for (a delegate or an execution provider that is not
     # the CPU's own), and how many of a loaded model's ops it took (its placement).
     accelerator: str | None = None
+    fallback = "the CPU"  # where the ops it does not take run
 
     def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
         return None
@@ -436,8 +437,10 @@ class OnnxRuntimeBackend(Backend):
         self.provider_list = [
             (p, job.provider_options[p]) if p in job.provider_options else p for p in self.providers
         ]
-        if self.providers[0] != "CPUExecutionProvider":
+        # XNNPACK's provider is the CPU too, as XNNPACK is in TFLite
+        if self.providers[0] not in ("CPUExecutionProvider", "XnnpackExecutionProvider"):
             self.accelerator = self.providers[0]
+            self.fallback = ", ".join(self.providers[1:]) or "none"
 
     def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
         if placement is None or self.accelerator is None:
@@ -639,6 +642,7 @@ class TfliteBackend(Backend):
         self.library: str | None = None
         if self.delegate.startswith("external:"):
             self.accelerator = f"delegate {self.delegate}"
+            self.fallback = "TFLite's builtin CPU kernels"
             self.library = self.delegate[len("external:") :]
             if not os.path.isfile(self.library):
                 raise RunnerError(
@@ -1179,9 +1183,9 @@ def _check_accelerated(backend: Backend, loaded: Sequence[LoadedModel]) -> None:
     raise RunnerError(
         "fallback",
         f"{backend.accelerator} took none of the ops of the {len(loaded)} model(s): all of "
-        "them ran on the CPU, which is not what this device's profile asks to measure; check "
-        "that the accelerator is there and supports these ops, or measure on the CPU "
-        "(onnxruntime providers: [cpu]; TFLite delegate: xnnpack)",
+        f"them ran on {backend.fallback}, which is not what this device's profile asks to "
+        "measure; check that the accelerator is there and supports these ops, or measure "
+        "without it (onnxruntime providers: [cpu]; TFLite delegate: xnnpack)",
         status=3,
     )
 

@@ -209,7 +209,7 @@ class _CtrlCHandler:
                 return
             # Delivered now, it would be raised inside this hook; a moment later the main
             # thread is past the callback (if not, it comes back here and waits again).
-            again = threading.Timer(_REDELIVER_S, _thread.interrupt_main)
+            again = threading.Timer(_REDELIVER_S, _thread.interrupt_main, args=(self.signum,))
             again.daemon = True
             with contextlib.suppress(RuntimeError):  # no new threads at interpreter exit
                 again.start()

@@ -124,9 +124,11 @@ def _trial_values(root: Path, pareto: ParetoDocument) -> list[list[float]] | Non
         )
     except (KeyError, ValueError) as exc:
         raise ReportError(f"cannot read the search study in {search} ({exc})") from None
+    trials = study.get_trials(deepcopy=False)
     complete = optuna.trial.TrialState.COMPLETE
-    values = [list(t.values) for t in study.get_trials(deepcopy=False, states=(complete,))]
-    if len(values) < pareto["trials"] or any(len(v) != len(pareto["objectives"]) for v in values):
+    values = [list(t.values) for t in trials if t.state == complete]
+    # pareto.json counts every trial, whatever its state
+    if len(trials) < pareto["trials"] or any(len(v) != len(pareto["objectives"]) for v in values):
         # Another storage's study (--storage) wrote pareto.json: this one is not its trials
         # (its objectives ended in an IndexError, its count in a plot of other trials).
         return None

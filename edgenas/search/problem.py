@@ -158,7 +158,8 @@ class SearchProblem:
         rng = random.Random(seed)
         space = self.space
         rs = self.resolutions
-        candidates = [space.min_subnet(r=r) for r in rs] + list(known)
+        # a known subnet at a resolution the search does not propose meets no budget for it
+        candidates = [space.min_subnet(r=r) for r in rs] + [s for s in known if s.r in rs]
         candidates += [space.sample(rng, r=rs) for _ in range(samples)]
         lat = device.predictor.predict_many(candidates)
         best = int(np.argmin(lat))
