@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 _SMALL_COMMAND_TIMEOUT_S = 30.0  # mktemp, rm, kill: these answer at once on a live device
 _POLL_S = 0.5  # how often a long runner call checks the connection and the deadline
+_EOF_POLL_S = 0.005  # how often a finished command's output is checked for its end
 _NOTICE_DROP_S = 2.0  # how long a channel error waits for the transport to notice a drop
 
 
@@ -491,6 +492,14 @@ class SshDevice(Device):
                         raise _ConnectionLost("the connection dropped during a command")
                     if time.monotonic() >= deadline:
                         raise _CommandTimeout()
+                # The exit status can come before the last of the output: under load the
+                # folder mktemp printed was missing ("cannot make a temporary folder ... exit
+                # status 0"). Read on to the end of the channel's data.
+                while not (channel.eof_received or channel.closed):
+                    _drain(channel, out, err)
+                    if not transport.is_active() or time.monotonic() >= deadline:
+                        break
+                    time.sleep(_EOF_POLL_S)
                 _drain(channel, out, err)
                 if channel.exit_status < 0:  # closed without an exit status
                     if not transport.is_active():
