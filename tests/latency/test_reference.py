@@ -126,9 +126,12 @@ def test_normalised_latencies_agree_across_calls_at_different_machine_speeds(
         raw = [call[i].median_ms for call in calls]
         norm = [normalised_ms(call[i]) for call in calls]
         # Calls 2 and 4 ran on the contended core, calls 1 and 3 on the quiet one.
-        raw_ratio = (raw[1] + raw[3]) / (raw[0] + raw[2])
         norm_ratio = (norm[1] + norm[3]) / (norm[0] + norm[2])
-        assert raw_ratio > 1.5, f"model {i}: the busy core did not slow the runner ({raw})"
+        # Each busy call against the faster quiet one: a first call can run slow on its own
+        # (15.2 ms, then 9.4 ms in the second quiet call, in a CI run), which the reference
+        # measured beside it corrects but a ratio of sums counted against the busy core.
+        busy, quiet = min(raw[1], raw[3]), min(raw[0], raw[2])
+        assert busy / quiet > 1.5, f"model {i}: the busy core did not slow the runner ({raw})"
         # Within a third either way: the quiet calls alone drift by up to ~15% on this shared
         # 2-core host (8.9 against 10.2 ms once), and 10 runs time the reference no better.
         assert 0.75 < norm_ratio < 1.33, f"model {i}: normalised {norm}, raw {raw}"
