@@ -45,7 +45,7 @@ from edgenas.run_record import (
 from edgenas.stages import StageName
 from export.card import DeviceLatency, execution_text, read_card
 from once_for_all.errors import EdgenasError, Interrupted, one_line
-from once_for_all.files import output_folder_for_work
+from once_for_all.files import file_sha256, output_folder_for_work
 from once_for_all.folder_lock import folder_lock
 
 PACKAGES = (
@@ -66,14 +66,6 @@ class Log(Protocol):
     """A line for ``run.log``, also printed unless --quiet (or ``echo`` is false)."""
 
     def __call__(self, message: str, /, *, echo: bool = True) -> None: ...
-
-
-def sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str | None]:
@@ -113,7 +105,7 @@ class RunFolder:
         if not record or record.get("inputs") != inputs or key in self.started:
             return False
         return all(
-            (self.root / name).is_file() and sha256(self.root / name) == digest
+            (self.root / name).is_file() and file_sha256(self.root / name) == digest
             for name, digest in record.get("outputs", {}).items()
         )
 
@@ -138,7 +130,7 @@ class RunFolder:
     ) -> None:
         self.stages[key] = {
             "inputs": inputs,
-            "outputs": {str(p.relative_to(self.root)): sha256(p) for p in outputs},
+            "outputs": {str(p.relative_to(self.root)): file_sha256(p) for p in outputs},
             "seconds": round(seconds, 1),
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
@@ -436,7 +428,7 @@ def train_inputs(recipe: Recipe) -> dict[str, Any]:
         inputs["data"] = data
     init_from = recipe.train.init_from if recipe.train is not None else None
     if init_from and Path(init_from).expanduser().is_file():
-        inputs["init_from"] = {"sha256": sha256(Path(init_from).expanduser())}  # its content
+        inputs["init_from"] = {"sha256": file_sha256(Path(init_from).expanduser())}  # its content
     return inputs
 
 
@@ -452,7 +444,7 @@ def data_source_fingerprint(source: str) -> dict[str, str] | None:
     if source in BUILTIN_SOURCES:
         return None
     if path.is_file():
-        return {"sha256": sha256(path)}
+        return {"sha256": file_sha256(path)}
     if path.is_dir():
         return {"listing": _listing_sha256(path)}
     return None
@@ -627,7 +619,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
         "budgets_ms": [d.budget_ms for d in recipe.devices],
         "search": s.model_dump(mode="json"),
         **(
-            {"ofa_predictor": sha256(ofa_predictor)}
+            {"ofa_predictor": file_sha256(ofa_predictor)}
             if ofa_predictor and ofa_predictor.is_file()
             else {}
         ),
@@ -680,8 +672,9 @@ def _upstream(run: RunFolder, recipe: Recipe, devices: Sequence[str]) -> dict[st
     predictor, by content (and the data folder of a supernet not trained here)."""
     predictors = {n: run.root / "devices" / n / "predictor.json" for n in devices}
     inputs = {
-        "supernet": run.output_hash("train", "supernet.pt") or sha256(run.root / "supernet.pt"),
-        "predictors": {n: sha256(p) if p.is_file() else None for n, p in predictors.items()},
+        "supernet": run.output_hash("train", "supernet.pt")
+        or file_sha256(run.root / "supernet.pt"),
+        "predictors": {n: file_sha256(p) if p.is_file() else None for n, p in predictors.items()},
     }
     data = _supernet_data(recipe)
     return inputs if data is None else {**inputs, "data": str(data)}

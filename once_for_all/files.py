@@ -10,6 +10,7 @@ path and the reason. (``devices/runner.py`` keeps its own copy: it runs standalo
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import os
 import secrets
@@ -104,6 +105,15 @@ def write_bytes(
     """Write ``data`` to ``path`` atomically (see ``atomic_path``)."""
     with atomic_path(path, mode=mode, error=error) as tmp:
         tmp.write_bytes(data)
+
+
+def file_sha256(path: Path) -> str:
+    """The SHA-256 of a file's bytes, read a megabyte at a time."""
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 # The first bytes of what torch.save writes (a zip archive), and of its legacy format (a pickle).

@@ -12,7 +12,6 @@ phase does for the ratios of its first.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from once_for_all.checkpoint import CheckpointDocument, CheckpointError, load_ch
 from once_for_all.data import DataSpec
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import one_line
+from once_for_all.files import file_sha256
 from once_for_all.search_space import SearchSpace
 
 # The classifier's state dict keys (once_for_all.head): the only weights that depend on the classes.
@@ -124,7 +124,7 @@ def read_initial_weights(path: str | Path) -> InitialWeights:
         raise CheckpointError(
             f"init_from {p} does not hold a valid supernet ({one_line(exc, limit=160)})"
         ) from None
-    return InitialWeights(p, _sha256(p), space, spec, state, trained_ratios(payload, space))
+    return InitialWeights(p, file_sha256(p), space, spec, state, trained_ratios(payload, space))
 
 
 def trained_ratios(payload: CheckpointDocument, space: SearchSpace) -> tuple[int, ...]:
@@ -137,11 +137,3 @@ def trained_ratios(payload: CheckpointDocument, space: SearchSpace) -> tuple[int
     ratios = {e for phase in phases for e in phase.get("e") or ()}
     ratios |= set(payload.get("init_from", {}).get("expand_ratios", ()))
     return tuple(sorted(ratios))
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from once_for_all.data.load import BUILTIN_SOURCES
 from once_for_all.data.user_data import list_image_folder
+from once_for_all.files import file_sha256
 
 
 def source_digest(source: str) -> str | None:
@@ -24,14 +25,11 @@ def source_digest(source: str) -> str | None:
     if source in BUILTIN_SOURCES:
         return None
     path = Path(source).expanduser()
-    digest = hashlib.sha256()
     if path.is_file():
-        with path.open("rb") as f:
-            while chunk := f.read(1 << 20):
-                digest.update(chunk)
-        return digest.hexdigest()
+        return file_sha256(path)
     if not path.is_dir():
         return None
+    digest = hashlib.sha256()
     listing = list_image_folder(path)
     for split, files in (("train", listing.train), ("test", listing.test or [])):
         for file, label in files:

@@ -21,11 +21,11 @@ from edgenas.pipeline import (
     _adopt_data_fingerprint,
     _needs_run,
     _only_trials_changed,
-    sha256,
     train_inputs,
     with_dependents,
 )
 from edgenas.recipe import load_recipe
+from once_for_all.files import file_sha256
 from tests.edgenas.conftest import MICRO_RECIPE, Run, run_recipe
 from tests.support.cli_here import edgenas_here
 
@@ -56,7 +56,7 @@ def test_a_run_does_every_stage_and_records_it(
     assert len(exports) == 1  # both budgets are loose: one subnet serves both devices
     for record in stages.values():
         for name, digest in record["outputs"].items():
-            assert sha256(out / name) == digest
+            assert file_sha256(out / name) == digest
     folder = out / "export" / exports[0].split(":", 1)[1]
     assert {"model.onnx", "model_int8.onnx", "card.json", "card.md"} <= {
         p.name for p in folder.iterdir()

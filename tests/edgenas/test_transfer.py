@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 from torch import Tensor
 
-from edgenas.pipeline import RunOptions, run_recipe, sha256
+from edgenas.pipeline import RunOptions, run_recipe
 from edgenas.recipe import Recipe, RecipeError, load_recipe
 from edgenas.stages import train as train_stage
 from edgenas.stages.train import TrainOptions, train
@@ -30,6 +30,7 @@ from once_for_all import (
 )
 from once_for_all.checkpoint import CheckpointBody, save_checkpoint
 from once_for_all.data import DataSpec, load_data
+from once_for_all.files import file_sha256
 from once_for_all.ofa_import import IMAGENET_SPEC, ImportedSupernet, write_imported
 from once_for_all.search_space import SearchSpace
 from once_for_all.transfer import CLASSIFIER_KEYS, read_initial_weights
@@ -176,7 +177,7 @@ def test_training_starts_from_the_weights_with_a_new_classifier_and_resumes(
     checkpoint = load_checkpoint(out / "checkpoint.pt")
     record = checkpoint["init_from"]
     assert record["classifier"] == "reset" and record["expand_ratios"] == [4, 6]
-    assert record["sha256"] == sha256(path)
+    assert record["sha256"] == file_sha256(path)
     # the weights expect the source's normalisation: the data takes it
     assert checkpoint["data_spec"]["mean"] == list(SOURCE_NORM["mean"])
     assert checkpoint["history"][0]["train_loss"] > 0
@@ -314,7 +315,7 @@ def test_a_changed_start_reruns_the_train_stage(folder: Path, tmp_path: Path) ->
     options = RunOptions(out=tmp_path / "run", quiet=True, threads=1)
     run_recipe(path, options, Console())
     record = json.loads((tmp_path / "run" / "run.json").read_text())
-    assert record["stages"]["train"]["inputs"]["init_from"] == {"sha256": sha256(start)}
+    assert record["stages"]["train"]["inputs"]["init_from"] == {"sha256": file_sha256(start)}
     _write_source(start, _space(), seed=8)  # the same path, other weights
     console = Console(record=True, width=200)
     run_recipe(path, options, console)
