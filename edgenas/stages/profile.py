@@ -74,11 +74,18 @@ def profile_many(
     from once_for_all.files import output_folder
     from once_for_all.folder_lock import folder_lock
 
+    created = {job.out for job in jobs if not job.out.exists()}
     with ExitStack() as held:
         for job in jobs:
             output_folder(job.out)  # every folder, before any device works
             held.enter_context(folder_lock(job.out))
-        return _profile_fleet(jobs, space, cache=cache, quiet=quiet)
+        outcome = _profile_fleet(jobs, space, cache=cache, quiet=quiet)
+    # A device that failed before measuring anything (unreachable, no runtime) leaves no
+    # empty folder behind, as a single device's profile does; a table measured in part stays.
+    for result in outcome.results:
+        if not result.ok and result.out in created and not any(result.out.iterdir()):
+            result.out.rmdir()
+    return outcome
 
 
 def _profile_fleet(
