@@ -49,6 +49,13 @@ class EvolutionSampler(BaseSampler):
         self._rng.seed()
         self._random.reseed_rng()
 
+    def seed(self, seed: int) -> None:
+        """Start the next batch from ``seed``, its parents chosen afresh from the trials: what
+        it proposes then depends on the seed and the trials alone (a resumed search's too)."""
+        self._rng.seed(seed)
+        self._random = RandomSampler(seed=seed)
+        self._parents_at = -1
+
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
     ) -> dict[str, BaseDistribution]:

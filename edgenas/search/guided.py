@@ -65,19 +65,25 @@ class GuidedSampler(BaseSampler):
         self._genes = _Genes(problem)
         self._distributions = distributions(problem.space, resolutions=problem.resolutions)
         self._queue: list[dict[str, Any]] = []
-        self._turn = 0
         # Every trial seen, as genes and values (filled from the study as it grows).
         self._seen_numbers: set[int] = set()
         self._rows: list[np.ndarray] = []
         self._values: list[Sequence[float]] = []
         self._seen_keys: set[bytes] = set()
-        # The ridge regression's sufficient statistics, grown with the trials.
+        # The ridge regression's sufficient statistics over every trial seen.
         self._gram: np.ndarray | None = None
         self._moment: np.ndarray | None = None
 
     def reseed_rng(self) -> None:
         self._np = np.random.default_rng()
         self._random.reseed_rng()
+
+    def seed(self, seed: int) -> None:
+        """Propose the next batch afresh from ``seed``: what it proposes then depends on the
+        seed and the trials alone (a resumed search's too)."""
+        self._np = np.random.default_rng(seed)
+        self._random = RandomSampler(seed=seed)
+        self._queue = []
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -88,9 +94,11 @@ class GuidedSampler(BaseSampler):
         self, study: optuna.Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
     ) -> dict[str, Any]:
         if not self._queue:
-            self._learn(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
-            level = self.levels[self._turn % len(self.levels)]
-            self._turn += 1
+            done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+            self._learn(done)
+            # The level follows from the trials known (a batch per level in turn), so that a
+            # sampler made afresh for a batch, or for a resumed search, takes the same one.
+            level = self.levels[len(done) // self.batch % len(self.levels)]
             self._queue = [subnet_params(s) for s in self._genes.subnets(self._propose(level))]
         return self._queue.pop(0)
 
@@ -118,13 +126,12 @@ class GuidedSampler(BaseSampler):
         self._rows += rows
         self._values += [t.values for t in new]
         self._seen_keys.update(self._genes.keys(np.array(rows)))
-        x = self._genes.features(np.array(rows))
-        y = np.array([t.values[0] for t in new], dtype=float)
-        gram, moment = x.T @ x, x.T @ y
-        if self._gram is None or self._moment is None:
-            self._gram, self._moment = gram, moment
-        else:
-            self._gram, self._moment = self._gram + gram, self._moment + moment
+        # The ridge regression's statistics are summed over every trial at once, not grown
+        # batch by batch: a resumed search, which learns them in one go, then fits the same
+        # surrogate to the bit (milliseconds for thousands of trials).
+        x = self._genes.features(np.array(self._rows))
+        y = np.array([v[0] for v in self._values], dtype=float)
+        self._gram, self._moment = x.T @ x, x.T @ y
 
     def _propose(self, level: Level) -> np.ndarray:
         if len(self._rows) < self.warmup:
