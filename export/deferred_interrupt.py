@@ -1,17 +1,21 @@
 """Ctrl-C (and SIGTERM, which edgenas's commands take as Ctrl-C) held back while a
 converter's native code runs: interrupted inside, LiteRT's converter and quantizer crashed (a
 segmentation fault once in four tries), so the export's own clean-up (its staging folder)
-never ran. The interrupt is delivered when the step ends."""
+never ran. The interrupt is delivered when the step ends, and said at once: a conversion of a
+large subnet takes tens of seconds, and a held Ctrl-C looked ignored."""
 
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import FrameType
 
 from once_for_all.stop_signals import STOP_SIGNALS, deliver
+
+STOPPING = "interrupted: stopping when this conversion step ends (it cannot be cut short safely)"
 
 
 @contextmanager
@@ -25,6 +29,8 @@ def interrupt_after_step() -> Iterator[None]:
     pending: list[int] = []
 
     def hold(signum: int, frame: FrameType | None) -> None:
+        if not pending:
+            print(STOPPING, file=sys.stderr, flush=True)
         pending.append(signum)
 
     previous = {sig: signal.signal(sig, hold) for sig in STOP_SIGNALS}
