@@ -57,14 +57,14 @@ def read_pareto(path: Path) -> ParetoDocument:
         fix="run 'edgenas search' (or the recipe's search stage) to write it",
         error=StudyError,
     )
-    if problem := _malformed(doc):  # the tag alone let KeyErrors and IndexErrors through
+    if problem := malformed_pareto(doc):  # the tag alone let KeyErrors and IndexErrors through
         raise StudyError(
             f"{path} is a damaged pareto.json ({problem}): run the search again to rewrite it"
         )
     return cast(ParetoDocument, doc)
 
 
-def _malformed(doc: dict[str, Any]) -> str | None:
+def malformed_pareto(doc: dict[str, Any]) -> str | None:
     """What in a tagged pareto.json is not as the search writes it, or None."""
     front, chosen = doc.get("front"), doc.get("chosen")
     if not isinstance(front, list) or not all(
@@ -77,6 +77,9 @@ def _malformed(doc: dict[str, Any]) -> str | None:
         index = c.get("index")
         if not isinstance(index, int) or not 0 <= index < len(front):
             return f"a choice's index {index!r} is not a member of the {len(front)} on the front"
+        budget = c.get("budget_ms")
+        if not isinstance(c.get("device"), str) or not isinstance(budget, int | float):
+            return "a choice lacks its device or budget_ms"
     return None
 
 
