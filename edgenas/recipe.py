@@ -276,6 +276,33 @@ class ExportSection(_Strict):
             return value
         raise ValueError(f"{_given(value)} is not a number of groups: give 1 or more, or auto")
 
+    @model_validator(mode="after")
+    def _int8_settings_need_int8(self) -> ExportSection:
+        # They shape the int8 files only: with int8 off they would do nothing, unseen.
+        if not self.int8:
+            fields = type(self).model_fields
+            given = [
+                name
+                for name in INT8_SETTINGS
+                if name in self.model_fields_set and getattr(self, name) != fields[name].default
+            ]
+            if given:
+                raise ValueError(
+                    f"{given[0]} shapes the int8 files, and int8 is false: set int8: true, or "
+                    f"leave {given[0]} out"
+                )
+        return self
+
+
+# The export settings that shape int8 files only.
+INT8_SETTINGS = (
+    "qat_epochs",
+    "calibration_images",
+    "stem_groups",
+    "align_channels",
+    "min_int8_agreement",
+)
+
 
 class SpaceSection(_Strict):
     """A built-in space adapted to the data: its input channels and number of classes."""

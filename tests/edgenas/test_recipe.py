@@ -415,6 +415,11 @@ def test_a_warmup_longer_than_its_phase_is_refused(tmp_path: Path) -> None:
             lambda r: r.update(export={"stem_groups": 0}),
             "export.stem_groups: 0 is not a number of groups: give 1 or more, or auto",
         ),
+        (  # before, dropped without a word (export audit)
+            lambda r: r.update(export={"int8": False, "qat_epochs": 2}),
+            "export: qat_epochs shapes the int8 files, and int8 is false: set int8: true, or "
+            "leave qat_epochs out",
+        ),
         (
             lambda r: r.update(data=None),
             "data: give a mapping of its keys (source, val_size, train_limit, image_size, seed, "
