@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +26,8 @@ from once_for_all.static_net import MobileNetV3
 
 # (epoch, train loss, train accuracy), called after each epoch
 StaticEpochCallback = Callable[[int, float, float], None]
+# (epochs done, the optimiser's state): what a resumed training continues from
+Resume = tuple[int, dict[str, Any]]
 
 
 def train_static(
@@ -43,6 +46,8 @@ def train_static(
     teacher: nn.Module | None = None,
     kd_ratio: float = 1.0,
     on_epoch: StaticEpochCallback | None = None,
+    save: Callable[[Resume], None] | None = None,
+    resume: Resume | None = None,
 ) -> list[dict[str, float]]:
     """Train ``model`` in place on ``data.train`` at ``model.resolution`` and return one record
     per epoch (``epoch``, ``lr``, ``train_loss``, ``train_acc``, ``seconds``).
@@ -57,6 +62,11 @@ def train_static(
     ``model`` (and ``teacher``) are converted in place to the layout that trains fastest on the
     CPU (``memory_layout.to_training_layout``; the same function); ``model`` is left in eval
     mode.
+
+    ``save`` is given the epochs done and the optimiser's state after each epoch (before
+    ``on_epoch``); with ``model`` then at those weights, ``resume`` continues from them and
+    ends where an uninterrupted training does (each epoch's randomness is seeded by its
+    number, the schedule by the step).
     """
     _check_args(model, data, epochs=epochs, lr=lr, batch_size=batch_size, kd_ratio=kd_ratio)
     # A one-phase schedule: the optimiser settings travel the way the supernet trainer's do.
@@ -83,12 +93,16 @@ def train_static(
     # a teacher with kd_ratio 0 would cost a forward pass per step for nothing
     teacher = to_training_layout(teacher).eval() if teacher is not None and kd_ratio > 0 else None
     optimizer = make_optimizer(model, config, lr)
+    first = 0
+    if resume is not None:
+        first, state = resume
+        optimizer.load_state_dict(state)
     steps = len(loader)
     total = steps * epochs
     warmup = int(warmup_epochs * steps)
     resolution = model.resolution
     history: list[dict[str, float]] = []
-    for epoch in range(epochs):
+    for epoch in range(first, epochs):
         torch.manual_seed(epoch_seed(seed, 0, epoch))
         model.train()
         loss_sum = correct = seen = 0.0
@@ -124,6 +138,8 @@ def train_static(
             "seconds": time.perf_counter() - started,
         }
         history.append(record)
+        if save is not None:
+            save((epoch + 1, optimizer.state_dict()))
         if on_epoch is not None:
             on_epoch(epoch + 1, record["train_loss"], record["train_acc"])
     model.eval()
