@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypedDict
 
@@ -36,14 +36,20 @@ class IOQuantization(TypedDict):
 
 
 def quantize_onnx_int8(
-    src: Path, dst: Path, *, calibration: np.ndarray, align_channels: ChannelAlignment = "x86"
+    src: Path,
+    dst: Path,
+    *,
+    calibration: np.ndarray,
+    align_channels: ChannelAlignment = "x86",
+    metadata: Mapping[str, str] | None = None,
 ) -> Path:
     """Write a QDQ int8 copy of the fp32 ONNX model ``src`` to ``dst``.
 
     Weights are int8 per output channel, activations uint8 per tensor (asymmetric), ranges by
     min/max over ``calibration``: float32 NCHW samples stacked on axis 0, fed one image at a
     time. The graph's input and output stay float32 (QDQ keeps the interface), so the int8
-    model is a drop-in replacement. ``src``'s metadata_props are carried over. Returns ``dst``.
+    model is a drop-in replacement. ``src``'s metadata_props are carried over, ``metadata``'s
+    entries replacing theirs of the same key. Returns ``dst``.
 
     QDQ is the form deployment runtimes take (onnxruntime, TensorRT, QNN, OpenVINO), and the
     graph is prepared so that onnxruntime's CPU provider fuses all of it into quantized
@@ -73,7 +79,7 @@ def quantize_onnx_int8(
     proto = _load_onnx(src)
     input_name, input_shape = _onnx_input(proto, src)
     samples = _check_calibration(calibration, input_shape, what=f"ONNX model {src}")
-    metadata = {p.key: p.value for p in proto.metadata_props}
+    carried = {**{p.key: p.value for p in proto.metadata_props}, **(metadata or {})}
     with (
         tempfile.TemporaryDirectory(prefix="edgenas-quant-") as work,
         atomic_path(dst, error=ExportError) as tmp,
@@ -105,7 +111,7 @@ def quantize_onnx_int8(
             if align_channels != "none":
                 quantized = onnx_channel_alignment.align_channels(quantized, align_channels)
             del quantized.metadata_props[:]
-            for key, value in metadata.items():
+            for key, value in carried.items():
                 entry = quantized.metadata_props.add()
                 entry.key, entry.value = key, value
             onnx.checker.check_model(quantized)

@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -132,8 +132,16 @@ def calibration_images(data: DataBundle, resolution: int, n: int) -> np.ndarray:
     return model_images(data.train.select(picked), data, resolution, None)
 
 
-def _check_opset(options: ExportOptions) -> None:
-    """An opset the exporter cannot write failed after minutes with a 321-line graph dump."""
+def check_options(options: ExportOptions, *, stem_channels: int | None = None) -> None:
+    """Refuse options the export cannot honour, before any work: an opset the exporter cannot
+    write failed after minutes with a 321-line graph dump, and both this and more stem groups
+    than the stem's channels (``stem_channels``, where known) after a fine-tuning."""
+    groups = options.stem_groups
+    if options.int8 and stem_channels is not None and groups != "auto" and groups > stem_channels:
+        raise ExportError(
+            f"stem groups {groups}: the stem has {stem_channels} channels; "
+            f"give 1 to {stem_channels}"
+        )
     if "onnx" not in options.formats:
         return
     low, high = ONNX_OPSETS
@@ -155,6 +163,7 @@ def export_subnet(
     *,
     options: ExportOptions,
     metadata: Mapping[str, str] | None = None,
+    file_metadata: FileMetadata | None = None,
     log: Any = None,
 ) -> ExportResult:
     """Write ``model`` (eval mode, BN statistics final) into ``folder`` as the requested
@@ -163,10 +172,12 @@ def export_subnet(
     fp32 files must reproduce PyTorch within ``options.tolerance`` on real validation images
     (an ExportError otherwise: the file would compute something else). int8 files report
     their top-1 agreement with PyTorch fp32 and their accuracy on the test split.
+    ``metadata`` goes into every ONNX file; ``file_metadata(precision, stem_groups)`` adds
+    what differs between them (a latency predicted for that kind of file).
     ``log(message)`` is told what is being done.
     """
     say = log or (lambda message: None)
-    _check_opset(options)
+    check_options(options)
     bad = [f for f in options.formats if f not in MODEL_FORMATS]
     if bad or not options.formats:
         raise ExportError(
@@ -215,7 +226,7 @@ def export_subnet(
                 input_shape=shape,
                 opset=options.opset,
                 dynamic_batch=options.dynamic_batch,
-                metadata=metadata,
+                metadata={**metadata, **(file_metadata("fp32", 1) if file_metadata else {})},
             )
         else:
             export_tflite(model, path, input_shape=shape, form=options.graph_form)
@@ -235,7 +246,9 @@ def export_subnet(
         if calib is None:
             continue
         say(f"{fmt} int8 (calibrating on {len(calib)} training images)")
-        int8 = Int8Writer(model, fmt, path, calib, options, metadata, test_x, test_ref, test_y, say)
+        int8 = Int8Writer(
+            model, fmt, path, calib, options, metadata, file_metadata, test_x, test_ref, test_y, say
+        )
         q_path = folder / FILE_NAMES[(fmt, "int8")]
         q = int8.write(q_path, groups)
         agreed = q.checks.get("top1_agreement")
@@ -275,6 +288,10 @@ def export_subnet(
     )
 
 
+# (precision, stem groups) -> the ONNX metadata entries of that file alone
+FileMetadata = Callable[[Precision, int], Mapping[str, str]]
+
+
 @dataclass
 class Int8Writer:
     """Writes one format's int8 file of ``model`` from its fp32 file ``fp32`` (calibrated on
@@ -287,6 +304,7 @@ class Int8Writer:
     calibration: np.ndarray
     options: ExportOptions
     metadata: Mapping[str, str]
+    file_metadata: FileMetadata | None
     test_x: np.ndarray | None
     test_ref: np.ndarray | None
     test_y: np.ndarray
@@ -296,9 +314,15 @@ class Int8Writer:
         fmt, options, calib = self.fmt, self.options, self.calibration
         started = time.perf_counter()
         split = len(groups) > 1
+        # what differs from the fp32 file's metadata, which the int8 one carries over
+        own = self.file_metadata("int8", max(1, len(groups))) if self.file_metadata else {}
         if fmt == "onnx" and not split:
             quantize_onnx_int8(
-                self.fp32, path, calibration=calib, align_channels=options.align_channels
+                self.fp32,
+                path,
+                calibration=calib,
+                align_channels=options.align_channels,
+                metadata=own,
             )
         elif fmt == "tflite" and options.graph_form == "plain" and not split:
             # The plain form converts the model as it is for int8 too: the fp32 file is the
@@ -324,6 +348,7 @@ class Int8Writer:
                         path,
                         calibration=calib,
                         align_channels=options.align_channels,
+                        metadata=own,
                     )
                 else:
                     export_tflite(

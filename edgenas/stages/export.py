@@ -4,8 +4,8 @@ model files, measured on the target devices, with a model card.
 All files appear in the output folder together at the end (they are written into a hidden
 staging folder inside it first), so a failure leaves the old files as they were; a kill while
 they move in leaves no card (the old one goes first, the new one last), never a card beside
-files it does not describe. Fine-tuning, the only long step, is saved (``finetuned.pt``) and reused by a rerun
-with the same inputs.
+files it does not describe. Fine-tuning, the only long step, is saved after every epoch
+(``finetuned.pt``): a rerun with the same inputs resumes it, or reuses it once finished.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal, TypedDict, cast
+from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
 
 from edgenas.subnet_choice import choose_subnet
 from export.card import CardBody, DeviceLatency, FileLatency, Int8Accuracy
@@ -53,12 +53,27 @@ if TYPE_CHECKING:
 FINETUNED_FORMAT = "edgenas.finetuned/1"
 
 
+FinetunePhase = Literal["fine-tune", "quantization-aware"]
+
+
+class FinetuneProgress(TypedDict):
+    """How far an unfinished fine-tuning got: what its resumption needs."""
+
+    phase: FinetunePhase
+    epochs: int  # done in that phase
+    optimizer: dict[str, Any]
+    # quantization-aware: the weights it started from (its int8 ranges and its teacher)
+    start: NotRequired[dict[str, torch.Tensor]]
+
+
 class FinetunedDocument(TypedDict):
-    """``finetuned.pt``: a fine-tuned subnet's weights and the inputs they were tuned from."""
+    """``finetuned.pt``: a fine-tuned subnet's weights and the inputs they were tuned from;
+    ``progress`` while the fine-tuning is unfinished (saved after each epoch)."""
 
     format: str
     key: str  # the inputs as sorted JSON: the weights are reused only for the same ones
     model: dict[str, torch.Tensor]
+    progress: NotRequired[FinetuneProgress]
 
 
 def read_finetuned(path: Path) -> FinetunedDocument | None:
@@ -130,7 +145,7 @@ def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
 
 def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
     from export.card import write_card
-    from export.subnet_export import export_subnet
+    from export.subnet_export import check_options, export_subnet
     from latency.proxies import costs_many
     from once_for_all import load_supernet
     from once_for_all.checkpoint import CheckpointError, FolderReads, load_training_data
@@ -148,17 +163,16 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
         space = supernet.space
         subnet = choose_subnet(job.subnet, space)
         o = job.options
+        check_options(o, stem_channels=space.width(space.stem_width))
+        names = [_profile_name(device) for device in job.devices]
+        predictors = {name: _predictor(name, space, subnet, job.profiles) for name in names}
+        _reach_devices(job.devices, predictors, job.profiles)
         reads = FolderReads(  # what an imported supernet's --data must provide, no more
             bn=max(BN_IMAGES, o.calibration_images),
             val=o.parity_images,
             test=o.test_images or FolderReads.test,
         )
         data = load_training_data(job.supernet, payload, folder=job.data, reads=reads)
-        names = [_profile_name(device) for device in job.devices]
-        predictors = {name: _predictor(name, space, subnet, job.profiles) for name in names}
-        predicted = {
-            name: p.predict(subnet) if p is not None else None for name, p in predictors.items()
-        }
         say(f"subnet {subnet.key} of {space.id}")
         for device, name in zip(job.devices, names, strict=True):
             if predictors[name] is None:
@@ -174,7 +188,15 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             data,
             staging,
             options=replace(job.options, graph_form=form, align_channels=align_channels),
-            metadata=_metadata(space, subnet, data, predicted),
+            metadata=_metadata(space, subnet, data),
+            file_metadata=lambda precision, groups: {
+                "edgenas.predicted_latency_ms": json.dumps(
+                    {
+                        name: _prediction(p, subnet, "onnx", precision, groups)[0]
+                        for name, p in predictors.items()
+                    }
+                )
+            },
             log=say,
         )
         latency = _measure(job.devices, staging, result.files, subnet, predictors, say)
@@ -247,6 +269,7 @@ def _subnet_model(
     from once_for_all import recalibrate_bn, train_static
     from once_for_all.accuracy_dataset import data_fingerprint, supernet_fingerprint
     from once_for_all.evaluation import bn_batches
+    from once_for_all.memory_layout import to_training_layout
     from once_for_all.quant_aware import int8_activations
 
     model = supernet.extract(subnet)
@@ -271,16 +294,43 @@ def _subnet_model(
     if settings.qat_epochs:
         key["stem_groups"] = requested
     saved = job.out / "finetuned.pt"
+    tag = json.dumps(key, sort_keys=True)
     cached = read_finetuned(saved) if saved.is_file() else None
+    progress: FinetuneProgress | None = None
     if cached is not None:
         changed = _changed_inputs(cached["key"], key)
-        if not changed:
+        if changed:
+            say(f"{saved} is from other inputs ({', '.join(changed)} changed): fine-tuning again")
+        elif "progress" not in cached:
             say(f"reusing the fine-tuned weights in {saved}")
             model.load_state_dict(cached["model"])
             return model.eval()
-        say(f"{saved} is from other inputs ({', '.join(changed)} changed): fine-tuning again")
+        else:
+            progress = cached["progress"]
+            done = f"{progress['phase']} epoch {progress['epochs']} done"
+            say(f"resuming the fine-tuning in {saved} ({done})")
 
-    def train(epochs: int, teacher: torch.nn.Module, what: str, kd_ratio: float) -> None:
+    def train(
+        phase: FinetunePhase,
+        epochs: int,
+        teacher: torch.nn.Module,
+        kd_ratio: float,
+        start: dict[str, torch.Tensor] | None = None,
+    ) -> None:
+        resume = None
+        if cached is not None and progress is not None and progress["phase"] == phase:
+            model.load_state_dict(cached["model"])  # the weights after its last epoch
+            resume = (progress["epochs"], progress["optimizer"])
+
+        def save(done: tuple[int, dict[str, Any]]) -> None:
+            # after every epoch: a killed fine-tuning of hours loses one epoch at most
+            step = FinetuneProgress(phase=phase, epochs=done[0], optimizer=done[1])
+            if start is not None:
+                step["start"] = start
+            doc = FinetunedDocument(format=FINETUNED_FORMAT, key=tag, model=model.state_dict())
+            doc["progress"] = step
+            write_finetuned(saved, doc)
+
         train_static(
             model,
             data,
@@ -291,31 +341,34 @@ def _subnet_model(
             teacher=teacher,
             kd_ratio=kd_ratio,
             on_epoch=lambda epoch, loss, acc: say(
-                f"{what} epoch {epoch}/{epochs}: loss {loss:.4f}, train accuracy {acc:.4f}"
+                f"{phase} epoch {epoch}/{epochs}: loss {loss:.4f}, train accuracy {acc:.4f}"
             ),
+            save=save,
+            resume=resume,
         )
 
-    if settings.epochs:
+    resumed_qat = progress is not None and progress["phase"] == "quantization-aware"
+    if settings.epochs and not resumed_qat:
         say(f"fine-tuning {settings.epochs} epoch(s), distilling the largest subnet")
         largest = supernet.extract(supernet.space.max_subnet(r=subnet.r))
         recalibrate_bn(largest, bn_batches(data, subnet.r))
-        train(settings.epochs, largest, "fine-tune", settings.kd_ratio)
+        train("fine-tune", settings.epochs, largest, settings.kd_ratio)
     if settings.qat_epochs:
         # The float subnet teaches its int8-simulated self: the loss is the quantization error.
         say(f"quantization-aware fine-tuning {settings.qat_epochs} epoch(s)")
+        if resumed_qat and progress is not None and "start" in progress:
+            model.load_state_dict(progress["start"])  # its ranges and teacher, as at its start
+        # in the layout training left it in, so that a resumed run measures the same ranges
+        to_training_layout(model)
+        start = copy.deepcopy(model.state_dict())
         float_self = copy.deepcopy(model).eval()
         calibration = torch.from_numpy(
             calibration_images(data, subnet.r, job.options.calibration_images)
         )
         with int8_activations(model, calibration, groups=groups):
-            train(settings.qat_epochs, float_self, "quantization-aware", QAT_KD_RATIO)
+            train("quantization-aware", settings.qat_epochs, float_self, QAT_KD_RATIO, start)
     write_finetuned(
-        saved,
-        FinetunedDocument(
-            format=FINETUNED_FORMAT,
-            key=json.dumps(key, sort_keys=True),
-            model=model.state_dict(),
-        ),
+        saved, FinetunedDocument(format=FINETUNED_FORMAT, key=tag, model=model.state_dict())
     )
     return model.eval()
 
@@ -464,6 +517,31 @@ def _predictor(
     return predictor if subnet.r in predictor.header.resolutions else None
 
 
+def _reach_devices(
+    devices: Sequence[str],
+    predictors: dict[str, LutSumPredictor | CalibratedPredictor | None],
+    profiles: Path,
+) -> None:
+    """Ask every device to measure on for its fingerprint before the work, not after the
+    fine-tuning and conversions: an unreachable board, a missing execution provider or
+    delegate, a device Python that will not start fail here. A predictor measured on
+    another machine or setup (a copied --profiles folder, two profiles of one name) is
+    refused: its figure on the card would be another device's, and its reference model
+    would scale this device's measurements."""
+    from devices import load_profile, open_device
+
+    for device in devices:
+        profile = load_profile(device)
+        if profile.kind == "published":
+            continue  # nothing runs there
+        with open_device(device) as opened:
+            fingerprint = opened.fingerprint()
+        predictor = predictors.get(profile.name)
+        if predictor is not None:
+            path = profiles / profile.name / "predictor.json"
+            predictor.header.check(what=f"predictor {path}", fingerprint=fingerprint)
+
+
 def _no_predictor(
     device: str, name: str, space: SearchSpace, subnet: Subnet, job: ExportJob
 ) -> str:
@@ -497,10 +575,9 @@ def input_resize(data: DataBundle) -> str:
     return "center-crop" if data.train_transforms == "ofa" else "bilinear"
 
 
-def _metadata(
-    space: SearchSpace, subnet: Subnet, data: DataBundle, predicted: dict[str, float | None]
-) -> dict[str, str]:
-    """What a deployed ONNX file should carry about itself (read with read_onnx_metadata)."""
+def _metadata(space: SearchSpace, subnet: Subnet, data: DataBundle) -> dict[str, str]:
+    """What a deployed ONNX file should carry about itself (read with read_onnx_metadata),
+    but for the latency predicted for it (``_prediction``), which depends on the file."""
     r = subnet.r
     return {
         "edgenas.space": space.id,
@@ -518,8 +595,34 @@ def _metadata(
             {"formula": "(pixel / 255 - mean) / std", "mean": data.spec.mean, "std": data.spec.std}
         ),
         "edgenas.data": json.dumps(data.spec.to_dict()),
-        "edgenas.predicted_latency_ms": json.dumps(predicted),
     }
+
+
+def _prediction(
+    predictor: LutSumPredictor | CalibratedPredictor | None,
+    subnet: Subnet,
+    model_format: str,
+    precision: str,
+    stem_groups: int,
+) -> tuple[float | None, bool]:
+    """The latency ``predictor`` gives the subnet as a file of this format and precision,
+    its stem in ``stem_groups`` groups, and whether its table timed that split (a table
+    profiled before int8 tables did times the stem whole); ``None`` where it was made for
+    another kind of file (a TFLite table says nothing of the ONNX file, an fp32 one nothing
+    of the int8 file)."""
+    from latency.table import PUBLISHED_RUNTIME
+
+    if predictor is None:
+        return None, False
+    header = predictor.header
+    if header.runtime == PUBLISHED_RUNTIME:
+        # Published tables (Note10's) predict the subnet, in whatever form its publisher ran
+        # it: nothing of this project's runs there, and every file carries their figure.
+        return predictor.predict(subnet), False
+    if (header.model_format, header.precision) != (model_format, precision):
+        return None, False
+    split = predictor.split_stem(stem_groups) if stem_groups > 1 else None
+    return (split or predictor).predict(subnet), split is not None
 
 
 def _measure(
@@ -567,22 +670,17 @@ def _measure(
             )
             entry = DeviceLatency(fingerprint=fp.to_dict(), files={})
             for f, m in zip(runnable, measured, strict=True):
-                same_kind = header is not None and (header.model_format, header.precision) == (
-                    f.format,
-                    f.precision,
-                )
                 timing = FileLatency(
                     predicted=None,
                     measured=_summary(m.to_dict()),
                     measured_at_baseline_ms=normalised_ms(m) if reference else None,
                     reference_scale=reference_scale(m) if reference else None,
                 )
-                if same_kind and predictor is not None:
-                    groups = len(f.execution.get("stem_groups") or ())
-                    split = predictor.split_stem(groups) if groups > 1 else None
-                    timing["predicted"] = (split or predictor).predict(subnet)
-                    if split is not None:
-                        timing["predicted_stem_groups"] = groups
+                groups = len(f.execution.get("stem_groups") or ())
+                predicted, split = _prediction(predictor, subnet, f.format, f.precision, groups)
+                timing["predicted"] = predicted
+                if split:
+                    timing["predicted_stem_groups"] = groups
                 entry["files"][f.name] = timing
             latency[device.name] = entry
     return latency

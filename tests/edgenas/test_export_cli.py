@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -15,10 +16,12 @@ import numpy as np
 import pytest
 import torch
 
+from devices.measurement import Fingerprint
 from edgenas.subnet_choice import choose_subnet
 from export import read_onnx_metadata
 from export.subnet_export import model_images
 from export.verify import agreement, correlation, run_onnx, run_tflite, top1
+from latency.table import PUBLISHED_RUNTIME
 from once_for_all import Subnet, SubnetError, get_space
 from once_for_all.data import load_data
 from tests.edgenas.conftest import MICRO_RECIPE
@@ -44,14 +47,28 @@ def edgenas(*args: str | Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+def _fingerprint(profile: Path) -> Fingerprint:
+    from devices import open_device
+
+    with open_device(str(profile)) as device:
+        return device.fingerprint()
+
+
 @pytest.fixture(scope="module")
 def cpu(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A local onnxruntime device and, under profiles/, a latency predictor for it."""
+    """A local onnxruntime device and, under profiles/, a latency predictor for it (a
+    synthetic table, as if measured on this host's CPU: export checks that it was)."""
     folder = tmp_path_factory.mktemp("device")
     (folder / "cpu.yaml").write_text(CPU_PROFILE)
-    predictor("test-cpu").save(folder / "profiles" / "test-cpu" / "predictor.json")
+    here = _fingerprint(folder / "cpu.yaml")
+    predictor("test-cpu", fingerprint=here).save(
+        folder / "profiles" / "test-cpu" / "predictor.json"
+    )
     # samsung-note10 is published tables: profiled (imported), never measured.
-    predictor(NOTE10, seed=1).save(folder / "profiles" / NOTE10 / "predictor.json")
+    published = replace(here, host=NOTE10, runtime=PUBLISHED_RUNTIME)
+    predictor(NOTE10, seed=1, fingerprint=published).save(
+        folder / "profiles" / NOTE10 / "predictor.json"
+    )
     return folder
 
 
@@ -197,11 +214,21 @@ def test_onnx_metadata_describes_the_model(exported: Path) -> None:
         card["accuracy"]["fp32"]
     )
     predicted = json.loads(metadata["edgenas.predicted_latency_ms"])
+    published = pytest.approx(predictor(NOTE10, seed=1).predict(TINY.min_subnet()))
     assert predicted == {
         "test-cpu": pytest.approx(predictor("test-cpu").predict(TINY.min_subnet())),
         "test-board": None,  # no predictor profiled for it
-        NOTE10: pytest.approx(predictor(NOTE10, seed=1).predict(TINY.min_subnet())),
+        NOTE10: published,  # published tables predict the subnet, whatever its file
     }
+    # test-cpu's predictor was profiled with fp32 ONNX: it says nothing of the int8 file,
+    # whose metadata the fp32 file's is otherwise carried into
+    int8 = read_onnx_metadata(exported / "model_int8.onnx")
+    assert json.loads(int8["edgenas.predicted_latency_ms"]) == {
+        "test-cpu": None,
+        "test-board": None,
+        NOTE10: published,
+    }
+    assert int8["edgenas.subnet"] == metadata["edgenas.subnet"]
 
 
 def test_a_published_device_has_its_prediction_on_the_card_and_no_measurement(
@@ -550,6 +577,50 @@ def test_fine_tuning_is_saved_and_reused(trained: Path, tmp_path: Path) -> None:
     assert _card(tmp_path)["files"][0]["sha256"] == card["files"][0]["sha256"]
 
 
+def test_a_killed_fine_tuning_resumes_and_ends_as_if_never_stopped(
+    trained: Path, tmp_path: Path
+) -> None:
+    """Saved after every epoch: a kill lost the whole fine-tuning, hours on real data."""
+    from edgenas.stages.export import ExportJob, FinetuneSettings, _subnet_model
+    from export.subnet_export import ExportOptions
+    from once_for_all import load_supernet
+    from once_for_all.checkpoint import load_training_data
+
+    path = trained / "run" / "supernet.pt"
+    supernet, _, payload = load_supernet(path)
+    data = load_training_data(path, payload)
+
+    def job(out: Path) -> ExportJob:
+        return ExportJob(
+            supernet=path,
+            subnet="min",
+            out=out,
+            options=ExportOptions(int8=True, calibration_images=32),
+            finetune=FinetuneSettings(epochs=2, qat_epochs=2),
+        )
+
+    def tune(out: Path, stop_after: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+        said: list[str] = []
+
+        def say(line: str) -> None:
+            said.append(line)
+            if stop_after and line.startswith(stop_after):
+                raise KeyboardInterrupt  # as Ctrl-C or SIGTERM mid-way through the next epoch
+
+        model = _subnet_model(supernet, TINY.min_subnet(), data, job(out), say)
+        return model.state_dict(), "\n".join(said)
+
+    whole, _ = tune(tmp_path / "whole")
+    for stop in ("fine-tune epoch 1/2", "quantization-aware epoch 1/2"):
+        with pytest.raises(KeyboardInterrupt):
+            tune(tmp_path / "resumed", stop)
+    resumed, said = tune(tmp_path / "resumed")
+    assert "(quantization-aware epoch 1 done)" in said and "fine-tune epoch" not in said
+    assert resumed.keys() == whole.keys()
+    for name, tensor in whole.items():
+        assert torch.equal(resumed[name], tensor), name
+
+
 def test_fine_tuning_is_redone_for_other_data(trained: Path, tmp_path: Path) -> None:
     from dataclasses import replace
 
@@ -614,6 +685,17 @@ def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     with pytest.raises(SubnetError, match=r"is a front of space mbv3-imagenet-0000000000, the"):
         choose_subnet(f"{path}#0", TINY)
+    # Hand-edited files gave KeyError tracebacks (export audit).
+    del doc["space"]
+    for damage, problem in [
+        ({"front": [{}]}, "'front' is not a list of members with a subnet"),
+        ({"front": {"0": doc["front"][0]}}, "'front' is not a list of members with a subnet"),
+        ({"chosen": [{"budget_ms": 3.0, "index": 0}]}, "a choice lacks its device or budget_ms"),
+    ]:
+        path.write_text(json.dumps({**doc, **damage}))
+        for member in ("", "#0"):
+            with pytest.raises(SubnetError, match=rf"is a damaged pareto.json \({problem}\)"):
+                choose_subnet(f"{path}{member}", TINY)
 
 
 def test_a_binary_subnet_file_is_one_line(tmp_path: Path) -> None:
@@ -637,6 +719,54 @@ def _fails(proc: subprocess.CompletedProcess[str], message: str) -> None:
     errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0], proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_devices_are_reached_and_their_predictors_checked_before_the_work(
+    trained: Path, cpu: Path, tmp_path: Path, sshd: Sshd
+) -> None:
+    supernet = trained / "run" / "supernet.pt"
+    out = tmp_path / "out"
+    # A predictor measured on another machine (a copied --profiles folder): the card gave its
+    # figure as this device's, and its reference model scaled this device's measurements.
+    copied = tmp_path / "copied"
+    predictor("test-cpu").save(copied / "test-cpu" / "predictor.json")  # measured on "board"
+    proc = edgenas_here(
+        "export",
+        "--supernet",
+        supernet,
+        "--subnet",
+        "min",
+        "--format",
+        "onnx",
+        "--device",
+        cpu / "cpu.yaml",
+        "--profiles",
+        copied,
+        "--finetune-epochs",
+        "2",
+        "--out",
+        out,
+    )
+    _fails(
+        proc,
+        f"predictor {copied / 'test-cpu' / 'predictor.json'} was measured on board "
+        "(Cortex-A72, onnxruntime, 1 thread(s)), not on ",
+    )
+    assert "fine-tun" not in proc.stderr and not out.exists()
+    # A TFLite board that cannot be reached was found after the conversions.
+    board = sshd.write_profile(
+        tmp_path / "board.yaml",
+        "test-board",
+        python="/usr/bin/python3",
+        runtime="tflite",
+        ssh={"port": 1, "connect_timeout": 3.0},
+    )
+    proc = edgenas_here(
+        "export", "--supernet", supernet, "--subnet", "min", "--format", "tflite",
+        "--device", board, "--out", out,
+    )  # fmt: skip
+    _fails(proc, "device 'test-board': cannot reach")
+    assert "tflite fp32" not in proc.stderr and not out.exists()
 
 
 def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path) -> None:
@@ -678,12 +808,33 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
             "32",
             "--test-images",
             "50",
+            "--finetune-epochs",
+            "2",
             "--out",
             out,
         ),
         "stem groups 20: the stem has 8 channels; give 1 to 8",
     )
     assert not out.exists()
+    # That and the next were found after the fine-tuning, which can take hours (export audit).
+    low_opset = edgenas_here(
+        "export",
+        "--supernet",
+        supernet,
+        "--subnet",
+        "min",
+        "--format",
+        "onnx",
+        "--int8",
+        "--opset",
+        "12",
+        "--finetune-epochs",
+        "2",
+        "--out",
+        out,
+    )
+    _fails(low_opset, "--opset 12: int8 ONNX files need opset 13 or later")
+    assert "fine-tun" not in low_opset.stderr and not out.exists()
     _fails(
         edgenas_here(
             "export",
@@ -701,7 +852,13 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
     )
     assert not out.exists()
     # int8 settings without --int8 did nothing, silently
-    for flag, value in (("--stem-groups", "4"), ("--qat-epochs", "2")):
+    for flag, value in (
+        ("--stem-groups", "4"),
+        ("--qat-epochs", "2"),
+        ("--calibration-images", "32"),
+        ("--align-channels", "arm64"),
+        ("--min-int8-agreement", "0.5"),
+    ):
         _fails(
             edgenas_here(
                 "export", "--supernet", supernet, "--subnet", "min", flag, value, "--out", out

@@ -27,12 +27,18 @@ FP = Fingerprint("board", "Cortex-A72", 4, "performance", "onnxruntime", "1.32.0
 
 
 def predictor(
-    name: str = "board", *, seed: int = 0, scale: float = 1.0, precision: Precision = "fp32"
+    name: str = "board",
+    *,
+    seed: int = 0,
+    scale: float = 1.0,
+    precision: Precision = "fp32",
+    fingerprint: Fingerprint = FP,
 ) -> LutSumPredictor:
-    """A lut-sum predictor over a synthetic ONNX table; int8 has the split stem's entries as
-    profile writes them."""
+    """A lut-sum predictor over a synthetic ONNX table, as if measured on ``fingerprint``;
+    int8 has the split stem's entries as profile writes them."""
     rng = np.random.default_rng(seed)
-    table = LatencyTable(TableHeader(SPACE.id, name, FP, "onnx", precision, SPACE.resolutions))
+    header = TableHeader(SPACE.id, name, fingerprint, "onnx", precision, SPACE.resolutions)
+    table = LatencyTable(header)
     for spec in enumerate_blocks(SPACE, split_stems=split_stems(precision, ())):
         c, h, w = spec.input_shape
         ms = scale * (0.01 + 1e-6 * c * h * w * float(rng.uniform(0.5, 1.5)))
