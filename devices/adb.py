@@ -31,7 +31,7 @@ from devices.benchmark_model import (
     log_lines,
     parse_output,
 )
-from devices.measurement import Fingerprint, Measurement, OperatorTime
+from devices.measurement import Fingerprint, MeasuredWith, Measurement, OperatorTime
 from devices.profiles import AdbSection, validate_profile
 from devices.runner_protocol import RunSettings
 
@@ -107,6 +107,9 @@ class AdbDevice(Device):
     @property
     def per_op_times(self) -> bool:
         return True
+
+    def measured_with(self) -> MeasuredWith:
+        return self.settings.measured_with()
 
     def fingerprint(self) -> Fingerprint:
         """The phone's fingerprint (model, SoC, cores, governor) for the profile's settings."""

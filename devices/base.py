@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from devices.measurement import Fingerprint, Measurement
+from devices.measurement import Fingerprint, MeasuredWith, Measurement
 from once_for_all.errors import EdgenasError
 
 Runtime = Literal["onnxruntime", "tflite", "tensorrt"]
@@ -51,6 +51,11 @@ class Device(ABC):
         profile_ops: bool = False,
     ) -> list[Measurement]:
         """``None`` arguments take the device profile's values."""
+
+    def measured_with(self) -> MeasuredWith:
+        """The settings this device measures with that change what a latency means and that
+        its fingerprint leaves out; none for the simulators, which have none."""
+        return ()
 
     @property
     def per_op_times(self) -> bool:

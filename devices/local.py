@@ -20,7 +20,7 @@ from devices.base import (
     Runtime,
     register_device_kind,
 )
-from devices.measurement import Fingerprint, Measurement
+from devices.measurement import Fingerprint, MeasuredWith, Measurement
 from devices.profiles import LocalSection, validate_profile
 from devices.runner_protocol import (
     RUNNER_PATH,
@@ -60,6 +60,9 @@ class LocalDevice(Device):
     @property
     def per_op_times(self) -> bool:
         return self.settings.runtime in RUNNER_PER_OP_RUNTIMES
+
+    def measured_with(self) -> MeasuredWith:
+        return self.settings.measured_with()
 
     def fingerprint(self) -> Fingerprint:
         """This host's fingerprint for the device's runtime and threads (asked once, cached)."""

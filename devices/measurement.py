@@ -11,6 +11,11 @@ MEASUREMENT_FORMAT = "edgenas.measurement/1"
 # Fingerprint fields that are left out of its dict when empty.
 _UNSET_LEFT_OUT = ("accelerator", "machine")
 
+MeasuredWith = tuple[tuple[str, str], ...]
+"""The settings that change what a device's latency means besides its ``Fingerprint``
+(pinned cores, warmup, a delegate's or providers' options), as sorted (setting, value text)
+pairs named as the device profile names them; a setting left unset is left out."""
+
 
 @dataclass(frozen=True)
 class Fingerprint:

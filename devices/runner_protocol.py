@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, NotRequired, TypedDict
 
 from devices.base import DeviceError, Runtime
-from devices.measurement import Fingerprint, Measurement, OperatorTime
+from devices.measurement import Fingerprint, MeasuredWith, Measurement, OperatorTime
 from devices.trtexec import JETPACK_TRTEXEC, Precision, to_measurement
 
 JOB_FORMAT = "edgenas.runner-job/1"
@@ -86,6 +86,29 @@ class RunSettings:
             warmup=warmup if warmup is not None else self.warmup,
             runs=runs if runs is not None else self.runs,
         )
+
+    def measured_with(self) -> MeasuredWith:
+        """The settings that change what a latency means besides the fingerprint's (runtime,
+        threads, delegate or providers): pinned ``cores``, the warmup, and the options of the
+        delegate or providers the job applies. ``runs`` and ``spread_threshold`` are not among
+        them: they make a figure steadier or not, and each measurement keeps its own ``n``
+        and ``flagged``."""
+        out = {}
+        if self.cores is not None:
+            out["cores"] = "[{}]".format(", ".join(map(str, self.cores)))
+        if self.runtime == "tensorrt":
+            out["tensorrt.warmup_ms"] = str(self.warmup_ms)  # trtexec counts no warmup runs
+        else:
+            out["warmup"] = str(self.warmup)
+        if self.runtime == "tflite" and self.delegate is not None:
+            out.update((f"delegate_options.{k}", v) for k, v in self.delegate_options)
+        if self.runtime == "onnxruntime" and self.providers is not None:
+            out.update(
+                (f"provider_options.{name}.{k}", v)
+                for name, options in self.provider_options
+                for k, v in options
+            )
+        return tuple(sorted(out.items()))
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,7 @@ from devices.base import (
     register_device_kind,
 )
 from devices.known_hosts import HostKey, add_known_host
-from devices.measurement import Fingerprint, Measurement
+from devices.measurement import Fingerprint, MeasuredWith, Measurement
 from devices.profiles import SshSection, validate_profile
 from devices.runner_protocol import (
     RUNNER_PATH,
@@ -161,6 +161,9 @@ class SshDevice(Device):
     @property
     def per_op_times(self) -> bool:
         return self.settings.runtime in RUNNER_PER_OP_RUNTIMES
+
+    def measured_with(self) -> MeasuredWith:
+        return self.settings.measured_with()
 
     def fingerprint(self) -> Fingerprint:
         """The device's fingerprint for its runtime and threads (asked once, cached)."""

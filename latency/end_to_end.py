@@ -149,6 +149,7 @@ class MeasuredSubnets:
                 model_format=header.model_format,
                 precision=header.precision,
                 resolutions=header.resolutions,
+                measured_with=header.measured_with,
             )
             self.header = _same_reference(path, old, header)
             for item in data["subnets"]:

@@ -225,6 +225,7 @@ def _plan(
         fingerprint=fp,
         settings=settings,
         resolutions=resolutions,
+        measured_with=device.measured_with(),
     )
     if say is not None:
         say(

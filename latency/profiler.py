@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from devices.base import PER_OP_TARGETS, Device, DeviceError
-from devices.measurement import Fingerprint, Measurement
+from devices.measurement import Fingerprint, MeasuredWith, Measurement
 from export.formats import (
     MODEL_FORMATS,
     PRECISIONS,
@@ -161,8 +161,10 @@ def open_table(
     fingerprint: Fingerprint,
     settings: ProfileSettings,
     resolutions: tuple[int, ...],
+    measured_with: MeasuredWith,
 ) -> LatencyTable:
-    """The table at ``path`` to continue, or a new empty one; refuses one for another setup."""
+    """The table at ``path`` to continue, or a new empty one; refuses one for another setup,
+    or measured with other settings (``Device.measured_with``)."""
     if not path.exists():
         reference = (
             Reference(reference_subnet(space, resolutions).to_dict())
@@ -177,6 +179,7 @@ def open_table(
             precision=settings.precision,
             resolutions=resolutions,
             reference=reference,
+            measured_with=measured_with,
         )
         return LatencyTable(header)
     table = LatencyTable.load(path)
@@ -187,7 +190,10 @@ def open_table(
         model_format=settings.model_format,
         precision=settings.precision,
         resolutions=resolutions,
+        measured_with=measured_with,
     )
+    if table.header.measured_with is None:  # older table: recorded from now on (check's why)
+        table.header = replace(table.header, measured_with=measured_with)
     if table.header.fingerprint.runtime_version != fingerprint.runtime_version:
         raise TableError(
             f"existing table {path} was measured with {fingerprint.runtime} "
@@ -266,6 +272,7 @@ def profile_blocks(
         fingerprint=fingerprint,
         settings=settings,
         resolutions=chosen,
+        measured_with=device.measured_with(),
     )
     todo = blocks_to_measure(profiled_blocks(space, chosen, settings), table, per_op=per_op)
     files = cache.blocks(

@@ -18,7 +18,7 @@ from typing import Any, TypedDict, cast
 
 import numpy as np
 
-from devices.measurement import Fingerprint, Measurement
+from devices.measurement import Fingerprint, MeasuredWith, Measurement
 from export.formats import ModelFormat, Precision
 from latency.reference import Reference, normalised_ms, reference_scale
 from once_for_all.errors import EdgenasError
@@ -75,6 +75,10 @@ class TableHeader:
         default_factory=lambda: _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     )
     reference: Reference | None = None  # None: raw timings (simulators, /1 tables)
+    # The settings besides the fingerprint that change what the entries mean (pinned cores,
+    # warmup, delegate or provider options: Device.measured_with); None: unknown, a table
+    # written before headers recorded them.
+    measured_with: MeasuredWith | None = None
 
     @property
     def runtime(self) -> str:
@@ -102,6 +106,7 @@ class TableHeader:
         out["resolutions"] = list(self.resolutions)
         out["runtime"] = self.runtime
         out["reference"] = self.reference.to_dict() if self.reference is not None else None
+        out["measured_with"] = dict(self.measured_with) if self.measured_with is not None else None
         return out
 
     @classmethod
@@ -115,6 +120,11 @@ class TableHeader:
             resolutions=tuple(int(r) for r in data["resolutions"]),
             created=str(data["created"]),
             reference=Reference.from_dict(ref) if (ref := data.get("reference")) else None,
+            measured_with=(
+                tuple(sorted((str(k), str(v)) for k, v in given.items()))
+                if (given := data.get("measured_with")) is not None
+                else None
+            ),
         )
 
     def check(
@@ -126,6 +136,7 @@ class TableHeader:
         model_format: str | None = None,
         precision: str | None = None,
         resolutions: tuple[int, ...] | None = None,
+        measured_with: MeasuredWith | None = None,
     ) -> None:
         """Raise ``TableError`` if this header is for another space, device or setup."""
         if space_id is not None and space_id != self.space_id:
@@ -138,6 +149,12 @@ class TableHeader:
                 f"{what} was measured on {_describe(self.fingerprint)}, not on "
                 f"{_describe(fingerprint)}; profile this device instead of reusing it"
             )
+        # Unknown on either side (a table from before headers recorded them) is accepted: it
+        # was most likely measured with the same device profile, and refusing would throw
+        # away every table measured before, hours of a board's time; the caller records the
+        # settings from then on.
+        if measured_with is not None and self.measured_with is not None:
+            self._check_measured_with(what, dict(self.measured_with), dict(measured_with))
         if model_format is not None and model_format != self.model_format:
             raise TableError(
                 f"{what} holds {self.model_format} measurements, not {model_format}; "
@@ -153,6 +170,29 @@ class TableHeader:
                 f"{what} covers resolutions {_ints(self.resolutions)}, not {_ints(resolutions)}; "
                 "use the same --resolution options or another output folder"
             )
+
+    @staticmethod
+    def _check_measured_with(what: str, stored: dict[str, str], given: dict[str, str]) -> None:
+        # Measurements taken otherwise measure another latency: they must not mix in one file.
+        key = next(
+            (k for k in sorted(stored.keys() | given.keys()) if stored.get(k) != given.get(k)), None
+        )
+        if key is None:
+            return
+        old, new = stored.get(key), given.get(key)
+        fix = (
+            f"set {key}: {old} in the device profile again"
+            if old is not None
+            else f"remove {key} from the device profile"
+        )
+        raise TableError(
+            f"{what} was measured with {_setting(key, old)}, but the device profile now gives "
+            f"{_setting(key, new)}; {fix}, or use another output folder"
+        )
+
+
+def _setting(key: str, value: str | None) -> str:
+    return f"{key} {value}" if value is not None else f"no {key}"
 
 
 def _ints(values: tuple[int, ...]) -> str:

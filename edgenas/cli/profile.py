@@ -485,7 +485,11 @@ def validate_command(
         exclude=calibration,
     )
     with open_device(device) as dev:
-        p.header.check(what=f"predictor {predictor}", fingerprint=dev.fingerprint())
+        p.header.check(
+            what=f"predictor {predictor}",
+            fingerprint=dev.fingerprint(),
+            measured_with=dev.measured_with(),
+        )
         settings = ProfileSettings.of(p.header)
         store = MeasuredSubnets(predictor.parent / f"validation{split}.json", p.header)
         with stage_progress("validation subnets", quiet=quiet) as progress:

@@ -201,6 +201,39 @@ def test_provider_options_reach_the_job_by_full_name() -> None:
     assert "providers" not in tflite and "delegate" not in tflite
 
 
+def test_the_options_a_job_applies_are_recorded_with_its_measurements() -> None:
+    """What a table's header records (``measured_with``): the options the job applies, by
+    the names the job uses, and the cores and warmup; not runs or spread_threshold."""
+    profile = validate_profile(
+        {
+            "name": "orin",
+            "kind": "local",
+            "cores": [2, 3],
+            "runs": 7,
+            "providers": ["tensorrt"],
+            "provider_options": {"tensorrt": {"trt_fp16_enable": True}},
+        }
+    )
+    assert dict(LocalDevice("orin", settings=profile.run_settings()).measured_with()) == {
+        "cores": "[2, 3]",
+        "provider_options.TensorrtExecutionProvider.trt_fp16_enable": "true",
+        "warmup": "10",
+    }
+    external = validate_profile(
+        {
+            "name": "imx8",
+            "kind": "local",
+            "runtime": "tflite",
+            "delegate": "external:/usr/lib/libvx_delegate.so",
+            "delegate_options": {"device_id": 0},
+        }
+    )
+    assert dict(external.run_settings().measured_with()) == {
+        "delegate_options.device_id": "0",
+        "warmup": "10",
+    }
+
+
 def test_placement_round_trips_and_old_measurements_still_read(models: Models) -> None:
     (m,) = LocalDevice(settings=QUICK).measure([models.fc])
     again = Measurement.from_dict(m.to_dict())

@@ -394,3 +394,47 @@ def test_profile_over_ssh(sshd: Sshd, device_python: Path, tmp_path: Path, cache
     assert all(m.n == 10 for m in table.entries.values())
     assert list(remote.iterdir()) == []  # the device's temporary folders are cleaned up
     assert isinstance(load_predictor(out / "predictor.json"), CalibratedPredictor)
+
+
+def test_a_resume_with_other_measurement_settings_is_refused(tmp_path: Path, cache: Path) -> None:
+    profile = tmp_path / "fast-cpu.yaml"
+    profile.write_text(LOCAL_PROFILE.format(name="fast-cpu", threads=1, runs=3))
+    out = tmp_path / "out"
+    args = ["profile", profile, "--space", "mbv3-tiny", "--resolution", "28", "--calibrate", "0"]
+    proc = edgenas(*args, "--out", out, "--quiet", cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    lut = out / "lut.json"
+    assert json.loads(lut.read_text())["header"]["measured_with"] == {"warmup": "3"}
+    # What the entries mean changes with pinned cores and warmup: refused, naming both values.
+    profile.write_text(LOCAL_PROFILE.format(name="fast-cpu", threads=1, runs=20) + "cores: [0]\n")
+    proc = edgenas(*args, "--out", out, cache=cache)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"existing table {lut} was measured with no cores, but the device profile now " in (
+        " ".join(proc.stderr.split())
+    )
+    assert "gives cores [0]; remove cores from the device profile" in " ".join(proc.stderr.split())
+    profile.write_text(
+        LOCAL_PROFILE.format(name="fast-cpu", threads=1, runs=3).replace("warmup: 3", "warmup: 0")
+    )
+    proc = edgenas(*args, "--out", out, cache=cache)
+    assert proc.returncode == 2
+    assert "measured with warmup 3, but the device profile now gives warmup 0; set warmup: 3" in (
+        " ".join(proc.stderr.split())
+    )
+    proc = edgenas(
+        "latency", "validate", profile, "--predictor", out / "predictor.json", cache=cache
+    )
+    assert proc.returncode == 2 and "measured with warmup 3" in " ".join(proc.stderr.split())
+    # More runs only make the missing entries steadier (each keeps its n): accepted.
+    doc = json.loads(lut.read_text())
+    dropped = sorted(doc["entries"])[:2]
+    for key in dropped:
+        del doc["entries"][key]
+    del doc["header"]["measured_with"]  # and a table from before headers recorded settings
+    lut.write_text(json.dumps(doc))
+    profile.write_text(LOCAL_PROFILE.format(name="fast-cpu", threads=1, runs=7))
+    proc = edgenas(*args, "--out", out, "--quiet", cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    table = LatencyTable.load(lut)
+    assert table.header.measured_with == (("warmup", "3"),)  # recorded from now on
+    assert [table.entries[k].n for k in dropped] == [7, 7]
