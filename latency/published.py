@@ -24,6 +24,7 @@ import yaml
 
 from devices.measurement import Fingerprint, Measurement
 from devices.profiles import DeviceProfile, PublishedSection
+from export.formats import ModelFormat, Precision
 from latency.blocks import (
     BlockSpec,
     head_block,
@@ -38,6 +39,9 @@ from once_for_all.network_config import first_block_config, head_config, slot_co
 from once_for_all.search_space import SearchSpace
 
 _FIELDS = ("count", "mean", "std")
+# The tables do not say; a phone ships TFLite fp32 models, and the header needs one.
+PUBLISHED_FORMAT: ModelFormat = "tflite"
+PUBLISHED_PRECISION: Precision = "fp32"
 
 
 @dataclass(frozen=True)
@@ -94,9 +98,8 @@ def import_published(
         space_id=space.id,
         device=profile.name,
         fingerprint=fingerprint,
-        # The tables do not say; a phone ships TFLite fp32 models, and the header needs one.
-        model_format="tflite",
-        precision="fp32",
+        model_format=PUBLISHED_FORMAT,
+        precision=PUBLISHED_PRECISION,
         resolutions=rs,
     )
     _check_not_another_device(out / "lut.json", header)

@@ -157,8 +157,15 @@ def profile_command(
             "the devices given are measured"
         )
     # Without --precision a device measures its default (fp32 for most, int8 for Vela): the
-    # groups asked would be left out of an fp32 table silently.
-    fp32 = [d for d in device if stem_groups and (precision or _default_precision(d)) != "int8"]
+    # groups asked would be left out of an fp32 table silently. A published device says
+    # itself that nothing more can be measured (profile_published).
+    fp32 = [
+        d
+        for d in device
+        if stem_groups
+        and load_profile(d).kind != "published"
+        and (precision or _default_precision(d)) != "int8"
+    ]
     if fp32:
         raise fail(
             f"--stem-groups times split stems for int8 files; {fp32[0]} measures fp32 files "

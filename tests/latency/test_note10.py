@@ -84,6 +84,24 @@ def test_cli_profile_imports_the_tables_and_search_offers_only_their_resolutions
         result.output
     )
     assert "--resolution" not in result.output  # nothing more can be measured
+    # The tables are fp32 TFLite: asking for anything else is refused, not imported as fp32.
+    for given in (
+        ["--precision", "int8"],
+        ["--format", "onnx"],
+        ["--stem-groups", "3"],
+        ["--stem-groups", "3", "--precision", "int8"],
+    ):
+        result = CliRunner().invoke(
+            app, [*args[:-1], str(tmp_path / "other"), "--tables", str(note10), *given]
+        )
+        assert result.exit_code == 2 and "Traceback" not in result.output, given
+        assert "samsung-note10's published tables are of fp32 tflite models, not " in " ".join(
+            result.output.split()
+        )
+        assert "leave out --precision/--format/--stem-groups" in result.output, given
+    assert not (tmp_path / "other" / "lut.json").exists()
+    result = CliRunner().invoke(app, [*args, "--tables", str(note10), "--precision", "fp32"])
+    assert result.exit_code == 0, result.output  # what the tables are: accepted
     # Without the folder: one line saying what to give.
     result = CliRunner().invoke(app, args)
     assert result.exit_code != 0
