@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -243,18 +243,34 @@ class LinearModel:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> LinearModel:
-        """``ValueError`` for a coefficient that is not finite (an edited file): every
-        prediction would be inf or NaN."""
+    def from_dict(cls, data: Mapping[str, Any], *, known: Collection[str]) -> LinearModel:
+        """``ValueError`` naming what is wrong in an edited or damaged file: a feature not
+        among ``known`` (those ``LutSumPredictor.features`` gives), a coefficient count other
+        than the features', or a coefficient that is not finite (every prediction would be
+        inf or NaN)."""
         model = cls(
             str(data["name"]),
-            tuple(data["features"]),
+            tuple(str(f) for f in data["features"]),
             tuple(float(c) for c in data["coef"]),
             float(data["intercept"]),
         )
+        where = f"its calibration model {model.name}"
+        if unknown := [f for f in model.features if f not in known]:
+            raise ValueError(
+                f"{where} uses feature {unknown[0]!r}, which is not one of {', '.join(known)}"
+            )
+        if len(model.coef) != len(model.features):
+            raise ValueError(
+                f"{where} has {len(model.coef)} coefficients for {len(model.features)} features"
+            )
         if not all(math.isfinite(v) for v in (*model.coef, model.intercept)):
-            raise ValueError(f"calibration model {model.name}: a coefficient is not finite")
+            raise ValueError(f"{where}: a coefficient is not finite")
         return model
+
+
+def feature_names(space: SearchSpace) -> tuple[str, ...]:
+    """Every feature a calibration model of ``space`` may use (``LutSumPredictor.features``)."""
+    return tuple(dict.fromkeys(f for fs, _ in candidate_models(space).values() for f in fs))
 
 
 def candidate_models(space: SearchSpace) -> dict[str, tuple[tuple[str, ...], bool]]:
@@ -439,14 +455,41 @@ def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
         if data["kind"] == "lut-sum":
             return base
         if data["kind"] == "calibrated":
-            return CalibratedPredictor(
+            calibrated = CalibratedPredictor(
                 base,
-                LinearModel.from_dict(data["model"]),
+                LinearModel.from_dict(data["model"], known=feature_names(space)),
                 validation=data.get("validation", {}),
                 calibration=data.get("calibration", {}),
             )
+            _check_positive(calibrated)
+            return calibrated
     except TableError:
         raise
-    except (KeyError, TypeError, ValueError) as exc:
-        raise TableError(f"latency predictor {path} is damaged ({exc}); profile again") from None
+    except KeyError as exc:
+        raise _damaged(path, f"it has no {exc.args[0]!r}") from None
+    except (TypeError, ValueError) as exc:
+        raise _damaged(path, str(exc)) from None
     raise TableError(f"{path}: unknown predictor kind {data['kind']!r} (lut-sum or calibrated)")
+
+
+def _damaged(path: Path, why: str) -> TableError:
+    # profile rewrites predictor.json from lut.json and calibration.json, which it keeps.
+    return TableError(
+        f"latency predictor {path} is damaged: {why}; run edgenas profile again to rewrite it "
+        "(or delete it)"
+    )
+
+
+def _check_positive(predictor: CalibratedPredictor) -> None:
+    """``ValueError`` for a model that predicts no time (<= 0 ms) for the space's smallest
+    subnet at a profiled resolution: an edited intercept or coefficient. Refused at load
+    rather than clamped at predict time, where a 0 ms figure would be search's favourite and
+    hide the damage; a fitted model stays close to the smallest subnet's measured latency
+    (calibration measures it, and fits relative errors)."""
+    smallest = [predictor.space.min_subnet(r=r) for r in predictor.header.resolutions]
+    for subnet, ms in zip(smallest, predictor.predict_many(smallest), strict=True):
+        if not ms > 0:
+            raise ValueError(
+                f"its calibration model {predictor.model.name} predicts {ms:.4g} ms for the "
+                f"smallest subnet at {subnet.r} px, not a latency"
+            )

@@ -199,7 +199,7 @@ def test_a_calibration_model_that_is_not_finite_is_refused(tmp_path: Path, field
     doc = json.loads((tmp_path / "p.json").read_text())
     doc["model"][field] = [float("inf")] if field == "coef" else float("nan")
     (tmp_path / "p.json").write_text(json.dumps(doc))
-    with pytest.raises(TableError, match=r"is damaged \(calibration model scale: .* not finite"):
+    with pytest.raises(TableError, match=r"is damaged: its calibration model scale: .* not finite"):
         load_predictor(tmp_path / "p.json")
 
 

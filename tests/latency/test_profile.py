@@ -438,3 +438,46 @@ def test_a_resume_with_other_measurement_settings_is_refused(tmp_path: Path, cac
     table = LatencyTable.load(lut)
     assert table.header.measured_with == (("warmup", "3"),)  # recorded from now on
     assert [table.entries[k].n for k in dropped] == [7, 7]
+
+
+@pytest.fixture(scope="module")
+def npu_profiled(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
+    out = tmp_path_factory.mktemp("npu")
+    proc = edgenas(
+        "profile",
+        "npu-32x32-ws",
+        *("--space", "mbv3-tiny", "--resolution", "28", "--calibrate", "20", "--out", out),
+        "--quiet",
+        cache=cache,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            {"model": {"features": ["bogus"]}},
+            "uses feature 'bogus', which is not one of lut_sum, blocks, stem, ",
+        ),
+        ({"model": {"coef": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]}}, "has 7 coefficients for"),
+        ({"model": {"intercept": -100}}, "ms for the smallest subnet at 28 px, not a latency"),
+    ],
+)
+def test_a_damaged_calibrated_predictor_is_one_line(
+    npu_profiled: Path, tmp_path: Path, edit: dict, message: str
+) -> None:
+    doc = json.loads((npu_profiled / "predictor.json").read_text())
+    for field, values in edit.items():
+        doc[field].update(values)
+    path = tmp_path / "predictor.json"
+    path.write_text(json.dumps(doc))
+    proc = edgenas_here("latency", "predict", "--predictor", path, "--subnet", "max")
+    assert proc.returncode == 2, proc.stdout
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    line = " ".join(proc.stderr.split())
+    assert message in line and "Traceback" not in line
+    if "model" in edit:
+        assert f"latency predictor {path} is damaged: its calibration model " in line
+        assert "run edgenas profile again to rewrite it" in line
