@@ -138,6 +138,15 @@ class LutSumPredictor:
                     "space and resolutions do not have; profile again"
                 )
             self.resolution_ms[int(r)] = {k: float(v) for k, v in figures.items()}
+            bad = next(
+                (k for k, ms in self.resolution_ms[r].items() if not 0 <= ms < math.inf), None
+            )
+            if bad is not None:  # as for block_ms: a negative figure reaches every prediction
+                raise TableError(
+                    f"the table for {header.device} gives block {bad} at {r} px "
+                    f"{self.resolution_ms[r][bad]} ms, not a time (a finite number >= 0): the "
+                    "file was edited or damaged; profile again"
+                )
             row = self.index.resolutions.index(r)
             for k, v in figures.items():
                 self._values[row, position[k]] = float(v)

@@ -19,7 +19,7 @@ from latency.blocks import enumerate_blocks, stem_channels
 from latency.metrics import validation_figures
 from latency.predictors import CalibratedPredictor, LutSumPredictor, load_predictor
 from latency.reference import normalised_ms
-from latency.table import LatencyTable, TableHeader
+from latency.table import LatencyTable, TableError, TableHeader
 from once_for_all import get_space
 from tests.support.cli_here import edgenas_here
 from tests.support.sshd import Sshd
@@ -463,14 +463,20 @@ def npu_profiled(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
         ),
         ({"model": {"coef": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]}}, "has 7 coefficients for"),
         ({"model": {"intercept": -100}}, "ms for the smallest subnet at 28 px, not a latency"),
+        ({"resolution_ms": {"28": {"KEY": -5.0}}}, "at 28 px -5.0 ms, not a time"),
+        ({"resolution_ms": {"28": {"KEY": float("inf")}}}, "at 28 px inf ms, not a time"),
     ],
 )
 def test_a_damaged_calibrated_predictor_is_one_line(
     npu_profiled: Path, tmp_path: Path, edit: dict, message: str
 ) -> None:
     doc = json.loads((npu_profiled / "predictor.json").read_text())
+    key = next(iter(doc["block_ms"]))
     for field, values in edit.items():
-        doc[field].update(values)
+        if field == "resolution_ms":  # KEY: the table's first block
+            doc[field] = {r: {key: figures["KEY"]} for r, figures in values.items()}
+        else:
+            doc[field].update(values)
     path = tmp_path / "predictor.json"
     path.write_text(json.dumps(doc))
     proc = edgenas_here("latency", "predict", "--predictor", path, "--subnet", "max")
@@ -481,3 +487,16 @@ def test_a_damaged_calibrated_predictor_is_one_line(
     if "model" in edit:
         assert f"latency predictor {path} is damaged: its calibration model " in line
         assert "run edgenas profile again to rewrite it" in line
+
+
+@pytest.mark.parametrize("ms", [-5.0, float("inf")])
+def test_a_per_resolution_figure_in_a_table_is_range_checked(
+    npu_profiled: Path, tmp_path: Path, ms: float
+) -> None:
+    doc = json.loads((npu_profiled / "lut.json").read_text())
+    key = next(iter(doc["entries"]))
+    doc["entries"][key]["extra"]["ms_by_resolution"] = {"28": ms}
+    path = tmp_path / "lut.json"
+    path.write_text(json.dumps(doc))
+    with pytest.raises(TableError, match=rf"gives block {key} at 28 px {ms} ms, not a time"):
+        LutSumPredictor.from_table(TINY, LatencyTable.load(path))
