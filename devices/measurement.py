@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from typing import Any
 
 MEASUREMENT_FORMAT = "edgenas.measurement/1"
@@ -165,6 +165,11 @@ class Measurement:
             raise ValueError(
                 f"not a measurement: format {data.get('format')!r}, expected {MEASUREMENT_FORMAT!r}"
             )
+        required = (
+            f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING
+        )
+        if (missing := next((k for k in required if k not in data), None)) is not None:
+            raise KeyError(missing)  # not __init__'s TypeError, which reads as Python's words
         values = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "ops"}
         ops = data.get("ops")
         if ops is not None:

@@ -19,9 +19,9 @@ from typing import Any, TypedDict, cast
 import numpy as np
 
 from devices.measurement import Fingerprint, MeasuredWith, Measurement
-from export.formats import ModelFormat, Precision
+from export.formats import MODEL_FORMATS, PRECISIONS, ModelFormat, Precision
 from latency.reference import Reference, normalised_ms, reference_scale
-from once_for_all.errors import EdgenasError
+from once_for_all.errors import EdgenasError, one_line
 from once_for_all.files import read_json, write_text
 
 # /2 added the reference model (header) and its per-entry scale; /1 tables hold raw entries.
@@ -30,6 +30,11 @@ READABLE_TABLE_FORMATS = ("edgenas.lut/1", TABLE_FORMAT)
 # The runtime of a published table's fingerprint (latency.published): nothing was run by
 # edgenas, and nothing more can be measured.
 PUBLISHED_RUNTIME = "published"
+
+
+# A rerun keeps the entries a table has (it measures only what is missing), so a damaged
+# table is not mended by profiling again into it: only a new file is.
+REMEASURE = "delete it (or use another output folder) and run edgenas profile again"
 
 
 class TableError(EdgenasError, ValueError):
@@ -50,7 +55,7 @@ def read_table(path: Path) -> TableDocument:
         path,
         formats=READABLE_TABLE_FORMATS,
         what="a latency table",
-        fix="give the lut.json that edgenas profile wrote",
+        fix=REMEASURE,
         error=TableError,
     )
     return cast(TableDocument, doc)
@@ -111,6 +116,14 @@ class TableHeader:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TableHeader:
+        """``ValueError`` naming the field for a model format or precision edgenas does not
+        measure (an edited file would otherwise load, and export nothing it predicts)."""
+        for field_name, allowed in (("model_format", MODEL_FORMATS), ("precision", PRECISIONS)):
+            if data[field_name] not in allowed:
+                raise ValueError(
+                    f"its header's {field_name} is {data[field_name]!r}, not one of "
+                    f"{', '.join(allowed)}"
+                )
         return cls(
             space_id=str(data["space_id"]),
             device=str(data["device"]),
@@ -261,12 +274,22 @@ class LatencyTable:
     @classmethod
     def load(cls, path: Path) -> LatencyTable:
         data = read_table(path)
+        where = ""
         try:
             header = TableHeader.from_dict(data["header"])
-            entries = {k: Measurement.from_dict(v) for k, v in data["entries"].items()}
-        except (KeyError, TypeError, ValueError) as exc:
-            raise TableError(f"latency table {path} is damaged ({exc}); profile again") from None
+            entries = {}
+            for where, entry in data["entries"].items():
+                entries[where] = Measurement.from_dict(entry)
+        except KeyError as exc:
+            raise _damaged(path, where, f"it has no {exc.args[0]!r}") from None
+        except (TypeError, ValueError, AttributeError) as exc:
+            raise _damaged(path, where, one_line(exc)) from None
         return cls(header, entries)
+
+
+def _damaged(path: Path, entry: str, why: str) -> TableError:
+    what = f"entry {entry}: " if entry else ""
+    return TableError(f"latency table {path} is damaged: {what}{why}; {REMEASURE}")
 
 
 def _entry(m: Measurement) -> dict[str, Any]:

@@ -500,3 +500,51 @@ def test_a_per_resolution_figure_in_a_table_is_range_checked(
     path.write_text(json.dumps(doc))
     with pytest.raises(TableError, match=rf"gives block {key} at 28 px {ms} ms, not a time"):
         LutSumPredictor.from_table(TINY, LatencyTable.load(path))
+
+
+@pytest.mark.parametrize(
+    "field, value, allowed", [("precision", "int4", "fp32, int8"), ("model_format", "pt", "onnx")]
+)
+def test_a_header_value_edgenas_does_not_measure_is_refused(
+    npu_profiled: Path, tmp_path: Path, field: str, value: str, allowed: str
+) -> None:
+    for name in ("predictor.json", "lut.json"):
+        doc = json.loads((npu_profiled / name).read_text())
+        doc["header"][field] = value
+        (tmp_path / name).write_text(json.dumps(doc))
+    proc = edgenas_here(
+        "latency", "predict", "--predictor", tmp_path / "predictor.json", "--subnet", "max"
+    )
+    line = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in line
+    assert f"its header's {field} is '{value}', not one of {allowed}" in line
+    with pytest.raises(TableError, match=f"its header's {field} is '{value}', not one of"):
+        LatencyTable.load(tmp_path / "lut.json")
+
+
+def test_a_damaged_table_in_out_says_to_delete_it_and_names_the_entry(
+    npu_profiled: Path, tmp_path: Path, cache: Path
+) -> None:
+    # A rerun keeps a table's entries, so 'profile again' alone would fail the same way.
+    out = tmp_path / "out"
+    out.mkdir()
+    doc = json.loads((npu_profiled / "lut.json").read_text())
+    key = sorted(doc["entries"])[3]
+    del doc["entries"][key]["median_ms"]
+    (out / "lut.json").write_text(json.dumps(doc))
+    args = ["profile", "npu-32x32-ws", "--space", "mbv3-tiny", "--resolution", "28"]
+    proc = edgenas(*args, "--calibrate", "0", "--out", out, cache=cache)
+    line = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in line and "__init__" not in line
+    assert f"latency table {out / 'lut.json'} is damaged: entry {key}: it has no 'median_ms'; " in (
+        line
+    )
+    assert "delete it (or use another output folder) and run edgenas profile again" in line
+    (out / "lut.json").write_text("{not json")
+    proc = edgenas(*args, "--calibrate", "0", "--out", out, cache=cache)
+    line = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "not valid JSON" in line
+    assert "delete it (or use another output folder) and run edgenas profile again" in line
+    (out / "lut.json").unlink()  # what the message says: then the rerun works
+    proc = edgenas(*args, "--calibrate", "0", "--out", out, "--quiet", cache=cache)
+    assert proc.returncode == 0, proc.stderr
