@@ -25,7 +25,12 @@ from once_for_all.data import (
     normalize,
     resize_batch,
 )
-from once_for_all.data.batches import ofa_train_transforms, random_crop_flip
+from once_for_all.data.batches import (
+    available_memory,
+    ofa_train_transforms,
+    random_crop_flip,
+    resize_images,
+)
 from once_for_all.data.idx_files import (
     DEFAULT_FASHION_MNIST_DIR,
     FASHION_MNIST_ENV,
@@ -580,3 +585,22 @@ def test_normalize_and_resize_batch(fmnist: DataBundle) -> None:
         assert torch.allclose(resize_batch(flat, size), torch.full((2, 3, size, size), 0.25))
     with pytest.raises(DataError, match="expected float"):
         resize_batch(fmnist.val.images[:2], 14)
+
+
+def test_images_are_resized_a_chunk_at_a_time_to_the_same_result() -> None:
+    images = torch.randint(0, 256, (2500, 1, 28, 28), dtype=torch.uint8)  # chunks of 1024
+    whole = resize_batch(images.to(torch.float32), 40).round_().clamp_(0, 255).to(torch.uint8)
+    assert torch.equal(resize_images(images, 40), whole)
+
+
+def test_a_resize_larger_than_the_free_memory_is_one_line() -> None:
+    # 70,000 Fashion-MNIST images at 4096 px: 1.1 TiB, which the OOM killer ended.
+    free = available_memory()
+    assert free is not None and free > 0  # Linux: /proc/meminfo
+    with pytest.raises(DataError) as info:
+        load_data("fashion-mnist", image_size=4096)
+    message = str(info.value)
+    assert message.startswith("60000 images of 1 x 4096 x 4096 take 937.5 GiB in memory, and ")
+    assert message.endswith(
+        "GiB free: give a smaller image_size (the largest resolution the network takes is enough)"
+    )
