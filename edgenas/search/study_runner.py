@@ -22,7 +22,6 @@ import logging
 import os
 import random
 import signal
-import socket
 import threading
 import time
 import uuid
@@ -44,6 +43,7 @@ from edgenas.search.problem import Evaluation, SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import distributions, subnet_from_params, subnet_params
 from once_for_all.errors import EdgenasError, one_line
+from once_for_all.processes import alive, pid_host
 from once_for_all.progress import Progress
 from once_for_all.stop_signals import STOP_SIGNALS, deliver
 from once_for_all.subnet import Subnet
@@ -291,7 +291,7 @@ class _RepairingLock(JournalFileSymlinkLock):
         except OSError:
             return  # no lock
         host, _, pid = target.rpartition("@")[2].rpartition(":")
-        if host != pid_host() or not pid.isdigit() or _alive(int(pid)):
+        if host != pid_host() or not pid.isdigit() or alive(int(pid)):
             return
         try:
             super().release()  # renames the link away first: one remover wins
@@ -300,29 +300,6 @@ class _RepairingLock(JournalFileSymlinkLock):
         logging.getLogger(__name__).warning(
             "%s: removed the lock of a killed process (pid %s)", self._lock_file, pid
         )
-
-
-def pid_host() -> str:
-    """Where this process's pid names it: the hostname, and on Linux the PID namespace.
-    Containers that share a hostname (``docker run --network host`` takes the host's) each
-    number their processes apart, so a pid read from another one's lock or registration says
-    nothing here; by the hostname alone, a live worker's journal lock was taken for a killed
-    one's and removed, and two writers could append at once."""
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return socket.gethostname()
-    return f"{socket.gethostname()}~pidns{namespace}"
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    return True
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -578,7 +555,7 @@ def _may_be_searching(worker: dict[str, Any]) -> bool:
     pid = worker.get("pid")
     if worker.get("host") != pid_host() or not isinstance(pid, int):
         return True  # another machine's: it cannot be checked from here
-    return pid == os.getpid() or _alive(pid)
+    return pid == os.getpid() or alive(pid)
 
 
 def _uid(trial: FrozenTrial) -> str:
