@@ -22,6 +22,7 @@ from devices.base import (
 )
 from devices.measurement import Fingerprint, MeasuredWith, Measurement
 from devices.profiles import LocalSection, validate_profile
+from devices.runner import PARENT_ENV
 from devices.runner_protocol import (
     RUNNER_PATH,
     RunnerJob,
@@ -32,6 +33,7 @@ from devices.runner_protocol import (
     parse_results,
     runner_failure,
 )
+from once_for_all.processes import alive, pid_host
 
 log = logging.getLogger(__name__)
 
@@ -98,8 +100,11 @@ class LocalDevice(Device):
 
     def _run(self, job: RunnerJob) -> str:
         """One round trip: the job in, the runner's JSON results out."""
-        with tempfile.TemporaryDirectory(prefix="edgenas-local-") as tmp:
+        remove_orphaned_folders()
+        with tempfile.TemporaryDirectory(prefix=FOLDER_PREFIX) as tmp:
             folder = Path(tmp)
+            # whose folder it is: a process killed with SIGKILL cannot remove its own
+            (folder / OWNER).write_text(json.dumps({"host": pid_host(), "pid": os.getpid()}))
             runner = folder / "runner.py"
             shutil.copyfile(RUNNER_PATH, runner)
             job_path, out_path = folder / "job.json", folder / "results.json"
@@ -109,6 +114,8 @@ class LocalDevice(Device):
                 proc = subprocess.run(
                     command,
                     cwd=folder,
+                    # the runner ends with this process, even one killed as it started
+                    env={**os.environ, PARENT_ENV: str(os.getpid())},
                     stdin=subprocess.DEVNULL,
                     capture_output=True,
                     text=True,
@@ -133,6 +140,23 @@ class LocalDevice(Device):
             if not output:
                 raise no_results(self.name, self.python, "local.python")
             return output
+
+
+FOLDER_PREFIX = "edgenas-local-"
+OWNER = "owner.json"
+
+
+def remove_orphaned_folders() -> None:
+    """Remove the runner folders of this host's edgenas processes that are gone: one killed
+    with SIGKILL left its folder in the temp folder (its runner ends with it: runner.py)."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
+        try:
+            owner = json.loads((folder / OWNER).read_text())
+            host, pid = owner["host"], owner["pid"]
+        except (OSError, ValueError, TypeError, KeyError):
+            continue  # not (yet) described: another's, or one being made
+        if host == pid_host() and isinstance(pid, int) and not alive(pid):
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 @register_device_kind("local")

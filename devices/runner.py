@@ -1324,6 +1324,28 @@ def check_python() -> None:
         )
 
 
+# The pid of the process that started this runner, where it says (the local device does).
+PARENT_ENV = "EDGENAS_RUNNER_PARENT"
+
+
+def _end_with_parent() -> None:
+    """On Linux, be interrupted (SIGINT, so cleaned up as after Ctrl-C) when the process that
+    started this runner ends. An edgenas killed with SIGKILL, or an SSH session cut, left it
+    measuring to the end of its batch, beside the measurements of the rerun. A parent that
+    ended before this was set (while Python started) is caught by its pid."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # 1: PR_SET_PDEATHSIG
+    except (ImportError, OSError, AttributeError):
+        return  # a Python without ctypes measures as before
+    parent = os.environ.get(PARENT_ENV, "")
+    if parent.isdigit() and os.getppid() != int(parent):
+        raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _ArgumentParser(description="Time model files and write JSON results.")
     parser.add_argument("--job", default="-", help="job JSON file, or - for stdin (default)")
@@ -1333,6 +1355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         out = args.out
+        _end_with_parent()
         check_python()
         payload = run_job(read_job(args.job))
     except RunnerError as exc:

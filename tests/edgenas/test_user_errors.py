@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, cast
@@ -672,6 +673,69 @@ def test_sigterm_stops_a_command_as_ctrl_c_does_and_cleans_up(
     assert proc.returncode == 143, stderr
     assert [line for line in stderr.splitlines() if line.strip()] == [INTERRUPTED[command]]
     assert not [p.name for p in scratch.iterdir() if p.name.startswith("edgenas")]
+
+
+def _runner_pids(folder: Path) -> list[int]:
+    """The processes whose command line names ``folder`` (a local runner's)."""
+    pids = []
+    for proc in Path("/proc").iterdir():
+        try:
+            if proc.name.isdigit() and str(folder) in (proc / "cmdline").read_text():
+                pids.append(int(proc.name))
+        except OSError:
+            continue  # gone meanwhile
+    return pids
+
+
+def _measures(job: Path) -> bool:
+    try:
+        return bool(json.loads(job.read_text())["models"])
+    except (OSError, ValueError, KeyError):
+        return False  # not written yet
+
+
+def test_a_sigkilled_profile_leaves_no_runner_at_work_and_its_folder_goes_next_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The runner measured on to the end of its batch beside the rerun's measurements, and its
+    # folder stayed in the temp folder for good (latency audit).
+    from devices.local import remove_orphaned_folders
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    slow = tmp_path / "slow.yaml"  # a batch of seconds: 2,000 timed runs of each block
+    slow.write_text("name: slow-cpu\nkind: local\nruntime: onnxruntime\nthreads: 1\nruns: 2000\n")
+    args = ["profile", slow, "--space", "mbv3-tiny", "--resolution", "28", "--calibrate", "0"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgenas", *map(str, args), "--out", tmp_path / "out", "--quiet"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**ENV, "EDGENAS_CACHE": str(tmp_path / "cache"), "TMPDIR": str(scratch)},
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 300
+    runners: list[int] = []
+    while not runners and proc.poll() is None:  # a runner measuring (not asked for facts)
+        assert time.monotonic() < deadline, "the local runner never measured"
+        runners = [
+            pid
+            for f in scratch.glob("edgenas-local-*")
+            if _measures(f / "job.json")
+            for pid in _runner_pids(f)
+        ]
+        time.sleep(0.01)
+    proc.kill()
+    proc.wait(timeout=60)
+    until = time.monotonic() + 300
+    while any(Path(f"/proc/{pid}").exists() for pid in runners):
+        assert time.monotonic() < until, "the runner went on after edgenas was killed"
+        time.sleep(0.05)
+    (left,) = [f for f in scratch.glob("edgenas-local-*") if _measures(f / "job.json")]
+    # It was interrupted at once, as by Ctrl-C, not after measuring its batch to the end.
+    assert json.loads((left / "results.json").read_text())["error"]["kind"] == "interrupted"
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    remove_orphaned_folders()  # as the next local run does
+    assert not left.exists()
 
 
 NOTE10_FILES = (
