@@ -430,8 +430,10 @@ class OnnxRuntimeBackend(Backend):
         if missing:
             raise RunnerError(
                 "environment",
-                f"onnxruntime {self.version} on this device has no {', '.join(missing)}; "
-                f"available: {', '.join(available)}",
+                f"onnxruntime {self.version} on this device has no {', '.join(missing)} "
+                f"(available: {', '.join(available)}): install the onnxruntime build that has "
+                "it (onnxruntime-gpu for CUDA and TensorRT), or leave it out of the profile's "
+                "providers",
                 status=3,
             )
         self.provider_list = [

@@ -310,6 +310,13 @@ def card_markdown(card: CardDocument) -> str:
             "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "
             "faster). Recommended: the fastest file that is fp32, or int8 with a top-1 "
             f"agreement with fp32 of at least {_pct(card['recommendation']['min_int8_agreement'])}.",
+        ]
+    if any(
+        timing.get("measured_at_baseline_ms") is not None
+        for entry in card["latency"].values()
+        for timing in entry["files"].values()
+    ):  # a predictor with a reference model timed beside the files
+        lines += [
             "",
             "Timed devices drift; the last column scales the measurement by the reference model "
             "measured in the same call, to the conditions the predictor was profiled under.",

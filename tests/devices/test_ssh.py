@@ -179,7 +179,10 @@ def test_remote_runner_honours_delegates_and_providers(
     ):
         device.measure([models.conv])
     message = str(info.value)
-    assert "has no CUDAExecutionProvider; available: " in message
+    assert "has no CUDAExecutionProvider (available: " in message
+    assert message.endswith(
+        "(onnxruntime-gpu for CUDA and TensorRT), or leave it out of the profile's providers"
+    )
     assert "CPUExecutionProvider" in message and "\n" not in message
 
 

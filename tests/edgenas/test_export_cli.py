@@ -264,6 +264,16 @@ def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
     assert onnx_fp32["predicted"] == pytest.approx(expected)
     # the predictor was profiled with fp32 ONNX: it says nothing about the int8 file
     assert latency["files"]["model_int8.onnx"]["predicted"] is None
+    # Its table has no reference model: no figure at the predictor's baseline, and no word
+    # on that column (card.md explained a column of dashes).
+    from export.card import card_markdown
+
+    card = _card(exported)
+    assert onnx_fp32["measured_at_baseline_ms"] is None
+    assert "Timed devices drift" not in card_markdown(card)
+    onnx_fp32["measured_at_baseline_ms"] = 0.1
+    card["latency"]["test-cpu"]["files"]["model.onnx"] = onnx_fp32
+    assert "Timed devices drift; the last column scales" in card_markdown(card)
 
 
 def test_an_npu_gets_the_plain_graph_and_its_cpu_fallbacks_in_the_card(
