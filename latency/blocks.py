@@ -260,8 +260,9 @@ class BlockIndex:
         if unprofiled:
             raise ValueError(
                 f"resolution {unprofiled[0]} was not profiled (profiled: "
-                f"{', '.join(map(str, self.resolutions))}); profile it with --resolution "
-                f"{unprofiled[0]} or choose a profiled resolution"
+                f"{', '.join(map(str, self.resolutions))}): choose a profiled resolution, or "
+                f"profile the device into a new --out with --resolution {unprofiled[0]} beside "
+                "those (a table keeps the resolutions it was made with)"
             )
         try:
             ki = np.array([[k_map[k] for k in s.ks] for s in subnets], dtype=np.int64)

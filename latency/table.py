@@ -102,7 +102,9 @@ class TableHeader:
             )
         raise TableError(
             f"resolution {resolution} was not profiled on {self.device} (profiled: {profiled}): "
-            f"profile it with --resolution {resolution}, or choose a profiled resolution"
+            f"choose a profiled resolution, or profile the device into a new --out with "
+            f"--resolution {resolution} beside those (a table keeps the resolutions it was made "
+            "with)"
         )
 
     def to_dict(self) -> dict[str, Any]:

@@ -215,8 +215,9 @@ def test_a_table_of_one_resolution_predicts_that_resolution_only() -> None:
     assert predictor.predict(space.max_subnet(r=224)) > predictor.predict(space.min_subnet(r=224))
     with pytest.raises(
         TableError,
-        match=r"^resolution 160 was not profiled on board \(profiled: 224\): profile it with "
-        r"--resolution 160, or choose a profiled resolution$",
+        match=r"^resolution 160 was not profiled on board \(profiled: 224\): choose a profiled "
+        r"resolution, or profile the device into a new --out with --resolution 160 beside "
+        r"those \(a table keeps the resolutions it was made with\)$",
     ):
         predictor.predict(space.max_subnet(r=160))
 
