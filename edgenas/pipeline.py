@@ -560,6 +560,7 @@ def _check_devices(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log
 def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
     """Profile every device that is not up to date at once (as `edgenas profile --profiles`
     does); each finished device is recorded even when another fails."""
+    from devices.profiles import load_profile
     from edgenas.stages.profile import profile_many
     from latency.fleet import FleetJob, ProfileOptions
     from latency.model_cache import ModelCache
@@ -575,6 +576,8 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
         ):
             continue
         log(f"profile {name}: lookup table and calibrated predictor → {folder}")
+        # Published tables (Note10's) time no stem in groups: nothing of theirs is measured.
+        published = load_profile(section.name).kind == "published"
         settings = ProfileOptions(
             model_format=section.format,
             precision=section.precision,
@@ -582,7 +585,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             resolutions=tuple(section.resolution) if section.resolution else None,
             tables=Path(section.tables) if section.tables else None,
             per_op=section.per_op,
-            stem_groups=_stem_groups(recipe),
+            stem_groups=() if published else _stem_groups(recipe),
         )
         todo.append((key, inputs, FleetJob(section.name, folder, settings)))
     if not todo:

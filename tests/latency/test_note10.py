@@ -243,3 +243,22 @@ def test_the_published_prediction_reaches_the_card_and_the_run_summary(
     assert entry["fingerprint"]["runtime"] == "published"
     assert _predicted_ms(entry, None) == entry["predicted"]
     assert _predicted_ms(None, None) is None
+
+
+def test_a_recipe_that_fixes_the_int8_stem_groups_imports_the_published_device(
+    note10: Path, tmp_path: Path
+) -> None:
+    # The run's profile stage passed export.stem_groups to every device, and the published
+    # one refused --stem-groups the user never gave (final review).
+    from edgenas.pipeline import RunFolder, RunOptions, _profile
+    from edgenas.recipe import load_recipe
+
+    path = tmp_path / "r.yaml"
+    path.write_text(
+        f"name: n10\nspace: {SPACE}\nstages: [profile]\nexport: {{stem_groups: 4}}\n"
+        f"devices:\n  - {{name: samsung-note10, budget_ms: 30, tables: {note10}}}\n"
+    )
+    recipe = load_recipe(path)
+    said: list[str] = []
+    _profile(recipe, RunFolder(tmp_path / "run", recipe, path), RunOptions(quiet=True), said.append)
+    assert (tmp_path / "run" / "devices" / "samsung-note10" / "predictor.json").is_file(), said
