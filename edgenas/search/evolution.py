@@ -39,7 +39,7 @@ class EvolutionSampler(BaseSampler):
         self.mutation_ratio = mutation_ratio
         self._rng = random.Random(seed)
         self._random = RandomSampler(seed=seed)
-        # Parents are re-selected once per generation, not per child: selection reads every
+        # Parents are re-selected every half population, not per child: selection reads every
         # trial, and doing it per child makes a long search quadratic.
         self._parents_at = -1
         self._parents_cache: list[FrozenTrial] = []
@@ -50,11 +50,10 @@ class EvolutionSampler(BaseSampler):
         self._random.reseed_rng()
 
     def seed(self, seed: int) -> None:
-        """Start the next batch from ``seed``, its parents chosen afresh from the trials: what
-        it proposes then depends on the seed and the trials alone (a resumed search's too)."""
+        """Draw from ``seed`` from now on: with the parents a function of the trials (below),
+        what it proposes depends on the seed and the trials alone (a resumed search's too)."""
         self._rng.seed(seed)
         self._random = RandomSampler(seed=seed)
-        self._parents_at = -1
 
     def infer_relative_search_space(
         self, study: optuna.Study, trial: FrozenTrial
@@ -71,8 +70,12 @@ class EvolutionSampler(BaseSampler):
         done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if len(done) < self.population or not search_space:
             return {}  # the first generation is random
-        if len(done) - self._parents_at >= self.population // 2 or self._parents_at < 0:
-            self._parents_cache, self._parents_at = self._parents(done), len(done)
+        # Every half population, from the trials up to that count (not to whichever trial
+        # asked first), so that a search resumed between two counts picks the same parents.
+        half = max(1, self.population // 2)
+        cut = len(done) // half * half
+        if cut != self._parents_at:
+            self._parents_cache, self._parents_at = self._parents(done[:cut]), cut
         parents = self._parents_cache
         if not parents:
             return {}

@@ -356,6 +356,16 @@ class _NSGAIISampler(optuna.samplers.NSGAIISampler):
         parents = super().get_parent_population(study, generation)
         return sorted(parents, key=lambda t: t.number)
 
+    # Optuna names a subclass's trial attributes after it ("_NSGAIISampler:generation"):
+    # studies stored by NSGAIISampler would then look like generation 0 all over again.
+    @classmethod
+    def _get_generation_key(cls) -> str:
+        return optuna.samplers.NSGAIISampler._get_generation_key()
+
+    @classmethod
+    def _get_parent_cache_key_prefix(cls) -> str:
+        return optuna.samplers.NSGAIISampler._get_parent_cache_key_prefix()
+
 
 def seed_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> bool:
     """Reseed ``sampler`` with ``seed`` in place; ``False`` when it cannot be (then make it

@@ -372,10 +372,20 @@ def test_every_sampler_resumes_as_if_never_stopped(sampler: str, tmp_path: Path)
     assert len({json.dumps(t.params, sort_keys=True) for t in whole}) > 150  # not one subnet
 
 
+def test_nsga2_trials_carry_the_generation_key_earlier_studies_have(tmp_path: Path) -> None:
+    # The subclass that orders parents was named in its trials' attributes, so a study that
+    # an earlier version stored with Optuna's NSGAIISampler restarted at generation 0.
+    run = SearchRun(problem(), storage=f"journal:{tmp_path / 's.log'}", study_name="s")
+    run.run(60)
+    generations = [t.system_attrs.get("NSGAIISampler:generation") for t in run.completed()]
+    assert generations == [0] * 50 + [1] * 10
+
+
 @pytest.mark.parametrize("sampler", SAMPLERS)
 def test_a_sampler_seeded_in_place_proposes_what_a_fresh_one_does(sampler: str) -> None:
-    """In-place seeding reaches the generators the sampler draws from (a fresh sampler per
-    batch would be as reproducible, but rescans every trial's distributions)."""
+    """In-place seeding reaches the generators the sampler draws its first trials from (each
+    sampler's random one); the resume test above covers those of their later trials (NSGA-II's
+    and TPE's own), which a missed generator would leave unseeded there."""
     prob = problem(0.5)
     space = dict(distributions(prob.space, resolutions=prob.resolutions))
 
