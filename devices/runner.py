@@ -1331,21 +1331,34 @@ PARENT_ENV = "EDGENAS_RUNNER_PARENT"
 
 
 def _end_with_parent() -> None:
-    """On Linux, be interrupted (SIGINT, so cleaned up as after Ctrl-C) when the process that
-    started this runner ends. An edgenas killed with SIGKILL, or an SSH session cut, left it
-    measuring to the end of its batch, beside the measurements of the rerun. A parent that
-    ended before this was set (while Python started) is caught by its pid."""
+    """On Linux, be interrupted (SIGTERM, raised as KeyboardInterrupt: cleaned up as after
+    Ctrl-C) when the process that started this runner ends. An edgenas killed with SIGKILL,
+    or an SSH session cut, left it measuring to the end of its batch, beside the
+    measurements of the rerun. The handler is set here, not inherited: a shell's background
+    job starts with SIGINT ignored. A parent that ended before this was set (while Python
+    started) is caught by its pid, where the local device gives it."""
     if not sys.platform.startswith("linux"):
         return
+    signal.signal(signal.SIGTERM, _interrupted)
     try:
         import ctypes
 
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGINT)  # 1: PR_SET_PDEATHSIG
+        set_ok = ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM) == 0  # PDEATHSIG
     except (ImportError, OSError, AttributeError):
         return  # a Python without ctypes measures as before
     parent = os.environ.get(PARENT_ENV, "")
-    if parent.isdigit() and os.getppid() != int(parent):
+    if set_ok and parent.isdigit() and not _running(int(parent)):
         raise KeyboardInterrupt
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def main(argv: Sequence[str] | None = None) -> int:
