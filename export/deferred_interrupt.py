@@ -6,6 +6,7 @@ large subnet takes tens of seconds, and a held Ctrl-C looked ignored."""
 
 from __future__ import annotations
 
+import os
 import signal
 import sys
 import threading
@@ -30,7 +31,9 @@ def interrupt_after_step() -> Iterator[None]:
 
     def hold(signum: int, frame: FrameType | None) -> None:
         if not pending:
-            print(STOPPING, file=sys.stderr, flush=True)
+            # os.write, not print: a handler that prints while the main thread is printing
+            # raises "reentrant call"
+            os.write(sys.stderr.fileno(), f"{STOPPING}\n".encode())
         pending.append(signum)
 
     previous = {sig: signal.signal(sig, hold) for sig in STOP_SIGNALS}

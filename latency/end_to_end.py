@@ -34,6 +34,7 @@ from latency.profiler import (
 )
 from latency.reference import Reference, needs_reference, normalised_ms
 from latency.table import TableError, TableHeader
+from once_for_all.errors import one_line
 from once_for_all.files import read_json, write_text
 from once_for_all.network_config import network_config
 from once_for_all.progress import Progress
@@ -141,7 +142,13 @@ class MeasuredSubnets:
         self.results: dict[str, list[Measurement]] = {}
         if path.exists():
             data = read_measured(path)
-            old = TableHeader.from_dict(data["header"])
+            try:
+                old = TableHeader.from_dict(data["header"])
+            except (KeyError, TypeError, ValueError) as exc:  # edited, or cut short
+                raise TableError(
+                    f"{path} is damaged (its header: {one_line(exc)}): delete it or use "
+                    "another folder"
+                ) from None
             old.check(
                 what=f"existing file {path}",
                 space_id=header.space_id,

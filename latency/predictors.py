@@ -21,7 +21,7 @@ import numpy as np
 
 from latency.blocks import BlockIndex, stem_block, stem_channels
 from latency.metrics import validation_figures
-from latency.table import LatencyTable, TableError, TableHeader
+from latency.table import REMEASURE, LatencyTable, TableError, TableHeader
 from once_for_all.files import read_json, write_text
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
@@ -121,7 +121,7 @@ class LutSumPredictor:
             # A negative time let search pick a subnet at -23 ms; NaN made --json invalid.
             raise TableError(
                 f"the table for {header.device} gives block {bad} {every[bad]} ms, not a "
-                "time (a finite number >= 0): the file was edited or damaged; profile again"
+                f"time (a finite number >= 0): the file was edited or damaged; {REMEASURE}"
             )
         position = {k: i for i, k in enumerate(self.index.keys)}
         self.resolution_ms: dict[int, dict[str, float]] = {}
@@ -135,7 +135,7 @@ class LutSumPredictor:
                 what = f"block {unknown[0]}" if unknown else f"resolution {r}"
                 raise TableError(
                     f"the table for {header.device} gives a figure for {what}, which its "
-                    "space and resolutions do not have; profile again"
+                    f"space and resolutions do not have; {REMEASURE}"
                 )
             self.resolution_ms[int(r)] = {k: float(v) for k, v in figures.items()}
             bad = next(
@@ -145,7 +145,7 @@ class LutSumPredictor:
                 raise TableError(
                     f"the table for {header.device} gives block {bad} at {r} px "
                     f"{self.resolution_ms[r][bad]} ms, not a time (a finite number >= 0): the "
-                    "file was edited or damaged; profile again"
+                    f"file was edited or damaged; {REMEASURE}"
                 )
             row = self.index.resolutions.index(r)
             for k, v in figures.items():

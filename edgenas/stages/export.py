@@ -51,6 +51,9 @@ if TYPE_CHECKING:
     from once_for_all.static_net import MobileNetV3
 
 FINETUNED_FORMAT = "edgenas.finetuned/1"
+# An unfinished fine-tuning's tag: an edgenas from before resumption read only the first, and
+# would have taken half-tuned weights under it for finished ones.
+FINETUNING_FORMAT = "edgenas.finetuning/1"
 
 
 FinetunePhase = Literal["fine-tune", "quantization-aware"]
@@ -85,8 +88,12 @@ def read_finetuned(path: Path) -> FinetunedDocument | None:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception:
         return None
-    if not isinstance(payload, dict) or payload.get("format") != FINETUNED_FORMAT:
+    if not isinstance(payload, dict):
         return None
+    if payload.get("format") not in (FINETUNED_FORMAT, FINETUNING_FORMAT):
+        return None
+    if (payload.get("format") == FINETUNING_FORMAT) != ("progress" in payload):
+        return None  # a finished tag with progress, or the reverse: not ours
     return cast(FinetunedDocument, payload)
 
 
@@ -327,7 +334,7 @@ def _subnet_model(
             step = FinetuneProgress(phase=phase, epochs=done[0], optimizer=done[1])
             if start is not None:
                 step["start"] = start
-            doc = FinetunedDocument(format=FINETUNED_FORMAT, key=tag, model=model.state_dict())
+            doc = FinetunedDocument(format=FINETUNING_FORMAT, key=tag, model=model.state_dict())
             doc["progress"] = step
             write_finetuned(saved, doc)
 

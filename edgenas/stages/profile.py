@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack, contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -80,11 +80,13 @@ def profile_many(
             output_folder(job.out)  # every folder, before any device works
             held.enter_context(folder_lock(job.out))
         outcome = _profile_fleet(jobs, space, cache=cache, quiet=quiet)
-    # A device that failed before measuring anything (unreachable, no runtime) leaves no
-    # empty folder behind, as a single device's profile does; a table measured in part stays.
-    for result in outcome.results:
-        if not result.ok and result.out in created and not any(result.out.iterdir()):
-            result.out.rmdir()
+        # A device that failed before measuring anything (unreachable, no runtime) leaves no
+        # empty folder behind, as a single device's profile does; a table measured in part
+        # stays. Under the lock: no other profile writes there meanwhile.
+        for result in outcome.results:
+            if not result.ok and result.out in created:
+                with suppress(OSError):  # not empty after all: left as it is
+                    result.out.rmdir()
     return outcome
 
 

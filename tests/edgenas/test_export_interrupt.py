@@ -17,7 +17,7 @@ from tests.edgenas.conftest import REPO
 
 
 def test_an_interrupt_inside_the_step_is_raised_when_it_ends(
-    capsys: pytest.CaptureFixture[str],
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     finished = False
     with pytest.raises(KeyboardInterrupt), interrupt_after_step():
@@ -25,7 +25,7 @@ def test_an_interrupt_inside_the_step_is_raised_when_it_ends(
         os.kill(os.getpid(), signal.SIGINT)
         finished = True  # the step was not cut short
     assert finished
-    assert capsys.readouterr().err == STOPPING + "\n"  # said at once, and once
+    assert capfd.readouterr().err == STOPPING + "\n"  # said at once, and once
     with interrupt_after_step():
         pass  # no interrupt: nothing raised
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler

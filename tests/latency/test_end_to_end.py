@@ -25,7 +25,7 @@ from latency.end_to_end import (
 from latency.model_cache import ModelCache
 from latency.profiler import ProfileSettings, reference_file
 from latency.reference import COPIES, Reference, normalised_ms, reference_subnet
-from latency.table import TableHeader
+from latency.table import TableError, TableHeader
 from once_for_all import get_space
 from once_for_all.network_config import network_config
 from once_for_all.subnet import Subnet
@@ -201,6 +201,12 @@ def test_files_of_format_2_load_as_one_pass_and_gain_passes(
     assert json.loads(path.read_text())["format"] == MEASURED_FORMAT
     assert reloaded.passes(old)[0] == m and len(reloaded.passes(old)) == 2
     assert measured[0] == pytest.approx(min(normalised_ms(x) for x in reloaded.passes(old)))
+    # A header edited or cut short is one line naming the file (a ValueError or KeyError).
+    for damage in ({"precision": "int4"}, {"fingerprint": None}):
+        broken = {**body, "format": MEASURED_FORMAT, "header": {**header.to_dict(), **damage}}
+        path.write_text(json.dumps(broken))
+        with pytest.raises(TableError, match=rf"^{path} is damaged \(its header: .*\): delete it"):
+            MeasuredSubnets(path, header)
 
 
 def test_combining_passes_takes_the_median_normalised_pass() -> None:
