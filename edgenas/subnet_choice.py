@@ -38,7 +38,7 @@ def choose_subnet(
     path, _, member = choice.partition("#")
     document = _read_json(Path(path))
     if isinstance(document, dict) and str(document.get("format", "")).startswith("edgenas.pareto/"):
-        from edgenas.search.pareto import PARETO_FORMAT, malformed_pareto
+        from edgenas.search.pareto import PARETO_FORMAT, check_pareto
 
         if document["format"] != PARETO_FORMAT:
             raise SubnetError(
@@ -50,10 +50,7 @@ def choose_subnet(
                 f"{path} is a front of space {document['space']}, the supernet's space is "
                 f"{space.id}: give the pareto.json of a search on this supernet"
             )
-        if problem := malformed_pareto(document):  # a hand-edited file gave KeyErrors
-            raise SubnetError(
-                f"{path} is a damaged pareto.json ({problem}): run the search again to rewrite it"
-            )
+        check_pareto(document, path, error=SubnetError)  # a hand-edited one gave KeyErrors
         document = _front_member(document, path, member)
     elif member:
         raise SubnetError(f"{path} is not a pareto.json: '#{member}' picks a front member of one")

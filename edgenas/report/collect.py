@@ -162,13 +162,9 @@ def collect(root: Path) -> RunData:
         data.summary = read_summary(root / SUMMARY_NAME, fix=RERUN, error=ReportError)
     data.history = _history(root)
     if (root / "search" / "pareto.json").is_file():
-        data.pareto = read_pareto(root / "search" / "pareto.json")
-        for key, kind in (("objectives", list), ("devices", list), ("trials", int)):
-            if not isinstance(data.pareto.get(key), kind):  # the report's parts of it
-                raise ReportError(
-                    f"{root / 'search' / 'pareto.json'} is a damaged pareto.json ('{key}' is "
-                    f"not a {kind.__name__}): run the search again to rewrite it"
-                )
+        # with the parts the report draws
+        needs = {"objectives": list, "devices": list, "trials": int}
+        data.pareto = read_pareto(root / "search" / "pareto.json", needs=needs)
         data.trial_values = _trial_values(root, data.pareto)
     # Devices in the order the run profiled them, then any other profiled folder.
     profiled = [k.split(":", 1)[1] for k in data.run.get("stages", {}) if k.startswith("profile:")]

@@ -48,8 +48,9 @@ class ParetoDocument(TypedDict):
     chosen: list[Choice]
 
 
-def read_pareto(path: Path) -> ParetoDocument:
-    """The search's ``pareto.json`` (any other file is refused with one line)."""
+def read_pareto(path: Path, *, needs: Mapping[str, type] | None = None) -> ParetoDocument:
+    """The search's ``pareto.json`` (any other file is refused with one line), checked as
+    ``check_pareto`` does."""
     doc = read_json(
         path,
         formats=PARETO_FORMAT,
@@ -57,15 +58,27 @@ def read_pareto(path: Path) -> ParetoDocument:
         fix="run 'edgenas search' (or the recipe's search stage) to write it",
         error=StudyError,
     )
-    if problem := malformed_pareto(doc):  # the tag alone let KeyErrors and IndexErrors through
-        raise StudyError(
-            f"{path} is a damaged pareto.json ({problem}): run the search again to rewrite it"
-        )
+    check_pareto(doc, path, error=StudyError, needs=needs)
     return cast(ParetoDocument, doc)
 
 
-def malformed_pareto(doc: dict[str, Any]) -> str | None:
-    """What in a tagged pareto.json is not as the search writes it, or None."""
+def check_pareto(
+    doc: dict[str, Any],
+    path: str | Path,
+    *,
+    error: type[EdgenasError],
+    needs: Mapping[str, type] | None = None,
+) -> None:
+    """Raise ``error`` naming what in the tagged pareto.json at ``path`` is not as the search
+    writes it: its front and choices, and the parts a reader ``needs`` (key -> type). The
+    tag alone let KeyErrors and IndexErrors through."""
+    if problem := _malformed(doc, needs or {}):
+        raise error(
+            f"{path} is a damaged pareto.json ({problem}): run the search again to rewrite it"
+        )
+
+
+def _malformed(doc: dict[str, Any], needs: Mapping[str, type]) -> str | None:
     front, chosen = doc.get("front"), doc.get("chosen")
     if not isinstance(front, list) or not all(
         isinstance(m, dict) and isinstance(m.get("subnet"), dict) for m in front
@@ -80,6 +93,9 @@ def malformed_pareto(doc: dict[str, Any]) -> str | None:
         budget = c.get("budget_ms")
         if not isinstance(c.get("device"), str) or not isinstance(budget, int | float):
             return "a choice lacks its device or budget_ms"
+    for key, kind in needs.items():
+        if not isinstance(doc.get(key), kind):
+            return f"'{key}' is not a {kind.__name__}"
     return None
 
 
