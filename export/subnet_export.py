@@ -40,7 +40,7 @@ from export.tflite_export import export_tflite
 from export.verify import agreement, max_abs_diff, run_onnx, run_tflite, top1
 from once_for_all.data import DataBundle, ImageSplit
 from once_for_all.data.batches import normalize, resize_batch
-from once_for_all.quant_aware import stem_groups
+from once_for_all.quant_aware import check_stem_groups, stem_groups
 from once_for_all.static_net import MobileNetV3
 
 FILE_NAMES: dict[tuple[str, str], str] = {
@@ -136,12 +136,8 @@ def check_options(options: ExportOptions, *, stem_channels: int | None = None) -
     """Refuse options the export cannot honour, before any work: an opset the exporter cannot
     write failed after minutes with a 321-line graph dump, and both this and more stem groups
     than the stem's channels (``stem_channels``, where known) after a fine-tuning."""
-    groups = options.stem_groups
-    if options.int8 and stem_channels is not None and groups != "auto" and groups > stem_channels:
-        raise ExportError(
-            f"stem groups {groups}: the stem has {stem_channels} channels; "
-            f"give 1 to {stem_channels}"
-        )
+    if options.int8 and options.stem_groups != "auto":
+        check_stem_groups(options.stem_groups, stem_channels)
     if "onnx" not in options.formats:
         return
     low, high = ONNX_OPSETS

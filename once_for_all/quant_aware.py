@@ -139,23 +139,29 @@ def stem_outputs(model: nn.Module) -> list[str]:
     return [name for name in quantized_modules(model) if name.startswith("stem.")]
 
 
+def check_stem_groups(groups: int, channels: int | None = None) -> None:
+    """Refuse fewer groups than one, or more than the stem's ``channels`` (where known)."""
+    if groups < 1:
+        raise StemGroupsError(f"stem groups {groups}: give 1 or more (1 keeps the stem whole)")
+    if channels is not None and groups > channels:
+        raise StemGroupsError(
+            f"stem groups {groups}: the stem has {channels} channels; give 1 to {channels}"
+        )
+
+
 def stem_groups(model: nn.Module, images: Tensor, groups: int) -> list[list[int]]:
     """The stem's output channels in ``groups`` groups of (nearly) equal size, by the range of
     the stem's output over ``images``, smallest first: each group's int8 tensors get a scale
     of their own. One group (all channels, in order) when ``groups`` is 1 or there is no stem."""
     names = stem_outputs(model)
-    if groups < 1:
-        raise StemGroupsError(f"stem groups {groups}: give 1 or more (1 keeps the stem whole)")
+    check_stem_groups(groups)
     if not names:
         return []
     ranges = channel_ranges(model, images, names[-1:])[names[-1]]
     channels = len(ranges)
     if groups == 1:
         return [list(range(channels))]
-    if groups > channels:
-        raise StemGroupsError(
-            f"stem groups {groups}: the stem has {channels} channels; give 1 to {channels}"
-        )
+    check_stem_groups(groups, channels)
     # Ties (equal ranges) keep channel order, so the grouping repeats on equal data.
     order = sorted(range(channels), key=lambda c: (float(ranges[c, 1] - ranges[c, 0]), c))
     return [sorted(order[a:b]) for a, b in itertools.pairwise(group_bounds(channels, groups))]
