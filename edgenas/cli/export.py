@@ -142,7 +142,7 @@ def export_command(
             for flag, value, default in (
                 ("--qat-epochs", qat_epochs, 0),
                 ("--stem-groups", stem_groups, str(STEM_GROUPS)),
-                ("--calibration-images", calibration_images, 256),
+                ("--calibration-images", calibration_images, ExportOptions.calibration_images),
                 ("--align-channels", align_channels, "auto"),
                 ("--min-int8-agreement", min_int8_agreement, INT8_AGREEMENT_TARGET),
             )

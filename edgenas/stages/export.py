@@ -16,7 +16,7 @@ import os
 import shlex
 import shutil
 import tempfile
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
 from pathlib import Path
@@ -42,7 +42,7 @@ if TYPE_CHECKING:
     import torch
 
     from devices.base import Device
-    from devices.measurement import Measurement
+    from devices.measurement import Fingerprint, Measurement
     from devices.profiles import DeviceProfile
     from latency.predictors import CalibratedPredictor, LutSumPredictor
     from latency.table import TableHeader
@@ -173,7 +173,7 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
         check_options(o, stem_channels=space.width(space.stem_width))
         names = [_profile_name(device) for device in job.devices]
         predictors = {name: _predictor(name, space, subnet, job.profiles) for name in names}
-        _reach_devices(job.devices, predictors, job.profiles)
+        reached = _reach_devices(job.devices, predictors, job.profiles)
         reads = FolderReads(  # what an imported supernet's --data must provide, no more
             bn=max(BN_IMAGES, o.calibration_images),
             val=o.parity_images,
@@ -185,7 +185,7 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             if predictors[name] is None:
                 say(_no_predictor(device, name, space, subnet, job))
         # Before the subnet's fine-tuning: an SSH board is asked for its CPU here.
-        align_channels = resolve_channel_alignment(job, say)
+        align_channels = resolve_channel_alignment(job, say, fingerprints=reached)
         model = _subnet_model(supernet, subnet, data, job, say)
         form = resolve_tflite_form(job)
         if form != job.options.graph_form and "tflite" in job.options.formats:
@@ -402,13 +402,15 @@ def resolve_tflite_form(job: ExportJob) -> GraphForm:
     return "plain" if forms == {"plain"} else "xnnpack"
 
 
-def resolve_channel_alignment(job: ExportJob, say: Say) -> ChannelAlignment:
+def resolve_channel_alignment(
+    job: ExportJob, say: Say, *, fingerprints: Mapping[str, Fingerprint] | None = None
+) -> ChannelAlignment:
     """The job's int8 ONNX channel alignment; "auto": the CPU kind (``platform.machine()``) of
     the devices that run the file on onnxruntime's CPU provider, x86 where they differ (the
     padding is worth more there than it costs elsewhere); "none" when the file's devices all
     run it on kernels of their own (TensorRT, CUDA, simulators); this host's kind when no
-    device runs ONNX. SSH devices are asked: an unreachable one fails here, before the
-    export's work."""
+    device runs ONNX. SSH devices are asked, unless ``fingerprints`` (by device as given)
+    has their answers: an unreachable one fails here, before the export's work."""
     import platform
 
     from devices import load_profile, open_device
@@ -430,7 +432,9 @@ def resolve_channel_alignment(job: ExportJob, say: Say) -> ChannelAlignment:
         first = provider_name((profile.providers or ["cpu"])[0])
         if runtime != "onnxruntime" or first != "CPUExecutionProvider":
             continue
-        if profile.kind == "local":
+        if device in (fingerprints or {}):
+            machine = (fingerprints or {})[device].machine
+        elif profile.kind == "local":
             machine = platform.machine()  # the local runner runs on this host
         else:
             with open_device(device) as opened:
@@ -528,25 +532,27 @@ def _reach_devices(
     devices: Sequence[str],
     predictors: dict[str, LutSumPredictor | CalibratedPredictor | None],
     profiles: Path,
-) -> None:
-    """Ask every device to measure on for its fingerprint before the work, not after the
-    fine-tuning and conversions: an unreachable board, a missing execution provider or
-    delegate, a device Python that will not start fail here. A predictor measured on
-    another machine or setup (a copied --profiles folder, two profiles of one name) is
-    refused: its figure on the card would be another device's, and its reference model
-    would scale this device's measurements."""
+) -> dict[str, Fingerprint]:
+    """Ask every device to measure on for its fingerprint (returned by device as given)
+    before the work, not after the fine-tuning and conversions: an unreachable board, a
+    missing execution provider or delegate, a device Python that will not start fail here.
+    A predictor measured on another machine or setup (a copied --profiles folder, two
+    profiles of one name) is refused: its figure on the card would be another device's, and
+    its reference model would scale this device's measurements."""
     from devices import load_profile, open_device
 
+    reached = {}
     for device in devices:
         profile = load_profile(device)
         if profile.kind == "published":
             continue  # nothing runs there
         with open_device(device) as opened:
-            fingerprint = opened.fingerprint()
+            reached[device] = fingerprint = opened.fingerprint()
         predictor = predictors.get(profile.name)
         if predictor is not None:
             path = profiles / profile.name / "predictor.json"
             predictor.header.check(what=f"predictor {path}", fingerprint=fingerprint)
+    return reached
 
 
 def _no_predictor(
