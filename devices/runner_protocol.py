@@ -14,6 +14,7 @@ from typing import Any, NotRequired, TypedDict
 
 from devices.base import DeviceError, Runtime
 from devices.measurement import Fingerprint, MeasuredWith, Measurement, OperatorTime
+from devices.runner import MIN_PYTHON, PYTHON_KEYS
 from devices.trtexec import JETPACK_TRTEXEC, Precision, to_measurement
 
 JOB_FORMAT = "edgenas.runner-job/1"
@@ -212,8 +213,7 @@ def runner_failure(device: str, *, returncode: int, output: str, stderr: str) ->
     if last.startswith("SyntaxError"):  # Python 3.6 or 2 cannot even read runner.py
         return DeviceError(
             f"device {device!r}: its Python cannot read the runner ({last}): the runner needs "
-            "Python 3.8 or newer; set the device profile's python (local.python, or ssh.python "
-            "on a board) to one"
+            f"Python {MIN_PYTHON[0]}.{MIN_PYTHON[1]} or newer; set {PYTHON_KEYS} to one"
         )
     return DeviceError(f"device {device!r}: the runner failed (exit status {returncode}): {last}")
 

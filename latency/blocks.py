@@ -204,6 +204,16 @@ def enumerate_blocks(
     return list(seen.values())
 
 
+def unprofiled_fix(resolution: int) -> str:
+    """What to do about a resolution a table lacks: profiling into its folder again is
+    refused, since a table keeps the resolutions it was made with."""
+    return (
+        f"choose a profiled resolution, or profile the device into a new --out with "
+        f"--resolution {resolution} beside those (a table keeps the resolutions it was made "
+        "with)"
+    )
+
+
 class BlockIndex:
     """Vectorised map from subnets to the table rows of their blocks.
 
@@ -260,9 +270,7 @@ class BlockIndex:
         if unprofiled:
             raise ValueError(
                 f"resolution {unprofiled[0]} was not profiled (profiled: "
-                f"{', '.join(map(str, self.resolutions))}): choose a profiled resolution, or "
-                f"profile the device into a new --out with --resolution {unprofiled[0]} beside "
-                "those (a table keeps the resolutions it was made with)"
+                f"{', '.join(map(str, self.resolutions))}): {unprofiled_fix(unprofiled[0])}"
             )
         try:
             ki = np.array([[k_map[k] for k in s.ks] for s in subnets], dtype=np.int64)

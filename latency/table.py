@@ -20,6 +20,7 @@ import numpy as np
 
 from devices.measurement import Fingerprint, MeasuredWith, Measurement
 from export.formats import MODEL_FORMATS, PRECISIONS, ModelFormat, Precision
+from latency.blocks import unprofiled_fix
 from latency.reference import Reference, normalised_ms, reference_scale
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.files import read_json, write_text
@@ -102,9 +103,7 @@ class TableHeader:
             )
         raise TableError(
             f"resolution {resolution} was not profiled on {self.device} (profiled: {profiled}): "
-            f"choose a profiled resolution, or profile the device into a new --out with "
-            f"--resolution {resolution} beside those (a table keeps the resolutions it was made "
-            "with)"
+            f"{unprofiled_fix(resolution)}"
         )
 
     def to_dict(self) -> dict[str, Any]:
