@@ -26,7 +26,6 @@ from once_for_all.data import (
     resize_batch,
 )
 from once_for_all.data.batches import (
-    available_memory,
     ofa_train_transforms,
     random_crop_flip,
     resize_images,
@@ -594,6 +593,8 @@ def test_images_are_resized_a_chunk_at_a_time_to_the_same_result() -> None:
 
 
 def test_a_resize_larger_than_the_free_memory_is_one_line() -> None:
+    from once_for_all.free_memory import available_memory
+
     # Fashion-MNIST's 60,000 training images at 4096 px: 937.5 GiB, which the OOM killer ended.
     free = available_memory()
     assert free is not None and free > 0  # Linux: /proc/meminfo
@@ -638,7 +639,7 @@ def test_a_resize_larger_than_the_free_memory_is_one_line() -> None:
 def test_a_control_groups_memory_limit_bounds_the_free_memory(
     tmp_path: Path, membership: str, files: dict[str, str], headroom: int | None
 ) -> None:
-    from once_for_all.data.batches import _cgroup_headroom
+    from once_for_all.free_memory import _cgroup_headroom
 
     (tmp_path / "cgroup").write_text(membership)
     for name, text in files.items():
