@@ -403,7 +403,8 @@ class SearchRun:
     With a seed, each batch is proposed by a sampler seeded from the seed and the number of
     trials known, so what a worker proposes depends only on the stored trials: a search
     killed at any point (SIGKILL loses the trials not yet stored) and rerun proposes what
-    the uninterrupted search does, and ends on the same front.
+    the uninterrupted search does, and ends on the same front; but for a kill while it
+    writes a batch (``push``, one journal record per trial), which stores part of it.
     """
 
     def __init__(

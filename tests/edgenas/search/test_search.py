@@ -323,14 +323,18 @@ def test_resume_after_kill_continues_the_same_study_as_if_never_killed(tmp_path:
         "200",
         "--sync-every",
         "10",
+        "--mark",
+        str(tmp_path / "evaluating"),
         "--sleep",
-        "0.05",
+        "0.2",
     ]
     proc = subprocess.Popen(args, env=ENV, cwd=REPO)
     deadline = time.monotonic() + 120
+    # Killed while it evaluates a batch, not in the milliseconds it writes trials: a kill
+    # there leaves part of a batch stored, which no rerun can replay (README).
     while time.monotonic() < deadline:
-        time.sleep(0.5)
-        if (tmp_path / "study.log").exists() and len(_completed(storage)) >= 40:
+        time.sleep(0.01)
+        if (tmp_path / "evaluating").exists() and len(_completed(storage)) >= 40:
             break
     proc.send_signal(signal.SIGKILL)
     proc.wait()
