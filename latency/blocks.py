@@ -250,6 +250,18 @@ class BlockIndex:
         stem."""
         return self._stem
 
+    @property
+    def head_columns(self) -> np.ndarray:
+        """int64 array ``[len(resolutions)]``: the position in ``keys`` of each resolution's
+        head."""
+        return self._head
+
+    @property
+    def slot_columns(self) -> np.ndarray:
+        """int64 array ``[len(resolutions), num_blocks, kernel sizes, expand ratios]``: the
+        position in ``keys`` of each slot's block for each choice."""
+        return self._slot
+
     def resolution_rows(self, subnets: Sequence[Subnet]) -> np.ndarray:
         """int64 array ``[n]``: each subnet's position in ``resolutions`` (call after
         ``rows``, which checks them)."""

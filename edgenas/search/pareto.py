@@ -246,14 +246,13 @@ def choose(
     return chosen
 
 
-def check_budgets(problem: SearchProblem, known: Sequence[Subnet] = ()) -> None:
-    """Fail before searching when a budget is below what any subnet can reach (the fastest
-    subnet found, ``known`` ones among the candidates)."""
+def check_budgets(problem: SearchProblem) -> None:
+    """Fail before searching when a budget is below what any subnet can reach."""
     for device in problem.devices:
         if not device.budgets_ms:
             continue
         lowest = device.budgets_ms[0]
-        _, fastest = problem.fastest(device, known=known)
+        _, fastest = problem.fastest(device)
         if fastest > lowest:
             raise InfeasibleBudget(device.name, lowest, fastest)
 

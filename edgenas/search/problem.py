@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -139,51 +139,13 @@ class SearchProblem:
             ev.costs[k] for k in self.extra
         ]
 
-    def fastest(
-        self,
-        device: DeviceTarget,
-        *,
-        samples: int = 20_000,
-        seed: int = 0,
-        known: Sequence[Subnet] = (),
-    ) -> tuple[Subnet, float]:
-        """The lowest latency on ``device`` found among the smallest subnet at every
-        resolution, many random subnets and ``known`` ones (--enqueue), then improved one
-        choice at a time until no single change lowers it: what decides that a budget is
-        unreachable, and what the message quotes. The smallest subnet is not always the
-        fastest (a calibrated predictor, a kernel size a runtime runs slowly), and random
-        subnets alone missed a reachable budget by 3%."""
-        import random
-
-        rng = random.Random(seed)
-        space = self.space
-        rs = self.resolutions
-        # a known subnet at a resolution the search does not propose meets no budget for it
-        candidates = [space.min_subnet(r=r) for r in rs] + [s for s in known if s.r in rs]
-        candidates += [space.sample(rng, r=rs) for _ in range(samples)]
-        lat = device.predictor.predict_many(candidates)
-        best = int(np.argmin(lat))
-        subnet, latency = candidates[best], float(lat[best])
-        while True:
-            changed = self._single_changes(subnet, rs)
-            lat = device.predictor.predict_many(changed)
-            i = int(np.argmin(lat))
-            if not float(lat[i]) < latency:
-                return subnet, latency
-            subnet, latency = changed[i], float(lat[i])
-
-    def _single_changes(self, subnet: Subnet, resolutions: Sequence[int]) -> list[Subnet]:
-        """Every subnet that differs from ``subnet`` in one choice: a block's kernel size or
-        expand ratio, a stage's depth, or the resolution (among ``resolutions``)."""
-        space = self.space
-        out = []
-        for b in range(len(subnet.ks)):
-            out += [replace(subnet, ks=_at(subnet.ks, b, k)) for k in space.kernel_sizes]
-            out += [replace(subnet, e=_at(subnet.e, b, e)) for e in space.expand_ratios]
-        for s in range(len(subnet.d)):
-            out += [replace(subnet, d=_at(subnet.d, s, d)) for d in space.depths]
-        out += [replace(subnet, r=r) for r in resolutions]
-        return out
+    def fastest(self, device: DeviceTarget) -> tuple[Subnet, float]:
+        """The subnet with the lowest latency on ``device`` at the resolutions searched, and
+        that latency, exactly (``LatencyPredictor.lowest``): what decides that a budget is
+        unreachable, and what the message quotes."""
+        return min(
+            (device.predictor.lowest(r) for r in self.resolutions), key=lambda found: found[1]
+        )
 
 
 def _at(values: tuple[int, ...], index: int, value: int) -> tuple[int, ...]:

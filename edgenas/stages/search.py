@@ -200,7 +200,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         ),
     )
     _ = problem.resolutions  # resolutions that no device or accuracy source share fail first
-    check_budgets(problem, known=enqueued)
+    check_budgets(problem)
     if o.sampler == "guided":
         budget_levels(problem, sampler=o.sampler)  # it searches under budgets: say so first
     output_folder(o.out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import random
 from collections.abc import Sequence
@@ -22,6 +23,8 @@ from latency.predictors import (
 )
 from latency.table import PUBLISHED_RUNTIME, LatencyTable, TableError, TableHeader
 from once_for_all import get_space
+from once_for_all.search_space import SearchSpace
+from once_for_all.subnet import Subnet
 
 FP = Fingerprint(
     host="board",
@@ -328,3 +331,98 @@ def test_a_table_without_the_split_stem_gives_no_split_prediction(tmp_path: Path
     figures = {k: table.ms(k) for k in table.entries} | {key: -1.0}
     with pytest.raises(TableError, match=f"gives block {key} -1.0 ms, not a time"):
         LutSumPredictor(space, table.header, figures)
+
+
+def _small_space_predictor(seed: int) -> LutSumPredictor:
+    """mbv3-tiny cut to two stages, kernels 3 and 5, one expand ratio, depths 1-2: few
+    enough subnets (192) to try every one."""
+    tiny = get_space("mbv3-tiny")
+    space = replace(
+        tiny,
+        name="tiny-2",
+        stages=tiny.stages[:2],
+        kernel_sizes=(3, 5),
+        expand_ratios=(3,),
+        depths=(1, 2),
+    )
+    rng = np.random.default_rng(seed)
+    header = TableHeader(space.id, "board", FP, "onnx", "fp32", space.resolutions)
+    figures = {spec.key: float(rng.uniform(0.05, 0.5)) for spec in enumerate_blocks(space)}
+    return LutSumPredictor(space, header, figures)
+
+
+def _every_subnet(space: SearchSpace) -> list[Subnet]:
+    choices = list(itertools.product(space.kernel_sizes, space.expand_ratios))
+    return [
+        space.make(ks=[k for k, _ in slots], e=[e for _, e in slots], d=list(d), r=r)
+        for r in space.resolutions
+        for d in itertools.product(space.depths, repeat=len(space.stages))
+        for slots in itertools.product(choices, repeat=space.num_blocks)
+    ]
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        None,  # the plain sum
+        LinearModel("affine+blocks", ("lut_sum", "blocks"), (0.9, -0.2), 0.5),
+        LinearModel(
+            "per-stage",
+            ("stem", "stage0", "stage1", "head", "blocks"),
+            (1.1, -0.7, 1.3, 0.8, 0.05),
+            0.2,
+        ),
+    ],
+)
+def test_lowest_is_the_least_prediction_over_every_subnet(model: LinearModel | None) -> None:
+    # Sampling 20,000 subnets put the fastest 3% too high, and a reachable budget was refused.
+    base = _small_space_predictor(seed=3)
+    predictor = (
+        base if model is None else CalibratedPredictor(base, model, validation={}, calibration={})
+    )
+    every = _every_subnet(base.space)
+    figures = predictor.predict_many(every)
+    for r in base.space.resolutions:
+        at_r = [i for i, s in enumerate(every) if s.r == r]
+        subnet, ms = predictor.lowest(r)
+        assert ms == pytest.approx(float(figures[at_r].min()), rel=1e-12)
+        assert subnet.r == r and predictor.predict(subnet) == pytest.approx(ms, rel=1e-12)
+
+
+def _stage_weight_below_zero(base: LutSumPredictor) -> LinearModel:
+    """lut_sum less a multiple of the last stage's sum: 10% of lut-sum for the smallest
+    subnet, and less than nothing once the last stage is deep enough."""
+    f = base.features([base.space.min_subnet(r=r) for r in base.header.resolutions])
+    last = f"stage{len(base.space.stages) - 1}"
+    weight = 0.9 * float(np.min(f["lut_sum"] / f[last]))
+    return LinearModel("per-stage", ("lut_sum", last), (1.0, -weight), 0.0)
+
+
+def test_a_calibration_model_below_zero_for_any_subnet_is_refused_at_load(
+    tmp_path: Path,
+) -> None:
+    # The check tried the smallest subnet only, and a deeper one could be given -2 ms.
+    base = LutSumPredictor.from_table(get_space("mbv3-tiny"), _table())
+    model = _stage_weight_below_zero(base)
+    predictor = CalibratedPredictor(base, model, validation={}, calibration={})
+    assert predictor.predict(base.space.min_subnet()) > 0
+    assert predictor.lowest(base.space.resolutions[0])[1] < 0
+    predictor.save(tmp_path / "p.json")
+    with pytest.raises(TableError, match=r"predicts -[\d.]+ ms for subnet r\d+-d.*, not a"):
+        load_predictor(tmp_path / "p.json")
+
+
+def test_calibration_keeps_no_model_that_predicts_no_time() -> None:
+    # End-to-end figures that the per-stage model fits exactly, on subnets where it is
+    # positive: fitted as it is, it would give the deepest last stage less than nothing.
+    space = get_space("mbv3-tiny")
+    base = LutSumPredictor.from_table(space, _table())
+    truth = CalibratedPredictor(base, _stage_weight_below_zero(base), validation={}, calibration={})
+    rng = random.Random(0)
+    pool = [space.sample(rng) for _ in range(2_000)]
+    subnets = [s for s, ms in zip(pool, truth.predict_many(pool), strict=True) if ms > 0.5][:40]
+    predictor = calibrate(base, subnets, list(truth.predict_many(subnets)))
+    scores = predictor.validation["candidates"]
+    assert min(scores, key=lambda name: scores[name]["rmspe"]) == "per-stage"  # the best fit
+    assert predictor.model.name != "per-stage"
+    assert min(predictor.lowest(r)[1] for r in space.resolutions) > 0

@@ -464,7 +464,7 @@ def npu_profiled(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> Path:
             "uses feature 'bogus', which is not one of lut_sum, blocks, stem, ",
         ),
         ({"model": {"coef": [1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0]}}, "has 7 coefficients for"),
-        ({"model": {"intercept": -100}}, "ms for the smallest subnet at 28 px, not a latency"),
+        ({"model": {"intercept": -100}}, "ms for subnet r28-d"),
         ({"resolution_ms": {"28": {"KEY": -5.0}}}, "at 28 px -5.0 ms, not a time"),
         ({"resolution_ms": {"28": {"KEY": float("inf")}}}, "at 28 px inf ms, not a time"),
     ],
