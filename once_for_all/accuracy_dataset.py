@@ -136,8 +136,10 @@ class AccuracyCache:
     """Subnet → accuracy, persisted as JSON at ``path`` and written atomically.
 
     Use ``AccuracyCache.open``. ``put`` saves every ``save_every`` new entries; call ``save``
-    at the end (``evaluate_many`` does both). Entries are keyed by the subnet's JSON, so two
-    subnets that differ only in unused block entries are cached separately.
+    at the end (``evaluate_many`` does both). Entries are keyed by the subnet's JSON; given
+    its ``space`` (``open`` does), by its canonical form, so that two subnets that differ
+    only in the entries of skipped blocks, one network, are evaluated once (a search's
+    samplers propose such pairs: its parameters include every slot's choices).
     """
 
     def __init__(
@@ -147,14 +149,22 @@ class AccuracyCache:
         entries: dict[str, float] | None = None,
         *,
         save_every: int = 8,
+        space: SearchSpace | None = None,
     ) -> None:
         if save_every < 1:
             raise ValueError(f"save_every={save_every} must be >= 1")
         self.path = path
         self.header = header
         self.save_every = save_every
-        self._entries: dict[str, float] = dict(entries or {})
+        self._space = space
+        self._entries: dict[str, float] = {}
+        for key, accuracy in (entries or {}).items():
+            # caches written before the keys were canonical: the first of a network's entries
+            self._entries.setdefault(self._key(Subnet.from_json(key)), accuracy)
         self._unsaved = 0
+
+    def _key(self, subnet: Subnet) -> str:
+        return (self._space.canonical(subnet) if self._space is not None else subnet).to_json()
 
     @classmethod
     def open(
@@ -190,22 +200,27 @@ class AccuracyCache:
         )
         p = Path(path)
         if not p.exists():
-            return cls(p, header, save_every=save_every)
+            return cls(p, header, save_every=save_every, space=supernet.space)
         found, entries = _read_cache(p)
         differs = found.mismatch(header)
         if differs is not None:
             raise AccuracyCacheError(f"accuracy cache {p} was made with {differs}: {fix}")
-        return cls(p, header, entries, save_every=save_every)
+        try:
+            return cls(p, header, entries, save_every=save_every, space=supernet.space)
+        except (SubnetError, ValueError) as exc:
+            raise AccuracyCacheError(
+                f"accuracy cache {p} is damaged ({exc}): delete it to start over"
+            ) from None
 
     def __len__(self) -> int:
         return len(self._entries)
 
     def __contains__(self, subnet: Subnet) -> bool:
-        return subnet.to_json() in self._entries
+        return self._key(subnet) in self._entries
 
     def get(self, subnet: Subnet) -> float | None:
         """The cached accuracy of ``subnet``, or None."""
-        return self._entries.get(subnet.to_json())
+        return self._entries.get(self._key(subnet))
 
     def put(self, subnet: Subnet, accuracy: float) -> None:
         """Record an accuracy; saves the file once ``save_every`` entries are unsaved."""
@@ -215,7 +230,7 @@ class AccuracyCache:
             )
         if not (math.isfinite(accuracy) and 0.0 <= accuracy <= 1.0):
             raise ValueError(f"accuracy {accuracy!r} must be a fraction in [0, 1]")
-        self._entries[subnet.to_json()] = float(accuracy)
+        self._entries[self._key(subnet)] = float(accuracy)
         self._unsaved += 1
         if self._unsaved >= self.save_every:
             self.save()

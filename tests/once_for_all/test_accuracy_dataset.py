@@ -82,7 +82,7 @@ def test_cache_round_trip(tmp_path: Path, supernet: OFAMobileNetV3) -> None:
     reopened = open_cache(path, supernet)
     assert len(reopened) == len(subnets)
     assert [reopened.get(s) for s in subnets] == [i / 10 for i in range(len(subnets))]
-    assert reopened.items() == [(s, i / 10) for i, s in enumerate(subnets)]
+    assert reopened.items() == [(SPACE.canonical(s), i / 10) for i, s in enumerate(subnets)]
     assert reopened.get(SPACE.sample(99)) is None
 
 
@@ -96,6 +96,36 @@ def test_put_saves_every_few_entries(tmp_path: Path, supernet: OFAMobileNetV3) -
     assert len(json.loads(path.read_text())["entries"]) == 2
     with pytest.raises(ValueError, match=r"\[0, 1\]"):
         cache.put(subnets[2], 1.5)
+
+
+def _with_other_skipped_entries(subnet: Subnet) -> Subnet:
+    """The same network: every block beyond its stage's depth at the largest choices."""
+    active = set(SPACE.active_blocks(subnet))
+    k, e = SPACE.kernel_sizes[-1], SPACE.expand_ratios[-1]
+    return dataclasses.replace(
+        subnet,
+        ks=tuple(v if b in active else k for b, v in enumerate(subnet.ks)),
+        e=tuple(v if b in active else e for b, v in enumerate(subnet.e)),
+    )
+
+
+def test_one_network_is_evaluated_once_whatever_its_skipped_blocks_hold(
+    tmp_path: Path, supernet: OFAMobileNetV3, fmnist_small: DataBundle, counted: list[Subnet]
+) -> None:
+    # A search's parameters include every slot's choices, so its samplers propose one network
+    # under several subnets; each was evaluated again.
+    subnet = SPACE.min_subnet()
+    twin = _with_other_skipped_entries(subnet)
+    assert twin != subnet
+    path = tmp_path / "acc.json"
+    accs = evaluate_many(supernet, [subnet, twin], fmnist_small, cache=open_cache(path, supernet))
+    assert counted == [subnet] and accs[0] == accs[1]
+
+    # A cache written with the subnets' own JSON as keys (before) answers for the twin too.
+    doc = json.loads(path.read_text())
+    doc["entries"] = {twin.to_json(): 0.25}
+    path.write_text(json.dumps(doc))
+    assert open_cache(path, supernet).get(subnet) == 0.25
 
 
 def test_evaluate_many_resumes_without_reevaluating(
