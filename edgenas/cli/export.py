@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import fail, finite
+from edgenas.cli.user_errors import fail, finite_from
 from edgenas.console import err_console
 from export.formats import (
     INT8_AGREEMENT_TARGET,
@@ -54,7 +54,7 @@ def export_command(
         int, typer.Option(min=0, help="fine-tune the subnet (distilling the largest) first")
     ] = 0,
     finetune_lr: Annotated[
-        float, typer.Option(min=0.0, help="fine-tuning learning rate", callback=finite)
+        float, typer.Option(help="fine-tuning learning rate", callback=finite_from(0.0))
     ] = 0.01,
     qat_epochs: Annotated[
         int,
@@ -89,9 +89,8 @@ def export_command(
     min_int8_agreement: Annotated[
         float,
         typer.Option(
-            min=0.0,
-            max=1.0,
-            help="top-1 agreement with fp32 from which a faster int8 file is recommended",
+            help="top-1 agreement with fp32 (0 to 1) from which a faster int8 file is recommended",
+            callback=finite_from(0.0, 1.0),
         ),
     ] = INT8_AGREEMENT_TARGET,
     tflite_form: Annotated[
@@ -107,7 +106,9 @@ def export_command(
     dynamic_batch: Annotated[bool, typer.Option(help="ONNX with a symbolic batch size")] = False,
     tolerance: Annotated[
         float,
-        typer.Option(min=0.0, help="fp32 parity: max |runtime - PyTorch| allowed", callback=finite),
+        typer.Option(
+            help="fp32 parity: max |runtime - PyTorch| allowed", callback=finite_from(0.0)
+        ),
     ] = 1e-4,
     verify: Annotated[
         bool, typer.Option(help="check every file in its runtime (--no-verify to skip)")

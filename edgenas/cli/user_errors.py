@@ -67,6 +67,20 @@ def finite(value: Number) -> Number:
     return value
 
 
+def finite_from(low: float, high: float = math.inf) -> Callable[[float], float]:
+    """Option callback: a finite number in ``[low, high]``. In place of typer's ``min`` and
+    ``max``, which answered NaN with "should be less than or equal to 1"."""
+
+    def check(value: float) -> float:
+        finite(value)
+        if not low <= value <= high:
+            within = f"at least {low:g}" if high == math.inf else f"within [{low:g}, {high:g}]"
+            raise typer.BadParameter(f"{value:g} is not {within}")
+        return value
+
+    return check
+
+
 def budget_lists(values: list[str] | None) -> list[float | tuple[float, ...]] | None:
     """Option callback for ``--budget-ms``: one budget per device, or several for one device
     as ``15,18,23`` (finite and positive, in ms)."""

@@ -243,6 +243,9 @@ def test_a_wrong_option_or_command_is_one_line(args: list[str], line: str) -> No
     assert shown.startswith(f"error: {line}") and shown.endswith(" --help')"), shown
 
 
+INT8_AT = ("--min-int8-agreement", "{}")
+
+
 @pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e400"])
 @pytest.mark.parametrize(
     "args",
@@ -250,8 +253,14 @@ def test_a_wrong_option_or_command_is_one_line(args: list[str], line: str) -> No
         ["search", "--device", "d", "--budget-ms", "{}"],
         ["export", "--supernet", "s.pt", "--subnet", "max", "--out", "o", "--finetune-lr", "{}"],
         ["export", "--supernet", "s.pt", "--subnet", "max", "--out", "o", "--tolerance", "{}"],
+        ["export", "--supernet", "s.pt", "--subnet", "max", "--out", "o", "--int8", *INT8_AT],
     ],
-    ids=["search --budget-ms", "export --finetune-lr", "export --tolerance"],
+    ids=[
+        "search --budget-ms",
+        "export --finetune-lr",
+        "export --tolerance",
+        "export --min-int8-agreement",
+    ],
 )
 def test_numbers_must_be_finite(args: list[str], value: str, tmp_path: Path) -> None:
     # NaN or inf ran a whole search and crashed at its end, or exported a NaN model (issue 24);
@@ -259,13 +268,24 @@ def test_numbers_must_be_finite(args: list[str], value: str, tmp_path: Path) -> 
     result = CliRunner().invoke(app, [a.format(value) for a in args], env={"COLUMNS": "300"})
     assert result.exit_code == 2
     shown = "inf" if value == "1e400" else value
-    # A bound (min=0) may refuse it first: either way, named and before any work.
-    assert f"Invalid value for '{args[-2]}'" in result.output
-    assert (
-        f"{shown} is not a finite number" in result.output
-        or "greater than or equal to 0" in result.output
-    )
+    # typer's own bounds answered NaN with "should be less than or equal to 1".
+    assert f"Invalid value for '{args[-2]}': {shown} is not a finite number" in result.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize(
+    "option, value, message",
+    [
+        ("--tolerance", "-1e-5", "-1e-05 is not at least 0"),
+        ("--finetune-lr", "-0.1", "-0.1 is not at least 0"),
+        ("--min-int8-agreement", "1.5", "1.5 is not within [0, 1]"),
+    ],
+)
+def test_numbers_out_of_range_are_refused(option: str, value: str, message: str) -> None:
+    args = ["export", "--supernet", "s.pt", "--subnet", "max", "--out", "o", "--int8"]
+    result = CliRunner().invoke(app, [*args, option, value], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert f"Invalid value for '{option}': {message}" in result.output
 
 
 def command_args(command: str, trained: Path, tmp_path: Path) -> list[str | Path]:
