@@ -274,7 +274,6 @@ def _run_stages(
 
     stages = recipe.planned_stages
     log(f"recipe {recipe_path} → {root}: stages {', '.join(stages)}")
-    run.save()
     # Every stage computes on the same number of threads, whichever stages this process
     # runs: float sums (export's fine-tuning) depend on it, and a resumed run that skips
     # training must export what an uninterrupted one does (training set it for what followed).
@@ -291,6 +290,11 @@ def _run_stages(
             recipe.check_search()
     with _logged("profile", log):
         _check_devices(recipe, run, options, log)
+    with _logged("train", log):
+        _check_sources(recipe)
+        _check_upstream(recipe, root)
+    # Only now the recipe goes into run.json: a refused one wrote itself over a good run's.
+    run.save()
     with _logged("train", log):
         if "train" in stages:
             _train(recipe, run, options, console, log)
@@ -381,12 +385,34 @@ def _needs_run(
             shown = ", ".join(str(p.relative_to(run.root)) for p in existing)
             log(f"{name}: {why}; discarding {shown} and starting again")
         for path in outputs:
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+            _remove(path)
+        for dependent in DEPENDENTS[stage]:
+            _discard_stage(run, dependent, log, made_from=name)
     run.start(key, inputs)
     return True
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _discard_stage(run: RunFolder, stage: StageName, log: Log, *, made_from: str) -> None:
+    """Stage ``stage``'s outputs (its folder) and records go with the outputs of a stage they
+    were made from: kept, a recipe run into a folder it did not make reported the other
+    recipe's front and cards as its own (run audit), whether or not it plans the stage."""
+    keys = [k for k in {**run.stages, **run.started} if k.split(":", 1)[0] == stage]
+    folder = run.root / stage  # search/, export/
+    if folder.exists():
+        log(f"{stage}: made from what {made_from} discards; discarding {stage}")
+        _remove(folder)
+    for key in keys:
+        run.stages.pop(key, None)
+        run.started.pop(key, None)
+    if keys:
+        run.save()
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
@@ -404,12 +430,17 @@ def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
 
 
 def _only_trials_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """A search whose only change is its number of trials continues its study."""
+    """A search whose only change is more trials continues its study. Fewer start afresh:
+    the study holds more trials than asked, and its front is not that of the recipe's."""
+
+    def trials(inputs: dict[str, Any]) -> Any:
+        return inputs.get("search", {}).get("trials")
 
     def without_trials(inputs: dict[str, Any]) -> dict[str, Any]:
         return {**inputs, "search": {**inputs.get("search", {}), "trials": None}}
 
-    return without_trials(old) == without_trials(new)
+    more = isinstance(trials(old), int) and isinstance(trials(new), int)
+    return more and trials(new) >= trials(old) and without_trials(old) == without_trials(new)
 
 
 def train_inputs(recipe: Recipe) -> dict[str, Any]:
@@ -502,6 +533,56 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
         quiet=options.quiet,
     )
     run.record("train", inputs, [supernet], time.perf_counter() - started)
+
+
+def _check_upstream(recipe: Recipe, root: Path) -> None:
+    """A stage whose input no planned stage makes finds it in the folder, before training:
+    export without search, and search without profile, failed after it."""
+    stages = recipe.planned_stages
+    needed: list[tuple[Path, StageName]] = []
+    if "export" in stages and "search" not in stages:
+        needed.append((root / "search" / "pareto.json", "search"))
+    if "search" in stages and "profile" not in stages:
+        needed += [
+            (root / "devices" / _device_name(d.name) / "predictor.json", "profile")
+            for d in recipe.devices
+        ]
+    for path, stage in needed:
+        if not path.is_file():
+            raise RecipeError(
+                f"recipe {recipe.name!r}: {path} does not exist, and no stage of the recipe "
+                f"makes it: add '{stage}' to its stages"
+            )
+
+
+def _check_sources(recipe: Recipe) -> None:
+    """The files the recipe names exist: one that does not read as changed inputs, and the
+    stage's outputs (a trained supernet) were discarded before loading it said so."""
+    from once_for_all.data.load import BUILTIN_SOURCES
+
+    stages = recipe.planned_stages
+    init_from = recipe.train.init_from if recipe.train is not None else None
+    missing: list[tuple[str, str, str]] = []
+    source = recipe.data.source
+    if source not in BUILTIN_SOURCES and not Path(source).expanduser().exists():
+        kinds = f"a .npz file, a folder of class folders, or {' or '.join(BUILTIN_SOURCES)}"
+        missing.append(("data.source", source, kinds))
+    for key, value, kind in (
+        ("train.init_from", init_from if "train" in stages else None, "a supernet checkpoint"),
+        (
+            "search.ofa_predictor",
+            recipe.search.ofa_predictor if "search" in stages else None,
+            "OFA's acc_predictor.pth",
+        ),
+    ):
+        if value and not Path(value).expanduser().is_file():
+            missing.append((key, value, kind))
+    for key, value, kind in missing[:1]:
+        where = "" if Path(value).expanduser().is_absolute() else f" (read from {Path.cwd()})"
+        raise RecipeError(
+            f"recipe {recipe.name!r}: {key}: {value} does not exist{where}: give the path of "
+            f"{kind}; nothing in the run folder was changed"
+        )
 
 
 def _device_name(device: str) -> str:
@@ -711,10 +792,16 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
             subnet.key, {"subnet": subnet.key, "index": choice["index"], "chosen_for": []}
         )
         entry["chosen_for"].append(choice)
-    for old in [k for k in run.stages if k.startswith("export:")]:
-        if old.split(":", 1)[1] not in exported:  # the search now chooses other subnets
-            shutil.rmtree(run.root / "export" / old.split(":", 1)[1], ignore_errors=True)
-            del run.stages[old]
+    stale = [
+        k
+        for k in run.stages
+        if k.startswith("export:") and k.removeprefix("export:") not in exported
+    ]
+    for old in stale:  # the search now chooses other subnets
+        shutil.rmtree(run.root / "export" / old.removeprefix("export:"), ignore_errors=True)
+        del run.stages[old]
+    if stale:  # saved now: were every export up to date, nothing else would save run.json
+        run.save()
     for key, entry in exported.items():
         folder = run.root / "export" / key
         stage_key = f"export:{key}"
@@ -824,10 +911,26 @@ def _summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]) -> 
                     },
                 )
             )
+    devices = [_device_name(d.name) for d in recipe.devices]
+    current = _current_stages(recipe, devices, [e["subnet"] for e in exported])
     return RunSummary(
         format=SUMMARY_FORMAT,
         run=str(run.root),
         recipe=recipe.name,
-        stages={k: v.get("seconds") for k, v in run.stages.items()},
+        stages={k: v.get("seconds") for k, v in run.stages.items() if k in current},
         chosen=rows,
+        devices=devices,
     )
+
+
+def _current_stages(recipe: Recipe, devices: Sequence[str], exported: Sequence[str]) -> set[str]:
+    """The stage keys this recipe's run is made of: records of a stage it does not plan, a
+    device it no longer names or a subnet no longer chosen stay in run.json (their work may
+    serve again) but are not this run's."""
+    planned = recipe.planned_stages
+    keys: set[str] = {s for s in planned if s in ("train", "search")}
+    if "profile" in planned:
+        keys |= {f"profile:{name}" for name in devices}
+    if "export" in planned:
+        keys |= {f"export:{key}" for key in exported}
+    return keys

@@ -349,6 +349,15 @@ class Recipe(_Strict):
             raise ValueError(
                 "stage export ships the subnet chosen under a budget: give a device a budget_ms"
             )
+        if (
+            "search" in self.planned_stages
+            and self.search.sampler == "guided"
+            and not any(d.budget_ms for d in self.devices)
+        ):  # found after training and profiling, and worded for the command line
+            raise ValueError(
+                "search.sampler: guided searches under latency budgets: give the devices a "
+                "budget_ms, or choose another sampler"
+            )
         budgets = {d.budget_ms is None for d in self.devices}
         if len(budgets) > 1:
             raise ValueError("devices: give every device a budget_ms, or none (a joint search)")

@@ -38,10 +38,30 @@ class RunDocument(TypedDict):
 
 
 def read_run(path: Path, *, fix: str, error: type[EdgenasError]) -> RunDocument:
-    """A run folder's ``run.json`` (any other file raises ``error`` with one line ending in
-    ``fix``). Only the format is checked: a run killed before its first stage has none."""
-    doc = read_json(path, formats=RUN_FORMAT, what="an edgenas run record", fix=fix, error=error)
+    """A run folder's ``run.json`` (any other file, or one whose stage records are not
+    objects as written, raises ``error`` with one line ending in ``fix``)."""
+    what = "an edgenas run record"
+    doc = read_json(path, formats=RUN_FORMAT, what=what, fix=fix, error=error)
+    # A hand-edited record failed deep in the pipeline or the report with a traceback.
+    stages, started = doc.get("stages", {}), doc.get("started", {})
+    why = _not_objects("stages", stages) or _not_objects("started", started)
+    for key, record in stages.items() if why is None else ():
+        if not isinstance(record.get("inputs"), dict) or not isinstance(
+            record.get("outputs"), dict
+        ):
+            why = f"stages[{key!r}] has no inputs and outputs objects"
+            break
+    if why is not None:
+        raise error(f"{path} is not {what} ({why}): {fix}")
     return cast(RunDocument, doc)
+
+
+def _not_objects(name: str, value: Any) -> str | None:
+    """Why ``value`` is not an object of objects, or None."""
+    if not isinstance(value, dict):
+        return f"{name} is not an object"
+    bad = next((k for k, v in value.items() if not isinstance(v, dict)), None)
+    return f"{name}[{bad!r}] is not an object" if bad is not None else None
 
 
 def write_run(path: Path, doc: RunDocument) -> None:
@@ -83,17 +103,32 @@ class RunSummary(TypedDict):
     format: str
     run: str  # the run folder
     recipe: str  # the recipe's name
-    stages: dict[str, float | None]  # seconds per finished stage
+    stages: dict[str, float | None]  # seconds per finished stage of this recipe's run
     chosen: list[SummaryRow]
+    # The recipe's devices (their profile names): the report shows these, not every folder
+    # under devices/ (a device a recipe no longer names keeps its table there).
+    devices: NotRequired[list[str]]
     report: NotRequired[str]  # report.html
 
 
 def read_summary(path: Path, *, fix: str, error: type[EdgenasError]) -> RunSummary:
     """A run folder's ``summary.json`` (any other file raises ``error`` with one line)."""
-    doc = read_json(
-        path, formats=SUMMARY_FORMAT, what="an edgenas run summary", fix=fix, error=error
-    )
+    what = "an edgenas run summary"
+    doc = read_json(path, formats=SUMMARY_FORMAT, what=what, fix=fix, error=error)
+    chosen, stages = doc.get("chosen"), doc.get("stages", {})
+    why = None
+    if not isinstance(chosen, list) or not all(isinstance(row, dict) for row in chosen):
+        why = "chosen is not a list of objects"
+    elif missing := next((k for row in chosen for k in _ROW_KEYS if k not in row), None):
+        why = f"a chosen row has no {missing!r}"
+    elif not isinstance(stages, dict):
+        why = "stages is not an object"
+    if why is not None:
+        raise error(f"{path} is not {what} ({why}): {fix}")
     return cast(RunSummary, doc)
+
+
+_ROW_KEYS = tuple(SummaryRow.__annotations__)  # every row has each (placement is the card's)
 
 
 def write_summary(path: Path, doc: RunSummary) -> None:

@@ -169,6 +169,8 @@ def collect(root: Path) -> RunData:
     # Devices in the order the run profiled them, then any other profiled folder.
     profiled = [k.split(":", 1)[1] for k in data.run.get("stages", {}) if k.startswith("profile:")]
     folders = sorted(p.parent.name for p in (root / "devices").glob("*/predictor.json"))
+    if data.summary and "devices" in data.summary:  # a device the recipe dropped stays out
+        folders = [n for n in folders if n in data.summary["devices"]]
     for name in [
         *(n for n in profiled if n in folders),
         *(n for n in folders if n not in profiled),

@@ -75,6 +75,17 @@ def _missing(text: str) -> str:
     return f"<p class='missing'>{inline(text)}</p>"
 
 
+def _gone(data: RunData, stage: str, what: str) -> str | None:
+    """A missing-part line for ``what``, which stage ``stage`` made: the stage finished and
+    its output was moved or deleted since (None where it did not finish: ``_not_done``)."""
+    if data.stage_state(stage) != "finished":
+        return None
+    return _missing(
+        f"The `{stage}` stage finished, but {what} is missing (moved or deleted): make it "
+        f"again with `edgenas run RECIPE --force {stage}`."
+    )
+
+
 def _not_done(data: RunData, stages: Sequence[str]) -> str | None:
     """Why the first of ``stages`` that the run has not finished left nothing to show, as a
     missing-part line; None when each finished or the recipe leaves it out."""
@@ -177,8 +188,10 @@ def _training(data: RunData) -> str:
 
 def _pareto(data: RunData) -> str:
     if data.pareto is None:
-        return _not_done(data, ("search",)) or _missing(
-            "No search in this run: add `search` to the recipe's stages."
+        return (
+            _not_done(data, ("search",))
+            or _gone(data, "search", "search/pareto.json")
+            or _missing("No search in this run: add `search` to the recipe's stages.")
         )
     p = data.pareto
     svg = figures.to_svg(pareto_figure(p, data.trial_values), "pareto")
@@ -314,10 +327,18 @@ def _op_split(device: DeviceData) -> str:
 
 def _models(data: RunData) -> str:
     if not data.cards:
-        return _not_done(data, ("export",)) or _missing(
-            "No exported models: add `export` to the recipe's stages."
+        return (
+            _not_done(data, ("export",))
+            or _gone(data, "export", "every exported subnet's card.json")
+            or _missing("No exported models: add `export` to the recipe's stages.")
         )
-    return "".join(
+    stale = ""
+    if data.stage_state("search") == "unfinished":
+        stale = _missing(
+            "The search started again and did not finish: these models are those of the "
+            "search before it."
+        )
+    return stale + "".join(
         f"<details class='card' open><summary>{html.escape(card['name'])}</summary>"
         f"{to_html(card_markdown(card), heading_offset=2)}</details>"
         for card in data.cards
@@ -326,6 +347,9 @@ def _models(data: RunData) -> str:
 
 def _stages(data: RunData) -> str:
     stages = data.run.get("stages", {})
+    started = data.run.get("started", {})
+    if data.summary:  # the stages of this recipe's run (run.json keeps others' records)
+        stages = {k: v for k, v in stages.items() if k in data.summary.get("stages", {})}
     if not stages:
         return ""
     return _table(
@@ -334,7 +358,9 @@ def _stages(data: RunData) -> str:
             [
                 html.escape(k),
                 _num(v.get("seconds"), ".1f"),
-                html.escape(str(v.get("finished", "-"))),
+                "started again, not finished"
+                if k in started
+                else html.escape(str(v.get("finished", "-"))),
             ]
             for k, v in stages.items()
         ),

@@ -180,6 +180,12 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             test=o.test_images or FolderReads.test,
         )
         data = load_training_data(job.supernet, payload, folder=job.data, reads=reads)
+        held = len(data.test.labels)
+        if o.test_images is not None and o.test_images > held:  # it was capped silently
+            say(
+                f"{o.test_images} test images asked, but the test split holds {held}: the "
+                f"int8 checks use all {held}"
+            )
         say(f"subnet {subnet.key} of {space.id}")
         for device, name in zip(job.devices, names, strict=True):
             if predictors[name] is None:

@@ -151,6 +151,12 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         # the validation images evaluated (held out of train/) and BN's.
         reads = FolderReads(val=o.eval_images or FolderReads.val, test=0)
         data = load_training_data(o.supernet, payload, folder=o.data, reads=reads)
+        held = len(data.val.labels)
+        if o.eval_images is not None and o.eval_images > held:  # it was capped silently
+            say(
+                f"{o.eval_images} evaluation images asked, but the validation split holds "
+                f"{held}: each subnet is evaluated on all {held}"
+            )
     enqueued = [_enqueued(p, space) for p in o.enqueue]
     targets: list[DeviceTarget] = []
     predictor_files: dict[str, str] = {}

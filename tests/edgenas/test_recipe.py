@@ -143,6 +143,13 @@ def _refusal(tmp_path: Path, change: Callable[[dict[str, Any]], Any]) -> str:
             r"give every device a budget_ms, or none",
         ),
         (
+            # found after training and profiling, and worded for the command line (run audit)
+            lambda r: r.update(
+                stages=["train", "search"], devices=[{"name": "a"}], search={"sampler": "guided"}
+            ),
+            r"search\.sampler: guided searches under latency budgets: give the devices a budget_ms",
+        ),
+        (
             lambda r: r.update(devices=[{"name": "a", "budget_ms": 0}]),
             r"devices\[0\]\.budget_ms: 0 is not a positive budget in ms",
         ),

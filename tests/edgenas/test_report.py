@@ -11,6 +11,7 @@ import subprocess
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from edgenas.report.collect import _trial_values
@@ -234,6 +235,56 @@ def test_a_run_stopped_in_a_stage_says_it_did_not_finish(tmp_path: Path) -> None
         assert page.missing[section].startswith("The search stage started and did not finish")
     assert page.missing["models"].startswith("The export stage has not run yet")
     assert not any("recipe's stages" in page.missing[s] for s in ("summary", "pareto", "models"))
+
+
+def test_a_finished_stage_whose_file_is_gone_says_how_to_make_it_again(tmp_path: Path) -> None:
+    # It said "add search to the recipe's stages" to a recipe that has it (run audit).
+    from edgenas.report import build_report
+
+    recipe = {**MICRO_RECIPE, "devices": [{"name": "npu-32x32-ws", "budget_ms": 5.0}]}
+    finished = {"inputs": {}, "outputs": {}, "seconds": 1.0, "finished": "x"}
+    stages = ("train", "profile:npu-32x32-ws", "search", "export:r28")
+    run = {"format": "edgenas.run/1", "recipe": recipe, "stages": dict.fromkeys(stages, finished)}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    page = outline(build_report(tmp_path).read_text())
+    assert page.missing["pareto"].startswith(
+        "The search stage finished, but search/pareto.json is missing (moved or deleted): make "
+        "it again with edgenas run RECIPE --force search"
+    )
+    assert page.missing["models"].startswith("The export stage finished, but every exported")
+
+
+def test_the_report_shows_the_devices_of_the_recipe_only(micro_run: Run, tmp_path: Path) -> None:
+    # A device the recipe no longer names kept its predictor and heatmaps in the report.
+    from edgenas.report.collect import collect
+
+    _, out, _, _ = micro_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.pt", "*.onnx"))
+    assert {d.name for d in collect(copy).devices} == {"test-cpu", "npu-32x32-ws"}
+    summary = json.loads((copy / "summary.json").read_text())
+    assert summary["devices"] == ["test-cpu", "npu-32x32-ws"]
+    (copy / "summary.json").write_text(json.dumps({**summary, "devices": ["npu-32x32-ws"]}))
+    assert [d.name for d in collect(copy).devices] == ["npu-32x32-ws"]
+
+
+@pytest.mark.parametrize(
+    "damage, said",
+    [
+        ({"stages": [1, 2]}, "stages is not an object"),
+        ({"stages": {"train": 5}}, "stages['train'] is not an object"),
+        ({"stages": {"train": {"inputs": 5, "outputs": {}}}}, "stages['train'] has no inputs"),
+        ({"started": {"search": None}}, "started['search'] is not an object"),
+    ],
+)
+def test_a_damaged_run_record_is_one_line(tmp_path: Path, damage: dict, said: str) -> None:
+    # Each was a traceback in the report or the next run (run audit).
+    run = {"format": "edgenas.run/1", "recipe": {"name": "x"}, "stages": {}, **damage}
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    proc = edgenas_here("report", str(tmp_path))
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"is not an edgenas run record ({said}" in line
 
 
 def test_card_markdown_becomes_escaped_html() -> None:

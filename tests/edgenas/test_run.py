@@ -19,6 +19,7 @@ from edgenas.pipeline import (
     RunFolder,
     RunOptions,
     _adopt_data_fingerprint,
+    _current_stages,
     _needs_run,
     _only_trials_changed,
     train_inputs,
@@ -153,6 +154,97 @@ def test_a_stage_whose_inputs_changed_says_what_it_discards(tmp_path: Path) -> N
     assert logged.pop() == (
         "search: search.seed, supernet changed; discarding search and starting again"
     )
+    assert not (run.root / "search").exists()
+
+
+@pytest.mark.parametrize(
+    ("case", "changes", "says"),
+    [
+        (
+            "data moved away",
+            lambda t: {"data": {**MICRO_RECIPE["data"], "source": str(t / "moved.npz")}},
+            "data.source: {t}/moved.npz does not exist: give the path of a .npz file",
+        ),
+        (
+            "init_from moved away",
+            lambda t: {"train": {**MICRO_RECIPE["train"], "init_from": "gone.pt"}},
+            "train.init_from: gone.pt does not exist (read from ",
+        ),
+        (
+            "unknown device",
+            lambda t: {"devices": [{"name": "npu-32x32-wz", "budget_ms": 50.0}]},
+            "npu-32x32-wz",
+        ),
+    ],
+)
+def test_a_refused_recipe_changes_nothing_in_a_finished_run(
+    micro_run: Run, tmp_path: Path, case: str, changes: Any, says: str
+) -> None:
+    # A moved data file read as changed data: the trained supernet was discarded, then
+    # loading said the file did not exist; a refused recipe also wrote itself into run.json
+    # (run audit).
+    _, out, cache, _ = micro_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and p.name != "run.log"}
+    recipe = run_recipe(tmp_path, **changes(tmp_path))
+    proc = edgenas_run(recipe, copy, "--quiet", cache=cache)
+    assert proc.returncode == 2, proc.stderr
+    assert says.format(t=tmp_path) in " ".join(proc.stderr.split()), proc.stderr
+    after = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and p.name != "run.log"}
+    assert after == before
+
+
+def test_a_discarded_stage_takes_what_was_made_from_it(tmp_path: Path) -> None:
+    # A recipe run into another's folder retrained the supernet and kept the old search and
+    # exports, which the summary and report then showed as its own (run audit).
+    recipe_path = run_recipe(tmp_path)
+    run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
+    finished = {"inputs": {"lr": 0.1}, "outputs": {}, "seconds": 1.0, "finished": "x"}
+    run.stages = {"train": finished, "profile:npu": finished, "search": finished}
+    run.stages["export:r28"] = finished
+    for folder in ("search", "export/r28", "devices/npu"):
+        (run.root / folder).mkdir(parents=True)
+    (run.root / "supernet.pt").write_bytes(b"old")
+    logged: list[str] = []
+    assert _needs_run(
+        run,
+        "train",
+        {"lr": 0.2},
+        stage="train",
+        options=RunOptions(),
+        outputs=[run.root / "supernet.pt"],
+        log=logged.append,
+    )
+    assert logged == [
+        "train: lr changed; discarding supernet.pt and starting again",
+        "search: made from what train discards; discarding search",
+        "export: made from what train discards; discarding export",
+    ]
+    assert not (run.root / "search").exists() and not (run.root / "export").exists()
+    assert (run.root / "devices" / "npu").is_dir()  # profiling times blocks, not the supernet
+    assert set(run.stages) == {"train", "profile:npu"}
+    assert set(json.loads((run.root / "run.json").read_text())["stages"]) == set(run.stages)
+
+
+def test_the_summary_lists_the_stages_of_this_recipe_only(tmp_path: Path) -> None:
+    recipe = load_recipe(run_recipe(tmp_path, stages=["train", "profile", "search", "export"]))
+    keys = _current_stages(recipe, ["test-cpu"], ["r28-a"])
+    assert keys == {"train", "search", "profile:test-cpu", "export:r28-a"}
+    only_train = load_recipe(run_recipe(tmp_path, stages=["train"]))
+    assert _current_stages(only_train, ["test-cpu"], []) == {"train"}
+
+
+def test_fewer_trials_start_the_search_afresh(tmp_path: Path) -> None:
+    # The study of 60 trials was continued for 30 and stopped at once: pareto.json said 60
+    # trials, and its front was not a 30-trial search's (run audit).
+    recipe_path = run_recipe(tmp_path)
+    run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
+    (run.root / "search").mkdir(parents=True)
+    run.stages["search"] = {"inputs": {"search": {"trials": 60}}, "outputs": {}}
+    logged: list[str] = []
+    assert _needs_search(run, {"search": {"trials": 30}}, logged)
+    assert logged == ["search: search.trials changed; discarding search and starting again"]
     assert not (run.root / "search").exists()
 
 
@@ -348,7 +440,7 @@ def _off_board(folder: Path) -> str:
         (
             "init_from",
             lambda t: {"train": {**MICRO_RECIPE["train"], "init_from": str(t / "none.pt")}},
-            "init_from: checkpoint",
+            "train.init_from: ",
         ),
         (
             "batch_size",
@@ -357,6 +449,18 @@ def _off_board(folder: Path) -> str:
                 "train": {**MICRO_RECIPE["train"], "batch_size": 1000},
             },
             "fewer than one global batch",
+        ),
+        (
+            "export without search",
+            lambda t: {"stages": ["train", "export"]},
+            "search/pareto.json does not exist, and no stage of the recipe makes it: add "
+            "'search' to its stages",
+        ),
+        (
+            "search without profile",
+            lambda t: {"stages": ["train", "search"]},
+            "/predictor.json does not exist, and no stage of the recipe makes it: add "
+            "'profile' to its stages",
         ),
         pytest.param(
             "cuda",
