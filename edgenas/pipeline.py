@@ -172,6 +172,15 @@ DEPENDENTS: dict[StageName, tuple[StageName, ...]] = {
 }
 
 
+# The stages whose outputs are made from a stage's outputs and are no use without them: a
+# search and exports of another supernet or another table's latencies. An export is of its
+# subnet, not of the search that chose it: a new search that chooses it again reuses it.
+MADE_FROM_OUTPUTS: dict[StageName, tuple[StageName, ...]] = {
+    **DEPENDENTS,
+    "search": (),
+}
+
+
 def with_dependents(force: Sequence[StageName]) -> tuple[StageName, ...]:
     """The forced stages and the stages that depend on them, in the order a run does them."""
     forced = set(force) | {d for stage in force for d in DEPENDENTS[stage]}
@@ -386,7 +395,7 @@ def _needs_run(
             log(f"{name}: {why}; discarding {shown} and starting again")
         for path in outputs:
             _remove(path)
-        for dependent in DEPENDENTS[stage]:
+        for dependent in MADE_FROM_OUTPUTS[stage]:
             _discard_stage(run, dependent, log, made_from=name)
     run.start(key, inputs)
     return True

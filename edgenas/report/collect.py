@@ -180,10 +180,11 @@ def collect(root: Path) -> RunData:
             DeviceData(name, read_predictor(path), path, _per_op_table(path.parent / "lut.json"))
         )
     # Only the exports of the current choice (the pipeline removes the others; a folder a
-    # user copied in stays out), or every export of a run without a summary yet.
+    # user copied in, or one a recipe without export left, stays out), or every export of a
+    # run without a summary yet.
     rows = data.summary.get("chosen", []) if data.summary else []
     chosen = {Path(row["folder"]).name for row in rows}
     for card in sorted((root / "export").glob("*/card.json")):
-        if not chosen or card.parent.name in chosen:
+        if not data.summary or card.parent.name in chosen:
             data.cards.append(read_card(card))
     return data

@@ -226,6 +226,14 @@ def test_a_discarded_stage_takes_what_was_made_from_it(tmp_path: Path) -> None:
     assert set(run.stages) == {"train", "profile:npu"}
     assert set(json.loads((run.root / "run.json").read_text())["stages"]) == set(run.stages)
 
+    # An export is of its subnet: a search started afresh that chooses it again reuses it.
+    run.stages |= {"search": finished, "export:r28": finished}
+    (run.root / "export" / "r28").mkdir(parents=True)
+    logged.clear()
+    assert _needs_search(run, {"lr": 0.2}, logged)
+    assert logged == []  # nothing of the old search was on disk to discard
+    assert (run.root / "export" / "r28").is_dir() and "export:r28" in run.stages
+
 
 def test_the_summary_lists_the_stages_of_this_recipe_only(tmp_path: Path) -> None:
     recipe = load_recipe(run_recipe(tmp_path, stages=["train", "profile", "search", "export"]))
