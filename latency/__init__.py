@@ -10,7 +10,7 @@ analytic proxies (MACs, parameters, peak activation memory).
 from __future__ import annotations
 
 from latency.blocks import BlockIndex, BlockSpec, enumerate_blocks, subnet_blocks
-from latency.end_to_end import MeasuredSubnets, random_subnets
+from latency.end_to_end import MeasuredSubnets, random_subnets, table_subnets
 from latency.fleet import DeviceResult, FleetJob, ProfileOptions, profile_device, profile_fleet
 from latency.metrics import validation_figures
 from latency.model_cache import ModelCache
@@ -54,5 +54,6 @@ __all__ = [
     "settings_for",
     "subnet_blocks",
     "subnet_costs",
+    "table_subnets",
     "validation_figures",
 ]

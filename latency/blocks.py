@@ -204,13 +204,13 @@ def enumerate_blocks(
     return list(seen.values())
 
 
-def unprofiled_fix(resolution: int) -> str:
-    """What to do about a resolution a table lacks: profiling into its folder again is
-    refused, since a table keeps the resolutions it was made with."""
+def unprofiled_fix(resolution: int, profiled: Sequence[int]) -> str:
+    """What to do about a resolution a table of ``profiled`` lacks: profiling into its folder
+    again with options that cover both extends it in place."""
+    give = " ".join(f"--resolution {r}" for r in sorted({*profiled, resolution}))
     return (
-        f"choose a profiled resolution, or profile the device into a new --out with "
-        f"--resolution {resolution} beside those (a table keeps the resolutions it was made "
-        "with)"
+        f"choose a profiled resolution, or profile the device again into the same --out with "
+        f"{give} (the table is extended: only what {resolution} adds is measured)"
     )
 
 
@@ -280,9 +280,10 @@ class BlockIndex:
         k_map, e_map, r_map = self._k, self._e, self._r
         unprofiled = [s.r for s in subnets if s.r not in r_map]
         if unprofiled:
+            fix = unprofiled_fix(unprofiled[0], self.resolutions)
             raise ValueError(
                 f"resolution {unprofiled[0]} was not profiled (profiled: "
-                f"{', '.join(map(str, self.resolutions))}): {unprofiled_fix(unprofiled[0])}"
+                f"{', '.join(map(str, self.resolutions))}): {fix}"
             )
         try:
             ki = np.array([[k_map[k] for k in s.ks] for s in subnets], dtype=np.int64)

@@ -131,11 +131,33 @@ def random_subnets(
     return out
 
 
+def table_subnets(
+    space: SearchSpace,
+    n: int,
+    header: TableHeader,
+    *,
+    seed: int,
+    exclude: Sequence[Subnet] = (),
+    extremes: bool = False,
+) -> list[Subnet]:
+    """``n`` subnets (``random_subnets``) per group of ``header``'s resolutions, in the order
+    the table got them (``TableHeader.resolution_groups``), each group's drawn apart: a table
+    never extended gets the subnets it always got, and an extended one keeps those measured
+    for it before and adds ``n`` at the resolutions each extension added."""
+    out: list[Subnet] = []
+    for group in header.resolution_groups:
+        out += random_subnets(
+            space, n, seed=seed, resolutions=group, exclude=[*exclude, *out], extremes=extremes
+        )
+    return out
+
+
 class MeasuredSubnets:
     """Subnet → end-to-end measurements (one per pass) on one device, saved at ``path``.
 
     ``header`` is the table's (or predictor's): its reference baseline is the one the
-    measurements are normalised to."""
+    measurements are normalised to. A file of fewer resolutions than ``header`` (made before
+    its table was extended) goes on under it: its subnets' measurements stay valid."""
 
     def __init__(self, path: Path, header: TableHeader) -> None:
         self.path, self.header = path, header

@@ -37,7 +37,7 @@ from devices.base import Device, DeviceError
 from devices.profiles import DeviceProfile, load_profile, open_device
 from export.formats import ModelFormat, Precision
 from latency.blocks import BlockSpec, enumerate_blocks, profiled_resolutions
-from latency.end_to_end import MeasuredSubnets, random_subnets
+from latency.end_to_end import MeasuredSubnets, table_subnets
 from latency.model_cache import ExportFailed, ModelCache
 from latency.predictors import CalibratedPredictor, LutSumPredictor
 from latency.predictors import calibrate as fit_calibration
@@ -51,6 +51,7 @@ from latency.profiler import (
     reference_file,
     settings_for,
     split_stems,
+    with_table_stems,
 )
 from latency.published import PUBLISHED_FORMAT, PUBLISHED_PRECISION, import_published
 from latency.table import LatencyTable, TableError
@@ -77,7 +78,8 @@ class ProfileOptions:
     precision: Precision | None = None
     calibrate: int = 40  # subnets measured end to end (0: lut-sum only)
     passes: int | None = None  # passes per calibration subnet; None: the device's default
-    resolutions: tuple[int, ...] | None = None  # None: all of the space's
+    # None: all of the space's; more than an existing table's extend it in place
+    resolutions: tuple[int, ...] | None = None
     batch_size: int = 32
     workers: int = 2  # processes exporting models
     tables: Path | None = None  # the folder of a published device's tables (kind published)
@@ -153,8 +155,11 @@ def profile_device(
     say: Callable[[str], None] | None = None,
 ) -> Profiled:
     """Profile ``device`` into ``out/lut.json`` and ``out/predictor.json`` (resuming what
-    is there): export every model it measures, then measure them. Progress stages are
-    ``"export blocks"``, ``"measure blocks"`` and the same for ``"calibration subnets"``."""
+    is there, and extending a table of fewer resolutions than ``options`` asks: only the
+    blocks and calibration subnets the new ones add are measured, and the predictor is
+    fitted on the earlier subnets and the new): export every model it measures, then
+    measure them. Progress stages are ``"export blocks"``, ``"measure blocks"`` and the
+    same for ``"calibration subnets"``."""
     plan = _plan(device, space, out, options, say=say)
     _export(plan, cache, progress)
     return _measure(plan, cache, progress)
@@ -233,7 +238,6 @@ def _plan(
         stem_groups=options.stem_groups,
     )
     resolutions = profiled_resolutions(space, options.resolutions)
-    specs = profiled_blocks(space, resolutions, settings)
     table = open_table(
         out / LUT_NAME,
         space=space,
@@ -243,13 +247,16 @@ def _plan(
         resolutions=resolutions,
         measured_with=device.measured_with(),
     )
+    settings = with_table_stems(settings, space, table)
+    specs = profiled_blocks(space, resolutions, settings)
     if say is not None:
         say(
             f"{space.id}: {len(specs)} distinct blocks to profile on {device.name} "
             f"({fp.runtime}, {settings.model_format} {settings.precision})"
         )
+    # An extended table keeps its calibration subnets and adds some at the new resolutions.
     subnets = (
-        random_subnets(space, options.calibrate, seed=0, resolutions=resolutions, extremes=True)
+        table_subnets(space, options.calibrate, table.header, seed=0, extremes=True)
         if options.calibrate
         else []
     )

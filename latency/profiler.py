@@ -25,7 +25,14 @@ from export.formats import (
     graph_form,
     kernel_isa,
 )
-from latency.blocks import SPLIT_STEM_GROUPS, BlockSpec, enumerate_blocks, profiled_resolutions
+from latency.blocks import (
+    SPLIT_STEM_GROUPS,
+    BlockSpec,
+    enumerate_blocks,
+    profiled_resolutions,
+    stem_block,
+    stem_channels,
+)
 from latency.model_cache import ModelCache
 from latency.reference import (
     AGREEMENT,
@@ -164,7 +171,11 @@ def open_table(
     measured_with: MeasuredWith,
 ) -> LatencyTable:
     """The table at ``path`` to continue, or a new empty one; refuses one for another setup,
-    or measured with other settings (``Device.measured_with``)."""
+    or measured with other settings (``Device.measured_with``). Asked for more resolutions
+    than it covers, the table is extended (``TableHeader.extended``): what it lacks is what
+    the new ones add, and its header covers them from the first batch saved (there is one:
+    a stem's key names its input resolution). Fewer or other resolutions are refused
+    (``TableHeader.check``)."""
     if not path.exists():
         reference = (
             Reference(reference_subnet(space, resolutions).to_dict())
@@ -194,6 +205,8 @@ def open_table(
     )
     if table.header.measured_with is None:  # older table: recorded from now on (check's why)
         table.header = replace(table.header, measured_with=measured_with)
+    # Kept as it is, the reference baseline normalises the new entries as it did the others.
+    table.header = table.header.extended(resolutions)
     if table.header.fingerprint.runtime_version != fingerprint.runtime_version:
         raise TableError(
             f"existing table {path} was measured with {fingerprint.runtime} "
@@ -201,6 +214,22 @@ def open_table(
             f"{fingerprint.runtime_version}; delete it or write to another folder"
         )
     return table
+
+
+def with_table_stems(
+    settings: ProfileSettings, space: SearchSpace, table: LatencyTable
+) -> ProfileSettings:
+    """``settings`` also timing the stem in every number of groups ``table`` has an entry
+    for: a rerun without ``--stem-groups N`` (an extension to more resolutions, or a resume)
+    gives the table those entries at each of its resolutions."""
+    have = [
+        g
+        for g in range(2, stem_channels(space) + 1)
+        if any(stem_block(space, r, groups=g).key in table for r in table.header.resolutions)
+    ]
+    if not have:
+        return settings
+    return replace(settings, split_stems=tuple(sorted({*settings.split_stems, *have})))
 
 
 def check_per_op(device: Device, fingerprint: Fingerprint) -> None:
@@ -274,6 +303,7 @@ def profile_blocks(
         resolutions=chosen,
         measured_with=device.measured_with(),
     )
+    settings = with_table_stems(settings, space, table)
     todo = blocks_to_measure(profiled_blocks(space, chosen, settings), table, per_op=per_op)
     files = cache.blocks(
         todo,

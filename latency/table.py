@@ -1,8 +1,10 @@
 """The latency lookup table (``lut.json``): one measurement per distinct block of a space.
 
 The header says what was measured where (space id, device fingerprint, runtime, precision,
-model format) and, for timed devices, which reference model normalises the entries and its
-baseline latency (see ``latency.reference``); a table is refused for another space or device.
+model format, resolutions) and, for timed devices, which reference model normalises the
+entries and its baseline latency (see ``latency.reference``); a table is refused for another
+space or device. A run asked for more resolutions than a table covers extends it in place
+(``TableHeader.extended``): it keeps every entry and measures what the new ones add.
 Tables are written atomically after every batch, so a killed profiling run loses at most one
 batch.
 """
@@ -12,7 +14,7 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -85,10 +87,33 @@ class TableHeader:
     # warmup, delegate or provider options: Device.measured_with); None: unknown, a table
     # written before headers recorded them.
     measured_with: MeasuredWith | None = None
+    # The resolutions each extension added, in order (``extended``); the rest of
+    # ``resolutions`` are those the table was made with.
+    added_resolutions: tuple[tuple[int, ...], ...] = ()
 
     @property
     def runtime(self) -> str:
         return self.fingerprint.runtime
+
+    @property
+    def resolution_groups(self) -> tuple[tuple[int, ...], ...]:
+        """The resolutions in the order the table got them: those it was made with, then
+        each extension's (what keeps its calibration subnets when it is extended:
+        ``latency.end_to_end.table_subnets``)."""
+        added = {r for group in self.added_resolutions for r in group}
+        return (tuple(r for r in self.resolutions if r not in added), *self.added_resolutions)
+
+    def extended(self, resolutions: tuple[int, ...]) -> TableHeader:
+        """This header covering ``resolutions`` (which ``check`` has found to include its
+        own), the ones it lacked recorded as one more group of ``added_resolutions``."""
+        added = tuple(sorted(set(resolutions) - set(self.resolutions)))
+        if not added:
+            return self
+        return replace(
+            self,
+            resolutions=tuple(sorted({*self.resolutions, *added})),
+            added_resolutions=(*self.added_resolutions, added),
+        )
 
     def check_resolution(self, resolution: int) -> None:
         """Refuse a resolution the table has no figures for, saying which it has and how to
@@ -103,7 +128,7 @@ class TableHeader:
             )
         raise TableError(
             f"resolution {resolution} was not profiled on {self.device} (profiled: {profiled}): "
-            f"{unprofiled_fix(resolution)}"
+            f"{unprofiled_fix(resolution, self.resolutions)}"
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -113,6 +138,10 @@ class TableHeader:
         out["runtime"] = self.runtime
         out["reference"] = self.reference.to_dict() if self.reference is not None else None
         out["measured_with"] = dict(self.measured_with) if self.measured_with is not None else None
+        # Written only once a table is extended: other headers stay as they were.
+        added = out.pop("added_resolutions")
+        if added:
+            out["added_resolutions"] = [list(group) for group in added]
         return out
 
     @classmethod
@@ -139,6 +168,7 @@ class TableHeader:
                 if (given := data.get("measured_with")) is not None
                 else None
             ),
+            added_resolutions=_added_resolutions(data),
         )
 
     def check(
@@ -152,7 +182,10 @@ class TableHeader:
         resolutions: tuple[int, ...] | None = None,
         measured_with: MeasuredWith | None = None,
     ) -> None:
-        """Raise ``TableError`` if this header is for another space, device or setup."""
+        """Raise ``TableError`` if this header is for another space, device or setup.
+        ``resolutions`` are those the caller covers: this header's, or more (a table is
+        extended to more in place, ``extended``); fewer or others are refused, naming the
+        ``--resolution`` options that would extend it."""
         if space_id is not None and space_id != self.space_id:
             raise TableError(
                 f"{what} is for search space {self.space_id}, not {space_id}; profile the "
@@ -179,11 +212,8 @@ class TableHeader:
                 f"{what} holds {self.precision} measurements, not {precision}; "
                 f"use --precision {self.precision} or another output folder"
             )
-        if resolutions is not None and resolutions != self.resolutions:
-            raise TableError(
-                f"{what} covers resolutions {_ints(self.resolutions)}, not {_ints(resolutions)}; "
-                "use the same --resolution options or another output folder"
-            )
+        if resolutions is not None and not set(self.resolutions) <= set(resolutions):
+            raise TableError(_not_covered(what, self.resolutions, resolutions))
 
     @staticmethod
     def _check_measured_with(what: str, stored: dict[str, str], given: dict[str, str]) -> None:
@@ -203,6 +233,35 @@ class TableHeader:
             f"{what} was measured with {_setting(key, old)}, but the device profile now gives "
             f"{_setting(key, new)}; {fix}, or use another output folder"
         )
+
+
+def _added_resolutions(data: Mapping[str, Any]) -> tuple[tuple[int, ...], ...]:
+    """The header's ``added_resolutions``; ``ValueError`` for groups that are not disjoint
+    parts of its resolutions that leave some for the table's first run (an edited file)."""
+    groups = tuple(tuple(int(r) for r in group) for group in data.get("added_resolutions") or ())
+    added = [r for group in groups for r in group]
+    resolutions = {int(r) for r in data["resolutions"]}
+    if len(added) != len(set(added)) or not set(added) < resolutions or not all(groups):
+        raise ValueError(
+            f"its header's added_resolutions {[list(g) for g in groups]} are not distinct "
+            f"parts of its resolutions {sorted(resolutions)}"
+        )
+    return groups
+
+
+def _not_covered(what: str, have: tuple[int, ...], asked: tuple[int, ...]) -> str:
+    """The refusal of ``asked`` resolutions that lack some of ``have``: the options that give
+    them all, which extend the table (or, for fewer, are its own)."""
+    give = " ".join(f"--resolution {r}" for r in sorted({*have, *asked}))
+    if set(asked) < set(have):
+        return (
+            f"{what} covers resolutions {_ints(have)}, more than {_ints(asked)}; give {give} "
+            "to go on with it (a table keeps its resolutions), or use another output folder"
+        )
+    return (
+        f"{what} covers resolutions {_ints(have)}, not {_ints(asked)}; give {give} to extend "
+        "it in place (only what the new ones add is measured), or use another output folder"
+    )
 
 
 def _setting(key: str, value: str | None) -> str:

@@ -99,7 +99,10 @@ def profile_command(
     passes: PassesOption = None,
     resolution: Annotated[
         list[int] | None,
-        typer.Option(help="profile only this input resolution (repeatable; default: all)"),
+        typer.Option(
+            help="profile only this input resolution (repeatable; default: all); more than "
+            "the table in --out covers extend it in place"
+        ),
     ] = None,
     batch_size: Annotated[
         int, typer.Option(min=1, help="models per device call (one call measures them interleaved)")
@@ -422,7 +425,13 @@ def validate_command(
     device: Annotated[str, typer.Argument(help="the device the predictor was built for")],
     predictor: Annotated[Path, typer.Option(help="predictor.json from edgenas profile")],
     n: Annotated[
-        int, typer.Option("--n", min=2, help="random subnets to measure end to end")
+        int,
+        typer.Option(
+            "--n",
+            min=2,
+            help="random subnets to measure end to end (as many again at the resolutions "
+            "each extension of the table added)",
+        ),
     ] = 100,
     seed: Annotated[int, typer.Option(help="seed of the validation subnets")] = 1,
     passes: PassesOption = None,
@@ -449,7 +458,7 @@ def validate_command(
     With --stem-groups 2 the subnets are int8 files with their stem split, kept apart in
     validation-stem2.json."""
     from devices import open_device
-    from latency.end_to_end import MeasuredSubnets, random_subnets
+    from latency.end_to_end import MeasuredSubnets, table_subnets
     from latency.metrics import validation_figures
     from latency.model_cache import ModelCache
     from latency.plots import scatter_plot
@@ -484,13 +493,8 @@ def validate_command(
     calibration = [
         p.space.subnet_from_dict(s) for s in getattr(p, "calibration", {}).get("subnets", [])
     ]
-    subnets = random_subnets(
-        p.space,
-        n,
-        seed=seed + 1_000_003,
-        resolutions=p.header.resolutions,
-        exclude=calibration,
-    )
+    # N per group of resolutions the table got (an extended table's: its earlier ones too).
+    subnets = table_subnets(p.space, n, p.header, seed=seed + 1_000_003, exclude=calibration)
     with open_device(device) as dev:
         p.header.check(
             what=f"predictor {predictor}",
@@ -518,7 +522,7 @@ def validate_command(
         predicted,
         measured,
         png,
-        title=f"{p.kind} on {p.header.device} ({p.space.id}, n={n}"
+        title=f"{p.kind} on {p.header.device} ({p.space.id}, n={len(subnets)}"
         + (f", stem in {stem_groups} groups)" if split else ")"),
         figures=figures,
     )
@@ -532,7 +536,7 @@ def validate_command(
         base = loaded.base.split_stem(stem_groups) if split else loaded.base
         assert base is not None  # the calibrated one's split came from it
         rows = {"lut-sum": validation_figures(base.predict_many(subnets), measured), **rows}
-    _print_figures(f"validation on {p.header.device}: {n} held-out subnets", rows)
+    _print_figures(f"validation on {p.header.device}: {len(subnets)} held-out subnets", rows)
     err_console.print(f"scatter plot: {escape(str(png))}")
 
 

@@ -219,8 +219,8 @@ def test_a_table_of_one_resolution_predicts_that_resolution_only() -> None:
     with pytest.raises(
         TableError,
         match=r"^resolution 160 was not profiled on board \(profiled: 224\): choose a profiled "
-        r"resolution, or profile the device into a new --out with --resolution 160 beside "
-        r"those \(a table keeps the resolutions it was made with\)$",
+        r"resolution, or profile the device again into the same --out with --resolution 160 "
+        r"--resolution 224 \(the table is extended: only what 160 adds is measured\)$",
     ):
         predictor.predict(space.max_subnet(r=160))
 
