@@ -21,6 +21,7 @@ from latency.end_to_end import (
     combine_passes,
     default_passes,
     random_subnets,
+    table_subnets,
 )
 from latency.model_cache import ModelCache
 from latency.profiler import ProfileSettings, reference_file
@@ -223,3 +224,22 @@ def test_combining_passes_takes_the_median_normalised_pass() -> None:
     assert normalised_ms(combine_passes(passes[:2])) == 2.0  # even: the lower middle pass
     with pytest.raises(ValueError, match="no passes"):
         combine_passes([])
+
+
+def test_an_extended_tables_subnets_keep_its_earlier_ones(device: CountingDevice) -> None:
+    made = _header(device)
+    first = random_subnets(TINY, 6, seed=0, resolutions=RS, extremes=True)
+    assert table_subnets(TINY, 6, made, seed=0, extremes=True) == first
+    extended = made.extended((28, 30))
+    assert extended.resolutions == (28, 30) and extended.added_resolutions == ((30,),)
+    subnets = table_subnets(TINY, 6, extended, seed=0, extremes=True)
+    assert subnets[:6] == first and [s.r for s in subnets[6:]] == [30] * 6
+    assert subnets[6:8] == [TINY.max_subnet(r=30), TINY.min_subnet(r=30)]
+    again = extended.extended((28, 30, 32))
+    assert again.resolution_groups == ((28,), (30,), (32,))
+    assert table_subnets(TINY, 6, again, seed=0)[:12] == table_subnets(TINY, 6, extended, seed=0)
+    # The header says so in its file; one never extended writes what it always wrote.
+    assert TableHeader.from_dict(again.to_dict()) == again
+    assert "added_resolutions" not in made.to_dict()
+    with pytest.raises(ValueError, match=r"added_resolutions \[\[28\]\] are not distinct parts"):
+        TableHeader.from_dict({**made.to_dict(), "added_resolutions": [[28]]})

@@ -207,3 +207,29 @@ def _stem_convs(path: Path) -> dict[str, int]:
             assert quantize.op_type == "QuantizeLinear"
             convs[quantize.input[1]] = dims[weight][0]
     return convs
+
+
+def test_an_extended_int8_table_times_its_split_stems_at_the_new_resolutions(
+    tmp_path: Path,
+) -> None:
+    from tests.latency.test_end_to_end import CountingDevice  # the local device, counting calls
+
+    space = replace(MICRO, resolutions=(16, 20))
+    cache, lut, device = ModelCache(tmp_path / "cache"), tmp_path / "lut.json", CountingDevice()
+    made = profile_blocks(
+        device, space, lut, cache=cache, precision="int8", resolutions=(16,), stem_groups=(3,)
+    )
+    device.calls.clear()
+    # Without --stem-groups 3: the table times the stem in 3 groups, so 20 px gets it too.
+    extended = profile_blocks(device, space, lut, cache=cache, precision="int8")
+    every = enumerate_blocks(space, split_stems=(SPLIT_STEM_GROUPS, 3))
+    assert set(extended.entries) == {s.key for s in every}
+    assert stem_block(space, 20, groups=3).key in extended.entries
+    assert {k: extended.entries[k] for k in made.entries} == made.entries
+    new = [s for s in every if s.key not in made.entries]
+    files = cache.blocks(new, "onnx", "int8", align_channels=kernel_isa(platform.machine()))
+    reference = reference_file(cache, space, extended.header)
+    measured = {p for call in device.calls for p in call if p != reference}
+    assert measured == set(files.values())  # only what 20 px adds
+    assert extended.header.resolutions == (16, 20) and extended.header.added_resolutions == ((20,),)
+    assert LutSumPredictor.from_table(space, extended).split_stem(3) is not None

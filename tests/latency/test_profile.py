@@ -551,3 +551,139 @@ def test_a_damaged_table_in_out_says_to_delete_it_and_names_the_entry(
     (out / "lut.json").unlink()  # what the message says: then the rerun works
     proc = edgenas(*args, "--calibrate", "0", "--out", out, "--quiet", cache=cache)
     assert proc.returncode == 0, proc.stderr
+
+
+def _profile_npu(out: Path, cache: Path, *resolutions: int) -> subprocess.CompletedProcess[str]:
+    options = [a for r in resolutions for a in ("--resolution", str(r))]
+    return edgenas(
+        "profile",
+        "npu-32x32-ws",
+        *("--space", "mbv3-tiny", *options, "--calibrate", "10", "--out", out),
+        cache=cache,
+    )
+
+
+def _entries(path: Path) -> dict[str, str]:
+    """Each entry of a table as the file writes it."""
+    return {k: json.dumps(v) for k, v in json.loads(path.read_text())["entries"].items()}
+
+
+def _passes(path: Path) -> dict[str, str]:
+    """Each subnet's passes in a measured subnets file, as it writes them."""
+    stored = json.loads(path.read_text())["subnets"]
+    return {json.dumps(s["subnet"], sort_keys=True): json.dumps(s["passes"]) for s in stored}
+
+
+@pytest.fixture(scope="module")
+def npu_extended(tmp_path_factory: pytest.TempPathFactory, cache: Path) -> dict[str, object]:
+    """A table of 28 px, then the same command with 30 px too into its folder."""
+    out = tmp_path_factory.mktemp("extended")
+    assert _profile_npu(out, cache, 28).returncode == 0
+    before = {name: out / f"{name}.28" for name in ("lut.json", "calibration.json")}
+    for name, copy in before.items():
+        copy.write_bytes((out / name).read_bytes())
+    proc = _profile_npu(out, cache, 28, 30)
+    assert proc.returncode == 0, proc.stderr
+    return {"out": out, "before": before, "stderr": proc.stderr}
+
+
+def test_more_resolutions_extend_a_table_in_place(npu_extended: dict) -> None:
+    out, before = npu_extended["out"], npu_extended["before"]
+    table = LatencyTable.load(out / "lut.json")
+    assert table.header.resolutions == (28, 30)
+    assert table.header.added_resolutions == ((30,),)
+    assert set(table.entries) == {s.key for s in enumerate_blocks(TINY, resolutions=(28, 30))}
+    old = _entries(before["lut.json"])
+    assert {k: v for k, v in _entries(out / "lut.json").items() if k in old} == old
+    # Only the blocks 30 px adds were measured (some of its blocks are 28 px's too).
+    new = len(table) - len(old)
+    assert 0 < new < len(enumerate_blocks(TINY, resolutions=(30,)))
+    assert f"measure blocks {new}/{new}" in npu_extended["stderr"]
+    # Calibration keeps the 10 subnets of 28 px and measures 10 at 30 px.
+    calibrated = _passes(before["calibration.json"])
+    extended = _passes(out / "calibration.json")
+    assert {k: extended[k] for k in calibrated} == calibrated
+    assert sorted(json.loads(k)["r"] for k in extended.keys() - calibrated.keys()) == [30] * 10
+    assert "measure calibration subnets 10/10" in npu_extended["stderr"]
+    predictor = load_predictor(out / "predictor.json")
+    assert isinstance(predictor, CalibratedPredictor)
+    assert predictor.header.resolutions == (28, 30)
+    assert [s["r"] for s in predictor.calibration["subnets"]] == [28] * 10 + [30] * 10
+    assert predictor.predict(TINY.max_subnet(r=30)) > predictor.predict(TINY.min_subnet(r=30)) > 0
+
+
+def test_resolutions_that_do_not_cover_a_table_are_refused(npu_extended: dict, cache: Path) -> None:
+    out = npu_extended["out"]
+    files = {p.name: p.read_bytes() for p in out.iterdir()}
+    for asked, message in (
+        ((30,), "covers resolutions 28, 30, more than 30; give --resolution 28 --resolution 30 "),
+        ((28, 32), "covers resolutions 28, 30, not 28, 32; give --resolution 28 --resolution 30 "),
+    ):
+        proc = _profile_npu(out, cache, *asked)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+        assert f"error: existing table {out / 'lut.json'} {message}" in proc.stderr
+        assert files == {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "--resolution 32 to extend it in place" in proc.stderr
+
+
+def test_an_extension_resumes_what_is_missing(
+    npu_extended: dict, tmp_path: Path, cache: Path
+) -> None:
+    # What a killed extension leaves: the new header, some of the new blocks and subnets.
+    out = tmp_path / "out"
+    out.mkdir()
+    for name in ("lut.json", "calibration.json"):
+        (out / name).write_bytes((npu_extended["out"] / name).read_bytes())
+    doc = json.loads((out / "lut.json").read_text())
+    old = _entries(npu_extended["before"]["lut.json"])
+    dropped = sorted(doc["entries"].keys() - old.keys())[:5]
+    for key in dropped:
+        del doc["entries"][key]
+    (out / "lut.json").write_text(json.dumps(doc))
+    doc = json.loads((out / "calibration.json").read_text())
+    doc["subnets"] = doc["subnets"][:-3]  # three subnets of 30 px
+    (out / "calibration.json").write_text(json.dumps(doc))
+    kept = _entries(out / "lut.json")
+    proc = _profile_npu(out, cache, 28, 30)
+    assert proc.returncode == 0, proc.stderr
+    assert "measure blocks 5/5" in proc.stderr
+    assert "measure calibration subnets 3/3" in proc.stderr
+    assert _entries(out / "lut.json") == _entries(npu_extended["out"] / "lut.json")
+    assert {k: v for k, v in _entries(out / "lut.json").items() if k in kept} == kept
+    assert _passes(out / "calibration.json") == _passes(npu_extended["out"] / "calibration.json")
+
+
+def test_a_killed_extension_resumes(tmp_path: Path, cache: Path) -> None:
+    quick = tmp_path / "quick-cpu.yaml"
+    quick.write_text(LOCAL_PROFILE.format(name="test-cpu", threads=1, runs=3))
+    out = tmp_path / "extended"
+    args = ["profile", quick, "--space", "mbv3-tiny", "--resolution", "28", "--out", out]
+    args += ["--calibrate", "0", "--batch-size", "8", "--quiet"]
+    assert edgenas(*args, cache=cache).returncode == 0
+    lut = out / "lut.json"
+    made = LatencyTable.load(lut)
+    extend = [sys.executable, "-m", "edgenas", *map(str, args), "--resolution", "30"]
+    extend += ["--cache", str(cache)]
+    proc = subprocess.Popen(extend, env=ENV)
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        if len(json.loads(lut.read_text())["entries"]) > len(made):
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed = LatencyTable.load(lut)
+    total = len(enumerate_blocks(TINY, resolutions=(28, 30)))
+    assert len(made) < len(killed) < total, "the run finished before it could be killed"
+    # The header covers 30 px from the first batch; a rerun without it says what to give.
+    assert killed.header.resolutions == (28, 30)
+    proc = edgenas(*args, cache=cache)
+    assert proc.returncode == 2 and "give --resolution 28 --resolution 30 to go on" in proc.stderr
+    done = subprocess.run(extend, env=ENV, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    final = LatencyTable.load(lut)
+    assert set(final.entries) == {s.key for s in enumerate_blocks(TINY, resolutions=(28, 30))}
+    assert final.header.reference == made.header.reference  # one baseline for all entries
+    for key, m in killed.entries.items():
+        assert final.entries[key] == m  # measured once, kept
