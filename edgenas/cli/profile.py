@@ -138,7 +138,8 @@ def profile_command(
     as_json: JsonOption = False,
 ) -> None:
     """Measure every distinct block of a space on a device (lut.json), then fit a calibrated
-    predictor on subnets measured end to end (predictor.json). Rerun to resume.
+    predictor on subnets measured end to end (predictor.json). Rerun to resume; rerun with
+    more --resolution options (the table's and new ones) to extend the table in place.
 
     With --profiles, every device given is profiled at once, one worker each, into
     PROFILES/<device name>/; a device that fails is reported at the end (exit code 1) and the
