@@ -452,6 +452,22 @@ def _only_trials_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return more and trials(new) >= trials(old) and without_trials(old) == without_trials(new)
 
 
+def _more_resolutions(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """A device entry whose only change is more resolutions extends its table in place
+    (``latency.table.TableHeader.extended``): only what the new ones add is measured."""
+
+    def resolutions(inputs: dict[str, Any]) -> set[int] | None:
+        listed = inputs.get("device", {}).get("resolution")
+        return set(listed) if listed else None  # None: all of the space's
+
+    def without(inputs: dict[str, Any]) -> dict[str, Any]:
+        return {**inputs, "device": {**inputs.get("device", {}), "resolution": None}}
+
+    before, after = resolutions(old), resolutions(new)
+    wider = after is None or (before is not None and before <= after)
+    return wider and without(old) == without(new)
+
+
 def train_inputs(recipe: Recipe) -> dict[str, Any]:
     """What the train stage's supernet is made from: the recipe's space, data and training
     settings, and the content of the files they name (the data, ``init_from``)."""
@@ -662,7 +678,14 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
         key = f"profile:{name}"
         inputs = _profile_inputs(recipe, section)
         if not _needs_run(
-            run, key, inputs, stage="profile", options=options, outputs=[folder], log=log
+            run,
+            key,
+            inputs,
+            stage="profile",
+            options=options,
+            outputs=[folder],
+            log=log,
+            resumable=_more_resolutions,
         ):
             continue
         log(f"profile {name}: lookup table and calibrated predictor → {folder}")

@@ -20,6 +20,7 @@ from edgenas.pipeline import (
     RunOptions,
     _adopt_data_fingerprint,
     _current_stages,
+    _more_resolutions,
     _needs_run,
     _only_trials_changed,
     train_inputs,
@@ -241,6 +242,28 @@ def test_the_summary_lists_the_stages_of_this_recipe_only(tmp_path: Path) -> Non
     assert keys == {"train", "search", "profile:test-cpu", "export:r28-a"}
     only_train = load_recipe(run_recipe(tmp_path, stages=["train"]))
     assert _current_stages(only_train, ["test-cpu"], []) == {"train"}
+
+
+@pytest.mark.parametrize(
+    ("before", "after", "extends"),
+    [
+        ([28], [28, 30], True),
+        ([28], None, True),  # None: every resolution of the space
+        (None, [28], False),
+        ([28, 30], [28], False),
+        ([28], [30], False),
+    ],
+)
+def test_more_resolutions_extend_a_devices_table(
+    before: list[int] | None, after: list[int] | None, extends: bool
+) -> None:
+    # The device's table was discarded and profiled again whole; profile extends it in place.
+    def inputs(resolution: list[int] | None) -> dict[str, Any]:
+        return {"space": "s", "device": {"name": "d", "resolution": resolution, "calibrate": 10}}
+
+    assert _more_resolutions(inputs(before), inputs(after)) is extends
+    other = {**inputs(after), "device": {**inputs(after)["device"], "calibrate": 20}}
+    assert not _more_resolutions(inputs(before), other)
 
 
 def test_fewer_trials_start_the_search_afresh(tmp_path: Path) -> None:
