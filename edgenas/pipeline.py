@@ -299,7 +299,7 @@ def _run_stages(
             recipe.check_search()
     with _logged("profile", log):
         _check_devices(recipe, run, options, log)
-    with _logged("train", log):
+    with _logged("recipe", log):  # before any stage: no stage's failure
         _check_sources(recipe)
         _check_upstream(recipe, root)
     # Only now the recipe goes into run.json: a refused one wrote itself over a good run's.

@@ -527,7 +527,7 @@ def test_an_existing_run_folder_is_never_removed(tmp_path: Path) -> None:
     proc = edgenas_run(recipe, out, "--quiet", cache=tmp_path / "cache")
     assert proc.returncode == 2
     assert (out / "notes.txt").read_text() == "the user's"
-    assert "train failed: " in (out / "run.log").read_text()
+    assert "recipe failed: " in (out / "run.log").read_text()
 
 
 def test_a_new_run_keeps_the_work_it_did_before_failing(
