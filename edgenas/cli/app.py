@@ -1,5 +1,7 @@
-"""The `edgenas` application: its command groups, and `train` and `eval`. Heavy imports
-(torch) happen inside the commands that need them, so that quick commands start quickly."""
+"""The `edgenas` application: its command groups, and `train` and `eval`. Most heavy imports
+happen inside the commands that need them, so that quick commands start quickly; the
+recipe's schema (``edgenas.recipe``) still loads torch here, which is why ``edgenas.__main__``
+installs its Ctrl-C handler before importing this module."""
 
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from edgenas.cli.profile import latency_app, profile_command
 from edgenas.cli.report import report_command
 from edgenas.cli.run import run_command
 from edgenas.cli.search import search_command
-from edgenas.cli.user_errors import UserErrorsGroup, exit_130_on_ctrl_c
+from edgenas.cli.user_errors import UserErrorsGroup
 from edgenas.console import err_console as console
 from edgenas.console import stage_progress
 from edgenas.recipe import MAX_THREADS
@@ -130,8 +132,3 @@ def eval_command(
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split}))
     else:
         console.print(f"{chosen.key}: {split} accuracy {acc:.4f}")
-
-
-def main() -> None:
-    exit_130_on_ctrl_c()
-    app()

@@ -12,8 +12,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import INTERRUPTED, fail, interrupted
+from edgenas.cli.user_errors import fail, interrupted
 from edgenas.console import err_console, stage_progress
+from edgenas.ctrl_c import INTERRUPTED
 from edgenas.recipe import MIN_CALIBRATION
 from export.formats import AUTO_SPLIT_GROUPS, ModelFormat, Precision
 

@@ -3,21 +3,16 @@ Ctrl-C: one line saying what was saved and how to continue, exit code 130.
 
 The root command group catches ``EdgenasError`` and ``KeyboardInterrupt`` once, around every
 command, so no command keeps its own list of errors. Any other exception is a bug and keeps
-its traceback. ``main()`` installs the SIGINT handler that keeps a Ctrl-C from being lost on
-its way there (``exit_130_on_ctrl_c``).
+its traceback. ``edgenas.__main__`` installs the SIGINT handler that keeps a Ctrl-C from
+being lost on its way there (``edgenas.ctrl_c``), before it imports the commands.
 """
 
 from __future__ import annotations
 
-import _thread
-import contextlib
 import errno
 import math
-import signal
 import sys
-import threading
 from collections.abc import Callable
-from types import FrameType
 from typing import Any, TypeVar
 
 import typer
@@ -27,24 +22,15 @@ from typer.core import TyperGroup
 from typer.exceptions import Abort
 
 from edgenas.console import err_console
+from edgenas.ctrl_c import (
+    caused_by_ctrl_c,
+    ctrl_c,
+    interrupted_line,
+)
 from once_for_all.errors import EdgenasError, Interrupted
 
 USER_ERROR_EXIT = 2
 INTERRUPTED_EXIT = 130  # the shell's code for a process ended by SIGINT (143: SIGTERM)
-
-# What each command has saved when Ctrl-C stops it, and how to continue. Printed with or
-# without --quiet (which silences progress, not this); `edgenas run` names its stage instead.
-INTERRUPTED = {
-    "train": "interrupted: each finished epoch is saved in the --out folder's checkpoint.pt; "
-    "run the same command with --resume to continue",
-    "profile": "interrupted: what was measured is saved; run the same command again",
-    "search": "interrupted: the finished trials are saved in the --out folder's study.log; run "
-    "the same command again to continue the study",
-    "export": "interrupted: no partial files are left (a finished fine-tuning is kept); run "
-    "the same command again",
-    "run": "interrupted: the finished stages are saved; run the same command again to resume",
-    "eval": "interrupted: eval writes nothing",
-}
 
 
 def fail(message: str) -> typer.Exit:
@@ -107,7 +93,7 @@ def interrupted(message: str) -> typer.Exit:
     """Print Ctrl-C's one line and return the exit to raise: 130, or 143 for a SIGTERM, the
     codes a shell gives a process those signals end."""
     err_console.print(escape(message), highlight=False, soft_wrap=True)
-    return typer.Exit(code=128 + _ctrl_c.signum)
+    return typer.Exit(code=128 + ctrl_c.signum)
 
 
 class UserErrorsGroup(TyperGroup):
@@ -158,7 +144,7 @@ class UserErrorsGroup(TyperGroup):
                 raise interrupted(str(exc)) from None
             raise interrupted(_interrupted_line(ctx)) from None
         except Exception as exc:
-            if _caused_by_ctrl_c(exc):
+            if caused_by_ctrl_c(exc):
                 raise interrupted(_interrupted_line(ctx)) from None
             if not isinstance(exc, OSError) or exc.errno not in _STORAGE_ERRNOS:
                 raise
@@ -166,88 +152,14 @@ class UserErrorsGroup(TyperGroup):
             raise fail(
                 f"cannot write{where}: {exc.strerror}; free some space or choose another --out"
             ) from None
-        if _ctrl_c.pressed:  # a library swallowed it; the user still asked to stop
+        if ctrl_c.pressed:  # a library swallowed it; the user still asked to stop
             raise interrupted(_interrupted_line(ctx))
         return result
 
 
 def _interrupted_line(ctx: Any) -> str:
     """The interrupted command's line (known once the group has parsed its arguments)."""
-    return INTERRUPTED.get(ctx.invoked_subcommand or "", "interrupted; run the same command again")
-
-
-def _caused_by_ctrl_c(exc: BaseException) -> bool:
-    """Whether Ctrl-C is behind ``exc``: pybind11 turns one inside a module's initialisation
-    into ``ImportError: initialization failed``."""
-    seen: set[int] = set()
-    cause: BaseException | None = exc
-    while cause is not None and id(cause) not in seen:
-        if isinstance(cause, KeyboardInterrupt):
-            return True
-        seen.add(id(cause))
-        cause = cause.__cause__ or cause.__context__
-    return False
-
-
-class CtrlC(KeyboardInterrupt):
-    """Ctrl-C as edgenas' own SIGINT handler raises it: a ``KeyboardInterrupt`` to every
-    ``except``, but not the exact type CPython watches for (see ``exit_130_on_ctrl_c``)."""
-
-
-_REDELIVER_S = 0.05  # how long a lost Ctrl-C waits to be delivered again
-
-
-class _CtrlCHandler:
-    """SIGINT's and SIGTERM's handler under ``main()``: raises ``CtrlC`` and remembers that it
-    did, and which signal. SIGTERM (``kill``, ``timeout``, a CI job cancelled, systemd) stops
-    a command as Ctrl-C does: its one line, and its clean-up, such as a device's temporary
-    folder; Python's default ended the process at once and left them."""
-
-    def __init__(self) -> None:
-        self.pressed = False
-        self.signum = int(signal.SIGINT)
-
-    def __call__(self, signum: int, frame: FrameType | None) -> None:
-        self.pressed = True
-        self.signum = signum
-        raise CtrlC
-
-    def unraisable(self, previous: Callable[[Any], object]) -> Callable[[Any], object]:
-        """An ``sys.unraisablehook`` that delivers a ``CtrlC`` raised where Python can only
-        print it ("Exception ignored in" a weak reference's callback) again, where the
-        command is at work; other exceptions go to ``previous``."""
-
-        def hook(unraisable: Any) -> None:  # Any: sys.UnraisableHookArgs
-            if not isinstance(unraisable.exc_value, CtrlC):
-                previous(unraisable)
-                return
-            # Delivered now, it would be raised inside this hook; a moment later the main
-            # thread is past the callback (if not, it comes back here and waits again).
-            again = threading.Timer(_REDELIVER_S, _thread.interrupt_main, args=(self.signum,))
-            again.daemon = True
-            with contextlib.suppress(RuntimeError):  # no new threads at interpreter exit
-                again.start()
-
-        return hook
-
-
-_ctrl_c = _CtrlCHandler()
-
-
-def exit_130_on_ctrl_c() -> None:
-    """Make Ctrl-C raise ``CtrlC`` instead of ``KeyboardInterrupt`` itself, and let no
-    library lose it (main thread only).
-
-    CPython flags a plain ``KeyboardInterrupt`` that leaves code a library runs through
-    ``PyRun_String`` (an import done from a string), keeps the flag after the root group
-    handled the interrupt, and then ends a ``python -m edgenas`` process by SIGINT (-2)
-    instead of exit code 130: about one Ctrl-C in thirty early in ``export``. Its check is
-    on the exact type, so a subclass keeps the exit code. One in about sixty was lost
-    instead: raised inside a weak reference's callback (only printed), or cleared by a
-    library; the first is raised again, the second still ends the command with the line."""
-    signal.signal(signal.SIGINT, _ctrl_c)
-    signal.signal(signal.SIGTERM, _ctrl_c)
-    sys.unraisablehook = _ctrl_c.unraisable(sys.unraisablehook)
+    return interrupted_line(ctx.invoked_subcommand)
 
 
 # A full disk or quota, a read-only file system.

@@ -23,7 +23,7 @@ import yaml
 from typer.testing import CliRunner
 
 from edgenas.cli import app
-from edgenas.cli.user_errors import INTERRUPTED
+from edgenas.ctrl_c import INTERRUPTED
 from once_for_all import get_space
 from once_for_all.checkpoint import CheckpointBody, load_checkpoint, save_checkpoint
 from tests.edgenas.conftest import MICRO_RECIPE, REPO
@@ -673,6 +673,43 @@ def test_ctrl_c_prints_one_line_even_when_quiet(
         ), stderr
     else:
         assert lines[0] == INTERRUPTED[command]
+
+
+def _loading_torch(pid: int) -> bool:
+    """Whether process ``pid`` has mapped torch's library: it is importing torch (which takes
+    a second or more after that) or past it."""
+    try:
+        return "libtorch_cpu" in Path(f"/proc/{pid}/maps").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_ctrl_c_while_the_command_imports_torch_prints_one_line(
+    signum: signal.Signals, tmp_path: Path
+) -> None:
+    # Ctrl-C in a command's first ~2 s printed a traceback of `import torch` and ended by
+    # SIGINT (-2): the handler came after the imports (audit, finding 4). It comes first now,
+    # so the signal may arrive at any moment after torch starts loading.
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgenas", "train", str(recipe), "--out", str(tmp_path / "out")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=ENV,
+        cwd=REPO,
+    )
+    deadline = time.monotonic() + 120
+    while not _loading_torch(proc.pid) and proc.poll() is None:
+        assert time.monotonic() < deadline, "edgenas never loaded torch"
+        time.sleep(0.001)
+    proc.send_signal(signum)
+    stdout, stderr = proc.communicate(timeout=300)
+    assert proc.returncode == 128 + signum, stderr
+    assert stdout == ""
+    assert [line for line in stderr.splitlines() if line.strip()] == [INTERRUPTED["train"]]
 
 
 @pytest.mark.parametrize("command", ["profile", "export"])

@@ -21,7 +21,8 @@ import weakref
 
 import typer
 
-from edgenas.cli.user_errors import UserErrorsGroup, exit_130_on_ctrl_c
+from edgenas.cli.user_errors import UserErrorsGroup
+from edgenas.ctrl_c import exit_130_on_ctrl_c
 
 PY_FILE_INPUT = 257  # Python.h's Py_file_input
 
