@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgenas.stages.train import SPACE_NAME, SUPERNET_NAME
+from edgenas.stages.train import CHECKPOINT_NAME, SPACE_NAME, SUPERNET_NAME
 from once_for_all.checkpoint import CheckpointError
 from once_for_all.files import output_folder, write_json
 from once_for_all.ofa_import import ImportedSupernet, import_ofa_file, write_imported
@@ -14,11 +14,17 @@ from once_for_all.ofa_import import ImportedSupernet, import_ofa_file, write_imp
 
 def import_ofa_supernet(source: Path, out: Path, *, width: str | None = None) -> ImportedSupernet:
     """Check ``source`` completely, then write ``out/supernet.pt`` and ``out/space.json``.
-    A bad file writes nothing; an existing ``out/supernet.pt`` is refused."""
+    A bad file writes nothing; an existing ``out/supernet.pt`` is refused, and so is a
+    training's ``out/checkpoint.pt`` (its ``--resume`` would replace the import)."""
     target = out / SUPERNET_NAME
     if target.exists():
         raise CheckpointError(
             f"{target} exists: import into another --out folder, or delete it first"
+        )
+    if (out / CHECKPOINT_NAME).exists():
+        raise CheckpointError(
+            f"{out} holds a training checkpoint ({CHECKPOINT_NAME}), whose training would "
+            "replace the imported supernet: import into another --out folder"
         )
     imported = import_ofa_file(source, width=width)
     output_folder(out)

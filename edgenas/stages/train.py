@@ -103,7 +103,16 @@ def _train(
 ) -> Path:
     out = options.out
     checkpoint = out / CHECKPOINT_NAME
-    resuming = broadcast_object(checkpoint.exists(), world)
+    resuming, foreign = broadcast_object(
+        (checkpoint.exists(), not checkpoint.exists() and (out / SUPERNET_NAME).exists()), world
+    )
+    if foreign:
+        # Imported (or its checkpoint deleted): training would replace it at its end, and its
+        # space.json at its start.
+        raise CheckpointError(
+            f"{out} already holds a supernet ({SUPERNET_NAME}) that no training checkpoint "
+            "there continues: choose another --out"
+        )
     if resuming and not options.resume:
         raise CheckpointError(
             f"{out} already holds a training checkpoint: pass --resume to continue it, or choose another --out"

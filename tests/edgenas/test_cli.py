@@ -101,6 +101,22 @@ def test_eval_errors_are_one_line(tmp_path: Path, trained: Path) -> None:
     _assert_one_line_error(proc, "ks[7]=4: allowed 3, 5, 7")
 
 
+@pytest.mark.parametrize("resume", [False, True])
+def test_training_does_not_replace_a_supernet_it_did_not_train(
+    tmp_path: Path, micro_recipe: Path, resume: bool
+) -> None:
+    # An imported supernet.pt was overwritten at the end, and space.json at the start (audit, 1).
+    out = tmp_path / "imported"
+    out.mkdir()
+    (out / "supernet.pt").write_bytes(b"imported")
+    (out / "space.json").write_text("{}")
+    proc = edgenas_here("train", micro_recipe, "--out", out, *(["--resume"] if resume else []))
+    _assert_one_line_error(proc, f"{out} already holds a supernet", "choose another --out")
+    assert (out / "supernet.pt").read_bytes() == b"imported"
+    assert (out / "space.json").read_text() == "{}"
+    assert sorted(p.name for p in out.iterdir()) == ["space.json", "supernet.pt"]
+
+
 def test_train_rejects_bad_recipe(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: x\ntrain: {epochs: [1, 1, 1, 1, 1, 1], lr: 0.1, speed: 3}\n")

@@ -196,6 +196,21 @@ def test_an_existing_supernet_is_not_overwritten(
     assert not (out / "space.json").exists()
 
 
+def test_a_training_checkpoint_is_not_replaced_by_an_import(
+    ofa_files: dict[str, Path], tmp_path: Path
+) -> None:
+    # The import went in, and the training's `train --resume` then replaced it (audit, 1).
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"mine")
+    line = error_line(edgenas("import", "ofa-supernet", ofa_files["1.0"], "--out", out))
+    assert line == (
+        f"error: {out} holds a training checkpoint (checkpoint.pt), whose training would "
+        "replace the imported supernet: import into another --out folder"
+    )
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+
+
 @pytest.mark.parametrize(
     "command",
     [
