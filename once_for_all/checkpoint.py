@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import pickle
 import warnings
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
@@ -395,6 +396,27 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def state_mismatch(
+    state: object, expected: Mapping[str, Tensor], *, any_shape: Collection[str] = ()
+) -> str:
+    """How the weights ``state`` differ from the state dict a model ``expected``, in words
+    (empty: they fit): the first unknown or missing key, or the first tensor of another shape
+    (but those named in ``any_shape``). torch's own error spans many lines."""
+    if not isinstance(state, dict):
+        return f"its weights are a {type(state).__name__}, not a dict of tensors"
+    unknown = [k for k in state if k not in expected]
+    missing = [k for k in expected if k not in state]
+    for keys, what in ((unknown, "unknown key"), (missing, "missing key")):
+        if keys:
+            return f"{what} {keys[0]!r}, {len(keys)} in all"
+    for key, tensor in state.items():
+        if not isinstance(tensor, Tensor):
+            return f"{key} is a {type(tensor).__name__}, not a tensor"
+        if key not in any_shape and tensor.shape != expected[key].shape:
+            return f"{key} has shape {list(tensor.shape)}, the supernet {list(expected[key].shape)}"
+    return ""
+
+
 def load_supernet(path: str | Path) -> tuple[OFAMobileNetV3, DataSpec, CheckpointDocument]:
     """The trained supernet, the data spec it was trained on, and the checkpoint's metadata."""
     payload = load_checkpoint(path)
@@ -402,10 +424,17 @@ def load_supernet(path: str | Path) -> tuple[OFAMobileNetV3, DataSpec, Checkpoin
         space = SearchSpace.from_dict(payload["space"])
         spec = DataSpec.from_dict(payload["data_spec"])
         model = OFAMobileNetV3(space)
-        model.load_state_dict(payload["model"])
+        mismatch = state_mismatch(payload["model"], model.state_dict())
+        if not mismatch:
+            model.load_state_dict(payload["model"])
     except (KeyError, TypeError, AttributeError, ValueError, RuntimeError) as exc:
         raise CheckpointError(
             f"checkpoint {path} does not hold a valid supernet ({one_line(exc, limit=160)})"
         ) from None
+    if mismatch:
+        raise CheckpointError(
+            f"checkpoint {path} does not hold a valid supernet ({mismatch}, for space "
+            f"{space.id}): retrain or restore it"
+        )
     model.eval()
     return model, spec, payload

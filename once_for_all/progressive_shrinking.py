@@ -35,6 +35,7 @@ from once_for_all.checkpoint import (
     CheckpointMetadata,
     load_checkpoint,
     save_checkpoint,
+    state_mismatch,
 )
 from once_for_all.data import (
     BatchLoader,
@@ -294,6 +295,21 @@ def changed_data(
     return f"its data spec's {', '.join(sorted(fields))} differ" if fields else ""
 
 
+# What resume() reads besides the data records (weight_average: not in older checkpoints).
+_TRAINING_STATE = (
+    "space",
+    "data_spec",
+    "model",
+    "teacher",
+    "optimizer",
+    "phase_index",
+    "epoch",
+    "history",
+    "train_config",
+    "rng",
+)
+
+
 class ProgressiveShrinkingTrainer:
     """Trains an ``OFAMobileNetV3`` with progressive shrinking, one checkpoint per epoch."""
 
@@ -430,17 +446,13 @@ class ProgressiveShrinkingTrainer:
         payload = self._read_checkpoint()
         if payload is None:
             return False
+        self._check_training_state(payload)
         # Checkpoints from before these options existed were made without them.
         saved_config = {"lr_scaling": "none", "sync_bn": False, **payload["train_config"]}
         saved_config["phases"] = tuple(
             {"distill": "teacher", "label_loss": True, "smallest": True, "ema_decay": 0.0, **p}
             for p in saved_config["phases"]
         )
-        if payload["space"].get("id") != self.space.id:
-            raise CheckpointError(
-                f"checkpoint {self.checkpoint} is for space {payload['space'].get('id')}, not {self.space.id}: "
-                "use another output folder or remove it"
-            )
         if saved_config != self.config.to_dict():
             raise CheckpointError(
                 f"checkpoint {self.checkpoint} was made with a different training schedule: "
@@ -456,6 +468,12 @@ class ProgressiveShrinkingTrainer:
             raise CheckpointError(
                 f"checkpoint {self.checkpoint} was made with different data ({changed}): "
                 "resume with the same recipe, or train into another output folder"
+            )
+        mismatch = state_mismatch(payload["model"], self.supernet.state_dict())
+        if mismatch:
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint} does not hold a valid supernet ({mismatch}, for "
+                f"space {self.space.id}): retrain, or restore it"
             )
         self.supernet.load_state_dict(payload["model"])
         if payload["teacher"] is not None:
@@ -479,6 +497,27 @@ class ProgressiveShrinkingTrainer:
                     ) from None
         torch.set_rng_state(payload["rng"]["torch"])
         return True
+
+    def _check_training_state(self, payload: CheckpointDocument) -> None:
+        """Refuse, in one line, a checkpoint that holds no training state to continue (an
+        imported supernet, a damaged file) or one for another space."""
+        if "imported" in payload:
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint} is an imported supernet, not a training "
+                "checkpoint: start from it with train.init_from, training into another folder"
+            )
+        missing = [key for key in _TRAINING_STATE if key not in payload]
+        if missing:
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint} holds no training state to resume ({missing[0]} "
+                "missing): restore it, or train into another output folder"
+            )
+        saved = payload["space"].get("id") if isinstance(payload["space"], dict) else None
+        if saved != self.space.id:
+            raise CheckpointError(
+                f"checkpoint {self.checkpoint} is for space {saved}, not {self.space.id}: "
+                "use another output folder or remove it"
+            )
 
     # ---- training
 

@@ -18,7 +18,12 @@ from typing import Any
 
 from torch import Tensor
 
-from once_for_all.checkpoint import CheckpointDocument, CheckpointError, load_checkpoint
+from once_for_all.checkpoint import (
+    CheckpointDocument,
+    CheckpointError,
+    load_checkpoint,
+    state_mismatch,
+)
 from once_for_all.data import DataSpec
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import one_line
@@ -82,23 +87,15 @@ class InitialWeights:
         but the classifier, which keeps its initialisation when the classes differ."""
         target = model.state_dict()
         reset = self.resets_classifier(data)
-        unknown = [k for k in self.state if k not in target]
-        missing = [k for k in target if k not in self.state]
-        for keys, what in ((unknown, "unknown key"), (missing, "missing key")):
-            if keys:
-                raise CheckpointError(
-                    f"init_from {self.path}: {what} {keys[0]!r} ({len(keys)} in all) for a "
-                    f"supernet of space {self.space.id}: the file is damaged; re-create it"
-                )
+        mismatch = state_mismatch(self.state, target, any_shape=CLASSIFIER_KEYS if reset else ())
+        if mismatch:
+            raise CheckpointError(
+                f"init_from {self.path}: {mismatch}, for a supernet of space {self.space.id}: "
+                "the file is damaged; re-create it"
+            )
         state = dict(self.state)
-        for key, tensor in state.items():
-            if reset and key in CLASSIFIER_KEYS:
-                state[key] = target[key]
-            elif tensor.shape != target[key].shape:
-                raise CheckpointError(
-                    f"init_from {self.path}: {key} has shape {list(tensor.shape)}, the supernet "
-                    f"{list(target[key].shape)}: the file is damaged; re-create it"
-                )
+        if reset:
+            state |= {key: target[key] for key in CLASSIFIER_KEYS}
         model.load_state_dict(state)
 
 

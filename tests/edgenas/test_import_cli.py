@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from typer.testing import CliRunner
 
 from edgenas.cli import app
 from edgenas.stages.ofa_import import import_ofa_supernet
 from once_for_all import get_space, load_supernet
+from tests.edgenas.conftest import MICRO_RECIPE
 from tests.edgenas.test_user_errors import edgenas, error_line
+from tests.support.cli_here import edgenas_here
 from tests.support.ofa_reference import import_ofa
 from tests.support.ofa_supernets import save_reference
 
@@ -209,6 +213,23 @@ def test_a_training_checkpoint_is_not_replaced_by_an_import(
         "replace the imported supernet: import into another --out folder"
     )
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt"]
+
+
+def test_resuming_from_an_imported_supernet_says_to_start_from_it(
+    ofa_files: dict[str, Path], tmp_path: Path
+) -> None:
+    # One copied as a run folder's checkpoint.pt crashed with KeyError: 'phases' (audit, 5).
+    import_ofa_supernet(ofa_files["1.0"], tmp_path / "run")
+    out = tmp_path / "train"
+    out.mkdir()
+    shutil.copyfile(tmp_path / "run" / "supernet.pt", out / "checkpoint.pt")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(MICRO_RECIPE))
+    line = error_line(edgenas_here("train", recipe, "--out", out, "--resume"))
+    assert line == (
+        f"error: checkpoint {out / 'checkpoint.pt'} is an imported supernet, not a training "
+        "checkpoint: start from it with train.init_from, training into another folder"
+    )
 
 
 @pytest.mark.parametrize(

@@ -371,6 +371,24 @@ def test_load_supernet_refuses_an_invalid_payload(
             load_supernet(path)
 
 
+def test_a_weight_of_the_wrong_shape_is_named_with_both_shapes(
+    case: SpaceCase, supernet: OFAMobileNetV3, fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    # torch's multi-line message was cut to "Error(s) in loading state_dict for
+    # OFAMobileNetV3:", naming nothing (audit, finding 8).
+    good = payload(supernet, spec_for(case, fmnist_small))
+    key = "classifier.weight"
+    shape = list(good["model"][key].shape)
+    path = tmp_path / "supernet.pt"
+    save_checkpoint(path, good | {"model": good["model"] | {key: good["model"][key][:1]}})
+    with pytest.raises(CheckpointError) as raised:
+        load_supernet(path)
+    assert str(raised.value) == (
+        f"checkpoint {path} does not hold a valid supernet ({key} has shape {[1, *shape[1:]]}, "
+        f"the supernet {shape}, for space {case.space.id}): retrain or restore it"
+    )
+
+
 @pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
 def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, streamed: bool) -> None:
     # One image added to the folder moved the validation split drawn from its training
