@@ -264,6 +264,28 @@ def epoch_seed(seed: int, phase: int, epoch: int) -> int:
     return (seed * 1_000_003 + phase * 10_007 + epoch) % (2**31)
 
 
+def schedule_change(saved: dict[str, Any], now: dict[str, Any], *, phase: int, epoch: int) -> str:
+    """The first change from the checkpoint's schedule ``saved`` (``TrainConfig.to_dict``)
+    to ``now`` that a run resumed at ``epoch`` of phase ``phase`` cannot take, in words
+    (empty: none). The finished epochs were trained with the shared settings and their phases'
+    own, so those stay; the phase under way may take another lr (its next epochs continue the
+    cosine decay from the new one: the advice after a loss diverged), and the phases not
+    started yet may change at will, or be added or removed."""
+    for key in sorted((saved.keys() | now.keys()) - {"phases"}):
+        if saved.get(key) != now.get(key):
+            return f"train.{key} {saved.get(key)!r}, now {now.get(key)!r}"
+    started = phase + (epoch > 0)  # phases with a finished epoch
+    old_phases, new_phases = saved["phases"], now["phases"]
+    if len(new_phases) < started:
+        return f"{len(new_phases)} phase(s), but the checkpoint has epochs of {started} done"
+    for i in range(started):
+        old, new = old_phases[i], new_phases[i]
+        for key in sorted(old.keys() | new.keys()):
+            if old.get(key) != new.get(key) and (i, key) != (phase, "lr"):
+                return f"train.phases[{i}].{key} {old.get(key)!r}, now {new.get(key)!r}"
+    return ""
+
+
 def changed_data(
     payload: CheckpointDocument,
     spec: dict[str, object],
@@ -453,10 +475,18 @@ class ProgressiveShrinkingTrainer:
             {"distill": "teacher", "label_loss": True, "smallest": True, "ema_decay": 0.0, **p}
             for p in saved_config["phases"]
         )
-        if saved_config != self.config.to_dict():
+        change = schedule_change(
+            saved_config,
+            self.config.to_dict(),
+            phase=payload["phase_index"],
+            epoch=payload["epoch"],
+        )
+        if change:
             raise CheckpointError(
-                f"checkpoint {self.checkpoint} was made with a different training schedule: "
-                "resume with the same recipe, or train into another output folder"
+                f"checkpoint {self.checkpoint} was made with a different training schedule "
+                f"({change}): a resumed run may change only the phases it has not started and "
+                "the lr of the phase under way; resume with the checkpoint's settings, or train "
+                "into another output folder"
             )
         changed = changed_data(
             payload,
@@ -687,8 +717,9 @@ class ProgressiveShrinkingTrainer:
             loss,
             where=f"phase {phase.name}, epoch {self.state.epoch + 1}{step}",
             fix=(
-                f"lower the phase's lr ({phase.lr:g}) in the recipe and train again; the "
-                "checkpoint of the last finished epoch is kept"
+                f"lower the phase's lr ({phase.lr:g}) in the recipe and train again: "
+                "'edgenas train --resume' continues from the last finished epoch, kept in "
+                "the checkpoint"
             ),
         )
 

@@ -5,6 +5,7 @@ images."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,16 @@ def test_a_diverging_phase_stops_and_keeps_the_last_good_checkpoint(
     kept = load_checkpoint(checkpoint)  # the first phase's epoch, finite
     assert (kept["phase_index"], kept["epoch"]) == (1, 0)
     assert all(torch.isfinite(t).all() for t in kept["model"].values() if t.is_floating_point())
+    # What the message advises works: the lowered lr resumes from the kept epoch (resume
+    # refused it as "a different training schedule"; audit, finding 2).
+    lowered = replace(config, phases=(config.phases[0], replace(config.phases[1], lr=0.01)))
+    torch.manual_seed(0)
+    again = ProgressiveShrinkingTrainer(
+        OFAMobileNetV3(SPACE), fmnist_small, lowered, checkpoint=checkpoint
+    )
+    assert again.resume()
+    assert again.train().phase_index == 2
+    assert [h["phase"] for h in load_checkpoint(checkpoint)["history"]] == ["full", "kernel"]
 
 
 def test_subnet_training_that_diverges_stops(fmnist_small: DataBundle) -> None:

@@ -106,6 +106,55 @@ def test_resume_refuses_another_schedule(
         trainer.resume()
 
 
+def _phases(*changes: tuple[int, dict[str, Any]]) -> tuple[PhaseConfig, ...]:
+    phases = list(CONFIG.phases)
+    for i, fields in changes:
+        phases[i] = replace(phases[i], **fields)
+    return tuple(phases)
+
+
+@pytest.mark.parametrize(
+    ("config", "change"),
+    [
+        (replace(CONFIG, phases=_phases((3, {"lr": 0.001}))), ""),  # the phase under way
+        (replace(CONFIG, phases=(*CONFIG.phases, replace(CONFIG.phases[3], name="more"))), ""),
+        (replace(CONFIG, phases=_phases((3, {"epochs": 3}))), "train.phases[3].epochs 2, now 3"),
+        (replace(CONFIG, phases=_phases((2, {"lr": 0.005}))), "train.phases[2].lr 0.01, now 0.005"),
+        (replace(CONFIG, batch_size=32), "train.batch_size 64, now 32"),
+        (
+            replace(CONFIG, phases=CONFIG.phases[:3]),
+            "3 phase(s), but the checkpoint has epochs of 4 done",
+        ),
+    ],
+    ids=["lr-under-way", "phase-added", "epochs-under-way", "lr-finished", "shared", "fewer"],
+)
+def test_resume_takes_changes_to_what_has_not_trained_and_names_any_other(
+    few_images: DataBundle,
+    tmp_path: Path,
+    uninterrupted: ProgressiveShrinkingTrainer,
+    config: TrainConfig,
+    change: str,
+) -> None:
+    # Any change was "a different training schedule", naming none, even the lower lr that a
+    # diverged run is told to resume with (audit, finding 2). Stopped after the first of the
+    # expand phase's two epochs:
+    checkpoint = tmp_path / "ckpt.pt"
+    payload = load_checkpoint(uninterrupted.checkpoint)
+    payload |= {"phase_index": 3, "epoch": 1, "complete": False}
+    save_checkpoint(checkpoint, {k: v for k, v in payload.items() if k != "format"})
+    trainer = _trainer(few_images, checkpoint, config)
+    if not change:
+        assert trainer.resume()
+        return
+    with pytest.raises(CheckpointError) as raised:
+        trainer.resume()
+    assert str(raised.value) == (
+        f"checkpoint {checkpoint} was made with a different training schedule ({change}): a "
+        "resumed run may change only the phases it has not started and the lr of the phase "
+        "under way; resume with the checkpoint's settings, or train into another output folder"
+    )
+
+
 SETTINGS = {"source": "fashion-mnist", "val_size": 1000, "train_limit": 512, "seed": 0}
 
 
