@@ -22,6 +22,7 @@ from once_for_all.data import (
     stream_image_folder,
 )
 from once_for_all.data.image_stream import hold_in_memory
+from once_for_all.data.load import BUILTIN_SOURCES, names_a_path
 from once_for_all.data.source_digest import source_digest
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
@@ -183,12 +184,13 @@ def data_settings(
     ``folder`` for a checkpoint that records its data must be that data."""
     if "data" in payload:
         settings = payload["data"]
-        if folder is not None and not _same_source(str(folder), str(settings.get("source"))):
-            raise CheckpointError(
-                f"data {folder}: checkpoint {path} was trained on {settings.get('source')}, the "
-                "only data its subnets are evaluated on: leave out --data (in a recipe, give "
-                "that data.source)"
-            )
+        recorded = str(settings.get("source"))
+        if folder is None:
+            _require_source(recorded, path)
+            return settings
+        if not _same_source(str(folder), recorded):
+            _require_same_content(payload, str(folder), recorded, path)
+            return settings | {"source": str(folder)}  # the same data, moved
         return settings
     imported = payload.get("imported")
     if imported is None:
@@ -221,6 +223,45 @@ def _same_source(given: str, recorded: str) -> bool:
         return True
     a, b = Path(given).expanduser(), Path(recorded).expanduser()
     return a.exists() and b.exists() and a.resolve() == b.resolve()
+
+
+def _require_source(recorded: str, path: str | Path) -> None:
+    """Refuse a recorded data folder or file that is gone (moved, deleted), saying how to
+    give its new place, before the loader calls it an unknown data source."""
+    if names_a_path(recorded) and not Path(recorded).expanduser().exists():
+        raise CheckpointError(
+            f"the data {path} was trained on, {recorded}, does not exist (moved or deleted): "
+            "give its new place with --data (in a recipe, data.source), or restore it"
+        )
+
+
+def _require_same_content(
+    payload: CheckpointDocument, given: str, recorded: str, path: str | Path
+) -> None:
+    """Refuse ``given`` as the checkpoint's data unless it holds what training recorded of
+    its source (``source_digest``): the same data, moved or copied elsewhere."""
+    trained_on = (
+        f"data {given}: checkpoint {path} was trained on {recorded}, the only data its "
+        "subnets are evaluated on"
+    )
+    if recorded in BUILTIN_SOURCES:
+        raise CheckpointError(
+            f"{trained_on}: leave out --data (in a recipe, give that data.source)"
+        )
+    if not Path(given).expanduser().exists():
+        raise CheckpointError(
+            f"data {given} does not exist: give the data {path} was trained on ({recorded}, "
+            "or where it moved), or leave out --data"
+        )
+    digest = payload.get("source_digest")
+    if digest is None or source_digest(given) != digest:
+        why = (
+            "records no digest of it to compare" if digest is None else f"{given} holds other files"
+        )
+        raise CheckpointError(
+            f"{trained_on}, and {why}: give that data (or where it moved), or leave out "
+            "--data (in a recipe, give that data.source)"
+        )
 
 
 def load_training_data(

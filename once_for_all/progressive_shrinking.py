@@ -298,8 +298,8 @@ def changed_data(
     their ``source_digest``; else the fields of the data spec."""
     saved = payload.get("data")
     if settings is not None and saved is not None:
-        # The same data may sit in another folder on the machine a run resumes on; the spec
-        # (name, classes, training-split statistics) still tells other data apart.
+        # The same data may sit in another folder on the machine a run resumes on; the
+        # digest and the spec (classes, training-split statistics) still tell other data apart.
         keys = sorted((saved.keys() | settings.keys()) - {"source"})
         moved = [
             f"data.{k} {saved.get(k)!r}, now {settings.get(k)!r}"
@@ -314,6 +314,9 @@ def changed_data(
         return "the files of its data.source were added, removed or rewritten"
     saved_spec = payload["data_spec"]
     fields = [k for k in saved_spec.keys() | spec.keys() if saved_spec.get(k) != spec.get(k)]
+    if digest is not None and digest == recorded:
+        # The same files: a folder's spec is named after the folder, which may have moved.
+        fields = [k for k in fields if k != "name"]
     return f"its data spec's {', '.join(sorted(fields))} differ" if fields else ""
 
 

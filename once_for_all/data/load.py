@@ -112,10 +112,22 @@ def _read_source(source: str, image_size: int | None) -> RawDataset:
     path = Path(source).expanduser()
     if path.suffix.lower() == ".npz":
         return load_npz(path, image_size=image_size)
+    builtins = " or ".join(map(repr, BUILTIN_SOURCES))
+    if names_a_path(source) and not path.exists():
+        raise DataError(
+            f"data source {source} does not exist: check the path (data.source in a recipe), "
+            f"or use {builtins}"
+        )
+    missing = "" if path.exists() else " (no file or folder of that name here)"
     raise DataError(
-        f"unknown data source {source!r}: use {' or '.join(map(repr, BUILTIN_SOURCES))}, a folder "
-        "of class folders, or a .npz file"
+        f"unknown data source {source!r}{missing}: use {builtins}, a folder of class folders, "
+        "or a .npz file"
     )
+
+
+def names_a_path(source: str) -> bool:
+    """Whether a data source is written as a path (a folder or file, not a data set's name)."""
+    return "/" in source or source.startswith(("~", "."))
 
 
 def _resized(split: ImageSplit, image_size: int) -> ImageSplit:

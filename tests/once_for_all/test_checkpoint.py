@@ -30,8 +30,9 @@ from once_for_all.checkpoint import (
     open_training_data,
     save_checkpoint,
 )
-from once_for_all.data import DataBundle, DataError, DataSpec, load_data
+from once_for_all.data import DataBundle, DataSpec, load_data
 from once_for_all.data.source_digest import source_digest
+from once_for_all.progressive_shrinking import changed_data
 from tests.support.imagenet_folder import wnid, write_imagenet_folder
 
 if TYPE_CHECKING:
@@ -435,6 +436,63 @@ def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, stre
     assert len(load_training_data(path, payload).val) == 4
     os.utime(folder / "train" / wnid(1), ns=(0, 0))  # copied elsewhere: other times, same data
     assert source_digest(str(folder)) == payload["source_digest"]
-    shutil.move(folder, tmp_path / "moved")  # a missing source: the loader says so
-    with pytest.raises(DataError, match=r"unknown data source|does not exist"):
+    shutil.move(folder, tmp_path / "moved")  # a missing source: its new place is asked for
+    with pytest.raises(CheckpointError, match=r"does not exist \(moved or deleted\): give its new"):
         load_training_data(path, payload)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+def test_data_that_moved_is_taken_where_it_holds_the_same_files(
+    tmp_path: Path, streamed: bool
+) -> None:
+    # A moved folder was "unknown data source", --data NEWPATH was refused although the
+    # checkpoint's digest could show it is the same data, and resume called it other data
+    # (its spec is named after the folder) (audit, finding 3).
+    folder = write_imagenet_folder(tmp_path / "photos", classes=2, per_class=6, size=(20, 20))
+    settings: dict[str, Any] = {
+        "source": str(folder),
+        "image_size": 16,
+        "val_size": 4,
+        "seed": 0,
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.25, 0.25, 0.25],
+    }
+    data = load_data(**settings)
+    payload = cast(
+        CheckpointDocument,
+        {
+            "format": CHECKPOINT_FORMAT,
+            "data": settings,
+            "data_spec": data.spec.to_dict(),
+            "source_digest": source_digest(str(folder)),
+            **({"streamed": True} if streamed else {}),
+        },
+    )
+    path = tmp_path / "supernet.pt"
+    moved = tmp_path / "elsewhere" / "imgs"
+    moved.parent.mkdir()
+    shutil.move(folder, moved)
+    with pytest.raises(CheckpointError) as raised:
+        open_training_data(path, payload)
+    assert str(raised.value) == (
+        f"the data {path} was trained on, {folder}, does not exist (moved or deleted): give its "
+        "new place with --data (in a recipe, data.source), or restore it"
+    )
+    bundle = open_training_data(path, payload, folder=moved)
+    assert len(bundle.val) == 4 and bundle.spec.class_names == data.spec.class_names
+    # resuming training from the moved folder: the same data, though its spec's name differs
+    now = load_data(**settings | {"source": str(moved)})
+    assert now.spec.name != data.spec.name
+    assert changed_data(payload, now.spec.to_dict(), settings, source_digest(str(moved))) == ""
+    # Other images are still other data, and so is a folder that is not there.
+    other = write_imagenet_folder(tmp_path / "other", classes=2, per_class=7, size=(20, 20))
+    with pytest.raises(CheckpointError) as raised:
+        open_training_data(path, payload, folder=other)
+    assert str(raised.value) == (
+        f"data {other}: checkpoint {path} was trained on {folder}, the only data its subnets "
+        f"are evaluated on, and {other} holds other files: give that data (or where it "
+        "moved), or leave out --data (in a recipe, give that data.source)"
+    )
+    assert changed_data(payload, data.spec.to_dict(), settings, source_digest(str(other)))
+    with pytest.raises(CheckpointError, match=r"^data \S+/gone does not exist: give the data"):
+        open_training_data(path, payload, folder=tmp_path / "gone")

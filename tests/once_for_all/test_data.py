@@ -285,8 +285,16 @@ def test_image_folder_errors(tmp_path: Path) -> None:
         r"recipe's data.val_size; --images of edgenas eval, --eval-images of edgenas search\)$",
     ):
         load_data(str(tmp_path))
-    with pytest.raises(DataError, match="unknown data source"):
-        load_data(str(tmp_path / "missing"))
+    # A folder that is not there (a typo, or moved) was "unknown data source" (audit, 3).
+    missing = tmp_path / "missing"
+    with pytest.raises(DataError) as raised:
+        load_data(str(missing))
+    assert str(raised.value) == (
+        f"data source {missing} does not exist: check the path (data.source in a recipe), or "
+        "use 'fashion-mnist' or 'mnist'"
+    )
+    with pytest.raises(DataError, match=r"^unknown data source 'fashon-mnist' \(no file or"):
+        load_data("fashon-mnist")
 
 
 def test_a_folder_of_train_alone_names_the_missing_held_out_folder(tmp_path: Path) -> None:
