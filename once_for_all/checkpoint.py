@@ -437,6 +437,17 @@ def _short(value: object) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
+def require_complete(payload: CheckpointDocument, path: str | Path, *, role: str = "") -> None:
+    """Refuse a training checkpoint whose schedule has not finished (a run's checkpoint.pt
+    mid-run): most of its subnets are not trained yet. ``role`` prefixes the path
+    (``"init_from "``)."""
+    if not payload.get("complete"):
+        raise CheckpointError(
+            f"{role}{path} is an unfinished training checkpoint: finish it (edgenas train "
+            "--resume) and give its supernet.pt"
+        )
+
+
 def state_mismatch(
     state: object, expected: Mapping[str, Tensor], *, any_shape: Collection[str] = ()
 ) -> str:

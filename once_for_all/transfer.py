@@ -22,6 +22,7 @@ from once_for_all.checkpoint import (
     CheckpointDocument,
     CheckpointError,
     load_checkpoint,
+    require_complete,
     state_mismatch,
 )
 from once_for_all.data import DataSpec
@@ -108,11 +109,7 @@ def read_initial_weights(path: str | Path) -> InitialWeights:
         payload = load_checkpoint(p)
     except CheckpointError as exc:
         raise CheckpointError(f"init_from: {one_line(exc)}") from None
-    if not payload.get("complete"):
-        raise CheckpointError(
-            f"init_from {p} is an unfinished training checkpoint: finish it (edgenas train "
-            "--resume) and give its supernet.pt"
-        )
+    require_complete(payload, p, role="init_from ")
     try:
         space = SearchSpace.from_dict(payload["space"])
         spec = DataSpec.from_dict(payload["data_spec"])

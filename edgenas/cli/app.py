@@ -114,9 +114,10 @@ def eval_command(
 ) -> None:
     """Accuracy of a subnet with inherited weights, after BN recalibration."""
     from once_for_all import evaluate_subnet, load_supernet
-    from once_for_all.checkpoint import FolderReads, open_training_data
+    from once_for_all.checkpoint import FolderReads, open_training_data, require_complete
 
     supernet, _, payload = load_supernet(checkpoint)
+    require_complete(payload, checkpoint)  # as export does: its subnets are not trained yet
     space = supernet.space
     chosen = choose_subnet(subnet, space, seed=seed)
     # only the split evaluated is read from --data (and train/'s BN images)

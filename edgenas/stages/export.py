@@ -155,18 +155,14 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
     from export.subnet_export import check_options, export_subnet
     from latency.proxies import costs_many
     from once_for_all import load_supernet
-    from once_for_all.checkpoint import CheckpointError, FolderReads, load_training_data
+    from once_for_all.checkpoint import FolderReads, load_training_data, require_complete
     from once_for_all.evaluation import BN_IMAGES
 
     staging = _staging_folder(job.out)
     published = False
     try:
         supernet, _, payload = load_supernet(job.supernet)
-        if not payload.get("complete"):
-            raise CheckpointError(
-                f"{job.supernet} is an unfinished training checkpoint: finish it (edgenas train "
-                "--resume) and give its supernet.pt"
-            )
+        require_complete(payload, job.supernet)
         space = supernet.space
         subnet = choose_subnet(job.subnet, space)
         o = job.options

@@ -117,6 +117,20 @@ def test_training_does_not_replace_a_supernet_it_did_not_train(
     assert sorted(p.name for p in out.iterdir()) == ["space.json", "supernet.pt"]
 
 
+def test_eval_refuses_an_unfinished_training_checkpoint(tmp_path: Path, trained: Path) -> None:
+    # It evaluated one silently, while export and init_from refuse it (audit, finding 6).
+    payload = torch.load(trained / "run" / "supernet.pt", weights_only=True)
+    unfinished = tmp_path / "checkpoint.pt"
+    torch.save({**payload, "complete": False, "phase_index": 2}, unfinished)
+    proc = edgenas_here("eval", unfinished, "--subnet", "min")
+    _assert_one_line_error(
+        proc,
+        f"{unfinished} is an unfinished training checkpoint: finish it (edgenas train --resume) "
+        "and give its supernet.pt",
+    )
+    assert "accuracy" not in proc.stdout + proc.stderr
+
+
 def test_train_rejects_bad_recipe(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: x\ntrain: {epochs: [1, 1, 1, 1, 1, 1], lr: 0.1, speed: 3}\n")
