@@ -75,6 +75,7 @@ def train(
         resume=resume,
         threads=threads,
         device=device,
+        say_new_run=True,
     )
     final = run_training(r, options, console=console, quiet=quiet)
     if launched_rank() == 0:

@@ -56,6 +56,9 @@ class TrainOptions:
     # CPUs over gloo.
     device: TrainingDevice | None = None
     stop_after_epochs: int | None = None  # stop early, as a kill would (tests, benchmarks)
+    # A user's --resume expects a checkpoint: finding none (a mistyped --out), the run says
+    # that it starts anew. `edgenas run` resumes whatever is there, without a word.
+    say_new_run: bool = False
 
 
 def train(recipe: Recipe, options: TrainOptions, *, console: Console, quiet: bool = False) -> Path:
@@ -187,6 +190,8 @@ def _train(
     if options.resume and trainer.resume() and world.is_main:
         st = trainer.state
         console.print(f"resuming {checkpoint}: {len(st.history)} epoch(s) done", style="dim")
+    elif options.resume and options.say_new_run and world.is_main:
+        console.print(f"no checkpoint in {out}: starting a new run", style="dim")
     if not quiet:
         console.print(
             f"training {space.id} on {data.spec.name}: {len(data.train)} train / {len(data.val)} val images, "

@@ -131,6 +131,20 @@ def test_eval_refuses_an_unfinished_training_checkpoint(tmp_path: Path, trained:
     assert "accuracy" not in proc.stdout + proc.stderr
 
 
+def test_resume_without_a_checkpoint_says_it_starts_a_new_run(tmp_path: Path) -> None:
+    # A mistyped --out with --resume started from scratch without a word (audit, finding 7);
+    # it still trains (a script may always pass --resume), and says so even with --quiet.
+    recipe_dict = copy.deepcopy(MICRO_RECIPE)
+    recipe_dict["train"]["phases"] = recipe_dict["train"]["phases"][:1]
+    recipe = tmp_path / "one-epoch.yaml"
+    recipe.write_text(yaml.safe_dump(recipe_dict))
+    out = tmp_path / "typo"
+    proc = edgenas_here("train", recipe, "--out", out, "--resume", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    assert f"no checkpoint in {out}: starting a new run" in " ".join(proc.stderr.split())
+    assert (out / "supernet.pt").is_file()
+
+
 def test_train_rejects_bad_recipe(tmp_path: Path) -> None:
     recipe = tmp_path / "r.yaml"
     recipe.write_text("name: x\ntrain: {epochs: [1, 1, 1, 1, 1, 1], lr: 0.1, speed: 3}\n")
