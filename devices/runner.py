@@ -1359,7 +1359,19 @@ def _running(pid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Whether ``pid`` has ended and waits for its parent to reap it: a SIGKILLed edgenas
+    that its caller has not waited for yet still answers kill(pid, 0), and this runner
+    measured its whole batch (Linux; False where /proc cannot say)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state in ("Z", "X")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import socket
+from pathlib import Path
 
 
 def pid_host() -> str:
@@ -22,11 +23,20 @@ def pid_host() -> str:
 
 
 def alive(pid: int) -> bool:
-    """Whether process ``pid`` (of this host and PID namespace) runs."""
+    """Whether process ``pid`` (of this host and PID namespace) runs: an ended one that its
+    parent has not reaped yet (a zombie, which still answers kill(pid, 0)) does not."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True  # another user's process
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False  # no /proc (not Linux): kill's answer stands
+    return state in ("Z", "X")
