@@ -561,13 +561,14 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
 
 
 def _check_upstream(recipe: Recipe, root: Path) -> None:
-    """A stage whose input no planned stage makes finds it in the folder, before training:
-    export without search, and search without profile, failed after it."""
+    """A stage whose input no planned stage makes finds it in the folder before the work
+    planned ahead of it: export without search, and search without profile, failed after
+    training (without work ahead, the stage itself says what is missing)."""
     stages = recipe.planned_stages
     needed: list[tuple[Path, StageName]] = []
-    if "export" in stages and "search" not in stages:
+    if "export" in stages and "search" not in stages and {"train", "profile"} & set(stages):
         needed.append((root / "search" / "pareto.json", "search"))
-    if "search" in stages and "profile" not in stages:
+    if "search" in stages and "profile" not in stages and "train" in stages:
         needed += [
             (root / "devices" / _device_name(d.name) / "predictor.json", "profile")
             for d in recipe.devices
