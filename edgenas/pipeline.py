@@ -538,15 +538,56 @@ def _adopt_data_fingerprint(run: RunFolder, inputs: dict[str, Any]) -> None:
         run.save()
 
 
+def _unlocated(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Train inputs without the paths of the files whose content they record (the data's
+    fingerprint, init_from's SHA-256): the same files elsewhere are the same inputs."""
+    recipe = inputs.get("recipe", {})
+    data, train = dict(recipe.get("data") or {}), dict(recipe.get("train") or {})
+    if "data" in inputs:
+        data.pop("source", None)
+    if "init_from" in inputs:
+        train.pop("init_from", None)
+    return {**inputs, "recipe": {**recipe, "data": data, "train": train}}
+
+
+def _adopt_moved_files(run: RunFolder, inputs: dict[str, Any], log: Log) -> None:
+    """A train stage whose data or init_from moved, the same files at a new path, keeps its
+    work: its record takes the new path. Refused where missing (``_check_sources``), the
+    fix was to give the new path, and that discarded the trained supernet."""
+
+    def moved(old: dict[str, Any] | None) -> bool:
+        return old is not None and old != inputs and _unlocated(old) == _unlocated(inputs)
+
+    adopted = False
+    record = run.stages.get("train")
+    if record is not None and moved(record["inputs"]):
+        record["inputs"], adopted = inputs, True
+    if moved(run.started.get("train")):
+        run.started["train"], adopted = inputs, True
+    if adopted:
+        log("train: its data or init_from moved (the same files); the training is kept")
+        run.save()
+
+
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
     from edgenas.stages.train import CHECKPOINT_NAME, SUPERNET_NAME, TrainOptions, train
 
     inputs = train_inputs(recipe)
     _adopt_data_fingerprint(run, inputs)
+    _adopt_moved_files(run, inputs, log)
     supernet = run.root / SUPERNET_NAME
     checkpoints = [run.root / CHECKPOINT_NAME, supernet]
     if not _needs_run(
-        run, "train", inputs, stage="train", options=options, outputs=checkpoints, log=log
+        run,
+        "train",
+        inputs,
+        stage="train",
+        options=options,
+        outputs=checkpoints,
+        log=log,
+        resumable=lambda old, new: _training_continues(
+            recipe, run.root / CHECKPOINT_NAME, old, new
+        ),
     ):
         return
     log("train: progressive shrinking (resumes from checkpoint.pt after a kill)")
@@ -558,6 +599,30 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
         quiet=options.quiet,
     )
     run.record("train", inputs, [supernet], time.perf_counter() - started)
+
+
+def _training_continues(
+    recipe: Recipe, checkpoint: Path, old: dict[str, Any], new: dict[str, Any]
+) -> bool:
+    """A train section changed only where ``checkpoint``'s run can take it (the phases it
+    has not started, the lr of the one under way: ``resume_change``) continues that run, as
+    ``edgenas train --resume`` does, rather than training from the start; the same data and
+    space besides. Only the lr of the phase under way makes it other than a run of the new
+    recipe from the start."""
+    from once_for_all import CheckpointError
+    from once_for_all.checkpoint import load_checkpoint
+    from once_for_all.progressive_shrinking import resume_change
+
+    def without_train(inputs: dict[str, Any]) -> dict[str, Any]:
+        return {**inputs, "recipe": {**inputs.get("recipe", {}), "train": None}}
+
+    if recipe.train is None or without_train(old) != without_train(new) or not checkpoint.is_file():
+        return False
+    try:
+        payload = load_checkpoint(checkpoint)
+        return resume_change(payload, recipe.train_config().to_dict()) == ""
+    except (CheckpointError, KeyError, TypeError):  # not a training checkpoint: start again
+        return False
 
 
 def _check_upstream(recipe: Recipe, root: Path) -> None:
@@ -771,7 +836,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
                 profiles=run.root / "devices",
                 seed=s.seed,
                 ofa_predictor=ofa_predictor,
-                data=_supernet_data(recipe),
+                data=Path(recipe.data.source),  # see _supernet_data's comment
             ),
             quiet=options.quiet,
             say=log,
@@ -795,6 +860,12 @@ def _upstream(run: RunFolder, recipe: Recipe, devices: Sequence[str]) -> dict[st
     }
     data = _supernet_data(recipe)
     return inputs if data is None else {**inputs, "data": str(data)}
+
+
+# Search and export read the supernet's data at the recipe's data.source: an imported
+# supernet records none, and one trained here finds its files there by their digest if they
+# moved (the train record takes the new path: _adopt_moved_files). Their inputs keep
+# _supernet_data's, which a move does not change.
 
 
 def _supernet_data(recipe: Recipe) -> Path | None:
@@ -867,7 +938,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
                 devices=tuple(devices),
                 profiles=run.root / "devices",
                 align_channels=e.align_channels,
-                data=_supernet_data(recipe),
+                data=Path(recipe.data.source),  # see _supernet_data's comment
                 finetune=FinetuneSettings(
                     epochs=e.finetune_epochs, qat_epochs=e.qat_epochs if e.int8 else 0
                 ),

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -264,6 +264,18 @@ def epoch_seed(seed: int, phase: int, epoch: int) -> int:
     return (seed * 1_000_003 + phase * 10_007 + epoch) % (2**31)
 
 
+def resume_change(payload: Mapping[str, Any], now: dict[str, Any]) -> str:
+    """``schedule_change`` between checkpoint ``payload``'s schedule and ``now``, at the epoch
+    it ended on (a training checkpoint: ``resume`` checks its keys first)."""
+    # Checkpoints from before these options existed were made without them.
+    saved = {"lr_scaling": "none", "sync_bn": False, **payload["train_config"]}
+    saved["phases"] = tuple(
+        {"distill": "teacher", "label_loss": True, "smallest": True, "ema_decay": 0.0, **p}
+        for p in saved["phases"]
+    )
+    return schedule_change(saved, now, phase=payload["phase_index"], epoch=payload["epoch"])
+
+
 def schedule_change(saved: dict[str, Any], now: dict[str, Any], *, phase: int, epoch: int) -> str:
     """The first change from the checkpoint's schedule ``saved`` (``TrainConfig.to_dict``)
     to ``now`` that a run resumed at ``epoch`` of phase ``phase`` cannot take, in words
@@ -472,18 +484,7 @@ class ProgressiveShrinkingTrainer:
         if payload is None:
             return False
         self._check_training_state(payload)
-        # Checkpoints from before these options existed were made without them.
-        saved_config = {"lr_scaling": "none", "sync_bn": False, **payload["train_config"]}
-        saved_config["phases"] = tuple(
-            {"distill": "teacher", "label_loss": True, "smallest": True, "ema_decay": 0.0, **p}
-            for p in saved_config["phases"]
-        )
-        change = schedule_change(
-            saved_config,
-            self.config.to_dict(),
-            phase=payload["phase_index"],
-            epoch=payload["epoch"],
-        )
+        change = resume_change(payload, self.config.to_dict())
         if change:
             raise CheckpointError(
                 f"checkpoint {self.checkpoint} was made with a different training schedule "
@@ -720,9 +721,10 @@ class ProgressiveShrinkingTrainer:
             loss,
             where=f"phase {phase.name}, epoch {self.state.epoch + 1}{step}",
             fix=(
-                f"lower the phase's lr ({phase.lr:g}) in the recipe and train again: "
-                "'edgenas train --resume' continues from the last finished epoch, kept in "
-                "the checkpoint"
+                f"lower the phase's lr ({phase.lr:g}) in the recipe and run the same command "
+                "again (edgenas run, or edgenas train --resume): it continues from the last "
+                "finished epoch, kept in the checkpoint (a recipe with one train.lr for all "
+                "phases must list its phases to lower this one's)"
             ),
         )
 

@@ -23,6 +23,8 @@ from edgenas.pipeline import (
     _more_resolutions,
     _needs_run,
     _only_trials_changed,
+    _training_continues,
+    _unlocated,
     train_inputs,
     with_dependents,
 )
@@ -264,6 +266,62 @@ def test_more_resolutions_extend_a_devices_table(
     assert _more_resolutions(inputs(before), inputs(after)) is extends
     other = {**inputs(after), "device": {**inputs(after)["device"], "calibrate": 20}}
     assert not _more_resolutions(inputs(before), other)
+
+
+def test_a_train_section_changed_where_its_checkpoint_can_take_it_continues(
+    micro_run: Run, tmp_path: Path
+) -> None:
+    # A run whose loss diverged was told to lower the phase's lr and go on; edgenas run
+    # discarded the checkpoint and the supernet and trained from the start (review).
+    recipe_path, out, _, _ = micro_run
+    recipe = load_recipe(recipe_path)
+    checkpoint = out / "checkpoint.pt"
+    old = train_inputs(recipe)
+
+    def continues(**train: Any) -> bool:
+        changed = load_recipe(
+            run_recipe(tmp_path, train={**MICRO_RECIPE["train"], **train}, name="micro-run")
+        )
+        return _training_continues(changed, checkpoint, old, train_inputs(changed))
+
+    phases = MICRO_RECIPE["train"]["phases"]
+    extra = {**phases[-1], "name": "expand-2", "epochs": 1}
+    assert continues(phases=[*phases, extra])  # a phase after the finished ones
+    assert not continues(phases=[*phases[:-1], {**phases[-1], "epochs": 3}])
+    assert not continues(phases=[{**phases[0], "lr": 0.01}, *phases[1:]])
+    assert not continues(seed=1)
+    moved = load_recipe(run_recipe(tmp_path, data={**MICRO_RECIPE["data"], "val_size": 100}))
+    assert not _training_continues(moved, checkpoint, old, train_inputs(moved))
+
+
+def test_data_that_moved_keeps_its_training(tmp_path: Path) -> None:
+    # Refused while missing, the data was then given at its new path, and the changed path
+    # discarded the trained supernet, the search and the exports (review).
+    data = _images(tmp_path / "d.npz", n=200)
+    recipe = run_recipe(
+        tmp_path, stages=["train"], data={"source": str(data), "val_size": 20, "seed": 0}
+    )
+    out = tmp_path / "run"
+    assert edgenas_run(recipe, out, "--quiet", cache=tmp_path / "cache").returncode == 0
+    trained = file_sha256(out / "supernet.pt")
+    moved = data.rename(tmp_path / "moved.npz")
+    recipe = run_recipe(
+        tmp_path, stages=["train"], data={"source": str(moved), "val_size": 20, "seed": 0}
+    )
+    proc = edgenas_run(recipe, out, cache=tmp_path / "cache")
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "train: its data or init_from moved (the same files); the training is kept" in said
+    assert "train: up to date, skipped" in said
+    assert file_sha256(out / "supernet.pt") == trained
+    (tmp_path / "other.npz").write_bytes(b"other data")  # other content at another path
+    recipe = run_recipe(
+        tmp_path,
+        stages=["train"],
+        data={"source": str(tmp_path / "other.npz"), "val_size": 20, "seed": 0},
+    )
+    recorded = _stages(out)["train"]["inputs"]
+    assert _unlocated(train_inputs(load_recipe(recipe))) != _unlocated(recorded)
 
 
 def test_fewer_trials_start_the_search_afresh(tmp_path: Path) -> None:
