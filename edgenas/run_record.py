@@ -128,7 +128,20 @@ def read_summary(path: Path, *, fix: str, error: type[EdgenasError]) -> RunSumma
     return cast(RunSummary, doc)
 
 
-_ROW_KEYS = tuple(SummaryRow.__annotations__)  # every row has each (placement is the card's)
+# What the report reads from every row; the others (measured_files, ...) where present:
+# summaries written before them lack them.
+_ROW_KEYS = (
+    "device",
+    "budget_ms",
+    "subnet",
+    "accuracy_fp32",
+    "accuracy_int8",
+    "file",
+    "latency_predicted_ms",
+    "latency_measured_ms",
+    "bytes",
+    "folder",
+)
 
 
 def write_summary(path: Path, doc: RunSummary) -> None:

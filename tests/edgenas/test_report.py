@@ -266,6 +266,19 @@ def test_the_report_shows_the_devices_of_the_recipe_only(micro_run: Run, tmp_pat
     assert summary["devices"] == ["test-cpu", "npu-32x32-ws"]
     (copy / "summary.json").write_text(json.dumps({**summary, "devices": ["npu-32x32-ws"]}))
     assert [d.name for d in collect(copy).devices] == ["npu-32x32-ws"]
+    # A summary of an earlier edgenas (rows without measured_files, no devices) still reads.
+    older = [
+        {
+            k: v
+            for k, v in row.items()
+            if k not in ("measured_files", "latency_measured_at_baseline_ms")
+        }
+        for row in summary["chosen"]
+    ]
+    (copy / "summary.json").write_text(
+        json.dumps({k: v for k, v in summary.items() if k != "devices"} | {"chosen": older})
+    )
+    assert {d.name for d in collect(copy).devices} == {"test-cpu", "npu-32x32-ws"}
 
 
 @pytest.mark.parametrize(
