@@ -812,7 +812,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
         inputs,
         stage="search",
         options=options,
-        outputs=[folder],
+        outputs=_search_outputs(folder, run.last_inputs("search"), inputs),
         log=log,
         resumable=_only_trials_changed,
     ):
@@ -847,6 +847,25 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
         raise exc.with_fix(f"raise {key} in the recipe") from None
     outputs = [folder / "pareto.json", folder / "pareto.png"]
     run.record("search", inputs, outputs, time.perf_counter() - started)
+
+
+def _search_outputs(folder: Path, old: dict[str, Any] | None, new: dict[str, Any]) -> list[Path]:
+    """What a search started afresh discards: its folder, but the accuracy cache where the
+    subnets' accuracies stay what they were (the same supernet, data and images evaluated):
+    fewer trials, other budgets or another seed re-evaluated hours of subnets on ImageNet."""
+    from edgenas.stages.search import ACCURACY_CACHE_NAME
+
+    def accuracy_inputs(inputs: dict[str, Any]) -> tuple[Any, ...]:
+        return (
+            inputs.get("supernet"),
+            inputs.get("data"),
+            inputs.get("search", {}).get("eval_images"),
+        )
+
+    cache = folder / ACCURACY_CACHE_NAME
+    if old is None or accuracy_inputs(old) != accuracy_inputs(new) or not cache.is_file():
+        return [folder]
+    return sorted(p for p in folder.iterdir() if p != cache)
 
 
 def _upstream(run: RunFolder, recipe: Recipe, devices: Sequence[str]) -> dict[str, Any]:

@@ -33,6 +33,11 @@ EXTRA_OBJECTIVES: tuple[str, ...] = get_args(ExtraObjective)
 Say = Callable[[str], None]
 
 
+# Subnet accuracies with inherited weights, in --out: valid for as long as the supernet,
+# the data and the number of images evaluated are the same (its header says which).
+ACCURACY_CACHE_NAME = "accuracy_cache.json"
+
+
 @dataclass(frozen=True)
 class SearchOptions:
     """What ``search`` does. ``devices`` are predictor.json files, folders holding one, or
@@ -222,7 +227,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         described = f"{OFA_FIGURE} ({ofa.description}); predicted, not measured"
     else:
         cache = AccuracyCache.open(
-            o.out / "accuracy_cache.json",
+            o.out / ACCURACY_CACHE_NAME,
             net,
             limit=o.eval_images,
             data=data,

@@ -23,6 +23,7 @@ from edgenas.pipeline import (
     _more_resolutions,
     _needs_run,
     _only_trials_changed,
+    _search_outputs,
     _training_continues,
     _unlocated,
     train_inputs,
@@ -322,6 +323,24 @@ def test_data_that_moved_keeps_its_training(tmp_path: Path) -> None:
     )
     recorded = _stages(out)["train"]["inputs"]
     assert _unlocated(train_inputs(load_recipe(recipe))) != _unlocated(recorded)
+
+
+def test_a_search_started_afresh_keeps_the_accuracies_that_still_hold(tmp_path: Path) -> None:
+    # Fewer trials, other budgets or another seed re-evaluated every subnet (review).
+    folder = tmp_path / "search"
+    folder.mkdir()
+    for name in ("study.log", "pareto.json", "accuracy_cache.json"):
+        (folder / name).write_text("{}")
+    old = {"supernet": "a", "search": {"trials": 60, "eval_images": 100}}
+    kept = _search_outputs(folder, old, {**old, "search": {"trials": 30, "eval_images": 100}})
+    assert kept == [folder / "pareto.json", folder / "study.log"]
+    for new in (
+        {**old, "supernet": "b"},
+        {**old, "search": {"trials": 60, "eval_images": 200}},
+        {**old, "data": "/elsewhere"},
+    ):
+        assert _search_outputs(folder, old, new) == [folder]
+    assert _search_outputs(folder, None, old) == [folder]
 
 
 def test_fewer_trials_start_the_search_afresh(tmp_path: Path) -> None:
