@@ -81,8 +81,8 @@ def _gone(data: RunData, stage: str, what: str) -> str | None:
     if data.stage_state(stage) != "finished":
         return None
     return _missing(
-        f"The `{stage}` stage finished, but {what} is missing (moved or deleted): make it "
-        f"again with `edgenas run RECIPE --force {stage}`."
+        f"The `{stage}` stage finished, but {what} is missing (moved or deleted): run the "
+        "recipe again (`edgenas run RECIPE`), which makes a stage's missing output again."
     )
 
 

@@ -248,8 +248,8 @@ def test_a_finished_stage_whose_file_is_gone_says_how_to_make_it_again(tmp_path:
     (tmp_path / "run.json").write_text(json.dumps(run))
     page = outline(build_report(tmp_path).read_text())
     assert page.missing["pareto"].startswith(
-        "The search stage finished, but search/pareto.json is missing (moved or deleted): make "
-        "it again with edgenas run RECIPE --force search"
+        "The search stage finished, but search/pareto.json is missing (moved or deleted): run "
+        "the recipe again (edgenas run RECIPE), which makes a stage's missing output again."
     )
     assert page.missing["models"].startswith("The export stage finished, but every exported")
 

@@ -199,6 +199,23 @@ def test_a_refused_recipe_changes_nothing_in_a_finished_run(
     assert after == before
 
 
+def test_a_finished_stages_missing_output_is_made_again(micro_run: Run, tmp_path: Path) -> None:
+    # What the report advises for a moved or deleted pareto.json.
+    recipe, out, cache, summary = micro_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy)
+    pareto = json.loads((copy / "search" / "pareto.json").read_text())
+    (copy / "search" / "pareto.json").unlink()
+    proc = edgenas_run(recipe, copy, "--json", cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    assert "search: continuing where" not in proc.stderr
+    again = json.loads((copy / "search" / "pareto.json").read_text())
+    assert again["front"] == pareto["front"] and again["chosen"] == pareto["chosen"]
+    assert [r["subnet"] for r in json.loads(proc.stdout)["chosen"]] == [
+        r["subnet"] for r in summary["chosen"]
+    ]
+
+
 def test_a_discarded_stage_takes_what_was_made_from_it(tmp_path: Path) -> None:
     # A recipe run into another's folder retrained the supernet and kept the old search and
     # exports, which the summary and report then showed as its own (run audit).
