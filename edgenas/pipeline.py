@@ -21,6 +21,7 @@ import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
@@ -452,20 +453,18 @@ def _only_trials_changed(old: dict[str, Any], new: dict[str, Any]) -> bool:
     return more and trials(new) >= trials(old) and without_trials(old) == without_trials(new)
 
 
-def _more_resolutions(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    """A device entry whose only change is more resolutions extends its table in place
+def _more_resolutions(old: dict[str, Any], new: dict[str, Any], *, every: Sequence[int]) -> bool:
+    """A device entry whose only change is more resolutions (or the same ones, listed or
+    not: none listed is ``every`` one of the space's) extends its table in place
     (``latency.table.TableHeader.extended``): only what the new ones add is measured."""
 
-    def resolutions(inputs: dict[str, Any]) -> set[int] | None:
-        listed = inputs.get("device", {}).get("resolution")
-        return set(listed) if listed else None  # None: all of the space's
+    def resolutions(inputs: dict[str, Any]) -> set[int]:
+        return set(inputs.get("device", {}).get("resolution") or every)
 
     def without(inputs: dict[str, Any]) -> dict[str, Any]:
         return {**inputs, "device": {**inputs.get("device", {}), "resolution": None}}
 
-    before, after = resolutions(old), resolutions(new)
-    wider = after is None or (before is not None and before <= after)
-    return wider and without(old) == without(new)
+    return resolutions(old) <= resolutions(new) and without(old) == without(new)
 
 
 def train_inputs(recipe: Recipe) -> dict[str, Any]:
@@ -655,7 +654,8 @@ def _check_sources(recipe: Recipe) -> None:
     init_from = recipe.train.init_from if recipe.train is not None else None
     missing: list[tuple[str, str, str]] = []
     source = recipe.data.source
-    if source not in BUILTIN_SOURCES and not Path(source).expanduser().exists():
+    reads_data = {"train", "search", "export"} & set(stages)  # profiling times blocks only
+    if reads_data and source not in BUILTIN_SOURCES and not Path(source).expanduser().exists():
         kinds = f"a .npz file, a folder of class folders, or {' or '.join(BUILTIN_SOURCES)}"
         missing.append(("data.source", source, kinds))
     for key, value, kind in (
@@ -751,7 +751,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             options=options,
             outputs=[folder],
             log=log,
-            resumable=_more_resolutions,
+            resumable=partial(_more_resolutions, every=recipe.search_space().resolutions),
         ):
             continue
         log(f"profile {name}: lookup table and calibrated predictor → {folder}")

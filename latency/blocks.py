@@ -210,7 +210,8 @@ def unprofiled_fix(resolution: int, profiled: Sequence[int]) -> str:
     give = " ".join(f"--resolution {r}" for r in sorted({*profiled, resolution}))
     return (
         f"choose a profiled resolution, or profile the device again into the same --out with "
-        f"{give} (the table is extended: only what {resolution} adds is measured)"
+        f"{give} (a recipe: add {resolution} to the device's resolution; the table is "
+        f"extended: only what {resolution} adds is measured)"
     )
 
 

@@ -445,10 +445,14 @@ def _profile_job(
             job.out,
             error=_INTERRUPTED if turns.stop.is_set() else _error_text(exc),
             blocks=len(saved) if saved is not None else 0,
-            total_blocks=_total_blocks(
-                space,
-                job.options,
-                saved.header.precision if saved is not None else job.options.precision,
+            # at least what it holds: an earlier --stem-groups' split stems are more
+            total_blocks=max(
+                len(saved) if saved is not None else 0,
+                _total_blocks(
+                    space,
+                    job.options,
+                    saved.header.precision if saved is not None else job.options.precision,
+                ),
             ),
             seconds=time.perf_counter() - started,
         )

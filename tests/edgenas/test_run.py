@@ -269,6 +269,7 @@ def test_the_summary_lists_the_stages_of_this_recipe_only(tmp_path: Path) -> Non
     [
         ([28], [28, 30], True),
         ([28], None, True),  # None: every resolution of the space
+        (None, [28, 30, 32], True),  # the same ones, listed
         (None, [28], False),
         ([28, 30], [28], False),
         ([28], [30], False),
@@ -281,9 +282,10 @@ def test_more_resolutions_extend_a_devices_table(
     def inputs(resolution: list[int] | None) -> dict[str, Any]:
         return {"space": "s", "device": {"name": "d", "resolution": resolution, "calibrate": 10}}
 
-    assert _more_resolutions(inputs(before), inputs(after)) is extends
+    every = (28, 30, 32)
+    assert _more_resolutions(inputs(before), inputs(after), every=every) is extends
     other = {**inputs(after), "device": {**inputs(after)["device"], "calibrate": 20}}
-    assert not _more_resolutions(inputs(before), other)
+    assert not _more_resolutions(inputs(before), other, every=every)
 
 
 def test_a_train_section_changed_where_its_checkpoint_can_take_it_continues(

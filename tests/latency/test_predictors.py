@@ -220,7 +220,8 @@ def test_a_table_of_one_resolution_predicts_that_resolution_only() -> None:
         TableError,
         match=r"^resolution 160 was not profiled on board \(profiled: 224\): choose a profiled "
         r"resolution, or profile the device again into the same --out with --resolution 160 "
-        r"--resolution 224 \(the table is extended: only what 160 adds is measured\)$",
+        r"--resolution 224 \(a recipe: add 160 to the device's resolution; the table is "
+        r"extended: only what 160 adds is measured\)$",
     ):
         predictor.predict(space.max_subnet(r=160))
 
@@ -334,21 +335,23 @@ def test_a_table_without_the_split_stem_gives_no_split_prediction(tmp_path: Path
 
 
 def _small_space_predictor(seed: int) -> LutSumPredictor:
-    """mbv3-tiny cut to two stages, kernels 3 and 5, one expand ratio, depths 1-2: few
-    enough subnets (192) to try every one."""
+    """mbv3-tiny cut to two stages, kernels 3 and 5, expand ratios 3 and 6, depths 1-2: few
+    enough subnets (3,072) to try every one. Some blocks have figures of their own at 30 px,
+    as OFA's published tables do."""
     tiny = get_space("mbv3-tiny")
     space = replace(
         tiny,
         name="tiny-2",
         stages=tiny.stages[:2],
         kernel_sizes=(3, 5),
-        expand_ratios=(3,),
+        expand_ratios=(3, 6),
         depths=(1, 2),
     )
     rng = np.random.default_rng(seed)
     header = TableHeader(space.id, "board", FP, "onnx", "fp32", space.resolutions)
     figures = {spec.key: float(rng.uniform(0.05, 0.5)) for spec in enumerate_blocks(space)}
-    return LutSumPredictor(space, header, figures)
+    at_30 = {k: float(rng.uniform(0.05, 0.5)) for k in list(figures)[::3]}
+    return LutSumPredictor(space, header, figures, resolution_ms={30: at_30})
 
 
 def _every_subnet(space: SearchSpace) -> list[Subnet]:

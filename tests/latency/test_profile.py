@@ -210,7 +210,8 @@ def test_predict_keeps_max_min_random_to_the_tables_resolutions(tmp_path: Path) 
     assert (
         "resolution 28 was not profiled on board (profiled: 30, 32): choose a profiled "
         "resolution, or profile the device again into the same --out with --resolution 28 "
-        "--resolution 30 --resolution 32 (the table is extended: only what 28 adds is measured)"
+        "--resolution 30 --resolution 32 (a recipe: add 28 to the device's resolution; the "
+        "table is extended: only what 28 adds is measured)"
     ) in " ".join(proc.stderr.split())
 
 
