@@ -390,11 +390,8 @@ def test_a_weight_of_the_wrong_shape_is_named_with_both_shapes(
     )
 
 
-@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
-def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, streamed: bool) -> None:
-    # One image added to the folder moved the validation split drawn from its training
-    # images: eval and search scored subnets on images training saw, without a word; resume
-    # refused it (data audit).
+def _trained_on_folder(tmp_path: Path, *, streamed: bool) -> tuple[Path, CheckpointDocument]:
+    """A folder of photos and the data records of a checkpoint trained on it."""
     folder = write_imagenet_folder(tmp_path / "photos", classes=2, per_class=6, size=(20, 20))
     settings: dict[str, Any] = {
         "source": str(folder),
@@ -415,6 +412,15 @@ def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, stre
             **({"streamed": True} if streamed else {}),
         },
     )
+    return folder, payload
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, streamed: bool) -> None:
+    # One image added to the folder moved the validation split drawn from its training
+    # images: eval and search scored subnets on images training saw, without a word; resume
+    # refused it (data audit).
+    folder, payload = _trained_on_folder(tmp_path, streamed=streamed)
     path = tmp_path / "supernet.pt"
     assert len(open_training_data(path, payload).val) == 4  # the same files: read as trained
     # Files that are no images of a class (Finder's .DS_Store) are not the data, and a link
@@ -448,26 +454,8 @@ def test_data_that_moved_is_taken_where_it_holds_the_same_files(
     # A moved folder was "unknown data source", --data NEWPATH was refused although the
     # checkpoint's digest could show it is the same data, and resume called it other data
     # (its spec is named after the folder) (audit, finding 3).
-    folder = write_imagenet_folder(tmp_path / "photos", classes=2, per_class=6, size=(20, 20))
-    settings: dict[str, Any] = {
-        "source": str(folder),
-        "image_size": 16,
-        "val_size": 4,
-        "seed": 0,
-        "mean": [0.5, 0.5, 0.5],
-        "std": [0.25, 0.25, 0.25],
-    }
-    data = load_data(**settings)
-    payload = cast(
-        CheckpointDocument,
-        {
-            "format": CHECKPOINT_FORMAT,
-            "data": settings,
-            "data_spec": data.spec.to_dict(),
-            "source_digest": source_digest(str(folder)),
-            **({"streamed": True} if streamed else {}),
-        },
-    )
+    folder, payload = _trained_on_folder(tmp_path, streamed=streamed)
+    settings, trained = dict(payload["data"]), DataSpec.from_dict(payload["data_spec"])
     path = tmp_path / "supernet.pt"
     moved = tmp_path / "elsewhere" / "imgs"
     moved.parent.mkdir()
@@ -479,10 +467,10 @@ def test_data_that_moved_is_taken_where_it_holds_the_same_files(
         "new place with --data (in a recipe, data.source), or restore it"
     )
     bundle = open_training_data(path, payload, folder=moved)
-    assert len(bundle.val) == 4 and bundle.spec.class_names == data.spec.class_names
+    assert len(bundle.val) == 4 and bundle.spec.class_names == trained.class_names
     # resuming training from the moved folder: the same data, though its spec's name differs
     now = load_data(**settings | {"source": str(moved)})
-    assert now.spec.name != data.spec.name
+    assert now.spec.name != trained.name
     assert changed_data(payload, now.spec.to_dict(), settings, source_digest(str(moved))) == ""
     # Other images are still other data, and so is a folder that is not there.
     other = write_imagenet_folder(tmp_path / "other", classes=2, per_class=7, size=(20, 20))
@@ -493,6 +481,6 @@ def test_data_that_moved_is_taken_where_it_holds_the_same_files(
         f"are evaluated on, and {other} holds other files: give that data (or where it "
         "moved), or leave out --data (in a recipe, give that data.source)"
     )
-    assert changed_data(payload, data.spec.to_dict(), settings, source_digest(str(other)))
+    assert changed_data(payload, trained.to_dict(), settings, source_digest(str(other)))
     with pytest.raises(CheckpointError, match=r"^data \S+/gone does not exist: give the data"):
         open_training_data(path, payload, folder=tmp_path / "gone")
