@@ -114,7 +114,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     from latency.predictors import load_predictor
     from once_for_all import load_supernet
     from once_for_all.accuracy_dataset import AccuracyCache, supernet_fingerprint
-    from once_for_all.checkpoint import FolderReads, load_training_data
+    from once_for_all.checkpoint import FolderReads, load_training_data, require_complete
     from once_for_all.files import output_folder
     from once_for_all.ofa_accuracy_predictor import load_ofa_accuracy_predictor
 
@@ -151,6 +151,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
                 "--supernet (or use --accuracy ofa-predictor with --space)"
             )
         net, _, payload = load_supernet(o.supernet)
+        require_complete(payload, o.supernet)  # as eval and export: most subnets untrained
         space = net.space
         # Data replaced since training fails here; an imported supernet's --data reads only
         # the validation images evaluated (held out of train/) and BN's.

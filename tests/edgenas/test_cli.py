@@ -117,12 +117,24 @@ def test_training_does_not_replace_a_supernet_it_did_not_train(
     assert sorted(p.name for p in out.iterdir()) == ["space.json", "supernet.pt"]
 
 
-def test_eval_refuses_an_unfinished_training_checkpoint(tmp_path: Path, trained: Path) -> None:
-    # It evaluated one silently, while export and init_from refuse it (audit, finding 6).
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["eval", "{ckpt}", "--subnet", "min"],
+        ["search", "--supernet", "{ckpt}", "--device", "npu-32x32-ws", "--out", "{out}"],
+    ],
+    ids=["eval", "search"],
+)
+def test_an_unfinished_training_checkpoint_is_refused(
+    tmp_path: Path, trained: Path, command: list[str]
+) -> None:
+    # eval and search used one silently, while export and init_from refuse it (audit, 6).
     payload = torch.load(trained / "run" / "supernet.pt", weights_only=True)
     unfinished = tmp_path / "checkpoint.pt"
     torch.save({**payload, "complete": False, "phase_index": 2}, unfinished)
-    proc = edgenas_here("eval", unfinished, "--subnet", "min")
+    out = tmp_path / "search"
+    proc = edgenas_here(*(a.format(ckpt=unfinished, out=out) for a in command))
+    assert not out.exists()
     _assert_one_line_error(
         proc,
         f"{unfinished} is an unfinished training checkpoint: finish it (edgenas train --resume) "
