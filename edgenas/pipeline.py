@@ -520,21 +520,31 @@ def _listing_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _adopt_data_fingerprint(run: RunFolder, inputs: dict[str, Any]) -> None:
-    """A train stage recorded before data fingerprints were is taken as made from today's
-    data, as it was then (else every such run would train again): when nothing else
-    changed, its record (finished or started) gains the fingerprint."""
-    if "data" not in inputs:
-        return
-    before = {k: v for k, v in inputs.items() if k != "data"}
-    record = run.stages.get("train")
+def _adopt_train_inputs(
+    run: RunFolder, inputs: dict[str, Any], same: Callable[[dict[str, Any]], bool]
+) -> bool:
+    """Give the train stage's record (finished or started) today's ``inputs`` where
+    ``same(recorded)`` says they describe the same training, so that it is not trained
+    again; whether any record took them."""
     adopted = False
-    if record is not None and record["inputs"] == before:
+    record = run.stages.get("train")
+    if record is not None and record["inputs"] != inputs and same(record["inputs"]):
         record["inputs"], adopted = inputs, True
-    if run.started.get("train") == before:
+    started = run.started.get("train")
+    if started is not None and started != inputs and same(started):
         run.started["train"], adopted = inputs, True
     if adopted:
         run.save()
+    return adopted
+
+
+def _adopt_data_fingerprint(run: RunFolder, inputs: dict[str, Any]) -> None:
+    """A train stage recorded before data fingerprints were is taken as made from today's
+    data, as it was then (else every such run would train again): when nothing else
+    changed, its record gains the fingerprint."""
+    if "data" in inputs:
+        before = {k: v for k, v in inputs.items() if k != "data"}
+        _adopt_train_inputs(run, inputs, lambda recorded: recorded == before)
 
 
 def _unlocated(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -553,19 +563,9 @@ def _adopt_moved_files(run: RunFolder, inputs: dict[str, Any], log: Log) -> None
     """A train stage whose data or init_from moved, the same files at a new path, keeps its
     work: its record takes the new path. Refused where missing (``_check_sources``), the
     fix was to give the new path, and that discarded the trained supernet."""
-
-    def moved(old: dict[str, Any] | None) -> bool:
-        return old is not None and old != inputs and _unlocated(old) == _unlocated(inputs)
-
-    adopted = False
-    record = run.stages.get("train")
-    if record is not None and moved(record["inputs"]):
-        record["inputs"], adopted = inputs, True
-    if moved(run.started.get("train")):
-        run.started["train"], adopted = inputs, True
-    if adopted:
+    here = _unlocated(inputs)
+    if _adopt_train_inputs(run, inputs, lambda recorded: _unlocated(recorded) == here):
         log("train: its data or init_from moved (the same files); the training is kept")
-        run.save()
 
 
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
@@ -836,7 +836,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
                 profiles=run.root / "devices",
                 seed=s.seed,
                 ofa_predictor=ofa_predictor,
-                data=Path(recipe.data.source),  # see _supernet_data's comment
+                data=_stage_data(recipe),
             ),
             quiet=options.quiet,
             say=log,
@@ -881,10 +881,12 @@ def _upstream(run: RunFolder, recipe: Recipe, devices: Sequence[str]) -> dict[st
     return inputs if data is None else {**inputs, "data": str(data)}
 
 
-# Search and export read the supernet's data at the recipe's data.source: an imported
-# supernet records none, and one trained here finds its files there by their digest if they
-# moved (the train record takes the new path: _adopt_moved_files). Their inputs keep
-# _supernet_data's, which a move does not change.
+def _stage_data(recipe: Recipe) -> Path:
+    """Where search and export read the supernet's data: the recipe's data.source. An
+    imported supernet records none; one trained here finds its files there by their digest
+    if they moved (the train record takes the new path: ``_adopt_moved_files``). Their
+    inputs keep ``_supernet_data``'s, which a move does not change."""
+    return Path(recipe.data.source)
 
 
 def _supernet_data(recipe: Recipe) -> Path | None:
@@ -957,7 +959,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
                 devices=tuple(devices),
                 profiles=run.root / "devices",
                 align_channels=e.align_channels,
-                data=Path(recipe.data.source),  # see _supernet_data's comment
+                data=_stage_data(recipe),
                 finetune=FinetuneSettings(
                     epochs=e.finetune_epochs, qat_epochs=e.qat_epochs if e.int8 else 0
                 ),
