@@ -309,7 +309,8 @@ def _run_stages(
         if "train" in stages:
             _train(recipe, run, options, console, log)
         supernet = root / "supernet.pt"
-        if not supernet.is_file():
+        # Profiling times blocks, not the supernet: a recipe that only profiles needs none.
+        if {"search", "export"} & set(stages) and not supernet.is_file():
             raise RecipeError(
                 f"{supernet} does not exist: add 'train' to the recipe's stages (or run "
                 f"'edgenas train {recipe_path} --out {root}', or import OFA's with "
@@ -371,18 +372,26 @@ def _needs_run(
     outputs: Sequence[Path],
     log: Log,
     resumable: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
+    unusable: Callable[[], str | None] | None = None,
 ) -> bool:
     """Whether stage ``key`` must run. A stage that is forced, or whose outputs were last
     made from other inputs, loses its ``outputs`` first: resuming them would mix two runs;
     the log says what is discarded and why. ``resumable(old, new)`` may say that the outputs
     of the old inputs can be continued (a longer search of the same study). A stage that
     runs is marked started on its inputs in run.json, so that a rerun after Ctrl-C or a kill
-    continues its work (it was discarded as made from the inputs of the run before)."""
+    continues its work (it was discarded as made from the inputs of the run before).
+    ``unusable()`` may name why up-to-date outputs cannot be used as they are (a predictor
+    that an older edgenas fitted): the stage then runs on them again, keeping them."""
     forced = stage in options.force
     name = key.replace(":", " ")
     if not forced and run.up_to_date(key, inputs):
-        log(f"{name}: up to date, skipped")
-        return False
+        why = unusable() if unusable is not None else None
+        if why is None:
+            log(f"{name}: up to date, skipped")
+            return False
+        log(f"{name}: {why}; running it again on what it kept")
+        run.start(key, inputs)
+        return True
     old = run.last_inputs(key)
     if not forced and key in run.started and old == inputs:
         log(f"{name}: continuing where the last run stopped")
@@ -752,6 +761,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             outputs=[folder],
             log=log,
             resumable=partial(_more_resolutions, every=recipe.search_space().resolutions),
+            unusable=partial(_refused_predictor, folder / "predictor.json"),
         ):
             continue
         log(f"profile {name}: lookup table and calibrated predictor → {folder}")
@@ -786,6 +796,20 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             "; ".join(f"profile {r.name} failed: {r.error}" for r in failed)
             + " (the other devices are profiled; fix it and run again to go on)"
         )
+
+
+def _refused_predictor(path: Path) -> str | None:
+    """Why the predictor at ``path`` is refused at load, or None. Its file is as recorded,
+    yet a model that an older edgenas fitted can predict no time for some subnet, which this
+    one refuses; profiling the folder again refits it from the kept measurements."""
+    from latency.predictors import load_predictor
+    from latency.table import TableError
+
+    try:
+        load_predictor(path)
+    except TableError as exc:
+        return f"{path.name} cannot be used ({one_line(exc)})"
+    return None
 
 
 def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:

@@ -589,6 +589,6 @@ def _check_positive(predictor: CalibratedPredictor) -> None:
     if not ms > 0:
         raise ValueError(
             f"its calibration model {predictor.model.name} predicts {ms:.4g} ms for subnet "
-            f"{subnet.key}, not a latency (an edited file, or a model fitted before edgenas "
-            "tried every subnet: profiling again refits it from the kept measurements)"
+            f"{subnet.key}, not a latency (an edited file, or a model that an older edgenas "
+            "fitted)"
         )

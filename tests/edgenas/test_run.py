@@ -30,6 +30,8 @@ from edgenas.pipeline import (
     with_dependents,
 )
 from edgenas.recipe import load_recipe
+from latency.predictors import load_predictor
+from latency.table import TableError
 from once_for_all import Subnet
 from once_for_all.files import file_sha256
 from tests.edgenas.conftest import MICRO_RECIPE, Run, run_recipe
@@ -215,6 +217,47 @@ def test_a_finished_stages_missing_output_is_made_again(micro_run: Run, tmp_path
     chosen = [Subnet.from_dict(pareto["front"][c["index"]]["subnet"]) for c in pareto["chosen"]]
     rows = json.loads(proc.stdout)["chosen"]
     assert sorted(r["subnet"] for r in rows) == sorted(s.key for s in chosen)
+
+
+def test_a_recorded_predictor_this_edgenas_refuses_is_refitted(tmp_path: Path) -> None:
+    # A model that an older edgenas fitted can predict no time for some subnet: the file was
+    # as recorded, so the profile stage was "up to date" and search failed on it at every rerun.
+    recipe = run_recipe(
+        tmp_path,
+        stages=["profile"],
+        devices=[{"name": "npu-32x32-ws", "budget_ms": 50.0, "calibrate": 10, "resolution": [28]}],
+    )
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert edgenas_run(recipe, out, cache=cache).returncode == 0
+    predictor = out / "devices" / "npu-32x32-ws" / "predictor.json"
+    doc = json.loads(predictor.read_text())
+    doc["model"]["intercept"] = -100.0
+    predictor.write_text(json.dumps(doc))
+    record = json.loads((out / "run.json").read_text())
+    name = str(predictor.relative_to(out))
+    record["stages"]["profile:npu-32x32-ws"]["outputs"][name] = file_sha256(predictor)
+    (out / "run.json").write_text(json.dumps(record))
+    with pytest.raises(TableError, match="ms for subnet"):
+        load_predictor(predictor)
+
+    proc = edgenas_run(recipe, out, cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "profile npu-32x32-ws: predictor.json cannot be used (latency predictor" in said
+    assert "running it again on what it kept" in said
+    assert load_predictor(predictor).predict(Subnet.from_dict(doc["calibration"]["subnets"][0])) > 0
+    proc = edgenas_run(recipe, out, cache=cache)
+    assert "profile npu-32x32-ws: up to date, skipped" in proc.stderr
+
+
+def test_only_a_recipe_that_searches_or_exports_needs_a_supernet(tmp_path: Path) -> None:
+    # A profile-only recipe (profiling times blocks) was refused for want of supernet.pt.
+    recipe = run_recipe(tmp_path, stages=["search"])
+    proc = edgenas_run(recipe, tmp_path / "run", cache=tmp_path / "cache")
+    assert proc.returncode == 2
+    said = " ".join(proc.stderr.split())
+    assert f"{tmp_path / 'run' / 'supernet.pt'} does not exist: add 'train' to the" in said
+    assert not (tmp_path / "run" / "search").exists()
 
 
 def test_a_discarded_stage_takes_what_was_made_from_it(tmp_path: Path) -> None:
