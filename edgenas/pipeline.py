@@ -87,6 +87,7 @@ class RunFolder:
         self.path = root / "run.json"
         self.stages: dict[str, StageRecord] = {}
         self.started: dict[str, dict[str, Any]] = {}  # unfinished stages' inputs
+        self.fingerprints: dict[str, Any] = {}  # data sources read this run (_data_inputs)
         if self.path.exists():
             fix = "move it away or choose another --out"
             data = read_run(self.path, fix=fix, error=RecipeError)
@@ -529,19 +530,19 @@ def _listing_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-def _adopt_train_inputs(
-    run: RunFolder, inputs: dict[str, Any], same: Callable[[dict[str, Any]], bool]
+def _adopt_inputs(
+    run: RunFolder, key: str, inputs: dict[str, Any], same: Callable[[dict[str, Any]], bool]
 ) -> bool:
-    """Give the train stage's record (finished or started) today's ``inputs`` where
-    ``same(recorded)`` says they describe the same training, so that it is not trained
-    again; whether any record took them."""
+    """Give stage ``key``'s record (finished or started) today's ``inputs`` where
+    ``same(recorded)`` says they describe the same work, so that it is not done again;
+    whether any record took them."""
     adopted = False
-    record = run.stages.get("train")
+    record = run.stages.get(key)
     if record is not None and record["inputs"] != inputs and same(record["inputs"]):
         record["inputs"], adopted = inputs, True
-    started = run.started.get("train")
+    started = run.started.get(key)
     if started is not None and started != inputs and same(started):
-        run.started["train"], adopted = inputs, True
+        run.started[key], adopted = inputs, True
     if adopted:
         run.save()
     return adopted
@@ -553,7 +554,7 @@ def _adopt_data_fingerprint(run: RunFolder, inputs: dict[str, Any]) -> None:
     changed, its record gains the fingerprint."""
     if "data" in inputs:
         before = {k: v for k, v in inputs.items() if k != "data"}
-        _adopt_train_inputs(run, inputs, lambda recorded: recorded == before)
+        _adopt_inputs(run, "train", inputs, lambda recorded: recorded == before)
 
 
 def _unlocated(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -573,7 +574,7 @@ def _adopt_moved_files(run: RunFolder, inputs: dict[str, Any], log: Log) -> None
     work: its record takes the new path. Refused where missing (``_check_sources``), the
     fix was to give the new path, and that discarded the trained supernet."""
     here = _unlocated(inputs)
-    if _adopt_train_inputs(run, inputs, lambda recorded: _unlocated(recorded) == here):
+    if _adopt_inputs(run, "train", inputs, lambda recorded: _unlocated(recorded) == here):
         log("train: its data or init_from moved (the same files); the training is kept")
 
 
@@ -830,6 +831,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
             else {}
         ),
     }
+    _adopt_data_path(run, "search", inputs, recipe)
     if not _needs_run(
         run,
         "search",
@@ -902,14 +904,33 @@ def _upstream(run: RunFolder, recipe: Recipe, devices: Sequence[str]) -> dict[st
         "predictors": {n: file_sha256(p) if p.is_file() else None for n, p in predictors.items()},
     }
     data = _supernet_data(recipe)
-    return inputs if data is None else {**inputs, "data": str(data)}
+    return inputs if data is None else {**inputs, "data": _data_inputs(run, str(data))}
+
+
+def _data_inputs(run: RunFolder, source: str) -> Any:
+    """What search and export record of the data an imported supernet is evaluated on: its
+    content (``data_source_fingerprint``: the same files at a new path are the same data,
+    other files at the same path are not), or a built-in set's name. Once a run: a folder's
+    listing takes ~1 s per 80,000 images, and every export records it."""
+    if source not in run.fingerprints:
+        run.fingerprints[source] = data_source_fingerprint(source) or source
+    return run.fingerprints[source]
+
+
+def _adopt_data_path(run: RunFolder, key: str, inputs: dict[str, Any], recipe: Recipe) -> None:
+    """Search and export records of earlier versions hold the data folder's path where the
+    data's fingerprint now goes: taken as made from today's data, as they were (else each
+    such run would search again), when nothing else changed."""
+    if isinstance(inputs.get("data"), dict):
+        before = {**inputs, "data": str(_supernet_data(recipe))}
+        _adopt_inputs(run, key, inputs, lambda recorded: recorded == before)
 
 
 def _stage_data(recipe: Recipe) -> Path:
-    """Where search and export read the supernet's data: the recipe's data.source. An
-    imported supernet records none; one trained here finds its files there by their digest
-    if they moved (the train record takes the new path: ``_adopt_moved_files``). Their
-    inputs keep ``_supernet_data``'s, which a move does not change."""
+    """Where search and export read the supernet's data: the recipe's data.source. A
+    supernet trained here finds its files there by their digest if they moved (the train
+    record takes the new path: ``_adopt_moved_files``); an imported one records none, and
+    search and export record the data's content (``_data_inputs``), which a move keeps."""
     return Path(recipe.data.source)
 
 
@@ -961,6 +982,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
             "devices": devices,
         }
         entry["folder"] = folder
+        _adopt_data_path(run, stage_key, inputs, recipe)
         if not _needs_run(
             run, stage_key, inputs, stage="export", options=options, outputs=[folder], log=log
         ):

@@ -19,6 +19,7 @@ from edgenas.pipeline import (
     RunFolder,
     RunOptions,
     _adopt_data_fingerprint,
+    _adopt_data_path,
     _current_stages,
     _more_resolutions,
     _needs_run,
@@ -26,6 +27,7 @@ from edgenas.pipeline import (
     _search_outputs,
     _training_continues,
     _unlocated,
+    _upstream,
     train_inputs,
     with_dependents,
 )
@@ -386,6 +388,47 @@ def test_data_that_moved_keeps_its_training(tmp_path: Path) -> None:
     )
     recorded = _stages(out)["train"]["inputs"]
     assert _unlocated(train_inputs(load_recipe(recipe))) != _unlocated(recorded)
+
+
+def test_an_imported_supernets_search_and_export_record_the_datas_content(
+    tmp_path: Path,
+) -> None:
+    # They recorded the data's path: moving the data searched again (hours on ImageNet), and
+    # other files at the same path were taken as the same data.
+    data = _images(tmp_path / "d.npz", n=60)
+
+    def upstream(source: Path) -> dict[str, Any]:
+        recipe_path = run_recipe(
+            tmp_path, stages=["search", "export"], data={"source": str(source), "seed": 0}
+        )
+        run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
+        return _upstream(run, load_recipe(recipe_path), ["npu"])
+
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "supernet.pt").write_bytes(b"imported")
+    first = upstream(data)
+    assert first["data"] == {"sha256": file_sha256(data)}
+    moved = data.rename(tmp_path / "moved.npz")
+    assert upstream(moved) == first
+    _images(moved, n=61)
+    assert upstream(moved)["data"] != first["data"]
+
+    # A record of an earlier version holds the path: taken as today's data where nothing
+    # else changed, so that the run does not search again.
+    recipe_path = run_recipe(
+        tmp_path, stages=["search", "export"], data={"source": str(moved), "seed": 0}
+    )
+    recipe = load_recipe(recipe_path)
+    run = RunFolder(tmp_path / "run", recipe, recipe_path)
+    inputs = _upstream(run, recipe, ["npu"])
+    for key, recorded in (
+        ("search", {**inputs, "data": str(moved)}),
+        ("export:r28-a", {**inputs, "data": str(moved), "subnet": "other"}),
+    ):
+        run.stages[key] = {"inputs": recorded, "outputs": {}}
+        _adopt_data_path(run, key, {**inputs}, recipe)
+    assert run.stages["search"]["inputs"] == inputs
+    assert run.stages["export:r28-a"]["inputs"]["data"] == str(moved)  # its subnet changed
 
 
 def test_a_search_started_afresh_keeps_the_accuracies_that_still_hold(tmp_path: Path) -> None:
