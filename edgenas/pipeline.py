@@ -436,16 +436,19 @@ def _discard_stage(run: RunFolder, stage: StageName, log: Log, *, made_from: str
 
 
 def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
-    """The settings that differ between two stage inputs, as dotted names (two levels deep)."""
+    """The settings that differ between two stage inputs, as dotted names down to the
+    setting (``train.phases``: the train stage's inputs hold the recipe's sections under
+    ``recipe``, which the name leaves out, as the recipe file has no such key)."""
     names: list[str] = []
     for name in sorted(set(old) | set(new)):
         a, b = old.get(name), new.get(name)
         if a == b:
             continue
-        if isinstance(a, dict) and isinstance(b, dict) and not prefix:
-            names.append(_changes(a, b, f"{name}."))
+        dotted = "" if not prefix and name == "recipe" else f"{prefix}{name}."
+        if isinstance(a, dict) and isinstance(b, dict):
+            names.append(_changes(a, b, dotted))
         else:
-            names.append(f"{prefix}{name}")
+            names.append(dotted.removesuffix(".") or name)
     return ", ".join(names)
 
 

@@ -13,6 +13,7 @@ from rich.table import Table
 
 from edgenas.cli.user_errors import fail, finite_from
 from edgenas.console import err_console
+from edgenas.recipe import MAX_THREADS
 from export.formats import (
     INT8_AGREEMENT_TARGET,
     MODEL_FORMATS,
@@ -121,7 +122,9 @@ def export_command(
             "val/ (--test-images, default 5000)"
         ),
     ] = None,
-    threads: Annotated[int | None, typer.Option(min=1, help="torch threads")] = None,
+    threads: Annotated[
+        int | None, typer.Option(min=1, max=MAX_THREADS, help="torch threads")
+    ] = None,
     quiet: Annotated[bool, typer.Option(help="no progress output")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="print card.json to stdout")] = False,
 ) -> None:

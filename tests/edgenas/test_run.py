@@ -20,6 +20,7 @@ from edgenas.pipeline import (
     RunOptions,
     _adopt_data_fingerprint,
     _adopt_data_path,
+    _changes,
     _current_stages,
     _more_resolutions,
     _needs_run,
@@ -260,6 +261,20 @@ def test_only_a_recipe_that_searches_or_exports_needs_a_supernet(tmp_path: Path)
     said = " ".join(proc.stderr.split())
     assert f"{tmp_path / 'run' / 'supernet.pt'} does not exist: add 'train' to the" in said
     assert not (tmp_path / "run" / "search").exists()
+
+
+def test_a_change_is_named_as_the_recipe_names_it(tmp_path: Path) -> None:
+    # The log said "recipe.train changed" (the train stage's inputs hold the recipe's
+    # sections under "recipe"), where the README quotes "train.phases changed" (README audit).
+    def inputs(**changes: Any) -> dict[str, Any]:
+        return train_inputs(load_recipe(run_recipe(tmp_path, **changes)))
+
+    phases = MICRO_RECIPE["train"]["phases"]
+    longer = {**MICRO_RECIPE["train"], "phases": [*phases[:-1], {**phases[-1], "epochs": 3}]}
+    assert _changes(inputs(), inputs(train=longer)) == "train.phases"
+    moved = {**MICRO_RECIPE["data"], "seed": 1}
+    assert _changes(inputs(), inputs(data=moved, train=longer)) == "data.seed, train.phases"
+    assert _changes({"search": {"trials": 60}}, {"search": {"trials": 30}}) == "search.trials"
 
 
 def test_a_discarded_stage_takes_what_was_made_from_it(tmp_path: Path) -> None:

@@ -288,6 +288,17 @@ def test_numbers_out_of_range_are_refused(option: str, value: str, message: str)
     assert f"Invalid value for '{option}': {message}" in result.output
 
 
+@pytest.mark.parametrize("command", ["run r.yaml", "train r.yaml", "export --subnet max"])
+def test_threads_are_capped_as_the_readme_says(command: str) -> None:
+    # export took any --threads (README audit: "--threads up to 1024").
+    args = [*command.split(), "--threads", "1025"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert (
+        "Invalid value for '--threads': Input should be less than or equal to 1024" in result.output
+    )
+
+
 def command_args(command: str, trained: Path, tmp_path: Path) -> list[str | Path]:
     """Valid arguments for ``command``, but ``--out``, with its inputs written to ``tmp_path``
     (a recipe r.yaml and a predictor in p/)."""
