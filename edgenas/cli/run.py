@@ -43,7 +43,8 @@ def run_command(
 ) -> None:
     """Train, profile, search and export as the recipe says, into one run folder. Stages
     whose inputs and outputs are unchanged are skipped, so a killed run resumes."""
-    from edgenas.pipeline import RunOptions, run_recipe
+    from edgenas.pipeline import run_recipe
+    from edgenas.run_folder import RunOptions
 
     options = RunOptions(
         out=out, force=tuple(s.value for s in force or ()), quiet=quiet, threads=threads

@@ -265,7 +265,7 @@ def test_ofa_predictor_and_published_tables_are_recipe_keys(tmp_path: Path) -> N
 def test_per_op_is_a_device_key_that_reruns_the_profile_stage_only_when_set(
     tmp_path: Path,
 ) -> None:
-    from edgenas.pipeline import _profile_inputs
+    from edgenas.stage_inputs import profile_inputs
 
     data = copy.deepcopy(MICRO_RECIPE)
     data["devices"] = [{"name": "local-cpu", "per_op": True}, {"name": "npu-32x32-ws"}]
@@ -273,9 +273,9 @@ def test_per_op_is_a_device_key_that_reruns_the_profile_stage_only_when_set(
     recipe = load_recipe(_write(tmp_path, data))
     with_ops, without = recipe.devices
     assert with_ops.per_op and not without.per_op
-    assert _profile_inputs(recipe, with_ops)["device"]["per_op"] is True
+    assert profile_inputs(recipe, with_ops)["device"]["per_op"] is True
     # Left out when not set, so runs recorded before the key existed stay up to date.
-    assert "per_op" not in _profile_inputs(recipe, without)["device"]
+    assert "per_op" not in profile_inputs(recipe, without)["device"]
 
 
 @pytest.mark.parametrize(
@@ -284,15 +284,15 @@ def test_per_op_is_a_device_key_that_reruns_the_profile_stage_only_when_set(
 def test_a_recipe_exporting_its_stem_in_groups_profiles_int8_tables_with_them(
     tmp_path: Path, stem_groups: int | str, timed: tuple[int, ...]
 ) -> None:
-    from edgenas.pipeline import _profile_inputs, _stem_groups
+    from edgenas.stage_inputs import profile_inputs, timed_stem_groups
 
     data = copy.deepcopy(MICRO_RECIPE)
     data["devices"] = [{"name": "local-cpu", "precision": "int8", "budget_ms": 1.0}]
     data["export"] = {**data.get("export", {}), "stem_groups": stem_groups}
     recipe = load_recipe(_write(tmp_path, data))
     # The split every int8 table times (2, as auto splits) needs nothing more.
-    assert _stem_groups(recipe) == timed
-    inputs = _profile_inputs(recipe, recipe.devices[0])
+    assert timed_stem_groups(recipe) == timed
+    inputs = profile_inputs(recipe, recipe.devices[0])
     # Left out when there is nothing more to time: recorded runs stay up to date.
     assert inputs.get("stem_groups", []) == list(timed)
 

@@ -15,24 +15,20 @@ import pytest
 import torch
 import yaml
 
-from edgenas.pipeline import (
-    RunFolder,
-    RunOptions,
-    _adopt_data_fingerprint,
-    _adopt_data_path,
-    _changes,
-    _current_stages,
-    _more_resolutions,
-    _needs_run,
-    _only_trials_changed,
-    _search_outputs,
-    _training_continues,
-    _unlocated,
-    _upstream,
-    train_inputs,
-    with_dependents,
-)
 from edgenas.recipe import load_recipe
+from edgenas.run_folder import RunFolder, RunOptions, _changes, needs_run, with_dependents
+from edgenas.run_summary import _current_stages
+from edgenas.stage_inputs import (
+    _unlocated,
+    adopt_data_fingerprint,
+    adopt_data_path,
+    more_resolutions,
+    only_trials_changed,
+    search_outputs,
+    train_inputs,
+    training_continues,
+    upstream_inputs,
+)
 from latency.predictors import load_predictor
 from latency.table import TableError
 from once_for_all import Subnet
@@ -132,7 +128,7 @@ def test_a_changed_section_redoes_its_stage_only(
 
 def _needs_search(run: RunFolder, inputs: dict[str, Any], logged: list[str]) -> bool:
     """Whether a run's search stage must run on ``inputs`` (a longer study continues)."""
-    return _needs_run(
+    return needs_run(
         run,
         "search",
         inputs,
@@ -140,7 +136,7 @@ def _needs_search(run: RunFolder, inputs: dict[str, Any], logged: list[str]) -> 
         options=RunOptions(),
         outputs=[run.root / "search"],
         log=logged.append,
-        resumable=_only_trials_changed,
+        resumable=only_trials_changed,
     )
 
 
@@ -289,7 +285,7 @@ def test_a_discarded_stage_takes_what_was_made_from_it(tmp_path: Path) -> None:
         (run.root / folder).mkdir(parents=True)
     (run.root / "supernet.pt").write_bytes(b"old")
     logged: list[str] = []
-    assert _needs_run(
+    assert needs_run(
         run,
         "train",
         {"lr": 0.2},
@@ -344,9 +340,9 @@ def test_more_resolutions_extend_a_devices_table(
         return {"space": "s", "device": {"name": "d", "resolution": resolution, "calibrate": 10}}
 
     every = (28, 30, 32)
-    assert _more_resolutions(inputs(before), inputs(after), every=every) is extends
+    assert more_resolutions(inputs(before), inputs(after), every=every) is extends
     other = {**inputs(after), "device": {**inputs(after)["device"], "calibrate": 20}}
-    assert not _more_resolutions(inputs(before), other, every=every)
+    assert not more_resolutions(inputs(before), other, every=every)
 
 
 def test_a_train_section_changed_where_its_checkpoint_can_take_it_continues(
@@ -363,7 +359,7 @@ def test_a_train_section_changed_where_its_checkpoint_can_take_it_continues(
         changed = load_recipe(
             run_recipe(tmp_path, train={**MICRO_RECIPE["train"], **train}, name="micro-run")
         )
-        return _training_continues(changed, checkpoint, old, train_inputs(changed))
+        return training_continues(changed, checkpoint, old, train_inputs(changed))
 
     phases = MICRO_RECIPE["train"]["phases"]
     extra = {**phases[-1], "name": "expand-2", "epochs": 1}
@@ -372,7 +368,7 @@ def test_a_train_section_changed_where_its_checkpoint_can_take_it_continues(
     assert not continues(phases=[{**phases[0], "lr": 0.01}, *phases[1:]])
     assert not continues(seed=1)
     moved = load_recipe(run_recipe(tmp_path, data={**MICRO_RECIPE["data"], "val_size": 100}))
-    assert not _training_continues(moved, checkpoint, old, train_inputs(moved))
+    assert not training_continues(moved, checkpoint, old, train_inputs(moved))
 
 
 def test_data_that_moved_keeps_its_training(tmp_path: Path) -> None:
@@ -417,7 +413,7 @@ def test_an_imported_supernets_search_and_export_record_the_datas_content(
             tmp_path, stages=["search", "export"], data={"source": str(source), "seed": 0}
         )
         run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
-        return _upstream(run, load_recipe(recipe_path), ["npu"])
+        return upstream_inputs(run, load_recipe(recipe_path), ["npu"])
 
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "supernet.pt").write_bytes(b"imported")
@@ -435,13 +431,13 @@ def test_an_imported_supernets_search_and_export_record_the_datas_content(
     )
     recipe = load_recipe(recipe_path)
     run = RunFolder(tmp_path / "run", recipe, recipe_path)
-    inputs = _upstream(run, recipe, ["npu"])
+    inputs = upstream_inputs(run, recipe, ["npu"])
     for key, recorded in (
         ("search", {**inputs, "data": str(moved)}),
         ("export:r28-a", {**inputs, "data": str(moved), "subnet": "other"}),
     ):
         run.stages[key] = {"inputs": recorded, "outputs": {}}
-        _adopt_data_path(run, key, {**inputs}, recipe)
+        adopt_data_path(run, key, {**inputs}, recipe)
     assert run.stages["search"]["inputs"] == inputs
     assert run.stages["export:r28-a"]["inputs"]["data"] == str(moved)  # its subnet changed
 
@@ -453,15 +449,15 @@ def test_a_search_started_afresh_keeps_the_accuracies_that_still_hold(tmp_path: 
     for name in ("study.log", "pareto.json", "accuracy_cache.json"):
         (folder / name).write_text("{}")
     old = {"supernet": "a", "search": {"trials": 60, "eval_images": 100}}
-    kept = _search_outputs(folder, old, {**old, "search": {"trials": 30, "eval_images": 100}})
+    kept = search_outputs(folder, old, {**old, "search": {"trials": 30, "eval_images": 100}})
     assert kept == [folder / "pareto.json", folder / "study.log"]
     for new in (
         {**old, "supernet": "b"},
         {**old, "search": {"trials": 60, "eval_images": 200}},
         {**old, "data": "/elsewhere"},
     ):
-        assert _search_outputs(folder, old, new) == [folder]
-    assert _search_outputs(folder, None, old) == [folder]
+        assert search_outputs(folder, old, new) == [folder]
+    assert search_outputs(folder, None, old) == [folder]
 
 
 def test_fewer_trials_start_the_search_afresh(tmp_path: Path) -> None:
@@ -614,11 +610,11 @@ def test_a_train_stage_recorded_without_a_data_fingerprint_is_not_redone(tmp_pat
     run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
     run.root.mkdir()
     run.stages["train"] = {"inputs": before, "outputs": {}, "seconds": 1.0, "finished": "x"}
-    _adopt_data_fingerprint(run, inputs)
+    adopt_data_fingerprint(run, inputs)
     assert run.up_to_date("train", inputs)
     assert _stages(run.root)["train"]["inputs"] == inputs  # saved: the data is bound from now
     run.stages["train"]["inputs"] = {**before, "recipe": {"changed": True}}
-    _adopt_data_fingerprint(run, inputs)  # something else changed: not adopted
+    adopt_data_fingerprint(run, inputs)  # something else changed: not adopted
     assert not run.up_to_date("train", inputs)
 
 

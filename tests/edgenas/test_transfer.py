@@ -15,8 +15,9 @@ import yaml
 from rich.console import Console
 from torch import Tensor
 
-from edgenas.pipeline import RunOptions, run_recipe
+from edgenas.pipeline import run_recipe
 from edgenas.recipe import Recipe, RecipeError, load_recipe
+from edgenas.run_folder import RunOptions
 from edgenas.stages import train as train_stage
 from edgenas.stages.train import TrainOptions, train
 from once_for_all import (

@@ -510,7 +510,8 @@ def test_every_stage_computes_on_the_recipes_threads_whichever_stages_run(
     # uninterrupted run's.
     from rich.console import Console
 
-    from edgenas.pipeline import RunOptions, run_recipe
+    from edgenas.pipeline import run_recipe
+    from edgenas.run_folder import RunOptions
 
     recipe, out = run_folder(tmp_path, ["export"], train={"threads": 3})
     before = torch.get_num_threads()

@@ -230,7 +230,7 @@ def test_the_published_prediction_reaches_the_card_and_the_run_summary(
 ) -> None:
     """With its tables imported, export's card entry for samsung-note10 holds their
     prediction for the subnet, and the run summary's row shows it (it showed none)."""
-    from edgenas.pipeline import _predicted_ms
+    from edgenas.run_summary import _predicted_ms
     from edgenas.stages.export import _measure
 
     space = get_space(SPACE)
@@ -250,8 +250,9 @@ def test_a_recipe_that_fixes_the_int8_stem_groups_imports_the_published_device(
 ) -> None:
     # The run's profile stage passed export.stem_groups to every device, and the published
     # one refused --stem-groups the user never gave (final review).
-    from edgenas.pipeline import RunFolder, RunOptions, _profile
+    from edgenas.pipeline import _profile
     from edgenas.recipe import load_recipe
+    from edgenas.run_folder import RunFolder, RunOptions
 
     path = tmp_path / "r.yaml"
     path.write_text(
