@@ -27,8 +27,25 @@ from export.formats import (
 if TYPE_CHECKING:
     from export.card import CardBody
 
+# Options that shape the int8 files only: given without --int8 they would do nothing.
+INT8_ONLY = (
+    "qat_epochs",
+    "stem_groups",
+    "calibration_images",
+    "align_channels",
+    "min_int8_agreement",
+)
+
+
+def _given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` came from the command line rather than its default. By the
+    source's name: typer vendors click, so click's own ParameterSource is another class."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
 
 def export_command(
+    ctx: typer.Context,
     supernet: Annotated[Path, typer.Option(help="supernet.pt from edgenas train")],
     subnet: Annotated[
         str,
@@ -140,18 +157,8 @@ def export_command(
         raise fail(
             f"--format {model_format!r}: give {', '.join(MODEL_FORMATS)} or {','.join(MODEL_FORMATS)}"
         )
-    if not int8:  # they shape int8 files only: given without --int8 they would do nothing
-        given = [
-            flag
-            for flag, value, default in (
-                ("--qat-epochs", qat_epochs, 0),
-                ("--stem-groups", stem_groups, str(STEM_GROUPS)),
-                ("--calibration-images", calibration_images, ExportOptions.calibration_images),
-                ("--align-channels", align_channels, "auto"),
-                ("--min-int8-agreement", min_int8_agreement, INT8_AGREEMENT_TARGET),
-            )
-            if value != default
-        ]
+    if not int8:
+        given = ["--" + name.replace("_", "-") for name in INT8_ONLY if _given(ctx, name)]
         if given:
             raise fail(f"{given[0]} shapes the int8 files: add --int8, or leave {given[0]} out")
     if threads:
