@@ -35,7 +35,6 @@ bits, so read-only folders are not among the cases; the scenarios mount a read-o
 
 from __future__ import annotations
 
-import argparse
 import concurrent.futures
 import functools
 import json
@@ -49,10 +48,12 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from benchmarks.command_line import ArgumentParser, Refused, at_least, run_main
 
 Setup = Callable[[Path, Path], None]  # (run copy, the case's own folder)
 
@@ -1730,8 +1731,8 @@ def summary(results: list[Outcome], clean: tuple[str, ...], seconds: float) -> d
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(
+def main(argv: Sequence[str] | None = None) -> None:
+    p = ArgumentParser(
         prog="python -m benchmarks.adversarial", description=__doc__.split("\n\n")[0]
     )
     p.add_argument(
@@ -1752,9 +1753,9 @@ def main() -> None:
         default=[],
         help="run only the cases (scenarios) whose name holds this text (repeatable: any of them)",
     )
-    p.add_argument("--jobs", type=int, default=2, help="cases run at once (scenarios: one)")
+    p.add_argument("--jobs", type=at_least(1), default=2, help="cases run at once (scenarios: one)")
     p.add_argument("--list", action="store_true", help="list the cases and exit")
-    args = p.parse_args()
+    args = p.parse_args(argv)
     wanted = [text.lower() for text in args.only] or [""]
     parts = ["cases", "scenarios"] if args.part == "all" else [args.part]
     cases = [c for c in catalogue() if any(text in c.name.lower() for text in wanted)]
@@ -1766,7 +1767,10 @@ def main() -> None:
         print("\n".join(names))
         return
     if not (args.run / "run.json").is_file():
-        raise SystemExit(f"{args.run} is not a finished run folder: run 'make demo' first")
+        raise Refused(
+            f"--run {args.run}: not a run folder (no run.json): run 'make demo' first, or give "
+            "a finished run's folder"
+        )
     report: dict[str, Any] = {
         "benchmark": "adversarial",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
@@ -1794,4 +1798,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -1,4 +1,5 @@
 """The adversarial round's second part: interruptions, concurrency, networks and disks.
+A library module of benchmarks/adversarial.py, not a script of its own: run it as
 
     python -m benchmarks.adversarial --run runs/quickstart --part scenarios
 
@@ -731,3 +732,12 @@ def run_scenario(name: str, scenario: Callable[[Ctx], None], run: Path, folder: 
 
 def scenarios(wanted: list[str]) -> list[tuple[str, Callable[[Ctx], None]]]:
     return [(n, s) for n, s in SCENARIOS if any(text in n.lower() for text in wanted)]
+
+
+if __name__ == "__main__":
+    print(
+        "error: benchmarks.adversarial_scenarios is a part of benchmarks.adversarial: run "
+        "'python -m benchmarks.adversarial --part scenarios' (add --list to list them)",
+        file=sys.stderr,
+    )
+    sys.exit(2)

@@ -1,27 +1,29 @@
 """Training throughput when the cores are shared: quiet against one competing process.
 
-    python -m benchmarks.contention [--steps 40] [--threads 2]
+    python -m benchmarks.contention [--steps 40] [--threads 2] [--repeats 2]
 
 Each case runs supernet training steps (mbv3-tiny, batch 64, the largest subnet, random
 images) in fresh processes, so that OpenMP's settings take effect before torch loads:
 alone ("quiet"), and side by side with a second identical process ("shared"), each with the
 OpenMP wait policy as torch ships it and with ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep at
-once instead of spinning when they wait, which a busy neighbour's cores pay for). Prints
-per case the median ms per step of each process, and the shared throughput as a fraction of
-the quiet one. Target (issue 24): >= 40% of the quiet figure with one competing 2-thread
-process.
+once instead of spinning when they wait, which a busy neighbour's cores pay for), each case
+``--repeats`` times. Prints per case the median ms per step of each process, and the shared
+throughput as a fraction of the quiet one (medians over the repeats). Target (issue 24):
+>= 40% of the quiet figure with one competing 2-thread process.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
 import statistics
 import subprocess
 import sys
+from collections.abc import Sequence
 from typing import Any
+
+from benchmarks.command_line import ArgumentParser, at_least, run_main
 
 WORKER = """
 import json, sys, time
@@ -65,22 +67,32 @@ def start_training(steps: int, threads: int, passive: bool) -> subprocess.Popen[
 def _run(processes: int, steps: int, threads: int, passive: bool) -> list[float]:
     running = [start_training(steps, threads, passive) for _ in range(processes)]
     out = []
-    for proc in running:
-        stdout, _ = proc.communicate()
-        if proc.returncode != 0:
-            raise SystemExit(f"a worker failed (exit {proc.returncode})")
-        out.append(json.loads(stdout)["median_ms"])
+    try:
+        for proc in running:
+            stdout, _ = proc.communicate()
+            if proc.returncode != 0:  # its traceback is on stderr above: a bug
+                raise RuntimeError(f"a training worker failed (exit {proc.returncode})")
+            out.append(json.loads(stdout)["median_ms"])
+    finally:  # an error or an interruption: no worker is left training
+        for proc in running:
+            proc.kill()
+            proc.wait()
     return out
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.contention", description=__doc__.split("\n\n")[0]
+def main(argv: Sequence[str] | None = None) -> None:
+    p = ArgumentParser(prog="python -m benchmarks.contention", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--steps",
+        type=at_least(1),
+        default=40,
+        help="timed training steps per process (default 40)",
     )
-    p.add_argument("--steps", type=int, default=40)
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=2)
-    args = p.parse_args()
+    p.add_argument(
+        "--threads", type=at_least(1), default=2, help="torch threads per process (default 2)"
+    )
+    p.add_argument("--repeats", type=at_least(1), default=2, help="runs of each case (default 2)")
+    args = p.parse_args(argv)
     cases: dict[str, Any] = {}
     for passive in (False, True):
         policy = "PASSIVE" if passive else "default"
@@ -110,4 +122,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -34,7 +34,6 @@ at 224 px decoded and augmented; a streamed epoch within 1.3x of the in-memory o
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
@@ -51,6 +50,14 @@ import numpy as np
 import torch
 from PIL import Image
 
+from benchmarks.command_line import (
+    ArgumentParser,
+    DefaultsHelpFormatter,
+    Refused,
+    at_least,
+    require_folder,
+    run_main,
+)
 from once_for_all.data import BatchLoader, ImageSplit, resize_batch
 from once_for_all.data.image_stream import StreamLoader, StreamSplit, decode, stream_image_folder
 from once_for_all.data.transforms import center_crop, random_resized_crop_box, train_augment
@@ -60,6 +67,10 @@ from once_for_all.ofa_import import IMAGENET_SPEC
 WIDTH, HEIGHT = 500, 375
 CLASSES = 100
 SIZES = (128, 224)
+LOADER_BATCH = 64
+# A folder the loader, memory and epoch parts read holds out 1/6 of each class as its test
+# split (once_for_all.data.splits): 4 images per class leave one.
+MIN_FOLDER_IMAGES = 4 * CLASSES
 
 
 def say(message: str) -> None:
@@ -182,7 +193,7 @@ def part_loader(root: Path, count: int) -> dict[str, Any]:
             loader = StreamLoader(
                 split,
                 bundle.spec,
-                batch_size=64,
+                batch_size=LOADER_BATCH,
                 shuffle=True,
                 augment=True,
                 resolutions=(size,),
@@ -201,7 +212,9 @@ def part_loader(root: Path, count: int) -> dict[str, Any]:
             torch.randint(0, 256, (len(split), 3, size, size), dtype=torch.uint8),
             torch.zeros(len(split), dtype=torch.int64),
         )
-        in_memory = BatchLoader(memory, bundle.spec, batch_size=64, shuffle=True, augment=True)
+        in_memory = BatchLoader(
+            memory, bundle.spec, batch_size=LOADER_BATCH, shuffle=True, augment=True
+        )
         started = time.perf_counter()
         for x, _ in in_memory.epoch(0):
             resize_batch(x, size)
@@ -328,21 +341,49 @@ def part_memory(root: Path) -> dict[str, Any]:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m benchmarks.data",
         description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--images", type=int, default=50_000, help="JPEGs in the generated folder")
-    p.add_argument("--work", type=Path, default=Path(".bench-work"), help="cache folder")
-    p.add_argument("--sample", type=int, default=300, help="images per decoder case")
-    p.add_argument("--loader-images", type=int, default=2000, help="images per loader case")
-    p.add_argument("--epoch-images", type=int, default=2000, help="JPEGs of the epoch part")
-    p.add_argument("--epoch-repeats", type=int, default=3, help="epochs per path")
     p.add_argument(
-        "--part", choices=("all", "decoders", "loader", "memory", "epoch"), default="all"
+        "--images",
+        type=at_least(1),
+        default=50_000,
+        help=f"JPEGs in the generated folder (the loader and memory parts: at least "
+        f"{MIN_FOLDER_IMAGES}, so that each of the {CLASSES} classes has a test image)",
+    )
+    p.add_argument("--work", type=Path, default=Path(".bench-work"), help="cache folder")
+    p.add_argument("--sample", type=at_least(1), default=300, help="images per decoder case")
+    p.add_argument(
+        "--loader-images",
+        type=at_least(2 * LOADER_BATCH, why=": the first batch of 64 is not timed"),
+        default=2000,
+        help="images per loader case",
+    )
+    p.add_argument(
+        "--epoch-images",
+        type=at_least(
+            MIN_FOLDER_IMAGES, why=f", so that each of the {CLASSES} classes has a test image"
+        ),
+        default=2000,
+        help="JPEGs of the epoch part",
+    )
+    p.add_argument("--epoch-repeats", type=at_least(1), default=3, help="epochs per path")
+    p.add_argument(
+        "--part",
+        choices=("all", "decoders", "loader", "memory", "epoch"),
+        default="all",
+        help="one part, or all of them in the order above",
     )
     args = p.parse_args(argv)
+    require_folder("--work", args.work)
+    if args.part in ("all", "loader", "memory") and args.images < MIN_FOLDER_IMAGES:
+        raise Refused(
+            f"--images {args.images}: the loader and memory parts need at least "
+            f"{MIN_FOLDER_IMAGES} (4 per class: each class holds out a test image); give more, "
+            "or --part decoders"
+        )
     root = generated_folder(args.work, args.epoch_images if args.part == "epoch" else args.images)
     paths = sorted(root.glob("c*/*.jpg"))
     result: dict[str, Any] = {
@@ -373,4 +414,4 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

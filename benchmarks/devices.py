@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.command_line import ArgumentParser, Refused, at_least, run_main
 from devices import LocalDevice, Measurement, RunSettings, SshDevice
 from devices.npu_sim import DATAFLOWS, Layer, NpuConfig, layers_from_onnx, simulate
 from devices.ssh_connection import connect
@@ -148,12 +149,18 @@ def conv_onnx(path: Path, *, channels: int = 32, size: int = 28, seed: int = 0) 
 
 
 def device_python() -> str:
-    """The "device" Python the tests use, else this one."""
+    """The "device" Python the tests use ($EDGENAS_DEVICE_PYTHON, else .venv-device), else
+    this one. A $EDGENAS_DEVICE_PYTHON that is not an executable file is refused."""
+    chosen = os.environ.get("EDGENAS_DEVICE_PYTHON")
+    if chosen:
+        if not (os.path.isfile(chosen) and os.access(chosen, os.X_OK)):
+            raise Refused(
+                f"EDGENAS_DEVICE_PYTHON={chosen}: no such executable; point it at a Python "
+                "with numpy and onnxruntime (make setup makes .venv-device) or unset it"
+            )
+        return chosen
     default = REPO / ".venv-device" / "bin" / "python"
-    chosen = os.environ.get("EDGENAS_DEVICE_PYTHON") or (
-        str(default) if default.exists() else sys.executable
-    )
-    return str(chosen)
+    return str(default) if default.exists() else sys.executable
 
 
 def _ssh_device(server: Sshd, settings: RunSettings, python: str, **options: Any) -> SshDevice:
@@ -303,21 +310,35 @@ PARTS: dict[str, Callable[[argparse.Namespace], dict[str, Any]]] = {
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m benchmarks.devices", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument("--part", choices=[*PARTS, "all"], default="all")
-    parser.add_argument("--repeats", type=int, default=7, help="timed repetitions per figure")
     parser.add_argument(
-        "--npu-models", type=int, default=200, help="model layer lists simulated per timing"
+        "--repeats", type=at_least(1), default=7, help="timed repetitions per figure"
     )
     parser.add_argument(
-        "--repeat-measurements", type=int, default=5, help="measurements per repeatability figure"
+        "--npu-models",
+        type=at_least(1),
+        default=200,
+        help="model layer lists simulated per timing",
     )
     parser.add_argument(
-        "--overhead-models", type=int, default=20, help="models per batch for ssh-overhead"
+        "--repeat-measurements",
+        type=at_least(2, why=": a spread needs two"),
+        default=5,
+        help="measurements per repeatability figure",
     )
-    return parser.parse_args(argv)
+    parser.add_argument(
+        "--overhead-models",
+        type=at_least(1),
+        default=20,
+        help="models per batch for ssh-overhead",
+    )
+    args = parser.parse_args(argv)
+    if args.part in ("repeatability", "ssh-overhead", "all"):
+        device_python()  # checked before the npu-sim part's minutes
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -339,4 +360,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

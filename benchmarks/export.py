@@ -52,10 +52,20 @@ import shutil
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.command_line import (
+    ArgumentParser,
+    Refused,
+    at_least,
+    blamed,
+    require_file,
+    require_folder,
+    run_main,
+)
 from benchmarks.int8_timing import (
     ROWS_FILE,
     ROWS_FORMAT,
@@ -80,6 +90,7 @@ RANDOM_SEEDS = (0, 1, 2)
 # Issue 20's targets: int8 / fp32 latency at 160-224 px; the demo's int8 no slower than fp32.
 TARGET_RESOLUTIONS = range(160, 225)
 TARGET_RATIO = {"tflite": 0.7, "onnx": 0.8}
+DEFAULT_SUPERNET = Path("runs/fmnist/supernet.pt")
 
 
 def log(message: str) -> None:
@@ -149,18 +160,20 @@ def speed_subnets(
     rows = []
     if "demo" in which:
         tiny = get_space("mbv3-tiny")
-        rows.append((f"demo ({demo})", tiny, choose_subnet(demo, tiny)))
+        with blamed("--demo-subnet"):
+            rows.append((f"demo ({demo})", tiny, choose_subnet(demo, tiny)))
     imagenet = get_space("mbv3-imagenet")
     for r in resolutions:
-        if "min" in which:
-            rows.append(("min", imagenet, imagenet.min_subnet(r=r)))
-        if "max" in which:
-            rows.append(("max", imagenet, imagenet.max_subnet(r=r)))
-        if "random" in which:
-            rows += [
-                (f"random{s}", imagenet, imagenet.sample(random.Random(s), r=(r,)))
-                for s in RANDOM_SEEDS
-            ]
+        with blamed("--resolutions"):
+            if "min" in which:
+                rows.append(("min", imagenet, imagenet.min_subnet(r=r)))
+            if "max" in which:
+                rows.append(("max", imagenet, imagenet.max_subnet(r=r)))
+            if "random" in which:
+                rows += [
+                    (f"random{s}", imagenet, imagenet.sample(random.Random(s), r=(r,)))
+                    for s in RANDOM_SEEDS
+                ]
     return rows
 
 
@@ -383,9 +396,9 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
 def speed_main(args: argparse.Namespace) -> None:
     rows: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
+    subnets = speed_subnets(args.demo_subnet, args.resolutions, args.subnets)
     if args.keep is not None:
         args.keep.mkdir(parents=True, exist_ok=True)
-    subnets = speed_subnets(args.demo_subnet, args.resolutions, args.subnets)
     with tempfile.TemporaryDirectory(prefix="edgenas-bench-speed-") as work:
         for i, (label, space, subnet) in enumerate(subnets):
             log(f"[{i + 1}/{len(subnets)}] {label} {space.name} {subnet.key}")
@@ -429,19 +442,40 @@ def speed_main(args: argparse.Namespace) -> None:
     )
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.export", description=__doc__.splitlines()[0]
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(
+        prog="python -m benchmarks.export",
+        description="How long each export format and precision takes, how faithful the files "
+        "are and how their latency here compares with the prediction; with --speed, how fast "
+        "each format's int8 file runs against its fp32 original.",
     )
-    parser.add_argument("--supernet", type=Path, default=Path("runs/fmnist/supernet.pt"))
+    parser.add_argument(
+        "--supernet",
+        type=Path,
+        default=DEFAULT_SUPERNET,
+        help=f"a finished training's supernet.pt (default {DEFAULT_SUPERNET})",
+    )
     parser.add_argument(
         "--subnet", action="append", help="as for edgenas export (default: max and min)"
     )
     parser.add_argument("--device", action="append", help="device profile (default local-cpu)")
-    parser.add_argument("--profiles", type=Path, default=Path("runs/profiles"))
-    parser.add_argument("--calibration-images", type=int, default=256)
     parser.add_argument(
-        "--qat-epochs", type=int, default=0, help="quantization-aware fine-tuning before export"
+        "--profiles",
+        type=Path,
+        default=Path("runs/profiles"),
+        help="where device predictors are (default runs/profiles)",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=at_least(1),
+        default=256,
+        help="int8 calibration images (default 256)",
+    )
+    parser.add_argument(
+        "--qat-epochs",
+        type=at_least(0),
+        default=0,
+        help="quantization-aware fine-tuning before export",
     )
     parser.add_argument(
         "--stem-groups",
@@ -450,7 +484,7 @@ def main() -> None:
         help=f"int8 files: the stem in this many groups of channels, or auto (default "
         f"{STEM_GROUPS})",
     )
-    parser.add_argument("--threads", type=int, default=1, help="torch threads")
+    parser.add_argument("--threads", type=at_least(1), default=1, help="torch threads")
     speed = parser.add_argument_group("speed table (--speed)")
     speed.add_argument(
         "--speed", action="store_true", help="the int8 vs fp32 speed table, random weights"
@@ -461,7 +495,11 @@ def main() -> None:
         help="the demo's mbv3-tiny subnet: max, min, a subnet JSON or pareto.json#K",
     )
     speed.add_argument(
-        "--resolutions", type=int, nargs="+", default=[160, 224], help="mbv3-imagenet px"
+        "--resolutions",
+        type=at_least(1),
+        nargs="+",
+        default=[160, 224],
+        help="mbv3-imagenet px (default 160 224)",
     )
     speed.add_argument(
         "--subnets",
@@ -472,7 +510,7 @@ def main() -> None:
     )
     speed.add_argument(
         "--rounds",
-        type=int,
+        type=at_least(1),
         default=10,
         help=f"interleaved rounds; each runs every file {RUNS_PER_ROUND} times (default 10)",
     )
@@ -487,15 +525,15 @@ def main() -> None:
         help="an empty folder to keep every row's files in, with rows.json, for "
         "benchmarks/int8_timing.py to time on another machine",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.keep is not None and not args.speed:
-        parser.error("--keep keeps the files of the --speed table: give --speed too")
+        raise Refused("--keep keeps the files of the --speed table: give --speed too")
     if args.unaligned and not args.speed:
-        parser.error("--unaligned adds a file to the --speed table: give --speed too")
-    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(f"--keep {args.keep}: the folder is not empty; give an empty or new one")
-    if args.rounds < 1:
-        parser.error(f"--rounds {args.rounds}: give 1 or more (10 makes 50 runs per file)")
+        raise Refused("--unaligned adds a file to the --speed table: give --speed too")
+    if args.keep is not None:
+        require_folder("--keep", args.keep)
+        if args.keep.exists() and any(args.keep.iterdir()):
+            raise Refused(f"--keep {args.keep}: the folder is not empty; give an empty or new one")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -505,11 +543,37 @@ def main() -> None:
         accuracy_main(args)
 
 
+def check_accuracy_inputs(args: argparse.Namespace) -> None:
+    """Refuse, before the first subnet's export (minutes), a supernet, subnet or device the
+    export would refuse: the second subnet's was refused after the first had been exported."""
+    from devices.profiles import load_profile
+    from edgenas.subnet_choice import choose_subnet
+    from once_for_all import load_supernet
+    from once_for_all.checkpoint import require_complete
+
+    require_file(
+        "--supernet",
+        args.supernet,
+        "give a finished training's supernet.pt (edgenas train, or edgenas run RECIPE)",
+    )
+    with blamed("--supernet"):
+        supernet, _, payload = load_supernet(args.supernet)
+        require_complete(payload, args.supernet)
+    for subnet in args.subnet:
+        with blamed("--subnet"):
+            choose_subnet(subnet, supernet.space)
+    for device in args.device:
+        with blamed("--device"):
+            load_profile(device)
+
+
 def accuracy_main(args: argparse.Namespace) -> None:
     args.device = args.device or ["local-cpu"]
+    args.subnet = args.subnet or ["max", "min"]
+    check_accuracy_inputs(args)
     results = []
     with tempfile.TemporaryDirectory(prefix="edgenas-bench-export-") as work:
-        for i, subnet in enumerate(args.subnet or ["max", "min"]):
+        for i, subnet in enumerate(args.subnet):
             log(f"subnet {subnet}")
             results.append(bench_subnet(args, subnet, Path(work) / str(i)))
     print(
@@ -531,4 +595,4 @@ def accuracy_main(args: argparse.Namespace) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

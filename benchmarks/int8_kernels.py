@@ -36,18 +36,19 @@ Prints one JSON object on stdout, a Markdown table and progress on stderr.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
 import sys
 import tempfile
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from benchmarks.command_line import ArgumentParser, at_least, blamed, run_main
 from benchmarks.int8_timing import cpu_flags
 
 if TYPE_CHECKING:
@@ -363,15 +364,23 @@ def table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.int8_kernels", description=__doc__.splitlines()[0]
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(
+        prog="python -m benchmarks.int8_kernels",
+        description="Where an int8 ONNX file gains or loses against fp32, node by node: for "
+        "each kind of conv in a subnet, what one more node of it costs in onnxruntime, fp32 "
+        "and int8, as edgenas export writes them.",
     )
-    parser.add_argument("--space", default="mbv3-tiny")
-    parser.add_argument("--subnet", default="max", help="max, min, a subnet JSON or pareto.json#K")
-    parser.add_argument("--resolution", type=int, help="px (default: the subnet's)")
     parser.add_argument(
-        "--rounds", type=int, default=40, help="interleaved rounds of 5 runs per file (default 40)"
+        "--space", default="mbv3-tiny", help="a built-in search space (default mbv3-tiny)"
+    )
+    parser.add_argument("--subnet", default="max", help="max, min, a subnet JSON or pareto.json#K")
+    parser.add_argument("--resolution", type=at_least(1), help="px (default: the subnet's)")
+    parser.add_argument(
+        "--rounds",
+        type=at_least(1),
+        default=40,
+        help="interleaved rounds of 5 runs per file (default 40)",
     )
     parser.add_argument(
         "--encodings",
@@ -379,9 +388,7 @@ def main() -> None:
         help="also time each depthwise kind as bare QLinearConv nodes in every encoding "
         "onnxruntime has a kernel for",
     )
-    args = parser.parse_args()
-    if args.rounds < 1:
-        parser.error(f"--rounds {args.rounds}: give 1 or more")
+    args = parser.parse_args(argv)
     import torch
 
     from benchmarks.export import random_model
@@ -389,13 +396,13 @@ def main() -> None:
     from once_for_all import get_space
 
     torch.set_num_threads(1)
-    space = get_space(args.space)
-    subnet = choose_subnet(args.subnet, space)
+    with blamed("--space"):
+        space = get_space(args.space)
+    with blamed("--subnet"):
+        subnet = choose_subnet(args.subnet, space)
     if args.resolution is not None:
-        try:
+        with blamed("--resolution"):
             subnet = space.validate(dataclasses.replace(subnet, r=args.resolution))
-        except ValueError as exc:
-            parser.error(f"--resolution {args.resolution}: {exc}")
     model = random_model(space, subnet)
     kinds, untimed = conv_kinds(model)
     sums = residual_sums(model)
@@ -452,4 +459,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

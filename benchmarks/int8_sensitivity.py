@@ -26,17 +26,18 @@ goes to stderr.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+
+from benchmarks.command_line import ArgumentParser, at_least, blamed, require_file, run_main
 
 Hook = Callable[[nn.Module, object, Tensor], Tensor]
 
@@ -178,28 +179,41 @@ def sensitivity(
     }
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(
         prog="python -m benchmarks.int8_sensitivity", description=__doc__.splitlines()[0]
     )
     parser.add_argument("--supernet", type=Path, required=True, help="a trained supernet.pt")
     parser.add_argument("--subnet", default="max", help="as for edgenas export (default max)")
-    parser.add_argument("--images", type=int, default=10_000, help="test images (default all)")
-    parser.add_argument("--calibration-images", type=int, default=256)
-    parser.add_argument("--top", type=int, default=3, help="worst tensors to try per channel")
-    parser.add_argument("--threads", type=int, default=2, help="torch threads")
+    parser.add_argument(
+        "--images",
+        type=at_least(1),
+        default=10_000,
+        help="the first test images (default 10000: all of Fashion-MNIST's test split)",
+    )
+    parser.add_argument(
+        "--calibration-images",
+        type=at_least(1),
+        default=256,
+        help="int8 calibration images (default 256)",
+    )
+    parser.add_argument(
+        "--top", type=at_least(0), default=3, help="worst tensors to try per channel"
+    )
+    parser.add_argument("--threads", type=at_least(1), default=2, help="torch threads")
     args = parser.parse_args(argv)
-    if not args.supernet.is_file():
-        parser.error(f"--supernet {args.supernet}: no such file; train one with edgenas train")
+    require_file("--supernet", args.supernet, "train one with edgenas train")
     from edgenas.subnet_choice import choose_subnet
     from export.subnet_export import calibration_images, model_images
     from once_for_all import load_supernet, recalibrate_bn
     from once_for_all.checkpoint import FolderReads, load_training_data
     from once_for_all.evaluation import BN_IMAGES, bn_batches
 
+    with blamed("--supernet"):
+        supernet, _, payload = load_supernet(args.supernet)
+    with blamed("--subnet"):
+        subnet = choose_subnet(args.subnet, supernet.space)
     torch.set_num_threads(args.threads)
-    supernet, _, payload = load_supernet(args.supernet)
-    subnet = choose_subnet(args.subnet, supernet.space)
     reads = FolderReads(bn=max(BN_IMAGES, args.calibration_images), test=args.images)
     data = load_training_data(args.supernet, payload, folder=None, reads=reads)
     model = supernet.extract(subnet)
@@ -223,4 +237,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

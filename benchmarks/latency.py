@@ -52,17 +52,17 @@ Prints one JSON object on stdout; progress goes to stderr.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import platform
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.command_line import ArgumentParser, Refused, at_least, require_folder, run_main
 from benchmarks.contention import start_training
 from devices import Device, create_device, open_device
 from devices.measurement import Measurement
@@ -93,6 +93,9 @@ TARGET_TINY_PROFILE_S = 600.0
 CASES = {"mbv3-tiny": (None, 100), "mbv3-imagenet": ((224,), 50)}
 MEASURE: dict[str, Any] = {"threads": 1, "warmup": 10, "runs": 50}
 RUNTIMES = ("onnxruntime", "tflite")  # the runtimes both devices run here
+# What latency.predictors.calibrate fits on (2 x its 5 folds): edgenas.recipe's MIN_CALIBRATION,
+# not imported, as the edgenas package sets OMP_WAIT_POLICY (a test keeps the two equal).
+MIN_CALIBRATION = 10
 
 
 def log(message: str) -> None:
@@ -356,12 +359,16 @@ def _attempts(m: Measurement) -> int:
     return int(m.extra.get("reference", {}).get("attempts", 1))
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(
         prog="python -m benchmarks.latency", description=__doc__.split("\n\n")[0]
     )
-    parser.add_argument("--device", choices=("local", "ssh"), action="append")
-    parser.add_argument("--space", choices=tuple(CASES), action="append")
+    parser.add_argument(
+        "--device", choices=("local", "ssh"), action="append", help="repeatable (default both)"
+    )
+    parser.add_argument(
+        "--space", choices=tuple(CASES), action="append", help="repeatable (default both)"
+    )
     parser.add_argument(
         "--runtime", choices=RUNTIMES, default="onnxruntime", help="what both devices run"
     )
@@ -371,32 +378,42 @@ def main() -> None:
         default="fp32",
         help="of every model measured (int8: quantized as export quantizes)",
     )
-    parser.add_argument("--calibrate", type=int, default=40)
+    parser.add_argument(
+        "--calibrate",
+        type=at_least(MIN_CALIBRATION, why=" subnets, what a calibrated predictor is fitted on"),
+        default=40,
+        help=f"subnets measured end to end to calibrate (default 40, at least {MIN_CALIBRATION})",
+    )
     parser.add_argument(
         "--passes",
-        type=int,
+        type=at_least(1),
         help="device calls measuring each end-to-end subnet (default: the device's, 3)",
     )
     parser.add_argument(
         "--keep", type=Path, help="an empty folder to keep tables and measurements in"
     )
     parser.add_argument(
-        "--load", type=int, default=0, help="competing 2-thread training processes meanwhile"
+        "--load",
+        type=at_least(0),
+        default=0,
+        help="competing 2-thread training processes meanwhile (default 0)",
     )
     parser.add_argument(
         "--split-stem",
         nargs="?",
-        type=int,
+        type=at_least(2, why=" groups (1 is the whole stem)"),
         const=2,
         metavar="GROUPS",
         help="int8: also measure the validation subnets with their stem in GROUPS groups "
         "(default 2)",
     )
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.split_stem is not None and args.precision != "int8":
-        parser.error("--split-stem: only int8 files split their stem; add --precision int8")
-    if args.split_stem is not None and args.split_stem < 2:
-        parser.error(f"--split-stem {args.split_stem}: give 2 or more groups (1 is the whole stem)")
+        raise Refused("--split-stem: only int8 files split their stem; add --precision int8")
+    if args.keep is not None:
+        require_folder("--keep", args.keep)
+        if args.keep.exists() and any(args.keep.iterdir()):
+            raise Refused(f"--keep {args.keep}: the folder is not empty; give an empty or new one")
     devices = args.device or ["local", "ssh"]
     spaces = args.space or list(CASES)
     result: dict[str, Any] = {
@@ -409,8 +426,6 @@ def main() -> None:
             "tiny_profile_s": TARGET_TINY_PROFILE_S,
         },
     }
-    if args.keep is not None and args.keep.exists() and any(args.keep.iterdir()):
-        parser.error(f"--keep {args.keep}: the folder is not empty; give an empty or new one")
     with (
         (
             contextlib.nullcontext(str(args.keep))
@@ -444,4 +459,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -25,7 +25,7 @@ parity tests check it), so the comparison is of search, not of predictors.
 
 from __future__ import annotations
 
-import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -33,14 +33,24 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import optuna
 
+from benchmarks.command_line import (
+    ArgumentParser,
+    Refused,
+    at_least,
+    blamed,
+    number_list,
+    run_main,
+)
 from devices.profiles import load_profile
 from edgenas.search.problem import DeviceTarget, SearchProblem
+from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import subnet_from_params
 from edgenas.search.study_runner import SearchRun
 from latency.predictors import LatencyPredictor, load_predictor
@@ -52,6 +62,8 @@ from tests.support.ofa_reference import as_subnet, import_ofa, ofa_latency_table
 SPACE = "ofa-mbv3-w1.2"
 BUDGETS_MS = (15.0, 18.0, 23.0, 32.0)
 TARGET_EVALUATIONS = 5000
+# The Note10 budgets OFA's EvolutionFinder takes; outside them it asks on stdin for another.
+OFA_BUDGET_RANGE_MS = (15.0, 60.0)
 
 
 def log(message: str) -> None:
@@ -141,10 +153,11 @@ def run_edgenas(
     files: Path, budgets: tuple[float, ...], trials: int, sampler: str, seed: int, tmp: Path
 ) -> dict[str, Any]:
     space = get_space(SPACE)
-    import_published(load_profile("samsung-note10"), space, files / "note10", tmp / "note10")
-    latency = load_predictor(tmp / "note10" / "predictor.json")
+    with blamed("--ofa-files"):  # latency.published names its own --tables in its messages
+        import_published(load_profile("samsung-note10"), space, files / "note10", tmp / "note10")
+        latency = load_predictor(tmp / "note10" / "predictor.json")
+        accuracy = load_ofa_accuracy_predictor(files / "acc_predictor.pth", space)
     counted = _Counted(latency)
-    accuracy = load_ofa_accuracy_predictor(files / "acc_predictor.pth", space)
     problem = SearchProblem(
         space,
         accuracy.predict_many,
@@ -197,19 +210,66 @@ def run_edgenas(
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.ofa_search", description=__doc__.split("\n\n")[0]
+def check_ofa_files(files: Path) -> None:
+    """Refuse a --ofa-files folder without OFA's published predictor and Note10 tables, in
+    this script's terms (latency.published's errors name ``edgenas profile --tables``)."""
+    fix = (
+        "give the folder holding OFA's acc_predictor.pth and note10/ tables "
+        "(--ofa-files DIR, or $EDGENAS_OFA_FILES)"
     )
-    p.add_argument("--ofa-files", type=Path, default=default_ofa_files())
-    p.add_argument("--trials", type=int, default=TARGET_EVALUATIONS)
-    p.add_argument("--sampler", default="nsga2")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--budgets", default=",".join(f"{b:g}" for b in BUDGETS_MS))
+    if not files.is_dir():
+        raise Refused(f"--ofa-files {files}: no such folder; {fix}")
+    if not (files / "acc_predictor.pth").is_file():
+        raise Refused(f"--ofa-files {files}: no file acc_predictor.pth in it; {fix}")
+    if not (files / "note10").is_dir():
+        raise Refused(f"--ofa-files {files}: no folder note10 in it; {fix}")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = ArgumentParser(prog="python -m benchmarks.ofa_search", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--ofa-files",
+        type=Path,
+        default=default_ofa_files(),
+        help="OFA's acc_predictor.pth and note10/ tables (default: $EDGENAS_OFA_FILES, "
+        "../shared/ofa or /work/shared/ofa)",
+    )
+    p.add_argument(
+        "--trials",
+        type=at_least(1),
+        default=TARGET_EVALUATIONS,
+        help=f"edgenas's search: subnets evaluated (default {TARGET_EVALUATIONS})",
+    )
+    p.add_argument(
+        "--sampler", choices=SAMPLERS, default="nsga2", help="edgenas's sampler (default nsga2)"
+    )
+    p.add_argument("--seed", type=int, default=0, help="both searches' seed (default 0)")
+    p.add_argument(
+        "--budgets",
+        type=number_list(),
+        default=BUDGETS_MS,
+        help="latency budgets in ms, comma-separated (default "
+        f"{','.join(f'{b:g}' for b in BUDGETS_MS)}; OFA's evolution takes "
+        f"{OFA_BUDGET_RANGE_MS[0]:g}-{OFA_BUDGET_RANGE_MS[1]:g})",
+    )
     p.add_argument("--skip-ofa", action="store_true", help="edgenas's side only")
-    args = p.parse_args()
+    args = p.parse_args(argv)
+    budgets: tuple[float, ...] = args.budgets
+    check_ofa_files(args.ofa_files)
+    if not args.skip_ofa:
+        low, high = OFA_BUDGET_RANGE_MS
+        outside = [b for b in budgets if not low <= b <= high]
+        if outside:
+            raise Refused(
+                f"--budgets {outside[0]:g}: OFA's evolution takes {low:g} to {high:g} ms (it "
+                "asks on stdin for another); give budgets in that range, or --skip-ofa"
+            )
+        if importlib.util.find_spec("ofa") is None:
+            raise Refused(
+                "OFA's reference package (ofa) is not installed: 'make setup' installs it; or "
+                "give --skip-ofa"
+            )
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    budgets = tuple(float(b) for b in args.budgets.split(","))
     with tempfile.TemporaryDirectory(prefix="edgenas-bench-ofa-") as tmp:
         ours = run_edgenas(args.ofa_files, budgets, args.trials, args.sampler, args.seed, Path(tmp))
     accuracy, latency = ours.pop("rescore")
@@ -246,4 +306,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

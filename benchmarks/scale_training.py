@@ -29,8 +29,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.command_line import ArgumentParser, Refused, at_least, run_main
+
 # torchrun starts the workers as the module benchmarks.scale_training from here.
 REPO = Path(__file__).resolve().parents[1]
+BATCH_SIZE = 64  # the global batch
+
+
+def check_batch(batch_size: int, processes: int) -> None:
+    """Refuse a global batch that the processes cannot share equally: torchrun failed on it
+    after its workers started, in 17 lines that did not say why."""
+    if batch_size % processes:
+        raise Refused(
+            f"--batch-size {batch_size} cannot be split equally across {processes} processes: "
+            f"give a multiple of {processes} (e.g. {processes * max(1, batch_size // processes)})"
+        )
 
 
 def log(message: str) -> None:
@@ -42,7 +55,7 @@ def training_throughput(
     *,
     steps: int = 12,
     warmup: int = 2,
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     threads: int | None = None,
     sync_bn: bool = False,
     timeout_s: float = 900.0,
@@ -77,17 +90,28 @@ def training_throughput(
             *(["--sync-bn"] if sync_bn else []),
         ]
         started = time.perf_counter()
-        proc = subprocess.run(
+        with subprocess.Popen(
             command,
             cwd=REPO,
             env={**os.environ, "OMP_NUM_THREADS": str(per_process)},
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout_s,
-        )
+        ) as proc:
+            try:
+                _, stderr = proc.communicate(timeout=timeout_s)
+            except BaseException:
+                # A timeout, Ctrl-C or SIGTERM: torchrun passes SIGTERM on to its workers and
+                # waits for them (subprocess.run's SIGKILL would leave them running).
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                raise
         wall = time.perf_counter() - started
         if proc.returncode != 0 or not result_path.exists():
-            tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
+            tail = "\n".join(stderr.strip().splitlines()[-15:])
             raise RuntimeError(f"torchrun with {processes} process(es) failed:\n{tail}")
         result: dict[str, Any] = json.loads(result_path.read_text())
     result.update(
@@ -169,20 +193,33 @@ def environment() -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(
+    parser = ArgumentParser(
         prog="python -m benchmarks.scale_training", description=__doc__.splitlines()[0]
     )
-    parser.add_argument("--processes", type=int, nargs="+", default=[1, 2])
-    parser.add_argument("--steps", type=int, default=12, help="timed steps per run")
-    parser.add_argument("--warmup", type=int, default=2, help="untimed steps first (>= 1)")
-    parser.add_argument("--batch-size", type=int, default=64, help="the global batch")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads in all")
+    parser.add_argument(
+        "--processes",
+        type=at_least(1),
+        nargs="+",
+        default=[1, 2],
+        help="training processes per run, one run each (default 1 2)",
+    )
+    parser.add_argument("--steps", type=at_least(1), default=12, help="timed steps per run")
+    parser.add_argument("--warmup", type=at_least(1), default=2, help="untimed steps first")
+    parser.add_argument(
+        "--batch-size",
+        type=at_least(1),
+        default=BATCH_SIZE,
+        help=f"the global batch, a multiple of every --processes (default {BATCH_SIZE})",
+    )
+    parser.add_argument(
+        "--threads", type=at_least(1), default=None, help="torch threads in all (default: cores)"
+    )
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--sync-bn", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if min(args.steps, args.warmup, *args.processes) < 1:
-        parser.error("--steps, --warmup and --processes must be at least 1")
+    for processes in args.processes:
+        check_batch(args.batch_size, processes)
     return args
 
 
@@ -236,4 +273,4 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)

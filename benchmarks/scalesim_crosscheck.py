@@ -30,15 +30,16 @@ Prints one JSON object on stdout (the agreement summary); progress goes to stder
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from benchmarks.command_line import ArgumentParser, Refused, require_folder, run_main
 from devices.npu_sim import (
     DATAFLOWS,
     Layer,
@@ -47,6 +48,7 @@ from devices.npu_sim import (
     simulate,
     write_topology_csv,
 )
+from once_for_all.files import write_text
 
 DATA = Path(__file__).resolve().parents[1] / "tests" / "devices" / "data"
 FORMAT = "edgenas.scalesim-cases/2"  # /2 added stall_cases; cases are as in /1
@@ -108,21 +110,24 @@ json.dump({"scalesim": importlib.metadata.version("scalesim"),
 """
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = ArgumentParser(
         prog="python -m benchmarks.scalesim_crosscheck", description=__doc__.split("\n\n")[0]
     )
     parser.add_argument(
         "--scalesim-python", required=True, type=Path, help="python of the scalesim venv"
     )
-    parser.add_argument("--out", type=Path, default=DATA, help="test data folder")
-    args = parser.parse_args()
+    parser.add_argument(
+        "--out", type=Path, default=DATA, help="test data folder (default tests/devices/data)"
+    )
+    args = parser.parse_args(argv)
     if not args.scalesim_python.is_file():
-        sys.exit(
-            f"error: {args.scalesim_python} does not exist; make the environment with: python3 -m "
-            "venv /tmp/scalesim-venv && /tmp/scalesim-venv/bin/pip install scalesim==3.0.0 "
-            "'numpy<2.4'"
+        raise Refused(
+            f"--scalesim-python {args.scalesim_python}: no such file; make the environment "
+            "with: python3 -m venv /tmp/scalesim-venv && /tmp/scalesim-venv/bin/pip install "
+            "scalesim==3.0.0 'numpy<2.4'"
         )
+    require_folder("--out", args.out)
 
     folder = args.out / "scalesim"
     folder.mkdir(parents=True, exist_ok=True)
@@ -231,7 +236,7 @@ def main() -> None:
     for key in ("cases", "stall_cases"):
         lines = ",\n  ".join(json.dumps(c) for c in data[key])
         body = body.replace(f'"{key}": []', f'"{key}": [\n  {lines}\n ]')
-    target.write_text(body + "\n")
+    write_text(target, body + "\n")  # a temporary name, renamed when whole
     summary = {
         "scalesim_version": versions["scalesim"],
         "cases": len(cases),
@@ -304,4 +309,4 @@ def _case(
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

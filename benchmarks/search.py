@@ -16,7 +16,6 @@ Prints one JSON object on stdout; progress goes to stderr.
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import platform
@@ -25,12 +24,21 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 
+from benchmarks.command_line import (
+    ArgumentParser,
+    at_least,
+    blamed,
+    names_from,
+    require_file,
+    run_main,
+)
 from edgenas.search.problem import DeviceTarget, SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.study_runner import SearchRun
@@ -38,6 +46,15 @@ from latency.predictors import load_predictor
 from once_for_all.accuracy_predictor import load_accuracy_predictor
 
 TARGET_SECONDS = 15.0
+# Where the predictors come from, for the line that refuses a missing one.
+ACCURACY_FIX = (
+    "give the accuracy_predictor.pt that 'edgenas search' leaves in its --out folder "
+    "(runs/quickstart/search/ after 'make demo')"
+)
+LATENCY_FIX = (
+    "give a device's predictor.json: 'edgenas profile local-cpu --out runs/profiles/local-cpu' "
+    "writes one (runs/quickstart/devices/<device>/ after 'make demo')"
+)
 
 
 def log(message: str) -> None:
@@ -57,31 +74,52 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
     return area
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.search", description=__doc__.split("\n\n")[0]
+def main(argv: Sequence[str] | None = None) -> None:
+    p = ArgumentParser(prog="python -m benchmarks.search", description=__doc__.split("\n\n")[0])
+    p.add_argument(
+        "--accuracy-predictor",
+        type=Path,
+        required=True,
+        help="an accuracy_predictor.pt of 'edgenas search'",
     )
-    p.add_argument("--accuracy-predictor", type=Path, required=True)
-    p.add_argument("--latency-predictor", type=Path, required=True)
-    p.add_argument("--trials", type=int, default=2000)
-    p.add_argument("--samplers", default=",".join(SAMPLERS))
-    p.add_argument("--seeds", type=int, default=1, help="repeats with seeds 0..N-1")
-    args = p.parse_args()
+    p.add_argument(
+        "--latency-predictor",
+        type=Path,
+        required=True,
+        help="a predictor.json of 'edgenas profile'",
+    )
+    p.add_argument(
+        "--trials", type=at_least(1), default=2000, help="per sampler and seed (default 2000)"
+    )
+    p.add_argument(
+        "--samplers",
+        type=names_from(SAMPLERS),
+        default=list(SAMPLERS),
+        help=f"comma-separated, of {','.join(SAMPLERS)} (default all)",
+    )
+    p.add_argument(
+        "--seeds", type=at_least(1), default=1, help="repeats with seeds 0..N-1 (default 1)"
+    )
+    args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    acc = load_accuracy_predictor(args.accuracy_predictor)
-    lat = load_predictor(args.latency_predictor)
-    space = acc.space
-    rng = random.Random(0)
-    sample = [space.sample(rng, r=lat.header.resolutions) for _ in range(2000)]
-    budget = float(np.median(lat.predict_many(sample)))
-    problem = SearchProblem(
-        space, acc.predict_many, (DeviceTarget(lat.header.device, lat, budget),)
-    )
+    require_file("--accuracy-predictor", args.accuracy_predictor, ACCURACY_FIX)
+    require_file("--latency-predictor", args.latency_predictor, LATENCY_FIX)
+    with blamed("--accuracy-predictor"):
+        acc = load_accuracy_predictor(args.accuracy_predictor)
+    with blamed("--latency-predictor"):
+        lat = load_predictor(args.latency_predictor)
+        space = acc.space
+        rng = random.Random(0)
+        sample = [space.sample(rng, r=lat.header.resolutions) for _ in range(2000)]
+        budget = float(np.median(lat.predict_many(sample)))
+        problem = SearchProblem(
+            space, acc.predict_many, (DeviceTarget(lat.header.device, lat, budget),)
+        )
     acc_ref = float(acc.predict_many(sample).min())
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="edgenas-bench-search-") as tmp:
         for seed in range(args.seeds):
-            for name in args.samplers.split(","):
+            for name in args.samplers:
                 log(f"{name} (seed {seed}): {args.trials} trials ...")
                 started = time.perf_counter()
                 run = SearchRun(
@@ -141,4 +179,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -34,12 +34,20 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from benchmarks.command_line import (
+    ArgumentParser,
+    DefaultsHelpFormatter,
+    Refused,
+    at_least,
+    blamed,
+    names_from,
+    require_folder,
+    run_main,
+)
 from once_for_all import (
-    CheckpointError,
     OFAMobileNetV3,
     SearchSpace,
     Subnet,
-    SubnetError,
     TrainConfig,
     accuracy,
     evaluate_subnet,
@@ -49,7 +57,7 @@ from once_for_all import (
     train_static,
 )
 from once_for_all.checkpoint import CheckpointDocument
-from once_for_all.data import DataBundle, DataError, load_data
+from once_for_all.data import DataBundle, load_data
 from once_for_all.evaluation import BN_IMAGES, bn_batches
 from once_for_all.files import write_text
 from once_for_all.memory_layout import to_training_layout
@@ -62,10 +70,7 @@ EXTRACT_TARGET_MS = 50.0
 EXTRACT_OFA_REFERENCE_MS = 65.0
 TINY_STEP_TARGET_MS = 100.0
 ACCURACY_TARGET_PP = 1.0
-
-
-class BenchmarkError(Exception):
-    """Bad input to the benchmark: reported as one line, exit status 2."""
+SUBNET_NAMES = ("max", "min", "random-seed1", "random-seed2")  # benchmark_subnets' order
 
 
 def log(message: str) -> None:
@@ -327,7 +332,7 @@ class Schedule:
 def schedule_from(train_config: dict[str, Any]) -> Schedule:
     phases = train_config["phases"]
     if not phases:
-        raise BenchmarkError("the checkpoint's train_config has no phases")
+        raise Refused("the checkpoint's train_config has no phases")
     teacher = phases[0]
     return Schedule(
         epochs=sum(int(p["epochs"]) for p in phases),
@@ -362,7 +367,7 @@ def load_matching_data(kwargs: dict[str, Any], spec: dict[str, Any]) -> DataBund
     source = kw.pop("source")
     data = load_data(source, **kw)
     if data.spec.to_dict() != spec:
-        raise BenchmarkError(
+        raise Refused(
             f"data loaded with {kwargs} differs from the data the supernet was trained on "
             f"({spec.get('name')}, mean {spec.get('mean')}): pass the --data-source, --val-size "
             "and --train-limit of its recipe"
@@ -372,12 +377,8 @@ def load_matching_data(kwargs: dict[str, Any], spec: dict[str, Any]) -> DataBund
 
 def benchmark_subnets(supernet: OFAMobileNetV3) -> list[tuple[str, Subnet]]:
     space = supernet.space
-    return [
-        ("max", space.max_subnet()),
-        ("min", space.min_subnet()),
-        ("random-seed1", space.sample(1)),
-        ("random-seed2", space.sample(2)),
-    ]
+    subnets = [space.max_subnet(), space.min_subnet(), space.sample(1), space.sample(2)]
+    return list(zip(SUBNET_NAMES, subnets, strict=True))
 
 
 def scratch_key(
@@ -411,7 +412,7 @@ class ScratchCache:
             entries = json.loads(self.path.read_text())["entries"]
             return {e["key"]: e["result"] for e in entries}
         except (ValueError, KeyError, TypeError) as exc:
-            raise BenchmarkError(
+            raise Refused(
                 f"--scratch-cache {self.path} is not a scratch cache ({exc}): delete it or pass "
                 "another path"
             ) from exc
@@ -423,6 +424,7 @@ class ScratchCache:
         if self.path is None:
             return
         # Processes splitting --subnets share one file: merge under a lock, write atomically.
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path.with_name(self.path.name + ".lock"), "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             entries = {**self._read(), key: result}
@@ -479,14 +481,16 @@ def train_scratch(
 
 
 def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
-    env = environment(args.threads)
     started = time.perf_counter()
-    supernet, _, payload = load_supernet(args.checkpoint)
+    with blamed("--checkpoint"):
+        supernet, _, payload = load_supernet(args.checkpoint)
     if not payload.get("complete", False):
-        raise BenchmarkError(
-            f"checkpoint {args.checkpoint} is not a finished training (phase {payload.get('phase_index')}, "
-            f"epoch {payload.get('epoch')}): finish it with 'edgenas train RECIPE' first"
+        raise Refused(
+            f"--checkpoint {args.checkpoint} is not a finished training (phase "
+            f"{payload.get('phase_index')}, epoch {payload.get('epoch')}): finish it with "
+            "'edgenas train RECIPE' first"
         )
+    env = environment(args.threads)
     schedule = schedule_from(payload["train_config"])
     epochs = args.scratch_epochs if args.scratch_epochs is not None else schedule.epochs
     kwargs, kwargs_from = data_kwargs(payload, args)
@@ -495,13 +499,7 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
     rows: list[dict[str, Any]] = []
     chosen = benchmark_subnets(supernet)
     if args.subnets:
-        wanted = set(args.subnets.split(","))
-        unknown = wanted - {name for name, _ in chosen}
-        if unknown:
-            raise BenchmarkError(
-                f"unknown --subnets {sorted(unknown)}: use max, min, random-seed1, random-seed2"
-            )
-        chosen = [(name, subnet) for name, subnet in chosen if name in wanted]
+        chosen = [(name, subnet) for name, subnet in chosen if name in args.subnets]
     cache = ScratchCache(args.scratch_cache)
     for name, subnet in chosen:
         log(f"{name}: inherited weights, BN recalibrated on training images")
@@ -567,37 +565,46 @@ def run_accuracy(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         prog="python -m benchmarks.supernet",
         description=__doc__.splitlines()[0] if __doc__ else None,
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=DefaultsHelpFormatter,
     )
-    p.add_argument("--part", choices=("overhead", "accuracy"), default="overhead")
-    p.add_argument("--threads", type=int, default=2, help="torch intra-op threads")
+    p.add_argument(
+        "--part",
+        choices=("overhead", "accuracy"),
+        default="overhead",
+        help="what to measure (see above)",
+    )
+    p.add_argument("--threads", type=at_least(1), default=2, help="torch intra-op threads")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights and subnets")
     g = p.add_argument_group("overhead")
-    g.add_argument("--resolution", type=int, default=128)
-    g.add_argument("--batch-size", type=int, default=16)
-    g.add_argument("--warmup", type=int, default=3, help="untimed steps before timing")
-    g.add_argument("--repeats", type=int, default=20, help="timed steps per network")
-    g.add_argument("--extract-samples", type=int, default=20, help="random subnets to extract")
+    g.add_argument("--resolution", type=at_least(1), default=128, help="px")
+    g.add_argument("--batch-size", type=at_least(1), default=16, help="images per step")
+    g.add_argument("--warmup", type=at_least(0), default=3, help="untimed steps before timing")
+    g.add_argument("--repeats", type=at_least(1), default=20, help="timed steps per network")
+    g.add_argument(
+        "--extract-samples", type=at_least(1), default=20, help="random subnets to extract"
+    )
     g = p.add_argument_group("accuracy")
     g.add_argument("--checkpoint", type=Path, help="supernet.pt of a finished training")
     g.add_argument(
         "--subnets",
-        help="comma-separated subset of max,min,random-seed1,random-seed2 (to split the work "
-        "over processes; default all)",
+        type=names_from(SUBNET_NAMES),
+        help=f"comma-separated subset of {','.join(SUBNET_NAMES)} (to split the work over "
+        "processes; default all)",
     )
     g.add_argument(
         "--scratch-epochs",
-        type=int,
+        type=at_least(1),
         help="train the scratch baselines this many epochs instead of the whole schedule's",
     )
     g.add_argument(
         "--scratch-cache",
         type=Path,
         help="JSON file of scratch baselines: reused where the architecture, schedule and data "
-        "match, new ones added (default: train every baseline)",
+        "match, new ones added; its folder is made if missing (default: none, every baseline "
+        "is trained)",
     )
     g.add_argument("--data-source", default="fashion-mnist", help="if the checkpoint has no 'data'")
     g.add_argument("--val-size", type=int, default=5000, help="if the checkpoint has no 'data'")
@@ -605,26 +612,21 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     g.add_argument("--data-seed", type=int, default=0, help="if the checkpoint has no 'data'")
     args = p.parse_args(argv)
     if args.part == "accuracy" and args.checkpoint is None:
-        p.error("--part accuracy needs --checkpoint PATH (a supernet trained with a recipe)")
-    for name in ("threads", "repeats", "extract_samples", "batch_size", "resolution"):
-        if getattr(args, name) < 1:
-            p.error(f"--{name.replace('_', '-')}={getattr(args, name)} must be >= 1")
-    if args.scratch_epochs is not None and args.scratch_epochs < 1:
-        p.error(f"--scratch-epochs={args.scratch_epochs} must be >= 1")
+        raise Refused("--part accuracy needs --checkpoint PATH (a supernet trained with a recipe)")
+    if args.scratch_cache is not None:
+        if args.scratch_cache.is_dir():
+            raise Refused(f"--scratch-cache {args.scratch_cache}: is a folder; give a JSON file")
+        require_folder("--scratch-cache", args.scratch_cache.parent)
     return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    try:
-        result = run_overhead(args) if args.part == "overhead" else run_accuracy(args)
-    except (BenchmarkError, CheckpointError, DataError, SubnetError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    result = run_overhead(args) if args.part == "overhead" else run_accuracy(args)
     print(json.dumps(result, indent=2))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run_main(main)
