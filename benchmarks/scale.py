@@ -10,6 +10,11 @@ of 1 vs 2 search workers sharing one study (journal file, PostgreSQL).
 The parts live in ``benchmarks/scale_training.py`` and ``benchmarks/scale_search.py`` (each
 also runs alone, with more options); this script runs both with their defaults and prints
 one JSON object on stdout. Progress goes to stderr.
+
+The search part needs an accuracy predictor (an ``accuracy_predictor.pt`` that ``edgenas
+search`` leaves in its --out folder) and a latency predictor (a ``predictor.json`` of
+``edgenas profile``); both are checked before either part starts, and ``--part training``
+needs neither.
 """
 
 from __future__ import annotations
@@ -18,14 +23,16 @@ import argparse
 import json
 import os
 import platform
+import subprocess
 import sys
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
+from benchmarks.command_line import ArgumentParser, at_least, names_from, run_main
 from benchmarks.scale_search import (
-    ACCURACY_PREDICTOR,
-    LATENCY_PREDICTOR,
     STORAGE_KINDS,
+    add_predictor_options,
+    check_inputs,
     search_throughput,
 )
 from benchmarks.scale_training import training_throughput
@@ -49,7 +56,7 @@ def training_part(steps: int) -> dict[str, Any]:
 
 def search_part(args: argparse.Namespace) -> dict[str, Any]:
     storages: dict[str, Any] = {}
-    for kind in args.storage.split(","):
+    for kind in args.storage:
         runs = []
         for workers in (1, 2):
             log(f"search on {kind}: {workers} worker(s) ...")
@@ -69,26 +76,36 @@ def search_part(args: argparse.Namespace) -> dict[str, Any]:
     return storages
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(
-        prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0]
-    )
+def main(argv: Sequence[str] | None = None) -> int:
+    p = ArgumentParser(prog="python -m benchmarks.scale", description=__doc__.split("\n\n")[0])
     p.add_argument("--part", choices=("training", "search", "all"), default="all")
-    p.add_argument("--steps", type=int, default=12, help="timed training steps per run")
-    p.add_argument("--storage", default=",".join(STORAGE_KINDS), help="journal,postgresql")
-    p.add_argument("--accuracy-predictor", type=Path, default=ACCURACY_PREDICTOR)
-    p.add_argument("--latency-predictor", type=Path, default=LATENCY_PREDICTOR)
-    args = p.parse_args()
+    p.add_argument("--steps", type=at_least(1), default=12, help="timed training steps per run")
+    p.add_argument(
+        "--storage",
+        type=names_from(STORAGE_KINDS),
+        default=list(STORAGE_KINDS),
+        help=f"search part: comma-separated, of {','.join(STORAGE_KINDS)} (default both)",
+    )
+    add_predictor_options(p)
+    args = p.parse_args(argv)
+    # The search part's inputs, before the training part's minutes.
+    if args.part in ("search", "all"):
+        check_inputs(args.storage, args.accuracy_predictor, args.latency_predictor, None)
     out: dict[str, Any] = {
         "benchmark": "scale",
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count()},
     }
     if args.part in ("training", "all"):
-        out["training"] = training_part(args.steps)
+        try:
+            out["training"] = training_part(args.steps)
+        except (RuntimeError, subprocess.TimeoutExpired) as exc:  # torchrun's own failure
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     if args.part in ("search", "all"):
         out["search"] = search_part(args)
     print(json.dumps(out, indent=1))
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

@@ -7,46 +7,68 @@ Each worker is its own process (a fresh interpreter, as on another machine) runn
 search as ``edgenas search`` does with a predictor (``SearchRun``, NSGA-II, 100 trials per
 sync, batches of 25) on the same accuracy and latency predictors and one latency budget (the
 median latency of random subnets). The clock starts once every worker has loaded its
-predictors and opened the storage, and stops when the last worker returns, i.e. when the
-study holds the asked number of trials. Storages: a journal file in a temporary folder, and
-PostgreSQL (``--postgres-url``, or else a throwaway local cluster of Debian's ``postgresql``
-with fsync off, see tests/edgenas/search/postgres.py).
+predictors and opened the storage, and stops when the last worker returns. A worker returns
+when, at one of its syncs, the study holds the asked number of trials (``SearchRun.run``):
+workers that sync at the same moment each finish the batch they started, so with 2 workers
+the study can hold up to one sync (100 trials, or all of a smaller ``--trials``) more than
+asked. ``trials_stored`` is what it holds, and trials/s counts those. Storages: a journal
+file in a temporary folder, and PostgreSQL (``--postgres-url``, or else a throwaway local
+cluster of Debian's ``postgresql`` with fsync off, see tests/edgenas/search/postgres.py).
+
+The predictors are loaded once before any worker starts: a missing or unreadable one is
+refused in one line naming its option. A worker that stops (an error, a crash) ends the
+benchmark at once, in one line with its exit code.
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import multiprocessing
 import os
 import platform
+import queue
 import random
+import signal
 import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
-from multiprocessing.synchronize import Barrier
+from collections.abc import Callable, Iterator, Sequence
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Event
 from pathlib import Path
-from queue import Queue
 from typing import Any
 
 import numpy as np
 import optuna
 
+from benchmarks.command_line import (
+    ArgumentParser,
+    Refused,
+    at_least,
+    blamed,
+    names_from,
+    require_file,
+    run_main,
+)
+from benchmarks.search import ACCURACY_FIX, LATENCY_FIX
 from edgenas.search.problem import DeviceTarget, SearchProblem
 from edgenas.search.study_runner import SearchRun, open_storage
 from latency.predictors import load_predictor
 from once_for_all.accuracy_predictor import load_accuracy_predictor
+from once_for_all.errors import EdgenasError, one_line
 
 STORAGE_KINDS = ("journal", "postgresql")
 # Optuna's RDB storage writes a trial in tens of queries: PostgreSQL gets fewer trials.
 DEFAULT_TRIALS = {"journal": 2000, "postgresql": 200}
 ACCURACY_PREDICTOR = Path("runs/search/accuracy_predictor.pt")
 LATENCY_PREDICTOR = Path("runs/profiles/local-cpu/predictor.json")
+START_TIMEOUT_S = 600.0  # loading the predictors and opening the storage
+RESULT_TIMEOUT_S = 3600.0
+POLL_S = 0.5
 
 
 def log(message: str) -> None:
@@ -54,15 +76,37 @@ def log(message: str) -> None:
 
 
 def search_problem(accuracy_predictor: Path, latency_predictor: Path) -> SearchProblem:
-    """The problem of benchmarks/search.py: accuracy up, latency down under one budget."""
-    acc = load_accuracy_predictor(accuracy_predictor)
-    lat = load_predictor(latency_predictor)
-    rng = random.Random(0)
-    sample = [acc.space.sample(rng, r=lat.header.resolutions) for _ in range(2000)]
-    budget = float(np.median(lat.predict_many(sample)))
-    return SearchProblem(
-        acc.space, acc.predict_many, (DeviceTarget(lat.header.device, lat, budget),)
-    )
+    """The problem of benchmarks/search.py: accuracy up, latency down under one budget. A
+    file that does not load is refused naming its option."""
+    with blamed("--accuracy-predictor"):
+        acc = load_accuracy_predictor(accuracy_predictor)
+    with blamed("--latency-predictor"):
+        lat = load_predictor(latency_predictor)
+        rng = random.Random(0)
+        sample = [acc.space.sample(rng, r=lat.header.resolutions) for _ in range(2000)]
+        budget = float(np.median(lat.predict_many(sample)))
+        return SearchProblem(
+            acc.space, acc.predict_many, (DeviceTarget(lat.header.device, lat, budget),)
+        )
+
+
+def check_inputs(
+    storages: Sequence[str], accuracy_predictor: Path, latency_predictor: Path, url: str | None
+) -> None:
+    """Refuse, before any worker starts, what a worker would fail on: a predictor that is
+    missing or does not load (``search_problem``), or PostgreSQL without a server."""
+    require_file("--accuracy-predictor", accuracy_predictor, ACCURACY_FIX)
+    require_file("--latency-predictor", latency_predictor, LATENCY_FIX)
+    search_problem(accuracy_predictor, latency_predictor)
+    if "postgresql" in storages and not url:
+        from tests.edgenas.search.postgres import PostgresMissing, postgres_bin
+
+        try:
+            postgres_bin()
+        except PostgresMissing as exc:
+            raise Refused(
+                f"--storage postgresql: {exc}; or give --postgres-url, or --storage journal"
+            ) from None
 
 
 def _worker(
@@ -71,19 +115,106 @@ def _worker(
     study: str,
     trials: int,
     seed: int,
-    start: Barrier,
-    results: Queue[dict[str, Any]],
+    go: Event,
+    messages: queue.Queue[dict[str, Any]],
 ) -> None:
+    """One search worker: says "ready" once its predictors are loaded and the storage is
+    open, waits for ``go``, searches, says "result". A user's error is sent as one line and
+    ends the process with exit code 2; any other exception keeps its traceback."""
+    # Ctrl-C reaches the whole process group: the parent says it once and ends the workers.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    run = SearchRun(
-        search_problem(*paths), storage=storage, study_name=study, seed=seed, sync_every=100
+    try:
+        search = SearchRun(
+            search_problem(*paths), storage=storage, study_name=study, seed=seed, sync_every=100
+        )
+        messages.put({"kind": "ready", "seed": seed})
+        if not go.wait(timeout=START_TIMEOUT_S):  # the parent is gone
+            sys.exit(3)
+        started = time.perf_counter()
+        search.run(trials)
+    except EdgenasError as exc:
+        messages.put({"kind": "error", "seed": seed, "message": one_line(exc, limit=2000)})
+        sys.exit(2)
+    messages.put(
+        {
+            "kind": "result",
+            "seed": seed,
+            "worker": search.worker,
+            "stored": search.stored,
+            "seconds": time.perf_counter() - started,
+        }
     )
-    start.wait()
-    started = time.perf_counter()
-    run.run(trials)
-    results.put(
-        {"worker": run.worker, "stored": run.stored, "seconds": time.perf_counter() - started}
-    )
+
+
+class WorkerStopped(EdgenasError):
+    """A search worker ended without its result: one line, with its exit code (a crash's
+    traceback is the worker's own, above it)."""
+
+
+def collect(
+    procs: Sequence[BaseProcess],
+    messages: queue.Queue[dict[str, Any]],
+    kind: str,
+    *,
+    timeout_s: float,
+) -> list[dict[str, Any]]:
+    """One message of ``kind`` from every worker (worker i sends ``seed`` i). Ends at once
+    with ``WorkerStopped`` when a worker sends an error or exits without sending one: the
+    parent used to wait out a 600 s barrier instead."""
+    got: dict[int, dict[str, Any]] = {}
+    deadline = time.monotonic() + timeout_s
+    while len(got) < len(procs):
+        try:
+            message = messages.get(timeout=POLL_S)
+        except queue.Empty:
+            # A worker's messages reach the queue before it exits: read any left first.
+            gone = [i for i, p in enumerate(procs) if i not in got and p.exitcode is not None]
+            if gone and messages.empty():
+                i = gone[0]
+                raise WorkerStopped(
+                    f"search worker {i} exited with code {procs[i].exitcode} before its "
+                    f"{kind} (see its output above)"
+                ) from None
+            if time.monotonic() > deadline:
+                raise WorkerStopped(
+                    f"search workers {sorted(set(range(len(procs))) - set(got))} sent no "
+                    f"{kind} within {timeout_s:.0f} s"
+                ) from None
+            continue
+        if message["kind"] == "error":
+            raise WorkerStopped(f"search worker {message['seed']}: {message['message']}")
+        if message["kind"] == kind:
+            got[message["seed"]] = message
+    return [got[i] for i in range(len(procs))]
+
+
+def start_workers(
+    target: Callable[..., None], args: Sequence[tuple[Any, ...]]
+) -> tuple[list[BaseProcess], queue.Queue[dict[str, Any]], Event]:
+    """One spawned process per ``args`` entry, running ``target(*args[i], go, messages)``:
+    a fresh interpreter each, as on another machine. Daemons: they end with this process."""
+    ctx = multiprocessing.get_context("spawn")
+    messages: queue.Queue[dict[str, Any]] = ctx.Queue()  # type: ignore[assignment]
+    go = ctx.Event()
+    procs: list[BaseProcess] = [
+        ctx.Process(target=target, args=(*a, go, messages), daemon=True) for a in args
+    ]
+    for p in procs:
+        p.start()
+    return procs, messages, go
+
+
+def stop_workers(procs: Sequence[BaseProcess]) -> None:
+    """End the workers still running (after an error or an interruption) and reap them."""
+    for p in procs:
+        if p.is_alive():
+            p.terminate()
+    for p in procs:
+        p.join(timeout=10)
+        if p.is_alive():
+            p.kill()
+            p.join()
 
 
 @contextlib.contextmanager
@@ -114,28 +245,28 @@ def search_throughput(
 ) -> dict[str, Any]:
     """``workers`` processes fill one new study on ``storage_kind`` ("journal" or
     "postgresql"; ``url`` names an existing PostgreSQL server, else a throwaway one is
-    started) until it holds ``trials`` completed trials; returns trials/s and details."""
+    started) until it holds at least ``trials`` completed trials; returns trials/s and
+    details. Check the inputs first (``check_inputs``): a worker that fails raises
+    ``WorkerStopped``."""
     trials = trials or DEFAULT_TRIALS[storage_kind]
-    ctx = multiprocessing.get_context("spawn")
     with _storage_url(storage_kind, url) as storage:
         study = f"scale-{workers}-{uuid.uuid4().hex[:8]}"
-        start = ctx.Barrier(workers + 1)
-        results: Queue[dict[str, Any]] = ctx.Queue()  # type: ignore[assignment]
         paths = (accuracy_predictor, latency_predictor)
-        procs = [
-            ctx.Process(target=_worker, args=(paths, storage, study, trials, i, start, results))
-            for i in range(workers)
-        ]
-        for p in procs:
-            p.start()
-        start.wait(timeout=600)
-        started = time.perf_counter()
-        reports = [results.get(timeout=3600) for _ in procs]
-        wall = time.perf_counter() - started
-        for p in procs:
-            p.join()
-            if p.exitcode != 0:
-                raise RuntimeError(f"a search worker exited with {p.exitcode}")
+        procs, messages, go = start_workers(
+            _worker, [(paths, storage, study, trials, i) for i in range(workers)]
+        )
+        try:
+            collect(procs, messages, "ready", timeout_s=START_TIMEOUT_S)
+            go.set()
+            started = time.perf_counter()
+            reports = collect(procs, messages, "result", timeout_s=RESULT_TIMEOUT_S)
+            wall = time.perf_counter() - started
+            for i, p in enumerate(procs):
+                p.join()
+                if p.exitcode != 0:
+                    raise WorkerStopped(f"search worker {i} exited with code {p.exitcode}")
+        finally:
+            stop_workers(procs)
         done = optuna.load_study(study_name=study, storage=open_storage(storage)).get_trials(
             deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)
         )
@@ -153,19 +284,45 @@ def search_throughput(
     }
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(
+def add_predictor_options(parser: ArgumentParser) -> None:
+    """--accuracy-predictor and --latency-predictor, as this script and benchmarks.scale
+    take them."""
+    parser.add_argument(
+        "--accuracy-predictor",
+        type=Path,
+        default=ACCURACY_PREDICTOR,
+        help=f"an accuracy_predictor.pt of 'edgenas search' (default {ACCURACY_PREDICTOR})",
+    )
+    parser.add_argument(
+        "--latency-predictor",
+        type=Path,
+        default=LATENCY_PREDICTOR,
+        help=f"a predictor.json of 'edgenas profile' (default {LATENCY_PREDICTOR})",
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = ArgumentParser(
         prog="python -m benchmarks.scale_search", description=__doc__.split("\n\n")[0]
     )
-    p.add_argument("--accuracy-predictor", type=Path, default=ACCURACY_PREDICTOR)
-    p.add_argument("--latency-predictor", type=Path, default=LATENCY_PREDICTOR)
-    p.add_argument("--storage", default=",".join(STORAGE_KINDS), help="journal,postgresql")
+    add_predictor_options(p)
+    p.add_argument(
+        "--storage",
+        type=names_from(STORAGE_KINDS),
+        default=list(STORAGE_KINDS),
+        help=f"comma-separated, of {','.join(STORAGE_KINDS)} (default both)",
+    )
     p.add_argument("--postgres-url", help="an existing server (default: a throwaway cluster)")
-    p.add_argument("--trials", type=int, help="per measurement (default: 2000 journal, 200 pg)")
-    args = p.parse_args()
+    p.add_argument(
+        "--trials",
+        type=at_least(1),
+        help="per measurement (default: 2000 journal, 200 postgresql)",
+    )
+    args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
+    check_inputs(args.storage, args.accuracy_predictor, args.latency_predictor, args.postgres_url)
     storages: dict[str, Any] = {}
-    for kind in args.storage.split(","):
+    for kind in args.storage:
         runs = []
         for workers in (1, 2):
             log(f"{kind}: {workers} worker(s) ...")
@@ -195,4 +352,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_main(main)

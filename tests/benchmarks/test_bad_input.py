@@ -2,7 +2,8 @@
 runs it: exit code 2, nothing on stdout, one line on stderr, ``error: ...``, naming the
 option (or variable) at fault, and no traceback. The scripts run in this process through
 ``runpy``, as ``-m`` runs them (torch is imported once for all); a few also run as real
-processes."""
+processes, and benchmarks/command_line.py's other half, SIGTERM, is tested with
+benchmarks.scale_search in test_scale_search.py."""
 
 from __future__ import annotations
 
@@ -64,6 +65,13 @@ CASES: list[tuple[str, list[str], str]] = [
     ("ofa_search", ["--ofa-files", "{tmp}/nope"], "--ofa-files"),
     ("ofa_search", ["--ofa-files", "{tmp}"], "--ofa-files"),
     ("ofa_search", ["--trials", "0"], "--trials"),
+    ("scale", ["--part", "training", "--steps", "0"], "--steps"),
+    ("scale", ["--accuracy-predictor", "{tmp}/no.pt"], "--accuracy-predictor"),
+    ("scale", ["--storage", "bogus"], "--storage"),
+    ("scale_search", ["--storage", "bogus"], "--storage"),
+    ("scale_search", ["--trials", "0"], "--trials"),
+    ("scale_search", ["--accuracy-predictor", "{tmp}/no.pt"], "--accuracy-predictor"),
+    ("scale_search", ["--accuracy-predictor", "{acc}", "--latency-predictor", "{file}"], "--lat"),
     ("scale_training", ["--batch-size", "0"], "--batch-size"),
     ("scale_training", ["--batch-size", "65"], "--batch-size"),
     ("scale_training", ["--processes", "1", "3"], "--batch-size"),
@@ -150,6 +158,7 @@ def test_a_device_python_that_is_not_there_is_one_line(
     "args",
     [
         ["benchmarks.contention", "--steps", "0"],
+        ["benchmarks.scale_search"],  # the default predictor is not there
         ["benchmarks.adversarial_scenarios", "--help"],  # a library module, not a script
     ],
     ids=lambda args: " ".join(args),
