@@ -353,8 +353,8 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             outputs=[folder],
             log=log,
             resumable=partial(more_resolutions, every=recipe.search_space().resolutions),
-            unusable=partial(_refused_predictor, folder / "predictor.json"),
-        ):
+        ):  # up to date: nothing to measure
+            _refit_refused(run, key, inputs, folder, log)
             continue
         log(f"profile {name}: lookup table and calibrated predictor → {folder}")
         # Published tables (Note10's) time no stem in groups: nothing of theirs is measured.
@@ -390,18 +390,27 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
         )
 
 
-def _refused_predictor(path: Path) -> str | None:
-    """Why the predictor at ``path`` is refused at load, or None. Its file is as recorded,
-    yet a model that an older edgenas fitted can predict no time for some subnet, which this
-    one refuses; profiling the folder again refits it from the kept measurements."""
-    from latency.predictors import load_predictor
+def _refit_refused(
+    run: RunFolder, key: str, inputs: dict[str, Any], folder: Path, log: Log
+) -> None:
+    """An up-to-date device whose predictor.json, as recorded, this edgenas refuses (a
+    calibration model that an older one fitted, predicting no time for some subnet) has it
+    fitted again from the measurements it keeps, and recorded: search would fail on it at
+    every rerun, and profiling again would need the device and the same runtime version."""
+    from latency.predictors import refit_refused
     from latency.table import TableError
 
+    path = folder / "predictor.json"
     try:
-        load_predictor(path)
+        done = refit_refused(path)
     except TableError as exc:
-        return f"{path.name} cannot be used ({one_line(exc)})"
-    return None
+        raise RecipeError(
+            f"{one_line(exc)}; or measure the device again: rerun with --force profile"
+        ) from None
+    if done is not None:
+        log(f"{key.replace(':', ' ')}: {path.name}: {done}")
+        seconds = float(run.stages[key].get("seconds", 0.0))
+        run.record(key, inputs, [folder / "lut.json", path], seconds)
 
 
 def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:

@@ -179,26 +179,18 @@ def needs_run(
     outputs: Sequence[Path],
     log: Log,
     resumable: Callable[[dict[str, Any], dict[str, Any]], bool] | None = None,
-    unusable: Callable[[], str | None] | None = None,
 ) -> bool:
     """Whether stage ``key`` must run. A stage that is forced, or whose outputs were last
     made from other inputs, loses its ``outputs`` first: resuming them would mix two runs;
     the log says what is discarded and why. ``resumable(old, new)`` may say that the outputs
     of the old inputs can be continued (a longer search of the same study). A stage that
     runs is marked started on its inputs in run.json, so that a rerun after Ctrl-C or a kill
-    continues its work (it was discarded as made from the inputs of the run before).
-    ``unusable()`` may name why up-to-date outputs cannot be used as they are (a predictor
-    that an older edgenas fitted): the stage then runs on them again, keeping them."""
+    continues its work (it was discarded as made from the inputs of the run before)."""
     forced = stage in options.force
     name = key.replace(":", " ")
     if not forced and run.up_to_date(key, inputs):
-        why = unusable() if unusable is not None else None
-        if why is None:
-            log(f"{name}: up to date, skipped")
-            return False
-        log(f"{name}: {why}; running it again on what it kept")
-        run.start(key, inputs)
-        return True
+        log(f"{name}: up to date, skipped")
+        return False
     old = run.last_inputs(key)
     if not forced and key in run.started and old == inputs:
         log(f"{name}: continuing where the last run stopped")

@@ -227,12 +227,23 @@ def _data_inputs(run: RunFolder, source: str) -> Any:
 
 
 def adopt_data_path(run: RunFolder, key: str, inputs: dict[str, Any], recipe: Recipe) -> None:
-    """Search and export records of earlier versions hold the data folder's path where the
-    data's fingerprint now goes: taken as made from today's data, as they were (else each
-    such run would search again), when nothing else changed."""
-    if isinstance(inputs.get("data"), dict):
-        before = {**inputs, "data": str(_supernet_data(recipe))}
-        adopt_inputs(run, key, inputs, lambda recorded: recorded == before)
+    """Search and export records of earlier versions hold the data folder's path where its
+    fingerprint now goes: a record of today's path takes today's fingerprint, as the data
+    there was then taken to be the same. The other inputs are compared as ever: a record that
+    also differs in them (more trials, a refitted predictor) still continues or keeps its
+    accuracy cache as it would have, rather than reading as made from other data."""
+    data = inputs.get("data")
+    if not isinstance(data, dict):
+        return
+    path = str(_supernet_data(recipe))
+    record = run.stages.get(key)
+    recorded = [record["inputs"]] if record is not None else []
+    recorded += [run.started[key]] if key in run.started else []
+    old = [r for r in recorded if r.get("data") == path]
+    for r in old:
+        r["data"] = data
+    if old:
+        run.save()
 
 
 def stage_data(recipe: Recipe) -> Path:

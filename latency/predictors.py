@@ -534,7 +534,51 @@ def calibrate(
 
 def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
     """A predictor file written by ``save`` (lut-sum or calibrated)."""
+    predictor = _build(read_predictor(path), path)
+    if isinstance(predictor, CalibratedPredictor):
+        try:
+            _check_positive(predictor)
+        except (TypeError, ValueError) as exc:
+            raise _damaged(path, str(exc)) from None
+    return predictor
+
+
+def refit_refused(path: Path) -> str | None:
+    """Fit the calibrated predictor at ``path`` again, from the measurements it keeps (its
+    calibration subnets and their times), where ``load_predictor`` refuses it because its
+    model predicts no time for some subnet: one fitted by an older edgenas, which did not
+    pass over such models as ``calibrate`` does. Nothing is measured, so no device is needed.
+    Rewrites ``path`` and says what was done; None where the predictor loads as it is.
+    ``TableError`` for a file that is damaged otherwise, or whose measurements no model fits
+    with positive figures."""
     data = read_predictor(path)
+    predictor = _build(data, path)
+    if not isinstance(predictor, CalibratedPredictor):
+        return None
+    try:
+        subnet, ms = _lowest_figure(predictor.base, predictor.model)
+    except (TypeError, ValueError) as exc:
+        raise _damaged(path, str(exc)) from None
+    if ms > 0:
+        return None
+    try:
+        calibration = data.get("calibration", {})
+        subnets = [Subnet.from_dict(s) for s in calibration["subnets"]]
+        refitted = calibrate(predictor.base, subnets, calibration["measured_ms"])
+    except KeyError as exc:
+        raise _damaged(path, f"it keeps no calibration {exc.args[0]!r} to refit from") from None
+    except (TypeError, ValueError) as exc:
+        raise _damaged(path, f"its kept measurements cannot be refitted ({exc})") from None
+    refitted.save(path)
+    return (
+        f"its calibration model {predictor.model.name} predicted {ms:.4g} ms for subnet "
+        f"{subnet.key} (fitted by an older edgenas); refitted from the {len(subnets)} subnets it "
+        f"keeps: {refitted.model.name}"
+    )
+
+
+def _build(data: PredictorDocument, path: Path) -> LutSumPredictor | CalibratedPredictor:
+    """The predictor a file's document describes, unchecked for positive figures."""
     try:
         space = SearchSpace.from_dict(data["space"])
         header = TableHeader.from_dict(data["header"])
@@ -547,14 +591,12 @@ def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
         if data["kind"] == "lut-sum":
             return base
         if data["kind"] == "calibrated":
-            calibrated = CalibratedPredictor(
+            return CalibratedPredictor(
                 base,
                 LinearModel.from_dict(data["model"], known=feature_names(space)),
                 validation=data.get("validation", {}),
                 calibration=data.get("calibration", {}),
             )
-            _check_positive(calibrated)
-            return calibrated
     except TableError:
         raise
     except KeyError as exc:

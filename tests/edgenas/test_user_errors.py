@@ -288,6 +288,15 @@ def test_numbers_out_of_range_are_refused(option: str, value: str, message: str)
     assert f"Invalid value for '{option}': {message}" in result.output
 
 
+def test_every_int8_only_option_is_an_option_of_export() -> None:
+    # A name that is not one would never count as given (review).
+    import inspect
+
+    from edgenas.cli.export import INT8_ONLY, export_command
+
+    assert set(INT8_ONLY) <= set(inspect.signature(export_command).parameters)
+
+
 @pytest.mark.parametrize("command", ["run r.yaml", "train r.yaml", "export --subnet max"])
 def test_threads_are_capped_as_the_readme_says(command: str) -> None:
     # export took any --threads (README audit: "--threads up to 1024").

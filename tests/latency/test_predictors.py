@@ -20,6 +20,7 @@ from latency.predictors import (
     LutSumPredictor,
     calibrate,
     load_predictor,
+    refit_refused,
 )
 from latency.table import PUBLISHED_RUNTIME, LatencyTable, TableError, TableHeader
 from once_for_all import get_space
@@ -429,3 +430,35 @@ def test_calibration_keeps_no_model_that_predicts_no_time() -> None:
     assert min(scores, key=lambda name: scores[name]["rmspe"]) == "per-stage"  # the best fit
     assert predictor.model.name != "per-stage"
     assert min(predictor.lowest(r)[1] for r in space.resolutions) > 0
+
+
+def test_an_older_fit_that_predicts_no_time_is_refitted_from_what_it_keeps(
+    tmp_path: Path,
+) -> None:
+    # The predictor of an older edgenas, whose calibrate kept the per-stage model: edgenas
+    # run refits it from its own calibration subnets and times, with no device at hand.
+    space = get_space("mbv3-tiny")
+    base = LutSumPredictor.from_table(space, _table())
+    truth = CalibratedPredictor(base, _stage_weight_below_zero(base), validation={}, calibration={})
+    rng = random.Random(0)
+    pool = [space.sample(rng) for _ in range(2_000)]
+    subnets = [s for s, ms in zip(pool, truth.predict_many(pool), strict=True) if ms > 0.5][:40]
+    measured = [float(ms) for ms in truth.predict_many(subnets)]
+    calibration = {"subnets": [s.to_dict() for s in subnets], "measured_ms": measured}
+    path = tmp_path / "predictor.json"
+    CalibratedPredictor(base, truth.model, validation={}, calibration=calibration).save(path)
+
+    done = refit_refused(path)
+    assert done is not None and "its calibration model per-stage predicted -" in done
+    assert "refitted from the 40 subnets it keeps" in done
+    refitted = load_predictor(path)
+    assert isinstance(refitted, CalibratedPredictor) and refitted.model.name != "per-stage"
+    assert refitted.calibration["measured_ms"] == measured
+    assert refit_refused(path) is None  # it loads now: left as it is
+    base.save(tmp_path / "lut-sum.json")
+    assert refit_refused(tmp_path / "lut-sum.json") is None
+
+    # Nothing kept to refit from: one line naming the file.
+    CalibratedPredictor(base, truth.model, validation={}, calibration={}).save(path)
+    with pytest.raises(TableError, match=r"is damaged: it keeps no calibration 'subnets'"):
+        refit_refused(path)
