@@ -416,15 +416,21 @@ def test_a_calibration_model_below_zero_for_any_subnet_is_refused_at_load(
         load_predictor(tmp_path / "p.json")
 
 
-def test_calibration_keeps_no_model_that_predicts_no_time() -> None:
-    # End-to-end figures that the per-stage model fits exactly, on subnets where it is
-    # positive: fitted as it is, it would give the deepest last stage less than nothing.
+def _below_zero_truth() -> tuple[CalibratedPredictor, list[Subnet]]:
+    """End-to-end figures that the per-stage model fits exactly, and 40 subnets where it is
+    positive: fitted as it is, it gives the deepest last stage less than nothing."""
     space = get_space("mbv3-tiny")
     base = LutSumPredictor.from_table(space, _table())
     truth = CalibratedPredictor(base, _stage_weight_below_zero(base), validation={}, calibration={})
     rng = random.Random(0)
     pool = [space.sample(rng) for _ in range(2_000)]
     subnets = [s for s, ms in zip(pool, truth.predict_many(pool), strict=True) if ms > 0.5][:40]
+    return truth, subnets
+
+
+def test_calibration_keeps_no_model_that_predicts_no_time() -> None:
+    truth, subnets = _below_zero_truth()
+    base, space = truth.base, truth.base.space
     predictor = calibrate(base, subnets, list(truth.predict_many(subnets)))
     scores = predictor.validation["candidates"]
     assert min(scores, key=lambda name: scores[name]["rmspe"]) == "per-stage"  # the best fit
@@ -437,12 +443,8 @@ def test_an_older_fit_that_predicts_no_time_is_refitted_from_what_it_keeps(
 ) -> None:
     # The predictor of an older edgenas, whose calibrate kept the per-stage model: edgenas
     # run refits it from its own calibration subnets and times, with no device at hand.
-    space = get_space("mbv3-tiny")
-    base = LutSumPredictor.from_table(space, _table())
-    truth = CalibratedPredictor(base, _stage_weight_below_zero(base), validation={}, calibration={})
-    rng = random.Random(0)
-    pool = [space.sample(rng) for _ in range(2_000)]
-    subnets = [s for s, ms in zip(pool, truth.predict_many(pool), strict=True) if ms > 0.5][:40]
+    truth, subnets = _below_zero_truth()
+    base = truth.base
     measured = [float(ms) for ms in truth.predict_many(subnets)]
     calibration = {"subnets": [s.to_dict() for s in subnets], "measured_ms": measured}
     path = tmp_path / "predictor.json"
