@@ -80,6 +80,7 @@ from latency import (
     settings_for,
     validation_figures,
 )
+from latency.predictors import MIN_CALIBRATION
 from latency.reference import normalised_ms, reference_scale
 from latency.table import LatencyTable
 from once_for_all import get_space
@@ -93,9 +94,6 @@ TARGET_TINY_PROFILE_S = 600.0
 CASES = {"mbv3-tiny": (None, 100), "mbv3-imagenet": ((224,), 50)}
 MEASURE: dict[str, Any] = {"threads": 1, "warmup": 10, "runs": 50}
 RUNTIMES = ("onnxruntime", "tflite")  # the runtimes both devices run here
-# What latency.predictors.calibrate fits on (2 x its 5 folds): edgenas.recipe's MIN_CALIBRATION,
-# not imported, as the edgenas package sets OMP_WAIT_POLICY (a test keeps the two equal).
-MIN_CALIBRATION = 10
 
 
 def log(message: str) -> None:

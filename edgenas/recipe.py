@@ -39,6 +39,7 @@ from export.formats import (
     ModelFormat,
     Precision,
 )
+from latency.predictors import MIN_CALIBRATION
 from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, list_spaces, ofa_phases
 from once_for_all.data import DataSpec
 from once_for_all.data.image_stream import Holding
@@ -177,9 +178,6 @@ class TrainSection(_TrainSettings):
                 "trained supernet: init_from)"
             )
         return self
-
-
-MIN_CALIBRATION = 10  # latency.predictors.calibrate refuses fewer
 
 
 class DeviceSection(_Strict):

@@ -251,18 +251,18 @@ def _changes(old: dict[str, Any], new: dict[str, Any], prefix: str = "") -> str:
 
 
 def adopt_inputs(
-    run: RunFolder, key: str, inputs: dict[str, Any], same: Callable[[dict[str, Any]], bool]
+    run: RunFolder, key: str, update: Callable[[dict[str, Any]], dict[str, Any] | None]
 ) -> bool:
-    """Give stage ``key``'s record (finished or started) today's ``inputs`` where
-    ``same(recorded)`` says they describe the same work, so that it is not done again;
-    whether any record took them."""
+    """Give stage ``key``'s record (finished or started) the inputs ``update(recorded)``
+    returns, where it says they describe the same work as today's (None where not), so that
+    it is not done again; whether any record took new inputs."""
     adopted = False
     record = run.stages.get(key)
-    if record is not None and record["inputs"] != inputs and same(record["inputs"]):
-        record["inputs"], adopted = inputs, True
+    if record is not None and (new := update(record["inputs"])) not in (None, record["inputs"]):
+        record["inputs"], adopted = new, True
     started = run.started.get(key)
-    if started is not None and started != inputs and same(started):
-        run.started[key], adopted = inputs, True
+    if started is not None and (new := update(started)) not in (None, started):
+        run.started[key], adopted = new, True
     if adopted:
         run.save()
     return adopted

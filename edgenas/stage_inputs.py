@@ -76,7 +76,7 @@ def adopt_data_fingerprint(run: RunFolder, inputs: dict[str, Any]) -> None:
     changed, its record gains the fingerprint."""
     if "data" in inputs:
         before = {k: v for k, v in inputs.items() if k != "data"}
-        adopt_inputs(run, "train", inputs, lambda recorded: recorded == before)
+        adopt_inputs(run, "train", lambda recorded: inputs if recorded == before else None)
 
 
 def _unlocated(inputs: dict[str, Any]) -> dict[str, Any]:
@@ -96,7 +96,7 @@ def adopt_moved_files(run: RunFolder, inputs: dict[str, Any], log: Log) -> None:
     work: its record takes the new path. Refused where missing (``pipeline._check_sources``), the
     fix was to give the new path, and that discarded the trained supernet."""
     here = _unlocated(inputs)
-    if adopt_inputs(run, "train", inputs, lambda recorded: _unlocated(recorded) == here):
+    if adopt_inputs(run, "train", lambda old: inputs if _unlocated(old) == here else None):
         log("train: its data or init_from moved (the same files); the training is kept")
 
 
@@ -232,18 +232,13 @@ def adopt_data_path(run: RunFolder, key: str, inputs: dict[str, Any], recipe: Re
     there was then taken to be the same. The other inputs are compared as ever: a record that
     also differs in them (more trials, a refitted predictor) still continues or keeps its
     accuracy cache as it would have, rather than reading as made from other data."""
-    data = inputs.get("data")
-    if not isinstance(data, dict):
-        return
-    path = str(_supernet_data(recipe))
-    record = run.stages.get(key)
-    recorded = [record["inputs"]] if record is not None else []
-    recorded += [run.started[key]] if key in run.started else []
-    old = [r for r in recorded if r.get("data") == path]
-    for r in old:
-        r["data"] = data
-    if old:
-        run.save()
+    data, path = inputs.get("data"), str(_supernet_data(recipe))
+
+    def fingerprinted(recorded: dict[str, Any]) -> dict[str, Any] | None:
+        return {**recorded, "data": data} if recorded.get("data") == path else None
+
+    if isinstance(data, dict):
+        adopt_inputs(run, key, fingerprinted)
 
 
 def stage_data(recipe: Recipe) -> Path:

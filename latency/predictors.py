@@ -461,12 +461,17 @@ def _folds(n: int, k: int, seed: int) -> list[np.ndarray]:
     return [order[i::k] for i in range(k)]
 
 
+CALIBRATION_FOLDS = 5
+# The fewest measured subnets calibrate fits on: two per fold.
+MIN_CALIBRATION = 2 * CALIBRATION_FOLDS
+
+
 def calibrate(
     base: LutSumPredictor,
     subnets: Sequence[Subnet],
     measured_ms: Sequence[float],
     *,
-    folds: int = 5,
+    folds: int = CALIBRATION_FOLDS,
     seed: int = 0,
 ) -> CalibratedPredictor:
     """Fit every candidate model, keep the one with the lowest cross-validated RMSPE, refit it

@@ -15,8 +15,8 @@ from rich.table import Table
 from edgenas.cli.user_errors import fail, interrupted
 from edgenas.console import err_console, stage_progress
 from edgenas.ctrl_c import INTERRUPTED
-from edgenas.recipe import MIN_CALIBRATION
 from export.formats import AUTO_SPLIT_GROUPS, ModelFormat, Precision
+from latency.predictors import MIN_CALIBRATION
 
 if TYPE_CHECKING:
     from devices.measurement import Measurement

@@ -191,8 +191,9 @@ def test_help_shows_each_default_once(
 def test_latency_asks_for_as_many_calibration_subnets_as_profile() -> None:
     from benchmarks.latency import MIN_CALIBRATION
     from edgenas.recipe import MIN_CALIBRATION as PROFILES
+    from latency.predictors import MIN_CALIBRATION as FITTED
 
-    assert MIN_CALIBRATION == PROFILES
+    assert MIN_CALIBRATION == PROFILES == FITTED
 
 
 def test_a_scratch_cache_in_a_new_folder_is_written(tmp_path: Path) -> None:
