@@ -30,7 +30,6 @@ import multiprocessing
 import os
 import platform
 import queue
-import random
 import signal
 import sys
 import tempfile
@@ -42,23 +41,17 @@ from multiprocessing.synchronize import Event
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import optuna
 
 from benchmarks.command_line import (
     ArgumentParser,
     Refused,
     at_least,
-    blamed,
     names_from,
-    require_file,
     run_main,
 )
-from benchmarks.search import ACCURACY_FIX, LATENCY_FIX
-from edgenas.search.problem import DeviceTarget, SearchProblem
+from benchmarks.search import search_problem
 from edgenas.search.study_runner import SearchRun, open_storage
-from latency.predictors import load_predictor
-from once_for_all.accuracy_predictor import load_accuracy_predictor
 from once_for_all.errors import EdgenasError, one_line
 
 STORAGE_KINDS = ("journal", "postgresql")
@@ -75,28 +68,11 @@ def log(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-def search_problem(accuracy_predictor: Path, latency_predictor: Path) -> SearchProblem:
-    """The problem of benchmarks/search.py: accuracy up, latency down under one budget. A
-    file that does not load is refused naming its option."""
-    with blamed("--accuracy-predictor"):
-        acc = load_accuracy_predictor(accuracy_predictor)
-    with blamed("--latency-predictor"):
-        lat = load_predictor(latency_predictor)
-        rng = random.Random(0)
-        sample = [acc.space.sample(rng, r=lat.header.resolutions) for _ in range(2000)]
-        budget = float(np.median(lat.predict_many(sample)))
-        return SearchProblem(
-            acc.space, acc.predict_many, (DeviceTarget(lat.header.device, lat, budget),)
-        )
-
-
 def check_inputs(
     storages: Sequence[str], accuracy_predictor: Path, latency_predictor: Path, url: str | None
 ) -> None:
     """Refuse, before any worker starts, what a worker would fail on: a predictor that is
     missing or does not load (``search_problem``), or PostgreSQL without a server."""
-    require_file("--accuracy-predictor", accuracy_predictor, ACCURACY_FIX)
-    require_file("--latency-predictor", latency_predictor, LATENCY_FIX)
     search_problem(accuracy_predictor, latency_predictor)
     if "postgresql" in storages and not url:
         from tests.edgenas.search.postgres import PostgresMissing, postgres_bin
@@ -126,7 +102,7 @@ def _worker(
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
         search = SearchRun(
-            search_problem(*paths), storage=storage, study_name=study, seed=seed, sync_every=100
+            search_problem(*paths)[0], storage=storage, study_name=study, seed=seed, sync_every=100
         )
         messages.put({"kind": "ready", "seed": seed})
         if not go.wait(timeout=START_TIMEOUT_S):  # the parent is gone

@@ -26,7 +26,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import optuna
@@ -74,6 +74,28 @@ def hypervolume(points: list[tuple[float, float]], ref: tuple[float, float]) -> 
     return area
 
 
+def search_problem(
+    accuracy_predictor: Path, latency_predictor: Path
+) -> tuple[SearchProblem, float]:
+    """The benchmark's problem: accuracy up, latency down under one budget, the median
+    latency of 2,000 random subnets; and the hypervolume's reference accuracy, the lowest
+    predicted among them. A file that is missing or does not load is refused naming its
+    option. benchmarks/scale_search.py searches the same problem."""
+    require_file("--accuracy-predictor", accuracy_predictor, ACCURACY_FIX)
+    require_file("--latency-predictor", latency_predictor, LATENCY_FIX)
+    with blamed("--accuracy-predictor"):
+        acc = load_accuracy_predictor(accuracy_predictor)
+    with blamed("--latency-predictor"):
+        lat = load_predictor(latency_predictor)
+        rng = random.Random(0)
+        sample = [acc.space.sample(rng, r=lat.header.resolutions) for _ in range(2000)]
+        budget = float(np.median(lat.predict_many(sample)))
+        problem = SearchProblem(
+            acc.space, acc.predict_many, (DeviceTarget(lat.header.device, lat, budget),)
+        )
+    return problem, float(acc.predict_many(sample).min())
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     p = ArgumentParser(prog="python -m benchmarks.search", description=__doc__.split("\n\n")[0])
     p.add_argument(
@@ -102,20 +124,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     )
     args = p.parse_args(argv)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    require_file("--accuracy-predictor", args.accuracy_predictor, ACCURACY_FIX)
-    require_file("--latency-predictor", args.latency_predictor, LATENCY_FIX)
-    with blamed("--accuracy-predictor"):
-        acc = load_accuracy_predictor(args.accuracy_predictor)
-    with blamed("--latency-predictor"):
-        lat = load_predictor(args.latency_predictor)
-        space = acc.space
-        rng = random.Random(0)
-        sample = [space.sample(rng, r=lat.header.resolutions) for _ in range(2000)]
-        budget = float(np.median(lat.predict_many(sample)))
-        problem = SearchProblem(
-            space, acc.predict_many, (DeviceTarget(lat.header.device, lat, budget),)
-        )
-    acc_ref = float(acc.predict_many(sample).min())
+    problem, acc_ref = search_problem(args.accuracy_predictor, args.latency_predictor)
+    space, target = problem.space, problem.devices[0]
+    lat, budget = target.predictor, float(cast(float, target.budget_ms))
     results: dict[str, list[dict[str, Any]]] = {}
     with tempfile.TemporaryDirectory(prefix="edgenas-bench-search-") as tmp:
         for seed in range(args.seeds):
