@@ -230,7 +230,7 @@ class SearchSpace:
             ks=self.kernel_sizes[-1],
             e=self.expand_ratios[-1],
             d=self.depths[-1],
-            r=r or self.resolutions[-1],
+            r=self.resolutions[-1] if r is None else r,
         )
 
     def min_subnet(self, *, r: int | None = None) -> Subnet:
@@ -238,7 +238,7 @@ class SearchSpace:
             ks=self.kernel_sizes[0],
             e=self.expand_ratios[0],
             d=self.depths[0],
-            r=r or self.resolutions[0],
+            r=self.resolutions[0] if r is None else r,
         )
 
     def sample(

@@ -307,6 +307,10 @@ def test_max_and_min_subnets(space: SearchSpace) -> None:
     )
     r = space.resolutions[1]
     assert space.max_subnet(r=r).r == r and space.min_subnet(r=r).r == r
+    # r=0 is a resolution the space does not have, not "the default".
+    for largest_or_smallest in (space.max_subnet, space.min_subnet):
+        with pytest.raises(SubnetError, match="r=0"):
+            largest_or_smallest(r=0)
     assert space.validate(big) is big and space.validate(small) is small
     assert len(space.active_blocks(big)) == n
     assert len(space.active_blocks(small)) == stages * min(space.depths)
