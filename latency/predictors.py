@@ -544,7 +544,11 @@ def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
         try:
             _check_positive(predictor)
         except (TypeError, ValueError) as exc:
-            raise _damaged(path, str(exc)) from None
+            # Its measurements are kept in the file: fitting them again needs no device.
+            raise TableError(
+                f"latency predictor {path} is damaged: {exc}; `edgenas latency refit {path}` "
+                "fits it again from the measurements it keeps (or run edgenas profile again)"
+            ) from None
     return predictor
 
 

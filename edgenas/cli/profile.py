@@ -1,4 +1,4 @@
-"""`edgenas profile` and `edgenas latency predict|validate`: lookup tables and predictors."""
+"""`edgenas profile` and `edgenas latency predict|refit|validate`: lookup tables and predictors."""
 
 from __future__ import annotations
 
@@ -420,6 +420,19 @@ def predict_command(
         )
     else:
         typer.echo(f"{ms:.4f} ms on {p.header.device} ({p.kind})")
+
+
+@latency_app.command("refit")
+def refit_command(
+    predictor: Annotated[Path, typer.Argument(help="predictor.json from edgenas profile")],
+) -> None:
+    """Fit a calibrated predictor again from the calibration subnets and times it keeps,
+    where edgenas refuses it because its model predicts no time for some subnet (an older
+    edgenas's fit, or an edited file). Measures nothing, so the device is not needed."""
+    from latency.predictors import refit_refused
+
+    done = refit_refused(predictor)
+    typer.echo(f"{predictor}: {done}" if done else f"{predictor} loads as it is: nothing to refit")
 
 
 @latency_app.command("validate")

@@ -490,7 +490,44 @@ def test_a_damaged_calibrated_predictor_is_one_line(
     assert message in line and "Traceback" not in line
     if "model" in edit:
         assert f"latency predictor {path} is damaged: its calibration model " in line
+    if "intercept" in edit.get("model", {}):  # refused, yet its measurements fit again
+        assert f"`edgenas latency refit {path}` fits it again from the measurements" in line
+    elif "model" in edit:
         assert "run edgenas profile again to rewrite it" in line
+
+
+def test_latency_refit_fits_a_refused_predictor_again_without_the_device(
+    npu_profiled: Path, tmp_path: Path
+) -> None:
+    # The command the refusal names: the standalone search and export load the predictor as
+    # edgenas latency predict does, so it refuses the file until the refit.
+    doc = json.loads((npu_profiled / "predictor.json").read_text())
+    doc["model"]["intercept"] = -100
+    path = tmp_path / "predictor.json"
+    path.write_text(json.dumps(doc))
+    assert (
+        edgenas_here("latency", "predict", "--predictor", path, "--subnet", "max").returncode == 2
+    )
+
+    proc = edgenas_here("latency", "refit", path)
+    assert proc.returncode == 0, proc.stderr
+    assert " ".join(proc.stdout.split()).startswith(
+        f"{path}: its calibration model {doc['model']['name']} predicted -"
+    )
+    assert "refitted from the 20 subnets it keeps" in " ".join(proc.stdout.split())
+    refitted = json.loads(path.read_text())
+    assert refitted["calibration"]["measured_ms"] == doc["calibration"]["measured_ms"]
+    assert (
+        edgenas_here("latency", "predict", "--predictor", path, "--subnet", "max").returncode == 0
+    )
+
+    again = edgenas_here("latency", "refit", path)
+    assert again.returncode == 0 and "loads as it is: nothing to refit" in again.stdout
+    damaged = tmp_path / "damaged.json"
+    damaged.write_text(json.dumps({**doc, "calibration": {}}))
+    proc = edgenas_here("latency", "refit", damaged)
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert "it keeps no calibration 'subnets' to refit from" in " ".join(proc.stderr.split())
 
 
 @pytest.mark.parametrize("ms", [-5.0, float("inf")])
