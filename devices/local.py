@@ -54,7 +54,7 @@ class LocalDevice(Device):
         timeout_s: float | None = None,
     ) -> None:
         self.name = name
-        self.python = str(python) if python is not None else sys.executable
+        self.python = _interpreter(python) if python is not None else sys.executable
         self.settings = settings or RunSettings()
         self.timeout_s = timeout_s
         self._fingerprint: Fingerprint | None = None
@@ -166,3 +166,12 @@ def _local_from_profile(name: str, profile: dict[str, Any]) -> LocalDevice:
     return LocalDevice(
         name, python=local.python, settings=checked.run_settings(), timeout_s=local.timeout_s
     )
+
+
+def _interpreter(python: str | os.PathLike[str]) -> str:
+    """A relative path to a Python (``.venv-openvino/bin/python``) is taken from the folder
+    edgenas runs in, not the runner's temporary folder that the subprocess starts in. Not
+    resolved further: a venv's python is a link that must keep its own path. A bare name
+    (``python3``) is looked up on PATH, as the shell would."""
+    text = os.fspath(python)
+    return os.path.abspath(text) if os.sep in text and not os.path.isabs(text) else text

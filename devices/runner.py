@@ -432,8 +432,8 @@ class OnnxRuntimeBackend(Backend):
                 "environment",
                 f"onnxruntime {self.version} on this device has no {', '.join(missing)} "
                 f"(available: {', '.join(available)}): install the onnxruntime build that has "
-                "it (onnxruntime-gpu for CUDA and TensorRT), or leave it out of the profile's "
-                "providers",
+                "it (onnxruntime-gpu for CUDA and TensorRT, onnxruntime-openvino for OpenVINO), or "
+                "leave it out of the profile's providers",
                 status=3,
             )
         self.provider_list = [

@@ -158,6 +158,20 @@ def test_python_that_does_not_exist(models: Models, tmp_path: Path) -> None:
         device.measure([models.fc])
 
 
+def test_a_relative_python_is_taken_from_where_edgenas_runs(
+    models: Models, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # local.python: .venv-openvino/bin/python (the bundled local-cpu-openvino): the runner
+    # starts in a temporary folder, where the relative path named nothing.
+    (tmp_path / "env").symlink_to(sys.prefix)  # this virtual environment, by another path
+    monkeypatch.chdir(tmp_path)
+    device = LocalDevice("dev", python=Path("env/bin/python"), settings=QUICK)
+    assert device.python == str(tmp_path / "env" / "bin" / "python")  # links kept
+    (m,) = device.measure([models.fc])
+    assert m.n == 6
+    assert LocalDevice(python="python3").python == "python3"  # a name: looked up on PATH
+
+
 def test_python_that_runs_nothing(models: Models) -> None:
     # exit status 0 and no results: "the runner's output is not JSON: ''" (input audit)
     device = LocalDevice("dev", python="/bin/true", settings=QUICK)

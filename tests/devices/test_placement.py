@@ -58,7 +58,8 @@ def test_provider_missing_here_names_the_available_ones(models: Models) -> None:
     assert "\n" not in message
     assert "has no CUDAExecutionProvider (available: " in message
     assert message.endswith(
-        "(onnxruntime-gpu for CUDA and TensorRT), or leave it out of the profile's providers"
+        "(onnxruntime-gpu for CUDA and TensorRT, onnxruntime-openvino for OpenVINO), or leave it "
+        "out of the profile's providers"
     )
     for name in ort.get_available_providers():
         assert name in message

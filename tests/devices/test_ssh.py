@@ -181,7 +181,8 @@ def test_remote_runner_honours_delegates_and_providers(
     message = str(info.value)
     assert "has no CUDAExecutionProvider (available: " in message
     assert message.endswith(
-        "(onnxruntime-gpu for CUDA and TensorRT), or leave it out of the profile's providers"
+        "(onnxruntime-gpu for CUDA and TensorRT, onnxruntime-openvino for OpenVINO), or leave it "
+        "out of the profile's providers"
     )
     assert "CPUExecutionProvider" in message and "\n" not in message
 
