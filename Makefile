@@ -10,12 +10,15 @@ APT_PACKAGES := dataset-fashion-mnist openssh-server chromium postgresql adb
 # The "device" Python: what a board runs (tflite-runtime 2.14 needs numpy<2, so it cannot share
 # .venv with litert). Tests use it as the python of the SSH test device.
 DEVICE_VENV ?= .venv-device
+# onnxruntime with OpenVINO's execution provider (Intel CPUs, GPUs, NPUs): a build of
+# onnxruntime of its own, so a venv of its own. The local-cpu-openvino device runs in it.
+OPENVINO_VENV ?= .venv-openvino
 
 .PHONY: setup test lint typecheck pytest demo clean
 
 setup: $(STAMP)
 
-$(STAMP): requirements.txt requirements-device.txt pyproject.toml Makefile
+$(STAMP): requirements.txt requirements-device.txt requirements-openvino.txt pyproject.toml Makefile
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
@@ -34,6 +37,8 @@ $(STAMP): requirements.txt requirements-device.txt pyproject.toml Makefile
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	@test -x $(DEVICE_VENV)/bin/python || python3 -m venv $(DEVICE_VENV)
 	$(DEVICE_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-device.txt
+	@test -x $(OPENVINO_VENV)/bin/python || python3 -m venv $(OPENVINO_VENV)
+	$(OPENVINO_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-openvino.txt
 	@touch $@
 
 lint: setup
@@ -55,4 +60,4 @@ demo: setup
 	$(VENV)/bin/edgenas run recipes/quickstart.yaml
 
 clean:
-	rm -rf $(VENV) $(DEVICE_VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache
+	rm -rf $(VENV) $(DEVICE_VENV) $(OPENVINO_VENV) .mypy_cache .pytest_cache .ruff_cache .import_linter_cache

@@ -21,6 +21,7 @@ from tests.devices.conftest import Models
 
 BUNDLED = {
     "local-cpu",
+    "local-cpu-openvino",
     "raspberry-pi-4",
     "jetson-orin-nano",
     "android-termux",
@@ -59,6 +60,12 @@ def test_bundled_profile_contents() -> None:
     assert pi.kind == "ssh" and pi.runtime == "tflite" and pi.ssh and pi.ssh.host == "pi4"
     assert load_profile("jetson-orin-nano").runtime == "onnxruntime"
     assert load_profile("local-cpu").run_settings().providers is None  # the CPU
+    openvino = load_profile("local-cpu-openvino")
+    assert openvino.local is not None and openvino.local.python == ".venv-openvino/bin/python"
+    assert openvino.run_settings().providers == ("OpenVINOExecutionProvider",)
+    assert openvino.run_settings().provider_options == (
+        ("OpenVINOExecutionProvider", (("device_type", "CPU"), ("num_of_threads", "1"))),
+    )
     gpu = load_profile("jetson-orin-nano-gpu").run_settings()
     assert gpu.providers == ("CUDAExecutionProvider", "CPUExecutionProvider")
     assert load_profile("android-termux").runtime == "tflite"

@@ -1,0 +1,104 @@
+"""The whole device job on OpenVINO, for real: `edgenas profile local-cpu-openvino` builds a
+table and calibrated predictor on onnxruntime-openvino (.venv-openvino, `make setup`), and
+`edgenas export --device local-cpu-openvino` measures both ONNX files there, predicts them
+from that table, and writes the int8 file for OpenVINO's kernels, not padded for
+onnxruntime's CPU provider."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+DEVICE = "local-cpu-openvino"
+OPENVINO = "OpenVINOExecutionProvider"
+
+
+def edgenas(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    # From the repository: the bundled profile names .venv-openvino/bin/python from there.
+    return subprocess.run(
+        [sys.executable, "-m", "edgenas", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        cwd=REPO,
+        timeout=900,
+    )
+
+
+@pytest.fixture(scope="module")
+def profiled_and_exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    if not (REPO / ".venv-openvino" / "bin" / "python").exists():
+        pytest.skip("no .venv-openvino: run 'make setup' to create it")
+    folder = tmp_path_factory.mktemp("openvino")
+    proc = edgenas(
+        "profile",
+        DEVICE,
+        *("--space", "mbv3-tiny", "--resolution", "28", "--calibrate", "10"),
+        *("--out", folder / "profiles" / DEVICE, "--quiet"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    proc = edgenas(
+        "export",
+        *("--supernet", trained / "run" / "supernet.pt", "--subnet", "min"),
+        *("--format", "onnx", "--int8", "--device", DEVICE, "--profiles", folder / "profiles"),
+        *("--calibration-images", "64", "--test-images", "400", "--out", folder / "export"),
+    )
+    assert proc.returncode == 0, proc.stderr
+    # OpenVINO runs the int8 file on kernels of its own: no padding, and the line says why.
+    assert f"int8 ONNX channels aligned for none ({DEVICE}: kernels of their own)" in " ".join(
+        proc.stderr.split()
+    )
+    return folder
+
+
+def _card(folder: Path) -> dict[str, Any]:
+    card: dict[str, Any] = json.loads((folder / "export" / "card.json").read_text())
+    return card
+
+
+def test_the_table_is_openvinos(profiled_and_exported: Path) -> None:
+    lut = json.loads((profiled_and_exported / "profiles" / DEVICE / "lut.json").read_text())
+    fingerprint = lut["header"]["fingerprint"]
+    assert (fingerprint["accelerator"], fingerprint["runtime"]) == (OPENVINO, "onnxruntime")
+    predictor = json.loads(
+        (profiled_and_exported / "profiles" / DEVICE / "predictor.json").read_text()
+    )
+    assert predictor["kind"] == "calibrated"
+    assert len(predictor["calibration"]["subnets"]) == 10
+
+
+def test_both_files_run_as_one_openvino_graph_and_are_predicted(
+    profiled_and_exported: Path,
+) -> None:
+    device = _card(profiled_and_exported)["latency"][DEVICE]
+    assert device["fingerprint"]["accelerator"] == OPENVINO
+    files = device["files"]
+    assert set(files) == {"model.onnx", "model_int8.onnx"}
+    for entry in files.values():
+        measured = entry["measured"]
+        assert measured["placement"] == {
+            "providers": [OPENVINO],
+            "nodes": {OPENVINO: 1},
+            "fallback": {},
+        }
+        assert measured["median_ms"] > 0 and entry["speedup_vs_fp32"] > 0
+    # The table is fp32's: it predicts model.onnx, and says nothing of the int8 file.
+    assert files["model.onnx"]["predicted"] > 0
+    assert files["model_int8.onnx"]["predicted"] is None
+    assert device["recommended"] in files
+
+
+def test_the_int8_file_is_written_for_openvino(profiled_and_exported: Path) -> None:
+    card = _card(profiled_and_exported)
+    (int8,) = [f for f in card["files"] if f["name"] == "model_int8.onnx"]
+    assert "channels_aligned" not in int8["execution"]  # as onnxruntime's CPU provider takes
+    assert int8["execution"]["float_nodes"] == {}
+    text = (profiled_and_exported / "export" / "card.md").read_text()
+    assert f"- {DEVICE}, `model_int8.onnx`: {OPENVINO} 1 nodes" in text
