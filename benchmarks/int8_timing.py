@@ -3,13 +3,17 @@
 
     python benchmarks/int8_timing.py DIR                    # on the machine to measure
     python benchmarks/int8_timing.py DIR --rounds 20 --op-profile
+    .venv-openvino/bin/python benchmarks/int8_timing.py DIR --provider OpenVINOExecutionProvider \
+        --provider-option device_type=CPU --provider-option num_of_threads=1
 
 Run it from a copy of the repository (it needs this file and devices/runner.py) on a machine
 that lacks edgenas's dependencies: it imports no edgenas package, and loads the device runner
 (standard library only) by its path, so the timing is the runner's: each row's files are
 loaded, warmed up and timed side by side in interleaved rounds, one thread, as
 benchmarks/export.py times them. TFLite files are timed too where ai-edge-litert or
-tflite-runtime imports, and reported as skipped otherwise.
+tflite-runtime imports, and reported as skipped otherwise. ``--provider`` runs the ONNX files on
+another execution provider of the onnxruntime build at hand (OpenVINO's in
+onnxruntime-openvino); a file it takes none of the nodes of is refused, not timed on the CPU.
 
 Prints one JSON object: the CPU model and its int8 instruction flags (/proc/cpuinfo), runtime
 versions, and per row the fp32 and int8 medians with p10/p90, where each file ran (the
@@ -91,6 +95,16 @@ def measure_side_by_side(
     execution provider ran (ONNX), the delegate's partitions and the ops it left (TFLite)."""
     names = list(paths)
     models = [backends[name.split("_")[0]].load(str(paths[name])) for name in names]
+    for name, model in zip(names, models, strict=True):
+        backend = backends[name.split("_")[0]]
+        if backend.accelerated_ops(model.placement) == 0:
+            # Every node on the CPU provider: its time, under the provider's name.
+            raise runner.RunnerError(
+                "fallback",
+                f"{backend.accelerator} took none of the nodes of {paths[name]}: they all ran "
+                f"on {', '.join(model.placement['nodes'])}; time it without --provider",
+                status=3,
+            )
     for model in models:
         for _ in range(WARMUP_RUNS):
             model.run()
@@ -209,10 +223,22 @@ def machine(runner: ModuleType, np_: ModuleType) -> dict[str, Any]:
 
 
 def run(
-    runner: ModuleType, folder: Path, rows: list[dict[str, Any]], *, rounds: int, profile_ops: bool
+    runner: ModuleType,
+    folder: Path,
+    rows: list[dict[str, Any]],
+    *,
+    rounds: int,
+    profile_ops: bool,
+    providers: list[str] | None = None,
+    provider_options: dict[str, str] | None = None,
 ) -> dict[str, Any]:
+    """``providers``: onnxruntime's execution providers for the ONNX files, in priority
+    order (None: the CPU provider); ``provider_options`` are the first one's."""
     np_ = runner.import_numpy()
     job = {"threads": 1}
+    onnx_job: dict[str, Any] = {}
+    if providers:
+        onnx_job = {"providers": providers, "provider_options": {providers[0]: provider_options}}
     backends: dict[str, Any] = {}
     runtimes: dict[str, str] = {}
     skipped: dict[str, str] = {}
@@ -221,11 +247,12 @@ def run(
         ("tflite", runner.TfliteBackend, "tflite"),
     ):
         try:
-            backends[fmt] = cls(np_, runner.Job({**job, "runtime": runtime}))
+            extra = onnx_job if fmt == "onnx" else {}
+            backends[fmt] = cls(np_, runner.Job({**job, "runtime": runtime, **extra}))
             runtimes[fmt] = backends[fmt].version
         except runner.RunnerError as exc:
-            if exc.status != 3:
-                raise
+            if exc.status != 3 or (fmt == "onnx" and providers):
+                raise  # a provider asked for and missing is an error, not a format skipped
             what = "LiteRT" if fmt == "tflite" else "onnxruntime"
             skipped[fmt] = runtimes[fmt] = f"skipped: no {what} ({exc.message})"
             log(f"{fmt} files {skipped[fmt]}")
@@ -251,6 +278,7 @@ def run(
         "folder": str(folder),
         "machine": machine(runner, np_),
         "runtimes": runtimes,
+        "onnx_providers": providers or ["CPUExecutionProvider"],
         "threads": 1,
         "rounds": rounds,
         "runs_per_file": rounds * RUNS_PER_ROUND,
@@ -274,9 +302,35 @@ def main() -> None:
         action="store_true",
         help="onnxruntime's profiler: ms per run per op type of each ONNX file",
     )
+    parser.add_argument(
+        "--provider",
+        action="append",
+        metavar="NAME",
+        help="onnxruntime execution provider for the ONNX files, by its full name "
+        "(repeatable, in priority order; default CPUExecutionProvider), e.g. "
+        "OpenVINOExecutionProvider under onnxruntime-openvino",
+    )
+    parser.add_argument(
+        "--provider-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the first --provider (repeatable), e.g. num_of_threads=1",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: give 1 or more (10 makes 50 runs per file)")
+    bad = [text for text in args.provider or [] if not text.endswith("ExecutionProvider")]
+    if bad:
+        parser.error(f"--provider {bad[0]}: give onnxruntime's full name (...ExecutionProvider)")
+    if args.provider_option and not args.provider:
+        parser.error("--provider-option is for the first --provider: give one")
+    options = {}
+    for text in args.provider_option:
+        key, sep, value = text.partition("=")
+        if not (sep and key):
+            parser.error(f"--provider-option {text}: give KEY=VALUE")
+        options[key] = value
     try:
         rows = read_rows(args.folder)
         runner = load_runner()
@@ -284,7 +338,15 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
     try:
-        result = run(runner, args.folder, rows, rounds=args.rounds, profile_ops=args.op_profile)
+        result = run(
+            runner,
+            args.folder,
+            rows,
+            rounds=args.rounds,
+            profile_ops=args.op_profile,
+            providers=args.provider,
+            provider_options=options,
+        )
     except runner.RunnerError as exc:  # a model that does not load, numpy or onnxruntime missing
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(exc.status)

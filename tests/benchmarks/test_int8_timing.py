@@ -159,3 +159,91 @@ def test_a_folder_without_rows_json_gets_one_line(tmp_path: Path) -> None:
         f"error: {tmp_path}: no rows.json; write the folder with "
         f"'python -m benchmarks.export --speed --keep {tmp_path}'"
     ]
+
+
+def test_times_the_onnx_files_on_openvinos_provider(kept: Path, tmp_path: Path) -> None:
+    # onnxruntime-openvino's build in .venv-openvino (make setup): each file one OpenVINO graph.
+    python = REPO / ".venv-openvino" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("no .venv-openvino: run 'make setup' to create it")
+    openvino = "OpenVINOExecutionProvider"
+    proc = run_script(
+        python,
+        *(str(kept), "--rounds", "1", "--provider", openvino),
+        *("--provider-option", "device_type=CPU", "--provider-option", "num_of_threads=1"),
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["onnx_providers"] == [openvino]
+    (row,) = result["rows"]
+    for entry in row["latency"].values():
+        assert entry["placement"]["nodes"] == {openvino: 1}, entry["placement"]
+    assert set(row["int8_over_fp32"]) == {"onnx", "onnx_unaligned"}
+
+
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["--provider", "openvino"],
+            "error: --provider openvino: give onnxruntime's full name (...ExecutionProvider)",
+        ),
+        (
+            ["--provider-option", "num_of_threads=1"],
+            "error: --provider-option is for the first --provider: give one",
+        ),
+        (
+            ["--provider", "OpenVINOExecutionProvider", "--provider-option", "threads"],
+            "error: --provider-option threads: give KEY=VALUE",
+        ),
+    ],
+)
+def test_bad_provider_arguments_are_refused(
+    kept: Path, tmp_path: Path, args: list[str], line: str
+) -> None:
+    proc = run_script(Path(sys.executable), str(kept), *args, cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines()[-1].endswith(line), proc.stderr
+
+
+def test_a_provider_this_onnxruntime_lacks_is_one_line(kept: Path, tmp_path: Path) -> None:
+    # This environment's onnxruntime is the CPU build: refused, not timed on the CPU.
+    proc = run_script(
+        Path(sys.executable), str(kept), "--provider", "OpenVINOExecutionProvider", cwd=tmp_path
+    )
+    assert proc.returncode == 3 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert line.startswith("error: onnxruntime ") and "has no OpenVINOExecutionProvider" in line
+
+
+def test_a_file_the_provider_takes_none_of_is_refused(kept: Path, tmp_path: Path) -> None:
+    # OpenVINO has no com.microsoft Inverse: onnxruntime runs it on its CPU provider, whose
+    # time is not OpenVINO's.
+    import onnx
+    from onnx import TensorProto, helper
+
+    python = REPO / ".venv-openvino" / "bin" / "python"
+    if not python.exists():
+        pytest.skip("no .venv-openvino: run 'make setup' to create it")
+    folder = tmp_path / "kept"
+    folder.mkdir()
+    graph = helper.make_graph(
+        [helper.make_node("Inverse", ["x"], ["y"], domain="com.microsoft")],
+        "inverse",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4, 4])],
+    )
+    opsets = [helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    model = helper.make_model(graph, opset_imports=opsets)
+    model.ir_version = 8  # what onnxruntime-openvino 1.24 reads
+    onnx.save(model, folder / "inverse.onnx")
+    rows = json.loads((kept / "rows.json").read_text())
+    rows["rows"][0]["files"] = {"onnx_fp32": "inverse.onnx"}
+    (folder / "rows.json").write_text(json.dumps(rows))
+    proc = run_script(python, str(folder), "--provider", "OpenVINOExecutionProvider", cwd=tmp_path)
+    assert proc.returncode == 3 and proc.stdout == ""
+    assert proc.stderr.strip().splitlines()[-1] == (
+        f"error: OpenVINOExecutionProvider took none of the nodes of {folder / 'inverse.onnx'}: "
+        "they all ran on CPUExecutionProvider; time it without --provider"
+    )
