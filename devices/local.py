@@ -55,6 +55,7 @@ class LocalDevice(Device):
     ) -> None:
         self.name = name
         self.python = _interpreter(python) if python is not None else sys.executable
+        self._where = _where(python) if python is not None else ""
         self.settings = settings or RunSettings()
         self.timeout_s = timeout_s
         self._fingerprint: Fingerprint | None = None
@@ -129,7 +130,8 @@ class LocalDevice(Device):
                 ) from None
             except OSError as exc:
                 raise DeviceError(
-                    f"device {self.name!r}: cannot start Python {self.python!r}: {exc.strerror}; "
+                    f"device {self.name!r}: cannot start Python {self.python!r}: {exc.strerror}"
+                    f"{self._where}; "
                     "set local.python in the device profile to a Python interpreter"
                 ) from None
             output = out_path.read_text() if out_path.exists() else ""
@@ -169,9 +171,35 @@ def _local_from_profile(name: str, profile: dict[str, Any]) -> LocalDevice:
 
 
 def _interpreter(python: str | os.PathLike[str]) -> str:
-    """A relative path to a Python (``.venv-openvino/bin/python``) is taken from the folder
-    edgenas runs in, not the runner's temporary folder that the subprocess starts in. Not
-    resolved further: a venv's python is a link that must keep its own path. A bare name
-    (``python3``) is looked up on PATH, as the shell would."""
-    text = os.fspath(python)
-    return os.path.abspath(text) if os.sep in text and not os.path.isabs(text) else text
+    """A relative path to a Python (``.venv-openvino/bin/python``, ``Path("python")``) is
+    taken from the folder edgenas runs in, not the runner's temporary folder that the
+    subprocess starts in; ``~`` is expanded. Not resolved further: a venv's python is a link
+    that must keep its own path. A bare name given as text (``python3``) is looked up on
+    PATH, as the shell would."""
+    text = os.path.expanduser(os.fspath(python))
+    if os.path.isabs(text) or (os.sep not in text and not isinstance(python, os.PathLike)):
+        return text
+    return os.path.abspath(text)
+
+
+def _relative(python: str | os.PathLike[str]) -> bool:
+    return _interpreter(python) != os.path.expanduser(os.fspath(python))
+
+
+def interpreter_problem(python: str | os.PathLike[str]) -> str | None:
+    """Why ``python`` (a profile's local.python) cannot be started, as a clause naming it,
+    or None: a path that is not an executable file, or a name not on PATH. Checked before
+    long work (``edgenas run`` checks its devices before training)."""
+    found = shutil.which(_interpreter(python))
+    if found is not None:
+        return None
+    return f"local.python {os.fspath(python)!r} is not an executable file{_where(python)}"
+
+
+def _where(python: str | os.PathLike[str]) -> str:
+    if not _relative(python):
+        return ""
+    return (
+        f" (a relative path, read from {os.getcwd()}, where edgenas runs: run edgenas from the "
+        "folder it is relative to, or give an absolute path)"
+    )

@@ -442,7 +442,8 @@ class OnnxRuntimeBackend(Backend):
         # XNNPACK's provider is the CPU too, as XNNPACK is in TFLite
         if self.providers[0] not in ("CPUExecutionProvider", "XnnpackExecutionProvider"):
             self.accelerator = self.providers[0]
-            self.fallback = ", ".join(self.providers[1:]) or "none"
+            # onnxruntime adds its CPU provider after the requested ones, asked or not.
+            self.fallback = ", ".join(self.providers[1:]) or "CPUExecutionProvider"
 
     def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
         if placement is None or self.accelerator is None:

@@ -109,6 +109,12 @@ def _check_device_entry(recipe: Recipe, at: int, section: DeviceSection) -> None
             f"resolutions among {', '.join(map(str, space.resolutions))}, or leave it out for all"
         )
     profile = load_profile(section.name)
+    if profile.kind == "local" and profile.local is not None and profile.local.python:
+        from devices.local import interpreter_problem
+
+        problem = interpreter_problem(profile.local.python)
+        if problem:  # found now, not when profiling starts after the training
+            raise RecipeError(f"{key}: device {profile.name!r}: {problem}")
     published = profile.published
     if profile.kind != "published" or published is None:
         if section.tables is not None:

@@ -166,10 +166,22 @@ def test_a_relative_python_is_taken_from_where_edgenas_runs(
     (tmp_path / "env").symlink_to(sys.prefix)  # this virtual environment, by another path
     monkeypatch.chdir(tmp_path)
     device = LocalDevice("dev", python=Path("env/bin/python"), settings=QUICK)
-    assert device.python == str(tmp_path / "env" / "bin" / "python")  # links kept
+    assert device.python == os.path.join(os.getcwd(), "env", "bin", "python")  # links kept
     (m,) = device.measure([models.fc])
     assert m.n == 6
     assert LocalDevice(python="python3").python == "python3"  # a name: looked up on PATH
+    assert LocalDevice(python=Path("python3")).python == os.path.join(os.getcwd(), "python3")
+    home = LocalDevice(python="~/env/bin/python").python
+    assert home == os.path.join(os.path.expanduser("~"), "env", "bin", "python")
+    missing = LocalDevice("dev", python="nothing/bin/python", settings=QUICK)
+    with pytest.raises(DeviceError) as info:
+        missing.measure([models.fc])
+    assert str(info.value) == (
+        f"device 'dev': cannot start Python {os.path.join(os.getcwd(), 'nothing', 'bin', 'python')!r}"
+        f": No such file or directory (a relative path, read from {os.getcwd()}, where edgenas "
+        "runs: run edgenas from the folder it is relative to, or give an absolute path); set "
+        "local.python in the device profile to a Python interpreter"
+    )
 
 
 def test_python_that_runs_nothing(models: Models) -> None:

@@ -816,6 +816,34 @@ def test_a_sigkilled_profile_leaves_no_runner_at_work_and_its_folder_goes_next_t
     assert not left.exists()
 
 
+def test_a_local_device_whose_python_is_missing_is_refused_before_training(
+    tmp_path: Path,
+) -> None:
+    # local-cpu-openvino names .venv-openvino/bin/python, taken from where edgenas runs: from
+    # another folder, the profile stage failed on it after the training.
+    profile = tmp_path / "mine.yaml"
+    profile.write_text("name: mine\nkind: local\nlocal: {python: env/bin/python}\n")
+    recipe, _ = run_folder(
+        tmp_path, ["train", "profile"], devices=[{"name": str(profile), "budget_ms": 1.0}]
+    )
+    fresh = tmp_path / "fresh"
+    line = error_line(edgenas("run", recipe, "--out", fresh, "--quiet", cwd=tmp_path))
+    assert line == (
+        "error: recipe 'errors': devices[0]: device 'mine': local.python 'env/bin/python' is "
+        f"not an executable file (a relative path, read from {tmp_path}, where edgenas runs: run "
+        "edgenas from the folder it is relative to, or give an absolute path)"
+    )
+    assert not fresh.exists()
+    (tmp_path / "env").symlink_to(sys.prefix)  # there now: the recipe goes on to train
+    from devices.local import interpreter_problem
+
+    with contextlib.chdir(tmp_path):
+        assert interpreter_problem("env/bin/python") is None
+    assert interpreter_problem("no-such-python-anywhere") == (
+        "local.python 'no-such-python-anywhere' is not an executable file"
+    )
+
+
 NOTE10_FILES = (
     "R_lookup_table.yaml from https://raw.githubusercontent.com/han-cai/files/master/ofa/note10/"
 )
