@@ -545,9 +545,11 @@ def load_predictor(path: Path) -> LutSumPredictor | CalibratedPredictor:
             _check_positive(predictor)
         except (TypeError, ValueError) as exc:
             # Its measurements are kept in the file: fitting them again needs no device.
-            raise TableError(
-                f"latency predictor {path} is damaged: {exc}; `edgenas latency refit {path}` "
-                "fits it again from the measurements it keeps (or run edgenas profile again)"
+            raise _damaged(
+                path,
+                str(exc),
+                fix=f"`edgenas latency refit {path}` fits it again from the measurements it "
+                "keeps (or run edgenas profile again)",
             ) from None
     return predictor
 
@@ -615,12 +617,13 @@ def _build(data: PredictorDocument, path: Path) -> LutSumPredictor | CalibratedP
     raise TableError(f"{path}: unknown predictor kind {data['kind']!r} (lut-sum or calibrated)")
 
 
-def _damaged(path: Path, why: str) -> TableError:
+def _damaged(
+    path: Path,
+    why: str,
     # profile rewrites predictor.json from lut.json and calibration.json, which it keeps.
-    return TableError(
-        f"latency predictor {path} is damaged: {why}; run edgenas profile again to rewrite it "
-        "(or delete it)"
-    )
+    fix: str = "run edgenas profile again to rewrite it (or delete it)",
+) -> TableError:
+    return TableError(f"latency predictor {path} is damaged: {why}; {fix}")
 
 
 def _lowest_figure(base: LutSumPredictor, model: LinearModel) -> tuple[Subnet, float]:

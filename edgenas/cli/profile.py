@@ -431,6 +431,13 @@ def refit_command(
     edgenas's fit, or an edited file). Measures nothing, so the device is not needed."""
     from latency.predictors import refit_refused
 
+    run = predictor.resolve().parents[2]
+    if predictor.name == "predictor.json" and (run / "run.json").is_file():
+        # Rewriting a run's recorded output would have edgenas run profile the device again.
+        raise fail(
+            f"{predictor} belongs to the run folder {run}: rerun edgenas run on its recipe, "
+            "which refits it and records the refit"
+        )
     done = refit_refused(predictor)
     typer.echo(f"{predictor}: {done}" if done else f"{predictor} loads as it is: nothing to refit")
 

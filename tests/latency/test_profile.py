@@ -523,6 +523,16 @@ def test_latency_refit_fits_a_refused_predictor_again_without_the_device(
 
     again = edgenas_here("latency", "refit", path)
     assert again.returncode == 0 and "loads as it is: nothing to refit" in again.stdout
+    # A run folder's: edgenas run refits it and records that; a refit here would not be.
+    run = tmp_path / "run"
+    (run / "devices" / "npu").mkdir(parents=True)
+    (run / "run.json").write_text("{}")
+    (run / "devices" / "npu" / "predictor.json").write_text(json.dumps(doc))
+    proc = edgenas_here("latency", "refit", run / "devices" / "npu" / "predictor.json")
+    assert proc.returncode == 2 and " ".join(proc.stderr.split()) == (
+        f"error: {run / 'devices' / 'npu' / 'predictor.json'} belongs to the run folder {run}: "
+        "rerun edgenas run on its recipe, which refits it and records the refit"
+    )
     damaged = tmp_path / "damaged.json"
     damaged.write_text(json.dumps({**doc, "calibration": {}}))
     proc = edgenas_here("latency", "refit", damaged)
