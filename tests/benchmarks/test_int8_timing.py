@@ -18,6 +18,7 @@ from benchmarks.export import CALIBRATION_SAMPLES, keep_row, random_model
 from export import export_onnx, quantize_onnx_int8
 from latency.proxies import subnet_costs
 from once_for_all import get_space
+from tests.support.openvino import OPENVINO, require_openvino
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "int8_timing.py"
@@ -163,10 +164,8 @@ def test_a_folder_without_rows_json_gets_one_line(tmp_path: Path) -> None:
 
 def test_times_the_onnx_files_on_openvinos_provider(kept: Path, tmp_path: Path) -> None:
     # onnxruntime-openvino's build in .venv-openvino (make setup): each file one OpenVINO graph.
-    python = REPO / ".venv-openvino" / "bin" / "python"
-    if not python.exists():
-        pytest.skip("no .venv-openvino: run 'make setup' to create it")
-    openvino = "OpenVINOExecutionProvider"
+    python = require_openvino()
+    openvino = OPENVINO
     proc = run_script(
         python,
         *(str(kept), "--rounds", "1", "--provider", openvino),
@@ -223,9 +222,7 @@ def test_a_file_the_provider_takes_none_of_is_refused(kept: Path, tmp_path: Path
     import onnx
     from onnx import TensorProto, helper
 
-    python = REPO / ".venv-openvino" / "bin" / "python"
-    if not python.exists():
-        pytest.skip("no .venv-openvino: run 'make setup' to create it")
+    python = require_openvino()
     folder = tmp_path / "kept"
     folder.mkdir()
     graph = helper.make_graph(

@@ -4,29 +4,22 @@ local-cpu-openvino profile runs the runner in .venv-openvino (onnxruntime-openvi
 
 from __future__ import annotations
 
+import glob
+import json
+import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from devices import DeviceError, LocalDevice, RunSettings, open_device
 from tests.devices.conftest import Models
-
-REPO = Path(__file__).resolve().parents[2]
-OPENVINO_PYTHON = REPO / ".venv-openvino" / "bin" / "python"
-OPENVINO = "OpenVINOExecutionProvider"
-
-
-def _pinned_version() -> str:
-    lines = (REPO / "requirements-openvino.txt").read_text().splitlines()
-    return next(line.split("==")[1] for line in lines if line.startswith("onnxruntime-openvino=="))
+from tests.support.openvino import OPENVINO, OPENVINO_PYTHON, REPO, pinned_version, require_openvino
 
 
 @pytest.fixture
 def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
     """The bundled profile names .venv-openvino/bin/python, taken from where edgenas runs."""
-    if not OPENVINO_PYTHON.exists():
-        pytest.skip(f"no {OPENVINO_PYTHON}: run 'make setup' to create .venv-openvino")
+    require_openvino()
     monkeypatch.chdir(REPO)
 
 
@@ -36,13 +29,14 @@ def test_the_bundled_profile_runs_each_model_as_one_openvino_graph(models: Model
         fingerprint = device.fingerprint()
         results = device.measure(models.all(), runs=5, warmup=1)
     assert (fingerprint.runtime, fingerprint.accelerator) == ("onnxruntime", OPENVINO)
-    assert fingerprint.runtime_version == _pinned_version() and fingerprint.threads == 1
+    assert fingerprint.runtime_version == pinned_version() and fingerprint.threads == 1
     for m in results:
         assert m.n == 5 and m.median_ms > 0
         assert m.placement == {"providers": [OPENVINO], "nodes": {OPENVINO: 1}, "fallback": {}}
 
 
 @pytest.mark.usefixtures("in_repo")
+@pytest.mark.skipif(bool(glob.glob("/dev/dri/renderD*")), reason="this machine has a GPU")
 def test_provider_options_reach_openvino(models: Models) -> None:
     # device_type GPU on a machine without an Intel GPU: OpenVINO cannot start, and
     # onnxruntime would run the model on its CPU provider instead, which is refused.
@@ -56,7 +50,7 @@ def test_provider_options_reach_openvino(models: Models) -> None:
     with pytest.raises(DeviceError) as info:
         device.measure([models.conv])
     assert str(info.value) == (
-        f"device 'ov': onnxruntime {_pinned_version()} could not start {OPENVINO} for model "
+        f"device 'ov': onnxruntime {pinned_version()} could not start {OPENVINO} for model "
         f"{str(models.conv)!r} (the session has CPUExecutionProvider); available: {OPENVINO}, "
         "CPUExecutionProvider"
     )
@@ -72,3 +66,36 @@ def test_openvino_without_onnxruntime_openvino_names_the_package(models: Models)
     message = str(info.value)
     assert f"has no {OPENVINO} (available: " in message
     assert "onnxruntime-openvino for OpenVINO" in message and "\n" not in message
+
+
+# Run in the OpenVINO environment: the same model on OpenVINO's CPU device and on
+# onnxruntime's CPU provider, the largest difference of their outputs.
+COMPARE = """
+import json, sys
+import numpy as np, onnxruntime as ort
+path = sys.argv[1]
+x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+out = {}
+for name, providers in [("cpu", ["CPUExecutionProvider"]),
+                        ("openvino", [("OpenVINOExecutionProvider", {"device_type": "CPU"})])]:
+    session = ort.InferenceSession(path, providers=providers)
+    out[name] = session.run(None, {session.get_inputs()[0].name: x})[0]
+print(json.dumps({"max_abs_diff": float(np.abs(out["cpu"] - out["openvino"]).max()),
+                  "scale": float(np.abs(out["cpu"]).max())}))
+"""
+
+
+def test_fp32_files_run_in_fp32_on_openvinos_cpu(models: Models) -> None:
+    # On CPUs with AMX or AVX512-BF16, OpenVINO may run fp32 models in bf16 (its CPU plugin's
+    # inference precision hint), about 1e-2 off: an "fp32" latency would then be bf16's.
+    python = require_openvino()
+    proc = subprocess.run(
+        [str(python), "-c", COMPARE, str(models.conv)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["scale"] > 0.1 and result["max_abs_diff"] < 1e-5 * result["scale"] + 1e-6

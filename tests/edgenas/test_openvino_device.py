@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.support.openvino import OPENVINO, REPO, require_openvino
+
 DEVICE = "local-cpu-openvino"
-OPENVINO = "OpenVINOExecutionProvider"
 
 
 def edgenas(*args: str | Path) -> subprocess.CompletedProcess[str]:
@@ -34,8 +34,7 @@ def edgenas(*args: str | Path) -> subprocess.CompletedProcess[str]:
 
 @pytest.fixture(scope="module")
 def profiled_and_exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    if not (REPO / ".venv-openvino" / "bin" / "python").exists():
-        pytest.skip("no .venv-openvino: run 'make setup' to create it")
+    require_openvino()
     folder = tmp_path_factory.mktemp("openvino")
     proc = edgenas(
         "profile",
