@@ -1,7 +1,7 @@
 """The whole device job on OpenVINO, for real: `edgenas profile local-cpu-openvino` builds a
 table and calibrated predictor on onnxruntime-openvino (.venv-openvino, `make setup`), and
-`edgenas export --device local-cpu-openvino` measures both ONNX files there, predicts them
-from that table, and writes the int8 file for OpenVINO's kernels, not padded for
+`edgenas export --device local-cpu-openvino` measures both ONNX files there, predicts the
+fp32 one from that table, and writes the int8 file for OpenVINO's kernels, not padded for
 onnxruntime's CPU provider."""
 
 from __future__ import annotations
@@ -20,13 +20,13 @@ from tests.support.openvino import OPENVINO, REPO, require_openvino
 DEVICE = "local-cpu-openvino"
 
 
-def edgenas(*args: str | Path) -> subprocess.CompletedProcess[str]:
+def edgenas(*args: str | Path, cache: Path) -> subprocess.CompletedProcess[str]:
     # From the repository: the bundled profile names .venv-openvino/bin/python from there.
     return subprocess.run(
         [sys.executable, "-m", "edgenas", *map(str, args)],
         capture_output=True,
         text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        env={**os.environ, "OMP_NUM_THREADS": "1", "EDGENAS_CACHE": str(cache)},
         cwd=REPO,
         timeout=900,
     )
@@ -41,6 +41,7 @@ def profiled_and_exported(trained: Path, tmp_path_factory: pytest.TempPathFactor
         DEVICE,
         *("--space", "mbv3-tiny", "--resolution", "28", "--calibrate", "10"),
         *("--out", folder / "profiles" / DEVICE, "--quiet"),
+        cache=folder / "cache",
     )
     assert proc.returncode == 0, proc.stderr
     proc = edgenas(
@@ -48,6 +49,7 @@ def profiled_and_exported(trained: Path, tmp_path_factory: pytest.TempPathFactor
         *("--supernet", trained / "run" / "supernet.pt", "--subnet", "min"),
         *("--format", "onnx", "--int8", "--device", DEVICE, "--profiles", folder / "profiles"),
         *("--calibration-images", "64", "--test-images", "400", "--out", folder / "export"),
+        cache=folder / "cache",
     )
     assert proc.returncode == 0, proc.stderr
     # OpenVINO runs the int8 file on kernels of its own: no padding, and the line says why.
