@@ -431,9 +431,13 @@ def refit_command(
     edgenas's fit, or an edited file). Measures nothing, so the device is not needed."""
     from latency.predictors import refit_refused
 
-    folders = predictor.resolve().parents  # a run keeps it as RUN/devices/NAME/predictor.json
-    run = folders[2] if len(folders) > 2 else None
-    if run is not None and predictor.name == "predictor.json" and (run / "run.json").is_file():
+    devices = predictor.resolve().parent.parent  # a run keeps it as RUN/devices/NAME/
+    run = devices.parent
+    if (
+        predictor.name == "predictor.json"
+        and devices.name == "devices"
+        and (run / "run.json").is_file()
+    ):
         # Rewriting a run's recorded output would have edgenas run profile the device again.
         raise fail(
             f"{predictor} belongs to the run folder {run}: rerun edgenas run on its recipe, "
