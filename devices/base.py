@@ -10,7 +10,7 @@ from typing import Any, Literal
 from devices.measurement import Fingerprint, MeasuredWith, Measurement
 from once_for_all.errors import EdgenasError
 
-Runtime = Literal["onnxruntime", "tflite", "tensorrt"]
+Runtime = Literal["onnxruntime", "tflite", "openvino", "tensorrt"]
 
 
 # Where per-op times come from, for messages: the targets whose ``per_op_times`` is true.

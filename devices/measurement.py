@@ -105,8 +105,10 @@ class Measurement:
     simulators report ``n=1`` and zero spread. ``placement`` (the on-device runner's) says
     where the runtime ran the model's nodes: for onnxruntime ``{"providers": [requested],
     "nodes": {provider: count}, "fallback": {op type: count}}``, for TFLite ``{"delegate":
-    "xnnpack", "delegated_nodes": n, "cpu_nodes": m, "partitions": k, "fallback": {op: count}}``;
-    ``fallback`` counts the nodes not run by the requested provider or delegate.
+    "xnnpack", "delegated_nodes": n, "cpu_nodes": m, "partitions": k, "fallback": {op: count}}``,
+    for OpenVINO ``{"device": "CPU", "inference_precision": "f32", "nodes": {device: kernels},
+    "kernel_precisions": {"u8": n, "f32": m}, "fallback": {}}`` (kernels by the precision they
+    compute in); ``fallback`` counts the nodes not run by the requested provider or delegate.
 
     ``init_ms`` (loading the model and applying delegates: benchmark_model's Init, the
     runner's session or interpreter creation, trtexec's engine build) and
@@ -219,9 +221,25 @@ def placement_summary(placement: Mapping[str, Any]) -> str:
             f"{placement['delegate']} {placement['delegated_nodes']} ops in "
             f"{placement['partitions']} partitions, builtin kernels {placement['cpu_nodes']}{fell}"
         )
+    if "kernel_precisions" in placement:
+        return _openvino_summary(placement)
     nodes = placement.get("nodes") or {}
     counts = ", ".join(f"{provider} {n}" for provider, n in nodes.items())
     return f"{counts} nodes{fell}" if counts else "no nodes"
+
+
+def _openvino_summary(placement: Mapping[str, Any]) -> str:
+    """ "OpenVINO CPU 113 kernels (u8 108, f32 5), inference precision f32"."""
+    text = f"OpenVINO {placement['device']}"
+    kernels = placement.get("kernel_precisions")
+    if kernels:
+        by = ", ".join(
+            f"{where} {n}" for where, n in sorted(kernels.items(), key=lambda kv: -kv[1])
+        )
+        text += f" {sum(kernels.values())} kernels ({by})"
+    if placement.get("inference_precision"):
+        text += f", inference precision {placement['inference_precision']}"
+    return text
 
 
 def _quantile(ordered: Sequence[float], q: float) -> float:

@@ -151,6 +151,28 @@ class TensorrtSection(_Strict):
     warmup_ms: int = Field(500, ge=0, le=MAX_WARMUP_MS)
 
 
+class OpenvinoSection(_Strict):
+    """runtime ``openvino``: Intel's OpenVINO runtime itself (the ``openvino`` package), which
+    reads the ONNX files. ``device`` is one of OpenVINO's devices (``CPU``, ``GPU``, ``GPU.1``,
+    ``NPU``; a virtual one such as AUTO or HETERO may run a model elsewhere, so it is refused);
+    ``properties`` are compile properties over the runner's (on the CPU: the profile's threads,
+    one stream, the latency hint, fp32 inference precision), e.g. ``INFERENCE_PRECISION_HINT:
+    bf16``."""
+
+    device: str = Field("CPU", pattern=r"^[A-Z][A-Z0-9_]*(\.[0-9]+)?$")
+    properties: dict[str, OptionValue] | None = None
+
+    @field_validator("device")
+    @classmethod
+    def _one_device(cls, device: str) -> str:
+        if device.split(".")[0] in ("AUTO", "HETERO", "MULTI", "BATCH"):
+            raise ValueError(
+                f"{device!r} is a virtual device, which may run a model on another device "
+                "than the one named: give one device (CPU, GPU, GPU.1, NPU)"
+            )
+        return device
+
+
 class VelaSection(_Strict):
     """kind ``vela``: the options of Arm's Vela compiler for Ethos-U. ``config`` is a Vela
     ``.ini`` file that defines the system config and memory mode (Vela's own ``Arm/vela.ini``
@@ -180,11 +202,19 @@ class PublishedSection(_Strict):
 # not; a profile that gives one is refused, so that nothing in it is silently ignored.
 _MEASURE_KEYS = ("threads", "cores", "warmup", "runs", "spread_threshold")
 _RUNNER_KEYS = frozenset(
-    (*_MEASURE_KEYS, "delegate", "delegate_options", "providers", "provider_options", "tensorrt")
+    (
+        *_MEASURE_KEYS,
+        "delegate",
+        "delegate_options",
+        "providers",
+        "provider_options",
+        "tensorrt",
+        "openvino",
+    )
 )
 _UNUSED_KEYS: dict[DeviceKind, tuple[frozenset[str], str]] = {
     "adb": (
-        frozenset({"providers", "provider_options", "tensorrt"}),
+        frozenset({"providers", "provider_options", "tensorrt", "openvino"}),
         "benchmark_model runs TFLite models with a delegate",
     ),
     "npu-sim": (_RUNNER_KEYS, "it simulates each model once from the npu section"),
@@ -236,6 +266,7 @@ class DeviceProfile(_Strict):
     ssh: SshSection | None = None
     adb: AdbSection | None = None
     tensorrt: TensorrtSection | None = None
+    openvino: OpenvinoSection | None = None
     # The simulator's own keys (array size, dataflow, SRAM, bandwidth, clock): its factory
     # checks them.
     npu: dict[str, Any] | None = None
@@ -261,6 +292,7 @@ class DeviceProfile(_Strict):
         self._check_kind_keys()
         self._check_placement()
         self._check_tensorrt()
+        self._check_openvino()
         self._check_simulator_runtime()
         return self
 
@@ -298,6 +330,18 @@ class DeviceProfile(_Strict):
                 f"{key}: runtime tensorrt does not use it ({_NOT_FOR_TENSORRT[key]}); remove it"
             )
 
+    def _check_openvino(self) -> None:
+        if self.runtime == "openvino" and self.kind not in _RUNNER_KINDS:
+            raise ValueError(
+                f"runtime openvino runs through the on-device runner: kind ssh or local, not "
+                f"'{self.kind}'"
+            )
+        if self.openvino is not None and self.runtime != "openvino":
+            raise ValueError(
+                "section 'openvino' is for runtime openvino (onnxruntime's OpenVINO execution "
+                "provider is providers: [openvino])"
+            )
+
     def _check_placement(self) -> None:
         if self.kind == "adb" and self.runtime != "tflite":
             raise ValueError("kind 'adb' runs benchmark_model: runtime tflite, with a delegate")
@@ -319,7 +363,10 @@ class DeviceProfile(_Strict):
         if self.delegate_options and not external:
             raise ValueError("delegate_options are for delegate external:PATH")
         if self.providers is not None and self.runtime != "onnxruntime":
-            raise ValueError("providers are for runtime onnxruntime; tflite takes a delegate")
+            raise ValueError(
+                "providers are for runtime onnxruntime; tflite takes a delegate, openvino a "
+                "device in its openvino section"
+            )
         names = [provider_name(p) for p in self.providers or []]
         for given in self.provider_options or {}:
             if provider_name(given) not in names:
@@ -327,7 +374,10 @@ class DeviceProfile(_Strict):
 
     def run_settings(self) -> RunSettings:
         trt = self.tensorrt or TensorrtSection()
+        ov = self.openvino or OpenvinoSection()
         return RunSettings(
+            openvino_device=ov.device,
+            openvino_properties=_options(ov.properties),
             trtexec=trt.trtexec,
             precision=trt.precision,
             warmup_ms=trt.warmup_ms,

@@ -8,13 +8,17 @@ and imports nothing of edgenas.
     python runner.py --job job.json --out results.json
     python runner.py < job.json > results.json
 
-Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite" | "tensorrt",
+Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite" | "openvino" |
+"tensorrt",
 "threads": 1, "warmup": 10, "runs": 50, "rounds": null, "profile_ops": false, "spread_threshold": 0.1,
 "cores": null | [2, 3], "seed": 0, "models": ["a.onnx", ...], "delegate": null | "xnnpack" |
 "none" | "external:/path/lib.so", "delegate_options": {"key": "value"}, "providers": null |
 ["CUDAExecutionProvider", ...], "provider_options": {"CUDAExecutionProvider": {"key": "value"}}}.
 ``delegate`` is for tflite (null: the runtime's default, XNNPACK), ``providers`` for
-onnxruntime (null: CPUExecutionProvider). Runtime "tensorrt" runs NVIDIA's trtexec once per
+onnxruntime (null: CPUExecutionProvider). Runtime "openvino" is Intel's OpenVINO runtime
+itself, not through onnxruntime ("openvino": {"device": "CPU" | "GPU" | "NPU" | ...,
+"properties": {"KEY": "value"}}, given properties over the runner's, see OpenVinoBackend); it
+reads the ONNX files. Runtime "tensorrt" runs NVIDIA's trtexec once per
 model ("trtexec": {"path": ..., "precision": "fp32" | "fp16" | "int8", "warmup_ms": 500}) and
 returns its raw log and exported times ("models": [{"trtexec": {...}}]) for the host to read;
 it needs no numpy. A job without models reports only the fingerprint and warnings.
@@ -57,7 +61,7 @@ if TYPE_CHECKING:
 
 JOB_FORMAT = "edgenas.runner-job/1"
 RESULTS_FORMAT = "edgenas.runner-results/1"
-RUNTIMES = ("onnxruntime", "tflite", "tensorrt")
+RUNTIMES = ("onnxruntime", "tflite", "openvino", "tensorrt")
 # runtime "tensorrt" runs NVIDIA's trtexec per model; JetPack installs it here, off PATH.
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 TRTEXEC_PRECISIONS = ("fp32", "fp16", "int8")
@@ -144,6 +148,7 @@ class Job:
             "providers",
             "provider_options",
             "trtexec",
+            "openvino",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -213,6 +218,24 @@ class Job:
                 "bad-job", f"provider_options for providers not requested: {', '.join(stray)}"
             )
         self.trtexec = _trtexec_field(data, self.runtime)
+        self.openvino = _openvino_field(data, self.runtime)
+
+
+def _openvino_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
+    """runtime openvino: {"device": OpenVINO's device name, "properties": {KEY: value}}."""
+    value = data.get("openvino")
+    if runtime != "openvino":
+        if value is not None:
+            raise RunnerError("bad-job", "openvino is for runtime openvino")
+        return {}
+    value = value or {}
+    if not isinstance(value, dict) or sorted(set(value) - {"device", "properties"}):
+        raise RunnerError("bad-job", "openvino must be an object with device and properties")
+    device = value.get("device", "CPU")
+    if not isinstance(device, str) or not device:
+        raise RunnerError("bad-job", "openvino.device must be a non-empty string")
+    properties = _options_field(value.get("properties"), "openvino.properties")
+    return {"device": device, "properties": properties}
 
 
 def _trtexec_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
@@ -788,6 +811,154 @@ def tflite_placement(interp: Any, delegate: str) -> dict[str, Any] | None:
     }
 
 
+class OpenVinoBackend(Backend):
+    """Intel's OpenVINO runtime on one of its devices, reading ONNX files (or IR .xml).
+
+    The runner's properties come first and the job's override them. On the CPU: the job's
+    threads, one stream, the latency hint, and fp32 inference precision, because OpenVINO
+    otherwise runs fp32 models in bf16 on CPUs with AMX or AVX512-BF16: an fp32 file would be
+    timed as a bf16 one. Other devices get the latency hint only; the precision each model
+    ran at is in its placement either way."""
+
+    name = "openvino"
+    package = "openvino"
+    # Virtual devices choose or split among real ones (AUTO may pick the CPU, HETERO runs what
+    # a device lacks elsewhere): a time under the asked device's name could be another's.
+    VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
+    # Layers that run no kernel of their own.
+    NO_KERNEL_LAYERS = ("Const", "Input", "Output", "Parameter", "Result")
+
+    def __init__(self, np_: Any, job: Job) -> None:
+        try:
+            openvino = importlib.import_module("openvino")
+            core_cls = getattr(openvino, "Core", None)
+            if core_cls is None:  # releases before 2023.1 keep the API in openvino.runtime
+                openvino = importlib.import_module("openvino.runtime")
+                core_cls = openvino.Core
+        except Exception as exc:  # a broken install raises more than ImportError
+            raise RunnerError(
+                "environment",
+                f"OpenVINO is not installed for {_interpreter()}: pip install openvino "
+                f"({_first_line(exc)})",
+                status=3,
+            ) from None
+        self.ov = openvino
+        self.np = np_
+        self.rng = np_.random.default_rng(job.seed)
+        self.version = module_version("openvino", openvino)
+        self.device = job.openvino["device"]
+        if self.device.split(":")[0].split(".")[0] in self.VIRTUAL_DEVICES:
+            raise RunnerError(
+                "bad-job",
+                f"openvino.device {self.device!r} is a virtual device, which may run the "
+                "model on another device than asked: name one device (CPU, GPU, GPU.1, NPU)",
+            )
+        self.core = core_cls()
+        available = list(self.core.available_devices)
+        if not any(self.device in (d, d.split(".")[0]) for d in available):
+            raise RunnerError(
+                "environment",
+                f"OpenVINO {self.version} on this device has no {self.device} device "
+                f"(available: {', '.join(available) or 'none'}): install its driver (GPU: "
+                "Intel's compute runtime, NPU: Intel's NPU driver), or set openvino.device to "
+                "one of those",
+                status=3,
+            )
+        self.properties: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
+        if self.device == "CPU":
+            self.properties.update(
+                INFERENCE_NUM_THREADS=str(job.threads),
+                NUM_STREAMS="1",
+                INFERENCE_PRECISION_HINT="f32",
+            )
+        else:
+            self.accelerator = f"OpenVINO {self.device}"
+            self.fallback = "another device"
+        self.properties.update(job.openvino["properties"])
+
+    def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
+        if placement is None or self.accelerator is None:
+            return None
+        return placement["nodes"].get(self.device)
+
+    def load(self, path: str) -> LoadedModel:
+        _check_readable(path)
+        start = time.perf_counter_ns()
+        try:
+            compiled = self.core.compile_model(path, self.device, self.properties)
+            request = compiled.create_infer_request()
+        except Exception as exc:
+            raise RunnerError(
+                "model",
+                f"cannot load model {path!r} with OpenVINO {self.version} on {self.device}: "
+                f"{_first_line(exc)}",
+            ) from None
+        init_ms = _elapsed_ms(start)
+        inputs = []  # kept alive: the tensors share their memory
+        try:
+            for i, port in enumerate(compiled.inputs):
+                what = f"model {path!r} input {port.get_any_name()!r}"
+                dims = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
+                dtype = self.np.dtype(port.get_element_type().to_dtype()).name
+                inputs.append(random_input(self.np, self.rng, dims, dtype, what))
+                request.set_input_tensor(i, self.ov.Tensor(inputs[-1]))
+            start = time.perf_counter_ns()
+            request.infer()
+            first_ms = _elapsed_ms(start)
+        except RunnerError:
+            raise
+        except Exception as exc:
+            raise RunnerError(
+                "model", f"model {path!r} failed to run: {_first_line(exc)}"
+            ) from None
+        return LoadedModel(
+            request.infer,
+            placement=self.placement(compiled),
+            init_ms=init_ms,
+            first_inference_ms=first_ms,
+        )
+
+    def placement(self, compiled: Any) -> dict[str, Any]:
+        """The device, the precision OpenVINO ran the model at, and its kernels by the
+        precision they compute in (from the compiled model's runtime graph: "u8", "i8" for
+        int8 kernels; None where the device does not give the graph)."""
+        try:
+            precision: str | None = compiled.get_property(
+                "INFERENCE_PRECISION_HINT"
+            ).get_type_name()
+        except Exception:
+            precision = None
+        kernels: dict[str, int] | None = None
+        try:
+            ops = compiled.get_runtime_model().get_ordered_ops()
+        except Exception:
+            ops = None
+        if ops is not None:
+            kernels = {}
+            for op in ops:
+                info = op.get_rt_info()
+                layer, kind = _rt_text(info, "layerType"), _rt_text(info, "primitiveType")
+                if layer in self.NO_KERNEL_LAYERS or kind.startswith("unknown"):
+                    continue  # a constant, a port, or a reshape done in place
+                where = _rt_text(info, "runtimePrecision")
+                kernels[where] = kernels.get(where, 0) + 1
+        return {
+            "device": self.device,
+            "inference_precision": precision,
+            "nodes": {self.device: sum(kernels.values())} if kernels is not None else {},
+            "kernel_precisions": dict(sorted(kernels.items())) if kernels is not None else None,
+            "fallback": {},
+        }
+
+
+def _rt_text(info: Any, key: str) -> str:
+    """One runtime-graph attribute of an OpenVINO op as text ("" when absent)."""
+    try:
+        return str(info[key].astype(str))
+    except Exception:
+        return ""
+
+
 def _check_readable(path: str) -> None:
     if not os.path.isfile(path):
         raise RunnerError("model", f"model file not found: {path!r}")
@@ -798,6 +969,8 @@ def _check_readable(path: str) -> None:
 def make_backend(job: Job, np_: Any) -> Backend:
     if job.runtime == "onnxruntime":
         return OnnxRuntimeBackend(np_, job)
+    if job.runtime == "openvino":
+        return OpenVinoBackend(np_, job)
     return TfliteBackend(np_, job)
 
 
@@ -941,6 +1114,8 @@ def accelerator(job: Job) -> str:
         return job.delegate if job.delegate not in (None, "xnnpack") else ""
     if job.runtime == "tensorrt":
         return f"gpu {job.trtexec['precision']}"
+    if job.runtime == "openvino":
+        return job.openvino["device"]
     if job.providers is None or job.providers == ["CPUExecutionProvider"]:
         return ""
     return ",".join(job.providers)

@@ -44,6 +44,8 @@ class RunnerJob(TypedDict):
     provider_options: NotRequired[dict[str, dict[str, str]]]
     # tensorrt: {"path": trtexec on the target, "precision": ..., "warmup_ms": ...}.
     trtexec: NotRequired[dict[str, Any]]
+    # openvino: {"device": "CPU" | "GPU" | ..., "properties": {KEY: value text}}.
+    openvino: NotRequired[dict[str, Any]]
 
 
 Options = tuple[tuple[str, str], ...]
@@ -70,6 +72,9 @@ class RunSettings:
     trtexec: str = JETPACK_TRTEXEC
     precision: Precision = "fp16"
     warmup_ms: int = 500
+    # runtime openvino: OpenVINO's device and the compile properties given over the runner's.
+    openvino_device: str = "CPU"
+    openvino_properties: Options = ()
 
     def override(
         self,
@@ -109,6 +114,8 @@ class RunSettings:
                 for name, options in self.provider_options
                 for k, v in options
             )
+        if self.runtime == "openvino":
+            out.update((f"openvino.properties.{k}", v) for k, v in self.openvino_properties)
         return tuple(sorted(out.items()))
 
 
@@ -152,6 +159,11 @@ def build_job(
             job["provider_options"] = {
                 name: dict(options) for name, options in settings.provider_options
             }
+    if settings.runtime == "openvino":
+        job["openvino"] = {
+            "device": settings.openvino_device,
+            "properties": dict(settings.openvino_properties),
+        }
     if settings.runtime == "tensorrt":
         job["trtexec"] = {
             "path": settings.trtexec,

@@ -57,6 +57,7 @@ BatchFn = Callable[[int, list[Measurement], Measurement | None], None]
 RUNTIME_FORMATS: dict[str, tuple[ModelFormat, ...]] = {
     "onnxruntime": ("onnx",),
     "tflite": ("tflite",),
+    "openvino": ("onnx",),  # OpenVINO reads ONNX itself
     "tensorrt": ("onnx",),
     "npu-sim": ("onnx",),
     "vela": ("tflite",),
@@ -64,6 +65,7 @@ RUNTIME_FORMATS: dict[str, tuple[ModelFormat, ...]] = {
 RUNTIME_PRECISIONS: dict[str, tuple[Precision, ...]] = {
     "onnxruntime": ("fp32", "int8"),
     "tflite": ("fp32", "int8"),
+    "openvino": ("fp32", "int8"),
     # fp32 ONNX in; the engine's precision is the profile's tensorrt.precision.
     "tensorrt": ("fp32",),
     "npu-sim": ("fp32",),  # the simulator takes the word size from its profile

@@ -286,6 +286,19 @@ def test_placement_summaries() -> None:
     assert placement_summary(gpu) == (
         "CUDAExecutionProvider 118, CPUExecutionProvider 4 nodes (fell back: Shape 4)"
     )
+    # The OpenVINO runner's placement of an int8 file (the demo's subnet, 2026-12-06).
+    openvino = {
+        "device": "CPU",
+        "inference_precision": "f32",
+        "nodes": {"CPU": 113},
+        "kernel_precisions": {"f32": 5, "u8": 108},
+        "fallback": {},
+    }
+    assert placement_summary(openvino) == (
+        "OpenVINO CPU 113 kernels (u8 108, f32 5), inference precision f32"
+    )
+    unknown = {**openvino, "nodes": {}, "kernel_precisions": None, "inference_precision": None}
+    assert placement_summary(unknown) == "OpenVINO CPU"
 
 
 def test_devices_check_shows_the_placement(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from devices import (
     open_device,
 )
 from devices.profiles import validate_profile
+from devices.runner_protocol import build_job
 from tests.devices.conftest import Models
 
 BUNDLED = {
@@ -112,7 +113,10 @@ SSH = {"name": "board", "kind": "ssh", "ssh": {"host": "board", "python": "pytho
             {"kind": "usb"},
             r"kind: Input should be 'local', 'ssh', 'adb', 'npu-sim', 'vela' or 'published'",
         ),
-        ({"runtime": "tvm"}, r"runtime: Input should be 'onnxruntime', 'tflite' or 'tensorrt'"),
+        (
+            {"runtime": "tvm"},
+            r"runtime: Input should be 'onnxruntime', 'tflite', 'openvino' or 'tensorrt'",
+        ),
         ({"colour": "red"}, r"colour: Extra inputs are not permitted"),
         ({"ssh": None}, r"kind 'ssh' needs a 'ssh' section"),
         ({"npu": {"rows": 8}}, r"section 'npu' is for kind 'npu-sim', not 'ssh'"),
@@ -320,6 +324,35 @@ def test_counts_and_times_beyond_what_a_device_takes_are_refused(
             {**SSH, "runtime": "tensorrt", "threads": 4},
             "threads: runtime tensorrt does not use it (trtexec picks its own threads); remove it",
         ),
+        ({**ADB, "openvino": {"device": "CPU"}}, "openvino: kind 'adb' does not use it"),
+        ({**NPU, "openvino": {}}, "openvino: kind 'npu-sim' does not use it"),
+        (
+            {**LOCAL, "openvino": {"device": "CPU"}},
+            "section 'openvino' is for runtime openvino (onnxruntime's OpenVINO execution "
+            "provider is providers: [openvino])",
+        ),
+        (
+            {**LOCAL, "runtime": "openvino", "providers": ["openvino"]},
+            "providers are for runtime onnxruntime; tflite takes a delegate, openvino a device "
+            "in its openvino section",
+        ),
+        (
+            {**LOCAL, "runtime": "openvino", "openvino": {"device": "AUTO"}},
+            "openvino.device: 'AUTO' is a virtual device, which may run a model on "
+            "another device than the one named: give one device (CPU, GPU, GPU.1, NPU)",
+        ),
+        (
+            {**LOCAL, "runtime": "openvino", "openvino": {"device": "HETERO:GPU,CPU"}},
+            r"openvino.device: String should match pattern",
+        ),
+        (
+            {**LOCAL, "runtime": "openvino", "openvino": {"device": "GPU", "prop": {}}},
+            "openvino.prop: Extra inputs are not permitted",
+        ),
+        (
+            {**VELA, "runtime": "openvino"},
+            "runtime openvino runs through the on-device runner: kind ssh or local, not 'vela'",
+        ),
     ],
 )
 def test_keys_a_kind_does_not_use_are_refused(
@@ -340,6 +373,30 @@ def test_what_a_kind_uses_is_still_taken() -> None:
     assert (adb.threads, adb.cores, adb.warmup, adb.runs) == (4, [4], 5, 9)
     trt = validate_profile({**LOCAL, "runtime": "tensorrt", "runs": 20, "cores": [1]})
     assert trt.run_settings().runs == 20
+
+
+def test_an_openvino_profile_reaches_the_job_and_what_its_times_mean() -> None:
+    profile = validate_profile(
+        {
+            **SSH,
+            "runtime": "openvino",
+            "threads": 2,
+            "openvino": {"device": "GPU.1", "properties": {"INFERENCE_PRECISION_HINT": "f16"}},
+        }
+    )
+    settings = profile.run_settings()
+    job = build_job(["m.onnx"], settings)
+    assert job["openvino"] == {
+        "device": "GPU.1",
+        "properties": {"INFERENCE_PRECISION_HINT": "f16"},
+    }
+    assert "providers" not in job and "delegate" not in job and job["threads"] == 2
+    # The properties change what a time means, as a provider's options do.
+    assert ("openvino.properties.INFERENCE_PRECISION_HINT", "f16") in settings.measured_with()
+    # No section: OpenVINO's CPU, with the runner's own properties only.
+    plain = validate_profile({**LOCAL, "runtime": "openvino"}).run_settings()
+    assert build_job([], plain)["openvino"] == {"device": "CPU", "properties": {}}
+    assert "openvino" not in build_job([], validate_profile(LOCAL).run_settings())
 
 
 @pytest.mark.parametrize("name", ["npu-32x32-ws", "ethos-u55-128", "local-cpu"])

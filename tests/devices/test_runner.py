@@ -162,7 +162,7 @@ def test_pinning_to_a_core(tmp_path: Path, models: Models) -> None:
         ('{"format": "edgenas.runner-job/0"}', "run the runner.py of the same edgenas version"),
         ('{"runs": 0}', "runs must be an integer >= 1, got 0"),
         ('{"runs": 2, "rounds": 3}', "rounds=3 exceeds runs=2"),
-        ('{"runtime": "tvm"}', "runtime 'tvm': expected one of onnxruntime, tflite"),
+        ('{"runtime": "tvm"}', "runtime 'tvm': expected one of onnxruntime, tflite, openvino"),
         ('{"colour": 1}', "unknown job keys: colour"),
         ('{"cores": []}', "cores must be null or a non-empty list"),
         (
@@ -181,6 +181,16 @@ def test_pinning_to_a_core(tmp_path: Path, models: Models) -> None:
         (
             '{"runtime": "tflite", "delegate": "none", "delegate_options": {"a": "1"}}',
             "delegate_options are for delegate external:PATH only",
+        ),
+        ('{"openvino": {"device": "CPU"}}', "openvino is for runtime openvino"),
+        (
+            '{"runtime": "openvino", "openvino": {"device": "CPU", "cache": 1}}',
+            "openvino must be an object with device and properties",
+        ),
+        ('{"runtime": "openvino", "openvino": {"device": ""}}', "openvino.device must be a"),
+        (
+            '{"runtime": "openvino", "openvino": {"properties": {"A": [1]}}}',
+            "openvino.properties must map names to strings or numbers",
         ),
     ],
 )

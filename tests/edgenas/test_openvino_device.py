@@ -7,55 +7,21 @@ onnxruntime's CPU provider."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.openvino import OPENVINO, REPO, require_openvino
+from tests.support.openvino import OPENVINO, profile_and_export, require_openvino
 
 DEVICE = "local-cpu-openvino"
-
-
-def edgenas(*args: str | Path, cache: Path) -> subprocess.CompletedProcess[str]:
-    # From the repository: the bundled profile names .venv-openvino/bin/python from there.
-    return subprocess.run(
-        [sys.executable, "-m", "edgenas", *map(str, args)],
-        capture_output=True,
-        text=True,
-        env={**os.environ, "OMP_NUM_THREADS": "1", "EDGENAS_CACHE": str(cache)},
-        cwd=REPO,
-        timeout=900,
-    )
 
 
 @pytest.fixture(scope="module")
 def profiled_and_exported(trained: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     require_openvino()
     folder = tmp_path_factory.mktemp("openvino")
-    proc = edgenas(
-        "profile",
-        DEVICE,
-        *("--space", "mbv3-tiny", "--resolution", "28", "--calibrate", "10"),
-        *("--out", folder / "profiles" / DEVICE, "--quiet"),
-        cache=folder / "cache",
-    )
-    assert proc.returncode == 0, proc.stderr
-    proc = edgenas(
-        "export",
-        *("--supernet", trained / "run" / "supernet.pt", "--subnet", "min"),
-        *("--format", "onnx", "--int8", "--device", DEVICE, "--profiles", folder / "profiles"),
-        *("--calibration-images", "64", "--test-images", "400", "--out", folder / "export"),
-        cache=folder / "cache",
-    )
-    assert proc.returncode == 0, proc.stderr
-    # OpenVINO runs the int8 file on kernels of its own: no padding, and the line says why.
-    assert f"int8 ONNX channels aligned for none ({DEVICE}: kernels of their own)" in " ".join(
-        proc.stderr.split()
-    )
+    profile_and_export(DEVICE, trained, folder)
     return folder
 
 

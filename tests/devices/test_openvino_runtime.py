@@ -1,0 +1,193 @@
+"""The OpenVINO Runtime itself, for real: the bundled local-cpu-openvino-runtime profile runs
+the runner in .venv-openvino (the openvino package, made by `make setup`), which compiles each
+model with OpenVINO's ONNX reader and CPU plugin, with no onnxruntime in between."""
+
+from __future__ import annotations
+
+import glob
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
+
+from devices import DeviceError, LocalDevice, RunSettings, open_device
+from devices.runner_protocol import RUNNER_PATH
+from tests.devices.conftest import Models
+from tests.support.openvino import OPENVINO_PYTHON, REPO, pinned_version, require_openvino
+
+DEVICE = "local-cpu-openvino-runtime"
+VERSION = pinned_version("openvino")
+
+
+@pytest.fixture
+def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundled profile names .venv-openvino/bin/python, taken from where edgenas runs."""
+    require_openvino()
+    monkeypatch.chdir(REPO)
+
+
+class _Batches(CalibrationDataReader):
+    def __init__(self) -> None:
+        rng = np.random.default_rng(0)
+        self.batches = iter(
+            [{"conv_in": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+        )
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self.batches, None)
+
+
+@pytest.fixture(scope="module")
+def int8_conv(models: Models, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The conv test model as a QDQ int8 file, as onnxruntime's quantizer writes them."""
+    path = tmp_path_factory.mktemp("int8") / "conv_int8.onnx"
+    quantize_static(
+        str(models.conv),
+        str(path),
+        _Batches(),
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return path
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_the_bundled_profile_runs_fp32_in_fp32_and_int8_on_int8_kernels(
+    models: Models, int8_conv: Path
+) -> None:
+    with open_device(DEVICE) as device:
+        fingerprint = device.fingerprint()
+        results = device.measure([*models.all(), int8_conv], runs=5, warmup=1)
+    assert (fingerprint.runtime, fingerprint.accelerator) == ("openvino", "CPU")
+    assert fingerprint.runtime_version == VERSION and fingerprint.threads == 1
+    *fp32, int8 = results
+    for m in results:
+        assert m.n == 5 and m.median_ms > 0
+        placement = m.placement or {}
+        assert (placement["device"], placement["inference_precision"]) == ("CPU", "f32")
+        assert placement["nodes"] == {"CPU": sum(placement["kernel_precisions"].values())}
+        assert placement["fallback"] == {}
+    for m in fp32:
+        assert set((m.placement or {})["kernel_precisions"]) == {"f32"}
+    # The quantized conv runs on an int8 kernel (u8 activations in, as quantized).
+    kernels = (int8.placement or {})["kernel_precisions"]
+    assert kernels.get("u8", 0) + kernels.get("i8", 0) >= 1
+
+
+# Run in the OpenVINO environment: the conv model compiled as the runner compiles it and with
+# OpenVINO's defaults, against onnxruntime's CPU provider.
+COMPARE = """
+import importlib.util, json, sys
+import numpy as np, onnxruntime as ort, openvino as ov
+spec = importlib.util.spec_from_file_location("runner", sys.argv[2])
+runner = importlib.util.module_from_spec(spec); spec.loader.exec_module(runner)
+backend = runner.OpenVinoBackend(np, runner.Job({"runtime": "openvino"}))
+x = np.random.default_rng(0).standard_normal((1, 3, 16, 16)).astype(np.float32)
+session = ort.InferenceSession(sys.argv[1], providers=["CPUExecutionProvider"])
+want = session.run(None, {session.get_inputs()[0].name: x})[0]
+out = {"scale": float(np.abs(want).max())}
+for name, properties in [("runner", backend.properties), ("default", {})]:
+    compiled = ov.Core().compile_model(sys.argv[1], "CPU", properties)
+    got = compiled.create_infer_request().infer([x])[compiled.outputs[0]]
+    out[name] = {"max_abs_diff": float(np.abs(got - want).max()),
+                 "precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()}
+print(json.dumps(out))
+"""
+
+
+def _cpu_has_bf16() -> bool:
+    flags = Path("/proc/cpuinfo").read_text().split()
+    return "amx_bf16" in flags or "avx512_bf16" in flags
+
+
+def test_the_runner_makes_openvino_compute_fp32_files_in_fp32(models: Models) -> None:
+    # OpenVINO's CPU plugin runs fp32 models in bf16 by default on CPUs with AMX or
+    # AVX512-BF16 (about 1e-2 off): an "fp32" latency would be bf16's.
+    python = require_openvino()
+    proc = subprocess.run(
+        [str(python), "-c", COMPARE, str(models.conv), str(RUNNER_PATH)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    scale = result["scale"]
+    assert scale > 0.1
+    assert result["runner"]["precision"] == "f32"
+    assert result["runner"]["max_abs_diff"] < 1e-5 * scale + 1e-6
+    if _cpu_has_bf16():  # why the runner sets the precision: the default is not fp32 here
+        assert result["default"]["precision"] == "bf16"
+        assert result["default"]["max_abs_diff"] > 1e-4 * scale
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_properties_reach_openvino(models: Models) -> None:
+    settings = RunSettings(
+        runtime="openvino",
+        openvino_properties=(("INFERENCE_PRECISION_HINT", "bf16"),),
+        warmup=1,
+        runs=3,
+    )
+    device = LocalDevice("ov", python=OPENVINO_PYTHON, settings=settings)
+    (m,) = device.measure([models.conv])
+    # Asked for on purpose, bf16 is used where the CPU has it, and the placement says so.
+    expected = "bf16" if _cpu_has_bf16() else "f32"
+    placement = m.placement or {}
+    assert placement["inference_precision"] == expected
+    assert expected in placement["kernel_precisions"]
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_a_property_openvino_refuses_is_one_line(models: Models) -> None:
+    settings = RunSettings(
+        runtime="openvino", openvino_properties=(("NUM_STREAMS", "many"),), warmup=1, runs=3
+    )
+    device = LocalDevice("ov", python=OPENVINO_PYTHON, settings=settings)
+    with pytest.raises(DeviceError) as info:
+        device.measure([models.conv])
+    message = str(info.value)
+    assert message.startswith(
+        f"device 'ov': cannot load model {str(models.conv)!r} with OpenVINO {VERSION} on CPU: "
+    )
+    assert "\n" not in message
+
+
+@pytest.mark.usefixtures("in_repo")
+@pytest.mark.skipif(bool(glob.glob("/dev/dri/renderD*")), reason="this machine has a GPU")
+def test_a_device_openvino_lacks_is_refused_not_run_on_the_cpu(models: Models) -> None:
+    settings = RunSettings(runtime="openvino", openvino_device="GPU", warmup=1, runs=3)
+    device = LocalDevice("ov", python=OPENVINO_PYTHON, settings=settings)
+    with pytest.raises(DeviceError) as info:
+        device.measure([models.conv])
+    assert str(info.value) == (
+        f"device 'ov': OpenVINO {VERSION} on this device has no GPU device (available: CPU): "
+        "install its driver (GPU: Intel's compute runtime, NPU: Intel's NPU driver), or set "
+        "openvino.device to one of those"
+    )
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_a_virtual_device_in_a_job_is_refused(models: Models) -> None:
+    # The profile refuses it too; a job written by hand reaches the runner.
+    settings = RunSettings(runtime="openvino", openvino_device="AUTO", warmup=1, runs=3)
+    device = LocalDevice("ov", python=OPENVINO_PYTHON, settings=settings)
+    with pytest.raises(DeviceError) as info:
+        device.measure([models.conv])
+    assert "openvino.device 'AUTO' is a virtual device" in str(info.value)
+
+
+def test_a_python_without_openvino_names_the_package(models: Models) -> None:
+    # This Python (.venv) has onnxruntime and no openvino.
+    settings = RunSettings(runtime="openvino", warmup=1, runs=3)
+    device = LocalDevice("ov", python=sys.executable, settings=settings)
+    with pytest.raises(DeviceError) as info:
+        device.measure([models.conv])
+    message = str(info.value)
+    assert "OpenVINO is not installed for " in message and "pip install openvino" in message
+    assert "\n" not in message
