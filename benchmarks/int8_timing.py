@@ -5,6 +5,7 @@
     python benchmarks/int8_timing.py DIR --rounds 20 --op-profile
     .venv-openvino/bin/python benchmarks/int8_timing.py DIR --provider OpenVINOExecutionProvider \
         --provider-option device_type=CPU --provider-option num_of_threads=1
+    .venv-openvino/bin/python benchmarks/int8_timing.py DIR --openvino CPU
 
 Run it from a copy of the repository (it needs this file and devices/runner.py) on a machine
 that lacks edgenas's dependencies: it imports no edgenas package, and loads the device runner
@@ -14,6 +15,8 @@ benchmarks/export.py times them. TFLite files are timed too where ai-edge-litert
 tflite-runtime imports, and reported as skipped otherwise. ``--provider`` runs the ONNX files on
 another execution provider of the onnxruntime build at hand (OpenVINO's in
 onnxruntime-openvino); a file it takes none of the nodes of is refused, not timed on the CPU.
+``--openvino DEVICE`` runs them on the OpenVINO Runtime itself instead (the openvino package),
+compiled as the runner compiles them: fp32 files at fp32 inference precision on the CPU.
 
 Prints one JSON object: the CPU model and its int8 instruction flags (/proc/cpuinfo), runtime
 versions, and per row the fp32 and int8 medians with p10/p90, where each file ran (the
@@ -231,28 +234,36 @@ def run(
     profile_ops: bool,
     providers: list[str] | None = None,
     provider_options: dict[str, str] | None = None,
+    openvino: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``providers``: onnxruntime's execution providers for the ONNX files, in priority
-    order (None: the CPU provider); ``provider_options`` are the first one's."""
+    order (None: the CPU provider); ``provider_options`` are the first one's. ``openvino``
+    ({"device": ..., "properties": {...}}, the runner's job section) runs the ONNX files on
+    the OpenVINO Runtime instead of onnxruntime."""
     np_ = runner.import_numpy()
     job = {"threads": 1}
     onnx_job: dict[str, Any] = {}
+    onnx_backend, onnx_runtime = runner.OnnxRuntimeBackend, "onnxruntime"
     if providers:
         onnx_job = {"providers": providers, "provider_options": {providers[0]: provider_options}}
+    if openvino is not None:
+        onnx_job = {"openvino": openvino}
+        onnx_backend, onnx_runtime = runner.OpenVinoBackend, "openvino"
     backends: dict[str, Any] = {}
     runtimes: dict[str, str] = {}
     skipped: dict[str, str] = {}
     for fmt, cls, runtime in (
-        ("onnx", runner.OnnxRuntimeBackend, "onnxruntime"),
+        ("onnx", onnx_backend, onnx_runtime),
         ("tflite", runner.TfliteBackend, "tflite"),
     ):
         try:
             extra = onnx_job if fmt == "onnx" else {}
             backends[fmt] = cls(np_, runner.Job({**job, "runtime": runtime, **extra}))
-            runtimes[fmt] = backends[fmt].version
+            version = backends[fmt].version
+            runtimes[fmt] = f"openvino {version}" if runtime == "openvino" else version
         except runner.RunnerError as exc:
-            if exc.status != 3 or (fmt == "onnx" and providers):
-                raise  # a provider asked for and missing is an error, not a format skipped
+            if exc.status != 3 or (fmt == "onnx" and onnx_job):
+                raise  # a runtime or provider asked for and missing is an error, not a skip
             what = "LiteRT" if fmt == "tflite" else "onnxruntime"
             skipped[fmt] = runtimes[fmt] = f"skipped: no {what} ({exc.message})"
             log(f"{fmt} files {skipped[fmt]}")
@@ -278,7 +289,8 @@ def run(
         "folder": str(folder),
         "machine": machine(runner, np_),
         "runtimes": runtimes,
-        "onnx_providers": providers or ["CPUExecutionProvider"],
+        "onnx_providers": ([] if openvino is not None else providers or ["CPUExecutionProvider"]),
+        "onnx_openvino": openvino,
         "threads": 1,
         "rounds": rounds,
         "runs_per_file": rounds * RUNS_PER_ROUND,
@@ -317,6 +329,20 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="an option of the first --provider (repeatable), e.g. num_of_threads=1",
     )
+    parser.add_argument(
+        "--openvino",
+        metavar="DEVICE",
+        help="time the ONNX files on the OpenVINO Runtime (the openvino package) on DEVICE, "
+        "e.g. CPU, instead of onnxruntime",
+    )
+    parser.add_argument(
+        "--openvino-property",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an OpenVINO compile property over the runner's (repeatable), e.g. "
+        "INFERENCE_PRECISION_HINT=bf16",
+    )
     args = parser.parse_args()
     if args.rounds < 1:
         parser.error(f"--rounds {args.rounds}: give 1 or more (10 makes 50 runs per file)")
@@ -325,12 +351,16 @@ def main() -> None:
         parser.error(f"--provider {bad[0]}: give onnxruntime's full name (...ExecutionProvider)")
     if args.provider_option and not args.provider:
         parser.error("--provider-option is for the first --provider: give one")
-    options = {}
-    for text in args.provider_option:
-        key, sep, value = text.partition("=")
-        if not (sep and key):
-            parser.error(f"--provider-option {text}: give KEY=VALUE")
-        options[key] = value
+    if args.openvino is not None and (args.provider or args.op_profile):
+        given = "--provider" if args.provider else "--op-profile"
+        parser.error(f"{given} is onnxruntime's: leave it out with --openvino")
+    if args.openvino_property and args.openvino is None:
+        parser.error("--openvino-property is for --openvino: give one")
+    options = _key_values(parser, "--provider-option", args.provider_option)
+    openvino = None
+    if args.openvino is not None:
+        properties = _key_values(parser, "--openvino-property", args.openvino_property)
+        openvino = {"device": args.openvino, "properties": properties}
     try:
         rows = read_rows(args.folder)
         runner = load_runner()
@@ -346,11 +376,22 @@ def main() -> None:
             profile_ops=args.op_profile,
             providers=args.provider,
             provider_options=options,
+            openvino=openvino,
         )
     except runner.RunnerError as exc:  # a model that does not load, numpy or onnxruntime missing
         print(f"error: {exc.message}", file=sys.stderr)
         sys.exit(exc.status)
     print(json.dumps(result, indent=1))
+
+
+def _key_values(parser: argparse.ArgumentParser, flag: str, texts: list[str]) -> dict[str, str]:
+    out = {}
+    for text in texts:
+        key, sep, value = text.partition("=")
+        if not (sep and key):
+            parser.error(f"{flag} {text}: give KEY=VALUE")
+        out[key] = value
+    return out
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from benchmarks.export import CALIBRATION_SAMPLES, keep_row, random_model
 from export import export_onnx, quantize_onnx_int8
 from latency.proxies import subnet_costs
 from once_for_all import get_space
-from tests.support.openvino import OPENVINO, require_openvino
+from tests.support.openvino import OPENVINO, pinned_version, require_openvino
 
 REPO = Path(__file__).resolve().parents[2]
 SCRIPT = REPO / "benchmarks" / "int8_timing.py"
@@ -181,9 +181,51 @@ def test_times_the_onnx_files_on_openvinos_provider(kept: Path, tmp_path: Path) 
     assert set(row["int8_over_fp32"]) == {"onnx", "onnx_unaligned"}
 
 
+def test_times_the_onnx_files_on_the_openvino_runtime(kept: Path, tmp_path: Path) -> None:
+    # The openvino package in .venv-openvino: fp32 at fp32, int8 on int8 kernels.
+    python = require_openvino()
+    proc = run_script(python, str(kept), "--rounds", "1", "--openvino", "CPU", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["onnx_openvino"] == {"device": "CPU", "properties": {}}
+    assert result["onnx_providers"] == []
+    assert result["runtimes"]["onnx"] == f"openvino {pinned_version('openvino')}"
+    (row,) = result["rows"]
+    placements = {name: entry["placement"] for name, entry in row["latency"].items()}
+    assert {p["inference_precision"] for p in placements.values()} == {"f32"}
+    assert set(placements["onnx_fp32"]["kernel_precisions"]) == {"f32"}
+    assert placements["onnx_int8"]["kernel_precisions"].get("u8", 0) > 0
+    assert set(row["int8_over_fp32"]) == {"onnx", "onnx_unaligned"}
+
+
+def test_a_python_without_openvino_is_one_line(kept: Path, tmp_path: Path) -> None:
+    proc = run_script(Path(sys.executable), str(kept), "--openvino", "CPU", cwd=tmp_path)
+    assert proc.returncode == 3 and proc.stdout == ""
+    (line,) = proc.stderr.strip().splitlines()
+    assert (
+        line.startswith("error: OpenVINO is not installed for ") and "pip install openvino" in line
+    )
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [
+        (
+            ["--openvino", "CPU", "--provider", "OpenVINOExecutionProvider"],
+            "error: --provider is onnxruntime's: leave it out with --openvino",
+        ),
+        (
+            ["--openvino", "CPU", "--op-profile"],
+            "error: --op-profile is onnxruntime's: leave it out with --openvino",
+        ),
+        (
+            ["--openvino-property", "NUM_STREAMS=1"],
+            "error: --openvino-property is for --openvino: give one",
+        ),
+        (
+            ["--openvino", "CPU", "--openvino-property", "NUM_STREAMS"],
+            "error: --openvino-property NUM_STREAMS: give KEY=VALUE",
+        ),
         (
             ["--provider", "openvino"],
             "error: --provider openvino: give onnxruntime's full name (...ExecutionProvider)",
@@ -198,7 +240,7 @@ def test_times_the_onnx_files_on_openvinos_provider(kept: Path, tmp_path: Path) 
         ),
     ],
 )
-def test_bad_provider_arguments_are_refused(
+def test_bad_runtime_arguments_are_refused(
     kept: Path, tmp_path: Path, args: list[str], line: str
 ) -> None:
     proc = run_script(Path(sys.executable), str(kept), *args, cwd=tmp_path)
