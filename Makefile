@@ -11,7 +11,8 @@ APT_PACKAGES := dataset-fashion-mnist openssh-server chromium postgresql adb
 # .venv with litert). Tests use it as the python of the SSH test device.
 DEVICE_VENV ?= .venv-device
 # onnxruntime with OpenVINO's execution provider (Intel CPUs, GPUs, NPUs): a build of
-# onnxruntime of its own, so a venv of its own. The local-cpu-openvino device runs in it.
+# onnxruntime of its own, so a venv of its own; and the OpenVINO Runtime itself. The
+# local-cpu-openvino and local-cpu-openvino-runtime devices run in it.
 OPENVINO_VENV ?= .venv-openvino
 OPENVINO_STAMP := $(OPENVINO_VENV)/.setup-stamp
 

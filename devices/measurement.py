@@ -25,7 +25,7 @@ class Fingerprint:
     cpu_model: str
     cores: int
     governor: str  # "performance", "ondemand", ... or "unknown"; "n/a" for simulators
-    runtime: str  # "onnxruntime", "tflite", "npu-sim", "vela"
+    runtime: str  # "onnxruntime", "tflite", "openvino", "tensorrt", "npu-sim", "vela", ...
     runtime_version: str
     threads: int
     # The delegate (tflite) or execution providers (onnxruntime) the runner was asked for

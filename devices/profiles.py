@@ -155,12 +155,22 @@ class OpenvinoSection(_Strict):
     """runtime ``openvino``: Intel's OpenVINO runtime itself (the ``openvino`` package), which
     reads the ONNX files. ``device`` is one of OpenVINO's devices (``CPU``, ``GPU``, ``GPU.1``,
     ``NPU``; a virtual one such as AUTO or HETERO may run a model elsewhere, so it is refused);
-    ``properties`` are compile properties over the runner's (on the CPU: the profile's threads,
-    one stream, the latency hint, fp32 inference precision), e.g. ``INFERENCE_PRECISION_HINT:
-    bf16``."""
+    ``properties`` are compile properties over the runner's (the latency hint; on the CPU the
+    profile's threads, one stream, no pinning of OpenVINO's own; on the CPU and GPU fp32
+    inference precision), e.g. ``INFERENCE_PRECISION_HINT: bf16``."""
 
     device: str = Field("CPU", pattern=r"^[A-Z][A-Z0-9_]*(\.[0-9]+)?$")
     properties: dict[str, OptionValue] | None = None
+
+    @field_validator("properties")
+    @classmethod
+    def _not_the_profiles_own(
+        cls, properties: dict[str, OptionValue] | None
+    ) -> dict[str, OptionValue] | None:
+        if properties and "INFERENCE_NUM_THREADS" in properties:
+            # The fingerprint's threads would say otherwise.
+            raise ValueError("INFERENCE_NUM_THREADS: give the profile's threads instead")
+        return properties
 
     @field_validator("device")
     @classmethod

@@ -814,11 +814,13 @@ def tflite_placement(interp: Any, delegate: str) -> dict[str, Any] | None:
 class OpenVinoBackend(Backend):
     """Intel's OpenVINO runtime on one of its devices, reading ONNX files (or IR .xml).
 
-    The runner's properties come first and the job's override them. On the CPU: the job's
-    threads, one stream, the latency hint, and fp32 inference precision, because OpenVINO
-    otherwise runs fp32 models in bf16 on CPUs with AMX or AVX512-BF16: an fp32 file would be
-    timed as a bf16 one. Other devices get the latency hint only; the precision each model
-    ran at is in its placement either way."""
+    The runner's properties come first and the job's override them: the latency hint; on the
+    CPU the job's threads, one stream and no pinning of its own (the job's ``cores`` pin the
+    runner, as for every runtime); on the CPU and GPU fp32 inference precision, because
+    OpenVINO otherwise runs fp32 models in bf16 on CPUs with AMX or AVX512-BF16 and in f16 on
+    GPUs: an fp32 file would be timed as a bf16 or f16 one. Other devices (NPU) keep their
+    own precision. The precision each model ran at is in its placement, and a precision asked
+    for that the device does not apply is refused."""
 
     name = "openvino"
     package = "openvino"
@@ -827,8 +829,23 @@ class OpenVinoBackend(Backend):
     VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
     # Layers that run no kernel of their own.
     NO_KERNEL_LAYERS = ("Const", "Input", "Output", "Parameter", "Result")
+    # Properties the job's own fields set (property, field): given again, the fingerprint
+    # would be wrong.
+    JOB_FIELDS = (("INFERENCE_NUM_THREADS", "threads"),)
 
     def __init__(self, np_: Any, job: Job) -> None:
+        self.device = job.openvino["device"]
+        if self.device.split(":")[0].split(".")[0] in self.VIRTUAL_DEVICES:
+            raise RunnerError(
+                "bad-job",
+                f"openvino.device {self.device!r} is a virtual device, which may run the "
+                "model on another device than asked: name one device (CPU, GPU, GPU.1, NPU)",
+            )
+        for key, field in self.JOB_FIELDS:
+            if key in job.openvino["properties"]:
+                raise RunnerError(
+                    "bad-job", f"openvino.properties {key}: give the job's {field} instead"
+                )
         try:
             openvino = importlib.import_module("openvino")
             core_cls = getattr(openvino, "Core", None)
@@ -846,35 +863,38 @@ class OpenVinoBackend(Backend):
         self.np = np_
         self.rng = np_.random.default_rng(job.seed)
         self.version = module_version("openvino", openvino)
-        self.device = job.openvino["device"]
-        if self.device.split(":")[0].split(".")[0] in self.VIRTUAL_DEVICES:
+        try:
+            self.core = core_cls()
+            available = list(self.core.available_devices)
+        except Exception as exc:
             raise RunnerError(
-                "bad-job",
-                f"openvino.device {self.device!r} is a virtual device, which may run the "
-                "model on another device than asked: name one device (CPU, GPU, GPU.1, NPU)",
-            )
-        self.core = core_cls()
-        available = list(self.core.available_devices)
-        if not any(self.device in (d, d.split(".")[0]) for d in available):
+                "environment",
+                f"OpenVINO {self.version} does not start: {_openvino_reason(exc)}",
+                status=3,
+            ) from None
+        # GPU.0 is GPU where OpenVINO lists one GPU alone; a wrong index fails at compile.
+        if self.device.split(".")[0] not in {d.split(".")[0] for d in available}:
             raise RunnerError(
                 "environment",
                 f"OpenVINO {self.version} on this device has no {self.device} device "
                 f"(available: {', '.join(available) or 'none'}): install its driver (GPU: "
-                "Intel's compute runtime, NPU: Intel's NPU driver), or set openvino.device to "
-                "one of those",
+                "Intel's compute runtime, NPU: Intel's NPU driver), or name one of those "
+                "(openvino.device in a profile)",
                 status=3,
             )
+        kind = self.device.split(".")[0]
         self.properties: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
-        if self.device == "CPU":
+        if kind == "CPU":
             self.properties.update(
-                INFERENCE_NUM_THREADS=str(job.threads),
-                NUM_STREAMS="1",
-                INFERENCE_PRECISION_HINT="f32",
+                INFERENCE_NUM_THREADS=str(job.threads), NUM_STREAMS="1", ENABLE_CPU_PINNING="false"
             )
         else:
             self.accelerator = f"OpenVINO {self.device}"
             self.fallback = "another device"
+        if kind in ("CPU", "GPU"):
+            self.properties["INFERENCE_PRECISION_HINT"] = "f32"
         self.properties.update(job.openvino["properties"])
+        self.asked_precision = job.openvino["properties"].get("INFERENCE_PRECISION_HINT")
 
     def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
         if placement is None or self.accelerator is None:
@@ -891,41 +911,49 @@ class OpenVinoBackend(Backend):
             raise RunnerError(
                 "model",
                 f"cannot load model {path!r} with OpenVINO {self.version} on {self.device}: "
-                f"{_first_line(exc)}",
+                f"{_openvino_reason(exc)}",
             ) from None
         init_ms = _elapsed_ms(start)
+        placement = self.placement(compiled)
+        got = placement["inference_precision"]
+        if self.asked_precision is not None and got != self.asked_precision.lower():
+            raise RunnerError(
+                "environment",
+                f"OpenVINO {self.version} on {self.device} compiled model {path!r} at {got}, "
+                f"not the INFERENCE_PRECISION_HINT {self.asked_precision} asked for: this "
+                "device does not run it; remove the property or ask for a precision it has",
+                status=3,
+            )
         inputs = []  # kept alive: the tensors share their memory
         try:
             for i, port in enumerate(compiled.inputs):
                 what = f"model {path!r} input {port.get_any_name()!r}"
-                dims = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
+                dims = [
+                    d.get_length() if d.is_static else max(d.get_min_length(), 1)
+                    for d in port.get_partial_shape()
+                ]
                 dtype = self.np.dtype(port.get_element_type().to_dtype()).name
                 inputs.append(random_input(self.np, self.rng, dims, dtype, what))
                 request.set_input_tensor(i, self.ov.Tensor(inputs[-1]))
+            run = _openvino_run(request)
             start = time.perf_counter_ns()
-            request.infer()
+            run()
             first_ms = _elapsed_ms(start)
         except RunnerError:
             raise
         except Exception as exc:
             raise RunnerError(
-                "model", f"model {path!r} failed to run: {_first_line(exc)}"
+                "model", f"model {path!r} failed to run: {_openvino_reason(exc)}"
             ) from None
-        return LoadedModel(
-            request.infer,
-            placement=self.placement(compiled),
-            init_ms=init_ms,
-            first_inference_ms=first_ms,
-        )
+        return LoadedModel(run, placement=placement, init_ms=init_ms, first_inference_ms=first_ms)
 
     def placement(self, compiled: Any) -> dict[str, Any]:
         """The device, the precision OpenVINO ran the model at, and its kernels by the
         precision they compute in (from the compiled model's runtime graph: "u8", "i8" for
         int8 kernels; None where the device does not give the graph)."""
         try:
-            precision: str | None = compiled.get_property(
-                "INFERENCE_PRECISION_HINT"
-            ).get_type_name()
+            hint = compiled.get_property("INFERENCE_PRECISION_HINT")
+            precision: str | None = hint.get_type_name()
         except Exception:
             precision = None
         kernels: dict[str, int] | None = None
@@ -935,13 +963,17 @@ class OpenVinoBackend(Backend):
             ops = None
         if ops is not None:
             kernels = {}
+            layers = 0
             for op in ops:
                 info = op.get_rt_info()
                 layer, kind = _rt_text(info, "layerType"), _rt_text(info, "primitiveType")
+                layers += bool(layer)
                 if layer in self.NO_KERNEL_LAYERS or kind.startswith("unknown"):
                     continue  # a constant, a port, or a reshape done in place
                 where = _rt_text(info, "runtimePrecision")
                 kernels[where] = kernels.get(where, 0) + 1
+            if not layers:
+                kernels = None  # a graph without the attributes: nothing to count
         return {
             "device": self.device,
             "inference_precision": precision,
@@ -949,6 +981,30 @@ class OpenVinoBackend(Backend):
             "kernel_precisions": dict(sorted(kernels.items())) if kernels is not None else None,
             "fallback": {},
         }
+
+
+def _openvino_run(request: Any) -> Callable[[], object]:
+    """One inference that leaves the outputs in OpenVINO's tensors: a copy of each into
+    numpy would be timed too (onnxruntime's run returns its outputs without one). Releases
+    before 2023.1 have no ``share_outputs`` and copy."""
+    try:
+        request.infer(share_outputs=True)
+    except TypeError:
+        return request.infer
+
+    def run() -> object:
+        return request.infer(share_outputs=True)
+
+    return run
+
+
+def _openvino_reason(exc: BaseException) -> str:
+    """OpenVINO's own reason for an error: its messages start with the source locations the
+    exception passed ("Exception from src/...:132:", "Check '...' failed at ..."), and the
+    reason is the last line."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    reasons = [line for line in lines if not line.startswith(("Exception from ", "Check '"))]
+    return (reasons or lines or [type(exc).__name__])[-1]
 
 
 def _rt_text(info: Any, key: str) -> str:
@@ -1363,7 +1419,8 @@ def _check_accelerated(backend: Backend, loaded: Sequence[LoadedModel]) -> None:
         f"{backend.accelerator} took none of the ops of the {len(loaded)} model(s): all of "
         f"them ran on {backend.fallback}, which is not what this device's profile asks to "
         "measure; check that the accelerator is there and supports these ops, or measure "
-        "without it (onnxruntime providers: [cpu]; TFLite delegate: xnnpack)",
+        "without it (onnxruntime providers: [cpu]; TFLite delegate: xnnpack; OpenVINO "
+        "device: CPU)",
         status=3,
     )
 
@@ -1409,6 +1466,8 @@ def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict
                 "per-op times are not available for tflite in this runner; use TFLite's "
                 "benchmark_model --enable_op_profiling=true"
             )
+        elif backend.name == "openvino":
+            warnings.append("per-op times are not available for openvino in this runner")
     throttled_after = throttle_count(root)
     if (
         throttled_before is not None

@@ -388,7 +388,7 @@ def test_an_accelerator_that_takes_no_op_of_any_model_fails_the_call(
         f"{len(tflite_models)} model(s): all of them ran on TFLite's builtin CPU kernels, "
         "which is not what this device's profile asks to measure; check that the accelerator "
         "is there and supports these ops, or measure without it (onnxruntime providers: "
-        "[cpu]; TFLite delegate: xnnpack)"
+        "[cpu]; TFLite delegate: xnnpack; OpenVINO device: CPU)"
     )
     # onnxruntime's Azure provider (in every build) runs no conv
     assert "AzureExecutionProvider" in ort.get_available_providers()

@@ -350,6 +350,14 @@ def test_counts_and_times_beyond_what_a_device_takes_are_refused(
             "openvino.prop: Extra inputs are not permitted",
         ),
         (
+            {
+                **LOCAL,
+                "runtime": "openvino",
+                "openvino": {"properties": {"INFERENCE_NUM_THREADS": 2}},
+            },
+            "openvino.properties: INFERENCE_NUM_THREADS: give the profile's threads instead",
+        ),
+        (
             {**VELA, "runtime": "openvino"},
             "runtime openvino runs through the on-device runner: kind ssh or local, not 'vela'",
         ),

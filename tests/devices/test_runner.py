@@ -192,6 +192,14 @@ def test_pinning_to_a_core(tmp_path: Path, models: Models) -> None:
             '{"runtime": "openvino", "openvino": {"properties": {"A": [1]}}}',
             "openvino.properties must map names to strings or numbers",
         ),
+        (
+            '{"runtime": "openvino", "openvino": {"properties": {"INFERENCE_NUM_THREADS": 2}}}',
+            "openvino.properties INFERENCE_NUM_THREADS: give the job's threads instead",
+        ),
+        (
+            '{"runtime": "openvino", "openvino": {"device": "HETERO:GPU,CPU"}}',
+            "openvino.device 'HETERO:GPU,CPU' is a virtual device",
+        ),
     ],
 )
 def test_bad_jobs_are_json_errors(tmp_path: Path, job: str, message: str) -> None:
