@@ -221,16 +221,27 @@ class Job:
         self.openvino = _openvino_field(data, self.runtime)
 
 
+def _runtime_section(
+    data: dict[str, Any], key: str, runtime: str, owner: str, keys: Sequence[str]
+) -> dict[str, Any] | None:
+    """The job's ``key`` object, which only runtime ``owner`` takes (None for the others),
+    with no keys but ``keys``."""
+    value = data.get(key)
+    if runtime != owner:
+        if value is not None:
+            raise RunnerError("bad-job", f"{key} is for runtime {owner}")
+        return None
+    value = value or {}
+    if not isinstance(value, dict) or sorted(set(value) - set(keys)):
+        raise RunnerError("bad-job", f"{key} must be an object with {', '.join(keys)}")
+    return value
+
+
 def _openvino_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
     """runtime openvino: {"device": OpenVINO's device name, "properties": {KEY: value}}."""
-    value = data.get("openvino")
-    if runtime != "openvino":
-        if value is not None:
-            raise RunnerError("bad-job", "openvino is for runtime openvino")
+    value = _runtime_section(data, "openvino", runtime, "openvino", ("device", "properties"))
+    if value is None:
         return {}
-    value = value or {}
-    if not isinstance(value, dict) or sorted(set(value) - {"device", "properties"}):
-        raise RunnerError("bad-job", "openvino must be an object with device and properties")
     device = value.get("device", "CPU")
     if not isinstance(device, str) or not device:
         raise RunnerError("bad-job", "openvino.device must be a non-empty string")
@@ -240,14 +251,11 @@ def _openvino_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
 
 def _trtexec_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
     """runtime tensorrt: {"path": trtexec, "precision": fp32|fp16|int8, "warmup_ms": N}."""
-    value = data.get("trtexec")
-    if runtime != "tensorrt":
-        if value is not None:
-            raise RunnerError("bad-job", "trtexec is for runtime tensorrt")
+    value = _runtime_section(
+        data, "trtexec", runtime, "tensorrt", ("path", "precision", "warmup_ms")
+    )
+    if value is None:
         return {}
-    value = value or {}
-    if not isinstance(value, dict) or sorted(set(value) - {"path", "precision", "warmup_ms"}):
-        raise RunnerError("bad-job", "trtexec must be an object with path, precision, warmup_ms")
     path = value.get("path", JETPACK_TRTEXEC)
     precision = value.get("precision", "fp16")
     if not isinstance(path, str) or not path:

@@ -185,7 +185,7 @@ def test_pinning_to_a_core(tmp_path: Path, models: Models) -> None:
         ('{"openvino": {"device": "CPU"}}', "openvino is for runtime openvino"),
         (
             '{"runtime": "openvino", "openvino": {"device": "CPU", "cache": 1}}',
-            "openvino must be an object with device and properties",
+            "openvino must be an object with device, properties",
         ),
         ('{"runtime": "openvino", "openvino": {"device": ""}}', "openvino.device must be a"),
         (
