@@ -105,7 +105,8 @@ def measure_side_by_side(
             raise runner.RunnerError(
                 "fallback",
                 f"{backend.accelerator} took none of the nodes of {paths[name]}: they all ran "
-                f"on {', '.join(model.placement['nodes'])}; time it without --provider",
+                f"on {', '.join(model.placement['nodes'])}; time it "
+                + ("with --openvino CPU" if backend.name == "openvino" else "without --provider"),
                 status=3,
             )
     for model in models:

@@ -231,7 +231,8 @@ def _runtime_section(
         if value is not None:
             raise RunnerError("bad-job", f"{key} is for runtime {owner}")
         return None
-    value = value or {}
+    if value is None:
+        value = {}
     if not isinstance(value, dict) or sorted(set(value) - set(keys)):
         raise RunnerError("bad-job", f"{key} must be an object with {', '.join(keys)}")
     return value
@@ -880,8 +881,10 @@ class OpenVinoBackend(Backend):
                 f"OpenVINO {self.version} does not start: {_openvino_reason(exc)}",
                 status=3,
             ) from None
-        # GPU.0 is GPU where OpenVINO lists one GPU alone; a wrong index fails at compile.
-        if self.device.split(".")[0] not in {d.split(".")[0] for d in available}:
+        # GPU.0 is GPU where OpenVINO lists one GPU alone.
+        names = {*available, *(d.split(".")[0] for d in available)}
+        names.update(f"{d}.0" for d in available if "." not in d)
+        if self.device not in names:
             raise RunnerError(
                 "environment",
                 f"OpenVINO {self.version} on this device has no {self.device} device "
@@ -902,7 +905,8 @@ class OpenVinoBackend(Backend):
         if kind in ("CPU", "GPU"):
             self.properties["INFERENCE_PRECISION_HINT"] = "f32"
         self.properties.update(job.openvino["properties"])
-        self.asked_precision = job.openvino["properties"].get("INFERENCE_PRECISION_HINT")
+        asked = job.openvino["properties"].get("INFERENCE_PRECISION_HINT")
+        self.asked_precision = None if asked is None else _ov_precision(asked)
 
     def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
         if placement is None or self.accelerator is None:
@@ -924,12 +928,19 @@ class OpenVinoBackend(Backend):
         init_ms = _elapsed_ms(start)
         placement = self.placement(compiled)
         got = placement["inference_precision"]
-        if self.asked_precision is not None and got != self.asked_precision.lower():
+        warnings = []
+        if self.asked_precision is not None and got is None:
+            warnings.append(
+                f"model {path!r}: OpenVINO on {self.device} does not report its inference "
+                "precision: the INFERENCE_PRECISION_HINT asked for is not verified"
+            )
+        elif self.asked_precision is not None and got != self.asked_precision:
             raise RunnerError(
                 "environment",
                 f"OpenVINO {self.version} on {self.device} compiled model {path!r} at {got}, "
-                f"not the INFERENCE_PRECISION_HINT {self.asked_precision} asked for: this "
-                "device does not run it; remove the property or ask for a precision it has",
+                f"not the INFERENCE_PRECISION_HINT "
+                f"{self.properties['INFERENCE_PRECISION_HINT']} asked for: this device does not "
+                "run it; remove the property or ask for a precision it has",
                 status=3,
             )
         inputs = []  # kept alive: the tensors share their memory
@@ -943,17 +954,20 @@ class OpenVinoBackend(Backend):
                 dtype = self.np.dtype(port.get_element_type().to_dtype()).name
                 inputs.append(random_input(self.np, self.rng, dims, dtype, what))
                 request.set_input_tensor(i, self.ov.Tensor(inputs[-1]))
-            run = _openvino_run(request)
-            start = time.perf_counter_ns()
-            run()
-            first_ms = _elapsed_ms(start)
+            run, first_ms = _openvino_run(request)
         except RunnerError:
             raise
         except Exception as exc:
             raise RunnerError(
                 "model", f"model {path!r} failed to run: {_openvino_reason(exc)}"
             ) from None
-        return LoadedModel(run, placement=placement, init_ms=init_ms, first_inference_ms=first_ms)
+        return LoadedModel(
+            run,
+            placement=placement,
+            warnings=warnings,
+            init_ms=init_ms,
+            first_inference_ms=first_ms,
+        )
 
     def placement(self, compiled: Any) -> dict[str, Any]:
         """The device, the precision OpenVINO ran the model at, and its kernels by the
@@ -991,19 +1005,29 @@ class OpenVinoBackend(Backend):
         }
 
 
-def _openvino_run(request: Any) -> Callable[[], object]:
-    """One inference that leaves the outputs in OpenVINO's tensors: a copy of each into
-    numpy would be timed too (onnxruntime's run returns its outputs without one). Releases
-    before 2023.1 have no ``share_outputs`` and copy."""
-    try:
-        request.infer(share_outputs=True)
-    except TypeError:
-        return request.infer
+def _openvino_run(request: Any) -> tuple[Callable[[], object], float]:
+    """One inference that leaves the outputs in OpenVINO's tensors (a copy of each into
+    numpy would be timed too; onnxruntime's run returns its outputs without one), and the
+    first one's time in ms. Releases before 2023.1 have no ``share_outputs`` and copy."""
 
     def run() -> object:
         return request.infer(share_outputs=True)
 
-    return run
+    start = time.perf_counter_ns()
+    try:
+        run()
+    except TypeError:  # before share_outputs: raised before any inference
+        start = time.perf_counter_ns()
+        request.infer()
+        return request.infer, _elapsed_ms(start)
+    return run, _elapsed_ms(start)
+
+
+def _ov_precision(text: str) -> str:
+    """An INFERENCE_PRECISION_HINT value as OpenVINO names the precision it compiled at
+    (``get_type_name``): it takes "FP32" and "BF16" as well as "f32" and "bf16"."""
+    name = text.strip().lower()
+    return {"fp32": "f32", "fp16": "f16", "undefined": "dynamic"}.get(name, name)
 
 
 def _openvino_reason(exc: BaseException) -> str:
@@ -1173,7 +1197,8 @@ def fingerprint(
 
 def accelerator(job: Job) -> str:
     """What the job runs on besides the runtime's default (XNNPACK, the CPU provider): the
-    delegate or the providers joined by commas; "" for the default."""
+    delegate or the providers joined by commas, "" for the default; OpenVINO's device, named
+    always (there is no default to leave out)."""
     if job.runtime == "tflite":
         return job.delegate if job.delegate not in (None, "xnnpack") else ""
     if job.runtime == "tensorrt":
