@@ -188,6 +188,8 @@ def test_pinning_to_a_core(tmp_path: Path, models: Models) -> None:
             "openvino must be an object with device, properties",
         ),
         ('{"runtime": "openvino", "openvino": {"device": ""}}', "openvino.device must be a"),
+        ('{"runtime": "openvino", "openvino": []}', "openvino must be an object with device"),
+        ('{"runtime": "tensorrt", "trtexec": 0}', "trtexec must be an object with path"),
         (
             '{"runtime": "openvino", "openvino": {"properties": {"A": [1]}}}',
             "openvino.properties must map names to strings or numbers",
