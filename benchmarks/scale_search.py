@@ -53,6 +53,7 @@ from benchmarks.command_line import (
 from benchmarks.search import search_problem
 from edgenas.search.study_runner import SearchRun, open_storage
 from once_for_all.errors import EdgenasError, one_line
+from once_for_all.stop_signals import held_stop_signals
 
 STORAGE_KINDS = ("journal", "postgresql")
 # Optuna's RDB storage writes a trial in tens of queries: PostgreSQL gets fewer trials.
@@ -176,8 +177,15 @@ def start_workers(
     procs: list[BaseProcess] = [
         ctx.Process(target=target, args=(*a, go, messages), daemon=True) for a in args
     ]
-    for p in procs:
-        p.start()
+    try:
+        # Interrupted inside start(), a child would read half its start-up data and print a
+        # traceback ("Ran out of input"): the interrupt waits for the starts (milliseconds).
+        with held_stop_signals():
+            for p in procs:
+                p.start()
+    except BaseException:
+        stop_workers([p for p in procs if p.pid is not None])
+        raise
     return procs, messages, go
 
 

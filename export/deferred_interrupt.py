@@ -7,14 +7,11 @@ large subnet takes tens of seconds, and a held Ctrl-C looked ignored."""
 from __future__ import annotations
 
 import os
-import signal
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from types import FrameType
 
-from once_for_all.stop_signals import STOP_SIGNALS, deliver
+from once_for_all.stop_signals import held_stop_signals
 
 STOPPING = "interrupted: stopping when this conversion step ends (it cannot be cut short safely)"
 
@@ -24,23 +21,11 @@ def interrupt_after_step() -> Iterator[None]:
     """Hold SIGINT and SIGTERM for the block, then deliver the first that came as it would
     have been delivered (its handler, or its default action). Outside the main thread (where
     Python delivers signals) it does nothing."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    pending: list[int] = []
 
-    def hold(signum: int, frame: FrameType | None) -> None:
-        if not pending:
-            # os.write, not print: a handler that prints while the main thread is printing
-            # raises "reentrant call"
-            os.write(sys.stderr.fileno(), f"{STOPPING}\n".encode())
-        pending.append(signum)
+    def say() -> None:
+        # os.write, not print: a handler that prints while the main thread is printing
+        # raises "reentrant call"
+        os.write(sys.stderr.fileno(), f"{STOPPING}\n".encode())
 
-    previous = {sig: signal.signal(sig, hold) for sig in STOP_SIGNALS}
-    try:
+    with held_stop_signals(on_first=say):
         yield
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    if pending:
-        deliver(pending[0], previous[signal.Signals(pending[0])])

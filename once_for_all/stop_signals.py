@@ -5,6 +5,10 @@ SIGTERM, which edgenas's commands take as Ctrl-C (``kill``, ``timeout``, a cance
 from __future__ import annotations
 
 import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from types import FrameType
 from typing import Any
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -19,3 +23,28 @@ def deliver(signum: int, handler: Any) -> None:
         handler(signum, None)
     elif handler == signal.SIG_DFL:
         signal.raise_signal(signum)
+
+
+@contextmanager
+def held_stop_signals(on_first: Callable[[], None] = lambda: None) -> Iterator[None]:
+    """Hold SIGINT and SIGTERM for the block (``on_first`` runs when the first comes), then
+    deliver the first that came as it would have been delivered. Outside the main thread
+    (where Python delivers signals) it does nothing."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    pending: list[int] = []
+
+    def hold(signum: int, frame: FrameType | None) -> None:
+        if not pending:
+            on_first()
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, hold) for sig in STOP_SIGNALS}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if pending:
+        deliver(pending[0], previous[signal.Signals(pending[0])])

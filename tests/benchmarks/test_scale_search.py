@@ -34,6 +34,36 @@ def exits_at_once(code: int, go: object, messages: object) -> None:
     sys.exit(code)
 
 
+def waits(seconds: float, go: object, messages: object) -> None:
+    """A worker that is still running when the test stops it."""
+    time.sleep(seconds)
+
+
+def test_an_interrupt_while_the_workers_start_waits_for_the_starts(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Interrupted inside start(), a spawned child read half its start-up data and printed
+    # "Ran out of input" with a traceback (seen once in CI, SIGTERM as the workers started).
+    import multiprocessing.context
+
+    from benchmarks.scale_search import start_workers
+
+    started: list[object] = []
+    start = multiprocessing.context.SpawnProcess.start
+
+    def interrupted_start(self: multiprocessing.context.SpawnProcess) -> None:
+        if not started:
+            signal.raise_signal(signal.SIGINT)  # Ctrl-C as the first worker starts
+        start(self)
+        started.append(self)
+
+    monkeypatch.setattr(multiprocessing.context.SpawnProcess, "start", interrupted_start)
+    with pytest.raises(KeyboardInterrupt):
+        start_workers(waits, [(60,), (60,)])
+    assert len(started) == 2  # every start finished before the interrupt was delivered
+    assert not any(p.is_alive() for p in started)  # type: ignore[attr-defined]  # and ended
+
+
 def test_a_worker_that_exits_before_it_is_ready_is_one_line() -> None:
     from benchmarks.scale_search import WorkerStopped, collect, start_workers, stop_workers
 
