@@ -270,23 +270,23 @@ def test_a_device_openvino_lacks_is_refused_not_run_on_the_cpu(models: Models) -
 
 
 @pytest.mark.usefixtures("in_repo")
-def test_a_device_index_openvino_lacks_is_refused_before_any_model(models: Models) -> None:
-    # The CPU is listed as "CPU": CPU.1 is a device this machine does not have.
-    settings = RunSettings(runtime="openvino", openvino_device="CPU.1", warmup=1, runs=3)
+@pytest.mark.parametrize(
+    ("name", "expected"),
+    [
+        # The CPU is listed as "CPU": CPU.1 is a device this machine does not have.
+        ("CPU.1", f"OpenVINO {VERSION} on this device has no CPU.1 device (available: "),
+        # The profile refuses it too; a job written by hand reaches the runner.
+        ("AUTO", "openvino.device 'AUTO' is a virtual device"),
+    ],
+)
+def test_a_device_the_runner_cannot_time_is_refused_before_any_model(
+    models: Models, name: str, expected: str
+) -> None:
+    settings = RunSettings(runtime="openvino", openvino_device=name, warmup=1, runs=3)
     device = LocalDevice("ov", python=OPENVINO_PYTHON, settings=settings)
     with pytest.raises(DeviceError) as info:
         device.measure([models.conv])
-    assert f"OpenVINO {VERSION} on this device has no CPU.1 device (available: " in str(info.value)
-
-
-@pytest.mark.usefixtures("in_repo")
-def test_a_virtual_device_in_a_job_is_refused(models: Models) -> None:
-    # The profile refuses it too; a job written by hand reaches the runner.
-    settings = RunSettings(runtime="openvino", openvino_device="AUTO", warmup=1, runs=3)
-    device = LocalDevice("ov", python=OPENVINO_PYTHON, settings=settings)
-    with pytest.raises(DeviceError) as info:
-        device.measure([models.conv])
-    assert "openvino.device 'AUTO' is a virtual device" in str(info.value)
+    assert expected in str(info.value)
 
 
 def test_a_python_without_openvino_names_the_package(models: Models) -> None:
