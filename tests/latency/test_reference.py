@@ -122,16 +122,19 @@ def test_normalised_latencies_agree_across_calls_at_different_machine_speeds(
     assert len(calls) == 4 and device.calls == 4
     assert header.reference is not None and header.reference.baseline_ms is not None
     assert [reference_scale(m) for m in calls[0]] == [1.0] * 3  # the baseline's own call
-    for i in range(len(files)):
-        raw = [call[i].median_ms for call in calls]
+    raws = [[call[i].median_ms for call in calls] for i in range(len(files))]
+    # Calls 2 and 4 ran on the contended core, calls 1 and 3 on the quiet one. Each busy call
+    # is compared with the faster quiet one: a first call can run slow on its own (15.2 ms,
+    # then 9.4 ms in the second quiet call, in a CI run), which the reference measured beside
+    # it corrects but a ratio of sums counted against the busy core.
+    slowdowns = [min(raw[1], raw[3]) / min(raw[0], raw[2]) for raw in raws]
+    if min(slowdowns) <= 1.5:
+        # The premise, not the result: with other work loading both cores (a demo beside the
+        # tests) the quiet calls slow down too, and the normalisation then has nothing to undo.
+        pytest.skip(f"the busy core slowed the runner only {min(slowdowns):.2f}x (other load)")
+    for i, raw in enumerate(raws):
         norm = [normalised_ms(call[i]) for call in calls]
-        # Calls 2 and 4 ran on the contended core, calls 1 and 3 on the quiet one.
         norm_ratio = (norm[1] + norm[3]) / (norm[0] + norm[2])
-        # Each busy call against the faster quiet one: a first call can run slow on its own
-        # (15.2 ms, then 9.4 ms in the second quiet call, in a CI run), which the reference
-        # measured beside it corrects but a ratio of sums counted against the busy core.
-        busy, quiet = min(raw[1], raw[3]), min(raw[0], raw[2])
-        assert busy / quiet > 1.5, f"model {i}: the busy core did not slow the runner ({raw})"
         # Within a third either way: the quiet calls alone drift by up to ~15% on this shared
         # 2-core host (8.9 against 10.2 ms once), and 10 runs time the reference no better.
         assert 0.75 < norm_ratio < 1.33, f"model {i}: normalised {norm}, raw {raw}"
