@@ -10,6 +10,7 @@ APT_PACKAGES := dataset-fashion-mnist openssh-server chromium postgresql adb
 # The "device" Python: what a board runs (tflite-runtime 2.14 needs numpy<2, so it cannot share
 # .venv with litert). Tests use it as the python of the SSH test device.
 DEVICE_VENV ?= .venv-device
+DEVICE_STAMP := $(DEVICE_VENV)/.setup-stamp
 # onnxruntime with OpenVINO's execution provider (Intel CPUs, GPUs, NPUs): a build of
 # onnxruntime of its own, so a venv of its own; and the OpenVINO Runtime itself. The
 # local-cpu-openvino and local-cpu-openvino-runtime devices run in it.
@@ -18,9 +19,9 @@ OPENVINO_STAMP := $(OPENVINO_VENV)/.setup-stamp
 
 .PHONY: setup test lint typecheck pytest demo clean
 
-setup: $(STAMP) $(OPENVINO_STAMP)
+setup: $(STAMP) $(DEVICE_STAMP) $(OPENVINO_STAMP)
 
-$(STAMP): requirements.txt requirements-device.txt pyproject.toml Makefile
+$(STAMP): requirements.txt pyproject.toml Makefile
 	@missing=""; for p in $(APT_PACKAGES); do \
 	  dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q "ok installed" || missing="$$missing $$p"; \
 	done; \
@@ -37,6 +38,10 @@ $(STAMP): requirements.txt requirements-device.txt pyproject.toml Makefile
 	@# tests do not use: tests/support/ofa_reference.py stubs them.
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps ofa==0.1.0.post202307202001
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	@touch $@
+
+# Its own stamp, so that a deleted .venv-device is made again.
+$(DEVICE_STAMP): requirements-device.txt
 	@test -x $(DEVICE_VENV)/bin/python || python3 -m venv $(DEVICE_VENV)
 	$(DEVICE_VENV)/bin/python -m pip install -q --disable-pip-version-check -r requirements-device.txt
 	@touch $@
