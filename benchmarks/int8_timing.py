@@ -23,8 +23,9 @@ versions, and per row the fp32 and int8 medians with p10/p90, where each file ra
 runner's placement: nodes per execution provider, XNNPACK partitions) and each int8 file
 over its format's fp32 (``onnx``, ``tflite``, and ``onnx_unaligned`` for the file that
 ``--speed --unaligned`` keeps: channel alignment measured where the files run); with
---op-profile, onnxruntime's profiler's ms per run per op type of each ONNX file. Progress goes
-to stderr.
+--op-profile, ms per run per op type of each ONNX file, from onnxruntime's profiler or, with
+--openvino, OpenVINO's performance counters (its types name the kernel that ran them:
+"GroupConvolution (brgconv_avx512_dw_I8)"). Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -124,8 +125,8 @@ def measure_side_by_side(
 
 
 def op_profile(backend: Any, path: Path) -> dict[str, Any]:
-    """onnxruntime's profiler on one file: ms per run per op type (largest first), as its
-    graph runs after onnxruntime's optimizations (fused nodes count once)."""
+    """The runtime's per-op times of one file: ms per run per op type (largest first), as its
+    graph runs after the runtime's optimizations (fused nodes count once)."""
     model = backend.load(str(path))
     profile = model.profile(PROFILE_WARMUP, PROFILE_RUNS)
     per_type: dict[str, float] = {}
@@ -313,7 +314,8 @@ def main() -> None:
     parser.add_argument(
         "--op-profile",
         action="store_true",
-        help="onnxruntime's profiler: ms per run per op type of each ONNX file",
+        help="ms per run per op type of each ONNX file (onnxruntime's profiler, or OpenVINO's "
+        "performance counters with --openvino)",
     )
     parser.add_argument(
         "--provider",
@@ -352,9 +354,8 @@ def main() -> None:
         parser.error(f"--provider {bad[0]}: give onnxruntime's full name (...ExecutionProvider)")
     if args.provider_option and not args.provider:
         parser.error("--provider-option is for the first --provider: give one")
-    if args.openvino is not None and (args.provider or args.op_profile):
-        given = "--provider" if args.provider else "--op-profile"
-        parser.error(f"{given} is onnxruntime's: leave it out with --openvino")
+    if args.openvino is not None and args.provider:
+        parser.error("--provider is onnxruntime's: leave it out with --openvino")
     if args.openvino_property and args.openvino is None:
         parser.error("--openvino-property is for --openvino: give one")
     options = _key_values(parser, "--provider-option", args.provider_option)

@@ -16,11 +16,10 @@ Runtime = Literal["onnxruntime", "tflite", "openvino", "tensorrt"]
 # Where per-op times come from, for messages: the targets whose ``per_op_times`` is true.
 PER_OP_TARGETS = (
     "onnxruntime (its profiler, on local and ssh devices), TFLite's benchmark_model "
-    "(--enable_op_profiling, on adb devices), TensorRT's trtexec (--dumpProfile), and the "
+    "(--enable_op_profiling, on adb devices), TensorRT's trtexec (--dumpProfile), OpenVINO's "
+    "performance counters (on its CPU), and the "
     "npu-sim and vela simulators"
 )
-# The on-device runner's runtimes that profile per op (LiteRT's Python interpreter cannot).
-RUNNER_PER_OP_RUNTIMES = frozenset({"onnxruntime", "tensorrt"})
 
 
 class DeviceError(EdgenasError, RuntimeError):

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 from devices.base import (
-    RUNNER_PER_OP_RUNTIMES,
     Device,
     DeviceError,
     Runtime,
@@ -62,7 +61,7 @@ class LocalDevice(Device):
 
     @property
     def per_op_times(self) -> bool:
-        return self.settings.runtime in RUNNER_PER_OP_RUNTIMES
+        return self.settings.per_op_times()
 
     def measured_with(self) -> MeasuredWith:
         return self.settings.measured_with()

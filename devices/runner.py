@@ -27,7 +27,7 @@ Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings"
 "order": [[model indices in the order measured, one list per round], ...],
 "models": [one entry per job model, in job order: raw "times_ms" and their statistics,
 "placement": which delegate or provider ran how many nodes, "init_ms" (session or
-interpreter creation), "first_inference_ms", and with profile_ops (onnxruntime) "ops":
+interpreter creation), "first_inference_ms", and with profile_ops (onnxruntime, openvino) "ops":
 [{"name", "op_type", "ms", "where"}, ...] in the order they ran]}.
 On failure: {"format": ..., "error": {"kind": ..., "message": ...}} and exit status
 2 (bad job or model), 3 (numpy, the runtime, or the requested execution provider or delegate
@@ -378,6 +378,8 @@ class Backend:
     # the CPU's own), and how many of a loaded model's ops it took (its placement).
     accelerator: str | None = None
     fallback = "the CPU"  # where the ops it does not take run
+    # Why a loaded model has no per-op profile, for the warning profile_ops then gets.
+    no_profile = "per-op times are not available for this runtime in this runner"
 
     def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
         return None
@@ -638,6 +640,10 @@ def summarize_ort_profile(events: list[dict[str, Any]], skip_runs: int) -> dict[
 
 class TfliteBackend(Backend):
     name = "tflite"
+    no_profile = (
+        "per-op times are not available for tflite in this runner; use TFLite's "
+        "benchmark_model --enable_op_profiling=true"
+    )
 
     def __init__(self, np_: Any, job: Job) -> None:
         failures = []
@@ -833,6 +839,9 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
     package = "openvino"
+    # The CPU plugin's counters are each node's mean since the model was compiled (read as
+    # such in ``profile``); other devices' are not verified to mean the same.
+    no_profile = "per-op times are read on OpenVINO's CPU device only in this runner"
     # Virtual devices choose or split among real ones (AUTO may pick the CPU, HETERO runs what
     # a device lacks elsewhere): a time under the asked device's name could be another's.
     VIRTUAL_DEVICES = ("AUTO", "HETERO", "MULTI", "BATCH")
@@ -893,7 +902,7 @@ class OpenVinoBackend(Backend):
                 "(openvino.device in a profile)",
                 status=3,
             )
-        kind = self.device.split(".")[0]
+        kind = self.kind = self.device.split(".")[0]
         self.properties: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
         if kind == "CPU":
             self.properties.update(
@@ -943,17 +952,10 @@ class OpenVinoBackend(Backend):
                 "run it; remove the property or ask for a precision it has",
                 status=3,
             )
-        inputs = []  # kept alive: the tensors share their memory
         try:
-            for i, port in enumerate(compiled.inputs):
-                what = f"model {path!r} input {port.get_any_name()!r}"
-                dims = [
-                    d.get_length() if d.is_static else max(d.get_min_length(), 1)
-                    for d in port.get_partial_shape()
-                ]
-                dtype = self.np.dtype(port.get_element_type().to_dtype()).name
-                inputs.append(random_input(self.np, self.rng, dims, dtype, what))
-                request.set_input_tensor(i, self.ov.Tensor(inputs[-1]))
+            inputs = self._inputs(compiled, path)  # kept alive: the tensors share their memory
+            for i, x in enumerate(inputs):
+                request.set_input_tensor(i, self.ov.Tensor(x))
             run, first_ms = _openvino_run(request)
         except RunnerError:
             raise
@@ -961,13 +963,73 @@ class OpenVinoBackend(Backend):
             raise RunnerError(
                 "model", f"model {path!r} failed to run: {_openvino_reason(exc)}"
             ) from None
+
+        def profile(warmup: int, runs: int) -> dict[str, Any]:
+            return self.profile(path, inputs, warmup, runs)
+
+        per_op = profile if self.kind == "CPU" else None
+
         return LoadedModel(
             run,
+            profile=per_op,
             placement=placement,
             warnings=warnings,
             init_ms=init_ms,
             first_inference_ms=first_ms,
         )
+
+    def _inputs(self, compiled: Any, path: str) -> list[Any]:
+        """Random inputs for the compiled model's input ports."""
+        inputs = []
+        for port in compiled.inputs:
+            what = f"model {path!r} input {port.get_any_name()!r}"
+            dims = [
+                d.get_length() if d.is_static else max(d.get_min_length(), 1)
+                for d in port.get_partial_shape()
+            ]
+            dtype = self.np.dtype(port.get_element_type().to_dtype()).name
+            inputs.append(random_input(self.np, self.rng, dims, dtype, what))
+        return inputs
+
+    def profile(self, path: str, inputs: list[Any], warmup: int, runs: int) -> dict[str, Any]:
+        """OpenVINO's performance counters over ``runs`` runs after ``warmup``, in the form of
+        ``summarize_ort_profile``: each node of the compiled graph that ran (OpenVINO's fused
+        nodes, named after an ONNX node they hold), its type with the kernel that ran it
+        ("GroupConvolution (brgconv_avx512_dw_I8)"), and its mean ms.
+
+        The model is compiled again with counting on: counting slows every run, so the timed
+        model runs without it. The CPU plugin reports each node's mean over every run since
+        compiling, in whole microseconds: the runs' own mean is taken from the means before
+        and after them (the first run, often many times slower, would otherwise count), and
+        is coarse by about (2 * warmup + runs) / runs microseconds per node."""
+        try:
+            compiled = self.core.compile_model(path, self.device, {**self.properties, **PERF})
+            request = compiled.create_infer_request()
+            for i, x in enumerate(inputs):
+                request.set_input_tensor(i, self.ov.Tensor(x))
+            for _ in range(warmup):
+                request.infer()
+            before = _ov_counters(request)
+            start = time.perf_counter_ns()
+            for _ in range(runs):
+                request.infer()
+            run_ns = time.perf_counter_ns() - start
+            after = _ov_counters(request)
+        except Exception as exc:
+            raise RunnerError(
+                "model",
+                f"cannot profile model {path!r} with OpenVINO {self.version} on {self.device}: "
+                f"{_openvino_reason(exc)}",
+            ) from None
+        n = max(runs, 1)
+        ops = []
+        for name, (op_type, mean_after) in after.items():
+            mean_before = before.get(name, (op_type, 0.0))[1]
+            total = mean_after * (warmup + runs) - mean_before * warmup
+            ops.append(
+                {"name": name, "op_type": op_type, "ms": max(total, 0.0) / n, "where": self.device}
+            )
+        return {"ops": ops, "runs": runs, "run_ms": run_ns / 1e6 / n, "peak_in_use_bytes": None}
 
     def placement(self, compiled: Any) -> dict[str, Any]:
         """The device, the precision OpenVINO ran the model at, and its kernels by the
@@ -1021,6 +1083,21 @@ def _openvino_run(request: Any) -> tuple[Callable[[], object], float]:
         request.infer()
         return request.infer, _elapsed_ms(start)
     return run, _elapsed_ms(start)
+
+
+# The compile property that turns on OpenVINO's performance counters.
+PERF = {"PERF_COUNT": "true"}
+
+
+def _ov_counters(request: Any) -> dict[str, tuple[str, float]]:
+    """Each executed node's type, with the kernel that ran it, and its performance counter
+    in ms, by node name, in the order the nodes run."""
+    out = {}
+    for node in request.profiling_info:
+        if str(node.status).rsplit(".", 1)[-1] == "EXECUTED":  # not optimized out
+            kind = f"{node.node_type} ({node.exec_type})"
+            out[node.node_name] = (kind, node.real_time.total_seconds() * 1e3)
+    return out
 
 
 def _ov_precision(text: str) -> str:
@@ -1494,13 +1571,8 @@ def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict
             profiler = loaded[i].profile
             if profiler is not None:
                 profiles[i] = profiler(max(job.warmup, 1), min(job.runs, PROFILE_RUNS_MAX))
-        if backend.name == "tflite":
-            warnings.append(
-                "per-op times are not available for tflite in this runner; use TFLite's "
-                "benchmark_model --enable_op_profiling=true"
-            )
-        elif backend.name == "openvino":
-            warnings.append("per-op times are not available for openvino in this runner")
+        if any(model.profile is None for model in loaded):
+            warnings.append(backend.no_profile)
     throttled_after = throttle_count(root)
     if (
         throttled_before is not None

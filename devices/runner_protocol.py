@@ -93,6 +93,14 @@ class RunSettings:
             runs=runs if runs is not None else self.runs,
         )
 
+    def per_op_times(self) -> bool:
+        """Whether the runner times each op under these settings: onnxruntime's profiler,
+        trtexec's layer profile, and OpenVINO's performance counters on its CPU device (the
+        counters of other devices are not verified to mean what the CPU plugin's do)."""
+        if self.runtime == "openvino":
+            return self.openvino_device.split(".")[0] == "CPU"
+        return self.runtime in ("onnxruntime", "tensorrt")
+
     def measured_with(self) -> MeasuredWith:
         """The settings that change what a latency means besides the fingerprint's (runtime,
         threads, delegate or providers): pinned ``cores``, the warmup, and the options of the

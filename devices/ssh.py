@@ -23,7 +23,6 @@ from typing import Any, TypeVar
 import paramiko
 
 from devices.base import (
-    RUNNER_PER_OP_RUNTIMES,
     Device,
     DeviceError,
     Runtime,
@@ -160,7 +159,7 @@ class SshDevice(Device):
 
     @property
     def per_op_times(self) -> bool:
-        return self.settings.runtime in RUNNER_PER_OP_RUNTIMES
+        return self.settings.per_op_times()
 
     def measured_with(self) -> MeasuredWith:
         return self.settings.measured_with()

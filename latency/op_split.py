@@ -2,9 +2,11 @@
 
 Runtimes name operators differently: onnxruntime's op types (``Conv``, ``FusedConv``,
 ``HardSwish``) under node names that keep the module path (``/depthwise/conv/Conv``), TFLite's
-node types (``DEPTHWISE_CONV_2D``) and XNNPACK's (``Convolution (NHWC, F32) DWConv``), and
-TensorRT's fused layers, named only (``/expand/conv/Conv + /expand/act/HardSwish``). The kinds
-are read from the type where there is one and from the name otherwise:
+node types (``DEPTHWISE_CONV_2D``) and XNNPACK's (``Convolution (NHWC, F32) DWConv``),
+OpenVINO's with their kernel (``GroupConvolution (brgconv_avx512_dw_I8)``), and TensorRT's
+fused layers, named only (``/expand/conv/Conv + /expand/act/HardSwish``). The kinds are read
+from the type where it says what the op computes and from the name otherwise (TensorRT's
+layers, OpenVINO's ``Subgraph`` of fused element-wise ops, named after one of them):
 
 - ``SE``: squeeze-excite, every op under a module path with an ``se`` part, and hard-sigmoid
   gates (MobileNetV3 has them only there);
@@ -26,7 +28,10 @@ KINDS = ("Conv", "depthwise", "HardSwish", "SE", "other")
 _PARTS = re.compile(r"[/.:\[\]\s]+")
 _SE_GATES = ("hardsigmoid", "hard_sigmoid")
 _HARD_SWISH = ("hardswish", "hard_swish")
-_DEPTHWISE = ("depthwise", "dwconv")
+# OpenVINO's depthwise convs are GroupConvolution (MobileNetV3 has no other grouped conv).
+_DEPTHWISE = ("depthwise", "dwconv", "groupconvolution")
+# Types that say nothing of what the op computes: the name does.
+_FUSED_TYPES = ("subgraph",)
 # Convolutions and matrix products; not XNNPACK's "Convert (NC, F32, QD8)".
 _MATRIX = re.compile(r"conv(?!ert)|gemm|matmul|fully_?connected")
 
@@ -35,7 +40,8 @@ def op_kind(op: OperatorTime) -> str:
     """The kind (one of ``KINDS``) of one operator."""
     name = op.name.lower()
     # TensorRT names no type: the first ONNX node of a fused layer says what it computes.
-    described = (op.op_type or op.name.split(" + ")[0].rsplit("/", 1)[-1]).lower()
+    op_type = "" if op.op_type.lower().startswith(_FUSED_TYPES) else op.op_type
+    described = (op_type or op.name.split(" + ")[0].rsplit("/", 1)[-1]).lower()
     if "se" in _PARTS.split(name) or any(g in described for g in _SE_GATES):
         return "SE"
     if any(h in described for h in _HARD_SWISH):

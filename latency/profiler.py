@@ -244,6 +244,12 @@ def check_per_op(device: Device, fingerprint: Fingerprint) -> None:
             "has no per-op profiler"
         )
         fix = "measure a phone with kind adb (benchmark_model), or leave out --per-op"
+    elif fingerprint.runtime == "openvino":
+        why = (
+            "the runner reads OpenVINO's performance counters on its CPU device only (their "
+            "meaning on other devices is not verified)"
+        )
+        fix = "profile openvino.device CPU, or leave out --per-op"
     else:
         why = f"its {fingerprint.runtime} measurements have no per-op times"
         fix = "leave out --per-op"

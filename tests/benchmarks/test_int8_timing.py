@@ -184,7 +184,9 @@ def test_times_the_onnx_files_on_openvinos_provider(kept: Path, tmp_path: Path) 
 def test_times_the_onnx_files_on_the_openvino_runtime(kept: Path, tmp_path: Path) -> None:
     # The openvino package in .venv-openvino: fp32 at fp32, int8 on int8 kernels.
     python = require_openvino()
-    proc = run_script(python, str(kept), "--rounds", "1", "--openvino", "CPU", cwd=tmp_path)
+    proc = run_script(
+        python, str(kept), "--rounds", "1", "--openvino", "CPU", "--op-profile", cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     assert result["onnx_openvino"] == {"device": "CPU", "properties": {}}
@@ -196,6 +198,13 @@ def test_times_the_onnx_files_on_the_openvino_runtime(kept: Path, tmp_path: Path
     assert set(placements["onnx_fp32"]["kernel_precisions"]) == {"f32"}
     assert placements["onnx_int8"]["kernel_precisions"].get("u8", 0) > 0
     assert set(row["int8_over_fp32"]) == {"onnx", "onnx_unaligned"}
+    # OpenVINO's performance counters: types with the kernel that ran them, f32 in the fp32
+    # file and int8 ("I8") depthwise convs in the int8 one.
+    types = {name: profile["ms_per_op_type"] for name, profile in row["op_profile"].items()}
+    assert set(types) == {"onnx_fp32", "onnx_int8", "onnx_int8_unaligned"}
+    assert all(t.endswith("_f32)") for t in types["onnx_fp32"] if t.startswith("Convolution"))
+    depthwise = [t for t in types["onnx_int8"] if t.startswith("GroupConvolution")]
+    assert depthwise and all("_I8)" in t for t in depthwise), types["onnx_int8"]
 
 
 def test_a_python_without_openvino_is_one_line(kept: Path, tmp_path: Path) -> None:
@@ -213,10 +222,6 @@ def test_a_python_without_openvino_is_one_line(kept: Path, tmp_path: Path) -> No
         (
             ["--openvino", "CPU", "--provider", "OpenVINOExecutionProvider"],
             "error: --provider is onnxruntime's: leave it out with --openvino",
-        ),
-        (
-            ["--openvino", "CPU", "--op-profile"],
-            "error: --op-profile is onnxruntime's: leave it out with --openvino",
         ),
         (
             ["--openvino-property", "NUM_STREAMS=1"],

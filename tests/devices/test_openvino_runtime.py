@@ -298,3 +298,23 @@ def test_a_python_without_openvino_names_the_package(models: Models) -> None:
     message = str(info.value)
     assert "OpenVINO is not installed for " in message and "pip install openvino" in message
     assert "\n" not in message
+
+
+def test_per_op_times_are_openvinos_counters_of_the_timed_runs(four_convs: Path) -> None:
+    # Convs of about a millisecond each, where OpenVINO's whole-microsecond counters are
+    # precise: the four convs' times add up to nearly a profiled run, and to about the timed
+    # median (the first run after compiling, which the counters' means include, left out).
+    require_openvino()
+    settings = RunSettings(runtime="openvino", warmup=2, runs=20)
+    device = LocalDevice("ov", python=OPENVINO_PYTHON, settings=settings)
+    (m,) = device.measure([four_convs], profile_ops=True)
+    ops = m.ops or ()
+    convs = [op for op in ops if op.op_type.startswith("Convolution (")]
+    assert len(convs) == 4, ops
+    assert {op.where for op in ops} == {"CPU"}
+    assert all(op.ms > 0 and op.op_type.endswith("_f32)") for op in convs), convs
+    run_ms = m.extra["profile"]["run_ms"]
+    total = sum(op.ms for op in ops)
+    assert 0.8 * run_ms < total <= run_ms, (total, run_ms)
+    assert 0.6 < total / m.median_ms < 1.4, (total, m.median_ms)
+    assert not any("per-op" in w for w in m.extra.get("warnings", ()))
