@@ -902,17 +902,11 @@ class OpenVinoBackend(Backend):
                 "(openvino.device in a profile)",
                 status=3,
             )
-        kind = self.kind = self.device.split(".")[0]
-        self.properties: dict[str, str] = {"PERFORMANCE_HINT": "LATENCY"}
-        if kind == "CPU":
-            self.properties.update(
-                INFERENCE_NUM_THREADS=str(job.threads), NUM_STREAMS="1", ENABLE_CPU_PINNING="false"
-            )
-        else:
+        self.kind = self.device.split(".")[0]
+        if self.kind != "CPU":
             self.accelerator = f"OpenVINO {self.device}"
             self.fallback = "another device"
-        if kind in ("CPU", "GPU"):
-            self.properties["INFERENCE_PRECISION_HINT"] = "f32"
+        self.properties = openvino_defaults(self.device, job.threads)
         self.properties.update(job.openvino["properties"])
         asked = job.openvino["properties"].get("INFERENCE_PRECISION_HINT")
         self.asked_precision = None if asked is None else _ov_precision(asked)
@@ -1083,6 +1077,28 @@ def _openvino_run(request: Any) -> tuple[Callable[[], object], float]:
         request.infer()
         return request.infer, _elapsed_ms(start)
     return run, _elapsed_ms(start)
+
+
+def openvino_defaults(device: str, threads: int) -> dict[str, str]:
+    """The compile properties the runner gives OpenVINO on ``device`` before the job's own
+    (see ``OpenVinoBackend``)."""
+    kind = device.split(".")[0]
+    out = {"PERFORMANCE_HINT": "LATENCY"}
+    if kind == "CPU":
+        out.update(INFERENCE_NUM_THREADS=str(threads), NUM_STREAMS="1", ENABLE_CPU_PINNING="false")
+    if kind in ("CPU", "GPU"):
+        out["INFERENCE_PRECISION_HINT"] = "f32"
+    return out
+
+
+def openvino_value(key: str, value: str) -> str:
+    """A property value as OpenVINO means it, for comparing two spellings: precisions by the
+    name OpenVINO compiles at ("FP32" is "f32"), booleans as "true"/"false", the rest as
+    written, without case or surrounding space."""
+    text = value.strip().lower()
+    if key == "INFERENCE_PRECISION_HINT":
+        return _ov_precision(text)
+    return {"yes": "true", "no": "false"}.get(text, text)
 
 
 # The compile property that turns on OpenVINO's performance counters.

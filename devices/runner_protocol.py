@@ -14,7 +14,7 @@ from typing import Any, NotRequired, TypedDict
 
 from devices.base import DeviceError, Runtime
 from devices.measurement import Fingerprint, MeasuredWith, Measurement, OperatorTime
-from devices.runner import MIN_PYTHON, PYTHON_KEYS
+from devices.runner import MIN_PYTHON, PYTHON_KEYS, openvino_defaults, openvino_value
 from devices.trtexec import JETPACK_TRTEXEC, Precision, to_measurement
 
 JOB_FORMAT = "edgenas.runner-job/1"
@@ -123,7 +123,13 @@ class RunSettings:
                 for k, v in options
             )
         if self.runtime == "openvino":
-            out.update((f"openvino.properties.{k}", v) for k, v in self.openvino_properties)
+            # A property that repeats the runner's own value changes nothing measured.
+            runner = openvino_defaults(self.openvino_device, self.threads)
+            out.update(
+                (f"openvino.properties.{k}", v)
+                for k, v in self.openvino_properties
+                if k not in runner or openvino_value(k, v) != openvino_value(k, runner[k])
+            )
         return tuple(sorted(out.items()))
 
 

@@ -407,6 +407,31 @@ def test_an_openvino_profile_reaches_the_job_and_what_its_times_mean() -> None:
     assert "openvino" not in build_job([], validate_profile(LOCAL).run_settings())
 
 
+def test_openvino_properties_that_repeat_the_runners_own_mean_nothing_new() -> None:
+    def measured_with(device: str, properties: dict[str, str]) -> list[tuple[str, str]]:
+        section = {"device": device, "properties": properties}
+        profile = validate_profile({**LOCAL, "runtime": "openvino", "openvino": section})
+        return list(profile.run_settings().measured_with())
+
+    plain = measured_with("CPU", {})
+    # The runner's own values on the CPU, in OpenVINO's other spellings: the same table.
+    repeated = {
+        "INFERENCE_PRECISION_HINT": "FP32",
+        "NUM_STREAMS": "1",
+        "ENABLE_CPU_PINNING": "NO",
+        "PERFORMANCE_HINT": "latency",
+    }
+    assert measured_with("CPU", repeated) == plain
+    # Another value, or a property the runner does not set, does change what a time means.
+    assert ("openvino.properties.INFERENCE_PRECISION_HINT", "bf16") in measured_with(
+        "CPU", {"INFERENCE_PRECISION_HINT": "bf16"}
+    )
+    assert ("openvino.properties.NUM_STREAMS", "2") in measured_with("CPU", {"NUM_STREAMS": "2"})
+    # NUM_STREAMS is the runner's on the CPU only.
+    assert ("openvino.properties.NUM_STREAMS", "1") in measured_with("GPU", {"NUM_STREAMS": "1"})
+    assert measured_with("GPU", {"INFERENCE_PRECISION_HINT": "f32"}) == measured_with("GPU", {})
+
+
 @pytest.mark.parametrize("name", ["npu-32x32-ws", "ethos-u55-128", "local-cpu"])
 def test_open_device_gives_the_factory_only_the_keys_given(name: str) -> None:
     # Every key's default in the dict would look given to the factory's own validation.
