@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ from devices.ssh import _connection_gone
 from devices.ssh_connection import UnreachableError
 from tests.devices.conftest import REPO, Models
 from tests.support.cli_here import edgenas_here
+from tests.support.openvino import pinned_version, require_openvino
 from tests.support.sshd import Sshd, free_port, generate_key
 from tests.support.stalled_server import stalled_server
 
@@ -185,6 +187,43 @@ def test_remote_runner_honours_delegates_and_providers(
         "out of the profile's providers"
     )
     assert "CPUExecutionProvider" in message and "\n" not in message
+
+
+def test_a_board_on_the_openvino_runtime(
+    sshd: Sshd, remote_parent: Path, models: Models, tmp_path: Path
+) -> None:
+    # A board whose Python has the openvino package (.venv-openvino, reached through a path
+    # with spaces and quotes): the job's openvino section and per-op times over SSH. The
+    # property reaches OpenVINO: bf16 where the CPU has it, as the placement shows.
+    venv = require_openvino()
+    flags = Path("/proc/cpuinfo").read_text().split()
+    precision = "bf16" if {"amx_bf16", "avx512_bf16"} & set(flags) else "f32"
+    python = _script(tmp_path / "ov \"py\" 'bin'" / "python", f'exec {shlex.quote(str(venv))} "$@"')
+    settings = RunSettings(
+        runtime="openvino",
+        warmup=1,
+        runs=6,
+        openvino_properties=(("INFERENCE_PRECISION_HINT", precision),),
+    )
+    with _device(sshd, remote_parent, python, settings=settings) as device:
+        assert device.per_op_times
+        (m,) = device.measure([models.conv], profile_ops=True)
+        fingerprint = device.fingerprint()
+    assert (fingerprint.runtime, fingerprint.accelerator) == ("openvino", "CPU")
+    assert fingerprint.runtime_version == pinned_version("openvino")
+    placement = m.placement or {}
+    assert (placement["device"], placement["inference_precision"]) == ("CPU", precision)
+    assert m.ops and {op.where for op in m.ops} == {"CPU"}
+    assert any(op.op_type.startswith("Convolution (") for op in m.ops), m.ops
+    # A device the board's OpenVINO lacks (an eighth GPU): one line naming the ones it has.
+    lacking = replace(settings, openvino_device="GPU.7")
+    with (
+        _device(sshd, remote_parent, python, settings=lacking) as device,
+        pytest.raises(DeviceError) as info,
+    ):
+        device.measure([models.conv])
+    (line,) = str(info.value).splitlines()
+    assert "has no GPU.7 device (available: CPU" in line
 
 
 def test_one_connection_for_the_session_and_a_cached_fingerprint(
