@@ -369,6 +369,11 @@ def main() -> None:
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if args.op_profile and openvino is not None and not runner.openvino_per_op(args.openvino):
+        parser.error(
+            f"--op-profile with --openvino {args.openvino}: per-op times are read on "
+            "OpenVINO's CPU device only"
+        )
     try:
         result = run(
             runner,

@@ -839,8 +839,6 @@ class OpenVinoBackend(Backend):
 
     name = "openvino"
     package = "openvino"
-    # The CPU plugin's counters are each node's mean since the model was compiled (read as
-    # such in ``profile``); other devices' are not verified to mean the same.
     no_profile = "per-op times are read on OpenVINO's CPU device only in this runner"
     # Virtual devices choose or split among real ones (AUTO may pick the CPU, HETERO runs what
     # a device lacks elsewhere): a time under the asked device's name could be another's.
@@ -902,8 +900,7 @@ class OpenVinoBackend(Backend):
                 "(openvino.device in a profile)",
                 status=3,
             )
-        self.kind = self.device.split(".")[0]
-        if self.kind != "CPU":
+        if self.device.split(".")[0] != "CPU":
             self.accelerator = f"OpenVINO {self.device}"
             self.fallback = "another device"
         self.properties = openvino_defaults(self.device, job.threads)
@@ -961,7 +958,7 @@ class OpenVinoBackend(Backend):
         def profile(warmup: int, runs: int) -> dict[str, Any]:
             return self.profile(path, inputs, warmup, runs)
 
-        per_op = profile if self.kind == "CPU" else None
+        per_op = profile if openvino_per_op(self.device) else None
 
         return LoadedModel(
             run,
@@ -986,26 +983,30 @@ class OpenVinoBackend(Backend):
         return inputs
 
     def profile(self, path: str, inputs: list[Any], warmup: int, runs: int) -> dict[str, Any]:
-        """OpenVINO's performance counters over ``runs`` runs after ``warmup``, in the form of
-        ``summarize_ort_profile``: each node of the compiled graph that ran (OpenVINO's fused
-        nodes, named after an ONNX node they hold), its type with the kernel that ran it
-        ("GroupConvolution (brgconv_avx512_dw_I8)"), and its mean ms.
+        """OpenVINO's performance counters, in the form of ``summarize_ort_profile``: each node
+        of the compiled graph that ran (OpenVINO's fused nodes, named after an ONNX node they
+        hold), its type with the kernel that ran it ("GroupConvolution
+        (brgconv_avx512_dw_I8)"), and its mean ms over every run after the first;
+        ``run_ms`` is the mean wall time of those ``infer()`` calls, counting on.
 
         The model is compiled again with counting on: counting slows every run, so the timed
-        model runs without it. The CPU plugin reports each node's mean over every run since
-        compiling, in whole microseconds: the runs' own mean is taken from the means before
-        and after them (the first run, often many times slower, would otherwise count), and
-        is coarse by about (2 * warmup + runs) / runs microseconds per node."""
+        model runs without it. The CPU plugin keeps, per node, a total of whole microseconds
+        (each run's time cut to whole µs) and reports the total over the runs so far, divided
+        and cut again. After the first run, often many times slower, that is its exact total;
+        the mean of the runs after it is taken from the report after the last run, which is
+        low by under one microsecond per node, on top of each run's own cut. A node that
+        takes under a microsecond reads 0, and it reads as not run then: a node counts as
+        run if either report says so."""
         try:
             compiled = self.core.compile_model(path, self.device, {**self.properties, **PERF})
             request = compiled.create_infer_request()
             for i, x in enumerate(inputs):
                 request.set_input_tensor(i, self.ov.Tensor(x))
-            for _ in range(warmup):
-                request.infer()
-            before = _ov_counters(request)
+            request.infer()
+            first = _ov_counters(request)
+            later = max(warmup - 1, 0) + runs
             start = time.perf_counter_ns()
-            for _ in range(runs):
+            for _ in range(later):
                 request.infer()
             run_ns = time.perf_counter_ns() - start
             after = _ov_counters(request)
@@ -1015,15 +1016,28 @@ class OpenVinoBackend(Backend):
                 f"cannot profile model {path!r} with OpenVINO {self.version} on {self.device}: "
                 f"{_openvino_reason(exc)}",
             ) from None
-        n = max(runs, 1)
+        n = max(later, 1)
         ops = []
-        for name, (op_type, mean_after) in after.items():
-            mean_before = before.get(name, (op_type, 0.0))[1]
-            total = mean_after * (warmup + runs) - mean_before * warmup
-            ops.append(
-                {"name": name, "op_type": op_type, "ms": max(total, 0.0) / n, "where": self.device}
+        for name, (op_type, mean_after, ran) in after.items():
+            _, total_first, ran_first = first.get(name, (op_type, 0.0, False))
+            if ran or ran_first:
+                ms = max(mean_after * (later + 1) - total_first, 0.0) / n
+                ops.append({"name": name, "op_type": op_type, "ms": ms, "where": self.device})
+        run_ms = run_ns / 1e6 / n
+        warnings = []
+        if sum(op["ms"] for op in ops) < 0.5 * run_ms:
+            warnings.append(
+                f"model {path!r}: OpenVINO's per-op times add up to "
+                f"{sum(op['ms'] for op in ops) / run_ms:.0%} of a run: its counters count whole "
+                "microseconds per op and run, so ops that take a few read low or 0"
             )
-        return {"ops": ops, "runs": runs, "run_ms": run_ns / 1e6 / n, "peak_in_use_bytes": None}
+        return {
+            "ops": ops,
+            "runs": n,
+            "run_ms": run_ms,
+            "peak_in_use_bytes": None,
+            "warnings": warnings,
+        }
 
     def placement(self, compiled: Any) -> dict[str, Any]:
         """The device, the precision OpenVINO ran the model at, and its kernels by the
@@ -1079,6 +1093,13 @@ def _openvino_run(request: Any) -> tuple[Callable[[], object], float]:
     return run, _elapsed_ms(start)
 
 
+def openvino_per_op(device: str) -> bool:
+    """Whether the runner reads per-op times on OpenVINO's ``device``: on the CPU, whose
+    counters ``OpenVinoBackend.profile`` reads as the CPU plugin keeps them; other devices'
+    are not verified to mean the same."""
+    return device.split(".")[0] == "CPU"
+
+
 def openvino_defaults(device: str, threads: int) -> dict[str, str]:
     """The compile properties the runner gives OpenVINO on ``device`` before the job's own
     (see ``OpenVinoBackend``)."""
@@ -1105,14 +1126,15 @@ def openvino_value(key: str, value: str) -> str:
 PERF = {"PERF_COUNT": "true"}
 
 
-def _ov_counters(request: Any) -> dict[str, tuple[str, float]]:
-    """Each executed node's type, with the kernel that ran it, and its performance counter
-    in ms, by node name, in the order the nodes run."""
+def _ov_counters(request: Any) -> dict[str, tuple[str, float, bool]]:
+    """Each node's type, with the kernel that ran it, its performance counter in ms, and
+    whether OpenVINO says it ran, by node name, in the order the nodes run."""
     out = {}
     for node in request.profiling_info:
-        if str(node.status).rsplit(".", 1)[-1] == "EXECUTED":  # not optimized out
-            kind = f"{node.node_type} ({node.exec_type})"
-            out[node.node_name] = (kind, node.real_time.total_seconds() * 1e3)
+        status = getattr(node.status, "name", str(node.status))
+        kind = f"{node.node_type} ({node.exec_type})"
+        ran = status.rsplit(".", 1)[-1] == "EXECUTED"
+        out[node.node_name] = (kind, node.real_time.total_seconds() * 1e3, ran)
     return out
 
 
@@ -1586,7 +1608,9 @@ def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict
         for i in indices:
             profiler = loaded[i].profile
             if profiler is not None:
-                profiles[i] = profiler(max(job.warmup, 1), min(job.runs, PROFILE_RUNS_MAX))
+                profiled = profiler(max(job.warmup, 1), min(job.runs, PROFILE_RUNS_MAX))
+                warnings.extend(profiled.pop("warnings", ()))
+                profiles[i] = profiled
         if any(model.profile is None for model in loaded):
             warnings.append(backend.no_profile)
     throttled_after = throttle_count(root)

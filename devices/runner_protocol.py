@@ -14,7 +14,13 @@ from typing import Any, NotRequired, TypedDict
 
 from devices.base import DeviceError, Runtime
 from devices.measurement import Fingerprint, MeasuredWith, Measurement, OperatorTime
-from devices.runner import MIN_PYTHON, PYTHON_KEYS, openvino_defaults, openvino_value
+from devices.runner import (
+    MIN_PYTHON,
+    PYTHON_KEYS,
+    openvino_defaults,
+    openvino_per_op,
+    openvino_value,
+)
 from devices.trtexec import JETPACK_TRTEXEC, Precision, to_measurement
 
 JOB_FORMAT = "edgenas.runner-job/1"
@@ -98,7 +104,7 @@ class RunSettings:
         trtexec's layer profile, and OpenVINO's performance counters on its CPU device (the
         counters of other devices are not verified to mean what the CPU plugin's do)."""
         if self.runtime == "openvino":
-            return self.openvino_device.split(".")[0] == "CPU"
+            return openvino_per_op(self.openvino_device)
         return self.runtime in ("onnxruntime", "tensorrt")
 
     def measured_with(self) -> MeasuredWith:
@@ -125,8 +131,9 @@ class RunSettings:
         if self.runtime == "openvino":
             # A property that repeats the runner's own value changes nothing measured.
             runner = openvino_defaults(self.openvino_device, self.threads)
+            # Values as OpenVINO means them: "BF16" and "bf16" are one setting.
             out.update(
-                (f"openvino.properties.{k}", v)
+                (f"openvino.properties.{k}", openvino_value(k, v))
                 for k, v in self.openvino_properties
                 if k not in runner or openvino_value(k, v) != openvino_value(k, runner[k])
             )

@@ -26,12 +26,16 @@ from devices.measurement import OperatorTime
 KINDS = ("Conv", "depthwise", "HardSwish", "SE", "other")
 
 _PARTS = re.compile(r"[/.:\[\]\s]+")
-_SE_GATES = ("hardsigmoid", "hard_sigmoid")
-_HARD_SWISH = ("hardswish", "hard_swish")
+# OpenVINO's own op types are HSigmoid and HSwish.
+_SE_GATES = ("hardsigmoid", "hard_sigmoid", "hsigmoid")
+_HARD_SWISH = ("hardswish", "hard_swish", "hswish")
 # OpenVINO's depthwise convs are GroupConvolution (MobileNetV3 has no other grouped conv).
 _DEPTHWISE = ("depthwise", "dwconv", "groupconvolution")
 # Types that say nothing of what the op computes: the name does.
 _FUSED_TYPES = ("subgraph",)
+# OpenVINO's kernel after its type ("Reorder (reorder_brgemm_f32)"): it says how, not what.
+# XNNPACK's types keep their words after the parenthesis ("Convolution (NHWC, F32) DWConv").
+_KERNEL = re.compile(r"\s*\([^()]*\)$")
 # Convolutions and matrix products; not XNNPACK's "Convert (NC, F32, QD8)".
 _MATRIX = re.compile(r"conv(?!ert)|gemm|matmul|fully_?connected")
 
@@ -40,7 +44,8 @@ def op_kind(op: OperatorTime) -> str:
     """The kind (one of ``KINDS``) of one operator."""
     name = op.name.lower()
     # TensorRT names no type: the first ONNX node of a fused layer says what it computes.
-    op_type = "" if op.op_type.lower().startswith(_FUSED_TYPES) else op.op_type
+    op_type = _KERNEL.sub("", op.op_type)
+    op_type = "" if op_type.lower().startswith(_FUSED_TYPES) else op_type
     described = (op_type or op.name.split(" + ")[0].rsplit("/", 1)[-1]).lower()
     if "se" in _PARTS.split(name) or any(g in described for g in _SE_GATES):
         return "SE"

@@ -224,6 +224,11 @@ def test_a_python_without_openvino_is_one_line(kept: Path, tmp_path: Path) -> No
             "error: --provider is onnxruntime's: leave it out with --openvino",
         ),
         (
+            ["--openvino", "GPU", "--op-profile"],
+            "error: --op-profile with --openvino GPU: per-op times are read on OpenVINO's CPU "
+            "device only",
+        ),
+        (
             ["--openvino-property", "NUM_STREAMS=1"],
             "error: --openvino-property is for --openvino: give one",
         ),

@@ -302,8 +302,8 @@ def test_a_python_without_openvino_names_the_package(models: Models) -> None:
 
 def test_per_op_times_are_openvinos_counters_of_the_timed_runs(four_convs: Path) -> None:
     # Convs of about a millisecond each, where OpenVINO's whole-microsecond counters are
-    # precise: the four convs' times add up to nearly a profiled run, and to about the timed
-    # median (the first run after compiling, which the counters' means include, left out).
+    # precise: the four convs' times add up to nearly a profiled run, which the first run
+    # after compiling, included in the counters' means, would exceed.
     require_openvino()
     settings = RunSettings(runtime="openvino", warmup=2, runs=20)
     device = LocalDevice("ov", python=OPENVINO_PYTHON, settings=settings)
@@ -316,5 +316,4 @@ def test_per_op_times_are_openvinos_counters_of_the_timed_runs(four_convs: Path)
     run_ms = m.extra["profile"]["run_ms"]
     total = sum(op.ms for op in ops)
     assert 0.8 * run_ms < total <= run_ms, (total, run_ms)
-    assert 0.6 < total / m.median_ms < 1.4, (total, m.median_ms)
     assert not any("per-op" in w for w in m.extra.get("warnings", ()))

@@ -134,6 +134,12 @@ def test_op_kinds_across_runtimes() -> None:
         "HardSwish"
     )
     assert kind("input_QuantizeLinear", "Subgraph (jit_avx512_I8)") == "other"
+    # The kernel says how, not what: a layout change on a GEMM kernel is no matrix product.
+    assert kind(
+        "input_abcd_acdb_/stem/conv/Conv/WithoutBiases", "Reorder (reorder_brgemm_f32)"
+    ) == ("other")
+    assert kind("/blocks/blocks.2/expand/act/HardSwish", "HSwish (jit_avx512_f32)") == "HardSwish"
+    assert kind("/blocks/blocks.2/gate/HardSigmoid", "HSigmoid (jit_avx512_f32)") == "SE"
     assert kind(
         "input_QuantizeLinear_Output_aligned_pad_abcd_acdb_/stem", "Reorder (jit_uni_I8)"
     ) == ("other")
