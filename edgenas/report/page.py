@@ -284,12 +284,17 @@ def _op_split(device: DeviceData) -> str:
     table = device.per_op_table
     assert table is not None
     splits: list[tuple[str, str, dict[str, float]]] = []
+    op_ms = run_ms = 0.0  # over the blocks whose profiled runs were timed
     for label, block in figures.largest_subnet_blocks(device):
         m = table.entries.get(block.key)
         if m is not None and m.ops:
             scale = reference_scale(m)  # op times normalised as the block's latency is
             split = {kind: ms * scale for kind, ms in split_by_kind(m.ops).items()}
             splits.append((label, block.key, split))
+            profiled = (m.extra.get("profile") or {}).get("run_ms")
+            if isinstance(profiled, int | float) and profiled > 0:
+                op_ms += sum(op.ms for op in m.ops)
+                run_ms += profiled
     if not splits:
         return ""
     kinds = [kind for kind in KINDS if any(kind in split for _, _, split in splits)]
@@ -314,6 +319,13 @@ def _op_split(device: DeviceData) -> str:
         f"({table.header.runtime}{ran}): ms per kind of op, and its share of the block's op "
         "time. An activation the runtime fuses into a convolution counts with it."
     )
+    if run_ms > 0:
+        # What the ops leave out: the runtime's own work between them, and for runtimes that
+        # count whole microseconds per op (OpenVINO), ops that take less.
+        caption += (
+            f" The op times add up to {op_ms / run_ms:.0%} of the time of the profiled runs; the "
+            "rest is the runtime's own work between ops, or time its profiler does not count."
+        )
     return (
         f"<h3 id='op-split-{html.escape(device.name)}'>{html.escape(device.name)}: time per "
         f"kind of op</h3><p class='meta'>{inline(caption)}</p>"

@@ -215,6 +215,12 @@ def test_the_block_view_splits_each_block_by_kind_of_op(per_op_table: Path, tmp_
     for kind, ms in split.items():
         assert f"{ms * scale:.4g} ({100 * ms / sum(split.values()):.0f}%)" in row, kind
     assert "CPUExecutionProvider" in text
+    # How much of the profiled runs the ops account for, over the blocks shown.
+    shown = [table.entries[b.key] for b in largest]
+    share = sum(sum(op.ms for op in m.ops or ()) for m in shown) / sum(
+        m.extra["profile"]["run_ms"] for m in shown
+    )
+    assert f"The op times add up to {share:.0%} of the time of the profiled runs" in text
     # Without per-op times the block view is as before: no split.
     bare = LatencyTable(table.header, {k: replace(v, ops=None) for k, v in table.entries.items()})
     plain = _run_folder(tmp_path / "without", bare).read_text()
