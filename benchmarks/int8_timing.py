@@ -372,7 +372,7 @@ def main() -> None:
     if args.op_profile and openvino is not None and not runner.openvino_per_op(args.openvino):
         parser.error(
             f"--op-profile with --openvino {args.openvino}: per-op times are read on "
-            "OpenVINO's CPU device only"
+            "OpenVINO's CPU device only (--openvino CPU)"
         )
     try:
         result = run(

@@ -73,7 +73,8 @@ TFLITE_MODULES = (
     ("tensorflow.lite", "tensorflow"),
 )
 # Profiled runs per model when profile_ops is set: enough for stable per-op means, while
-# profiling overhead stays out of the timed runs (they use a separate session).
+# profiling overhead stays out of the timed runs (they use a separate session). OpenVINO's
+# counters cannot leave out warmup runs after the first: it averages those too.
 PROFILE_RUNS_MAX = 20
 DEFAULT_ROUNDS_MAX = 5
 # A model whose runs spread more than the job's threshold is measured again, at most this many
@@ -341,7 +342,8 @@ class LoadedModel:
     """A model ready to run with fixed random inputs.
 
     ``run`` performs one inference; ``profile(warmup, runs)``, where the runtime supports
-    it, returns per-op mean times and the profiled run time. ``placement`` says which
+    it, returns per-op mean times and the profiled run time, and how many runs they average
+    (``runs``, or for OpenVINO every run after the first). ``placement`` says which
     delegate or execution provider ran how many nodes; ``warnings`` are about this model.
     ``init_ms`` is the session's or interpreter's creation (loading, delegates, allocation),
     ``first_inference_ms`` the first run after it (one-off costs: kernel selection, caches).

@@ -321,10 +321,13 @@ def _op_split(device: DeviceData) -> str:
     )
     if run_ms > 0:
         # What the ops leave out: the runtime's own work between them, and for runtimes that
-        # count whole microseconds per op (OpenVINO), ops that take less.
+        # count whole microseconds per op (OpenVINO), ops that take less. (benchmark_model
+        # times its runs and its ops apart, so the ops can add up to more.)
+        caption += f" The op times add up to {op_ms / run_ms:.0%} of the time of the profiled runs"
         caption += (
-            f" The op times add up to {op_ms / run_ms:.0%} of the time of the profiled runs; the "
-            "rest is the runtime's own work between ops, or time its profiler does not count."
+            "; the rest is the runtime's own work between ops, or time its profiler does not count."
+            if op_ms < run_ms
+            else "."
         )
     return (
         f"<h3 id='op-split-{html.escape(device.name)}'>{html.escape(device.name)}: time per "

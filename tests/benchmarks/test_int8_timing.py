@@ -226,7 +226,7 @@ def test_a_python_without_openvino_is_one_line(kept: Path, tmp_path: Path) -> No
         (
             ["--openvino", "GPU", "--op-profile"],
             "error: --op-profile with --openvino GPU: per-op times are read on OpenVINO's CPU "
-            "device only",
+            "device only (--openvino CPU)",
         ),
         (
             ["--openvino-property", "NUM_STREAMS=1"],

@@ -194,7 +194,8 @@ def test_a_board_on_the_openvino_runtime(
 ) -> None:
     # A board whose Python has the openvino package (.venv-openvino, reached through a path
     # with spaces and quotes): the job's openvino section and per-op times over SSH. The
-    # property reaches OpenVINO: bf16 where the CPU has it, as the placement shows.
+    # property reaches OpenVINO: bf16 where the CPU has it, as the placement shows (elsewhere
+    # f32, the runner's own, and only the section's way over SSH is checked).
     venv = require_openvino()
     flags = Path("/proc/cpuinfo").read_text().split()
     precision = "bf16" if {"amx_bf16", "avx512_bf16"} & set(flags) else "f32"

@@ -161,8 +161,9 @@ def test_a_runtime_without_per_op_times_refuses_in_one_line(tmp_path: Path) -> N
 
 
 def test_openvino_gives_per_op_times_on_its_cpu_only(openvino_per_op_table: Path) -> None:
-    # The CPU plugin's counters are means since compiling (read as such); other devices'
-    # counters are not verified to mean the same, so their tables are refused --per-op.
+    # The CPU plugin's counters are totals of whole microseconds per run, read after the first
+    # run and after the last; other devices' counters are not verified to mean the same, so
+    # their tables are refused --per-op.
     fingerprint = LatencyTable.load(openvino_per_op_table).header.fingerprint
     for name in ("CPU", "CPU.0"):
         device = LocalDevice(
