@@ -5,10 +5,14 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from devices.measurement import Fingerprint, MeasuredWith, Measurement
 from once_for_all.errors import EdgenasError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 Runtime = Literal["onnxruntime", "tflite", "openvino", "tensorrt"]
 
@@ -50,6 +54,20 @@ class Device(ABC):
         profile_ops: bool = False,
     ) -> list[Measurement]:
         """``None`` arguments take the device profile's values."""
+
+    @property
+    def classifies(self) -> bool:
+        """Whether ``classify`` runs models on images on this target (the runner's devices);
+        targets that only time models (benchmark_model, trtexec, the simulators) cannot."""
+        return False
+
+    def classify(self, models: Sequence[Path], images: npt.NDArray[np.floating]) -> list[list[int]]:
+        """Each model's top-1 class of each of ``images`` (float, N x C x H x W), run on the
+        target as ``measure`` runs it: its runtime, delegate or providers, and threads."""
+        raise DeviceError(
+            f"device {self.name!r} cannot classify images: it returns latency only; check "
+            "the files' accuracy on a device of kind local or ssh"
+        )
 
     def measured_with(self) -> MeasuredWith:
         """The settings this device measures with that change what a latency means and that

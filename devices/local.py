@@ -11,7 +11,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from devices.base import (
     Device,
@@ -28,11 +28,17 @@ from devices.runner_protocol import (
     RunSettings,
     build_job,
     no_results,
+    parse_classes,
     parse_fingerprint,
     parse_results,
     runner_failure,
+    save_images,
 )
 from once_for_all.processes import alive, pid_host
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
@@ -98,13 +104,30 @@ class LocalDevice(Device):
             log.warning("device %r: %s", self.name, warning)
         return results.measurements
 
-    def _run(self, job: RunnerJob) -> str:
-        """One round trip: the job in, the runner's JSON results out."""
+    @property
+    def classifies(self) -> bool:
+        return self.settings.runtime != "tensorrt"
+
+    def classify(self, models: Sequence[Path], images: npt.NDArray[np.floating]) -> list[list[int]]:
+        if not models:
+            return []
+        # The images go into the runner's folder, its working folder: a relative name.
+        job = build_job([os.path.abspath(p) for p in models], self.settings, classify=IMAGES_FILE)
+        results = parse_classes(self.name, self._run(job, images), len(models), len(images))
+        for warning in results.warnings:
+            log.warning("device %r: %s", self.name, warning)
+        return results.top1
+
+    def _run(self, job: RunnerJob, images: npt.NDArray[np.floating] | None = None) -> str:
+        """One round trip: the job in (with ``images`` for a classify job), the runner's JSON
+        results out."""
         remove_orphaned_folders()
         with tempfile.TemporaryDirectory(prefix=FOLDER_PREFIX) as tmp:
             folder = Path(tmp)
             # whose folder it is: a process killed with SIGKILL cannot remove its own
             (folder / OWNER).write_text(json.dumps({"host": pid_host(), "pid": os.getpid()}))
+            if images is not None:
+                save_images(folder / IMAGES_FILE, images)
             runner = folder / "runner.py"
             shutil.copyfile(RUNNER_PATH, runner)
             job_path, out_path = folder / "job.json", folder / "results.json"
@@ -144,6 +167,7 @@ class LocalDevice(Device):
 
 
 FOLDER_PREFIX = "edgenas-local-"
+IMAGES_FILE = "images.npy"
 OWNER = "owner.json"
 
 

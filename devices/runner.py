@@ -22,6 +22,11 @@ reads the ONNX files. Runtime "tensorrt" runs NVIDIA's trtexec once per
 model ("trtexec": {"path": ..., "precision": "fp32" | "fp16" | "int8", "warmup_ms": 500}) and
 returns its raw log and exported times ("models": [{"trtexec": {...}}]) for the host to read;
 it needs no numpy. A job without models reports only the fingerprint and warnings.
+A job with ``"classify": "images.npy"`` (float images, N x C x H x W, as numpy saves them)
+times nothing: each model runs once per image and its entry gives the top-1 class of each
+("top1": [...]), with its placement; a 4-D model input in NHWC (TFLite's) is fed the images
+transposed, and an int8 or uint8 one quantized with the model's own scale. Runtime tensorrt
+cannot classify (trtexec returns no outputs).
 
 Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings": [...],
 "order": [[model indices in the order measured, one list per round], ...],
@@ -150,6 +155,7 @@ class Job:
             "provider_options",
             "trtexec",
             "openvino",
+            "classify",
         }
         unknown = sorted(set(data) - known)
         if unknown:
@@ -220,6 +226,16 @@ class Job:
             )
         self.trtexec = _trtexec_field(data, self.runtime)
         self.openvino = _openvino_field(data, self.runtime)
+        classify = data.get("classify")
+        if classify is not None and (not isinstance(classify, str) or not classify):
+            raise RunnerError("bad-job", "classify must be the path of a .npy file of images")
+        if classify is not None and self.runtime == "tensorrt":
+            raise RunnerError(
+                "bad-job",
+                "runtime tensorrt cannot classify images: trtexec returns no outputs; check "
+                "the files' accuracy with another runtime",
+            )
+        self.classify: str | None = classify
 
 
 def _runtime_section(
@@ -341,6 +357,9 @@ def module_version(dist: str, module: Any) -> str:
 class LoadedModel:
     """A model ready to run with fixed random inputs.
 
+    ``classify(image)``, for a job's images, runs it on one float NCHW image (a batch of
+    one) and returns its first output; ``None`` where the runtime cannot.
+
     ``run`` performs one inference; ``profile(warmup, runs)``, where the runtime supports
     it, returns per-op mean times and the profiled run time, and how many runs they average
     (``runs``, or for OpenVINO every run after the first). ``placement`` says which
@@ -357,8 +376,10 @@ class LoadedModel:
         warnings: Sequence[str] = (),
         init_ms: float | None = None,
         first_inference_ms: float | None = None,
+        classify: Callable[[Any], Any] | None = None,
     ) -> None:
         self.run = run
+        self.classify = classify
         self.profile = profile
         self.placement = placement
         self.warnings = list(warnings)
@@ -422,6 +443,42 @@ def _dim(d: Any) -> int:
     except (TypeError, ValueError):
         return 1
     return value if value > 0 else 1
+
+
+def fit_image(np_: Any, image: Any, shape: Sequence[Any], dtype_name: str, what: str) -> Any:
+    """One NCHW image (a batch of one) as an input of ``shape`` and type ``dtype_name`` takes
+    it: NCHW as it is or NHWC (TFLite's layout); a float type by a cast, int8 and uint8 by
+    the caller (``quantize``). Refused where neither layout fits."""
+    dims = [_dim(d) for d in shape]
+    fitted = image
+    if list(image.shape) != dims and len(dims) == 4:
+        fitted = image.transpose(0, 2, 3, 1)
+    if list(fitted.shape) != dims:
+        raise RunnerError(
+            "model",
+            f"{what} takes inputs of shape {dims}, the images have shape "
+            f"{list(image.shape)[1:]} (NCHW): export the model for the images' resolution",
+        )
+    kind = np_.dtype(dtype_name).kind
+    if kind not in "fiu":
+        raise RunnerError("model", f"{what} takes {dtype_name} inputs, not images")
+    return np_.ascontiguousarray(fitted, dtype=dtype_name if kind == "f" else np_.float32)
+
+
+def quantize(np_: Any, x: Any, dtype_name: str, scale: float, zero_point: int) -> Any:
+    """Float ``x`` as an int8 or uint8 input with the model's own quantization."""
+    if not scale:
+        raise RunnerError("model", f"a {dtype_name} input without a quantization scale")
+    info = np_.iinfo(dtype_name)
+    q = np_.round(x / scale) + zero_point
+    return np_.clip(q, info.min, info.max).astype(dtype_name)
+
+
+def _one_input(count: int, path: str) -> None:
+    if count != 1:
+        raise RunnerError(
+            "model", f"model {path!r} has {count} inputs: only a one-input model classifies images"
+        )
 
 
 _ORT_TYPES = {
@@ -554,7 +611,17 @@ class OnnxRuntimeBackend(Backend):
         first = self.providers[0]
         if not placement["nodes"].get(first):
             warnings.append(f"model {path!r}: {first} ran none of its nodes")
-        return LoadedModel(run, profile, placement, warnings, init_ms, first_ms)
+
+        def classify(image: Any) -> Any:
+            inputs = session.get_inputs()
+            _one_input(len(inputs), path)
+            dtype = _ORT_TYPES.get(inputs[0].type, inputs[0].type)
+            x = fit_image(self.np, image, inputs[0].shape, dtype, f"model {path!r}")
+            if self.np.dtype(x.dtype).kind != "f":
+                raise RunnerError("model", f"model {path!r} takes {dtype} inputs, not images")
+            return session.run(None, {inputs[0].name: x})[0]
+
+        return LoadedModel(run, profile, placement, warnings, init_ms, first_ms, classify)
 
     def _trace(self, session: Any) -> list[dict[str, Any]]:
         """The events of a profiling session so far; profiling stops."""
@@ -766,6 +833,20 @@ class TfliteBackend(Backend):
                 "model", f"model {path!r} failed to run: {_first_line(exc)}"
             ) from None
         placement = tflite_placement(interp, self.delegate)
+
+        def classify(image: Any) -> Any:
+            inputs = interp.get_input_details()
+            _one_input(len(inputs), path)
+            d = inputs[0]
+            dtype = self.np.dtype(d["dtype"]).name
+            x = fit_image(self.np, image, list(d["shape"]), dtype, f"model {path!r}")
+            if self.np.dtype(dtype).kind != "f":
+                scale, zero_point = d["quantization"]
+                x = quantize(self.np, x, dtype, scale, zero_point)
+            interp.set_tensor(d["index"], x)
+            interp.invoke()
+            return interp.get_tensor(interp.get_output_details()[0]["index"])
+
         warnings = []
         if placement is None:
             warnings.append(f"{self.version} does not list its ops: no placement for {path!r}")
@@ -780,6 +861,7 @@ class TfliteBackend(Backend):
             warnings=warnings,
             init_ms=init_ms,
             first_inference_ms=first_ms,
+            classify=classify,
         )
 
 
@@ -962,6 +1044,18 @@ class OpenVinoBackend(Backend):
 
         per_op = profile if openvino_per_op(self.device) else None
 
+        def classify(image: Any) -> Any:
+            _one_input(len(compiled.inputs), path)
+            port = compiled.inputs[0]
+            dtype = self.np.dtype(port.get_element_type().to_dtype()).name
+            shape = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
+            x = fit_image(self.np, image, shape, dtype, f"model {path!r}")
+            if self.np.dtype(x.dtype).kind != "f":
+                raise RunnerError("model", f"model {path!r} takes {dtype} inputs, not images")
+            request.set_input_tensor(0, self.ov.Tensor(x))
+            request.infer()
+            return self.np.array(request.get_output_tensor(0).data)
+
         return LoadedModel(
             run,
             profile=per_op,
@@ -969,6 +1063,7 @@ class OpenVinoBackend(Backend):
             warnings=warnings,
             init_ms=init_ms,
             first_inference_ms=first_ms,
+            classify=classify,
         )
 
     def _inputs(self, compiled: Any, path: str) -> list[Any]:
@@ -1536,7 +1631,10 @@ def run_job(job: Job, root: str = "/") -> dict[str, Any]:
             "order": [],
             "models": [],
         }
-        if job.models:
+        if job.models and job.classify is not None:
+            images = load_images(np_, job.classify)
+            result.update(_classify(job, backend, images, np_, warnings))
+        elif job.models:
             result.update(_measure(job, backend, warnings, root))
         return result
     finally:
@@ -1559,6 +1657,52 @@ def _check_accelerated(backend: Backend, loaded: Sequence[LoadedModel]) -> None:
         "device: CPU)",
         status=3,
     )
+
+
+def load_images(np_: Any, path: str) -> Any:
+    """The job's images: a float array of N x C x H x W (numpy's .npy, no pickles)."""
+    try:
+        images = np_.load(path, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        raise RunnerError(
+            "bad-job", f"cannot read the images {path!r}: {_first_line(exc)}"
+        ) from None
+    if images.ndim != 4 or images.dtype.kind != "f" or not len(images):
+        raise RunnerError(
+            "bad-job",
+            f"the images {path!r} are {images.dtype} of shape {list(images.shape)}: classify "
+            "takes float images of shape N x C x H x W, N >= 1",
+        )
+    return images
+
+
+def _classify(
+    job: Job, backend: Backend, images: Any, np_: Any, warnings: list[str]
+) -> dict[str, Any]:
+    """Each model's top-1 class of each of the job's images, on the job's runtime as it
+    times them (one image at a time, as a device runs them)."""
+    loaded = [backend.load(path) for path in job.models]  # loads and runs once
+    for model in loaded:
+        warnings.extend(model.warnings)
+    _check_accelerated(backend, loaded)
+    entries = []
+    for i, path in enumerate(job.models):
+        model = loaded[i]
+        if model.classify is None:
+            raise RunnerError("bad-job", f"{backend.name} in this runner cannot classify images")
+        top1 = []
+        for k in range(len(images)):
+            try:
+                out = model.classify(images[k : k + 1])
+            except RunnerError:
+                raise
+            except Exception as exc:
+                raise RunnerError(
+                    "model", f"model {path!r} failed on image {k}: {_first_line(exc)}"
+                ) from None
+            top1.append(int(np_.argmax(out)))
+        entries.append({"index": i, "path": path, "top1": top1, "placement": model.placement})
+    return {"models": entries, "order": []}
 
 
 def _measure(job: Job, backend: Backend, warnings: list[str], root: str) -> dict[str, Any]:

@@ -10,7 +10,7 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict
 
 from devices.base import DeviceError, Runtime
 from devices.measurement import Fingerprint, MeasuredWith, Measurement, OperatorTime
@@ -22,6 +22,10 @@ from devices.runner import (
     openvino_value,
 )
 from devices.trtexec import JETPACK_TRTEXEC, Precision, to_measurement
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 JOB_FORMAT = "edgenas.runner-job/1"
 RESULTS_FORMAT = "edgenas.runner-results/1"
@@ -52,6 +56,8 @@ class RunnerJob(TypedDict):
     trtexec: NotRequired[dict[str, Any]]
     # openvino: {"device": "CPU" | "GPU" | ..., "properties": {KEY: value text}}.
     openvino: NotRequired[dict[str, Any]]
+    # A .npy file of float NCHW images on the target: the models classify them, untimed.
+    classify: NotRequired[str]
 
 
 Options = tuple[tuple[str, str], ...]
@@ -150,10 +156,26 @@ class RunnerResults:
     order: list[list[int]]
 
 
+@dataclass(frozen=True)
+class ClassifyResults:
+    """What one classify call returned: per model, the top-1 class of each image and where
+    its nodes ran."""
+
+    fingerprint: Fingerprint
+    warnings: tuple[str, ...]
+    top1: list[list[int]]
+    placements: list[dict[str, Any] | None]
+
+
 def build_job(
-    model_paths: Sequence[str], settings: RunSettings, *, profile_ops: bool = False
+    model_paths: Sequence[str],
+    settings: RunSettings,
+    *,
+    profile_ops: bool = False,
+    classify: str | None = None,
 ) -> RunnerJob:
-    """The job for ``runner.py``; ``model_paths`` are as the target sees them.
+    """The job for ``runner.py``; ``model_paths`` (and ``classify``, a .npy of images the
+    models then classify instead of being timed) are as the target sees them.
 
     No models means a fingerprint-only job. Only the delegate (tflite) or the providers
     (onnxruntime) of the job's runtime go into it.
@@ -191,6 +213,8 @@ def build_job(
             "precision": settings.precision,
             "warmup_ms": settings.warmup_ms,
         }
+    if classify is not None:
+        job["classify"] = classify
     return job
 
 
@@ -226,6 +250,51 @@ def parse_results(
             "is runner.py from another edgenas version?"
         ) from None
     return RunnerResults(fingerprint, warnings, measurements, order)
+
+
+def save_images(path: Path, images: npt.NDArray[np.floating]) -> None:
+    """``images`` as the runner reads a classify job's: float32 .npy, N x C x H x W."""
+    import numpy as np
+
+    x = np.asarray(images)
+    if x.ndim != 4 or x.dtype.kind != "f" or not len(x):
+        raise ValueError(f"images must be float N x C x H x W with N >= 1, not {x.dtype} {x.shape}")
+    np.save(path, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
+
+
+def parse_classes(
+    device: str, payload: str | Mapping[str, Any], models: int, images: int
+) -> ClassifyResults:
+    """The top-1 classes a classify job returned for ``models`` models of ``images`` images;
+    a ``DeviceError`` for an error payload or results that do not match the job."""
+    data = _decode(device, payload)
+    if "error" in data:
+        raise DeviceError(f"device {device!r}: {_error_message(data)}")
+    try:
+        entries = data["models"]
+        classes = [[int(c) for c in entry["top1"]] for entry in entries]
+        fingerprint = Fingerprint.from_dict(data["fingerprint"])
+        result = ClassifyResults(
+            fingerprint=fingerprint,
+            warnings=tuple(str(w) for w in data.get("warnings", [])),
+            top1=classes,
+            placements=[
+                dict(entry["placement"]) if entry.get("placement") is not None else None
+                for entry in entries
+            ],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DeviceError(
+            f"device {device!r}: runner results are malformed ({type(exc).__name__}: {exc}); "
+            "is runner.py from another edgenas version?"
+        ) from None
+    if len(classes) != models or any(len(c) != images for c in classes):
+        raise DeviceError(
+            f"device {device!r}: the runner classified {[len(c) for c in classes]} images "
+            f"with {len(classes)} models, asked {images} with {models}; is runner.py from "
+            "another edgenas version?"
+        )
+    return result
 
 
 def parse_fingerprint(device: str, payload: str | Mapping[str, Any]) -> Fingerprint:

@@ -13,14 +13,19 @@ import json
 import logging
 import os
 import shlex
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import paramiko
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 from devices.base import (
     Device,
@@ -37,9 +42,11 @@ from devices.runner_protocol import (
     RunSettings,
     build_job,
     no_results,
+    parse_classes,
     parse_fingerprint,
     parse_results,
     runner_failure,
+    save_images,
 )
 from devices.ssh_connection import (
     SshTarget,
@@ -224,6 +231,45 @@ class SshDevice(Device):
         for warning in warnings:
             log.warning("device %r: %s", self.name, warning)
         return measured
+
+    @property
+    def classifies(self) -> bool:
+        return self.settings.runtime != "tensorrt"
+
+    def classify(self, models: Sequence[Path], images: npt.NDArray[np.floating]) -> list[list[int]]:
+        """As ``measure``: at most ``batch_size`` models per runner call; the images are
+        uploaded once per session."""
+        paths = [Path(p) for p in models]
+        for path in paths:
+            if not path.is_file():
+                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
+        classes: list[list[int]] = []
+        warnings: dict[str, None] = {}
+        with tempfile.TemporaryDirectory(prefix="edgenas-images-") as tmp:
+            images_file = Path(tmp) / "images.npy"
+            save_images(images_file, images)
+            starts = range(0, len(paths), self.batch_size)
+            with self._closing_on_error():
+                for number, start in enumerate(starts, 1):
+                    batch = paths[start : start + self.batch_size]
+
+                    def run_batch(batch: list[Path] = batch) -> str:
+                        session = self._open()
+                        remote = [self._upload(session, p) for p in batch]
+                        job = build_job(
+                            remote, self.settings, classify=self._upload(session, images_file)
+                        )
+                        return self._run_runner(session, job)
+
+                    payload = self._with_reconnect(
+                        f"while classifying with batch {number} of {len(starts)}", run_batch
+                    )
+                    results = parse_classes(self.name, payload, len(batch), len(images))
+                    classes.extend(results.top1)
+                    warnings.update(dict.fromkeys(results.warnings))
+        for warning in warnings:
+            log.warning("device %r: %s", self.name, warning)
+        return classes
 
     def named_on_the_command_line(self, profile: str) -> None:
         self.target = replace(self.target, profile=profile)

@@ -540,6 +540,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
                     calibration_images=e.calibration_images,
                     stem_groups=e.stem_groups,
                     test_images=e.test_images,
+                    device_check_images=e.device_check_images,
                     min_int8_agreement=e.min_int8_agreement,
                 ),
                 devices=tuple(devices),

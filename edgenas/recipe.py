@@ -32,6 +32,7 @@ from edgenas.search.accuracy_sources import AccuracySource
 from edgenas.search.sampler_names import SamplerName
 from edgenas.stages import STAGES, StageName
 from export.formats import (
+    DEVICE_CHECK_IMAGES,
     INT8_AGREEMENT_TARGET,
     MODEL_FORMATS,
     STEM_GROUPS,
@@ -263,6 +264,8 @@ class ExportSection(_Strict):
     # for the CPU of the devices that run the file on onnxruntime.
     align_channels: ChannelAlignmentChoice = "auto"
     test_images: int | None = Field(None, ge=1)
+    # Test images each device classifies with the files it measured (0: none).
+    device_check_images: int = Field(DEVICE_CHECK_IMAGES, ge=0)
     # An int8 file is recommended over fp32 (when faster) from this top-1 agreement on.
     min_int8_agreement: float = Field(INT8_AGREEMENT_TARGET, ge=0, le=1)
 

@@ -5,10 +5,13 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, NotRequired, TypedDict, cast
+from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
 from once_for_all.errors import EdgenasError
 from once_for_all.files import read_json, write_json
+
+if TYPE_CHECKING:
+    from export.card import DeviceCheck
 
 RUN_FORMAT = "edgenas.run/1"
 SUMMARY_FORMAT = "edgenas.run-summary/1"
@@ -77,6 +80,8 @@ class MeasuredFile(TypedDict):
     placement: NotRequired[str]  # where the device ran it, as its runtime reported
     accuracy: float | None  # on the test split
     top1_agreement: float | None  # with fp32, for int8 files
+    # Its agreement and accuracy as the device ran it, where the device checked the files.
+    on_device: NotRequired[DeviceCheck]
 
 
 class SummaryRow(TypedDict):

@@ -31,6 +31,8 @@ def _measured_file(
     placement = value["measured"].get("placement_text")
     if placement:
         out["placement"] = placement
+    if "on_device" in value:
+        out["on_device"] = value["on_device"]
     return out
 
 

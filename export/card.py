@@ -45,6 +45,16 @@ class CardAccuracy(TypedDict):
     int8: dict[str, Int8Accuracy]  # by file name
 
 
+class DeviceCheck(TypedDict):
+    """A file's top-1 classes on a device's first ``images`` test images, against PyTorch
+    fp32's and the labels: the file as that device runs it (its runtime's kernels, delegate
+    or providers), not as the host's runtime does."""
+
+    images: int
+    top1_agreement: float
+    accuracy: float
+
+
 class FileLatency(TypedDict):
     """One file measured on one device."""
 
@@ -58,6 +68,7 @@ class FileLatency(TypedDict):
     # A file with its stem split (export.stem_split): the prediction adds the split's cost in
     # this many groups, from the table's entry for it. Absent: it times the stem whole.
     predicted_stem_groups: NotRequired[int]
+    on_device: NotRequired[DeviceCheck]  # absent: not checked there (see DeviceLatency)
 
 
 class DeviceLatency(TypedDict):
@@ -69,6 +80,8 @@ class DeviceLatency(TypedDict):
     # why, and its predictor's latency for the subnet (None without one that covers it).
     not_measured: NotRequired[str]
     predicted: NotRequired[float | None]
+    # Why its files were not checked on it (a device that returns latency only, no images).
+    not_checked: NotRequired[str]
 
 
 class Recommendation(TypedDict):
@@ -272,14 +285,14 @@ def card_markdown(card: CardDocument) -> str:
     if card["latency"]:
         lines += [
             "| device | file | predicted | measured median | p10-p90 | vs fp32 | "
-            "at predictor's baseline |",
-            "|---|---|---|---|---|---|---|",
+            "at predictor's baseline | on the device: agreement, accuracy |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for device, entry in card["latency"].items():
             if "not_measured" in entry:
                 lines.append(
                     f"| {device} | {entry['not_measured']} | {_ms(entry.get('predicted'))} | "
-                    "- | - | - | - |"
+                    "- | - | - | - | - |"
                 )
             for name, timing in entry["files"].items():
                 m = timing["measured"]
@@ -299,9 +312,15 @@ def card_markdown(card: CardDocument) -> str:
                     f"| {device} | `{name}`{chosen} | {_ms(timing['predicted'])} | "
                     f"{_ms(m['median_ms'] if m else None)} | {spread} | "
                     f"{'-' if speedup is None else f'{speedup:.2f}x'} | "
-                    f"{_ms(timing['measured_at_baseline_ms'])} |"
+                    f"{_ms(timing['measured_at_baseline_ms'])} | "
+                    f"{_device_check(timing.get('on_device'))} |"
                 )
         lines += _placement_lines(card["latency"])
+        lines += [
+            f"- {device}: files not checked on it: {entry['not_checked']}"
+            for device, entry in card["latency"].items()
+            if entry.get("not_checked")
+        ]
         note = split_stem_note(card)
         lines += ["", note] if note else []
     if measured_any:
@@ -309,7 +328,10 @@ def card_markdown(card: CardDocument) -> str:
             "",
             "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "
             "faster). Recommended: the fastest file that is fp32, or int8 with a top-1 "
-            f"agreement with fp32 of at least {_pct(card['recommendation']['min_int8_agreement'])}.",
+            f"agreement with fp32 of at least {_pct(card['recommendation']['min_int8_agreement'])}"
+            "; on a device that checked the files, each file (fp32 too) with that agreement "
+            "there. On the device: the file's top-1 agreement with PyTorch fp32 and accuracy "
+            "on the first test images, classified by that device.",
         ]
     if any(
         timing.get("measured_at_baseline_ms") is not None
@@ -362,6 +384,12 @@ def _check(checks: Mapping[str, float]) -> str:
     if "max_abs_diff" in checks:
         return f"max abs diff {checks['max_abs_diff']:.2g} vs PyTorch"
     return "-"
+
+
+def _device_check(check: DeviceCheck | None) -> str:
+    if check is None:
+        return "-"
+    return f"{_pct(check['top1_agreement'])}, {_pct(check['accuracy'])} ({check['images']} images)"
 
 
 def _plus(value: int) -> str:

@@ -53,6 +53,9 @@ INT8_MIN_OPSET = 13
 # The top-1 agreement with fp32 from which an int8 file is worth shipping: the target
 # benchmarks/export.py checks, and the default for recommending int8 over fp32.
 INT8_AGREEMENT_TARGET = 0.98
+# Test images each device classifies with the files: agreement to 0.1 pp, and few enough to
+# copy to a board (1,000 ImageNet images at 224 px are 600 MB as float32).
+DEVICE_CHECK_IMAGES = 1000
 
 # How many groups of channels by range the stem's int8 tensors are split into, each with a
 # scale of its own (export.stem_split), or "auto": whole, and 2 groups only for a file whose

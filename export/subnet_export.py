@@ -21,6 +21,7 @@ from export.card import CardFile
 from export.errors import ExportError
 from export.formats import (
     AUTO_SPLIT_GROUPS,
+    DEVICE_CHECK_IMAGES,
     INT8_AGREEMENT_TARGET,
     INT8_MIN_OPSET,
     MODEL_FORMATS,
@@ -59,6 +60,9 @@ class ExportOptions:
     calibration_images: int = 256  # training images for int8 ranges
     parity_images: int = 32  # validation images for fp32 parity
     test_images: int | None = None  # test images for int8 agreement and accuracy (None: all)
+    # The first this many of them are classified again on each device that can (the files
+    # as the device runs them: its runtime, delegate, kernels); 0: none.
+    device_check_images: int = DEVICE_CHECK_IMAGES
     tolerance: float = 1e-4  # fp32 parity: max |runtime - torch| over all logits
     # An int8 file is worth shipping (and may be recommended over fp32) at this top-1
     # agreement with fp32 or above.
@@ -104,12 +108,23 @@ class ExportedFile:
         )
 
 
+@dataclass(frozen=True)
+class TestImages:
+    """The test images the files were checked on (float NCHW, as the models take them), with
+    PyTorch fp32's top-1 class and the label of each: what devices check the files on."""
+
+    x: np.ndarray
+    fp32_top1: np.ndarray
+    labels: np.ndarray
+
+
 @dataclass
 class ExportResult:
     files: list[ExportedFile]
     accuracy_fp32: float | None  # PyTorch, on the test split
     test_images: int
     inputs: dict[str, dict[str, Any]]  # per file: how to feed it
+    test_set: TestImages | None = None  # None: not verified
 
 
 def model_images(split: ImageSplit, data: DataBundle, resolution: int, n: int | None) -> np.ndarray:
@@ -281,6 +296,11 @@ def export_subnet(
         accuracy_fp32=accuracy_fp32,
         test_images=0 if test_x is None else len(test_x),
         inputs=inputs,
+        test_set=(
+            TestImages(test_x, np.argmax(test_ref, axis=1), test_y)
+            if test_x is not None and test_ref is not None
+            else None
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from edgenas.cli.user_errors import fail, finite_from
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
 from export.formats import (
+    DEVICE_CHECK_IMAGES,
     INT8_AGREEMENT_TARGET,
     MODEL_FORMATS,
     ONNX_OPSETS,
@@ -111,6 +112,14 @@ def export_command(
             callback=finite_from(0.0, 1.0),
         ),
     ] = INT8_AGREEMENT_TARGET,
+    device_check_images: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="test images each --device classifies with the files it measured: their "
+            "top-1 agreement and accuracy as that device runs them (0: none)",
+        ),
+    ] = DEVICE_CHECK_IMAGES,
     tflite_form: Annotated[
         Literal["auto", "xnnpack", "plain"],
         typer.Option(
@@ -175,6 +184,7 @@ def export_command(
             calibration_images=calibration_images,
             stem_groups=_stem_groups(stem_groups),
             test_images=test_images,
+            device_check_images=device_check_images,
             tolerance=tolerance,
             min_int8_agreement=min_int8_agreement,
             opset=opset,
@@ -240,6 +250,12 @@ def print_card(card: CardBody, out: Path) -> None:
                 text += f" ({speedup:.2f}x)"
             if at_baseline is not None:
                 text += f" ({_fmt(at_baseline)} at baseline)"
+            checked = value.get("on_device")
+            if checked is not None:
+                agreed = f"agreement {100 * checked['top1_agreement']:.2f}%"
+                if checked["top1_agreement"] < target:
+                    agreed = f"[yellow]{agreed}[/yellow]"
+                text += f"\n{agreed} here"
             if f["name"] == entry.get("recommended"):
                 text = f"[bold]{text} *[/bold]"
             latency.append(text)
@@ -255,7 +271,8 @@ def print_card(card: CardBody, out: Path) -> None:
     if devices:
         err_console.print(
             "* recommended: the fastest file that is fp32 or int8 with top-1 agreement "
-            f">= {100 * target:g}%"
+            f">= {100 * target:g}% (on a device that checked the files: the agreement "
+            "there, fp32 files' too)"
         )
     for name, entry in card["latency"].items():
         if "not_measured" in entry:

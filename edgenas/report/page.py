@@ -150,7 +150,14 @@ def _placement(row: Mapping[str, Any]) -> str:
     """Where the device ran the row's file (delegated ops, execution providers, fallbacks)."""
     measured = (row.get("measured_files") or {}).get(row.get("file")) or {}
     text = measured.get("placement")
-    return f"<br><small>{html.escape(text)}</small>" if text else ""
+    out = f"<br><small>{html.escape(text)}</small>" if text else ""
+    checked = measured.get("on_device")
+    if checked:
+        out += (
+            f"<br><small>on the device: top-1 agreement {_pct(checked['top1_agreement'])}, "
+            f"accuracy {_pct(checked['accuracy'])} ({checked['images']} images)</small>"
+        )
+    return out
 
 
 def _training(data: RunData) -> str:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
 
 from edgenas.subnet_choice import choose_subnet
-from export.card import CardBody, DeviceLatency, FileLatency, Int8Accuracy
+from export.card import CardBody, DeviceCheck, DeviceLatency, FileLatency, Int8Accuracy
 from export.errors import ExportError
 from export.formats import (
     AUTO_SPLIT_GROUPS,
@@ -35,7 +35,13 @@ from export.formats import (
     graph_form,
     kernel_isa,
 )
-from export.subnet_export import FILE_NAMES, ExportedFile, ExportOptions, ExportResult
+from export.subnet_export import (
+    FILE_NAMES,
+    ExportedFile,
+    ExportOptions,
+    ExportResult,
+    TestImages,
+)
 from once_for_all.data.transforms import CROP_FRACTION
 
 if TYPE_CHECKING:
@@ -208,7 +214,8 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             },
             log=say,
         )
-        latency = _measure(job.devices, staging, result.files, subnet, predictors, say)
+        checks = _test_subset(result.test_set, o.device_check_images)
+        latency = _measure(job.devices, staging, result.files, subnet, predictors, say, checks)
         _compare(latency, result, job.options.min_int8_agreement)
         costs = {k: int(v[0]) for k, v in costs_many(space, [subnet]).items()}
         card = _card(job, subnet, data, result, latency, costs)
@@ -647,11 +654,13 @@ def _measure(
     subnet: Subnet,
     predictors: dict[str, LutSumPredictor | CalibratedPredictor | None],
     say: Say,
+    checks: TestImages | None = None,
 ) -> dict[str, DeviceLatency]:
     """Each device measures the exported files its runtime runs, in one interleaved call.
     Where the device's predictor has a reference model, it joins the call, and the measured
     latency is also given at the predictor's baseline conditions: the figure to compare with
-    the prediction on a machine whose speed drifts."""
+    the prediction on a machine whose speed drifts. With ``checks``, each device then
+    classifies those images with the files (``_check_on_device``)."""
     from devices import load_profile, open_device
     from latency.model_cache import ModelCache
     from latency.profiler import reference_file
@@ -697,8 +706,44 @@ def _measure(
                 if split:
                     timing["predicted_stem_groups"] = groups
                 entry["files"][f.name] = timing
+            if checks is not None:
+                _check_on_device(device, entry, folder, checks, say)
             latency[device.name] = entry
     return latency
+
+
+def _test_subset(test: TestImages | None, images: int) -> TestImages | None:
+    """The first ``images`` test images that devices check the files on; None: no checks
+    (not verified, or none asked)."""
+    if test is None or images == 0:
+        return None
+    return TestImages(test.x[:images], test.fp32_top1[:images], test.labels[:images])
+
+
+def _check_on_device(
+    device: Device, entry: DeviceLatency, folder: Path, test: TestImages, say: Say
+) -> None:
+    """The device classifies the test images with the files it measured: each file's top-1
+    agreement with PyTorch fp32 and accuracy there go into its entry (``on_device``). A
+    device that cannot says why (``not_checked``)."""
+    import numpy as np
+
+    if not device.classifies:
+        entry["not_checked"] = (
+            "it returns latency only (benchmark_model, trtexec and the simulators return no "
+            "outputs)"
+        )
+        return
+    names = list(entry["files"])
+    say(f"checking {len(names)} file(s) on {device.name} with {len(test.x)} test images")
+    classes = device.classify([folder / n for n in names], test.x)
+    for name, top1 in zip(names, classes, strict=True):
+        predicted = np.asarray(top1)
+        entry["files"][name]["on_device"] = DeviceCheck(
+            images=len(test.x),
+            top1_agreement=float((predicted == test.fp32_top1).mean()),
+            accuracy=float((predicted == test.labels).mean()),
+        )
 
 
 def _published_latency(
@@ -722,8 +767,10 @@ def _published_latency(
 
 def _compare(latency: dict[str, DeviceLatency], result: ExportResult, min_agreement: float) -> None:
     """Per device: each file's speed-up against the fp32 file of its format, and the
-    recommended file: the fastest whose accuracy is acceptable (fp32, or int8 with a top-1
-    agreement of at least ``min_agreement``), else the fastest it runs (flagged)."""
+    recommended file: the fastest whose accuracy is acceptable, else the fastest it runs
+    (flagged). Acceptable: on a device that checked the files, a top-1 agreement with PyTorch
+    fp32 of at least ``min_agreement`` there, fp32 files too (a GPU delegate's fp16, a
+    runtime's own int8 kernels); elsewhere fp32, or int8 with that agreement on the host."""
     described = {f.name: f for f in result.files}
     for entry in latency.values():
         if "not_measured" in entry:
@@ -738,9 +785,13 @@ def _compare(latency: dict[str, DeviceLatency], result: ExportResult, min_agreem
             )
         acceptable = [
             name
-            for name in files
-            if described[name].precision == "fp32"
-            or described[name].checks.get("top1_agreement", -1.0) >= min_agreement
+            for name, value in files.items()
+            if (
+                value["on_device"]["top1_agreement"] >= min_agreement
+                if "on_device" in value
+                else described[name].precision == "fp32"
+                or described[name].checks.get("top1_agreement", -1.0) >= min_agreement
+            )
         ]
         # A device that runs only int8 files (an NPU) still gets the best it can run, flagged.
         entry["recommended"] = min(acceptable or files, key=lambda name: median[name], default=None)

@@ -317,3 +317,23 @@ def test_per_op_times_are_openvinos_counters_of_the_timed_runs(four_convs: Path)
     total = sum(op.ms for op in ops)
     assert 0.8 * run_ms < total <= run_ms, (total, run_ms)
     assert not any("per-op" in w for w in m.extra.get("warnings", ()))
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_openvino_classifies_with_its_own_kernels(models: Models, int8_conv: Path) -> None:
+    """The fp32 file gives onnxruntime's classes (fp32 in both); the int8 file is classified
+    by OpenVINO's int8 kernels, which agree with onnxruntime's on most images, not all."""
+    import onnxruntime as ort  # type: ignore[import-untyped]
+
+    images = np.random.default_rng(3).standard_normal((24, 3, 16, 16)).astype(np.float32)
+    with open_device(DEVICE) as device:
+        assert device.classifies
+        fp32, int8 = device.classify([models.conv, int8_conv], images)
+
+    def onnxruntime_top1(path: Path) -> list[int]:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return [int(np.argmax(session.run(None, {"conv_in": x[None]})[0])) for x in images]
+
+    assert fp32 == onnxruntime_top1(models.conv)
+    same = np.mean(np.array(int8) == np.array(onnxruntime_top1(int8_conv)))
+    assert same >= 0.75, (int8, onnxruntime_top1(int8_conv))

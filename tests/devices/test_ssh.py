@@ -146,6 +146,28 @@ def test_tflite_runtime_results_agree_with_local(
     assert fingerprint.runtime_version.startswith("tflite-runtime 2.14"), fingerprint
 
 
+def test_a_board_classifies_as_the_same_python_does_here(
+    sshd: Sshd, remote_parent: Path, python: Path, device_python: Path, tmp_path: Path
+) -> None:
+    """The images go to the board once per session, and each batch of models classifies
+    them there: the classes are those of the same runtime run here."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    import numpy as np
+
+    from tests.devices.tflite_models import int8_cnn
+
+    paths = [int8_cnn(tmp_path / f"cnn {k} 'q'.tflite") for k in range(3)]
+    images = np.random.default_rng(2).standard_normal((10, 3, 16, 16)).astype(np.float32)
+    settings = RunSettings(runtime="tflite")
+    with _device(sshd, remote_parent, python, settings=settings, batch_size=2) as device:
+        assert device.classifies
+        remote = device.classify(paths, images)
+        uploaded = sorted(p.name for p in Path(device.remote_folder or "").glob("models/*"))
+    local = LocalDevice(python=device_python, settings=settings).classify(paths, images)
+    assert remote == local and len(remote) == 3 and len(set(remote[0])) > 1
+    assert sum(name.endswith("images.npy") for name in uploaded) == 1  # two batches, one copy
+
+
 def test_remote_runner_honours_delegates_and_providers(
     sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
 ) -> None:

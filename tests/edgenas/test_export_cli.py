@@ -305,6 +305,12 @@ def test_an_npu_gets_the_plain_graph_and_its_cpu_fallbacks_in_the_card(
     npu = card["latency"]["ethos-u55-128"]
     assert set(npu["files"]) == {"model_int8.tflite"}  # Vela compiles int8 only
     assert npu["files"]["model_int8.tflite"]["measured"]["cpu_fallback_ops"] == []
+    # Vela compiles and estimates: nothing classifies the images there, and the card says so.
+    assert "on_device" not in npu["files"]["model_int8.tflite"]
+    assert npu["not_checked"].startswith("it returns latency only")
+    assert "ethos-u55-128: files not checked on it: it returns latency only" in (
+        (out / "card.md").read_text()
+    )
     # The only file it runs, flagged when its agreement is under the target.
     assert npu["recommended"] == "model_int8.tflite"
     agreement = card["accuracy"]["int8"]["model_int8.tflite"]["top1_agreement"]
@@ -495,13 +501,45 @@ def test_the_fastest_file_accurate_enough_is_recommended(exported: Path) -> None
     assert latency["model_int8.onnx"]["speedup_vs_fp32"] == pytest.approx(
         median["model.onnx"] / median["model_int8.onnx"]
     )
-    agreement = card["accuracy"]["int8"]["model_int8.onnx"]["top1_agreement"]
     target = card["recommendation"]["min_int8_agreement"]
     assert target == 0.98
-    acceptable = ["model.onnx"] + (["model_int8.onnx"] if agreement >= target else [])
+    # The device checked the files: each one's agreement there decides, fp32's too.
+    acceptable = [n for n, v in latency.items() if v["on_device"]["top1_agreement"] >= target]
+    assert "model.onnx" in acceptable
     assert card["latency"]["test-cpu"]["recommended"] == min(acceptable, key=median.__getitem__)
     assert card["latency"]["test-cpu"]["recommended_meets_accuracy"] is True
     assert "(recommended)" in (exported / "card.md").read_text()
+
+
+def test_each_device_classifies_the_test_images_with_the_files_it_measured(
+    exported: Path,
+) -> None:
+    card = _card(exported)
+    host = card["accuracy"]["int8"]
+    cpu = card["latency"]["test-cpu"]["files"]
+    # This host's onnxruntime, as the card's own checks run the files: the same classes.
+    assert cpu["model_int8.onnx"]["on_device"] == {
+        "images": 400,
+        "top1_agreement": host["model_int8.onnx"]["top1_agreement"],
+        "accuracy": host["model_int8.onnx"]["accuracy"],
+    }
+    assert cpu["model.onnx"]["on_device"]["top1_agreement"] >= 0.995  # parity within 1e-4
+    assert cpu["model.onnx"]["on_device"]["accuracy"] == pytest.approx(
+        card["accuracy"]["fp32"], abs=0.005
+    )
+    # The board's tflite-runtime 2.14 runs the TFLite files with its own XNNPACK.
+    board = card["latency"]["test-board"]["files"]
+    assert set(board) == {"model.tflite", "model_int8.tflite"}
+    int8 = board["model_int8.tflite"]["on_device"]
+    assert int8["images"] == 400
+    assert int8["top1_agreement"] == pytest.approx(
+        host["model_int8.tflite"]["top1_agreement"], abs=0.02
+    )
+    assert "on_device" not in card["latency"][NOTE10]  # published tables: nothing runs
+    markdown = (exported / "card.md").read_text()
+    assert "on the device: agreement, accuracy |" in markdown
+    agreed = f"{100 * int8['top1_agreement']:.2f}%, {100 * int8['accuracy']:.2f}% (400 images)"
+    assert agreed in markdown
 
 
 def test_int8_tflite_runs_on_the_board_in_tflite_runtime(

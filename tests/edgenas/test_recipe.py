@@ -175,6 +175,10 @@ def _refusal(tmp_path: Path, change: Callable[[dict[str, Any]], Any]) -> str:
             r"export\.align_channels: Input should be 'auto', 'x86', 'arm64' or 'none'",
         ),
         (
+            lambda r: r.update(export={"device_check_images": -1}),
+            r"export\.device_check_images: Input should be greater than or equal to 0",
+        ),
+        (
             lambda r: r.update(search={"accuracy": "ofa-predictor"}),
             r"search: .*accuracy: ofa-predictor and ofa_predictor: PATH .* go together",
         ),

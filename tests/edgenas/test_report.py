@@ -135,6 +135,13 @@ def test_the_run_report_renders_in_headless_chromium(micro_run: Run, tmp_path: P
         if "placement" in r["measured_files"].get(r["file"], {})
     ]
     assert placed and all(f"<small>{html.escape(p)}</small>" in text for p in placed)
+    # test-cpu checked its files on the test images; the simulator did not.
+    cpu = next(r for r in summary["chosen"] if r["device"] == "test-cpu")
+    checked = cpu["measured_files"][cpu["file"]]["on_device"]
+    assert (
+        f"on the device: top-1 agreement {100 * checked['top1_agreement']:.2f}%, accuracy "
+        f"{100 * checked['accuracy']:.2f}% ({checked['images']} images)"
+    ) in text
     assert f"{100 * card['accuracy']['fp32']:.2f}%" in text
 
 

@@ -77,6 +77,10 @@ def test_a_run_does_every_stage_and_records_it(
     assert set(cpu["measured_files"]) == {"model.onnx", "model_int8.onnx"}
     assert cpu["latency_measured_ms"] == cpu["measured_files"][cpu["file"]]["latency_ms"] > 0
     assert cpu["measured_files"]["model_int8.onnx"]["runs_as"].startswith("quantized kernels only")
+    # test-cpu classified the test images with both files; the simulator returns latency only
+    for name, measured in cpu["measured_files"].items():
+        assert measured["on_device"] == card["latency"]["test-cpu"]["files"][name]["on_device"]
+    assert card["latency"]["npu-32x32-ws"]["not_checked"].startswith("it returns latency only")
     # the predictor describes fp32 ONNX files only
     assert (cpu["latency_predicted_ms"] is not None) == (cpu["file"] == "model.onnx")
     # measured with the profile's reference model in the same call, scaled to its baseline
