@@ -146,9 +146,10 @@ class LocalDevice(Device):
                     check=False,
                 )
             except subprocess.TimeoutExpired:
+                fewer = "classify fewer images" if images is not None else "measure fewer models"
                 raise DeviceError(
                     f"device {self.name!r}: the runner did not finish within {self.timeout_s} s; "
-                    "measure fewer models per call or raise the timeout"
+                    f"{fewer} per call or raise the timeout (local.timeout_s)"
                 ) from None
             except OSError as exc:
                 raise DeviceError(

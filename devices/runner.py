@@ -25,8 +25,9 @@ it needs no numpy. A job without models reports only the fingerprint and warning
 A job with ``"classify": "images.npy"`` (float images, N x C x H x W, as numpy saves them)
 times nothing: each model runs once per image and its entry gives the top-1 class of each
 ("top1": [...]), with its placement; a 4-D model input in NHWC (TFLite's) is fed the images
-transposed, and an int8 or uint8 one quantized with the model's own scale. Runtime tensorrt
-cannot classify (trtexec returns no outputs).
+transposed, and a TFLite int8 or uint8 input quantized with the model's own scale (ONNX
+files take float inputs and quantize inside). Runtime tensorrt cannot classify (trtexec
+returns no outputs).
 
 Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings": [...],
 "order": [[model indices in the order measured, one list per round], ...],
@@ -445,30 +446,59 @@ def _dim(d: Any) -> int:
     return value if value > 0 else 1
 
 
-def fit_image(np_: Any, image: Any, shape: Sequence[Any], dtype_name: str, what: str) -> Any:
-    """One NCHW image (a batch of one) as an input of ``shape`` and type ``dtype_name`` takes
-    it: NCHW as it is or NHWC (TFLite's layout); a float type by a cast, int8 and uint8 by
-    the caller (``quantize``). Refused where neither layout fits."""
-    dims = [_dim(d) for d in shape]
-    fitted = image
-    if list(image.shape) != dims and len(dims) == 4:
-        fitted = image.transpose(0, 2, 3, 1)
-    if list(fitted.shape) != dims:
+def fit_image(np_: Any, image: Any, shape: Sequence[Any], what: str) -> Any:
+    """One NCHW image (a batch of one, float32) laid out as an input of ``shape`` takes it:
+    NCHW as it is, or NHWC (TFLite's layout). A dynamic dimension (None, a name, or -1)
+    takes any size. Refused where neither layout fits."""
+
+    def fits(x: Any) -> bool:
+        return len(x.shape) == len(shape) and all(
+            not _static(d) or _dim(d) == x.shape[i] for i, d in enumerate(shape)
+        )
+
+    if fits(image):
+        return np_.ascontiguousarray(image)
+    if len(shape) == 4 and fits(image.transpose(0, 2, 3, 1)):
+        return np_.ascontiguousarray(image.transpose(0, 2, 3, 1))
+    dims = [_dim(d) if _static(d) else "?" for d in shape]
+    raise RunnerError(
+        "model",
+        f"{what} takes inputs of shape {dims}, and classifying feeds it one image of "
+        f"{list(image.shape)[1:]} (NCHW) at a time: export the model for batch 1 at the "
+        "images' resolution",
+    )
+
+
+def _static(d: Any) -> bool:
+    """Whether a dimension is a size (numpy ints too), not a name, None or -1."""
+    if d is None or isinstance(d, str):
+        return False
+    try:
+        return int(d) > 0
+    except (TypeError, ValueError):
+        return False
+
+
+def float_input(np_: Any, x: Any, dtype_name: str, what: str) -> Any:
+    """Images as a float input of ``dtype_name``; a model that takes other types (token ids,
+    raw bytes) is refused: onnxruntime and OpenVINO files carry their quantization inside."""
+    if np_.dtype(dtype_name).kind != "f":
         raise RunnerError(
             "model",
-            f"{what} takes inputs of shape {dims}, the images have shape "
-            f"{list(image.shape)[1:]} (NCHW): export the model for the images' resolution",
+            f"{what} takes {dtype_name} inputs: only a model with a float input "
+            "classifies images here",
         )
-    kind = np_.dtype(dtype_name).kind
-    if kind not in "fiu":
-        raise RunnerError("model", f"{what} takes {dtype_name} inputs, not images")
-    return np_.ascontiguousarray(fitted, dtype=dtype_name if kind == "f" else np_.float32)
+    return x.astype(dtype_name, copy=False)
 
 
-def quantize(np_: Any, x: Any, dtype_name: str, scale: float, zero_point: int) -> Any:
+def quantize(np_: Any, x: Any, dtype_name: str, scale: float, zero_point: int, what: str) -> Any:
     """Float ``x`` as an int8 or uint8 input with the model's own quantization."""
+    if np_.dtype(dtype_name).kind not in "iu" or np_.dtype(dtype_name).itemsize != 1:
+        raise RunnerError(
+            "model", f"{what} takes {dtype_name} inputs: not images, nor int8 or uint8 ones"
+        )
     if not scale:
-        raise RunnerError("model", f"a {dtype_name} input without a quantization scale")
+        raise RunnerError("model", f"{what} takes an {dtype_name} input without a scale")
     info = np_.iinfo(dtype_name)
     q = np_.round(x / scale) + zero_point
     return np_.clip(q, info.min, info.max).astype(dtype_name)
@@ -615,10 +645,12 @@ class OnnxRuntimeBackend(Backend):
         def classify(image: Any) -> Any:
             inputs = session.get_inputs()
             _one_input(len(inputs), path)
-            dtype = _ORT_TYPES.get(inputs[0].type, inputs[0].type)
-            x = fit_image(self.np, image, inputs[0].shape, dtype, f"model {path!r}")
-            if self.np.dtype(x.dtype).kind != "f":
-                raise RunnerError("model", f"model {path!r} takes {dtype} inputs, not images")
+            what = f"model {path!r}"
+            try:
+                dtype = self.np.dtype(_ORT_TYPES.get(inputs[0].type, inputs[0].type)).name
+            except TypeError:
+                raise RunnerError("model", f"{what} takes {inputs[0].type} inputs") from None
+            x = float_input(self.np, fit_image(self.np, image, inputs[0].shape, what), dtype, what)
             return session.run(None, {inputs[0].name: x})[0]
 
         return LoadedModel(run, profile, placement, warnings, init_ms, first_ms, classify)
@@ -839,10 +871,13 @@ class TfliteBackend(Backend):
             _one_input(len(inputs), path)
             d = inputs[0]
             dtype = self.np.dtype(d["dtype"]).name
-            x = fit_image(self.np, image, list(d["shape"]), dtype, f"model {path!r}")
-            if self.np.dtype(dtype).kind != "f":
+            what = f"model {path!r}"
+            x = fit_image(self.np, image, list(d["shape"]), what)
+            if self.np.dtype(dtype).kind == "f":
+                x = float_input(self.np, x, dtype, what)
+            else:
                 scale, zero_point = d["quantization"]
-                x = quantize(self.np, x, dtype, scale, zero_point)
+                x = quantize(self.np, x, dtype, scale, zero_point, what)
             interp.set_tensor(d["index"], x)
             interp.invoke()
             return interp.get_tensor(interp.get_output_details()[0]["index"])
@@ -1047,13 +1082,17 @@ class OpenVinoBackend(Backend):
         def classify(image: Any) -> Any:
             _one_input(len(compiled.inputs), path)
             port = compiled.inputs[0]
+            what = f"model {path!r}"
             dtype = self.np.dtype(port.get_element_type().to_dtype()).name
-            shape = [d.get_length() if d.is_static else 1 for d in port.get_partial_shape()]
-            x = fit_image(self.np, image, shape, dtype, f"model {path!r}")
-            if self.np.dtype(x.dtype).kind != "f":
-                raise RunnerError("model", f"model {path!r} takes {dtype} inputs, not images")
-            request.set_input_tensor(0, self.ov.Tensor(x))
-            request.infer()
+            shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
+            x = float_input(self.np, fit_image(self.np, image, shape, what), dtype, what)
+            try:
+                request.set_input_tensor(0, self.ov.Tensor(x))
+                request.infer()
+            except Exception as exc:
+                raise RunnerError(
+                    "model", f"{what} failed to classify: {_openvino_reason(exc)}"
+                ) from None
             return self.np.array(request.get_output_tensor(0).data)
 
         return LoadedModel(
@@ -1660,13 +1699,18 @@ def _check_accelerated(backend: Backend, loaded: Sequence[LoadedModel]) -> None:
 
 
 def load_images(np_: Any, path: str) -> Any:
-    """The job's images: a float array of N x C x H x W (numpy's .npy, no pickles)."""
+    """The job's images: a float array of N x C x H x W (numpy's .npy, no pickles), mapped
+    from the file rather than read whole (a board's memory is small)."""
     try:
-        images = np_.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
+        images = np_.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as exc:
         raise RunnerError(
             "bad-job", f"cannot read the images {path!r}: {_first_line(exc)}"
         ) from None
+    if not isinstance(images, np_.ndarray):  # an .npz archive
+        raise RunnerError(
+            "bad-job", f"the images {path!r} are an .npz archive: classify takes one .npy array"
+        )
     if images.ndim != 4 or images.dtype.kind != "f" or not len(images):
         raise RunnerError(
             "bad-job",
@@ -1693,14 +1737,14 @@ def _classify(
         top1 = []
         for k in range(len(images)):
             try:
-                out = model.classify(images[k : k + 1])
+                out = model.classify(np_.asarray(images[k : k + 1], dtype=np_.float32))
             except RunnerError:
                 raise
             except Exception as exc:
                 raise RunnerError(
                     "model", f"model {path!r} failed on image {k}: {_first_line(exc)}"
                 ) from None
-            top1.append(int(np_.argmax(out)))
+            top1.append(int(np_.argmax(out)))  # of the first output, flattened
         entries.append({"index": i, "path": path, "top1": top1, "placement": model.placement})
     return {"models": entries, "order": []}
 

@@ -65,6 +65,10 @@ _EOF_POLL_S = 0.005  # how often a finished command's output is checked for its 
 _NOTICE_DROP_S = 2.0  # how long a channel error waits for the transport to notice a drop
 
 
+# Images per classify call on a board: 250 float32 images at 224 px are 150 MB.
+CLASSIFY_IMAGES_PER_CALL = 250
+
+
 class _ConnectionLost(Exception):
     """The connection dropped in the middle of something; the caller may reconnect."""
 
@@ -237,36 +241,42 @@ class SshDevice(Device):
         return self.settings.runtime != "tensorrt"
 
     def classify(self, models: Sequence[Path], images: npt.NDArray[np.floating]) -> list[list[int]]:
-        """As ``measure``: at most ``batch_size`` models per runner call; the images are
-        uploaded once per session."""
+        """As ``measure``: calls of at most ``batch_size`` models and
+        ``CLASSIFY_IMAGES_PER_CALL`` images, each well within the command timeout of a call
+        that times ``batch_size`` models; each part of the images is uploaded once."""
         paths = [Path(p) for p in models]
         for path in paths:
             if not path.is_file():
                 raise DeviceError(f"device {self.name!r}: model file not found: {path}")
-        classes: list[list[int]] = []
+        classes: list[list[int]] = [[] for _ in paths]
         warnings: dict[str, None] = {}
-        with tempfile.TemporaryDirectory(prefix="edgenas-images-") as tmp:
-            images_file = Path(tmp) / "images.npy"
-            save_images(images_file, images)
-            starts = range(0, len(paths), self.batch_size)
-            with self._closing_on_error():
-                for number, start in enumerate(starts, 1):
-                    batch = paths[start : start + self.batch_size]
+        parts = range(0, len(images), CLASSIFY_IMAGES_PER_CALL)
+        starts = range(0, len(paths), self.batch_size)
+        calls = [(part, start) for part in parts for start in starts]
+        with (
+            tempfile.TemporaryDirectory(prefix="edgenas-images-") as tmp,
+            self._closing_on_error(),
+        ):
+            for number, (first, start) in enumerate(calls, 1):
+                part = images[first : first + CLASSIFY_IMAGES_PER_CALL]
+                file = Path(tmp) / f"images-{first}.npy"
+                if not file.exists():
+                    save_images(file, part)
+                batch = paths[start : start + self.batch_size]
 
-                    def run_batch(batch: list[Path] = batch) -> str:
-                        session = self._open()
-                        remote = [self._upload(session, p) for p in batch]
-                        job = build_job(
-                            remote, self.settings, classify=self._upload(session, images_file)
-                        )
-                        return self._run_runner(session, job)
+                def run_batch(batch: list[Path] = batch, file: Path = file) -> str:
+                    session = self._open()
+                    remote = [self._upload(session, p) for p in batch]
+                    job = build_job(remote, self.settings, classify=self._upload(session, file))
+                    return self._run_runner(session, job, classify=True)
 
-                    payload = self._with_reconnect(
-                        f"while classifying with batch {number} of {len(starts)}", run_batch
-                    )
-                    results = parse_classes(self.name, payload, len(batch), len(images))
-                    classes.extend(results.top1)
-                    warnings.update(dict.fromkeys(results.warnings))
+                payload = self._with_reconnect(
+                    f"while classifying images (call {number} of {len(calls)})", run_batch
+                )
+                results = parse_classes(self.name, payload, len(batch), len(part))
+                for i, top1 in enumerate(results.top1, start):
+                    classes[i].extend(top1)
+                warnings.update(dict.fromkeys(results.warnings))
         for warning in warnings:
             log.warning("device %r: %s", self.name, warning)
         return classes
@@ -452,7 +462,7 @@ class SshDevice(Device):
             session.uploaded[key] = remote
         return remote
 
-    def _run_runner(self, session: _Session, job: RunnerJob) -> str:
+    def _run_runner(self, session: _Session, job: RunnerJob, *, classify: bool = False) -> str:
         """One runner call: the job on stdin, the results read back from a file."""
         self.runner_calls += 1
         out_name = f"results-{self.runner_calls}.json"
@@ -471,8 +481,13 @@ class SshDevice(Device):
             self._kill_runner(session)
             raise DeviceError(
                 f"device {self.name!r}: the runner did not finish within "
-                f"{self.command_timeout:g} s (ssh.command_timeout); measure fewer models per "
-                "batch (ssh.batch_size) or raise the timeout"
+                f"{self.command_timeout:g} s (ssh.command_timeout); "
+                + (
+                    "check the files on fewer images (export --device-check-images) or raise "
+                    "the timeout"
+                    if classify
+                    else "measure fewer models per batch (ssh.batch_size) or raise the timeout"
+                )
             ) from None
         output = self._read_results(session, out_name)
         if status == 0 and not output:

@@ -316,11 +316,12 @@ def card_markdown(card: CardDocument) -> str:
                     f"{_device_check(timing.get('on_device'))} |"
                 )
         lines += _placement_lines(card["latency"])
-        lines += [
-            f"- {device}: files not checked on it: {entry['not_checked']}"
+        unchecked = [
+            f"- {device}: {entry['not_checked']}"
             for device, entry in card["latency"].items()
             if entry.get("not_checked")
         ]
+        lines += ["", "Not checked on the device:", "", *unchecked] if unchecked else []
         note = split_stem_note(card)
         lines += ["", note] if note else []
     if measured_any:

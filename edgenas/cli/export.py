@@ -34,7 +34,6 @@ INT8_ONLY = (
     "stem_groups",
     "calibration_images",
     "align_channels",
-    "min_int8_agreement",
 )
 
 
@@ -108,7 +107,9 @@ def export_command(
     min_int8_agreement: Annotated[
         float,
         typer.Option(
-            help="top-1 agreement with fp32 (0 to 1) from which a faster int8 file is recommended",
+            help="top-1 agreement with fp32 (0 to 1) from which a file is recommended (the "
+            "fastest such): an int8 file's, and on a --device that checked the files, every "
+            "file's agreement there; without --int8, for --device checks only",
             callback=finite_from(0.0, 1.0),
         ),
     ] = INT8_AGREEMENT_TARGET,
@@ -170,6 +171,11 @@ def export_command(
         given = ["--" + name.replace("_", "-") for name in INT8_ONLY if _given(ctx, name)]
         if given:
             raise fail(f"{given[0]} shapes the int8 files: add --int8, or leave {given[0]} out")
+        if not device and _given(ctx, "min_int8_agreement"):
+            raise fail(
+                "--min-int8-agreement weighs int8 files, and files checked on a --device: add "
+                "--int8 or a --device, or leave it out"
+            )
     if threads:
         import torch
 

@@ -654,13 +654,14 @@ def _measure(
     subnet: Subnet,
     predictors: dict[str, LutSumPredictor | CalibratedPredictor | None],
     say: Say,
-    checks: TestImages | None = None,
+    checks: TestImages | str = "no test images given",
 ) -> dict[str, DeviceLatency]:
     """Each device measures the exported files its runtime runs, in one interleaved call.
     Where the device's predictor has a reference model, it joins the call, and the measured
     latency is also given at the predictor's baseline conditions: the figure to compare with
-    the prediction on a machine whose speed drifts. With ``checks``, each device then
-    classifies those images with the files (``_check_on_device``)."""
+    the prediction on a machine whose speed drifts. Each device then classifies the test
+    images ``checks`` with the files (``_check_on_device``), or is not, for the reason it
+    gives."""
     from devices import load_profile, open_device
     from latency.model_cache import ModelCache
     from latency.profiler import reference_file
@@ -706,17 +707,20 @@ def _measure(
                 if split:
                     timing["predicted_stem_groups"] = groups
                 entry["files"][f.name] = timing
-            if checks is not None:
+            if isinstance(checks, str):
+                entry["not_checked"] = checks
+            else:
                 _check_on_device(device, entry, folder, checks, say)
             latency[device.name] = entry
     return latency
 
 
-def _test_subset(test: TestImages | None, images: int) -> TestImages | None:
-    """The first ``images`` test images that devices check the files on; None: no checks
-    (not verified, or none asked)."""
-    if test is None or images == 0:
-        return None
+def _test_subset(test: TestImages | None, images: int) -> TestImages | str:
+    """The first ``images`` test images that devices check the files on, or why none."""
+    if test is None:
+        return "the export was not verified (--no-verify)"
+    if images == 0:
+        return "no test images asked (--device-check-images 0)"
     return TestImages(test.x[:images], test.fp32_top1[:images], test.labels[:images])
 
 
@@ -728,15 +732,24 @@ def _check_on_device(
     device that cannot says why (``not_checked``)."""
     import numpy as np
 
+    from devices.base import DeviceError
+
     if not device.classifies:
         entry["not_checked"] = (
-            "it returns latency only (benchmark_model, trtexec and the simulators return no "
-            "outputs)"
+            "it returns latency only (Vela, the NPU simulator, adb's benchmark_model and "
+            "trtexec give no outputs)"
         )
         return
     names = list(entry["files"])
     say(f"checking {len(names)} file(s) on {device.name} with {len(test.x)} test images")
-    classes = device.classify([folder / n for n in names], test.x)
+    try:
+        classes = device.classify([folder / n for n in names], test.x)
+    except DeviceError as exc:
+        # The files are written and timed: a check that fails (a timeout, a delegate that
+        # fails on real data) is reported on the card, not a lost export.
+        say(f"not checked on {device.name}: {exc}")
+        entry["not_checked"] = f"classifying the test images failed: {exc}"
+        return
     for name, top1 in zip(names, classes, strict=True):
         predicted = np.asarray(top1)
         entry["files"][name]["on_device"] = DeviceCheck(
@@ -767,10 +780,11 @@ def _published_latency(
 
 def _compare(latency: dict[str, DeviceLatency], result: ExportResult, min_agreement: float) -> None:
     """Per device: each file's speed-up against the fp32 file of its format, and the
-    recommended file: the fastest whose accuracy is acceptable, else the fastest it runs
-    (flagged). Acceptable: on a device that checked the files, a top-1 agreement with PyTorch
-    fp32 of at least ``min_agreement`` there, fp32 files too (a GPU delegate's fp16, a
-    runtime's own int8 kernels); elsewhere fp32, or int8 with that agreement on the host."""
+    recommended file: the fastest whose top-1 agreement with PyTorch fp32 is at least
+    ``min_agreement``, else the one that agrees best (flagged; the faster of equals).
+    The agreement is the one measured on the device where it checked the files, fp32 files'
+    too (a GPU delegate's fp16, a runtime's own int8 kernels); elsewhere an fp32 file's is
+    taken as 1 (its parity with PyTorch is checked) and an int8 file's is the host's."""
     described = {f.name: f for f in result.files}
     for entry in latency.values():
         if "not_measured" in entry:
@@ -783,19 +797,24 @@ def _compare(latency: dict[str, DeviceLatency], result: ExportResult, min_agreem
             value["speedup_vs_fp32"] = (
                 median[fp32] / median[name] if fp32 in median and median[name] > 0 else None
             )
-        acceptable = [
-            name
-            for name, value in files.items()
-            if (
-                value["on_device"]["top1_agreement"] >= min_agreement
-                if "on_device" in value
-                else described[name].precision == "fp32"
-                or described[name].checks.get("top1_agreement", -1.0) >= min_agreement
-            )
-        ]
+        agreement = {name: _agreement(value, described[name]) for name, value in files.items()}
+        acceptable = [name for name in files if agreement[name] >= min_agreement]
         # A device that runs only int8 files (an NPU) still gets the best it can run, flagged.
-        entry["recommended"] = min(acceptable or files, key=lambda name: median[name], default=None)
+        entry["recommended"] = min(
+            acceptable or files,
+            key=lambda name: (0.0 if acceptable else -agreement[name], median[name]),
+            default=None,
+        )
         entry["recommended_meets_accuracy"] = bool(acceptable)
+
+
+def _agreement(value: FileLatency, described: ExportedFile) -> float:
+    """A file's top-1 agreement with PyTorch fp32 as ``_compare`` weighs it (-1: unknown)."""
+    if "on_device" in value:
+        return value["on_device"]["top1_agreement"]
+    if described.precision == "fp32":
+        return 1.0
+    return described.checks.get("top1_agreement", -1.0)
 
 
 def _measure_files(

@@ -5,10 +5,13 @@ input is one line."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import onnx
 import onnxruntime as ort  # type: ignore[import-untyped]
 import pytest
+from onnx import TensorProto, helper
 
 from devices.base import DeviceError
 from devices.local import LocalDevice
@@ -54,16 +57,46 @@ def test_a_model_for_other_images_is_one_line(models: Models) -> None:
     with pytest.raises(DeviceError) as info:
         device.classify([models.conv, models.dw], _images(2, (3, 16, 16)))
     message = str(info.value)
-    assert "takes inputs of shape [1, 8, 16, 16], the images have shape [3, 16, 16] (NCHW)" in (
-        message
+    assert (
+        "takes inputs of shape [1, 8, 16, 16], and classifying feeds it one image of "
+        "[3, 16, 16] (NCHW) at a time: export the model for batch 1 at the images' resolution"
+    ) in message
+    assert "\n" not in message
+
+
+def _uint8_images_model(path: Path, *, dynamic: bool = False) -> Path:
+    """A classifier of raw uint8 NCHW images (or, ``dynamic``, float ones of any size)."""
+    dims: list[int | str] = ["n", 3, "h", "w"] if dynamic else [1, 3, 16, 16]
+    kind = TensorProto.FLOAT if dynamic else TensorProto.UINT8
+    graph = helper.make_graph(
+        [
+            helper.make_node("Cast", ["x"], ["xf"], to=TensorProto.FLOAT),
+            helper.make_node("ReduceMean", ["xf"], ["y"], axes=[2, 3], keepdims=0),
+        ],
+        "images",
+        [helper.make_tensor_value_info("x", kind, dims)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [dims[0], 3])],
     )
-    assert "export the model for the images' resolution" in message and "\n" not in message
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, str(path))
+    return path
 
 
-def test_a_model_that_takes_no_images_is_one_line(models: Models) -> None:
+def test_a_model_that_takes_no_float_images_is_one_line(tmp_path: Path) -> None:
+    model = _uint8_images_model(tmp_path / "uint8.onnx")
     with pytest.raises(DeviceError) as info:
-        LocalDevice("cpu").classify([models.uint8_dynamic], _images(2, (1, 1, 4)))
-    assert "takes inputs of shape [1, 4]" in str(info.value)
+        LocalDevice("cpu").classify([model], _images(2, (3, 16, 16)))
+    assert "takes uint8 inputs: only a model with a float input classifies images here" in (
+        str(info.value)
+    )
+
+
+def test_dynamic_dimensions_take_the_images_size(tmp_path: Path) -> None:
+    model = _uint8_images_model(tmp_path / "any size.onnx", dynamic=True)
+    images = _images(6, (3, 9, 7), seed=4)
+    (top1,) = LocalDevice("cpu").classify([model], images)
+    assert top1 == images.mean(axis=(2, 3)).argmax(axis=1).tolist()
 
 
 @pytest.mark.parametrize(
@@ -72,6 +105,8 @@ def test_a_model_that_takes_no_images_is_one_line(models: Models) -> None:
         (np.zeros((2, 3, 16), np.float32), "are float32 of shape [2, 3, 16]"),
         (np.zeros((2, 3, 16, 16), np.int64), "are int64 of shape [2, 3, 16, 16]"),
         (np.zeros((0, 3, 16, 16), np.float32), "are float32 of shape [0, 3, 16, 16]"),
+        # an object array would need unpickling: refused as such, never loaded
+        (np.array([{"a": 1}], dtype=object), "cannot read the images 'images.npy'"),
     ],
 )
 def test_bad_images_are_a_json_error(
@@ -82,15 +117,28 @@ def test_bad_images_are_a_json_error(
     run = run_runner(dict(job), tmp_path)
     assert run.returncode == 2 and run.payload["error"]["kind"] == "bad-job"
     assert message in run.payload["error"]["message"]
-    assert "classify takes float images of shape N x C x H x W" in run.payload["error"]["message"]
 
 
-def test_images_that_are_no_npy_file_are_a_json_error(tmp_path: Path, models: Models) -> None:
-    (tmp_path / "images.npy").write_bytes(b"\x80\x04pickle, not numpy")
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x80\x04pickle, not numpy", "cannot read the images 'images.npy'"),
+        (b"", "cannot read the images 'images.npy'"),
+        (None, "the images 'images.npy' are an .npz archive"),
+    ],
+)
+def test_images_that_are_no_npy_array_are_a_json_error(
+    tmp_path: Path, models: Models, content: bytes | None, message: str
+) -> None:
+    if content is None:
+        with (tmp_path / "images.npy").open("wb") as f:
+            np.savez(f, x=_images(1, (3, 16, 16)))
+    else:
+        (tmp_path / "images.npy").write_bytes(content)
     job = build_job([str(models.conv)], RunSettings(), classify="images.npy")
     run = run_runner(dict(job), tmp_path)
-    assert run.returncode == 2
-    assert "cannot read the images 'images.npy'" in run.payload["error"]["message"]
+    assert (run.returncode, run.payload["error"]["kind"]) == (2, "bad-job"), run.stderr
+    assert message in run.payload["error"]["message"]
 
 
 def test_tensorrt_cannot_classify(tmp_path: Path, models: Models) -> None:
@@ -111,3 +159,27 @@ def test_a_device_that_times_only_says_so(tmp_path: Path) -> None:
         assert not device.classifies
         with pytest.raises(DeviceError, match="cannot classify images: it returns latency only"):
             device.classify([tmp_path / "m.onnx"], _images(1, (3, 8, 8)))
+
+
+def test_a_check_that_fails_on_the_device_is_on_the_card_not_a_lost_export(
+    tmp_path: Path, models: Models
+) -> None:
+    """The export's check on a device that fails (here: images of another resolution than
+    the file's) records why on the card's entry and leaves the timed files alone."""
+    from edgenas.stages.export import _check_on_device, _test_subset
+    from export.subnet_export import TestImages
+
+    entry: dict[str, Any] = {"fingerprint": {}, "files": {models.conv.name: {"measured": {}}}}
+    images = _images(3, (3, 8, 8))
+    test = TestImages(images, np.zeros(3, np.int64), np.zeros(3, np.int64))
+    said: list[str] = []
+    _check_on_device(LocalDevice("cpu"), entry, models.conv.parent, test, said.append)
+    assert entry["not_checked"].startswith("classifying the test images failed: device 'cpu': ")
+    assert "takes inputs of shape [1, 3, 16, 16]" in entry["not_checked"]
+    assert "on_device" not in entry["files"][models.conv.name]
+    assert said[-1].startswith("not checked on cpu: ")
+    # what the card says when no images are checked at all
+    assert _test_subset(None, 1000) == "the export was not verified (--no-verify)"
+    assert _test_subset(test, 0) == "no test images asked (--device-check-images 0)"
+    subset = _test_subset(test, 2)
+    assert isinstance(subset, TestImages) and len(subset.x) == len(subset.labels) == 2

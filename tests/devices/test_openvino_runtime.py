@@ -337,3 +337,16 @@ def test_openvino_classifies_with_its_own_kernels(models: Models, int8_conv: Pat
     assert fp32 == onnxruntime_top1(models.conv)
     same = np.mean(np.array(int8) == np.array(onnxruntime_top1(int8_conv)))
     assert same >= 0.75, (int8, onnxruntime_top1(int8_conv))
+
+
+@pytest.mark.usefixtures("in_repo")
+def test_openvino_refuses_to_classify_with_a_model_of_raw_bytes(tmp_path: Path) -> None:
+    from tests.devices.test_classify import _uint8_images_model
+
+    model = _uint8_images_model(tmp_path / "uint8.onnx")
+    images = np.zeros((2, 3, 16, 16), np.float32)
+    with open_device(DEVICE) as device, pytest.raises(DeviceError) as info:
+        device.classify([model], images)
+    message = str(info.value)
+    assert "takes uint8 inputs: only a model with a float input classifies images here" in message
+    assert "\n" not in message

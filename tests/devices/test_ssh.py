@@ -147,25 +147,35 @@ def test_tflite_runtime_results_agree_with_local(
 
 
 def test_a_board_classifies_as_the_same_python_does_here(
-    sshd: Sshd, remote_parent: Path, python: Path, device_python: Path, tmp_path: Path
+    sshd: Sshd,
+    remote_parent: Path,
+    python: Path,
+    device_python: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """The images go to the board once per session, and each batch of models classifies
-    them there: the classes are those of the same runtime run here."""
+    """The images go to the board in parts, each uploaded once, and each batch of models
+    classifies each part there: the classes are those of the same runtime run here."""
     pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
     import numpy as np
 
+    import devices.ssh
     from tests.devices.tflite_models import int8_cnn
 
+    monkeypatch.setattr(devices.ssh, "CLASSIFY_IMAGES_PER_CALL", 4)
     paths = [int8_cnn(tmp_path / f"cnn {k} 'q'.tflite") for k in range(3)]
     images = np.random.default_rng(2).standard_normal((10, 3, 16, 16)).astype(np.float32)
     settings = RunSettings(runtime="tflite")
     with _device(sshd, remote_parent, python, settings=settings, batch_size=2) as device:
         assert device.classifies
         remote = device.classify(paths, images)
+        calls = device.runner_calls
         uploaded = sorted(p.name for p in Path(device.remote_folder or "").glob("models/*"))
     local = LocalDevice(python=device_python, settings=settings).classify(paths, images)
-    assert remote == local and len(remote) == 3 and len(set(remote[0])) > 1
-    assert sum(name.endswith("images.npy") for name in uploaded) == 1  # two batches, one copy
+    assert remote == local and [len(c) for c in remote] == [10, 10, 10]
+    assert len(set(remote[0])) > 1
+    assert calls == 3 * 2  # parts of 4, 4 and 2 images, each with batches of 2 and 1 models
+    assert sum("images-" in name for name in uploaded) == 3  # each part once
 
 
 def test_remote_runner_honours_delegates_and_providers(

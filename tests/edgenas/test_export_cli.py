@@ -308,8 +308,9 @@ def test_an_npu_gets_the_plain_graph_and_its_cpu_fallbacks_in_the_card(
     # Vela compiles and estimates: nothing classifies the images there, and the card says so.
     assert "on_device" not in npu["files"]["model_int8.tflite"]
     assert npu["not_checked"].startswith("it returns latency only")
-    assert "ethos-u55-128: files not checked on it: it returns latency only" in (
-        (out / "card.md").read_text()
+    markdown = (out / "card.md").read_text()
+    assert "Not checked on the device:\n\n- ethos-u55-128: it returns latency only (Vela," in (
+        markdown
     )
     # The only file it runs, flagged when its agreement is under the target.
     assert npu["recommended"] == "model_int8.tflite"
@@ -540,6 +541,63 @@ def test_each_device_classifies_the_test_images_with_the_files_it_measured(
     assert "on the device: agreement, accuracy |" in markdown
     agreed = f"{100 * int8['top1_agreement']:.2f}%, {100 * int8['accuracy']:.2f}% (400 images)"
     assert agreed in markdown
+
+
+def _recommend(
+    files: dict[str, tuple[float, float | None, float | None]], min_agreement: float = 0.98
+) -> dict[str, Any]:
+    """``_compare`` on one device's files: name -> (median ms, agreement there or None for
+    unchecked, the host's int8 agreement or None)."""
+    from edgenas.stages.export import _compare
+    from export.subnet_export import ExportedFile, ExportResult
+
+    described = [
+        ExportedFile(
+            name=name,
+            format="onnx" if name.endswith(".onnx") else "tflite",
+            precision="int8" if "int8" in name else "fp32",
+            bytes=1,
+            sha256="",
+            seconds=0.0,
+            checks={} if host is None else {"top1_agreement": host},
+        )
+        for name, (_, _, host) in files.items()
+    ]
+    entry: dict[str, Any] = {"fingerprint": {}, "files": {}}
+    for name, (ms, there, _) in files.items():
+        entry["files"][name] = {"predicted": None, "measured": {"median_ms": ms}}
+        if there is not None:
+            entry["files"][name]["on_device"] = {
+                "images": 100,
+                "top1_agreement": there,
+                "accuracy": 0.5,
+            }
+    result = ExportResult(files=described, accuracy_fp32=0.5, test_images=100, inputs={})
+    _compare({"d": entry}, result, min_agreement)
+    return entry
+
+
+def test_the_recommendation_weighs_the_agreement_measured_on_the_device() -> None:
+    # Checked there: an fp32 file (a GPU delegate's fp16) must reach the target too.
+    entry = _recommend({"model.tflite": (10.0, 0.97, None), "model_int8.tflite": (4.0, 0.99, 0.9)})
+    assert (entry["recommended"], entry["recommended_meets_accuracy"]) == (
+        "model_int8.tflite",
+        True,
+    )
+    # Neither reaches it: the one that agrees best, not the fastest, flagged.
+    entry = _recommend({"model.tflite": (10.0, 0.975, None), "model_int8.tflite": (4.0, 0.6, 0.99)})
+    assert (entry["recommended"], entry["recommended_meets_accuracy"]) == ("model.tflite", False)
+    # Equals: the faster of them.
+    entry = _recommend({"model.onnx": (3.0, 0.9, None), "model_int8.onnx": (2.0, 0.9, 0.9)})
+    assert entry["recommended"] == "model_int8.onnx"
+    # Unchecked (Vela, benchmark_model): fp32 stands, int8 by the host's agreement.
+    entry = _recommend({"model.onnx": (3.0, None, None), "model_int8.onnx": (2.0, None, 0.97)})
+    assert (entry["recommended"], entry["recommended_meets_accuracy"]) == ("model.onnx", True)
+    entry = _recommend({"model_int8.tflite": (2.0, None, 0.5)})  # an NPU runs int8 only
+    assert (entry["recommended"], entry["recommended_meets_accuracy"]) == (
+        "model_int8.tflite",
+        False,
+    )
 
 
 def test_int8_tflite_runs_on_the_board_in_tflite_runtime(
@@ -873,7 +931,6 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         ("--qat-epochs", "2"),
         ("--calibration-images", "32"),
         ("--align-channels", "arm64"),
-        ("--min-int8-agreement", "0.5"),
         # their defaults given: read from the command line, not compared with copies of them
         ("--qat-epochs", "0"),
         ("--stem-groups", "auto"),
@@ -884,6 +941,22 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
             ),
             f"{flag} shapes the int8 files: add --int8, or leave {flag} out",
         )
+    # without --int8 it weighs only what a --device checks
+    _fails(
+        edgenas_here(
+            "export",
+            "--supernet",
+            supernet,
+            "--subnet",
+            "min",
+            "--min-int8-agreement",
+            "0.5",
+            "--out",
+            out,
+        ),
+        "--min-int8-agreement weighs int8 files, and files checked on a --device: add --int8 "
+        "or a --device, or leave it out",
+    )
     assert not out.exists()
     # A training checkpoint left by an interrupted `edgenas train`.
     unfinished = tmp_path / "checkpoint.pt"
