@@ -30,6 +30,7 @@ from rich.console import Console
 from edgenas.recipe import DeviceSection, Recipe, RecipeError, load_recipe
 from edgenas.report import REPORT_NAME, build_report
 from edgenas.run_folder import Log, RunFolder, RunOptions, needs_run, with_dependents
+from edgenas.run_layout import RunLayout
 from edgenas.run_record import SUMMARY_NAME, RunSummary, write_summary
 from edgenas.run_summary import build_summary
 from edgenas.stage_inputs import (
@@ -144,7 +145,7 @@ def _run_stages(
     recipe: Recipe, recipe_path: Path, run: RunFolder, options: RunOptions, console: Console
 ) -> RunSummary:
     root = run.root
-    log_file = root / "run.log"
+    log_file = run.layout.log
 
     def log(message: str, /, *, echo: bool = True) -> None:
         stamp = dt.datetime.now().isoformat(timespec="seconds")
@@ -173,13 +174,13 @@ def _run_stages(
         _check_devices(recipe, run, options, log)
     with _logged("recipe", log):  # before any stage: no stage's failure
         _check_sources(recipe)
-        _check_upstream(recipe, root)
+        _check_upstream(recipe, run.layout)
     # Only now the recipe goes into run.json: a refused one wrote itself over a good run's.
     run.save()
     with _logged("train", log):
         if "train" in stages:
             _train(recipe, run, options, console, log)
-        supernet = root / "supernet.pt"
+        supernet = run.layout.supernet
         # Profiling times blocks, not the supernet: a recipe that only profiles needs none.
         if {"search", "export"} & set(stages) and not supernet.is_file():
             raise RecipeError(
@@ -234,13 +235,13 @@ def _logged(stage: str, log: Log) -> Iterator[None]:
 
 
 def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
-    from edgenas.stages.train import CHECKPOINT_NAME, SUPERNET_NAME, TrainOptions, train
+    from edgenas.stages.train import TrainOptions, train
 
     inputs = train_inputs(recipe)
     adopt_data_fingerprint(run, inputs)
     adopt_moved_files(run, inputs, log)
-    supernet = run.root / SUPERNET_NAME
-    checkpoints = [run.root / CHECKPOINT_NAME, supernet]
+    supernet = run.layout.supernet
+    checkpoints = [run.layout.checkpoint, supernet]
     if not needs_run(
         run,
         "train",
@@ -249,7 +250,7 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
         options=options,
         outputs=checkpoints,
         log=log,
-        resumable=lambda old, new: training_continues(recipe, run.root / CHECKPOINT_NAME, old, new),
+        resumable=lambda old, new: training_continues(recipe, run.layout.checkpoint, old, new),
     ):
         return
     log("train: progressive shrinking (resumes from checkpoint.pt after a kill)")
@@ -263,19 +264,16 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
     run.record("train", inputs, [supernet], time.perf_counter() - started)
 
 
-def _check_upstream(recipe: Recipe, root: Path) -> None:
+def _check_upstream(recipe: Recipe, layout: RunLayout) -> None:
     """A stage whose input no planned stage makes finds it in the folder before the work
     planned ahead of it: export without search, and search without profile, failed after
     training (without work ahead, the stage itself says what is missing)."""
     stages = recipe.planned_stages
     needed: list[tuple[Path, StageName]] = []
     if "export" in stages and "search" not in stages and {"train", "profile"} & set(stages):
-        needed.append((root / "search" / "pareto.json", "search"))
+        needed.append((layout.pareto, "search"))
     if "search" in stages and "profile" not in stages and "train" in stages:
-        needed += [
-            (root / "devices" / device_name(d.name) / "predictor.json", "profile")
-            for d in recipe.devices
-        ]
+        needed += [(layout.predictor(device_name(d.name)), "profile") for d in recipe.devices]
     for path, stage in needed:
         if not path.is_file():
             raise RecipeError(
@@ -347,7 +345,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
     todo: list[tuple[str, dict[str, Any], FleetJob]] = []
     for section in recipe.devices:
         name = device_name(section.name)
-        folder = run.root / "devices" / name
+        folder = run.layout.device(name)
         key = f"profile:{name}"
         inputs = profile_inputs(recipe, section)
         if not needs_run(
@@ -424,7 +422,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     from edgenas.stages.search import SearchOptions, search
 
     names = [device_name(d.name) for d in recipe.devices]
-    folder = run.root / "search"
+    folder = run.layout.search
     s = recipe.search
     ofa_predictor = Path(s.ofa_predictor) if s.ofa_predictor else None
     inputs = {
@@ -455,8 +453,8 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     try:
         search(
             SearchOptions(
-                supernet=run.root / "supernet.pt",
-                devices=tuple(str(run.root / "devices" / n) for n in names),
+                supernet=run.layout.supernet,
+                devices=tuple(str(run.layout.device(n)) for n in names),
                 out=folder,
                 budgets_ms=tuple(budgets),
                 trials=s.trials,
@@ -465,7 +463,7 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
                 accuracy_samples=s.accuracy_samples,
                 eval_images=s.eval_images,
                 reevaluate=s.reevaluate,
-                profiles=run.root / "devices",
+                profiles=run.layout.devices,
                 seed=s.seed,
                 ofa_predictor=ofa_predictor,
                 data=stage_data(recipe),
@@ -487,7 +485,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
     from export.subnet_export import ExportOptions
     from once_for_all import Subnet
 
-    pareto_path = run.root / "search" / "pareto.json"
+    pareto_path = run.layout.pareto
     if not pareto_path.is_file():
         raise RecipeError(f"{pareto_path} does not exist: add 'search' to the recipe's stages")
     pareto = read_pareto(pareto_path)
@@ -508,12 +506,12 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
         if k.startswith("export:") and k.removeprefix("export:") not in exported
     ]
     for old in stale:  # the search now chooses other subnets
-        shutil.rmtree(run.root / "export" / old.removeprefix("export:"), ignore_errors=True)
+        shutil.rmtree(run.layout.export(old.removeprefix("export:")), ignore_errors=True)
         del run.stages[old]
     if stale:  # saved now: were every export up to date, nothing else would save run.json
         run.save()
     for key, entry in exported.items():
-        folder = run.root / "export" / key
+        folder = run.layout.export(key)
         stage_key = f"export:{key}"
         inputs = {
             **upstream_inputs(run, recipe, names),
@@ -531,7 +529,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
         started = time.perf_counter()
         run_export(
             ExportJob(
-                supernet=run.root / "supernet.pt",
+                supernet=run.layout.supernet,
                 subnet=f"{pareto_path}#{entry['index']}",
                 out=folder,
                 options=ExportOptions(
@@ -544,7 +542,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
                     min_int8_agreement=e.min_int8_agreement,
                 ),
                 devices=tuple(devices),
-                profiles=run.root / "devices",
+                profiles=run.layout.devices,
                 align_channels=e.align_channels,
                 data=stage_data(recipe),
                 finetune=FinetuneSettings(

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from edgenas.recipe import Recipe, RecipeError
 from edgenas.report import REPORT_NAME
+from edgenas.run_layout import RunLayout
 from edgenas.run_record import (
     RUN_FORMAT,
     SUMMARY_NAME,
@@ -63,7 +64,8 @@ class RunFolder:
 
     def __init__(self, root: Path, recipe: Recipe, recipe_path: Path) -> None:
         self.root = root
-        self.path = root / "run.json"
+        self.layout = RunLayout(root)
+        self.path = self.layout.record
         self.stages: dict[str, StageRecord] = {}
         self.started: dict[str, dict[str, Any]] = {}  # unfinished stages' inputs
         # data sources read this run (stage_inputs._data_inputs)

@@ -14,6 +14,7 @@ from typing import Any
 
 from edgenas.recipe import DeviceSection, Recipe
 from edgenas.run_folder import Log, RunFolder, adopt_inputs
+from edgenas.run_layout import SUPERNET_NAME
 from once_for_all.files import file_sha256
 
 
@@ -206,10 +207,9 @@ def search_outputs(folder: Path, old: dict[str, Any] | None, new: dict[str, Any]
 def upstream_inputs(run: RunFolder, recipe: Recipe, devices: Sequence[str]) -> dict[str, Any]:
     """What search and export depend on from earlier stages: the supernet and each device's
     predictor, by content (and the data folder of a supernet not trained here)."""
-    predictors = {n: run.root / "devices" / n / "predictor.json" for n in devices}
+    predictors = {n: run.layout.predictor(n) for n in devices}
     inputs = {
-        "supernet": run.output_hash("train", "supernet.pt")
-        or file_sha256(run.root / "supernet.pt"),
+        "supernet": run.output_hash("train", SUPERNET_NAME) or file_sha256(run.layout.supernet),
         "predictors": {n: file_sha256(p) if p.is_file() else None for n, p in predictors.items()},
     }
     data = _supernet_data(recipe)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edgenas.run_layout import PREDICTOR_NAME, RunLayout
 from edgenas.run_record import SUMMARY_NAME, RunDocument, RunSummary, read_run, read_summary
 from export.card import CardDocument, read_card
 from once_for_all.errors import EdgenasError
@@ -87,8 +88,8 @@ def _history(root: Path) -> list[dict[str, Any]]:
     from once_for_all import CheckpointError
     from once_for_all.checkpoint import load_checkpoint
 
-    for name in ("supernet.pt", "checkpoint.pt"):
-        path = root / name
+    layout = RunLayout(root)
+    for path in (layout.supernet, layout.checkpoint):
         if path.is_file():
             try:
                 return list(load_checkpoint(path).get("history") or [])
@@ -103,7 +104,7 @@ def _trial_values(root: Path, pareto: ParetoDocument) -> list[list[float]] | Non
 
     from edgenas.search.study_runner import open_storage
 
-    search = root / "search"
+    search = RunLayout(root).search
     url = next(
         (
             u
@@ -153,29 +154,30 @@ def collect(root: Path) -> RunData:
     from edgenas.search.pareto import read_pareto
     from latency.predictors import read_predictor
 
-    if not (root / "run.json").is_file():
+    layout = RunLayout(root)
+    if not layout.record.is_file():
         raise ReportError(
             f"{root} is not a run folder (no run.json): give the folder that edgenas run wrote"
         )
-    data = RunData(root=root, run=read_run(root / "run.json", fix=RERUN, error=ReportError))
+    data = RunData(root=root, run=read_run(layout.record, fix=RERUN, error=ReportError))
     if (root / SUMMARY_NAME).is_file():
         data.summary = read_summary(root / SUMMARY_NAME, fix=RERUN, error=ReportError)
     data.history = _history(root)
-    if (root / "search" / "pareto.json").is_file():
+    if layout.pareto.is_file():
         # with the parts the report draws
         needs = {"objectives": list, "devices": list, "trials": int}
-        data.pareto = read_pareto(root / "search" / "pareto.json", needs=needs)
+        data.pareto = read_pareto(layout.pareto, needs=needs)
         data.trial_values = _trial_values(root, data.pareto)
     # Devices in the order the run profiled them, then any other profiled folder.
     profiled = [k.split(":", 1)[1] for k in data.run.get("stages", {}) if k.startswith("profile:")]
-    folders = sorted(p.parent.name for p in (root / "devices").glob("*/predictor.json"))
+    folders = sorted(p.parent.name for p in layout.devices.glob(f"*/{PREDICTOR_NAME}"))
     if data.summary and "devices" in data.summary:  # a device the recipe dropped stays out
         folders = [n for n in folders if n in data.summary["devices"]]
     for name in [
         *(n for n in profiled if n in folders),
         *(n for n in folders if n not in profiled),
     ]:
-        path = root / "devices" / name / "predictor.json"
+        path = layout.predictor(name)
         data.devices.append(
             DeviceData(name, read_predictor(path), path, _per_op_table(path.parent / "lut.json"))
         )
@@ -184,7 +186,7 @@ def collect(root: Path) -> RunData:
     # run without a summary yet.
     rows = data.summary.get("chosen", []) if data.summary else []
     chosen = {Path(row["folder"]).name for row in rows}
-    for card in sorted((root / "export").glob("*/card.json")):
+    for card in sorted(layout.exports.glob("*/card.json")):
         if not data.summary or card.parent.name in chosen:
             data.cards.append(read_card(card))
     return data
