@@ -146,10 +146,14 @@ class LocalDevice(Device):
                     check=False,
                 )
             except subprocess.TimeoutExpired:
-                fewer = "classify fewer images" if images is not None else "measure fewer models"
+                fewer = (
+                    "check the files on fewer images (export --device-check-images)"
+                    if images is not None
+                    else "measure fewer models per call"
+                )
                 raise DeviceError(
                     f"device {self.name!r}: the runner did not finish within {self.timeout_s} s; "
-                    f"{fewer} per call or raise the timeout (local.timeout_s)"
+                    f"{fewer} or raise the timeout (local.timeout_s)"
                 ) from None
             except OSError as exc:
                 raise DeviceError(

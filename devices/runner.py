@@ -408,6 +408,10 @@ class Backend:
     def accelerated_ops(self, placement: dict[str, Any] | None) -> int | None:
         return None
 
+    def reason(self, exc: BaseException) -> str:
+        """What went wrong, in one line, as the runtime says it."""
+        return _first_line(exc)
+
     def load(self, path: str) -> LoadedModel:
         raise NotImplementedError
 
@@ -479,24 +483,28 @@ def _static(d: Any) -> bool:
         return False
 
 
-def float_input(np_: Any, x: Any, dtype_name: str, what: str) -> Any:
-    """Images as a float input of ``dtype_name``; a model that takes other types (token ids,
-    raw bytes) is refused: onnxruntime and OpenVINO files carry their quantization inside."""
-    if np_.dtype(dtype_name).kind != "f":
-        raise RunnerError(
-            "model",
-            f"{what} takes {dtype_name} inputs: only a model with a float input "
-            "classifies images here",
-        )
-    return x.astype(dtype_name, copy=False)
+def image_type(np_: Any, type_name: str, what: str, *, quantized: bool = False) -> str:
+    """The numpy type of a model input that images can be fed to: float, or with
+    ``quantized`` (TFLite's int8 and uint8 inputs, fed through ``quantize``) those too.
+    Other inputs (token ids, raw bytes, bfloat16) are refused in one line; onnxruntime and
+    OpenVINO files take float inputs and quantize inside."""
+    try:
+        dtype = np_.dtype(type_name)
+    except TypeError:
+        dtype = None
+    if dtype is not None and (
+        dtype.kind == "f" or (quantized and dtype.kind in "iu" and dtype.itemsize == 1)
+    ):
+        return str(dtype.name)
+    takes = "a float, int8 or uint8" if quantized else "a float"
+    raise RunnerError(
+        "model",
+        f"{what} takes {type_name} inputs: only a model with {takes} input classifies images here",
+    )
 
 
 def quantize(np_: Any, x: Any, dtype_name: str, scale: float, zero_point: int, what: str) -> Any:
     """Float ``x`` as an int8 or uint8 input with the model's own quantization."""
-    if np_.dtype(dtype_name).kind not in "iu" or np_.dtype(dtype_name).itemsize != 1:
-        raise RunnerError(
-            "model", f"{what} takes {dtype_name} inputs: not images, nor int8 or uint8 ones"
-        )
     if not scale:
         raise RunnerError("model", f"{what} takes an {dtype_name} input without a scale")
     info = np_.iinfo(dtype_name)
@@ -646,11 +654,8 @@ class OnnxRuntimeBackend(Backend):
             inputs = session.get_inputs()
             _one_input(len(inputs), path)
             what = f"model {path!r}"
-            try:
-                dtype = self.np.dtype(_ORT_TYPES.get(inputs[0].type, inputs[0].type)).name
-            except TypeError:
-                raise RunnerError("model", f"{what} takes {inputs[0].type} inputs") from None
-            x = float_input(self.np, fit_image(self.np, image, inputs[0].shape, what), dtype, what)
+            dtype = image_type(self.np, _ORT_TYPES.get(inputs[0].type, inputs[0].type), what)
+            x = fit_image(self.np, image, inputs[0].shape, what).astype(dtype, copy=False)
             return session.run(None, {inputs[0].name: x})[0]
 
         return LoadedModel(run, profile, placement, warnings, init_ms, first_ms, classify)
@@ -870,11 +875,11 @@ class TfliteBackend(Backend):
             inputs = interp.get_input_details()
             _one_input(len(inputs), path)
             d = inputs[0]
-            dtype = self.np.dtype(d["dtype"]).name
             what = f"model {path!r}"
+            dtype = image_type(self.np, self.np.dtype(d["dtype"]).name, what, quantized=True)
             x = fit_image(self.np, image, list(d["shape"]), what)
             if self.np.dtype(dtype).kind == "f":
-                x = float_input(self.np, x, dtype, what)
+                x = x.astype(dtype, copy=False)
             else:
                 scale, zero_point = d["quantization"]
                 x = quantize(self.np, x, dtype, scale, zero_point, what)
@@ -1032,6 +1037,9 @@ class OpenVinoBackend(Backend):
             return None
         return placement["nodes"].get(self.device)
 
+    def reason(self, exc: BaseException) -> str:
+        return _openvino_reason(exc)
+
     def load(self, path: str) -> LoadedModel:
         _check_readable(path)
         start = time.perf_counter_ns()
@@ -1083,16 +1091,12 @@ class OpenVinoBackend(Backend):
             _one_input(len(compiled.inputs), path)
             port = compiled.inputs[0]
             what = f"model {path!r}"
-            dtype = self.np.dtype(port.get_element_type().to_dtype()).name
+            element = port.get_element_type()
+            dtype = image_type(self.np, _ov_numpy_type(self.np, element), what)
             shape = [d.get_length() if d.is_static else None for d in port.get_partial_shape()]
-            x = float_input(self.np, fit_image(self.np, image, shape, what), dtype, what)
-            try:
-                request.set_input_tensor(0, self.ov.Tensor(x))
-                request.infer()
-            except Exception as exc:
-                raise RunnerError(
-                    "model", f"{what} failed to classify: {_openvino_reason(exc)}"
-                ) from None
+            x = fit_image(self.np, image, shape, what).astype(dtype, copy=False)
+            request.set_input_tensor(0, self.ov.Tensor(x))
+            request.infer()
             return self.np.array(request.get_output_tensor(0).data)
 
         return LoadedModel(
@@ -1265,6 +1269,15 @@ def _ov_precision(text: str) -> str:
     (``get_type_name``): it takes "FP32" and "BF16" as well as "f32" and "bf16"."""
     name = text.strip().lower()
     return {"fp32": "f32", "fp16": "f16", "undefined": "dynamic"}.get(name, name)
+
+
+def _ov_numpy_type(np_: Any, element: Any) -> str:
+    """An OpenVINO element type as numpy names it, or as OpenVINO does where numpy has no
+    such type (bf16)."""
+    try:
+        return str(np_.dtype(element.to_dtype()).name)
+    except Exception:
+        return str(element)
 
 
 def _openvino_reason(exc: BaseException) -> str:
@@ -1742,7 +1755,7 @@ def _classify(
                 raise
             except Exception as exc:
                 raise RunnerError(
-                    "model", f"model {path!r} failed on image {k}: {_first_line(exc)}"
+                    "model", f"model {path!r} failed on image {k}: {backend.reason(exc)}"
                 ) from None
             top1.append(int(np_.argmax(out)))  # of the first output, flattened
         entries.append({"index": i, "path": path, "top1": top1, "placement": model.placement})

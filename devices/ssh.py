@@ -86,6 +86,7 @@ class _Session:
     sftp: paramiko.SFTPClient
     folder: str
     uploaded: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    uploads: int = 0  # files uploaded so far, removed ones too: numbers their remote names
 
     def alive(self) -> bool:
         return self.transport.is_active()
@@ -277,6 +278,8 @@ class SshDevice(Device):
                 for i, top1 in enumerate(results.top1, start):
                     classes[i].extend(top1)
                 warnings.update(dict.fromkeys(results.warnings))
+                if start == starts[-1]:  # the part's last call
+                    self._remove_upload(file)
         for warning in warnings:
             log.warning("device %r: %s", self.name, warning)
         return classes
@@ -450,17 +453,30 @@ class SshDevice(Device):
 
     def _upload(self, session: _Session, path: Path) -> str:
         """The model's path on the device, uploading it once per session."""
-        stat = path.stat()
-        key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        key = _upload_key(path)
         remote = session.uploaded.get(key)
         if remote is None:
             # A counter keeps two local files of the same name apart; the name itself stays,
             # spaces and quotes included, as it is only ever passed as data.
-            remote = f"{session.folder}/models/{len(session.uploaded)}-{path.name}"
+            remote = f"{session.folder}/models/{session.uploads}-{path.name}"
             with self._guard(session.transport, f"uploading {path}"):
                 session.sftp.put(str(path), remote)
+            session.uploads += 1
             session.uploaded[key] = remote
         return remote
+
+    def _remove_upload(self, path: Path) -> None:
+        """Remove a file this session uploaded from the device (best effort; the folder goes
+        at ``close``): a part of the images, which is large and not needed again."""
+        session = self._session
+        remote = session.uploaded.pop(_upload_key(path), None) if session else None
+        if session is None or remote is None:
+            return
+        try:
+            with self._guard(session.transport, f"removing {remote}"):
+                session.sftp.remove(remote)
+        except (_ConnectionLost, DeviceError) as exc:
+            log.warning("device %r: %s", self.name, exc)
 
     def _run_runner(self, session: _Session, job: RunnerJob, *, classify: bool = False) -> str:
         """One runner call: the job on stdin, the results read back from a file."""
@@ -483,8 +499,9 @@ class SshDevice(Device):
                 f"device {self.name!r}: the runner did not finish within "
                 f"{self.command_timeout:g} s (ssh.command_timeout); "
                 + (
-                    "check the files on fewer images (export --device-check-images) or raise "
-                    "the timeout"
+                    "classify with fewer models per call (ssh.batch_size), check the files on "
+                    "fewer images (export --device-check-images, recipe "
+                    "export.device_check_images), or raise the timeout"
                     if classify
                     else "measure fewer models per batch (ssh.batch_size) or raise the timeout"
                 )
@@ -592,6 +609,12 @@ class SshDevice(Device):
             else:
                 reason = str(exc) or type(exc).__name__
             raise DeviceError(f"device {self.name!r}: {what} failed: {reason}") from None
+
+
+def _upload_key(path: Path) -> tuple[str, int, int]:
+    """What makes a local file the one already uploaded: its path, size and time."""
+    stat = path.stat()
+    return (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 def _drain(channel: paramiko.Channel, out: bytearray, err: bytearray) -> None:

@@ -30,7 +30,7 @@ from rich.console import Console
 from edgenas.recipe import DeviceSection, Recipe, RecipeError, load_recipe
 from edgenas.report import REPORT_NAME, build_report
 from edgenas.run_folder import Log, RunFolder, RunOptions, needs_run, with_dependents
-from edgenas.run_layout import RunLayout
+from edgenas.run_layout import LOG_NAME, RECORD_NAME, SPACE_NAME, RunLayout
 from edgenas.run_record import SUMMARY_NAME, RunSummary, write_summary
 from edgenas.run_summary import build_summary
 from edgenas.stage_inputs import (
@@ -49,6 +49,7 @@ from edgenas.stage_inputs import (
     upstream_inputs,
 )
 from edgenas.stages import StageName
+from latency.profile_files import LUT_NAME, PREDICTOR_NAME
 from once_for_all.errors import EdgenasError, Interrupted, one_line
 from once_for_all.files import file_sha256, output_folder_for_work
 from once_for_all.folder_lock import folder_lock
@@ -80,7 +81,7 @@ def run_recipe(recipe_path: Path, options: RunOptions, console: Console) -> RunS
 # What a run folder holds before any stage made something: its record, its log, and the space
 # file training writes before its first epoch. Anything else (a checkpoint, a partial table,
 # a study) is work a rerun resumes.
-_BOOKKEEPING = frozenset({"run.json", "run.log", "space.json"})
+_BOOKKEEPING = frozenset({RECORD_NAME, LOG_NAME, SPACE_NAME})
 
 
 def _check_recipe(recipe: Recipe) -> None:
@@ -384,7 +385,7 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
     for (key, inputs, job), result in zip(todo, results, strict=True):
         if result.ok:
             log(f"profile {result.name}: {result.blocks} blocks, {result.kind} predictor")
-            outputs = [job.out / "lut.json", job.out / "predictor.json"]
+            outputs = [job.out / LUT_NAME, job.out / PREDICTOR_NAME]
             run.record(key, inputs, outputs, result.seconds)
     failed = [r for r in results if not r.ok]
     if failed:
@@ -404,7 +405,7 @@ def _refit_refused(
     from latency.predictors import refit_refused
     from latency.table import TableError
 
-    path = folder / "predictor.json"
+    path = folder / PREDICTOR_NAME
     try:
         done = refit_refused(path)
     except TableError as exc:
@@ -414,7 +415,7 @@ def _refit_refused(
     if done is not None:
         log(f"{key.replace(':', ' ')}: {path.name}: {done}")
         seconds = float(run.stages[key].get("seconds", 0.0))
-        run.record(key, inputs, [folder / "lut.json", path], seconds)
+        run.record(key, inputs, [folder / LUT_NAME, path], seconds)
 
 
 def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:

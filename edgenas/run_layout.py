@@ -6,9 +6,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+from latency.profile_files import PREDICTOR_NAME
+
+RECORD_NAME = "run.json"
+LOG_NAME = "run.log"
 SUPERNET_NAME = "supernet.pt"
 CHECKPOINT_NAME = "checkpoint.pt"  # training's, until supernet.pt is written
-PREDICTOR_NAME = "predictor.json"
+SPACE_NAME = "space.json"  # the search space, written before training's first epoch
 
 
 @dataclass(frozen=True)
@@ -19,11 +23,11 @@ class RunLayout:
 
     @property
     def record(self) -> Path:
-        return self.root / "run.json"
+        return self.root / RECORD_NAME
 
     @property
     def log(self) -> Path:
-        return self.root / "run.log"
+        return self.root / LOG_NAME
 
     @property
     def supernet(self) -> Path:

@@ -75,12 +75,13 @@ class DeviceLatency(TypedDict):
     fingerprint: dict[str, Any]
     files: dict[str, FileLatency]
     recommended: NotRequired[str | None]  # the fastest file accurate enough
-    recommended_meets_accuracy: NotRequired[bool]  # False: none is; the fastest it runs
+    recommended_meets_accuracy: NotRequired[bool]  # False: none is; the one that agrees best
     # A device nothing runs on (kind published: tables someone else measured) has no files:
     # why, and its predictor's latency for the subnet (None without one that covers it).
     not_measured: NotRequired[str]
     predicted: NotRequired[float | None]
-    # Why its files were not checked on it (a device that returns latency only, no images).
+    # Why its files were not checked on it: a device that returns latency only, no images
+    # asked or verified, or the check failed there.
     not_checked: NotRequired[str]
 
 
@@ -328,11 +329,12 @@ def card_markdown(card: CardDocument) -> str:
         lines += [
             "",
             "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "
-            "faster). Recommended: the fastest file that is fp32, or int8 with a top-1 "
-            f"agreement with fp32 of at least {_pct(card['recommendation']['min_int8_agreement'])}"
-            "; on a device that checked the files, each file (fp32 too) with that agreement "
-            "there. On the device: the file's top-1 agreement with PyTorch fp32 and accuracy "
-            "on the first test images, classified by that device.",
+            "faster). Recommended: the fastest file with a top-1 agreement with PyTorch fp32 "
+            f"of at least {_pct(card['recommendation']['min_int8_agreement'])}, else the one "
+            "that agrees best (flagged): on a device that checked the files, the agreement "
+            "measured there, fp32 files' too; elsewhere fp32 files count as agreeing and int8 "
+            "files by the host's check. On the device: the file's top-1 agreement with "
+            "PyTorch fp32 and accuracy on the first test images, classified by that device.",
         ]
     if any(
         timing.get("measured_at_baseline_ms") is not None

@@ -41,6 +41,7 @@ from latency.end_to_end import MeasuredSubnets, table_subnets
 from latency.model_cache import ExportFailed, ModelCache
 from latency.predictors import CalibratedPredictor, LutSumPredictor
 from latency.predictors import calibrate as fit_calibration
+from latency.profile_files import LUT_NAME, PREDICTOR_NAME
 from latency.profiler import (
     ProfileSettings,
     blocks_to_measure,
@@ -66,8 +67,6 @@ from once_for_all.subnet import Subnet
 HOST_KINDS = frozenset({"local", "npu-sim", "vela"})
 _INTERRUPTED = "interrupted; run the same command again to resume"
 _POLL_S = 0.2  # how often a waiting worker looks whether it should stop
-LUT_NAME = "lut.json"
-PREDICTOR_NAME = "predictor.json"
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from latency.blocks import (
     stem_block,
 )
 from latency.predictors import LutSumPredictor
+from latency.profile_files import LUT_NAME, PREDICTOR_NAME
 from latency.table import PUBLISHED_RUNTIME, LatencyTable, TableError, TableHeader
 from once_for_all.errors import one_line
 from once_for_all.network_config import first_block_config, head_config, slot_config
@@ -102,7 +103,7 @@ def import_published(
         precision=PUBLISHED_PRECISION,
         resolutions=rs,
     )
-    _check_not_another_device(out / "lut.json", header)
+    _check_not_another_device(out / LUT_NAME, header)
     table = LatencyTable(header)
     first_r: dict[str, int] = {}  # the resolution whose file gave each entry
     for r, path in zip(rs, files, strict=True):
@@ -120,8 +121,8 @@ def import_published(
             )
             by_r[str(r)] = _measurement(spec, keys, layers, path).mean_ms
     predictor = LutSumPredictor.from_table(space, table)
-    table.save(out / "lut.json")
-    predictor.save(out / "predictor.json")
+    table.save(out / LUT_NAME)
+    predictor.save(out / PREDICTOR_NAME)
     return Imported(table, predictor)
 
 

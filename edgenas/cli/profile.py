@@ -15,8 +15,10 @@ from rich.table import Table
 from edgenas.cli.user_errors import fail, interrupted
 from edgenas.console import err_console, stage_progress
 from edgenas.ctrl_c import INTERRUPTED
+from edgenas.run_layout import RunLayout
 from export.formats import AUTO_SPLIT_GROUPS, ModelFormat, Precision
 from latency.predictors import MIN_CALIBRATION
+from latency.profile_files import LUT_NAME, PREDICTOR_NAME
 
 if TYPE_CHECKING:
     from devices.measurement import Measurement
@@ -227,8 +229,8 @@ def _profile_one(
         "space": sp.id,
         "device": table.header.device,
         "blocks": len(table),
-        "lut": str(out / "lut.json"),
-        "predictor": str(out / "predictor.json"),
+        "lut": str(out / LUT_NAME),
+        "predictor": str(out / PREDICTOR_NAME),
         "kind": predictor.kind,
         "validation": getattr(predictor, "validation", {}),
         "reference": table.header.reference.to_dict() if table.header.reference else None,
@@ -434,9 +436,9 @@ def refit_command(
     devices = predictor.resolve().parent.parent  # a run keeps it as RUN/devices/NAME/
     run = devices.parent
     if (
-        predictor.name == "predictor.json"
+        predictor.name == PREDICTOR_NAME
         and devices.name == "devices"
-        and (run / "run.json").is_file()
+        and RunLayout(run).record.is_file()
     ):
         # Rewriting a run's recorded output would have edgenas run profile the device again.
         raise fail(

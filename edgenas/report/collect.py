@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgenas.run_layout import PREDICTOR_NAME, RunLayout
+from edgenas.run_layout import RunLayout
 from edgenas.run_record import SUMMARY_NAME, RunDocument, RunSummary, read_run, read_summary
 from export.card import CardDocument, read_card
+from latency.profile_files import LUT_NAME, PREDICTOR_NAME
 from once_for_all.errors import EdgenasError
 
 if TYPE_CHECKING:
@@ -179,7 +180,7 @@ def collect(root: Path) -> RunData:
     ]:
         path = layout.predictor(name)
         data.devices.append(
-            DeviceData(name, read_predictor(path), path, _per_op_table(path.parent / "lut.json"))
+            DeviceData(name, read_predictor(path), path, _per_op_table(path.parent / LUT_NAME))
         )
     # Only the exports of the current choice (the pipeline removes the others; a folder a
     # user copied in, or one a recipe without export left, stays out), or every export of a

@@ -42,6 +42,7 @@ from export.subnet_export import (
     ExportResult,
     TestImages,
 )
+from latency.profile_files import PREDICTOR_NAME
 from once_for_all.data.transforms import CROP_FRACTION
 
 if TYPE_CHECKING:
@@ -525,7 +526,7 @@ def _predictor(
     from latency.predictors import load_predictor
     from latency.table import TableError
 
-    path = profiles / device / "predictor.json"
+    path = profiles / device / PREDICTOR_NAME
     if not path.is_file():
         return None
     predictor = load_predictor(path)
@@ -559,7 +560,7 @@ def _reach_devices(
             reached[device] = fingerprint = opened.fingerprint()
         predictor = predictors.get(profile.name)
         if predictor is not None:
-            path = profiles / profile.name / "predictor.json"
+            path = profiles / profile.name / PREDICTOR_NAME
             predictor.header.check(what=f"predictor {path}", fingerprint=fingerprint)
     return reached
 
@@ -572,7 +573,7 @@ def _no_predictor(
     export looks."""
     from once_for_all import get_space
 
-    path = job.profiles / name / "predictor.json"
+    path = job.profiles / name / PREDICTOR_NAME
     why = f"no {path}" if not path.is_file() else f"{path} does not cover r{subnet.r}"
     try:
         bundled = get_space(space.name).id == space.id
@@ -720,7 +721,7 @@ def _test_subset(test: TestImages | None, images: int) -> TestImages | str:
     if test is None:
         return "the export was not verified (--no-verify)"
     if images == 0:
-        return "no test images asked (--device-check-images 0)"
+        return "no test images asked (--device-check-images 0, export.device_check_images: 0)"
     return TestImages(test.x[:images], test.fp32_top1[:images], test.labels[:images])
 
 
@@ -905,8 +906,10 @@ def _card(
         "inputs": result.inputs,
         "latency": latency,
         "recommendation": {
-            "rule": "per device, the fastest file that is fp32 or int8 with enough top-1 "
-            "agreement with fp32",
+            "rule": "per device, the fastest file with a top-1 agreement with PyTorch fp32 of "
+            "at least min_int8_agreement (measured on the device where it checked the files; "
+            "elsewhere fp32 files count as agreeing and int8 files by the host's check), else "
+            "the file that agrees best",
             "min_int8_agreement": job.options.min_int8_agreement,
         },
     }

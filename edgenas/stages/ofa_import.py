@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgenas.run_layout import CHECKPOINT_NAME, SUPERNET_NAME
-from edgenas.stages.train import SPACE_NAME
+from edgenas.run_layout import CHECKPOINT_NAME, SPACE_NAME, SUPERNET_NAME
 from once_for_all.checkpoint import CheckpointError
 from once_for_all.files import output_folder, write_json
 from once_for_all.ofa_import import ImportedSupernet, import_ofa_file, write_imported

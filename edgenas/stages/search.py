@@ -20,6 +20,7 @@ from edgenas.search.pareto import ParetoDocument
 from edgenas.search.problem import AccuracyFn, ExtraObjective
 from edgenas.search.sampler_names import SamplerName
 from edgenas.search.study_runner import StudyError
+from latency.profile_files import PREDICTOR_NAME
 from latency.table import TableError
 
 if TYPE_CHECKING:
@@ -305,7 +306,7 @@ def resolve_predictor(device: str, profiles: Path) -> Path:
     """``device`` is a predictor.json, a folder holding one, or a name under ``profiles``."""
     # dict: a path given as a folder is not looked up twice (nor named twice below)
     candidates = dict.fromkeys(
-        (Path(device), Path(device) / "predictor.json", profiles / device / "predictor.json")
+        (Path(device), Path(device) / PREDICTOR_NAME, profiles / device / PREDICTOR_NAME)
     )
     for candidate in candidates:
         if candidate.is_file():

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edgenas.console import LineProgress
 from edgenas.recipe import Recipe, RecipeError
-from edgenas.run_layout import CHECKPOINT_NAME, SUPERNET_NAME
+from edgenas.run_layout import CHECKPOINT_NAME, SPACE_NAME, SUPERNET_NAME
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
 from once_for_all.checkpoint import CheckpointMetadata
 from once_for_all.data import DataBundle, StreamBundle, load_data, stream_image_folder
@@ -39,7 +39,6 @@ from once_for_all.progressive_shrinking import EpochRecord, PhaseConfig
 from once_for_all.training_devices import TrainingDevice
 from once_for_all.transfer import InitialWeights, read_initial_weights
 
-SPACE_NAME = "space.json"
 # What training writes before its first epoch: a folder holding only it holds no work.
 _RECORDS = frozenset({SPACE_NAME})
 

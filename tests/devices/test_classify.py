@@ -87,9 +87,9 @@ def test_a_model_that_takes_no_float_images_is_one_line(tmp_path: Path) -> None:
     model = _uint8_images_model(tmp_path / "uint8.onnx")
     with pytest.raises(DeviceError) as info:
         LocalDevice("cpu").classify([model], _images(2, (3, 16, 16)))
-    assert "takes uint8 inputs: only a model with a float input classifies images here" in (
-        str(info.value)
-    )
+    message = str(info.value)
+    assert "takes uint8 inputs: only a model with a float input classifies images here" in message
+    assert "\n" not in message
 
 
 def test_dynamic_dimensions_take_the_images_size(tmp_path: Path) -> None:
@@ -180,6 +180,8 @@ def test_a_check_that_fails_on_the_device_is_on_the_card_not_a_lost_export(
     assert said[-1].startswith("not checked on cpu: ")
     # what the card says when no images are checked at all
     assert _test_subset(None, 1000) == "the export was not verified (--no-verify)"
-    assert _test_subset(test, 0) == "no test images asked (--device-check-images 0)"
+    assert _test_subset(test, 0) == (
+        "no test images asked (--device-check-images 0, export.device_check_images: 0)"
+    )
     subset = _test_subset(test, 2)
     assert isinstance(subset, TestImages) and len(subset.x) == len(subset.labels) == 2

@@ -163,19 +163,23 @@ def test_a_board_classifies_as_the_same_python_does_here(
     from tests.devices.tflite_models import int8_cnn
 
     monkeypatch.setattr(devices.ssh, "CLASSIFY_IMAGES_PER_CALL", 4)
-    paths = [int8_cnn(tmp_path / f"cnn {k} 'q'.tflite") for k in range(3)]
+    paths = [int8_cnn(tmp_path / f"cnn {k} 'q'.tflite", seed=k) for k in range(3)]
     images = np.random.default_rng(2).standard_normal((10, 3, 16, 16)).astype(np.float32)
     settings = RunSettings(runtime="tflite")
     with _device(sshd, remote_parent, python, settings=settings, batch_size=2) as device:
         assert device.classifies
         remote = device.classify(paths, images)
         calls = device.runner_calls
-        uploaded = sorted(p.name for p in Path(device.remote_folder or "").glob("models/*"))
+        assert device._session is not None
+        uploads = device._session.uploads
+        left = sorted(p.name for p in Path(device.remote_folder or "").glob("models/*"))
     local = LocalDevice(python=device_python, settings=settings).classify(paths, images)
     assert remote == local and [len(c) for c in remote] == [10, 10, 10]
     assert len(set(remote[0])) > 1
+    assert remote[0] != remote[1] != remote[2]  # three models: in their order
     assert calls == 3 * 2  # parts of 4, 4 and 2 images, each with batches of 2 and 1 models
-    assert sum("images-" in name for name in uploaded) == 3  # each part once
+    assert uploads == 3 + 3  # the models and each part once
+    assert len(left) == 3 and not any("images-" in name for name in left)  # parts removed
 
 
 def test_remote_runner_honours_delegates_and_providers(

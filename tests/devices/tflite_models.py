@@ -14,7 +14,7 @@ import numpy as np
 from devices.tflite_writer import Operator, buffer, schema, tensor, write_graph
 
 
-def int8_cnn(path: Path, *, cpu_op: bool = False) -> Path:
+def int8_cnn(path: Path, *, cpu_op: bool = False, seed: int = 0) -> Path:
     """A fully int8 CNN that Vela maps to the Ethos-U NPU.
 
     int8 [1, 16, 16, 3] -> CONV_2D 3x3 to 16 channels (ReLU) -> DEPTHWISE_CONV_2D 3x3 stride 2
@@ -25,7 +25,7 @@ def int8_cnn(path: Path, *, cpu_op: bool = False) -> Path:
     Ethos-U55/U65) between the depthwise and the fully connected layer; it then runs on the CPU.
     """
     s = schema()
-    rng = np.random.default_rng(0)
+    rng = np.random.default_rng(seed)  # of the weights
     i8, i32 = s.TensorType.INT8, s.TensorType.INT32
     x_scale, act_scale, y_scale = 1 / 128, 0.05, 0.1
     c = 16

@@ -587,6 +587,9 @@ def test_the_recommendation_weighs_the_agreement_measured_on_the_device() -> Non
     # Neither reaches it: the one that agrees best, not the fastest, flagged.
     entry = _recommend({"model.tflite": (10.0, 0.975, None), "model_int8.tflite": (4.0, 0.6, 0.99)})
     assert (entry["recommended"], entry["recommended_meets_accuracy"]) == ("model.tflite", False)
+    # Both reach it: the faster, though it agrees less.
+    entry = _recommend({"model.onnx": (3.0, 1.0, None), "model_int8.onnx": (2.0, 0.985, 0.99)})
+    assert (entry["recommended"], entry["recommended_meets_accuracy"]) == ("model_int8.onnx", True)
     # Equals: the faster of them.
     entry = _recommend({"model.onnx": (3.0, 0.9, None), "model_int8.onnx": (2.0, 0.9, 0.9)})
     assert entry["recommended"] == "model_int8.onnx"
