@@ -1271,13 +1271,15 @@ def _ov_precision(text: str) -> str:
     return {"fp32": "f32", "fp16": "f16", "undefined": "dynamic"}.get(name, name)
 
 
+# OpenVINO's float element types as numpy names them; to_dtype() would give float16 for bf16.
+_OV_FLOATS = {"f16": "float16", "f32": "float32", "f64": "float64"}
+
+
 def _ov_numpy_type(np_: Any, element: Any) -> str:
-    """An OpenVINO element type as numpy names it, or as OpenVINO does where numpy has no
-    such type (bf16)."""
-    try:
-        return str(np_.dtype(element.to_dtype()).name)
-    except Exception:
-        return str(element)
+    """An OpenVINO element type as numpy names it, or as OpenVINO does for any other type
+    (bf16, u8, ...), which ``image_type`` then refuses."""
+    name = str(element.get_type_name())
+    return _OV_FLOATS.get(name, f"OpenVINO {name}")
 
 
 def _openvino_reason(exc: BaseException) -> str:

@@ -475,7 +475,9 @@ class SshDevice(Device):
         try:
             with self._guard(session.transport, f"removing {remote}"):
                 session.sftp.remove(remote)
-        except (_ConnectionLost, DeviceError) as exc:
+        except _ConnectionLost as exc:  # the next call reconnects and says so
+            log.debug("device %r: %s", self.name, exc)
+        except DeviceError as exc:
             log.warning("device %r: %s", self.name, exc)
 
     def _run_runner(self, session: _Session, job: RunnerJob, *, classify: bool = False) -> str:

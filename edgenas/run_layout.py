@@ -6,8 +6,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from latency.profile_files import PREDICTOR_NAME
-
 RECORD_NAME = "run.json"
 LOG_NAME = "run.log"
 SUPERNET_NAME = "supernet.pt"
@@ -47,6 +45,9 @@ class RunLayout:
         return self.devices / name
 
     def predictor(self, name: str) -> Path:
+        # here: the latency package's import takes seconds, this module's none
+        from latency.profile_files import PREDICTOR_NAME
+
         return self.device(name) / PREDICTOR_NAME
 
     @property

@@ -238,7 +238,7 @@ def _profile_one(
     if as_json:
         typer.echo(json.dumps(summary))
         return
-    err_console.print(f"table: {len(table)} blocks in {escape(str(out / 'lut.json'))}")
+    err_console.print(f"table: {len(table)} blocks in {escape(str(out / LUT_NAME))}")
     if predictor.kind == "calibrated":
         v = summary["validation"]
         assert isinstance(v, dict)
@@ -246,7 +246,7 @@ def _profile_one(
             f"calibration ({v['method']}; model {v['chosen']})",
             {"lut-sum": v["lut_sum"], "calibrated": v["calibrated"]},
         )
-    err_console.print(f"predictor ({predictor.kind}): {escape(str(out / 'predictor.json'))}")
+    err_console.print(f"predictor ({predictor.kind}): {escape(str(out / PREDICTOR_NAME))}")
 
 
 def _profile_fleet(

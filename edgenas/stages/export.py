@@ -22,6 +22,7 @@ from importlib.metadata import version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
 
+from edgenas.run_layout import SPACE_NAME
 from edgenas.subnet_choice import choose_subnet
 from export.card import CardBody, DeviceCheck, DeviceLatency, FileLatency, Int8Accuracy
 from export.errors import ExportError
@@ -580,7 +581,7 @@ def _no_predictor(
     except ValueError:
         bundled = False
     # a space adapted to its data: the space.json training wrote beside the supernet
-    space_arg = space.name if bundled else str(job.supernet.parent / "space.json")
+    space_arg = space.name if bundled else str(job.supernet.parent / SPACE_NAME)
     command = shlex.join(
         ["edgenas", "profile", device, "--space", space_arg, "--out", str(path.parent)]
     )

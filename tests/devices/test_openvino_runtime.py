@@ -348,5 +348,5 @@ def test_openvino_refuses_to_classify_with_a_model_of_raw_bytes(tmp_path: Path) 
     with open_device(DEVICE) as device, pytest.raises(DeviceError) as info:
         device.classify([model], images)
     message = str(info.value)
-    assert "takes uint8 inputs: only a model with a float input classifies images here" in message
+    assert "takes OpenVINO u8 inputs: only a model with a float input classifies images" in message
     assert "\n" not in message
