@@ -945,18 +945,12 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
             f"{flag} shapes the int8 files: add --int8, or leave {flag} out",
         )
     # without --int8 it weighs only what a --device checks
+    proc = edgenas_here(
+        "export", "--supernet", supernet, "--subnet", "min", "--min-int8-agreement", "0.5",
+        "--out", out,
+    )  # fmt: skip
     _fails(
-        edgenas_here(
-            "export",
-            "--supernet",
-            supernet,
-            "--subnet",
-            "min",
-            "--min-int8-agreement",
-            "0.5",
-            "--out",
-            out,
-        ),
+        proc,
         "--min-int8-agreement weighs int8 files, and files checked on a --device: add --int8 "
         "or a --device, or leave it out",
     )
