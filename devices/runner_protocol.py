@@ -158,13 +158,10 @@ class RunnerResults:
 
 @dataclass(frozen=True)
 class ClassifyResults:
-    """What one classify call returned: per model, the top-1 class of each image and where
-    its nodes ran."""
+    """What one classify call returned: per model, the top-1 class of each image."""
 
-    fingerprint: Fingerprint
     warnings: tuple[str, ...]
     top1: list[list[int]]
-    placements: list[dict[str, Any] | None]
 
 
 def build_job(
@@ -271,18 +268,8 @@ def parse_classes(
     if "error" in data:
         raise DeviceError(f"device {device!r}: {_error_message(data)}")
     try:
-        entries = data["models"]
-        classes = [[int(c) for c in entry["top1"]] for entry in entries]
-        fingerprint = Fingerprint.from_dict(data["fingerprint"])
-        result = ClassifyResults(
-            fingerprint=fingerprint,
-            warnings=tuple(str(w) for w in data.get("warnings", [])),
-            top1=classes,
-            placements=[
-                dict(entry["placement"]) if entry.get("placement") is not None else None
-                for entry in entries
-            ],
-        )
+        classes = [[int(c) for c in entry["top1"]] for entry in data["models"]]
+        result = ClassifyResults(tuple(str(w) for w in data.get("warnings", [])), classes)
     except (KeyError, TypeError, ValueError) as exc:
         raise DeviceError(
             f"device {device!r}: runner results are malformed ({type(exc).__name__}: {exc}); "

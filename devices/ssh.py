@@ -23,10 +23,6 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import paramiko
 
-if TYPE_CHECKING:
-    import numpy as np
-    import numpy.typing as npt
-
 from devices.base import (
     Device,
     DeviceError,
@@ -55,6 +51,10 @@ from devices.ssh_connection import (
     fetch_host_key,
     resolve_target,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
@@ -202,10 +202,7 @@ class SshDevice(Device):
         settings = self.settings.override(
             runtime=runtime, threads=threads, warmup=warmup, runs=runs
         )
-        paths = [Path(p) for p in models]
-        for path in paths:
-            if not path.is_file():
-                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
+        paths = self._model_files(models)
         labels = [str(p) for p in models]
         starts = range(0, len(paths), self.batch_size)
         measured: list[Measurement] = []
@@ -245,10 +242,7 @@ class SshDevice(Device):
         """As ``measure``: calls of at most ``batch_size`` models and
         ``CLASSIFY_IMAGES_PER_CALL`` images, each well within the command timeout of a call
         that times ``batch_size`` models; each part of the images is uploaded once."""
-        paths = [Path(p) for p in models]
-        for path in paths:
-            if not path.is_file():
-                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
+        paths = self._model_files(models)
         classes: list[list[int]] = [[] for _ in paths]
         warnings: dict[str, None] = {}
         parts = range(0, len(images), CLASSIFY_IMAGES_PER_CALL)
@@ -450,6 +444,13 @@ class SshDevice(Device):
             log.warning(
                 "device %r: could not remove %s: %s", self.name, ", ".join(targets), _last_line(err)
             )
+
+    def _model_files(self, models: Sequence[Path]) -> list[Path]:
+        paths = [Path(p) for p in models]
+        for path in paths:
+            if not path.is_file():
+                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
+        return paths
 
     def _upload(self, session: _Session, path: Path) -> str:
         """The model's path on the device, uploading it once per session."""
