@@ -10,19 +10,27 @@ Every argument of a remote command is quoted: ``adb shell`` hands one string to 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import secrets
 import shlex
 import statistics
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from devices.adb_client import AdbClient, AdbResult, AdbTimeout, choose_serial
-from devices.base import Device, DeviceError, Runtime, register_device_kind
+from devices.base import (
+    CLASSIFY_IMAGES_PER_CALL,
+    Device,
+    DeviceError,
+    Runtime,
+    register_device_kind,
+)
 from devices.benchmark_model import (
     BenchmarkOutput,
     OpTime,
@@ -34,6 +42,11 @@ from devices.benchmark_model import (
 from devices.measurement import Fingerprint, MeasuredWith, Measurement, OperatorTime
 from devices.profiles import AdbSection, validate_profile
 from devices.runner_protocol import RunSettings
+from devices.tflite_io import TfliteIO, input_file, read_io, top1
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +54,8 @@ T = TypeVar("T")
 _SMALL_COMMAND_TIMEOUT_S = 30.0  # devices, mkdir, chmod, rm, getprop: at once on a live phone
 _MARK = "@@edgenas-model "
 _EXIT = "@@edgenas-exit "
+_CLASSIFIED = "@@edgenas-classified "
+_IMAGE_FAILED = "@@edgenas-image-failed "
 # p10 and p90 of a normal distribution, in standard deviations from the mean.
 _Z90 = statistics.NormalDist().inv_cdf(0.9)
 _Z75 = statistics.NormalDist().inv_cdf(0.75)
@@ -57,6 +72,7 @@ class _Session:
     folder: str
     binary: str
     pushed: dict[tuple[str, int, int], str] = field(default_factory=dict)
+    uploads: int = 0  # folders of images pushed or outputs made: numbers their remote names
 
 
 class AdbDevice(Device):
@@ -136,10 +152,7 @@ class AdbDevice(Device):
                 f"device {self.name!r}: benchmark_model runs TFLite models only, not {runtime}"
             )
         settings = self.settings.override(threads=threads, warmup=warmup, runs=runs)
-        paths = [Path(p) for p in models]
-        for path in paths:
-            if not path.is_file():
-                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
+        paths = self._model_files(models)
         self._check_binary()
         measured: list[Measurement] = []
         starts = range(0, len(paths), self.batch_size)
@@ -164,9 +177,59 @@ class AdbDevice(Device):
             self._clean_up()
         return measured
 
+    @property
+    def classifies(self) -> bool:
+        return True
+
+    def classify(self, models: Sequence[Path], images: npt.NDArray[np.floating]) -> list[list[int]]:
+        """Each TFLite file's top-1 class of each image, on the phone as ``measure`` runs it
+        (the profile's threads, cores and delegate). benchmark_model runs once per image, fed
+        the image from a file (``--input_layer_value_files``) and writing the outputs to
+        another (``--output_filepath``, which current LiteRT builds have). The images go to
+        the phone in parts of ``CLASSIFY_IMAGES_PER_CALL``, laid out as each file's input
+        takes them (``devices.tflite_io``); one ``adb shell`` runs a part through a file."""
+        paths = self._model_files(models)
+        self._check_binary()
+        ios = [read_io(path, self.name) for path in paths]
+        classes: list[list[int]] = [[] for _ in paths]
+        parts = range(0, len(images), CLASSIFY_IMAGES_PER_CALL)
+        calls = [(first, index) for first in parts for index in range(len(paths))]
+        try:
+            with tempfile.TemporaryDirectory(prefix="edgenas-images-") as tmp:
+                self._select_phone()
+                for number, (first, index) in enumerate(calls, 1):
+                    part = images[first : first + CLASSIFY_IMAGES_PER_CALL]
+                    inputs = Path(tmp) / f"{first}-{index}"
+                    shape = self._input_files(inputs, part, ios[index], paths[index])
+                    run_part = functools.partial(
+                        self._classify_part, paths[index], ios[index], inputs, shape, len(part)
+                    )
+                    classes[index].extend(
+                        self._with_reconnect(
+                            f"while classifying images (call {number} of {len(calls)})", run_part
+                        )
+                    )
+                    log.info(
+                        "device %r: %s classified %d of %d images",
+                        self.name,
+                        paths[index].name,
+                        len(classes[index]),
+                        len(images),
+                    )
+        finally:
+            self._clean_up()
+        return classes
+
     def close(self) -> None:
         """Remove what is left on the phone (``measure`` already does; safe to call twice)."""
         self._clean_up()
+
+    def _model_files(self, models: Sequence[Path]) -> list[Path]:
+        paths = [Path(p) for p in models]
+        for path in paths:
+            if not path.is_file():
+                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
+        return paths
 
     def _check_binary(self) -> None:
         """benchmark_model exists here and is executable, before anything is pushed."""
@@ -282,12 +345,136 @@ class AdbDevice(Device):
             )
         return outputs
 
+    def _input_files(
+        self, folder: Path, images: npt.NDArray[np.floating], io: TfliteIO, model: Path
+    ) -> tuple[int, ...]:
+        """``folder`` with ``0.bin``, ``1.bin``, ... : each image as the model's input; the
+        input's shape."""
+        folder.mkdir()
+        shape: tuple[int, ...] = ()
+        for i, image in enumerate(images):
+            x = input_file(io, image, device=self.name, model=model.name)
+            (folder / f"{i}.bin").write_bytes(x.tobytes())
+            shape = x.shape
+        return shape
+
+    def _classify_part(
+        self, path: Path, io: TfliteIO, inputs: Path, shape: tuple[int, ...], count: int
+    ) -> list[int]:
+        """The top-1 classes of ``count`` images (the files in ``inputs``) from one
+        ``adb shell``: benchmark_model once per image, each image's outputs appended to one
+        file, which is pulled and removed."""
+        session = self._open()
+        model = self._push_model(session, path)
+        session.uploads += 1
+        remote = f"{session.folder}/part-{session.uploads}"
+        self._shell_ok(f"mkdir -p -- {shlex.quote(remote)}", "making a folder")
+        self._push(inputs, f"{remote}/in")
+        settings = self.settings
+        run = command_line(
+            session.binary,
+            model,
+            threads=settings.threads,
+            warmup=0,
+            runs=1,
+            delegate=settings.delegate,
+            delegate_options=settings.delegate_options,
+            cores=settings.cores,
+            extra=[*io.flags(shape), f"--output_filepath={remote}/out.bin"],
+        )
+        # The image file's number is the loop's: the flag is quoted up to it.
+        run += f' {shlex.quote(io.value_file_flag(f"{remote}/in"))}"$i".bin'
+        q = shlex.quote(remote)
+        script = (
+            f"i=0; while [ $i -lt {count} ]; do {run} > {q}/log.txt 2>&1; s=$?; "
+            f"if [ $s -ne 0 ] || [ ! -s {q}/out.bin ]; then "
+            f'echo "{_IMAGE_FAILED}$i $s"; cat {q}/log.txt; exit 0; fi; '
+            f"if [ $i -eq 0 ]; then cat {q}/log.txt; fi; "  # says where the first one ran
+            f"cat {q}/out.bin >> {q}/outputs.bin && rm -f -- {q}/out.bin || exit 1; "
+            f'i=$((i + 1)); done; echo "{_CLASSIFIED}$i"'
+        )
+        try:
+            result = self.client.shell(script, timeout=self.command_timeout)
+        except AdbTimeout:
+            self._kill(session)
+            raise DeviceError(
+                f"device {self.name!r}: benchmark_model did not classify {count} images with "
+                f"{path.name} within {self.command_timeout:g} s (adb.command_timeout); raise "
+                "it, or check fewer images (--device-check-images)"
+            ) from None
+        if result.device_gone:
+            raise _PhoneGone(result.last_error)
+        stdout = result.stdout.replace("\r\n", "\n")
+        if f"{_CLASSIFIED}{count}\n" not in stdout + "\n":
+            raise self._classify_failure(path, stdout, result)
+        self._check_accelerated(path, parse_output(stdout), settings)
+        with tempfile.TemporaryDirectory(prefix="edgenas-outputs-") as tmp:
+            local = Path(tmp) / "outputs.bin"
+            pulled = self._adb(
+                lambda: self.client.pull(
+                    f"{remote}/outputs.bin", str(local), timeout=self.command_timeout
+                )
+            )
+            if pulled.device_gone:
+                raise _PhoneGone(pulled.last_error)
+            if pulled.returncode != 0 or not local.is_file():
+                raise DeviceError(
+                    f"device {self.name!r}: pulling the outputs of {path.name} from the phone "
+                    f"failed: {pulled.last_error}"
+                )
+            data = local.read_bytes()
+        self._shell_ok(f"rm -rf -- {q}", "removing a folder")
+        try:
+            return top1(io, data, count)
+        except ValueError as exc:
+            raise DeviceError(
+                f"device {self.name!r}: benchmark_model's outputs for {path.name} do not fit "
+                f"its output tensors ({exc}); is the phone's benchmark_model of another "
+                "TFLite version than the file?"
+            ) from None
+
+    def _classify_failure(self, path: Path, stdout: str, result: AdbResult) -> Exception:
+        """Why a part of the images was not classified: benchmark_model failed on an image,
+        wrote no outputs (a build before ``--output_filepath``), or the shell was cut off."""
+        _, marker, rest = stdout.partition(_IMAGE_FAILED)
+        if not marker:
+            if result.returncode != 0:
+                return _PhoneGone(f"adb shell ended early: {result.last_error}")
+            return DeviceError(
+                f"device {self.name!r}: the phone's shell returned no classes for {path.name} "
+                f"({result.last_error or _last(stdout) or 'no output'})"
+            )
+        head, _, text = rest.partition("\n")
+        image, _, status = head.strip().partition(" ")
+        code = int(status) if status.lstrip("-").isdigit() else -1
+        if code == 0:
+            return DeviceError(
+                f"device {self.name!r}: benchmark_model wrote no outputs for image {image} of "
+                f"{path.name}: this build has no --output_filepath; use a current LiteRT "
+                "build of benchmark_model to check files on the phone"
+            )
+        failure = self._model_failure(path, code, text, parse_output(text), self.settings)
+        return DeviceError(f"{failure} (classifying image {image})")
+
     def _measurement(
         self, path: Path, status: int, text: str, settings: RunSettings, profile_ops: bool
     ) -> Measurement:
         output = parse_output(text)
         if status != 0 or output.runs is None:
             raise self._model_failure(path, status, text, output, settings)
+        self._check_accelerated(path, output, settings)
+        return to_measurement(
+            str(path),
+            output,
+            spread_threshold=settings.spread_threshold,
+            delegate=settings.delegate,
+            profile_ops=profile_ops,
+        )
+
+    def _check_accelerated(
+        self, path: Path, output: BenchmarkOutput, settings: RunSettings
+    ) -> None:
+        """Refuse a run that an accelerator's delegate left to the CPU."""
         fell_back = _cpu_fallback(output) if _accelerator(settings.delegate) else None
         if fell_back is not None:
             raise DeviceError(
@@ -296,13 +483,6 @@ class AdbDevice(Device):
                 f"{self.client.serial} has that accelerator and its driver, or measure on the "
                 "CPU with delegate: xnnpack in the profile"
             )
-        return to_measurement(
-            str(path),
-            output,
-            spread_threshold=settings.spread_threshold,
-            delegate=settings.delegate,
-            profile_ops=profile_ops,
-        )
 
     def _model_failure(
         self, path: Path, status: int, text: str, output: BenchmarkOutput, settings: RunSettings

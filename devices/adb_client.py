@@ -230,4 +230,8 @@ class AdbClient:
         return self.run(["shell", script], timeout=timeout)
 
     def push(self, local: str, remote: str, *, timeout: float) -> AdbResult:
+        """A file, or a folder (with what is in it) to a ``remote`` path that does not exist."""
         return self.run(["push", local, remote], timeout=timeout)
+
+    def pull(self, remote: str, local: str, *, timeout: float) -> AdbResult:
+        return self.run(["pull", remote, local], timeout=timeout)

@@ -276,11 +276,13 @@ def command_line(
     delegate_options: Sequence[tuple[str, str]] = (),
     profile_ops: bool = False,
     cores: Sequence[int] | None = None,
+    extra: Sequence[str] = (),
 ) -> str:
     """One ``sh`` command that runs ``binary`` on ``model``, every argument quoted.
 
     ``min_secs=0`` and ``warmup_min_secs=0`` make the run counts exact (the tool otherwise
     runs for at least a second). ``cores`` pin it with ``taskset`` (Android's toybox has it).
+    ``extra`` flags follow the others.
     """
     args = [
         binary,
@@ -294,6 +296,7 @@ def command_line(
     ]
     if profile_ops:
         args.append("--enable_op_profiling=true")
+    args += extra
     if cores:
         args = ["taskset", cpu_mask(cores), *args]
     return " ".join(shlex.quote(a) for a in args)

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import paramiko
 
 from devices.base import (
+    CLASSIFY_IMAGES_PER_CALL,
     Device,
     DeviceError,
     Runtime,
@@ -63,10 +64,6 @@ _SMALL_COMMAND_TIMEOUT_S = 30.0  # mktemp, rm, kill: these answer at once on a l
 _POLL_S = 0.5  # how often a long runner call checks the connection and the deadline
 _EOF_POLL_S = 0.005  # how often a finished command's output is checked for its end
 _NOTICE_DROP_S = 2.0  # how long a channel error waits for the transport to notice a drop
-
-
-# Images per classify call on a board: 250 float32 images at 224 px are 150 MB.
-CLASSIFY_IMAGES_PER_CALL = 250
 
 
 class _ConnectionLost(Exception):

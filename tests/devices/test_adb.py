@@ -13,12 +13,16 @@ import os
 import shlex
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+import devices.adb
 from devices import AdbDevice, DeviceError, Measurement, RunSettings, open_device
 from devices.adb import to_measurement
 from devices.adb_client import AdbClient, AdbResult, choose_serial, parse_devices
@@ -331,9 +335,10 @@ def phone(tmp_path: Path) -> Path:
         'case "$cmd" in\n'
         "  devices) printf 'List of devices attached\\nFAKE0001               device usb:1-1 "
         "product:fake model:Stand_in device:fake transport_id:1\\n\\n';;\n"
-        '  push) cp -- "$1" "$2" && echo "$1: 1 file pushed.";;\n'
+        '  push) cp -r -- "$1" "$2" && echo "$1: 1 file pushed.";;\n'
+        '  pull) cp -- "$1" "$2" && echo "$1: 1 file pulled.";;\n'
         "  wait-for-device) :;;\n"
-        '  shell) case "$1" in *@@edgenas-model*)\n'
+        '  shell) case "$1" in *@@edgenas-*)\n'
         f"      if [ -e {state}/drop ]; then rm {state}/drop; "
         'echo "error: device offline" >&2; exit 1; fi;;\n'
         "    esac\n"
@@ -580,3 +585,198 @@ def test_open_an_adb_profile(tmp_path: Path, fake_binary: Path) -> None:
     assert device.serial == "R58M" and device.client.base() == ["adb", "-P", "5038"]
     assert device.settings.delegate == "gpu" and device.settings.cores == (4, 5)
     assert os.fspath(device.binary) == str(fake_binary)
+
+
+# --- classifying images on the phone -------------------------------------------------------
+
+
+@pytest.fixture
+def litert_binary(tmp_path: Path) -> Path:
+    """A stand-in for a current benchmark_model that really runs the model, with LiteRT's
+    interpreter on this machine: it reads the flags that classifying uses as the real tool
+    does (``benchmark_tflite_model.cc``: --input_layer, --input_layer_shape, an input file of
+    exactly the tensor's bytes given by --input_layer_value_files with ``::`` for a ``:`` in
+    the name, every output's bytes written to --output_filepath after the run), logs its
+    arguments and prints the real tool's recorded output. ``old`` next to it makes it a
+    build without --output_filepath, ``say`` is printed first, and a model named *reject*
+    fails as the real tool does."""
+    script = tmp_path / "benchmark_model"
+    log = tmp_path / "args.log"
+    script.write_text(
+        f"#!{sys.executable}\n"
+        "import sys\n"
+        "from pathlib import Path\n"
+        "import numpy as np\n"
+        "from ai_edge_litert.interpreter import Interpreter\n"
+        f"log, here = Path({str(log)!r}), Path({str(tmp_path)!r})\n"
+        "argv = sys.argv[1:]\n"
+        "with log.open('a') as f:\n"
+        "    f.write(''.join(a + '\\n' for a in argv) + '--\\n')\n"
+        "flags = dict(a[2:].split('=', 1) for a in argv if a.startswith('--'))\n"
+        "if 'reject' in flags['graph']:\n"
+        f"    print(Path({str(BENCH / 'xnnpack_delegate_failed.txt')!r}).read_text()); sys.exit(1)\n"
+        "interp = Interpreter(model_path=flags['graph'])\n"
+        "shape = [int(d) for d in flags['input_layer_shape'].split(',')]\n"
+        "d = interp.get_input_details()[0]\n"
+        "interp.resize_tensor_input(d['index'], shape)\n"
+        "interp.allocate_tensors()\n"
+        "spec = flags['input_layer_value_files']\n"
+        "at = next(i for i in range(len(spec) - 1) if spec[i] == ':' and spec[i + 1] != ':'"
+        " and (i == 0 or spec[i - 1] != ':'))\n"
+        "name, path = spec[:at].replace('::', ':'), spec[at + 1:]\n"
+        "assert name == flags['input_layer'], (name, flags['input_layer'])\n"
+        "data = Path(path).read_bytes()\n"
+        "size = int(np.prod(shape)) * np.dtype(d['dtype']).itemsize\n"
+        "if len(data) != size:\n"
+        "    print(f'ERROR: The size of {path} is {len(data)} bytes. It should be {size} bytes.')\n"
+        "    sys.exit(1)\n"
+        "interp.set_tensor(d['index'], np.frombuffer(data, d['dtype']).reshape(shape))\n"
+        "interp.invoke()\n"
+        "if (here / 'say').exists():\n"
+        "    print((here / 'say').read_text())\n"
+        "if 'output_filepath' in flags and not (here / 'old').exists():\n"
+        "    outputs = interp.get_output_details()\n"
+        "    Path(flags['output_filepath']).write_bytes(\n"
+        "        b''.join(interp.get_tensor(o['index']).tobytes() for o in outputs))\n"
+        f"print(Path({str(BENCH / 'tc2_xnnpack_op_profiling.txt')!r}).read_text())\n"
+    )
+    script.chmod(0o755)
+    return script
+
+
+def test_classifies_images_on_the_phone_as_litert_runs_the_files(
+    phone: Path, litert_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A float file whose input is named as converters name it (a ``:`` in it) and an int8
+    file, fed NHWC images (quantized for int8) in two parts, one dropped by the phone: the
+    classes are LiteRT's own on the same images."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    from export.verify import run_tflite
+    from tests.devices.tflite_models import float_cnn, int8_cnn
+
+    monkeypatch.setattr(devices.adb, "CLASSIFY_IMAGES_PER_CALL", 3)
+    models = [
+        float_cnn(tmp_path / "model.tflite", input_name="serving_default_x:0"),
+        int8_cnn(tmp_path / "model_int8.tflite", seed=2),
+    ]
+    images = np.random.default_rng(3).standard_normal((5, 3, 16, 16)).astype(np.float32)
+    device = _device(phone, litert_binary, cores=(0,), delegate="xnnpack")
+    assert device.classifies
+    (phone / "drop").touch()  # the first call loses the phone: it is made again
+    classes = device.classify(models, images)
+    for model, top1 in zip(models, classes, strict=True):
+        expected = run_tflite(model, images).argmax(axis=1).tolist()
+        assert top1 == expected and len(set(expected)) > 1
+    assert device.reconnects == 1
+    assert list((phone / "tmp").iterdir()) == []  # every folder removed, the dropped one too
+    runs = (tmp_path / "args.log").read_text().split("--\n")[:-1]
+    assert len(runs) == 5 * 2  # once per image and file (the dropped call ran none)
+    first = runs[0].splitlines()
+    assert first[0].endswith("/models/0-model.tflite")
+    assert first[1:9] == [
+        "--num_threads=2",
+        "--warmup_runs=0",
+        "--warmup_min_secs=0",
+        "--num_runs=1",
+        "--min_secs=0",
+        "--use_xnnpack=true",
+        "--input_layer=serving_default_x:0",
+        "--input_layer_shape=1,16,16,3",
+    ]
+    assert first[9].endswith("/out.bin") and first[9].startswith("--output_filepath=")
+    assert first[10].startswith("--input_layer_value_files=serving_default_x::0:")
+    assert first[10].endswith("/in/0.bin")
+    assert runs[-1].splitlines()[10].endswith("/in/1.bin")  # the second part's last image
+
+
+def test_a_benchmark_model_that_writes_no_outputs_cannot_check(
+    phone: Path, litert_binary: Path, tmp_path: Path
+) -> None:
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    from tests.devices.tflite_models import float_cnn
+
+    (tmp_path / "old").touch()
+    device = _device(phone, litert_binary, delegate="xnnpack")
+    images = np.zeros((2, 3, 16, 16), np.float32)
+    with pytest.raises(DeviceError) as info:
+        device.classify([float_cnn(tmp_path / "m.tflite")], images)
+    assert str(info.value) == (
+        "device 'phone': benchmark_model wrote no outputs for image 0 of m.tflite: this build "
+        "has no --output_filepath; use a current LiteRT build of benchmark_model to check "
+        "files on the phone"
+    )
+    assert list((phone / "tmp").iterdir()) == []
+
+
+def test_classifying_errors_are_one_line(phone: Path, litert_binary: Path, tmp_path: Path) -> None:
+    """The delegate rejecting the file, images of another size than its input, and a file
+    that is no TFLite model: one line each, naming the fix; nothing left on the phone."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    from tests.devices.tflite_models import float_cnn
+
+    device = _device(phone, litert_binary, delegate="xnnpack")
+    images = np.zeros((2, 3, 16, 16), np.float32)
+    with pytest.raises(DeviceError) as info:
+        device.classify([float_cnn(tmp_path / "reject.tflite")], images)
+    assert str(info.value) == (
+        "device 'phone': benchmark_model could not apply the XNNPACK delegate (Failed to apply "
+        "XNNPACK delegate.) for reject.tflite; the delegate rejects this model: measure it "
+        "with another delegate (delegate: none in the profile) (classifying image 0)"
+    )
+    with pytest.raises(DeviceError) as info:
+        device.classify([float_cnn(tmp_path / "m.tflite")], np.zeros((1, 3, 8, 8), np.float32))
+    assert str(info.value) == (
+        "device 'phone': model 'm.tflite' takes inputs of shape [1, 16, 16, 3], and "
+        "classifying feeds it one image of [3, 8, 8] (NCHW) at a time: export the model for "
+        "batch 1 at the images' resolution"
+    )
+    with pytest.raises(DeviceError, match=r"^device 'phone': cannot read m\.onnx with LiteRT \("):
+        device.classify([_model(tmp_path, "m.onnx")], images)
+    assert list((phone / "tmp").iterdir()) == []
+    # A GPU delegate that benchmark_model runs without: not the GPU's classes.
+    (tmp_path / "say").write_text(UNSUPPORTED)
+    gpu = _device(phone, litert_binary, delegate="gpu")
+    with pytest.raises(DeviceError) as info:
+        gpu.classify([float_cnn(tmp_path / "m.tflite")], images)
+    assert str(info.value).startswith(
+        "device 'phone': benchmark_model ran m.tflite on the CPU, not on delegate gpu (GPU "
+        "acceleration is unsupported on this platform.); check that phone FAKE0001"
+    )
+    assert list((phone / "tmp").iterdir()) == []
+
+
+def test_the_export_checks_its_files_on_the_phone(
+    phone: Path, litert_binary: Path, tmp_path: Path
+) -> None:
+    """The export's check on an adb device: each file's agreement with the fp32 classes and
+    accuracy there go on the card's entry, as for a board."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    from edgenas.stages.export import _check_on_device
+    from export.subnet_export import TestImages
+    from export.verify import run_tflite
+    from tests.devices.tflite_models import float_cnn, int8_cnn
+
+    folder = tmp_path / "export"
+    folder.mkdir()
+    fp32, int8 = float_cnn(folder / "model.tflite"), int8_cnn(folder / "model_int8.tflite")
+    images = np.random.default_rng(4).standard_normal((6, 3, 16, 16)).astype(np.float32)
+    reference = run_tflite(fp32, images).argmax(axis=1)
+    labels = np.array([reference[0], reference[1], -1, -1, -1, -1])
+    entry: dict[str, Any] = {"fingerprint": {}, "files": {fp32.name: {}, int8.name: {}}}
+    _check_on_device(
+        _device(phone, litert_binary, delegate="xnnpack"),
+        entry,
+        folder,
+        TestImages(images, reference, labels),
+        lambda _: None,
+    )
+    assert "not_checked" not in entry
+    assert entry["files"][fp32.name]["on_device"] == {
+        "images": 6,
+        "top1_agreement": 1.0,
+        "accuracy": pytest.approx(2 / 6),
+    }
+    int8_top1 = run_tflite(int8, images).argmax(axis=1)
+    assert entry["files"][int8.name]["on_device"]["top1_agreement"] == pytest.approx(
+        float((int8_top1 == reference).mean())
+    )

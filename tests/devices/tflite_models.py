@@ -114,6 +114,47 @@ def int8_cnn(path: Path, *, cpu_op: bool = False, seed: int = 0) -> Path:
     return write_graph(path, ops, tensors, buffers, [0], [9])
 
 
+def float_cnn(path: Path, *, input_name: str = "x", seed: int = 0) -> Path:
+    """float32 [1, 16, 16, 3] (named ``input_name``) -> CONV_2D 3x3 stride 2 to 8 channels
+    (ReLU) -> FULLY_CONNECTED -> float32 [1, 10]: an image classifier in float."""
+    s = schema()
+    rng = np.random.default_rng(seed)
+    f32 = s.TensorType.FLOAT32
+    tensors = [
+        tensor(input_name, [1, 16, 16, 3], 1, f32),
+        tensor("conv/w", [8, 3, 3, 3], 2, f32),
+        tensor("conv/b", [8], 3, f32),
+        tensor("conv", [1, 8, 8, 8], 4, f32),
+        tensor("fc/w", [10, 8 * 8 * 8], 5, f32),
+        tensor("fc/b", [10], 6, f32),
+        tensor("y", [1, 10], 7, f32),
+    ]
+    buffers = [
+        buffer(),
+        buffer(),
+        buffer(rng.standard_normal((8, 3, 3, 3)).astype(np.float32)),
+        buffer(rng.standard_normal(8).astype(np.float32)),
+        buffer(),
+        buffer(rng.standard_normal((10, 8 * 8 * 8)).astype(np.float32) / 16),
+        buffer(np.zeros(10, np.float32)),
+        buffer(),
+    ]
+    conv = s.Conv2DOptionsT()
+    conv.padding, conv.strideW, conv.strideH = s.Padding.SAME, 2, 2
+    conv.fusedActivationFunction = s.ActivationFunctionType.RELU
+    ops = [
+        Operator(s.BuiltinOperator.CONV_2D, s.BuiltinOptions.Conv2DOptions, conv, [0, 1, 2], [3]),
+        Operator(
+            s.BuiltinOperator.FULLY_CONNECTED,
+            s.BuiltinOptions.FullyConnectedOptions,
+            s.FullyConnectedOptionsT(),
+            [3, 4, 5],
+            [6],
+        ),
+    ]
+    return write_graph(path, ops, tensors, buffers, [0], [6])
+
+
 def float_split(path: Path) -> Path:
     """float32 [1, 8] -> FULLY_CONNECTED -> h; ZEROS_LIKE(h) -> z; ADD(h, z) -> [1, 4].
 
