@@ -261,7 +261,7 @@ def print_card(card: CardBody, out: Path) -> None:
                 agreed = f"agreement {100 * checked['top1_agreement']:.2f}%"
                 if checked["top1_agreement"] < target:
                     agreed = f"[yellow]{agreed}[/yellow]"
-                text += f"\n{agreed} here"
+                text += f"\n{agreed}, accuracy {100 * checked['accuracy']:.2f}% here"
             if f["name"] == entry.get("recommended"):
                 text = f"[bold]{text} *[/bold]"
             latency.append(text)
@@ -285,6 +285,10 @@ def print_card(card: CardBody, out: Path) -> None:
             err_console.print(
                 f"{escape(name)}: predicted {_fmt(entry.get('predicted'))} ms; "
                 f"{escape(entry['not_measured'])}"
+            )
+        elif "not_checked" in entry:
+            err_console.print(
+                f"{escape(name)}: not checked on the device: {escape(entry['not_checked'])}"
             )
     note = split_stem_note(card)
     if note:

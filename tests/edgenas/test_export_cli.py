@@ -543,6 +543,27 @@ def test_each_device_classifies_the_test_images_with_the_files_it_measured(
     assert agreed in markdown
 
 
+def test_the_table_shows_each_check_on_the_device(
+    exported: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The command's table: each file's agreement and accuracy on each device that checked
+    it, and why a device did not."""
+    from edgenas.cli.export import print_card
+
+    monkeypatch.setenv("COLUMNS", "400")  # a terminal wide enough for no cell to wrap
+
+    card = _card(exported)
+    card["latency"]["test-board"]["not_checked"] = "it returns latency only (a test's)"
+    print_card(card, exported)  # type: ignore[arg-type]
+    said = " ".join(capsys.readouterr().err.split())
+    int8 = card["latency"]["test-cpu"]["files"]["model_int8.onnx"]["on_device"]
+    assert (
+        f"agreement {100 * int8['top1_agreement']:.2f}%, accuracy {100 * int8['accuracy']:.2f}% "
+        "here"
+    ) in said
+    assert "test-board: not checked on the device: it returns latency only (a test's)" in said
+
+
 def _recommend(
     files: dict[str, tuple[float, float | None, float | None]], min_agreement: float = 0.98
 ) -> dict[str, Any]:
