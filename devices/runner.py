@@ -877,7 +877,12 @@ class TfliteBackend(Backend):
             d = inputs[0]
             what = f"model {path!r}"
             dtype = image_type(self.np, self.np.dtype(d["dtype"]).name, what, quantized=True)
-            x = fit_image(self.np, image, list(d["shape"]), what)
+            # The signature keeps a dynamic dimension's -1 (load sized it to 1): the
+            # interpreter is resized to the images' size.
+            x = fit_image(self.np, image, list(d.get("shape_signature", d["shape"])), what)
+            if list(x.shape) != [int(s) for s in d["shape"]]:
+                interp.resize_tensor_input(d["index"], list(x.shape))
+                interp.allocate_tensors()
             if self.np.dtype(dtype).kind == "f":
                 x = x.astype(dtype, copy=False)
             else:

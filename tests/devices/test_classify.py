@@ -99,6 +99,33 @@ def test_dynamic_dimensions_take_the_images_size(tmp_path: Path) -> None:
     assert top1 == images.mean(axis=(2, 3)).argmax(axis=1).tolist()
 
 
+def test_a_tflite_file_of_any_image_size_takes_the_images_size(tmp_path: Path) -> None:
+    """A TFLite input whose height and width are dynamic (-1 in its signature): the
+    interpreter is resized to the images (load sized it to 1 x 1)."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    from devices.tflite_writer import Operator, buffer, schema, tensor, write_graph
+
+    s = schema()
+    f32, i32 = s.TensorType.FLOAT32, s.TensorType.INT32
+    mean = s.ReducerOptionsT()
+    mean.keepDims = False
+    model = write_graph(
+        tmp_path / "any size.tflite",
+        [Operator(s.BuiltinOperator.MEAN, s.BuiltinOptions.ReducerOptions, mean, [0, 1], [2])],
+        [
+            tensor("x", [1, 1, 1, 3], 1, f32, signature=[1, -1, -1, 3]),
+            tensor("axes", [2], 2, i32),
+            tensor("y", [1, 3], 3, f32),
+        ],
+        [buffer(), buffer(), buffer(np.array([1, 2], np.int32)), buffer()],
+        [0],
+        [2],
+    )
+    images = _images(6, (3, 9, 7), seed=5)
+    (top1,) = LocalDevice("cpu", settings=RunSettings(runtime="tflite")).classify([model], images)
+    assert top1 == images.mean(axis=(2, 3)).argmax(axis=1).tolist()
+
+
 @pytest.mark.parametrize(
     ("images", "message"),
     [
