@@ -42,11 +42,12 @@ from devices.benchmark_model import (
 from devices.measurement import Fingerprint, MeasuredWith, Measurement, OperatorTime
 from devices.profiles import AdbSection, validate_profile
 from devices.runner_protocol import RunSettings
-from devices.tflite_io import TfliteIO, input_file, read_io, top1
 
 if TYPE_CHECKING:
     import numpy as np
     import numpy.typing as npt
+
+    from devices.tflite_io import TfliteInput, TfliteIO
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,7 @@ _MARK = "@@edgenas-model "
 _EXIT = "@@edgenas-exit "
 _CLASSIFIED = "@@edgenas-classified "
 _IMAGE_FAILED = "@@edgenas-image-failed "
+_NOT_WRITTEN = "@@edgenas-not-written "
 # p10 and p90 of a normal distribution, in standard deviations from the mean.
 _Z90 = statistics.NormalDist().inv_cdf(0.9)
 _Z75 = statistics.NormalDist().inv_cdf(0.75)
@@ -72,7 +74,8 @@ class _Session:
     folder: str
     binary: str
     pushed: dict[tuple[str, int, int], str] = field(default_factory=dict)
-    uploads: int = 0  # folders of images pushed or outputs made: numbers their remote names
+    uploads: int = 0  # folders of images pushed or of outputs: numbers their remote names
+    images: dict[str, str] = field(default_factory=dict)  # local input folder -> remote
 
 
 class AdbDevice(Device):
@@ -186,36 +189,49 @@ class AdbDevice(Device):
         (the profile's threads, cores and delegate). benchmark_model runs once per image, fed
         the image from a file (``--input_layer_value_files``) and writing the outputs to
         another (``--output_filepath``, which current LiteRT builds have). The images go to
-        the phone in parts of ``CLASSIFY_IMAGES_PER_CALL``, laid out as each file's input
-        takes them (``devices.tflite_io``); one ``adb shell`` runs a part through a file."""
+        the phone in parts, laid out as the files' inputs take them (``devices.tflite_io``),
+        each layout pushed once per part; one ``adb shell`` runs a part through one file.
+        The first part is one image: a build without ``--output_filepath``, or a delegate
+        the tool runs without, shows before the rest is pushed."""
+        from devices.tflite_io import read_io  # numpy and LiteRT: only when classifying
+
         paths = self._model_files(models)
         self._check_binary()
-        ios = [read_io(path, self.name) for path in paths]
+        if not len(images):
+            return [[] for _ in paths]
+        ios = [read_io(path, images[0], self.name) for path in paths]
         classes: list[list[int]] = [[] for _ in paths]
-        parts = range(0, len(images), CLASSIFY_IMAGES_PER_CALL)
-        calls = [(first, index) for first in parts for index in range(len(paths))]
+        starts = [0, *range(1, len(images), CLASSIFY_IMAGES_PER_CALL)]
+        calls = len(starts) * len(paths)
         try:
-            with tempfile.TemporaryDirectory(prefix="edgenas-images-") as tmp:
-                self._select_phone()
-                for number, (first, index) in enumerate(calls, 1):
-                    part = images[first : first + CLASSIFY_IMAGES_PER_CALL]
-                    inputs = Path(tmp) / f"{first}-{index}"
-                    shape = self._input_files(inputs, part, ios[index], paths[index])
-                    run_part = functools.partial(
-                        self._classify_part, paths[index], ios[index], inputs, shape, len(part)
-                    )
-                    classes[index].extend(
-                        self._with_reconnect(
-                            f"while classifying images (call {number} of {len(calls)})", run_part
+            self._select_phone()
+            for number, (first, end) in enumerate(
+                zip(starts, [*starts[1:], len(images)], strict=True)
+            ):
+                part = images[first:end]
+                with tempfile.TemporaryDirectory(prefix="edgenas-images-") as tmp:
+                    layouts: dict[tuple[object, ...], Path] = {}
+                    for index, (path, io) in enumerate(zip(paths, ios, strict=True)):
+                        inputs = layouts.get(io.input.layout)
+                        if inputs is None:
+                            inputs = Path(tmp) / str(len(layouts))
+                            self._input_files(inputs, part, io.input, path)
+                            layouts[io.input.layout] = inputs
+                        call = number * len(paths) + index + 1
+                        classes[index].extend(
+                            self._with_reconnect(
+                                f"while classifying images (call {call} of {calls})",
+                                functools.partial(self._classify_part, path, io, inputs, len(part)),
+                            )
                         )
-                    )
-                    log.info(
-                        "device %r: %s classified %d of %d images",
-                        self.name,
-                        paths[index].name,
-                        len(classes[index]),
-                        len(images),
-                    )
+                        log.info(
+                            "device %r: %s classified %d of %d images",
+                            self.name,
+                            path.name,
+                            len(classes[index]),
+                            len(images),
+                        )
+                self._remove_images()
         finally:
             self._clean_up()
         return classes
@@ -259,9 +275,9 @@ class AdbDevice(Device):
                 return step()
             except _PhoneGone as exc:
                 drops += 1
-                if self._session is not None:
-                    self._stale.append(self._session.folder)
-                    self._session = None
+                dropped, self._session = self._session, None
+                if dropped is not None:
+                    self._stale.append(dropped.folder)
                 if drops > self.max_reconnects:
                     raise DeviceError(
                         f"device {self.name!r}: lost phone {self.client.serial} {what}, and "
@@ -278,6 +294,8 @@ class AdbDevice(Device):
                     self.max_reconnects,
                 )
                 self._wait_for_phone()
+                if dropped is not None:  # its commands may still run on the phone
+                    self._kill(dropped)
                 self.reconnects += 1
 
     def _wait_for_phone(self) -> None:
@@ -346,30 +364,32 @@ class AdbDevice(Device):
         return outputs
 
     def _input_files(
-        self, folder: Path, images: npt.NDArray[np.floating], io: TfliteIO, model: Path
-    ) -> tuple[int, ...]:
-        """``folder`` with ``0.bin``, ``1.bin``, ... : each image as the model's input; the
-        input's shape."""
+        self, folder: Path, images: npt.NDArray[np.floating], inp: TfliteInput, model: Path
+    ) -> None:
+        """``folder`` with ``0.bin``, ``1.bin``, ... : each image as the model's input."""
         folder.mkdir()
-        shape: tuple[int, ...] = ()
         for i, image in enumerate(images):
-            x = input_file(io, image, device=self.name, model=model.name)
+            x = inp.file(image, device=self.name, model=model.name)
             (folder / f"{i}.bin").write_bytes(x.tobytes())
-            shape = x.shape
-        return shape
 
-    def _classify_part(
-        self, path: Path, io: TfliteIO, inputs: Path, shape: tuple[int, ...], count: int
-    ) -> list[int]:
+    def _classify_part(self, path: Path, io: TfliteIO, inputs: Path, count: int) -> list[int]:
         """The top-1 classes of ``count`` images (the files in ``inputs``) from one
-        ``adb shell``: benchmark_model once per image, each image's outputs appended to one
-        file, which is pulled and removed."""
+        ``adb shell``: benchmark_model once per image, run in the images' folder (so no
+        path of the phone's goes into --input_layer_value_files, which splits at ``,`` and
+        ``:``), each image's outputs appended to one file, which is pulled."""
+        from devices.tflite_io import top1
+
         session = self._open()
         model = self._push_model(session, path)
+        images = session.images.get(str(inputs))
+        if images is None:
+            session.uploads += 1
+            images = f"{session.folder}/images-{session.uploads}"
+            self._push(inputs, images)
+            session.images[str(inputs)] = images
         session.uploads += 1
-        remote = f"{session.folder}/part-{session.uploads}"
-        self._shell_ok(f"mkdir -p -- {shlex.quote(remote)}", "making a folder")
-        self._push(inputs, f"{remote}/in")
+        work = f"{session.folder}/run-{session.uploads}"
+        self._shell_ok(f"mkdir -p -- {shlex.quote(work)}", "making a folder")
         settings = self.settings
         run = command_line(
             session.binary,
@@ -380,25 +400,27 @@ class AdbDevice(Device):
             delegate=settings.delegate,
             delegate_options=settings.delegate_options,
             cores=settings.cores,
-            extra=[*io.flags(shape), f"--output_filepath={remote}/out.bin"],
+            extra=[f"--output_filepath={work}/out.bin", *io.input.flags("")],
         )
-        # The image file's number is the loop's: the flag is quoted up to it.
-        run += f' {shlex.quote(io.value_file_flag(f"{remote}/in"))}"$i".bin'
-        q = shlex.quote(remote)
+        run += '"$i".bin'  # the last flag, the input file, ends in the loop's image number
+        q = shlex.quote(work)
         script = (
+            f"cd -- {shlex.quote(images)} || exit 1; "
             f"i=0; while [ $i -lt {count} ]; do {run} > {q}/log.txt 2>&1; s=$?; "
             f"if [ $s -ne 0 ] || [ ! -s {q}/out.bin ]; then "
             f'echo "{_IMAGE_FAILED}$i $s"; cat {q}/log.txt; exit 0; fi; '
             f"if [ $i -eq 0 ]; then cat {q}/log.txt; fi; "  # says where the first one ran
-            f"cat {q}/out.bin >> {q}/outputs.bin && rm -f -- {q}/out.bin || exit 1; "
+            f"cat {q}/out.bin >> {q}/outputs.bin && rm -f -- {q}/out.bin || "
+            f'{{ echo "{_NOT_WRITTEN}$i"; exit 0; }}; '
             f'i=$((i + 1)); done; echo "{_CLASSIFIED}$i"'
         )
         try:
             result = self.client.shell(script, timeout=self.command_timeout)
         except AdbTimeout:
             self._kill(session)
+            images_ = "1 image" if count == 1 else f"{count} images"
             raise DeviceError(
-                f"device {self.name!r}: benchmark_model did not classify {count} images with "
+                f"device {self.name!r}: benchmark_model did not classify {images_} of "
                 f"{path.name} within {self.command_timeout:g} s (adb.command_timeout); raise "
                 "it, or check fewer images (--device-check-images)"
             ) from None
@@ -412,7 +434,7 @@ class AdbDevice(Device):
             local = Path(tmp) / "outputs.bin"
             pulled = self._adb(
                 lambda: self.client.pull(
-                    f"{remote}/outputs.bin", str(local), timeout=self.command_timeout
+                    f"{work}/outputs.bin", str(local), timeout=self.command_timeout
                 )
             )
             if pulled.device_gone:
@@ -423,19 +445,29 @@ class AdbDevice(Device):
                     f"failed: {pulled.last_error}"
                 )
             data = local.read_bytes()
-        self._shell_ok(f"rm -rf -- {q}", "removing a folder")
         try:
-            return top1(io, data, count)
+            classes = top1(io, data, count)
         except ValueError as exc:
             raise DeviceError(
                 f"device {self.name!r}: benchmark_model's outputs for {path.name} do not fit "
                 f"its output tensors ({exc}); is the phone's benchmark_model of another "
                 "TFLite version than the file?"
             ) from None
+        self._remove_quietly([work])
+        return classes
 
     def _classify_failure(self, path: Path, stdout: str, result: AdbResult) -> Exception:
-        """Why a part of the images was not classified: benchmark_model failed on an image,
-        wrote no outputs (a build before ``--output_filepath``), or the shell was cut off."""
+        """Why a part of the images was not classified: benchmark_model failed on an image
+        or wrote no outputs (a build before ``--output_filepath``), the phone could not
+        write, or the shell was cut off."""
+        _, marker, rest = stdout.partition(_NOT_WRITTEN)
+        if marker:
+            return DeviceError(
+                f"device {self.name!r}: the phone could not write the outputs of image "
+                f"{rest.split()[0] if rest.split() else '?'} of {path.name} in "
+                f"{self.remote_tmpdir}; free space there or set adb.remote_tmpdir to another "
+                "folder the shell user can write"
+            )
         _, marker, rest = stdout.partition(_IMAGE_FAILED)
         if not marker:
             if result.returncode != 0:
@@ -447,21 +479,56 @@ class AdbDevice(Device):
         head, _, text = rest.partition("\n")
         image, _, status = head.strip().partition(" ")
         code = int(status) if status.lstrip("-").isdigit() else -1
-        if code == 0:
+        subject = f"image {image} of {path.name}"
+        if code != 0:
+            return self._model_failure(subject, code, text, parse_output(text), self.settings)
+        if "Unconsumed cmdline flags" in text and "--output_filepath" in text:
             return DeviceError(
-                f"device {self.name!r}: benchmark_model wrote no outputs for image {image} of "
-                f"{path.name}: this build has no --output_filepath; use a current LiteRT "
-                "build of benchmark_model to check files on the phone"
+                f"device {self.name!r}: benchmark_model wrote no outputs for {subject}: this "
+                "build has no --output_filepath; use a current LiteRT build of "
+                "benchmark_model to check files on the phone"
             )
-        failure = self._model_failure(path, code, text, parse_output(text), self.settings)
-        return DeviceError(f"{failure} (classifying image {image})")
+        return DeviceError(
+            f"device {self.name!r}: benchmark_model wrote no outputs for {subject} "
+            f"({_last(text) or 'it said nothing'}); check that {self.remote_tmpdir} has space, "
+            "and that the build has --output_filepath (current LiteRT builds do)"
+        )
+
+    def _remove_images(self) -> None:
+        """The images of a part, from the phone, once every file has classified them."""
+        session = self._session
+        if session is not None and session.images:
+            folders, session.images = list(session.images.values()), {}
+            self._remove_quietly(folders)
+
+    def _remove_quietly(self, folders: Sequence[str]) -> None:
+        """Best effort: what was measured is kept, and what stays goes with the session's
+        folder at the end (a phone that dropped leaves it stale, removed then too)."""
+        try:
+            result = self.client.shell(
+                "rm -rf -- " + " ".join(shlex.quote(f) for f in folders),
+                timeout=_SMALL_COMMAND_TIMEOUT_S,
+            )
+        except (AdbTimeout, DeviceError) as exc:
+            log.warning("device %r: could not remove %s: %s", self.name, ", ".join(folders), exc)
+            return
+        if result.device_gone and self._session is not None:
+            self._stale.append(self._session.folder)
+            self._session = None
+        elif result.returncode != 0:
+            log.warning(
+                "device %r: could not remove %s on the phone: %s",
+                self.name,
+                ", ".join(folders),
+                result.last_error,
+            )
 
     def _measurement(
         self, path: Path, status: int, text: str, settings: RunSettings, profile_ops: bool
     ) -> Measurement:
         output = parse_output(text)
         if status != 0 or output.runs is None:
-            raise self._model_failure(path, status, text, output, settings)
+            raise self._model_failure(path.name, status, text, output, settings)
         self._check_accelerated(path, output, settings)
         return to_measurement(
             str(path),
@@ -485,13 +552,14 @@ class AdbDevice(Device):
             )
 
     def _model_failure(
-        self, path: Path, status: int, text: str, output: BenchmarkOutput, settings: RunSettings
+        self, subject: str, status: int, text: str, output: BenchmarkOutput, settings: RunSettings
     ) -> DeviceError:
+        """Why benchmark_model failed on ``subject`` (a model file, or an image of one)."""
         reason = failure_reason(output)
         if reason is not None and "could not apply" in reason:
             other = "delegate: none" if settings.delegate == "xnnpack" else "delegate: xnnpack"
             return DeviceError(
-                f"device {self.name!r}: {reason} for {path.name}; the delegate rejects this "
+                f"device {self.name!r}: {reason} for {subject}; the delegate rejects this "
                 f"model: measure it with another delegate ({other} in the profile)"
             )
         if status in (126, 127):
@@ -501,7 +569,7 @@ class AdbDevice(Device):
                 "an Android build for the phone's ABI (e.g. android_aarch64_benchmark_model)"
             )
         return DeviceError(
-            f"device {self.name!r}: benchmark_model failed on {path.name} (exit status "
+            f"device {self.name!r}: benchmark_model failed on {subject} (exit status "
             f"{status}): {reason or _last(text) or 'no output'}"
         )
 

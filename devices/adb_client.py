@@ -234,4 +234,5 @@ class AdbClient:
         return self.run(["push", local, remote], timeout=timeout)
 
     def pull(self, remote: str, local: str, *, timeout: float) -> AdbResult:
+        """A file of the phone to ``local``."""
         return self.run(["pull", remote, local], timeout=timeout)

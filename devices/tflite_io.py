@@ -11,7 +11,7 @@ top-1 class back from the output files. The images are fed as the runner feeds t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -21,31 +21,65 @@ import numpy.typing as npt
 from devices.base import DeviceError
 from devices.runner import RunnerError, fit_image, image_type, quantize
 
+# The name given to benchmark_model for an input whose own name its flags cannot carry (a
+# comma splits --input_layer; an empty one is no name): the tool matches inputs by position
+# and only warns that the names differ.
+_PLAIN_NAME = "input"
+
+
+@dataclass(frozen=True)
+class TfliteInput:
+    """A TFLite file's one input, and how an image becomes the file benchmark_model reads."""
+
+    name: str
+    shape: tuple[int, ...]  # -1 for a dynamic dimension
+    type: str  # numpy's name: float32, int8, uint8
+    quantization: tuple[float, int]
+
+    @property
+    def layout(self) -> tuple[object, ...]:
+        """What the input files depend on: files of the same layout take the same ones."""
+        return (self.shape, self.type, self.quantization)
+
+    def flags(self, value_file: str) -> list[str]:
+        """benchmark_model's flags feeding the input from ``value_file`` (a path without a
+        ``,`` or a ``:``; a ``:`` in the name is written ``::``, as the tool reads it)."""
+        name = self.name if self.name and "," not in self.name else _PLAIN_NAME
+        return [
+            f"--input_layer={name}",
+            f"--input_layer_shape={','.join(str(d) for d in self.shape)}",
+            f"--input_layer_value_files={name.replace(':', '::')}:{value_file}",
+        ]
+
+    def file(self, image: npt.NDArray[np.floating], *, device: str, model: str) -> npt.NDArray[Any]:
+        """One NCHW float image (C x H x W) as this input takes it: NHWC where the file is,
+        int8 or uint8 with the file's own scale and zero point where it is quantized."""
+        what = f"model {model!r}"
+        try:
+            dtype = image_type(np, self.type, what, quantized=True)
+            x = fit_image(np, np.asarray(image, np.float32)[None], list(self.shape), what)
+            if np.dtype(dtype).kind == "f":
+                return np.ascontiguousarray(x, dtype=dtype)
+            scale, zero_point = self.quantization
+            return np.ascontiguousarray(quantize(np, x, dtype, scale, zero_point, what))
+        except RunnerError as exc:
+            raise DeviceError(f"device {device!r}: {exc.message}") from None
+
 
 @dataclass(frozen=True)
 class TfliteIO:
-    """What feeding one image to a TFLite file and reading its class back takes."""
+    """What feeding images to a TFLite file and reading its classes back takes."""
 
-    input_name: str
-    input_shape: tuple[Any, ...]  # the file's shape signature: -1 for a dynamic dimension
-    input_type: str  # numpy's name: float32, int8, uint8
-    input_quantization: tuple[float, int]
+    input: TfliteInput  # its shape the images' (dynamic dimensions set)
     output_type: str
     output_size: int  # elements of the first output, the class scores
     outputs_bytes: int  # all outputs together, as benchmark_model writes them
 
-    def flags(self, image_shape: tuple[int, ...]) -> list[str]:
-        """benchmark_model's flags naming the input and its shape for one image."""
-        return [f"--input_layer={self.input_name}", f"--input_layer_shape={_csv(image_shape)}"]
 
-    def value_file_flag(self, folder: str) -> str:
-        """``--input_layer_value_files=NAME:FOLDER/`` without the file name: the caller's
-        shell adds it. A ``:`` in the name is written ``::``, as the tool reads it."""
-        return f"--input_layer_value_files={self.input_name.replace(':', '::')}:{folder}/"
-
-
-def read_io(path: Path, device: str) -> TfliteIO:
-    """The input and outputs of the TFLite file at ``path``, read here with LiteRT."""
+def read_io(path: Path, image: npt.NDArray[np.floating], device: str) -> TfliteIO:
+    """The input and outputs of the TFLite file at ``path`` for images such as ``image``
+    (C x H x W), read here with LiteRT; a file that cannot take them is refused in one line
+    before anything runs on the phone."""
     try:
         from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-untyped]
     except ImportError:
@@ -59,8 +93,9 @@ def read_io(path: Path, device: str) -> TfliteIO:
         outputs = interpreter.get_output_details()
     except (ValueError, RuntimeError) as exc:
         raise DeviceError(
-            f"device {device!r}: cannot read {path.name} with LiteRT ({_first_line(exc)}); "
-            "check on the phone only files that LiteRT loads"
+            f"device {device!r}: cannot read {path.name} with LiteRT "
+            f"({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); check on the "
+            "phone only files that LiteRT loads"
         ) from None
     if len(inputs) != 1 or not outputs:
         raise DeviceError(
@@ -68,42 +103,27 @@ def read_io(path: Path, device: str) -> TfliteIO:
             "outputs: only a one-input model with class scores classifies images"
         )
     (inp,) = inputs
-    name = str(inp["name"])
-    if "," in name:  # benchmark_model splits --input_layer at commas
-        raise DeviceError(
-            f"device {device!r}: {path.name}'s input is named {name!r}, and benchmark_model "
-            "cannot be given a name with a comma; rename the input when exporting"
-        )
     scale, zero_point = inp["quantization"]
-    signature = inp.get("shape_signature", inp["shape"])
+    signature = TfliteInput(
+        name=str(inp["name"]),
+        shape=tuple(int(d) for d in inp.get("shape_signature", inp["shape"])),
+        type=np.dtype(inp["dtype"]).name,
+        quantization=(float(scale), int(zero_point)),
+    )
+    shape = tuple(int(d) for d in signature.file(image, device=device, model=path.name).shape)
+    if list(shape) != [int(d) for d in inp["shape"]]:
+        # A dynamic dimension: the outputs' sizes follow the images'.
+        interpreter.resize_tensor_input(inp["index"], list(shape))
+        interpreter.allocate_tensors()
+        outputs = interpreter.get_output_details()
     return TfliteIO(
-        input_name=name,
-        input_shape=tuple(int(d) for d in signature),
-        input_type=np.dtype(inp["dtype"]).name,
-        input_quantization=(float(scale), int(zero_point)),
+        input=replace(signature, shape=shape),
         output_type=np.dtype(outputs[0]["dtype"]).name,
         output_size=int(np.prod(outputs[0]["shape"])),
         outputs_bytes=sum(
             int(np.prod(o["shape"])) * np.dtype(o["dtype"]).itemsize for o in outputs
         ),
     )
-
-
-def input_file(
-    io: TfliteIO, image: npt.NDArray[np.floating], *, device: str, model: str
-) -> npt.NDArray[Any]:
-    """One NCHW float image (C x H x W) as the file's input tensor takes it: NHWC where the
-    file is, int8 or uint8 with its own scale and zero point where it is quantized."""
-    what = f"model {model!r}"
-    try:
-        dtype = image_type(np, io.input_type, what, quantized=True)
-        x = fit_image(np, np.asarray(image, np.float32)[None], list(io.input_shape), what)
-        if np.dtype(dtype).kind == "f":
-            return np.ascontiguousarray(x, dtype=dtype)
-        scale, zero_point = io.input_quantization
-        return np.ascontiguousarray(quantize(np, x, dtype, scale, zero_point, what))
-    except RunnerError as exc:
-        raise DeviceError(f"device {device!r}: {exc.message}") from None
 
 
 def top1(io: TfliteIO, data: bytes, count: int) -> list[int]:
@@ -117,12 +137,3 @@ def top1(io: TfliteIO, data: bytes, count: int) -> list[int]:
     itemsize = np.dtype(io.output_type).itemsize
     scores = per_image[:, : io.output_size * itemsize].copy().view(io.output_type)
     return [int(i) for i in scores.argmax(axis=1)]
-
-
-def _csv(shape: tuple[int, ...]) -> str:
-    return ",".join(str(int(d)) for d in shape)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -261,7 +261,7 @@ def print_card(card: CardBody, out: Path) -> None:
                 agreed = f"agreement {100 * checked['top1_agreement']:.2f}%"
                 if checked["top1_agreement"] < target:
                     agreed = f"[yellow]{agreed}[/yellow]"
-                text += f"\n{agreed}, accuracy {100 * checked['accuracy']:.2f}% here"
+                text += f"\n{agreed}, accuracy {checked['accuracy']:.4f} here"
             if f["name"] == entry.get("recommended"):
                 text = f"[bold]{text} *[/bold]"
             latency.append(text)

@@ -335,7 +335,7 @@ def phone(tmp_path: Path) -> Path:
         'case "$cmd" in\n'
         "  devices) printf 'List of devices attached\\nFAKE0001               device usb:1-1 "
         "product:fake model:Stand_in device:fake transport_id:1\\n\\n';;\n"
-        '  push) cp -r -- "$1" "$2" && echo "$1: 1 file pushed.";;\n'
+        f'  push) echo "$2" >> {state}/pushed.log; cp -r -- "$1" "$2" && echo "$1: pushed.";;\n'
         '  pull) cp -- "$1" "$2" && echo "$1: 1 file pulled.";;\n'
         "  wait-for-device) :;;\n"
         '  shell) case "$1" in *@@edgenas-*)\n'
@@ -597,9 +597,12 @@ def litert_binary(tmp_path: Path) -> Path:
     does (``benchmark_tflite_model.cc``: --input_layer, --input_layer_shape, an input file of
     exactly the tensor's bytes given by --input_layer_value_files with ``::`` for a ``:`` in
     the name, every output's bytes written to --output_filepath after the run), logs its
-    arguments and prints the real tool's recorded output. ``old`` next to it makes it a
-    build without --output_filepath, ``say`` is printed first, and a model named *reject*
-    fails as the real tool does."""
+    arguments and prints the real tool's recorded output. Files next to it change it:
+    ``old``, a build without --output_filepath (it warns of the flag, as the tool does of
+    flags it does not know, and writes nothing); ``mute``, one that writes nothing and says
+    nothing of it; ``full``, a phone where the outputs cannot be collected; ``say``, a line
+    printed first. A model named *reject* fails as the real tool does, one named *slow*
+    takes 2 s."""
     script = tmp_path / "benchmark_model"
     log = tmp_path / "args.log"
     script.write_text(
@@ -613,6 +616,8 @@ def litert_binary(tmp_path: Path) -> Path:
         "with log.open('a') as f:\n"
         "    f.write(''.join(a + '\\n' for a in argv) + '--\\n')\n"
         "flags = dict(a[2:].split('=', 1) for a in argv if a.startswith('--'))\n"
+        "if 'slow' in flags['graph']:\n"
+        "    import time; time.sleep(2)\n"
         "if 'reject' in flags['graph']:\n"
         f"    print(Path({str(BENCH / 'xnnpack_delegate_failed.txt')!r}).read_text()); sys.exit(1)\n"
         "interp = Interpreter(model_path=flags['graph'])\n"
@@ -620,10 +625,18 @@ def litert_binary(tmp_path: Path) -> Path:
         "d = interp.get_input_details()[0]\n"
         "interp.resize_tensor_input(d['index'], shape)\n"
         "interp.allocate_tensors()\n"
-        "spec = flags['input_layer_value_files']\n"
-        "at = next(i for i in range(len(spec) - 1) if spec[i] == ':' and spec[i + 1] != ':'"
-        " and (i == 0 or spec[i - 1] != ':'))\n"
-        "name, path = spec[:at].replace('::', ':'), spec[at + 1:]\n"
+        "spec, delimiters, i = flags['input_layer_value_files'], [], 0\n"
+        "while i < len(spec) - 1:  # SplitInputLayerNameAndValueFile\n"
+        "    if spec[i] == ':':\n"
+        "        if spec[i + 1] == ':':\n"
+        "            i += 1\n"
+        "        else:\n"
+        "            delimiters.append(i)\n"
+        "    i += 1\n"
+        "if len(delimiters) != 1 or ',' in spec:\n"
+        "    print(f'ERROR: Wrong input value file item specified: {spec}'); sys.exit(1)\n"
+        "(at,) = delimiters\n"
+        "name, path = spec[:at].replace('::', ':'), spec[at + 1:].replace('::', ':')\n"
         "assert name == flags['input_layer'], (name, flags['input_layer'])\n"
         "data = Path(path).read_bytes()\n"
         "size = int(np.prod(shape)) * np.dtype(d['dtype']).itemsize\n"
@@ -634,10 +647,14 @@ def litert_binary(tmp_path: Path) -> Path:
         "interp.invoke()\n"
         "if (here / 'say').exists():\n"
         "    print((here / 'say').read_text())\n"
-        "if 'output_filepath' in flags and not (here / 'old').exists():\n"
+        "if (here / 'old').exists():\n"
+        "    print('WARN: Unconsumed cmdline flags: --output_filepath=' + flags['output_filepath'])\n"
+        "elif not (here / 'mute').exists():\n"
         "    outputs = interp.get_output_details()\n"
-        "    Path(flags['output_filepath']).write_bytes(\n"
-        "        b''.join(interp.get_tensor(o['index']).tobytes() for o in outputs))\n"
+        "    out = Path(flags['output_filepath'])\n"
+        "    out.write_bytes(b''.join(interp.get_tensor(o['index']).tobytes() for o in outputs))\n"
+        "    if (here / 'full').exists():  # where the outputs go cannot be written\n"
+        "        (out.parent / 'outputs.bin').mkdir(exist_ok=True)\n"
         f"print(Path({str(BENCH / 'tc2_xnnpack_op_profiling.txt')!r}).read_text())\n"
     )
     script.chmod(0o755)
@@ -647,9 +664,10 @@ def litert_binary(tmp_path: Path) -> Path:
 def test_classifies_images_on_the_phone_as_litert_runs_the_files(
     phone: Path, litert_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A float file whose input is named as converters name it (a ``:`` in it) and an int8
-    file, fed NHWC images (quantized for int8) in two parts, one dropped by the phone: the
-    classes are LiteRT's own on the same images."""
+    """Two float files whose input is named as converters name it (a ``:`` in it) and an
+    int8 file, fed NHWC images (quantized for int8) in parts (one image, then up to three),
+    the first call dropped by the phone: the classes are LiteRT's own on the same images,
+    and each part goes to the phone once per input layout."""
     pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
     from export.verify import run_tflite
     from tests.devices.tflite_models import float_cnn, int8_cnn
@@ -658,6 +676,7 @@ def test_classifies_images_on_the_phone_as_litert_runs_the_files(
     models = [
         float_cnn(tmp_path / "model.tflite", input_name="serving_default_x:0"),
         int8_cnn(tmp_path / "model_int8.tflite", seed=2),
+        float_cnn(tmp_path / "other.tflite", input_name="serving_default_x:0", seed=1),
     ]
     images = np.random.default_rng(3).standard_normal((5, 3, 16, 16)).astype(np.float32)
     device = _device(phone, litert_binary, cores=(0,), delegate="xnnpack")
@@ -669,48 +688,80 @@ def test_classifies_images_on_the_phone_as_litert_runs_the_files(
         assert top1 == expected and len(set(expected)) > 1
     assert device.reconnects == 1
     assert list((phone / "tmp").iterdir()) == []  # every folder removed, the dropped one too
-    runs = (tmp_path / "args.log").read_text().split("--\n")[:-1]
-    assert len(runs) == 5 * 2  # once per image and file (the dropped call ran none)
-    first = runs[0].splitlines()
+    runs = [r.splitlines() for r in (tmp_path / "args.log").read_text().split("--\n")[:-1]]
+    # once per image and file (the dropped call ran none), parts of 1, 3 and 1 images
+    assert [r[-1].rsplit(":", 1)[1] for r in runs] == (
+        ["0.bin"] * 3 + ["0.bin", "1.bin", "2.bin"] * 3 + ["0.bin"] * 3
+    )
+    first = runs[0]
     assert first[0].endswith("/models/0-model.tflite")
-    assert first[1:9] == [
+    assert first[1:7] == [
         "--num_threads=2",
         "--warmup_runs=0",
         "--warmup_min_secs=0",
         "--num_runs=1",
         "--min_secs=0",
         "--use_xnnpack=true",
+    ]
+    assert first[7].startswith("--output_filepath=") and first[7].endswith("/out.bin")
+    assert first[8:] == [
         "--input_layer=serving_default_x:0",
         "--input_layer_shape=1,16,16,3",
+        "--input_layer_value_files=serving_default_x::0:0.bin",
     ]
-    assert first[9].endswith("/out.bin") and first[9].startswith("--output_filepath=")
-    assert first[10].startswith("--input_layer_value_files=serving_default_x::0:")
-    assert first[10].endswith("/in/0.bin")
-    assert runs[-1].splitlines()[10].endswith("/in/1.bin")  # the second part's last image
+    # Images pushed per part: the float layout and the int8 one (the float files share
+    # theirs), the first part's float layout again after the drop.
+    pushed = (phone / "pushed.log").read_text().split()
+    assert sum("/images-" in p for p in pushed) == 2 + 1 + 2 + 2
 
 
 def test_a_benchmark_model_that_writes_no_outputs_cannot_check(
     phone: Path, litert_binary: Path, tmp_path: Path
 ) -> None:
+    """A build without --output_filepath (it warns of the flag and goes on), one that writes
+    nothing without saying why, and a phone that cannot collect the outputs: one line each,
+    after the first image alone."""
     pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
     from tests.devices.tflite_models import float_cnn
 
-    (tmp_path / "old").touch()
     device = _device(phone, litert_binary, delegate="xnnpack")
-    images = np.zeros((2, 3, 16, 16), np.float32)
+    model = float_cnn(tmp_path / "m.tflite")
+    images = np.zeros((4, 3, 16, 16), np.float32)
+    (tmp_path / "old").touch()
     with pytest.raises(DeviceError) as info:
-        device.classify([float_cnn(tmp_path / "m.tflite")], images)
+        device.classify([model], images)
     assert str(info.value) == (
         "device 'phone': benchmark_model wrote no outputs for image 0 of m.tflite: this build "
         "has no --output_filepath; use a current LiteRT build of benchmark_model to check "
         "files on the phone"
     )
+    assert len((tmp_path / "args.log").read_text().split("--\n")[:-1]) == 1
+    (tmp_path / "old").rename(tmp_path / "mute")
+    with pytest.raises(DeviceError) as info:
+        device.classify([model], images)
+    assert str(info.value).startswith(
+        "device 'phone': benchmark_model wrote no outputs for image 0 of m.tflite ("
+    )
+    assert str(info.value).endswith(
+        f"); check that {phone / 'tmp'} has space, and that the build has --output_filepath "
+        "(current LiteRT builds do)"
+    )
+    (tmp_path / "mute").rename(tmp_path / "full")
+    with pytest.raises(DeviceError) as info:
+        device.classify([model], images)
+    assert str(info.value) == (
+        f"device 'phone': the phone could not write the outputs of image 0 of m.tflite in "
+        f"{phone / 'tmp'}; free space there or set adb.remote_tmpdir to another folder the "
+        "shell user can write"
+    )
+    assert device.reconnects == 0  # not taken for a lost phone
     assert list((phone / "tmp").iterdir()) == []
 
 
 def test_classifying_errors_are_one_line(phone: Path, litert_binary: Path, tmp_path: Path) -> None:
-    """The delegate rejecting the file, images of another size than its input, and a file
-    that is no TFLite model: one line each, naming the fix; nothing left on the phone."""
+    """The delegate rejecting the file, images of another size than its input, a file that
+    is no TFLite model, a part past the timeout, and a GPU delegate the tool ran without:
+    one line each, naming the fix; nothing left on the phone."""
     pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
     from tests.devices.tflite_models import float_cnn
 
@@ -720,11 +771,16 @@ def test_classifying_errors_are_one_line(phone: Path, litert_binary: Path, tmp_p
         device.classify([float_cnn(tmp_path / "reject.tflite")], images)
     assert str(info.value) == (
         "device 'phone': benchmark_model could not apply the XNNPACK delegate (Failed to apply "
-        "XNNPACK delegate.) for reject.tflite; the delegate rejects this model: measure it "
-        "with another delegate (delegate: none in the profile) (classifying image 0)"
+        "XNNPACK delegate.) for image 0 of reject.tflite; the delegate rejects this model: "
+        "measure it with another delegate (delegate: none in the profile)"
     )
+    ran = (tmp_path / "args.log").read_text()
+    # Refused here, before the phone: the second file takes other images than the first.
     with pytest.raises(DeviceError) as info:
-        device.classify([float_cnn(tmp_path / "m.tflite")], np.zeros((1, 3, 8, 8), np.float32))
+        device.classify(
+            [float_cnn(tmp_path / "m.tflite"), float_cnn(tmp_path / "m.tflite")],
+            np.zeros((1, 3, 8, 8), np.float32),
+        )
     assert str(info.value) == (
         "device 'phone': model 'm.tflite' takes inputs of shape [1, 16, 16, 3], and "
         "classifying feeds it one image of [3, 8, 8] (NCHW) at a time: export the model for "
@@ -732,6 +788,14 @@ def test_classifying_errors_are_one_line(phone: Path, litert_binary: Path, tmp_p
     )
     with pytest.raises(DeviceError, match=r"^device 'phone': cannot read m\.onnx with LiteRT \("):
         device.classify([_model(tmp_path, "m.onnx")], images)
+    assert (tmp_path / "args.log").read_text() == ran
+    device.command_timeout = 1
+    with pytest.raises(DeviceError) as info:
+        device.classify([float_cnn(tmp_path / "slow.tflite")], images)
+    assert str(info.value) == (
+        "device 'phone': benchmark_model did not classify 1 image of slow.tflite within 1 s "
+        "(adb.command_timeout); raise it, or check fewer images (--device-check-images)"
+    )
     assert list((phone / "tmp").iterdir()) == []
     # A GPU delegate that benchmark_model runs without: not the GPU's classes.
     (tmp_path / "say").write_text(UNSUPPORTED)
@@ -743,6 +807,21 @@ def test_classifying_errors_are_one_line(phone: Path, litert_binary: Path, tmp_p
         "acceleration is unsupported on this platform.); check that phone FAKE0001"
     )
     assert list((phone / "tmp").iterdir()) == []
+
+
+def test_classes_from_the_outputs_benchmark_model_writes() -> None:
+    """The first output's scores of each image, among every output's bytes (int8 here:
+    their order is the dequantized scores' order), and a size that does not fit refused."""
+    from devices.tflite_io import TfliteInput, TfliteIO, top1
+
+    inp = TfliteInput("x", (1, 4, 4, 3), "int8", (0.1, 0))
+    io = TfliteIO(input=inp, output_type="int8", output_size=3, outputs_bytes=3 + 8)
+    scores = np.array([[-5, 7, -128], [-2, -3, -1]], np.int8)
+    extra = np.full((2, 2), 1e9, np.float32).view(np.uint8)  # a second output, 8 bytes
+    data = np.concatenate([scores.view(np.uint8), extra], axis=1).tobytes()
+    assert top1(io, data, 2) == [1, 2]
+    with pytest.raises(ValueError, match="21 bytes of outputs, not 2 x 11"):
+        top1(io, data[:-1], 2)
 
 
 def test_the_export_checks_its_files_on_the_phone(

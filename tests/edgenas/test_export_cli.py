@@ -558,8 +558,7 @@ def test_the_table_shows_each_check_on_the_device(
     said = " ".join(capsys.readouterr().err.split())
     int8 = card["latency"]["test-cpu"]["files"]["model_int8.onnx"]["on_device"]
     assert (
-        f"agreement {100 * int8['top1_agreement']:.2f}%, accuracy {100 * int8['accuracy']:.2f}% "
-        "here"
+        f"agreement {100 * int8['top1_agreement']:.2f}%, accuracy {int8['accuracy']:.4f} here"
     ) in said
     assert "test-board: not checked on the device: it returns latency only (a test's)" in said
 
