@@ -14,6 +14,7 @@ import functools
 import hashlib
 import logging
 import os
+import re
 import secrets
 import shlex
 import statistics
@@ -58,6 +59,7 @@ _EXIT = "@@edgenas-exit "
 _CLASSIFIED = "@@edgenas-classified "
 _IMAGE_FAILED = "@@edgenas-image-failed "
 _NOT_WRITTEN = "@@edgenas-not-written "
+_NO_IMAGES = "@@edgenas-no-images"
 # p10 and p90 of a normal distribution, in standard deviations from the mean.
 _Z90 = statistics.NormalDist().inv_cdf(0.9)
 _Z75 = statistics.NormalDist().inv_cdf(0.75)
@@ -196,9 +198,9 @@ class AdbDevice(Device):
         from devices.tflite_io import read_io  # numpy and LiteRT: only when classifying
 
         paths = self._model_files(models)
-        self._check_binary()
-        if not len(images):
+        if not paths or not len(images):
             return [[] for _ in paths]
+        self._check_binary()
         ios = [read_io(path, images[0], self.name) for path in paths]
         classes: list[list[int]] = [[] for _ in paths]
         starts = [0, *range(1, len(images), CLASSIFY_IMAGES_PER_CALL)]
@@ -221,7 +223,9 @@ class AdbDevice(Device):
                         classes[index].extend(
                             self._with_reconnect(
                                 f"while classifying images (call {call} of {calls})",
-                                functools.partial(self._classify_part, path, io, inputs, len(part)),
+                                functools.partial(
+                                    self._classify_part, path, io, inputs, first, len(part)
+                                ),
                             )
                         )
                         log.info(
@@ -296,6 +300,8 @@ class AdbDevice(Device):
                 self._wait_for_phone()
                 if dropped is not None:  # its commands may still run on the phone
                     self._kill(dropped)
+                    if self._remove_quietly(dropped, [dropped.folder]):
+                        self._stale.remove(dropped.folder)
                 self.reconnects += 1
 
     def _wait_for_phone(self) -> None:
@@ -372,11 +378,13 @@ class AdbDevice(Device):
             x = inp.file(image, device=self.name, model=model.name)
             (folder / f"{i}.bin").write_bytes(x.tobytes())
 
-    def _classify_part(self, path: Path, io: TfliteIO, inputs: Path, count: int) -> list[int]:
-        """The top-1 classes of ``count`` images (the files in ``inputs``) from one
-        ``adb shell``: benchmark_model once per image, run in the images' folder (so no
-        path of the phone's goes into --input_layer_value_files, which splits at ``,`` and
-        ``:``), each image's outputs appended to one file, which is pulled."""
+    def _classify_part(
+        self, path: Path, io: TfliteIO, inputs: Path, first: int, count: int
+    ) -> list[int]:
+        """The top-1 classes of ``count`` images from image ``first`` on (the files in
+        ``inputs``) from one ``adb shell``: benchmark_model once per image, run in the
+        images' folder (so no path of the phone's goes into --input_layer_value_files, which
+        splits at ``,`` and ``:``), each image's outputs appended to one file, pulled."""
         from devices.tflite_io import top1
 
         session = self._open()
@@ -405,7 +413,7 @@ class AdbDevice(Device):
         run += '"$i".bin'  # the last flag, the input file, ends in the loop's image number
         q = shlex.quote(work)
         script = (
-            f"cd -- {shlex.quote(images)} || exit 1; "
+            f'cd -- {shlex.quote(images)} || {{ echo "{_NO_IMAGES}"; exit 0; }}; '
             f"i=0; while [ $i -lt {count} ]; do {run} > {q}/log.txt 2>&1; s=$?; "
             f"if [ $s -ne 0 ] || [ ! -s {q}/out.bin ]; then "
             f'echo "{_IMAGE_FAILED}$i $s"; cat {q}/log.txt; exit 0; fi; '
@@ -428,7 +436,7 @@ class AdbDevice(Device):
             raise _PhoneGone(result.last_error)
         stdout = result.stdout.replace("\r\n", "\n")
         if f"{_CLASSIFIED}{count}\n" not in stdout + "\n":
-            raise self._classify_failure(path, stdout, result)
+            raise self._classify_failure(path, first, stdout, result)
         self._check_accelerated(path, parse_output(stdout), settings)
         with tempfile.TemporaryDirectory(prefix="edgenas-outputs-") as tmp:
             local = Path(tmp) / "outputs.bin"
@@ -453,18 +461,31 @@ class AdbDevice(Device):
                 f"its output tensors ({exc}); is the phone's benchmark_model of another "
                 "TFLite version than the file?"
             ) from None
-        self._remove_quietly([work])
+        self._remove_quietly(session, [work])
         return classes
 
-    def _classify_failure(self, path: Path, stdout: str, result: AdbResult) -> Exception:
-        """Why a part of the images was not classified: benchmark_model failed on an image
-        or wrote no outputs (a build before ``--output_filepath``), the phone could not
-        write, or the shell was cut off."""
+    def _classify_failure(
+        self, path: Path, first: int, stdout: str, result: AdbResult
+    ) -> Exception:
+        """Why a part of the images (from image ``first`` on) was not classified:
+        benchmark_model failed on an image or wrote no outputs (a build before
+        ``--output_filepath``), the phone could not write, the images pushed are gone, or
+        the shell was cut off."""
+
+        def image(number: str) -> str:  # the loop's number in the part: the image's in all
+            return str(first + int(number)) if number.isdigit() else "?"
+
+        if _NO_IMAGES in stdout:
+            return DeviceError(
+                f"device {self.name!r}: the images pushed for {path.name} are gone from the "
+                f"phone's {self.remote_tmpdir}; set adb.remote_tmpdir to a folder that "
+                "nothing else cleans"
+            )
         _, marker, rest = stdout.partition(_NOT_WRITTEN)
         if marker:
             return DeviceError(
                 f"device {self.name!r}: the phone could not write the outputs of image "
-                f"{rest.split()[0] if rest.split() else '?'} of {path.name} in "
+                f"{image(rest.split()[0] if rest.split() else '')} of {path.name} in "
                 f"{self.remote_tmpdir}; free space there or set adb.remote_tmpdir to another "
                 "folder the shell user can write"
             )
@@ -477,9 +498,9 @@ class AdbDevice(Device):
                 f"({result.last_error or _last(stdout) or 'no output'})"
             )
         head, _, text = rest.partition("\n")
-        image, _, status = head.strip().partition(" ")
+        number, _, status = head.strip().partition(" ")
         code = int(status) if status.lstrip("-").isdigit() else -1
-        subject = f"image {image} of {path.name}"
+        subject = f"image {image(number)} of {path.name}"
         if code != 0:
             return self._model_failure(subject, code, text, parse_output(text), self.settings)
         if "Unconsumed cmdline flags" in text and "--output_filepath" in text:
@@ -499,11 +520,12 @@ class AdbDevice(Device):
         session = self._session
         if session is not None and session.images:
             folders, session.images = list(session.images.values()), {}
-            self._remove_quietly(folders)
+            self._remove_quietly(session, folders)
 
-    def _remove_quietly(self, folders: Sequence[str]) -> None:
+    def _remove_quietly(self, session: _Session, folders: Sequence[str]) -> bool:
         """Best effort: what was measured is kept, and what stays goes with the session's
-        folder at the end (a phone that dropped leaves it stale, removed then too)."""
+        folder at the end (a phone that dropped leaves it stale, removed then too). Whether
+        the folders are gone."""
         try:
             result = self.client.shell(
                 "rm -rf -- " + " ".join(shlex.quote(f) for f in folders),
@@ -511,9 +533,9 @@ class AdbDevice(Device):
             )
         except (AdbTimeout, DeviceError) as exc:
             log.warning("device %r: could not remove %s: %s", self.name, ", ".join(folders), exc)
-            return
-        if result.device_gone and self._session is not None:
-            self._stale.append(self._session.folder)
+            return False
+        if result.device_gone and self._session is session:
+            self._stale.append(session.folder)
             self._session = None
         elif result.returncode != 0:
             log.warning(
@@ -522,6 +544,7 @@ class AdbDevice(Device):
                 ", ".join(folders),
                 result.last_error,
             )
+        return result.returncode == 0
 
     def _measurement(
         self, path: Path, status: int, text: str, settings: RunSettings, profile_ops: bool
@@ -651,11 +674,11 @@ class AdbDevice(Device):
             ) from None
 
     def _kill(self, session: _Session) -> None:
-        """Stop benchmark_model after a timeout (best effort: toybox has pkill)."""
+        """Stop the session's benchmark_model and shell loops, after a timeout or a drop
+        (best effort: toybox has pkill, which reads a regular expression)."""
+        pattern = re.sub(r"([][\\.^$*+?(){}|])", r"\\\1", session.binary)
         try:
-            self.client.shell(
-                f"pkill -f {shlex.quote(session.binary)}", timeout=_SMALL_COMMAND_TIMEOUT_S
-            )
+            self.client.shell(f"pkill -f {shlex.quote(pattern)}", timeout=_SMALL_COMMAND_TIMEOUT_S)
         except (AdbTimeout, DeviceError) as exc:
             log.warning("device %r: could not stop benchmark_model: %s", self.name, exc)
 

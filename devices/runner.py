@@ -450,20 +450,23 @@ def _dim(d: Any) -> int:
     return value if value > 0 else 1
 
 
-def fit_image(np_: Any, image: Any, shape: Sequence[Any], what: str) -> Any:
+def fit_image(
+    np_: Any, image: Any, shape: Sequence[Any], what: str, *, channels_last: bool = False
+) -> Any:
     """One NCHW image (a batch of one, float32) laid out as an input of ``shape`` takes it:
-    NCHW as it is, or NHWC (TFLite's layout). A dynamic dimension (None, a name, or -1)
-    takes any size. Refused where neither layout fits."""
+    NCHW as it is, or NHWC (TFLite's layout; tried first with ``channels_last``, so that an
+    input with dynamic channels gets its runtime's layout). A dynamic dimension (None, a
+    name, or -1) takes any size. Refused where neither layout fits."""
 
     def fits(x: Any) -> bool:
         return len(x.shape) == len(shape) and all(
             not _static(d) or _dim(d) == x.shape[i] for i, d in enumerate(shape)
         )
 
-    if fits(image):
-        return np_.ascontiguousarray(image)
-    if len(shape) == 4 and fits(image.transpose(0, 2, 3, 1)):
-        return np_.ascontiguousarray(image.transpose(0, 2, 3, 1))
+    nhwc = [image.transpose(0, 2, 3, 1)] if len(shape) == 4 else []
+    for x in [*nhwc, image] if channels_last else [image, *nhwc]:
+        if fits(x):
+            return np_.ascontiguousarray(x)
     dims = [_dim(d) if _static(d) else "?" for d in shape]
     raise RunnerError(
         "model",
@@ -879,7 +882,8 @@ class TfliteBackend(Backend):
             dtype = image_type(self.np, self.np.dtype(d["dtype"]).name, what, quantized=True)
             # The signature keeps a dynamic dimension's -1 (load sized it to 1): the
             # interpreter is resized to the images' size.
-            x = fit_image(self.np, image, list(d.get("shape_signature", d["shape"])), what)
+            signature = list(d.get("shape_signature", d["shape"]))
+            x = fit_image(self.np, image, signature, what, channels_last=True)
             if list(x.shape) != [int(s) for s in d["shape"]]:
                 interp.resize_tensor_input(d["index"], list(x.shape))
                 interp.allocate_tensors()

@@ -57,7 +57,9 @@ class TfliteInput:
         what = f"model {model!r}"
         try:
             dtype = image_type(np, self.type, what, quantized=True)
-            x = fit_image(np, np.asarray(image, np.float32)[None], list(self.shape), what)
+            x = fit_image(
+                np, np.asarray(image, np.float32)[None], list(self.shape), what, channels_last=True
+            )
             if np.dtype(dtype).kind == "f":
                 return np.ascontiguousarray(x, dtype=dtype)
             scale, zero_point = self.quantization

@@ -323,7 +323,9 @@ def test_benchmark_model_missing_or_not_executable(tmp_path: Path) -> None:
 def phone(tmp_path: Path) -> Path:
     """A stand-in adb (no phone can be attached here) with one phone whose shell is this
     machine's sh; ``drop`` in its folder makes the next batch fail as a phone that went
-    offline does."""
+    offline does, ``drop-rm`` the next removal of a classifying call's folder, and
+    ``lose-images`` makes pushed images vanish (something cleaning the folder). Each shell
+    command goes to ``shell.log``, each push's destination to ``pushed.log``."""
     folder = tmp_path / "phone"
     (folder / "tmp").mkdir(parents=True)
     adb = folder / "adb"
@@ -335,11 +337,16 @@ def phone(tmp_path: Path) -> Path:
         'case "$cmd" in\n'
         "  devices) printf 'List of devices attached\\nFAKE0001               device usb:1-1 "
         "product:fake model:Stand_in device:fake transport_id:1\\n\\n';;\n"
-        f'  push) echo "$2" >> {state}/pushed.log; cp -r -- "$1" "$2" && echo "$1: pushed.";;\n'
+        f'  push) echo "$2" >> {state}/pushed.log; cp -r -- "$1" "$2" && echo "$1: pushed."\n'
+        f'    case "$2" in */images-*) [ -e {state}/lose-images ] && rm -rf -- "$2";; esac; :;;\n'
         '  pull) cp -- "$1" "$2" && echo "$1: 1 file pulled.";;\n'
         "  wait-for-device) :;;\n"
-        '  shell) case "$1" in *@@edgenas-*)\n'
+        f'  shell) printf "%s\\n" "$1" >> {state}/shell.log\n'
+        '    case "$1" in *@@edgenas-*)\n'
         f"      if [ -e {state}/drop ]; then rm {state}/drop; "
+        'echo "error: device offline" >&2; exit 1; fi;;\n'
+        '    "rm -rf -- "*/run-*)\n'
+        f"      if [ -e {state}/drop-rm ]; then rm {state}/drop-rm; "
         'echo "error: device offline" >&2; exit 1; fi;;\n'
         "    esac\n"
         '    exec sh -c "$1";;\n'
@@ -601,8 +608,8 @@ def litert_binary(tmp_path: Path) -> Path:
     ``old``, a build without --output_filepath (it warns of the flag, as the tool does of
     flags it does not know, and writes nothing); ``mute``, one that writes nothing and says
     nothing of it; ``full``, a phone where the outputs cannot be collected; ``say``, a line
-    printed first. A model named *reject* fails as the real tool does, one named *slow*
-    takes 2 s."""
+    printed first. A model named *reject* fails as the real tool does, and so does the
+    run that ``fail-on`` numbers; one named *slow* takes 2 s."""
     script = tmp_path / "benchmark_model"
     log = tmp_path / "args.log"
     script.write_text(
@@ -618,7 +625,9 @@ def litert_binary(tmp_path: Path) -> Path:
         "flags = dict(a[2:].split('=', 1) for a in argv if a.startswith('--'))\n"
         "if 'slow' in flags['graph']:\n"
         "    import time; time.sleep(2)\n"
-        "if 'reject' in flags['graph']:\n"
+        "runs = log.read_text().count('--\\n')\n"
+        "fail = here / 'fail-on'  # the run (1, 2, ...) the delegate fails on\n"
+        "if 'reject' in flags['graph'] or fail.exists() and int(fail.read_text()) == runs:\n"
         f"    print(Path({str(BENCH / 'xnnpack_delegate_failed.txt')!r}).read_text()); sys.exit(1)\n"
         "interp = Interpreter(model_path=flags['graph'])\n"
         "shape = [int(d) for d in flags['input_layer_shape'].split(',')]\n"
@@ -710,9 +719,28 @@ def test_classifies_images_on_the_phone_as_litert_runs_the_files(
         "--input_layer_value_files=serving_default_x::0:0.bin",
     ]
     # Images pushed per part: the float layout and the int8 one (the float files share
-    # theirs), the first part's float layout again after the drop.
+    # theirs), the first part's float layout again after the drop; each part's removed
+    # after its last file, each call's outputs after the call.
     pushed = (phone / "pushed.log").read_text().split()
     assert sum("/images-" in p for p in pushed) == 2 + 1 + 2 + 2
+    shell = (phone / "shell.log").read_text().splitlines()
+    removed = [line for line in shell if line.startswith("rm -rf -- ")]
+    assert [line.count("/images-") for line in removed if "/images-" in line] == [2, 2, 2]
+    assert sum("/run-" in line for line in removed) == 9
+    # The dropped call's commands are stopped, and its folder removed, once the phone is back.
+    stale = pushed[0].rsplit("/", 1)[0]  # the benchmark_model pushed to the dropped folder
+    name = stale.rsplit("/", 1)[1]  # edgenas-<random>, which pkill's pattern keeps as it is
+    kill = next(i for i, line in enumerate(shell) if line.startswith("pkill -f ") and name in line)
+    assert kill < shell.index(f"rm -rf -- {stale}")
+    # A drop while a call's outputs are removed: the classes are kept, not measured again,
+    # and the next call starts afresh (its benchmark_model pushed to a new folder).
+    (phone / "drop-rm").touch()
+    binaries = len([p for p in pushed if p.endswith("/benchmark_model")])
+    assert device.classify(models[:2], images[:1]) == [c[:1] for c in classes[:2]]
+    assert device.reconnects == 1 and not (phone / "drop-rm").exists()
+    pushed = (phone / "pushed.log").read_text().split()
+    assert len([p for p in pushed if p.endswith("/benchmark_model")]) == binaries + 2
+    assert list((phone / "tmp").iterdir()) == []
 
 
 def test_a_benchmark_model_that_writes_no_outputs_cannot_check(
@@ -806,6 +834,32 @@ def test_classifying_errors_are_one_line(phone: Path, litert_binary: Path, tmp_p
         "device 'phone': benchmark_model ran m.tflite on the CPU, not on delegate gpu (GPU "
         "acceleration is unsupported on this platform.); check that phone FAKE0001"
     )
+    assert list((phone / "tmp").iterdir()) == []
+
+
+def test_a_failure_names_the_image_among_all_and_lost_images_are_named(
+    phone: Path, litert_binary: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    from tests.devices.tflite_models import float_cnn
+
+    monkeypatch.setattr(devices.adb, "CLASSIFY_IMAGES_PER_CALL", 3)
+    device = _device(phone, litert_binary, delegate="xnnpack")
+    model = float_cnn(tmp_path / "m.tflite")
+    images = np.zeros((5, 3, 16, 16), np.float32)
+    (tmp_path / "fail-on").write_text("3")  # image 0, then 1 and 2: the second of part two
+    with pytest.raises(DeviceError) as info:
+        device.classify([model], images)
+    assert "XNNPACK delegate.) for image 2 of m.tflite; the delegate rejects" in str(info.value)
+    (tmp_path / "fail-on").unlink()
+    (phone / "lose-images").touch()
+    with pytest.raises(DeviceError) as info:
+        device.classify([model], images)
+    assert str(info.value) == (
+        f"device 'phone': the images pushed for m.tflite are gone from the phone's "
+        f"{phone / 'tmp'}; set adb.remote_tmpdir to a folder that nothing else cleans"
+    )
+    assert device.reconnects == 0
     assert list((phone / "tmp").iterdir()) == []
 
 

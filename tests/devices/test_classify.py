@@ -99,9 +99,13 @@ def test_dynamic_dimensions_take_the_images_size(tmp_path: Path) -> None:
     assert top1 == images.mean(axis=(2, 3)).argmax(axis=1).tolist()
 
 
-def test_a_tflite_file_of_any_image_size_takes_the_images_size(tmp_path: Path) -> None:
+@pytest.mark.parametrize("channels", [3, -1], ids=["hw", "hwc"])
+def test_a_tflite_file_of_any_image_size_takes_the_images_size(
+    tmp_path: Path, channels: int
+) -> None:
     """A TFLite input whose height and width are dynamic (-1 in its signature): the
-    interpreter is resized to the images (load sized it to 1 x 1)."""
+    interpreter is resized to the images (load sized it to 1 x 1). With its channels dynamic
+    too, the images are still fed as TFLite lays them out (NHWC)."""
     pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
     from devices.tflite_writer import Operator, buffer, schema, tensor, write_graph
 
@@ -113,7 +117,7 @@ def test_a_tflite_file_of_any_image_size_takes_the_images_size(tmp_path: Path) -
         tmp_path / "any size.tflite",
         [Operator(s.BuiltinOperator.MEAN, s.BuiltinOptions.ReducerOptions, mean, [0, 1], [2])],
         [
-            tensor("x", [1, 1, 1, 3], 1, f32, signature=[1, -1, -1, 3]),
+            tensor("x", [1, 1, 1, 3], 1, f32, signature=[1, -1, -1, channels]),
             tensor("axes", [2], 2, i32),
             tensor("y", [1, 3], 3, f32),
         ],
