@@ -3,9 +3,11 @@
 Each ``measure`` call picks the phone (the profile's serial, else the one attached), makes a
 fresh folder ``<remote_tmpdir>/edgenas-<random>``, pushes the user's ``benchmark_model`` and
 the models there, runs the models in batches (one ``adb shell`` per batch, one
-``benchmark_model`` process per model) and removes the folder in a ``finally``. A phone that
-drops off (unplugged, USB reset) is waited for and the batch in flight measured again.
-Every argument of a remote command is quoted: ``adb shell`` hands one string to ``sh``.
+``benchmark_model`` process per model) and removes the folder in a ``finally``. ``classify``
+does the same with images: benchmark_model once per image, in parts of images per
+``adb shell``. A phone that drops off (unplugged, USB reset) is waited for and the batch or
+part in flight run again. Every argument of a remote command is quoted: ``adb shell`` hands
+one string to ``sh``.
 """
 
 from __future__ import annotations
@@ -71,7 +73,8 @@ class _PhoneGone(Exception):
 
 @dataclass
 class _Session:
-    """The phone's folder for one ``measure`` call, and the files already pushed there."""
+    """The phone's folder for one ``measure`` or ``classify`` call, and the files already
+    pushed there."""
 
     folder: str
     binary: str
@@ -81,7 +84,8 @@ class _Session:
 
 
 class AdbDevice(Device):
-    """Measures TFLite models on an Android phone with ``benchmark_model`` over adb.
+    """Measures TFLite models on an Android phone with ``benchmark_model`` over adb, and
+    classifies images with them there.
 
     ``settings`` are the profile's (threads, cores as a taskset mask, warmup, runs, delegate).
     benchmark_model reports a run's count, avg, std, min and max but no per-run times: a
@@ -186,7 +190,13 @@ class AdbDevice(Device):
     def classifies(self) -> bool:
         return True
 
-    def classify(self, models: Sequence[Path], images: npt.NDArray[np.floating]) -> list[list[int]]:
+    def classify(
+        self,
+        models: Sequence[Path],
+        images: npt.NDArray[np.floating],
+        *,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[list[int]]:
         """Each TFLite file's top-1 class of each image, on the phone as ``measure`` runs it
         (the profile's threads, cores and delegate). benchmark_model runs once per image, fed
         the image from a file (``--input_layer_value_files``) and writing the outputs to
@@ -228,20 +238,19 @@ class AdbDevice(Device):
                                 ),
                             )
                         )
-                        log.info(
-                            "device %r: %s classified %d of %d images",
-                            self.name,
-                            path.name,
-                            len(classes[index]),
-                            len(images),
-                        )
+                        if progress is not None:
+                            progress(
+                                f"{self.name}: {path.name} classified {len(classes[index])} "
+                                f"of {len(images)} images"
+                            )
                 self._remove_images()
         finally:
             self._clean_up()
         return classes
 
     def close(self) -> None:
-        """Remove what is left on the phone (``measure`` already does; safe to call twice)."""
+        """Remove what is left on the phone (``measure`` and ``classify`` already do; safe to
+        call twice)."""
         self._clean_up()
 
     def _model_files(self, models: Sequence[Path]) -> list[Path]:
@@ -385,7 +394,7 @@ class AdbDevice(Device):
         ``inputs``) from one ``adb shell``: benchmark_model once per image, run in the
         images' folder (so no path of the phone's goes into --input_layer_value_files, which
         splits at ``,`` and ``:``), each image's outputs appended to one file, pulled."""
-        from devices.tflite_io import top1
+        from devices.tflite_io import classes_from_outputs
 
         session = self._open()
         model = self._push_model(session, path)
@@ -408,7 +417,11 @@ class AdbDevice(Device):
             delegate=settings.delegate,
             delegate_options=settings.delegate_options,
             cores=settings.cores,
-            extra=[f"--output_filepath={work}/out.bin", *io.input.flags("")],
+            extra=[
+                *self._delegate_cache(session, path),
+                f"--output_filepath={work}/out.bin",
+                *io.input.flags(""),
+            ],
         )
         run += '"$i".bin'  # the last flag, the input file, ends in the loop's image number
         q = shlex.quote(work)
@@ -450,11 +463,12 @@ class AdbDevice(Device):
             if pulled.returncode != 0 or not local.is_file():
                 raise DeviceError(
                     f"device {self.name!r}: pulling the outputs of {path.name} from the phone "
-                    f"failed: {pulled.last_error}"
+                    f"failed: {pulled.last_error}; check the connection and the adb server "
+                    "('adb devices'), then export again"
                 )
             data = local.read_bytes()
         try:
-            classes = top1(io, data, count)
+            classes = classes_from_outputs(io, data, count)
         except ValueError as exc:
             raise DeviceError(
                 f"device {self.name!r}: benchmark_model's outputs for {path.name} do not fit "
@@ -463,6 +477,19 @@ class AdbDevice(Device):
             ) from None
         self._remove_quietly(session, [work])
         return classes
+
+    def _delegate_cache(self, session: _Session, path: Path) -> list[str]:
+        """A GPU (OpenCL) or NNAPI delegate compiles the model in every process: its
+        ``--delegate_serialize_dir`` keeps what it compiled for the next image's process,
+        under a token of the file's contents. None for CPU delegates, which compile nothing
+        worth keeping."""
+        if self.settings.delegate not in ("gpu", "nnapi"):
+            return []
+        token = hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+        return [
+            f"--delegate_serialize_dir={session.folder}",
+            f"--delegate_serialize_token={token}",
+        ]
 
     def _classify_failure(
         self, path: Path, first: int, stdout: str, result: AdbResult
@@ -501,14 +528,16 @@ class AdbDevice(Device):
         number, _, status = head.strip().partition(" ")
         code = int(status) if status.lstrip("-").isdigit() else -1
         subject = f"image {image(number)} of {path.name}"
-        if code != 0:
-            return self._model_failure(subject, code, text, parse_output(text), self.settings)
-        if "Unconsumed cmdline flags" in text and "--output_filepath" in text:
+        # A build before --output_filepath warns of it as of any flag it does not know (and
+        # may fail on the input flags, whose "::" escaping came later).
+        if re.search(r"Unconsumed cmdline flags:.*--output_filepath", text):
             return DeviceError(
                 f"device {self.name!r}: benchmark_model wrote no outputs for {subject}: this "
                 "build has no --output_filepath; use a current LiteRT build of "
                 "benchmark_model to check files on the phone"
             )
+        if code != 0:
+            return self._model_failure(subject, code, text, parse_output(text), self.settings)
         return DeviceError(
             f"device {self.name!r}: benchmark_model wrote no outputs for {subject} "
             f"({_last(text) or 'it said nothing'}); check that {self.remote_tmpdir} has space, "
@@ -676,7 +705,9 @@ class AdbDevice(Device):
     def _kill(self, session: _Session) -> None:
         """Stop the session's benchmark_model and shell loops, after a timeout or a drop
         (best effort: toybox has pkill, which reads a regular expression)."""
-        pattern = re.sub(r"([][\\.^$*+?(){}|])", r"\\\1", session.binary)
+        folder = re.sub(r"([][\\.^$*+?(){}|])", r"\\\1", session.folder)
+        # [b] matches b, and not the text of this very command (pkill's own shell).
+        pattern = f"{folder}/[b]enchmark_model"
         try:
             self.client.shell(f"pkill -f {shlex.quote(pattern)}", timeout=_SMALL_COMMAND_TIMEOUT_S)
         except (AdbTimeout, DeviceError) as exc:

@@ -65,9 +65,16 @@ class Device(ABC):
         simulators) cannot."""
         return False
 
-    def classify(self, models: Sequence[Path], images: npt.NDArray[np.floating]) -> list[list[int]]:
+    def classify(
+        self,
+        models: Sequence[Path],
+        images: npt.NDArray[np.floating],
+        *,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[list[int]]:
         """Each model's top-1 class of each of ``images`` (float, N x C x H x W), run on the
-        target as ``measure`` runs it: its runtime, delegate or providers, and threads."""
+        target as ``measure`` runs it: its runtime, delegate or providers, and threads.
+        ``progress`` is told how far a long check has come, in a line."""
         raise DeviceError(
             f"device {self.name!r} cannot classify images: it returns latency only; check "
             "the files' accuracy on a device of kind local, ssh or adb"

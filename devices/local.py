@@ -9,7 +9,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -108,7 +108,13 @@ class LocalDevice(Device):
     def classifies(self) -> bool:
         return self.settings.runtime != "tensorrt"
 
-    def classify(self, models: Sequence[Path], images: npt.NDArray[np.floating]) -> list[list[int]]:
+    def classify(
+        self,
+        models: Sequence[Path],
+        images: npt.NDArray[np.floating],
+        *,
+        progress: Callable[[str], None] | None = None,  # one call: nothing to tell between
+    ) -> list[list[int]]:
         if not models:
             return []
         # The images go into the runner's folder, its working folder: a relative name.

@@ -124,8 +124,9 @@ class AdbSection(_Strict):
 
     ``serial`` picks the phone (``adb devices -l``; needed when several are attached).
     ``adb`` is the adb command and ``server_port`` its server's port (adb's ``-P``; default
-    5037). ``command_timeout`` bounds one batch of ``batch_size`` models; after a dropped
-    connection the device waits up to ``connect_timeout`` for the phone, at most
+    5037). ``command_timeout`` bounds one batch of ``batch_size`` models, and one part of
+    the images that a file classifies (up to 250, a benchmark_model process each); after a
+    dropped connection the device waits up to ``connect_timeout`` for the phone, at most
     ``max_reconnects`` times per batch."""
 
     benchmark_model: str = Field(min_length=1)

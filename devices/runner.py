@@ -515,6 +515,21 @@ def quantize(np_: Any, x: Any, dtype_name: str, scale: float, zero_point: int, w
     return np_.clip(q, info.min, info.max).astype(dtype_name)
 
 
+def tflite_input(
+    np_: Any, image: Any, shape: Sequence[Any], type_name: str, quantization: Any, what: str
+) -> Any:
+    """One NCHW image (a batch of one, float32) as a TFLite input of ``shape`` (its
+    signature: -1 for a dynamic dimension) and type takes it: NHWC where the file is, int8
+    and uint8 quantized with the file's own scale and zero point. The one layout of a board
+    (this runner) and a phone (``devices.tflite_io``)."""
+    dtype = image_type(np_, type_name, what, quantized=True)
+    x = fit_image(np_, image, shape, what, channels_last=True)
+    if np_.dtype(dtype).kind == "f":
+        return x.astype(dtype, copy=False)
+    scale, zero_point = quantization
+    return quantize(np_, x, dtype, scale, zero_point, what)
+
+
 def _one_input(count: int, path: str) -> None:
     if count != 1:
         raise RunnerError(
@@ -878,20 +893,16 @@ class TfliteBackend(Backend):
             inputs = interp.get_input_details()
             _one_input(len(inputs), path)
             d = inputs[0]
-            what = f"model {path!r}"
-            dtype = image_type(self.np, self.np.dtype(d["dtype"]).name, what, quantized=True)
             # The signature keeps a dynamic dimension's -1 (load sized it to 1): the
             # interpreter is resized to the images' size.
             signature = list(d.get("shape_signature", d["shape"]))
-            x = fit_image(self.np, image, signature, what, channels_last=True)
+            type_name = self.np.dtype(d["dtype"]).name
+            x = tflite_input(
+                self.np, image, signature, type_name, d["quantization"], f"model {path!r}"
+            )
             if list(x.shape) != [int(s) for s in d["shape"]]:
                 interp.resize_tensor_input(d["index"], list(x.shape))
                 interp.allocate_tensors()
-            if self.np.dtype(dtype).kind == "f":
-                x = x.astype(dtype, copy=False)
-            else:
-                scale, zero_point = d["quantization"]
-                x = quantize(self.np, x, dtype, scale, zero_point, what)
             interp.set_tensor(d["index"], x)
             interp.invoke()
             return interp.get_tensor(interp.get_output_details()[0]["index"])

@@ -235,7 +235,13 @@ class SshDevice(Device):
     def classifies(self) -> bool:
         return self.settings.runtime != "tensorrt"
 
-    def classify(self, models: Sequence[Path], images: npt.NDArray[np.floating]) -> list[list[int]]:
+    def classify(
+        self,
+        models: Sequence[Path],
+        images: npt.NDArray[np.floating],
+        *,
+        progress: Callable[[str], None] | None = None,
+    ) -> list[list[int]]:
         """As ``measure``: calls of at most ``batch_size`` models and
         ``CLASSIFY_IMAGES_PER_CALL`` images, each well within the command timeout of a call
         that times ``batch_size`` models; each part of the images is uploaded once."""
@@ -268,6 +274,8 @@ class SshDevice(Device):
                 results = parse_classes(self.name, payload, len(batch), len(part))
                 for i, top1 in enumerate(results.top1, start):
                     classes[i].extend(top1)
+                if progress is not None:
+                    progress(f"{self.name}: call {number} of {len(calls)} classified")
                 warnings.update(dict.fromkeys(results.warnings))
                 if start == starts[-1]:  # the part's last call
                     self._remove_upload(file)

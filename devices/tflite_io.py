@@ -19,7 +19,7 @@ import numpy as np
 import numpy.typing as npt
 
 from devices.base import DeviceError
-from devices.runner import RunnerError, fit_image, image_type, quantize
+from devices.runner import RunnerError, tflite_input
 
 # The name given to benchmark_model for an input whose own name its flags cannot carry (a
 # comma splits --input_layer; an empty one is no name): the tool matches inputs by position
@@ -54,16 +54,13 @@ class TfliteInput:
     def file(self, image: npt.NDArray[np.floating], *, device: str, model: str) -> npt.NDArray[Any]:
         """One NCHW float image (C x H x W) as this input takes it: NHWC where the file is,
         int8 or uint8 with the file's own scale and zero point where it is quantized."""
-        what = f"model {model!r}"
+        x = np.asarray(image, np.float32)[None]
         try:
-            dtype = image_type(np, self.type, what, quantized=True)
-            x = fit_image(
-                np, np.asarray(image, np.float32)[None], list(self.shape), what, channels_last=True
+            return np.ascontiguousarray(
+                tflite_input(
+                    np, x, list(self.shape), self.type, self.quantization, f"model {model!r}"
+                )
             )
-            if np.dtype(dtype).kind == "f":
-                return np.ascontiguousarray(x, dtype=dtype)
-            scale, zero_point = self.quantization
-            return np.ascontiguousarray(quantize(np, x, dtype, scale, zero_point, what))
         except RunnerError as exc:
             raise DeviceError(f"device {device!r}: {exc.message}") from None
 
@@ -83,21 +80,27 @@ def read_io(path: Path, image: npt.NDArray[np.floating], device: str) -> TfliteI
     (C x H x W), read here with LiteRT; a file that cannot take them is refused in one line
     before anything runs on the phone."""
     try:
-        from ai_edge_litert.interpreter import Interpreter  # type: ignore[import-untyped]
+        from ai_edge_litert.interpreter import (  # type: ignore[import-untyped]
+            Interpreter,
+            OpResolverType,
+        )
     except ImportError:
         raise DeviceError(
             f"device {device!r}: reading {path.name}'s input needs LiteRT on this machine; "
             "install ai-edge-litert (make setup does)"
         ) from None
     try:
-        interpreter = Interpreter(model_path=str(path))
+        # Builtin kernels only: reading tensors needs no delegate (nor its log line).
+        interpreter = Interpreter(
+            model_path=str(path),
+            experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+        )
         inputs = interpreter.get_input_details()
         outputs = interpreter.get_output_details()
     except (ValueError, RuntimeError) as exc:
         raise DeviceError(
-            f"device {device!r}: cannot read {path.name} with LiteRT "
-            f"({(str(exc).strip() or type(exc).__name__).splitlines()[0]}); check on the "
-            "phone only files that LiteRT loads"
+            f"device {device!r}: cannot read {path.name} with LiteRT ({_first_line(exc)}); "
+            "check on the phone only files that LiteRT loads"
         ) from None
     if len(inputs) != 1 or not outputs:
         raise DeviceError(
@@ -115,8 +118,15 @@ def read_io(path: Path, image: npt.NDArray[np.floating], device: str) -> TfliteI
     shape = tuple(int(d) for d in signature.file(image, device=device, model=path.name).shape)
     if list(shape) != [int(d) for d in inp["shape"]]:
         # A dynamic dimension: the outputs' sizes follow the images'.
-        interpreter.resize_tensor_input(inp["index"], list(shape))
-        interpreter.allocate_tensors()
+        try:
+            interpreter.resize_tensor_input(inp["index"], list(shape))
+            interpreter.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise DeviceError(
+                f"device {device!r}: {path.name} does not run on images of "
+                f"{list(image.shape)} (NCHW) ({_first_line(exc)}): export the model for batch "
+                "1 at the images' resolution"
+            ) from None
         outputs = interpreter.get_output_details()
     return TfliteIO(
         input=replace(signature, shape=shape),
@@ -128,7 +138,7 @@ def read_io(path: Path, image: npt.NDArray[np.floating], device: str) -> TfliteI
     )
 
 
-def top1(io: TfliteIO, data: bytes, count: int) -> list[int]:
+def classes_from_outputs(io: TfliteIO, data: bytes, count: int) -> list[int]:
     """The top-1 class of each of ``count`` images from their outputs, written one image
     after another. Quantized scores keep their order: argmax needs no dequantizing."""
     if len(data) != count * io.outputs_bytes:
@@ -139,3 +149,7 @@ def top1(io: TfliteIO, data: bytes, count: int) -> list[int]:
     itemsize = np.dtype(io.output_type).itemsize
     scores = per_image[:, : io.output_size * itemsize].copy().view(io.output_type)
     return [int(i) for i in scores.argmax(axis=1)]
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip() or type(exc).__name__).splitlines()[0]

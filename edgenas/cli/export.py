@@ -280,15 +280,19 @@ def print_card(card: CardBody, out: Path) -> None:
             f">= {100 * target:g}% (on a device that checked the files: the agreement "
             "there, fp32 files' too)"
         )
+    unchecked = {n: e["not_checked"] for n, e in card["latency"].items() if "not_checked" in e}
+    reasons = set(unchecked.values())
+    if len(unchecked) == len(devices) > 1 and len(reasons) == 1:
+        # One reason for all (no images asked, the export not verified): said once.
+        err_console.print(f"not checked on the devices: {escape(reasons.pop())}")
+    else:
+        for name, reason in unchecked.items():
+            err_console.print(f"{escape(name)}: not checked on the device: {escape(reason)}")
     for name, entry in card["latency"].items():
         if "not_measured" in entry:
             err_console.print(
                 f"{escape(name)}: predicted {_fmt(entry.get('predicted'))} ms; "
                 f"{escape(entry['not_measured'])}"
-            )
-        elif "not_checked" in entry:
-            err_console.print(
-                f"{escape(name)}: not checked on the device: {escape(entry['not_checked'])}"
             )
     note = split_stem_note(card)
     if note:

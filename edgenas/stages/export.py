@@ -744,7 +744,7 @@ def _check_on_device(
     names = list(entry["files"])
     say(f"checking {len(names)} file(s) on {device.name} with {len(test.x)} test images")
     try:
-        classes = device.classify([folder / n for n in names], test.x)
+        classes = device.classify([folder / n for n in names], test.x, progress=say)
     except DeviceError as exc:
         # The files are written and timed: a check that fails (a timeout, a delegate that
         # fails on real data) is reported on the card, not a lost export.

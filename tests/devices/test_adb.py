@@ -9,6 +9,7 @@ the real tool: they replace only what cannot exist here (the phone and its binar
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shlex
 import shutil
@@ -606,7 +607,8 @@ def litert_binary(tmp_path: Path) -> Path:
     the name, every output's bytes written to --output_filepath after the run), logs its
     arguments and prints the real tool's recorded output. Files next to it change it:
     ``old``, a build without --output_filepath (it warns of the flag, as the tool does of
-    flags it does not know, and writes nothing); ``mute``, one that writes nothing and says
+    flags it does not know, and writes nothing; with ``strict`` in it, it also fails on the
+    input flags, as such a build does on a ``::`` in a name); ``mute``, one that writes nothing and says
     nothing of it; ``full``, a phone where the outputs cannot be collected; ``say``, a line
     printed first. A model named *reject* fails as the real tool does, and so does the
     run that ``fail-on`` numbers; one named *slow* takes 2 s."""
@@ -658,6 +660,8 @@ def litert_binary(tmp_path: Path) -> Path:
         "    print((here / 'say').read_text())\n"
         "if (here / 'old').exists():\n"
         "    print('WARN: Unconsumed cmdline flags: --output_filepath=' + flags['output_filepath'])\n"
+        "    if (here / 'old').read_text() == 'strict':  # and fails on the escaped name\n"
+        "        print('ERROR: Wrong input value file item specified: x::0:0.bin'); sys.exit(1)\n"
         "elif not (here / 'mute').exists():\n"
         "    outputs = interp.get_output_details()\n"
         "    out = Path(flags['output_filepath'])\n"
@@ -691,7 +695,10 @@ def test_classifies_images_on_the_phone_as_litert_runs_the_files(
     device = _device(phone, litert_binary, cores=(0,), delegate="xnnpack")
     assert device.classifies
     (phone / "drop").touch()  # the first call loses the phone: it is made again
-    classes = device.classify(models, images)
+    said: list[str] = []
+    classes = device.classify(models, images, progress=said.append)
+    assert said[0] == "phone: model.tflite classified 1 of 5 images"
+    assert said[-1] == "phone: other.tflite classified 5 of 5 images" and len(said) == 9
     for model, top1 in zip(models, classes, strict=True):
         expected = run_tflite(model, images).argmax(axis=1).tolist()
         assert top1 == expected and len(set(expected)) > 1
@@ -764,6 +771,9 @@ def test_a_benchmark_model_that_writes_no_outputs_cannot_check(
         "files on the phone"
     )
     assert len((tmp_path / "args.log").read_text().split("--\n")[:-1]) == 1
+    (tmp_path / "old").write_text("strict")  # failing too: still named as the build it is
+    with pytest.raises(DeviceError, match="this build has no --output_filepath; use a current"):
+        device.classify([model], images)
     (tmp_path / "old").rename(tmp_path / "mute")
     with pytest.raises(DeviceError) as info:
         device.classify([model], images)
@@ -834,6 +844,11 @@ def test_classifying_errors_are_one_line(phone: Path, litert_binary: Path, tmp_p
         "device 'phone': benchmark_model ran m.tflite on the CPU, not on delegate gpu (GPU "
         "acceleration is unsupported on this platform.); check that phone FAKE0001"
     )
+    # A GPU delegate keeps what it compiled for the next image's process, by the file's hash.
+    args = (tmp_path / "args.log").read_text().split("--\n")[-2].splitlines()
+    token = hashlib.sha256((tmp_path / "m.tflite").read_bytes()).hexdigest()[:16]
+    assert f"--delegate_serialize_token={token}" in args
+    assert any(a.startswith("--delegate_serialize_dir=") and "/edgenas-" in a for a in args)
     assert list((phone / "tmp").iterdir()) == []
 
 
@@ -863,19 +878,54 @@ def test_a_failure_names_the_image_among_all_and_lost_images_are_named(
     assert list((phone / "tmp").iterdir()) == []
 
 
+def test_a_file_of_any_image_size_on_the_phone(
+    phone: Path, litert_binary: Path, tmp_path: Path
+) -> None:
+    """A TFLite input of dynamic height and width: benchmark_model is given the images'
+    shape, and the outputs are read at the size they take there."""
+    pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
+    from tests.devices.tflite_models import float_mean
+
+    images = np.random.default_rng(6).standard_normal((4, 3, 9, 7)).astype(np.float32)
+    device = _device(phone, litert_binary, delegate="xnnpack")
+    (top1,) = device.classify([float_mean(tmp_path / "any.tflite")], images)
+    assert top1 == images.mean(axis=(2, 3)).argmax(axis=1).tolist()
+    assert "--input_layer_shape=1,9,7,3" in (tmp_path / "args.log").read_text()
+
+
+def test_input_names_that_benchmark_model_cannot_take() -> None:
+    """A comma (--input_layer splits there) or no name: the input is named plainly, which
+    the tool matches by position; a colon is escaped."""
+    from devices.tflite_io import TfliteInput
+
+    def flags(name: str) -> list[str]:
+        return TfliteInput(name, (1, 8, 8, 3), "float32", (0.0, 0)).flags("0.bin")
+
+    assert (
+        flags("a,b")
+        == flags("")
+        == [
+            "--input_layer=input",
+            "--input_layer_shape=1,8,8,3",
+            "--input_layer_value_files=input:0.bin",
+        ]
+    )
+    assert flags("serving:0")[2] == "--input_layer_value_files=serving::0:0.bin"
+
+
 def test_classes_from_the_outputs_benchmark_model_writes() -> None:
     """The first output's scores of each image, among every output's bytes (int8 here:
     their order is the dequantized scores' order), and a size that does not fit refused."""
-    from devices.tflite_io import TfliteInput, TfliteIO, top1
+    from devices.tflite_io import TfliteInput, TfliteIO, classes_from_outputs
 
     inp = TfliteInput("x", (1, 4, 4, 3), "int8", (0.1, 0))
     io = TfliteIO(input=inp, output_type="int8", output_size=3, outputs_bytes=3 + 8)
     scores = np.array([[-5, 7, -128], [-2, -3, -1]], np.int8)
     extra = np.full((2, 2), 1e9, np.float32).view(np.uint8)  # a second output, 8 bytes
     data = np.concatenate([scores.view(np.uint8), extra], axis=1).tobytes()
-    assert top1(io, data, 2) == [1, 2]
+    assert classes_from_outputs(io, data, 2) == [1, 2]
     with pytest.raises(ValueError, match="21 bytes of outputs, not 2 x 11"):
-        top1(io, data[:-1], 2)
+        classes_from_outputs(io, data[:-1], 2)
 
 
 def test_the_export_checks_its_files_on_the_phone(

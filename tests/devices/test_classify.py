@@ -107,24 +107,9 @@ def test_a_tflite_file_of_any_image_size_takes_the_images_size(
     interpreter is resized to the images (load sized it to 1 x 1). With its channels dynamic
     too, the images are still fed as TFLite lays them out (NHWC)."""
     pytest.importorskip("ai_edge_litert.interpreter", reason="writing .tflite needs LiteRT")
-    from devices.tflite_writer import Operator, buffer, schema, tensor, write_graph
+    from tests.devices.tflite_models import float_mean
 
-    s = schema()
-    f32, i32 = s.TensorType.FLOAT32, s.TensorType.INT32
-    mean = s.ReducerOptionsT()
-    mean.keepDims = False
-    model = write_graph(
-        tmp_path / "any size.tflite",
-        [Operator(s.BuiltinOperator.MEAN, s.BuiltinOptions.ReducerOptions, mean, [0, 1], [2])],
-        [
-            tensor("x", [1, 1, 1, 3], 1, f32, signature=[1, -1, -1, channels]),
-            tensor("axes", [2], 2, i32),
-            tensor("y", [1, 3], 3, f32),
-        ],
-        [buffer(), buffer(), buffer(np.array([1, 2], np.int32)), buffer()],
-        [0],
-        [2],
-    )
+    model = float_mean(tmp_path / "any size.tflite", channels=channels)
     images = _images(6, (3, 9, 7), seed=5)
     (top1,) = LocalDevice("cpu", settings=RunSettings(runtime="tflite")).classify([model], images)
     assert top1 == images.mean(axis=(2, 3)).argmax(axis=1).tolist()

@@ -155,6 +155,27 @@ def float_cnn(path: Path, *, input_name: str = "x", seed: int = 0) -> Path:
     return write_graph(path, ops, tensors, buffers, [0], [6])
 
 
+def float_mean(path: Path, *, channels: int = 3) -> Path:
+    """float32 [1, H, W, C] of any H and W (-1 in the signature; C too with ``channels``
+    -1) -> MEAN over H and W -> [1, C]: its class is the channel of the largest mean."""
+    s = schema()
+    f32, i32 = s.TensorType.FLOAT32, s.TensorType.INT32
+    mean = s.ReducerOptionsT()
+    mean.keepDims = False
+    return write_graph(
+        path,
+        [Operator(s.BuiltinOperator.MEAN, s.BuiltinOptions.ReducerOptions, mean, [0, 1], [2])],
+        [
+            tensor("x", [1, 1, 1, 3], 1, f32, signature=[1, -1, -1, channels]),
+            tensor("axes", [2], 2, i32),
+            tensor("y", [1, 3], 3, f32),
+        ],
+        [buffer(), buffer(), buffer(np.array([1, 2], np.int32)), buffer()],
+        [0],
+        [2],
+    )
+
+
 def float_split(path: Path) -> Path:
     """float32 [1, 8] -> FULLY_CONNECTED -> h; ZEROS_LIKE(h) -> z; ADD(h, z) -> [1, 4].
 

@@ -561,6 +561,13 @@ def test_the_table_shows_each_check_on_the_device(
         f"agreement {100 * int8['top1_agreement']:.2f}%, accuracy {int8['accuracy']:.4f} here"
     ) in said
     assert "test-board: not checked on the device: it returns latency only (a test's)" in said
+    # A reason every device shares (no images asked) is said once.
+    for device in ("test-cpu", "test-board"):
+        card["latency"][device]["not_checked"] = "no test images asked (a test's)"
+    print_card(card, exported)  # type: ignore[arg-type]
+    said = " ".join(capsys.readouterr().err.split())
+    assert said.count("not checked on the devices: no test images asked (a test's)") == 1
+    assert "test-cpu: not checked" not in said
 
 
 def _recommend(
