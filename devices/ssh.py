@@ -275,7 +275,7 @@ class SshDevice(Device):
                 for i, top1 in enumerate(results.top1, start):
                     classes[i].extend(top1)
                 if progress is not None:
-                    progress(f"{self.name}: call {number} of {len(calls)} classified")
+                    progress(f"{self.name}: {number} of {len(calls)} classify calls done")
                 warnings.update(dict.fromkeys(results.warnings))
                 if start == starts[-1]:  # the part's last call
                     self._remove_upload(file)

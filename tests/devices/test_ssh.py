@@ -168,7 +168,8 @@ def test_a_board_classifies_as_the_same_python_does_here(
     settings = RunSettings(runtime="tflite")
     with _device(sshd, remote_parent, python, settings=settings, batch_size=2) as device:
         assert device.classifies
-        remote = device.classify(paths, images)
+        said: list[str] = []
+        remote = device.classify(paths, images, progress=said.append)
         calls = device.runner_calls
         assert device._session is not None
         uploads = device._session.uploads
@@ -178,6 +179,7 @@ def test_a_board_classifies_as_the_same_python_does_here(
     assert len(set(remote[0])) > 1
     assert len({tuple(c) for c in remote}) == 3  # three models: in their order
     assert calls == 3 * 2  # parts of 4, 4 and 2 images, each with batches of 2 and 1 models
+    assert said == [f"board: {n} of 6 classify calls done" for n in range(1, 7)]
     assert uploads == 3 + 3  # the models and each part once
     assert len(left) == 3 and not any("images-" in name for name in left)  # parts removed
 
