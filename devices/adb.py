@@ -253,13 +253,6 @@ class AdbDevice(Device):
         call twice)."""
         self._clean_up()
 
-    def _model_files(self, models: Sequence[Path]) -> list[Path]:
-        paths = [Path(p) for p in models]
-        for path in paths:
-            if not path.is_file():
-                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
-        return paths
-
     def _check_binary(self) -> None:
         """benchmark_model exists here and is executable, before anything is pushed."""
         fix = (
@@ -309,7 +302,7 @@ class AdbDevice(Device):
                 self._wait_for_phone()
                 if dropped is not None:  # its commands may still run on the phone
                     self._kill(dropped)
-                    if self._remove_quietly(dropped, [dropped.folder]):
+                    if self._remove_quietly([dropped.folder], dropped):
                         self._stale.remove(dropped.folder)
                 self.reconnects += 1
 
@@ -475,7 +468,7 @@ class AdbDevice(Device):
                 f"its output tensors ({exc}); is the phone's benchmark_model of another "
                 "TFLite version than the file?"
             ) from None
-        self._remove_quietly(session, [work])
+        self._remove_quietly([work], session)
         return classes
 
     def _delegate_cache(self, session: _Session, path: Path) -> list[str]:
@@ -549,12 +542,12 @@ class AdbDevice(Device):
         session = self._session
         if session is not None and session.images:
             folders, session.images = list(session.images.values()), {}
-            self._remove_quietly(session, folders)
+            self._remove_quietly(folders, session)
 
-    def _remove_quietly(self, session: _Session, folders: Sequence[str]) -> bool:
+    def _remove_quietly(self, folders: Sequence[str], session: _Session | None = None) -> bool:
         """Best effort: what was measured is kept, and what stays goes with the session's
-        folder at the end (a phone that dropped leaves it stale, removed then too). Whether
-        the folders are gone."""
+        folder at the end (a phone that dropped while removing leaves ``session`` stale,
+        removed then too). Whether the folders are gone."""
         try:
             result = self.client.shell(
                 "rm -rf -- " + " ".join(shlex.quote(f) for f in folders),
@@ -563,7 +556,7 @@ class AdbDevice(Device):
         except (AdbTimeout, DeviceError) as exc:
             log.warning("device %r: could not remove %s: %s", self.name, ", ".join(folders), exc)
             return False
-        if result.device_gone and self._session is session:
+        if result.device_gone and session is not None and self._session is session:
             self._stale.append(session.folder)
             self._session = None
         elif result.returncode != 0:
@@ -719,20 +712,8 @@ class AdbDevice(Device):
         self._session, self._stale = None, []
         prefix = f"{self.remote_tmpdir}/edgenas-"
         targets = [f for f in folders if f.startswith(prefix) and "/" not in f[len(prefix) :]]
-        if not targets or self.client.serial is None:
-            return
-        command = "rm -rf -- " + " ".join(shlex.quote(f) for f in targets)
-        try:
-            result = self.client.shell(command, timeout=_SMALL_COMMAND_TIMEOUT_S)
-            if result.returncode != 0:
-                log.warning(
-                    "device %r: could not remove %s on the phone: %s",
-                    self.name,
-                    ", ".join(targets),
-                    result.last_error,
-                )
-        except (AdbTimeout, DeviceError) as exc:
-            log.warning("device %r: could not remove %s: %s", self.name, ", ".join(targets), exc)
+        if targets and self.client.serial is not None:
+            self._remove_quietly(targets)
 
 
 def to_measurement(

@@ -80,6 +80,14 @@ class Device(ABC):
             "the files' accuracy on a device of kind local, ssh or adb"
         )
 
+    def _model_files(self, models: Sequence[Path]) -> list[Path]:
+        """``models`` as paths, each an existing file, before anything goes to the target."""
+        paths = [Path(p) for p in models]
+        for path in paths:
+            if not path.is_file():
+                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
+        return paths
+
     def measured_with(self) -> MeasuredWith:
         """The settings this device measures with that change what a latency means and that
         its fingerprint leaves out; none for the simulators, which have none."""

@@ -450,13 +450,6 @@ class SshDevice(Device):
                 "device %r: could not remove %s: %s", self.name, ", ".join(targets), _last_line(err)
             )
 
-    def _model_files(self, models: Sequence[Path]) -> list[Path]:
-        paths = [Path(p) for p in models]
-        for path in paths:
-            if not path.is_file():
-                raise DeviceError(f"device {self.name!r}: model file not found: {path}")
-        return paths
-
     def _upload(self, session: _Session, path: Path) -> str:
         """The model's path on the device, uploading it once per session."""
         key = _upload_key(path)
