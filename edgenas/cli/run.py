@@ -83,11 +83,54 @@ def print_summary(summary: RunSummary) -> None:
             f"#{folders.index(row['folder']) + 1} {escape(row['file'] or '')}",
         )
     Console(stderr=True).print(table)
+    files = files_table(summary)
+    if files is not None:
+        Console(stderr=True).print(files)
     for i, folder in enumerate(folders, start=1):
         err_console.print(f"#{i}: {escape(folder)}", highlight=False, soft_wrap=True)
     err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
     if summary.get("report"):
         err_console.print(f"report: {escape(summary['report'])}", highlight=False)
+
+
+def files_table(summary: RunSummary) -> Table | None:
+    """Every file each device measured, as the card has it: the chosen row shows one file, and
+    a user picking another (an int8 file for an NPU, a smaller one) weighs them here. None when
+    no device measured a file (a published device, or a summary of an earlier edgenas)."""
+    chosen = summary["chosen"]
+    rows = [(r, n, m) for r in chosen for n, m in (r.get("measured_files") or {}).items()]
+    if not rows:
+        return None
+    table = Table(title="every measured file (* the chosen one)", title_justify="left")
+    for col in ("device", "file", "ms (vs fp32)", "runs as", "accuracy, agreement", "on device"):
+        table.add_column(col)
+    for row, name, m in rows:
+        device = row["device"]
+        if sum(r["device"] == device for r in chosen) > 1:  # one row per budget
+            device += f" <= {row['budget_ms']:g} ms"
+        speedup = m["speedup_vs_fp32"]
+        # The first clause says partitions or float nodes; the card has the rest.
+        runs_as = [m["runs_as"].split("; ")[0], m.get("placement", "-")]
+        checked = m.get("on_device")
+        table.add_row(
+            escape(device),
+            escape(name) + (" *" if name == row["file"] else ""),
+            _ms(m["latency_ms"]) + ("" if speedup is None else f" ({speedup:.2f}x)"),
+            escape("; ".join(t for t in runs_as if t != "-") or "-"),
+            f"{_ratio(m['accuracy'])}, {_percent(m['top1_agreement'])}",
+            "-"
+            if checked is None
+            else f"{_ratio(checked['accuracy'])}, {_percent(checked['top1_agreement'])}",
+        )
+    return table
+
+
+def _ratio(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
+def _percent(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _ms(value: float | None) -> str:

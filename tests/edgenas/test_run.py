@@ -93,6 +93,30 @@ def test_a_run_does_every_stage_and_records_it(
     assert "search: 60 trials" in (out / "run.log").read_text()
 
 
+def test_the_printed_summary_lists_every_measured_file(micro_run: Run) -> None:
+    from rich.console import Console
+
+    from edgenas.cli.run import files_table
+
+    summary = micro_run[3]
+    table = files_table(summary)
+    assert table is not None
+    console = Console(record=True, width=250)
+    console.print(table)
+    lines = console.export_text().splitlines()
+    cpu = next(r for r in summary["chosen"] if r["device"] == "test-cpu")
+    for name, measured in cpu["measured_files"].items():
+        line = next(x for x in lines if f" {name} " in x and "test-cpu" in x)
+        assert f"{measured['latency_ms']:.3g} ({measured['speedup_vs_fp32']:.2f}x)" in line
+        assert measured["runs_as"].split("; ")[0] in line
+        checked = measured["on_device"]
+        assert f"{checked['accuracy']:.3f}, {100 * checked['top1_agreement']:.2f}%" in line
+        assert line.count(" * ") + line.count(" *│") == (name == cpu["file"])
+    # A summary of an earlier edgenas (no measured files) prints the chosen rows only.
+    old = {**summary, "chosen": [{**r, "measured_files": {}} for r in summary["chosen"]]}
+    assert files_table(old) is None
+
+
 def test_a_rerun_skips_every_stage(micro_run: Run) -> None:
     recipe, out, cache, summary = micro_run
     before = _stages(out)
