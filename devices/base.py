@@ -61,8 +61,8 @@ class Device(ABC):
     @property
     def classifies(self) -> bool:
         """Whether ``classify`` runs models on images on this target (the runner's devices
-        and benchmark_model's phones); targets that only time models (trtexec, the
-        simulators) cannot."""
+        and benchmark_model's phones); targets that only time models (the simulators)
+        cannot."""
         return False
 
     def classify(

@@ -106,7 +106,7 @@ class LocalDevice(Device):
 
     @property
     def classifies(self) -> bool:
-        return self.settings.runtime != "tensorrt"
+        return True  # every runtime of the runner (trtexec through its exported outputs)
 
     def classify(
         self,

@@ -31,6 +31,9 @@ DeviceKind = Literal["local", "ssh", "adb", "npu-sim", "vela", "published"]
 _DEFAULTS = RunSettings()
 # Kinds that measure with the Python on-device runner (runner.py).
 _RUNNER_KINDS = ("local", "ssh")
+# Kinds whose devices classify images (``Device.classifies``): the runner's and phones'; the
+# simulators return latency only.
+CLASSIFYING_KINDS = (*_RUNNER_KINDS, "adb")
 OptionValue = str | int | float | bool
 # Short names for onnxruntime's execution providers; any "...ExecutionProvider" is taken too.
 PROVIDER_ALIASES = {

@@ -21,13 +21,15 @@ itself, not through onnxruntime ("openvino": {"device": "CPU" | "GPU" | "NPU" | 
 reads the ONNX files. Runtime "tensorrt" runs NVIDIA's trtexec once per
 model ("trtexec": {"path": ..., "precision": "fp32" | "fp16" | "int8", "warmup_ms": 500}) and
 returns its raw log and exported times ("models": [{"trtexec": {...}}]) for the host to read;
-it needs no numpy. A job without models reports only the fingerprint and warnings.
+timing needs no numpy. A job without models reports only the fingerprint and warnings.
 A job with ``"classify": "images.npy"`` (float images, N x C x H x W, as numpy saves them)
 times nothing: each model runs once per image and its entry gives the top-1 class of each
 ("top1": [...]), with its placement; a 4-D model input in NHWC (TFLite's) is fed the images
 transposed, and a TFLite int8 or uint8 input quantized with the model's own scale (ONNX
-files take float inputs and quantize inside). Runtime tensorrt cannot classify (trtexec
-returns no outputs).
+files take float inputs and quantize inside). Runtime tensorrt classifies with trtexec
+(``--loadInputs``, ``--exportOutput``; it then needs numpy): it builds the engine once
+(``--saveEngine``) and runs one trtexec process per image, or per ``TRTEXEC_IMAGES`` images
+where the file's batch size is dynamic.
 
 Results: {"format": "edgenas.runner-results/1", "fingerprint": {...}, "warnings": [...],
 "order": [[model indices in the order measured, one list per round], ...],
@@ -72,6 +74,9 @@ RUNTIMES = ("onnxruntime", "tflite", "openvino", "tensorrt")
 JETPACK_TRTEXEC = "/usr/src/tensorrt/bin/trtexec"
 TRTEXEC_PRECISIONS = ("fp32", "fp16", "int8")
 TRTEXEC_LOG_MAX = 256 * 1024  # the log's tail that goes back to the host
+# Images per trtexec process when classifying with a file of dynamic batch size: one engine
+# built for 1 to this many, its input 38 MB at 224 px (a Jetson's GPU shares its memory).
+TRTEXEC_IMAGES = 64
 # Tried in this order for runtime "tflite": LiteRT, the old standalone wheel, full TensorFlow.
 TFLITE_MODULES = (
     ("ai_edge_litert.interpreter", "ai-edge-litert"),
@@ -230,12 +235,6 @@ class Job:
         classify = data.get("classify")
         if classify is not None and (not isinstance(classify, str) or not classify):
             raise RunnerError("bad-job", "classify must be the path of a .npy file of images")
-        if classify is not None and self.runtime == "tensorrt":
-            raise RunnerError(
-                "bad-job",
-                "runtime tensorrt cannot classify images: trtexec returns no outputs; check "
-                "the files' accuracy with another runtime",
-            )
         self.classify: str | None = classify
 
 
@@ -535,6 +534,107 @@ def _one_input(count: int, path: str) -> None:
         raise RunnerError(
             "model", f"model {path!r} has {count} inputs: only a one-input model classifies images"
         )
+
+
+# The fields of ONNX's protobuf messages (onnx/onnx.proto) that ``onnx_io`` reads: this
+# runner has no onnx package.
+_ONNX_FLOAT = 1  # TensorProto.DataType.FLOAT
+_MODEL_GRAPH = 7
+_GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT = 5, 11, 12
+_TENSOR_NAME = 8
+_VALUE_NAME, _VALUE_TYPE = 1, 2
+_TYPE_TENSOR = 1
+_TENSOR_ELEM_TYPE, _TENSOR_SHAPE = 1, 2
+_SHAPE_DIM = 1
+_DIM_VALUE, _DIM_PARAM = 1, 2
+
+
+def onnx_io(path: str) -> tuple[list[tuple[str, int, list[Any]]], list[str]]:
+    """An ONNX file's graph inputs, as (name, element type, dims: a size, a name or None),
+    leaving out initializers listed as inputs, and its output names, read from the file's
+    protobuf encoding."""
+    try:
+        with open(path, "rb") as f:
+            data = memoryview(f.read())
+        graph = [v for n, v in _proto_fields(data) if n == _MODEL_GRAPH]
+        if not graph:
+            raise ValueError("no graph")
+        fields = list(_proto_fields(graph[-1]))
+        initializers = {
+            _proto_string(v, _TENSOR_NAME) for n, v in fields if n == _GRAPH_INITIALIZER
+        }
+        inputs = [_value_info(v) for n, v in fields if n == _GRAPH_INPUT]
+        outputs = [_proto_string(v, _VALUE_NAME) for n, v in fields if n == _GRAPH_OUTPUT]
+    except (ValueError, IndexError, UnicodeDecodeError) as exc:
+        raise RunnerError(
+            "model", f"model {path!r} is not an ONNX file ({_first_line(exc)})"
+        ) from None
+    return [i for i in inputs if i[0] not in initializers], outputs
+
+
+def _value_info(data: Any) -> tuple[str, int, list[Any]]:
+    """A ValueInfoProto's (name, element type, dims); type 0 where it is not a tensor."""
+    name, elem_type, dims = _proto_string(data, _VALUE_NAME), 0, []
+    for n, v in _proto_fields(data):
+        if n != _VALUE_TYPE:
+            continue
+        for tn, tensor in _proto_fields(v):
+            if tn != _TYPE_TENSOR:
+                continue
+            for k, value in _proto_fields(tensor):
+                if k == _TENSOR_ELEM_TYPE:
+                    elem_type = value
+                elif k == _TENSOR_SHAPE:
+                    dims = [_dim_of(d) for j, d in _proto_fields(value) if j == _SHAPE_DIM]
+    return name, elem_type, dims
+
+
+def _dim_of(data: Any) -> Any:
+    """A TensorShapeProto.Dimension: its size, its name, or None (unknown)."""
+    for n, v in _proto_fields(data):
+        if n == _DIM_VALUE:
+            return v
+        if n == _DIM_PARAM:
+            return bytes(v).decode()
+    return None
+
+
+def _proto_string(data: Any, field: int) -> str:
+    found = [v for n, v in _proto_fields(data) if n == field]
+    return bytes(found[-1]).decode() if found else ""
+
+
+def _proto_fields(data: Any) -> Any:
+    """(field number, value) of each field of a protobuf message: an int for a varint, a
+    memoryview of the bytes otherwise."""
+    pos, end = 0, len(data)
+    while pos < end:
+        key, pos = _varint(data, pos)
+        wire = key & 7
+        if wire == 0:
+            value, pos = _varint(data, pos)
+        elif wire in (1, 2, 5):
+            size = {1: 8, 5: 4}.get(wire)
+            if size is None:
+                size, pos = _varint(data, pos)
+            if pos + size > end:
+                raise ValueError("truncated")
+            value, pos = data[pos : pos + size], pos + size
+        else:
+            raise ValueError(f"protobuf wire type {wire}")
+        yield key >> 3, value
+
+
+def _varint(data: Any, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data) or shift > 63:
+            raise ValueError("truncated")
+        byte = data[pos]
+        value |= (byte & 0x7F) << shift
+        pos, shift = pos + 1, shift + 7
+        if byte < 0x80:
+            return value, pos
 
 
 _ORT_TYPES = {
@@ -1631,6 +1731,135 @@ class TrtexecBackend(Backend):
             "profile": _read(layers) if profile_ops else None,
         }
 
+    def classify(self, path: str, images: Any, np_: Any, folder: str) -> list[int]:
+        """The top-1 class of each image as trtexec's engine of ``path`` computes it (the
+        engine built as for timing, at the profile's precision). The first process builds
+        and saves the engine, the others load it; each feeds its image(s) from a raw float32
+        file (``--loadInputs``) and reads the outputs trtexec writes (``--exportOutput``)."""
+        _check_readable(path)
+        what = f"model {path!r}"
+        inputs, outputs = onnx_io(path)
+        _one_input(len(inputs), path)
+        name, elem_type, dims = inputs[0]
+        if elem_type != _ONNX_FLOAT:
+            raise RunnerError(
+                "model", f"{what} takes ONNX type {elem_type} inputs: trtexec is fed float32 here"
+            )
+        if "," in name or "'" in name:  # trtexec splits its specs at commas and quotes
+            raise RunnerError(
+                "model",
+                f"{what}: trtexec cannot be given an input named {name!r} (a comma or a quote "
+                "in it); export the model with another input name",
+            )
+        fit_image(np_, np_.asarray(images[:1], dtype=np_.float32), dims, what)
+        batched = len(dims) == 4 and not _static(dims[0])
+        step = min(TRTEXEC_IMAGES, len(images)) if batched else 1
+        dynamic = not all(_static(d) for d in dims)
+
+        def shape(n: int) -> str:
+            return f"'{name}':" + "x".join(str(v) for v in (n, *images.shape[1:]))
+
+        top1: list[int] = []
+        for first in range(0, len(images), step):
+            x = np_.ascontiguousarray(images[first : first + step], dtype=np_.float32)
+            x.tofile(os.path.join(folder, "input.bin"))
+            if first == 0:
+                args = [f"--onnx={path}", *_precision_flags(self.settings), "--saveEngine=engine"]
+                if dynamic:  # an engine for 1 to `step` images
+                    args += [f"--minShapes={shape(1)}", f"--optShapes={shape(step)}"]
+                    args += [f"--maxShapes={shape(step)}"]
+            else:
+                args = ["--loadEngine=engine"]
+            if dynamic:
+                args.append(f"--shapes={shape(len(x))}")
+            args += [
+                f"--loadInputs='{name}':input.bin",
+                "--exportOutput=output.json",
+                "--iterations=1",
+                "--warmUp=0",
+                "--duration=0",
+            ]
+            scores = self._outputs(np_, args, folder, outputs[0], f"{what} on image {first}")
+            if scores.size % len(x):
+                raise RunnerError(
+                    "model", f"{what}: trtexec wrote {scores.size} outputs for {len(x)} image(s)"
+                )
+            top1.extend(int(c) for c in scores.reshape(len(x), -1).argmax(axis=1))
+        return top1
+
+    def _outputs(self, np_: Any, args: list[str], folder: str, output: str, where: str) -> Any:
+        """One trtexec process in ``folder``: the values of the output named ``output``."""
+        written = os.path.join(folder, "output.json")
+        if os.path.exists(written):
+            os.remove(written)  # a process that writes none must not leave the last one's
+        proc = subprocess.Popen(
+            [self.path, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=folder
+        )
+        try:
+            out, _ = proc.communicate()
+        finally:
+            if proc.poll() is None:  # stopped by the host: trtexec must not keep the GPU
+                proc.kill()
+                proc.wait()
+        log = out.decode(errors="replace")
+        if proc.returncode != 0:
+            raise RunnerError(
+                "model",
+                f"trtexec failed on {where} (exit status {proc.returncode}): {trtexec_error(log)}",
+            )
+        try:
+            with open(written) as f:
+                entries = json.loads(_json_numbers(f.read()))
+        except FileNotFoundError:
+            raise RunnerError(
+                "model",
+                f"trtexec wrote no outputs for {where} (--exportOutput): TensorRT 8.4 or newer "
+                "writes them",
+            ) from None
+        except ValueError as exc:
+            raise RunnerError(
+                "model", f"trtexec's outputs for {where} are not JSON: {_first_line(exc)}"
+            ) from None
+        values = next(
+            (e.get("values") for e in entries if isinstance(e, dict) and e.get("name") == output),
+            None,
+        )
+        if not isinstance(values, list) or not values:
+            raise RunnerError("model", f"trtexec's outputs for {where} have no {output!r}")
+        return np_.asarray(values, dtype=np_.float64)
+
+
+# trtexec prints output values with C++'s operator<<: "nan", "-nan", "inf" and "-inf" are
+# not JSON numbers.
+_NOT_FINITE = re.compile(r"(?<![\w.])(-?)(nan|inf)(?![\w.])")
+
+
+def _json_numbers(text: str) -> str:
+    return _NOT_FINITE.sub(lambda m: "NaN" if m[2] == "nan" else f"{m[1]}Infinity", text)
+
+
+def trtexec_error(log: str) -> str:
+    """Why trtexec failed, from its log: its last error line that is not one of its generic
+    ones (as ``devices.trtexec.failure_reason`` reads it on the host), else the last line."""
+    generic = (
+        "Failed to parse onnx file",
+        "Parsing model failed",
+        "Failed to create engine",
+        "Engine set up failed",
+    )
+    errors = [
+        re.sub(r"^.*?\[E\] (\[TRT\] )?", "", line).strip()
+        for line in log.splitlines()
+        if "[E] " in line
+    ]
+    specific = [e for e in errors if e and not e.startswith(generic)]
+    lines = [line.strip() for line in log.splitlines() if line.strip()]
+    return (specific or errors or lines or ["no output"])[-1]
+
+
+def _precision_flags(settings: dict[str, Any]) -> list[str]:
+    return [] if settings["precision"] == "fp32" else ["--" + settings["precision"]]
+
 
 def trtexec_args(
     trtexec: str,
@@ -1645,9 +1874,7 @@ def trtexec_args(
     --duration=0 makes --iterations the exact number of timed queries; --separateProfileRun
     keeps the layer profiler (``layers``) out of the timed runs. Without a calibration cache
     --int8 calibrates on random data: right for latency, meaningless for accuracy."""
-    args = [trtexec, f"--onnx={model}"]
-    if settings["precision"] != "fp32":
-        args.append("--" + settings["precision"])
+    args = [trtexec, f"--onnx={model}", *_precision_flags(settings)]
     args += [
         f"--warmUp={settings['warmup_ms']}",
         f"--iterations={runs}",
@@ -1670,7 +1897,17 @@ def _run_trtexec_job(job: Job, root: str) -> dict[str, Any]:
     backend = TrtexecBackend(job)
     facts, warnings = fingerprint(job, backend, None, root)
     entries = []
-    if job.models:
+    if job.models and job.classify is not None:
+        np_ = import_numpy()  # only classifying needs numpy here
+        images = load_images(np_, job.classify)
+        for index, path in enumerate(job.models):
+            folder = tempfile.mkdtemp(prefix="edgenas-trtexec-")
+            try:
+                top1 = backend.classify(path, images, np_, folder)
+            finally:
+                shutil.rmtree(folder, ignore_errors=True)
+            entries.append({"index": index, "path": path, "top1": top1})
+    elif job.models:
         folder = tempfile.mkdtemp(prefix="edgenas-trtexec-")
         try:
             for index, path in enumerate(job.models):
@@ -1684,7 +1921,7 @@ def _run_trtexec_job(job: Job, root: str) -> dict[str, Any]:
         "format": RESULTS_FORMAT,
         "fingerprint": facts,
         "warnings": warnings,
-        "order": [list(range(len(job.models)))] if job.models else [],
+        "order": [list(range(len(job.models)))] if job.models and not job.classify else [],
         "models": entries,
     }
 

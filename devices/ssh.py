@@ -233,7 +233,7 @@ class SshDevice(Device):
 
     @property
     def classifies(self) -> bool:
-        return self.settings.runtime != "tensorrt"
+        return True  # every runtime of the runner (trtexec through its exported outputs)
 
     def classify(
         self,

@@ -37,6 +37,25 @@ INT8_ONLY = (
 )
 
 
+def _check_agreement_weighs(devices: list[str], verify: bool, check_images: int) -> None:
+    """Without --int8, --min-int8-agreement weighs only files a --device checks: refuse it
+    where none will, rather than take it and do nothing."""
+    from devices.profiles import CLASSIFYING_KINDS, load_profile
+
+    what = "--min-int8-agreement weighs int8 files, and files checked on a --device"
+    if not devices:
+        raise fail(f"{what}: add --int8 or a --device, or leave it out")
+    why = None
+    if not verify:
+        why = "--no-verify leaves no test images to check with"
+    elif check_images == 0:
+        why = "--device-check-images 0 asks for no check"
+    elif not any(load_profile(d).kind in CLASSIFYING_KINDS for d in devices):
+        why = f"{', '.join(devices)} return{'s' if len(devices) == 1 else ''} latency only"
+    if why is not None:
+        raise fail(f"{what}, and {why}: add --int8, or leave it out")
+
+
 def _given(ctx: typer.Context, name: str) -> bool:
     """Whether option ``name`` came from the command line rather than its default. By the
     source's name: typer vendors click, so click's own ParameterSource is another class."""
@@ -171,11 +190,8 @@ def export_command(
         given = ["--" + name.replace("_", "-") for name in INT8_ONLY if _given(ctx, name)]
         if given:
             raise fail(f"{given[0]} shapes the int8 files: add --int8, or leave {given[0]} out")
-        if not device and _given(ctx, "min_int8_agreement"):
-            raise fail(
-                "--min-int8-agreement weighs int8 files, and files checked on a --device: add "
-                "--int8 or a --device, or leave it out"
-            )
+        if _given(ctx, "min_int8_agreement"):
+            _check_agreement_weighs(device or [], verify, device_check_images)
     if threads:
         import torch
 

@@ -738,7 +738,7 @@ def _check_on_device(
 
     if not device.classifies:
         entry["not_checked"] = (
-            "it returns latency only (Vela, the NPU simulator and trtexec give no outputs)"
+            "it returns latency only (Vela and the NPU simulator give no outputs)"
         )
         return
     names = list(entry["files"])

@@ -16,7 +16,6 @@ from onnx import TensorProto, helper
 from devices.base import DeviceError
 from devices.local import LocalDevice
 from devices.runner_protocol import RunSettings, build_job
-from devices.trtexec import JETPACK_TRTEXEC
 from tests.devices.conftest import Models, run_runner
 
 
@@ -157,17 +156,6 @@ def test_images_that_are_no_npy_array_are_a_json_error(
     assert message in run.payload["error"]["message"]
 
 
-def test_tensorrt_cannot_classify(tmp_path: Path, models: Models) -> None:
-    settings = RunSettings(runtime="tensorrt", trtexec=JETPACK_TRTEXEC)
-    run = run_runner(dict(build_job([str(models.conv)], settings, classify="x.npy")), tmp_path)
-    assert run.returncode == 2
-    assert (
-        "runtime tensorrt cannot classify images: trtexec returns no outputs"
-        in (run.payload["error"]["message"])
-    )
-    assert not LocalDevice("gpu", settings=settings).classifies
-
-
 def test_a_device_that_times_only_says_so(tmp_path: Path) -> None:
     from devices import open_device
 
@@ -175,6 +163,22 @@ def test_a_device_that_times_only_says_so(tmp_path: Path) -> None:
         assert not device.classifies
         with pytest.raises(DeviceError, match="cannot classify images: it returns latency only"):
             device.classify([tmp_path / "m.onnx"], _images(1, (3, 8, 8)))
+
+
+def test_the_kinds_that_classify_are_the_devices_that_do() -> None:
+    """export refuses --min-int8-agreement before opening devices, by their profiles' kinds
+    (CLASSIFYING_KINDS): each bundled device that opens agrees with its kind."""
+    from devices.profiles import CLASSIFYING_KINDS, list_profiles, load_profile, open_device
+
+    kinds = set()
+    for name in list_profiles():
+        profile = load_profile(name)
+        if profile.kind == "published":
+            continue  # tables only: nothing opens
+        with open_device(name) as device:
+            assert device.classifies == (profile.kind in CLASSIFYING_KINDS), name
+        kinds.add(profile.kind)
+    assert kinds == {"local", "ssh", "adb", "npu-sim", "vela"}
 
 
 def test_a_check_that_fails_on_the_device_is_on_the_card_not_a_lost_export(

@@ -981,6 +981,52 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         "--min-int8-agreement weighs int8 files, and files checked on a --device: add --int8 "
         "or a --device, or leave it out",
     )
+    # ... and with devices none of which will check a file
+    for extra, why in (
+        (
+            ("--device", "npu-32x32-ws", "--device", "ethos-u55-128"),
+            "npu-32x32-ws, ethos-u55-128 return latency only",
+        ),
+        (
+            ("--device", "local-cpu", "--device-check-images", "0"),
+            "--device-check-images 0 asks for no check",
+        ),
+        (
+            ("--device", "local-cpu", "--no-verify"),
+            "--no-verify leaves no test images to check with",
+        ),
+    ):
+        proc = edgenas_here(
+            "export",
+            "--supernet",
+            supernet,
+            "--subnet",
+            "min",
+            "--min-int8-agreement",
+            "0.5",
+            *extra,
+            "--out",
+            out,
+        )
+        _fails(
+            proc,
+            "--min-int8-agreement weighs int8 files, and files checked on a --device, and "
+            f"{why}: add --int8, or leave it out",
+        )
+    proc = edgenas_here(
+        "export",
+        "--supernet",
+        supernet,
+        "--subnet",
+        "min",
+        "--min-int8-agreement",
+        "0.5",
+        "--device",
+        "no-such-board",
+        "--out",
+        out,
+    )
+    _fails(proc, "unknown device profile 'no-such-board'")
     assert not out.exists()
     # A training checkpoint left by an interrupted `edgenas train`.
     unfinished = tmp_path / "checkpoint.pt"
