@@ -1830,8 +1830,8 @@ class TrtexecBackend(Backend):
 
 
 # trtexec prints output values with C++'s operator<<: "nan", "-nan", "inf" and "-inf" are
-# not JSON numbers.
-_NOT_FINITE = re.compile(r"(?<![\w.])(-?)(nan|inf)(?![\w.])")
+# not JSON numbers. Only values: after "[ " or ", ", before "," or " ]" (not in a name).
+_NOT_FINITE = re.compile(r"(?<=[\[,] )(-?)(nan|inf)(?=,| \])")
 
 
 def _json_numbers(text: str) -> str:
