@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -28,12 +29,20 @@ DATA = Path(__file__).with_name("data") / "trtexec"
 STAND_IN = Path(__file__).with_name("trtexec_classifier.py")
 
 
-def _trtexec(folder: Path) -> tuple[Path, Path]:
-    """(the stand-in trtexec, the file of its calls, one JSON argument list per line)."""
+def trtexec_stand_in(folder: Path) -> tuple[Path, Path]:
+    """(the stand-in trtexec, the file of its calls, one JSON argument list per line); its
+    timing runs replay test_trtexec's recorded log and times."""
     folder.mkdir(parents=True, exist_ok=True)
     script, calls = folder / "trtexec", folder / "calls.jsonl"
+    env = {
+        "TRTEXEC_CALLS": calls,
+        "TRTEXEC_TIMES": DATA / "mobilenet_qat_timing_first49.json",
+        "TRTEXEC_LOG": DATA / "hackathon_result-01.log",
+    }
     script.write_text(
-        f'#!/bin/sh\nTRTEXEC_CALLS={str(calls)!r} exec {sys.executable} {str(STAND_IN)!r} "$@"\n'
+        "#!/bin/sh\n"
+        + "".join(f"export {k}={shlex.quote(str(v))}\n" for k, v in env.items())
+        + f'exec {shlex.quote(sys.executable)} {shlex.quote(str(STAND_IN))} "$@"\n'
     )
     script.chmod(0o755)
     return script, calls
@@ -78,7 +87,7 @@ def _device(trtexec: Path, precision: str = "fp16") -> LocalDevice:
 
 
 def test_a_static_file_builds_its_engine_once_and_runs_each_image(tmp_path: Path) -> None:
-    trtexec, calls = _trtexec(tmp_path / "bin")
+    trtexec, calls = trtexec_stand_in(tmp_path / "bin")
     model = _classifier(tmp_path / "a model.onnx", name="input:0")  # ':' as TF names have
     images = _images(5)
     device = _device(trtexec)
@@ -101,7 +110,7 @@ def test_a_static_file_builds_its_engine_once_and_runs_each_image(tmp_path: Path
 
 
 def test_a_dynamic_batch_file_runs_a_part_of_images_per_process(tmp_path: Path) -> None:
-    trtexec, calls = _trtexec(tmp_path / "bin")
+    trtexec, calls = trtexec_stand_in(tmp_path / "bin")
     model = _classifier(tmp_path / "m.onnx", batch="N")
     images = _images(TRTEXEC_IMAGES + 6)
     (top1,) = _device(trtexec, precision="fp32").classify([model], images)
@@ -119,7 +128,7 @@ def test_a_dynamic_batch_file_runs_a_part_of_images_per_process(tmp_path: Path) 
 def test_trtexec_failing_on_an_image_is_one_line(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    trtexec, _ = _trtexec(tmp_path / "bin")
+    trtexec, _ = trtexec_stand_in(tmp_path / "bin")
     model = _classifier(tmp_path / "m.onnx")
     monkeypatch.setenv("TRTEXEC_FAIL_ON", "3")  # the version check (--help) is call 1
     with pytest.raises(DeviceError) as info:
@@ -141,7 +150,7 @@ def test_trtexec_failing_on_an_image_is_one_line(
 def test_outputs_trtexec_left_out_or_printed_as_cpp_does(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, env: str, expected: str | None
 ) -> None:
-    trtexec, _ = _trtexec(tmp_path / "bin")
+    trtexec, _ = trtexec_stand_in(tmp_path / "bin")
     model = _classifier(tmp_path / "m.onnx")
     monkeypatch.setenv(env, "3")  # the version check (--help) is call 1
     if expected is None:
@@ -153,7 +162,7 @@ def test_outputs_trtexec_left_out_or_printed_as_cpp_does(
 
 
 def test_files_trtexec_cannot_be_fed_are_one_line(tmp_path: Path, models: Models) -> None:
-    trtexec, calls = _trtexec(tmp_path / "bin")
+    trtexec, calls = trtexec_stand_in(tmp_path / "bin")
     device = _device(trtexec)
     cases = {
         _classifier(tmp_path / "comma.onnx", name="a,b"): "an input named 'a,b'",
@@ -234,7 +243,7 @@ def test_the_runners_onnx_reader_reads_what_onnx_reads(tmp_path: Path, models: M
 def test_ssh_board_classifies_with_trtexec(sshd: Sshd, tmp_path: Path) -> None:
     """The real SSH path: the images go up once, the runner runs the stand-in on the board,
     and the board's folders are gone after."""
-    trtexec, calls = _trtexec(tmp_path / "bin")
+    trtexec, calls = trtexec_stand_in(tmp_path / "bin")
     model = _classifier(tmp_path / "it's a model.onnx")
     images = _images(3)
     remote = tmp_path / "remote"

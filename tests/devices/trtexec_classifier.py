@@ -14,6 +14,10 @@ NVIDIA/TensorRT release/8.5, 8.6, 10.3, 10.16 and a892d22):
 - ``--exportOutput``: ``exportJSONOutput`` of sampleReporting.cpp, character for character,
   values as C++'s ``operator<<`` prints floats (6 significant digits).
 
+A timing run (``--exportTimes``) replays recorded files instead, as test_trtexec's stand-in
+does: the ``--exportTimes`` file is a copy of ``TRTEXEC_TIMES`` and the log that of
+``TRTEXEC_LOG``.
+
 ``TRTEXEC_FAIL_ON`` (a process number, from 1) makes that process fail with an ``[E]`` line,
 ``TRTEXEC_NO_OUTPUT`` (one too) has it skip ``--exportOutput``, and ``TRTEXEC_NAN`` writes
 "nan" and "-inf" among the values. Each call's arguments are appended to ``calls.jsonl`` beside this file's
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 
 import numpy as np
@@ -73,6 +78,11 @@ def main(args: list[str]) -> None:
         _fail(
             "[TRT] 1: [defaultAllocator.cpp::allocate::20] Error Code 1: Cuda Runtime (out of memory)"
         )
+    if "--exportTimes" in options:  # a timing run: recorded output
+        shutil.copyfile(os.environ["TRTEXEC_TIMES"], options["--exportTimes"])
+        with open(os.environ["TRTEXEC_LOG"]) as f:
+            sys.stdout.write(f.read())
+        return
     if "--loadEngine" in options and "--saveEngine" in options:
         _fail("Incompatible load and save engine options selected")
     build = {

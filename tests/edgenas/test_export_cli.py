@@ -276,6 +276,35 @@ def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
     assert "Timed devices drift; the last column scales" in card_markdown(card)
 
 
+def test_a_jetson_checks_the_file_it_times_through_trtexec(trained: Path, tmp_path: Path) -> None:
+    """A tensorrt device (the stand-in trtexec: recorded times, classes from onnxruntime)
+    classifies the test images with the fp32 file it times; --min-int8-agreement weighs that
+    check, so export takes it without --int8."""
+    from tests.devices.test_trtexec_classify import trtexec_stand_in
+
+    trtexec, calls = trtexec_stand_in(tmp_path / "bin")
+    profile = tmp_path / "orin.yaml"
+    profile.write_text(
+        "name: test-orin\nkind: local\nruntime: tensorrt\nruns: 49\n"
+        f"tensorrt:\n  trtexec: {json.dumps(str(trtexec))}\n  precision: fp16\n  warmup_ms: 0\n"
+    )
+    out = tmp_path / "out"
+    proc = edgenas_here(
+        "export", "--supernet", trained / "run" / "supernet.pt", "--subnet", "min",
+        "--format", "onnx", "--device", profile, "--test-images", "100",
+        "--device-check-images", "20", "--min-int8-agreement", "0.9", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    orin = _card(out)["latency"]["test-orin"]
+    assert orin["files"]["model.onnx"]["measured"]["n"] == 49  # the recorded times
+    # onnxruntime's fp32 classes: those of PyTorch fp32, within export's parity
+    assert orin["files"]["model.onnx"]["on_device"]["images"] == 20
+    assert orin["files"]["model.onnx"]["on_device"]["top1_agreement"] >= 0.95
+    assert "not_checked" not in orin
+    runs = [json.loads(line) for line in calls.read_text().splitlines()]
+    assert sum(any(a.startswith("--loadEngine=") for a in run) for run in runs) == 19
+
+
 def test_an_npu_gets_the_plain_graph_and_its_cpu_fallbacks_in_the_card(
     trained: Path, tmp_path: Path
 ) -> None:
