@@ -65,6 +65,11 @@ class Device(ABC):
         cannot."""
         return False
 
+    @property
+    def not_classifying(self) -> str:
+        """Why ``classifies`` is False, as the card says it."""
+        return "it returns latency only (Vela and the NPU simulator give no outputs)"
+
     def classify(
         self,
         models: Sequence[Path],

@@ -27,6 +27,7 @@ from devices.runner_protocol import (
     RunnerJob,
     RunSettings,
     build_job,
+    classify_refusal,
     no_results,
     parse_classes,
     parse_fingerprint,
@@ -106,7 +107,13 @@ class LocalDevice(Device):
 
     @property
     def classifies(self) -> bool:
-        return True  # every runtime of the runner (trtexec through its exported outputs)
+        # every runtime of the runner (trtexec through its exported outputs), but a TensorRT
+        # int8 engine calibrated on random data
+        return classify_refusal(self.settings) is None
+
+    @property
+    def not_classifying(self) -> str:
+        return classify_refusal(self.settings) or super().not_classifying
 
     def classify(
         self,

@@ -22,7 +22,7 @@ from pydantic import (
 )
 
 from devices.base import Device, DeviceError, Runtime, create_device
-from devices.runner_protocol import RunSettings
+from devices.runner_protocol import RunSettings, classify_refusal
 from devices.trtexec import JETPACK_TRTEXEC, Precision
 from once_for_all.errors import yaml_problem
 from once_for_all.yaml_text import load_yaml
@@ -33,7 +33,7 @@ _DEFAULTS = RunSettings()
 _RUNNER_KINDS = ("local", "ssh")
 # Kinds whose devices classify images (``Device.classifies``): the runner's and phones'; the
 # simulators return latency only.
-CLASSIFYING_KINDS = (*_RUNNER_KINDS, "adb")
+_CLASSIFYING_KINDS = (*_RUNNER_KINDS, "adb")
 OptionValue = str | int | float | bool
 # Short names for onnxruntime's execution providers; any "...ExecutionProvider" is taken too.
 PROVIDER_ALIASES = {
@@ -385,6 +385,12 @@ class DeviceProfile(_Strict):
         for given in self.provider_options or {}:
             if provider_name(given) not in names:
                 raise ValueError(f"provider_options: {given} is not in providers")
+
+    @property
+    def classifies(self) -> bool:
+        """Whether its device classifies images (``Device.classifies``), known before it is
+        opened."""
+        return self.kind in _CLASSIFYING_KINDS and classify_refusal(self.run_settings()) is None
 
     def run_settings(self) -> RunSettings:
         trt = self.tensorrt or TensorrtSection()

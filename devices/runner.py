@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import argparse
 import glob
+import hashlib
 import importlib
 import json
 import os
@@ -268,9 +269,10 @@ def _openvino_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
 
 
 def _trtexec_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
-    """runtime tensorrt: {"path": trtexec, "precision": fp32|fp16|int8, "warmup_ms": N}."""
+    """runtime tensorrt: {"path": trtexec, "precision": fp32|fp16|int8, "warmup_ms": N,
+    "engines": a folder where classify keeps the engines it builds for the next jobs}."""
     value = _runtime_section(
-        data, "trtexec", runtime, "tensorrt", ("path", "precision", "warmup_ms")
+        data, "trtexec", runtime, "tensorrt", ("path", "precision", "warmup_ms", "engines")
     )
     if value is None:
         return {}
@@ -283,7 +285,10 @@ def _trtexec_field(data: dict[str, Any], runtime: str) -> dict[str, Any]:
             "bad-job", f"trtexec.precision {precision!r}: expected one of fp32, fp16, int8"
         )
     warmup_ms = _int_field(value, "warmup_ms", 500, minimum=0)
-    return {"path": path, "precision": precision, "warmup_ms": warmup_ms}
+    engines = value.get("engines")
+    if engines is not None and (not isinstance(engines, str) or not engines):
+        raise RunnerError("bad-job", "trtexec.engines must be the path of a folder")
+    return {"path": path, "precision": precision, "warmup_ms": warmup_ms, "engines": engines}
 
 
 def _delegate_field(data: dict[str, Any], runtime: str) -> str | None:
@@ -592,8 +597,8 @@ def _value_info(data: Any) -> tuple[str, int, list[Any]]:
 def _dim_of(data: Any) -> Any:
     """A TensorShapeProto.Dimension: its size, its name, or None (unknown)."""
     for n, v in _proto_fields(data):
-        if n == _DIM_VALUE:
-            return v
+        if n == _DIM_VALUE:  # an int64: negative ones (-1, dynamic) are 10-byte varints
+            return v - (1 << 64) if v >= 1 << 63 else v
         if n == _DIM_PARAM:
             return bytes(v).decode()
     return None
@@ -1734,9 +1739,11 @@ class TrtexecBackend(Backend):
     def classify(self, path: str, images: Any, np_: Any, folder: str) -> list[int]:
         """The top-1 class of each image as trtexec's engine of ``path`` computes it (the
         engine built as for timing, at the profile's precision). The first process builds
-        and saves the engine, the others load it; each feeds its image(s) from a raw float32
-        file (``--loadInputs``) and reads the outputs trtexec writes (``--exportOutput``)."""
+        and saves the engine (kept in the job's ``engines`` folder for its next jobs, if it
+        names one), the others load it; each feeds its image(s) from a raw float32 file
+        (``--loadInputs``) and reads the outputs trtexec writes (``--exportOutput``)."""
         _check_readable(path)
+        path = os.path.abspath(path)  # trtexec runs in ``folder``
         what = f"model {path!r}"
         inputs, outputs = onnx_io(path)
         _one_input(len(inputs), path)
@@ -1751,25 +1758,31 @@ class TrtexecBackend(Backend):
                 f"{what}: trtexec cannot be given an input named {name!r} (a comma or a quote "
                 "in it); export the model with another input name",
             )
-        fit_image(np_, np_.asarray(images[:1], dtype=np_.float32), dims, what)
+        one = np_.asarray(images[:1], dtype=np_.float32)
+        layout = fit_image(np_, one, dims, what).shape[1:]  # NCHW, or NHWC where the file is
+        nhwc = layout != one.shape[1:]
         batched = len(dims) == 4 and not _static(dims[0])
-        step = min(TRTEXEC_IMAGES, len(images)) if batched else 1
+        step = TRTEXEC_IMAGES if batched else 1
         dynamic = not all(_static(d) for d in dims)
 
         def shape(n: int) -> str:
-            return f"'{name}':" + "x".join(str(v) for v in (n, *images.shape[1:]))
+            return f"'{name}':" + "x".join(str(v) for v in (n, *layout))
 
+        engine = self._engine(path, folder)
         top1: list[int] = []
         for first in range(0, len(images), step):
-            x = np_.ascontiguousarray(images[first : first + step], dtype=np_.float32)
+            x = images[first : first + step]
+            x = np_.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x, dtype=np_.float32)
             x.tofile(os.path.join(folder, "input.bin"))
-            if first == 0:
-                args = [f"--onnx={path}", *_precision_flags(self.settings), "--saveEngine=engine"]
+            building = not os.path.isfile(engine)
+            if building:
+                args = [f"--onnx={path}", *_precision_flags(self.settings)]
+                args.append(f"--saveEngine={engine}.part")  # whole only once renamed
                 if dynamic:  # an engine for 1 to `step` images
                     args += [f"--minShapes={shape(1)}", f"--optShapes={shape(step)}"]
                     args += [f"--maxShapes={shape(step)}"]
             else:
-                args = ["--loadEngine=engine"]
+                args = [f"--loadEngine={engine}"]
             if dynamic:
                 args.append(f"--shapes={shape(len(x))}")
             args += [
@@ -1780,12 +1793,25 @@ class TrtexecBackend(Backend):
                 "--duration=0",
             ]
             scores = self._outputs(np_, args, folder, outputs[0], f"{what} on image {first}")
+            if building:
+                os.replace(f"{engine}.part", engine)
             if scores.size % len(x):
                 raise RunnerError(
                     "model", f"{what}: trtexec wrote {scores.size} outputs for {len(x)} image(s)"
                 )
             top1.extend(int(c) for c in scores.reshape(len(x), -1).argmax(axis=1))
         return top1
+
+    def _engine(self, path: str, folder: str) -> str:
+        """Where the engine of ``path`` goes: in the job's ``engines`` folder, where a
+        board's session keeps it between the parts of the images (one build per file, the
+        same tactics for every image), else in this job's ``folder``."""
+        engines = self.settings.get("engines")
+        if not engines:
+            return os.path.join(folder, "engine")
+        os.makedirs(engines, exist_ok=True)
+        key = f"{path}\0{self.settings['precision']}\0{TRTEXEC_IMAGES}".encode()
+        return os.path.join(engines, hashlib.sha256(key).hexdigest()[:16] + ".engine")
 
     def _outputs(self, np_: Any, args: list[str], folder: str, output: str, where: str) -> Any:
         """One trtexec process in ``folder``: the values of the output named ``output``."""
@@ -1810,23 +1836,26 @@ class TrtexecBackend(Backend):
         try:
             with open(written) as f:
                 entries = json.loads(_json_numbers(f.read()))
+            values = next(
+                (e["values"] for e in entries if isinstance(e, dict) and e.get("name") == output),
+                None,
+            )
+            scores = np_.asarray(values if values else [], dtype=np_.float64)
         except FileNotFoundError:
             raise RunnerError(
                 "model",
                 f"trtexec wrote no outputs for {where} (--exportOutput): TensorRT 8.4 or newer "
                 "writes them",
             ) from None
-        except ValueError as exc:
+        except (ValueError, TypeError, KeyError) as exc:
             raise RunnerError(
-                "model", f"trtexec's outputs for {where} are not JSON: {_first_line(exc)}"
+                "model",
+                f"trtexec's outputs for {where} are not its --exportOutput JSON: "
+                f"{_first_line(exc)}",
             ) from None
-        values = next(
-            (e.get("values") for e in entries if isinstance(e, dict) and e.get("name") == output),
-            None,
-        )
-        if not isinstance(values, list) or not values:
+        if scores.ndim != 1 or not scores.size:
             raise RunnerError("model", f"trtexec's outputs for {where} have no {output!r}")
-        return np_.asarray(values, dtype=np_.float64)
+        return scores
 
 
 # trtexec prints output values with C++'s operator<<: "nan", "-nan", "inf" and "-inf" are

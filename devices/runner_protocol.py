@@ -52,7 +52,8 @@ class RunnerJob(TypedDict):
     # onnxruntime: execution provider names in priority order; absent: CPUExecutionProvider.
     providers: NotRequired[list[str]]
     provider_options: NotRequired[dict[str, dict[str, str]]]
-    # tensorrt: {"path": trtexec on the target, "precision": ..., "warmup_ms": ...}.
+    # tensorrt: {"path": trtexec on the target, "precision": ..., "warmup_ms": ..., and for
+    # classify "engines": a folder that keeps the engines it builds for the next jobs}.
     trtexec: NotRequired[dict[str, Any]]
     # openvino: {"device": "CPU" | "GPU" | ..., "properties": {KEY: value text}}.
     openvino: NotRequired[dict[str, Any]]
@@ -170,6 +171,7 @@ def build_job(
     *,
     profile_ops: bool = False,
     classify: str | None = None,
+    engines: str | None = None,
 ) -> RunnerJob:
     """The job for ``runner.py``; ``model_paths`` (and ``classify``, a .npy of images the
     models then classify instead of being timed) are as the target sees them.
@@ -210,6 +212,8 @@ def build_job(
             "precision": settings.precision,
             "warmup_ms": settings.warmup_ms,
         }
+        if engines is not None:
+            job["trtexec"]["engines"] = engines
     if classify is not None:
         job["classify"] = classify
     return job
@@ -257,6 +261,19 @@ def save_images(path: Path, images: npt.NDArray[np.floating]) -> None:
     if x.ndim != 4 or x.dtype.kind != "f" or not len(x):
         raise ValueError(f"images must be float N x C x H x W with N >= 1, not {x.dtype} {x.shape}")
     np.save(path, np.ascontiguousarray(x, dtype=np.float32), allow_pickle=False)
+
+
+def classify_refusal(settings: RunSettings) -> str | None:
+    """Why the runner's device with these settings does not classify images, or None: a
+    TensorRT int8 engine is calibrated on random data by trtexec (no calibration cache), so
+    its classes say nothing of a calibrated engine's."""
+    if settings.runtime == "tensorrt" and settings.precision == "int8":
+        return (
+            "its TensorRT int8 engine is calibrated on random data (trtexec without a "
+            "calibration cache): right for latency, not for accuracy; check the file on a "
+            "profile with tensorrt.precision fp16 or fp32"
+        )
+    return None
 
 
 def parse_classes(

@@ -38,6 +38,7 @@ from devices.runner_protocol import (
     RunnerJob,
     RunSettings,
     build_job,
+    classify_refusal,
     no_results,
     parse_classes,
     parse_fingerprint,
@@ -233,7 +234,13 @@ class SshDevice(Device):
 
     @property
     def classifies(self) -> bool:
-        return True  # every runtime of the runner (trtexec through its exported outputs)
+        # every runtime of the runner (trtexec through its exported outputs), but a TensorRT
+        # int8 engine calibrated on random data
+        return classify_refusal(self.settings) is None
+
+    @property
+    def not_classifying(self) -> str:
+        return classify_refusal(self.settings) or super().not_classifying
 
     def classify(
         self,
@@ -265,7 +272,12 @@ class SshDevice(Device):
                 def run_batch(batch: list[Path] = batch, file: Path = file) -> str:
                     session = self._open()
                     remote = [self._upload(session, p) for p in batch]
-                    job = build_job(remote, self.settings, classify=self._upload(session, file))
+                    job = build_job(
+                        remote,
+                        self.settings,
+                        classify=self._upload(session, file),
+                        engines=f"{session.folder}/engines",  # one build per file (trtexec)
+                    )
                     return self._run_runner(session, job, classify=True)
 
                 payload = self._with_reconnect(

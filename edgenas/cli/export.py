@@ -40,7 +40,7 @@ INT8_ONLY = (
 def _check_agreement_weighs(devices: list[str], verify: bool, check_images: int) -> None:
     """Without --int8, --min-int8-agreement weighs only files a --device checks: refuse it
     where none will, rather than take it and do nothing."""
-    from devices.profiles import CLASSIFYING_KINDS, load_profile
+    from devices.profiles import load_profile
 
     what = "--min-int8-agreement weighs int8 files, and files checked on a --device"
     if not devices:
@@ -50,7 +50,7 @@ def _check_agreement_weighs(devices: list[str], verify: bool, check_images: int)
         why = "--no-verify leaves no test images to check with"
     elif check_images == 0:
         why = "--device-check-images 0 asks for no check"
-    elif not any(load_profile(d).kind in CLASSIFYING_KINDS for d in devices):
+    elif not any(load_profile(d).classifies for d in devices):
         why = f"{', '.join(devices)} return{'s' if len(devices) == 1 else ''} latency only"
     if why is not None:
         raise fail(f"{what}, and {why}: add --int8, or leave it out")

@@ -109,8 +109,12 @@ def files_table(summary: RunSummary) -> Table | None:
         if sum(r["device"] == device for r in chosen) > 1:  # one row per budget
             device += f" <= {row['budget_ms']:g} ms"
         speedup = m["speedup_vs_fp32"]
-        # The first clause says partitions or float nodes; the card has the rest.
-        runs_as = [m["runs_as"].split("; ")[0], m.get("placement", "-")]
+        # Partitions or float nodes; how the channels and the stem were laid out is the card's.
+        runs_as = [
+            part
+            for part in (*m["runs_as"].split("; "), m.get("placement", "-"))
+            if not part.startswith(("channels aligned", "stem in"))
+        ]
         checked = m.get("on_device")
         table.add_row(
             escape(device),

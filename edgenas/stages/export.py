@@ -737,9 +737,7 @@ def _check_on_device(
     from devices.base import DeviceError
 
     if not device.classifies:
-        entry["not_checked"] = (
-            "it returns latency only (Vela and the NPU simulator give no outputs)"
-        )
+        entry["not_checked"] = device.not_classifying
         return
     names = list(entry["files"])
     say(f"checking {len(names)} file(s) on {device.name} with {len(test.x)} test images")

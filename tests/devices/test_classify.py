@@ -165,20 +165,38 @@ def test_a_device_that_times_only_says_so(tmp_path: Path) -> None:
             device.classify([tmp_path / "m.onnx"], _images(1, (3, 8, 8)))
 
 
-def test_the_kinds_that_classify_are_the_devices_that_do() -> None:
-    """export refuses --min-int8-agreement before opening devices, by their profiles' kinds
-    (CLASSIFYING_KINDS): each bundled device that opens agrees with its kind."""
-    from devices.profiles import CLASSIFYING_KINDS, list_profiles, load_profile, open_device
+def test_the_profiles_that_classify_are_the_devices_that_do(tmp_path: Path) -> None:
+    """export refuses --min-int8-agreement before opening devices, by their profiles
+    (``DeviceProfile.classifies``): each bundled device that opens agrees, and so does a
+    TensorRT int8 one (random calibration: no check, and the card says why)."""
+    from devices.profiles import list_profiles, load_profile, open_device
 
+    int8 = tmp_path / "orin-int8.yaml"
+    int8.write_text(
+        "name: orin-int8\nkind: local\nruntime: tensorrt\ntensorrt:\n  precision: int8\n"
+    )
     kinds = set()
-    for name in list_profiles():
+    for name in [*list_profiles(), str(int8)]:
         profile = load_profile(name)
         if profile.kind == "published":
             continue  # tables only: nothing opens
         with open_device(name) as device:
-            assert device.classifies == (profile.kind in CLASSIFYING_KINDS), name
-        kinds.add(profile.kind)
-    assert kinds == {"local", "ssh", "adb", "npu-sim", "vela"}
+            assert device.classifies == profile.classifies, name
+            if not device.classifies:
+                assert device.not_classifying.startswith(
+                    "its TensorRT int8 engine is calibrated on random data"
+                    if name == str(int8)
+                    else "it returns latency only"
+                )
+        kinds.add((profile.kind, profile.classifies))
+    assert kinds == {
+        ("local", True),
+        ("local", False),
+        ("ssh", True),
+        ("adb", True),
+        ("npu-sim", False),
+        ("vela", False),
+    }
 
 
 def test_a_check_that_fails_on_the_device_is_on_the_card_not_a_lost_export(

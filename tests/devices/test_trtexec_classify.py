@@ -52,8 +52,11 @@ def _calls(calls: Path) -> list[list[str]]:
     return [a for a in map(json.loads, calls.read_text().splitlines()) if a != ["--help"]]
 
 
-def _classifier(path: Path, batch: int | str = 1, name: str = "image") -> Path:
-    """Flatten then a dense layer of random weights: 10 class scores of a 3x8x8 image."""
+def _classifier(
+    path: Path, batch: int | str = 1, name: str = "image", *, nhwc: bool = False
+) -> Path:
+    """Flatten then a dense layer of random weights: 10 class scores of a 3x8x8 image (8x8x3
+    with ``nhwc``)."""
     rng = np.random.default_rng(0)
     weights = numpy_helper.from_array(rng.standard_normal((192, 10)).astype(np.float32), "w")
     graph = helper.make_graph(
@@ -62,7 +65,11 @@ def _classifier(path: Path, batch: int | str = 1, name: str = "image") -> Path:
             helper.make_node("MatMul", ["flat", "w"], ["scores"]),
         ],
         "classifier",
-        [helper.make_tensor_value_info(name, TensorProto.FLOAT, [batch, 3, 8, 8])],
+        [
+            helper.make_tensor_value_info(
+                name, TensorProto.FLOAT, [batch, 8, 8, 3] if nhwc else [batch, 3, 8, 8]
+            )
+        ],
         [helper.make_tensor_value_info("scores", TensorProto.FLOAT, [batch, 10])],
         [weights],
     )
@@ -75,10 +82,11 @@ def _images(n: int, seed: int = 1) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, 3, 8, 8)).astype(np.float32)
 
 
-def _expected(path: Path, images: np.ndarray) -> list[int]:
+def _expected(path: Path, images: np.ndarray, *, nhwc: bool = False) -> list[int]:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     name = session.get_inputs()[0].name
-    return [int(np.argmax(session.run(None, {name: x[None]})[0])) for x in images]
+    fed = images.transpose(0, 2, 3, 1) if nhwc else images
+    return [int(np.argmax(session.run(None, {name: x[None]})[0])) for x in fed]
 
 
 def _device(trtexec: Path, precision: str = "fp16") -> LocalDevice:
@@ -95,17 +103,18 @@ def test_a_static_file_builds_its_engine_once_and_runs_each_image(tmp_path: Path
     (top1,) = device.classify([model], images)
     assert top1 == _expected(model, images) and len(set(top1)) > 1
     build, *loads = _calls(calls)
+    engine = build[2].removeprefix("--saveEngine=").removesuffix(".part")
     assert build == [
         f"--onnx={model}",
         "--fp16",
-        "--saveEngine=engine",
+        f"--saveEngine={engine}.part",  # renamed once trtexec has written it whole
         "--loadInputs='input:0':input.bin",
         "--exportOutput=output.json",
         "--iterations=1",
         "--warmUp=0",
         "--duration=0",
     ]
-    assert len(loads) == 4 and all(a[0] == "--loadEngine=engine" for a in loads)
+    assert len(loads) == 4 and all(a[0] == f"--loadEngine={engine}" for a in loads)
     assert not any(a.startswith("--shapes") for call in loads for a in call)  # a static file
 
 
@@ -117,12 +126,25 @@ def test_a_dynamic_batch_file_runs_a_part_of_images_per_process(tmp_path: Path) 
     assert top1 == _expected(model, images)
     build, load = _calls(calls)
     full, rest = f"'image':{TRTEXEC_IMAGES}x3x8x8", "'image':6x3x8x8"
-    assert build[:2] == [f"--onnx={model}", "--saveEngine=engine"]  # fp32: no flag
+    assert build[0] == f"--onnx={model}"
+    assert build[1].startswith("--saveEngine=") and build[1].endswith("engine.part")  # fp32
     assert {"--minShapes='image':1x3x8x8", f"--optShapes={full}", f"--maxShapes={full}"} <= set(
         build
     )
     assert f"--shapes={full}" in build
-    assert load[:2] == ["--loadEngine=engine", f"--shapes={rest}"]
+    engine = build[1].removeprefix("--saveEngine=").removesuffix(".part")
+    assert load[:2] == [f"--loadEngine={engine}", f"--shapes={rest}"]
+
+
+@pytest.mark.parametrize("batch", [1, "N"])
+def test_a_channels_last_file_is_fed_nhwc_images(tmp_path: Path, batch: int | str) -> None:
+    trtexec, calls = trtexec_stand_in(tmp_path / "bin")
+    model = _classifier(tmp_path / "m.onnx", batch=batch, nhwc=True)
+    images = _images(4)
+    (top1,) = _device(trtexec).classify([model], images)
+    assert top1 == _expected(model, images, nhwc=True) and len(set(top1)) > 1
+    if batch == "N":
+        assert "--shapes='image':4x8x8x3" in _calls(calls)[0]
 
 
 def test_trtexec_failing_on_an_image_is_one_line(
@@ -217,7 +239,8 @@ def test_the_runners_onnx_reader_reads_what_onnx_reads(tmp_path: Path, models: M
     old.graph.input.append(helper.make_tensor_value_info("w", TensorProto.FLOAT, [192, 10]))
     old.ir_version = 3
     onnx.save(old, tmp_path / "old.onnx")
-    for path in (*models.all(), models.uint8_dynamic, dynamic, tmp_path / "old.onnx"):
+    negative = _classifier(tmp_path / "negative.onnx", batch=-1)  # -1: a 10-byte varint
+    for path in (*models.all(), models.uint8_dynamic, dynamic, tmp_path / "old.onnx", negative):
         model = onnx.load(path)
         initializers = {t.name for t in model.graph.initializer}
         inputs = [
@@ -234,15 +257,20 @@ def test_the_runners_onnx_reader_reads_what_onnx_reads(tmp_path: Path, models: M
         ]
         assert onnx_io(str(path)) == (inputs, [o.name for o in model.graph.output])
     assert onnx_io(str(dynamic))[0] == [("image", TensorProto.FLOAT, ["N", 3, 8, 8])]
+    assert onnx_io(str(negative))[0][0][2] == [-1, 3, 8, 8]
     truncated = tmp_path / "truncated.onnx"
     truncated.write_bytes(dynamic.read_bytes()[:-7])
     with pytest.raises(RunnerError, match="is not an ONNX file"):
         onnx_io(str(truncated))
 
 
-def test_ssh_board_classifies_with_trtexec(sshd: Sshd, tmp_path: Path) -> None:
-    """The real SSH path: the images go up once, the runner runs the stand-in on the board,
-    and the board's folders are gone after."""
+def test_ssh_board_classifies_with_trtexec(
+    sshd: Sshd, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real SSH path: the images go up in parts, the runner runs the stand-in on the
+    board, the engine built for the first part serves the second, and the board's folders
+    are gone after."""
+    monkeypatch.setattr("devices.ssh.CLASSIFY_IMAGES_PER_CALL", 2)
     trtexec, calls = trtexec_stand_in(tmp_path / "bin")
     model = _classifier(tmp_path / "it's a model.onnx")
     images = _images(3)
@@ -254,5 +282,8 @@ def test_ssh_board_classifies_with_trtexec(sshd: Sshd, tmp_path: Path) -> None:
         assert device.classifies
         (top1,) = device.classify([model], images)
     assert top1 == _expected(model, images)
-    assert len(_calls(calls)) == 3
+    build, *loads = _calls(calls)
+    assert build[0].startswith("--onnx=") and len(loads) == 2  # one build for both parts
+    engine = build[2].removeprefix("--saveEngine=").removesuffix(".part")
+    assert "/engines/" in engine and all(a[0] == f"--loadEngine={engine}" for a in loads)
     assert os.listdir(remote) == []
