@@ -25,6 +25,8 @@ PER_OP_TARGETS = (
     "npu-sim and vela simulators"
 )
 
+# Why a simulator's files are not checked on it (Device.not_classifying).
+LATENCY_ONLY = "it returns latency only (Vela and the NPU simulator give no outputs)"
 # Images per classify call on a board or phone: 250 float32 images at 224 px are 150 MB.
 CLASSIFY_IMAGES_PER_CALL = 250
 
@@ -68,7 +70,7 @@ class Device(ABC):
     @property
     def not_classifying(self) -> str:
         """Why ``classifies`` is False, as the card says it."""
-        return "it returns latency only (Vela and the NPU simulator give no outputs)"
+        return LATENCY_ONLY
 
     def classify(
         self,

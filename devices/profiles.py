@@ -21,7 +21,7 @@ from pydantic import (
     model_validator,
 )
 
-from devices.base import Device, DeviceError, Runtime, create_device
+from devices.base import LATENCY_ONLY, Device, DeviceError, Runtime, create_device
 from devices.runner_protocol import RunSettings, classify_refusal
 from devices.trtexec import JETPACK_TRTEXEC, Precision
 from once_for_all.errors import yaml_problem
@@ -391,6 +391,13 @@ class DeviceProfile(_Strict):
         """Whether its device classifies images (``Device.classifies``), known before it is
         opened."""
         return self.kind in _CLASSIFYING_KINDS and classify_refusal(self.run_settings()) is None
+
+    @property
+    def not_classifying(self) -> str:
+        """Why ``classifies`` is False (``Device.not_classifying``)."""
+        if self.kind in _CLASSIFYING_KINDS:
+            return classify_refusal(self.run_settings()) or ""
+        return LATENCY_ONLY
 
     def run_settings(self) -> RunSettings:
         trt = self.tensorrt or TensorrtSection()

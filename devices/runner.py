@@ -1664,10 +1664,12 @@ def measure_interleaved(
 
 
 class TrtexecBackend(Backend):
-    """runtime tensorrt: NVIDIA's trtexec, one process per model. It builds an engine from
-    the ONNX file and times it on the GPU; its log and exported JSON files go back to the
-    host as they are (the host reads them), so this runner needs neither numpy nor TensorRT's
-    Python bindings."""
+    """runtime tensorrt: NVIDIA's trtexec. To time, one process per model: it builds an
+    engine from the ONNX file and times it on the GPU; its log and exported JSON files go
+    back to the host as they are (the host reads them), so timing needs neither numpy nor
+    TensorRT's Python bindings. To classify (``classify``), a process per image or per
+    ``TRTEXEC_IMAGES`` images, whose input and output files this runner writes and reads
+    with numpy."""
 
     name = "tensorrt"
     package = "trtexec"
@@ -1684,7 +1686,7 @@ class TrtexecBackend(Backend):
                 "tensorrt.trtexec in the device profile to its path",
                 status=3,
             )
-        self.path = found
+        self.path = os.path.abspath(found)  # classify runs trtexec in another folder
         self.version = self._version()
 
     def _version(self) -> str:
@@ -1749,8 +1751,11 @@ class TrtexecBackend(Backend):
         _one_input(len(inputs), path)
         name, elem_type, dims = inputs[0]
         if elem_type != _ONNX_FLOAT:
+            type_name = _ONNX_TYPES.get(elem_type, f"ONNX type {elem_type}")
             raise RunnerError(
-                "model", f"{what} takes ONNX type {elem_type} inputs: trtexec is fed float32 here"
+                "model",
+                f"{what} takes {type_name} inputs: trtexec is fed float32 images here; export "
+                "the model with a float32 input",
             )
         if "," in name or "'" in name:  # trtexec splits its specs at commas and quotes
             raise RunnerError(
@@ -1768,16 +1773,17 @@ class TrtexecBackend(Backend):
         def shape(n: int) -> str:
             return f"'{name}':" + "x".join(str(v) for v in (n, *layout))
 
-        engine = self._engine(path, folder)
+        engine = self._engine(path, layout, folder)
+        part = f"{engine}.part{os.getpid()}"  # whole only once renamed
         top1: list[int] = []
         for first in range(0, len(images), step):
             x = images[first : first + step]
             x = np_.ascontiguousarray(x.transpose(0, 2, 3, 1) if nhwc else x, dtype=np_.float32)
-            x.tofile(os.path.join(folder, "input.bin"))
+            _writing(folder, x.tofile, os.path.join(folder, "input.bin"))
             building = not os.path.isfile(engine)
             if building:
                 args = [f"--onnx={path}", *_precision_flags(self.settings)]
-                args.append(f"--saveEngine={engine}.part")  # whole only once renamed
+                args.append(f"--saveEngine={part}")
                 if dynamic:  # an engine for 1 to `step` images
                     args += [f"--minShapes={shape(1)}", f"--optShapes={shape(step)}"]
                     args += [f"--maxShapes={shape(step)}"]
@@ -1794,7 +1800,7 @@ class TrtexecBackend(Backend):
             ]
             scores = self._outputs(np_, args, folder, outputs[0], f"{what} on image {first}")
             if building:
-                os.replace(f"{engine}.part", engine)
+                _writing(engine, os.replace, part, engine)
             if scores.size % len(x):
                 raise RunnerError(
                     "model", f"{what}: trtexec wrote {scores.size} outputs for {len(x)} image(s)"
@@ -1802,16 +1808,22 @@ class TrtexecBackend(Backend):
             top1.extend(int(c) for c in scores.reshape(len(x), -1).argmax(axis=1))
         return top1
 
-    def _engine(self, path: str, folder: str) -> str:
+    def _engine(self, path: str, layout: Sequence[int], folder: str) -> str:
         """Where the engine of ``path`` goes: in the job's ``engines`` folder, where a
         board's session keeps it between the parts of the images (one build per file, the
-        same tactics for every image), else in this job's ``folder``."""
+        same tactics for every image), else in this job's ``folder``. An engine is the
+        file's (its path, size and time), built by this trtexec at this precision for
+        images of this size."""
         engines = self.settings.get("engines")
         if not engines:
             return os.path.join(folder, "engine")
-        os.makedirs(engines, exist_ok=True)
-        key = f"{path}\0{self.settings['precision']}\0{TRTEXEC_IMAGES}".encode()
-        return os.path.join(engines, hashlib.sha256(key).hexdigest()[:16] + ".engine")
+        engines = os.path.abspath(engines)
+        _writing(engines, os.makedirs, engines, 0o777, True)  # exist_ok
+        stat = os.stat(path)
+        key = [path, stat.st_size, stat.st_mtime_ns, self.path, self.settings["precision"]]
+        key += [TRTEXEC_IMAGES, *layout]
+        digest = hashlib.sha256("\0".join(map(str, key)).encode()).hexdigest()
+        return os.path.join(engines, digest[:16] + ".engine")
 
     def _outputs(self, np_: Any, args: list[str], folder: str, output: str, where: str) -> Any:
         """One trtexec process in ``folder``: the values of the output named ``output``."""
@@ -1843,9 +1855,7 @@ class TrtexecBackend(Backend):
             scores = np_.asarray(values if values else [], dtype=np_.float64)
         except FileNotFoundError:
             raise RunnerError(
-                "model",
-                f"trtexec wrote no outputs for {where} (--exportOutput): TensorRT 8.4 or newer "
-                "writes them",
+                "model", f"trtexec wrote no outputs for {where} (--exportOutput)"
             ) from None
         except (ValueError, TypeError, KeyError) as exc:
             raise RunnerError(
@@ -1865,6 +1875,22 @@ _NOT_FINITE = re.compile(r"(?<=[\[,] )(-?)(nan|inf)(?=,| \])")
 
 def _json_numbers(text: str) -> str:
     return _NOT_FINITE.sub(lambda m: "NaN" if m[2] == "nan" else f"{m[1]}Infinity", text)
+
+
+def _writing(path: str, write: Callable[..., Any], *args: Any) -> None:
+    """``write(*args)``, where a full disk or a path that is not a folder is one line."""
+    try:
+        write(*args)
+    except OSError as exc:
+        raise RunnerError(
+            "environment",
+            f"cannot write {path!r} on this device: {_first_line(exc)}; free space in its "
+            "temporary folder (ssh.remote_tmpdir for a board)",
+        ) from None
+
+
+# The ONNX element types (TensorProto.DataType) an image input might be given instead.
+_ONNX_TYPES = {2: "uint8", 3: "int8", 7: "int64", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
 def trtexec_error(log: str) -> str:

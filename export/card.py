@@ -80,7 +80,8 @@ class DeviceLatency(TypedDict):
     # why, and its predictor's latency for the subnet (None without one that covers it).
     not_measured: NotRequired[str]
     predicted: NotRequired[float | None]
-    # Why its files were not checked on it: a device that returns latency only, no images
+    # Why its files were not checked on it: a device that returns latency only or whose
+    # engine says nothing of accuracy (TensorRT int8 calibrated on random data), no images
     # asked or verified, or the check failed there.
     not_checked: NotRequired[str]
 

@@ -50,8 +50,11 @@ def _check_agreement_weighs(devices: list[str], verify: bool, check_images: int)
         why = "--no-verify leaves no test images to check with"
     elif check_images == 0:
         why = "--device-check-images 0 asks for no check"
-    elif not any(load_profile(d).classifies for d in devices):
-        why = f"{', '.join(devices)} return{'s' if len(devices) == 1 else ''} latency only"
+    else:
+        profiles = {d: load_profile(d) for d in devices}
+        if not any(p.classifies for p in profiles.values()):
+            reasons = "; ".join(f"{d}: {p.not_classifying}" for d, p in profiles.items())
+            why = f"no --device checks files ({reasons})"
     if why is not None:
         raise fail(f"{what}, and {why}: add --int8, or leave it out")
 

@@ -3,7 +3,8 @@ and reads and writes trtexec's files as TensorRT's own samples/common sources do
 NVIDIA/TensorRT release/8.5, 8.6, 10.3, 10.16 and a892d22):
 
 - ``--saveEngine``/``--loadEngine`` (both at once: "Incompatible load and save engine options
-  selected"); the "engine" here is a JSON note of the ONNX file, precision and shape profile;
+  selected"); the "engine" here is a JSON note of the ONNX file's bytes (as built: a stale
+  engine runs the old file), precision and shape profile;
 - ``--shapes``, ``--minShapes``, ``--optShapes``, ``--maxShapes``: ``--shapes`` alone sets
   the build profile to itself (``AllOptions::parse``); a model without dynamic dimensions
   refuses explicit build shapes ("Static model does not take explicit shapes ...",
@@ -25,6 +26,7 @@ wrapper (``TRTEXEC_CALLS``)."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import shutil
@@ -110,8 +112,10 @@ def main(args: list[str]) -> None:
                 "Static model does not take explicit shapes since the shape of inference tensors "
                 "will be determined by the model itself"
             )
+        with open(options["--onnx"], "rb") as f:
+            onnx_bytes = f.read()
         engine = {
-            "onnx": os.path.abspath(options["--onnx"]),
+            "onnx": base64.b64encode(onnx_bytes).decode(),
             "precision": "fp16"
             if "--fp16" in options
             else "int8"
@@ -123,7 +127,9 @@ def main(args: list[str]) -> None:
         if "--saveEngine" in options:
             with open(options["--saveEngine"], "w") as f:
                 json.dump(engine, f)
-    session = ort.InferenceSession(engine["onnx"], providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        base64.b64decode(engine["onnx"]), providers=["CPUExecutionProvider"]
+    )
     (given,) = session.get_inputs()
     shape = []
     for i, d in enumerate(given.shape):

@@ -1011,10 +1011,20 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         "or a --device, or leave it out",
     )
     # ... and with devices none of which will check a file
+    orin_int8 = tmp_path / "orin-int8.yaml"
+    orin_int8.write_text(
+        "name: orin-int8\nkind: local\nruntime: tensorrt\ntensorrt:\n  precision: int8\n"
+    )
     for extra, why in (
         (
             ("--device", "npu-32x32-ws", "--device", "ethos-u55-128"),
-            "npu-32x32-ws, ethos-u55-128 return latency only",
+            "no --device checks files (npu-32x32-ws: it returns latency only (Vela and the NPU "
+            "simulator give no outputs); ethos-u55-128: it returns latency only",
+        ),
+        (
+            ("--device", orin_int8),
+            f"no --device checks files ({orin_int8}: its TensorRT int8 engine is calibrated on "
+            "random data",
         ),
         (
             ("--device", "local-cpu", "--device-check-images", "0"),
@@ -1039,9 +1049,9 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         )
         _fails(
             proc,
-            "--min-int8-agreement weighs int8 files, and files checked on a --device, and "
-            f"{why}: add --int8, or leave it out",
+            f"--min-int8-agreement weighs int8 files, and files checked on a --device, and {why}",
         )
+        assert proc.stderr.rstrip().endswith(": add --int8, or leave it out")
     proc = edgenas_here(
         "export",
         "--supernet",

@@ -117,6 +117,14 @@ def test_the_printed_summary_lists_every_measured_file(micro_run: Run) -> None:
     assert files_table(old) is None
 
 
+def test_the_run_prints_both_tables(micro_run: Run, capsys: pytest.CaptureFixture[str]) -> None:
+    from edgenas.cli.run import print_summary
+
+    print_summary(micro_run[3])
+    err = capsys.readouterr().err
+    assert "micro-run: chosen subnets" in err and "every measured file" in err
+
+
 def test_a_rerun_skips_every_stage(micro_run: Run) -> None:
     recipe, out, cache, summary = micro_run
     before = _stages(out)
