@@ -187,8 +187,8 @@ class AdbDevice(Device):
         return measured
 
     @property
-    def classifies(self) -> bool:
-        return True
+    def classify_refusal(self) -> str | None:
+        return None
 
     def classify(
         self,

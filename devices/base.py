@@ -25,7 +25,7 @@ PER_OP_TARGETS = (
     "npu-sim and vela simulators"
 )
 
-# Why a simulator's files are not checked on it (Device.not_classifying).
+# Why a simulator's files are not checked on it (Device.classify_refusal).
 LATENCY_ONLY = "it returns latency only (Vela and the NPU simulator give no outputs)"
 # Images per classify call on a board or phone: 250 float32 images at 224 px are 150 MB.
 CLASSIFY_IMAGES_PER_CALL = 250
@@ -61,16 +61,15 @@ class Device(ABC):
         """``None`` arguments take the device profile's values."""
 
     @property
-    def classifies(self) -> bool:
-        """Whether ``classify`` runs models on images on this target (the runner's devices
-        and benchmark_model's phones); targets that only time models (the simulators)
-        cannot."""
-        return False
+    def classify_refusal(self) -> str | None:
+        """Why ``classify`` does not run models on images on this target, as the card says
+        it, or None where it does (the runner's devices and benchmark_model's phones);
+        targets that only time models (the simulators) do not."""
+        return LATENCY_ONLY
 
     @property
-    def not_classifying(self) -> str:
-        """Why ``classifies`` is False, as the card says it."""
-        return LATENCY_ONLY
+    def classifies(self) -> bool:
+        return self.classify_refusal is None
 
     def classify(
         self,

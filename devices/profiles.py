@@ -31,7 +31,7 @@ DeviceKind = Literal["local", "ssh", "adb", "npu-sim", "vela", "published"]
 _DEFAULTS = RunSettings()
 # Kinds that measure with the Python on-device runner (runner.py).
 _RUNNER_KINDS = ("local", "ssh")
-# Kinds whose devices classify images (``Device.classifies``): the runner's and phones'; the
+# Kinds whose devices classify images (``Device.classify_refusal``): the runner's and phones'; the
 # simulators return latency only.
 _CLASSIFYING_KINDS = (*_RUNNER_KINDS, "adb")
 OptionValue = str | int | float | bool
@@ -387,16 +387,13 @@ class DeviceProfile(_Strict):
                 raise ValueError(f"provider_options: {given} is not in providers")
 
     @property
-    def classifies(self) -> bool:
-        """Whether its device classifies images (``Device.classifies``), known before it is
-        opened."""
-        return self.kind in _CLASSIFYING_KINDS and classify_refusal(self.run_settings()) is None
-
-    @property
-    def not_classifying(self) -> str:
-        """Why ``classifies`` is False (``Device.not_classifying``)."""
+    def classify_refusal(self) -> str | None:
+        """Why its device does not classify images (``Device.classify_refusal``), or None
+        where it does, known before it is opened."""
+        if self.kind == "published":
+            return "it is published latency tables: nothing runs there"
         if self.kind in _CLASSIFYING_KINDS:
-            return classify_refusal(self.run_settings()) or ""
+            return classify_refusal(self.run_settings())
         return LATENCY_ONLY
 
     def run_settings(self) -> RunSettings:

@@ -45,6 +45,7 @@ missing on this device) or 1 (a bug).
 from __future__ import annotations
 
 import argparse
+import errno
 import glob
 import hashlib
 import importlib
@@ -544,6 +545,8 @@ def _one_input(count: int, path: str) -> None:
 # The fields of ONNX's protobuf messages (onnx/onnx.proto) that ``onnx_io`` reads: this
 # runner has no onnx package.
 _ONNX_FLOAT = 1  # TensorProto.DataType.FLOAT
+# The other element types an image input might be given, by name.
+_ONNX_TYPES = {2: "uint8", 3: "int8", 7: "int64", 10: "float16", 11: "float64", 16: "bfloat16"}
 _MODEL_GRAPH = 7
 _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT = 5, 11, 12
 _TENSOR_NAME = 8
@@ -1721,18 +1724,9 @@ class TrtexecBackend(Backend):
             times=times,
             layers=layers if profile_ops else None,
         )
-        proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        try:
-            out, _ = proc.communicate()
-        finally:
-            # A runner stopped mid-build (the host's command timeout sends SIGTERM) must not
-            # leave trtexec holding the GPU.
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-        log = out.decode(errors="replace")
+        status, log = _run_trtexec(args)
         return {
-            "status": proc.returncode,
+            "status": status,
             "log": log[-TRTEXEC_LOG_MAX:],
             "times": _read(times),
             "profile": _read(layers) if profile_ops else None,
@@ -1749,6 +1743,8 @@ class TrtexecBackend(Backend):
         what = f"model {path!r}"
         inputs, outputs = onnx_io(path)
         _one_input(len(inputs), path)
+        if not outputs:
+            raise RunnerError("model", f"{what} has no outputs: it cannot classify images")
         name, elem_type, dims = inputs[0]
         if elem_type != _ONNX_FLOAT:
             type_name = _ONNX_TYPES.get(elem_type, f"ONNX type {elem_type}")
@@ -1818,7 +1814,7 @@ class TrtexecBackend(Backend):
         if not engines:
             return os.path.join(folder, "engine")
         engines = os.path.abspath(engines)
-        _writing(engines, os.makedirs, engines, 0o777, True)  # exist_ok
+        _writing(engines, _make_folder, engines)
         stat = os.stat(path)
         key = [path, stat.st_size, stat.st_mtime_ns, self.path, self.settings["precision"]]
         key += [TRTEXEC_IMAGES, *layout]
@@ -1830,20 +1826,12 @@ class TrtexecBackend(Backend):
         written = os.path.join(folder, "output.json")
         if os.path.exists(written):
             os.remove(written)  # a process that writes none must not leave the last one's
-        proc = subprocess.Popen(
-            [self.path, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=folder
-        )
-        try:
-            out, _ = proc.communicate()
-        finally:
-            if proc.poll() is None:  # stopped by the host: trtexec must not keep the GPU
-                proc.kill()
-                proc.wait()
-        log = out.decode(errors="replace")
-        if proc.returncode != 0:
+        status, log = _run_trtexec([self.path, *args], cwd=folder)
+        if status != 0:
             raise RunnerError(
                 "model",
-                f"trtexec failed on {where} (exit status {proc.returncode}): {trtexec_error(log)}",
+                f"trtexec failed on {where} (exit status {status}): {trtexec_error(log)}; run "
+                "trtexec on the device with the same file for its whole log",
             )
         try:
             with open(written) as f:
@@ -1877,25 +1865,44 @@ def _json_numbers(text: str) -> str:
     return _NOT_FINITE.sub(lambda m: "NaN" if m[2] == "nan" else f"{m[1]}Infinity", text)
 
 
+def _run_trtexec(args: list[str], cwd: str | None = None) -> tuple[int, str]:
+    """trtexec's exit status and log (stdout and stderr together)."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd=cwd)
+    try:
+        out, _ = proc.communicate()
+    finally:
+        # A runner stopped mid-build (the host's command timeout sends SIGTERM) must not
+        # leave trtexec holding the GPU.
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    return proc.returncode, out.decode(errors="replace")
+
+
 def _writing(path: str, write: Callable[..., Any], *args: Any) -> None:
-    """``write(*args)``, where a full disk or a path that is not a folder is one line."""
+    """``write(*args)``, where a full disk, a missing permission or a path that is not a
+    folder is one line."""
     try:
         write(*args)
     except OSError as exc:
+        fix = (
+            "free space on the device (the runner's temporary folder and ssh.remote_tmpdir)"
+            if exc.errno in (errno.ENOSPC, errno.EDQUOT)
+            else "check the folder and its permissions"
+        )
         raise RunnerError(
-            "environment",
-            f"cannot write {path!r} on this device: {_first_line(exc)}; free space in its "
-            "temporary folder (ssh.remote_tmpdir for a board)",
+            "environment", f"cannot write {path!r} on this device: {_first_line(exc)}; {fix}"
         ) from None
 
 
-# The ONNX element types (TensorProto.DataType) an image input might be given instead.
-_ONNX_TYPES = {2: "uint8", 3: "int8", 7: "int64", 10: "float16", 11: "float64", 16: "bfloat16"}
+def _make_folder(path: str) -> None:
+    os.makedirs(path, exist_ok=True)
 
 
 def trtexec_error(log: str) -> str:
-    """Why trtexec failed, from its log: its last error line that is not one of its generic
-    ones (as ``devices.trtexec.failure_reason`` reads it on the host), else the last line."""
+    """Why trtexec failed, from its log: its last ``[E]`` line that is not one of its generic
+    ones ("Failed to parse onnx file", ...), else its last ``[E]`` line, else its last line.
+    (The host reads a timing run's log more closely: ``devices.trtexec.failure_reason``.)"""
     generic = (
         "Failed to parse onnx file",
         "Parsing model failed",

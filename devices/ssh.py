@@ -233,14 +233,10 @@ class SshDevice(Device):
         return measured
 
     @property
-    def classifies(self) -> bool:
+    def classify_refusal(self) -> str | None:
         # every runtime of the runner (trtexec through its exported outputs), but a TensorRT
         # int8 engine calibrated on random data
-        return classify_refusal(self.settings) is None
-
-    @property
-    def not_classifying(self) -> str:
-        return classify_refusal(self.settings) or super().not_classifying
+        return classify_refusal(self.settings)
 
     def classify(
         self,

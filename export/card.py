@@ -274,11 +274,11 @@ def card_markdown(card: CardDocument) -> str:
     acc = card["accuracy"]
     lines += ["", f"## Accuracy ({acc['split']} split, {acc['images']} images)", ""]
     if acc["images"]:
-        lines.append(f"- PyTorch fp32: {_pct(acc['fp32'])}")
+        lines.append(f"- PyTorch fp32: {percent(acc['fp32'])}")
         for name, value in acc.get("int8", {}).items():
             lines.append(
-                f"- `{name}`: {_pct(value['accuracy'])} (drop {100 * value['drop']:+.2f} pp, "
-                f"top-1 agreement with fp32 {_pct(value['top1_agreement'])})"
+                f"- `{name}`: {percent(value['accuracy'])} (drop {100 * value['drop']:+.2f} pp, "
+                f"top-1 agreement with fp32 {percent(value['top1_agreement'])})"
             )
     else:
         lines.append("- not verified (--no-verify)")
@@ -331,7 +331,7 @@ def card_markdown(card: CardDocument) -> str:
             "",
             "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "
             "faster). Recommended: the fastest file with a top-1 agreement with PyTorch fp32 "
-            f"of at least {_pct(card['recommendation']['min_int8_agreement'])}, else the one "
+            f"of at least {percent(card['recommendation']['min_int8_agreement'])}, else the one "
             "that agrees best (flagged): on a device that checked the files, the agreement "
             "measured there, fp32 files' too; elsewhere fp32 files count as agreeing and int8 "
             "files by the host's check. On the device: the file's top-1 agreement with "
@@ -384,7 +384,7 @@ def card_markdown(card: CardDocument) -> str:
 
 def _check(checks: Mapping[str, float]) -> str:
     if "top1_agreement" in checks:
-        return f"top-1 agreement {_pct(checks['top1_agreement'])}"
+        return f"top-1 agreement {percent(checks['top1_agreement'])}"
     if "max_abs_diff" in checks:
         return f"max abs diff {checks['max_abs_diff']:.2g} vs PyTorch"
     return "-"
@@ -393,14 +393,15 @@ def _check(checks: Mapping[str, float]) -> str:
 def _device_check(check: DeviceCheck | None) -> str:
     if check is None:
         return "-"
-    return f"{_pct(check['top1_agreement'])}, {_pct(check['accuracy'])} ({check['images']} images)"
+    return f"{percent(check['top1_agreement'])}, {percent(check['accuracy'])} ({check['images']} images)"
 
 
 def _plus(value: int) -> str:
     return f" + {value}" if value > 0 else f" - {-value}" if value < 0 else ""
 
 
-def _pct(value: float | None) -> str:
+def percent(value: float | None) -> str:
+    """A fraction as a percentage, 2 decimals ("-" for none), as cards and tables show it."""
     return "-" if value is None else f"{100 * value:.2f}%"
 
 

@@ -37,26 +37,34 @@ INT8_ONLY = (
 )
 
 
-def _check_agreement_weighs(devices: list[str], verify: bool, check_images: int) -> None:
+def _refuse_unused_min_agreement(devices: list[str], verify: bool, check_images: int) -> None:
     """Without --int8, --min-int8-agreement weighs only files a --device checks: refuse it
     where none will, rather than take it and do nothing."""
     from devices.profiles import load_profile
 
-    what = "--min-int8-agreement weighs int8 files, and files checked on a --device"
     if not devices:
-        raise fail(f"{what}: add --int8 or a --device, or leave it out")
+        raise fail(
+            "--min-int8-agreement weighs int8 files, and files checked on a --device: add "
+            "--int8 or a --device, or leave it out"
+        )
     why = None
     if not verify:
         why = "--no-verify leaves no test images to check with"
     elif check_images == 0:
         why = "--device-check-images 0 asks for no check"
     else:
-        profiles = {d: load_profile(d) for d in devices}
-        if not any(p.classifies for p in profiles.values()):
-            reasons = "; ".join(f"{d}: {p.not_classifying}" for d, p in profiles.items())
+        refusals = {d: load_profile(d).classify_refusal for d in devices}
+        if all(refusals.values()):
+            by_reason: dict[str, list[str]] = {}
+            for name, reason in refusals.items():
+                by_reason.setdefault(str(reason), []).append(name)
+            reasons = "; ".join(f"{', '.join(n)}: {r}" for r, n in by_reason.items())
             why = f"no --device checks files ({reasons})"
     if why is not None:
-        raise fail(f"{what}, and {why}: add --int8, or leave it out")
+        raise fail(
+            f"--min-int8-agreement has nothing to weigh without --int8: {why}; add --int8, or "
+            "leave it out"
+        )
 
 
 def _given(ctx: typer.Context, name: str) -> bool:
@@ -194,7 +202,7 @@ def export_command(
         if given:
             raise fail(f"{given[0]} shapes the int8 files: add --int8, or leave {given[0]} out")
         if _given(ctx, "min_int8_agreement"):
-            _check_agreement_weighs(device or [], verify, device_check_images)
+            _refuse_unused_min_agreement(device or [], verify, device_check_images)
     if threads:
         import torch
 

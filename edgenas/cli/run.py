@@ -97,44 +97,42 @@ def files_table(summary: RunSummary) -> Table | None:
     """Every file each device measured, as the card has it: the chosen row shows one file, and
     a user picking another (an int8 file for an NPU, a smaller one) weighs them here. None when
     no device measured a file (a published device, or a summary of an earlier edgenas)."""
+    from export.card import percent
+
     chosen = summary["chosen"]
     rows = [(r, n, m) for r in chosen for n, m in (r.get("measured_files") or {}).items()]
     if not rows:
         return None
-    table = Table(title="every measured file (* the chosen one)", title_justify="left")
-    for col in ("device", "file", "ms (vs fp32)", "runs as", "accuracy, agreement", "on device"):
+    table = Table(title="every measured file (* recommended)", title_justify="left")
+    table.add_column("device", no_wrap=True)
+    table.add_column("file", no_wrap=True)
+    for col in (
+        "ms (vs fp32)",
+        "runs as",
+        "accuracy",
+        "agreement",
+        "on the device: agreement / accuracy",
+    ):
         table.add_column(col)
     for row, name, m in rows:
         device = row["device"]
         if sum(r["device"] == device for r in chosen) > 1:  # one row per budget
             device += f" <= {row['budget_ms']:g} ms"
         speedup = m["speedup_vs_fp32"]
-        # Partitions or float nodes; how the channels and the stem were laid out is the card's.
-        runs_as = [
-            part
-            for part in (*m["runs_as"].split("; "), m.get("placement", "-"))
-            if not part.startswith(("channels aligned", "stem in"))
-        ]
+        runs_as = [t for t in (m["runs_as"], m.get("placement")) if t and t != "-"]
         checked = m.get("on_device")
         table.add_row(
             escape(device),
             escape(name) + (" *" if name == row["file"] else ""),
             _ms(m["latency_ms"]) + ("" if speedup is None else f" ({speedup:.2f}x)"),
-            escape("; ".join(t for t in runs_as if t != "-") or "-"),
-            f"{_ratio(m['accuracy'])}, {_percent(m['top1_agreement'])}",
+            escape("; ".join(runs_as) or "-"),
+            percent(m["accuracy"]),
+            percent(m["top1_agreement"]),
             "-"
             if checked is None
-            else f"{_ratio(checked['accuracy'])}, {_percent(checked['top1_agreement'])}",
+            else f"{percent(checked['top1_agreement'])} / {percent(checked['accuracy'])}",
         )
     return table
-
-
-def _ratio(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
-
-
-def _percent(value: float | None) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _ms(value: float | None) -> str:

@@ -14,7 +14,7 @@ from edgenas.report import figures
 from edgenas.report.collect import DeviceData, RunData
 from edgenas.report.markdown import inline, to_html
 from edgenas.search.pareto import pareto_figure
-from export.card import card_markdown
+from export.card import card_markdown, percent
 from latency.op_split import KINDS, split_by_kind
 from latency.reference import reference_scale
 
@@ -48,10 +48,6 @@ GENERATOR = "edgenas report"
 
 def _num(value: Any, fmt: str = ".4g") -> str:
     return "-" if value is None else format(value, fmt)
-
-
-def _pct(value: Any) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
 
 
 def _table(
@@ -133,8 +129,10 @@ def _summary(data: RunData) -> str:
                 html.escape(r["device"]),
                 _num(r["budget_ms"], "g"),
                 f"<code>{html.escape(r['subnet'])}</code>",
-                _pct(r["accuracy_fp32"]),
-                "<br>".join(f"{html.escape(n)}: {_pct(a)}" for n, a in r["accuracy_int8"].items()),
+                percent(r["accuracy_fp32"]),
+                "<br>".join(
+                    f"{html.escape(n)}: {percent(a)}" for n, a in r["accuracy_int8"].items()
+                ),
                 f"<code>{html.escape(str(r['file']))}</code>" + _placement(r),
                 _num(r["latency_predicted_ms"]),
                 _num(r["latency_measured_ms"]),
@@ -154,8 +152,8 @@ def _placement(row: Mapping[str, Any]) -> str:
     checked = measured.get("on_device")
     if checked:
         out += (
-            f"<br><small>on the device: top-1 agreement {_pct(checked['top1_agreement'])}, "
-            f"accuracy {_pct(checked['accuracy'])} ({checked['images']} images)</small>"
+            f"<br><small>on the device: top-1 agreement {percent(checked['top1_agreement'])}, "
+            f"accuracy {percent(checked['accuracy'])} ({checked['images']} images)</small>"
         )
     return out
 
@@ -174,8 +172,8 @@ def _training(data: RunData) -> str:
             [
                 html.escape(name),
                 str(len(rs)),
-                _pct(rs[-1]["val_acc_max"]),
-                _pct(rs[-1]["val_acc_min"]),
+                percent(rs[-1]["val_acc_max"]),
+                percent(rs[-1]["val_acc_min"]),
                 _num(rs[-1]["train_loss"], ".3f"),
                 _num(sum(float(r["seconds"]) for r in rs) / 60, ".1f"),
             ]
@@ -259,7 +257,7 @@ def _fmt_figure(key: str, value: Any) -> str:
     if key == "n":
         return str(int(value))
     if key in ("rmspe", "within_5pct", "within_10pct"):
-        return _pct(value)
+        return percent(value)
     return _num(value, ".4g" if key == "rmse_ms" else ".3f")
 
 

@@ -736,8 +736,8 @@ def _check_on_device(
 
     from devices.base import DeviceError
 
-    if not device.classifies:
-        entry["not_checked"] = device.not_classifying
+    if device.classify_refusal is not None:
+        entry["not_checked"] = device.classify_refusal
         return
     names = list(entry["files"])
     say(f"checking {len(names)} file(s) on {device.name} with {len(test.x)} test images")

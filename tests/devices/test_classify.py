@@ -167,7 +167,7 @@ def test_a_device_that_times_only_says_so(tmp_path: Path) -> None:
 
 def test_the_profiles_that_classify_are_the_devices_that_do(tmp_path: Path) -> None:
     """export refuses --min-int8-agreement before opening devices, by their profiles
-    (``DeviceProfile.classifies``): each bundled device that opens agrees, and so does a
+    (``DeviceProfile.classify_refusal``): each bundled device that opens agrees, and so does a
     TensorRT int8 one (random calibration: no check, and the card says why)."""
     from devices.profiles import list_profiles, load_profile, open_device
 
@@ -178,17 +178,20 @@ def test_the_profiles_that_classify_are_the_devices_that_do(tmp_path: Path) -> N
     kinds = set()
     for name in [*list_profiles(), str(int8)]:
         profile = load_profile(name)
-        if profile.kind == "published":
-            continue  # tables only: nothing opens
+        refusal = profile.classify_refusal
+        kinds.add((profile.kind, refusal is None))
+        if profile.kind == "published":  # tables only: nothing opens
+            assert refusal == "it is published latency tables: nothing runs there"
+            continue
         with open_device(name) as device:
-            assert device.classifies == profile.classifies, name
-            if not device.classifies:
-                assert device.not_classifying.startswith(
-                    "its TensorRT int8 engine is calibrated on random data"
-                    if name == str(int8)
-                    else "it returns latency only"
-                )
-        kinds.add((profile.kind, profile.classifies))
+            assert device.classify_refusal == refusal, name
+            assert device.classifies == (refusal is None)
+        if refusal is not None:
+            assert refusal.startswith(
+                "its TensorRT int8 engine is calibrated on random data"
+                if name == str(int8)
+                else "it returns latency only"
+            )
     assert kinds == {
         ("local", True),
         ("local", False),
@@ -196,6 +199,7 @@ def test_the_profiles_that_classify_are_the_devices_that_do(tmp_path: Path) -> N
         ("adb", True),
         ("npu-sim", False),
         ("vela", False),
+        ("published", False),
     }
 
 

@@ -110,7 +110,10 @@ def test_the_printed_summary_lists_every_measured_file(micro_run: Run) -> None:
         assert f"{measured['latency_ms']:.3g} ({measured['speedup_vs_fp32']:.2f}x)" in line
         assert measured["runs_as"].split("; ")[0] in line
         checked = measured["on_device"]
-        assert f"{checked['accuracy']:.3f}, {100 * checked['top1_agreement']:.2f}%" in line
+        assert (
+            f"{100 * checked['top1_agreement']:.2f}% / {100 * checked['accuracy']:.2f}%"
+        ) in line
+        assert f"│ {100 * measured['accuracy']:.2f}% " in line
         assert line.count(" * ") + line.count(" *│") == (name == cpu["file"])
     # A summary of an earlier edgenas (no measured files) prints the chosen rows only.
     old = {**summary, "chosen": [{**r, "measured_files": {}} for r in summary["chosen"]]}
