@@ -95,43 +95,40 @@ def print_summary(summary: RunSummary) -> None:
 
 def files_table(summary: RunSummary) -> Table | None:
     """Every file each device measured, as the card has it: the chosen row shows one file, and
-    a user picking another (an int8 file for an NPU, a smaller one) weighs them here. None when
-    no device measured a file (a published device, or a summary of an earlier edgenas)."""
+    a user picking another (an int8 file for an NPU, a smaller one) weighs them here. Under a
+    line per device (and budget), narrow enough for 80 columns: the files' accuracies are in
+    the table above and in the card. None when no device measured a file (a published
+    device, or a summary of an earlier edgenas)."""
     from export.card import percent
 
     chosen = summary["chosen"]
-    rows = [(r, n, m) for r in chosen for n, m in (r.get("measured_files") or {}).items()]
-    if not rows:
+    if not any(r.get("measured_files") for r in chosen):
         return None
     table = Table(title="every measured file (* recommended)", title_justify="left")
-    table.add_column("device", no_wrap=True)
     table.add_column("file", no_wrap=True)
-    for col in (
-        "ms (vs fp32)",
-        "runs as",
-        "accuracy",
-        "agreement",
-        "on the device: agreement / accuracy",
-    ):
-        table.add_column(col)
-    for row, name, m in rows:
+    table.add_column("ms\nvs fp32", no_wrap=True, justify="right")
+    table.add_column("agreement\nwith fp32", no_wrap=True, justify="right")
+    table.add_column("on the\ndevice", no_wrap=True, justify="right")
+    table.add_column("runs as", overflow="fold")
+    for row in chosen:
+        measured = row.get("measured_files") or {}
+        if not measured:
+            continue
         device = row["device"]
         if sum(r["device"] == device for r in chosen) > 1:  # one row per budget
             device += f" <= {row['budget_ms']:g} ms"
-        speedup = m["speedup_vs_fp32"]
-        runs_as = [t for t in (m["runs_as"], m.get("placement")) if t and t != "-"]
-        checked = m.get("on_device")
-        table.add_row(
-            escape(device),
-            escape(name) + (" *" if name == row["file"] else ""),
-            _ms(m["latency_ms"]) + ("" if speedup is None else f" ({speedup:.2f}x)"),
-            escape("; ".join(runs_as) or "-"),
-            percent(m["accuracy"]),
-            percent(m["top1_agreement"]),
-            "-"
-            if checked is None
-            else f"{percent(checked['top1_agreement'])} / {percent(checked['accuracy'])}",
-        )
+        table.add_row(f"[bold]{escape(device)}[/bold]")
+        for name, m in measured.items():
+            speedup = m["speedup_vs_fp32"]
+            runs_as = [t for t in (m["runs_as"], m.get("placement")) if t and t != "-"]
+            checked = m.get("on_device")
+            table.add_row(
+                escape(name) + (" *" if name == row["file"] else ""),
+                _ms(m["latency_ms"]) + ("" if speedup is None else f"\n{speedup:.2f}x"),
+                percent(m["top1_agreement"]),
+                "-" if checked is None else percent(checked["top1_agreement"]),
+                escape("; ".join(runs_as) or "-"),
+            )
     return table
 
 
