@@ -544,9 +544,6 @@ def _one_input(count: int, path: str) -> None:
 
 # The fields of ONNX's protobuf messages (onnx/onnx.proto) that ``onnx_io`` reads: this
 # runner has no onnx package.
-_ONNX_FLOAT = 1  # TensorProto.DataType.FLOAT
-# The other element types an image input might be given, by name.
-_ONNX_TYPES = {2: "uint8", 3: "int8", 7: "int64", 10: "float16", 11: "float64", 16: "bfloat16"}
 _MODEL_GRAPH = 7
 _GRAPH_INITIALIZER, _GRAPH_INPUT, _GRAPH_OUTPUT = 5, 11, 12
 _TENSOR_NAME = 8
@@ -555,6 +552,10 @@ _TYPE_TENSOR = 1
 _TENSOR_ELEM_TYPE, _TENSOR_SHAPE = 1, 2
 _SHAPE_DIM = 1
 _DIM_VALUE, _DIM_PARAM = 1, 2
+# TensorProto.DataType: float, which trtexec is fed, and the others an image input might be
+# given, by name.
+_ONNX_FLOAT = 1
+_ONNX_TYPES = {2: "uint8", 3: "int8", 7: "int64", 10: "float16", 11: "float64", 16: "bfloat16"}
 
 
 def onnx_io(path: str) -> tuple[list[tuple[str, int, list[Any]]], list[str]]:

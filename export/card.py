@@ -393,7 +393,8 @@ def _check(checks: Mapping[str, float]) -> str:
 def _device_check(check: DeviceCheck | None) -> str:
     if check is None:
         return "-"
-    return f"{percent(check['top1_agreement'])}, {percent(check['accuracy'])} ({check['images']} images)"
+    agreement, accuracy = percent(check["top1_agreement"]), percent(check["accuracy"])
+    return f"{agreement}, {accuracy} ({check['images']} images)"
 
 
 def _plus(value: int) -> str:
