@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
 
@@ -100,6 +101,13 @@ class SummaryRow(TypedDict):
     folder: str
     files: list[str]
     measured_files: dict[str, MeasuredFile]
+
+
+def device_label(row: SummaryRow, rows: Sequence[SummaryRow]) -> str:
+    """The row's device, with its budget where the summary has several rows for it."""
+    if sum(r["device"] == row["device"] for r in rows) > 1:
+        return f"{row['device']} <= {row['budget_ms']:g} ms"
+    return row["device"]
 
 
 class RunSummary(TypedDict):

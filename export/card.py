@@ -315,7 +315,7 @@ def card_markdown(card: CardDocument) -> str:
                     f"{_ms(m['median_ms'] if m else None)} | {spread} | "
                     f"{'-' if speedup is None else f'{speedup:.2f}x'} | "
                     f"{_ms(timing['measured_at_baseline_ms'])} | "
-                    f"{_device_check(timing.get('on_device'))} |"
+                    f"{device_check_text(timing.get('on_device'))} |"
                 )
         lines += _placement_lines(card["latency"])
         unchecked = [
@@ -390,7 +390,9 @@ def _check(checks: Mapping[str, float]) -> str:
     return "-"
 
 
-def _device_check(check: DeviceCheck | None) -> str:
+def device_check_text(check: DeviceCheck | None) -> str:
+    """A file's check on a device: its top-1 agreement with fp32, its accuracy, on how many
+    images ("-": not checked there)."""
     if check is None:
         return "-"
     agreement, accuracy = percent(check["top1_agreement"]), percent(check["accuracy"])

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
-from edgenas.run_record import RunSummary
+from edgenas.run_record import RunSummary, device_label
 from edgenas.stages import STAGES
 
 # Typer takes a Literal as an option's type, but not inside list[...]: --force gets an Enum
@@ -114,10 +114,7 @@ def files_table(summary: RunSummary) -> Table | None:
         measured = row.get("measured_files") or {}
         if not measured:
             continue
-        device = row["device"]
-        if sum(r["device"] == device for r in chosen) > 1:  # one row per budget
-            device += f" <= {row['budget_ms']:g} ms"
-        table.add_row(f"[bold]{escape(device)}[/bold]")
+        table.add_row(f"[bold]{escape(device_label(row, chosen))}[/bold]")
         for name, m in measured.items():
             speedup = m["speedup_vs_fp32"]
             runs_as = [t for t in (m["runs_as"], m.get("placement")) if t and t != "-"]

@@ -13,8 +13,9 @@ from typing import Any
 from edgenas.report import figures
 from edgenas.report.collect import DeviceData, RunData
 from edgenas.report.markdown import inline, to_html
+from edgenas.run_record import SummaryRow, device_label
 from edgenas.search.pareto import pareto_figure
-from export.card import card_markdown, percent
+from export.card import card_markdown, device_check_text, percent
 from latency.op_split import KINDS, split_by_kind
 from latency.reference import reference_scale
 
@@ -112,7 +113,7 @@ def _summary(data: RunData) -> str:
             "No subnet exported yet: the recipe needs devices with a budget and the stages "
             "`search` and `export`."
         )
-    return _table(
+    chosen = _table(
         [
             "device",
             "budget ms",
@@ -133,7 +134,7 @@ def _summary(data: RunData) -> str:
                 "<br>".join(
                     f"{html.escape(n)}: {percent(a)}" for n, a in r["accuracy_int8"].items()
                 ),
-                f"<code>{html.escape(str(r['file']))}</code>" + _placement(r),
+                f"<code>{html.escape(str(r['file']))}</code>",
                 _num(r["latency_predicted_ms"]),
                 _num(r["latency_measured_ms"]),
                 _num(r["bytes"] / 1024 if r["bytes"] else None, ".1f"),
@@ -142,20 +143,63 @@ def _summary(data: RunData) -> str:
         ),
         numeric=frozenset({1, 3, 6, 7, 8}),
     )
+    return chosen + _measured_files(rows)
 
 
-def _placement(row: Mapping[str, Any]) -> str:
-    """Where the device ran the row's file (delegated ops, execution providers, fallbacks)."""
-    measured = (row.get("measured_files") or {}).get(row.get("file")) or {}
-    text = measured.get("placement")
-    out = f"<br><small>{html.escape(text)}</small>" if text else ""
-    checked = measured.get("on_device")
-    if checked:
-        out += (
-            f"<br><small>on the device: top-1 agreement {percent(checked['top1_agreement'])}, "
-            f"accuracy {percent(checked['accuracy'])} ({checked['images']} images)</small>"
+def _measured_files(rows: Sequence[SummaryRow]) -> str:
+    """Every file each device measured, as the card has it (the table above shows the
+    recommended one): a user who ships another file (an int8 one for an NPU, a smaller one)
+    weighs them here. Empty when no device measured a file (published tables only, or a
+    summary of an earlier edgenas)."""
+    table_rows = []
+    for row in rows:
+        device = html.escape(device_label(row, rows))
+        for i, (name, m) in enumerate((row.get("measured_files") or {}).items()):
+            speedup = m.get("speedup_vs_fp32")
+            file = f"<code>{html.escape(name)}</code>"
+            if name == row["file"]:
+                file += " <strong>recommended</strong>"
+            runs_as = html.escape(m.get("runs_as") or "-")
+            if m.get("placement"):  # where the device's runtime ran it
+                runs_as += f"<br><small>{html.escape(m['placement'])}</small>"
+            table_rows.append(
+                [
+                    device if i == 0 else "",
+                    file,
+                    _num(m.get("latency_ms")),
+                    "-" if speedup is None else f"{speedup:.2f}x",
+                    percent(m.get("accuracy")),
+                    percent(m.get("top1_agreement")),
+                    html.escape(device_check_text(m.get("on_device"))),
+                    runs_as,
+                ]
+            )
+    if not table_rows:
+        return ""
+    caption = (
+        "Every file each device measured. vs fp32: the fp32 file of the same format's latency "
+        "over this one's (above 1: faster). Agreement: top-1 agreement with PyTorch fp32 on this "
+        "host's runtime; on the device: agreement and accuracy as the device ran the file "
+        "(-: not checked there, the model card says why). Recommended: the fastest file "
+        "accurate enough."
+    )
+    return (
+        f"<h3 id='measured-files'>Every measured file</h3><p class='meta'>{inline(caption)}</p>"
+        + _table(
+            [
+                "device",
+                "file",
+                "ms",
+                "vs fp32",
+                "accuracy",
+                "agreement with fp32",
+                "on the device",
+                "runs as",
+            ],
+            table_rows,
+            numeric=frozenset({2, 3, 4, 5}),
         )
-    return out
+    )
 
 
 def _training(data: RunData) -> str:

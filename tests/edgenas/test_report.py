@@ -92,6 +92,43 @@ def outline(text: str) -> Outline:
     return parser
 
 
+class Tables(html.parser.HTMLParser):
+    """Each table's body rows, as the text of their cells."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tables: list[list[list[str]]] = []
+        self._cell: list[str] | None = None
+        self._body = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag == "tbody":
+            self.tables.append([])
+            self._body = True
+        elif tag == "tr" and self._body:
+            self.tables[-1].append([])
+        elif tag == "td":
+            self._cell = []
+
+    def handle_data(self, data: str) -> None:
+        if self._cell is not None:
+            self._cell.append(data)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "tbody":
+            self._body = False
+        elif tag == "td" and self._cell is not None:
+            self.tables[-1][-1].append("".join(self._cell).strip())
+            self._cell = None
+
+
+def measured_files_table(page: str) -> list[list[str]]:
+    """The rows of the report's table of every measured file (after its heading)."""
+    parser = Tables()
+    parser.feed(page[page.index("<h3 id='measured-files'>") :])
+    return parser.tables[0]
+
+
 def test_the_run_report_renders_in_headless_chromium(micro_run: Run, tmp_path: Path) -> None:
     _, out, _, _ = micro_run
     # The run's latest summary: test_run's reruns may have changed the choice since.
@@ -128,21 +165,34 @@ def test_the_run_report_renders_in_headless_chromium(micro_run: Run, tmp_path: P
     subnet = summary["chosen"][0]["subnet"]
     card = json.loads((out / "export" / subnet / "card.json").read_text())
     assert f"Model card: {subnet}" in text
-    # The chosen file's placement on its device, as the device's runtime reported it.
-    placed = [
-        r["measured_files"][r["file"]]["placement"]
-        for r in summary["chosen"]
-        if "placement" in r["measured_files"].get(r["file"], {})
-    ]
-    assert placed and all(f"<small>{html.escape(p)}</small>" in text for p in placed)
-    # test-cpu checked its files on the test images; the simulator did not.
-    cpu = next(r for r in summary["chosen"] if r["device"] == "test-cpu")
-    checked = cpu["measured_files"][cpu["file"]]["on_device"]
-    assert (
-        f"on the device: top-1 agreement {100 * checked['top1_agreement']:.2f}%, accuracy "
-        f"{100 * checked['accuracy']:.2f}% ({checked['images']} images)"
-    ) in text
     assert f"{100 * card['accuracy']['fp32']:.2f}%" in text
+    # Every file each device measured, in a row of the summary's second table: its latency,
+    # its placement as the device's runtime reported it, and its check on the device
+    # (test-cpu checked its files on the test images; the simulator did not).
+    files = measured_files_table(text)
+    expected = [
+        (r["device"], name, m) for r in summary["chosen"] for name, m in r["measured_files"].items()
+    ]
+    assert len(files) == len(expected) > 2
+    assert any("placement" in m for _, _, m in expected)
+    checked = 0
+    for (device, name, m), cells in zip(expected, files, strict=True):
+        assert cells[0] in ("", device) and cells[1].startswith(name)
+        assert cells[1].endswith("recommended") == any(
+            r["device"] == device and r["file"] == name for r in summary["chosen"]
+        )
+        assert cells[2] == f"{m['latency_ms']:.4g}"
+        assert cells[7].startswith(m["runs_as"]) and cells[7].endswith(m.get("placement", ""))
+        if device == "test-cpu":
+            check = m["on_device"]
+            checked += 1
+            assert cells[6] == (
+                f"{100 * check['top1_agreement']:.2f}%, {100 * check['accuracy']:.2f}% "
+                f"({check['images']} images)"
+            )
+        else:
+            assert cells[6] == "-"
+    assert checked >= 2
 
 
 def test_edgenas_report_writes_where_asked_and_refuses_what_is_not_a_run(
