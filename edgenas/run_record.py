@@ -94,6 +94,9 @@ class SummaryRow(TypedDict):
     accuracy_fp32: float | None
     accuracy_int8: dict[str, float]  # by model file
     file: str | None  # the recommended file: the fastest accurate enough (the card says)
+    # False: no file reached the agreement target, and ``file`` is the one that agrees best.
+    # Absent in summaries of an earlier edgenas.
+    file_meets_accuracy: NotRequired[bool]
     latency_predicted_ms: float | None
     latency_measured_ms: float | None
     latency_measured_at_baseline_ms: float | None
@@ -101,6 +104,11 @@ class SummaryRow(TypedDict):
     folder: str
     files: list[str]
     measured_files: dict[str, MeasuredFile]
+
+
+# Beside a recommended file where no file reached the agreement target
+# (--min-int8-agreement): the card then recommends the one that agrees best.
+BELOW_TARGET = "(below target)"
 
 
 def device_label(row: SummaryRow, rows: Sequence[SummaryRow]) -> str:

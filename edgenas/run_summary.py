@@ -57,30 +57,32 @@ def build_summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]
             device = choice["device"]
             on_device = card["latency"].get(device)
             measured = on_device["files"] if on_device else {}
-            # The fastest file whose accuracy is acceptable (the card's recommendation).
+            # The card's recommendation: the fastest file accurate enough, else (flagged) the
+            # one that agrees best.
             shown = on_device.get("recommended") if on_device else None
-            rows.append(
-                SummaryRow(
-                    device=device,
-                    budget_ms=choice["budget_ms"],
-                    subnet=entry["subnet"],
-                    accuracy_fp32=card["accuracy"]["fp32"],
-                    accuracy_int8={n: v["accuracy"] for n, v in card["accuracy"]["int8"].items()},
-                    file=shown,
-                    latency_predicted_ms=_predicted_ms(on_device, shown),
-                    latency_measured_ms=measured[shown]["measured"]["median_ms"] if shown else None,
-                    latency_measured_at_baseline_ms=measured[shown].get("measured_at_baseline_ms")
-                    if shown
-                    else None,
-                    bytes=files[shown]["bytes"] if shown else None,
-                    folder=str(entry["folder"]),
-                    files=sorted(files),
-                    measured_files={
-                        name: _measured_file(value, files[name], int8.get(name), card)
-                        for name, value in measured.items()
-                    },
-                )
+            row = SummaryRow(
+                device=device,
+                budget_ms=choice["budget_ms"],
+                subnet=entry["subnet"],
+                accuracy_fp32=card["accuracy"]["fp32"],
+                accuracy_int8={n: v["accuracy"] for n, v in card["accuracy"]["int8"].items()},
+                file=shown,
+                latency_predicted_ms=_predicted_ms(on_device, shown),
+                latency_measured_ms=measured[shown]["measured"]["median_ms"] if shown else None,
+                latency_measured_at_baseline_ms=measured[shown].get("measured_at_baseline_ms")
+                if shown
+                else None,
+                bytes=files[shown]["bytes"] if shown else None,
+                folder=str(entry["folder"]),
+                files=sorted(files),
+                measured_files={
+                    name: _measured_file(value, files[name], int8.get(name), card)
+                    for name, value in measured.items()
+                },
             )
+            if shown is not None and on_device is not None:
+                row["file_meets_accuracy"] = on_device.get("recommended_meets_accuracy", True)
+            rows.append(row)
     devices = [device_name(d.name) for d in recipe.devices]
     current = _current_stages(recipe, devices, [e["subnet"] for e in exported])
     return RunSummary(

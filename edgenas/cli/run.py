@@ -14,7 +14,7 @@ from rich.table import Table
 
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
-from edgenas.run_record import RunSummary, device_label
+from edgenas.run_record import BELOW_TARGET, RunSummary, device_label
 from edgenas.stages import STAGES
 
 # Typer takes a Literal as an option's type, but not inside list[...]: --force gets an Enum
@@ -57,40 +57,53 @@ def run_command(
 
 
 def print_summary(summary: RunSummary) -> None:
-    table = Table(title=f"{summary['recipe']}: chosen subnets", title_justify="left")
-    for col in (
-        "device",
-        "budget ms",
-        "acc fp32 / int8",
-        "ms pred / meas (at baseline)",
-        "size",
-        "export",
-    ):
-        table.add_column(col)
-    folders: list[str] = []
-    for row in summary["chosen"]:
-        if row["folder"] not in folders:
-            folders.append(row["folder"])
-        int8 = "/".join(f"{v:.3f}" for v in row["accuracy_int8"].values())
-        fp32 = row["accuracy_fp32"]
-        table.add_row(
-            escape(row["device"]),
-            f"{row['budget_ms']:g}",
-            f"{'-' if fp32 is None else f'{fp32:.3f}'} / {int8 or '-'}",
-            f"{_ms(row['latency_predicted_ms'])} / {_ms(row['latency_measured_ms'])}"
-            + (f" ({_ms(base)})" if (base := row.get("latency_measured_at_baseline_ms")) else ""),
-            f"{row['bytes'] / 1024:.0f} KiB" if row["bytes"] else "-",
-            f"#{folders.index(row['folder']) + 1} {escape(row['file'] or '')}",
-        )
-    Console(stderr=True).print(table)
+    folders = list(dict.fromkeys(row["folder"] for row in summary["chosen"]))
+    Console(stderr=True).print(chosen_table(summary, folders))
     files = files_table(summary)
     if files is not None:
         Console(stderr=True).print(files)
+    if any(row.get("file_meets_accuracy") is False for row in summary["chosen"]):
+        err_console.print(
+            f"{BELOW_TARGET}: no file reached the top-1 agreement target "
+            "(--min-int8-agreement, export.min_int8_agreement): the one that agrees best",
+            highlight=False,
+        )
     for i, folder in enumerate(folders, start=1):
         err_console.print(f"#{i}: {escape(folder)}", highlight=False, soft_wrap=True)
     err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
     if summary.get("report"):
         err_console.print(f"report: {escape(summary['report'])}", highlight=False)
+
+
+def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
+    """A row per device budget: the subnet's accuracy, latency (predicted, measured, and
+    measured at the device's baseline), size and export folder (``#i``, numbered as in
+    ``folders``) with its recommended file. Narrow enough for 80 columns with a device name
+    of 20 characters: the numbers stack in their cells rather than be cut."""
+    table = Table(title=f"{summary['recipe']}: chosen subnets", title_justify="left")
+    table.add_column("device", no_wrap=True)
+    table.add_column("budget\nms", no_wrap=True, justify="right")
+    table.add_column("acc fp32\nint8", no_wrap=True, justify="right")
+    table.add_column("ms pred\nmeasured\n(baseline)", no_wrap=True, justify="right")
+    table.add_column("size\nKiB", no_wrap=True, justify="right")
+    table.add_column("export, file", overflow="fold")
+    for row in summary["chosen"]:
+        fp32 = row["accuracy_fp32"]
+        accuracies = ["-" if fp32 is None else f"{fp32:.3f}"]
+        accuracies += [f"{v:.3f}" for v in row["accuracy_int8"].values()]
+        ms = [_ms(row["latency_predicted_ms"]), _ms(row["latency_measured_ms"])]
+        if base := row.get("latency_measured_at_baseline_ms"):
+            ms.append(f"({_ms(base)})")
+        table.add_row(
+            escape(row["device"]),
+            f"{row['budget_ms']:g}",
+            "\n".join(accuracies),
+            "\n".join(ms),
+            f"{row['bytes'] / 1024:.0f}" if row["bytes"] else "-",
+            f"#{folders.index(row['folder']) + 1} {escape(row['file'] or '-')}"
+            + (f"\n{BELOW_TARGET}" if row.get("file_meets_accuracy") is False else ""),
+        )
+    return table
 
 
 def files_table(summary: RunSummary) -> Table | None:
@@ -119,8 +132,12 @@ def files_table(summary: RunSummary) -> Table | None:
             speedup = m["speedup_vs_fp32"]
             runs_as = [t for t in (m["runs_as"], m.get("placement")) if t and t != "-"]
             checked = m.get("on_device")
+            recommended = name == row["file"]
+            below = recommended and row.get("file_meets_accuracy") is False
             table.add_row(
-                escape(name) + (" *" if name == row["file"] else ""),
+                escape(name)
+                + (" *" if recommended else "")
+                + (f"\n{BELOW_TARGET}" if below else ""),
                 _ms(m["latency_ms"]) + ("" if speedup is None else f"\n{speedup:.2f}x"),
                 percent(m["top1_agreement"]),
                 "-" if checked is None else percent(checked["top1_agreement"]),

@@ -134,7 +134,7 @@ def _summary(data: RunData) -> str:
                 "<br>".join(
                     f"{html.escape(n)}: {percent(a)}" for n, a in r["accuracy_int8"].items()
                 ),
-                f"<code>{html.escape(str(r['file']))}</code>",
+                f"<code>{html.escape(str(r['file']))}</code>" + _below_target(r),
                 _num(r["latency_predicted_ms"]),
                 _num(r["latency_measured_ms"]),
                 _num(r["bytes"] / 1024 if r["bytes"] else None, ".1f"),
@@ -144,6 +144,14 @@ def _summary(data: RunData) -> str:
         numeric=frozenset({1, 3, 6, 7, 8}),
     )
     return chosen + _measured_files(rows)
+
+
+def _below_target(row: SummaryRow) -> str:
+    """A flag for a recommended file that is the best of files none of which reached the
+    agreement target."""
+    return (
+        " (no file reached the agreement target)" if row.get("file_meets_accuracy") is False else ""
+    )
 
 
 def _measured_files(rows: Sequence[SummaryRow]) -> str:
@@ -158,7 +166,7 @@ def _measured_files(rows: Sequence[SummaryRow]) -> str:
             speedup = m.get("speedup_vs_fp32")
             file = f"<code>{html.escape(name)}</code>"
             if name == row["file"]:
-                file += " <strong>recommended</strong>"
+                file += f" <strong>recommended{_below_target(row)}</strong>"
             runs_as = html.escape(m.get("runs_as") or "-")
             if m.get("placement"):  # where the device's runtime ran it
                 runs_as += f"<br><small>{html.escape(m['placement'])}</small>"

@@ -195,6 +195,23 @@ def test_the_run_report_renders_in_headless_chromium(micro_run: Run, tmp_path: P
     assert checked >= 2
 
 
+def test_a_recommended_file_that_misses_the_agreement_target_says_so(micro_run: Run) -> None:
+    from edgenas.report.collect import collect
+    from edgenas.report.page import render
+
+    data = collect(micro_run[1])
+    assert data.summary is not None
+    flag = "(no file reached the agreement target)"
+    assert flag not in render(data)
+    for row in data.summary["chosen"]:  # as if no test-cpu file had reached it
+        row["file_meets_accuracy"] = row["device"] != "test-cpu"
+    page = render(data)
+    assert page.count(flag) == 2  # in the chosen row and beside the file in the files table
+    cpu = next(r for r in data.summary["chosen"] if r["device"] == "test-cpu")
+    flagged = [cells[1] for cells in measured_files_table(page) if flag in cells[1]]
+    assert flagged == [f"{cpu['file']} recommended {flag}"]
+
+
 def test_edgenas_report_writes_where_asked_and_refuses_what_is_not_a_run(
     micro_run: Run, tmp_path: Path
 ) -> None:

@@ -7,16 +7,20 @@ import json
 import os
 import shutil
 import subprocess
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+from unittest.mock import patch
 
 import numpy as np
 import pytest
 import torch
 import yaml
+from rich.console import Console
 
 from edgenas.recipe import load_recipe
 from edgenas.run_folder import RunFolder, RunOptions, _changes, needs_run, with_dependents
+from edgenas.run_record import RunSummary
 from edgenas.run_summary import _current_stages
 from edgenas.stage_inputs import (
     _unlocated,
@@ -74,6 +78,11 @@ def test_a_run_does_every_stage_and_records_it(
     # The row names the card's recommendation: the fastest file accurate enough.
     card = json.loads((folder / "card.json").read_text())
     assert cpu["file"] == card["latency"]["test-cpu"]["recommended"]
+    for row in rows.values():  # and whether it reached the agreement target
+        assert (
+            row["file_meets_accuracy"]
+            is card["latency"][row["device"]]["recommended_meets_accuracy"]
+        )
     assert set(cpu["measured_files"]) == {"model.onnx", "model_int8.onnx"}
     assert cpu["latency_measured_ms"] == cpu["measured_files"][cpu["file"]]["latency_ms"] > 0
     assert cpu["measured_files"]["model_int8.onnx"]["runs_as"].startswith("quantized kernels only")
@@ -124,12 +133,41 @@ def test_the_printed_summary_lists_every_measured_file(micro_run: Run) -> None:
     assert files_table(old) is None
 
 
+def below_target_on_cpu(summary: RunSummary) -> RunSummary:
+    """``summary`` as if no test-cpu file had reached the agreement target, with the other
+    device named as long as a bundled profile's (jetson-orin-nano-trt)."""
+    chosen = [
+        {**r, "file_meets_accuracy": False}
+        if r["device"] == "test-cpu"
+        else {**r, "device": "jetson-orin-nano-trt", "file_meets_accuracy": True}
+        for r in summary["chosen"]
+    ]
+    return cast(RunSummary, {**summary, "chosen": chosen})
+
+
 def test_the_run_prints_both_tables(micro_run: Run, capsys: pytest.CaptureFixture[str]) -> None:
     from edgenas.cli.run import print_summary
 
-    print_summary(micro_run[3])
+    summary = micro_run[3]
+    print_summary(summary)
     err = capsys.readouterr().err
     assert "micro-run: chosen subnets" in err and "every measured file" in err
+    assert "below target" not in err
+    # A recommended file that is only the best of files below the target says so in both
+    # tables, under the file's name, and a line says what that means; on an 80-column
+    # terminal nothing is cut, a long device name included.
+    with patch("edgenas.cli.run.Console", partial(Console, width=80)):
+        print_summary(below_target_on_cpu(summary))
+    lines = capsys.readouterr().err.splitlines()
+    assert "…" not in "\n".join(lines) and max(len(x) for x in lines if "│" in x) <= 80
+    assert sum("│ jetson-orin-nano-trt " in x for x in lines) == 2
+    cpu = next(r for r in summary["chosen"] if r["device"] == "test-cpu")
+    chosen_row = next(i for i, x in enumerate(lines) if f"│ #1 {cpu['file']}" in x)
+    assert "│ (below" in lines[chosen_row + 1]  # folded beside a long device name
+    file_row = next(i for i, x in enumerate(lines) if f"│ {cpu['file']} *" in x)
+    assert "│ (below target)" in lines[file_row + 1]
+    assert sum("(below" in x for x in lines) == 3  # the two cells and the line below them
+    assert any(x.startswith("(below target): no file reached the top-1 agreement") for x in lines)
 
 
 def test_a_rerun_skips_every_stage(micro_run: Run) -> None:
