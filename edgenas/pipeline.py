@@ -91,10 +91,25 @@ def _check_recipe(recipe: Recipe) -> None:
         recipe.check_export()
     if "search" in recipe.planned_stages:
         recipe.check_search()
-    for at, section in enumerate(recipe.devices):
-        device_name(section.name)  # an unknown or invalid profile fails here
-        if "profile" in recipe.planned_stages:
+    _check_device_names(recipe)  # an unknown or invalid profile fails there
+    if "profile" in recipe.planned_stages:
+        for at, section in enumerate(recipe.devices):
             _check_device_entry(recipe, at, section)
+
+
+def _check_device_names(recipe: Recipe) -> None:
+    """Two device entries whose profiles have one name would share a device folder, a
+    budget and a card entry (the profile stage found it after training): refused first."""
+    seen: dict[str, int] = {}
+    for at, section in enumerate(recipe.devices):
+        name = device_name(section.name)  # an unknown or invalid profile fails here
+        if name in seen:
+            raise RecipeError(
+                f"recipe {recipe.name!r}: devices[{seen[name]}] ({recipe.devices[seen[name]].name}) "
+                f"and devices[{at}] ({section.name}) are both device {name!r}: name each device "
+                "once, and give each profile its own name"
+            )
+        seen[name] = at
 
 
 def _check_device_entry(recipe: Recipe, at: int, section: DeviceSection) -> None:
@@ -321,6 +336,7 @@ def _check_devices(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log
     from devices import open_device
 
     stages = recipe.planned_stages
+    _check_device_names(recipe)
     for at, section in enumerate(recipe.devices):
         inputs = profile_inputs(recipe, section)  # an unknown or invalid profile fails here
         needed = "profile" in stages and (
@@ -389,9 +405,10 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
             run.record(key, inputs, outputs, result.seconds)
     failed = [r for r in results if not r.ok]
     if failed:
+        kept = "the other devices are profiled; " if len(failed) < len(results) else ""
         raise RecipeError(
             "; ".join(f"profile {r.name} failed: {r.error}" for r in failed)
-            + " (the other devices are profiled; fix it and run again to go on)"
+            + f" ({kept}fix it and run again to go on)"
         )
 
 

@@ -83,15 +83,22 @@ def output_folder_for_work(
 ) -> Iterator[Path]:
     """``output_folder(path)`` around a block of work: when the block fails and this call
     created the folder, and the folder then holds nothing but files named in ``records``
-    (what describes the work, not work a rerun resumes), the folder goes too, so that a
-    command refused once it started leaves nothing behind."""
-    created = not path.exists()
+    (what describes the work, not work a rerun resumes), the folder goes too, and so do the
+    parents this call created that are left empty, so that a command refused once it started
+    leaves nothing behind (a run's ``devices/`` once its one device's folder went)."""
+    path = Path(path)
+    created = [p for p in (path, *path.parents) if not p.exists()]
     output_folder(path, error=error)
     try:
         yield path
     except BaseException:
         if created and path.is_dir() and all(p.name in records for p in path.iterdir()):
             shutil.rmtree(path, ignore_errors=True)
+            for parent in created[1:]:
+                try:
+                    parent.rmdir()  # only while empty: another command may write there now
+                except OSError:
+                    break
         raise
 
 

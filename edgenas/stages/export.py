@@ -472,13 +472,21 @@ def _profile_runtime(profile: DeviceProfile) -> str:
 
 def _check_devices_run_files(job: ExportJob) -> None:
     """Refuse, before any work, a device that runs none of the files the job writes (a
-    published one runs nothing and is only predicted)."""
+    published one runs nothing and is only predicted), and two devices of one name: the card
+    keeps one entry per name, so one device's measurements would replace the other's."""
     from devices.profiles import load_profile
 
     precisions: tuple[str, ...] = ("fp32", "int8") if job.options.int8 else ("fp32",)
     written = [(f, p) for f in job.options.formats for p in precisions]
+    given: dict[str, str] = {}
     for device in job.devices:
         profile = load_profile(device)
+        if profile.name in given:
+            raise ExportError(
+                f"--device {given[profile.name]} and --device {device} are both device "
+                f"{profile.name!r}: give each --device once, each profile its own name"
+            )
+        given[profile.name] = device
         if profile.kind == "published":
             continue
         runtime = _profile_runtime(profile)

@@ -74,19 +74,21 @@ def profile_many(
     from once_for_all.files import output_folder
     from once_for_all.folder_lock import folder_lock
 
-    created = {job.out for job in jobs if not job.out.exists()}
+    # The folders this call makes, parents included (a run's devices/).
+    created = {p for job in jobs for p in (job.out, *job.out.parents) if not p.exists()}
     with ExitStack() as held:
         for job in jobs:
             output_folder(job.out)  # every folder, before any device works
             held.enter_context(folder_lock(job.out))
         outcome = _profile_fleet(jobs, space, cache=cache, quiet=quiet)
         # A device that failed before measuring anything (unreachable, no runtime) leaves no
-        # empty folder behind, as a single device's profile does; a table measured in part
-        # stays. Under the lock: no other profile writes there meanwhile.
-        for result in outcome.results:
-            if not result.ok and result.out in created:
-                with suppress(OSError):  # not empty after all: left as it is
-                    result.out.rmdir()
+        # empty folder behind, as a single device's profile does, nor the parents made for
+        # it; a table measured in part stays. Under the lock: no other profile writes there.
+        failed = [r.out for r in outcome.results if not r.ok and r.out in created]
+        parents = {p for out in failed for p in out.parents if p in created}
+        for folder in [*failed, *sorted(parents, key=lambda p: len(p.parts), reverse=True)]:
+            with suppress(OSError):  # not empty after all: left as it is
+                folder.rmdir()
     return outcome
 
 

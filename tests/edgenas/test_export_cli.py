@@ -1098,6 +1098,18 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         "(--format, --int8) or leave this --device out",
     )
     assert "fine-tun" not in mismatch.stderr and not out.exists()
+    # Two devices of one name: the card keeps one entry per name, and one device's
+    # measurements replaced the other's without a word.
+    renamed = tmp_path / "renamed-npu.yaml"
+    renamed.write_text("name: npu-32x32-ws\nkind: local\nruntime: onnxruntime\n")
+    for devices in (("npu-32x32-ws", renamed), ("npu-32x32-ws", "npu-32x32-ws")):
+        twice = ["--device", devices[0], "--device", devices[1]]
+        _fails(
+            edgenas_here("export", "--supernet", supernet, "--subnet", "min", *twice, "--out", out),
+            f"--device npu-32x32-ws and --device {devices[1]} are both device 'npu-32x32-ws': "
+            "give each --device once, each profile its own name",
+        )
+        assert not out.exists()
 
 
 def test_a_failed_export_keeps_the_previous_one(exported: Path, trained: Path) -> None:

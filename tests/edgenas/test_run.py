@@ -37,7 +37,7 @@ from latency.predictors import CalibratedPredictor, load_predictor
 from latency.table import TableError
 from once_for_all import Subnet
 from once_for_all.files import file_sha256
-from tests.edgenas.conftest import MICRO_RECIPE, Run, run_recipe
+from tests.edgenas.conftest import CPU_PROFILE, MICRO_RECIPE, Run, run_recipe
 from tests.support.cli_here import edgenas_here
 
 
@@ -732,6 +732,13 @@ def _images(path: Path, *, n: int = 60, channels: int = 1) -> Path:
     return path
 
 
+def _renamed_cpu(folder: Path, name: str) -> str:
+    """A profile of this host's onnxruntime named ``name``."""
+    profile = folder / "renamed.yaml"
+    profile.write_text(CPU_PROFILE.replace("name: test-cpu", f"name: {name}"))
+    return str(profile)
+
+
 def _off_board(folder: Path) -> str:
     """A profile of an SSH board on a closed port."""
     from tests.support.sshd import free_port
@@ -800,6 +807,24 @@ def _off_board(folder: Path) -> str:
             "closed port",
             lambda t: {"devices": [{"name": _off_board(t), "budget_ms": 1.0, "calibrate": 0}]},
             "device 'off-board': cannot reach 127.0.0.1",
+        ),
+        (  # no training first: found by the profile stage, which made devices/ (left behind)
+            "closed port, profile only",
+            lambda t: {
+                "stages": ["profile"],
+                "devices": [{"name": _off_board(t), "budget_ms": 1.0, "calibrate": 0}],
+            },
+            "and the network (fix it and run again to go on)",  # no other device profiled
+        ),
+        (  # found by the profile stage after training, or never (export kept one card entry)
+            "two devices of one name",
+            lambda t: {
+                "devices": [
+                    {"name": "npu-32x32-ws", "budget_ms": 1.0},
+                    {"name": _renamed_cpu(t, "npu-32x32-ws"), "budget_ms": 1.0},
+                ]
+            },
+            "devices[0] (npu-32x32-ws) and devices[1] (",
         ),
     ],
 )

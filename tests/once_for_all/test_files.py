@@ -17,6 +17,7 @@ from once_for_all.files import (
     DocumentError,
     WriteError,
     atomic_path,
+    output_folder_for_work,
     read_json,
     write_bytes,
     write_json,
@@ -121,6 +122,27 @@ def test_a_read_only_folder_is_a_write_error(tmp_path: Path) -> None:
         assert [p.name for p in folder.iterdir()] == ["out.txt"]
     finally:
         folder.chmod(0o755)
+
+
+def test_work_that_fails_takes_the_folders_it_made_and_only_those(tmp_path: Path) -> None:
+    # A run refused in its profile stage left runs/x/devices/ behind (the device's own folder
+    # went): the README says such a run leaves no folder.
+    run = tmp_path / "runs" / "x"
+    with pytest.raises(RuntimeError), output_folder_for_work(run, records=frozenset({"run.log"})):
+        (run / "run.log").write_text("started")
+        with output_folder_for_work(run / "devices" / "board"):
+            raise RuntimeError("cannot reach the board")
+    assert list(tmp_path.iterdir()) == []
+    # A folder that existed stays, and so does a parent something else wrote to meanwhile.
+    (tmp_path / "runs").mkdir()
+    with pytest.raises(RuntimeError), output_folder_for_work(run / "a" / "b"):
+        (run / "other.txt").write_text("written by another command")
+        raise RuntimeError("failed")
+    assert sorted(p.name for p in run.iterdir()) == ["other.txt"]
+    # Work that succeeds keeps what it made.
+    with output_folder_for_work(run / "c" / "d"):
+        pass
+    assert (run / "c" / "d").is_dir()
 
 
 def test_write_json_refuses_nan_and_writes_nothing(tmp_path: Path) -> None:
