@@ -20,7 +20,7 @@ import shutil
 import time
 import traceback
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -218,7 +218,14 @@ def _run_stages(
         summary = build_summary(recipe, run, exported)
         summary["report"] = str(root / REPORT_NAME)
         write_summary(root / SUMMARY_NAME, summary)
-        build_report(root)  # reads summary.json
+        try:
+            build_report(root, warn=lambda line: log(f"report: {line}"))  # reads summary.json
+        except BaseException:
+            # Beside an older report (or none), the summary would look current.
+            for name in (SUMMARY_NAME, REPORT_NAME):
+                with suppress(OSError):  # a folder in the report's way stays: it is named
+                    (root / name).unlink(missing_ok=True)
+            raise
     log(
         f"done: {len(exported)} subnet(s) exported; summary in {root / SUMMARY_NAME}, "
         f"report in {summary['report']}"

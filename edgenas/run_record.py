@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NotRequired, TypedDict, cast
@@ -48,16 +49,56 @@ def read_run(path: Path, *, fix: str, error: type[EdgenasError]) -> RunDocument:
     doc = read_json(path, formats=RUN_FORMAT, what=what, fix=fix, error=error)
     # A hand-edited record failed deep in the pipeline or the report with a traceback.
     stages, started = doc.get("stages", {}), doc.get("started", {})
-    why = _not_objects("stages", stages) or _not_objects("started", started)
+    why = (
+        _not_objects("stages", stages)
+        or _not_objects("started", started)
+        or _wrong_kinds("", doc, _RUN_KINDS)
+    )
     for key, record in stages.items() if why is None else ():
         if not isinstance(record.get("inputs"), dict) or not isinstance(
             record.get("outputs"), dict
         ):
             why = f"stages[{key!r}] has no inputs and outputs objects"
+        else:
+            why = _wrong_kinds(f"stages[{key!r}].", record, _STAGE_KINDS)
+        if why is not None:
             break
     if why is not None:
         raise error(f"{path} is not {what} ({why}): {fix}")
     return cast(RunDocument, doc)
+
+
+_NUMBER = (int, float)
+_NONE = type(None)
+# The kinds of the values the pipeline and the report read, where present.
+_RUN_KINDS: dict[str, tuple[type, ...]] = {
+    "recipe": (dict,),
+    "recipe_path": (str,),
+    "versions": (dict,),
+}
+_STAGE_KINDS: dict[str, tuple[type, ...]] = {"seconds": (*_NUMBER, _NONE), "finished": (str,)}
+
+
+def _wrong_kinds(where: str, doc: dict[str, Any], kinds: dict[str, tuple[type, ...]]) -> str | None:
+    """Why a value of ``doc`` is not of the kinds ``kinds`` gives its key, or None (a
+    key that is absent is another check's business)."""
+    names = {
+        int: "a number",
+        float: "a number",
+        str: "a string",
+        dict: "an object",
+        list: "a list",
+        bool: "true or false",
+        _NONE: "null",
+    }
+    for key, allowed in kinds.items():
+        if key in doc and (
+            not isinstance(doc[key], allowed)
+            or (isinstance(doc[key], bool) and bool not in allowed)
+        ):
+            expected = " or ".join(dict.fromkeys(names[k] for k in allowed))
+            return f"{where}{key} is {json.dumps(doc[key])[:40]}, not {expected}"
+    return None
 
 
 def _not_objects(name: str, value: Any) -> str | None:
@@ -140,29 +181,57 @@ def read_summary(path: Path, *, fix: str, error: type[EdgenasError]) -> RunSumma
     why = None
     if not isinstance(chosen, list) or not all(isinstance(row, dict) for row in chosen):
         why = "chosen is not a list of objects"
-    elif missing := next((k for row in chosen for k in _ROW_KEYS if k not in row), None):
+    elif missing := next((k for row in chosen for k in _ROW_KINDS if k not in row), None):
         why = f"a chosen row has no {missing!r}"
     elif not isinstance(stages, dict):
         why = "stages is not an object"
+    else:
+        why = _wrong_kinds("", doc, _SUMMARY_KINDS) or next(
+            (w for i, row in enumerate(chosen) if (w := _row_problem(i, row))), None
+        )
+    if why is None and not all(isinstance(d, str) for d in doc.get("devices", [])):
+        why = "devices is not a list of names"
     if why is not None:
         raise error(f"{path} is not {what} ({why}): {fix}")
     return cast(RunSummary, doc)
 
 
-# What the report reads from every row; the others (measured_files, ...) where present:
-# summaries written before them lack them.
-_ROW_KEYS = (
-    "device",
-    "budget_ms",
-    "subnet",
-    "accuracy_fp32",
-    "accuracy_int8",
-    "file",
-    "latency_predicted_ms",
-    "latency_measured_ms",
-    "bytes",
-    "folder",
-)
+_SUMMARY_KINDS: dict[str, tuple[type, ...]] = {
+    "run": (str,),
+    "recipe": (str,),
+    "devices": (list,),
+    "report": (str,),
+}
+# What the report reads from every row, of these kinds; the others (measured_files, ...)
+# where present: summaries written before them lack them.
+_ROW_KINDS: dict[str, tuple[type, ...]] = {
+    "device": (str,),
+    "budget_ms": _NUMBER,
+    "subnet": (str,),
+    "accuracy_fp32": (*_NUMBER, _NONE),
+    "accuracy_int8": (dict,),
+    "file": (str, _NONE),
+    "latency_predicted_ms": (*_NUMBER, _NONE),
+    "latency_measured_ms": (*_NUMBER, _NONE),
+    "bytes": (int, _NONE),
+    "folder": (str,),
+}
+_OPTIONAL_ROW_KINDS: dict[str, tuple[type, ...]] = {
+    "latency_measured_at_baseline_ms": (*_NUMBER, _NONE),
+    "file_meets_accuracy": (bool,),
+    "measured_files": (dict,),
+}
+
+
+def _row_problem(at: int, row: dict[str, Any]) -> str | None:
+    """Why chosen row ``at`` is not as ``build_summary`` writes it, or None."""
+    where = f"chosen[{at}]."
+    why = _wrong_kinds(where, row, _ROW_KINDS) or _wrong_kinds(where, row, _OPTIONAL_ROW_KINDS)
+    if why is None and not all(isinstance(v, _NUMBER) for v in row["accuracy_int8"].values()):
+        why = f"{where}accuracy_int8 is not an object of numbers"
+    if why is None:
+        why = _not_objects(f"{where}measured_files", row.get("measured_files", {}))
+    return why
 
 
 def write_summary(path: Path, doc: RunSummary) -> None:

@@ -28,11 +28,15 @@ def report_command(
             "first (a report never overwrites other files)"
         )
     try:
-        path = build_report(run_dir, out)
+        path = build_report(run_dir, out, warn=_warn)
     except OSError as exc:
         raise fail(f"cannot write the report: {exc}") from None
     typer.echo(str(path))
     err_console.print(f"report: {path}", highlight=False, style="dim")
+
+
+def _warn(line: str) -> None:
+    err_console.print(f"warning: {line}", highlight=False, soft_wrap=True)
 
 
 def _is_report(path: Path) -> bool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 from edgenas.report.collect import ReportError
@@ -9,14 +10,18 @@ from edgenas.report.collect import ReportError
 REPORT_NAME = "report.html"
 
 
-def build_report(run_dir: Path, out: Path | None = None) -> Path:
-    """Write the report of ``run_dir`` (default ``run_dir/report.html``) and return its path."""
+def build_report(
+    run_dir: Path, out: Path | None = None, *, warn: Callable[[str], None] = lambda line: None
+) -> Path:
+    """Write the report of ``run_dir`` (default ``run_dir/report.html``) and return its path.
+    A part whose files hold what edgenas does not write (edited by hand) says so on the page
+    and in one ``warn`` line; the rest of the page is drawn."""
     from edgenas.report.collect import collect
     from edgenas.report.page import render
     from once_for_all.files import write_text
 
     path = out or run_dir / REPORT_NAME
-    page = render(collect(run_dir))
+    page = render(collect(run_dir), warn=warn)
     write_text(path, page)
     return path
 

@@ -11,13 +11,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from edgenas.report import figures
-from edgenas.report.collect import DeviceData, RunData
+from edgenas.report.collect import RERUN, DeviceData, RunData
 from edgenas.report.markdown import inline, to_html
 from edgenas.run_record import SummaryRow, device_label
 from edgenas.search.pareto import pareto_figure
 from export.card import card_markdown, device_check_text, percent
 from latency.op_split import KINDS, split_by_kind
 from latency.reference import reference_scale
+from once_for_all.errors import one_line
 
 SECTIONS = {
     "summary": "Chosen subnets",
@@ -450,15 +451,42 @@ BUILDERS: dict[str, Callable[[RunData], str]] = {
 }
 
 
-def render(data: RunData) -> str:
-    """The whole page."""
+# The files each part is drawn from: named when one holds what edgenas does not write.
+SOURCES = {
+    "summary": "summary.json",
+    "training": "the training checkpoint's history",
+    "pareto": "search/pareto.json or the search's study",
+    "latency-predictors": "a device's predictor.json",
+    "block-latency": "a device's predictor.json or lut.json",
+    "models": "an export's card.json",
+}
+
+
+def _section(data: RunData, key: str, warn: Callable[[str], None]) -> str:
+    """Part ``key`` of the page; a part whose files were edited into what edgenas does not
+    write (a number where an object goes, a key gone) says so rather than end the report:
+    the readers check what every part needs, not each value deep in a card or predictor."""
+    try:
+        return BUILDERS[key](data)
+    except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
+        why = f"{type(exc).__name__}: {one_line(exc)}"
+        line = (
+            f"{SECTIONS[key]}: not drawn, {SOURCES[key]} holds what edgenas does not write "
+            f"({why}); {RERUN}"
+        )
+        warn(line)
+        return _missing(line)
+
+
+def render(data: RunData, *, warn: Callable[[str], None] = lambda line: None) -> str:
+    """The whole page; ``warn`` gets a line for each part that could not be drawn."""
     versions = data.run.get("versions", {})
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
     title = f"edgenas run {data.name}"
     nav = "".join(f"<a href='#{k}'>{html.escape(v)}</a>" for k, v in SECTIONS.items())
     body = "".join(
-        f"<section id='{k}'><h2>{html.escape(SECTIONS[k])}</h2>{build(data)}</section>"
-        for k, build in BUILDERS.items()
+        f"<section id='{k}'><h2>{html.escape(SECTIONS[k])}</h2>{_section(data, k, warn)}</section>"
+        for k in BUILDERS
     )
     recipe = html.escape(str(data.run.get("recipe_path", "")))
     space_field = data.run.get("recipe", {}).get("space", "")

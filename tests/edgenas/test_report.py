@@ -9,6 +9,7 @@ import json
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -362,6 +363,12 @@ def test_the_report_shows_the_devices_of_the_recipe_only(micro_run: Run, tmp_pat
         ({"stages": {"train": 5}}, "stages['train'] is not an object"),
         ({"stages": {"train": {"inputs": 5, "outputs": {}}}}, "stages['train'] has no inputs"),
         ({"started": {"search": None}}, "started['search'] is not an object"),
+        ({"recipe": 5}, "recipe is 5, not an object"),
+        ({"versions": 5}, "versions is 5, not an object"),
+        (
+            {"stages": {"train": {"inputs": {}, "outputs": {}, "seconds": "x"}}},
+            "stages['train'].seconds is \"x\", not a number or null",
+        ),
     ],
 )
 def test_a_damaged_run_record_is_one_line(tmp_path: Path, damage: dict, said: str) -> None:
@@ -372,6 +379,97 @@ def test_a_damaged_run_record_is_one_line(tmp_path: Path, damage: dict, said: st
     assert proc.returncode == 2, proc.stderr
     (line,) = proc.stderr.strip().splitlines()
     assert f"is not an edgenas run record ({said}" in line
+
+
+@pytest.mark.parametrize(
+    "change, said",
+    [
+        (lambda s: s.update(devices=5), "devices is 5, not a list"),
+        (lambda s: s.update(devices=[5]), "devices is not a list of names"),
+        (lambda s: s["chosen"][0].update(folder=5), "chosen[0].folder is 5, not a string"),
+        (
+            lambda s: s["chosen"][1].update(budget_ms="x"),
+            'chosen[1].budget_ms is "x", not a number',
+        ),
+        (
+            lambda s: s["chosen"][0].update(accuracy_fp32=True),
+            "chosen[0].accuracy_fp32 is true, not a number or null",
+        ),
+        (
+            lambda s: s["chosen"][0].update(accuracy_int8={"model_int8.onnx": "x"}),
+            "chosen[0].accuracy_int8 is not an object of numbers",
+        ),
+        (
+            lambda s: s["chosen"][0].update(measured_files={"model.onnx": 5}),
+            "chosen[0].measured_files['model.onnx'] is not an object",
+        ),
+    ],
+)
+def test_a_damaged_summary_is_one_line(
+    micro_run: Run, tmp_path: Path, change: Any, said: str
+) -> None:
+    # Each was a traceback in the report, and so at the end of edgenas run (input audit).
+    copy = tmp_path / "run"
+    shutil.copytree(micro_run[1], copy, ignore=shutil.ignore_patterns("*.pt", "*.onnx"))
+    summary = json.loads((copy / "summary.json").read_text())
+    change(summary)
+    (copy / "summary.json").write_text(json.dumps(summary))
+    proc = edgenas_here("report", str(copy), "--out", str(tmp_path / "r.html"))
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert f"is not an edgenas run summary ({said})" in line
+    assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize(
+    "damage, section, said",
+    [
+        (
+            lambda run: _edit(run / "search" / "pareto.json", lambda p: p.update(devices=[5])),
+            "pareto",
+            "Pareto fronts: not drawn, search/pareto.json or the search's study holds what "
+            "edgenas does not write (TypeError: ",
+        ),
+        (
+            lambda run: _edit(
+                next(run.glob("export/*/card.json")), lambda c: c.update(accuracy={})
+            ),
+            "models",
+            "Model cards: not drawn, an export's card.json holds what edgenas does not write "
+            "(KeyError: 'split')",
+        ),
+        (
+            lambda run: _edit(
+                run / "devices" / "test-cpu" / "predictor.json", lambda p: p.update(validation=5)
+            ),
+            "latency-predictors",
+            "Latency predictors: not drawn, a device's predictor.json holds what edgenas does "
+            "not write (AttributeError: ",
+        ),
+    ],
+)
+def test_a_part_whose_files_were_damaged_is_left_out_and_named(
+    micro_run: Run, tmp_path: Path, damage: Any, section: str, said: str
+) -> None:
+    # Values deep in a card, a predictor or pareto.json are not each checked when read: the
+    # part drawn from them says it cannot be, and the rest of the report is drawn.
+    copy = tmp_path / "run"
+    shutil.copytree(micro_run[1], copy, ignore=shutil.ignore_patterns("*.onnx", "*.lock"))
+    damage(copy)
+    proc = edgenas_here("report", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    (warning,) = [x for x in proc.stderr.splitlines() if x.startswith("warning: ")]
+    assert warning.startswith(f"warning: {said}")
+    assert warning.endswith("rerun the stage that writes it (edgenas run RECIPE --force STAGE)")
+    page = outline((copy / "report.html").read_text())
+    assert list(page.headings) == list(SECTIONS)
+    assert list(page.missing) == [section] and page.missing[section].startswith(said)
+
+
+def _edit(path: Path, change: Any) -> None:
+    doc = json.loads(path.read_text())
+    change(doc)
+    path.write_text(json.dumps(doc))
 
 
 def test_card_markdown_becomes_escaped_html() -> None:

@@ -653,6 +653,23 @@ def test_a_failed_search_after_a_change_leaves_no_stale_summary_or_report(
     assert "add <code>search</code>" not in page
 
 
+def test_a_report_that_cannot_be_written_leaves_no_summary_that_looks_current(
+    micro_run: Run, tmp_path: Path
+) -> None:
+    # The summary was written, then the report failed: a new summary.json beside an old
+    # report.html, on every rerun (input audit).
+    recipe, out, cache, _ = micro_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.lock"))
+    (copy / "report.html").unlink()
+    (copy / "report.html").mkdir()  # in the way of the report
+    (copy / "summary.json").unlink()
+    proc = edgenas_run(recipe, copy, "--quiet", cache=cache)
+    assert proc.returncode == 2, proc.stderr
+    assert "report.html" in proc.stderr and "Traceback" not in proc.stderr
+    assert not (copy / "summary.json").exists()
+
+
 def test_an_unknown_device_leaves_no_run_folder(tmp_path: Path) -> None:
     recipe = run_recipe(tmp_path, devices=[{"name": "nosuchdev", "budget_ms": 1.0}])
     proc = edgenas_run(recipe, tmp_path / "out", cache=tmp_path / "cache")
