@@ -37,6 +37,45 @@ INT8_ONLY = (
 )
 
 
+def _refuse_unused(
+    ctx: typer.Context, formats: tuple[str, ...], verify: bool, fine_tuned: bool
+) -> None:
+    """Refuse an option that the others leave with nothing to do: given, it would be taken
+    as done (an --opset for TFLite files only, a --tolerance with --no-verify)."""
+    onnx, tflite = "onnx" in formats, "tflite" in formats
+    no_onnx = ("shapes ONNX files, and --format writes none", "add onnx to --format")
+    no_check = "which --no-verify skips", "leave --no-verify out"
+    rules: tuple[tuple[str, bool, tuple[str, str]], ...] = (
+        ("opset", not onnx, no_onnx),
+        ("dynamic_batch", not onnx, no_onnx),
+        ("align_channels", not onnx, no_onnx),
+        (
+            "tflite_form",
+            not tflite,
+            ("shapes TFLite files, and --format writes none", "add tflite to --format"),
+        ),
+        ("tolerance", not verify, ("bounds the fp32 files' check, " + no_check[0], no_check[1])),
+        ("test_images", not verify, ("sizes the files' checks, " + no_check[0], no_check[1])),
+        (
+            "device_check_images",
+            not verify,
+            ("sizes the devices' checks, " + no_check[0], no_check[1]),
+        ),
+        (
+            "finetune_lr",
+            not fine_tuned,
+            (
+                "is the fine-tuning's, and nothing is fine-tuned",
+                "add --finetune-epochs or --qat-epochs",
+            ),
+        ),
+    )
+    for name, unused, (why, fix) in rules:
+        if unused and _given(ctx, name):
+            flag = "--" + name.replace("_", "-")
+            raise fail(f"{flag} {why}: {fix}, or leave {flag} out")
+
+
 def _refuse_unused_min_agreement(devices: list[str], verify: bool, check_images: int) -> None:
     """Without --int8, --min-int8-agreement weighs only files a --device checks: refuse it
     where none will, rather than take it and do nothing."""
@@ -203,6 +242,7 @@ def export_command(
             raise fail(f"{given[0]} shapes the int8 files: add --int8, or leave {given[0]} out")
         if _given(ctx, "min_int8_agreement"):
             _refuse_unused_min_agreement(device or [], verify, device_check_images)
+    _refuse_unused(ctx, formats, verify, fine_tuned=finetune_epochs > 0 or qat_epochs > 0)
     if threads:
         import torch
 

@@ -1000,6 +1000,35 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
             ),
             f"{flag} shapes the int8 files: add --int8, or leave {flag} out",
         )
+    # ... and options the other options leave nothing to do (input audit)
+    no_onnx = "shapes ONNX files, and --format writes none: add onnx to --format"
+    no_check = "which --no-verify skips: leave --no-verify out"
+    for given, why in (
+        (("--format", "tflite", "--opset", "13"), no_onnx),
+        (("--format", "tflite", "--dynamic-batch"), no_onnx),
+        (("--format", "tflite", "--int8", "--align-channels", "x86"), no_onnx),
+        (
+            ("--format", "onnx", "--tflite-form", "plain"),
+            "shapes TFLite files, and --format writes none: add tflite to --format",
+        ),
+        (("--no-verify", "--tolerance", "0.1"), "bounds the fp32 files' check, " + no_check),
+        (("--no-verify", "--test-images", "10"), "sizes the files' checks, " + no_check),
+        (("--no-verify", "--device-check-images", "5"), "sizes the devices' checks, " + no_check),
+        (
+            ("--finetune-lr", "0.5"),
+            "is the fine-tuning's, and nothing is fine-tuned: add --finetune-epochs or --qat-epochs",
+        ),
+    ):
+        flag = next(
+            a
+            for a in given
+            if a.startswith("--") and a not in ("--format", "--no-verify", "--int8")
+        )
+        _fails(
+            edgenas_here("export", "--supernet", supernet, "--subnet", "min", *given, "--out", out),
+            f"{flag} {why}, or leave {flag} out",
+        )
+    assert not out.exists()
     # without --int8 it weighs only what a --device checks
     proc = edgenas_here(
         "export", "--supernet", supernet, "--subnet", "min", "--min-int8-agreement", "0.5",
