@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edgenas.run_layout import RunLayout
+from edgenas.run_layout import RECORD_NAME, RunLayout
 from edgenas.run_record import SUMMARY_NAME, RunDocument, RunSummary, read_run, read_summary
 from export.card import CardDocument, read_card
 from latency.profile_files import LUT_NAME, PREDICTOR_NAME
@@ -156,6 +156,11 @@ def collect(root: Path) -> RunData:
     from latency.predictors import read_predictor
 
     layout = RunLayout(root)
+    if root.is_file():  # run.json itself, or the report
+        raise ReportError(
+            f"{root} is a file, not a run folder: give the folder that edgenas run wrote "
+            f"(the one holding run.json{', ' + str(root.parent) if root.name == RECORD_NAME else ''})"
+        )
     if not layout.record.is_file():
         raise ReportError(
             f"{root} is not a run folder (no run.json): give the folder that edgenas run wrote"

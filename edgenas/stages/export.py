@@ -243,10 +243,17 @@ def _staging_folder(out: Path) -> Path:
 
 
 def _make_folder(out: Path) -> None:
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise _unwritable(out, exc) from None
+    """``out``, made if needed and writable, with no folder where export writes a file (found
+    after the whole export, when the files moved in, and after the old card had gone)."""
+    from once_for_all.files import output_folder
+
+    output_folder(out, error=ExportError)  # a file in the way is named
+    for name in (*FILE_NAMES.values(), *CARD_FILES):
+        if (out / name).is_dir():
+            raise ExportError(
+                f"{out / name} is a folder, where export writes its {name}: move it away, or "
+                "choose another --out"
+            )
 
 
 def _unwritable(out: Path, exc: OSError) -> ExportError:

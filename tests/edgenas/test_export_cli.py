@@ -954,8 +954,23 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
     blocker.write_text("")
     _fails(
         edgenas_here("export", "--supernet", supernet, "--subnet", "max", "--out", blocker / "out"),
-        "cannot write to output folder",
+        f"cannot use {blocker / 'out'} as the output folder: {blocker} is a file, not a folder",
     )
+    _fails(
+        edgenas_here("export", "--supernet", supernet, "--subnet", "max", "--out", blocker),
+        f"cannot use {blocker} as the output folder: {blocker} is a file, not a folder",
+    )
+    # A folder where a model file goes: found when the files moved in, after the whole
+    # export, and after the earlier card had gone (input audit).
+    (tmp_path / "taken" / "model.onnx").mkdir(parents=True)
+    _fails(
+        edgenas_here(
+            "export", "--supernet", supernet, "--subnet", "max", "--out", tmp_path / "taken"
+        ),
+        f"{tmp_path / 'taken' / 'model.onnx'} is a folder, where export writes its model.onnx: "
+        "move it away, or choose another --out",
+    )
+    assert [p.name for p in (tmp_path / "taken").iterdir()] == ["model.onnx"]
     # Found once the subnet is built (the stem's width), still before any file is written;
     # both were found after the fine-tuning, which can take hours (export audit).
     for flags, refusal in (

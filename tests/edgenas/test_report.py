@@ -240,6 +240,12 @@ def test_edgenas_report_writes_where_asked_and_refuses_what_is_not_a_run(
     assert proc.stderr.strip().splitlines() == [
         f"error: {tmp_path} is not a run folder (no run.json): give the folder that edgenas run wrote"
     ]
+    proc = report(str(out / "run.json"))  # it said run.json was "not a run folder (no run.json)"
+    assert proc.returncode == 2
+    assert " ".join(proc.stderr.split()) == (
+        f"error: {out / 'run.json'} is a file, not a run folder: give the folder that edgenas "
+        f"run wrote (the one holding run.json, {out})"
+    )
     broken = tmp_path / "broken"
     shutil.copytree(out, broken, ignore=shutil.ignore_patterns("*.pt", "*.onnx", "report.html"))
     pareto = broken / "search" / "pareto.json"
