@@ -38,10 +38,16 @@ INT8_ONLY = (
 
 
 def _refuse_unused(
-    ctx: typer.Context, formats: tuple[str, ...], verify: bool, fine_tuned: bool
+    ctx: typer.Context,
+    formats: tuple[str, ...],
+    verify: bool,
+    fine_tuned: bool,
+    asks: dict[str, bool],
 ) -> None:
     """Refuse an option that the others leave with nothing to do: given, it would be taken
-    as done (an --opset for TFLite files only, a --tolerance with --no-verify)."""
+    as done (an --opset for TFLite files only, a --tolerance with --no-verify). ``asks``:
+    whether an option's value asks for anything (--no-dynamic-batch, --align-channels none
+    and --device-check-images 0 ask for what the others do anyway, and are taken)."""
     onnx, tflite = "onnx" in formats, "tflite" in formats
     no_onnx = ("shapes ONNX files, and --format writes none", "add onnx to --format")
     no_check = "which --no-verify skips", "leave --no-verify out"
@@ -71,7 +77,7 @@ def _refuse_unused(
         ),
     )
     for name, unused, (why, fix) in rules:
-        if unused and _given(ctx, name):
+        if unused and _given(ctx, name) and asks.get(name, True):
             flag = "--" + name.replace("_", "-")
             raise fail(f"{flag} {why}: {fix}, or leave {flag} out")
 
@@ -242,7 +248,13 @@ def export_command(
             raise fail(f"{given[0]} shapes the int8 files: add --int8, or leave {given[0]} out")
         if _given(ctx, "min_int8_agreement"):
             _refuse_unused_min_agreement(device or [], verify, device_check_images)
-    _refuse_unused(ctx, formats, verify, fine_tuned=finetune_epochs > 0 or qat_epochs > 0)
+    asks = {
+        "dynamic_batch": dynamic_batch,
+        "align_channels": align_channels not in ("auto", "none"),
+        "tflite_form": tflite_form != "auto",
+        "device_check_images": device_check_images > 0,
+    }
+    _refuse_unused(ctx, formats, verify, finetune_epochs > 0 or qat_epochs > 0, asks)
     if threads:
         import torch
 

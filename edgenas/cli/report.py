@@ -35,8 +35,9 @@ def report_command(
     err_console.print(f"report: {path}", highlight=False, style="dim")
 
 
-def _warn(line: str) -> None:
-    err_console.print(f"warning: {line}", highlight=False, soft_wrap=True)
+def _warn(line: str, exc: BaseException) -> None:
+    # The line quotes the damaged file: not markup.
+    err_console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 def _is_report(path: Path) -> bool:

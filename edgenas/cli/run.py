@@ -77,17 +77,21 @@ def print_summary(summary: RunSummary) -> None:
 
 def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
     """A row per device budget: the subnet's accuracy, latency (predicted, measured, and
-    measured at the device's baseline), size and export folder (``#i``, numbered as in
-    ``folders``) with its recommended file. Narrow enough for 80 columns with a device name
-    of 20 characters: the numbers stack in their cells rather than be cut."""
+    measured at the device's baseline), size, and the recommended file and its export folder
+    (``#i``, numbered as in ``folders``). Narrow enough for 80 columns with a device name of
+    20 characters: the numbers stack in their cells, file names stay whole, and a longer
+    device name folds."""
     table = Table(title=f"{summary['recipe']}: chosen subnets", title_justify="left")
-    table.add_column("device", no_wrap=True)
+    files = [row["file"] or "-" for row in summary["chosen"]]
+    table.add_column("device", overflow="fold")
     table.add_column("budget\nms", no_wrap=True, justify="right")
-    table.add_column("acc fp32\nint8", no_wrap=True, justify="right")
-    table.add_column("ms pred\nmeasured\n(baseline)", no_wrap=True, justify="right")
+    table.add_column("acc\nfp32\nint8", no_wrap=True, justify="right")
+    table.add_column("ms pred\nmeasured\n(base)", no_wrap=True, justify="right")
     table.add_column("size\nKiB", no_wrap=True, justify="right")
-    table.add_column("export, file", overflow="fold")
-    for row in summary["chosen"]:
+    table.add_column(
+        "file\nexport", no_wrap=True, min_width=max(len(BELOW_TARGET), *map(len, files))
+    )
+    for row, file in zip(summary["chosen"], files, strict=True):
         fp32 = row["accuracy_fp32"]
         accuracies = ["-" if fp32 is None else f"{fp32:.3f}"]
         accuracies += [f"{v:.3f}" for v in row["accuracy_int8"].values()]
@@ -100,7 +104,7 @@ def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
             "\n".join(accuracies),
             "\n".join(ms),
             f"{row['bytes'] / 1024:.0f}" if row["bytes"] else "-",
-            f"#{folders.index(row['folder']) + 1} {escape(row['file'] or '-')}"
+            f"{escape(file)}\n#{folders.index(row['folder']) + 1}"
             + (f"\n{BELOW_TARGET}" if row.get("file_meets_accuracy") is False else ""),
         )
     return table
@@ -118,7 +122,9 @@ def files_table(summary: RunSummary) -> Table | None:
     if not any(r.get("measured_files") for r in chosen):
         return None
     table = Table(title="every measured file (* recommended)", title_justify="left")
-    table.add_column("file", no_wrap=True)
+    # File names stay whole; a device's line longer than they are folds.
+    names = [len(f"{name} *") for r in chosen for name in r.get("measured_files") or {}]
+    table.add_column("file", overflow="fold", min_width=max(len(BELOW_TARGET), *names))
     table.add_column("ms\nvs fp32", no_wrap=True, justify="right")
     table.add_column("agreement\nwith fp32", no_wrap=True, justify="right")
     table.add_column("on the\ndevice", no_wrap=True, justify="right")

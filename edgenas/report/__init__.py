@@ -9,13 +9,18 @@ from edgenas.report.collect import ReportError
 
 REPORT_NAME = "report.html"
 
+# Told of a part of the page that could not be drawn: a line, and the exception.
+Warn = Callable[[str, BaseException], None]
 
-def build_report(
-    run_dir: Path, out: Path | None = None, *, warn: Callable[[str], None] = lambda line: None
-) -> Path:
+
+def ignore_warning(line: str, exc: BaseException) -> None:
+    """The default ``Warn``: the page says it."""
+
+
+def build_report(run_dir: Path, out: Path | None = None, *, warn: Warn = ignore_warning) -> Path:
     """Write the report of ``run_dir`` (default ``run_dir/report.html``) and return its path.
     A part whose files hold what edgenas does not write (edited by hand) says so on the page
-    and in one ``warn`` line; the rest of the page is drawn."""
+    and to ``warn`` (a line, and the exception that stopped the part); the rest is drawn."""
     from edgenas.report.collect import collect
     from edgenas.report.page import render
     from once_for_all.files import write_text
@@ -26,4 +31,4 @@ def build_report(
     return path
 
 
-__all__ = ["REPORT_NAME", "ReportError", "build_report"]
+__all__ = ["REPORT_NAME", "ReportError", "Warn", "build_report"]

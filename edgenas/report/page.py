@@ -10,7 +10,7 @@ import html
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from edgenas.report import figures
+from edgenas.report import Warn, figures, ignore_warning
 from edgenas.report.collect import RERUN, DeviceData, RunData
 from edgenas.report.markdown import inline, to_html
 from edgenas.run_record import SummaryRow, device_label
@@ -462,7 +462,7 @@ SOURCES = {
 }
 
 
-def _section(data: RunData, key: str, warn: Callable[[str], None]) -> str:
+def _section(data: RunData, key: str, warn: Warn) -> str:
     """Part ``key`` of the page; a part whose files were edited into what edgenas does not
     write (a number where an object goes, a key gone) says so rather than end the report:
     the readers check what every part needs, not each value deep in a card or predictor."""
@@ -474,11 +474,11 @@ def _section(data: RunData, key: str, warn: Callable[[str], None]) -> str:
             f"{SECTIONS[key]}: not drawn, {SOURCES[key]} holds what edgenas does not write "
             f"({why}); {RERUN}"
         )
-        warn(line)
+        warn(line, exc)
         return _missing(line)
 
 
-def render(data: RunData, *, warn: Callable[[str], None] = lambda line: None) -> str:
+def render(data: RunData, *, warn: Warn = ignore_warning) -> str:
     """The whole page; ``warn`` gets a line for each part that could not be drawn."""
     versions = data.run.get("versions", {})
     created = dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")

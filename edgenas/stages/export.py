@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from once_for_all.static_net import MobileNetV3
 
 FINETUNED_FORMAT = "edgenas.finetuned/1"
+FINETUNED_NAME = "finetuned.pt"  # in the output folder
 # An unfinished fine-tuning's tag: an edgenas from before resumption read only the first, and
 # would have taken half-tuned weights under it for finished ones.
 FINETUNING_FORMAT = "edgenas.finetuning/1"
@@ -153,7 +154,8 @@ def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
 
     _check_devices_run_files(job)
     created = not job.out.exists()
-    _make_folder(job.out)
+    tuned = job.finetune.epochs > 0 or job.finetune.qat_epochs > 0
+    _make_folder(job.out, also=(FINETUNED_NAME,) if tuned else ())
     with folder_lock(job.out):
         return _export(job, created, say)
 
@@ -242,13 +244,14 @@ def _staging_folder(out: Path) -> Path:
         raise _unwritable(out, exc) from None
 
 
-def _make_folder(out: Path) -> None:
-    """``out``, made if needed and writable, with no folder where export writes a file (found
-    after the whole export, when the files moved in, and after the old card had gone)."""
+def _make_folder(out: Path, *, also: tuple[str, ...] = ()) -> None:
+    """``out``, made if needed and writable, with no folder where export writes a file, nor
+    where it writes the files named in ``also`` (found after the whole export when the files
+    moved in, with the old card gone; the fine-tuning's after its epochs)."""
     from once_for_all.files import output_folder
 
     output_folder(out, error=ExportError)  # a file in the way is named
-    for name in (*FILE_NAMES.values(), *CARD_FILES):
+    for name in (*FILE_NAMES.values(), *CARD_FILES, *also):
         if (out / name).is_dir():
             raise ExportError(
                 f"{out / name} is a folder, where export writes its {name}: move it away, or "
@@ -318,7 +321,7 @@ def _subnet_model(
     groups = (AUTO_SPLIT_GROUPS if splittable(model) else 1) if requested == "auto" else requested
     if settings.qat_epochs:
         key["stem_groups"] = requested
-    saved = job.out / "finetuned.pt"
+    saved = job.out / FINETUNED_NAME
     tag = json.dumps(key, sort_keys=True)
     cached = read_finetuned(saved) if saved.is_file() else None
     progress: FinetuneProgress | None = None

@@ -971,6 +971,14 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         "move it away, or choose another --out",
     )
     assert [p.name for p in (tmp_path / "taken").iterdir()] == ["model.onnx"]
+    # ... and the fine-tuning's file, where the export fine-tunes (found after its epochs)
+    (tmp_path / "tuned" / "finetuned.pt").mkdir(parents=True)
+    tune = ("--finetune-epochs", "1", "--out", tmp_path / "tuned")
+    _fails(
+        edgenas_here("export", "--supernet", supernet, "--subnet", "max", *tune),
+        f"{tmp_path / 'tuned' / 'finetuned.pt'} is a folder, where export writes its "
+        "finetuned.pt: move it away",
+    )
     # Found once the subnet is built (the stem's width), still before any file is written;
     # both were found after the fine-tuning, which can take hours (export audit).
     for flags, refusal in (
@@ -1044,6 +1052,25 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
             f"{flag} {why}, or leave {flag} out",
         )
     assert not out.exists()
+    # ... but not values that ask for what the others do anyway: these reach the supernet
+    for given in (
+        ("--format", "tflite", "--no-dynamic-batch"),
+        ("--format", "onnx", "--tflite-form", "auto"),
+        ("--no-verify", "--device-check-images", "0"),
+    ):
+        _fails(
+            edgenas_here(
+                "export",
+                "--supernet",
+                tmp_path / "none.pt",
+                "--subnet",
+                "min",
+                *given,
+                "--out",
+                out,
+            ),
+            f"checkpoint {tmp_path / 'none.pt'} not found",
+        )
     # without --int8 it weighs only what a --device checks
     proc = edgenas_here(
         "export", "--supernet", supernet, "--subnet", "min", "--min-int8-agreement", "0.5",

@@ -436,6 +436,14 @@ def test_a_damaged_summary_is_one_line(
             "Pareto fronts: not drawn, search/pareto.json or the search's study holds what "
             "edgenas does not write (TypeError: ",
         ),
+        (  # quoted in the warning: not read as the console's markup (it was a MarkupError)
+            lambda run: _edit(
+                run / "search" / "pareto.json", lambda p: p["devices"][0].update(name="[/x]")
+            ),
+            "pareto",
+            "Pareto fronts: not drawn, search/pareto.json or the search's study holds what "
+            "edgenas does not write (ValueError: 'latency_ms:[/x]' is not in list)",
+        ),
         (
             lambda run: _edit(
                 next(run.glob("export/*/card.json")), lambda c: c.update(accuracy={})
@@ -470,6 +478,35 @@ def test_a_part_whose_files_were_damaged_is_left_out_and_named(
     page = outline((copy / "report.html").read_text())
     assert list(page.headings) == list(SECTIONS)
     assert list(page.missing) == [section] and page.missing[section].startswith(said)
+
+
+def test_a_part_a_run_could_not_draw_is_said_and_its_traceback_kept(
+    micro_run: Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # In edgenas run, the files are its own: a part that cannot be drawn is likelier a bug
+    # in the page. The warning went to run.log only, with no traceback, and not to the
+    # terminal under --quiet (review).
+    from edgenas.report import page
+
+    recipe, out, cache, _ = micro_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.lock"))
+
+    def broken(data: Any) -> str:
+        raise TypeError("a bug in the page [/x]")  # and markup the console must not read
+
+    monkeypatch.setitem(page.BUILDERS, "pareto", broken)
+    monkeypatch.setenv("EDGENAS_CACHE", str(cache))
+    proc = edgenas_here("run", recipe, "--out", copy, "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    said = "Pareto fronts: not drawn, search/pareto.json or the search's study holds what"
+    (warning,) = [x for x in proc.stderr.splitlines() if x.startswith("warning: ")]
+    assert (
+        warning.startswith(f"warning: {said}") and "(TypeError: a bug in the page [/x])" in warning
+    )
+    log = (copy / "run.log").read_text()
+    assert f"report: {said}" in log and 'raise TypeError("a bug in the page [/x]")' in log
+    assert (copy / "summary.json").is_file()
 
 
 def _edit(path: Path, change: Any) -> None:

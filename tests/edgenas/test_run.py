@@ -133,15 +133,24 @@ def test_the_printed_summary_lists_every_measured_file(micro_run: Run) -> None:
     assert files_table(old) is None
 
 
-def below_target_on_cpu(summary: RunSummary) -> RunSummary:
-    """``summary`` as if no test-cpu file had reached the agreement target, with the other
-    device named as long as a bundled profile's (jetson-orin-nano-trt)."""
-    chosen = [
-        {**r, "file_meets_accuracy": False}
-        if r["device"] == "test-cpu"
-        else {**r, "device": "jetson-orin-nano-trt", "file_meets_accuracy": True}
-        for r in summary["chosen"]
-    ]
+def below_target_on_cpu(summary: RunSummary, other: str) -> RunSummary:
+    """``summary`` as if test-cpu had also measured an int8 TFLite file, the longest file
+    name export writes, and recommended it though no file reached the agreement target; the
+    other device named ``other``."""
+    chosen = []
+    for r in summary["chosen"]:
+        if r["device"] == "test-cpu":
+            files = {**r["measured_files"], "model_int8.tflite": r["measured_files"]["model.onnx"]}
+            chosen.append(
+                {
+                    **r,
+                    "file": "model_int8.tflite",
+                    "file_meets_accuracy": False,
+                    "measured_files": files,
+                }
+            )
+        else:
+            chosen.append({**r, "device": other, "file_meets_accuracy": True})
     return cast(RunSummary, {**summary, "chosen": chosen})
 
 
@@ -154,20 +163,23 @@ def test_the_run_prints_both_tables(micro_run: Run, capsys: pytest.CaptureFixtur
     assert "micro-run: chosen subnets" in err and "every measured file" in err
     assert "below target" not in err
     # A recommended file that is only the best of files below the target says so in both
-    # tables, under the file's name, and a line says what that means; on an 80-column
-    # terminal nothing is cut, a long device name included.
-    with patch("edgenas.cli.run.Console", partial(Console, width=80)):
-        print_summary(below_target_on_cpu(summary))
-    lines = capsys.readouterr().err.splitlines()
-    assert "…" not in "\n".join(lines) and max(len(x) for x in lines if "│" in x) <= 80
-    assert sum("│ jetson-orin-nano-trt " in x for x in lines) == 2
-    cpu = next(r for r in summary["chosen"] if r["device"] == "test-cpu")
-    chosen_row = next(i for i, x in enumerate(lines) if f"│ #1 {cpu['file']}" in x)
-    assert "│ (below" in lines[chosen_row + 1]  # folded beside a long device name
-    file_row = next(i for i, x in enumerate(lines) if f"│ {cpu['file']} *" in x)
-    assert "│ (below target)" in lines[file_row + 1]
-    assert sum("(below" in x for x in lines) == 3  # the two cells and the line below them
-    assert any(x.startswith("(below target): no file reached the top-1 agreement") for x in lines)
+    # tables, under the file's name, and a line says what that means. On an 80-column
+    # terminal nothing is cut, file names stay whole, and so does a bundled profile's
+    # longest name but one (jetson-orin-nano-trt); the longest (26 characters) folds.
+    for other, whole in (("jetson-orin-nano-trt", True), ("local-cpu-openvino-runtime", False)):
+        with patch("edgenas.cli.run.Console", partial(Console, width=80)):
+            print_summary(below_target_on_cpu(summary, other))
+        lines = capsys.readouterr().err.splitlines()
+        assert "…" not in "\n".join(lines) and max(len(x) for x in lines if "│" in x) <= 80
+        assert (sum(f"│ {other} " in x for x in lines) == 2) is whole
+        chosen_row = next(i for i, x in enumerate(lines) if "│ model_int8.tflite " in x)
+        assert "│ #1 " in lines[chosen_row + 1] and "│ (below target) " in lines[chosen_row + 2]
+        file_row = next(i for i, x in enumerate(lines) if "│ model_int8.tflite * " in x)
+        assert "│ (below target) " in lines[file_row + 1]
+        assert sum("(below target)" in x for x in lines) == 3  # two cells and the line below
+        assert any(
+            x.startswith("(below target): no file reached the top-1 agreement") for x in lines
+        )
 
 
 def test_a_rerun_skips_every_stage(micro_run: Run) -> None:
