@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import MISSING, asdict, dataclass, field, fields
@@ -97,6 +98,10 @@ class OperatorTime:
         )
 
 
+# The statistics every measurement has, in ms.
+_TIMES = ("median_ms", "mean_ms", "std_ms", "p10_ms", "p90_ms", "min_ms")
+
+
 @dataclass(frozen=True)
 class Measurement:
     """Latency of one model in milliseconds over ``n`` timed runs (after warmup).
@@ -172,6 +177,14 @@ class Measurement:
         )
         if (missing := next((k for k in required if k not in data), None)) is not None:
             raise KeyError(missing)  # not __init__'s TypeError, which reads as Python's words
+        for key in _TIMES:  # an edited file failed later, in a sum or a fit, as Python's words
+            value = data[key]
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise ValueError(f"{key} is {value!r}, not a number")
+            if not 0 <= value < math.inf:
+                raise ValueError(f"{key} is {value!r}: a time is a finite number, 0 or more")
+        if isinstance(data["n"], bool) or not isinstance(data["n"], int) or data["n"] < 1:
+            raise ValueError(f"n is {data['n']!r}, not a count of runs")
         values = {k: data[k] for k in cls.__dataclass_fields__ if k in data and k != "ops"}
         ops = data.get("ops")
         if ops is not None:

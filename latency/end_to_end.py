@@ -152,6 +152,10 @@ def table_subnets(
     return out
 
 
+def _damaged_item(path: Path, at: int, why: str) -> TableError:
+    return TableError(f"{path} is damaged (subnets[{at}]: {why}): delete it or use another folder")
+
+
 class MeasuredSubnets:
     """Subnet → end-to-end measurements (one per pass) on one device, saved at ``path``.
 
@@ -181,11 +185,21 @@ class MeasuredSubnets:
                 measured_with=header.measured_with,
             )
             self.header = _same_reference(path, old, header)
-            for item in data["subnets"]:
-                passes = item.get("passes") or [item["measurement"]]
-                self.results[json.dumps(item["subnet"], sort_keys=True)] = [
-                    Measurement.from_dict(m) for m in passes
-                ]
+            subnets = data["subnets"]
+            if not isinstance(subnets, list):
+                raise TableError(
+                    f"{path} is damaged (subnets is not a list): delete it or use another folder"
+                )
+            for at, item in enumerate(subnets):
+                try:
+                    passes = item.get("passes") or [item["measurement"]]
+                    self.results[json.dumps(item["subnet"], sort_keys=True)] = [
+                        Measurement.from_dict(m) for m in passes
+                    ]
+                except KeyError as exc:  # edited: one line, not a traceback of the fit
+                    raise _damaged_item(path, at, f"it has no {exc.args[0]!r}") from None
+                except (TypeError, ValueError, AttributeError) as exc:
+                    raise _damaged_item(path, at, one_line(exc)) from None
 
     @staticmethod
     def _key(subnet: Subnet) -> str:

@@ -208,6 +208,31 @@ def test_files_of_format_2_load_as_one_pass_and_gain_passes(
         path.write_text(json.dumps(broken))
         with pytest.raises(TableError, match=rf"^{path} is damaged \(its header: .*\): delete it"):
             MeasuredSubnets(path, header)
+    # ... and so are its measurements: each was a traceback in the fit or the sum (review).
+    good = {**body, "format": MEASURED_FORMAT}
+    item = items[0]
+    for subnets, said in (
+        (None, "subnets is not a list"),
+        ([1], "subnets[0]: 'int' object has no attribute 'get'"),
+        ([{}], "subnets[0]: it has no 'measurement'"),
+        ([{**item, "passes": "x"}], "subnets[0]: 'str' object has no attribute 'get'"),
+        (
+            [{**item, "measurement": {**m.to_dict(), "median_ms": "fast"}}],
+            "subnets[0]: median_ms is 'fast', not a number",
+        ),
+        (
+            [{**item, "measurement": {**m.to_dict(), "p90_ms": -5.0}}],
+            "subnets[0]: p90_ms is -5.0: a time is a finite number, 0 or more",
+        ),
+        (
+            [{**item, "measurement": {**m.to_dict(), "n": 2.5}}],
+            "subnets[0]: n is 2.5, not a count of runs",
+        ),
+    ):
+        path.write_text(json.dumps({**good, "subnets": subnets}))
+        with pytest.raises(TableError) as err:
+            MeasuredSubnets(path, header)
+        assert str(err.value) == f"{path} is damaged ({said}): delete it or use another folder"
 
 
 def test_combining_passes_takes_the_median_normalised_pass() -> None:
