@@ -212,7 +212,14 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
             }
         ),
     )
-    _ = problem.resolutions  # resolutions that no device or accuracy source share fail first
+    shared = problem.resolutions  # resolutions that no device or accuracy source share fail first
+    for path, subnet in zip(o.enqueue, enqueued, strict=True):
+        if subnet.r not in shared:  # it failed in Optuna, after the accuracy samples
+            raise StudyError(
+                f"--enqueue {path}: resolution {subnet.r} is not searched here (the devices' "
+                f"predictors and the accuracy source share {', '.join(map(str, shared))}): give "
+                "a subnet at one of those"
+            )
     check_budgets(problem)
     if o.sampler == "guided":
         budget_levels(problem, sampler=o.sampler)  # it searches under budgets: say so first

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import json
 import os
 import signal
@@ -425,6 +426,22 @@ def test_a_bad_enqueued_subnet_names_its_file(content: str, trained: Path, tmp_p
     args = command_args("search", trained, tmp_path)
     line = error_line(edgenas(*args, "--enqueue", bad, "--out", tmp_path / "o"))
     assert line.startswith(f"error: subnet file {bad}: ")
+    assert not (tmp_path / "o").exists()
+
+
+def test_an_enqueued_subnet_at_a_resolution_not_searched_is_refused_first(
+    trained: Path, tmp_path: Path
+) -> None:
+    # Optuna refused it with a traceback, after the accuracy samples were evaluated (review).
+    args = command_args("search", trained, tmp_path)
+    predictor("test-cpu", resolutions=(32,)).save(tmp_path / "p" / "predictor.json")
+    at_28 = tmp_path / "r28.json"
+    at_28.write_text(dataclasses.replace(get_space("mbv3-tiny").max_subnet(), r=28).to_json())
+    line = error_line(edgenas(*args, "--enqueue", at_28, "--out", tmp_path / "o"))
+    assert line == (
+        f"error: --enqueue {at_28}: resolution 28 is not searched here (the devices' predictors "
+        "and the accuracy source share 32): give a subnet at one of those"
+    )
     assert not (tmp_path / "o").exists()
 
 

@@ -33,13 +33,15 @@ def predictor(
     scale: float = 1.0,
     precision: Precision = "fp32",
     fingerprint: Fingerprint = FP,
+    resolutions: tuple[int, ...] = SPACE.resolutions,
 ) -> LutSumPredictor:
-    """A lut-sum predictor over a synthetic ONNX table, as if measured on ``fingerprint``;
-    int8 has the split stem's entries as profile writes them."""
+    """A lut-sum predictor over a synthetic ONNX table of ``resolutions``, as if measured on
+    ``fingerprint``; int8 has the split stem's entries as profile writes them."""
     rng = np.random.default_rng(seed)
-    header = TableHeader(SPACE.id, name, fingerprint, "onnx", precision, SPACE.resolutions)
+    header = TableHeader(SPACE.id, name, fingerprint, "onnx", precision, resolutions)
     table = LatencyTable(header)
-    for spec in enumerate_blocks(SPACE, split_stems=split_stems(precision, ())):
+    splits = split_stems(precision, ())
+    for spec in enumerate_blocks(SPACE, resolutions=resolutions, split_stems=splits):
         c, h, w = spec.input_shape
         ms = scale * (0.01 + 1e-6 * c * h * w * float(rng.uniform(0.5, 1.5)))
         if spec.kind == "mbconv":
