@@ -27,6 +27,10 @@ CSV_HEADER = (
     "Num Filter, Strides,"
 )
 DEPTHWISE_MARK = "DP"  # SCALE-Sim expands a row whose name contains this channel by channel
+# Elements of one operand matrix of a layer: 1 GiB of int32 addresses (and twice that in the
+# int64 indices that make them). An edge model's layers hold far fewer: the im2col of a 3x3
+# conv of 64 channels on a 512x512 map has 1.5 x 10^8.
+MAX_OPERAND = 1 << 28
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,22 @@ class Layer:
                 f"layer {self.name!r}: filter {self.filter_h}x{self.filter_w} is larger than "
                 f"its ifmap {self.ifmap_h}x{self.ifmap_w}; give the padded ifmap size"
             )
+        # The simulator holds each operand's addresses (int32) as SCALE-Sim's operand
+        # matrices: a layer of 10^5 channels on a 10^5-wide map asked numpy for 74 GiB, and
+        # larger ones overflowed its integers (review).
+        window = self.filter_h * self.filter_w * (1 if self.depthwise else self.channels)
+        pixels = self.ofmap_h * self.ofmap_w
+        for what, elements in (
+            ("ifmap", self.ifmap_h * self.ifmap_w * self.channels),
+            ("im2col (ofmap pixels x window)", pixels * window),
+            ("filter", window * self.num_filters),
+            ("ofmap", pixels * self.num_filters),
+        ):
+            if elements > MAX_OPERAND:
+                raise NpuSimError(
+                    f"layer {self.name!r}: its {what} operand has {elements:,} elements, more "
+                    f"than the simulator holds ({MAX_OPERAND:,}); check the layer's sizes"
+                )
 
     # SCALE-Sim rounds up: a last window that hangs over the ifmap's edge still counts.
     @property

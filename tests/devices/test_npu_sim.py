@@ -517,6 +517,18 @@ def test_reads_scalesim_topology_rows_with_comments() -> None:
         ("c,2,2,3,3,4,4,1,", "filter 3x3 is larger than its ifmap 2x2"),
         ("c,8,8,3,3,0,4,1,", "channels=0"),
         ("c,8,8,3,3,4,4,1,2:4,", "only dense layers"),
+        # numpy's 74 GiB allocation, and an OverflowError (review)
+        (
+            "c,100000,100000,3,3,100000,100000,1,",
+            "its ifmap operand has 1,000,000,000,000,000 elements, more than the simulator "
+            "holds (268,435,456); check the layer's sizes",
+        ),
+        (
+            "c,100000000,100000000,3,3,100000,100000,1,",
+            "its ifmap operand has 1,000,000,000,000,000,000,000 elements",
+        ),
+        ("c,2048,2048,3,3,16,16,1,", "its im2col (ofmap pixels x window) operand has"),
+        ("c,1,1,1,1,1048576,1048576,1,", "its filter operand has 1,099,511,627,776 elements"),
     ],
 )
 def test_bad_topology_rows_are_refused_with_line_numbers(row: str, message: str) -> None:
