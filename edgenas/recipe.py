@@ -45,6 +45,7 @@ from once_for_all import PhaseConfig, SearchSpace, TrainConfig, get_space, list_
 from once_for_all.data import DataSpec
 from once_for_all.data.image_stream import Holding
 from once_for_all.errors import EdgenasError, yaml_problem
+from once_for_all.progressive_shrinking import MAX_RATE
 from once_for_all.training_devices import TrainingDevice
 from once_for_all.yaml_text import load_yaml
 
@@ -158,7 +159,7 @@ class TrainSection(_TrainSettings):
     # Each phase is a once_for_all PhaseConfig: its fields are the keys, its bounds and checks apply.
     phases: list[_Phase] | None = Field(None, min_length=1)
     epochs: list[int] | None = Field(None, min_length=6, max_length=6)
-    lr: float | None = Field(None, gt=0)
+    lr: float | None = Field(None, gt=0, lt=MAX_RATE)
     # A supernet.pt (edgenas train's, or edgenas import ofa-supernet's) to start from instead
     # of random weights: its space but for the classes; the classifier starts afresh for other
     # classes. Relative paths are from where edgenas runs.

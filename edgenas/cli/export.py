@@ -24,6 +24,7 @@ from export.formats import (
     StemGroups,
     parse_stem_groups,
 )
+from once_for_all.progressive_shrinking import MAX_RATE
 
 if TYPE_CHECKING:
     from export.card import CardBody
@@ -147,7 +148,8 @@ def export_command(
         int, typer.Option(min=0, help="fine-tune the subnet (distilling the largest) first")
     ] = 0,
     finetune_lr: Annotated[
-        float, typer.Option(help="fine-tuning learning rate", callback=finite_from(0.0))
+        float,
+        typer.Option(help="fine-tuning learning rate", callback=finite_from(0.0, MAX_RATE)),
     ] = 0.01,
     qat_epochs: Annotated[
         int,

@@ -215,6 +215,24 @@ def test_numbers_must_be_finite(tmp_path: Path, section: str, set_value: Any, va
         load_recipe(_write(tmp_path, data))
 
 
+@pytest.mark.parametrize(
+    ("key", "set_value"),
+    [
+        (r"train\.phases\[0\]\.lr", lambda r: r["train"]["phases"][0].update(lr=1e39)),
+        (r"train\.weight_decay", lambda r: r["train"].update(weight_decay=1e300)),
+        (r"train\.lr", lambda r: r["train"].update(phases=None, epochs=[1] * 6, lr=1e39)),
+    ],
+)
+def test_rates_no_schedule_trains_with_are_refused_at_load(
+    tmp_path: Path, key: str, set_value: Any
+) -> None:
+    # Beyond float32 they failed in SGD's step with a traceback (review).
+    data = copy.deepcopy(MICRO_RECIPE)
+    set_value(data)
+    with pytest.raises(RecipeError, match=rf"{key}: Input should be less than 1000000$"):
+        load_recipe(_write(tmp_path, data))
+
+
 def test_missing_and_malformed_files(tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="cannot read recipe"):
         load_recipe(tmp_path / "nope.yaml")

@@ -278,7 +278,8 @@ def test_numbers_must_be_finite(args: list[str], value: str, tmp_path: Path) -> 
     "option, value, message",
     [
         ("--tolerance", "-1e-5", "-1e-05 is not at least 0"),
-        ("--finetune-lr", "-0.1", "-0.1 is not at least 0"),
+        ("--finetune-lr", "-0.1", "-0.1 is not within [0, 1e+06]"),
+        ("--finetune-lr", "1e39", "1e+39 is not within [0, 1e+06]"),  # beyond float32
         ("--min-int8-agreement", "1.5", "1.5 is not within [0, 1]"),
     ],
 )
