@@ -19,7 +19,7 @@ from edgenas.cli.profile import latency_app, profile_command
 from edgenas.cli.report import report_command
 from edgenas.cli.run import run_command
 from edgenas.cli.search import search_command
-from edgenas.cli.user_errors import UserErrorsGroup
+from edgenas.cli.user_errors import SEED_MAX, UserErrorsGroup
 from edgenas.console import err_console as console
 from edgenas.console import stage_progress
 from edgenas.recipe import MAX_THREADS
@@ -89,7 +89,7 @@ def eval_command(
     split: Annotated[
         EvalSplit, typer.Option(help="val during search; test for final reporting")
     ] = "val",
-    seed: Annotated[int, typer.Option(help="seed for --subnet random")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed for --subnet random")] = 0,
     data: Annotated[
         Path | None,
         typer.Option(

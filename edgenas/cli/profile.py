@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import fail, interrupted
+from edgenas.cli.user_errors import SEED_MAX, fail, interrupted
 from edgenas.console import err_console, stage_progress
 from edgenas.ctrl_c import INTERRUPTED
 from edgenas.run_layout import RunLayout
@@ -399,7 +399,7 @@ def _load(path: Path) -> LutSumPredictor | CalibratedPredictor:
 def predict_command(
     predictor: Annotated[Path, typer.Option(help="predictor.json from edgenas profile")],
     subnet: Annotated[str, typer.Option(help="max, min, random, or a subnet JSON file")],
-    seed: Annotated[int, typer.Option(help="seed for --subnet random")] = 0,
+    seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed for --subnet random")] = 0,
     as_json: JsonOption = False,
 ) -> None:
     """Predicted latency of one subnet on the predictor's device (max, min and random at
@@ -458,11 +458,14 @@ def validate_command(
         typer.Option(
             "--n",
             min=2,
+            max=10_000,  # hours of measuring already; more drew subnets silently for minutes
             help="random subnets to measure end to end (as many again at the resolutions "
             "each extension of the table added)",
         ),
     ] = 100,
-    seed: Annotated[int, typer.Option(help="seed of the validation subnets")] = 1,
+    seed: Annotated[
+        int, typer.Option(min=0, max=SEED_MAX, help="seed of the validation subnets")
+    ] = 1,
     passes: PassesOption = None,
     stem_groups: Annotated[
         int,

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import budget_lists
+from edgenas.cli.user_errors import SEED_MAX, budget_lists
 from edgenas.console import err_console
 from edgenas.search.accuracy_sources import AccuracySource, accuracy_label
 from edgenas.search.sampler_names import SamplerName
@@ -99,7 +99,7 @@ def search_command(
         int,
         typer.Option(
             min=0,
-            max=2**32 - 1,  # the samplers' (numpy's) range
+            max=SEED_MAX,
             help="sampler seed (workers of one study that share it reseed apart)",
         ),
     ] = 0,

@@ -53,6 +53,9 @@ def finite(value: Number) -> Number:
     return value
 
 
+SEED_MAX = 2**32 - 1  # seeds are numpy's: 0 to 2^32 - 1, as the README says
+
+
 def finite_from(low: float, high: float = math.inf) -> Callable[[float], float]:
     """Option callback: a finite number in ``[low, high]``. In place of typer's ``min`` and
     ``max``, which answered NaN with "should be less than or equal to 1"."""

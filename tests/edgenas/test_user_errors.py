@@ -290,6 +290,35 @@ def test_numbers_out_of_range_are_refused(option: str, value: str, message: str)
     assert f"Invalid value for '{option}': {message}" in result.output
 
 
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["latency", "predict", "--predictor", "p.json", "--subnet", "random", "--seed", "{}"],
+        ["latency", "validate", "d", "--predictor", "p.json", "--seed", "{}"],
+        ["eval", "s.pt", "--subnet", "random", "--seed", "{}"],
+        ["search", "--device", "d", "--seed", "{}"],
+    ],
+    ids=["latency predict", "latency validate", "eval", "search"],
+)
+@pytest.mark.parametrize(
+    ("value", "bound"),
+    [("-3", "greater than or equal to 0"), (str(2**32), "less than or equal to 4294967295")],
+)
+def test_seeds_are_numpys(args: list[str], value: str, bound: str) -> None:
+    # Only search bounded its seed; the others took any (review). The README: 0 to 2^32 - 1.
+    result = CliRunner().invoke(app, [a.format(value) for a in args], env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert f"Invalid value for '--seed': Input should be {bound}" in result.output
+
+
+def test_validation_subnets_are_bounded() -> None:
+    # --n 100000000 drew subnets for minutes, printing nothing (review).
+    args = ["latency", "validate", "d", "--predictor", "p.json", "--n", "100000"]
+    result = CliRunner().invoke(app, args, env={"COLUMNS": "300"})
+    assert result.exit_code == 2
+    assert "Invalid value for '--n': Input should be less than or equal to 10000" in result.output
+
+
 def test_every_int8_only_option_is_an_option_of_export() -> None:
     # A name that is not one would never count as given (review).
     import inspect
