@@ -127,6 +127,10 @@ def _check_device_entry(recipe: Recipe, at: int, section: DeviceSection) -> None
             f"resolutions among {', '.join(map(str, space.resolutions))}, or leave it out for all"
         )
     profile = load_profile(section.name)
+    if profile.kind != "published":
+        from devices import open_device
+
+        open_device(section.name)  # its kind's settings (an NPU's array) are checked when built
     if profile.kind == "local" and profile.local is not None and profile.local.python:
         from devices.local import interpreter_problem
 

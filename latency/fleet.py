@@ -347,8 +347,13 @@ def _measuring_stage(progress: Progress | None, what: str) -> Progress | None:
 
 def check_fleet(jobs: Sequence[FleetJob]) -> list[DeviceProfile]:
     """Each job's device profile; refuses two jobs that would write the same folder.
-    Raises ``DeviceError`` for a profile that cannot be loaded (before anything runs)."""
+    Raises ``DeviceError`` for a profile that cannot be loaded, or whose settings its kind
+    refuses (an NPU's array: found when the device is built, after the others had been
+    profiled), before anything runs. Building a device connects to nothing."""
     profiles = [load_profile(job.device) for job in jobs]
+    for job, profile in zip(jobs, profiles, strict=True):
+        if profile.kind != "published":  # nothing to build: its tables are the device
+            open_device(job.device)
     seen: dict[Path, str] = {}
     for job in jobs:
         folder = job.out.resolve()

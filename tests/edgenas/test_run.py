@@ -761,6 +761,13 @@ def _images(path: Path, *, n: int = 60, channels: int = 1) -> Path:
     return path
 
 
+def _bad_array(folder: Path) -> str:
+    """A profile of a simulated NPU whose rows are not a number."""
+    profile = folder / "bad-array.yaml"
+    profile.write_text("name: x\nkind: npu-sim\nnpu: {rows: '32'}\n")
+    return str(profile)
+
+
 def _renamed_cpu(folder: Path, name: str) -> str:
     """A profile of this host's onnxruntime named ``name``."""
     profile = folder / "renamed.yaml"
@@ -844,6 +851,11 @@ def _off_board(folder: Path) -> str:
                 "devices": [{"name": _off_board(t), "budget_ms": 1.0, "calibrate": 0}],
             },
             "and the network (fix it and run again to go on)",  # no other device profiled
+        ),
+        (  # found when the profile stage built the device, after training
+            "an npu setting its kind refuses",
+            lambda t: {"devices": [{"name": _bad_array(t), "budget_ms": 1.0, "calibrate": 0}]},
+            "device 'x': npu: rows='32': expected a positive integer",
         ),
         (  # found by the profile stage after training, or never (export kept one card entry)
             "two devices of one name",

@@ -223,4 +223,10 @@ def test_fleet_usage_errors_are_one_line_and_write_nothing(tmp_path: Path, cache
     assert code == 2 and "unknown device profile 'no-such-board'" in err
     code, err = profile(*_profile_args("npu-32x32-ws", profiles=out), "--out", out)
     assert code == 2 and "not both" in err
+    # A setting its kind refuses was found once the device was built, after the other
+    # devices had been profiled, and ended with exit 1 (review).
+    bad_array = tmp_path / "bad-array.yaml"
+    bad_array.write_text("name: x\nkind: npu-sim\nnpu: {rows: '32'}\n")
+    code, err = profile(*_profile_args("npu-32x32-ws", bad_array, profiles=out))
+    assert (code, err) == (2, "error: device 'x': npu: rows='32': expected a positive integer")
     assert not out.exists()
