@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import fail, finite_from
+from edgenas.cli.user_errors import fail, finite_from, given
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
 from export.formats import (
@@ -78,7 +78,7 @@ def _refuse_unused(
         ),
     )
     for name, unused, (why, fix) in rules:
-        if unused and _given(ctx, name) and asks.get(name, True):
+        if unused and given(ctx, name) and asks.get(name, True):
             flag = "--" + name.replace("_", "-")
             raise fail(f"{flag} {why}: {fix}, or leave {flag} out")
 
@@ -111,13 +111,6 @@ def _refuse_unused_min_agreement(devices: list[str], verify: bool, check_images:
             f"--min-int8-agreement has nothing to weigh without --int8: {why}; add --int8, or "
             "leave it out"
         )
-
-
-def _given(ctx: typer.Context, name: str) -> bool:
-    """Whether option ``name`` came from the command line rather than its default. By the
-    source's name: typer vendors click, so click's own ParameterSource is another class."""
-    source = ctx.get_parameter_source(name)
-    return source is not None and source.name != "DEFAULT"
 
 
 def export_command(
@@ -245,10 +238,10 @@ def export_command(
             f"--format {model_format!r}: give {', '.join(MODEL_FORMATS)} or {','.join(MODEL_FORMATS)}"
         )
     if not int8:
-        given = ["--" + name.replace("_", "-") for name in INT8_ONLY if _given(ctx, name)]
-        if given:
-            raise fail(f"{given[0]} shapes the int8 files: add --int8, or leave {given[0]} out")
-        if _given(ctx, "min_int8_agreement"):
+        flags = ["--" + name.replace("_", "-") for name in INT8_ONLY if given(ctx, name)]
+        if flags:
+            raise fail(f"{flags[0]} shapes the int8 files: add --int8, or leave {flags[0]} out")
+        if given(ctx, "min_int8_agreement"):
             _refuse_unused_min_agreement(device or [], verify, device_check_images)
     asks = {
         "dynamic_batch": dynamic_batch,

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import SEED_MAX, fail, interrupted
+from edgenas.cli.user_errors import SEED_MAX, fail, given, interrupted
 from edgenas.console import err_console, stage_progress
 from edgenas.ctrl_c import INTERRUPTED
 from edgenas.run_layout import RunLayout
@@ -65,6 +65,7 @@ PassesOption = Annotated[
 
 
 def profile_command(
+    ctx: typer.Context,
     device: Annotated[
         list[str],
         typer.Argument(
@@ -158,6 +159,19 @@ def profile_command(
             f"--out is one device's folder, and {len(device)} devices were given; use "
             "--profiles DIR instead (each device writes DIR/<device name>/)"
         )
+    if calibrate == 0 and given(ctx, "passes"):
+        raise fail(
+            "--passes are of the calibration subnets, and --calibrate 0 measures none: leave one of them out"
+        )
+    if all(load_profile(d).kind == "published" for d in device):
+        # Nothing is measured or exported: these were taken and did nothing.
+        measuring = [n for n in ("calibrate", "passes", "batch_size", "workers") if given(ctx, n)]
+        if measuring:
+            flag = "--" + measuring[0].replace("_", "-")
+            raise fail(
+                f"{flag}: {', '.join(device)} {'is' if len(device) == 1 else 'are'} published "
+                f"latency tables, imported as they are, and nothing is measured; leave {flag} out"
+            )
     if tables is not None and all(load_profile(d).kind != "published" for d in device):
         raise fail(
             "--tables is the folder of a published device's tables (e.g. samsung-note10); "

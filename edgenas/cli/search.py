@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import SEED_MAX, budget_lists
+from edgenas.cli.user_errors import SEED_MAX, budget_lists, fail, given
 from edgenas.console import err_console
 from edgenas.search.accuracy_sources import AccuracySource, accuracy_label
 from edgenas.search.sampler_names import SamplerName
@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
 
 def search_command(
+    ctx: typer.Context,
     device: Annotated[
         list[str],
         typer.Option(
@@ -118,6 +119,7 @@ def search_command(
     study is stored and a rerun (or another worker on the same storage) continues it."""
     from edgenas.stages.search import SearchOptions, search
 
+    _refuse_unused(ctx, accuracy)
     result = search(
         SearchOptions(
             supernet=supernet,
@@ -148,6 +150,27 @@ def search_command(
         typer.echo(json.dumps(result.document))
         return
     _print_choice(result.document, out)
+
+
+# Options that --accuracy leaves nothing to do: with OFA's predictor no supernet's subnet is
+# evaluated; evaluating every trial fits no predictor.
+_UNUSED_WITH = {
+    "ofa-predictor": (
+        ("accuracy_samples", "eval_images", "reevaluate", "data"),
+        "scores subnets with OFA's predictor, and evaluates none",
+    ),
+    "direct": (("accuracy_samples",), "evaluates every trial, and fits no accuracy predictor"),
+}
+
+
+def _refuse_unused(ctx: typer.Context, accuracy: str) -> None:
+    """Refuse an option the --accuracy source leaves nothing to do: taken, it would be
+    thought applied (it was, silently)."""
+    names, why = _UNUSED_WITH.get(accuracy, ((), ""))
+    for name in names:
+        if given(ctx, name):
+            flag = "--" + name.replace("_", "-")
+            raise fail(f"{flag}: --accuracy {accuracy} {why}; leave {flag} out")
 
 
 def _print_choice(document: ParetoDocument, out: Path) -> None:

@@ -56,6 +56,13 @@ def finite(value: Number) -> Number:
 SEED_MAX = 2**32 - 1  # seeds are numpy's: 0 to 2^32 - 1, as the README says
 
 
+def given(ctx: typer.Context, name: str) -> bool:
+    """Whether option ``name`` came from the command line rather than its default. By the
+    source's name: typer vendors click, so click's own ParameterSource is another class."""
+    source = ctx.get_parameter_source(name)
+    return source is not None and source.name != "DEFAULT"
+
+
 def finite_from(low: float, high: float = math.inf) -> Callable[[float], float]:
     """Option callback: a finite number in ``[low, high]``. In place of typer's ``min`` and
     ``max``, which answered NaN with "should be less than or equal to 1"."""

@@ -311,6 +311,64 @@ def test_seeds_are_numpys(args: list[str], value: str, bound: str) -> None:
     assert f"Invalid value for '--seed': Input should be {bound}" in result.output
 
 
+@pytest.mark.parametrize(
+    ("args", "line"),
+    [
+        (
+            ["search", "--device", "d", "--accuracy", "ofa-predictor", "--eval-images", "10"],
+            "--eval-images: --accuracy ofa-predictor scores subnets with OFA's predictor, and "
+            "evaluates none; leave --eval-images out",
+        ),
+        (
+            ["search", "--device", "d", "--accuracy", "ofa-predictor", "--data", "/tmp"],
+            "--data: --accuracy ofa-predictor scores subnets with OFA's predictor, and "
+            "evaluates none; leave --data out",
+        ),
+        (
+            ["search", "--device", "d", "--accuracy", "direct", "--accuracy-samples", "50"],
+            "--accuracy-samples: --accuracy direct evaluates every trial, and fits no accuracy "
+            "predictor; leave --accuracy-samples out",
+        ),
+        (
+            ["profile", "samsung-note10", "--space", "ofa-mbv3-w1.2", "--calibrate", "100"],
+            "--calibrate: samsung-note10 is published latency tables, imported as they are, and "
+            "nothing is measured; leave --calibrate out",
+        ),
+        (
+            ["profile", "samsung-note10", "--space", "ofa-mbv3-w1.2", "--workers", "5"],
+            "--workers: samsung-note10 is published latency tables",
+        ),
+        (
+            [
+                "profile",
+                "npu-32x32-ws",
+                "--space",
+                "mbv3-tiny",
+                "--calibrate",
+                "0",
+                "--passes",
+                "5",
+            ],
+            "--passes are of the calibration subnets, and --calibrate 0 measures none: leave one "
+            "of them out",
+        ),
+    ],
+    ids=[
+        "ofa eval-images",
+        "ofa data",
+        "direct samples",
+        "published calibrate",
+        "published workers",
+        "passes without calibration",
+    ],
+)
+def test_options_that_do_nothing_are_refused(args: list[str], line: str, tmp_path: Path) -> None:
+    # Each was taken and did nothing (review).
+    proc = edgenas(*args, "--out", tmp_path / "o")
+    assert error_line(proc).startswith(f"error: {line}")
+    assert not (tmp_path / "o").exists()
+
+
 def test_validation_subnets_are_bounded() -> None:
     # --n 100000000 drew subnets for minutes, printing nothing (review).
     args = ["latency", "validate", "d", "--predictor", "p.json", "--n", "100000"]
