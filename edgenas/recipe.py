@@ -159,7 +159,7 @@ class TrainSection(_TrainSettings):
     # Each phase is a once_for_all PhaseConfig: its fields are the keys, its bounds and checks apply.
     phases: list[_Phase] | None = Field(None, min_length=1)
     epochs: list[int] | None = Field(None, min_length=6, max_length=6)
-    lr: float | None = Field(None, gt=0, lt=MAX_RATE)
+    lr: float | None = Field(None, gt=0, le=MAX_RATE)
     # A supernet.pt (edgenas train's, or edgenas import ofa-supernet's) to start from instead
     # of random weights: its space but for the classes; the classifier starts afresh for other
     # classes. Relative paths are from where edgenas runs.

@@ -156,6 +156,17 @@ def _damaged_item(path: Path, at: int, why: str) -> TableError:
     return TableError(f"{path} is damaged (subnets[{at}]: {why}): delete it or use another folder")
 
 
+def _passes(path: Path, at: int, item: Any) -> list[dict[str, Any]]:
+    """Item ``at`` of a measured subnets file's ``subnets``: its passes (one ``measurement``
+    in files of format 2), each an object; a damaged item is one line."""
+    if not isinstance(item, dict) or not isinstance(item.get("subnet"), dict):
+        raise _damaged_item(path, at, "not an object with a subnet")
+    passes = item.get("passes") or [item.get("measurement")]
+    if not isinstance(passes, list) or not all(isinstance(m, dict) for m in passes):
+        raise _damaged_item(path, at, "its passes are not a list of measurements")
+    return passes
+
+
 class MeasuredSubnets:
     """Subnet → end-to-end measurements (one per pass) on one device, saved at ``path``.
 
@@ -185,21 +196,20 @@ class MeasuredSubnets:
                 measured_with=header.measured_with,
             )
             self.header = _same_reference(path, old, header)
-            subnets = data["subnets"]
+            subnets = data.get("subnets")
             if not isinstance(subnets, list):
                 raise TableError(
                     f"{path} is damaged (subnets is not a list): delete it or use another folder"
                 )
             for at, item in enumerate(subnets):
+                passes = _passes(path, at, item)
                 try:
-                    passes = item.get("passes") or [item["measurement"]]
-                    self.results[json.dumps(item["subnet"], sort_keys=True)] = [
-                        Measurement.from_dict(m) for m in passes
-                    ]
+                    measured = [Measurement.from_dict(m) for m in passes]
                 except KeyError as exc:  # edited: one line, not a traceback of the fit
-                    raise _damaged_item(path, at, f"it has no {exc.args[0]!r}") from None
-                except (TypeError, ValueError, AttributeError) as exc:
+                    raise _damaged_item(path, at, f"a pass has no {exc.args[0]!r}") from None
+                except (TypeError, ValueError) as exc:
                     raise _damaged_item(path, at, one_line(exc)) from None
+                self.results[json.dumps(item["subnet"], sort_keys=True)] = measured
 
     @staticmethod
     def _key(subnet: Subnet) -> str:

@@ -347,12 +347,14 @@ def _measuring_stage(progress: Progress | None, what: str) -> Progress | None:
 
 def check_fleet(jobs: Sequence[FleetJob]) -> list[DeviceProfile]:
     """Each job's device profile; refuses two jobs that would write the same folder.
-    Raises ``DeviceError`` for a profile that cannot be loaded, or whose settings its kind
-    refuses (an NPU's array: found when the device is built, after the others had been
-    profiled), before anything runs. Building a device connects to nothing."""
+    Raises ``DeviceError`` for a profile that cannot be loaded, or whose settings are wrong,
+    before anything runs. A simulated NPU's array is read when the device is built: it was
+    found after the other devices had been profiled. What only the environment decides (a
+    tool not installed, a board that does not answer) stays each device's own failure, and
+    the others finish."""
     profiles = [load_profile(job.device) for job in jobs]
     for job, profile in zip(jobs, profiles, strict=True):
-        if profile.kind != "published":  # nothing to build: its tables are the device
+        if profile.kind == "npu-sim":  # building it reads its settings, and nothing else
             open_device(job.device)
     seen: dict[Path, str] = {}
     for job in jobs:
@@ -379,8 +381,8 @@ def profile_fleet(
     and return their results in the jobs' order. ``progress(name)`` gives the progress
     callback of the device with that profile name; ``on_done`` is called, from the device's
     worker, as each device ends. A device's failure is its result's ``error``; only a
-    profile that cannot be loaded, or two devices sharing a folder, raise (before anything
-    starts). Ctrl-C, or setting ``stop``, ends every worker after its batch in flight (its
+    profile that cannot be loaded or whose settings are wrong, or two devices sharing a
+    folder, raise (before anything starts: ``check_fleet``). Ctrl-C, or setting ``stop``, ends every worker after its batch in flight (its
     result's error then says to rerun); the function still returns every result."""
     profiles = check_fleet(jobs)
     stop = stop or threading.Event()

@@ -25,7 +25,7 @@ from typing import Annotated, Any, Literal
 
 import torch
 import torch.nn.functional as F
-from annotated_types import Ge, Gt, Interval, Lt
+from annotated_types import Ge, Gt, Interval, Le
 from torch import Tensor, nn
 
 from once_for_all.checkpoint import (
@@ -66,7 +66,7 @@ from once_for_all.static_net import MobileNetV3, build_from_config
 from once_for_all.subnet import Subnet
 from once_for_all.weight_average import WeightAverage, WeightAverageError
 
-# An lr or weight decay at or above this is a typo: no schedule trains with it. Beyond float32
+# An lr or weight decay above this is a typo: no schedule trains with it. Beyond float32
 # (3.4e38), where the optimizer keeps them, they failed in SGD's step with a traceback.
 MAX_RATE = 1e6
 
@@ -86,7 +86,7 @@ class PhaseConfig:
     name: str
     # The bounds (annotated_types) are checked where pydantic builds a phase from a recipe.
     epochs: Annotated[int, Ge(1)]
-    lr: Annotated[float, Gt(0), Lt(MAX_RATE)]
+    lr: Annotated[float, Gt(0), Le(MAX_RATE)]
     warmup_epochs: Annotated[float, Ge(0)] = 0.0
     ks: tuple[int, ...] | None = None
     e: tuple[int, ...] | None = None
@@ -157,7 +157,7 @@ class TrainConfig:
     # trained at 0.24x one 2-thread process's speed, against 0.97-1.26x without).
     sync_bn: bool = False
     momentum: Annotated[float, Interval(ge=0, lt=1)] = 0.9
-    weight_decay: Annotated[float, Ge(0), Lt(MAX_RATE)] = 3e-5
+    weight_decay: Annotated[float, Ge(0), Le(MAX_RATE)] = 3e-5
     label_smoothing: Annotated[float, Interval(ge=0, lt=1)] = 0.1
     augment: bool = True
     # Validation images for the per-epoch max/min accuracy.

@@ -33,8 +33,9 @@ import numpy as np
 import numpy.typing as npt
 
 from devices.npu_sim.config import Dataflow, NpuConfig
+from devices.npu_sim.errors import NpuSimError
 from devices.npu_sim.memory import StallResult, simulate_memory
-from devices.npu_sim.topology import Layer
+from devices.npu_sim.topology import MAX_OPERAND, Layer
 
 IntArray = npt.NDArray[np.int64]
 FloatArray = npt.NDArray[np.float64]
@@ -251,6 +252,14 @@ def _apply_memory_model(
 ) -> None:
     """Replace the stall, total and DRAM figures by SCALE-Sim's memory simulation."""
     assert config.dram_bandwidth is not None
+    for x in layers:  # its operand matrices: a huge layer asked numpy for 74 GiB
+        for what, elements in x.operand_sizes(per_channel=True).items():
+            if elements > MAX_OPERAND:
+                raise NpuSimError(
+                    f"layer {x.name!r}: its {what} operand has {elements:,} elements, more "
+                    f"than the memory model holds ({MAX_OPERAND:,}); check the layer's sizes, "
+                    "or simulate it without a DRAM bandwidth (InterfaceBandwidth: CALC)"
+                )
     words = 1024 // config.word_bytes
     write_bw = config.dram_bandwidth / config.word_bytes
     read_bw = (config.read_bandwidth or config.dram_bandwidth) / config.word_bytes

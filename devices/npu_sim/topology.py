@@ -27,9 +27,10 @@ CSV_HEADER = (
     "Num Filter, Strides,"
 )
 DEPTHWISE_MARK = "DP"  # SCALE-Sim expands a row whose name contains this channel by channel
-# Elements of one operand matrix of a layer: 1 GiB of int32 addresses (and twice that in the
-# int64 indices that make them). An edge model's layers hold far fewer: the im2col of a 3x3
-# conv of 64 channels on a 512x512 map has 1.5 x 10^8.
+# Elements of one operand matrix the memory model builds (a config with a DRAM bandwidth):
+# 1 GiB of int32 addresses, and twice that in the int64 indices that make them. An edge
+# model's layers hold far fewer: the im2col of a 3x3 conv of 64 channels on a 512x512 map
+# has 1.5 x 10^8. The cycle model alone (bandwidth CALC) builds none, and takes any layer.
 MAX_OPERAND = 1 << 28
 
 
@@ -72,22 +73,27 @@ class Layer:
                 f"layer {self.name!r}: filter {self.filter_h}x{self.filter_w} is larger than "
                 f"its ifmap {self.ifmap_h}x{self.ifmap_w}; give the padded ifmap size"
             )
-        # The simulator holds each operand's addresses (int32) as SCALE-Sim's operand
-        # matrices: a layer of 10^5 channels on a 10^5-wide map asked numpy for 74 GiB, and
-        # larger ones overflowed its integers (review).
-        window = self.filter_h * self.filter_w * (1 if self.depthwise else self.channels)
-        pixels = self.ofmap_h * self.ofmap_w
-        for what, elements in (
-            ("ifmap", self.ifmap_h * self.ifmap_w * self.channels),
-            ("im2col (ofmap pixels x window)", pixels * window),
-            ("filter", window * self.num_filters),
-            ("ofmap", pixels * self.num_filters),
-        ):
-            if elements > MAX_OPERAND:
+        # The cycle model counts in int64: larger layers overflowed it with a traceback.
+        for what, elements in self.operand_sizes(per_channel=False).items():
+            if elements * max(self.num_filters, self.channels) >= 1 << 62:
                 raise NpuSimError(
                     f"layer {self.name!r}: its {what} operand has {elements:,} elements, more "
-                    f"than the simulator holds ({MAX_OPERAND:,}); check the layer's sizes"
+                    "than the simulator counts; check the layer's sizes"
                 )
+
+    def operand_sizes(self, *, per_channel: bool) -> dict[str, int]:
+        """Elements of each operand matrix SCALE-Sim's memory model builds for this layer
+        (``per_channel``: of one channel of a depthwise layer, which it simulates so)."""
+        one = per_channel and self.depthwise
+        channels = 1 if one else self.channels
+        window = self.filter_h * self.filter_w * (1 if self.depthwise else self.channels)
+        pixels = self.ofmap_h * self.ofmap_w
+        return {
+            "ifmap": self.ifmap_h * self.ifmap_w * channels,
+            "im2col (ofmap pixels x window)": pixels * window,
+            "filter": window * self.num_filters,
+            "ofmap": pixels * self.num_filters,
+        }
 
     # SCALE-Sim rounds up: a last window that hangs over the ifmap's edge still counts.
     @property

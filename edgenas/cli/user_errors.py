@@ -53,7 +53,9 @@ def finite(value: Number) -> Number:
     return value
 
 
-SEED_MAX = 2**32 - 1  # seeds are numpy's: 0 to 2^32 - 1, as the README says
+# Every seed option's range: search's samplers (numpy's) take 0 to 2^32 - 1, and the others,
+# though Python's random took any int, keep to it, as recipe seeds do.
+SEED_MAX = 2**32 - 1
 
 
 def given(ctx: typer.Context, name: str) -> bool:

@@ -32,6 +32,7 @@ from devices.npu_sim import (
     simulate,
     write_topology_csv,
 )
+from devices.npu_sim.topology import MAX_OPERAND
 
 DATA = Path(__file__).parent / "data"
 CASES_FILE = DATA / "scalesim_cases.json"
@@ -517,24 +518,36 @@ def test_reads_scalesim_topology_rows_with_comments() -> None:
         ("c,2,2,3,3,4,4,1,", "filter 3x3 is larger than its ifmap 2x2"),
         ("c,8,8,3,3,0,4,1,", "channels=0"),
         ("c,8,8,3,3,4,4,1,2:4,", "only dense layers"),
-        # numpy's 74 GiB allocation, and an OverflowError (review)
-        (
-            "c,100000,100000,3,3,100000,100000,1,",
-            "its ifmap operand has 1,000,000,000,000,000 elements, more than the simulator "
-            "holds (268,435,456); check the layer's sizes",
-        ),
+        # the cycle model's int64 overflowed: an OverflowError (review)
         (
             "c,100000000,100000000,3,3,100000,100000,1,",
-            "its ifmap operand has 1,000,000,000,000,000,000,000 elements",
+            "its ifmap operand has 1,000,000,000,000,000,000,000 elements, more than the "
+            "simulator counts; check the layer's sizes",
         ),
-        ("c,2048,2048,3,3,16,16,1,", "its im2col (ofmap pixels x window) operand has"),
-        ("c,1,1,1,1,1048576,1048576,1,", "its filter operand has 1,099,511,627,776 elements"),
     ],
 )
 def test_bad_topology_rows_are_refused_with_line_numbers(row: str, message: str) -> None:
     with pytest.raises(NpuSimError) as err:
         parse_topology_csv("header\n" + row + "\n", source="net.csv")
     assert message in str(err.value) and str(err.value).startswith("net.csv line 2")
+
+
+def test_the_memory_model_refuses_a_layer_whose_operands_it_cannot_hold() -> None:
+    # It asked numpy for 74 GiB (review). The cycle model alone builds no operand matrix and
+    # takes such a layer: SCALE-Sim's own Resnet50_4k topology starts with this conv.
+    conv = Layer("Conv1", 2160, 4096, 7, 7, 3, 64, 2, 2)
+    assert conv.operand_sizes(per_channel=True)["im2col (ofmap pixels x window)"] > MAX_OPERAND
+    assert simulate([conv], UNLIMITED_8X8).layers[0].macs == conv.macs
+    with pytest.raises(NpuSimError) as err:
+        simulate([conv], replace(UNLIMITED_8X8, dram_bandwidth=10.0))
+    assert str(err.value) == (
+        "layer 'Conv1': its im2col (ofmap pixels x window) operand has 324,221,436 elements, "
+        "more than the memory model holds (268,435,456); check the layer's sizes, or simulate "
+        "it without a DRAM bandwidth (InterfaceBandwidth: CALC)"
+    )
+    # A depthwise layer is simulated a channel at a time, and counted so.
+    dw = Layer("dw_DP", 130, 130, 3, 3, 16000, 1, depthwise=True)
+    assert dw.operand_sizes(per_channel=True)["ifmap"] == 130 * 130
 
 
 def test_topology_writer_refuses_what_scalesim_would_misread() -> None:

@@ -229,7 +229,9 @@ def test_rates_no_schedule_trains_with_are_refused_at_load(
     # Beyond float32 they failed in SGD's step with a traceback (review).
     data = copy.deepcopy(MICRO_RECIPE)
     set_value(data)
-    with pytest.raises(RecipeError, match=rf"{key}: Input should be less than 1000000$"):
+    with pytest.raises(
+        RecipeError, match=rf"{key}: Input should be less than or equal to 1000000$"
+    ):
         load_recipe(_write(tmp_path, data))
 
 

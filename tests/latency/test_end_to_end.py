@@ -213,9 +213,14 @@ def test_files_of_format_2_load_as_one_pass_and_gain_passes(
     item = items[0]
     for subnets, said in (
         (None, "subnets is not a list"),
-        ([1], "subnets[0]: 'int' object has no attribute 'get'"),
-        ([{}], "subnets[0]: it has no 'measurement'"),
-        ([{**item, "passes": "x"}], "subnets[0]: 'str' object has no attribute 'get'"),
+        ([1], "subnets[0]: not an object with a subnet"),
+        ([{}], "subnets[0]: not an object with a subnet"),
+        ([{**item, "measurement": None}], "subnets[0]: its passes are not a list of measurements"),
+        ([{**item, "passes": "x"}], "subnets[0]: its passes are not a list of measurements"),
+        (
+            [{**item, "measurement": {k: v for k, v in m.to_dict().items() if k != "n"}}],
+            "subnets[0]: a pass has no 'n'",
+        ),
         (
             [{**item, "measurement": {**m.to_dict(), "median_ms": "fast"}}],
             "subnets[0]: median_ms is 'fast', not a number",
@@ -233,6 +238,9 @@ def test_files_of_format_2_load_as_one_pass_and_gain_passes(
         with pytest.raises(TableError) as err:
             MeasuredSubnets(path, header)
         assert str(err.value) == f"{path} is damaged ({said}): delete it or use another folder"
+    path.write_text(json.dumps({k: v for k, v in good.items() if k != "subnets"}))
+    with pytest.raises(TableError, match=r"is damaged \(subnets is not a list\)"):
+        MeasuredSubnets(path, header)
 
 
 def test_combining_passes_takes_the_median_normalised_pass() -> None:
