@@ -89,7 +89,7 @@ def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
     table.add_column("ms pred\nmeasured\n(base)", no_wrap=True, justify="right")
     table.add_column("size\nKiB", no_wrap=True, justify="right")
     table.add_column(
-        "file\nexport", no_wrap=True, min_width=max(len(BELOW_TARGET), *map(len, files))
+        "file\nexport", no_wrap=True, min_width=max([len(BELOW_TARGET), *map(len, files)])
     )
     for row, file in zip(summary["chosen"], files, strict=True):
         fp32 = row["accuracy_fp32"]
@@ -124,7 +124,7 @@ def files_table(summary: RunSummary) -> Table | None:
     table = Table(title="every measured file (* recommended)", title_justify="left")
     # File names stay whole; a device's line longer than they are folds.
     names = [len(f"{name} *") for r in chosen for name in r.get("measured_files") or {}]
-    table.add_column("file", overflow="fold", min_width=max(len(BELOW_TARGET), *names))
+    table.add_column("file", overflow="fold", min_width=max([len(BELOW_TARGET), *names]))
     table.add_column("ms\nvs fp32", no_wrap=True, justify="right")
     table.add_column("agreement\nwith fp32", no_wrap=True, justify="right")
     table.add_column("on the\ndevice", no_wrap=True, justify="right")

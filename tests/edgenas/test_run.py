@@ -162,6 +162,11 @@ def test_the_run_prints_both_tables(micro_run: Run, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "micro-run: chosen subnets" in err and "every measured file" in err
     assert "below target" not in err
+    # A run that exported nothing (a recipe without export) prints an empty table; the file
+    # column's width was a TypeError there (CI).
+    print_summary(cast(RunSummary, {**summary, "chosen": []}))
+    err = capsys.readouterr().err
+    assert "micro-run: chosen subnets" in err and "every measured file" not in err
     # A recommended file that is only the best of files below the target says so in both
     # tables, under the file's name, and a line says what that means. On an 80-column
     # terminal nothing is cut, file names stay whole, and so does a bundled profile's
