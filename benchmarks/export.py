@@ -36,7 +36,10 @@ has ``onnx_unaligned`` beside ``onnx``, and ``alignment_speedup`` is unaligned /
 The table goes to stderr as Markdown too. --keep DIR keeps every row's files in DIR, named
 after the row (``min-224_onnx_int8.onnx``), with ``rows.json`` (label, space, r, subnet,
 MACs, files): ``python benchmarks/int8_timing.py DIR`` times them on a machine that has only
-numpy and onnxruntime (and LiteRT, if any).
+numpy and onnxruntime (and LiteRT, if any). --refuse-amx refuses this process Intel AMX's
+tile registers before any runtime loads (a device profile's ``x86_amx: false``), so that
+XNNPACK and onnxruntime time their AVX512-VNNI int8 kernels instead of their AMX ones; the
+JSON's ``x86_amx`` says "refused", or "granted" where a runtime took the tiles.
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -346,6 +349,14 @@ def keep_row(
     partial.replace(keep / ROWS_FILE)
 
 
+def x86_amx_state(refused: bool) -> str:
+    """Whether the runtimes ran with AMX's tiles: "refused" (--refuse-amx), "granted" (a
+    runtime asked for them), or "" (no AMX here, or no runtime asked)."""
+    from devices.runner import x86_amx_granted
+
+    return "refused" if refused else ("granted" if x86_amx_granted() else "")
+
+
 def machine() -> dict[str, Any]:
     from devices.runner import cpu_model
 
@@ -427,6 +438,7 @@ def speed_main(args: argparse.Namespace) -> None:
                 "benchmark": "export-speed",
                 "machine": machine(),
                 "threads": 1,
+                "x86_amx": x86_amx_state(args.refuse_amx),
                 "stem_groups": args.stem_groups,
                 "unaligned": args.unaligned,
                 "rounds": args.rounds,
@@ -520,6 +532,11 @@ def main(argv: Sequence[str] | None = None) -> None:
         help="also time each row's int8 ONNX without channel alignment, side by side",
     )
     speed.add_argument(
+        "--refuse-amx",
+        action="store_true",
+        help="refuse this process Intel AMX's tiles (x86-64 Linux), as a profile's x86_amx: false",
+    )
+    speed.add_argument(
         "--keep",
         type=Path,
         help="an empty folder to keep every row's files in, with rows.json, for "
@@ -530,10 +547,19 @@ def main(argv: Sequence[str] | None = None) -> None:
         raise Refused("--keep keeps the files of the --speed table: give --speed too")
     if args.unaligned and not args.speed:
         raise Refused("--unaligned adds a file to the --speed table: give --speed too")
+    if args.refuse_amx and not args.speed:
+        raise Refused("--refuse-amx is for the --speed table: give --speed too")
     if args.keep is not None:
         require_folder("--keep", args.keep)
         if args.keep.exists() and any(args.keep.iterdir()):
             raise Refused(f"--keep {args.keep}: the folder is not empty; give an empty or new one")
+    if args.refuse_amx:
+        from devices.runner import RunnerError, refuse_x86_amx
+
+        try:
+            refuse_x86_amx()  # before torch and the runtimes load
+        except RunnerError as exc:
+            raise Refused(f"--refuse-amx: {exc.message}") from None
     import torch
 
     torch.set_num_threads(args.threads)

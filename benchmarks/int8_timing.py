@@ -6,6 +6,7 @@
     .venv-openvino/bin/python benchmarks/int8_timing.py DIR --provider OpenVINOExecutionProvider \
         --provider-option device_type=CPU --provider-option num_of_threads=1
     .venv-openvino/bin/python benchmarks/int8_timing.py DIR --openvino CPU
+    python benchmarks/int8_timing.py DIR --refuse-amx       # Intel AMX refused (x86_amx: false)
 
 Run it from a copy of the repository (it needs this file and devices/runner.py) on a machine
 that lacks edgenas's dependencies: it imports no edgenas package, and loads the device runner
@@ -25,7 +26,9 @@ over its format's fp32 (``onnx``, ``tflite``, and ``onnx_unaligned`` for the fil
 ``--speed --unaligned`` keeps: channel alignment measured where the files run); with
 --op-profile, ms per run per op type of each ONNX file, from onnxruntime's profiler or, with
 --openvino, OpenVINO's performance counters (its types name the kernel that ran them:
-"GroupConvolution (brgconv_avx512_dw_I8)"). Progress goes to stderr.
+"GroupConvolution (brgconv_avx512_dw_I8)"). ``x86_amx`` says "refused" with --refuse-amx (the
+runner refuses the process Intel AMX's tiles before any runtime loads, as a profile's
+``x86_amx: false`` does), "granted" where a runtime took them, and "" otherwise. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -237,6 +240,7 @@ def run(
     providers: list[str] | None = None,
     provider_options: dict[str, str] | None = None,
     openvino: dict[str, Any] | None = None,
+    refused_amx: bool = False,
 ) -> dict[str, Any]:
     """``providers``: onnxruntime's execution providers for the ONNX files, in priority
     order (None: the CPU provider); ``provider_options`` are the first one's. ``openvino``
@@ -294,6 +298,7 @@ def run(
         "onnx_providers": ([] if openvino is not None else providers or ["CPUExecutionProvider"]),
         "onnx_openvino": openvino,
         "threads": 1,
+        "x86_amx": "refused" if refused_amx else ("granted" if runner.x86_amx_granted() else ""),
         "rounds": rounds,
         "runs_per_file": rounds * RUNS_PER_ROUND,
         "rows": results,
@@ -339,6 +344,12 @@ def main() -> None:
         "e.g. CPU, instead of onnxruntime",
     )
     parser.add_argument(
+        "--refuse-amx",
+        action="store_true",
+        help="refuse this process Intel AMX's tiles before any runtime loads (x86-64 Linux), "
+        "as a device profile's x86_amx: false does",
+    )
+    parser.add_argument(
         "--openvino-property",
         action="append",
         default=[],
@@ -369,6 +380,12 @@ def main() -> None:
     except Refused as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(2)
+    if args.refuse_amx:
+        try:
+            runner.refuse_x86_amx()  # before any runtime loads
+        except runner.RunnerError as exc:
+            print(f"error: --refuse-amx: {exc.message}", file=sys.stderr)
+            sys.exit(exc.status)
     if args.op_profile and openvino is not None and not runner.openvino_per_op(args.openvino):
         parser.error(
             f"--op-profile with --openvino {args.openvino}: per-op times are read on "
@@ -384,6 +401,7 @@ def main() -> None:
             providers=args.provider,
             provider_options=options,
             openvino=openvino,
+            refused_amx=args.refuse_amx,
         )
     except runner.RunnerError as exc:  # a model that does not load, numpy or onnxruntime missing
         print(f"error: {exc.message}", file=sys.stderr)

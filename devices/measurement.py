@@ -10,7 +10,7 @@ from typing import Any
 
 MEASUREMENT_FORMAT = "edgenas.measurement/1"
 # Fingerprint fields that are left out of its dict when empty.
-_UNSET_LEFT_OUT = ("accelerator", "machine")
+_UNSET_LEFT_OUT = ("accelerator", "machine", "x86_amx")
 
 MeasuredWith = tuple[tuple[str, str], ...]
 """The settings that change what a device's latency means besides its ``Fingerprint``
@@ -37,6 +37,10 @@ class Fingerprint:
     # CPU code picks. "" where no runner reports it (simulators, benchmark_model, older
     # files), and then left out of the dict like an empty accelerator.
     machine: str = ""
+    # Intel AMX's tile registers: "granted" where the runtime took them, "refused" where the
+    # profile refused them (x86_amx: false); "" where neither (no AMX, other runners, older
+    # files). Not part of same_target: the refusal is in the table's measured_with.
+    x86_amx: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)

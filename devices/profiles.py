@@ -214,7 +214,7 @@ class PublishedSection(_Strict):
 
 # The keys of the on-device runner's kinds (local, ssh) that other kinds do not use, and why
 # not; a profile that gives one is refused, so that nothing in it is silently ignored.
-_MEASURE_KEYS = ("threads", "cores", "warmup", "runs", "spread_threshold")
+_MEASURE_KEYS = ("threads", "cores", "x86_amx", "warmup", "runs", "spread_threshold")
 _RUNNER_KEYS = frozenset(
     (
         *_MEASURE_KEYS,
@@ -228,7 +228,7 @@ _RUNNER_KEYS = frozenset(
 )
 _UNUSED_KEYS: dict[DeviceKind, tuple[frozenset[str], str]] = {
     "adb": (
-        frozenset({"providers", "provider_options", "tensorrt", "openvino"}),
+        frozenset({"providers", "provider_options", "tensorrt", "openvino", "x86_amx"}),
         "benchmark_model runs TFLite models with a delegate",
     ),
     "npu-sim": (_RUNNER_KEYS, "it simulates each model once from the npu section"),
@@ -245,6 +245,7 @@ _SIMULATOR_RUNTIMES: dict[DeviceKind, tuple[Runtime, str]] = {
 _NOT_FOR_TENSORRT = {
     "threads": "trtexec picks its own threads",
     "warmup": "trtexec warms up for tensorrt.warmup_ms milliseconds instead",
+    "x86_amx": "trtexec runs the engine on the GPU",
 }
 
 _SECTIONS: dict[str, DeviceKind] = {
@@ -264,6 +265,8 @@ class DeviceProfile(_Strict):
     runtime: Runtime = _DEFAULTS.runtime
     threads: int = Field(_DEFAULTS.threads, ge=1, le=MAX_THREADS)
     cores: list[int] | None = Field(None, min_length=1)
+    # false: the runner refuses the runtime Intel AMX's tiles (x86-64 Linux); see RunSettings.
+    x86_amx: bool = _DEFAULTS.x86_amx
     warmup: int = Field(_DEFAULTS.warmup, ge=0, le=MAX_RUNS)
     runs: int = Field(_DEFAULTS.runs, ge=1, le=MAX_RUNS)
     spread_threshold: float = Field(_DEFAULTS.spread_threshold, ge=0, allow_inf_nan=False)
@@ -411,6 +414,7 @@ class DeviceProfile(_Strict):
             runs=self.runs,
             spread_threshold=self.spread_threshold,
             cores=tuple(self.cores) if self.cores is not None else None,
+            x86_amx=self.x86_amx,
             delegate=self.delegate,
             delegate_options=_options(self.delegate_options),
             providers=(

@@ -11,12 +11,16 @@ and imports nothing of edgenas.
 Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite" | "openvino" |
 "tensorrt",
 "threads": 1, "warmup": 10, "runs": 50, "rounds": null, "profile_ops": false, "spread_threshold": 0.1,
-"cores": null | [2, 3], "seed": 0, "models": ["a.onnx", ...], "delegate": null | "xnnpack" |
+"cores": null | [2, 3], "x86_amx": true, "seed": 0, "models": ["a.onnx", ...], "delegate": null | "xnnpack" |
 "none" | "external:/path/lib.so", "delegate_options": {"key": "value"}, "providers": null |
 ["CUDAExecutionProvider", ...], "provider_options": {"CUDAExecutionProvider": {"key": "value"}}}.
 ``delegate`` is for tflite (null: the runtime's default, XNNPACK), ``providers`` for
-onnxruntime (null: CPUExecutionProvider). Runtime "openvino" is Intel's OpenVINO runtime
-itself, not through onnxruntime ("openvino": {"device": "CPU" | "GPU" | "NPU" | ...,
+onnxruntime (null: CPUExecutionProvider). ``"x86_amx": false`` refuses the process Intel
+AMX's tile registers before the runtime loads (x86-64 Linux; other architectures have none to
+refuse), so that XNNPACK's and onnxruntime's int8 kernels are the AVX512-VNNI ones instead of
+the AMX ones; the fingerprint's ``x86_amx`` then says "refused" on x86-64, and otherwise
+"granted" where the runtime took the tiles.
+Runtime "openvino" is Intel's OpenVINO runtime itself, not through onnxruntime ("openvino": {"device": "CPU" | "GPU" | "NPU" | ...,
 "properties": {"KEY": "value"}}, given properties over the runner's, see OpenVinoBackend); it
 reads the ONNX files. Runtime "tensorrt" runs NVIDIA's trtexec once per
 model ("trtexec": {"path": ..., "precision": "fp32" | "fp16" | "int8", "warmup_ms": 500}) and
@@ -155,6 +159,7 @@ class Job:
             "profile_ops",
             "spread_threshold",
             "cores",
+            "x86_amx",
             "seed",
             "models",
             "delegate",
@@ -201,6 +206,9 @@ class Job:
         ):
             raise RunnerError("bad-job", "cores must be null or a non-empty list of core numbers")
         self.cores: list[int] | None = cores
+        self.x86_amx = data.get("x86_amx", True)
+        if not isinstance(self.x86_amx, bool):
+            raise RunnerError("bad-job", "x86_amx must be true or false")
         models = data.get("models", [])
         if not isinstance(models, list) or not all(isinstance(m, str) for m in models):
             raise RunnerError("bad-job", "models must be a list of file paths")
@@ -1536,6 +1544,94 @@ def pin(cores: list[int]) -> None:
         ) from None
 
 
+# Intel AMX on Linux: a process asks for the tile registers with arch_prctl(ARCH_REQ_XCOMP_PERM,
+# XFEATURE_XTILEDATA) and may use AMX instructions only once that is granted. XNNPACK and mlas
+# ask when they start and fall back to their AVX512-VNNI kernels when refused.
+SYS_ARCH_PRCTL = 158  # x86-64
+ARCH_GET_XCOMP_PERM = 0x1022
+ARCH_REQ_XCOMP_PERM = 0x1023
+XFEATURE_XTILEDATA = 18
+# seccomp: a classic BPF filter that answers EPERM to that one request and allows the rest.
+PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+AUDIT_ARCH_X86_64 = 0xC000003E
+SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
+BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
+# seccomp_data: nr at 0, arch at 4, then the instruction pointer, args[0]'s low half at 16.
+REFUSE_AMX_FILTER = (
+    (BPF_LD_W_ABS, 0, 0, 4),
+    (BPF_JEQ_K, 0, 5, AUDIT_ARCH_X86_64),
+    (BPF_LD_W_ABS, 0, 0, 0),
+    (BPF_JEQ_K, 0, 3, SYS_ARCH_PRCTL),
+    (BPF_LD_W_ABS, 0, 0, 16),
+    (BPF_JEQ_K, 0, 1, ARCH_REQ_XCOMP_PERM),
+    (BPF_RET_K, 0, 0, SECCOMP_RET_ERRNO | errno.EPERM),
+    (BPF_RET_K, 0, 0, SECCOMP_RET_ALLOW),
+)
+
+
+def _libc() -> Any:
+    import ctypes
+
+    return ctypes.CDLL(None, use_errno=True)
+
+
+def _x86_64() -> bool:
+    return platform.machine() in ("x86_64", "AMD64")
+
+
+def x86_amx_granted() -> bool:
+    """Whether this process holds AMX's tile registers (False where there is no AMX)."""
+    if platform.system() != "Linux" or not _x86_64():
+        return False
+    import ctypes
+
+    granted = ctypes.c_ulong(0)
+    if _libc().syscall(SYS_ARCH_PRCTL, ARCH_GET_XCOMP_PERM, ctypes.byref(granted)) != 0:
+        return False  # a kernel before 5.16: no AMX for anyone
+    return bool(granted.value >> XFEATURE_XTILEDATA & 1)
+
+
+def refuse_x86_amx() -> None:
+    """Refuse this process (and the processes it starts) AMX's tile registers, for good.
+    Nothing to refuse on other architectures; an x86-64 system but Linux cannot refuse them."""
+    if not _x86_64():
+        return
+    if platform.system() != "Linux":
+        raise RunnerError(
+            "bad-job",
+            f"x86_amx: false needs Linux (a seccomp filter), and this device runs "
+            f"{platform.system()}: remove x86_amx from its profile",
+        )
+    if x86_amx_granted():
+        raise RunnerError(
+            "internal", "AMX tiles were granted before the runner could refuse them", status=1
+        )
+    import ctypes
+    import struct
+
+    code = b"".join(struct.pack("HBBI", *op) for op in REFUSE_AMX_FILTER)
+    program = ctypes.create_string_buffer(code, len(code))
+
+    class SockFprog(ctypes.Structure):
+        _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+
+    fprog = SockFprog(len(REFUSE_AMX_FILTER), ctypes.addressof(program))
+    libc = _libc()
+    if (
+        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
+        or libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0
+    ):
+        raise RunnerError(
+            "missing",
+            f"cannot refuse AMX tiles: the kernel refused the seccomp filter "
+            f"({os.strerror(ctypes.get_errno())}); measure with x86_amx: true, or on a kernel "
+            "with seccomp filters (CONFIG_SECCOMP_FILTER)",
+            status=3,
+        )
+    if libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0:
+        raise RunnerError("internal", "the seccomp filter did not refuse AMX tiles", status=1)
+
+
 def fingerprint(
     job: Job, backend: Backend, np_: Any | None, root: str = "/"
 ) -> tuple[dict[str, Any], list[str]]:
@@ -1992,6 +2088,8 @@ def _run_trtexec_job(job: Job, root: str) -> dict[str, Any]:
 def run_job(job: Job, root: str = "/") -> dict[str, Any]:
     if job.cores is not None:
         pin(job.cores)  # before the runtime starts its threads, which inherit the affinity
+    if not job.x86_amx:
+        refuse_x86_amx()  # before the runtime loads: it asks for the tiles when it starts
     if job.runtime == "tensorrt":
         return _run_trtexec_job(job, root)
     np_ = import_numpy()
@@ -2010,6 +2108,11 @@ def run_job(job: Job, root: str = "/") -> dict[str, Any]:
             result.update(_classify(job, backend, images, np_, warnings))
         elif job.models:
             result.update(_measure(job, backend, warnings, root))
+        # Read after the models ran: XNNPACK asks for the tiles when its delegate starts.
+        granted = x86_amx_granted()
+        amx = "granted" if granted else ("refused" if not job.x86_amx and _x86_64() else "")
+        if amx:
+            facts["x86_amx"] = amx
         return result
     finally:
         backend.close()

@@ -45,6 +45,8 @@ class RunnerJob(TypedDict):
     spread_threshold: float
     cores: list[int] | None
     seed: int
+    # false: the runner refuses itself Intel AMX's tiles before the runtime loads; absent: true.
+    x86_amx: NotRequired[bool]
     models: list[str]  # model paths as the target sees them; none: a fingerprint only
     # tflite: "xnnpack" | "none" | "external:PATH" (+ its options); absent: XNNPACK.
     delegate: NotRequired[str]
@@ -75,6 +77,9 @@ class RunSettings:
     runs: int = 50
     spread_threshold: float = 0.1
     cores: tuple[int, ...] | None = None
+    # False: refuse the runtime Intel AMX's tiles (x86-64 Linux), so that its int8 kernels are
+    # the AVX512-VNNI ones; on some CPUs they beat the AMX ones for a mobile model's layers.
+    x86_amx: bool = True
     seed: int = 0  # of the interleaving order and the random inputs
     # Where the runtime runs the model; each applies to its runtime only (see RunnerJob).
     delegate: str | None = None
@@ -116,13 +121,15 @@ class RunSettings:
 
     def measured_with(self) -> MeasuredWith:
         """The settings that change what a latency means besides the fingerprint's (runtime,
-        threads, delegate or providers): pinned ``cores``, the warmup, and the options of the
-        delegate or providers the job applies. ``runs`` and ``spread_threshold`` are not among
+        threads, delegate or providers): pinned ``cores``, AMX refused, the warmup, and the
+        options of the delegate or providers the job applies. ``runs`` and ``spread_threshold`` are not among
         them: they make a figure steadier or not, and each measurement keeps its own ``n``
         and ``flagged``."""
         out = {}
         if self.cores is not None:
             out["cores"] = "[{}]".format(", ".join(map(str, self.cores)))
+        if not self.x86_amx:
+            out["x86_amx"] = "false"
         if self.runtime == "tensorrt":
             out["tensorrt.warmup_ms"] = str(self.warmup_ms)  # trtexec counts no warmup runs
         else:
@@ -191,6 +198,8 @@ def build_job(
         seed=settings.seed,
         models=[str(p) for p in model_paths],
     )
+    if not settings.x86_amx:
+        job["x86_amx"] = False
     if settings.runtime == "tflite" and settings.delegate is not None:
         job["delegate"] = settings.delegate
         if settings.delegate_options:

@@ -202,6 +202,19 @@ def _placement_lines(latency: Mapping[str, Any]) -> list[str]:
     return ["", "Placement on the device:", "", *lines] if lines else []
 
 
+def _amx_lines(card: CardBody) -> list[str]:
+    """The devices whose profile refused the runtime Intel AMX (x86_amx: false): their int8
+    times are of other kernels than the runtime picks by itself on that CPU."""
+    int8 = {f["name"] for f in card["files"] if f["precision"] == "int8"}
+    lines = [
+        f"- {device}: Intel AMX refused to the runtime (x86_amx: false), so its int8 kernels "
+        "were the AVX512-VNNI ones"
+        for device, entry in card["latency"].items()
+        if entry["fingerprint"].get("x86_amx") == "refused" and int8.intersection(entry["files"])
+    ]
+    return ["", *lines] if lines else []
+
+
 def split_stem_note(card: CardBody) -> str | None:
     """A note for int8 files whose stem is in groups (export.stem_split) and whose prediction
     times the stem whole (a table without the split's entry: from before int8 tables had
@@ -318,6 +331,7 @@ def card_markdown(card: CardDocument) -> str:
                     f"{device_check_text(timing.get('on_device'))} |"
                 )
         lines += _placement_lines(card["latency"])
+        lines += _amx_lines(card)
         unchecked = [
             f"- {device}: {entry['not_checked']}"
             for device, entry in card["latency"].items()

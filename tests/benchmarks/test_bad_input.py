@@ -43,6 +43,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("export", ["--speed", "--demo-subnet", "{file}"], "--demo-subnet"),
     ("export", ["--speed", "--resolutions", "33"], "--resolutions"),
     ("export", ["--speed", "--resolutions", "0"], "--resolutions"),
+    ("export", ["--refuse-amx"], "--refuse-amx"),
     ("int8_kernels", ["--space", "bogus"], "--space"),
     ("int8_kernels", ["--subnet", "{tmp}/nope.json"], "--subnet"),
     ("int8_kernels", ["--subnet", "{file}#3"], "--subnet"),

@@ -133,6 +133,8 @@ def test_times_the_kept_files_with_numpy_and_onnxruntime_only(
         result["machine"]["cpu_flags"]
     )
     assert result["runtimes"]["onnx"][0].isdigit()
+    # onnxruntime's mlas takes AMX's tiles where the CPU has them, and the JSON says so.
+    assert result["x86_amx"] == ("granted" if result["machine"]["cpu_flags"]["amx_int8"] else "")
     (row,) = result["rows"]
     assert row["label"] == "demo-28" and row["skipped"] == {}
     assert set(row["latency"]) == {"onnx_fp32", "onnx_int8", "onnx_int8_unaligned"}
@@ -151,6 +153,20 @@ def test_times_the_kept_files_with_numpy_and_onnxruntime_only(
     assert "QLinearConv" in profile["onnx_int8"]["ms_per_op_type"]
     assert profile["onnx_int8"]["nodes"] > 0
     assert "[1/1] demo-28" in proc.stderr
+
+
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and os.uname().machine == "x86_64"),
+    reason="refusing AMX is for x86-64 Linux",
+)
+def test_times_with_amx_refused(kept: Path, tmp_path: Path) -> None:
+    proc = run_script(
+        Path(sys.executable), str(kept), "--rounds", "1", "--refuse-amx", cwd=tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["x86_amx"] == "refused"
+    assert all(entry["n"] == 5 for entry in result["rows"][0]["latency"].values())
 
 
 def test_a_folder_without_rows_json_gets_one_line(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,8 @@ from tests.devices.conftest import Models
 BUNDLED = {
     "local-cpu",
     "local-cpu-openvino",
+    "local-cpu-litert",
+    "local-cpu-litert-no-amx",
     "raspberry-pi-4",
     "jetson-orin-nano",
     "android-termux",
@@ -325,6 +328,13 @@ def test_counts_and_times_beyond_what_a_device_takes_are_refused(
             "threads: runtime tensorrt does not use it (trtexec picks its own threads); remove it",
         ),
         ({**ADB, "openvino": {"device": "CPU"}}, "openvino: kind 'adb' does not use it"),
+        ({**ADB, "x86_amx": False}, "x86_amx: kind 'adb' does not use it"),
+        ({**VELA, "x86_amx": True}, "x86_amx: kind 'vela' does not use it"),
+        (
+            {**LOCAL, "runtime": "tensorrt", "x86_amx": False},
+            "x86_amx: runtime tensorrt does not use it (trtexec runs the engine on the GPU)",
+        ),
+        ({**LOCAL, "x86_amx": "no"}, "x86_amx: Input should be a valid boolean"),
         ({**NPU, "openvino": {}}, "openvino: kind 'npu-sim' does not use it"),
         (
             {**LOCAL, "openvino": {"device": "CPU"}},
@@ -405,6 +415,22 @@ def test_an_openvino_profile_reaches_the_job_and_what_its_times_mean() -> None:
     plain = validate_profile({**LOCAL, "runtime": "openvino"}).run_settings()
     assert build_job([], plain)["openvino"] == {"device": "CPU", "properties": {}}
     assert "openvino" not in build_job([], validate_profile(LOCAL).run_settings())
+
+
+def test_refusing_amx_reaches_the_job_and_what_its_times_mean() -> None:
+    litert = load_profile("local-cpu-litert-no-amx")
+    assert (litert.kind, litert.runtime, litert.x86_amx) == ("local", "tflite", False)
+    assert load_profile("local-cpu-litert").run_settings() == replace(
+        litert.run_settings(), x86_amx=True
+    )
+    settings = litert.run_settings()
+    assert build_job(["m.tflite"], settings)["x86_amx"] is False
+    assert ("x86_amx", "false") in settings.measured_with()
+    # The default leaves the runtime to choose, and says nothing of it.
+    plain = validate_profile(LOCAL).run_settings()
+    assert "x86_amx" not in build_job(["m.onnx"], plain)
+    assert "x86_amx" not in dict(plain.measured_with())
+    assert validate_profile({**SSH, "x86_amx": False}).run_settings().x86_amx is False
 
 
 def test_openvino_properties_that_repeat_the_runners_own_mean_nothing_new() -> None:

@@ -276,6 +276,20 @@ def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
     assert "Timed devices drift; the last column scales" in card_markdown(card)
 
 
+def test_a_device_that_refused_amx_says_so_on_the_card(exported: Path) -> None:
+    from export.card import card_markdown
+
+    card = _card(exported)
+    line = "- test-cpu: Intel AMX refused to the runtime (x86_amx: false)"
+    assert line not in card_markdown(card)
+    card["latency"]["test-cpu"]["fingerprint"]["x86_amx"] = "refused"
+    assert line in card_markdown(card)
+    # Only where the device timed an int8 file: fp32 kernels do not use AMX.
+    files = card["latency"]["test-cpu"]["files"]
+    card["latency"]["test-cpu"]["files"] = {"model.onnx": files["model.onnx"]}
+    assert line not in card_markdown(card)
+
+
 def test_a_jetson_checks_the_file_it_times_through_trtexec(trained: Path, tmp_path: Path) -> None:
     """A tensorrt device (the stand-in trtexec: recorded times, classes from onnxruntime)
     classifies the test images with the fp32 file it times; --min-int8-agreement weighs that

@@ -400,6 +400,31 @@ def test_profile_over_ssh(sshd: Sshd, device_python: Path, tmp_path: Path, cache
     assert isinstance(load_predictor(out / "predictor.json"), CalibratedPredictor)
 
 
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and os.uname().machine == "x86_64"),
+    reason="refusing AMX is for x86-64 Linux",
+)
+def test_a_table_measured_with_amx_refused_says_so(tmp_path: Path, cache: Path) -> None:
+    profile = tmp_path / "no-amx.yaml"
+    text = LOCAL_PROFILE.format(name="no-amx", threads=1, runs=3)
+    profile.write_text(text + "x86_amx: false\n")
+    out = tmp_path / "out"
+    args = ["profile", profile, "--space", "mbv3-tiny", "--resolution", "28", "--calibrate", "0"]
+    proc = edgenas(*args, "--out", out, "--quiet", cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    header = json.loads((out / "lut.json").read_text())["header"]
+    assert header["measured_with"] == {"warmup": "3", "x86_amx": "false"}
+    assert header["fingerprint"]["x86_amx"] == "refused"
+    # Granted, the runtime's kernels are others: the table is not resumed with them.
+    profile.write_text(text)
+    proc = edgenas(*args, "--out", out, cache=cache)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        "was measured with x86_amx false, but the device profile now gives no x86_amx; set "
+        "x86_amx: false in the device profile again, or use another output folder"
+    ) in " ".join(proc.stderr.split())
+
+
 def test_a_resume_with_other_measurement_settings_is_refused(tmp_path: Path, cache: Path) -> None:
     profile = tmp_path / "fast-cpu.yaml"
     profile.write_text(LOCAL_PROFILE.format(name="fast-cpu", threads=1, runs=3))
