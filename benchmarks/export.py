@@ -39,7 +39,7 @@ MACs, files): ``python benchmarks/int8_timing.py DIR`` times them on a machine t
 numpy and onnxruntime (and LiteRT, if any). --refuse-amx refuses this process Intel AMX's
 tile registers before any runtime loads (a device profile's ``x86_amx: false``), so that
 XNNPACK and onnxruntime time their AVX512-VNNI int8 kernels instead of their AMX ones; the
-JSON's ``x86_amx`` says "refused", or "granted" where a runtime took the tiles.
+JSON's ``x86_amx`` says "refused", or "available" without it, where the CPU offers AMX.
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -349,14 +349,6 @@ def keep_row(
     partial.replace(keep / ROWS_FILE)
 
 
-def x86_amx_state(refused: bool) -> str:
-    """Whether the runtimes ran with AMX's tiles: "refused" (--refuse-amx), "granted" (a
-    runtime asked for them), or "" (no AMX here, or no runtime asked)."""
-    from devices.runner import x86_amx_granted
-
-    return "refused" if refused else ("granted" if x86_amx_granted() else "")
-
-
 def machine() -> dict[str, Any]:
     from devices.runner import cpu_model
 
@@ -405,6 +397,8 @@ def speed_table(rows: list[dict[str, Any]]) -> str:
 
 
 def speed_main(args: argparse.Namespace) -> None:
+    from devices.runner import x86_amx_state
+
     rows: list[dict[str, Any]] = []
     kept: list[dict[str, Any]] = []
     subnets = speed_subnets(args.demo_subnet, args.resolutions, args.subnets)
@@ -438,7 +432,7 @@ def speed_main(args: argparse.Namespace) -> None:
                 "benchmark": "export-speed",
                 "machine": machine(),
                 "threads": 1,
-                "x86_amx": x86_amx_state(args.refuse_amx),
+                "x86_amx": x86_amx_state(refused=args.refuse_amx),
                 "stem_groups": args.stem_groups,
                 "unaligned": args.unaligned,
                 "rounds": args.rounds,
@@ -557,7 +551,8 @@ def main(argv: Sequence[str] | None = None) -> None:
         from devices.runner import RunnerError, refuse_x86_amx
 
         try:
-            refuse_x86_amx()  # before torch and the runtimes load
+            # Every thread takes the refusal; runtimes loaded already would hold the tiles.
+            refuse_x86_amx(fix="leave out --refuse-amx")
         except RunnerError as exc:
             raise Refused(f"--refuse-amx: {exc.message}") from None
     import torch

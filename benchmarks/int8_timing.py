@@ -26,9 +26,9 @@ over its format's fp32 (``onnx``, ``tflite``, and ``onnx_unaligned`` for the fil
 ``--speed --unaligned`` keeps: channel alignment measured where the files run); with
 --op-profile, ms per run per op type of each ONNX file, from onnxruntime's profiler or, with
 --openvino, OpenVINO's performance counters (its types name the kernel that ran them:
-"GroupConvolution (brgconv_avx512_dw_I8)"). ``x86_amx`` says "refused" with --refuse-amx (the
-runner refuses the process Intel AMX's tiles before any runtime loads, as a profile's
-``x86_amx: false`` does), "granted" where a runtime took them, and "" otherwise. Progress goes to stderr.
+"GroupConvolution (brgconv_avx512_dw_I8)"). ``x86_amx`` says, where the CPU offers Intel AMX, "refused"
+with --refuse-amx (the runner refuses the process AMX's tiles before any runtime loads, as a
+profile's ``x86_amx: false`` does), and "available" without it. Progress goes to stderr.
 """
 
 from __future__ import annotations
@@ -298,7 +298,7 @@ def run(
         "onnx_providers": ([] if openvino is not None else providers or ["CPUExecutionProvider"]),
         "onnx_openvino": openvino,
         "threads": 1,
-        "x86_amx": "refused" if refused_amx else ("granted" if runner.x86_amx_granted() else ""),
+        "x86_amx": runner.x86_amx_state(refused=refused_amx),
         "rounds": rounds,
         "runs_per_file": rounds * RUNS_PER_ROUND,
         "rows": results,
@@ -382,7 +382,7 @@ def main() -> None:
         sys.exit(2)
     if args.refuse_amx:
         try:
-            runner.refuse_x86_amx()  # before any runtime loads
+            runner.refuse_x86_amx(fix="leave out --refuse-amx")  # before any runtime loads
         except runner.RunnerError as exc:
             print(f"error: --refuse-amx: {exc.message}", file=sys.stderr)
             sys.exit(exc.status)

@@ -37,9 +37,9 @@ class Fingerprint:
     # CPU code picks. "" where no runner reports it (simulators, benchmark_model, older
     # files), and then left out of the dict like an empty accelerator.
     machine: str = ""
-    # Intel AMX's tile registers: "granted" where the runtime took them, "refused" where the
-    # profile refused them (x86_amx: false); "" where neither (no AMX, other runners, older
-    # files). Not part of same_target: the refusal is in the table's measured_with.
+    # Intel AMX, where the CPU and kernel offer it: "available" to the runtime, or "refused"
+    # (the profile's x86_amx: false); "" without AMX, for other runners and in older files.
+    # Not part of same_target: the refusal is in the table's measured_with.
     x86_amx: str = ""
 
     def to_dict(self) -> dict[str, Any]:

@@ -18,8 +18,8 @@ Job: {"format": "edgenas.runner-job/1", "runtime": "onnxruntime" | "tflite" | "o
 onnxruntime (null: CPUExecutionProvider). ``"x86_amx": false`` refuses the process Intel
 AMX's tile registers before the runtime loads (x86-64 Linux; other architectures have none to
 refuse), so that XNNPACK's and onnxruntime's int8 kernels are the AVX512-VNNI ones instead of
-the AMX ones; the fingerprint's ``x86_amx`` then says "refused" on x86-64, and otherwise
-"granted" where the runtime took the tiles.
+the AMX ones. Where the CPU and kernel offer AMX, the fingerprint's ``x86_amx`` says "refused",
+or "available" without the refusal.
 Runtime "openvino" is Intel's OpenVINO runtime itself, not through onnxruntime ("openvino": {"device": "CPU" | "GPU" | "NPU" | ...,
 "properties": {"KEY": "value"}}, given properties over the runner's, see OpenVinoBackend); it
 reads the ONNX files. Runtime "tensorrt" runs NVIDIA's trtexec once per
@@ -1548,11 +1548,16 @@ def pin(cores: list[int]) -> None:
 # XFEATURE_XTILEDATA) and may use AMX instructions only once that is granted. XNNPACK and mlas
 # ask when they start and fall back to their AVX512-VNNI kernels when refused.
 SYS_ARCH_PRCTL = 158  # x86-64
-ARCH_GET_XCOMP_PERM = 0x1022
+ARCH_GET_XCOMP_SUPP = 0x1021  # what the CPU and kernel offer
+ARCH_GET_XCOMP_PERM = 0x1022  # what this process was granted
 ARCH_REQ_XCOMP_PERM = 0x1023
 XFEATURE_XTILEDATA = 18
-# seccomp: a classic BPF filter that answers EPERM to that one request and allows the rest.
-PR_SET_NO_NEW_PRIVS, PR_SET_SECCOMP, SECCOMP_MODE_FILTER = 38, 22, 2
+# seccomp: a classic BPF filter that answers EPERM to that one request and allows the rest,
+# installed with seccomp(2) and TSYNC so that every thread of the process takes it (AMX
+# permission is the process's, and a runtime may already have started threads).
+SYS_SECCOMP = 317  # x86-64
+SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC = 1, 1
+PR_SET_NO_NEW_PRIVS = 38
 AUDIT_ARCH_X86_64 = 0xC000003E
 SECCOMP_RET_ALLOW, SECCOMP_RET_ERRNO = 0x7FFF0000, 0x00050000
 BPF_LD_W_ABS, BPF_JEQ_K, BPF_RET_K = 0x20, 0x15, 0x06
@@ -1576,32 +1581,54 @@ def _libc() -> Any:
 
 
 def _x86_64() -> bool:
-    return platform.machine() in ("x86_64", "AMD64")
+    """A 64-bit x86 process: AMX is for those only (a 32-bit Python on a 64-bit kernel has
+    other system call numbers)."""
+    import struct
+
+    return platform.machine() in ("x86_64", "AMD64") and struct.calcsize("P") == 8
 
 
-def x86_amx_granted() -> bool:
-    """Whether this process holds AMX's tile registers (False where there is no AMX)."""
+def _xtiledata(option: int) -> bool:
+    """Whether arch_prctl(``option``) on x86-64 Linux has AMX's tile data bit set."""
     if platform.system() != "Linux" or not _x86_64():
         return False
     import ctypes
 
-    granted = ctypes.c_ulong(0)
-    if _libc().syscall(SYS_ARCH_PRCTL, ARCH_GET_XCOMP_PERM, ctypes.byref(granted)) != 0:
-        return False  # a kernel before 5.16: no AMX for anyone
-    return bool(granted.value >> XFEATURE_XTILEDATA & 1)
+    mask = ctypes.c_ulong(0)
+    if _libc().syscall(SYS_ARCH_PRCTL, option, ctypes.byref(mask)) != 0:
+        return False  # a kernel before 5.16: no AMX for any process
+    return bool(mask.value >> XFEATURE_XTILEDATA & 1)
 
 
-def refuse_x86_amx() -> None:
-    """Refuse this process (and the processes it starts) AMX's tile registers, for good.
-    Nothing to refuse on other architectures; an x86-64 system but Linux cannot refuse them."""
+def x86_amx_granted() -> bool:
+    """Whether this process holds AMX's tile registers (a runtime asked for them)."""
+    return _xtiledata(ARCH_GET_XCOMP_PERM)
+
+
+def x86_amx_state(refused: bool) -> str:
+    """The fingerprint's ``x86_amx``: "available" where the CPU and kernel offer AMX to the
+    runtime, "refused" where they offer it and the job refused it, "" where there is none.
+    It depends on the setting and the machine only, not on whether a runtime took the tiles
+    yet (XNNPACK asks when its delegate starts, onnxruntime when it loads)."""
+    if not _xtiledata(ARCH_GET_XCOMP_SUPP):
+        return ""
+    return "refused" if refused else "available"
+
+
+def refuse_x86_amx(fix: str = "remove x86_amx from its profile") -> None:
+    """Refuse this process (every thread, and the processes it starts) AMX's tile registers,
+    for good. Nothing to refuse where the CPU and kernel offer no AMX; an x86-64 system but
+    Linux cannot refuse it. ``fix`` ends the messages: what the caller should change."""
     if not _x86_64():
         return
     if platform.system() != "Linux":
         raise RunnerError(
             "bad-job",
             f"x86_amx: false needs Linux (a seccomp filter), and this device runs "
-            f"{platform.system()}: remove x86_amx from its profile",
+            f"{platform.system()}: {fix}",
         )
+    if not _xtiledata(ARCH_GET_XCOMP_SUPP):
+        return
     if x86_amx_granted():
         raise RunnerError(
             "internal", "AMX tiles were granted before the runner could refuse them", status=1
@@ -1617,15 +1644,18 @@ def refuse_x86_amx() -> None:
 
     fprog = SockFprog(len(REFUSE_AMX_FILTER), ctypes.addressof(program))
     libc = _libc()
-    if (
-        libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0
-        or libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(fprog), 0, 0) != 0
-    ):
+    installed = libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+    if installed == 0:
+        installed = libc.syscall(
+            SYS_SECCOMP, SECCOMP_SET_MODE_FILTER, SECCOMP_FILTER_FLAG_TSYNC, ctypes.byref(fprog)
+        )
+    if installed != 0:
+        # TSYNC returns the id of a thread that could not take the filter.
+        why = os.strerror(ctypes.get_errno()) if installed < 0 else f"thread {installed}"
         raise RunnerError(
             "missing",
-            f"cannot refuse AMX tiles: the kernel refused the seccomp filter "
-            f"({os.strerror(ctypes.get_errno())}); measure with x86_amx: true, or on a kernel "
-            "with seccomp filters (CONFIG_SECCOMP_FILTER)",
+            f"cannot refuse AMX tiles: the kernel refused the seccomp filter ({why}); {fix}, "
+            "or use a kernel with seccomp filters (CONFIG_SECCOMP_FILTER)",
             status=3,
         )
     if libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0:
@@ -1669,6 +1699,9 @@ def fingerprint(
         "pinned": job.cores is not None,
         "accelerator": accelerator(job),
     }
+    amx = x86_amx_state(refused=not job.x86_amx)
+    if amx:
+        facts["x86_amx"] = amx
     return facts, warnings
 
 
@@ -2108,11 +2141,6 @@ def run_job(job: Job, root: str = "/") -> dict[str, Any]:
             result.update(_classify(job, backend, images, np_, warnings))
         elif job.models:
             result.update(_measure(job, backend, warnings, root))
-        # Read after the models ran: XNNPACK asks for the tiles when its delegate starts.
-        granted = x86_amx_granted()
-        amx = "granted" if granted else ("refused" if not job.x86_amx and _x86_64() else "")
-        if amx:
-            facts["x86_amx"] = amx
         return result
     finally:
         backend.close()

@@ -207,8 +207,8 @@ def _amx_lines(card: CardBody) -> list[str]:
     times are of other kernels than the runtime picks by itself on that CPU."""
     int8 = {f["name"] for f in card["files"] if f["precision"] == "int8"}
     lines = [
-        f"- {device}: Intel AMX refused to the runtime (x86_amx: false), so its int8 kernels "
-        "were the AVX512-VNNI ones"
+        f"- {device}: Intel AMX refused to the runtime (x86_amx: false): its int8 kernels were "
+        "not its AMX ones"
         for device, entry in card["latency"].items()
         if entry["fingerprint"].get("x86_amx") == "refused" and int8.intersection(entry["files"])
     ]

@@ -566,7 +566,7 @@ def _reach_devices(
     before the work, not after the fine-tuning and conversions: an unreachable board, a
     missing execution provider or delegate, a device Python that will not start fail here.
     A predictor measured on another machine or setup (a copied --profiles folder, two
-    profiles of one name) is refused: its figure on the card would be another device's, and
+    profiles of one name, the profile's cores, warmup or AMX setting changed since) is refused: its figure on the card would be another device's, and
     its reference model would scale this device's measurements."""
     from devices import load_profile, open_device
 
@@ -577,10 +577,13 @@ def _reach_devices(
             continue  # nothing runs there
         with open_device(device) as opened:
             reached[device] = fingerprint = opened.fingerprint()
+            measured_with = opened.measured_with()
         predictor = predictors.get(profile.name)
         if predictor is not None:
             path = profiles / profile.name / PREDICTOR_NAME
-            predictor.header.check(what=f"predictor {path}", fingerprint=fingerprint)
+            predictor.header.check(
+                what=f"predictor {path}", fingerprint=fingerprint, measured_with=measured_with
+            )
     return reached
 
 

@@ -227,6 +227,25 @@ def test_remote_runner_honours_delegates_and_providers(
     assert "CPUExecutionProvider" in message and "\n" not in message
 
 
+@pytest.mark.skipif(
+    not (sys.platform == "linux" and os.uname().machine == "x86_64"),
+    reason="refusing AMX is for x86-64 Linux",
+)
+def test_a_board_that_refuses_amx(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models
+) -> None:
+    """x86_amx: false reaches the runner on the board, which refuses itself the tiles there."""
+    settings = RunSettings(warmup=1, runs=3, x86_amx=False)
+    with _device(sshd, remote_parent, python, settings=settings) as device:
+        (m,) = device.measure([models.conv])
+        from devices.runner import x86_amx_state
+
+        # "refused" where the CPU offers AMX (this project's Xeon), "" where it has none.
+        assert device.fingerprint().x86_amx == x86_amx_state(refused=True)
+        assert ("x86_amx", "false") in device.measured_with()
+    assert m.n == 3
+
+
 def test_a_board_on_the_openvino_runtime(
     sshd: Sshd, remote_parent: Path, models: Models, tmp_path: Path
 ) -> None:

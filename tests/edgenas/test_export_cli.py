@@ -932,6 +932,31 @@ def test_devices_are_reached_and_their_predictors_checked_before_the_work(
         "(Cortex-A72, onnxruntime, 1 thread(s)), not on ",
     )
     assert "fine-tun" not in proc.stderr and not out.exists()
+    # One measured with other settings on this host (here AMX refused): its kernels differed.
+    from devices import open_device
+
+    with open_device(str(cpu / "cpu.yaml")) as device:
+        settings = (*device.measured_with(), ("x86_amx", "false"))
+    other = predictor("test-cpu", fingerprint=_fingerprint(cpu / "cpu.yaml"))
+    other.header = replace(other.header, measured_with=tuple(sorted(settings)))
+    other.save(copied / "test-cpu" / "predictor.json")
+    proc = edgenas_here(
+        "export",
+        "--supernet",
+        supernet,
+        "--subnet",
+        "min",
+        "--format",
+        "onnx",
+        "--device",
+        cpu / "cpu.yaml",
+        "--profiles",
+        copied,
+        "--out",
+        out,
+    )
+    _fails(proc, "was measured with x86_amx false, but the device profile now gives no x86_amx")
+    assert not out.exists()
     # A TFLite board that cannot be reached was found after the conversions.
     board = sshd.write_profile(
         tmp_path / "board.yaml",
