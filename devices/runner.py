@@ -1631,7 +1631,10 @@ def refuse_x86_amx(fix: str = "remove x86_amx from its profile") -> None:
         return
     if x86_amx_granted():
         raise RunnerError(
-            "internal", "AMX tiles were granted before the runner could refuse them", status=1
+            "bad-job",
+            "AMX tiles were granted to this Python before they could be refused: it loaded a "
+            "runtime as it started (sitecustomize, a .pth file, a wrapper script); remove that, "
+            f"or {fix}",
         )
     import ctypes
     import struct

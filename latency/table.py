@@ -199,9 +199,12 @@ class TableHeader:
         # Unknown on either side (a table from before headers recorded them) is accepted: it
         # was most likely measured with the same device profile, and refusing would throw
         # away every table measured before, hours of a board's time; the caller records the
-        # settings from then on.
-        if measured_with is not None and self.measured_with is not None:
-            self._check_measured_with(what, dict(self.measured_with), dict(measured_with))
+        # settings from then on. Except AMX refused: nothing could refuse it back then.
+        stored = self.measured_with
+        if stored is None and measured_with is not None and dict(measured_with).get("x86_amx"):
+            stored = tuple(item for item in measured_with if item[0] != "x86_amx")
+        if measured_with is not None and stored is not None:
+            self._check_measured_with(what, self.device, dict(stored), dict(measured_with))
         if model_format is not None and model_format != self.model_format:
             raise TableError(
                 f"{what} holds {self.model_format} measurements, not {model_format}; "
@@ -216,7 +219,9 @@ class TableHeader:
             raise TableError(_not_covered(what, self.resolutions, resolutions))
 
     @staticmethod
-    def _check_measured_with(what: str, stored: dict[str, str], given: dict[str, str]) -> None:
+    def _check_measured_with(
+        what: str, device: str, stored: dict[str, str], given: dict[str, str]
+    ) -> None:
         # Measurements taken otherwise measure another latency: they must not mix in one file.
         key = next(
             (k for k in sorted(stored.keys() | given.keys()) if stored.get(k) != given.get(k)), None
@@ -224,11 +229,14 @@ class TableHeader:
         if key is None:
             return
         old, new = stored.get(key), given.get(key)
-        fix = (
-            f"set {key}: {old} in the device profile again"
-            if old is not None
-            else f"remove {key} from the device profile"
-        )
+        if key == "x86_amx":  # two bundled profiles differ by it: name the one measured
+            fix = "use the device it was measured on ({}, which {})".format(
+                device, "refuses AMX" if old is not None else "leaves AMX to the runtime"
+            )
+        elif old is not None:
+            fix = f"set {key}: {old} in the device profile again"
+        else:
+            fix = f"remove {key} from the device profile"
         raise TableError(
             f"{what} was measured with {_setting(key, old)}, but the device profile now gives "
             f"{_setting(key, new)}; {fix}, or use another output folder"
@@ -265,6 +273,8 @@ def _not_covered(what: str, have: tuple[int, ...], asked: tuple[int, ...]) -> st
 
 
 def _setting(key: str, value: str | None) -> str:
+    if value is None and key == "x86_amx":
+        return "x86_amx true (the default)"
     return f"{key} {value}" if value is not None else f"no {key}"
 
 

@@ -124,6 +124,30 @@ def test_the_refusal_holds_for_the_process_its_threads_and_children() -> None:
     assert result["get"] == 0 and result["granted"] is False
 
 
+@pytest.mark.skipif(not AMX, reason="no AMX to refuse on this machine")
+def test_tiles_taken_before_the_refusal_are_one_line() -> None:
+    """A Python that loads a runtime as it starts holds the tiles for good: refused, not
+    measured as if AMX had been refused."""
+    result = _in_child(
+        "import ctypes\n"
+        "ctypes.CDLL(None).syscall(158, 0x1023, 18)\n"
+        "try:\n"
+        "    runner.refuse_x86_amx()\n"
+        "    out = {'refused': True}\n"
+        "except runner.RunnerError as exc:\n"
+        "    out = {'kind': exc.kind, 'message': exc.message}\n"
+        "out['seccomp'] = seccomp()\n"
+        "print(json.dumps(out))\n"
+    )
+    assert result == {
+        "kind": "bad-job",
+        "message": "AMX tiles were granted to this Python before they could be refused: it "
+        "loaded a runtime as it started (sitecustomize, a .pth file, a wrapper script); remove "
+        "that, or remove x86_amx from its profile",
+        "seccomp": 0,
+    }
+
+
 def test_elsewhere_than_x86_64_there_is_nothing_to_refuse() -> None:
     result = _in_child(
         "platform.machine = lambda: 'aarch64'\n"

@@ -302,6 +302,21 @@ def test_per_op_is_a_device_key_that_reruns_the_profile_stage_only_when_set(
     assert "per_op" not in profile_inputs(recipe, without)["device"]
 
 
+def test_a_profile_key_added_later_changes_recorded_runs_only_when_set(tmp_path: Path) -> None:
+    from devices.profiles import DeviceProfile
+    from edgenas.stage_inputs import profile_inputs
+
+    data = copy.deepcopy(MICRO_RECIPE)
+    data["devices"] = [{"name": "npu-32x32-ws"}, {"name": "local-cpu-litert-no-amx"}]
+    data["stages"] = ["train", "profile"]
+    recipe = load_recipe(_write(tmp_path, data))
+    npu, litert = (profile_inputs(recipe, device)["profile"] for device in recipe.devices)
+    # A profile at x86_amx's default records what it recorded before the key existed: its
+    # run's tables (hours of a board's time) stay up to date.
+    assert set(npu) == set(DeviceProfile.model_fields) - {"x86_amx"}
+    assert litert["x86_amx"] is False
+
+
 @pytest.mark.parametrize(
     ("stem_groups", "timed"), [("auto", ()), (1, ()), (2, ()), (3, (3,)), (5, (5,))]
 )

@@ -423,8 +423,23 @@ def test_a_table_measured_with_amx_refused_says_so(tmp_path: Path, cache: Path) 
     proc = edgenas(*args, "--out", out, cache=cache)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (
-        "was measured with x86_amx false, but the device profile now gives no x86_amx; set "
-        "x86_amx: false in the device profile again, or use another output folder"
+        "was measured with x86_amx false, but the device profile now gives x86_amx true (the "
+        "default); use the device it was measured on (no-amx, which refuses AMX), or use "
+        "another output folder"
+    ) in " ".join(proc.stderr.split())
+    # A table from before headers recorded settings was measured with AMX available: it is
+    # not resumed as one measured with AMX refused.
+    lut = out / "lut.json"
+    doc = json.loads(lut.read_text())
+    doc["header"]["measured_with"] = None
+    lut.write_text(json.dumps(doc))
+    before = lut.read_bytes()
+    profile.write_text(text + "x86_amx: false\n")
+    proc = edgenas(*args, "--out", out, cache=cache)
+    assert proc.returncode == 2 and lut.read_bytes() == before
+    assert (
+        "was measured with x86_amx true (the default), but the device profile now gives x86_amx "
+        "false; use the device it was measured on (no-amx, which leaves AMX to the runtime)"
     ) in " ".join(proc.stderr.split())
 
 
