@@ -432,7 +432,7 @@ def speed_main(args: argparse.Namespace) -> None:
                 "benchmark": "export-speed",
                 "machine": machine(),
                 "threads": 1,
-                "x86_amx": x86_amx_state(refused=args.refuse_amx),
+                "x86_amx": x86_amx_state(),
                 "stem_groups": args.stem_groups,
                 "unaligned": args.unaligned,
                 "rounds": args.rounds,

@@ -240,7 +240,6 @@ def run(
     providers: list[str] | None = None,
     provider_options: dict[str, str] | None = None,
     openvino: dict[str, Any] | None = None,
-    refused_amx: bool = False,
 ) -> dict[str, Any]:
     """``providers``: onnxruntime's execution providers for the ONNX files, in priority
     order (None: the CPU provider); ``provider_options`` are the first one's. ``openvino``
@@ -298,7 +297,7 @@ def run(
         "onnx_providers": ([] if openvino is not None else providers or ["CPUExecutionProvider"]),
         "onnx_openvino": openvino,
         "threads": 1,
-        "x86_amx": runner.x86_amx_state(refused=refused_amx),
+        "x86_amx": runner.x86_amx_state(),
         "rounds": rounds,
         "runs_per_file": rounds * RUNS_PER_ROUND,
         "rows": results,
@@ -401,7 +400,6 @@ def main() -> None:
             providers=args.provider,
             provider_options=options,
             openvino=openvino,
-            refused_amx=args.refuse_amx,
         )
     except runner.RunnerError as exc:  # a model that does not load, numpy or onnxruntime missing
         print(f"error: {exc.message}", file=sys.stderr)

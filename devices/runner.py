@@ -1605,17 +1605,20 @@ def x86_amx_granted() -> bool:
     return _xtiledata(ARCH_GET_XCOMP_PERM)
 
 
-def x86_amx_state(refused: bool) -> str:
+_AMX_REFUSED: list[bool] = []  # one entry once refuse_x86_amx has refused this process the tiles
+
+
+def x86_amx_state() -> str:
     """The fingerprint's ``x86_amx``: "available" where the CPU and kernel offer AMX to the
-    runtime, "refused" where they offer it and the job refused it, "" where there is none.
-    It depends on the setting and the machine only, not on whether a runtime took the tiles
-    yet (XNNPACK asks when its delegate starts, onnxruntime when it loads)."""
+    runtime, "refused" where they offer it and refuse_x86_amx refused it, "" where there is
+    none. Not whether a runtime took the tiles yet (XNNPACK asks when its delegate starts,
+    onnxruntime when it loads): a fingerprint-only job says what a measuring one says."""
     if not _xtiledata(ARCH_GET_XCOMP_SUPP):
         return ""
-    return "refused" if refused else "available"
+    return "refused" if _AMX_REFUSED else "available"
 
 
-def refuse_x86_amx(fix: str = "remove x86_amx from its profile") -> None:
+def refuse_x86_amx(fix: str = "use a device profile without x86_amx: false") -> None:
     """Refuse this process (every thread, and the processes it starts) AMX's tile registers,
     for good. Nothing to refuse where the CPU and kernel offer no AMX; an x86-64 system but
     Linux cannot refuse it. ``fix`` ends the messages: what the caller should change."""
@@ -1663,6 +1666,7 @@ def refuse_x86_amx(fix: str = "remove x86_amx from its profile") -> None:
         )
     if libc.syscall(SYS_ARCH_PRCTL, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0:
         raise RunnerError("internal", "the seccomp filter did not refuse AMX tiles", status=1)
+    _AMX_REFUSED.append(True)
 
 
 def fingerprint(
@@ -1702,7 +1706,7 @@ def fingerprint(
         "pinned": job.cores is not None,
         "accelerator": accelerator(job),
     }
-    amx = x86_amx_state(refused=not job.x86_amx)
+    amx = x86_amx_state()
     if amx:
         facts["x86_amx"] = amx
     return facts, warnings

@@ -194,6 +194,7 @@ class MeasuredSubnets:
                 precision=header.precision,
                 resolutions=header.resolutions,
                 measured_with=header.measured_with,
+                device=header.device,
             )
             self.header = _same_reference(path, old, header)
             subnets = data.get("subnets")

@@ -204,6 +204,7 @@ def open_table(
         precision=settings.precision,
         resolutions=resolutions,
         measured_with=measured_with,
+        device=device,
     )
     if table.header.measured_with is None:  # older table: recorded from now on (check's why)
         table.header = replace(table.header, measured_with=measured_with)

@@ -181,8 +181,12 @@ class TableHeader:
         precision: str | None = None,
         resolutions: tuple[int, ...] | None = None,
         measured_with: MeasuredWith | None = None,
+        device: str | None = None,
+        elsewhere: str = "use another output folder",
     ) -> None:
         """Raise ``TableError`` if this header is for another space, device or setup.
+        ``device`` names the caller's device and ``elsewhere`` ends a ``measured_with``
+        refusal: what else the caller can do (another output folder, profiling again).
         ``resolutions`` are those the caller covers: this header's, or more (a table is
         extended to more in place, ``extended``); fewer or others are refused, naming the
         ``--resolution`` options that would extend it."""
@@ -204,7 +208,9 @@ class TableHeader:
         if stored is None and measured_with is not None and dict(measured_with).get("x86_amx"):
             stored = tuple(item for item in measured_with if item[0] != "x86_amx")
         if measured_with is not None and stored is not None:
-            self._check_measured_with(what, self.device, dict(stored), dict(measured_with))
+            self._check_measured_with(
+                what, (self.device, device), dict(stored), dict(measured_with), elsewhere
+            )
         if model_format is not None and model_format != self.model_format:
             raise TableError(
                 f"{what} holds {self.model_format} measurements, not {model_format}; "
@@ -220,7 +226,11 @@ class TableHeader:
 
     @staticmethod
     def _check_measured_with(
-        what: str, device: str, stored: dict[str, str], given: dict[str, str]
+        what: str,
+        devices: tuple[str, str | None],
+        stored: dict[str, str],
+        given: dict[str, str],
+        elsewhere: str,
     ) -> None:
         # Measurements taken otherwise measure another latency: they must not mix in one file.
         key = next(
@@ -229,9 +239,11 @@ class TableHeader:
         if key is None:
             return
         old, new = stored.get(key), given.get(key)
-        if key == "x86_amx":  # two bundled profiles differ by it: name the one measured
-            fix = "use the device it was measured on ({}, which {})".format(
-                device, "refuses AMX" if old is not None else "leaves AMX to the runtime"
+        measured_on, device = devices
+        if key == "x86_amx" and device not in (None, measured_on):
+            # Two bundled profiles differ by it alone: name the one the table was measured with.
+            fix = "use the profile it was measured with ({}, which {})".format(
+                measured_on, "refuses AMX" if old is not None else "leaves AMX to the runtime"
             )
         elif old is not None:
             fix = f"set {key}: {old} in the device profile again"
@@ -239,7 +251,7 @@ class TableHeader:
             fix = f"remove {key} from the device profile"
         raise TableError(
             f"{what} was measured with {_setting(key, old)}, but the device profile now gives "
-            f"{_setting(key, new)}; {fix}, or use another output folder"
+            f"{_setting(key, new)}; {fix}, or {elsewhere}"
         )
 
 

@@ -546,6 +546,8 @@ def validate_command(
             what=f"predictor {predictor}",
             fingerprint=dev.fingerprint(),
             measured_with=dev.measured_with(),
+            device=dev.name,
+            elsewhere=f"profile {dev.name} again (edgenas profile) and validate that predictor",
         )
         settings = ProfileSettings.of(p.header)
         store = MeasuredSubnets(predictor.parent / f"validation{split}.json", p.header)

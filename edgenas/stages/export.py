@@ -582,7 +582,12 @@ def _reach_devices(
         if predictor is not None:
             path = profiles / profile.name / PREDICTOR_NAME
             predictor.header.check(
-                what=f"predictor {path}", fingerprint=fingerprint, measured_with=measured_with
+                what=f"predictor {path}",
+                fingerprint=fingerprint,
+                measured_with=measured_with,
+                device=profile.name,
+                elsewhere=f"profile {profile.name} again into {path.parent} (edgenas profile), "
+                "or give another --profiles",
             )
     return reached
 

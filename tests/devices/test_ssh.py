@@ -240,9 +240,9 @@ def test_a_board_that_refuses_amx(
         (m,) = device.measure([models.conv])
         from devices.runner import x86_amx_state
 
-        # "refused" where the CPU offers AMX (this project's Xeon), "" where it has none.
-        assert device.fingerprint().x86_amx == x86_amx_state(refused=True)
-        assert ("x86_amx", "false") in device.measured_with()
+        # "refused" where the CPU offers AMX (this project's Xeon; the board's runner refused
+        # it), "" where it has none.
+        assert device.fingerprint().x86_amx == ("refused" if x86_amx_state() else "")
     assert m.n == 3
 
 

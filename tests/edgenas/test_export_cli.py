@@ -958,7 +958,8 @@ def test_devices_are_reached_and_their_predictors_checked_before_the_work(
     _fails(
         proc,
         "was measured with x86_amx false, but the device profile now gives x86_amx true (the "
-        "default); use the device it was measured on (test-cpu, which refuses AMX)",
+        "default); set x86_amx: false in the device profile again, or profile test-cpu again "
+        f"into {copied / 'test-cpu'} (edgenas profile), or give another --profiles",
     )
     assert not out.exists()
     # A TFLite board that cannot be reached was found after the conversions.

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -416,7 +417,7 @@ def test_a_table_measured_with_amx_refused_says_so(tmp_path: Path, cache: Path) 
     assert header["measured_with"] == {"warmup": "3", "x86_amx": "false"}
     from devices.runner import x86_amx_state
 
-    amx = x86_amx_state(refused=True) or None  # None: no AMX on this CPU
+    amx = "refused" if x86_amx_state() else None  # None: no AMX on this CPU
     assert header["fingerprint"].get("x86_amx") == amx
     # Granted, the runtime's kernels are others: the table is not resumed with them.
     profile.write_text(text)
@@ -424,8 +425,7 @@ def test_a_table_measured_with_amx_refused_says_so(tmp_path: Path, cache: Path) 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert (
         "was measured with x86_amx false, but the device profile now gives x86_amx true (the "
-        "default); use the device it was measured on (no-amx, which refuses AMX), or use "
-        "another output folder"
+        "default); set x86_amx: false in the device profile again, or use another output folder"
     ) in " ".join(proc.stderr.split())
     # A table from before headers recorded settings was measured with AMX available: it is
     # not resumed as one measured with AMX refused.
@@ -439,8 +439,36 @@ def test_a_table_measured_with_amx_refused_says_so(tmp_path: Path, cache: Path) 
     assert proc.returncode == 2 and lut.read_bytes() == before
     assert (
         "was measured with x86_amx true (the default), but the device profile now gives x86_amx "
-        "false; use the device it was measured on (no-amx, which leaves AMX to the runtime)"
+        "false; remove x86_amx from the device profile, or use another output folder"
     ) in " ".join(proc.stderr.split())
+
+
+def test_a_predictor_of_the_other_amx_profile_names_it() -> None:
+    """local-cpu-litert and local-cpu-litert-no-amx differ by x86_amx alone (one fingerprint):
+    a predictor of one given for the other names the profile it was measured with."""
+    fingerprint = Fingerprint("vm", "Xeon", 2, "unknown", "tflite", "2.3", 1, x86_amx="refused")
+    header = TableHeader(
+        "space",
+        "local-cpu-litert-no-amx",
+        fingerprint,
+        "tflite",
+        "int8",
+        (28,),
+        measured_with=(("warmup", "10"), ("x86_amx", "false")),
+    )
+    with pytest.raises(TableError) as info:
+        header.check(
+            what="predictor P",
+            fingerprint=replace(fingerprint, x86_amx="available"),
+            measured_with=(("warmup", "10"),),
+            device="local-cpu-litert",
+            elsewhere="profile local-cpu-litert again",
+        )
+    assert str(info.value) == (
+        "predictor P was measured with x86_amx false, but the device profile now gives x86_amx "
+        "true (the default); use the profile it was measured with (local-cpu-litert-no-amx, "
+        "which refuses AMX), or profile local-cpu-litert again"
+    )
 
 
 def test_a_resume_with_other_measurement_settings_is_refused(tmp_path: Path, cache: Path) -> None:
