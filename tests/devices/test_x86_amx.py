@@ -24,6 +24,18 @@ X86_64_LINUX = platform.system() == "Linux" and platform.machine() == "x86_64"
 AMX = runner.x86_amx_state() == "available"
 
 
+# Child code: try the refusal, and say how it ended and whether a seccomp filter is in place.
+TRY_REFUSAL = (
+    "try:\n"
+    "    runner.refuse_x86_amx()\n"
+    "    out = {'refused': True}\n"
+    "except runner.RunnerError as exc:\n"
+    "    out = {'kind': exc.kind, 'message': exc.message}\n"
+    "out['seccomp'] = seccomp()\n"
+    "print(json.dumps(out))\n"
+)
+
+
 def _in_child(code: str) -> dict[str, object]:
     """Run ``code`` (the runner module loaded as ``runner``) in a fresh Python; its last
     expression's value, printed as JSON, is the result."""
@@ -128,17 +140,7 @@ def test_the_refusal_holds_for_the_process_its_threads_and_children() -> None:
 def test_tiles_taken_before_the_refusal_are_one_line() -> None:
     """A Python that loads a runtime as it starts holds the tiles for good: refused, not
     measured as if AMX had been refused."""
-    result = _in_child(
-        "import ctypes\n"
-        "ctypes.CDLL(None).syscall(158, 0x1023, 18)\n"
-        "try:\n"
-        "    runner.refuse_x86_amx()\n"
-        "    out = {'refused': True}\n"
-        "except runner.RunnerError as exc:\n"
-        "    out = {'kind': exc.kind, 'message': exc.message}\n"
-        "out['seccomp'] = seccomp()\n"
-        "print(json.dumps(out))\n"
-    )
+    result = _in_child("import ctypes\nctypes.CDLL(None).syscall(158, 0x1023, 18)\n" + TRY_REFUSAL)
     assert result == {
         "kind": "bad-job",
         "message": "AMX tiles were granted to this Python before they could be refused: it "
@@ -159,15 +161,7 @@ def test_elsewhere_than_x86_64_there_is_nothing_to_refuse() -> None:
 
 def test_an_x86_64_system_but_linux_is_one_line() -> None:
     result = _in_child(
-        "platform.machine = lambda: 'AMD64'\n"
-        "platform.system = lambda: 'Windows'\n"
-        "try:\n"
-        "    runner.refuse_x86_amx()\n"
-        "    out = {'refused': False}\n"
-        "except runner.RunnerError as exc:\n"
-        "    out = {'kind': exc.kind, 'message': exc.message}\n"
-        "out['seccomp'] = seccomp()\n"
-        "print(json.dumps(out))\n"
+        "platform.machine = lambda: 'AMD64'\nplatform.system = lambda: 'Windows'\n" + TRY_REFUSAL
     )
     assert result == {
         "kind": "bad-job",

@@ -909,23 +909,26 @@ def test_devices_are_reached_and_their_predictors_checked_before_the_work(
     # figure as this device's, and its reference model scaled this device's measurements.
     copied = tmp_path / "copied"
     predictor("test-cpu").save(copied / "test-cpu" / "predictor.json")  # measured on "board"
-    proc = edgenas_here(
-        "export",
-        "--supernet",
-        supernet,
-        "--subnet",
-        "min",
-        "--format",
-        "onnx",
-        "--device",
-        cpu / "cpu.yaml",
-        "--profiles",
-        copied,
-        "--finetune-epochs",
-        "2",
-        "--out",
-        out,
-    )
+
+    def export(*more: str) -> subprocess.CompletedProcess[str]:
+        return edgenas_here(
+            "export",
+            "--supernet",
+            supernet,
+            "--subnet",
+            "min",
+            "--format",
+            "onnx",
+            "--device",
+            cpu / "cpu.yaml",
+            "--profiles",
+            copied,
+            *more,
+            "--out",
+            out,
+        )
+
+    proc = export("--finetune-epochs", "2")
     _fails(
         proc,
         f"predictor {copied / 'test-cpu' / 'predictor.json'} was measured on board "
@@ -940,23 +943,8 @@ def test_devices_are_reached_and_their_predictors_checked_before_the_work(
     other = predictor("test-cpu", fingerprint=_fingerprint(cpu / "cpu.yaml"))
     other.header = replace(other.header, measured_with=tuple(sorted(settings)))
     other.save(copied / "test-cpu" / "predictor.json")
-    proc = edgenas_here(
-        "export",
-        "--supernet",
-        supernet,
-        "--subnet",
-        "min",
-        "--format",
-        "onnx",
-        "--device",
-        cpu / "cpu.yaml",
-        "--profiles",
-        copied,
-        "--out",
-        out,
-    )
     _fails(
-        proc,
+        export(),
         "was measured with x86_amx false, but the device profile now gives x86_amx true (the "
         "default); set x86_amx: false in the device profile again, or profile test-cpu again "
         f"into {copied / 'test-cpu'} (edgenas profile), or give another --profiles",
