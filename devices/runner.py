@@ -19,13 +19,13 @@ onnxruntime (null: CPUExecutionProvider). ``"x86_amx": false`` refuses the proce
 AMX's tile registers before the runtime loads (x86-64 Linux; other architectures have none to
 refuse), so that XNNPACK's and onnxruntime's int8 kernels are the AVX512-VNNI ones instead of
 the AMX ones. Where the CPU and kernel offer AMX, the fingerprint's ``x86_amx`` says "refused",
-or "available" without the refusal.
-Runtime "openvino" is Intel's OpenVINO runtime itself, not through onnxruntime ("openvino": {"device": "CPU" | "GPU" | "NPU" | ...,
-"properties": {"KEY": "value"}}, given properties over the runner's, see OpenVinoBackend); it
-reads the ONNX files. Runtime "tensorrt" runs NVIDIA's trtexec once per
-model ("trtexec": {"path": ..., "precision": "fp32" | "fp16" | "int8", "warmup_ms": 500}) and
-returns its raw log and exported times ("models": [{"trtexec": {...}}]) for the host to read;
-timing needs no numpy. A job without models reports only the fingerprint and warnings.
+or "available" without the refusal. Runtime "openvino" is Intel's OpenVINO runtime itself, not
+through onnxruntime ("openvino": {"device": "CPU" | "GPU" | "NPU" | ..., "properties": {"KEY":
+"value"}}, given properties over the runner's, see OpenVinoBackend); it reads the ONNX files.
+Runtime "tensorrt" runs NVIDIA's trtexec once per model ("trtexec": {"path": ...,
+"precision": "fp32" | "fp16" | "int8", "warmup_ms": 500}) and returns its raw log and
+exported times ("models": [{"trtexec": {...}}]) for the host to read; timing needs no numpy.
+A job without models reports only the fingerprint and warnings.
 A job with ``"classify": "images.npy"`` (float images, N x C x H x W, as numpy saves them)
 times nothing: each model runs once per image and its entry gives the top-1 class of each
 ("top1": [...]), with its placement; a 4-D model input in NHWC (TFLite's) is fed the images
