@@ -122,9 +122,9 @@ class RunSettings:
     def measured_with(self) -> MeasuredWith:
         """The settings that change what a latency means besides the fingerprint's (runtime,
         threads, delegate or providers): pinned ``cores``, AMX refused, the warmup, and the
-        options of the delegate or providers the job applies. ``runs`` and ``spread_threshold`` are not among
-        them: they make a figure steadier or not, and each measurement keeps its own ``n``
-        and ``flagged``."""
+        options of the delegate or providers the job applies. ``runs`` and
+        ``spread_threshold`` are not among them: they make a figure steadier or not, and each
+        measurement keeps its own ``n`` and ``flagged``."""
         out = {}
         if self.cores is not None:
             out["cores"] = "[{}]".format(", ".join(map(str, self.cores)))

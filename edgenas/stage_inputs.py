@@ -132,7 +132,6 @@ def device_name(device: str) -> str:
 
 
 def profile_inputs(recipe: Recipe, section: DeviceSection) -> dict[str, Any]:
-
     inputs: dict[str, Any] = {
         "space": recipe.search_space().id,
         # per_op only when set: runs recorded before it existed stay up to date.

@@ -566,8 +566,9 @@ def _reach_devices(
     before the work, not after the fine-tuning and conversions: an unreachable board, a
     missing execution provider or delegate, a device Python that will not start fail here.
     A predictor measured on another machine or setup (a copied --profiles folder, two
-    profiles of one name, the profile's cores, warmup or AMX setting changed since) is refused: its figure on the card would be another device's, and
-    its reference model would scale this device's measurements."""
+    profiles of one name, the profile's cores, warmup or AMX setting changed since) is
+    refused: its figure on the card would be another device's, and its reference model would
+    scale this device's measurements."""
     from devices import load_profile, open_device
 
     reached = {}
