@@ -382,8 +382,9 @@ def profile_fleet(
     callback of the device with that profile name; ``on_done`` is called, from the device's
     worker, as each device ends. A device's failure is its result's ``error``; only a
     profile that cannot be loaded or whose settings are wrong, or two devices sharing a
-    folder, raise (before anything starts: ``check_fleet``). Ctrl-C, or setting ``stop``, ends every worker after its batch in flight (its
-    result's error then says to rerun); the function still returns every result."""
+    folder, raise (before anything starts: ``check_fleet``). Ctrl-C, or setting ``stop``,
+    ends every worker after its batch in flight (its result's error then says to rerun); the
+    function still returns every result."""
     profiles = check_fleet(jobs)
     stop = stop or threading.Event()
     turns = _Turns(len(jobs), stop)
