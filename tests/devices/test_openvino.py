@@ -13,6 +13,7 @@ import pytest
 
 from devices import DeviceError, LocalDevice, RunSettings, open_device
 from tests.devices.conftest import Models
+from tests.support.amx import AMX, X86_64_LINUX
 from tests.support.openvino import OPENVINO, OPENVINO_PYTHON, REPO, pinned_version, require_openvino
 
 
@@ -33,6 +34,22 @@ def test_the_bundled_profile_runs_each_model_as_one_openvino_graph(models: Model
     for m in results:
         assert m.n == 5 and m.median_ms > 0
         assert m.placement == {"providers": [OPENVINO], "nodes": {OPENVINO: 1}, "fallback": {}}
+
+
+@pytest.mark.usefixtures("in_repo")
+@pytest.mark.skipif(not X86_64_LINUX, reason="refusing AMX is for x86-64 Linux")
+def test_the_no_amx_device_runs_openvino_with_amx_refused(models: Models) -> None:
+    # onnxruntime loads OpenVINO inside the runner, after the refusal: its CPU plugin runs
+    # the models on its other kernels (test_openvino_runtime shows which, by their names).
+    with open_device("local-cpu-openvino-no-amx") as device:
+        fingerprint = device.fingerprint()
+        (m,) = device.measure([models.conv], runs=5, warmup=1)
+    assert fingerprint.x86_amx == ("refused" if AMX else None)
+    assert m.n == 5 and m.placement == {
+        "providers": [OPENVINO],
+        "nodes": {OPENVINO: 1},
+        "fallback": {},
+    }
 
 
 @pytest.mark.usefixtures("in_repo")

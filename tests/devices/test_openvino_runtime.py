@@ -21,6 +21,7 @@ from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_
 from devices import DeviceError, LocalDevice, RunSettings, open_device
 from devices.runner_protocol import RUNNER_PATH
 from tests.devices.conftest import Models
+from tests.support.amx import AMX, X86_64_LINUX
 from tests.support.openvino import OPENVINO_PYTHON, REPO, pinned_version, require_openvino
 
 DEVICE = "local-cpu-openvino-runtime"
@@ -35,10 +36,10 @@ def in_repo(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 class _Batches(CalibrationDataReader):
-    def __init__(self) -> None:
+    def __init__(self, name: str = "conv_in", shape: tuple[int, ...] = (1, 3, 16, 16)) -> None:
         rng = np.random.default_rng(0)
         self.batches = iter(
-            [{"conv_in": rng.standard_normal((1, 3, 16, 16)).astype(np.float32)} for _ in range(4)]
+            [{name: rng.standard_normal(shape).astype(np.float32)} for _ in range(4)]
         )
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -226,6 +227,57 @@ def four_convs(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("pinning") / "four_convs.onnx"
     onnx.save(model, path)
     return path
+
+
+@pytest.fixture(scope="module")
+def int8_pointwise(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A 64-channel 1x1 conv at 20x20 as a QDQ int8 file: on a CPU with AMX, OpenVINO's oneDNN
+    runs it on its AMX kernel (brgconv_avx512_amx_1x1_I8)."""
+    shape = [1, 64, 20, 20]
+    weight = numpy_helper.from_array(
+        0.1 * np.random.default_rng(1).standard_normal((64, 64, 1, 1)).astype(np.float32), "w"
+    )
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"])],
+        "pointwise",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, shape)],
+        [weight],
+    )
+    folder = tmp_path_factory.mktemp("pointwise")
+    onnx.save(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), folder / "f.onnx"
+    )
+    quantize_static(
+        str(folder / "f.onnx"),
+        str(folder / "int8.onnx"),
+        _Batches("x", tuple(shape)),
+        activation_type=QuantType.QUInt8,
+        weight_type=QuantType.QInt8,
+    )
+    return folder / "int8.onnx"
+
+
+@pytest.mark.usefixtures("in_repo")
+@pytest.mark.skipif(not X86_64_LINUX, reason="refusing AMX is for x86-64 Linux")
+def test_the_no_amx_device_keeps_openvinos_int8_convs_off_amx(int8_pointwise: Path) -> None:
+    """local-cpu-openvino-runtime-no-amx refuses the runner AMX's tiles before OpenVINO loads:
+    its oneDNN runs the int8 conv on an AVX512 kernel, where the plain device, on a CPU with
+    AMX, takes its AMX one. The kernels are read from OpenVINO's per-op counters."""
+    kernels, amx = {}, {}
+    for name in (DEVICE, f"{DEVICE}-no-amx"):
+        with open_device(name) as device:
+            amx[name] = device.fingerprint().x86_amx
+            (m,) = device.measure([int8_pointwise], runs=5, warmup=1, profile_ops=True)
+        kernels[name] = {op.op_type for op in m.ops or ()}
+    refused = kernels[f"{DEVICE}-no-amx"]
+    assert any(k.startswith("Convolution (") and k.endswith("_I8)") for k in refused), refused
+    assert not any("amx" in k for k in refused), refused
+    if AMX:
+        assert any("amx" in k for k in kernels[DEVICE]), kernels[DEVICE]
+        assert amx == {DEVICE: "available", f"{DEVICE}-no-amx": "refused"}
+    else:
+        assert amx == {DEVICE: None, f"{DEVICE}-no-amx": None}
 
 
 def _threads_allowed(model: Path, properties: dict[str, str]) -> list[str]:

@@ -26,6 +26,9 @@ BUNDLED = {
     "local-cpu-openvino",
     "local-cpu-litert",
     "local-cpu-litert-no-amx",
+    "local-cpu-openvino-runtime",
+    "local-cpu-openvino-runtime-no-amx",
+    "local-cpu-openvino-no-amx",
     "raspberry-pi-4",
     "jetson-orin-nano",
     "android-termux",
@@ -418,11 +421,18 @@ def test_an_openvino_profile_reaches_the_job_and_what_its_times_mean() -> None:
 
 
 def test_refusing_amx_reaches_the_job_and_what_its_times_mean() -> None:
-    litert = load_profile("local-cpu-litert-no-amx")
-    assert (litert.kind, litert.runtime, litert.x86_amx) == ("local", "tflite", False)
-    assert load_profile("local-cpu-litert").run_settings() == replace(
-        litert.run_settings(), x86_amx=True
+    # Each bundled device with AMX refused is its plain twin but for that key.
+    pairs = (
+        ("local-cpu-litert", "tflite"),
+        ("local-cpu-openvino", "onnxruntime"),
+        ("local-cpu-openvino-runtime", "openvino"),
     )
+    for plain, runtime in pairs:
+        refused = load_profile(f"{plain}-no-amx")
+        assert (refused.kind, refused.runtime, refused.x86_amx) == ("local", runtime, False)
+        assert load_profile(plain).run_settings() == replace(refused.run_settings(), x86_amx=True)
+        assert load_profile(plain).local == refused.local
+    litert = load_profile("local-cpu-litert-no-amx")
     settings = litert.run_settings()
     assert build_job(["m.tflite"], settings)["x86_amx"] is False
     assert ("x86_amx", "false") in settings.measured_with()

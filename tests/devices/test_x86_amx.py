@@ -5,7 +5,6 @@ kernels. Each refusal runs in a process of its own: it cannot be undone in the p
 from __future__ import annotations
 
 import json
-import platform
 import subprocess
 import sys
 from dataclasses import replace
@@ -13,16 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from devices import runner
 from devices.measurement import Fingerprint
 from devices.runner_protocol import RUNNER_PATH, RunSettings, build_job, parse_results
 from tests.devices.conftest import Models, run_runner
-
-X86_64_LINUX = platform.system() == "Linux" and platform.machine() == "x86_64"
-# Where the CPU and kernel offer AMX (this project's Xeon does): asking what is offered is
-# harmless in this process, unlike the refusal.
-AMX = runner.x86_amx_state() == "available"
-
+from tests.support.amx import AMX, X86_64_LINUX
 
 # Child code: try the refusal, and say how it ended and whether a seccomp filter is in place.
 TRY_REFUSAL = (
