@@ -233,25 +233,32 @@ class TableHeader:
         elsewhere: str,
     ) -> None:
         # Measurements taken otherwise measure another latency: they must not mix in one file.
-        key = next(
-            (k for k in sorted(stored.keys() | given.keys()) if stored.get(k) != given.get(k)), None
-        )
-        if key is None:
+        # Every differing setting is named at once, so that one edit of the profile does.
+        keys = [k for k in sorted(stored.keys() | given.keys()) if stored.get(k) != given.get(k)]
+        if not keys:
             return
-        old, new = stored.get(key), given.get(key)
         measured_on, device = devices
-        if key == "x86_amx" and device not in (None, measured_on):
-            # Two bundled profiles differ by it alone: name the one the table was measured with.
+        again = [f"{k}: {stored[k]}" for k in keys if stored.get(k) is not None]
+        added = [k for k in keys if stored.get(k) is None]
+        if keys == ["x86_amx"] and device not in (None, measured_on):
+            # Bundled profiles come in pairs that differ by it alone: name the table's.
             fix = "use the profile it was measured with ({}, which {})".format(
-                measured_on, "refuses AMX" if old is not None else "leaves AMX to the runtime"
+                measured_on, "refuses AMX" if again else "leaves AMX to the runtime"
             )
-        elif old is not None:
-            fix = f"set {key}: {old} in the device profile again"
+        elif not added:
+            fix = f"set {' and '.join(again)} in the device profile again"
+        elif not again:
+            fix = f"remove {' and '.join(added)} from the device profile"
         else:
-            fix = f"remove {key} from the device profile"
+            fix = (
+                f"set {' and '.join(again)} in the device profile again and remove "
+                f"{' and '.join(added)} from it"
+            )
+        then = ", ".join(_setting(k, stored.get(k)) for k in keys)
+        now = ", ".join(_setting(k, given.get(k)) for k in keys)
         raise TableError(
-            f"{what} was measured with {_setting(key, old)}, but the device profile now gives "
-            f"{_setting(key, new)}; {fix}, or {elsewhere}"
+            f"{what} was measured with {then}, but the device profile now gives {now}; {fix}, "
+            f"or {elsewhere}"
         )
 
 

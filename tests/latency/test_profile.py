@@ -500,6 +500,16 @@ def test_a_resume_with_other_measurement_settings_is_refused(tmp_path: Path, cac
         "latency", "validate", profile, "--predictor", out / "predictor.json", cache=cache
     )
     assert proc.returncode == 2 and "measured with warmup 3" in " ".join(proc.stderr.split())
+    # Two settings changed: both named in the one line, so that one edit mends the profile.
+    profile.write_text(profile.read_text() + "cores: [0]\n")
+    proc = edgenas(
+        "latency", "validate", profile, "--predictor", out / "predictor.json", cache=cache
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        "was measured with no cores, warmup 3, but the device profile now gives cores [0], "
+        "warmup 0; set warmup: 3 in the device profile again and remove cores from it, or "
+    ) in " ".join(proc.stderr.split())
     # More runs only make the missing entries steadier (each keeps its n): accepted.
     doc = json.loads(lut.read_text())
     dropped = sorted(doc["entries"])[:2]
