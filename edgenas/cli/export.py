@@ -11,7 +11,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import fail, finite_from, given
+from edgenas.cli.user_errors import (
+    fail,
+    finite_from,
+    given,
+    given_flags,
+    option_flag,
+)
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
 from export.formats import (
@@ -79,7 +85,7 @@ def _refuse_unused(
     )
     for name, unused, (why, fix) in rules:
         if unused and given(ctx, name) and asks.get(name, True):
-            flag = "--" + name.replace("_", "-")
+            flag = option_flag(name)
             raise fail(f"{flag} {why}: {fix}, or leave {flag} out")
 
 
@@ -238,7 +244,7 @@ def export_command(
             f"--format {model_format!r}: give {', '.join(MODEL_FORMATS)} or {','.join(MODEL_FORMATS)}"
         )
     if not int8:
-        flags = ["--" + name.replace("_", "-") for name in INT8_ONLY if given(ctx, name)]
+        flags = given_flags(ctx, INT8_ONLY)
         if flags:
             raise fail(f"{flags[0]} shapes the int8 files: add --int8, or leave {flags[0]} out")
         if given(ctx, "min_int8_agreement"):

@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import SEED_MAX, fail, given, interrupted
+from edgenas.cli.user_errors import SEED_MAX, fail, given, given_flags, interrupted
 from edgenas.console import err_console, stage_progress
 from edgenas.ctrl_c import INTERRUPTED
 from edgenas.run_layout import RunLayout
@@ -165,9 +165,9 @@ def profile_command(
         )
     if all(load_profile(d).kind == "published" for d in device):
         # Nothing is measured or exported: these were taken and did nothing.
-        measuring = [n for n in ("calibrate", "passes", "batch_size", "workers") if given(ctx, n)]
+        measuring = given_flags(ctx, ("calibrate", "passes", "batch_size", "workers"))
         if measuring:
-            flag = "--" + measuring[0].replace("_", "-")
+            flag = measuring[0]
             raise fail(
                 f"{flag}: {', '.join(device)} {'is' if len(device) == 1 else 'are'} published "
                 f"latency tables, imported as they are, and nothing is measured; leave {flag} out"

@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import SEED_MAX, budget_lists, fail, given
+from edgenas.cli.user_errors import SEED_MAX, budget_lists, fail, given_flags
 from edgenas.console import err_console
 from edgenas.search.accuracy_sources import AccuracySource, accuracy_label
 from edgenas.search.sampler_names import SamplerName
@@ -167,10 +167,9 @@ def _refuse_unused(ctx: typer.Context, accuracy: str) -> None:
     """Refuse an option the --accuracy source leaves nothing to do: taken, it would be
     thought applied (it was, silently)."""
     names, why = _UNUSED_WITH.get(accuracy, ((), ""))
-    for name in names:
-        if given(ctx, name):
-            flag = "--" + name.replace("_", "-")
-            raise fail(f"{flag}: --accuracy {accuracy} {why}; leave {flag} out")
+    flags = given_flags(ctx, names)
+    if flags:
+        raise fail(f"{flags[0]}: --accuracy {accuracy} {why}; leave {flags[0]} out")
 
 
 def _print_choice(document: ParetoDocument, out: Path) -> None:

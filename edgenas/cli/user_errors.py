@@ -12,7 +12,7 @@ from __future__ import annotations
 import errno
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, TypeVar
 
 import typer
@@ -63,6 +63,19 @@ def given(ctx: typer.Context, name: str) -> bool:
     source's name: typer vendors click, so click's own ParameterSource is another class."""
     source = ctx.get_parameter_source(name)
     return source is not None and source.name != "DEFAULT"
+
+
+def option_flag(name: str) -> str:
+    """An option's parameter name as the command line spells it: ``qat_epochs`` ->
+    ``--qat-epochs``."""
+    return "--" + name.replace("_", "-")
+
+
+def given_flags(ctx: typer.Context, names: Iterable[str]) -> list[str]:
+    """The options among ``names`` (parameter names) that came from the command line, as it
+    spells them, in the order of ``names``: for refusing an option that the others leave with
+    nothing to do."""
+    return [option_flag(name) for name in names if given(ctx, name)]
 
 
 def finite_from(low: float, high: float = math.inf) -> Callable[[float], float]:
