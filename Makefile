@@ -13,7 +13,8 @@ DEVICE_VENV ?= .venv-device
 DEVICE_STAMP := $(DEVICE_VENV)/.setup-stamp
 # onnxruntime with OpenVINO's execution provider (Intel CPUs, GPUs, NPUs): a build of
 # onnxruntime of its own, so a venv of its own; and the OpenVINO Runtime itself. The
-# local-cpu-openvino and local-cpu-openvino-runtime devices run in it.
+# local-cpu-openvino and local-cpu-openvino-runtime devices (and their -no-amx twins) run
+# in it.
 OPENVINO_VENV ?= .venv-openvino
 OPENVINO_STAMP := $(OPENVINO_VENV)/.setup-stamp
 

@@ -254,8 +254,11 @@ class TableHeader:
                 f"set {' and '.join(again)} in the device profile again and remove "
                 f"{' and '.join(added)} from it"
             )
-        then = ", ".join(_setting(k, stored.get(k)) for k in keys)
-        now = ", ".join(_setting(k, given.get(k)) for k in keys)
+        if keys != ["x86_amx"] and measured_on is not None and device not in (None, measured_on):
+            fix += f", or use the profile it was measured with ({measured_on})"
+        # Joined with "and": a value may hold commas (cores [0, 1]).
+        then = " and ".join(_setting(k, stored.get(k)) for k in keys)
+        now = " and ".join(_setting(k, given.get(k)) for k in keys)
         raise TableError(
             f"{what} was measured with {then}, but the device profile now gives {now}; {fix}, "
             f"or {elsewhere}"

@@ -39,12 +39,13 @@ def test_the_bundled_profile_runs_each_model_as_one_openvino_graph(models: Model
 @pytest.mark.usefixtures("in_repo")
 @pytest.mark.skipif(not X86_64_LINUX, reason="refusing AMX is for x86-64 Linux")
 def test_the_no_amx_device_runs_openvino_with_amx_refused(models: Models) -> None:
-    # onnxruntime loads OpenVINO inside the runner, after the refusal: its CPU plugin runs
-    # the models on its other kernels (test_openvino_runtime shows which, by their names).
+    # onnxruntime loads OpenVINO inside the runner, after the refusal. Which kernels its CPU
+    # plugin then picks is not visible through the EP (one node); test_openvino_runtime reads
+    # them from the OpenVINO Runtime's counters, and the README's timings show the EP's gain.
     with open_device("local-cpu-openvino-no-amx") as device:
         fingerprint = device.fingerprint()
         (m,) = device.measure([models.conv], runs=5, warmup=1)
-    assert fingerprint.x86_amx == ("refused" if AMX else None)
+    assert fingerprint.x86_amx == ("refused" if AMX else "")
     assert m.n == 5 and m.placement == {
         "providers": [OPENVINO],
         "nodes": {OPENVINO: 1},

@@ -469,6 +469,23 @@ def test_a_predictor_of_the_other_amx_profile_names_it() -> None:
         "true (the default); use the profile it was measured with (local-cpu-litert-no-amx, "
         "which refuses AMX), or profile local-cpu-litert again"
     )
+    # With another setting changed too, the profile is named after the edits that would mend
+    # the one given.
+    with pytest.raises(TableError) as info:
+        header.check(
+            what="predictor P",
+            fingerprint=replace(fingerprint, x86_amx="available"),
+            measured_with=(("cores", "[0, 1]"), ("warmup", "3")),
+            device="local-cpu-litert",
+            elsewhere="profile local-cpu-litert again",
+        )
+    assert str(info.value) == (
+        "predictor P was measured with no cores and warmup 10 and x86_amx false, but the device "
+        "profile now gives cores [0, 1] and warmup 3 and x86_amx true (the default); set "
+        "warmup: 10 and x86_amx: false in the device profile again and remove cores from it, or "
+        "use the profile it was measured with (local-cpu-litert-no-amx), or profile "
+        "local-cpu-litert again"
+    )
 
 
 def test_a_resume_with_other_measurement_settings_is_refused(tmp_path: Path, cache: Path) -> None:
@@ -507,8 +524,8 @@ def test_a_resume_with_other_measurement_settings_is_refused(tmp_path: Path, cac
     )
     assert proc.returncode == 2, proc.stderr
     assert (
-        "was measured with no cores, warmup 3, but the device profile now gives cores [0], "
-        "warmup 0; set warmup: 3 in the device profile again and remove cores from it, or "
+        "was measured with no cores and warmup 3, but the device profile now gives cores [0] "
+        "and warmup 0; set warmup: 3 in the device profile again and remove cores from it, or "
     ) in " ".join(proc.stderr.split())
     # More runs only make the missing entries steadier (each keeps its n): accepted.
     doc = json.loads(lut.read_text())

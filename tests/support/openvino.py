@@ -1,6 +1,6 @@
 """The OpenVINO environment of the tests: onnxruntime-openvino and the OpenVINO Runtime in
 .venv-openvino, which `make setup` makes (the bundled local-cpu-openvino and
-local-cpu-openvino-runtime profiles run their runner there)."""
+local-cpu-openvino-runtime profiles, and their -no-amx twins, run their runner there)."""
 
 from __future__ import annotations
 
