@@ -195,10 +195,27 @@ class TableHeader:
                 f"{what} is for search space {self.space_id}, not {space_id}; profile the "
                 f"device for this space (edgenas profile DEVICE --space ...)"
             )
+        # Threads are the profile's setting, not the machine's: a table measured with others
+        # is refused as a setting is, with the others that differ and the one fix.
+        other_threads = fingerprint is not None and self.fingerprint.same_target(
+            replace(fingerprint, threads=self.fingerprint.threads)
+        )
         if fingerprint is not None and not self.fingerprint.same_target(fingerprint):
-            raise TableError(
-                f"{what} was measured on {_describe(self.fingerprint)}, not on "
-                f"{_describe(fingerprint)}; profile this device instead of reusing it"
+            if not other_threads:
+                raise TableError(
+                    f"{what} was measured on {_describe(self.fingerprint)}, not on "
+                    f"{_describe(fingerprint)}; profile this device instead of reusing it"
+                )
+            known = self.measured_with is not None and measured_with is not None
+            self._check_measured_with(
+                what,
+                (self.device, device),
+                {"threads": str(self.fingerprint.threads), **dict(self.measured_with or ())},
+                {
+                    "threads": str(fingerprint.threads),
+                    **(dict(measured_with or ()) if known else {}),
+                },
+                elsewhere,
             )
         # Unknown on either side (a table from before headers recorded them) is accepted: it
         # was most likely measured with the same device profile, and refusing would throw
@@ -238,24 +255,29 @@ class TableHeader:
         if not keys:
             return
         measured_on, device = devices
+        # Given another profile than the table's (a bundled one is not the user's to edit),
+        # the table's profile comes first, and the settings are not "again" the given one's.
+        another = measured_on is not None and device not in (None, measured_on)
         again = [f"{k}: {stored[k]}" for k in keys if stored.get(k) is not None]
         added = [k for k in keys if stored.get(k) is None]
-        if keys == ["x86_amx"] and device not in (None, measured_on):
-            # Bundled profiles come in pairs that differ by it alone: name the table's.
+        in_profile = "in the device profile" + ("" if another else " again")
+        if not added:
+            edits = f"set {' and '.join(again)} {in_profile}"
+        elif not again:
+            edits = f"remove {' and '.join(added)} from the device profile"
+        else:
+            edits = (
+                f"set {' and '.join(again)} {in_profile} and remove {' and '.join(added)} from it"
+            )
+        if not another:
+            fix = edits
+        elif keys == ["x86_amx"]:
+            # Bundled profiles come in pairs that differ by it alone: the table's is the fix.
             fix = "use the profile it was measured with ({}, which {})".format(
                 measured_on, "refuses AMX" if again else "leaves AMX to the runtime"
             )
-        elif not added:
-            fix = f"set {' and '.join(again)} in the device profile again"
-        elif not again:
-            fix = f"remove {' and '.join(added)} from the device profile"
         else:
-            fix = (
-                f"set {' and '.join(again)} in the device profile again and remove "
-                f"{' and '.join(added)} from it"
-            )
-        if keys != ["x86_amx"] and measured_on is not None and device not in (None, measured_on):
-            fix += f", or use the profile it was measured with ({measured_on})"
+            fix = f"use the profile it was measured with ({measured_on}), or {edits}"
         # Joined with "and": a value may hold commas (cores [0, 1]).
         then = " and ".join(_setting(k, stored.get(k)) for k in keys)
         now = " and ".join(_setting(k, given.get(k)) for k in keys)

@@ -45,8 +45,10 @@ def list_command(as_json: JsonOption = False) -> None:
         typer.echo(json.dumps(rows))
         return
     table = Table(title="bundled device profiles", title_justify="left")
-    for header in ("name", "kind", "runtime", "description"):
-        table.add_column(header)
+    # Names are never cut: twins differ by a suffix (local-cpu-litert, local-cpu-litert-no-amx).
+    table.add_column("name", no_wrap=True, min_width=max(len(row["name"]) for row in rows))
+    for header in ("kind", "runtime", "description"):
+        table.add_column(header, overflow="fold")
     for row in rows:
         table.add_row(*(escape(row[k]) for k in ("name", "kind", "runtime", "description")))
     Console().print(table)

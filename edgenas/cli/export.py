@@ -307,10 +307,11 @@ def print_card(card: CardBody, out: Path) -> None:
     )
     # A published device (tables, no device) has no files: a line of its own below.
     devices = [name for name, entry in card["latency"].items() if "not_measured" not in entry]
+    # Folded, not cut, at a narrow width: device names differ by a suffix (a twin's -no-amx).
     for col in ("file", "size", "check", f"{acc['split']} accuracy", "runs as"):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")
     for device in devices:
-        table.add_column(f"{device} ms\npredicted / measured (vs fp32)")
+        table.add_column(f"{device} ms\npredicted / measured (vs fp32)", overflow="fold")
     for f in card["files"]:
         checks = f["checks"]
         if "top1_agreement" in checks:

@@ -324,9 +324,13 @@ def _profile_fleet(
         raise interrupted(INTERRUPTED["profile"])
     if failed:
         if not quiet and not as_json:
+            done = (
+                f"{len(failed)} of {len(results)} device(s) failed; the others are complete."
+                if len(failed) < len(results)
+                else f"{'All' if len(results) > 1 else 'The'} {len(results)} device(s) failed."
+            )
             err_console.print(
-                f"{len(failed)} of {len(results)} device(s) failed; the others are complete. "
-                "Fix the cause and run the same command again: finished work is skipped.",
+                f"{done} Fix the cause and run the same command again: finished work is skipped.",
                 highlight=False,
             )
         raise typer.Exit(code=1)
@@ -334,8 +338,11 @@ def _profile_fleet(
 
 def _print_fleet(results: list[DeviceResult]) -> None:
     table = Table(title="profiles", title_justify="left")
-    for col in ("device", "status", "blocks", "predictor", "folder"):
-        table.add_column(col, justify="right" if col == "blocks" else "left")
+    # Nothing is cut at a narrow width: device names (twins differ by a suffix), errors and
+    # folders fold onto more lines instead.
+    table.add_column("device", no_wrap=True, min_width=max(len(r.name) for r in results))
+    for col in ("status", "blocks", "predictor", "folder"):
+        table.add_column(col, justify="right" if col == "blocks" else "left", overflow="fold")
     for r in results:
         status = "[green]ok[/]" if r.ok else f"[red]failed:[/] {escape(r.error or '')}"
         predictor = r.kind or "-"

@@ -187,7 +187,7 @@ def _print_choice(document: ParetoDocument, out: Path) -> None:
         "params",
         "subnet",
     ):
-        table.add_column(col)
+        table.add_column(col, overflow="fold")  # device names differ by a suffix: never cut
     for c in document["chosen"]:
         m = front[c["index"]]
         acc = (

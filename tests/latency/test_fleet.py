@@ -114,6 +114,10 @@ def test_good_devices_finish_and_bad_ones_are_reported(
     summary = " ".join(again.stderr.split())
     assert "failed: device 'off-board': cannot reach" in summary
     assert f"{BLOCKS}/{BLOCKS}" in summary and "2 of 4 device(s) failed" in summary
+    # When every device fails, there are no others to call complete.
+    both = edgenas_here(*_profile_args(unreachable, impostor, profiles=profiles), "--cache", cache)
+    assert both.returncode == 1
+    assert "All 2 device(s) failed. Fix the cause" in " ".join(both.stderr.split())
 
 
 def test_a_device_that_goes_away_is_reported_and_the_others_finish(

@@ -223,7 +223,11 @@ def test_a_table_for_another_device_is_refused(profiled: Path, tmp_path: Path, c
         "profile", other, "--space", "mbv3-tiny", "--out", profiled, "--calibrate", "0", cache=cache
     )
     assert proc.returncode == 2
-    assert "error:" in proc.stderr and "1 thread(s)), not on" in proc.stderr
+    # The same machine with other threads: a setting of the profile, named as one.
+    assert (
+        "was measured with threads 1, but the device profile now gives threads 2; set "
+        "threads: 1 in the device profile again, or use another output folder"
+    ) in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
     proc = edgenas(
         "latency",
@@ -235,7 +239,7 @@ def test_a_table_for_another_device_is_refused(profiled: Path, tmp_path: Path, c
         "4",
         cache=cache,
     )
-    assert proc.returncode == 2 and "measured on" in proc.stderr
+    assert proc.returncode == 2 and "measured with threads 1" in " ".join(proc.stderr.split())
 
 
 def test_a_killed_profiling_run_resumes(tmp_path: Path, cache: Path) -> None:
@@ -481,10 +485,31 @@ def test_a_predictor_of_the_other_amx_profile_names_it() -> None:
         )
     assert str(info.value) == (
         "predictor P was measured with no cores and warmup 10 and x86_amx false, but the device "
-        "profile now gives cores [0, 1] and warmup 3 and x86_amx true (the default); set "
-        "warmup: 10 and x86_amx: false in the device profile again and remove cores from it, or "
-        "use the profile it was measured with (local-cpu-litert-no-amx), or profile "
+        "profile now gives cores [0, 1] and warmup 3 and x86_amx true (the default); use the "
+        "profile it was measured with (local-cpu-litert-no-amx), or set warmup: 10 and "
+        "x86_amx: false in the device profile and remove cores from it, or profile "
         "local-cpu-litert again"
+    )
+    # Threads are the profile's too: named with the rest, not as another machine.
+    with pytest.raises(TableError) as info:
+        header.check(
+            what="predictor P",
+            fingerprint=replace(fingerprint, threads=2),
+            measured_with=(("warmup", "3"), ("x86_amx", "false")),
+            elsewhere="profile local-cpu-litert-no-amx again",
+        )
+    assert str(info.value) == (
+        "predictor P was measured with threads 1 and warmup 10, but the device profile now "
+        "gives threads 2 and warmup 3; set threads: 1 and warmup: 10 in the device profile "
+        "again, or profile local-cpu-litert-no-amx again"
+    )
+    # Another machine (here another CPU) is not a setting to mend.
+    with pytest.raises(TableError) as info:
+        header.check(
+            what="predictor P", fingerprint=replace(fingerprint, cpu_model="EPYC", threads=2)
+        )
+    assert str(info.value).startswith(
+        "predictor P was measured on vm (Xeon, tflite, 1 thread(s)), not on vm (EPYC, tflite, 2 "
     )
 
 
