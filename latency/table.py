@@ -195,28 +195,6 @@ class TableHeader:
                 f"{what} is for search space {self.space_id}, not {space_id}; profile the "
                 f"device for this space (edgenas profile DEVICE --space ...)"
             )
-        # Threads are the profile's setting, not the machine's: a table measured with others
-        # is refused as a setting is, with the others that differ and the one fix.
-        other_threads = fingerprint is not None and self.fingerprint.same_target(
-            replace(fingerprint, threads=self.fingerprint.threads)
-        )
-        if fingerprint is not None and not self.fingerprint.same_target(fingerprint):
-            if not other_threads:
-                raise TableError(
-                    f"{what} was measured on {_describe(self.fingerprint)}, not on "
-                    f"{_describe(fingerprint)}; profile this device instead of reusing it"
-                )
-            known = self.measured_with is not None and measured_with is not None
-            self._check_measured_with(
-                what,
-                (self.device, device),
-                {"threads": str(self.fingerprint.threads), **dict(self.measured_with or ())},
-                {
-                    "threads": str(fingerprint.threads),
-                    **(dict(measured_with or ()) if known else {}),
-                },
-                elsewhere,
-            )
         # Unknown on either side (a table from before headers recorded them) is accepted: it
         # was most likely measured with the same device profile, and refusing would throw
         # away every table measured before, hours of a board's time; the caller records the
@@ -224,10 +202,26 @@ class TableHeader:
         stored = self.measured_with
         if stored is None and measured_with is not None and dict(measured_with).get("x86_amx"):
             stored = tuple(item for item in measured_with if item[0] != "x86_amx")
-        if measured_with is not None and stored is not None:
-            self._check_measured_with(
-                what, (self.device, device), dict(stored), dict(measured_with), elsewhere
+        then, now = (
+            (dict(stored), dict(measured_with))
+            if measured_with is not None and stored is not None
+            else ({}, {})
+        )
+        if fingerprint is not None and not self.fingerprint.same_target(fingerprint):
+            if not self.fingerprint.same_target(
+                replace(fingerprint, threads=self.fingerprint.threads)
+            ):
+                raise TableError(
+                    f"{what} was measured on {_describe(self.fingerprint)}, not on "
+                    f"{_describe(fingerprint)}; profile this device instead of reusing it"
+                )
+            # Threads are the profile's setting, not the machine's: refused as a setting is,
+            # with the others that differ and the one fix.
+            then["threads"], now["threads"] = (
+                str(self.fingerprint.threads),
+                str(fingerprint.threads),
             )
+        self._check_measured_with(what, (self.device, device), then, now, elsewhere)
         if model_format is not None and model_format != self.model_format:
             raise TableError(
                 f"{what} holds {self.model_format} measurements, not {model_format}; "

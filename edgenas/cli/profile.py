@@ -324,11 +324,12 @@ def _profile_fleet(
         raise interrupted(INTERRUPTED["profile"])
     if failed:
         if not quiet and not as_json:
-            done = (
-                f"{len(failed)} of {len(results)} device(s) failed; the others are complete."
-                if len(failed) < len(results)
-                else f"{'All' if len(results) > 1 else 'The'} {len(results)} device(s) failed."
-            )
+            if len(failed) < len(results):
+                done = f"{len(failed)} of {len(results)} device(s) failed; the others are complete."
+            elif len(results) > 1:
+                done = f"All {len(results)} devices failed."
+            else:
+                done = "The device failed."
             err_console.print(
                 f"{done} Fix the cause and run the same command again: finished work is skipped.",
                 highlight=False,

@@ -117,7 +117,7 @@ def test_good_devices_finish_and_bad_ones_are_reported(
     # When every device fails, there are no others to call complete.
     both = edgenas_here(*_profile_args(unreachable, impostor, profiles=profiles), "--cache", cache)
     assert both.returncode == 1
-    assert "All 2 device(s) failed. Fix the cause" in " ".join(both.stderr.split())
+    assert "All 2 devices failed. Fix the cause" in " ".join(both.stderr.split())
 
 
 def test_a_device_that_goes_away_is_reported_and_the_others_finish(

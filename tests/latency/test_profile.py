@@ -503,6 +503,24 @@ def test_a_predictor_of_the_other_amx_profile_names_it() -> None:
         "gives threads 2 and warmup 3; set threads: 1 and warmup: 10 in the device profile "
         "again, or profile local-cpu-litert-no-amx again"
     )
+    # Settings unknown on one side (a file from before they were recorded) are not compared,
+    # threads still are; an old table's AMX counts as granted, and is named with them.
+    with pytest.raises(TableError) as info:
+        header.check(what="predictor P", fingerprint=replace(fingerprint, threads=2))
+    assert str(info.value).startswith(
+        "predictor P was measured with threads 1, but the device profile now gives threads 2; "
+    )
+    old = replace(header, measured_with=None)
+    with pytest.raises(TableError) as info:
+        old.check(
+            what="predictor P",
+            fingerprint=replace(fingerprint, threads=2),
+            measured_with=(("warmup", "10"), ("x86_amx", "false")),
+        )
+    assert str(info.value).startswith(
+        "predictor P was measured with threads 1 and x86_amx true (the default), but the "
+        "device profile now gives threads 2 and x86_amx false; "
+    )
     # Another machine (here another CPU) is not a setting to mend.
     with pytest.raises(TableError) as info:
         header.check(
