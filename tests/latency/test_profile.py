@@ -11,6 +11,7 @@ import sys
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -447,6 +448,14 @@ def test_a_table_measured_with_amx_refused_says_so(tmp_path: Path, cache: Path) 
     ) in " ".join(proc.stderr.split())
 
 
+def _refusal(header: TableHeader, **given: Any) -> str:
+    """The one line with which ``header`` refuses what the caller ``given`` (check's keywords,
+    ``what`` being "predictor P")."""
+    with pytest.raises(TableError) as info:
+        header.check(what="predictor P", **given)
+    return str(info.value)
+
+
 def test_a_predictor_of_the_other_amx_profile_names_it() -> None:
     """local-cpu-litert and local-cpu-litert-no-amx differ by x86_amx alone (one fingerprint):
     a predictor of one given for the other names the profile it was measured with."""
@@ -460,30 +469,17 @@ def test_a_predictor_of_the_other_amx_profile_names_it() -> None:
         (28,),
         measured_with=(("warmup", "10"), ("x86_amx", "false")),
     )
-    with pytest.raises(TableError) as info:
-        header.check(
-            what="predictor P",
-            fingerprint=replace(fingerprint, x86_amx="available"),
-            measured_with=(("warmup", "10"),),
-            device="local-cpu-litert",
-            elsewhere="profile local-cpu-litert again",
-        )
-    assert str(info.value) == (
+    granted = replace(fingerprint, x86_amx="available")
+    litert = {"device": "local-cpu-litert", "elsewhere": "profile local-cpu-litert again"}
+    assert _refusal(header, fingerprint=granted, measured_with=(("warmup", "10"),), **litert) == (
         "predictor P was measured with x86_amx false, but the device profile now gives x86_amx "
         "true (the default); use the profile it was measured with (local-cpu-litert-no-amx, "
         "which refuses AMX), or profile local-cpu-litert again"
     )
     # With another setting changed too, the profile is named after the edits that would mend
     # the one given.
-    with pytest.raises(TableError) as info:
-        header.check(
-            what="predictor P",
-            fingerprint=replace(fingerprint, x86_amx="available"),
-            measured_with=(("cores", "[0, 1]"), ("warmup", "3")),
-            device="local-cpu-litert",
-            elsewhere="profile local-cpu-litert again",
-        )
-    assert str(info.value) == (
+    changed = (("cores", "[0, 1]"), ("warmup", "3"))
+    assert _refusal(header, fingerprint=granted, measured_with=changed, **litert) == (
         "predictor P was measured with no cores and warmup 10 and x86_amx false, but the device "
         "profile now gives cores [0, 1] and warmup 3 and x86_amx true (the default); use the "
         "profile it was measured with (local-cpu-litert-no-amx), or set warmup: 10 and "
@@ -491,42 +487,30 @@ def test_a_predictor_of_the_other_amx_profile_names_it() -> None:
         "local-cpu-litert again"
     )
     # Threads are the profile's too: named with the rest, not as another machine.
-    with pytest.raises(TableError) as info:
-        header.check(
-            what="predictor P",
-            fingerprint=replace(fingerprint, threads=2),
-            measured_with=(("warmup", "3"), ("x86_amx", "false")),
-            elsewhere="profile local-cpu-litert-no-amx again",
-        )
-    assert str(info.value) == (
+    two_threads = replace(fingerprint, threads=2)
+    assert _refusal(
+        header,
+        fingerprint=two_threads,
+        measured_with=(("warmup", "3"), ("x86_amx", "false")),
+        elsewhere="profile local-cpu-litert-no-amx again",
+    ) == (
         "predictor P was measured with threads 1 and warmup 10, but the device profile now "
         "gives threads 2 and warmup 3; set threads: 1 and warmup: 10 in the device profile "
         "again, or profile local-cpu-litert-no-amx again"
     )
     # Settings unknown on one side (a file from before they were recorded) are not compared,
     # threads still are; an old table's AMX counts as granted, and is named with them.
-    with pytest.raises(TableError) as info:
-        header.check(what="predictor P", fingerprint=replace(fingerprint, threads=2))
-    assert str(info.value).startswith(
+    assert _refusal(header, fingerprint=two_threads).startswith(
         "predictor P was measured with threads 1, but the device profile now gives threads 2; "
     )
     old = replace(header, measured_with=None)
-    with pytest.raises(TableError) as info:
-        old.check(
-            what="predictor P",
-            fingerprint=replace(fingerprint, threads=2),
-            measured_with=(("warmup", "10"), ("x86_amx", "false")),
-        )
-    assert str(info.value).startswith(
+    refused = (("warmup", "10"), ("x86_amx", "false"))
+    assert _refusal(old, fingerprint=two_threads, measured_with=refused).startswith(
         "predictor P was measured with threads 1 and x86_amx true (the default), but the "
         "device profile now gives threads 2 and x86_amx false; "
     )
     # Another machine (here another CPU) is not a setting to mend.
-    with pytest.raises(TableError) as info:
-        header.check(
-            what="predictor P", fingerprint=replace(fingerprint, cpu_model="EPYC", threads=2)
-        )
-    assert str(info.value).startswith(
+    assert _refusal(header, fingerprint=replace(two_threads, cpu_model="EPYC")).startswith(
         "predictor P was measured on vm (Xeon, tflite, 1 thread(s)), not on vm (EPYC, tflite, 2 "
     )
 
