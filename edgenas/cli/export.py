@@ -11,13 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgenas.cli.user_errors import (
-    fail,
-    finite_from,
-    given,
-    given_flags,
-    option_flag,
-)
+from edgenas.cli.user_errors import fail, finite_from, given, given_flags, option_flag
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
 from export.formats import (
