@@ -21,6 +21,7 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 from typer.core import TyperGroup
 from typer.exceptions import Abort
 
+from edgenas.cli.help_text import unwrap_help
 from edgenas.console import err_console
 from edgenas.ctrl_c import (
     caused_by_ctrl_c,
@@ -125,7 +126,12 @@ class UserErrorsGroup(TyperGroup):
     """The root group: an ``EdgenasError`` raised by any command becomes one line, exit 2;
     so does a disk that is full or read-only wherever a write was not already wrapped (an
     Optuna journal append, a plot): that is the machine's state, not a bug to trace. Ctrl-C
-    becomes the command's one line of what was saved, exit 130 (typer ended it silently)."""
+    becomes the command's one line of what was saved, exit 130 (typer ended it silently).
+    Its commands' help is unwrapped for the terminal to wrap (``edgenas.cli.help_text``)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        unwrap_help(self)  # typer built the commands under it first
 
     def main(
         self,
