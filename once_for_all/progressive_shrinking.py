@@ -69,6 +69,9 @@ from once_for_all.weight_average import WeightAverage, WeightAverageError
 # An lr or weight decay above this is a typo: no schedule trains with it. Beyond float32
 # (3.4e38), where the optimizer keeps them, they failed in SGD's step with a traceback.
 MAX_RATE = 1e6
+# OFA and BigNAS train 2 to 4 subnets a step, each a forward and backward pass of the batch;
+# a count far above that is a typo that would look like a hang, at the first step.
+MAX_SUBNETS_PER_STEP = 100
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,7 @@ class PhaseConfig:
     ks: tuple[int, ...] | None = None
     e: tuple[int, ...] | None = None
     d: tuple[int, ...] | None = None
-    subnets_per_step: Annotated[int, Ge(1)] = 1
+    subnets_per_step: Annotated[int, Ge(1), Le(MAX_SUBNETS_PER_STEP)] = 1
     kd_ratio: Annotated[float, Ge(0)] = 1.0
     # At the phase's start, sort the expanded channels by importance, keeping those of every
     # expand ratio an earlier phase trained in front (OFA's re_organize_middle_weights).

@@ -345,6 +345,11 @@ def test_a_recipe_exporting_its_stem_in_groups_profiles_int8_tables_with_them(
         ("train.seed", lambda r: r["train"].update(seed=2**32), 2**32 - 1),
         ("train.threads", lambda r: r["train"].update(threads=10**9), 1024),
         ("search.seed", lambda r: r.update(search={"seed": 8589934592}), 2**32 - 1),
+        (
+            "train.phases[0].subnets_per_step",
+            lambda r: r["train"]["phases"][0].update(subnets_per_step=10**6),
+            100,
+        ),
     ],
 )
 def test_numbers_beyond_what_can_run_are_refused_at_load(
