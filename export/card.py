@@ -91,6 +91,11 @@ class Recommendation(TypedDict):
     min_int8_agreement: float
 
 
+class Int8Calibration(TypedDict):
+    split: str
+    images: int  # those the int8 files' ranges were calibrated on (a fixed random pick)
+
+
 class CardBody(TypedDict):
     """What an export says about its files (``run_export`` returns it)."""
 
@@ -104,6 +109,7 @@ class CardBody(TypedDict):
     params: int
     peak_activation_bytes: int
     accuracy: CardAccuracy
+    int8_calibration: NotRequired[Int8Calibration]  # with int8 files
     files: list[CardFile]
     inputs: dict[str, dict[str, Any]]  # by file name: how to feed it
     latency: dict[str, DeviceLatency]  # by device name
@@ -295,6 +301,12 @@ def card_markdown(card: CardDocument) -> str:
             )
     else:
         lines.append("- not verified (--no-verify)")
+    calibration = card.get("int8_calibration")
+    if calibration:
+        lines.append(
+            f"- int8 files calibrated on {calibration['images']} images of the "
+            f"{calibration['split']} split"
+        )
     lines += ["", "## Latency (ms)", ""]
     measured_any = any(entry["files"] for entry in card["latency"].values())
     if card["latency"]:

@@ -125,6 +125,7 @@ class ExportResult:
     test_images: int
     inputs: dict[str, dict[str, Any]]  # per file: how to feed it
     test_set: TestImages | None = None  # None: not verified
+    calibration_images: int | None = None  # training images the int8 files calibrated on
 
 
 def model_images(split: ImageSplit, data: DataBundle, resolution: int, n: int | None) -> np.ndarray:
@@ -296,6 +297,7 @@ def export_subnet(
         accuracy_fp32=accuracy_fp32,
         test_images=0 if test_x is None else len(test_x),
         inputs=inputs,
+        calibration_images=None if calib is None else len(calib),
         test_set=(
             TestImages(test_x, np.argmax(test_ref, axis=1), test_y)
             if test_x is not None and test_ref is not None

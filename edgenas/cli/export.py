@@ -43,15 +43,18 @@ def _refuse_unused(
     formats: tuple[str, ...],
     verify: bool,
     fine_tuned: bool,
+    measured: bool,
     asks: dict[str, bool],
 ) -> None:
     """Refuse an option that the others leave with nothing to do: given, it would be taken
-    as done (an --opset for TFLite files only, a --tolerance with --no-verify). ``asks``:
-    whether an option's value asks for anything (--no-dynamic-batch, --align-channels none
-    and --device-check-images 0 ask for what the others do anyway, and are taken)."""
+    as done (an --opset for TFLite files only, a --tolerance with --no-verify, --profiles
+    without a --device). ``measured``: whether a --device is given. ``asks``: whether an
+    option's value asks for anything (--no-dynamic-batch, --align-channels none and
+    --device-check-images 0 ask for what the others do anyway, and are taken)."""
     onnx, tflite = "onnx" in formats, "tflite" in formats
     no_onnx = ("shapes ONNX files, and --format writes none", "add onnx to --format")
     no_check = "which --no-verify skips", "leave --no-verify out"
+    no_device = "and no --device is given", "add a --device"
     rules: tuple[tuple[str, bool, tuple[str, str]], ...] = (
         ("opset", not onnx, no_onnx),
         ("dynamic_batch", not onnx, no_onnx),
@@ -67,6 +70,16 @@ def _refuse_unused(
             "device_check_images",
             not verify,
             ("sizes the devices' checks, " + no_check[0], no_check[1]),
+        ),
+        (
+            "device_check_images",
+            not measured,
+            ("sizes the devices' checks, " + no_device[0], no_device[1]),
+        ),
+        (
+            "profiles",
+            not measured,
+            ("is where the devices' predictors are looked up, " + no_device[0], no_device[1]),
         ),
         (
             "finetune_lr",
@@ -249,7 +262,8 @@ def export_command(
         "tflite_form": tflite_form != "auto",
         "device_check_images": device_check_images > 0,
     }
-    _refuse_unused(ctx, formats, verify, finetune_epochs > 0 or qat_epochs > 0, asks)
+    fine_tuned = finetune_epochs > 0 or qat_epochs > 0
+    _refuse_unused(ctx, formats, verify, fine_tuned, bool(device), asks)
     if threads:
         import torch
 

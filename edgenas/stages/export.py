@@ -192,6 +192,12 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
                 f"{o.test_images} test images asked, but the test split holds {held}: the "
                 f"int8 checks use all {held}"
             )
+        trained_on = len(data.train)
+        if o.int8 and o.calibration_images > trained_on:  # calibration_images() takes them all
+            say(
+                f"{o.calibration_images} calibration images asked, but the training split holds "
+                f"{trained_on}: int8 calibrates on all {trained_on}"
+            )
         say(f"subnet {subnet.key} of {space.id}")
         for device, name in zip(job.devices, names, strict=True):
             if predictors[name] is None:
@@ -909,7 +915,7 @@ def _card(
         for f in result.files
         if f.precision == "int8" and "accuracy" in f.checks
     }
-    return {
+    card: CardBody = {
         "name": f"{subnet.key}",
         "edgenas_version": version("edgenas"),
         "supernet": {"path": str(job.supernet)},
@@ -938,3 +944,6 @@ def _card(
             "min_int8_agreement": job.options.min_int8_agreement,
         },
     }
+    if result.calibration_images is not None:
+        card["int8_calibration"] = {"split": "train", "images": result.calibration_images}
+    return card

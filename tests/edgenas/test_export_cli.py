@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -170,7 +171,9 @@ def test_export_writes_every_file_and_a_card(exported: Path) -> None:
             }
     assert card["accuracy"]["images"] == 400
     assert set(card["accuracy"]["int8"]) == {"model_int8.onnx", "model_int8.tflite"}
+    assert card["int8_calibration"] == {"split": "train", "images": 64}
     markdown = (exported / "card.md").read_text()
+    assert "- int8 files calibrated on 64 images of the train split" in markdown
     for section in ("## Subnet", "## Files", "## Accuracy", "## Latency", "## Input"):
         assert section in markdown
     # Where the device ran each file (onnxruntime's profile names each node's provider),
@@ -722,6 +725,32 @@ def _output_scale(folder: Path) -> float:
     return scale
 
 
+def test_more_images_than_a_split_holds_are_said_and_the_card_gives_those_used(
+    trained: Path, tmp_path: Path
+) -> None:
+    proc = edgenas_here(
+        "export", "--supernet", trained / "run" / "supernet.pt", "--subnet", "min",
+        "--format", "onnx", "--int8", "--calibration-images", "100000",
+        "--test-images", "100000", "--out", tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stderr.split())
+    # Both were capped silently (review): the calibration's count was on no card either.
+    found = re.search(
+        r"100000 calibration images asked, but the training split holds (\d+): "
+        r"int8 calibrates on all \1",
+        said,
+    )
+    assert found, said
+    assert re.search(
+        r"100000 test images asked, but the test split holds (\d+): the int8 checks "
+        r"use all \1",
+        said,
+    )
+    card = _card(tmp_path)
+    assert card["int8_calibration"] == {"split": "train", "images": int(found.group(1))}
+
+
 def test_fine_tuning_is_saved_and_reused(trained: Path, tmp_path: Path) -> None:
     args = (
         "export",
@@ -1069,6 +1098,15 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         (("--no-verify", "--tolerance", "0.1"), "bounds the fp32 files' check, " + no_check),
         (("--no-verify", "--test-images", "10"), "sizes the files' checks, " + no_check),
         (("--no-verify", "--device-check-images", "5"), "sizes the devices' checks, " + no_check),
+        (
+            ("--device-check-images", "5"),
+            "sizes the devices' checks, and no --device is given: add a --device",
+        ),
+        (
+            ("--profiles", "elsewhere"),
+            "is where the devices' predictors are looked up, and no --device is given: add a "
+            "--device",
+        ),
         (
             ("--finetune-lr", "0.5"),
             "is the fine-tuning's, and nothing is fine-tuned: add --finetune-epochs or --qat-epochs",
