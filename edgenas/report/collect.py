@@ -13,7 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edgenas.run_layout import RECORD_NAME, RunLayout
-from edgenas.run_record import SUMMARY_NAME, RunDocument, RunSummary, read_run, read_summary
+from edgenas.run_record import (
+    SUMMARY_NAME,
+    RunDocument,
+    RunSummary,
+    SummaryRow,
+    read_run,
+    read_summary,
+)
 from export.card import CardDocument, read_card
 from latency.profile_files import LUT_NAME, PREDICTOR_NAME
 from once_for_all.errors import EdgenasError
@@ -49,6 +56,9 @@ class RunData:
     trial_values: list[list[float]] | None = None
     devices: list[DeviceData] = field(default_factory=list)
     cards: list[CardDocument] = field(default_factory=list)
+    # Chosen subnets' export folders written again since the summary (a user's own
+    # `edgenas export --out` there): their cards no longer say what the summary's rows do.
+    rewritten: list[str] = field(default_factory=list)
 
     @property
     def name(self) -> str:
@@ -192,7 +202,36 @@ def collect(root: Path) -> RunData:
     # run without a summary yet.
     rows = data.summary.get("chosen", []) if data.summary else []
     chosen = {Path(row["folder"]).name for row in rows}
-    for card in sorted(layout.exports.glob("*/card.json")):
-        if not data.summary or card.parent.name in chosen:
-            data.cards.append(read_card(card))
+    cards: dict[str, CardDocument] = {}
+    for path in sorted(layout.exports.glob("*/card.json")):
+        if not data.summary or path.parent.name in chosen:
+            cards[path.parent.name] = read_card(path)
+    data.cards = list(cards.values())
+    for row in rows:
+        folder = Path(row["folder"]).name
+        card = cards.get(folder)
+        if card is not None and not _card_matches(card, row) and folder not in data.rewritten:
+            data.rewritten.append(folder)
     return data
+
+
+def rewritten_line(folders: list[str]) -> str:
+    """What the page and the command say of chosen subnets' folders exported again."""
+    return (
+        f"{', '.join(f'export/{name}' for name in folders)}: exported again since this run "
+        "(the card there is of another subnet or other files than the run's summary); the "
+        "chosen subnets are the run's and the model cards the folders' as they are now; "
+        "run the recipe again (edgenas run RECIPE), which exports its choice there again"
+    )
+
+
+def _card_matches(card: CardDocument, row: SummaryRow) -> bool:
+    """Whether ``card`` is still the one ``row`` was made from: the same subnet, files and
+    fp32 accuracy, and the recommended file of the same size."""
+    files = {f["name"]: f for f in card["files"]}
+    return (
+        card["name"] == row["subnet"]
+        and sorted(files) == sorted(row["files"])
+        and card["accuracy"]["fp32"] == row["accuracy_fp32"]
+        and (row["file"] is None or files[row["file"]]["bytes"] == row["bytes"])
+    )

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from edgenas.report import Warn, figures, ignore_warning
-from edgenas.report.collect import RERUN, DeviceData, RunData
+from edgenas.report.collect import RERUN, DeviceData, ReportError, RunData, rewritten_line
 from edgenas.report.markdown import inline, to_html
 from edgenas.run_record import SummaryRow, device_label
 from edgenas.search.pareto import pareto_figure
@@ -144,7 +144,14 @@ def _summary(data: RunData) -> str:
         ),
         numeric=frozenset({1, 3, 6, 7, 8}),
     )
-    return chosen + _measured_files(rows)
+    return _rewritten(data) + chosen + _measured_files(rows)
+
+
+def _rewritten(data: RunData) -> str:
+    """The line saying which chosen subnets' folders were exported again since the run."""
+    if not data.rewritten:
+        return ""
+    return _missing(rewritten_line(data.rewritten))
 
 
 def _below_target(row: SummaryRow) -> str:
@@ -488,6 +495,9 @@ def render(data: RunData, *, warn: Warn = ignore_warning) -> str:
         f"<section id='{k}'><h2>{html.escape(SECTIONS[k])}</h2>{_section(data, k, warn)}</section>"
         for k in BUILDERS
     )
+    if data.rewritten:  # drawn, but the two sections disagree
+        line = rewritten_line(data.rewritten)
+        warn(line, ReportError(line))
     recipe = html.escape(str(data.run.get("recipe_path", "")))
     space_field = data.run.get("recipe", {}).get("space", "")
     if isinstance(space_field, dict):  # a built-in space adapted to the data

@@ -362,6 +362,31 @@ def test_the_report_shows_the_devices_of_the_recipe_only(micro_run: Run, tmp_pat
     assert {d.name for d in collect(copy).devices} == {"test-cpu", "npu-32x32-ws"}
 
 
+def test_a_chosen_subnet_exported_again_since_the_run_is_said(
+    micro_run: Run, tmp_path: Path
+) -> None:
+    # A user's own export into a chosen subnet's folder left the summary's row (its int8
+    # files, their latency) beside a card without them, and nothing said so (review).
+    copy = tmp_path / "run"
+    shutil.copytree(micro_run[1], copy, ignore=shutil.ignore_patterns("*.lock"))
+    assert "warning" not in edgenas_here("report", str(copy)).stderr
+    folder = Path(micro_run[3]["chosen"][0]["folder"]).name
+    proc = edgenas_here(
+        "export", "--supernet", copy / "supernet.pt", "--subnet", "max", "--format", "onnx",
+        "--no-verify", "--out", copy / "export" / folder, "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    proc = edgenas_here("report", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    (warning,) = [x for x in proc.stderr.splitlines() if x.startswith("warning: ")]
+    said = f"export/{folder}: exported again since this run"
+    assert warning.startswith(f"warning: {said}")
+    assert warning.endswith("run the recipe again (edgenas run RECIPE), which exports its "
+                            "choice there again")  # fmt: skip
+    page = outline((copy / "report.html").read_text())
+    assert list(page.missing) == ["summary"] and page.missing["summary"].startswith(said)
+
+
 @pytest.mark.parametrize(
     "damage, said",
     [
