@@ -108,6 +108,7 @@ def import_published(
     first_r: dict[str, int] = {}  # the resolution whose file gave each entry
     for r, path in zip(rs, files, strict=True):
         layers = read_ofa_table(path)
+        _check_covers(layers, space, r, path, published.url)
         for spec, keys in ofa_layer_keys(space, r):
             if first_r.get(spec.key, r) == r:
                 first_r[spec.key] = r
@@ -178,26 +179,52 @@ def read_ofa_table(path: Path) -> dict[str, dict[str, Any]]:
     return doc
 
 
-def _layer_ms(layers: Mapping[str, Any], key: str, path: Path) -> tuple[float, float, int]:
-    """The mean, std and count of OFA layer ``key`` in the table read from ``path``."""
-    try:
-        entry = layers[key]
-    except KeyError:
+def _check_covers(
+    layers: Mapping[str, Any], space: SearchSpace, r: int, path: Path, url: str
+) -> None:
+    """Refuse a table without every layer ``space`` needs at ``r`` px: a table for another
+    space has none of them, a file cut short (a broken download) only some."""
+    needed = list(dict.fromkeys(k for _, keys in ofa_layer_keys(space, r) for k in keys))
+    missing = [k for k in needed if k not in layers]
+    if not missing:
+        return
+    if len(missing) < len(needed):
         raise TableError(
-            f"OFA latency table {path} has no entry {key}: the tables do not cover this "
-            "space's layers (OFA's Note10 tables are for ofa-mbv3-w1.2)"
-        ) from None
+            f"OFA latency table {path} lacks {len(missing)} of the {len(needed)} layers "
+            f"space {space.id} needs at {r} px (first {missing[0]}): the file is incomplete; "
+            f"download it again from {url}{path.name}"
+        )
+    raise TableError(
+        f"OFA latency table {path} has no entry {missing[0]}: the tables do not cover this "
+        "space's layers (OFA's Note10 tables are for ofa-mbv3-w1.2)"
+    )
+
+
+def _layer_ms(layers: Mapping[str, Any], key: str, path: Path) -> tuple[float, float, int]:
+    """The mean, std and count of OFA layer ``key`` in the table read from ``path``
+    (``_check_covers`` has found it there)."""
+    entry = layers[key]
     missing = [f for f in _FIELDS if not isinstance(entry, dict) or f not in entry]
     if missing:
         raise TableError(f"OFA latency table {path}: entry {key} has no {missing[0]!r}")
     try:
         mean, std, count = float(entry["mean"]), float(entry["std"]), int(entry["count"])
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise TableError(
             f"OFA latency table {path}: entry {key} has a non-numeric mean, std or count"
         ) from None
-    if not math.isfinite(mean) or mean < 0:
-        raise TableError(f"OFA latency table {path}: entry {key} has mean {mean!r}")
+    # A NaN or infinite std went into lut.json, which is then not JSON (review).
+    for name, value, ok in (
+        ("mean", mean, math.isfinite(mean) and mean >= 0),
+        ("std", std, math.isfinite(std) and std >= 0),
+        ("count", count, count >= 1),
+    ):
+        if not ok:
+            raise TableError(
+                f"OFA latency table {path}: entry {key} has {name} {value!r}, not a "
+                f"{'count of runs' if name == 'count' else 'finite time in ms'}: the file was "
+                "edited or damaged; download it again"
+            )
     return mean, std, count
 
 

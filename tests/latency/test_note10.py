@@ -140,6 +140,43 @@ def test_an_entry_without_a_mean_is_one_line(note10: Path, tmp_path: Path) -> No
     assert key in str(err.value) and "\n" not in str(err.value)
 
 
+@pytest.mark.parametrize(
+    ("field", "value"), [("std", float("nan")), ("std", -1.0), ("mean", float("inf")), ("count", 0)]
+)
+def test_an_entry_with_a_figure_no_run_gives_is_one_line(
+    note10: Path, tmp_path: Path, field: str, value: float
+) -> None:
+    # A NaN std was taken and written into lut.json, which JSON readers then refuse (review).
+    folder = bad_folder(note10, tmp_path)
+    path = folder / "160_lookup_table.yaml"
+    doc = yaml.safe_load(path.read_text())
+    key = next(k for k in doc if k.startswith("Conv-"))
+    doc[key][field] = value
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(TableError) as err:
+        import_published(load_profile("samsung-note10"), get_space(SPACE), folder, tmp_path / "o")
+    message = str(err.value)
+    assert f"entry {key} has {field} {value!r}" in message and "download it again" in message
+    assert not (tmp_path / "o" / "lut.json").exists()
+
+
+def test_a_file_cut_short_is_called_incomplete_not_another_space(
+    note10: Path, tmp_path: Path
+) -> None:
+    # Its first entries are the space's: a broken download, not tables for another space.
+    folder = bad_folder(note10, tmp_path)
+    path = folder / "176_lookup_table.yaml"
+    doc = yaml.safe_load(path.read_text())
+    path.write_text(yaml.safe_dump(dict(list(doc.items())[:5])))
+    with pytest.raises(
+        TableError,
+        match=rf"{path} lacks \d+ of the \d+ layers space {get_space(SPACE).id} needs at 176 px "
+        r"\(first \S+\): the file is incomplete; download it again from https://\S+"
+        r"176_lookup_table\.yaml$",
+    ):
+        import_published(load_profile("samsung-note10"), get_space(SPACE), folder, tmp_path / "o")
+
+
 def test_a_missing_file_and_a_foreign_file_are_one_line(note10: Path, tmp_path: Path) -> None:
     folder = bad_folder(note10, tmp_path)
     (folder / "176_lookup_table.yaml").unlink()
