@@ -88,7 +88,11 @@ def search_command(
         int, typer.Option(min=1, help="front members re-evaluated with inherited weights")
     ] = 20,
     enqueue: Annotated[
-        list[Path] | None, typer.Option(help="subnet JSON files to try first (repeatable)")
+        list[Path] | None,
+        typer.Option(
+            help="subnets to try first (repeatable): a subnet JSON file (edgenas's, or OFA's "
+            "arch dict), pareto.json#K, max or min"
+        ),
     ] = None,
     objective: Annotated[
         list[str] | None, typer.Option(help="also minimise params, macs or peak_activation_bytes")

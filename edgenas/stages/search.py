@@ -377,14 +377,12 @@ def _direct(evaluate: Evaluate) -> Callable[[Sequence[Subnet]], np.ndarray]:
 
 
 def _enqueued(path: Path, space: SearchSpace) -> Subnet:
-    """A subnet file given to --enqueue, checked against the space; errors name the file."""
-    from once_for_all import Subnet, SubnetError
+    """A subnet given to --enqueue, checked against the space, read as export reads
+    --subnet: edgenas's JSON or OFA's arch dict, pareto.json#K, max or min; errors name the
+    file."""
+    from edgenas.subnet_choice import choose_subnet
 
-    subnet = Subnet.load(path)
-    try:
-        return space.validate(subnet)
-    except SubnetError as exc:
-        raise SubnetError(f"subnet file {path}: {exc}") from None
+    return choose_subnet(str(path), space)
 
 
 def _levels(budget: float | tuple[float, ...]) -> tuple[float, ...]:

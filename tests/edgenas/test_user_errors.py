@@ -25,7 +25,7 @@ from typer.testing import CliRunner
 
 from edgenas.cli import app
 from edgenas.ctrl_c import INTERRUPTED
-from once_for_all import get_space
+from once_for_all import Subnet, get_space
 from once_for_all.checkpoint import CheckpointBody, load_checkpoint, save_checkpoint
 from tests.edgenas.conftest import MICRO_RECIPE, REPO
 from tests.edgenas.search.synthetic import predictor
@@ -513,8 +513,26 @@ def test_a_bad_enqueued_subnet_names_its_file(content: str, trained: Path, tmp_p
     bad.write_text("{not json" if content == "not json" else other.to_json())
     args = command_args("search", trained, tmp_path)
     line = error_line(edgenas(*args, "--enqueue", bad, "--out", tmp_path / "o"))
-    assert line.startswith(f"error: subnet file {bad}: ")
+    named = f"{bad} is not JSON (" if content == "not json" else f"subnet file {bad}: "
+    assert line.startswith(f"error: {named}")
     assert not (tmp_path / "o").exists()
+
+
+def test_an_enqueued_ofa_arch_dict_is_read_as_export_reads_it(
+    trained: Path, tmp_path: Path
+) -> None:
+    # OFA's own arch dict (its EvolutionFinder's output), which export, eval and latency
+    # predict take, was refused as "missing space" (review).
+    space = get_space("mbv3-tiny")
+    subnet = dataclasses.replace(space.min_subnet(), ks=(7,) * len(space.min_subnet().ks))
+    ofa = tmp_path / "ofa.json"
+    ofa.write_text(json.dumps(subnet.to_ofa()))
+    args = command_args("search", trained, tmp_path)
+    args[args.index("--trials") + 1] = "1"  # the enqueued subnet is the one trial
+    proc = edgenas(*args, "--enqueue", ofa, "--out", tmp_path / "o")
+    assert proc.returncode == 0, proc.stderr
+    (member,) = json.loads((tmp_path / "o" / "pareto.json").read_text())["front"]
+    assert Subnet.from_dict(member["subnet"]) == subnet
 
 
 def test_an_enqueued_subnet_at_a_resolution_not_searched_is_refused_first(
