@@ -604,20 +604,40 @@ def _no_predictor(
 ) -> str:
     """Why the card will give ``device`` (as given: a bundled name or a profile's path,
     whose device is ``name``) no predicted latency, and the command that profiles it where
-    export looks."""
+    export looks: extending a table that lacks the subnet's resolution, and for published
+    tables, importing them from their folder."""
+    from devices import load_profile
+    from latency.predictors import load_predictor
     from once_for_all import get_space
 
     path = job.profiles / name / PREDICTOR_NAME
-    why = f"no {path}" if not path.is_file() else f"{path} does not cover r{subnet.r}"
+    have = load_predictor(path).header.resolutions if path.is_file() else ()
+    why = f"{path} does not cover r{subnet.r}" if path.is_file() else f"no {path}"
+    published = load_profile(device).published
+    if published is not None and subnet.r not in published.resolutions:
+        return (
+            f"{name}: no latency prediction: its published tables cover "
+            f"{', '.join(map(str, published.resolutions))} px, not r{subnet.r}; the card has "
+            "no latency for it (export a subnet at one of those for a prediction)"
+        )
     try:
         bundled = get_space(space.name).id == space.id
     except ValueError:
         bundled = False
     # a space adapted to its data: the space.json training wrote beside the supernet
     space_arg = space.name if bundled else str(job.supernet.parent / SPACE_NAME)
-    command = shlex.join(
-        ["edgenas", "profile", device, "--space", space_arg, "--out", str(path.parent)]
-    )
+    args = ["edgenas", "profile", device, "--space", space_arg]
+    if published is not None:
+        args += ["--tables", "TABLES"]
+    for r in sorted({*have, subnet.r}) if have else ():  # a table is extended in place
+        args += ["--resolution", str(r)]
+    command = shlex.join([*args, "--out", str(path.parent)])
+    if published is not None:  # nothing is measured there either
+        return (
+            f"{name}: no latency prediction ({why}): the card has no latency for it; import "
+            f"its tables with '{command}' (TABLES: the folder of its "
+            f"{published.files.format(r='R')} files)"
+        )
     return (
         f"{name}: no latency prediction ({why}): the card gives the measured latency only; "
         f"profile it with '{command}'"

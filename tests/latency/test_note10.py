@@ -262,6 +262,40 @@ def test_export_measures_nothing_on_the_published_device(tmp_path: Path) -> None
     assert said == ["not measured on samsung-note10: it is published tables, not a device"]
 
 
+def test_exports_hint_for_published_tables_imports_them_for_the_subnets_resolution(
+    note10: Path, tmp_path: Path
+) -> None:
+    # It said to profile the device without --tables (which that command refuses) and without
+    # the resolution the table lacked (review).
+    from edgenas.stages.export import ExportJob, _no_predictor
+
+    space = get_space(SPACE)
+    profiles = tmp_path / "profiles"
+    job = ExportJob(tmp_path / "supernet.pt", "max", tmp_path / "o", profiles=profiles)
+    out = profiles / "samsung-note10"
+
+    def hint(r: int) -> str:
+        return _no_predictor("samsung-note10", "samsung-note10", space, space.max_subnet(r=r), job)
+
+    assert hint(176) == (
+        f"samsung-note10: no latency prediction (no {out}/predictor.json): the card has no "
+        f"latency for it; import its tables with 'edgenas profile samsung-note10 --space {SPACE} "
+        f"--tables TABLES --out {out}' (TABLES: the folder of its R_lookup_table.yaml files)"
+    )
+    # Tables imported at 160 px only: the command extends them to the subnet's.
+    import_published(load_profile("samsung-note10"), space, note10, out, resolutions=(160,))
+    assert hint(176).startswith(
+        f"samsung-note10: no latency prediction ({out}/predictor.json does not cover r176): "
+    )
+    assert f"--tables TABLES --resolution 160 --resolution 176 --out {out}'" in hint(176)
+    # A resolution OFA published no table for: nothing to import.
+    assert hint(128) == (
+        "samsung-note10: no latency prediction: its published tables cover 160, 176, 192, 208, "
+        "224 px, not r128; the card has no latency for it (export a subnet at one of those for "
+        "a prediction)"
+    )
+
+
 def test_the_published_prediction_reaches_the_card_and_the_run_summary(
     note10: Path, tmp_path: Path
 ) -> None:
