@@ -1000,8 +1000,26 @@ NOTE10_FILES = (
             "devices[0].per_op: device 'samsung-note10' is published tables, imported as they "
             "are: they hold no per-op times; leave per_op out",
         ),
+        (
+            {"name": "samsung-note10", "budget_ms": 15.0, "tables": ".", "calibrate": 20},
+            "devices[0].calibrate: device 'samsung-note10' is published tables, imported as "
+            "they are, and nothing is measured to calibrate with; leave calibrate out",
+        ),
+        (
+            {"name": "samsung-note10", "budget_ms": 15.0, "tables": ".", "precision": "int8"},
+            "devices[0].precision: samsung-note10's published tables are of fp32 tflite models, "
+            "not int8, and nothing more can be measured; leave precision out",
+        ),
     ],
-    ids=["resolution", "tables missing", "no tables", "tables of a measured device", "per_op"],
+    ids=[
+        "resolution",
+        "tables missing",
+        "no tables",
+        "tables of a measured device",
+        "per_op",
+        "calibrate",
+        "precision",
+    ],
 )
 def test_a_device_entry_profiling_would_refuse_is_refused_before_training(
     device: dict[str, Any], problem: str, tmp_path: Path
