@@ -225,12 +225,13 @@ def _run_stages(
         _check_upstream(recipe, run.layout)
     # Only now the recipe goes into run.json: a refused one wrote itself over a good run's.
     run.save()
-    with _logged("train", log):
-        if "train" in stages:
+    if "train" in stages:
+        with _logged("train", log):
             _train(recipe, run, options, console, log)
-        supernet = run.layout.supernet
-        # Profiling times blocks, not the supernet: a recipe that only profiles needs none.
-        if {"search", "export"} & set(stages) and not supernet.is_file():
+    supernet = run.layout.supernet
+    # Profiling times blocks, not the supernet: a recipe that only profiles needs none.
+    if {"search", "export"} & set(stages) and not supernet.is_file():
+        with _logged("recipe", log):  # no stage failed: a recipe without train has none
             raise RecipeError(
                 f"{supernet} does not exist: add 'train' to the recipe's stages (or run "
                 f"'edgenas train {recipe_path} --out {root}', or import OFA's with "
@@ -273,7 +274,7 @@ def _logged(stage: str, log: Log) -> Iterator[None]:
     try:
         yield
     except EdgenasError as exc:
-        log(f"{stage} failed: {exc}")
+        log(f"{stage} failed: {exc}", echo=False)  # the command line prints its one line
         raise
     except KeyboardInterrupt:
         log(f"{stage} interrupted: run the same command again to resume", echo=False)
@@ -416,9 +417,15 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
         ):  # up to date: nothing to measure
             _refit_refused(run, key, inputs, folder, log)
             continue
-        log(f"profile {name}: lookup table and calibrated predictor → {folder}")
         # Published tables (Note10's) time no stem in groups: nothing of theirs is measured.
         published = load_profile(section.name).kind == "published"
+        made = (
+            "its published tables imported, a lut-sum predictor"
+            if published
+            else "lookup table and "
+            + ("calibrated predictor" if section.calibrate else "lut-sum predictor")
+        )
+        log(f"profile {name}: {made} → {folder}")
         settings = ProfileOptions(
             model_format=section.format,
             precision=section.precision,

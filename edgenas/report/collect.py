@@ -51,6 +51,7 @@ class RunData:
     run: RunDocument
     summary: RunSummary | None = None
     history: list[dict[str, Any]] = field(default_factory=list)
+    imported: str | None = None  # where supernet.pt came from, when not trained here
     pareto: ParetoDocument | None = None
     # Objective values of every completed trial, in pareto.json's objective order.
     trial_values: list[list[float]] | None = None
@@ -94,8 +95,9 @@ class RunData:
 RERUN = "rerun the stage that writes it (edgenas run RECIPE --force STAGE)"
 
 
-def _history(root: Path) -> list[dict[str, Any]]:
-    """The per-epoch records saved in the training checkpoint (loaded weights-only)."""
+def _history(root: Path) -> tuple[list[dict[str, Any]], str | None]:
+    """The per-epoch records saved in the training checkpoint (loaded weights-only), and
+    where an imported supernet came from (``None``: trained here, or none yet)."""
     from once_for_all import CheckpointError
     from once_for_all.checkpoint import load_checkpoint
 
@@ -103,10 +105,17 @@ def _history(root: Path) -> list[dict[str, Any]]:
     for path in (layout.supernet, layout.checkpoint):
         if path.is_file():
             try:
-                return list(load_checkpoint(path).get("history") or [])
+                payload = load_checkpoint(path)
             except CheckpointError as exc:
                 raise ReportError(str(exc)) from None
-    return []
+            imported = payload.get("imported")
+            source = (
+                f"{imported.get('ofa_net_id', 'a supernet')} {imported.get('source', 'imported')}"
+                if isinstance(imported, dict)
+                else None
+            )
+            return list(payload.get("history") or []), source
+    return [], None
 
 
 def _trial_values(root: Path, pareto: ParetoDocument) -> list[list[float]] | None:
@@ -178,7 +187,7 @@ def collect(root: Path) -> RunData:
     data = RunData(root=root, run=read_run(layout.record, fix=RERUN, error=ReportError))
     if (root / SUMMARY_NAME).is_file():
         data.summary = read_summary(root / SUMMARY_NAME, fix=RERUN, error=ReportError)
-    data.history = _history(root)
+    data.history, data.imported = _history(root)
     if layout.pareto.is_file():
         # with the parts the report draws
         needs = {"objectives": list, "devices": list, "trials": int}

@@ -219,6 +219,8 @@ def _measured_files(rows: Sequence[SummaryRow]) -> str:
 
 
 def _training(data: RunData) -> str:
+    if not data.history and data.imported:
+        return _missing(f"No training history: supernet.pt is {data.imported}, not trained here.")
     if not data.history:
         return _not_done(data, ("train",)) or _missing(
             "No training history: this run has no supernet.pt or checkpoint.pt yet."

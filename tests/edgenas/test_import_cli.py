@@ -8,6 +8,7 @@ import hashlib
 import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import cast
 
 import pytest
 import torch
@@ -48,6 +49,15 @@ def test_import_writes_a_run_folder_every_command_takes(
     assert get_space(str(out / "space.json")) == space  # what edgenas profile --space takes
     net, _, payload = load_supernet(out / "supernet.pt")
     assert net.space == space and payload["imported"]["sha256"] == digest
+    # A run on it (stages without train): the report said it had no supernet.pt yet (review).
+    from edgenas.report.collect import RunData, _history
+    from edgenas.report.page import _training
+    from edgenas.run_record import RunDocument
+
+    history, imported = _history(out)
+    assert history == [] and imported == f"{payload['imported']['ofa_net_id']} imported from OFA"
+    page = _training(RunData(out, cast(RunDocument, {}), history=history, imported=imported))
+    assert f"No training history: supernet.pt is {imported}, not trained here." in page
 
 
 def _edit(

@@ -370,6 +370,10 @@ def test_only_a_recipe_that_searches_or_exports_needs_a_supernet(tmp_path: Path)
     said = " ".join(proc.stderr.split())
     assert f"{tmp_path / 'run' / 'supernet.pt'} does not exist: add 'train' to the" in said
     assert not (tmp_path / "run" / "search").exists()
+    # Said once, as the command's error line, and not as the failure of a train stage the
+    # recipe does not have (review: "run: train failed: ..." and then "error: ...").
+    assert said.count("does not exist: add 'train'") == 1 and "train failed" not in said
+    assert f"error: {tmp_path / 'run' / 'supernet.pt'} does not exist" in said
 
 
 def test_a_change_is_named_as_the_recipe_names_it(tmp_path: Path) -> None:
