@@ -259,10 +259,8 @@ def _run_stages(
                 with suppress(OSError):  # a folder in the report's way stays: it is named
                     (root / name).unlink(missing_ok=True)
             raise
-    log(
-        f"done: {len(exported)} subnet(s) exported; summary in {root / SUMMARY_NAME}, "
-        f"report in {summary['report']}"
-    )
+    done = f"{len(exported)} subnet(s) exported" if "export" in stages else "no export stage"
+    log(f"done: {done}; summary in {root / SUMMARY_NAME}, report in {summary['report']}")
     return summary
 
 

@@ -51,6 +51,8 @@ IMAGENET_SPEC = DataSpec(
 )
 
 _FIX = "give one of OFA's ofa_mbv3_d234_e346_k357_w1.0 / _w1.2 files (see README)"
+# Where OFA's model zoo (ofa.model_zoo.ofa_net) downloads its supernets from.
+OFA_NETS_URL = "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets/"
 
 
 class OfaImportError(EdgenasError, ValueError):
@@ -149,7 +151,10 @@ def read_ofa_state(path: Path) -> tuple[dict[str, Tensor], str]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise OfaImportError(f"cannot read {path}: {exc.strerror or exc}") from None
+        raise OfaImportError(
+            f"cannot read {path}: {exc.strerror or exc}; download OFA's supernet from "
+            f"{OFA_NETS_URL}ofa_mbv3_d234_e346_k357_w1.0 (or _w1.2) and give its path"
+        ) from None
     foreign = not_a_torch_file(raw[:512])
     if foreign:  # torch's unpickler said such bytes held objects to unpickle if trusted
         raise OfaImportError(f"{path} cannot be OFA's supernet ({foreign}): {_FIX}")

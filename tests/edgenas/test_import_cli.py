@@ -158,7 +158,11 @@ def _bad_files(files: dict[str, Path]) -> dict[str, tuple[Callable[[Path], Path]
             lambda path: files["1.2"],
             "is OFA's w1.2 supernet (ofa_mbv3_d234_e346_k357_w1.2), not w1.0: import it with --width 1.2",
         ),
-        "no-file": (lambda path: path, "cannot read"),
+        "no-file": (
+            lambda path: path,
+            "No such file or directory; download OFA's supernet from "
+            "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets/",
+        ),
     }
 
 
