@@ -291,7 +291,8 @@ def card_markdown(card: CardDocument) -> str:
             f"{execution_text(f.get('execution') or {})} |"
         )
     acc = card["accuracy"]
-    lines += ["", f"## Accuracy ({acc['split']} split, {acc['images']} images)", ""]
+    measured = f" ({acc['split']} split, {acc['images']} images)" if acc["images"] else ""
+    lines += ["", f"## Accuracy{measured}", ""]
     if acc["images"]:
         lines.append(f"- PyTorch fp32: {percent(acc['fp32'])}")
         for name, value in acc.get("int8", {}).items():

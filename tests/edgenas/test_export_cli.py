@@ -293,6 +293,16 @@ def test_a_device_that_refused_amx_says_so_on_the_card(exported: Path) -> None:
     assert line not in card_markdown(card)
 
 
+def test_an_unverified_cards_accuracy_names_no_images(exported: Path) -> None:
+    from export.card import card_markdown
+
+    card = _card(exported)
+    assert "## Accuracy (test split, 400 images)" in card_markdown(card)
+    card["accuracy"] = {"split": "test", "images": 0, "fp32": None, "int8": {}}
+    text = card_markdown(card)  # it said "(test split, 0 images)" and then "not verified"
+    assert "## Accuracy\n\n- not verified (--no-verify)" in text and "0 images" not in text
+
+
 def test_a_jetson_checks_the_file_it_times_through_trtexec(trained: Path, tmp_path: Path) -> None:
     """A tensorrt device (the stand-in trtexec: recorded times, classes from onnxruntime)
     classifies the test images with the fp32 file it times; --min-int8-agreement weighs that
