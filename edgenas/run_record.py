@@ -220,6 +220,7 @@ _OPTIONAL_ROW_KINDS: dict[str, tuple[type, ...]] = {
     "latency_measured_at_baseline_ms": (*_NUMBER, _NONE),
     "file_meets_accuracy": (bool,),
     "measured_files": (dict,),
+    "files": (list,),
 }
 
 

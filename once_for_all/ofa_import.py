@@ -150,11 +150,13 @@ def read_ofa_state(path: Path) -> tuple[dict[str, Tensor], str]:
     with ``weights_only=True``, and the sha256 of the file."""
     try:
         raw = path.read_bytes()
-    except OSError as exc:
+    except FileNotFoundError:
         raise OfaImportError(
-            f"cannot read {path}: {exc.strerror or exc}; download OFA's supernet from "
-            f"{OFA_NETS_URL}ofa_mbv3_d234_e346_k357_w1.0 (or _w1.2) and give its path"
+            f"no file {path}: download OFA's supernet ({OFA_NETS_URL}"
+            "ofa_mbv3_d234_e346_k357_w1.0 or ...w1.2) and give its path"
         ) from None
+    except OSError as exc:
+        raise OfaImportError(f"cannot read {path}: {exc.strerror or exc}") from None
     foreign = not_a_torch_file(raw[:512])
     if foreign:  # torch's unpickler said such bytes held objects to unpickle if trusted
         raise OfaImportError(f"{path} cannot be OFA's supernet ({foreign}): {_FIX}")

@@ -611,7 +611,8 @@ def _no_predictor(
     from once_for_all import get_space
 
     path = job.profiles / name / PREDICTOR_NAME
-    have = load_predictor(path).header.resolutions if path.is_file() else ()
+    header = load_predictor(path).header if path.is_file() else None
+    have = header.resolutions if header is not None else ()
     why = f"{path} does not cover r{subnet.r}" if path.is_file() else f"no {path}"
     published = load_profile(device).published
     if published is not None and subnet.r not in published.resolutions:
@@ -629,7 +630,9 @@ def _no_predictor(
     args = ["edgenas", "profile", device, "--space", space_arg]
     if published is not None:
         args += ["--tables", "TABLES"]
-    for r in sorted({*have, subnet.r}) if have else ():  # a table is extended in place
+    elif header is not None:  # extended in place, as it was measured (not the defaults)
+        args += ["--format", header.model_format, "--precision", header.precision]
+    for r in sorted({*have, subnet.r}) if have else ():
         args += ["--resolution", str(r)]
     command = shlex.join([*args, "--out", str(path.parent)])
     if published is not None:  # nothing is measured there either

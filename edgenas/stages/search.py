@@ -112,6 +112,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     )
     from edgenas.search.problem import DeviceTarget, SearchProblem
     from edgenas.search.study_runner import CLASH_FIX, SearchRun, check_study, open_storage
+    from edgenas.subnet_choice import choose_subnet
     from latency.predictors import load_predictor
     from once_for_all import load_supernet
     from once_for_all.accuracy_dataset import AccuracyCache, supernet_fingerprint
@@ -164,7 +165,6 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
                 f"{o.eval_images} evaluation images asked, but the validation split holds "
                 f"{held}: each subnet is evaluated on all {held}"
             )
-    enqueued = [_enqueued(p, space) for p in o.enqueue]
     targets: list[DeviceTarget] = []
     predictor_files: dict[str, str] = {}
     for i, name in enumerate(o.devices):
@@ -213,6 +213,8 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         ),
     )
     shared = problem.resolutions  # resolutions that no device or accuracy source share fail first
+    # max and min at the resolutions searched (OFA's Note10 tables: 160-224 px of 128-224)
+    enqueued = [choose_subnet(str(p), space, resolutions=shared) for p in o.enqueue]
     for path, subnet in zip(o.enqueue, enqueued, strict=True):
         if subnet.r not in shared:  # it failed in Optuna, after the accuracy samples
             raise StudyError(
@@ -374,15 +376,6 @@ def _direct(evaluate: Evaluate) -> Callable[[Sequence[Subnet]], np.ndarray]:
     import numpy as np
 
     return lambda subnets: np.asarray(evaluate(subnets), dtype=np.float64)
-
-
-def _enqueued(path: Path, space: SearchSpace) -> Subnet:
-    """A subnet given to --enqueue, checked against the space, read as export reads
-    --subnet: edgenas's JSON or OFA's arch dict, pareto.json#K, max or min; errors name the
-    file."""
-    from edgenas.subnet_choice import choose_subnet
-
-    return choose_subnet(str(path), space)
 
 
 def _levels(budget: float | tuple[float, ...]) -> tuple[float, ...]:

@@ -293,6 +293,23 @@ def test_a_device_that_refused_amx_says_so_on_the_card(exported: Path) -> None:
     assert line not in card_markdown(card)
 
 
+def test_the_hint_for_a_table_without_the_subnets_resolution_extends_it(tmp_path: Path) -> None:
+    # It gave the command without --resolution or the table's --precision, which profile
+    # then refused (review).
+    from edgenas.stages.export import ExportJob, _no_predictor
+    from tests.edgenas.search.synthetic import predictor
+
+    out = tmp_path / "profiles" / "local-cpu"
+    predictor("local-cpu", precision="int8", resolutions=(32,)).save(out / "predictor.json")
+    job = ExportJob(tmp_path / "supernet.pt", "max", tmp_path / "o", profiles=out.parent)
+    assert _no_predictor("local-cpu", "local-cpu", TINY, TINY.max_subnet(r=28), job) == (
+        f"local-cpu: no latency prediction ({out}/predictor.json does not cover r28): the card "
+        "gives the measured latency only; profile it with 'edgenas profile local-cpu --space "
+        "mbv3-tiny --format onnx --precision int8 --resolution 28 --resolution 32 --out "
+        f"{out}'"
+    )
+
+
 def test_an_unverified_cards_accuracy_names_no_images(exported: Path) -> None:
     from export.card import card_markdown
 
@@ -300,7 +317,7 @@ def test_an_unverified_cards_accuracy_names_no_images(exported: Path) -> None:
     assert "## Accuracy (test split, 400 images)" in card_markdown(card)
     card["accuracy"] = {"split": "test", "images": 0, "fp32": None, "int8": {}}
     text = card_markdown(card)  # it said "(test split, 0 images)" and then "not verified"
-    assert "## Accuracy\n\n- not verified (--no-verify)" in text and "0 images" not in text
+    assert "## Accuracy\n\n- not verified (--no-verify)" in text and "split, 0 images" not in text
 
 
 def test_a_jetson_checks_the_file_it_times_through_trtexec(trained: Path, tmp_path: Path) -> None:

@@ -160,8 +160,8 @@ def _bad_files(files: dict[str, Path]) -> dict[str, tuple[Callable[[Path], Path]
         ),
         "no-file": (
             lambda path: path,
-            "No such file or directory; download OFA's supernet from "
-            "https://raw.githubusercontent.com/han-cai/files/master/ofa/ofa_nets/",
+            "input.pth: download OFA's supernet (https://raw.githubusercontent.com/han-cai/"
+            "files/master/ofa/ofa_nets/ofa_mbv3_d234_e346_k357_w1.0 or ...w1.2) and give its path",
         ),
     }
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -175,6 +176,16 @@ def test_a_file_cut_short_is_called_incomplete_not_another_space(
         r"176_lookup_table\.yaml$",
     ):
         import_published(load_profile("samsung-note10"), get_space(SPACE), folder, tmp_path / "o")
+
+
+def test_a_space_adapted_to_its_data_is_another_space_not_an_incomplete_file(
+    note10: Path, tmp_path: Path
+) -> None:
+    # Its 10-class classifier is the one layer the tables lack (they hold OFA's 1000-class
+    # one): downloading them again cannot help (review).
+    space = dataclasses.replace(get_space(SPACE), num_classes=10)
+    with pytest.raises(TableError, match=r"has no entry Logits-.*the tables do not cover"):
+        import_published(load_profile("samsung-note10"), space, note10, tmp_path / "o")
 
 
 def test_a_missing_file_and_a_foreign_file_are_one_line(note10: Path, tmp_path: Path) -> None:
