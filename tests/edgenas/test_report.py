@@ -476,7 +476,7 @@ def test_a_damaged_summary_is_one_line(
             ),
             "models",
             "Model cards: not drawn, an export's card.json holds what edgenas does not write "
-            "(KeyError: 'split')",
+            "(KeyError: 'images')",
         ),
         (
             lambda run: _edit(
