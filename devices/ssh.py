@@ -391,8 +391,10 @@ class SshDevice(Device):
                 if self._stale_folders:
                     self._remove_folders_with(transport, self._stale_folders)
                     self._stale_folders = []
-                folder = self._make_folder(transport)
+                # SFTP first: a server without it (Dropbear, minimal boards) is refused
+                # before a folder is made that nothing could then copy into.
                 sftp = self._open_sftp(transport)
+                folder = self._make_folder(transport)
         except BaseException:
             client.close()
             raise
@@ -408,8 +410,19 @@ class SshDevice(Device):
         block a transfer for ever (keepalives do not notice it)."""
         channel = transport.open_session(timeout=self.target.connect_timeout)
         channel.settimeout(self.command_timeout)
-        channel.invoke_subsystem("sftp")
-        return paramiko.SFTPClient(channel)
+        try:
+            channel.invoke_subsystem("sftp")
+            return paramiko.SFTPClient(channel)
+        except (paramiko.SSHException, EOFError) as exc:
+            if _connection_gone(transport, exc):
+                raise
+            reason = str(exc) or "no sftp subsystem"
+            raise DeviceError(
+                f"device {self.name!r}: its SSH server refused SFTP ({reason}), which edgenas "
+                "copies the models with; enable it on the device (OpenSSH: 'Subsystem sftp "
+                "internal-sftp' in sshd_config; Dropbear: install an sftp-server, e.g. the "
+                "openssh-sftp-server package)"
+            ) from None
 
     def _make_folder(self, transport: paramiko.Transport) -> str:
         parent = (

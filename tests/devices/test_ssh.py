@@ -45,7 +45,7 @@ from devices.ssh_connection import UnreachableError
 from tests.devices.conftest import REPO, Models
 from tests.support.cli_here import edgenas_here
 from tests.support.openvino import pinned_version, require_openvino
-from tests.support.sshd import Sshd, free_port, generate_key
+from tests.support.sshd import Sshd, free_port, generate_key, start_sshd
 from tests.support.stalled_server import stalled_server
 
 QUICK = RunSettings(warmup=1, runs=6)
@@ -390,6 +390,27 @@ def test_host_alias_and_options_from_ssh_config(
         "number; correct it there, or give ssh.port in the device profile"
     )
     assert SshDevice("typo", host="typo", port=2222).target.port == 2222
+
+
+def test_a_server_without_sftp_is_named_and_leaves_no_remote_folder(
+    tmp_path: Path, remote_parent: Path, python: Path, models: Models
+) -> None:
+    # Dropbear and minimal boards often have no sftp subsystem: it failed as "preparing the
+    # remote folder failed: Channel closed." after making a folder it then left (review).
+    server = start_sshd(tmp_path / "no-sftp", sftp=False)
+    try:
+        device = _device(server, remote_parent, python, name="no-sftp")
+        with pytest.raises(DeviceError) as info, device:
+            device.measure([models.fc])
+    finally:
+        server.stop()
+    assert str(info.value).startswith("device 'no-sftp': its SSH server refused SFTP (")
+    assert str(info.value).endswith(
+        "which edgenas copies the models with; enable it on the device (OpenSSH: 'Subsystem "
+        "sftp internal-sftp' in sshd_config; Dropbear: install an sftp-server, e.g. the "
+        "openssh-sftp-server package)"
+    )
+    assert list(remote_parent.iterdir()) == []
 
 
 def test_default_key_and_known_hosts_in_home(

@@ -141,8 +141,9 @@ class Sshd:
         self.process.wait()
 
 
-def start_sshd(folder: Path, *, timeout_s: float = 15.0) -> Sshd:
-    """Start sshd with everything in ``folder``; waits until it answers with its banner."""
+def start_sshd(folder: Path, *, timeout_s: float = 15.0, sftp: bool = True) -> Sshd:
+    """Start sshd with everything in ``folder``; waits until it answers with its banner.
+    ``sftp=False``: without the sftp subsystem, as Dropbear without an sftp-server."""
     reason = sshd_missing()
     if reason:
         raise RuntimeError(reason)
@@ -176,7 +177,7 @@ def start_sshd(folder: Path, *, timeout_s: float = 15.0) -> Sshd:
                     "PrintMotd no",
                     "MaxStartups 50",
                     "MaxSessions 50",
-                    "Subsystem sftp internal-sftp",
+                    *(["Subsystem sftp internal-sftp"] if sftp else []),
                     "",
                 ]
             )
