@@ -80,7 +80,7 @@ class _Strict(BaseModel):
 class LocalSection(_Strict):
     """kind ``local``: which Python runs the runner (this one unless given)."""
 
-    python: str | None = None
+    python: str | None = Field(None, min_length=1)  # '' failed as "Permission denied"
     timeout_s: float | None = Field(None, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
 
 
@@ -102,7 +102,7 @@ class SshSection(_Strict):
     known_hosts: str | None = None
     allow_agent: bool = True
     look_for_keys: bool = True
-    python: str = "python3"
+    python: str = Field("python3", min_length=1)
     connect_timeout: float = Field(10.0, gt=0, le=MAX_CONNECT_S, allow_inf_nan=False)
     command_timeout: float = Field(600.0, gt=0, le=MAX_TIMEOUT_S, allow_inf_nan=False)
     keepalive_s: float = Field(15.0, gt=0, le=MAX_CONNECT_S, allow_inf_nan=False)
@@ -386,6 +386,11 @@ class DeviceProfile(_Strict):
             )
         names = [provider_name(p) for p in self.providers or []]
         for given in self.provider_options or {}:
+            if self.providers is None:  # the default, the CPU provider, takes no options here
+                raise ValueError(
+                    f"provider_options: {given} is given, but providers is not: list the "
+                    f"providers the options are for (providers: [{given}])"
+                )
             if provider_name(given) not in names:
                 raise ValueError(f"provider_options: {given} is not in providers")
 

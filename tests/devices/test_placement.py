@@ -135,6 +135,13 @@ def test_external_delegate_that_is_missing_or_not_a_library(
     assert "\n" not in str(bad.value)
 
 
+def test_an_empty_python_path_is_refused_as_such() -> None:
+    # It failed when the runner started: "cannot start Python '': Permission denied" (review).
+    for kind, section in (("local", {}), ("ssh", {"host": "board"})):
+        with pytest.raises(DeviceError, match=rf"{kind}\.python: String should have at least 1"):
+            validate_profile({"name": "x", "kind": kind, kind: {**section, "python": ""}})
+
+
 @pytest.mark.parametrize(
     ("keys", "message"),
     [
@@ -159,6 +166,11 @@ def test_external_delegate_that_is_missing_or_not_a_library(
             r"provider_options: tensorrt is not in providers",
         ),
         ({"providers": ["cpu"], "provider_options": {"cpu": [1]}}, r"provider_options\.cpu"),
+        (  # it said "cpu is not in providers", where the default providers are [cpu] (review)
+            {"provider_options": {"cpu": {"foo": 1}}},
+            r"provider_options: cpu is given, but providers is not: list the providers the "
+            r"options are for \(providers: \[cpu\]\)",
+        ),
     ],
 )
 def test_bad_placement_keys_in_profiles(keys: dict[str, Any], message: str) -> None:
