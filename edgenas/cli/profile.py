@@ -96,7 +96,8 @@ def profile_command(
         int,
         typer.Option(
             min=0,
-            help="subnets measured end to end to calibrate (0: lut-sum only)",
+            help=f"subnets measured end to end to calibrate: 0 (lut-sum only) or at least "
+            f"{MIN_CALIBRATION}",
             callback=_calibration_count,
         ),
     ] = 40,
