@@ -160,7 +160,7 @@ def _check_device_entry(recipe: Recipe, at: int, section: DeviceSection) -> None
             f"{key}.per_op: device {profile.name!r} is published tables, imported as they are: "
             "they hold no per-op times; leave per_op out"
         )
-    from latency.published import PUBLISHED_FORMAT, PUBLISHED_PRECISION
+    from latency.published import not_published, published_refusal
 
     # Taken and ignored before (the command line refuses them): nothing is measured there.
     if "calibrate" in section.model_fields_set:
@@ -168,16 +168,13 @@ def _check_device_entry(recipe: Recipe, at: int, section: DeviceSection) -> None
             f"{key}.calibrate: device {profile.name!r} is published tables, imported as they "
             "are, and nothing is measured to calibrate with; leave calibrate out"
         )
-    for field_name, given, table in (
-        ("precision", section.precision, PUBLISHED_PRECISION),
-        ("format", section.format, PUBLISHED_FORMAT),
-    ):
-        if given not in (None, table):
-            raise RecipeError(
-                f"{key}.{field_name}: {profile.name}'s published tables are of "
-                f"{PUBLISHED_PRECISION} {PUBLISHED_FORMAT} models, not {given}, and nothing "
-                f"more can be measured; leave {field_name} out"
-            )
+    asked = not_published(section.precision, section.format)
+    if asked:
+        field_name, given = asked
+        raise RecipeError(
+            f"{key}.{field_name}: "
+            + published_refusal(profile.name, given, f"leave {field_name} out")
+        )
 
 
 def _run_stages(

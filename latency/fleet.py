@@ -54,7 +54,7 @@ from latency.profiler import (
     split_stems,
     with_table_stems,
 )
-from latency.published import PUBLISHED_FORMAT, PUBLISHED_PRECISION, import_published
+from latency.published import import_published, not_published, published_refusal
 from latency.table import LatencyTable, TableError
 from once_for_all import SubnetError
 from once_for_all.errors import one_line
@@ -175,21 +175,14 @@ def profile_published(
             f"device {profile.name!r} is published tables, imported as they are: they hold no "
             "per-op times; leave out --per-op (per_op in a recipe) for it"
         )
-    asked = [
-        given
-        for given, table in (
-            (options.precision, PUBLISHED_PRECISION),
-            (options.model_format, PUBLISHED_FORMAT),
-        )
-        if given not in (None, table)
-    ]
+    asked = not_published(options.precision, options.model_format)
     if asked or options.stem_groups:
-        # The import would write fp32 TFLite figures under whatever was asked, silently.
-        what = asked[0] if asked else "a split stem"
         raise TableError(
-            f"{profile.name}'s published tables are of {PUBLISHED_PRECISION} "
-            f"{PUBLISHED_FORMAT} models, not {what}, and nothing more can be measured; leave "
-            "out --precision/--format/--stem-groups for it"
+            published_refusal(
+                profile.name,
+                asked[1] if asked else "a split stem",
+                "leave out --precision/--format/--stem-groups for it",
+            )
         )
     imported = import_published(
         profile, space, options.tables, out, resolutions=options.resolutions

@@ -45,6 +45,26 @@ PUBLISHED_FORMAT: ModelFormat = "tflite"
 PUBLISHED_PRECISION: Precision = "fp32"
 
 
+def not_published(precision: str | None, model_format: str | None) -> tuple[str, str] | None:
+    """The first setting asked of a published device that its tables do not hold ("precision"
+    or "format", and the value): an import would write their fp32 TFLite figures under it."""
+    for name, given, table in (
+        ("precision", precision, PUBLISHED_PRECISION),
+        ("format", model_format, PUBLISHED_FORMAT),
+    ):
+        if given not in (None, table):
+            return name, given
+    return None
+
+
+def published_refusal(device: str, what: str, fix: str) -> str:
+    """Why ``device``'s published tables cannot give ``what``, and ``fix``."""
+    return (
+        f"{device}'s published tables are of {PUBLISHED_PRECISION} {PUBLISHED_FORMAT} models, "
+        f"not {what}, and nothing more can be measured; {fix}"
+    )
+
+
 @dataclass(frozen=True)
 class Imported:
     table: LatencyTable
