@@ -226,6 +226,15 @@ class MeasuredSubnets:
         """Every pass's raw measurement of ``subnet``, in the order they were measured."""
         return list(self.results.get(self._key(subnet), []))
 
+    @property
+    def count(self) -> int:
+        """How many distinct subnets the file holds measurements of."""
+        return len(self.results)
+
+    def left_out(self, subnets: Sequence[Subnet]) -> int:
+        """How many subnets measured here are not among ``subnets``."""
+        return len(self.results.keys() - {self._key(s) for s in subnets})
+
     def missing(self, subnets: Sequence[Subnet], passes: int | None = None) -> list[Subnet]:
         """The distinct ``subnets`` measured in fewer than ``passes`` passes (default:
         ``default_passes`` of the header's device)."""

@@ -122,6 +122,31 @@ def test_a_rerun_measures_nothing_again(profiled: Path, cpu: Path, cache: Path) 
     assert before == {name: (profiled / name).read_bytes() for name in before}
 
 
+@pytest.mark.parametrize(
+    ("calibrate", "would"),
+    [
+        ("0", "would replace its calibrated predictor with a lut-sum one"),
+        ("12", "would leave 12 of them out of its predictor's fit"),
+    ],
+)
+def test_a_rerun_with_fewer_calibration_subnets_is_refused(
+    profiled: Path, cpu: Path, cache: Path, calibrate: str, would: str
+) -> None:
+    # A rerun resumes: fewer subnets than were measured would refit the predictor silently.
+    before = {
+        name: (profiled / name).read_bytes() for name in ("predictor.json", "calibration.json")
+    }
+    args = ["profile", cpu, "--space", "mbv3-tiny", "--out", profiled, "--calibrate", calibrate]
+    proc = edgenas(*args, cache=cache)
+    assert proc.returncode == 2, proc.stderr
+    assert (
+        f"calibration.json holds 24 calibration subnets measured before, and --calibrate "
+        f"{calibrate} (calibrate in a recipe) {would}: give the --calibrate it was profiled "
+        "with to resume, or use another output folder"
+    ) in " ".join(proc.stderr.split())
+    assert before == {name: (profiled / name).read_bytes() for name in before}
+
+
 def test_calibrated_beats_lut_sum_on_held_out_subnets(
     profiled: Path, cpu: Path, cache: Path
 ) -> None:
