@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import (
@@ -59,6 +59,33 @@ MAX_TIMEOUT_S = 7 * 24 * 3600.0  # one runner call or batch
 MAX_CONNECT_S = 3600.0  # connecting, and keepalives
 MAX_RECONNECTS = 100
 MAX_WARMUP_MS = 600_000  # trtexec's warmup
+
+
+T = TypeVar("T")
+
+
+def _listed_twice(items: list[T]) -> list[T]:
+    """The items that appear more than once, in the order they repeat."""
+    seen: set[T] = set()
+    twice = []
+    for item in items:
+        if item in seen:
+            twice.append(item)
+        seen.add(item)
+    return twice
+
+
+def _same_provider_twice(key: str, given: list[str]) -> str | None:
+    """Why ``given`` (providers, or provider_options' keys) names one provider twice, by
+    the same name or by its alias and its full name; None where it does not."""
+    names = [provider_name(p) for p in given]
+    twice = _listed_twice(names)
+    if not twice:
+        return None
+    same = [p for p in given if provider_name(p) == twice[0]]
+    if len(set(same)) == 1:
+        return f"{key}: {same[0]} is listed twice; list it once"
+    return f"{key}: {' and '.join(same)} name the same provider, {twice[0]}; list it once"
 
 
 def provider_name(name: str) -> str:
@@ -306,6 +333,8 @@ class DeviceProfile(_Strict):
             raise ValueError(f"kind '{self.kind}' needs a '{required}' section")
         if self.cores is not None and any(c < 0 for c in self.cores):
             raise ValueError("cores: core numbers are >= 0")
+        if self.cores is not None and (twice := _listed_twice(self.cores)):
+            raise ValueError(f"cores: core {twice[0]} is listed twice; list each core once")
         self._check_kind_keys()
         self._check_placement()
         self._check_tensorrt()
@@ -385,6 +414,10 @@ class DeviceProfile(_Strict):
                 "device in its openvino section"
             )
         names = [provider_name(p) for p in self.providers or []]
+        listed = {"providers": self.providers, "provider_options": self.provider_options}
+        for key, names_given in listed.items():
+            if names_given and (why := _same_provider_twice(key, list(names_given))):
+                raise ValueError(why)
         for given in self.provider_options or {}:
             if self.providers is None:  # the default, the CPU provider, takes no options here
                 raise ValueError(

@@ -310,6 +310,22 @@ def test_counts_and_times_beyond_what_a_device_takes_are_refused(
         ),
         ({**NPU, "warmup": 0}, "warmup: kind 'npu-sim' does not use it"),
         ({**NPU, "cores": [0]}, "cores: kind 'npu-sim' does not use it"),
+        # accepted, and measured as if two cores were given (review)
+        ({**LOCAL, "cores": [0, 1, 0]}, "cores: core 0 is listed twice; list each core once"),
+        ({**LOCAL, "providers": ["cpu", "cpu"]}, "providers: cpu is listed twice; list it once"),
+        (
+            {**LOCAL, "providers": ["openvino", "OpenVINOExecutionProvider"]},
+            "providers: openvino and OpenVINOExecutionProvider name the same provider, "
+            "OpenVINOExecutionProvider; list it once",
+        ),
+        (
+            {
+                **LOCAL,
+                "providers": ["openvino"],
+                "provider_options": {"OpenVINOExecutionProvider": {}, "openvino": {}},
+            },
+            "provider_options: OpenVINOExecutionProvider and openvino name the same provider",
+        ),
         ({**NPU, "providers": ["cpu"]}, "providers: kind 'npu-sim' does not use it"),
         ({**NPU, "delegate_options": {}}, "delegate_options: kind 'npu-sim' does not use it"),
         ({**VELA, "runs": 5}, "runs: kind 'vela' does not use it (Vela estimates each model"),
