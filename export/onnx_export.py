@@ -18,6 +18,9 @@ from once_for_all.files import atomic_path
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
+# The metadata entry of the test split's top-1 accuracy: fp32's, and in int8 files their own
+# and their top-1 agreement with fp32 too.
+ACCURACY_KEY = "edgenas.accuracy"
 
 
 def export_onnx(
@@ -88,6 +91,20 @@ def read_onnx_metadata(path: Path) -> dict[str, str]:
             f"{path} is not a readable ONNX model ({one_line(exc)}): re-export it"
         ) from exc
     return {p.key: p.value for p in proto.metadata_props}
+
+
+def update_onnx_metadata(path: Path, entries: Mapping[str, str]) -> None:
+    """Set ``entries`` among the ``metadata_props`` of the ONNX model at ``path``, keeping
+    the others; the file is replaced whole (never left half-written)."""
+    props = _check_metadata(entries)
+    proto = onnx.load(str(path))
+    merged = {p.key: p.value for p in proto.metadata_props} | props
+    del proto.metadata_props[:]
+    for key, value in merged.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    with atomic_path(Path(path), error=ExportError) as tmp:
+        onnx.save(proto, str(tmp))
 
 
 def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:

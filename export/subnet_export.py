@@ -33,7 +33,7 @@ from export.formats import (
     Precision,
     StemGroups,
 )
-from export.onnx_export import export_onnx
+from export.onnx_export import ACCURACY_KEY, export_onnx, update_onnx_metadata
 from export.quantize import quantize_onnx_int8, quantize_tflite_int8, tflite_io_quantization
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
 from export.stem_split import split_stem, splittable
@@ -221,9 +221,7 @@ def export_subnet(
     accuracy_fp32 = top1(test_ref, test_y) if test_ref is not None else None
     metadata = {
         **(metadata or {}),
-        "edgenas.accuracy": json.dumps(
-            {"split": "test", "images": len(test_y), "fp32": accuracy_fp32}
-        ),
+        ACCURACY_KEY: json.dumps({"split": "test", "images": len(test_y), "fp32": accuracy_fp32}),
     }
     files: list[ExportedFile] = []
     inputs: dict[str, dict[str, Any]] = {}
@@ -378,22 +376,30 @@ class Int8Writer:
                         stem_groups=groups,
                     )
                     quantize_tflite_int8(quantizable, path, calibration=calib.transpose(0, 2, 3, 1))
-        q = _described(path, fmt, "int8", time.perf_counter() - started)
-        q.execution = _execution(path, fmt, "int8", options.graph_form)
+        seconds = time.perf_counter() - started
+        execution = _execution(path, fmt, "int8", options.graph_form)
         if fmt == "onnx" and options.align_channels != "none":
             # for onnxruntime's int8 kernels on that kind of CPU
-            q.execution["channels_aligned"] = options.align_channels
+            execution["channels_aligned"] = options.align_channels
         if split:
-            q.execution["stem_groups"] = groups  # channels with an int8 scale of their own
+            execution["stem_groups"] = groups  # channels with an int8 scale of their own
+        checks: dict[str, float] = {}
         if self.test_x is not None and self.test_ref is not None:
             self.say(f"{fmt} int8: checking on {len(self.test_x)} test images")
             logits = _run(fmt, path, self.test_x)
-            q.checks = {
+            checks = {
                 "test_images": float(len(self.test_x)),
                 "top1_agreement": agreement(logits, self.test_ref),
                 "accuracy": top1(logits, self.test_y),
                 "max_abs_diff": max_abs_diff(logits, self.test_ref),
             }
+            if fmt == "onnx" and ACCURACY_KEY in self.metadata:
+                # The file says how it scored itself, not only how its fp32 original did.
+                accuracy = json.loads(self.metadata[ACCURACY_KEY])
+                accuracy |= {"int8": checks["accuracy"], "top1_agreement": checks["top1_agreement"]}
+                update_onnx_metadata(path, {ACCURACY_KEY: json.dumps(accuracy)})
+        q = _described(path, fmt, "int8", seconds)  # its bytes as they are now
+        q.execution, q.checks = execution, checks
         return q
 
 

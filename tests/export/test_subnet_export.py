@@ -4,6 +4,7 @@ images."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 import re
@@ -87,6 +88,18 @@ def test_tiny_subnet_in_every_format_and_precision(
     metadata = read_onnx_metadata(folder / "model_int8.onnx")
     assert metadata["edgenas.subnet"] == "s"
     assert json.loads(metadata["edgenas.accuracy"])["fp32"] == pytest.approx(result.accuracy_fp32)
+    # The int8 file carries its own figures too (it held fp32's alone), and the card's hash
+    # is of the file as it was left.
+    q8 = next(f for f in result.files if f.name == "model_int8.onnx")
+    assert json.loads(metadata["edgenas.accuracy"]) == {
+        "split": "test",
+        "images": len(y),
+        "fp32": pytest.approx(result.accuracy_fp32),
+        "int8": pytest.approx(q8.checks["accuracy"]),
+        "top1_agreement": pytest.approx(q8.checks["top1_agreement"]),
+    }
+    assert q8.sha256 == hashlib.sha256((folder / "model_int8.onnx").read_bytes()).hexdigest()
+    assert "int8" not in json.loads(read_onnx_metadata(folder / "model.onnx")["edgenas.accuracy"])
     q = result.inputs["model_int8.tflite"]
     assert q["dtype"] == "int8" and q["layout"] == "NHWC" and q["quantization"]["scale"] > 0
     assert result.inputs["model.onnx"]["shape"] == [1, 1, model.resolution, model.resolution]
