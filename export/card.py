@@ -354,15 +354,37 @@ def card_markdown(card: CardDocument) -> str:
         note = split_stem_note(card)
         lines += ["", note] if note else []
     if measured_any:
+        least = percent(card["recommendation"]["min_int8_agreement"])
+        checked = any(
+            timing.get("on_device") for entry in card["latency"].values()
+            for timing in entry["files"].values()
+        )  # fmt: skip
+        # Without int8 files, only a device's own check has an agreement to weigh.
+        if any(f["precision"] == "int8" for f in card["files"]):
+            chosen = (
+                f"Recommended: the fastest file with a top-1 agreement with PyTorch fp32 of at "
+                f"least {least}, else the one that agrees best (flagged): on a device that "
+                "checked the files, the agreement measured there, fp32 files' too; elsewhere "
+                "fp32 files count as agreeing and int8 files by the host's check."
+            )
+        elif checked:
+            chosen = (
+                f"Recommended: on a device that checked the files, the fastest file with a "
+                f"top-1 agreement with PyTorch fp32 of at least {least} there, else the one "
+                "that agrees best (flagged); elsewhere the fastest file."
+            )
+        else:
+            chosen = "Recommended: the fastest file."
         lines += [
             "",
             "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "
-            "faster). Recommended: the fastest file with a top-1 agreement with PyTorch fp32 "
-            f"of at least {percent(card['recommendation']['min_int8_agreement'])}, else the one "
-            "that agrees best (flagged): on a device that checked the files, the agreement "
-            "measured there, fp32 files' too; elsewhere fp32 files count as agreeing and int8 "
-            "files by the host's check. On the device: the file's top-1 agreement with "
-            "PyTorch fp32 and accuracy on the first test images, classified by that device.",
+            f"faster). {chosen}"
+            + (
+                " On the device: the file's top-1 agreement with PyTorch fp32 and accuracy on "
+                "the first test images, classified by that device."
+                if checked
+                else ""
+            ),
         ]
     if any(
         timing.get("measured_at_baseline_ms") is not None

@@ -585,6 +585,28 @@ def test_the_fastest_file_accurate_enough_is_recommended(exported: Path) -> None
     assert "(recommended)" in (exported / "card.md").read_text()
 
 
+def test_the_cards_note_on_the_recommendation_says_what_it_weighed(exported: Path) -> None:
+    from export.card import card_markdown, read_card
+
+    def note(card: Any) -> str:
+        paragraphs = card_markdown(card).split("\n\n")
+        return " ".join(next(p for p in paragraphs if p.startswith("vs fp32: ")).split())
+
+    card = read_card(exported / "card.json")
+    assert "Recommended: the fastest file with a top-1 agreement" in note(card)
+    # fp32 files alone: int8 was named though none was written (review)
+    card["files"] = [f for f in card["files"] if f["precision"] == "fp32"]
+    for entry in card["latency"].values():
+        entry["files"] = {n: t for n, t in entry["files"].items() if "int8" not in n}
+    checked = note(card)
+    assert "Recommended: on a device that checked the files, the fastest file" in checked
+    assert "On the device: the file's top-1 agreement" in checked and "int8" not in checked
+    for entry in card["latency"].values():
+        for timing in entry["files"].values():
+            timing.pop("on_device", None)
+    assert note(card).endswith("(above 1: faster). Recommended: the fastest file.")
+
+
 def test_each_device_classifies_the_test_images_with_the_files_it_measured(
     exported: Path,
 ) -> None:
