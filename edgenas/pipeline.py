@@ -210,14 +210,14 @@ def _run_stages(
 
         torch.set_num_threads(threads)
     if "export" in stages:
-        with _logged("export", log):
+        with _logged("export", log, checking=True):
             recipe.check_export()
     if "search" in stages:
-        with _logged("search", log):
+        with _logged("search", log, checking=True):
             recipe.check_search()
-    with _logged("profile", log):
+    with _logged("profile", log, checking=True):
         _check_devices(recipe, run, options, log)
-    with _logged("recipe", log):  # before any stage: no stage's failure
+    with _logged("recipe", log, checking=True):  # before any stage: no stage's failure
         _check_sources(recipe)
         _check_upstream(recipe, run.layout)
     # Only now the recipe goes into run.json: a refused one wrote itself over a good run's.
@@ -228,7 +228,7 @@ def _run_stages(
     supernet = run.layout.supernet
     # Profiling times blocks, not the supernet: a recipe that only profiles needs none.
     if {"search", "export"} & set(stages) and not supernet.is_file():
-        with _logged("recipe", log):  # no stage failed: a recipe without train has none
+        with _logged("recipe", log, checking=True):  # no stage failed: none trains
             raise RecipeError(
                 f"{supernet} does not exist: add 'train' to the recipe's stages (or run "
                 f"'edgenas train {recipe_path} --out {root}', or import OFA's with "
@@ -262,14 +262,18 @@ def _run_stages(
 
 
 @contextmanager
-def _logged(stage: str, log: Log) -> Iterator[None]:
+def _logged(stage: str, log: Log, *, checking: bool = False) -> Iterator[None]:
     """Write a stage's failure to ``run.log`` before it propagates: the user's error as its
-    one line, a bug with its traceback (the terminal shows it too). Ctrl-C becomes the one
-    line naming the stage, which the command line prints even with --quiet."""
+    one line, which the command line prints after the stage's name (but for ``checking``,
+    the recipe's checks before any stage runs), a bug with its traceback (the terminal shows
+    it too). Ctrl-C becomes the one line naming the stage, which the command line prints
+    even with --quiet."""
     try:
         yield
     except EdgenasError as exc:
         log(f"{stage} failed: {exc}", echo=False)  # the command line prints its one line
+        if not checking:
+            exc.stage = stage
         raise
     except KeyboardInterrupt:
         log(f"{stage} interrupted: run the same command again to resume", echo=False)

@@ -13,6 +13,10 @@ class EdgenasError(Exception):
     """A problem the user can fix. The message is one line that names the thing, the value
     and what to do."""
 
+    # The stage of ``edgenas run`` it failed (set as it leaves the stage), which the command
+    # line names before the message.
+    stage: str | None = None
+
 
 class Interrupted(KeyboardInterrupt):
     """Ctrl-C, carrying the one line the command line prints for it: what was saved and how

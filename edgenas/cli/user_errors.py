@@ -169,7 +169,7 @@ class UserErrorsGroup(TyperGroup):
         try:
             result = super().invoke(ctx)
         except EdgenasError as exc:
-            raise fail(str(exc)) from None
+            raise fail(f"{exc.stage} failed: {exc}" if exc.stage else str(exc)) from None
         except KeyboardInterrupt as exc:
             if isinstance(exc, Interrupted):
                 raise interrupted(str(exc)) from None

@@ -665,6 +665,8 @@ def test_a_failed_search_after_a_change_leaves_no_stale_summary_or_report(
     proc = edgenas_run(tight, copy, cache=cache)
     assert proc.returncode == 2
     assert "no subnet meets the 1e-06 ms budget on test-cpu" in proc.stderr
+    # The error line names the stage that failed (run.log alone did; review)
+    assert "error: search failed: no subnet meets the 1e-06 ms budget" in proc.stderr
     assert proc.stderr.rstrip().endswith("raise devices[0].budget_ms in the recipe")
     assert not (copy / "summary.json").exists() and not (copy / "report.html").exists()
     proc = edgenas_here("report", copy)
@@ -688,6 +690,7 @@ def test_a_report_that_cannot_be_written_leaves_no_summary_that_looks_current(
     proc = edgenas_run(recipe, copy, "--quiet", cache=cache)
     assert proc.returncode == 2, proc.stderr
     assert "report.html" in proc.stderr and "Traceback" not in proc.stderr
+    assert "error: report failed: " in proc.stderr
     assert not (copy / "summary.json").exists()
 
 
