@@ -62,6 +62,19 @@ def choose_subnet(
         raise SubnetError(f"subnet file {choice}: {exc}") from None
 
 
+def searched_supernet(choice: str) -> str | None:
+    """The fingerprint (``supernet_fingerprint``) of the supernet whose accuracies the front
+    of ``choice`` holds, where ``choice`` is a pareto.json that records it (searches on a
+    supernet's own accuracies, since it did); None for anything else. ``choose_subnet`` has
+    read and checked the file by now."""
+    if choice in ("max", "min", "random"):
+        return None
+    document = _read_json(Path(choice.partition("#")[0]))
+    if isinstance(document, dict) and isinstance(document.get("supernet"), str):
+        return str(document["supernet"])
+    return None
+
+
 def _read_json(path: Path) -> Any:
     from once_for_all import SubnetError
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypedDict, cast
+from typing import Any, NotRequired, TypedDict, cast
 
 import optuna
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -44,6 +44,8 @@ class ParetoDocument(TypedDict):
     objectives: list[str]
     devices: list[dict[str, Any]]
     accuracy: str  # where the accuracies come from
+    # supernet_fingerprint of the supernet whose accuracies they are (not for OFA's predictor)
+    supernet: NotRequired[str]
     front: list[dict[str, Any]]
     chosen: list[Choice]
 
@@ -265,7 +267,7 @@ def pareto_document(
     *,
     accuracy_source: str,
 ) -> ParetoDocument:
-    return {
+    document: ParetoDocument = {
         "format": PARETO_FORMAT,
         "space": problem.space.id,
         "study": study.study_name,
@@ -285,6 +287,9 @@ def pareto_document(
         "front": [m.to_dict() for m in front],
         "chosen": list(chosen),
     }
+    if "supernet" in problem.sources:  # its accuracies are that supernet's
+        document["supernet"] = str(problem.sources["supernet"])
+    return document
 
 
 def write_pareto(path: Path, document: ParetoDocument) -> None:

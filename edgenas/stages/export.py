@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
 
 from edgenas.run_layout import SPACE_NAME
-from edgenas.subnet_choice import choose_subnet
+from edgenas.subnet_choice import choose_subnet, searched_supernet
 from export.card import CardBody, DeviceCheck, DeviceLatency, FileLatency, Int8Accuracy
 from export.errors import ExportError
 from export.formats import (
@@ -175,6 +175,7 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
         require_complete(payload, job.supernet)
         space = supernet.space
         subnet = choose_subnet(job.subnet, space)
+        _check_searched_supernet(job, supernet, say)
         o = job.options
         check_options(o, stem_channels=space.width(space.stem_width))
         names = [_profile_name(device) for device in job.devices]
@@ -645,6 +646,21 @@ def _no_predictor(
         f"{name}: no latency prediction ({why}): the card gives the measured latency only; "
         f"profile it with '{command}'"
     )
+
+
+def _check_searched_supernet(job: ExportJob, supernet: OFAMobileNetV3, say: Say) -> None:
+    """Say so where --subnet is a front searched on another supernet of the same space (one
+    trained on other data, or trained further): the subnet is valid, but was chosen by the
+    other one's accuracies (the card gives this one's)."""
+    from once_for_all.accuracy_dataset import supernet_fingerprint
+
+    searched = searched_supernet(job.subnet)
+    if searched is not None and searched != supernet_fingerprint(supernet):
+        say(
+            f"warning: {job.subnet.partition('#')[0]} was searched on another supernet (weights "
+            f"{searched}, not those of {job.supernet}): its subnet was chosen by that one's "
+            "accuracies; search this supernet for a front of its own"
+        )
 
 
 def input_resize(data: DataBundle) -> str:

@@ -955,6 +955,32 @@ def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
                 choose_subnet(f"{path}{member}", TINY)
 
 
+def test_a_front_searched_on_another_supernet_is_said(trained: Path, tmp_path: Path) -> None:
+    # A pareto.json of another supernet of the same space (trained on other data) was taken
+    # without a word: its subnet had been chosen by the other one's accuracies (review).
+    from once_for_all import load_supernet
+    from once_for_all.accuracy_dataset import supernet_fingerprint
+
+    supernet = trained / "run" / "supernet.pt"
+    pareto = tmp_path / "pareto.json"
+    doc = {
+        "format": "edgenas.pareto/1",
+        "supernet": "0123456789abcdef",
+        "front": [{"subnet": TINY.min_subnet().to_dict()}],
+        "chosen": [],
+    }
+    warning = f"warning: {pareto} was searched on another supernet (weights 0123456789abcdef"
+    for recorded, said in [("0123456789abcdef", True), (None, False)]:
+        doc["supernet"] = recorded or supernet_fingerprint(load_supernet(supernet)[0])
+        pareto.write_text(json.dumps(doc))
+        proc = edgenas_here(
+            "export", "--supernet", supernet, "--subnet", f"{pareto}#0", "--format", "onnx",
+            "--no-verify", "--out", tmp_path / "out",
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+        assert (warning in " ".join(proc.stderr.split())) is said, proc.stderr
+
+
 def test_a_binary_subnet_file_is_one_line(tmp_path: Path) -> None:
     path = tmp_path / "subnet.json"
     path.write_bytes(b"\xff\xfe\x00binary")

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from once_for_all import load_supernet
+from once_for_all.accuracy_dataset import supernet_fingerprint
 from tests.edgenas.search.synthetic import predictor
 from tests.support.cli_here import edgenas_here
 
@@ -69,6 +71,8 @@ def test_joint_search_for_two_devices_writes_front_choices_and_plot(
     doc = json.loads(proc.stdout)
     assert doc == json.loads((tmp_path / "pareto.json").read_text())
     assert doc["trials"] >= 150 and doc["front"]
+    # whose accuracies these are: export says so of a front searched on another supernet
+    assert doc["supernet"] == supernet_fingerprint(load_supernet(supernet)[0])
     assert [(c["device"], c["budget_ms"]) for c in doc["chosen"]] == [
         ("board0", 0.7),
         ("board0", 0.9),
