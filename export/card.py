@@ -250,6 +250,11 @@ def split_stem_note(card: CardBody) -> str | None:
     )
 
 
+# How images were resized where the card's accuracies were measured: shrinking without the
+# antialiasing (cv2's INTER_LINEAR, tf.image.resize's default) changes the logits.
+_BILINEAR = "bilinear, antialiased as PIL's resize is"
+
+
 def card_markdown(card: CardDocument) -> str:
     subnet = card["subnet"]
     lines = [
@@ -275,7 +280,7 @@ def card_markdown(card: CardDocument) -> str:
     if finetune.get("qat_epochs"):
         lines.append(
             f"- then {finetune['qat_epochs']} epoch(s) of int8-aware fine-tuning (simulated int8 "
-            "activations) for the int8 files' sake"
+            "activations) for the int8 files' sake; every file, fp32 too, has its weights"
         )
     lines += [
         "",
@@ -367,6 +372,13 @@ def card_markdown(card: CardDocument) -> str:
                 "checked the files, the agreement measured there, fp32 files' too; elsewhere "
                 "fp32 files count as agreeing and int8 files by the host's check."
             )
+            if not any(
+                "top1_agreement" in f["checks"] for f in card["files"] if f["precision"] == "int8"
+            ):
+                chosen += (
+                    " No int8 file was checked here (--no-verify): none is recommended where a "
+                    "device did not check it."
+                )
         elif checked:
             chosen = (
                 f"Recommended: on a device that checked the files, the fastest file with a "
@@ -402,11 +414,11 @@ def card_markdown(card: CardDocument) -> str:
     r = subnet["r"]
     if data.get("resize") == "center-crop":  # cards before it was recorded: bilinear
         resized = (
-            f"resized (bilinear) so that the shorter side is {math.ceil(r / CROP_FRACTION)} px and "
-            f"centre-cropped to {r}x{r} (OFA's evaluation transform)"
+            f"resized ({_BILINEAR}) so that the shorter side is {math.ceil(r / CROP_FRACTION)} "
+            f"px and centre-cropped to {r}x{r} (OFA's evaluation transform)"
         )
     else:
-        resized = f"resized (bilinear) to {r}x{r}"
+        resized = f"resized ({_BILINEAR}) to {r}x{r}"
     lines += [
         "",
         "## Input",

@@ -214,7 +214,7 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
             data,
             staging,
             options=replace(job.options, graph_form=form, align_channels=align_channels),
-            metadata=_metadata(space, subnet, data),
+            metadata=_metadata(space, subnet, data, dynamic_batch=job.options.dynamic_batch),
             file_metadata=lambda precision, groups: {
                 "edgenas.predicted_latency_ms": json.dumps(
                     {
@@ -671,7 +671,9 @@ def input_resize(data: DataBundle) -> str:
     return "center-crop" if data.train_transforms == "ofa" else "bilinear"
 
 
-def _metadata(space: SearchSpace, subnet: Subnet, data: DataBundle) -> dict[str, str]:
+def _metadata(
+    space: SearchSpace, subnet: Subnet, data: DataBundle, *, dynamic_batch: bool
+) -> dict[str, str]:
     """What a deployed ONNX file should carry about itself (read with read_onnx_metadata),
     but for the latency predicted for it (``_prediction``), which depends on the file."""
     r = subnet.r
@@ -681,9 +683,12 @@ def _metadata(space: SearchSpace, subnet: Subnet, data: DataBundle) -> dict[str,
         "edgenas.input": json.dumps(
             {
                 "layout": "NCHW",
-                "shape": [1, data.spec.channels, r, r],
+                # the file's own input shape (it gave batch 1 with --dynamic-batch; review)
+                "shape": ["batch" if dynamic_batch else 1, data.spec.channels, r, r],
                 "dtype": "float32",
                 "resize": input_resize(data),
+                # as PIL's resize, and resize_batch: what the accuracy was measured with
+                "antialias": True,
                 **({"crop_fraction": CROP_FRACTION} if input_resize(data) == "center-crop" else {}),
             }
         ),

@@ -3,6 +3,7 @@ local device, a real sshd with tflite-runtime 2.14 as the board."""
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import re
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import pytest
 import torch
 
@@ -211,8 +213,12 @@ def test_onnx_metadata_describes_the_model(exported: Path) -> None:
     assert json.loads(metadata["edgenas.normalization"])["mean"] == card["data"]["mean"]
     described = json.loads(metadata["edgenas.input"])
     assert described["shape"] == [1, 1, 28, 28] and described["resize"] == "bilinear"
+    assert described["antialias"] is True  # as the accuracies were measured
     assert card["data"]["resize"] == "bilinear"
-    assert "1 channel(s), resized (bilinear) to 28x28, then" in (exported / "card.md").read_text()
+    assert (
+        "1 channel(s), resized (bilinear, antialiased as PIL's resize is) to 28x28, then"
+        in (exported / "card.md").read_text()
+    )
     assert json.loads(metadata["edgenas.accuracy"])["fp32"] == pytest.approx(
         card["accuracy"]["fp32"]
     )
@@ -232,6 +238,23 @@ def test_onnx_metadata_describes_the_model(exported: Path) -> None:
         NOTE10: published,
     }
     assert int8["edgenas.subnet"] == metadata["edgenas.subnet"]
+
+
+def test_a_dynamic_batch_files_metadata_gives_its_input_shape(
+    trained: Path, tmp_path: Path
+) -> None:
+    # The metadata said batch 1 where the file and the card said "batch" (review).
+    out = tmp_path / "out"
+    proc = edgenas_here(
+        "export", "--supernet", trained / "run" / "supernet.pt", "--subnet", "min",
+        "--format", "onnx", "--dynamic-batch", "--no-verify", "--out", out, "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    described = json.loads(read_onnx_metadata(out / "model.onnx")["edgenas.input"])
+    graph = onnx.load(str(out / "model.onnx"), load_external_data=False).graph.input[0]
+    dims = [d.dim_param or d.dim_value for d in graph.type.tensor_type.shape.dim]
+    assert described["shape"] == _card(out)["inputs"]["model.onnx"]["shape"] == dims
+    assert dims == ["batch", 1, 28, 28]
 
 
 def test_a_published_device_has_its_prediction_on_the_card_and_no_measurement(
@@ -594,6 +617,12 @@ def test_the_cards_note_on_the_recommendation_says_what_it_weighed(exported: Pat
 
     card = read_card(exported / "card.json")
     assert "Recommended: the fastest file with a top-1 agreement" in note(card)
+    assert "No int8 file was checked here" not in note(card)
+    # --no-verify: the int8 files had no agreement to be recommended by, unsaid (review)
+    unverified = copy.deepcopy(card)
+    for f in unverified["files"]:
+        f["checks"] = {}
+    assert note(unverified).count("No int8 file was checked here (--no-verify)") == 1
     # fp32 files alone: int8 was named though none was written (review)
     card["files"] = [f for f in card["files"] if f["precision"] == "fp32"]
     for entry in card["latency"].values():

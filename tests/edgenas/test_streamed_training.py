@@ -137,7 +137,8 @@ def test_export_of_a_streamed_supernet_describes_its_centre_crop(
     card = json.loads((out / "card.json").read_text())
     assert card["data"]["resize"] == "center-crop"
     assert (
-        "resized (bilinear) so that the shorter side is 37 px and centre-cropped to 32x32 "
+        "resized (bilinear, antialiased as PIL's resize is) so that the shorter side is 37 px "
+        "and centre-cropped to 32x32 "
         "(OFA's evaluation transform)"
     ) in (out / "card.md").read_text()
     described = json.loads(read_onnx_metadata(out / "model.onnx")["edgenas.input"])
