@@ -10,10 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import signal
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from export.formats import ChannelAlignment, GraphForm, ModelFormat, Precision
 from latency.block_models import block_input_shape, block_module
 from latency.blocks import BlockSpec
 from once_for_all.errors import EdgenasError
+from once_for_all.files import output_folder
 from once_for_all.progress import Progress
 from once_for_all.quant_aware import consecutive_groups
 
@@ -41,6 +44,9 @@ Conversion = tuple[ModelFormat, Precision, GraphForm, ChannelAlignment]  # how a
 
 class ExportFailed(EdgenasError, RuntimeError):
     """A model that could not be converted; the message names it."""
+
+
+CACHE_HOW = "--cache, or $EDGENAS_CACHE"  # how a user chooses the cache folder
 
 
 def default_cache_dir() -> Path:
@@ -159,7 +165,8 @@ class ModelCache:
             progress("export", 0, total)
         if not todo:
             return [path for _, path in jobs]
-        todo[0][1].parent.mkdir(parents=True, exist_ok=True)
+        # A --cache (or $EDGENAS_CACHE) that is a file or read-only: one line, no traceback.
+        output_folder(todo[0][1].parent, error=ExportFailed, what=f"the model cache ({CACHE_HOW})")
         # A worker costs a few seconds to start (importing torch, and litert-torch for
         # TFLite); that pays off from a handful of models on.
         if workers <= 1 or total < (2 if conversion[0] == "tflite" else 8):
@@ -168,20 +175,40 @@ class ModelCache:
                 done += 1
                 if progress is not None:
                     progress("export", done, total)
-        else:
-            with ProcessPoolExecutor(
-                max_workers=min(workers, total),
-                mp_context=get_context("spawn"),
-                initializer=_quiet_worker,
-                initargs=(os.getpid(),),
-            ) as pool:
+            return [path for _, path in jobs]
+        pool = ProcessPoolExecutor(
+            max_workers=min(workers, total),
+            mp_context=get_context("spawn"),
+            initializer=_quiet_worker,
+            initargs=(os.getpid(),),
+        )
+        try:
+            with _ctrl_c_blocked():  # the workers start in submit, inheriting it
                 futures = [pool.submit(export_fn, desc, path, conversion) for desc, path in todo]
-                for future in as_completed(futures):
-                    future.result()
-                    done += 1
-                    if progress is not None:
-                        progress("export", done, total)
+            for future in as_completed(futures):
+                future.result()
+                done += 1
+                if progress is not None:
+                    progress("export", done, total)
+        finally:
+            # Ctrl-C or a failed export: the queued models are dropped and those in flight
+            # finish (a worker's own Ctrl-C had left one hung on a lock, the command with it).
+            pool.shutdown(wait=True, cancel_futures=True)
         return [path for _, path in jobs]
+
+
+@contextmanager
+def _ctrl_c_blocked() -> Iterator[None]:
+    """SIGINT blocked in this thread, and so in the worker processes it starts meanwhile (a
+    spawned process inherits the mask): a Ctrl-C reaches a terminal's whole process group,
+    and workers it interrupted while importing torch or converting printed tracebacks. The
+    parent alone stops, and ends its pool; a Ctrl-C meanwhile is taken by another of its
+    threads, or once unblocked. SIGTERM stays: the pool terminates workers with it."""
+    previous = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
 
 
 def _quiet_worker(parent: int) -> None:

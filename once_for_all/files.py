@@ -60,10 +60,13 @@ def atomic_path(
         raise
 
 
-def output_folder(path: Path, *, error: type[EdgenasError] = WriteError) -> Path:
+def output_folder(
+    path: Path, *, error: type[EdgenasError] = WriteError, what: str = "the output folder"
+) -> Path:
     """Create the output folder ``path`` (and its parents) and check that files can be
     written in it, so that a bad ``--out`` fails before any work with one line naming the
-    problem (a file in the way, a read-only folder). Returns ``path``."""
+    problem (a file in the way, a read-only folder) and ``what`` the folder is for. Returns
+    ``path``."""
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -72,7 +75,7 @@ def output_folder(path: Path, *, error: type[EdgenasError] = WriteError) -> Path
         blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
         reason = f"{blocker} is a file, not a folder" if blocker else exc.strerror or str(exc)
         raise error(
-            f"cannot use {path} as the output folder: {reason}; choose a folder you can write to"
+            f"cannot use {path} as {what}: {reason}; choose a folder you can write to"
         ) from None
     return path
 

@@ -838,6 +838,55 @@ def test_ctrl_c_prints_one_line_even_when_quiet(
         assert lines[0] == INTERRUPTED[command]
 
 
+def _workers(pid: int) -> list[int]:
+    """The worker processes (multiprocessing's spawned children) of process ``pid``."""
+    try:
+        children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except (FileNotFoundError, ProcessLookupError):
+        return []
+    found = []
+    for child in map(int, children):
+        with contextlib.suppress(FileNotFoundError, ProcessLookupError):
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes():
+                found.append(child)
+    return found
+
+
+@pytest.mark.parametrize("after_s", [0.0, 4.0])
+def test_ctrl_c_to_the_process_group_while_workers_export_prints_one_line(
+    after_s: float, tmp_path: Path
+) -> None:
+    # A terminal's Ctrl-C reaches the whole process group: the export workers, interrupted
+    # while importing torch, printed tracebacks, and one interrupted while converting hung
+    # the command after its "interrupted" line (review). They ignore it now, and the command
+    # ends its pool. At 0 s the workers are starting; at 4 s they are converting.
+    out = tmp_path / "p"
+    args = ["profile", "local-cpu", "--space", "mbv3-tiny", "--resolution", "28"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edgenas", *args, "--calibrate", "0", "--out", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**ENV, "EDGENAS_CACHE": str(tmp_path / "cache")},
+        cwd=REPO,
+        start_new_session=True,  # its own process group, as a terminal's foreground job
+    )
+    deadline = time.monotonic() + 300
+    while not _workers(proc.pid):
+        assert proc.poll() is None, proc.communicate()[1]
+        assert time.monotonic() < deadline, "edgenas profile started no export workers"
+        time.sleep(0.01)
+    time.sleep(after_s)
+    workers = _workers(proc.pid)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=120)  # it hung for good
+    assert proc.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert lines[-1] == INTERRUPTED["profile"] and "Traceback" not in stderr, stderr
+    # ended with their pool (joined before the command exits), not left behind
+    assert not [w for w in workers if Path(f"/proc/{w}").exists()]
+
+
 def _loading_torch(pid: int) -> bool:
     """Whether process ``pid`` has mapped torch's library: it is importing torch (which takes
     a second or more after that) or past it."""

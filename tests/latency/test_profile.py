@@ -381,6 +381,16 @@ def test_profile_errors_are_one_line(tmp_path: Path, cache: Path, cpu: Path) -> 
     assert not list(tmp_path.iterdir())
     proc = edgenas("latency", "validate", cpu, "--predictor", tmp_path / "none.json", cache=cache)
     assert proc.returncode == 2 and "does not exist" in proc.stderr
+    # A cache that is a file was a NotADirectoryError traceback (review).
+    in_the_way = tmp_path / "a-file"
+    in_the_way.write_text("")
+    args = ["profile", cpu, "--space", "mbv3-tiny", "--resolution", "28", "--calibrate", "0"]
+    proc = edgenas(*args, "--out", tmp_path / "p", cache=in_the_way)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert (
+        f"error: cannot use {in_the_way}/onnx-fp32 as the model cache (--cache, or "
+        f"$EDGENAS_CACHE): {in_the_way} is a file, not a folder; choose a folder you can write to"
+    ) in " ".join(proc.stderr.split())
 
 
 def test_validating_split_stems_needs_an_int8_table_that_timed_them(
