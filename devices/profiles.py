@@ -333,9 +333,9 @@ class DeviceProfile(_Strict):
             raise ValueError(f"kind '{self.kind}' needs a '{required}' section")
         if self.cores is not None and any(c < 0 for c in self.cores):
             raise ValueError("cores: core numbers are >= 0")
+        self._check_kind_keys()  # first: a key the kind does not use needs no mending
         if self.cores is not None and (twice := _listed_twice(self.cores)):
             raise ValueError(f"cores: core {twice[0]} is listed twice; list each core once")
-        self._check_kind_keys()
         self._check_placement()
         self._check_tensorrt()
         self._check_openvino()

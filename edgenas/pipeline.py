@@ -452,7 +452,8 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
     if failed:
         kept = "the other devices are profiled; " if len(failed) < len(results) else ""
         raise RecipeError(
-            "; ".join(f"profile {r.name} failed: {r.error}" for r in failed)
+            # the command line names the stage: "error: profile failed: DEVICE: ..."
+            "; ".join(f"{r.name}: {r.error}" for r in failed)
             + f" ({kept}fix it and run again to go on)"
         )
 

@@ -376,8 +376,8 @@ def card_markdown(card: CardDocument) -> str:
                 "top1_agreement" in f["checks"] for f in card["files"] if f["precision"] == "int8"
             ):
                 chosen += (
-                    " No int8 file was checked here (--no-verify): none is recommended where a "
-                    "device did not check it."
+                    " No int8 file was checked here (--no-verify): one is recommended only where "
+                    "a device checked it, or runs int8 files alone (flagged)."
                 )
         elif checked:
             chosen = (

@@ -18,6 +18,7 @@ from once_for_all.files import atomic_path
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "output"
+BATCH = "batch"  # the symbolic first dimension of a --dynamic-batch file
 # The metadata entry of the test split's top-1 accuracy: fp32's, and in int8 files their own
 # and their top-1 agreement with fp32 too.
 ACCURACY_KEY = "edgenas.accuracy"
@@ -42,7 +43,7 @@ def export_onnx(
     shape = check_input_shape(input_shape)
     props = _check_metadata(metadata or {})
     path = Path(path)
-    dynamic_axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic_batch else None
+    dynamic_axes = {INPUT_NAME: {0: BATCH}, OUTPUT_NAME: {0: BATCH}} if dynamic_batch else None
     sample = torch.randn(shape)
     with atomic_path(path, error=ExportError) as tmp:
         try:
@@ -62,9 +63,7 @@ def export_onnx(
                     dynamic_axes=dynamic_axes,
                 )
             proto = onnx.load(str(tmp))
-            for key, value in props.items():
-                entry = proto.metadata_props.add()
-                entry.key, entry.value = key, value
+            set_metadata_props(proto, props)
             onnx.checker.check_model(proto)
             onnx.save(proto, str(tmp))
         except Exception as exc:
@@ -98,13 +97,23 @@ def update_onnx_metadata(path: Path, entries: Mapping[str, str]) -> None:
     the others; the file is replaced whole (never left half-written)."""
     props = _check_metadata(entries)
     proto = onnx.load(str(path))
-    merged = {p.key: p.value for p in proto.metadata_props} | props
-    del proto.metadata_props[:]
-    for key, value in merged.items():
-        entry = proto.metadata_props.add()
-        entry.key, entry.value = key, value
+    set_metadata_props(proto, {p.key: p.value for p in proto.metadata_props} | props)
     with atomic_path(Path(path), error=ExportError) as tmp:
         onnx.save(proto, str(tmp))
+
+
+def set_metadata_props(proto: onnx.ModelProto, entries: Mapping[str, str]) -> None:
+    """Make ``entries`` the model's ``metadata_props``, in their order, and nothing else."""
+    del proto.metadata_props[:]
+    for key, value in entries.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+
+
+def onnx_input_shape(nchw: tuple[int, ...], dynamic_batch: bool) -> list[int | str]:
+    """The input shape of a file ``export_onnx`` wrote for ``nchw``: with ``dynamic_batch``,
+    its first dimension is the symbolic ``batch``."""
+    return [BATCH if dynamic_batch else nchw[0], *nchw[1:]]
 
 
 def _check_metadata(metadata: Mapping[str, str]) -> dict[str, str]:

@@ -16,6 +16,7 @@ from export._quiet import quiet_converters
 from export.deferred_interrupt import interrupt_after_step
 from export.errors import ExportError, conversion_error
 from export.formats import ChannelAlignment
+from export.onnx_export import set_metadata_props
 from once_for_all.errors import one_line
 from once_for_all.files import atomic_path, write_bytes
 
@@ -110,10 +111,7 @@ def quantize_onnx_int8(
             quantized = fold_rescales(onnx.load(str(tmp)))
             if align_channels != "none":
                 quantized = onnx_channel_alignment.align_channels(quantized, align_channels)
-            del quantized.metadata_props[:]
-            for key, value in carried.items():
-                entry = quantized.metadata_props.add()
-                entry.key, entry.value = key, value
+            set_metadata_props(quantized, carried)
             onnx.checker.check_model(quantized)
             onnx.save(quantized, str(tmp))
         except Exception as exc:

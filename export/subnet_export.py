@@ -33,7 +33,12 @@ from export.formats import (
     Precision,
     StemGroups,
 )
-from export.onnx_export import ACCURACY_KEY, export_onnx, update_onnx_metadata
+from export.onnx_export import (
+    ACCURACY_KEY,
+    export_onnx,
+    onnx_input_shape,
+    update_onnx_metadata,
+)
 from export.quantize import quantize_onnx_int8, quantize_tflite_int8, tflite_io_quantization
 from export.runtime_graph import onnx_float_nodes, tflite_delegation
 from export.stem_split import split_stem, splittable
@@ -440,7 +445,7 @@ def _input_spec(
     """How a user feeds this file: shape and layout, dtype, and for int8 inputs the
     quantization that maps the normalised float image to int8."""
     if fmt == "onnx":
-        shape: list[int | str] = ["batch" if dynamic else nchw[0], *nchw[1:]]
+        shape = onnx_input_shape(nchw, dynamic)
         return {"name": "input", "layout": "NCHW", "shape": shape, "dtype": "float32"}
     io = tflite_io_quantization(path)
     first = io["inputs"][0]

@@ -55,7 +55,7 @@ from latency.profiler import (
     with_table_stems,
 )
 from latency.published import import_published, not_published, published_refusal
-from latency.table import LatencyTable, TableError, TableHeader
+from latency.table import LatencyTable, TableError
 from once_for_all import SubnetError
 from once_for_all.errors import one_line
 from once_for_all.network_config import network_config
@@ -252,31 +252,44 @@ def _plan(
         if options.calibrate
         else []
     )
-    _check_keeps_calibration(out / "calibration.json", table.header, subnets, options.calibrate)
-    return _Plan(device, space, out, options, settings, resolutions, specs, table, subnets)
+    plan = _Plan(device, space, out, options, settings, resolutions, specs, table, subnets)
+    _check_keeps_calibration(plan)
+    return plan
 
 
-def _check_keeps_calibration(
-    path: Path, header: TableHeader, subnets: list[Subnet], calibrate: int
-) -> None:
-    """A rerun asking fewer calibration subnets than ``path`` holds measured would refit
-    the predictor on fewer of them (``--calibrate 0``: replace it with the lut-sum one),
-    and a rerun is taken to resume: refused, as other changed settings are."""
-    if not path.exists():
+def _check_keeps_calibration(plan: _Plan) -> None:
+    """A rerun asking fewer calibration subnets than its folder holds measured would refit
+    the predictor on fewer of them (``--calibrate 0``: fit the lut-sum one), and a rerun is
+    taken to resume: refused, as other changed settings are, naming the --calibrate that
+    keeps them (a larger one's subnets begin with a smaller one's, per resolution group)."""
+    if not plan.calibration.exists():
         return
-    store = MeasuredSubnets(path, header)
-    left_out = store.left_out(subnets)
-    if left_out:
-        refit = (
-            "replace its calibrated predictor with a lut-sum one"
-            if calibrate == 0
-            else f"leave {left_out} of them out of its predictor's fit"
-        )
-        raise TableError(
-            f"{path} holds {store.count} calibration subnets measured before, and --calibrate "
-            f"{calibrate} (calibrate in a recipe) would {refit}: give the --calibrate it was "
-            "profiled with to resume, or use another output folder"
-        )
+    store = MeasuredSubnets(plan.calibration, plan.table.header)
+    left_out = store.left_out(plan.subnets)
+    if not left_out:
+        return
+    calibrate = plan.options.calibrate
+    refit = (
+        "fit a lut-sum predictor without them"
+        if calibrate == 0
+        else f"leave {left_out} of them out of the predictor's fit"
+    )
+    keeps = next(
+        (
+            n
+            for n in range(calibrate + 1, store.count + 1)
+            if not store.left_out(
+                table_subnets(plan.space, n, plan.table.header, seed=0, extremes=True)
+            )
+        ),
+        None,
+    )
+    give = f"--calibrate {keeps} (or more)" if keeps else "the --calibrate it was profiled with"
+    raise TableError(
+        f"{plan.calibration} holds {store.count} calibration subnets measured before, and "
+        f"--calibrate {calibrate} (calibrate in a recipe) would {refit}: give {give} to "
+        "resume, or use another output folder"
+    )
 
 
 def _export(plan: _Plan, cache: ModelCache, progress: Progress | None) -> None:

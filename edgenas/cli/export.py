@@ -297,7 +297,10 @@ def export_command(
         if not quiet:
             err_console.print(f"[dim]export:[/dim] {escape(message)}", soft_wrap=True)
 
-    card = run_export(job, say=say)
+    def warn(message: str) -> None:  # said even with --quiet: it is not progress
+        err_console.print(f"warning: {message}", markup=False, highlight=False, soft_wrap=True)
+
+    card = run_export(job, say=say, warn=warn)
     if as_json:
         typer.echo(card_json(card), nl=False)
     elif not quiet:

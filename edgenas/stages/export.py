@@ -36,6 +36,7 @@ from export.formats import (
     graph_form,
     kernel_isa,
 )
+from export.onnx_export import onnx_input_shape
 from export.subnet_export import (
     FILE_NAMES,
     ExportedFile,
@@ -146,10 +147,13 @@ class ExportJob:
     data: Path | None = None  # ImageNet-layout folder for a supernet that records no data
 
 
-def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
-    """Do the job and return the model card (also written as card.json and card.md). The
-    output folder is locked meanwhile: another export there would remove this one's staging
-    folder as a leftover."""
+def run_export(
+    job: ExportJob, *, say: Say = lambda message: None, warn: Say | None = None
+) -> CardBody:
+    """Do the job and return the model card (also written as card.json and card.md).
+    ``say`` is told the progress, ``warn`` (default ``say``) what the user should know
+    even when progress is not shown. The output folder is locked meanwhile: another export
+    there would remove this one's staging folder as a leftover."""
     from once_for_all.folder_lock import folder_lock
 
     _check_devices_run_files(job)
@@ -157,10 +161,10 @@ def run_export(job: ExportJob, *, say: Say = lambda message: None) -> CardBody:
     tuned = job.finetune.epochs > 0 or job.finetune.qat_epochs > 0
     _make_folder(job.out, also=(FINETUNED_NAME,) if tuned else ())
     with folder_lock(job.out):
-        return _export(job, created, say)
+        return _export(job, created, say, warn or say)
 
 
-def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
+def _export(job: ExportJob, created: bool, say: Say, warn: Say) -> CardBody:
     from export.card import write_card
     from export.subnet_export import check_options, export_subnet
     from latency.proxies import costs_many
@@ -175,7 +179,7 @@ def _export(job: ExportJob, created: bool, say: Say) -> CardBody:
         require_complete(payload, job.supernet)
         space = supernet.space
         subnet = choose_subnet(job.subnet, space)
-        _check_searched_supernet(job, supernet, say)
+        _check_searched_supernet(job, supernet, warn)
         o = job.options
         check_options(o, stem_channels=space.width(space.stem_width))
         names = [_profile_name(device) for device in job.devices]
@@ -648,7 +652,7 @@ def _no_predictor(
     )
 
 
-def _check_searched_supernet(job: ExportJob, supernet: OFAMobileNetV3, say: Say) -> None:
+def _check_searched_supernet(job: ExportJob, supernet: OFAMobileNetV3, warn: Say) -> None:
     """Say so where --subnet is a front searched on another supernet of the same space (one
     trained on other data, or trained further): the subnet is valid, but was chosen by the
     other one's accuracies (the card gives this one's)."""
@@ -656,8 +660,8 @@ def _check_searched_supernet(job: ExportJob, supernet: OFAMobileNetV3, say: Say)
 
     searched = searched_supernet(job.subnet)
     if searched is not None and searched != supernet_fingerprint(supernet):
-        say(
-            f"warning: {job.subnet.partition('#')[0]} was searched on another supernet (weights "
+        warn(
+            f"{job.subnet.partition('#')[0]} was searched on another supernet (weights "
             f"{searched}, not those of {job.supernet}): its subnet was chosen by that one's "
             "accuracies; search this supernet for a front of its own"
         )
@@ -683,8 +687,7 @@ def _metadata(
         "edgenas.input": json.dumps(
             {
                 "layout": "NCHW",
-                # the file's own input shape (it gave batch 1 with --dynamic-batch; review)
-                "shape": ["batch" if dynamic_batch else 1, data.spec.channels, r, r],
+                "shape": onnx_input_shape((1, data.spec.channels, r, r), dynamic_batch),
                 "dtype": "float32",
                 "resize": input_resize(data),
                 # as PIL's resize, and resize_batch: what the accuracy was measured with

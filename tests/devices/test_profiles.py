@@ -310,22 +310,6 @@ def test_counts_and_times_beyond_what_a_device_takes_are_refused(
         ),
         ({**NPU, "warmup": 0}, "warmup: kind 'npu-sim' does not use it"),
         ({**NPU, "cores": [0]}, "cores: kind 'npu-sim' does not use it"),
-        # accepted, and measured as if two cores were given (review)
-        ({**LOCAL, "cores": [0, 1, 0]}, "cores: core 0 is listed twice; list each core once"),
-        ({**LOCAL, "providers": ["cpu", "cpu"]}, "providers: cpu is listed twice; list it once"),
-        (
-            {**LOCAL, "providers": ["openvino", "OpenVINOExecutionProvider"]},
-            "providers: openvino and OpenVINOExecutionProvider name the same provider, "
-            "OpenVINOExecutionProvider; list it once",
-        ),
-        (
-            {
-                **LOCAL,
-                "providers": ["openvino"],
-                "provider_options": {"OpenVINOExecutionProvider": {}, "openvino": {}},
-            },
-            "provider_options: OpenVINOExecutionProvider and openvino name the same provider",
-        ),
         ({**NPU, "providers": ["cpu"]}, "providers: kind 'npu-sim' does not use it"),
         ({**NPU, "delegate_options": {}}, "delegate_options: kind 'npu-sim' does not use it"),
         ({**VELA, "runs": 5}, "runs: kind 'vela' does not use it (Vela estimates each model"),
@@ -400,6 +384,38 @@ def test_keys_a_kind_does_not_use_are_refused(
         load_profile(path)
     assert str(info.value).startswith(f"device profile {path}: {message}")
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("profile", "message"),
+    [
+        ({**LOCAL, "cores": [0, 1, 0]}, "cores: core 0 is listed twice; list each core once"),
+        ({**LOCAL, "providers": ["cpu", "cpu"]}, "providers: cpu is listed twice; list it once"),
+        (
+            {**LOCAL, "providers": ["openvino", "OpenVINOExecutionProvider"]},
+            "providers: openvino and OpenVINOExecutionProvider name the same provider, "
+            "OpenVINOExecutionProvider; list it once",
+        ),
+        (
+            {
+                **LOCAL,
+                "providers": ["openvino"],
+                "provider_options": {"OpenVINOExecutionProvider": {}, "openvino": {}},
+            },
+            "provider_options: OpenVINOExecutionProvider and openvino name the same provider",
+        ),
+        # a kind that takes no cores says so first: a duplicate there needs no mending
+        ({**NPU, "cores": [0, 0]}, "cores: kind 'npu-sim' does not use it"),
+    ],
+)
+def test_a_core_or_provider_listed_twice_is_refused(
+    tmp_path: Path, profile: dict[str, Any], message: str
+) -> None:
+    # They were taken, and measured as if each had been listed once (review).
+    path = _profile(tmp_path, profile)
+    with pytest.raises(DeviceError) as info:
+        load_profile(path)
+    assert str(info.value).startswith(f"device profile {path}: {message}")
 
 
 def test_what_a_kind_uses_is_still_taken() -> None:

@@ -864,6 +864,14 @@ def _off_board(folder: Path) -> str:
             },
             "and the network (fix it and run again to go on)",  # no other device profiled
         ),
+        (  # the stage named once, by the error line (it read "profile failed: profile ...")
+            "closed port, profile only, the stage named",
+            lambda t: {
+                "stages": ["profile"],
+                "devices": [{"name": _off_board(t), "budget_ms": 1.0, "calibrate": 0}],
+            },
+            "error: profile failed: off-board: device 'off-board': cannot reach 127.0.0.1",
+        ),
         (  # found when the profile stage built the device, after training
             "an npu setting its kind refuses",
             lambda t: {"devices": [{"name": _bad_array(t), "budget_ms": 1.0, "calibrate": 0}]},

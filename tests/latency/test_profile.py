@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -125,26 +126,42 @@ def test_a_rerun_measures_nothing_again(profiled: Path, cpu: Path, cache: Path) 
 @pytest.mark.parametrize(
     ("calibrate", "would"),
     [
-        ("0", "would replace its calibrated predictor with a lut-sum one"),
-        ("12", "would leave 12 of them out of its predictor's fit"),
+        ("0", "would fit a lut-sum predictor without them"),
+        ("12", "would leave 12 of them out of the predictor's fit"),
     ],
 )
 def test_a_rerun_with_fewer_calibration_subnets_is_refused(
     profiled: Path, cpu: Path, cache: Path, calibrate: str, would: str
 ) -> None:
-    # A rerun resumes: fewer subnets than were measured would refit the predictor silently.
-    before = {
-        name: (profiled / name).read_bytes() for name in ("predictor.json", "calibration.json")
-    }
+    # A rerun resumes: fewer subnets than were measured refitted the predictor silently
+    # (--calibrate 0 replaced it with the lut-sum one; review).
+    names = ("predictor.json", "calibration.json")
+    before = {name: (profiled / name).read_bytes() for name in names}
     args = ["profile", cpu, "--space", "mbv3-tiny", "--out", profiled, "--calibrate", calibrate]
     proc = edgenas(*args, cache=cache)
     assert proc.returncode == 2, proc.stderr
     assert (
         f"calibration.json holds 24 calibration subnets measured before, and --calibrate "
-        f"{calibrate} (calibrate in a recipe) {would}: give the --calibrate it was profiled "
-        "with to resume, or use another output folder"
+        f"{calibrate} (calibrate in a recipe) {would}: give --calibrate 24 (or more) to resume, "
+        "or use another output folder"
     ) in " ".join(proc.stderr.split())
     assert before == {name: (profiled / name).read_bytes() for name in before}
+
+
+def test_a_rerun_with_more_calibration_subnets_measures_only_those(
+    profiled: Path, cpu: Path, cache: Path, tmp_path: Path
+) -> None:
+    # What the refusal above relies on: a larger --calibrate's subnets begin with a smaller
+    # one's, so the 24 measured stay as they are and 2 are added.
+    out = tmp_path / "more"
+    shutil.copytree(profiled, out, ignore=shutil.ignore_patterns("*.lock"))
+    before = json.loads((out / "calibration.json").read_text())["subnets"]
+    args = ["profile", cpu, "--space", "mbv3-tiny", "--out", out, "--calibrate", "26"]
+    proc = edgenas(*args, "--passes", "2", "--quiet", cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    after = json.loads((out / "calibration.json").read_text())["subnets"]
+    assert len(after) == 26 and after[:24] == before
+    assert len(load_predictor(out / "predictor.json").calibration["subnets"]) == 26
 
 
 def test_calibrated_beats_lut_sum_on_held_out_subnets(
