@@ -17,6 +17,7 @@ Simulators are deterministic and get no reference.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -72,10 +73,13 @@ class Reference:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Reference:
-        baseline = data.get("baseline_ms")
+        baseline = None if data.get("baseline_ms") is None else float(data["baseline_ms"])
+        if baseline is not None and not (math.isfinite(baseline) and baseline > 0):
+            # every time in the file is scaled by it: 0 gave NaN predictions (review)
+            raise ValueError(f"reference baseline_ms {baseline:g} is not a time above 0 ms")
         return cls(
             subnet=dict(data["subnet"]),
-            baseline_ms=float(baseline) if baseline is not None else None,
+            baseline_ms=baseline,
             baseline_measured=data.get("baseline_measured"),
         )
 

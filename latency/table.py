@@ -213,7 +213,8 @@ class TableHeader:
             ):
                 raise TableError(
                     f"{what} was measured on {_describe(self.fingerprint)}, not on "
-                    f"{_describe(fingerprint)}; profile this device instead of reusing it"
+                    f"{_describe(fingerprint)}; profile this device into a folder of its own "
+                    "instead of reusing it"
                 )
             # Threads are the profile's setting, not the machine's: refused as a setting is,
             # with the others that differ and the one fix.
@@ -321,7 +322,14 @@ def _ints(values: tuple[int, ...]) -> str:
 
 
 def _describe(fp: Fingerprint) -> str:
-    on = f" on {fp.accelerator}" if fp.accelerator else ""
+    # TFLite's delegate "none" is its builtin kernels: "tflite on none" read as a device
+    on = (
+        " with no delegate"
+        if fp.accelerator == "none"
+        else f" on {fp.accelerator}"
+        if fp.accelerator
+        else ""
+    )
     return f"{fp.host} ({fp.cpu_model}, {fp.runtime}{on}, {fp.threads} thread(s))"
 
 

@@ -444,7 +444,8 @@ def predict_command(
             )
         )
     else:
-        typer.echo(f"{ms:.4f} ms on {p.header.device} ({p.kind})")
+        # max, min and random are at a resolution the table covers: say which (walk-through)
+        typer.echo(f"{ms:.4f} ms on {p.header.device} ({p.kind}), subnet {chosen.key}")
 
 
 @latency_app.command("refit")

@@ -228,6 +228,13 @@ def test_predict_prints_the_latency_of_a_subnet(profiled: Path, cache: Path) -> 
     out = json.loads(proc.stdout)
     expected = load_predictor(profiled / "predictor.json").predict(TINY.max_subnet())
     assert out["latency_ms"] == pytest.approx(expected)
+    # Without --json: which subnet, at which resolution, was predicted
+    args = ["latency", "predict", "--predictor", profiled / "predictor.json", "--subnet", "max"]
+    proc = edgenas_here(*args)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == (
+        f"{expected:.4f} ms on test-cpu (calibrated), subnet {TINY.max_subnet().key}\n"
+    )
 
 
 def test_predict_keeps_max_min_random_to_the_tables_resolutions(tmp_path: Path) -> None:
@@ -565,6 +572,12 @@ def test_a_predictor_of_the_other_amx_profile_names_it() -> None:
     assert _refusal(header, fingerprint=replace(two_threads, cpu_model="EPYC")).startswith(
         "predictor P was measured on vm (Xeon, tflite, 1 thread(s)), not on vm (EPYC, tflite, 2 "
     )
+    # TFLite's builtin kernels are no device "none"; the fix names a folder (walk-through)
+    assert _refusal(header, fingerprint=replace(header.fingerprint, accelerator="none")) == (
+        "predictor P was measured on vm (Xeon, tflite, 1 thread(s)), not on vm (Xeon, tflite "
+        "with no delegate, 1 thread(s)); profile this device into a folder of its own instead "
+        "of reusing it"
+    )
 
 
 def test_a_resume_with_other_measurement_settings_is_refused(tmp_path: Path, cache: Path) -> None:
@@ -748,6 +761,25 @@ def test_a_header_value_edgenas_does_not_measure_is_refused(
     assert f"its header's {field} is '{value}', not one of {allowed}" in line
     with pytest.raises(TableError, match=f"its header's {field} is '{value}', not one of"):
         LatencyTable.load(tmp_path / "lut.json")
+
+
+@pytest.mark.parametrize("baseline", [0, -1, float("nan")])
+def test_an_edited_reference_baseline_is_a_damaged_table(
+    profiled: Path, cpu: Path, cache: Path, tmp_path: Path, baseline: float
+) -> None:
+    # Every time is scaled by it: 0 ended in a NaN traceback, after a message that blamed
+    # calibration.json (walk-through).
+    out = tmp_path / "out"
+    shutil.copytree(profiled, out, ignore=shutil.ignore_patterns("*.lock"))
+    doc = json.loads((out / "lut.json").read_text())
+    doc["header"]["reference"]["baseline_ms"] = baseline
+    (out / "lut.json").write_text(json.dumps(doc))
+    args = ["profile", cpu, "--space", "mbv3-tiny", "--calibrate", "24", "--out", out]
+    proc = edgenas(*args, cache=cache)
+    line = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "Traceback" not in line, proc.stderr
+    assert f"latency table {out / 'lut.json'} is damaged" in line
+    assert f"reference baseline_ms {baseline:g} is not a time above 0 ms" in line
 
 
 def test_a_damaged_table_in_out_says_to_delete_it_and_names_the_entry(
