@@ -412,6 +412,16 @@ def _describe_normalisation(reference: dict[str, float] | None) -> str:
     )
 
 
+PREDICTOR_HELP = "predictor.json from edgenas profile, or the folder that holds it"
+
+
+def _predictor_file(path: Path) -> Path:
+    """Option callback: a folder holding predictor.json (edgenas profile's --out) stands for
+    that file, as search's --device takes it (it was "not a latency predictor (Is a
+    directory)"; walk-through)."""
+    return path / PREDICTOR_NAME if (path / PREDICTOR_NAME).is_file() else path
+
+
 def _load(path: Path) -> LutSumPredictor | CalibratedPredictor:
     from latency.predictors import load_predictor
 
@@ -420,7 +430,7 @@ def _load(path: Path) -> LutSumPredictor | CalibratedPredictor:
 
 @latency_app.command("predict")
 def predict_command(
-    predictor: Annotated[Path, typer.Option(help="predictor.json from edgenas profile")],
+    predictor: Annotated[Path, typer.Option(help=PREDICTOR_HELP, callback=_predictor_file)],
     subnet: Annotated[str, typer.Option(help="max, min, random, or a subnet JSON file")],
     seed: Annotated[int, typer.Option(min=0, max=SEED_MAX, help="seed for --subnet random")] = 0,
     as_json: JsonOption = False,
@@ -450,7 +460,7 @@ def predict_command(
 
 @latency_app.command("refit")
 def refit_command(
-    predictor: Annotated[Path, typer.Argument(help="predictor.json from edgenas profile")],
+    predictor: Annotated[Path, typer.Argument(help=PREDICTOR_HELP, callback=_predictor_file)],
 ) -> None:
     """Fit a calibrated predictor again from the calibration subnets and times it keeps,
     where edgenas refuses it because its model predicts no time for some subnet (an older
@@ -476,7 +486,7 @@ def refit_command(
 @latency_app.command("validate")
 def validate_command(
     device: Annotated[str, typer.Argument(help="the device the predictor was built for")],
-    predictor: Annotated[Path, typer.Option(help="predictor.json from edgenas profile")],
+    predictor: Annotated[Path, typer.Option(help=PREDICTOR_HELP, callback=_predictor_file)],
     n: Annotated[
         int,
         typer.Option(

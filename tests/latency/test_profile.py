@@ -235,6 +235,9 @@ def test_predict_prints_the_latency_of_a_subnet(profiled: Path, cache: Path) -> 
     assert proc.stdout == (
         f"{expected:.4f} ms on test-cpu (calibrated), subnet {TINY.max_subnet().key}\n"
     )
+    # the folder edgenas profile wrote stands for its predictor.json, as search takes it
+    args[args.index(profiled / "predictor.json")] = profiled
+    assert edgenas_here(*args).stdout == proc.stdout
 
 
 def test_predict_keeps_max_min_random_to_the_tables_resolutions(tmp_path: Path) -> None:
