@@ -46,9 +46,6 @@ class ExportFailed(EdgenasError, RuntimeError):
     """A model that could not be converted; the message names it."""
 
 
-CACHE_HOW = "--cache, or $EDGENAS_CACHE"  # how a user chooses the cache folder
-
-
 def default_cache_dir() -> Path:
     """``$EDGENAS_CACHE``, else ``$XDG_CACHE_HOME/edgenas``, else ``~/.cache/edgenas``."""
     if env := os.environ.get("EDGENAS_CACHE"):
@@ -166,7 +163,11 @@ class ModelCache:
         if not todo:
             return [path for _, path in jobs]
         # A --cache (or $EDGENAS_CACHE) that is a file or read-only: one line, no traceback.
-        output_folder(todo[0][1].parent, error=ExportFailed, what=f"the model cache ({CACHE_HOW})")
+        output_folder(
+            todo[0][1].parent,
+            error=ExportFailed,
+            what="the model cache (--cache, or $EDGENAS_CACHE)",
+        )
         # A worker costs a few seconds to start (importing torch, and litert-torch for
         # TFLite); that pays off from a handful of models on.
         if workers <= 1 or total < (2 if conversion[0] == "tflite" else 8):

@@ -98,6 +98,17 @@ def _profile(tmp_path: Path, data: Any) -> Path:
     return path
 
 
+def _refusal(tmp_path: Path, data: Any) -> str:
+    """The one line with which loading the profile ``data`` (written to a file) is refused,
+    after the file's name, which it starts with."""
+    path = _profile(tmp_path, data)
+    with pytest.raises(DeviceError) as info:
+        load_profile(path)
+    said = str(info.value)
+    assert said.startswith(f"device profile {path}: ") and "\n" not in said, said
+    return said.removeprefix(f"device profile {path}: ")
+
+
 SSH = {"name": "board", "kind": "ssh", "ssh": {"host": "board", "python": "python3"}}
 
 
@@ -379,11 +390,7 @@ def test_counts_and_times_beyond_what_a_device_takes_are_refused(
 def test_keys_a_kind_does_not_use_are_refused(
     tmp_path: Path, profile: dict[str, Any], message: str
 ) -> None:
-    path = _profile(tmp_path, profile)
-    with pytest.raises(DeviceError) as info:
-        load_profile(path)
-    assert str(info.value).startswith(f"device profile {path}: {message}")
-    assert "\n" not in str(info.value)
+    assert _refusal(tmp_path, profile).startswith(message)
 
 
 @pytest.mark.parametrize(
@@ -412,10 +419,7 @@ def test_a_core_or_provider_listed_twice_is_refused(
     tmp_path: Path, profile: dict[str, Any], message: str
 ) -> None:
     # They were taken, and measured as if each had been listed once (review).
-    path = _profile(tmp_path, profile)
-    with pytest.raises(DeviceError) as info:
-        load_profile(path)
-    assert str(info.value).startswith(f"device profile {path}: {message}")
+    assert _refusal(tmp_path, profile).startswith(message)
 
 
 def test_what_a_kind_uses_is_still_taken() -> None:
@@ -511,11 +515,9 @@ def test_open_device_gives_the_factory_only_the_keys_given(name: str) -> None:
 
 
 def test_a_relative_delegate_library_is_refused(tmp_path: Path) -> None:
-    path = _profile(tmp_path, {**LOCAL, "runtime": "tflite", "delegate": "external:libd.so"})
-    with pytest.raises(DeviceError) as info:
-        load_profile(path)
-    assert str(info.value) == (
-        f"device profile {path}: delegate external:libd.so: give the library's absolute path "
+    profile = {**LOCAL, "runtime": "tflite", "delegate": "external:libd.so"}
+    assert _refusal(tmp_path, profile) == (
+        "delegate external:libd.so: give the library's absolute path "
         "on the device (external:/path/to/libdelegate.so); a relative one would be looked for "
         "in the measurement's temporary folder"
     )
