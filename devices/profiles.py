@@ -426,6 +426,14 @@ class DeviceProfile(_Strict):
                 )
             if provider_name(given) not in names:
                 raise ValueError(f"provider_options: {given} is not in providers")
+            if provider_name(given) == "CPUExecutionProvider":
+                # onnxruntime creates its CPU provider from the session options alone and
+                # ignores provider options given for it: they would be measured as not set.
+                raise ValueError(
+                    f"provider_options: {given}: onnxruntime's CPU provider takes no provider "
+                    "options (it ignores them); remove them (its threads are the profile's "
+                    "threads)"
+                )
 
     @property
     def classify_refusal(self) -> str | None:

@@ -411,6 +411,11 @@ def test_keys_a_kind_does_not_use_are_refused(
             },
             "provider_options: OpenVINOExecutionProvider and openvino name the same provider",
         ),
+        (
+            {**LOCAL, "providers": ["cpu"], "provider_options": {"cpu": {"use_arena": "0"}}},
+            "provider_options: cpu: onnxruntime's CPU provider takes no provider options (it "
+            "ignores them); remove them",
+        ),
         # a kind that takes no cores says so first: a duplicate there needs no mending
         ({**NPU, "cores": [0, 0]}, "cores: kind 'npu-sim' does not use it"),
     ],
@@ -420,6 +425,26 @@ def test_a_core_or_provider_listed_twice_is_refused(
 ) -> None:
     # They were taken, and measured as if each had been listed once (review).
     assert _refusal(tmp_path, profile).startswith(message)
+
+
+def test_onnxruntime_ignores_provider_options_given_for_its_cpu_provider(tmp_path: Path) -> None:
+    # Why a profile's provider_options for the CPU provider are refused: onnxruntime takes
+    # them without a word and creates the provider from the session options alone.
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["y"])],
+        "relu",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    path = tmp_path / "relu.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    options = {"no_such_option": "1", "intra_op_num_threads": "2"}
+    session = ort.InferenceSession(str(path), providers=[("CPUExecutionProvider", options)])
+    assert session.get_provider_options()["CPUExecutionProvider"] == {}
 
 
 def test_what_a_kind_uses_is_still_taken() -> None:
