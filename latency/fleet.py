@@ -39,7 +39,7 @@ from export.formats import ModelFormat, Precision
 from latency.blocks import BlockSpec, enumerate_blocks, profiled_resolutions
 from latency.end_to_end import MeasuredSubnets, table_subnets
 from latency.model_cache import ExportFailed, ModelCache
-from latency.predictors import CalibratedPredictor, LutSumPredictor
+from latency.predictors import CalibratedPredictor, LutSumPredictor, read_predictor
 from latency.predictors import calibrate as fit_calibration
 from latency.profile_files import LUT_NAME, PREDICTOR_NAME
 from latency.profiler import (
@@ -55,7 +55,7 @@ from latency.profiler import (
     with_table_stems,
 )
 from latency.published import import_published, not_published, published_refusal
-from latency.table import LatencyTable, TableError
+from latency.table import LatencyTable, TableError, TableHeader
 from once_for_all import SubnetError
 from once_for_all.errors import one_line
 from once_for_all.network_config import network_config
@@ -239,6 +239,7 @@ def _plan(
         resolutions=resolutions,
         measured_with=device.measured_with(),
     )
+    _check_predictor_file(out / PREDICTOR_NAME, table.header)
     settings = with_table_stems(settings, space, table)
     specs = profiled_blocks(space, resolutions, settings)
     if say is not None:
@@ -255,6 +256,28 @@ def _plan(
     plan = _Plan(device, space, out, options, settings, resolutions, specs, table, subnets)
     _check_keeps_calibration(plan)
     return plan
+
+
+def _check_predictor_file(path: Path, header: TableHeader) -> None:
+    """A predictor.json of another device or setup in the output folder is refused as its
+    lut.json would be: profile would replace it. One that does not read as a predictor
+    (damaged, cut short) is rewritten, as its refusal elsewhere says."""
+    if not path.exists():
+        return
+    try:
+        old = TableHeader.from_dict(read_predictor(path)["header"])
+    except (TableError, KeyError, TypeError, ValueError):
+        return
+    old.check(
+        what=f"existing predictor {path}",
+        space_id=header.space_id,
+        fingerprint=header.fingerprint,
+        model_format=header.model_format,
+        precision=header.precision,
+        resolutions=header.resolutions,
+        measured_with=header.measured_with,
+        device=header.device,
+    )
 
 
 def _check_keeps_calibration(plan: _Plan) -> None:

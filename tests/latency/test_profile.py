@@ -295,6 +295,29 @@ def test_a_table_for_another_device_is_refused(profiled: Path, tmp_path: Path, c
     assert proc.returncode == 2 and "measured with threads 1" in " ".join(proc.stderr.split())
 
 
+def test_a_predictor_of_another_device_is_not_replaced(
+    profiled: Path, tmp_path: Path, cache: Path
+) -> None:
+    # A folder holding another device's predictor.json, without its lut.json: profile
+    # replaced it without a word (walk-through); it is refused as the table would be.
+    out = tmp_path / "out"
+    out.mkdir()
+    kept = (profiled / "predictor.json").read_bytes()
+    (out / "predictor.json").write_bytes(kept)
+    other = tmp_path / "cpu2.yaml"
+    other.write_text(LOCAL_PROFILE.format(name="test-cpu", threads=2, runs=15))
+    proc = edgenas(
+        "profile", other, "--space", "mbv3-tiny", "--out", out, "--calibrate", "0", cache=cache
+    )
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert (
+        f"existing predictor {out / 'predictor.json'} was measured with threads 1, but the "
+        "device profile now gives threads 2"
+    ) in " ".join(proc.stderr.split())
+    assert (out / "predictor.json").read_bytes() == kept
+    assert sorted(p.name for p in out.iterdir()) == ["predictor.json"]
+
+
 def test_a_killed_profiling_run_resumes(tmp_path: Path, cache: Path) -> None:
     # One resolution and few runs a block: what is checked is what a kill leaves, not timings.
     quick = tmp_path / "quick-cpu.yaml"
