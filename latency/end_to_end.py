@@ -320,6 +320,7 @@ class MeasuredSubnets:
                 on_batch=self._storer(round_),
                 progress=_offset(progress, done, total),
                 reference=reference,
+                cache=cache,
             )
             done += len(round_)
         if not self.path.exists():

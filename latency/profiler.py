@@ -343,6 +343,7 @@ def profile_blocks(
         progress=progress,
         reference=reference_file(cache, space, table.header) if todo else None,
         profile_ops=per_op,
+        cache=cache,
     )
     if not table_path.exists():
         table.save(table_path)  # nothing was left to measure, but the file should exist
@@ -391,6 +392,7 @@ def measure_in_batches(
     reference: Path | None = None,
     retries: int = RETRIES,
     profile_ops: bool = False,
+    cache: ModelCache | None = None,
 ) -> None:
     """Measure ``files`` at most ``batch_size`` per device call (the runner interleaves a
     call's models, so they are compared under the same conditions); ``on_batch(start,
@@ -400,20 +402,44 @@ def measure_in_batches(
     again, at most ``retries`` times, keeping the attempt where they agreed best.
     ``profile_ops`` asks the device for per-op times (the reference's copies too: on
     benchmark_model profiling runs within the timed runs, and the reference should see the
-    same overhead as the blocks it normalises)."""
+    same overhead as the blocks it normalises). Files from ``cache``: a device's refusal of
+    one names it there, with what to do if it is damaged."""
     per_call = min(batch_size, device.models_per_call or batch_size)
     chunk = max(per_call - COPIES, 1) if reference is not None else per_call
     if progress:
         progress("measure", 0, len(files))
     for start in range(0, len(files), chunk):
         models = list(files[start : start + chunk])
-        if reference is None:
-            results, ref = device.measure(models, profile_ops=profile_ops), None
-        else:
-            results, ref = _measure_with_reference(device, models, reference, retries, profile_ops)
+        try:
+            if reference is None:
+                results, ref = device.measure(models, profile_ops=profile_ops), None
+            else:
+                results, ref = _measure_with_reference(
+                    device, models, reference, retries, profile_ops
+                )
+        except DeviceError as exc:
+            called = [*models, reference] if reference is not None else models
+            raise _naming_cached_file(exc, called, cache) from None
         on_batch(start, results, ref)
         if progress:
             progress("measure", start + len(results), len(files))
+
+
+def _naming_cached_file(
+    exc: DeviceError, models: list[Path], cache: ModelCache | None
+) -> DeviceError:
+    """``exc``, and where it names one of ``models`` (by file name: an SSH board's copy is in a
+    folder of its own) that is a file of ``cache``, that file and what to do if it is damaged:
+    a cut-short or edited file is not exported again while it is there."""
+    named = [m for m in models if m.name in str(exc)]
+    if cache is None or not named or not named[0].is_relative_to(cache.root):
+        return exc
+    said = str(exc).rstrip(".")
+    which = "it is" if str(named[0]) in said else f"it is {named[0]},"
+    return DeviceError(
+        f"{said}; {which} a file of the model cache: if it is damaged, delete it and run "
+        "again to export it anew"
+    )
 
 
 def _measure_with_reference(

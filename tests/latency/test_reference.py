@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 
 from devices import open_device
+from devices.base import DeviceError
 from devices.local import LocalDevice
 from devices.measurement import Fingerprint, Measurement
 from devices.runner_protocol import RunSettings
@@ -243,6 +244,40 @@ def test_the_reference_joins_every_runner_call_of_a_device_that_splits_batches(
         assert [n for n, _ in batches] == [2, 2, 1]
         calls = device.runner_calls - calls_before  # type: ignore[attr-defined]
         assert calls == sum(attempts for _, attempts in batches)
+
+
+def test_a_damaged_file_of_the_model_cache_is_named_with_what_to_do(
+    sshd: Sshd, device_python: Path, tmp_path: Path
+) -> None:
+    # The board names its own copy of the file; the cache's file, which stays in the way
+    # until deleted, was not named (walk-through).
+    cache = ModelCache(tmp_path / "cache")
+    (spec,) = enumerate_blocks(TINY, resolutions=(28,))[:1]
+    damaged = cache.blocks([spec], "onnx", "fp32")[spec.key]
+    damaged.write_bytes(damaged.read_bytes()[:300])
+    elsewhere = tmp_path / damaged.name
+    elsewhere.write_bytes(damaged.read_bytes())
+    profile = sshd.write_profile(tmp_path / "board.yaml", "board", python=device_python, runs=3)
+    with open_device(profile) as device:
+        for files, hint in ((cache, True), (None, False)):
+            with pytest.raises(DeviceError) as info:
+                measure_in_batches(
+                    device,
+                    [damaged if files else elsewhere],
+                    batch_size=4,
+                    on_batch=lambda *_: None,
+                    cache=files,
+                )
+            said = str(info.value)
+            assert said.startswith("device 'board': cannot load model ")
+            assert str(damaged) not in said.split(";")[0]  # the board's copy is named first
+            assert (
+                said.endswith(
+                    f"; it is {damaged}, a file of the model cache: if it is damaged, delete it "
+                    "and run again to export it anew"
+                )
+                is hint
+            )
 
 
 FP = Fingerprint("board", "Cortex-A72", 4, "performance", "onnxruntime", "1.20.0", 1)
