@@ -418,8 +418,18 @@ PREDICTOR_HELP = "predictor.json from edgenas profile, or the folder that holds 
 def _predictor_file(path: Path) -> Path:
     """Option callback: a folder holding predictor.json (edgenas profile's --out) stands for
     that file, as search's --device takes it (it was "not a latency predictor (Is a
-    directory)"; walk-through)."""
-    return path / PREDICTOR_NAME if (path / PREDICTOR_NAME).is_file() else path
+    directory)"; walk-through). A folder without one says why it has none."""
+    if (path / PREDICTOR_NAME).is_file() or not path.is_dir():
+        return path / PREDICTOR_NAME if path.is_dir() else path
+    if (path / LUT_NAME).is_file():
+        raise typer.BadParameter(
+            f"{path} holds a table ({LUT_NAME}) but no {PREDICTOR_NAME}: its profile did not "
+            "finish; run the same edgenas profile command again to finish it"
+        )
+    raise typer.BadParameter(
+        f"{path} is a folder without {PREDICTOR_NAME}: give the predictor.json that edgenas "
+        "profile wrote, or the --out folder that holds it"
+    )
 
 
 def _load(path: Path) -> LutSumPredictor | CalibratedPredictor:

@@ -240,6 +240,29 @@ def test_predict_prints_the_latency_of_a_subnet(profiled: Path, cache: Path) -> 
     assert edgenas_here(*args).stdout == proc.stdout
 
 
+def test_a_folder_without_a_predictor_says_why(profiled: Path, tmp_path: Path) -> None:
+    # A profile cut short leaves lut.json and no predictor.json; the line said "not a latency
+    # predictor (Is a directory)" (walk-through).
+    unfinished = tmp_path / "unfinished"
+    unfinished.mkdir()
+    shutil.copy(profiled / "lut.json", unfinished)
+    for folder, said in (
+        (
+            unfinished,
+            "holds a table (lut.json) but no predictor.json: its profile did not "
+            "finish; run the same edgenas profile command again to finish it",
+        ),
+        (
+            tmp_path,
+            "is a folder without predictor.json: give the predictor.json that edgenas "
+            "profile wrote, or the --out folder that holds it",
+        ),
+    ):
+        proc = edgenas_here("latency", "predict", "--predictor", folder, "--subnet", "max")
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr
+        assert f"--predictor': {folder} {said}" in " ".join(proc.stderr.split())
+
+
 def test_predict_keeps_max_min_random_to_the_tables_resolutions(tmp_path: Path) -> None:
     # A table of 30 and 32 px of a space that starts at 28, as OFA's Note10 tables are of
     # theirs: max, min and random are chosen among 30 and 32, never 28.
