@@ -533,7 +533,8 @@ class SshDevice(Device):
             raise no_results(self.name, self.python, "ssh.python")
         if status == 0:
             return output
-        if status == 127 and not output:
+        # the shell's own statuses: 127 not found, 126 not a program (a folder, no x bit)
+        if status in (126, 127) and not output:
             raise DeviceError(
                 f"device {self.name!r}: cannot start Python {self.python!r} on "
                 f"{self.target.host_label} ({_last_line(err) or 'not found'}); set ssh.python in "

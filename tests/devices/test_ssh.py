@@ -906,11 +906,16 @@ def test_device_python_without_a_package_says_what_to_install(
     assert list(remote_parent.iterdir()) == []
 
 
-def test_device_python_that_does_not_exist(sshd: Sshd, remote_parent: Path, models: Models) -> None:
-    device = _device(sshd, remote_parent, "/no such/python3")
+@pytest.mark.parametrize("python", ["/no such/python3", "/usr/bin"])
+def test_device_python_that_does_not_exist(
+    sshd: Sshd, remote_parent: Path, models: Models, python: str
+) -> None:
+    # a folder (a virtual environment's, say) ended "exit status 126: ... Permission denied",
+    # with no fix (walk-through)
+    device = _device(sshd, remote_parent, python)
     with pytest.raises(
         DeviceError,
-        match=rf"^device 'board': cannot start Python '/no such/python3' on 127\.0\.0\.1:"
+        match=rf"^device 'board': cannot start Python '{python}' on 127\.0\.0\.1:"
         rf"{sshd.port} \(.*\); set ssh\.python",
     ):
         device.measure([models.fc])
