@@ -345,6 +345,15 @@ def _connect_error(
             "that the device is on and its SSH server running, and the network"
         )
     if isinstance(exc, paramiko.SSHException):
+        if ("banner" in str(exc).lower() or not banner_seen) and isinstance(
+            exc.__context__, EOFError
+        ):
+            # at once, not after the timeout: something at the port ends every connection
+            return UnreachableError(
+                f"{prefix} the server at {target.address} closed the connection before "
+                "sending an SSH banner; check the port, and that no firewall or connection "
+                "limit (OpenSSH's MaxStartups) turns edgenas away"
+            )
         if "banner" in str(exc).lower() or not banner_seen:
             return UnreachableError(
                 f"{prefix} no SSH server answered at {target.address} within "
