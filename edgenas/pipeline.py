@@ -217,6 +217,9 @@ def _run_stages(
             recipe.check_search()
     with _logged("profile", log, checking=True):
         _check_devices(recipe, run, options, log)
+    if "export" in stages:
+        with _logged("export", log, checking=True):  # its profiles load, checked just now
+            _check_export_devices(recipe)
     with _logged("recipe", log, checking=True):  # before any stage: no stage's failure
         _check_sources(recipe)
         _check_upstream(recipe, run.layout)
@@ -388,6 +391,23 @@ def _check_devices(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log
             log(f"checking that {section.name} can be reached before training")
             with open_device(section.name) as device:
                 device.fingerprint()  # connects, logs in and runs the runner once
+
+
+def _check_export_devices(recipe: Recipe) -> None:
+    """A device that runs none of the files the export section writes fails before any stage
+    (export found it, after discarding the previous export; walk-through)."""
+    from devices.profiles import load_profile
+    from edgenas.stages.export import files_refusal
+
+    export = recipe.export
+    for at, section in enumerate(recipe.devices):
+        why = files_refusal(load_profile(section.name), export.formats, int8=export.int8)
+        if why:
+            raise RecipeError(
+                f"recipe {recipe.name!r}: devices[{at}]: {why}, and export.formats is "
+                f"[{', '.join(export.formats)}]{'' if export.int8 else ' without int8'}: "
+                "export those (export.formats, export.int8) or take the device out of devices"
+            )
 
 
 def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:

@@ -497,8 +497,6 @@ def _check_devices_run_files(job: ExportJob) -> None:
     keeps one entry per name, so one device's measurements would replace the other's."""
     from devices.profiles import load_profile
 
-    precisions: tuple[str, ...] = ("fp32", "int8") if job.options.int8 else ("fp32",)
-    written = [(f, p) for f in job.options.formats for p in precisions]
     given: dict[str, str] = {}
     for device in job.devices:
         profile = load_profile(device)
@@ -508,12 +506,22 @@ def _check_devices_run_files(job: ExportJob) -> None:
                 f"{profile.name!r}: give each --device once, each profile its own name"
             )
         given[profile.name] = device
-        if profile.kind == "published":
-            continue
-        runtime = _profile_runtime(profile)
-        formats, takes = _runtime_files(runtime)
-        if not any(f in formats and p in takes for f, p in written):
-            raise _runs_none(profile.name, runtime)
+        if why := files_refusal(profile, job.options.formats, int8=job.options.int8):
+            raise ExportError(f"{why}; export those (--format, --int8) or leave this --device out")
+
+
+def files_refusal(profile: DeviceProfile, formats: Sequence[str], *, int8: bool) -> str | None:
+    """Why the device of ``profile`` runs none of the files an export of ``formats`` writes
+    (int8 ones too with ``int8``), or None where it runs one (a published device runs
+    nothing, and is only predicted)."""
+    if profile.kind == "published":
+        return None
+    runtime = _profile_runtime(profile)
+    runs, takes = _runtime_files(runtime)
+    precisions = ("fp32", "int8") if int8 else ("fp32",)
+    if any(f in runs and p in takes for f in formats for p in precisions):
+        return None
+    return _runs_none(profile.name, runtime)
 
 
 def _runtime_files(runtime: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
@@ -523,11 +531,11 @@ def _runtime_files(runtime: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     return RUNTIME_FORMATS.get(runtime, MODEL_FORMATS), RUNTIME_PRECISIONS.get(runtime, PRECISIONS)
 
 
-def _runs_none(device: str, runtime: str) -> ExportError:
+def _runs_none(device: str, runtime: str) -> str:
     formats, precisions = _runtime_files(runtime)
-    return ExportError(
+    return (
         f"device {device!r} runs {runtime}, which takes {'/'.join(precisions)} "
-        f"{'/'.join(formats)} files; export those (--format, --int8) or leave this --device out"
+        f"{'/'.join(formats)} files"
     )
 
 
@@ -763,7 +771,10 @@ def _measure(
             formats, precisions = _runtime_files(fp.runtime)
             runnable = [f for f in files if f.format in formats and f.precision in precisions]
             if not runnable:  # checked before the export; a device may say otherwise
-                raise _runs_none(device.name, fp.runtime)
+                raise ExportError(
+                    f"{_runs_none(device.name, fp.runtime)}; export those (--format, --int8) "
+                    "or leave this --device out"
+                )
             say(f"measuring {len(runnable)} file(s) on {device.name}")
             predictor = predictors.get(device.name)
             header = predictor.header if predictor is not None else None

@@ -633,6 +633,25 @@ def test_a_stem_split_in_more_groups_than_channels_is_refused_before_training(
     assert not (out / "checkpoint.pt").exists() and not (out / "supernet.pt").exists()
 
 
+def test_a_device_that_runs_none_of_the_exported_files_is_refused_before_any_stage(
+    tmp_path: Path,
+) -> None:
+    # Export refused it, after discarding the previous export (walk-through).
+    devices = [
+        {"name": "npu-32x32-ws", "budget_ms": 1.0},
+        {"name": "local-cpu-litert", "budget_ms": 1.0},
+    ]
+    recipe, out = run_folder(tmp_path, ["train", "export"], devices=devices)
+    (out / "supernet.pt").unlink()
+    line = through_run(recipe, out, "export", ran=False)
+    assert line == (
+        "error: recipe 'errors': devices[1]: device 'local-cpu-litert' runs tflite, which "
+        "takes fp32/int8 tflite files, and export.formats is [onnx]: export those "
+        "(export.formats, export.int8) or take the device out of devices"
+    )
+    assert not (out / "checkpoint.pt").exists() and not (out / "supernet.pt").exists()
+
+
 def test_ofa_accuracy_predictor_for_another_network_is_refused_before_training(
     tmp_path: Path,
 ) -> None:
