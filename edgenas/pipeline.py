@@ -220,6 +220,9 @@ def _run_stages(
     if "export" in stages:
         with _logged("export", log, checking=True):  # its profiles load, checked just now
             _check_export_devices(recipe)
+    if "search" in stages:
+        with _logged("search", log, checking=True):
+            _check_reachable_budgets(recipe, run, options)
     with _logged("recipe", log, checking=True):  # before any stage: no stage's failure
         _check_sources(recipe)
         _check_upstream(recipe, run.layout)
@@ -561,6 +564,32 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
         raise exc.with_fix(f"raise {key} in the recipe") from None
     outputs = [folder / "pareto.json", folder / "pareto.png"]
     run.record("search", inputs, outputs, time.perf_counter() - started)
+
+
+def _check_reachable_budgets(recipe: Recipe, run: RunFolder, options: RunOptions) -> None:
+    """A budget below every subnet's latency on its device's predictor, one this run keeps,
+    fails before any stage: the search found it after discarding the last front, the summary
+    and the report (walk-through). The search, at the resolutions all devices share, may
+    find more budgets out of reach."""
+    from edgenas.search.pareto import InfeasibleBudget
+    from latency.predictors import load_predictor
+
+    for at, section in enumerate(recipe.devices):
+        name = device_name(section.name)
+        budgets, path = section.budgets(), run.layout.predictor(name)
+        profiled_again = "profile" in recipe.planned_stages and (
+            "profile" in options.force
+            or not run.up_to_date(f"profile:{name}", profile_inputs(recipe, section))
+        )
+        if budgets is None or profiled_again or not path.is_file():
+            continue
+        lowest = min(budgets) if isinstance(budgets, tuple) else budgets
+        predictor = load_predictor(path)
+        fastest = min(predictor.lowest(r)[1] for r in predictor.header.resolutions)
+        if fastest > lowest:
+            raise InfeasibleBudget(
+                name, lowest, fastest, f"raise devices[{at}].budget_ms in the recipe"
+            )
 
 
 def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> list[dict[str, Any]]:

@@ -657,17 +657,33 @@ def test_a_failed_search_after_a_change_leaves_no_stale_summary_or_report(
     copy = tmp_path / "run"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.lock"))
     assert (copy / "summary.json").is_file() and (copy / "report.html").is_file()
+    # A budget that no subnet meets on the predictor the run keeps is refused before any
+    # stage, the run folder as it was (the search found it after discarding the front, the
+    # summary and the report; walk-through).
     changed = yaml.safe_load(recipe.read_text())
     for device in changed["devices"]:
         device["budget_ms"] = 1e-6
+    unreachable = tmp_path / "unreachable.yaml"
+    unreachable.write_text(yaml.safe_dump(changed, sort_keys=False))
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and p.suffix != ".log"}
+    proc = edgenas_run(unreachable, copy, cache=cache)
+    assert proc.returncode == 2
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith("error: no subnet meets the 1e-06 ms budget on test-cpu: the lowest ")
+    assert line.endswith("raise devices[0].budget_ms in the recipe")
+    assert {p: p.read_bytes() for p in before} == before
+    # A search that fails after it started: a budget subnets meet, which too few trials reach.
+    predictor = load_predictor(copy / "devices" / "test-cpu" / "predictor.json")
+    fastest = min(predictor.lowest(r)[1] for r in predictor.header.resolutions)
+    changed = yaml.safe_load(recipe.read_text())
+    changed["devices"][0]["budget_ms"] = fastest * 1.0001
+    changed["search"]["trials"] = 2
     tight = tmp_path / "tight.yaml"
     tight.write_text(yaml.safe_dump(changed, sort_keys=False))
     proc = edgenas_run(tight, copy, cache=cache)
     assert proc.returncode == 2
-    assert "no subnet meets the 1e-06 ms budget on test-cpu" in proc.stderr
     # The error line names the stage that failed (run.log alone did; review)
-    assert "error: search failed: no subnet meets the 1e-06 ms budget" in proc.stderr
-    assert proc.stderr.rstrip().endswith("raise devices[0].budget_ms in the recipe")
+    assert "error: search failed: none of the 2 trials meets the " in proc.stderr
     assert not (copy / "summary.json").exists() and not (copy / "report.html").exists()
     proc = edgenas_here("report", copy)
     assert proc.returncode == 0, proc.stderr
