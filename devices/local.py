@@ -25,6 +25,7 @@ from devices.runner import PARENT_ENV
 from devices.runner_protocol import (
     RUNNER_PATH,
     RunnerJob,
+    RunnerWarnings,
     RunSettings,
     build_job,
     classify_refusal,
@@ -65,6 +66,7 @@ class LocalDevice(Device):
         self.settings = settings or RunSettings()
         self.timeout_s = timeout_s
         self._fingerprint: Fingerprint | None = None
+        self._warnings = RunnerWarnings()
 
     @property
     def per_op_times(self) -> bool:
@@ -101,7 +103,7 @@ class LocalDevice(Device):
         results = parse_results(self.name, self._run(job), [str(p) for p in models])
         if settings == self.settings:
             self._fingerprint = results.fingerprint
-        for warning in results.warnings:
+        for warning in self._warnings.new(results.warnings):
             log.warning("device %r: %s", self.name, warning)
         return results.measurements
 
@@ -123,7 +125,7 @@ class LocalDevice(Device):
         # The images go into the runner's folder, its working folder: a relative name.
         job = build_job([os.path.abspath(p) for p in models], self.settings, classify=IMAGES_FILE)
         results = parse_classes(self.name, self._run(job, images), len(models), len(images))
-        for warning in results.warnings:
+        for warning in self._warnings.new(results.warnings):
             log.warning("device %r: %s", self.name, warning)
         return results.top1
 

@@ -7,6 +7,7 @@ that a job means the same thing and results are read the same way on every targe
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -152,6 +153,33 @@ class RunSettings:
                 if k not in runner or openvino_value(k, v) != openvino_value(k, runner[k])
             )
         return tuple(sorted(out.items()))
+
+
+class RunnerWarnings:
+    """The runner's warnings to log for one device, each kind once: a warning about one model
+    (a delegate that took none of its ops, as every int8 file on tflite-runtime 2.14) came for
+    every block of a table, 78 lines (walk-through). Warnings differing only in the model
+    and numbers are of one kind; the first of a kind names its model and says so."""
+
+    def __init__(self) -> None:
+        self._said: set[str] = set()
+
+    def new(self, warnings: Sequence[str]) -> list[str]:
+        """Those of ``warnings`` whose kind was not said before, in order."""
+        out = []
+        for warning in warnings:
+            about_a_model = re.search(_MODEL_FILE, warning) is not None
+            kind = re.sub(rf"{_MODEL_FILE}|\d+", "#", warning) if about_a_model else warning
+            if kind in self._said:
+                continue
+            self._said.add(kind)
+            out.append(
+                f"{warning} (and so for any other model alike)" if about_a_model else warning
+            )
+        return out
+
+
+_MODEL_FILE = r"'[^']*\.(?:onnx|tflite)'"  # as the runner quotes a model's path
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,7 @@ from devices.profiles import SshSection, validate_profile
 from devices.runner_protocol import (
     RUNNER_PATH,
     RunnerJob,
+    RunnerWarnings,
     RunSettings,
     build_job,
     classify_refusal,
@@ -154,6 +155,7 @@ class SshDevice(Device):
         self._session: _Session | None = None
         self._stale_folders: list[str] = []  # of sessions that dropped; removed on reconnect
         self._fingerprint: Fingerprint | None = None
+        self._warnings = RunnerWarnings()
 
     def __enter__(self) -> SshDevice:
         return self
@@ -228,7 +230,7 @@ class SshDevice(Device):
                 fingerprint = results.fingerprint
         if settings == self.settings and fingerprint is not None:
             self._fingerprint = fingerprint
-        for warning in warnings:
+        for warning in self._warnings.new(list(warnings)):
             log.warning("device %r: %s", self.name, warning)
         return measured
 
@@ -287,7 +289,7 @@ class SshDevice(Device):
                 warnings.update(dict.fromkeys(results.warnings))
                 if start == starts[-1]:  # the part's last call
                     self._remove_upload(file)
-        for warning in warnings:
+        for warning in self._warnings.new(list(warnings)):
             log.warning("device %r: %s", self.name, warning)
         return classes
 

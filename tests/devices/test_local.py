@@ -272,3 +272,25 @@ def test_tflite_models_with_litert(tmp_path: Path) -> None:
         _has_start_up_times(m)
     fp = device.fingerprint()
     assert fp.runtime == "tflite" and fp.runtime_version.startswith("ai-edge-litert ")
+
+
+def test_a_runner_warning_about_each_model_is_said_once(
+    device_python: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # tflite-runtime 2.14's XNNPACK takes none of an int8 file's ops, and the runner says so
+    # for each model: a table of 78 blocks printed 78 such lines (walk-through).
+    from latency.blocks import enumerate_blocks
+    from latency.model_cache import ModelCache
+    from once_for_all import get_space
+
+    specs = enumerate_blocks(get_space("mbv3-tiny"), resolutions=(28,))[:3]
+    files = list(ModelCache(tmp_path).blocks(specs, "tflite", "int8", workers=1).values())
+    settings = RunSettings(runtime="tflite", delegate="xnnpack", warmup=1, runs=3)
+    device = LocalDevice("board", python=device_python, settings=settings)
+    with caplog.at_level("WARNING", logger="devices.local"):
+        device.measure(files[:2])
+        device.measure(files[2:])
+    said = [r.getMessage() for r in caplog.records if "took none of its" in r.getMessage()]
+    assert len(said) == 1, said
+    assert said[0].startswith(f"device 'board': model '{files[0]}': delegate xnnpack took none")
+    assert said[0].endswith("ran on TFLite's builtin kernels (and so for any other model alike)")
