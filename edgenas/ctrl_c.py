@@ -29,6 +29,8 @@ INTERRUPTED = {
     "the same command again",
     "run": "interrupted: the finished stages are saved; run the same command again to resume",
     "eval": "interrupted: eval writes nothing",
+    "devices": "interrupted: nothing was changed (trust: known_hosts is as it was); run the "
+    "same command again",
 }
 INTERRUPTED_ELSEWHERE = "interrupted; run the same command again"
 

@@ -19,6 +19,7 @@ from devices.measurement import placement_summary
 from devices.ssh_connection import revoked_host_message
 from edgenas.cli.user_errors import fail
 from edgenas.console import err_console
+from edgenas.ctrl_c import ctrl_c
 
 devices_app = typer.Typer(
     help="Target devices: bundled profiles, connection checks, SSH host keys.",
@@ -135,6 +136,8 @@ def trust_command(
         try:
             accepted = typer.confirm(f"Add it to {target.trust_file}?", default=False)
         except typer.Abort:
+            if ctrl_c.pressed:  # Ctrl-C, not an empty answer: the command's interrupted line
+                raise KeyboardInterrupt from None
             accepted = False
         if not accepted:
             err_console.print(

@@ -998,6 +998,31 @@ def test_cli_trust_then_check(
     assert declined.returncode == 1 and not known_hosts.exists()
     key = HostKey(*sshd.host_key.split())
     assert key.fingerprint in declined.stdout
+    # Ctrl-C at the question is no answer "no" (exit 1, "not trusted"; walk-through)
+    asking = subprocess.Popen(
+        [sys.executable, "-m", "edgenas", "devices", "trust", str(profile)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO,
+        env={
+            **{k: v for k, v in os.environ.items() if k != "SSH_AUTH_SOCK"},
+            "HOME": str(home),
+            "PYTHONPATH": str(REPO),
+        },
+    )
+    assert asking.stdout is not None
+    while "must show the same fingerprint" not in asking.stdout.readline():
+        pass
+    time.sleep(0.5)  # at the question
+    asking.send_signal(signal.SIGINT)
+    _, err = asking.communicate(timeout=30)
+    assert asking.returncode == 130 and not known_hosts.exists()
+    assert err.strip() == (
+        "interrupted: nothing was changed (trust: known_hosts is as it was); run the same "
+        "command again"
+    )
 
     trusted = _edgenas_here("devices", "trust", str(profile), "--yes", home=home)
     assert trusted.returncode == 0, trusted.stderr
