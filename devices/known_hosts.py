@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,25 +49,6 @@ def known_hosts_name(host: str, port: int) -> str:
 _REVOKED = "@revoked"
 
 
-def load_host_keys(
-    files: Sequence[Path], into: paramiko.HostKeys | None = None
-) -> paramiko.HostKeys:
-    """The entries of the readable ``files`` (hashed ones too), added to ``into`` if given;
-    a key that a ``@revoked`` line names is left out even where another line trusts it.
-
-    Lines that cannot be read (a key type paramiko does not know, a broken key, a marker
-    such as ``@cert-authority``) are skipped, as OpenSSH skips them, instead of failing.
-    """
-    keys = into if into is not None else paramiko.HostKeys()
-    entries = list(_entries(files))
-    revoked = _revoked(entries)
-    for marker, entry in entries:
-        if marker is None and HostKey.from_pkey(entry.key) not in revoked:
-            for name in entry.hostnames:
-                keys.add(name, entry.key.get_name(), entry.key)
-    return keys
-
-
 def revoked_host_keys(files: Sequence[Path]) -> set[HostKey]:
     """The keys that ``@revoked`` lines of ``files`` name. OpenSSH never accepts them
     ("the key contained on the line is revoked and must not ever be accepted", sshd(8)); a
@@ -104,11 +86,51 @@ def _entries(
 
 
 def lookup_host_keys(files: Sequence[Path], host: str, port: int) -> list[HostKey]:
-    """Every key the ``files`` hold for ``host`` on ``port``."""
-    found = load_host_keys(files).lookup(known_hosts_name(host, port))
-    if found is None:
-        return []
-    return [HostKey.from_pkey(k) for k in found.values()]
+    """Every key the ``files`` trust for ``host`` on ``port``: lines whose host patterns
+    match ``[host]:port`` (``host`` on port 22) as OpenSSH matches them (``*`` and ``?``
+    wildcards, ``!`` negation, hashed names); revoked keys left out."""
+    return [HostKey.from_pkey(k) for k in matching_keys(files, known_hosts_name(host, port))]
+
+
+def matching_keys(files: Sequence[Path], name: str) -> list[paramiko.PKey]:
+    """The keys of the ``files``' lines whose host patterns match ``name``, not revoked, each
+    once, in file order. paramiko looks names up exactly: ``[10.0.0.*]:2222`` or
+    ``[10.0.0.2]:*``, which OpenSSH matches, were "not in known_hosts" (walk-through)."""
+    entries = list(_entries(files))
+    revoked = _revoked(entries)
+    found: dict[HostKey, paramiko.PKey] = {}
+    for marker, entry in entries:
+        key = HostKey.from_pkey(entry.key)
+        if marker is None and key not in revoked and _matches(entry.hostnames, name):
+            found.setdefault(key, entry.key)
+    return list(found.values())
+
+
+def _matches(patterns: Sequence[str], name: str) -> bool:
+    """OpenSSH's ``match_hostname`` for one known_hosts line: a negated pattern that matches
+    rules the line out, else any pattern that matches (host names compare without case)."""
+    name = name.lower()
+    hit = False
+    for pattern in patterns:
+        negated = pattern.startswith("!")
+        if _pattern_matches(pattern[1:] if negated else pattern, name):
+            if negated:
+                return False
+            hit = True
+    return hit
+
+
+def _pattern_matches(pattern: str, name: str) -> bool:
+    if pattern.startswith("|1|"):  # hashed: HMAC-SHA1 of the name under the line's salt
+        try:
+            return paramiko.HostKeys.hash_host(name, pattern) == pattern
+        except Exception:  # a damaged salt: a line OpenSSH skips too
+            return False
+    # only * and ? are special: [ and ] are literal, as in "[host]:port"
+    wildcards = "".join(
+        ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower()
+    )
+    return re.fullmatch(wildcards, name, flags=re.DOTALL) is not None
 
 
 def add_known_host(path: Path, host: str, port: int, key: HostKey) -> None:

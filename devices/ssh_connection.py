@@ -16,7 +16,7 @@ import shlex
 import socket
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NoReturn, cast
+from typing import Any, cast
 
 import paramiko
 
@@ -25,8 +25,8 @@ from devices.known_hosts import (
     SSH_PORT,
     HostKey,
     known_hosts_name,
-    load_host_keys,
     lookup_host_keys,
+    matching_keys,
     revoked_host_keys,
 )
 
@@ -175,20 +175,24 @@ class RevokedHostKeyError(UnknownHostKeyError):
     """The server offered a key that a ``@revoked`` line of known_hosts names."""
 
 
-class _RefuseUnknownHosts(paramiko.RejectPolicy):
-    """Refuses a key known_hosts does not trust; revoked keys never reach the trusted set
-    (``load_host_keys``), so they come here too."""
+class _RefuseUnknownHosts(paramiko.MissingHostKeyPolicy):
+    """Refuses a key known_hosts does not trust for ``[host]:port``, but one it trusts for the
+    bare host, as OpenSSH does for a key type that ``[host]:port`` has no line for ("found
+    matching key w/out port"); revoked keys are never trusted (``matching_keys``), so they
+    come here too."""
 
-    def __init__(self, revoked: set[HostKey]) -> None:
+    def __init__(self, revoked: set[HostKey], without_port: list[paramiko.PKey]) -> None:
         self.revoked = revoked
+        self.without_port = {HostKey.from_pkey(k) for k in without_port}
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
-    ) -> NoReturn:
+    ) -> None:
         offered = HostKey.from_pkey(key)
         if offered in self.revoked:
             raise RevokedHostKeyError(offered)
-        raise UnknownHostKeyError(offered)
+        if offered not in self.without_port:
+            raise UnknownHostKeyError(offered)
 
 
 def _not_a_private_key(path: Path) -> str | None:
@@ -211,8 +215,12 @@ def connect(target: SshTarget, *, keepalive_s: float = 15.0) -> paramiko.SSHClie
     """A logged-in client with verified host key and keepalive, or a one-line DeviceError."""
     client = paramiko.SSHClient()
     files = [*target.known_hosts, *target.global_known_hosts]
-    load_host_keys(files, into=client.get_host_keys())
-    client.set_missing_host_key_policy(_RefuseUnknownHosts(revoked_host_keys(files)))
+    # Trusted under the name paramiko looks up, found as OpenSSH finds them (host patterns).
+    name = known_hosts_name(target.hostname, target.port)
+    for key in matching_keys(files, name):
+        client.get_host_keys().add(name, key.get_name(), key)
+    without_port = matching_keys(files, target.hostname) if target.port != SSH_PORT else []
+    client.set_missing_host_key_policy(_RefuseUnknownHosts(revoked_host_keys(files), without_port))
     timeout = target.connect_timeout
     try:
         client.connect(
@@ -281,8 +289,9 @@ def fetch_host_key(target: SshTarget) -> HostKey:
 
 def unknown_host_message(target: SshTarget) -> str:
     return (
-        f"device {target.device!r}: host key for {target.host_label} is not in known_hosts; "
-        f"run '{target.trust_command}' after checking it"
+        f"device {target.device!r}: host key for {target.host_label} is not in known_hosts "
+        f"({', '.join(map(str, target.known_hosts))}); run '{target.trust_command}' after "
+        "checking it"
     )
 
 

@@ -81,3 +81,38 @@ def test_a_revoked_key_is_never_trusted(key: HostKey, tmp_path: Path) -> None:
     assert lookup_host_keys([path, revocations], "10.0.0.2", 2222) == []
     assert revoked_host_keys([path, revocations]) == {key}
     assert revoked_host_keys([path]) == set()
+
+
+def test_host_patterns_match_as_ssh_keygen_finds_them(tmp_path: Path) -> None:
+    # paramiko looks names up exactly, so lines that OpenSSH matches by pattern were "not in
+    # known_hosts" (walk-through); ssh-keygen -F is OpenSSH's own lookup.
+    keys = [HostKey(*generate_key(tmp_path / f"key{i}").split()) for i in range(7)]
+    patterns = [
+        "[10.0.0.*]:2222",
+        "[10.0.0.2]:*",
+        "10.0.0.2",
+        "*.LAN,!bad.lan",
+        "[10.0.0.?]:2222",
+        "pi4,[pi4]:2200",
+        "!10.0.0.3,10.0.0.*",
+    ]
+    path = tmp_path / "known_hosts"
+    path.write_text(
+        "".join(f"{p} {k.key_type} {k.base64}\n" for p, k in zip(patterns, keys, strict=True))
+    )
+    names = [("10.0.0.2", 2222), ("10.0.0.3", 2222), ("10.0.0.12", 2222), ("10.0.0.2", 22)]
+    names += [("10.0.0.3", 22), ("10.0.0.4", 22), ("pi.lan", 22), ("bad.lan", 22)]
+    names += [("pi4", 2200), ("pi4", 22), ("[pi4]", 2200), ("other", 22)]
+    for host, port in names:
+        name = known_hosts_name(host, port)
+        found = subprocess.run(
+            ["ssh-keygen", "-F", name, "-f", str(path)], capture_output=True, text=True
+        ).stdout
+        expected = [k for k in keys if k.base64 in found]
+        assert lookup_host_keys([path], host, port) == expected, name
+
+
+def test_a_damaged_hashed_name_is_skipped(key: HostKey, tmp_path: Path) -> None:
+    path = tmp_path / "known_hosts"
+    path.write_text(f"|1|not-base64|x {key.key_type} {key.base64}\n")
+    assert lookup_host_keys([path], "10.0.0.2", 22) == []

@@ -482,18 +482,71 @@ def test_unknown_host_key_is_refused(
 ) -> None:
     empty = tmp_path / "known_hosts"
     empty.write_text("")
-    message = (
-        f"device 'board': host key for 127.0.0.1:{sshd.port} is not in known_hosts; "
-        "run 'edgenas devices trust board' after checking it"
-    )
+
+    def message(checked: Path) -> str:  # naming the file checked (walk-through)
+        return (
+            f"device 'board': host key for 127.0.0.1:{sshd.port} is not in known_hosts "
+            f"({checked}); run 'edgenas devices trust board' after checking it"
+        )
+
     device = _device(sshd, remote_parent, python, known_hosts=str(empty))
-    with pytest.raises(DeviceError, match=f"^{re.escape(message)}$"):
+    with pytest.raises(DeviceError, match=f"^{re.escape(message(empty))}$"):
         device.measure([models.fc])
     missing = tmp_path / "no such known_hosts"
     device = _device(sshd, remote_parent, python, known_hosts=str(missing))
-    with pytest.raises(DeviceError, match=re.escape(message)):
+    with pytest.raises(DeviceError, match=re.escape(message(missing))):
         device.fingerprint()
     assert empty.read_text() == "" and not missing.exists()
+
+
+@pytest.mark.parametrize(
+    "lines",
+    [
+        ["127.0.0.1 {key}"],  # OpenSSH: "found matching key w/out port"
+        ["[127.0.0.*]:{port} {key}"],
+        ["[127.0.0.1]:* {key}"],
+        ["!127.0.0.1,127.0.0.* {key}"],
+        ["[127.0.0.1]:{port} {other}", "127.0.0.1 {key}"],  # no fallback past a mismatch
+        ["127.0.0.1 {other}"],
+        ["[127.0.0.2]:{port} {key}"],
+    ],
+    ids=["no-port", "host-wildcard", "port-wildcard", "negated", "changed", "other", "other-host"],
+)
+def test_host_keys_are_trusted_where_openssh_trusts_them(
+    sshd: Sshd, remote_parent: Path, python: Path, tmp_path: Path, lines: list[str]
+) -> None:
+    # Lines that ssh accepted were "not in known_hosts" here (walk-through): the reference
+    # is OpenSSH's own client, with strict checking, on the same file.
+    other = generate_key(tmp_path / "other_host_key")
+    known = tmp_path / "known_hosts"
+    known.write_text(
+        "".join(
+            f"{line.format(key=sshd.host_key, other=other, port=sshd.port)}\n" for line in lines
+        )
+    )
+    options = ["BatchMode=yes", "StrictHostKeyChecking=yes", f"UserKnownHostsFile={known}"]
+    options.append("GlobalKnownHostsFile=/dev/null")
+    ssh = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            *(arg for option in options for arg in ("-o", option)),
+            *("-i", str(sshd.user_key), "-p", str(sshd.port), f"{sshd.user}@127.0.0.1", "true"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    device = _device(sshd, remote_parent, python, known_hosts=str(known))
+    try:
+        device.fingerprint()
+        trusted = True
+    except DeviceError:
+        trusted = False
+    finally:
+        device.close()
+    assert trusted == (ssh.returncode == 0), ssh.stderr
 
 
 def test_changed_host_key_is_refused(
