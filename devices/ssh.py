@@ -54,6 +54,7 @@ from devices.ssh_connection import (
     fetch_host_key,
     resolve_target,
 )
+from once_for_all.processes import alive, pid_host
 
 if TYPE_CHECKING:
     import numpy as np
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+_OWNER = "owner.json"  # in a remote folder: the client's pid_host() and pid
 _SMALL_COMMAND_TIMEOUT_S = 30.0  # mktemp, rm, kill: these answer at once on a live device
 _POLL_S = 0.5  # how often a long runner call checks the connection and the deadline
 _EOF_POLL_S = 0.005  # how often a finished command's output is checked for its end
@@ -312,7 +314,8 @@ class SshDevice(Device):
                 session.close()
         if leftovers:
             log.warning(
-                "device %r: could not remove %s on %s: the connection is gone",
+                "device %r: could not remove %s on %s: the connection is gone (edgenas removes "
+                "it when it next connects to the device from this machine)",
                 self.name,
                 ", ".join(leftovers),
                 self.target.address,
@@ -397,6 +400,7 @@ class SshDevice(Device):
                 # before a folder is made that nothing could then copy into.
                 sftp = self._open_sftp(transport)
                 folder = self._make_folder(transport)
+                self._remove_orphaned_folders(transport, folder)
         except BaseException:
             client.close()
             raise
@@ -432,7 +436,12 @@ class SshDevice(Device):
             if self.remote_tmpdir
             else '"${TMPDIR:-/tmp}"'
         )
-        script = f'd=$(mktemp -d {parent}/edgenas.XXXXXX) && mkdir "$d/models" && printf %s "$d"'
+        # whose folder it is: a client killed with SIGKILL, or cut off, cannot remove its own
+        owner = shlex.quote(json.dumps({"host": pid_host(), "pid": os.getpid()}))
+        script = (
+            f'd=$(mktemp -d {parent}/edgenas.XXXXXX) && mkdir "$d/models" && '
+            f'printf %s {owner} > "$d/{_OWNER}" && printf %s "$d"'
+        )
         status, out, err = self._exec(transport, script, timeout=_SMALL_COMMAND_TIMEOUT_S)
         # The last line: a login shell that prints something of its own comes first.
         lines = out.decode(errors="replace").strip().splitlines()
@@ -445,6 +454,32 @@ class SshDevice(Device):
                 "writable folder"
             )
         return folder
+
+    def _remove_orphaned_folders(self, transport: paramiko.Transport, folder: str) -> None:
+        """Remove the folders beside ``folder`` that an edgenas process of this machine made
+        and that outlived it: a client killed, or cut off when it would have removed its
+        folder, left it on the device for good (walk-through). Others' folders stay."""
+        parent = shlex.quote(folder.rsplit("/", 1)[0] or "/")
+        script = (
+            f"for d in {parent}/edgenas.*; do "
+            f'[ -f "$d/{_OWNER}" ] && printf "%s\\t%s\\n" "$d" "$(head -c 300 "$d/{_OWNER}")"; '
+            "done; true"
+        )
+        status, out, _ = self._exec(transport, script, timeout=_SMALL_COMMAND_TIMEOUT_S)
+        here, orphaned = pid_host(), []
+        for line in out.decode(errors="replace").splitlines() if status == 0 else []:
+            path, _, text = line.partition("\t")
+            try:
+                owner = json.loads(text)
+            except ValueError:
+                continue
+            pid = owner.get("pid") if isinstance(owner, dict) else None
+            mine = isinstance(owner, dict) and owner.get("host") == here
+            if path != folder and mine and isinstance(pid, int) and not alive(pid):
+                orphaned.append(path)
+        if orphaned:
+            log.info("device %r: removing %s, left by ended edgenas runs", self.name, orphaned)
+            self._remove_folders_with(transport, orphaned)
 
     def _remove_folders(self, session: _Session, folders: Sequence[str]) -> None:
         with self._guard(session.transport, "removing the remote folder"):

@@ -42,6 +42,7 @@ from devices import (
 )
 from devices.ssh import _connection_gone
 from devices.ssh_connection import UnreachableError
+from once_for_all.processes import pid_host
 from tests.devices.conftest import REPO, Models
 from tests.support.cli_here import edgenas_here
 from tests.support.openvino import pinned_version, require_openvino
@@ -768,6 +769,42 @@ def test_reconnects_when_the_connection_dropped_between_calls(
         assert device.remote_folder != first and first is not None
         assert not Path(first).exists()  # removed on reconnect
     assert list(remote_parent.iterdir()) == []
+
+
+def test_folders_left_by_ended_runs_of_this_machine_are_removed(
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+) -> None:
+    # A client killed, or cut off when it would have removed its folder, left it on the
+    # device for good (walk-through). Only this machine's ended runs' folders go.
+    ended = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    owners = {
+        "edgenas.killed": {"host": pid_host(), "pid": int(ended.stdout)},
+        "edgenas.running": {"host": pid_host(), "pid": os.getpid()},
+        "edgenas.elsewhere": {"host": "another-machine", "pid": int(ended.stdout)},
+    }
+    for name, owner in owners.items():
+        (remote_parent / name / "models").mkdir(parents=True)
+        (remote_parent / name / "owner.json").write_text(json.dumps(owner))
+    (remote_parent / "edgenas.older").mkdir()  # from before folders had owners: kept
+    with _device(sshd, remote_parent, python) as device:
+        device.measure([models.fc])
+        mine = Path(device.remote_folder or "")
+        assert json.loads((mine / "owner.json").read_text()) == {
+            "host": pid_host(),
+            "pid": os.getpid(),
+        }
+        left = sorted(p.name for p in remote_parent.iterdir())
+        assert left == sorted(["edgenas.elsewhere", "edgenas.older", "edgenas.running", mine.name])
+    assert sorted(p.name for p in remote_parent.iterdir()) == [
+        "edgenas.elsewhere",
+        "edgenas.older",
+        "edgenas.running",
+    ]
 
 
 @pytest.mark.parametrize("banner", [False, True], ids=["no-banner", "silent-after-banner"])
