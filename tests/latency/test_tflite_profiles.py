@@ -18,7 +18,8 @@ from latency.blocks import SPLIT_STEM_GROUPS, enumerate_blocks, stem_block
 from latency.model_cache import ModelCache
 from latency.profiler import profile_blocks
 from latency.table import LatencyTable, TableError
-from once_for_all import SearchSpace, StageSpec
+from once_for_all import SearchSpace, StageSpec, get_space
+from once_for_all.network_config import network_config
 
 MICRO = SearchSpace(
     name="micro-test",
@@ -85,6 +86,22 @@ def test_int8_litert_tables_time_the_split_stem_in_one_xnnpack_partition(
     for spec in specs:  # as the int8 files LiteRT runs: hard-swish in XNNPACK's int8 form
         delegation = tflite_delegation(files[spec.key])
         assert (delegation["partitions"], delegation["not_delegated"]) == (1, {}), spec.key
+
+
+def test_int8_litert_calibration_subnets_run_in_one_xnnpack_partition(
+    cache: ModelCache,
+) -> None:
+    # As export ships a trained subnet's file. With a fresh network's BN statistics the
+    # activations grew block by block, and 17 of mbv3-tiny max's residual ADDs ran outside
+    # XNNPACK (their int8 scales too far apart): the calibration subnets timed a graph that
+    # export never writes, and the predictor overshot exported files by ~50% (walk-through).
+    from export.runtime_graph import tflite_delegation
+
+    tiny = get_space("mbv3-tiny")
+    config = network_config(tiny, tiny.max_subnet(r=28))
+    (path,) = cache.networks([config], "tflite", "int8", workers=1)
+    delegation = tflite_delegation(path)
+    assert (delegation["partitions"], delegation["not_delegated"]) == (1, {})
 
 
 def test_vela_table_is_filled_by_the_compiler(tmp_path: Path, cache: ModelCache) -> None:
