@@ -88,10 +88,17 @@ class RunFolder:
         record = self.stages.get(key)
         if not record or record.get("inputs") != inputs or key in self.started:
             return False
-        return all(
-            (self.root / name).is_file() and file_sha256(self.root / name) == digest
-            for name, digest in record.get("outputs", {}).items()
-        )
+        return not self.changed_outputs(key)
+
+    def changed_outputs(self, key: str) -> list[str]:
+        """The outputs of stage ``key``'s finished run that are gone or not as it wrote them."""
+        record = self.stages.get(key)
+        outputs: dict[str, str] = record.get("outputs", {}) if record else {}
+        return [
+            name
+            for name, digest in outputs.items()
+            if not (self.root / name).is_file() or file_sha256(self.root / name) != digest
+        ]
 
     def last_inputs(self, key: str) -> dict[str, Any] | None:
         """The inputs stage ``key``'s outputs were last made from: those of its run that
@@ -197,7 +204,11 @@ def needs_run(
     if not forced and key in run.started and old == inputs:
         log(f"{name}: continuing where the last run stopped")
     elif not forced and old is not None and resumable is not None and resumable(old, inputs):
-        log(f"{name}: continuing from the last run ({_changes(old, inputs)} changed)")
+        # the same inputs: an output changed since (a supernet.pt cut short or edited)
+        changed = _changes(old, inputs)
+        outputs_changed = ", ".join(run.changed_outputs(key))
+        why = f"{changed} changed" if changed else f"{outputs_changed} changed since written"
+        log(f"{name}: continuing from the last run ({why})")
     elif forced or (old is not None and old != inputs):
         existing = [p for p in outputs if p.exists()]
         if existing:

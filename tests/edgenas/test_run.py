@@ -238,6 +238,30 @@ def _needs_search(run: RunFolder, inputs: dict[str, Any], logged: list[str]) -> 
     )
 
 
+def test_a_stage_that_continues_after_its_output_changed_says_which(tmp_path: Path) -> None:
+    # A supernet.pt cut short: training continues from its checkpoint, and the line read
+    # "continuing from the last run ( changed)" (walk-through).
+    recipe_path = run_recipe(tmp_path)
+    run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
+    (run.root / "search").mkdir(parents=True)
+    pareto = run.root / "search" / "pareto.json"
+    pareto.write_text("{}\n")
+    inputs = {"supernet": "a", "search": {"trials": 60, "seed": 0}}
+    run.stages["search"] = {
+        "inputs": inputs,
+        "outputs": {"search/pareto.json": file_sha256(pareto)},
+        "seconds": 1.0,
+        "finished": "2026-12-07T00:00:00+00:00",
+    }
+    logged: list[str] = []
+    assert not _needs_search(run, inputs, logged)
+    pareto.write_text("{")
+    assert _needs_search(run, inputs, logged)
+    assert logged.pop() == (
+        "search: continuing from the last run (search/pareto.json changed since written)"
+    )
+
+
 def test_a_stage_whose_inputs_changed_says_what_it_discards(tmp_path: Path) -> None:
     recipe_path = run_recipe(tmp_path)
     run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
