@@ -229,7 +229,7 @@ def _run_stages(
     # Only now the recipe goes into run.json: a refused one wrote itself over a good run's.
     run.save()
     if "train" in stages:
-        with _logged("train", log):
+        with _logged("train", log, forced="train" in options.force):
             _train(recipe, run, options, console, log)
     supernet = run.layout.supernet
     # Profiling times blocks, not the supernet: a recipe that only profiles needs none.
@@ -241,14 +241,14 @@ def _run_stages(
                 f"'edgenas import ofa-supernet FILE --out {root}')"
             )
     if "profile" in stages:
-        with _logged("profile", log):
+        with _logged("profile", log, forced="profile" in options.force):
             _profile(recipe, run, options, log)
     if "search" in stages:
-        with _logged("search", log):
+        with _logged("search", log, forced="search" in options.force):
             _search(recipe, run, options, log)
     exported: list[dict[str, Any]] = []
     if "export" in stages:
-        with _logged("export", log):
+        with _logged("export", log, forced="export" in options.force):
             exported = _export(recipe, run, options, log)
     with _logged("report", log):
         summary = build_summary(recipe, run, exported)
@@ -268,7 +268,9 @@ def _run_stages(
 
 
 @contextmanager
-def _logged(stage: str, log: Log, *, checking: bool = False) -> Iterator[None]:
+def _logged(
+    stage: str, log: Log, *, checking: bool = False, forced: bool = False
+) -> Iterator[None]:
     """Write a stage's failure to ``run.log`` before it propagates: the user's error as its
     one line, which the command line prints after the stage's name (but for ``checking``,
     the recipe's checks before any stage runs), a bug with its traceback (the terminal shows
@@ -282,10 +284,11 @@ def _logged(stage: str, log: Log, *, checking: bool = False) -> Iterator[None]:
             exc.stage = stage
         raise
     except KeyboardInterrupt:
-        log(f"{stage} interrupted: run the same command again to resume", echo=False)
+        # The same command with --force would start the stage over, not resume it.
+        again = "the same command without --force" if forced else "the same command again"
+        log(f"{stage} interrupted: run {again} to resume", echo=False)
         raise Interrupted(
-            f"interrupted in the {stage} stage: finished work is saved; run the same command "
-            "again to resume"
+            f"interrupted in the {stage} stage: finished work is saved; run {again} to resume"
         ) from None
     except Exception as exc:
         log(

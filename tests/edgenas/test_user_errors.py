@@ -232,6 +232,23 @@ def test_a_bug_in_a_run_stage_is_logged_with_its_traceback(
     assert "Traceback (most recent call last)" in log
 
 
+@pytest.mark.parametrize("force", [False, True])
+def test_a_stage_interrupted_says_how_to_resume_it(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, force: bool
+) -> None:
+    # After --force, "run the same command again" started the stage over (walk-through).
+    def interrupted(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("edgenas.stages.search.search", interrupted)
+    recipe, out = run_folder(tmp_path, ["search"])
+    args = ["run", str(recipe), "--out", str(out), "--quiet", *(["--force", "search"] * force)]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 130
+    again = "the same command without --force" if force else "the same command again"
+    assert f"search interrupted: run {again} to resume" in (out / "run.log").read_text()
+
+
 @pytest.mark.parametrize(
     ("args", "line"),
     [
