@@ -365,9 +365,17 @@ def _accuracy_predictor(
     predictor = fit_accuracy_predictor(space, subnets, accuracies, seed=0)
     predictor.save(out / "accuracy_predictor.pt")
     v = predictor.validation
+    # On too few samples it can rank worse than predicting their mean, silently (walk-through).
+    worse = v["rmse"] > v["constant"]["rmse"]
     say(
         f"accuracy predictor: {v['n_train']} train / {v['n_holdout']} held-out subnets, "
         f"RMSE {v['rmse']:.4f} (constant {v['constant']['rmse']:.4f}), Kendall τ {v['kendall']:.3f}"
+        + (
+            "; worse than predicting their mean: give it more subnets (--accuracy-samples, a "
+            "recipe's search.accuracy_samples)"
+            if worse
+            else ""
+        )
     )
     return predictor.predict_many
 

@@ -3,6 +3,7 @@ accuracy and latency so that thousands of trials take seconds."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import random
@@ -10,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -469,3 +471,23 @@ def test_a_url_ending_in_log_is_not_a_journal_path(
     assert (tmp_path / "x.log").is_file() and not (tmp_path / "sqlite:").exists()
     assert isinstance(open_storage("j.log"), optuna.storages.JournalStorage)
     assert isinstance(open_storage("journal:y.jsonl"), optuna.storages.JournalStorage)
+
+
+def test_an_accuracy_predictor_worse_than_the_mean_says_so(tmp_path: Path) -> None:
+    # Fitted on too few subnets it ranked worse than a constant, and the search went on
+    # without a word (walk-through). Accuracies here: noise, then a function of the subnet.
+    from edgenas.stages.search import _accuracy_predictor
+    from once_for_all import Subnet, get_space
+
+    space = get_space("mbv3-tiny")
+
+    def noise(subnets: Sequence[Subnet]) -> list[float]:
+        return [int(hashlib.sha256(s.key.encode()).hexdigest(), 16) % 1000 / 1e4 for s in subnets]
+
+    def learnable(subnets: Sequence[Subnet]) -> list[float]:
+        return [0.3 + 0.002 * sum(s.e) + 0.001 * s.r for s in subnets]
+
+    for evaluate, worse in ((noise, True), (learnable, False)):
+        said: list[str] = []
+        _accuracy_predictor(space, evaluate, 40, tmp_path, said.append)
+        assert ("worse than predicting their mean: give it more subnets" in said[0]) is worse
