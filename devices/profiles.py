@@ -25,6 +25,7 @@ from devices.base import LATENCY_ONLY, Device, DeviceError, Runtime, create_devi
 from devices.runner_protocol import RunSettings, classify_refusal
 from devices.trtexec import JETPACK_TRTEXEC, Precision
 from once_for_all.errors import yaml_problem
+from once_for_all.unknown_keys import unknown_key
 from once_for_all.yaml_text import load_yaml
 
 DeviceKind = Literal["local", "ssh", "adb", "npu-sim", "vela", "published"]
@@ -509,6 +510,8 @@ def validate_profile(raw: dict[str, Any], *, where: str = "(given)") -> DevicePr
         key = ".".join(str(part) for part in err["loc"]) or "(top level)"
         more = f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else ""
         problem = f"{key}: {err['msg']}"
+        if err["type"] == "extra_forbidden":
+            problem = f"{key}: {unknown_key(DeviceProfile, err['loc'])}"
         if err["type"] == "value_error":  # our own checks: their words, not pydantic's prefix
             problem = f"{key}: {err['ctx']['error']}"
         if not err["loc"] and err["type"] == "value_error":

@@ -47,6 +47,7 @@ from once_for_all.data.image_stream import Holding
 from once_for_all.errors import EdgenasError, yaml_problem
 from once_for_all.progressive_shrinking import MAX_RATE
 from once_for_all.training_devices import TrainingDevice
+from once_for_all.unknown_keys import unknown_key
 from once_for_all.yaml_text import load_yaml
 
 
@@ -492,6 +493,8 @@ def _problem(err: ErrorDetails) -> str:
     kind, given, loc = err["type"], err.get("input"), err["loc"]
     if kind == "value_error":  # the validators' own messages, without "Value error, "
         return str(err.get("ctx", {}).get("error", err["msg"]))
+    if kind == "extra_forbidden":
+        return unknown_key(Recipe, loc)
     if loc[:2] == ("space", "adapted") and len(loc) == 2:
         return (
             f"give a built-in space's name ({', '.join(list_spaces())}) or a space file, or "

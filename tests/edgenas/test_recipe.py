@@ -90,7 +90,7 @@ def _refusal(tmp_path: Path, change: Callable[[dict[str, Any]], Any]) -> str:
     [
         (
             lambda r: r["train"].__setitem__("batchsize", 3),
-            r"train\.batchsize: Extra inputs are not permitted",
+            r"train\.batchsize: unknown key; did you mean batch_size\?",
         ),
         (
             lambda r: r["train"].__setitem__("phases", []),
@@ -105,7 +105,15 @@ def _refusal(tmp_path: Path, change: Callable[[dict[str, Any]], Any]) -> str:
             lambda r: r["data"].__setitem__("val_size", 0),
             r"data\.val_size: .*greater than or equal to 1",
         ),
-        (lambda r: r.__setitem__("colour", "red"), r"colour: Extra inputs"),
+        (
+            lambda r: r.__setitem__("colour", "red"),
+            r"colour: unknown key \(known: name, space, data, ",
+        ),
+        # pydantic said "Extra inputs are not permitted"; a typo's key is named (walk-through)
+        (
+            lambda r: r.__setitem__("devices", [{"name": "local-cpu", "budgetms": 1}]),
+            r"devices\[0\]\.budgetms: unknown key; did you mean budget_ms\?",
+        ),
         (lambda r: r["train"]["phases"][1].__setitem__("ks", [3, 4]), r"ks: \[4\] not in space"),
         (
             lambda r: r["train"]["phases"][0].__setitem__("kd_ratio", 1.0),
@@ -269,7 +277,9 @@ def test_a_space_section_adapts_a_builtin_space_to_the_data(tmp_path: Path) -> N
     adapted = load_recipe(_write(tmp_path, recipe)).search_space()
     assert (adapted.name, adapted.in_channels, adapted.num_classes) == ("mbv3-imagenet", 3, 100)
     recipe["space"] = {"name": "mbv3-tiny", "classes": 5}
-    with pytest.raises(RecipeError, match=r"space\.classes: Extra inputs"):
+    with pytest.raises(
+        RecipeError, match=r"space\.classes: unknown key; did you mean num_classes\?"
+    ):
         load_recipe(_write(tmp_path, recipe))
 
 
