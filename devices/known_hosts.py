@@ -107,9 +107,17 @@ def matching_keys(files: Sequence[Path], name: str) -> list[paramiko.PKey]:
 
 
 def _matches(patterns: Sequence[str], name: str) -> bool:
-    """OpenSSH's ``match_hostname`` for one known_hosts line: a negated pattern that matches
-    rules the line out, else any pattern that matches (host names compare without case)."""
+    """OpenSSH's match of one known_hosts line's host field (``patterns``, split at commas):
+    a field that is one ``|1|`` hash matches the name it hashes; any other field is a
+    pattern list (``match_hostname``), where a negated pattern that matches rules the line
+    out, else any pattern that matches (names compare without case). A hash inside a list
+    is only text to OpenSSH, and so here."""
     name = name.lower()
+    if len(patterns) == 1 and patterns[0].startswith("|1|"):
+        try:  # HMAC-SHA1 of the name under the line's salt
+            return paramiko.HostKeys.hash_host(name, patterns[0]) == patterns[0]
+        except Exception:  # a damaged salt: a line OpenSSH skips too
+            return False
     hit = False
     for pattern in patterns:
         negated = pattern.startswith("!")
@@ -121,11 +129,6 @@ def _matches(patterns: Sequence[str], name: str) -> bool:
 
 
 def _pattern_matches(pattern: str, name: str) -> bool:
-    if pattern.startswith("|1|"):  # hashed: HMAC-SHA1 of the name under the line's salt
-        try:
-            return paramiko.HostKeys.hash_host(name, pattern) == pattern
-        except Exception:  # a damaged salt: a line OpenSSH skips too
-            return False
     # only * and ? are special: [ and ] are literal, as in "[host]:port"
     wildcards = "".join(
         ".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern.lower()

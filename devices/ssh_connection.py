@@ -77,6 +77,14 @@ class SshTarget:
             [*self.known_hosts, *self.global_known_hosts], self.hostname, self.port
         )
 
+    def trusts(self, key: HostKey) -> bool:
+        """Whether a connection takes ``key`` as the host's (``_RefuseUnknownHosts``)."""
+        files = [*self.known_hosts, *self.global_known_hosts]
+        known = self.known_keys()
+        if key in known or self.port == SSH_PORT or key.key_type in {k.key_type for k in known}:
+            return key in known
+        return key in lookup_host_keys(files, self.hostname, SSH_PORT)
+
     def revoked_keys(self) -> set[HostKey]:
         """The keys known_hosts marks ``@revoked``."""
         return revoked_host_keys([*self.known_hosts, *self.global_known_hosts])
@@ -176,13 +184,20 @@ class RevokedHostKeyError(UnknownHostKeyError):
 
 
 class _RefuseUnknownHosts(paramiko.MissingHostKeyPolicy):
-    """Refuses a key known_hosts does not trust for ``[host]:port``, but one it trusts for the
-    bare host, as OpenSSH does for a key type that ``[host]:port`` has no line for ("found
-    matching key w/out port"); revoked keys are never trusted (``matching_keys``), so they
-    come here too."""
+    """Takes a key known_hosts trusts and refuses others, as OpenSSH does: any of the lines
+    that match ``[host]:port`` (several may, of one key type, where paramiko keeps one);
+    else, for a key type that no such line has, one trusted for the bare host ("found
+    matching key w/out port"). Another key of a type those lines have is a changed key.
+    Revoked keys are never trusted (``matching_keys``), so they come here too."""
 
-    def __init__(self, revoked: set[HostKey], without_port: list[paramiko.PKey]) -> None:
+    def __init__(
+        self,
+        revoked: set[HostKey],
+        with_port: list[paramiko.PKey],
+        without_port: list[paramiko.PKey],
+    ) -> None:
         self.revoked = revoked
+        self.with_port = with_port
         self.without_port = {HostKey.from_pkey(k) for k in without_port}
 
     def missing_host_key(
@@ -191,6 +206,11 @@ class _RefuseUnknownHosts(paramiko.MissingHostKeyPolicy):
         offered = HostKey.from_pkey(key)
         if offered in self.revoked:
             raise RevokedHostKeyError(offered)
+        if offered in {HostKey.from_pkey(k) for k in self.with_port}:
+            return
+        same_type = [k for k in self.with_port if k.get_name() == key.get_name()]
+        if same_type:
+            raise paramiko.BadHostKeyException(hostname, key, same_type[0])
         if offered not in self.without_port:
             raise UnknownHostKeyError(offered)
 
@@ -215,12 +235,17 @@ def connect(target: SshTarget, *, keepalive_s: float = 15.0) -> paramiko.SSHClie
     """A logged-in client with verified host key and keepalive, or a one-line DeviceError."""
     client = paramiko.SSHClient()
     files = [*target.known_hosts, *target.global_known_hosts]
-    # Trusted under the name paramiko looks up, found as OpenSSH finds them (host patterns).
+    # Found as OpenSSH finds them (host patterns); paramiko's own store, which it looks up by
+    # exact name and which holds one key per type, only steers the key type the server is
+    # asked for: a key type trusted by several lines is left to the policy.
     name = known_hosts_name(target.hostname, target.port)
-    for key in matching_keys(files, name):
-        client.get_host_keys().add(name, key.get_name(), key)
+    with_port = matching_keys(files, name)
+    for key in with_port:
+        if [k.get_name() for k in with_port].count(key.get_name()) == 1:
+            client.get_host_keys().add(name, key.get_name(), key)
     without_port = matching_keys(files, target.hostname) if target.port != SSH_PORT else []
-    client.set_missing_host_key_policy(_RefuseUnknownHosts(revoked_host_keys(files), without_port))
+    policy = _RefuseUnknownHosts(revoked_host_keys(files), with_port, without_port)
+    client.set_missing_host_key_policy(policy)
     timeout = target.connect_timeout
     try:
         client.connect(

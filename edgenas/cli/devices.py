@@ -116,7 +116,7 @@ def trust_command(
     if key in target.revoked_keys():
         raise fail(revoked_host_message(target, key))
     known = device.known_host_keys()
-    if key in known:
+    if target.trusts(key):  # by a line for [host]:port, or one for the host alone
         typer.echo(f"{target.host_label} is already trusted ({key.describe()})")
         return
     if known:
