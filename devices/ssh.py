@@ -54,7 +54,7 @@ from devices.ssh_connection import (
     fetch_host_key,
     resolve_target,
 )
-from once_for_all.processes import alive, pid_host
+from once_for_all.processes import process_token, token_ended
 
 if TYPE_CHECKING:
     import numpy as np
@@ -63,7 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_OWNER = "owner.json"  # in a remote folder: the client's pid_host() and pid
+_OWNER = "owner.json"  # in a remote folder: the client's process_token()
 _SMALL_COMMAND_TIMEOUT_S = 30.0  # mktemp, rm, kill: these answer at once on a live device
 _POLL_S = 0.5  # how often a long runner call checks the connection and the deadline
 _EOF_POLL_S = 0.005  # how often a finished command's output is checked for its end
@@ -437,10 +437,10 @@ class SshDevice(Device):
             else '"${TMPDIR:-/tmp}"'
         )
         # whose folder it is: a client killed with SIGKILL, or cut off, cannot remove its own
-        owner = shlex.quote(json.dumps({"host": pid_host(), "pid": os.getpid()}))
+        token = process_token()
+        owner = f'printf %s {shlex.quote(json.dumps(token))} > "$d/{_OWNER}" && ' if token else ""
         script = (
-            f'd=$(mktemp -d {parent}/edgenas.XXXXXX) && mkdir "$d/models" && '
-            f'printf %s {owner} > "$d/{_OWNER}" && printf %s "$d"'
+            f'd=$(mktemp -d {parent}/edgenas.XXXXXX) && mkdir "$d/models" && {owner}printf %s "$d"'
         )
         status, out, err = self._exec(transport, script, timeout=_SMALL_COMMAND_TIMEOUT_S)
         # The last line: a login shell that prints something of its own comes first.
@@ -456,9 +456,10 @@ class SshDevice(Device):
         return folder
 
     def _remove_orphaned_folders(self, transport: paramiko.Transport, folder: str) -> None:
-        """Remove the folders beside ``folder`` that an edgenas process of this machine made
-        and that outlived it: a client killed, or cut off when it would have removed its
-        folder, left it on the device for good (walk-through). Others' folders stay."""
+        """Remove the folders beside ``folder`` that an edgenas process of this machine (and
+        boot) made and that is certainly gone (``token_ended``): a client killed, or cut off
+        when it would have removed its folder, left it on the device for good
+        (walk-through). Folders of other machines, of live runs, and without an owner stay."""
         parent = shlex.quote(folder.rsplit("/", 1)[0] or "/")
         script = (
             f"for d in {parent}/edgenas.*; do "
@@ -466,16 +467,14 @@ class SshDevice(Device):
             "done; true"
         )
         status, out, _ = self._exec(transport, script, timeout=_SMALL_COMMAND_TIMEOUT_S)
-        here, orphaned = pid_host(), []
+        orphaned = []
         for line in out.decode(errors="replace").splitlines() if status == 0 else []:
             path, _, text = line.partition("\t")
             try:
                 owner = json.loads(text)
             except ValueError:
                 continue
-            pid = owner.get("pid") if isinstance(owner, dict) else None
-            mine = isinstance(owner, dict) and owner.get("host") == here
-            if path != folder and mine and isinstance(pid, int) and not alive(pid):
+            if path != folder and token_ended(owner):
                 orphaned.append(path)
         if orphaned:
             log.info("device %r: removing %s, left by ended edgenas runs", self.name, orphaned)

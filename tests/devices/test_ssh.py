@@ -42,7 +42,7 @@ from devices import (
 )
 from devices.ssh import _connection_gone
 from devices.ssh_connection import UnreachableError
-from once_for_all.processes import pid_host
+from once_for_all.processes import process_token
 from tests.devices.conftest import REPO, Models
 from tests.support.cli_here import edgenas_here
 from tests.support.openvino import pinned_version, require_openvino
@@ -795,39 +795,43 @@ def test_reconnects_when_the_connection_dropped_between_calls(
 
 
 def test_folders_left_by_ended_runs_of_this_machine_are_removed(
-    sshd: Sshd, remote_parent: Path, python: Path, models: Models, tmp_path: Path
+    sshd: Sshd, remote_parent: Path, python: Path, models: Models
 ) -> None:
     # A client killed, or cut off when it would have removed its folder, left it on the
-    # device for good (walk-through). Only this machine's ended runs' folders go.
+    # device for good (walk-through). Only the folders of this machine's ended runs go: a
+    # hostname and a PID namespace number repeat across machines (review).
     ended = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
+        [
+            sys.executable,
+            "-c",
+            "import json; from once_for_all.processes import process_token; "
+            "print(json.dumps(process_token()))",
+        ],
         capture_output=True,
         text=True,
         check=True,
+        cwd=REPO,
     )
+    gone = json.loads(ended.stdout)
     owners = {
-        "edgenas.killed": {"host": pid_host(), "pid": int(ended.stdout)},
-        "edgenas.running": {"host": pid_host(), "pid": os.getpid()},
-        "edgenas.elsewhere": {"host": "another-machine", "pid": int(ended.stdout)},
+        "edgenas.killed": gone,
+        "edgenas.running": process_token(),
+        "edgenas.pid-reused": {**process_token(), "start": 1},  # os.getpid() started later
+        "edgenas.other-machine": {**gone, "boot": "another boot or machine"},
+        "edgenas.other-namespace": {**gone, "pidns": 1},
+        "edgenas.not-an-owner": "text",
     }
     for name, owner in owners.items():
         (remote_parent / name / "models").mkdir(parents=True)
         (remote_parent / name / "owner.json").write_text(json.dumps(owner))
     (remote_parent / "edgenas.older").mkdir()  # from before folders had owners: kept
+    kept = sorted(set(owners) - {"edgenas.killed", "edgenas.pid-reused"} | {"edgenas.older"})
     with _device(sshd, remote_parent, python) as device:
         device.measure([models.fc])
         mine = Path(device.remote_folder or "")
-        assert json.loads((mine / "owner.json").read_text()) == {
-            "host": pid_host(),
-            "pid": os.getpid(),
-        }
-        left = sorted(p.name for p in remote_parent.iterdir())
-        assert left == sorted(["edgenas.elsewhere", "edgenas.older", "edgenas.running", mine.name])
-    assert sorted(p.name for p in remote_parent.iterdir()) == [
-        "edgenas.elsewhere",
-        "edgenas.older",
-        "edgenas.running",
-    ]
+        assert json.loads((mine / "owner.json").read_text()) == process_token()
+        assert sorted(p.name for p in remote_parent.iterdir()) == sorted([*kept, mine.name])
+    assert sorted(p.name for p in remote_parent.iterdir()) == kept
 
 
 @pytest.mark.parametrize("banner", [False, True], ids=["no-banner", "silent-after-banner"])
