@@ -576,6 +576,7 @@ def _check_reachable_budgets(recipe: Recipe, run: RunFolder, options: RunOptions
     find more budgets out of reach."""
     from edgenas.search.pareto import InfeasibleBudget
     from latency.predictors import load_predictor
+    from latency.table import TableError
 
     for at, section in enumerate(recipe.devices):
         name = device_name(section.name)
@@ -587,7 +588,10 @@ def _check_reachable_budgets(recipe: Recipe, run: RunFolder, options: RunOptions
         if budgets is None or profiled_again or not path.is_file():
             continue
         lowest = min(budgets) if isinstance(budgets, tuple) else budgets
-        predictor = load_predictor(path)
+        try:
+            predictor = load_predictor(path)
+        except TableError:  # one the profile stage refits or replaces: its stage says so
+            continue
         fastest = min(predictor.lowest(r)[1] for r in predictor.header.resolutions)
         if fastest > lowest:
             raise InfeasibleBudget(

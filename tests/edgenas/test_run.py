@@ -716,6 +716,20 @@ def test_a_failed_search_after_a_change_leaves_no_stale_summary_or_report(
     assert "add <code>search</code>" not in page
 
 
+def test_the_budget_check_leaves_a_predictor_it_cannot_read_to_its_stage(tmp_path: Path) -> None:
+    # A predictor the profile stage refits (or replaces) was refused before any stage, with
+    # a fix ("latency refit") that refuses run folders (review).
+    from edgenas.pipeline import _check_reachable_budgets
+
+    recipe_path = run_recipe(tmp_path, stages=["search"])  # no profile stage: it is read
+    recipe = load_recipe(recipe_path)
+    run = RunFolder(tmp_path / "run", recipe, recipe_path)
+    for device in ("test-cpu", "npu-32x32-ws"):
+        run.layout.predictor(device).parent.mkdir(parents=True)
+        run.layout.predictor(device).write_text('{"format": "edgenas.predictor/1"}')
+    _check_reachable_budgets(recipe, run, RunOptions())
+
+
 def test_a_report_that_cannot_be_written_leaves_no_summary_that_looks_current(
     micro_run: Run, tmp_path: Path
 ) -> None:
