@@ -420,13 +420,6 @@ class DeviceProfile(_Strict):
             if names_given and (why := _same_provider_twice(key, list(names_given))):
                 raise ValueError(why)
         for given in self.provider_options or {}:
-            if self.providers is None:  # the default, the CPU provider, takes no options here
-                raise ValueError(
-                    f"provider_options: {given} is given, but providers is not: list the "
-                    f"providers the options are for (providers: [{given}])"
-                )
-            if provider_name(given) not in names:
-                raise ValueError(f"provider_options: {given} is not in providers")
             if provider_name(given) == "CPUExecutionProvider":
                 # onnxruntime creates its CPU provider from the session options alone and
                 # ignores provider options given for it: they would be measured as not set.
@@ -435,6 +428,13 @@ class DeviceProfile(_Strict):
                     "options (it ignores them); remove them (its threads are the profile's "
                     "threads)"
                 )
+            if self.providers is None:  # the default, the CPU provider, takes no options here
+                raise ValueError(
+                    f"provider_options: {given} is given, but providers is not: list the "
+                    f"providers the options are for (providers: [{given}])"
+                )
+            if provider_name(given) not in names:
+                raise ValueError(f"provider_options: {given} is not in providers")
 
     @property
     def classify_refusal(self) -> str | None:

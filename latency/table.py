@@ -203,7 +203,7 @@ class TableHeader:
         if stored is None and measured_with is not None and dict(measured_with).get("x86_amx"):
             stored = tuple(item for item in measured_with if item[0] != "x86_amx")
         then, now = (
-            (dict(stored), dict(measured_with))
+            (_changing(stored), _changing(measured_with))
             if measured_with is not None and stored is not None
             else ({}, {})
         )
@@ -280,6 +280,16 @@ class TableHeader:
             f"{what} was measured with {then}, but the device profile now gives {now}; {fix}, "
             f"or {elsewhere}"
         )
+
+
+# Options of onnxruntime's CPU provider, which it ignores: tables from before profiles refused
+# them recorded them, though they changed nothing measured.
+_IGNORED_OPTIONS = "provider_options.CPUExecutionProvider."
+
+
+def _changing(settings: MeasuredWith) -> dict[str, str]:
+    """``settings`` as compared between a file and a profile: those that change a time."""
+    return {k: v for k, v in settings if not k.startswith(_IGNORED_OPTIONS)}
 
 
 def _added_resolutions(data: Mapping[str, Any]) -> tuple[tuple[int, ...], ...]:

@@ -419,6 +419,11 @@ def test_keys_a_kind_does_not_use_are_refused(
             "provider_options: cpu: onnxruntime's CPU provider takes no provider options (it "
             "ignores them); remove them",
         ),
+        (  # not "list the providers" first, then "remove them" (review)
+            {**LOCAL, "provider_options": {"CPUExecutionProvider": {"use_arena": "0"}}},
+            "provider_options: CPUExecutionProvider: onnxruntime's CPU provider takes no "
+            "provider options",
+        ),
         # a kind that takes no cores says so first: a duplicate there needs no mending
         ({**NPU, "cores": [0, 0]}, "cores: kind 'npu-sim' does not use it"),
     ],

@@ -564,6 +564,17 @@ def _refusal(header: TableHeader, **given: Any) -> str:
     return str(info.value)
 
 
+def test_cpu_provider_options_an_old_table_recorded_are_not_compared() -> None:
+    # onnxruntime ignores them, and profiles now refuse them: a table that recorded them
+    # asked for them back, which no profile can give (review).
+    fingerprint = Fingerprint("vm", "EPYC", 2, "unknown", "onnxruntime", "1.32.0", 1)
+    old = (("provider_options.CPUExecutionProvider.use_arena", "0"), ("warmup", "10"))
+    header = TableHeader("space", "cpu", fingerprint, "onnx", "fp32", (28,), measured_with=old)
+    header.check(what="table T", fingerprint=fingerprint, measured_with=(("warmup", "10"),))
+    with pytest.raises(TableError, match="measured with warmup 10, but the device profile now"):
+        header.check(what="table T", fingerprint=fingerprint, measured_with=(("warmup", "3"),))
+
+
 def test_a_predictor_of_the_other_amx_profile_names_it() -> None:
     """local-cpu-litert and local-cpu-litert-no-amx differ by x86_amx alone (one fingerprint):
     a predictor of one given for the other names the profile it was measured with."""
