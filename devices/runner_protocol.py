@@ -156,26 +156,26 @@ class RunSettings:
 
 
 class RunnerWarnings:
-    """The runner's warnings to log for one device, each kind once: a warning about one model
-    (a delegate that took none of its ops, as every int8 file on tflite-runtime 2.14) came for
-    every block of a table, 78 lines (walk-through). Warnings differing only in the model
-    and numbers are of one kind; the first of a kind names its model and says so."""
+    """The runner's warnings to log for one device, each about a model said once: one (a
+    delegate that took none of its ops, as of every int8 file on tflite-runtime 2.14) came
+    for every block of a table, 78 lines (walk-through). Warnings that differ only in the
+    model and numbers are of one kind; the first of a kind names its model and says so."""
 
     def __init__(self) -> None:
         self._said: set[str] = set()
 
     def new(self, warnings: Sequence[str]) -> list[str]:
-        """Those of ``warnings`` whose kind was not said before, in order."""
+        """Those of ``warnings`` to say, in order: each about a model whose kind was not said
+        before, and every other (of the call: a throttled CPU is news each time)."""
         out = []
         for warning in warnings:
-            about_a_model = re.search(_MODEL_FILE, warning) is not None
-            kind = re.sub(rf"{_MODEL_FILE}|\d+", "#", warning) if about_a_model else warning
-            if kind in self._said:
+            if re.search(_MODEL_FILE, warning) is None:
+                out.append(warning)
                 continue
-            self._said.add(kind)
-            out.append(
-                f"{warning} (and so for any other model alike)" if about_a_model else warning
-            )
+            kind = re.sub(rf"{_MODEL_FILE}|\d+", "#", warning)
+            if kind not in self._said:
+                self._said.add(kind)
+                out.append(f"{warning} (not repeated for other models)")
         return out
 
 

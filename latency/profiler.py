@@ -425,6 +425,11 @@ def measure_in_batches(
             progress("measure", start + len(results), len(files))
 
 
+# How runners say that a model file could not be read (devices/runner.py), as opposed to a
+# runtime that refused what the file holds.
+_CANNOT_READ = ("cannot load model", "model file not found", "model file is not readable")
+
+
 def _naming_cached_file(
     exc: DeviceError, models: list[Path], cache: ModelCache | None
 ) -> DeviceError:
@@ -432,7 +437,8 @@ def _naming_cached_file(
     folder of its own) that is a file of ``cache``, that file and what to do if it is damaged:
     a cut-short or edited file is not exported again while it is there."""
     named = [m for m in models if m.name in str(exc)]
-    if cache is None or not named or not named[0].is_relative_to(cache.root):
+    unreadable = any(words in str(exc) for words in _CANNOT_READ)
+    if cache is None or not named or not unreadable or not named[0].is_relative_to(cache.root):
         return exc
     said = str(exc).rstrip(".")
     which = "it is" if str(named[0]) in said else f"it is {named[0]},"

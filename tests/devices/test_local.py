@@ -293,4 +293,4 @@ def test_a_runner_warning_about_each_model_is_said_once(
     said = [r.getMessage() for r in caplog.records if "took none of its" in r.getMessage()]
     assert len(said) == 1, said
     assert said[0].startswith(f"device 'board': model '{files[0]}': delegate xnnpack took none")
-    assert said[0].endswith("ran on TFLite's builtin kernels (and so for any other model alike)")
+    assert said[0].endswith("ran on TFLite's builtin kernels (not repeated for other models)")
