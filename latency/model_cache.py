@@ -279,9 +279,9 @@ def _export(
     # ranges with them, until XNNPACK refused residual ADDs whose scales had grown apart (17
     # of mbv3-tiny max's ran outside its partition), and the table timed a graph that export,
     # from a trained supernet, never ships.
-    torch.manual_seed(0)
+    seeded = torch.Generator().manual_seed(0)
     batch = (BN_BATCH_SIZE, *shape[1:])
-    recalibrate_bn(model, (torch.randn(batch) for _ in range(BN_BATCHES)))
+    recalibrate_bn(model, (torch.randn(batch, generator=seeded) for _ in range(BN_BATCHES)))
     rng = np.random.default_rng(0)
     calibration = rng.standard_normal((CALIBRATION_SAMPLES, *shape[1:]), dtype=np.float32)
     model_format, precision, form, align_channels = conversion
