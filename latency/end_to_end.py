@@ -24,7 +24,7 @@ from typing import Any, NotRequired, TypedDict, cast
 
 from devices.base import Device
 from devices.measurement import Fingerprint, Measurement
-from latency.model_cache import ModelCache
+from latency.model_cache import BN_STATISTICS_SINCE, CACHE_VERSION, ModelCache
 from latency.profiler import (
     BatchFn,
     ProfileSettings,
@@ -63,6 +63,7 @@ class MeasuredDocument(TypedDict):
     format: str
     header: dict[str, Any]  # TableHeader.to_dict(): the table's, with its reference
     subnets: list[MeasuredSubnet]
+    models: NotRequired[str]  # the model cache's CACHE_VERSION the subnets were written by
 
 
 def read_measured(path: Path) -> MeasuredDocument:
@@ -167,6 +168,22 @@ def _passes(path: Path, at: int, item: Any) -> list[dict[str, Any]]:
     return passes
 
 
+def _check_models(path: Path, data: MeasuredDocument, header: TableHeader) -> None:
+    """int8 TFLite subnets measured before the model cache set BN statistics ran their
+    residual ADDs outside XNNPACK (``latency.model_cache``): refused rather than mixed with
+    subnets measured as export writes them."""
+    if (header.model_format, header.precision) != ("tflite", "int8"):
+        return
+    written = str(data.get("models") or "")
+    if written.isdigit() and int(written) >= BN_STATISTICS_SINCE:
+        return
+    raise TableError(
+        f"{path} holds int8 TFLite subnets written before the profiled models had BN "
+        f"statistics (model cache {written or 'before 8'}): their residual ADDs ran outside "
+        "XNNPACK, unlike the files export writes; profile the device again into a new folder"
+    )
+
+
 class MeasuredSubnets:
     """Subnet → end-to-end measurements (one per pass) on one device, saved at ``path``.
 
@@ -197,6 +214,7 @@ class MeasuredSubnets:
                 device=header.device,
             )
             self.header = _same_reference(path, old, header)
+            _check_models(path, data, header)
             subnets = data.get("subnets")
             if not isinstance(subnets, list):
                 raise TableError(
@@ -266,7 +284,12 @@ class MeasuredSubnets:
         ]
         write_measured(
             self.path,
-            MeasuredDocument(format=MEASURED_FORMAT, header=self.header.to_dict(), subnets=items),
+            MeasuredDocument(
+                format=MEASURED_FORMAT,
+                header=self.header.to_dict(),
+                subnets=items,
+                models=CACHE_VERSION,
+            ),
         )
 
     def measure(

@@ -40,6 +40,7 @@ from once_for_all.quant_aware import consecutive_groups
 # squeeze-excite gates with their shift in the conv's bias; 8: BN statistics from random
 # batches (int8 TFLite residual ADDs ran outside XNNPACK's partition without them).
 CACHE_VERSION = "8"
+BN_STATISTICS_SINCE = 8  # the first version whose int8 TFLite subnets are as export writes them
 CALIBRATION_SAMPLES = 8
 BN_BATCHES, BN_BATCH_SIZE = 2, 16
 Conversion = tuple[ModelFormat, Precision, GraphForm, ChannelAlignment]  # how a model is written

@@ -23,7 +23,7 @@ from latency.end_to_end import (
     random_subnets,
     table_subnets,
 )
-from latency.model_cache import ModelCache
+from latency.model_cache import CACHE_VERSION, ModelCache
 from latency.profiler import ProfileSettings, reference_file
 from latency.reference import COPIES, Reference, normalised_ms, reference_subnet
 from latency.table import TableError, TableHeader
@@ -276,3 +276,30 @@ def test_an_extended_tables_subnets_keep_its_earlier_ones(device: CountingDevice
     assert "added_resolutions" not in made.to_dict()
     with pytest.raises(ValueError, match=r"added_resolutions \[\[28\]\] are not distinct parts"):
         TableHeader.from_dict({**made.to_dict(), "added_resolutions": [[28]]})
+
+
+def test_int8_tflite_subnets_measured_before_bn_statistics_are_not_mixed_in(
+    tmp_path: Path,
+) -> None:
+    # Their residual ADDs ran outside XNNPACK; subnets measured since do not (review).
+    fingerprint = Fingerprint("vm", "EPYC", 2, "unknown", "tflite", "2.3", 1)
+    m = Measurement.from_times("old", [0.2, 0.3, 0.4])
+    items = [{"subnet": TINY.min_subnet(r=28).to_dict(), "measurement": m.to_dict()}]
+    path = tmp_path / "calibration.json"
+    for fmt, precision, models, refused in [
+        ("tflite", "int8", None, True),
+        ("tflite", "int8", "7", True),
+        ("tflite", "int8", "8", False),
+        ("tflite", "fp32", None, False),
+        ("onnx", "int8", "7", False),
+    ]:
+        header = TableHeader(TINY.id, "litert", fingerprint, fmt, precision, RS)
+        body = {"format": "edgenas.measured-subnets/3", "header": header.to_dict()}
+        path.write_text(json.dumps({**body, "subnets": items, "models": models}))
+        if refused:
+            with pytest.raises(TableError, match="written before the profiled models had BN"):
+                MeasuredSubnets(path, header)
+        else:
+            assert MeasuredSubnets(path, header).get(TINY.min_subnet(r=28)) == m
+    MeasuredSubnets(path, header).save()  # what is saved now says which models it timed
+    assert json.loads(path.read_text())["models"] == CACHE_VERSION
