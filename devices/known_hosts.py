@@ -108,15 +108,16 @@ def matching_keys(files: Sequence[Path], name: str) -> list[paramiko.PKey]:
 
 def _matches(patterns: Sequence[str], name: str) -> bool:
     """OpenSSH's match of one known_hosts line's host field (``patterns``, split at commas):
-    a field that is one ``|1|`` hash matches the name it hashes; any other field is a
-    pattern list (``match_hostname``), where a negated pattern that matches rules the line
-    out, else any pattern that matches (names compare without case). A hash inside a list
-    is only text to OpenSSH, and so here."""
+    a field that starts with ``|`` is one hash, commas and all, which matches the name it
+    hashes; any other field is a pattern list (``match_hostname``), where a negated pattern
+    that matches rules the line out, else any pattern that matches (names compare without
+    case). A hash inside a list is only text to OpenSSH, and so here."""
     name = name.lower()
-    if len(patterns) == 1 and patterns[0].startswith("|1|"):
+    if patterns and patterns[0].startswith("|"):
+        field = ",".join(patterns)
         try:  # HMAC-SHA1 of the name under the line's salt
-            return paramiko.HostKeys.hash_host(name, patterns[0]) == patterns[0]
-        except Exception:  # a damaged salt: a line OpenSSH skips too
+            return paramiko.HostKeys.hash_host(name, field) == field
+        except Exception:  # not "|1|salt|hash", or a damaged salt: a line OpenSSH skips too
             return False
     hit = False
     for pattern in patterns:

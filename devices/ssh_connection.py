@@ -14,9 +14,10 @@ import getpass
 import os
 import shlex
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 import paramiko
 
@@ -78,12 +79,16 @@ class SshTarget:
         )
 
     def trusts(self, key: HostKey) -> bool:
-        """Whether a connection takes ``key`` as the host's (``_RefuseUnknownHosts``)."""
+        """Whether a connection takes ``key`` as the host's (``host_key_status``)."""
+        return host_key_status(self, key) == "trusted"
+
+    def trusted_keys(self) -> tuple[list[paramiko.PKey], list[paramiko.PKey]]:
+        """The keys of the lines that match ``[host]:port``, and off port 22 those of the
+        lines for the bare host (OpenSSH's fallback), as OpenSSH matches lines."""
         files = [*self.known_hosts, *self.global_known_hosts]
-        known = self.known_keys()
-        if key in known or self.port == SSH_PORT or key.key_type in {k.key_type for k in known}:
-            return key in known
-        return key in lookup_host_keys(files, self.hostname, SSH_PORT)
+        with_port = matching_keys(files, known_hosts_name(self.hostname, self.port))
+        bare = matching_keys(files, self.hostname) if self.port != SSH_PORT else []
+        return with_port, bare
 
     def revoked_keys(self) -> set[HostKey]:
         """The keys known_hosts marks ``@revoked``."""
@@ -183,36 +188,69 @@ class RevokedHostKeyError(UnknownHostKeyError):
     """The server offered a key that a ``@revoked`` line of known_hosts names."""
 
 
-class _RefuseUnknownHosts(paramiko.MissingHostKeyPolicy):
-    """Takes a key known_hosts trusts and refuses others, as OpenSSH does: any of the lines
-    that match ``[host]:port`` (several may, of one key type, where paramiko keeps one);
-    else, for a key type that no such line has, one trusted for the bare host ("found
-    matching key w/out port"). Another key of a type those lines have is a changed key.
-    Revoked keys are never trusted (``matching_keys``), so they come here too."""
+HostKeyStatus = Literal["trusted", "changed", "unknown", "revoked"]
 
-    def __init__(
-        self,
-        revoked: set[HostKey],
-        with_port: list[paramiko.PKey],
-        without_port: list[paramiko.PKey],
-    ) -> None:
-        self.revoked = revoked
-        self.with_port = with_port
-        self.without_port = {HostKey.from_pkey(k) for k in without_port}
+
+def host_key_status(target: SshTarget, offered: HostKey) -> HostKeyStatus:
+    """What OpenSSH makes of the key ``offered`` (sshconnect.c, ``check_host_key``): trusted
+    where a line that matches ``[host]:port`` holds it; changed where such lines exist, of
+    any key type, but none holds it; else, off port 22, trusted where a line for the bare
+    host holds it ("found matching key w/out port"), and unknown otherwise. A ``@revoked``
+    key is never trusted."""
+    if offered in target.revoked_keys():
+        return "revoked"
+    with_port, bare = target.trusted_keys()
+    if offered in {HostKey.from_pkey(k) for k in with_port}:
+        return "trusted"
+    if with_port:
+        return "changed"
+    return "trusted" if offered in {HostKey.from_pkey(k) for k in bare} else "unknown"
+
+
+class _RefuseUnknownHosts(paramiko.MissingHostKeyPolicy):
+    """Decides every host key (paramiko's own store stays empty: it looks names up exactly
+    and keeps one key per type) by ``host_key_status``."""
+
+    def __init__(self, target: SshTarget) -> None:
+        self.target = target
 
     def missing_host_key(
         self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey
     ) -> None:
         offered = HostKey.from_pkey(key)
-        if offered in self.revoked:
+        status = host_key_status(self.target, offered)
+        if status == "revoked":
             raise RevokedHostKeyError(offered)
-        if offered in {HostKey.from_pkey(k) for k in self.with_port}:
-            return
-        same_type = [k for k in self.with_port if k.get_name() == key.get_name()]
-        if same_type:
-            raise paramiko.BadHostKeyException(hostname, key, same_type[0])
-        if offered not in self.without_port:
+        if status == "changed":
+            known = self.target.trusted_keys()[0]
+            same = [k for k in known if k.get_name() == key.get_name()]
+            raise paramiko.BadHostKeyException(hostname, key, (same or known)[0])
+        if status == "unknown":
             raise UnknownHostKeyError(offered)
+
+
+def _asking_for_known_key_types(target: SshTarget) -> Callable[..., paramiko.Transport]:
+    """A transport factory whose transport asks the server for the key types of the lines for
+    ``[host]:port`` first, as OpenSSH orders its host key algorithms (``order_hostkeyalgs``;
+    the bare host's lines do not count there): else a server with several host keys answers
+    with its first (ed25519), and a host known by another key read as changed."""
+    with_port, _ = target.trusted_keys()
+    wanted: list[str] = []
+    for key in with_port:
+        name = key.get_name()
+        for algorithm in ("rsa-sha2-512", "rsa-sha2-256", name) if name == "ssh-rsa" else (name,):
+            if algorithm not in wanted:
+                wanted.append(algorithm)
+
+    def make(*args: Any, **kwargs: Any) -> paramiko.Transport:
+        transport = paramiko.Transport(*args, **kwargs)
+        options = transport.get_security_options()
+        offered = list(options.key_types)
+        first = [t for t in wanted if t in offered]
+        options.key_types = tuple(first + [t for t in offered if t not in first])
+        return transport
+
+    return make
 
 
 def _not_a_private_key(path: Path) -> str | None:
@@ -234,18 +272,7 @@ def _not_a_private_key(path: Path) -> str | None:
 def connect(target: SshTarget, *, keepalive_s: float = 15.0) -> paramiko.SSHClient:
     """A logged-in client with verified host key and keepalive, or a one-line DeviceError."""
     client = paramiko.SSHClient()
-    files = [*target.known_hosts, *target.global_known_hosts]
-    # Found as OpenSSH finds them (host patterns); paramiko's own store, which it looks up by
-    # exact name and which holds one key per type, only steers the key type the server is
-    # asked for: a key type trusted by several lines is left to the policy.
-    name = known_hosts_name(target.hostname, target.port)
-    with_port = matching_keys(files, name)
-    for key in with_port:
-        if [k.get_name() for k in with_port].count(key.get_name()) == 1:
-            client.get_host_keys().add(name, key.get_name(), key)
-    without_port = matching_keys(files, target.hostname) if target.port != SSH_PORT else []
-    policy = _RefuseUnknownHosts(revoked_host_keys(files), with_port, without_port)
-    client.set_missing_host_key_policy(policy)
+    client.set_missing_host_key_policy(_RefuseUnknownHosts(target))
     timeout = target.connect_timeout
     try:
         client.connect(
@@ -261,6 +288,7 @@ def connect(target: SshTarget, *, keepalive_s: float = 15.0) -> paramiko.SSHClie
             auth_timeout=timeout,
             channel_timeout=timeout,
             sock=_proxy(target),
+            transport_factory=_asking_for_known_key_types(target),
         )
     except Exception as exc:
         transport = client.get_transport()
@@ -296,7 +324,7 @@ def fetch_host_key(target: SshTarget) -> HostKey:
         sock = _proxy(target) or socket.create_connection(
             (target.hostname, target.port), timeout=target.connect_timeout
         )
-        transport = paramiko.Transport(sock)
+        transport = _asking_for_known_key_types(target)(sock)
         transport.banner_timeout = target.connect_timeout
         transport.start_client(timeout=target.connect_timeout)
         return HostKey.from_pkey(transport.get_remote_server_key())

@@ -546,21 +546,7 @@ def test_host_keys_are_trusted_where_openssh_trusts_them(
             for line in lines
         )
     )
-    options = ["BatchMode=yes", "StrictHostKeyChecking=yes", f"UserKnownHostsFile={known}"]
-    options.append("GlobalKnownHostsFile=/dev/null")
-    ssh = subprocess.run(
-        [
-            "ssh",
-            "-F",
-            "/dev/null",
-            *(arg for option in options for arg in ("-o", option)),
-            *("-i", str(sshd.user_key), "-p", str(sshd.port), f"{sshd.user}@127.0.0.1", "true"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,
-    )
-    assert (ssh.returncode == 0) is trusted, ssh.stderr  # what OpenSSH does with the file
+    assert _ssh_trusts(sshd, known) is trusted  # what OpenSSH does with the file
     device = _device(sshd, remote_parent, python, known_hosts=str(known))
     try:
         device.fingerprint()
@@ -571,6 +557,90 @@ def test_host_keys_are_trusted_where_openssh_trusts_them(
         device.close()
     assert taken is trusted
     assert device.target.trusts(HostKey(*sshd.host_key.split())) is trusted  # devices trust
+
+
+@pytest.fixture(scope="module")
+def two_key_sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sshd]:
+    """A server with an ed25519 and an ecdsa host key, as most are."""
+    server = start_sshd(tmp_path_factory.mktemp("two-key-sshd"), more_host_keys=["ecdsa"])
+    yield server
+    server.stop()
+
+
+@pytest.mark.parametrize(
+    ("lines", "trusted"),
+    [
+        (["[127.0.0.1]:{port} {ecdsa}"], True),  # the server is asked for its ecdsa key
+        # asked for ed25519 first, as the other key's type: a key no line holds
+        (["[127.0.0.1]:{port} {other}", "[127.0.0.1]:{port} {ecdsa}"], False),
+        (["[127.0.0.1]:{port} {other}", "127.0.0.1 {ecdsa}"], False),  # a line of any type
+        (["127.0.0.1 {ecdsa}"], False),  # the bare host's lines do not order key types
+        (["127.0.0.1 {ed25519}"], True),
+        (["{hashed},[127.0.0.1]:{port} {ed25519}"], False),  # the whole field is one hash
+    ],
+    ids=[
+        "ecdsa-known",
+        "two-lines",
+        "changed-other-type",
+        "no-port-ecdsa",
+        "no-port-ed25519",
+        "hash-first",
+    ],
+)
+def test_host_keys_of_a_server_with_two_are_trusted_where_openssh_trusts_them(
+    two_key_sshd: Sshd,
+    remote_parent: Path,
+    python: Path,
+    tmp_path: Path,
+    lines: list[str],
+    trusted: bool,
+) -> None:
+    # Asked for its first key type (ed25519), a server known by its ecdsa key read as
+    # changed, or unknown; a line of another key type for [host]:port ruled out the bare
+    # host's line for OpenSSH, not here (review).
+    import paramiko
+
+    server = two_key_sshd
+    other = generate_key(tmp_path / "other_host_key")
+    values = {
+        "port": server.port,
+        "ecdsa": server.more_host_keys["ecdsa"],
+        "ed25519": server.host_key,
+        "other": other,
+        "hashed": paramiko.HostKeys.hash_host(f"[127.0.0.1]:{server.port}"),
+    }
+    known = tmp_path / "known_hosts"
+    known.write_text("".join(f"{line.format(**values)}\n" for line in lines))
+    assert _ssh_trusts(server, known) is trusted  # what OpenSSH does with the file
+    device = _device(server, remote_parent, python, known_hosts=str(known))
+    try:
+        device.fingerprint()
+        taken = True
+    except DeviceError:
+        taken = False
+    finally:
+        device.close()
+    assert taken is trusted
+
+
+def _ssh_trusts(server: Sshd, known: Path) -> bool:
+    """Whether OpenSSH's ssh, with strict host key checking, connects on ``known``."""
+    options = ["BatchMode=yes", "StrictHostKeyChecking=yes", f"UserKnownHostsFile={known}"]
+    options.append("GlobalKnownHostsFile=/dev/null")
+    ssh = subprocess.run(
+        [
+            "ssh",
+            "-F",
+            "/dev/null",
+            *(arg for option in options for arg in ("-o", option)),
+            *("-i", str(server.user_key), "-p", str(server.port), f"{server.user}@127.0.0.1"),
+            "true",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    return ssh.returncode == 0
 
 
 def test_changed_host_key_is_refused(

@@ -15,8 +15,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,11 @@ def sshd_missing() -> str | None:
     return None
 
 
-def generate_key(path: Path) -> str:
-    """A new passphrase-less ed25519 key at ``path``; returns its public line."""
+def generate_key(path: Path, key_type: str = "ed25519") -> str:
+    """A new passphrase-less key (ed25519 unless given) at ``path``; returns its public line."""
     path.unlink(missing_ok=True)
     subprocess.run(
-        [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", path.name, "-f", str(path)],
+        [SSH_KEYGEN, "-q", "-t", key_type, "-N", "", "-C", path.name, "-f", str(path)],
         check=True,
         stdin=subprocess.DEVNULL,
     )
@@ -61,6 +61,7 @@ class Sshd:
     known_hosts: Path  # a known_hosts file that trusts this server
     process: subprocess.Popen[bytes]
     log: Path
+    more_host_keys: dict[str, str] = field(default_factory=dict)  # key type -> public line
 
     host = "127.0.0.1"
 
@@ -141,15 +142,20 @@ class Sshd:
         self.process.wait()
 
 
-def start_sshd(folder: Path, *, timeout_s: float = 15.0, sftp: bool = True) -> Sshd:
+def start_sshd(
+    folder: Path, *, timeout_s: float = 15.0, sftp: bool = True, more_host_keys: Sequence[str] = ()
+) -> Sshd:
     """Start sshd with everything in ``folder``; waits until it answers with its banner.
-    ``sftp=False``: without the sftp subsystem, as Dropbear without an sftp-server."""
+    ``sftp=False``: without the sftp subsystem, as Dropbear without an sftp-server.
+    ``more_host_keys``: key types (ecdsa, rsa) of host keys it has besides its ed25519 one,
+    whose public lines are ``Sshd.more_host_keys``."""
     reason = sshd_missing()
     if reason:
         raise RuntimeError(reason)
     folder.mkdir(parents=True, exist_ok=True)
     host_key_path = folder / "ssh_host_ed25519_key"
     host_key = generate_key(host_key_path)
+    more = {t: generate_key(folder / f"ssh_host_{t}_key", t) for t in more_host_keys}
     user_key = folder / "id_ed25519"
     authorized = folder / "authorized_keys"
     authorized.write_text(generate_key(user_key) + "\n")
@@ -165,6 +171,7 @@ def start_sshd(folder: Path, *, timeout_s: float = 15.0, sftp: bool = True) -> S
                     "ListenAddress 127.0.0.1",
                     f"Port {port}",
                     f"HostKey {host_key_path}",
+                    *(f"HostKey {folder / f'ssh_host_{t}_key'}" for t in more),
                     f"AuthorizedKeysFile {authorized}",
                     f"PidFile {folder / 'sshd.pid'}",
                     "PubkeyAuthentication yes",
@@ -192,7 +199,7 @@ def start_sshd(folder: Path, *, timeout_s: float = 15.0, sftp: bool = True) -> S
             )
         if _wait_for_banner(port, process, timeout_s):
             known_hosts = folder / "known_hosts"
-            server = Sshd(folder, port, user, user_key, host_key, known_hosts, process, log)
+            server = Sshd(folder, port, user, user_key, host_key, known_hosts, process, log, more)
             server.write_known_hosts(known_hosts)
             return server
         if process.poll() is None:
