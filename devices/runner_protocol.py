@@ -165,17 +165,18 @@ class RunnerWarnings:
         self._said: set[str] = set()
 
     def new(self, warnings: Sequence[str]) -> list[str]:
-        """Those of ``warnings`` to say, in order: each about a model whose kind was not said
-        before, and every other (of the call: a throttled CPU is news each time)."""
+        """Those of ``warnings`` not said before, in order: one about a model, unless one of
+        its kind was; any other, unless the same words were (a governor that is not
+        "performance" is said by every call; a throttled CPU's count of times changes)."""
         out = []
         for warning in warnings:
-            if re.search(_MODEL_FILE, warning) is None:
-                out.append(warning)
-                continue
-            kind = re.sub(rf"{_MODEL_FILE}|\d+", "#", warning)
+            about_a_model = re.search(_MODEL_FILE, warning) is not None
+            kind = re.sub(rf"{_MODEL_FILE}|\d+", "#", warning) if about_a_model else warning
             if kind not in self._said:
                 self._said.add(kind)
-                out.append(f"{warning} (not repeated for other models)")
+                out.append(
+                    f"{warning} (not repeated for other models)" if about_a_model else warning
+                )
         return out
 
 

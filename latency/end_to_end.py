@@ -169,10 +169,17 @@ def _passes(path: Path, at: int, item: Any) -> list[dict[str, Any]]:
 
 
 def _check_models(path: Path, data: MeasuredDocument, header: TableHeader) -> None:
-    """int8 TFLite subnets measured before the model cache set BN statistics ran their
-    residual ADDs outside XNNPACK (``latency.model_cache``): refused rather than mixed with
-    subnets measured as export writes them."""
-    if (header.model_format, header.precision) != ("tflite", "int8"):
+    """int8 TFLite subnets measured with XNNPACK before the model cache set BN statistics
+    ran their residual ADDs outside it (``latency.model_cache``): refused rather than mixed
+    with subnets measured as export writes them. Other delegates, Vela and other formats
+    timed the same graph either way."""
+    fp = header.fingerprint
+    if (header.model_format, header.precision, fp.runtime, fp.accelerator) != (
+        "tflite",
+        "int8",
+        "tflite",
+        "",
+    ):
         return
     written = str(data.get("models") or "")
     if written.isdigit() and int(written) >= BN_STATISTICS_SINCE:

@@ -69,8 +69,11 @@ def token_ended(token: object) -> bool:
         return False
     if token.get("boot") != mine["boot"] or token.get("pidns") != mine["pidns"]:
         return False
-    pid = token.get("pid")
-    if not isinstance(pid, int) or isinstance(pid, bool) or pid <= 0:
+    pid, start = token.get("pid"), token.get("start")
+    if not all(isinstance(v, int) and not isinstance(v, bool) for v in (pid, start)):
+        return False
+    assert isinstance(pid, int)
+    if pid <= 0:
         return False
     if not alive(pid):
         return True

@@ -301,5 +301,12 @@ def test_int8_tflite_subnets_measured_before_bn_statistics_are_not_mixed_in(
                 MeasuredSubnets(path, header)
         else:
             assert MeasuredSubnets(path, header).get(TINY.min_subnet(r=28)) == m
+    # Vela, and TFLite without XNNPACK, timed the same graph either way (review)
+    for runtime, accelerator in (("vela", ""), ("tflite", "none"), ("tflite", "gpu")):
+        other = replace(fingerprint, runtime=runtime, accelerator=accelerator)
+        header = TableHeader(TINY.id, "other", other, "tflite", "int8", RS)
+        body = {"format": "edgenas.measured-subnets/3", "header": header.to_dict()}
+        path.write_text(json.dumps({**body, "subnets": items}))
+        assert MeasuredSubnets(path, header).get(TINY.min_subnet(r=28)) == m
     MeasuredSubnets(path, header).save()  # what is saved now says which models it timed
     assert json.loads(path.read_text())["models"] == CACHE_VERSION
