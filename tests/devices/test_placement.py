@@ -166,10 +166,14 @@ def test_an_empty_python_path_is_refused_as_such() -> None:
             r"provider_options: tensorrt is not in providers",
         ),
         ({"providers": ["cpu"], "provider_options": {"cpu": [1]}}, r"provider_options\.cpu"),
-        (  # it said "cpu is not in providers", where the default providers are [cpu] (review)
+        (  # it said "cuda is not in providers", where the default providers are [cpu] (review)
+            {"provider_options": {"cuda": {"device_id": 0}}},
+            r"provider_options: cuda is given, but providers is not: list the providers the "
+            r"options are for \(providers: \[cuda\]\)",
+        ),
+        (  # the CPU provider's are refused whatever the providers (second review)
             {"provider_options": {"cpu": {"foo": 1}}},
-            r"provider_options: cpu is given, but providers is not: list the providers the "
-            r"options are for \(providers: \[cpu\]\)",
+            r"provider_options: cpu: onnxruntime's CPU provider takes no provider options",
         ),
     ],
 )
