@@ -210,16 +210,7 @@ class MeasuredSubnets:
                     f"{path} is damaged (its header: {one_line(exc)}): delete it or use "
                     "another folder"
                 ) from None
-            old.check(
-                what=f"existing file {path}",
-                space_id=header.space_id,
-                fingerprint=header.fingerprint,
-                model_format=header.model_format,
-                precision=header.precision,
-                resolutions=header.resolutions,
-                measured_with=header.measured_with,
-                device=header.device,
-            )
+            old.check_same_setup(header, what=f"existing file {path}")
             self.header = _same_reference(path, old, header)
             _check_models(path, data, header)
             subnets = data.get("subnets")

@@ -268,16 +268,7 @@ def _check_predictor_file(path: Path, header: TableHeader) -> None:
         old = TableHeader.from_dict(read_predictor(path)["header"])
     except (TableError, KeyError, TypeError, ValueError):
         return
-    old.check(
-        what=f"existing predictor {path}",
-        space_id=header.space_id,
-        fingerprint=header.fingerprint,
-        model_format=header.model_format,
-        precision=header.precision,
-        resolutions=header.resolutions,
-        measured_with=header.measured_with,
-        device=header.device,
-    )
+    old.check_same_setup(header, what=f"existing predictor {path}")
 
 
 def _check_keeps_calibration(plan: _Plan) -> None:

@@ -236,6 +236,19 @@ class TableHeader:
         if resolutions is not None and not set(self.resolutions) <= set(resolutions):
             raise TableError(_not_covered(what, self.resolutions, resolutions))
 
+    def check_same_setup(self, header: TableHeader, *, what: str) -> None:
+        """``check`` against everything ``header`` (the caller's table's) records."""
+        self.check(
+            what=what,
+            space_id=header.space_id,
+            fingerprint=header.fingerprint,
+            model_format=header.model_format,
+            precision=header.precision,
+            resolutions=header.resolutions,
+            measured_with=header.measured_with,
+            device=header.device,
+        )
+
     @staticmethod
     def _check_measured_with(
         what: str,

@@ -548,14 +548,7 @@ def test_host_keys_are_trusted_where_openssh_trusts_them(
     )
     assert _ssh_trusts(sshd, known) is trusted  # what OpenSSH does with the file
     device = _device(sshd, remote_parent, python, known_hosts=str(known))
-    try:
-        device.fingerprint()
-        taken = True
-    except DeviceError:
-        taken = False
-    finally:
-        device.close()
-    assert taken is trusted
+    assert _connects(device) is trusted
     assert device.target.trusts(HostKey(*sshd.host_key.split())) is trusted  # devices trust
 
 
@@ -612,15 +605,18 @@ def test_host_keys_of_a_server_with_two_are_trusted_where_openssh_trusts_them(
     known = tmp_path / "known_hosts"
     known.write_text("".join(f"{line.format(**values)}\n" for line in lines))
     assert _ssh_trusts(server, known) is trusted  # what OpenSSH does with the file
-    device = _device(server, remote_parent, python, known_hosts=str(known))
+    assert _connects(_device(server, remote_parent, python, known_hosts=str(known))) is trusted
+
+
+def _connects(device: SshDevice) -> bool:
+    """Whether ``device`` connects (and runs the runner), closed after."""
     try:
         device.fingerprint()
-        taken = True
+        return True
     except DeviceError:
-        taken = False
+        return False
     finally:
         device.close()
-    assert taken is trusted
 
 
 def _ssh_trusts(server: Sshd, known: Path) -> bool:
