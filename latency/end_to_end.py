@@ -186,8 +186,9 @@ def _check_models(path: Path, data: MeasuredDocument, header: TableHeader) -> No
         return
     raise TableError(
         f"{path} holds int8 TFLite subnets written before the profiled models had BN "
-        f"statistics (model cache {written or 'before 8'}): their residual ADDs ran outside "
-        "XNNPACK, unlike the files export writes; profile the device again into a new folder"
+        f"statistics (model cache {written or f'before {BN_STATISTICS_SINCE}'}): their residual "
+        "ADDs ran outside XNNPACK, unlike the files export writes; profile the device again "
+        "into a new folder"
     )
 
 

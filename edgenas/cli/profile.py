@@ -419,8 +419,10 @@ def _predictor_file(path: Path) -> Path:
     """Option callback: a folder holding predictor.json (edgenas profile's --out) stands for
     that file, as search's --device takes it (it was "not a latency predictor (Is a
     directory)"; walk-through). A folder without one says why it has none."""
-    if (path / PREDICTOR_NAME).is_file() or not path.is_dir():
-        return path / PREDICTOR_NAME if path.is_dir() else path
+    if not path.is_dir():
+        return path
+    if (path / PREDICTOR_NAME).is_file():
+        return path / PREDICTOR_NAME
     if (path / LUT_NAME).is_file():
         raise typer.BadParameter(
             f"{path} holds a table ({LUT_NAME}) but no {PREDICTOR_NAME}: its profile did not "
