@@ -63,7 +63,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-_OWNER = "owner.json"  # in a remote folder: the client's process_token()
+# In a remote folder: the client's process_token(). Not the local device's hostname and pid:
+# a board is reached from several machines, and hostnames repeat across them.
+_OWNER = "owner.json"
 _SMALL_COMMAND_TIMEOUT_S = 30.0  # mktemp, rm, kill: these answer at once on a live device
 _POLL_S = 0.5  # how often a long runner call checks the connection and the deadline
 _EOF_POLL_S = 0.005  # how often a finished command's output is checked for its end
