@@ -36,7 +36,7 @@ from devices.runner_protocol import (
     runner_failure,
     save_images,
 )
-from once_for_all.processes import alive, pid_host
+from once_for_all.processes import process_token, token_ended
 
 if TYPE_CHECKING:
     import numpy as np
@@ -136,7 +136,7 @@ class LocalDevice(Device):
         with tempfile.TemporaryDirectory(prefix=FOLDER_PREFIX) as tmp:
             folder = Path(tmp)
             # whose folder it is: a process killed with SIGKILL cannot remove its own
-            (folder / OWNER).write_text(json.dumps({"host": pid_host(), "pid": os.getpid()}))
+            (folder / OWNER).write_text(json.dumps(process_token()))
             if images is not None:
                 save_images(folder / IMAGES_FILE, images)
             runner = folder / "runner.py"
@@ -188,15 +188,14 @@ OWNER = "owner.json"
 
 
 def remove_orphaned_folders() -> None:
-    """Remove the runner folders of this host's edgenas processes that are gone: one killed
+    """Remove the runner folders of this machine's edgenas processes that are gone: one killed
     with SIGKILL left its folder in the temp folder (its runner ends with it: runner.py)."""
     for folder in Path(tempfile.gettempdir()).glob(f"{FOLDER_PREFIX}*"):
         try:
             owner = json.loads((folder / OWNER).read_text())
-            host, pid = owner["host"], owner["pid"]
-        except (OSError, ValueError, TypeError, KeyError):
+        except (OSError, ValueError):
             continue  # not (yet) described: another's, or one being made
-        if host == pid_host() and isinstance(pid, int) and not alive(pid):
+        if token_ended(owner):
             shutil.rmtree(folder, ignore_errors=True)
 
 

@@ -5,21 +5,7 @@ which another process may remove only once its owner is gone."""
 from __future__ import annotations
 
 import os
-import socket
 from pathlib import Path
-
-
-def pid_host() -> str:
-    """Where this process's pid names it: the hostname, and on Linux the PID namespace.
-    Containers that share a hostname (``docker run --network host`` takes the host's) each
-    number their processes apart, so a pid read from another one's lock or registration says
-    nothing here; by the hostname alone, a live worker's journal lock was taken for a killed
-    one's and removed, and two writers could append at once."""
-    try:
-        namespace = os.stat("/proc/self/ns/pid").st_ino
-    except OSError:
-        return socket.gethostname()
-    return f"{socket.gethostname()}~pidns{namespace}"
 
 
 def alive(pid: int) -> bool:

@@ -43,7 +43,7 @@ from edgenas.search.problem import Evaluation, SearchProblem
 from edgenas.search.sampler_names import SAMPLERS
 from edgenas.search.space_params import distributions, subnet_from_params, subnet_params
 from once_for_all.errors import EdgenasError, one_line
-from once_for_all.processes import alive, pid_host
+from once_for_all.processes import process_token, token_ended
 from once_for_all.progress import Progress
 from once_for_all.stop_signals import STOP_SIGNALS, deliver
 from once_for_all.subnet import Subnet
@@ -222,9 +222,12 @@ class _RepairingLock(JournalFileSymlinkLock):
     after it would make every later read of the journal fail. The torn record is a trial
     its dead worker never finished storing; readers already skip it.
 
-    The lock's symlink points at ``JOURNAL@HOST:PID``, HOST being ``pid_host()`` (Optuna only
-    checks that the link exists), so a lock left by a killed process on this host is removed at once instead of
-    after Optuna's 30 s grace period of warnings; plain Optuna workers still interoperate."""
+    The lock's symlink points at ``JOURNAL@BOOT:PIDNS:PID:START``, the taker's
+    ``process_token()`` (Optuna only checks that the link exists), so a lock left by a killed
+    process of this machine is removed at once instead of after Optuna's 30 s grace period of
+    warnings; plain Optuna workers still interoperate. The boot id tells machines apart where
+    hostnames and PID namespace numbers repeat (a journal on a shared file system): by those
+    alone, a live worker's lock on another machine was taken for a killed one's."""
 
     def __init__(self, path: str) -> None:
         super().__init__(path)
@@ -235,7 +238,7 @@ class _RepairingLock(JournalFileSymlinkLock):
 
     def acquire(self) -> bool:
         # The pid of the process taking the lock now (a forked worker is not its parent).
-        self._lock_target_file = f"{self._journal}@{pid_host()}:{os.getpid()}"
+        self._lock_target_file = f"{self._journal}@{_lock_owner()}"
         self._hold_ctrl_c()
         held = False
         try:
@@ -290,16 +293,34 @@ class _RepairingLock(JournalFileSymlinkLock):
             target = os.readlink(self._lock_file)
         except OSError:
             return  # no lock
-        host, _, pid = target.rpartition("@")[2].rpartition(":")
-        if host != pid_host() or not pid.isdigit() or alive(int(pid)):
+        owner = _lock_owner_token(target.rpartition("@")[2])
+        if owner is None or not token_ended(owner):
             return
         try:
             super().release()  # renames the link away first: one remover wins
         except RuntimeError:
             return  # another process removed it
         logging.getLogger(__name__).warning(
-            "%s: removed the lock of a killed process (pid %s)", self._lock_file, pid
+            "%s: removed the lock of a killed process (pid %s)", self._lock_file, owner["pid"]
         )
+
+
+def _lock_owner() -> str:
+    """This process, as the journal lock's symlink names it: BOOT:PIDNS:PID:START."""
+    token = process_token()
+    if token is None:  # no /proc: a name no process can tell ended
+        return str(os.getpid())
+    return ":".join(str(token[k]) for k in ("boot", "pidns", "pid", "start"))
+
+
+def _lock_owner_token(text: str) -> dict[str, str | int] | None:
+    """The process_token a lock's ``_lock_owner`` text names; None for any other text (an
+    older edgenas's HOST:PID, a plain Optuna worker's random name)."""
+    parts = text.split(":")
+    if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+        return None
+    boot, pidns, pid, start = parts
+    return {"boot": boot, "pidns": int(pidns), "pid": int(pid), "start": int(start)}
 
 
 def _drop_torn_tail(path: Path) -> None:
@@ -433,7 +454,7 @@ class SearchRun:
         self._check_study(study_name)
         self.persistent.set_user_attr(
             f"worker:{self.worker}",
-            {"seed": seed, "host": pid_host(), "pid": os.getpid()},
+            {"seed": seed, "process": process_token()},
         )
         self._seed_checked = seed is None
         self._sampler_seed = seed  # the seed each batch's sampler is derived from
@@ -560,13 +581,11 @@ def _record(trial: optuna.Trial, subnet: Subnet, ev: Evaluation, worker: str) ->
 
 
 def _may_be_searching(worker: dict[str, Any]) -> bool:
-    """Whether a registered worker may still be searching. One of this host whose process is
-    gone (a killed or finished run) is not: a rerun of a killed search then keeps its seed's
-    sampler instead of reseeding from a random worker id."""
-    pid = worker.get("pid")
-    if worker.get("host") != pid_host() or not isinstance(pid, int):
-        return True  # another machine's: it cannot be checked from here
-    return pid == os.getpid() or alive(pid)
+    """Whether a registered worker may still be searching. One of this machine whose process
+    is gone (a killed or finished run) is not: a rerun of a killed search then keeps its
+    seed's sampler instead of reseeding from a random worker id. Another machine's, or an
+    older edgenas's registration (HOST and PID), cannot be checked from here."""
+    return not token_ended(worker.get("process"))
 
 
 def _uid(trial: FrozenTrial) -> str:

@@ -8,6 +8,7 @@ import json
 import os
 import random
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -36,12 +37,14 @@ from edgenas.search.study_runner import (
     check_study,
     make_sampler,
     open_storage,
-    pid_host,
     seed_sampler,
 )
 from once_for_all.errors import EdgenasError
+from once_for_all.processes import process_token
 from tests.edgenas.search import synthetic
 from tests.edgenas.search.synthetic import SPACE, problem
+
+REPO = Path(__file__).resolve().parents[3]
 
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 WORKER = [sys.executable, "-m", "tests.edgenas.search.synthetic"]
@@ -113,11 +116,18 @@ def test_a_network_is_one_front_member_whatever_its_skipped_blocks_say(tmp_path:
 def test_a_killed_runs_registration_does_not_reseed_the_rerun(tmp_path: Path) -> None:
     # It reseeded from the rerun's random worker id: two reruns of a killed search differed.
     ended = subprocess.run(
-        [sys.executable, "-c", "import os; print(os.getpid())"],
+        [
+            sys.executable,
+            "-c",
+            "import json; from once_for_all.processes import process_token; "
+            "print(json.dumps(process_token()))",
+        ],
         check=True,
         capture_output=True,
         text=True,
+        cwd=REPO,
     )
+    killed = json.loads(ended.stdout)
     prob = problem()
 
     def proposed(name: str, registered: dict[str, object] | None) -> list[dict[str, object]]:
@@ -132,11 +142,15 @@ def test_a_killed_runs_registration_does_not_reseed_the_rerun(tmp_path: Path) ->
         return [t.params for t in run.completed()]
 
     alone = proposed("alone.log", None)
-    host = pid_host()
-    assert proposed("killed.log", {"host": host, "pid": int(ended.stdout)}) == alone
-    # a worker still searching (here this test's parent process) is searched apart from
-    assert proposed("alive.log", {"host": host, "pid": os.getppid()}) != alone
-    assert proposed("elsewhere.log", {"host": f"not-{host}", "pid": int(ended.stdout)}) != alone
+    assert proposed("killed.log", {"process": killed}) == alone
+    # a worker still searching (here this test's own process) is searched apart from
+    assert proposed("alive.log", {"process": process_token()}) != alone
+    # Another machine's (another boot id: hostnames and PID namespace numbers repeat across
+    # machines), or an older edgenas's registration by hostname and pid, cannot be checked.
+    elsewhere = {**killed, "boot": "00000000-0000-0000-0000-000000000000"}
+    assert proposed("elsewhere.log", {"process": elsewhere}) != alone
+    host = socket.gethostname()
+    assert proposed("older.log", {"host": host, "pid": killed["pid"]}) != alone
 
 
 def test_a_budget_subnets_meet_but_no_trial_did_asks_for_a_longer_search(

@@ -33,8 +33,8 @@ from edgenas.search.study_runner import (
     StudyError,
     _RepairingLock,
     open_storage,
-    pid_host,
 )
+from once_for_all.processes import process_token
 from tests.edgenas.search import synthetic
 from tests.edgenas.search.synthetic import SPACE, problem
 
@@ -184,35 +184,56 @@ def test_a_lock_left_by_a_killed_process_is_removed_at_once(
     SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10).run(5)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()  # a pid that no process has now
+    mine = process_token()
+    assert mine is not None  # Linux
     lock = Path(f"{path}.lock")
-    lock.symlink_to(f"{path}@{pid_host()}:{dead.pid}")
+    lock.symlink_to(f"{path}@{_owner({**mine, 'pid': dead.pid})}")
     with caplog.at_level("WARNING"):
         run = SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10)
         assert run.run(10) >= 10
     assert f"removed the lock of a killed process (pid {dead.pid})" in caplog.text
     assert "taking longer" not in caplog.text and not lock.exists()
     # A live owner's lock (this process's) is left alone.
-    lock.symlink_to(f"{path}@{pid_host()}:{os.getpid()}")
+    lock.symlink_to(f"{path}@{_owner(mine)}")
     _RepairingLock(str(path))._remove_if_owner_died()
     assert lock.is_symlink()
+    lock.unlink()
+    # One whose pid now names another process (started later) is a killed one's.
+    lock.symlink_to(f"{path}@{_owner({**mine, 'start': int(mine['start']) - 1})}")
+    _RepairingLock(str(path))._remove_if_owner_died()
+    assert not lock.exists()
 
 
-def test_a_lock_from_another_pid_namespace_of_this_hostname_is_left_alone(
+def _owner(token: dict[str, str | int]) -> str:
+    return ":".join(str(token[k]) for k in ("boot", "pidns", "pid", "start"))
+
+
+def test_a_lock_from_another_machine_or_pid_namespace_is_left_alone(
     tmp_path: Path,
 ) -> None:
     # Containers that share the hostname (docker --network host) number their processes
     # apart: a live worker's lock there, whose pid no process has here, was removed as a
-    # killed one's (audit). Nor is a lock an older edgenas wrote with the bare hostname.
+    # killed one's (audit). So was one of another machine with the same hostname, sharing the
+    # journal's file system (every machine's first PID namespace has the same number: review).
+    # Nor is a lock an older edgenas wrote (HOST:PID) or a plain Optuna worker's removed.
     path = tmp_path / "study.log"
     SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10).run(5)
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
-    assert pid_host().startswith(f"{socket.gethostname()}~pidns")  # Linux
+    mine = process_token()
+    assert mine is not None  # Linux
+    gone = {**mine, "pid": dead.pid}
     lock = Path(f"{path}.lock")
-    for host in (f"{socket.gethostname()}~pidns1", socket.gethostname()):
-        lock.symlink_to(f"{path}@{host}:{dead.pid}")
+    for owner in (
+        _owner({**gone, "boot": "00000000-0000-0000-0000-000000000000"}),
+        _owner({**gone, "pidns": 1}),
+        f"{socket.gethostname()}~pidns{mine['pidns']}:{dead.pid}",
+        f"{socket.gethostname()}:{dead.pid}",
+        "0123456789abcdef",
+    ):
+        lock.symlink_to(f"{path}@{owner}")
         _RepairingLock(str(path))._remove_if_owner_died()
-        assert lock.is_symlink(), host
+        assert lock.is_symlink(), owner
         lock.unlink()
 
 
