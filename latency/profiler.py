@@ -425,9 +425,18 @@ def measure_in_batches(
             progress("measure", start + len(results), len(files))
 
 
-# How runners say that a model file could not be read (devices/runner.py), as opposed to a
-# runtime that refused what the file holds.
-_CANNOT_READ = ("cannot load model", "model file not found", "model file is not readable")
+# How devices say that a model file could not be read, as opposed to a runtime that refused
+# what the file holds: the Python runners (devices/runner.py), Vela's device (devices/vela.py)
+# and TFLite's benchmark_model on phones and boards (benchmark_tflite_model.cc's "Failed to
+# mmap model", its words for a file it cannot map or that is no TFLite model).
+_CANNOT_READ = (
+    "cannot load model",
+    "model file not found",
+    "model file is not readable",
+    "is not a TFLite model",
+    "cannot be read as a TFLite model",
+    "Failed to mmap model",
+)
 
 
 def _naming_cached_file(

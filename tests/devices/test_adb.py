@@ -534,6 +534,41 @@ def test_an_accelerator_that_ran_nothing(
     assert list((phone / "tmp").iterdir()) == []
 
 
+def test_a_damaged_file_of_the_model_cache_is_named_with_what_to_do(
+    phone: Path, tmp_path: Path
+) -> None:
+    # The hint to delete a damaged cache file matched only the Python runners' wording
+    # (review). benchmark_model's own for a file it cannot map or read as a model, from
+    # LiteRT's benchmark_tflite_model.cc: TFLITE_LOG(ERROR) << "Failed to mmap model " << graph.
+    from latency.model_cache import ModelCache
+    from latency.profiler import measure_in_batches
+
+    binary = tmp_path / "benchmark_model"
+    binary.write_text(
+        '#!/bin/sh\necho "INFO: Graph: [${1#--graph=}]"\n'
+        'echo "ERROR: Failed to mmap model ${1#--graph=}"\nexit 1\n'
+    )
+    binary.chmod(0o755)
+    cache = ModelCache(tmp_path / "cache")
+    cache.root.mkdir()
+    damaged = _model(cache.root, "block-0123.tflite")
+    with pytest.raises(DeviceError) as info:
+        measure_in_batches(
+            _device(phone, binary, delegate="xnnpack"),
+            [damaged],
+            batch_size=4,
+            on_batch=lambda *_: None,
+            cache=cache,
+        )
+    said = str(info.value)
+    assert said.startswith("device 'phone': benchmark_model failed on block-0123.tflite "), said
+    assert "Failed to mmap model " in said
+    assert said.endswith(
+        f"; it is {damaged}, a file of the model cache: if it is damaged, delete it and run "
+        "again to export it anew"
+    ), said
+
+
 @pytest.mark.parametrize(
     "lines", [GPU_TOOK_ALL, OLD_GPU_LINE, ""], ids=["applied", "older-build", "silent-build"]
 )

@@ -264,3 +264,30 @@ def test_fingerprints_tell_configs_apart(tmp_path: Path) -> None:
     # The ini's content is part of it: an edited file is another target.
     ini.write_text(USER_INI.replace("core_clock=100e6", "core_clock=200e6"))
     assert _device(system_config="Slow_U55", config=str(ini)).fingerprint() != prints[-1]
+
+
+def test_a_damaged_int8_file_of_the_model_cache_is_named_with_what_to_do(
+    tmp_path: Path,
+) -> None:
+    # The hint to delete a damaged cache file matched only the Python runners' wording, not
+    # Vela's (review).
+    from latency.blocks import enumerate_blocks
+    from latency.model_cache import ModelCache
+    from latency.profiler import measure_in_batches
+    from once_for_all.search_space import get_space
+
+    cache = ModelCache(tmp_path / "cache")
+    (spec,) = enumerate_blocks(get_space("mbv3-tiny"), resolutions=(28,))[:1]
+    damaged = cache.blocks([spec], "tflite", "int8")[spec.key]
+    for content in (damaged.read_bytes()[:300], b"\x00" * 300):
+        damaged.write_bytes(content)
+        with pytest.raises(DeviceError) as info:
+            measure_in_batches(
+                _device(), [damaged], batch_size=4, on_batch=lambda *_: None, cache=cache
+            )
+        said = str(info.value)
+        assert said.startswith(f"device 'ethos-u55-128': {damaged} "), said
+        assert said.endswith(
+            "; it is a file of the model cache: if it is damaged, delete it and run again to "
+            "export it anew"
+        ), said
