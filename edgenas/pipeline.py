@@ -243,6 +243,9 @@ def _run_stages(
     if "profile" in stages:
         with _logged("profile", log, forced="profile" in options.force):
             _profile(recipe, run, options, log)
+    elif {"search", "export"} & set(stages):
+        with _logged("profile", log):
+            _refit_recorded(recipe, run, log)
     if "search" in stages:
         with _logged("search", log, forced="search" in options.force):
             _search(recipe, run, options, log)
@@ -484,13 +487,39 @@ def _profile(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> N
         )
 
 
+def _refit_recorded(recipe: Recipe, run: RunFolder, log: Log) -> None:
+    """A recipe without the profile stage refits what ``_refit_refused`` refits: the
+    devices an earlier run of the folder profiled, whose predictors its search and export
+    read. (`edgenas latency refit` leaves a run's files to the run.)"""
+    for section in recipe.devices:
+        name = device_name(section.name)
+        key = f"profile:{name}"
+        record = run.stages.get(key)
+        if record is not None and run.layout.predictor(name).is_file():
+            _refit_refused(
+                run,
+                key,
+                record["inputs"],
+                run.layout.device(name),
+                log,
+                again="add 'profile' to the recipe's stages and rerun with --force profile",
+            )
+
+
 def _refit_refused(
-    run: RunFolder, key: str, inputs: dict[str, Any], folder: Path, log: Log
+    run: RunFolder,
+    key: str,
+    inputs: dict[str, Any],
+    folder: Path,
+    log: Log,
+    *,
+    again: str = "rerun with --force profile",
 ) -> None:
     """An up-to-date device whose predictor.json, as recorded, this edgenas refuses (a
     calibration model that an older one fitted, predicting no time for some subnet) has it
     fitted again from the measurements it keeps, and recorded: search would fail on it at
-    every rerun, and profiling again would need the device and the same runtime version."""
+    every rerun, and profiling again would need the device and the same runtime version.
+    ``again`` says how to measure the device anew where the measurements fit no model."""
     from latency.predictors import refit_refused
     from latency.table import TableError
 
@@ -498,9 +527,7 @@ def _refit_refused(
     try:
         done = refit_refused(path)
     except TableError as exc:
-        raise RecipeError(
-            f"{one_line(exc)}; or measure the device again: rerun with --force profile"
-        ) from None
+        raise RecipeError(f"{one_line(exc)}; or measure the device again: {again}") from None
     if done is not None:
         log(f"{key.replace(':', ' ')}: {path.name}: {done}")
         seconds = float(run.stages[key].get("seconds", 0.0))

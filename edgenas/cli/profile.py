@@ -484,7 +484,7 @@ def refit_command(
     if (
         predictor.name == PREDICTOR_NAME
         and devices.name == "devices"
-        and RunLayout(run).record.is_file()
+        and _run_profiled(RunLayout(run).record, predictor.resolve().parent.name)
     ):
         # Rewriting a run's recorded output would have edgenas run profile the device again.
         raise fail(
@@ -493,6 +493,19 @@ def refit_command(
         )
     done = refit_refused(predictor)
     typer.echo(f"{predictor}: {done}" if done else f"{predictor} loads as it is: nothing to refit")
+
+
+def _run_profiled(record: Path, device: str) -> bool:
+    """Whether the run whose run.json is ``record`` records profiling ``device`` (a run.json
+    that does not read counts: the run is left to edgenas run). A device folder that no
+    stage of the run made, a user's copy, is the user's to refit."""
+    if not record.is_file():
+        return False
+    try:
+        stages = json.loads(record.read_text())["stages"]
+        return f"profile:{device}" in stages
+    except (OSError, ValueError, KeyError, TypeError):
+        return True
 
 
 @latency_app.command("validate")

@@ -385,6 +385,37 @@ def test_a_recorded_predictor_this_edgenas_refuses_is_refitted(tmp_path: Path) -
     assert "refitted" not in proc.stderr
 
 
+def test_a_recipe_without_the_profile_stage_refits_the_predictor_its_search_reads(
+    tmp_path: Path, trained: Path
+) -> None:
+    # Its search failed on a recorded predictor this edgenas refuses, naming `edgenas latency
+    # refit`, which refuses a run's files and says to rerun the recipe: which refitted
+    # nothing without the profile stage (review).
+    device = {"name": "npu-32x32-ws", "budget_ms": 50.0, "calibrate": 10, "resolution": [28]}
+    profile_only = run_recipe(tmp_path, stages=["profile"], devices=[device])
+    out, cache = tmp_path / "run", tmp_path / "cache"
+    assert edgenas_run(profile_only, out, cache=cache).returncode == 0
+    predictor = out / "devices" / "npu-32x32-ws" / "predictor.json"
+    doc = json.loads(predictor.read_text())
+    doc["model"]["intercept"] = -100.0
+    predictor.write_text(json.dumps(doc))
+    record = json.loads((out / "run.json").read_text())
+    outputs = record["stages"]["profile:npu-32x32-ws"]["outputs"]
+    outputs[str(predictor.relative_to(out))] = file_sha256(predictor)  # as recorded
+    (out / "run.json").write_text(json.dumps(record))
+    shutil.copyfile(trained / "run" / "supernet.pt", out / "supernet.pt")
+    search = {"trials": 12, "accuracy_samples": 10, "eval_images": 50, "reevaluate": 2}
+    searching = run_recipe(tmp_path, stages=["search"], devices=[device], search=search)
+
+    proc = edgenas_run(searching, out, cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "profile npu-32x32-ws: predictor.json: its calibration model" in said
+    assert "refitted from the 10 subnets it keeps" in said
+    assert json.loads((out / "search" / "pareto.json").read_text())["chosen"]
+    assert isinstance(load_predictor(predictor), CalibratedPredictor)
+
+
 def test_only_a_recipe_that_searches_or_exports_needs_a_supernet(tmp_path: Path) -> None:
     # A profile-only recipe (profiling times blocks) was refused for want of supernet.pt
     # (the refit test above runs one); search and export still need it.

@@ -776,13 +776,20 @@ def test_latency_refit_fits_a_refused_predictor_again_without_the_device(
     # A run folder's: edgenas run refits it and records that; a refit here would not be.
     run = tmp_path / "run"
     (run / "devices" / "npu").mkdir(parents=True)
-    (run / "run.json").write_text("{}")
-    (run / "devices" / "npu" / "predictor.json").write_text(json.dumps(doc))
-    proc = edgenas_here("latency", "refit", run / "devices" / "npu" / "predictor.json")
-    assert proc.returncode == 2 and " ".join(proc.stderr.split()) == (
-        f"error: {run / 'devices' / 'npu' / 'predictor.json'} belongs to the run folder {run}: "
-        "rerun edgenas run on its recipe, which refits it and records the refit"
-    )
+    in_run = run / "devices" / "npu" / "predictor.json"
+    for record in ("{}", json.dumps({"stages": {"profile:npu": {}}})):
+        (run / "run.json").write_text(record)
+        in_run.write_text(json.dumps(doc))
+        proc = edgenas_here("latency", "refit", in_run)
+        assert proc.returncode == 2 and " ".join(proc.stderr.split()) == (
+            f"error: {in_run} belongs to the run folder {run}: "
+            "rerun edgenas run on its recipe, which refits it and records the refit"
+        )
+    # One that no stage of the run made (a copy the user put there) is the user's to refit:
+    # a recipe without the profile stage does not refit it.
+    (run / "run.json").write_text(json.dumps({"stages": {"profile:other": {}}}))
+    proc = edgenas_here("latency", "refit", in_run)
+    assert proc.returncode == 0 and "refitted from the 20 subnets" in proc.stdout, proc.stderr
     damaged = tmp_path / "damaged.json"
     damaged.write_text(json.dumps({**doc, "calibration": {}}))
     proc = edgenas_here("latency", "refit", damaged)
