@@ -318,8 +318,12 @@ def print_card(card: CardBody, out: Path) -> None:
     )
     # A published device (tables, no device) has no files: a line of its own below.
     devices = [name for name, entry in card["latency"].items() if "not_measured" not in entry]
+    # Each accuracy says on how many images: a device checks fewer than the export did.
+    accuracy_col = f"{acc['split']} accuracy" + (
+        f" ({acc['images']} images)" if acc["images"] else ""
+    )
     # Folded, not cut, at a narrow width: device names differ by a suffix (a twin's -no-amx).
-    for col in ("file", "size", "check", f"{acc['split']} accuracy", "runs as"):
+    for col in ("file", "size", "check", accuracy_col, "runs as"):
         table.add_column(col, overflow="fold")
     for device in devices:
         table.add_column(f"{device} ms\npredicted / measured (vs fp32)", overflow="fold")
@@ -353,7 +357,10 @@ def print_card(card: CardBody, out: Path) -> None:
                 agreed = f"agreement {100 * checked['top1_agreement']:.2f}%"
                 if checked["top1_agreement"] < target:
                     agreed = f"[yellow]{agreed}[/yellow]"
-                text += f"\n{agreed}, accuracy {checked['accuracy']:.4f} here"
+                text += (
+                    f"\n{agreed}, accuracy {checked['accuracy']:.4f} here "
+                    f"({checked['images']} images)"
+                )
             if f["name"] == entry.get("recommended"):
                 text = f"[bold]{text} *[/bold]"
             latency.append(text)

@@ -688,8 +688,12 @@ def test_the_table_shows_each_check_on_the_device(
     said = " ".join(capsys.readouterr().err.split())
     int8 = card["latency"]["test-cpu"]["files"]["model_int8.onnx"]["on_device"]
     assert (
-        f"agreement {100 * int8['top1_agreement']:.2f}%, accuracy {int8['accuracy']:.4f} here"
+        f"agreement {100 * int8['top1_agreement']:.2f}%, accuracy {int8['accuracy']:.4f} here "
+        f"({int8['images']} images)"
     ) in said
+    # The export's own accuracy may be on more images than a device checks (review: two
+    # accuracies side by side, on 200 and on all test images, without saying so).
+    assert f"test accuracy ({card['accuracy']['images']} images)" in said
     assert "test-board: not checked on the device: it returns latency only (a test's)" in said
     # A reason every device shares (no images asked) is said once.
     for device in ("test-cpu", "test-board"):
