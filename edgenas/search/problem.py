@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -11,6 +12,7 @@ import numpy as np
 from latency.predictors import LatencyPredictor
 from latency.proxies import costs_many
 from latency.table import TableError
+from once_for_all.errors import EdgenasError
 from once_for_all.search_space import SearchSpace
 from once_for_all.subnet import Subnet
 
@@ -44,6 +46,10 @@ class DeviceTarget:
         if self.budget_ms is None:
             return ()
         return (*sorted(self.tighter_budgets_ms), self.budget_ms)
+
+
+class AccuracyError(EdgenasError, ValueError):
+    """An accuracy source that gave no accuracy (NaN, infinite) for a subnet."""
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,14 @@ class SearchProblem:
 
     def evaluate_many(self, subnets: Sequence[Subnet]) -> list[Evaluation]:
         acc = self.accuracy(subnets)
+        for subnet, value in zip(subnets, acc, strict=True):
+            if not math.isfinite(float(value)):
+                # Optuna fails such a trial, and the search asked for the same ones for ever.
+                raise AccuracyError(
+                    f"{self.accuracy_name} gave {float(value)} for subnet {subnet.key}, not an "
+                    "accuracy: check its file (a damaged predictor gives NaN) or the weights "
+                    "it reads"
+                )
         lat = {d.name: d.predictor.predict_many(subnets) for d in self.devices}
         costs = costs_many(self.space, subnets) if self.extra else {}
         out = []

@@ -195,7 +195,11 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         tuple(targets),
         extra,
         accuracy_resolutions=ofa.resolutions if ofa is not None else None,
-        accuracy_name="OFA's accuracy predictor",
+        accuracy_name=(
+            f"OFA's accuracy predictor {o.ofa_predictor}"
+            if ofa is not None
+            else f"the accuracy of supernet {o.supernet} ({o.accuracy})"
+        ),
         sources=(
             {"predictors": predictor_files, "accuracy": f"ofa-predictor {ofa.sha256[:16]}"}
             if ofa is not None

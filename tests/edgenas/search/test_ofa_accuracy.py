@@ -243,3 +243,18 @@ def test_search_with_ofa_predictor_on_samsung_note10(pth: Path, tmp_path: Path) 
     assert here.returncode == 2 and "give --space" in here.stderr
     here = search_here("--ofa-predictor", pth, "--space", SPACE, "--device", device)
     assert here.returncode == 2 and "--ofa-predictor is for --accuracy ofa-predictor" in here.stderr
+    # A predictor file that loads but gives NaN (one bias edited): Optuna fails such trials,
+    # and the search asked for the same subnets for ever, at full CPU (walk-through).
+    state = torch.load(pth, map_location="cpu", weights_only=True)
+    bias = next(k for k in state if k.endswith("bias"))
+    state[bias] = state[bias] * float("nan")
+    nan_pth = tmp_path / "nan.pth"
+    torch.save(state, nan_pth)
+    here = search_here(
+        "--accuracy", "ofa-predictor", "--ofa-predictor", nan_pth, "--space", SPACE,
+        "--device", device, "--budget-ms", "25", "--trials", "50", "--out", tmp_path / "nan",
+    )  # fmt: skip
+    said = " ".join(here.stderr.split())
+    assert here.returncode == 2 and "Traceback" not in said, said
+    assert f"error: OFA's accuracy predictor {nan_pth} gave nan for subnet r" in said
+    assert "not an accuracy: check its file (a damaged predictor gives NaN)" in said
