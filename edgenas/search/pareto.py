@@ -9,9 +9,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NotRequired, TypedDict, cast
 
-import optuna
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from optuna.study import StudyDirection
+
+# Optuna's own non-dominated filter (Study.best_trials'), here on one read of the trials.
+from optuna.study._multi_objective import _get_pareto_front_trials_by_trials
+from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.search.accuracy_sources import accuracy_label
 from edgenas.search.problem import SearchProblem
@@ -174,17 +178,23 @@ class FrontMember:
 
 def pareto_front(
     problem: SearchProblem,
-    study: optuna.Study,
+    stored: Sequence[FrozenTrial],
     *,
     measure: MeasureAccuracy | None = None,
     reevaluate: int = 20,
 ) -> list[FrontMember]:
-    """Feasible non-dominated trials, by latency on the first device. With ``measure``,
-    ``reevaluate`` members are evaluated directly (with inherited weights): half of them the
-    most accurate by prediction (where the choice under a budget falls), half spread along
-    the front (for the plot); a front can hold hundreds of members."""
-    trials = study.best_trials  # Optuna keeps only feasible trials here when constraints exist
-    trials = [t for t in trials if all(v <= 0 for v in t.constraints.values())]
+    """Feasible non-dominated trials of ``stored`` (a study's trials, read once: other workers
+    may be adding theirs), by latency on the first device. With ``measure``, ``reevaluate``
+    members are evaluated directly (with inherited weights): half of them the most accurate
+    by prediction (where the choice under a budget falls), half spread along the front (for
+    the plot); a front can hold hundreds of members."""
+    feasible = [
+        t
+        for t in stored
+        if t.state == TrialState.COMPLETE and all(v <= 0 for v in t.constraints.values())
+    ]
+    directions = [StudyDirection[d.upper()] for d in problem.directions]
+    trials = _get_pareto_front_trials_by_trials(feasible, directions)
     subnets = [subnet_from_params(problem.space, t.params) for t in trials]
     # Several trials can be the same network (Optuna also samples the choices of skipped
     # blocks); keep each network once.
@@ -261,17 +271,20 @@ def check_budgets(problem: SearchProblem) -> None:
 
 def pareto_document(
     problem: SearchProblem,
-    study: optuna.Study,
+    study_name: str,
+    stored: Sequence[FrozenTrial],
     front: Sequence[FrontMember],
     chosen: Sequence[Choice],
     *,
     accuracy_source: str,
 ) -> ParetoDocument:
+    """The document of ``front``, taken from the study's trials ``stored`` (``pareto_front``'s:
+    the count is of the trials the front is of)."""
     document: ParetoDocument = {
         "format": PARETO_FORMAT,
         "space": problem.space.id,
-        "study": study.study_name,
-        "trials": len(study.get_trials(deepcopy=False)),
+        "study": study_name,
+        "trials": len(stored),
         "objectives": problem.objective_names,
         "devices": [
             {
@@ -382,10 +395,10 @@ def pareto_figure(
     return fig
 
 
-def pareto_plot(document: Mapping[str, Any], study: optuna.Study, path: Path) -> Path:
-    """``pareto_figure`` of the document with every completed trial of ``study``, as PNG."""
-    complete = (optuna.trial.TrialState.COMPLETE,)
-    values = [list(t.values) for t in study.get_trials(deepcopy=False, states=complete)]
+def pareto_plot(document: Mapping[str, Any], stored: Sequence[FrozenTrial], path: Path) -> Path:
+    """``pareto_figure`` of the document with every completed trial of ``stored`` (the trials
+    its front is of), as PNG."""
+    values = [list(t.values) for t in stored if t.state == TrialState.COMPLETE]
     fig = pareto_figure(document, values)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

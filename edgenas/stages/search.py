@@ -100,6 +100,7 @@ def search(
 
 def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     import optuna
+    from optuna.trial import TrialState
 
     from edgenas.search.guided import budget_levels
     from edgenas.search.pareto import (
@@ -272,18 +273,18 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     run.enqueue(enqueued)
     with stage_progress("search trials", quiet=quiet) as progress:
         run.run(o.trials, progress=progress)
-    front = pareto_front(problem, run.persistent, measure=evaluate, reevaluate=o.reevaluate)
-    chosen = choose(problem, front, trials=len(run.completed()))
+    # One read of the study: other workers go on storing trials, and the front, the count of
+    # trials it is of and the plot's grey points were three snapshots (review).
+    stored = run.persistent.get_trials(deepcopy=False)
+    front = pareto_front(problem, stored, measure=evaluate, reevaluate=o.reevaluate)
+    complete = sum(t.state == TrialState.COMPLETE for t in stored)
+    chosen = choose(problem, front, trials=complete)
     document = pareto_document(
-        problem,
-        run.persistent,
-        front,
-        chosen,
-        accuracy_source=described,
+        problem, run.persistent.study_name, stored, front, chosen, accuracy_source=described
     )
     pareto = o.out / "pareto.json"
     write_pareto(pareto, document)
-    plot = pareto_plot(document, run.persistent, o.out / "pareto.png")
+    plot = pareto_plot(document, stored, o.out / "pareto.png")
     return SearchResult(document, pareto, plot)
 
 

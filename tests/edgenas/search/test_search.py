@@ -71,7 +71,7 @@ def test_every_chosen_subnet_meets_its_budget_and_the_front_is_non_dominated(
     prob = problem(budget_ms=budget)
     run = SearchRun(prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s", sampler=sampler)
     assert run.run(300) >= 300
-    front = pareto_front(prob, run.persistent)
+    front = pareto_front(prob, run.persistent.get_trials(deepcopy=False))
     assert front
     for m in front:
         assert m.latency_ms["board0"] <= budget
@@ -110,7 +110,7 @@ def test_a_network_is_one_front_member_whatever_its_skipped_blocks_say(tmp_path:
     run = SearchRun(prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s")
     run.enqueue([shallow, other])
     run.run(2)
-    assert len(pareto_front(prob, run.persistent)) == 1
+    assert len(pareto_front(prob, run.persistent.get_trials(deepcopy=False))) == 1
 
 
 def test_a_killed_runs_registration_does_not_reseed_the_rerun(tmp_path: Path) -> None:
@@ -164,7 +164,7 @@ def test_a_budget_subnets_meet_but_no_trial_did_asks_for_a_longer_search(
     run = SearchRun(prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s")
     run.enqueue([SPACE.max_subnet()])
     run.run(1)
-    front = pareto_front(prob, run.persistent)
+    front = pareto_front(prob, run.persistent.get_trials(deepcopy=False))
     tight = replace(prob, devices=(replace(prob.devices[0], budget_ms=budget),))
     with pytest.raises(
         TooFewTrials,
@@ -189,7 +189,7 @@ def test_several_budgets_on_one_device_choose_one_subnet_under_each(tmp_path: Pa
     assert prob.devices[0].budgets_ms == tuple(budgets)
     run = SearchRun(prob, storage=f"journal:{tmp_path / 's.log'}", study_name="s")
     run.run(300)
-    front = pareto_front(prob, run.persistent)
+    front = pareto_front(prob, run.persistent.get_trials(deepcopy=False))
     chosen = choose(prob, front)
     assert [c["budget_ms"] for c in chosen] == budgets
     for c in chosen:
@@ -198,7 +198,9 @@ def test_several_budgets_on_one_device_choose_one_subnet_under_each(tmp_path: Pa
         assert front[c["index"]].accuracy == max(m.accuracy for m in fitting)
     accuracies = [front[c["index"]].accuracy for c in chosen]
     assert accuracies == sorted(accuracies) and accuracies[0] < accuracies[-1]
-    document = pareto_document(prob, run.persistent, front, chosen, accuracy_source="x")
+    document = pareto_document(
+        prob, "s", run.persistent.get_trials(deepcopy=False), front, chosen, accuracy_source="x"
+    )
     assert document["devices"][0]["budgets_ms"] == budgets
     assert document["devices"][0]["budget_ms"] == budgets[-1]  # what the trials were held to
     # The tightest budget is checked before any trial: 1e-6 ms cannot be met.

@@ -130,7 +130,7 @@ def test_workers_share_one_study_and_survive_one_killed_mid_trial(
 
     # The front the search CLI reports is the non-dominated set of every worker's trials.
     study = optuna.load_study(study_name="s", storage=open_storage(storage))
-    front = pareto_front(problem(), study)
+    front = pareto_front(problem(), study.get_trials(deepcopy=False))
     points = [(t.values[0], t.values[1], subnet_from_params(SPACE, t.params)) for t in trials]
     expected = {
         s.to_json()
