@@ -148,6 +148,10 @@ def read_accuracy_predictor(path: str | Path) -> AccuracyPredictorDocument:
     """The predictor file at ``path``, format-checked; anything else raises
     ``AccuracyPredictorError`` with a one-line message. Never unpickles arbitrary objects."""
     p = Path(path)
+    if p.is_dir():
+        raise AccuracyPredictorError(
+            f"accuracy predictor {p} is a folder: give the predictor file in it"
+        )
     if not p.is_file():
         raise AccuracyPredictorError(
             f"accuracy predictor {p} not found: fit one first or check the path"

@@ -146,6 +146,8 @@ def load_ofa_accuracy_predictor(path: str | Path, space: SearchSpace) -> OfaAccu
     p = Path(path)
     check_ofa_space(space)
     fix = f"give OFA's acc_predictor.pth (OFA's tutorial downloads it from {OFA_PREDICTOR_URL})"
+    if p.is_dir():  # "not found" beside a folder that is there (walk-through)
+        raise AccuracyPredictorError(f"OFA accuracy predictor {p} is a folder: {fix}")
     if not p.is_file():
         raise AccuracyPredictorError(f"OFA accuracy predictor {p} not found: {fix}")
     try:

@@ -146,6 +146,7 @@ def test_foreign_or_corrupt_files_are_refused(tmp_path: Path) -> None:
     truncated.write_bytes(foreign.read_bytes()[:200])
     cases = [
         (tmp_path / "missing.pt", "not found"),
+        (tmp_path, f"predictor {tmp_path} is a folder: give the predictor file in it"),
         (garbage, r"corrupt or not a torch file \(not a PyTorch file: it is neither a zip"),
         (truncated, r"corrupt or not a torch file \(truncated or damaged\): fit it again"),
         (foreign, "not an accuracy predictor"),

@@ -111,6 +111,9 @@ def test_a_corrupt_or_missing_file_is_one_line(pth: Path, tmp_path: Path) -> Non
         load_ofa_accuracy_predictor(html, get_space(SPACE))
     with pytest.raises(AccuracyPredictorError, match="not found"):
         load_ofa_accuracy_predictor(tmp_path / "absent.pth", get_space(SPACE))
+    # A folder that is there was "not found" (walk-through: --ofa-predictor ofa/).
+    with pytest.raises(AccuracyPredictorError, match=f"predictor {tmp_path} is a folder: give"):
+        load_ofa_accuracy_predictor(tmp_path, get_space(SPACE))
 
 
 def test_spaces_and_resolutions_it_cannot_encode_are_refused(pth: Path) -> None:
