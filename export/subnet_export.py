@@ -46,6 +46,7 @@ from export.tflite_export import export_tflite
 from export.verify import agreement, max_abs_diff, run_onnx, run_tflite, top1
 from once_for_all.data import DataBundle, ImageSplit
 from once_for_all.data.batches import normalize, resize_batch
+from once_for_all.data.splits import eval_head
 from once_for_all.quant_aware import check_stem_groups, stem_groups
 from once_for_all.static_net import MobileNetV3
 
@@ -134,9 +135,10 @@ class ExportResult:
 
 
 def model_images(split: ImageSplit, data: DataBundle, resolution: int, n: int | None) -> np.ndarray:
-    """The first ``n`` images of ``split`` as the model takes them: float32 NCHW, normalised
-    with the data's mean and std and resized to ``resolution``."""
-    chosen = split.images if n is None else split.images[:n]
+    """``n`` images of ``split`` (``eval_head``'s, spread over the classes) as the model takes
+    them: float32 NCHW, normalised with the data's mean and std and resized to
+    ``resolution``."""
+    chosen = eval_head(split, n).images
     out = [
         resize_batch(normalize(chosen[i : i + 500], data.spec), resolution)
         for i in range(0, len(chosen), 500)
@@ -204,10 +206,9 @@ def export_subnet(
     r = int(model.resolution)
     shape = (1, data.spec.channels, r, r)
     parity_x = model_images(data.val, data, r, options.parity_images)
-    test_x = model_images(data.test, data, r, options.test_images) if options.verify else None
-    test_y = (
-        data.test.labels[: len(test_x)].numpy() if test_x is not None else np.zeros(0, np.int64)
-    )
+    test = eval_head(data.test, options.test_images) if options.verify else None
+    test_x = model_images(test, data, r, None) if test is not None else None
+    test_y = test.labels.numpy() if test is not None else np.zeros(0, np.int64)
     with torch.no_grad():
         parity_ref = model(torch.from_numpy(parity_x)).numpy()
         test_ref = _logits(model, test_x) if test_x is not None else None

@@ -5,20 +5,24 @@ Cache file (``"format": "edgenas.accuracy-cache/1"``)::
 
     {"format": "edgenas.accuracy-cache/1",
      "header": {"space": "<space id>", "supernet": "<weights fingerprint>",
-                "split": "val", "bn_images": 2000, "limit": null},
+                "split": "val", "bn_images": 2000, "limit": null, "data": "<fingerprint>",
+                "method": 2},
      "entries": {"<subnet JSON>": 0.8125, ...}}
 
 An accuracy is only valid for the supernet weights and the evaluation settings that produced
-it, so the header pins both and a cache made with others is refused.
+it, so the header pins both and a cache made with others is refused. ``method`` is how
+``evaluate_subnet`` picks its images (``EVAL_METHOD``): a cache of an older method is started
+afresh, with a warning, as its accuracies are not what this one measures.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import math
 import random
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, TypedDict, cast
 
@@ -36,6 +40,15 @@ from once_for_all.splits import EVAL_SPLITS
 from once_for_all.subnet import Subnet, SubnetError
 
 CACHE_FORMAT = "edgenas.accuracy-cache/1"
+# How evaluate_subnet picks its images. 2: BN statistics from a random slice of the training
+# split, a limited evaluation on images spread over the classes (eval_head), where 1 took the
+# first images of each split (in class order for an image folder: a few classes only).
+EVAL_METHOD = 2
+METHOD_CHANGES = {
+    1: "BN statistics and limited evaluations took the first images of each split, not a "
+    "random slice and a spread over the classes",
+}
+log = logging.getLogger(__name__)
 SPLITS = EVAL_SPLITS
 
 
@@ -104,8 +117,8 @@ def data_fingerprint(data: DataBundle | StreamBundle, split: str) -> str:
 class CacheHeader:
     """What an accuracy depends on besides the subnet: the space, the supernet's weights, the
     data (``data_fingerprint``) and the evaluation settings (``evaluate_subnet``'s ``split``,
-    ``bn_images`` and ``limit``). ``data`` is "" in caches written before it was recorded,
-    which therefore do not match."""
+    ``bn_images`` and ``limit``) and method (``EVAL_METHOD``). ``data`` is "" in caches
+    written before it was recorded, which therefore do not match."""
 
     space: str
     supernet: str
@@ -113,6 +126,7 @@ class CacheHeader:
     bn_images: int = BN_IMAGES
     limit: int | None = None
     data: str = ""
+    method: int = 1  # caches written before it was recorded: the first method
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -197,11 +211,25 @@ class AccuracyCache:
             bn_images=bn_images,
             limit=limit,
             data=data_fingerprint(data, split) if data is not None else "",
+            method=EVAL_METHOD,
         )
         p = Path(path)
         if not p.exists():
             return cls(p, header, save_every=save_every, space=supernet.space)
         found, entries = _read_cache(p)
+        if (
+            found.method != header.method
+            and found.mismatch(replace(header, method=found.method)) is None
+        ):
+            # The same subnets, other images: evaluated again, the file replaced at the first save.
+            log.warning(
+                "accuracy cache %s was made by an older edgenas, whose %s: its %d accuracies are "
+                "evaluated again",
+                p,
+                METHOD_CHANGES.get(found.method, f"evaluation method {found.method} differs"),
+                len(entries),
+            )
+            return cls(p, header, save_every=save_every, space=supernet.space)
         differs = found.mismatch(header)
         if differs is not None:
             raise AccuracyCacheError(f"accuracy cache {p} was made with {differs}: {fix}")

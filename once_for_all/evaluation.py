@@ -12,12 +12,14 @@ from once_for_all.bn_recalibration import recalibrate_bn
 from once_for_all.data import (
     BatchLoader,
     DataBundle,
+    DataError,
     ImageSplit,
     StreamBundle,
     StreamLoader,
     StreamSplit,
     resize_batch,
 )
+from once_for_all.data.splits import eval_head
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.progress import Progress
 from once_for_all.subnet import Subnet
@@ -43,25 +45,28 @@ def accuracy(
     limit: int | None = None,
     progress: Progress | None = None,
 ) -> float:
-    """Top-1 accuracy of ``model`` (eval mode) on the first ``limit`` images of ``split`` at
-    ``resolution``: stored images resized, streamed ones decoded by OFA's eval transform at
+    """Top-1 accuracy of ``model`` (eval mode) on ``limit`` images of ``split`` (``eval_head``'s,
+    spread over the classes) at ``resolution``: stored images resized, streamed ones decoded by OFA's eval transform at
     that resolution (resize to r / 0.875, centre crop r). ``progress`` hears stage
     ``"evaluate"`` in images after each batch."""
     model.eval()
     device = device_of(model)
+    if limit is not None and limit < 1:
+        raise DataError(f"limit={limit} must be >= 1 (or None for the whole split)")
     loader: BatchLoader | StreamLoader
     if isinstance(split, StreamSplit):
         loader = StreamLoader(
-            split,
+            eval_head(split, limit),
             data.spec,
             batch_size=batch_size,
             shuffle=False,
-            limit=limit,
             resolutions=(resolution,),
             workers=data.workers if isinstance(data, StreamBundle) else None,
         )
     else:
-        loader = BatchLoader(split, data.spec, batch_size=batch_size, shuffle=False, limit=limit)
+        loader = BatchLoader(
+            eval_head(split, limit), data.spec, batch_size=batch_size, shuffle=False
+        )
     correct = total = 0
     # a streamed batch is short by the unreadable images it skipped: count images offered
     images, offered = len(loader.split), 0
@@ -85,11 +90,13 @@ def bn_batches(
     """A fixed random slice of the training split at ``resolution`` for BN recalibration;
     streamed images get OFA's train transforms at that resolution (its
     ``set_running_statistics`` reads them through the training loader), seeded."""
+    # The slice is drawn first: a loader's limit keeps the first images it is given, and a
+    # folder's split is in class order (BN statistics of its first classes only).
+    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(BN_SEED))
+    picked = order[:images]
     if isinstance(data, StreamBundle):
-        # the slice is drawn first: the loader's limit keeps the first images it is given
-        order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(BN_SEED))
         streamed = StreamLoader(
-            data.train.select(order[:images].numpy()),
+            data.train.select(picked.numpy()),
             data.spec,
             batch_size=batch_size,
             shuffle=False,
@@ -101,7 +108,7 @@ def bn_batches(
         yield from (x for x, _ in streamed.epoch(0))
         return
     loader = BatchLoader(
-        data.train, data.spec, batch_size=batch_size, shuffle=True, seed=BN_SEED, limit=images
+        data.train.select(picked), data.spec, batch_size=batch_size, shuffle=True, seed=BN_SEED
     )
     for x, _ in loader.epoch(0):
         yield resize_batch(x, resolution)

@@ -809,7 +809,8 @@ def _measure(
 
 
 def _test_subset(test: TestImages | None, images: int) -> TestImages | str:
-    """The first ``images`` test images that devices check the files on, or why none."""
+    """The first ``images`` of the export's test images (``eval_head``'s: each head is spread
+    over the classes) that devices check the files on, or why none."""
     if test is None:
         return "the export was not verified (--no-verify)"
     if images == 0:

@@ -52,6 +52,7 @@ from once_for_all.data.spec import DataBundle, DataSpec, ImageSplit
 from once_for_all.data.splits import (
     TEST_HOLDOUT_SEED,
     channel_stats,
+    eval_head,
     held_out_test_indices,
     spread_sample,
     validation_indices,
@@ -529,15 +530,15 @@ def hold_in_memory(bundle: StreamBundle, *, train: int, val: int, test: int) -> 
     the eval transform at the spec's size into a ``DataBundle``: for work that reads the same
     images many times (a search recalibrates BN and evaluates per subnet; export calibrates
     and checks), which would otherwise decode them each time. ``val`` and ``test`` keep the
-    first images of their splits (those an evaluation with a limit reads), ``train`` a spread
-    over the classes; unreadable files are skipped, as when streaming. Training on it (export's
+    images an evaluation limited to that many reads (``eval_head``), ``train`` a spread over
+    the classes; unreadable files are skipped, as when streaming. Training on it (export's
     fine-tune) augments with OFA's train transforms, as streaming does."""
     picked = spread_sample(bundle.train.labels.tolist(), train, seed=0)
     return DataBundle(
         bundle.spec,
         _held(bundle.train.select(picked), bundle),
-        _held(bundle.val.select(np.arange(min(val, len(bundle.val)))), bundle),
-        _held(bundle.test.select(np.arange(min(test, len(bundle.test)))), bundle),
+        _held(eval_head(bundle.val, val), bundle),
+        _held(eval_head(bundle.test, test), bundle),
         train_transforms="ofa",
     )
 

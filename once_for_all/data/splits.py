@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any, Protocol, TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 import torch
 
 from once_for_all.data.errors import DataError
@@ -102,6 +104,45 @@ def spread_sample(labels: Sequence[int], n: int, *, seed: int) -> list[int]:
         raise DataError(f"image limit {n} must be >= 0")
     if n >= len(labels):
         return list(range(len(labels)))
+    return sorted(int(i) for i in spread_order(labels, seed=seed)[:n])
+
+
+# Which images an evaluation limited to N images of a split takes (``eval_head``).
+EVAL_SEED = 0
+
+
+class _Split(Protocol):
+    """An image split held in memory (``ImageSplit``) or streamed (``StreamSplit``)."""
+
+    @property
+    def labels(self) -> Any: ...
+
+    def __len__(self) -> int: ...
+
+    def select(self, indices: Any) -> Any: ...
+
+
+Split = TypeVar("Split", bound=_Split)
+
+
+def eval_head(split: Split, n: int | None) -> Split:
+    """The ``n`` images of ``split`` that work limited to ``n`` images evaluates on (all of
+    it for None or n >= len): spread over the classes, in an order whose every head is spread
+    too (a device's check on fewer of export's test images), the same for the same split.
+    The split's own first ``n`` were its first classes' where the split is in class order,
+    as a folder's are: a limited accuracy was measured on a few classes."""
+    if n is None or n >= len(split):
+        return split
+    index = spread_order(split.labels.tolist(), seed=EVAL_SEED)[:n]
+    # ImageSplit indexes a tensor; StreamSplit, an array
+    return cast(
+        Split, split.select(torch.from_numpy(index) if isinstance(split, ImageSplit) else index)
+    )
+
+
+def spread_order(labels: Sequence[int], *, seed: int) -> npt.NDArray[np.int64]:
+    """Every index of ``labels`` in ``spread_sample``'s order: its first ``n`` are the ``n``
+    it samples."""
     rng = np.random.default_rng(seed)
     array = np.asarray(labels, dtype=np.int64)
     classes = np.unique(array)
@@ -114,5 +155,4 @@ def spread_sample(labels: Sequence[int], n: int, *, seed: int) -> list[int]:
     starts = np.searchsorted(shuffled[by_class], shuffled[by_class], side="left")
     rank = np.empty(len(array), dtype=np.int64)
     rank[order[by_class]] = np.arange(len(array)) - starts
-    picked = np.lexsort((class_rank[array], rank))[:n]
-    return sorted(int(i) for i in picked)
+    return np.lexsort((class_rank[array], rank)).astype(np.int64)

@@ -27,6 +27,7 @@ from export.verify import agreement, correlation, run_onnx, run_tflite, top1
 from latency.table import PUBLISHED_RUNTIME
 from once_for_all import Subnet, SubnetError, get_space
 from once_for_all.data import load_data
+from once_for_all.data.splits import eval_head
 from tests.edgenas.conftest import MICRO_RECIPE
 from tests.edgenas.search.synthetic import predictor
 from tests.support.cli_here import edgenas_here
@@ -195,7 +196,7 @@ def test_card_accuracies_are_what_the_files_do(exported: Path, trained: Path) ->
     card = _card(exported)
     data = load_data(**MICRO_RECIPE["data"])  # what the supernet was trained on
     x = model_images(data.test, data, card["subnet"]["r"], 400)
-    y = data.test.labels[:400].numpy()
+    y = eval_head(data.test, 400).labels.numpy()
     fp32 = run_onnx(exported / "model.onnx", x)
     assert top1(fp32, y) == pytest.approx(card["accuracy"]["fp32"])
     for name, run in (("model_int8.onnx", run_onnx), ("model_int8.tflite", run_tflite)):

@@ -21,6 +21,7 @@ from export.subnet_export import ExportOptions, export_subnet, model_images
 from export.verify import agreement, run_onnx, run_tflite, top1
 from once_for_all import build_from_config, get_space, recalibrate_bn
 from once_for_all.data import DataBundle, DataSpec, ImageSplit
+from once_for_all.data.splits import eval_head
 from once_for_all.evaluation import bn_batches
 from once_for_all.network_config import network_config
 from tests.export.conftest import Exported, TinyModel
@@ -73,7 +74,7 @@ def test_tiny_subnet_in_every_format_and_precision(
     assert sorted(p.name for p in folder.iterdir()) == sorted(names)
     n = wide_export.test_images
     x = model_images(fmnist_small.test, fmnist_small, model.resolution, n)
-    y = fmnist_small.test.labels[:n].numpy()
+    y = eval_head(fmnist_small.test, n).labels.numpy()
     reference = wide.reference(x)
     for f in result.files:
         assert f.bytes == (folder / f.name).stat().st_size and len(f.sha256) == 64

@@ -13,6 +13,7 @@ import once_for_all.accuracy_dataset as accuracy_dataset
 from once_for_all import OFAMobileNetV3, Subnet, SubnetError, get_space
 from once_for_all.accuracy_dataset import (
     CACHE_FORMAT,
+    EVAL_METHOD,
     AccuracyCache,
     AccuracyCacheError,
     CacheHeader,
@@ -76,6 +77,7 @@ def test_cache_round_trip(tmp_path: Path, supernet: OFAMobileNetV3) -> None:
         "bn_images": BN_IMAGES,
         "limit": LIMIT,
         "data": "",  # opened without data: not checked
+        "method": EVAL_METHOD,
     }
     assert doc["entries"][subnets[1].to_json()] == 0.1
 
@@ -84,6 +86,31 @@ def test_cache_round_trip(tmp_path: Path, supernet: OFAMobileNetV3) -> None:
     assert [reopened.get(s) for s in subnets] == [i / 10 for i in range(len(subnets))]
     assert reopened.items() == [(SPACE.canonical(s), i / 10) for i, s in enumerate(subnets)]
     assert reopened.get(SPACE.sample(99)) is None
+
+
+def test_a_cache_of_the_older_evaluation_method_is_evaluated_again(
+    tmp_path: Path, supernet: OFAMobileNetV3, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Its accuracies were on the first images of each split (a folder's first classes): kept,
+    # they would sit beside accuracies on images spread over the classes (walk-through).
+    path = tmp_path / "acc.json"
+    cache = open_cache(path, supernet)
+    subnets = sample_dataset(SPACE, 1, seed=0)
+    for subnet in subnets:
+        cache.put(subnet, 0.5)
+    cache.save()
+    doc = json.loads(path.read_text())
+    del doc["header"]["method"]  # as an older edgenas wrote it
+    path.write_text(json.dumps(doc))
+    with caplog.at_level("WARNING"):
+        fresh = open_cache(path, supernet)
+    assert len(fresh) == 0
+    said = " ".join(caplog.text.split())
+    assert f"accuracy cache {path} was made by an older edgenas, whose BN statistics" in said
+    assert f"its {len(subnets)} accuracies are evaluated again" in said
+    # Another setting of the same old file is still refused, not started afresh.
+    with pytest.raises(AccuracyCacheError, match="was made with limit"):
+        AccuracyCache.open(path, supernet, bn_images=BN_IMAGES, limit=LIMIT + 1)
 
 
 def test_put_saves_every_few_entries(tmp_path: Path, supernet: OFAMobileNetV3) -> None:

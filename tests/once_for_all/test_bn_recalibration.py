@@ -20,6 +20,7 @@ from once_for_all import (
     recalibrate_bn,
 )
 from once_for_all.data import BatchLoader, DataBundle, normalize, resize_batch
+from once_for_all.data.splits import eval_head
 from once_for_all.evaluation import bn_batches
 
 if TYPE_CHECKING:
@@ -231,7 +232,8 @@ def test_evaluate_subnet_on_real_data(fmnist_small: DataBundle) -> None:
     # the same figure by hand: extract, recalibrate on the seeded training slice, score val
     model = supernet.extract(subnet)
     recalibrate_bn(model, bn_batches(fmnist_small, 30, images=200))
-    images = normalize(fmnist_small.val.images[:300], fmnist_small.spec)
+    scored = eval_head(fmnist_small.val, 300)  # 300 images spread over the classes
+    images = normalize(scored.images, fmnist_small.spec)
     with torch.no_grad():
         pred = model(resize_batch(images, 30)).argmax(1)
-    assert acc == int((pred == fmnist_small.val.labels[:300]).sum()) / 300
+    assert acc == int((pred == scored.labels).sum()) / 300

@@ -288,3 +288,52 @@ def test_progressive_shrinking_trains_and_resumes_on_a_streamed_folder(
     expected = whole.supernet.state_dict()
     for name, tensor in resumed.supernet.state_dict().items():
         assert torch.equal(tensor, expected[name]), name
+
+
+class _AlwaysFirstClass(torch.nn.Module):
+    """Predicts class 0 for every image: its accuracy is the share of class 0 it is shown."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))  # a device to read
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        logits = torch.zeros(len(x), 4)
+        logits[:, 0] = 1.0
+        return logits
+
+
+def test_limited_evaluations_and_bn_read_every_class_of_a_folder_in_class_order(
+    tmp_path: Path,
+) -> None:
+    # A folder's splits are in class order, and a limit took their first images: BN
+    # statistics and accuracies of the first classes only (a subnet that told 4 colours
+    # apart perfectly scored 0.14 in training's log; walk-through).
+    root = tmp_path / "colours"
+    colours = [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 0)]
+    for c, colour in enumerate(colours):
+        (root / f"c{c}").mkdir(parents=True)
+        for k in range(30):
+            Image.new("RGB", (16, 16), colour).save(root / f"c{c}" / f"{k}.png")
+    from once_for_all.data.image_stream import StreamBundle
+    from once_for_all.evaluation import accuracy
+
+    memory = load_data(str(root), val_size=40, seed=0, image_size=16)
+    streamed = stream_image_folder(root, image_size=16, val_size=40, seed=0)
+    assert memory.val.labels.tolist() == sorted(memory.val.labels.tolist())  # class order
+    for data in (memory, streamed):
+        for split in ("val", "test"):
+            said = accuracy(
+                _AlwaysFirstClass(), getattr(data, split), data, resolution=16, limit=12
+            )
+            assert said == pytest.approx(0.25), (type(data).__name__, split)
+    # The BN slice of images held in memory holds every class's colour (streamed ones were
+    # drawn at random already, then colour-jittered).
+    means = torch.cat([x.mean(dim=(2, 3)) for x in bn_batches(memory, 16, images=16)])
+    assert len(torch.unique(means.round(decimals=3), dim=0)) == 4
+    held = hold_in_memory(streamed, train=16, val=12, test=12)
+    assert isinstance(streamed, StreamBundle)
+    for split in ("val", "test"):
+        labels = getattr(held, split).labels.tolist()
+        assert sorted(labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
+        assert sorted(labels[:4]) == [0, 1, 2, 3]  # a device's check on fewer: each class
