@@ -60,6 +60,14 @@ class RunData:
     # Chosen subnets' export folders written again since the summary (a user's own
     # `edgenas export --out` there): their cards no longer say what the summary's rows do.
     rewritten: list[str] = field(default_factory=list)
+    # Section key -> the refusals of its files that did not read (truncated, another format):
+    # said in its place, the rest of the page drawn.
+    unreadable: dict[str, list[str]] = field(default_factory=dict)
+
+    def refused(self, sections: Iterable[str], exc: EdgenasError) -> None:
+        for key in sections:
+            # whole: the readers' refusals are one line, and end with what to do
+            self.unreadable.setdefault(key, []).append(str(exc))
 
     @property
     def name(self) -> str:
@@ -191,8 +199,12 @@ def collect(root: Path) -> RunData:
     if layout.pareto.is_file():
         # with the parts the report draws
         needs = {"objectives": list, "devices": list, "trials": int}
-        data.pareto = read_pareto(layout.pareto, needs=needs)
-        data.trial_values = _trial_values(root, data.pareto)
+        try:
+            data.pareto = read_pareto(layout.pareto, needs=needs)
+        except EdgenasError as exc:
+            data.refused(["pareto"], exc)
+        else:
+            data.trial_values = _trial_values(root, data.pareto)
     # Devices in the order the run profiled them, then any other profiled folder.
     profiled = [k.split(":", 1)[1] for k in data.run.get("stages", {}) if k.startswith("profile:")]
     folders = sorted(p.parent.name for p in layout.devices.glob(f"*/{PREDICTOR_NAME}"))
@@ -203,8 +215,13 @@ def collect(root: Path) -> RunData:
         *(n for n in folders if n not in profiled),
     ]:
         path = layout.predictor(name)
+        try:
+            predictor = read_predictor(path)
+        except EdgenasError as exc:
+            data.refused(["latency-predictors", "block-latency"], exc)
+            continue
         data.devices.append(
-            DeviceData(name, read_predictor(path), path, _per_op_table(path.parent / LUT_NAME))
+            DeviceData(name, predictor, path, _per_op_table(path.parent / LUT_NAME))
         )
     # Only the exports of the current choice (the pipeline removes the others; a folder a
     # user copied in, or one a recipe without export left, stays out), or every export of a
@@ -214,7 +231,10 @@ def collect(root: Path) -> RunData:
     cards: dict[str, CardDocument] = {}
     for path in sorted(layout.exports.glob("*/card.json")):
         if not data.summary or path.parent.name in chosen:
-            cards[path.parent.name] = read_card(path)
+            try:
+                cards[path.parent.name] = read_card(path)
+            except EdgenasError as exc:
+                data.refused(["models"], exc)
     data.cards = list(cards.values())
     for row in rows:
         folder = Path(row["folder"]).name

@@ -475,8 +475,15 @@ def _section(data: RunData, key: str, warn: Warn) -> str:
     """Part ``key`` of the page; a part whose files were edited into what edgenas does not
     write (a number where an object goes, a key gone) says so rather than end the report:
     the readers check what every part needs, not each value deep in a card or predictor."""
+    refused = ""
+    for line in data.unreadable.get(key, []):  # a file that did not read: the others drawn
+        said = f"{SECTIONS[key]}: {line}"
+        warn(said, ReportError(said))
+        refused += _missing(said)
+    if refused and not _has_parts(data, key):
+        return refused  # not "no search in this run"
     try:
-        return BUILDERS[key](data)
+        return refused + BUILDERS[key](data)
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as exc:
         why = f"{type(exc).__name__}: {one_line(exc)}"
         line = (
@@ -485,6 +492,17 @@ def _section(data: RunData, key: str, warn: Warn) -> str:
         )
         warn(line, exc)
         return _missing(line)
+
+
+def _has_parts(data: RunData, key: str) -> bool:
+    """Whether part ``key`` has anything of its own to draw."""
+    if key == "pareto":
+        return data.pareto is not None
+    if key in ("latency-predictors", "block-latency"):
+        return bool(data.devices)
+    if key == "models":
+        return bool(data.cards)
+    return True
 
 
 def render(data: RunData, *, warn: Warn = ignore_warning) -> str:
