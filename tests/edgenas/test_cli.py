@@ -27,9 +27,11 @@ EDGENAS = [sys.executable, "-m", "edgenas"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
 
-def run(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    *args: str | Path, check: bool = True, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run(
-        [*EDGENAS, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600
+        [*EDGENAS, *map(str, args)], capture_output=True, text=True, env=ENV, timeout=600, cwd=cwd
     )
     if check and proc.returncode != 0:
         raise AssertionError(f"edgenas {args} failed ({proc.returncode}):\n{proc.stderr}")
@@ -197,13 +199,15 @@ def test_own_data_trains_once_the_space_fits_it(tmp_path: Path) -> None:
     recipe: dict[str, Any] = {
         **copy.deepcopy(MICRO_RECIPE),
         "name": "mine",
-        "data": {"source": str(tmp_path / "mine.npz"), "val_size": 40, "seed": 0},
+        # Relative: recorded as the absolute path, since eval and export run from anywhere
+        # (it was read against their folder: "does not exist (moved or deleted)"; walk-through).
+        "data": {"source": "./mine.npz", "val_size": 40, "seed": 0},
     }
     recipe["train"]["phases"] = recipe["train"]["phases"][:2]
     recipe["train"]["batch_size"] = 16  # 59 training images: at least one batch per epoch
     path = tmp_path / "r.yaml"
     path.write_text(yaml.safe_dump(recipe))
-    proc = run("train", path, "--out", tmp_path / "wrong", check=False)
+    proc = run("train", path, "--out", tmp_path / "wrong", check=False, cwd=tmp_path)
     _assert_one_line_error(
         proc,
         "has 3 channel(s) and 5 classes, space mbv3-tiny takes 1 and 10: set space: "
@@ -213,10 +217,11 @@ def test_own_data_trains_once_the_space_fits_it(tmp_path: Path) -> None:
 
     recipe["space"] = {"name": "mbv3-tiny", "in_channels": 3, "num_classes": 5}
     path.write_text(yaml.safe_dump(recipe))
-    proc = run("train", path, "--out", tmp_path / "run")
+    proc = run("train", path, "--out", tmp_path / "run", cwd=tmp_path)
     # output captured, not a terminal: each epoch's progress as plain lines
     assert re.search(r"^train: full epoch 1/1 \d+/\d+ \(100%\), 0:\d\d elapsed$", proc.stderr, re.M)
     payload = load_checkpoint(tmp_path / "run" / "supernet.pt")
+    assert payload["data"]["source"] == str(tmp_path / "mine.npz")
     space = payload["space"]
     assert (space["in_channels"], space["num_classes"]) == (3, 5)
     assert get_space(str(tmp_path / "run" / "space.json")).id == space["id"]
