@@ -138,6 +138,9 @@ class SummaryRow(TypedDict):
     # False: no file reached the agreement target, and ``file`` is the one that agrees best.
     # Absent in summaries of an earlier edgenas.
     file_meets_accuracy: NotRequired[bool]
+    # True: the recommended file measured above the budget (``over_budget``). Absent in
+    # summaries of an earlier edgenas.
+    file_over_budget: NotRequired[bool]
     latency_predicted_ms: float | None
     latency_measured_ms: float | None
     latency_measured_at_baseline_ms: float | None
@@ -150,6 +153,21 @@ class SummaryRow(TypedDict):
 # Beside a recommended file where no file reached the agreement target
 # (--min-int8-agreement): the card then recommends the one that agrees best.
 BELOW_TARGET = "(below target)"
+# Beside a recommended file whose latency is above the budget it was chosen under.
+OVER_BUDGET = "(over budget)"
+
+
+def over_budget(row: SummaryRow) -> bool:
+    """Whether the row's file takes longer than its budget: measured (at the predictor's
+    baseline where the device has one, the unit budgets are in), else predicted. The search
+    held the subnet's predicted latency to the budget; the exported file can cost more (a
+    stem split in groups for int8 agreement, the predictor's error)."""
+    ms = row.get("latency_measured_at_baseline_ms")
+    if ms is None:
+        ms = row["latency_measured_ms"]
+    if ms is None:
+        ms = row["latency_predicted_ms"]
+    return ms is not None and ms > row["budget_ms"]
 
 
 def device_label(row: SummaryRow, rows: Sequence[SummaryRow]) -> str:
@@ -219,6 +237,7 @@ _ROW_KINDS: dict[str, tuple[type, ...]] = {
 _OPTIONAL_ROW_KINDS: dict[str, tuple[type, ...]] = {
     "latency_measured_at_baseline_ms": (*_NUMBER, _NONE),
     "file_meets_accuracy": (bool,),
+    "file_over_budget": (bool,),
     "measured_files": (dict,),
     "files": (list,),
 }

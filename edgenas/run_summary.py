@@ -9,7 +9,7 @@ from typing import Any
 
 from edgenas.recipe import Recipe
 from edgenas.run_folder import RunFolder
-from edgenas.run_record import SUMMARY_FORMAT, MeasuredFile, RunSummary, SummaryRow
+from edgenas.run_record import SUMMARY_FORMAT, MeasuredFile, RunSummary, SummaryRow, over_budget
 from edgenas.stage_inputs import device_name
 from export.card import DeviceLatency, execution_text, read_card
 
@@ -82,6 +82,8 @@ def build_summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]
             )
             if shown is not None and on_device is not None:
                 row["file_meets_accuracy"] = on_device.get("recommended_meets_accuracy", True)
+            if shown is not None:
+                row["file_over_budget"] = over_budget(row)
             rows.append(row)
     devices = [device_name(d.name) for d in recipe.devices]
     current = _current_stages(recipe, devices, [e["subnet"] for e in exported])

@@ -14,6 +14,7 @@ from rich.table import Table
 from edgenas.cli.user_errors import fail, finite_from, given, given_flags, option_flag
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
+from edgenas.run_record import BELOW_TARGET
 from export.formats import (
     DEVICE_CHECK_IMAGES,
     INT8_AGREEMENT_TARGET,
@@ -363,6 +364,8 @@ def print_card(card: CardBody, out: Path) -> None:
                 )
             if f["name"] == entry.get("recommended"):
                 text = f"[bold]{text} *[/bold]"
+                if entry.get("recommended_meets_accuracy") is False:  # the best of those below
+                    text += f"\n[yellow]{BELOW_TARGET}[/yellow]"
             latency.append(text)
         table.add_row(
             escape(f["name"]),
@@ -378,6 +381,11 @@ def print_card(card: CardBody, out: Path) -> None:
             "* recommended: the fastest file that is fp32 or int8 with top-1 agreement "
             f">= {100 * target:g}% (on a device that checked the files: the agreement "
             "there, fp32 files' too)"
+        )
+    if any(e.get("recommended_meets_accuracy") is False for e in card["latency"].values()):
+        err_console.print(
+            f"{BELOW_TARGET}: no file reached the agreement target there: the one that agrees best",
+            highlight=False,
         )
     unchecked = {n: e["not_checked"] for n, e in card["latency"].items() if "not_checked" in e}
     reasons = set(unchecked.values())

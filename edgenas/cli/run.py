@@ -14,7 +14,7 @@ from rich.table import Table
 
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
-from edgenas.run_record import BELOW_TARGET, RunSummary, device_label
+from edgenas.run_record import BELOW_TARGET, OVER_BUDGET, RunSummary, device_label
 from edgenas.stages import STAGES
 
 # Typer takes a Literal as an option's type, but not inside list[...]: --force gets an Enum
@@ -68,6 +68,13 @@ def print_summary(summary: RunSummary) -> None:
             "(--min-int8-agreement, export.min_int8_agreement): the one that agrees best",
             highlight=False,
         )
+    if any(row.get("file_over_budget") for row in summary["chosen"]):
+        err_console.print(
+            f"{OVER_BUDGET}: the file takes longer than the budget the subnet was chosen "
+            "under; its card says what it runs as (a stem in groups costs time: "
+            "export.stem_groups: 1 keeps it whole), or choose under a tighter budget",
+            highlight=False,
+        )
     for i, folder in enumerate(folders, start=1):
         err_console.print(f"#{i}: {escape(folder)}", highlight=False, soft_wrap=True)
     err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
@@ -105,7 +112,8 @@ def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
             "\n".join(ms),
             f"{row['bytes'] / 1024:.0f}" if row["bytes"] else "-",
             f"{escape(file)}\n#{folders.index(row['folder']) + 1}"
-            + (f"\n{BELOW_TARGET}" if row.get("file_meets_accuracy") is False else ""),
+            + (f"\n{BELOW_TARGET}" if row.get("file_meets_accuracy") is False else "")
+            + (f"\n{OVER_BUDGET}" if row.get("file_over_budget") else ""),
         )
     return table
 

@@ -156,9 +156,10 @@ def _rewritten(data: RunData) -> str:
 
 def _below_target(row: SummaryRow) -> str:
     """A flag for a recommended file that is the best of files none of which reached the
-    agreement target."""
-    return (
-        " (no file reached the agreement target)" if row.get("file_meets_accuracy") is False else ""
+    agreement target, and for one that takes longer than its budget."""
+    below = row.get("file_meets_accuracy") is False
+    return (" (no file reached the agreement target)" if below else "") + (
+        f" (over the {row['budget_ms']:g} ms budget)" if row.get("file_over_budget") else ""
     )
 
 

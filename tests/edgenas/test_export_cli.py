@@ -696,6 +696,14 @@ def test_the_table_shows_each_check_on_the_device(
     # accuracies side by side, on 200 and on all test images, without saying so).
     assert f"test accuracy ({card['accuracy']['images']} images)" in said
     assert "test-board: not checked on the device: it returns latency only (a test's)" in said
+    # A recommended file that is only the best of files below the target says so, as the
+    # card and run's table do: the table marked it recommended and no more (walk-through).
+    assert "(below target)" not in said
+    card["latency"]["test-cpu"]["recommended_meets_accuracy"] = False
+    print_card(card, exported)  # type: ignore[arg-type]
+    said = " ".join(capsys.readouterr().err.split())
+    assert said.count("(below target)") == 2, said  # the cell and the line below the table
+    assert "(below target): no file reached the agreement target there" in said
     # A reason every device shares (no images asked) is said once.
     for device in ("test-cpu", "test-board"):
         card["latency"][device]["not_checked"] = "no test images asked (a test's)"

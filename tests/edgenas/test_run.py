@@ -187,6 +187,45 @@ def test_the_run_prints_both_tables(micro_run: Run, capsys: pytest.CaptureFixtur
         )
 
 
+def test_a_file_over_its_budget_is_flagged(
+    micro_run: Run, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Export's automatic stem split kept the chosen subnet's int8 file at 0.505 ms under a
+    # 0.5 ms budget (Vela), and nothing said so (walk-through).
+    from edgenas.cli.run import print_summary
+    from edgenas.run_record import over_budget
+
+    summary = micro_run[3]
+    assert all(r["file_over_budget"] is False for r in summary["chosen"])  # 50 ms budgets
+    row = summary["chosen"][0]
+    measured = row["latency_measured_at_baseline_ms"] or row["latency_measured_ms"]
+    assert measured is not None
+    assert over_budget({**row, "budget_ms": measured * 0.99})
+    assert not over_budget({**row, "budget_ms": measured * 1.01})
+    # Measured at the device's baseline where it has one: the unit budgets are in.
+    assert over_budget(
+        {
+            **row,
+            "latency_measured_ms": 1.0,
+            "latency_measured_at_baseline_ms": 2.0,
+            "budget_ms": 1.5,
+        }
+    )
+    assert not over_budget(
+        {
+            **row,
+            "latency_measured_ms": 2.0,
+            "latency_measured_at_baseline_ms": 1.0,
+            "budget_ms": 1.5,
+        }
+    )
+    flagged = [{**r, "file_over_budget": i == 0} for i, r in enumerate(summary["chosen"])]
+    print_summary(cast(RunSummary, {**summary, "chosen": flagged}))
+    err = capsys.readouterr().err
+    assert sum("(over budget)" in x for x in err.splitlines()) == 2  # the cell and the line
+    assert "(over budget): the file takes longer than the budget" in " ".join(err.split())
+
+
 def test_a_rerun_skips_every_stage(micro_run: Run) -> None:
     recipe, out, cache, summary = micro_run
     before = _stages(out)
