@@ -344,7 +344,7 @@ def card_markdown(card: CardDocument) -> str:
                 lines.append(
                     f"| {device} | `{name}`{chosen} | {_ms(timing['predicted'])} | "
                     f"{_ms(m['median_ms'] if m else None)} | {spread} | "
-                    f"{'-' if speedup is None else f'{speedup:.2f}x'} | "
+                    f"{speed_text(speedup)} | "
                     f"{_ms(timing['measured_at_baseline_ms'])} | "
                     f"{device_check_text(timing.get('on_device'))} |"
                 )
@@ -462,6 +462,16 @@ def device_check_text(check: DeviceCheck | None) -> str:
 
 def _plus(value: int) -> str:
     return f" + {value}" if value > 0 else f" - {-value}" if value < 0 else ""
+
+
+def speed_text(speedup: float | None) -> str:
+    """A file's speed against the same format's fp32 file (``speedup_vs_fp32``, fp32's time
+    over its own), in words that say which way: a bare "0.68x" read as either ("-": none)."""
+    if speedup is None or speedup <= 0:
+        return "-"
+    if speedup >= 1:
+        return f"{speedup:.2f}x faster"
+    return f"{1 / speedup:.2f}x slower"
 
 
 def percent(value: float | None) -> str:

@@ -309,7 +309,7 @@ def export_command(
 
 
 def print_card(card: CardBody, out: Path) -> None:
-    from export.card import execution_text, split_stem_note
+    from export.card import execution_text, speed_text, split_stem_note
 
     acc = card["accuracy"]
     target = card["recommendation"]["min_int8_agreement"]
@@ -350,7 +350,7 @@ def print_card(card: CardBody, out: Path) -> None:
             speedup = value.get("speedup_vs_fp32")
             text = f"{_fmt(value['predicted'])} / {_fmt(value['measured']['median_ms'])}"
             if f["precision"] != "fp32" and speedup is not None:
-                text += f" ({speedup:.2f}x)"
+                text += f" ({speed_text(speedup)})"
             if at_baseline is not None:
                 text += f" ({_fmt(at_baseline)} at baseline)"
             checked = value.get("on_device")

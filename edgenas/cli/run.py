@@ -124,15 +124,17 @@ def files_table(summary: RunSummary) -> Table | None:
     line per device (and budget), narrow enough for 80 columns: the files' accuracies are in
     the table above and in the card. None when no device measured a file (a published
     device, or a summary of an earlier edgenas)."""
-    from export.card import percent
+    from export.card import percent, speed_text
 
     chosen = summary["chosen"]
     if not any(r.get("measured_files") for r in chosen):
         return None
     table = Table(title="every measured file (* recommended)", title_justify="left")
-    # File names stay whole; a device's line longer than they are folds.
+    # File names stay whole, and so do device names of up to 20 characters (all the bundled
+    # profiles' but one); a longer device's line folds.
     names = [len(f"{name} *") for r in chosen for name in r.get("measured_files") or {}]
-    table.add_column("file", overflow="fold", min_width=max([len(BELOW_TARGET), *names]))
+    labels = [min(len(device_label(r, chosen)), 20) for r in chosen]
+    table.add_column("file", overflow="fold", min_width=max([len(BELOW_TARGET), *names, *labels]))
     table.add_column("ms\nvs fp32", no_wrap=True, justify="right")
     table.add_column("agreement\nwith fp32", no_wrap=True, justify="right")
     table.add_column("on the\ndevice", no_wrap=True, justify="right")
@@ -152,7 +154,7 @@ def files_table(summary: RunSummary) -> Table | None:
                 escape(name)
                 + (" *" if recommended else "")
                 + (f"\n{BELOW_TARGET}" if below else ""),
-                _ms(m["latency_ms"]) + ("" if speedup is None else f"\n{speedup:.2f}x"),
+                _ms(m["latency_ms"]) + ("" if speedup is None else f"\n{speed_text(speedup)}"),
                 percent(m["top1_agreement"]),
                 "-" if checked is None else percent(checked["top1_agreement"]),
                 escape("; ".join(runs_as) or "-"),

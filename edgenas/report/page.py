@@ -15,7 +15,7 @@ from edgenas.report.collect import RERUN, DeviceData, ReportError, RunData, rewr
 from edgenas.report.markdown import inline, to_html
 from edgenas.run_record import SummaryRow, device_label
 from edgenas.search.pareto import pareto_figure
-from export.card import card_markdown, device_check_text, percent
+from export.card import card_markdown, device_check_text, percent, speed_text
 from latency.op_split import KINDS, split_by_kind
 from latency.reference import reference_scale
 from once_for_all.errors import one_line
@@ -184,7 +184,7 @@ def _measured_files(rows: Sequence[SummaryRow]) -> str:
                     device if i == 0 else "",
                     file,
                     _num(m.get("latency_ms")),
-                    "-" if speedup is None else f"{speedup:.2f}x",
+                    speed_text(speedup),
                     percent(m.get("accuracy")),
                     percent(m.get("top1_agreement")),
                     html.escape(device_check_text(m.get("on_device"))),

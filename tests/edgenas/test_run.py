@@ -33,6 +33,7 @@ from edgenas.stage_inputs import (
     training_continues,
     upstream_inputs,
 )
+from export.card import speed_text
 from latency.predictors import CalibratedPredictor, load_predictor
 from latency.table import TableError
 from once_for_all import Subnet
@@ -121,7 +122,7 @@ def test_the_printed_summary_lists_every_measured_file(micro_run: Run) -> None:
         i = next(i for i, x in enumerate(under) if f"│ {name} " in x)
         line, below = under[i], under[i + 1]
         assert f" {measured['latency_ms']:.3g} │" in line
-        assert f" {measured['speedup_vs_fp32']:.2f}x │" in below
+        assert f" {speed_text(measured['speedup_vs_fp32'])} │" in below
         checked = measured["on_device"]
         assert f" {100 * checked['top1_agreement']:.2f}% │" in line
         agreement = measured["top1_agreement"]
