@@ -272,6 +272,15 @@ class ExportSection(_Strict):
     # int8 file's, and on a device that checked the files, every file's agreement there.
     min_int8_agreement: float = Field(INT8_AGREEMENT_TARGET, ge=0, le=1)
 
+    @field_validator("formats")
+    @classmethod
+    def _each_format_once(cls, value: list[ModelFormat]) -> list[ModelFormat]:
+        # Twice, every file was exported, measured and listed twice.
+        twice = next((f for i, f in enumerate(value) if f in value[:i]), None)
+        if twice is not None:
+            raise ValueError(f"{twice} is named twice: give each format once")
+        return value
+
     @field_validator("stem_groups", mode="before")
     @classmethod
     def _groups_or_auto(cls, value: Any) -> Any:

@@ -251,6 +251,8 @@ def export_command(
         raise fail(
             f"--format {model_format!r}: give {', '.join(MODEL_FORMATS)} or {','.join(MODEL_FORMATS)}"
         )
+    if len(set(formats)) < len(formats):  # every file was exported, measured and listed twice
+        raise fail(f"--format {model_format!r} names a format twice: give each once")
     if not int8:
         flags = given_flags(ctx, INT8_ONLY)
         if flags:

@@ -1135,6 +1135,22 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
         "subnet is for space",
     )
     assert not out.exists()
+    # Every file was exported, measured and listed twice (walk-through).
+    _fails(
+        edgenas_here(
+            "export",
+            "--supernet",
+            supernet,
+            "--subnet",
+            "max",
+            "--format",
+            "onnx,onnx",
+            "--out",
+            out,
+        ),  # fmt: skip
+        "--format 'onnx,onnx' names a format twice: give each once",
+    )
+    assert not out.exists()
     blocker = tmp_path / "a file"
     blocker.write_text("")
     _fails(

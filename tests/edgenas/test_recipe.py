@@ -177,6 +177,12 @@ def _refusal(tmp_path: Path, change: Callable[[dict[str, Any]], Any]) -> str:
             lambda r: r.update(devices=[{"name": "a", "budget_ms": 1}], export={"formats": ["pb"]}),
             r"export\.formats\[0\]: Input should be 'onnx' or 'tflite'",
         ),
+        (  # every file was exported, measured and listed twice (walk-through)
+            lambda r: r.update(
+                devices=[{"name": "a", "budget_ms": 1}], export={"formats": ["onnx", "onnx"]}
+            ),
+            r"export\.formats: onnx is named twice: give each format once",
+        ),
         (
             # The switch of old (true/false) is now the CPU kind to pad for.
             lambda r: r.update(export={"align_channels": False}),
