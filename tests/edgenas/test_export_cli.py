@@ -1119,6 +1119,16 @@ def test_devices_are_reached_and_their_predictors_checked_before_the_work(
     assert "tflite fp32" not in proc.stderr and not out.exists()
 
 
+def test_a_tolerance_below_float_rounding_is_named_as_such(trained: Path, tmp_path: Path) -> None:
+    # It called the conversion wrong and asked for a bug report (walk-through).
+    proc = edgenas_here(
+        "export", "--supernet", trained / "run" / "supernet.pt", "--subnet", "min",
+        "--format", "onnx", "--tolerance", "0", "--out", tmp_path / "out",
+    )  # fmt: skip
+    _fails(proc, "(tolerance 0): a float32 runtime's rounding, which the default 0.0001 allows")
+    assert not (tmp_path / "out").exists()
+
+
 def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path) -> None:
     supernet = trained / "run" / "supernet.pt"
     out = tmp_path / "out"
