@@ -14,6 +14,7 @@ from rich.table import Table
 
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
+from edgenas.run_layout import RunLayout
 from edgenas.run_record import BELOW_TARGET, OVER_BUDGET, RunSummary, device_label
 from edgenas.stages import STAGES
 
@@ -57,6 +58,8 @@ def run_command(
 
 
 def print_summary(summary: RunSummary) -> None:
+    if not summary["chosen"] and _print_searched(summary):
+        return
     folders = list(dict.fromkeys(row["folder"] for row in summary["chosen"]))
     Console(stderr=True).print(chosen_table(summary, folders))
     files = files_table(summary)
@@ -80,6 +83,28 @@ def print_summary(summary: RunSummary) -> None:
     err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
     if summary.get("report"):
         err_console.print(f"report: {escape(summary['report'])}", highlight=False)
+
+
+def _print_searched(summary: RunSummary) -> bool:
+    """A run that exported nothing (no export stage): the subnets its search chose, as
+    `edgenas search` prints them (an empty table said nothing was chosen). False without a
+    search that can be read."""
+    from edgenas.cli.search import print_choice
+    from edgenas.search.pareto import read_pareto
+    from once_for_all.errors import EdgenasError
+
+    pareto = RunLayout(Path(summary["run"])).pareto
+    if not pareto.is_file():
+        return False
+    try:
+        document = read_pareto(pareto)
+    except EdgenasError:
+        return False
+    print_choice(document, pareto.parent)
+    err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
+    if summary.get("report"):
+        err_console.print(f"report: {escape(summary['report'])}", highlight=False)
+    return True
 
 
 def chosen_table(summary: RunSummary, folders: list[str]) -> Table:

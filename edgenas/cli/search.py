@@ -153,7 +153,7 @@ def search_command(
     if as_json:
         typer.echo(json.dumps(result.document))
         return
-    _print_choice(result.document, out)
+    print_choice(result.document, out)
 
 
 # Options that --accuracy leaves nothing to do: with OFA's predictor no supernet's subnet is
@@ -176,7 +176,8 @@ def _refuse_unused(ctx: typer.Context, accuracy: str) -> None:
         raise fail(f"{flags[0]}: --accuracy {accuracy} {why}; leave {flags[0]} out")
 
 
-def _print_choice(document: ParetoDocument, out: Path) -> None:
+def print_choice(document: ParetoDocument, out: Path) -> None:
+    """The search's chosen subnets, one row per device budget, and where its files are."""
     front = document["front"]
     table = Table(
         title=f"chosen subnets ({len(front)} on the front, {document['trials']} trials)",

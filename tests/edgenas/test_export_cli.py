@@ -1157,7 +1157,7 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
             "onnx,onnx",
             "--out",
             out,
-        ),  # fmt: skip
+        ),
         "--format 'onnx,onnx' names a format twice: give each once",
     )
     assert not out.exists()

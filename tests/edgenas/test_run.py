@@ -163,11 +163,20 @@ def test_the_run_prints_both_tables(micro_run: Run, capsys: pytest.CaptureFixtur
     err = capsys.readouterr().err
     assert "micro-run: chosen subnets" in err and "every measured file" in err
     assert "below target" not in err
-    # A run that exported nothing (a recipe without export) prints an empty table; the file
-    # column's width was a TypeError there (CI).
+    # A run that exported nothing (a recipe without export) prints its search's choices, as
+    # edgenas search does: it printed an empty table (walk-through), whose file column's
+    # width was a TypeError once (CI).
     print_summary(cast(RunSummary, {**summary, "chosen": []}))
     err = capsys.readouterr().err
-    assert "micro-run: chosen subnets" in err and "every measured file" not in err
+    assert "micro-run: chosen subnets" not in err and "every measured file" not in err
+    pareto = json.loads((Path(summary["run"]) / "search" / "pareto.json").read_text())
+    assert f"chosen subnets ({len(pareto['front'])} on the front, " in err
+    assert f"summary: {summary['run']}/summary.json" in err
+    # Without a search either, the empty table.
+    print_summary(
+        cast(RunSummary, {**summary, "chosen": [], "run": str(Path(summary["run"]) / "x")})
+    )
+    assert "micro-run: chosen subnets" in capsys.readouterr().err
     # A recommended file that is only the best of files below the target says so in both
     # tables, under the file's name, and a line says what that means. On an 80-column
     # terminal nothing is cut, file names stay whole, and so does a bundled profile's
