@@ -28,7 +28,8 @@ CROP_RATIO = (3.0 / 4.0, 4.0 / 3.0)
 JITTER_BRIGHTNESS = 32.0 / 255.0
 JITTER_SATURATION = 0.5
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
-GRAY_MODES = ("1", "L", "LA", *SIXTEEN_BIT_MODES)
+FLOAT_MODE = "F"  # 32-bit float grey (TIFF)
+GRAY_MODES = ("1", "L", "LA", *SIXTEEN_BIT_MODES, FLOAT_MODE)
 
 
 def squash(image: Image.Image, size: int) -> Image.Image:
@@ -64,14 +65,20 @@ def resize_image(image: Image.Image, size: int, resize: Resize) -> Image.Image:
 
 def to_channels(image: Image.Image, channels: int) -> Image.Image:
     """``image`` as 8-bit grey (``channels`` 1) or RGB (3), from any mode Pillow reads: grey,
-    palette, RGBA (alpha dropped, as torchvision's ImageFolder does), CMYK, and 16-bit grey,
-    which is scaled to 8 bits (Pillow's own conversion clips it at 255)."""
+    palette, RGBA (alpha dropped, as torchvision's ImageFolder does), CMYK, 16-bit grey,
+    which is scaled to 8 bits (Pillow's own conversion clips it at 255), and float grey, whose
+    values in 0…1 are scaled as a .npz's float images are (Pillow's conversion made them 0,
+    black), others taken as 0…255."""
     target = "L" if channels == 1 else "RGB"
     if image.mode == target:
         return image
-    if image.mode in SIXTEEN_BIT_MODES:
-        values = np.asarray(image, dtype=np.float64)
-        grey = Image.fromarray(np.clip(values / 257.0 + 0.5, 0, 255).astype(np.uint8))
+    if image.mode in (*SIXTEEN_BIT_MODES, FLOAT_MODE):
+        values = np.nan_to_num(np.asarray(image, dtype=np.float64))
+        if image.mode == FLOAT_MODE:
+            scale = 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else 1.0
+        else:
+            scale = 1 / 257.0
+        grey = Image.fromarray(np.clip(values * scale + 0.5, 0, 255).astype(np.uint8))
         return grey if channels == 1 else grey.convert("RGB")
     return image.convert(target)
 

@@ -166,6 +166,18 @@ def test_mixed_modes_become_the_specs_channels(tmp_path: Path) -> None:
             assert pixels.shape == (channels, 32, 32) and pixels.dtype == np.uint8
     deep = decode(b / "deep.png", 3, 32, None)
     assert np.abs(deep.astype(int) - 128).max() <= 1
+    # Float grey (a TIFF's mode F) in 0…1, as a .npz's float images: it decoded all black,
+    # and counted as colour (walk-through). Other float values are taken as 0…255.
+    for value, pixel in ((0.5, 128), (100.0, 100)):
+        Image.fromarray(np.full((40, 40), value, np.float32), mode="F").save(b / "float.tif")
+        assert np.abs(decode(b / "float.tif", 1, 32, None).astype(int) - pixel).max() <= 1
+    only_floats = tmp_path / "floats"  # grey, not colour
+    for c in ("x", "y"):
+        (only_floats / c).mkdir(parents=True)
+        for k in range(12):
+            grey = np.full((40, 40), (k + 1) / 12, np.float32)
+            Image.fromarray(grey, mode="F").save(only_floats / c / f"{k}.tif")
+    assert load_data(str(only_floats), val_size=2, image_size=32).spec.channels == 1
 
 
 def test_a_corrupt_jpeg_is_skipped_logged_and_counted(
