@@ -206,7 +206,7 @@ def _export(job: ExportJob, created: bool, say: Say, warn: Say) -> CardBody:
         say(f"subnet {subnet.key} of {space.id}")
         for device, name in zip(job.devices, names, strict=True):
             if predictors[name] is None:
-                say(_no_predictor(device, name, space, subnet, job))
+                warn(_no_predictor(device, name, space, subnet, job))  # said under --quiet too
         # Before the subnet's fine-tuning: an SSH board is asked for its CPU here.
         align_channels = resolve_channel_alignment(job, say, fingerprints=reached)
         model = _subnet_model(supernet, subnet, data, job, say)
@@ -624,6 +624,13 @@ def _no_predictor(
     from once_for_all import get_space
 
     path = job.profiles / name / PREDICTOR_NAME
+    if not path.is_file() and (job.profiles / PREDICTOR_NAME).is_file():
+        # The device's own folder given as --profiles: profiling into PATH/NAME misleads.
+        return (
+            f"{name}: no latency prediction (no {path}): --profiles is the folder that holds "
+            f"each device's folder, and {job.profiles} is a device's own (it holds a "
+            f"{PREDICTOR_NAME}): give --profiles {job.profiles.parent}"
+        )
     header = load_predictor(path).header if path.is_file() else None
     have = header.resolutions if header is not None else ()
     why = f"{path} does not cover r{subnet.r}" if path.is_file() else f"no {path}"

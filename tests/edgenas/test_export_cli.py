@@ -1119,6 +1119,25 @@ def test_devices_are_reached_and_their_predictors_checked_before_the_work(
     assert "tflite fp32" not in proc.stderr and not out.exists()
 
 
+def test_a_devices_own_folder_as_profiles_says_to_give_its_parent(
+    trained: Path, cpu: Path, tmp_path: Path
+) -> None:
+    # It advised profiling into PROFILES/test-cpu/test-cpu, beside the predictor that was
+    # right there; and under --quiet it said nothing (walk-through).
+    own = cpu / "profiles" / "test-cpu"
+    proc = edgenas_here(
+        "export", "--supernet", trained / "run" / "supernet.pt", "--subnet", "min",
+        "--format", "onnx", "--no-verify", "--device", cpu / "cpu.yaml", "--profiles", own,
+        "--out", tmp_path / "out", "--quiet",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert (
+        f"warning: test-cpu: no latency prediction (no {own}/test-cpu/predictor.json): "
+        f"--profiles is the folder that holds each device's folder, and {own} is a device's "
+        f"own (it holds a predictor.json): give --profiles {own.parent}"
+    ) in " ".join(proc.stderr.split())
+
+
 def test_a_tolerance_below_float_rounding_is_named_as_such(trained: Path, tmp_path: Path) -> None:
     # It called the conversion wrong and asked for a bug report (walk-through).
     proc = edgenas_here(
