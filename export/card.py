@@ -369,8 +369,9 @@ def card_markdown(card: CardDocument) -> str:
             chosen = (
                 f"Recommended: the fastest file with a top-1 agreement with PyTorch fp32 of at "
                 f"least {least}, else the one that agrees best (flagged): on a device that "
-                "checked the files, the agreement measured there, fp32 files' too; elsewhere "
-                "fp32 files count as agreeing and int8 files by the host's check."
+                "checked the files, the agreement measured there, fp32 files' too (an int8 "
+                "file's, or the host's where that is lower and on more images); elsewhere fp32 "
+                "files count as agreeing and int8 files by the host's check."
             )
             if not any(
                 "top1_agreement" in f["checks"] for f in card["files"] if f["precision"] == "int8"
@@ -389,8 +390,8 @@ def card_markdown(card: CardDocument) -> str:
             chosen = "Recommended: the fastest file."
         lines += [
             "",
-            "vs fp32: the fp32 file of the same format's latency over this file's (above 1: "
-            f"faster). {chosen}"
+            "vs fp32: this file's speed against the fp32 file of the same format (its latency "
+            f"over this file's). {chosen}"
             + (
                 " On the device: the file's top-1 agreement with PyTorch fp32 and accuracy on "
                 "the first test images, classified by that device."

@@ -382,7 +382,7 @@ def print_card(card: CardBody, out: Path) -> None:
         err_console.print(
             "* recommended: the fastest file that is fp32 or int8 with top-1 agreement "
             f">= {100 * target:g}% (on a device that checked the files: the agreement "
-            "there, fp32 files' too)"
+            "there, fp32 files' too, or the host's where lower on more images)"
         )
     if any(e.get("recommended_meets_accuracy") is False for e in card["latency"].values()):
         err_console.print(

@@ -640,7 +640,7 @@ def test_the_cards_note_on_the_recommendation_says_what_it_weighed(exported: Pat
     for entry in card["latency"].values():
         for timing in entry["files"].values():
             timing.pop("on_device", None)
-    assert note(card).endswith("(above 1: faster). Recommended: the fastest file.")
+    assert note(card).endswith("(its latency over this file's). Recommended: the fastest file.")
 
 
 def test_each_device_classifies_the_test_images_with_the_files_it_measured(
@@ -714,10 +714,13 @@ def test_the_table_shows_each_check_on_the_device(
 
 
 def _recommend(
-    files: dict[str, tuple[float, float | None, float | None]], min_agreement: float = 0.98
+    files: dict[str, tuple[float, float | None, float | None]],
+    min_agreement: float = 0.98,
+    host_images: int = 100,
 ) -> dict[str, Any]:
     """``_compare`` on one device's files: name -> (median ms, agreement there or None for
-    unchecked, the host's int8 agreement or None)."""
+    unchecked, the host's int8 agreement or None); the device checks 100 images, the host
+    ``host_images``."""
     from edgenas.stages.export import _compare
     from export.subnet_export import ExportedFile, ExportResult
 
@@ -729,7 +732,7 @@ def _recommend(
             bytes=1,
             sha256="",
             seconds=0.0,
-            checks={} if host is None else {"top1_agreement": host},
+            checks={} if host is None else {"top1_agreement": host, "test_images": host_images},
         )
         for name, (_, _, host) in files.items()
     ]
@@ -763,6 +766,11 @@ def test_the_recommendation_weighs_the_agreement_measured_on_the_device() -> Non
     # Equals: the faster of them.
     entry = _recommend({"model.onnx": (3.0, 0.9, None), "model_int8.onnx": (2.0, 0.9, 0.9)})
     assert entry["recommended"] == "model_int8.onnx"
+    # A device's check on fewer images than the host's does not outweigh it: the lower of the
+    # two (the same LiteRT said 99.00% on 100 images and 95.50% on 200; walk-through).
+    files = {"model.tflite": (10.0, 1.0, None), "model_int8.tflite": (4.0, 0.99, 0.955)}
+    assert _recommend(files, host_images=200)["recommended"] == "model.tflite"
+    assert _recommend(files, host_images=100)["recommended"] == "model_int8.tflite"
     # Unchecked (Vela, benchmark_model): fp32 stands, int8 by the host's agreement.
     entry = _recommend({"model.onnx": (3.0, None, None), "model_int8.onnx": (2.0, None, 0.97)})
     assert (entry["recommended"], entry["recommended_meets_accuracy"]) == ("model.onnx", True)
