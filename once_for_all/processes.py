@@ -56,7 +56,7 @@ def token_ended(token: object) -> bool:
     if token.get("boot") != mine["boot"] or token.get("pidns") != mine["pidns"]:
         return False
     pid, start = token.get("pid"), token.get("start")
-    if type(pid) is not int or type(start) is not int or pid <= 0:  # not bools either
+    if type(pid) is not int or type(start) is not int or not 0 < pid < 2**31:  # nor bools
         return False
     if not alive(pid):
         return True

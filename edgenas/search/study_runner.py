@@ -36,6 +36,7 @@ from optuna.distributions import BaseDistribution
 from optuna.samplers._lazy_random_state import LazyRandomState
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import FrozenTrial, TrialState
 
 from edgenas.search.evolution import EvolutionSampler
@@ -91,26 +92,38 @@ class _BatchingBackend(JournalFileBackend):
     accuracy source: a journal's 5 ms per trial, OFA's predictor's microseconds per subnet)
     left part of the batch stored, and its rerun went on from it with other proposals. A
     block that raises writes nothing; a write cut by a crash leaves a torn last line, which
-    the next writer drops (``_RepairingLock``)."""
+    the next writer drops (``_RepairingLock``). Only the thread in the block is held back
+    (another thread's writes go through), and only the records of new trials: Optuna 5's
+    ``Study.add_trial`` writes each trial whole, in one record, and a later Optuna that wrote
+    more (by the id of a trial not yet written) fails the block loudly, writing nothing."""
 
     def __init__(self, file_path: str, lock_obj: JournalFileSymlinkLock) -> None:
         super().__init__(file_path, lock_obj=lock_obj)
-        self._held: list[dict[str, Any]] | None = None
+        self._local = threading.local()  # .held: the records the thread's batch holds back
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        if self._held is not None:
-            self._held.extend(logs)
-        else:
+        held: list[dict[str, Any]] | None = getattr(self._local, "held", None)
+        if held is None:
             super().append_logs(logs)
+            return
+        others = [log.get("op_code") for log in logs if log.get("op_code") != _CREATE_TRIAL]
+        if others:
+            raise RuntimeError(
+                f"Optuna wrote journal operation {others[0]} while adding trials, where this "
+                "edgenas expects one record per trial (Optuna 5): install optuna 5"
+            )
+        held.extend(logs)
 
     @contextmanager
     def batch(self) -> Iterator[None]:
+        if getattr(self._local, "held", None) is not None:
+            raise RuntimeError("a journal batch is already open in this thread")
         held: list[dict[str, Any]] = []
-        self._held = held
+        self._local.held = held
         try:
             yield
         finally:
-            self._held = None
+            self._local.held = None
         if held:
             super().append_logs(held)
 
@@ -141,6 +154,8 @@ def _stored_at_once(storage: BaseStorage) -> AbstractContextManager[None]:
     (PostgreSQL), one transaction each, as Optuna stores them."""
     return storage.batch() if isinstance(storage, _BatchingJournal) else nullcontext()
 
+
+_CREATE_TRIAL = JournalOperation.CREATE_TRIAL
 
 _RDB_ATTEMPTS = 5
 
@@ -376,7 +391,7 @@ def _lock_owner_token(text: str) -> dict[str, str | int] | None:
     """The process_token a lock's ``_lock_owner`` text names; None for any other text (an
     older edgenas's HOST:PID, a plain Optuna worker's random name)."""
     parts = text.split(":")
-    if len(parts) != 4 or not all(p.isdigit() for p in parts[1:]):
+    if len(parts) != 4 or not all(p.isascii() and p.isdigit() for p in parts[1:]):
         return None
     boot, pidns, pid, start = parts
     return {"boot": boot, "pidns": int(pidns), "pid": int(pid), "start": int(start)}
@@ -472,19 +487,20 @@ def seed_sampler(sampler: optuna.samplers.BaseSampler, seed: int) -> bool:
 class SearchRun:
     """One worker of a (possibly shared) study.
 
-    Each worker registers itself in the study (user attribute ``worker:<id>``: its seed,
-    host and process). Workers started with the same ``seed`` would propose the same
+    Each worker registers itself in the study (user attribute ``worker:<id>``: its seed and
+    its ``process_token``). Workers started with the same ``seed`` would propose the same
     subnets; when a worker finds an earlier-sorting registration with its seed, it reseeds
     its sampler from the seed and its id, so a single worker stays reproducible and
     several workers never search in lockstep, whatever seeds they were given. Registrations
-    of processes of this host that have ended (a killed run) do not count: rerunning a
+    of processes of this machine that have ended (a killed run) do not count: rerunning a
     killed search reproduces what it does.
 
     With a seed, each batch is proposed by a sampler seeded from the seed and the number of
     trials known, so what a worker proposes depends only on the stored trials: a search
     killed at any point (SIGKILL loses the trials not yet stored) and rerun proposes what
-    the uninterrupted search does, and ends on the same front; but for a kill while it
-    writes a batch (``push``, one journal record per trial), which stores part of it.
+    the uninterrupted search does, and ends on the same front. ``push`` stores a sync's
+    trials in one journal append, and Ctrl-C waits for it; an RDB storage (SQLite,
+    PostgreSQL) stores them one by one, so a SIGKILL there can store part of them.
     """
 
     def __init__(
@@ -578,7 +594,7 @@ class SearchRun:
         ]
         # Ctrl-C waits for the batch to be stored: cut in the middle, it left part of the
         # batch stored, and the rerun went on from it with other proposals.
-        with held_stop_signals(), _stored_at_once(self.storage):
+        with held_stop_signals(on_first=_say_storing), _stored_at_once(self.storage):
             self.persistent.add_trials(mine)
         self._pushed.update(_uid(t) for t in mine)
         self._known.update(_uid(t) for t in mine)
@@ -626,6 +642,12 @@ class SearchRun:
         ):
             _record(trial, subnet, ev, self.worker)
             self.memory.tell(trial, self.problem.values(ev))
+
+
+def _say_storing() -> None:
+    # os.write, not print: a signal handler that prints while the main thread prints raises
+    # "reentrant call". An RDB storage takes seconds for a sync's trials.
+    os.write(2, b"interrupted: stopping once the trials of this sync are stored\n")
 
 
 def _derived_seed(text: str) -> int:

@@ -44,8 +44,6 @@ from once_for_all.processes import process_token
 from tests.edgenas.search import synthetic
 from tests.edgenas.search.synthetic import SPACE, problem
 
-REPO = Path(__file__).resolve().parents[3]
-
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 WORKER = [sys.executable, "-m", "tests.edgenas.search.synthetic"]
 REPO = Path(__file__).parents[3]

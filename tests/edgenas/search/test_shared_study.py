@@ -230,6 +230,9 @@ def test_a_lock_from_another_machine_or_pid_namespace_is_left_alone(
         f"{socket.gethostname()}~pidns{mine['pidns']}:{dead.pid}",
         f"{socket.gethostname()}:{dead.pid}",
         "0123456789abcdef",
+        # crafted: they were tracebacks (int('²'), os.kill's OverflowError; review)
+        f"{mine['boot']}:{mine['pidns']}:\u00b2:1",
+        f"{mine['boot']}:{mine['pidns']}:{10**20}:1",
     ):
         lock.symlink_to(f"{path}@{owner}")
         _RepairingLock(str(path))._remove_if_owner_died()
@@ -304,9 +307,37 @@ def test_a_batch_of_trials_is_stored_in_one_journal_append(
 
     monkeypatch.setattr(JournalFileBackend, "append_logs", counted)
     path = tmp_path / "study.log"
-    SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10).run(30)
+    run = SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10)
+    run.run(30)
     assert [n for n in appends if n] == [10, 10, 10]
     assert _stored(path) == 30
+    # Stored whole: each trial as the worker made it.
+    study = optuna.load_study(study_name="s", storage=open_storage(f"journal:{path}"))
+
+    def whole(t: FrozenTrial) -> tuple[Any, ...]:
+        return (t.params, t.values, t.user_attrs, t.system_attrs.get("constraints"))
+
+    made = run.memory.get_trials(states=(TrialState.COMPLETE,))
+    assert [whole(t) for t in study.get_trials()] == [whole(t) for t in made]
+    # Another thread's writes go through while a batch is open (a library user's threads).
+    storage = open_storage(f"journal:{tmp_path / 'threads.log'}")
+    other = optuna.create_study(storage=storage, study_name="t")
+    opened, written = threading.Event(), threading.Event()
+
+    def batching() -> None:
+        with storage.batch():  # type: ignore[attr-defined]
+            opened.set()
+            written.wait(10)
+
+    thread = threading.Thread(target=batching)
+    thread.start()
+    opened.wait(10)
+    other.set_user_attr("k", 1)
+    reader = open_storage(f"journal:{tmp_path / 'threads.log'}")  # in the file already
+    seen = optuna.load_study(study_name="t", storage=reader).user_attrs
+    written.set()
+    thread.join()
+    assert seen == {"k": 1}
 
     # A batch cut short (here by an error in its fifth trial, as by a kill) stores nothing.
     added = 0
