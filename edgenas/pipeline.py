@@ -495,7 +495,8 @@ def _refit_recorded(recipe: Recipe, run: RunFolder, log: Log) -> None:
         name = device_name(section.name)
         key = f"profile:{name}"
         record = run.stages.get(key)
-        if record is not None and run.layout.predictor(name).is_file():
+        # As recorded only: a predictor put there since is not refitted as the run's own.
+        if record is not None and key not in run.started and not run.changed_outputs(key):
             _refit_refused(
                 run,
                 key,
@@ -584,6 +585,8 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
                 seed=s.seed,
                 ofa_predictor=ofa_predictor,
                 data=stage_data(recipe),
+                # a study of an older edgenas continued (more trials): its flags do not apply
+                clash_fix="rerun with --force search, which starts the study afresh",
             ),
             quiet=options.quiet,
             say=log,

@@ -46,7 +46,7 @@ from export.tflite_export import export_tflite
 from export.verify import agreement, max_abs_diff, run_onnx, run_tflite, top1
 from once_for_all.data import DataBundle, ImageSplit
 from once_for_all.data.batches import normalize, resize_batch
-from once_for_all.data.splits import eval_head
+from once_for_all.data.splits import eval_head, spread_head
 from once_for_all.quant_aware import check_stem_groups, stem_groups
 from once_for_all.static_net import MobileNetV3
 
@@ -206,7 +206,8 @@ def export_subnet(
     r = int(model.resolution)
     shape = (1, data.spec.channels, r, r)
     parity_x = model_images(data.val, data, r, options.parity_images)
-    test = eval_head(data.test, options.test_images) if options.verify else None
+    # In spread order: a device checks the first of them (the split is in class order).
+    test = spread_head(data.test, options.test_images) if options.verify else None
     test_x = model_images(test, data, r, None) if test is not None else None
     test_y = test.labels.numpy() if test is not None else np.zeros(0, np.int64)
     with torch.no_grad():

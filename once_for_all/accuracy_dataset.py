@@ -217,10 +217,15 @@ class AccuracyCache:
         if not p.exists():
             return cls(p, header, save_every=save_every, space=supernet.space)
         found, entries = _read_cache(p)
-        if (
-            found.method != header.method
-            and found.mismatch(replace(header, method=found.method)) is None
-        ):
+        if found.method > header.method:
+            raise AccuracyCacheError(
+                f"accuracy cache {p} was made by a newer edgenas (evaluation method "
+                f"{found.method}, this one's is {header.method}): {fix}"
+            )
+        # Its data fingerprint is not comparable either: a streamed folder's held images were
+        # other ones (the first of each split).
+        same_else = replace(header, method=found.method, data=found.data)
+        if found.method < header.method and found.mismatch(same_else) is None:
             # The same subnets, other images: evaluated again, the file replaced at the first save.
             log.warning(
                 "accuracy cache %s was made by an older edgenas, whose %s: its %d accuracies are "

@@ -94,7 +94,8 @@ def _print_searched(summary: RunSummary) -> bool:
     from once_for_all.errors import EdgenasError
 
     pareto = RunLayout(Path(summary["run"])).pareto
-    if not pareto.is_file():
+    # Only this run's: a profile-only recipe rerun where another searched keeps its search/.
+    if "search" not in summary.get("stages", {}) or not pareto.is_file():
         return False
     try:
         document = read_pareto(pareto)

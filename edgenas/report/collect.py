@@ -220,9 +220,12 @@ def collect(root: Path) -> RunData:
         except EdgenasError as exc:
             data.refused(["latency-predictors", "block-latency"], exc)
             continue
-        data.devices.append(
-            DeviceData(name, predictor, path, _per_op_table(path.parent / LUT_NAME))
-        )
+        try:
+            per_op = _per_op_table(path.parent / LUT_NAME)
+        except EdgenasError as exc:  # the device's predictor is still drawn
+            data.refused(["block-latency"], exc)
+            per_op = None
+        data.devices.append(DeviceData(name, predictor, path, per_op))
     # Only the exports of the current choice (the pipeline removes the others; a folder a
     # user copied in, or one a recipe without export left, stays out), or every export of a
     # run without a summary yet.

@@ -816,7 +816,7 @@ def _measure(
 
 
 def _test_subset(test: TestImages | None, images: int) -> TestImages | str:
-    """The first ``images`` of the export's test images (``eval_head``'s: each head is spread
+    """The first ``images`` of the export's test images (``spread_head``'s: each head is spread
     over the classes) that devices check the files on, or why none."""
     if test is None:
         return "the export was not verified (--no-verify)"

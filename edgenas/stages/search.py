@@ -68,6 +68,8 @@ class SearchOptions:
     space: str | None = None  # with accuracy ofa-predictor, instead of a supernet
     ofa_predictor: Path | None = None  # OFA's acc_predictor.pth, for accuracy ofa-predictor
     data: Path | None = None  # ImageNet-layout folder for a supernet that records no data
+    # What to do about a stored study made for another search (default: the command's flags)
+    clash_fix: str | None = None
 
 
 @dataclass(frozen=True)
@@ -116,7 +118,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     from edgenas.subnet_choice import choose_subnet
     from latency.predictors import load_predictor
     from once_for_all import load_supernet
-    from once_for_all.accuracy_dataset import AccuracyCache, supernet_fingerprint
+    from once_for_all.accuracy_dataset import EVAL_METHOD, AccuracyCache, supernet_fingerprint
     from once_for_all.checkpoint import FolderReads, load_training_data, require_complete
     from once_for_all.files import output_folder
     from once_for_all.ofa_accuracy_predictor import load_ofa_accuracy_predictor
@@ -213,6 +215,8 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
                 "accuracy_settings": {
                     "eval_images": o.eval_images,
                     **({"samples": o.accuracy_samples} if o.accuracy == "predictor" else {}),
+                    # which images they are: another method's accuracies are not these
+                    "eval_method": EVAL_METHOD,
                 },
             }
         ),
@@ -235,7 +239,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     store = open_storage(o.storage or f"journal:{o.out / 'study.log'}")
     # A study made for another search fails first; a new --out only helps a study kept there.
     elsewhere = "another --storage" if o.storage else "a new --out"
-    check_study(store, o.study_name, problem, fix=f"{CLASH_FIX}, or {elsewhere}")
+    check_study(store, o.study_name, problem, fix=o.clash_fix or f"{CLASH_FIX}, or {elsewhere}")
     evaluate: Evaluate | None = None
     accuracy: AccuracyFn
     if ofa is not None:

@@ -25,7 +25,7 @@ from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTr
 from once_for_all.checkpoint import CheckpointMetadata
 from once_for_all.data import DataBundle, StreamBundle, load_data, stream_image_folder
 from once_for_all.data.image_stream import streams
-from once_for_all.data.load import names_a_path
+from once_for_all.data.load import BUILTIN_SOURCES, names_a_path
 from once_for_all.data.source_digest import source_digest
 from once_for_all.distributed import (
     World,
@@ -253,10 +253,13 @@ def data_settings(recipe: Recipe, init: InitialWeights | None) -> dict[str, Any]
     OFA's crop (shorter side resized, centre cropped) rather than squashing photos to a
     square: a folder held in memory is then read as a streamed one is."""
     settings = recipe.data.load_kwargs()
-    if names_a_path(settings["source"]):
+    source = str(settings["source"])
+    if names_a_path(source) or (
+        source not in BUILTIN_SOURCES and Path(source).expanduser().exists()
+    ):  # a folder or file, also by a bare name (flowers, data.npz)
         # Recorded absolute: eval, search and export read it from wherever they run (read
         # against their folder, a relative path was "moved or deleted").
-        settings["source"] = str(Path(settings["source"]).expanduser().absolute())
+        settings["source"] = str(Path(source).expanduser().absolute())
     if init is not None:
         settings |= {
             "mean": list(init.spec.mean),

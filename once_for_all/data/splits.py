@@ -127,12 +127,19 @@ Split = TypeVar("Split", bound=_Split)
 
 def eval_head(split: Split, n: int | None) -> Split:
     """The ``n`` images of ``split`` that work limited to ``n`` images evaluates on (all of
-    it for None or n >= len): spread over the classes, in an order whose every head is spread
-    too (a device's check on fewer of export's test images), the same for the same split.
-    The split's own first ``n`` were its first classes' where the split is in class order,
-    as a folder's are: a limited accuracy was measured on a few classes."""
+    it, as it is, for None or n >= len: an accuracy does not depend on the order): spread
+    over the classes, the same for the same split. The split's own first ``n`` were its
+    first classes' where the split is in class order, as a folder's are: a limited accuracy
+    was measured on a few classes."""
     if n is None or n >= len(split):
         return split
+    return spread_head(split, n)
+
+
+def spread_head(split: Split, n: int | None) -> Split:
+    """``eval_head``'s images, in an order whose every head is spread over the classes too,
+    whatever ``n`` (None: all): for work that takes the first of them later (a device's check
+    on fewer of export's test images)."""
     index = spread_order(split.labels.tolist(), seed=EVAL_SEED)[:n]
     # ImageSplit indexes a tensor; StreamSplit, an array
     return cast(

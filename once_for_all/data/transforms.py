@@ -67,15 +67,18 @@ def to_channels(image: Image.Image, channels: int) -> Image.Image:
     """``image`` as 8-bit grey (``channels`` 1) or RGB (3), from any mode Pillow reads: grey,
     palette, RGBA (alpha dropped, as torchvision's ImageFolder does), CMYK, 16-bit grey,
     which is scaled to 8 bits (Pillow's own conversion clips it at 255), and float grey, whose
-    values in 0…1 are scaled as a .npz's float images are (Pillow's conversion made them 0,
-    black), others taken as 0…255."""
+    values in 0…1 (−0.5…1.5: a resampling filter overshoots) are scaled as a .npz's float
+    images are and clipped (Pillow's conversion made them 0, black), others taken as 0…255."""
     target = "L" if channels == 1 else "RGB"
     if image.mode == target:
         return image
     if image.mode in (*SIXTEEN_BIT_MODES, FLOAT_MODE):
         values = np.nan_to_num(np.asarray(image, dtype=np.float64))
         if image.mode == FLOAT_MODE:
-            scale = 255.0 if values.size and values.min() >= 0.0 and values.max() <= 1.0 else 1.0
+            # 0…1 give or take a resampling filter's overshoot (a 1.01 made a whole image
+            # 0…255, nearly black); an image of 0…255 values all below 1.5 is black anyway.
+            unit = values.size and values.min() >= -0.5 and values.max() <= 1.5
+            scale = 255.0 if unit else 1.0
         else:
             scale = 1 / 257.0
         grey = Image.fromarray(np.clip(values * scale + 0.5, 0, 255).astype(np.uint8))

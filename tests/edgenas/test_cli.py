@@ -199,9 +199,10 @@ def test_own_data_trains_once_the_space_fits_it(tmp_path: Path) -> None:
     recipe: dict[str, Any] = {
         **copy.deepcopy(MICRO_RECIPE),
         "name": "mine",
-        # Relative: recorded as the absolute path, since eval and export run from anywhere
-        # (it was read against their folder: "does not exist (moved or deleted)"; walk-through).
-        "data": {"source": "./mine.npz", "val_size": 40, "seed": 0},
+        # Relative, by a bare name: recorded as the absolute path, since eval and export run
+        # from anywhere (it was read against their folder: "does not exist (moved or
+        # deleted)"; walk-through, and review for the bare name).
+        "data": {"source": "mine.npz", "val_size": 40, "seed": 0},
     }
     recipe["train"]["phases"] = recipe["train"]["phases"][:2]
     recipe["train"]["batch_size"] = 16  # 59 training images: at least one batch per epoch

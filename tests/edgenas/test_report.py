@@ -532,8 +532,13 @@ def test_a_part_whose_files_were_damaged_is_left_out_and_named(
             ["latency-predictors", "block-latency"],
             "Latency predictors: {run}/devices/test-cpu/predictor.json is not a latency predictor",
         ),
+        (
+            lambda run: _cut(run / "devices" / "test-cpu" / "lut.json"),
+            ["block-latency"],
+            "Block latency per device: {run}/devices/test-cpu/lut.json",
+        ),
     ],
-    ids=["pareto-key", "pareto-cut", "card-format", "predictor-cut"],
+    ids=["pareto-key", "pareto-cut", "card-format", "predictor-cut", "lut-cut"],
 )
 def test_a_part_whose_file_does_not_read_is_named_and_the_rest_drawn(
     micro_run: Run, tmp_path: Path, damage: Any, sections: list[str], said: str

@@ -172,10 +172,13 @@ def test_the_run_prints_both_tables(micro_run: Run, capsys: pytest.CaptureFixtur
     pareto = json.loads((Path(summary["run"]) / "search" / "pareto.json").read_text())
     assert f"chosen subnets ({len(pareto['front'])} on the front, " in err
     assert f"summary: {summary['run']}/summary.json" in err
-    # Without a search either, the empty table.
+    # Without a search either, the empty table; nor is another recipe's search shown.
     print_summary(
         cast(RunSummary, {**summary, "chosen": [], "run": str(Path(summary["run"]) / "x")})
     )
+    assert "micro-run: chosen subnets" in capsys.readouterr().err
+    others = {k: v for k, v in summary["stages"].items() if k != "search"}
+    print_summary(cast(RunSummary, {**summary, "chosen": [], "stages": others}))
     assert "micro-run: chosen subnets" in capsys.readouterr().err
     # A recommended file that is only the best of files below the target says so in both
     # tables, under the file's name, and a line says what that means. On an 80-column

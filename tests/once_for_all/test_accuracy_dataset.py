@@ -100,7 +100,8 @@ def test_a_cache_of_the_older_evaluation_method_is_evaluated_again(
         cache.put(subnet, 0.5)
     cache.save()
     doc = json.loads(path.read_text())
-    del doc["header"]["method"]  # as an older edgenas wrote it
+    del doc["header"]["method"]  # as an older edgenas wrote it,
+    doc["header"]["data"] = "0123456789abcdef"  # of a streamed folder's other held images
     path.write_text(json.dumps(doc))
     with caplog.at_level("WARNING"):
         fresh = open_cache(path, supernet)
@@ -111,6 +112,11 @@ def test_a_cache_of_the_older_evaluation_method_is_evaluated_again(
     # Another setting of the same old file is still refused, not started afresh.
     with pytest.raises(AccuracyCacheError, match="was made with limit"):
         AccuracyCache.open(path, supernet, bn_images=BN_IMAGES, limit=LIMIT + 1)
+    # A newer edgenas's is refused, not called older and overwritten (review).
+    doc["header"]["method"] = EVAL_METHOD + 1
+    path.write_text(json.dumps(doc))
+    with pytest.raises(AccuracyCacheError, match=r"was made by a newer edgenas \(evaluation"):
+        open_cache(path, supernet)
 
 
 def test_put_saves_every_few_entries(tmp_path: Path, supernet: OFAMobileNetV3) -> None:

@@ -171,6 +171,11 @@ def test_mixed_modes_become_the_specs_channels(tmp_path: Path) -> None:
     for value, pixel in ((0.5, 128), (100.0, 100)):
         Image.fromarray(np.full((40, 40), value, np.float32), mode="F").save(b / "float.tif")
         assert np.abs(decode(b / "float.tif", 1, 32, None).astype(int) - pixel).max() <= 1
+    # A resampling filter's overshoot past 1 (or below 0) keeps the image on 0…1 (review).
+    overshot = np.full((40, 40), 0.5, np.float32)
+    overshot[0, 0], overshot[0, 1] = 1.01, -0.001
+    Image.fromarray(overshot, mode="F").save(b / "float.tif")
+    assert np.median(decode(b / "float.tif", 1, 40, None)) == 128
     only_floats = tmp_path / "floats"  # grey, not colour
     for c in ("x", "y"):
         (only_floats / c).mkdir(parents=True)
@@ -328,6 +333,7 @@ def test_limited_evaluations_and_bn_read_every_class_of_a_folder_in_class_order(
         for k in range(30):
             Image.new("RGB", (16, 16), colour).save(root / f"c{c}" / f"{k}.png")
     from once_for_all.data.image_stream import StreamBundle
+    from once_for_all.data.splits import spread_head
     from once_for_all.evaluation import accuracy
 
     memory = load_data(str(root), val_size=40, seed=0, image_size=16)
@@ -348,4 +354,9 @@ def test_limited_evaluations_and_bn_read_every_class_of_a_folder_in_class_order(
     for split in ("val", "test"):
         labels = getattr(held, split).labels.tolist()
         assert sorted(labels) == [0, 0, 0, 1, 1, 1, 2, 2, 2, 3, 3, 3]
-        assert sorted(labels[:4]) == [0, 1, 2, 3]  # a device's check on fewer: each class
+    # Export's test images, whose first a device checks: spread in every head, all of them
+    # too (export's default; review: the first N of a class-ordered split otherwise).
+    for test in (memory.test, held.test):
+        ordered = spread_head(test, None).labels.tolist()
+        assert sorted(ordered) == sorted(test.labels.tolist())
+        assert sorted(ordered[:4]) == [0, 1, 2, 3]
