@@ -46,9 +46,9 @@ def accuracy(
     progress: Progress | None = None,
 ) -> float:
     """Top-1 accuracy of ``model`` (eval mode) on ``limit`` images of ``split`` (``eval_head``'s,
-    spread over the classes) at ``resolution``: stored images resized, streamed ones decoded by OFA's eval transform at
-    that resolution (resize to r / 0.875, centre crop r). ``progress`` hears stage
-    ``"evaluate"`` in images after each batch."""
+    spread over the classes) at ``resolution``: stored images resized, streamed ones decoded
+    by OFA's eval transform at that resolution (resize to r / 0.875, centre crop r).
+    ``progress`` hears stage ``"evaluate"`` in images after each batch."""
     model.eval()
     device = device_of(model)
     if limit is not None and limit < 1:
