@@ -256,12 +256,13 @@ def export_subnet(
             if not diff <= options.tolerance:  # NaN fails too
                 # Float32 runtimes sum in their own order: below the default tolerance, a
                 # difference is their rounding, not a wrong conversion.
+                default = ExportOptions.tolerance
                 why = (
-                    "the conversion is wrong for this subnet; report it, or pass --tolerance "
-                    "to accept it"
-                    if not diff <= ExportOptions.tolerance
-                    else f"a float32 runtime's rounding, which the default {ExportOptions.tolerance:g} "
-                    "allows: raise --tolerance"
+                    f"a float32 runtime's rounding, which the default {default:g} allows: "
+                    "raise --tolerance"
+                    if diff <= default
+                    else "the conversion is wrong for this subnet; report it, or pass "
+                    "--tolerance to accept it"
                 )
                 raise ExportError(
                     f"{path.name} differs from PyTorch by up to {diff:.3g} on {len(parity_x)} "

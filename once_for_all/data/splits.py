@@ -140,6 +140,8 @@ def spread_head(split: Split, n: int | None) -> Split:
     """``eval_head``'s images, in an order whose every head is spread over the classes too,
     whatever ``n`` (None: all): for work that takes the first of them later (a device's check
     on fewer of export's test images)."""
+    if len(split) == 0:
+        return split
     index = spread_order(split.labels.tolist(), seed=EVAL_SEED)[:n]
     # ImageSplit indexes a tensor; StreamSplit, an array
     return cast(
