@@ -470,6 +470,8 @@ def speed_text(speedup: float | None) -> str:
     over its own), in words that say which way: a bare "0.68x" read as either ("-": none)."""
     if speedup is None or speedup <= 0:
         return "-"
+    if round(speedup, 2) == 1:  # the fp32 file itself ("1.00x faster" read oddly)
+        return "1.00x"
     if speedup >= 1:
         return f"{speedup:.2f}x faster"
     return f"{1 / speedup:.2f}x slower"

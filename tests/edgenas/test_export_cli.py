@@ -1487,3 +1487,17 @@ def test_a_kill_while_publishing_never_leaves_a_card_beside_other_files(
             assert all(text == f"new {name}" for name, text in there.items()), moved
             assert {"model.onnx", "model_int8.onnx"} <= set(there), moved
     assert moved == len(names) and there == {name: f"new {name}" for name in names}
+
+
+def test_a_files_speed_against_fp32_is_said_in_words() -> None:
+    # A bare "0.68x" read either way (walk-through); the fp32 file itself is no faster.
+    from export.card import speed_text
+
+    assert [speed_text(s) for s in (1.47, 0.68, 1.0, 1.004, None, 0.0)] == [
+        "1.47x faster",
+        "1.47x slower",
+        "1.00x",
+        "1.00x",
+        "-",
+        "-",
+    ]
