@@ -1173,18 +1173,9 @@ def test_bad_input_is_one_line_and_leaves_no_files(trained: Path, tmp_path: Path
     )
     assert not out.exists()
     # Every file was exported, measured and listed twice (walk-through).
+    twice = ("--subnet", "max", "--format", "onnx,onnx", "--out", out)
     _fails(
-        edgenas_here(
-            "export",
-            "--supernet",
-            supernet,
-            "--subnet",
-            "max",
-            "--format",
-            "onnx,onnx",
-            "--out",
-            out,
-        ),
+        edgenas_here("export", "--supernet", supernet, *twice),
         "--format 'onnx,onnx' names a format twice: give each once",
     )
     assert not out.exists()

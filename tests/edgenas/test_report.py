@@ -496,11 +496,7 @@ def test_a_part_whose_files_were_damaged_is_left_out_and_named(
 ) -> None:
     # Values deep in a card, a predictor or pareto.json are not each checked when read: the
     # part drawn from them says it cannot be, and the rest of the report is drawn.
-    copy = tmp_path / "run"
-    shutil.copytree(micro_run[1], copy, ignore=shutil.ignore_patterns("*.onnx", "*.lock"))
-    damage(copy)
-    proc = edgenas_here("report", str(copy))
-    assert proc.returncode == 0, proc.stderr
+    copy, proc = _report_of_damaged_copy(micro_run, tmp_path, damage)
     (warning,) = [x for x in proc.stderr.splitlines() if x.startswith("warning: ")]
     assert warning.startswith(f"warning: {said}")
     assert warning.endswith("rerun the stage that writes it (edgenas run RECIPE --force STAGE)")
@@ -545,11 +541,7 @@ def test_a_part_whose_file_does_not_read_is_named_and_the_rest_drawn(
 ) -> None:
     # A file cut short or of another format ended the whole report (walk-through), where the
     # README promises that part says so and the rest of the page is drawn.
-    copy = tmp_path / "run"
-    shutil.copytree(micro_run[1], copy, ignore=shutil.ignore_patterns("*.onnx", "*.lock"))
-    damage(copy)
-    proc = edgenas_here("report", str(copy))
-    assert proc.returncode == 0, proc.stderr
+    copy, proc = _report_of_damaged_copy(micro_run, tmp_path, damage)
     warnings = [x for x in proc.stderr.splitlines() if x.startswith("warning: ")]
     assert len(warnings) == len(sections)
     assert warnings[0].startswith(f"warning: {said.format(run=copy)}"), warnings[0]
@@ -559,6 +551,18 @@ def test_a_part_whose_file_does_not_read_is_named_and_the_rest_drawn(
     # The other device of the run is still drawn beside the one whose file was cut.
     if "block-latency" in sections:
         assert "npu-32x32-ws" in (copy / "report.html").read_text()
+
+
+def _report_of_damaged_copy(
+    micro_run: Run, tmp_path: Path, damage: Any
+) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    """`edgenas report` of a copy of the run that ``damage`` edited; it succeeds."""
+    copy = tmp_path / "run"
+    shutil.copytree(micro_run[1], copy, ignore=shutil.ignore_patterns("*.onnx", "*.lock"))
+    damage(copy)
+    proc = edgenas_here("report", str(copy))
+    assert proc.returncode == 0, proc.stderr
+    return copy, proc
 
 
 def _cut(path: Path) -> None:

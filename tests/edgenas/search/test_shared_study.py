@@ -17,6 +17,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from multiprocessing.process import BaseProcess
 from pathlib import Path
 from typing import Any
@@ -340,17 +341,10 @@ def test_a_batch_of_trials_is_stored_in_one_journal_append(
     assert seen == {"k": 1}
 
     # A batch cut short (here by an error in its fifth trial, as by a kill) stores nothing.
-    added = 0
-    add_trial = optuna.Study.add_trial
+    def cut_short() -> None:
+        raise RuntimeError("cut short")
 
-    def failing(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal added
-        added += 1
-        if added == 5:
-            raise RuntimeError("cut short")
-        add_trial(study, trial)
-
-    monkeypatch.setattr(optuna.Study, "add_trial", failing)
+    _before_trial(monkeypatch, 5, cut_short)
     run = SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10)
     with pytest.raises(RuntimeError, match="cut short"):
         run.run(40)
@@ -363,18 +357,26 @@ def test_ctrl_c_while_a_batch_is_stored_stores_all_of_it(
     # Ctrl-C was held back per journal lock, that is per trial: it left part of a batch
     # stored (walk-through: 1,844 trials, and another front on the rerun).
     path = tmp_path / "study.log"
-    added = 0
-    add_trial = optuna.Study.add_trial
-
-    def interrupted(study: optuna.Study, trial: FrozenTrial) -> None:
-        nonlocal added
-        added += 1
-        if added == 3:
-            signal.raise_signal(signal.SIGINT)
-        add_trial(study, trial)
-
-    monkeypatch.setattr(optuna.Study, "add_trial", interrupted)
+    added = _before_trial(monkeypatch, 3, lambda: signal.raise_signal(signal.SIGINT))
     run = SearchRun(problem(), storage=f"journal:{path}", study_name="s", sync_every=10)
     with pytest.raises(KeyboardInterrupt):
         run.run(30)
-    assert added == 10 and _stored(path) == 10
+    assert added == [10] and _stored(path) == 10
+
+
+def _before_trial(
+    monkeypatch: pytest.MonkeyPatch, nth: int, action: Callable[[], None]
+) -> list[int]:
+    """Optuna's Study.add_trial, doing ``action`` before the ``nth`` trial it adds; the list
+    holds the count of trials it was given."""
+    added = [0]
+    add_trial = optuna.Study.add_trial
+
+    def counted(study: optuna.Study, trial: FrozenTrial) -> None:
+        added[0] += 1
+        if added[0] == nth:
+            action()
+        add_trial(study, trial)
+
+    monkeypatch.setattr(optuna.Study, "add_trial", counted)
+    return added
