@@ -484,7 +484,7 @@ def refit_command(
     if (
         predictor.name == PREDICTOR_NAME
         and devices.name == "devices"
-        and _run_profiled(RunLayout(run).record, predictor.resolve().parent.name)
+        and _run_refits(run, predictor.resolve().parent.name)
     ):
         # Rewriting a run's recorded output would have edgenas run profile the device again.
         raise fail(
@@ -495,17 +495,51 @@ def refit_command(
     typer.echo(f"{predictor}: {done}" if done else f"{predictor} loads as it is: nothing to refit")
 
 
-def _run_profiled(record: Path, device: str) -> bool:
-    """Whether the run whose run.json is ``record`` records profiling ``device`` (a run.json
-    that does not read counts: the run is left to edgenas run). A device folder that no
-    stage of the run made, a user's copy, is the user's to refit."""
-    if not record.is_file():
+def _run_refits(run: Path, device: str) -> bool:
+    """Whether rerunning the run folder ``run`` rewrites ``device``'s predictor: the recipe it
+    last ran names the device, and either profiles it again (a profile that stopped) or
+    refits the predictor as the profile stage wrote it (the pipeline's ``_refit_refused``, run
+    where the recipe profiles, searches or exports). A run.json that does not read counts:
+    the run is left to edgenas run. Anything else (a copy the user put there, a device the
+    recipe dropped) is the user's to refit: refused, it would send them to a rerun that never
+    refits it."""
+    from once_for_all.files import file_sha256
+
+    layout = RunLayout(run)
+    if not layout.record.is_file():
         return False
+    key = f"profile:{device}"
     try:
-        stages = json.loads(record.read_text())["stages"]
-        return f"profile:{device}" in stages
-    except (OSError, ValueError, KeyError, TypeError):
+        doc = json.loads(layout.record.read_text())
+        record = doc["stages"].get(key)
+        stopped = key in doc.get("started", {})
+        recipe = doc["recipe"]
+        stages = set(recipe["stages"])
+        sections = [str(section["name"]) for section in recipe["devices"]]
+        recorded = record["outputs"].get(f"devices/{device}/{PREDICTOR_NAME}") if record else None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return True
+    if stopped:
+        rewrites = "profile" in stages
+    else:
+        predictor = layout.device(device) / PREDICTOR_NAME
+        rewrites = (
+            recorded is not None
+            and recorded == file_sha256(predictor)
+            and bool({"profile", "search", "export"} & stages)
+        )
+    return rewrites and any(_names_device(section, device) for section in sections)
+
+
+def _names_device(section: str, device: str) -> bool:
+    """Whether a recipe's device section ``section`` (a profile's name or path) is ``device``."""
+    from devices.base import DeviceError
+    from edgenas.stage_inputs import device_name
+
+    try:
+        return device_name(section) == device
+    except DeviceError:  # a profile gone since: that rerun fails before it rewrites anything
+        return False
 
 
 @latency_app.command("validate")

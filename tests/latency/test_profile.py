@@ -3,6 +3,7 @@ host's CPU through onnxruntime, and the simulated NPU."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -775,21 +776,47 @@ def test_latency_refit_fits_a_refused_predictor_again_without_the_device(
     assert again.returncode == 0 and "loads as it is: nothing to refit" in again.stdout
     # A run folder's: edgenas run refits it and records that; a refit here would not be.
     run = tmp_path / "run"
-    (run / "devices" / "npu").mkdir(parents=True)
-    in_run = run / "devices" / "npu" / "predictor.json"
-    for record in ("{}", json.dumps({"stages": {"profile:npu": {}}})):
-        (run / "run.json").write_text(record)
+    (run / "devices" / "npu-32x32-ws").mkdir(parents=True)
+    in_run = run / "devices" / "npu-32x32-ws" / "predictor.json"
+    in_run.write_text(json.dumps(doc))
+    digest = hashlib.sha256(in_run.read_bytes()).hexdigest()
+    made = {"outputs": {"devices/npu-32x32-ws/predictor.json": digest}}
+    made_here = {"profile:npu-32x32-ws": made}
+    replaced = {"outputs": {"devices/npu-32x32-ws/predictor.json": "0" * 64}}
+    recipe = {"stages": ["search"], "devices": [{"name": "npu-32x32-ws"}]}
+
+    def refit_in_run(record: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        (run / "run.json").write_text(json.dumps(record))
         in_run.write_text(json.dumps(doc))
-        proc = edgenas_here("latency", "refit", in_run)
+        return edgenas_here("latency", "refit", in_run)
+
+    started = {"profile:npu-32x32-ws": {}}  # a profile that stopped: a rerun profiles again
+    profiles = {**recipe, "stages": ["profile"]}
+    for record in (
+        {},
+        {"recipe": recipe, "stages": made_here},
+        {"recipe": profiles, "stages": {}, "started": started},
+    ):
+        proc = refit_in_run(record)
         assert proc.returncode == 2 and " ".join(proc.stderr.split()) == (
             f"error: {in_run} belongs to the run folder {run}: "
             "rerun edgenas run on its recipe, which refits it and records the refit"
         )
-    # One that no stage of the run made (a copy the user put there) is the user's to refit:
-    # a recipe without the profile stage does not refit it.
-    (run / "run.json").write_text(json.dumps({"stages": {"profile:other": {}}}))
-    proc = edgenas_here("latency", "refit", in_run)
-    assert proc.returncode == 0 and "refitted from the 20 subnets" in proc.stdout, proc.stderr
+    # What a rerun would not refit is the user's to refit; refused, it went round in a loop:
+    # a copy that no stage of the run made, one put in place of the run's, a device that the
+    # recipe no longer names, a recipe that neither profiles, searches nor exports.
+    for record in (
+        {"recipe": recipe, "stages": {"profile:other": made}},
+        {"recipe": recipe, "stages": {"profile:npu-32x32-ws": replaced}},
+        {"recipe": {**recipe, "devices": [{"name": "local-cpu"}]}, "stages": made_here},
+        {"recipe": {**recipe, "stages": ["train"]}, "stages": made_here},
+        {"recipe": recipe, "stages": {}, "started": started},
+    ):
+        proc = refit_in_run(record)
+        assert proc.returncode == 0 and "refitted from the 20 subnets" in proc.stdout, (
+            record,
+            proc.stderr,
+        )
     damaged = tmp_path / "damaged.json"
     damaged.write_text(json.dumps({**doc, "calibration": {}}))
     proc = edgenas_here("latency", "refit", damaged)
