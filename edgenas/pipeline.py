@@ -19,7 +19,7 @@ import datetime as dt
 import shutil
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -30,11 +30,19 @@ from rich.markup import escape
 
 from edgenas.recipe import DeviceSection, Recipe, RecipeError, load_recipe
 from edgenas.report import REPORT_NAME, build_report
-from edgenas.run_folder import Log, RunFolder, RunOptions, needs_run, with_dependents
+from edgenas.run_folder import (
+    Log,
+    RunFolder,
+    RunOptions,
+    adopt_inputs,
+    needs_run,
+    with_dependents,
+)
 from edgenas.run_layout import LOG_NAME, RECORD_NAME, SPACE_NAME, RunLayout
 from edgenas.run_record import SUMMARY_NAME, RunSummary, write_summary
 from edgenas.run_summary import build_summary
 from edgenas.stage_inputs import (
+    SUPERNET_INPUTS,
     adopt_data_fingerprint,
     adopt_data_path,
     adopt_moved_files,
@@ -232,8 +240,9 @@ def _run_stages(
         with _logged("train", log, forced="train" in options.force):
             _train(recipe, run, options, console, log)
     supernet = run.layout.supernet
-    # Profiling times blocks, not the supernet: a recipe that only profiles needs none.
-    if {"search", "export"} & set(stages) and not supernet.is_file():
+    # Profiling times blocks, not the supernet: a recipe that only profiles needs none, nor
+    # does a search that OFA's accuracy predictor scores.
+    if _reads_supernet(recipe, stages) and not supernet.is_file():
         with _logged("recipe", log, checking=True):  # no stage failed: none trains
             raise RecipeError(
                 f"{supernet} does not exist: add 'train' to the recipe's stages (or run "
@@ -535,6 +544,21 @@ def _refit_refused(
         run.record(key, inputs, [folder / LUT_NAME, path], seconds)
 
 
+def _reads_supernet(recipe: Recipe, stages: Sequence[StageName]) -> bool:
+    """Whether the recipe's ``stages`` read supernet.pt: export does, and search unless OFA's
+    accuracy predictor scores it."""
+    return "export" in stages or ("search" in stages and recipe.search.accuracy != "ofa-predictor")
+
+
+def _without_supernet(recorded: dict[str, Any]) -> dict[str, Any] | None:
+    """A search record made with OFA's accuracy predictor before such a search left out the
+    supernet it does not read: the same search without it."""
+    accuracy = recorded.get("search", {}).get("accuracy")
+    if accuracy != "ofa-predictor":
+        return None
+    return {k: v for k, v in recorded.items() if k not in SUPERNET_INPUTS}
+
+
 def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> None:
     from edgenas.search.pareto import InfeasibleBudget
     from edgenas.stages.search import SearchOptions, search
@@ -543,8 +567,10 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     folder = run.layout.search
     s = recipe.search
     ofa_predictor = Path(s.ofa_predictor) if s.ofa_predictor else None
+    if ofa_predictor is not None:
+        adopt_inputs(run, "search", _without_supernet)
     inputs = {
-        **upstream_inputs(run, recipe, names),
+        **upstream_inputs(run, recipe, names, supernet=ofa_predictor is None),
         "budgets_ms": [d.budget_ms for d in recipe.devices],
         "search": s.model_dump(mode="json"),
         **(
@@ -571,7 +597,9 @@ def _search(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> No
     try:
         search(
             SearchOptions(
-                supernet=run.layout.supernet,
+                # OFA's predictor scores the recipe's space: no supernet is read
+                supernet=None if ofa_predictor else run.layout.supernet,
+                space=recipe.search_space() if ofa_predictor else None,
                 devices=tuple(str(run.layout.device(n)) for n in names),
                 out=folder,
                 budgets_ms=tuple(budgets),

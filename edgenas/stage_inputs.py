@@ -217,16 +217,26 @@ def search_outputs(folder: Path, old: dict[str, Any] | None, new: dict[str, Any]
     return sorted(p for p in folder.iterdir() if p != cache)
 
 
-def upstream_inputs(run: RunFolder, recipe: Recipe, devices: Sequence[str]) -> dict[str, Any]:
+def upstream_inputs(
+    run: RunFolder, recipe: Recipe, devices: Sequence[str], *, supernet: bool = True
+) -> dict[str, Any]:
     """What search and export depend on from earlier stages: the supernet and each device's
-    predictor, by content (and the data folder of a supernet not trained here)."""
+    predictor, by content (and the data folder of a supernet not trained here). Without
+    ``supernet`` (a search scored by OFA's accuracy predictor), the predictors only."""
     predictors = {n: run.layout.predictor(n) for n in devices}
-    inputs = {
-        "supernet": run.output_hash("train", SUPERNET_NAME) or file_sha256(run.layout.supernet),
+    inputs: dict[str, Any] = {
         "predictors": {n: file_sha256(p) if p.is_file() else None for n, p in predictors.items()},
     }
+    if not supernet:
+        return inputs
+    inputs["supernet"] = run.output_hash("train", SUPERNET_NAME) or file_sha256(run.layout.supernet)
     data = _supernet_data(recipe)
     return inputs if data is None else {**inputs, "data": _data_inputs(run, str(data))}
+
+
+# What a search scored by OFA's accuracy predictor recorded of the supernet before it went
+# without one: the supernet it did not read, and that supernet's data.
+SUPERNET_INPUTS = ("supernet", "data")
 
 
 def _data_inputs(run: RunFolder, source: str) -> Any:

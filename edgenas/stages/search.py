@@ -65,7 +65,9 @@ class SearchOptions:
     objectives: tuple[str, ...] = ()  # also minimise params, macs or peak_activation_bytes
     profiles: Path = Path("runs/profiles")
     seed: int = 0
-    space: str | None = None  # with accuracy ofa-predictor, instead of a supernet
+    # With accuracy ofa-predictor, instead of a supernet: a space's name or space.json, or
+    # the space itself (a recipe's)
+    space: str | SearchSpace | None = None
     ofa_predictor: Path | None = None  # OFA's acc_predictor.pth, for accuracy ofa-predictor
     data: Path | None = None  # ImageNet-layout folder for a supernet that records no data
     # What to do about a stored study made for another search (default: the command's flags)
@@ -298,8 +300,8 @@ def _space(o: SearchOptions) -> SearchSpace:
     from once_for_all import SearchSpace, get_space
     from once_for_all.checkpoint import load_checkpoint
 
-    named = None
-    if o.space is not None:
+    named = o.space if isinstance(o.space, SearchSpace) else None
+    if isinstance(o.space, str):
         try:
             named = get_space(o.space)
         except ValueError as exc:
@@ -313,8 +315,9 @@ def _space(o: SearchOptions) -> SearchSpace:
         return named
     stored = SearchSpace.from_dict(load_checkpoint(o.supernet)["space"])
     if named is not None and named.id != stored.id:
+        given = o.space if isinstance(o.space, str) else named.name
         raise StudyError(
-            f"--space {o.space} is {named.id}, the supernet {o.supernet} is {stored.id}: "
+            f"--space {given} is {named.id}, the supernet {o.supernet} is {stored.id}: "
             "give one of them"
         )
     return stored

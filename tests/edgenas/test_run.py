@@ -40,6 +40,7 @@ from once_for_all import Subnet
 from once_for_all.files import file_sha256
 from tests.edgenas.conftest import CPU_PROFILE, MICRO_RECIPE, Run, run_recipe
 from tests.support.cli_here import edgenas_here
+from tests.support.ofa_files import ofa_files
 
 
 def edgenas_run(
@@ -481,6 +482,38 @@ def test_only_a_recipe_that_searches_or_exports_needs_a_supernet(tmp_path: Path)
     # recipe does not have (review: "run: train failed: ..." and then "error: ...").
     assert said.count("does not exist: add 'train'") == 1 and "train failed" not in said
     assert f"error: {tmp_path / 'run' / 'supernet.pt'} does not exist" in said
+
+
+def test_a_search_that_ofa_predictor_scores_needs_no_supernet(tmp_path: Path) -> None:
+    # OFA's predictor scores every subnet and reads no weights: `edgenas search --space` ran
+    # without a supernet, the recipe's search stage was refused for want of supernet.pt.
+    ofa = ofa_files()
+    device = {"name": "samsung-note10", "tables": str(ofa / "note10"), "budget_ms": 20.0}
+    scored = {"accuracy": "ofa-predictor", "ofa_predictor": str(ofa / "acc_predictor.pth")}
+    recipe = partial(
+        run_recipe,
+        tmp_path,
+        space="ofa-mbv3-w1.2",
+        devices=[device],
+        search={"trials": 30, **scored},
+    )
+    out, cache = tmp_path / "run", tmp_path / "cache"
+
+    proc = edgenas_run(recipe(stages=["profile", "search"]), out, cache=cache)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads((out / "search" / "pareto.json").read_text())["chosen"]
+    assert not (out / "supernet.pt").exists()
+    # A search recorded before, with the supernet it did not read, is still up to date.
+    record = json.loads((out / "run.json").read_text())
+    assert "supernet" not in record["stages"]["search"]["inputs"]
+    record["stages"]["search"]["inputs"]["supernet"] = "0" * 64
+    (out / "run.json").write_text(json.dumps(record))
+    proc = edgenas_run(recipe(stages=["search"]), out, cache=cache)
+    assert proc.returncode == 0 and "search: up to date, skipped" in proc.stderr, proc.stderr
+    # Export reads the supernet's weights.
+    proc = edgenas_run(recipe(stages=["search", "export"]), out, cache=cache)
+    assert proc.returncode == 2
+    assert f"error: {out / 'supernet.pt'} does not exist" in " ".join(proc.stderr.split())
 
 
 def test_a_change_is_named_as_the_recipe_names_it(tmp_path: Path) -> None:
