@@ -461,6 +461,29 @@ def test_dataspec_round_trip(fmnist: DataBundle) -> None:
 # --- batches -------------------------------------------------------------------------------
 
 
+def test_batches_resized_a_few_images_at_a_time_are_the_same_floats(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # An evaluation batch of 500 images was normalised whole at its stored size, then resized:
+    # 6 GiB at 3 x 1024 x 1024, ended by the OOM killer at a training's first validation.
+    from once_for_all.data import batches
+
+    spec = DataSpec("big", 3, 48, 2, ("a", "b"), (0.5, 0.4, 0.3), (0.2, 0.25, 0.3))
+    images = torch.randint(0, 256, (10, 3, 48, 48), dtype=torch.uint8)
+    split = ImageSplit(images, torch.arange(10) % 2)
+    monkeypatch.setattr(batches, "_FLOAT_CHUNK_BYTES", 3 * 3 * 48 * 48 * 4)  # 3 images
+    for resolution in (32, 48, 64):
+        loader = BatchLoader(split, spec, batch_size=8, shuffle=True, resolution=resolution)
+        whole = BatchLoader(split, spec, batch_size=8, shuffle=True)
+        for (x, y), (w, v) in zip(loader, whole, strict=True):
+            assert torch.equal(y, v) and torch.equal(x, resize_batch(w, resolution))
+    seen: list[int] = []
+    real = batches.normalize
+    monkeypatch.setattr(batches, "normalize", lambda x, s: seen.append(len(x)) or real(x, s))
+    list(BatchLoader(split, spec, batch_size=8, shuffle=False, resolution=32))
+    assert seen == [3, 3, 2, 2]
+
+
 def test_batches_shapes_and_normalisation(fmnist: DataBundle) -> None:
     assert len(BatchLoader(fmnist.train, fmnist.spec, batch_size=256, shuffle=False)) == 215
     dropping = BatchLoader(fmnist.train, fmnist.spec, batch_size=256, shuffle=False, drop_last=True)
