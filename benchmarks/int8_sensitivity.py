@@ -214,7 +214,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     with blamed("--subnet"):
         subnet = choose_subnet(args.subnet, supernet.space)
     torch.set_num_threads(args.threads)
-    reads = FolderReads(bn=max(BN_IMAGES, args.calibration_images), test=args.images)
+    reads = FolderReads(train=max(BN_IMAGES, args.calibration_images), test=args.images)
     data = load_training_data(args.supernet, payload, folder=None, reads=reads)
     model = supernet.extract(subnet)
     recalibrate_bn(model, bn_batches(data, subnet.r))

@@ -6,7 +6,7 @@ Cache file (``"format": "edgenas.accuracy-cache/1"``)::
     {"format": "edgenas.accuracy-cache/1",
      "header": {"space": "<space id>", "supernet": "<weights fingerprint>",
                 "split": "val", "bn_images": 2000, "limit": null, "data": "<fingerprint>",
-                "method": 2},
+                "method": 3},
      "entries": {"<subnet JSON>": 0.8125, ...}}
 
 An accuracy is only valid for the supernet weights and the evaluation settings that produced
@@ -42,11 +42,16 @@ from once_for_all.subnet import Subnet, SubnetError
 CACHE_FORMAT = "edgenas.accuracy-cache/1"
 # How evaluate_subnet picks its images. 2: BN statistics from a random slice of the training
 # split, a limited evaluation on images spread over the classes (eval_head), where 1 took the
-# first images of each split (in class order for an image folder: a few classes only).
-EVAL_METHOD = 2
+# first images of each split (in class order for an image folder: a few classes only). 3: a
+# folder not held whole (streamed, or an imported supernet's) recalibrates BN on crops of
+# OFA's train transforms, and an imported supernet's validation split is a fixed hold-out.
+EVAL_METHOD = 3
 METHOD_CHANGES = {
     1: "BN statistics and limited evaluations took the first images of each split, not a "
     "random slice and a spread over the classes",
+    2: "a streamed or imported folder's BN statistics came from centre crops, not from "
+    "OFA's train-transform crops as in eval, and an imported supernet's validation "
+    "images depended on how many were asked for",
 }
 log = logging.getLogger(__name__)
 SPLITS = EVAL_SPLITS
@@ -100,7 +105,9 @@ def data_fingerprint(data: DataBundle | StreamBundle, split: str) -> str:
     folder by its listing (file names and labels), since reading every file of an ImageNet
     folder would cost minutes."""
     digest = hashlib.sha256()
-    for name in (split, "train"):
+    # a folder's held BN images (``DataBundle.bn``), which BN draws from instead of train
+    bn = "bn" if isinstance(data, DataBundle) and data.bn is not None else "train"
+    for name in (split, bn):
         part = getattr(data, name)
         digest.update(f"{name}|{len(part)}|".encode())
         if isinstance(part, StreamSplit):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import pickle
 import warnings
@@ -24,6 +25,7 @@ from once_for_all.data import (
 from once_for_all.data.image_stream import hold_in_memory
 from once_for_all.data.load import BUILTIN_SOURCES, names_a_path
 from once_for_all.data.source_digest import source_digest
+from once_for_all.data.splits import validation_indices
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.evaluation import BN_IMAGES
@@ -158,14 +160,15 @@ def _corrupt(path: Path, why: str) -> CheckpointError:
 
 @dataclass(frozen=True)
 class FolderReads:
-    """How many images a command decodes from the ImageNet-layout folder given for a
-    checkpoint that records no data (an imported supernet): ``val`` and ``bn`` from train/
-    (held out for search and ``eval --split val``; BN recalibration and int8 calibration),
-    ``test`` from val/ (``eval --split test``, export's checks). Each image costs
-    3 x 224 x 224 bytes (147 KiB): a command sets to 0 what it does not use (``eval --split
-    test`` holds 2,000 + 5,000 images, about 1 GB)."""
+    """How many images a command decodes into memory from a folder that is not decoded
+    whole (one training streamed, or an imported supernet's ImageNet-layout folder):
+    ``train`` of the training split (int8 calibration, export's fine-tune), ``val`` of the
+    validation split (search, export's parity check), ``test`` of the test split (val/ of
+    an ImageNet folder: export's checks), besides the ``BN_IMAGES`` that BN is recalibrated
+    on. Each image costs 3 x 224 x 224 bytes (147 KiB): a command sets to 0 what it does not
+    use. ``eval`` streams its split: ``val`` and ``test`` bound what it evaluates."""
 
-    bn: int = BN_IMAGES
+    train: int = BN_IMAGES
     val: int = 2000
     test: int = 5000
 
@@ -175,13 +178,12 @@ def data_settings(
     path: str | Path,
     *,
     folder: str | Path | None = None,
-    reads: FolderReads = FolderReads(),
 ) -> dict[str, Any]:
     """The data settings (``load_data``'s keyword arguments) the commands that evaluate or
     calibrate the checkpoint's subnets load: those it records, or, for one that records none
     (an imported supernet), ``folder`` read with the recorded spec's size, OFA's eval
-    transform (a centre crop) and the spec's fixed normalisation, at most ``reads`` images.
-    ``folder`` for a checkpoint that records its data must be that data."""
+    transform (a centre crop) and the spec's fixed normalisation (``stream_folder_data``
+    streams it). ``folder`` for a checkpoint that records its data must be that data."""
     if "data" in payload:
         settings = payload["data"]
         recorded = str(settings.get("source"))
@@ -211,10 +213,6 @@ def data_settings(
         "resize": "center-crop",
         "mean": list(spec.mean),
         "std": list(spec.std),
-        "val_size": reads.val,
-        "train_read_limit": reads.val + reads.bn,
-        "test_read_limit": reads.test,
-        "seed": 0,
     }
 
 
@@ -278,18 +276,19 @@ def load_training_data(
     folders as the spec has classes; the bundle's class names are the folder's. A folder that
     training streamed is not decoded whole: ``reads`` images of training's own splits are
     (``hold_in_memory``)."""
-    if payload.get("streamed"):
+    # A folder is listed as eval streams it, so that one subnet's accuracy is the same in
+    # every command (an imported supernet's val split held out of all of train/).
+    bundle = None
+    if "data" not in payload:
+        bundle = stream_folder_data(path, payload, folder=folder, reads=reads)
+    elif payload.get("streamed"):
         bundle = _stream_recorded(path, payload, folder=folder, reads=reads, workers=None)
-        return hold_in_memory(bundle, train=reads.bn, val=reads.val, test=reads.test)
-    settings = data_settings(payload, path, folder=folder, reads=reads)
+    if bundle is not None:
+        return hold_in_memory(bundle, train=reads.train, val=reads.val, test=reads.test)
+    settings = data_settings(payload, path, folder=folder)
     _check_source(payload, settings, path)
-    trained = DataSpec.from_dict(payload["data_spec"])
-    imported = "data" not in payload
-    if imported:
-        # checked before any image is decoded
-        _check_folder_classes(Path(settings["source"]), trained, path)
     data = load_data(**settings)
-    _check_spec(data.spec, trained, settings, path, imported=imported)
+    _check_spec(data.spec, DataSpec.from_dict(payload["data_spec"]), settings, path)
     return data
 
 
@@ -298,19 +297,12 @@ def _check_spec(
     trained: DataSpec,
     settings: dict[str, Any],
     path: str | Path,
-    *,
-    imported: bool = False,
 ) -> None:
-    """Refuse data that no longer matches the checkpoint's data spec (an imported
-    supernet's folder only needs as many classes)."""
+    """Refuse data that no longer matches the checkpoint's data spec."""
     for what, then, found in (
         ("channels", trained.channels, now.channels),
         ("image size", trained.image_size, now.image_size),
-        (
-            "classes",
-            trained.num_classes if imported else list(trained.class_names),
-            now.num_classes if imported else list(now.class_names),
-        ),
+        ("classes", list(trained.class_names), list(now.class_names)),
     ):
         if then != found:
             raise CheckpointError(
@@ -367,7 +359,7 @@ def _stream_recorded(
     """The folder training streamed, listed with training's own splits (the same val
     hold-out) and normalisation, its test split bounded by ``reads.test`` (0: all of it),
     checked against the checkpoint's data spec; ``folder`` (--data), if given, must be it."""
-    settings = data_settings(payload, path, folder=folder, reads=reads)
+    settings = data_settings(payload, path, folder=folder)
     _check_source(payload, settings, path)
     bundle = stream_image_folder(
         Path(settings["source"]).expanduser(),
@@ -405,31 +397,51 @@ def stream_folder_data(
     workers: int | None = None,
 ) -> StreamBundle:
     """``load_training_data``'s folder for an imported supernet, listed for streaming instead of
-    decoded into memory: ``reads.val`` images held out of train/ (seed 0) as the val split,
-    ``reads.test`` images of val/ spread over the classes (``load_data``'s choice) as the test
-    split (all of val/ when 0), every other train/ image for BN recalibration; the recorded
-    spec's size, channels and normalisation; ``workers`` decode processes (default: the core
-    count). The same refusals as ``load_training_data``."""
+    decoded into memory: ``imported_val_size`` images held out of train/ (seed 0) as the val
+    split, whatever the command (the rest of train/ is where BN's images are drawn from, so a
+    subnet's accuracy does not depend on how many images a command evaluates), ``reads.test``
+    images of val/ spread over the classes (``load_data``'s choice) as the test split (all
+    of val/ when 0); the recorded spec's size, channels and normalisation; ``workers`` decode
+    processes (default: the core count). The same refusals as ``load_training_data``."""
     if "data" in payload:
         raise CheckpointError(
             f"checkpoint {path} records the data it was trained on: load it with "
             "load_training_data (only an imported supernet's folder is streamed)"
         )
-    settings = data_settings(payload, path, folder=folder, reads=reads)
+    settings = data_settings(payload, path, folder=folder)
     trained = DataSpec.from_dict(payload["data_spec"])
     source = Path(settings["source"])
     _check_folder_classes(source, trained, path)
-    return stream_image_folder(
+    listed = stream_image_folder(
         source,
         image_size=trained.image_size,
         channels=trained.channels,
         mean=trained.mean,
         std=trained.std,
-        val_size=reads.val,
+        val_size=0,
         seed=0,
         test_limit=reads.test or None,
         workers=workers,
     )
+    images = len(listed.train)
+    kept, held = validation_indices(
+        images, val_size=imported_val_size(images), seed=0, train_limit=None, name=source.name
+    )
+    train = listed.train
+    return dataclasses.replace(
+        listed, train=train.select(kept.numpy()), val=train.select(held.numpy())
+    )
+
+
+# OFA holds 10,000 ImageNet training images out as its validation split (valid_size in its
+# train_ofa_net.py).
+IMPORTED_VAL_SIZE = 10_000
+
+
+def imported_val_size(train_images: int) -> int:
+    """The validation images held out of an imported supernet's train/ folder of
+    ``train_images``: OFA's 10,000, or a tenth of a smaller folder."""
+    return min(IMPORTED_VAL_SIZE, train_images // 10)
 
 
 def _short(value: object) -> str:

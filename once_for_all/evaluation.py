@@ -19,14 +19,11 @@ from once_for_all.data import (
     StreamSplit,
     resize_batch,
 )
-from once_for_all.data.splits import eval_head
+from once_for_all.data.image_stream import hold_bn_images
+from once_for_all.data.splits import BN_IMAGES, BN_SEED, eval_head
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.progress import Progress
 from once_for_all.subnet import Subnet
-
-# OFA recalibrates BN on 2,000 training images; a fixed seed makes accuracies repeatable.
-BN_IMAGES = 2000
-BN_SEED = 1234
 
 
 def device_of(model: nn.Module) -> torch.device:
@@ -65,7 +62,11 @@ def accuracy(
         )
     else:
         loader = BatchLoader(
-            eval_head(split, limit), data.spec, batch_size=batch_size, shuffle=False
+            eval_head(split, limit),
+            data.spec,
+            batch_size=batch_size,
+            shuffle=False,
+            resolution=resolution,
         )
     correct = total = 0
     # a streamed batch is short by the unreadable images it skipped: count images offered
@@ -87,31 +88,28 @@ def bn_batches(
     images: int = BN_IMAGES,
     batch_size: int = 200,
 ) -> Iterator[torch.Tensor]:
-    """A fixed random slice of the training split at ``resolution`` for BN recalibration;
-    streamed images get OFA's train transforms at that resolution (its
-    ``set_running_statistics`` reads them through the training loader), seeded."""
+    """A fixed random slice of the training split at ``resolution`` for BN recalibration,
+    or of a folder's BN images (``hold_bn_images``: OFA's train transforms, as its
+    ``set_running_statistics`` reads them through the training loader). A streamed folder's
+    are decoded here; search and export hold the same ones (``hold_in_memory``), in the
+    same batches, so that one subnet has one accuracy in eval, search and export."""
+    if isinstance(data, StreamBundle):
+        source = hold_bn_images(data, images, seed=BN_SEED)
+    else:
+        source = data.train if data.bn is None else data.bn
     # The slice is drawn first: a loader's limit keeps the first images it is given, and a
     # folder's split is in class order (BN statistics of its first classes only).
-    order = torch.randperm(len(data.train), generator=torch.Generator().manual_seed(BN_SEED))
-    picked = order[:images]
-    if isinstance(data, StreamBundle):
-        streamed = StreamLoader(
-            data.train.select(picked.numpy()),
-            data.spec,
-            batch_size=batch_size,
-            shuffle=False,
-            augment=True,
-            resolutions=(resolution,),
-            seed=BN_SEED,
-            workers=data.workers,
-        )
-        yield from (x for x, _ in streamed.epoch(0))
-        return
+    order = torch.randperm(len(source), generator=torch.Generator().manual_seed(BN_SEED))
     loader = BatchLoader(
-        data.train.select(picked), data.spec, batch_size=batch_size, shuffle=True, seed=BN_SEED
+        source.select(order[:images]),
+        data.spec,
+        batch_size=batch_size,
+        shuffle=True,
+        seed=BN_SEED,
+        resolution=resolution,
     )
     for x, _ in loader.epoch(0):
-        yield resize_batch(x, resolution)
+        yield x
 
 
 def evaluate_subnet(

@@ -126,6 +126,11 @@ def eval_command(
     reads = FolderReads(val=wanted if split == "val" else 0, test=wanted if split == "test" else 0)
     # a folder (streamed in training, or an imported supernet's) streams, decoded as evaluated
     bundle = open_training_data(checkpoint, payload, folder=data, reads=reads, workers=workers)
+    held = len(getattr(bundle, split))
+    if images is not None and images > held:  # it was capped silently
+        console.print(
+            f"{images} images asked, but the {split} split holds {held}: evaluating all {held}"
+        )
     with stage_progress("eval", quiet=False) as progress:
         acc = evaluate_subnet(
             supernet, chosen, bundle, split=split, limit=images, progress=progress

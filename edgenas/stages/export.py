@@ -186,7 +186,7 @@ def _export(job: ExportJob, created: bool, say: Say, warn: Say) -> CardBody:
         predictors = {name: _predictor(name, space, subnet, job.profiles) for name in names}
         reached = _reach_devices(job.devices, predictors, job.profiles)
         reads = FolderReads(  # what an imported supernet's --data must provide, no more
-            bn=max(BN_IMAGES, o.calibration_images),
+            train=max(BN_IMAGES, o.calibration_images),
             val=o.parity_images,
             test=o.test_images or FolderReads.test,
         )

@@ -162,7 +162,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         space = net.space
         # Data replaced since training fails here; an imported supernet's --data reads only
         # the validation images evaluated (held out of train/) and BN's.
-        reads = FolderReads(val=o.eval_images or FolderReads.val, test=0)
+        reads = FolderReads(train=0, val=o.eval_images or FolderReads.val, test=0)
         data = load_training_data(o.supernet, payload, folder=o.data, reads=reads)
         held = len(data.val.labels)
         if o.eval_images is not None and o.eval_images > held:  # it was capped silently

@@ -50,6 +50,8 @@ from once_for_all.data.errors import DataError
 from once_for_all.data.load import BUILTIN_SOURCES
 from once_for_all.data.spec import DataBundle, DataSpec, ImageSplit
 from once_for_all.data.splits import (
+    BN_IMAGES,
+    BN_SEED,
     TEST_HOLDOUT_SEED,
     channel_stats,
     eval_head,
@@ -525,14 +527,18 @@ class StreamLoader:
         return self.epoch(0)
 
 
-def hold_in_memory(bundle: StreamBundle, *, train: int, val: int, test: int) -> DataBundle:
+def hold_in_memory(
+    bundle: StreamBundle, *, train: int, val: int, test: int, bn: int = BN_IMAGES
+) -> DataBundle:
     """At most ``train``, ``val`` and ``test`` images of the bundle's splits, decoded once by
     the eval transform at the spec's size into a ``DataBundle``: for work that reads the same
     images many times (a search recalibrates BN and evaluates per subnet; export calibrates
     and checks), which would otherwise decode them each time. ``val`` and ``test`` keep the
     images an evaluation limited to that many reads (``eval_head``), ``train`` a spread over
-    the classes; unreadable files are skipped, as when streaming. Training on it (export's
-    fine-tune) augments with OFA's train transforms, as streaming does."""
+    the classes; unreadable files are skipped, as when streaming. ``bn`` images are held as
+    ``hold_bn_images`` crops them, the ones evaluating on the stream recalibrates BN on.
+    Training on it (export's fine-tune) augments with OFA's train transforms, as streaming
+    does."""
     picked = spread_sample(bundle.train.labels.tolist(), train, seed=0)
     return DataBundle(
         bundle.spec,
@@ -540,10 +546,21 @@ def hold_in_memory(bundle: StreamBundle, *, train: int, val: int, test: int) -> 
         _held(eval_head(bundle.val, val), bundle),
         _held(eval_head(bundle.test, test), bundle),
         train_transforms="ofa",
+        bn=hold_bn_images(bundle, bn, seed=BN_SEED),
     )
 
 
-def _held(split: StreamSplit, bundle: StreamBundle) -> ImageSplit:
+def hold_bn_images(bundle: StreamBundle, images: int, *, seed: int) -> ImageSplit:
+    """``images`` training images spread over the classes, each cropped from its file by
+    OFA's train transforms at the spec's size (random-resized crop, flip, colour jitter;
+    seeded, whatever the workers), as OFA recalibrates BN; resized per subnet."""
+    picked = spread_sample(bundle.train.labels.tolist(), images, seed=0)
+    return _held(bundle.train.select(picked), bundle, augment=True, seed=seed)
+
+
+def _held(
+    split: StreamSplit, bundle: StreamBundle, *, augment: bool = False, seed: int = 0
+) -> ImageSplit:
     size, channels = bundle.spec.image_size, bundle.spec.channels
     if len(split) == 0:
         return ImageSplit(
@@ -555,6 +572,8 @@ def _held(split: StreamSplit, bundle: StreamBundle) -> ImageSplit:
         bundle.spec,
         batch_size=200,
         shuffle=False,
+        augment=augment,
+        seed=seed,
         workers=bundle.workers,
         normalise=False,
     )

@@ -145,7 +145,9 @@ class DataBundle:
     `train` excludes the held-out `val` images; `val` (from the official training set) is for
     BN recalibration and subnet accuracy during search; `test` is for final reporting only.
     `train_transforms` is how training augments `train` (where it augments): photos read with
-    OFA's centre crop take OFA's train transforms, as they would streamed.
+    OFA's centre crop take OFA's train transforms, as they would streamed. `bn`, where given,
+    holds the images BN is recalibrated on instead of `train`'s: a streamed folder's, cropped
+    by OFA's train transforms from the files (once_for_all.data.image_stream.hold_bn_images).
     """
 
     spec: DataSpec
@@ -153,10 +155,12 @@ class DataBundle:
     val: ImageSplit
     test: ImageSplit
     train_transforms: TrainTransforms = "crop-flip"
+    bn: ImageSplit | None = None
 
     def __post_init__(self) -> None:
         expected = (self.spec.channels, self.spec.image_size, self.spec.image_size)
-        for name, split in (("train", self.train), ("val", self.val), ("test", self.test)):
+        splits = (("train", self.train), ("val", self.val), ("test", self.test), ("bn", self.bn))
+        for name, split in ((n, s) for n, s in splits if s is not None):
             if tuple(split.images.shape[1:]) != expected:
                 raise DataError(
                     f"data '{self.spec.name}': {name} images are {list(split.images.shape[1:])}, "

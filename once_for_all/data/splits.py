@@ -109,6 +109,9 @@ def spread_sample(labels: Sequence[int], n: int, *, seed: int) -> list[int]:
 
 # Which images an evaluation limited to N images of a split takes (``eval_head``).
 EVAL_SEED = 0
+# OFA recalibrates BN on 2,000 training images; a fixed seed makes accuracies repeatable.
+BN_IMAGES = 2000
+BN_SEED = 1234
 
 
 class _Split(Protocol):

@@ -14,6 +14,15 @@ from typer.testing import CliRunner
 
 from edgenas.cli import app
 from edgenas.stages.ofa_import import import_ofa_supernet
+from once_for_all import load_checkpoint
+from once_for_all.checkpoint import (
+    FolderReads,
+    imported_val_size,
+    load_training_data,
+    stream_folder_data,
+)
+from once_for_all.data import StreamBundle
+from once_for_all.evaluation import bn_batches
 from once_for_all.ofa_import import IMAGENET_SPEC
 from tests.edgenas.conftest import MICRO_RECIPE
 from tests.support.imagenet_folder import wnid, write_imagenet_folder
@@ -44,6 +53,28 @@ def test_eval_reads_the_folder(imported: tuple[Path, Path]) -> None:
     doc = json.loads(out)
     assert doc["split"] == "val" and doc["subnet"]["r"] == 128
     assert 0.0 <= doc["accuracy"] <= 1.0
+
+
+def test_an_imported_supernets_images_do_not_depend_on_the_command(
+    imported: tuple[Path, Path],
+) -> None:
+    # Each command held out as many validation images as it evaluated (eval --images 4,
+    # search 2,000, export its parity images) and drew BN's from the rest, through OFA's
+    # train transforms in eval only: one subnet's accuracy moved with the command.
+    ckpt, folder = imported
+    payload = load_checkpoint(ckpt)
+
+    def listed(reads: FolderReads) -> StreamBundle:
+        return stream_folder_data(ckpt, payload, folder=folder, reads=reads, workers=0)
+
+    few, many = listed(FolderReads(val=4)), listed(FolderReads(val=50, test=0))
+    assert [str(few.val.path(i)) for i in range(len(few.val))] == [
+        str(many.val.path(i)) for i in range(len(many.val))
+    ]
+    assert len(few.val) == imported_val_size(1000) == 100  # a tenth of train/'s 1,000
+    searched = load_training_data(ckpt, payload, folder=folder, reads=FolderReads(train=0, test=0))
+    for a, b in zip(bn_batches(few, 128), bn_batches(searched, 128), strict=True):
+        assert torch.equal(a, b)
 
 
 def test_export_calibrates_on_the_folder(imported: tuple[Path, Path], tmp_path: Path) -> None:

@@ -22,6 +22,7 @@ from once_for_all.checkpoint import FolderReads, load_training_data, open_traini
 from once_for_all.data import DataError, StreamBundle, StreamLoader, image_stream, normalize
 from once_for_all.data.image_stream import streams
 from once_for_all.data.splits import eval_head
+from once_for_all.evaluation import bn_batches
 from tests.edgenas.conftest import MICRO_RECIPE
 from tests.support.cli_here import edgenas_here
 
@@ -99,7 +100,7 @@ def test_later_commands_read_only_what_they_use_of_trainings_own_splits(
     assert isinstance(streamed, StreamBundle)
     assert (len(streamed.train), len(streamed.val)) == (62, 8)
     # search and export hold a bounded part in memory: val is training's own hold-out
-    held = load_training_data(streamed_run, payload, reads=FolderReads(bn=10, val=4, test=3))
+    held = load_training_data(streamed_run, payload, reads=FolderReads(train=10, val=4, test=3))
     assert (len(held.train), len(held.val), len(held.test)) == (10, 4, 3)
     first_four = eval_head(streamed.val, 4)  # what an evaluation on 4 images reads
     assert held.val.labels.tolist() == first_four.labels.tolist()
@@ -119,6 +120,29 @@ def test_eval_of_a_streamed_supernet_streams_with_progress(streamed_run: Path) -
     bundle = open_training_data(streamed_run, payload, workers=0)
     expected = evaluate_subnet(supernet, supernet.space.max_subnet(), bundle)
     assert json.loads(result.stdout)["accuracy"] == expected
+
+
+def test_eval_search_and_export_recalibrate_bn_on_the_same_images(streamed_run: Path) -> None:
+    # eval recalibrated on a random slice through OFA's train transforms, search and export on
+    # a spread held in memory by the eval transform: one subnet, two accuracies (walk-through).
+    payload = load_checkpoint(streamed_run)
+    supernet, _, _ = load_supernet(streamed_run)
+    streamed = open_training_data(streamed_run, payload, workers=0)  # what eval reads
+    searched = load_training_data(streamed_run, payload, reads=FolderReads(train=0, test=0))
+    exported = load_training_data(streamed_run, payload, reads=FolderReads(train=100, val=4))
+    assert isinstance(streamed, StreamBundle)
+    for held in (searched, exported):
+        for r in (32, 24):
+            for a, b in zip(bn_batches(streamed, r), bn_batches(held, r), strict=True):
+                assert torch.equal(a, b)
+    # OFA's train transforms: random crops of the files, not the centre crops held as train
+    # (the same 62 files here, in the same order)
+    assert exported.bn is not None
+    assert torch.equal(exported.bn.labels, exported.train.labels)
+    assert not torch.equal(exported.bn.images, exported.train.images)
+    subnet = supernet.space.max_subnet()  # at the images' own size: the same pixels evaluated
+    accuracies = {evaluate_subnet(supernet, subnet, d) for d in (streamed, searched)}
+    assert len(accuracies) == 1
 
 
 def test_a_bad_stream_choice_is_refused(folder: Path, tmp_path: Path) -> None:
