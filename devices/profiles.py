@@ -437,6 +437,13 @@ class DeviceProfile(_Strict):
                 raise ValueError(f"provider_options: {given} is not in providers")
 
     @property
+    def files_runtime(self) -> str:
+        """The runtime that runs the device's model files, as its fingerprint names it:
+        simulators and compilers are runtimes of their own kind; the runner's kinds and adb
+        (benchmark_model, TFLite only) name theirs."""
+        return self.runtime if self.kind in ("local", "ssh", "adb") else self.kind
+
+    @property
     def classify_refusal(self) -> str | None:
         """Why its device does not classify images (``Device.classify_refusal``), or None
         where it does, known before it is opened."""

@@ -137,8 +137,13 @@ def _check_device_entry(recipe: Recipe, at: int, section: DeviceSection) -> None
     profile = load_profile(section.name)
     if profile.kind != "published":
         from devices import open_device
+        from latency.profiler import unmeasured
 
         open_device(section.name)  # its kind's settings (an NPU's array) are checked when built
+        refused = unmeasured(profile.name, profile.files_runtime, section.format, section.precision)
+        if refused is not None:  # the profile stage's refusal, after the training
+            setting, why, instead = refused
+            raise RecipeError(f"{key}.{setting}: {why}: give {instead} or leave it out")
     if profile.kind == "local" and profile.local is not None and profile.local.python:
         from devices.local import interpreter_problem
 

@@ -123,18 +123,12 @@ def settings_for(
     int8 table times the stem split in ``SPLIT_STEM_GROUPS`` groups, as export's ``auto``
     splits it, and in each of ``stem_groups`` (``edgenas export --stem-groups N``)."""
     runtime = fingerprint.runtime
+    refused = unmeasured(device, runtime, model_format, precision)
+    if refused is not None:
+        option, problem, instead = refused
+        raise TableError(f"{problem}; use --{option} {instead}")
     formats = RUNTIME_FORMATS.get(runtime, MODEL_FORMATS)
     precisions = RUNTIME_PRECISIONS.get(runtime, PRECISIONS)
-    if model_format is not None and model_format not in formats:
-        raise TableError(
-            f"device {device!r} runs {runtime}, which measures {'/'.join(formats)} models, "
-            f"not {model_format}; use --format {formats[0]}"
-        )
-    if precision is not None and precision not in precisions:
-        raise TableError(
-            f"device {device!r} ({runtime}) measures {'/'.join(precisions)} models, not "
-            f"{precision}; use --precision {precisions[0]}"
-        )
     chosen_format, chosen_precision = model_format or formats[0], precision or precisions[0]
     return ProfileSettings(
         chosen_format,
@@ -143,6 +137,31 @@ def settings_for(
         channel_alignment(fingerprint, chosen_format, chosen_precision),
         split_stems(chosen_precision, stem_groups),
     )
+
+
+def unmeasured(
+    device: str, runtime: str, model_format: str | None, precision: str | None
+) -> tuple[str, str, str] | None:
+    """Why ``runtime`` cannot measure the model format or precision asked of ``device`` (None:
+    it can): the setting (format or precision), the problem in words and what to give
+    instead."""
+    formats = RUNTIME_FORMATS.get(runtime, MODEL_FORMATS)
+    precisions = RUNTIME_PRECISIONS.get(runtime, PRECISIONS)
+    if model_format is not None and model_format not in formats:
+        return (
+            "format",
+            f"device {device!r} runs {runtime}, which measures {'/'.join(formats)} models, "
+            f"not {model_format}",
+            formats[0],
+        )
+    if precision is not None and precision not in precisions:
+        return (
+            "precision",
+            f"device {device!r} ({runtime}) measures {'/'.join(precisions)} models, not "
+            f"{precision}",
+            precisions[0],
+        )
+    return None
 
 
 def split_stems(precision: Precision | None, stem_groups: Sequence[int]) -> tuple[int, ...]:

@@ -672,10 +672,7 @@ def _default_precision(device: str) -> Precision:
     from devices import load_profile
     from latency.profiler import RUNTIME_PRECISIONS
 
-    profile = load_profile(device)
-    simulated = profile.kind in ("npu-sim", "vela")  # their fingerprints name the simulator
-    runtime = profile.kind if simulated else profile.runtime
-    return RUNTIME_PRECISIONS.get(runtime, ("fp32",))[0]
+    return RUNTIME_PRECISIONS.get(load_profile(device).files_runtime, ("fp32",))[0]
 
 
 def _is_png(path: Path) -> bool:

@@ -457,7 +457,7 @@ def resolve_channel_alignment(
     kinds: dict[str, ChannelAlignment] = {}
     for device in job.devices:
         profile = load_profile(device)
-        runtime = _profile_runtime(profile)
+        runtime = profile.files_runtime
         if "onnx" not in RUNTIME_FORMATS.get(runtime, ()):
             continue
         onnx_devices.append(profile.name)
@@ -482,13 +482,6 @@ def resolve_channel_alignment(
         )
         say(f"int8 ONNX channels aligned for {chosen} ({by_device}); --align-channels to choose")
     return chosen
-
-
-def _profile_runtime(profile: DeviceProfile) -> str:
-    """The runtime a device profile's files run on, as its fingerprint names it."""
-    # Simulators and compilers are runtimes of their own kind; the runner's kinds and adb
-    # (benchmark_model, TFLite only) name theirs.
-    return profile.runtime if profile.kind in ("local", "ssh", "adb") else profile.kind
 
 
 def _check_devices_run_files(job: ExportJob) -> None:
@@ -516,7 +509,7 @@ def files_refusal(profile: DeviceProfile, formats: Sequence[str], *, int8: bool)
     nothing, and is only predicted)."""
     if profile.kind == "published":
         return None
-    runtime = _profile_runtime(profile)
+    runtime = profile.files_runtime
     runs, takes = _runtime_files(runtime)
     precisions = ("fp32", "int8") if int8 else ("fp32",)
     if any(f in runs and p in takes for f in formats for p in precisions):

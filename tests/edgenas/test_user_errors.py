@@ -1114,6 +1114,16 @@ NOTE10_FILES = (
             "devices[0].precision: samsung-note10's published tables are of fp32 tflite models, "
             "not int8, and nothing more can be measured; leave precision out",
         ),
+        (
+            {"name": "npu-32x32-ws", "budget_ms": 0.5, "precision": "int8"},
+            "devices[0].precision: device 'npu-32x32-ws' (npu-sim) measures fp32 models, not "
+            "int8: give fp32 or leave it out",
+        ),
+        (
+            {"name": "ethos-u55-128", "budget_ms": 5.0, "format": "onnx"},
+            "devices[0].format: device 'ethos-u55-128' runs vela, which measures tflite "
+            "models, not onnx: give tflite or leave it out",
+        ),
     ],
     ids=[
         "resolution",
@@ -1123,13 +1133,16 @@ NOTE10_FILES = (
         "per_op",
         "calibrate",
         "precision",
+        "precision the runtime cannot measure",
+        "format the runtime cannot measure",
     ],
 )
 def test_a_device_entry_profiling_would_refuse_is_refused_before_training(
     device: dict[str, Any], problem: str, tmp_path: Path
 ) -> None:
     # Training ran first, then the profile stage refused the entry, naming the command line's
-    # --resolution or --tables rather than the recipe's key (or ignored the tables; input audit).
+    # --resolution, --tables or --precision rather than the recipe's key (or ignored the
+    # tables; input audit, walk-through).
     recipe, out = run_folder(tmp_path, ["train", "profile"], devices=[device])
     (out / "supernet.pt").unlink()
     line = through_run(recipe, out, "profile", ran=False)
