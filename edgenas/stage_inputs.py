@@ -67,7 +67,8 @@ def _listing_sha256(folder: Path) -> str:
                 entry = f"{stat.st_size}|{stat.st_mtime_ns}"
             except OSError:  # a broken link: listed by its name alone
                 entry = "-"
-            digest.update(f"{path.relative_to(folder)}|{entry}\n".encode())
+            # os.fsencode: a name that is not UTF-8 (a Windows zip's) keeps its own bytes
+            digest.update(os.fsencode(path.relative_to(folder)) + f"|{entry}\n".encode())
     return digest.hexdigest()
 
 

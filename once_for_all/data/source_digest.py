@@ -4,6 +4,7 @@ refuse data that changed since it was trained on it."""
 from __future__ import annotations
 
 import hashlib
+import os
 from pathlib import Path
 
 from once_for_all.data.load import BUILTIN_SOURCES
@@ -33,5 +34,7 @@ def source_digest(source: str) -> str | None:
     listing = list_image_folder(path)
     for split, files in (("train", listing.train), ("test", listing.test or [])):
         for file, label in files:
-            digest.update(f"{split}|{file.relative_to(path)}|{label}\n".encode())
+            # os.fsencode: a name that is not UTF-8 (a Windows zip's) keeps its own bytes
+            name = os.fsencode(file.relative_to(path))
+            digest.update(f"{split}|".encode() + name + f"|{label}\n".encode())
     return digest.hexdigest()

@@ -3,6 +3,7 @@ files, and a load_supernet round trip."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import random
@@ -13,6 +14,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import pytest
 import torch
+from PIL import Image
 from typer.testing import CliRunner
 
 from edgenas.cli.app import app
@@ -445,6 +447,23 @@ def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, stre
     shutil.move(folder, tmp_path / "moved")  # a missing source: its new place is asked for
     with pytest.raises(CheckpointError, match=r"does not exist \(moved or deleted\): give its new"):
         load_training_data(path, payload)
+
+
+def test_a_folder_with_a_file_name_that_is_not_utf8_has_a_digest(tmp_path: Path) -> None:
+    # A name from a Windows zip (Latin-1 bytes) was a UnicodeEncodeError traceback out of
+    # `edgenas train` and `run`: the digests encoded names as UTF-8 (walk-through).
+    from edgenas.stage_inputs import data_source_fingerprint
+
+    folder = tmp_path / "photos"
+    for name in ("cat", "dog"):
+        (folder / name).mkdir(parents=True)
+        Image.new("RGB", (8, 8)).save(folder / name / "a.png")
+    listing = hashlib.sha256(b"train|cat/a.png|0\ntrain|dog/a.png|1\n").hexdigest()
+    assert source_digest(str(folder)) == listing  # what runs recorded before: unchanged
+    shutil.copy(folder / "cat" / "a.png", os.fsencode(folder / "cat") + b"/caf\xe9.png")
+    latin = source_digest(str(folder))
+    assert latin is not None and latin != listing
+    assert data_source_fingerprint(str(folder)) is not None
 
 
 @pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
