@@ -47,9 +47,40 @@ class InitialWeights:
     spec: DataSpec
     state: dict[str, Tensor]
     expand_ratios: tuple[int, ...]
+    # A start as a training checkpoint recorded it (``recorded``): its words, not the file's
+    recorded_start: dict[str, Any] | None = None
+
+    @classmethod
+    def recorded(cls, payload: CheckpointDocument) -> InitialWeights | None:
+        """The start a training checkpoint records (``init_from``), without its file: what
+        resuming needs of it (the normalisation the run reads its data with, the expand
+        ratios its weights came trained at, its record). The run's own weights win over the
+        file, which may be gone or replaced since. None where the run had no start."""
+        start = payload.get("init_from")
+        if start is None:
+            return None
+        try:
+            data = DataSpec.from_dict(payload["data_spec"])
+            settings = payload["data"]
+            spec = dataclasses.replace(
+                data, mean=tuple(settings["mean"]), std=tuple(settings["std"])
+            )
+            return cls(
+                Path(start["path"]),
+                str(start["sha256"]),
+                SearchSpace.from_dict(payload["space"]),
+                spec,
+                {},
+                tuple(int(e) for e in start["expand_ratios"]),
+                recorded_start=dict(start),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None  # an older record: the file is read as before
 
     def record(self, data: DataSpec) -> dict[str, Any]:
         """What a run records of its start (the checkpoint's ``init_from``)."""
+        if self.recorded_start is not None:
+            return self.recorded_start
         return {
             "path": str(self.path),
             "sha256": self.sha256,
@@ -61,6 +92,8 @@ class InitialWeights:
     def resets_classifier(self, data: DataSpec) -> bool:
         """Whether ``data``'s classes (their count or names) differ from those the weights
         were trained on, so that the classifier starts afresh."""
+        if self.recorded_start is not None:
+            return self.recorded_start.get("classifier") == "reset"
         return data.class_names != self.spec.class_names
 
     def check_space(self, space: SearchSpace) -> None:

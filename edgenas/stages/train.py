@@ -22,7 +22,7 @@ from edgenas.console import LineProgress
 from edgenas.recipe import Recipe, RecipeError
 from edgenas.run_layout import CHECKPOINT_NAME, SPACE_NAME, SUPERNET_NAME
 from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
-from once_for_all.checkpoint import CheckpointMetadata
+from once_for_all.checkpoint import CheckpointMetadata, load_checkpoint
 from once_for_all.data import DataBundle, StreamBundle, load_data, stream_image_folder
 from once_for_all.data.image_stream import streams
 from once_for_all.data.load import BUILTIN_SOURCES, names_a_path
@@ -124,9 +124,13 @@ def _train(
     # count is the machine's: torchrun's processes on one machine share it.
     assert recipe.train is not None  # checked by train()
     torch.set_num_threads(max(1, (options.threads or recipe.train.threads) // world.local_size))
-    # Read on a resume too: its normalisation and trained expand ratios shape the run (the
-    # weights then come from the run's own checkpoint).
-    init = read_initial_weights(recipe.train.init_from) if recipe.train.init_from else None
+    # Its normalisation and trained expand ratios shape the run; a resume takes them as the
+    # run's own checkpoint recorded them (and its weights): the file may be gone since.
+    init = None
+    if recipe.train.init_from:
+        if resuming and options.resume:
+            init = InitialWeights.recorded(load_checkpoint(checkpoint))
+        init = init or read_initial_weights(recipe.train.init_from)
     space = recipe.search_space()
     if init is not None:
         init.check_space(space)  # before any image is read

@@ -183,13 +183,18 @@ def test_training_starts_from_the_weights_with_a_new_classifier_and_resumes(
     assert checkpoint["data_spec"]["mean"] == list(SOURCE_NORM["mean"])
     assert checkpoint["history"][0]["train_loss"] > 0
 
-    # resumed, the run's own checkpoint holds the weights, not init_from
-    final = train(
-        recipe,
-        dataclasses.replace(options, resume=True, stop_after_epochs=None),
-        console=Console(),
-        quiet=True,
-    )
+    # resumed, the run's own checkpoint holds the weights, not init_from, and records what
+    # the start set: the file may be gone since (it was refused as not found; walk-through)
+    gone = path.rename(path.with_name("moved-away.pt"))
+    try:
+        final = train(
+            recipe,
+            dataclasses.replace(options, resume=True, stop_after_epochs=None),
+            console=Console(),
+            quiet=True,
+        )
+    finally:
+        gone.rename(path)
     assert all(torch.equal(started[1][k], v) for k, v in checkpoint["model"].items())
     done = load_checkpoint(final)
     assert done["complete"] and len(done["history"]) == 2
