@@ -252,7 +252,7 @@ def _require_same_content(
             "or where it moved), or leave out --data"
         )
     digest = payload.get("source_digest")
-    if digest is None or source_digest(given) != digest:
+    if digest is None or source_digest(given, like=digest) != digest:
         why = (
             "records no digest of it to compare" if digest is None else f"{given} holds other files"
         )
@@ -319,7 +319,7 @@ def _check_source(payload: CheckpointDocument, settings: dict[str, Any], path: s
     if recorded is None:
         return
     source = str(settings.get("source"))
-    now = source_digest(source)
+    now = source_digest(source, like=recorded)
     if now is not None and now != recorded:  # a missing source: loading it says so
         raise CheckpointError(
             f"the data at {source} changed since {path} was trained on it (files added, "

@@ -126,10 +126,10 @@ def _train(
     torch.set_num_threads(max(1, (options.threads or recipe.train.threads) // world.local_size))
     # Its normalisation and trained expand ratios shape the run; a resume takes them as the
     # run's own checkpoint recorded them (and its weights): the file may be gone since.
+    resumed = load_checkpoint(checkpoint) if resuming and options.resume else None
     init = None
     if recipe.train.init_from:
-        if resuming and options.resume:
-            init = InitialWeights.recorded(load_checkpoint(checkpoint))
+        init = InitialWeights.recorded(resumed) if resumed is not None else None
         init = init or read_initial_weights(recipe.train.init_from)
     space = recipe.search_space()
     if init is not None:
@@ -172,7 +172,9 @@ def _train(
     torch.manual_seed(config.seed)  # initial weights (with init_from: the new classifier's)
     supernet = OFAMobileNetV3(space)
     metadata: CheckpointMetadata = {"recipe": recipe.model_dump(mode="json"), "data": settings}
-    if (digest := source_digest(str(settings["source"]))) is not None:
+    # in the form the run's checkpoint recorded it (an earlier edgenas's), to compare with it
+    like = resumed.get("source_digest") if resumed is not None else None
+    if (digest := source_digest(str(settings["source"]), like=like)) is not None:
         metadata["source_digest"] = digest
     if isinstance(data, StreamBundle):
         metadata["streamed"] = True
