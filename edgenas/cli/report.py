@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -28,11 +30,33 @@ def report_command(
             "first (a report never overwrites other files)"
         )
     try:
-        path = build_report(run_dir, out, warn=_warn)
+        with _not_at_work(run_dir):
+            path = build_report(run_dir, out, warn=_warn)
     except OSError as exc:
         raise fail(f"cannot write the report: {exc}") from None
     typer.echo(str(path))
     err_console.print(f"report: {path}", highlight=False, style="dim")
+
+
+@contextmanager
+def _not_at_work(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder while its report is drawn: a command at work there (edgenas run,
+    train) would have the stage under way drawn as failed, and the page would outlive it
+    as the run's."""
+    from once_for_all.folder_lock import FolderBusyError, folder_lock
+
+    if not run_dir.is_dir():  # not a run folder: the report says so
+        yield
+        return
+    try:
+        with folder_lock(run_dir):
+            yield
+    except FolderBusyError:
+        raise fail(
+            f"{run_dir} is in use: an edgenas command is working in it, whose stage under way "
+            "the report would show as failed; wait for it to finish (edgenas run writes the "
+            "report at its end)"
+        ) from None
 
 
 def _warn(line: str, exc: BaseException) -> None:

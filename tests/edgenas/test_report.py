@@ -19,6 +19,7 @@ from edgenas.report.collect import _trial_values
 from edgenas.report.markdown import to_html
 from tests.edgenas.conftest import MICRO_RECIPE, Run
 from tests.support.cli_here import edgenas_here
+from tests.support.folder_holder import hold_folder
 
 SECTIONS = ("summary", "training", "pareto", "latency-predictors", "block-latency", "models")
 FIGURES = {"training": 1, "pareto": 1, "latency-predictors": 2, "block-latency": 3}
@@ -319,6 +320,29 @@ def test_a_run_stopped_in_a_stage_says_it_did_not_finish(tmp_path: Path) -> None
         assert page.missing[section].startswith("The search stage started and did not finish")
     assert page.missing["models"].startswith("The export stage has not run yet")
     assert not any("recipe's stages" in page.missing[s] for s in ("summary", "pareto", "models"))
+
+
+def test_a_run_folder_a_command_works_in_is_not_reported(tmp_path: Path) -> None:
+    # `edgenas report` wrote report.html into a folder edgenas run was training in, and drew
+    # the training as a stage that failed or was stopped (walk-through).
+    (tmp_path / "run.json").write_text(json.dumps({"format": "edgenas.run/1", "recipe": {}}))
+    elsewhere = tmp_path.parent / f"{tmp_path.name}.html"
+    holder = hold_folder(tmp_path)
+    try:
+        for out in ((), ("--out", elsewhere)):
+            proc = edgenas_here("report", tmp_path, *out)
+            assert proc.returncode == 2
+            assert " ".join(proc.stderr.split()) == (
+                f"error: {tmp_path} is in use: an edgenas command is working in it, whose stage "
+                "under way the report would show as failed; wait for it to finish (edgenas run "
+                "writes the report at its end)"
+            )
+        assert not (tmp_path / "report.html").exists() and not elsewhere.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    proc = edgenas_here("report", tmp_path)
+    assert proc.returncode == 0 and (tmp_path / "report.html").is_file(), proc.stderr
 
 
 def test_a_finished_stage_whose_file_is_gone_says_how_to_make_it_again(tmp_path: Path) -> None:
