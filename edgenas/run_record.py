@@ -141,6 +141,10 @@ class SummaryRow(TypedDict):
     # True: the recommended file measured above the budget (``over_budget``). Absent in
     # summaries of an earlier edgenas.
     file_over_budget: NotRequired[bool]
+    # The precision of the files the device's table predicts (the latency the search held to
+    # the budget), where the recommended file is of another: an fp32 file recommended for an
+    # int8 device whose int8 files missed the agreement target or ran slower.
+    searched_precision: NotRequired[str]
     latency_predicted_ms: float | None
     latency_measured_ms: float | None
     latency_measured_at_baseline_ms: float | None
@@ -155,6 +159,13 @@ class SummaryRow(TypedDict):
 BELOW_TARGET = "(below target)"
 # Beside a recommended file whose latency is above the budget it was chosen under.
 OVER_BUDGET = "(over budget)"
+
+
+def searched_mark(row: SummaryRow) -> str | None:
+    """Beside a recommended file of another precision than the device's table: "(int8
+    searched)"."""
+    precision = row.get("searched_precision")
+    return f"({precision} searched)" if precision else None
 
 
 def over_budget(row: SummaryRow) -> bool:

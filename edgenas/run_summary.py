@@ -84,6 +84,10 @@ def build_summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]
                 row["file_meets_accuracy"] = on_device.get("recommended_meets_accuracy", True)
             if shown is not None:
                 row["file_over_budget"] = over_budget(row)
+            if shown is not None and on_device is not None:
+                predicted = [n for n, f in measured.items() if f["predicted"] is not None]
+                if predicted and shown not in predicted:  # the table predicts no such file
+                    row["searched_precision"] = files[predicted[0]]["precision"]
             rows.append(row)
     devices = [device_name(d.name) for d in recipe.devices]
     current = _current_stages(recipe, devices, [e["subnet"] for e in exported])

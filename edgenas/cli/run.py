@@ -15,7 +15,13 @@ from rich.table import Table
 from edgenas.console import err_console
 from edgenas.recipe import MAX_THREADS
 from edgenas.run_layout import RunLayout
-from edgenas.run_record import BELOW_TARGET, OVER_BUDGET, RunSummary, device_label
+from edgenas.run_record import (
+    BELOW_TARGET,
+    OVER_BUDGET,
+    RunSummary,
+    device_label,
+    searched_mark,
+)
 from edgenas.stages import STAGES
 
 # Typer takes a Literal as an option's type, but not inside list[...]: --force gets an Enum
@@ -78,6 +84,19 @@ def print_summary(summary: RunSummary) -> None:
             "export.stem_groups: 1 keeps it whole), or choose under a tighter budget",
             highlight=False,
         )
+    said: set[str] = set()
+    for row in summary["chosen"]:
+        if (mark := searched_mark(row)) and row["device"] not in said:
+            said.add(row["device"])
+            precision = row["searched_precision"]
+            err_console.print(
+                f"{mark}: the search held {row['device']}'s {precision} latency to its budget; "
+                "the card recommends a file of another precision (the fastest accurate "
+                f"enough: its {precision} files missed the agreement target or ran slower; "
+                "every measured file is above)",
+                highlight=False,
+                markup=False,
+            )
     for i, folder in enumerate(folders, start=1):
         err_console.print(f"#{i}: {escape(folder)}", highlight=False, soft_wrap=True)
     err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
@@ -116,13 +135,16 @@ def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
     device name folds."""
     table = Table(title=f"{summary['recipe']}: chosen subnets", title_justify="left")
     files = [row["file"] or "-" for row in summary["chosen"]]
+    marks = [mark for row in summary["chosen"] if (mark := searched_mark(row))]
     table.add_column("device", overflow="fold")
     table.add_column("budget\nms", no_wrap=True, justify="right")
     table.add_column("acc\nfp32\nint8", no_wrap=True, justify="right")
     table.add_column("ms pred\nmeasured\n(base)", no_wrap=True, justify="right")
     table.add_column("size\nKiB", no_wrap=True, justify="right")
     table.add_column(
-        "file\nexport", no_wrap=True, min_width=max([len(BELOW_TARGET), *map(len, files)])
+        "file\nexport",
+        no_wrap=True,
+        min_width=max([len(BELOW_TARGET), *map(len, files), *map(len, marks)]),
     )
     for row, file in zip(summary["chosen"], files, strict=True):
         fp32 = row["accuracy_fp32"]
@@ -139,7 +161,8 @@ def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
             f"{row['bytes'] / 1024:.0f}" if row["bytes"] else "-",
             f"{escape(file)}\n#{folders.index(row['folder']) + 1}"
             + (f"\n{BELOW_TARGET}" if row.get("file_meets_accuracy") is False else "")
-            + (f"\n{OVER_BUDGET}" if row.get("file_over_budget") else ""),
+            + (f"\n{OVER_BUDGET}" if row.get("file_over_budget") else "")
+            + (f"\n{mark}" if (mark := searched_mark(row)) else ""),
         )
     return table
 

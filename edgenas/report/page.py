@@ -156,10 +156,14 @@ def _rewritten(data: RunData) -> str:
 
 def _below_target(row: SummaryRow) -> str:
     """A flag for a recommended file that is the best of files none of which reached the
-    agreement target, and for one that takes longer than its budget."""
+    agreement target, for one that takes longer than its budget, and for one of another
+    precision than the device's table."""
     below = row.get("file_meets_accuracy") is False
-    return (" (no file reached the agreement target)" if below else "") + (
-        f" (over the {row['budget_ms']:g} ms budget)" if row.get("file_over_budget") else ""
+    searched = row.get("searched_precision")
+    return (
+        (" (no file reached the agreement target)" if below else "")
+        + (f" (over the {row['budget_ms']:g} ms budget)" if row.get("file_over_budget") else "")
+        + (f" (the search held the {searched} files' latency to the budget)" if searched else "")
     )
 
 

@@ -240,6 +240,42 @@ def test_a_file_over_its_budget_is_flagged(
     assert "(over budget): the file takes longer than the budget" in " ".join(err.split())
 
 
+def test_a_file_of_another_precision_than_the_search_held_is_flagged(
+    micro_run: Run, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # An int8 device whose int8 files missed the agreement target had its fp32 file in the
+    # table, with no predicted time and no word that the budget held int8 latency
+    # (walk-through).
+    from edgenas.cli.run import print_summary
+    from edgenas.run_summary import build_summary
+
+    recipe_path, out, _, summary = micro_run
+    row = summary["chosen"][0]
+    folder = tmp_path / "export"
+    shutil.copytree(row["folder"], folder)
+    card = json.loads((folder / "card.json").read_text())
+    precision = {f["name"]: f["precision"] for f in card["files"]}
+    on_device = card["latency"][row["device"]]  # as an int8 table's card has it
+    for name, measured in on_device["files"].items():
+        measured["predicted"] = 0.05 if precision[name] == "int8" else None
+    on_device["recommended"] = "model.onnx"
+    (folder / "card.json").write_text(json.dumps(card))
+    recipe = load_recipe(recipe_path)
+    chosen = [{"device": row["device"], "budget_ms": row["budget_ms"]}]
+    exported = [{"folder": folder, "subnet": row["subnet"], "chosen_for": chosen}]
+    built = build_summary(recipe, RunFolder(out, recipe, recipe_path), exported)
+    flagged = built["chosen"][0]
+    assert flagged["searched_precision"] == "int8" and flagged["latency_predicted_ms"] is None
+    assert not any("searched_precision" in r for r in summary["chosen"])  # the run's own
+    print_summary(built)
+    err = " ".join(capsys.readouterr().err.split())
+    assert err.count("(int8 searched)") == 2  # the cell and the line below
+    assert (
+        f"(int8 searched): the search held {row['device']}'s int8 latency to its budget; "
+        "the card recommends a file of another precision"
+    ) in err
+
+
 def test_a_rerun_skips_every_stage(micro_run: Run) -> None:
     recipe, out, cache, summary = micro_run
     before = _stages(out)
