@@ -246,6 +246,11 @@ def _require_same_content(
         raise CheckpointError(
             f"{trained_on}: leave out --data (in a recipe, give that data.source)"
         )
+    if given in BUILTIN_SOURCES:  # a data set's name, not a missing path
+        raise CheckpointError(
+            f"{trained_on}: give that data (or where it moved), or leave out --data (in a "
+            "recipe, give that data.source)"
+        )
     if not Path(given).expanduser().exists():
         raise CheckpointError(
             f"data {given} does not exist: give the data {path} was trained on ({recorded}, "

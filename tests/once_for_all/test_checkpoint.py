@@ -517,3 +517,10 @@ def test_data_that_moved_is_taken_where_it_holds_the_same_files(
     assert len(open_training_data(path, earlier, folder=moved).val) == 4
     with pytest.raises(CheckpointError, match=r"^data \S+/gone does not exist: give the data"):
         open_training_data(path, payload, folder=tmp_path / "gone")
+    # A data set's name is other data, not a path that does not exist (walk-through).
+    with pytest.raises(CheckpointError) as raised:
+        open_training_data(path, payload, folder="fashion-mnist")
+    assert str(raised.value).startswith(
+        f"data fashion-mnist: checkpoint {path} was trained on {folder}, the only data its "
+        "subnets are evaluated on: give that data"
+    )
