@@ -175,6 +175,15 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     for i, name in enumerate(o.devices):
         path = resolve_predictor(name, o.profiles)
         predictor = load_predictor(path)
+        measured_on = predictor.header.device
+        by_name = path not in (Path(name), Path(name) / PREDICTOR_NAME)
+        if by_name and measured_on != name:
+            # looked up by the device's name: a copied or misplaced folder is another device's
+            raise StudyError(
+                f"--device {name}: {path} is the predictor of device {measured_on!r}, not "
+                f"{name!r} (a folder copied or moved there): profile {name} into a folder of "
+                f"its own (edgenas profile {name} --out DIR) and give --device DIR"
+            )
         predictor_files[predictor.header.device] = _content_id(path.read_bytes())
         budgets = _levels(o.budgets_ms[i]) if o.budgets_ms else ()
         device = predictor.header.device

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from dataclasses import replace
@@ -261,3 +262,18 @@ def test_search_with_ofa_predictor_on_samsung_note10(pth: Path, tmp_path: Path) 
     assert here.returncode == 2 and "Traceback" not in said, said
     assert f"error: OFA's accuracy predictor {nan_pth} gave nan for subnet r" in said
     assert "not an accuracy: check its file (a damaged predictor gives NaN)" in said
+    # Looked up by a device's name, a folder copied there is another device's: its latencies
+    # were taken as that device's, without a word (walk-through).
+    profiles = tmp_path / "profiles"
+    shutil.copytree(device, profiles / "local-cpu")
+    here = search_here(
+        "--accuracy", "ofa-predictor", "--ofa-predictor", pth, "--space", SPACE,
+        "--profiles", profiles, "--device", "local-cpu", "--out", tmp_path / "mixed",
+    )  # fmt: skip
+    assert here.returncode == 2 and " ".join(here.stderr.split()) == (
+        f"error: --device local-cpu: {profiles / 'local-cpu' / 'predictor.json'} is the "
+        "predictor of device 'samsung-note10', not 'local-cpu' (a folder copied or moved "
+        "there): profile local-cpu into a folder of its own (edgenas profile local-cpu --out "
+        "DIR) and give --device DIR"
+    )
+    assert not (tmp_path / "mixed").exists()
