@@ -64,7 +64,7 @@ def run_command(
 
 
 def print_summary(summary: RunSummary) -> None:
-    if not summary["chosen"] and _print_searched(summary):
+    if not summary["chosen"] and (_print_searched(summary) or _print_made(summary)):
         return
     folders = list(dict.fromkeys(row["folder"] for row in summary["chosen"]))
     Console(stderr=True).print(chosen_table(summary, folders))
@@ -121,6 +121,26 @@ def _print_searched(summary: RunSummary) -> bool:
     except EdgenasError:
         return False
     print_choice(document, pareto.parent)
+    err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
+    if summary.get("report"):
+        err_console.print(f"report: {escape(summary['report'])}", highlight=False)
+    return True
+
+
+def _print_made(summary: RunSummary) -> bool:
+    """A run that chose no subnet (a recipe that trains or profiles only): what it made, not
+    an empty table of chosen subnets. False where it searched (the table says what it did)."""
+    if "search" in summary.get("stages", {}):
+        return False
+    layout = RunLayout(Path(summary["run"]))
+    made = [f"supernet: {layout.supernet}"] if "train" in summary["stages"] else []
+    made += [
+        f"{key.split(':', 1)[1]}: {layout.device(key.split(':', 1)[1])}"
+        for key in summary["stages"]
+        if key.startswith("profile:")
+    ]
+    for line in made or ["nothing to show: the recipe neither trains, profiles nor searches"]:
+        err_console.print(escape(line), highlight=False, soft_wrap=True)
     err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
     if summary.get("report"):
         err_console.print(f"report: {escape(summary['report'])}", highlight=False)

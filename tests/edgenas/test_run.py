@@ -178,9 +178,18 @@ def test_the_run_prints_both_tables(micro_run: Run, capsys: pytest.CaptureFixtur
         cast(RunSummary, {**summary, "chosen": [], "run": str(Path(summary["run"]) / "x")})
     )
     assert "micro-run: chosen subnets" in capsys.readouterr().err
+    # A recipe that trains or profiles only chose nothing: what it made, not an empty table
+    # of chosen subnets (walk-throughs).
+    made = {k: v for k, v in summary["stages"].items() if k == "train" or k.startswith("prof")}
+    print_summary(cast(RunSummary, {**summary, "chosen": [], "stages": made}))
+    err = capsys.readouterr().err
+    assert "chosen subnets" not in err
+    assert f"supernet: {summary['run']}/supernet.pt" in err
+    assert f"npu-32x32-ws: {summary['run']}/devices/npu-32x32-ws" in err
     others = {k: v for k, v in summary["stages"].items() if k != "search"}
     print_summary(cast(RunSummary, {**summary, "chosen": [], "stages": others}))
-    assert "micro-run: chosen subnets" in capsys.readouterr().err
+    err = capsys.readouterr().err  # the search/ another recipe left is not this run's
+    assert "chosen subnets" not in err and f"supernet: {summary['run']}/supernet.pt" in err
     # A recommended file that is only the best of files below the target says so in both
     # tables, under the file's name, and a line says what that means. On an 80-column
     # terminal nothing is cut, file names stay whole, and so does a bundled profile's
