@@ -350,6 +350,7 @@ def import_numpy() -> Any:
     try:
         import numpy
     except Exception as exc:  # a broken install raises more than ImportError
+        _import_failed()
         raise RunnerError(
             "environment",
             f"numpy is not installed for {_interpreter()}: {_install('numpy')} "
@@ -678,6 +679,7 @@ class OnnxRuntimeBackend(Backend):
         try:
             onnxruntime = importlib.import_module("onnxruntime")
         except Exception as exc:  # a broken install raises more than ImportError
+            _import_failed()
             raise RunnerError(
                 "environment",
                 f"onnxruntime is not installed for {_interpreter()}: "
@@ -894,6 +896,7 @@ class TfliteBackend(Backend):
                 module = importlib.import_module(module_name)
                 interpreter_cls = module.Interpreter
             except Exception as exc:  # a broken install raises more than ImportError
+                _import_failed()
                 failures.append(f"{module_name.split('.')[0]}: {_first_line(exc)}")
                 continue
             self.package = package
@@ -1130,6 +1133,7 @@ class OpenVinoBackend(Backend):
                 openvino = importlib.import_module("openvino.runtime")
                 core_cls = openvino.Core
         except Exception as exc:  # a broken install raises more than ImportError
+            _import_failed()
             raise RunnerError(
                 "environment",
                 f"OpenVINO is not installed for {_interpreter()}: pip install openvino "
@@ -2086,8 +2090,21 @@ def trtexec_args(
     return args
 
 
+# Set when a stop signal arrives: an import it cuts short can fail as another error (numpy's
+# says it is imported from its source folder), which is then the stop, not a missing package.
+_stopping = False
+
+
 def _interrupted(signum: int, frame: Any) -> None:
+    global _stopping
+    _stopping = True
     raise KeyboardInterrupt
+
+
+def _import_failed() -> None:
+    """Raise the stop that cut an import short, if one did (see ``_stopping``)."""
+    if _stopping:
+        raise KeyboardInterrupt
 
 
 def _run_trtexec_job(job: Job, root: str) -> dict[str, Any]:
@@ -2410,6 +2427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = parser.parse_args(argv)
         out = args.out
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            signal.signal(signal.SIGINT, _interrupted)  # Ctrl-C too is noted as a stop
         _end_with_parent()
         check_python()
         payload = run_job(read_job(args.job))

@@ -241,6 +241,19 @@ def test_missing_numpy_is_a_json_error(
     assert "Traceback" not in run.stderr
 
 
+def test_an_import_a_stop_cut_short_is_the_stop_not_a_missing_package(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A runner stopped while numpy imported (edgenas killed: its parent-death SIGTERM) wrote
+    # "numpy is not installed" (numpy's own ImportError about its source folder), in CI once.
+    monkeypatch.setitem(sys.modules, "numpy", None)  # the import fails
+    with pytest.raises(runner.RunnerError, match="numpy is not installed"):
+        runner.import_numpy()
+    monkeypatch.setattr(runner, "_stopping", True)  # as the signal handler sets it
+    with pytest.raises(KeyboardInterrupt):
+        runner.import_numpy()
+
+
 def _write(root: Path, rel: str, text: str) -> None:
     path = root / rel
     path.parent.mkdir(parents=True, exist_ok=True)

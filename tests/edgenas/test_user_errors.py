@@ -1037,7 +1037,8 @@ def test_a_sigkilled_profile_leaves_no_runner_at_work_and_its_folder_goes_next_t
         time.sleep(0.05)
     (left,) = [f for f in scratch.glob("edgenas-local-*") if _measures(f / "job.json")]
     # It was interrupted at once, as by Ctrl-C, not after measuring its batch to the end.
-    assert json.loads((left / "results.json").read_text())["error"]["kind"] == "interrupted"
+    error = json.loads((left / "results.json").read_text())["error"]
+    assert error["kind"] == "interrupted", error
     monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     remove_orphaned_folders()  # as the next local run does
     assert not left.exists()
