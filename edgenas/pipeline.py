@@ -109,9 +109,20 @@ def _check_recipe(recipe: Recipe) -> None:
 def _check_device_names(recipe: Recipe) -> None:
     """Two device entries whose profiles have one name would share a device folder, a
     budget and a card entry (the profile stage found it after training): refused first."""
+    from devices.base import DeviceError
+
     seen: dict[str, int] = {}
     for at, section in enumerate(recipe.devices):
-        name = device_name(section.name)  # an unknown or invalid profile fails here
+        try:
+            name = device_name(section.name)
+        except DeviceError as exc:  # an unknown or invalid profile: named by its key
+            given = Path(section.name).expanduser()
+            relative = given.suffix in (".yaml", ".yml") and not given.is_absolute()
+            relative = relative and not given.exists()
+            where = f" (a relative path is read from where edgenas runs: {Path.cwd()})"
+            raise RecipeError(
+                f"recipe {recipe.name!r}: devices[{at}].name: {exc}" + (where if relative else "")
+            ) from None
         if name in seen:
             raise RecipeError(
                 f"recipe {recipe.name!r}: devices[{seen[name]}] ({recipe.devices[seen[name]].name}) "

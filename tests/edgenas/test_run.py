@@ -910,10 +910,21 @@ def test_a_report_that_cannot_be_written_leaves_no_summary_that_looks_current(
 
 
 def test_an_unknown_device_leaves_no_run_folder(tmp_path: Path) -> None:
-    recipe = run_recipe(tmp_path, devices=[{"name": "nosuchdev", "budget_ms": 1.0}])
-    proc = edgenas_run(recipe, tmp_path / "out", cache=tmp_path / "cache")
-    assert proc.returncode == 2 and "unknown device profile 'nosuchdev'" in proc.stderr
-    assert not (tmp_path / "out").exists()
+    # Both named the recipe's key, and a relative profile path the folder it was read from,
+    # neither (walk-throughs: a profile beside the recipe, edgenas run elsewhere).
+    for name, problem in (
+        ("nosuchdev", "unknown device profile 'nosuchdev'"),
+        (
+            "mycpu.yaml",
+            "cannot read device profile mycpu.yaml: No such file or directory (a relative path "
+            f"is read from where edgenas runs: {Path.cwd()})",
+        ),
+    ):
+        recipe = run_recipe(tmp_path, devices=[{"name": name, "budget_ms": 1.0}])
+        proc = edgenas_run(recipe, tmp_path / "out", cache=tmp_path / "cache")
+        said = " ".join(proc.stderr.split())
+        assert proc.returncode == 2 and f"'micro-run': devices[0].name: {problem}" in said, said
+        assert not (tmp_path / "out").exists()
 
 
 def test_forcing_a_stage_the_recipe_does_not_have_is_refused(tmp_path: Path) -> None:
