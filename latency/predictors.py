@@ -583,7 +583,7 @@ def refit_refused(path: Path) -> str | None:
     refitted.save(path)
     return (
         f"its calibration model {predictor.model.name} predicted {ms:.4g} ms for subnet "
-        f"{subnet.key} (fitted by an older edgenas); refitted from the {len(subnets)} subnets it "
+        f"{subnet.key} (fitted by an older edgenas, or edited); refitted from the {len(subnets)} subnets it "
         f"keeps: {refitted.model.name}"
     )
 
@@ -608,8 +608,8 @@ def _build(data: PredictorDocument, path: Path) -> LutSumPredictor | CalibratedP
                 validation=data.get("validation", {}),
                 calibration=data.get("calibration", {}),
             )
-    except TableError:
-        raise
+    except TableError as exc:  # its figures: named with the file they are in
+        raise TableError(f"latency predictor {path}: {exc}") from None
     except KeyError as exc:
         raise _damaged(path, f"it has no {exc.args[0]!r}") from None
     except (TypeError, ValueError) as exc:

@@ -472,7 +472,7 @@ def test_a_recorded_predictor_this_edgenas_refuses_is_refitted(tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
     said = " ".join(proc.stderr.split())
     assert "profile npu-32x32-ws: predictor.json: its calibration model" in said
-    assert "(fitted by an older edgenas); refitted from the 10 subnets it keeps" in said
+    assert "(fitted by an older edgenas, or edited); refitted from the 10 subnets it keeps" in said
     assert "profile npu-32x32-ws: lookup table" not in said  # nothing measured
     refitted = load_predictor(predictor)
     assert isinstance(refitted, CalibratedPredictor)
