@@ -119,6 +119,23 @@ def test_training_does_not_replace_a_supernet_it_did_not_train(
     assert sorted(p.name for p in out.iterdir()) == ["space.json", "supernet.pt"]
 
 
+def test_a_damaged_training_checkpoint_says_how_to_train_afresh(
+    tmp_path: Path, micro_recipe: Path
+) -> None:
+    # Resuming said "retrain or restore it", training anew "pass --resume": nothing said that
+    # the checkpoint in --out had to go (walk-through).
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(b"PK\x03\x04 cut short")
+    proc = edgenas_here("train", micro_recipe, "--out", out, "--resume")
+    _assert_one_line_error(
+        proc,
+        f"checkpoint {out / 'checkpoint.pt'} is corrupt or not an edgenas checkpoint",
+        f"restore it, or delete it to train into {out} afresh (edgenas run: --force train)",
+    )
+    assert (out / "checkpoint.pt").read_bytes() == b"PK\x03\x04 cut short"
+
+
 @pytest.mark.parametrize(
     "command",
     [
