@@ -20,8 +20,9 @@ from typing import Any
 # What each command has saved when Ctrl-C stops it, and how to continue. Printed with or
 # without --quiet (which silences progress, not this); `edgenas run` names its stage instead.
 INTERRUPTED = {
-    "train": "interrupted: each finished epoch is saved in the --out folder's checkpoint.pt; "
-    "run the same command with --resume to continue",
+    "train": "interrupted: each finished epoch is saved in the --out folder's checkpoint.pt "
+    "(before the first, nothing: a new --out folder is removed); run the same command with "
+    "--resume to continue",
     "profile": "interrupted: what was measured is saved; run the same command again",
     "search": "interrupted: the finished trials are saved in the --out folder's study.log; run "
     "the same command again to continue the study",
