@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import json
-from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 import typer
 from rich.console import Console
@@ -22,11 +21,21 @@ from edgenas.run_record import (
     device_label,
     searched_mark,
 )
-from edgenas.stages import STAGES
+from edgenas.stages import STAGES, StageName
 
-# Typer takes a Literal as an option's type, but not inside list[...]: --force gets an Enum
-# made from the stage names (mypy cannot see its members, hence the ignore).
-Stage = Enum("Stage", {s: s for s in STAGES}, type=str)  # type: ignore[misc]
+
+def _stage_names(values: list[str] | None) -> list[str] | None:
+    """--force's callback: stage names, repeated or comma-separated (export's --format is)."""
+    if not values:
+        return values
+    names = [n.strip() for value in values for n in value.split(",") if n.strip()]
+    bad = [n for n in names if n not in STAGES]
+    if bad or not names:
+        raise typer.BadParameter(
+            f"{bad[0] if bad else ''!r} is not a stage: give {', '.join(STAGES)}, repeated or "
+            "comma-separated"
+        )
+    return list(dict.fromkeys(names))
 
 
 def run_command(
@@ -35,10 +44,12 @@ def run_command(
         Path | None, typer.Option(help="run folder (default: runs/<recipe name>)")
     ] = None,
     force: Annotated[
-        list[Stage] | None,
+        list[str] | None,
         typer.Option(
-            help="redo this stage, and the stages that depend on it, even if up to date "
-            "(repeatable)"
+            metavar="STAGE[,STAGE]",
+            callback=_stage_names,
+            help=f"redo these stages ({', '.join(STAGES)}; repeatable or comma-separated), and "
+            "the stages that depend on them, even if up to date",
         ),
     ] = None,
     threads: Annotated[
@@ -54,7 +65,7 @@ def run_command(
     from edgenas.run_folder import RunOptions
 
     options = RunOptions(
-        out=out, force=tuple(s.value for s in force or ()), quiet=quiet, threads=threads
+        out=out, force=tuple(cast(list[StageName], force or ())), quiet=quiet, threads=threads
     )
     summary = run_recipe(recipe, options, err_console)
     if as_json:

@@ -936,6 +936,13 @@ def test_forcing_a_stage_the_recipe_does_not_have_is_refused(tmp_path: Path) -> 
         proc.stderr
     )
     assert not (tmp_path / "out").exists()
+    # Comma-separated as export's --format is: "train,profile" was refused as one name.
+    proc = edgenas_run(recipe, tmp_path / "out", "--force", "train,profile", cache=tmp_path)
+    assert "--force profile: recipe 'micro-run' has no profile stage" in proc.stderr
+    proc = edgenas_run(recipe, tmp_path / "out", "--force", "train,bogus", cache=tmp_path)
+    assert proc.returncode == 2 and "'bogus' is not a stage: give train, profile, search, " in (
+        " ".join(proc.stderr.split())
+    )
 
 
 def test_force_redoes_the_stages_that_depend_on_the_forced_one() -> None:
