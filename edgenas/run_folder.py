@@ -234,11 +234,20 @@ def _discard_stage(run: RunFolder, stage: StageName, log: Log, *, made_from: str
     """Stage ``stage``'s outputs (its folder) and records go with the outputs of a stage they
     were made from: kept, a recipe run into a folder it did not make reported the other
     recipe's front and cards as its own (run audit), whether or not it plans the stage."""
+    from edgenas.stages.search import ACCURACY_CACHE_NAME
+
     keys = [k for k in {**run.stages, **run.started} if k.split(":", 1)[0] == stage]
     folder = run.root / stage  # search/, export/
+    # A search's subnet accuracies do not depend on a device's latencies: a profile redone
+    # (another precision) kept hours of evaluations on ImageNet from nothing (walk-through).
+    kept = folder / ACCURACY_CACHE_NAME
+    keep = stage == "search" and made_from.startswith("profile") and kept.is_file()
     if folder.exists():
-        log(f"{stage}: made from what {made_from} discards; discarding {stage}")
-        _remove(folder)
+        also = f" but its {ACCURACY_CACHE_NAME}, which latencies do not change" if keep else ""
+        log(f"{stage}: made from what {made_from} discards; discarding {stage}{also}")
+        for path in folder.iterdir() if keep else [folder]:
+            if path != kept:
+                _remove(path)
     for key in keys:
         run.stages.pop(key, None)
         run.started.pop(key, None)

@@ -945,6 +945,26 @@ def test_forcing_a_stage_the_recipe_does_not_have_is_refused(tmp_path: Path) -> 
     )
 
 
+def test_a_profile_redone_keeps_the_searchs_accuracy_cache(tmp_path: Path) -> None:
+    # A device's precision changed: its profile was redone and the search with it, and so
+    # were the accuracy evaluations, which latencies do not change (walk-through).
+    from edgenas.run_folder import _discard_stage
+
+    recipe_path = run_recipe(tmp_path)
+    recipe = load_recipe(recipe_path)
+    (tmp_path / "run" / "search").mkdir(parents=True)
+    run = RunFolder(tmp_path / "run", recipe, recipe_path)
+    for name in ("accuracy_cache.json", "study.log", "pareto.json"):
+        (tmp_path / "run" / "search" / name).write_text("{}")
+    run.stages["search"] = {"inputs": {}, "outputs": {}, "seconds": 1.0, "finished": "x"}
+    said: list[str] = []
+    _discard_stage(run, "search", lambda m, echo=True: said.append(m), made_from="profile npu")
+    assert [p.name for p in (tmp_path / "run" / "search").iterdir()] == ["accuracy_cache.json"]
+    assert "search" not in run.stages and "but its accuracy_cache.json" in said[0]
+    _discard_stage(run, "search", lambda m, echo=True: said.append(m), made_from="train")
+    assert not (tmp_path / "run" / "search").exists()  # other weights: other accuracies
+
+
 def test_force_redoes_the_stages_that_depend_on_the_forced_one() -> None:
     # README: "--force search: redo a stage (and what depends on it)"; export was skipped
     # when the forced search chose the same subnet (audit, finding 6).
