@@ -299,6 +299,11 @@ def load_npz(path: Path, *, image_size: int | None) -> RawDataset:
                 f"{path}: no image in 'y' has label {gap} (class_names[{gap}] = {names[gap]!r}): "
                 "give every named class training images, or drop its name"
             )
+        if y_test is not None and int(y_test.max()) > int(y.max()):  # not 'y''s own gap
+            raise DataError(
+                f"{path}: 'y_test' has label {int(y_test.max())}, which no image in 'y' has "
+                f"(its labels go up to {int(y.max())}): every test class needs training images"
+            )
         raise DataError(
             f"{path}: no image in 'y' has label {gap}, though the labels go up to {max_label}: "
             "number the classes 0..K-1, each with training images"

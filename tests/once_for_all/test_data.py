@@ -381,8 +381,10 @@ def test_npz_labels_must_number_classes_with_training_images(tmp_path: Path) -> 
         match=r"no image in 'y' has label 1, though the labels go up to 2: number the classes",
     ):
         load_data(_npz(tmp_path / "gap.npz", x=x, y=np.where(y == 1, 2, y)))
+    # The label beyond the training classes is y_test's: it blamed 'y' (walk-through).
     with pytest.raises(
-        DataError, match=r"no image in 'y' has label 3, though the labels go up to 5"
+        DataError,
+        match=r"'y_test' has label 5, which no image in 'y' has \(its labels go up to 2\)",
     ):
         load_data(_npz(tmp_path / "test.npz", x=x, y=y, x_test=x[:2], y_test=np.array([3, 5])))
     huge = y.astype(np.int64)
