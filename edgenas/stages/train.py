@@ -21,9 +21,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from edgenas.console import LineProgress
 from edgenas.recipe import Recipe, RecipeError
 from edgenas.run_layout import CHECKPOINT_NAME, SPACE_NAME, SUPERNET_NAME
-from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer
+from once_for_all import CheckpointError, OFAMobileNetV3, ProgressiveShrinkingTrainer, SearchSpace
 from once_for_all.checkpoint import CheckpointMetadata, load_checkpoint
-from once_for_all.data import DataBundle, StreamBundle, load_data, stream_image_folder
+from once_for_all.data import DataBundle, DataSpec, StreamBundle, load_data, stream_image_folder
 from once_for_all.data.image_stream import streams
 from once_for_all.data.load import BUILTIN_SOURCES, names_a_path
 from once_for_all.data.source_digest import source_digest
@@ -163,6 +163,8 @@ def _train(
     else:
         data = load_data(**settings)
     recipe.check_data(data.spec)
+    if (upsampled := upsampling(data.spec, space)) and world.is_main and not quiet:
+        console.print(f"warning: {upsampled}", markup=False, highlight=False)
     config = recipe.train_config()
     if init is not None:
         first = config.phases[0]
@@ -258,6 +260,19 @@ def _train(
             shutil.copyfile(checkpoint, tmp)
     barrier(world)
     return final
+
+
+def upsampling(spec: DataSpec, space: SearchSpace) -> str | None:
+    """Why every subnet would see the data upsampled (images smaller than the space's least
+    resolution: trained on blur, at the cost of the larger input), or None."""
+    least = min(space.resolutions)
+    if spec.image_size >= least:
+        return None
+    return (
+        f"the data's images are {spec.image_size} px, below the space's least resolution "
+        f"{least}: every subnet sees them upsampled; give data.image_size >= {least}, or a "
+        "space of lower resolutions"
+    )
 
 
 def data_settings(recipe: Recipe, init: InitialWeights | None) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import os
 import re
@@ -290,3 +291,18 @@ def test_threads_beyond_what_can_run_are_refused(command: str, tmp_path: Path) -
         "Invalid value for '--threads': Input should be less than or equal to 1024" in proc.stderr
     )
     assert not (tmp_path / "out").exists()
+
+
+def test_data_smaller_than_the_spaces_least_resolution_is_warned_of() -> None:
+    # data.image_size 16 for mbv3-tiny (28-32 px) trained every subnet on upsampled images
+    # without a word (walk-through); fashion-mnist's 28 px for the same space is as meant.
+    from edgenas.stages.train import upsampling
+    from once_for_all.data import DataSpec
+
+    space = get_space("mbv3-tiny")
+    spec = DataSpec("d", 1, 16, 10, tuple("abcdefghij"), (0.5,), (0.25,))
+    assert upsampling(spec, space) == (
+        "the data's images are 16 px, below the space's least resolution 28: every subnet "
+        "sees them upsampled; give data.image_size >= 28, or a space of lower resolutions"
+    )
+    assert upsampling(dataclasses.replace(spec, image_size=28), space) is None
