@@ -195,6 +195,14 @@ class ModelCache:
                 done += 1
                 if progress is not None:
                     progress("export", done, total)
+        except KeyboardInterrupt:
+            # Ctrl-C stops the conversions in flight rather than waiting for them: an int8
+            # TFLite network took 15-40 s, with no word meanwhile (walk-through). Each writes
+            # its model under a temporary name: none is left half-written in the cache.
+            running = getattr(pool, "_processes", None) or {}  # 3.14: terminate_workers()
+            for process in list(running.values()):
+                process.terminate()
+            raise
         finally:
             # Ctrl-C or a failed export: the queued models are dropped and those in flight
             # finish (a worker's own Ctrl-C had left one hung on a lock, the command with it).

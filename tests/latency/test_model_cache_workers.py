@@ -63,3 +63,47 @@ def test_workers_exit_when_their_parent_is_killed(tmp_path: Path) -> None:
         for pid in workers:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
+
+
+CONVERTING = """
+import sys, time
+from pathlib import Path
+from latency.model_cache import ModelCache
+
+
+def slow(desc, path, conversion):  # a conversion that takes its time (int8 TFLite: 15-40 s)
+    time.sleep(600)
+
+
+if __name__ == "__main__":
+    root = Path(sys.argv[1])
+    jobs = [({"i": i}, root / f"m{i}.onnx") for i in range(8)]
+    said = lambda stage, done, total: print("converting", flush=True)
+    try:
+        ModelCache(root)._run(jobs, slow, ("onnx", "fp32", "onnx", "none"), 2, said)
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+"""
+
+
+def test_ctrl_c_stops_the_conversions_in_flight(tmp_path: Path) -> None:
+    # Ctrl-C waited for the conversions under way to finish: 7-50 s of nothing before the
+    # profile stopped (walk-through).
+    script = tmp_path / "converting.py"
+    script.write_text(CONVERTING)
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
+    parent = subprocess.Popen(
+        [sys.executable, str(script), str(tmp_path / "cache")],
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert parent.stdout is not None and parent.stdout.readline() == "converting\n"
+        time.sleep(10)  # the workers start (importing torch) and take their models
+        parent.send_signal(signal.SIGINT)
+        # within seconds, not the 600 s of the models in flight (TimeoutExpired)
+        out, _ = parent.communicate(timeout=30)
+        assert out == "stopped\n" and parent.returncode == 0
+    finally:
+        parent.kill()
