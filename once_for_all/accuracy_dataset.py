@@ -57,6 +57,15 @@ log = logging.getLogger(__name__)
 SPLITS = EVAL_SPLITS
 
 
+def evaluation_method(data: DataBundle | StreamBundle | None) -> int:
+    """The evaluation method (``EVAL_METHOD``) that ``data``'s accuracies are measured by:
+    method 3 changed only folders not held whole, so data held whole in memory is still
+    evaluated as by method 2, which its caches and studies keep."""
+    if isinstance(data, DataBundle) and data.bn is None:
+        return 2
+    return EVAL_METHOD
+
+
 class AccuracyCacheError(EdgenasError, ValueError):
     """An accuracy cache that is corrupt or was made for another supernet or other settings."""
 
@@ -218,7 +227,7 @@ class AccuracyCache:
             bn_images=bn_images,
             limit=limit,
             data=data_fingerprint(data, split) if data is not None else "",
-            method=EVAL_METHOD,
+            method=evaluation_method(data),
         )
         p = Path(path)
         if not p.exists():

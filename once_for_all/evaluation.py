@@ -66,7 +66,8 @@ def accuracy(
             data.spec,
             batch_size=batch_size,
             shuffle=False,
-            resolution=resolution,
+            # resized on the host a few at a time (its memory); a GPU resizes them itself
+            resolution=resolution if device.type == "cpu" else None,
         )
     correct = total = 0
     # a streamed batch is short by the unreadable images it skipped: count images offered
@@ -92,7 +93,9 @@ def bn_batches(
     or of a folder's BN images (``hold_bn_images``: OFA's train transforms, as its
     ``set_running_statistics`` reads them through the training loader). A streamed folder's
     are decoded here; search and export hold the same ones (``hold_in_memory``), in the
-    same batches, so that one subnet has one accuracy in eval, search and export."""
+    same batches: one subnet's BN statistics are the same in eval, search and export (its
+    accuracy too at the images' size; below it, eval decodes each image at the subnet's
+    resolution where search and export resize the held crop)."""
     if isinstance(data, StreamBundle):
         source = hold_bn_images(data, images, seed=BN_SEED)
     else:

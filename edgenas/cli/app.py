@@ -131,10 +131,11 @@ def eval_command(
         console.print(
             f"{images} images asked, but the {split} split holds {held}: evaluating all {held}"
         )
+    # An imported supernet's val split is a fixed hold-out (10,000 of ImageNet's train/): by
+    # default its first 2,000, as search evaluates; a run's own splits, all of them.
+    limit = images if images is not None or "data" in payload else wanted
     with stage_progress("eval", quiet=False) as progress:
-        acc = evaluate_subnet(
-            supernet, chosen, bundle, split=split, limit=images, progress=progress
-        )
+        acc = evaluate_subnet(supernet, chosen, bundle, split=split, limit=limit, progress=progress)
     if as_json:
         typer.echo(json.dumps({"subnet": chosen.to_dict(), "accuracy": acc, "split": split}))
     else:

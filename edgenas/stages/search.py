@@ -120,7 +120,11 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     from edgenas.subnet_choice import choose_subnet
     from latency.predictors import load_predictor
     from once_for_all import load_supernet
-    from once_for_all.accuracy_dataset import EVAL_METHOD, AccuracyCache, supernet_fingerprint
+    from once_for_all.accuracy_dataset import (
+        AccuracyCache,
+        evaluation_method,
+        supernet_fingerprint,
+    )
     from once_for_all.checkpoint import FolderReads, load_training_data, require_complete
     from once_for_all.files import output_folder
     from once_for_all.ofa_accuracy_predictor import load_ofa_accuracy_predictor
@@ -227,7 +231,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
                     "eval_images": o.eval_images,
                     **({"samples": o.accuracy_samples} if o.accuracy == "predictor" else {}),
                     # which images they are: another method's accuracies are not these
-                    "eval_method": EVAL_METHOD,
+                    "eval_method": evaluation_method(data),
                 },
             }
         ),

@@ -138,6 +138,9 @@ def _train(
     if recipe.train.init_from:
         init = InitialWeights.recorded(resumed) if resumed is not None else None
         init = init or read_initial_weights(recipe.train.init_from)
+    # in the form the run's checkpoint recorded it (an earlier edgenas's), to compare with it
+    like = resumed.get("source_digest") if resumed is not None else None
+    del resumed  # its weights: the trainer reads them again, not a second copy all along
     space = recipe.search_space()
     if init is not None:
         init.check_space(space)  # before any image is read
@@ -181,8 +184,6 @@ def _train(
     torch.manual_seed(config.seed)  # initial weights (with init_from: the new classifier's)
     supernet = OFAMobileNetV3(space)
     metadata: CheckpointMetadata = {"recipe": recipe.model_dump(mode="json"), "data": settings}
-    # in the form the run's checkpoint recorded it (an earlier edgenas's), to compare with it
-    like = resumed.get("source_digest") if resumed is not None else None
     if (digest := source_digest(str(settings["source"]), like=like)) is not None:
         metadata["source_digest"] = digest
     if isinstance(data, StreamBundle):

@@ -77,6 +77,20 @@ def test_an_imported_supernets_images_do_not_depend_on_the_command(
         assert torch.equal(a, b)
 
 
+def test_eval_of_an_imported_supernet_evaluates_as_many_images_as_search(
+    imported: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Without --images it evaluated the whole fixed hold-out (10,000 of ImageNet's), not the
+    # 2,000 its help and search's --eval-images default to (review). Here 30 of 100.
+    ckpt, folder = imported
+    monkeypatch.setattr(FolderReads, "val", 30)
+    code, _, err = _invoke(
+        "eval", ckpt, "--subnet", "min", "--data", folder, "--workers", "0", "--json"
+    )
+    assert code == 0, err
+    assert "evaluate 30/30" in err and "evaluate 100/100" not in err
+
+
 def test_export_calibrates_on_the_folder(imported: tuple[Path, Path], tmp_path: Path) -> None:
     ckpt, folder = imported
     out = tmp_path / "export"

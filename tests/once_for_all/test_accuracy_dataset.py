@@ -19,10 +19,11 @@ from once_for_all.accuracy_dataset import (
     CacheHeader,
     data_fingerprint,
     evaluate_many,
+    evaluation_method,
     sample_dataset,
     supernet_fingerprint,
 )
-from once_for_all.data import DataBundle
+from once_for_all.data import DataBundle, DataSpec, ImageSplit
 from once_for_all.data.image_stream import stream_image_folder
 from once_for_all.ofa_import import IMAGENET_SPEC
 from tests.support.imagenet_folder import wnid, write_imagenet_folder
@@ -117,6 +118,31 @@ def test_a_cache_of_the_older_evaluation_method_is_evaluated_again(
     path.write_text(json.dumps(doc))
     with pytest.raises(AccuracyCacheError, match=r"was made by a newer edgenas \(evaluation"):
         open_cache(path, supernet)
+
+
+def test_method_3_keeps_the_caches_of_data_held_whole_in_memory(
+    tmp_path: Path, supernet: OFAMobileNetV3, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Method 3 changed the BN images of folders not held whole only: every method-2 cache was
+    # evaluated again, Fashion-MNIST's with a warning about folders' BN crops (review).
+    images = torch.zeros((6, 1, 28, 28), dtype=torch.uint8)
+    split = ImageSplit(images, torch.arange(6) % 2)
+    spec = DataSpec("d", 1, 28, 2, ("a", "b"), (0.5,), (0.25,))
+    whole = DataBundle(spec, split, split, split)
+    held = DataBundle(spec, split, split, split, bn=split)  # a folder's, with its BN crops
+    assert (evaluation_method(whole), evaluation_method(held)) == (2, EVAL_METHOD)
+    for data, kept in ((whole, True), (held, False)):
+        path = tmp_path / f"{kept}.json"
+        cache = AccuracyCache.open(path, supernet, bn_images=BN_IMAGES, limit=LIMIT, data=data)
+        cache.put(SPACE.max_subnet(), 0.5)
+        cache.save()
+        doc = json.loads(path.read_text())
+        doc["header"]["method"] = 2  # as the edgenas before method 3 wrote it
+        path.write_text(json.dumps(doc))
+        with caplog.at_level("WARNING"):
+            opened = AccuracyCache.open(path, supernet, bn_images=BN_IMAGES, limit=LIMIT, data=data)
+        assert len(opened) == (1 if kept else 0)
+    assert caplog.text.count("was made by an older edgenas") == 1
 
 
 def test_put_saves_every_few_entries(tmp_path: Path, supernet: OFAMobileNetV3) -> None:
