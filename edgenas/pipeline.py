@@ -383,7 +383,8 @@ def _check_sources(recipe: Recipe) -> None:
     init_from = recipe.train.init_from if recipe.train is not None else None
     missing: list[tuple[str, str, str]] = []
     source = recipe.data.source
-    reads_data = {"train", "search", "export"} & set(stages)  # profiling times blocks only
+    # Profiling times blocks only, and a search OFA's accuracy predictor scores reads none.
+    reads_data = {"train", "export"} & set(stages) or _reads_supernet(recipe, stages)
     if reads_data and source not in BUILTIN_SOURCES and not Path(source).expanduser().exists():
         kinds = f"a .npz file, a folder of class folders, or {' or '.join(BUILTIN_SOURCES)}"
         missing.append(("data.source", source, kinds))

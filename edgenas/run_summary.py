@@ -85,9 +85,13 @@ def build_summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]
             if shown is not None:
                 row["file_over_budget"] = over_budget(row)
             if shown is not None and on_device is not None:
+                # An int8 table whose files missed the agreement target or ran slower: the
+                # fp32 file the card recommends is not what the budget held. (An fp32 table's
+                # int8 file recommended is faster than the file the budget held.)
                 predicted = [n for n, f in measured.items() if f["predicted"] is not None]
-                if predicted and shown not in predicted:  # the table predicts no such file
-                    row["searched_precision"] = files[predicted[0]]["precision"]
+                searched = files[predicted[0]]["precision"] if predicted else None
+                if searched == "int8" and shown not in predicted:
+                    row["searched_precision"] = searched
             rows.append(row)
     devices = [device_name(d.name) for d in recipe.devices]
     current = _current_stages(recipe, devices, [e["subnet"] for e in exported])

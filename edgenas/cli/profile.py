@@ -497,12 +497,13 @@ def refit_command(
 
 def _run_refits(run: Path, device: str) -> bool:
     """Whether rerunning the run folder ``run`` rewrites ``device``'s predictor: the recipe it
-    last ran names the device, and either profiles it again (a profile that stopped) or
-    refits the predictor as the profile stage wrote it (the pipeline's ``_refit_refused``, run
-    where the recipe profiles, searches or exports). A run.json that does not read counts:
-    the run is left to edgenas run. Anything else (a copy the user put there, a device the
-    recipe dropped) is the user's to refit: refused, it would send them to a rerun that never
-    refits it."""
+    last ran names the device and either profiles it (again where its files changed or the
+    profile stopped, else refitting the predictor: the pipeline's ``_refit_refused``), or
+    searches or exports with its files as the profile stage wrote them (``_refit_recorded``).
+    A run.json that does not read counts: the run is left to edgenas run. Anything else (a
+    copy the user put there, a device the recipe dropped) is the user's to refit: refused, it
+    would send them to a rerun that never refits it."""
+    from edgenas.stages import STAGES
     from once_for_all.files import file_sha256
 
     layout = RunLayout(run)
@@ -514,21 +515,26 @@ def _run_refits(run: Path, device: str) -> bool:
         record = doc["stages"].get(key)
         stopped = key in doc.get("started", {})
         recipe = doc["recipe"]
-        stages = set(recipe["stages"])
-        sections = [str(section["name"]) for section in recipe["devices"]]
-        recorded = record["outputs"].get(f"devices/{device}/{PREDICTOR_NAME}") if record else None
+        sections = [str(section["name"]) for section in recipe["devices"] or []]
+        # a recipe without stages runs them all (Recipe.planned_stages)
+        stages = set(recipe["stages"] or (STAGES if sections else ["train"]))
+        outputs = dict(record["outputs"]) if record else {}
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return True
-    if stopped:
-        rewrites = "profile" in stages
-    else:
-        predictor = layout.device(device) / PREDICTOR_NAME
-        rewrites = (
-            recorded is not None
-            and recorded == file_sha256(predictor)
-            and bool({"profile", "search", "export"} & stages)
-        )
-    return rewrites and any(_names_device(section, device) for section in sections)
+    if not any(_names_device(section, device) for section in sections):
+        return False
+    if "profile" in stages:
+        return record is not None or stopped
+    as_written = all(
+        (run / name).is_file() and file_sha256(run / name) == digest
+        for name, digest in outputs.items()
+    )
+    return (
+        not stopped
+        and f"devices/{device}/{PREDICTOR_NAME}" in outputs
+        and as_written
+        and bool({"search", "export"} & stages)
+    )
 
 
 def _names_device(section: str, device: str) -> bool:

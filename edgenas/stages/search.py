@@ -186,7 +186,7 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
             raise StudyError(
                 f"--device {name}: {path} is the predictor of device {measured_on!r}, not "
                 f"{name!r} (a folder copied or moved there): profile {name} into a folder of "
-                f"its own (edgenas profile {name} --out DIR) and give --device DIR"
+                f"its own (edgenas profile {name} --space SPACE --out DIR) and give --device DIR"
             )
         predictor_files[predictor.header.device] = _content_id(path.read_bytes())
         budgets = _levels(o.budgets_ms[i]) if o.budgets_ms else ()

@@ -275,6 +275,13 @@ def test_a_file_of_another_precision_than_the_search_held_is_flagged(
     built = build_summary(recipe, RunFolder(out, recipe, recipe_path), exported)
     flagged = built["chosen"][0]
     assert flagged["searched_precision"] == "int8" and flagged["latency_predicted_ms"] is None
+    # An fp32 table's int8 file recommended is faster than what the budget held: no flag.
+    for name, measured in on_device["files"].items():
+        measured["predicted"] = 0.05 if precision[name] == "fp32" else None
+    on_device["recommended"] = next(n for n in on_device["files"] if precision[n] == "int8")
+    (folder / "card.json").write_text(json.dumps(card))
+    quiet = build_summary(recipe, RunFolder(out, recipe, recipe_path), exported)["chosen"][0]
+    assert "searched_precision" not in quiet
     assert not any("searched_precision" in r for r in summary["chosen"])  # the run's own
     print_summary(built)
     err = " ".join(capsys.readouterr().err.split())
@@ -544,7 +551,9 @@ def test_a_search_that_ofa_predictor_scores_needs_no_supernet(tmp_path: Path) ->
     )
     out, cache = tmp_path / "run", tmp_path / "cache"
 
-    proc = edgenas_run(recipe(stages=["profile", "search"]), out, cache=cache)
+    # nor any images: the data it names need not be there (review)
+    nowhere = {**MICRO_RECIPE["data"], "source": str(tmp_path / "no-images")}
+    proc = edgenas_run(recipe(stages=["profile", "search"], data=nowhere), out, cache=cache)
     assert proc.returncode == 0, proc.stderr
     assert json.loads((out / "search" / "pareto.json").read_text())["chosen"]
     assert not (out / "supernet.pt").exists()

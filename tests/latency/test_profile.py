@@ -785,6 +785,7 @@ def test_latency_refit_fits_a_refused_predictor_again_without_the_device(
     made = {"outputs": {"devices/npu-32x32-ws/predictor.json": digest}}
     made_here = {"profile:npu-32x32-ws": made}
     replaced = {"outputs": {"devices/npu-32x32-ws/predictor.json": "0" * 64}}
+    lut_changed = {"outputs": {**made["outputs"], "devices/npu-32x32-ws/lut.json": "0" * 64}}
     recipe = {"stages": ["search"], "devices": [{"name": "npu-32x32-ws"}]}
 
     def refit_in_run(record: dict[str, Any]) -> subprocess.CompletedProcess[str]:
@@ -798,6 +799,7 @@ def test_latency_refit_fits_a_refused_predictor_again_without_the_device(
         {},
         {"recipe": recipe, "stages": made_here},
         {"recipe": profiles, "stages": {}, "started": started},
+        {"recipe": {**recipe, "stages": None}, "stages": made_here},  # all of them (review)
     ):
         proc = refit_in_run(record)
         assert proc.returncode == 2 and " ".join(proc.stderr.split()) == (
@@ -813,6 +815,8 @@ def test_latency_refit_fits_a_refused_predictor_again_without_the_device(
         {"recipe": {**recipe, "devices": [{"name": "local-cpu"}]}, "stages": made_here},
         {"recipe": {**recipe, "stages": ["train"]}, "stages": made_here},
         {"recipe": recipe, "stages": {}, "started": started},
+        # its table changed since: the rerun's search refits nothing either (review)
+        {"recipe": recipe, "stages": {"profile:npu-32x32-ws": lut_changed}},
     ):
         proc = refit_in_run(record)
         assert proc.returncode == 0 and "refitted from the 20 subnets" in proc.stdout, (

@@ -273,7 +273,7 @@ def test_search_with_ofa_predictor_on_samsung_note10(pth: Path, tmp_path: Path) 
     assert here.returncode == 2 and " ".join(here.stderr.split()) == (
         f"error: --device local-cpu: {profiles / 'local-cpu' / 'predictor.json'} is the "
         "predictor of device 'samsung-note10', not 'local-cpu' (a folder copied or moved "
-        "there): profile local-cpu into a folder of its own (edgenas profile local-cpu --out "
-        "DIR) and give --device DIR"
+        "there): profile local-cpu into a folder of its own (edgenas profile local-cpu --space "
+        "SPACE --out DIR) and give --device DIR"
     )
     assert not (tmp_path / "mixed").exists()
