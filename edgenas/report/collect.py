@@ -101,6 +101,8 @@ class RunData:
 
 
 RERUN = "rerun the stage that writes it (edgenas run RECIPE --force STAGE)"
+# No stage writes summary.json: every run does at its end, skipping what is up to date.
+RESUMMARISE = "rerun edgenas run on its recipe, which writes it again at its end"
 
 
 def _history(root: Path) -> tuple[list[dict[str, Any]], str | None]:
@@ -194,7 +196,7 @@ def collect(root: Path) -> RunData:
         )
     data = RunData(root=root, run=read_run(layout.record, fix=RERUN, error=ReportError))
     if (root / SUMMARY_NAME).is_file():
-        data.summary = read_summary(root / SUMMARY_NAME, fix=RERUN, error=ReportError)
+        data.summary = read_summary(root / SUMMARY_NAME, fix=RESUMMARISE, error=ReportError)
     data.history, data.imported = _history(root)
     if layout.pareto.is_file():
         # with the parts the report draws

@@ -345,6 +345,17 @@ def test_a_run_folder_a_command_works_in_is_not_reported(tmp_path: Path) -> None
     assert proc.returncode == 0 and (tmp_path / "report.html").is_file(), proc.stderr
 
 
+def test_a_damaged_summary_says_how_to_write_it_again(tmp_path: Path) -> None:
+    # "rerun the stage that writes it (edgenas run RECIPE --force STAGE)": no stage writes
+    # summary.json, every run does at its end (walk-through).
+    (tmp_path / "run.json").write_text(json.dumps({"format": "edgenas.run/1", "recipe": {}}))
+    (tmp_path / "summary.json").write_text('{"format": "edgenas.run-summ')  # cut short
+    proc = edgenas_here("report", tmp_path)
+    line = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and line.startswith(f"error: {tmp_path / 'summary.json'}")
+    assert line.endswith("rerun edgenas run on its recipe, which writes it again at its end")
+
+
 def test_a_finished_stage_whose_file_is_gone_says_how_to_make_it_again(tmp_path: Path) -> None:
     # It said "add search to the recipe's stages" to a recipe that has it (run audit).
     from edgenas.report import build_report
