@@ -84,8 +84,9 @@ def check_command(profile: ProfileArg, as_json: JsonOption = False) -> None:
     table.add_section()
     table.add_row(
         f"sanity ({escape(model.name)})",
-        f"median {measurement.median_ms:.4f} ms, p10 {measurement.p10_ms:.4f}, "
-        f"p90 {measurement.p90_ms:.4f}, n {measurement.n}"
+        # significant digits: Vela's estimate of the sanity model, 4.8e-05 ms, read 0.0000
+        f"median {measurement.median_ms:.4g} ms, p10 {measurement.p10_ms:.4g}, "
+        f"p90 {measurement.p90_ms:.4g}, n {measurement.n}"
         + (" (flagged: noisy)" if measurement.flagged else ""),
     )
     if measurement.placement is not None:

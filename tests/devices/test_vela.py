@@ -291,3 +291,17 @@ def test_a_damaged_int8_file_of_the_model_cache_is_named_with_what_to_do(
             "; it is a file of the model cache: if it is damaged, delete it and run again to "
             "export it anew"
         ), said
+
+
+def test_devices_check_shows_the_estimate_to_its_significant_digits() -> None:
+    # Vela's estimate of the sanity model, 4.8e-05 ms, printed as "median 0.0000 ms": it read
+    # as a failure (walk-through).
+    from typer.testing import CliRunner
+
+    from edgenas.cli import app
+
+    result = CliRunner().invoke(app, ["devices", "check", "ethos-u55-128"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    (line,) = [x for x in result.output.splitlines() if "median " in x]
+    median = float(line.split("median ", 1)[1].split(" ms", 1)[0])
+    assert median > 0 and "median 0.0000 ms" not in line
