@@ -14,7 +14,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from contextlib import contextmanager
 from multiprocessing import get_context
 from pathlib import Path
@@ -48,6 +48,10 @@ Conversion = tuple[ModelFormat, Precision, GraphForm, ChannelAlignment]  # how a
 
 class ExportFailed(EdgenasError, RuntimeError):
     """A model that could not be converted; the message names it."""
+
+
+# How often a wait for the conversions in flight reports progress (where a stop is seen).
+_POLL_S = 0.5
 
 
 def default_cache_dir() -> Path:
@@ -190,15 +194,19 @@ class ModelCache:
         try:
             with _ctrl_c_blocked():  # the workers start in submit, inheriting it
                 futures = [pool.submit(export_fn, desc, path, conversion) for desc, path in todo]
-            for future in as_completed(futures):
-                future.result()
-                done += 1
-                if progress is not None:
+            pending = set(futures)
+            while pending:
+                finished, pending = wait(pending, timeout=_POLL_S, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    future.result()
+                    done += 1
+                if progress is not None:  # each poll too: a fleet's worker stops in it
                     progress("export", done, total)
-        except KeyboardInterrupt:
-            # Ctrl-C stops the conversions in flight rather than waiting for them: an int8
-            # TFLite network took 15-40 s, with no word meanwhile (walk-through). Each writes
-            # its model under a temporary name: none is left half-written in the cache.
+        except BaseException:
+            # Ctrl-C (a fleet's stop, raised by its progress) or a failed conversion stops the
+            # conversions in flight rather than waiting for them: an int8 TFLite network took
+            # 15-40 s, with no word meanwhile (walk-through). Each writes its model under a
+            # temporary name: none is left half-written in the cache.
             running = getattr(pool, "_processes", None) or {}  # 3.14: terminate_workers()
             for process in list(running.values()):
                 process.terminate()

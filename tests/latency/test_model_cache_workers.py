@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 PARENT = """
 import os, sys, time
 from concurrent.futures import ProcessPoolExecutor
@@ -75,33 +77,50 @@ def slow(desc, path, conversion):  # a conversion that takes its time (int8 TFLi
     time.sleep(600)
 
 
+class Stopped(Exception):  # as a fleet's progress raises Cancelled once Ctrl-C set its stop
+    pass
+
+
+calls = []
+
+
+def said(stage, done, total):
+    if not calls:
+        print("converting", flush=True)
+    calls.append(done)
+    if sys.argv[2] == "fleet" and len(calls) > 20:  # about 10 s of conversions in flight
+        raise Stopped
+
+
 if __name__ == "__main__":
     root = Path(sys.argv[1])
     jobs = [({"i": i}, root / f"m{i}.onnx") for i in range(8)]
-    said = lambda stage, done, total: print("converting", flush=True)
     try:
         ModelCache(root)._run(jobs, slow, ("onnx", "fp32", "onnx", "none"), 2, said)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Stopped):
         print("stopped", flush=True)
 """
 
 
-def test_ctrl_c_stops_the_conversions_in_flight(tmp_path: Path) -> None:
+@pytest.mark.parametrize("stop", ["ctrl-c", "fleet"])
+def test_a_stop_ends_the_conversions_in_flight(tmp_path: Path, stop: str) -> None:
     # Ctrl-C waited for the conversions under way to finish: 7-50 s of nothing before the
-    # profile stopped (walk-through).
+    # profile stopped (walk-through). A fleet's worker (edgenas run) sees Ctrl-C as its
+    # progress raising, which a wait for a conversion never called.
     script = tmp_path / "converting.py"
     script.write_text(CONVERTING)
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])}
     parent = subprocess.Popen(
-        [sys.executable, str(script), str(tmp_path / "cache")],
+        [sys.executable, str(script), str(tmp_path / "cache"), stop],
         stdout=subprocess.PIPE,
         text=True,
         env=env,
     )
     try:
         assert parent.stdout is not None and parent.stdout.readline() == "converting\n"
-        time.sleep(10)  # the workers start (importing torch) and take their models
-        parent.send_signal(signal.SIGINT)
+        if stop == "ctrl-c":
+            time.sleep(10)  # the workers start (importing torch) and take their models
+            parent.send_signal(signal.SIGINT)
         # within seconds, not the 600 s of the models in flight (TimeoutExpired)
         out, _ = parent.communicate(timeout=30)
         assert out == "stopped\n" and parent.returncode == 0
