@@ -218,7 +218,8 @@ def needs_run(
         for path in outputs:
             _remove(path)
         for dependent in MADE_FROM_OUTPUTS[stage]:
-            _discard_stage(run, dependent, log, made_from=name)
+            if not (stage == "train" and _reads_no_supernet(run, dependent)):
+                _discard_stage(run, dependent, log, made_from=name)
     run.start(key, inputs)
     return True
 
@@ -228,6 +229,13 @@ def _remove(path: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
     else:
         path.unlink(missing_ok=True)
+
+
+def _reads_no_supernet(run: RunFolder, stage: StageName) -> bool:
+    """Whether stage ``stage``'s record says it read no supernet: a search that OFA's
+    accuracy predictor scored, which a retrain leaves as it is."""
+    inputs = run.last_inputs(stage) or {}
+    return stage == "search" and inputs.get("search", {}).get("accuracy") == "ofa-predictor"
 
 
 def _discard_stage(run: RunFolder, stage: StageName, log: Log, *, made_from: str) -> None:

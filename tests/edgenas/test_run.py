@@ -974,6 +974,31 @@ def test_a_profile_redone_keeps_the_searchs_accuracy_cache(tmp_path: Path) -> No
     assert not (tmp_path / "run" / "search").exists()  # other weights: other accuracies
 
 
+def test_a_retrain_keeps_a_search_that_ofa_predictor_scored(tmp_path: Path) -> None:
+    # It read no supernet, yet a retrain discarded it with the exports (review).
+    recipe_path = run_recipe(tmp_path)
+    recipe = load_recipe(recipe_path)
+    root = tmp_path / "run"
+    (root / "search").mkdir(parents=True)
+    (root / "search" / "pareto.json").write_text("{}")
+    run = RunFolder(root, recipe, recipe_path)
+    finished = {"outputs": {}, "seconds": 1.0, "finished": "x"}
+    run.stages["train"] = {**finished, "inputs": {"recipe": "before"}}
+    run.stages["search"] = {**finished, "inputs": {"search": {"accuracy": "ofa-predictor"}}}
+
+    def retrain(recipe_inputs: str) -> bool:
+        return needs_run(
+            run, "train", {"recipe": recipe_inputs}, stage="train", options=RunOptions(),
+            outputs=[], log=lambda message, echo=True: None,
+        )  # fmt: skip
+
+    assert retrain("changed")
+    assert "search" in run.stages and (root / "search" / "pareto.json").is_file()
+    run.stages["search"]["inputs"] = {"search": {"accuracy": "predictor"}}  # the supernet's
+    assert retrain("changed again")
+    assert "search" not in run.stages and not (root / "search").exists()
+
+
 def test_force_redoes_the_stages_that_depend_on_the_forced_one() -> None:
     # README: "--force search: redo a stage (and what depends on it)"; export was skipped
     # when the forced search chose the same subnet (audit, finding 6).
