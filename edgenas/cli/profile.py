@@ -500,40 +500,32 @@ def _run_refits(run: Path, device: str) -> bool:
     last ran names the device and either profiles it (again where its files changed or the
     profile stopped, else refitting the predictor: the pipeline's ``_refit_refused``), or
     searches or exports with its files as the profile stage wrote them (``_refit_recorded``).
-    A run.json that does not read counts: the run is left to edgenas run. Anything else (a
-    copy the user put there, a device the recipe dropped) is the user's to refit: refused, it
-    would send them to a rerun that never refits it."""
-    from edgenas.stages import STAGES
-    from once_for_all.files import file_sha256
+    A run.json or recipe that does not read counts: the run is left to edgenas run. Anything
+    else (a copy the user put there, a device the recipe dropped) is the user's to refit:
+    refused, it would send them to a rerun that never refits it."""
+    from edgenas.recipe import Recipe
+    from edgenas.run_folder import RunFolder
+    from once_for_all.errors import EdgenasError
 
     layout = RunLayout(run)
     if not layout.record.is_file():
         return False
-    key = f"profile:{device}"
     try:
-        doc = json.loads(layout.record.read_text())
-        record = doc["stages"].get(key)
-        stopped = key in doc.get("started", {})
-        recipe = doc["recipe"]
-        sections = [str(section["name"]) for section in recipe["devices"] or []]
-        # a recipe without stages runs them all (Recipe.planned_stages)
-        stages = set(recipe["stages"] or (STAGES if sections else ["train"]))
-        outputs = dict(record["outputs"]) if record else {}
-    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        recipe = Recipe.model_validate(json.loads(layout.record.read_text())["recipe"])
+        recorded = RunFolder(run, recipe, layout.record)
+    except (OSError, ValueError, KeyError, TypeError, EdgenasError):
         return True
-    if not any(_names_device(section, device) for section in sections):
+    if not any(_names_device(section.name, device) for section in recipe.devices):
         return False
+    key = f"profile:{device}"
+    stages = recipe.planned_stages
     if "profile" in stages:
-        return record is not None or stopped
-    as_written = all(
-        (run / name).is_file() and file_sha256(run / name) == digest
-        for name, digest in outputs.items()
-    )
+        return key in recorded.stages or key in recorded.started
     return (
-        not stopped
-        and f"devices/{device}/{PREDICTOR_NAME}" in outputs
-        and as_written
-        and bool({"search", "export"} & stages)
+        key in recorded.stages
+        and key not in recorded.started
+        and not recorded.changed_outputs(key)
+        and bool({"search", "export"} & set(stages))
     )
 
 

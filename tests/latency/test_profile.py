@@ -25,6 +25,7 @@ from latency.predictors import CalibratedPredictor, LutSumPredictor, load_predic
 from latency.reference import normalised_ms
 from latency.table import LatencyTable, TableError, TableHeader
 from once_for_all import get_space
+from tests.edgenas.conftest import MICRO_RECIPE
 from tests.support.cli_here import edgenas_here
 from tests.support.sshd import Sshd
 
@@ -782,14 +783,17 @@ def test_latency_refit_fits_a_refused_predictor_again_without_the_device(
     in_run = run / "devices" / "npu-32x32-ws" / "predictor.json"
     in_run.write_text(json.dumps(doc))
     digest = hashlib.sha256(in_run.read_bytes()).hexdigest()
-    made = {"outputs": {"devices/npu-32x32-ws/predictor.json": digest}}
+    finished = {"inputs": {}, "seconds": 1.0, "finished": "2026-12-08T00:00:00+00:00"}
+    made = {**finished, "outputs": {"devices/npu-32x32-ws/predictor.json": digest}}
     made_here = {"profile:npu-32x32-ws": made}
-    replaced = {"outputs": {"devices/npu-32x32-ws/predictor.json": "0" * 64}}
-    lut_changed = {"outputs": {**made["outputs"], "devices/npu-32x32-ws/lut.json": "0" * 64}}
-    recipe = {"stages": ["search"], "devices": [{"name": "npu-32x32-ws"}]}
+    replaced = {**finished, "outputs": {"devices/npu-32x32-ws/predictor.json": "0" * 64}}
+    lut_changed = {**made, "outputs": {**made["outputs"], "devices/npu-32x32-ws/lut.json": "0"}}
+    recipe = {**MICRO_RECIPE, "stages": ["search"], "devices": [{"name": "npu-32x32-ws"}]}
 
     def refit_in_run(record: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        (run / "run.json").write_text(json.dumps(record))
+        # as edgenas run writes run.json ({} stands for one that does not read)
+        as_written = {"format": "edgenas.run/1", "recipe_path": "r.yaml", "versions": {}}
+        (run / "run.json").write_text(json.dumps({**as_written, **record} if record else {}))
         in_run.write_text(json.dumps(doc))
         return edgenas_here("latency", "refit", in_run)
 
