@@ -218,8 +218,7 @@ def needs_run(
         for path in outputs:
             _remove(path)
         for dependent in MADE_FROM_OUTPUTS[stage]:
-            if not (stage == "train" and _reads_no_supernet(run, dependent)):
-                _discard_stage(run, dependent, log, made_from=name)
+            _discard_stage(run, dependent, log, made_from=name, source=stage)
     run.start(key, inputs)
     return True
 
@@ -231,30 +230,40 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
-def _reads_no_supernet(run: RunFolder, stage: StageName) -> bool:
-    """Whether stage ``stage``'s record says it read no supernet: a search that OFA's
-    accuracy predictor scored, which a retrain leaves as it is."""
-    inputs = run.last_inputs(stage) or {}
-    return stage == "search" and inputs.get("search", {}).get("accuracy") == "ofa-predictor"
-
-
-def _discard_stage(run: RunFolder, stage: StageName, log: Log, *, made_from: str) -> None:
-    """Stage ``stage``'s outputs (its folder) and records go with the outputs of a stage they
-    were made from: kept, a recipe run into a folder it did not make reported the other
-    recipe's front and cards as its own (run audit), whether or not it plans the stage."""
+def _independent_of(run: RunFolder, stage: StageName, source: StageName) -> set[str] | None:
+    """What of stage ``stage``'s outputs does not depend on stage ``source``'s, and stays when
+    they are discarded: None for all of it (a search that OFA's accuracy predictor scored
+    read no supernet), else the names in its folder that stay (a search's subnet accuracies
+    do not depend on a device's latencies: hours of evaluations on ImageNet)."""
     from edgenas.stages.search import ACCURACY_CACHE_NAME
 
+    if stage != "search":
+        return set()
+    scored = (run.last_inputs(stage) or {}).get("search", {}).get("accuracy")
+    if source == "train" and scored == "ofa-predictor":
+        return None
+    return {ACCURACY_CACHE_NAME} if source == "profile" else set()
+
+
+def _discard_stage(
+    run: RunFolder, stage: StageName, log: Log, *, made_from: str, source: StageName
+) -> None:
+    """Stage ``stage``'s outputs (its folder) and records go with the outputs of stage
+    ``source`` they were made from (``made_from`` names it), but for what does not depend on
+    them (``_independent_of``): kept, a recipe run into a folder it did not make reported the
+    other recipe's front and cards as its own (run audit), whether or not it plans the
+    stage."""
+    kept = _independent_of(run, stage, source)
+    if kept is None:
+        return
     keys = [k for k in {**run.stages, **run.started} if k.split(":", 1)[0] == stage]
     folder = run.root / stage  # search/, export/
-    # A search's subnet accuracies do not depend on a device's latencies: a profile redone
-    # (another precision) kept hours of evaluations on ImageNet from nothing (walk-through).
-    kept = folder / ACCURACY_CACHE_NAME
-    keep = stage == "search" and made_from.startswith("profile") and kept.is_file()
+    staying = sorted(p.name for p in folder.glob("*") if p.name in kept)
     if folder.exists():
-        also = f" but its {ACCURACY_CACHE_NAME}, which latencies do not change" if keep else ""
+        also = f" but its {', '.join(staying)}, which it does not change" if staying else ""
         log(f"{stage}: made from what {made_from} discards; discarding {stage}{also}")
-        for path in folder.iterdir() if keep else [folder]:
-            if path != kept:
+        for path in folder.iterdir() if staying else [folder]:
+            if path.name not in kept:
                 _remove(path)
     for key in keys:
         run.stages.pop(key, None)

@@ -967,10 +967,11 @@ def test_a_profile_redone_keeps_the_searchs_accuracy_cache(tmp_path: Path) -> No
         (tmp_path / "run" / "search" / name).write_text("{}")
     run.stages["search"] = {"inputs": {}, "outputs": {}, "seconds": 1.0, "finished": "x"}
     said: list[str] = []
-    _discard_stage(run, "search", lambda m, echo=True: said.append(m), made_from="profile npu")
+    say = lambda m, echo=True: said.append(m)  # noqa: E731
+    _discard_stage(run, "search", say, made_from="profile npu", source="profile")
     assert [p.name for p in (tmp_path / "run" / "search").iterdir()] == ["accuracy_cache.json"]
     assert "search" not in run.stages and "but its accuracy_cache.json" in said[0]
-    _discard_stage(run, "search", lambda m, echo=True: said.append(m), made_from="train")
+    _discard_stage(run, "search", say, made_from="train", source="train")
     assert not (tmp_path / "run" / "search").exists()  # other weights: other accuracies
 
 
