@@ -110,6 +110,11 @@ def print_summary(summary: RunSummary) -> None:
             )
     for i, folder in enumerate(folders, start=1):
         err_console.print(f"#{i}: {escape(folder)}", highlight=False, soft_wrap=True)
+    _print_paths(summary)
+
+
+def _print_paths(summary: RunSummary) -> None:
+    """Where the run's summary and report are: the last lines of what a run prints."""
     err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
     if summary.get("report"):
         err_console.print(f"report: {escape(summary['report'])}", highlight=False)
@@ -132,9 +137,7 @@ def _print_searched(summary: RunSummary) -> bool:
     except EdgenasError:
         return False
     print_choice(document, pareto.parent)
-    err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
-    if summary.get("report"):
-        err_console.print(f"report: {escape(summary['report'])}", highlight=False)
+    _print_paths(summary)
     return True
 
 
@@ -152,9 +155,7 @@ def _print_made(summary: RunSummary) -> bool:
     ]
     for line in made or ["nothing to show: the recipe neither trains, profiles nor searches"]:
         err_console.print(escape(line), highlight=False, soft_wrap=True)
-    err_console.print(f"summary: {escape(summary['run'])}/summary.json", highlight=False)
-    if summary.get("report"):
-        err_console.print(f"report: {escape(summary['report'])}", highlight=False)
+    _print_paths(summary)
     return True
 
 

@@ -188,17 +188,16 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
                 f"{name!r} (a folder copied or moved there): profile {name} into a folder of "
                 f"its own (edgenas profile {name} --space SPACE --out DIR) and give --device DIR"
             )
-        predictor_files[predictor.header.device] = _content_id(path.read_bytes())
+        predictor_files[measured_on] = _content_id(path.read_bytes())
         budgets = _levels(o.budgets_ms[i]) if o.budgets_ms else ()
-        device = predictor.header.device
-        if any(t.name == device for t in targets):
+        if any(t.name == measured_on for t in targets):
             raise StudyError(
-                f"--device {name}: {device} is given twice; give each device once (several "
+                f"--device {name}: {measured_on} is given twice; give each device once (several "
                 "budgets on one device: --budget-ms 1,2)"
             )
         targets.append(
             DeviceTarget(
-                predictor.header.device,
+                measured_on,
                 predictor,
                 budgets[-1] if budgets else None,
                 budgets[:-1],
