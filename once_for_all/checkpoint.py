@@ -98,8 +98,13 @@ def _on_host(obj: Any) -> Any:
     return obj
 
 
-def load_checkpoint(path: str | Path) -> CheckpointDocument:
-    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only)."""
+# What to do about a checkpoint that does not load (load_checkpoint's damaged_fix)
+DAMAGED_FIX = "retrain or restore it"
+
+
+def load_checkpoint(path: str | Path, *, damaged_fix: str = DAMAGED_FIX) -> CheckpointDocument:
+    """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only); a
+    corrupt file's error ends in ``damaged_fix``."""
     p = Path(path)
     if p.is_dir():
         inside = p / "supernet.pt"
@@ -115,7 +120,7 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
         raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}") from None
     foreign = not_a_torch_file(head)
     if foreign:
-        raise _corrupt(p, foreign)
+        raise _corrupt(p, foreign, damaged_fix)
     try:
         with warnings.catch_warnings():
             # torch warns about legacy pickle files before failing; our error says it better.
@@ -125,16 +130,18 @@ def load_checkpoint(path: str | Path) -> CheckpointDocument:
         if exc.errno in _IO_ERRNOS:
             raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}") from None
         # torch's zip reader reports some truncated files as EINVAL ("Invalid argument").
-        raise _corrupt(p, "truncated or damaged") from None
+        raise _corrupt(p, "truncated or damaged", damaged_fix) from None
     except pickle.UnpicklingError as exc:
         if "Weights only load failed" not in str(exc):
-            raise _corrupt(p, torch_load_failure(head, exc)) from None
+            raise _corrupt(p, torch_load_failure(head, exc), damaged_fix) from None
         # torch's own text advises weights_only=False, which edgenas never does.
         raise _corrupt(
-            p, "it holds Python objects besides tensors and plain containers, never unpickled here"
+            p,
+            "it holds Python objects besides tensors and plain containers, never unpickled here",
+            damaged_fix,
         ) from None
     except Exception as exc:
-        raise _corrupt(p, torch_load_failure(head, exc)) from None
+        raise _corrupt(p, torch_load_failure(head, exc), damaged_fix) from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         found = payload.get("format") if isinstance(payload, dict) else type(payload).__name__
         raise CheckpointError(
@@ -152,9 +159,9 @@ _IO_ERRNOS = frozenset(
 )
 
 
-def _corrupt(path: Path, why: str) -> CheckpointError:
+def _corrupt(path: Path, why: str, fix: str = DAMAGED_FIX) -> CheckpointError:
     return CheckpointError(
-        f"checkpoint {path} is corrupt or not an edgenas checkpoint ({why}): retrain or restore it"
+        f"checkpoint {path} is corrupt or not an edgenas checkpoint ({why}): {fix}"
     )
 
 

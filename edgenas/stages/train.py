@@ -126,14 +126,9 @@ def _train(
     torch.set_num_threads(max(1, (options.threads or recipe.train.threads) // world.local_size))
     # Its normalisation and trained expand ratios shape the run; a resume takes them as the
     # run's own checkpoint recorded them (and its weights): the file may be gone since.
-    try:
-        resumed = load_checkpoint(checkpoint) if resuming and options.resume else None
-    except CheckpointError as exc:  # a damaged one: what to do here, in --out
-        raise CheckpointError(
-            str(exc).removesuffix(": retrain or restore it")
-            + f": restore it, or delete it to train into {out} afresh (edgenas run: --force "
-            "train)"
-        ) from None
+    # a damaged one: what to do here, in --out
+    fix = f"restore it, or delete it to train into {out} afresh (edgenas run: --force train)"
+    resumed = load_checkpoint(checkpoint, damaged_fix=fix) if resuming and options.resume else None
     init = None
     if recipe.train.init_from:
         init = InitialWeights.recorded(resumed) if resumed is not None else None
