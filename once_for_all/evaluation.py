@@ -97,7 +97,7 @@ def bn_batches(
     accuracy too at the images' size; below it, eval decodes each image at the subnet's
     resolution where search and export resize the held crop)."""
     if isinstance(data, StreamBundle):
-        source = hold_bn_images(data, images, seed=BN_SEED)
+        source = hold_bn_images(data, images)
     else:
         source = data.train if data.bn is None else data.bn
     # The slice is drawn first: a loader's limit keeps the first images it is given, and a

@@ -546,16 +546,17 @@ def hold_in_memory(
         _held(eval_head(bundle.val, val), bundle),
         _held(eval_head(bundle.test, test), bundle),
         train_transforms="ofa",
-        bn=hold_bn_images(bundle, bn, seed=BN_SEED),
+        bn=hold_bn_images(bundle, bn),
     )
 
 
-def hold_bn_images(bundle: StreamBundle, images: int, *, seed: int) -> ImageSplit:
+def hold_bn_images(bundle: StreamBundle, images: int) -> ImageSplit:
     """``images`` training images spread over the classes, each cropped from its file by
     OFA's train transforms at the spec's size (random-resized crop, flip, colour jitter;
-    seeded, whatever the workers), as OFA recalibrates BN; resized per subnet."""
+    seeded by ``BN_SEED``, whatever the workers), as OFA recalibrates BN; resized per
+    subnet."""
     picked = spread_sample(bundle.train.labels.tolist(), images, seed=0)
-    return _held(bundle.train.select(picked), bundle, augment=True, seed=seed)
+    return _held(bundle.train.select(picked), bundle, augment=True, seed=BN_SEED)
 
 
 def _held(
