@@ -26,8 +26,9 @@ INTERRUPTED = {
     "profile": "interrupted: what was measured is saved; run the same command again",
     "search": "interrupted: the finished trials are saved in the --out folder's study.log; run "
     "the same command again to continue the study",
-    "export": "interrupted: no partial files are left (a finished fine-tuning is kept); run "
-    "the same command again",
+    "export": "interrupted: no partial model file is left; the files and measurements "
+    "finished (and a finished fine-tuning) are kept in the --out folder; run the same command "
+    "again to resume",
     "run": "interrupted: the finished stages are saved; run the same command again to resume",
     "eval": "interrupted: eval writes nothing",
     "devices": "interrupted: nothing was changed (trust: known_hosts is as it was); run the "

@@ -113,6 +113,19 @@ class ExportedFile:
             execution=self.execution,
         )
 
+    @classmethod
+    def from_dict(cls, d: CardFile) -> ExportedFile:
+        return cls(
+            name=d["name"],
+            format=d["format"],
+            precision=d["precision"],
+            bytes=d["bytes"],
+            sha256=d["sha256"],
+            seconds=d["export_seconds"],
+            checks=dict(d["checks"]),
+            execution=dict(d["execution"]),
+        )
+
 
 @dataclass(frozen=True)
 class TestImages:
@@ -184,6 +197,8 @@ def export_subnet(
     metadata: Mapping[str, str] | None = None,
     file_metadata: FileMetadata | None = None,
     log: Any = None,
+    finished: Finished | None = None,
+    on_file: Callable[[ExportedFile, dict[str, Any]], None] | None = None,
 ) -> ExportResult:
     """Write ``model`` (eval mode, BN statistics final) into ``folder`` as the requested
     formats, fp32 and with ``options.int8`` also int8, and check every file.
@@ -193,7 +208,9 @@ def export_subnet(
     their top-1 agreement with PyTorch fp32 and their accuracy on the test split.
     ``metadata`` goes into every ONNX file; ``file_metadata(precision, stem_groups)`` adds
     what differs between them (a latency predicted for that kind of file).
-    ``log(message)`` is told what is being done.
+    ``log(message)`` is told what is being done. A file that ``finished(name)`` returns
+    (its description and input spec) was written and checked by an interrupted export of
+    the same inputs and is taken as it is; ``on_file`` is told each file once checked.
     """
     say = log or (lambda message: None)
     check_options(options)
@@ -232,50 +249,45 @@ def export_subnet(
     }
     files: list[ExportedFile] = []
     inputs: dict[str, dict[str, Any]] = {}
+    done = finished or (lambda name: None)
+    tell = on_file or (lambda file, spec: None)
     for fmt in options.formats:
-        say(f"{fmt} fp32")
         path = folder / FILE_NAMES[(fmt, "fp32")]
-        started = time.perf_counter()
-        if fmt == "onnx":
-            export_onnx(
-                model,
-                path,
-                input_shape=shape,
-                opset=options.opset,
-                dynamic_batch=options.dynamic_batch,
-                metadata={**metadata, **(file_metadata("fp32", 1) if file_metadata else {})},
-            )
+        kept = done(path.name)
+        if kept is not None:
+            say(f"{fmt} fp32: kept from the interrupted export")
+            files.append(kept[0])
+            inputs[path.name] = kept[1]
         else:
-            export_tflite(model, path, input_shape=shape, form=options.graph_form)
-        fp32 = _described(path, fmt, "fp32", time.perf_counter() - started)
-        fp32.execution = _execution(path, fmt, "fp32", options.graph_form)
-        inputs[path.name] = _input_spec(path, fmt, shape, options.dynamic_batch)
-        if options.verify:
-            diff = max_abs_diff(_run(fmt, path, parity_x), parity_ref)
-            fp32.checks = {"parity_images": float(len(parity_x)), "max_abs_diff": diff}
-            if not diff <= options.tolerance:  # NaN fails too
-                # Float32 runtimes sum in their own order: below the default tolerance, a
-                # difference is their rounding, not a wrong conversion.
-                default = ExportOptions.tolerance
-                why = (
-                    f"a float32 runtime's rounding, which the default {default:g} allows: "
-                    "raise --tolerance"
-                    if diff <= default
-                    else "the conversion is wrong for this subnet; report it, or pass "
-                    "--tolerance to accept it"
+            files.append(
+                _write_fp32(
+                    model,
+                    fmt,
+                    path,
+                    shape,
+                    options,
+                    metadata,
+                    file_metadata,
+                    parity_x,
+                    parity_ref,
+                    inputs,
+                    say,
                 )
-                raise ExportError(
-                    f"{path.name} differs from PyTorch by up to {diff:.3g} on {len(parity_x)} "
-                    f"images (tolerance {options.tolerance:g}): {why}"
-                )
-        files.append(fp32)
+            )
+            tell(files[-1], inputs[path.name])
         if calib is None:
+            continue
+        q_path = folder / FILE_NAMES[(fmt, "int8")]
+        kept = done(q_path.name)
+        if kept is not None:
+            say(f"{fmt} int8: kept from the interrupted export")
+            files.append(kept[0])
+            inputs[q_path.name] = kept[1]
             continue
         say(f"{fmt} int8 (calibrating on {len(calib)} training images)")
         int8 = Int8Writer(
             model, fmt, path, calib, options, metadata, file_metadata, test_x, test_ref, test_y, say
         )
-        q_path = folder / FILE_NAMES[(fmt, "int8")]
         q = int8.write(q_path, groups)
         agreed = q.checks.get("top1_agreement")
         if (
@@ -306,6 +318,7 @@ def export_subnet(
                 candidate.unlink(missing_ok=True)
         inputs[q_path.name] = _input_spec(q_path, fmt, shape, options.dynamic_batch)
         files.append(q)
+        tell(q, inputs[q_path.name])
     return ExportResult(
         files=files,
         accuracy_fp32=accuracy_fp32,
@@ -322,6 +335,60 @@ def export_subnet(
 
 # (precision, stem groups) -> the ONNX metadata entries of that file alone
 FileMetadata = Callable[[Precision, int], Mapping[str, str]]
+# file name -> (its description, its input spec) where an interrupted export finished it
+Finished = Callable[[str], "tuple[ExportedFile, dict[str, Any]] | None"]
+
+
+def _write_fp32(
+    model: MobileNetV3,
+    fmt: ModelFormat,
+    path: Path,
+    shape: tuple[int, int, int, int],
+    options: ExportOptions,
+    metadata: Mapping[str, str],
+    file_metadata: FileMetadata | None,
+    parity_x: np.ndarray,
+    parity_ref: np.ndarray,
+    inputs: dict[str, dict[str, Any]],
+    say: Any,
+) -> ExportedFile:
+    """The fp32 file of ``fmt`` at ``path``, checked against PyTorch on ``parity_x``; its
+    input spec goes into ``inputs``."""
+    say(f"{fmt} fp32")
+    started = time.perf_counter()
+    if fmt == "onnx":
+        export_onnx(
+            model,
+            path,
+            input_shape=shape,
+            opset=options.opset,
+            dynamic_batch=options.dynamic_batch,
+            metadata={**metadata, **(file_metadata("fp32", 1) if file_metadata else {})},
+        )
+    else:
+        export_tflite(model, path, input_shape=shape, form=options.graph_form)
+    fp32 = _described(path, fmt, "fp32", time.perf_counter() - started)
+    fp32.execution = _execution(path, fmt, "fp32", options.graph_form)
+    inputs[path.name] = _input_spec(path, fmt, shape, options.dynamic_batch)
+    if options.verify:
+        diff = max_abs_diff(_run(fmt, path, parity_x), parity_ref)
+        fp32.checks = {"parity_images": float(len(parity_x)), "max_abs_diff": diff}
+        if not diff <= options.tolerance:  # NaN fails too
+            # Float32 runtimes sum in their own order: below the default tolerance, a
+            # difference is their rounding, not a wrong conversion.
+            default = ExportOptions.tolerance
+            why = (
+                f"a float32 runtime's rounding, which the default {default:g} allows: "
+                "raise --tolerance"
+                if diff <= default
+                else "the conversion is wrong for this subnet; report it, or pass "
+                "--tolerance to accept it"
+            )
+            raise ExportError(
+                f"{path.name} differs from PyTorch by up to {diff:.3g} on {len(parity_x)} "
+                f"images (tolerance {options.tolerance:g}): {why}"
+            )
+    return fp32
 
 
 @dataclass

@@ -4,8 +4,10 @@ model files, measured on the target devices, with a model card.
 All files appear in the output folder together at the end (they are written into a hidden
 staging folder inside it first), so a failure leaves the old files as they were; a kill while
 they move in leaves no card (the old one goes first, the new one last), never a card beside
-files it does not describe. Fine-tuning, the only long step, is saved after every epoch
-(``finetuned.pt``): a rerun with the same inputs resumes it, or reuses it once finished.
+files it does not describe. Fine-tuning is saved after every epoch (``finetuned.pt``): a rerun
+with the same inputs resumes it, or reuses it once finished. So are the files and the devices'
+measurements, once each is done (``export_progress``): a rerun of an interrupted export takes
+them over.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ import json
 import os
 import shlex
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from importlib.metadata import version
@@ -23,6 +24,16 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, NotRequired, TypedDict, cast
 
 from edgenas.run_layout import SPACE_NAME
+from edgenas.stages.export_progress import (
+    DoneDevice,
+    DoneFile,
+    ExportProgress,
+    export_key,
+    finished_file,
+    open_staging,
+    profile_digest,
+    save_progress,
+)
 from edgenas.subnet_choice import choose_subnet, searched_supernet
 from export.card import CardBody, DeviceCheck, DeviceLatency, FileLatency, Int8Accuracy
 from export.errors import ExportError
@@ -172,8 +183,9 @@ def _export(job: ExportJob, created: bool, say: Say, warn: Say) -> CardBody:
     from once_for_all.checkpoint import FolderReads, load_training_data, require_complete
     from once_for_all.evaluation import BN_IMAGES
 
-    staging = _staging_folder(job.out)
-    published = False
+    staging: Path | None = None
+    progress: ExportProgress | None = None
+    published = keep = False
     try:
         supernet, _, payload = load_supernet(job.supernet)
         require_complete(payload, job.supernet)
@@ -213,46 +225,58 @@ def _export(job: ExportJob, created: bool, say: Say, warn: Say) -> CardBody:
         form = resolve_tflite_form(job)
         if form != job.options.graph_form and "tflite" in job.options.formats:
             say(f"TFLite files in the {form} graph form (for {', '.join(job.devices)})")
+        options = replace(job.options, graph_form=form, align_channels=align_channels)
+        metadata = _metadata(space, subnet, data, dynamic_batch=job.options.dynamic_batch)
+
+        def file_metadata(precision: str, groups: int) -> dict[str, str]:
+            predicted = {
+                name: _prediction(p, subnet, "onnx", precision, groups)[0]
+                for name, p in predictors.items()
+            }
+            return {"edgenas.predicted_latency_ms": json.dumps(predicted)}
+
+        key = export_key(model, data, options, metadata, file_metadata)
+        staging, progress = open_staging(job.out, key)
+        resumed = progress["files"]
+        if resumed:
+            say(f"resuming the interrupted export in {staging} ({len(resumed)} file(s) done)")
+
+        def record_file(file: ExportedFile, spec: dict[str, Any]) -> None:
+            assert staging is not None and progress is not None
+            progress["files"][file.name] = DoneFile(file=file.to_dict(), input=spec)
+            save_progress(staging, progress)
+
         result = export_subnet(
             model,
             data,
             staging,
-            options=replace(job.options, graph_form=form, align_channels=align_channels),
-            metadata=_metadata(space, subnet, data, dynamic_batch=job.options.dynamic_batch),
-            file_metadata=lambda precision, groups: {
-                "edgenas.predicted_latency_ms": json.dumps(
-                    {
-                        name: _prediction(p, subnet, "onnx", precision, groups)[0]
-                        for name, p in predictors.items()
-                    }
-                )
-            },
+            options=options,
+            metadata=metadata,
+            file_metadata=file_metadata,
             log=say,
+            finished=lambda name: finished_file(staging, progress, name),
+            on_file=record_file,
         )
         checks = _test_subset(result.test_set, o.device_check_images)
-        latency = _measure(job.devices, staging, result.files, subnet, predictors, say, checks)
+        latency = _measure(
+            job.devices, staging, result.files, subnet, predictors, say, checks, progress
+        )
         _compare(latency, result, job.options.min_int8_agreement)
         costs = {k: int(v[0]) for k, v in costs_many(space, [subnet]).items()}
         card = _card(job, subnet, data, result, latency, costs)
         write_card(staging, card)
         _publish(staging, job.out)
         published = True
+    except KeyboardInterrupt:
+        # Ctrl-C (or SIGTERM): what is finished waits for the rerun (export_progress).
+        keep = progress is not None and bool(progress["files"])
+        raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        if staging is not None and not keep:
+            shutil.rmtree(staging, ignore_errors=True)
         if created and not published and not any(job.out.iterdir()):
             job.out.rmdir()  # a failed first export leaves nothing behind (but a fine-tuning)
     return card
-
-
-def _staging_folder(out: Path) -> Path:
-    """A fresh hidden folder inside ``out`` (created if needed); leftovers of killed runs go."""
-    _make_folder(out)
-    try:
-        for old in out.glob(".partial-*"):
-            shutil.rmtree(old, ignore_errors=True)
-        return Path(tempfile.mkdtemp(prefix=".partial-", dir=out))
-    except OSError as exc:
-        raise _unwritable(out, exc) from None
 
 
 def _make_folder(out: Path, *, also: tuple[str, ...] = ()) -> None:
@@ -270,13 +294,6 @@ def _make_folder(out: Path, *, also: tuple[str, ...] = ()) -> None:
             )
 
 
-def _unwritable(out: Path, exc: OSError) -> ExportError:
-    return ExportError(
-        f"cannot write to output folder {out} ({exc.strerror or exc}): choose an --out you "
-        "can write to"
-    )
-
-
 CARD_FILES = ("card.json", "card.md")
 
 
@@ -286,7 +303,7 @@ def _publish(staging: Path, out: Path) -> None:
     card goes first and the new one comes last: a kill in between leaves model files of two
     exports but no card claiming either (a rerun completes it), never a card describing
     files that are not the ones beside it."""
-    new = {p.name for p in staging.iterdir()}
+    new = {p.name for p in staging.iterdir() if not p.name.startswith(".")}  # not progress
     for name in CARD_FILES:
         (out / name).unlink(missing_ok=True)
     for name in set(FILE_NAMES.values()) - new:
@@ -745,13 +762,15 @@ def _measure(
     predictors: dict[str, LutSumPredictor | CalibratedPredictor | None],
     say: Say,
     checks: TestImages | str = "no test images given",
+    progress: ExportProgress | None = None,
 ) -> dict[str, DeviceLatency]:
     """Each device measures the exported files its runtime runs, in one interleaved call.
     Where the device's predictor has a reference model, it joins the call, and the measured
     latency is also given at the predictor's baseline conditions: the figure to compare with
     the prediction on a machine whose speed drifts. Each device then classifies the test
     images ``checks`` with the files (``_check_on_device``), or is not, for the reason it
-    gives."""
+    gives. A device that ``progress`` records as done, with its profile unchanged, is not
+    measured again; each device done is recorded there (in the staging folder ``folder``)."""
     from devices import load_profile, open_device
     from latency.model_cache import ModelCache
     from latency.profiler import reference_file
@@ -765,6 +784,12 @@ def _measure(
             latency[profile.name] = _published_latency(
                 profile, predictors.get(profile.name), subnet
             )
+            continue
+        profile_key = profile_digest(profile)
+        done = progress["devices"].get(profile.name) if progress is not None else None
+        if done is not None and done.get("profile") == profile_key:
+            say(f"measured on {profile.name} by the interrupted export: kept")
+            latency[profile.name] = done["latency"]
             continue
         with open_device(name) as device:
             fp = device.fingerprint()
@@ -805,6 +830,9 @@ def _measure(
             else:
                 _check_on_device(device, entry, folder, checks, say)
             latency[device.name] = entry
+            if progress is not None:
+                progress["devices"][profile.name] = DoneDevice(profile=profile_key, latency=entry)
+                save_progress(folder, progress)
     return latency
 
 

@@ -4,6 +4,7 @@ folder behind."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -64,3 +65,73 @@ def test_ctrl_c_during_the_tflite_conversion_exits_cleanly(trained: Path, tmp_pa
     assert proc.returncode > 0, "".join(seen) + rest  # an exit, not a death by signal
     assert "Traceback" not in rest
     assert not out.exists() or not [p for p in out.iterdir() if p.name.startswith(".partial-")]
+
+
+def test_an_interrupted_export_resumes_with_what_it_finished(trained: Path, tmp_path: Path) -> None:
+    # A walk-through's export, interrupted in its last step, wrote and measured every file
+    # again when rerun.
+    for name in ("first", "second"):
+        (tmp_path / f"{name}.yaml").write_text(
+            f"name: {name}-cpu\nkind: local\nruntime: onnxruntime\nthreads: 1\nwarmup: 1\nruns: 3\n"
+        )
+    out = tmp_path / "export"
+    args = [
+        sys.executable,
+        "-m",
+        "edgenas",
+        "export",
+        "--supernet",
+        str(trained / "run" / "supernet.pt"),
+        "--subnet",
+        "min",
+        "--format",
+        "onnx,tflite",
+        "--device",
+        str(tmp_path / "first.yaml"),
+        "--device",
+        str(tmp_path / "second.yaml"),
+        "--out",
+        str(out),
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
+    assert proc.stderr is not None
+    seen = []
+    for line in proc.stderr:
+        seen.append(line)
+        if "on second-cpu" in line:  # the files are checked, first-cpu has measured them
+            proc.send_signal(signal.SIGINT)
+            break
+    rest = proc.communicate(timeout=300)[1]
+    assert proc.returncode > 0, "".join(seen) + rest
+    assert "run the same command again to resume" in rest
+    (staging,) = [p for p in out.iterdir() if p.name.startswith(".partial-")]
+    assert not (out / "card.json").exists()
+    progress = json.loads((staging / ".progress.json").read_text())
+    assert set(progress["files"]) == {"model.onnx", "model.tflite"}
+    assert set(progress["devices"]) == {"first-cpu"}
+    written = {name: (staging / name).read_bytes() for name in progress["files"]}
+
+    again = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert again.returncode == 0, again.stderr
+    assert "onnx fp32: kept from the interrupted export" in again.stderr
+    assert "tflite fp32: kept from the interrupted export" in again.stderr
+    assert "measured on first-cpu by the interrupted export: kept" in again.stderr
+    assert "measuring 1 file(s) on second-cpu" in again.stderr
+    assert "measuring 1 file(s) on first-cpu" not in again.stderr
+    card = json.loads((out / "card.json").read_text())
+    assert {name: (out / name).read_bytes() for name in written} == written
+    first = progress["devices"]["first-cpu"]["latency"]["files"]["model.onnx"]["measured"]
+    assert card["latency"]["first-cpu"]["files"]["model.onnx"]["measured"] == first
+    assert set(card["latency"]) == {"first-cpu", "second-cpu"}
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # nothing left behind
+
+    # Other inputs do not take the files over: an interrupted export of another subnet's
+    # folder is removed.
+    (out / ".partial-0123456789abcdef").mkdir()
+    other = subprocess.run(
+        [*args[:7], "max", *args[8:]], capture_output=True, text=True, cwd=REPO, env=env
+    )
+    assert other.returncode == 0, other.stderr
+    assert "kept from the interrupted export" not in other.stderr
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]
