@@ -160,7 +160,8 @@ def _print_made(summary: RunSummary) -> bool:
 
 
 def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
-    """A row per device budget: the subnet's accuracy, latency (predicted, measured, and
+    """A row per device budget: the subnet's accuracy (fp32, and the file's where it is an
+    int8 file), latency (predicted, measured, and
     measured at the device's baseline), size, and the recommended file and its export folder
     (``#i``, numbered as in ``folders``). Narrow enough for 80 columns with a device name of
     20 characters: the numbers stack in their cells, file names stay whole, and a longer
@@ -170,7 +171,7 @@ def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
     marks = [mark for row in summary["chosen"] if (mark := searched_mark(row))]
     table.add_column("device", overflow="fold")
     table.add_column("budget\nms", no_wrap=True, justify="right")
-    table.add_column("acc\nfp32\nint8", no_wrap=True, justify="right")
+    table.add_column("acc\nfp32\nfile", no_wrap=True, justify="right")
     table.add_column("ms pred\nmeasured\n(base)", no_wrap=True, justify="right")
     table.add_column("size\nKiB", no_wrap=True, justify="right")
     table.add_column(
@@ -181,7 +182,10 @@ def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
     for row, file in zip(summary["chosen"], files, strict=True):
         fp32 = row["accuracy_fp32"]
         accuracies = ["-" if fp32 is None else f"{fp32:.3f}"]
-        accuracies += [f"{v:.3f}" for v in row["accuracy_int8"].values()]
+        # The shown file's own, where it is an int8 file (a bare list of every int8 file's
+        # could not say which was which); the others' are in the card.
+        if (shown := row["accuracy_int8"].get(file)) is not None:
+            accuracies.append(f"{shown:.3f}")
         ms = [_ms(row["latency_predicted_ms"]), _ms(row["latency_measured_ms"])]
         if base := row.get("latency_measured_at_baseline_ms"):
             ms.append(f"({_ms(base)})")
@@ -202,9 +206,9 @@ def chosen_table(summary: RunSummary, folders: list[str]) -> Table:
 def files_table(summary: RunSummary) -> Table | None:
     """Every file each device measured, as the card has it: the chosen row shows one file, and
     a user picking another (an int8 file for an NPU, a smaller one) weighs them here. Under a
-    line per device (and budget), narrow enough for 80 columns: the files' accuracies are in
-    the table above and in the card. None when no device measured a file (a published
-    device, or a summary of an earlier edgenas)."""
+    line per device (and budget), narrow enough for 80 columns: each int8 file's accuracy is
+    in the card (the table above shows the chosen file's). None when no device measured a
+    file (a published device, or a summary of an earlier edgenas)."""
     from export.card import percent, speed_text
 
     chosen = summary["chosen"]

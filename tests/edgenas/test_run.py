@@ -205,6 +205,24 @@ def test_the_run_prints_both_tables(micro_run: Run, capsys: pytest.CaptureFixtur
         file_row = next(i for i, x in enumerate(lines) if "│ model_int8.tflite * " in x)
         assert "│ (below target) " in lines[file_row + 1]
         assert sum("(below target)" in x for x in lines) == 3  # two cells and the line below
+        # Under fp32, the accuracy of the file shown, where it is int8: every int8 file's
+        # stood there, unlabelled.
+        row = next(r for r in summary["chosen"] if r["device"] == "test-cpu")
+        at = next(i for i, x in enumerate(lines) if "│ test-cpu " in x)
+        fp32, int8 = row["accuracy_fp32"], row["accuracy_int8"]["model_int8.onnx"]
+        assert f" {fp32:.3f} │" in lines[at] and f" {int8:.3f} │" not in lines[at + 1]
+        shown = below_target_on_cpu(summary, other)
+        shown["chosen"] = [
+            {**r, "accuracy_int8": {**r["accuracy_int8"], "model_int8.tflite": 0.5}}
+            if r["device"] == "test-cpu"
+            else r
+            for r in shown["chosen"]
+        ]
+        with patch("edgenas.cli.run.Console", partial(Console, width=80)):
+            print_summary(shown)
+        lines = capsys.readouterr().err.splitlines()
+        at = next(i for i, x in enumerate(lines) if "│ test-cpu " in x)
+        assert " 0.500 │" in lines[at + 1] and "model_int8.tflite" in lines[at]
         assert any(
             x.startswith("(below target): no file reached the top-1 agreement") for x in lines
         )
