@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import zipfile
 import zlib
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,10 @@ _FOLDER_LAYOUT = (
     "(or root/val/<class>/..., ImageNet's layout)"
 )
 _NPZ_LAYOUT = "[N, H, W], [N, H, W, C] or [N, C, H, W] with C = 1 or 3"
+# What operating systems leave in folders: skipped without a word.
+_SYSTEM_FILES = frozenset({"thumbs.db", "desktop.ini"})
+log = logging.getLogger(__name__)
+_warned: set[tuple[Path, int]] = set()  # folders whose skipped files were said (per process)
 
 
 def load_image_folder(
@@ -111,10 +117,12 @@ def list_image_folder(root: Path) -> FolderListing:
     train_dir = root / "train"
     test_dir = _held_out_folder(root) if train_dir.is_dir() else None
     class_names = image_folder_classes(root)
+    skipped: list[Path] = []
     train_files = _image_files(
-        train_dir if test_dir is not None else root, class_names, class_names
+        train_dir if test_dir is not None else root, class_names, class_names, skipped
     )
     if test_dir is None:
+        _say_skipped(root, skipped)
         return FolderListing(tuple(class_names), train_files, None)
     test_classes = _class_folders(test_dir, minimum=1)
     unknown = sorted(set(test_classes) - set(class_names))
@@ -123,8 +131,33 @@ def list_image_folder(root: Path) -> FolderListing:
             f"{test_dir}: class folder(s) {_few(unknown)} have no counterpart in {train_dir}: "
             "use the same class folder names in both"
         )
-    return FolderListing(
-        tuple(class_names), train_files, _image_files(test_dir, test_classes, class_names)
+    test_files = _image_files(test_dir, test_classes, class_names, skipped)
+    _say_skipped(root, skipped)
+    return FolderListing(tuple(class_names), train_files, test_files)
+
+
+def _say_skipped(root: Path, skipped: list[Path]) -> None:
+    """One warning (once per process: several commands' steps list a folder) for the files
+    of class folders that are not read: images of a type edgenas does not take (.gif, .heic)
+    were left out without a word, and so were subfolders."""
+    if not skipped or (root, len(skipped)) in _warned:
+        return
+    _warned.add((root, len(skipped)))
+    kinds = Counter(
+        "subfolder" if p.is_dir() else (p.suffix.lower() or "no suffix") for p in skipped
+    )
+    counts = ", ".join(f"{kind} {n}" for kind, n in kinds.most_common())
+    log.warning(
+        "image folder %s: skipped %d entr%s of class folders that %s not images edgenas reads "
+        "(%s; first: %s): it reads %s files directly in each class folder; convert or move "
+        "the others",
+        root,
+        len(skipped),
+        "y" if len(skipped) == 1 else "ies",
+        "is" if len(skipped) == 1 else "are",
+        counts,
+        min(skipped),
+        ", ".join(IMAGE_SUFFIXES),
     )
 
 
@@ -177,21 +210,27 @@ def _class_folders(folder: Path, *, minimum: int = 2) -> list[str]:
 
 
 def _image_files(
-    folder: Path, classes: list[str], class_names: list[str]
+    folder: Path, classes: list[str], class_names: list[str], skipped: list[Path]
 ) -> list[tuple[Path, int]]:
+    """The image files of each class folder, labelled; the other entries (but hidden and
+    system files) go into ``skipped``."""
     files: list[tuple[Path, int]] = []
     labels = {name: i for i, name in enumerate(class_names)}
     for name in classes:
+        found: list[Path] = []
         # scandir's entries know their type without a stat per file (1.28 M in ImageNet's train/)
         with os.scandir(folder / name) as entries:
-            found = sorted(
-                Path(e.path)
-                for e in entries
+            for e in entries:
+                if e.name.startswith(".") or e.name.lower() in _SYSTEM_FILES:
+                    continue
                 # a link whose target is gone is an image that cannot be read, not no image
-                if (e.is_file() or e.is_symlink())
-                and not e.name.startswith(".")
-                and os.path.splitext(e.name)[1].lower() in IMAGE_SUFFIXES
-            )
+                if (e.is_file() or e.is_symlink()) and os.path.splitext(e.name)[1].lower() in (
+                    IMAGE_SUFFIXES
+                ):
+                    found.append(Path(e.path))
+                else:
+                    skipped.append(Path(e.path))
+        found.sort()
         if not found:
             raise DataError(
                 f"class folder {folder / name} holds no images ({', '.join(IMAGE_SUFFIXES)}): "

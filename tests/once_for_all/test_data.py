@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
 import pickle
 import shutil
@@ -245,6 +246,36 @@ def test_webp_and_tiff_images_count_and_a_broken_link_is_refused(tmp_path: Path)
     (tmp_path / "a" / "gone.png").symlink_to(tmp_path / "elsewhere.png")
     with pytest.raises(DataError, match=r"gone\.png"):
         load_data(str(tmp_path), val_size=0)
+
+
+def test_files_of_class_folders_left_unread_are_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A class's GIFs and a subfolder of images were left out without a word (walk-through).
+    _write_images(tmp_path / "train" / "a", 4, "L", (8, 8), 0)
+    _write_images(tmp_path / "train" / "b", 4, "L", (8, 8), 100)
+    _write_images(tmp_path / "test" / "b", 2, "L", (8, 8), 7)
+    for name in ("x.gif", "y.GIF", "Thumbs.db", ".DS_Store"):
+        Image.new("L", (8, 8), 30).save(tmp_path / "train" / "a" / name, format="GIF")
+    _write_images(tmp_path / "test" / "b" / "more", 2, "L", (8, 8), 9)
+    with caplog.at_level(logging.WARNING, logger="once_for_all.data.user_data"):
+        assert len(load_data(str(tmp_path), val_size=0).train) == 8
+        load_data(str(tmp_path), val_size=0)  # listed again: not said again
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said.startswith(
+        f"image folder {tmp_path}: skipped 3 entries of class folders that are not images "
+        f"edgenas reads (.gif 2, subfolder 1; first: {tmp_path / 'test' / 'b' / 'more'}): it "
+        "reads .png, .jpg"
+    )
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="once_for_all.data.user_data"):
+        load_data(str(tmp_path / "train"), val_size=0)  # nothing skipped in the layout's own
+    assert [r.getMessage() for r in caplog.records] == [
+        f"image folder {tmp_path / 'train'}: skipped 2 entries of class folders that are not "
+        f"images edgenas reads (.gif 2; first: {tmp_path / 'train' / 'a' / 'x.gif'}): it reads "
+        ".png, .jpg, .jpeg, .bmp, .webp, .tif, .tiff files directly in each class folder; "
+        "convert or move the others"
+    ]
 
 
 def test_image_folder_train_test_layout_mixed_modes(tmp_path: Path) -> None:
