@@ -25,7 +25,8 @@ there is no decoded copy to keep. benchmarks/data.py measures both decoders and 
 Images of any mode Pillow reads (grey, palette, RGBA, CMYK, 16-bit grey PNG) become the
 spec's channels (``to_channels``). An unreadable or corrupt file is skipped and counted, not
 fatal: one bad file among a million should not stop a days-long training. It is logged as a
-warning naming the file (once per loader), its batch comes one image short, and
+warning naming the file (once per process: training, BN and evaluation loaders read the
+same files), its batch comes one image short, and
 ``StreamLoader.skipped`` lists it; an epoch in which no image could be read is refused.
 """
 
@@ -71,6 +72,7 @@ from once_for_all.data.user_data import BAD_IMAGE, list_image_folder
 from once_for_all.errors import one_line
 
 log = logging.getLogger(__name__)
+_said_unreadable: set[Path] = set()  # files whose warning was given (once per process)
 
 # A folder whose images would take more than this decoded streams when the choice is "auto":
 # the issue's peak-memory target for training on 2 cores.
@@ -502,6 +504,8 @@ class StreamLoader:
                 lost[label] = lost.get(label, 0) + 1
                 if path not in self.skipped:
                     self.skipped.append(path)
+                if path not in _said_unreadable:
+                    _said_unreadable.add(path)
                     log.warning("skipped unreadable image %s (%s)", path, reason)
             if len(labels):
                 yielded += len(labels)

@@ -202,6 +202,11 @@ def test_a_corrupt_jpeg_is_skipped_logged_and_counted(
     # a second epoch logs nothing new; a split with nothing readable is refused
     list(loader.epoch(1))
     assert loader.skipped == [bad]
+    # nor does another loader of the same files (each of a training's loaders said it again)
+    again = StreamLoader(bundle.test, bundle.spec, batch_size=6, shuffle=False, workers=0)
+    list(again.epoch(0))
+    assert again.skipped == [bad]
+    assert sum(str(bad) in r.getMessage() for r in caplog.records) == 1
     only_bad = StreamLoader(bundle.test.select([3]), bundle.spec, batch_size=2, shuffle=False)
     with pytest.raises(DataError, match=r"none of the images .*_0\.JPEG"):
         list(only_bad.epoch(0))
