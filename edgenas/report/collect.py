@@ -7,6 +7,7 @@ training curves, and the sections of the stages it did not run say so.
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -63,6 +64,9 @@ class RunData:
     # Section key -> the refusals of its files that did not read (truncated, another format):
     # said in its place, the rest of the page drawn.
     unreadable: dict[str, list[str]] = field(default_factory=dict)
+    # The line of run.log where the last `edgenas run` into the folder stopped (a stage's
+    # failure or interruption, or the recipe's checks); None where it finished.
+    stopped: str | None = None
 
     def refused(self, sections: Iterable[str], exc: EdgenasError) -> None:
         for key in sections:
@@ -98,6 +102,29 @@ class RunData:
         if recorded(self.run.get("stages", {})):
             return "finished"
         return "not run" if stage in self.planned_stages else "not planned"
+
+
+_STAMP = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d "
+_STARTED = re.compile(_STAMP + r"recipe .* → .*: stages ")  # a run's first line (pipeline)
+_STOPPED = re.compile(
+    _STAMP + r"((?:recipe|train|profile|search|export) (?:failed|interrupted)\b.*)"
+)
+
+
+def last_stop(log: Path) -> str | None:
+    """The first line of the failure or interruption that ended the last `edgenas run` that
+    ``log`` (run.log) records, None where it finished, or where no log says."""
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return None
+    start = max((i for i, line in enumerate(lines) if _STARTED.match(line)), default=None)
+    if start is None:
+        return None
+    for line in lines[start + 1 :]:
+        if stop := _STOPPED.match(line):
+            return stop.group(1)
+    return None
 
 
 RERUN = "rerun the stage that writes it (edgenas run RECIPE --force STAGE)"
@@ -198,6 +225,7 @@ def collect(root: Path) -> RunData:
     if (root / SUMMARY_NAME).is_file():
         data.summary = read_summary(root / SUMMARY_NAME, fix=RESUMMARISE, error=ReportError)
     data.history, data.imported = _history(root)
+    data.stopped = last_stop(layout.log)
     if layout.pareto.is_file():
         # with the parts the report draws
         needs = {"objectives": list, "devices": list, "trials": int}

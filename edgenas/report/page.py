@@ -89,10 +89,20 @@ def _not_done(data: RunData, stages: Sequence[str]) -> str | None:
     missing-part line; None when each finished or the recipe leaves it out."""
     for stage in stages:
         state = data.stage_state(stage)
+        if state == "unfinished" and data.stopped:
+            return _missing(
+                f"The `{stage}` stage started and did not finish: the last run stopped with "
+                f"`{data.stopped}`. Mend what it names (after an interruption, nothing), then "
+                "run the same command again to go on."
+            )
         if state == "unfinished":
             return _missing(
                 f"The `{stage}` stage started and did not finish (it failed or was stopped: "
                 "run.log says which); run the same command again to go on."
+            )
+        if state == "not run" and data.stopped:
+            return _missing(
+                f"The `{stage}` stage has not run yet: the last run stopped with `{data.stopped}`."
             )
         if state == "not run":
             return _missing(
@@ -510,6 +520,17 @@ def _has_parts(data: RunData, key: str) -> bool:
     return True
 
 
+def _stopped(data: RunData) -> str:
+    """Where the last run into the folder stopped, above all: the sections below show what
+    the runs before it made, which a failed run (a recipe refused, say) left as they were."""
+    if not data.stopped:
+        return ""
+    return _missing(
+        f"The last `edgenas run` here stopped with `{data.stopped}`. The sections below show "
+        "what was made before; mend what it names, then run it again."
+    )
+
+
 def render(data: RunData, *, warn: Warn = ignore_warning) -> str:
     """The whole page; ``warn`` gets a line for each part that could not be drawn."""
     versions = data.run.get("versions", {})
@@ -535,6 +556,6 @@ def render(data: RunData, *, warn: Warn = ignore_warning) -> str:
         f"<title>{html.escape(title)}</title><style>{CSS}</style></head><body>"
         f"<h1>{html.escape(title)}</h1>"
         f"<p class='meta'>recipe <code>{recipe}</code>, space <code>{space}</code>, "
-        f"edgenas {version}; report written {created}.</p>"
+        f"edgenas {version}; report written {created}.</p>{_stopped(data)}"
         f"<nav>{nav}</nav>{_stages(data)}{body}</body></html>\n"
     )

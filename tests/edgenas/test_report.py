@@ -322,6 +322,43 @@ def test_a_run_stopped_in_a_stage_says_it_did_not_finish(tmp_path: Path) -> None
     assert not any("recipe's stages" in page.missing[s] for s in ("summary", "pareto", "models"))
 
 
+def test_the_line_the_last_run_stopped_with_is_shown(tmp_path: Path) -> None:
+    # A run that failed on its recipe left the page of the run before it, and a stage it
+    # stopped in said only "run the same command again" (walk-through).
+    from edgenas.report import build_report
+
+    recipe = {**MICRO_RECIPE, "devices": [{"name": "npu-32x32-ws", "budget_ms": 5.0}]}
+    finished = {"inputs": {}, "outputs": {}, "seconds": 1.0, "finished": "x"}
+    run = {
+        "format": "edgenas.run/1",
+        "recipe": recipe,
+        "stages": {"train": finished, "profile:npu-32x32-ws": finished},
+        "started": {"search": {}},
+    }
+    (tmp_path / "run.json").write_text(json.dumps(run))
+    failure = "search failed: budget 5 ms: no subnet is that fast (the fastest takes 7.1 ms)"
+    log = tmp_path / "run.log"
+    log.write_text(  # as the pipeline writes it: an earlier run's failure, then this run's
+        "2026-12-08T03:00:00 recipe r.yaml → run: stages train, profile, search\n"
+        "2026-12-08T03:00:01 profile failed: npu-32x32-ws: no such profile\n"
+        "2026-12-08T03:06:08 recipe r.yaml → run: stages train, profile, search\n"
+        "2026-12-08T03:06:09 train: progressive shrinking (resumes from checkpoint.pt)\n"
+        f"2026-12-08T03:06:10 {failure}\n"
+    )
+    text = build_report(tmp_path).read_text()
+    page = outline(text)
+    said = f"the last run stopped with {failure}. Mend what it names"
+    assert said in page.missing["summary"] and said in page.missing["pareto"]
+    banner = f"The last <code>edgenas run</code> here stopped with <code>{failure}</code>"
+    assert banner in " ".join(html.unescape(text).split())
+    assert "profile failed" not in text  # an earlier run's
+    with log.open("a") as f:  # run again, to the end: nothing stopped it
+        f.write("2026-12-08T03:10:00 recipe r.yaml → run: stages train, profile, search\n")
+        f.write("2026-12-08T03:10:09 done: no export stage; summary in s, report in r\n")
+    text = build_report(tmp_path).read_text()
+    assert "stopped with" not in text and "search failed" not in text
+
+
 def test_a_run_folder_a_command_works_in_is_not_reported(tmp_path: Path) -> None:
     # `edgenas report` wrote report.html into a folder edgenas run was training in, and drew
     # the training as a stage that failed or was stopped (walk-through).
