@@ -165,7 +165,7 @@ def calibration_images(data: DataBundle, resolution: int, n: int) -> np.ndarray:
         raise ExportError(f"calibration_images={n}: int8 calibration needs at least 1 image")
     g = torch.Generator().manual_seed(CALIBRATION_SEED)
     picked = torch.randperm(len(data.train), generator=g)[: min(n, len(data.train))]
-    return model_images(data.train.select(picked), data, resolution, None)
+    return model_images(data.split_at("train", resolution).select(picked), data, resolution, None)
 
 
 def check_options(options: ExportOptions, *, stem_channels: int | None = None) -> None:
@@ -222,9 +222,9 @@ def export_subnet(
     model.eval()
     r = int(model.resolution)
     shape = (1, data.spec.channels, r, r)
-    parity_x = model_images(data.val, data, r, options.parity_images)
+    parity_x = model_images(data.split_at("val", r), data, r, options.parity_images)
     # In spread order: a device checks the first of them (the split is in class order).
-    test = spread_head(data.test, options.test_images) if options.verify else None
+    test = spread_head(data.split_at("test", r), options.test_images) if options.verify else None
     test_x = model_images(test, data, r, None) if test is not None else None
     test_y = test.labels.numpy() if test is not None else np.zeros(0, np.int64)
     with torch.no_grad():

@@ -45,13 +45,17 @@ CACHE_FORMAT = "edgenas.accuracy-cache/1"
 # first images of each split (in class order for an image folder: a few classes only). 3: a
 # folder not held whole (streamed, or an imported supernet's) recalibrates BN on crops of
 # OFA's train transforms, and an imported supernet's validation split is a fixed hold-out.
-EVAL_METHOD = 3
+# 4: such a folder's images held in memory are decoded again at a subnet's resolution below
+# the folder's image size, as eval streams them, not the held crop resized.
+EVAL_METHOD = 4
 METHOD_CHANGES = {
     1: "BN statistics and limited evaluations took the first images of each split, not a "
     "random slice and a spread over the classes",
     2: "a streamed or imported folder's BN statistics came from centre crops, not from "
     "OFA's train-transform crops as in eval, and an imported supernet's validation "
     "images depended on how many were asked for",
+    3: "a streamed or imported folder's images were evaluated below its image size as its "
+    "held crops resized, not decoded at the subnet's resolution as in eval",
 }
 log = logging.getLogger(__name__)
 SPLITS = EVAL_SPLITS
@@ -59,8 +63,8 @@ SPLITS = EVAL_SPLITS
 
 def evaluation_method(data: DataBundle | StreamBundle | None) -> int:
     """The evaluation method (``EVAL_METHOD``) that ``data``'s accuracies are measured by:
-    method 3 changed only folders not held whole, so data held whole in memory is still
-    evaluated as by method 2, which its caches and studies keep."""
+    methods 3 and 4 changed only folders not held whole, so data held whole in memory is
+    still evaluated as by method 2, which its caches and studies keep."""
     if isinstance(data, DataBundle) and data.bn is None:
         return 2
     return EVAL_METHOD

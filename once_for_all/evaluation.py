@@ -93,9 +93,8 @@ def bn_batches(
     or of a folder's BN images (``hold_bn_images``: OFA's train transforms, as its
     ``set_running_statistics`` reads them through the training loader). A streamed folder's
     are decoded here; search and export hold the same ones (``hold_in_memory``), in the
-    same batches: one subnet's BN statistics are the same in eval, search and export (its
-    accuracy too at the images' size; below it, eval decodes each image at the subnet's
-    resolution where search and export resize the held crop)."""
+    same batches: one subnet's BN statistics are the same in eval, search and export, and so
+    is its accuracy (``DataBundle.split_at``)."""
     if isinstance(data, StreamBundle):
         source = hold_bn_images(data, images)
     else:
@@ -131,6 +130,7 @@ def evaluate_subnet(
     model = supernet.extract(subnet)
     device = device_of(model)
     recalibrate_bn(model, (x.to(device) for x in bn_batches(data, subnet.r, images=bn_images)))
-    return accuracy(
-        model, getattr(data, split), data, resolution=subnet.r, limit=limit, progress=progress
+    images = (
+        data.split_at(split, subnet.r) if isinstance(data, DataBundle) else getattr(data, split)
     )
+    return accuracy(model, images, data, resolution=subnet.r, limit=limit, progress=progress)

@@ -544,13 +544,35 @@ def hold_in_memory(
     Training on it (export's fine-tune) augments with OFA's train transforms, as streaming
     does."""
     picked = spread_sample(bundle.train.labels.tolist(), train, seed=0)
+    files = {
+        "train": bundle.train.select(picked),
+        "val": eval_head(bundle.val, val),
+        "test": eval_head(bundle.test, test),
+    }
+    held = {name: _held_files(split, bundle) for name, split in files.items()}
+    decoded: dict[tuple[str, int], ImageSplit] = {}
+
+    def decode_at(name: str, resolution: int) -> ImageSplit:
+        if (name, resolution) not in decoded:
+            read, images = held[name]
+            _, again = _held_files(read, bundle, size=resolution)
+            if not torch.equal(again.labels, images.labels):  # a file read once, not twice
+                raise DataError(
+                    f"the {name} images of {bundle.spec.name} read differently at "
+                    f"{resolution} px than at {bundle.spec.image_size} px (a file changed "
+                    "meanwhile?): run the command again"
+                )
+            decoded[(name, resolution)] = again
+        return decoded[(name, resolution)]
+
     return DataBundle(
         bundle.spec,
-        _held(bundle.train.select(picked), bundle),
-        _held(eval_head(bundle.val, val), bundle),
-        _held(eval_head(bundle.test, test), bundle),
+        held["train"][1],
+        held["val"][1],
+        held["test"][1],
         train_transforms="ofa",
         bn=hold_bn_images(bundle, bn),
+        decode_at=decode_at,
     )
 
 
@@ -566,9 +588,23 @@ def hold_bn_images(bundle: StreamBundle, images: int) -> ImageSplit:
 def _held(
     split: StreamSplit, bundle: StreamBundle, *, augment: bool = False, seed: int = 0
 ) -> ImageSplit:
-    size, channels = bundle.spec.image_size, bundle.spec.channels
+    return _held_files(split, bundle, augment=augment, seed=seed)[1]
+
+
+def _held_files(
+    split: StreamSplit,
+    bundle: StreamBundle,
+    *,
+    augment: bool = False,
+    seed: int = 0,
+    size: int | None = None,
+) -> tuple[StreamSplit, ImageSplit]:
+    """The files of ``split`` that could be read, and their images decoded at ``size`` (the
+    spec's by default)."""
+    size = size or bundle.spec.image_size
+    channels = bundle.spec.channels
     if len(split) == 0:
-        return ImageSplit(
+        return split, ImageSplit(
             torch.empty((0, channels, size, size), dtype=torch.uint8),
             torch.empty(0, dtype=torch.int64),
         )
@@ -578,9 +614,15 @@ def _held(
         batch_size=200,
         shuffle=False,
         augment=augment,
+        resolutions=(size,),
         seed=seed,
         workers=bundle.workers,
         normalise=False,
     )
     batches = list(loader.epoch(0))
-    return ImageSplit(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))
+    images = ImageSplit(torch.cat([x for x, _ in batches]), torch.cat([y for _, y in batches]))
+    skipped = set(loader.skipped)
+    if not skipped:
+        return split, images
+    kept = [i for i in range(len(split)) if split.path(i) not in skipped]
+    return split.select(np.asarray(kept, dtype=np.int64)), images

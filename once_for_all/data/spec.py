@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from typing import TypeVar
 
 import torch
@@ -148,6 +149,8 @@ class DataBundle:
     OFA's centre crop take OFA's train transforms, as they would streamed. `bn`, where given,
     holds the images BN is recalibrated on instead of `train`'s: a streamed folder's, cropped
     by OFA's train transforms from the files (once_for_all.data.image_stream.hold_bn_images).
+    `decode_at`, where given (images held from a folder), decodes a split's files again at
+    another resolution (`split_at`).
     """
 
     spec: DataSpec
@@ -156,6 +159,20 @@ class DataBundle:
     test: ImageSplit
     train_transforms: TrainTransforms = "crop-flip"
     bn: ImageSplit | None = None
+    decode_at: Callable[[str, int], ImageSplit] | None = dataclass_field(
+        default=None, compare=False
+    )
+
+    def split_at(self, name: str, resolution: int) -> ImageSplit:
+        """Split ``name`` (train, val, test) as a subnet of ``resolution`` is evaluated on it:
+        the images held, which the loader resizes; for a folder's, the same files decoded at
+        that resolution by the eval transform (once), as streaming them decodes them: a
+        resized crop of the largest size differed from the crop at the subnet's size, and so
+        did one subnet's accuracy between eval and search or export."""
+        held: ImageSplit = getattr(self, name)
+        if self.decode_at is None or resolution == self.spec.image_size:
+            return held
+        return self.decode_at(name, resolution)
 
     def __post_init__(self) -> None:
         expected = (self.spec.channels, self.spec.image_size, self.spec.image_size)

@@ -143,6 +143,22 @@ def test_eval_search_and_export_recalibrate_bn_on_the_same_images(streamed_run: 
     subnet = supernet.space.max_subnet()  # at the images' own size: the same pixels evaluated
     accuracies = {evaluate_subnet(supernet, subnet, d) for d in (streamed, searched)}
     assert len(accuracies) == 1
+    # Below it too: search and export evaluated the held 32 px crop resized, eval the files
+    # decoded at the subnet's resolution; one subnet had two accuracies (walk-through).
+    for held, split in ((searched, "val"), (exported, "val"), (exported, "test")):
+        files = eval_head(getattr(streamed, split), len(getattr(held, split)))
+        (decoded, labels), *_ = StreamLoader(
+            files, streamed.spec, batch_size=64, shuffle=False, workers=0, resolutions=(24,)
+        ).epoch(0)
+        at_24 = held.split_at(split, 24)
+        assert torch.equal(normalize(at_24.images, held.spec), decoded)
+        assert torch.equal(at_24.labels, labels)
+        assert held.split_at(split, 24) is at_24  # decoded once
+        assert held.split_at(split, 32) is getattr(held, split)
+    for r in (28, 30):
+        for subnet in (supernet.space.max_subnet(r=r), supernet.space.min_subnet(r=r)):
+            said = {evaluate_subnet(supernet, subnet, d) for d in (streamed, searched)}
+            assert len(said) == 1, (subnet.key, said)
 
 
 def test_a_bad_stream_choice_is_refused(folder: Path, tmp_path: Path) -> None:
