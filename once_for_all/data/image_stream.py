@@ -35,6 +35,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,6 +73,8 @@ from once_for_all.data.user_data import BAD_IMAGE, list_image_folder
 from once_for_all.errors import one_line
 
 log = logging.getLogger(__name__)
+# What a folder's held images decoded again at other resolutions may take (hold_in_memory).
+DECODED_BUDGET_BYTES = 2 * 2**30
 _said_unreadable: set[Path] = set()  # files whose warning was given (once per process)
 
 # A folder whose images would take more than this decoded streams when the choice is "auto":
@@ -550,10 +553,12 @@ def hold_in_memory(
         "test": eval_head(bundle.test, test),
     }
     held = {name: _held_files(split, bundle) for name, split in files.items()}
-    decoded: dict[tuple[str, int], ImageSplit] = {}
+    decoded: OrderedDict[tuple[str, int], ImageSplit] = OrderedDict()
 
     def decode_at(name: str, resolution: int) -> ImageSplit:
-        if (name, resolution) not in decoded:
+        if (name, resolution) in decoded:
+            decoded.move_to_end((name, resolution))
+        else:
             read, images = held[name]
             _, again = _held_files(read, bundle, size=resolution)
             if not torch.equal(again.labels, images.labels):  # a file read once, not twice
@@ -563,6 +568,12 @@ def hold_in_memory(
                     "meanwhile?): run the command again"
                 )
             decoded[(name, resolution)] = again
+            # The least recently used go beyond the budget: 2,000 images at each of
+            # mbv3-imagenet's 25 resolutions would take 4.6 GB.
+            while len(decoded) > 1 and (
+                sum(v.images.nbytes for v in decoded.values()) > DECODED_BUDGET_BYTES
+            ):
+                decoded.popitem(last=False)
         return decoded[(name, resolution)]
 
     return DataBundle(

@@ -161,6 +161,21 @@ def test_eval_search_and_export_recalibrate_bn_on_the_same_images(streamed_run: 
             assert len(said) == 1, (subnet.key, said)
 
 
+def test_images_decoded_again_per_resolution_keep_to_a_budget(
+    streamed_run: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One copy per resolution met: mbv3-imagenet's 25 would hold 4.6 GB of 2,000 images.
+    payload = load_checkpoint(streamed_run)
+    held = load_training_data(streamed_run, payload, reads=FolderReads(train=0, test=0))
+    first = held.split_at("val", 28)
+    monkeypatch.setattr(image_stream, "DECODED_BUDGET_BYTES", first.images.nbytes)
+    assert held.split_at("val", 28) is first  # within the budget: kept
+    other = held.split_at("val", 30)  # over it: the least recently used goes
+    assert held.split_at("val", 30) is other
+    again = held.split_at("val", 28)
+    assert again is not first and torch.equal(again.images, first.images)
+
+
 def test_a_bad_stream_choice_is_refused(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="stream"):
         load_recipe(_recipe(tmp_path, {"source": str(folder), "stream": "disk"}))
