@@ -224,6 +224,8 @@ def upstream_inputs(
     """What search and export depend on from earlier stages: the supernet and each device's
     predictor, by content (and the data folder of a supernet not trained here). Without
     ``supernet`` (a search scored by OFA's accuracy predictor), the predictors only."""
+    from once_for_all.accuracy_dataset import EVAL_METHOD
+
     predictors = {n: run.layout.predictor(n) for n in devices}
     inputs: dict[str, Any] = {
         "predictors": {n: file_sha256(p) if p.is_file() else None for n, p in predictors.items()},
@@ -231,13 +233,28 @@ def upstream_inputs(
     if not supernet:
         return inputs
     inputs["supernet"] = run.output_hash("train", SUPERNET_NAME) or file_sha256(run.layout.supernet)
+    if _evaluated_on_held_folder(run.layout.supernet):
+        # How its accuracies are measured changed for such data (once_for_all's
+        # EVAL_METHOD): a search or export of an older method is done again, once.
+        inputs["eval_method"] = EVAL_METHOD
     data = _supernet_data(recipe)
     return inputs if data is None else {**inputs, "data": _data_inputs(run, str(data))}
 
 
+def _evaluated_on_held_folder(supernet: Path) -> bool:
+    """``checkpoint.evaluated_on_held_folder``; False for a file that does not read, which
+    the stage then refuses in its own words."""
+    from once_for_all.checkpoint import CheckpointError, evaluated_on_held_folder
+
+    try:
+        return supernet.is_file() and evaluated_on_held_folder(supernet)
+    except CheckpointError:
+        return False
+
+
 # What a search scored by OFA's accuracy predictor recorded of the supernet before it went
-# without one: the supernet it did not read, and that supernet's data.
-SUPERNET_INPUTS = ("supernet", "data")
+# without one: the supernet it did not read, that supernet's data and how it is evaluated.
+SUPERNET_INPUTS = ("supernet", "data", "eval_method")
 
 
 def _data_inputs(run: RunFolder, source: str) -> Any:

@@ -102,9 +102,12 @@ def _on_host(obj: Any) -> Any:
 DAMAGED_FIX = "retrain or restore it"
 
 
-def load_checkpoint(path: str | Path, *, damaged_fix: str = DAMAGED_FIX) -> CheckpointDocument:
+def load_checkpoint(
+    path: str | Path, *, damaged_fix: str = DAMAGED_FIX, mmap: bool = False
+) -> CheckpointDocument:
     """Load a checkpoint with ``weights_only=True`` (tensors and plain containers only); a
-    corrupt file's error ends in ``damaged_fix``."""
+    corrupt file's error ends in ``damaged_fix``. ``mmap`` maps the tensors rather than
+    reading them: for its records alone."""
     p = Path(path)
     if p.is_dir():
         inside = p / "supernet.pt"
@@ -125,7 +128,7 @@ def load_checkpoint(path: str | Path, *, damaged_fix: str = DAMAGED_FIX) -> Chec
         with warnings.catch_warnings():
             # torch warns about legacy pickle files before failing; our error says it better.
             warnings.simplefilter("ignore")
-            payload = torch.load(p, map_location="cpu", weights_only=True)
+            payload = torch.load(p, map_location="cpu", weights_only=True, mmap=mmap)
     except OSError as exc:
         if exc.errno in _IO_ERRNOS:
             raise CheckpointError(f"cannot read checkpoint {p}: {exc.strerror or exc}") from None
@@ -272,6 +275,15 @@ def _require_same_content(
             f"{trained_on}, and {why}: give that data (or where it moved), or leave out "
             "--data (in a recipe, give that data.source)"
         )
+
+
+def evaluated_on_held_folder(path: str | Path) -> bool:
+    """Whether the commands after training evaluate the supernet at ``path`` on a folder
+    they do not hold whole (one training streamed, or an imported supernet's): the data
+    whose evaluation methods 3 and 4 changed (``accuracy_dataset.evaluation_method``).
+    Read memory-mapped: the weights are not loaded."""
+    payload = load_checkpoint(path, mmap=True)
+    return "data" not in payload or bool(payload.get("streamed"))
 
 
 def load_training_data(

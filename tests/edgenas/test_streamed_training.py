@@ -176,6 +176,28 @@ def test_images_decoded_again_per_resolution_keep_to_a_budget(
     assert again is not first and torch.equal(again.images, first.images)
 
 
+def test_searches_and_exports_of_a_folder_not_held_whole_record_the_evaluation_method(
+    streamed_run: Path, folder: Path, tmp_path: Path
+) -> None:
+    # A streamed run's search stayed up to date after the evaluation method of such data
+    # changed: `edgenas run` kept the front of the older method (stop 61's list).
+    from edgenas.run_folder import RunFolder
+    from edgenas.stage_inputs import upstream_inputs
+    from once_for_all.accuracy_dataset import EVAL_METHOD
+
+    path = _recipe(tmp_path, {"source": str(folder), "image_size": 32, "stream": "stream"})
+    recipe = load_recipe(path)
+    run = RunFolder(tmp_path / "run", recipe, path)
+    run.root.mkdir()
+    run.layout.supernet.symlink_to(streamed_run)
+    assert upstream_inputs(run, recipe, [])["eval_method"] == EVAL_METHOD
+    payload = dict(torch.load(streamed_run, weights_only=True))
+    del payload["streamed"]  # as if trained on the folder held in memory: method 2, as before
+    run.layout.supernet.unlink()
+    torch.save(payload, run.layout.supernet)
+    assert "eval_method" not in upstream_inputs(run, recipe, [])
+
+
 def test_a_bad_stream_choice_is_refused(folder: Path, tmp_path: Path) -> None:
     with pytest.raises(RecipeError, match="stream"):
         load_recipe(_recipe(tmp_path, {"source": str(folder), "stream": "disk"}))
