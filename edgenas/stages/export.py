@@ -222,7 +222,7 @@ def _export(job: ExportJob, created: bool, say: Say, warn: Say) -> CardBody:
         # Before the subnet's fine-tuning: an SSH board is asked for its CPU here.
         align_channels = resolve_channel_alignment(job, say, fingerprints=reached)
         model = _subnet_model(supernet, subnet, data, job, say)
-        form = resolve_tflite_form(job)
+        form = resolve_tflite_form(job, warn)
         if form != job.options.graph_form and "tflite" in job.options.formats:
             say(f"TFLite files in the {form} graph form (for {', '.join(job.devices)})")
         options = replace(job.options, graph_form=form, align_channels=align_channels)
@@ -441,14 +441,30 @@ def _changed_inputs(saved: str, key: dict[str, Any]) -> list[str]:
     return [name for name in sorted(set(old) | set(now)) if old.get(name) != now.get(name)]
 
 
-def resolve_tflite_form(job: ExportJob) -> GraphForm:
-    """The job's TFLite graph form, worked out from its devices' kinds when "auto"."""
+def resolve_tflite_form(job: ExportJob, say: Say = lambda message: None) -> GraphForm:
+    """The job's TFLite graph form; "auto": the plain form where every device that runs
+    TFLite files is an NPU compiler (Vela), else XNNPACK's. Devices of other files (ONNX on
+    onnxruntime, the NPU simulator) have no say: with them in the export, Vela got the XNNPACK
+    form and took 1.9x its prediction (walk-through). Where both kinds run TFLite, one file
+    cannot suit both: ``say`` tells which device gets a form that is not its own."""
     from devices.profiles import load_profile
 
     if job.tflite_form != "auto":
         return job.tflite_form
-    forms = {graph_form(load_profile(device).kind) for device in job.devices}
-    return "plain" if forms == {"plain"} else "xnnpack"
+    forms: dict[str, GraphForm] = {}
+    for device in job.devices:
+        profile = load_profile(device)
+        if "tflite" in _runtime_files(profile.files_runtime)[0]:
+            forms[profile.name] = graph_form(profile.files_runtime)
+    if forms and set(forms.values()) == {"plain"}:
+        return "plain"
+    if "plain" in forms.values() and "tflite" in job.options.formats:
+        npus = ", ".join(name for name, form in forms.items() if form == "plain")
+        say(
+            f"TFLite files in XNNPACK's graph form for {', '.join(forms)}: {npus} compiles "
+            "the plain form faster; export for it on its own, or give --tflite-form plain"
+        )
+    return "xnnpack"
 
 
 def resolve_channel_alignment(
@@ -457,14 +473,13 @@ def resolve_channel_alignment(
     """The job's int8 ONNX channel alignment; "auto": the CPU kind (``platform.machine()``) of
     the devices that run the file on onnxruntime's CPU provider, x86 where they differ (the
     padding is worth more there than it costs elsewhere); "none" when the file's devices all
-    run it on kernels of their own (TensorRT, CUDA, simulators); this host's kind when no
-    device runs ONNX. SSH devices are asked, unless ``fingerprints`` (by device as given)
+    run it on kernels of their own (a CUDA provider); this host's kind when no device runs
+    int8 ONNX files (the NPU simulator and TensorRT take fp32 ONNX). SSH devices are asked, unless ``fingerprints`` (by device as given)
     has their answers: an unreachable one fails here, before the export's work."""
     import platform
 
     from devices import load_profile, open_device
     from devices.profiles import provider_name
-    from latency.profiler import RUNTIME_FORMATS
 
     if job.align_channels != "auto":
         return job.align_channels
@@ -475,8 +490,9 @@ def resolve_channel_alignment(
     for device in job.devices:
         profile = load_profile(device)
         runtime = profile.files_runtime
-        if "onnx" not in RUNTIME_FORMATS.get(runtime, ()):
-            continue
+        formats, precisions = _runtime_files(runtime)
+        if "onnx" not in formats or "int8" not in precisions:
+            continue  # the NPU simulator, TensorRT: fp32 ONNX in, the int8 file not run
         onnx_devices.append(profile.name)
         first = provider_name((profile.providers or ["cpu"])[0])
         if runtime != "onnxruntime" or first != "CPUExecutionProvider":
