@@ -429,7 +429,9 @@ class Int8Writer:
             quantize_tflite_int8(self.fp32, path, calibration=calib.transpose(0, 2, 3, 1))
         else:
             shape = tuple(self.model.input_shape)
-            with tempfile.TemporaryDirectory(prefix="edgenas-int8-") as work:
+            # Beside the file (export's staging folder), not in /tmp: a kill left it in /tmp
+            # for good, where the next export clears its staging folder.
+            with tempfile.TemporaryDirectory(prefix=".int8-", dir=path.parent) as work:
                 # The float model as its int8 version is written: the stem in groups, and
                 # for TFLite in the form whose int8 version XNNPACK runs in one piece.
                 quantizable = Path(work) / f"quantizable.{fmt}"

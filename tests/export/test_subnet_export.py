@@ -9,6 +9,7 @@ import json
 import random
 import re
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnx
@@ -125,6 +126,27 @@ def test_channel_alignment_is_on_the_card_and_can_be_turned_off(
     stem = next(n for n in graph.node if n.op_type == "Conv")
     weight = next(n for n in graph.node if n.output[0] == stem.input[1]).input[0]
     assert inputs[weight][1] == 1  # the stem reads the one grey channel
+
+
+def test_the_quantizable_model_is_written_beside_the_file(
+    tiny: TinyModel, fmnist_small: DataBundle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It went to /tmp, where a kill during the int8 conversion left it for good; beside the
+    # file, export's next run clears it with its staging folder.
+    import export.subnet_export as module
+
+    real, seen = module.quantize_tflite_int8, []
+
+    def recorded(source: Path, path: Path, **kwargs: Any) -> Any:
+        seen.append(Path(source))
+        return real(source, path, **kwargs)
+
+    monkeypatch.setattr(module, "quantize_tflite_int8", recorded)
+    options = ExportOptions(formats=("tflite",), int8=True, test_images=16, stem_groups=1)
+    export_subnet(tiny.model, fmnist_small, tmp_path, options=options)
+    (source,) = seen
+    assert source.parent.parent == tmp_path and source.parent.name.startswith(".int8-")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "model_int8.tflite"]
 
 
 def test_imagenet_subnet_matches_torch_in_both_formats(
