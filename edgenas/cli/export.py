@@ -219,7 +219,9 @@ def export_command(
     tolerance: Annotated[
         float,
         typer.Option(
-            help="fp32 parity: max |runtime - PyTorch| allowed", callback=finite_from(0.0)
+            help="fp32 parity: max |runtime - PyTorch| allowed (times the largest |logit| "
+            "where above 1)",
+            callback=finite_from(0.0),
         ),
     ] = 1e-4,
     verify: Annotated[
