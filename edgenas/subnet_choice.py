@@ -35,7 +35,17 @@ def choose_subnet(
         return space.min_subnet(r=min(rs) if rs else None)
     if choice == "random":
         return space.sample(random.Random(seed), r=rs)
-    path, _, member = choice.partition("#")
+    path, hashed, member = choice.partition("#")
+    if hashed and path in ("max", "min", "random"):
+        raise SubnetError(
+            f"{choice}: '#K' picks a member of a pareto.json's front; {path} takes none (give "
+            f"{path}, or a pareto.json#K)"
+        )
+    if hashed and not member:
+        raise SubnetError(
+            f"{choice}: give the front member's number after '#' ({path}#0, ...), or leave "
+            "out the '#' for the chosen subnet"
+        )
     document = _read_json(Path(path))
     if isinstance(document, dict) and str(document.get("format", "")).startswith("edgenas.pareto/"):
         from edgenas.search.pareto import PARETO_FORMAT, check_pareto
@@ -116,7 +126,10 @@ def _front_member(document: dict[str, Any], path: str, member: str) -> Any:
         member = str(next(iter(budgets)))
     # isdigit() also takes "²", which int() refuses with a traceback
     if not (member.isascii() and member.isdigit()) or int(member) >= len(front):
+        number = member.isascii() and member.isdigit()
+        what = "is past the front" if number else "is not a member's number"
         raise SubnetError(
-            f"{path}#{member}: the front has {len(front)} members, use #0 to #{len(front) - 1}"
+            f"{path}#{member}: '{member}' {what}; the front has {len(front)} members, use #0 "
+            f"to #{len(front) - 1}"
         )
     return front[int(member)]["subnet"]

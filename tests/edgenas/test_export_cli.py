@@ -981,11 +981,18 @@ def test_choosing_a_member_of_a_pareto_front(tmp_path: Path) -> None:
     path.write_text(json.dumps(doc))
     assert choose_subnet(f"{path}#0", TINY) == front[0]
     assert choose_subnet(str(path), TINY) == front[1]  # the chosen one
-    with pytest.raises(SubnetError, match=r"the front has 2 members, use #0 to #1"):
+    with pytest.raises(SubnetError, match=r"'2' is past the front; the front has 2 members, use"):
         choose_subnet(f"{path}#2", TINY)
     for member in ("²", "١", "-1", "x"):  # "²" and Arabic-Indic digits: int() tracebacks
-        with pytest.raises(SubnetError, match=rf"#{member}: the front has 2 members, use #0"):
+        said = rf"#{member}: '{member}' is not a member's number; the front has 2 members, use #0"
+        with pytest.raises(SubnetError, match=said):
             choose_subnet(f"{path}#{member}", TINY)
+    # An empty K took the chosen subnet; a keyword with a K was read as a file (walk-through).
+    with pytest.raises(SubnetError, match=r"#: give the front member's number after '#'"):
+        choose_subnet(f"{path}#", TINY)
+    for keyword in ("max", "min", "random"):
+        with pytest.raises(SubnetError, match=rf"^{keyword}#3: '#K' picks a member of a pareto"):
+            choose_subnet(f"{keyword}#3", TINY)
     empty = tmp_path / "empty.json"
     empty.write_text(json.dumps({**doc, "front": [], "chosen": []}))
     for member in ("", "#0"):  # it said "K from 0 to -1"
