@@ -309,7 +309,13 @@ def export_subnet(
                 split = int8.write(
                     candidate, stem_groups(model, torch.from_numpy(calib), AUTO_SPLIT_GROUPS)
                 )
-                if split.checks["top1_agreement"] > agreed:
+                better = split.checks["top1_agreement"] > agreed
+                say(
+                    f"{fmt} int8 with the stem in {AUTO_SPLIT_GROUPS} groups agrees "
+                    f"{split.checks['top1_agreement']:.2%}: "
+                    + ("kept" if better else "not kept, the whole stem's file stays")
+                )
+                if better:
                     os.replace(candidate, q_path)
                     q = replace(
                         _described(q_path, fmt, "int8", q.seconds + split.seconds),

@@ -150,6 +150,24 @@ def test_the_quantizable_model_is_written_beside_the_file(
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite", "model_int8.tflite"]
 
 
+def test_the_stem_split_tried_says_whether_it_was_kept(
+    wide: TinyModel, fmnist_small: DataBundle, tmp_path: Path
+) -> None:
+    # It said it was trying the split, and never what came of it (walk-through).
+    said: list[str] = []
+    options = ExportOptions(
+        formats=("onnx",), int8=True, test_images=64, stem_groups="auto", min_int8_agreement=1.01
+    )
+    (_, q) = export_subnet(
+        wide.model, fmnist_small, tmp_path, options=options, log=said.append
+    ).files
+    assert any(line.startswith("onnx int8 agrees ") for line in said)
+    (outcome,) = [line for line in said if "with the stem in 2 groups agrees" in line]
+    kept = outcome.endswith(": kept")
+    assert kept or outcome.endswith(": not kept, the whole stem's file stays")
+    assert ("stem_groups" in q.execution) == kept
+
+
 def test_imagenet_subnet_matches_torch_in_both_formats(
     fmnist_small: DataBundle, tmp_path: Path
 ) -> None:
