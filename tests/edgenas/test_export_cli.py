@@ -274,10 +274,13 @@ def test_a_published_device_has_its_prediction_on_the_card_and_no_measurement(
     markdown = (exported / "card.md").read_text()
     assert f"| {NOTE10} | {note10['not_measured']} | {note10['predicted']:.4g} |" in markdown
     assert "pass --device" not in markdown
+    card["accuracy"]["fp32"] = 0.64  # every accuracy in one form: 0.64 stood above 0.6400
     print_card(card, exported)
+    printed = capsys.readouterr().err
     assert f"{NOTE10}: predicted {note10['predicted']:.4g} ms; not measurable" in (
-        capsys.readouterr().err.replace("\n", " ")
+        printed.replace("\n", " ")
     )
+    assert " 0.6400 " in printed and " 0.64 " not in printed
 
 
 def test_files_are_measured_on_the_device_and_compared_with_the_prediction(
