@@ -250,6 +250,9 @@ def _run_stages(
     with _logged("recipe", log, checking=True):  # before any stage: no stage's failure
         _check_sources(recipe)
         _check_upstream(recipe, run.layout)
+    if "train" in stages:
+        with _logged("train", log, checking=True):
+            _check_retraining(recipe, run, options)
     # Only now the recipe goes into run.json: a refused one wrote itself over a good run's.
     run.save()
     if "train" in stages:
@@ -354,6 +357,22 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
         quiet=options.quiet,
     )
     run.record("train", inputs, [supernet], time.perf_counter() - started)
+
+
+def _check_retraining(recipe: Recipe, run: RunFolder, options: RunOptions) -> None:
+    """A training the run would do again over a trained supernet first checks what it
+    refuses before its first epoch (the data against the space, an init_from of another
+    space, an unreadable image): the rerun discarded the supernet, the search and the
+    exports, then refused the data (walk-through). Costs a load of the data, only when
+    training runs anyway."""
+    from edgenas.stages.train import check_training
+
+    layout = run.layout
+    if not (layout.checkpoint.exists() or layout.supernet.exists()):
+        return  # nothing to lose: the training itself refuses as early
+    if "train" not in options.force and run.up_to_date("train", train_inputs(recipe)):
+        return
+    check_training(recipe)
 
 
 def _check_upstream(recipe: Recipe, layout: RunLayout) -> None:

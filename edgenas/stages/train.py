@@ -136,42 +136,11 @@ def _train(
     # in the form the run's checkpoint recorded it (an earlier edgenas's), to compare with it
     like = resumed.get("source_digest") if resumed is not None else None
     del resumed  # its weights: the trainer reads them again, not a second copy all along
-    space = recipe.search_space()
-    if init is not None:
-        init.check_space(space)  # before any image is read
-    settings = data_settings(recipe, init)
-    data: DataBundle | StreamBundle
-    if streams(recipe.data.source, image_size=settings["image_size"], holding=recipe.data.stream):
-        data = stream_image_folder(
-            Path(recipe.data.source).expanduser(),
-            image_size=settings["image_size"],
-            channels=init.space.in_channels if init is not None else None,
-            mean=settings.get("mean"),
-            std=settings.get("std"),
-            val_size=settings["val_size"],
-            seed=settings["seed"],
-            train_limit=settings["train_limit"],
-        )
-        # what the commands after training load: the same crop and normalisation
-        settings |= {
-            "resize": "center-crop",
-            "mean": list(data.spec.mean),
-            "std": list(data.spec.std),
-        }
-    else:
-        data = load_data(**settings)
-    recipe.check_data(data.spec)
+    space, settings, data = _training_data(recipe, init)
     if (upsampled := upsampling(data.spec, space)) and world.is_main and not quiet:
         console.print(f"warning: {upsampled}", markup=False, highlight=False)
     config = recipe.train_config()
-    if init is not None:
-        first = config.phases[0]
-        if first.kd_ratio > 0 and first.distill == "teacher" and init.resets_classifier(data.spec):
-            raise RecipeError(
-                f"recipe {recipe.name!r}: train.phases[{first.name}] distils from the full "
-                "network frozen at its start, whose classifier init_from starts afresh for "
-                "the data's classes: use distill: inplace (with sandwich: true) or kd_ratio 0"
-            )
+    _check_teacher(recipe, init, data.spec)
     if world.is_main:
         # The space as a file: what `edgenas profile --space` takes for a space adapted to data.
         out.mkdir(parents=True, exist_ok=True)
@@ -256,6 +225,63 @@ def _train(
             shutil.copyfile(checkpoint, tmp)
     barrier(world)
     return final
+
+
+def check_training(recipe: Recipe) -> None:
+    """Refuse what a new training of ``recipe`` would refuse before its first epoch (a start
+    of another space, data that does not fit the space, an unreadable image in data held in
+    memory), without training: `edgenas run` checks this before it discards a training, and
+    what was made from it, for changed inputs. It discarded them, then found the recipe or
+    the data wrong (walk-through)."""
+    assert recipe.train is not None
+    init = read_initial_weights(recipe.train.init_from) if recipe.train.init_from else None
+    _, _, data = _training_data(recipe, init)
+    _check_teacher(recipe, init, data.spec)
+
+
+def _training_data(
+    recipe: Recipe, init: InitialWeights | None
+) -> tuple[SearchSpace, dict[str, Any], DataBundle | StreamBundle]:
+    """The recipe's space, the data's settings as training records them, and the data,
+    checked against the space and the start ``init``."""
+    space = recipe.search_space()
+    if init is not None:
+        init.check_space(space)  # before any image is read
+    settings = data_settings(recipe, init)
+    data: DataBundle | StreamBundle
+    if streams(recipe.data.source, image_size=settings["image_size"], holding=recipe.data.stream):
+        data = stream_image_folder(
+            Path(recipe.data.source).expanduser(),
+            image_size=settings["image_size"],
+            channels=init.space.in_channels if init is not None else None,
+            mean=settings.get("mean"),
+            std=settings.get("std"),
+            val_size=settings["val_size"],
+            seed=settings["seed"],
+            train_limit=settings["train_limit"],
+        )
+        # what the commands after training load: the same crop and normalisation
+        settings |= {
+            "resize": "center-crop",
+            "mean": list(data.spec.mean),
+            "std": list(data.spec.std),
+        }
+    else:
+        data = load_data(**settings)
+    recipe.check_data(data.spec)
+    return space, settings, data
+
+
+def _check_teacher(recipe: Recipe, init: InitialWeights | None, spec: DataSpec) -> None:
+    if init is None:
+        return
+    first = recipe.train_config().phases[0]
+    if first.kd_ratio > 0 and first.distill == "teacher" and init.resets_classifier(spec):
+        raise RecipeError(
+            f"recipe {recipe.name!r}: train.phases[{first.name}] distils from the full "
+            "network frozen at its start, whose classifier init_from starts afresh for "
+            "the data's classes: use distill: inplace (with sandwich: true) or kd_ratio 0"
+        )
 
 
 def upsampling(spec: DataSpec, space: SearchSpace) -> str | None:

@@ -860,6 +860,28 @@ def test_recipe_mistakes_fail_at_load_with_the_key(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_retraining_its_data_refuses_discards_nothing(micro_run: Run, tmp_path: Path) -> None:
+    # A rerun discarded the trained supernet, the search and the exports, then found the data
+    # unfit for the recipe's space (a class added, a corrupt image, another init_from space;
+    # walk-through): hours of work gone for a one-line fix.
+    recipe, out, cache, _ = micro_run
+    copy = tmp_path / "run"
+    shutil.copytree(out, copy, ignore=shutil.ignore_patterns("*.lock"))
+    changed = yaml.safe_load(recipe.read_text())
+    changed["space"] = {"name": "mbv3-tiny", "num_classes": 5}  # Fashion-MNIST has 10
+    five = tmp_path / "five.yaml"
+    five.write_text(yaml.safe_dump(changed, sort_keys=False))
+    before = {p: p.read_bytes() for p in copy.rglob("*") if p.is_file() and p.suffix != ".log"}
+    proc = edgenas_run(five, copy, cache=cache)
+    assert proc.returncode == 2
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("error: ")]
+    assert line.startswith(  # refused before any stage, as the recipe's checks are
+        "error: recipe 'micro-run': data 'fashion-mnist' has 1 channel(s) and 10 classes"
+    )
+    assert "discarding" not in proc.stderr
+    assert {p: p.read_bytes() for p in before} == before
+
+
 def test_a_failed_search_after_a_change_leaves_no_stale_summary_or_report(
     micro_run: Run, tmp_path: Path
 ) -> None:
