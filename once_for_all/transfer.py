@@ -100,20 +100,29 @@ class InitialWeights:
         """Refuse a space the weights cannot start: it must be the checkpoint's but for its
         number of classes (input channels are named on their own)."""
         mine = self.space
-        if space.in_channels != mine.in_channels:
+        # The whole space setting: following a fix that named less met the next refusal
+        # (the name fixed, then the channels; walk-through).
+        setting = (
+            f"space: {{name: {mine.name}, in_channels: {mine.in_channels}, num_classes: "
+            f"{space.num_classes}}}"
+        )
+        same = dataclasses.replace(mine, num_classes=space.num_classes)
+        if (
+            space.in_channels != mine.in_channels
+            and same.id == dataclasses.replace(space, in_channels=mine.in_channels).id
+        ):
             raise CheckpointError(
                 f"init_from {self.path} takes {mine.in_channels} input channel(s), the recipe's "
-                f"space {space.in_channels}: give {mine.in_channels}-channel data (space "
-                f"in_channels: {mine.in_channels}), or train from scratch (leave init_from out)"
+                f"space {space.in_channels}: set {setting}, or train from scratch (leave "
+                "init_from out)"
             )
-        same = dataclasses.replace(mine, num_classes=space.num_classes)
         if same.id != space.id:
             a, b = dataclasses.asdict(same), dataclasses.asdict(space)
-            field = next((k for k in a if a[k] != b[k]), "content")
+            fields = [k for k in a if a[k] != b[k]] or ["content"]
             raise CheckpointError(
                 f"init_from {self.path} holds a supernet of space {mine.id}, not the recipe's "
-                f"{space.id} ({field} differs): set space: {{name: {mine.name}, num_classes: "
-                f"{space.num_classes}}}, or give a supernet of the recipe's space"
+                f"{space.id} ({', '.join(fields)} differ{'s' if len(fields) == 1 else ''}): set "
+                f"{setting}, or give a supernet of the recipe's space"
             )
 
     def load_into(self, model: OFAMobileNetV3, data: DataSpec) -> None:

@@ -292,13 +292,26 @@ def test_bad_starts_are_refused_in_one_line(
     _write_source(other, _space(feature_mix_width=128))
     grey = tmp_path / "grey.pt"
     _write_source(grey, _space(channels=1))
+    both = tmp_path / "both.pt"
+    _write_source(both, _space(channels=1, feature_mix_width=128))
     text = tmp_path / "notes.pt"
     text.write_text("not a checkpoint\n")
+    # Each names the whole space to set: following the first, which named no channels, met
+    # the second (walk-through).
     for init_from, message in (
         (tmp_path / "missing.pt", r"init_from: checkpoint .*missing\.pt not found"),
         (text, r"init_from: checkpoint .*notes\.pt is corrupt or not an edgenas checkpoint"),
         (other, r"space mbv3-tiny-\w+, not the recipe's .*\(feature_mix_width differs\)"),
-        (grey, r"takes 1 input channel\(s\), the recipe's space 3"),
+        (
+            grey,
+            r"takes 1 input channel\(s\), the recipe's space 3: set space: \{name: mbv3-tiny, "
+            r"in_channels: 1, num_classes: \d+\}",
+        ),
+        (
+            both,
+            r"\(in_channels, feature_mix_width differ\): set space: \{name: mbv3-tiny, "
+            r"in_channels: 1,",
+        ),
     ):
         recipe = _recipe(tmp_path, folder, init_from)
         out = tmp_path / f"run-{init_from.stem}"
