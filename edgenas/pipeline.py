@@ -45,6 +45,7 @@ from edgenas.stage_inputs import (
     SUPERNET_INPUTS,
     adopt_data_fingerprint,
     adopt_data_path,
+    adopt_folder_digest,
     adopt_moved_files,
     device_name,
     more_resolutions,
@@ -333,6 +334,7 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
     from edgenas.stages.train import TrainOptions, train
 
     inputs = train_inputs(recipe)
+    adopt_folder_digest(run, "train", inputs, Path(recipe.data.source).expanduser())
     adopt_data_fingerprint(run, inputs)
     adopt_moved_files(run, inputs, log)
     supernet = run.layout.supernet

@@ -39,12 +39,14 @@ def train_inputs(recipe: Recipe) -> dict[str, Any]:
 
 
 def data_source_fingerprint(source: str) -> dict[str, str] | None:
-    """What a data source holds, for the train stage's inputs: a data file's SHA-256, a
-    folder's listing (each file's path, size and modification time: hashing every image of
-    an ImageNet folder would take minutes). None for a built-in data set (its name stands
-    for it: run folders recorded without one stay up to date) or a source that does not
-    exist (loading it says so)."""
+    """What a data source holds, for the stages' inputs: a data file's SHA-256, a folder's
+    digest as eval checks it (``source_digest``: each image's path, label and size, as the
+    loader lists them; hashing every image of an ImageNet folder would take minutes). None
+    for a built-in data set (its name stands for it: run folders recorded without one stay
+    up to date) or a source that does not exist (loading it says so). A folder the loader
+    refuses (an empty class folder) is refused here, as eval refuses it."""
     from once_for_all.data.load import BUILTIN_SOURCES
+    from once_for_all.data.source_digest import source_digest
 
     path = Path(source).expanduser()
     if source in BUILTIN_SOURCES:
@@ -52,11 +54,33 @@ def data_source_fingerprint(source: str) -> dict[str, str] | None:
     if path.is_file():
         return {"sha256": file_sha256(path)}
     if path.is_dir():
-        return {"listing": _listing_sha256(path)}
+        return {"digest": str(source_digest(str(path)))}
     return None
 
 
+def adopt_folder_digest(run: RunFolder, key: str, inputs: dict[str, Any], folder: Path) -> None:
+    """Records of edgenas before 2026-12-08 hold a folder's listing with every file's
+    modification time (``{"listing": ...}``) where its digest now goes, so that a copy (cp -r)
+    or a touched file trained again: a record whose listing is still the folder's (nothing
+    changed since) takes today's digest; any other is compared as ever."""
+    data = inputs.get("data")
+    if not (isinstance(data, dict) and "digest" in data):
+        return
+    today: list[str] = []  # the folder's listing, computed once, when a record has one
+
+    def digested(recorded: dict[str, Any]) -> dict[str, Any] | None:
+        old = recorded.get("data")
+        if not (isinstance(old, dict) and "listing" in old):
+            return None
+        if not today:
+            today.append(_listing_sha256(folder))
+        return {**recorded, "data": data} if old["listing"] == today[0] else None
+
+    adopt_inputs(run, key, digested)
+
+
 def _listing_sha256(folder: Path) -> str:
+    """The listing edgenas before 2026-12-08 recorded (``adopt_folder_digest``)."""
     digest = hashlib.sha256()
     for top, dirs, files in os.walk(folder, followlinks=True):
         dirs.sort()  # os.walk descends in this order
@@ -280,6 +304,7 @@ def adopt_data_path(run: RunFolder, key: str, inputs: dict[str, Any], recipe: Re
 
     if isinstance(data, dict):
         adopt_inputs(run, key, fingerprinted)
+        adopt_folder_digest(run, key, inputs, Path(path).expanduser())
 
 
 def stage_data(recipe: Recipe) -> Path:

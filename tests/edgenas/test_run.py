@@ -37,6 +37,7 @@ from export.card import speed_text
 from latency.predictors import CalibratedPredictor, load_predictor
 from latency.table import TableError
 from once_for_all import Subnet
+from once_for_all.data import DataError
 from once_for_all.files import file_sha256
 from tests.edgenas.conftest import CPU_PROFILE, MICRO_RECIPE, Run, run_recipe
 from tests.support.cli_here import edgenas_here
@@ -1064,13 +1065,51 @@ def test_the_train_stage_records_what_its_data_holds(tmp_path: Path) -> None:
     folder = tmp_path / "images" / "cat"
     folder.mkdir(parents=True)
     (folder / "1.png").write_bytes(b"one")
+    (tmp_path / "images" / "dog").mkdir()
+    (tmp_path / "images" / "dog" / "1.png").write_bytes(b"dog")
     listed = inputs(folder.parent)["data"]
-    assert set(listed) == {"listing"} and inputs(folder.parent)["data"] == listed
+    assert set(listed) == {"digest"} and inputs(folder.parent)["data"] == listed
     (folder / "2.png").write_bytes(b"two")
     two = inputs(folder.parent)["data"]
     assert two != listed
-    os.utime(folder / "2.png", ns=(0, 0))  # the same names and sizes, another time
+    # The same names and sizes at another time (a copy by cp -r, a touch) are the same data,
+    # as eval takes them: they trained again (walk-through). Files the loader does not read
+    # do not count.
+    os.utime(folder / "2.png", ns=(0, 0))
+    (folder / "notes.txt").write_text("from the lab")
+    assert inputs(folder.parent)["data"] == two
+    (folder / "2.png").write_bytes(b"TWO!")  # another size: other data
     assert inputs(folder.parent)["data"] != two
+    # A folder eval refuses is refused here: an empty class folder was "up to date" in a run
+    # whose eval then refused it (walk-through).
+    (tmp_path / "images" / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no images"):
+        inputs(folder.parent)
+
+
+def test_a_record_of_a_folders_listing_takes_its_digest_while_nothing_changed(
+    tmp_path: Path,
+) -> None:
+    # Runs recorded a folder's listing with modification times: one that still lists the
+    # folder takes its digest and is not trained again; one that does not is compared as ever.
+    from edgenas.stage_inputs import _listing_sha256, adopt_folder_digest
+
+    images = tmp_path / "images"
+    for name in ("cat", "dog"):
+        (images / name).mkdir(parents=True)
+        (images / name / "1.png").write_bytes(name.encode())
+    recipe_path = run_recipe(tmp_path, data={"source": str(images)})
+    inputs = train_inputs(load_recipe(recipe_path))
+    run = RunFolder(tmp_path / "run", load_recipe(recipe_path), recipe_path)
+    run.root.mkdir()
+    old = {**inputs, "data": {"listing": _listing_sha256(images)}}
+    run.stages["train"] = {"inputs": old, "outputs": {}, "seconds": 1.0, "finished": "x"}
+    adopt_folder_digest(run, "train", inputs, images)
+    assert run.up_to_date("train", inputs)
+    assert _stages(run.root)["train"]["inputs"] == inputs
+    run.stages["train"]["inputs"] = {**inputs, "data": {"listing": "another folder's"}}
+    adopt_folder_digest(run, "train", inputs, images)
+    assert not run.up_to_date("train", inputs)
 
 
 def test_a_train_stage_recorded_without_a_data_fingerprint_is_not_redone(tmp_path: Path) -> None:
