@@ -24,7 +24,8 @@ INTERRUPTED = {
     "(before the first, nothing: a new --out folder is removed); run the same command with "
     "--resume to continue",
     "profile": "interrupted: what was measured is saved; run the same command again",
-    "search": "interrupted: the finished trials are saved in the --out folder's study.log; run "
+    "search": "interrupted: the finished trials (and subnet accuracies) are saved in the --out "
+    "folder's study.log (and accuracy_cache.json); run "
     "the same command again to continue the study",
     "export": "interrupted: no partial model file is left; the files and measurements "
     "finished (and a finished fine-tuning) are kept in the --out folder; run the same command "

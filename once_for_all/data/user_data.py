@@ -79,8 +79,8 @@ def load_image_folder(
         width, height = _header(files[0][0])[1]
         if width != height:
             raise DataError(
-                f"{files[0][0]} is {width}x{height}, not square: pass image_size to "
-                "choose the size every image is resized to"
+                f"{files[0][0]} is {width}x{height}, not square: give image_size (a recipe's "
+                "data.image_size), the size every image is resized to"
             )
         image_size = width
     size = image_size
@@ -351,8 +351,8 @@ def load_npz(path: Path, *, image_size: int | None) -> RawDataset:
     if image_size is None:
         if height != width:
             raise DataError(
-                f"{path}: images are {height}x{width}, not square: pass image_size to choose "
-                "the size they are resized to"
+                f"{path}: images are {height}x{width}, not square: give image_size (a recipe's "
+                "data.image_size), the size they are resized to"
             )
         image_size = height
 

@@ -294,7 +294,7 @@ def test_image_folder_train_test_layout_mixed_modes(tmp_path: Path) -> None:
 def test_image_folder_size_rules(tmp_path: Path) -> None:
     _write_images(tmp_path / "a", 6, "L", (12, 8), 0)
     _write_images(tmp_path / "b", 6, "L", (12, 8), 1)
-    with pytest.raises(DataError, match="not square: pass image_size"):
+    with pytest.raises(DataError, match=r"not square: give image_size \(a recipe's data\.image"):
         load_data(str(tmp_path), val_size=1)
     bundle = load_data(str(tmp_path), val_size=1, image_size=6)
     assert bundle.train.images.shape[1:] == (1, 6, 6) and bundle.spec.image_size == 6
