@@ -48,6 +48,7 @@ from edgenas.stage_inputs import (
     adopt_folder_digest,
     adopt_moved_files,
     device_name,
+    held_out_fingerprint,
     more_resolutions,
     only_trials_changed,
     profile_inputs,
@@ -359,6 +360,13 @@ def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console
         quiet=options.quiet,
     )
     run.record("train", inputs, [supernet], time.perf_counter() - started)
+
+
+def _with_test_data(inputs: dict[str, Any], recorded: dict[str, Any]) -> dict[str, Any] | None:
+    """``inputs`` for an export ``recorded`` without the test images' digest, the same else."""
+    if "test_data" in recorded or {**recorded, "test_data": inputs["test_data"]} != inputs:
+        return None
+    return inputs
 
 
 def _check_retraining(recipe: Recipe, run: RunFolder, options: RunOptions) -> None:
@@ -726,6 +734,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
         del run.stages[old]
     if stale:  # saved now: were every export up to date, nothing else would save run.json
         run.save()
+    held_out = held_out_fingerprint(str(stage_data(recipe)))
     for key, entry in exported.items():
         folder = run.layout.export(key)
         stage_key = f"export:{key}"
@@ -735,8 +744,13 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
             "export": e.model_dump(mode="json"),
             "devices": devices,
         }
+        if held_out is not None:  # the test images the files are checked on
+            inputs["test_data"] = held_out
         entry["folder"] = folder
         adopt_data_path(run, stage_key, inputs, recipe)
+        if held_out is not None:
+            # Recorded before exports named them (2026-12-08): made from today's, as taken then.
+            adopt_inputs(run, stage_key, partial(_with_test_data, inputs))
         if not needs_run(
             run, stage_key, inputs, stage="export", options=options, outputs=[folder], log=log
         ):

@@ -44,9 +44,11 @@ def data_source_fingerprint(source: str) -> dict[str, str] | None:
     loader lists them; hashing every image of an ImageNet folder would take minutes). None
     for a built-in data set (its name stands for it: run folders recorded without one stay
     up to date) or a source that does not exist (loading it says so). A folder the loader
-    refuses (an empty class folder) is refused here, as eval refuses it."""
+    refuses (an empty class folder) is refused here, as eval refuses it. Of a train/ + test/
+    folder, what training reads (``training_part``): its test/ is the export's
+    (``held_out_fingerprint``)."""
     from once_for_all.data.load import BUILTIN_SOURCES
-    from once_for_all.data.source_digest import source_digest
+    from once_for_all.data.source_digest import source_digest, training_part
 
     path = Path(source).expanduser()
     if source in BUILTIN_SOURCES:
@@ -54,8 +56,20 @@ def data_source_fingerprint(source: str) -> dict[str, str] | None:
     if path.is_file():
         return {"sha256": file_sha256(path)}
     if path.is_dir():
-        return {"digest": str(source_digest(str(path)))}
+        return {"digest": training_part(str(source_digest(str(path))))}
     return None
+
+
+def held_out_fingerprint(source: str) -> str | None:
+    """The digest of a train/ + test/ (or val/) folder's held-out part, which export's test
+    checks read (None for any other source): a test/ that changed exports again, and trains
+    nothing again."""
+    from once_for_all.data.source_digest import held_out_part, source_digest
+
+    path = Path(source).expanduser()
+    if not path.is_dir():
+        return None
+    return held_out_part(str(source_digest(str(path))))
 
 
 def adopt_folder_digest(run: RunFolder, key: str, inputs: dict[str, Any], folder: Path) -> None:

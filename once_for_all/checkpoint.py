@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 import pickle
 import warnings
 from collections.abc import Collection, Mapping
@@ -24,13 +25,15 @@ from once_for_all.data import (
 )
 from once_for_all.data.image_stream import hold_in_memory
 from once_for_all.data.load import BUILTIN_SOURCES, names_a_path
-from once_for_all.data.source_digest import source_digest
+from once_for_all.data.source_digest import SPLIT, digest_change, source_digest
 from once_for_all.data.splits import validation_indices
 from once_for_all.elastic_supernet import OFAMobileNetV3
 from once_for_all.errors import EdgenasError, one_line
 from once_for_all.evaluation import BN_IMAGES
 from once_for_all.files import not_a_torch_file, torch_file_head, torch_load_failure, write_torch
 from once_for_all.search_space import SearchSpace
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_FORMAT = "edgenas.supernet/1"
 
@@ -267,7 +270,10 @@ def _require_same_content(
             "or where it moved), or leave out --data"
         )
     digest = payload.get("source_digest")
-    if digest is None or source_digest(given, like=digest) != digest:
+    if digest is None or digest_change(digest, str(source_digest(given, like=digest))) not in (
+        None,
+        "held-out",  # said when the data is loaded (_check_source)
+    ):
         why = (
             "records no digest of it to compare" if digest is None else f"{given} holds other files"
         )
@@ -344,11 +350,24 @@ def _check_source(payload: CheckpointDocument, settings: dict[str, Any], path: s
         return
     source = str(settings.get("source"))
     now = source_digest(source, like=recorded)
-    if now is not None and now != recorded:  # a missing source: loading it says so
+    if now is None:  # a missing source: loading it says so
+        return
+    change = digest_change(recorded, now)
+    if change == "held-out":
+        # Training read train/ alone: its data and validation split are as they were.
+        log.warning(
+            "the held-out images of %s (test/ or val/) changed since %s was trained: test "
+            "accuracies are on the images there now",
+            source,
+            path,
+        )
+    elif change is not None:
+        where = " in train/" if recorded.startswith(SPLIT) else ""
         raise CheckpointError(
             f"the data at {source} changed since {path} was trained on it (files added, "
-            "removed or rewritten): its validation split would now hold other images, some "
-            "of them training images; restore that data, or train a supernet on the new data"
+            f"removed or rewritten{where}): its validation split would now hold other images, "
+            "some of them training images; restore that data, or train a supernet on the new "
+            "data"
         )
 
 

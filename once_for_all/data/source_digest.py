@@ -14,6 +14,11 @@ from once_for_all.files import file_sha256
 # The digest of a folder's listing with each image's size; one without a prefix (recorded by
 # an earlier edgenas) lists names and labels only.
 SIZED = "sized:"
+# A folder of train/ and test/ (or val/), as SIZED but each part digested apart (the
+# training part, then the held-out one): "split:TRAIN:TEST". Training reads train/ alone
+# (its validation split is drawn from it), so a held-out folder that changed leaves the
+# training as it was (edgenas before 2026-12-08 digested both in one).
+SPLIT = "split:"
 
 
 def source_digest(source: str, *, like: str | None = None) -> str | None:
@@ -36,16 +41,44 @@ def source_digest(source: str, *, like: str | None = None) -> str | None:
         return file_sha256(path)
     if not path.is_dir():
         return None
-    sized = like is None or like.startswith(SIZED)
-    digest = hashlib.sha256()
+    sized = like is None or like.startswith((SIZED, SPLIT))
     listing = list_image_folder(path)
+    whole, parts = hashlib.sha256(), []
     for split, files in (("train", listing.train), ("test", listing.test or [])):
+        part = hashlib.sha256()
         for file, label in files:
             # os.fsencode: a name that is not UTF-8 (a Windows zip's) keeps its own bytes
             name = os.fsencode(file.relative_to(path))
             size = f"|{_size(file)}" if sized else ""
-            digest.update(f"{split}|".encode() + name + f"|{label}{size}\n".encode())
-    return (SIZED if sized else "") + digest.hexdigest()
+            line = f"{split}|".encode() + name + f"|{label}{size}\n".encode()
+            whole.update(line)
+            part.update(line)
+        parts.append(part.hexdigest())
+    if listing.test is not None and (like is None or like.startswith(SPLIT)):
+        return f"{SPLIT}{parts[0]}:{parts[1]}"
+    return (SIZED if sized else "") + whole.hexdigest()
+
+
+def training_part(digest: str) -> str:
+    """What of a digest the training depends on: a train/ + test/ folder's training part,
+    else all of it (a one-folder layout holds its test split out of the same images)."""
+    return digest.split(":")[1] if digest.startswith(SPLIT) else digest
+
+
+def held_out_part(digest: str) -> str | None:
+    """A train/ + test/ folder's held-out part (None for any other digest)."""
+    return digest.split(":")[2] if digest.startswith(SPLIT) else None
+
+
+def digest_change(recorded: str, now: str) -> str | None:
+    """What changed between two digests of one source, the second taken ``like`` the first:
+    None (nothing), "held-out" (only a train/ + test/ folder's held-out folder: what training
+    read and its validation split are as they were), or "training"."""
+    if recorded == now:
+        return None
+    if training_part(recorded) == training_part(now) and recorded.startswith(SPLIT):
+        return "held-out"
+    return "training"
 
 
 def _size(file: Path) -> int | str:

@@ -1298,3 +1298,14 @@ def test_a_new_run_keeps_the_work_it_did_before_failing(
     with pytest.raises(RecipeError, match="training diverged"):
         run(run_recipe(tmp_path), RunOptions(out=out, quiet=True), Console(quiet=True))
     assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "run.json", "run.log"]
+
+
+def test_an_export_recorded_before_its_test_images_were_named_is_kept() -> None:
+    # Exports of a train/ + test/ folder record its test images' digest since 2026-12-08:
+    # one recorded before, the same else, is taken as made from today's (not exported again).
+    from edgenas.pipeline import _with_test_data
+
+    now = {"subnet": {"r": 28}, "test_data": "abc"}
+    assert _with_test_data(now, {"subnet": {"r": 28}}) == now
+    assert _with_test_data(now, {"subnet": {"r": 32}}) is None  # another subnet
+    assert _with_test_data(now, {"subnet": {"r": 28}, "test_data": "old"}) is None

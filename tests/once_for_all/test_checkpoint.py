@@ -4,6 +4,7 @@ files, and a load_supernet round trip."""
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 import pickle
 import random
@@ -435,7 +436,7 @@ def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, stre
     shutil.copy(next((folder / "train" / wnid(1)).iterdir()), extra)
     message = (
         f"the data at {folder} changed since {path} was trained on it (files added, removed or "
-        "rewritten): its validation split would now hold other images"
+        "rewritten in train/): its validation split would now hold other images"
     )
     for read in (open_training_data, load_training_data):
         with pytest.raises(CheckpointError, match=f"^{re.escape(message)}"):
@@ -447,6 +448,42 @@ def test_data_whose_files_changed_since_training_is_refused(tmp_path: Path, stre
     shutil.move(folder, tmp_path / "moved")  # a missing source: its new place is asked for
     with pytest.raises(CheckpointError, match=r"does not exist \(moved or deleted\): give its new"):
         load_training_data(path, payload)
+
+
+@pytest.mark.parametrize("streamed", [False, True], ids=["in-memory", "streamed"])
+def test_held_out_images_that_changed_leave_the_training_as_it_was(
+    tmp_path: Path, streamed: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    # An image added to val/ (which training never reads) was refused, saying the validation
+    # split would hold training images, and `edgenas run` trained again (walk-through).
+    from edgenas.stage_inputs import data_source_fingerprint, held_out_fingerprint
+    from once_for_all.data.source_digest import SIZED, SPLIT
+
+    folder, payload = _trained_on_folder(tmp_path, streamed=streamed)
+    path = tmp_path / "supernet.pt"
+    assert payload["source_digest"].startswith(SPLIT)
+    trained, held_out = data_source_fingerprint(str(folder)), held_out_fingerprint(str(folder))
+    extra = folder / "val" / wnid(0) / "extra.JPEG"
+    shutil.copy(next((folder / "val" / wnid(1)).iterdir()), extra)
+    with caplog.at_level(logging.WARNING, logger="once_for_all.checkpoint"):
+        assert len(load_training_data(path, payload).val) == 4
+    assert [r.getMessage() for r in caplog.records] == [
+        f"the held-out images of {folder} (test/ or val/) changed since {path} was trained: "
+        "test accuracies are on the images there now"
+    ]
+    assert data_source_fingerprint(str(folder)) == trained  # the train stage: as it was
+    assert held_out_fingerprint(str(folder)) != held_out  # the exports: checked again
+    extra.rename(folder / "train" / wnid(0) / "extra.JPEG")  # a training image: refused
+    with pytest.raises(CheckpointError, match=r"\(files added, removed or rewritten in train/\)"):
+        load_training_data(path, payload)
+    assert data_source_fingerprint(str(folder)) != trained
+    # A checkpoint of the digest before, of both parts in one, refuses either change.
+    (folder / "train" / wnid(0) / "extra.JPEG").unlink()
+    whole = source_digest(str(folder), like=SIZED)
+    assert whole is not None and whole.startswith(SIZED)
+    shutil.copy(next((folder / "val" / wnid(1)).iterdir()), extra)
+    with pytest.raises(CheckpointError, match="changed since"):
+        load_training_data(path, {**payload, "source_digest": whole})
 
 
 def test_a_folder_with_a_file_name_that_is_not_utf8_has_a_digest(tmp_path: Path) -> None:
