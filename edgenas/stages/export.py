@@ -454,6 +454,8 @@ def resolve_tflite_form(job: ExportJob, say: Say = lambda message: None) -> Grap
     forms: dict[str, GraphForm] = {}
     for device in job.devices:
         profile = load_profile(device)
+        if profile.kind == "published":
+            continue  # tables only: nothing runs there (samsung-note10)
         if "tflite" in _runtime_files(profile.files_runtime)[0]:
             forms[profile.name] = graph_form(profile.files_runtime)
     if forms and set(forms.values()) == {"plain"}:
@@ -491,7 +493,7 @@ def resolve_channel_alignment(
         profile = load_profile(device)
         runtime = profile.files_runtime
         formats, precisions = _runtime_files(runtime)
-        if "onnx" not in formats or "int8" not in precisions:
+        if profile.kind == "published" or "onnx" not in formats or "int8" not in precisions:
             continue  # the NPU simulator, TensorRT: fp32 ONNX in, the int8 file not run
         onnx_devices.append(profile.name)
         first = provider_name((profile.providers or ["cpu"])[0])

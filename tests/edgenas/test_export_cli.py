@@ -499,6 +499,8 @@ def test_tflite_form_follows_the_devices(tmp_path: Path) -> None:
     # Devices of ONNX files have no say: beside them Vela got XNNPACK's form, 1.9x slower
     # (walk-through; quickstart-ethos.yaml's devices).
     assert form("ethos-u55-128", "local-cpu") == form("ethos-u55-128", "npu-32x32-ws") == "plain"
+    # nor do published tables, where nothing runs (ofa-imagenet.yaml's devices; review)
+    assert form("samsung-note10", "local-cpu", "ethos-u55-128") == "plain"
     assert said == []
     assert form("ethos-u55-128", "raspberry-pi-4") == "xnnpack"  # the CPUs' file serves both
     assert said == [
@@ -566,7 +568,8 @@ def test_channel_alignment_follows_the_devices_that_run_onnx(
     assert sshd.log.read_text().count("Accepted publickey") == logins + 1
     # A simulated NPU takes fp32 ONNX only: the int8 file is still for this host (it was
     # unpadded for the simulator; walk-through).
-    assert alignment("npu-32x32-ws") == host
+    assert alignment("npu-32x32-ws") == alignment("samsung-note10") == host
+    assert said == []
     # Devices that run int8 ONNX on kernels of their own (onnxruntime's CUDA provider) have
     # none to pad for, and the export says why its file is unpadded.
     cuda = tmp_path / "cuda.yaml"
