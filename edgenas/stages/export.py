@@ -28,10 +28,10 @@ from edgenas.stages.export_progress import (
     DoneDevice,
     DoneFile,
     ExportProgress,
+    device_digest,
     export_key,
     finished_file,
     open_staging,
-    profile_digest,
     save_progress,
 )
 from edgenas.subnet_choice import choose_subnet, searched_supernet
@@ -267,8 +267,9 @@ def _export(job: ExportJob, created: bool, say: Say, warn: Say) -> CardBody:
         write_card(staging, card)
         _publish(staging, job.out)
         published = True
-    except KeyboardInterrupt:
-        # Ctrl-C (or SIGTERM): what is finished waits for the rerun (export_progress).
+    except BaseException:
+        # Ctrl-C, SIGTERM, a board that dropped: what is finished waits for the rerun, which
+        # takes it over for the same inputs only (export_progress).
         keep = progress is not None and bool(progress["files"])
         raise
     finally:
@@ -803,7 +804,7 @@ def _measure(
                 profile, predictors.get(profile.name), subnet
             )
             continue
-        profile_key = profile_digest(profile)
+        profile_key = device_digest(profile, predictors.get(profile.name))
         done = progress["devices"].get(profile.name) if progress is not None else None
         if done is not None and done.get("profile") == profile_key:
             say(f"measured on {profile.name} by the interrupted export: kept")

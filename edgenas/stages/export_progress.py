@@ -18,7 +18,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 from export.card import CardFile, DeviceLatency
 from export.errors import ExportError
@@ -31,8 +31,17 @@ if TYPE_CHECKING:
 PROGRESS_FORMAT = "edgenas.export-progress/1"
 PROGRESS_NAME = ".progress.json"  # hidden: publishing moves the staging folder's model files
 STAGING_PREFIX = ".partial-"
-# What writes the files: another version may write other bytes.
-CONVERTERS = ("torch", "onnx", "onnxruntime", "ai-edge-litert", "litert-torch")
+# What writes the files: another version may write other bytes (edgenas itself: how it
+# picks and decodes the images they are calibrated and checked on).
+CONVERTERS = (
+    "edgenas",
+    "torch",
+    "onnx",
+    "onnxruntime",
+    "ai-edge-litert",
+    "litert-torch",
+    "ai-edge-quantizer",
+)
 
 
 class DoneFile(TypedDict):
@@ -41,7 +50,8 @@ class DoneFile(TypedDict):
 
 
 class DoneDevice(TypedDict):
-    profile: str  # digest of the device's profile: an edited profile measures again
+    # digest of the device's profile and predictor: either edited, the device measures again
+    profile: str
     latency: DeviceLatency  # before the comparison between files (export's _compare)
 
 
@@ -59,7 +69,7 @@ def export_key(
     file_metadata: Callable[[str, int], Mapping[str, str]],
 ) -> str:
     """First 16 hex digits of a SHA-256 over what the exported files depend on."""
-    from once_for_all.accuracy_dataset import data_fingerprint
+    from once_for_all.accuracy_dataset import data_fingerprint, evaluation_method
 
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
@@ -76,6 +86,8 @@ def export_key(
         ],
         # calibration reads the training split, parity the validation split, checks the test
         "data": [data_fingerprint(data, split) for split in ("train", "val", "test")],
+        # how a folder's images are read at the subnet's resolution (its held ones hashed)
+        "eval_method": evaluation_method(data),
         "versions": {name: _version(name) for name in CONVERTERS},
     }
     digest.update(json.dumps(inputs, sort_keys=True, default=str).encode())
@@ -89,9 +101,12 @@ def _version(package: str) -> str | None:
         return None
 
 
-def profile_digest(profile: object) -> str:
-    """A device profile's digest (a pydantic model, as ``devices.load_profile`` reads it)."""
+def device_digest(profile: object, predictor: object | None) -> str:
+    """A device's digest: its profile (a pydantic model, as ``devices.load_profile`` reads
+    it) and its latency predictor (the card's predicted figures), if any."""
     text = profile.model_dump_json() if hasattr(profile, "model_dump_json") else repr(profile)
+    if predictor is not None and hasattr(predictor, "to_dict"):
+        text += json.dumps(predictor.to_dict(), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -123,7 +138,24 @@ def _read_progress(staging: Path) -> ExportProgress:
     files, devices = doc.get("files"), doc.get("devices")
     if not isinstance(files, dict) or not isinstance(devices, dict):
         return empty
-    return ExportProgress(format=PROGRESS_FORMAT, files=files, devices=devices)
+    # An entry not of the shape written is not done (a hand-edited or damaged file).
+    return ExportProgress(
+        format=PROGRESS_FORMAT,
+        files={
+            name: cast(DoneFile, entry)
+            for name, entry in files.items()
+            if isinstance(entry, dict)
+            and isinstance(entry.get("file"), dict)
+            and isinstance(entry.get("input"), dict)
+        },
+        devices={
+            name: cast(DoneDevice, entry)
+            for name, entry in devices.items()
+            if isinstance(entry, dict)
+            and isinstance(entry.get("profile"), str)
+            and isinstance(entry.get("latency"), dict)
+        },
+    )
 
 
 def save_progress(staging: Path, progress: ExportProgress) -> None:
@@ -142,7 +174,7 @@ def finished_file(
     try:
         described = ExportedFile.from_dict(done["file"])
         content = (staging / name).read_bytes()
-    except (OSError, KeyError, TypeError):
+    except (OSError, KeyError, TypeError, AttributeError):
         return None
     if hashlib.sha256(content).hexdigest() != described.sha256:
         return None

@@ -4,6 +4,7 @@ bytes changed, or a progress record that does not read, is done again."""
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 from edgenas.stages.export_progress import (
@@ -54,6 +55,18 @@ def test_a_damaged_record_or_another_key_starts_over(tmp_path: Path) -> None:
     _finished(staging, b"onnx bytes")
     (staging / PROGRESS_NAME).write_text('{"format": "edgenas.export-progress/1", "files": [')
     assert open_staging(tmp_path, "k1")[1]["files"] == {}
+
+    # Entries not of the shape written are not done: they raised KeyError and AttributeError
+    # out of the export (review).
+    _finished(staging, b"onnx bytes")
+    doc = json.loads((staging / PROGRESS_NAME).read_text())
+    doc["files"]["model.onnx"].pop("input")
+    doc["files"]["model.tflite"] = "done"
+    doc["devices"] = {"local-cpu": ["measured"], "pi": {"profile": 1, "latency": {}}}
+    (staging / PROGRESS_NAME).write_text(json.dumps(doc))
+    progress = open_staging(tmp_path, "k1")[1]
+    assert progress["files"] == {} and progress["devices"] == {}
+    assert finished_file(staging, progress, "model.onnx") is None
 
     _finished(staging, b"onnx bytes")
     other, progress = open_staging(tmp_path, "k2")  # other inputs: the old folder goes
