@@ -19,7 +19,7 @@ import datetime as dt
 import shutil
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from functools import partial
 from pathlib import Path
@@ -218,6 +218,12 @@ def _run_stages(
                 f"[bold cyan]run:[/bold cyan] {escape(message)}", highlight=False, soft_wrap=True
             )
 
+    def warn(line: str) -> None:
+        # What a stage says the user should know (a device given a file not of its form):
+        # said even with --quiet, as `edgenas export` says it.
+        log(f"warning: {line}", echo=False)
+        console.print(f"warning: {line}", markup=False, highlight=False, soft_wrap=True)
+
     def report_warning(line: str, exc: BaseException) -> None:
         # A part of the report not drawn: a file edited out of shape, or a bug in the page,
         # whose traceback run.log keeps. Said even with --quiet: it is not progress.
@@ -282,7 +288,7 @@ def _run_stages(
     exported: list[dict[str, Any]] = []
     if "export" in stages:
         with _logged("export", log, forced="export" in options.force):
-            exported = _export(recipe, run, options, log)
+            exported = _export(recipe, run, options, log, warn)
     with _logged("report", log):
         summary = build_summary(recipe, run, exported)
         summary["report"] = str(root / REPORT_NAME)
@@ -703,7 +709,9 @@ def _check_reachable_budgets(recipe: Recipe, run: RunFolder, options: RunOptions
             )
 
 
-def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> list[dict[str, Any]]:
+def _export(
+    recipe: Recipe, run: RunFolder, options: RunOptions, log: Log, warn: Callable[[str], None]
+) -> list[dict[str, Any]]:
     from edgenas.search.pareto import read_pareto
     from edgenas.stages.export import ExportJob, FinetuneSettings, run_export
     from export.subnet_export import ExportOptions
@@ -780,6 +788,7 @@ def _export(recipe: Recipe, run: RunFolder, options: RunOptions, log: Log) -> li
                 ),
             ),
             say=lambda message: None if options.quiet else log(f"  export: {message}"),
+            warn=warn,
         )
         outputs = sorted(p for p in folder.iterdir() if p.is_file())
         run.record(stage_key, inputs, outputs, time.perf_counter() - started)
