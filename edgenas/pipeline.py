@@ -258,14 +258,16 @@ def _run_stages(
     with _logged("recipe", log, checking=True):  # before any stage: no stage's failure
         _check_sources(recipe)
         _check_upstream(recipe, run.layout)
+    trained_from: dict[str, Any] = {}
     if "train" in stages:
         with _logged("train", log, checking=True):
-            _check_retraining(recipe, run, options)
+            trained_from = train_inputs(recipe)  # once: a folder's digest stats every image
+            _check_retraining(recipe, run, options, trained_from)
     # Only now the recipe goes into run.json: a refused one wrote itself over a good run's.
     run.save()
     if "train" in stages:
         with _logged("train", log, forced="train" in options.force):
-            _train(recipe, run, options, console, log)
+            _train(recipe, run, options, console, log, trained_from)
     supernet = run.layout.supernet
     # Profiling times blocks, not the supernet: a recipe that only profiles needs none, nor
     # does a search that OFA's accuracy predictor scores.
@@ -337,13 +339,24 @@ def _logged(
         raise
 
 
-def _train(recipe: Recipe, run: RunFolder, options: RunOptions, console: Console, log: Log) -> None:
-    from edgenas.stages.train import TrainOptions, train
-
-    inputs = train_inputs(recipe)
+def _adopt_train_records(recipe: Recipe, run: RunFolder, inputs: dict[str, Any], log: Log) -> None:
+    """Old train records that describe today's inputs take them (stage_inputs' adopt_*)."""
     adopt_folder_digest(run, "train", inputs, Path(recipe.data.source).expanduser())
     adopt_data_fingerprint(run, inputs)
     adopt_moved_files(run, inputs, log)
+
+
+def _train(
+    recipe: Recipe,
+    run: RunFolder,
+    options: RunOptions,
+    console: Console,
+    log: Log,
+    inputs: dict[str, Any],
+) -> None:
+    from edgenas.stages.train import TrainOptions, train
+
+    _adopt_train_records(recipe, run, inputs, log)
     supernet = run.layout.supernet
     checkpoints = [run.layout.checkpoint, supernet]
     if not needs_run(
@@ -375,19 +388,27 @@ def _with_test_data(inputs: dict[str, Any], recorded: dict[str, Any]) -> dict[st
     return inputs
 
 
-def _check_retraining(recipe: Recipe, run: RunFolder, options: RunOptions) -> None:
-    """A training the run would do again over a trained supernet first checks what it
-    refuses before its first epoch (the data against the space, an init_from of another
-    space, an unreadable image): the rerun discarded the supernet, the search and the
-    exports, then refused the data (walk-through). Costs a load of the data, only when
-    training runs anyway."""
+def _check_retraining(
+    recipe: Recipe, run: RunFolder, options: RunOptions, inputs: dict[str, Any]
+) -> None:
+    """A training that would discard a trained supernet (forced, or on inputs it cannot
+    continue from; ``needs_run``'s rule) first checks what it refuses before its first
+    epoch (the data against the space, an init_from of another space, an unreadable image):
+    the rerun discarded the supernet, the search and the exports, then refused the data
+    (walk-through). Costs a load of the data, only when training starts over anyway."""
     from edgenas.stages.train import check_training
 
     layout = run.layout
     if not (layout.checkpoint.exists() or layout.supernet.exists()):
         return  # nothing to lose: the training itself refuses as early
-    if "train" not in options.force and run.up_to_date("train", train_inputs(recipe)):
-        return
+    if "train" not in options.force:
+        probe = run.scratch()  # the records as _train adopts them, the folder untouched
+        _adopt_train_records(recipe, probe, inputs, lambda message, /, *, echo=True: None)
+        old = probe.last_inputs("train")
+        if old is None or old == inputs:
+            return  # up to date, or resumed where it stopped
+        if training_continues(recipe, layout.checkpoint, old, inputs):
+            return
     check_training(recipe)
 
 

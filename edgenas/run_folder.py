@@ -10,6 +10,7 @@ import datetime as dt
 import platform
 import shutil
 from collections.abc import Callable, Sequence
+from copy import deepcopy
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
@@ -100,6 +101,15 @@ class RunFolder:
             if not (self.root / name).is_file() or file_sha256(self.root / name) != digest
         ]
 
+    def scratch(self) -> RunFolder:
+        """A copy of the records whose changes stay in memory (``save`` writes nothing): to
+        work out what a stage would do, adoptions of old records included, before the run
+        changes anything."""
+        scratch = _ScratchRunFolder.__new__(_ScratchRunFolder)
+        scratch.__dict__.update(self.__dict__)
+        scratch.stages, scratch.started = deepcopy(self.stages), deepcopy(self.started)
+        return scratch
+
     def last_inputs(self, key: str) -> dict[str, Any] | None:
         """The inputs stage ``key``'s outputs were last made from: those of its run that
         started and did not finish, else those of its finished run (None: it never ran)."""
@@ -143,6 +153,11 @@ class RunFolder:
         if self.started:
             doc["started"] = self.started
         write_run(self.path, doc)
+
+
+class _ScratchRunFolder(RunFolder):
+    def save(self) -> None:
+        pass  # RunFolder.scratch: in memory only
 
 
 @dataclass(frozen=True)

@@ -1309,3 +1309,31 @@ def test_an_export_recorded_before_its_test_images_were_named_is_kept() -> None:
     assert _with_test_data(now, {"subnet": {"r": 28}}) == now
     assert _with_test_data(now, {"subnet": {"r": 32}}) is None  # another subnet
     assert _with_test_data(now, {"subnet": {"r": 28}, "test_data": "old"}) is None
+
+
+def test_the_pre_training_check_runs_only_where_training_would_discard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # It loaded the data an extra time for every resumed or continued training, where
+    # nothing is discarded (review).
+    import edgenas.stages.train as train_stage
+    from edgenas.pipeline import _check_retraining
+
+    checked: list[object] = []
+    monkeypatch.setattr(train_stage, "check_training", checked.append)
+    recipe_path = run_recipe(tmp_path)
+    recipe = load_recipe(recipe_path)
+    run = RunFolder(tmp_path / "run", recipe, recipe_path)
+    run.root.mkdir()
+    (run.root / "supernet.pt").write_bytes(b"trained")
+    inputs = train_inputs(recipe)
+    finished = {"inputs": inputs, "outputs": {}, "seconds": 1.0, "finished": "x"}
+    for stages, started in (({}, {}), ({"train": finished}, {}), ({}, {"train": inputs})):
+        run.stages, run.started = dict(stages), dict(started)  # new, done, or resumed
+        _check_retraining(recipe, run, RunOptions(), inputs)
+    assert checked == []
+    run.stages, run.started = {"train": {**finished, "inputs": {"recipe": {}}}}, {}
+    _check_retraining(recipe, run, RunOptions(), inputs)  # other inputs: discarded
+    _check_retraining(recipe, run, RunOptions(force=("train",)), {"recipe": {}})
+    assert checked == [recipe, recipe]
+    assert not (run.root / "run.json").exists()  # worked out on a scratch copy
