@@ -32,38 +32,33 @@ def test_an_interrupt_inside_the_step_is_raised_when_it_ends(
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
-def test_ctrl_c_during_the_tflite_conversion_exits_cleanly(trained: Path, tmp_path: Path) -> None:
-    out = tmp_path / "export"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edgenas",
-            "export",
-            "--supernet",
-            str(trained / "run" / "supernet.pt"),
-            "--subnet",
-            "min",  # the smallest: the conversion to interrupt takes seconds all the same
-            "--format",
-            "tflite",
-            "--out",
-            str(out),
-        ],
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-    )
+def _ctrl_c_at(args: list[str], said: str) -> str:
+    """Run ``args``, Ctrl-C it at its first line holding ``said``; what it said after."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
     assert proc.stderr is not None
     seen = []
     for line in proc.stderr:
         seen.append(line)
-        if "tflite fp32" in line:  # the conversion starts now
+        if said in line:
             proc.send_signal(signal.SIGINT)
             break
     rest = proc.communicate(timeout=300)[1]
     assert proc.returncode > 0, "".join(seen) + rest  # an exit, not a death by signal
     assert "Traceback" not in rest
+    return rest
+
+
+def _export_args(trained: Path, *args: str | Path) -> list[str]:
+    supernet = trained / "run" / "supernet.pt"
+    return [sys.executable, "-m", "edgenas", "export", "--supernet", str(supernet), *map(str, args)]
+
+
+def test_ctrl_c_during_the_tflite_conversion_exits_cleanly(trained: Path, tmp_path: Path) -> None:
+    out = tmp_path / "export"
+    # the smallest subnet: the conversion to interrupt takes seconds all the same
+    args = _export_args(trained, "--subnet", "min", "--format", "tflite", "--out", out)
+    _ctrl_c_at(args, "tflite fp32")  # the conversion starts now
     assert not out.exists() or not [p for p in out.iterdir() if p.name.startswith(".partial-")]
 
 
@@ -75,35 +70,11 @@ def test_an_interrupted_export_resumes_with_what_it_finished(trained: Path, tmp_
             f"name: {name}-cpu\nkind: local\nruntime: onnxruntime\nthreads: 1\nwarmup: 1\nruns: 3\n"
         )
     out = tmp_path / "export"
-    args = [
-        sys.executable,
-        "-m",
-        "edgenas",
-        "export",
-        "--supernet",
-        str(trained / "run" / "supernet.pt"),
-        "--subnet",
-        "min",
-        "--format",
-        "onnx,tflite",
-        "--device",
-        str(tmp_path / "first.yaml"),
-        "--device",
-        str(tmp_path / "second.yaml"),
-        "--out",
-        str(out),
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen(args, stderr=subprocess.PIPE, text=True, cwd=REPO, env=env)
-    assert proc.stderr is not None
-    seen = []
-    for line in proc.stderr:
-        seen.append(line)
-        if "on second-cpu" in line:  # the files are checked, first-cpu has measured them
-            proc.send_signal(signal.SIGINT)
-            break
-    rest = proc.communicate(timeout=300)[1]
-    assert proc.returncode > 0, "".join(seen) + rest
+    devices = ["--device", tmp_path / "first.yaml", "--device", tmp_path / "second.yaml"]
+    args = _export_args(trained, "--subnet", "min", "--format", "onnx,tflite", *devices)
+    args += ["--out", str(out)]
+    # at second-cpu: the files are checked, first-cpu has measured them
+    rest = _ctrl_c_at(args, "on second-cpu")
     assert "run the same command again to resume" in rest
     (staging,) = [p for p in out.iterdir() if p.name.startswith(".partial-")]
     assert not (out / "card.json").exists()
@@ -112,6 +83,7 @@ def test_an_interrupted_export_resumes_with_what_it_finished(trained: Path, tmp_
     assert set(progress["devices"]) == {"first-cpu"}
     written = {name: (staging / name).read_bytes() for name in progress["files"]}
 
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     again = subprocess.run(args, capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert again.returncode == 0, again.stderr
     assert "onnx fp32: kept from the interrupted export" in again.stderr

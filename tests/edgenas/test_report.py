@@ -301,11 +301,8 @@ def test_an_unfinished_run_says_which_stages_are_missing(tmp_path: Path) -> None
     assert "search" in page.missing["pareto"] and not page.svgs
 
 
-def test_a_run_stopped_in_a_stage_says_it_did_not_finish(tmp_path: Path) -> None:
-    # It said "No search in this run: add search to the recipe's stages" for a recipe whose
-    # search had failed (audit, finding 3).
-    from edgenas.report import build_report
-
+def _stopped_in_search(folder: Path) -> None:
+    """A run.json in ``folder`` of a run trained and profiled, stopped in its search."""
     recipe = {**MICRO_RECIPE, "devices": [{"name": "npu-32x32-ws", "budget_ms": 5.0}]}
     finished = {"inputs": {}, "outputs": {}, "seconds": 1.0, "finished": "x"}
     run = {
@@ -314,7 +311,15 @@ def test_a_run_stopped_in_a_stage_says_it_did_not_finish(tmp_path: Path) -> None
         "stages": {"train": finished, "profile:npu-32x32-ws": finished},
         "started": {"search": {}},
     }
-    (tmp_path / "run.json").write_text(json.dumps(run))
+    (folder / "run.json").write_text(json.dumps(run))
+
+
+def test_a_run_stopped_in_a_stage_says_it_did_not_finish(tmp_path: Path) -> None:
+    # It said "No search in this run: add search to the recipe's stages" for a recipe whose
+    # search had failed (audit, finding 3).
+    from edgenas.report import build_report
+
+    _stopped_in_search(tmp_path)
     page = outline(build_report(tmp_path).read_text())
     for section in ("summary", "pareto"):
         assert page.missing[section].startswith("The search stage started and did not finish")
@@ -327,15 +332,7 @@ def test_the_line_the_last_run_stopped_with_is_shown(tmp_path: Path) -> None:
     # stopped in said only "run the same command again" (walk-through).
     from edgenas.report import build_report
 
-    recipe = {**MICRO_RECIPE, "devices": [{"name": "npu-32x32-ws", "budget_ms": 5.0}]}
-    finished = {"inputs": {}, "outputs": {}, "seconds": 1.0, "finished": "x"}
-    run = {
-        "format": "edgenas.run/1",
-        "recipe": recipe,
-        "stages": {"train": finished, "profile:npu-32x32-ws": finished},
-        "started": {"search": {}},
-    }
-    (tmp_path / "run.json").write_text(json.dumps(run))
+    _stopped_in_search(tmp_path)
     failure = "search failed: budget 5 ms: no subnet is that fast (the fastest takes 7.1 ms)"
     log = tmp_path / "run.log"
     log.write_text(  # as the pipeline writes it: an earlier run's failure, then this run's
