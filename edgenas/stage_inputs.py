@@ -64,10 +64,11 @@ def held_out_fingerprint(source: str) -> str | None:
     """The digest of a train/ + test/ (or val/) folder's held-out part, which export's test
     checks read (None for any other source): a test/ that changed exports again, and trains
     nothing again."""
+    from once_for_all.data.load import BUILTIN_SOURCES
     from once_for_all.data.source_digest import held_out_part, source_digest
 
     path = Path(source).expanduser()
-    if not path.is_dir():
+    if source in BUILTIN_SOURCES or not path.is_dir():  # a data set's name, not a folder here
         return None
     return held_out_part(str(source_digest(str(path))))
 
