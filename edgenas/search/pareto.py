@@ -207,7 +207,13 @@ def pareto_front(
     trials, subnets = [trials[i] for i in keep], [subnets[i] for i in keep]
     measured: list[float | None] = [None] * len(subnets)
     if measure and subnets:
-        picked = _to_reevaluate([t.values[0] for t in trials], reevaluate)
+        # The members meeting each budget of each device: its best is where its choice falls.
+        fits = [
+            [i for i, t in enumerate(trials) if t.values[1 + j] <= budget]
+            for j, device in enumerate(problem.devices)
+            for budget in device.budgets_ms
+        ]
+        picked = _to_reevaluate([t.values[0] for t in trials], reevaluate, fits)
         for i, acc in zip(picked, measure([subnets[i] for i in picked]), strict=True):
             measured[i] = acc
     costs = costs_many(problem.space, subnets) if subnets else {}
@@ -225,13 +231,27 @@ def pareto_front(
     ]
 
 
-def _to_reevaluate(predicted: Sequence[float], k: int) -> list[int]:
+def _to_reevaluate(
+    predicted: Sequence[float], k: int, fits: Sequence[Sequence[int]] = ()
+) -> list[int]:
+    """About ``k`` members to evaluate directly: half the most accurate by prediction, the
+    best under each budget first (``fits``: the members meeting each budget), half spread
+    along the front. Every budget's best predicted is among them, beyond ``k`` if there are
+    more budgets than half of it: ``choose`` takes measured members where any meet a budget,
+    and with the most accurate overall alone measured, a tighter budget fell to the fastest
+    member though better ones met it (walk-through)."""
     n = len(predicted)
     if k >= n:
         return list(range(n))
-    top = sorted(range(n), key=lambda i: predicted[i], reverse=True)[: (k + 1) // 2]
+    order = sorted(range(n), key=lambda i: predicted[i], reverse=True)
+    rank = {i: r for r, i in enumerate(order)}
+    top = {min(fit, key=rank.__getitem__) for fit in fits if fit}  # each budget's best
+    for i in order:
+        if len(top) >= (k + 1) // 2:
+            break
+        top.add(i)
     spread = [round(j * (n - 1) / max(1, k // 2 - 1)) for j in range(k // 2)]
-    return sorted(set(top) | set(spread))
+    return sorted(top | set(spread))
 
 
 def choose(

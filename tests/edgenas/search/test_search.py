@@ -196,6 +196,17 @@ def test_several_budgets_on_one_device_choose_one_subnet_under_each(tmp_path: Pa
         assert front[c["index"]].accuracy == max(m.accuracy for m in fitting)
     accuracies = [front[c["index"]].accuracy for c in chosen]
     assert accuracies == sorted(accuracies) and accuracies[0] < accuracies[-1]
+    # Re-evaluating a few members, each budget's best predicted is among them: with the
+    # most accurate overall alone, a tighter budget fell to the fastest member (walk-through).
+    trials = run.persistent.get_trials(deepcopy=False)
+    measured = pareto_front(
+        prob, trials, measure=lambda subnets: [0.5] * len(subnets), reevaluate=4
+    )
+    assert len(measured) > 6
+    for c in choose(prob, measured):
+        fitting = [m for m in measured if m.latency_ms["board0"] <= c["budget_ms"]]
+        best = max(fitting, key=lambda m: m.accuracy_predicted)
+        assert best.accuracy_measured is not None, c["budget_ms"]
     document = pareto_document(
         prob, "s", run.persistent.get_trials(deepcopy=False), front, chosen, accuracy_source="x"
     )
