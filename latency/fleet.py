@@ -122,6 +122,11 @@ class DeviceResult:
     def ok(self) -> bool:
         return self.error is None
 
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by Ctrl-C (or SIGTERM), not failed: what it measured is saved."""
+        return self.error == _INTERRUPTED
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "device": self.device,

@@ -119,7 +119,7 @@ def _fleet_progress(
         lines = {n: LineProgress(f"profile {n}") for n in names}
 
         def said(result: DeviceResult) -> None:
-            outcome = "done" if result.ok else "failed"
+            outcome = "done" if result.ok else "interrupted" if result.interrupted else "failed"
             err_console.print(f"profile {result.name}: {outcome}", highlight=False, soft_wrap=True)
 
         yield (lambda name: lines[name]), said
@@ -147,6 +147,8 @@ def _fleet_progress(
             task = tasks[result.name]
             if result.ok:
                 progress.update(task, description="[green]done", completed=1, total=1)
+            elif result.interrupted:  # "failed" came before the line saying it was Ctrl-C
+                progress.update(task, description="[yellow]interrupted", total=1)
             else:
                 progress.update(task, description="[red]failed", total=1)
             progress.stop_task(task)

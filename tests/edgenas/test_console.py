@@ -37,21 +37,25 @@ def test_a_fleet_without_a_terminal_reports_each_device_in_lines(
 ) -> None:
     # Its bars were never drawn in a log: an hour of profiling printed one line at the end.
     from edgenas.stages import profile
+    from latency import fleet
     from latency.fleet import DeviceResult
 
     out = io.StringIO()
     plain = Console(file=out, width=200)
     monkeypatch.setattr(console, "err_console", plain)
     monkeypatch.setattr(profile, "err_console", plain)
-    with profile._fleet_progress(["board", "npu"], quiet=False) as (bar, finished):
+    with profile._fleet_progress(["board", "npu", "pi"], quiet=False) as (bar, finished):
         bar("board")("measure", 0, 4)
         bar("npu")("measure", 4, 4)
         finished(DeviceResult("npu", "npu", Path("p")))
         finished(DeviceResult("board", "board", Path("q"), error="unreachable"))
+        stopped = DeviceResult("pi", "pi", Path("r"), error=fleet._INTERRUPTED)
+        finished(stopped)  # Ctrl-C: it said "failed" (walk-through)
     lines = [line.split(",")[0] for line in out.getvalue().splitlines()]
     assert lines == [
         "profile board: measure 0/4 (0%)",
         "profile npu: measure 4/4 (100%)",
         "profile npu: done",
         "profile board: failed",
+        "profile pi: interrupted",
     ]
