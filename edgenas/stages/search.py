@@ -289,8 +289,16 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
         batch=1 if direct else 25,
     )
     run.enqueue(enqueued)
-    with stage_progress("search trials", quiet=quiet) as progress:
-        run.run(o.trials, progress=progress)
+    run.pull()
+    if (held := len(run.completed())) >= o.trials:
+        # It printed "optimise 8500/100 (8500%)" and went on without a word (walk-through).
+        say(
+            f"the study already holds {held} completed trials (--trials {o.trials}): none "
+            f"is run, and the front is of all {held}; give more --trials to continue it"
+        )
+    else:
+        with stage_progress("search trials", quiet=quiet) as progress:
+            run.run(o.trials, progress=progress)
     # One read of the study: other workers go on storing trials, and the front, the count of
     # trials it is of and the plot's grey points were three snapshots (review).
     stored = run.persistent.get_trials(deepcopy=False)

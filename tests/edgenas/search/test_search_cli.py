@@ -97,7 +97,16 @@ def test_joint_search_for_two_devices_writes_front_choices_and_plot(
     # Asking for more trials continues the stored study (and reuses the evaluations).
     proc = search_here(*common, "--trials", "250", "--json", "--quiet")
     assert proc.returncode == 0, proc.stderr
-    assert json.loads(proc.stdout)["trials"] >= 250
+    held = json.loads(proc.stdout)["trials"]
+    assert held >= 250
+    # Fewer than it holds: it printed "optimise 250/100 (250%)" without a word (walk-through).
+    proc = search_here(*common, "--trials", "100", "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["trials"] == held
+    assert f"the study already holds {held} completed trials (--trials 100): none is run" in (
+        " ".join(proc.stderr.split())
+    )
+    assert "optimise" not in proc.stderr
     # A device profiled again has other latencies: its trials are not this study's.
     reprofiled = tmp_path / "board1-again.json"
     predictor("board1", seed=5, scale=3.0).save(reprofiled)
