@@ -139,6 +139,9 @@ def _search(options: SearchOptions, *, quiet: bool, say: Say) -> SearchResult:
     bad = [name for name in o.objectives if name not in EXTRA_OBJECTIVES]
     if bad:
         raise StudyError(f"--objective {bad[0]!r}: use params, macs or peak_activation_bytes")
+    if twice := sorted({n for n in o.objectives if o.objectives.count(n) > 1}):
+        # It searched on two copies of the one objective (walk-through).
+        raise StudyError(f"--objective {twice[0]} is given more than once: give it once")
     ofa = None
     if o.accuracy == "ofa-predictor":
         # OFA's published predictor scores subnet choices: no supernet weights are needed.

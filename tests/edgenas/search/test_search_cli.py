@@ -164,6 +164,10 @@ def test_search_errors_are_one_line(
     # Refusals before any work, in-process (a process each costs seconds of imports).
     proc = search_here("--supernet", supernet, "--device", "no-such-board", "--out", tmp_path)
     assert proc.returncode == 2 and "edgenas profile no-such-board" in proc.stderr
+    twice = ["--objective", "params", "--objective", "macs", "--objective", "params"]
+    proc = search_here("--supernet", supernet, "--device", board0, *twice, "--out", tmp_path)
+    assert proc.returncode == 2, proc.stderr  # it searched on two copies of it (walk-through)
+    assert "error: --objective params is given more than once: give it once" in proc.stderr
     proc = search_here(
         "--supernet",
         supernet,
