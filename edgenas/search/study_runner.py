@@ -249,10 +249,15 @@ def check_study(
         return  # a new study
     stored = storage.get_study_user_attrs(study_id).get("edgenas")
     if stored is not None:
-        _compare_identity(name, stored, problem, fix=fix)
+        done = storage.get_all_trials(study_id, deepcopy=False, states=(TrialState.COMPLETE,))
+        _compare_identity(name, stored, problem, fix=fix, empty=not done)
 
 
-def _compare_identity(name: str, stored: object, problem: SearchProblem, *, fix: str) -> None:
+def _compare_identity(
+    name: str, stored: object, problem: SearchProblem, *, fix: str, empty: bool = False
+) -> None:
+    """Refuse a study made for another search; ``empty``: it holds no completed trial (a
+    start that failed left it: a damaged predictor file, say), which the line says."""
     identity = json.loads(json.dumps(study_identity(problem)))
     old = stored if isinstance(stored, dict) else {}
     # A part only one side records (a study stored before sources were) is not compared.
@@ -263,7 +268,11 @@ def _compare_identity(name: str, stored: object, problem: SearchProblem, *, fix:
         return
     key = differ[0]  # one line: the first part that differs
     was, now = _differing(old.get(key), identity[key])
-    raise StudyError(f"study {name!r} was made for {key} {_shown(was)}, not {_shown(now)}: {fix}")
+    # Not bound anew: a worker of a shared study may be on its first trials elsewhere.
+    none = " (it holds no completed trial: a start that failed left it)" if empty else ""
+    raise StudyError(
+        f"study {name!r} was made for {key} {_shown(was)}, not {_shown(now)}{none}: {fix}"
+    )
 
 
 def _differing(was: object, now: object) -> tuple[object, object]:
@@ -547,7 +556,7 @@ class SearchRun:
         stored = self.persistent.user_attrs.get("edgenas")
         identity = json.loads(json.dumps(study_identity(self.problem)))
         if stored is not None:
-            _compare_identity(name, stored, self.problem, fix=CLASH_FIX)
+            _compare_identity(name, stored, self.problem, fix=CLASH_FIX, empty=not self.completed())
         # A study stored before its sources were recorded is bound to this search's from now.
         merged = {**stored, **identity} if isinstance(stored, dict) else identity
         if merged != stored:

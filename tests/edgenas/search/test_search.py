@@ -327,6 +327,21 @@ def test_a_study_for_another_supernet_or_predictor_is_refused(tmp_path: Path) ->
             SearchRun(other, storage=storage, study_name="s")
 
 
+def test_a_study_left_by_a_failed_start_says_it_holds_no_trial(tmp_path: Path) -> None:
+    # A search that failed on a damaged predictor file left a study of none, bound to that
+    # file: the corrected command was refused by hashes alone (walk-through). It is not bound
+    # anew (a worker of a shared study may be on its first trials), but the line says so.
+    storage = open_storage(f"journal:{tmp_path / 's.log'}")
+    bad = replace(problem(), sources={"accuracy": "ofa-predictor aaaa"})
+    SearchRun(bad, storage=storage, study_name="s")  # stored; then the predictor gave NaN
+    good = replace(problem(), sources={"accuracy": "ofa-predictor bbbb"})
+    said = r"accuracy ofa-predictor aaaa, not ofa-predictor bbbb \(it holds no completed trial: a"
+    with pytest.raises(StudyError, match=said):
+        check_study(storage, "s", good)
+    with pytest.raises(StudyError, match=said):
+        SearchRun(good, storage=storage, study_name="s")
+
+
 def test_a_study_stored_before_its_sources_were_recorded_continues_and_keeps_them(
     tmp_path: Path,
 ) -> None:
