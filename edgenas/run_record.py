@@ -196,6 +196,10 @@ class RunSummary(TypedDict):
     recipe: str  # the recipe's name
     stages: dict[str, float | None]  # seconds per finished stage of this recipe's run
     chosen: list[SummaryRow]
+    # A run that searched and exported nothing: the search's choices (pareto.json's), one per
+    # device budget: device, budget_ms, index (in its front), subnet, accuracy (measured, else
+    # predicted), latency_ms (predicted on that device).
+    searched: NotRequired[list[dict[str, Any]]]
     # The recipe's devices (their profile names): the report shows these, not every folder
     # under devices/ (a device a recipe no longer names keeps its table there).
     devices: NotRequired[list[str]]

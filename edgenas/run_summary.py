@@ -95,7 +95,7 @@ def build_summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]
             rows.append(row)
     devices = [device_name(d.name) for d in recipe.devices]
     current = _current_stages(recipe, devices, [e["subnet"] for e in exported])
-    return RunSummary(
+    summary = RunSummary(
         format=SUMMARY_FORMAT,
         run=str(run.root),
         recipe=recipe.name,
@@ -103,6 +103,34 @@ def build_summary(recipe: Recipe, run: RunFolder, exported: list[dict[str, Any]]
         chosen=rows,
         devices=devices,
     )
+    if not rows and "search" in summary["stages"]:
+        # It printed the search's choices, and its JSON held "chosen": [] (walk-through).
+        summary["searched"] = _searched(run)
+    return summary
+
+
+def _searched(run: RunFolder) -> list[dict[str, Any]]:
+    """The choices of the run's search (pareto.json), as the run prints them."""
+    from edgenas.search.pareto import read_pareto
+
+    document = read_pareto(run.layout.pareto)
+    rows = []
+    for choice in document.get("chosen", []):
+        member = document["front"][choice["index"]]
+        accuracy = member["accuracy"]
+        measured = accuracy.get("measured")
+        rows.append(
+            {
+                "device": choice["device"],
+                "budget_ms": choice["budget_ms"],
+                "index": choice["index"],
+                "subnet": member["subnet"],
+                "accuracy": measured if measured is not None else accuracy.get("predicted"),
+                "accuracy_measured": measured is not None,
+                "latency_ms": member["latency_ms"][choice["device"]]["predicted"],
+            }
+        )
+    return rows
 
 
 def _current_stages(recipe: Recipe, devices: Sequence[str], exported: Sequence[str]) -> set[str]:

@@ -1337,3 +1337,25 @@ def test_the_pre_training_check_runs_only_where_training_would_discard(
     _check_retraining(recipe, run, RunOptions(force=("train",)), {"recipe": {}})
     assert checked == [recipe, recipe]
     assert not (run.root / "run.json").exists()  # worked out on a scratch copy
+
+
+def test_a_run_that_exported_nothing_lists_its_searchs_choices(micro_run: Run) -> None:
+    # It printed them, and its summary.json (and --json) held "chosen": [] (walk-through).
+    from edgenas.run_summary import build_summary
+
+    recipe_path, out, _, _ = micro_run
+    recipe = load_recipe(recipe_path)
+    summary = build_summary(recipe, RunFolder(out, recipe, recipe_path), [])
+    pareto = json.loads((out / "search" / "pareto.json").read_text())
+    assert summary["chosen"] == [] and "searched" not in micro_run[3]
+    searched = summary["searched"]
+    assert [(r["device"], r["budget_ms"], r["index"]) for r in searched] == [
+        (c["device"], c["budget_ms"], c["index"]) for c in pareto["chosen"]
+    ]
+    for row in searched:
+        member = pareto["front"][row["index"]]
+        assert row["subnet"] == member["subnet"]
+        assert row["latency_ms"] == member["latency_ms"][row["device"]]["predicted"]
+        assert row["accuracy"] == (
+            member["accuracy"]["measured"] or member["accuracy"]["predicted"]
+        )
