@@ -191,6 +191,7 @@ class ModelCache:
             initializer=_quiet_worker,
             initargs=(os.getpid(),),
         )
+        stopped = False
         try:
             with _ctrl_c_blocked():  # the workers start in submit, inheriting it
                 futures = [pool.submit(export_fn, desc, path, conversion) for desc, path in todo]
@@ -210,11 +211,17 @@ class ModelCache:
             running = getattr(pool, "_processes", None) or {}  # 3.14: terminate_workers()
             for process in list(running.values()):
                 process.terminate()
+            stopped = True
             raise
         finally:
             # Ctrl-C or a failed export: the queued models are dropped and those in flight
             # finish (a worker's own Ctrl-C had left one hung on a lock, the command with it).
             pool.shutdown(wait=True, cancel_futures=True)
+            if stopped:
+                # A terminated worker leaves its model's temporary file (walk-through).
+                for _, path in todo:
+                    for tmp in path.parent.glob(f".{path.name}.*.tmp*"):
+                        tmp.unlink(missing_ok=True)
         return [path for _, path in jobs]
 
 

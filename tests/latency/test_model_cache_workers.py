@@ -71,10 +71,13 @@ CONVERTING = """
 import sys, time
 from pathlib import Path
 from latency.model_cache import ModelCache
+from once_for_all.files import atomic_path
 
 
 def slow(desc, path, conversion):  # a conversion that takes its time (int8 TFLite: 15-40 s)
-    time.sleep(600)
+    with atomic_path(path) as tmp:  # as the converters write their models
+        tmp.write_bytes(b"half a model")
+        time.sleep(600)
 
 
 class Stopped(Exception):  # as a fleet's progress raises Cancelled once Ctrl-C set its stop
@@ -124,5 +127,7 @@ def test_a_stop_ends_the_conversions_in_flight(tmp_path: Path, stop: str) -> Non
         # within seconds, not the 600 s of the models in flight (TimeoutExpired)
         out, _ = parent.communicate(timeout=30)
         assert out == "stopped\n" and parent.returncode == 0
+        # nor are the terminated workers' temporary files left in the cache (walk-through)
+        assert sorted((tmp_path / "cache").iterdir()) == []
     finally:
         parent.kill()
