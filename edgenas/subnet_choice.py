@@ -56,9 +56,10 @@ def choose_subnet(
                 f"{PARETO_FORMAT}: rerun the search with this version"
             )
         if document.get("space") not in (None, space.id):
+            # Not "the supernet's": a search that OFA's predictor scores has none (walk-through).
             raise SubnetError(
-                f"{path} is a front of space {document['space']}, the supernet's space is "
-                f"{space.id}: give the pareto.json of a search on this supernet"
+                f"{path} is a front of space {document['space']}, not of {space.id}, which "
+                f"this command works in: give the pareto.json of a search in {space.id}"
             )
         check_pareto(document, path, error=SubnetError)  # a hand-edited one gave KeyErrors
         document = _front_member(document, path, member)
