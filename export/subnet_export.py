@@ -251,16 +251,21 @@ def export_subnet(
     }
     files: list[ExportedFile] = []
     inputs: dict[str, dict[str, Any]] = {}
-    done = finished or (lambda name: None)
     tell = on_file or (lambda file, spec: None)
+
+    def kept(fmt: ModelFormat, precision: Precision) -> bool:
+        """Whether an interrupted export finished this file (then taken as it is)."""
+        name = FILE_NAMES[(fmt, precision)]
+        done = finished(name) if finished is not None else None
+        if done is not None:
+            say(f"{fmt} {precision}: kept from the interrupted export")
+            files.append(done[0])
+            inputs[name] = done[1]
+        return done is not None
+
     for fmt in options.formats:
         path = folder / FILE_NAMES[(fmt, "fp32")]
-        kept = done(path.name)
-        if kept is not None:
-            say(f"{fmt} fp32: kept from the interrupted export")
-            files.append(kept[0])
-            inputs[path.name] = kept[1]
-        else:
+        if not kept(fmt, "fp32"):
             files.append(
                 _write_fp32(
                     model,
@@ -280,11 +285,7 @@ def export_subnet(
         if calib is None:
             continue
         q_path = folder / FILE_NAMES[(fmt, "int8")]
-        kept = done(q_path.name)
-        if kept is not None:
-            say(f"{fmt} int8: kept from the interrupted export")
-            files.append(kept[0])
-            inputs[q_path.name] = kept[1]
+        if kept(fmt, "int8"):
             continue
         say(f"{fmt} int8 (calibrating on {len(calib)} training images)")
         int8 = Int8Writer(
